@@ -1,0 +1,97 @@
+"""The simulation scenario as frozen, validated data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+
+from .predictors import PREDICTORS
+from .schedulers import BIN_POLICIES, SCHEDULERS
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that, with the trace and the latency model, determines a simulation.
+
+    ``SimConfig.help()`` lists every field with its meaning.  Building one
+    touches no disk and prints nothing; a bad value raises ``ValueError``.
+    """
+
+    scheduler: str = _f("multi_bin_dynamic", "scheduling policy, one of the registered names")
+    num_gpus: int = _f(1, "identical GPUs in the pool (>= 1)")
+    k_bins: int = _f(4, "bins by predicted output length for multi-bin schedulers (>= 1)")
+    batch_size: int = _f(8, "batch size of static_fifo (up to) and multi_bin_fixed (exactly)")
+    d_sla_s: float = _f(1.0, "end-to-end latency SLA per request, seconds (> 0)")
+    predictor: str = _f("prompt_power_law", "output-length predictor used for binning")
+    predictor_sigma: float = _f(0.5, "log-normal sigma of the 'noisy' predictor")
+    bin_policy: str = _f("oldest", "which bin an idle GPU serves: oldest, round_robin, longest_queue")
+    edge_sample: int = _f(0, "requests (from the start of the trace) used to fit bin edges; 0 = all")
+    b_min: int = _f(1, "smallest batch the dynamic controllers may choose")
+    b_max: int = _f(32, "largest batch the dynamic controllers may choose")
+    sla_budget_fraction: float = _f(
+        0.5, "share of d_sla_s that a batch's service time may use; the controller's target")
+    ctrl_alpha: int = _f(2, "Algorithm 2 alpha: minimum width of the [b_low, b_high] interval")
+    ctrl_delta: int = _f(2, "Algorithm 2 delta: step by which the interval is widened")
+    ctrl_eps_fraction: float = _f(0.05, "Algorithm 2 eps as a fraction of the latency budget (hold band)")
+    ctrl_window: int = _f(8, "completed batches averaged into tau and b_bar")
+    mem_theta: float = _f(2.0, "Algorithm 1 theta: std-devs of batch tokens held in reserve")
+    gpu_mem_gb: float = _f(12.0, "GPU memory, GB")
+    model_mem_gb: float = _f(2.0, "memory taken by the model weights, GB")
+    kv_gb_per_token: float = _f(5e-6, "KV-cache memory per token (prompt + output), GB")
+    mem_margin_gb: float = _f(1.0, "memory kept free for activations and fragmentation, GB")
+    seed: int = _f(0, "seed of every random choice in the simulation (the predictor's noise)")
+
+    def __post_init__(self):
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler: unknown {self.scheduler!r}; allowed: {', '.join(sorted(SCHEDULERS))}")
+        if self.predictor not in PREDICTORS:
+            raise ValueError(f"predictor: unknown {self.predictor!r}; allowed: {', '.join(PREDICTORS)}")
+        if self.bin_policy not in BIN_POLICIES:
+            raise ValueError(f"bin_policy: unknown {self.bin_policy!r}; allowed: {', '.join(BIN_POLICIES)}")
+        ints = {"num_gpus": 1, "k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
+                "ctrl_delta": 1, "ctrl_window": 1, "edge_sample": 0, "seed": 0}
+        for name, low in ints.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
+            object.__setattr__(self, name, int(value))  # plain int: stable hashing and JSON
+        if self.b_min > self.b_max:
+            raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
+        positive = ("d_sla_s", "sla_budget_fraction", "gpu_mem_gb", "kv_gb_per_token")
+        non_negative = ("predictor_sigma", "ctrl_eps_fraction", "mem_theta", "model_mem_gb", "mem_margin_gb")
+        for name in positive + non_negative:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name}: must be a finite number, got {value!r}")
+            if name in positive and value <= 0:
+                raise ValueError(f"{name}: must be > 0, got {value!r}")
+            if value < 0:
+                raise ValueError(f"{name}: must be >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.kv_capacity_tokens < 1:
+            raise ValueError(
+                f"gpu_mem_gb/model_mem_gb/mem_margin_gb: no memory left for the KV cache "
+                f"({self.gpu_mem_gb} - {self.model_mem_gb} - {self.mem_margin_gb} GB); "
+                "raise gpu_mem_gb or lower the model or margin memory")
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        """Tokens of KV cache one GPU can hold: (gpu - model - margin) / kv_gb_per_token."""
+        free_gb = self.gpu_mem_gb - self.model_mem_gb - self.mem_margin_gb
+        return int(math.floor(free_gb / self.kv_gb_per_token * (1 + 1e-12))) if free_gb > 0 else 0
+
+    def replace(self, **changes) -> "SimConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def help(cls) -> str:
+        return "\n".join(f"{f.name} (default {f.default!r}): {f.metadata['help']}" for f in dataclasses.fields(cls))

@@ -1,0 +1,303 @@
+"""Compiled discrete-event core: a pool of GPUs serving static batches.
+
+Events are arrivals (in trace order) and batch completions (a binary heap
+keyed by finish time, ties by GPU index).  Completions at the same instant as
+an arrival are handled first.  After every event, idle GPUs take batches while
+one can be formed (work conserving); idle GPUs are used in the order they
+became idle, which spreads load evenly.
+
+Requests wait in per-bin FIFO queues.  Because a bin's queue is always a
+contiguous run of that bin's requests in arrival order, the queues are index
+ranges ``order[head[j]:tail[j]]`` into one array: admitting and dispatching are
+O(1) per request, choosing a bin is O(K) per batch.
+
+Batch-size rules (see :mod:`workbench.schedulers`):
+
+* ``BATCH_UP_TO``: up to ``fixed_batch`` waiting requests.
+* ``BATCH_EXACT``: exactly ``fixed_batch``; a partial batch only once every
+  request of its bin has arrived.
+* ``BATCH_DYNAMIC``: ``clamp(min(b_mem[j], b_sla[j]), b_min, b_max)`` with one
+  controller pair per bin, after Pang, Li & Wang (arXiv 2503.05248):
+
+  - Algorithm 2 (SLA).  ``tau`` is the mean *service time* of the bin's last
+    ``window`` completed batches and ``b_bar`` their mean size; the budget
+    ``D`` is ``sla_budget_fraction * d_sla_s`` and ``eps`` a hold band.  If
+    ``tau > D + eps``: ``b_high = max(b_bar, b_low + alpha)``, ``b_low =
+    max(b_low - delta, b_min)``; if ``tau < D - eps``: ``b_low = min(b_bar,
+    b_high - alpha)``, ``b_high = min(b_high + delta, b_max)``; otherwise the
+    interval closes around ``b_bar`` with width ``alpha``.  ``b_sla =
+    floor((b_low + b_high) / 2)``, updated at every completed batch.  Service
+    time rather than end-to-end latency is fed back because it is what the
+    batch size controls: feeding back queueing delay makes batches shrink
+    under overload, which lowers throughput and deepens the overload (the
+    seed project's collapse to about 4).
+  - Algorithm 1 (memory), adapted from a running decode set to a static
+    batch: with ``mu`` and ``sigma`` the running mean and std-dev of
+    prompt+output tokens of the bin's completed requests, a batch of ``b``
+    holds ``b mu +- sqrt(b) sigma`` tokens, and ``b_mem`` is the largest ``b``
+    with ``b mu + theta sqrt(b) sigma <= capacity`` (the reserve ``theta sqrt(b)
+    sigma`` plays the part of the paper's buffer ``L0``).  As in the paper it
+    is recomputed only while requests both wait and run; otherwise the
+    previous value is kept.  The N_decode clamp of the paper has no
+    counterpart here (no request joins a running static batch).
+
+Every batch is also cut so that its tokens fit the KV capacity; requests that
+could never fit are rejected before the engine runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+BATCH_UP_TO, BATCH_EXACT, BATCH_DYNAMIC = 0, 1, 2
+POLICY_OLDEST, POLICY_ROUND_ROBIN, POLICY_LONGEST, POLICY_FIRST_FORMED = 0, 1, 2, 3
+
+# columns of the batch record matrix (all values are exact in float64)
+B_START, B_SERVICE, B_GPU, B_BIN, B_SIZE, B_TOKENS, B_MAXLEN, B_LIMIT, B_FIRST = range(9)
+B_NCOLS = 9
+
+ERR_TIME_BACKWARDS = 1
+ERR_LEFT_IN_QUEUE = 2
+
+
+@njit(cache=True)
+def _heap_push(heap_t, heap_g, size, t, g):
+    i = size
+    heap_t[i] = t
+    heap_g[i] = g
+    while i > 0:
+        parent = (i - 1) // 2
+        if heap_t[parent] < heap_t[i] or (heap_t[parent] == heap_t[i] and heap_g[parent] < heap_g[i]):
+            break
+        heap_t[i], heap_t[parent] = heap_t[parent], heap_t[i]
+        heap_g[i], heap_g[parent] = heap_g[parent], heap_g[i]
+        i = parent
+    return size + 1
+
+
+@njit(cache=True)
+def _heap_pop(heap_t, heap_g, size):
+    g = heap_g[0]
+    size -= 1
+    heap_t[0] = heap_t[size]
+    heap_g[0] = heap_g[size]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        child = left
+        right = left + 1
+        if right < size and (heap_t[right] < heap_t[left]
+                             or (heap_t[right] == heap_t[left] and heap_g[right] < heap_g[left])):
+            child = right
+        if heap_t[i] < heap_t[child] or (heap_t[i] == heap_t[child] and heap_g[i] < heap_g[child]):
+            break
+        heap_t[i], heap_t[child] = heap_t[child], heap_t[i]
+        heap_g[i], heap_g[child] = heap_g[child], heap_g[i]
+        i = child
+    return g, size
+
+
+@njit(cache=True)
+def _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, fixed_batch, next_rr):
+    """Bin an idle GPU serves next, or -1 if no batch can be formed now."""
+    best = -1
+    best_key = np.inf
+    for step in range(n_bins):
+        j = (next_rr + step) % n_bins if policy == POLICY_ROUND_ROBIN else step
+        waiting = tail[j] - head[j]
+        if waiting <= 0:
+            continue
+        if batch_rule == BATCH_EXACT:
+            if waiting >= fixed_batch:
+                key = arrival_s[order[head[j] + fixed_batch - 1]]   # when its batch became full
+            elif tail[j] == end[j]:
+                key = arrival_s[order[tail[j] - 1]]                 # can never fill: serve partial
+            else:
+                continue
+        elif policy == POLICY_OLDEST:
+            key = arrival_s[order[head[j]]]
+        elif policy == POLICY_LONGEST:
+            key = -float(waiting)
+        else:  # round robin: first eligible bin in cyclic order
+            return j
+        if key < best_key:
+            best_key = key
+            best = j
+    return best
+
+
+@njit(cache=True)
+def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
+               batch_rule, fixed_batch, policy,
+               base_s, per_token_s, batch_penalty, kv_capacity_tokens,
+               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta):
+    """Simulate; returns (batch_of per request, batch record matrix, error code)."""
+    n = arrival_s.size
+    # per-bin FIFO queues as index ranges into `order`
+    offsets = np.zeros(n_bins + 1, np.int64)
+    for r in range(n):
+        if accepted[r]:
+            offsets[bin_id[r] + 1] += 1
+    for j in range(n_bins):
+        offsets[j + 1] += offsets[j]
+    order = np.empty(offsets[n_bins], np.int64)
+    fill = offsets[:n_bins].copy()
+    for r in range(n):
+        if accepted[r]:
+            order[fill[bin_id[r]]] = r
+            fill[bin_id[r]] += 1
+    head = offsets[:n_bins].copy()
+    tail = offsets[:n_bins].copy()
+    end = offsets[1:].copy()
+
+    batch_of = np.full(n, -1, np.int32)
+    cap = max(16, n // 4)
+    batches = np.empty((cap, B_NCOLS), np.float64)
+
+    # controller state, one per bin
+    b_low = np.full(n_bins, float(b_min))
+    b_high = np.full(n_bins, float(b_max))
+    b_sla = np.full(n_bins, (b_min + b_max) // 2, np.int64)
+    b_mem = np.full(n_bins, b_max, np.int64)
+    win_service = np.zeros((n_bins, window))
+    win_size = np.zeros((n_bins, window))
+    win_count = np.zeros(n_bins, np.int64)
+    tok_n = np.zeros(n_bins)
+    tok_mean = np.zeros(n_bins)
+    tok_m2 = np.zeros(n_bins)
+
+    # GPU pool
+    heap_t = np.empty(num_gpus)
+    heap_g = np.empty(num_gpus, np.int64)
+    heap_n = 0
+    idle = np.arange(num_gpus)
+    idle_head = 0
+    idle_n = num_gpus
+    gpu_batch = np.full(num_gpus, -1, np.int64)
+
+    now = 0.0
+    i = 0
+    queued = 0
+    nb = 0
+    next_rr = 0
+    error = 0
+    while heap_n > 0 or i < n:
+        next_c = heap_t[0] if heap_n > 0 else np.inf
+        next_a = arrival_s[i] if i < n else np.inf
+        if next_c <= next_a:
+            if next_c < now:
+                error = ERR_TIME_BACKWARDS
+            now = next_c
+            g, heap_n = _heap_pop(heap_t, heap_g, heap_n)
+            bid = gpu_batch[g]
+            gpu_batch[g] = -1
+            idle[(idle_head + idle_n) % num_gpus] = g
+            idle_n += 1
+            if batch_rule == BATCH_DYNAMIC:
+                j = int(batches[bid, B_BIN])
+                size = int(batches[bid, B_SIZE])
+                # running token statistics of completed requests (Welford): a request's
+                # output length is known once it has been served
+                first = int(batches[bid, B_FIRST])
+                for m in range(size):
+                    x = float(seq_tokens[order[first + m]])
+                    tok_n[j] += 1.0
+                    d = x - tok_mean[j]
+                    tok_mean[j] += d / tok_n[j]
+                    tok_m2[j] += d * (x - tok_mean[j])
+                w = win_count[j] % window
+                win_service[j, w] = batches[bid, B_SERVICE]
+                win_size[j, w] = batches[bid, B_SIZE]
+                win_count[j] += 1
+                k = min(win_count[j], window)
+                tau = 0.0
+                b_bar = 0.0
+                for w in range(k):
+                    tau += win_service[j, w]
+                    b_bar += win_size[j, w]
+                tau /= k
+                b_bar /= k
+                if tau > budget_s + eps_s:
+                    b_high[j] = min(max(b_bar, b_low[j] + alpha), float(b_max))
+                    b_low[j] = max(b_low[j] - delta, float(b_min))
+                elif tau < budget_s - eps_s:
+                    b_low[j] = max(min(b_bar, b_high[j] - alpha), float(b_min))
+                    b_high[j] = min(b_high[j] + delta, float(b_max))
+                else:
+                    b_high[j] = min(b_bar + alpha // 2, float(b_max))
+                    b_low[j] = max(b_bar - alpha // 2, float(b_min))
+                b_sla[j] = int(math.floor((b_low[j] + b_high[j]) / 2.0))
+        else:
+            if next_a < now:
+                error = ERR_TIME_BACKWARDS
+            now = next_a
+            while i < n and arrival_s[i] <= now:
+                if accepted[i]:
+                    tail[bin_id[i]] += 1
+                    queued += 1
+                i += 1
+
+        # dispatch while a GPU is idle and a batch can be formed
+        while idle_n > 0 and queued > 0:
+            j = _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, fixed_batch, next_rr)
+            if j < 0:
+                break
+            if policy == POLICY_ROUND_ROBIN:
+                next_rr = (j + 1) % n_bins
+            if batch_rule == BATCH_DYNAMIC:
+                if heap_n > 0 and tok_n[j] >= 2:
+                    mu = tok_mean[j]
+                    sigma = math.sqrt(tok_m2[j] / (tok_n[j] - 1))
+                    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma
+                                                       + 4.0 * mu * kv_capacity_tokens)) / (2.0 * mu)
+                    b_mem[j] = max(1, int(math.floor(root * root)))
+                limit = min(b_mem[j], b_sla[j])
+                limit = min(max(limit, b_min), b_max)
+            else:
+                limit = fixed_batch
+            # FIFO, stop at the first request that would overflow the KV cache
+            start = head[j]
+            count = 0
+            tokens = 0
+            longest = 0
+            while count < limit and start + count < tail[j]:
+                s = seq_tokens[order[start + count]]
+                if tokens + s > kv_capacity_tokens:
+                    break
+                tokens += s
+                if s > longest:
+                    longest = s
+                count += 1
+            service = base_s + per_token_s * longest * (1.0 + batch_penalty * (count - 1.0) / count)
+            g = idle[idle_head]
+            idle_head = (idle_head + 1) % num_gpus
+            idle_n -= 1
+            if nb == cap:
+                cap *= 2
+                grown = np.empty((cap, B_NCOLS), np.float64)
+                grown[:nb] = batches[:nb]
+                batches = grown
+            batches[nb, B_START] = now
+            batches[nb, B_SERVICE] = service
+            batches[nb, B_GPU] = g
+            batches[nb, B_BIN] = j
+            batches[nb, B_SIZE] = count
+            batches[nb, B_TOKENS] = tokens
+            batches[nb, B_MAXLEN] = longest
+            batches[nb, B_LIMIT] = limit
+            batches[nb, B_FIRST] = start
+            for m in range(count):
+                batch_of[order[start + m]] = nb
+            head[j] += count
+            queued -= count
+            gpu_batch[g] = nb
+            heap_n = _heap_push(heap_t, heap_g, heap_n, now + service, g)
+            nb += 1
+    if queued != 0:
+        error = ERR_LEFT_IN_QUEUE
+    return batch_of, batches[:nb].copy(), error

@@ -1,0 +1,63 @@
+"""Scheduler registry.
+
+A scheduler is a small class that turns a :class:`~workbench.config.SimConfig`
+into an :class:`EngineSpec`: how requests are grouped (bins), how big a batch
+may be (fixed, fixed-and-full, or the SLA/memory controller), and which bin an
+idle GPU serves next.  The compiled engine (:mod:`workbench.engine`) implements
+those mechanisms once; a new policy that combines them is one file here plus
+one ``@register`` line, and sweeps name policies by string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+# batch-size rules understood by the engine
+BATCH_UP_TO = 0        # take up to `fixed_batch` waiting requests
+BATCH_EXACT = 1        # wait for exactly `fixed_batch` (partial only when the bin can never fill)
+BATCH_DYNAMIC = 2      # min(b_mem, b_sla) from the per-bin controllers
+
+# bin-selection policies understood by the engine
+BIN_POLICIES = {"oldest": 0, "round_robin": 1, "longest_queue": 2}
+FIRST_FORMED = 3       # Multi-Bin Batching's "first formed, first served"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    uses_bins: bool
+    batch_rule: int
+    bin_policy: int
+
+
+class Scheduler:
+    """Base class: subclasses set ``name`` and implement :meth:`engine_spec`."""
+
+    name: str = ""
+    description: str = ""
+
+    def engine_spec(self, cfg) -> EngineSpec:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+SCHEDULERS: dict[str, type[Scheduler]] = {}
+
+
+def register(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
+    def wrap(cls: type[Scheduler]) -> type[Scheduler]:
+        if name in SCHEDULERS:
+            raise ValueError(f"scheduler {name!r} is already registered")
+        cls.name = name
+        SCHEDULERS[name] = cls
+        return cls
+    return wrap
+
+
+def get_scheduler(name: str) -> Scheduler:
+    try:
+        return SCHEDULERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(sorted(SCHEDULERS))}") from None
+
+
+from . import static_fifo, dynamic_no_bins, multi_bin_dynamic, multi_bin_fixed  # noqa: E402,F401  (registration)

@@ -1,0 +1,160 @@
+"""``simulate(trace, config)``: the public entry point of the simulator."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from . import engine
+from .bins import EDGE_CACHE, assign_bins, equal_mass_edges
+from .config import SimConfig
+from .latency import LatencyModel
+from .metrics import STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_KV, summarize
+from .predictors import predict_output_tokens
+from .schedulers import get_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class SimulationError(RuntimeError):
+    """An invariant of the simulation was violated (a bug, never bad input)."""
+
+
+@dataclass(eq=False)
+class SimResult:
+    """What one run produced: the summary metrics and flat per-request / per-batch records."""
+
+    config: SimConfig
+    latency: LatencyModel
+    trace_label: str
+    trace_fingerprint: str
+    synthetic: bool
+    arrival_s: np.ndarray
+    start_s: np.ndarray
+    finish_s: np.ndarray
+    gpu: np.ndarray
+    bin: np.ndarray
+    batch_id: np.ndarray
+    status: np.ndarray
+    batch_records: np.ndarray = field(repr=False)
+    bin_edges: np.ndarray | None
+    summary: dict
+
+    @cached_property
+    def requests(self) -> pd.DataFrame:
+        """One row per request (rejected ones have NaN times and gpu/batch -1)."""
+        return pd.DataFrame({
+            "id": np.arange(self.arrival_s.size),
+            "arrival_s": self.arrival_s,
+            "start_s": self.start_s,
+            "finish_s": self.finish_s,
+            "gpu": self.gpu,
+            "bin": self.bin,
+            "batch_id": self.batch_id,
+            "status": pd.Categorical.from_codes(self.status, categories=list(STATUS_LABELS)),
+        })
+
+    @cached_property
+    def batches(self) -> pd.DataFrame:
+        """One row per batch: start, service time, GPU, bin, size, tokens, longest, size limit."""
+        rec = self.batch_records
+        return pd.DataFrame({
+            "batch_id": np.arange(rec.shape[0]),
+            "start_s": rec[:, engine.B_START],
+            "service_s": rec[:, engine.B_SERVICE],
+            "gpu": rec[:, engine.B_GPU].astype(np.int32),
+            "bin": rec[:, engine.B_BIN].astype(np.int32),
+            "size": rec[:, engine.B_SIZE].astype(np.int32),
+            "tokens": rec[:, engine.B_TOKENS].astype(np.int64),
+            "max_seq_tokens": rec[:, engine.B_MAXLEN].astype(np.int64),
+            "size_limit": rec[:, engine.B_LIMIT].astype(np.int32),
+        })
+
+
+def _validate_trace(trace) -> None:
+    for name in ("arrival_s", "prompt_tokens", "output_tokens"):
+        if not hasattr(trace, name):
+            raise TypeError(f"trace must be a workbench.Trace (missing {name}); build one with Trace.from_arrays")
+    if len(trace.arrival_s) == 0:
+        raise ValueError("trace is empty: nothing to simulate")
+
+
+def bin_assignment(trace, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-request bin and the equal-mass edges over predicted output lengths."""
+    predicted = predict_output_tokens(cfg.predictor, trace.prompt_tokens, trace.output_tokens,
+                                      sigma=cfg.predictor_sigma, seed=cfg.seed)
+    sample = cfg.edge_sample or predicted.size
+    key = (trace.fingerprint, cfg.predictor,
+           cfg.predictor_sigma if cfg.predictor == "noisy" else None,
+           cfg.seed if cfg.predictor != "oracle" else None, cfg.k_bins, sample)
+    edges = EDGE_CACHE.get(key, lambda: equal_mass_edges(predicted[:sample], cfg.k_bins))
+    return assign_bins(predicted, edges), edges
+
+
+def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | None = None,
+             **overrides) -> SimResult:
+    """Replay ``trace`` through a pool of GPUs under ``config``'s scheduler.
+
+    ``latency=None`` uses the shipped calibration grid; keyword ``overrides``
+    are applied to ``config`` (``simulate(trace, num_gpus=4)``).
+    """
+    t0 = time.perf_counter()
+    cfg = (config or SimConfig()).replace(**overrides) if overrides else (config or SimConfig())
+    if not isinstance(cfg, SimConfig):
+        raise TypeError(f"config must be a SimConfig, got {type(cfg).__name__}")
+    _validate_trace(trace)
+    latency = latency or LatencyModel.default()
+    spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
+
+    arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
+    seq_tokens = np.asarray(trace.prompt_tokens, dtype=np.int64) + np.asarray(trace.output_tokens, dtype=np.int64)
+    capacity = cfg.kv_capacity_tokens
+    accepted = seq_tokens <= capacity
+    if spec.uses_bins:
+        bin_id, edges = bin_assignment(trace, cfg)
+        n_bins = len(edges) - 1
+    else:
+        bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
+
+    budget = cfg.sla_budget_fraction * cfg.d_sla_s
+    batch_of, records, error = engine.run_engine(
+        arrival_s, seq_tokens, bin_id, accepted, n_bins, cfg.num_gpus,
+        spec.batch_rule, cfg.batch_size, spec.bin_policy,
+        latency.base_s, latency.per_token_s, latency.batch_penalty, capacity,
+        cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget,
+        float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta)
+    if error:
+        raise SimulationError(f"engine invariant violated (code {error}) for {cfg}")
+
+    served = batch_of >= 0
+    if not np.array_equal(served, accepted):
+        raise SimulationError("a request was dropped or a rejected request was served")
+    status = np.where(served, STATUS_COMPLETED, STATUS_REJECTED_KV).astype(np.int8)
+    safe = np.where(served, batch_of, 0)
+    start_s = np.where(served, records[safe, engine.B_START] if records.size else 0.0, np.nan)
+    finish_s = start_s + np.where(served, records[safe, engine.B_SERVICE] if records.size else 0.0, np.nan)
+    gpu = np.where(served, records[safe, engine.B_GPU] if records.size else 0, -1).astype(np.int32)
+    batch_size = records[:, engine.B_SIZE].astype(np.int64)
+    if batch_size.sum() != served.sum():
+        raise SimulationError("batch sizes do not add up to the requests served")
+
+    summary = summarize(
+        arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, status=status,
+        output_tokens=np.asarray(trace.output_tokens), batch_gpu=records[:, engine.B_GPU].astype(np.int64),
+        batch_service_s=records[:, engine.B_SERVICE], batch_size=batch_size,
+        batch_bin=records[:, engine.B_BIN].astype(np.int64), num_gpus=cfg.num_gpus,
+        d_sla_s=cfg.d_sla_s, n_bins=n_bins)
+    wall = time.perf_counter() - t0
+    summary["sim_wall_s"] = wall
+    summary["sim_requests_per_s"] = arrival_s.size / wall if wall > 0 else float("nan")
+    log.debug("simulated %d requests with %s in %.3f s", arrival_s.size, cfg.scheduler, wall)
+    return SimResult(
+        config=cfg, latency=latency, trace_label=getattr(trace, "label", "trace"),
+        trace_fingerprint=getattr(trace, "fingerprint", ""), synthetic=bool(getattr(trace, "is_synthetic", False)),
+        arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, gpu=gpu, bin=bin_id, batch_id=batch_of,
+        status=status, batch_records=records, bin_edges=edges, summary=summary)
