@@ -14,8 +14,11 @@ from .latency import LatencyModel
 from .predictors import PREDICTORS, predict_output_tokens
 from .schedulers import SCHEDULERS, register
 from .simulate import SimResult, SimulationError, simulate
+from .synthetic import synthetic_trace
+from .trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
 
 __all__ = [
     "BinningWarning", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
-    "SimulationError", "equal_mass_edges", "predict_output_tokens", "register", "simulate",
+    "SimulationError", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
+    "predict_output_tokens", "register", "simulate", "synthetic_trace",
 ]

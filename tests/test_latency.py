@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from workbench import paths
+from workbench.latency import LatencyModel
+
+
+def test_formula():
+    m = LatencyModel(base_s=0.01, per_token_s=0.001, batch_penalty=0.5)
+    # b=1: no penalty; b=2: L*(1 + 0.5*1/2)
+    np.testing.assert_allclose(m.service_time_s([1, 2], [100, 100]), [0.11, 0.01 + 0.1 * 1.25])
+
+
+def test_fit_recovers_known_coefficients(tmp_path):
+    truth = LatencyModel(base_s=0.02, per_token_s=2e-4, batch_penalty=0.3)
+    rows = [(b, L, float(truth.service_time_s(b, L))) for b in (1, 2, 4, 8, 16) for L in (64, 256, 1024)]
+    path = tmp_path / "grid.csv"
+    path.write_text("batch_size,max_seq_len,mean_latency_sec\n" + "\n".join(f"{b},{L},{y}" for b, L, y in rows))
+    fit = LatencyModel.from_grid(path)
+    assert fit.base_s == pytest.approx(0.02) and fit.per_token_s == pytest.approx(2e-4)
+    assert fit.batch_penalty == pytest.approx(0.3) and fit.fit_rmse_s < 1e-9 and fit.fit_points == 15
+
+
+def test_shipped_grid_fits_well():
+    m = LatencyModel.default()
+    assert m.source == paths.DEFAULT_LATENCY_GRID.name
+    assert m.fit_max_rel_error < 0.02
+    assert 0 < m.per_token_s < 1e-3
+
+
+def test_bad_grids(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected a CSV"):
+        LatencyModel.from_grid(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("batch,len,lat\n1,2,3\n")
+    with pytest.raises(ValueError, match="missing column"):
+        LatencyModel.from_grid(bad)
+    bad.write_text("batch_size,max_seq_len,mean_latency_sec\n1,128,0.05\n2,abc,0.06\n4,512,0.2\n")
+    with pytest.raises(ValueError, match="row 3"):
+        LatencyModel.from_grid(bad)
+
+
+def test_negative_coefficients_refused():
+    with pytest.raises(ValueError, match="per_token_s"):
+        LatencyModel(per_token_s=-1.0)

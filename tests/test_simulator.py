@@ -1,0 +1,254 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import workbench as wb
+from workbench.metrics import littles_law
+from workbench.paths import REPO_ROOT
+
+SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "multi_bin_fixed")
+
+
+def make_trace(arrival_s, prompt, output, source="test"):
+    return wb.Trace.from_arrays(np.asarray(arrival_s, float), np.asarray(prompt), np.asarray(output), source=source)
+
+
+def random_trace(n, seed=0, rate=50.0, mean_out=150):
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1 / rate, n))
+    prompt = np.minimum(rng.pareto(1.5, n) * 150 + 10, 20_000).astype(int)
+    output = (rng.geometric(1 / mean_out, n)).astype(int)
+    return make_trace(arrival - arrival[0], prompt, output)
+
+
+def check_invariants(trace, res):
+    cfg = res.config
+    s = res.summary
+    n = len(trace)
+    assert s["offered"] == n and s["completed"] + s["rejected"] == n
+    seq = trace.prompt_tokens.astype(np.int64) + trace.output_tokens
+    served = res.status == 0
+    assert np.array_equal(served, seq <= cfg.kv_capacity_tokens)   # rejected exactly when it can never fit
+    batches = res.batches
+    # every served request is in exactly one batch, rejected ones in none
+    assert batches["size"].sum() == served.sum()
+    assert np.array_equal(np.bincount(res.batch_id[served], minlength=len(batches)), batches["size"].to_numpy())
+    assert np.all(res.batch_id[~served] == -1) and np.all(np.isnan(res.finish_s[~served]))
+    # causality and memory
+    assert np.all(res.start_s[served] >= res.arrival_s[served])
+    assert np.all(res.finish_s[served] > res.start_s[served])
+    assert np.all(batches["tokens"] <= cfg.kv_capacity_tokens)
+    assert np.all(batches["size"] >= 1)
+    # a GPU serves one batch at a time: on each GPU batches do not overlap
+    for _, per_gpu in batches.sort_values(["gpu", "start_s"]).groupby("gpu"):
+        starts = per_gpu["start_s"].to_numpy()
+        finishes = starts + per_gpu["service_s"].to_numpy()
+        assert np.all(starts[1:] >= finishes[:-1] - 1e-9)
+    # batches are dispatched in time order (time never runs backwards)
+    assert np.all(np.diff(batches["start_s"].to_numpy()) >= 0)
+    # service time follows the latency model of the batch's longest request
+    expected = res.latency.service_time_s(batches["size"], batches["max_seq_tokens"])
+    np.testing.assert_allclose(batches["service_s"], expected, rtol=1e-12)
+    # FIFO inside a bin: dispatch order follows arrival order
+    for j in np.unique(res.bin[served]):
+        members = np.flatnonzero(served & (res.bin == j))
+        assert np.all(np.diff(res.start_s[members]) >= 0)
+    if served.any():
+        little = littles_law(res.arrival_s, res.finish_s, served)
+        assert little["L"] == pytest.approx(little["lambda_W"], rel=1e-9)
+
+
+def check_work_conserving(res):
+    """No request waits while some GPU is idle (up-to and dynamic batch rules)."""
+    batches = res.batches
+    busy = [[] for _ in range(res.config.num_gpus)]
+    for row in batches.itertuples():
+        busy[row.gpu].append((row.start_s, row.start_s + row.service_s))
+    served = np.flatnonzero(res.status == 0)
+    waiting = [(res.arrival_s[r], res.start_s[r]) for r in served if res.start_s[r] > res.arrival_s[r] + 1e-12]
+    for intervals in busy:
+        intervals.sort()
+        idle, t = [], 0.0
+        for a, b in intervals:
+            if a > t + 1e-12:
+                idle.append((t, a))
+            t = max(t, b)
+        idle.append((t, np.inf))
+        for w0, w1 in waiting:
+            for i0, i1 in idle:
+                assert not (max(w0, i0) < min(w1, i1) - 1e-9), f"request waited {w0}-{w1} while a GPU idled {i0}-{i1}"
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("num_gpus", [1, 3])
+def test_invariants_on_random_trace(scheduler, num_gpus):
+    trace = random_trace(3000, seed=num_gpus)
+    res = wb.simulate(trace, wb.SimConfig(scheduler=scheduler, num_gpus=num_gpus, k_bins=4, d_sla_s=1.0))
+    check_invariants(trace, res)
+    if scheduler != "multi_bin_fixed":
+        check_work_conserving(res)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 120),
+    scheduler=st.sampled_from(SCHEDULERS),
+    num_gpus=st.integers(1, 5),
+    k=st.integers(1, 6),
+    batch=st.integers(1, 6),
+    capacity_tokens=st.integers(50, 3000),
+    seed=st.integers(0, 10_000),
+    policy=st.sampled_from(["oldest", "round_robin", "longest_queue"]),
+)
+def test_property_no_request_lost_or_served_twice(n, scheduler, num_gpus, k, batch, capacity_tokens, seed, policy):
+    rng = np.random.default_rng(seed)
+    arrival = np.sort(np.round(rng.uniform(0, n / 20, n), 2))   # many ties
+    prompt = rng.integers(0, 400, n)
+    output = rng.integers(1, 400, n)
+    trace = make_trace(arrival, prompt, output)
+    cfg = wb.SimConfig(scheduler=scheduler, num_gpus=num_gpus, k_bins=k, batch_size=batch, b_max=8,
+                       predictor="oracle", bin_policy=policy, gpu_mem_gb=1.0, model_mem_gb=0.0,
+                       mem_margin_gb=0.0, kv_gb_per_token=1.0 / capacity_tokens)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", wb.BinningWarning)
+        res = wb.simulate(trace, cfg, latency=wb.LatencyModel(base_s=0.01, per_token_s=1e-4, batch_penalty=0.2))
+    check_invariants(trace, res)
+    if scheduler != "multi_bin_fixed":
+        check_work_conserving(res)
+
+
+def test_hand_computed_static_fifo():
+    trace = make_trace([0, 0, 0, 0.5], [0, 0, 0, 0], [10, 10, 10, 10])
+    lat = wb.LatencyModel(base_s=1.0, per_token_s=0.0, batch_penalty=0.0)
+    res = wb.simulate(trace, wb.SimConfig(scheduler="static_fifo", batch_size=2), latency=lat)
+    # batch 0: requests 0,1 at t=0; batch 1: requests 2,3 at t=1 (3 arrived at 0.5 while the GPU was busy)
+    assert list(res.batch_id) == [0, 0, 1, 1]
+    assert list(res.start_s) == [0, 0, 1, 1] and list(res.finish_s) == [1, 1, 2, 2]
+    assert res.summary["latency_max_s"] == 2.0 and res.summary["makespan_s"] == 2.0
+    assert res.summary["sla_violation_rate"] == pytest.approx(0.5)   # 2 of 4 finish after 1 s
+    # two GPUs: request 2 takes the second GPU at once; request 3 waits for the first free GPU
+    res2 = wb.simulate(trace, wb.SimConfig(scheduler="static_fifo", batch_size=2, num_gpus=2), latency=lat)
+    assert list(res2.start_s) == [0, 0, 0, 1] and list(res2.gpu) == [0, 0, 1, 0]
+
+
+def test_multi_bin_fixed_waits_for_full_batches_and_serves_partial_at_end():
+    # bin of short (out=10) and long (out=1000) requests; batch 2
+    trace = make_trace([0, 1, 2, 3, 4], [0] * 5, [10, 1000, 10, 1000, 1000])
+    lat = wb.LatencyModel(base_s=0.1, per_token_s=0.0, batch_penalty=0.0)
+    res = wb.simulate(trace, wb.SimConfig(scheduler="multi_bin_fixed", k_bins=2, batch_size=2, predictor="oracle"),
+                      latency=lat)
+    # short bin full at t=2 (requests 0, 2); long bin full at t=3 (1, 3); request 4 alone once all arrived
+    assert res.start_s[0] == res.start_s[2] == 2.0
+    assert res.start_s[1] == res.start_s[3] == 3.0
+    assert res.start_s[4] == 4.0
+    assert res.summary["completed"] == 5
+
+
+def test_requests_that_can_never_fit_are_rejected_with_a_reason():
+    trace = make_trace([0, 0, 0], [10, 5000, 10], [10, 5000, 10])
+    cfg = wb.SimConfig(scheduler="dynamic_no_bins", gpu_mem_gb=1.0, model_mem_gb=0, mem_margin_gb=0,
+                       kv_gb_per_token=1 / 1000)
+    res = wb.simulate(trace, cfg)
+    assert res.summary["rejected"] == 1 and res.summary["completed"] == 2
+    status = res.requests["status"].astype(str).tolist()
+    assert status[1].startswith("rejected") and "KV-cache capacity" in status[1]
+    assert res.summary["sla_violation_rate"] == pytest.approx(1 / 3)
+
+
+def test_memory_bound_cuts_batches():
+    trace = make_trace(np.zeros(100), np.full(100, 100), np.full(100, 100))  # 200 tokens each
+    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=32, gpu_mem_gb=1.0, model_mem_gb=0, mem_margin_gb=0,
+                       kv_gb_per_token=1 / 1000)  # 1000 tokens: 5 requests per batch
+    res = wb.simulate(trace, cfg)
+    assert res.summary["batch_size_max"] == 5 and res.summary["completed"] == 100
+
+
+def test_dynamic_controller_grows_under_overload_and_shrinks_over_budget():
+    n = 20_000
+    rng = np.random.default_rng(0)
+    trace = make_trace(np.zeros(n), np.full(n, 200), rng.integers(50, 200, n))
+    cheap = wb.LatencyModel(base_s=0.01, per_token_s=1e-4, batch_penalty=0.4)  # ~0.05 s per batch: far under budget
+    res = wb.simulate(trace, wb.SimConfig(scheduler="dynamic_no_bins", b_max=64), latency=cheap)
+    limits = res.batches["size_limit"].to_numpy()
+    assert limits[0] == (1 + 64) // 2                     # Algorithm 2 starts mid-interval
+    assert np.all(np.diff(limits[:30]) >= 0) and np.all(limits[-100:] == 64)
+    # a budget of 0.2 s with service ~ 0.05 + 0.0005 L(b): the controller must keep service near the budget
+    costly = wb.LatencyModel(base_s=0.05, per_token_s=4e-4, batch_penalty=1.0)
+    cfg = wb.SimConfig(scheduler="dynamic_no_bins", b_max=64, d_sla_s=0.4, sla_budget_fraction=0.5)
+    res = wb.simulate(trace, cfg, latency=costly)
+    steady = res.batches["service_s"].to_numpy()[200:]
+    assert abs(steady.mean() - 0.2) / 0.2 < 0.1
+    assert res.batches["size_limit"].to_numpy()[200:].mean() < 40
+
+
+def test_bin_policies_all_run_and_can_differ():
+    trace = random_trace(5000, seed=3, rate=80)
+    sums = {p: wb.simulate(trace, wb.SimConfig(num_gpus=1, bin_policy=p)).summary for p in
+            ("oldest", "round_robin", "longest_queue")}
+    assert len({round(s["latency_p99_s"], 9) for s in sums.values()}) > 1
+    for s in sums.values():
+        assert s["completed"] == 5000 and s["k_bins_effective"] == 4
+        assert sum(s[f"bin{j}_requests"] for j in range(4)) == 5000
+
+
+def test_summary_has_every_documented_metric():
+    res = wb.simulate(random_trace(500), wb.SimConfig(num_gpus=2))
+    names = ["offered", "completed", "rejected", "makespan_s", "throughput_rps", "throughput_tokens_per_s",
+             "goodput_rps", "sla_violation_rate", "latency_mean_s", "latency_p50_s", "latency_p95_s",
+             "latency_p99_s", "latency_max_s", "queue_delay_mean_s", "queue_delay_p99_s", "service_time_mean_s",
+             "gpu_utilization_mean", "gpu_utilization_min", "gpu_utilization_max", "num_batches",
+             "batch_size_mean", "batch_size_max", "k_bins_effective", "sim_wall_s", "sim_requests_per_s",
+             "bin0_requests", "bin0_batch_size_mean"]
+    assert set(names) <= set(res.summary)
+    assert list(res.requests.columns) == ["id", "arrival_s", "start_s", "finish_s", "gpu", "bin", "batch_id",
+                                          "status"]
+    assert 0 < res.summary["gpu_utilization_mean"] <= 1
+
+
+def test_simulate_is_deterministic_and_overrides_apply():
+    trace = random_trace(2000)
+    a = wb.simulate(trace, wb.SimConfig(predictor="noisy", seed=5))
+    b = wb.simulate(trace, predictor="noisy", seed=5)
+    assert np.array_equal(a.finish_s, b.finish_s)
+    c = wb.simulate(trace, predictor="noisy", seed=6)
+    assert not np.array_equal(a.bin, c.bin)
+
+
+SCRIPT = """
+import hashlib, json, numpy as np, workbench as wb
+rng = np.random.default_rng(7)
+n = 1500
+arr = np.cumsum(rng.exponential(1/60, n)); arr -= arr[0]
+tr = wb.Trace.from_arrays(arr, rng.integers(1, 900, n), rng.integers(1, 600, n), source="t")
+out = {}
+for s in %r:
+    r = wb.simulate(tr, wb.SimConfig(scheduler=s, num_gpus=2, k_bins=3))
+    h = hashlib.sha256(r.finish_s.tobytes() + r.batch_id.tobytes() + r.batch_records.tobytes()).hexdigest()
+    out[s] = h
+print(json.dumps(out))
+""" % (SCHEDULERS,)
+
+
+def test_uncompiled_path_gives_identical_results():
+    def run(disable_jit):
+        env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
+        proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    assert run(True) == run(False)
+
+
+def test_bad_inputs_to_simulate():
+    with pytest.raises(TypeError, match="Trace.from_arrays"):
+        wb.simulate(object(), wb.SimConfig())
+    with pytest.raises(ValueError, match="unknown 'x'"):
+        wb.simulate(random_trace(10), scheduler="x")

@@ -1,0 +1,241 @@
+"""What the three steps found: ``all_results.csv`` and ``analysis.json``.
+
+Rules (also written into ``analysis.json`` under ``"rules"``):
+
+* best GPU count (step 2): the smallest GPU count whose goodput is within
+  :data:`GOODPUT_TOLERANCE` (1%) of the best goodput.  The seed project took
+  the raw maximum, which on a saturating trace picks the largest pool for a
+  gain in the noise.
+* scaling efficiency (step 2): throughput per GPU relative to the smallest
+  pool (1 GPU): ``(thr(n) / n) / (thr(1) / 1)``.
+* best K (step 3): the K with the lowest SLA violation rate; ties go to the
+  higher goodput, then the smaller K.
+* best configuration of step 1: at the largest request volume, the
+  configuration with the lowest SLA violation rate (ties: higher goodput,
+  then fewer GPUs); of step 2 and step 3, the row of the best GPU count and
+  of the best K.
+* breaking point (step 1): per configuration, the smallest request volume at
+  which its SLA violation rate exceeds :data:`BREAKING_SLA_VIOLATION` (5%);
+  ``null`` if it never does.
+
+``all_results.csv`` holds the latest run of each step (each notebook's last
+cell replaces its step's rows); ``analysis.json`` is recomputed from it.  Both
+are written atomically under the results folder's lock.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .sweep import atomic_write_text, read_rows, results_lock, write_csv_atomic
+
+log = logging.getLogger(__name__)
+
+ALL_RESULTS = "all_results.csv"
+ANALYSIS = "analysis.json"
+GOODPUT_TOLERANCE = 0.01
+BREAKING_SLA_VIOLATION = 0.05
+STEP_ORDER = ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity")
+RULES = {
+    "best_gpu_count": f"smallest GPU count whose goodput_rps is within {GOODPUT_TOLERANCE:.0%} of the best "
+                      "goodput_rps of step 2 (the seed took the raw maximum)",
+    "scaling_efficiency": "(throughput_rps(n) / n) / (throughput_rps(n0) / n0), n0 = smallest GPU count (1)",
+    "best_k": "K with the lowest sla_violation_rate in step 3; ties: higher goodput_rps, then smaller K",
+    "best_config_step1": "at the largest request volume, lowest sla_violation_rate; ties: higher goodput_rps, "
+                         "then fewer GPUs",
+    "breaking_point": f"per configuration, the smallest request volume whose sla_violation_rate exceeds "
+                      f"{BREAKING_SLA_VIOLATION:.0%} (null if none)",
+}
+CONFIG_KEYS = ("label", "test_id", "scheduler", "num_gpus", "k_bins", "num_requests", "d_sla_s",
+               "throughput_rps", "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean")
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _config(row: pd.Series | None) -> dict | None:
+    if row is None:
+        return None
+    return {k: _json_safe(row[k]) for k in CONFIG_KEYS if k in row.index}
+
+
+def _pick(rows: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.Series | None:
+    rows = rows.dropna(subset=[by[0]])
+    if rows.empty:
+        return None
+    return rows.sort_values(by, ascending=ascending, kind="stable").iloc[0]
+
+
+def best_gpu_count(rows: pd.DataFrame, tolerance: float = GOODPUT_TOLERANCE) -> int | None:
+    """Smallest ``num_gpus`` whose goodput is within ``tolerance`` of the best goodput."""
+    rows = rows.dropna(subset=["goodput_rps"])
+    if rows.empty:
+        return None
+    best = rows["goodput_rps"].max()
+    eligible = rows[rows["goodput_rps"] >= (1.0 - tolerance) * best]
+    return int(eligible["num_gpus"].min())
+
+
+def scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
+    """GPU count -> throughput per GPU relative to the smallest pool."""
+    rows = rows.dropna(subset=["throughput_rps"]).sort_values("num_gpus")
+    if rows.empty:
+        return {}
+    base = rows.iloc[0]
+    per_gpu = base["throughput_rps"] / base["num_gpus"]
+    return {int(r.num_gpus): (float(r.throughput_rps / r.num_gpus / per_gpu) if per_gpu > 0 else float("nan"))
+            for r in rows.itertuples()}
+
+
+def best_k_row(rows: pd.DataFrame) -> pd.Series | None:
+    return _pick(rows, ["sla_violation_rate", "goodput_rps", "k_bins"], [True, False, True])
+
+
+def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATION) -> dict[str, dict]:
+    """Per configuration label: the first request volume whose SLA violation rate exceeds ``threshold``."""
+    out = {}
+    for label, group in rows.sort_values("num_requests").groupby("label", sort=False):
+        over = group[group["sla_violation_rate"] > threshold]
+        first = over.iloc[0] if not over.empty else None
+        out[str(label)] = {
+            "num_requests": int(first["num_requests"]) if first is not None else None,
+            "sla_violation_rate": float(first["sla_violation_rate"]) if first is not None else None,
+            "largest_volume_tested": int(group["num_requests"].max()),
+        }
+    return out
+
+
+def _trace_info(rows: pd.DataFrame) -> dict:
+    return {"labels": sorted(map(str, rows["trace_label"].dropna().unique())) if "trace_label" in rows else [],
+            "synthetic": bool(rows["synthetic"].astype(bool).any()) if "synthetic" in rows else False}
+
+
+def analyze_step1(rows: pd.DataFrame) -> dict:
+    largest = rows["num_requests"].max()
+    best = _pick(rows[rows["num_requests"] == largest], ["sla_violation_rate", "goodput_rps", "num_gpus"],
+                 [True, False, True])
+    return {"tests": len(rows), "request_volumes": sorted(int(v) for v in rows["num_requests"].unique()),
+            "best_config": _config(best), "breaking_points": breaking_points(rows), "trace": _trace_info(rows)}
+
+
+def analyze_step2(rows: pd.DataFrame) -> dict:
+    n = best_gpu_count(rows)
+    best = rows[rows["num_gpus"] == n].iloc[0] if n is not None else None
+    sla_ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+    return {"tests": len(rows), "gpu_counts": sorted(int(g) for g in rows["num_gpus"].unique()),
+            "best_gpu_count": n, "best_config": _config(best), "scaling_efficiency": scaling_efficiency(rows),
+            "min_gpus_sla_within_5pct": int(sla_ok["num_gpus"].min()) if not sla_ok.empty else None,
+            "trace": _trace_info(rows)}
+
+
+def analyze_step3(rows: pd.DataFrame) -> dict:
+    best = best_k_row(rows)
+    return {"tests": len(rows), "num_gpus": sorted(int(g) for g in rows["num_gpus"].unique()),
+            "k_values": sorted(int(k) for k in rows["k_bins"].unique()),
+            "best_k": int(best["k_bins"]) if best is not None else None, "best_config": _config(best),
+            "k_bins_effective": {int(r.k_bins): int(r.k_bins_effective) for r in rows.itertuples()},
+            "trace": _trace_info(rows)}
+
+
+ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
+
+
+def analyze(all_rows: pd.DataFrame) -> dict:
+    """The analysis of every step present in ``all_rows`` (the contents of ``all_results.csv``)."""
+    out: dict = {"generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "rules": RULES, "trace": _trace_info(all_rows) if not all_rows.empty else {}}
+    for step, analyzer in ANALYZERS.items():
+        rows = all_rows[all_rows["step"] == step] if not all_rows.empty else all_rows
+        out[step] = analyzer(rows.reset_index(drop=True)) if not rows.empty else None
+    out["best_gpu_count"] = (out["step2_gpu_scaling"] or {}).get("best_gpu_count")
+    out["best_k"] = (out["step3_kbins_sensitivity"] or {}).get("best_k")
+    return _json_safe(out)
+
+
+def _step_rank(step) -> int:
+    return STEP_ORDER.index(step) if step in STEP_ORDER else len(STEP_ORDER)
+
+
+def update_outputs(results_dir: str | Path, step: str, rows: pd.DataFrame) -> dict:
+    """Replace ``step``'s rows in ``all_results.csv`` by ``rows`` and rewrite ``analysis.json``."""
+    results_dir = Path(results_dir)
+    with results_lock(results_dir):
+        old = read_rows(results_dir / ALL_RESULTS, key=("step", "test_id"))
+        if not old.empty:
+            old = old[old["step"] != step]
+        frames = [f for f in (old, rows.assign(step=step) if not rows.empty else rows) if not f.empty]
+        merged = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+        if not merged.empty:
+            rank = merged["step"].map(_step_rank)
+            merged = merged.iloc[np.argsort(rank.to_numpy(), kind="stable")]
+            cols = [c for c in merged.columns if c != "finished_at"] + ["finished_at"]
+            merged = merged[cols].reset_index(drop=True)
+            write_csv_atomic(results_dir / ALL_RESULTS, merged)
+        result = analyze(merged)
+        atomic_write_text(results_dir / ANALYSIS, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    log.info("wrote %s and %s in %s", ALL_RESULTS, ANALYSIS, results_dir)
+    return result
+
+
+def read_analysis(results_dir: str | Path) -> dict | None:
+    path = Path(results_dir) / ANALYSIS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def best_gpu_count_from_results(results_dir: str | Path) -> int | None:
+    """Step 2's best GPU count from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
+    rows = read_rows(Path(results_dir) / ALL_RESULTS, key=("step", "test_id"))
+    if rows.empty:
+        return None
+    return best_gpu_count(rows[rows["step"] == "step2_gpu_scaling"])
+
+
+def _fmt(value, pattern: str = "{:.3g}") -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def step_markdown(result: dict, step: str) -> str:
+    """A short markdown summary of one step's analysis (for the end of its notebook)."""
+    part = result.get(step)
+    if not part:
+        return f"No results for {step}."
+    best = part.get("best_config") or {}
+    lines = []
+    synthetic = part.get("trace", {}).get("synthetic")
+    trace = ", ".join(part.get("trace", {}).get("labels", [])) or "?"
+    lines.append(f"Trace: {trace}" + (" (**synthetic**)" if synthetic and "synthetic" not in trace else ""))
+    if best:
+        lines.append(f"Best configuration: **{best.get('label')}** at {best.get('num_requests'):,} requests: "
+                     f"goodput {_fmt(best.get('goodput_rps'))} req/s, SLA violation "
+                     f"{_fmt(best.get('sla_violation_rate'), '{:.1%}')}, p99 latency "
+                     f"{_fmt(best.get('latency_p99_s'))} s.")
+    if step == "step1_request_scaling":
+        for label, bp in part["breaking_points"].items():
+            where = (f"breaks at {bp['num_requests']:,} requests (SLA violation {bp['sla_violation_rate']:.1%})"
+                     if bp["num_requests"] else f"stays within 5% up to {bp['largest_volume_tested']:,} requests")
+            lines.append(f"- {label}: {where}")
+    elif step == "step2_gpu_scaling":
+        lines.append(f"Best GPU count: **{part['best_gpu_count']}** ({RULES['best_gpu_count']}).")
+        eff = ", ".join(f"{g}: {_fmt(e, '{:.2f}')}" for g, e in part["scaling_efficiency"].items())
+        lines.append(f"Scaling efficiency by GPU count: {eff}.")
+    elif step == "step3_kbins_sensitivity":
+        lines.append(f"Best K: **{part['best_k']}** ({RULES['best_k']}).")
+    bullets = [line for line in lines if line.startswith("- ")]
+    paragraphs = [line for line in lines if not line.startswith("- ")]
+    return "\n\n".join(paragraphs + (["\n".join(bullets)] if bullets else []))

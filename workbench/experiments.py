@@ -1,0 +1,255 @@
+"""The three steps of the stress test: which tests each step runs.
+
+The notebooks and ``python -m workbench suite`` share these definitions:
+
+1. ``step1_request_scaling``: request volumes 1K, 10K, 100K, 1M (10x steps
+   from 1,000 up to ``max_requests``, plus ``max_requests`` itself when it is
+   not a power of ten; ``request_volumes`` overrides the list); ``static_fifo``
+   and ``dynamic_no_bins`` on 1 GPU, ``multi_bin_dynamic`` on 1, 2 and 4 GPUs
+   (those <= ``max_gpus``); K = ``k_bins``.
+2. ``step2_gpu_scaling``: ``max_requests`` requests, ``multi_bin_dynamic`` on
+   1, 2, 4, 8, 16, 32, 64, 100 GPUs (those <= ``max_gpus``).
+3. ``step3_kbins_sensitivity``: ``max_requests`` requests,
+   ``multi_bin_dynamic`` on ``best_gpu_count`` GPUs with K = 1, 2, 4, 8, 16, 32.
+   ``best_gpu_count=None`` takes step 2's best GPU count from ``all_results.csv``
+   in the same results folder; without step 2 results it falls back to
+   :data:`DEFAULT_BEST_GPU_COUNT` (capped at ``max_gpus``) and says so.
+
+Each step loads its trace once (step 1 once per volume) and keys its tests by
+the trace's fingerprint.  The notebook ``seed`` seeds both the simulation and
+the synthetic trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import analysis
+from .config import SimConfig
+from .sweep import SweepTest, TraceOptions, make_test, read_rows, resolve_results_dir, run_sweep
+
+log = logging.getLogger(__name__)
+
+STEP1, STEP2, STEP3 = "step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity"
+STEPS = (STEP1, STEP2, STEP3)
+STEP_TITLES = {STEP1: "Step 1: request scaling", STEP2: "Step 2: GPU scaling",
+               STEP3: "Step 3: K-bins sensitivity"}
+
+SMALLEST_VOLUME = 1_000
+STEP1_CONFIGS = (("static_fifo", 1), ("dynamic_no_bins", 1), ("multi_bin_dynamic", 1),
+                 ("multi_bin_dynamic", 2), ("multi_bin_dynamic", 4))
+GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64, 100)
+K_VALUES = (1, 2, 4, 8, 16, 32)
+# Step 3 without a best GPU count and without step 2 results: the count step 2
+# picks at full scale on the default synthetic trace (seed 42), capped at max_gpus.
+DEFAULT_BEST_GPU_COUNT = 64
+
+BRIEF_COLUMNS = ("label", "num_requests", "num_gpus", "k_bins", "throughput_rps", "goodput_rps",
+                 "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "wall_s")
+
+
+def _int_at_least(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class StepParams:
+    """The parameters every step notebook takes (same names, same defaults as its ``parameters`` cell)."""
+
+    max_requests: int = 1_000_000
+    max_gpus: int = 100
+    use_real_timestamps: bool = False
+    rps_scaling: float = 200.0
+    d_sla: float = 1.0
+    dataset: str | None = None
+    k_bins: int = 4
+    seed: int = 42
+    results_dir: str = "results/default"
+    executor: Any = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "max_requests", _int_at_least(self.max_requests, "max_requests", 1))
+        object.__setattr__(self, "max_gpus", _int_at_least(self.max_gpus, "max_gpus", 1))
+        if self.dataset in ("", "None"):
+            object.__setattr__(self, "dataset", None)
+        if self.dataset is not None and not Path(self.dataset).expanduser().is_file():
+            raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace)")
+        self.base_config()  # validates d_sla, k_bins, seed
+        self.trace_options(1)  # validates rps_scaling
+
+    def base_config(self, **changes) -> SimConfig:
+        return SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed).replace(**changes)
+
+    def trace_options(self, num_requests: int) -> TraceOptions:
+        return TraceOptions(dataset=self.dataset, num_requests=num_requests, rps_scaling=self.rps_scaling,
+                            use_real_timestamps=self.use_real_timestamps, seed=self.seed)
+
+    @property
+    def results_path(self) -> Path:
+        return resolve_results_dir(self.results_dir)
+
+
+@dataclass
+class StepPlan:
+    """A step's tests in batches (one notebook cell each), and where their results go."""
+
+    step: str
+    params: StepParams
+    batches: dict[Any, list[SweepTest]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.params.results_path
+
+    @property
+    def tests(self) -> list[SweepTest]:
+        return [t for batch in self.batches.values() for t in batch]
+
+    @property
+    def trace_label(self) -> str:
+        return self.tests[-1].trace_label if self.tests else ""
+
+    @property
+    def synthetic(self) -> bool:
+        return any(t.synthetic for t in self.tests)
+
+    def table(self) -> pd.DataFrame:
+        """One line per planned test, and whether its result is already checkpointed."""
+        done = set(read_rows(self.results_dir / f"{self.step}.csv").get("test_id", pd.Series(dtype=str)))
+        return pd.DataFrame([{"batch": key, "label": t.label, "num_requests": t.trace.num_requests,
+                              "scheduler": t.config.scheduler, "num_gpus": t.config.num_gpus,
+                              "k_bins": t.config.k_bins, "test_id": t.test_id, "done": t.test_id in done}
+                             for key, batch in self.batches.items() for t in batch])
+
+    def describe(self) -> str:
+        """A few lines of markdown: what will run, on which trace, where results go."""
+        lines = [f"**{STEP_TITLES[self.step]}**: {len(self.tests)} tests in {len(self.batches)} batch(es) "
+                 f"on the trace *{self.trace_label}*; results in `{self.results_dir}`."]
+        if self.synthetic:
+            lines.append("The trace is **synthetic** (a BurstGPT-like stand-in generated from published "
+                         "statistics), not the real BurstGPT log; every CSV row and plot title says so.")
+        lines.extend(self.notes)
+        return "\n\n".join(lines)
+
+    def run(self, batch: Any = None, *, progress: bool = True) -> pd.DataFrame:
+        """Run one batch (``None``: every batch); returns the rows of the tests run, in plan order.
+
+        Tests already in the step's checkpoint are not rerun.  A batch that is
+        not part of this plan (e.g. the 1M cell when ``max_requests`` is
+        smaller) runs nothing and returns an empty frame.
+        """
+        if batch is None:
+            tests, desc = self.tests, self.step
+        elif batch in self.batches:
+            tests, desc = self.batches[batch], f"{self.step} [{batch}]"
+        else:
+            log.info("%s: no batch %r at these parameters (batches: %s); nothing to run",
+                     self.step, batch, ", ".join(map(str, self.batches)))
+            return pd.DataFrame()
+        return run_sweep(tests, self.results_dir, checkpoint=f"{self.step}.csv", executor=self.params.executor,
+                         progress=progress, desc=desc)
+
+    def finish(self, rows: pd.DataFrame | None = None) -> dict:
+        """Record this run's rows in ``all_results.csv`` and rewrite ``analysis.json``; returns the analysis."""
+        rows = self.run(progress=False) if rows is None else rows
+        return analysis.update_outputs(self.results_dir, self.step, rows)
+
+
+def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:
+    """Step 1's volumes: ``request_volumes`` if given, else 1K, 10K, ... up to ``max_requests`` (and it)."""
+    if request_volumes is not None:
+        if isinstance(request_volumes, (int, str)) or not len(request_volumes):
+            raise ValueError(f"request_volumes: expected a non-empty list of integers, got {request_volumes!r}")
+        volumes = [_int_at_least(v, "request_volumes", 1) for v in request_volumes]
+        return sorted(set(volumes))
+    volumes, v = [], SMALLEST_VOLUME
+    while v <= max_requests:
+        volumes.append(v)
+        v *= 10
+    if not volumes or volumes[-1] != max_requests:
+        volumes.append(max_requests)
+    return volumes
+
+
+def _label(scheduler: str, gpus: int, k: int | None = None) -> str:
+    text = f"{scheduler} ({gpus} GPU{'s' if gpus > 1 else ''}"
+    return text + (f", K={k})" if k is not None else ")")
+
+
+def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[int] | None = None,
+               **overrides) -> StepPlan:
+    """Step 1: one batch per request volume (keys are the volumes as ints)."""
+    params = params or StepParams(**overrides)
+    batches: dict[Any, list[SweepTest]] = {}
+    configs = [(s, g) for s, g in STEP1_CONFIGS if g <= params.max_gpus]
+    for volume in request_volumes_for(params.max_requests, request_volumes):
+        options = params.trace_options(volume)
+        trace = options.load()
+        if len(trace) < volume:
+            log.warning("step 1: the trace has only %d requests, fewer than the volume %d", len(trace), volume)
+        batches[volume] = [make_test(STEP1, options, params.base_config(scheduler=s, num_gpus=g), trace=trace,
+                                     label=_label(s, g)) for s, g in configs]
+    return StepPlan(STEP1, params, batches)
+
+
+def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
+    """Step 2: ``multi_bin_dynamic`` on every GPU count <= ``max_gpus``, one batch."""
+    params = params or StepParams(**overrides)
+    options = params.trace_options(params.max_requests)
+    trace = options.load()
+    tests = [make_test(STEP2, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=g),
+                       trace=trace, label=_label("multi_bin_dynamic", g)) for g in GPU_COUNTS if g <= params.max_gpus]
+    return StepPlan(STEP2, params, {"gpu counts": tests})
+
+
+def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tuple[int, str]:
+    """(GPU count for step 3, a sentence saying where it came from)."""
+    if best_gpu_count is not None:
+        n = _int_at_least(best_gpu_count, "best_gpu_count", 1)
+        return n, f"GPU count: {n}, as given (`best_gpu_count`)."
+    found = analysis.best_gpu_count_from_results(params.results_path)
+    if found is not None:
+        return found, (f"GPU count: {found}, step 2's best GPU count read from "
+                       f"`{params.results_path / analysis.ALL_RESULTS}`.")
+    n = min(DEFAULT_BEST_GPU_COUNT, params.max_gpus)
+    msg = (f"GPU count: {n}. No step 2 results in `{params.results_path}`, so step 3 uses the default "
+           f"(min({DEFAULT_BEST_GPU_COUNT}, max_gpus)); run step 2 first or pass `best_gpu_count`.")
+    log.warning(msg.replace("`", ""))
+    return n, msg
+
+
+def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None = None, **overrides) -> StepPlan:
+    """Step 3: ``multi_bin_dynamic`` at the best GPU count for every K in :data:`K_VALUES`, one batch."""
+    params = params or StepParams(**overrides)
+    gpus, note = resolve_best_gpu_count(params, best_gpu_count)
+    options = params.trace_options(params.max_requests)
+    trace = options.load()
+    tests = [make_test(STEP3, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=gpus, k_bins=k),
+                       trace=trace, label=_label("multi_bin_dynamic", gpus, k)) for k in K_VALUES]
+    return StepPlan(STEP3, params, {"k values": tests}, notes=[note])
+
+
+def brief(rows: pd.DataFrame) -> pd.DataFrame:
+    """The columns worth reading at a glance."""
+    if rows.empty:
+        return rows
+    return rows[[c for c in BRIEF_COLUMNS if c in rows.columns]]
+
+
+def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100) -> int:
+    """How many tests the three steps run (34 at the defaults)."""
+    step1 = len(request_volumes_for(max_requests)) * sum(g <= max_gpus for _, g in STEP1_CONFIGS)
+    return step1 + sum(g <= max_gpus for g in GPU_COUNTS) + len(K_VALUES)
+
+
+__all__ = ["STEPS", "STEP1", "STEP2", "STEP3", "StepParams", "StepPlan", "plan_step1", "plan_step2",
+           "plan_step3", "request_volumes_for", "resolve_best_gpu_count", "brief", "total_tests"]

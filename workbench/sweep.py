@@ -1,0 +1,552 @@
+"""Sweeps: tests keyed by a hash of their configuration, checkpointed one row at a time.
+
+A :class:`SweepTest` is one full configuration: the trace options (and the
+fingerprint of the trace they produce), the :class:`~workbench.config.SimConfig`
+and the latency model.  Its ``test_id`` is the first 16 hex digits of a
+sha256 over a canonical JSON of all three plus :data:`SCHEMA_VERSION`, so a
+rerun recognises what is already done and changing one parameter reruns only
+the tests it affects.
+
+:func:`run_sweep` runs the tests that are not in the checkpoint yet and returns
+one row per test (configuration columns, every summary metric, the trace's
+label and fingerprint, ``synthetic``, ``wall_s``, ``finished_at``), in the
+order of the test list.
+
+Checkpoint format (one CSV per step, e.g. ``step2_gpu_scaling.csv``)
+    After every finished test the whole file is rewritten: a temp file in the
+    same folder, flushed and fsynced, then ``os.replace`` (and an fsync of the
+    folder).  A reader opening the file at any moment sees a complete, valid
+    CSV; ``kill -9`` loses at most the tests that were running.  A rewrite is
+    chosen over appending because rows differ in columns (``bin{j}_*`` exist
+    for j < K), which a fixed header cannot hold; at tens of rows it costs
+    nothing.  The file is keyed by ``test_id`` and keeps every test ever
+    finished for that step in this folder (also those of earlier runs with
+    other parameters: every row carries its full configuration); the latest
+    run of each step is what ``all_results.csv`` holds.
+
+Concurrency
+    Every read-merge-write holds an exclusive ``fcntl.flock`` on
+    ``<results_dir>/.workbench.lock``, and each writer merges its row into the
+    file as it is at that moment (deduplicated by ``test_id``, last wins).  Two
+    sweeps on the same folder therefore wait for each other's writes, never
+    overwrite each other's rows and never corrupt a file; at worst they both
+    compute a test that neither had finished when it started.
+
+Executors
+    ``None`` (serial for one queued test, else a local process pool of
+    ``min(2, cores, queued)`` workers), ``"serial"``, ``"process"`` or
+    ``"process:N"`` (or an int N), ``"dask://host:port"`` / ``"tcp://host:port"``
+    or a ``distributed.Client``.  Workers receive the trace *options* and call
+    ``load_trace`` themselves, which reads the on-disk cache the parent
+    filled (never re-parsing a CSV); every test's randomness comes from its own
+    seed, so all executors give the same rows bit for bit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import datetime as _dt
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import paths
+from .config import SimConfig
+from .latency import LatencyModel
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+LOCK_NAME = ".workbench.lock"
+# Columns that measure the machine, not the model: they differ between two runs
+# of the same test, and are left out when rows are compared.
+TIMING_COLUMNS = ("wall_s", "finished_at", "sim_wall_s", "sim_requests_per_s")
+
+
+class SweepError(RuntimeError):
+    """One or more tests of a sweep failed (the others are checkpointed)."""
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """The arguments of :func:`workbench.load_trace` that produce a test's trace.
+
+    ``dataset=None`` is the embedded synthetic trace; a path is stored absolute
+    so a worker in another folder or process finds the same file.
+    """
+
+    dataset: str | None = None
+    num_requests: int | None = None
+    rps_scaling: float = 200.0
+    use_real_timestamps: bool = False
+    seed: int = 0
+    drop_failed: bool = True
+    models: tuple[str, ...] | None = None
+    log_types: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.dataset is not None:
+            object.__setattr__(self, "dataset", str(Path(self.dataset).expanduser().resolve()))
+        if self.num_requests is not None and (isinstance(self.num_requests, bool) or int(self.num_requests) < 1):
+            raise ValueError(f"num_requests: must be None or an integer >= 1, got {self.num_requests!r}")
+        if self.num_requests is not None:
+            object.__setattr__(self, "num_requests", int(self.num_requests))
+        if not (isinstance(self.rps_scaling, (int, float)) and math.isfinite(self.rps_scaling) and self.rps_scaling > 0):
+            raise ValueError(f"rps_scaling: must be a finite number > 0, got {self.rps_scaling!r}")
+        object.__setattr__(self, "rps_scaling", float(self.rps_scaling))
+        object.__setattr__(self, "use_real_timestamps", bool(self.use_real_timestamps))
+        object.__setattr__(self, "seed", int(self.seed))
+        for name in ("models", "log_types"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(sorted(value)) if not isinstance(value, str) else (value,))
+
+    def load(self):
+        """The trace (from the in-process or on-disk cache after the first call)."""
+        from .trace import load_trace
+
+        return load_trace(self.dataset, num_requests=self.num_requests, rps_scaling=self.rps_scaling,
+                          use_real_timestamps=self.use_real_timestamps, drop_failed=self.drop_failed,
+                          models=list(self.models) if self.models else None,
+                          log_types=list(self.log_types) if self.log_types else None, seed=self.seed)
+
+    def identity(self) -> dict:
+        """What of these options enters a test id (the path does not: the fingerprint covers the content)."""
+        d = dataclasses.asdict(self)
+        d.pop("dataset")
+        d["models"] = list(self.models) if self.models else None
+        d["log_types"] = list(self.log_types) if self.log_types else None
+        return d
+
+
+@dataclass(frozen=True)
+class SweepTest:
+    """One test of a sweep: a full configuration, identified by :attr:`test_id`."""
+
+    step: str
+    trace: TraceOptions
+    trace_fingerprint: str
+    config: SimConfig
+    latency: LatencyModel = field(default_factory=LatencyModel.default)
+    trace_label: str = ""
+    synthetic: bool = False
+    label: str = ""
+
+    @property
+    def test_id(self) -> str:
+        return test_id(self.trace, self.trace_fingerprint, self.config, self.latency)
+
+    def columns(self) -> dict:
+        """The configuration columns of this test's result row."""
+        row = {"test_id": self.test_id, "step": self.step, "label": self.label or self.config.scheduler}
+        row.update(self.config.to_dict())
+        row.update({"dataset": self.trace.dataset or "", "num_requests": self.trace.num_requests,
+                    "rps_scaling": self.trace.rps_scaling, "use_real_timestamps": self.trace.use_real_timestamps,
+                    "trace_seed": self.trace.seed})
+        row.update({f"latency_{k}": v for k, v in self.latency.params().items()})
+        return row
+
+
+def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: LatencyModel) -> str:
+    """16 hex digits of sha256 over the canonical JSON of everything that determines a result."""
+    payload = {"schema_version": SCHEMA_VERSION, "trace": {**trace.identity(), "fingerprint": fingerprint},
+               "config": config.to_dict(), "latency": latency.params()}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+test_id.__test__ = False  # a pytest collecting `from workbench.sweep import test_id` must not call it
+
+
+def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trace=None,
+              latency: LatencyModel | None = None, label: str = "") -> SweepTest:
+    """Build a :class:`SweepTest`; ``trace`` (already loaded) saves a load for its fingerprint."""
+    trace = trace if trace is not None else trace_options.load()
+    return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
+                     latency=latency or LatencyModel.default(), trace_label=trace.label,
+                     synthetic=bool(trace.is_synthetic), label=label)
+
+
+def run_test(test: SweepTest) -> dict:
+    """Simulate one test and return its result row (runs in whichever process executes it)."""
+    from .simulate import simulate
+
+    t0 = time.perf_counter()
+    trace = test.trace.load()
+    if trace.fingerprint != test.trace_fingerprint:
+        raise RuntimeError(
+            f"test {test.test_id}: the trace loaded from {test.trace} has fingerprint {trace.fingerprint}, "
+            f"the test was planned with {test.trace_fingerprint}; the dataset or the trace cache changed "
+            "since the test list was built: rebuild it")
+    result = simulate(trace, test.config, latency=test.latency)
+    row = test.columns()
+    row.update(result.summary)
+    row.update({"trace_label": trace.label, "trace_fingerprint": trace.fingerprint,
+                "synthetic": bool(trace.is_synthetic), "wall_s": time.perf_counter() - t0,
+                "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")})
+    return {k: _plain(v) for k, v in row.items()}
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------------- files
+
+
+def resolve_results_dir(path: str | os.PathLike) -> Path:
+    """Absolute results folder for ``path``.
+
+    A relative path is taken relative to the current directory, as a user
+    typing it expects, except when the current directory is ``notebooks/``
+    (a notebook opened in JupyterLab runs there): then it is relative to the
+    repository root, so ``results/default`` means the same folder in both.
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    cwd = Path.cwd().resolve()
+    base = paths.REPO_ROOT if cwd == paths.NOTEBOOKS_DIR.resolve() else cwd
+    return (base / p).resolve()
+
+
+@contextlib.contextmanager
+def results_lock(results_dir: str | os.PathLike) -> Iterator[None]:
+    """Exclusive lock over the results folder (blocks until the other holder is done)."""
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a+") as fh:
+        t0 = time.monotonic()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another writer to release %s", folder / LOCK_NAME)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            log.info("got the lock on %s after %.1f s", folder, time.monotonic() - t0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.DataFrame:
+    """A results CSV as a DataFrame: torn or incomplete rows dropped (with a warning), one row per ``key``."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        # a crash in the middle of a write by a tool that appends: drop the last line
+        lines = text.rstrip("\n").split("\n")
+        log.warning("%s: the last line is torn; dropping it", path)
+        frame = pd.read_csv(io.StringIO("\n".join(lines[:-1]) + "\n")) if len(lines) > 1 else pd.DataFrame()
+    if frame.empty:
+        return frame
+    if "test_id" not in frame.columns:
+        raise ValueError(f"{path} is not a workbench results file (no test_id column); "
+                         "move it away or pick another results folder")
+    complete = frame["test_id"].notna()
+    if "finished_at" in frame.columns:  # the last column: missing means the row was cut short
+        complete &= frame["finished_at"].notna()
+    if not complete.all():
+        log.warning("%s: dropping %d incomplete row(s)", path, int((~complete).sum()))
+        frame = frame[complete]
+    duplicated = frame.duplicated(subset=list(key), keep="last")
+    if duplicated.any():
+        log.warning("%s: dropping %d duplicate row(s) (kept the last of each %s)", path, int(duplicated.sum()),
+                    "/".join(key))
+        frame = frame[~duplicated]
+    return frame.reset_index(drop=True)
+
+
+def _ordered_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``finished_at`` last, so a row cut short is recognisable."""
+    cols = [c for c in frame.columns if c != "finished_at"] + (["finished_at"] if "finished_at" in frame else [])
+    return frame[cols]
+
+
+def merge_rows(path: str | os.PathLike, rows: Sequence[dict] | pd.DataFrame) -> pd.DataFrame:
+    """Merge ``rows`` into the checkpoint at ``path`` (last wins per test_id); call under :func:`results_lock`."""
+    new = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    old = read_rows(path)
+    if not old.empty and not new.empty:
+        old = old[~old["test_id"].isin(set(new["test_id"]))]
+    parts = [f for f in (old, new) if not f.empty]
+    merged = pd.concat(parts, ignore_index=True, sort=False) if parts else new
+    merged = _ordered_columns(merged)
+    write_csv_atomic(path, merged)
+    return merged
+
+
+def checkpoint_path(results_dir: str | os.PathLike, step: str) -> Path:
+    return Path(results_dir) / f"{step}.csv"
+
+
+# --------------------------------------------------------------------------- executors
+
+_POOLS: dict[int, cf.ProcessPoolExecutor] = {}
+
+
+def default_workers(queued: int) -> int:
+    return max(1, min(2, os.cpu_count() or 1, queued))
+
+
+def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A spawn-context pool, kept for the life of the process (a notebook reuses it cell after cell)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        # spawn, not fork: forking a process that has run numba (or holds threads) is fragile
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        _POOLS[workers] = pool
+    return pool
+
+
+def shutdown_pools() -> None:
+    while _POOLS:
+        _, pool = _POOLS.popitem()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_pools)
+
+
+def _dask_client(executor):
+    """(client, owned) for a ``distributed.Client`` or a ``dask://``/``tcp://`` address."""
+    from distributed import Client
+
+    if isinstance(executor, Client):
+        return executor, False
+    address = executor.replace("dask://", "tcp://", 1) if executor.startswith("dask://") else executor
+    return Client(address, timeout="30s", set_as_default=False), True
+
+
+def describe_executor(executor, queued: int) -> str:
+    kind, arg = _parse_executor(executor, queued)
+    return {"serial": "serial", "process": f"process pool ({arg} workers)"}.get(kind, f"dask ({arg})")
+
+
+def _parse_executor(executor, queued: int) -> tuple[str, Any]:
+    if executor is None or executor == "auto":
+        return ("serial", None) if queued <= 1 else ("process", default_workers(queued))
+    if isinstance(executor, bool):
+        raise ValueError(f"executor: {executor!r} is not an executor")
+    if isinstance(executor, int):
+        if executor < 1:
+            raise ValueError(f"executor: a process count must be >= 1, got {executor}")
+        return ("serial", None) if executor == 1 else ("process", executor)
+    if isinstance(executor, str):
+        text = executor.strip()
+        if text == "serial":
+            return "serial", None
+        if text == "process":
+            return "process", default_workers(queued)
+        if text.startswith("process:"):
+            n = text.split(":", 1)[1]
+            if not n.isdigit() or int(n) < 1:
+                raise ValueError(f"executor: {executor!r}: expected process:N with N >= 1")
+            return "process", int(n)
+        if text.startswith(("dask://", "tcp://", "tls://")):
+            return "dask", text
+        raise ValueError(f"executor: unknown {executor!r}; use None, 'serial', 'process', 'process:N', "
+                         "'dask://host:port' or a distributed.Client")
+    if type(executor).__name__ == "Client" and type(executor).__module__.startswith("distributed"):
+        return "dask", executor
+    raise ValueError(f"executor: unsupported {type(executor).__name__}; use None, 'serial', 'process', "
+                     "'process:N', 'dask://host:port' or a distributed.Client")
+
+
+def _spawn_safe() -> bool:
+    """Whether spawned workers can start: they re-import ``__main__`` from its file, which must exist."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    return getattr(main, "__spec__", None) is not None or main_file is None or Path(main_file).is_file()
+
+
+def _run_serial(queue: Sequence[SweepTest]) -> Iterator[tuple[SweepTest, dict | BaseException]]:
+    for test in queue:
+        try:
+            yield test, run_test(test)
+        except Exception as exc:  # noqa: BLE001 - reported with the test, the sweep goes on
+            yield test, exc
+
+
+def _run_pool(queue: Sequence[SweepTest], workers: int) -> Iterator[tuple[SweepTest, dict | BaseException]]:
+    pool = _process_pool(workers)
+    futures = {pool.submit(run_test, test): test for test in queue}
+    try:
+        for fut in cf.as_completed(futures):
+            exc = fut.exception()
+            if isinstance(exc, cf.process.BrokenProcessPool):
+                _POOLS.pop(workers, None)
+            yield futures[fut], (exc if exc is not None else fut.result())
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+def _run_dask(queue: Sequence[SweepTest], executor) -> Iterator[tuple[SweepTest, dict | BaseException]]:
+    from distributed import as_completed
+
+    client, owned = _dask_client(executor)
+    try:
+        futures = {}
+        for test in queue:
+            # pure=False: never reuse a result the cluster holds from another session
+            fut = client.submit(run_test, test, pure=False, key=f"workbench-{test.test_id}-{os.urandom(4).hex()}")
+            futures[fut.key] = (fut, test)
+        for fut in as_completed([f for f, _ in futures.values()]):
+            test = futures[fut.key][1]
+            if fut.status == "error":
+                yield test, fut.exception()
+            else:
+                yield test, fut.result()
+    finally:
+        for fut, _ in futures.values():
+            fut.cancel()
+        if owned:
+            client.close()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    with warnings.catch_warnings():  # "IProgress not found" when ipywidgets is absent: a text bar is fine
+        warnings.simplefilter("ignore")
+        return tqdm(total=total, desc=desc, unit="test", disable=not enabled or total == 0)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, checkpoint: str | None = None,
+              executor=None, progress: bool = True, desc: str | None = None) -> pd.DataFrame:
+    """Run what is not yet in the checkpoint and return one row per test, in the order of ``tests``.
+
+    ``checkpoint`` is the CSV's file name (default: ``<step>.csv`` of the
+    first test).  Each finished row is made durable before the sweep moves on
+    (see the module docstring); failed tests are logged, the others finish
+    and are checkpointed, and then :class:`SweepError` is raised.
+    """
+    tests = list(tests)
+    if not tests:
+        return pd.DataFrame()
+    ids = [t.test_id for t in tests]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the test list holds the same configuration twice")
+    results_dir = resolve_results_dir(results_dir)
+    path = results_dir / (checkpoint or f"{tests[0].step}.csv")
+    with results_lock(results_dir):
+        done = set(read_rows(path).get("test_id", pd.Series(dtype=str)))
+    queue = [t for t in tests if t.test_id not in done]
+    skipped = len(tests) - len(queue)
+    if skipped:
+        log.info("%s: %d of %d tests already in %s; running the other %d", desc or path.stem, skipped,
+                 len(tests), path.name, len(queue))
+    kind, arg = _parse_executor(executor, len(queue))
+    if kind == "process" and not _spawn_safe():
+        if executor is not None:
+            raise ValueError("executor: a process pool cannot start from a script read on stdin; "
+                             "save it to a file, or use executor='serial'")
+        log.warning("the main script was read from stdin, where a process pool cannot start: running serially")
+        kind, executor = "serial", "serial"
+    if queue:
+        log.info("%s: running %d test(s) on %s", desc or path.stem, len(queue), describe_executor(executor, len(queue)))
+    failures: list[tuple[SweepTest, BaseException]] = []
+    if queue:
+        runner = {"serial": lambda: _run_serial(queue), "process": lambda: _run_pool(queue, arg),
+                  "dask": lambda: _run_dask(queue, arg)}[kind]()
+        with _progress(len(queue), desc or path.stem, progress) as bar:
+            for test, outcome in runner:
+                if isinstance(outcome, BaseException):
+                    log.error("test %s (%s) failed: %r", test.test_id, test.label, outcome)
+                    failures.append((test, outcome))
+                else:
+                    with results_lock(results_dir):
+                        merge_rows(path, [outcome])
+                bar.update(1)
+    if failures:
+        test, exc = failures[0]
+        raise SweepError(f"{len(failures)} of {len(queue)} test(s) failed (the others are saved in {path}; "
+                         f"rerun to retry); first: {test.label} [{test.test_id}]: {exc!r}") from exc
+    with results_lock(results_dir):
+        rows = read_rows(path)
+    return select_rows(rows, ids)
+
+
+def select_rows(rows: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:
+    """The rows of ``ids`` in that order (missing ids are skipped).
+
+    Per-bin columns that none of these rows has (``bin{j}_*`` for j >= the
+    largest K among them) are dropped.
+    """
+    ids = list(ids)
+    if rows.empty:
+        return rows
+    by_id = rows.set_index("test_id", drop=False)
+    present = [i for i in ids if i in by_id.index]
+    out = by_id.loc[present].reset_index(drop=True)
+    empty_bins = [c for c in out.columns if c.startswith("bin") and out[c].isna().all()]
+    return out.drop(columns=empty_bins)
+
+
+def comparable(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without the timing columns: what must agree between two runs of the same tests."""
+    return rows.drop(columns=[c for c in TIMING_COLUMNS if c in rows.columns]).reset_index(drop=True)
