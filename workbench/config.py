@@ -35,7 +35,7 @@ class SimConfig:
     b_min: int = _f(1, "smallest batch the dynamic controllers may choose")
     b_max: int = _f(32, "largest batch the dynamic controllers may choose")
     sla_budget_fraction: float = _f(
-        0.5, "share of d_sla_s that a batch's service time may use; the controller's target")
+        1.0, "share of d_sla_s that a batch's service time may use: the SLA controller's target")
     ctrl_alpha: int = _f(2, "Algorithm 2 alpha: minimum width of the [b_low, b_high] interval")
     ctrl_delta: int = _f(2, "Algorithm 2 delta: step by which the interval is widened")
     ctrl_eps_fraction: float = _f(0.05, "Algorithm 2 eps as a fraction of the latency budget (hold band)")
