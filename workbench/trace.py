@@ -312,8 +312,8 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(
-            f"trace file not found: {file}. The BurstGPT CSVs cannot be downloaded by the workbench; "
-            f"place them by hand, e.g. under {paths.DATA_DIR}/ (see data/README.md), or use load_trace() "
+            f"trace file not found (or not a file): {file}. The BurstGPT CSVs cannot be downloaded by the "
+            f"workbench; place them by hand, e.g. under {paths.DATA_DIR}/ (see data/README.md), or use load_trace() "
             "for the synthetic BurstGPT-like trace.")
     file = file.resolve()
     stat = file.stat()
