@@ -10,8 +10,8 @@ Measures, on the embedded synthetic trace:
    (``NUMBA_DISABLE_JIT=1``, pure Python) on a slice, and the ratio;
 3. start-up of a fresh process (import + first simulation), which shows the
    on-disk compile cache at work;
-4. peak memory (resident set) of a fresh process running one full-size run,
-   and the part of it the run itself adds.
+4. peak memory (resident set) of a fresh process running one full-size run
+   on 4 and on 100 GPUs, and the part of it the run itself adds.
 Figures go to stdout; the machine is shared, so read medians and ratios.
 """
 
@@ -30,24 +30,27 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 CHILD = r"""
-import json, resource, sys, time
+import json, re, sys, time
+
+def rss_mb(field):   # VmRSS: resident now; VmHWM: peak resident so far
+    return int(re.search(field + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
 t0 = time.perf_counter()
 import workbench as wb
-n, mode = int(sys.argv[1]), sys.argv[2]
+n, gpus = int(sys.argv[1]), int(sys.argv[2])
 trace = wb.load_trace(num_requests=n)
-rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = rss_mb("VmRSS")
 t1 = time.perf_counter()
-res = wb.simulate(trace, wb.SimConfig(scheduler="multi_bin_dynamic", num_gpus=4, k_bins=4))
+res = wb.simulate(trace, wb.SimConfig(scheduler="multi_bin_dynamic", num_gpus=gpus, k_bins=4))
 t2 = time.perf_counter()
 print(json.dumps({"import_and_load_s": t1 - t0, "first_sim_s": t2 - t1, "n": len(trace),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "rss_before_run_mb": rss_before, "sim_rps": len(trace) / (t2 - t1)}))
+                  "peak_rss_mb": rss_mb("VmHWM"), "rss_before_run_mb": before, "sim_rps": len(trace) / (t2 - t1)}))
 """
 
 
-def child(n: int, mode: str, env_extra: dict | None = None) -> dict:
+def child(n: int, gpus: int, env_extra: dict | None = None) -> dict:
     env = dict(os.environ, **(env_extra or {}))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(n), mode], env=env, cwd=REPO,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(gpus)], env=env, cwd=REPO,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -88,19 +91,20 @@ def main() -> None:
         print(f"  {name:34s} {rps / 1e6:6.2f} M requests/s   ({wall:.3f} s per {len(trace):,})")
 
     print("\n== reference in the same run: the same engine uncompiled (NUMBA_DISABLE_JIT=1)")
-    ref = child(args.reference_requests, "ref", {"NUMBA_DISABLE_JIT": "1"})
+    ref = child(args.reference_requests, 4, {"NUMBA_DISABLE_JIT": "1"})
     print(f"  pure Python, {ref['n']:,} requests, 4 GPUs: {ref['sim_rps']:,.0f} requests/s")
     ratio = results["multi_bin_dynamic K=4, 4 GPUs"] / ref["sim_rps"]
     print(f"  compiled / uncompiled speed-up: {ratio:,.0f}x")
 
-    print("\n== fresh process: import + trace from cache + first simulation")
-    fresh = child(args.requests, "fresh")
-    print(f"  import and load {fresh['import_and_load_s']:.2f} s; first simulate() {fresh['first_sim_s']:.2f} s "
-          f"({fresh['sim_rps'] / 1e6:.2f} M requests/s incl. loading compiled code from the disk cache)")
-    print("\n== memory of that fresh process")
-    print(f"  peak RSS {fresh['peak_rss_mb']:.0f} MB; before the run {fresh['rss_before_run_mb']:.0f} MB "
-          f"(Python, numpy, pandas, numba, the trace); added by the {fresh['n']:,}-request run "
-          f"{fresh['peak_rss_mb'] - fresh['rss_before_run_mb']:.0f} MB")
+    print("\n== fresh process: import + trace from the disk cache + first simulation, and its memory")
+    for gpus in (4, 100):
+        fresh = child(args.requests, gpus)
+        print(f"  {gpus:3d} GPUs: import and load {fresh['import_and_load_s']:.2f} s; first simulate() "
+              f"{fresh['first_sim_s']:.2f} s ({fresh['sim_rps'] / 1e6:.2f} M requests/s, compiled code from the "
+              f"disk cache)")
+        print(f"            peak RSS {fresh['peak_rss_mb']:.0f} MB = {fresh['rss_before_run_mb']:.0f} MB before the "
+              f"run (Python, numpy, pandas, numba, the trace) + {fresh['peak_rss_mb'] - fresh['rss_before_run_mb']:.0f}"
+              f" MB for the {fresh['n']:,}-request run")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ ERR_TIME_BACKWARDS = 1
 ERR_LEFT_IN_QUEUE = 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_push(heap_t, heap_g, size, t, g):
     i = size
     heap_t[i] = t
@@ -78,7 +78,7 @@ def _heap_push(heap_t, heap_g, size, t, g):
     return size + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_pop(heap_t, heap_g, size):
     g = heap_g[0]
     size -= 1
@@ -102,7 +102,7 @@ def _heap_pop(heap_t, heap_g, size):
     return g, size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, fixed_batch, next_rr):
     """Bin an idle GPU serves next, or -1 if no batch can be formed now."""
     best = -1
@@ -136,7 +136,8 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
                batch_rule, fixed_batch, policy,
                base_s, per_token_s, batch_penalty, kv_capacity_tokens,
                b_min, b_max, budget_s, eps_s, alpha, delta, window, theta):
-    """Simulate; returns (batch_of per request, batch record matrix, error code)."""
+    """Simulate; returns (batch_of, start_s, finish_s) per request, the batch record
+    matrix (a view of its first rows) and an error code."""
     n = arrival_s.size
     # per-bin FIFO queues as index ranges into `order`
     offsets = np.zeros(n_bins + 1, np.int64)
@@ -145,7 +146,7 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
             offsets[bin_id[r] + 1] += 1
     for j in range(n_bins):
         offsets[j + 1] += offsets[j]
-    order = np.empty(offsets[n_bins], np.int64)
+    order = np.empty(offsets[n_bins], np.int32)
     fill = offsets[:n_bins].copy()
     for r in range(n):
         if accepted[r]:
@@ -156,8 +157,10 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
     end = offsets[1:].copy()
 
     batch_of = np.full(n, -1, np.int32)
-    cap = max(16, n // 4)
-    batches = np.empty((cap, B_NCOLS), np.float64)
+    start_s = np.full(n, np.nan)
+    finish_s = np.full(n, np.nan)
+    # at most one batch per accepted request; pages never written stay virtual (not resident)
+    batches = np.empty((max(offsets[n_bins], 1), B_NCOLS), np.float64)
 
     # controller state, one per bin
     b_low = np.full(n_bins, float(b_min))
@@ -277,11 +280,6 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
             g = idle[idle_head]
             idle_head = (idle_head + 1) % num_gpus
             idle_n -= 1
-            if nb == cap:
-                cap *= 2
-                grown = np.empty((cap, B_NCOLS), np.float64)
-                grown[:nb] = batches[:nb]
-                batches = grown
             batches[nb, B_START] = now
             batches[nb, B_SERVICE] = service
             batches[nb, B_GPU] = g
@@ -291,13 +289,17 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
             batches[nb, B_MAXLEN] = longest
             batches[nb, B_LIMIT] = limit
             batches[nb, B_FIRST] = start
+            done_s = now + service
             for m in range(count):
-                batch_of[order[start + m]] = nb
+                r = order[start + m]
+                batch_of[r] = nb
+                start_s[r] = now
+                finish_s[r] = done_s
             head[j] += count
             queued -= count
             gpu_batch[g] = nb
-            heap_n = _heap_push(heap_t, heap_g, heap_n, now + service, g)
+            heap_n = _heap_push(heap_t, heap_g, heap_n, done_s, g)
             nb += 1
     if queued != 0:
         error = ERR_LEFT_IN_QUEUE
-    return batch_of, batches[:nb].copy(), error
+    return batch_of, start_s, finish_s, batches[:nb], error

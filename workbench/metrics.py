@@ -15,9 +15,11 @@ LATENCY_PERCENTILES = (50, 95, 99)
 
 
 def _nan_stats(values: np.ndarray, percentiles) -> tuple[float, list[float], float]:
+    """Mean, percentiles and max; partitions ``values`` in place (pass a temporary)."""
     if values.size == 0:
         return float("nan"), [float("nan")] * len(percentiles), float("nan")
-    return float(values.mean()), [float(p) for p in np.percentile(values, percentiles)], float(values.max())
+    mean, peak = float(values.mean()), float(values.max())
+    return mean, [float(p) for p in np.percentile(values, percentiles, overwrite_input=True)], peak
 
 
 def summarize(*, arrival_s, start_s, finish_s, status, output_tokens, batch_gpu, batch_service_s,
@@ -38,12 +40,12 @@ def summarize(*, arrival_s, start_s, finish_s, status, output_tokens, batch_gpu,
     last = max(float(np.max(finish_s[done])) if completed else 0.0, float(arrival_s[-1]) if offered else 0.0)
     makespan = last - (float(arrival_s[0]) if offered else 0.0)
     latency = finish_s[done] - arrival_s[done]
-    queue_delay = start_s[done] - arrival_s[done]
     on_time = int(np.count_nonzero(latency <= d_sla_s))
     per_second = 1.0 / makespan if makespan > 0 else float("nan")
 
     lat_mean, (p50, p95, p99), lat_max = _nan_stats(latency, LATENCY_PERCENTILES)
-    q_mean, (q_p99,), _ = _nan_stats(queue_delay, (99,))
+    del latency
+    q_mean, (q_p99,), _ = _nan_stats(start_s[done] - arrival_s[done], (99,))
     busy = np.bincount(batch_gpu, weights=batch_service_s, minlength=num_gpus)
     util = busy / makespan if makespan > 0 else np.zeros(num_gpus)
     num_batches = int(batch_size.size)

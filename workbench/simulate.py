@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -37,13 +38,18 @@ class SimResult:
     arrival_s: np.ndarray
     start_s: np.ndarray
     finish_s: np.ndarray
-    gpu: np.ndarray
     bin: np.ndarray
     batch_id: np.ndarray
     status: np.ndarray
     batch_records: np.ndarray = field(repr=False)
     bin_edges: np.ndarray | None
     summary: dict
+
+    @cached_property
+    def gpu(self) -> np.ndarray:
+        """GPU that served each request (-1 if rejected)."""
+        gpus = self.batch_records[:, engine.B_GPU].astype(np.int32)
+        return np.where(self.batch_id >= 0, gpus[np.maximum(self.batch_id, 0)] if gpus.size else -1, -1)
 
     @cached_property
     def requests(self) -> pd.DataFrame:
@@ -84,16 +90,31 @@ def _validate_trace(trace) -> None:
         raise ValueError("trace is empty: nothing to simulate")
 
 
+_ASSIGNMENTS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_ASSIGNMENT_CACHE_SIZE = 8
+
+
 def bin_assignment(trace, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per-request bin and the equal-mass edges over predicted output lengths."""
-    predicted = predict_output_tokens(cfg.predictor, trace.prompt_tokens, trace.output_tokens,
-                                      sigma=cfg.predictor_sigma, seed=cfg.seed)
-    sample = cfg.edge_sample or predicted.size
+    """Per-request bin and the equal-mass edges over predicted output lengths.
+
+    Both are cached per (trace fingerprint, predictor, its sigma and seed, K,
+    edge sample), so a sweep over GPU counts predicts and bins once.
+    """
     key = (trace.fingerprint, cfg.predictor,
            cfg.predictor_sigma if cfg.predictor == "noisy" else None,
-           cfg.seed if cfg.predictor != "oracle" else None, cfg.k_bins, sample)
-    edges = EDGE_CACHE.get(key, lambda: equal_mass_edges(predicted[:sample], cfg.k_bins))
-    return assign_bins(predicted, edges), edges
+           cfg.seed if cfg.predictor != "oracle" else None, cfg.k_bins, cfg.edge_sample or len(trace))
+    if key in _ASSIGNMENTS:
+        _ASSIGNMENTS.move_to_end(key)
+        return _ASSIGNMENTS[key]
+    predicted = predict_output_tokens(cfg.predictor, trace.prompt_tokens, trace.output_tokens,
+                                      sigma=cfg.predictor_sigma, seed=cfg.seed)
+    edges = EDGE_CACHE.get(key, lambda: equal_mass_edges(predicted[:key[-1]], cfg.k_bins))
+    bin_id = assign_bins(predicted, edges)
+    bin_id.flags.writeable = False
+    _ASSIGNMENTS[key] = (bin_id, edges)
+    if len(_ASSIGNMENTS) > _ASSIGNMENT_CACHE_SIZE:
+        _ASSIGNMENTS.popitem(last=False)
+    return bin_id, edges
 
 
 def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | None = None,
@@ -112,7 +133,7 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
 
     arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
-    seq_tokens = np.asarray(trace.prompt_tokens, dtype=np.int64) + np.asarray(trace.output_tokens, dtype=np.int64)
+    seq_tokens = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
     capacity = cfg.kv_capacity_tokens
     accepted = seq_tokens <= capacity
     if spec.uses_bins:
@@ -122,7 +143,7 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
 
     budget = cfg.sla_budget_fraction * cfg.d_sla_s
-    batch_of, records, error = engine.run_engine(
+    batch_of, start_s, finish_s, records, error = engine.run_engine(
         arrival_s, seq_tokens, bin_id, accepted, n_bins, cfg.num_gpus,
         spec.batch_rule, cfg.batch_size, spec.bin_policy,
         latency.base_s, latency.per_token_s, latency.batch_penalty, capacity,
@@ -130,17 +151,12 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta)
     if error:
         raise SimulationError(f"engine invariant violated (code {error}) for {cfg}")
-
     served = batch_of >= 0
     if not np.array_equal(served, accepted):
         raise SimulationError("a request was dropped or a rejected request was served")
     status = np.where(served, STATUS_COMPLETED, STATUS_REJECTED_KV).astype(np.int8)
-    safe = np.where(served, batch_of, 0)
-    start_s = np.where(served, records[safe, engine.B_START] if records.size else 0.0, np.nan)
-    finish_s = start_s + np.where(served, records[safe, engine.B_SERVICE] if records.size else 0.0, np.nan)
-    gpu = np.where(served, records[safe, engine.B_GPU] if records.size else 0, -1).astype(np.int32)
     batch_size = records[:, engine.B_SIZE].astype(np.int64)
-    if batch_size.sum() != served.sum():
+    if batch_size.sum() != np.count_nonzero(served):
         raise SimulationError("batch sizes do not add up to the requests served")
 
     summary = summarize(
@@ -156,5 +172,5 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     return SimResult(
         config=cfg, latency=latency, trace_label=getattr(trace, "label", "trace"),
         trace_fingerprint=getattr(trace, "fingerprint", ""), synthetic=bool(getattr(trace, "is_synthetic", False)),
-        arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, gpu=gpu, bin=bin_id, batch_id=batch_of,
+        arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, bin=bin_id, batch_id=batch_of,
         status=status, batch_records=records, bin_edges=edges, summary=summary)
