@@ -8,6 +8,7 @@ The public API::
     res.summary, res.requests
 """
 
+from .capacity import CapacityError, CapacityResult, capacity
 from .bins import BinningWarning, equal_mass_edges
 from .config import SimConfig
 from .latency import LatencyModel
@@ -18,7 +19,7 @@ from .synthetic import synthetic_trace
 from .trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
 
 __all__ = [
-    "BinningWarning", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
+    "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
     "SimulationError", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
 ]

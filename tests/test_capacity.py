@@ -1,0 +1,109 @@
+import math
+
+import numpy as np
+import pytest
+
+import workbench as wb
+from workbench.capacity import CapacityError, capacity
+
+
+def poisson_trace(n, rate, seed, output):
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1 / rate, n))
+    return wb.Trace.from_arrays(arrival - arrival[0], np.zeros(n, int), output(rng, n), source="poisson")
+
+
+def test_deterministic_queue_capacity_is_the_service_rate():
+    # D/D/1: evenly spaced arrivals, service exactly 0.1 s. Nobody waits while lambda <= 10/s; above it the
+    # queue grows without bound, so with an SLA of 0.15 s and attainment 1 the capacity is exactly 10/s.
+    n = 20_000
+    trace = wb.Trace.from_arrays(np.arange(n, dtype=float), np.zeros(n, int), np.ones(n, int))
+    lat = wb.LatencyModel(base_s=0.1, per_token_s=0.0, batch_penalty=0.0)
+    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=1, d_sla_s=0.15)
+    res = capacity(trace, cfg, attainment=1.0, latency=lat, resolution=0.005)
+    rate = n / (n - 1)                      # the trace's mean rate (span n - 1 seconds)
+    assert res.capacity_rps == pytest.approx(10.0, rel=0.006)
+    assert res.capacity_rps <= 10.0 + 1e-9 and res.scaling_above * rate > 10.0
+    assert res.bounded and res.monotone and res.value == 1.0
+    assert res.scaling_above / res.scaling - 1 <= 0.005
+
+
+def test_mm1_sojourn_quantile_matches_closed_form():
+    # M/M/1 FCFS: the time in system is Exp(mu - lambda), so P(T <= d) >= 0.95 holds up to
+    # lambda* = mu - ln(20) / d.  Service = 1 ms x geometric tokens (mean 100): mu = 10/s, lambda* = 7.0/s.
+    trace = poisson_trace(300_000, 1.0, 1, lambda rng, n: rng.geometric(1 / 100, n))
+    lat = wb.LatencyModel(base_s=0.0, per_token_s=1e-3, batch_penalty=0.0)
+    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=1, d_sla_s=1.0)
+    res = capacity(trace, cfg, attainment=0.95, latency=lat, resolution=0.005)
+    mu = 1 / (1e-3 * 100)
+    theory = mu - math.log(20) / 1.0
+    assert res.capacity_rps == pytest.approx(theory, rel=0.03)
+    assert res.value >= 0.95 > res.value_above
+
+
+def test_more_gpus_never_give_less_capacity():
+    trace = wb.load_trace(num_requests=20_000, seed=3)
+    caps = [capacity(trace, wb.SimConfig(num_gpus=g), attainment=0.9, resolution=0.02).capacity_rps
+            for g in (1, 2, 4, 8)]
+    assert all(b >= a for a, b in zip(caps, caps[1:])), caps
+    assert caps[-1] > 2 * caps[0]
+
+
+def test_capacity_is_deterministic_and_reports_probes():
+    trace = wb.load_trace(num_requests=5_000)
+    a = capacity(trace, wb.SimConfig(num_gpus=2), attainment=0.9, resolution=0.02)
+    b = capacity(trace, wb.SimConfig(num_gpus=2), attainment=0.9, resolution=0.02)
+    assert a == b
+    frame = a.probes_frame()
+    assert list(frame.columns) == ["scaling", "rate_rps", "value", "passed"] and len(frame) == len(a.probes)
+    row = a.to_row()
+    assert row["capacity_probes"] == len(a.probes) and row["capacity_rps"] == a.capacity_rps
+
+
+def test_p99_criterion():
+    trace = poisson_trace(50_000, 1.0, 2, lambda rng, n: rng.geometric(1 / 100, n))
+    lat = wb.LatencyModel(base_s=0.0, per_token_s=1e-3, batch_penalty=0.0)
+    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=1, d_sla_s=1.0)
+    res = capacity(trace, cfg, criterion="p99_latency", latency=lat, resolution=0.01)
+    # M/M/1: p99 of Exp(mu - lambda) <= 1 s  <=>  lambda <= mu - ln(100) = 5.39/s
+    assert res.capacity_rps == pytest.approx(10 - math.log(100), rel=0.06)
+    assert res.value <= 1.0
+
+
+def test_target_above_the_attainable_share_is_refused_at_once():
+    trace = wb.load_trace(num_requests=5_000)
+    with pytest.raises(CapacityError, match="could finish within d_sla_s=1 s even alone"):
+        capacity(trace, wb.SimConfig(num_gpus=100), attainment=0.999)
+
+
+def test_unreachable_target_is_refused_with_a_clear_message():
+    trace = wb.Trace.from_arrays(np.arange(100, dtype=float), np.zeros(100, int), np.ones(100, int))
+    lat = wb.LatencyModel(base_s=0.6, per_token_s=0.0, batch_penalty=0.0)   # alone 0.6 s; a batch of 2: 0.6 s
+    # requests arrive 1 s apart in a burst-free trace; even stretched 1024x the pool of 1 GPU keeps up, so
+    # the only way to miss is an SLA below one service time: refused before any search
+    with pytest.raises(CapacityError, match="even alone"):
+        capacity(trace, wb.SimConfig(scheduler="static_fifo", d_sla_s=0.5), latency=lat)
+    # reachable alone but not under load: a search that fails down to the lowest scaling
+    # 99 requests at once, 1 GPU, batch size 1: most wait far beyond 1 s at any scaling
+    burst = wb.Trace.from_arrays(np.r_[np.zeros(99), 1.0], np.zeros(100, int), np.ones(100, int))
+    with pytest.raises(CapacityError, match="misses the target even at scaling"):
+        capacity(burst, wb.SimConfig(scheduler="static_fifo", batch_size=1, d_sla_s=1.0), latency=lat)
+
+
+def test_unbounded_capacity_is_flagged():
+    trace = wb.Trace.from_arrays(np.arange(50, dtype=float), np.zeros(50, int), np.ones(50, int))
+    lat = wb.LatencyModel(base_s=0.001, per_token_s=0.0, batch_penalty=0.0)
+    res = capacity(trace, wb.SimConfig(scheduler="static_fifo", num_gpus=64), latency=lat, scale_bounds=(1, 8))
+    assert not res.bounded and res.scaling == 8 and math.isinf(res.scaling_above)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(criterion="mean"), "criterion: unknown"),
+    (dict(attainment=1.5), "attainment must be in"),
+    (dict(resolution=0), "resolution must be in"),
+    (dict(start=0.0), "scale_bounds"),
+])
+def test_bad_arguments(kwargs, match):
+    trace = wb.Trace.from_arrays(np.arange(10, dtype=float), np.zeros(10, int), np.ones(10, int))
+    with pytest.raises(ValueError, match=match):
+        capacity(trace, wb.SimConfig(), **kwargs)
