@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +36,17 @@ from .config import SimConfig
 from .latency import LatencyModel
 from .metrics import STATUS_COMPLETED, littles_law
 from .simulate import SimResult, simulate
+from .sweep import write_csv_atomic
 from .trace import Trace
 
 log = logging.getLogger(__name__)
 
 WARMUP_FRACTION = 0.1   # share of each run's requests discarded before mean delays are taken
 BATCH_MEANS = 10        # contiguous batches per run for the standard error
-Z_TOLERANCE = 3.0       # standard errors allowed on top of nothing (about 99.7% two-sided)
-LITTLE_TOLERANCE = 1e-9
+Z_TOLERANCE = 3.0       # standard errors a statistical tolerance allows (about 99.7% two-sided)
+LITTLE_TOLERANCE = 1e-9  # Little's law on a drained run is an identity of the record: only rounding is allowed
+DEFAULT_REQUESTS = 3_000_000  # per queueing run at the default size (the notebook's n_requests)
+DEFAULT_SEEDS = 5
 
 COLUMNS = ("case", "quantity", "theory", "simulated", "rel_error", "abs_error", "tolerance", "tolerance_kind",
            "passed", "n_requests", "runs", "stderr", "note")
@@ -157,9 +159,16 @@ def geometric_tokens(mean_tokens: float, n: int, rng: np.random.Generator) -> np
     return rng.geometric(1.0 / mean_tokens, n)
 
 
-def uniform_tokens(l_min: int, l_max: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Integer lengths uniform on {l_min, ..., l_max}."""
-    return rng.integers(l_min, l_max + 1, n)
+def stratified_uniform_tokens(l_min: int, l_max: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Every integer of {l_min..l_max} equally often (``n`` rounded up to a whole number of copies), shuffled.
+
+    An exactly uniform sample: equal-mass bins then fall on the exact value
+    boundaries and hold equal counts, so sampling noise in the bin edges and
+    in the bins' sizes does not blur a throughput comparison.
+    """
+    values = np.arange(l_min, l_max + 1)
+    copies = max(1, -(-n // values.size))
+    return rng.permutation(np.tile(values, copies))
 
 
 def make_trace(arrival_s, output_tokens, prompt_tokens=None, *, source: str) -> Trace:
@@ -225,7 +234,7 @@ def statistical_tolerance(floor: float, stderr: float, theory: float) -> float:
 
 def _tolerance_note(floor: float, stderr: float, theory: float) -> str:
     se_rel = stderr / abs(theory) if math.isfinite(stderr) else float("nan")
-    return f"tolerance = max({floor:.0%}, {Z_TOLERANCE:g} x SE {se_rel:.2%})"
+    return f"tolerance = max({floor:.1%}, {Z_TOLERANCE:g} x SE {se_rel:.3%})"
 
 
 def _after_warmup(values: np.ndarray) -> np.ndarray:
@@ -258,9 +267,28 @@ class _LittleLedger:
                          f"worst of {self.runs} runs shown")
 
 
+# ---------------------------------------------------------------- run sizes
+
+def _check_sizes(n_requests: int, seeds: int = 1) -> None:
+    if isinstance(n_requests, bool) or not isinstance(n_requests, (int, np.integer)) or n_requests < 1_000:
+        raise ValueError(f"n_requests must be an integer >= 1000, got {n_requests!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+
+
+def multi_bin_requests(n_requests: int) -> int:
+    """Requests per case-4 run: a quarter of the queueing runs' size (saturated throughput converges fast)."""
+    return max(int(n_requests) // 4, 4_096)
+
+
+def mechanics_requests(n_requests: int) -> int:
+    """Requests per case-5 run: a fifth of the queueing runs' size (one run per setting, no seeds)."""
+    return max(int(n_requests) // 5, 10_000)
+
+
 # ---------------------------------------------------------------- case 1: M/D/1
 
-def check_md1(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
+def check_md1(n_requests: int = DEFAULT_REQUESTS, seeds: int = DEFAULT_SEEDS, seed: int = 42,
               loads: tuple[float, ...] = (0.5, 0.8, 0.9), service_s: float = 1.0,
               floor: float = 0.02) -> CaseResult:
     """One GPU, batch size 1, Poisson arrivals, deterministic service: mean wait vs Pollaczek-Khinchine.
@@ -268,6 +296,7 @@ def check_md1(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
     Also returns Little's law rows and the GPU utilisation (Little's law at the
     server: the mean number in service is lambda x s = rho).
     """
+    _check_sizes(n_requests, seeds)
     latency = LatencyModel(base_s=service_s, per_token_s=0.0, batch_penalty=0.0)
     cfg = SimConfig(scheduler="static_fifo", num_gpus=1, batch_size=1, seed=seed)
     rows, little, curves = [], _LittleLedger("M/D/1 runs"), []
@@ -300,7 +329,7 @@ def check_md1(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
 
 # ---------------------------------------------------------------- case 2: M/M/c
 
-def check_mmc(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
+def check_mmc(n_requests: int = DEFAULT_REQUESTS, seeds: int = DEFAULT_SEEDS, seed: int = 42,
               servers: tuple[int, ...] = (2, 4, 16), load: float = 0.9, mean_tokens: int = 1000,
               mean_service_s: float = 1.0, floor_wait: float = 0.02, floor_p_wait: float = 0.01) -> CaseResult:
     """Several GPUs, batch size 1, service linear in geometric output lengths: wait and P(wait) vs Erlang C.
@@ -309,6 +338,7 @@ def check_mmc(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
     1 - 1/m, so with m = 1000 the service law is exponential to 0.1%; the
     M/G/c correction (about (1 + SCV)/2 on the mean wait) is -0.05%.
     """
+    _check_sizes(n_requests, seeds)
     latency = LatencyModel(base_s=0.0, per_token_s=mean_service_s / mean_tokens, batch_penalty=0.0)
     mu = 1.0 / mean_service_s
     rows, little = [], _LittleLedger("M/M/c runs")
@@ -350,17 +380,20 @@ def check_mmc(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
 
 # ---------------------------------------------------------------- case 4: Multi-Bin Batching
 
-def check_multi_bin(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
+def check_multi_bin(n_requests: int = DEFAULT_REQUESTS // 4, seeds: int = DEFAULT_SEEDS, seed: int = 42,
                     k_values: tuple[int, ...] = (1, 2, 4, 8, 16), batch_size: int = 16,
                     l_min: int = 100, l_max: int = 1123, per_token_s: float = 1e-3,
-                    floor: float = 0.01) -> CaseResult:
+                    floor: float = 0.005) -> CaseResult:
     """Saturated ``multi_bin_fixed`` (all requests at t = 0, one GPU, oracle lengths) vs Theorem 4.2.
 
     Throughput = completed / makespan against B / (c E[longest]); the k -> inf
     row extrapolates the simulated 1/throughput, which Theorem 4.2 makes linear
     in 1/k, to 1/k = 0.  Integer lengths: {100..1123} has 1024 values, so the
     exact discrete expectation is within 0.05% of the closed form (in the note).
+    Lengths come from :func:`stratified_uniform_tokens`, so every bin holds
+    whole batches; batches are still random draws from their bin.
     """
+    _check_sizes(n_requests, seeds)
     latency = LatencyModel(base_s=0.0, per_token_s=per_token_s, batch_penalty=0.0)
     rows, little, points = [], _LittleLedger("Multi-Bin Batching runs"), []
     for i, k in enumerate(k_values):
@@ -369,8 +402,8 @@ def check_multi_bin(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
         throughput, partial = [], []
         for r in range(seeds):
             rng = case_rng(seed, 4, i, r)
-            trace = make_trace(np.zeros(n_requests), uniform_tokens(l_min, l_max, n_requests, rng),
-                               source=f"saturated uniform k={k} run {r}")
+            lengths = stratified_uniform_tokens(l_min, l_max, n_requests, rng)
+            trace = make_trace(np.zeros(lengths.size), lengths, source=f"saturated uniform k={k} run {r}")
             res = simulate(trace, cfg, latency=latency)
             throughput.append(res.summary["throughput_rps"])
             partial.append(int(np.count_nonzero(res.batches["size"].to_numpy() < batch_size)))
@@ -378,22 +411,24 @@ def check_multi_bin(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42,
         theory = mbb_throughput_rps(l_min, l_max, batch_size, k, per_token_s)
         mean, stderr = _seed_estimate(throughput)
         note = (f"B={batch_size}, lengths uniform on {{{l_min}..{l_max}}}, service {per_token_s:g} s/token; "
-                f"{_tolerance_note(floor, stderr, theory)}; at most {max(partial)} partial batch(es) per run")
+                f"{_tolerance_note(floor, stderr, theory)}; {len(lengths):,} requests per run, every value "
+                f"{len(lengths) // (l_max - l_min + 1):,} times in random order; "
+                f"partial batches: {max(partial)}")
         if (l_max - l_min + 1) % k == 0:
             exact = batch_size / (per_token_s * mbb_expected_batch_tokens_discrete(l_min, l_max, batch_size, k))
             note += f"; exact discrete value {exact:.4f} ({(exact - theory) / theory:+.3%} from the closed form)"
         rows.append(_row(CASE_MBB, f"throughput (req/s), k={k}", theory, mean,
-                         statistical_tolerance(floor, stderr, theory), n_requests=n_requests, runs=seeds,
+                         statistical_tolerance(floor, stderr, theory), n_requests=len(lengths), runs=seeds,
                          stderr=stderr, note=note))
         points.append({"k": k, "theory_rps": theory, "simulated_rps": mean, "stderr_rps": stderr})
     points = pd.DataFrame(points)
     limit = mbb_throughput_rps(l_min, l_max, batch_size, math.inf, per_token_s)
     if len(points) >= 2:
-        slope, intercept = np.polyfit(1.0 / points["k"], 1.0 / points["simulated_rps"], 1)
+        _, intercept = np.polyfit(1.0 / points["k"], 1.0 / points["simulated_rps"], 1)
         rows.append(_row(CASE_MBB, "throughput (req/s), k -> infinity", limit, 1.0 / intercept, floor,
-                         n_requests=n_requests, runs=seeds * len(points),
+                         n_requests=len(lengths), runs=seeds * len(points),
                          note=f"B / (c (l_min + l_max)/2) (Remark 4.3) vs the simulated 1/throughput extrapolated "
-                              f"linearly in 1/k to 0 (Theorem 4.2 is exactly linear in 1/k); tolerance {floor:.0%}"))
+                              f"linearly in 1/k to 0 (Theorem 4.2 is exactly linear in 1/k); tolerance {floor:.1%}"))
     rows.append(little.row())
     return CaseResult(_frame(rows), {"points": points, "limit_rps": limit, "batch_size": batch_size,
                                      "l_min": l_min, "l_max": l_max, "per_token_s": per_token_s})
@@ -411,10 +446,36 @@ def heavy_tailed_trace(n: int, rng: np.random.Generator, *, rate_rps: float, sou
     return make_trace(poisson_arrivals_s(rate_rps, n, rng), output, prompt, source=source)
 
 
-def check_memory(n_requests: int = 200_000, seed: int = 42, kv_capacity_tokens: int = 8_000,
+def memory_bound_batches(res: SimResult, seq_tokens: np.ndarray) -> int:
+    """Batches the KV capacity cut short: the bin's next request had arrived and would not fit.
+
+    A bin's queue is FIFO and a batch takes a contiguous run of it, so the
+    request after a batch's last member (in the bin's arrival order) is the
+    one the engine stopped at.
+    """
+    capacity = res.config.kv_capacity_tokens
+    batches = res.batches
+    served = np.flatnonzero(res.status == STATUS_COMPLETED)
+    order = served[np.lexsort((served, res.bin[served]))]          # by bin, then arrival order
+    batch = res.batch_id[order]
+    last = np.flatnonzero(np.r_[batch[1:] != batch[:-1], True])    # last member of each run
+    has_next = (last + 1 < order.size)
+    last = last[has_next]
+    nxt = order[last + 1]
+    same_bin = res.bin[nxt] == res.bin[order[last]]
+    b = batch[last][same_bin]
+    nxt = nxt[same_bin]
+    start = batches["start_s"].to_numpy()[b]
+    tokens = batches["tokens"].to_numpy()[b]
+    short = (batches["size"] < batches["size_limit"]).to_numpy()[b]
+    return int(np.count_nonzero(short & (res.arrival_s[nxt] <= start) & (tokens + seq_tokens[nxt] > capacity)))
+
+
+def check_memory(n_requests: int = DEFAULT_REQUESTS // 5, seed: int = 42, kv_capacity_tokens: int = 8_000,
                  rate_rps: float = 500.0) -> CaseResult:
     """KV memory: under overload with a small cache, every batch of every scheduler fits, and requests that
     can never fit are rejected and counted."""
+    _check_sizes(n_requests)
     kv_gb_per_token = 5e-6
     base = SimConfig()
     gpu_mem_gb = base.model_mem_gb + base.mem_margin_gb + kv_capacity_tokens * kv_gb_per_token
@@ -429,11 +490,12 @@ def check_memory(n_requests: int = 200_000, seed: int = 42, kv_capacity_tokens: 
         capacity = cfg.kv_capacity_tokens
         res = simulate(trace, cfg)
         batches = res.batches
-        cut = int(np.count_nonzero(batches["size"] < batches["size_limit"]))
+        cut = memory_bound_batches(res, seq)
         rows.append(_row(CASE_MECHANICS, f"largest batch KV tokens <= capacity ({name})", capacity,
                          batches["tokens"].max(), 0.0, "upper bound", n_requests=n_requests,
-                         note=f"all {len(batches):,} batches checked; {cut:,} ({cut / len(batches):.0%}) "
-                              f"were cut below their size limit by memory or an empty queue"))
+                         note=f"all {len(batches):,} batches checked; in {cut:,} ({cut / len(batches):.0%}) "
+                              "memory cut the batch below its size limit (the bin's next waiting request "
+                              "would not fit)"))
         rejected_counts.append(res.summary["rejected"])
         little.add(res)
         s = res.summary
@@ -457,65 +519,72 @@ def _steady(values: np.ndarray) -> np.ndarray:
     return values[values.size // 2:]
 
 
-def check_controller(n_requests: int = 200_000, seed: int = 42, rate_rps: float = 1_000.0,
-                     feasible_sla_s: float = 1.0, generous_sla_s: float = 10.0, tight_sla_s: float = 0.2,
+CONTROLLER_BUDGETS_S = {"generous": 5.0, "tight": 0.1, "feasible": 0.5}
+
+
+def check_controller(n_requests: int = DEFAULT_REQUESTS // 5, seed: int = 42, rate_rps: float = 1_000.0,
+                     budgets_s: dict[str, float] | None = None, sla_budget_fraction: float = 0.5,
                      hold_floor: float = 0.05, spread_limit: float = 0.15) -> CaseResult:
     """The SLA controller (Algorithm 2 on batch service time) under sustained overload, default latency model.
 
-    Three budgets D = sla_budget_fraction x d_sla_s on the same trace: one no
-    batch can exceed (the limit must rise to Algorithm 2's ceiling), one even a
-    single request exceeds (it must fall to the floor), and one in between (the
-    mean service time must hold D).
+    Three budgets D on the same trace (``d_sla_s = D / sla_budget_fraction``):
+    ``generous``, which no batch can exceed (the limit must rise to Algorithm
+    2's ceiling); ``tight``, which even a single average request exceeds (it
+    must fall to the floor); and ``feasible``, in between (the mean batch
+    service time must hold D).
     """
+    _check_sizes(n_requests)
+    budgets_s = {**CONTROLLER_BUDGETS_S, **(budgets_s or {})}
     latency = LatencyModel.default()
     rng = case_rng(seed, 5, 1)
     n = n_requests
     trace = make_trace(poisson_arrivals_s(rate_rps, n, rng), geometric_tokens(150, n, rng),
                        geometric_tokens(300, n, rng), source="controller overload")
     mean_seq = float(np.mean(trace.prompt_tokens.astype(np.int64) + trace.output_tokens))
-    base = SimConfig(scheduler="dynamic_no_bins", seed=seed)
+    # the controller's settings are pinned (not the defaults) so the fixed points below stay as documented
+    base = SimConfig(scheduler="dynamic_no_bins", sla_budget_fraction=sla_budget_fraction, b_min=1, b_max=32,
+                     ctrl_alpha=2, ctrl_delta=2, ctrl_window=8, ctrl_eps_fraction=0.05, seed=seed)
     rows, little, runs = [], _LittleLedger("SLA controller runs"), {}
-    for label, d_sla_s in (("generous", generous_sla_s), ("tight", tight_sla_s), ("feasible", feasible_sla_s)):
-        cfg = base.replace(d_sla_s=d_sla_s)
+    for label in ("generous", "tight", "feasible"):
+        cfg = base.replace(d_sla_s=budgets_s[label] / sla_budget_fraction)
         res = simulate(trace, cfg, latency=latency)
         little.add(res)
         runs[label] = res.batches[["start_s", "service_s", "size", "size_limit"]].assign(
-            budget_s=cfg.sla_budget_fraction * d_sla_s)
+            budget_s=cfg.sla_budget_fraction * cfg.d_sla_s)
     ceiling = sla_controller_ceiling(base.b_max, base.ctrl_alpha)
     floor_b = sla_controller_floor(base.b_min, base.ctrl_alpha)
-    b_gen = runs["generous"]
-    worst = float(b_gen["service_s"].max())
+    generous, tight, hold = runs["generous"], runs["tight"], runs["feasible"]
     rows.append(_row(CASE_MECHANICS, "SLA controller rises: steady batch-size limit, budget never binding",
-                     ceiling, _steady(b_gen["size_limit"].to_numpy()).mean(), 0.01, n_requests=n,
-                     note=f"D = {base.sla_budget_fraction * generous_sla_s:g} s, longest batch took {worst:.2f} s; "
-                          f"Algorithm 2's ceiling is b_max - ceil(alpha/2) = {base.b_max} - "
-                          f"{base.b_max - ceiling}; steady state = second half of the batches"))
-    b_tight = runs["tight"]
+                     ceiling, _steady(generous["size_limit"].to_numpy()).mean(), 0.01, n_requests=n,
+                     note=f"D = {budgets_s['generous']:g} s, longest batch took {generous['service_s'].max():.2f} s; "
+                          f"Algorithm 2's ceiling is b_max - ceil(alpha/2) = {ceiling}; "
+                          "steady state = second half of the batches"))
     rows.append(_row(CASE_MECHANICS, "SLA controller falls: steady batch-size limit, budget infeasible", floor_b,
-                     _steady(b_tight["size_limit"].to_numpy()).mean(), 0.01, n_requests=n,
-                     note=f"D = {base.sla_budget_fraction * tight_sla_s:g} s < t(1, mean length) = "
+                     _steady(tight["size_limit"].to_numpy()).mean(), 0.01, n_requests=n,
+                     note=f"D = {budgets_s['tight']:g} s < t(1, mean length {mean_seq:.0f}) = "
                           f"{float(latency.service_time_s(1, mean_seq)):.3f} s; Algorithm 2's floor is "
                           f"b_min + floor(alpha/2) = {floor_b}"))
-    hold = runs["feasible"]
-    budget = base.sla_budget_fraction * feasible_sla_s
+    budget = budgets_s["feasible"]
     service = _steady(hold["service_s"].to_numpy())
     tau = _steady(hold["service_s"].rolling(base.ctrl_window).mean().to_numpy())
     rows.append(_row(CASE_MECHANICS, "SLA controller holds a feasible target: mean batch service time (s)",
                      budget, service.mean(), hold_floor, n_requests=n,
                      stderr=float(service.std(ddof=1) / math.sqrt(service.size)),
-                     note=f"D = {budget:g} s, steady batch size {_steady(hold['size'].to_numpy()).mean():.1f}; "
-                          f"tolerance {hold_floor:.0%}"))
+                     note=f"D = {budget:g} s, {service.size:,} steady-state batches of mean size "
+                          f"{_steady(hold['size'].to_numpy()).mean():.1f}; tolerance {hold_floor:.0%}"))
     spread = float(np.mean(np.abs(tau - budget)) / budget)
     rows.append(_row(CASE_MECHANICS, "SLA controller holds a feasible target: mean |tau - D| / D", 0.0, spread,
                      spread_limit, "absolute", n_requests=n,
                      note=f"tau = mean service time of the last {base.ctrl_window} batches (what the controller "
-                          f"reads); hold band eps = {base.ctrl_eps_fraction:.0%} of D"))
+                          f"reads); hold band eps = {base.ctrl_eps_fraction:.0%} of D; limit {spread_limit:.0%}"))
     rows.append(little.row())
     return CaseResult(_frame(rows), {"runs": runs, "ceiling": ceiling, "floor": floor_b,
                                      "window": base.ctrl_window})
 
 
-def check_mechanics(n_requests: int = 200_000, seed: int = 42) -> CaseResult:
+
+
+def check_mechanics(n_requests: int = DEFAULT_REQUESTS // 5, seed: int = 42) -> CaseResult:
     """Case 5: :func:`check_memory` and :func:`check_controller`."""
     memory = check_memory(n_requests, seed)
     controller = check_controller(n_requests, seed)
@@ -525,8 +594,12 @@ def check_mechanics(n_requests: int = 200_000, seed: int = 42) -> CaseResult:
 
 # ---------------------------------------------------------------- case 6: synthetic trace
 
-def check_synthetic_trace(trace_seed: int = 0) -> CaseResult:
-    """The synthetic BurstGPT-like rows (the default trace's seed) against the published statistics."""
+def check_synthetic_trace(trace_seed: int = 42) -> CaseResult:
+    """The synthetic BurstGPT-like rows generated with ``trace_seed`` against the published statistics.
+
+    The suite's ``seed`` (default 42) also seeds the synthetic trace its steps
+    simulate, so passing the same seed checks the very trace they use.
+    """
     from . import synthetic
 
     rows_raw = synthetic.synthetic_rows(synthetic.NUM_ROWS, seed=trace_seed)
@@ -551,21 +624,30 @@ def collect(results: list[CaseResult]) -> pd.DataFrame:
     """One table from several cases, ordered by case number."""
     table = pd.concat([r.rows for r in results], ignore_index=True)
     order = {c: i for i, c in enumerate(CASES)}
-    return table.sort_values("case", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    table = table.sort_values("case", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    log.info("validation: %d of %d checks passed", int(table["passed"].sum()), len(table))
+    return table
 
 
-def run_validation(n_requests: int = 1_000_000, seeds: int = 5, seed: int = 42, include_trace: bool = True,
-                   mechanics_requests: int | None = None) -> pd.DataFrame:
-    """Every case; ``n_requests`` per queueing / saturation run, ``seeds`` replicates each.
-
-    Case 5 uses ``mechanics_requests`` (default ``n_requests // 5``) on one run per setting.
-    """
-    mech = mechanics_requests or max(n_requests // 5, 10_000)
+def run_validation(n_requests: int = DEFAULT_REQUESTS, seeds: int = DEFAULT_SEEDS, seed: int = 42,
+                   include_trace: bool = True) -> pd.DataFrame:
+    """Every case: ``n_requests`` per queueing run (cases 1-2) with ``seeds`` replicates each,
+    :func:`multi_bin_requests` per case-4 run (also ``seeds`` replicates), :func:`mechanics_requests`
+    per case-5 run, and (``include_trace``) the synthetic trace."""
     results = [check_md1(n_requests, seeds, seed), check_mmc(n_requests, seeds, seed),
-               check_multi_bin(n_requests, seeds, seed), check_mechanics(mech, seed)]
+               check_multi_bin(multi_bin_requests(n_requests), seeds, seed),
+               check_mechanics(mechanics_requests(n_requests), seed)]
     if include_trace:
-        results.append(check_synthetic_trace())
+        results.append(check_synthetic_trace(seed))
     return collect(results)
+
+
+BRIEF_COLUMNS = ("case", "quantity", "theory", "simulated", "rel_error", "tolerance", "tolerance_kind", "passed")
+
+
+def brief(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns a reader needs first (the CSV keeps all of them)."""
+    return table[list(BRIEF_COLUMNS)]
 
 
 def summary_by_case(table: pd.DataFrame) -> pd.DataFrame:
@@ -578,16 +660,23 @@ def summary_by_case(table: pd.DataFrame) -> pd.DataFrame:
     }).reset_index()
 
 
+def closing_note(table: pd.DataFrame, listed: int = 6) -> str:
+    """Markdown: per case, how many checks passed and their relative errors (the largest ``listed``)."""
+    lines = []
+    for case, rows in table.groupby("case", sort=False):
+        with_rel = rows[np.isfinite(rows["rel_error"].to_numpy(float))]
+        ranked = with_rel.reindex(with_rel["rel_error"].abs().sort_values(ascending=False).index)
+        shown = ", ".join(f"{r.quantity} {r.rel_error:+.3%}" for r in ranked.head(listed).itertuples())
+        more = f" and {len(ranked) - listed} more" if len(ranked) > listed else ""
+        others = rows[~np.isfinite(rows["rel_error"].to_numpy(float))]
+        extra = "".join(f"; {r.quantity} = {r.simulated:.4g} (limit {r.tolerance:g})" for r in others.itertuples())
+        verdict = "all passed" if rows["passed"].all() else f"**{int((~rows['passed']).sum())} FAILED**"
+        lines.append(f"- **{case}**: {int(rows['passed'].sum())}/{len(rows)} checks, {verdict}. "
+                     f"Relative errors, largest first: {shown}{more}{extra}.")
+    return "\n".join(lines)
+
+
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write the table as CSV atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            table.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the table as CSV atomically (readers see the old file or the new one, never a part)."""
+    write_csv_atomic(path, table)
+    return Path(path)
