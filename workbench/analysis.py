@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .sweep import atomic_write_text, read_rows, results_lock, write_csv_atomic
+from .sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,7 @@ def update_outputs(results_dir: str | Path, step: str, rows: pd.DataFrame) -> di
         if not merged.empty:
             rank = merged["step"].map(_step_rank)
             merged = merged.iloc[np.argsort(rank.to_numpy(), kind="stable")]
-            cols = [c for c in merged.columns if c != "finished_at"] + ["finished_at"]
-            merged = merged[cols].reset_index(drop=True)
+            merged = canonical_columns(merged).reset_index(drop=True)
             write_csv_atomic(results_dir / ALL_RESULTS, merged)
         result = analyze(merged)
         atomic_write_text(results_dir / ANALYSIS, json.dumps(result, indent=2, allow_nan=False) + "\n")
@@ -231,11 +230,12 @@ def step_markdown(result: dict, step: str) -> str:
                      if bp["num_requests"] else f"stays within 5% up to {bp['largest_volume_tested']:,} requests")
             lines.append(f"- {label}: {where}")
     elif step == "step2_gpu_scaling":
-        lines.append(f"Best GPU count: **{part['best_gpu_count']}** ({RULES['best_gpu_count']}).")
+        lines.append(f"Best GPU count: **{part['best_gpu_count']}**, the smallest count whose goodput is within "
+                     f"{GOODPUT_TOLERANCE:.0%} of the best.")
         eff = ", ".join(f"{g}: {_fmt(e, '{:.2f}')}" for g, e in part["scaling_efficiency"].items())
         lines.append(f"Scaling efficiency by GPU count: {eff}.")
     elif step == "step3_kbins_sensitivity":
-        lines.append(f"Best K: **{part['best_k']}** ({RULES['best_k']}).")
+        lines.append(f"Best K: **{part['best_k']}**, the K with the lowest SLA violation rate.")
     bullets = [line for line in lines if line.startswith("- ")]
     paragraphs = [line for line in lines if not line.startswith("- ")]
     return "\n\n".join(paragraphs + (["\n".join(bullets)] if bullets else []))

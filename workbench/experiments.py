@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +33,9 @@ import pandas as pd
 
 from . import analysis
 from .config import SimConfig
-from .sweep import SweepTest, TraceOptions, make_test, read_rows, resolve_results_dir, run_sweep
+from .trace import TraceSizeWarning
+from .sweep import (SweepTest, TraceOptions, finished_ids, make_test, parse_executor, read_rows, resolve_results_dir,
+                    resolve_user_path, run_sweep)
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +83,13 @@ class StepParams:
         object.__setattr__(self, "max_gpus", _int_at_least(self.max_gpus, "max_gpus", 1))
         if self.dataset in ("", "None"):
             object.__setattr__(self, "dataset", None)
-        if self.dataset is not None and not Path(self.dataset).expanduser().is_file():
-            raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace)")
+        if self.dataset is not None:
+            object.__setattr__(self, "dataset", str(resolve_user_path(self.dataset)))
+            if not Path(self.dataset).is_file():
+                raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace)")
         self.base_config()  # validates d_sla, k_bins, seed
         self.trace_options(1)  # validates rps_scaling
+        parse_executor(self.executor, queued=2)
 
     def base_config(self, **changes) -> SimConfig:
         return SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed).replace(**changes)
@@ -124,7 +130,7 @@ class StepPlan:
 
     def table(self) -> pd.DataFrame:
         """One line per planned test, and whether its result is already checkpointed."""
-        done = set(read_rows(self.results_dir / f"{self.step}.csv").get("test_id", pd.Series(dtype=str)))
+        done = finished_ids(read_rows(self.results_dir / f"{self.step}.csv"))
         return pd.DataFrame([{"batch": key, "label": t.label, "num_requests": t.trace.num_requests,
                               "scheduler": t.config.scheduler, "num_gpus": t.config.num_gpus,
                               "k_bins": t.config.k_bins, "test_id": t.test_id, "done": t.test_id in done}
@@ -193,9 +199,18 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
     configs = [(s, g) for s, g in STEP1_CONFIGS if g <= params.max_gpus]
     for volume in request_volumes_for(params.max_requests, request_volumes):
         options = params.trace_options(volume)
-        trace = options.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TraceSizeWarning)  # handled here
+            trace = options.load()
         if len(trace) < volume:
-            log.warning("step 1: the trace has only %d requests, fewer than the volume %d", len(trace), volume)
+            # a small dataset: stop at its size rather than repeat one trace under bigger labels
+            log.warning("step 1: the trace has only %d requests; volume %d becomes %d", len(trace), volume,
+                        len(trace))
+            volume = len(trace)
+            if volume in batches:
+                continue
+            options = params.trace_options(volume)
+            trace = options.load()
         batches[volume] = [make_test(STEP1, options, params.base_config(scheduler=s, num_gpus=g), trace=trace,
                                      label=_label(s, g)) for s, g in configs]
     return StepPlan(STEP1, params, batches)

@@ -36,7 +36,7 @@ def trace_title(rows: pd.DataFrame) -> str:
 def _finish(fig: Figure, rows: pd.DataFrame, heading: str, results_dir, filename: str) -> Figure:
     sla = rows["d_sla_s"].dropna().unique() if "d_sla_s" in rows else []
     sla_text = f", SLA {sla[0]:g} s" if len(sla) == 1 else ""
-    fig.suptitle(f"{heading}\n{trace_title(rows)}{sla_text}", fontsize=11)
+    fig.suptitle(f"{heading}\ntrace: {trace_title(rows)}{sla_text}", fontsize=11)
     if results_dir is not None:
         save_png(fig, Path(results_dir) / filename)
     return fig
@@ -134,6 +134,8 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[3].plot(k, k, color="grey", ls=":", lw=1, label="effective = K")
+    axes[3].set_yscale("log", base=2)
+    axes[3].set_yticks(k, [str(int(v)) for v in k])
     axes[3].legend(fontsize=8)
     gpus = sorted({int(g) for g in rows["num_gpus"]})
     heading = f"Step 3: K-bins sensitivity (multi_bin_dynamic, {', '.join(map(str, gpus))} GPUs)"

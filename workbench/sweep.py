@@ -9,14 +9,18 @@ the tests it affects.
 
 :func:`run_sweep` runs the tests that are not in the checkpoint yet and returns
 one row per test (configuration columns, every summary metric, the trace's
-label and fingerprint, ``synthetic``, ``wall_s``, ``finished_at``), in the
-order of the test list.
+label and fingerprint, ``synthetic``, ``simulator_version``, ``wall_s``,
+``finished_at``), in the order of the test list.  A checkpointed row whose
+``simulator_version`` (a hash of the simulator's source) differs from the
+running code's is recomputed and replaced, so a fix to the engine never hides
+behind an old result.
 
 Checkpoint format (one CSV per step, e.g. ``step2_gpu_scaling.csv``)
     After every finished test the whole file is rewritten: a temp file in the
     same folder, flushed and fsynced, then ``os.replace`` (and an fsync of the
     folder).  A reader opening the file at any moment sees a complete, valid
-    CSV; ``kill -9`` loses at most the tests that were running.  A rewrite is
+    CSV; ``kill -9`` loses at most the tests that were running (one when
+    serial, one per worker with a pool).  A rewrite is
     chosen over appending because rows differ in columns (``bin{j}_*`` exist
     for j < K), which a fixed header cannot hold; at tens of rows it costs
     nothing.  The file is keyed by ``test_id`` and keeps every test ever
@@ -50,6 +54,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -57,6 +62,8 @@ import logging
 import math
 import multiprocessing
 import os
+import re
+import signal
 import tempfile
 import time
 import warnings
@@ -106,7 +113,7 @@ class TraceOptions:
 
     def __post_init__(self):
         if self.dataset is not None:
-            object.__setattr__(self, "dataset", str(Path(self.dataset).expanduser().resolve()))
+            object.__setattr__(self, "dataset", str(resolve_user_path(self.dataset)))
         if self.num_requests is not None and (isinstance(self.num_requests, bool) or int(self.num_requests) < 1):
             raise ValueError(f"num_requests: must be None or an integer >= 1, got {self.num_requests!r}")
         if self.num_requests is not None:
@@ -178,6 +185,27 @@ def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: L
 test_id.__test__ = False  # a pytest collecting `from workbench.sweep import test_id` must not call it
 
 
+# The modules whose code determines a simulation's numbers.  A row computed by
+# other code than the running one is not reused (it is recomputed and replaced),
+# so a simulator fix never hides behind an old checkpoint.
+# (The trace's content is covered by its fingerprint, so the loader is not listed.)
+SIMULATOR_MODULES = ("bins.py", "config.py", "engine.py", "latency.py", "metrics.py", "predictors.py",
+                     "simulate.py", "schedulers")
+
+
+@functools.lru_cache(maxsize=1)
+def simulator_version() -> str:
+    """12 hex digits of sha256 over the source of :data:`SIMULATOR_MODULES`."""
+    digest = hashlib.sha256()
+    for name in SIMULATOR_MODULES:
+        target = paths.PACKAGE_DIR / name
+        for file in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            if file.is_file():
+                digest.update(file.relative_to(paths.PACKAGE_DIR).as_posix().encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trace=None,
               latency: LatencyModel | None = None, label: str = "") -> SweepTest:
     """Build a :class:`SweepTest`; ``trace`` (already loaded) saves a load for its fingerprint."""
@@ -202,7 +230,8 @@ def run_test(test: SweepTest) -> dict:
     row = test.columns()
     row.update(result.summary)
     row.update({"trace_label": trace.label, "trace_fingerprint": trace.fingerprint,
-                "synthetic": bool(trace.is_synthetic), "wall_s": time.perf_counter() - t0,
+                "synthetic": bool(trace.is_synthetic), "simulator_version": simulator_version(),
+                "wall_s": time.perf_counter() - t0,
                 "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")})
     return {k: _plain(v) for k, v in row.items()}
 
@@ -216,8 +245,8 @@ def _plain(value):
 # --------------------------------------------------------------------------- files
 
 
-def resolve_results_dir(path: str | os.PathLike) -> Path:
-    """Absolute results folder for ``path``.
+def resolve_user_path(path: str | os.PathLike) -> Path:
+    """Absolute path for a results folder or dataset a user named.
 
     A relative path is taken relative to the current directory, as a user
     typing it expects, except when the current directory is ``notebooks/``
@@ -230,6 +259,9 @@ def resolve_results_dir(path: str | os.PathLike) -> Path:
     cwd = Path.cwd().resolve()
     base = paths.REPO_ROOT if cwd == paths.NOTEBOOKS_DIR.resolve() else cwd
     return (base / p).resolve()
+
+
+resolve_results_dir = resolve_user_path
 
 
 @contextlib.contextmanager
@@ -251,12 +283,22 @@ def results_lock(results_dir: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -315,10 +357,50 @@ def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.
     return frame.reset_index(drop=True)
 
 
-def _ordered_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """``finished_at`` last, so a row cut short is recognisable."""
-    cols = [c for c in frame.columns if c != "finished_at"] + (["finished_at"] if "finished_at" in frame else [])
-    return frame[cols]
+_PER_BIN = re.compile(r"^bin(\d+)_")
+
+
+def canonical_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns in an order that does not depend on which rows came first.
+
+    Rows of different K have different ``bin{j}_*`` columns, so the order of a
+    concatenation depends on the order in which tests finished; the per-bin
+    columns go right after ``k_bins_effective`` sorted by bin, and
+    ``finished_at`` last, so a row cut short is recognisable.
+    """
+    cols = [c for c in frame.columns if not _PER_BIN.match(c) and c != "finished_at"]
+    per_bin = sorted((c for c in frame.columns if _PER_BIN.match(c)),
+                     key=lambda c: (int(_PER_BIN.match(c).group(1)), c))
+    at = cols.index("k_bins_effective") + 1 if "k_bins_effective" in cols else len(cols)
+    return frame[cols[:at] + per_bin + cols[at:] + (["finished_at"] if "finished_at" in frame else [])]
+
+
+def _load_and_repair(path: Path) -> pd.DataFrame:
+    """``read_rows``, and rewrite the file clean if rows had to be dropped (call under the lock)."""
+    rows = read_rows(path)
+    if path.is_file():
+        with open(path, "rb") as fh:
+            data_lines = sum(1 for line in fh if line.strip()) - 1
+        if data_lines != len(rows):
+            log.warning("%s: rewriting it without the %d dropped row(s)", path, data_lines - len(rows))
+            if rows.empty:
+                path.unlink()
+            else:
+                write_csv_atomic(path, canonical_columns(rows))
+    return rows
+
+
+def finished_ids(rows: pd.DataFrame) -> set[str]:
+    """The test ids in ``rows`` computed by the current simulator code."""
+    if rows.empty:
+        return set()
+    if "simulator_version" in rows.columns:
+        current = rows["simulator_version"].astype(str) == simulator_version()
+        if not current.all():
+            log.warning("%d checkpointed row(s) were computed by other simulator code; they will be recomputed",
+                        int((~current).sum()))
+        rows = rows[current]
+    return set(rows["test_id"])
 
 
 def merge_rows(path: str | os.PathLike, rows: Sequence[dict] | pd.DataFrame) -> pd.DataFrame:
@@ -329,13 +411,9 @@ def merge_rows(path: str | os.PathLike, rows: Sequence[dict] | pd.DataFrame) -> 
         old = old[~old["test_id"].isin(set(new["test_id"]))]
     parts = [f for f in (old, new) if not f.empty]
     merged = pd.concat(parts, ignore_index=True, sort=False) if parts else new
-    merged = _ordered_columns(merged)
+    merged = canonical_columns(merged)
     write_csv_atomic(path, merged)
     return merged
-
-
-def checkpoint_path(results_dir: str | os.PathLike, step: str) -> Path:
-    return Path(results_dir) / f"{step}.csv"
 
 
 # --------------------------------------------------------------------------- executors
@@ -352,9 +430,16 @@ def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None:
         # spawn, not fork: forking a process that has run numba (or holds threads) is fragile
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_worker_init)
         _POOLS[workers] = pool
     return pool
+
+
+def _worker_init() -> None:
+    # Ctrl-C / a notebook interrupt reaches the whole process group: let the parent
+    # handle it (it cancels what is queued) instead of every worker printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def shutdown_pools() -> None:
@@ -377,11 +462,12 @@ def _dask_client(executor):
 
 
 def describe_executor(executor, queued: int) -> str:
-    kind, arg = _parse_executor(executor, queued)
+    kind, arg = parse_executor(executor, queued)
     return {"serial": "serial", "process": f"process pool ({arg} workers)"}.get(kind, f"dask ({arg})")
 
 
-def _parse_executor(executor, queued: int) -> tuple[str, Any]:
+def parse_executor(executor, queued: int) -> tuple[str, Any]:
+    """(kind, argument) of an executor spec for ``queued`` tests; ``ValueError`` names the accepted specs."""
     if executor is None or executor == "auto":
         return ("serial", None) if queued <= 1 else ("process", default_workers(queued))
     if isinstance(executor, bool):
@@ -452,7 +538,7 @@ def _run_dask(queue: Sequence[SweepTest], executor) -> Iterator[tuple[SweepTest,
             # pure=False: never reuse a result the cluster holds from another session
             fut = client.submit(run_test, test, pure=False, key=f"workbench-{test.test_id}-{os.urandom(4).hex()}")
             futures[fut.key] = (fut, test)
-        for fut in as_completed([f for f, _ in futures.values()]):
+        for fut in as_completed([f for f, _ in futures.values()], loop=client.loop):
             test = futures[fut.key][1]
             if fut.status == "error":
                 yield test, fut.exception()
@@ -466,10 +552,10 @@ def _run_dask(queue: Sequence[SweepTest], executor) -> Iterator[tuple[SweepTest,
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
     with warnings.catch_warnings():  # "IProgress not found" when ipywidgets is absent: a text bar is fine
         warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm
+
         return tqdm(total=total, desc=desc, unit="test", disable=not enabled or total == 0)
 
 
@@ -494,13 +580,13 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
     results_dir = resolve_results_dir(results_dir)
     path = results_dir / (checkpoint or f"{tests[0].step}.csv")
     with results_lock(results_dir):
-        done = set(read_rows(path).get("test_id", pd.Series(dtype=str)))
+        done = finished_ids(_load_and_repair(path))
     queue = [t for t in tests if t.test_id not in done]
     skipped = len(tests) - len(queue)
     if skipped:
         log.info("%s: %d of %d tests already in %s; running the other %d", desc or path.stem, skipped,
                  len(tests), path.name, len(queue))
-    kind, arg = _parse_executor(executor, len(queue))
+    kind, arg = parse_executor(executor, len(queue))
     if kind == "process" and not _spawn_safe():
         if executor is not None:
             raise ValueError("executor: a process pool cannot start from a script read on stdin; "
@@ -543,8 +629,8 @@ def select_rows(rows: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:
     by_id = rows.set_index("test_id", drop=False)
     present = [i for i in ids if i in by_id.index]
     out = by_id.loc[present].reset_index(drop=True)
-    empty_bins = [c for c in out.columns if c.startswith("bin") and out[c].isna().all()]
-    return out.drop(columns=empty_bins)
+    empty_bins = [c for c in out.columns if _PER_BIN.match(c) and out[c].isna().all()]
+    return canonical_columns(out.drop(columns=empty_bins))
 
 
 def comparable(rows: pd.DataFrame) -> pd.DataFrame:

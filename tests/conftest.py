@@ -1,0 +1,86 @@
+"""Shared fixtures.
+
+``WORKBENCH_CACHE_DIR`` points to one session-wide temporary folder, set before
+any test runs so subprocesses (papermill kernels, pool and Dask workers)
+inherit it: the first test that loads the synthetic trace generates it, every
+later one (in any process) reads the cache.  A test module may still point
+it elsewhere with ``monkeypatch.setenv``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL_TRACE_REQUESTS = 2_000
+
+_session_cache: list[str] = []
+
+
+def pytest_configure(config):
+    path = tempfile.mkdtemp(prefix="workbench-test-cache-")
+    _session_cache.append(path)
+    os.environ["WORKBENCH_CACHE_DIR"] = path
+
+
+def pytest_unconfigure(config):
+    for path in _session_cache:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_cache_dir() -> Path:
+    return Path(_session_cache[0])
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    """The interpreter running the tests (the project's venv)."""
+    return sys.executable
+
+
+def small_trace_arrays(n: int = SMALL_TRACE_REQUESTS, seed: int = 7) -> dict[str, np.ndarray]:
+    """Poisson arrivals at 20 req/s and long-tailed prompt/output lengths, from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return {
+        "arrival_s": np.cumsum(rng.exponential(1 / 20.0, n)),
+        "prompt_tokens": np.clip(rng.lognormal(5.5, 1.0, n), 1, 8_000).astype(int),
+        "output_tokens": np.clip(rng.lognormal(4.5, 1.0, n), 1, 2_000).astype(int),
+    }
+
+
+@pytest.fixture(scope="session")
+def small_trace():
+    """A 2,000-request ``Trace`` built in memory (not synthetic-labelled)."""
+    from workbench.trace import Trace
+
+    return Trace.from_arrays(**small_trace_arrays(), source="small test trace")
+
+
+@pytest.fixture(scope="session")
+def small_trace_csv(tmp_path_factory, small_trace) -> Path:
+    """``small_trace`` as a minimal ``arrival_s,prompt_tokens,output_tokens`` CSV (load it with
+    ``use_real_timestamps=True`` to get ``small_trace``'s arrivals back)."""
+    path = tmp_path_factory.mktemp("traces") / "small_trace.csv"
+    small_trace.to_frame().to_csv(path, index=False)
+    return path
+
+
+def sweep_tests(csv_path, *, step: str = "sweep_test", gpus=(1, 2), ks=(1, 4),
+                num_requests: int = SMALL_TRACE_REQUESTS, d_sla: float = 1.0):
+    """A small list of ``SweepTest`` on the CSV trace (importable by subprocesses: ``from conftest import``)."""
+    from workbench.config import SimConfig
+    from workbench.sweep import TraceOptions, make_test
+
+    options = TraceOptions(dataset=str(csv_path), num_requests=num_requests, use_real_timestamps=True, seed=0)
+    trace = options.load()
+    return [make_test(step, options, SimConfig(scheduler="multi_bin_dynamic", num_gpus=g, k_bins=k,
+                                               d_sla_s=d_sla, seed=3), trace=trace, label=f"{g} GPUs, K={k}")
+            for g in gpus for k in ks]

@@ -1,0 +1,128 @@
+"""The step notebooks: committed clean, parameters in line with the suite, and they run (tiny sizes)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from workbench import paths
+from workbench.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
+from workbench.suite import SuiteOptions, notebook_parameters
+
+TINY = {"max_requests": 2_000, "max_gpus": 4}
+REQUIRED = {"max_requests", "max_gpus", "use_real_timestamps", "rps_scaling", "d_sla", "dataset", "k_bins",
+            "seed", "results_dir", "executor"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def notebook_path(step: str):
+    return paths.NOTEBOOKS_DIR / f"{step}.ipynb"
+
+
+def run(step: str, out_dir, **parameters):
+    """Execute a step notebook the way the suite does (kernel python3, from the repo root)."""
+    output = out_dir / f"{step}.ipynb"
+    pm.execute_notebook(str(notebook_path(step)), str(output), parameters=parameters, kernel_name="python3",
+                        cwd=str(paths.REPO_ROOT), progress_bar=False)
+    return nbformat.read(output, as_version=4)
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.extend(str(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
+    return "\n".join(parts)
+
+
+def has_image(nb) -> bool:
+    return any("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
+
+
+def test_generated_notebooks_are_up_to_date(python):
+    result = subprocess.run([python, str(paths.NOTEBOOKS_DIR / "_build_notebooks.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_notebooks_are_committed_without_outputs(step):
+    nb = nbformat.read(notebook_path(step), as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is code[0]
+    assert "synthetic" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_parameters_match_what_the_suite_passes(step):
+    declared = pm.inspect_notebook(str(notebook_path(step)))
+    assert REQUIRED <= set(declared)
+    assert set(notebook_parameters(SuiteOptions(), step)) <= set(declared)
+    if step == STEP3:
+        assert "best_gpu_count" in declared and declared["best_gpu_count"]["default"] == "None"
+    # the notebook's defaults are the package's defaults (StepParams, and so the CLI's)
+    for name in REQUIRED:
+        default = ast.literal_eval(declared[name]["default"])
+        assert default == getattr(StepParams(), name) == getattr(SuiteOptions(), name), name
+
+
+def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
+    results = tmp_path / "results"
+    nb1 = run(STEP1, tmp_path, results_dir=str(results), **TINY)
+    # step 2 exactly as a user types it, from the repository root
+    out2 = tmp_path / "out.ipynb"
+    cli = [python, "-m", "papermill", f"notebooks/{STEP2}.ipynb", str(out2), "-p", "max_gpus", "4",
+           "-p", "max_requests", "2000", "-p", "results_dir", str(results), "--no-progress-bar"]
+    done = subprocess.run(cli, cwd=paths.REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    nb2 = nbformat.read(out2, as_version=4)
+    nb3 = run(STEP3, tmp_path, results_dir=str(results), **TINY)
+
+    step1 = pd.read_csv(results / f"{STEP1}.csv")
+    assert sorted(step1["num_requests"].unique()) == [1_000, 2_000]
+    assert len(step1) == 2 * 5 and not step1["test_id"].duplicated().any()
+    step2 = pd.read_csv(results / f"{STEP2}.csv")
+    assert sorted(step2["num_gpus"]) == [1, 2, 4]
+    analysis = json.loads((results / "analysis.json").read_text())
+    best = analysis["best_gpu_count"]
+    assert best in (1, 2, 4) and analysis["step2_gpu_scaling"]["best_gpu_count"] == best
+    step3 = pd.read_csv(results / f"{STEP3}.csv")
+    assert sorted(step3["k_bins"]) == [1, 2, 4, 8, 16, 32] and set(step3["num_gpus"]) == {best}
+    assert analysis["best_k"] in (1, 2, 4, 8, 16, 32)
+    assert set(analysis["step2_gpu_scaling"]["scaling_efficiency"]) == {"1", "2", "4"}
+    assert set(analysis["step1_request_scaling"]["breaking_points"]) == set(step1["label"])
+    assert analysis["step1_request_scaling"]["best_config"]["num_requests"] == 2_000
+
+    every = pd.read_csv(results / "all_results.csv")
+    assert every.groupby("step").size().to_dict() == {STEP1: 10, STEP2: 3, STEP3: 6}
+    assert every["synthetic"].all() and every["trace_label"].str.contains("synthetic").all()
+    for step in STEPS:
+        png = results / f"{step}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    for nb in (nb1, nb2, nb3):
+        assert has_image(nb)
+        assert "synthetic" in outputs_text(nb)
+    assert "step 2's best GPU count" in outputs_text(nb3)
+
+    # rerunning a notebook recomputes nothing and duplicates nothing
+    run(STEP2, tmp_path, results_dir=str(results), executor="serial", **TINY)
+    again = pd.read_csv(results / f"{STEP2}.csv")
+    pd.testing.assert_frame_equal(again, step2)
+
+
+def test_step3_without_step2_results_says_so_and_uses_the_default(tmp_path):
+    results = tmp_path / "results"
+    nb = run(STEP3, tmp_path, results_dir=str(results), executor="serial", max_requests=2_000, max_gpus=2)
+    assert "No step 2 results" in outputs_text(nb)
+    assert set(pd.read_csv(results / f"{STEP3}.csv")["num_gpus"]) == {2}  # min(64, max_gpus)

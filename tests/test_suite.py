@@ -1,0 +1,108 @@
+"""``python -m workbench suite`` / ``make run``: options, and the whole suite at a tiny scale."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from workbench import paths
+from workbench.__main__ import build_parser, main, options_from_args
+from workbench.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
+from workbench.suite import VALIDATION, SuiteOptions, notebook_parameters
+
+TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
+
+
+def parse(*argv):
+    return options_from_args(build_parser().parse_args(["suite", *argv]))
+
+
+def test_default_options_are_the_full_seed_scale():
+    options = parse()
+    assert options == SuiteOptions()
+    assert options.steps == STEPS and options.max_requests == 1_000_000 and options.max_gpus == 100
+    assert total_tests(options.max_requests, options.max_gpus) == 34
+
+
+def test_every_seed_option_reaches_the_notebooks(tmp_path):
+    dataset = tmp_path / "trace.csv"
+    dataset.write_text("arrival_s,prompt_tokens,output_tokens\n0,1,1\n")
+    options = parse("--step3-only", "--best-gpu-count", "8", "--max-requests", "5000", "--max-gpus", "16",
+                    "--use-real-timestamps", "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
+                    "--results-dir", str(tmp_path / "r"), "--executor", "serial", "--seed", "7", "--k-bins", "8",
+                    "--validate")
+    assert options.steps == (STEP3,) and options.validate
+    params = notebook_parameters(options, STEP3)
+    assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": True, "rps_scaling": 50.0,
+                      "d_sla": 2.5, "dataset": str(dataset.resolve()), "k_bins": 8, "seed": 7,
+                      "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8}
+    assert "best_gpu_count" not in notebook_parameters(options, STEP2)
+    assert notebook_parameters(options, VALIDATION) == {"results_dir": str(tmp_path / "r"), "seed": 7}
+
+
+def test_step_flags_combine_and_keep_the_order():
+    assert parse("--step3-only", "--step1-only").steps == (STEP1, STEP3)
+    assert parse("--step2-only").steps == (STEP2,)
+
+
+def test_relative_results_dir_is_relative_to_where_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse("--results-dir", "out").results_path == tmp_path.resolve() / "out"
+
+
+@pytest.mark.parametrize("argv", [["--max-requests", "0"], ["--max-gpus", "-1"], ["--d-sla", "0"],
+                                  ["--dataset", "/no/such/file.csv"], ["--bogus"]])
+def test_bad_options_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["suite", *argv])
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_validation_notebook_takes_what_the_suite_passes():
+    notebook = paths.NOTEBOOKS_DIR / f"{VALIDATION}.ipynb"
+    if not notebook.is_file():
+        pytest.skip("notebooks/validation.ipynb does not exist yet")
+    assert set(notebook_parameters(SuiteOptions(), VALIDATION)) <= set(pm.inspect_notebook(str(notebook)))
+
+
+def _main_command(results: Path, *args: str) -> list[str]:
+    """The README's main command, ``make run ARGS=...``, on this interpreter's venv (never reinstalling)."""
+    suite_args = " ".join([*TINY_ARGS, "--results-dir", str(results), "--no-progress", *args])
+    if shutil.which("make"):
+        venv = Path(sys.prefix)
+        return ["make", "--no-print-directory", "-o", str(venv / ".installed"), "run", f"VENV={venv}",
+                f"ARGS={suite_args}"]
+    return [sys.executable, "-m", "workbench", "suite", *suite_args.split()]
+
+
+def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
+    results = tmp_path / "results"
+    done = subprocess.run(_main_command(results), cwd=paths.REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for step in STEPS:
+        for suffix in (".ipynb", ".html", ".csv", ".png"):
+            assert (results / f"{step}{suffix}").is_file(), f"{step}{suffix}"
+            if suffix in (".html", ".csv"):
+                assert str(results / f"{step}{suffix}") in done.stdout  # the report says where things are
+        assert "synthetic" in (results / f"{step}.html").read_text()
+    assert "all_results.csv" in done.stdout and "analysis.json" in done.stdout
+    analysis = json.loads((results / "analysis.json").read_text())
+    assert analysis["best_gpu_count"] in (1, 2, 4)
+
+    # step 3 only, with an explicit GPU count: reuses the folder, reruns step 3 only
+    before = {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)}
+    done = subprocess.run(_main_command(results, "--step3-only", "--best-gpu-count", "3"), cwd=paths.REPO_ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)} == before
+    every = pd.read_csv(results / "all_results.csv")
+    assert set(every.loc[every["step"] == STEP3, "num_gpus"]) == {3}
+    assert set(every["step"]) == set(STEPS)

@@ -1,0 +1,98 @@
+"""Command line: ``python -m workbench suite [options]`` (``make run ARGS="..."``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .experiments import STEP1, STEP2, STEP3, STEPS
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    suite = commands.add_parser(
+        "suite", help="run the three step notebooks (request scaling, GPU scaling, K-bins sensitivity)",
+        description="Run notebooks/step1..3 through papermill; executed notebooks, HTML, CSVs, plots and "
+                    "analysis.json go to --results-dir. A rerun resumes from the checkpoints there.")
+    only = suite.add_argument_group("step selection (default: all three, in order)")
+    only.add_argument("--step1-only", action="store_true", help="run step 1 (request scaling)")
+    only.add_argument("--step2-only", action="store_true", help="run step 2 (GPU scaling)")
+    only.add_argument("--step3-only", action="store_true",
+                      help="run step 3 (K-bins); uses step 2's results already in --results-dir")
+    suite.add_argument("--best-gpu-count", type=_positive_int, default=None, metavar="N",
+                       help="GPU count for step 3 (default: step 2's best GPU count)")
+    suite.add_argument("--max-requests", type=_positive_int, default=1_000_000, metavar="N",
+                       help="requests per test; step 1 goes up to it in 10x steps (default 1000000)")
+    suite.add_argument("--max-gpus", type=_positive_int, default=100, metavar="N",
+                       help="largest GPU count tested (default 100)")
+    suite.add_argument("--use-real-timestamps", action="store_true",
+                       help="keep the trace's inter-arrival times instead of dividing them by --rps-scaling")
+    suite.add_argument("--d-sla", type=_positive_float, default=1.0, metavar="S",
+                       help="latency SLA per request, seconds (default 1.0)")
+    suite.add_argument("--rps-scaling", type=_positive_float, default=200.0, metavar="X",
+                       help="divide the trace's timestamps by X (default 200)")
+    suite.add_argument("--dataset", default=None, metavar="PATH",
+                       help="a BurstGPT CSV (default: the embedded synthetic BurstGPT-like trace)")
+    suite.add_argument("--k-bins", type=_positive_int, default=4, metavar="K",
+                       help="bins of the multi-bin schedulers in steps 1 and 2 (default 4)")
+    suite.add_argument("--seed", type=int, default=42, help="seed of the simulation and the synthetic trace")
+    suite.add_argument("--results-dir", default="results/default", metavar="DIR",
+                       help="where everything is written (default results/default)")
+    suite.add_argument("--executor", default=None, metavar="SPEC",
+                       help="serial, process, process:N or dask://host:port "
+                            "(default: a local process pool when more than one test is queued)")
+    suite.add_argument("--validate", action="store_true",
+                       help="also run notebooks/validation.ipynb after the steps")
+    suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
+    return parser
+
+
+def options_from_args(args: argparse.Namespace):
+    from .suite import SuiteOptions
+
+    chosen = tuple(step for step, flag in zip((STEP1, STEP2, STEP3),
+                                              (args.step1_only, args.step2_only, args.step3_only)) if flag)
+    return SuiteOptions(
+        steps=chosen or STEPS, max_requests=args.max_requests, max_gpus=args.max_gpus,
+        use_real_timestamps=args.use_real_timestamps, rps_scaling=args.rps_scaling, d_sla=args.d_sla,
+        dataset=args.dataset, k_bins=args.k_bins, seed=args.seed, results_dir=args.results_dir,
+        executor=args.executor, best_gpu_count=args.best_gpu_count, validate=args.validate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .suite import SuiteError, run_suite
+
+    try:
+        options = options_from_args(args)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    try:
+        report = run_suite(options, progress=not args.no_progress)
+    except SuiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

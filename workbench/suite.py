@@ -1,0 +1,175 @@
+"""``python -m workbench suite``: the three step notebooks, in order, through papermill.
+
+Each notebook is executed from the repository root with the suite's options
+as papermill parameters; the executed notebook goes to
+``<results_dir>/<step>.ipynb`` and an HTML rendering (nbconvert, images
+embedded) to ``<results_dir>/<step>.html``.  The CSVs, PNGs,
+``all_results.csv`` and ``analysis.json`` are written by the notebooks
+themselves (through :mod:`workbench.experiments`), so a rerun resumes from
+their checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import analysis, paths
+from .experiments import STEP3, STEPS
+from .sweep import atomic_write_text, resolve_results_dir
+
+log = logging.getLogger(__name__)
+
+VALIDATION = "validation"
+KERNEL_NAME = "python3"
+
+
+class SuiteError(RuntimeError):
+    """A notebook of the suite failed; the message names the executed notebook to look at."""
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    """The suite's options (the seed project's CLI); defaults equal the notebooks' parameters."""
+
+    steps: tuple[str, ...] = STEPS
+    max_requests: int = 1_000_000
+    max_gpus: int = 100
+    use_real_timestamps: bool = False
+    rps_scaling: float = 200.0
+    d_sla: float = 1.0
+    dataset: str | None = None
+    k_bins: int = 4
+    seed: int = 42
+    results_dir: str = "results/default"
+    executor: str | None = None
+    best_gpu_count: int | None = None
+    validate: bool = False
+
+    def __post_init__(self):
+        unknown = [s for s in self.steps if s not in STEPS]
+        if unknown or not self.steps:
+            raise ValueError(f"steps: expected a non-empty selection of {', '.join(STEPS)}, got {self.steps!r}")
+        # the order of the steps is fixed: step 3 may read step 2's results
+        object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
+        if self.dataset is not None:
+            dataset = Path(self.dataset).expanduser().resolve()
+            if not dataset.is_file():
+                raise FileNotFoundError(f"--dataset: {dataset} is not a file")
+            object.__setattr__(self, "dataset", str(dataset))
+
+    @property
+    def results_path(self) -> Path:
+        return resolve_results_dir(self.results_dir)
+
+
+def notebook_parameters(options: SuiteOptions, step: str) -> dict:
+    """The papermill parameters the suite passes to ``step``'s notebook."""
+    params = {"max_requests": options.max_requests, "max_gpus": options.max_gpus,
+              "use_real_timestamps": options.use_real_timestamps, "rps_scaling": options.rps_scaling,
+              "d_sla": options.d_sla, "dataset": options.dataset, "k_bins": options.k_bins, "seed": options.seed,
+              "results_dir": str(options.results_path), "executor": options.executor}
+    if step == STEP3:
+        params["best_gpu_count"] = options.best_gpu_count
+    if step == VALIDATION:
+        params = {"results_dir": params["results_dir"], "seed": options.seed}
+    return params
+
+
+@dataclass
+class StepRun:
+    name: str
+    notebook: Path
+    html: Path
+    wall_s: float
+    csv: Path | None = None
+    pngs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class SuiteReport:
+    results_dir: Path
+    runs: list[StepRun]
+    wall_s: float
+
+    def summary(self) -> str:
+        """Where everything is, and how long each step took."""
+        lines = [f"Suite finished in {self.wall_s:.1f} s; results in {self.results_dir}"]
+        for run in self.runs:
+            lines.append(f"  {run.name:<26} {run.wall_s:7.1f} s   {run.html}")
+            for extra in ([run.csv] if run.csv else []) + run.pngs:
+                lines.append(f"  {'':<26} {'':9}   {extra}")
+        for name in (analysis.ALL_RESULTS, analysis.ANALYSIS):
+            if (self.results_dir / name).is_file():
+                lines.append(f"  {name:<26} {'':9}   {self.results_dir / name}")
+        found = analysis.read_analysis(self.results_dir) or {}
+        if found.get("best_gpu_count") is not None or found.get("best_k") is not None:
+            lines.append(f"Best GPU count: {found.get('best_gpu_count')}; best K: {found.get('best_k')}.")
+        return "\n".join(lines)
+
+
+def render_html(notebook_path: Path, html_path: Path) -> Path:
+    """An HTML rendering of an executed notebook (images embedded), written atomically."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    traitlets_log = logging.getLogger("traitlets")
+    level = traitlets_log.level
+    traitlets_log.setLevel(logging.ERROR)  # "Alternative text is missing on N image(s)": plots have titles
+    try:
+        body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    finally:
+        traitlets_log.setLevel(level)
+    atomic_write_text(html_path, body)
+    return html_path
+
+
+def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bool = True) -> StepRun:
+    """Execute ``notebooks/<name>.ipynb`` into ``results_dir`` and render it to HTML."""
+    import papermill as pm
+
+    source = paths.NOTEBOOKS_DIR / f"{name}.ipynb"
+    executed = results_dir / f"{name}.ipynb"
+    html = results_dir / f"{name}.html"
+    log.info("running %s", source.relative_to(paths.REPO_ROOT))
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL_NAME,
+                            cwd=str(paths.REPO_ROOT), progress_bar=progress)
+    except pm.PapermillExecutionError as exc:
+        render_html(executed, html)
+        raise SuiteError(f"{name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                         f"see {html} (or {executed})") from None
+    wall = time.perf_counter() - t0
+    render_html(executed, html)
+    csv = results_dir / f"{name}.csv"
+    png = results_dir / f"{name}.png"
+    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, [png] if png.is_file() else [])
+
+
+def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
+    """Run the selected steps (and the validation notebook with ``validate``), in order."""
+    options = options or SuiteOptions()
+    results_dir = options.results_path
+    results_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = []
+    if options.steps == (STEP3,) and options.best_gpu_count is None:
+        found = analysis.best_gpu_count_from_results(results_dir)
+        log.info("step 3 only: %s", f"step 2's best GPU count in {results_dir} is {found}" if found else
+                 f"no step 2 results in {results_dir}; step 3 uses its default GPU count")
+    for step in options.steps:
+        runs.append(run_notebook(step, notebook_parameters(options, step), results_dir, progress=progress))
+        log.info("%s done in %.1f s", step, runs[-1].wall_s)
+    if options.validate:
+        if (paths.NOTEBOOKS_DIR / f"{VALIDATION}.ipynb").is_file():
+            runs.append(run_notebook(VALIDATION, notebook_parameters(options, VALIDATION), results_dir,
+                                     progress=progress))
+        else:
+            log.warning("--validate: notebooks/%s.ipynb does not exist; skipped", VALIDATION)
+    return SuiteReport(results_dir, runs, time.perf_counter() - t0)
+
+
+__all__ = ["SuiteOptions", "SuiteReport", "SuiteError", "run_suite", "notebook_parameters", "render_html"]
