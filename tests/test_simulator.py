@@ -233,7 +233,7 @@ tr = wb.Trace.from_arrays(arr, rng.integers(1, 900, n), rng.integers(1, 600, n),
 out = {}
 for s in %r:
     r = wb.simulate(tr, wb.SimConfig(scheduler=s, num_gpus=2, k_bins=3))
-    h = hashlib.sha256(r.finish_s.tobytes() + r.batch_id.tobytes() + r.batch_records.tobytes()).hexdigest()
+    h = hashlib.sha256(r.finish_s.tobytes() + r.batch_id.tobytes() + r.batch_float.tobytes() + r.batch_int.tobytes()).hexdigest()
     out[s] = h
 print(json.dumps(out))
 """ % (SCHEDULERS,)

@@ -55,9 +55,9 @@ from numba import njit
 BATCH_UP_TO, BATCH_EXACT, BATCH_DYNAMIC = 0, 1, 2
 POLICY_OLDEST, POLICY_ROUND_ROBIN, POLICY_LONGEST, POLICY_FIRST_FORMED = 0, 1, 2, 3
 
-# columns of the batch record matrix (all values are exact in float64)
-B_START, B_SERVICE, B_GPU, B_BIN, B_SIZE, B_TOKENS, B_MAXLEN, B_LIMIT, B_FIRST = range(9)
-B_NCOLS = 9
+# columns of the two batch record matrices: times and token sums (float64), small integers (int32)
+F_START, F_SERVICE, F_TOKENS = range(3)
+I_GPU, I_BIN, I_SIZE, I_MAXLEN, I_LIMIT, I_FIRST = range(6)
 
 ERR_TIME_BACKWARDS = 1
 ERR_LEFT_IN_QUEUE = 2
@@ -132,12 +132,12 @@ def _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, f
 
 
 @njit(cache=True)
-def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
+def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins, num_gpus,
                batch_rule, fixed_batch, policy,
                base_s, per_token_s, batch_penalty, kv_capacity_tokens,
                b_min, b_max, budget_s, eps_s, alpha, delta, window, theta):
-    """Simulate; returns (batch_of, start_s, finish_s) per request, the batch record
-    matrix (a view of its first rows) and an error code."""
+    """Simulate; returns (batch_of, start_s, finish_s) per request, the two batch
+    record matrices (views of their first rows) and an error code."""
     n = arrival_s.size
     # per-bin FIFO queues as index ranges into `order`
     offsets = np.zeros(n_bins + 1, np.int64)
@@ -160,7 +160,9 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
     start_s = np.full(n, np.nan)
     finish_s = np.full(n, np.nan)
     # at most one batch per accepted request; pages never written stay virtual (not resident)
-    batches = np.empty((max(offsets[n_bins], 1), B_NCOLS), np.float64)
+    max_batches = max(offsets[n_bins], 1)
+    batch_f = np.empty((max_batches, 3), np.float64)
+    batch_i = np.empty((max_batches, 6), np.int32)
 
     # controller state, one per bin
     b_low = np.full(n_bins, float(b_min))
@@ -202,20 +204,21 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
             idle[(idle_head + idle_n) % num_gpus] = g
             idle_n += 1
             if batch_rule == BATCH_DYNAMIC:
-                j = int(batches[bid, B_BIN])
-                size = int(batches[bid, B_SIZE])
+                j = batch_i[bid, I_BIN]
+                size = batch_i[bid, I_SIZE]
                 # running token statistics of completed requests (Welford): a request's
                 # output length is known once it has been served
-                first = int(batches[bid, B_FIRST])
+                first = batch_i[bid, I_FIRST]
                 for m in range(size):
-                    x = float(seq_tokens[order[first + m]])
+                    r = order[first + m]
+                    x = float(prompt_tokens[r]) + float(output_tokens[r])
                     tok_n[j] += 1.0
                     d = x - tok_mean[j]
                     tok_mean[j] += d / tok_n[j]
                     tok_m2[j] += d * (x - tok_mean[j])
                 w = win_count[j] % window
-                win_service[j, w] = batches[bid, B_SERVICE]
-                win_size[j, w] = batches[bid, B_SIZE]
+                win_service[j, w] = batch_f[bid, F_SERVICE]
+                win_size[j, w] = size
                 win_count[j] += 1
                 k = min(win_count[j], window)
                 tau = 0.0
@@ -269,7 +272,8 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
             tokens = 0
             longest = 0
             while count < limit and start + count < tail[j]:
-                s = seq_tokens[order[start + count]]
+                r = order[start + count]
+                s = np.int64(prompt_tokens[r]) + np.int64(output_tokens[r])
                 if tokens + s > kv_capacity_tokens:
                     break
                 tokens += s
@@ -280,15 +284,15 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
             g = idle[idle_head]
             idle_head = (idle_head + 1) % num_gpus
             idle_n -= 1
-            batches[nb, B_START] = now
-            batches[nb, B_SERVICE] = service
-            batches[nb, B_GPU] = g
-            batches[nb, B_BIN] = j
-            batches[nb, B_SIZE] = count
-            batches[nb, B_TOKENS] = tokens
-            batches[nb, B_MAXLEN] = longest
-            batches[nb, B_LIMIT] = limit
-            batches[nb, B_FIRST] = start
+            batch_f[nb, F_START] = now
+            batch_f[nb, F_SERVICE] = service
+            batch_f[nb, F_TOKENS] = tokens
+            batch_i[nb, I_GPU] = g
+            batch_i[nb, I_BIN] = j
+            batch_i[nb, I_SIZE] = count
+            batch_i[nb, I_MAXLEN] = longest
+            batch_i[nb, I_LIMIT] = limit
+            batch_i[nb, I_FIRST] = start
             done_s = now + service
             for m in range(count):
                 r = order[start + m]
@@ -302,4 +306,4 @@ def run_engine(arrival_s, seq_tokens, bin_id, accepted, n_bins, num_gpus,
             nb += 1
     if queued != 0:
         error = ERR_LEFT_IN_QUEUE
-    return batch_of, start_s, finish_s, batches[:nb], error
+    return batch_of, start_s, finish_s, batch_f[:nb], batch_i[:nb], error

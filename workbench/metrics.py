@@ -39,13 +39,17 @@ def summarize(*, arrival_s, start_s, finish_s, status, output_tokens, batch_gpu,
     rejected = offered - completed
     last = max(float(np.max(finish_s[done])) if completed else 0.0, float(arrival_s[-1]) if offered else 0.0)
     makespan = last - (float(arrival_s[0]) if offered else 0.0)
-    latency = finish_s[done] - arrival_s[done]
+    latency = np.subtract(finish_s, arrival_s)
+    if rejected:
+        latency = latency[done]
     on_time = int(np.count_nonzero(latency <= d_sla_s))
     per_second = 1.0 / makespan if makespan > 0 else float("nan")
 
     lat_mean, (p50, p95, p99), lat_max = _nan_stats(latency, LATENCY_PERCENTILES)
     del latency
-    q_mean, (q_p99,), _ = _nan_stats(start_s[done] - arrival_s[done], (99,))
+    queue_delay = np.subtract(start_s, arrival_s)
+    q_mean, (q_p99,), _ = _nan_stats(queue_delay[done] if rejected else queue_delay, (99,))
+    del queue_delay
     busy = np.bincount(batch_gpu, weights=batch_service_s, minlength=num_gpus)
     util = busy / makespan if makespan > 0 else np.zeros(num_gpus)
     num_batches = int(batch_size.size)
@@ -71,7 +75,7 @@ def summarize(*, arrival_s, start_s, finish_s, status, output_tokens, batch_gpu,
         "gpu_utilization_min": float(util.min()),
         "gpu_utilization_max": float(util.max()),
         "num_batches": num_batches,
-        "batch_size_mean": float(batch_size.mean()) if num_batches else float("nan"),
+        "batch_size_mean": float(batch_size.mean(dtype=np.float64)) if num_batches else float("nan"),
         "batch_size_max": int(batch_size.max()) if num_batches else 0,
         "k_bins_effective": int(n_bins),
     }

@@ -41,14 +41,15 @@ class SimResult:
     bin: np.ndarray
     batch_id: np.ndarray
     status: np.ndarray
-    batch_records: np.ndarray = field(repr=False)
+    batch_float: np.ndarray = field(repr=False)   # engine.F_* columns
+    batch_int: np.ndarray = field(repr=False)     # engine.I_* columns
     bin_edges: np.ndarray | None
     summary: dict
 
     @cached_property
     def gpu(self) -> np.ndarray:
         """GPU that served each request (-1 if rejected)."""
-        gpus = self.batch_records[:, engine.B_GPU].astype(np.int32)
+        gpus = self.batch_int[:, engine.I_GPU]
         return np.where(self.batch_id >= 0, gpus[np.maximum(self.batch_id, 0)] if gpus.size else -1, -1)
 
     @cached_property
@@ -68,17 +69,17 @@ class SimResult:
     @cached_property
     def batches(self) -> pd.DataFrame:
         """One row per batch: start, service time, GPU, bin, size, tokens, longest, size limit."""
-        rec = self.batch_records
+        f, i = self.batch_float, self.batch_int
         return pd.DataFrame({
-            "batch_id": np.arange(rec.shape[0]),
-            "start_s": rec[:, engine.B_START],
-            "service_s": rec[:, engine.B_SERVICE],
-            "gpu": rec[:, engine.B_GPU].astype(np.int32),
-            "bin": rec[:, engine.B_BIN].astype(np.int32),
-            "size": rec[:, engine.B_SIZE].astype(np.int32),
-            "tokens": rec[:, engine.B_TOKENS].astype(np.int64),
-            "max_seq_tokens": rec[:, engine.B_MAXLEN].astype(np.int64),
-            "size_limit": rec[:, engine.B_LIMIT].astype(np.int32),
+            "batch_id": np.arange(f.shape[0]),
+            "start_s": f[:, engine.F_START],
+            "service_s": f[:, engine.F_SERVICE],
+            "gpu": i[:, engine.I_GPU],
+            "bin": i[:, engine.I_BIN],
+            "size": i[:, engine.I_SIZE],
+            "tokens": f[:, engine.F_TOKENS].astype(np.int64),
+            "max_seq_tokens": i[:, engine.I_MAXLEN],
+            "size_limit": i[:, engine.I_LIMIT],
         })
 
 
@@ -138,9 +139,8 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
 
     arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
-    seq_tokens = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
     capacity = cfg.kv_capacity_tokens
-    accepted = seq_tokens <= capacity
+    accepted = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64) <= capacity
     if spec.uses_bins:
         bin_id, edges = bin_assignment(trace, cfg)
         n_bins = len(edges) - 1
@@ -148,8 +148,8 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
 
     budget = cfg.sla_budget_fraction * cfg.d_sla_s
-    batch_of, start_s, finish_s, records, error = engine.run_engine(
-        arrival_s, seq_tokens, bin_id, accepted, n_bins, cfg.num_gpus,
+    batch_of, start_s, finish_s, batch_float, batch_int, error = engine.run_engine(
+        arrival_s, trace.prompt_tokens, trace.output_tokens, bin_id, accepted, n_bins, cfg.num_gpus,
         spec.batch_rule, cfg.batch_size, spec.bin_policy,
         latency.base_s, latency.per_token_s, latency.batch_penalty, capacity,
         cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget,
@@ -160,15 +160,15 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     if not np.array_equal(served, accepted):
         raise SimulationError("a request was dropped or a rejected request was served")
     status = np.where(served, STATUS_COMPLETED, STATUS_REJECTED_KV).astype(np.int8)
-    batch_size = records[:, engine.B_SIZE].astype(np.int64)
-    if batch_size.sum() != np.count_nonzero(served):
+    batch_size = batch_int[:, engine.I_SIZE]
+    if batch_size.sum(dtype=np.int64) != np.count_nonzero(served):
         raise SimulationError("batch sizes do not add up to the requests served")
 
     summary = summarize(
         arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, status=status,
-        output_tokens=np.asarray(trace.output_tokens), batch_gpu=records[:, engine.B_GPU].astype(np.int64),
-        batch_service_s=records[:, engine.B_SERVICE], batch_size=batch_size,
-        batch_bin=records[:, engine.B_BIN].astype(np.int64), num_gpus=cfg.num_gpus,
+        output_tokens=np.asarray(trace.output_tokens), batch_gpu=batch_int[:, engine.I_GPU],
+        batch_service_s=batch_float[:, engine.F_SERVICE], batch_size=batch_size,
+        batch_bin=batch_int[:, engine.I_BIN], num_gpus=cfg.num_gpus,
         d_sla_s=cfg.d_sla_s, n_bins=n_bins)
     wall = time.perf_counter() - t0
     summary["sim_wall_s"] = wall
@@ -178,4 +178,4 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         config=cfg, latency=latency, trace_label=getattr(trace, "label", "trace"),
         trace_fingerprint=getattr(trace, "fingerprint", ""), synthetic=bool(getattr(trace, "is_synthetic", False)),
         arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, bin=bin_id, batch_id=batch_of,
-        status=status, batch_records=records, bin_edges=edges, summary=summary)
+        status=status, batch_float=batch_float, batch_int=batch_int, bin_edges=edges, summary=summary)
