@@ -164,7 +164,7 @@ ax.errorbar(points["k"], points["simulated_rps"], yerr=3 * points["stderr_rps"],
             label="simulated, multi_bin_fixed (bars: 3 SE)")
 ax.set_xscale("log", base=2)
 ax.set(xlabel="k (equal-mass bins)", ylabel="throughput (requests/s)",
-       title=f"Multi-Bin Batching, saturated: B={d['batch_size']}, lengths uniform on\n"
+       title=f"Multi-Bin Batching, saturated: B={d['batch_size']}, lengths uniform on\\n"
              f"{{{d['l_min']}..{d['l_max']}}}, {d['per_token_s'] * 1e3:g} ms/token")
 ax.grid(True, which="both", alpha=0.3)
 ax.legend(loc="lower right")
