@@ -74,13 +74,15 @@ def small_trace_csv(tmp_path_factory, small_trace) -> Path:
 
 
 def sweep_tests(csv_path, *, step: str = "sweep_test", gpus=(1, 2), ks=(1, 4),
-                num_requests: int = SMALL_TRACE_REQUESTS, d_sla: float = 1.0):
-    """A small list of ``SweepTest`` on the CSV trace (importable by subprocesses: ``from conftest import``)."""
+                num_requests: int = SMALL_TRACE_REQUESTS, d_sla: float = 1.0, capacity=None):
+    """A small list of ``SweepTest`` on the CSV trace (importable by subprocesses: ``from conftest import``);
+    ``capacity``: a ``CapacitySpec`` every test also searches."""
     from workbench.config import SimConfig
     from workbench.sweep import TraceOptions, make_test
 
     options = TraceOptions(dataset=str(csv_path), num_requests=num_requests, use_real_timestamps=True, seed=0)
     trace = options.load()
     return [make_test(step, options, SimConfig(scheduler="multi_bin_dynamic", num_gpus=g, k_bins=k,
-                                               d_sla_s=d_sla, seed=3), trace=trace, label=f"{g} GPUs, K={k}")
+                                               d_sla_s=d_sla, seed=3), trace=trace, label=f"{g} GPUs, K={k}",
+                      capacity=capacity)
             for g in gpus for k in ks]

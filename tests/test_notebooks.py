@@ -17,7 +17,7 @@ from workbench.suite import SuiteOptions, notebook_parameters
 
 TINY = {"max_requests": 2_000, "max_gpus": 4}
 REQUIRED = {"max_requests", "max_gpus", "use_real_timestamps", "rps_scaling", "d_sla", "dataset", "k_bins",
-            "seed", "results_dir", "executor"}
+            "seed", "results_dir", "executor", "capacity_search", "capacity_attainment"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -61,7 +61,10 @@ def test_notebooks_are_committed_without_outputs(step):
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0] is code[0]
-    assert "synthetic" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    markdown = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "synthetic" in markdown
+    # why capacity is not replayed throughput, and why the target is 0.9
+    assert "Capacity is not replayed throughput" in markdown and "not 0.95" in markdown
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -108,12 +111,34 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     assert every.groupby("step").size().to_dict() == {STEP1: 10, STEP2: 3, STEP3: 6}
     assert every["synthetic"].all() and every["trace_label"].str.contains("synthetic").all()
     for step in STEPS:
-        png = results / f"{step}.png"
-        assert png.read_bytes()[:8] == PNG_MAGIC
+        for png in (results / f"{step}.png", results / f"{step}_capacity.png"):
+            assert png.read_bytes()[:8] == PNG_MAGIC, png
     for nb in (nb1, nb2, nb3):
         assert has_image(nb)
         assert "synthetic" in outputs_text(nb)
+        assert "Attainable share" in outputs_text(nb)  # the capacity cell ran and printed it from the rows
     assert "step 2's best GPU count" in outputs_text(nb3)
+
+    # capacity: 1-GPU configurations of the largest volume in step 1, every GPU count, every K
+    searched = step1[step1["capacity_criterion"].notna()]
+    assert sorted(searched["label"]) == ["dynamic_no_bins (1 GPU)", "multi_bin_dynamic (1 GPU)",
+                                         "static_fifo (1 GPU)"]
+    assert (searched["num_requests"] == 2_000).all()
+    for frame in (step2, step3):
+        assert frame["capacity_criterion"].notna().all() and (frame["capacity_target"] == 0.9).all()
+        for column in ("capacity_rps", "capacity_scaling", "capacity_attainment", "capacity_probes"):
+            assert column in frame.columns
+    step2_part, step3_part = analysis["step2_gpu_scaling"], analysis["step3_kbins_sensitivity"]
+    assert set(step2_part["capacity_rps"]) == set(step2["label"])
+    assert set(step2_part["capacity_per_gpu"]) == set(step2_part["capacity_scaling_efficiency"]) == {"1", "2", "4"}
+    assert step2_part["capacity_monotone_in_gpus"] is (not step2_part["capacity_monotone_exceptions"])
+    assert analysis["best_gpu_count_by_capacity_per_gpu"] == step2_part["best_gpu_count_by_capacity_per_gpu"]
+    assert analysis["best_gpu_count_by_capacity_per_gpu"] in (1, 2, 4)
+    assert set(step3_part["capacity_rps"]) == set(step3["label"])
+    assert analysis["best_k_by_capacity"] == step3_part["best_k_by_capacity"] in (1, 2, 4, 8, 16, 32)
+    assert set(analysis["step1_request_scaling"]["capacity_rps"]) == set(searched["label"])
+    for part in (analysis["step1_request_scaling"], step2_part, step3_part):
+        assert part["capacity_search"]["target"] == 0.9 and 0 < part["capacity_search"]["attainable_share"] <= 1
 
     # rerunning a notebook recomputes nothing and duplicates nothing
     run(STEP2, tmp_path, results_dir=str(results), executor="serial", **TINY)
@@ -123,6 +148,12 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
 
 def test_step3_without_step2_results_says_so_and_uses_the_default(tmp_path):
     results = tmp_path / "results"
-    nb = run(STEP3, tmp_path, results_dir=str(results), executor="serial", max_requests=2_000, max_gpus=2)
+    nb = run(STEP3, tmp_path, results_dir=str(results), executor="serial", max_requests=2_000, max_gpus=2,
+             capacity_search=False)
     assert "No step 2 results" in outputs_text(nb)
-    assert set(pd.read_csv(results / f"{STEP3}.csv")["num_gpus"]) == {2}  # min(64, max_gpus)
+    rows = pd.read_csv(results / f"{STEP3}.csv")
+    assert set(rows["num_gpus"]) == {2}  # min(64, max_gpus)
+    # without capacity search: replays only, and the capacity cells say so instead of failing
+    assert not rows["capacity_search"].any() and "capacity_rps" not in rows.columns
+    assert "No capacity search" in outputs_text(nb)
+    assert json.loads((results / "analysis.json").read_text())["best_k_by_capacity"] is None

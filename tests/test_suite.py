@@ -37,12 +37,14 @@ def test_every_seed_option_reaches_the_notebooks(tmp_path):
     options = parse("--step3-only", "--best-gpu-count", "8", "--max-requests", "5000", "--max-gpus", "16",
                     "--use-real-timestamps", "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
                     "--results-dir", str(tmp_path / "r"), "--executor", "serial", "--seed", "7", "--k-bins", "8",
-                    "--validate")
+                    "--validate", "--no-capacity", "--capacity-attainment", "0.8")
     assert options.steps == (STEP3,) and options.validate
     params = notebook_parameters(options, STEP3)
     assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": True, "rps_scaling": 50.0,
                       "d_sla": 2.5, "dataset": str(dataset.resolve()), "k_bins": 8, "seed": 7,
-                      "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8}
+                      "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8,
+                      "capacity_search": False, "capacity_attainment": 0.8}
+    assert parse().capacity_search and parse().capacity_attainment == 0.9
     assert "best_gpu_count" not in notebook_parameters(options, STEP2)
     assert notebook_parameters(options, VALIDATION) == {"results_dir": str(tmp_path / "r"), "seed": 7}
 
@@ -58,7 +60,8 @@ def test_relative_results_dir_is_relative_to_where_the_command_runs(tmp_path, mo
 
 
 @pytest.mark.parametrize("argv", [["--max-requests", "0"], ["--max-gpus", "-1"], ["--d-sla", "0"],
-                                  ["--dataset", "/no/such/file.csv"], ["--bogus"]])
+                                  ["--dataset", "/no/such/file.csv"], ["--bogus"], ["--capacity-attainment", "1.5"],
+                                  ["--capacity-attainment", "0"]])
 def test_bad_options_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["suite", *argv])
@@ -88,14 +91,15 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     done = subprocess.run(_main_command(results), cwd=paths.REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     for step in STEPS:
-        for suffix in (".ipynb", ".html", ".csv", ".png"):
+        for suffix in (".ipynb", ".html", ".csv", ".png", "_capacity.png"):
             assert (results / f"{step}{suffix}").is_file(), f"{step}{suffix}"
-            if suffix in (".html", ".csv"):
+            if suffix in (".html", ".csv", "_capacity.png"):
                 assert str(results / f"{step}{suffix}") in done.stdout  # the report says where things are
         assert "synthetic" in (results / f"{step}.html").read_text()
     assert "all_results.csv" in done.stdout and "analysis.json" in done.stdout
     analysis = json.loads((results / "analysis.json").read_text())
     assert analysis["best_gpu_count"] in (1, 2, 4)
+    assert analysis["best_gpu_count_by_capacity_per_gpu"] in (1, 2, 4) and "By capacity" in done.stdout
 
     # step 3 only, with an explicit GPU count: reuses the folder, reruns step 3 only
     before = {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)}

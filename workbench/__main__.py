@@ -23,6 +23,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--executor", default=None, metavar="SPEC",
                        help="serial, process, process:N or dask://host:port "
                             "(default: a local process pool when more than one test is queued)")
+    suite.add_argument("--no-capacity", action="store_true",
+                       help="replays only: skip the capacity searches (the largest arrival rate meeting the SLA)")
+    suite.add_argument("--capacity-attainment", type=_share, default=0.9, metavar="X",
+                       help="capacity = the largest rate at which at least this share of the requests finish "
+                            "within --d-sla (default 0.9)")
     suite.add_argument("--validate", action="store_true",
                        help="also run notebooks/validation.ipynb after the steps")
     suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
@@ -72,7 +84,8 @@ def options_from_args(args: argparse.Namespace):
         steps=chosen or STEPS, max_requests=args.max_requests, max_gpus=args.max_gpus,
         use_real_timestamps=args.use_real_timestamps, rps_scaling=args.rps_scaling, d_sla=args.d_sla,
         dataset=args.dataset, k_bins=args.k_bins, seed=args.seed, results_dir=args.results_dir,
-        executor=args.executor, best_gpu_count=args.best_gpu_count, validate=args.validate)
+        executor=args.executor, best_gpu_count=args.best_gpu_count, validate=args.validate,
+        capacity_search=not args.no_capacity, capacity_attainment=args.capacity_attainment)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,21 @@ Rules (also written into ``analysis.json`` under ``"rules"``):
   which its SLA violation rate exceeds :data:`BREAKING_SLA_VIOLATION` (5%);
   ``null`` if it never does.
 
+Capacity (the tests that searched it; see :mod:`workbench.capacity`): the
+largest arrival rate at which the SLA target holds, ``null`` when no load
+reaches it (``unreachable`` gives the reason).
+
+* capacity per GPU and capacity scaling efficiency (step 2):
+  ``capacity(n) / n`` and ``capacity(n) / ((n / n0) * capacity(n0))``,
+  n0 = the smallest GPU count (1).
+* best GPU count by capacity per GPU (step 2): the highest capacity per GPU;
+  counts within :data:`CAPACITY_TOLERANCE` (1%) of it go to the fewest GPUs.
+* best K by capacity (step 3): the highest capacity; K values within 1% of it
+  go to the smallest K.
+* monotone in GPUs (step 2): more GPUs never give less capacity on the same
+  trace, scheduler and K.  Every fall is listed (an unreachable target counts
+  as capacity 0), with whether it is within the search's resolution.
+
 ``all_results.csv`` holds the latest run of each step (each notebook's last
 cell replaces its step's rows); ``analysis.json`` is recomputed from it.  Both
 are written atomically under the results folder's lock.
@@ -41,6 +56,7 @@ log = logging.getLogger(__name__)
 ALL_RESULTS = "all_results.csv"
 ANALYSIS = "analysis.json"
 GOODPUT_TOLERANCE = 0.01
+CAPACITY_TOLERANCE = 0.01
 BREAKING_SLA_VIOLATION = 0.05
 STEP_ORDER = ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity")
 RULES = {
@@ -52,9 +68,19 @@ RULES = {
                          "then fewer GPUs",
     "breaking_point": f"per configuration, the smallest request volume whose sla_violation_rate exceeds "
                       f"{BREAKING_SLA_VIOLATION:.0%} (null if none)",
+    "capacity": "largest arrival rate (the trace replayed faster or slower) at which at least capacity_target of "
+                "the requests finish within d_sla_s; null when no load reaches it (see capacity_search.unreachable)",
+    "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = smallest GPU count (1)",
+    "best_gpu_count_by_capacity_per_gpu": f"highest capacity_rps / num_gpus in step 2; counts within "
+                                          f"{CAPACITY_TOLERANCE:.0%} of it: the fewest GPUs",
+    "best_k_by_capacity": f"highest capacity_rps in step 3; K values within {CAPACITY_TOLERANCE:.0%} of it: "
+                          "the smallest K",
+    "capacity_monotone_in_gpus": "step 2: capacity never falls as the GPU count grows (same trace, scheduler "
+                                 "and K); every fall is listed, an unreachable target counting as capacity 0",
 }
 CONFIG_KEYS = ("label", "test_id", "scheduler", "num_gpus", "k_bins", "num_requests", "d_sla_s",
-               "throughput_rps", "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean")
+               "throughput_rps", "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean",
+               "capacity_rps")
 
 
 def _json_safe(value):
@@ -121,6 +147,133 @@ def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATIO
     return out
 
 
+# --------------------------------------------------------------------------- capacity
+
+CAPACITY_TABLE_COLUMNS = ("label", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
+                          "capacity_per_gpu", "capacity_efficiency", "capacity_scaling", "capacity_attainment",
+                          "capacity_probes", "capacity_monotone", "capacity_error")
+
+
+def capacity_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose test searched its capacity (found or not)."""
+    if rows.empty or "capacity_criterion" not in rows:
+        return rows.iloc[0:0]
+    return rows[rows["capacity_criterion"].notna()]
+
+
+def _capacity_or_zero(rows: pd.DataFrame) -> pd.Series:
+    return rows["capacity_rps"].astype(float).fillna(0.0)
+
+
+def capacity_per_gpu(rows: pd.DataFrame) -> dict[int, float]:
+    """GPU count -> capacity per GPU (NaN where no load meets the target)."""
+    rows = capacity_rows(rows)
+    return {int(r.num_gpus): float(r.capacity_rps) / int(r.num_gpus)
+            for r in (rows.sort_values("num_gpus") if not rows.empty else rows).itertuples()}
+
+
+def capacity_scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
+    """GPU count -> capacity relative to ideal linear scaling from the smallest pool: cap(n) / ((n/n0) cap(n0))."""
+    rows = capacity_rows(rows)
+    if rows.empty:
+        return {}
+    rows = rows.sort_values("num_gpus")
+    base = rows.iloc[0]
+    per_gpu = float(base["capacity_rps"]) / int(base["num_gpus"])
+    return {int(r.num_gpus): (float(r.capacity_rps) / int(r.num_gpus) / per_gpu if per_gpu > 0 else math.nan)
+            for r in rows.itertuples()}
+
+
+def best_gpu_count_by_capacity_per_gpu(rows: pd.DataFrame, tolerance: float = CAPACITY_TOLERANCE) -> int | None:
+    """The GPU count with the highest capacity per GPU; counts within ``tolerance`` of it go to the fewest GPUs."""
+    per_gpu = pd.Series(capacity_per_gpu(rows), dtype=float).dropna()
+    if per_gpu.empty:
+        return None
+    return int(per_gpu[per_gpu >= (1.0 - tolerance) * per_gpu.max()].index.min())
+
+
+def best_k_by_capacity(rows: pd.DataFrame, tolerance: float = CAPACITY_TOLERANCE) -> int | None:
+    """The K with the highest capacity; K values within ``tolerance`` of it go to the smallest K."""
+    rows = capacity_rows(rows)
+    rows = rows.dropna(subset=["capacity_rps"]) if not rows.empty else rows
+    if rows.empty:
+        return None
+    eligible = rows[rows["capacity_rps"] >= (1.0 - tolerance) * rows["capacity_rps"].max()]
+    return int(eligible["k_bins"].min())
+
+
+def capacity_monotone_exceptions(rows: pd.DataFrame) -> list[dict]:
+    """Every place where more GPUs gave less capacity (same trace, scheduler, K and SLA).
+
+    An unreachable target counts as capacity 0, so a configuration that
+    reaches it on n GPUs but not on more is listed too.  ``within_resolution``
+    says whether the fall is no larger than the search's resolution, i.e. may
+    be the bisection's uncertainty rather than a real loss.
+    """
+    rows = capacity_rows(rows)
+    found: list[dict] = []
+    if rows.empty:
+        return found
+    keys = [k for k in ("trace_fingerprint", "scheduler", "k_bins", "d_sla_s", "capacity_target") if k in rows]
+    for _, group in rows.groupby(keys, sort=False, dropna=False) if keys else [(None, rows)]:
+        group = group.sort_values("num_gpus")
+        caps = _capacity_or_zero(group).to_numpy()
+        for i in range(1, len(group)):
+            if caps[i] < caps[i - 1]:
+                before, after = group.iloc[i - 1], group.iloc[i]
+                drop = 1.0 - caps[i] / caps[i - 1]
+                resolution = float(after.get("capacity_resolution", math.nan))
+                found.append({"label_from": str(before["label"]), "label_to": str(after["label"]),
+                              "num_gpus_from": int(before["num_gpus"]), "num_gpus_to": int(after["num_gpus"]),
+                              "capacity_rps_from": float(caps[i - 1]), "capacity_rps_to": float(caps[i]),
+                              "relative_drop": drop, "within_resolution": bool(drop <= resolution)})
+    return found
+
+
+def capacity_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The tests that searched their capacity: replayed throughput next to capacity, per GPU, and why not found.
+
+    ``capacity_efficiency`` (capacity relative to ideal linear scaling from the
+    smallest pool) is there when the rows span several GPU counts of one
+    scheduler and K (step 2).
+    """
+    rows = capacity_rows(rows)
+    if rows.empty:
+        return pd.DataFrame(columns=[c for c in CAPACITY_TABLE_COLUMNS if c != "capacity_efficiency"])
+    out = rows.copy()  # a selection of a wide frame: copy once rather than add columns to a fragmented one
+    out["capacity_per_gpu"] = rows["capacity_rps"] / rows["num_gpus"]
+    if (rows["num_gpus"].nunique() > 1 and rows["scheduler"].nunique() == 1 and rows["k_bins"].nunique() == 1
+            and not rows["num_gpus"].duplicated().any()):
+        efficiency = capacity_scaling_efficiency(rows)
+        out["capacity_efficiency"] = [efficiency[int(g)] for g in rows["num_gpus"]]
+    return out[[c for c in CAPACITY_TABLE_COLUMNS if c in out.columns]].reset_index(drop=True)
+
+
+def _capacity_search(rows: pd.DataFrame) -> dict | None:
+    """How the step's capacities were searched, which targets no load reaches, which still held at the
+    highest load tried (``unbounded``: the capacity is a lower bound) and which searches saw attainment
+    rise again with load."""
+    rows = capacity_rows(rows)
+    if rows.empty:
+        return None
+    first = rows.iloc[0]
+    unreachable = rows[rows["capacity_rps"].isna()]
+    def false_in(column: str) -> list[str]:  # bool columns read back from a CSV with NaNs hold objects
+        if column not in rows:
+            return []
+        return [str(v) for v in rows.loc[rows[column].astype(str).str.lower() == "false", "label"]]
+
+    return {"tests": len(rows), "criterion": first["capacity_criterion"], "target": first["capacity_target"],
+            "resolution": first.get("capacity_resolution"),
+            "attainable_share": float(rows["capacity_attainable"].min()),
+            "unreachable": {str(r["label"]): str(r.get("capacity_error", "")) for _, r in unreachable.iterrows()},
+            "unbounded": false_in("capacity_bounded"), "not_monotone_in_load": false_in("capacity_monotone")}
+
+
+def _capacities(rows: pd.DataFrame) -> dict[str, float | None]:
+    return {str(r.label): float(r.capacity_rps) for r in capacity_rows(rows).itertuples()}
+
+
 def _trace_info(rows: pd.DataFrame) -> dict:
     return {"labels": sorted(map(str, rows["trace_label"].dropna().unique())) if "trace_label" in rows else [],
             "synthetic": bool(rows["synthetic"].astype(bool).any()) if "synthetic" in rows else False}
@@ -131,26 +284,42 @@ def analyze_step1(rows: pd.DataFrame) -> dict:
     best = _pick(rows[rows["num_requests"] == largest], ["sla_violation_rate", "goodput_rps", "num_gpus"],
                  [True, False, True])
     return {"tests": len(rows), "request_volumes": sorted(int(v) for v in rows["num_requests"].unique()),
-            "best_config": _config(best), "breaking_points": breaking_points(rows), "trace": _trace_info(rows)}
+            "best_config": _config(best), "breaking_points": breaking_points(rows),
+            "capacity_rps": _capacities(rows), "capacity_search": _capacity_search(rows), "trace": _trace_info(rows)}
 
 
 def analyze_step2(rows: pd.DataFrame) -> dict:
     n = best_gpu_count(rows)
     best = rows[rows["num_gpus"] == n].iloc[0] if n is not None else None
     sla_ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+    by_capacity = best_gpu_count_by_capacity_per_gpu(rows)
+    searched = capacity_rows(rows)
+    exceptions = capacity_monotone_exceptions(rows)
     return {"tests": len(rows), "gpu_counts": sorted(int(g) for g in rows["num_gpus"].unique()),
             "best_gpu_count": n, "best_config": _config(best), "scaling_efficiency": scaling_efficiency(rows),
             "min_gpus_sla_within_5pct": int(sla_ok["num_gpus"].min()) if not sla_ok.empty else None,
+            "capacity_rps": _capacities(rows), "capacity_per_gpu": capacity_per_gpu(rows),
+            "capacity_scaling_efficiency": capacity_scaling_efficiency(rows),
+            "best_gpu_count_by_capacity_per_gpu": by_capacity,
+            "best_config_by_capacity_per_gpu": _config(searched[searched["num_gpus"] == by_capacity].iloc[0])
+            if by_capacity is not None else None,
+            "capacity_monotone_in_gpus": (not exceptions) if not searched.empty else None,
+            "capacity_monotone_exceptions": exceptions, "capacity_search": _capacity_search(rows),
             "trace": _trace_info(rows)}
 
 
 def analyze_step3(rows: pd.DataFrame) -> dict:
     best = best_k_row(rows)
+    by_capacity = best_k_by_capacity(rows)
+    searched = capacity_rows(rows)
     return {"tests": len(rows), "num_gpus": sorted(int(g) for g in rows["num_gpus"].unique()),
             "k_values": sorted(int(k) for k in rows["k_bins"].unique()),
             "best_k": int(best["k_bins"]) if best is not None else None, "best_config": _config(best),
             "k_bins_effective": {int(r.k_bins): int(r.k_bins_effective) for r in rows.itertuples()},
-            "trace": _trace_info(rows)}
+            "capacity_rps": _capacities(rows), "best_k_by_capacity": by_capacity,
+            "best_config_by_capacity": _config(searched[searched["k_bins"] == by_capacity].iloc[0])
+            if by_capacity is not None else None,
+            "capacity_search": _capacity_search(rows), "trace": _trace_info(rows)}
 
 
 ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
@@ -165,6 +334,9 @@ def analyze(all_rows: pd.DataFrame) -> dict:
         out[step] = analyzer(rows.reset_index(drop=True)) if not rows.empty else None
     out["best_gpu_count"] = (out["step2_gpu_scaling"] or {}).get("best_gpu_count")
     out["best_k"] = (out["step3_kbins_sensitivity"] or {}).get("best_k")
+    out["best_gpu_count_by_capacity_per_gpu"] = (out["step2_gpu_scaling"] or {}).get(
+        "best_gpu_count_by_capacity_per_gpu")
+    out["best_k_by_capacity"] = (out["step3_kbins_sensitivity"] or {}).get("best_k_by_capacity")
     return _json_safe(out)
 
 
@@ -209,6 +381,60 @@ def _fmt(value, pattern: str = "{:.3g}") -> str:
     return "n/a" if value is None else pattern.format(value)
 
 
+def _capacity_lines(part: dict, step: str) -> list[str]:
+    search = part.get("capacity_search")
+    if not search:
+        return []
+    caps = ", ".join(f"{label}: {_fmt(v, '{:.3g} req/s')}" if v is not None else f"{label}: unreachable"
+                     for label, v in part["capacity_rps"].items())
+    lines = [f"Capacity ({search['criterion']} >= {search['target']:g}): {caps}."]
+    if step == "step2_gpu_scaling":
+        eff = ", ".join(f"{g}: {_fmt(e, '{:.2f}')}" for g, e in part["capacity_scaling_efficiency"].items())
+        lines.append(f"Capacity scaling efficiency (capacity / ideal linear scaling from 1 GPU): {eff}.")
+        lines.append(f"Best GPU count by capacity per GPU: **{part['best_gpu_count_by_capacity_per_gpu']}** "
+                     f"(highest capacity per GPU; within {CAPACITY_TOLERANCE:.0%}: fewer GPUs).")
+        if part["capacity_monotone_in_gpus"]:
+            lines.append("Capacity is monotone in the GPU count: more GPUs never gave less capacity.")
+        elif part["capacity_monotone_in_gpus"] is False:
+            falls = "; ".join(f"{e['num_gpus_from']} -> {e['num_gpus_to']} GPUs: {e['capacity_rps_from']:.3g} -> "
+                              f"{e['capacity_rps_to']:.3g} req/s ({e['relative_drop']:.1%}"
+                              + (", within the search resolution)" if e["within_resolution"] else ")")
+                              for e in part["capacity_monotone_exceptions"])
+            lines.append(f"**Capacity is not monotone in the GPU count**: {falls}.")
+    elif step == "step3_kbins_sensitivity":
+        best = part.get("best_config_by_capacity") or {}
+        lines.append(f"Best K by capacity: **{part['best_k_by_capacity']}**"
+                     + (f" ({best['capacity_rps']:.3g} req/s)" if best.get("capacity_rps") is not None else "")
+                     + f" (highest capacity; within {CAPACITY_TOLERANCE:.0%}: smaller K).")
+    return lines
+
+
+def capacity_markdown(rows: pd.DataFrame) -> str:
+    """What the capacity search looked for, the attainable share, and why a target was out of reach (markdown)."""
+    search = _capacity_search(rows)
+    if search is None:
+        return "No capacity search in these results (`capacity_search=False`)."
+    sla = capacity_rows(rows)["d_sla_s"].iloc[0]
+    if search["criterion"] == "attainment":
+        target = f"at least {search['target']:.0%} of the requests finish within d_sla = {sla:g} s"
+    else:
+        target = f"p99 latency of completed requests <= {search['target']:g} s and nothing rejected"
+    lines = [f"Capacity target: {target} (search resolution {search['resolution']:.0%}). "
+             f"Attainable share: **{search['attainable_share']:.1%}** of the requests could meet the SLA even "
+             "alone on an idle GPU; no load can do better."]
+    if search["unreachable"]:
+        lines.append(f"No load reaches the target for {len(search['unreachable'])} of the "
+                     f"{search['tests']} configurations searched:")
+        lines.append("\n".join(f"- **{label}**: {reason}" for label, reason in search["unreachable"].items()))
+    if search["unbounded"]:
+        lines.append("The target still held at the highest load the search tries (its upper scaling bound), so "
+                     "the capacity is a lower bound for: " + ", ".join(search["unbounded"]) + ".")
+    if search["not_monotone_in_load"]:
+        lines.append("Attainment was not monotone in load during the search of: "
+                     + ", ".join(search["not_monotone_in_load"]) + " (the capacity is the bracket it ended in).")
+    return "\n\n".join(lines)
+
+
 def step_markdown(result: dict, step: str) -> str:
     """A short markdown summary of one step's analysis (for the end of its notebook)."""
     part = result.get(step)
@@ -236,6 +462,7 @@ def step_markdown(result: dict, step: str) -> str:
         lines.append(f"Scaling efficiency by GPU count: {eff}.")
     elif step == "step3_kbins_sensitivity":
         lines.append(f"Best K: **{part['best_k']}**, the K with the lowest SLA violation rate.")
+    lines.extend(_capacity_lines(part, step))
     bullets = [line for line in lines if line.startswith("- ")]
     paragraphs = [line for line in lines if not line.startswith("- ")]
     return "\n\n".join(paragraphs + (["\n".join(bullets)] if bullets else []))

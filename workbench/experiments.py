@@ -15,6 +15,14 @@ The notebooks and ``python -m workbench suite`` share these definitions:
    in the same results folder; without step 2 results it falls back to
    :data:`DEFAULT_BEST_GPU_COUNT` (capped at ``max_gpus``) and says so.
 
+Capacity (``capacity_search=True``, the default): besides the replay at the
+trace's own rate, some tests search the largest arrival rate at which at least
+``capacity_attainment`` of the requests finish within ``d_sla``
+(:class:`~workbench.sweep.CapacitySpec`): in step 1 the 1-GPU configurations
+at the largest volume, in step 2 every GPU count, in step 3 every K.  A replay
+only says whether the pool keeps up at the one load replayed; once it does,
+more GPUs or bins change nothing, while capacity keeps telling them apart.
+
 Each step loads its trace once (step 1 once per volume) and keys its tests by
 the trace's fingerprint.  The notebook ``seed`` seeds both the simulation and
 the synthetic trace.
@@ -34,8 +42,8 @@ import pandas as pd
 from . import analysis
 from .config import SimConfig
 from .trace import TraceSizeWarning
-from .sweep import (SweepTest, TraceOptions, finished_ids, make_test, parse_executor, read_rows, resolve_results_dir,
-                    resolve_user_path, run_sweep)
+from .sweep import (CapacitySpec, SweepTest, TraceOptions, finished_ids, make_test, parse_executor, read_rows,
+                    resolve_results_dir, resolve_user_path, run_sweep)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,7 @@ K_VALUES = (1, 2, 4, 8, 16, 32)
 DEFAULT_BEST_GPU_COUNT = 64
 
 BRIEF_COLUMNS = ("label", "num_requests", "num_gpus", "k_bins", "throughput_rps", "goodput_rps",
-                 "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "wall_s")
+                 "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "capacity_rps", "wall_s")
 
 
 def _int_at_least(value, name: str, low: int) -> int:
@@ -77,6 +85,8 @@ class StepParams:
     seed: int = 42
     results_dir: str = "results/default"
     executor: Any = None
+    capacity_search: bool = True
+    capacity_attainment: float = 0.9
 
     def __post_init__(self):
         object.__setattr__(self, "max_requests", _int_at_least(self.max_requests, "max_requests", 1))
@@ -90,6 +100,13 @@ class StepParams:
         self.base_config()  # validates d_sla, k_bins, seed
         self.trace_options(1)  # validates rps_scaling
         parse_executor(self.executor, queued=2)
+        if not isinstance(self.capacity_search, bool):
+            raise ValueError(f"capacity_search: must be True or False, got {self.capacity_search!r}")
+        CapacitySpec(attainment=self.capacity_attainment)  # validates capacity_attainment
+
+    def capacity_spec(self) -> CapacitySpec | None:
+        """The capacity search of the tests that have one (None when ``capacity_search`` is off)."""
+        return CapacitySpec(attainment=self.capacity_attainment) if self.capacity_search else None
 
     def base_config(self, **changes) -> SimConfig:
         return SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed).replace(**changes)
@@ -133,7 +150,8 @@ class StepPlan:
         done = finished_ids(read_rows(self.results_dir / f"{self.step}.csv"))
         return pd.DataFrame([{"batch": key, "label": t.label, "num_requests": t.trace.num_requests,
                               "scheduler": t.config.scheduler, "num_gpus": t.config.num_gpus,
-                              "k_bins": t.config.k_bins, "test_id": t.test_id, "done": t.test_id in done}
+                              "k_bins": t.config.k_bins, "capacity": t.capacity is not None,
+                              "test_id": t.test_id, "done": t.test_id in done}
                              for key, batch in self.batches.items() for t in batch])
 
     def describe(self) -> str:
@@ -143,6 +161,15 @@ class StepPlan:
         if self.synthetic:
             lines.append("The trace is **synthetic** (a BurstGPT-like stand-in generated from published "
                          "statistics), not the real BurstGPT log; every CSV row and plot title says so.")
+        searched = [t for t in self.tests if t.capacity is not None]
+        if searched:
+            spec = searched[0].capacity
+            lines.append(f"{len(searched)} of the tests also search their **capacity**: the largest arrival rate "
+                         f"at which at least {spec.attainment:.0%} of the requests finish within "
+                         f"d_sla = {self.params.d_sla:g} s (the trace replayed faster or slower; "
+                         f"resolution {spec.resolution:.0%}).")
+        else:
+            lines.append("Capacity search is off (`capacity_search=False`): replays only.")
         lines.extend(self.notes)
         return "\n\n".join(lines)
 
@@ -193,10 +220,13 @@ def _label(scheduler: str, gpus: int, k: int | None = None) -> str:
 
 def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[int] | None = None,
                **overrides) -> StepPlan:
-    """Step 1: one batch per request volume (keys are the volumes as ints)."""
+    """Step 1: one batch per request volume (keys are the volumes as ints).
+
+    With capacity search on, the 1-GPU configurations of the largest volume
+    also search their capacity (the schedulers compared on equal hardware).
+    """
     params = params or StepParams(**overrides)
-    batches: dict[Any, list[SweepTest]] = {}
-    configs = [(s, g) for s, g in STEP1_CONFIGS if g <= params.max_gpus]
+    traces: dict[int, tuple[TraceOptions, Any]] = {}
     for volume in request_volumes_for(params.max_requests, request_volumes):
         options = params.trace_options(volume)
         with warnings.catch_warnings():
@@ -207,22 +237,29 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
             log.warning("step 1: the trace has only %d requests; volume %d becomes %d", len(trace), volume,
                         len(trace))
             volume = len(trace)
-            if volume in batches:
+            if volume in traces:
                 continue
             options = params.trace_options(volume)
             trace = options.load()
-        batches[volume] = [make_test(STEP1, options, params.base_config(scheduler=s, num_gpus=g), trace=trace,
-                                     label=_label(s, g)) for s, g in configs]
+        traces[volume] = (options, trace)
+    configs = [(s, g) for s, g in STEP1_CONFIGS if g <= params.max_gpus]
+    largest, spec = max(traces), params.capacity_spec()
+    batches: dict[Any, list[SweepTest]] = {
+        volume: [make_test(STEP1, options, params.base_config(scheduler=s, num_gpus=g), trace=trace,
+                           label=_label(s, g), capacity=spec if volume == largest and g == 1 else None)
+                 for s, g in configs]
+        for volume, (options, trace) in traces.items()}
     return StepPlan(STEP1, params, batches)
 
 
 def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
-    """Step 2: ``multi_bin_dynamic`` on every GPU count <= ``max_gpus``, one batch."""
+    """Step 2: ``multi_bin_dynamic`` on every GPU count <= ``max_gpus`` (each with its capacity), one batch."""
     params = params or StepParams(**overrides)
     options = params.trace_options(params.max_requests)
     trace = options.load()
     tests = [make_test(STEP2, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=g),
-                       trace=trace, label=_label("multi_bin_dynamic", g)) for g in GPU_COUNTS if g <= params.max_gpus]
+                       trace=trace, label=_label("multi_bin_dynamic", g), capacity=params.capacity_spec())
+             for g in GPU_COUNTS if g <= params.max_gpus]
     return StepPlan(STEP2, params, {"gpu counts": tests})
 
 
@@ -243,13 +280,15 @@ def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tu
 
 
 def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None = None, **overrides) -> StepPlan:
-    """Step 3: ``multi_bin_dynamic`` at the best GPU count for every K in :data:`K_VALUES`, one batch."""
+    """Step 3: ``multi_bin_dynamic`` at the best GPU count for every K in :data:`K_VALUES` (each with its
+    capacity), one batch."""
     params = params or StepParams(**overrides)
     gpus, note = resolve_best_gpu_count(params, best_gpu_count)
     options = params.trace_options(params.max_requests)
     trace = options.load()
     tests = [make_test(STEP3, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=gpus, k_bins=k),
-                       trace=trace, label=_label("multi_bin_dynamic", gpus, k)) for k in K_VALUES]
+                       trace=trace, label=_label("multi_bin_dynamic", gpus, k), capacity=params.capacity_spec())
+             for k in K_VALUES]
     return StepPlan(STEP3, params, {"k values": tests}, notes=[note])
 
 

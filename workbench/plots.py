@@ -4,6 +4,8 @@ Each function takes the step's result rows, returns a ``matplotlib.figure.Figure
 (built without pyplot, so a notebook shows it once, as the cell's value, and
 no global figure state builds up) and, given ``results_dir``, also saves it as a
 PNG there (atomically).  Titles name the trace and say "synthetic" when it is.
+Each step has its replay figure (``<step>.png``) and, for the tests that
+searched their capacity, a capacity figure (``<step>_capacity.png``).
 """
 
 from __future__ import annotations
@@ -140,3 +142,118 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
     gpus = sorted({int(g) for g in rows["num_gpus"]})
     heading = f"Step 3: K-bins sensitivity (multi_bin_dynamic, {', '.join(map(str, gpus))} GPUs)"
     return _finish(fig, rows, heading, results_dir, filename)
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def _capacity_heading(rows: pd.DataFrame) -> str:
+    """e.g. "capacity: >= 90% of requests within the SLA" (from the rows' capacity target)."""
+    first = rows.iloc[0]
+    if first["capacity_criterion"] == "attainment":
+        return f"capacity: largest rate with >= {first['capacity_target']:.0%} of requests within the SLA"
+    return "capacity: largest rate with p99 latency within the SLA"
+
+
+def _unreachable_note(ax, labels: list[str]) -> None:
+    if labels:
+        ax.text(0.02, 0.02, "no load reaches the target:\n" + "\n".join(labels), transform=ax.transAxes,
+                fontsize=8, va="bottom", color="tab:red")
+
+
+def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
+                        filename: str = "step1_request_scaling_capacity.png") -> Figure:
+    """Step 1: each scheduler's capacity on 1 GPU, one bar per configuration (unreachable targets marked)."""
+    rows = analysis.capacity_rows(rows)
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    if rows.empty:
+        return _empty(fig, "no capacity results (capacity_search=False)")
+    caps = rows["capacity_rps"].astype(float)
+    x = np.arange(len(rows))
+    ax.bar(x, caps.fillna(0.0), color=["tab:blue" if np.isfinite(c) else "lightgrey" for c in caps])
+    for i, c in enumerate(caps):
+        ax.text(i, c if np.isfinite(c) else 0.0, f"{c:.3g} req/s" if np.isfinite(c) else "unreachable",
+                ha="center", va="bottom", fontsize=9, color="black" if np.isfinite(c) else "tab:red")
+    ax.set_xticks(x, [str(v) for v in rows["label"]])
+    ax.set_ylabel("capacity (req/s)")
+    ax.grid(True, axis="y", alpha=0.3)
+    volume = int(rows["num_requests"].max())
+    return _finish(fig, rows, f"Step 1: {_capacity_heading(rows)}\n1 GPU, {volume:,} requests",
+                   results_dir, filename)
+
+
+def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling_capacity.png") -> Figure:
+    """Step 2: capacity against GPU count (log-log, with ideal linear scaling and the replayed throughput),
+    and capacity per GPU with its scaling efficiency (capacity / ideal) on the right axis."""
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    ax_cap, ax_eff = fig.subplots(1, 2)
+    rows = analysis.capacity_rows(rows)
+    if rows.empty:
+        return _empty(fig, "no capacity results (capacity_search=False)")
+    rows = rows.sort_values("num_gpus")
+    gpus = rows["num_gpus"].to_numpy()
+    caps = rows["capacity_rps"].to_numpy(dtype=float)
+    ax_cap.plot(gpus, caps, marker="o", label="capacity")
+    base = rows.iloc[0]
+    per_gpu0 = float(base["capacity_rps"]) / int(base["num_gpus"])
+    if np.isfinite(per_gpu0) and per_gpu0 > 0:
+        ax_cap.plot(gpus, per_gpu0 * gpus, color="grey", ls=":", lw=1,
+                    label=f"ideal linear scaling from {int(base['num_gpus'])} GPU")
+    ax_cap.plot(gpus, rows["throughput_rps"].to_numpy(dtype=float), color="tab:orange", ls="--", lw=1, marker=".",
+                label="replayed throughput (one load)")
+    ax_cap.set_xscale("log", base=2)
+    ax_cap.set_yscale("log")
+    ax_cap.set_ylabel("requests/s")
+    ax_cap.legend(fontsize=8)
+    _unreachable_note(ax_cap, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
+
+    ax_eff.plot(gpus, caps / gpus, marker="o")
+    ax_eff.set_xscale("log", base=2)
+    ax_eff.set_ylabel("capacity per GPU (req/s)")
+    if np.isfinite(per_gpu0) and per_gpu0 > 0:
+        ax_eff.axhline(per_gpu0, color="grey", ls=":", lw=1, label="ideal (efficiency 1)")
+        ax_eff.secondary_yaxis("right", functions=(lambda y: y / per_gpu0, lambda e: e * per_gpu0)).set_ylabel(
+            "capacity scaling efficiency")
+    best = analysis.best_gpu_count_by_capacity_per_gpu(rows)
+    if best is not None:
+        ax_eff.axvline(best, color="tab:green", ls="--", lw=1, label=f"best by capacity per GPU: {best}")
+    by_goodput = analysis.best_gpu_count(rows)
+    if by_goodput is not None:
+        ax_eff.axvline(by_goodput, color="tab:purple", ls="-.", lw=1, label=f"best by goodput rule: {by_goodput}")
+    ax_eff.legend(fontsize=8)
+    for ax in (ax_cap, ax_eff):
+        ax.set_xticks(gpus, [str(int(g)) for g in gpus])
+        ax.set_xlabel("GPUs")
+        ax.grid(True, which="both", alpha=0.3)
+    return _finish(fig, rows, f"Step 2: GPU scaling (multi_bin_dynamic), {_capacity_heading(rows)}",
+                   results_dir, filename)
+
+
+def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
+                        filename: str = "step3_kbins_sensitivity_capacity.png") -> Figure:
+    """Step 3: capacity against K at the step's GPU count, with the replayed throughput for reference."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    rows = analysis.capacity_rows(rows)
+    if rows.empty:
+        return _empty(fig, "no capacity results (capacity_search=False)")
+    rows = rows.sort_values("k_bins")
+    k = rows["k_bins"].to_numpy()
+    ax.plot(k, rows["capacity_rps"].to_numpy(dtype=float), marker="o", label="capacity")
+    ax.plot(k, rows["throughput_rps"].to_numpy(dtype=float), color="tab:orange", ls="--", lw=1, marker=".",
+            label="replayed throughput (one load)")
+    best = analysis.best_k_by_capacity(rows)
+    if best is not None:
+        ax.axvline(best, color="tab:green", ls="--", lw=1, label=f"best K by capacity: {best}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(k, [str(int(v)) for v in k])
+    ax.set_xlabel("K (bins)")
+    ax.set_ylabel("requests/s")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _unreachable_note(ax, [f"K={int(v)}" for v in rows.loc[rows["capacity_rps"].isna(), "k_bins"]])
+    gpus = ", ".join(str(int(g)) for g in sorted(rows["num_gpus"].unique()))
+    return _finish(fig, rows, f"Step 3: K-bins sensitivity ({gpus} GPUs), {_capacity_heading(rows)}",
+                   results_dir, filename)

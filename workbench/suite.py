@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import analysis, paths
 from .experiments import STEP3, STEPS
-from .sweep import atomic_write_text, resolve_results_dir
+from .sweep import CapacitySpec, atomic_write_text, resolve_results_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class SuiteOptions:
     executor: str | None = None
     best_gpu_count: int | None = None
     validate: bool = False
+    capacity_search: bool = True
+    capacity_attainment: float = 0.9
 
     def __post_init__(self):
         unknown = [s for s in self.steps if s not in STEPS]
@@ -59,6 +61,7 @@ class SuiteOptions:
             if not dataset.is_file():
                 raise FileNotFoundError(f"--dataset: {dataset} is not a file")
             object.__setattr__(self, "dataset", str(dataset))
+        CapacitySpec(attainment=self.capacity_attainment)  # validates it before any notebook starts
 
     @property
     def results_path(self) -> Path:
@@ -70,7 +73,8 @@ def notebook_parameters(options: SuiteOptions, step: str) -> dict:
     params = {"max_requests": options.max_requests, "max_gpus": options.max_gpus,
               "use_real_timestamps": options.use_real_timestamps, "rps_scaling": options.rps_scaling,
               "d_sla": options.d_sla, "dataset": options.dataset, "k_bins": options.k_bins, "seed": options.seed,
-              "results_dir": str(options.results_path), "executor": options.executor}
+              "results_dir": str(options.results_path), "executor": options.executor,
+              "capacity_search": options.capacity_search, "capacity_attainment": options.capacity_attainment}
     if step == STEP3:
         params["best_gpu_count"] = options.best_gpu_count
     if step == VALIDATION:
@@ -107,6 +111,9 @@ class SuiteReport:
         found = analysis.read_analysis(self.results_dir) or {}
         if found.get("best_gpu_count") is not None or found.get("best_k") is not None:
             lines.append(f"Best GPU count: {found.get('best_gpu_count')}; best K: {found.get('best_k')}.")
+        by_gpus, by_k = found.get("best_gpu_count_by_capacity_per_gpu"), found.get("best_k_by_capacity")
+        if by_gpus is not None or by_k is not None:
+            lines.append(f"By capacity: best GPU count (capacity per GPU) {by_gpus}; best K {by_k}.")
         return "\n".join(lines)
 
 
@@ -145,8 +152,8 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
     wall = time.perf_counter() - t0
     render_html(executed, html)
     csv = results_dir / f"{name}.csv"
-    png = results_dir / f"{name}.png"
-    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, [png] if png.is_file() else [])
+    pngs = sorted(results_dir.glob(f"{name}*.png"))  # the step's figure, then e.g. <step>_capacity.png
+    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs)
 
 
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:

@@ -1,16 +1,27 @@
 """Sweeps: tests keyed by a hash of their configuration, checkpointed one row at a time.
 
 A :class:`SweepTest` is one full configuration: the trace options (and the
-fingerprint of the trace they produce), the :class:`~workbench.config.SimConfig`
-and the latency model.  Its ``test_id`` is the first 16 hex digits of a
-sha256 over a canonical JSON of all three plus :data:`SCHEMA_VERSION`, so a
-rerun recognises what is already done and changing one parameter reruns only
-the tests it affects.
+fingerprint of the trace they produce), the :class:`~workbench.config.SimConfig`,
+the latency model and, optionally, a :class:`CapacitySpec`.  Its ``test_id`` is
+the first 16 hex digits of a sha256 over a canonical JSON of these plus
+:data:`SCHEMA_VERSION` (the capacity spec only when there is one, so the ids of
+replay-only tests did not change when it was added), so a rerun recognises
+what is already done and changing one parameter reruns only the tests it
+affects.
+
+Every test replays its trace once at the trace's own rate.  A test with a
+``capacity`` spec also searches the largest rate the configuration sustains
+within the SLA (:func:`workbench.capacity.capacity`, the same trace compressed
+or stretched in time) and adds the ``capacity_*`` columns of
+:meth:`~workbench.capacity.CapacityResult.to_row` to its row.  When no load
+meets the target (:class:`~workbench.capacity.CapacityError`) the test still
+succeeds: ``capacity_rps`` is NaN and ``capacity_error`` holds the reason.
 
 :func:`run_sweep` runs the tests that are not in the checkpoint yet and returns
-one row per test (configuration columns, every summary metric, the trace's
-label and fingerprint, ``synthetic``, ``simulator_version``, ``wall_s``,
-``finished_at``), in the order of the test list.  A checkpointed row whose
+one row per test (configuration columns, every summary metric, with a
+capacity spec the ``capacity_*`` columns, the trace's label and fingerprint,
+``synthetic``, ``simulator_version``, ``wall_s``, ``finished_at``), in the
+order of the test list.  A checkpointed row whose
 ``simulator_version`` (a hash of the simulator's source) differs from the
 running code's is recomputed and replaced, so a fix to the engine never hides
 behind an old result.
@@ -75,6 +86,9 @@ import numpy as np
 import pandas as pd
 
 from . import paths
+from .capacity import CRITERIA as CAPACITY_CRITERIA
+from .capacity import CapacityError, attainable_share
+from .capacity import capacity as search_capacity
 from .config import SimConfig
 from .latency import LatencyModel
 
@@ -146,6 +160,39 @@ class TraceOptions:
         return d
 
 
+def _help(default, text: str):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class CapacitySpec:
+    """What a test's capacity search looks for (see :func:`workbench.capacity.capacity`)."""
+
+    attainment: float = _help(0.9, "share of the offered requests that must finish within d_sla_s "
+                                   "(criterion 'attainment'), in (0, 1]")
+    criterion: str = _help("attainment", "'attainment' or 'p99_latency' (p99 of completed requests <= d_sla_s, "
+                                         "nothing rejected)")
+    resolution: float = _help(0.01, "relative gap between the last passing and the first failing rate at "
+                                    "which the search stops, in (0, 1)")
+
+    def __post_init__(self):
+        if self.criterion not in CAPACITY_CRITERIA:
+            raise ValueError(f"capacity criterion: unknown {self.criterion!r}; allowed: "
+                             f"{', '.join(CAPACITY_CRITERIA)}")
+        for name, closed_top in (("attainment", True), ("resolution", False)):
+            value = getattr(self, name)
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and 0 < value and (value <= 1 if closed_top else value < 1))
+            if not ok:
+                raise ValueError(f"capacity {name}: must be a number in (0, {'1]' if closed_top else '1)'}, "
+                                 f"got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def help(cls) -> str:
+        return "\n".join(f"{f.name} (default {f.default!r}): {f.metadata['help']}" for f in dataclasses.fields(cls))
+
+
 @dataclass(frozen=True)
 class SweepTest:
     """One test of a sweep: a full configuration, identified by :attr:`test_id`."""
@@ -158,10 +205,11 @@ class SweepTest:
     trace_label: str = ""
     synthetic: bool = False
     label: str = ""
+    capacity: CapacitySpec | None = None
 
     @property
     def test_id(self) -> str:
-        return test_id(self.trace, self.trace_fingerprint, self.config, self.latency)
+        return test_id(self.trace, self.trace_fingerprint, self.config, self.latency, self.capacity)
 
     def columns(self) -> dict:
         """The configuration columns of this test's result row."""
@@ -171,13 +219,17 @@ class SweepTest:
                     "rps_scaling": self.trace.rps_scaling, "use_real_timestamps": self.trace.use_real_timestamps,
                     "trace_seed": self.trace.seed})
         row.update({f"latency_{k}": v for k, v in self.latency.params().items()})
+        row["capacity_search"] = self.capacity is not None
         return row
 
 
-def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: LatencyModel) -> str:
+def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: LatencyModel,
+            capacity: CapacitySpec | None = None) -> str:
     """16 hex digits of sha256 over the canonical JSON of everything that determines a result."""
     payload = {"schema_version": SCHEMA_VERSION, "trace": {**trace.identity(), "fingerprint": fingerprint},
                "config": config.to_dict(), "latency": latency.params()}
+    if capacity is not None:  # absent, not null: replay-only ids stay what they were before capacity existed
+        payload["capacity"] = dataclasses.asdict(capacity)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -185,12 +237,12 @@ def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: L
 test_id.__test__ = False  # a pytest collecting `from workbench.sweep import test_id` must not call it
 
 
-# The modules whose code determines a simulation's numbers.  A row computed by
-# other code than the running one is not reused (it is recomputed and replaced),
-# so a simulator fix never hides behind an old checkpoint.
+# The modules whose code determines a simulation's (and a capacity search's)
+# numbers.  A row computed by other code than the running one is not reused (it
+# is recomputed and replaced), so a simulator fix never hides behind an old checkpoint.
 # (The trace's content is covered by its fingerprint, so the loader is not listed.)
-SIMULATOR_MODULES = ("bins.py", "config.py", "engine.py", "latency.py", "metrics.py", "predictors.py",
-                     "simulate.py", "schedulers")
+SIMULATOR_MODULES = ("bins.py", "capacity.py", "config.py", "engine.py", "latency.py", "metrics.py",
+                     "predictors.py", "simulate.py", "schedulers")
 
 
 @functools.lru_cache(maxsize=1)
@@ -207,16 +259,38 @@ def simulator_version() -> str:
 
 
 def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trace=None,
-              latency: LatencyModel | None = None, label: str = "") -> SweepTest:
+              latency: LatencyModel | None = None, label: str = "",
+              capacity: CapacitySpec | None = None) -> SweepTest:
     """Build a :class:`SweepTest`; ``trace`` (already loaded) saves a load for its fingerprint."""
     trace = trace if trace is not None else trace_options.load()
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
                      latency=latency or LatencyModel.default(), trace_label=trace.label,
-                     synthetic=bool(trace.is_synthetic), label=label)
+                     synthetic=bool(trace.is_synthetic), label=label, capacity=capacity)
+
+
+def capacity_columns(trace, test: SweepTest) -> dict:
+    """The ``capacity_*`` columns of a test with a capacity spec (``capacity_error`` is None on success)."""
+    spec = test.capacity
+    try:
+        found = search_capacity(trace, test.config, latency=test.latency, attainment=spec.attainment,
+                         criterion=spec.criterion, resolution=spec.resolution)
+    except CapacityError as exc:
+        # no load meets the target: a result, not a failure (the message says why)
+        log.info("%s: no capacity: %s", test.label or test.test_id, exc)
+        return {"capacity_rps": math.nan, "capacity_scaling": math.nan, "capacity_attainment": math.nan,
+                "capacity_probes": math.nan,
+                "capacity_attainable": attainable_share(trace, test.config, test.latency),
+                "capacity_criterion": spec.criterion,
+                "capacity_target": spec.attainment if spec.criterion == "attainment" else test.config.d_sla_s,
+                "capacity_resolution": spec.resolution, "capacity_error": str(exc)}
+    return {**found.to_row(), "capacity_resolution": spec.resolution, "capacity_error": None}
 
 
 def run_test(test: SweepTest) -> dict:
-    """Simulate one test and return its result row (runs in whichever process executes it)."""
+    """Simulate one test (and search its capacity, if asked) and return its result row.
+
+    Runs in whichever process executes it.
+    """
     from .simulate import simulate
 
     t0 = time.perf_counter()
@@ -229,6 +303,8 @@ def run_test(test: SweepTest) -> dict:
     result = simulate(trace, test.config, latency=test.latency)
     row = test.columns()
     row.update(result.summary)
+    if test.capacity is not None:
+        row.update(capacity_columns(trace, test))
     row.update({"trace_label": trace.label, "trace_fingerprint": trace.fingerprint,
                 "synthetic": bool(trace.is_synthetic), "simulator_version": simulator_version(),
                 "wall_s": time.perf_counter() - t0,
