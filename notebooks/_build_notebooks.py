@@ -74,17 +74,15 @@ CAPACITY_WHY = (
 
 CAPACITY_TARGET = (
     "**Why the target is 0.9, not 0.95.** Two things cap the attainment any load can give on this trace. "
-    "First, some requests are too long to finish within `d_sla` = 1 s even alone on an idle GPU; the share "
-    "that could, the *attainable share*, is printed below from the rows (96.7% of the default synthetic "
-    "trace). Second, the trace's timestamps are whole seconds, as in BurstGPT, so about 46% of the arrivals "
-    "share their instant with the one before, and replaying the trace slower never separates them: requests "
-    "that arrive together are batched together at any load, and a short request in a batch with a long one "
-    "misses the SLA. Measured on the default trace (seed 42, 1M requests) at 1/1024 of the replayed rate, "
-    "this holds attainment to about 88% without bins (`static_fifo`, `dynamic_no_bins`, K = 1), to 93.2% "
-    "with K = 4 on 1 GPU and to 94.9% with K = 4 on 4 or more GPUs; only K >= 8 on 64 GPUs passes 95%. So at "
-    "0.95 no K = 4 configuration has a capacity at all, and even at 0.9 the schedulers without bins have "
-    "none: their rows say *unreachable* and give the search's reason. That is a finding in itself: on this "
-    "trace, binning is what makes a 90% SLA attainable.")
+    "First, some requests are too long to finish within `d_sla` even alone on an idle GPU; the share that "
+    "could, the *attainable share*, is printed below from the rows. Second, the trace's timestamps are whole "
+    "seconds, as in BurstGPT, so many arrivals share their instant with another, and replaying the trace "
+    "slower never separates them. On one GPU, requests that arrive together are batched together (or wait "
+    "for each other) at any load, and a short request batched with a long one misses the SLA; on several "
+    "GPUs the dynamic schedulers share simultaneous arrivals out over the idle GPUs (`spread_idle`), while "
+    "`static_fifo` still stacks them on one. A configuration that misses the target even at the lowest load "
+    "the search tries is listed below as *unreachable*, with the best attainment the search measured: that "
+    "is a finding in itself, the SLA this policy cannot keep on this trace at any load.")
 
 CAPACITY_CELL = '''\
 display(Markdown(analysis.capacity_markdown(results)))
@@ -199,13 +197,11 @@ def step2() -> nbformat.NotebookNode:
            "not throughput, so the scaling efficiency falls as 1/n. Goodput keeps improving as long as queues "
            "still break the SLA, which is why the best GPU count is read from goodput and not from "
            "throughput. Step 3 uses this count unless it is given explicitly.\n\n"
-           "Capacity answers the other question: how much load each pool takes within the SLA. On the default "
-           "trace it grows faster than the pool (capacity scaling efficiency above 1). Most of the gain is from "
-           "1 to 2 GPUs: on one GPU, requests of different bins that arrive together wait for each other's "
-           "batches, so even at vanishing load only 93.2% meet the SLA, against 94.6% on 2 GPUs, which leaves "
-           "more room above the 90% target. The rest comes from a larger pool absorbing the trace's bursts at a "
-           "higher mean utilization (pooling, as in Erlang C). Capacity per GPU therefore keeps rising, and the "
-           "best GPU count by capacity per GPU is the largest pool tested, while the goodput rule names the "
+           "Capacity answers the other question: how much load each pool takes within the SLA (table above). "
+           "It can grow faster than the pool: on one GPU requests that arrive together wait for each other, "
+           "which caps attainment even at vanishing load, and a larger pool absorbs the trace's bursts at a "
+           "higher mean utilization (pooling, as in Erlang C). Where capacity per GPU keeps rising, the best "
+           "GPU count by capacity per GPU is the largest pool tested, while the goodput rule names the "
            "smallest pool that keeps up with the one replayed load: they answer different questions, and "
            "step 3 uses the goodput rule's count. If the summary below lists a fall of capacity with more "
            "GPUs, a fall within the search resolution is the bisection's uncertainty; a larger one would mean "

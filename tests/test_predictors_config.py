@@ -43,6 +43,7 @@ def test_unknown_predictor():
     ("bin_policy", "random", "bin_policy: unknown 'random'"),
     ("batch_size", 2.5, "batch_size: must be an integer"),
     ("kv_gb_per_token", 0.0, "kv_gb_per_token: must be > 0"),
+    ("spread_idle", "yes", "spread_idle: must be True or False"),
 ])
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", "\\(")):

@@ -138,6 +138,19 @@ def test_hand_computed_static_fifo():
     assert list(res2.start_s) == [0, 0, 0, 1] and list(res2.gpu) == [0, 0, 1, 0]
 
 
+@pytest.mark.parametrize("scheduler", ["dynamic_no_bins", "multi_bin_dynamic"])
+def test_simultaneous_arrivals_are_spread_over_idle_gpus(scheduler):
+    trace = make_trace([0, 0, 0, 0], [0] * 4, [10, 2000, 10, 2000])
+    lat = wb.LatencyModel(base_s=0.01, per_token_s=1e-3, batch_penalty=0.0)
+    cfg = wb.SimConfig(scheduler=scheduler, num_gpus=4, k_bins=1, predictor="oracle")
+    spread = wb.simulate(trace, cfg, latency=lat)
+    assert sorted(spread.gpu) == [0, 1, 2, 3] and spread.summary["batch_size_max"] == 1
+    # the short requests no longer wait for a 2-second neighbour
+    assert spread.finish_s[0] == pytest.approx(0.02)
+    stacked = wb.simulate(trace, cfg.replace(spread_idle=False), latency=lat)
+    assert stacked.summary["batch_size_max"] == 4 and stacked.finish_s[0] == pytest.approx(2.01)
+
+
 def test_multi_bin_fixed_waits_for_full_batches_and_serves_partial_at_end():
     # bin of short (out=10) and long (out=1000) requests; batch 2
     trace = make_trace([0, 1, 2, 3, 4], [0] * 5, [10, 1000, 10, 1000, 1000])

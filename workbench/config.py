@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+
+import numpy as np
 from dataclasses import dataclass, field
 
 from .predictors import PREDICTORS
@@ -40,6 +42,8 @@ class SimConfig:
     ctrl_delta: int = _f(2, "Algorithm 2 delta: step by which the interval is widened")
     ctrl_eps_fraction: float = _f(0.05, "Algorithm 2 eps as a fraction of the latency budget (hold band)")
     ctrl_window: int = _f(8, "completed batches averaged into tau and b_bar")
+    spread_idle: bool = _f(
+        True, "dynamic schedulers: when several GPUs are idle, share the waiting requests out among them")
     mem_theta: float = _f(2.0, "Algorithm 1 theta: std-devs of batch tokens held in reserve")
     gpu_mem_gb: float = _f(12.0, "GPU memory, GB")
     model_mem_gb: float = _f(2.0, "memory taken by the model weights, GB")
@@ -61,6 +65,9 @@ class SimConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
             object.__setattr__(self, name, int(value))  # plain int: stable hashing and JSON
+        if not isinstance(self.spread_idle, (bool, np.bool_)):
+            raise ValueError(f"spread_idle: must be True or False, got {self.spread_idle!r}")
+        object.__setattr__(self, "spread_idle", bool(self.spread_idle))
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
         positive = ("d_sla_s", "sla_budget_fraction", "gpu_mem_gb", "kv_gb_per_token")

@@ -41,6 +41,14 @@ Batch-size rules (see :mod:`workbench.schedulers`):
     previous value is kept.  The N_decode clamp of the paper has no
     counterpart here (no request joins a running static batch).
 
+With ``spread_idle`` (dynamic rule only), when ``m > 1`` GPUs are idle a
+batch takes at most ``ceil(waiting / m)`` of its bin's waiting requests, so
+requests that arrive together (BurstGPT timestamps have 1 s resolution, and
+about half of all arrivals share their instant with another) are spread over
+the idle GPUs instead of being stacked in one batch on one GPU while the
+others idle.  A load-balancing front end does the same; under load at most
+one GPU is idle at a time and the rule has no effect.
+
 Every batch is also cut so that its tokens fit the KV capacity; requests that
 could never fit are rejected before the engine runs.
 """
@@ -135,7 +143,7 @@ def _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, f
 def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins, num_gpus,
                batch_rule, fixed_batch, policy,
                base_s, per_token_s, batch_penalty, kv_capacity_tokens,
-               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta):
+               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle):
     """Simulate; returns (batch_of, start_s, finish_s) per request, the two batch
     record matrices (views of their first rows) and an error code."""
     n = arrival_s.size
@@ -264,6 +272,10 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
                     b_mem[j] = max(1, int(math.floor(root * root)))
                 limit = min(b_mem[j], b_sla[j])
                 limit = min(max(limit, b_min), b_max)
+                if spread_idle and idle_n > 1:
+                    # several GPUs idle: share the waiting requests out rather than
+                    # stacking them on one GPU (shorter batches, nobody waits longer)
+                    limit = max(1, min(limit, (tail[j] - head[j] + idle_n - 1) // idle_n))
             else:
                 limit = fixed_batch
             # FIFO, stop at the first request that would overflow the KV cache
