@@ -91,8 +91,9 @@ class LatencyModel:
             fit_max_rel_error=float(np.max(np.abs(pred - y) / y)),
             fit_points=len(y),
         )
-        log.info("fitted %s to %s: rmse %.4f s, max rel error %.1f%%", model.params(), path.name,
-                 model.fit_rmse_s, 100 * model.fit_max_rel_error)
+        log.info("fitted base %.4g s, %.4g s/token, batch penalty %.3g to %s: rmse %.2g s, max rel error %.2g%%",
+                 model.base_s, model.per_token_s, model.batch_penalty, path.name, model.fit_rmse_s,
+                 100 * model.fit_max_rel_error)
         return model
 
     @classmethod
