@@ -86,3 +86,19 @@ def sweep_tests(csv_path, *, step: str = "sweep_test", gpus=(1, 2), ks=(1, 4),
                                                d_sla_s=d_sla, seed=3), trace=trace, label=f"{g} GPUs, K={k}",
                       capacity=capacity)
             for g in gpus for k in ks]
+
+
+@pytest.fixture
+def count_runs(monkeypatch):
+    """Counts the tests a serial sweep actually simulates."""
+    from workbench import sweep
+
+    calls = []
+    real = sweep.run_test
+
+    def counting(test):
+        calls.append(test.test_id)
+        return real(test)
+
+    monkeypatch.setattr(sweep, "run_test", counting)
+    return calls

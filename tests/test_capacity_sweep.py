@@ -19,19 +19,6 @@ CAPACITY_COLUMNS = ("capacity_rps", "capacity_scaling", "capacity_attainment", "
                     "capacity_error")
 
 
-@pytest.fixture
-def count_runs(monkeypatch):
-    calls = []
-    real = sweep.run_test
-
-    def counting(test):
-        calls.append(test.test_id)
-        return real(test)
-
-    monkeypatch.setattr(sweep, "run_test", counting)
-    return calls
-
-
 def test_a_capacity_test_adds_its_columns_and_resumes_without_recomputing(small_trace_csv, tmp_path, count_runs):
     tests = sweep_tests(small_trace_csv, gpus=(1, 2), ks=(4,), capacity=FAST)
     rows = run_sweep(tests, tmp_path, executor="serial", progress=False)

@@ -21,20 +21,6 @@ from workbench.sweep import SweepError, TraceOptions, comparable, read_rows, run
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def count_runs(monkeypatch):
-    """Counts the tests a serial sweep actually simulates."""
-    calls = []
-    real = sweep.run_test
-
-    def counting(test):
-        calls.append(test.test_id)
-        return real(test)
-
-    monkeypatch.setattr(sweep, "run_test", counting)
-    return calls
-
-
 # --------------------------------------------------------------------------- ids
 
 
