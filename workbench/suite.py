@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import analysis, paths
-from .experiments import STEP3, STEPS
-from .sweep import CapacitySpec, atomic_write_text, resolve_results_dir
+from .experiments import STEP3, STEPS, StepParams
+from .sweep import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -31,54 +31,31 @@ class SuiteError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SuiteOptions:
-    """The suite's options (the seed project's CLI); defaults equal the notebooks' parameters."""
+class SuiteOptions(StepParams):
+    """The suite's options (the seed project's CLI): the notebooks' parameters, validated the same way
+    (:class:`~workbench.experiments.StepParams`), plus which steps run, step 3's GPU count and validation."""
 
     steps: tuple[str, ...] = STEPS
-    max_requests: int = 1_000_000
-    max_gpus: int = 100
-    use_real_timestamps: bool = False
-    rps_scaling: float = 200.0
-    d_sla: float = 1.0
-    dataset: str | None = None
-    k_bins: int = 4
-    seed: int = 42
-    results_dir: str = "results/default"
-    executor: str | None = None
     best_gpu_count: int | None = None
     validate: bool = False
-    capacity_search: bool = True
-    capacity_attainment: float = 0.9
 
     def __post_init__(self):
+        super().__post_init__()
         unknown = [s for s in self.steps if s not in STEPS]
         if unknown or not self.steps:
             raise ValueError(f"steps: expected a non-empty selection of {', '.join(STEPS)}, got {self.steps!r}")
         # the order of the steps is fixed: step 3 may read step 2's results
         object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
-        if self.dataset is not None:
-            dataset = Path(self.dataset).expanduser().resolve()
-            if not dataset.is_file():
-                raise FileNotFoundError(f"--dataset: {dataset} is not a file")
-            object.__setattr__(self, "dataset", str(dataset))
-        CapacitySpec(attainment=self.capacity_attainment)  # validates it before any notebook starts
-
-    @property
-    def results_path(self) -> Path:
-        return resolve_results_dir(self.results_dir)
 
 
 def notebook_parameters(options: SuiteOptions, step: str) -> dict:
     """The papermill parameters the suite passes to ``step``'s notebook."""
-    params = {"max_requests": options.max_requests, "max_gpus": options.max_gpus,
-              "use_real_timestamps": options.use_real_timestamps, "rps_scaling": options.rps_scaling,
-              "d_sla": options.d_sla, "dataset": options.dataset, "k_bins": options.k_bins, "seed": options.seed,
-              "results_dir": str(options.results_path), "executor": options.executor,
-              "capacity_search": options.capacity_search, "capacity_attainment": options.capacity_attainment}
+    if step == VALIDATION:
+        return {"results_dir": str(options.results_path), "seed": options.seed}
+    params = {f.name: getattr(options, f.name) for f in fields(StepParams)}
+    params["results_dir"] = str(options.results_path)
     if step == STEP3:
         params["best_gpu_count"] = options.best_gpu_count
-    if step == VALIDATION:
-        params = {"results_dir": params["results_dir"], "seed": options.seed}
     return params
 
 
