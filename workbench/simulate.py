@@ -131,9 +131,11 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     are applied to ``config`` (``simulate(trace, num_gpus=4)``).
     """
     t0 = time.perf_counter()
-    cfg = (config or SimConfig()).replace(**overrides) if overrides else (config or SimConfig())
+    cfg = SimConfig() if config is None else config
     if not isinstance(cfg, SimConfig):
         raise TypeError(f"config must be a SimConfig, got {type(cfg).__name__}")
+    if overrides:
+        cfg = cfg.replace(**overrides)
     _validate_trace(trace)
     latency = latency or LatencyModel.default()
     spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
