@@ -1,4 +1,5 @@
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -107,3 +108,18 @@ def test_bad_arguments(kwargs, match):
     trace = wb.Trace.from_arrays(np.arange(10, dtype=float), np.zeros(10, int), np.ones(10, int))
     with pytest.raises(ValueError, match=match):
         capacity(trace, wb.SimConfig(), **kwargs)
+
+
+def test_a_replay_already_run_serves_as_the_first_probe(monkeypatch):
+    cap_mod = sys.modules["workbench.capacity"]   # the package exports a function of the same name
+
+    trace = wb.load_trace(num_requests=5_000)
+    cfg = wb.SimConfig(num_gpus=2)
+    fresh = capacity(trace, cfg, attainment=0.9, resolution=0.02)
+    replay = wb.simulate(trace, cfg).summary
+    calls = []
+    real = cap_mod.simulate
+    monkeypatch.setattr(cap_mod, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    reused = capacity(trace, cfg, attainment=0.9, resolution=0.02, start_summary=replay)
+    assert reused == fresh
+    assert len(calls) == len(fresh.probes) - 1

@@ -116,10 +116,14 @@ def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]
 
 def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95,
              criterion: str = "attainment", latency=None, resolution: float = 0.01, start: float = 1.0,
-             scale_bounds: tuple[float, float] = (1 / 1024, 1024.0), max_probes: int = 60) -> CapacityResult:
+             scale_bounds: tuple[float, float] = (1 / 1024, 1024.0), max_probes: int = 60,
+             start_summary: dict | None = None) -> CapacityResult:
     """Largest arrival-rate scaling of ``trace`` at which ``config`` meets the SLA criterion.
 
-    See the module docstring for the search and the criteria.  Raises
+    See the module docstring for the search and the criteria.  ``start_summary``
+    is the summary of a simulation already run at ``start`` with the same
+    config and latency model (a sweep's replay); it serves as the first probe
+    instead of simulating that load again.  Raises
     :class:`CapacityError` when even the slowest scaling in ``scale_bounds``
     fails.  If even the fastest passes, the result has ``bounded=False``.
     """
@@ -152,7 +156,10 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         if len(probes) >= max_probes:
             raise CapacityError(f"capacity search did not converge in {max_probes} probes; "
                                 f"raise max_probes or resolution (probes: {probes})")
-        summary = simulate(trace.time_scaled(scaling), cfg, latency=latency).summary
+        if scaling == start and start_summary is not None and not probes:
+            summary = start_summary
+        else:
+            summary = simulate(trace.time_scaled(scaling), cfg, latency=latency).summary
         value, passed = _measure(summary, criterion, target)
         probes.append(Probe(scaling, base_rate * scaling, value, passed))
         log.debug("capacity probe x%.4g (%.3g rps): %s = %.4g, %s", scaling, base_rate * scaling, criterion,

@@ -268,12 +268,16 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
                      synthetic=bool(trace.is_synthetic), label=label, capacity=capacity)
 
 
-def capacity_columns(trace, test: SweepTest) -> dict:
-    """The ``capacity_*`` columns of a test with a capacity spec (``capacity_error`` is None on success)."""
+def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None) -> dict:
+    """The ``capacity_*`` columns of a test with a capacity spec (``capacity_error`` is None on success).
+
+    ``replay_summary`` (the test's replay at the trace's own rate) is the search's first probe.
+    """
     spec = test.capacity
     try:
         found = search_capacity(trace, test.config, latency=test.latency, attainment=spec.attainment,
-                         criterion=spec.criterion, resolution=spec.resolution)
+                                criterion=spec.criterion, resolution=spec.resolution, start=1.0,
+                                start_summary=replay_summary)
     except CapacityError as exc:
         # no load meets the target: a result, not a failure (the message says why)
         log.info("%s: no capacity: %s", test.label or test.test_id, exc)
@@ -304,7 +308,7 @@ def run_test(test: SweepTest) -> dict:
     row = test.columns()
     row.update(result.summary)
     if test.capacity is not None:
-        row.update(capacity_columns(trace, test))
+        row.update(capacity_columns(trace, test, result.summary))
     row.update({"trace_label": trace.label, "trace_fingerprint": trace.fingerprint,
                 "synthetic": bool(trace.is_synthetic), "simulator_version": simulator_version(),
                 "wall_s": time.perf_counter() - t0,
