@@ -4,7 +4,7 @@
     .venv/bin/python notebooks/_build_notebooks.py --check  # exit 1 if they are stale
 
 The notebooks hold parameters, calls into ``workbench``, plots and commentary;
-every piece of logic lives in ``workbench.experiments`` / ``analysis`` / ``plots``.
+every piece of logic lives in ``workbench.study.experiments`` / ``analysis`` / ``plots``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ import logging
 
 from IPython.display import Markdown, display
 
-from workbench import analysis, experiments, plots
+from workbench.study import analysis
+from workbench.study import experiments
+from workbench.study import plots
 
 logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 logging.getLogger("workbench").setLevel(logging.INFO)

@@ -4,7 +4,7 @@
     .venv/bin/python notebooks/_build_validation.py --check  # exit 1 if it is stale
 
 The notebook is thin: a ``parameters`` cell for papermill, calls into
-``workbench.validation``, plots and commentary.  Edit this file, not the
+``workbench.study.validation``, plots and commentary.  Edit this file, not the
 notebook, and rerun it.
 """
 
@@ -37,7 +37,7 @@ at rho = 0.9 by more than 50%. The 3 SE term keeps small runs (as in CI) from fa
 `note` column of every row says which term set the tolerance. Exact quantities (counts, bounds,
 Little's law on a record) get exact tolerances.
 
-All the logic lives in `workbench.validation`. This notebook calls it, plots, and comments.
+All the logic lives in `workbench.study.validation`. This notebook calls it, plots, and comments.
 `python -m workbench suite --validate` runs it, and the test suite runs it at a small size.
 """),
     ("params", """
@@ -55,9 +55,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
-from workbench import validation as wv
-from workbench.plots import save_png
-from workbench.sweep import resolve_results_dir
+from workbench.study import validation as wv
+from workbench.study.plots import save_png
+from workbench.study.sweep import resolve_results_dir
 
 started = time.perf_counter()
 out_dir = resolve_results_dir(results_dir)
@@ -256,7 +256,7 @@ fig
 ## 6. The synthetic BurstGPT-like trace
 
 The real BurstGPT files cannot be downloaded on our machines. The workbench therefore ships a
-**synthetic** stand-in (`workbench.synthetic`), generated deterministically from a seed. The suite
+**synthetic** stand-in (`workbench.traces.synthetic`), generated deterministically from a seed. The suite
 seeds it with the same `seed` as this notebook (42 by default). This case checks the raw rows of that
 trace (1,429,737 rows, failures included) against the published statistics in `BURSTGPT_FACTS.md`:
 

@@ -59,7 +59,7 @@ def small_trace_arrays(n: int = SMALL_TRACE_REQUESTS, seed: int = 7) -> dict[str
 @pytest.fixture(scope="session")
 def small_trace():
     """A 2,000-request ``Trace`` built in memory (not synthetic-labelled)."""
-    from workbench.trace import Trace
+    from workbench.traces.trace import Trace
 
     return Trace.from_arrays(**small_trace_arrays(), source="small test trace")
 
@@ -77,8 +77,8 @@ def sweep_tests(csv_path, *, step: str = "sweep_test", gpus=(1, 2), ks=(1, 4),
                 num_requests: int = SMALL_TRACE_REQUESTS, d_sla: float = 1.0, capacity=None):
     """A small list of ``SweepTest`` on the CSV trace (importable by subprocesses: ``from conftest import``);
     ``capacity``: a ``CapacitySpec`` every test also searches."""
-    from workbench.config import SimConfig
-    from workbench.sweep import TraceOptions, make_test
+    from workbench.sim.config import SimConfig
+    from workbench.study.sweep import TraceOptions, make_test
 
     options = TraceOptions(dataset=str(csv_path), num_requests=num_requests, use_real_timestamps=True, seed=0)
     trace = options.load()
@@ -91,7 +91,7 @@ def sweep_tests(csv_path, *, step: str = "sweep_test", gpus=(1, 2), ks=(1, 4),
 @pytest.fixture
 def count_runs(monkeypatch):
     """Counts the tests a serial sweep actually simulates."""
-    from workbench import sweep
+    from workbench.study import sweep
 
     calls = []
     real = sweep.run_test

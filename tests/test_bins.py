@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench.bins import EDGE_CACHE, BinningWarning, assign_bins, equal_mass_edges
+from workbench.sim.bins import EDGE_CACHE, BinningWarning, assign_bins, equal_mass_edges
 
 
 @settings(max_examples=200, deadline=None)

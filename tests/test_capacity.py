@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.capacity import CapacityError, capacity
+from workbench.study.capacity import CapacityError, capacity
 
 
 def poisson_trace(n, rate, seed, output):
@@ -111,7 +111,7 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_a_replay_already_run_serves_as_the_first_probe(monkeypatch):
-    cap_mod = sys.modules["workbench.capacity"]   # the package exports a function of the same name
+    cap_mod = sys.modules["workbench.study.capacity"]   # the package exports a function of the same name
 
     trace = wb.load_trace(num_requests=5_000)
     cfg = wb.SimConfig(num_gpus=2)

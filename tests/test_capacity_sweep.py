@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from conftest import sweep_tests
 
-import workbench.sweep as sweep
-from workbench import analysis, experiments
-from workbench.sweep import CapacitySpec, read_rows, run_sweep
+import workbench.study.sweep as sweep
+from workbench.study import analysis
+from workbench.study import experiments
+from workbench.study.sweep import CapacitySpec, read_rows, run_sweep
 
 FAST = CapacitySpec(attainment=0.9, resolution=0.05)  # a few probes fewer than the default 1%
 CAPACITY_COLUMNS = ("capacity_rps", "capacity_scaling", "capacity_attainment", "capacity_probes",
@@ -63,7 +64,7 @@ def test_the_capacity_spec_enters_the_id_only_when_there_is_one(small_trace_csv)
                  CapacitySpec(criterion="p99_latency")):
         ids.add(sweep_tests(small_trace_csv, gpus=(2,), ks=(4,), capacity=spec)[0].test_id)
     assert len(ids) == 5
-    assert "capacity.py" in sweep.SIMULATOR_MODULES  # it determines the numbers
+    assert "study/capacity.py" in sweep.SIMULATOR_MODULES  # it determines the numbers
 
 
 @pytest.mark.parametrize("kwargs", [{"attainment": 0}, {"attainment": 1.2}, {"attainment": True},

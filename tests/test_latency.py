@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from workbench import paths
-from workbench.latency import LatencyModel
+from workbench.sim.latency import LatencyModel
 
 
 def test_formula():

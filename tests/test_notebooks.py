@@ -12,8 +12,8 @@ import papermill as pm
 import pytest
 
 from workbench import paths
-from workbench.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
-from workbench.suite import SuiteOptions, notebook_parameters
+from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
+from workbench.study.suite import SuiteOptions, notebook_parameters
 
 TINY = {"max_requests": 2_000, "max_gpus": 4}
 REQUIRED = {"max_requests", "max_gpus", "use_real_timestamps", "rps_scaling", "d_sla", "dataset", "k_bins",

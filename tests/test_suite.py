@@ -14,8 +14,8 @@ import pytest
 
 from workbench import paths
 from workbench.__main__ import build_parser, main, options_from_args
-from workbench.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
-from workbench.suite import VALIDATION, SuiteOptions, notebook_parameters
+from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
+from workbench.study.suite import VALIDATION, SuiteOptions, notebook_parameters
 
 TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
 

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import synthetic
-from workbench.synthetic import (BURSTGPT_TARGETS, GENERATOR_VERSION, compare_to_targets, synthetic_rows,
+from workbench.traces import synthetic
+from workbench.traces.synthetic import (BURSTGPT_TARGETS, GENERATOR_VERSION, compare_to_targets, synthetic_rows,
                                  synthetic_trace, trace_statistics)
-from workbench.trace import clear_memory_cache, load_trace
+from workbench.traces.trace import clear_memory_cache, load_trace
 
 
 @pytest.fixture(scope="module")

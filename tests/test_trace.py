@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workbench import trace as trace_module
-from workbench.trace import Trace, TraceFormatError, TraceSizeWarning, clear_memory_cache, load_trace
+from workbench.traces import trace as trace_module
+from workbench.traces.trace import Trace, TraceFormatError, TraceSizeWarning, clear_memory_cache, load_trace
 
 HEADER_12 = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
 HEADER_3 = "Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type"

@@ -8,15 +8,15 @@ The public API::
     res.summary, res.requests
 """
 
-from .capacity import CapacityError, CapacityResult, capacity
-from .bins import BinningWarning, equal_mass_edges
-from .config import SimConfig
-from .latency import LatencyModel
-from .predictors import PREDICTORS, predict_output_tokens
-from .schedulers import SCHEDULERS, register
-from .simulate import SimResult, SimulationError, simulate
-from .synthetic import synthetic_trace
-from .trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
+from workbench.study.capacity import CapacityError, CapacityResult, capacity
+from workbench.sim.bins import BinningWarning, equal_mass_edges
+from workbench.sim.config import SimConfig
+from workbench.sim.latency import LatencyModel
+from workbench.sim.predictors import PREDICTORS, predict_output_tokens
+from workbench.sim.schedulers import SCHEDULERS, register
+from workbench.sim.simulate import SimResult, SimulationError, simulate
+from workbench.traces.synthetic import synthetic_trace
+from workbench.traces.trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
 
 __all__ = [
     "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .experiments import STEP1, STEP2, STEP3, STEPS
+from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS
 
 
 def _positive_int(text: str) -> int:
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace):
-    from .suite import SuiteOptions
+    from workbench.study.suite import SuiteOptions
 
     chosen = tuple(step for step, flag in zip((STEP1, STEP2, STEP3),
                                               (args.step1_only, args.step2_only, args.step3_only)) if flag)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .suite import SuiteError, run_suite
+    from workbench.study.suite import SuiteError, run_suite
 
     try:
         options = options_from_args(args)

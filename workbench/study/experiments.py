@@ -18,7 +18,7 @@ The notebooks and ``python -m workbench suite`` share these definitions:
 Capacity (``capacity_search=True``, the default): besides the replay at the
 trace's own rate, some tests search the largest arrival rate at which at least
 ``capacity_attainment`` of the requests finish within ``d_sla``
-(:class:`~workbench.sweep.CapacitySpec`): in step 1 the 1-GPU configurations
+(:class:`~workbench.study.sweep.CapacitySpec`): in step 1 the 1-GPU configurations
 at the largest volume, in step 2 every GPU count, in step 3 every K.  A replay
 only says whether the pool keeps up at the one load replayed; once it does,
 more GPUs or bins change nothing, while capacity keeps telling them apart.
@@ -39,10 +39,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import analysis
-from .config import SimConfig
-from .trace import TraceSizeWarning
-from .sweep import (CapacitySpec, SweepTest, TraceOptions, finished_ids, make_test, parse_executor, read_rows,
+from workbench.study import analysis
+from workbench.sim.config import SimConfig
+from workbench.traces.trace import TraceSizeWarning
+from workbench.study.sweep import (CapacitySpec, SweepTest, TraceOptions, finished_ids, make_test, parse_executor, read_rows,
                     resolve_results_dir, resolve_user_path, run_sweep)
 
 log = logging.getLogger(__name__)

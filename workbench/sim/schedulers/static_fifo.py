@@ -1,4 +1,4 @@
-from . import BATCH_UP_TO, EngineSpec, Scheduler, register
+from workbench.sim.schedulers import BATCH_UP_TO, EngineSpec, Scheduler, register
 
 
 @register("static_fifo")

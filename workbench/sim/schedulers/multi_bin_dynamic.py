@@ -1,4 +1,4 @@
-from . import BATCH_DYNAMIC, BIN_POLICIES, EngineSpec, Scheduler, register
+from workbench.sim.schedulers import BATCH_DYNAMIC, BIN_POLICIES, EngineSpec, Scheduler, register
 
 
 @register("multi_bin_dynamic")

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import SimConfig
-from .latency import LatencyModel
-from .simulate import simulate
+from workbench.sim.config import SimConfig
+from workbench.sim.latency import LatencyModel
+from workbench.sim.simulate import simulate
 
 log = logging.getLogger(__name__)
 

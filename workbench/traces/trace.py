@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench import paths, synthetic
+from workbench import paths
+from workbench.traces import synthetic
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
                "models": _as_names(models, "models"), "log_types": _as_names(log_types, "log_types")}
 
     if path is None:
-        generator = {"name": "workbench.synthetic", "version": synthetic.GENERATOR_VERSION,
+        generator = {"name": "workbench.traces.synthetic", "version": synthetic.GENERATOR_VERSION,
                      "num_rows": synthetic.NUM_ROWS, "seed": int(seed)}
         key = ("synthetic", *generator.values(), *options.values())
         if (hit := _recall(_traces, key)) is not None:

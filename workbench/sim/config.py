@@ -9,8 +9,8 @@ import numbers
 import numpy as np
 from dataclasses import dataclass, field
 
-from .predictors import PREDICTORS
-from .schedulers import BIN_POLICIES, SCHEDULERS
+from workbench.sim.predictors import PREDICTORS
+from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
 
 
 def _f(default, help: str):

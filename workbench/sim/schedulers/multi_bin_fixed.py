@@ -1,4 +1,4 @@
-from . import BATCH_EXACT, FIRST_FORMED, EngineSpec, Scheduler, register
+from workbench.sim.schedulers import BATCH_EXACT, FIRST_FORMED, EngineSpec, Scheduler, register
 
 
 @register("multi_bin_fixed")

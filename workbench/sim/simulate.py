@@ -11,13 +11,13 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from . import engine
-from .bins import EDGE_CACHE, assign_bins, equal_mass_edges
-from .config import SimConfig
-from .latency import LatencyModel
-from .metrics import STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_KV, summarize
-from .predictors import predict_output_tokens
-from .schedulers import get_scheduler
+from workbench.sim import static_engine as engine
+from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
+from workbench.sim.config import SimConfig
+from workbench.sim.latency import LatencyModel
+from workbench.sim.metrics import STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_KV, summarize
+from workbench.sim.predictors import predict_output_tokens
+from workbench.sim.schedulers import get_scheduler
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Scheduler registry.
 
-A scheduler is a small class that turns a :class:`~workbench.config.SimConfig`
+A scheduler is a small class that turns a :class:`~workbench.sim.config.SimConfig`
 into an :class:`EngineSpec`: how requests are grouped (bins), how big a batch
 may be (fixed, fixed-and-full, or the SLA/memory controller), and which bin an
-idle GPU serves next.  The compiled engine (:mod:`workbench.engine`) implements
+idle GPU serves next.  The compiled engine (:mod:`workbench.sim.static_engine`) implements
 those mechanisms once; a new policy that combines them is one file here plus
 one ``@register`` line, and sweeps name policies by string.
 """
@@ -60,4 +60,4 @@ def get_scheduler(name: str) -> Scheduler:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(sorted(SCHEDULERS))}") from None
 
 
-from . import static_fifo, dynamic_no_bins, multi_bin_dynamic, multi_bin_fixed  # noqa: E402,F401  (registration)
+from workbench.sim.schedulers import static_fifo, dynamic_no_bins, multi_bin_dynamic, multi_bin_fixed  # noqa: E402,F401  (registration)

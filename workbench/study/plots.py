@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import analysis
-from .sweep import atomic_write_bytes
+from workbench.study import analysis
+from workbench.study.sweep import atomic_write_bytes
 
 DPI = 110
 

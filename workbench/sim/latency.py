@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths
+from workbench import paths
 
 log = logging.getLogger(__name__)
 

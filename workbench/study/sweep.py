@@ -1,7 +1,7 @@
 """Sweeps: tests keyed by a hash of their configuration, checkpointed one row at a time.
 
 A :class:`SweepTest` is one full configuration: the trace options (and the
-fingerprint of the trace they produce), the :class:`~workbench.config.SimConfig`,
+fingerprint of the trace they produce), the :class:`~workbench.sim.config.SimConfig`,
 the latency model and, optionally, a :class:`CapacitySpec`.  Its ``test_id`` is
 the first 16 hex digits of a sha256 over a canonical JSON of these plus
 :data:`SCHEMA_VERSION` (the capacity spec only when there is one, so the ids of
@@ -11,10 +11,10 @@ affects.
 
 Every test replays its trace once at the trace's own rate.  A test with a
 ``capacity`` spec also searches the largest rate the configuration sustains
-within the SLA (:func:`workbench.capacity.capacity`, the same trace compressed
+within the SLA (:func:`workbench.study.capacity.capacity`, the same trace compressed
 or stretched in time) and adds the ``capacity_*`` columns of
-:meth:`~workbench.capacity.CapacityResult.to_row` to its row.  When no load
-meets the target (:class:`~workbench.capacity.CapacityError`) the test still
+:meth:`~workbench.study.capacity.CapacityResult.to_row` to its row.  When no load
+meets the target (:class:`~workbench.study.capacity.CapacityError`) the test still
 succeeds: ``capacity_rps`` is NaN and ``capacity_error`` holds the reason.
 
 :func:`run_sweep` runs the tests that are not in the checkpoint yet and returns
@@ -85,12 +85,12 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from . import paths
-from .capacity import CRITERIA as CAPACITY_CRITERIA
-from .capacity import CapacityError, attainable_share
-from .capacity import capacity as search_capacity
-from .config import SimConfig
-from .latency import LatencyModel
+from workbench import paths
+from workbench.study.capacity import CRITERIA as CAPACITY_CRITERIA
+from workbench.study.capacity import CapacityError, attainable_share
+from workbench.study.capacity import capacity as search_capacity
+from workbench.sim.config import SimConfig
+from workbench.sim.latency import LatencyModel
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class TraceOptions:
 
     def load(self):
         """The trace (from the in-process or on-disk cache after the first call)."""
-        from .trace import load_trace
+        from workbench.traces.trace import load_trace
 
         return load_trace(self.dataset, num_requests=self.num_requests, rps_scaling=self.rps_scaling,
                           use_real_timestamps=self.use_real_timestamps, drop_failed=self.drop_failed,
@@ -166,7 +166,7 @@ def _help(default, text: str):
 
 @dataclass(frozen=True)
 class CapacitySpec:
-    """What a test's capacity search looks for (see :func:`workbench.capacity.capacity`)."""
+    """What a test's capacity search looks for (see :func:`workbench.study.capacity.capacity`)."""
 
     attainment: float = _help(0.9, "share of the offered requests that must finish within d_sla_s "
                                    "(criterion 'attainment'), in (0, 1]")
@@ -234,15 +234,14 @@ def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: L
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-test_id.__test__ = False  # a pytest collecting `from workbench.sweep import test_id` must not call it
+test_id.__test__ = False  # a pytest collecting `from workbench.study.sweep import test_id` must not call it
 
 
 # The modules whose code determines a simulation's (and a capacity search's)
 # numbers.  A row computed by other code than the running one is not reused (it
 # is recomputed and replaced), so a simulator fix never hides behind an old checkpoint.
 # (The trace's content is covered by its fingerprint, so the loader is not listed.)
-SIMULATOR_MODULES = ("bins.py", "capacity.py", "config.py", "engine.py", "latency.py", "metrics.py",
-                     "predictors.py", "simulate.py", "schedulers")
+SIMULATOR_MODULES = ("sim", "study/capacity.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -295,7 +294,7 @@ def run_test(test: SweepTest) -> dict:
 
     Runs in whichever process executes it.
     """
-    from .simulate import simulate
+    from workbench.sim.simulate import simulate
 
     t0 = time.perf_counter()
     trace = test.trace.load()

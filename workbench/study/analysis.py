@@ -18,7 +18,7 @@ Rules (also written into ``analysis.json`` under ``"rules"``):
   which its SLA violation rate exceeds :data:`BREAKING_SLA_VIOLATION` (5%);
   ``null`` if it never does.
 
-Capacity (the tests that searched it; see :mod:`workbench.capacity`): the
+Capacity (the tests that searched it; see :mod:`workbench.study.capacity`): the
 largest arrival rate at which the SLA target holds, ``null`` when no load
 reaches it (``unreachable`` gives the reason).
 
@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
+from workbench.study.sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from workbench.trace import Trace
+    from workbench.traces.trace import Trace
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _lognormal_at_most(rng: np.random.Generator, median: np.ndarray, sigma: np.n
 def synthetic_trace(num_requests: int | None = None, *, seed: int = 0, rps_scaling: float = 200.0,
                     use_real_timestamps: bool = False, drop_failed: bool = True) -> Trace:
     """The synthetic BurstGPT-like trace; the same as ``load_trace(None, ...)``."""
-    from workbench.trace import load_trace
+    from workbench.traces.trace import load_trace
 
     return load_trace(None, num_requests=num_requests, rps_scaling=rps_scaling,
                       use_real_timestamps=use_real_timestamps, drop_failed=drop_failed, seed=seed)

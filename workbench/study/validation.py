@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import SimConfig
-from .latency import LatencyModel
-from .metrics import STATUS_COMPLETED, littles_law
-from .simulate import SimResult, simulate
-from .sweep import write_csv_atomic
-from .trace import Trace
+from workbench.sim.config import SimConfig
+from workbench.sim.latency import LatencyModel
+from workbench.sim.metrics import STATUS_COMPLETED, littles_law
+from workbench.sim.simulate import SimResult, simulate
+from workbench.study.sweep import write_csv_atomic
+from workbench.traces.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -600,7 +600,7 @@ def check_synthetic_trace(trace_seed: int = 42) -> CaseResult:
     The suite's ``seed`` (default 42) also seeds the synthetic trace its steps
     simulate, so passing the same seed checks the very trace they use.
     """
-    from . import synthetic
+    from workbench.traces import synthetic
 
     rows_raw = synthetic.synthetic_rows(synthetic.NUM_ROWS, seed=trace_seed)
     stats = synthetic.trace_statistics(rows_raw)

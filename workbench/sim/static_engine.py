@@ -11,7 +11,7 @@ contiguous run of that bin's requests in arrival order, the queues are index
 ranges ``order[head[j]:tail[j]]`` into one array: admitting and dispatching are
 O(1) per request, choosing a bin is O(K) per batch.
 
-Batch-size rules (see :mod:`workbench.schedulers`):
+Batch-size rules (see :mod:`workbench.sim.schedulers`):
 
 * ``BATCH_UP_TO``: up to ``fixed_batch`` waiting requests.
 * ``BATCH_EXACT``: exactly ``fixed_batch``; a partial batch only once every

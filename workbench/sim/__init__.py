@@ -1,0 +1,1 @@
+"""Simulation: the scenario (config), the compiled engines, schedulers, latency models and metrics."""
