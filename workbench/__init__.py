@@ -15,11 +15,12 @@ from workbench.sim.latency import LatencyModel
 from workbench.sim.predictors import PREDICTORS, predict_output_tokens
 from workbench.sim.schedulers import SCHEDULERS, register
 from workbench.sim.simulate import SimResult, SimulationError, simulate
+from workbench.sim.steptime import StepTimeModel
 from workbench.traces.synthetic import synthetic_trace
 from workbench.traces.trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
 
 __all__ = [
     "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
-    "SimulationError", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
+    "SimulationError", "StepTimeModel", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
 ]
