@@ -1,0 +1,35 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Live explorer
+#
+# Move a widget and the workbench re-simulates the trace (its first `num_requests` requests) with the
+# compiled engine and redraws four panels: the latency CDF against the SLA, the mean wait per bin,
+# each GPU's busy share, and the load-latency plane where every run so far leaves a point (labelled
+# with its GPU count). The line under the figure says how long the simulation and the drawing took.
+#
+# Traces: `synthetic` is the synthetic BurstGPT-like trace (not measured traffic); `azure_conv` and
+# `azure_code` are one real hour of two Azure LLM services (Splitwise, 2023). The explorer needs a
+# live kernel (JupyterLab: `make lab`); a rendered copy shows only the first figure.
+
+# %% tags=["parameters"]
+num_requests = 100_000
+traces = ("synthetic", "azure_conv", "azure_code")
+seed = 0
+
+# %%
+from workbench.study.explore import Explorer
+
+explorer = Explorer(traces, num_requests=num_requests, seed=seed)
+explorer.show()

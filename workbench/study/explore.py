@@ -1,0 +1,299 @@
+"""A live explorer for JupyterLab: move a widget, re-simulate, redraw.
+
+``Explorer`` holds a few traces (each cut to ``num_requests``), one widget per
+knob (trace, scheduler, GPUs, K, SLA, load scaling, batch limits) and a
+four-panel figure: the latency CDF against the SLA, the mean wait per bin, the
+utilisation of each GPU, and the load-latency plane in which every run so far
+leaves a point (the current one highlighted).  Every change re-simulates with
+the compiled engine and redraws; ``Explorer.last_timing`` says how long the
+simulation and the drawing took.
+
+The logic (``Explorer.run``, ``Explorer.figure``) is plain Python that a test
+can drive without a browser: ``explorer.set(num_gpus=8)`` is what moving the
+slider does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from workbench.sim.config import SimConfig
+from workbench.sim.schedulers import SCHEDULERS
+from workbench.sim.simulate import simulate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACES = ("synthetic", "azure_conv", "azure_code")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run in the load-latency plane."""
+
+    scheduler: str
+    num_gpus: int
+    offered_rps: float
+    latency_p99_s: float
+    attainment: float
+
+
+def _load(name: str, num_requests: int, seed: int):
+    from workbench.traces.trace import load_trace
+
+    if name == "synthetic":
+        return load_trace(num_requests=num_requests, seed=seed)
+    return load_trace(name).head(num_requests)
+
+
+def _is_continuous(scheduler: str) -> bool:
+    return getattr(SCHEDULERS[scheduler], "engine", "static") == "continuous"
+
+
+def _latency_s(res) -> np.ndarray:
+    requests = res.requests
+    column = "e2e_s" if "e2e_s" in requests else "latency_s" if "latency_s" in requests else None
+    values = (requests[column].to_numpy() if column else res.finish_s - res.arrival_s)
+    return values[np.isfinite(values)]
+
+
+def _wait_per_bin(res) -> tuple[np.ndarray, np.ndarray]:
+    requests = res.requests
+    wait = requests["queue_s"].to_numpy() if "queue_s" in requests else res.start_s - res.arrival_s
+    bins = requests["bin"].to_numpy() if "bin" in requests else np.zeros(wait.size, int)
+    ok = np.isfinite(wait) & (bins >= 0)
+    n_bins = int(bins[ok].max()) + 1 if ok.any() else 1
+    total = np.bincount(bins[ok], weights=wait[ok], minlength=n_bins)
+    count = np.bincount(bins[ok], minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.arange(n_bins), total / count
+
+
+def _cdf(values: np.ndarray, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """An empirical CDF at ``points`` quantiles (drawing 100K steps would cost more than simulating)."""
+    share = np.linspace(0.0, 1.0, points)
+    return np.quantile(values, share), share
+
+
+def _gpu_utilization(res) -> np.ndarray:
+    """Busy share of each GPU (replica) over the run."""
+    summary = res.summary
+    per_gpu = getattr(res, "gpu_busy_s", None)
+    if per_gpu is None and hasattr(res, "batches"):
+        batches = res.batches
+        per_gpu = np.bincount(batches["gpu"].to_numpy(), weights=batches["service_s"].to_numpy(),
+                              minlength=res.config.num_gpus)
+    makespan = summary.get("makespan_s", float("nan"))
+    if per_gpu is None or not makespan or not math.isfinite(makespan):
+        return np.full(res.config.num_gpus, np.nan)
+    return np.asarray(per_gpu, dtype=float) / makespan
+
+
+class Explorer:
+    """Widgets and a figure over ``simulate``; see the module docstring."""
+
+    def __init__(self, traces=DEFAULT_TRACES, *, num_requests: int = 100_000, seed: int = 0,
+                 config: SimConfig | None = None, load_scaling: float = 1.0):
+        if num_requests < 1:
+            raise ValueError(f"num_requests must be >= 1, got {num_requests}")
+        self.num_requests = int(num_requests)
+        self.seed = int(seed)
+        self.trace_names = tuple(traces)
+        self._traces: dict[str, object] = {}
+        self.trace_name = self.trace_names[0]
+        self.config = config or SimConfig(scheduler="multi_bin_dynamic", num_gpus=4, k_bins=4, d_sla_s=1.0)
+        self.load_scaling = float(load_scaling)
+        self.history: list[Point] = []
+        self.result = None
+        self.last_timing: dict[str, float] = {}
+        self._widgets = None
+        self._output = None
+        self.last_image: bytes | None = None
+        self.last_error: str | None = None
+
+    # -- the model ---------------------------------------------------------------------------------
+    def trace(self):
+        if self.trace_name not in self._traces:
+            self._traces[self.trace_name] = _load(self.trace_name, self.num_requests, self.seed)
+        base = self._traces[self.trace_name]
+        return base if self.load_scaling == 1.0 else base.time_scaled(self.load_scaling)
+
+    def set(self, *, trace: str | None = None, load_scaling: float | None = None, **config_changes):
+        """Change knobs (what a widget does) and re-simulate."""
+        if trace is not None:
+            if trace not in self.trace_names:
+                raise ValueError(f"trace: unknown {trace!r}; choose one of {', '.join(self.trace_names)}")
+            self.trace_name = trace
+        if load_scaling is not None:
+            if not load_scaling > 0:
+                raise ValueError(f"load_scaling must be > 0, got {load_scaling}")
+            self.load_scaling = float(load_scaling)
+        if config_changes:
+            self.config = self.config.replace(**config_changes)
+        return self.run()
+
+    def run(self):
+        """Simulate the current knobs; record the point in the load-latency plane."""
+        t0 = time.perf_counter()
+        trace = self.trace()
+        res = simulate(trace, self.config)
+        latency = _latency_s(res)
+        offered = res.summary.get("offered_rps", len(trace) / max(float(trace.arrival_s[-1]), 1e-9))
+        attainment = float(np.mean(res.requests["met_sla"])) if "met_sla" in res.requests else \
+            1.0 - float(res.summary.get("sla_violation_rate", float("nan")))
+        self.history.append(Point(self.config.scheduler, self.config.num_gpus, float(offered),
+                                  float(np.percentile(latency, 99)) if latency.size else float("nan"),
+                                  attainment))
+        self.result = res
+        self.last_timing = {"simulate_s": time.perf_counter() - t0}
+        return res
+
+    def figure(self):
+        """The four panels for the current result (a matplotlib Figure, not shown)."""
+        from matplotlib.figure import Figure
+
+        if self.result is None:
+            self.run()
+        t0 = time.perf_counter()
+        res, cfg = self.result, self.config
+        fig = Figure(figsize=(11, 7))
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.9, hspace=0.38, wspace=0.22)
+        ax_cdf, ax_bins, ax_gpu, ax_load = fig.subplots(2, 2).ravel()
+        latency = _latency_s(res)
+        sla = cfg.d_sla_s
+        label = "end-to-end latency"
+        if _is_continuous(cfg.scheduler) and "ttft_s" in res.requests:
+            ttft = res.requests["ttft_s"].dropna().to_numpy()
+            if ttft.size:
+                ax_cdf.plot(*_cdf(ttft), label="time to first token")
+        if latency.size:
+            ax_cdf.plot(*_cdf(latency), label=label)
+        ax_cdf.axvline(sla, color="k", ls="--", lw=1, label=f"SLA {sla:g} s")
+        ax_cdf.set_xscale("log")
+        ax_cdf.set(xlabel="seconds (log)", ylabel="share of requests", ylim=(0, 1.01),
+                   title="Latency CDF")
+        ax_cdf.legend(loc="lower right", fontsize=8)
+
+        bins, wait = _wait_per_bin(res)
+        ax_bins.bar(bins, wait, color="tab:orange")
+        ax_bins.set(xlabel="bin (by predicted output length)", ylabel="mean wait in queue, s",
+                    title="Wait per bin", xticks=bins)
+
+        util = _gpu_utilization(res)
+        ax_gpu.bar(np.arange(util.size), util, color="tab:green")
+        ax_gpu.axhline(1.0, color="k", lw=0.8, ls=":", label="fully busy")
+        ax_gpu.set(xlabel="GPU (replica)", ylabel="busy share of the run", ylim=(0, 1.05),
+                   title=f"GPU utilisation (mean {np.nanmean(util):.0%})")
+        ax_gpu.legend(loc="lower right", fontsize=8)
+
+        for i, point in enumerate(self.history):
+            current = i == len(self.history) - 1
+            ax_load.scatter(point.offered_rps, point.latency_p99_s, s=60 if current else 18,
+                            color="tab:red" if current else "tab:gray", zorder=3 if current else 2,
+                            label="this run" if current else ("earlier runs" if i == 0 else None))
+            ax_load.annotate(f"{point.num_gpus}G", (point.offered_rps, point.latency_p99_s), fontsize=7,
+                             xytext=(4, 2), textcoords="offset points")
+        ax_load.axhline(sla, color="k", ls="--", lw=1, label=f"SLA {sla:g} s")
+        ax_load.set_yscale("log")
+        ax_load.set(xlabel="offered load, requests/s", ylabel="p99 latency, s (log)",
+                    title="Load-latency plane (every run so far)")
+        ax_load.legend(loc="upper left", fontsize=8)
+
+        last = self.history[-1]
+        fig.suptitle(f"{cfg.scheduler} on {cfg.num_gpus} GPU(s), K={cfg.k_bins}, SLA {sla:g} s | "
+                     f"{self._trace_label()} x{self.load_scaling:g} load | "
+                     f"{last.attainment:.1%} within SLA", fontsize=10)
+        self.last_timing["draw_s"] = time.perf_counter() - t0
+        return fig
+
+    def _trace_label(self) -> str:
+        trace = self._traces.get(self.trace_name)
+        return trace.label if trace is not None else self.trace_name
+
+    # -- the widgets -------------------------------------------------------------------------------
+    def widgets(self) -> dict:
+        import ipywidgets as w
+
+        if self._widgets is None:
+            cfg = self.config
+            style = {"description_width": "110px"}
+            self._widgets = {
+                "trace": w.Dropdown(options=self.trace_names, value=self.trace_name, description="trace",
+                                    style=style),
+                "scheduler": w.Dropdown(options=sorted(SCHEDULERS), value=cfg.scheduler, description="scheduler",
+                                        style=style),
+                "num_gpus": w.IntSlider(value=cfg.num_gpus, min=1, max=64, description="GPUs", style=style),
+                "k_bins": w.IntSlider(value=cfg.k_bins, min=1, max=32, description="K bins", style=style),
+                "d_sla_s": w.FloatLogSlider(value=cfg.d_sla_s, base=10, min=-1, max=2, step=0.05,
+                                            description="SLA, s", style=style),
+                "load_scaling": w.FloatLogSlider(value=self.load_scaling, base=2, min=-4, max=4, step=0.25,
+                                                 description="load x", style=style),
+                "b_max": w.IntSlider(value=cfg.b_max, min=1, max=256, description="b_max", style=style),
+                "batch_size": w.IntSlider(value=cfg.batch_size, min=1, max=256, description="batch size",
+                                          style=style),
+            }
+            for name, widget in self._widgets.items():
+                widget.observe(self._on_change, names="value")
+        return self._widgets
+
+    def _on_change(self, change) -> None:
+        name = next(n for n, wdg in self._widgets.items() if wdg is change["owner"])
+        try:
+            if name == "trace":
+                self.set(trace=change["new"])
+            elif name == "load_scaling":
+                self.set(load_scaling=change["new"])
+            else:
+                self.set(**{name: change["new"]})
+        except ValueError as exc:   # e.g. b_max below b_min: say so instead of a traceback
+            self._show_error(str(exc))
+            return
+        self.redraw()
+
+    def _show_error(self, message: str) -> None:
+        self.last_error = message
+        if self._output is not None:
+            self._output.outputs = ({"output_type": "stream", "name": "stdout",
+                                     "text": f"Not simulated: {message}\n"},)
+
+    def png(self, dpi: int = 80) -> bytes:
+        """The current figure as PNG bytes."""
+        import io
+
+        buffer = io.BytesIO()
+        self.figure().savefig(buffer, format="png", dpi=dpi)
+        return buffer.getvalue()
+
+    def redraw(self) -> None:
+        """Draw the current result into the Output widget (set directly: works with or without a kernel)."""
+        import base64
+
+        image = self.png()
+        self.last_image = image
+        self.last_error = None
+        if self._output is None:
+            return
+        timing = (f"simulated {len(self.trace()):,} requests in {self.last_timing['simulate_s'] * 1e3:.0f} ms, "
+                  f"drew in {self.last_timing['draw_s'] * 1e3:.0f} ms\n")
+        self._output.outputs = (
+            {"output_type": "display_data", "metadata": {},
+             "data": {"image/png": base64.b64encode(image).decode("ascii"), "text/plain": "<explorer figure>"}},
+            {"output_type": "stream", "name": "stdout", "text": timing},
+        )
+
+    def show(self):
+        """The widget box with the figure below it (the notebook's last expression)."""
+        import ipywidgets as w
+
+        controls = self.widgets()
+        self._output = w.Output()
+        self.run()
+        self.redraw()
+        names = list(controls)
+        half = (len(names) + 1) // 2
+        box = w.HBox([w.VBox([controls[n] for n in names[:half]]), w.VBox([controls[n] for n in names[half:]])])
+        return w.VBox([box, self._output])
