@@ -155,7 +155,8 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         spec.batch_rule, cfg.batch_size, spec.bin_policy,
         latency.base_s, latency.per_token_s, latency.batch_penalty, capacity,
         cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget,
-        float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, cfg.spread_idle)
+        float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, cfg.spread_idle,
+        cfg.ctrl_retry_batches)
     if error:
         raise SimulationError(f"engine invariant violated (code {error}) for {cfg}")
     served = batch_of >= 0

@@ -55,10 +55,11 @@ could never fit are rejected before the engine runs.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit
+
+from workbench.sim.controllers import memory_limit, sla_initial_limit, sla_update, token_stats_add
 
 BATCH_UP_TO, BATCH_EXACT, BATCH_DYNAMIC = 0, 1, 2
 POLICY_OLDEST, POLICY_ROUND_ROBIN, POLICY_LONGEST, POLICY_FIRST_FORMED = 0, 1, 2, 3
@@ -143,7 +144,7 @@ def _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, f
 def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins, num_gpus,
                batch_rule, fixed_batch, policy,
                base_s, per_token_s, batch_penalty, kv_capacity_tokens,
-               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle):
+               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle, retry_batches):
     """Simulate; returns (batch_of, start_s, finish_s) per request, the two batch
     record matrices (views of their first rows) and an error code."""
     n = arrival_s.size
@@ -175,7 +176,8 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
     # controller state, one per bin
     b_low = np.full(n_bins, float(b_min))
     b_high = np.full(n_bins, float(b_max))
-    b_sla = np.full(n_bins, (b_min + b_max) // 2, np.int64)
+    b_sla = np.full(n_bins, sla_initial_limit(b_min, b_max), np.int64)
+    released = np.zeros(n_bins, np.int64)
     b_mem = np.full(n_bins, b_max, np.int64)
     win_service = np.zeros((n_bins, window))
     win_size = np.zeros((n_bins, window))
@@ -214,16 +216,12 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             if batch_rule == BATCH_DYNAMIC:
                 j = batch_i[bid, I_BIN]
                 size = batch_i[bid, I_SIZE]
-                # running token statistics of completed requests (Welford): a request's
-                # output length is known once it has been served
+                # a request's output length is known once it has been served
                 first = batch_i[bid, I_FIRST]
                 for m in range(size):
                     r = order[first + m]
-                    x = float(prompt_tokens[r]) + float(output_tokens[r])
-                    tok_n[j] += 1.0
-                    d = x - tok_mean[j]
-                    tok_mean[j] += d / tok_n[j]
-                    tok_m2[j] += d * (x - tok_mean[j])
+                    token_stats_add(tok_n, tok_mean, tok_m2, j, float(prompt_tokens[r]) + float(output_tokens[r]))
+                b_mem[j] = memory_limit(tok_n, tok_mean, tok_m2, j, kv_capacity_tokens, theta, b_mem[j])
                 w = win_count[j] % window
                 win_service[j, w] = batch_f[bid, F_SERVICE]
                 win_size[j, w] = size
@@ -234,18 +232,8 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
                 for w in range(k):
                     tau += win_service[j, w]
                     b_bar += win_size[j, w]
-                tau /= k
-                b_bar /= k
-                if tau > budget_s + eps_s:
-                    b_high[j] = min(max(b_bar, b_low[j] + alpha), float(b_max))
-                    b_low[j] = max(b_low[j] - delta, float(b_min))
-                elif tau < budget_s - eps_s:
-                    b_low[j] = max(min(b_bar, b_high[j] - alpha), float(b_min))
-                    b_high[j] = min(b_high[j] + delta, float(b_max))
-                else:
-                    b_high[j] = min(b_bar + alpha // 2, float(b_max))
-                    b_low[j] = max(b_bar - alpha // 2, float(b_min))
-                b_sla[j] = int(math.floor((b_low[j] + b_high[j]) / 2.0))
+                b_sla[j] = sla_update(b_low, b_high, released, j, tau / k, b_bar / k, budget_s, eps_s, alpha,
+                                      delta, b_min, b_max, retry_batches)
         else:
             if next_a < now:
                 error = ERR_TIME_BACKWARDS
@@ -264,12 +252,6 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             if policy == POLICY_ROUND_ROBIN:
                 next_rr = (j + 1) % n_bins
             if batch_rule == BATCH_DYNAMIC:
-                if heap_n > 0 and tok_n[j] >= 2:
-                    mu = tok_mean[j]
-                    sigma = math.sqrt(tok_m2[j] / (tok_n[j] - 1))
-                    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma
-                                                       + 4.0 * mu * kv_capacity_tokens)) / (2.0 * mu)
-                    b_mem[j] = max(1, int(math.floor(root * root)))
                 limit = min(b_mem[j], b_sla[j])
                 limit = min(max(limit, b_min), b_max)
                 if spread_idle and idle_n > 1:
