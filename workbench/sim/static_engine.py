@@ -17,7 +17,9 @@ Batch-size rules (see :mod:`workbench.sim.schedulers`):
 * ``BATCH_EXACT``: exactly ``fixed_batch``; a partial batch only once every
   request of its bin has arrived.
 * ``BATCH_DYNAMIC``: ``clamp(min(b_mem[j], b_sla[j]), b_min, b_max)`` with one
-  controller pair per bin, after Pang, Li & Wang (arXiv 2503.05248):
+  controller pair per bin, after Pang, Li & Wang (arXiv 2503.05248); both are
+  compiled functions of :mod:`workbench.sim.controllers`, called at every
+  completed batch of the bin:
 
   - Algorithm 2 (SLA).  ``tau`` is the mean *service time* of the bin's last
     ``window`` completed batches and ``b_bar`` their mean size; the budget
@@ -26,20 +28,32 @@ Batch-size rules (see :mod:`workbench.sim.schedulers`):
     max(b_low - delta, b_min)``; if ``tau < D - eps``: ``b_low = min(b_bar,
     b_high - alpha)``, ``b_high = min(b_high + delta, b_max)``; otherwise the
     interval closes around ``b_bar`` with width ``alpha``.  ``b_sla =
-    floor((b_low + b_high) / 2)``, updated at every completed batch.  Service
-    time rather than end-to-end latency is fed back because it is what the
-    batch size controls: feeding back queueing delay makes batches shrink
-    under overload, which lowers throughput and deepens the overload (the
-    seed project's collapse to about 4).
+    floor((b_low + b_high) / 2)``, so it never exceeds ``b_max - ceil(alpha/2)``.
+    Service time rather than end-to-end latency is fed back because it is
+    what the batch size controls: feeding back queueing delay makes batches
+    shrink under overload, which lowers throughput and deepens the overload.
+  - Infeasible budget (our choice among the two the issue allows: stop
+    shrinking, not a per-output-token budget).  When the controller already
+    sits at its smallest interval (``b_low = b_min``, ``b_bar <= b_min +
+    alpha``) and ``tau`` still exceeds ``D + eps``, no batch size can meet the
+    budget: the service time of a static batch is set by its longest request,
+    and in a bin of long requests even a batch of one misses.  The controller
+    then *releases* the bin: the interval jumps to ``[b_max - alpha, b_max]``
+    and over-budget feedback is ignored for ``ctrl_retry_batches`` completed
+    batches of the bin, after which it tries shrinking again (0 = never); a
+    batch under budget ends the release at once.  Shrinking there would buy no
+    request its SLA and only cut throughput (issue 9: 93% of the GPU in the
+    longest bin at batch 2.7, 8.4 req/s against static_fifo's 14.1).
   - Algorithm 1 (memory), adapted from a running decode set to a static
     batch: with ``mu`` and ``sigma`` the running mean and std-dev of
     prompt+output tokens of the bin's completed requests, a batch of ``b``
     holds ``b mu +- sqrt(b) sigma`` tokens, and ``b_mem`` is the largest ``b``
     with ``b mu + theta sqrt(b) sigma <= capacity`` (the reserve ``theta sqrt(b)
-    sigma`` plays the part of the paper's buffer ``L0``).  As in the paper it
-    is recomputed only while requests both wait and run; otherwise the
-    previous value is kept.  The N_decode clamp of the paper has no
-    counterpart here (no request joins a running static batch).
+    sigma`` plays the part of the paper's buffer ``L0``).  It is recomputed at
+    every completed batch of the bin (the statistics change only then), on any
+    number of GPUs; the first batches, before two requests have completed,
+    use ``b_max``.  The N_decode clamp of the paper has no counterpart here
+    (no request joins a running static batch).
 
 With ``spread_idle`` (dynamic rule only), when ``m > 1`` GPUs are idle a
 batch takes at most ``ceil(waiting / m)`` of its bin's waiting requests, so
