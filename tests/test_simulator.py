@@ -223,8 +223,11 @@ def test_summary_has_every_documented_metric():
              "batch_size_mean", "batch_size_max", "k_bins_effective", "sim_wall_s", "sim_requests_per_s",
              "bin0_requests", "bin0_batch_size_mean"]
     assert set(names) <= set(res.summary)
-    assert list(res.requests.columns) == ["id", "arrival_s", "start_s", "finish_s", "gpu", "bin", "batch_id",
+    assert list(res.requests.columns) == ["id", "arrival_s", "prompt_tokens", "output_tokens", "start_s",
+                                          "finish_s", "latency_s", "queue_s", "met_sla", "gpu", "bin", "batch_id",
                                           "status"]
+    assert {"offered_rps", "bin0_latency_mean_s", "bin0_latency_p99_s", "bin0_sla_violation_rate",
+            "bin0_gpu_time_share", "bin0_offered"} <= set(res.summary)
     assert 0 < res.summary["gpu_utilization_mean"] <= 1
 
 
@@ -268,3 +271,26 @@ def test_bad_inputs_to_simulate():
         wb.simulate(object(), wb.SimConfig())
     with pytest.raises(ValueError, match="unknown 'x'"):
         wb.simulate(random_trace(10), scheduler="x")
+
+
+def test_per_bin_metrics_offered_rate_and_request_columns_by_hand():
+    # two bins (oracle, K=2): short requests (10 tokens) and long ones (1000); one GPU, batch 1 (static_fifo
+    # has one bin, so multi_bin_fixed with batch 1 serves each request alone, first formed first served)
+    trace = make_trace([0, 0, 1, 4], [0, 0, 0, 0], [10, 1000, 10, 1000])
+    lat = wb.LatencyModel(base_s=0.0, per_token_s=1e-3, batch_penalty=0.0)     # 0.01 s short, 1 s long
+    res = wb.simulate(trace, wb.SimConfig(scheduler="multi_bin_fixed", k_bins=2, batch_size=1, predictor="oracle",
+                                          d_sla_s=1.0), latency=lat)
+    # t=0: both full at 0, bin 0 (lower index wins the tie) then bin 1: r0 0-0.01, r1 0.01-1.01 (latency 1.01,
+    # late); r2 at 1.01-1.02 (queued 0.01 s); r3 at 4-5 (latency 1.0, on time)
+    s = res.summary
+    assert s["offered_rps"] == pytest.approx(4 / 4.0)
+    assert s["bin0_offered"] == 2 and s["bin1_offered"] == 2
+    assert s["bin0_latency_mean_s"] == pytest.approx((0.01 + 0.02) / 2)
+    assert s["bin1_latency_mean_s"] == pytest.approx((1.01 + 1.0) / 2)
+    assert s["bin0_sla_violation_rate"] == 0.0 and s["bin1_sla_violation_rate"] == 0.5
+    assert s["bin1_gpu_time_share"] == pytest.approx(2.0 / 2.02)
+    req = res.requests
+    assert list(req["prompt_tokens"]) == [0, 0, 0, 0] and list(req["output_tokens"]) == [10, 1000, 10, 1000]
+    np.testing.assert_allclose(req["latency_s"], [0.01, 1.01, 0.02, 1.0])
+    np.testing.assert_allclose(req["queue_s"], [0.0, 0.01, 0.01, 0.0], atol=1e-12)
+    assert list(req["met_sla"]) == [True, False, True, True]
