@@ -66,3 +66,16 @@ def test_config_defaults_and_capacity():
     assert cfg.replace(num_gpus=np.int64(4)).num_gpus == 4
     assert type(cfg.replace(num_gpus=np.int64(4)).num_gpus) is int
     assert "num_gpus" in SimConfig.help()
+
+
+def test_help_says_what_b_max_really_allows():
+    text = SimConfig.help()
+    line = next(x for x in text.splitlines() if x.startswith("b_max"))
+    assert "b_max - ceil(ctrl_alpha / 2)" in line and "31 with the defaults" in line
+    # and that is what the engine does: under a budget no batch reaches, the limit settles at 32 - 1 = 31
+    import workbench as wb
+    n = 3000
+    trace = wb.Trace.from_arrays(np.zeros(n), np.zeros(n, int), np.full(n, 10))
+    lat = wb.LatencyModel(base_s=0.01, per_token_s=1e-5, batch_penalty=0.0)
+    limits = wb.simulate(trace, SimConfig(scheduler="dynamic_no_bins"), latency=lat).batches["size_limit"]
+    assert limits.max() == 31 and limits.iloc[-2] == 31
