@@ -110,7 +110,8 @@ def test_property_no_request_lost_or_served_twice(n, scheduler, num_gpus, k, bat
     output = rng.integers(1, 400, n)
     trace = make_trace(arrival, prompt, output)
     cfg = wb.SimConfig(scheduler=scheduler, num_gpus=num_gpus, k_bins=k, batch_size=batch, b_max=8,
-                       predictor="oracle", bin_policy=policy, gpu_mem_gb=1.0, gpu_memory_utilization=1.0, model_mem_gb=0.0,
+                       predictor="oracle", bin_policy=policy, gpu_mem_gb=1.0, gpu_memory_utilization=1.0,
+                       model_mem_gb=0.0,
                        mem_margin_gb=0.0, kv_gb_per_token=1.0 / capacity_tokens)
     import warnings
     with warnings.catch_warnings():
@@ -163,7 +164,8 @@ def test_multi_bin_fixed_waits_for_full_batches_and_serves_partial_at_end():
 
 def test_requests_that_can_never_fit_are_rejected_with_a_reason():
     trace = make_trace([0, 0, 0], [10, 5000, 10], [10, 5000, 10])
-    cfg = wb.SimConfig(scheduler="dynamic_no_bins", gpu_mem_gb=1.0, gpu_memory_utilization=1.0, model_mem_gb=0, mem_margin_gb=0,
+    cfg = wb.SimConfig(scheduler="dynamic_no_bins", gpu_mem_gb=1.0, gpu_memory_utilization=1.0, model_mem_gb=0,
+                       mem_margin_gb=0,
                        kv_gb_per_token=1 / 1000)
     res = wb.simulate(trace, cfg)
     assert res.summary["rejected"] == 1 and res.summary["completed"] == 2
@@ -174,7 +176,8 @@ def test_requests_that_can_never_fit_are_rejected_with_a_reason():
 
 def test_memory_bound_cuts_batches():
     trace = make_trace(np.zeros(100), np.full(100, 100), np.full(100, 100))  # 200 tokens each
-    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=32, gpu_mem_gb=1.0, gpu_memory_utilization=1.0, model_mem_gb=0, mem_margin_gb=0,
+    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=32, gpu_mem_gb=1.0, gpu_memory_utilization=1.0,
+                       model_mem_gb=0, mem_margin_gb=0,
                        kv_gb_per_token=1 / 1000)  # 1000 tokens: 5 requests per batch
     res = wb.simulate(trace, cfg)
     assert res.summary["batch_size_max"] == 5 and res.summary["completed"] == 100

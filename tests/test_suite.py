@@ -106,7 +106,8 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     analysis = json.loads((results / "analysis.json").read_text())
     step2 = pd.read_csv(results / f"{STEP2}.csv")
     assert analysis["best_gpu_count"] == smallest_within_1pct(step2, "goodput_rps")
-    per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"], "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
+    per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
+                            "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
     assert analysis["best_gpu_count_by_capacity_per_gpu"] == smallest_within_1pct(per_gpu, "capacity_per_gpu")
     assert "By capacity" in done.stdout
 

@@ -72,7 +72,8 @@ class SimResult:
             "finish_s": self.finish_s,
             "latency_s": latency_s,
             "queue_s": self.start_s - self.arrival_s,
-            "met_sla": (self.status == STATUS_COMPLETED) & (np.nan_to_num(latency_s, nan=np.inf) <= self.config.d_sla_s),
+            "met_sla": (self.status == STATUS_COMPLETED)
+                       & (np.nan_to_num(latency_s, nan=np.inf) <= self.config.d_sla_s),
             "gpu": self.gpu,
             "bin": self.bin,
             "batch_id": self.batch_id,
@@ -199,5 +200,6 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         config=cfg, latency=latency, trace_label=getattr(trace, "label", "trace"),
         trace_fingerprint=getattr(trace, "fingerprint", ""), synthetic=bool(getattr(trace, "is_synthetic", False)),
         arrival_s=arrival_s, prompt_tokens=np.asarray(trace.prompt_tokens),
-        output_tokens=np.asarray(trace.output_tokens), start_s=start_s, finish_s=finish_s, bin=bin_id, batch_id=batch_of,
+        output_tokens=np.asarray(trace.output_tokens), start_s=start_s, finish_s=finish_s, bin=bin_id,
+        batch_id=batch_of,
         status=status, batch_float=batch_float, batch_int=batch_int, bin_edges=edges, summary=summary)

@@ -579,7 +579,8 @@ def check_controller(n_requests: int = DEFAULT_REQUESTS // 5, seed: int = 42, ra
                           f"shrinking and releases the limit to the ceiling {ceiling}"))
     fifo = simulate(trace, base.replace(scheduler="static_fifo", batch_size=ceiling,
                                         d_sla_s=budgets_s["tight"] / sla_budget_fraction), latency=latency)
-    rows.append(_row(CASE_MECHANICS, "infeasible budget: static_fifo throughput at the ceiling <= the controller's (req/s)",
+    rows.append(_row(CASE_MECHANICS,
+                     "infeasible budget: static_fifo throughput at the ceiling <= the controller's (req/s)",
                      throughputs["tight"], fifo.summary["throughput_rps"], 0.01 * throughputs["tight"], "upper bound",
                      n_requests=n,
                      note=f"the controlled run does {throughputs['tight']:.3f} req/s; static_fifo with batch "
