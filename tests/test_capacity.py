@@ -123,3 +123,38 @@ def test_a_replay_already_run_serves_as_the_first_probe(monkeypatch):
     reused = capacity(trace, cfg, attainment=0.9, resolution=0.02, start_summary=replay)
     assert reused == fresh
     assert len(calls) == len(fresh.probes) - 1
+
+
+def test_multi_bin_fixed_capacity_is_found_above_a_failing_light_load():
+    # Evenly spaced arrivals at rate lam, exact batches of 4, 0.1 s per batch, SLA 1 s, attainment 1. The first
+    # request of a batch waits 3 / lam for it to fill, so light load fails below lam = 3 / 0.9 = 3.33/s; the GPU
+    # keeps up while 4 / lam >= 0.1 s, i.e. up to lam = 40/s: the passing region is [3.33, 40] req/s.
+    # At the trace's own rate (1/s) the criterion fails, and a search that only halves from there never finds
+    # the region (the old search raised "misses the target even at scaling x0.000977").
+    n = 20_000
+    trace = wb.Trace.from_arrays(np.arange(n, dtype=float), np.zeros(n, int), np.ones(n, int))
+    lat = wb.LatencyModel(base_s=0.1, per_token_s=0.0, batch_penalty=0.0)
+    cfg = wb.SimConfig(scheduler="multi_bin_fixed", k_bins=1, batch_size=4, d_sla_s=1.0)
+    res = capacity(trace, cfg, attainment=1.0, latency=lat, resolution=0.005)
+    rate = n / (n - 1)
+    # above 40/s the backlog grows by 0.1 - 4 / lam per batch over 5,000 batches: at 40.1/s that is 1.25 s
+    assert 39.7 <= res.capacity_rps <= 40.1
+    assert not res.monotone                                    # light loads below the answer failed
+    assert 3.33 / 4 <= res.scaling_region_low * rate <= 3.34 * 4   # the scan point where the passing region starts
+    light = [p for p in res.probes if p.rate_rps < 3.3]
+    assert light and not any(p.passed for p in light)
+    assert res.attainable == 1.0                               # a full batch takes 0.1 s <= 1 s
+
+
+def test_attainable_share_accounts_for_exact_batches():
+    # one long request per ten: alone it takes 0.2 + 0.8 = 1.0 s (meets 1 s), in a batch of 8 with penalty 1
+    # it takes 0.2 + 0.8 (1 + 7/8) = 1.7 s (misses); short ones 0.2 + 0.08 (1 + 7/8) = 0.35 s either way
+    from workbench.study.capacity import attainable_share
+    n = 1000
+    output = np.where(np.arange(n) % 10 == 0, 800, 80)
+    trace = wb.Trace.from_arrays(np.arange(n, dtype=float), np.zeros(n, int), output)
+    lat = wb.LatencyModel(base_s=0.2, per_token_s=1e-3, batch_penalty=1.0)
+    alone = attainable_share(trace, wb.SimConfig(scheduler="static_fifo", batch_size=8), lat)
+    exact = attainable_share(trace, wb.SimConfig(scheduler="multi_bin_fixed", batch_size=8, k_bins=2), lat)
+    assert alone == 1.0
+    assert exact == pytest.approx((900 + 2 * 7) / n)           # + the two bins' last partial batches

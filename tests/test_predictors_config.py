@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from workbench import SimConfig, predict_output_tokens
+from workbench.sim.memory import SEED_MEMORY
 
 
 def test_oracle_is_truth_and_predictors_are_seeded():
@@ -59,7 +60,22 @@ def test_config_cross_field_errors():
 
 def test_config_defaults_and_capacity():
     cfg = SimConfig()
-    assert cfg.kv_capacity_tokens == 1_800_000  # (12 - 2 - 1) GB / 5e-6 GB per token
+    # Qwen3-1.7B on 16 GB at 0.9: (14.4 - 3.44 weights - 1 margin) GB / 114,688 bytes per token
+    assert cfg.kv_capacity_tokens == 86_844
+    assert SimConfig(**SEED_MEMORY).kv_capacity_tokens == 1_800_000  # the seed's (12 - 2 - 1) GB / 5e-6 GB
     assert cfg.replace(num_gpus=np.int64(4)).num_gpus == 4
     assert type(cfg.replace(num_gpus=np.int64(4)).num_gpus) is int
     assert "num_gpus" in SimConfig.help()
+
+
+def test_help_says_what_b_max_really_allows():
+    text = SimConfig.help()
+    line = next(x for x in text.splitlines() if x.startswith("b_max"))
+    assert "b_max - ceil(ctrl_alpha / 2)" in line and "31 with the defaults" in line
+    # and that is what the engine does: under a budget no batch reaches, the limit settles at 32 - 1 = 31
+    import workbench as wb
+    n = 3000
+    trace = wb.Trace.from_arrays(np.zeros(n), np.zeros(n, int), np.full(n, 10))
+    lat = wb.LatencyModel(base_s=0.01, per_token_s=1e-5, batch_penalty=0.0)
+    limits = wb.simulate(trace, SimConfig(scheduler="dynamic_no_bins"), latency=lat).batches["size_limit"]
+    assert limits.max() == 31 and limits.iloc[-2] == 31

@@ -9,6 +9,7 @@ import numbers
 import numpy as np
 from dataclasses import dataclass, field
 
+from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
 from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
 
@@ -35,19 +36,31 @@ class SimConfig:
     bin_policy: str = _f("oldest", "which bin an idle GPU serves: oldest, round_robin, longest_queue")
     edge_sample: int = _f(0, "requests (from the start of the trace) used to fit bin edges; 0 = all")
     b_min: int = _f(1, "smallest batch the dynamic controllers may choose")
-    b_max: int = _f(32, "largest batch the dynamic controllers may choose")
+    b_max: int = _f(
+        32, "largest batch the dynamic controllers may choose; Algorithm 2's interval stops at b_max - alpha/2 "
+            "(b_low <= b_high - ctrl_alpha), so the SLA controller's limit never exceeds "
+            "b_max - ceil(ctrl_alpha / 2) (31 with the defaults); raise b_max by ceil(alpha/2) to allow b_max")
     sla_budget_fraction: float = _f(
         1.0, "share of d_sla_s that a batch's service time may use: the SLA controller's target")
     ctrl_alpha: int = _f(2, "Algorithm 2 alpha: minimum width of the [b_low, b_high] interval")
     ctrl_delta: int = _f(2, "Algorithm 2 delta: step by which the interval is widened")
     ctrl_eps_fraction: float = _f(0.05, "Algorithm 2 eps as a fraction of the latency budget (hold band)")
     ctrl_window: int = _f(8, "completed batches averaged into tau and b_bar")
+    ctrl_retry_batches: int = _f(
+        256, "when even the SLA controller's smallest batches miss the budget it releases the bin (limit back "
+             "to the top, over-budget feedback ignored) for this many completed batches of the bin, then tries "
+             "shrinking again; 0 = never")
     spread_idle: bool = _f(
         True, "dynamic schedulers: when several GPUs are idle, share the waiting requests out among them")
     mem_theta: float = _f(2.0, "Algorithm 1 theta: std-devs of batch tokens held in reserve")
-    gpu_mem_gb: float = _f(12.0, "GPU memory, GB")
-    model_mem_gb: float = _f(2.0, "memory taken by the model weights, GB")
-    kv_gb_per_token: float = _f(5e-6, "KV-cache memory per token (prompt + output), GB")
+    model: str = _f(DEFAULT_MODEL, "served model (memory preset of workbench.sim.memory.MODELS): sets the "
+                                   "KV cache per token and the weights unless given below")
+    gpu_mem_gb: float = _f(16.0, "GPU memory, GB (1e9 bytes)")
+    gpu_memory_utilization: float = _f(0.9, "share of gpu_mem_gb the server may use (vLLM's setting), (0, 1]")
+    model_mem_gb: float | None = _f(None, "memory taken by the model weights, GB; None = the model preset's")
+    kv_gb_per_token: float | None = _f(
+        None, "KV-cache memory per token (prompt + output), GB; None = the model preset's "
+              "(2 x layers x KV heads x head size x bytes)")
     mem_margin_gb: float = _f(1.0, "memory kept free for activations and fragmentation, GB")
     seed: int = _f(0, "seed of every random choice in the simulation (the predictor's noise)")
 
@@ -59,7 +72,7 @@ class SimConfig:
         if self.bin_policy not in BIN_POLICIES:
             raise ValueError(f"bin_policy: unknown {self.bin_policy!r}; allowed: {', '.join(BIN_POLICIES)}")
         ints = {"num_gpus": 1, "k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
-                "ctrl_delta": 1, "ctrl_window": 1, "edge_sample": 0, "seed": 0}
+                "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0}
         for name, low in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -70,10 +83,13 @@ class SimConfig:
         object.__setattr__(self, "spread_idle", bool(self.spread_idle))
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
-        positive = ("d_sla_s", "sla_budget_fraction", "gpu_mem_gb", "kv_gb_per_token")
+        get_model(self.model)  # a clear error for an unknown preset
+        positive = ("d_sla_s", "sla_budget_fraction", "gpu_mem_gb", "gpu_memory_utilization", "kv_gb_per_token")
         non_negative = ("predictor_sigma", "ctrl_eps_fraction", "mem_theta", "model_mem_gb", "mem_margin_gb")
         for name in positive + non_negative:
             value = getattr(self, name)
+            if value is None and name in ("kv_gb_per_token", "model_mem_gb"):
+                continue  # from the model preset
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"{name}: must be a finite number, got {value!r}")
             if name in positive and value <= 0:
@@ -81,17 +97,41 @@ class SimConfig:
             if value < 0:
                 raise ValueError(f"{name}: must be >= 0, got {value!r}")
             object.__setattr__(self, name, float(value))
+        if self.gpu_memory_utilization > 1:
+            raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
+                             f"got {self.gpu_memory_utilization!r}")
         if self.kv_capacity_tokens < 1:
             raise ValueError(
-                f"gpu_mem_gb/model_mem_gb/mem_margin_gb: no memory left for the KV cache "
-                f"({self.gpu_mem_gb} - {self.model_mem_gb} - {self.mem_margin_gb} GB); "
-                "raise gpu_mem_gb or lower the model or margin memory")
+                f"gpu_mem_gb/gpu_memory_utilization/model_mem_gb/mem_margin_gb: no memory left for the KV cache "
+                f"({self.gpu_mem_gb:g} GB x {self.gpu_memory_utilization:g} - {self.weights_gb:g} GB weights of "
+                f"{self.model} - {self.mem_margin_gb:g} GB margin); raise gpu_mem_gb, or choose a smaller model")
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The memory preset named by ``model``."""
+        return get_model(self.model)
+
+    @property
+    def weights_gb(self) -> float:
+        """Memory of the weights: ``model_mem_gb`` if given, else the model preset's."""
+        return self.model_spec.weights_gb if self.model_mem_gb is None else self.model_mem_gb
+
+    @property
+    def kv_gb_per_token_effective(self) -> float:
+        """KV cache per token: ``kv_gb_per_token`` if given, else the model preset's."""
+        return self.model_spec.kv_gb_per_token if self.kv_gb_per_token is None else self.kv_gb_per_token
 
     @property
     def kv_capacity_tokens(self) -> int:
-        """Tokens of KV cache one GPU can hold: (gpu - model - margin) / kv_gb_per_token."""
-        free_gb = self.gpu_mem_gb - self.model_mem_gb - self.mem_margin_gb
-        return int(math.floor(free_gb / self.kv_gb_per_token * (1 + 1e-12))) if free_gb > 0 else 0
+        """Tokens of KV cache one GPU holds:
+        floor((gpu_mem_gb * gpu_memory_utilization - weights - mem_margin_gb) / kv_gb_per_token).
+
+        Weights and KV per token come from the model preset unless overridden.
+        With the defaults (Qwen3-1.7B, 16 GB x 0.9, 3.44 GB weights, 1 GB margin):
+        floor(9.96 / 1.14688e-4) = 86,844 tokens.
+        """
+        free_gb = self.gpu_mem_gb * self.gpu_memory_utilization - self.weights_gb - self.mem_margin_gb
+        return int(math.floor(free_gb / self.kv_gb_per_token_effective * (1 + 1e-12))) if free_gb > 0 else 0
 
     def replace(self, **changes) -> "SimConfig":
         return dataclasses.replace(self, **changes)

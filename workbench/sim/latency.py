@@ -98,7 +98,8 @@ class LatencyModel:
 
     @classmethod
     def default(cls) -> "LatencyModel":
-        """The shipped calibration (Qwen3-1.7B on an RTX 4080, the seed project's grid)."""
+        """The model fitted to the shipped grid (labelled Qwen3-1.7B on an RTX 4080 by the seed project; the
+        grid was generated from this formula, not measured: the fit is exact)."""
         return _default_model()
 
 

@@ -112,3 +112,46 @@ def littles_law(arrival_s, finish_s, completed_mask) -> dict:
     lam = a.size / horizon
     return {"L": area / horizon, "lambda_W": lam * float(np.mean(f - a)), "lambda": lam,
             "W": float(np.mean(f - a))}
+
+
+# ---------------------------------------------------------------- static engine: replay rate and per-bin metrics
+
+def offered_rate_rps(arrival_s) -> float:
+    """The arrival rate actually replayed: requests over the span from first to last arrival
+    (as ``Trace.mean_rate_rps``); NaN when every request arrives at the same instant."""
+    arrival_s = np.asarray(arrival_s, dtype=np.float64)
+    if arrival_s.size == 0:
+        return float("nan")
+    span_s = float(arrival_s[-1] - arrival_s[0])
+    return arrival_s.size / span_s if span_s > 0 else float("nan")
+
+
+def static_bin_metrics(*, arrival_s, finish_s, status, request_bin, batch_bin, batch_service_s,
+                       d_sla_s: float, n_bins: int) -> dict:
+    """Per-bin metrics of a static-batch run, ``bin{j}_*`` keys for ``j < n_bins``:
+
+    ``offered`` (requests assigned to the bin, rejected included),
+    ``latency_mean_s`` and ``latency_p99_s`` (completed requests),
+    ``sla_violation_rate`` (late or rejected over the bin's offered requests),
+    and ``gpu_time_share`` (the bin's share of all GPU busy time).  A bin with
+    no request has NaN metrics.  Empty dict when there is a single bin.
+    """
+    if n_bins <= 1:
+        return {}
+    done = status == STATUS_COMPLETED
+    latency = np.subtract(finish_s, arrival_s)
+    on_time = done & (np.where(done, latency, np.inf) <= d_sla_s)
+    busy = np.bincount(batch_bin, weights=batch_service_s, minlength=n_bins)
+    total_busy = float(busy.sum())
+    out = {}
+    for j in range(n_bins):
+        members = request_bin == j
+        offered = int(np.count_nonzero(members))
+        served_lat = latency[members & done]
+        out[f"bin{j}_offered"] = offered
+        out[f"bin{j}_latency_mean_s"] = float(served_lat.mean()) if served_lat.size else float("nan")
+        out[f"bin{j}_latency_p99_s"] = float(np.percentile(served_lat, 99)) if served_lat.size else float("nan")
+        out[f"bin{j}_sla_violation_rate"] = (
+            (offered - int(np.count_nonzero(on_time[members]))) / offered if offered else float("nan"))
+        out[f"bin{j}_gpu_time_share"] = float(busy[j] / total_busy) if total_busy > 0 else float("nan")
+    return out

@@ -15,7 +15,8 @@ from workbench.sim import static_engine as engine
 from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
-from workbench.sim.metrics import STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_KV, summarize
+from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_KV, offered_rate_rps,
+                                   static_bin_metrics, summarize)
 from workbench.sim.predictors import predict_output_tokens
 from workbench.sim.schedulers import get_scheduler
 
@@ -36,6 +37,8 @@ class SimResult:
     trace_fingerprint: str
     synthetic: bool
     arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
     start_s: np.ndarray
     finish_s: np.ndarray
     bin: np.ndarray
@@ -54,12 +57,23 @@ class SimResult:
 
     @cached_property
     def requests(self) -> pd.DataFrame:
-        """One row per request (rejected ones have NaN times and gpu/batch -1)."""
+        """One row per request (rejected ones have NaN times and gpu/batch -1).
+
+        ``latency_s`` = finish - arrival, ``queue_s`` = start - arrival (NaN if
+        rejected); ``met_sla``: completed within ``d_sla_s`` of arrival.
+        """
+        latency_s = self.finish_s - self.arrival_s
         return pd.DataFrame({
             "id": np.arange(self.arrival_s.size),
             "arrival_s": self.arrival_s,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
             "start_s": self.start_s,
             "finish_s": self.finish_s,
+            "latency_s": latency_s,
+            "queue_s": self.start_s - self.arrival_s,
+            "met_sla": (self.status == STATUS_COMPLETED)
+                       & (np.nan_to_num(latency_s, nan=np.inf) <= self.config.d_sla_s),
             "gpu": self.gpu,
             "bin": self.bin,
             "batch_id": self.batch_id,
@@ -155,7 +169,8 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         spec.batch_rule, cfg.batch_size, spec.bin_policy,
         latency.base_s, latency.per_token_s, latency.batch_penalty, capacity,
         cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget,
-        float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, cfg.spread_idle)
+        float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, cfg.spread_idle,
+        cfg.ctrl_retry_batches)
     if error:
         raise SimulationError(f"engine invariant violated (code {error}) for {cfg}")
     served = batch_of >= 0
@@ -172,6 +187,11 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         batch_service_s=batch_float[:, engine.F_SERVICE], batch_size=batch_size,
         batch_bin=batch_int[:, engine.I_BIN], num_gpus=cfg.num_gpus,
         d_sla_s=cfg.d_sla_s, n_bins=n_bins)
+    summary["offered_rps"] = offered_rate_rps(arrival_s)
+    summary.update(static_bin_metrics(
+        arrival_s=arrival_s, finish_s=finish_s, status=status, request_bin=bin_id,
+        batch_bin=batch_int[:, engine.I_BIN], batch_service_s=batch_float[:, engine.F_SERVICE],
+        d_sla_s=cfg.d_sla_s, n_bins=n_bins))
     wall = time.perf_counter() - t0
     summary["sim_wall_s"] = wall
     summary["sim_requests_per_s"] = arrival_s.size / wall if wall > 0 else float("nan")
@@ -179,5 +199,7 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     return SimResult(
         config=cfg, latency=latency, trace_label=getattr(trace, "label", "trace"),
         trace_fingerprint=getattr(trace, "fingerprint", ""), synthetic=bool(getattr(trace, "is_synthetic", False)),
-        arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, bin=bin_id, batch_id=batch_of,
+        arrival_s=arrival_s, prompt_tokens=np.asarray(trace.prompt_tokens),
+        output_tokens=np.asarray(trace.output_tokens), start_s=start_s, finish_s=finish_s, bin=bin_id,
+        batch_id=batch_of,
         status=status, batch_float=batch_float, batch_int=batch_int, bin_edges=edges, summary=summary)

@@ -17,7 +17,9 @@ Batch-size rules (see :mod:`workbench.sim.schedulers`):
 * ``BATCH_EXACT``: exactly ``fixed_batch``; a partial batch only once every
   request of its bin has arrived.
 * ``BATCH_DYNAMIC``: ``clamp(min(b_mem[j], b_sla[j]), b_min, b_max)`` with one
-  controller pair per bin, after Pang, Li & Wang (arXiv 2503.05248):
+  controller pair per bin, after Pang, Li & Wang (arXiv 2503.05248); both are
+  compiled functions of :mod:`workbench.sim.controllers`, called at every
+  completed batch of the bin:
 
   - Algorithm 2 (SLA).  ``tau`` is the mean *service time* of the bin's last
     ``window`` completed batches and ``b_bar`` their mean size; the budget
@@ -26,20 +28,32 @@ Batch-size rules (see :mod:`workbench.sim.schedulers`):
     max(b_low - delta, b_min)``; if ``tau < D - eps``: ``b_low = min(b_bar,
     b_high - alpha)``, ``b_high = min(b_high + delta, b_max)``; otherwise the
     interval closes around ``b_bar`` with width ``alpha``.  ``b_sla =
-    floor((b_low + b_high) / 2)``, updated at every completed batch.  Service
-    time rather than end-to-end latency is fed back because it is what the
-    batch size controls: feeding back queueing delay makes batches shrink
-    under overload, which lowers throughput and deepens the overload (the
-    seed project's collapse to about 4).
+    floor((b_low + b_high) / 2)``, so it never exceeds ``b_max - ceil(alpha/2)``.
+    Service time rather than end-to-end latency is fed back because it is
+    what the batch size controls: feeding back queueing delay makes batches
+    shrink under overload, which lowers throughput and deepens the overload.
+  - Infeasible budget (our choice among the two the issue allows: stop
+    shrinking, not a per-output-token budget).  When the controller already
+    sits at its smallest interval (``b_low = b_min``, ``b_bar <= b_min +
+    alpha``) and ``tau`` still exceeds ``D + eps``, no batch size can meet the
+    budget: the service time of a static batch is set by its longest request,
+    and in a bin of long requests even a batch of one misses.  The controller
+    then *releases* the bin: the interval jumps to ``[b_max - alpha, b_max]``
+    and over-budget feedback is ignored for ``ctrl_retry_batches`` completed
+    batches of the bin, after which it tries shrinking again (0 = never); a
+    batch under budget ends the release at once.  Shrinking there would buy no
+    request its SLA and only cut throughput (issue 9: 93% of the GPU in the
+    longest bin at batch 2.7, 8.4 req/s against static_fifo's 14.1).
   - Algorithm 1 (memory), adapted from a running decode set to a static
     batch: with ``mu`` and ``sigma`` the running mean and std-dev of
     prompt+output tokens of the bin's completed requests, a batch of ``b``
     holds ``b mu +- sqrt(b) sigma`` tokens, and ``b_mem`` is the largest ``b``
     with ``b mu + theta sqrt(b) sigma <= capacity`` (the reserve ``theta sqrt(b)
-    sigma`` plays the part of the paper's buffer ``L0``).  As in the paper it
-    is recomputed only while requests both wait and run; otherwise the
-    previous value is kept.  The N_decode clamp of the paper has no
-    counterpart here (no request joins a running static batch).
+    sigma`` plays the part of the paper's buffer ``L0``).  It is recomputed at
+    every completed batch of the bin (the statistics change only then), on any
+    number of GPUs; the first batches, before two requests have completed,
+    use ``b_max``.  The N_decode clamp of the paper has no counterpart here
+    (no request joins a running static batch).
 
 With ``spread_idle`` (dynamic rule only), when ``m > 1`` GPUs are idle a
 batch takes at most ``ceil(waiting / m)`` of its bin's waiting requests, so
@@ -55,10 +69,11 @@ could never fit are rejected before the engine runs.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit
+
+from workbench.sim.controllers import memory_limit, sla_initial_limit, sla_update, token_stats_add
 
 BATCH_UP_TO, BATCH_EXACT, BATCH_DYNAMIC = 0, 1, 2
 POLICY_OLDEST, POLICY_ROUND_ROBIN, POLICY_LONGEST, POLICY_FIRST_FORMED = 0, 1, 2, 3
@@ -143,7 +158,7 @@ def _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, f
 def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins, num_gpus,
                batch_rule, fixed_batch, policy,
                base_s, per_token_s, batch_penalty, kv_capacity_tokens,
-               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle):
+               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle, retry_batches):
     """Simulate; returns (batch_of, start_s, finish_s) per request, the two batch
     record matrices (views of their first rows) and an error code."""
     n = arrival_s.size
@@ -175,7 +190,8 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
     # controller state, one per bin
     b_low = np.full(n_bins, float(b_min))
     b_high = np.full(n_bins, float(b_max))
-    b_sla = np.full(n_bins, (b_min + b_max) // 2, np.int64)
+    b_sla = np.full(n_bins, sla_initial_limit(b_min, b_max), np.int64)
+    released = np.zeros(n_bins, np.int64)
     b_mem = np.full(n_bins, b_max, np.int64)
     win_service = np.zeros((n_bins, window))
     win_size = np.zeros((n_bins, window))
@@ -214,16 +230,12 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             if batch_rule == BATCH_DYNAMIC:
                 j = batch_i[bid, I_BIN]
                 size = batch_i[bid, I_SIZE]
-                # running token statistics of completed requests (Welford): a request's
-                # output length is known once it has been served
+                # a request's output length is known once it has been served
                 first = batch_i[bid, I_FIRST]
                 for m in range(size):
                     r = order[first + m]
-                    x = float(prompt_tokens[r]) + float(output_tokens[r])
-                    tok_n[j] += 1.0
-                    d = x - tok_mean[j]
-                    tok_mean[j] += d / tok_n[j]
-                    tok_m2[j] += d * (x - tok_mean[j])
+                    token_stats_add(tok_n, tok_mean, tok_m2, j, float(prompt_tokens[r]) + float(output_tokens[r]))
+                b_mem[j] = memory_limit(tok_n, tok_mean, tok_m2, j, kv_capacity_tokens, theta, b_mem[j])
                 w = win_count[j] % window
                 win_service[j, w] = batch_f[bid, F_SERVICE]
                 win_size[j, w] = size
@@ -234,18 +246,8 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
                 for w in range(k):
                     tau += win_service[j, w]
                     b_bar += win_size[j, w]
-                tau /= k
-                b_bar /= k
-                if tau > budget_s + eps_s:
-                    b_high[j] = min(max(b_bar, b_low[j] + alpha), float(b_max))
-                    b_low[j] = max(b_low[j] - delta, float(b_min))
-                elif tau < budget_s - eps_s:
-                    b_low[j] = max(min(b_bar, b_high[j] - alpha), float(b_min))
-                    b_high[j] = min(b_high[j] + delta, float(b_max))
-                else:
-                    b_high[j] = min(b_bar + alpha // 2, float(b_max))
-                    b_low[j] = max(b_bar - alpha // 2, float(b_min))
-                b_sla[j] = int(math.floor((b_low[j] + b_high[j]) / 2.0))
+                b_sla[j] = sla_update(b_low, b_high, released, j, tau / k, b_bar / k, budget_s, eps_s, alpha,
+                                      delta, b_min, b_max, retry_batches)
         else:
             if next_a < now:
                 error = ERR_TIME_BACKWARDS
@@ -264,12 +266,6 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             if policy == POLICY_ROUND_ROBIN:
                 next_rr = (j + 1) % n_bins
             if batch_rule == BATCH_DYNAMIC:
-                if heap_n > 0 and tok_n[j] >= 2:
-                    mu = tok_mean[j]
-                    sigma = math.sqrt(tok_m2[j] / (tok_n[j] - 1))
-                    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma
-                                                       + 4.0 * mu * kv_capacity_tokens)) / (2.0 * mu)
-                    b_mem[j] = max(1, int(math.floor(root * root)))
                 limit = min(b_mem[j], b_sla[j])
                 limit = min(max(limit, b_min), b_max)
                 if spread_idle and idle_n > 1:

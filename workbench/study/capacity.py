@@ -8,17 +8,27 @@ replays the *same* trace compressed or stretched in time (arrivals divided by
 a scaling factor ``s``: ``s = 2`` doubles the rate, the request mix and the
 burst pattern stay the same) and searches ``s``:
 
-1. bracket: from ``start``, double ``s`` while the criterion holds (or halve
-   it while it fails) until it changes, within ``scale_bounds``;
-2. bisect geometrically between the last passing and the first failing
-   scaling until they are within ``resolution`` (relative) of each other.
+1. scan: probe a coarse geometric grid ``start x scan_factor^k`` over the
+   whole of ``scale_bounds`` (both bounds included);
+2. take the highest passing grid point whose next grid point fails, and
+   bisect geometrically between them until they are within ``resolution``
+   (relative) of each other.
 
-The answer is the last passing scaling; ``capacity_rps`` is the trace's mean
-rate times it.  Before searching, the *attainable share* is computed: the
-requests that would meet the SLA even alone on an idle GPU.  A target above
-it is refused at once (no load can reach it); on the synthetic BurstGPT-like
+The answer is the last passing scaling of that bisection; ``capacity_rps`` is
+the trace's mean rate times it.  Scanning the whole range first matters
+because attainment need not fall as load rises: with ``multi_bin_fixed``
+(exact batches wait to fill) light load leaves requests waiting for
+companions, so attainment *rises* with load before it falls, and a search
+that starts at a failing light load and halves would never find the passing
+region.  Before searching, the *attainable share* is computed: the requests
+that would meet the SLA in the most favourable batch the scheduler can give
+them on an idle GPU (alone for the up-to and dynamic rules; in a full batch
+of ``batch_size`` for ``multi_bin_fixed``, which never serves a request alone
+except in a bin's last partial batch, allowed for).  A target above it is
+refused at once (no load can reach it); on the synthetic BurstGPT-like
 trace with the default latency model and a 1 s SLA about 5% of requests are
-too long for that, so an attainment of 0.95 is out of reach there.  Criteria:
+too long to finish alone, so an attainment of 0.95 is out of reach there.
+Criteria:
 
 * ``"attainment"`` (default): at least ``attainment`` of the offered requests
   finish within ``d_sla_s`` of their arrival (rejected requests count as
@@ -26,10 +36,12 @@ too long for that, so an attainment of 0.95 is out of reach there.  Criteria:
 * ``"p99_latency"``: the 99th percentile latency of completed requests is at
   most ``d_sla_s`` and nothing is rejected.
 
-Attainment need not fall monotonically with load (a burst can land
-differently on a batch boundary), so every probe is kept; if any probe above
-the answer passed or any below it failed, ``monotone`` is False and a warning
-is logged.  The search never loops: it stops after ``max_probes``.
+Every probe is kept.  The result is ``monotone`` when the probes pass exactly
+at the scalings up to the answer and fail above it; otherwise (a failing
+light load below the answer, or a pass above it) ``monotone`` is False, a
+warning is logged, and ``scaling_region_low`` says where the passing region
+that contains the answer begins on the scan grid.  The search never loops:
+it stops after ``max_probes``.
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import pandas as pd
 
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
+from workbench.sim.schedulers import BATCH_EXACT, get_scheduler
 from workbench.sim.simulate import simulate
 
 log = logging.getLogger(__name__)
@@ -78,6 +91,7 @@ class CapacityResult:
     bounded: bool
     monotone: bool
     probes: tuple[Probe, ...]
+    scaling_region_low: float = math.nan
 
     def to_row(self) -> dict:
         """Flat columns for a sweep result row."""
@@ -93,6 +107,7 @@ class CapacityResult:
             "capacity_target": self.target,
             "capacity_bounded": self.bounded,
             "capacity_monotone": self.monotone,
+            "capacity_scaling_region_low": self.scaling_region_low,
         }
 
     def probes_frame(self) -> pd.DataFrame:
@@ -100,10 +115,24 @@ class CapacityResult:
 
 
 def attainable_share(trace, cfg: SimConfig, latency: LatencyModel) -> float:
-    """Share of requests that meet the SLA when served alone on an idle GPU: the best any load can do."""
+    """Share of requests that meet the SLA in the most favourable batch on an idle GPU: the best any load can do.
+
+    The most favourable batch holds the request as its longest member: alone
+    under the up-to and dynamic batch rules; under the exact rule
+    (``multi_bin_fixed``) a full batch of ``batch_size``, since a partial batch
+    is served only as a bin's last one, so up to ``k_bins x (batch_size - 1)``
+    requests are counted as attainable on top.  (A batch cut short because its
+    next request would overflow the KV cache is not allowed for.)
+    """
     seq = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
-    fits = (seq <= cfg.kv_capacity_tokens) & (latency.service_time_s(1, seq) <= cfg.d_sla_s)
-    return float(np.count_nonzero(fits)) / len(trace)
+    spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
+    batch = cfg.batch_size if spec.batch_rule == BATCH_EXACT else 1
+    fits = (seq <= cfg.kv_capacity_tokens) & (latency.service_time_s(batch, seq) <= cfg.d_sla_s)
+    attainable = int(np.count_nonzero(fits))
+    if batch > 1:
+        bins = cfg.k_bins if spec.uses_bins else 1
+        attainable = min(len(trace), attainable + bins * (batch - 1))
+    return attainable / len(trace)
 
 
 def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]:
@@ -117,15 +146,16 @@ def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]
 def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95,
              criterion: str = "attainment", latency=None, resolution: float = 0.01, start: float = 1.0,
              scale_bounds: tuple[float, float] = (1 / 1024, 1024.0), max_probes: int = 60,
-             start_summary: dict | None = None) -> CapacityResult:
+             start_summary: dict | None = None, scan_factor: float = 4.0) -> CapacityResult:
     """Largest arrival-rate scaling of ``trace`` at which ``config`` meets the SLA criterion.
 
     See the module docstring for the search and the criteria.  ``start_summary``
     is the summary of a simulation already run at ``start`` with the same
     config and latency model (a sweep's replay); it serves as the first probe
-    instead of simulating that load again.  Raises
-    :class:`CapacityError` when even the slowest scaling in ``scale_bounds``
-    fails.  If even the fastest passes, the result has ``bounded=False``.
+    instead of simulating that load again.  ``scan_factor`` (> 1) is the ratio
+    between neighbouring points of the coarse scan.  Raises
+    :class:`CapacityError` when no scaling of the scan passes.  If even the
+    fastest passes, the result has ``bounded=False``.
     """
     cfg = config or SimConfig()
     if criterion not in CRITERIA:
@@ -134,6 +164,8 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         raise ValueError(f"attainment must be in (0, 1], got {attainment!r}")
     if not 0 < resolution < 1:
         raise ValueError(f"resolution must be in (0, 1) (relative gap between pass and fail), got {resolution!r}")
+    if not (isinstance(scan_factor, (int, float)) and math.isfinite(scan_factor) and scan_factor > 1):
+        raise ValueError(f"scan_factor must be a number > 1 (ratio of the coarse scan's steps), got {scan_factor!r}")
     low, high = scale_bounds
     if not 0 < low <= start <= high:
         raise ValueError(f"need 0 < scale_bounds[0] <= start <= scale_bounds[1], got {scale_bounds}, start={start}")
@@ -166,32 +198,33 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
                   value, "pass" if passed else "fail")
         return passed
 
-    scaling = start
-    if probe(scaling):
-        lo, hi = scaling, None
-        while hi is None:
-            if scaling >= high:
-                break
-            scaling = min(scaling * 2, high)
-            if probe(scaling):
-                lo = scaling
-            else:
-                hi = scaling
-    else:
-        lo, hi = None, scaling
-        while lo is None:
-            if scaling <= low:
-                worst = probes[-1]
-                raise CapacityError(
-                    f"{cfg.scheduler} on {cfg.num_gpus} GPU(s) misses the target even at scaling x{low:g} "
-                    f"({worst.rate_rps:.4g} requests/s): {criterion} = {worst.value:.4g}, target {target:g}. "
-                    "Add GPUs, relax d_sla_s or attainment, or lower scale_bounds[0].")
-            scaling = max(scaling / 2, low)
-            if probe(scaling):
-                lo = scaling
-            else:
-                hi = scaling
+    # 1. coarse scan of the whole range, start included (its probe may be a replay already run)
+    k_low = math.floor(math.log(start / low) / math.log(scan_factor) + 1e-9)
+    k_high = math.floor(math.log(high / start) / math.log(scan_factor) + 1e-9)
+    grid = sorted({low, high, *(start * scan_factor ** k for k in range(-k_low, k_high + 1))})
+    grid = [g for g in grid if low <= g <= high]
+    probe(start)
+    for scaling in grid:
+        if scaling != start:
+            probe(scaling)
+    scanned = sorted((p for p in probes), key=lambda p: p.scaling)
+    passing = [i for i, p in enumerate(scanned) if p.passed]
+    if not passing:
+        best = max(scanned, key=lambda p: p.value if criterion == "attainment" else -p.value)
+        raise CapacityError(
+            f"{cfg.scheduler} on {cfg.num_gpus} GPU(s) misses the target even at scaling x{low:g} "
+            f"({base_rate * low:.4g} requests/s), and at every scaling scanned up to x{high:g}: best {criterion} "
+            f"{best.value:.4g} at x{best.scaling:.4g}, target {target:g}. "
+            "Add GPUs, relax d_sla_s or attainment, or widen scale_bounds.")
+    top = passing[-1]
+    lo = scanned[top].scaling
+    hi = scanned[top + 1].scaling if top + 1 < len(scanned) else None
+    region = top
+    while region > 0 and scanned[region - 1].passed:
+        region -= 1
+    region_low = scanned[region].scaling
 
+    # 2. bisect between the highest passing scan point and the failing one above it
     bounded = hi is not None
     while bounded and hi / lo - 1 > resolution:
         mid = math.sqrt(lo * hi)
@@ -205,9 +238,10 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
     monotone = all(p.passed == (p.scaling <= lo) for p in probes)
     if not monotone:
         log.warning("capacity of %s on %d GPU(s): %s is not monotone in load (probes %s); the answer is the "
-                    "bracket the search ended in", cfg.scheduler, cfg.num_gpus, criterion,
-                    [(round(p.scaling, 4), p.passed) for p in probes])
+                    "top of the highest passing region (which starts at x%.4g)", cfg.scheduler, cfg.num_gpus,
+                    criterion, [(round(p.scaling, 4), p.passed) for p in probes], region_low)
     return CapacityResult(
         criterion=criterion, target=target, scaling=lo, capacity_rps=base_rate * lo, value=at.value,
         scaling_above=hi if bounded else math.inf, value_above=above.value if above else math.nan,
-        attainable=ceiling, resolution=resolution, bounded=bounded, monotone=monotone, probes=tuple(probes))
+        attainable=ceiling, resolution=resolution, bounded=bounded, monotone=monotone, probes=tuple(probes),
+        scaling_region_low=region_low)
