@@ -7,6 +7,7 @@ import logging
 import sys
 
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS
+from workbench.traces import datasets
 
 
 def _positive_int(text: str) -> int:
@@ -54,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="latency SLA per request, seconds (default 1.0)")
     suite.add_argument("--rps-scaling", type=_positive_float, default=200.0, metavar="X",
                        help="divide the trace's timestamps by X (default 200)")
-    suite.add_argument("--dataset", default=None, metavar="PATH",
-                       help="a BurstGPT CSV (default: the embedded synthetic BurstGPT-like trace)")
+    suite.add_argument("--dataset", default=None, metavar="NAME|PATH",
+                       help="the trace: a dataset name or a CSV file (BurstGPT, Azure raw, Vidur or minimal layout, "
+                            f"see data/README.md). Names: {datasets.help_text()}. Default: synthetic")
     suite.add_argument("--k-bins", type=_positive_int, default=4, metavar="K",
                        help="bins of the multi-bin schedulers in steps 1 and 2 (default 4)")
     suite.add_argument("--seed", type=int, default=42, help="seed of the simulation and the synthetic trace")

@@ -112,8 +112,9 @@ class SweepError(RuntimeError):
 class TraceOptions:
     """The arguments of :func:`workbench.load_trace` that produce a test's trace.
 
-    ``dataset=None`` is the embedded synthetic trace; a path is stored absolute
-    so a worker in another folder or process finds the same file.
+    ``dataset=None`` (or ``"synthetic"``) is the embedded synthetic trace; a dataset name
+    (``"azure_conv"``, see ``workbench.traces.datasets``) is kept as it is; a path is
+    stored absolute so a worker in another folder or process finds the same file.
     """
 
     dataset: str | None = None
@@ -126,8 +127,7 @@ class TraceOptions:
     log_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        if self.dataset is not None:
-            object.__setattr__(self, "dataset", str(resolve_user_path(self.dataset)))
+        object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
         if self.num_requests is not None and (isinstance(self.num_requests, bool) or int(self.num_requests) < 1):
             raise ValueError(f"num_requests: must be None or an integer >= 1, got {self.num_requests!r}")
         if self.num_requests is not None:
@@ -341,6 +341,17 @@ def resolve_user_path(path: str | os.PathLike) -> Path:
 
 
 resolve_results_dir = resolve_user_path
+
+
+def normalize_dataset(dataset) -> str | None:
+    """None for the synthetic trace (None, "", "None", "synthetic"), a dataset name as it is, else an absolute path."""
+    from workbench.traces import datasets
+
+    if dataset is None or dataset in ("", "None", datasets.SYNTHETIC):
+        return None
+    if datasets.is_name(dataset):
+        return dataset
+    return str(resolve_user_path(dataset))
 
 
 @contextlib.contextmanager
