@@ -22,6 +22,11 @@ from workbench import paths
 log = logging.getLogger(__name__)
 
 GRID_COLUMNS = ("batch_size", "max_seq_len", "mean_latency_sec")
+# Beyond these a grid is taken to be in milliseconds, not seconds: no GPU spends a second of fixed
+# overhead on a batch, or a tenth of a second per token of the longest sequence (the shipped grid: 15 ms
+# and 0.3 ms; a 70B model on one GPU ~ 30 ms per decode step, i.e. below 0.1 s per token of prompt + output).
+MAX_PLAUSIBLE_BASE_S = 1.0
+MAX_PLAUSIBLE_PER_TOKEN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,17 @@ class LatencyModel:
         b = values["batch_size"].to_numpy(float)
         L = values["max_seq_len"].to_numpy(float)
         y = values["mean_latency_sec"].to_numpy(float)
+        _check_identifiable(path, b, L)
         design = np.column_stack([np.ones_like(L), L, L * (b - 1.0) / b])
         (base, per_token, penalty_term), *_ = np.linalg.lstsq(design, y, rcond=None)
         if per_token <= 0:
             raise ValueError(f"latency grid {path}: fitted per-token time {per_token:.3g} s is not positive")
+        if base > MAX_PLAUSIBLE_BASE_S or per_token > MAX_PLAUSIBLE_PER_TOKEN_S:
+            raise ValueError(
+                f"latency grid {path}: mean_latency_sec looks like milliseconds, not seconds: the fit gives "
+                f"{base:.3g} s of fixed time per batch and {per_token:.3g} s per token of the longest sequence "
+                f"(plausible: below {MAX_PLAUSIBLE_BASE_S:g} s and {MAX_PLAUSIBLE_PER_TOKEN_S:g} s; the shipped grid "
+                "gives 0.015 s and 0.0003 s). Divide the column by 1000, or fix the unit where the grid was exported")
         pred = design @ np.array([base, per_token, penalty_term])
         model = cls(
             base_s=max(float(base), 0.0),
@@ -100,6 +112,19 @@ class LatencyModel:
     def default(cls) -> "LatencyModel":
         """The shipped calibration (Qwen3-1.7B on an RTX 4080, the seed project's grid)."""
         return _default_model()
+
+
+def _check_identifiable(path: Path, batch_size: np.ndarray, max_seq_len: np.ndarray) -> None:
+    """Refuse a grid from which the three coefficients cannot all be told apart (any fit would be "exact")."""
+    lengths, sizes = np.unique(max_seq_len), np.unique(batch_size)
+    if lengths.size < 2:
+        raise ValueError(
+            f"latency grid {path}: every row has max_seq_len = {lengths[0]:g}, so the fixed time per batch (base_s) "
+            "and the time per token (per_token_s) cannot be told apart; measure at least two sequence lengths")
+    if sizes.size < 2:
+        raise ValueError(
+            f"latency grid {path}: every row has batch_size = {sizes[0]:g}, so batch_penalty cannot be estimated; "
+            "measure at least two batch sizes (including 1 or any two different sizes)")
 
 
 _DEFAULT: list[LatencyModel] = []
