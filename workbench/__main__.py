@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS
 from workbench.traces import datasets
@@ -90,6 +92,26 @@ def options_from_args(args: argparse.Namespace):
         capacity_search=not args.no_capacity, capacity_attainment=args.capacity_attainment)
 
 
+def check_results_dir(path: Path) -> None:
+    """Create the results folder now, so that a path that cannot be one fails before any work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--results-dir {path}: cannot be created ({exc.strerror or exc}"
+                         f"{': ' + exc.filename if exc.filename and exc.filename != str(path) else ''}); "
+                         "pick a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--results-dir {path}: not writable by this user; pick a folder you can write to")
+
+
+def check_executor(spec) -> None:
+    """A ``dask://`` executor must answer now (seconds), not after the client's 30 s of retries."""
+    if isinstance(spec, str) and spec.strip().startswith(("dask://", "tcp://", "tls://")):
+        from workbench.study.sweep import check_dask_reachable
+
+        check_dask_reachable(spec)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -98,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = options_from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
+        check_results_dir(options.results_path)
+        check_executor(options.executor)
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
         parser.error(str(exc))
     try:
         report = run_suite(options, progress=not args.no_progress)

@@ -618,12 +618,38 @@ def shutdown_pools() -> None:
 atexit.register(shutdown_pools)
 
 
+DASK_CONNECT_TIMEOUT_S = 3.0
+
+
+def check_dask_reachable(executor: str, timeout_s: float = DASK_CONNECT_TIMEOUT_S) -> None:
+    """``ConnectionError`` within ``timeout_s`` when nothing listens at a ``dask://host:port`` address
+    (``distributed.Client`` would retry for its whole timeout before saying so)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(executor.strip())
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise ValueError(f"executor: {executor!r}: expected dask://host:port (e.g. dask://127.0.0.1:8786)")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"executor {executor}: no Dask scheduler answers at {host}:{port} ({exc.strerror or exc}); start one "
+            f"(`dask scheduler --port {port}` and `dask worker tcp://{host}:{port}`), or use executor='process' "
+            "(--executor process) to run on this machine") from None
+
+
 def _dask_client(executor):
     """(client, owned) for a ``distributed.Client`` or a ``dask://``/``tcp://`` address."""
     from distributed import Client
 
     if isinstance(executor, Client):
         return executor, False
+    check_dask_reachable(executor)
     address = executor.replace("dask://", "tcp://", 1) if executor.startswith("dask://") else executor
     return Client(address, timeout="30s", set_as_default=False), True
 
