@@ -150,3 +150,20 @@ def test_a_sweep_on_an_unreachable_dask_address_fails_within_seconds(small_trace
     with pytest.raises(ConnectionError, match="no Dask scheduler answers"):
         run_sweep(tests, tmp_path, executor=f"dask://127.0.0.1:{_closed_port()}", progress=False)
     assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--max-requests", "1e5"], 100_000), (["--max-requests", "20_000"], 20_000), (["--max-requests", "5000"], 5000)])
+def test_request_counts_in_scientific_notation_are_whole_numbers(argv, expected):
+    assert parse(*argv).max_requests == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-requests", "2.5"], "expected a whole number >= 1, got '2.5'"),
+    (["--max-requests", "lots"], "expected a number, got 'lots'"),
+    (["--d-sla", "inf"], "expected a finite number > 0, got 'inf'"),
+])
+def test_bad_numbers_say_what_is_expected(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["suite", *argv])
+    assert message in capsys.readouterr().err
