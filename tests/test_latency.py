@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,3 +78,25 @@ def test_a_grid_in_milliseconds_is_refused_with_the_fix(tmp_path):
     grid["mean_latency_sec"] /= 100.0
     grid.to_csv(path, index=False)
     assert LatencyModel.from_grid(path).per_token_s == pytest.approx(10 * seconds.per_token_s)
+
+
+def test_careless_grid_files_are_clear_errors_or_read(tmp_path):
+    import gzip
+
+    text = paths.DEFAULT_LATENCY_GRID.read_text()
+    gz = tmp_path / "grid.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    assert LatencyModel.from_grid(gz).params() == LatencyModel.default().params()
+    cases = {
+        "latin1.csv": (text.encode() + "1,2,0.5\xe9\n".encode("latin-1"), "line 32: byte 0xe9 is not UTF-8 text"),
+        "blank.csv": (b"  \n\n", "empty file (or only blank lines), expected a header line"),
+        "big.csv": (b"batch_size,max_seq_len,mean_latency_sec\n1,128,0.05\n2,1e12,0.06\n4,512,0.2\n",
+                    "row 3, column 'max_seq_len': found 1e+12, expected a whole number up to 2,147,483,647"),
+        "twice.csv": ((text + text).encode(), "row 32, column 'batch_size': found 'batch_size', expected a number"),
+        "wide.csv": (text.encode() + b"1,2,0.5,0.1,3,7\n", "malformed CSV"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=re.escape(message)) as excinfo:
+            LatencyModel.from_grid(tmp_path / name)
+        assert str(tmp_path / name) in str(excinfo.value)

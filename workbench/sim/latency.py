@@ -10,6 +10,7 @@ calibration grid is fitted by ordinary least squares.
 
 from __future__ import annotations
 
+import gzip
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ class LatencyModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"latency grid {path} not found; expected a CSV with columns {', '.join(GRID_COLUMNS)}")
-        grid = pd.read_csv(path)
+        grid = _read_grid(path)
         missing = [c for c in GRID_COLUMNS if c not in grid.columns]
         if missing:
             raise ValueError(
@@ -73,10 +74,18 @@ class LatencyModel:
                 f"expected at least {list(GRID_COLUMNS)}"
             )
         values = grid[list(GRID_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-        bad = values.isna().any(axis=1) | (values <= 0).any(axis=1)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"latency grid {path}: row {row + 2} has a missing, non-numeric or non-positive value")
+        checks = [(values.isna(), "a number"), (values <= 0, "a number > 0")]
+        for column in ("batch_size", "max_seq_len"):
+            whole = values[column].isna() | ((values[column] == np.floor(values[column])) & (values[column] <= 2**31 - 1))
+            checks.append((~whole.to_frame(), f"a whole number up to {2**31 - 1:,}"))
+        for bad, expected in checks:
+            if bad.to_numpy().any():
+                row = int(np.flatnonzero(bad.to_numpy().any(axis=1))[0])
+                column = next(c for c in bad.columns if bad[c].iloc[row])
+                cell = grid[column].iloc[row]
+                cell = repr(cell) if isinstance(cell, str) else f"{cell:g}"
+                raise ValueError(f"latency grid {path}: row {row + 2}, column {column!r}: found {cell}, "
+                                 f"expected {expected}")
         if len(values) < 3:
             raise ValueError(f"latency grid {path}: need at least 3 rows to fit 3 coefficients, got {len(values)}")
         b = values["batch_size"].to_numpy(float)
@@ -112,6 +121,29 @@ class LatencyModel:
     def default(cls) -> "LatencyModel":
         """The shipped calibration (Qwen3-1.7B on an RTX 4080, the seed project's grid)."""
         return _default_model()
+
+
+def _read_grid(path: Path) -> pd.DataFrame:
+    """The grid CSV (gzip-compressed too), or a ValueError naming the file and what is wrong."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    try:
+        return pd.read_csv(path, compression="gzip" if gzipped else None, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"latency grid {path}: empty file (or only blank lines), expected a header line "
+                         f"{','.join(GRID_COLUMNS)} and one row per (batch size, sequence length)") from None
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"latency grid {path}: malformed CSV: {exc}") from None
+    except UnicodeDecodeError:
+        raw = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as exc:
+            where = f" line {raw.count(10, 0, exc.start) + 1}: byte 0x{raw[exc.start]:02x}"
+        raise ValueError(f"latency grid {path}:{where or ' the file'} is not UTF-8 text; re-save it as UTF-8 CSV") from None
+    except (OSError, EOFError) as exc:  # a damaged gzip file
+        raise ValueError(f"latency grid {path}: cannot be read ({exc})") from None
 
 
 def _check_identifiable(path: Path, batch_size: np.ndarray, max_seq_len: np.ndarray) -> None:
