@@ -422,3 +422,20 @@ def test_from_arrays_refuses_missing_times_and_dated_tokens():
         Trace.from_arrays([0, 1], np.array([1, 2], dtype="timedelta64[s]"), [1, 2])
     with pytest.raises(ValueError, match=re.escape("prompt_tokens[0] = 1e+12 is more than 2,147,483,647 tokens")):
         Trace.from_arrays([0], [1e12], [1])
+
+
+@pytest.mark.parametrize("body", [
+    f"{HEADER_MINIMAL}\r\n0,1,2\r\n1,2,3\r\n",  # Windows line ends
+    '"arrival_s","prompt_tokens","output_tokens"\n"0","1","2"\n1,2,3\n',  # everything quoted
+    f"{HEADER_MINIMAL}\n0,1,2\n1,2,3\n\n  \n\t\n",  # whitespace-only lines at the end
+])
+def test_odd_but_valid_files_are_read(tmp_path, body):
+    trace = load_trace(write(tmp_path, body), use_real_timestamps=True)
+    np.testing.assert_array_equal(trace.arrival_s, [0.0, 1.0])
+    np.testing.assert_array_equal(trace.prompt_tokens, [1, 2])
+
+
+def test_a_whitespace_only_line_inside_the_data_names_its_line(tmp_path):
+    path = write(tmp_path, f"{HEADER_MINIMAL}\n0,1,2\n   \n1,2,3\n")
+    with pytest.raises(TraceFormatError, match=re.escape("line 3, column 'arrival_s': found only whitespace")):
+        load_trace(path)

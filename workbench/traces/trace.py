@@ -567,7 +567,8 @@ def _read_text(file: Path) -> _Text:
         start, blank = end + 1, blank + 1
     if blank:
         logger.info("%s: skipping %d blank line(s) before the header", file, blank)
-    return _Text(file, raw[start:], blank + 1)
+    # blank or whitespace-only lines at the end are not rows
+    return _Text(file, raw[start:].rstrip(b" \t\r\n\f\v") + b"\n", blank + 1)
 
 
 def _check_utf8(file: Path, raw: bytes) -> None:
@@ -589,7 +590,7 @@ def _check_utf8(file: Path, raw: bytes) -> None:
 def _schema_for(text: _Text) -> tuple[_Schema, tuple[str, ...]]:
     end = text.data.find(b"\n")
     first = text.data[: end if end >= 0 else len(text.data)].decode("utf-8")
-    header = tuple(name.strip() for name in first.strip().split(","))
+    header = tuple(name.strip() for name in next(csv.reader([first.strip()]), []))  # "quoted" names too
     for schema in SCHEMAS:
         if header == schema.columns:
             return schema, header
@@ -722,10 +723,12 @@ def _locate_non_numeric(text: _Text, numeric: list[str], read: dict) -> TraceFor
     first = None
     for column in numeric:
         cells = frame[column].str.strip()
-        bad = (pd.to_numeric(cells, errors="coerce").isna() & (cells != "")).to_numpy()
+        bad = ((pd.to_numeric(cells, errors="coerce").isna() & (cells != "")) | ((cells == "") & (frame[column] != ""))
+               ).to_numpy()
         if bad.any() and (first is None or np.argmax(bad) < first[0]):
-            first = (int(np.argmax(bad)), column, cells.iloc[int(np.argmax(bad))])
+            first = (int(np.argmax(bad)), column, frame[column].iloc[int(np.argmax(bad))])
     if first is None:
         return None
     i, column, value = first
-    return TraceFormatError(f"{text.file}: line {text.line(i)}, column {column!r}: found {value!r}, expected a number")
+    found = f"{value.strip()!r}" if value.strip() else "only whitespace"
+    return TraceFormatError(f"{text.file}: line {text.line(i)}, column {column!r}: found {found}, expected a number")
