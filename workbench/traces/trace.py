@@ -567,8 +567,18 @@ def _read_text(file: Path) -> _Text:
         start, blank = end + 1, blank + 1
     if blank:
         logger.info("%s: skipping %d blank line(s) before the header", file, blank)
-    # blank or whitespace-only lines at the end are not rows
-    return _Text(file, raw[start:].rstrip(b" \t\r\n\f\v") + b"\n", blank + 1)
+    return _Text(file, _without_trailing_blank_lines(raw[start:]), blank + 1)
+
+
+def _without_trailing_blank_lines(data: bytes) -> bytes:
+    """``data`` without the blank or whitespace-only lines at its end (they are not rows)."""
+    end = len(data)
+    while end:
+        line_start = data.rfind(b"\n", 0, end - 1) + 1
+        if data[line_start:end].strip():
+            break
+        end = line_start
+    return data[:end]
 
 
 def _check_utf8(file: Path, raw: bytes) -> None:
