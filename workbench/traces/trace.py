@@ -585,25 +585,25 @@ def _check_utf8(file: Path, raw: bytes) -> None:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        at, newline = exc.start, b"\n"
-        line_start = raw.rfind(b"\n", 0, at) + 1
-        header_end = raw.find(b"\n")
-        header = raw[: header_end if header_end >= 0 else len(raw)].decode("utf-8", "replace").split(",")
-        field_index = raw.count(b",", line_start, at)
-        column = repr(header[field_index].strip()) if field_index < len(header) else f"#{field_index + 1}"
+        at = exc.start
+        line = raw.count(b"\n", 0, at) + 1
+        where = f"line {line}"
+        if line > 1:  # name the column from the header (which decoded: it comes first)
+            header = raw[: raw.find(b"\n")].decode("utf-8").split(",")
+            field_index = raw.count(b",", raw.rfind(b"\n", 0, at) + 1, at)
+            where += f", column {header[field_index].strip()!r}" if field_index < len(header) else ""
         raise TraceFormatError(
-            f"{file}: line {raw.count(newline, 0, at) + 1}, column {column}: byte 0x{raw[at]:02x} is not UTF-8 text "
-            "(a file saved in another encoding, e.g. Latin-1 or UTF-16, or a binary file); re-save it as UTF-8 CSV"
-        ) from None
+            f"{file}: {where}: byte 0x{raw[at]:02x} is not UTF-8 text (a file saved in another encoding, e.g. "
+            "Latin-1 or UTF-16, or a binary file); re-save it as UTF-8 CSV") from None
 
 
-def _schema_for(text: _Text) -> tuple[_Schema, tuple[str, ...]]:
+def _schema_for(text: _Text) -> _Schema:
     end = text.data.find(b"\n")
     first = text.data[: end if end >= 0 else len(text.data)].decode("utf-8")
     header = tuple(name.strip() for name in next(csv.reader([first.strip()]), []))  # "quoted" names too
     for schema in SCHEMAS:
         if header == schema.columns:
-            return schema, header
+            return schema
     accepted = "\n".join(f"  {s.name}: {','.join(s.columns)}" for s in SCHEMAS)
     where = f" (line {text.header_line})" if text.header_line > 1 else ""
     raise TraceFormatError(f"{text.file}: unrecognised header{where}; found columns {list(header)}. "
@@ -613,7 +613,7 @@ def _schema_for(text: _Text) -> tuple[_Schema, tuple[str, ...]]:
 def _parse_csv(file: Path) -> _Rows:
     started = time.perf_counter()
     text = _read_text(file)
-    schema, _ = _schema_for(text)
+    schema = _schema_for(text)
     numeric = [schema.request, schema.response] + ([] if schema.wall_clock else [schema.timestamp])
     labels = [c for c in (schema.model, schema.log_type) if c]
     strings = labels + ([schema.timestamp] if schema.wall_clock else [])
