@@ -439,3 +439,11 @@ def test_a_whitespace_only_line_inside_the_data_names_its_line(tmp_path):
     path = write(tmp_path, f"{HEADER_MINIMAL}\n0,1,2\n   \n1,2,3\n")
     with pytest.raises(TraceFormatError, match=re.escape("line 3, column 'arrival_s': found only whitespace")):
         load_trace(path)
+
+
+def test_bad_path_type_and_seed_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="path must be a dataset name .* or a file path, got 123"):
+        load_trace(123)
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            load_trace(num_requests=5, seed=seed)

@@ -351,6 +351,11 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
                "use_real_timestamps": bool(use_real_timestamps), "drop_failed": bool(drop_failed),
                "models": _as_names(models, "models"), "log_types": _as_names(log_types, "log_types")}
 
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a dataset name ({', '.join(datasets.names())}) or a file path, "
+                        f"got {path!r} ({type(path).__name__})")
     named = None
     if datasets.is_name(path):
         named = datasets.get(path)
@@ -394,7 +399,8 @@ def _as_names(values: str | Iterable[str] | None, name: str) -> tuple[str, ...] 
 def _label_mask(codes: np.ndarray | None, names: tuple[str, ...], wanted: tuple[str, ...], known: tuple[str, ...],
                 what: str, source: str) -> np.ndarray:
     if codes is None:
-        raise ValueError(f"{source} has no {what} column (minimal schema), so a {what} filter cannot be applied")
+        raise ValueError(f"{source} has no {what} column (a minimal schema: only arrival times and token counts), "
+                         f"so a {what} filter cannot be applied")
     allowed = tuple(dict.fromkeys(known + names))
     unknown = [v for v in wanted if v not in allowed]
     if unknown:
