@@ -411,3 +411,19 @@ def test_column_order_does_not_depend_on_which_test_finished_first():
     assert list(one.columns) == list(other.columns) == [
         "test_id", "k_bins_effective", "bin0_batch_size_mean", "bin0_requests", "bin1_batch_size_mean",
         "bin1_requests", "trace_label", "finished_at"]
+
+
+def test_hex_ids_that_look_like_numbers_stay_text(small_trace_csv, tmp_path, monkeypatch):
+    _, path, lines = _damaged_checkpoint(small_trace_csv, tmp_path)
+    header, *rows = _fields(lines)
+    digits = {"test_id": ["0123456789012345", "1e34567890123456"], "simulator_version": ["012345678901"] * 2,
+              "trace_fingerprint": ["0000000000000001"] * 2}
+    for column, values in digits.items():
+        for row, value in zip(rows, values):
+            row[header.index(column)] = value
+    path.write_text("\n".join(_joined(r) for r in [header, *rows]) + "\n")
+    monkeypatch.setattr(sweep, "simulator_version", lambda: "012345678901")
+    loaded = read_rows(path)
+    assert list(loaded["test_id"]) == digits["test_id"]
+    assert sweep.finished_ids(loaded) == set(digits["test_id"])
+    assert set(loaded["trace_fingerprint"]) == {"0000000000000001"}

@@ -487,7 +487,9 @@ def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.
         records = records[:-1]
     if not records:
         return pd.DataFrame()
-    frame = pd.read_csv(io.StringIO(text), nrows=len(records))
+    # hex digests stay text: "0123456789012345" or "12e4..." read as numbers would never match again
+    text_columns = {c: str for c in ("test_id", "simulator_version", "trace_fingerprint") if c in header}
+    frame = pd.read_csv(io.StringIO(text), nrows=len(records), dtype=text_columns)
     _check_blank_metrics(path, frame, records)
     complete = frame["test_id"].notna()
     if "finished_at" in frame.columns:  # the last column: missing means the row was cut short
