@@ -2,7 +2,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -269,27 +268,3 @@ def test_bad_inputs_to_simulate():
         wb.simulate(object(), wb.SimConfig())
     with pytest.raises(ValueError, match="unknown 'x'"):
         wb.simulate(random_trace(10), scheduler="x")
-
-
-def test_an_sla_in_milliseconds_by_mistake_warns():
-    from workbench.sim.simulate import SlaScaleWarning
-
-    latency = wb.LatencyModel(base_s=0.01, per_token_s=1e-3, batch_penalty=0.5)
-    trace = wb.Trace.from_arrays([0.0, 0.5, 1.0], [100, 400, 200], [50, 100, 20])
-    # in a batch of b_max = 4 (penalty factor 1 + 0.5 * 3/4 = 1.375): median 220 tokens -> 0.3125 s,
-    # longest 500 tokens -> 0.6975 s; the warning starts above 300 x 0.3125 = 93.75 s
-    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=2, b_max=4, d_sla_s=1000.0)
-    with pytest.warns(SlaScaleWarning, match=r"d_sla_s=1000 s is 3,200 times the median request's service time "
-                                              r"\(0\.312 s\) and above the longest .* \(0\.698 s: 500 tokens in a "
-                                              r"batch of 4\).*pass d_sla_s=1$"):
-        result = wb.simulate(trace, cfg, latency=latency)
-    assert result.summary["sla_violation_rate"] == 0.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SlaScaleWarning)
-        wb.simulate(trace, cfg.replace(d_sla_s=93.7), latency=latency)
-        wb.simulate(trace, cfg.replace(d_sla_s=1.0), latency=latency)
-        wb.simulate(wb.load_trace(num_requests=20_000), wb.SimConfig(d_sla_s=5.0))  # default model, a long SLA
-    with pytest.warns(SlaScaleWarning):
-        wb.simulate(trace, cfg.replace(d_sla_s=93.8), latency=latency)
-    with pytest.warns(SlaScaleWarning, match="pass d_sla_s=1$"):  # the case: the default trace and model
-        wb.simulate(wb.load_trace(num_requests=20_000), wb.SimConfig(d_sla_s=1000.0))
