@@ -46,3 +46,14 @@ def test_an_sla_in_milliseconds_by_mistake_warns():
         wb.simulate(trace, cfg.replace(d_sla_s=93.8), latency=latency)
     with pytest.warns(wb.SlaScaleWarning, match="pass d_sla_s=1$"):  # the case: the default trace and model
         wb.simulate(wb.load_trace(num_requests=20_000), wb.SimConfig(d_sla_s=1000.0))
+
+
+def test_every_integer_field_but_the_seed_has_an_upper_bound():
+    import dataclasses
+
+    ints = [f.name for f in dataclasses.fields(SimConfig) if f.type == "int" and f.name != "seed"]
+    assert {"num_gpus", "ctrl_window", "batch_size", "edge_sample"} <= set(ints)
+    for name in ints:
+        with pytest.raises(ValueError, match=f"{name}: must be at most"):
+            SimConfig(**{name: 2**63})
+    assert SimConfig(seed=2**70).seed == 2**70
