@@ -445,10 +445,11 @@ def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str
         if fields:
             records.append((line, fields))
         line = reader.line_num + 1
-    (_, header), rows = records[0], records[1:]
+    (header_line, header), rows = records[0], records[1:]
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if duplicated:
-        raise CheckpointError(f"{path}: line 1: the header names column(s) {duplicated} twice; {_move_aside(path)}")
+        raise CheckpointError(f"{path}: line {header_line}: the header names column(s) {duplicated} twice; "
+                              f"{_move_aside(path)}")
     for line, fields in rows:
         if fields == header:
             raise CheckpointError(f"{path}: line {line} repeats the header (two files concatenated?); "
