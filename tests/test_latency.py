@@ -1,7 +1,11 @@
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from workbench import paths
+from workbench.sim import latency as latency_module
 from workbench.sim.latency import LatencyModel
 
 
@@ -43,3 +47,56 @@ def test_bad_grids(tmp_path):
 def test_negative_coefficients_refused():
     with pytest.raises(ValueError, match="per_token_s"):
         LatencyModel(per_token_s=-1.0)
+
+
+def _grid(tmp_path, rows, name="grid.csv"):
+    path = tmp_path / name
+    path.write_text("batch_size,max_seq_len,mean_latency_sec\n" + "\n".join(f"{b},{L},{y}" for b, L, y in rows) + "\n")
+    return path
+
+
+def test_a_grid_with_one_sequence_length_or_one_batch_size_is_refused(tmp_path):
+    truth = LatencyModel(base_s=0.02, per_token_s=2e-4, batch_penalty=0.3)
+    one_length = [(b, 512, float(truth.service_time_s(b, 512))) for b in (1, 2, 4, 8)]
+    with pytest.raises(ValueError, match="every row has max_seq_len = 512.*measure at least two sequence lengths"):
+        LatencyModel.from_grid(_grid(tmp_path, one_length))
+    one_size = [(4, L, float(truth.service_time_s(4, L))) for L in (128, 512, 2048)]
+    with pytest.raises(ValueError, match="every row has batch_size = 4.*batch_penalty cannot be estimated"):
+        LatencyModel.from_grid(_grid(tmp_path, one_size))
+
+
+def test_a_grid_in_milliseconds_is_refused_with_the_fix(tmp_path):
+    seconds = LatencyModel.from_grid(paths.DEFAULT_LATENCY_GRID)
+    grid = pd.read_csv(paths.DEFAULT_LATENCY_GRID)
+    grid["mean_latency_sec"] *= 1000.0
+    path = tmp_path / "grid_ms.csv"
+    grid.to_csv(path, index=False)
+    with pytest.raises(ValueError, match="looks like milliseconds.*Divide the column by 1000"):
+        LatencyModel.from_grid(path)
+    assert seconds.base_s < latency_module.MAX_PLAUSIBLE_BASE_S and seconds.per_token_s < latency_module.MAX_PLAUSIBLE_PER_TOKEN_S
+    # a slow but plausible device (10x the shipped grid's times) still fits
+    grid["mean_latency_sec"] /= 100.0
+    grid.to_csv(path, index=False)
+    assert LatencyModel.from_grid(path).per_token_s == pytest.approx(10 * seconds.per_token_s)
+
+
+def test_careless_grid_files_are_clear_errors_or_read(tmp_path):
+    import gzip
+
+    text = paths.DEFAULT_LATENCY_GRID.read_text()
+    gz = tmp_path / "grid.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    assert LatencyModel.from_grid(gz).params() == LatencyModel.default().params()
+    cases = {
+        "latin1.csv": (text.encode() + "1,2,0.5\xe9\n".encode("latin-1"), "line 32: byte 0xe9 is not UTF-8 text"),
+        "blank.csv": (b"  \n\n", "empty file (or only blank lines), expected a header line"),
+        "big.csv": (b"batch_size,max_seq_len,mean_latency_sec\n1,128,0.05\n2,1e12,0.06\n4,512,0.2\n",
+                    "row 3, column 'max_seq_len': found 1e+12, expected a whole number up to 2,147,483,647"),
+        "twice.csv": ((text + text).encode(), "row 32, column 'batch_size': found 'batch_size', expected a number"),
+        "wide.csv": (text.encode() + b"1,2,0.5,0.1,3,7\n", "malformed CSV"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=re.escape(message)) as excinfo:
+            LatencyModel.from_grid(tmp_path / name)
+        assert str(tmp_path / name) in str(excinfo.value)

@@ -120,3 +120,60 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     every = pd.read_csv(results / "all_results.csv")
     assert set(every.loc[every["step"] == STEP3, "num_gpus"]) == {3}
     assert set(every["step"]) == set(STEPS)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--results-dir", "{file}/sub"], "--results-dir {file}/sub: cannot be created (Not a directory)"),
+    (["--executor", "dask://127.0.0.1:{port}"], "no Dask scheduler answers at 127.0.0.1:{port} (Connection refused)"),
+    (["--executor", "dask://127.0.0.1"], "expected dask://host:port"),
+])
+def test_unusable_results_dir_or_dask_address_fail_fast_and_clearly(tmp_path, capsys, argv, message):
+    import time
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    port = _closed_port()
+    argv = [a.format(file=a_file, port=port) for a in argv]
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as exc:
+        main(["suite", "--max-requests", "100", "--no-progress", *argv])
+    assert exc.value.code == 2 and time.monotonic() - t0 < 10  # was 39 s for the dask case
+    assert message.format(file=a_file, port=port) in capsys.readouterr().err
+
+
+def test_a_sweep_on_an_unreachable_dask_address_fails_within_seconds(small_trace_csv, tmp_path):
+    import time
+
+    from conftest import sweep_tests
+    from workbench.study.sweep import run_sweep
+
+    tests = sweep_tests(small_trace_csv, gpus=(1,), ks=(1, 2))
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match="no Dask scheduler answers"):
+        run_sweep(tests, tmp_path, executor=f"dask://127.0.0.1:{_closed_port()}", progress=False)
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--max-requests", "1e5"], 100_000), (["--max-requests", "20_000"], 20_000), (["--max-requests", "5000"], 5000)])
+def test_request_counts_in_scientific_notation_are_whole_numbers(argv, expected):
+    assert parse(*argv).max_requests == expected
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-requests", "2.5"], "expected a whole number >= 1, got '2.5'"),
+    (["--max-requests", "lots"], "expected a number, got 'lots'"),
+    (["--d-sla", "inf"], "expected a finite number > 0, got 'inf'"),
+])
+def test_bad_numbers_say_what_is_expected(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["suite", *argv])
+    assert message in capsys.readouterr().err

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
 import signal
 import subprocess
 import time
@@ -114,6 +117,67 @@ def test_torn_last_line_and_duplicates_are_dropped_on_load(small_trace_csv, tmp_
     again = run_sweep(tests, tmp_path, executor="serial", progress=False)
     assert sorted(again["test_id"]) == sorted(rows["test_id"])
     assert len(pd.read_csv(path)) == 2
+
+
+def _damaged_checkpoint(small_trace_csv, tmp_path):
+    tests = sweep_tests(small_trace_csv, gpus=(1,), ks=(1, 4))
+    run_sweep(tests, tmp_path, executor="serial", progress=False)
+    path = tmp_path / "sweep_test.csv"
+    return tests, path, path.read_text().rstrip("\n").split("\n")
+
+
+def test_missing_values_are_written_as_nan_not_as_empty_cells(small_trace_csv, tmp_path):
+    _, path, lines = _damaged_checkpoint(small_trace_csv, tmp_path)
+    header, *rows = _fields(lines)
+    k1 = next(row for row in rows if row[header.index("label")] == "1 GPUs, K=1")
+    assert k1[header.index("bin1_requests")] == "NaN"  # K=1 has no bin 1
+    assert "" not in k1
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda lines: lines + lines, "line 4 repeats the header (two files concatenated?)"),
+    (lambda lines: [lines[0], lines[1] + ",extra", lines[2]], "line 2 has {wide} fields but the header has {n}"),
+    (lambda lines: [lines[0], lines[1][: len(lines[1]) // 2], lines[2]], "line 2 has"),
+    (lambda lines: [lines[0], lines[1], lines[0].replace("test_id", "step")], "names column(s) ['step'] twice"),
+    (lambda lines: [lines[0], _blank(lines[0], lines[1], "throughput_rps"), lines[2]],
+     "line 2, column 'throughput_rps': empty cell where a number is expected"),
+])
+def test_a_damaged_checkpoint_is_a_clear_error_naming_file_and_line(small_trace_csv, tmp_path, damage, message):
+    tests, path, lines = _damaged_checkpoint(small_trace_csv, tmp_path)
+    n = len(_fields(lines[:1])[0])
+    damaged = damage(lines)
+    if "twice" in message:
+        damaged = [damaged[2]] + damaged[:2]
+    path.write_text("\n".join(damaged) + "\n")
+    message = message.format(wide=n + 1, n=n)
+    for attempt in (lambda: read_rows(path), lambda: run_sweep(tests, tmp_path, executor="serial", progress=False)):
+        with pytest.raises(sweep.CheckpointError, match=re.escape(message)) as excinfo:
+            attempt()
+        assert str(path) in str(excinfo.value) and "move it aside" in str(excinfo.value)
+
+
+def _fields(lines):
+    return list(csv.reader(lines))
+
+
+def _joined(fields) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
+
+
+def _blank(header: str, line: str, column: str) -> str:
+    header, fields = _fields([header, line])
+    fields[header.index(column)] = ""
+    return _joined(fields)
+
+
+def test_an_empty_cell_in_a_row_of_older_simulator_code_is_tolerated(small_trace_csv, tmp_path):
+    _, path, lines = _damaged_checkpoint(small_trace_csv, tmp_path)
+    header, old = _fields(lines[:2])
+    old[header.index("simulator_version")] = "000000000000"
+    path.write_text("\n".join([lines[0], _blank(lines[0], _joined(old), "throughput_rps"), lines[2]]) + "\n")
+    assert len(read_rows(path)) == 2  # recomputed on the next run anyway
 
 
 def test_a_failing_test_does_not_lose_the_others(small_trace_csv, tmp_path, monkeypatch):
@@ -347,3 +411,19 @@ def test_column_order_does_not_depend_on_which_test_finished_first():
     assert list(one.columns) == list(other.columns) == [
         "test_id", "k_bins_effective", "bin0_batch_size_mean", "bin0_requests", "bin1_batch_size_mean",
         "bin1_requests", "trace_label", "finished_at"]
+
+
+def test_hex_ids_that_look_like_numbers_stay_text(small_trace_csv, tmp_path, monkeypatch):
+    _, path, lines = _damaged_checkpoint(small_trace_csv, tmp_path)
+    header, *rows = _fields(lines)
+    digits = {"test_id": ["0123456789012345", "1e34567890123456"], "simulator_version": ["012345678901"] * 2,
+              "trace_fingerprint": ["0000000000000001"] * 2}
+    for column, values in digits.items():
+        for row, value in zip(rows, values):
+            row[header.index(column)] = value
+    path.write_text("\n".join(_joined(r) for r in [header, *rows]) + "\n")
+    monkeypatch.setattr(sweep, "simulator_version", lambda: "012345678901")
+    loaded = read_rows(path)
+    assert list(loaded["test_id"]) == digits["test_id"]
+    assert sweep.finished_ids(loaded) == set(digits["test_id"])
+    assert set(loaded["trace_fingerprint"]) == {"0000000000000001"}

@@ -329,3 +329,121 @@ def test_from_arrays_properties(rows):
         assert trace.arrival_s[0] == 0.0
     pairs = sorted(zip(trace.prompt_tokens.tolist(), trace.output_tokens.tolist()))
     assert pairs == sorted(zip(prompt, output))
+
+
+# ---------------------------------------------------------------- careless input (issue 9, item 12)
+
+@pytest.mark.parametrize("body, pattern", [
+    # an unquoted thousands separator: must not read as prompt 1, output 234
+    (f"{HEADER_MINIMAL}\n0,1,234,56\n", "line 2 has 4 fields but the header has 3"),
+    (f"{HEADER_MINIMAL}\n0,1,2\n1,2,3\n2,1,234,5\n", "line 4 has 4 fields but the header has 3"),
+    (f'{HEADER_MINIMAL}\n0,"1,234",56,7\n', "line 2 has 4 fields but the header has 3"),
+    (f"{HEADER_12}\n5,ChatGPT,1,472,18,490,API log\n", "line 2 has 7 fields but the header has 6"),
+    (f"{HEADER_MINIMAL}\n0,1,1e12\n", "line 2, column 'output_tokens': found 1e+12, expected at most 2,147,483,647"),
+    (f"{HEADER_12}\n5,ChatGPT,472,18,490,   \n", "line 2, column 'Log Type': blank label"),
+    ("  \n\t\n   ", "empty file (only whitespace"),
+])
+def test_careless_files_name_file_line_and_column(tmp_path, body, pattern):
+    path = write(tmp_path, body)
+    with pytest.raises(TraceFormatError, match=re.escape(pattern)) as excinfo:
+        load_trace(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_quoted_thousands_separator_is_refused_with_its_column(tmp_path):
+    path = write(tmp_path, f'{HEADER_MINIMAL}\n0,"1,234",56\n')
+    with pytest.raises(TraceFormatError, match=re.escape("line 2, column 'prompt_tokens': found '1,234'")):
+        load_trace(path)
+
+
+def test_non_utf8_bytes_name_line_and_column(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(f"{HEADER_12}\n5,ChatGPT,472,18,490,API log\n".encode() + "6,Ch\xe2tGPT,1,2,3,API log\n".encode("latin-1"))
+    with pytest.raises(TraceFormatError, match=re.escape("line 3, column 'Model': byte 0xe2 is not UTF-8")):
+        load_trace(path)
+
+
+def test_gzip_files_are_read_and_zip_files_refused(tmp_path):
+    import gzip
+    import zipfile
+
+    text = f"{HEADER_12}\n{ROWS_12}"
+    path = tmp_path / "BurstGPT_1.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    plain = load_trace(write(tmp_path, text), use_real_timestamps=True)
+    np.testing.assert_array_equal(load_trace(path, use_real_timestamps=True).prompt_tokens, plain.prompt_tokens)
+    zipped = tmp_path / "trace.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("trace.csv", text)
+    with pytest.raises(TraceFormatError, match="zip archive, not a CSV; unzip it"):
+        load_trace(zipped)
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gzip.compress(text.encode())[:40])
+    with pytest.raises(TraceFormatError, match="gzip file that cannot be decompressed"):
+        load_trace(broken)
+
+
+def test_leading_blank_lines_are_skipped_and_lines_still_counted(tmp_path):
+    trace = load_trace(write(tmp_path, f"\n  \n{HEADER_MINIMAL}\n1,2,3\n2,3,4\n"), rps_scaling=1.0)
+    np.testing.assert_array_equal(trace.prompt_tokens, [2, 3])
+    with pytest.raises(TraceFormatError, match=re.escape("line 5, column 'prompt_tokens': found 'x'")):
+        load_trace(write(tmp_path, f"\n\n{HEADER_MINIMAL}\n1,2,3\n2,x,4\n", "bad.csv"))
+
+
+def test_label_cells_are_trimmed_so_filters_match(tmp_path):
+    path = write(tmp_path, f"{HEADER_12}\n1, ChatGPT ,10,1,11, API log\n2,ChatGPT,20,2,22,API log\n"
+                           "3,GPT-4 ,30,3,33,Conversation log \n")
+    chatgpt = load_trace(path, models="ChatGPT", use_real_timestamps=True)
+    np.testing.assert_array_equal(chatgpt.prompt_tokens, [10, 20])
+    assert len(load_trace(path, log_types="Conversation log")) == 1
+    assert len(load_trace(path, models="GPT-4", log_types="Conversation log")) == 1
+
+
+@pytest.mark.parametrize("arrival", [
+    np.array(["2023-11-16T18:15:50", "2023-11-16T18:15:45", "2023-11-16T18:15:45.5"], dtype="datetime64[ns]"),
+    np.array([5_000, 0, 500], dtype="timedelta64[ms]") + np.timedelta64(7, "s"),
+    [np.datetime64("2023-01-01T00:00:05"), np.datetime64("2023-01-01T00:00:00"), np.datetime64("2023-01-01T00:00:00.5")],
+])
+def test_from_arrays_converts_datetimes_and_durations_to_seconds(arrival):
+    import pandas as pd
+
+    trace = Trace.from_arrays(arrival, [1, 2, 3], [1, 1, 1])
+    np.testing.assert_allclose(trace.arrival_s, [0.0, 0.5, 5.0])  # a 5 s gap is 5 s, not 5e9
+    np.testing.assert_array_equal(trace.prompt_tokens, [2, 3, 1])
+    series = pd.Series(pd.to_datetime(np.asarray(arrival, dtype="datetime64[ns]")) if np.asarray(arrival).dtype.kind == "M"
+                       else pd.to_timedelta(arrival))
+    np.testing.assert_allclose(Trace.from_arrays(series, [1, 2, 3], [1, 1, 1]).arrival_s, [0.0, 0.5, 5.0])
+
+
+def test_from_arrays_refuses_missing_times_and_dated_tokens():
+    with pytest.raises(ValueError, match=re.escape("arrival_s[1] is NaT")):
+        Trace.from_arrays(np.array(["2023-01-01", "NaT"], dtype="datetime64[s]"), [1, 2], [1, 2])
+    with pytest.raises(ValueError, match="token counts are plain integers"):
+        Trace.from_arrays([0, 1], np.array([1, 2], dtype="timedelta64[s]"), [1, 2])
+    with pytest.raises(ValueError, match=re.escape("prompt_tokens[0] = 1e+12 is more than 2,147,483,647 tokens")):
+        Trace.from_arrays([0], [1e12], [1])
+
+
+@pytest.mark.parametrize("body", [
+    f"{HEADER_MINIMAL}\r\n0,1,2\r\n1,2,3\r\n",  # Windows line ends
+    '"arrival_s","prompt_tokens","output_tokens"\n"0","1","2"\n1,2,3\n',  # everything quoted
+    f"{HEADER_MINIMAL}\n0,1,2\n1,2,3\n\n  \n\t\n",  # whitespace-only lines at the end
+])
+def test_odd_but_valid_files_are_read(tmp_path, body):
+    trace = load_trace(write(tmp_path, body), use_real_timestamps=True)
+    np.testing.assert_array_equal(trace.arrival_s, [0.0, 1.0])
+    np.testing.assert_array_equal(trace.prompt_tokens, [1, 2])
+
+
+def test_a_whitespace_only_line_inside_the_data_names_its_line(tmp_path):
+    path = write(tmp_path, f"{HEADER_MINIMAL}\n0,1,2\n   \n1,2,3\n")
+    with pytest.raises(TraceFormatError, match=re.escape("line 3, column 'arrival_s': found only whitespace")):
+        load_trace(path)
+
+
+def test_bad_path_type_and_seed_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="path must be a dataset name .* or a file path, got 123"):
+        load_trace(123)
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            load_trace(num_requests=5, seed=seed)

@@ -14,13 +14,13 @@ from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.predictors import PREDICTORS, predict_output_tokens
 from workbench.sim.schedulers import SCHEDULERS, register
-from workbench.sim.simulate import SimResult, SimulationError, simulate
+from workbench.sim.simulate import SimResult, SimulationError, SlaScaleWarning, simulate
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces.synthetic import synthetic_trace
 from workbench.traces.trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
 
 __all__ = [
     "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
-    "SimulationError", "StepTimeModel", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
+    "SimulationError", "SlaScaleWarning", "StepTimeModel", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
 ]

@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
+from pathlib import Path
 
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS
+from workbench.traces import datasets
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
+    """A whole number >= 1; ``1e6`` and ``1_000_000`` are accepted."""
+    value = _number(text)
+    if not (math.isfinite(value) and value.is_integer() and value >= 1):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(value)
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
 def _share(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text}")
     return value
@@ -54,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="latency SLA per request, seconds (default 1.0)")
     suite.add_argument("--rps-scaling", type=_positive_float, default=200.0, metavar="X",
                        help="divide the trace's timestamps by X (default 200)")
-    suite.add_argument("--dataset", default=None, metavar="PATH",
-                       help="a BurstGPT CSV (default: the embedded synthetic BurstGPT-like trace)")
+    suite.add_argument("--dataset", default=None, metavar="NAME|PATH",
+                       help="the trace: a dataset name or a CSV file (BurstGPT, Azure raw, Vidur or minimal layout, "
+                            f"see data/README.md). Names: {datasets.help_text()}. Default: synthetic")
     suite.add_argument("--k-bins", type=_positive_int, default=4, metavar="K",
                        help="bins of the multi-bin schedulers in steps 1 and 2 (default 4)")
     suite.add_argument("--seed", type=int, default=42, help="seed of the simulation and the synthetic trace")
@@ -88,6 +101,26 @@ def options_from_args(args: argparse.Namespace):
         capacity_search=not args.no_capacity, capacity_attainment=args.capacity_attainment)
 
 
+def check_results_dir(path: Path) -> None:
+    """Create the results folder now, so that a path that cannot be one fails before any work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--results-dir {path}: cannot be created ({exc.strerror or exc}"
+                         f"{': ' + exc.filename if exc.filename and exc.filename != str(path) else ''}); "
+                         "pick a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"--results-dir {path}: not writable by this user; pick a folder you can write to")
+
+
+def check_executor(spec) -> None:
+    """A ``dask://`` executor must answer now (seconds), not after the client's 30 s of retries."""
+    if isinstance(spec, str) and spec.strip().startswith(("dask://", "tcp://", "tls://")):
+        from workbench.study.sweep import check_dask_reachable
+
+        check_dask_reachable(spec)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -96,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         options = options_from_args(args)
-    except (ValueError, FileNotFoundError) as exc:
+        check_results_dir(options.results_path)
+        check_executor(options.executor)
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
         parser.error(str(exc))
     try:
         report = run_suite(options, progress=not args.no_progress)

@@ -14,6 +14,18 @@ from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
 
 
+_INT32_MAX = 2**31 - 1
+# Upper bounds of the integer fields (every int field but seed; 2**31 - 1 unless listed): the compiled
+# engine sizes arrays by some of them (per GPU, per bin, per bin x window) and counts in fixed-width
+# integers. Far above any meaningful setting.
+_INT_LIMITS = {
+    "num_gpus": (100_000, "the engine keeps per-GPU state; 10**9 GPUs would take minutes and gigabytes"),
+    "k_bins": (10_000, "the engine keeps per-bin queues and controllers"),
+    "ctrl_window": (10_000, "the engine keeps a window of this many batches per bin in memory"),
+}
+_INT_LIMIT_DEFAULT = (_INT32_MAX, "the compiled engine counts in 32-bit integers")
+
+
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 
@@ -81,6 +93,11 @@ class SimConfig:
         if not isinstance(self.spread_idle, (bool, np.bool_)):
             raise ValueError(f"spread_idle: must be True or False, got {self.spread_idle!r}")
         object.__setattr__(self, "spread_idle", bool(self.spread_idle))
+        for f in dataclasses.fields(self):
+            if f.type == "int" and f.name != "seed":  # the seed only feeds numpy's generators: any size
+                high, why = _INT_LIMITS.get(f.name, _INT_LIMIT_DEFAULT)
+                if getattr(self, f.name) > high:
+                    raise ValueError(f"{f.name}: must be at most {high:,} ({why}), got {getattr(self, f.name):,}")
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
         get_model(self.model)  # a clear error for an unknown preset

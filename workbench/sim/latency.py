@@ -10,6 +10,7 @@ calibration grid is fitted by ordinary least squares.
 
 from __future__ import annotations
 
+import gzip
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from workbench import paths
 log = logging.getLogger(__name__)
 
 GRID_COLUMNS = ("batch_size", "max_seq_len", "mean_latency_sec")
+# Beyond these a grid is taken to be in milliseconds, not seconds: no GPU spends a second of fixed
+# overhead on a batch, or a tenth of a second per token of the longest sequence (the shipped grid: 15 ms
+# and 0.3 ms; a 70B model on one GPU ~ 30 ms per decode step, i.e. below 0.1 s per token of prompt + output).
+MAX_PLAUSIBLE_BASE_S = 1.0
+MAX_PLAUSIBLE_PER_TOKEN_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class LatencyModel:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"latency grid {path} not found; expected a CSV with columns {', '.join(GRID_COLUMNS)}")
-        grid = pd.read_csv(path)
+        grid = _read_grid(path)
         missing = [c for c in GRID_COLUMNS if c not in grid.columns]
         if missing:
             raise ValueError(
@@ -68,19 +74,34 @@ class LatencyModel:
                 f"expected at least {list(GRID_COLUMNS)}"
             )
         values = grid[list(GRID_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-        bad = values.isna().any(axis=1) | (values <= 0).any(axis=1)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"latency grid {path}: row {row + 2} has a missing, non-numeric or non-positive value")
+        checks = [(values.isna(), "a number"), (values <= 0, "a number > 0")]
+        for column in ("batch_size", "max_seq_len"):
+            whole = values[column].isna() | ((values[column] == np.floor(values[column])) & (values[column] <= 2**31 - 1))
+            checks.append((~whole.to_frame(), f"a whole number up to {2**31 - 1:,}"))
+        for bad, expected in checks:
+            if bad.to_numpy().any():
+                row = int(np.flatnonzero(bad.to_numpy().any(axis=1))[0])
+                column = next(c for c in bad.columns if bad[c].iloc[row])
+                cell = grid[column].iloc[row]
+                cell = repr(cell) if isinstance(cell, str) else f"{cell:g}"
+                raise ValueError(f"latency grid {path}: row {row + 2}, column {column!r}: found {cell}, "
+                                 f"expected {expected}")
         if len(values) < 3:
             raise ValueError(f"latency grid {path}: need at least 3 rows to fit 3 coefficients, got {len(values)}")
         b = values["batch_size"].to_numpy(float)
         L = values["max_seq_len"].to_numpy(float)
         y = values["mean_latency_sec"].to_numpy(float)
+        _check_identifiable(path, b, L)
         design = np.column_stack([np.ones_like(L), L, L * (b - 1.0) / b])
         (base, per_token, penalty_term), *_ = np.linalg.lstsq(design, y, rcond=None)
         if per_token <= 0:
             raise ValueError(f"latency grid {path}: fitted per-token time {per_token:.3g} s is not positive")
+        if base > MAX_PLAUSIBLE_BASE_S or per_token > MAX_PLAUSIBLE_PER_TOKEN_S:
+            raise ValueError(
+                f"latency grid {path}: mean_latency_sec looks like milliseconds, not seconds: the fit gives "
+                f"{base:.3g} s of fixed time per batch and {per_token:.3g} s per token of the longest sequence "
+                f"(plausible: below {MAX_PLAUSIBLE_BASE_S:g} s and {MAX_PLAUSIBLE_PER_TOKEN_S:g} s; the shipped grid "
+                "gives 0.015 s and 0.0003 s). Divide the column by 1000, or fix the unit where the grid was exported")
         pred = design @ np.array([base, per_token, penalty_term])
         model = cls(
             base_s=max(float(base), 0.0),
@@ -101,6 +122,42 @@ class LatencyModel:
         """The model fitted to the shipped grid (labelled Qwen3-1.7B on an RTX 4080 by the seed project; the
         grid was generated from this formula, not measured: the fit is exact)."""
         return _default_model()
+
+
+def _read_grid(path: Path) -> pd.DataFrame:
+    """The grid CSV (gzip-compressed too), or a ValueError naming the file and what is wrong."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    try:
+        return pd.read_csv(path, compression="gzip" if gzipped else None, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"latency grid {path}: empty file (or only blank lines), expected a header line "
+                         f"{','.join(GRID_COLUMNS)} and one row per (batch size, sequence length)") from None
+    except pd.errors.ParserError as exc:
+        raise ValueError(f"latency grid {path}: malformed CSV: {exc}") from None
+    except UnicodeDecodeError:
+        raw = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as exc:
+            where = f" line {raw.count(10, 0, exc.start) + 1}: byte 0x{raw[exc.start]:02x}"
+        raise ValueError(f"latency grid {path}:{where or ' the file'} is not UTF-8 text; re-save it as UTF-8 CSV") from None
+    except (OSError, EOFError) as exc:  # a damaged gzip file
+        raise ValueError(f"latency grid {path}: cannot be read ({exc})") from None
+
+
+def _check_identifiable(path: Path, batch_size: np.ndarray, max_seq_len: np.ndarray) -> None:
+    """Refuse a grid from which the three coefficients cannot all be told apart (any fit would be "exact")."""
+    lengths, sizes = np.unique(max_seq_len), np.unique(batch_size)
+    if lengths.size < 2:
+        raise ValueError(
+            f"latency grid {path}: every row has max_seq_len = {lengths[0]:g}, so the fixed time per batch (base_s) "
+            "and the time per token (per_token_s) cannot be told apart; measure at least two sequence lengths")
+    if sizes.size < 2:
+        raise ValueError(
+            f"latency grid {path}: every row has batch_size = {sizes[0]:g}, so batch_penalty cannot be estimated; "
+            "measure at least two batch sizes (including 1 or any two different sizes)")
 
 
 _DEFAULT: list[LatencyModel] = []

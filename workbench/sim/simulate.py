@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -97,6 +98,32 @@ class SimResult:
         })
 
 
+class SlaScaleWarning(UserWarning):
+    """``d_sla_s`` dwarfs every request's service time: probably milliseconds given as seconds."""
+
+
+SLA_SCALE_FACTOR = 300.0
+
+
+def warn_if_sla_dwarfs_service(trace, cfg: SimConfig, latency) -> None:
+    """Warn (``SlaScaleWarning``) when ``d_sla_s`` exceeds every request's service time (the longest request
+    in the largest batch) and is over ``SLA_SCALE_FACTOR`` times the median request's: ``d_sla_s=1000``
+    meant as 1000 ms then reports 0% violations whatever the scheduler does."""
+    service_time_s = getattr(latency, "service_time_s", None)
+    if service_time_s is None or len(trace) == 0:
+        return
+    tokens = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
+    largest_batch = max(cfg.b_max, cfg.batch_size)
+    longest_s = float(service_time_s(largest_batch, int(tokens.max())))
+    median_s = float(service_time_s(largest_batch, float(np.median(tokens))))
+    if cfg.d_sla_s > longest_s and cfg.d_sla_s > SLA_SCALE_FACTOR * median_s:
+        warnings.warn(
+            f"d_sla_s={cfg.d_sla_s:g} s is {cfg.d_sla_s / median_s:,.0f} times the median request's service time "
+            f"({median_s:.3g} s) and above the longest any request here can have ({longest_s:.3g} s: "
+            f"{int(tokens.max()):,} tokens in a batch of {largest_batch}), so only queueing that long can violate "
+            f"it. If it is in milliseconds, pass d_sla_s={cfg.d_sla_s / 1000:g}", SlaScaleWarning, stacklevel=3)
+
+
 def _validate_trace(trace) -> None:
     for name in ("arrival_s", "prompt_tokens", "output_tokens"):
         if not hasattr(trace, name):
@@ -152,6 +179,7 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         cfg = cfg.replace(**overrides)
     _validate_trace(trace)
     latency = latency or LatencyModel.default()
+    warn_if_sla_dwarfs_service(trace, cfg, latency)
     spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
 
     arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)

@@ -41,9 +41,10 @@ import pandas as pd
 
 from workbench.study import analysis
 from workbench.sim.config import SimConfig
+from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
-from workbench.study.sweep import (CapacitySpec, SweepTest, TraceOptions, finished_ids, make_test, parse_executor, read_rows,
-                    resolve_results_dir, resolve_user_path, run_sweep)
+from workbench.study.sweep import (CapacitySpec, SweepTest, TraceOptions, finished_ids, make_test, normalize_dataset,
+                                   parse_executor, read_rows, resolve_results_dir, run_sweep)
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,12 @@ class StepParams:
     def __post_init__(self):
         object.__setattr__(self, "max_requests", _int_at_least(self.max_requests, "max_requests", 1))
         object.__setattr__(self, "max_gpus", _int_at_least(self.max_gpus, "max_gpus", 1))
-        if self.dataset in ("", "None"):
-            object.__setattr__(self, "dataset", None)
-        if self.dataset is not None:
-            object.__setattr__(self, "dataset", str(resolve_user_path(self.dataset)))
-            if not Path(self.dataset).is_file():
-                raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace)")
+        object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
+        if datasets.is_name(self.dataset):
+            datasets.get(self.dataset)  # FileNotFoundError saying how to get it
+        elif self.dataset is not None and not Path(self.dataset).is_file():
+            raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace; "
+                                    f"dataset names: {', '.join(datasets.names())})")
         self.base_config()  # validates d_sla, k_bins, seed
         self.trace_options(1)  # validates rps_scaling
         parse_executor(self.executor, queued=2)

@@ -37,7 +37,12 @@ Checkpoint format (one CSV per step, e.g. ``step2_gpu_scaling.csv``)
     nothing.  The file is keyed by ``test_id`` and keeps every test ever
     finished for that step in this folder (also those of earlier runs with
     other parameters: every row carries its full configuration); the latest
-    run of each step is what ``all_results.csv`` holds.
+    run of each step is what ``all_results.csv`` holds.  A missing value is
+    written as ``NaN``, never as an empty cell.  Reading drops a torn last
+    line and refuses (:class:`CheckpointError`, naming file, line and column,
+    and saying to move the file aside) what no writer here produces: a
+    repeated header, a row wider than the header or cut short mid-file, an
+    empty cell in a metric column of a row of the current simulator code.
 
 Concurrency
     Every read-merge-write holds an exclusive ``fcntl.flock`` on
@@ -62,6 +67,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import contextlib
+import csv
 import dataclasses
 import datetime as _dt
 import fcntl
@@ -105,6 +111,10 @@ class SweepError(RuntimeError):
     """One or more tests of a sweep failed (the others are checkpointed)."""
 
 
+class CheckpointError(ValueError):
+    """A results CSV that cannot be resumed from (repeated header, over-wide row, blank metric cell)."""
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -112,8 +122,9 @@ class SweepError(RuntimeError):
 class TraceOptions:
     """The arguments of :func:`workbench.load_trace` that produce a test's trace.
 
-    ``dataset=None`` is the embedded synthetic trace; a path is stored absolute
-    so a worker in another folder or process finds the same file.
+    ``dataset=None`` (or ``"synthetic"``) is the embedded synthetic trace; a dataset name
+    (``"azure_conv"``, see ``workbench.traces.datasets``) is kept as it is; a path is
+    stored absolute so a worker in another folder or process finds the same file.
     """
 
     dataset: str | None = None
@@ -126,8 +137,7 @@ class TraceOptions:
     log_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        if self.dataset is not None:
-            object.__setattr__(self, "dataset", str(resolve_user_path(self.dataset)))
+        object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
         if self.num_requests is not None and (isinstance(self.num_requests, bool) or int(self.num_requests) < 1):
             raise ValueError(f"num_requests: must be None or an integer >= 1, got {self.num_requests!r}")
         if self.num_requests is not None:
@@ -343,6 +353,17 @@ def resolve_user_path(path: str | os.PathLike) -> Path:
 resolve_results_dir = resolve_user_path
 
 
+def normalize_dataset(dataset) -> str | None:
+    """None for the synthetic trace (None, "", "None", "synthetic"), a dataset name as it is, else an absolute path."""
+    from workbench.traces import datasets
+
+    if dataset is None or dataset in ("", "None", datasets.SYNTHETIC):
+        return None
+    if datasets.is_name(dataset):
+        return dataset
+    return str(resolve_user_path(dataset))
+
+
 @contextlib.contextmanager
 def results_lock(results_dir: str | os.PathLike) -> Iterator[None]:
     """Exclusive lock over the results folder (blocks until the other holder is done)."""
@@ -398,30 +419,79 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# Missing values are written as NaN, never as an empty cell: an empty cell in a metric column of a
+# current row is damage (a hand edit, a bad merge), which read_rows reports instead of letting a NaN
+# drop silently out of sums and means.
+MISSING = "NaN"
+
+
 def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     buf = io.StringIO()
-    frame.to_csv(buf, index=False)
+    frame.to_csv(buf, index=False, na_rep=MISSING)
     atomic_write_text(path, buf.getvalue())
 
 
+def _move_aside(path: Path) -> str:
+    return (f"this file cannot be resumed from: move it aside (mv '{path}' '{path}.bad') and rerun, which "
+            "recomputes its tests, or repair that line by hand")
+
+
+def _records(path: Path, text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line number, fields)]) of a results CSV, blank lines skipped; CheckpointError on damage
+    that no writer of the workbench produces (a repeated header, a row wider than the header)."""
+    reader = csv.reader(io.StringIO(text))
+    records, line = [], 1
+    for fields in reader:
+        if fields:
+            records.append((line, fields))
+        line = reader.line_num + 1
+    (header_line, header), rows = records[0], records[1:]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise CheckpointError(f"{path}: line {header_line}: the header names column(s) {duplicated} twice; "
+                              f"{_move_aside(path)}")
+    for line, fields in rows:
+        if fields == header:
+            raise CheckpointError(f"{path}: line {line} repeats the header (two files concatenated?); "
+                                  f"{_move_aside(path)}")
+        if len(fields) > len(header):
+            raise CheckpointError(f"{path}: line {line} has {len(fields)} fields but the header has {len(header)}; "
+                                  f"{_move_aside(path)}")
+    return header, rows
+
+
 def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.DataFrame:
-    """A results CSV as a DataFrame: torn or incomplete rows dropped (with a warning), one row per ``key``."""
+    """A results CSV as a DataFrame: a torn last line and incomplete rows dropped (with a warning), one row
+    per ``key``.
+
+    Damage that no writer of the workbench produces is a :class:`CheckpointError` naming the file, the line
+    (and the column) and the fix: a repeated header, a row with more fields than the header, a short row
+    other than the last, an empty cell in a metric column of a row computed by the current simulator.
+    """
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame()
     text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        frame = pd.read_csv(io.StringIO(text))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        # a crash in the middle of a write by a tool that appends: drop the last line
-        lines = text.rstrip("\n").split("\n")
+    if not text.strip():
+        return pd.DataFrame()
+    header, records = _records(path, text)
+    if "test_id" not in header:
+        raise CheckpointError(f"{path} is not a workbench results file (no test_id column); "
+                              "move it away or pick another results folder")
+    short = [i for i, (_, fields) in enumerate(records) if len(fields) < len(header)]
+    if short and short[0] < len(records) - 1:
+        line, fields = records[short[0]]
+        raise CheckpointError(f"{path}: line {line} has {len(fields)} fields but the header has {len(header)} "
+                              f"(a row cut short in the middle of the file); {_move_aside(path)}")
+    if short:  # a crash in the middle of a write by a tool that appends
         log.warning("%s: the last line is torn; dropping it", path)
-        frame = pd.read_csv(io.StringIO("\n".join(lines[:-1]) + "\n")) if len(lines) > 1 else pd.DataFrame()
-    if frame.empty:
-        return frame
-    if "test_id" not in frame.columns:
-        raise ValueError(f"{path} is not a workbench results file (no test_id column); "
-                         "move it away or pick another results folder")
+        records = records[:-1]
+    if not records:
+        return pd.DataFrame()
+    # hex digests stay text: "0123456789012345" or "12e4..." read as numbers would never match again
+    text_columns = {c: str for c in ("test_id", "simulator_version", "trace_fingerprint") if c in header}
+    frame = pd.read_csv(io.StringIO(text), nrows=len(records), dtype=text_columns)
+    _check_blank_metrics(path, frame, records)
     complete = frame["test_id"].notna()
     if "finished_at" in frame.columns:  # the last column: missing means the row was cut short
         complete &= frame["finished_at"].notna()
@@ -437,6 +507,27 @@ def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.
 
 
 _PER_BIN = re.compile(r"^bin(\d+)_")
+
+
+def _check_blank_metrics(path: Path, frame: pd.DataFrame, records: list[tuple[int, list[str]]]) -> None:
+    """An empty cell in a numeric column of a row of the current simulator code is damage: refuse it.
+
+    (Rows of other simulator versions are recomputed anyway, and older files wrote NaN as an empty cell.)
+    """
+    current = np.ones(len(frame), dtype=bool)
+    if "simulator_version" in frame.columns:
+        current = (frame["simulator_version"].astype(str) == simulator_version()).to_numpy()
+    if not current.any():
+        return
+    for j, column in enumerate(frame.columns):
+        if frame[column].dtype.kind not in "fiub" or frame[column].isna().all():
+            continue  # text, or a column nobody filled in
+        for i in np.flatnonzero(current):
+            line, fields = records[i]
+            if fields[j] == "":
+                raise CheckpointError(
+                    f"{path}: line {line}, column {column!r}: empty cell where a number is expected (a missing "
+                    f"value is written as {MISSING}); {_move_aside(path)}")
 
 
 def canonical_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -530,12 +621,38 @@ def shutdown_pools() -> None:
 atexit.register(shutdown_pools)
 
 
+DASK_CONNECT_TIMEOUT_S = 3.0
+
+
+def check_dask_reachable(executor: str, timeout_s: float = DASK_CONNECT_TIMEOUT_S) -> None:
+    """``ConnectionError`` within ``timeout_s`` when nothing listens at a ``dask://host:port`` address
+    (``distributed.Client`` would retry for its whole timeout before saying so)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(executor.strip())
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise ValueError(f"executor: {executor!r}: expected dask://host:port (e.g. dask://127.0.0.1:8786)")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"executor {executor}: no Dask scheduler answers at {host}:{port} ({exc.strerror or exc}); start one "
+            f"(`dask scheduler --port {port}` and `dask worker tcp://{host}:{port}`), or use executor='process' "
+            "(--executor process) to run on this machine") from None
+
+
 def _dask_client(executor):
     """(client, owned) for a ``distributed.Client`` or a ``dask://``/``tcp://`` address."""
     from distributed import Client
 
     if isinstance(executor, Client):
         return executor, False
+    check_dask_reachable(executor)
     address = executor.replace("dask://", "tcp://", 1) if executor.startswith("dask://") else executor
     return Client(address, timeout="30s", set_as_default=False), True
 

@@ -7,7 +7,11 @@ cached rows; identical calls in one process return the same ``Trace`` object.
 
 from __future__ import annotations
 
+import csv
+import datetime as _dt
+import gzip
 import hashlib
+import io
 import logging
 import math
 import numbers
@@ -16,6 +20,7 @@ import tempfile
 import time
 import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -25,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from workbench import paths
-from workbench.traces import synthetic
+from workbench.traces import datasets, synthetic
 
 logger = logging.getLogger(__name__)
 
-PARSER_VERSION = 1  # bump whenever parsing changes (invalidates the on-disk cache)
+PARSER_VERSION = 2  # bump whenever parsing changes (invalidates the on-disk cache)
 KNOWN_MODELS = synthetic.MODEL_NAMES
 KNOWN_LOG_TYPES = synthetic.LOG_TYPE_NAMES
 FAILED = "failed (0 response tokens)"
@@ -57,6 +62,7 @@ class _Schema:
     response: str
     model: str | None = None
     log_type: str | None = None
+    wall_clock: bool = False  # timestamps are dates and times ("2023-11-16 18:15:46.6805900"), not seconds
 
 
 _BURSTGPT_COLUMNS = dict(timestamp="Timestamp", request="Request tokens", response="Response tokens",
@@ -70,6 +76,10 @@ SCHEMAS = (
              "Total tokens", "Log Type"), **_BURSTGPT_COLUMNS),
     _Schema("minimal", ("arrival_s", "prompt_tokens", "output_tokens"),
             timestamp="arrival_s", request="prompt_tokens", response="output_tokens"),
+    _Schema("Vidur (e.g. the shipped Azure 2023 traces)", ("arrived_at", "num_prefill_tokens", "num_decode_tokens"),
+            timestamp="arrived_at", request="num_prefill_tokens", response="num_decode_tokens"),
+    _Schema("Azure LLM inference trace, raw", ("TIMESTAMP", "ContextTokens", "GeneratedTokens"),
+            timestamp="TIMESTAMP", request="ContextTokens", response="GeneratedTokens", wall_clock=True),
 )
 
 
@@ -84,6 +94,8 @@ class TraceMeta:
     rows_dropped: dict[str, int] = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     generator: dict | None = None
+    dataset: str | None = None  # the registered name (workbench.traces.datasets), if loaded as one
+    origin: str | None = None  # what the trace is, e.g. "real production trace: ..." (shown in the label)
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,8 +139,11 @@ class Trace:
 
     @property
     def label(self) -> str:
-        """Human label for plots and CSVs; says "synthetic" for synthetic traces."""
+        """Human label for plots and CSVs: says "synthetic" for synthetic traces, the name and origin of a
+        registered dataset (``azure_conv (real production trace: ..., 19,366 req)``), else the file name."""
         size = f"{len(self):,} req"
+        if self.meta.origin and not self.is_synthetic:
+            return f"{self.meta.dataset} ({self.meta.origin}, {size})"
         if not self.is_synthetic:
             return f"{self.meta.source} ({size})"
         if self.meta.generator is not None:
@@ -146,12 +161,17 @@ class Trace:
     @classmethod
     def from_arrays(cls, arrival_s, prompt_tokens, output_tokens, *, source: str = "custom",
                     synthetic: bool = False) -> Trace:
-        """Validate, sort by arrival (stable) and shift so the first arrival is 0."""
+        """Validate, sort by arrival (stable) and shift so the first arrival is 0.
+
+        ``arrival_s`` is in seconds; datetime64 / timedelta64 arrays (or pandas timestamps) are converted
+        to seconds, never taken as raw integers.
+        """
         arrays = {}
         for name, values in (("arrival_s", arrival_s), ("prompt_tokens", prompt_tokens),
                              ("output_tokens", output_tokens)):
             try:
-                array = np.asarray(values, dtype=np.float64)
+                array = _seconds(values) if name == "arrival_s" else _plain_numbers(values, name)
+                array = np.asarray(array, dtype=np.float64)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{name} must be numeric: {exc}") from None
             if array.ndim != 1:
@@ -203,10 +223,37 @@ def _positive_float(value, name: str) -> float:
     return float(value)
 
 
+def _seconds(values) -> np.ndarray:
+    """Arrival times as float seconds: datetimes become seconds from the earliest, durations seconds."""
+    array = np.asarray(values)
+    if array.dtype == object and array.size and all(isinstance(v, (pd.Timestamp, np.datetime64, _dt.datetime))
+                                                    for v in array.ravel()):
+        array = pd.to_datetime(array.ravel(), utc=True).to_numpy(dtype="datetime64[ns]").reshape(array.shape)
+    elif array.dtype == object and array.size and all(isinstance(v, (pd.Timedelta, np.timedelta64, _dt.timedelta))
+                                                      for v in array.ravel()):
+        array = pd.to_timedelta(array.ravel()).to_numpy(dtype="timedelta64[ns]").reshape(array.shape)
+    if array.dtype.kind in "mM":
+        if np.isnat(array).any():
+            i = int(np.argmax(np.isnat(array).ravel()))
+            raise ValueError(f"arrival_s[{i}] is NaT (a missing time)")
+        if array.dtype.kind == "M":
+            return (array - array.min()) / np.timedelta64(1, "s") if array.size else array.astype(np.float64)
+        return array / np.timedelta64(1, "s")
+    return array
+
+
+def _plain_numbers(values, name: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind in "mM":
+        raise ValueError(f"got {array.dtype} values; token counts are plain integers")
+    return array
+
+
 def _check_values(array: np.ndarray, name: str, *, integral: bool) -> None:
     problems = [(~np.isfinite(array), "is not finite"), (array < 0, "is negative")]
     if integral:
-        problems.append(((array != np.floor(array)) | (array > _INT32_MAX), "is not a whole number of tokens"))
+        problems += [(array != np.floor(array), "is not a whole number of tokens"),
+                     (array > _INT32_MAX, f"is more than {_INT32_MAX:,} tokens (the simulator counts in int32)")]
     for bad, what in problems:
         if bad.any():
             i = int(np.argmax(bad))
@@ -286,8 +333,10 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
                rps_scaling: float = 200.0, use_real_timestamps: bool = False, drop_failed: bool = True,
                models: str | Iterable[str] | None = None, log_types: str | Iterable[str] | None = None,
                seed: int = 0) -> Trace:
-    """Load a BurstGPT CSV, a minimal ``arrival_s,prompt_tokens,output_tokens`` CSV, or (``path=None``) the
-    synthetic BurstGPT-like trace generated with ``seed`` (ignored for files).
+    """Load a trace: a dataset name (``"azure_conv"``, ``"azure_code"``, ``"burstgpt"``, ``"synthetic"``: see
+    ``workbench.traces.datasets``), a CSV file (BurstGPT, Azure raw, Vidur or minimal layout, see
+    ``data/README.md``; ``.csv.gz`` too), or (``path=None`` or ``"synthetic"``) the synthetic BurstGPT-like
+    trace generated with ``seed`` (ignored for files).
 
     Options, applied in this order: ``drop_failed`` drops rows with 0 response
     tokens; ``models`` / ``log_types`` keep only those labels; rows are sorted
@@ -302,6 +351,15 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
                "use_real_timestamps": bool(use_real_timestamps), "drop_failed": bool(drop_failed),
                "models": _as_names(models, "models"), "log_types": _as_names(log_types, "log_types")}
 
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a dataset name ({', '.join(datasets.names())}) or a file path, "
+                        f"got {path!r} ({type(path).__name__})")
+    named = None
+    if datasets.is_name(path):
+        named = datasets.get(path)
+        path = named.file
     if path is None:
         generator = {"name": "workbench.traces.synthetic", "version": synthetic.GENERATOR_VERSION,
                      "num_rows": synthetic.NUM_ROWS, "seed": int(seed)}
@@ -317,13 +375,15 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
         raise FileNotFoundError(
             f"trace file not found (or not a file): {file}. The BurstGPT CSVs cannot be downloaded by the "
             f"workbench; place them by hand, e.g. under {paths.DATA_DIR}/ (see data/README.md), or use load_trace() "
-            "for the synthetic BurstGPT-like trace.")
+            f"for the synthetic BurstGPT-like trace. Dataset names: {', '.join(datasets.names())}.")
     file = file.resolve()
     stat = file.stat()
     key = ("file", str(file), stat.st_size, stat.st_mtime_ns, _quick_digest(file, stat.st_size), *options.values())
     if (hit := _recall(_traces, key)) is not None:
         return hit
-    trace = _select(_file_rows(file), options, source=file.name, is_synthetic=False, generator=None)
+    named = named or datasets.for_file(file)
+    trace = _select(_file_rows(file), options, source=file.name, is_synthetic=False, generator=None,
+                    dataset=named.name if named else None, origin=named.origin if named else None)
     return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
 
@@ -339,7 +399,8 @@ def _as_names(values: str | Iterable[str] | None, name: str) -> tuple[str, ...] 
 def _label_mask(codes: np.ndarray | None, names: tuple[str, ...], wanted: tuple[str, ...], known: tuple[str, ...],
                 what: str, source: str) -> np.ndarray:
     if codes is None:
-        raise ValueError(f"{source} has no {what} column (minimal schema), so a {what} filter cannot be applied")
+        raise ValueError(f"{source} has no {what} column (a minimal schema: only arrival times and token counts), "
+                         f"so a {what} filter cannot be applied")
     allowed = tuple(dict.fromkeys(known + names))
     unknown = [v for v in wanted if v not in allowed]
     if unknown:
@@ -348,7 +409,8 @@ def _label_mask(codes: np.ndarray | None, names: tuple[str, ...], wanted: tuple[
     return np.isin(codes, wanted_codes)
 
 
-def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, generator: dict | None) -> Trace:
+def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, generator: dict | None,
+            dataset: str | None = None, origin: str | None = None) -> Trace:
     keep = np.ones(rows.timestamp_s.size, dtype=bool)
     dropped: dict[str, int] = {}
 
@@ -382,7 +444,7 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
         arrival_s /= options["rps_scaling"]
     return _make_trace(arrival_s, rows.request_tokens[index], rows.response_tokens[index], source=source,
                        synthetic=is_synthetic, rows_read=rows.timestamp_s.size, rows_dropped=dropped,
-                       options=dict(options), generator=generator)
+                       options=dict(options), generator=generator, dataset=dataset, origin=origin)
 
 
 # ---------------------------------------------------------------- caches
@@ -460,49 +522,134 @@ def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 # ---------------------------------------------------------------- parsing
 
-def _read_header(file: Path) -> tuple[str, ...]:
-    with open(file, encoding="utf-8-sig", errors="replace", newline="") as f:
-        first = f.readline()
-    if not first.strip():
-        raise TraceFormatError(f"{file}: empty file, expected a header line "
-                               f"such as {','.join(SCHEMAS[0].columns)}")
-    return tuple(name.strip() for name in first.strip().split(","))
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def _schema_for(file: Path, header: tuple[str, ...]) -> _Schema:
+@dataclass(frozen=True)
+class _Text:
+    """A trace file's bytes (decompressed), from its header line on, and where that line is in the file."""
+
+    file: Path
+    data: bytes  # from the header line to the end
+    header_line: int  # 1-based line number of the header in the file
+
+    def line(self, index: int) -> int:
+        """1-based file line of data row ``index`` (0-based, the row after the header is 0)."""
+        return self.header_line + 1 + index
+
+    def buffer(self) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+def _read_text(file: Path) -> _Text:
+    """The file's bytes (gzip decompressed), checked to be UTF-8, leading blank lines skipped."""
+    with open(file, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(_GZIP_MAGIC):
+        try:
+            with gzip.open(file, "rb") as f:
+                raw = f.read()
+        except (OSError, EOFError, zlib.error) as exc:
+            raise TraceFormatError(f"{file}: a gzip file that cannot be decompressed ({exc}); "
+                                   "check the download, or decompress it with gunzip and load the CSV") from None
+    elif magic == _ZIP_MAGIC:
+        raise TraceFormatError(f"{file}: a zip archive, not a CSV; unzip it and load the CSV inside")
+    else:
+        raw = file.read_bytes()
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM):]
+    _check_utf8(file, raw)
+    start, blank = 0, 0
+    while True:
+        end = raw.find(b"\n", start)
+        line = raw[start:] if end < 0 else raw[start:end]
+        if line.strip():
+            break
+        if end < 0:
+            what = "empty file" if not raw else f"empty file (only whitespace, {len(raw)} bytes)"
+            raise TraceFormatError(f"{file}: {what}, expected a header line such as {','.join(SCHEMAS[0].columns)}")
+        start, blank = end + 1, blank + 1
+    if blank:
+        logger.info("%s: skipping %d blank line(s) before the header", file, blank)
+    return _Text(file, _without_trailing_blank_lines(raw[start:]), blank + 1)
+
+
+def _without_trailing_blank_lines(data: bytes) -> bytes:
+    """``data`` without the blank or whitespace-only lines at its end (they are not rows)."""
+    end = len(data)
+    while end:
+        line_start = data.rfind(b"\n", 0, end - 1) + 1
+        if data[line_start:end].strip():
+            break
+        end = line_start
+    return data[:end]
+
+
+def _check_utf8(file: Path, raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = exc.start
+        line = raw.count(b"\n", 0, at) + 1
+        where = f"line {line}"
+        if line > 1:  # name the column from the header (which decoded: it comes first)
+            header = raw[: raw.find(b"\n")].decode("utf-8").split(",")
+            field_index = raw.count(b",", raw.rfind(b"\n", 0, at) + 1, at)
+            where += f", column {header[field_index].strip()!r}" if field_index < len(header) else ""
+        raise TraceFormatError(
+            f"{file}: {where}: byte 0x{raw[at]:02x} is not UTF-8 text (a file saved in another encoding, e.g. "
+            "Latin-1 or UTF-16, or a binary file); re-save it as UTF-8 CSV") from None
+
+
+def _schema_for(text: _Text) -> _Schema:
+    end = text.data.find(b"\n")
+    first = text.data[: end if end >= 0 else len(text.data)].decode("utf-8")
+    header = tuple(name.strip() for name in next(csv.reader([first.strip()]), []))  # "quoted" names too
     for schema in SCHEMAS:
         if header == schema.columns:
             return schema
     accepted = "\n".join(f"  {s.name}: {','.join(s.columns)}" for s in SCHEMAS)
-    raise TraceFormatError(f"{file}: unrecognised header; found columns {list(header)}. "
+    where = f" (line {text.header_line})" if text.header_line > 1 else ""
+    raise TraceFormatError(f"{text.file}: unrecognised header{where}; found columns {list(header)}. "
                            f"Accepted headers (exact, in this order):\n{accepted}")
 
 
 def _parse_csv(file: Path) -> _Rows:
     started = time.perf_counter()
-    schema = _schema_for(file, _read_header(file))
-    numeric = [schema.timestamp, schema.request, schema.response]
+    text = _read_text(file)
+    schema = _schema_for(text)
+    numeric = [schema.request, schema.response] + ([] if schema.wall_clock else [schema.timestamp])
     labels = [c for c in (schema.model, schema.log_type) if c]
-    read = dict(header=0, names=list(schema.columns), usecols=numeric + labels, engine="c",
-                encoding="utf-8-sig", skip_blank_lines=False)
+    strings = labels + ([schema.timestamp] if schema.wall_clock else [])
+    read = dict(header=0, names=list(schema.columns), usecols=numeric + strings, engine="c",
+                encoding="utf-8", skip_blank_lines=False)
+    _check_field_counts(text, schema)
+    dtypes = {**{c: np.float64 for c in numeric}, **{c: "category" for c in labels}}
+    if schema.wall_clock:
+        dtypes[schema.timestamp] = str
     try:
-        frame = pd.read_csv(file, dtype={**{c: np.float64 for c in numeric}, **{c: "category" for c in labels}},
-                            **read)
+        frame = pd.read_csv(text.buffer(), dtype=dtypes, **read)
     except pd.errors.ParserError as exc:
         raise TraceFormatError(f"{file}: malformed CSV: {exc}") from None
     except ValueError as exc:  # a non-numeric cell; find it with a slower string pass
-        raise _locate_non_numeric(file, numeric, read) or TraceFormatError(f"{file}: {exc}") from None
+        raise _locate_non_numeric(text, numeric, read) or TraceFormatError(f"{file}: {exc}") from None
     frame = _strip_trailing_blank_lines(frame)
     if frame.empty:
         raise TraceFormatError(f"{file}: header but no data rows")
-    _check_field_counts(file, len(schema.columns), len(frame), read)
-    values = {c: frame[c].to_numpy() for c in numeric}
-    for column in numeric + labels:
-        _check_column(file, column, frame[column], integral=column in (schema.request, schema.response))
-    codes = {c: frame[c].cat.codes.to_numpy() for c in labels}
-    names = {c: tuple(str(v) for v in frame[c].cat.categories) for c in labels}
-    rows = _Rows(values[schema.timestamp], values[schema.request].astype(np.int32),
-                 values[schema.response].astype(np.int32),
+    for column in (c for c in schema.columns if c in numeric + strings):
+        _check_column(text, column, frame[column], integral=column in (schema.request, schema.response),
+                      what="a date and time" if column in strings and column not in labels else "a label")
+    if schema.wall_clock:
+        timestamp_s = _wall_clock_seconds(text, schema.timestamp, frame[schema.timestamp])
+    else:
+        timestamp_s = frame[schema.timestamp].to_numpy()
+    codes, names = {}, {}
+    for column in labels:
+        codes[column], names[column] = _trimmed_labels(text, column, frame[column])
+    rows = _Rows(timestamp_s, frame[schema.request].to_numpy().astype(np.int32),
+                 frame[schema.response].to_numpy().astype(np.int32),
                  codes.get(schema.model), codes.get(schema.log_type),
                  names.get(schema.model, ()), names.get(schema.log_type, ()))
     logger.info("parsed %s (%s): %d rows in %.2f s", file.name, schema.name, len(frame),
@@ -510,17 +657,35 @@ def _parse_csv(file: Path) -> _Rows:
     return rows
 
 
-def _check_field_counts(file: Path, num_columns: int, num_rows: int, read: dict) -> None:
-    """Refuse rows with extra fields, which ``usecols`` would silently ignore."""
-    commas = 0
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 24):
-            commas += chunk.count(b",")
-    if commas > (num_columns - 1) * (num_rows + 1):  # or quoted commas: the full parse below tells
-        try:
-            pd.read_csv(file, dtype=str, **{**read, "usecols": None})
-        except pd.errors.ParserError as exc:
-            raise TraceFormatError(f"{file}: malformed CSV: {exc}") from None
+def _check_field_counts(text: _Text, schema: _Schema) -> None:
+    """Refuse a row with more fields than the header: ``usecols`` would silently drop them, and an unquoted
+    thousands separator (``0,1,234,56``) would shift the values into the wrong columns."""
+    expected = len(schema.columns)
+    if b'"' in text.data:  # quoted fields may hold commas: count fields properly (slow, rare)
+        reader = csv.reader(io.StringIO(text.data.decode("utf-8")))
+        for record in reader:
+            if len(record) > expected:
+                _raise_extra_fields(text, schema, text.header_line - 1 + reader.line_num, len(record))
+        return
+    buffer = np.frombuffer(text.data, dtype=np.uint8)
+    is_newline = buffer == ord("\n")
+    lines = int(np.count_nonzero(is_newline)) + (not text.data.endswith(b"\n"))
+    if np.count_nonzero(buffer == ord(",")) <= (expected - 1) * lines:
+        return  # no line is wider, or a short line makes up for it: the short one fails the parse below
+    newlines = np.flatnonzero(is_newline)
+    commas_per_line = np.bincount(np.searchsorted(newlines, np.flatnonzero(buffer == ord(","))),
+                                  minlength=newlines.size + 1)
+    over = np.flatnonzero(commas_per_line > expected - 1)
+    if over.size:
+        first = int(over[0])
+        _raise_extra_fields(text, schema, text.header_line + first, int(commas_per_line[first]) + 1)
+
+
+def _raise_extra_fields(text: _Text, schema: _Schema, line: int, fields: int) -> None:
+    raise TraceFormatError(
+        f"{text.file}: malformed CSV: line {line} has {fields} fields but the header has {len(schema.columns)} "
+        f"({','.join(schema.columns)}); extra field(s) after column {schema.columns[-1]!r}. A number written "
+        "with a thousands separator (1,234) splits into two fields: remove the separator or quote the value")
 
 
 def _strip_trailing_blank_lines(frame: pd.DataFrame) -> pd.DataFrame:
@@ -528,38 +693,62 @@ def _strip_trailing_blank_lines(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[: filled[-1] + 1] if filled.size else frame.iloc[:0]
 
 
-def _line(index: int) -> int:
-    return index + 2  # 1-based file line: the header is line 1
-
-
-def _check_column(file: Path, column: str, series: pd.Series, *, integral: bool) -> None:
+def _check_column(text: _Text, column: str, series: pd.Series, *, integral: bool, what: str = "a label") -> None:
     missing = series.isna().to_numpy()
     if missing.any():
         i = int(np.argmax(missing))
-        raise TraceFormatError(f"{file}: line {_line(i)}, column {column!r}: empty or NaN value, expected "
-                               + ("a number" if series.dtype == np.float64 else "a label"))
+        raise TraceFormatError(f"{text.file}: line {text.line(i)}, column {column!r}: empty or NaN value, expected "
+                               + ("a number" if series.dtype == np.float64 else what))
     if series.dtype != np.float64:
         return
     values = series.to_numpy()
     checks = [(~np.isfinite(values), "a finite number"), (values < 0, "a value >= 0")]
     if integral:
-        checks.append(((values != np.floor(values)) | (values > _INT32_MAX), "a whole number of tokens"))
+        checks += [(values != np.floor(values), "a whole number of tokens"),
+                   (values > _INT32_MAX, f"at most {_INT32_MAX:,} tokens (the simulator counts tokens in int32)")]
     for bad, expected in checks:
         if bad.any():
             i = int(np.argmax(bad))
-            raise TraceFormatError(f"{file}: line {_line(i)}, column {column!r}: found {values[i]:g}, "
+            raise TraceFormatError(f"{text.file}: line {text.line(i)}, column {column!r}: found {values[i]:g}, "
                                    f"expected {expected}")
 
 
-def _locate_non_numeric(file: Path, numeric: list[str], read: dict) -> TraceFormatError | None:
-    frame = pd.read_csv(file, dtype=str, keep_default_na=False, **{**read, "usecols": numeric})
+def _trimmed_labels(text: _Text, column: str, series: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes into the labels with surrounding whitespace removed (so " ChatGPT" is "ChatGPT")."""
+    trimmed = [str(v).strip() for v in series.cat.categories]
+    names = tuple(dict.fromkeys(trimmed))
+    remap = np.array([names.index(v) for v in trimmed], dtype=np.int16)
+    codes = remap[series.cat.codes.to_numpy()]
+    if "" in names:
+        i = int(np.argmax(codes == names.index("")))
+        raise TraceFormatError(f"{text.file}: line {text.line(i)}, column {column!r}: blank label, expected a "
+                               "value such as " + " or ".join(map(repr, [n for n in names if n][:2] or ["..."])))
+    return codes.astype(np.int8 if len(names) <= 127 else np.int16), names
+
+
+def _wall_clock_seconds(text: _Text, column: str, series: pd.Series) -> np.ndarray:
+    """Seconds from the earliest of the wall-clock timestamps (dates and times; naive ones taken as UTC)."""
+    stamps = pd.to_datetime(series.str.strip(), format="ISO8601", utc=True, errors="coerce")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TraceFormatError(f"{text.file}: line {text.line(i)}, column {column!r}: found {series.iloc[i]!r}, "
+                               "expected a date and time such as 2023-11-16 18:15:46.6805900")
+    ns = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return (ns - ns.min()) / 1e9
+
+
+def _locate_non_numeric(text: _Text, numeric: list[str], read: dict) -> TraceFormatError | None:
+    frame = pd.read_csv(text.buffer(), dtype=str, keep_default_na=False, **{**read, "usecols": numeric})
     first = None
     for column in numeric:
-        text = frame[column].str.strip()
-        bad = (pd.to_numeric(text, errors="coerce").isna() & (text != "")).to_numpy()
+        cells = frame[column].str.strip()
+        bad = ((pd.to_numeric(cells, errors="coerce").isna() & (cells != "")) | ((cells == "") & (frame[column] != ""))
+               ).to_numpy()
         if bad.any() and (first is None or np.argmax(bad) < first[0]):
-            first = (int(np.argmax(bad)), column, text.iloc[int(np.argmax(bad))])
+            first = (int(np.argmax(bad)), column, frame[column].iloc[int(np.argmax(bad))])
     if first is None:
         return None
     i, column, value = first
-    return TraceFormatError(f"{file}: line {_line(i)}, column {column!r}: found {value!r}, expected a number")
+    found = f"{value.strip()!r}" if value.strip() else "only whitespace"
+    return TraceFormatError(f"{text.file}: line {text.line(i)}, column {column!r}: found {found}, expected a number")
