@@ -16,6 +16,7 @@ from workbench.sim.predictors import PREDICTORS, predict_output_tokens
 from workbench.sim.schedulers import SCHEDULERS, register
 from workbench.sim.simulate import SimResult, SimulationError, simulate
 from workbench.sim.steptime import StepTimeModel
+from workbench.traces.serving_log import ServingLog, load_serving_log
 from workbench.traces.synthetic import synthetic_trace
 from workbench.traces.trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
 
@@ -23,4 +24,5 @@ __all__ = [
     "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
     "SimulationError", "StepTimeModel", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
+    "ServingLog", "load_serving_log",
 ]
