@@ -67,6 +67,7 @@ class StepTimeModel:
     token_overhead_s: float = 0.0
     name: str = "custom"
     source: str = field(default="", compare=False)
+    fit_report: object = field(default=None, compare=False, repr=False)  # set by workbench.calibrate
 
     def __post_init__(self):
         object.__setattr__(self, "prefill", _triple("prefill", self.prefill))
