@@ -419,7 +419,15 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 g = 0
                 best = np.inf
                 for h in range(R):
-                    load = float(outstanding[h]) if router == 1 else float(used[h] + wait_blocks[h])
+                    if router == 1:
+                        load = float(outstanding[h])
+                    else:
+                        load = float(used[h] + wait_blocks[h])
+                        if kind[h] == KIND_DECODE_RUN and run_k[h] > 1 and ev_pos[h] >= 0:
+                            # blocks the steps of the run completed before now have taken
+                            i = _steps_to_reach(run_e[h], run_f[h], run_k[h], now - t_start[h])
+                            if i > 1:
+                                load += float(_blocks_over(hist[h], bs, dec_start[h], dcount[h], i - 1))
                     if load < best:
                         best = load
                         g = h
@@ -717,7 +725,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     pf_quad += float(chunk) * float(chunk)
                     pf_reqs += 1
                     running += 1
-        nd = n_dec[g]
+        nd = n_dec[g] if take_decode else 0   # v0.2: a prefill step holds no decodes
         if pf_reqs == 0 and nd == 0:
             if waiting[g] > 0:
                 error = ERR_STUCK
