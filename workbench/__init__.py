@@ -8,6 +8,7 @@ The public API::
     res.summary, res.requests
 """
 
+from workbench.study.calibration import FitReport, calibrate, compare_to_measured
 from workbench.study.capacity import CapacityError, CapacityResult, capacity
 from workbench.sim.bins import BinningWarning, equal_mass_edges
 from workbench.sim.config import SimConfig
@@ -24,5 +25,5 @@ __all__ = [
     "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
     "SimulationError", "StepTimeModel", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
-    "ServingLog", "load_serving_log",
+    "FitReport", "ServingLog", "calibrate", "compare_to_measured", "load_serving_log",
 ]

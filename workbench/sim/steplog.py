@@ -15,9 +15,10 @@ Rules (vLLM v0.2, ``chunked_prefill=False``, recompute preemption):
    the step's prompt tokens within ``max_num_batched_tokens`` and their
    ``ceil(prompt / block_size)`` blocks fit in the free KV blocks; it stops at
    the first that does not fit (FCFS: no skipping).  Each admitted request emits
-   its first token at the end of the step.  A prompt that could never fit (more
-   tokens than ``max_num_batched_tokens``, or more blocks than ``kv_blocks``) is
-   rejected and leaves the queue.
+   its first token at the end of the step.  A request that could never be
+   served (a prompt of more tokens than ``max_num_batched_tokens``, or more
+   blocks than ``kv_blocks`` at its last token, ``ceil((prompt + output - 1) /
+   block_size)``) is rejected up front and never queues.
 3. Otherwise, if requests run, a *decode step*: each running request (in
    admission order) needs room for ``prompt + generated`` tokens, i.e. one more
    block when that crosses a block boundary; when no block is free the most
@@ -34,6 +35,7 @@ Rules (vLLM v0.2, ``chunked_prefill=False``, recompute preemption):
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -71,50 +73,50 @@ def replay_steps(arrival_s, prompt_tokens, output_tokens, step: StepTimeModel, *
     n_req = arrival_s.size
     a0, a1 = step.arrival_overhead_s
     entry = arrival_s + a0 + a1 * prompt
+    rejected = (prompt > max_num_batched_tokens) | (-(-(prompt + out - 1) // block_size) > kv_blocks)
     order = np.argsort(entry, kind="stable")
-    first = np.full(n_req, np.nan)
-    finish = np.full(n_req, np.nan)
-    preempt = np.zeros(n_req, dtype=np.int64)
-    rejected = np.zeros(n_req, dtype=bool)
-    generated = np.zeros(n_req, dtype=np.int64)
-    blocks = np.zeros(n_req, dtype=np.int64)
+    order = order[~rejected[order]]
+    # plain Python lists: this loop touches single elements, where numpy scalars are slow
+    prompt_l, out_l, entry_l = prompt.tolist(), out.tolist(), entry.tolist()
+    first, finish = [math.nan] * n_req, [math.nan] * n_req
+    preempt, generated, blocks = [0] * n_req, [0] * n_req, [0] * n_req
+    pa, pb, pc = step.prefill
+    small, large = step.decode, step.decode_large
+    large_from = step.decode_large_threshold if large is not None else math.inf
     steps = []
     waiting: deque[int] = deque()
     running: list[int] = []      # admission order
     free_blocks = kv_blocks
-    next_arrival, t = 0, 0.0
-    while next_arrival < n_req or waiting or running:
-        if not waiting and not running:
-            t = max(t, entry[order[next_arrival]])
-        while next_arrival < n_req and entry[order[next_arrival]] <= t:
-            waiting.append(int(order[next_arrival]))
+    queue_order = order.tolist()
+    next_arrival, t, n_queued = 0, 0.0, len(queue_order)
+    while next_arrival < n_queued or waiting or running:
+        if not waiting and not running and next_arrival < n_queued:
+            t = max(t, entry_l[queue_order[next_arrival]])
+        while next_arrival < n_queued and entry_l[queue_order[next_arrival]] <= t:
+            waiting.append(queue_order[next_arrival])
             next_arrival += 1
         admitted, tokens = [], 0
         while waiting:
             r = waiting[0]
-            need = -(-prompt[r] // block_size)
-            if prompt[r] > max_num_batched_tokens or need > kv_blocks:
-                waiting.popleft()
-                rejected[r] = True
-                continue
-            if (len(running) + len(admitted) >= max_num_seqs or tokens + prompt[r] > max_num_batched_tokens
+            need = -(-prompt_l[r] // block_size)
+            if (len(running) + len(admitted) >= max_num_seqs or tokens + prompt_l[r] > max_num_batched_tokens
                     or need > free_blocks):
                 break
             waiting.popleft()
             admitted.append(r)
-            tokens += prompt[r]
+            tokens += prompt_l[r]
             free_blocks -= need
             blocks[r] = need
         if admitted:
-            lengths = prompt[admitted]
-            duration = step.prefill_time_s(lengths)
-            steps.append((t, t + duration, PREFILL, len(admitted), lengths.sum(), (lengths ** 2).sum(), 0))
+            sum_l2 = sum(prompt_l[r] ** 2 for r in admitted)
+            duration = pa + pb * tokens + pc * sum_l2
+            steps.append((t, t + duration, PREFILL, len(admitted), tokens, sum_l2, 0))
             t += duration
             for r in admitted:
                 generated[r] = 1
-                if np.isnan(first[r]):
+                if math.isnan(first[r]):
                     first[r] = t
-                if out[r] == 1:
+                if out_l[r] == 1:
                     finish[r] = t
                     free_blocks += blocks[r]
                     blocks[r] = 0
@@ -126,7 +128,7 @@ def replay_steps(arrival_s, prompt_tokens, output_tokens, step: StepTimeModel, *
         i = 0
         while i < len(running):
             r = running[i]
-            need = -(-(prompt[r] + generated[r]) // block_size) - blocks[r]
+            need = -(-(prompt_l[r] + generated[r]) // block_size) - blocks[r]
             while need > free_blocks:
                 victim = running.pop()
                 free_blocks += blocks[victim]
@@ -141,14 +143,16 @@ def replay_steps(arrival_s, prompt_tokens, output_tokens, step: StepTimeModel, *
                 i += 1
         if not running:
             continue
-        context = prompt[running] + generated[running]
-        duration = step.decode_time_s(context)
-        steps.append((t, t + duration, DECODE, len(running), 0, 0, context.sum()))
+        n = len(running)
+        context = sum(prompt_l[r] + generated[r] for r in running)
+        a, b, c = large if n >= large_from else small
+        duration = a + b * context + c * n
+        steps.append((t, t + duration, DECODE, n, 0, 0, context))
         t += duration
         still = []
         for r in running:
             generated[r] += 1
-            if generated[r] >= out[r]:
+            if generated[r] >= out_l[r]:
                 finish[r] = t
                 free_blocks += blocks[r]
                 blocks[r] = 0
@@ -157,7 +161,8 @@ def replay_steps(arrival_s, prompt_tokens, output_tokens, step: StepTimeModel, *
         running = still
     table = np.array(steps, dtype=np.float64).reshape(-1, 7)
     return StepLog(table[:, 0], table[:, 1], table[:, 2].astype(np.int64), table[:, 3].astype(np.int64),
-                   table[:, 4], table[:, 5], table[:, 6], entry, first, finish, preempt, rejected)
+                   table[:, 4], table[:, 5], table[:, 6], entry, np.array(first), np.array(finish),
+                   np.array(preempt, dtype=np.int64), rejected)
 
 
 __all__ = ["DECODE", "PREFILL", "StepLog", "replay_steps"]

@@ -66,12 +66,17 @@ class FitReport:
     rss_with_overheads: float
     rss_without_overheads: float
     converged: bool
+    rss_before: float
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def final_rss(self) -> float:
+        return self.rss_with_overheads if self.overheads_kept else self.rss_without_overheads
 
     def describe(self) -> str:
         lines = [f"calibrated on {', '.join(self.runs)}: {self.after.describe()}",
-                 f"fixed point {'reached' if self.converged else 'NOT reached'} after {len(self.iterations)} "
-                 f"iteration(s); weighted RSS of the simulated runs {self.iterations['simulated_rss'].min():.4g}",
+                 f"weighted RSS of the simulated runs: {self.final_rss:.4g}"
+                 f" (published model: {self.rss_before:.4g})",
                  f"per-request overheads {'kept' if self.overheads_kept else 'not used'} (weighted RSS with "
                  f"{self.rss_with_overheads:.4g}, without {self.rss_without_overheads:.4g})"]
         held = self.coefficients.loc[self.coefficients.status != "fitted", "name"].tolist()
@@ -82,26 +87,19 @@ class FitReport:
 
 
 def _settings(cfg, name: str) -> dict:
-    """The replay settings of a config (the continuous engine's SimConfig fields)."""
+    """The replay settings of a continuous_fcfs SimConfig (one replica, vLLM v0.2)."""
+    from workbench.sim.config import SimConfig
+
     if cfg is None:
         raise ValueError(f"{name}: no config; pass cfg= or load the run with a setup.json beside it")
-    missing = [f for f in ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_blocks") if
-               not hasattr(cfg, f)]
-    if missing:
-        raise ValueError(f"{name}: config lacks {', '.join(missing)} (a continuous-batching SimConfig is needed)")
-    if getattr(cfg, "chunked_prefill", False):
-        raise ValueError(f"{name}: calibration replays vLLM v0.2 scheduling (chunked_prefill=False); "
-                         "the config asks for chunked prefill")
-    if getattr(cfg, "num_gpus", 1) != 1:
-        raise ValueError(f"{name}: calibration replays one replica (num_gpus=1), got num_gpus={cfg.num_gpus}")
-    kv_blocks = cfg.kv_blocks
-    if kv_blocks is None:
-        derive = getattr(cfg, "kv_blocks_per_replica", None)
-        kv_blocks = derive() if callable(derive) else derive
-        if kv_blocks is None:
-            raise ValueError(f"{name}: kv_blocks is None and the config cannot derive it; set kv_blocks")
-    return dict(max_num_seqs=int(cfg.max_num_seqs), max_num_batched_tokens=int(cfg.max_num_batched_tokens),
-                block_size=int(cfg.block_size), kv_blocks=int(kv_blocks))
+    if not isinstance(cfg, SimConfig):
+        raise ValueError(f"{name}: cfg must be a SimConfig, got {type(cfg).__name__}")
+    if cfg.scheduler != "continuous_fcfs" or cfg.chunked_prefill or cfg.num_gpus != 1:
+        raise ValueError(f"{name}: calibration replays vLLM v0.2 on one replica (scheduler='continuous_fcfs', "
+                         f"chunked_prefill=False, num_gpus=1); got scheduler={cfg.scheduler!r}, "
+                         f"chunked_prefill={cfg.chunked_prefill}, num_gpus={cfg.num_gpus}")
+    return dict(max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
+                block_size=cfg.block_size, kv_blocks=cfg.kv_blocks_effective)
 
 
 def replay_run(run, step: StepTimeModel, cfg=None) -> StepLog:
@@ -134,9 +132,6 @@ def _window_features(steps: StepLog, x: np.ndarray, t0: np.ndarray, t1: np.ndarr
     return cumulative[k1 + 1] - cumulative[k0] - done[:, None] * x[k0]
 
 
-PER_TOKEN = False
-
-
 def _design(run, steps: StepLog, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows (TTFT, then decode time = E2E - TTFT, per served request): features, measured value, weight, request."""
     trace = run.trace
@@ -152,10 +147,6 @@ def _design(run, steps: StepLog, threshold: int) -> tuple[np.ndarray, np.ndarray
     rows = [np.column_stack([ttft, ones, prompt, ones]), np.column_stack([e2e - ttft, zeros, zeros, out - 1])]
     measured = run.measured.iloc[idx]
     targets = [measured["ttft_s"].to_numpy(), (measured["e2e_s"] - measured["ttft_s"]).to_numpy()]
-    if PER_TOKEN:
-        tokens = np.maximum(out - 1, 1)
-        rows[1] = rows[1] / tokens[:, None]
-        targets[1] = targets[1] / tokens
     weights = [np.full(idx.size, 1.0 / (t.mean() * np.sqrt(idx.size))) for t in targets]
     return np.vstack(rows), np.concatenate(targets), np.concatenate(weights), np.concatenate([idx, idx])
 
@@ -202,25 +193,25 @@ def _solve(a: np.ndarray, b: np.ndarray, w: np.ndarray, free: np.ndarray, fixed:
     return vector, float(residual @ residual)
 
 
-def calibrate(step: StepTimeModel, runs, cfg=None, *, max_iter: int = 12, tol: float = 1e-3, min_steps: int = 20,
-              overhead_min_gain: float = 0.02, fit_token_overhead: bool = False, prior_weight: float = 1e-2, damping: float = 0.5,
-              name: str | None = None) -> StepTimeModel:
-    """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
+@dataclass
+class _Pass:
+    """One fixed-point pass at a given threshold and overhead choice."""
 
-    ``cfg`` is the serving setup used for every run (default: each run's own ``.config``).
-    """
-    runs = list(runs)
-    if not runs:
-        raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
-    if not isinstance(step, StepTimeModel):
-        raise ValueError(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
-    names = [r.name for r in runs]
+    model: StepTimeModel
+    simulated_rss: float
+    designs: list
+    history: list
+    status: np.ndarray
+    converged: bool
+    best_iteration: int
+
+
+def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_overhead: bool, max_iter: int,
+                 tol: float, min_steps: int, prior_weight: float, damping: float, name: str, source: str) -> _Pass:
     threshold = step.decode_large_threshold if step.decode_large is not None else 2**62
     prior = _as_vector(step)
-    current = step
-    history, notes = [], []
-    best = None                       # (simulated RSS, model, designs) of the best iterate so far
-    change = np.inf
+    current, history, best, change = step, [], None, np.inf
+    status = np.array(["fitted"] * len(FIT_COEFS), dtype=object)
     for iteration in range(1, max_iter + 2):
         replays = [replay_run(r, current, cfg) for r in runs]
         designs = [_design(r, steps, threshold) for r, steps in zip(runs, replays)]
@@ -228,8 +219,7 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, max_iter: int = 12, tol: f
         b = np.concatenate([d[1] for d in designs])
         w = np.concatenate([d[2] for d in designs])
         # the design reproduces the replay exactly at the current coefficients: this is the simulated error
-        simulated = a @ _as_vector(current) - b
-        simulated_rss = float(((simulated * w) ** 2).sum())
+        simulated_rss = float((((a @ _as_vector(current) - b) * w) ** 2).sum())
         if best is None or simulated_rss < best[0]:
             best = (simulated_rss, current, designs, iteration - 1)
         if history:
@@ -247,47 +237,188 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, max_iter: int = 12, tol: f
             if large_steps < min_steps:
                 free[6:9] = False
                 status[6:9] = f"held at prior: {large_steps} training steps at batch >= {threshold}"
+        if not overheads:
+            free[9:11], fixed[9:11] = False, 0.0
+            status[9:11] = "zero: the data does not need it"
         if not fit_token_overhead:
             free[11] = False
             status[11] = "held at prior: collinear with decode_a (see fit_token_overhead)"
         unsupported = free & (np.abs(a).sum(axis=0) == 0)
         free &= ~unsupported
         status[unsupported] = "held at prior: no data"
-        with_overheads, rss_with = _solve(a, b, w, free, fixed, prior, prior_weight)
-        no_overhead, fixed_no = free.copy(), fixed.copy()
-        no_overhead[9:11], fixed_no[9:11] = False, 0.0
-        without_overheads, rss_without = _solve(a, b, w, no_overhead, fixed_no, prior, prior_weight)
-        keep = rss_without > 0 and (rss_without - rss_with) / rss_without >= overhead_min_gain
-        target = with_overheads if keep else without_overheads
-        if not keep:
-            status[9:11] = "zero: the data does not need it"
+        target, _ = _solve(a, b, w, free, fixed, prior, prior_weight)
         previous = _as_vector(current)
         # damped: a full step can overshoot when the schedule (queueing) reacts strongly to the coefficients
         vector = previous + damping * (target - previous) if iteration > 1 else target
         moved = np.abs(vector - previous) / np.maximum(np.maximum(np.abs(previous), np.abs(vector)), 1e-30)
         change = float(np.max(moved))
-        current = _as_model(vector, step, name or f"{step.name} calibrated on {'+'.join(names)}",
-                            f"calibrate({step.name}) on {', '.join(names)}")
-        history.append({"iteration": iteration, "linear_rss": rss_with if keep else rss_without,
-                        "max_rel_change": change, "overheads_kept": keep, "simulated_rss": np.nan})
-        log.info("calibration iteration %d: linear RSS %.4g, max relative change %.3g", iteration,
-                 history[-1]["linear_rss"], change)
-    converged = change < tol
-    best_rss, chosen, designs, best_iteration = best
-    if not converged:
-        notes.append(f"no fixed point within {max_iter} iterations (last change {change:.3g}); returned the "
-                     f"iterate with the lowest simulated error (iteration {best_iteration})")
-        log.info("calibrate: %s", notes[-1])
-    vector = _as_vector(chosen)
+        current = _as_model(vector, step, name, source)
+        history.append({"threshold": step.decode_large_threshold if step.decode_large is not None else None,
+                        "overheads": overheads, "iteration": iteration, "max_rel_change": change,
+                        "simulated_rss": np.nan})
+    return _Pass(best[1], best[0], best[2], history, status, change < tol, best[3])
+
+
+def _rss_of(step: StepTimeModel, runs, cfg) -> float:
+    """Weighted residual sum of squares of ``step``'s simulation of the runs (the objective calibrate lowers)."""
+    threshold = step.decode_large_threshold if step.decode_large is not None else 2**62
+    total = 0.0
+    for run in runs:
+        a, b, w, _ = _design(run, replay_run(run, step, cfg), threshold)
+        total += float((((a @ _as_vector(step) - b) * w) ** 2).sum())
+    return total
+
+
+def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter: int = 8, tol: float = 1e-3,
+              min_steps: int = 20, overhead_min_gain: float = 0.02, fit_token_overhead: bool = False,
+              prior_weight: float = 1e-2, damping: float = 0.5, name: str | None = None) -> StepTimeModel:
+    """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
+
+    ``cfg`` is the serving setup used for every run (default: each run's own ``.config``).  ``thresholds``:
+    the batch sizes tried as the decode regimes' boundary (``decode_large_threshold``, chosen by the lowest
+    simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None = keep the model's).
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
+    if not isinstance(step, StepTimeModel):
+        raise ValueError(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
+    for run in runs:
+        if not hasattr(run, "measured") or not hasattr(run, "trace"):
+            raise ValueError(f"calibrate: runs must be wb.load_serving_log(...) results, got {type(run).__name__}")
+    names = [r.name for r in runs]
+    name = name or f"{step.name} calibrated on {'+'.join(names)}"
+    source = f"calibrate({step.name}) on {', '.join(names)}"
+    options = dict(fit_token_overhead=fit_token_overhead, max_iter=max_iter, tol=tol, min_steps=min_steps,
+                   prior_weight=prior_weight, damping=damping, name=name, source=source)
+    if step.decode_large is None or thresholds is None:
+        candidates = [step]
+    else:
+        values = (16, 32, 48, step.decode_large_threshold) if thresholds == "fit" else tuple(thresholds)
+        candidates = [dataclasses.replace(step, decode_large_threshold=int(t)) for t in sorted(set(values))]
+    passes = [_fixed_point(c, runs, cfg, overheads=True, **options) for c in candidates]
+    chosen = min(range(len(passes)), key=lambda k: passes[k].simulated_rss)
+    with_overheads = passes[chosen]
+    without = _fixed_point(candidates[chosen], runs, cfg, overheads=False, **options)
+    gain = (without.simulated_rss - with_overheads.simulated_rss) / without.simulated_rss \
+        if without.simulated_rss > 0 else 0.0
+    keep = gain >= overhead_min_gain
+    final = with_overheads if keep else without
+    notes = []
+    if len(candidates) > 1:
+        tried = ", ".join(f"{c.decode_large_threshold}: {p.simulated_rss:.4g}" for c, p in zip(candidates, passes))
+        notes.append(f"decode regime boundary (batch size) chosen by the simulated error, per candidate: {tried}")
+    if not final.converged:
+        notes.append(f"no fixed point within {max_iter} iterations; returned the iterate with the lowest simulated "
+                     f"error (iteration {final.best_iteration})")
+    vector = _as_vector(final.model)
     residuals = []
-    for run, d in zip(runs, designs):
+    for run, d in zip(runs, final.designs):
         n = d[1].size // 2
         fitted = d[0] @ vector
         for k, metric in enumerate(("ttft_s", "decode_s")):
             rows = slice(k * n, (k + 1) * n)
             residuals.append(pd.DataFrame({"run": run.name, "request": d[3][rows], "metric": metric,
                                            "measured": d[1][rows], "simulated": fitted[rows]}))
-    table = pd.DataFrame({"name": FIT_COEFS, "before": prior, "after": vector, "status": status})
-    report = FitReport(names, step, chosen, table, pd.DataFrame(history), pd.concat(residuals, ignore_index=True),
-                       bool(keep), rss_with, rss_without, converged, notes)
-    return dataclasses.replace(chosen, fit_report=report)
+    prior = _as_vector(step)
+    names_all = list(FIT_COEFS) + ["decode_large_threshold"]
+    before = list(prior) + [float(step.decode_large_threshold)]
+    after = list(vector) + [float(final.model.decode_large_threshold)]
+    status = list(final.status) + ["fitted (grid)" if len(candidates) > 1 else "kept"]
+    table = pd.DataFrame({"name": names_all, "before": before, "after": after, "status": status})
+    history = pd.DataFrame([h for p in passes + [without] for h in p.history])
+    report = FitReport(names, step, final.model, table, history, pd.concat(residuals, ignore_index=True), keep,
+                       with_overheads.simulated_rss, without.simulated_rss, final.converged,
+                       _rss_of(step, runs, cfg), notes)
+    log.info("calibrate: %s", report.describe().replace("\n", "; "))
+    return dataclasses.replace(final.model, fit_report=report)
+
+
+def request_errors(res, run) -> pd.DataFrame:
+    """Per request: measured and simulated ttft_s, tpot_s, e2e_s and relative errors (simulated / measured - 1)."""
+    sim = _simulated_frame(res, run)
+    frame = pd.DataFrame({"request_id": run.measured["request_id"].to_numpy()})
+    for metric in ("ttft_s", "tpot_s", "e2e_s"):
+        measured = run.measured[metric].to_numpy(dtype=np.float64)
+        simulated = sim[metric].to_numpy(dtype=np.float64)
+        frame[f"measured_{metric}"] = measured
+        frame[f"simulated_{metric}"] = simulated
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frame[f"rel_error_{metric}"] = simulated / measured - 1.0
+    return frame
+
+
+def _simulated_frame(res, run) -> pd.DataFrame:
+    requests = getattr(res, "requests", None)
+    if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
+        raise ValueError("compare_to_measured: res must be a continuous-engine result (res.requests with ttft_s, "
+                         "tpot_s, e2e_s): simulate with a continuous_* scheduler")
+    if len(requests) != len(run.measured):
+        raise ValueError(f"compare_to_measured: the simulation has {len(requests)} requests, the run {run.name!r} "
+                         f"{len(run.measured)}; simulate run.trace")
+    fingerprint = getattr(res, "trace_fingerprint", None)
+    if fingerprint and fingerprint != run.trace.fingerprint:
+        raise ValueError(f"compare_to_measured: res was simulated on another trace than {run.name!r}'s; "
+                         "simulate run.trace")
+    return requests
+
+
+def compare_to_measured(res, run) -> pd.DataFrame:
+    """Measured vs simulated, one row per metric (ttft_s, tpot_s, e2e_s): mean, p50, p90, the relative error of
+    the mean, and the per-request median absolute relative error.  Rejected requests count as errors (NaN
+    simulated times are left out of the simulated statistics and the row says how many)."""
+    errors = request_errors(res, run)
+    rows = []
+    for metric in ("ttft_s", "tpot_s", "e2e_s"):
+        measured = errors[f"measured_{metric}"].to_numpy()
+        simulated = errors[f"simulated_{metric}"].to_numpy()
+        ok = np.isfinite(simulated) & np.isfinite(measured)
+        m, s = measured[ok], simulated[ok]
+        rows.append({
+            "run": run.name, "metric": metric,
+            "measured_mean": m.mean(), "simulated_mean": s.mean(), "mean_rel_error": s.mean() / m.mean() - 1,
+            "measured_p50": np.percentile(m, 50), "simulated_p50": np.percentile(s, 50),
+            "measured_p90": np.percentile(m, 90), "simulated_p90": np.percentile(s, 90),
+            "median_abs_rel_error": float(np.median(np.abs(s / m - 1))),
+            "requests": int(ok.sum()), "not_compared": int((~ok).sum()),
+        })
+    return pd.DataFrame(rows).set_index(["run", "metric"])
+
+
+def simulate_run(run, step: StepTimeModel, cfg=None):
+    """``wb.simulate`` of a measured run's trace with its own setup (or ``cfg``) and ``step``."""
+    from workbench.sim.simulate import simulate
+
+    cfg = cfg if cfg is not None else run.config
+    if cfg is None:
+        raise ValueError(f"{run.name}: no config; pass cfg= or load the run with a setup.json beside it")
+    return simulate(run.trace, cfg, latency=step)
+
+
+def replay_table(step: StepTimeModel, runs, cfg=None, *, label: str | None = None) -> pd.DataFrame:
+    """``compare_to_measured`` of every run simulated with ``step`` unchanged, one table (column ``model``)."""
+    tables = [compare_to_measured(simulate_run(run, step, cfg), run) for run in runs]
+    return pd.concat(tables).assign(model=label or step.name)
+
+
+def cross_validate(step: StepTimeModel, runs, cfg=None, **calibrate_options) -> tuple[pd.DataFrame, dict]:
+    """Calibrate on all runs but one and predict that one, each way round.
+
+    Returns the ``compare_to_measured`` rows of every held-out run (column ``trained_on``) and the fitted models
+    by held-out run name.
+    """
+    runs = list(runs)
+    if len(runs) < 2:
+        raise ValueError("cross_validate: needs at least two runs (train on the others, predict one)")
+    tables, models = [], {}
+    for k, held_out in enumerate(runs):
+        train = [r for i, r in enumerate(runs) if i != k]
+        fitted = calibrate(step, train, cfg, **calibrate_options)
+        models[held_out.name] = fitted
+        table = compare_to_measured(simulate_run(held_out, fitted, cfg), held_out)
+        tables.append(table.assign(model="calibrated on the others", trained_on="+".join(r.name for r in train)))
+    return pd.concat(tables), models
+
+
+__all__ = ["FitReport", "calibrate", "compare_to_measured", "cross_validate", "replay_run", "replay_table",
+           "request_errors", "simulate_run"]
