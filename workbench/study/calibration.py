@@ -5,32 +5,43 @@ jointly to every run (never one run at a time) by least squares on the measured
 per-request timelines:
 
 1. Replay each run with the current model (:func:`workbench.sim.steplog.replay_steps`,
-   vLLM v0.2 rules) to learn which steps each request lived through: from its
-   queue entry to its first token, and to its last token.
+   the vLLM v0.2 rules of the continuous engine, step by step; it matches the
+   engine's per-request times) to learn which steps each request lived through:
+   from its queue entry to its first token, and from there to its last token.
 2. A step's time is linear in the coefficients (prefill ``a + b*sum(l) +
-   c*sum(l^2)``, decode ``a + b*sum(ctx) + c*n`` in one or two batch regimes), so
-   a request's simulated TTFT and E2E are linear too: the summed features of the
-   steps in its window (the step it arrived in counted by the fraction still to
-   run), plus ``a0 + a1*prompt`` (arrival overhead) and one ``token_overhead``
-   per reported token (1 for TTFT, ``output_tokens`` for E2E).
-3. Fit all coefficients at once, non-negative (``scipy.optimize.lsq_linear``),
-   to measured TTFT and E2E; each run and each metric weighs the same (rows
-   divided by the run's mean of that metric and by sqrt(requests)).
-4. Repeat from 1 with the new model until the coefficients stop moving (a fixed
-   point: the schedule the model implies is the one it was fitted on).
+   c*sum(l^2)``, decode ``a + b*sum(ctx) + c*n`` in two batch-size regimes), so
+   for that schedule a request's TTFT and decode time (E2E - TTFT) are linear
+   too: the summed features of the steps in its window (the step running when it
+   arrived counted by the part still to run), plus ``a0 + a1*prompt`` for TTFT
+   (arrival overhead) and the per-token overhead once per reported token.
+3. Fit the coefficients at once, non-negative (``scipy.optimize.lsq_linear``),
+   to measured TTFT and decode time; each run and each of the two metrics weighs
+   the same (rows divided by the run's mean of that metric and by
+   sqrt(requests)).  Every coefficient the published model has also gets a
+   prior row ``sqrt(prior_weight) * (c / c_prior - 1)``: coefficients the data
+   cannot tell apart (a fixed step cost vs. a per-token one over similar
+   prompts) stay where the published profile put them.
+4. Move half way to the new coefficients (damped) and repeat from 1, at most
+   ``max_iter`` times or until the linear model's times move by less than
+   ``tol``.  A queueing schedule is not smooth in the coefficients (a tiny change
+   reorders admissions), so the iteration may wander near its fixed point
+   rather than settle; the iterate whose *simulated* error is lowest is
+   returned, and the report says whether it settled.
 
-Coefficients the training runs cannot inform are held at their prior values
-(and the report says which): the large-batch decode regime when fewer than
-``min_steps`` training steps reach it.  The per-request overheads (arrival and
-per-token) are kept only if the data says so: they must lower the residual sum
-of squares by at least ``overhead_min_gain`` (default 2%), else they are fixed at
-zero.  The per-token overhead (reported times only, never delaying a step) is
-held at its prior value unless ``fit_token_overhead=True``: a request's count
-of output tokens is nearly its count of decode steps, so it is collinear with
-the decode step's fixed cost, and in vLLM v0.2 the per-token CPU work
-(sampling, detokenisation) runs inside the engine loop, i.e. it *is* step
-time.  The fit report (``fitted.fit_report``) holds the coefficients before and
-after, the iterations, and per-request residuals.
+The boundary between the two decode regimes (``decode_large_threshold``) is
+chosen the same way: the whole fit is run for each candidate batch size and the
+one with the lowest simulated error wins.  The large-batch regime is held at
+its prior values when fewer than ``min_steps`` training steps reach it.  The
+per-request overheads (arrival ``a0``, ``a1``) are kept only if the data says so:
+they must lower the simulated error by at least ``overhead_min_gain`` (2%), else
+they are fixed at zero.  The per-token overhead (added to reported times, never
+delaying a step) is held at its prior value unless ``fit_token_overhead=True``:
+a request's output tokens are nearly its count of decode steps, so it is
+collinear with the decode step's fixed cost, and in vLLM v0.2 the per-token CPU
+work (sampling, detokenisation) runs inside the engine loop, i.e. it *is* step
+time.  The fit report (``fitted.fit_report``) holds the coefficients before
+and after with what was fitted or held, the iterations, and the per-request
+residuals of the engine's simulation.
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ class FitReport:
     after: StepTimeModel
     coefficients: pd.DataFrame      # name, before, after, status (fitted / held at prior / zero: not supported)
     iterations: pd.DataFrame        # iteration, linear and simulated RSS, max relative change, overheads kept
-    residuals: pd.DataFrame         # run, request, metric (ttft_s, decode_s = e2e - ttft), measured, simulated
+    residuals: pd.DataFrame         # run, request_id, metric (ttft_s, e2e_s), measured, simulated (engine)
     overheads_kept: bool
     rss_with_overheads: float
     rss_without_overheads: float
@@ -204,6 +215,7 @@ class _Pass:
     status: np.ndarray
     converged: bool
     best_iteration: int
+    free: np.ndarray
 
 
 def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_overhead: bool, max_iter: int,
@@ -250,13 +262,18 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
         previous = _as_vector(current)
         # damped: a full step can overshoot when the schedule (queueing) reacts strongly to the coefficients
         vector = previous + damping * (target - previous) if iteration > 1 else target
-        moved = np.abs(vector - previous) / np.maximum(np.maximum(np.abs(previous), np.abs(vector)), 1e-30)
-        change = float(np.max(moved))
-        current = _as_model(vector, step, name, source)
+        # how much the step changes the linear model's times, relative to the measured times
+        change = float(np.linalg.norm((a @ (vector - previous)) * w) / np.linalg.norm(b * w))
+        try:
+            current = _as_model(vector, step, name, source)
+        except ValueError:       # a step kind fitted to zero time: the data cannot pin it; stop here
+            log.info("calibration: iteration %d fitted a zero-time step; keeping the best iterate so far", iteration)
+            change = np.inf
+            break
         history.append({"threshold": step.decode_large_threshold if step.decode_large is not None else None,
                         "overheads": overheads, "iteration": iteration, "max_rel_change": change,
                         "simulated_rss": np.nan})
-    return _Pass(best[1], best[0], best[2], history, status, change < tol, best[3])
+    return _Pass(best[1], best[0], best[2], history, status, change < tol, best[3], free)
 
 
 def _rss_of(step: StepTimeModel, runs, cfg) -> float:
@@ -300,10 +317,11 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter
     chosen = min(range(len(passes)), key=lambda k: passes[k].simulated_rss)
     with_overheads = passes[chosen]
     without = _fixed_point(candidates[chosen], runs, cfg, overheads=False, **options)
-    gain = (without.simulated_rss - with_overheads.simulated_rss) / without.simulated_rss \
-        if without.simulated_rss > 0 else 0.0
+    with_model, with_rss = with_overheads.model, with_overheads.simulated_rss
+    without_model, without_rss = without.model, without.simulated_rss
+    gain = (without_rss - with_rss) / without_rss if without_rss > 0 else 0.0
     keep = gain >= overhead_min_gain
-    final = with_overheads if keep else without
+    final, final_model = (with_overheads, with_model) if keep else (without, without_model)
     notes = []
     if len(candidates) > 1:
         tried = ", ".join(f"{c.decode_large_threshold}: {p.simulated_rss:.4g}" for c, p in zip(candidates, passes))
@@ -311,27 +329,26 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter
     if not final.converged:
         notes.append(f"no fixed point within {max_iter} iterations; returned the iterate with the lowest simulated "
                      f"error (iteration {final.best_iteration})")
-    vector = _as_vector(final.model)
+    vector = _as_vector(final_model)
     residuals = []
-    for run, d in zip(runs, final.designs):
-        n = d[1].size // 2
-        fitted = d[0] @ vector
-        for k, metric in enumerate(("ttft_s", "decode_s")):
-            rows = slice(k * n, (k + 1) * n)
-            residuals.append(pd.DataFrame({"run": run.name, "request": d[3][rows], "metric": metric,
-                                           "measured": d[1][rows], "simulated": fitted[rows]}))
+    for run in runs:
+        errors = request_errors(simulate_run(run, final_model, cfg), run)
+        for metric in ("ttft_s", "e2e_s"):
+            residuals.append(pd.DataFrame({"run": run.name, "request_id": errors["request_id"], "metric": metric,
+                                           "measured": errors[f"measured_{metric}"],
+                                           "simulated": errors[f"simulated_{metric}"]}))
     prior = _as_vector(step)
     names_all = list(FIT_COEFS) + ["decode_large_threshold"]
     before = list(prior) + [float(step.decode_large_threshold)]
-    after = list(vector) + [float(final.model.decode_large_threshold)]
+    after = list(vector) + [float(final_model.decode_large_threshold)]
     status = list(final.status) + ["fitted (grid)" if len(candidates) > 1 else "kept"]
     table = pd.DataFrame({"name": names_all, "before": before, "after": after, "status": status})
     history = pd.DataFrame([h for p in passes + [without] for h in p.history])
-    report = FitReport(names, step, final.model, table, history, pd.concat(residuals, ignore_index=True), keep,
-                       with_overheads.simulated_rss, without.simulated_rss, final.converged,
+    report = FitReport(names, step, final_model, table, history, pd.concat(residuals, ignore_index=True), keep,
+                       with_rss, without_rss, final.converged,
                        _rss_of(step, runs, cfg), notes)
     log.info("calibrate: %s", report.describe().replace("\n", "; "))
-    return dataclasses.replace(final.model, fit_report=report)
+    return dataclasses.replace(final_model, fit_report=report)
 
 
 def request_errors(res, run) -> pd.DataFrame:
