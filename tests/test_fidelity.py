@@ -240,7 +240,7 @@ def predicted(runs):
 
 
 LIGHT_E2E = pytest.param("vllm-100-1", "e2e_s", marks=pytest.mark.xfail(
-    strict=True, reason="calibrated on the two slower runs the model over-predicts the light run's E2E by ~30%"))
+    strict=True, reason="calibrated on the two slower runs, the model over-predicts the light run's mean E2E by ~23%"))
 
 
 @pytest.mark.slow

@@ -30,7 +30,10 @@ per-request timelines:
 
 The boundary between the two decode regimes (``decode_large_threshold``) is
 chosen the same way: the whole fit is run for each candidate batch size and the
-one with the lowest simulated error wins.  The large-batch regime is held at
+one with the lowest simulated error wins, among the published boundary and the
+candidates where the training runs reach far enough to fit both regimes (a
+fitted small-batch regime next to a large-batch one held at the published
+values extrapolates badly).  The large-batch regime is held at
 its prior values when fewer than ``min_steps`` training steps reach it.  The
 per-request overheads (arrival ``a0``, ``a1``) are kept only if the data says so:
 they must lower the simulated error by at least ``overhead_min_gain`` (2%), else
@@ -234,6 +237,7 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
         simulated_rss = float((((a @ _as_vector(current) - b) * w) ** 2).sum())
         if best is None or simulated_rss < best[0]:
             best = (simulated_rss, current, designs, iteration - 1)
+
         if history:
             history[-1]["simulated_rss"] = simulated_rss
         if change < tol or iteration > max_iter:
@@ -314,7 +318,11 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter
         values = (16, 32, 48, step.decode_large_threshold) if thresholds == "fit" else tuple(thresholds)
         candidates = [dataclasses.replace(step, decode_large_threshold=int(t)) for t in sorted(set(values))]
     passes = [_fixed_point(c, runs, cfg, overheads=True, **options) for c in candidates]
-    chosen = min(range(len(passes)), key=lambda k: passes[k].simulated_rss)
+    # a boundary moves only to where the training runs fit both regimes: a candidate whose large-batch regime
+    # would be held at the published values mixes a fitted and an unfitted regime, which extrapolates badly
+    eligible = [k for k, (c, p) in enumerate(zip(candidates, passes))
+                if c.decode_large_threshold == step.decode_large_threshold or p.status[6] == "fitted"]
+    chosen = min(eligible, key=lambda k: passes[k].simulated_rss)
     with_overheads = passes[chosen]
     without = _fixed_point(candidates[chosen], runs, cfg, overheads=False, **options)
     with_model, with_rss = with_overheads.model, with_overheads.simulated_rss
@@ -324,7 +332,8 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter
     final, final_model = (with_overheads, with_model) if keep else (without, without_model)
     notes = []
     if len(candidates) > 1:
-        tried = ", ".join(f"{c.decode_large_threshold}: {p.simulated_rss:.4g}" for c, p in zip(candidates, passes))
+        tried = ", ".join(f"{c.decode_large_threshold}: {p.simulated_rss:.4g}{'' if k in eligible else ' (large regime not fitted: not eligible)'}"
+                          for k, (c, p) in enumerate(zip(candidates, passes)))
         notes.append(f"decode regime boundary (batch size) chosen by the simulated error, per candidate: {tried}")
     if not final.converged:
         notes.append(f"no fixed point within {max_iter} iterations; returned the iterate with the lowest simulated "
