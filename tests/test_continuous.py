@@ -322,3 +322,34 @@ def test_uncompiled_path_gives_identical_results():
     compiled = run(False)
     assert any(p for _, p in compiled.values())   # preemption is exercised
     assert run(True) == compiled
+
+
+# ---------------------------------------------------------------- capacity under TTFT and TPOT limits
+def test_capacity_slo_finds_the_largest_rate_meeting_both_limits():
+    tr = random_trace(400, 21, rate=20.0, max_prompt=200, mean_out=15)
+    step = wb.StepTimeModel(prefill=(0.01, 5e-5, 0.0), decode=(0.01, 1e-6, 2e-4))
+    cfg = cfg_of(num_gpus=2)
+    cap = wb.capacity(tr, cfg, criterion="slo", ttft_s=0.2, tpot_s=0.03, attainment=0.9, latency=step)
+    assert cap.criterion == "slo" and cap.bounded
+    at = wb.simulate(tr.time_scaled(cap.scaling), cfg.replace(ttft_sla_s=0.2, tpot_sla_s=0.03), latency=step)
+    assert at.summary["slo_attainment"] >= 0.9 == cap.target
+    above = wb.simulate(tr.time_scaled(cap.scaling_above), cfg.replace(ttft_sla_s=0.2, tpot_sla_s=0.03),
+                        latency=step)
+    assert above.summary["slo_attainment"] < 0.9
+    assert cap.scaling_above / cap.scaling - 1 <= 0.01 + 1e-12
+
+
+def test_capacity_slo_attainable_share_and_errors():
+    # alone: ttft = 0.01 + 1e-3 * prompt, tpot = 0.01 + 1e-4 * (prompt + out / 2)
+    step = wb.StepTimeModel(prefill=(0.01, 1e-3, 0.0), decode=(0.01, 1e-4, 0.0))
+    tr = trace_of([0.0, 1.0, 2.0, 3.0], [10, 100, 10, 10], [2, 2, 300, 1])
+    cfg = cfg_of(ttft_sla_s=0.05, tpot_sla_s=0.02)
+    from workbench.study.capacity import slo_attainable_share
+    # request 1: ttft 0.11 > 0.05; request 2: tpot 0.01 + 1e-4 * 160 = 0.026 > 0.02; 0 and 3 meet both
+    assert slo_attainable_share(tr, cfg, step) == 0.5
+    with pytest.raises(wb.CapacityError, match="alone on an idle replica"):
+        wb.capacity(tr, cfg, criterion="slo", attainment=0.9, latency=step)
+    with pytest.raises(ValueError, match="needs a continuous_\\* scheduler"):
+        wb.capacity(tr, wb.SimConfig(), criterion="slo", latency=step)
+    with pytest.raises(ValueError, match="criterion='slo'"):
+        wb.capacity(tr, cfg, ttft_s=1.0, latency=step)
