@@ -353,3 +353,35 @@ def test_capacity_slo_attainable_share_and_errors():
         wb.capacity(tr, wb.SimConfig(), criterion="slo", latency=step)
     with pytest.raises(ValueError, match="criterion='slo'"):
         wb.capacity(tr, cfg, ttft_s=1.0, latency=step)
+
+
+# ---------------------------------------------------------------- policies
+def test_multi_bin_rounds_group_similar_lengths():
+    # predicted (oracle) lengths: 0 and 2 long, 1 and 3 short; two sequences at a time.
+    # FCFS runs {0, 1} then {2, 3}; multi-bin's first round is the bin of request 0: {0, 2}, then {1, 3}
+    tr = trace_of([0.0, 0.0, 0.0, 0.0], [10, 10, 10, 10], [50, 3, 50, 3])
+    step = wb.StepTimeModel(prefill=(0.01, 0.0, 0.0), decode=(0.002, 0.0, 0.0))
+    kw = dict(max_num_seqs=2, predictor="oracle", k_bins=2)
+    fcfs = wb.simulate(tr, cfg_of(**kw), latency=step).requests
+    mb = wb.simulate(tr, cfg_of(scheduler="continuous_multi_bin", **kw), latency=step).requests
+    assert list(fcfs.queue_s == 0) == [True, True, False, False]
+    assert list(mb.queue_s == 0) == [True, False, True, False]
+    assert list(mb.bin) == [1, 0, 1, 0]
+
+
+def test_sla_controller_holds_the_decode_time_per_token():
+    # decode step time 1 ms + 1 ms per request: the 11 ms target allows about 10 running requests
+    rng = np.random.default_rng(5)
+    n = 600
+    tr = trace_of(np.sort(rng.uniform(0, 2.0, n)), np.full(n, 8), rng.integers(20, 60, n))
+    step = wb.StepTimeModel(prefill=(0.001, 1e-5, 0.0), decode=(0.001, 0.0, 0.001))
+    kw = dict(tpot_sla_s=0.011, b_min=1, b_max=64, max_num_seqs=64, ctrl_window=4)
+    fcfs = wb.simulate(tr, cfg_of(**kw), latency=step)
+    sla = wb.simulate(tr, cfg_of(scheduler="continuous_sla", **kw), latency=step)
+    dec = sla.steps.query("decodes > 0 and prefill_requests == 0")
+    settled = dec.iloc[len(dec) // 4:]
+    step_s = (settled.end_s - settled.start_s) / settled.steps
+    assert 0.008 <= step_s.mean() <= 0.014
+    assert 7 <= settled.decodes.median() <= 13
+    assert fcfs.steps.decodes.max() == 64   # without the controller the batch fills up
+    assert sla.summary["tpot_mean_s"] < fcfs.summary["tpot_mean_s"]

@@ -85,7 +85,7 @@ Policies
   12. ``continuous_multi_bin``: the waiting queue is split into K bins by
       predicted output length (same predictor and equal-mass edges as the
       static multi-bin).  A replica admits in *rounds*: a round takes the
-      bin whose head request joined earliest and covers the requests waiting
+      bin whose head request joined earliest (ties: trace order) and covers the requests waiting
       in it at that moment (plus preempted ones put back in front of it);
       admission takes only from the round's bin, FCFS, and when the round is
       used up the next round starts.  So a running batch fills with
@@ -274,11 +274,15 @@ def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
         return a
     best = g * K
     best_t = np.inf
+    best_r = -1
     for j in range(K):
         qi = g * K + j
-        if q_len[qi] > 0 and join_s[q_head[qi]] < best_t:
-            best_t = join_s[q_head[qi]]
-            best = qi
+        if q_len[qi] > 0:
+            h = q_head[qi]
+            if join_s[h] < best_t or (join_s[h] == best_t and h < best_r):   # ties: trace order
+                best_t = join_s[h]
+                best_r = h
+                best = qi
     active_bin[g] = best - g * K
     round_left[g] = q_len[best]
     return best
