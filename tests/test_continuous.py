@@ -385,3 +385,8 @@ def test_sla_controller_holds_the_decode_time_per_token():
     assert 7 <= settled.decodes.median() <= 13
     assert fcfs.steps.decodes.max() == 64   # without the controller the batch fills up
     assert sla.summary["tpot_mean_s"] < fcfs.summary["tpot_mean_s"]
+
+
+def test_capacity_of_a_continuous_scheduler_needs_the_slo_criterion():
+    with pytest.raises(ValueError, match="criterion='slo'"):
+        wb.capacity(random_trace(20, 1), cfg_of(), latency=STEP2)

@@ -49,6 +49,7 @@ import pandas as pd
 
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
+from workbench.sim.schedulers import get_scheduler
 from workbench.sim.simulate import simulate
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,6 @@ def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]
 
 
 def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
-    from workbench.sim.schedulers import get_scheduler
     from workbench.sim.simulate import _default_step_model
     from workbench.sim.steptime import StepTimeModel
 
@@ -188,6 +188,9 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         raise ValueError(f"need 0 < scale_bounds[0] <= start <= scale_bounds[1], got {scale_bounds}, start={start}")
     if len(trace) < 2 or trace.mean_rate_rps <= 0 or not math.isfinite(trace.mean_rate_rps):
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
+    if criterion != "slo" and get_scheduler(cfg.scheduler).engine == "continuous":
+        raise ValueError(f"{cfg.scheduler} is a continuous scheduler, judged on TTFT and TPOT: use "
+                         "capacity(..., criterion='slo', ttft_s=..., tpot_s=..., attainment=...)")
     if criterion == "slo":
         cfg, latency, ceiling = _slo_setup(trace, cfg, latency, ttft_s, tpot_s)
         target = needed = attainment
