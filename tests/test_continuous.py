@@ -186,16 +186,18 @@ REF_STEP = dict(prefill=(0.012, 2e-5, 1e-8), decode=(0.006, 3e-7, 1e-4))
     (True, 1, "round_robin", 60, 1),
     (False, 3, "least_outstanding", 50, 2),
     (True, 2, "least_kv", 45, 3),
+    (False, 2, "least_kv", 45, 6),
     (False, 2, "least_kv", 1000, 4),
     (True, 3, "round_robin", 1000, 5),
 ])
 def test_engine_matches_the_step_by_step_reference(chunked, replicas, router, kv_blocks, seed):
     tr = random_trace(300, seed, rate=60.0 * replicas)
+    block_size = 8 if seed % 2 == 0 else 12   # a power of two and not
     kw = dict(replicas=replicas, router=router, chunked=chunked, max_num_seqs=12, max_num_batched_tokens=400,
-              block_size=8, kv_blocks=kv_blocks)
+              block_size=block_size, kv_blocks=kv_blocks)
     ref = reference(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, **kw, **REF_STEP)
     cfg = cfg_of(num_gpus=replicas, router=router, chunked_prefill=chunked, max_num_seqs=12,
-                 max_num_batched_tokens=400, block_size=8, kv_blocks=kv_blocks)
+                 max_num_batched_tokens=400, block_size=block_size, kv_blocks=kv_blocks)
     res = wb.simulate(tr, cfg, latency=wb.StepTimeModel(**REF_STEP))
     c = res.continuous
     as_float = lambda xs: np.array([np.nan if x is None else x for x in xs])  # noqa: E731
@@ -214,7 +216,7 @@ def test_engine_matches_the_step_by_step_reference(chunked, replicas, router, kv
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 120), scheduler=st.sampled_from(CONTINUOUS),
        chunked=st.booleans(), replicas=st.integers(1, 3),
        router=st.sampled_from(("round_robin", "least_outstanding", "least_kv")),
-       block_size=st.sampled_from((1, 4, 16)), kv_tokens=st.integers(64, 4000), max_num_seqs=st.integers(1, 20))
+       block_size=st.sampled_from((1, 4, 12, 16)), kv_tokens=st.integers(64, 4000), max_num_seqs=st.integers(1, 20))
 def test_invariants(seed, n, scheduler, chunked, replicas, router, block_size, kv_tokens, max_num_seqs):
     tr = random_trace(n, seed, rate=100.0)
     kv_blocks = max(1, kv_tokens // block_size)
