@@ -186,16 +186,18 @@ REF_STEP = dict(prefill=(0.012, 2e-5, 1e-8), decode=(0.006, 3e-7, 1e-4))
     (True, 1, "round_robin", 60, 1),
     (False, 3, "least_outstanding", 50, 2),
     (True, 2, "least_kv", 45, 3),
+    (False, 2, "least_kv", 45, 6),
     (False, 2, "least_kv", 1000, 4),
     (True, 3, "round_robin", 1000, 5),
 ])
 def test_engine_matches_the_step_by_step_reference(chunked, replicas, router, kv_blocks, seed):
     tr = random_trace(300, seed, rate=60.0 * replicas)
+    block_size = 8 if seed % 2 == 0 else 12   # a power of two and not
     kw = dict(replicas=replicas, router=router, chunked=chunked, max_num_seqs=12, max_num_batched_tokens=400,
-              block_size=8, kv_blocks=kv_blocks)
+              block_size=block_size, kv_blocks=kv_blocks)
     ref = reference(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, **kw, **REF_STEP)
     cfg = cfg_of(num_gpus=replicas, router=router, chunked_prefill=chunked, max_num_seqs=12,
-                 max_num_batched_tokens=400, block_size=8, kv_blocks=kv_blocks)
+                 max_num_batched_tokens=400, block_size=block_size, kv_blocks=kv_blocks)
     res = wb.simulate(tr, cfg, latency=wb.StepTimeModel(**REF_STEP))
     c = res.continuous
     as_float = lambda xs: np.array([np.nan if x is None else x for x in xs])  # noqa: E731
@@ -214,7 +216,7 @@ def test_engine_matches_the_step_by_step_reference(chunked, replicas, router, kv
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 120), scheduler=st.sampled_from(CONTINUOUS),
        chunked=st.booleans(), replicas=st.integers(1, 3),
        router=st.sampled_from(("round_robin", "least_outstanding", "least_kv")),
-       block_size=st.sampled_from((1, 4, 16)), kv_tokens=st.integers(64, 4000), max_num_seqs=st.integers(1, 20))
+       block_size=st.sampled_from((1, 4, 12, 16)), kv_tokens=st.integers(64, 4000), max_num_seqs=st.integers(1, 20))
 def test_invariants(seed, n, scheduler, chunked, replicas, router, block_size, kv_tokens, max_num_seqs):
     tr = random_trace(n, seed, rate=100.0)
     kv_blocks = max(1, kv_tokens // block_size)
@@ -322,3 +324,71 @@ def test_uncompiled_path_gives_identical_results():
     compiled = run(False)
     assert any(p for _, p in compiled.values())   # preemption is exercised
     assert run(True) == compiled
+
+
+# ---------------------------------------------------------------- capacity under TTFT and TPOT limits
+def test_capacity_slo_finds_the_largest_rate_meeting_both_limits():
+    tr = random_trace(400, 21, rate=20.0, max_prompt=200, mean_out=15)
+    step = wb.StepTimeModel(prefill=(0.01, 5e-5, 0.0), decode=(0.01, 1e-6, 2e-4))
+    cfg = cfg_of(num_gpus=2)
+    cap = wb.capacity(tr, cfg, criterion="slo", ttft_s=0.2, tpot_s=0.03, attainment=0.9, latency=step)
+    assert cap.criterion == "slo" and cap.bounded
+    at = wb.simulate(tr.time_scaled(cap.scaling), cfg.replace(ttft_sla_s=0.2, tpot_sla_s=0.03), latency=step)
+    assert at.summary["slo_attainment"] >= 0.9 == cap.target
+    above = wb.simulate(tr.time_scaled(cap.scaling_above), cfg.replace(ttft_sla_s=0.2, tpot_sla_s=0.03),
+                        latency=step)
+    assert above.summary["slo_attainment"] < 0.9
+    assert cap.scaling_above / cap.scaling - 1 <= 0.01 + 1e-12
+
+
+def test_capacity_slo_attainable_share_and_errors():
+    # alone: ttft = 0.01 + 1e-3 * prompt, tpot = 0.01 + 1e-4 * (prompt + out / 2)
+    step = wb.StepTimeModel(prefill=(0.01, 1e-3, 0.0), decode=(0.01, 1e-4, 0.0))
+    tr = trace_of([0.0, 1.0, 2.0, 3.0], [10, 100, 10, 10], [2, 2, 300, 1])
+    cfg = cfg_of(ttft_sla_s=0.05, tpot_sla_s=0.02)
+    from workbench.study.capacity import slo_attainable_share
+    # request 1: ttft 0.11 > 0.05; request 2: tpot 0.01 + 1e-4 * 160 = 0.026 > 0.02; 0 and 3 meet both
+    assert slo_attainable_share(tr, cfg, step) == 0.5
+    with pytest.raises(wb.CapacityError, match="alone on an idle replica"):
+        wb.capacity(tr, cfg, criterion="slo", attainment=0.9, latency=step)
+    with pytest.raises(ValueError, match="needs a continuous_\\* scheduler"):
+        wb.capacity(tr, wb.SimConfig(), criterion="slo", latency=step)
+    with pytest.raises(ValueError, match="criterion='slo'"):
+        wb.capacity(tr, cfg, ttft_s=1.0, latency=step)
+
+
+# ---------------------------------------------------------------- policies
+def test_multi_bin_rounds_group_similar_lengths():
+    # predicted (oracle) lengths: 0 and 2 long, 1 and 3 short; two sequences at a time.
+    # FCFS runs {0, 1} then {2, 3}; multi-bin's first round is the bin of request 0: {0, 2}, then {1, 3}
+    tr = trace_of([0.0, 0.0, 0.0, 0.0], [10, 10, 10, 10], [50, 3, 50, 3])
+    step = wb.StepTimeModel(prefill=(0.01, 0.0, 0.0), decode=(0.002, 0.0, 0.0))
+    kw = dict(max_num_seqs=2, predictor="oracle", k_bins=2)
+    fcfs = wb.simulate(tr, cfg_of(**kw), latency=step).requests
+    mb = wb.simulate(tr, cfg_of(scheduler="continuous_multi_bin", **kw), latency=step).requests
+    assert list(fcfs.queue_s == 0) == [True, True, False, False]
+    assert list(mb.queue_s == 0) == [True, False, True, False]
+    assert list(mb.bin) == [1, 0, 1, 0]
+
+
+def test_sla_controller_holds_the_decode_time_per_token():
+    # decode step time 1 ms + 1 ms per request: the 11 ms target allows about 10 running requests
+    rng = np.random.default_rng(5)
+    n = 600
+    tr = trace_of(np.sort(rng.uniform(0, 2.0, n)), np.full(n, 8), rng.integers(20, 60, n))
+    step = wb.StepTimeModel(prefill=(0.001, 1e-5, 0.0), decode=(0.001, 0.0, 0.001))
+    kw = dict(tpot_sla_s=0.011, b_min=1, b_max=64, max_num_seqs=64, ctrl_window=4)
+    fcfs = wb.simulate(tr, cfg_of(**kw), latency=step)
+    sla = wb.simulate(tr, cfg_of(scheduler="continuous_sla", **kw), latency=step)
+    dec = sla.steps.query("decodes > 0 and prefill_requests == 0")
+    settled = dec.iloc[len(dec) // 4:]
+    step_s = (settled.end_s - settled.start_s) / settled.steps
+    assert 0.008 <= step_s.mean() <= 0.014
+    assert 7 <= settled.decodes.median() <= 13
+    assert fcfs.steps.decodes.max() == 64   # without the controller the batch fills up
+    assert sla.summary["tpot_mean_s"] < fcfs.summary["tpot_mean_s"]
+
+
+def test_capacity_of_a_continuous_scheduler_needs_the_slo_criterion():
+    with pytest.raises(ValueError, match="criterion='slo'"):
+        wb.capacity(random_trace(20, 1), cfg_of(), latency=STEP2)

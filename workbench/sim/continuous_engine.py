@@ -85,7 +85,7 @@ Policies
   12. ``continuous_multi_bin``: the waiting queue is split into K bins by
       predicted output length (same predictor and equal-mass edges as the
       static multi-bin).  A replica admits in *rounds*: a round takes the
-      bin whose head request joined earliest and covers the requests waiting
+      bin whose head request joined earliest (ties: trace order) and covers the requests waiting
       in it at that moment (plus preempted ones put back in front of it);
       admission takes only from the round's bin, FCFS, and when the round is
       used up the next round starts.  So a running batch fills with
@@ -198,8 +198,19 @@ def _heap_set(hk, hid, pos, size, i, key):
 
 # ---------------------------------------------------------------- small pure helpers
 @njit(cache=True, inline="always")
-def _ceil_div(a, b):
+def _ceil_div(a, b, shift):
+    """ceil(a / b) for a >= 0; a shift when b is a power of two (shift >= 0): integer division is slow."""
+    if shift >= 0:
+        return (a + b - 1) >> shift
     return (a + b - 1) // b
+
+
+@njit(cache=True, inline="always")
+def _mod(a, b, shift):
+    """a mod b (Python semantics, also for a < 0); a mask when b is a power of two."""
+    if shift >= 0:
+        return a & (b - 1)
+    return a % b
 
 
 @njit(cache=True, inline="always")
@@ -235,16 +246,26 @@ def _steps_to_reach(e, f, k_max, span):
 
 
 @njit(cache=True)
-def _blocks_over(hist, bs, n, d, k):
-    """New blocks the n decodes need over k steps starting at decode count d."""
-    total = (k // bs) * n
-    for j in range(k % bs):
-        total += hist[(1 - (d + j)) % bs]
+def _blocks_over(hist, bs, shift, n, d, k):
+    """New blocks the n decodes need over k steps starting at decode count d.
+
+    Step ``d + j`` needs ``hist[(1 - d - j) mod bs]``; the phase is stepped down
+    instead of taking a modulo per step (integer division is the slow part)."""
+    if shift >= 0:
+        total = (k >> shift) * n
+        rest = k & (bs - 1)
+    else:
+        total = (k // bs) * n
+        rest = k % bs
+    phase = _mod(1 - d, bs, shift)
+    for _ in range(rest):
+        total += hist[phase]
+        phase = phase - 1 if phase > 0 else bs - 1
     return total
 
 
 @njit(cache=True)
-def _steps_fitting(hist, bs, n, d, free, k_max):
+def _steps_fitting(hist, bs, shift, n, d, free, k_max):
     """Largest k <= k_max such that the blocks needed over k steps fit in ``free``."""
     if n == 0:
         return k_max
@@ -253,14 +274,16 @@ def _steps_fitting(hist, bs, n, d, free, k_max):
         return k_max
     k = cycles * bs
     left = free - cycles * n
+    phase = _mod(1 - d, bs, shift)   # the phase of step d + k: k is a multiple of bs
     for _ in range(bs):
         if k >= k_max:
             break
-        need = hist[(1 - (d + k)) % bs]
+        need = hist[phase]
         if need > left:
             break
         left -= need
         k += 1
+        phase = phase - 1 if phase > 0 else bs - 1
     return k
 
 
@@ -274,11 +297,15 @@ def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
         return a
     best = g * K
     best_t = np.inf
+    best_r = -1
     for j in range(K):
         qi = g * K + j
-        if q_len[qi] > 0 and join_s[q_head[qi]] < best_t:
-            best_t = join_s[q_head[qi]]
-            best = qi
+        if q_len[qi] > 0:
+            h = q_head[qi]
+            if join_s[h] < best_t or (join_s[h] == best_t and h < best_r):   # ties: trace order
+                best_t = join_s[h]
+                best_r = h
+                best = qi
     active_bin[g] = best - g * K
     round_left[g] = q_len[best]
     return best
@@ -324,6 +351,11 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     R = num_replicas
     K = n_bins
     bs = block_size
+    shift = -1
+    if bs & (bs - 1) == 0:
+        shift = 0
+        while (1 << shift) < bs:
+            shift += 1
     cap = kv_blocks
     tok_o = coef[C_TOK]
 
@@ -413,8 +445,8 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             r = join_order[ptr]
             ptr += 1
             if router == 0:
-                g = rr % R
-                rr += 1
+                g = rr
+                rr = rr + 1 if rr + 1 < R else 0
             else:
                 g = 0
                 best = np.inf
@@ -427,7 +459,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                             # blocks the steps of the run completed before now have taken
                             i = _steps_to_reach(run_e[h], run_f[h], run_k[h], now - t_start[h])
                             if i > 1:
-                                load += float(_blocks_over(hist[h], bs, dec_start[h], dcount[h], i - 1))
+                                load += float(_blocks_over(hist[h], bs, shift, dec_start[h], dcount[h], i - 1))
                     if load < best:
                         best = load
                         g = h
@@ -442,7 +474,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             nxt[r] = -1
             q_len[qi] += 1
             waiting[g] += 1
-            wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[r]), bs)
+            wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[r]), bs, shift)
             outstanding[g] += 1
             if ev_pos[g] < 0:
                 kind[g] = KIND_NONE           # idle: decide at this instant, after same-time joins
@@ -471,8 +503,8 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             steps[g] += k
             d0 = dcount[g]
             if with_dec[g]:
-                grown = _blocks_over(hist[g], bs, n_dec[g], d0, k)
-                first_blocks = blocks_at_start[g] + _blocks_over(hist[g], bs, n_dec[g], d0, 1)
+                grown = _blocks_over(hist[g], bs, shift, n_dec[g], d0, k)
+                first_blocks = blocks_at_start[g] + hist[g, _mod(1 - d0, bs, shift)]
                 used[g] += grown
                 block_s[g] += 0.5 * (first_blocks + blocks_at_start[g] + grown) * (now - t_start[g])
                 dcount[g] = d0 + k
@@ -490,8 +522,8 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     error = ERR_HEAP
                 fin_n[g] = _heap_remove(fin_key[g], fin_id[g], hpos, fin_n[g], 0)
                 s_r = ctx0[r]
-                used[g] -= _ceil_div(s_r + d - 1, bs)
-                hist[g, s_r % bs] -= 1
+                used[g] -= _ceil_div(s_r + d - 1, bs, shift)
+                hist[g, _mod(s_r, bs, shift)] -= 1
                 ctx_base[g] -= s_r
                 n_dec[g] -= 1
                 finish_s[r] = now
@@ -521,7 +553,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     if partial[g] == r:
                         partial[g] = -1
                     if output_tokens[r] == 1:
-                        used[g] -= _ceil_div(done_pf[r], bs)
+                        used[g] -= _ceil_div(done_pf[r], bs, shift)
                         finish_s[r] = now
                         state[r] = ST_DONE
                         outstanding[g] -= 1
@@ -541,7 +573,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     else:
                         s_r = np.int64(prompt_tokens[r]) + 1 - d
                         ctx0[r] = s_r
-                        hist[g, s_r % bs] += 1
+                        hist[g, _mod(s_r, bs, shift)] += 1
                         ctx_base[g] += s_r
                         n_dec[g] += 1
                         state[r] = ST_DECODE
@@ -586,7 +618,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             lim_mem = min(max(b_mem[g], n_dec[g]), b_max)
             lim_sla = min(max(b_sla[g], n_dec[g]), b_max)
             limit = min(limit, min(lim_mem, lim_sla))
-        need = hist[g, (1 - d) % bs] if n_dec[g] > 0 else 0
+        need = hist[g, _mod(1 - d, bs, shift)] if n_dec[g] > 0 else 0
         preempted = 0
         pf_tokens = 0
         pf_reqs = 0
@@ -599,7 +631,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
                 r = q_head[qi]
                 p = np.int64(prompt_tokens[r])
-                blocks = _ceil_div(p, bs)
+                blocks = _ceil_div(p, bs, shift)
                 if pf_tokens + p > max_batched_tokens or running + pf_reqs + 1 > limit or used[g] + blocks > cap:
                     break
                 _pop_front(qi, q_head, q_tail, q_len, nxt)
@@ -624,15 +656,15 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 preempt[v] += 1
                 if state[v] == ST_DECODE:
                     s_v = ctx0[v]
-                    if (s_v + d - 1) % bs == 0:
+                    if _mod(s_v + d - 1, bs, shift) == 0:
                         need -= 1
-                    used[g] -= _ceil_div(s_v + d - 1, bs)
-                    hist[g, s_v % bs] -= 1
+                    used[g] -= _ceil_div(s_v + d - 1, bs, shift)
+                    hist[g, _mod(s_v, bs, shift)] -= 1
                     ctx_base[g] -= s_v
                     n_dec[g] -= 1
                     fin_n[g] = _heap_remove(fin_key[g], fin_id[g], hpos, fin_n[g], hpos[v])
                 else:
-                    used[g] -= _ceil_div(done_pf[v], bs)
+                    used[g] -= _ceil_div(done_pf[v], bs, shift)
                     partial[g] = -1
                 done_pf[v] = 0
                 p_ = run_prev[v]
@@ -650,7 +682,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     q_tail[qi] = v
                 q_len[qi] += 1
                 waiting[g] += 1
-                wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[v]), bs)
+                wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[v]), bs, shift)
                 if policy == POLICY_MULTI_BIN and bin_id[v] == active_bin[g]:
                     round_left[g] += 1
             if n_dec[g] == 0:
@@ -663,13 +695,13 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             if pr >= 0 and budget > 0:
                 p_done = done_pf[pr]
                 chunk = min(np.int64(prompt_tokens[pr]) - p_done, budget)
-                extra = _ceil_div(p_done + chunk, bs) - _ceil_div(p_done, bs)
+                extra = _ceil_div(p_done + chunk, bs, shift) - _ceil_div(p_done, bs, shift)
                 if reserve + extra > cap:
                     # the partly computed prompt is the most recently admitted: it is the victim
                     preempted += 1
                     preempt[pr] += 1
-                    used[g] -= _ceil_div(p_done, bs)
-                    reserve -= _ceil_div(p_done, bs)
+                    used[g] -= _ceil_div(p_done, bs, shift)
+                    reserve -= _ceil_div(p_done, bs, shift)
                     done_pf[pr] = 0
                     partial[g] = -1
                     p_ = run_prev[pr]
@@ -687,7 +719,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                         q_tail[qi] = pr
                     q_len[qi] += 1
                     waiting[g] += 1
-                    wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[pr]), bs)
+                    wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[pr]), bs, shift)
                     if policy == POLICY_MULTI_BIN and bin_id[pr] == active_bin[g]:
                         round_left[g] += 1
                     running -= 1
@@ -706,12 +738,12 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     r = q_head[qi]
                     p = np.int64(prompt_tokens[r])
                     chunk = min(p, budget)
-                    blocks = _ceil_div(chunk, bs)
+                    blocks = _ceil_div(chunk, bs, shift)
                     if reserve + blocks > cap:
                         break
                     _pop_front(qi, q_head, q_tail, q_len, nxt)
                     waiting[g] -= 1
-                    wait_blocks[g] -= _ceil_div(p, bs)
+                    wait_blocks[g] -= _ceil_div(p, bs, shift)
                     round_left[g] -= 1
                     used[g] += blocks
                     reserve += blocks
@@ -754,7 +786,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             k = 1
             if jumps and preempted == 0:
                 k = int(fin_key[g, 0]) - d
-                k = _steps_fitting(hist[g], bs, nd, d, cap - used[g], k)
+                k = _steps_fitting(hist[g], bs, shift, nd, d, cap - used[g], k)
                 if k < 1:
                     k = 1
                     error = ERR_BLOCKS

@@ -161,13 +161,14 @@ def summarize_continuous(*, arrival_s, ttft_s, tpot_s, e2e_s, queue_s, preemptio
     summary["sla_violation_rate"] = 1.0 - summary["slo_attainment"]
     for name, values in (("ttft", ttft_s), ("tpot", tpot_s), ("e2e", e2e_s), ("queue", queue_s)):
         v = values[done]
-        v = v[~np.isnan(v)]
-        mean, pct, peak = _nan_stats(v.copy(), CONTINUOUS_PERCENTILES)
+        v = v[~np.isnan(v)]   # a fresh array: _nan_stats may partition it
+        percentiles = CONTINUOUS_PERCENTILES + ((95,) if name == "e2e" else ())
+        mean, pct, peak = _nan_stats(v, percentiles)
         summary[f"{name}_mean_s"] = mean
-        for p, value in zip(CONTINUOUS_PERCENTILES, pct):
+        for p, value in zip(percentiles, pct):
             summary[f"{name}_p{p}_s"] = value
         summary[f"{name}_max_s"] = peak
-    for key in ("mean", "p50", "p99", "max"):
+    for key in ("mean", "p50", "p95", "p99", "max"):
         summary[f"latency_{key}_s"] = summary[f"e2e_{key}_s"]
     summary["queue_delay_mean_s"] = summary["queue_mean_s"]
     summary["queue_delay_p99_s"] = summary["queue_p99_s"]
