@@ -10,8 +10,10 @@ Arrival and routing
      ``round_robin`` cycles over the replicas in join order;
      ``least_outstanding`` picks the replica with the fewest requests routed
      to it and not finished (waiting + running); ``least_kv`` picks the one
-     with the fewest KV blocks in use plus blocks the prompts already waiting
-     on it will need.  Ties go to the lowest replica index.
+     with the fewest KV blocks in use (as of its last completed step) plus
+     the blocks the prompts already waiting on it will need, so a burst is
+     spread before any of it is admitted.  Ties go to the lowest replica
+     index.
   2. Requests that can never be served are rejected before the engine runs,
      with a reason: the KV blocks a request holds at its peak,
      ``ceil((prompt + output - 1) / block_size)`` (``ceil(prompt / block_size)``
@@ -91,6 +93,13 @@ Policies
       used up the next round starts.  So a running batch fills with
       similar-length requests, and no bin waits longer than one round per
       other bin.
+
+Records: per request the replica, the start of its first step, the end of
+the step that produced its first token and of its last step, and its
+preemptions; per replica the busy time and the block-seconds of KV in use
+(exact for single steps; within a run of decode steps, the trapezoid between
+its first and last step's blocks); and a log of the first ``log_capacity``
+scheduling decisions (one row per step or run of decode steps).
 
 Speed: decode-only steps with nothing joining are run in one event: with
 ``n`` decodes the context sum grows by ``n`` per step, so ``k`` steps take
