@@ -378,9 +378,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     nxt = np.full(n, -1, np.int32)          # waiting-queue links
     run_prev = np.full(n, -1, np.int32)     # running list, in admission order
     run_next = np.full(n, -1, np.int32)
-    hpos = np.full(n, -1, np.int64)         # position in its replica's finish heap
+    hpos = np.full(n, -1, np.int32)         # position in its replica's finish heap
     ctx0 = np.zeros(n, np.int64)            # S_r: context at decode count d is S_r + d
-    done_pf = np.zeros(n, np.int64)         # prompt tokens computed (in KV) so far
+    done_pf = np.zeros(n, np.int32)         # prompt tokens computed (in KV) so far
 
     # per replica
     q_head = np.full(R * K, -1, np.int64)
