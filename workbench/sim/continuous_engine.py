@@ -10,8 +10,10 @@ Arrival and routing
      ``round_robin`` cycles over the replicas in join order;
      ``least_outstanding`` picks the replica with the fewest requests routed
      to it and not finished (waiting + running); ``least_kv`` picks the one
-     with the fewest KV blocks in use plus blocks the prompts already waiting
-     on it will need.  Ties go to the lowest replica index.
+     with the fewest KV blocks in use (as of its last completed step) plus
+     the blocks the prompts already waiting on it will need, so a burst is
+     spread before any of it is admitted.  Ties go to the lowest replica
+     index.
   2. Requests that can never be served are rejected before the engine runs,
      with a reason: the KV blocks a request holds at its peak,
      ``ceil((prompt + output - 1) / block_size)`` (``ceil(prompt / block_size)``
@@ -92,6 +94,13 @@ Policies
       similar-length requests, and no bin waits longer than one round per
       other bin.
 
+Records: per request the replica, the start of its first step, the end of
+the step that produced its first token and of its last step, and its
+preemptions; per replica the busy time and the block-seconds of KV in use
+(exact for single steps; within a run of decode steps, the trapezoid between
+its first and last step's blocks); and a log of the first ``log_capacity``
+scheduling decisions (one row per step or run of decode steps).
+
 Speed: decode-only steps with nothing joining are run in one event: with
 ``n`` decodes the context sum grows by ``n`` per step, so ``k`` steps take
 ``k E + F k (k - 1) / 2`` seconds (``E`` the first step's time, ``F = b_d n``),
@@ -128,72 +137,75 @@ ERR_HEAP = 5
 C_PA, C_PB, C_PC, C_DA, C_DB, C_DC, C_LA, C_LB, C_LC, C_LT, C_A0, C_A1, C_TOK = range(13)
 
 
-# ---------------------------------------------------------------- indexed binary heap (key, id)
+# ---------------------------------------------------------------- indexed binary heaps (key, id)
+# Row ``w`` of the 2-D arrays ``hk`` (keys) and ``hid`` (ids) is one heap; ``pos[id]`` is an id's index
+# in its heap.  Rows are addressed by index rather than passed as views, which would cost a reference
+# count update per call.
 @njit(cache=True, inline="always")
-def _before(hk, hid, i, j):
-    return hk[i] < hk[j] or (hk[i] == hk[j] and hid[i] < hid[j])
+def _before(hk, hid, w, i, j):
+    return hk[w, i] < hk[w, j] or (hk[w, i] == hk[w, j] and hid[w, i] < hid[w, j])
 
 
 @njit(cache=True, inline="always")
-def _swap(hk, hid, pos, i, j):
-    hk[i], hk[j] = hk[j], hk[i]
-    hid[i], hid[j] = hid[j], hid[i]
-    pos[hid[i]] = i
-    pos[hid[j]] = j
+def _swap(hk, hid, pos, w, i, j):
+    hk[w, i], hk[w, j] = hk[w, j], hk[w, i]
+    hid[w, i], hid[w, j] = hid[w, j], hid[w, i]
+    pos[hid[w, i]] = i
+    pos[hid[w, j]] = j
 
 
 @njit(cache=True)
-def _sift_up(hk, hid, pos, i):
+def _sift_up(hk, hid, pos, w, i):
     while i > 0:
-        parent = (i - 1) // 2
-        if not _before(hk, hid, i, parent):
+        parent = (i - 1) >> 1
+        if not _before(hk, hid, w, i, parent):
             break
-        _swap(hk, hid, pos, i, parent)
+        _swap(hk, hid, pos, w, i, parent)
         i = parent
 
 
 @njit(cache=True)
-def _sift_down(hk, hid, pos, size, i):
+def _sift_down(hk, hid, pos, w, size, i):
     while True:
         child = 2 * i + 1
         if child >= size:
             break
-        if child + 1 < size and _before(hk, hid, child + 1, child):
+        if child + 1 < size and _before(hk, hid, w, child + 1, child):
             child += 1
-        if not _before(hk, hid, child, i):
+        if not _before(hk, hid, w, child, i):
             break
-        _swap(hk, hid, pos, i, child)
+        _swap(hk, hid, pos, w, i, child)
         i = child
 
 
 @njit(cache=True)
-def _heap_push(hk, hid, pos, size, key, ident):
-    hk[size] = key
-    hid[size] = ident
+def _heap_push(hk, hid, pos, w, size, key, ident):
+    hk[w, size] = key
+    hid[w, size] = ident
     pos[ident] = size
-    _sift_up(hk, hid, pos, size)
+    _sift_up(hk, hid, pos, w, size)
     return size + 1
 
 
 @njit(cache=True)
-def _heap_remove(hk, hid, pos, size, i):
-    """Remove the entry at index ``i``; returns the new size."""
-    pos[hid[i]] = -1
+def _heap_remove(hk, hid, pos, w, size, i):
+    """Remove the entry at index ``i`` of heap ``w``; returns the new size."""
+    pos[hid[w, i]] = -1
     size -= 1
     if i != size:
-        hk[i] = hk[size]
-        hid[i] = hid[size]
-        pos[hid[i]] = i
-        _sift_up(hk, hid, pos, i)
-        _sift_down(hk, hid, pos, size, pos[hid[i]])
+        hk[w, i] = hk[w, size]
+        hid[w, i] = hid[w, size]
+        pos[hid[w, i]] = i
+        _sift_up(hk, hid, pos, w, i)
+        _sift_down(hk, hid, pos, w, size, pos[hid[w, i]])
     return size
 
 
 @njit(cache=True)
-def _heap_set(hk, hid, pos, size, i, key):
-    hk[i] = key
-    _sift_up(hk, hid, pos, i)
-    _sift_down(hk, hid, pos, size, pos[hid[i]])
+def _heap_set(hk, hid, pos, w, size, i, key):
+    hk[w, i] = key
+    _sift_up(hk, hid, pos, w, i)
+    _sift_down(hk, hid, pos, w, size, pos[hid[w, i]])
 
 
 # ---------------------------------------------------------------- small pure helpers
@@ -246,7 +258,7 @@ def _steps_to_reach(e, f, k_max, span):
 
 
 @njit(cache=True)
-def _blocks_over(hist, bs, shift, n, d, k):
+def _blocks_over(hist, w, bs, shift, n, d, k):
     """New blocks the n decodes need over k steps starting at decode count d.
 
     Step ``d + j`` needs ``hist[(1 - d - j) mod bs]``; the phase is stepped down
@@ -259,13 +271,13 @@ def _blocks_over(hist, bs, shift, n, d, k):
         rest = k % bs
     phase = _mod(1 - d, bs, shift)
     for _ in range(rest):
-        total += hist[phase]
+        total += hist[w, phase]
         phase = phase - 1 if phase > 0 else bs - 1
     return total
 
 
 @njit(cache=True)
-def _steps_fitting(hist, bs, shift, n, d, free, k_max):
+def _steps_fitting(hist, w, bs, shift, n, d, free, k_max):
     """Largest k <= k_max such that the blocks needed over k steps fit in ``free``."""
     if n == 0:
         return k_max
@@ -278,7 +290,7 @@ def _steps_fitting(hist, bs, shift, n, d, free, k_max):
     for _ in range(bs):
         if k >= k_max:
             break
-        need = hist[phase]
+        need = hist[w, phase]
         if need > left:
             break
         left -= need
@@ -369,9 +381,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     nxt = np.full(n, -1, np.int32)          # waiting-queue links
     run_prev = np.full(n, -1, np.int32)     # running list, in admission order
     run_next = np.full(n, -1, np.int32)
-    hpos = np.full(n, -1, np.int64)         # position in its replica's finish heap
+    hpos = np.full(n, -1, np.int32)         # position in its replica's finish heap
     ctx0 = np.zeros(n, np.int64)            # S_r: context at decode count d is S_r + d
-    done_pf = np.zeros(n, np.int64)         # prompt tokens computed (in KV) so far
+    done_pf = np.zeros(n, np.int32)         # prompt tokens computed (in KV) so far
 
     # per replica
     q_head = np.full(R * K, -1, np.int64)
@@ -421,8 +433,8 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     tok_m2 = np.zeros(R)
 
     # replica event heap
-    ev_key = np.empty(R, np.float64)
-    ev_id = np.empty(R, np.int64)
+    ev_key = np.empty((1, R), np.float64)
+    ev_id = np.empty((1, R), np.int64)
     ev_pos = np.full(R, -1, np.int64)
     ev_n = 0
 
@@ -436,7 +448,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     rr = 0
     while ptr < m or ev_n > 0:
         t_join = join_s[join_order[ptr]] if ptr < m else np.inf
-        t_event = ev_key[0] if ev_n > 0 else np.inf
+        t_event = ev_key[0, 0] if ev_n > 0 else np.inf
         if t_join <= t_event:
             # ---------------------------------------------------- a request joins and is routed
             if t_join < now:
@@ -459,7 +471,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                             # blocks the steps of the run completed before now have taken
                             i = _steps_to_reach(run_e[h], run_f[h], run_k[h], now - t_start[h])
                             if i > 1:
-                                load += float(_blocks_over(hist[h], bs, shift, dec_start[h], dcount[h], i - 1))
+                                load += float(_blocks_over(hist, h, bs, shift, dec_start[h], dcount[h], i - 1))
                     if load < best:
                         best = load
                         g = h
@@ -479,13 +491,13 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             if ev_pos[g] < 0:
                 kind[g] = KIND_NONE           # idle: decide at this instant, after same-time joins
                 t_start[g] = now
-                ev_n = _heap_push(ev_key, ev_id, ev_pos, ev_n, now, g)
+                ev_n = _heap_push(ev_key, ev_id, ev_pos, 0, ev_n, now, g)
             elif kind[g] == KIND_DECODE_RUN and run_k[g] > 1:
                 # cut the run after the step in flight, so the request is seen at the next boundary
                 i = _steps_to_reach(run_e[g], run_f[g], run_k[g], now - t_start[g])
                 if i < run_k[g]:
                     run_k[g] = i
-                    _heap_set(ev_key, ev_id, ev_pos, ev_n, ev_pos[g],
+                    _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g],
                               t_start[g] + _run_time(run_e[g], run_f[g], i))
                     if log_row[g] >= 0:
                         log_f[log_row[g], 1] = t_start[g] + _run_time(run_e[g], run_f[g], i)
@@ -493,7 +505,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             continue
 
         # -------------------------------------------------------- a replica reaches a step boundary
-        g = ev_id[0]
+        g = ev_id[0, 0]
         if t_event < now:
             error = ERR_TIME_BACKWARDS
         now = t_event
@@ -503,7 +515,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             steps[g] += k
             d0 = dcount[g]
             if with_dec[g]:
-                grown = _blocks_over(hist[g], bs, shift, n_dec[g], d0, k)
+                grown = _blocks_over(hist, g, bs, shift, n_dec[g], d0, k)
                 first_blocks = blocks_at_start[g] + hist[g, _mod(1 - d0, bs, shift)]
                 used[g] += grown
                 block_s[g] += 0.5 * (first_blocks + blocks_at_start[g] + grown) * (now - t_start[g])
@@ -520,7 +532,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 r = fin_id[g, 0]
                 if fin_key[g, 0] != d:
                     error = ERR_HEAP
-                fin_n[g] = _heap_remove(fin_key[g], fin_id[g], hpos, fin_n[g], 0)
+                fin_n[g] = _heap_remove(fin_key, fin_id, hpos, g, fin_n[g], 0)
                 s_r = ctx0[r]
                 used[g] -= _ceil_div(s_r + d - 1, bs, shift)
                 hist[g, _mod(s_r, bs, shift)] -= 1
@@ -577,7 +589,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                         ctx_base[g] += s_r
                         n_dec[g] += 1
                         state[r] = ST_DECODE
-                        fin_n[g] = _heap_push(fin_key[g], fin_id[g], hpos, fin_n[g],
+                        fin_n[g] = _heap_push(fin_key, fin_id, hpos, g, fin_n[g],
                                               float(d + output_tokens[r] - 1), r)
                 r = prev
             if policy == POLICY_SLA and with_dec[g]:
@@ -662,7 +674,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     hist[g, _mod(s_v, bs, shift)] -= 1
                     ctx_base[g] -= s_v
                     n_dec[g] -= 1
-                    fin_n[g] = _heap_remove(fin_key[g], fin_id[g], hpos, fin_n[g], hpos[v])
+                    fin_n[g] = _heap_remove(fin_key, fin_id, hpos, g, fin_n[g], hpos[v])
                 else:
                     used[g] -= _ceil_div(done_pf[v], bs, shift)
                     partial[g] = -1
@@ -762,7 +774,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             if waiting[g] > 0:
                 error = ERR_STUCK
             kind[g] = KIND_NONE
-            ev_n = _heap_remove(ev_key, ev_id, ev_pos, ev_n, ev_pos[g])
+            ev_n = _heap_remove(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g])
             if error:
                 break
             continue
@@ -786,7 +798,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             k = 1
             if jumps and preempted == 0:
                 k = int(fin_key[g, 0]) - d
-                k = _steps_fitting(hist[g], bs, shift, nd, d, cap - used[g], k)
+                k = _steps_fitting(hist, g, bs, shift, nd, d, cap - used[g], k)
                 if k < 1:
                     k = 1
                     error = ERR_BLOCKS
@@ -800,7 +812,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         n_pf[g] = pf_reqs
         t_start[g] = now
         end = now + _run_time(e, f, k)
-        _heap_set(ev_key, ev_id, ev_pos, ev_n, ev_pos[g], end)
+        _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g], end)
         if n_log < log_capacity:
             log_f[n_log, 0] = now
             log_f[n_log, 1] = end

@@ -295,7 +295,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
     (replica, sched_s, first_s, end_s, preemptions, busy_s, block_s, steps, log_f, log_i, error) = \
         ceng.run_continuous(
-            join_order.astype(np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
+            np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
             ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.max_num_seqs,
             cfg.max_num_batched_tokens, cfg.block_size, cfg.kv_blocks_effective, coef,
             cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha),
