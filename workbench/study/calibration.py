@@ -93,10 +93,11 @@ class FitReport:
                  f" (published model: {self.rss_before:.4g})",
                  f"per-request overheads {'kept' if self.overheads_kept else 'not used'} (weighted RSS with "
                  f"{self.rss_with_overheads:.4g}, without {self.rss_without_overheads:.4g})"]
-        held = self.coefficients.loc[self.coefficients.status != "fitted", "name"].tolist()
-        if held:
-            lines.append("not fitted: " + ", ".join(
-                f"{r.name} ({r.status})" for r in self.coefficients.itertuples() if r.status != "fitted"))
+        table = self.coefficients
+        fitted = table.status.str.startswith("fitted")
+        lines.append("fitted: " + ", ".join(table.loc[fitted, "name"]))
+        if (~fitted).any():
+            lines.append("not fitted: " + ", ".join(f"{r.name} ({r.status})" for r in table[~fitted].itertuples()))
         return "\n".join(lines + self.notes)
 
 
