@@ -8,6 +8,7 @@ The public API::
     res.summary, res.requests
 """
 
+from workbench.study.calibration import FitReport, calibrate, compare_to_measured
 from workbench.study.capacity import CapacityError, CapacityResult, capacity
 from workbench.sim.bins import BinningWarning, equal_mass_edges
 from workbench.sim.config import SimConfig
@@ -16,6 +17,7 @@ from workbench.sim.predictors import PREDICTORS, predict_output_tokens
 from workbench.sim.schedulers import SCHEDULERS, register
 from workbench.sim.simulate import SimResult, SimulationError, SlaScaleWarning, simulate
 from workbench.sim.steptime import StepTimeModel
+from workbench.traces.serving_log import ServingLog, load_serving_log
 from workbench.traces.synthetic import synthetic_trace
 from workbench.traces.trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
 
@@ -23,4 +25,5 @@ __all__ = [
     "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
     "SimulationError", "SlaScaleWarning", "StepTimeModel", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
+    "FitReport", "ServingLog", "calibrate", "compare_to_measured", "load_serving_log",
 ]

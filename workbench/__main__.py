@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="capacity = the largest rate at which at least this share of the requests finish "
                             "within --d-sla (default 0.9)")
     suite.add_argument("--validate", action="store_true",
-                       help="also run notebooks/validation.ipynb after the steps")
+                       help="also run notebooks/validation.ipynb and fidelity_vllm.ipynb after the steps")
     suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
     return parser
 

@@ -10,6 +10,7 @@ import numpy as np
 from dataclasses import dataclass, field
 
 from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
+from workbench.sim.continuous_engine import ROUTERS
 from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
 
@@ -75,10 +76,32 @@ class SimConfig:
               "(2 x layers x KV heads x head size x bytes)")
     mem_margin_gb: float = _f(1.0, "memory kept free for activations and fragmentation, GB")
     seed: int = _f(0, "seed of every random choice in the simulation (the predictor's noise)")
+    # --- continuous-batching engine (continuous_* schedulers; see workbench.sim.continuous_engine)
+    max_num_seqs: int = _f(256, "continuous: most requests running on a replica at once (vLLM max_num_seqs)")
+    max_num_batched_tokens: int = _f(
+        16384, "continuous: token budget of one step (vLLM max_num_batched_tokens); without chunked prefill "
+               "a longer prompt is rejected; with it, must be >= max_num_seqs")
+    chunked_prefill: bool = _f(
+        False, "continuous: False = vLLM v0.2 (a step is prefill-only or decode-only), True = v1 (decodes "
+               "first, then prefill chunks under the token budget, mixed in one step)")
+    block_size: int = _f(16, "continuous: tokens per KV-cache block")
+    kv_blocks: int | None = _f(
+        None, "continuous: KV-cache blocks per replica; None = derived: kv_capacity_tokens // block_size "
+              "(kv_capacity_tokens from the memory fields above)")
+    router: str = _f(
+        "round_robin", "continuous: how arrivals are routed to replicas: round_robin, least_outstanding "
+                       "(fewest routed and unfinished requests), least_kv (fewest KV blocks in use + waiting)")
+    ttft_sla_s: float = _f(1.0, "continuous: time-to-first-token limit per request, seconds (> 0)")
+    tpot_sla_s: float = _f(
+        0.05, "continuous: time-per-output-token limit per request, seconds (> 0); continuous_sla's "
+              "controller target is sla_budget_fraction * tpot_sla_s")
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler: unknown {self.scheduler!r}; allowed: {', '.join(sorted(SCHEDULERS))}")
+            static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
+            continuous = sorted(n for n, c in SCHEDULERS.items() if c.engine == "continuous")
+            raise ValueError(f"scheduler: unknown {self.scheduler!r}; allowed: {', '.join(static)} (static batches), "
+                             f"{', '.join(continuous)} (continuous batching)")
         if self.predictor not in PREDICTORS:
             raise ValueError(f"predictor: unknown {self.predictor!r}; allowed: {', '.join(PREDICTORS)}")
         if self.bin_policy not in BIN_POLICIES:
@@ -117,6 +140,7 @@ class SimConfig:
         if self.gpu_memory_utilization > 1:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
                              f"got {self.gpu_memory_utilization!r}")
+        self._validate_continuous()
         if self.kv_capacity_tokens < 1:
             raise ValueError(
                 f"gpu_mem_gb/gpu_memory_utilization/model_mem_gb/mem_margin_gb: no memory left for the KV cache "
@@ -137,6 +161,39 @@ class SimConfig:
     def kv_gb_per_token_effective(self) -> float:
         """KV cache per token: ``kv_gb_per_token`` if given, else the model preset's."""
         return self.model_spec.kv_gb_per_token if self.kv_gb_per_token is None else self.kv_gb_per_token
+
+    def _validate_continuous(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.kv_blocks is not None:
+            value = self.kv_blocks
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"kv_blocks: must be an integer >= 1, or None to derive it from the memory "
+                                 f"fields (kv_capacity_tokens // block_size), got {value!r}")
+            object.__setattr__(self, "kv_blocks", int(value))
+        if not isinstance(self.chunked_prefill, (bool, np.bool_)):
+            raise ValueError(f"chunked_prefill: must be True or False, got {self.chunked_prefill!r}")
+        object.__setattr__(self, "chunked_prefill", bool(self.chunked_prefill))
+        if self.chunked_prefill and self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens: with chunked_prefill it must be >= max_num_seqs (every "
+                             f"running decode takes one token of the step's budget), got "
+                             f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
+        if self.router not in ROUTERS:
+            raise ValueError(f"router: unknown {self.router!r}; allowed: {', '.join(ROUTERS)}")
+        for name in ("ttft_sla_s", "tpot_sla_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"{name}: must be a finite number > 0 (seconds), got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    @property
+    def kv_blocks_effective(self) -> int:
+        """KV-cache blocks per replica of the continuous engine: kv_blocks, or kv_capacity_tokens // block_size."""
+        return self.kv_blocks if self.kv_blocks is not None else self.kv_capacity_tokens // self.block_size
 
     @property
     def kv_capacity_tokens(self) -> int:

@@ -6,10 +6,13 @@ import numpy as np
 
 STATUS_COMPLETED = 0
 STATUS_REJECTED_KV = 1
+STATUS_REJECTED_BUDGET = 2
 STATUS_LABELS = (
     "completed",
     "rejected: prompt+output tokens exceed the GPU's KV-cache capacity",
+    "rejected: prompt exceeds max_num_batched_tokens without chunked prefill",
 )
+CONTINUOUS_PERCENTILES = (50, 90, 99)
 
 LATENCY_PERCENTILES = (50, 95, 99)
 
@@ -155,3 +158,66 @@ def static_bin_metrics(*, arrival_s, finish_s, status, request_bin, batch_bin, b
             (offered - int(np.count_nonzero(on_time[members]))) / offered if offered else float("nan"))
         out[f"bin{j}_gpu_time_share"] = float(busy[j] / total_busy) if total_busy > 0 else float("nan")
     return out
+
+
+def summarize_continuous(*, arrival_s, ttft_s, tpot_s, e2e_s, queue_s, preemptions, status, output_tokens,
+                         busy_s, block_seconds, kv_blocks: int, num_replicas: int,
+                         ttft_sla_s: float, tpot_sla_s: float) -> dict:
+    """The metrics of one continuous-batching run (pure function of the per-request records).
+
+    Definitions: the makespan runs from the first arrival to the last
+    completion (or the last arrival if later); ``throughput_*`` count
+    completed requests and their output tokens per second of makespan.  A
+    request *meets the SLO* when it completed, ``ttft_s <= ttft_sla_s`` and
+    ``tpot_s <= tpot_sla_s`` (a 1-token output has no TPOT and is judged on
+    TTFT alone); ``goodput_rps`` is DistServe's goodput, such requests per
+    second of makespan; ``slo_attainment`` their share of the offered
+    requests (rejected ones miss), ``ttft_attainment`` / ``tpot_attainment``
+    each limit alone; ``sla_violation_rate = 1 - slo_attainment`` and
+    ``latency_*`` (= e2e) keep the static summary's names usable by sweeps.
+    ``kv_utilization_mean`` is the time-average share of KV blocks in use
+    over the makespan, averaged over replicas; ``gpu_utilization_mean`` the
+    share of the makespan the replicas run steps.
+    """
+    offered = int(arrival_s.size)
+    done = status == STATUS_COMPLETED
+    completed = int(done.sum())
+    last_finish = float(np.max(arrival_s[done] + e2e_s[done])) if completed else 0.0
+    first = float(arrival_s[0]) if offered else 0.0
+    makespan = max(last_finish, float(arrival_s[-1]) if offered else 0.0) - first
+    per_second = 1.0 / makespan if makespan > 0 else float("nan")
+    ttft_ok = done & (ttft_s <= ttft_sla_s)
+    tpot_ok = done & ((tpot_s <= tpot_sla_s) | np.isnan(tpot_s))
+    both = ttft_ok & tpot_ok
+    summary = {
+        "offered": offered,
+        "completed": completed,
+        "rejected": offered - completed,
+        "makespan_s": makespan,
+        "throughput_rps": completed * per_second,
+        "throughput_tokens_per_s": float(output_tokens[done].sum()) * per_second,
+        "goodput_rps": int(both.sum()) * per_second,
+        "slo_attainment": float(both.mean()) if offered else float("nan"),
+        "ttft_attainment": float(ttft_ok.mean()) if offered else float("nan"),
+        "tpot_attainment": float(tpot_ok.mean()) if offered else float("nan"),
+    }
+    summary["sla_violation_rate"] = 1.0 - summary["slo_attainment"]
+    for name, values in (("ttft", ttft_s), ("tpot", tpot_s), ("e2e", e2e_s), ("queue", queue_s)):
+        v = values[done]
+        v = v[~np.isnan(v)]   # a fresh array: _nan_stats may partition it
+        percentiles = CONTINUOUS_PERCENTILES + ((95,) if name == "e2e" else ())
+        mean, pct, peak = _nan_stats(v, percentiles)
+        summary[f"{name}_mean_s"] = mean
+        for p, value in zip(percentiles, pct):
+            summary[f"{name}_p{p}_s"] = value
+        summary[f"{name}_max_s"] = peak
+    for key in ("mean", "p50", "p95", "p99", "max"):
+        summary[f"latency_{key}_s"] = summary[f"e2e_{key}_s"]
+    summary["queue_delay_mean_s"] = summary["queue_mean_s"]
+    summary["queue_delay_p99_s"] = summary["queue_p99_s"]
+    horizon = makespan * num_replicas
+    summary["kv_utilization_mean"] = float(np.sum(block_seconds)) / (kv_blocks * horizon) if horizon > 0 else float("nan")
+    summary["gpu_utilization_mean"] = float(np.sum(busy_s)) / horizon if horizon > 0 else float("nan")
+    summary["preemptions_total"] = int(preemptions.sum())
+    summary["requests_preempted"] = int(np.count_nonzero(preemptions))
+    return summary

@@ -12,14 +12,16 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from workbench.sim import continuous_engine as ceng
 from workbench.sim import static_engine as engine
 from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
-from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_KV, offered_rate_rps,
-                                   static_bin_metrics, summarize)
+from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV,
+                                   offered_rate_rps, static_bin_metrics, summarize, summarize_continuous)
 from workbench.sim.predictors import predict_output_tokens
 from workbench.sim.schedulers import get_scheduler
+from workbench.sim.steptime import StepTimeModel
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,14 @@ class SimResult:
     batch_int: np.ndarray = field(repr=False)     # engine.I_* columns
     bin_edges: np.ndarray | None
     summary: dict
+    engine: str = "static"
+    continuous: dict | None = field(default=None, repr=False)   # per-request arrays and step log
 
     @cached_property
     def gpu(self) -> np.ndarray:
-        """GPU that served each request (-1 if rejected)."""
+        """GPU (replica) that served each request (-1 if rejected)."""
+        if self.engine == "continuous":
+            return self.continuous["replica"]
         gpus = self.batch_int[:, engine.I_GPU]
         return np.where(self.batch_id >= 0, gpus[np.maximum(self.batch_id, 0)] if gpus.size else -1, -1)
 
@@ -61,8 +67,11 @@ class SimResult:
         """One row per request (rejected ones have NaN times and gpu/batch -1).
 
         ``latency_s`` = finish - arrival, ``queue_s`` = start - arrival (NaN if
-        rejected); ``met_sla``: completed within ``d_sla_s`` of arrival.
+        rejected); ``met_sla``: completed within ``d_sla_s`` of arrival (continuous
+        engine: TTFT and TPOT within ``ttft_sla_s`` and ``tpot_sla_s``).
         """
+        if self.engine == "continuous":
+            return self._continuous_requests()
         latency_s = self.finish_s - self.arrival_s
         return pd.DataFrame({
             "id": np.arange(self.arrival_s.size),
@@ -79,6 +88,46 @@ class SimResult:
             "bin": self.bin,
             "batch_id": self.batch_id,
             "status": pd.Categorical.from_codes(self.status, categories=list(STATUS_LABELS)),
+        })
+
+    def _continuous_requests(self) -> pd.DataFrame:
+        c = self.continuous
+        done = self.status == STATUS_COMPLETED
+        latency_s = self.finish_s - self.arrival_s
+        met = done & (c["ttft_s"] <= self.config.ttft_sla_s) & ((c["tpot_s"] <= self.config.tpot_sla_s)
+                                                                 | np.isnan(c["tpot_s"]))
+        return pd.DataFrame({
+            "id": np.arange(self.arrival_s.size),
+            "arrival_s": self.arrival_s,
+            "start_s": self.start_s,
+            "finish_s": self.finish_s,
+            "gpu": self.gpu,
+            "bin": self.bin,
+            "status": pd.Categorical.from_codes(self.status, categories=list(STATUS_LABELS)),
+            "prompt_tokens": c["prompt_tokens"],
+            "output_tokens": c["output_tokens"],
+            "ttft_s": c["ttft_s"],
+            "tpot_s": c["tpot_s"],
+            "e2e_s": c["e2e_s"],
+            "queue_s": c["queue_s"],
+            "preemptions": c["preemptions"],
+            "latency_s": latency_s,
+            "met_sla": met,
+        })
+
+    @cached_property
+    def steps(self) -> pd.DataFrame:
+        """Continuous engine: one row per scheduling decision (one step, or a run of ``steps`` identical-shape
+        decode steps): replica, start/end, prefill tokens and requests, decodes, KV blocks in use at its
+        last step, requests preempted before it.  Only the first ``step_log`` decisions are kept."""
+        if self.engine != "continuous":
+            raise AttributeError("steps: only the continuous engine records steps; see .batches for static runs")
+        f, i = self.continuous["log_f"], self.continuous["log_i"]
+        return pd.DataFrame({
+            "replica": i[:, ceng.S_REPLICA], "start_s": f[:, 0], "end_s": f[:, 1], "steps": i[:, ceng.S_K],
+            "prefill_tokens": i[:, ceng.S_PREFILL_TOKENS], "prefill_requests": i[:, ceng.S_PREFILL_REQS],
+            "decodes": i[:, ceng.S_DECODES], "kv_blocks_used": i[:, ceng.S_BLOCKS],
+            "preempted": i[:, ceng.S_PREEMPTED],
         })
 
     @cached_property
@@ -164,12 +213,16 @@ def bin_assignment(trace, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
     return bin_id, edges
 
 
-def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | None = None,
-             **overrides) -> SimResult:
+def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | StepTimeModel | None = None,
+             step_log: int = 100_000, **overrides) -> SimResult:
     """Replay ``trace`` through a pool of GPUs under ``config``'s scheduler.
 
-    ``latency=None`` uses the shipped calibration grid; keyword ``overrides``
-    are applied to ``config`` (``simulate(trace, num_gpus=4)``).
+    Static schedulers take a :class:`LatencyModel` (``latency=None``: the
+    shipped calibration grid); continuous ones (``continuous_*``) a
+    :class:`StepTimeModel` (``latency=None``: the default profile of
+    :mod:`workbench.sim.profiles`).  ``step_log``: how many scheduling
+    decisions of the continuous engine ``res.steps`` keeps.  Keyword
+    ``overrides`` are applied to ``config`` (``simulate(trace, num_gpus=4)``).
     """
     t0 = time.perf_counter()
     cfg = SimConfig() if config is None else config
@@ -178,6 +231,12 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     if overrides:
         cfg = cfg.replace(**overrides)
     _validate_trace(trace)
+    scheduler = get_scheduler(cfg.scheduler)
+    if scheduler.engine == "continuous":
+        return _simulate_continuous(trace, cfg, scheduler, latency, step_log, t0)
+    if isinstance(latency, StepTimeModel):
+        raise ValueError(f"{cfg.scheduler} is a static-batch scheduler: pass a LatencyModel (or latency=None), "
+                         "not a StepTimeModel; step-time models drive the continuous_* schedulers")
     latency = latency or LatencyModel.default()
     warn_if_sla_dwarfs_service(trace, cfg, latency)
     spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
@@ -231,3 +290,99 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         output_tokens=np.asarray(trace.output_tokens), start_s=start_s, finish_s=finish_s, bin=bin_id,
         batch_id=batch_of,
         status=status, batch_float=batch_float, batch_int=batch_int, bin_edges=edges, summary=summary)
+
+
+def _default_step_model() -> StepTimeModel:
+    try:
+        from workbench.sim import profiles
+    except ImportError:
+        raise ValueError("continuous schedulers need a step-time model: pass latency=wb.StepTimeModel(prefill=(a, b, c), "
+                         "decode=(a, b, c)) (seconds)") from None
+    return profiles.default_step_model()
+
+
+def continuous_acceptance(trace, cfg: SimConfig) -> np.ndarray:
+    """Status each request starts with in the continuous engine: completed (to be served) or why it is rejected."""
+    bs, blocks = cfg.block_size, cfg.kv_blocks_effective
+    prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
+    peak_blocks = (prompt + np.maximum(np.asarray(trace.output_tokens, dtype=np.int64), 1) - 1 + bs - 1) // bs
+    status = np.full(prompt.size, STATUS_COMPLETED, np.int8)
+    if not cfg.chunked_prefill:
+        status[prompt > cfg.max_num_batched_tokens] = STATUS_REJECTED_BUDGET
+    status[peak_blocks > blocks] = STATUS_REJECTED_KV
+    return status
+
+
+def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: int, t0: float) -> SimResult:
+    if latency is None:
+        latency = _default_step_model()
+    if not isinstance(latency, StepTimeModel):
+        raise ValueError(f"{cfg.scheduler} runs the continuous engine: pass latency=wb.StepTimeModel(...) "
+                         f"(or None for the default profile), not a {type(latency).__name__}")
+    if cfg.kv_blocks_effective < 1:
+        raise ValueError(f"kv_blocks: the KV cache holds no block of block_size={cfg.block_size} tokens "
+                         f"(kv_capacity_tokens={cfg.kv_capacity_tokens}); set kv_blocks or the memory fields")
+    if step_log < 0:
+        raise ValueError(f"step_log: must be >= 0 (decisions kept in res.steps), got {step_log!r}")
+    output = np.asarray(trace.output_tokens)
+    if output.size and output.min() < 1:
+        raise ValueError("the continuous engine needs output_tokens >= 1 for every request (the first token "
+                         f"comes from the prefill); {int(np.count_nonzero(output < 1))} request(s) have 0")
+    spec = scheduler.continuous_spec(cfg)
+    arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
+    prompt = np.asarray(trace.prompt_tokens)
+    status = continuous_acceptance(trace, cfg)
+    if spec.uses_bins:
+        bin_id, edges = bin_assignment(trace, cfg)
+        n_bins = len(edges) - 1
+    else:
+        bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
+    coef = latency.coefficients()
+    a0, a1 = latency.arrival_overhead_s
+    join_s = arrival_s + a0 + a1 * prompt if (a0 or a1) else arrival_s
+    accepted = np.flatnonzero(status == STATUS_COMPLETED)
+    join_order = accepted[np.argsort(join_s[accepted], kind="stable")] if a1 else accepted
+    budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
+    (replica, sched_s, first_s, end_s, preemptions, busy_s, block_s, steps, log_f, log_i, error) = \
+        ceng.run_continuous(
+            np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
+            ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.max_num_seqs,
+            cfg.max_num_batched_tokens, cfg.block_size, cfg.kv_blocks_effective, coef,
+            cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha),
+            float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, int(step_log))
+    if error:
+        raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
+    served = ~np.isnan(end_s)
+    if not np.array_equal(served, status == STATUS_COMPLETED):
+        raise SimulationError("a request was dropped or a rejected request was served")
+    token_o = latency.token_overhead_s
+    ttft_s = first_s - arrival_s + token_o
+    e2e_s = end_s - arrival_s + output * token_o
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot_s = np.where(output > 1, (e2e_s - ttft_s) / np.maximum(output - 1, 1), np.nan)
+    queue_s = sched_s - arrival_s
+    summary = summarize_continuous(
+        arrival_s=arrival_s, ttft_s=ttft_s, tpot_s=tpot_s, e2e_s=e2e_s, queue_s=queue_s, preemptions=preemptions,
+        status=status, output_tokens=output, busy_s=busy_s, block_seconds=block_s,
+        kv_blocks=cfg.kv_blocks_effective, num_replicas=cfg.num_gpus,
+        ttft_sla_s=cfg.ttft_sla_s, tpot_sla_s=cfg.tpot_sla_s)
+    summary["offered_rps"] = offered_rate_rps(arrival_s)
+    summary["engine_steps"] = int(steps.sum())
+    summary["k_bins_effective"] = int(n_bins)
+    wall = time.perf_counter() - t0
+    summary["sim_wall_s"] = wall
+    summary["sim_requests_per_s"] = arrival_s.size / wall if wall > 0 else float("nan")
+    log.debug("simulated %d requests with %s in %.3f s", arrival_s.size, cfg.scheduler, wall)
+    empty_f = np.empty((0, 3))
+    empty_i = np.empty((0, 6), np.int32)
+    return SimResult(
+        config=cfg, latency=latency, trace_label=getattr(trace, "label", "trace"),
+        trace_fingerprint=getattr(trace, "fingerprint", ""), synthetic=bool(getattr(trace, "is_synthetic", False)),
+        arrival_s=arrival_s, prompt_tokens=prompt, output_tokens=output, start_s=sched_s,
+        finish_s=arrival_s + e2e_s, bin=bin_id,
+        batch_id=np.full(arrival_s.size, -1, np.int32), status=status, batch_float=empty_f, batch_int=empty_i,
+        bin_edges=edges, summary=summary, engine="continuous",
+        continuous={"replica": replica, "ttft_s": ttft_s, "tpot_s": tpot_s, "e2e_s": e2e_s, "queue_s": queue_s,
+                    "preemptions": preemptions, "prompt_tokens": prompt, "output_tokens": output,
+                    "first_token_step_end_s": first_s, "last_step_end_s": end_s, "busy_s": busy_s,
+                    "block_seconds": block_s, "log_f": log_f, "log_i": log_i})

@@ -67,6 +67,7 @@ class StepTimeModel:
     token_overhead_s: float = 0.0
     name: str = "custom"
     source: str = field(default="", compare=False)
+    fit_report: object = field(default=None, compare=False, repr=False)  # set by workbench.calibrate
 
     def __post_init__(self):
         object.__setattr__(self, "prefill", _triple("prefill", self.prefill))
@@ -92,6 +93,19 @@ class StepTimeModel:
                              f"take > 0 s (got prefill={self.prefill}, decode={self.decode}); are the units seconds?")
         if min(a0, a1, self.token_overhead_s) < 0:
             raise ValueError("overheads must be >= 0 seconds")
+
+    @classmethod
+    def from_profile(cls, path, *, model: str, tp: int = 1) -> "StepTimeModel":
+        """Read a DistServe step-time profile JSON (ms -> s; two decode regimes); see :mod:`workbench.sim.profiles`."""
+        from workbench.sim.profiles import distserve_profile
+        return distserve_profile(path, model=model, tp=tp)
+
+    @classmethod
+    def from_blis(cls, *, model: str, gpu: str, tp: int = 1, vllm_version: str | None = None,
+                  path=None) -> "StepTimeModel":
+        """Read a BLIS defaults entry (us -> s; beta -> steps, alpha -> overheads; lowest ``best_loss`` refit)."""
+        from workbench.sim.profiles import blis_profile
+        return blis_profile(model=model, gpu=gpu, tp=tp, vllm_version=vllm_version, path=path)
 
     def coefficients(self) -> np.ndarray:
         """The flat float64 vector the compiled engine reads (order :data:`COEF_NAMES`)."""

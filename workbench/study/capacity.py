@@ -34,7 +34,13 @@ Criteria:
   finish within ``d_sla_s`` of their arrival (rejected requests count as
   missed), i.e. ``1 - sla_violation_rate >= attainment``;
 * ``"p99_latency"``: the 99th percentile latency of completed requests is at
-  most ``d_sla_s`` and nothing is rejected.
+  most ``d_sla_s`` and nothing is rejected;
+* ``"slo"`` (continuous schedulers): at least ``attainment`` of the offered
+  requests meet both the TTFT limit ``ttft_s`` and the TPOT limit ``tpot_s``
+  (default: the config's ``ttft_sla_s`` / ``tpot_sla_s``), i.e. the
+  summary's ``slo_attainment``; DistServe's goodput criterion.  Its
+  attainable share counts the requests that, alone on an idle replica, would
+  meet both limits under the step-time model.
 
 Every probe is kept.  The result is ``monotone`` when the probes pass exactly
 at the scalings up to the answer and fail above it; otherwise (a failing
@@ -60,7 +66,7 @@ from workbench.sim.simulate import simulate
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("attainment", "p99_latency")
+CRITERIA = ("attainment", "p99_latency", "slo")
 
 
 class CapacityError(ValueError):
@@ -135,7 +141,28 @@ def attainable_share(trace, cfg: SimConfig, latency: LatencyModel) -> float:
     return attainable / len(trace)
 
 
+def slo_attainable_share(trace, cfg: SimConfig, step) -> float:
+    """Share of requests meeting both the TTFT and TPOT limits when served alone on an idle replica."""
+    from workbench.sim.metrics import STATUS_COMPLETED
+    from workbench.sim.simulate import continuous_acceptance
+
+    prompt = np.asarray(trace.prompt_tokens, dtype=np.float64)
+    output = np.asarray(trace.output_tokens, dtype=np.float64)
+    (pa, pb, pc), (da, db, dc) = step.prefill, step.decode
+    if step.decode_large is not None and step.decode_large_threshold <= 1:
+        da, db, dc = step.decode_large
+    a0, a1 = step.arrival_overhead_s
+    ttft = a0 + a1 * prompt + pa + pb * prompt + pc * prompt * prompt + step.token_overhead_s
+    tpot = da + db * (prompt + output / 2.0) + dc + step.token_overhead_s   # mean context P + out/2
+    fits = ((continuous_acceptance(trace, cfg) == STATUS_COMPLETED) & (ttft <= cfg.ttft_sla_s)
+            & ((tpot <= cfg.tpot_sla_s) | (output <= 1)))
+    return float(np.count_nonzero(fits)) / len(trace)
+
+
 def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]:
+    if criterion == "slo":
+        value = summary["slo_attainment"]
+        return value, value >= target
     if criterion == "attainment":
         value = 1.0 - summary["sla_violation_rate"]
         return value, value >= target
@@ -143,10 +170,29 @@ def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]
     return value, bool(value <= target and summary["rejected"] == 0)
 
 
+def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
+    from workbench.sim.simulate import _default_step_model
+    from workbench.sim.steptime import StepTimeModel
+
+    if get_scheduler(cfg.scheduler).engine != "continuous":
+        raise ValueError(f"criterion='slo' (TTFT and TPOT limits) needs a continuous_* scheduler, got "
+                         f"{cfg.scheduler!r}; use criterion='attainment' for static batches")
+    limits = {}
+    for name, value in (("ttft_sla_s", ttft_s), ("tpot_sla_s", tpot_s)):
+        if value is not None:
+            limits[name] = value
+    cfg = cfg.replace(**limits) if limits else cfg   # SimConfig validates the limits
+    latency = latency if latency is not None else _default_step_model()
+    if not isinstance(latency, StepTimeModel):
+        raise ValueError(f"criterion='slo' needs latency=wb.StepTimeModel(...), got {type(latency).__name__}")
+    return cfg, latency, slo_attainable_share(trace, cfg, latency)
+
+
 def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95,
              criterion: str = "attainment", latency=None, resolution: float = 0.01, start: float = 1.0,
              scale_bounds: tuple[float, float] = (1 / 1024, 1024.0), max_probes: int = 60,
-             start_summary: dict | None = None, scan_factor: float = 4.0) -> CapacityResult:
+             start_summary: dict | None = None, scan_factor: float = 4.0, ttft_s: float | None = None,
+             tpot_s: float | None = None) -> CapacityResult:
     """Largest arrival-rate scaling of ``trace`` at which ``config`` meets the SLA criterion.
 
     See the module docstring for the search and the criteria.  ``start_summary``
@@ -160,8 +206,10 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
     cfg = config or SimConfig()
     if criterion not in CRITERIA:
         raise ValueError(f"criterion: unknown {criterion!r}; allowed: {', '.join(CRITERIA)}")
-    if criterion == "attainment" and not 0 < attainment <= 1:
+    if criterion in ("attainment", "slo") and not 0 < attainment <= 1:
         raise ValueError(f"attainment must be in (0, 1], got {attainment!r}")
+    if criterion != "slo" and (ttft_s is not None or tpot_s is not None):
+        raise ValueError("ttft_s/tpot_s are limits of criterion='slo'; pass criterion='slo' to use them")
     if not 0 < resolution < 1:
         raise ValueError(f"resolution must be in (0, 1) (relative gap between pass and fail), got {resolution!r}")
     if not (isinstance(scan_factor, (int, float)) and math.isfinite(scan_factor) and scan_factor > 1):
@@ -171,10 +219,23 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         raise ValueError(f"need 0 < scale_bounds[0] <= start <= scale_bounds[1], got {scale_bounds}, start={start}")
     if len(trace) < 2 or trace.mean_rate_rps <= 0 or not math.isfinite(trace.mean_rate_rps):
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
-    target = attainment if criterion == "attainment" else cfg.d_sla_s
-    latency = latency or LatencyModel.default()
-    ceiling = attainable_share(trace, cfg, latency)
-    needed = attainment if criterion == "attainment" else 0.99
+    if criterion != "slo" and get_scheduler(cfg.scheduler).engine == "continuous":
+        raise ValueError(f"{cfg.scheduler} is a continuous scheduler, judged on TTFT and TPOT: use "
+                         "capacity(..., criterion='slo', ttft_s=..., tpot_s=..., attainment=...)")
+    if criterion == "slo":
+        cfg, latency, ceiling = _slo_setup(trace, cfg, latency, ttft_s, tpot_s)
+        target = needed = attainment
+    else:
+        target = attainment if criterion == "attainment" else cfg.d_sla_s
+        latency = latency or LatencyModel.default()
+        ceiling = attainable_share(trace, cfg, latency)
+        needed = attainment if criterion == "attainment" else 0.99
+    if ceiling < needed and criterion == "slo":
+        raise CapacityError(
+            f"the target cannot be met at any load: only {ceiling:.2%} of the requests could meet "
+            f"ttft_s={cfg.ttft_sla_s:g} s and tpot_s={cfg.tpot_sla_s:g} s even alone on an idle replica (or they "
+            f"exceed the KV cache / token budget), below the {needed:.2%} asked. Lower attainment, relax the "
+            "limits, or use a faster step-time model.")
     if ceiling < needed:
         raise CapacityError(
             f"the target cannot be met at any load: only {ceiling:.2%} of the requests could finish within "
@@ -210,7 +271,7 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
     scanned = sorted((p for p in probes), key=lambda p: p.scaling)
     passing = [i for i, p in enumerate(scanned) if p.passed]
     if not passing:
-        best = max(scanned, key=lambda p: p.value if criterion == "attainment" else -p.value)
+        best = max(scanned, key=lambda p: -p.value if criterion == "p99_latency" else p.value)
         raise CapacityError(
             f"{cfg.scheduler} on {cfg.num_gpus} GPU(s) misses the target even at scaling x{low:g} "
             f"({base_rate * low:.4g} requests/s), and at every scaling scanned up to x{high:g}: best {criterion} "

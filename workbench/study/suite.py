@@ -24,6 +24,7 @@ from workbench.study.sweep import atomic_write_text
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
+FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 KERNEL_NAME = "python3"
 
 
@@ -53,6 +54,8 @@ def notebook_parameters(options: SuiteOptions, step: str) -> dict:
     """The papermill parameters the suite passes to ``step``'s notebook."""
     if step == VALIDATION:
         return {"results_dir": str(options.results_path), "seed": options.seed}
+    if step == FIDELITY:
+        return {"results_dir": str(options.results_path)}
     params = {f.name: getattr(options, f.name) for f in fields(StepParams)}
     params["results_dir"] = str(options.results_path)
     if step == STEP3:
@@ -154,6 +157,8 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
                                      progress=progress))
         else:
             log.warning("--validate: notebooks/%s.ipynb does not exist; skipped", VALIDATION)
+    if options.validate:
+        runs.append(run_notebook(FIDELITY, notebook_parameters(options, FIDELITY), results_dir, progress=progress))
     return SuiteReport(results_dir, runs, time.perf_counter() - t0)
 
 

@@ -6,6 +6,12 @@ may be (fixed, fixed-and-full, or the SLA/memory controller), and which bin an
 idle GPU serves next.  The compiled engine (:mod:`workbench.sim.static_engine`) implements
 those mechanisms once; a new policy that combines them is one file here plus
 one ``@register`` line, and sweeps name policies by string.
+
+A scheduler also names its engine: ``engine = "static"`` (request-level
+batches, :mod:`workbench.sim.static_engine`, configured by ``engine_spec``) or
+``engine = "continuous"`` (iteration-level steps,
+:mod:`workbench.sim.continuous_engine`, configured by ``continuous_spec``
+returning a :class:`ContinuousSpec`).
 """
 
 from __future__ import annotations
@@ -30,13 +36,25 @@ class EngineSpec:
     bin_policy: int
 
 
+@dataclass(frozen=True)
+class ContinuousSpec:
+    uses_bins: bool
+    policy: int          # workbench.sim.continuous_engine.POLICY_*
+    jumps: bool = True   # whether runs of identical decode steps may be simulated in one event
+
+
 class Scheduler:
-    """Base class: subclasses set ``name`` and implement :meth:`engine_spec`."""
+    """Base class: subclasses set ``name`` and implement :meth:`engine_spec` (static engine)
+    or set ``engine = "continuous"`` and implement :meth:`continuous_spec`."""
 
     name: str = ""
     description: str = ""
+    engine: str = "static"
 
     def engine_spec(self, cfg) -> EngineSpec:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def continuous_spec(self, cfg) -> ContinuousSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -61,3 +79,4 @@ def get_scheduler(name: str) -> Scheduler:
 
 
 from workbench.sim.schedulers import static_fifo, dynamic_no_bins, multi_bin_dynamic, multi_bin_fixed  # noqa: E402,F401  (registration)
+from workbench.sim.schedulers import continuous_fcfs, continuous_sla, continuous_multi_bin  # noqa: E402,F401

@@ -1,0 +1,301 @@
+"""Fidelity against measured vLLM runs: serving logs, the step-log replay, calibration, comparison, the notebook."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from types import SimpleNamespace
+
+import nbformat
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+
+import workbench as wb
+from workbench import paths
+from workbench.sim.profiles import default_step_model
+from workbench.study import fidelity
+from workbench.study.calibration import cross_validate, replay_run, request_errors
+from workbench.traces.serving_log import ServingLog
+
+DATA = paths.DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm"
+RUNS = ("vllm-100-1", "vllm-200-2", "vllm-350-3.5")
+HEADER = "request_id,arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s\n"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return [wb.load_serving_log(DATA / f"{name}.csv") for name in RUNS]
+
+
+# --- data and setup -------------------------------------------------------------------------------------------
+
+def test_setup_kv_blocks_follow_the_written_formula():
+    setup = json.loads((DATA / "setup.json").read_text())
+    facts, derivation = setup["facts"], setup["kv_blocks_derivation"]
+    assert facts["kv_bytes_per_token"] == 2 * 40 * 5120 * 2 == 819_200        # K and V, 40 layers, fp16
+    assert facts["weights_bytes"] == pytest.approx(12.85e9 * 2)
+    usable = derivation["gpu_total_bytes"] * facts["gpu_memory_utilization"] - facts["weights_bytes"] \
+        - derivation["activation_peak_bytes"]
+    assert setup["sim_config"]["kv_blocks"] == math.floor(usable / (16 * 819_200)) == 4046
+    assert derivation["gpu_total_bytes"] == pytest.approx(79.15 * 2**30)
+
+
+def test_load_serving_log_reads_the_run_and_its_setup(runs):
+    light = runs[0]
+    assert light.name == "vllm-100-1" and len(light.trace) == 100
+    assert "measured" in light.trace.label and not light.trace.is_synthetic
+    # first data line of vllm-100-1.csv: 0,0.000000,55,4,0.069563,0.026158,0.148036
+    assert (light.trace.arrival_s[0], light.trace.prompt_tokens[0], light.trace.output_tokens[0]) == (0.0, 55, 4)
+    assert light.measured.iloc[0][["ttft_s", "tpot_s", "e2e_s"]].tolist() == [0.069563, 0.026158, 0.148036]
+    assert list(light.measured.columns) == ["request_id", "ttft_s", "tpot_s", "e2e_s"]
+    assert light.config == wb.SimConfig(scheduler="continuous_fcfs", num_gpus=1, max_num_seqs=256,
+                                        max_num_batched_tokens=16384, chunked_prefill=False, block_size=16,
+                                        kv_blocks=4046)
+    assert light.profile == "opt-13b-a100"
+    assert [fidelity.is_saturated(r) for r in runs] == [False, False, True]
+    assert [len(r.trace) for r in runs] == [100, 200, 350]
+
+
+def test_serving_log_without_setup_has_no_config(tmp_path):
+    shutil.copy(DATA / "vllm-100-1.csv", tmp_path)
+    run = wb.load_serving_log(tmp_path / "vllm-100-1.csv")
+    assert run.config is None and run.setup is None and len(run.measured) == 100
+
+
+def test_serving_log_rows_out_of_order_keep_measured_aligned(tmp_path):
+    (tmp_path / "run.csv").write_text(HEADER + "0,2.0,10,3,0.5,0.1,0.7\n1,1.0,20,2,0.4,0.2,0.6\n")
+    run = wb.load_serving_log(tmp_path / "run.csv")
+    assert run.trace.prompt_tokens.tolist() == [20, 10]          # sorted by arrival
+    assert run.measured["request_id"].tolist() == [1, 0] and run.measured["ttft_s"].tolist() == [0.4, 0.5]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("arrival_s,prompt_tokens\n0,1\n", "missing column"),
+    (HEADER, "no requests"),
+    (HEADER + "0,0.0,10,3,abc,0.1,0.7\n", "line 2, column ttft_s"),
+    (HEADER + "0,0.0,-1,3,0.5,0.1,0.7\n", "line 2, column prompt_tokens"),
+    (HEADER + "0,0.0,10.5,3,0.5,0.1,0.7\n", "whole number"),
+    (HEADER + "0,0.0,10,3,0.9,0.1,0.7\n", "e2e_s < ttft_s"),
+    (HEADER + "0,0.0,10,3,0.5,0.1,0.7\n0,1.0,10,3,0.5,0.1,0.7\n", "duplicate request_id"),
+])
+def test_bad_serving_logs_are_refused(tmp_path, body, message):
+    (tmp_path / "run.csv").write_text(body)
+    with pytest.raises(wb.TraceFormatError, match=message):
+        wb.load_serving_log(tmp_path / "run.csv")
+
+
+def test_bad_setup_files_are_refused(tmp_path):
+    (tmp_path / "run.csv").write_text(HEADER + "0,0.0,10,3,0.5,0.1,0.7\n")
+    with pytest.raises(FileNotFoundError, match="no such serving log"):
+        wb.load_serving_log(tmp_path / "nope.csv")
+    (tmp_path / "setup.json").write_text("{oops")
+    with pytest.raises(ValueError, match="invalid JSON"):
+        wb.load_serving_log(tmp_path / "run.csv")
+    (tmp_path / "setup.json").write_text(json.dumps({"sim_config": {"scheduler": "continuous_fcfs", "gpus": 1}}))
+    with pytest.raises(ValueError, match="SimConfig does not know: gpus"):
+        wb.load_serving_log(tmp_path / "run.csv")
+    (tmp_path / "setup.json").write_text(json.dumps({"sim_config": {"scheduler": "continuous_fcfs", "kv_blocks": 0}}))
+    with pytest.raises(ValueError, match="not a valid SimConfig: kv_blocks"):
+        wb.load_serving_log(tmp_path / "run.csv")
+    with pytest.raises(FileNotFoundError, match="no such setup file"):
+        wb.load_serving_log(tmp_path / "run.csv", setup=tmp_path / "other.json")
+
+
+# --- the step-log replay ---------------------------------------------------------------------------------------
+
+def _log_run(tmp_path, rows, **config) -> ServingLog:
+    body = HEADER + "".join(f"{i},{a},{p},{o},1,1,1\n" for i, (a, p, o) in enumerate(rows))
+    (tmp_path / "run.csv").write_text(body)
+    run = wb.load_serving_log(tmp_path / "run.csv")
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", **config)
+    return run, cfg
+
+
+def test_replay_one_request_by_hand(tmp_path):
+    run, cfg = _log_run(tmp_path, [(0.0, 100, 3)], kv_blocks=100)
+    step = wb.StepTimeModel(prefill=(0.01, 1e-4, 0.0), decode=(0.005, 1e-5, 1e-3))
+    log = replay_run(run, step, cfg)
+    # prefill 0.01 + 100e-4 = 0.02; decode over contexts 101 and 102: 0.00701 + 0.00702
+    assert log.first_token_s[0] == pytest.approx(0.02, abs=1e-12)
+    assert log.finish_s[0] == pytest.approx(0.02 + 0.00701 + 0.00702, abs=1e-12)
+    assert log.kind.tolist() == [0, 1, 1] and log.sum_ctx.tolist() == [0, 101, 102]
+
+
+def test_replay_preemption_by_hand(tmp_path):
+    # block_size 4, 4 blocks; two requests of prompt 4, 6 tokens each: both admitted (1 block each), one more
+    # block each at the first decode (context 5); at the fifth decode (context 9) A needs a third block, none is
+    # free, so B (the most recently admitted) is preempted, A finishes, B is prefilled again and redone.
+    run, cfg = _log_run(tmp_path, [(0.0, 4, 6), (0.0, 4, 6)], kv_blocks=4, block_size=4)
+    step = wb.StepTimeModel(prefill=(0.1, 0.0, 0.0), decode=(0.01, 0.0, 0.0))
+    log = replay_run(run, step, cfg)
+    assert log.first_token_s.tolist() == pytest.approx([0.1, 0.1])
+    assert log.finish_s.tolist() == pytest.approx([0.15, 0.30])
+    assert log.preemptions.tolist() == [0, 1]
+    res = wb.simulate(run.trace, cfg, latency=step)      # the compiled engine agrees
+    assert res.requests["e2e_s"].tolist() == pytest.approx([0.15, 0.30])
+    assert res.requests["preemptions"].tolist() == [0, 1]
+
+
+def test_replay_matches_the_engine_on_the_measured_runs(runs):
+    slow = wb.StepTimeModel(prefill=(0.03, 1.3e-4, 7e-9), decode=(0.03, 1.5e-6, 6e-4),
+                            decode_large=(0.025, 1e-6, 9e-4), decode_large_threshold=40,
+                            arrival_overhead_s=(0.01, 1e-5))
+    for step in (default_step_model(), slow):
+        for run in runs:
+            log = replay_run(run, step)
+            res = wb.simulate(run.trace, run.config, latency=step).requests
+            assert np.allclose(res["ttft_s"], log.first_token_s - run.trace.arrival_s, rtol=0, atol=1e-9)
+            assert np.allclose(res["e2e_s"], log.finish_s - run.trace.arrival_s, rtol=0, atol=1e-9)
+            assert res["preemptions"].tolist() == log.preemptions.tolist()
+    assert replay_run(runs[2], slow).preemptions.sum() > 0       # the preemption path was exercised
+
+
+# --- compare_to_measured ---------------------------------------------------------------------------------------
+
+def test_compare_to_measured_by_hand(tmp_path):
+    (tmp_path / "run.csv").write_text(HEADER + "0,0,10,2,1,1,2\n1,1,10,2,2,1,3\n2,2,10,2,3,1,4\n3,3,10,2,4,1,5\n")
+    run = wb.load_serving_log(tmp_path / "run.csv")
+    simulated = pd.DataFrame({"ttft_s": [1.1, 1.8, 3.3, 4.0], "tpot_s": [1.0] * 4, "e2e_s": [2.0, 3.0, 4.0, 10.0]})
+    res = SimpleNamespace(requests=simulated, trace_fingerprint=run.trace.fingerprint)
+    table = wb.compare_to_measured(res, run).loc["run"]
+    ttft = table.loc["ttft_s"]
+    assert ttft["measured_mean"] == 2.5 and ttft["simulated_mean"] == pytest.approx(2.55)
+    assert ttft["mean_rel_error"] == pytest.approx(0.02)
+    assert ttft["simulated_p50"] == pytest.approx(2.55) and ttft["measured_p50"] == 2.5
+    assert ttft["median_abs_rel_error"] == pytest.approx(0.1)   # |errors| 0.1, 0.1, 0.1, 0
+    e2e = table.loc["e2e_s"]
+    assert e2e["mean_rel_error"] == pytest.approx(19 / 14 - 1)  # (2+3+4+10)/4 over (2+3+4+5)/4
+    assert e2e["median_abs_rel_error"] == 0.0
+    assert request_errors(res, run)["rel_error_e2e_s"].tolist() == pytest.approx([0, 0, 0, 1])
+    with pytest.raises(ValueError, match="has 3 requests"):
+        wb.compare_to_measured(SimpleNamespace(requests=simulated.head(3)), run)
+    with pytest.raises(ValueError, match="continuous-engine result"):
+        wb.compare_to_measured(SimpleNamespace(requests=simulated[["ttft_s"]]), run)
+
+
+# --- calibration -----------------------------------------------------------------------------------------------
+
+def _synthetic_runs(runs, truth: wb.StepTimeModel, keep: int = 100) -> list[ServingLog]:
+    """The measured runs' requests, with "measured" times made by replaying them with ``truth``."""
+    made = []
+    for run in runs[:2]:
+        log = replay_run(run, truth)
+        ttft = log.first_token_s - run.trace.arrival_s
+        e2e = log.finish_s - run.trace.arrival_s
+        tpot = (e2e - ttft) / np.maximum(run.trace.output_tokens - 1, 1)
+        measured = pd.DataFrame({"request_id": np.arange(len(ttft)), "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e})
+        made.append(ServingLog(run.name, run.path, run.trace, measured, run.config, run.setup))
+    return made
+
+
+@pytest.mark.parametrize("overhead_s", [0.0, 0.05])
+def test_calibrate_recovers_a_known_model(runs, overhead_s):
+    """Timelines made by a known model: the fit reproduces them, from a model 20-90% off.
+
+    A queueing schedule is not smooth in the coefficients (a tiny change reorders admissions), so an exact
+    recovery is not expected: step times within a few percent, means within 3%, the error down by 95%.
+    """
+    truth = wb.StepTimeModel(prefill=(0.03, 1.6e-4, 0.0), decode=(0.03, 1.2e-6, 8e-4),
+                             arrival_overhead_s=(overhead_s, 0.0))
+    start = wb.StepTimeModel(prefill=(0.02, 1.2e-4, 1e-9), decode=(0.022, 6e-7, 1e-4))
+    synthetic = _synthetic_runs(runs, truth)
+    fitted = wb.calibrate(start, synthetic, prior_weight=0.0, thresholds=None, max_iter=12)
+    report = fitted.fit_report
+    assert report.final_rss < 0.05 * report.rss_before
+    assert report.overheads_kept == (overhead_s > 0)
+    assert fitted.arrival_overhead_s[0] == pytest.approx(overhead_s, abs=0.01)
+    for contexts in ([800] * 5, [800] * 10, [1200] * 25):
+        assert fitted.decode_time_s(contexts) == pytest.approx(truth.decode_time_s(contexts), rel=0.05)
+    assert fitted.prefill_time_s([700]) + fitted.arrival_overhead_s[0] == pytest.approx(
+        truth.prefill_time_s([700]) + overhead_s, rel=0.1)
+    for run in synthetic:
+        sim = wb.simulate(run.trace, run.config, latency=fitted).requests
+        assert sim["e2e_s"].mean() == pytest.approx(run.measured["e2e_s"].mean(), rel=0.03)
+        assert sim["ttft_s"].mean() == pytest.approx(run.measured["ttft_s"].mean(), rel=0.03)
+    kept = report.coefficients.set_index("name")["status"]
+    assert kept["decode_b"] == "fitted" and kept["decode_large_a"].startswith("unused")
+    assert kept["arrival_overhead_a"] == ("fitted" if overhead_s else "zero: the data does not need it")
+    assert set(report.residuals["metric"]) == {"ttft_s", "e2e_s"} and len(report.residuals) == 2 * (100 + 200)
+
+
+def test_calibrate_refuses_bad_input(runs):
+    step = default_step_model()
+    with pytest.raises(ValueError, match="no runs"):
+        wb.calibrate(step, [])
+    with pytest.raises(ValueError, match="StepTimeModel"):
+        wb.calibrate("opt-13b-a100", runs)
+    with pytest.raises(ValueError, match="chunked_prefill=False"):
+        wb.calibrate(step, runs[:1], runs[0].config.replace(chunked_prefill=True))
+    with pytest.raises(ValueError, match="num_gpus=1"):
+        wb.calibrate(step, runs[:1], runs[0].config.replace(num_gpus=2))
+
+
+@pytest.fixture(scope="module")
+def predicted(runs):
+    table, models = cross_validate(default_step_model(), runs)
+    return fidelity.check_targets(table, runs).set_index(["run", "metric"]), models
+
+
+LIGHT_E2E = pytest.param("vllm-100-1", "e2e_s", marks=pytest.mark.xfail(
+    strict=True, reason="calibrated on the two slower runs, the model over-predicts the light run's mean E2E by ~23%"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run, metric", [("vllm-100-1", "ttft_s"), LIGHT_E2E, ("vllm-200-2", "ttft_s"),
+                                         ("vllm-200-2", "e2e_s"), ("vllm-350-3.5", "e2e_s")])
+def test_calibrate_on_two_predict_the_third(predicted, run, metric):
+    targets, models = predicted
+    row = targets.loc[(run, metric)]
+    assert row["met"], f"{run} {metric}: mean off by {row['mean_rel_error']:+.1%} (target {row['limit']:.0%})"
+    assert run not in models[run].fit_report.runs          # never fitted on the run it predicts
+
+
+@pytest.mark.slow
+def test_calibration_beats_the_published_profile_on_median(predicted, runs):
+    targets, _ = predicted
+    published = fidelity.check_targets(
+        wb.study.calibration.replay_table(default_step_model(), runs, label="published"), runs)
+    e2e = lambda t: t.reset_index().query("metric == 'e2e_s'")["mean_rel_error"].abs().median()  # noqa: E731
+    assert e2e(targets) < e2e(published.set_index(["run", "metric"]))
+
+
+# --- the notebook ----------------------------------------------------------------------------------------------
+
+NOTEBOOK = paths.NOTEBOOKS_DIR / "fidelity_vllm.ipynb"
+
+
+def test_notebook_is_committed_clean_and_paired():
+    import jupytext
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert "parameters" in code[0].metadata.get("tags", [])
+    paired = jupytext.read(NOTEBOOK.with_suffix(".py"))
+    assert [c.source for c in paired.cells] == [c.source for c in nb.cells]
+    from workbench.study.suite import FIDELITY, SuiteOptions, notebook_parameters
+    assert set(notebook_parameters(SuiteOptions(), FIDELITY)) <= set(pm.inspect_notebook(str(NOTEBOOK)))
+
+
+def test_notebook_runs_at_a_tiny_size(tmp_path):
+    out = tmp_path / "out"
+    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "fidelity.ipynb"), kernel_name="python3",
+                        cwd=str(paths.REPO_ROOT), progress_bar=False,
+                        parameters={"results_dir": str(out), "runs": "vllm-100-1,vllm-200-2",
+                                    "thresholds": None, "max_iter": 1})
+    table = pd.read_csv(out / "fidelity_vllm.csv")
+    assert set(table["run"]) == {"vllm-100-1", "vllm-200-2"} and set(table["metric"]) == {"ttft_s", "e2e_s"}
+    assert table["model"].str.contains("published").any() and (table["model"] == "calibrated on all runs").any()
+    assert np.isfinite(table["simulated_mean"]).all()
+    published = table[table["model"].str.contains("published")].set_index(["run", "metric"])
+    assert published.loc[("vllm-100-1", "e2e_s"), "measured_mean"] == pytest.approx(5.504, abs=1e-3)
+    targets = pd.read_csv(out / "fidelity_vllm_targets.csv")
+    assert len(targets) == 4 and set(targets["limit"]) == {0.2, 0.3}
+    for png in ("fidelity_vllm_published.png", "fidelity_vllm_calibrated.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (tmp_path / "fidelity.ipynb").read_text()
+    assert "calibrated on vllm-200-2" in text and "per-request overheads" in text

@@ -1,0 +1,199 @@
+"""Published step-time profiles, read into :class:`~workbench.sim.steptime.StepTimeModel`, and a registry of them.
+
+Two formats:
+
+* **DistServe** (``profiler-*.json``, LLMServe/DistServe): per model and
+  tensor-parallel degree, milliseconds; ``prefill = [a, b, c]`` for
+  ``a + b*sum(l) + c*sum(l^2)``, ``decoding_smallbs`` / ``decoding_largebs`` =
+  ``[a, b, c]`` for ``a + b*sum(ctx) + c*batch`` below / at or above
+  ``decoding_large_small_bs_threshold``.
+* **BLIS** (``blis_defaults_*.yaml``, inference-sim/inference-sim): per model,
+  GPU, TP and vLLM version, microseconds; ``beta = [b0, b1, b2]`` for a step of
+  ``b0 + b1*prefill_tokens + b2*decode_tokens``, so ``b0`` is the fixed cost of
+  both step kinds, ``b1`` the per-prefill-token cost (no quadratic term) and
+  ``b2`` the per-decode-request cost (no context term); ``alpha = [a0, a1, a2]``:
+  ``a0 + a1*prompt_tokens`` before a request joins the queue, ``a2`` added to
+  every output token's reported time.  Several refits of one combination are
+  told apart by ``best_loss``: the lowest wins (entries without one rank last).
+
+The registry names a few of them (:func:`profile_names`, :func:`get_profile`);
+:func:`default_step_model` is ``opt-13b-a100``, the profile validated against
+the measured vLLM runs in ``data/groundtruth/`` (``notebooks/fidelity_vllm.ipynb``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from workbench.paths import DATA_DIR
+from workbench.sim.steptime import StepTimeModel
+
+log = logging.getLogger(__name__)
+
+DISTSERVE_PROFILE = DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm" / "profiler-a100-80g.vllm.json"
+BLIS_DEFAULTS = DATA_DIR / "step_profiles" / "blis_defaults_e1a880a4.yaml"
+MS, US = 1e-3, 1e-6
+
+
+def _triple_of(entry: dict, key: str, where: str) -> tuple[float, float, float]:
+    value = entry.get(key)
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError(f"{where}: '{key}' must be a list of three numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str, tp: int = 1) -> StepTimeModel:
+    """The StepTimeModel of ``model`` at tensor parallelism ``tp`` in a DistServe profile JSON (ms -> s)."""
+    path = Path(path)
+    try:
+        profile = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such DistServe profile file; the shipped one is {DISTSERVE_PROFILE}") \
+            from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a DistServe profile (invalid JSON: {exc})") from None
+    if not isinstance(profile, dict):
+        raise ValueError(f"{path}: not a DistServe profile (expected an object keyed by model name)")
+    if model not in profile:
+        raise ValueError(f"{path}: no model {model!r}; it has {', '.join(sorted(profile))}")
+    by_tp = profile[model]
+    if str(tp) not in by_tp:
+        raise ValueError(f"{path}: {model} has no tp={tp}; it has tp in {{{', '.join(sorted(by_tp, key=int))}}}")
+    entry, where = by_tp[str(tp)], f"{path}: {model} tp={tp}"
+    for key in ("prefill", "decoding_smallbs", "decoding_largebs", "decoding_large_small_bs_threshold"):
+        if key not in entry:
+            raise ValueError(f"{where}: missing '{key}'")
+    ms = lambda t: tuple(v * MS for v in t)  # noqa: E731
+    return StepTimeModel(
+        prefill=ms(_triple_of(entry, "prefill", where)),
+        decode=ms(_triple_of(entry, "decoding_smallbs", where)),
+        decode_large=ms(_triple_of(entry, "decoding_largebs", where)),
+        decode_large_threshold=int(entry["decoding_large_small_bs_threshold"]),
+        name=f"distserve {model} tp{tp}",
+        source=f"{path} ({model}, tp={tp}; DistServe profile, ms -> s)",
+    )
+
+
+@lru_cache(maxsize=4)
+def _blis_models(path: str, mtime_ns: int) -> tuple[dict, ...]:
+    import yaml
+
+    with open(path) as handle:
+        document = yaml.safe_load(handle)
+    models = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(models, list):
+        raise ValueError(f"{path}: not a BLIS defaults file (no 'models:' list)")
+    return tuple(models)
+
+
+def _version_matches(wanted: str, version: str) -> bool:
+    wanted = wanted.lower().lstrip("v")
+    return version.lower().rsplit(":", 1)[-1].lstrip("v") == wanted
+
+
+def blis_entries(path: str | os.PathLike = BLIS_DEFAULTS) -> list[dict]:
+    """Every model entry of a BLIS defaults file (id, GPU, tensor_parallelism, vllm_version, coefficients)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such BLIS defaults file; the shipped one is {BLIS_DEFAULTS}")
+    return [dict(m) for m in _blis_models(str(path), path.stat().st_mtime_ns)]
+
+
+def blis_profile(*, model: str, gpu: str, tp: int = 1, vllm_version: str | None = None,
+                 path: str | os.PathLike | None = None) -> StepTimeModel:
+    """The StepTimeModel of a BLIS entry (us -> s): the refit with the lowest ``best_loss`` among the matches.
+
+    ``model`` and ``gpu`` match case-insensitively (``gpu="A100"`` matches ``A100-80``); ``vllm_version``
+    (e.g. ``"v0.8.4"``), if given, must match the image tag.
+    """
+    path = Path(path) if path is not None else BLIS_DEFAULTS
+    entries = blis_entries(path)
+
+    def gpu_matches(name: str) -> bool:
+        name, wanted = str(name).lower(), gpu.lower()
+        return name == wanted or name.split("-")[0] == wanted
+
+    matches = [m for m in entries
+               if str(m.get("id", "")).lower() == model.lower() and gpu_matches(m.get("GPU", ""))
+               and int(m.get("tensor_parallelism", 0)) == int(tp)
+               and (vllm_version is None or _version_matches(vllm_version, str(m.get("vllm_version", ""))))]
+    if not matches:
+        same_model = [m for m in entries if str(m.get("id", "")).lower() == model.lower()]
+        if same_model:
+            have = sorted({f"gpu={m['GPU']} tp={m['tensor_parallelism']} "
+                           f"vllm={str(m['vllm_version']).rsplit(':', 1)[-1]}" for m in same_model})
+            raise ValueError(f"{path}: no entry for {model} with gpu={gpu} tp={tp}"
+                             f"{'' if vllm_version is None else f' vllm={vllm_version}'}; it has: {'; '.join(have)}")
+        raise ValueError(f"{path}: no model {model!r}; it has {', '.join(sorted({str(m.get('id')) for m in entries}))}")
+    best = min(matches, key=lambda m: float(m["best_loss"]) if m.get("best_loss") is not None else math.inf)
+    where = f"{path}: {best['id']} {best['GPU']} tp={best['tensor_parallelism']}"
+    b0, b1, b2 = _triple_of(best, "beta_coeffs", where)
+    a0, a1, a2 = _triple_of(best, "alpha_coeffs", where)
+    version = str(best.get("vllm_version", "")).rsplit(":", 1)[-1]
+    loss = best.get("best_loss")
+    if len(matches) > 1:
+        log.info("%s: %d refits match; using the one with best_loss %s", where, len(matches), loss)
+    return StepTimeModel(
+        prefill=(b0 * US, b1 * US, 0.0),
+        decode=(b0 * US, 0.0, b2 * US),
+        arrival_overhead_s=(a0 * US, a1 * US),
+        token_overhead_s=a2 * US,
+        name=f"blis {best['id']} {best['GPU']} tp{best['tensor_parallelism']} vllm {version}",
+        source=f"{path} ({best['id']}, {best['GPU']}, tp={best['tensor_parallelism']}, {version}, "
+               f"best_loss={loss}; BLIS beta/alpha, us -> s)",
+    )
+
+
+# name -> (loader, keyword arguments, one-line description)
+PROFILES: dict[str, tuple] = {
+    "opt-13b-a100": (distserve_profile, {"model": "facebook/opt-13b", "tp": 1},
+                     "OPT-13B on one A100-80GB, vLLM v0.2 (DistServe profile; validated against measured runs)"),
+    "opt-13b-a100-tp2": (distserve_profile, {"model": "facebook/opt-13b", "tp": 2},
+                         "OPT-13B on two A100-80GB, tensor parallel (DistServe profile)"),
+    "opt-66b-a100-tp4": (distserve_profile, {"model": "facebook/opt-66b", "tp": 4},
+                         "OPT-66B on four A100-80GB, tensor parallel (DistServe profile)"),
+    "llama-3.1-8b-a100": (blis_profile, {"model": "meta-llama/llama-3.1-8b-instruct", "gpu": "A100-80", "tp": 1},
+                          "Llama-3.1-8B-Instruct on one A100-80GB, vLLM v0.8.4 (BLIS)"),
+    "llama-3.1-8b-h100": (blis_profile, {"model": "meta-llama/llama-3.1-8b-instruct", "gpu": "H100", "tp": 1},
+                          "Llama-3.1-8B-Instruct on one H100, vLLM v0.11.0 (BLIS)"),
+    "llama-3.3-70b-h100-tp4": (blis_profile, {"model": "meta-llama/llama-3.3-70b-instruct", "gpu": "H100", "tp": 4},
+                               "Llama-3.3-70B-Instruct on four H100, vLLM v0.8.4 (BLIS)"),
+    "qwen3-14b-h100": (blis_profile, {"model": "qwen/qwen3-14b", "gpu": "H100", "tp": 1},
+                       "Qwen3-14B on one H100, vLLM v0.11.0 (BLIS)"),
+}
+DEFAULT_PROFILE = "opt-13b-a100"
+
+
+def profile_names() -> list[str]:
+    """The registered profile names (``get_profile(name)`` loads one)."""
+    return list(PROFILES)
+
+
+def describe_profiles() -> dict[str, str]:
+    """Name -> one-line description of every registered profile."""
+    return {name: entry[2] for name, entry in PROFILES.items()}
+
+
+@lru_cache(maxsize=None)
+def get_profile(name: str) -> StepTimeModel:
+    """The registered step-time profile ``name`` (see :func:`profile_names`)."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    loader, kwargs, _ = PROFILES[name]
+    model = loader(**kwargs)
+    return dataclasses.replace(model, name=name)
+
+
+def default_step_model() -> StepTimeModel:
+    """The continuous engine's default step-time model: ``opt-13b-a100`` (DistServe's published profile)."""
+    return get_profile(DEFAULT_PROFILE)
+
+
+__all__ = ["BLIS_DEFAULTS", "DEFAULT_PROFILE", "DISTSERVE_PROFILE", "PROFILES", "blis_entries", "blis_profile",
+           "default_step_model", "describe_profiles", "distserve_profile", "get_profile", "profile_names"]
