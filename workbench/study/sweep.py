@@ -76,6 +76,7 @@ import os
 import re
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -510,15 +511,44 @@ def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
     if pool is None:
         # spawn, not fork: forking a process that has run numba (or holds threads) is fragile
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_worker_init)
+                                      initializer=_worker_init, initargs=(os.getpid(),))
         _POOLS[workers] = pool
     return pool
 
 
-def _worker_init() -> None:
+# How often a pool worker checks that the process that started it is still alive.
+ORPHAN_POLL_S = 0.5
+
+
+def _worker_init(parent_pid: int) -> None:
     # Ctrl-C / a notebook interrupt reaches the whole process group: let the parent
     # handle it (it cancels what is queued) instead of every worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent(parent_pid)
+
+
+def _watch_parent(parent_pid: int, poll_s: float = ORPHAN_POLL_S) -> threading.Thread:
+    """Exit this worker as soon as ``parent_pid`` is no longer its parent.
+
+    A ``kill -9`` of the suite (or of the papermill kernel, which ipykernel's
+    own parent poller ends when the suite dies) leaves the pool's workers
+    reparented to init: without this they would live on, ~190 MB each.  A
+    thread polling ``os.getppid()`` works on every POSIX system and whatever
+    the chain of parents; prctl(PR_SET_PDEATHSIG) would fire when the
+    *thread* that spawned the worker exits, which a pool submitting from a
+    short-lived thread would mistake for the parent's death.  The compiled
+    engine holds the GIL during one simulation, so the exit may wait for the
+    running simulation to return (well under a second at the suite's sizes).
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        log.warning("pool worker %d: parent %d is gone; exiting", os.getpid(), parent_pid)
+        os._exit(1)  # no cleanup to wait for: results go to the parent, which is dead
+
+    thread = threading.Thread(target=watch, name="workbench-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def shutdown_pools() -> None:
