@@ -36,7 +36,7 @@ d_sla = 1.0  # end-to-end latency SLA per request, seconds
 dataset = None  # None: the embedded synthetic BurstGPT-like trace; or a path to a BurstGPT CSV
 k_bins = 4  # bins of the multi-bin schedulers
 seed = 42  # seeds the simulation and the synthetic trace
-results_dir = "results/default"  # relative to the current directory (the repo root when run from notebooks/)
+results_dir = None  # None: results/default at the defaults, else results/<parameters that differ>; one parameter set per folder
 executor = None  # None: process pool if >1 test is queued; "serial", "process:N", "dask://host:port"
 capacity_search = True  # also search capacity: the largest arrival rate at which the SLA target holds
 capacity_attainment = 0.9  # capacity target: this share of requests within d_sla (0.95: out of reach, see below)
@@ -55,11 +55,7 @@ from workbench.study import plots
 logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 logging.getLogger("workbench").setLevel(logging.INFO)
 
-params = experiments.StepParams(
-    max_requests=max_requests, max_gpus=max_gpus, use_real_timestamps=use_real_timestamps,
-    rps_scaling=rps_scaling, d_sla=d_sla, dataset=dataset, k_bins=k_bins, seed=seed,
-    results_dir=results_dir, executor=executor, capacity_search=capacity_search,
-    capacity_attainment=capacity_attainment)
+params = experiments.StepParams.from_namespace(globals())  # the parameters cell above, validated
 plan = experiments.plan_step1(params, request_volumes=request_volumes)
 display(Markdown(plan.describe()))
 plan.table()

@@ -168,6 +168,13 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
         assert "synthetic" in outputs_text(nb)
         assert "Attainable share" in outputs_text(nb)  # the capacity cell ran and printed it from the rows
     assert "step 2's best GPU count" in outputs_text(nb3)
+    gpu_count = analysis["step3_kbins_sensitivity"]["gpu_count"]
+    assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
+    assert gpu_count["step2_test_id"] == step2.loc[step2["num_gpus"] == best, "test_id"].item()
+    assert set(analysis["validity"]) == {"best_config_step1", "best_gpu_count", "best_gpu_count_by_capacity_per_gpu",
+                                         "best_k", "best_k_by_capacity"}
+    for check, nb in (("best_config_step1", nb1), ("best_gpu_count", nb2), ("best_k", nb3)):
+        assert analysis["validity"][check]["sentence"] in outputs_text(nb)  # the notebooks say it too
 
     # capacity: 1-GPU configurations of the largest volume in step 1, every GPU count, every K
     searched = step1[step1["capacity_criterion"].notna()]

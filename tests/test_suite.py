@@ -114,6 +114,18 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     every = pd.read_csv(results / "all_results.csv")
     assert set(every.loc[every["step"] == STEP3, "num_gpus"]) == {3}
     assert set(every["step"]) == set(STEPS)
+    gpu_count = json.loads((results / "analysis.json").read_text())["step3_kbins_sensitivity"]["gpu_count"]
+    assert gpu_count["source"] == "given" and gpu_count["num_gpus"] == 3
+    assert gpu_count["matches_step2_best"] is (analysis["best_gpu_count"] == 3)
+    # the last lines say which "best" answers cannot be trusted
+    for warning in json.loads((results / "analysis.json").read_text())["warnings"]:
+        assert f"Warning: {warning}" in done.stdout
+
+    # another parameter set in the same folder: refused, and nothing in it changes
+    before = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
+    done = subprocess.run(_main_command(results, "--d-sla", "2"), cwd=paths.REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and "d_sla: 1 there, 2 here" in done.stderr
+    assert {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()} == before
 
 
 def _children_of() -> dict[int, list[int]]:

@@ -75,6 +75,13 @@ RULES = {
                                           f"{CAPACITY_TOLERANCE:.0%} of it: the fewest GPUs",
     "best_k_by_capacity": f"highest capacity_rps in step 3; K values within {CAPACITY_TOLERANCE:.0%} of it: "
                           "the smallest K",
+    "meets_sla": f"a replayed configuration meets the SLA when its sla_violation_rate is at most "
+                 f"{BREAKING_SLA_VIOLATION:.0%}; a capacity-based best meets it when its capacity_rps is not null",
+    "at_edge": "a best GPU count or best K equal to the largest value tested (the optimum may lie beyond); "
+               "1 GPU and K = 1 are the smallest possible values, not an edge",
+    "valid": "a best meets the SLA and is not at the edge of the range tested; validity.<best>.sentence says why not",
+    "gpu_count": "step 3: where its GPU count came from (given, step 2's best GPU count, or the default), the "
+                 "step-2 row it used, and whether it still is step 2's best GPU count",
     "capacity_monotone_in_gpus": "step 2: capacity never falls as the GPU count grows (same trace, scheduler "
                                  "and K); every fall is listed, an unreachable target counting as capacity 0",
 }
@@ -323,6 +330,108 @@ def analyze_step3(rows: pd.DataFrame) -> dict:
 
 
 ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
+STEP_VALIDITY = dict(zip(STEP_ORDER, (("best_config_step1",), ("best_gpu_count", "best_gpu_count_by_capacity_per_gpu"),
+                                      ("best_k", "best_k_by_capacity"))))
+
+
+# --------------------------------------------------------------------------- validity of the "best" answers
+
+def _meets(rate) -> bool | None:
+    return None if rate is None or (isinstance(rate, float) and math.isnan(rate)) else bool(
+        rate <= BREAKING_SLA_VIOLATION)
+
+
+def _validity(what: str, value, *, sla_violation_rate=None, capacity_rps=..., tested=(), unit: str = "",
+              any_meets: bool | None = None, edge_applies: bool = True) -> dict:
+    """Whether one "best" answer can be trusted, with a sentence saying why not."""
+    if value is None:
+        return {"value": None, "meets_sla": None, "at_edge": None, "valid": False,
+                "sentence": f"No {what}: no results to pick it from."}
+    if capacity_rps is not ...:
+        meets = capacity_rps is not None
+        miss = f"no load meets the capacity target for {what} {value}{unit}"
+    else:
+        meets = _meets(sla_violation_rate)
+        miss = (f"{what} {value}{unit} misses the SLA target: {sla_violation_rate:.1%} of its requests violate it "
+                f"(target: at most {BREAKING_SLA_VIOLATION:.0%})" if meets is False else "")
+    at_edge = bool(edge_applies and len(tested) > 1 and value == max(tested))
+    sentences = []
+    if meets is False:
+        sentences.append(miss + ("; no configuration tested meets the SLA" if any_meets is False else "") + ".")
+    if at_edge:
+        sentences.append(f"{what[0].upper() + what[1:]} is {value}{unit}, the largest value tested: the optimum "
+                         "may lie beyond.")
+    return {"value": _json_safe(value), "meets_sla": meets, "at_edge": at_edge,
+            "valid": bool(meets is not False and not at_edge),
+            "sentence": " ".join(sentences) if sentences else f"{what[0].upper() + what[1:]} {value}{unit}: valid "
+                        "(meets the SLA, inside the range tested)."}
+
+
+def _any_meets(rows: pd.DataFrame) -> bool | None:
+    rates = rows["sla_violation_rate"].dropna() if "sla_violation_rate" in rows else pd.Series(dtype=float)
+    return None if rates.empty else bool((rates <= BREAKING_SLA_VIOLATION).any())
+
+
+def validity(out: dict, all_rows: pd.DataFrame) -> dict:
+    """Per "best" answer of ``out`` (the analysis): value, meets_sla, at_edge, valid and a sentence."""
+    def rows_of(step):
+        return all_rows[all_rows["step"] == step] if not all_rows.empty else all_rows
+
+    found = {}
+    s1, s2, s3 = (out.get(step) for step in STEP_ORDER)
+    if s1:
+        best = s1.get("best_config") or {}
+        largest = rows_of(STEP_ORDER[0])
+        largest = largest[largest["num_requests"] == largest["num_requests"].max()]
+        found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
+                                               sla_violation_rate=best.get("sla_violation_rate"),
+                                               any_meets=_any_meets(largest), edge_applies=False)
+    if s2:
+        best = s2.get("best_config") or {}
+        found["best_gpu_count"] = _validity("the best GPU count", s2.get("best_gpu_count"), unit=" GPUs",
+                                            sla_violation_rate=best.get("sla_violation_rate"),
+                                            tested=s2["gpu_counts"], any_meets=_any_meets(rows_of(STEP_ORDER[1])))
+        if s2.get("capacity_search"):
+            by_cap = s2.get("best_gpu_count_by_capacity_per_gpu")
+            found["best_gpu_count_by_capacity_per_gpu"] = _validity(
+                "the best GPU count by capacity per GPU", by_cap, unit=" GPUs", tested=s2["gpu_counts"],
+                capacity_rps=(s2.get("best_config_by_capacity_per_gpu") or {}).get("capacity_rps"))
+    if s3:
+        best = s3.get("best_config") or {}
+        found["best_k"] = _validity("the best K", s3.get("best_k"), sla_violation_rate=best.get("sla_violation_rate"),
+                                    tested=s3["k_values"], any_meets=_any_meets(rows_of(STEP_ORDER[2])))
+        if s3.get("capacity_search"):
+            found["best_k_by_capacity"] = _validity(
+                "the best K by capacity", s3.get("best_k_by_capacity"), tested=s3["k_values"],
+                capacity_rps=(s3.get("best_config_by_capacity") or {}).get("capacity_rps"))
+    return found
+
+
+def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
+    """Where step 3's GPU count came from, the step-2 row it used, and whether it is step 2's best count now."""
+    gpus = sorted(int(g) for g in step3_rows["num_gpus"].unique())
+    def first(column):
+        if column not in step3_rows:
+            return None
+        values = step3_rows[column].dropna()
+        return str(values.iloc[0]) if not values.empty else None
+
+    source, used = first("gpu_count_source"), first("step2_test_id")
+    best_now = best_gpu_count(step2_rows) if not step2_rows.empty else None
+    now_id = (str(step2_rows.loc[step2_rows["num_gpus"] == best_now, "test_id"].iloc[0])
+              if best_now is not None else None)
+    matches = None if best_now is None else (gpus == [best_now])
+    where = {"given": "given explicitly (best_gpu_count)", "step2_best_gpu_count": "step 2's best GPU count",
+             "default": "the default (no step 2 results when step 3 ran)"}.get(source, "not recorded")
+    sentence = f"Step 3 ran at {', '.join(map(str, gpus))} GPUs ({where})."
+    if matches is False:
+        sentence += (f" Step 2's best GPU count in these results is {best_now}: step 3's K sweep is not at it "
+                     "(rerun step 3 without best_gpu_count to use it).")
+    elif matches:
+        sentence += " That is step 2's best GPU count in these results."
+    return {"num_gpus": gpus[0] if len(gpus) == 1 else gpus, "source": source, "step2_test_id": used,
+            "step2_best_gpu_count": best_now, "step2_best_test_id": now_id, "matches_step2_best": matches,
+            "sentence": sentence}
 
 
 def analyze(all_rows: pd.DataFrame) -> dict:
@@ -337,7 +446,16 @@ def analyze(all_rows: pd.DataFrame) -> dict:
     out["best_gpu_count_by_capacity_per_gpu"] = (out["step2_gpu_scaling"] or {}).get(
         "best_gpu_count_by_capacity_per_gpu")
     out["best_k_by_capacity"] = (out["step3_kbins_sensitivity"] or {}).get("best_k_by_capacity")
-    return _json_safe(out)
+    if out["step3_kbins_sensitivity"]:
+        step2_rows = all_rows[all_rows["step"] == STEP_ORDER[1]]
+        out["step3_kbins_sensitivity"]["gpu_count"] = step3_gpu_count(
+            all_rows[all_rows["step"] == STEP_ORDER[2]], step2_rows)
+    out = _json_safe(out)
+    out["validity"] = _json_safe(validity(out, all_rows))
+    out["warnings"] = [v["sentence"] for v in out["validity"].values() if not v["valid"]]
+    if out["step3_kbins_sensitivity"] and out["step3_kbins_sensitivity"]["gpu_count"]["matches_step2_best"] is False:
+        out["warnings"].append(out["step3_kbins_sensitivity"]["gpu_count"]["sentence"])
+    return out
 
 
 def _step_rank(step) -> int:
@@ -369,12 +487,20 @@ def read_analysis(results_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def best_gpu_count_from_results(results_dir: str | Path) -> int | None:
-    """Step 2's best GPU count from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
+def step2_best_row_from_results(results_dir: str | Path) -> pd.Series | None:
+    """Step 2's row at its best GPU count, from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
     rows = read_rows(Path(results_dir) / ALL_RESULTS, key=("step", "test_id"))
     if rows.empty:
         return None
-    return best_gpu_count(rows[rows["step"] == "step2_gpu_scaling"])
+    rows = rows[rows["step"] == "step2_gpu_scaling"]
+    n = best_gpu_count(rows)
+    return None if n is None else rows[rows["num_gpus"] == n].iloc[0]
+
+
+def best_gpu_count_from_results(results_dir: str | Path) -> int | None:
+    """Step 2's best GPU count from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
+    row = step2_best_row_from_results(results_dir)
+    return None if row is None else int(row["num_gpus"])
 
 
 def _fmt(value, pattern: str = "{:.3g}") -> str:
@@ -463,6 +589,11 @@ def step_markdown(result: dict, step: str) -> str:
     elif step == "step3_kbins_sensitivity":
         lines.append(f"Best K: **{part['best_k']}**, the K with the lowest SLA violation rate.")
     lines.extend(_capacity_lines(part, step))
+    if step == "step3_kbins_sensitivity" and part.get("gpu_count"):
+        lines.append(part["gpu_count"]["sentence"])
+    checks = {k: v for k, v in (result.get("validity") or {}).items() if k in STEP_VALIDITY[step]}
+    for check in checks.values():
+        lines.append(("**Valid.** " if check["valid"] else "**Not a valid best.** ") + check["sentence"])
     bullets = [line for line in lines if line.startswith("- ")]
     paragraphs = [line for line in lines if not line.startswith("- ")]
     return "\n\n".join(paragraphs + (["\n".join(bullets)] if bullets else []))

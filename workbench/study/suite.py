@@ -92,6 +92,8 @@ class SuiteReport:
         by_gpus, by_k = found.get("best_gpu_count_by_capacity_per_gpu"), found.get("best_k_by_capacity")
         if by_gpus is not None or by_k is not None:
             lines.append(f"By capacity: best GPU count (capacity per GPU) {by_gpus}; best K {by_k}.")
+        for warning in found.get("warnings", []):
+            lines.append(f"Warning: {warning}")
         return "\n".join(lines)
 
 
@@ -137,8 +139,7 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
     """Run the selected steps (and the validation notebook with ``validate``), in order."""
     options = options or SuiteOptions()
-    results_dir = options.results_path
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = options.claim_results_dir()  # refuses a folder holding another parameter set
     t0 = time.perf_counter()
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:
