@@ -18,6 +18,7 @@ import pytest
 
 from workbench import paths
 from workbench.__main__ import build_parser, main, options_from_args
+from workbench.study import columns
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
 from workbench.study.suite import VALIDATION, SuiteOptions, notebook_parameters
 
@@ -104,6 +105,10 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     analysis = json.loads((results / "analysis.json").read_text())
     assert analysis["best_gpu_count"] in (1, 2, 4)
     assert analysis["best_gpu_count_by_capacity_per_gpu"] in (1, 2, 4) and "By capacity" in done.stdout
+    # the column dictionary (docs/columns.md) explains every column and key the suite wrote
+    for csv in results.glob("*.csv"):
+        assert columns.undocumented_columns(pd.read_csv(csv, nrows=1).columns) == [], csv.name
+    assert columns.undocumented_analysis_keys(analysis) == []
 
     # step 3 only, with an explicit GPU count: reuses the folder, reruns step 3 only
     before = {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)}

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--validate", action="store_true",
                        help="also run notebooks/validation.ipynb after the steps")
     suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
+    commands.add_parser("columns", help="print the column dictionary (every CSV column and analysis.json key) "
+                                        "as markdown; docs/columns.md is this output")
     return parser
 
 
@@ -93,6 +95,11 @@ def options_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "columns":
+        from workbench.study.columns import markdown
+
+        sys.stdout.write(markdown())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from workbench.study.folders import ResultsFolderConflict
     from workbench.study.suite import SuiteError, run_suite

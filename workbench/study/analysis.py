@@ -347,24 +347,24 @@ def _validity(what: str, value, *, sla_violation_rate=None, capacity_rps=..., te
     if value is None:
         return {"value": None, "meets_sla": None, "at_edge": None, "valid": False,
                 "sentence": f"No {what}: no results to pick it from."}
+    name = f"{what[0].upper()}{what[1:]}, {value}{unit},"
     if capacity_rps is not ...:
         meets = capacity_rps is not None
-        miss = f"no load meets the capacity target for {what} {value}{unit}"
+        miss = f"{name} has no load that meets the capacity target"
     else:
         meets = _meets(sla_violation_rate)
-        miss = (f"{what} {value}{unit} misses the SLA target: {sla_violation_rate:.1%} of its requests violate it "
+        miss = (f"{name} misses the SLA target: {sla_violation_rate:.1%} of its requests violate it "
                 f"(target: at most {BREAKING_SLA_VIOLATION:.0%})" if meets is False else "")
     at_edge = bool(edge_applies and len(tested) > 1 and value == max(tested))
     sentences = []
     if meets is False:
         sentences.append(miss + ("; no configuration tested meets the SLA" if any_meets is False else "") + ".")
     if at_edge:
-        sentences.append(f"{what[0].upper() + what[1:]} is {value}{unit}, the largest value tested: the optimum "
+        sentences.append(("It is also" if sentences else f"{name} is") + " the largest value tested: the optimum "
                          "may lie beyond.")
     return {"value": _json_safe(value), "meets_sla": meets, "at_edge": at_edge,
             "valid": bool(meets is not False and not at_edge),
-            "sentence": " ".join(sentences) if sentences else f"{what[0].upper() + what[1:]} {value}{unit}: valid "
-                        "(meets the SLA, inside the range tested)."}
+            "sentence": " ".join(sentences) if sentences else f"{name} meets the SLA and lies inside the range tested."}
 
 
 def _any_meets(rows: pd.DataFrame) -> bool | None:
