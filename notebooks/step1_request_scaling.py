@@ -84,7 +84,7 @@ experiments.brief(results)
 # %% [markdown]
 # ## Plots
 #
-# One line per scheduler configuration; the x axis (requests) is logarithmic. The dotted line marks the 5% SLA violation rate used for breaking points.
+# One line per scheduler configuration; the x axis (requests) is logarithmic. In the violation panel the dotted line marks the 5% SLA violation rate used for breaking points, the dash-dotted one the floor no load can go below (requests that miss the SLA even alone on an idle GPU). Every reference line is named in its panel's legend.
 
 # %%
 plots.plot_request_scaling(results, results_dir=plan.results_dir)

@@ -75,7 +75,7 @@ experiments.brief(results)
 # %% [markdown]
 # ## Plots
 #
-# The dashed line marks the best GPU count.
+# The dashed green line marks the best GPU count (its legend says when it misses the SLA or is the largest count tested); the violation panel shows the 5% target and the floor no load can go below; every axis starts at 0.
 
 # %%
 plots.plot_gpu_scaling(results, results_dir=plan.results_dir)
