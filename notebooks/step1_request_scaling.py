@@ -44,16 +44,13 @@ request_volumes = None  # e.g. [1_000, 5_000]: overrides the 10x steps
 
 # %%
 # %matplotlib inline
-import logging
-
 from IPython.display import Markdown, display
 
 from workbench.study import analysis
 from workbench.study import experiments
 from workbench.study import plots
 
-logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-logging.getLogger("workbench").setLevel(logging.INFO)
+experiments.notebook_setup()  # log lines (one per finished test), compact tables
 
 params = experiments.StepParams.from_namespace(globals())  # the parameters cell above, validated
 plan = experiments.plan_step1(params, request_volumes=request_volumes)
@@ -104,10 +101,11 @@ analysis.capacity_table(results)
 plots.plot_step1_capacity(results, results_dir=plan.results_dir)
 
 # %% [markdown]
-# ## Commentary
+# ## Summary and commentary
 #
-# Throughput grows with the volume until the GPUs saturate; past that point queues build up, the p99 latency climbs by orders of magnitude and goodput (requests finished within the SLA) falls even while throughput stays flat. A configuration's *breaking point* is the first volume whose SLA violation rate exceeds 5%. More GPUs push the breaking point out; binning by predicted length lets a GPU batch similar requests, so a batch is not held up by its one long member. The capacities say the same at a fixed GPU count: without bins, requests that arrive together share a batch however light the load, which is why those schedulers may have no capacity at all at the target. Where there is one, it is far below the replayed throughput: the replay counts every request served, however late, capacity only the load at which the SLA target still holds.
+# Computed from this run's rows when the cell runs (the rules are in `analysis.json` under `rules`); a "best" that misses the SLA or sits at the edge of the range tested says so.
 
 # %%
 result = plan.finish(results)  # all_results.csv + analysis.json, written atomically
 display(Markdown(analysis.step_markdown(result, plan.step)))
+display(Markdown(analysis.commentary(results, plan.step)))

@@ -47,16 +47,13 @@ capacity_attainment = 0.9  # capacity target: this share of requests within d_sl
 
 # %%
 # %matplotlib inline
-import logging
-
 from IPython.display import Markdown, display
 
 from workbench.study import analysis
 from workbench.study import experiments
 from workbench.study import plots
 
-logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-logging.getLogger("workbench").setLevel(logging.INFO)
+experiments.notebook_setup()  # log lines (one per finished test), compact tables
 
 params = experiments.StepParams.from_namespace(globals())  # the parameters cell above, validated
 plan = experiments.plan_step2(params)
@@ -98,12 +95,11 @@ analysis.capacity_table(results)
 plots.plot_gpu_capacity(results, results_dir=plan.results_dir)
 
 # %% [markdown]
-# ## Commentary
+# ## Summary and commentary
 #
-# Throughput can only grow until it matches the offered load; after that extra GPUs buy latency, not throughput, so the scaling efficiency falls as 1/n. Goodput keeps improving as long as queues still break the SLA, which is why the best GPU count is read from goodput and not from throughput. Step 3 uses this count unless it is given explicitly.
-#
-# Capacity answers the other question: how much load each pool takes within the SLA (table above). It can grow faster than the pool: on one GPU requests that arrive together wait for each other, which caps attainment even at vanishing load, and a larger pool absorbs the trace's bursts at a higher mean utilization (pooling, as in Erlang C). Where capacity per GPU keeps rising, the best GPU count by capacity per GPU is the largest pool tested, while the goodput rule names the smallest pool that keeps up with the one replayed load: they answer different questions, and step 3 uses the goodput rule's count. If the summary below lists a fall of capacity with more GPUs, a fall within the search resolution is the bisection's uncertainty; a larger one would mean attainment is not monotone in load there (the search logs a warning when it sees that).
+# Computed from this run's rows when the cell runs (the rules are in `analysis.json` under `rules`); a "best" that misses the SLA or sits at the edge of the range tested says so.
 
 # %%
 result = plan.finish(results)  # all_results.csv + analysis.json, written atomically
 display(Markdown(analysis.step_markdown(result, plan.step)))
+display(Markdown(analysis.commentary(results, plan.step)))

@@ -48,16 +48,13 @@ best_gpu_count = None  # None: step 2's best GPU count from results_dir
 
 # %%
 # %matplotlib inline
-import logging
-
 from IPython.display import Markdown, display
 
 from workbench.study import analysis
 from workbench.study import experiments
 from workbench.study import plots
 
-logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-logging.getLogger("workbench").setLevel(logging.INFO)
+experiments.notebook_setup()  # log lines (one per finished test), compact tables
 
 params = experiments.StepParams.from_namespace(globals())  # the parameters cell above, validated
 plan = experiments.plan_step3(params, best_gpu_count=best_gpu_count)
@@ -99,10 +96,11 @@ analysis.capacity_table(results)
 plots.plot_kbins_capacity(results, results_dir=plan.results_dir)
 
 # %% [markdown]
-# ## Commentary
+# ## Summary and commentary
 #
-# K = 1 is plain dynamic batching. More bins make the requests in a batch more alike in length, so less GPU time is spent waiting for the longest member; the price is more, smaller queues, and with many bins some bins fill slowly at low load. Where the curves flatten, further bins buy nothing. Capacity shows it at the load that matters, the highest one the pool can take: with K = 1 requests that arrive together share a batch whatever their lengths, which can leave it with no capacity at all at the target, and each doubling of K lets more of them go to separate batches (and GPUs).
+# Computed from this run's rows when the cell runs (the rules are in `analysis.json` under `rules`); a "best" that misses the SLA or sits at the edge of the range tested says so.
 
 # %%
 result = plan.finish(results)  # all_results.csv + analysis.json, written atomically
 display(Markdown(analysis.step_markdown(result, plan.step)))
+display(Markdown(analysis.commentary(results, plan.step)))

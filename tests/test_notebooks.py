@@ -163,6 +163,13 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     for step in STEPS:
         for png in (results / f"{step}.png", results / f"{step}_capacity.png"):
             assert png.read_bytes()[:8] == PNG_MAGIC, png
+    # one log line per finished test, no progress bar frozen at 0% in the saved notebook
+    text2 = outputs_text(nb2)
+    assert [line.split("] ")[0].split("[")[-1] for line in text2.splitlines() if "step2_gpu_scaling [" in line] \
+        == ["1/3", "2/3", "3/3"]
+    assert "%|" not in text2
+    # the commentary is computed from this run's rows
+    assert "From 1 to 4 GPUs throughput goes from" in text2
     for nb in (nb1, nb2, nb3):
         assert has_image(nb)
         assert "synthetic" in outputs_text(nb)

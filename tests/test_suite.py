@@ -20,7 +20,7 @@ from workbench import paths
 from workbench.__main__ import build_parser, main, options_from_args
 from workbench.study import columns
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
-from workbench.study.suite import VALIDATION, SuiteOptions, notebook_parameters
+from workbench.study.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
 TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
 
@@ -102,6 +102,13 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
                 assert str(results / f"{step}{suffix}") in done.stdout  # the report says where things are
         assert "synthetic" in (results / f"{step}.html").read_text()
     assert "all_results.csv" in done.stdout and "analysis.json" in done.stdout
+    # shareable: no machine paths in the HTML, wide tables scroll, a quiet log (issue 9 item 9)
+    for step in STEPS:
+        html = (results / f"{step}.html").read_text()
+        assert str(results) not in html and str(paths.REPO_ROOT) not in html, step
+        assert WIDE_TABLE_CSS in html
+    for noise in ("without encryption", "SetuptoolsDeprecationWarning", "Executing:", "\r"):
+        assert noise not in done.stdout + done.stderr, noise
     analysis = json.loads((results / "analysis.json").read_text())
     assert analysis["best_gpu_count"] in (1, 2, 4)
     assert analysis["best_gpu_count_by_capacity_per_gpu"] in (1, 2, 4) and "By capacity" in done.stdout

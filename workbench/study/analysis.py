@@ -597,3 +597,121 @@ def step_markdown(result: dict, step: str) -> str:
     bullets = [line for line in lines if line.startswith("- ")]
     paragraphs = [line for line in lines if not line.startswith("- ")]
     return "\n\n".join(paragraphs + (["\n".join(bullets)] if bullets else []))
+
+
+# --------------------------------------------------------------------------- commentary computed from the rows
+
+def _pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
+
+
+def _num(x, unit: str = "") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}{unit}"
+
+
+def _direction(before: float, after: float, tolerance: float = 0.01) -> str:
+    if not (math.isfinite(before) and math.isfinite(after)):
+        return "changes"
+    if after < before * (1 - tolerance) - 1e-12:
+        return "falls"
+    if after > before * (1 + tolerance) + 1e-12:
+        return "rises"
+    return "stays flat"
+
+
+def _commentary_step1(rows: pd.DataFrame) -> list[str]:
+    lines = []
+    volumes = sorted(rows["num_requests"].unique())
+    low, high = volumes[0], volumes[-1]
+    for label, group in rows.groupby("label", sort=False):
+        a = group[group["num_requests"] == low].iloc[0]
+        b = group[group["num_requests"] == high].iloc[0]
+        lines.append(f"- **{label}**: from {low:,} to {high:,} requests, throughput {_direction(a.throughput_rps, b.throughput_rps)} "
+                     f"({_num(a.throughput_rps)} -> {_num(b.throughput_rps)} req/s), goodput "
+                     f"{_direction(a.goodput_rps, b.goodput_rps)} ({_num(a.goodput_rps)} -> {_num(b.goodput_rps)} req/s), "
+                     f"p99 latency {_num(a.latency_p99_s)} -> {_num(b.latency_p99_s)} s, SLA violation "
+                     f"{_pct(a.sla_violation_rate)} -> {_pct(b.sla_violation_rate)}.")
+    top = rows[rows["num_requests"] == high]
+    mbd = top[top["scheduler"] == "multi_bin_dynamic"].sort_values("num_gpus")
+    if len(mbd) > 1:
+        rates = mbd["sla_violation_rate"].to_numpy(dtype=float)
+        trend = ("each added GPU lowers" if np.all(np.diff(rates) < 0) else
+                 "added GPUs do not always lower")
+        lines.append(f"At {high:,} requests {trend} multi_bin_dynamic's violation rate: " + ", ".join(
+            f"{_pct(r.sla_violation_rate)} on {int(r.num_gpus)}" for r in mbd.itertuples()) + " GPU(s).")
+    one = top[top["num_gpus"] == 1].set_index("scheduler")
+    if {"multi_bin_dynamic", "dynamic_no_bins"} <= set(one.index):
+        binned, plain = one.loc["multi_bin_dynamic"], one.loc["dynamic_no_bins"]
+        verb = "lowers" if binned.sla_violation_rate < plain.sla_violation_rate else "does not lower"
+        lines.append(f"On 1 GPU, binning by predicted length {verb} the violation rate (multi_bin_dynamic "
+                     f"{_pct(binned.sla_violation_rate)} vs dynamic_no_bins {_pct(plain.sla_violation_rate)}; p99 "
+                     f"{_num(binned.latency_p99_s)} vs {_num(plain.latency_p99_s)} s).")
+    return lines
+
+
+def _commentary_step2(rows: pd.DataFrame) -> list[str]:
+    rows = rows.sort_values("num_gpus")
+    first, last = rows.iloc[0], rows.iloc[-1]
+    n0, n1 = int(first.num_gpus), int(last.num_gpus)
+    lines = [f"From {n0} to {n1} GPUs throughput goes from {_num(first.throughput_rps)} to "
+             f"{_num(last.throughput_rps)} req/s ({last.throughput_rps / first.throughput_rps:.2f}x for "
+             f"{n1 / n0:g}x the GPUs) and the SLA violation rate from {_pct(first.sla_violation_rate)} to "
+             f"{_pct(last.sla_violation_rate)}."]
+    if "offered_rps" in rows and rows["offered_rps"].notna().any():
+        offered = float(rows["offered_rps"].max())
+        kept = rows[rows["throughput_rps"] >= 0.99 * offered]
+        lines.append(f"The offered rate is {_num(offered)} req/s: " + (
+            f"from {int(kept['num_gpus'].min())} GPUs the pool keeps up, and more GPUs buy latency, not throughput."
+            if not kept.empty else "no pool tested keeps up with it."))
+    ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+    lines.append(f"The smallest pool within {BREAKING_SLA_VIOLATION:.0%} SLA violations: "
+                 + (f"{int(ok['num_gpus'].min())} GPUs." if not ok.empty else f"none up to {n1} GPUs."))
+    caps = capacity_rows(rows)
+    caps = caps.dropna(subset=["capacity_rps"]).sort_values("num_gpus") if "capacity_rps" in caps else caps
+    if len(caps) > 1:
+        c0, c1 = caps.iloc[0], caps.iloc[-1]
+        ratio, ideal = c1.capacity_rps / c0.capacity_rps, c1.num_gpus / c0.num_gpus
+        kind = "faster than" if ratio > ideal * 1.01 else ("slower than" if ratio < ideal * 0.99 else "in step with")
+        lines.append(f"Capacity grows {kind} the pool: {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} GPU(s), "
+                     f"{_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.2f}x for {ideal:g}x the GPUs).")
+    return lines
+
+
+def _commentary_step3(rows: pd.DataFrame) -> list[str]:
+    rows = rows.sort_values("k_bins")
+    first, last = rows.iloc[0], rows.iloc[-1]
+    rates = rows["sla_violation_rate"].to_numpy(dtype=float)
+    lines = [f"Across K = {int(first.k_bins)}..{int(last.k_bins)} the SLA violation rate spans "
+             f"{_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({(np.nanmax(rates) - np.nanmin(rates)) * 100:.1f} "
+             f"points) and p99 latency goes from {_num(first.latency_p99_s)} s (K = {int(first.k_bins)}) to "
+             f"{_num(last.latency_p99_s)} s (K = {int(last.k_bins)})."]
+    if len(rows) > 2:
+        step = abs(rates[-1] - rates[-2])
+        lines.append(f"From K = {int(rows.iloc[-2].k_bins)} to {int(last.k_bins)} the violation rate moves by "
+                     f"{step * 100:.1f} points: " + ("the curve has flattened; more bins buy little."
+                                                    if step < 0.005 else "it is still moving at the largest K tested."))
+    caps = capacity_rows(rows)
+    if not caps.empty and "capacity_rps" in caps:
+        found = caps.dropna(subset=["capacity_rps"])
+        if found.empty:
+            lines.append("No K reaches the capacity target at any load.")
+        else:
+            best = found.loc[found["capacity_rps"].idxmax()]
+            missing = len(caps) - len(found)
+            lines.append(f"Capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s)"
+                         + (f"; {missing} of the {len(caps)} K values reach the target at no load." if missing
+                            else "; every K reaches the target at some load."))
+    return lines
+
+
+COMMENTARIES = dict(zip(STEP_ORDER, (_commentary_step1, _commentary_step2, _commentary_step3)))
+
+
+def commentary(rows: pd.DataFrame, step: str) -> str:
+    """What this run's rows show, in sentences computed from them (markdown): no fixed claims."""
+    if rows.empty:
+        return f"No results for {step}."
+    lines = COMMENTARIES[step](rows.reset_index(drop=True))
+    bullets = [line for line in lines if line.startswith("- ")]
+    paragraphs = [line for line in lines if not line.startswith("- ")]
+    return "\n\n".join((["\n".join(bullets)] if bullets else []) + paragraphs)

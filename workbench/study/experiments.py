@@ -236,6 +236,15 @@ class StepPlan:
         return analysis.update_outputs(self.results_dir, self.step, rows)
 
 
+def notebook_setup() -> None:
+    """What every step notebook sets up: workbench's log lines (one per finished test) and compact tables."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("workbench").setLevel(logging.INFO)
+    pd.set_option("display.precision", 3)
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.width", 200)
+
+
 def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:
     """Step 1's volumes: ``request_volumes`` if given, else 1K, 10K, ... up to ``max_requests`` (and it)."""
     if request_volumes is not None:
@@ -357,5 +366,5 @@ def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100) -> int:
     return step1 + sum(g <= max_gpus for g in GPU_COUNTS) + len(K_VALUES)
 
 
-__all__ = ["STEPS", "STEP1", "STEP2", "STEP3", "StepParams", "StepPlan", "plan_step1", "plan_step2",
+__all__ = ["notebook_setup", "STEPS", "STEP1", "STEP2", "STEP3", "StepParams", "StepPlan", "plan_step1", "plan_step2",
            "plan_step3", "request_volumes_for", "resolve_best_gpu_count", "brief", "total_tests"]
