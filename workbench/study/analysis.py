@@ -364,7 +364,9 @@ def _validity(what: str, value, *, sla_violation_rate=None, capacity_rps=..., te
                          "may lie beyond.")
     return {"value": _json_safe(value), "meets_sla": meets, "at_edge": at_edge,
             "valid": bool(meets is not False and not at_edge),
-            "sentence": " ".join(sentences) if sentences else f"{name} meets the SLA and lies inside the range tested."}
+            "sentence": " ".join(sentences) if sentences else (
+                f"{name} {'reaches the capacity target' if capacity_rps is not ... else 'meets the SLA'} and lies "
+                "inside the range tested.")}
 
 
 def _any_meets(rows: pd.DataFrame) -> bool | None:
@@ -697,8 +699,11 @@ def _commentary_step3(rows: pd.DataFrame) -> list[str]:
             lines.append("No K reaches the capacity target at any load.")
         else:
             best = found.loc[found["capacity_rps"].idxmax()]
+            chosen = best_k_by_capacity(rows)
             missing = len(caps) - len(found)
-            lines.append(f"Capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s)"
+            tie = "" if chosen == int(best.k_bins) else (
+                f"; K = {chosen} is within {CAPACITY_TOLERANCE:.0%} of it, so the best K by capacity is {chosen}")
+            lines.append(f"Capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s){tie}"
                          + (f"; {missing} of the {len(caps)} K values reach the target at no load." if missing
                             else "; every K reaches the target at some load."))
     return lines
