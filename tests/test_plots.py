@@ -92,3 +92,14 @@ def test_a_best_line_says_when_it_cannot_be_trusted():
                for t in labels), labels
     fig = plots.plot_kbins_sensitivity(step3_rows())
     assert "best K: 32 (largest tested)" in legend_texts(fig.axes[0])
+
+
+def test_capacity_per_gpu_starts_at_zero_and_its_best_lines_carry_their_caveats():
+    rows = step2_rows().assign(capacity_criterion="attainment", capacity_target=0.9,
+                               capacity_rps=(0.25, 1.2, 3.6, 8.5))
+    fig = plots.plot_gpu_capacity(rows)
+    per_gpu = next(ax for ax in fig.axes if ax.get_ylabel() == "capacity per GPU (req/s)")
+    assert per_gpu.get_ylim()[0] == 0.0
+    labels = legend_texts(per_gpu)
+    assert "best by capacity per GPU: 8 (largest tested)" in labels
+    assert "best by goodput rule: 8 (misses the SLA; largest tested)" in labels

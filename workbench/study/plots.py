@@ -258,6 +258,7 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
                     label=f"ideal linear scaling from {int(base['num_gpus'])} GPU")
     ax_cap.plot(gpus, rows["throughput_rps"].to_numpy(dtype=float), color="tab:orange", ls="--", lw=1, marker=".",
                 label="replayed throughput (one load)")
+    _offered_reference(ax_cap, rows, "num_gpus")
     ax_cap.set_xscale("log", base=2)
     ax_cap.set_yscale("log")
     ax_cap.set_ylabel("requests/s")
@@ -273,10 +274,14 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
             "capacity scaling efficiency")
     best = analysis.best_gpu_count_by_capacity_per_gpu(rows)
     if best is not None:
-        ax_eff.axvline(best, color="tab:green", ls="--", lw=1, label=f"best by capacity per GPU: {best}")
+        ax_eff.axvline(best, color="tab:green", ls="--", lw=1,
+                       label=_best_label("best by capacity per GPU", best, gpus, None))
     by_goodput = analysis.best_gpu_count(rows)
     if by_goodput is not None:
-        ax_eff.axvline(by_goodput, color="tab:purple", ls="-.", lw=1, label=f"best by goodput rule: {by_goodput}")
+        violation = float(rows.loc[rows["num_gpus"] == by_goodput, "sla_violation_rate"].iloc[0])
+        ax_eff.axvline(by_goodput, color="tab:purple", ls="-.", lw=1,
+                       label=_best_label("best by goodput rule", by_goodput, gpus, violation))
+    ax_eff.set_ylim(bottom=0)
     ax_eff.legend(fontsize=8)
     for ax in (ax_cap, ax_eff):
         ax.set_xticks(gpus, [str(int(g)) for g in gpus])
