@@ -42,6 +42,8 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "capacity_search": ("bool", "whether the test searched its capacity"),
     # replay summary (workbench.sim.metrics.summarize)
     "offered": ("requests", "requests in the replay"),
+    "offered_rps": (REQ_S, "the arrival rate actually replayed (issue 9 item 4; drawn as the offered rate in the "
+                           "throughput panels)"),
     "completed": ("requests", "requests served"),
     "rejected": ("requests", "requests that can never fit in the KV cache (counted as SLA violations)"),
     "makespan_s": ("s", "from the first arrival to the last finish"),
