@@ -149,10 +149,14 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     assert sorted(step2["num_gpus"]) == [1, 2, 4]
     analysis = json.loads((results / "analysis.json").read_text())
     best = analysis["best_gpu_count"]
-    assert best in (1, 2, 4) and analysis["step2_gpu_scaling"]["best_gpu_count"] == best
+    # the rule, computed here from the CSV: the fewest GPUs whose goodput is within 1% of the best goodput
+    expected = min(int(g) for g, good in zip(step2["num_gpus"], step2["goodput_rps"])
+                   if good >= 0.99 * step2["goodput_rps"].max())
+    assert best == expected and analysis["step2_gpu_scaling"]["best_gpu_count"] == best
     step3 = pd.read_csv(results / f"{STEP3}.csv")
     assert sorted(step3["k_bins"]) == [1, 2, 4, 8, 16, 32] and set(step3["num_gpus"]) == {best}
-    assert analysis["best_k"] in (1, 2, 4, 8, 16, 32)
+    lowest = step3.sort_values(["sla_violation_rate", "goodput_rps", "k_bins"], ascending=[True, False, True])
+    assert analysis["best_k"] == int(lowest["k_bins"].iloc[0])  # lowest violation; ties: goodput, smaller K
     assert set(analysis["step2_gpu_scaling"]["scaling_efficiency"]) == {"1", "2", "4"}
     assert set(analysis["step1_request_scaling"]["breaking_points"]) == set(step1["label"])
     assert analysis["step1_request_scaling"]["best_config"]["num_requests"] == 2_000
@@ -197,7 +201,9 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     assert set(step2_part["capacity_per_gpu"]) == set(step2_part["capacity_scaling_efficiency"]) == {"1", "2", "4"}
     assert step2_part["capacity_monotone_in_gpus"] is (not step2_part["capacity_monotone_exceptions"])
     assert analysis["best_gpu_count_by_capacity_per_gpu"] == step2_part["best_gpu_count_by_capacity_per_gpu"]
-    assert analysis["best_gpu_count_by_capacity_per_gpu"] in (1, 2, 4)
+    per_gpu = {int(g): c / g for g, c in zip(step2["num_gpus"], step2["capacity_rps"].fillna(0.0))}
+    assert analysis["best_gpu_count_by_capacity_per_gpu"] == min(
+        g for g, v in per_gpu.items() if v >= 0.99 * max(per_gpu.values()))
     assert set(step3_part["capacity_rps"]) == set(step3["label"])
     assert analysis["best_k_by_capacity"] == step3_part["best_k_by_capacity"] in (1, 2, 4, 8, 16, 32)
     assert set(analysis["step1_request_scaling"]["capacity_rps"]) == set(searched["label"])
