@@ -23,6 +23,13 @@ at the largest volume, in step 2 every GPU count, in step 3 every K.  A replay
 only says whether the pool keeps up at the one load replayed; once it does,
 more GPUs or bins change nothing, while capacity keeps telling them apart.
 
+Results folder: every plan claims its folder for its parameters
+(:mod:`workbench.study.folders`): ``results_dir=None`` means ``results/default``
+at the default parameters and ``results/<the parameters that differ>``
+otherwise; a folder holding another parameter set is refused.  Step 3's rows
+record where its GPU count came from (``gpu_count_source``, ``step2_test_id``),
+and ``analysis.json`` says whether it is still step 2's best GPU count.
+
 Each step loads its trace once (step 1 once per volume) and keys its tests by
 the trace's fingerprint.  The notebook ``seed`` seeds both the simulation and
 the synthetic trace.
