@@ -19,7 +19,7 @@
 #
 # **Best K**: the K with the lowest SLA violation rate (ties: higher goodput, then smaller K). **Effective bins**: the bins actually used; equal-mass edges can merge when many requests share a predicted length.
 #
-# **Capacity** (with `capacity_search`): the largest arrival rate each K sustains within the SLA target at that GPU count, which is where bins should matter: at the replayed load every K delivers the same throughput (the offered load) and differs only in its violation rate. **Best K by capacity**: the highest capacity (K values within 1% of it: the smaller K).
+# **Capacity** (with `capacity_search`): the largest arrival rate each K sustains within the SLA target at that GPU count, which is where bins should matter: at the replayed load, every K whose pool keeps up delivers the same throughput (the offered load) and differs only in its violation rate. **Best K by capacity**: the highest capacity (K values within 1% of it: the smaller K).
 #
 # The schedulers, in one sentence each:
 #
@@ -81,7 +81,7 @@ plots.plot_kbins_sensitivity(results, results_dir=plan.results_dir)
 # %% [markdown]
 # ## Capacity against K
 #
-# **Capacity is not replayed throughput.** A replay runs the trace at one load (`rps_scaling`), so it only tells whether the pool keeps up at that load: once it does, throughput equals the offered load whatever the GPUs or bins, and nothing queues to tell them apart. Capacity replays the *same* trace faster or slower (same request mix, same bursts) and bisects for the highest load at which at least `capacity_attainment` of the requests still finish within `d_sla`. At the step's GPU count every K replays at the same throughput; their capacities say how much more load each takes.
+# **Capacity is not replayed throughput.** A replay runs the trace at one load (`rps_scaling`), so it only tells whether the pool keeps up at that load: once it does, throughput equals the offered load whatever the GPUs or bins, and nothing queues to tell them apart. Capacity replays the *same* trace faster or slower (same request mix, same bursts) and bisects for the highest load at which at least `capacity_attainment` of the requests still finish within `d_sla`. Where every K keeps up with the replayed load, they deliver the same throughput; their capacities say how much more load each takes.
 #
 # **Why the target is 0.9, not 0.95.** Two things cap the attainment any load can give on this trace. First, some requests are too long to finish within `d_sla` even alone on an idle GPU; the share that could, the *attainable share*, is printed below from the rows. Second, the trace's timestamps are whole seconds, as in BurstGPT, so many arrivals share their instant with another, and replaying the trace slower never separates them. On one GPU, requests that arrive together are batched together (or wait for each other) at any load, and a short request batched with a long one misses the SLA; on several GPUs the dynamic schedulers share simultaneous arrivals out over the idle GPUs (`spread_idle`), while `static_fifo` still stacks them on one. A configuration that misses the target even at the lowest load the search tries is listed below as *unreachable*, with the best attainment the search measured: that is a finding in itself, the SLA this policy cannot keep on this trace at any load.
 
@@ -90,7 +90,7 @@ display(Markdown(analysis.capacity_markdown(results)))
 analysis.capacity_table(results)
 
 # %% [markdown]
-# The dashed orange line is the replayed throughput (the offered load, whatever K); the dashed green one marks the best K by capacity.
+# The dashed orange line is the replayed throughput at the one load replayed (the offered load wherever the pool keeps up); the dashed green one marks the best K by capacity.
 
 # %%
 plots.plot_kbins_capacity(results, results_dir=plan.results_dir)
