@@ -48,7 +48,8 @@ def has_image(nb) -> bool:
     return any("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
 
 
-ALL_NOTEBOOKS = (*STEPS, "validation")
+# every notebook of the repository, including ones added later (each must be a jupytext pair)
+ALL_NOTEBOOKS = tuple(sorted({*STEPS, "validation", *(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))}))
 
 
 def cell_essence(nb) -> list[tuple[str, str, tuple[str, ...]]]:
