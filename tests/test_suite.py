@@ -111,22 +111,17 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
         assert WIDE_TABLE_CSS in html
     for noise in ("without encryption", "SetuptoolsDeprecationWarning", "Executing:", "\r"):
         assert noise not in done.stdout + done.stderr, noise
-    analysis = json.loads((results / "analysis.json").read_text())
-    step2 = pd.read_csv(results / f"{STEP2}.csv")
-    assert analysis["best_gpu_count"] == smallest_within_1pct(step2, "goodput_rps")
-    per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
-                            "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
-    assert analysis["best_gpu_count_by_capacity_per_gpu"] == smallest_within_1pct(per_gpu, "capacity_per_gpu")
-    assert "By capacity" in done.stdout
     # the column dictionary (docs/columns.md) explains every column and key the suite wrote
+    found = json.loads((results / "analysis.json").read_text())
+    rows2 = pd.read_csv(results / f"{STEP2}.csv")
     for csv in results.glob("*.csv"):
         assert columns.undocumented_columns(pd.read_csv(csv, nrows=1).columns) == [], csv.name
-    assert columns.undocumented_analysis_keys(analysis) == []
+    assert columns.undocumented_analysis_keys(found) == []
     # step 3 recorded the step-2 row it used; the last lines say which "best" answers cannot be trusted
-    gpu_count = analysis["step3_kbins_sensitivity"]["gpu_count"]
+    gpu_count = found["step3_kbins_sensitivity"]["gpu_count"]
     assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
-    assert gpu_count["step2_test_id"] == step2.loc[step2["num_gpus"] == analysis["best_gpu_count"], "test_id"].item()
-    for warning in analysis["warnings"]:
+    assert gpu_count["step2_test_id"] == rows2.loc[rows2["num_gpus"] == found["best_gpu_count"], "test_id"].item()
+    for warning in found["warnings"]:
         assert f"Warning: {warning}" in done.stdout
     # another parameter set in the same folder: refused, and nothing in it changes
     files = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
@@ -134,6 +129,13 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
                              text=True)
     assert refused.returncode != 0 and "d_sla: 1 there, 2 here" in refused.stderr
     assert {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()} == files
+    analysis = json.loads((results / "analysis.json").read_text())
+    step2 = pd.read_csv(results / f"{STEP2}.csv")
+    assert analysis["best_gpu_count"] == smallest_within_1pct(step2, "goodput_rps")
+    per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
+                            "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
+    assert analysis["best_gpu_count_by_capacity_per_gpu"] == smallest_within_1pct(per_gpu, "capacity_per_gpu")
+    assert "By capacity" in done.stdout
 
     # step 3 only, with an explicit GPU count: reuses the folder, reruns step 3 only
     before = {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)}
