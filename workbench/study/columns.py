@@ -195,7 +195,8 @@ STEP_NAMES = ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensiti
 CONFIG_UNITS = {"num_gpus": "GPUs", "k_bins": "bins", "batch_size": "requests", "b_min": "requests",
                 "b_max": "requests", "edge_sample": "requests", "ctrl_alpha": "requests", "ctrl_delta": "requests",
                 "ctrl_window": "batches", "kv_gb_per_token": "GB/token", "mem_theta": "std-devs",
-                "sla_budget_fraction": "share", "ctrl_eps_fraction": "share", "spread_idle": "bool"}
+                "sla_budget_fraction": "share", "ctrl_eps_fraction": "share", "spread_idle": "bool",
+                "ctrl_retry_batches": "batches", "gpu_memory_utilization": "share"}
 
 
 def _unit_from_name(name: str) -> str:
