@@ -68,6 +68,11 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "k_bins_effective": ("bins", "bins actually used (equal-mass edges merge when lengths repeat)"),
     "bin{j}_requests": ("requests", "requests served from bin j (multi-bin schedulers, K > 1)"),
     "bin{j}_batch_size_mean": ("requests", "mean batch size in bin j"),
+    "bin{j}_offered": ("requests", "requests assigned to bin j, rejected included"),
+    "bin{j}_latency_mean_s": ("s", "mean end-to-end latency of bin j's completed requests"),
+    "bin{j}_latency_p99_s": ("s", "99th percentile of that latency"),
+    "bin{j}_sla_violation_rate": ("share", "bin j's late or rejected requests / its offered requests"),
+    "bin{j}_gpu_time_share": ("share", "bin j's share of all GPU busy time"),
     # capacity (workbench.study.capacity), on the tests that searched it
     "capacity_rps": (REQ_S, "largest arrival rate meeting the capacity target; empty when no load meets it"),
     "capacity_scaling": ("x trace rate", "capacity_rps relative to the trace's own rate"),
@@ -80,6 +85,8 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "capacity_target": ("share or s", "the target the criterion must reach"),
     "capacity_bounded": ("bool", "false: the target still held at the highest load tried (capacity is a lower bound)"),
     "capacity_monotone": ("bool", "false: attainment rose again with load during the search"),
+    "capacity_scaling_region_low": ("x trace rate", "where the passing region containing the capacity begins on "
+                                                    "the scan grid (when attainment is not monotone in load)"),
     "capacity_resolution": ("share", "relative width of the bracket the bisection stops at"),
     "capacity_error": ("", "why no load meets the target (empty when one does)"),
     # step 3's provenance (workbench.study.experiments.resolve_best_gpu_count)
