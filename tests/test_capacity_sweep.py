@@ -92,7 +92,8 @@ def test_which_tests_of_each_step_search_their_capacity(small_trace_csv, tmp_pat
     assert all(t.capacity is not None for t in experiments.plan_step2(**common).tests)
     assert all(t.capacity is not None for t in experiments.plan_step3(best_gpu_count=2, **common).tests)
     # without capacity, the ids are the replay-only ids they always were
-    off = experiments.plan_step2(capacity_search=False, **common).tests
+    # another parameter set: another folder (a folder holds one parameter set, issue 9 item 6)
+    off = experiments.plan_step2(capacity_search=False, **{**common, "results_dir": str(tmp_path / "off")}).tests
     assert all(t.capacity is None for t in off)
     assert [t.test_id for t in off] == [sweep.test_id(t.trace, t.trace_fingerprint, t.config, t.latency)
                                         for t in off]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import json
 import subprocess
+import tomllib
 
+import jupytext
 import nbformat
 import pandas as pd
 import papermill as pm
@@ -46,10 +48,59 @@ def has_image(nb) -> bool:
     return any("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
 
 
-def test_generated_notebooks_are_up_to_date(python):
-    result = subprocess.run([python, str(paths.NOTEBOOKS_DIR / "_build_notebooks.py"), "--check"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+# every notebook of the repository, including ones added later (each must be a jupytext pair)
+ALL_NOTEBOOKS = tuple(sorted({*STEPS, "validation", *(p.stem for p in paths.NOTEBOOKS_DIR.glob("*.ipynb"))}))
+
+
+def cell_essence(nb) -> list[tuple[str, str, tuple[str, ...]]]:
+    """What a notebook pair must agree on: each cell's type, source and tags."""
+    return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def pair_drift(py_path, ipynb_path) -> list[str]:
+    """The cells where a jupytext ``.py`` and its ``.ipynb`` disagree (empty: in sync)."""
+    py_cells = cell_essence(jupytext.read(py_path))
+    nb_cells = cell_essence(nbformat.read(ipynb_path, as_version=4))
+    drift = []
+    for i, (a, b) in enumerate(zip(py_cells, nb_cells)):
+        if a != b:
+            lines = [(x, y) for x, y in zip(a[1].splitlines() + [""], b[1].splitlines() + [""]) if x != y]
+            drift.append(f"cell {i}: .py {a[0]} {a[2]} {lines[0][0] if lines else ''!r} != "
+                         f".ipynb {b[0]} {b[2]} {lines[0][1] if lines else ''!r}")
+    if len(py_cells) != len(nb_cells):
+        drift.append(f"{len(py_cells)} cells in the .py, {len(nb_cells)} in the .ipynb")
+    return drift
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_every_notebook_is_a_jupytext_pair_in_sync(name):
+    py, ipynb = paths.NOTEBOOKS_DIR / f"{name}.py", paths.NOTEBOOKS_DIR / f"{name}.ipynb"
+    assert py.is_file() and ipynb.is_file()
+    assert pair_drift(py, ipynb) == [], f"run `.venv/bin/jupytext --sync notebooks/{name}.py`"
+    assert "# %% tags=[\"parameters\"]" in py.read_text()  # papermill's tag lives in the .py too
+
+
+def test_pair_drift_is_detected(tmp_path):
+    py = tmp_path / "nb.py"
+    py.write_text((paths.NOTEBOOKS_DIR / f"{STEP2}.py").read_text().replace("max_gpus = 100", "max_gpus = 99", 1))
+    assert any("max_gpus = 99" in d for d in pair_drift(py, notebook_path(STEP2)))
+    py.write_text((paths.NOTEBOOKS_DIR / f"{STEP2}.py").read_text() + "\n# %%\nprint('new cell')\n")
+    assert pair_drift(py, notebook_path(STEP2)) == ["%d cells in the .py, %d in the .ipynb" % (
+        len(nbformat.read(notebook_path(STEP2), as_version=4).cells) + 1,
+        len(nbformat.read(notebook_path(STEP2), as_version=4).cells))]
+
+
+def test_jupytext_config_pairs_the_notebooks():
+    config = tomllib.loads((paths.REPO_ROOT / "jupytext.toml").read_text())
+    assert config["formats"] == "ipynb,py:percent"
+    assert not list(paths.NOTEBOOKS_DIR.glob("_build*.py"))  # no generator scripts: the pairs are the source
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_every_notebook_is_committed_without_outputs(name):
+    nb = nbformat.read(paths.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), f"{name}.ipynb has outputs"
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -115,11 +166,25 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     for step in STEPS:
         for png in (results / f"{step}.png", results / f"{step}_capacity.png"):
             assert png.read_bytes()[:8] == PNG_MAGIC, png
+    # one log line per finished test, no progress bar frozen at 0% in the saved notebook
+    text2 = outputs_text(nb2)
+    assert [line.split("] ")[0].split("[")[-1] for line in text2.splitlines() if "step2_gpu_scaling [" in line] \
+        == ["1/3", "2/3", "3/3"]
+    assert "%|" not in text2
+    # the commentary is computed from this run's rows
+    assert "From 1 to 4 GPUs throughput goes from" in text2
     for nb in (nb1, nb2, nb3):
         assert has_image(nb)
         assert "synthetic" in outputs_text(nb)
         assert "Attainable share" in outputs_text(nb)  # the capacity cell ran and printed it from the rows
     assert "step 2's best GPU count" in outputs_text(nb3)
+    gpu_count = analysis["step3_kbins_sensitivity"]["gpu_count"]
+    assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
+    assert gpu_count["step2_test_id"] == step2.loc[step2["num_gpus"] == best, "test_id"].item()
+    assert set(analysis["validity"]) == {"best_config_step1", "best_gpu_count", "best_gpu_count_by_capacity_per_gpu",
+                                         "best_k", "best_k_by_capacity"}
+    for check, nb in (("best_config_step1", nb1), ("best_gpu_count", nb2), ("best_k", nb3)):
+        assert analysis["validity"][check]["sentence"] in outputs_text(nb)  # the notebooks say it too
 
     # capacity: 1-GPU configurations of the largest volume in step 1, every GPU count, every K
     searched = step1[step1["capacity_criterion"].notna()]

@@ -14,8 +14,9 @@ import pytest
 
 from workbench import paths
 from workbench.__main__ import build_parser, main, options_from_args
+from workbench.study import columns
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
-from workbench.study.suite import VALIDATION, SuiteOptions, notebook_parameters
+from workbench.study.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
 TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
 
@@ -103,6 +104,31 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
                 assert str(results / f"{step}{suffix}") in done.stdout  # the report says where things are
         assert "synthetic" in (results / f"{step}.html").read_text()
     assert "all_results.csv" in done.stdout and "analysis.json" in done.stdout
+    # shareable: no machine paths in the HTML, wide tables scroll, a quiet log (issue 9 item 9)
+    for step in STEPS:
+        html = (results / f"{step}.html").read_text()
+        assert str(results) not in html and str(paths.REPO_ROOT) not in html, step
+        assert WIDE_TABLE_CSS in html
+    for noise in ("without encryption", "SetuptoolsDeprecationWarning", "Executing:", "\r"):
+        assert noise not in done.stdout + done.stderr, noise
+    # the column dictionary (docs/columns.md) explains every column and key the suite wrote
+    found = json.loads((results / "analysis.json").read_text())
+    rows2 = pd.read_csv(results / f"{STEP2}.csv")
+    for csv in results.glob("*.csv"):
+        assert columns.undocumented_columns(pd.read_csv(csv, nrows=1).columns) == [], csv.name
+    assert columns.undocumented_analysis_keys(found) == []
+    # step 3 recorded the step-2 row it used; the last lines say which "best" answers cannot be trusted
+    gpu_count = found["step3_kbins_sensitivity"]["gpu_count"]
+    assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
+    assert gpu_count["step2_test_id"] == rows2.loc[rows2["num_gpus"] == found["best_gpu_count"], "test_id"].item()
+    for warning in found["warnings"]:
+        assert f"Warning: {warning}" in done.stdout
+    # another parameter set in the same folder: refused, and nothing in it changes
+    files = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
+    refused = subprocess.run(_main_command(results, "--d-sla", "2"), cwd=paths.REPO_ROOT, capture_output=True,
+                             text=True)
+    assert refused.returncode != 0 and "d_sla: 1 there, 2 here" in refused.stderr
+    assert {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()} == files
     analysis = json.loads((results / "analysis.json").read_text())
     step2 = pd.read_csv(results / f"{STEP2}.csv")
     assert analysis["best_gpu_count"] == smallest_within_1pct(step2, "goodput_rps")

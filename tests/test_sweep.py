@@ -90,14 +90,22 @@ def test_a_rerun_recomputes_nothing(small_trace_csv, tmp_path, count_runs):
 
 
 def test_changing_one_parameter_reruns_only_the_tests_it_affects(small_trace_csv, tmp_path, count_runs):
-    common = dict(max_requests=2_000, dataset=str(small_trace_csv), results_dir=str(tmp_path), executor="serial")
-    experiments.plan_step2(max_gpus=2, **common).run(progress=False)
+    # the checkpoint is keyed by each test's full configuration. (A step's results folder holds one parameter
+    # set, issue 9 item 6, so the plans go to their own folders and the tests share one checkpoint here.)
+    common = dict(max_requests=2_000, dataset=str(small_trace_csv), executor="serial")
+    shared = tmp_path / "shared"
+
+    def run(**changes):
+        plan = experiments.plan_step2(results_dir=str(tmp_path / str(len(count_runs))), **common, **changes)
+        run_sweep(plan.tests, shared, checkpoint="step2_gpu_scaling.csv", executor="serial", progress=False)
+
+    run(max_gpus=2)
     assert len(count_runs) == 2
-    experiments.plan_step2(max_gpus=4, **common).run(progress=False)  # adds 4 GPUs only
+    run(max_gpus=4)  # adds 4 GPUs only
     assert len(count_runs) == 3
-    experiments.plan_step2(max_gpus=4, d_sla=2.0, **{k: v for k, v in common.items()}).run(progress=False)
+    run(max_gpus=4, d_sla=2.0)
     assert len(count_runs) == 6  # another SLA: every test is new
-    assert len(read_rows(tmp_path / "step2_gpu_scaling.csv")) == 6
+    assert len(read_rows(shared / "step2_gpu_scaling.csv")) == 6
 
 
 def test_torn_last_line_and_duplicates_are_dropped_on_load(small_trace_csv, tmp_path, caplog):

@@ -72,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--k-bins", type=_positive_int, default=4, metavar="K",
                        help="bins of the multi-bin schedulers in steps 1 and 2 (default 4)")
     suite.add_argument("--seed", type=int, default=42, help="seed of the simulation and the synthetic trace")
-    suite.add_argument("--results-dir", default="results/default", metavar="DIR",
-                       help="where everything is written (default results/default)")
+    suite.add_argument("--results-dir", default=None, metavar="DIR",
+                       help="where everything is written (default: results/default at the default parameters, "
+                            "else results/<the parameters that differ>, e.g. results/max_gpus=16); a folder holds "
+                            "one parameter set: another set is refused there")
     suite.add_argument("--executor", default=None, metavar="SPEC",
                        help="serial, process, process:N or dask://host:port "
                             "(default: a local process pool when more than one test is queued)")
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--validate", action="store_true",
                        help="also run notebooks/validation.ipynb and fidelity_vllm.ipynb after the steps")
     suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
+    commands.add_parser("columns", help="print the column dictionary (every CSV column and analysis.json key) "
+                                        "as markdown; docs/columns.md is this output")
     return parser
 
 
@@ -124,7 +128,13 @@ def check_executor(spec) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "columns":
+        from workbench.study.columns import markdown
+
+        sys.stdout.write(markdown())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from workbench.study.folders import ResultsFolderConflict
     from workbench.study.suite import SuiteError, run_suite
 
     try:
@@ -135,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         report = run_suite(options, progress=not args.no_progress)
+    except ResultsFolderConflict as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

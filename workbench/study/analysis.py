@@ -75,6 +75,13 @@ RULES = {
                                           f"{CAPACITY_TOLERANCE:.0%} of it: the fewest GPUs",
     "best_k_by_capacity": f"highest capacity_rps in step 3; K values within {CAPACITY_TOLERANCE:.0%} of it: "
                           "the smallest K",
+    "meets_sla": f"a replayed configuration meets the SLA when its sla_violation_rate is at most "
+                 f"{BREAKING_SLA_VIOLATION:.0%}; a capacity-based best meets it when its capacity_rps is not null",
+    "at_edge": "a best GPU count or best K equal to the largest value tested (the optimum may lie beyond); "
+               "1 GPU and K = 1 are the smallest possible values, not an edge",
+    "valid": "a best meets the SLA and is not at the edge of the range tested; validity.<best>.sentence says why not",
+    "gpu_count": "step 3: where its GPU count came from (given, step 2's best GPU count, or the default), the "
+                 "step-2 row it used, and whether it still is step 2's best GPU count",
     "capacity_monotone_in_gpus": "step 2: capacity never falls as the GPU count grows (same trace, scheduler "
                                  "and K); every fall is listed, an unreachable target counting as capacity 0",
 }
@@ -323,6 +330,110 @@ def analyze_step3(rows: pd.DataFrame) -> dict:
 
 
 ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
+STEP_VALIDITY = dict(zip(STEP_ORDER, (("best_config_step1",), ("best_gpu_count", "best_gpu_count_by_capacity_per_gpu"),
+                                      ("best_k", "best_k_by_capacity"))))
+
+
+# --------------------------------------------------------------------------- validity of the "best" answers
+
+def _meets(rate) -> bool | None:
+    return None if rate is None or (isinstance(rate, float) and math.isnan(rate)) else bool(
+        rate <= BREAKING_SLA_VIOLATION)
+
+
+def _validity(what: str, value, *, sla_violation_rate=None, capacity_rps=..., tested=(), unit: str = "",
+              any_meets: bool | None = None, edge_applies: bool = True) -> dict:
+    """Whether one "best" answer can be trusted, with a sentence saying why not."""
+    if value is None:
+        return {"value": None, "meets_sla": None, "at_edge": None, "valid": False,
+                "sentence": f"No {what}: no results to pick it from."}
+    name = f"{what[0].upper()}{what[1:]}, {value}{unit},"
+    if capacity_rps is not ...:
+        meets = capacity_rps is not None
+        miss = f"{name} has no load that meets the capacity target"
+    else:
+        meets = _meets(sla_violation_rate)
+        miss = (f"{name} misses the SLA target: {sla_violation_rate:.1%} of its requests violate it "
+                f"(target: at most {BREAKING_SLA_VIOLATION:.0%})" if meets is False else "")
+    at_edge = bool(edge_applies and len(tested) > 1 and value == max(tested))
+    sentences = []
+    if meets is False:
+        sentences.append(miss + ("; no configuration tested meets the SLA" if any_meets is False else "") + ".")
+    if at_edge:
+        sentences.append(("It is also" if sentences else f"{name} is") + " the largest value tested: the optimum "
+                         "may lie beyond.")
+    return {"value": _json_safe(value), "meets_sla": meets, "at_edge": at_edge,
+            "valid": bool(meets is not False and not at_edge),
+            "sentence": " ".join(sentences) if sentences else (
+                f"{name} {'reaches the capacity target' if capacity_rps is not ... else 'meets the SLA'} and lies "
+                "inside the range tested.")}
+
+
+def _any_meets(rows: pd.DataFrame) -> bool | None:
+    rates = rows["sla_violation_rate"].dropna() if "sla_violation_rate" in rows else pd.Series(dtype=float)
+    return None if rates.empty else bool((rates <= BREAKING_SLA_VIOLATION).any())
+
+
+def validity(out: dict, all_rows: pd.DataFrame) -> dict:
+    """Per "best" answer of ``out`` (the analysis): value, meets_sla, at_edge, valid and a sentence."""
+    def rows_of(step):
+        return all_rows[all_rows["step"] == step] if not all_rows.empty else all_rows
+
+    found = {}
+    s1, s2, s3 = (out.get(step) for step in STEP_ORDER)
+    if s1:
+        best = s1.get("best_config") or {}
+        largest = rows_of(STEP_ORDER[0])
+        largest = largest[largest["num_requests"] == largest["num_requests"].max()]
+        found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
+                                               sla_violation_rate=best.get("sla_violation_rate"),
+                                               any_meets=_any_meets(largest), edge_applies=False)
+    if s2:
+        best = s2.get("best_config") or {}
+        found["best_gpu_count"] = _validity("the best GPU count", s2.get("best_gpu_count"), unit=" GPUs",
+                                            sla_violation_rate=best.get("sla_violation_rate"),
+                                            tested=s2["gpu_counts"], any_meets=_any_meets(rows_of(STEP_ORDER[1])))
+        if s2.get("capacity_search"):
+            by_cap = s2.get("best_gpu_count_by_capacity_per_gpu")
+            found["best_gpu_count_by_capacity_per_gpu"] = _validity(
+                "the best GPU count by capacity per GPU", by_cap, unit=" GPUs", tested=s2["gpu_counts"],
+                capacity_rps=(s2.get("best_config_by_capacity_per_gpu") or {}).get("capacity_rps"))
+    if s3:
+        best = s3.get("best_config") or {}
+        found["best_k"] = _validity("the best K", s3.get("best_k"), sla_violation_rate=best.get("sla_violation_rate"),
+                                    tested=s3["k_values"], any_meets=_any_meets(rows_of(STEP_ORDER[2])))
+        if s3.get("capacity_search"):
+            found["best_k_by_capacity"] = _validity(
+                "the best K by capacity", s3.get("best_k_by_capacity"), tested=s3["k_values"],
+                capacity_rps=(s3.get("best_config_by_capacity") or {}).get("capacity_rps"))
+    return found
+
+
+def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
+    """Where step 3's GPU count came from, the step-2 row it used, and whether it is step 2's best count now."""
+    gpus = sorted(int(g) for g in step3_rows["num_gpus"].unique())
+    def first(column):
+        if column not in step3_rows:
+            return None
+        values = step3_rows[column].dropna()
+        return str(values.iloc[0]) if not values.empty else None
+
+    source, used = first("gpu_count_source"), first("step2_test_id")
+    best_now = best_gpu_count(step2_rows) if not step2_rows.empty else None
+    now_id = (str(step2_rows.loc[step2_rows["num_gpus"] == best_now, "test_id"].iloc[0])
+              if best_now is not None else None)
+    matches = None if best_now is None else (gpus == [best_now])
+    where = {"given": "given explicitly (best_gpu_count)", "step2_best_gpu_count": "step 2's best GPU count",
+             "default": "the default (no step 2 results when step 3 ran)"}.get(source, "not recorded")
+    sentence = f"Step 3 ran at {', '.join(map(str, gpus))} GPUs ({where})."
+    if matches is False:
+        sentence += (f" Step 2's best GPU count in these results is {best_now}: step 3's K sweep is not at it "
+                     "(rerun step 3 without best_gpu_count to use it).")
+    elif matches:
+        sentence += " That is step 2's best GPU count in these results."
+    return {"num_gpus": gpus[0] if len(gpus) == 1 else gpus, "source": source, "step2_test_id": used,
+            "step2_best_gpu_count": best_now, "step2_best_test_id": now_id, "matches_step2_best": matches,
+            "sentence": sentence}
 
 
 def analyze(all_rows: pd.DataFrame) -> dict:
@@ -337,7 +448,16 @@ def analyze(all_rows: pd.DataFrame) -> dict:
     out["best_gpu_count_by_capacity_per_gpu"] = (out["step2_gpu_scaling"] or {}).get(
         "best_gpu_count_by_capacity_per_gpu")
     out["best_k_by_capacity"] = (out["step3_kbins_sensitivity"] or {}).get("best_k_by_capacity")
-    return _json_safe(out)
+    if out["step3_kbins_sensitivity"]:
+        step2_rows = all_rows[all_rows["step"] == STEP_ORDER[1]]
+        out["step3_kbins_sensitivity"]["gpu_count"] = step3_gpu_count(
+            all_rows[all_rows["step"] == STEP_ORDER[2]], step2_rows)
+    out = _json_safe(out)
+    out["validity"] = _json_safe(validity(out, all_rows))
+    out["warnings"] = [v["sentence"] for v in out["validity"].values() if not v["valid"]]
+    if out["step3_kbins_sensitivity"] and out["step3_kbins_sensitivity"]["gpu_count"]["matches_step2_best"] is False:
+        out["warnings"].append(out["step3_kbins_sensitivity"]["gpu_count"]["sentence"])
+    return out
 
 
 def _step_rank(step) -> int:
@@ -369,12 +489,20 @@ def read_analysis(results_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def best_gpu_count_from_results(results_dir: str | Path) -> int | None:
-    """Step 2's best GPU count from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
+def step2_best_row_from_results(results_dir: str | Path) -> pd.Series | None:
+    """Step 2's row at its best GPU count, from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
     rows = read_rows(Path(results_dir) / ALL_RESULTS, key=("step", "test_id"))
     if rows.empty:
         return None
-    return best_gpu_count(rows[rows["step"] == "step2_gpu_scaling"])
+    rows = rows[rows["step"] == "step2_gpu_scaling"]
+    n = best_gpu_count(rows)
+    return None if n is None else rows[rows["num_gpus"] == n].iloc[0]
+
+
+def best_gpu_count_from_results(results_dir: str | Path) -> int | None:
+    """Step 2's best GPU count from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
+    row = step2_best_row_from_results(results_dir)
+    return None if row is None else int(row["num_gpus"])
 
 
 def _fmt(value, pattern: str = "{:.3g}") -> str:
@@ -463,6 +591,132 @@ def step_markdown(result: dict, step: str) -> str:
     elif step == "step3_kbins_sensitivity":
         lines.append(f"Best K: **{part['best_k']}**, the K with the lowest SLA violation rate.")
     lines.extend(_capacity_lines(part, step))
+    if step == "step3_kbins_sensitivity" and part.get("gpu_count"):
+        lines.append(part["gpu_count"]["sentence"])
+    checks = {k: v for k, v in (result.get("validity") or {}).items() if k in STEP_VALIDITY[step]}
+    for check in checks.values():
+        lines.append(("**Valid.** " if check["valid"] else "**Not a valid best.** ") + check["sentence"])
     bullets = [line for line in lines if line.startswith("- ")]
     paragraphs = [line for line in lines if not line.startswith("- ")]
     return "\n\n".join(paragraphs + (["\n".join(bullets)] if bullets else []))
+
+
+# --------------------------------------------------------------------------- commentary computed from the rows
+
+def _pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
+
+
+def _num(x, unit: str = "") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}{unit}"
+
+
+def _direction(before: float, after: float, tolerance: float = 0.01) -> str:
+    if not (math.isfinite(before) and math.isfinite(after)):
+        return "changes"
+    if after < before * (1 - tolerance) - 1e-12:
+        return "falls"
+    if after > before * (1 + tolerance) + 1e-12:
+        return "rises"
+    return "stays flat"
+
+
+def _commentary_step1(rows: pd.DataFrame) -> list[str]:
+    lines = []
+    volumes = sorted(rows["num_requests"].unique())
+    low, high = volumes[0], volumes[-1]
+    for label, group in rows.groupby("label", sort=False):
+        a = group[group["num_requests"] == low].iloc[0]
+        b = group[group["num_requests"] == high].iloc[0]
+        lines.append(f"- **{label}**: from {low:,} to {high:,} requests, throughput {_direction(a.throughput_rps, b.throughput_rps)} "
+                     f"({_num(a.throughput_rps)} -> {_num(b.throughput_rps)} req/s), goodput "
+                     f"{_direction(a.goodput_rps, b.goodput_rps)} ({_num(a.goodput_rps)} -> {_num(b.goodput_rps)} req/s), "
+                     f"p99 latency {_num(a.latency_p99_s)} -> {_num(b.latency_p99_s)} s, SLA violation "
+                     f"{_pct(a.sla_violation_rate)} -> {_pct(b.sla_violation_rate)}.")
+    top = rows[rows["num_requests"] == high]
+    mbd = top[top["scheduler"] == "multi_bin_dynamic"].sort_values("num_gpus")
+    if len(mbd) > 1:
+        rates = mbd["sla_violation_rate"].to_numpy(dtype=float)
+        trend = ("each added GPU lowers" if np.all(np.diff(rates) < 0) else
+                 "added GPUs do not always lower")
+        lines.append(f"At {high:,} requests {trend} multi_bin_dynamic's violation rate: " + ", ".join(
+            f"{_pct(r.sla_violation_rate)} on {int(r.num_gpus)}" for r in mbd.itertuples()) + " GPU(s).")
+    one = top[top["num_gpus"] == 1].set_index("scheduler")
+    if {"multi_bin_dynamic", "dynamic_no_bins"} <= set(one.index):
+        binned, plain = one.loc["multi_bin_dynamic"], one.loc["dynamic_no_bins"]
+        verb = "lowers" if binned.sla_violation_rate < plain.sla_violation_rate else "does not lower"
+        lines.append(f"On 1 GPU, binning by predicted length {verb} the violation rate (multi_bin_dynamic "
+                     f"{_pct(binned.sla_violation_rate)} vs dynamic_no_bins {_pct(plain.sla_violation_rate)}; p99 "
+                     f"{_num(binned.latency_p99_s)} vs {_num(plain.latency_p99_s)} s).")
+    return lines
+
+
+def _commentary_step2(rows: pd.DataFrame) -> list[str]:
+    rows = rows.sort_values("num_gpus")
+    first, last = rows.iloc[0], rows.iloc[-1]
+    n0, n1 = int(first.num_gpus), int(last.num_gpus)
+    lines = [f"From {n0} to {n1} GPUs throughput goes from {_num(first.throughput_rps)} to "
+             f"{_num(last.throughput_rps)} req/s ({last.throughput_rps / first.throughput_rps:.2f}x for "
+             f"{n1 / n0:g}x the GPUs) and the SLA violation rate from {_pct(first.sla_violation_rate)} to "
+             f"{_pct(last.sla_violation_rate)}."]
+    if "offered_rps" in rows and rows["offered_rps"].notna().any():
+        offered = float(rows["offered_rps"].max())
+        kept = rows[rows["throughput_rps"] >= 0.99 * offered]
+        lines.append(f"The offered rate is {_num(offered)} req/s: " + (
+            f"from {int(kept['num_gpus'].min())} GPUs the pool keeps up, and more GPUs buy latency, not throughput."
+            if not kept.empty else "no pool tested keeps up with it."))
+    ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+    lines.append(f"The smallest pool within {BREAKING_SLA_VIOLATION:.0%} SLA violations: "
+                 + (f"{int(ok['num_gpus'].min())} GPUs." if not ok.empty else f"none up to {n1} GPUs."))
+    caps = capacity_rows(rows)
+    caps = caps.dropna(subset=["capacity_rps"]).sort_values("num_gpus") if "capacity_rps" in caps else caps
+    if len(caps) > 1:
+        c0, c1 = caps.iloc[0], caps.iloc[-1]
+        ratio, ideal = c1.capacity_rps / c0.capacity_rps, c1.num_gpus / c0.num_gpus
+        kind = "faster than" if ratio > ideal * 1.01 else ("slower than" if ratio < ideal * 0.99 else "in step with")
+        lines.append(f"Capacity grows {kind} the pool: {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} GPU(s), "
+                     f"{_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.2f}x for {ideal:g}x the GPUs).")
+    return lines
+
+
+def _commentary_step3(rows: pd.DataFrame) -> list[str]:
+    rows = rows.sort_values("k_bins")
+    first, last = rows.iloc[0], rows.iloc[-1]
+    rates = rows["sla_violation_rate"].to_numpy(dtype=float)
+    lines = [f"Across K = {int(first.k_bins)}..{int(last.k_bins)} the SLA violation rate spans "
+             f"{_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({(np.nanmax(rates) - np.nanmin(rates)) * 100:.1f} "
+             f"points) and p99 latency goes from {_num(first.latency_p99_s)} s (K = {int(first.k_bins)}) to "
+             f"{_num(last.latency_p99_s)} s (K = {int(last.k_bins)})."]
+    if len(rows) > 2:
+        step = abs(rates[-1] - rates[-2])
+        lines.append(f"From K = {int(rows.iloc[-2].k_bins)} to {int(last.k_bins)} the violation rate moves by "
+                     f"{step * 100:.1f} points: " + ("the curve has flattened; more bins buy little."
+                                                    if step < 0.005 else "it is still moving at the largest K tested."))
+    caps = capacity_rows(rows)
+    if not caps.empty and "capacity_rps" in caps:
+        found = caps.dropna(subset=["capacity_rps"])
+        if found.empty:
+            lines.append("No K reaches the capacity target at any load.")
+        else:
+            best = found.loc[found["capacity_rps"].idxmax()]
+            chosen = best_k_by_capacity(rows)
+            missing = len(caps) - len(found)
+            tie = "" if chosen == int(best.k_bins) else (
+                f"; K = {chosen} is within {CAPACITY_TOLERANCE:.0%} of it, so the best K by capacity is {chosen}")
+            lines.append(f"Capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s){tie}"
+                         + (f"; {missing} of the {len(caps)} K values reach the target at no load." if missing
+                            else "; every K reaches the target at some load."))
+    return lines
+
+
+COMMENTARIES = dict(zip(STEP_ORDER, (_commentary_step1, _commentary_step2, _commentary_step3)))
+
+
+def commentary(rows: pd.DataFrame, step: str) -> str:
+    """What this run's rows show, in sentences computed from them (markdown): no fixed claims."""
+    if rows.empty:
+        return f"No results for {step}."
+    lines = COMMENTARIES[step](rows.reset_index(drop=True))
+    bullets = [line for line in lines if line.startswith("- ")]
+    paragraphs = [line for line in lines if not line.startswith("- ")]
+    return "\n\n".join((["\n".join(bullets)] if bullets else []) + paragraphs)

@@ -23,6 +23,13 @@ at the largest volume, in step 2 every GPU count, in step 3 every K.  A replay
 only says whether the pool keeps up at the one load replayed; once it does,
 more GPUs or bins change nothing, while capacity keeps telling them apart.
 
+Results folder: every plan claims its folder for its parameters
+(:mod:`workbench.study.folders`): ``results_dir=None`` means ``results/default``
+at the default parameters and ``results/<the parameters that differ>``
+otherwise; a folder holding another parameter set is refused.  Step 3's rows
+record where its GPU count came from (``gpu_count_source``, ``step2_test_id``),
+and ``analysis.json`` says whether it is still step 2's best GPU count.
+
 Each step loads its trace once (step 1 once per volume) and keys its tests by
 the trace's fingerprint.  The notebook ``seed`` seeds both the simulation and
 the synthetic trace.
@@ -33,13 +40,14 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from workbench.study import analysis
+from workbench import paths
+from workbench.study import analysis, folders
 from workbench.sim.config import SimConfig
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
@@ -84,7 +92,7 @@ class StepParams:
     dataset: str | None = None
     k_bins: int = 4
     seed: int = 42
-    results_dir: str = "results/default"
+    results_dir: str | None = None
     executor: Any = None
     capacity_search: bool = True
     capacity_attainment: float = 0.9
@@ -116,9 +124,44 @@ class StepParams:
         return TraceOptions(dataset=self.dataset, num_requests=num_requests, rps_scaling=self.rps_scaling,
                             use_real_timestamps=self.use_real_timestamps, seed=self.seed)
 
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "StepParams":
+        """The parameters a notebook's ``parameters`` cell defined (``globals()``): every field found there."""
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
+    def identity(self) -> dict:
+        """What the results depend on: every step parameter but where and how the tests run."""
+        return {f.name: getattr(self, f.name) for f in fields(StepParams) if f.name not in folders.RUN_ONLY}
+
+    def default_folder(self) -> str:
+        """``results/default`` at the default parameters, else ``results/<what differs>``."""
+        defaults = {f.name: f.default for f in fields(StepParams)}
+        return f"results/{folders.folder_name(self.identity(), defaults)}"
+
     @property
     def results_path(self) -> Path:
-        return resolve_results_dir(self.results_dir)
+        return resolve_results_dir(self.results_dir if self.results_dir is not None else self.default_folder())
+
+    def claim_results_dir(self) -> Path:
+        """The results folder, recorded as these parameters' (``ResultsFolderConflict`` if it holds others')."""
+        folder = self.results_path
+        if self.results_dir is None and folder.name != folders.DEFAULT_FOLDER:
+            log.info("results go to %s (named by the parameters that differ from the defaults)",
+                     display_path(folder))
+        folders.claim(folder, self.identity(), suggestion=self.default_folder())
+        return folder
+
+
+def display_path(path: str | Path) -> str:
+    """A path as shared output shows it: relative to the repository (or else the current directory) when
+    inside it, else ``.../<name>``; never the machine's absolute path."""
+    path = Path(path).resolve()
+    for base in (paths.REPO_ROOT.resolve(), Path.cwd().resolve()):
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            continue
+    return f".../{path.name}"
 
 
 @dataclass
@@ -129,6 +172,7 @@ class StepPlan:
     params: StepParams
     batches: dict[Any, list[SweepTest]]
     notes: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # columns added to the step's rows in all_results.csv
 
     @property
     def results_dir(self) -> Path:
@@ -158,7 +202,7 @@ class StepPlan:
     def describe(self) -> str:
         """A few lines of markdown: what will run, on which trace, where results go."""
         lines = [f"**{STEP_TITLES[self.step]}**: {len(self.tests)} tests in {len(self.batches)} batch(es) "
-                 f"on the trace *{self.trace_label}*; results in `{self.results_dir}`."]
+                 f"on the trace *{self.trace_label}*; results in `{display_path(self.results_dir)}`."]
         if self.synthetic:
             lines.append("The trace is **synthetic** (a BurstGPT-like stand-in generated from published "
                          "statistics), not the real BurstGPT log; every CSV row and plot title says so.")
@@ -195,7 +239,18 @@ class StepPlan:
     def finish(self, rows: pd.DataFrame | None = None) -> dict:
         """Record this run's rows in ``all_results.csv`` and rewrite ``analysis.json``; returns the analysis."""
         rows = self.run(progress=False) if rows is None else rows
+        if self.provenance and not rows.empty:
+            rows = rows.copy().assign(**self.provenance)  # copy: the checkpoint frame is fragmented
         return analysis.update_outputs(self.results_dir, self.step, rows)
+
+
+def notebook_setup() -> None:
+    """What every step notebook sets up: workbench's log lines (one per finished test) and compact tables."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("workbench").setLevel(logging.INFO)
+    pd.set_option("display.precision", 3)
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.width", 200)
 
 
 def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:
@@ -227,6 +282,7 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
     also search their capacity (the schedulers compared on equal hardware).
     """
     params = params or StepParams(**overrides)
+    params.claim_results_dir()
     traces: dict[int, tuple[TraceOptions, Any]] = {}
     for volume in request_volumes_for(params.max_requests, request_volumes):
         options = params.trace_options(volume)
@@ -256,6 +312,7 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
 def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
     """Step 2: ``multi_bin_dynamic`` on every GPU count <= ``max_gpus`` (each with its capacity), one batch."""
     params = params or StepParams(**overrides)
+    params.claim_results_dir()
     options = params.trace_options(params.max_requests)
     trace = options.load()
     tests = [make_test(STEP2, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=g),
@@ -264,33 +321,44 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
     return StepPlan(STEP2, params, {"gpu counts": tests})
 
 
-def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tuple[int, str]:
-    """(GPU count for step 3, a sentence saying where it came from)."""
+GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
+
+
+def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tuple[int, str, dict]:
+    """(GPU count for step 3, a sentence saying where it came from, the columns recording it in step 3's rows).
+
+    The columns: ``gpu_count_source`` (``given``, ``step2_best_gpu_count`` or
+    ``default``) and ``step2_test_id``, the step-2 row whose GPU count step 3 used.
+    """
     if best_gpu_count is not None:
         n = _int_at_least(best_gpu_count, "best_gpu_count", 1)
-        return n, f"GPU count: {n}, as given (`best_gpu_count`)."
-    found = analysis.best_gpu_count_from_results(params.results_path)
-    if found is not None:
-        return found, (f"GPU count: {found}, step 2's best GPU count read from "
-                       f"`{params.results_path / analysis.ALL_RESULTS}`.")
+        return n, f"GPU count: {n}, as given (`best_gpu_count`).", {"gpu_count_source": GPU_COUNT_GIVEN,
+                                                                      "step2_test_id": None}
+    row = analysis.step2_best_row_from_results(params.results_path)
+    if row is not None:
+        n = int(row["num_gpus"])
+        return n, (f"GPU count: {n}, step 2's best GPU count read from "
+                   f"`{display_path(params.results_path / analysis.ALL_RESULTS)}` (test {row['test_id']})."), \
+            {"gpu_count_source": GPU_COUNT_STEP2, "step2_test_id": str(row["test_id"])}
     n = min(DEFAULT_BEST_GPU_COUNT, params.max_gpus)
-    msg = (f"GPU count: {n}. No step 2 results in `{params.results_path}`, so step 3 uses the default "
-           f"(min({DEFAULT_BEST_GPU_COUNT}, max_gpus)); run step 2 first or pass `best_gpu_count`.")
+    msg = (f"GPU count: {n}. No step 2 results in `{display_path(params.results_path)}`, so step 3 uses the "
+           f"default (min({DEFAULT_BEST_GPU_COUNT}, max_gpus)); run step 2 first or pass `best_gpu_count`.")
     log.warning(msg.replace("`", ""))
-    return n, msg
+    return n, msg, {"gpu_count_source": GPU_COUNT_DEFAULT, "step2_test_id": None}
 
 
 def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None = None, **overrides) -> StepPlan:
     """Step 3: ``multi_bin_dynamic`` at the best GPU count for every K in :data:`K_VALUES` (each with its
-    capacity), one batch."""
+    capacity), one batch.  Its rows record where the GPU count came from (see :func:`resolve_best_gpu_count`)."""
     params = params or StepParams(**overrides)
-    gpus, note = resolve_best_gpu_count(params, best_gpu_count)
+    params.claim_results_dir()
+    gpus, note, provenance = resolve_best_gpu_count(params, best_gpu_count)
     options = params.trace_options(params.max_requests)
     trace = options.load()
     tests = [make_test(STEP3, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=gpus, k_bins=k),
                        trace=trace, label=_label("multi_bin_dynamic", gpus, k), capacity=params.capacity_spec())
              for k in K_VALUES]
-    return StepPlan(STEP3, params, {"k values": tests}, notes=[note])
+    return StepPlan(STEP3, params, {"k values": tests}, notes=[note], provenance=provenance)
 
 
 def brief(rows: pd.DataFrame) -> pd.DataFrame:
@@ -306,5 +374,5 @@ def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100) -> int:
     return step1 + sum(g <= max_gpus for g in GPU_COUNTS) + len(K_VALUES)
 
 
-__all__ = ["STEPS", "STEP1", "STEP2", "STEP3", "StepParams", "StepPlan", "plan_step1", "plan_step2",
+__all__ = ["notebook_setup", "STEPS", "STEP1", "STEP2", "STEP3", "StepParams", "StepPlan", "plan_step1", "plan_step2",
            "plan_step3", "request_volumes_for", "resolve_best_gpu_count", "brief", "total_tests"]

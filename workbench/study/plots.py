@@ -57,6 +57,40 @@ def _grid() -> tuple[Figure, np.ndarray]:
     return fig, axes.ravel()
 
 
+def _share_axis(ax, values) -> None:
+    """A share (violation rate) axis from 0, never zoomed into a sliver: at least 0..10%, at most 0..100%."""
+    top = float(np.nanmax(values)) if len(values) and np.isfinite(np.nanmax(values)) else 1.0
+    ax.set_ylim(0.0, min(1.02, max(0.1, 1.15 * top)))
+
+
+def _violation_references(ax, rows: pd.DataFrame) -> list:
+    """The 5% breaking line and, where known, the floor no load can go below (requests too long for the SLA)."""
+    lines = [ax.axhline(analysis.BREAKING_SLA_VIOLATION, color="grey", ls=":", lw=1,
+                        label=f"{analysis.BREAKING_SLA_VIOLATION:.0%}: SLA target (breaking point)")]
+    if "capacity_attainable" in rows and rows["capacity_attainable"].notna().any():
+        floor = 1.0 - float(rows["capacity_attainable"].max())
+        lines.append(ax.axhline(floor, color="tab:red", ls="-.", lw=1,
+                                label=f"floor {floor:.1%}: miss the SLA even alone on an idle GPU"))
+    return lines
+
+
+def _offered_reference(ax, rows: pd.DataFrame, x: str) -> None:
+    """The arrival rate replayed, where the rows carry it: throughput cannot exceed it."""
+    if "offered_rps" in rows and rows["offered_rps"].notna().any():
+        ordered = rows.sort_values(x)
+        ax.plot(ordered[x], ordered["offered_rps"], color="black", ls="--", lw=1, label="offered rate (replayed)")
+
+
+def _best_label(what: str, value: int, tested, violation: float | None) -> str:
+    """e.g. "best GPU count: 8 (misses the SLA; largest tested)": a best line says when it cannot be trusted."""
+    caveats = []
+    if violation is not None and np.isfinite(violation) and violation > analysis.BREAKING_SLA_VIOLATION:
+        caveats.append("misses the SLA")
+    if len(tested) > 1 and value == max(tested):
+        caveats.append("largest tested")
+    return f"{what}: {value}" + (f" ({'; '.join(caveats)})" if caveats else "")
+
+
 def _empty(fig: Figure, message: str) -> Figure:
     fig.text(0.5, 0.5, message, ha="center", va="center")
     return fig
@@ -76,8 +110,11 @@ def plot_request_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "
         if logy and (rows[column] > 0).any():
             ax.set_yscale("log")
         if column == "sla_violation_rate":
-            ax.axhline(analysis.BREAKING_SLA_VIOLATION, color="grey", ls=":", lw=1, label="5% (breaking point)")
-            ax.set_ylim(-0.02, 1.02)
+            _share_axis(ax, rows[column].to_numpy(dtype=float))
+            ax.legend(handles=_violation_references(ax, rows[rows["num_requests"] == rows["num_requests"].max()]),
+                      fontsize=8)
+        elif logy is False:
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("requests")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -99,19 +136,26 @@ def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step
               ("sla_violation_rate", "SLA violation rate", rows["sla_violation_rate"]),
               ("scaling_efficiency", "scaling efficiency (per-GPU throughput / 1 GPU)",
                pd.Series([efficiency.get(int(g), np.nan) for g in gpus])))
-    for ax, (_, ylabel, values) in zip(axes, series):
-        ax.plot(gpus, values.to_numpy(), marker="o")
+    for ax, (column, ylabel, values) in zip(axes, series):
+        ax.plot(gpus, values.to_numpy(), marker="o", label=ylabel.split(" (")[0])
         ax.set_xscale("log", base=2)
         ax.set_xticks(gpus, [str(int(g)) for g in gpus])
         if best is not None:
-            ax.axvline(best, color="tab:green", ls="--", lw=1, label=f"best GPU count: {best}")
+            violation = float(rows.loc[rows["num_gpus"] == best, "sla_violation_rate"].iloc[0])
+            ax.axvline(best, color="tab:green", ls="--", lw=1,
+                       label=_best_label("best GPU count", best, gpus, violation))
         ax.set_xlabel("GPUs")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[2].axhline(analysis.BREAKING_SLA_VIOLATION, color="grey", ls=":", lw=1, label="5%")
-    axes[2].set_ylim(-0.02, 1.02)
-    axes[3].axhline(1.0, color="grey", ls=":", lw=1)
-    axes[1].legend(fontsize=8)
+        if column != "sla_violation_rate":
+            ax.set_ylim(bottom=0)
+    _offered_reference(axes[0], rows, "num_gpus")
+    _offered_reference(axes[1], rows, "num_gpus")
+    _share_axis(axes[2], rows["sla_violation_rate"].to_numpy(dtype=float))
+    _violation_references(axes[2], rows)
+    axes[3].axhline(1.0, color="grey", ls=":", lw=1, label="ideal (linear scaling)")
+    for ax in axes:
+        ax.legend(fontsize=7)
     return _finish(fig, rows, "Step 2: GPU scaling (multi_bin_dynamic)", results_dir, filename)
 
 
@@ -124,21 +168,33 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
     rows = rows.sort_values("k_bins")
     k = rows["k_bins"].to_numpy()
     best = analysis.best_k_row(rows)
+    # K against effective bins is the identity unless equal-mass edges merge: no panel of its own, a note
+    # where they differ
     panels = (("sla_violation_rate", "SLA violation rate"), ("latency_p99_s", "p99 latency (s)"),
-              ("throughput_rps", "throughput (req/s)"), ("k_bins_effective", "effective bins"))
+              ("throughput_rps", "throughput (req/s)"), ("goodput_rps", "goodput (req/s)"))
     for ax, (column, ylabel) in zip(axes, panels):
-        ax.plot(k, rows[column].to_numpy(), marker="o")
+        ax.plot(k, rows[column].to_numpy(), marker="o", label=ylabel.split(" (")[0])
         ax.set_xscale("log", base=2)
         ax.set_xticks(k, [str(int(v)) for v in k])
         if best is not None:
-            ax.axvline(best["k_bins"], color="tab:green", ls="--", lw=1, label=f"best K: {int(best['k_bins'])}")
+            ax.axvline(best["k_bins"], color="tab:green", ls="--", lw=1,
+                       label=_best_label("best K", int(best["k_bins"]), k, float(best["sla_violation_rate"])))
         ax.set_xlabel("K (bins)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[3].plot(k, k, color="grey", ls=":", lw=1, label="effective = K")
-    axes[3].set_yscale("log", base=2)
-    axes[3].set_yticks(k, [str(int(v)) for v in k])
-    axes[3].legend(fontsize=8)
+        if column == "sla_violation_rate":
+            _share_axis(ax, rows[column].to_numpy(dtype=float))
+            _violation_references(ax, rows)
+        else:
+            ax.set_ylim(bottom=0)
+    _offered_reference(axes[2], rows, "k_bins")
+    merged = rows[rows["k_bins_effective"] != rows["k_bins"]] if "k_bins_effective" in rows else rows.iloc[0:0]
+    if not merged.empty:
+        axes[2].text(0.02, 0.02, "bins merged (equal-mass edges): " + ", ".join(
+            f"K={int(r.k_bins)} -> {int(r.k_bins_effective)}" for r in merged.itertuples()),
+            transform=axes[2].transAxes, fontsize=8, va="bottom")
+    for ax in axes:
+        ax.legend(fontsize=7)
     gpus = sorted({int(g) for g in rows["num_gpus"]})
     heading = f"Step 3: K-bins sensitivity (multi_bin_dynamic, {', '.join(map(str, gpus))} GPUs)"
     return _finish(fig, rows, heading, results_dir, filename)
@@ -202,6 +258,7 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
                     label=f"ideal linear scaling from {int(base['num_gpus'])} GPU")
     ax_cap.plot(gpus, rows["throughput_rps"].to_numpy(dtype=float), color="tab:orange", ls="--", lw=1, marker=".",
                 label="replayed throughput (one load)")
+    _offered_reference(ax_cap, rows, "num_gpus")
     ax_cap.set_xscale("log", base=2)
     ax_cap.set_yscale("log")
     ax_cap.set_ylabel("requests/s")
@@ -217,10 +274,14 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
             "capacity scaling efficiency")
     best = analysis.best_gpu_count_by_capacity_per_gpu(rows)
     if best is not None:
-        ax_eff.axvline(best, color="tab:green", ls="--", lw=1, label=f"best by capacity per GPU: {best}")
+        ax_eff.axvline(best, color="tab:green", ls="--", lw=1,
+                       label=_best_label("best by capacity per GPU", best, gpus, None))
     by_goodput = analysis.best_gpu_count(rows)
     if by_goodput is not None:
-        ax_eff.axvline(by_goodput, color="tab:purple", ls="-.", lw=1, label=f"best by goodput rule: {by_goodput}")
+        violation = float(rows.loc[rows["num_gpus"] == by_goodput, "sla_violation_rate"].iloc[0])
+        ax_eff.axvline(by_goodput, color="tab:purple", ls="-.", lw=1,
+                       label=_best_label("best by goodput rule", by_goodput, gpus, violation))
+    ax_eff.set_ylim(bottom=0)
     ax_eff.legend(fontsize=8)
     for ax in (ax_cap, ax_eff):
         ax.set_xticks(gpus, [str(int(g)) for g in gpus])

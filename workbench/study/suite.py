@@ -12,13 +12,14 @@ their checkpoints.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from workbench import paths
 from workbench.study import analysis
-from workbench.study.experiments import STEP3, STEPS, StepParams
+from workbench.study.experiments import STEP3, STEPS, StepParams, display_path
 from workbench.study.sweep import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -95,43 +96,109 @@ class SuiteReport:
         by_gpus, by_k = found.get("best_gpu_count_by_capacity_per_gpu"), found.get("best_k_by_capacity")
         if by_gpus is not None or by_k is not None:
             lines.append(f"By capacity: best GPU count (capacity per GPU) {by_gpus}; best K {by_k}.")
+        for warning in found.get("warnings", []):
+            lines.append(f"Warning: {warning}")
         return "\n".join(lines)
 
 
-def render_html(notebook_path: Path, html_path: Path) -> Path:
-    """An HTML rendering of an executed notebook (images embedded), written atomically."""
+# Wide tables scroll inside their cell instead of running off the page; numbers stay on one line.
+WIDE_TABLE_CSS = """<style>
+.jp-RenderedHTMLCommon table, .rendered_html table { display: block; max-width: 100%; overflow-x: auto;
+  font-size: 12px; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: nowrap; }
+</style>
+"""
+# The kernel warns that it runs over TCP without encryption: it listens on localhost only, for the suite's
+# own client, and the warning would be the first thing every `make run` prints.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
+def path_replacements(results_dir: Path, extra: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
+    """(absolute path, shareable form) pairs, longest first: results folder, repository, dataset folders, home."""
+    pairs = {str(results_dir.resolve()): display_path(results_dir), str(paths.REPO_ROOT.resolve()): "."}
+    for folder in extra:
+        pairs.setdefault(str(folder.resolve()), display_path(folder))
+    home = str(Path.home().resolve())
+    if home not in ("/", ""):
+        pairs.setdefault(home, "~")
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
+def _scrub(text: str, replacements) -> str:
+    for old, new in replacements:
+        text = text.replace(old, new)
+    return text
+
+
+def scrub_notebook(nb, replacements) -> None:
+    """Replace the machine's absolute paths in every cell source and text output of ``nb`` (in place)."""
+    for cell in nb.cells:
+        cell.source = _scrub(cell.source, replacements)
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = _scrub(out["text"], replacements)
+            for key in ("evalue",):
+                if key in out:
+                    out[key] = _scrub(out[key], replacements)
+            if "traceback" in out:
+                out["traceback"] = [_scrub(line, replacements) for line in out["traceback"]]
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    out["data"][mime] = _scrub(value, replacements)
+    nb.metadata.get("papermill", {}).pop("input_path", None)
+    nb.metadata.get("papermill", {}).pop("output_path", None)
+    params = nb.metadata.get("papermill", {}).get("parameters", {})
+    for name, value in params.items():
+        if isinstance(value, str):
+            params[name] = _scrub(value, replacements)
+
+
+def render_html(notebook_path: Path, html_path: Path, replacements=()) -> Path:
+    """An HTML rendering of an executed notebook (images embedded, wide tables scrolling, the machine's absolute
+    paths replaced by ``replacements``), written atomically.  The executed ``.ipynb`` keeps its paths, so it
+    still runs where it was made."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    nb = nbformat.read(notebook_path, as_version=4)
+    scrub_notebook(nb, replacements)
     traitlets_log = logging.getLogger("traitlets")
     level = traitlets_log.level
     traitlets_log.setLevel(logging.ERROR)  # "Alternative text is missing on N image(s)": plots have titles
     try:
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook_path, as_version=4))
+        body, _ = HTMLExporter().from_notebook_node(nb)
     finally:
         traitlets_log.setLevel(level)
-    atomic_write_text(html_path, body)
+    body = body.replace("</head>", WIDE_TABLE_CSS + "</head>", 1)
+    atomic_write_text(html_path, _scrub(body, replacements))
     return html_path
 
 
 def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bool = True) -> StepRun:
-    """Execute ``notebooks/<name>.ipynb`` into ``results_dir`` and render it to HTML."""
+    """Execute ``notebooks/<name>.ipynb`` into ``results_dir`` and render it to HTML.
+
+    ``progress`` shows papermill's cell bar only on an interactive terminal; in a log (``make run > log``)
+    the suite's one line per notebook and the notebooks' one line per test say the same without redraws.
+    """
     import papermill as pm
 
     source = paths.NOTEBOOKS_DIR / f"{name}.ipynb"
     executed = results_dir / f"{name}.ipynb"
     html = results_dir / f"{name}.html"
+    dataset = parameters.get("dataset")
+    replacements = path_replacements(results_dir, (Path(dataset).parent,) if dataset else ())
     log.info("running %s", source.relative_to(paths.REPO_ROOT))
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL_NAME,
-                            cwd=str(paths.REPO_ROOT), progress_bar=progress)
+                            cwd=str(paths.REPO_ROOT), progress_bar=progress and sys.stderr.isatty(),
+                            extra_arguments=KERNEL_ARGUMENTS)
     except pm.PapermillExecutionError as exc:
-        render_html(executed, html)
+        render_html(executed, html, replacements)
         raise SuiteError(f"{name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                          f"see {html} (or {executed})") from None
     wall = time.perf_counter() - t0
-    render_html(executed, html)
+    render_html(executed, html, replacements)
     csv = results_dir / f"{name}.csv"
     pngs = sorted(results_dir.glob(f"{name}*.png"))  # the step's figure, then e.g. <step>_capacity.png
     return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs)
@@ -140,8 +207,7 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
     """Run the selected steps (and the validation notebook with ``validate``), in order."""
     options = options or SuiteOptions()
-    results_dir = options.results_path
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = options.claim_results_dir()  # refuses a folder holding another parameter set
     t0 = time.perf_counter()
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:

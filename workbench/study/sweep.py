@@ -82,6 +82,7 @@ import os
 import re
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -601,15 +602,44 @@ def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
     if pool is None:
         # spawn, not fork: forking a process that has run numba (or holds threads) is fragile
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_worker_init)
+                                      initializer=_worker_init, initargs=(os.getpid(),))
         _POOLS[workers] = pool
     return pool
 
 
-def _worker_init() -> None:
+# How often a pool worker checks that the process that started it is still alive.
+ORPHAN_POLL_S = 0.5
+
+
+def _worker_init(parent_pid: int) -> None:
     # Ctrl-C / a notebook interrupt reaches the whole process group: let the parent
     # handle it (it cancels what is queued) instead of every worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _watch_parent(parent_pid)
+
+
+def _watch_parent(parent_pid: int, poll_s: float = ORPHAN_POLL_S) -> threading.Thread:
+    """Exit this worker as soon as ``parent_pid`` is no longer its parent.
+
+    A ``kill -9`` of the suite (or of the papermill kernel, which ipykernel's
+    own parent poller ends when the suite dies) leaves the pool's workers
+    reparented to init: without this they would live on, ~190 MB each.  A
+    thread polling ``os.getppid()`` works on every POSIX system and whatever
+    the chain of parents; prctl(PR_SET_PDEATHSIG) would fire when the
+    *thread* that spawned the worker exits, which a pool submitting from a
+    short-lived thread would mistake for the parent's death.  The compiled
+    engine holds the GIL during one simulation, so the exit may wait for the
+    running simulation to return (well under a second at the suite's sizes).
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        log.warning("pool worker %d: parent %d is gone; exiting", os.getpid(), parent_pid)
+        os._exit(1)  # no cleanup to wait for: results go to the parent, which is dead
+
+    thread = threading.Thread(target=watch, name="workbench-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def shutdown_pools() -> None:
@@ -747,12 +777,31 @@ def _run_dask(queue: Sequence[SweepTest], executor) -> Iterator[tuple[SweepTest,
             client.close()
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    with warnings.catch_warnings():  # "IProgress not found" when ipywidgets is absent: a text bar is fine
-        warnings.simplefilter("ignore")
-        from tqdm.auto import tqdm
+class _Progress:
+    """One log line per finished test ("step2 [3/8] multi_bin_dynamic (4 GPUs): 2.1 s"), never a redrawn bar:
+    it reads the same in a terminal, a log file, a notebook and its HTML rendering (a widget bar shows
+    "0%" there once the kernel is gone)."""
 
-        return tqdm(total=total, desc=desc, unit="test", disable=not enabled or total == 0)
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.total, self.desc, self.level, self.done = total, desc, logging.INFO if enabled else logging.DEBUG, 0
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, test: SweepTest, outcome) -> None:
+        self.done += 1
+        width = len(str(self.total))
+        what = (f"failed: {type(outcome).__name__}" if isinstance(outcome, BaseException)
+                else f"{outcome.get('wall_s', math.nan):.1f} s")
+        log.log(self.level, "%s [%*d/%d] %s: %s", self.desc, width, self.done, self.total,
+                test.label or test.test_id, what)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> _Progress:
+    return _Progress(total, desc, enabled)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -803,7 +852,7 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
                 else:
                     with results_lock(results_dir):
                         merge_rows(path, [outcome])
-                bar.update(1)
+                bar.update(test, outcome)
     if failures:
         test, exc = failures[0]
         raise SweepError(f"{len(failures)} of {len(queue)} test(s) failed (the others are saved in {path}; "

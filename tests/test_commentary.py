@@ -1,0 +1,51 @@
+"""The notebooks' commentary is computed from the results (issue 9 item 9): hand-built rows, known sentences."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from workbench.study import analysis
+from workbench.study.experiments import STEP2, STEP3
+from workbench.study.sweep import run_sweep
+
+from conftest import sweep_tests
+
+
+def k_rows(violation) -> pd.DataFrame:
+    k = (1, 2, 4, 8, 16, 32)
+    return pd.DataFrame({"k_bins": k, "num_gpus": 8, "sla_violation_rate": violation,
+                         "latency_p99_s": np.linspace(4.0, 1.0, 6), "label": [f"K={v}" for v in k]})
+
+
+def test_step3_commentary_says_whether_the_curve_flattened():
+    flat = analysis.commentary(k_rows((0.20, 0.10, 0.05, 0.04, 0.039, 0.038)), STEP3)
+    assert "spans 3.8%..20.0% (16.2 points)" in flat and "from 4 s (K = 1) to 1 s (K = 32)" in flat
+    assert "moves by 0.1 points: the curve has flattened" in flat
+    moving = analysis.commentary(k_rows((0.20, 0.10, 0.05, 0.04, 0.03, 0.01)), STEP3)
+    assert "moves by 2.0 points: it is still moving at the largest K tested" in moving
+
+
+def test_step2_commentary_reads_the_offered_rate_and_the_sla():
+    rows = pd.DataFrame({"num_gpus": (1, 2, 4, 8), "throughput_rps": (8.0, 16.0, 29.9, 30.0),
+                         "sla_violation_rate": (0.9, 0.5, 0.04, 0.01), "offered_rps": 30.0,
+                         "label": ["a", "b", "c", "d"]})
+    text = analysis.commentary(rows, STEP2)
+    assert "From 1 to 8 GPUs throughput goes from 8 to 30 req/s (3.75x for 8x the GPUs)" in text
+    assert "from 4 GPUs the pool keeps up" in text and "within 5% SLA violations: 4 GPUs" in text
+    rows = rows.assign(throughput_rps=(8.0, 9.0, 10.0, 11.0), sla_violation_rate=0.5)
+    text = analysis.commentary(rows, STEP2)
+    assert "no pool tested keeps up with it" in text and "none up to 8 GPUs" in text
+
+
+def test_sweep_progress_is_one_log_line_per_test(small_trace_csv, tmp_path, caplog, capsys):
+    tests = sweep_tests(small_trace_csv, gpus=(1, 2), ks=(1,))
+    with caplog.at_level(logging.INFO, logger="workbench.study.sweep"):
+        run_sweep(tests, tmp_path, executor="serial", progress=True, desc="demo")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("demo [")]
+    assert [line.split("]")[0] for line in lines] == ["demo [1/2", "demo [2/2"]
+    assert all(t.label in line for t, line in zip(tests, lines))
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out  # no redrawn bar

@@ -1,0 +1,296 @@
+"""The column dictionary: every column of the CSVs the suite writes and every key of ``analysis.json``.
+
+``python -m workbench columns`` prints it as markdown; ``docs/columns.md`` is
+that output (a test checks it is current and that every column and key the
+suite writes is covered).  The simulation configuration's columns take their
+meaning from :class:`~workbench.sim.config.SimConfig`'s own help, so a new
+configuration field is documented where it is defined.  Patterns (``bin{j}_...``)
+cover the columns numbered per bin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from workbench.sim.config import SimConfig
+
+REQ_S = "requests/s"
+
+# column -> (unit, meaning); the columns that are not SimConfig fields
+RESULT_COLUMNS: dict[str, tuple[str, str]] = {
+    # identity of the test
+    "test_id": ("", "16 hex digits of sha256 over everything that determines the result (the checkpoint key)"),
+    "step": ("", "which step ran the test: step1_request_scaling, step2_gpu_scaling or step3_kbins_sensitivity"),
+    "label": ("", "the configuration in words, e.g. 'multi_bin_dynamic (4 GPUs, K=8)'"),
+    "dataset": ("", "the BurstGPT CSV replayed; empty for the embedded synthetic trace"),
+    "num_requests": ("requests", "requests in the replayed trace"),
+    "rps_scaling": ("", "the trace's timestamps were divided by this (stress mode)"),
+    "use_real_timestamps": ("bool", "true: the trace's own inter-arrival times were kept (rps_scaling ignored)"),
+    "trace_seed": ("", "seed of the synthetic trace"),
+    "trace_label": ("", "the trace in words; says 'synthetic' for the synthetic trace"),
+    "trace_fingerprint": ("", "hash of the replayed arrivals and token counts"),
+    "synthetic": ("bool", "true when the trace is the synthetic BurstGPT-like stand-in, not a real log"),
+    "simulator_version": ("", "hash of the simulator's code; rows of other code are recomputed"),
+    "wall_s": ("s", "wall-clock time of the test (replay and capacity search)"),
+    "sim_wall_s": ("s", "wall-clock time of the replay's simulation alone"),
+    "sim_requests_per_s": ("requests/s", "simulator speed: requests simulated per wall-clock second (not a load)"),
+    "finished_at": ("UTC ISO 8601", "when the test finished"),
+    "latency_base_s": ("s", "latency model: fixed time of a batch"),
+    "latency_per_token_s": ("s/token", "latency model: time per token of the batch's longest request"),
+    "latency_batch_penalty": ("", "latency model: extra share of time a full batch takes over a batch of 1"),
+    "capacity_search": ("bool", "whether the test searched its capacity"),
+    # replay summary (workbench.sim.metrics.summarize)
+    "offered": ("requests", "requests in the replay"),
+    "offered_rps": (REQ_S, "the arrival rate actually replayed (issue 9 item 4; drawn as the offered rate in the "
+                           "throughput panels)"),
+    "completed": ("requests", "requests served"),
+    "rejected": ("requests", "requests that can never fit in the KV cache (counted as SLA violations)"),
+    "makespan_s": ("s", "from the first arrival to the last finish"),
+    "throughput_rps": (REQ_S, "completed / makespan_s, late or not"),
+    "throughput_tokens_per_s": ("tokens/s", "output tokens of completed requests / makespan_s"),
+    "goodput_rps": (REQ_S, "requests finished within d_sla_s / makespan_s"),
+    "sla_violation_rate": ("share", "(offered - finished within d_sla_s) / offered"),
+    "latency_mean_s": ("s", "mean end-to-end latency (arrival to finish) of completed requests"),
+    "latency_p50_s": ("s", "median end-to-end latency"),
+    "latency_p95_s": ("s", "95th percentile of end-to-end latency"),
+    "latency_p99_s": ("s", "99th percentile of end-to-end latency"),
+    "latency_max_s": ("s", "largest end-to-end latency"),
+    "queue_delay_mean_s": ("s", "mean wait from arrival to the start of the request's batch"),
+    "queue_delay_p99_s": ("s", "99th percentile of that wait"),
+    "service_time_mean_s": ("s", "mean service time of a batch"),
+    "gpu_utilization_mean": ("share", "busy time / makespan, mean over GPUs"),
+    "gpu_utilization_min": ("share", "busy time / makespan of the least busy GPU"),
+    "gpu_utilization_max": ("share", "busy time / makespan of the busiest GPU"),
+    "num_batches": ("batches", "batches served"),
+    "batch_size_mean": ("requests", "mean requests per batch"),
+    "batch_size_max": ("requests", "largest batch served"),
+    "k_bins_effective": ("bins", "bins actually used (equal-mass edges merge when lengths repeat)"),
+    "bin{j}_requests": ("requests", "requests served from bin j (multi-bin schedulers, K > 1)"),
+    "bin{j}_batch_size_mean": ("requests", "mean batch size in bin j"),
+    "bin{j}_offered": ("requests", "requests assigned to bin j, rejected included"),
+    "bin{j}_latency_mean_s": ("s", "mean end-to-end latency of bin j's completed requests"),
+    "bin{j}_latency_p99_s": ("s", "99th percentile of that latency"),
+    "bin{j}_sla_violation_rate": ("share", "bin j's late or rejected requests / its offered requests"),
+    "bin{j}_gpu_time_share": ("share", "bin j's share of all GPU busy time"),
+    # capacity (workbench.study.capacity), on the tests that searched it
+    "capacity_rps": (REQ_S, "largest arrival rate meeting the capacity target; empty when no load meets it"),
+    "capacity_scaling": ("x trace rate", "capacity_rps relative to the trace's own rate"),
+    "capacity_attainment": ("share", "attainment (or p99 latency, s) measured at the capacity"),
+    "capacity_attainment_above": ("share", "the same at the lowest load tried above the capacity"),
+    "capacity_scaling_above": ("x trace rate", "that load, relative to the trace's own rate"),
+    "capacity_probes": ("simulations", "loads the search simulated"),
+    "capacity_attainable": ("share", "requests that could meet the SLA even alone on an idle GPU: no load does better"),
+    "capacity_criterion": ("", "attainment (share within d_sla_s) or p99 (latency of completed requests)"),
+    "capacity_target": ("share or s", "the target the criterion must reach"),
+    "capacity_bounded": ("bool", "false: the target still held at the highest load tried (capacity is a lower bound)"),
+    "capacity_monotone": ("bool", "false: attainment rose again with load during the search"),
+    "capacity_scaling_region_low": ("x trace rate", "where the passing region containing the capacity begins on "
+                                                    "the scan grid (when attainment is not monotone in load)"),
+    "capacity_resolution": ("share", "relative width of the bracket the bisection stops at"),
+    "capacity_error": ("", "why no load meets the target (empty when one does)"),
+    # step 3's provenance (workbench.study.experiments.resolve_best_gpu_count)
+    "gpu_count_source": ("", "step 3: where its GPU count came from: given, step2_best_gpu_count or default"),
+    "step2_test_id": ("", "step 3: test_id of the step-2 row whose GPU count it used (empty otherwise)"),
+}
+
+# validation.csv (python -m workbench suite --validate)
+VALIDATION_COLUMNS: dict[str, tuple[str, str]] = {
+    "case": ("", "which validation case (M/D/1, M/M/c, Little's law, Multi-Bin Batching, mechanics, trace)"),
+    "quantity": ("", "what is compared"),
+    "theory": ("as quantity", "the value theory (or the paper, or the published statistic) gives"),
+    "simulated": ("as quantity", "the value the simulator gives"),
+    "rel_error": ("share", "|simulated - theory| / |theory|"),
+    "abs_error": ("as quantity", "|simulated - theory|"),
+    "tolerance": ("as quantity", "the largest error the check allows"),
+    "tolerance_kind": ("", "which term set the tolerance (floor, standard errors, exact)"),
+    "passed": ("bool", "whether the error is within the tolerance"),
+    "n_requests": ("requests", "requests per run"),
+    "runs": ("runs", "independent runs (seeds)"),
+    "stderr": ("as quantity", "standard error from batch means over the runs"),
+    "note": ("", "how the tolerance was set"),
+}
+
+_STEP = "<step>"
+# analysis.json: dotted key path -> (unit, meaning).  "<step>" is any of the three steps; "*" marks keys
+# that are data (a label, a GPU count, a K), whose value the entry describes.
+ANALYSIS_KEYS: dict[str, tuple[str, str]] = {
+    "generated_at": ("UTC ISO 8601", "when analysis.json was written"),
+    "rules": ("", "the rule behind every answer, in words (one key per rule)"),
+    "rules.*": ("", "one rule"),
+    "trace": ("", "the traces of every step's rows"),
+    "trace.labels": ("", "trace_label of the rows"),
+    "trace.synthetic": ("bool", "whether any row replays the synthetic trace"),
+    "best_gpu_count": ("GPUs", "step 2's best GPU count (copy of step2_gpu_scaling.best_gpu_count)"),
+    "best_k": ("bins", "step 3's best K"),
+    "best_gpu_count_by_capacity_per_gpu": ("GPUs", "step 2's best GPU count by capacity per GPU"),
+    "best_k_by_capacity": ("bins", "step 3's best K by capacity"),
+    "validity": ("", "for every 'best' answer, whether it can be trusted"),
+    "validity.*": ("", "one answer: best_config_step1, best_gpu_count, best_k, best_gpu_count_by_capacity_per_gpu "
+                       "or best_k_by_capacity"),
+    "validity.*.value": ("", "the answer"),
+    "validity.*.meets_sla": ("bool", "sla_violation_rate <= 5% (capacity answers: a capacity exists); null: unknown"),
+    "validity.*.at_edge": ("bool", "the answer is the largest value tested: the optimum may lie beyond"),
+    "validity.*.valid": ("bool", "meets the SLA and is not at the edge"),
+    "validity.*.sentence": ("", "why (not), in words"),
+    "warnings": ("", "sentences for every answer that is not valid (the suite prints them last)"),
+    f"{_STEP}": ("", "the step's analysis; null when the step has no results"),
+    f"{_STEP}.tests": ("tests", "rows of the step"),
+    f"{_STEP}.best_config": ("", "the row of the step's best answer (its columns: see the CSV columns)"),
+    f"{_STEP}.best_config.*": ("", "a column of that row"),
+    f"{_STEP}.capacity_rps": (REQ_S, "label -> capacity_rps (null: no load meets the target)"),
+    f"{_STEP}.capacity_rps.*": (REQ_S, "capacity of one configuration"),
+    f"{_STEP}.capacity_search": ("", "how the capacities were searched; null without capacity search"),
+    f"{_STEP}.capacity_search.tests": ("tests", "tests that searched their capacity"),
+    f"{_STEP}.capacity_search.criterion": ("", "attainment or p99"),
+    f"{_STEP}.capacity_search.target": ("share or s", "the target"),
+    f"{_STEP}.capacity_search.resolution": ("share", "relative width of the final bracket"),
+    f"{_STEP}.capacity_search.attainable_share": ("share", "smallest capacity_attainable of the step"),
+    f"{_STEP}.capacity_search.unreachable": ("", "label -> why no load meets the target"),
+    f"{_STEP}.capacity_search.unreachable.*": ("", "the reason"),
+    f"{_STEP}.capacity_search.unbounded": ("", "labels whose target held at the highest load tried"),
+    f"{_STEP}.capacity_search.not_monotone_in_load": ("", "labels whose attainment rose again with load"),
+    f"{_STEP}.trace": ("", "the step's traces"),
+    f"{_STEP}.trace.labels": ("", "trace_label of the step's rows"),
+    f"{_STEP}.trace.synthetic": ("bool", "whether the step replays the synthetic trace"),
+    "step1_request_scaling.request_volumes": ("requests", "the volumes tested"),
+    "step1_request_scaling.breaking_points": ("", "label -> the first volume whose sla_violation_rate exceeds 5%"),
+    "step1_request_scaling.breaking_points.*": ("", "one configuration"),
+    "step1_request_scaling.breaking_points.*.num_requests": ("requests", "the breaking volume (null: never)"),
+    "step1_request_scaling.breaking_points.*.sla_violation_rate": ("share", "the violation rate there"),
+    "step1_request_scaling.breaking_points.*.largest_volume_tested": ("requests", "the largest volume tested"),
+    "step2_gpu_scaling.gpu_counts": ("GPUs", "the GPU counts tested"),
+    "step2_gpu_scaling.best_gpu_count": ("GPUs", "smallest count whose goodput is within 1% of the best"),
+    "step2_gpu_scaling.scaling_efficiency": ("", "GPU count -> throughput per GPU relative to 1 GPU"),
+    "step2_gpu_scaling.scaling_efficiency.*": ("", "at one GPU count"),
+    "step2_gpu_scaling.min_gpus_sla_within_5pct": ("GPUs", "smallest count with sla_violation_rate <= 5%"),
+    "step2_gpu_scaling.capacity_per_gpu": (REQ_S, "GPU count -> capacity_rps / num_gpus"),
+    "step2_gpu_scaling.capacity_per_gpu.*": (REQ_S, "at one GPU count"),
+    "step2_gpu_scaling.capacity_scaling_efficiency": ("", "GPU count -> capacity / ideal linear scaling from 1 GPU"),
+    "step2_gpu_scaling.capacity_scaling_efficiency.*": ("", "at one GPU count"),
+    "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu": ("GPUs", "highest capacity per GPU (1%: fewer GPUs)"),
+    "step2_gpu_scaling.best_config_by_capacity_per_gpu": ("", "its row"),
+    "step2_gpu_scaling.best_config_by_capacity_per_gpu.*": ("", "a column of that row"),
+    "step2_gpu_scaling.capacity_monotone_in_gpus": ("bool", "capacity never fell as GPUs were added"),
+    "step2_gpu_scaling.capacity_monotone_exceptions": ("", "every fall: from/to GPU counts, labels and capacities"),
+    "step2_gpu_scaling.capacity_monotone_exceptions.*": ("", "one fall (label_from, label_to, num_gpus_from, "
+                                                             "num_gpus_to, capacity_rps_from, capacity_rps_to, "
+                                                             "relative_drop, within_resolution)"),
+    "step3_kbins_sensitivity.num_gpus": ("GPUs", "the GPU count(s) of step 3's rows"),
+    "step3_kbins_sensitivity.k_values": ("bins", "the K values tested"),
+    "step3_kbins_sensitivity.best_k": ("bins", "lowest sla_violation_rate (ties: goodput, then smaller K)"),
+    "step3_kbins_sensitivity.k_bins_effective": ("bins", "K -> bins actually used"),
+    "step3_kbins_sensitivity.k_bins_effective.*": ("bins", "at one K"),
+    "step3_kbins_sensitivity.best_k_by_capacity": ("bins", "highest capacity (1%: smaller K)"),
+    "step3_kbins_sensitivity.best_config_by_capacity": ("", "its row"),
+    "step3_kbins_sensitivity.best_config_by_capacity.*": ("", "a column of that row"),
+    "step3_kbins_sensitivity.gpu_count": ("", "where step 3's GPU count came from"),
+    "step3_kbins_sensitivity.gpu_count.num_gpus": ("GPUs", "step 3's GPU count"),
+    "step3_kbins_sensitivity.gpu_count.source": ("", "given, step2_best_gpu_count or default"),
+    "step3_kbins_sensitivity.gpu_count.step2_test_id": ("", "the step-2 row whose GPU count step 3 used"),
+    "step3_kbins_sensitivity.gpu_count.step2_best_gpu_count": ("GPUs", "step 2's best GPU count in these results"),
+    "step3_kbins_sensitivity.gpu_count.step2_best_test_id": ("", "its step-2 row"),
+    "step3_kbins_sensitivity.gpu_count.matches_step2_best": ("bool", "step 3 ran at step 2's best GPU count "
+                                                                     "(null: no step 2 results)"),
+    "step3_kbins_sensitivity.gpu_count.sentence": ("", "the same in words"),
+}
+
+STEP_NAMES = ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity")
+
+
+# units of SimConfig fields whose name does not carry one
+CONFIG_UNITS = {"num_gpus": "GPUs", "k_bins": "bins", "batch_size": "requests", "b_min": "requests",
+                "b_max": "requests", "edge_sample": "requests", "ctrl_alpha": "requests", "ctrl_delta": "requests",
+                "ctrl_window": "batches", "kv_gb_per_token": "GB/token", "mem_theta": "std-devs",
+                "sla_budget_fraction": "share", "ctrl_eps_fraction": "share", "spread_idle": "bool",
+                "ctrl_retry_batches": "batches", "gpu_memory_utilization": "share"}
+
+
+def _unit_from_name(name: str) -> str:
+    if name in CONFIG_UNITS:
+        return CONFIG_UNITS[name]
+    for suffix, unit in (("_s", "s"), ("_gb", "GB"), ("_tokens", "tokens"), ("_rps", REQ_S)):
+        if name.endswith(suffix):
+            return unit
+    return ""
+
+
+def config_columns() -> dict[str, tuple[str, str]]:
+    """SimConfig's fields as columns: meaning from their help, unit from their name."""
+    return {f.name: (_unit_from_name(f.name), f"configuration: {f.metadata['help']}")
+            for f in dataclasses.fields(SimConfig)}
+
+
+def csv_columns() -> dict[str, tuple[str, str]]:
+    """Every documented column of the step CSVs and all_results.csv."""
+    return {**config_columns(), **RESULT_COLUMNS}
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile("^" + re.escape(name).replace(re.escape("{j}"), r"\d+") + "$")
+
+
+def undocumented_columns(columns, documented: dict | None = None) -> list[str]:
+    """The names in ``columns`` the dictionary does not explain."""
+    documented = csv_columns() if documented is None else documented
+    patterns = [_pattern(n) for n in documented]
+    return [c for c in columns if not any(p.match(c) for p in patterns)]
+
+
+def _generic(path: str) -> str:
+    head, _, rest = path.partition(".")
+    if head not in STEP_NAMES:
+        return path
+    return f"{_STEP}.{rest}" if rest else _STEP
+
+
+def _documented(path: str) -> bool:
+    return path in ANALYSIS_KEYS or _generic(path) in ANALYSIS_KEYS
+
+
+def analysis_key_paths(obj, prefix: str = "") -> list[str]:
+    """Every key path of an analysis.json object; data keys (labels, GPU counts, K) written as ``*``."""
+    found: list[str] = []
+    if not isinstance(obj, dict):
+        return found  # lists (of values or of records) are documented as a whole
+    for key, value in obj.items():
+        path = f"{prefix}.*" if prefix and _documented(f"{prefix}.*") else (f"{prefix}.{key}" if prefix else str(key))
+        found.append(path)
+        found.extend(analysis_key_paths(value, path))
+    return found
+
+
+def undocumented_analysis_keys(analysis: dict) -> list[str]:
+    """Key paths of ``analysis`` that :data:`ANALYSIS_KEYS` does not explain."""
+    return sorted({p for p in analysis_key_paths(analysis) if not _documented(p)})
+
+
+def _table(entries: dict[str, tuple[str, str]], what: str) -> list[str]:
+    lines = [f"| {what} | unit | meaning |", "|---|---|---|"]
+    for name, (unit, meaning) in entries.items():
+        lines.append(f"| `{name}` | {unit} | {meaning.replace('|', '/')} |")
+    return lines
+
+
+def markdown() -> str:
+    """The column dictionary as markdown (the contents of docs/columns.md)."""
+    lines = ["# Column dictionary", "",
+             "Generated by `python -m workbench columns > docs/columns.md` from `workbench/study/columns.py` and "
+             "`SimConfig`'s help; a test checks that it is current and covers every column the suite writes.", "",
+             "## Step CSVs and `all_results.csv`", "",
+             "`step1_request_scaling.csv`, `step2_gpu_scaling.csv`, `step3_kbins_sensitivity.csv` (one row per "
+             "finished test) and `all_results.csv` (the latest run of each step). `{j}` is a bin number (0 = "
+             "shortest predicted outputs).", ""]
+    lines += _table(csv_columns(), "column")
+    lines += ["", "## `validation.csv` (`--validate`)", ""]
+    lines += _table(VALIDATION_COLUMNS, "column")
+    lines += ["", "## `analysis.json`", "",
+              "Dotted key paths. `<step>` is any of `step1_request_scaling`, `step2_gpu_scaling`, "
+              "`step3_kbins_sensitivity`; `*` stands for a data key (a configuration label, a GPU count, a K, an "
+              "answer's name).", ""]
+    lines += _table(ANALYSIS_KEYS, "key")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["RESULT_COLUMNS", "VALIDATION_COLUMNS", "ANALYSIS_KEYS", "csv_columns", "markdown",
+           "undocumented_columns", "undocumented_analysis_keys"]
