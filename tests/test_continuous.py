@@ -392,3 +392,19 @@ def test_sla_controller_holds_the_decode_time_per_token():
 def test_capacity_of_a_continuous_scheduler_needs_the_slo_criterion():
     with pytest.raises(ValueError, match="criterion='slo'"):
         wb.capacity(random_trace(20, 1), cfg_of(), latency=STEP2)
+
+
+def test_one_sequence_at_a_time_is_an_m_d_1_queue():
+    """max_num_seqs=1 on one replica serves requests one by one: with Poisson arrivals and a constant
+    service time S (prefill + (out - 1) decode steps), the mean wait is Pollaczek-Khinchine's
+    rho S / (2 (1 - rho))."""
+    rng = np.random.default_rng(12)
+    n, rho = 20_000, 0.7
+    step = wb.StepTimeModel(prefill=(0.01, 1e-4, 0.0), decode=(0.004, 0.0, 0.001))
+    service_s = 0.01 + 1e-4 * 100 + 9 * 0.005
+    arrival = np.cumsum(rng.exponential(service_s / rho, n))
+    tr = trace_of(arrival - arrival[0], np.full(n, 100), np.full(n, 10))
+    res = wb.simulate(tr, cfg_of(max_num_seqs=1), latency=step)
+    np.testing.assert_allclose(res.requests.e2e_s - res.requests.queue_s, service_s, rtol=1e-9)
+    theory = rho * service_s / (2 * (1 - rho))
+    assert res.requests.queue_s.mean() == pytest.approx(theory, rel=0.08)
