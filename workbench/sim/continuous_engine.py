@@ -348,6 +348,51 @@ def _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail):
     run_tail[g] = r
 
 
+# ---------------------------------------------------------------- continuous_sla's controllers (Pang et al.)
+@njit(cache=True)
+def _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, step_s, decodes, window, budget_s, eps_s,
+                alpha, delta, b_min, b_max):
+    """Algorithm 2 after a step with decodes: tau and b_bar over the last ``window`` such steps."""
+    w = win_n[g] % window
+    win_t[g, w] = step_s
+    win_b[g, w] = decodes
+    win_n[g] += 1
+    kk = min(win_n[g], window)
+    tau = 0.0
+    b_bar = 0.0
+    for w in range(kk):
+        tau += win_t[g, w]
+        b_bar += win_b[g, w]
+    tau /= kk
+    b_bar /= kk
+    if tau > budget_s + eps_s:
+        b_high[g] = min(max(b_bar, b_low[g] + alpha), float(b_max))
+        b_low[g] = max(b_low[g] - delta, float(b_min))
+    elif tau < budget_s - eps_s:
+        b_low[g] = max(min(b_bar, b_high[g] - alpha), float(b_min))
+        b_high[g] = min(b_high[g] + delta, float(b_max))
+    else:
+        b_high[g] = min(b_bar + alpha // 2, float(b_max))
+        b_low[g] = max(b_bar - alpha // 2, float(b_min))
+    b_sla[g] = int(math.floor((b_low[g] + b_high[g]) / 2.0))
+
+
+@njit(cache=True)
+def _memory_limit(mu, sigma, theta, capacity_tokens):
+    """Algorithm 1 as the static engine reads it: the largest b with b mu + theta sqrt(b) sigma <= capacity."""
+    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma + 4.0 * mu * capacity_tokens)) / (2.0 * mu)
+    return max(1, int(math.floor(root * root)))
+
+
+@njit(cache=True, inline="always")
+def _welford(count, mean, m2, g, x):
+    """Running mean and sum of squared deviations of replica g's completed requests' tokens."""
+    count[g] += 1.0
+    dx = x - mean[g]
+    mean[g] += dx / count[g]
+    m2[g] += dx * (x - mean[g])
+
+
 # ---------------------------------------------------------------- the engine
 @njit(cache=True)
 def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router,
@@ -551,10 +596,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 else:
                     run_tail[g] = p_
                 x = float(prompt_tokens[r]) + float(output_tokens[r])
-                tok_n[g] += 1.0
-                dx = x - tok_mean[g]
-                tok_mean[g] += dx / tok_n[g]
-                tok_m2[g] += dx * (x - tok_mean[g])
+                _welford(tok_n, tok_mean, tok_m2, g, x)
             # prefill pieces of this step: the last n_pf requests of the running list
             r = run_tail[g]
             for _ in range(n_pf[g]):
@@ -578,10 +620,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                         else:
                             run_tail[g] = prev
                         x = float(prompt_tokens[r]) + 1.0
-                        tok_n[g] += 1.0
-                        dx = x - tok_mean[g]
-                        tok_mean[g] += dx / tok_n[g]
-                        tok_m2[g] += dx * (x - tok_mean[g])
+                        _welford(tok_n, tok_mean, tok_m2, g, x)
                     else:
                         s_r = np.int64(prompt_tokens[r]) + 1 - d
                         ctx0[r] = s_r
@@ -593,28 +632,8 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                                               float(d + output_tokens[r] - 1), r)
                 r = prev
             if policy == POLICY_SLA and with_dec[g]:
-                w = win_n[g] % window
-                win_t[g, w] = now - t_start[g]
-                win_b[g, w] = float(dec_start[g])
-                win_n[g] += 1
-                kk = min(win_n[g], window)
-                tau = 0.0
-                b_bar = 0.0
-                for w in range(kk):
-                    tau += win_t[g, w]
-                    b_bar += win_b[g, w]
-                tau /= kk
-                b_bar /= kk
-                if tau > budget_s + eps_s:
-                    b_high[g] = min(max(b_bar, b_low[g] + alpha), float(b_max))
-                    b_low[g] = max(b_low[g] - delta, float(b_min))
-                elif tau < budget_s - eps_s:
-                    b_low[g] = max(min(b_bar, b_high[g] - alpha), float(b_min))
-                    b_high[g] = min(b_high[g] + delta, float(b_max))
-                else:
-                    b_high[g] = min(b_bar + alpha // 2, float(b_max))
-                    b_low[g] = max(b_bar - alpha // 2, float(b_min))
-                b_sla[g] = int(math.floor((b_low[g] + b_high[g]) / 2.0))
+                _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, now - t_start[g], float(dec_start[g]),
+                            window, budget_s, eps_s, alpha, delta, b_min, b_max)
 
         # -------------------------------------------------------- schedule the next step
         d = dcount[g]
@@ -622,11 +641,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         limit = max_num_seqs
         if policy == POLICY_SLA:
             if waiting[g] > 0 and running > 0 and tok_n[g] >= 2:
-                mu = tok_mean[g]
-                sigma = math.sqrt(tok_m2[g] / (tok_n[g] - 1))
-                root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma
-                                                   + 4.0 * mu * cap * bs)) / (2.0 * mu)
-                b_mem[g] = max(1, int(math.floor(root * root)))
+                b_mem[g] = _memory_limit(tok_mean[g], math.sqrt(tok_m2[g] / (tok_n[g] - 1)), theta, cap * bs)
             lim_mem = min(max(b_mem[g], n_dec[g]), b_max)
             lim_sla = min(max(b_sla[g], n_dec[g]), b_max)
             limit = min(limit, min(lim_mem, lim_sla))
