@@ -141,44 +141,55 @@ C_PA, C_PB, C_PC, C_DA, C_DB, C_DC, C_LA, C_LB, C_LC, C_LT, C_A0, C_A1, C_TOK = 
 # Row ``w`` of the 2-D arrays ``hk`` (keys) and ``hid`` (ids) is one heap; ``pos[id]`` is an id's index
 # in its heap.  Rows are addressed by index rather than passed as views, which would cost a reference
 # count update per call.
+# (The comparisons and swaps are written out in the loops: a helper taking the arrays would cost a
+# reference-count increment and decrement per call, which dominated the engine's time.)
 @njit(cache=True, inline="always")
-def _before(hk, hid, w, i, j):
-    return hk[w, i] < hk[w, j] or (hk[w, i] == hk[w, j] and hid[w, i] < hid[w, j])
-
-
-@njit(cache=True, inline="always")
-def _swap(hk, hid, pos, w, i, j):
-    hk[w, i], hk[w, j] = hk[w, j], hk[w, i]
-    hid[w, i], hid[w, j] = hid[w, j], hid[w, i]
-    pos[hid[w, i]] = i
-    pos[hid[w, j]] = j
-
-
-@njit(cache=True)
 def _sift_up(hk, hid, pos, w, i):
+    key = hk[w, i]
+    ident = hid[w, i]
     while i > 0:
         parent = (i - 1) >> 1
-        if not _before(hk, hid, w, i, parent):
+        pk = hk[w, parent]
+        if pk < key or (pk == key and hid[w, parent] < ident):
             break
-        _swap(hk, hid, pos, w, i, parent)
+        hk[w, i] = pk
+        hid[w, i] = hid[w, parent]
+        pos[hid[w, i]] = i
         i = parent
+    hk[w, i] = key
+    hid[w, i] = ident
+    pos[ident] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sift_down(hk, hid, pos, w, size, i):
+    key = hk[w, i]
+    ident = hid[w, i]
     while True:
         child = 2 * i + 1
         if child >= size:
             break
-        if child + 1 < size and _before(hk, hid, w, child + 1, child):
-            child += 1
-        if not _before(hk, hid, w, child, i):
+        ck = hk[w, child]
+        cid = hid[w, child]
+        if child + 1 < size:
+            rk = hk[w, child + 1]
+            rid = hid[w, child + 1]
+            if rk < ck or (rk == ck and rid < cid):
+                child += 1
+                ck = rk
+                cid = rid
+        if key < ck or (key == ck and ident < cid):
             break
-        _swap(hk, hid, pos, w, i, child)
+        hk[w, i] = ck
+        hid[w, i] = cid
+        pos[cid] = i
         i = child
+    hk[w, i] = key
+    hid[w, i] = ident
+    pos[ident] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_push(hk, hid, pos, w, size, key, ident):
     hk[w, size] = key
     hid[w, size] = ident
@@ -187,7 +198,7 @@ def _heap_push(hk, hid, pos, w, size, key, ident):
     return size + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_remove(hk, hid, pos, w, size, i):
     """Remove the entry at index ``i`` of heap ``w``; returns the new size."""
     pos[hid[w, i]] = -1
@@ -201,7 +212,7 @@ def _heap_remove(hk, hid, pos, w, size, i):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_set(hk, hid, pos, w, size, i, key):
     hk[w, i] = key
     _sift_up(hk, hid, pos, w, i)
@@ -238,7 +249,7 @@ def _run_time(e, f, k):
     return k * e + f * (k * (k - 1) / 2.0)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _steps_to_reach(e, f, k_max, span):
     """Smallest i in [1, k_max] with _run_time(e, f, i) >= span (k_max if none)."""
     if span <= e:
@@ -257,7 +268,7 @@ def _steps_to_reach(e, f, k_max, span):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _blocks_over(hist, w, bs, shift, n, d, k):
     """New blocks the n decodes need over k steps starting at decode count d.
 
@@ -276,7 +287,7 @@ def _blocks_over(hist, w, bs, shift, n, d, k):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _steps_fitting(hist, w, bs, shift, n, d, free, k_max):
     """Largest k <= k_max such that the blocks needed over k steps fit in ``free``."""
     if n == 0:
@@ -299,7 +310,7 @@ def _steps_fitting(hist, w, bs, shift, n, d, free, k_max):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
     """Index of the waiting queue admission takes from (the replica must have waiting requests)."""
     if policy != POLICY_MULTI_BIN:
@@ -349,7 +360,7 @@ def _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail):
 
 
 # ---------------------------------------------------------------- continuous_sla's controllers (Pang et al.)
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, step_s, decodes, window, budget_s, eps_s,
                 alpha, delta, b_min, b_max):
     """Algorithm 2 after a step with decodes: tau and b_bar over the last ``window`` such steps."""
@@ -377,7 +388,7 @@ def _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, step_s, decodes, w
     b_sla[g] = int(math.floor((b_low[g] + b_high[g]) / 2.0))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _memory_limit(mu, sigma, theta, capacity_tokens):
     """Algorithm 1 as the static engine reads it: the largest b with b mu + theta sqrt(b) sigma <= capacity."""
     root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma + 4.0 * mu * capacity_tokens)) / (2.0 * mu)
