@@ -334,31 +334,6 @@ def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
     return best
 
 
-@njit(cache=True, inline="always")
-def _pop_front(qi, q_head, q_tail, q_len, nxt):
-    r = q_head[qi]
-    q_head[qi] = nxt[r]
-    if q_head[qi] < 0:
-        q_tail[qi] = -1
-    q_len[qi] -= 1
-    nxt[r] = -1
-
-
-@njit(cache=True, inline="always")
-def _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail):
-    state[r] = ST_PREFILL
-    if np.isnan(sched_s[r]):
-        sched_s[r] = now
-    t = run_tail[g]
-    run_prev[r] = t
-    run_next[r] = -1
-    if t >= 0:
-        run_next[t] = r
-    else:
-        run_head[g] = r
-    run_tail[g] = r
-
-
 # ---------------------------------------------------------------- continuous_sla's controllers (Pang et al.)
 @njit(cache=True, inline="always")
 def _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, step_s, decodes, window, budget_s, eps_s,
@@ -393,15 +368,6 @@ def _memory_limit(mu, sigma, theta, capacity_tokens):
     """Algorithm 1 as the static engine reads it: the largest b with b mu + theta sqrt(b) sigma <= capacity."""
     root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma + 4.0 * mu * capacity_tokens)) / (2.0 * mu)
     return max(1, int(math.floor(root * root)))
-
-
-@njit(cache=True, inline="always")
-def _welford(count, mean, m2, g, x):
-    """Running mean and sum of squared deviations of replica g's completed requests' tokens."""
-    count[g] += 1.0
-    dx = x - mean[g]
-    mean[g] += dx / count[g]
-    m2[g] += dx * (x - mean[g])
 
 
 # ---------------------------------------------------------------- the engine
@@ -607,7 +573,10 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 else:
                     run_tail[g] = p_
                 x = float(prompt_tokens[r]) + float(output_tokens[r])
-                _welford(tok_n, tok_mean, tok_m2, g, x)
+                tok_n[g] += 1.0   # running mean and squared deviations (Welford) of completed requests' tokens
+                dx = x - tok_mean[g]
+                tok_mean[g] += dx / tok_n[g]
+                tok_m2[g] += dx * (x - tok_mean[g])
             # prefill pieces of this step: the last n_pf requests of the running list
             r = run_tail[g]
             for _ in range(n_pf[g]):
@@ -631,7 +600,10 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                         else:
                             run_tail[g] = prev
                         x = float(prompt_tokens[r]) + 1.0
-                        _welford(tok_n, tok_mean, tok_m2, g, x)
+                        tok_n[g] += 1.0   # running mean and squared deviations (Welford) of completed requests' tokens
+                        dx = x - tok_mean[g]
+                        tok_mean[g] += dx / tok_n[g]
+                        tok_m2[g] += dx * (x - tok_mean[g])
                     else:
                         s_r = np.int64(prompt_tokens[r]) + 1 - d
                         ctx0[r] = s_r
@@ -666,19 +638,35 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         if not chunked and waiting[g] > 0:
             # v0.2: a prefill-only step if any prompt can be admitted
             while waiting[g] > 0:
-                qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                if policy == POLICY_MULTI_BIN:
+                    qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                else:
+                    qi = g * K
                 r = q_head[qi]
                 p = np.int64(prompt_tokens[r])
                 blocks = _ceil_div(p, bs, shift)
                 if pf_tokens + p > max_batched_tokens or running + pf_reqs + 1 > limit or used[g] + blocks > cap:
                     break
-                _pop_front(qi, q_head, q_tail, q_len, nxt)
+                q_head[qi] = nxt[r]   # pop r from the front of its queue
+                if q_head[qi] < 0:
+                    q_tail[qi] = -1
+                q_len[qi] -= 1
+                nxt[r] = -1
                 waiting[g] -= 1
                 wait_blocks[g] -= blocks
                 round_left[g] -= 1
                 used[g] += blocks
                 done_pf[r] = p
-                _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail)
+                state[r] = ST_PREFILL   # admitted: appended to the running list
+                if np.isnan(sched_s[r]):
+                    sched_s[r] = now
+                run_prev[r] = run_tail[g]
+                run_next[r] = -1
+                if run_tail[g] >= 0:
+                    run_next[run_tail[g]] = r
+                else:
+                    run_head[g] = r
+                run_tail[g] = r
                 pf_tokens += p
                 pf_lin += p
                 pf_quad += float(p) * float(p)
@@ -772,14 +760,21 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     pf_reqs += 1
             if preempted == 0:
                 while waiting[g] > 0 and budget > 0 and running + 1 <= limit:
-                    qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                    if policy == POLICY_MULTI_BIN:
+                        qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                    else:
+                        qi = g * K
                     r = q_head[qi]
                     p = np.int64(prompt_tokens[r])
                     chunk = min(p, budget)
                     blocks = _ceil_div(chunk, bs, shift)
                     if reserve + blocks > cap:
                         break
-                    _pop_front(qi, q_head, q_tail, q_len, nxt)
+                    q_head[qi] = nxt[r]   # pop r from the front of its queue
+                    if q_head[qi] < 0:
+                        q_tail[qi] = -1
+                    q_len[qi] -= 1
+                    nxt[r] = -1
                     waiting[g] -= 1
                     wait_blocks[g] -= _ceil_div(p, bs, shift)
                     round_left[g] -= 1
@@ -788,7 +783,16 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     done_pf[r] = chunk
                     if chunk < p:
                         partial[g] = r
-                    _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail)
+                    state[r] = ST_PREFILL   # admitted: appended to the running list
+                    if np.isnan(sched_s[r]):
+                        sched_s[r] = now
+                    run_prev[r] = run_tail[g]
+                    run_next[r] = -1
+                    if run_tail[g] >= 0:
+                        run_next[run_tail[g]] = r
+                    else:
+                        run_head[g] = r
+                    run_tail[g] = r
                     budget -= chunk
                     pf_tokens += chunk
                     pf_lin += chunk
