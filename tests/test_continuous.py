@@ -251,21 +251,24 @@ def test_invariants(seed, n, scheduler, chunked, replicas, router, block_size, k
     assert s["preemptions_total"] == r.preemptions.sum()
 
 
-def test_runs_of_decode_steps_equal_single_steps():
+@pytest.mark.parametrize("scheduler", CONTINUOUS)
+def test_runs_of_decode_steps_equal_single_steps(scheduler):
     """The event-saving runs of identical decode steps change nothing but the event count."""
     from dataclasses import replace
 
-    from workbench.sim.schedulers import continuous_fcfs
+    from workbench.sim.schedulers import SCHEDULERS
     tr = random_trace(400, 11, rate=120.0)
-    cfg = cfg_of(num_gpus=2, router="least_kv", block_size=8, kv_blocks=200, max_num_seqs=24)
+    cfg = cfg_of(scheduler=scheduler, num_gpus=2, router="least_kv", block_size=8, kv_blocks=200, max_num_seqs=24,
+                 b_max=24, tpot_sla_s=0.01, k_bins=3)
     step = wb.StepTimeModel(**REF_STEP)
     fast = wb.simulate(tr, cfg, latency=step)
-    original = continuous_fcfs.ContinuousFcfs.continuous_spec
+    cls = SCHEDULERS[scheduler]
+    original = cls.continuous_spec
     try:
-        continuous_fcfs.ContinuousFcfs.continuous_spec = lambda self, c: replace(original(self, c), jumps=False)
+        cls.continuous_spec = lambda self, c: replace(original(self, c), jumps=False)
         slow = wb.simulate(tr, cfg, latency=step)
     finally:
-        continuous_fcfs.ContinuousFcfs.continuous_spec = original
+        cls.continuous_spec = original
     assert len(slow.steps) > len(fast.steps)
     assert fast.summary["engine_steps"] == slow.summary["engine_steps"]
     for key in ("ttft_s", "e2e_s", "queue_s"):

@@ -83,7 +83,9 @@ Policies
       reading: ``b_mem`` is the largest ``b`` with ``b mu + theta sqrt(b)
       sigma <= kv_blocks * block_size``, ``mu, sigma`` the mean and std-dev of
       prompt+output tokens of the replica's completed requests, recomputed
-      only while requests both wait and run.
+      only while requests both wait and run.  Runs of decode steps (see
+      Speed) are used only while nobody waits on the replica, and the
+      controller is updated once per step of the run.
   12. ``continuous_multi_bin``: the waiting queue is split into K bins by
       predicted output length (same predictor and equal-mass edges as the
       static multi-bin).  A replica admits in *rounds*: a round takes the
@@ -615,8 +617,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                                               float(d + output_tokens[r] - 1), r)
                 r = prev
             if policy == POLICY_SLA and with_dec[g]:
-                _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, now - t_start[g], float(dec_start[g]),
-                            window, budget_s, eps_s, alpha, delta, b_min, b_max)
+                for j in range(k):   # Algorithm 2 after every step of the run (runs only when nobody waits)
+                    _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, run_e[g] + run_f[g] * j,
+                                float(dec_start[g]), window, budget_s, eps_s, alpha, delta, b_min, b_max)
 
         # -------------------------------------------------------- schedule the next step
         d = dcount[g]
@@ -826,7 +829,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             e = a_d + var_d
             f = b_d * nd
             k = 1
-            if jumps and preempted == 0:
+            if jumps and preempted == 0 and (policy != POLICY_SLA or waiting[g] == 0):
+                # (continuous_sla: its limit changes every step, so a waiting request could be admitted
+                # at any boundary; runs only while nobody waits)
                 k = int(fin_key[g, 0]) - d
                 k = _steps_fitting(hist, g, bs, shift, nd, d, cap - used[g], k)
                 if k < 1:
