@@ -74,7 +74,8 @@ Step time (:class:`workbench.sim.steptime.StepTimeModel`)
 Policies
   11. ``continuous_sla`` (Pang et al., Algorithms 1 and 2): the running
       batch may hold at most ``min(clamp(b_mem), clamp(b_sla))`` requests,
-      ``clamp(b) = min(max(b, N_decode), b_max)``.  Algorithm 2 runs after
+      ``clamp(b) = min(max(b, N_decode), B_max)``; ``B_max`` is
+      ``max_num_seqs`` (the engine's batch cap) and ``B_min`` is ``b_min``.  Algorithm 2 runs after
       every step containing decodes: ``tau`` is the mean decode-step time (the
       time per output token of each running request) of the last
       ``ctrl_window`` such steps and ``b_bar`` their mean number of decodes,
