@@ -251,21 +251,24 @@ def test_invariants(seed, n, scheduler, chunked, replicas, router, block_size, k
     assert s["preemptions_total"] == r.preemptions.sum()
 
 
-def test_runs_of_decode_steps_equal_single_steps():
+@pytest.mark.parametrize("scheduler", CONTINUOUS)
+def test_runs_of_decode_steps_equal_single_steps(scheduler):
     """The event-saving runs of identical decode steps change nothing but the event count."""
     from dataclasses import replace
 
-    from workbench.sim.schedulers import continuous_fcfs
+    from workbench.sim.schedulers import SCHEDULERS
     tr = random_trace(400, 11, rate=120.0)
-    cfg = cfg_of(num_gpus=2, router="least_kv", block_size=8, kv_blocks=200, max_num_seqs=24)
+    cfg = cfg_of(scheduler=scheduler, num_gpus=2, router="least_kv", block_size=8, kv_blocks=200, max_num_seqs=24,
+                 b_max=24, tpot_sla_s=0.01, k_bins=3)
     step = wb.StepTimeModel(**REF_STEP)
     fast = wb.simulate(tr, cfg, latency=step)
-    original = continuous_fcfs.ContinuousFcfs.continuous_spec
+    cls = SCHEDULERS[scheduler]
+    original = cls.continuous_spec
     try:
-        continuous_fcfs.ContinuousFcfs.continuous_spec = lambda self, c: replace(original(self, c), jumps=False)
+        cls.continuous_spec = lambda self, c: replace(original(self, c), jumps=False)
         slow = wb.simulate(tr, cfg, latency=step)
     finally:
-        continuous_fcfs.ContinuousFcfs.continuous_spec = original
+        cls.continuous_spec = original
     assert len(slow.steps) > len(fast.steps)
     assert fast.summary["engine_steps"] == slow.summary["engine_steps"]
     for key in ("ttft_s", "e2e_s", "queue_s"):
@@ -392,3 +395,19 @@ def test_sla_controller_holds_the_decode_time_per_token():
 def test_capacity_of_a_continuous_scheduler_needs_the_slo_criterion():
     with pytest.raises(ValueError, match="criterion='slo'"):
         wb.capacity(random_trace(20, 1), cfg_of(), latency=STEP2)
+
+
+def test_one_sequence_at_a_time_is_an_m_d_1_queue():
+    """max_num_seqs=1 on one replica serves requests one by one: with Poisson arrivals and a constant
+    service time S (prefill + (out - 1) decode steps), the mean wait is Pollaczek-Khinchine's
+    rho S / (2 (1 - rho))."""
+    rng = np.random.default_rng(12)
+    n, rho = 20_000, 0.7
+    step = wb.StepTimeModel(prefill=(0.01, 1e-4, 0.0), decode=(0.004, 0.0, 0.001))
+    service_s = 0.01 + 1e-4 * 100 + 9 * 0.005
+    arrival = np.cumsum(rng.exponential(service_s / rho, n))
+    tr = trace_of(arrival - arrival[0], np.full(n, 100), np.full(n, 10))
+    res = wb.simulate(tr, cfg_of(max_num_seqs=1), latency=step)
+    np.testing.assert_allclose(res.requests.e2e_s - res.requests.queue_s, service_s, rtol=1e-9)
+    theory = rho * service_s / (2 * (1 - rho))
+    assert res.requests.queue_s.mean() == pytest.approx(theory, rel=0.08)

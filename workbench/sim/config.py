@@ -77,7 +77,8 @@ class SimConfig:
     mem_margin_gb: float = _f(1.0, "memory kept free for activations and fragmentation, GB")
     seed: int = _f(0, "seed of every random choice in the simulation (the predictor's noise)")
     # --- continuous-batching engine (continuous_* schedulers; see workbench.sim.continuous_engine)
-    max_num_seqs: int = _f(256, "continuous: most requests running on a replica at once (vLLM max_num_seqs)")
+    max_num_seqs: int = _f(256, "continuous: most requests running on a replica at once (vLLM max_num_seqs); "
+                                "also continuous_sla's B_max (b_max is for the static controllers)")
     max_num_batched_tokens: int = _f(
         16384, "continuous: token budget of one step (vLLM max_num_batched_tokens); without chunked prefill "
                "a longer prompt is rejected; with it, must be >= max_num_seqs")

@@ -74,7 +74,8 @@ Step time (:class:`workbench.sim.steptime.StepTimeModel`)
 Policies
   11. ``continuous_sla`` (Pang et al., Algorithms 1 and 2): the running
       batch may hold at most ``min(clamp(b_mem), clamp(b_sla))`` requests,
-      ``clamp(b) = min(max(b, N_decode), b_max)``.  Algorithm 2 runs after
+      ``clamp(b) = min(max(b, N_decode), B_max)``; ``B_max`` is
+      ``max_num_seqs`` (the engine's batch cap) and ``B_min`` is ``b_min``.  Algorithm 2 runs after
       every step containing decodes: ``tau`` is the mean decode-step time (the
       time per output token of each running request) of the last
       ``ctrl_window`` such steps and ``b_bar`` their mean number of decodes,
@@ -83,7 +84,9 @@ Policies
       reading: ``b_mem`` is the largest ``b`` with ``b mu + theta sqrt(b)
       sigma <= kv_blocks * block_size``, ``mu, sigma`` the mean and std-dev of
       prompt+output tokens of the replica's completed requests, recomputed
-      only while requests both wait and run.
+      only while requests both wait and run.  Runs of decode steps (see
+      Speed) are used only while nobody waits on the replica, and the
+      controller is updated once per step of the run.
   12. ``continuous_multi_bin``: the waiting queue is split into K bins by
       predicted output length (same predictor and equal-mass edges as the
       static multi-bin).  A replica admits in *rounds*: a round takes the
@@ -141,44 +144,55 @@ C_PA, C_PB, C_PC, C_DA, C_DB, C_DC, C_LA, C_LB, C_LC, C_LT, C_A0, C_A1, C_TOK = 
 # Row ``w`` of the 2-D arrays ``hk`` (keys) and ``hid`` (ids) is one heap; ``pos[id]`` is an id's index
 # in its heap.  Rows are addressed by index rather than passed as views, which would cost a reference
 # count update per call.
+# (The comparisons and swaps are written out in the loops: a helper taking the arrays would cost a
+# reference-count increment and decrement per call, which dominated the engine's time.)
 @njit(cache=True, inline="always")
-def _before(hk, hid, w, i, j):
-    return hk[w, i] < hk[w, j] or (hk[w, i] == hk[w, j] and hid[w, i] < hid[w, j])
-
-
-@njit(cache=True, inline="always")
-def _swap(hk, hid, pos, w, i, j):
-    hk[w, i], hk[w, j] = hk[w, j], hk[w, i]
-    hid[w, i], hid[w, j] = hid[w, j], hid[w, i]
-    pos[hid[w, i]] = i
-    pos[hid[w, j]] = j
-
-
-@njit(cache=True)
 def _sift_up(hk, hid, pos, w, i):
+    key = hk[w, i]
+    ident = hid[w, i]
     while i > 0:
         parent = (i - 1) >> 1
-        if not _before(hk, hid, w, i, parent):
+        pk = hk[w, parent]
+        if pk < key or (pk == key and hid[w, parent] < ident):
             break
-        _swap(hk, hid, pos, w, i, parent)
+        hk[w, i] = pk
+        hid[w, i] = hid[w, parent]
+        pos[hid[w, i]] = i
         i = parent
+    hk[w, i] = key
+    hid[w, i] = ident
+    pos[ident] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sift_down(hk, hid, pos, w, size, i):
+    key = hk[w, i]
+    ident = hid[w, i]
     while True:
         child = 2 * i + 1
         if child >= size:
             break
-        if child + 1 < size and _before(hk, hid, w, child + 1, child):
-            child += 1
-        if not _before(hk, hid, w, child, i):
+        ck = hk[w, child]
+        cid = hid[w, child]
+        if child + 1 < size:
+            rk = hk[w, child + 1]
+            rid = hid[w, child + 1]
+            if rk < ck or (rk == ck and rid < cid):
+                child += 1
+                ck = rk
+                cid = rid
+        if key < ck or (key == ck and ident < cid):
             break
-        _swap(hk, hid, pos, w, i, child)
+        hk[w, i] = ck
+        hid[w, i] = cid
+        pos[cid] = i
         i = child
+    hk[w, i] = key
+    hid[w, i] = ident
+    pos[ident] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_push(hk, hid, pos, w, size, key, ident):
     hk[w, size] = key
     hid[w, size] = ident
@@ -187,7 +201,7 @@ def _heap_push(hk, hid, pos, w, size, key, ident):
     return size + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_remove(hk, hid, pos, w, size, i):
     """Remove the entry at index ``i`` of heap ``w``; returns the new size."""
     pos[hid[w, i]] = -1
@@ -201,7 +215,7 @@ def _heap_remove(hk, hid, pos, w, size, i):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_set(hk, hid, pos, w, size, i, key):
     hk[w, i] = key
     _sift_up(hk, hid, pos, w, i)
@@ -238,7 +252,7 @@ def _run_time(e, f, k):
     return k * e + f * (k * (k - 1) / 2.0)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _steps_to_reach(e, f, k_max, span):
     """Smallest i in [1, k_max] with _run_time(e, f, i) >= span (k_max if none)."""
     if span <= e:
@@ -257,7 +271,7 @@ def _steps_to_reach(e, f, k_max, span):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _blocks_over(hist, w, bs, shift, n, d, k):
     """New blocks the n decodes need over k steps starting at decode count d.
 
@@ -276,7 +290,7 @@ def _blocks_over(hist, w, bs, shift, n, d, k):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _steps_fitting(hist, w, bs, shift, n, d, free, k_max):
     """Largest k <= k_max such that the blocks needed over k steps fit in ``free``."""
     if n == 0:
@@ -299,7 +313,7 @@ def _steps_fitting(hist, w, bs, shift, n, d, free, k_max):
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
     """Index of the waiting queue admission takes from (the replica must have waiting requests)."""
     if policy != POLICY_MULTI_BIN:
@@ -323,29 +337,40 @@ def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
     return best
 
 
+# ---------------------------------------------------------------- continuous_sla's controllers (Pang et al.)
 @njit(cache=True, inline="always")
-def _pop_front(qi, q_head, q_tail, q_len, nxt):
-    r = q_head[qi]
-    q_head[qi] = nxt[r]
-    if q_head[qi] < 0:
-        q_tail[qi] = -1
-    q_len[qi] -= 1
-    nxt[r] = -1
-
-
-@njit(cache=True, inline="always")
-def _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail):
-    state[r] = ST_PREFILL
-    if np.isnan(sched_s[r]):
-        sched_s[r] = now
-    t = run_tail[g]
-    run_prev[r] = t
-    run_next[r] = -1
-    if t >= 0:
-        run_next[t] = r
+def _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, step_s, decodes, window, budget_s, eps_s,
+                alpha, delta, b_min, b_max):
+    """Algorithm 2 after a step with decodes: tau and b_bar over the last ``window`` such steps."""
+    w = win_n[g] % window
+    win_t[g, w] = step_s
+    win_b[g, w] = decodes
+    win_n[g] += 1
+    kk = min(win_n[g], window)
+    tau = 0.0
+    b_bar = 0.0
+    for w in range(kk):
+        tau += win_t[g, w]
+        b_bar += win_b[g, w]
+    tau /= kk
+    b_bar /= kk
+    if tau > budget_s + eps_s:
+        b_high[g] = min(max(b_bar, b_low[g] + alpha), float(b_max))
+        b_low[g] = max(b_low[g] - delta, float(b_min))
+    elif tau < budget_s - eps_s:
+        b_low[g] = max(min(b_bar, b_high[g] - alpha), float(b_min))
+        b_high[g] = min(b_high[g] + delta, float(b_max))
     else:
-        run_head[g] = r
-    run_tail[g] = r
+        b_high[g] = min(b_bar + alpha // 2, float(b_max))
+        b_low[g] = max(b_bar - alpha // 2, float(b_min))
+    b_sla[g] = int(math.floor((b_low[g] + b_high[g]) / 2.0))
+
+
+@njit(cache=True, inline="always")
+def _memory_limit(mu, sigma, theta, capacity_tokens):
+    """Algorithm 1 as the static engine reads it: the largest b with b mu + theta sqrt(b) sigma <= capacity."""
+    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma + 4.0 * mu * capacity_tokens)) / (2.0 * mu)
+    return max(1, int(math.floor(root * root)))
 
 
 # ---------------------------------------------------------------- the engine
@@ -551,7 +576,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 else:
                     run_tail[g] = p_
                 x = float(prompt_tokens[r]) + float(output_tokens[r])
-                tok_n[g] += 1.0
+                tok_n[g] += 1.0   # running mean and squared deviations (Welford) of completed requests' tokens
                 dx = x - tok_mean[g]
                 tok_mean[g] += dx / tok_n[g]
                 tok_m2[g] += dx * (x - tok_mean[g])
@@ -578,7 +603,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                         else:
                             run_tail[g] = prev
                         x = float(prompt_tokens[r]) + 1.0
-                        tok_n[g] += 1.0
+                        tok_n[g] += 1.0   # running mean and squared deviations (Welford) of completed requests' tokens
                         dx = x - tok_mean[g]
                         tok_mean[g] += dx / tok_n[g]
                         tok_m2[g] += dx * (x - tok_mean[g])
@@ -593,28 +618,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                                               float(d + output_tokens[r] - 1), r)
                 r = prev
             if policy == POLICY_SLA and with_dec[g]:
-                w = win_n[g] % window
-                win_t[g, w] = now - t_start[g]
-                win_b[g, w] = float(dec_start[g])
-                win_n[g] += 1
-                kk = min(win_n[g], window)
-                tau = 0.0
-                b_bar = 0.0
-                for w in range(kk):
-                    tau += win_t[g, w]
-                    b_bar += win_b[g, w]
-                tau /= kk
-                b_bar /= kk
-                if tau > budget_s + eps_s:
-                    b_high[g] = min(max(b_bar, b_low[g] + alpha), float(b_max))
-                    b_low[g] = max(b_low[g] - delta, float(b_min))
-                elif tau < budget_s - eps_s:
-                    b_low[g] = max(min(b_bar, b_high[g] - alpha), float(b_min))
-                    b_high[g] = min(b_high[g] + delta, float(b_max))
-                else:
-                    b_high[g] = min(b_bar + alpha // 2, float(b_max))
-                    b_low[g] = max(b_bar - alpha // 2, float(b_min))
-                b_sla[g] = int(math.floor((b_low[g] + b_high[g]) / 2.0))
+                for j in range(k):   # Algorithm 2 after every step of the run (runs only when nobody waits)
+                    _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, run_e[g] + run_f[g] * j,
+                                float(dec_start[g]), window, budget_s, eps_s, alpha, delta, b_min, b_max)
 
         # -------------------------------------------------------- schedule the next step
         d = dcount[g]
@@ -622,11 +628,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         limit = max_num_seqs
         if policy == POLICY_SLA:
             if waiting[g] > 0 and running > 0 and tok_n[g] >= 2:
-                mu = tok_mean[g]
-                sigma = math.sqrt(tok_m2[g] / (tok_n[g] - 1))
-                root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma
-                                                   + 4.0 * mu * cap * bs)) / (2.0 * mu)
-                b_mem[g] = max(1, int(math.floor(root * root)))
+                b_mem[g] = _memory_limit(tok_mean[g], math.sqrt(tok_m2[g] / (tok_n[g] - 1)), theta, cap * bs)
             lim_mem = min(max(b_mem[g], n_dec[g]), b_max)
             lim_sla = min(max(b_sla[g], n_dec[g]), b_max)
             limit = min(limit, min(lim_mem, lim_sla))
@@ -640,19 +642,35 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         if not chunked and waiting[g] > 0:
             # v0.2: a prefill-only step if any prompt can be admitted
             while waiting[g] > 0:
-                qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                if policy == POLICY_MULTI_BIN:
+                    qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                else:
+                    qi = g * K
                 r = q_head[qi]
                 p = np.int64(prompt_tokens[r])
                 blocks = _ceil_div(p, bs, shift)
                 if pf_tokens + p > max_batched_tokens or running + pf_reqs + 1 > limit or used[g] + blocks > cap:
                     break
-                _pop_front(qi, q_head, q_tail, q_len, nxt)
+                q_head[qi] = nxt[r]   # pop r from the front of its queue
+                if q_head[qi] < 0:
+                    q_tail[qi] = -1
+                q_len[qi] -= 1
+                nxt[r] = -1
                 waiting[g] -= 1
                 wait_blocks[g] -= blocks
                 round_left[g] -= 1
                 used[g] += blocks
                 done_pf[r] = p
-                _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail)
+                state[r] = ST_PREFILL   # admitted: appended to the running list
+                if np.isnan(sched_s[r]):
+                    sched_s[r] = now
+                run_prev[r] = run_tail[g]
+                run_next[r] = -1
+                if run_tail[g] >= 0:
+                    run_next[run_tail[g]] = r
+                else:
+                    run_head[g] = r
+                run_tail[g] = r
                 pf_tokens += p
                 pf_lin += p
                 pf_quad += float(p) * float(p)
@@ -746,14 +764,21 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     pf_reqs += 1
             if preempted == 0:
                 while waiting[g] > 0 and budget > 0 and running + 1 <= limit:
-                    qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                    if policy == POLICY_MULTI_BIN:
+                        qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
+                    else:
+                        qi = g * K
                     r = q_head[qi]
                     p = np.int64(prompt_tokens[r])
                     chunk = min(p, budget)
                     blocks = _ceil_div(chunk, bs, shift)
                     if reserve + blocks > cap:
                         break
-                    _pop_front(qi, q_head, q_tail, q_len, nxt)
+                    q_head[qi] = nxt[r]   # pop r from the front of its queue
+                    if q_head[qi] < 0:
+                        q_tail[qi] = -1
+                    q_len[qi] -= 1
+                    nxt[r] = -1
                     waiting[g] -= 1
                     wait_blocks[g] -= _ceil_div(p, bs, shift)
                     round_left[g] -= 1
@@ -762,7 +787,16 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     done_pf[r] = chunk
                     if chunk < p:
                         partial[g] = r
-                    _admit(r, g, now, state, sched_s, run_prev, run_next, run_head, run_tail)
+                    state[r] = ST_PREFILL   # admitted: appended to the running list
+                    if np.isnan(sched_s[r]):
+                        sched_s[r] = now
+                    run_prev[r] = run_tail[g]
+                    run_next[r] = -1
+                    if run_tail[g] >= 0:
+                        run_next[run_tail[g]] = r
+                    else:
+                        run_head[g] = r
+                    run_tail[g] = r
                     budget -= chunk
                     pf_tokens += chunk
                     pf_lin += chunk
@@ -796,7 +830,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             e = a_d + var_d
             f = b_d * nd
             k = 1
-            if jumps and preempted == 0:
+            if jumps and preempted == 0 and (policy != POLICY_SLA or waiting[g] == 0):
+                # (continuous_sla: its limit changes every step, so a waiting request could be admitted
+                # at any boundary; runs only while nobody waits)
                 k = int(fin_key[g, 0]) - d
                 k = _steps_fitting(hist, g, bs, shift, nd, d, cap - used[g], k)
                 if k < 1:

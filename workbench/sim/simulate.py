@@ -348,7 +348,8 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
             np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
             ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.max_num_seqs,
             cfg.max_num_batched_tokens, cfg.block_size, cfg.kv_blocks_effective, coef,
-            cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha),
+            min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget, cfg.ctrl_eps_fraction * budget,
+            float(cfg.ctrl_alpha),
             float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, int(step_log))
     if error:
         raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
