@@ -62,3 +62,74 @@ def test_sentences_say_where_each_breaks():
     assert text["fifo"].startswith("fifo keeps 90% of requests within the 1 s SLA up to 2 req/s and breaks by 4 req/s")
     assert "2.5 req/s per GPU" in text["fifo"]
     assert "beyond the range tested" in text["sla"]
+
+
+# ------------------------------------------------------------------ running a comparison
+
+from workbench.study import compare as cmp  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_comparison(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    params = cmp.CompareParams(num_requests=1500, schedulers="continuous_fcfs,continuous_multi_bin",
+                               gpu_counts=(1, 2), curve_gpus=2, load_points=3, results_dir=str(folder))
+    return cmp.run_comparison(params, progress=False)
+
+
+def test_comparison_writes_its_tables(small_comparison):
+    folder = small_comparison.results_dir
+    for name in ("compare_schedulers.csv", "compare_schedulers_capacity.csv", "compare_schedulers_curves.csv",
+                 "compare_schedulers_ranking.csv", "parameters.json"):
+        assert (folder / name).is_file(), name
+    caps = small_comparison.capacities
+    assert set(caps["scheduler"]) == {"continuous_fcfs", "continuous_multi_bin"}
+    assert len(small_comparison.curves) == 2 * 3
+    assert set(small_comparison.sentences) == {"continuous_fcfs", "continuous_multi_bin"}
+
+
+def test_more_gpus_never_less_capacity(small_comparison):
+    caps = small_comparison.capacities.set_index(["scheduler", "num_gpus"])["capacity_rps"]
+    for scheduler in ("continuous_fcfs", "continuous_multi_bin"):
+        # two replicas fed by a router sustain at least what one does (search resolution 2%)
+        assert caps[(scheduler, 2)] >= caps[(scheduler, 1)] * 0.98
+
+
+def test_curves_span_light_load_to_past_saturation(small_comparison):
+    curves = small_comparison.curves
+    target = small_comparison.params.attainment
+    for _, group in curves.groupby("scheduler"):
+        group = group.sort_values("offered_rps")
+        assert group["attainment"].iloc[0] >= target      # light load: the SLA holds
+        assert group["attainment"].iloc[-1] < target      # twice the best capacity: it does not
+
+
+def test_light_load_attainment_matches_requests_served_alone(small_comparison):
+    """At the lightest load almost no request overlaps another, so the share meeting the SLA is the share
+    that meets it alone on an idle replica (computed request by request by capacity's attainable share)."""
+    from workbench.study.capacity import slo_attainable_share
+
+    p = small_comparison.params
+    trace = p.trace(p.seed)
+    alone = slo_attainable_share(trace, p.config("continuous_fcfs", p.curve_gpus), p.step_model())
+    lightest = small_comparison.curves.query("scheduler == 'continuous_fcfs'").sort_values("offered_rps").iloc[0]
+    assert lightest["attainment"] <= alone + 1e-12
+    assert lightest["attainment"] >= alone - 0.05
+
+
+def test_rerun_skips_finished_cases(small_comparison, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished case was run again")
+
+    monkeypatch.setattr(cmp, "_run_case", boom)
+    again = cmp.run_comparison(small_comparison.params, progress=False)
+    assert again.curves[["scheduler", "offered_rps"]].equals(small_comparison.curves[["scheduler", "offered_rps"]])
+
+
+def test_bad_parameters_say_what_is_allowed():
+    with pytest.raises(ValueError, match="unknown"):
+        cmp.CompareParams(schedulers="fifo_typo")
+    with pytest.raises(ValueError, match="profile"):
+        cmp.CompareParams(latency="no-such-gpu")
+    with pytest.raises(ValueError, match="gpu_counts"):
+        cmp.CompareParams(gpu_counts="1,two")

@@ -1,0 +1,82 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Which scheduler keeps the SLA?
+#
+# Every registered scheduler on the same trace, the same hardware model and the same SLA: a request
+# meets the SLA when its time to first token (TTFT) and its mean time per output token after the first
+# (TPOT) are both within their limits. All schedulers are timed by one step-time profile (`latency`),
+# so static and continuous batching differ only in how they schedule.
+#
+# 1. **Capacity** of each scheduler on each GPU count: the largest offered rate at which `attainment`
+#    of the requests meet the SLA (the trace replayed faster or slower).
+# 2. **Load-latency curves** on `curve_gpus` GPUs, from light load to past saturation: attainment,
+#    latency percentiles, TTFT and TPOT against the offered rate, one line per scheduler.
+# 3. A **ranking** by capacity per GPU (with 95% intervals when `replications` > 1) and one sentence
+#    per scheduler saying where it breaks.
+#
+# Each (case, seed) is checkpointed: a rerun skips what is done.
+
+# %% tags=["parameters"]
+dataset = None                # None: the synthetic BurstGPT-like trace; or azure_conv, azure_code, a CSV path
+num_requests = 20_000
+schedulers = None             # None: every registered scheduler
+latency = "opt-13b-a100"      # the step-time profile every scheduler is timed by
+gpu_counts = (1, 2, 4, 8)
+curve_gpus = 4
+load_points = 8
+ttft_sla_s = 1.0
+tpot_sla_s = 0.05
+d_sla_s = 1.0                 # budget of the static SLA controller (service time of one batch)
+attainment = 0.9
+k_bins = 4
+replications = 1
+seed = 42
+results_dir = None
+
+# %%
+import logging
+
+from IPython.display import Markdown, display
+
+from workbench.study import compare, compare_plots
+from workbench.study.experiments import display_path
+
+logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+namespace = {k: v for k, v in globals().items() if not k.startswith("_")}
+if namespace.get("schedulers") is None:
+    namespace.pop("schedulers")
+params = compare.CompareParams.from_namespace(namespace)
+result = compare.run_comparison(params)
+display(Markdown(f"Results in `{display_path(result.results_dir)}`; trace rate at x1: "
+                 f"{result.base_rate_rps:.3g} requests/s."))
+
+# %% [markdown]
+# ## Load-latency curves
+
+# %%
+compare_plots.plot_load_latency(result, result.results_dir)
+
+# %% [markdown]
+# ## Capacity against GPU count
+
+# %%
+compare_plots.plot_capacity(result, result.results_dir)
+
+# %% [markdown]
+# ## Ranking by capacity per GPU, and where each scheduler breaks
+
+# %%
+display(compare_plots.ranking_table(result))
+display(Markdown("\n".join(f"- {text}" for text in result.sentences.values())))
