@@ -64,6 +64,14 @@ log = logging.getLogger(__name__)
 STEP_COEFS = COEF_NAMES[:9]          # prefill a,b,c; decode a,b,c; decode_large a,b,c
 OVERHEAD_COEFS = ("arrival_overhead_a", "arrival_overhead_b", "token_overhead")
 FIT_COEFS = STEP_COEFS + OVERHEAD_COEFS
+# held at the published profile by default: the fixed cost of a step is what an isolated-step profile measures
+# best (a batch of one), and the serving runs cannot tell it from the per-token and per-request terms
+FIXED_STEP_COSTS = ("prefill_a", "decode_a", "decode_large_a")
+# the prior's weight: real runs differ from each other by about RUN_SPREAD at the same batch sizes, and a
+# published per-token or per-request coefficient is trusted to within PRIOR_SPREAD (relative); moving a
+# coefficient by PRIOR_SPREAD then costs as much as a systematic RUN_SPREAD error on one run and metric
+RUN_SPREAD, PRIOR_SPREAD = 0.15, 0.5
+PRIOR_WEIGHT = (RUN_SPREAD / PRIOR_SPREAD) ** 2
 
 
 @dataclass
@@ -223,7 +231,8 @@ class _Pass:
 
 
 def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_overhead: bool, max_iter: int,
-                 tol: float, min_steps: int, prior_weight: float, damping: float, name: str, source: str) -> _Pass:
+                 tol: float, min_steps: int, prior_weight: float, damping: float, name: str, source: str,
+                 hold: tuple) -> _Pass:
     threshold = step.decode_large_threshold if step.decode_large is not None else 2**62
     prior = _as_vector(step)
     current, history, best, change = step, [], None, np.inf
@@ -260,6 +269,10 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
         if not fit_token_overhead:
             free[11] = False
             status[11] = "held at prior: collinear with decode_a (see fit_token_overhead)"
+        for k in (FIT_COEFS.index(coef) for coef in hold):
+            if free[k]:
+                free[k] = False
+                status[k] = "held at prior: a fixed step cost (see hold)"
         unsupported = free & (np.abs(a).sum(axis=0) == 0)
         free &= ~unsupported
         status[unsupported] = "held at prior: no data"
@@ -291,9 +304,10 @@ def _rss_of(step: StepTimeModel, runs, cfg) -> float:
     return total
 
 
-def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter: int = 8, tol: float = 1e-3,
+def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter: int = 8, tol: float = 1e-3,
               min_steps: int = 20, overhead_min_gain: float = 0.02, fit_token_overhead: bool = False,
-              prior_weight: float = 1e-2, damping: float = 0.5, name: str | None = None) -> StepTimeModel:
+              prior_weight: float = PRIOR_WEIGHT, hold=FIXED_STEP_COSTS, damping: float = 0.5,
+              name: str | None = None) -> StepTimeModel:
     """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
 
     ``cfg`` is the serving setup used for every run (default: each run's own ``.config``).  ``thresholds``:
@@ -305,6 +319,11 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter
         raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
     if not isinstance(step, StepTimeModel):
         raise ValueError(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
+    unknown = sorted(set(hold) - set(FIT_COEFS))
+    if unknown:
+        raise ValueError(f"calibrate: hold names unknown coefficients {unknown}; choose among {list(FIT_COEFS)}")
+    if prior_weight < 0:
+        raise ValueError(f"calibrate: prior_weight must be >= 0, got {prior_weight}")
     for run in runs:
         if not hasattr(run, "measured") or not hasattr(run, "trace"):
             raise ValueError(f"calibrate: runs must be wb.load_serving_log(...) results, got {type(run).__name__}")
@@ -312,7 +331,7 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter
     name = name or f"{step.name} calibrated on {'+'.join(names)}"
     source = f"calibrate({step.name}) on {', '.join(names)}"
     options = dict(fit_token_overhead=fit_token_overhead, max_iter=max_iter, tol=tol, min_steps=min_steps,
-                   prior_weight=prior_weight, damping=damping, name=name, source=source)
+                   prior_weight=prior_weight, damping=damping, name=name, source=source, hold=tuple(hold))
     if step.decode_large is None or thresholds is None:
         candidates = [step]
     else:
