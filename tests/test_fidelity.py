@@ -301,7 +301,7 @@ def test_notebook_runs_at_a_tiny_size(tmp_path):
     pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "fidelity.ipynb"), kernel_name="python3",
                         cwd=str(paths.REPO_ROOT), progress_bar=False,
                         parameters={"results_dir": str(out), "runs": "vllm-100-1,vllm-200-2",
-                                    "thresholds": None, "max_iter": 1})
+                                    "thresholds": None, "max_iter": 1, "prior_weights": []})
     table = pd.read_csv(out / "fidelity_vllm.csv")
     assert set(table["run"]) == {"vllm-100-1", "vllm-200-2"} and set(table["metric"]) == {"ttft_s", "e2e_s"}
     assert table["model"].str.contains("published").any() and (table["model"] == "calibrated on all runs").any()
