@@ -277,6 +277,20 @@ def test_calibration_beats_the_published_profile_on_median(predicted, runs):
     assert e2e(targets) < e2e(published.set_index(["run", "metric"]))
 
 
+@pytest.mark.slow
+def test_targets_do_not_hang_on_the_prior_weight(runs):
+    """Every target is met with the prior weight at 0.05 or 0.2 too, not only at the default 0.09."""
+    checked = fidelity.sensitivity(default_step_model(), runs, "prior_weight", [0.05, 0.2])
+    assert len(checked) == 2 * 5 and set(checked["prior_weight"]) == {0.05, 0.2}
+    missed = checked[~checked["met"]]
+    assert missed.empty, missed.to_string()
+
+
+def test_sensitivity_of_no_values_is_an_empty_table(runs):
+    table = fidelity.sensitivity(default_step_model(), runs, "prior_weight", [])
+    assert table.empty and list(table.columns) == ["prior_weight", "run", "metric", "mean_rel_error", "limit", "met"]
+
+
 # --- the notebook ----------------------------------------------------------------------------------------------
 
 NOTEBOOK = paths.NOTEBOOKS_DIR / "fidelity_vllm.ipynb"
