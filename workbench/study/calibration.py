@@ -17,10 +17,15 @@ per-request timelines:
 3. Fit the coefficients at once, non-negative (``scipy.optimize.lsq_linear``),
    to measured TTFT and decode time; each run and each of the two metrics weighs
    the same (rows divided by the run's mean of that metric and by
-   sqrt(requests)).  Every coefficient the published model has also gets a
-   prior row ``sqrt(prior_weight) * (c / c_prior - 1)``: coefficients the data
-   cannot tell apart (a fixed step cost vs. a per-token one over similar
-   prompts) stay where the published profile put them.
+   sqrt(requests)), so a 350-request run does not outweigh a 100-request one.
+   Every coefficient the published model has also gets a prior row
+   ``sqrt(prior_weight) * (c / c_prior - 1)``: coefficients the data cannot tell
+   apart (per context token vs. per request, when every request holds ~900
+   tokens of context) stay near where the published profile put them.  The
+   weight is ``PRIOR_WEIGHT = (RUN_SPREAD / PRIOR_SPREAD)^2 = (0.15 / 0.5)^2``:
+   real runs differ from each other by about 15% at the same batch sizes, a
+   published per-token coefficient is trusted to within 50%, so moving it by 50%
+   costs as much as a systematic 15% error on one run and metric.
 4. Move half way to the new coefficients (damped) and repeat from 1, at most
    ``max_iter`` times or until the linear model's times move by less than
    ``tol``.  A queueing schedule is not smooth in the coefficients (a tiny change
@@ -28,15 +33,31 @@ per-request timelines:
    rather than settle; the iterate whose *simulated* error is lowest is
    returned, and the report says whether it settled.
 
+What is held, by default (``hold=FIXED_STEP_COSTS``): the fixed cost of a
+prefill and of a decode step (``prefill_a``, ``decode_a``, ``decode_large_a``)
+stay at the published profile.  That is what an isolated-step profile measures
+best (a batch of one), and the serving runs cannot pin it: over the batch sizes
+of two training runs it trades off against the per-request term, and a fixed
+cost fitted to runs at batch 15-70 extrapolates to a light run's batches of ~5
+too slow (+23% on the light run's mean E2E, with it fitted).  Serving adds
+per-request CPU work (scheduling, block tables, sampling, detokenisation) that
+grows with the batch; the per-context and per-request terms carry it.
+``hold=()`` fits every coefficient.
+
 The boundary between the two decode regimes (``decode_large_threshold``) is
-chosen the same way: the whole fit is run for each candidate batch size and the
-one with the lowest simulated error wins, among the published boundary and the
-candidates where the training runs reach far enough to fit both regimes (a
-fitted small-batch regime next to a large-batch one held at the published
-values extrapolates badly).  The large-batch regime is held at
-its prior values when fewer than ``min_steps`` training steps reach it.  The
-per-request overheads (arrival ``a0``, ``a1``) are kept only if the data says so:
-they must lower the simulated error by at least ``overhead_min_gain`` (2%), else
+kept at the model's own (the published 95) by default (``thresholds=None``):
+the measured runs barely reach it, and choosing it by the training error made
+the saturated-run prediction swing between +8% and +44%.  With
+``thresholds="fit"`` (16, 32, 48 and the model's own) or a list, the whole fit
+is run for each candidate batch size and the one with the lowest simulated
+error wins, among the published boundary and the candidates where the training
+runs reach far enough to fit both regimes (a fitted small-batch regime next to
+a large-batch one held at the published values extrapolates badly).  The
+large-batch regime is held at its prior values when fewer than ``min_steps``
+training steps reach it.
+
+The per-request overheads (arrival ``a0``, ``a1``) are kept only if the data
+says so: they must lower the simulated error by at least ``overhead_min_gain`` (2%), else
 they are fixed at zero.  The per-token overhead (added to reported times, never
 delaying a step) is held at its prior value unless ``fit_token_overhead=True``:
 a request's output tokens are nearly its count of decode steps, so it is
@@ -64,6 +85,14 @@ log = logging.getLogger(__name__)
 STEP_COEFS = COEF_NAMES[:9]          # prefill a,b,c; decode a,b,c; decode_large a,b,c
 OVERHEAD_COEFS = ("arrival_overhead_a", "arrival_overhead_b", "token_overhead")
 FIT_COEFS = STEP_COEFS + OVERHEAD_COEFS
+# held at the published profile by default: the fixed cost of a step is what an isolated-step profile measures
+# best (a batch of one), and the serving runs cannot tell it from the per-token and per-request terms
+FIXED_STEP_COSTS = ("prefill_a", "decode_a", "decode_large_a")
+# the prior's weight: real runs differ from each other by about RUN_SPREAD at the same batch sizes, and a
+# published per-token or per-request coefficient is trusted to within PRIOR_SPREAD (relative); moving a
+# coefficient by PRIOR_SPREAD then costs as much as a systematic RUN_SPREAD error on one run and metric
+RUN_SPREAD, PRIOR_SPREAD = 0.15, 0.5
+PRIOR_WEIGHT = (RUN_SPREAD / PRIOR_SPREAD) ** 2
 
 
 @dataclass
@@ -223,7 +252,8 @@ class _Pass:
 
 
 def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_overhead: bool, max_iter: int,
-                 tol: float, min_steps: int, prior_weight: float, damping: float, name: str, source: str) -> _Pass:
+                 tol: float, min_steps: int, prior_weight: float, damping: float, name: str, source: str,
+                 hold: tuple) -> _Pass:
     threshold = step.decode_large_threshold if step.decode_large is not None else 2**62
     prior = _as_vector(step)
     current, history, best, change = step, [], None, np.inf
@@ -260,6 +290,10 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
         if not fit_token_overhead:
             free[11] = False
             status[11] = "held at prior: collinear with decode_a (see fit_token_overhead)"
+        for k in (FIT_COEFS.index(coef) for coef in hold):
+            if free[k]:
+                free[k] = False
+                status[k] = "held at prior: a fixed step cost (see hold)"
         unsupported = free & (np.abs(a).sum(axis=0) == 0)
         free &= ~unsupported
         status[unsupported] = "held at prior: no data"
@@ -291,20 +325,28 @@ def _rss_of(step: StepTimeModel, runs, cfg) -> float:
     return total
 
 
-def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter: int = 8, tol: float = 1e-3,
+def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter: int = 8, tol: float = 1e-3,
               min_steps: int = 20, overhead_min_gain: float = 0.02, fit_token_overhead: bool = False,
-              prior_weight: float = 1e-2, damping: float = 0.5, name: str | None = None) -> StepTimeModel:
+              prior_weight: float = PRIOR_WEIGHT, hold=FIXED_STEP_COSTS, damping: float = 0.5,
+              name: str | None = None) -> StepTimeModel:
     """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
 
     ``cfg`` is the serving setup used for every run (default: each run's own ``.config``).  ``thresholds``:
     the batch sizes tried as the decode regimes' boundary (``decode_large_threshold``, chosen by the lowest
-    simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None = keep the model's).
+    simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None, the default = keep the model's).
+    ``hold``: coefficients (names in ``FIT_COEFS``) kept at ``step``'s values (default: the fixed step costs);
+    ``prior_weight``: how much moving a coefficient away from ``step``'s value costs (module docstring).
     """
     runs = list(runs)
     if not runs:
         raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
     if not isinstance(step, StepTimeModel):
         raise ValueError(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
+    unknown = sorted(set(hold) - set(FIT_COEFS))
+    if unknown:
+        raise ValueError(f"calibrate: hold names unknown coefficients {unknown}; choose among {list(FIT_COEFS)}")
+    if prior_weight < 0:
+        raise ValueError(f"calibrate: prior_weight must be >= 0, got {prior_weight}")
     for run in runs:
         if not hasattr(run, "measured") or not hasattr(run, "trace"):
             raise ValueError(f"calibrate: runs must be wb.load_serving_log(...) results, got {type(run).__name__}")
@@ -312,7 +354,7 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds="fit", max_iter
     name = name or f"{step.name} calibrated on {'+'.join(names)}"
     source = f"calibrate({step.name}) on {', '.join(names)}"
     options = dict(fit_token_overhead=fit_token_overhead, max_iter=max_iter, tol=tol, min_steps=min_steps,
-                   prior_weight=prior_weight, damping=damping, name=name, source=source)
+                   prior_weight=prior_weight, damping=damping, name=name, source=source, hold=tuple(hold))
     if step.decode_large is None or thresholds is None:
         candidates = [step]
     else:
@@ -447,5 +489,5 @@ def cross_validate(step: StepTimeModel, runs, cfg=None, **calibrate_options) -> 
     return pd.concat(tables), models
 
 
-__all__ = ["FitReport", "calibrate", "compare_to_measured", "cross_validate", "replay_run", "replay_table",
+__all__ = ["FIXED_STEP_COSTS", "FitReport", "PRIOR_WEIGHT", "calibrate", "compare_to_measured", "cross_validate", "replay_run", "replay_table",
            "request_errors", "simulate_run"]

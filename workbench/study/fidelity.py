@@ -58,6 +58,21 @@ def fidelity_tables(step, runs, **calibrate_options) -> tuple[pd.DataFrame, pd.D
     return published, predicted, models
 
 
+def sensitivity(step, runs, option: str, values, **calibrate_options) -> pd.DataFrame:
+    """The cross-validated targets with one ``calibrate`` option set to each of ``values`` (the others as given).
+
+    One row per value and target: the option's value, run, metric, mean relative error, limit, met.  This is
+    how the notebook shows that a result does not hang on one setting.
+    """
+    rows = []
+    for value in values:
+        table, _ = cross_validate(step, runs, **{**calibrate_options, option: value})
+        rows.append(check_targets(table, runs).assign(**{option: value}))
+    if not rows:
+        return pd.DataFrame(columns=[option, "run", "metric", "mean_rel_error", "limit", "met"])
+    return pd.concat(rows, ignore_index=True)[[option, "run", "metric", "mean_rel_error", "limit", "met"]]
+
+
 def summary_table(*tables: pd.DataFrame, metrics=("ttft_s", "e2e_s")) -> pd.DataFrame:
     """The rows of ``tables`` for ``metrics``, with the report's columns, as a flat frame."""
     frame = pd.concat(tables).reset_index()
@@ -100,4 +115,4 @@ def plot_cdfs(runs, models: dict, results_dir=None, filename: str = "fidelity_vl
     return fig
 
 
-__all__ = ["TARGETS", "check_targets", "fidelity_tables", "is_saturated", "plot_cdfs", "summary_table"]
+__all__ = ["TARGETS", "check_targets", "fidelity_tables", "is_saturated", "plot_cdfs", "sensitivity", "summary_table"]
