@@ -1,0 +1,54 @@
+"""index.html: one page per results folder with the answers, their validity and links to everything."""
+
+import json
+import re
+
+from workbench.study.report import render_index, write_index
+
+
+def make_folder(tmp_path):
+    (tmp_path / "parameters.json").write_text(json.dumps({"parameters": {"max_gpus": 8, "d_sla": 1.0}}))
+    analysis = {
+        "trace": {"labels": ["synthetic BurstGPT-like (seed 42, 1,000 req)",
+                             "synthetic BurstGPT-like (seed 42, 2,000 req)"], "synthetic": True},
+        "step2_gpu_scaling": {"capacity_rps": {"multi_bin_dynamic (8 GPUs)": 12.5, "multi_bin_dynamic (1 GPU)": None}},
+        "validity": {
+            "best_gpu_count": {"value": 8, "valid": False,
+                               "sentence": "The best GPU count, 8 GPUs, is the largest value tested."},
+            "best_k": {"value": 4, "valid": True, "sentence": "The best K, 4, meets the SLA."},
+        },
+        "warnings": ["The best GPU count, 8 GPUs, is the largest value tested."],
+    }
+    (tmp_path / "analysis.json").write_text(json.dumps(analysis))
+    (tmp_path / "step2_gpu_scaling.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "step2_gpu_scaling.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "step2_gpu_scaling.html").write_text("<html></html>")
+    sub = tmp_path / "compare_schedulers"
+    sub.mkdir()
+    (sub / "compare_schedulers_ranking.csv").write_text(
+        "rank,scheduler,capacity_per_gpu,capacity_per_gpu_ci95,at_num_gpus,capacity_rps,note,distinguishable_from_next\n"
+        "1,continuous_fcfs,2.5,0.2,4,10.0,,True\n2,static_fifo,,,,,no load met the target,\n")
+    return tmp_path
+
+
+def test_index_shows_answers_validity_and_links(tmp_path):
+    folder = make_folder(tmp_path)
+    path = write_index(folder)
+    page = path.read_text()
+    assert path.name == "index.html"
+    assert "not a valid best" in page and ">valid<" in page          # one invalid, one valid answer
+    assert "is the largest value tested" in page                      # the reason is shown
+    assert "synthetic: not measured traffic" in page                  # labelled synthetic
+    assert page.count("synthetic BurstGPT-like (seed 42)") == 1        # one trace, sizes dropped
+    assert "none (no load met the target)" in page and "12.5" in page
+    for name in ("step2_gpu_scaling.csv", "step2_gpu_scaling.png", "step2_gpu_scaling.html",
+                 "compare_schedulers/compare_schedulers_ranking.csv"):
+        assert f'href="{name}"' in page, name
+    assert "continuous_fcfs" in page and "+- 0.2" in page
+    assert str(tmp_path) not in page                                  # relative links only: shareable
+    assert not re.search(r'href="/', page)
+
+
+def test_index_of_an_empty_folder_says_so(tmp_path):
+    page = render_index(tmp_path)
+    assert "No <code>analysis.json</code>" in page and "No <code>parameters.json</code>" in page

@@ -1,0 +1,174 @@
+"""``index.html``: one page that presents a results folder, so a run can be shared as one folder.
+
+The page shows the parameters (``parameters.json``), the trace (and whether it
+is synthetic), the headline answers of ``analysis.json`` with their validity
+(a "best" that misses the SLA or sits at the edge of the range tested says
+so, in red), the scheduler comparison's ranking and sentences when the folder
+has one, and links to every rendered notebook, figure and CSV in the folder.
+Links are relative, so the folder can be moved, zipped or served as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.html"
+
+# headline answers of analysis.json, in reading order: (key in analysis.json, question)
+HEADLINES = (
+    ("best_config_step1", "Which configuration serves the most requests within the SLA (step 1)?"),
+    ("best_gpu_count", "How many GPUs does this trace need (step 2, by goodput)?"),
+    ("best_gpu_count_by_capacity_per_gpu", "Which GPU count gives the most capacity per GPU?"),
+    ("best_k", "How many length bins are worth it (step 3, by SLA violations)?"),
+    ("best_k_by_capacity", "How many bins give the most capacity (step 3)?"),
+)
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .5em 0; font-size: .92em; }
+td, th { border: 1px solid #ddd; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+.valid { color: #176117; font-weight: 600; } .invalid { color: #a30000; font-weight: 600; }
+.badge { display: inline-block; padding: .1em .5em; border-radius: .6em; font-size: .85em; }
+.synthetic { background: #fff1c2; } .real { background: #d8f0d8; }
+.thumbs img { max-width: 320px; border: 1px solid #ddd; margin: .3em; }
+code { background: #f4f4f4; padding: 0 .2em; }
+"""
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("index.html: %s could not be read (%s); left out", path.name, exc)
+        return None
+
+
+def _table(rows: list[tuple], header: tuple | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _link(name: str) -> str:
+    return f'<a href="{html.escape(name)}">{html.escape(name)}</a>'
+
+
+def _parameters(folder: Path) -> str:
+    manifest = _read_json(folder / "parameters.json")
+    if not manifest:
+        return "<p>No <code>parameters.json</code> in this folder.</p>"
+    params = manifest.get("parameters", manifest)
+    rows = [(html.escape(str(k)), html.escape(json.dumps(v))) for k, v in params.items()]
+    return _table(rows, ("parameter", "value"))
+
+
+def _trace(analysis: dict | None) -> str:
+    info = (analysis or {}).get("trace") or {}
+    import re
+
+    # one label per trace, without its size (step 1 replays several sizes of the same trace)
+    labels = sorted({re.sub(r",?\s*[\d,]+ req\)$", ")", str(x)).replace(" ()", "") for x in info.get("labels") or []})
+    if not labels:
+        return "<p>Trace: not recorded.</p>"
+    kind = ('<span class="badge synthetic">synthetic: not measured traffic</span>' if info.get("synthetic")
+            else '<span class="badge real">real trace</span>')
+    return f"<p>Trace: {', '.join(html.escape(str(x)) for x in labels)} {kind}</p>"
+
+
+def _headlines(analysis: dict | None) -> str:
+    if not analysis:
+        return "<p>No <code>analysis.json</code> in this folder (no step ran here).</p>"
+    validity = analysis.get("validity") or {}
+    rows = []
+    for key, question in HEADLINES:
+        check = validity.get(key)
+        if check is None:
+            continue
+        ok = bool(check.get("valid"))
+        verdict = (f'<span class="{"valid" if ok else "invalid"}">'
+                   f'{"valid" if ok else "not a valid best"}</span>')
+        rows.append((html.escape(question), html.escape(str(check.get("value"))), verdict,
+                     html.escape(str(check.get("sentence", "")))))
+    parts = [_table(rows, ("question", "answer", "validity", "why")) if rows else "<p>No headline answers.</p>"]
+    capacities = []
+    for step in ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity"):
+        caps = (analysis.get(step) or {}).get("capacity_rps") or {}
+        capacities += [(html.escape(step), html.escape(str(label)),
+                        "none (no load met the target)" if value is None else f"{float(value):.3g}")
+                       for label, value in caps.items()]
+    if capacities:
+        parts.append("<p>Capacities (requests/s at which the capacity target is met):</p>")
+        parts.append(_table(capacities, ("step", "configuration", "capacity, req/s")))
+    return "".join(parts)
+
+
+def _comparison(folder: Path) -> str:
+    ranking_csv = next(iter(sorted(folder.glob("**/compare_schedulers_ranking.csv"))), None)
+    if ranking_csv is None:
+        return ""
+    ranking = pd.read_csv(ranking_csv)
+    rows = [(str(r["rank"]), html.escape(str(r["scheduler"])),
+             "none" if pd.isna(r["capacity_per_gpu"]) else f"{r['capacity_per_gpu']:.3g}",
+             "" if pd.isna(r["capacity_per_gpu_ci95"]) else f"+- {r['capacity_per_gpu_ci95']:.2g}",
+             "" if pd.isna(r["at_num_gpus"]) else str(int(r["at_num_gpus"])),
+             html.escape("" if pd.isna(r.get("note")) else str(r.get("note"))))
+            for _, r in ranking.iterrows()]
+    rel = ranking_csv.relative_to(folder).as_posix()
+    return ("<h2>Which scheduler keeps the SLA</h2>"
+            + _table(rows, ("rank", "scheduler", "capacity per GPU, req/s", "95% CI", "at GPUs", "note"))
+            + f"<p>From {_link(rel)}.</p>")
+
+
+def _files(folder: Path) -> str:
+    groups = {"Rendered notebooks": "*.html", "Executed notebooks": "*.ipynb", "Figures": "*.png",
+              "Tables (CSV)": "*.csv", "Analysis": "*.json"}
+    parts = []
+    for title, pattern in groups.items():
+        found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob(pattern) if p.name != INDEX)
+        if not found:
+            continue
+        if pattern == "*.png":
+            items = "".join(f'<a href="{html.escape(n)}"><img src="{html.escape(n)}" alt="{html.escape(n)}" '
+                            f'title="{html.escape(n)}"></a>' for n in found)
+            parts.append(f"<h3>{title}</h3><div class='thumbs'>{items}</div>")
+        else:
+            parts.append(f"<h3>{title}</h3><ul>" + "".join(f"<li>{_link(n)}</li>" for n in found) + "</ul>")
+    return "".join(parts) or "<p>No files yet.</p>"
+
+
+def render_index(results_dir: str | Path) -> str:
+    """The HTML of ``index.html`` for ``results_dir`` (pure: reads the folder, writes nothing)."""
+    folder = Path(results_dir)
+    analysis = _read_json(folder / "analysis.json")
+    warnings = (analysis or {}).get("warnings") or []
+    warning_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li class='invalid'>{html.escape(w)}</li>"
+                                                      for w in warnings) + "</ul>") if warnings else ""
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Results: {html.escape(folder.name)}</title>"
+            f"<style>{CSS}</style></head><body>"
+            f"<h1>LLM Serving Workbench: results <code>{html.escape(folder.name)}</code></h1>"
+            f"<p>Page written {stamp}.</p>{_trace(analysis)}"
+            f"<h2>Headline answers</h2>{_headlines(analysis)}{warning_html}{_comparison(folder)}"
+            f"<h2>Parameters</h2>{_parameters(folder)}"
+            f"<h2>Everything in this folder</h2>{_files(folder)}</body></html>")
+
+
+def write_index(results_dir: str | Path) -> Path:
+    """Write ``index.html`` into ``results_dir`` (atomically) and return its path."""
+    from workbench.study.sweep import atomic_write_text
+
+    path = Path(results_dir) / INDEX
+    atomic_write_text(path, render_index(results_dir))
+    return path
