@@ -202,3 +202,14 @@ def test_profile_config_fields_give_the_measured_setups_kv_cache():
         profile_config_fields("llama-3.1-8b-h100")
     with pytest.raises(ValueError, match="unknown step-time profile"):
         profile_config_fields("gpt-9")
+
+
+def test_per_bin_violations_use_the_slo_in_step_mode():
+    # d_sla_s far above every latency: only the TTFT/TPOT limits can be missed, in the summary and per bin alike
+    tr = random_trace(300, 8, rate=20.0, max_prompt=300, mean_out=30)
+    cfg = wb.SimConfig(scheduler="multi_bin_dynamic", k_bins=2, predictor="oracle", d_sla_s=1e4,
+                       ttft_sla_s=0.5, tpot_sla_s=0.02)
+    s = wb.simulate(tr, cfg, latency=STEP).summary
+    assert 0 < s["sla_violation_rate"] == pytest.approx(1 - s["slo_attainment"]) and s["deadline_violation_rate"] == 0
+    missed = sum(s[f"bin{j}_offered"] * s[f"bin{j}_sla_violation_rate"] for j in range(2))
+    assert missed == pytest.approx(s["offered"] * s["sla_violation_rate"])
