@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import workbench as wb
 from workbench.sim.profiles import get_profile, profile_config_fields
@@ -213,3 +214,31 @@ def test_per_bin_violations_use_the_slo_in_step_mode():
     assert 0 < s["sla_violation_rate"] == pytest.approx(1 - s["slo_attainment"]) and s["deadline_violation_rate"] == 0
     missed = sum(s[f"bin{j}_offered"] * s[f"bin{j}_sla_violation_rate"] for j in range(2))
     assert missed == pytest.approx(s["offered"] * s["sla_violation_rate"])
+
+
+TWO_REGIMES = wb.StepTimeModel(prefill=(0.01, 1e-4, 1e-8), decode=(0.01, 1e-6, 3e-4),
+                               decode_large=(0.008, 2e-6, 5e-4), decode_large_threshold=3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 2.0), st.integers(1, 500), st.integers(1, 80)), min_size=1, max_size=40),
+       st.sampled_from(STATIC), st.integers(1, 3))
+def test_step_mode_invariants(rows, scheduler, num_gpus):
+    rows.sort()
+    tr = trace_of([a for a, _, _ in rows], [p for _, p, _ in rows], [o for _, _, o in rows])
+    cfg = wb.SimConfig(scheduler=scheduler, num_gpus=num_gpus, batch_size=4, k_bins=2, predictor="oracle")
+    res = wb.simulate(tr, cfg, latency=TWO_REGIMES)
+    r, b = res.requests, res.batches
+    assert (r.status == "completed").all() and b["size"].sum() == len(rows)
+    for bid, members in r.groupby("batch_id"):
+        batch = b.iloc[bid]
+        prompts = members.prompt_tokens.to_numpy(float)
+        # first tokens together at the end of the batch's prefill; the longest output ends the batch
+        prefill = TWO_REGIMES.prefill_time_s(prompts)
+        assert np.allclose(members.arrival_s + members.ttft_s, batch.start_s + prefill, rtol=0, atol=1e-12)
+        assert (members.start_s == batch.start_s).all()
+        assert members.finish_s.max() == pytest.approx(batch.start_s + batch.service_s, abs=1e-12)
+        assert (members.queue_s >= 0).all() and (members.ttft_s <= members.e2e_s + 1e-15).all()
+    # a GPU runs one batch at a time
+    for _, runs in b.sort_values("start_s").groupby("gpu"):
+        assert (runs.start_s.to_numpy()[1:] >= (runs.start_s + runs.service_s).to_numpy()[:-1] - 1e-12).all()
