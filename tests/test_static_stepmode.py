@@ -220,6 +220,7 @@ TWO_REGIMES = wb.StepTimeModel(prefill=(0.01, 1e-4, 1e-8), decode=(0.01, 1e-6, 3
                                decode_large=(0.008, 2e-6, 5e-4), decode_large_threshold=3)
 
 
+@pytest.mark.filterwarnings("ignore::workbench.BinningWarning")   # tiny traces: one distinct length
 @settings(max_examples=20, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 2.0), st.integers(1, 500), st.integers(1, 80)), min_size=1, max_size=40),
        st.sampled_from(STATIC), st.integers(1, 3))
