@@ -36,7 +36,7 @@ class SimResult:
     """What one run produced: the summary metrics and flat per-request / per-batch records."""
 
     config: SimConfig
-    latency: LatencyModel
+    latency: LatencyModel | StepTimeModel   # StepTimeModel: continuous engine, or static step mode
     trace_label: str
     trace_fingerprint: str
     synthetic: bool
