@@ -130,7 +130,7 @@ def offered_rate_rps(arrival_s) -> float:
 
 
 def static_bin_metrics(*, arrival_s, finish_s, status, request_bin, batch_bin, batch_service_s,
-                       d_sla_s: float, n_bins: int) -> dict:
+                       d_sla_s: float, n_bins: int, met=None) -> dict:
     """Per-bin metrics of a static-batch run, ``bin{j}_*`` keys for ``j < n_bins``:
 
     ``offered`` (requests assigned to the bin, rejected included),
@@ -138,12 +138,17 @@ def static_bin_metrics(*, arrival_s, finish_s, status, request_bin, batch_bin, b
     ``sla_violation_rate`` (late or rejected over the bin's offered requests),
     and ``gpu_time_share`` (the bin's share of all GPU busy time).  A bin with
     no request has NaN metrics.  Empty dict when there is a single bin.
+    ``met`` (step mode): per-request booleans that replace "finished within
+    ``d_sla_s``" as the SLA test (see :func:`meets_slo`).
     """
     if n_bins <= 1:
         return {}
     done = status == STATUS_COMPLETED
     latency = np.subtract(finish_s, arrival_s)
-    on_time = done & (np.where(done, latency, np.inf) <= d_sla_s)
+    if met is None:
+        on_time = done & (np.where(done, latency, np.inf) <= d_sla_s)
+    else:
+        on_time = done & np.asarray(met, dtype=bool)
     busy = np.bincount(batch_bin, weights=batch_service_s, minlength=n_bins)
     total_busy = float(busy.sum())
     out = {}
@@ -158,6 +163,49 @@ def static_bin_metrics(*, arrival_s, finish_s, status, request_bin, batch_bin, b
             (offered - int(np.count_nonzero(on_time[members]))) / offered if offered else float("nan"))
         out[f"bin{j}_gpu_time_share"] = float(busy[j] / total_busy) if total_busy > 0 else float("nan")
     return out
+
+
+def meets_slo(status, ttft_s, tpot_s, ttft_sla_s: float, tpot_sla_s: float) -> np.ndarray:
+    """Per request: completed, ``ttft_s <= ttft_sla_s`` and ``tpot_s <= tpot_sla_s`` (NaN TPOT, a 1-token
+    output, is judged on TTFT alone)."""
+    done = status == STATUS_COMPLETED
+    return done & (ttft_s <= ttft_sla_s) & ((tpot_s <= tpot_sla_s) | np.isnan(tpot_s))
+
+
+def summarize_static_steps(static_summary: dict, *, arrival_s, status, output_tokens, streams: dict, batch_gpu,
+                           batch_service_s, batch_tokens, kv_capacity_tokens: int, num_gpus: int,
+                           ttft_sla_s: float, tpot_sla_s: float) -> dict:
+    """The summary of a static run in step mode: the static summary plus the continuous engine's SLO metrics.
+
+    ``static_summary`` is :func:`summarize` over the same run (``finish_s`` = each
+    request's reported last token).  On top of it come every key of
+    :func:`summarize_continuous` computed from the per-request ``streams``
+    (ttft/tpot/e2e/queue): ``slo_attainment``, ``ttft_*``/``tpot_*``/``e2e_*``
+    percentiles and ``goodput_rps`` (DistServe's: requests per second meeting
+    both ``ttft_sla_s`` and ``tpot_sla_s``), which replaces the static
+    deadline goodput; ``sla_violation_rate = 1 - slo_attainment`` in step mode,
+    so capacity and sweeps judge static and continuous schedulers alike.  The
+    static deadline criterion (finish within ``d_sla_s``) stays available as
+    ``deadline_goodput_rps`` and ``deadline_violation_rate``.
+    ``kv_utilization_mean`` is the time-average share of the KV capacity
+    reserved by running batches (a batch reserves prompt + output tokens of
+    every member for its whole service time); ``gpu_utilization_mean`` is the
+    static one (busy = each batch's full padded GPU time).
+    """
+    busy_s = np.bincount(batch_gpu, weights=batch_service_s, minlength=num_gpus)
+    token_seconds = np.bincount(batch_gpu, weights=np.asarray(batch_tokens) * batch_service_s, minlength=num_gpus)
+    slo = summarize_continuous(
+        arrival_s=arrival_s, ttft_s=streams["ttft_s"], tpot_s=streams["tpot_s"], e2e_s=streams["e2e_s"],
+        queue_s=streams["queue_s"], preemptions=streams["preemptions"], status=status,
+        output_tokens=output_tokens, busy_s=busy_s, block_seconds=token_seconds, kv_blocks=kv_capacity_tokens,
+        num_replicas=num_gpus, ttft_sla_s=ttft_sla_s, tpot_sla_s=tpot_sla_s)
+    summary = dict(static_summary)
+    summary["deadline_goodput_rps"] = static_summary["goodput_rps"]
+    summary["deadline_violation_rate"] = static_summary["sla_violation_rate"]
+    gpu_min, gpu_max = summary["gpu_utilization_min"], summary["gpu_utilization_max"]
+    summary.update(slo)
+    summary["gpu_utilization_min"], summary["gpu_utilization_max"] = gpu_min, gpu_max
+    return summary
 
 
 def summarize_continuous(*, arrival_s, ttft_s, tpot_s, e2e_s, queue_s, preemptions, status, output_tokens,

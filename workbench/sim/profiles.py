@@ -169,6 +169,19 @@ PROFILES: dict[str, tuple] = {
 }
 DEFAULT_PROFILE = "opt-13b-a100"
 
+# A100-80GB as torch (and vLLM v0.2) reads its total memory: 79.15 GiB, in GB of 1e9 bytes
+A100_80GB_TOTAL_GB = 84.9866653696
+# profile name -> the SimConfig memory fields of the hardware it was measured on (one replica); from the
+# setup of the measured runs (data/groundtruth/distserve_opt13b_a100_vllm/setup.json): vLLM's
+# gpu_memory_utilization 0.95 and about 2 GB of activation peak kept free, which gives the setup's
+# 4046 KV blocks of 16 tokens.  A tensor-parallel replica of tp GPUs has tp times the memory.
+PROFILE_MEMORY: dict[str, dict] = {
+    "opt-13b-a100": {"model": "opt-13b", "gpu_mem_gb": A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
+                     "mem_margin_gb": 2.0},
+    "opt-13b-a100-tp2": {"model": "opt-13b", "gpu_mem_gb": 2 * A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
+                         "mem_margin_gb": 2.0},
+}
+
 
 def profile_names() -> list[str]:
     """The registered profile names (``get_profile(name)`` loads one)."""
@@ -190,10 +203,27 @@ def get_profile(name: str) -> StepTimeModel:
     return dataclasses.replace(model, name=name)
 
 
+def profile_config_fields(name: str) -> dict:
+    """The SimConfig memory fields (``model``, ``gpu_mem_gb``, ...) of the hardware profile ``name`` ran on.
+
+    ``SimConfig(scheduler=..., **profile_config_fields("opt-13b-a100"))`` gives a replica the KV capacity
+    of the measured setup (OPT-13B on one A100-80GB: 64,742 tokens = 4046 blocks of 16), so a static
+    scheduler in step mode and a continuous one share both the step times and the memory.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    if name not in PROFILE_MEMORY:
+        raise ValueError(f"profile {name!r} has no memory preset (its model has none in "
+                         f"workbench.sim.memory.MODELS); profiles with one: {', '.join(PROFILE_MEMORY)}. "
+                         "Set model/gpu_mem_gb (or model_mem_gb and kv_gb_per_token) in the SimConfig yourself")
+    return dict(PROFILE_MEMORY[name])
+
+
 def default_step_model() -> StepTimeModel:
     """The continuous engine's default step-time model: ``opt-13b-a100`` (DistServe's published profile)."""
     return get_profile(DEFAULT_PROFILE)
 
 
 __all__ = ["BLIS_DEFAULTS", "DEFAULT_PROFILE", "DISTSERVE_PROFILE", "PROFILES", "blis_entries", "blis_profile",
-           "default_step_model", "describe_profiles", "distserve_profile", "get_profile", "profile_names"]
+           "default_step_model", "describe_profiles", "distserve_profile", "get_profile", "profile_config_fields",
+           "profile_names", "PROFILE_MEMORY"]

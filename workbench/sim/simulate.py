@@ -18,7 +18,8 @@ from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV,
-                                   offered_rate_rps, static_bin_metrics, summarize, summarize_continuous)
+                                   meets_slo, offered_rate_rps, static_bin_metrics, summarize,
+                                   summarize_continuous, summarize_static_steps)
 from workbench.sim.predictors import predict_output_tokens
 from workbench.sim.schedulers import get_scheduler
 from workbench.sim.steptime import StepTimeModel
@@ -35,7 +36,7 @@ class SimResult:
     """What one run produced: the summary metrics and flat per-request / per-batch records."""
 
     config: SimConfig
-    latency: LatencyModel
+    latency: LatencyModel | StepTimeModel   # StepTimeModel: continuous engine, or static step mode
     trace_label: str
     trace_fingerprint: str
     synthetic: bool
@@ -68,9 +69,12 @@ class SimResult:
 
         ``latency_s`` = finish - arrival, ``queue_s`` = start - arrival (NaN if
         rejected); ``met_sla``: completed within ``d_sla_s`` of arrival (continuous
-        engine: TTFT and TPOT within ``ttft_sla_s`` and ``tpot_sla_s``).
+        engine, and static schedulers in step mode: TTFT and TPOT within
+        ``ttft_sla_s`` and ``tpot_sla_s``).  The continuous engine and step mode
+        add ``ttft_s``, ``tpot_s``, ``e2e_s`` and ``preemptions`` (0 for static
+        batches); step mode keeps ``batch_id``.
         """
-        if self.engine == "continuous":
+        if self.continuous is not None:
             return self._continuous_requests()
         latency_s = self.finish_s - self.arrival_s
         return pd.DataFrame({
@@ -92,11 +96,9 @@ class SimResult:
 
     def _continuous_requests(self) -> pd.DataFrame:
         c = self.continuous
-        done = self.status == STATUS_COMPLETED
         latency_s = self.finish_s - self.arrival_s
-        met = done & (c["ttft_s"] <= self.config.ttft_sla_s) & ((c["tpot_s"] <= self.config.tpot_sla_s)
-                                                                 | np.isnan(c["tpot_s"]))
-        return pd.DataFrame({
+        met = meets_slo(self.status, c["ttft_s"], c["tpot_s"], self.config.ttft_sla_s, self.config.tpot_sla_s)
+        frame = pd.DataFrame({
             "id": np.arange(self.arrival_s.size),
             "arrival_s": self.arrival_s,
             "start_s": self.start_s,
@@ -104,8 +106,8 @@ class SimResult:
             "gpu": self.gpu,
             "bin": self.bin,
             "status": pd.Categorical.from_codes(self.status, categories=list(STATUS_LABELS)),
-            "prompt_tokens": c["prompt_tokens"],
-            "output_tokens": c["output_tokens"],
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
             "ttft_s": c["ttft_s"],
             "tpot_s": c["tpot_s"],
             "e2e_s": c["e2e_s"],
@@ -114,6 +116,9 @@ class SimResult:
             "latency_s": latency_s,
             "met_sla": met,
         })
+        if self.engine == "static":
+            frame.insert(6, "batch_id", self.batch_id)
+        return frame
 
     @cached_property
     def steps(self) -> pd.DataFrame:
@@ -218,9 +223,30 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     """Replay ``trace`` through a pool of GPUs under ``config``'s scheduler.
 
     Static schedulers take a :class:`LatencyModel` (``latency=None``: the
-    shipped calibration grid); continuous ones (``continuous_*``) a
-    :class:`StepTimeModel` (``latency=None``: the default profile of
-    :mod:`workbench.sim.profiles`).  ``step_log``: how many scheduling
+    shipped calibration grid; "grid mode") or a :class:`StepTimeModel`
+    ("step mode"); continuous ones (``continuous_*``) a :class:`StepTimeModel`
+    (``latency=None``: the default profile of :mod:`workbench.sim.profiles`).
+
+    Step mode times static batches on the same hardware model as the
+    continuous engine and judges them alike (streaming static batching, see
+    :mod:`workbench.sim.static_engine`): a batch starting at ``t`` prefills all
+    its prompts, so each member's first token is at ``t + prefill``; a member
+    with ``o`` output tokens has its last token after ``o - 1`` lock-step
+    decodes of the padded batch, and the GPU stays busy until the longest
+    output is done.  Per request ``ttft_s = t + prefill - arrival`` (plus the
+    model's ``token_overhead_s``), ``e2e_s = last token - arrival`` (plus
+    ``output * token_overhead_s``), ``tpot_s = (e2e - ttft) / (output - 1)``
+    (NaN for one token), ``queue_s = t - arrival``, ``preemptions = 0``;
+    ``finish_s = arrival + e2e_s``.  A request joins the queue after the
+    model's ``arrival_overhead_s``.  The KV rule is the grid mode's (prompt +
+    output tokens of a batch within ``cfg.kv_capacity_tokens``, from the
+    memory fields; see :func:`workbench.sim.profiles.profile_config_fields`).
+    The summary adds the continuous engine's SLO metrics (TTFT/TPOT limits
+    ``cfg.ttft_sla_s`` / ``cfg.tpot_sla_s``) and its ``sla_violation_rate`` is
+    ``1 - slo_attainment`` (see :func:`workbench.sim.metrics.summarize_static_steps`).
+    The dynamic schedulers' SLA controller keeps its service-time budget
+    ``sla_budget_fraction * d_sla_s`` (the batch's GPU time is what its size
+    controls), so ``d_sla_s`` still matters for them in step mode.  ``step_log``: how many scheduling
     decisions of the continuous engine ``res.steps`` keeps.  Keyword
     ``overrides`` are applied to ``config`` (``simulate(trace, num_gpus=4)``).
     """
@@ -235,31 +261,63 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     if scheduler.engine == "continuous":
         return _simulate_continuous(trace, cfg, scheduler, latency, step_log, t0)
     if isinstance(latency, StepTimeModel):
-        raise ValueError(f"{cfg.scheduler} is a static-batch scheduler: pass a LatencyModel (or latency=None), "
-                         "not a StepTimeModel; step-time models drive the continuous_* schedulers")
+        return _simulate_static(trace, cfg, latency, t0)
     latency = latency or LatencyModel.default()
     warn_if_sla_dwarfs_service(trace, cfg, latency)
+    return _simulate_static(trace, cfg, latency, t0)
+
+
+def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
+    """The static engine, in grid mode (a LatencyModel) or step mode (a StepTimeModel; see ``simulate``)."""
+    step_mode = isinstance(latency, StepTimeModel)
     spec = get_scheduler(cfg.scheduler).engine_spec(cfg)
 
     arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
+    prompt = np.asarray(trace.prompt_tokens)
+    output = np.asarray(trace.output_tokens)
+    if step_mode and output.size and output.min() < 1:
+        raise ValueError("step mode needs output_tokens >= 1 for every request (the first token comes from "
+                         f"the prefill); {int(np.count_nonzero(output < 1))} request(s) have 0")
     capacity = cfg.kv_capacity_tokens
-    accepted = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64) <= capacity
+    accepted = np.add(prompt, output, dtype=np.int64) <= capacity
     if spec.uses_bins:
         bin_id, edges = bin_assignment(trace, cfg)
         n_bins = len(edges) - 1
     else:
         bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
 
+    # step mode: requests join the queue after the model's arrival overhead (as in the continuous engine);
+    # the engine reads arrivals in order, so it runs on the requests sorted by joining time
+    perm = None
+    join_s, e_prompt, e_output, e_bin, e_accepted = arrival_s, prompt, output, bin_id, accepted
+    if step_mode:
+        a0, a1 = latency.arrival_overhead_s
+        if a0 or a1:
+            join_s = arrival_s + a0 + a1 * prompt
+            if a1:
+                perm = np.argsort(join_s, kind="stable")
+                join_s, e_prompt, e_output = join_s[perm], prompt[perm], output[perm]
+                e_bin, e_accepted = bin_id[perm], accepted[perm]
+        coef = latency.coefficients()
+        grid = (0.0, 0.0, 0.0)
+    else:
+        coef = np.zeros(0)
+        grid = (latency.base_s, latency.per_token_s, latency.batch_penalty)
+
     budget = cfg.sla_budget_fraction * cfg.d_sla_s
-    batch_of, start_s, finish_s, batch_float, batch_int, error = engine.run_engine(
-        arrival_s, trace.prompt_tokens, trace.output_tokens, bin_id, accepted, n_bins, cfg.num_gpus,
+    batch_of, start_s, finish_s, first_s, batch_float, batch_int, error = engine.run_engine(
+        np.ascontiguousarray(join_s), e_prompt, e_output, e_bin, e_accepted, n_bins, cfg.num_gpus,
         spec.batch_rule, cfg.batch_size, spec.bin_policy,
-        latency.base_s, latency.per_token_s, latency.batch_penalty, capacity,
+        *grid, capacity,
         cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget,
         float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, cfg.spread_idle,
-        cfg.ctrl_retry_batches)
+        cfg.ctrl_retry_batches, step_mode, coef)
     if error:
         raise SimulationError(f"engine invariant violated (code {error}) for {cfg}")
+    if perm is not None:
+        inverse = np.empty_like(perm)
+        inverse[perm] = np.arange(perm.size)
+        batch_of, start_s, finish_s, first_s = batch_of[inverse], start_s[inverse], finish_s[inverse], first_s[inverse]
     served = batch_of >= 0
     if not np.array_equal(served, accepted):
         raise SimulationError("a request was dropped or a rejected request was served")
@@ -268,28 +326,51 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     if batch_size.sum(dtype=np.int64) != np.count_nonzero(served):
         raise SimulationError("batch sizes do not add up to the requests served")
 
+    streams = None
+    if step_mode:
+        streams = _static_streams(arrival_s, start_s, first_s, finish_s, output, latency.token_overhead_s)
+        finish_s = arrival_s + streams["e2e_s"]
     summary = summarize(
         arrival_s=arrival_s, start_s=start_s, finish_s=finish_s, status=status,
-        output_tokens=np.asarray(trace.output_tokens), batch_gpu=batch_int[:, engine.I_GPU],
+        output_tokens=output, batch_gpu=batch_int[:, engine.I_GPU],
         batch_service_s=batch_float[:, engine.F_SERVICE], batch_size=batch_size,
         batch_bin=batch_int[:, engine.I_BIN], num_gpus=cfg.num_gpus,
         d_sla_s=cfg.d_sla_s, n_bins=n_bins)
     summary["offered_rps"] = offered_rate_rps(arrival_s)
+    met = None
+    if step_mode:
+        summary = summarize_static_steps(
+            summary, arrival_s=arrival_s, status=status, output_tokens=output, streams=streams,
+            batch_gpu=batch_int[:, engine.I_GPU], batch_service_s=batch_float[:, engine.F_SERVICE],
+            batch_tokens=batch_float[:, engine.F_TOKENS], kv_capacity_tokens=capacity, num_gpus=cfg.num_gpus,
+            ttft_sla_s=cfg.ttft_sla_s, tpot_sla_s=cfg.tpot_sla_s)
+        met = meets_slo(status, streams["ttft_s"], streams["tpot_s"], cfg.ttft_sla_s, cfg.tpot_sla_s)
     summary.update(static_bin_metrics(
         arrival_s=arrival_s, finish_s=finish_s, status=status, request_bin=bin_id,
         batch_bin=batch_int[:, engine.I_BIN], batch_service_s=batch_float[:, engine.F_SERVICE],
-        d_sla_s=cfg.d_sla_s, n_bins=n_bins))
+        d_sla_s=cfg.d_sla_s, n_bins=n_bins, met=met))
     wall = time.perf_counter() - t0
     summary["sim_wall_s"] = wall
     summary["sim_requests_per_s"] = arrival_s.size / wall if wall > 0 else float("nan")
-    log.debug("simulated %d requests with %s in %.3f s", arrival_s.size, cfg.scheduler, wall)
+    log.debug("simulated %d requests with %s (%s mode) in %.3f s", arrival_s.size, cfg.scheduler,
+              "step" if step_mode else "grid", wall)
     return SimResult(
         config=cfg, latency=latency, trace_label=getattr(trace, "label", "trace"),
         trace_fingerprint=getattr(trace, "fingerprint", ""), synthetic=bool(getattr(trace, "is_synthetic", False)),
-        arrival_s=arrival_s, prompt_tokens=np.asarray(trace.prompt_tokens),
-        output_tokens=np.asarray(trace.output_tokens), start_s=start_s, finish_s=finish_s, bin=bin_id,
-        batch_id=batch_of,
-        status=status, batch_float=batch_float, batch_int=batch_int, bin_edges=edges, summary=summary)
+        arrival_s=arrival_s, prompt_tokens=prompt, output_tokens=output, start_s=start_s, finish_s=finish_s,
+        bin=bin_id, batch_id=batch_of,
+        status=status, batch_float=batch_float, batch_int=batch_int, bin_edges=edges, summary=summary,
+        continuous=streams)
+
+
+def _static_streams(arrival_s, start_s, first_s, last_s, output, token_overhead_s: float) -> dict:
+    """Per-request TTFT/TPOT/E2E/queue of a static run in step mode (streaming: see ``simulate``)."""
+    ttft_s = first_s - arrival_s + token_overhead_s
+    e2e_s = last_s - arrival_s + output * token_overhead_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot_s = np.where(output > 1, (e2e_s - ttft_s) / np.maximum(output - 1, 1), np.nan)
+    return {"ttft_s": ttft_s, "tpot_s": tpot_s, "e2e_s": e2e_s, "queue_s": start_s - arrival_s,
+            "preemptions": np.zeros(arrival_s.size, np.int32), "first_token_s": first_s, "last_token_s": last_s}
 
 
 def _default_step_model() -> StepTimeModel:

@@ -65,6 +65,24 @@ one GPU is idle at a time and the rule has no effect.
 
 Every batch is also cut so that its tokens fit the KV capacity; requests that
 could never fit are rejected before the engine runs.
+
+Two ways of timing a batch:
+
+* grid mode (``step_mode=False``, a :class:`~workbench.sim.latency.LatencyModel`):
+  ``base_s + per_token_s * longest * (1 + batch_penalty * (b - 1) / b)``
+  with ``longest`` the batch's largest prompt+output; every request finishes
+  with its batch.
+* step mode (``step_mode=True``, the flat vector of a
+  :class:`~workbench.sim.steptime.StepTimeModel` in ``step_coef``): the batch
+  takes :func:`~workbench.sim.static_steps.static_batch_time_s` of its size,
+  ``sum(prompt)``, ``sum(prompt^2)`` and longest output (one prefill of all
+  prompts, then lock-step decodes padded to the longest output), and the GPU
+  is busy that long.  Tokens stream: every request's first token comes at the
+  end of the prefill (``first_token_s``), its last after its own ``output - 1``
+  decode steps of the padded batch, i.e. the same closed form with its own
+  output instead of the longest (``finish_s``).  The SLA controller still
+  feeds back the batch's service time (its GPU time) against
+  ``sla_budget_fraction * d_sla_s``.
 """
 
 from __future__ import annotations
@@ -74,6 +92,7 @@ import numpy as np
 from numba import njit
 
 from workbench.sim.controllers import memory_limit, sla_initial_limit, sla_update, token_stats_add
+from workbench.sim.static_steps import static_batch_time_s
 
 BATCH_UP_TO, BATCH_EXACT, BATCH_DYNAMIC = 0, 1, 2
 POLICY_OLDEST, POLICY_ROUND_ROBIN, POLICY_LONGEST, POLICY_FIRST_FORMED = 0, 1, 2, 3
@@ -158,9 +177,11 @@ def _choose_bin(policy, n_bins, head, tail, end, order, arrival_s, batch_rule, f
 def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins, num_gpus,
                batch_rule, fixed_batch, policy,
                base_s, per_token_s, batch_penalty, kv_capacity_tokens,
-               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle, retry_batches):
-    """Simulate; returns (batch_of, start_s, finish_s) per request, the two batch
-    record matrices (views of their first rows) and an error code."""
+               b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle, retry_batches,
+               step_mode, step_coef):
+    """Simulate; returns (batch_of, start_s, finish_s, first_token_s) per request, the two batch
+    record matrices (views of their first rows) and an error code.  ``first_token_s`` is NaN in
+    grid mode (see the module docstring for the two modes)."""
     n = arrival_s.size
     # per-bin FIFO queues as index ranges into `order`
     offsets = np.zeros(n_bins + 1, np.int64)
@@ -182,6 +203,7 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
     batch_of = np.full(n, -1, np.int32)
     start_s = np.full(n, np.nan)
     finish_s = np.full(n, np.nan)
+    first_token_s = np.full(n, np.nan)
     # at most one batch per accepted request; pages never written stay virtual (not resident)
     max_batches = max(offsets[n_bins], 1)
     batch_f = np.empty((max_batches, 3), np.float64)
@@ -279,6 +301,9 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             count = 0
             tokens = 0
             longest = 0
+            sum_prompt = 0.0
+            sum_prompt_sq = 0.0
+            max_output = 0.0
             while count < limit and start + count < tail[j]:
                 r = order[start + count]
                 s = np.int64(prompt_tokens[r]) + np.int64(output_tokens[r])
@@ -287,8 +312,17 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
                 tokens += s
                 if s > longest:
                     longest = s
+                if step_mode:
+                    p = float(prompt_tokens[r])
+                    sum_prompt += p
+                    sum_prompt_sq += p * p
+                    if output_tokens[r] > max_output:
+                        max_output = float(output_tokens[r])
                 count += 1
-            service = base_s + per_token_s * longest * (1.0 + batch_penalty * (count - 1.0) / count)
+            if step_mode:
+                service = static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq, max_output)
+            else:
+                service = base_s + per_token_s * longest * (1.0 + batch_penalty * (count - 1.0) / count)
             g = idle[idle_head]
             idle_head = (idle_head + 1) % num_gpus
             idle_n -= 1
@@ -302,11 +336,21 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             batch_i[nb, I_LIMIT] = limit
             batch_i[nb, I_FIRST] = start
             done_s = now + service
-            for m in range(count):
-                r = order[start + m]
-                batch_of[r] = nb
-                start_s[r] = now
-                finish_s[r] = done_s
+            if step_mode:
+                first_s = now + static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq, 1.0)
+                for m in range(count):
+                    r = order[start + m]
+                    batch_of[r] = nb
+                    start_s[r] = now
+                    first_token_s[r] = first_s
+                    finish_s[r] = now + static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq,
+                                                            float(output_tokens[r]))
+            else:
+                for m in range(count):
+                    r = order[start + m]
+                    batch_of[r] = nb
+                    start_s[r] = now
+                    finish_s[r] = done_s
             head[j] += count
             queued -= count
             gpu_batch[g] = nb
@@ -314,4 +358,4 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             nb += 1
     if queued != 0:
         error = ERR_LEFT_IN_QUEUE
-    return batch_of, start_s, finish_s, batch_f[:nb], batch_i[:nb], error
+    return batch_of, start_s, finish_s, first_token_s, batch_f[:nb], batch_i[:nb], error

@@ -35,12 +35,17 @@ Criteria:
   missed), i.e. ``1 - sla_violation_rate >= attainment``;
 * ``"p99_latency"``: the 99th percentile latency of completed requests is at
   most ``d_sla_s`` and nothing is rejected;
-* ``"slo"`` (continuous schedulers): at least ``attainment`` of the offered
+* ``"slo"`` (every scheduler, timed by a :class:`StepTimeModel`: continuous
+  ones, and static ones in step mode): at least ``attainment`` of the offered
   requests meet both the TTFT limit ``ttft_s`` and the TPOT limit ``tpot_s``
   (default: the config's ``ttft_sla_s`` / ``tpot_sla_s``), i.e. the
   summary's ``slo_attainment``; DistServe's goodput criterion.  Its
   attainable share counts the requests that, alone on an idle replica, would
-  meet both limits under the step-time model.
+  meet both limits under the step-time model (for ``multi_bin_fixed``, which
+  serves full batches, this is an optimistic ceiling: alone is fastest).
+  Continuous schedulers take only this criterion; static ones given a
+  StepTimeModel too (their step-mode ``sla_violation_rate`` is already
+  ``1 - slo_attainment``).
 
 Every probe is kept.  The result is ``monotone`` when the probes pass exactly
 at the scalings up to the answer and fail above it; otherwise (a failing
@@ -142,7 +147,12 @@ def attainable_share(trace, cfg: SimConfig, latency: LatencyModel) -> float:
 
 
 def slo_attainable_share(trace, cfg: SimConfig, step) -> float:
-    """Share of requests meeting both the TTFT and TPOT limits when served alone on an idle replica."""
+    """Share of requests meeting both the TTFT and TPOT limits when served alone on an idle replica.
+
+    Alone, a static batch in step mode and the continuous engine run the same steps (one prefill, then
+    decodes of one request); only what is admitted differs: KV blocks and the token budget for the
+    continuous engine, prompt + output within ``kv_capacity_tokens`` for static batches.
+    """
     from workbench.sim.metrics import STATUS_COMPLETED
     from workbench.sim.simulate import continuous_acceptance
 
@@ -154,7 +164,11 @@ def slo_attainable_share(trace, cfg: SimConfig, step) -> float:
     a0, a1 = step.arrival_overhead_s
     ttft = a0 + a1 * prompt + pa + pb * prompt + pc * prompt * prompt + step.token_overhead_s
     tpot = da + db * (prompt + output / 2.0) + dc + step.token_overhead_s   # mean context P + out/2
-    fits = ((continuous_acceptance(trace, cfg) == STATUS_COMPLETED) & (ttft <= cfg.ttft_sla_s)
+    if get_scheduler(cfg.scheduler).engine == "continuous":
+        admitted = continuous_acceptance(trace, cfg) == STATUS_COMPLETED
+    else:
+        admitted = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64) <= cfg.kv_capacity_tokens
+    fits = (admitted & (ttft <= cfg.ttft_sla_s)
             & ((tpot <= cfg.tpot_sla_s) | (output <= 1)))
     return float(np.count_nonzero(fits)) / len(trace)
 
@@ -170,13 +184,16 @@ def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]
     return value, bool(value <= target and summary["rejected"] == 0)
 
 
+def _is_step_model(latency) -> bool:
+    from workbench.sim.steptime import StepTimeModel
+
+    return isinstance(latency, StepTimeModel)
+
+
 def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
     from workbench.sim.simulate import _default_step_model
     from workbench.sim.steptime import StepTimeModel
 
-    if get_scheduler(cfg.scheduler).engine != "continuous":
-        raise ValueError(f"criterion='slo' (TTFT and TPOT limits) needs a continuous_* scheduler, got "
-                         f"{cfg.scheduler!r}; use criterion='attainment' for static batches")
     limits = {}
     for name, value in (("ttft_sla_s", ttft_s), ("tpot_sla_s", tpot_s)):
         if value is not None:
@@ -184,7 +201,9 @@ def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
     cfg = cfg.replace(**limits) if limits else cfg   # SimConfig validates the limits
     latency = latency if latency is not None else _default_step_model()
     if not isinstance(latency, StepTimeModel):
-        raise ValueError(f"criterion='slo' needs latency=wb.StepTimeModel(...), got {type(latency).__name__}")
+        raise ValueError(f"criterion='slo' (TTFT and TPOT limits) needs latency=wb.StepTimeModel(...) (or None for "
+                         f"the default profile), got a {type(latency).__name__}: a latency grid gives static batches "
+                         "no per-token times; use criterion='attainment' with it")
     return cfg, latency, slo_attainable_share(trace, cfg, latency)
 
 
@@ -221,6 +240,10 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
     if criterion != "slo" and get_scheduler(cfg.scheduler).engine == "continuous":
         raise ValueError(f"{cfg.scheduler} is a continuous scheduler, judged on TTFT and TPOT: use "
+                         "capacity(..., criterion='slo', ttft_s=..., tpot_s=..., attainment=...)")
+    if criterion != "slo" and _is_step_model(latency):
+        raise ValueError(f"criterion={criterion!r} judges end-to-end latency against d_sla_s on a latency grid; "
+                         f"with a StepTimeModel {cfg.scheduler} runs in step mode, judged on TTFT and TPOT: use "
                          "capacity(..., criterion='slo', ttft_s=..., tpot_s=..., attainment=...)")
     if criterion == "slo":
         cfg, latency, ceiling = _slo_setup(trace, cfg, latency, ttft_s, tpot_s)
