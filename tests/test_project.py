@@ -3,6 +3,7 @@
 import re
 import tomllib
 
+import pytest
 import yaml
 
 from workbench.paths import REPO_ROOT
@@ -19,6 +20,16 @@ def test_readme_first_example_runs(monkeypatch, tmp_path, capsys):
     exec(compile(example, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "synthetic" in out and "requests/s" in out
+
+
+@pytest.mark.parametrize("section", ["Continuous batching", "Static and continuous batching on one hardware model"])
+def test_readme_engine_examples_run(section, monkeypatch, capsys):
+    """The README's other examples run as written, from the repository root (they name data/ paths)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    example = re.search(rf"## {re.escape(section)}\s+.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(REPO_ROOT)
+    exec(compile(example, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip()
 
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
