@@ -16,6 +16,8 @@ from workbench import paths
 from workbench.__main__ import build_parser, main, options_from_args
 from workbench.study import columns
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
+
+STATIC_TRIO = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
 from workbench.study.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
 TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
@@ -29,7 +31,9 @@ def test_default_options_are_the_full_seed_scale():
     options = parse()
     assert options == SuiteOptions()
     assert options.steps == STEPS and options.max_requests == 1_000_000 and options.max_gpus == 100
-    assert total_tests(options.max_requests, options.max_gpus) == 34
+    # 78 with the two continuous schedulers (issue 8); the seed's three static ones alone: 34 as before
+    assert total_tests(options.max_requests, options.max_gpus) == 4 * 7 + 5 * 8 + (6 + 4)
+    assert total_tests(options.max_requests, options.max_gpus, STATIC_TRIO) == 34
 
 
 def test_every_seed_option_reaches_the_notebooks(tmp_path):
