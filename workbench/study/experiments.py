@@ -312,7 +312,7 @@ class StepPlan:
         """One line per planned test, and whether its result is already checkpointed."""
         done = finished_ids(read_rows(self.results_dir / f"{self.step}.csv"))
         return pd.DataFrame([{"batch": key, "label": t.label, "num_requests": t.trace.num_requests,
-                              "scheduler": t.config.scheduler, "num_gpus": t.config.num_gpus,
+                              "scheduler": t.config.scheduler, "seed": t.config.seed, "num_gpus": t.config.num_gpus,
                               "k_bins": t.config.k_bins, "capacity": t.capacity is not None,
                               "test_id": t.test_id, "done": t.test_id in done}
                              for key, batch in self.batches.items() for t in batch])
@@ -333,6 +333,19 @@ class StepPlan:
                          f"resolution {spec.resolution:.0%}).")
         else:
             lines.append("Capacity search is off (`capacity_search=False`): replays only.")
+        if any(is_continuous(t.config.scheduler) for t in searched):
+            lines.append("The continuous-batching schedulers' capacity uses the TTFT/TPOT criterion instead: at "
+                         f"least {searched[0].capacity.attainment:.0%} of the requests with time to first token "
+                         f"<= {self.params.base_config().ttft_sla_s:g} s and time per output token <= "
+                         f"{self.params.base_config().tpot_sla_s:g} s (DistServe's SLO attainment).")
+        lines.append(self.params.latency_text() + " Static and continuous batching are compared side by side, "
+                     "each on its own latency model: read their differences as those of two setups, not of two "
+                     "policies on one GPU, unless both use the same model.")
+        if self.params.replications > 1:
+            lines.append(f"**{self.params.replications} replications**: every test runs with seeds "
+                         f"{', '.join(map(str, self.params.seeds()))} (trace and simulation); the CSV holds one row "
+                         f"per (test, seed), `{self.step}_summary.csv` the means and 95% confidence half-widths "
+                         "(`_ci95`, Student t), and the plots draw them as error bars.")
         lines.extend(self.notes)
         return "\n\n".join(lines)
 
