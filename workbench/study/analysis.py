@@ -649,7 +649,8 @@ def capacity_markdown(rows: pd.DataFrame) -> str:
     for criterion, group in searched.groupby("capacity_criterion", sort=False):
         first = group.iloc[0]
         if criterion == "attainment":
-            text = f"at least {first['capacity_target']:.0%} of the requests finish within d_sla = {first['d_sla_s']:g} s"
+            text = (f"at least {first['capacity_target']:.0%} of the requests finish within "
+                    f"d_sla = {first['d_sla_s']:g} s")
         elif criterion == "slo":
             text = (f"at least {first['capacity_target']:.0%} of the requests meet both TTFT <= "
                     f"{first['ttft_sla_s']:g} s and TPOT <= {first['tpot_sla_s']:g} s (DistServe's SLO attainment)")

@@ -83,8 +83,9 @@ DEFAULT_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "co
 PRIMARY_SCHEDULER = "multi_bin_dynamic"
 STATIC_GRID_TEXT = "formula grid (Qwen3-1.7B/RTX 4080 labels, generated from a formula, not measured)"
 
-BRIEF_COLUMNS = ("label", "scheduler", "replication", "num_requests", "num_gpus", "k_bins", "throughput_rps", "goodput_rps",
-                 "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "capacity_rps", "ttft_p99_s", "tpot_p99_s", "wall_s")
+BRIEF_COLUMNS = ("label", "scheduler", "replication", "num_requests", "num_gpus", "k_bins", "throughput_rps",
+                 "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "capacity_rps",
+                 "ttft_p99_s", "tpot_p99_s", "wall_s")
 
 
 def profile_config_fields(name: str) -> dict:

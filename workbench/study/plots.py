@@ -97,14 +97,19 @@ def _has_step_metrics(rows: pd.DataFrame) -> bool:
     return "ttft_p99_s" in rows and rows["ttft_p99_s"].notna().any()
 
 
+def colors_by(rows: pd.DataFrame, by: str = "scheduler") -> dict:
+    """One colour per value of ``by`` (in order of appearance), the same in every panel of a figure."""
+    return {key: f"C{i % 10}" for i, key in enumerate(dict.fromkeys(rows[by]))}
+
+
 def _step_metric_panels(axes, rows: pd.DataFrame, x: str, by: str = "scheduler") -> None:
     """p50/p99 TTFT and TPOT against ``x`` for the rows that have them, a line per ``by``."""
+    colors = colors_by(rows, by)
     have = rows[rows["ttft_p99_s"].notna()].sort_values(x)
     for ax, metric, name in ((axes[0], "ttft", "TTFT"), (axes[1], "tpot", "TPOT")):
         for key, group in have.groupby(by, sort=False):
-            line = _line(ax, group[x].to_numpy(), group, f"{metric}_p99_s", label=f"{key} p99")
-            color = line[0].get_color() if isinstance(line, list) else line.lines[0].get_color()
-            _line(ax, group[x].to_numpy(), group, f"{metric}_p50_s", label=f"{key} p50", color=color, ls="--")
+            _line(ax, group[x].to_numpy(), group, f"{metric}_p99_s", label=f"{key} p99", color=colors[key])
+            _line(ax, group[x].to_numpy(), group, f"{metric}_p50_s", label=f"{key} p50", color=colors[key], ls="--")
         limit = "ttft_sla_s" if metric == "ttft" else "tpot_sla_s"
         if limit in have and have[limit].notna().any():
             ax.axhline(float(have[limit].iloc[0]), color="grey", ls=":", lw=1, label=f"{name} limit")
@@ -169,7 +174,8 @@ def plot_request_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "
               ("throughput_rps", "throughput (req/s)", False), ("goodput_rps", "goodput (req/s)", False))
     for ax, (column, ylabel, logy) in zip(axes, panels):
         for label, group in rows.sort_values("num_requests").groupby("label", sort=False):
-            _line(ax, group["num_requests"].to_numpy(), group, column, label=label)
+            _line(ax, group["num_requests"].to_numpy(), group, column, label=label,
+                  color=colors_by(rows, "label")[label])
         ax.set_xscale("log")
         if logy and (rows[column] > 0).any():
             ax.set_yscale("log")
@@ -222,7 +228,8 @@ def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step
         efficiency = analysis.scaling_efficiency(group)
         group["scaling_efficiency"] = [efficiency.get(int(g), np.nan) for g in group["num_gpus"]]
         for ax, (column, _) in zip(axes, panels):
-            _line(ax, group["num_gpus"].to_numpy(), group, column, label=str(scheduler))
+            _line(ax, group["num_gpus"].to_numpy(), group, column, label=str(scheduler),
+                  color=colors_by(rows)[scheduler])
     for ax, (column, ylabel) in zip(axes, panels):
         ax.set_xscale("log", base=2)
         ax.set_xticks(gpus, [str(int(g)) for g in gpus])
@@ -273,9 +280,11 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
               ("throughput_rps", "throughput (req/s)"), ("goodput_rps", "goodput (req/s)"))
     for ax, (column, ylabel) in zip(axes, panels):
         for scheduler, group in swept.groupby("scheduler", sort=False):
-            _line(ax, group["k_bins"].to_numpy(), group, column, label=str(scheduler))
-        for i, r in enumerate(flat.itertuples(), start=swept["scheduler"].nunique()):
-            ax.axhline(getattr(r, column), ls="-.", lw=1, color=f"C{i % 10}", label=f"{r.scheduler} (no bins)")
+            _line(ax, group["k_bins"].to_numpy(), group, column, label=str(scheduler),
+                  color=colors_by(rows)[scheduler])
+        for r in flat.itertuples():
+            ax.axhline(getattr(r, column), ls="-.", lw=1, color=colors_by(rows)[r.scheduler],
+                       label=f"{r.scheduler} (no bins)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(k, [str(int(v)) for v in k])
         if best is not None:
@@ -376,12 +385,12 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
     gpus = np.array(sorted({int(g) for g in rows["num_gpus"]}))
     for scheduler, group in rows.groupby("scheduler", sort=False):
         g = group["num_gpus"].to_numpy()
-        line = _line(ax_cap, g, group, "capacity_rps", label=f"{scheduler}")
-        color = line[0].get_color() if isinstance(line, list) else line.lines[0].get_color()
+        color = colors_by(rows)[scheduler]
+        _line(ax_cap, g, group, "capacity_rps", label=f"{scheduler}", color=color)
         base = group.iloc[0]
         per_gpu0 = float(base["capacity_rps"]) / int(base["num_gpus"])
         if np.isfinite(per_gpu0) and per_gpu0 > 0:
-            ax_cap.plot(g, per_gpu0 * g / int(base["num_gpus"]) * int(base["num_gpus"]), color=color, ls=":", lw=1)
+            ax_cap.plot(g, per_gpu0 * g, color=color, ls=":", lw=1)
         per_gpu = group.assign(capacity_rps=group["capacity_rps"] / group["num_gpus"])
         if "capacity_rps_ci95" in group:
             per_gpu["capacity_rps_ci95"] = group["capacity_rps_ci95"] / group["num_gpus"]
@@ -429,13 +438,14 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
     swept, flat = rows[per_k], rows[~per_k]
     k = np.array(sorted({int(v) for v in (swept if not swept.empty else rows)["k_bins"]}))
     for scheduler, group in swept.groupby("scheduler", sort=False):
-        line = _line(ax, group["k_bins"].to_numpy(), group, "capacity_rps", label=f"{scheduler} capacity")
-        color = line[0].get_color() if isinstance(line, list) else line.lines[0].get_color()
+        color = colors_by(rows)[scheduler]
+        _line(ax, group["k_bins"].to_numpy(), group, "capacity_rps", label=f"{scheduler} capacity", color=color)
         ax.plot(group["k_bins"], group["throughput_rps"].to_numpy(dtype=float), color=color, ls="--", lw=1,
                 marker=".", label=f"{scheduler} replayed throughput (one load)")
-    for i, r in enumerate(flat.itertuples(), start=swept["scheduler"].nunique()):
+    for r in flat.itertuples():
         if np.isfinite(r.capacity_rps):
-            ax.axhline(r.capacity_rps, color=f"C{i % 10}", ls="-.", lw=1, label=f"{r.scheduler} capacity (no bins)")
+            ax.axhline(r.capacity_rps, color=colors_by(rows)[r.scheduler], ls="-.", lw=1,
+                       label=f"{r.scheduler} capacity (no bins)")
     primary = analysis.primary_rows(rows)
     best = analysis.best_k_by_capacity(primary) if primary["k_bins"].nunique() > 1 else None
     if best is not None:
