@@ -42,13 +42,15 @@ def test_every_seed_option_reaches_the_notebooks(tmp_path):
     options = parse("--step3-only", "--best-gpu-count", "8", "--max-requests", "5000", "--max-gpus", "16",
                     "--use-real-timestamps", "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
                     "--results-dir", str(tmp_path / "r"), "--executor", "serial", "--seed", "7", "--k-bins", "8",
-                    "--validate", "--no-capacity", "--capacity-attainment", "0.8")
+                    "--validate", "--no-capacity", "--capacity-attainment", "0.8", "--schedulers",
+                    "static_fifo,continuous_fcfs", "--latency", "opt-13b-a100", "--replications", "2")
     assert options.steps == (STEP3,) and options.validate
     params = notebook_parameters(options, STEP3)
     assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": True, "rps_scaling": 50.0,
                       "d_sla": 2.5, "dataset": str(dataset.resolve()), "k_bins": 8, "seed": 7,
                       "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8,
-                      "capacity_search": False, "capacity_attainment": 0.8}
+                      "capacity_search": False, "capacity_attainment": 0.8,
+                      "schedulers": ["static_fifo", "continuous_fcfs"], "latency": "opt-13b-a100", "replications": 2}
     assert parse().capacity_search and parse().capacity_attainment == 0.9
     assert "best_gpu_count" not in notebook_parameters(options, STEP2)
     assert notebook_parameters(options, VALIDATION) == {"results_dir": str(tmp_path / "r"), "seed": 7}
@@ -124,7 +126,10 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     # step 3 recorded the step-2 row it used; the last lines say which "best" answers cannot be trusted
     gpu_count = found["step3_kbins_sensitivity"]["gpu_count"]
     assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
-    assert gpu_count["step2_test_id"] == rows2.loc[rows2["num_gpus"] == found["best_gpu_count"], "test_id"].item()
+    primary2 = rows2[rows2["scheduler"] == "multi_bin_dynamic"]  # steps 2-3 answer for it (issue 8)
+    assert set(rows2["scheduler"]) == set(SuiteOptions().schedulers)  # static and continuous side by side
+    assert gpu_count["step2_test_id"] == primary2.loc[primary2["num_gpus"] == found["best_gpu_count"],
+                                                      "test_id"].item()
     for warning in found["warnings"]:
         assert f"Warning: {warning}" in done.stdout
     # another parameter set in the same folder: refused, and nothing in it changes
@@ -135,6 +140,7 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     assert {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()} == files
     analysis = json.loads((results / "analysis.json").read_text())
     step2 = pd.read_csv(results / f"{STEP2}.csv")
+    step2 = step2[step2["scheduler"] == "multi_bin_dynamic"].reset_index(drop=True)
     assert analysis["best_gpu_count"] == smallest_within_1pct(step2, "goodput_rps")
     per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
                             "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
