@@ -180,10 +180,10 @@ class StepParams:
         return CapacitySpec(attainment=self.capacity_attainment) if self.capacity_search else None
 
     def base_config(self, *, seed: int | None = None, **changes) -> SimConfig:
-        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  A continuous
-        scheduler gets the memory configuration of the step-time profile's hardware."""
+        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  A scheduler that
+        runs on the step-time profile gets the memory configuration of the profile's hardware."""
         base = SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed if seed is None else seed)
-        if "scheduler" in changes and is_continuous(changes["scheduler"]):
+        if "scheduler" in changes and isinstance(self.latency_model(changes["scheduler"]), StepTimeModel):
             changes = {**profile_config_fields(self.latency), **changes}
         return base.replace(**changes)
 
