@@ -15,7 +15,7 @@
 # %% [markdown]
 # # Step 1: request scaling
 #
-# How do the schedulers hold up as the number of requests grows? Request volumes go up in 10x steps from 1,000 to `max_requests` (`request_volumes` overrides the list); `static_fifo` and `dynamic_no_bins` run on 1 GPU, `multi_bin_dynamic` on 1, 2 and 4 GPUs, all with K = `k_bins`.
+# How do the schedulers hold up as the number of requests grows? Request volumes go up in 10x steps from 1,000 to `max_requests` (`request_volumes` overrides the list); every scheduler of `schedulers` runs on 1 GPU and `multi_bin_dynamic` also on 2 and 4 GPUs, all with K = `k_bins`.
 #
 # The schedulers, in one sentence each:
 #
@@ -23,6 +23,10 @@
 # - **dynamic_no_bins**: one FIFO queue; the batch size is the smaller of a memory bound and an SLA controller's choice, adapted after every batch.
 # - **multi_bin_dynamic**: requests are split into K equal-mass bins by predicted output length, a batch holds requests of one bin only, and each bin has its own memory and SLA controllers.
 # - **multi_bin_fixed** (not used in the three steps): the Multi-Bin Batching paper's model, K bins with batches of exactly the fixed size, served first formed, first served.
+# - **continuous_fcfs**: continuous (iteration-level) batching as vLLM does it: requests join and leave the running batch every step, FCFS admission under `max_num_seqs`, the token budget and the KV cache.
+# - **continuous_sla**: continuous batching whose running-batch size limit is set by Pang et al.'s Algorithms 1 (memory) and 2 (SLA on time per output token).
+#
+# **Latency models.** Static schedulers run on the static engine's batch-time grid (a formula, labelled Qwen3-1.7B on an RTX 4080, not measured); continuous schedulers run on the step-time profile named by `latency` (default `opt-13b-a100`: OPT-13B on one 80 GB A100, validated against measured vLLM runs) with that hardware's memory. The plan below says which model each scheduler used, and so does every plot title. Capacity of the continuous schedulers uses the TTFT/TPOT criterion (DistServe's SLO attainment) at the same attainment target. With `replications` > 1 every test runs once per seed; the tables and plots show means with 95% confidence intervals (error bars).
 #
 # The default trace is **synthetic**: a BurstGPT-like stand-in generated from the real trace's published statistics (the real BurstGPT CSVs cannot be shipped). Every result row and plot title says so; pass `dataset` to use a real BurstGPT file.
 
@@ -40,6 +44,9 @@ results_dir = None  # None: results/default at the defaults, else results/<param
 executor = None  # None: process pool if >1 test is queued; "serial", "process:N", "dask://host:port"
 capacity_search = True  # also search capacity: the largest arrival rate at which the SLA target holds
 capacity_attainment = 0.9  # capacity target: this share of requests within d_sla (0.95: out of reach, see below)
+schedulers = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "continuous_fcfs", "continuous_sla")  # or "a,b,c"
+latency = "opt-13b-a100"  # step-time profile of the continuous schedulers ("grid": static engine's grid only); static ones keep the grid
+replications = 1  # seeds per test (seed, seed+1, ...): >1 gives means with 95% confidence intervals
 request_volumes = None  # e.g. [1_000, 5_000]: overrides the 10x steps
 
 # %%

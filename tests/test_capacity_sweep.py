@@ -88,7 +88,12 @@ def test_which_tests_of_each_step_search_their_capacity(small_trace_csv, tmp_pat
     step1 = experiments.plan_step1(**common)
     searched = [(v, t.label) for v, batch in step1.batches.items() for t in batch if t.capacity is not None]
     assert searched == [(2_000, "static_fifo (1 GPU)"), (2_000, "dynamic_no_bins (1 GPU)"),
-                        (2_000, "multi_bin_dynamic (1 GPU)")]
+                        (2_000, "multi_bin_dynamic (1 GPU)"), (2_000, "continuous_fcfs (1 GPU)"),
+                        (2_000, "continuous_sla (1 GPU)")]
+    # continuous schedulers: the TTFT/TPOT criterion at the same attainment target
+    criteria = {t.config.scheduler: (t.capacity.criterion, t.capacity.attainment) for t in step1.tests if t.capacity}
+    assert criteria["continuous_fcfs"] == criteria["continuous_sla"] == ("slo", 0.9)
+    assert criteria["static_fifo"] == ("attainment", 0.9)
     assert all(t.capacity is not None for t in experiments.plan_step2(**common).tests)
     assert all(t.capacity is not None for t in experiments.plan_step3(best_gpu_count=2, **common).tests)
     # without capacity, the ids are the replay-only ids they always were
@@ -100,7 +105,8 @@ def test_which_tests_of_each_step_search_their_capacity(small_trace_csv, tmp_pat
 
 
 def test_capacity_is_monotone_in_gpus_in_step2_or_the_analysis_lists_the_exception(tmp_path):
-    plan = experiments.plan_step2(max_requests=2_000, max_gpus=8, results_dir=str(tmp_path), executor="serial")
+    plan = experiments.plan_step2(max_requests=2_000, max_gpus=8, results_dir=str(tmp_path), executor="serial",
+                                  schedulers=("multi_bin_dynamic",))
     rows = plan.run(progress=False)
     result = plan.finish(rows)["step2_gpu_scaling"]
     caps = rows.sort_values("num_gpus")["capacity_rps"].fillna(0.0).to_numpy()

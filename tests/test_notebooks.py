@@ -18,8 +18,10 @@ from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
 from workbench.study.suite import SuiteOptions, notebook_parameters
 
 TINY = {"max_requests": 2_000, "max_gpus": 4}
+STATIC_TRIO = "static_fifo,dynamic_no_bins,multi_bin_dynamic"  # the seed's schedulers (steps 2-3 now sweep each)
 REQUIRED = {"max_requests", "max_gpus", "use_real_timestamps", "rps_scaling", "d_sla", "dataset", "k_bins",
-            "seed", "results_dir", "executor", "capacity_search", "capacity_attainment"}
+            "seed", "results_dir", "executor", "capacity_search", "capacity_attainment", "schedulers", "latency",
+            "replications"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -133,26 +135,32 @@ def test_parameters_match_what_the_suite_passes(step):
 
 def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     results = tmp_path / "results"
-    nb1 = run(STEP1, tmp_path, results_dir=str(results), **TINY)
+    nb1 = run(STEP1, tmp_path, results_dir=str(results), schedulers=STATIC_TRIO, **TINY)
     # step 2 exactly as a user types it, from the repository root
     out2 = tmp_path / "out.ipynb"
     cli = [python, "-m", "papermill", f"notebooks/{STEP2}.ipynb", str(out2), "-p", "max_gpus", "4",
-           "-p", "max_requests", "2000", "-p", "results_dir", str(results), "--no-progress-bar"]
+           "-p", "max_requests", "2000", "-p", "results_dir", str(results), "-p", "schedulers", STATIC_TRIO,
+           "--no-progress-bar"]
     done = subprocess.run(cli, cwd=paths.REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     nb2 = nbformat.read(out2, as_version=4)
-    nb3 = run(STEP3, tmp_path, results_dir=str(results), **TINY)
+    nb3 = run(STEP3, tmp_path, results_dir=str(results), schedulers=STATIC_TRIO, **TINY)
 
     step1 = pd.read_csv(results / f"{STEP1}.csv")
     assert sorted(step1["num_requests"].unique()) == [1_000, 2_000]
     assert len(step1) == 2 * 5 and not step1["test_id"].duplicated().any()
-    step2 = pd.read_csv(results / f"{STEP2}.csv")
+    step2_all = pd.read_csv(results / f"{STEP2}.csv")
+    assert len(step2_all) == 3 * 3
+    step2 = step2_all[step2_all["scheduler"] == "multi_bin_dynamic"]  # the scheduler the answers are about
     assert sorted(step2["num_gpus"]) == [1, 2, 4]
     analysis = json.loads((results / "analysis.json").read_text())
     best = analysis["best_gpu_count"]
     within = step2[step2["goodput_rps"] >= 0.99 * step2["goodput_rps"].max()]   # the documented rule, by hand
     assert best == int(within["num_gpus"].min()) and analysis["step2_gpu_scaling"]["best_gpu_count"] == best
-    step3 = pd.read_csv(results / f"{STEP3}.csv")
+    step3_all = pd.read_csv(results / f"{STEP3}.csv")
+    assert sorted(step3_all.loc[step3_all["scheduler"] != "multi_bin_dynamic", "label"]) == [
+        f"dynamic_no_bins ({best} GPU{'s' if best > 1 else ''})", f"static_fifo ({best} GPU{'s' if best > 1 else ''})"]
+    step3 = step3_all[step3_all["scheduler"] == "multi_bin_dynamic"]
     assert sorted(step3["k_bins"]) == [1, 2, 4, 8, 16, 32] and set(step3["num_gpus"]) == {best}
     ranked = step3.sort_values(["sla_violation_rate", "goodput_rps", "k_bins"], ascending=[True, False, True])
     assert analysis["best_k"] == int(ranked["k_bins"].iloc[0])
@@ -161,7 +169,7 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     assert analysis["step1_request_scaling"]["best_config"]["num_requests"] == 2_000
 
     every = pd.read_csv(results / "all_results.csv")
-    assert every.groupby("step").size().to_dict() == {STEP1: 10, STEP2: 3, STEP3: 6}
+    assert every.groupby("step").size().to_dict() == {STEP1: 10, STEP2: 9, STEP3: 8}
     assert every["synthetic"].all() and every["trace_label"].str.contains("synthetic").all()
     for step in STEPS:
         for png in (results / f"{step}.png", results / f"{step}_capacity.png"):
@@ -169,7 +177,7 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     # one log line per finished test, no progress bar frozen at 0% in the saved notebook
     text2 = outputs_text(nb2)
     assert [line.split("] ")[0].split("[")[-1] for line in text2.splitlines() if "step2_gpu_scaling [" in line] \
-        == ["1/3", "2/3", "3/3"]
+        == [f"{i}/9" for i in range(1, 10)]
     assert "%|" not in text2
     # the commentary is computed from this run's rows
     assert "From 1 to 4 GPUs throughput goes from" in text2
@@ -191,19 +199,19 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     assert sorted(searched["label"]) == ["dynamic_no_bins (1 GPU)", "multi_bin_dynamic (1 GPU)",
                                          "static_fifo (1 GPU)"]
     assert (searched["num_requests"] == 2_000).all()
-    for frame in (step2, step3):
+    for frame in (step2_all, step3_all):
         assert frame["capacity_criterion"].notna().all() and (frame["capacity_target"] == 0.9).all()
         for column in ("capacity_rps", "capacity_scaling", "capacity_attainment", "capacity_probes"):
             assert column in frame.columns
     step2_part, step3_part = analysis["step2_gpu_scaling"], analysis["step3_kbins_sensitivity"]
-    assert set(step2_part["capacity_rps"]) == set(step2["label"])
+    assert set(step2_part["capacity_rps"]) == set(step2_all["label"])
     assert set(step2_part["capacity_per_gpu"]) == set(step2_part["capacity_scaling_efficiency"]) == {"1", "2", "4"}
     assert step2_part["capacity_monotone_in_gpus"] is (not step2_part["capacity_monotone_exceptions"])
     assert analysis["best_gpu_count_by_capacity_per_gpu"] == step2_part["best_gpu_count_by_capacity_per_gpu"]
     per_gpu = step2["capacity_rps"] / step2["num_gpus"]
     assert analysis["best_gpu_count_by_capacity_per_gpu"] == int(step2.loc[per_gpu >= 0.99 * per_gpu.max(),
                                                                             "num_gpus"].min())
-    assert set(step3_part["capacity_rps"]) == set(step3["label"])
+    assert set(step3_part["capacity_rps"]) == set(step3_all["label"])
     caps = step3["capacity_rps"]
     assert analysis["best_k_by_capacity"] == step3_part["best_k_by_capacity"] == int(
         step3.loc[caps >= 0.99 * caps.max(), "k_bins"].min())
@@ -212,9 +220,9 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
         assert part["capacity_search"]["target"] == 0.9 and 0 < part["capacity_search"]["attainable_share"] <= 1
 
     # rerunning a notebook recomputes nothing and duplicates nothing
-    run(STEP2, tmp_path, results_dir=str(results), executor="serial", **TINY)
+    run(STEP2, tmp_path, results_dir=str(results), executor="serial", schedulers=STATIC_TRIO, **TINY)
     again = pd.read_csv(results / f"{STEP2}.csv")
-    pd.testing.assert_frame_equal(again, step2)
+    pd.testing.assert_frame_equal(again, step2_all)
 
 
 def test_step3_without_step2_results_says_so_and_uses_the_default(tmp_path):

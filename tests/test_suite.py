@@ -16,6 +16,8 @@ from workbench import paths
 from workbench.__main__ import build_parser, main, options_from_args
 from workbench.study import columns
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
+
+STATIC_TRIO = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
 from workbench.study.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
 TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
@@ -29,7 +31,9 @@ def test_default_options_are_the_full_seed_scale():
     options = parse()
     assert options == SuiteOptions()
     assert options.steps == STEPS and options.max_requests == 1_000_000 and options.max_gpus == 100
-    assert total_tests(options.max_requests, options.max_gpus) == 34
+    # 78 with the two continuous schedulers (issue 8: steps 2-3 sweep every scheduler; it was 34)
+    assert total_tests(options.max_requests, options.max_gpus) == 4 * 7 + 5 * 8 + (6 + 4)
+    assert total_tests(options.max_requests, options.max_gpus, STATIC_TRIO) == 4 * 5 + 3 * 8 + (6 + 2)
 
 
 def test_every_seed_option_reaches_the_notebooks(tmp_path):
@@ -38,13 +42,15 @@ def test_every_seed_option_reaches_the_notebooks(tmp_path):
     options = parse("--step3-only", "--best-gpu-count", "8", "--max-requests", "5000", "--max-gpus", "16",
                     "--use-real-timestamps", "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
                     "--results-dir", str(tmp_path / "r"), "--executor", "serial", "--seed", "7", "--k-bins", "8",
-                    "--validate", "--no-capacity", "--capacity-attainment", "0.8")
+                    "--validate", "--no-capacity", "--capacity-attainment", "0.8", "--schedulers",
+                    "static_fifo,continuous_fcfs", "--latency", "opt-13b-a100", "--replications", "2")
     assert options.steps == (STEP3,) and options.validate
     params = notebook_parameters(options, STEP3)
     assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": True, "rps_scaling": 50.0,
                       "d_sla": 2.5, "dataset": str(dataset.resolve()), "k_bins": 8, "seed": 7,
                       "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8,
-                      "capacity_search": False, "capacity_attainment": 0.8}
+                      "capacity_search": False, "capacity_attainment": 0.8,
+                      "schedulers": ["static_fifo", "continuous_fcfs"], "latency": "opt-13b-a100", "replications": 2}
     assert parse().capacity_search and parse().capacity_attainment == 0.9
     assert "best_gpu_count" not in notebook_parameters(options, STEP2)
     assert notebook_parameters(options, VALIDATION) == {"results_dir": str(tmp_path / "r"), "seed": 7}
@@ -120,7 +126,10 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     # step 3 recorded the step-2 row it used; the last lines say which "best" answers cannot be trusted
     gpu_count = found["step3_kbins_sensitivity"]["gpu_count"]
     assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
-    assert gpu_count["step2_test_id"] == rows2.loc[rows2["num_gpus"] == found["best_gpu_count"], "test_id"].item()
+    primary2 = rows2[rows2["scheduler"] == "multi_bin_dynamic"]  # steps 2-3 answer for it (issue 8)
+    assert set(rows2["scheduler"]) == set(SuiteOptions().schedulers)  # static and continuous side by side
+    assert gpu_count["step2_test_id"] == primary2.loc[primary2["num_gpus"] == found["best_gpu_count"],
+                                                      "test_id"].item()
     for warning in found["warnings"]:
         assert f"Warning: {warning}" in done.stdout
     # another parameter set in the same folder: refused, and nothing in it changes
@@ -131,6 +140,7 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     assert {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()} == files
     analysis = json.loads((results / "analysis.json").read_text())
     step2 = pd.read_csv(results / f"{STEP2}.csv")
+    step2 = step2[step2["scheduler"] == "multi_bin_dynamic"].reset_index(drop=True)
     assert analysis["best_gpu_count"] == smallest_within_1pct(step2, "goodput_rps")
     per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
                             "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})

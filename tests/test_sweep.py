@@ -92,7 +92,8 @@ def test_a_rerun_recomputes_nothing(small_trace_csv, tmp_path, count_runs):
 def test_changing_one_parameter_reruns_only_the_tests_it_affects(small_trace_csv, tmp_path, count_runs):
     # the checkpoint is keyed by each test's full configuration. (A step's results folder holds one parameter
     # set, issue 9 item 6, so the plans go to their own folders and the tests share one checkpoint here.)
-    common = dict(max_requests=2_000, dataset=str(small_trace_csv), executor="serial")
+    common = dict(max_requests=2_000, dataset=str(small_trace_csv), executor="serial",
+                  schedulers=("multi_bin_dynamic",))
     shared = tmp_path / "shared"
 
     def run(**changes):
@@ -357,7 +358,10 @@ def test_step1_volumes_are_10x_steps_up_to_max_requests():
     assert experiments.request_volumes_for(2_000) == [1_000, 2_000]
     assert experiments.request_volumes_for(500) == [500]
     assert experiments.request_volumes_for(10**6, [5_000, 1_000, 5_000]) == [1_000, 5_000]
-    assert experiments.total_tests() == 34
+    # steps 2-3 now sweep every scheduler of `schedulers` (issue 8): the seed's three give 4*5 + 3*8 + (6+1+1)
+    assert experiments.total_tests(schedulers=("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")) == 52
+    assert experiments.total_tests(schedulers=("multi_bin_dynamic",)) == 4 * 3 + 8 + 6
+    assert experiments.total_tests(replications=3) == 3 * 78
 
 
 def test_step1_on_a_small_dataset_stops_at_its_size(small_trace_csv, tmp_path):
@@ -365,7 +369,8 @@ def test_step1_on_a_small_dataset_stops_at_its_size(small_trace_csv, tmp_path):
                                   results_dir=str(tmp_path))
     assert list(plan.batches) == [1_000, 2_000]
     assert [t.label for t in plan.batches[1_000]] == [
-        "static_fifo (1 GPU)", "dynamic_no_bins (1 GPU)", "multi_bin_dynamic (1 GPU)", "multi_bin_dynamic (2 GPUs)"]
+        "static_fifo (1 GPU)", "dynamic_no_bins (1 GPU)", "multi_bin_dynamic (1 GPU)", "multi_bin_dynamic (2 GPUs)",
+        "continuous_fcfs (1 GPU)", "continuous_sla (1 GPU)"]
 
 
 def test_step_params_are_validated_before_anything_runs(tmp_path):

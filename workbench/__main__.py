@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--capacity-attainment", type=_share, default=0.9, metavar="X",
                        help="capacity = the largest rate at which at least this share of the requests finish "
                             "within --d-sla (default 0.9)")
+    suite.add_argument("--schedulers", default=None, metavar="A,B,...",
+                       help="comma-separated schedulers that step 1 compares and steps 2-3 sweep (default: "
+                            "static_fifo,dynamic_no_bins,multi_bin_dynamic,continuous_fcfs,continuous_sla)")
+    suite.add_argument("--latency", default=None, metavar="PROFILE",
+                       help="step-time profile of the continuous schedulers (default opt-13b-a100; 'grid' = the "
+                            "static engine's formula grid, static schedulers only); static schedulers keep the grid")
+    suite.add_argument("--replications", type=_positive_int, default=1, metavar="N",
+                       help="run every test with N seeds (seed, seed+1, ...) and report means with 95%% "
+                            "confidence intervals (default 1)")
     suite.add_argument("--validate", action="store_true",
                        help="also run notebooks/validation.ipynb and fidelity_vllm.ipynb after the steps")
     suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
@@ -102,7 +111,10 @@ def options_from_args(args: argparse.Namespace):
         use_real_timestamps=args.use_real_timestamps, rps_scaling=args.rps_scaling, d_sla=args.d_sla,
         dataset=args.dataset, k_bins=args.k_bins, seed=args.seed, results_dir=args.results_dir,
         executor=args.executor, best_gpu_count=args.best_gpu_count, validate=args.validate,
-        capacity_search=not args.no_capacity, capacity_attainment=args.capacity_attainment)
+        capacity_search=not args.no_capacity, capacity_attainment=args.capacity_attainment,
+        replications=args.replications,
+        **({"schedulers": args.schedulers} if args.schedulers is not None else {}),
+        **({"latency": args.latency} if args.latency is not None else {}))
 
 
 def check_results_dir(path: Path) -> None:

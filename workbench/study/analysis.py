@@ -18,6 +18,16 @@ Rules (also written into ``analysis.json`` under ``"rules"``):
   which its SLA violation rate exceeds :data:`BREAKING_SLA_VIOLATION` (5%);
   ``null`` if it never does.
 
+Several schedulers (``schedulers``): step 1's rules compare them all; step 2's
+and step 3's answers (best GPU count, best K, capacity per GPU) are about the
+primary scheduler, :data:`PRIMARY_SCHEDULER` when it ran, else the first
+scheduler of the rows (``primary_scheduler`` says which); every scheduler's
+capacity is listed under ``capacity_rps``.
+
+Replications: the rules read the mean over the seeds of each test
+(:func:`summarize`: ``<metric>`` = mean, ``<metric>_ci95`` = Student-t 95%
+half-width, ``replications``), also written to ``<step>_summary.csv``.
+
 Capacity (the tests that searched it; see :mod:`workbench.study.capacity`): the
 largest arrival rate at which the SLA target holds, ``null`` when no load
 reaches it (``unreachable`` gives the reason).
@@ -40,6 +50,7 @@ are written atomically under the results folder's lock.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -49,10 +60,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.sim.config import SimConfig
+from workbench.study.replications import summarize_replications
 from workbench.study.sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
+PRIMARY_SCHEDULER = "multi_bin_dynamic"
 ALL_RESULTS = "all_results.csv"
 ANALYSIS = "analysis.json"
 GOODPUT_TOLERANCE = 0.01
@@ -88,6 +102,65 @@ RULES = {
 CONFIG_KEYS = ("label", "test_id", "scheduler", "num_gpus", "k_bins", "num_requests", "d_sla_s",
                "throughput_rps", "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean",
                "capacity_rps")
+
+
+# Columns that say what a test is (not what it measured): never averaged over replications.
+IDENTITY_COLUMNS = frozenset({f.name for f in dataclasses.fields(SimConfig)} | {
+    "test_id", "base_test_id", "replication", "replications", "step", "label", "dataset", "num_requests",
+    "rps_scaling", "use_real_timestamps", "trace_seed", "trace_label", "trace_fingerprint", "synthetic",
+    "simulator_version", "finished_at", "capacity_search", "capacity_criterion", "capacity_target",
+    "capacity_resolution", "capacity_error", "capacity_bounded", "capacity_monotone", "latency_profile",
+    "gpu_count_source", "step2_test_id"})
+
+
+def _is_identity(column: str) -> bool:
+    return (column in IDENTITY_COLUMNS or column.startswith("step_")
+            or column in ("latency_base_s", "latency_per_token_s", "latency_batch_penalty"))
+
+
+def metric_columns(rows: pd.DataFrame) -> list[str]:
+    """The numeric result columns of ``rows`` (what replications average)."""
+    return [c for c in rows.columns if not _is_identity(c) and not c.endswith("_ci95")
+            and pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])]
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per test (its replications averaged): every metric's mean and ``<metric>_ci95`` (95% Student-t
+    half-width; NaN with one replication), ``replications``, and ``test_id`` = the id of replication 0.
+
+    Rows already summarized (with a ``replications`` column) are returned as they are.
+    """
+    if rows.empty or "replications" in rows.columns or "test_id" not in rows.columns:
+        return rows  # already summarized, or hand-made rows without test ids (one row per test)
+    rows = rows.copy()
+    if "base_test_id" not in rows:
+        rows["base_test_id"] = rows["test_id"]
+    rows["base_test_id"] = rows["base_test_id"].fillna(rows["test_id"])
+    by = ["step", "base_test_id"] if "step" in rows else ["base_test_id"]
+    metrics = metric_columns(rows)
+    firsts = rows.groupby(by, sort=False, dropna=False)[[c for c in ("seed", "trace_seed") if c in rows]].min()
+    out = summarize_replications(rows, by=by, metrics=metrics)
+    out["test_id"] = out["base_test_id"]
+    for column in firsts.columns:  # the plan's own seed (that of replication 0)
+        out[column] = firsts[column].to_numpy()
+    out = out.drop(columns=[c for c in ("replication",) if c in out])
+    order = [c for c in rows.columns if c in out.columns and c != "replication"]
+    rest = [c for c in out.columns if c not in order]
+    return out[order + rest]
+
+
+def primary_scheduler(rows: pd.DataFrame) -> str | None:
+    """The scheduler step 2's and step 3's answers are about (see the module docstring)."""
+    if rows.empty or "scheduler" not in rows:
+        return None
+    names = list(dict.fromkeys(rows["scheduler"].astype(str)))
+    return PRIMARY_SCHEDULER if PRIMARY_SCHEDULER in names else names[0]
+
+
+def primary_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`primary_scheduler`."""
+    name = primary_scheduler(rows)
+    return rows if name is None else rows[rows["scheduler"].astype(str) == name].reset_index(drop=True)
 
 
 def _json_safe(value):
@@ -157,6 +230,7 @@ def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATIO
 # --------------------------------------------------------------------------- capacity
 
 CAPACITY_TABLE_COLUMNS = ("label", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
+                          "capacity_rps_ci95", "replications",
                           "capacity_per_gpu", "capacity_efficiency", "capacity_scaling", "capacity_attainment",
                           "capacity_probes", "capacity_monotone", "capacity_error")
 
@@ -244,7 +318,7 @@ def capacity_table(rows: pd.DataFrame) -> pd.DataFrame:
     smallest pool) is there when the rows span several GPU counts of one
     scheduler and K (step 2).
     """
-    rows = capacity_rows(rows)
+    rows = capacity_rows(summarize(rows))
     if rows.empty:
         return pd.DataFrame(columns=[c for c in CAPACITY_TABLE_COLUMNS if c != "capacity_efficiency"])
     out = rows.copy()  # a selection of a wide frame: copy once rather than add columns to a fragmented one
@@ -270,7 +344,8 @@ def _capacity_search(rows: pd.DataFrame) -> dict | None:
             return []
         return [str(v) for v in rows.loc[rows[column].astype(str).str.lower() == "false", "label"]]
 
-    return {"tests": len(rows), "criterion": first["capacity_criterion"], "target": first["capacity_target"],
+    return {"tests": len(rows), "criterion": ", ".join(dict.fromkeys(rows["capacity_criterion"].astype(str))),
+            "target": first["capacity_target"],
             "resolution": first.get("capacity_resolution"),
             "attainable_share": float(rows["capacity_attainable"].min()),
             "unreachable": {str(r["label"]): str(r.get("capacity_error", "")) for _, r in unreachable.iterrows()},
@@ -279,6 +354,14 @@ def _capacity_search(rows: pd.DataFrame) -> dict | None:
 
 def _capacities(rows: pd.DataFrame) -> dict[str, float | None]:
     return {str(r.label): float(r.capacity_rps) for r in capacity_rows(rows).itertuples()}
+
+
+def _capacity_intervals(rows: pd.DataFrame) -> dict[str, float | None]:
+    """label -> 95% half-width of capacity_rps over the replications (null with one)."""
+    rows = capacity_rows(rows)
+    if "capacity_rps_ci95" not in rows:
+        return {}
+    return {str(r.label): float(r.capacity_rps_ci95) for r in rows.itertuples()}
 
 
 def _trace_info(rows: pd.DataFrame) -> dict:
@@ -292,10 +375,19 @@ def analyze_step1(rows: pd.DataFrame) -> dict:
                  [True, False, True])
     return {"tests": len(rows), "request_volumes": sorted(int(v) for v in rows["num_requests"].unique()),
             "best_config": _config(best), "breaking_points": breaking_points(rows),
-            "capacity_rps": _capacities(rows), "capacity_search": _capacity_search(rows), "trace": _trace_info(rows)}
+            "capacity_rps": _capacities(rows), "capacity_search": _capacity_search(rows), "trace": _trace_info(rows),
+            **_schedulers_info(rows)}
+
+
+def _schedulers_info(rows: pd.DataFrame) -> dict:
+    return {"schedulers": list(dict.fromkeys(rows["scheduler"].astype(str))) if "scheduler" in rows else [],
+            "primary_scheduler": primary_scheduler(rows),
+            "replications": int(rows["replications"].max()) if "replications" in rows else 1,
+            "capacity_rps_ci95": _capacity_intervals(rows)}
 
 
 def analyze_step2(rows: pd.DataFrame) -> dict:
+    everyone, rows = rows, primary_rows(rows)
     n = best_gpu_count(rows)
     best = rows[rows["num_gpus"] == n].iloc[0] if n is not None else None
     sla_ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
@@ -305,17 +397,18 @@ def analyze_step2(rows: pd.DataFrame) -> dict:
     return {"tests": len(rows), "gpu_counts": sorted(int(g) for g in rows["num_gpus"].unique()),
             "best_gpu_count": n, "best_config": _config(best), "scaling_efficiency": scaling_efficiency(rows),
             "min_gpus_sla_within_5pct": int(sla_ok["num_gpus"].min()) if not sla_ok.empty else None,
-            "capacity_rps": _capacities(rows), "capacity_per_gpu": capacity_per_gpu(rows),
+            "capacity_rps": _capacities(everyone), "capacity_per_gpu": capacity_per_gpu(rows),
             "capacity_scaling_efficiency": capacity_scaling_efficiency(rows),
             "best_gpu_count_by_capacity_per_gpu": by_capacity,
             "best_config_by_capacity_per_gpu": _config(searched[searched["num_gpus"] == by_capacity].iloc[0])
             if by_capacity is not None else None,
             "capacity_monotone_in_gpus": (not exceptions) if not searched.empty else None,
-            "capacity_monotone_exceptions": exceptions, "capacity_search": _capacity_search(rows),
-            "trace": _trace_info(rows)}
+            "capacity_monotone_exceptions": exceptions, "capacity_search": _capacity_search(everyone),
+            "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
 def analyze_step3(rows: pd.DataFrame) -> dict:
+    everyone, rows = rows, primary_rows(rows)
     best = best_k_row(rows)
     by_capacity = best_k_by_capacity(rows)
     searched = capacity_rows(rows)
@@ -323,10 +416,10 @@ def analyze_step3(rows: pd.DataFrame) -> dict:
             "k_values": sorted(int(k) for k in rows["k_bins"].unique()),
             "best_k": int(best["k_bins"]) if best is not None else None, "best_config": _config(best),
             "k_bins_effective": {int(r.k_bins): int(r.k_bins_effective) for r in rows.itertuples()},
-            "capacity_rps": _capacities(rows), "best_k_by_capacity": by_capacity,
+            "capacity_rps": _capacities(everyone), "best_k_by_capacity": by_capacity,
             "best_config_by_capacity": _config(searched[searched["k_bins"] == by_capacity].iloc[0])
             if by_capacity is not None else None,
-            "capacity_search": _capacity_search(rows), "trace": _trace_info(rows)}
+            "capacity_search": _capacity_search(everyone), "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
 ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
@@ -438,6 +531,7 @@ def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
 
 def analyze(all_rows: pd.DataFrame) -> dict:
     """The analysis of every step present in ``all_rows`` (the contents of ``all_results.csv``)."""
+    all_rows = summarize(all_rows)
     out: dict = {"generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "rules": RULES, "trace": _trace_info(all_rows) if not all_rows.empty else {}}
     for step, analyzer in ANALYZERS.items():
@@ -451,7 +545,7 @@ def analyze(all_rows: pd.DataFrame) -> dict:
     if out["step3_kbins_sensitivity"]:
         step2_rows = all_rows[all_rows["step"] == STEP_ORDER[1]]
         out["step3_kbins_sensitivity"]["gpu_count"] = step3_gpu_count(
-            all_rows[all_rows["step"] == STEP_ORDER[2]], step2_rows)
+            all_rows[all_rows["step"] == STEP_ORDER[2]], primary_rows(step2_rows))
     out = _json_safe(out)
     out["validity"] = _json_safe(validity(out, all_rows))
     out["warnings"] = [v["sentence"] for v in out["validity"].values() if not v["valid"]]
@@ -478,10 +572,17 @@ def update_outputs(results_dir: str | Path, step: str, rows: pd.DataFrame) -> di
             merged = merged.iloc[np.argsort(rank.to_numpy(), kind="stable")]
             merged = canonical_columns(merged).reset_index(drop=True)
             write_csv_atomic(results_dir / ALL_RESULTS, merged)
+        if not rows.empty:
+            write_csv_atomic(results_dir / summary_name(step), canonical_columns(summarize(rows.assign(step=step))))
         result = analyze(merged)
         atomic_write_text(results_dir / ANALYSIS, json.dumps(result, indent=2, allow_nan=False) + "\n")
     log.info("wrote %s and %s in %s", ALL_RESULTS, ANALYSIS, results_dir)
     return result
+
+
+def summary_name(step: str) -> str:
+    """``<step>_summary.csv``: one row per test, its replications' mean and ``_ci95`` half-width per metric."""
+    return f"{step}_summary.csv"
 
 
 def read_analysis(results_dir: str | Path) -> dict | None:
@@ -494,7 +595,7 @@ def step2_best_row_from_results(results_dir: str | Path) -> pd.Series | None:
     rows = read_rows(Path(results_dir) / ALL_RESULTS, key=("step", "test_id"))
     if rows.empty:
         return None
-    rows = rows[rows["step"] == "step2_gpu_scaling"]
+    rows = primary_rows(summarize(rows[rows["step"] == "step2_gpu_scaling"]))
     n = best_gpu_count(rows)
     return None if n is None else rows[rows["num_gpus"] == n].iloc[0]
 
@@ -539,15 +640,25 @@ def _capacity_lines(part: dict, step: str) -> list[str]:
 
 def capacity_markdown(rows: pd.DataFrame) -> str:
     """What the capacity search looked for, the attainable share, and why a target was out of reach (markdown)."""
+    rows = summarize(rows)
     search = _capacity_search(rows)
     if search is None:
         return "No capacity search in these results (`capacity_search=False`)."
-    sla = capacity_rows(rows)["d_sla_s"].iloc[0]
-    if search["criterion"] == "attainment":
-        target = f"at least {search['target']:.0%} of the requests finish within d_sla = {sla:g} s"
-    else:
-        target = f"p99 latency of completed requests <= {search['target']:g} s and nothing rejected"
-    lines = [f"Capacity target: {target} (search resolution {search['resolution']:.0%}). "
+    searched = capacity_rows(rows)
+    targets = []
+    for criterion, group in searched.groupby("capacity_criterion", sort=False):
+        first = group.iloc[0]
+        if criterion == "attainment":
+            text = (f"at least {first['capacity_target']:.0%} of the requests finish within "
+                    f"d_sla = {first['d_sla_s']:g} s")
+        elif criterion == "slo":
+            text = (f"at least {first['capacity_target']:.0%} of the requests meet both TTFT <= "
+                    f"{first['ttft_sla_s']:g} s and TPOT <= {first['tpot_sla_s']:g} s (DistServe's SLO attainment)")
+        else:
+            text = f"p99 latency of completed requests <= {first['capacity_target']:g} s and nothing rejected"
+        names = ", ".join(dict.fromkeys(group["scheduler"].astype(str))) if "scheduler" in group else ""
+        targets.append(f"{text} ({names})" if searched["capacity_criterion"].nunique() > 1 else text)
+    lines = [f"Capacity target: {'; '.join(targets)} (search resolution {search['resolution']:.0%}). "
              f"Attainable share: **{search['attainable_share']:.1%}** of the requests could meet the SLA even "
              "alone on an idle GPU; no load can do better."]
     if search["unreachable"]:
@@ -716,6 +827,9 @@ def commentary(rows: pd.DataFrame, step: str) -> str:
     """What this run's rows show, in sentences computed from them (markdown): no fixed claims."""
     if rows.empty:
         return f"No results for {step}."
+    rows = summarize(rows)
+    if step != STEP_ORDER[0]:
+        rows = primary_rows(rows)
     lines = COMMENTARIES[step](rows.reset_index(drop=True))
     bullets = [line for line in lines if line.startswith("- ")]
     paragraphs = [line for line in lines if not line.startswith("- ")]

@@ -16,6 +16,7 @@ import re
 from workbench.sim.config import SimConfig
 
 REQ_S = "requests/s"
+CI95_SUFFIX = "_ci95"
 
 # column -> (unit, meaning); the columns that are not SimConfig fields
 RESULT_COLUMNS: dict[str, tuple[str, str]] = {
@@ -36,6 +37,27 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "sim_wall_s": ("s", "wall-clock time of the replay's simulation alone"),
     "sim_requests_per_s": ("requests/s", "simulator speed: requests simulated per wall-clock second (not a load)"),
     "finished_at": ("UTC ISO 8601", "when the test finished"),
+    "latency_profile": ("", "latency model of the test: 'grid' (the static engine's formula grid) or the "
+                            "step-time profile's name"),
+    "step_prefill_a": ("s", "step-time model: fixed time of a prefill step"),
+    "step_prefill_b": ("s/token", "step-time model: prefill time per prompt token"),
+    "step_prefill_c": ("s/token^2", "step-time model: prefill time per squared prompt token"),
+    "step_decode_a": ("s", "step-time model: fixed time of a decode step"),
+    "step_decode_b": ("s/token", "step-time model: decode time per token of context"),
+    "step_decode_c": ("s/request", "step-time model: decode time per request in the batch"),
+    "step_decode_large_a": ("s", "step-time model: decode_a from decode_large_threshold requests on"),
+    "step_decode_large_b": ("s/token", "step-time model: decode_b from decode_large_threshold requests on"),
+    "step_decode_large_c": ("s/request", "step-time model: decode_c from decode_large_threshold requests on"),
+    "step_decode_large_threshold": ("requests", "step-time model: batch size from which the large-batch decode "
+                                                "coefficients apply (NaN: one regime)"),
+    "step_arrival_overhead_a": ("s", "step-time model: per-request overhead before it joins the queue"),
+    "step_arrival_overhead_b": ("s/token", "step-time model: that overhead per prompt token"),
+    "step_token_overhead": ("s", "step-time model: overhead added to every output token's reported time"),
+    "replication": ("", "index of the row's seed among its test's replications (0: the plan's seed; the seed "
+                        "is seed + replication, for the trace and the simulation)"),
+    "base_test_id": ("", "test_id of replication 0: what the replications of one test share"),
+    "replications": ("seeds", "<step>_summary.csv: rows (seeds) behind the summary row; its metrics are their "
+                              "means"),
     "latency_base_s": ("s", "latency model: fixed time of a batch"),
     "latency_per_token_s": ("s/token", "latency model: time per token of the batch's longest request"),
     "latency_batch_penalty": ("", "latency model: extra share of time a full batch takes over a batch of 1"),
@@ -73,6 +95,40 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "bin{j}_latency_p99_s": ("s", "99th percentile of that latency"),
     "bin{j}_sla_violation_rate": ("share", "bin j's late or rejected requests / its offered requests"),
     "bin{j}_gpu_time_share": ("share", "bin j's share of all GPU busy time"),
+    # continuous engine's replay summary (continuous_* schedulers; empty for the static ones)
+    "ttft_mean_s": ("s", "continuous: mean of the time to first token (arrival to the prefill step's end) of completed requests"),
+    "ttft_p50_s": ("s", "continuous: median of the time to first token (arrival to the prefill step's end) of completed requests"),
+    "ttft_p90_s": ("s", "continuous: 90th percentile of the time to first token (arrival to the prefill step's end) of completed requests"),
+    "ttft_p95_s": ("s", "continuous: 95th percentile of the time to first token (arrival to the prefill step's end) of completed requests"),
+    "ttft_p99_s": ("s", "continuous: 99th percentile of the time to first token (arrival to the prefill step's end) of completed requests"),
+    "ttft_max_s": ("s", "continuous: largest of the time to first token (arrival to the prefill step's end) of completed requests"),
+    "tpot_mean_s": ("s", "continuous: mean of the time per output token after the first, of completed requests"),
+    "tpot_p50_s": ("s", "continuous: median of the time per output token after the first, of completed requests"),
+    "tpot_p90_s": ("s", "continuous: 90th percentile of the time per output token after the first, of completed requests"),
+    "tpot_p95_s": ("s", "continuous: 95th percentile of the time per output token after the first, of completed requests"),
+    "tpot_p99_s": ("s", "continuous: 99th percentile of the time per output token after the first, of completed requests"),
+    "tpot_max_s": ("s", "continuous: largest of the time per output token after the first, of completed requests"),
+    "e2e_mean_s": ("s", "continuous: mean of the end-to-end latency (arrival to last token) of completed requests"),
+    "e2e_p50_s": ("s", "continuous: median of the end-to-end latency (arrival to last token) of completed requests"),
+    "e2e_p90_s": ("s", "continuous: 90th percentile of the end-to-end latency (arrival to last token) of completed requests"),
+    "e2e_p95_s": ("s", "continuous: 95th percentile of the end-to-end latency (arrival to last token) of completed requests"),
+    "e2e_p99_s": ("s", "continuous: 99th percentile of the end-to-end latency (arrival to last token) of completed requests"),
+    "e2e_max_s": ("s", "continuous: largest of the end-to-end latency (arrival to last token) of completed requests"),
+    "queue_mean_s": ("s", "continuous: mean of the time from arrival to first admission into the running batch"),
+    "queue_p50_s": ("s", "continuous: median of the time from arrival to first admission into the running batch"),
+    "queue_p90_s": ("s", "continuous: 90th percentile of the time from arrival to first admission into the running batch"),
+    "queue_p95_s": ("s", "continuous: 95th percentile of the time from arrival to first admission into the running batch"),
+    "queue_p99_s": ("s", "continuous: 99th percentile of the time from arrival to first admission into the running batch"),
+    "queue_max_s": ("s", "continuous: largest of the time from arrival to first admission into the running batch"),
+    "ttft_attainment": ("share", "continuous: share of offered requests with TTFT <= ttft_sla_s"),
+    "tpot_attainment": ("share", "continuous: share of offered requests with TPOT <= tpot_sla_s (one-token outputs "
+                                 "count as meeting it)"),
+    "slo_attainment": ("share", "continuous: share of offered requests meeting both the TTFT and the TPOT limit "
+                                "(DistServe's SLO attainment; goodput_rps counts these)"),
+    "engine_steps": ("steps", "continuous: engine iterations run over all replicas"),
+    "kv_utilization_mean": ("share", "continuous: mean share of the KV-cache blocks in use"),
+    "preemptions_total": ("preemptions", "continuous: recompute preemptions (KV cache full)"),
+    "requests_preempted": ("requests", "continuous: requests preempted at least once"),
     # capacity (workbench.study.capacity), on the tests that searched it
     "capacity_rps": (REQ_S, "largest arrival rate meeting the capacity target; empty when no load meets it"),
     "capacity_scaling": ("x trace rate", "capacity_rps relative to the trace's own rate"),
@@ -176,6 +232,13 @@ ANALYSIS_KEYS: dict[str, tuple[str, str]] = {
     "step2_gpu_scaling.capacity_monotone_exceptions.*": ("", "one fall (label_from, label_to, num_gpus_from, "
                                                              "num_gpus_to, capacity_rps_from, capacity_rps_to, "
                                                              "relative_drop, within_resolution)"),
+    f"{_STEP}.schedulers": ("", "the schedulers of the step's rows"),
+    f"{_STEP}.primary_scheduler": ("", "the scheduler steps 2 and 3 answer for: multi_bin_dynamic if it ran, else "
+                                       "the first"),
+    f"{_STEP}.replications": ("seeds", "replications per test (1: no intervals)"),
+    f"{_STEP}.capacity_rps_ci95": (REQ_S, "label -> 95% Student-t half-width of capacity_rps over the "
+                                          "replications (null with one)"),
+    f"{_STEP}.capacity_rps_ci95.*": (REQ_S, "of one configuration"),
     "step3_kbins_sensitivity.num_gpus": ("GPUs", "the GPU count(s) of step 3's rows"),
     "step3_kbins_sensitivity.k_values": ("bins", "the K values tested"),
     "step3_kbins_sensitivity.best_k": ("bins", "lowest sla_violation_rate (ties: goodput, then smaller K)"),
@@ -234,7 +297,13 @@ def undocumented_columns(columns, documented: dict | None = None) -> list[str]:
     """The names in ``columns`` the dictionary does not explain."""
     documented = csv_columns() if documented is None else documented
     patterns = [_pattern(n) for n in documented]
-    return [c for c in columns if not any(p.match(c) for p in patterns)]
+
+    def explained(column: str) -> bool:
+        if column.endswith(CI95_SUFFIX):  # <metric>_ci95 of <step>_summary.csv: documented with its metric
+            column = column[:-len(CI95_SUFFIX)]
+        return any(p.match(column) for p in patterns)
+
+    return [c for c in columns if not explained(c)]
 
 
 def _generic(path: str) -> str:
@@ -280,7 +349,11 @@ def markdown() -> str:
              "## Step CSVs and `all_results.csv`", "",
              "`step1_request_scaling.csv`, `step2_gpu_scaling.csv`, `step3_kbins_sensitivity.csv` (one row per "
              "finished test) and `all_results.csv` (the latest run of each step). `{j}` is a bin number (0 = "
-             "shortest predicted outputs).", ""]
+             "shortest predicted outputs). With `replications` > 1 these hold one row per (test, seed).", "",
+             "`<step>_summary.csv`: one row per test, its replications averaged: every metric column holds the "
+             "mean over the seeds and `<metric>_ci95` (same unit) the half-width of its 95% Student-t confidence "
+             "interval (NaN with one replication); `replications` counts the seeds, `test_id` is replication 0's.",
+             ""]
     lines += _table(csv_columns(), "column")
     lines += ["", "## `validation.csv` (`--validate`)", ""]
     lines += _table(VALIDATION_COLUMNS, "column")

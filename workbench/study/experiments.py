@@ -37,6 +37,8 @@ the synthetic trace.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import numbers
 import warnings
@@ -48,11 +50,17 @@ import pandas as pd
 
 from workbench import paths
 from workbench.study import analysis, folders
+from workbench.study.replications import replication_seeds
+from workbench.sim import profiles
 from workbench.sim.config import SimConfig
+from workbench.sim.latency import LatencyModel
+from workbench.sim.schedulers import SCHEDULERS, get_scheduler
+from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
-from workbench.study.sweep import (CapacitySpec, SweepTest, TraceOptions, finished_ids, make_test, normalize_dataset,
-                                   parse_executor, read_rows, resolve_results_dir, run_sweep)
+from workbench.study.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, finished_ids, is_continuous,
+                                   make_test, normalize_dataset, parse_executor, read_rows, resolve_results_dir,
+                                   run_sweep)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +78,47 @@ K_VALUES = (1, 2, 4, 8, 16, 32)
 # picks at full scale on the default synthetic trace (seed 42), capped at max_gpus.
 DEFAULT_BEST_GPU_COUNT = 64
 
-BRIEF_COLUMNS = ("label", "num_requests", "num_gpus", "k_bins", "throughput_rps", "goodput_rps",
-                 "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "capacity_rps", "wall_s")
+DEFAULT_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "continuous_fcfs", "continuous_sla")
+# the scheduler whose GPU count and K the headline answers (best GPU count, best K) are about
+PRIMARY_SCHEDULER = "multi_bin_dynamic"
+STATIC_GRID_TEXT = "formula grid (Qwen3-1.7B/RTX 4080 labels, generated from a formula, not measured)"
+
+BRIEF_COLUMNS = ("label", "scheduler", "replication", "num_requests", "num_gpus", "k_bins", "throughput_rps",
+                 "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "capacity_rps",
+                 "ttft_p99_s", "tpot_p99_s", "wall_s")
+
+
+def profile_config_fields(name: str) -> dict:
+    """The SimConfig memory fields of the hardware a step-time profile was measured on.
+
+    Uses ``workbench.sim.profiles.profile_config_fields`` when that exists; until then the one mapping the
+    stress test needs by default (OPT-13B on an 80 GB A100, the profile validated against measured runs).
+    """
+    upstream = getattr(profiles, "profile_config_fields", None)
+    if upstream is not None:
+        return dict(upstream(name))
+    known = {"opt-13b-a100": {"model": "opt-13b", "gpu_mem_gb": 80.0}}
+    if name not in known:
+        raise ValueError(f"latency={name!r}: no memory configuration (model, GPU memory) is known for this profile "
+                         f"here; use one of {', '.join(known)} or 'grid' (static schedulers only)")
+    return dict(known[name])
+
+
+def _schedulers(value) -> tuple[str, ...]:
+    """A tuple of registered scheduler names from a list/tuple or a comma-separated string (papermill -p)."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.strip("[]()").replace("'", "").replace('"', "").split(",")]
+    try:
+        names = tuple(str(v) for v in value if str(v))
+    except TypeError:
+        raise ValueError(f"schedulers: expected a list of scheduler names, got {value!r}") from None
+    unknown = [n for n in names if n not in SCHEDULERS]
+    if unknown or not names:
+        raise ValueError(f"schedulers: unknown {unknown or value!r}; registered: {', '.join(SCHEDULERS)} "
+                         "(a list, or a comma-separated string)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"schedulers: {names!r} names a scheduler twice")
+    return names
 
 
 def _int_at_least(value, name: str, low: int) -> int:
@@ -96,8 +143,23 @@ class StepParams:
     executor: Any = None
     capacity_search: bool = True
     capacity_attainment: float = 0.9
+    schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
+    latency: str = profiles.DEFAULT_PROFILE
+    replications: int = 1
 
     def __post_init__(self):
+        object.__setattr__(self, "schedulers", _schedulers(self.schedulers))
+        if not isinstance(self.latency, str) or self.latency not in (GRID_PROFILE, *profiles.profile_names()):
+            raise ValueError(f"latency: unknown {self.latency!r}; use 'grid' (the static engine's formula grid) or "
+                             f"a step-time profile: {', '.join(profiles.profile_names())}")
+        continuous = [s for s in self.schedulers if is_continuous(s)]
+        if continuous and self.latency == GRID_PROFILE:
+            raise ValueError(f"latency='grid' is the static engine's batch-time grid; {', '.join(continuous)} need a "
+                             f"step-time profile (latency={profiles.DEFAULT_PROFILE!r}, or another of "
+                             f"{', '.join(profiles.profile_names())}), or leave them out of schedulers")
+        if continuous:
+            profile_config_fields(self.latency)  # ValueError when the profile's hardware is unknown
+        object.__setattr__(self, "replications", _int_at_least(self.replications, "replications", 1))
         object.__setattr__(self, "max_requests", _int_at_least(self.max_requests, "max_requests", 1))
         object.__setattr__(self, "max_gpus", _int_at_least(self.max_gpus, "max_gpus", 1))
         object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
@@ -117,12 +179,41 @@ class StepParams:
         """The capacity search of the tests that have one (None when ``capacity_search`` is off)."""
         return CapacitySpec(attainment=self.capacity_attainment) if self.capacity_search else None
 
-    def base_config(self, **changes) -> SimConfig:
-        return SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed).replace(**changes)
+    def base_config(self, *, seed: int | None = None, **changes) -> SimConfig:
+        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  A scheduler that
+        runs on the step-time profile gets the memory configuration of the profile's hardware."""
+        base = SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed if seed is None else seed)
+        if "scheduler" in changes and isinstance(self.latency_model(changes["scheduler"]), StepTimeModel):
+            changes = {**profile_config_fields(self.latency), **changes}
+        return base.replace(**changes)
 
-    def trace_options(self, num_requests: int) -> TraceOptions:
+    def trace_options(self, num_requests: int, seed: int | None = None) -> TraceOptions:
         return TraceOptions(dataset=self.dataset, num_requests=num_requests, rps_scaling=self.rps_scaling,
-                            use_real_timestamps=self.use_real_timestamps, seed=self.seed)
+                            use_real_timestamps=self.use_real_timestamps, seed=self.seed if seed is None else seed)
+
+    def seeds(self) -> list[int]:
+        """The seeds of the replications: ``seed``, ``seed + 1``, ... (trace generator and simulation)."""
+        return replication_seeds(self.seed, self.replications)
+
+    def latency_model(self, scheduler: str) -> LatencyModel | StepTimeModel:
+        """The latency model ``scheduler`` runs with: the profile for continuous schedulers; the formula grid
+        for static ones (also when ``latency`` names a profile, unless the static engine accepts it)."""
+        if self.latency == GRID_PROFILE:
+            return LatencyModel.default()
+        step = profiles.get_profile(self.latency)
+        if is_continuous(scheduler) or _static_accepts_step_model(scheduler, step):
+            return step
+        return LatencyModel.default()
+
+    def latency_text(self) -> str:
+        """One sentence: which latency model each scheduler of these parameters uses."""
+        by_model: dict[str, list[str]] = {}
+        for s in self.schedulers:
+            model = self.latency_model(s)
+            what = (f"step-time profile `{model.name}` ({profiles.describe_profiles().get(model.name, model.name)})"
+                    if isinstance(model, StepTimeModel) else STATIC_GRID_TEXT)
+            by_model.setdefault(what, []).append(s)
+        return "Latency models: " + "; ".join(f"{', '.join(names)}: {what}" for what, names in by_model.items()) + "."
 
     @classmethod
     def from_namespace(cls, namespace: dict) -> "StepParams":
@@ -150,6 +241,34 @@ class StepParams:
                      display_path(folder))
         folders.claim(folder, self.identity(), suggestion=self.default_folder())
         return folder
+
+
+def uses_bins(scheduler: str, config: SimConfig | None = None) -> bool:
+    """Whether ``scheduler`` groups requests into K bins (so step 3's K sweep means something for it)."""
+    policy, config = get_scheduler(scheduler), config or SimConfig(scheduler=scheduler)
+    spec = policy.continuous_spec(config) if policy.engine == "continuous" else policy.engine_spec(config)
+    return bool(spec.uses_bins)
+
+
+def _static_accepts_step_model(scheduler: str, step: StepTimeModel) -> bool:
+    """Whether the static engine runs ``scheduler`` on a StepTimeModel (its "step mode"): a 1-request
+    simulation, which raises ValueError where it does not."""
+    return _static_step_mode(scheduler, step.name)
+
+
+@functools.lru_cache(maxsize=None)
+def _static_step_mode(scheduler: str, profile: str) -> bool:
+    import numpy as np
+
+    from workbench.sim.simulate import simulate
+    from workbench.traces.trace import Trace
+
+    try:
+        one = Trace.from_arrays(arrival_s=np.zeros(1), prompt_tokens=np.array([16]), output_tokens=np.array([4]))
+        simulate(one, SimConfig(scheduler=scheduler), latency=profiles.get_profile(profile))
+    except ValueError:
+        return False
+    return True
 
 
 def display_path(path: str | Path) -> str:
@@ -194,7 +313,7 @@ class StepPlan:
         """One line per planned test, and whether its result is already checkpointed."""
         done = finished_ids(read_rows(self.results_dir / f"{self.step}.csv"))
         return pd.DataFrame([{"batch": key, "label": t.label, "num_requests": t.trace.num_requests,
-                              "scheduler": t.config.scheduler, "num_gpus": t.config.num_gpus,
+                              "scheduler": t.config.scheduler, "seed": t.config.seed, "num_gpus": t.config.num_gpus,
                               "k_bins": t.config.k_bins, "capacity": t.capacity is not None,
                               "test_id": t.test_id, "done": t.test_id in done}
                              for key, batch in self.batches.items() for t in batch])
@@ -215,6 +334,19 @@ class StepPlan:
                          f"resolution {spec.resolution:.0%}).")
         else:
             lines.append("Capacity search is off (`capacity_search=False`): replays only.")
+        if any(is_continuous(t.config.scheduler) for t in searched):
+            lines.append("The continuous-batching schedulers' capacity uses the TTFT/TPOT criterion instead: at "
+                         f"least {searched[0].capacity.attainment:.0%} of the requests with time to first token "
+                         f"<= {self.params.base_config().ttft_sla_s:g} s and time per output token <= "
+                         f"{self.params.base_config().tpot_sla_s:g} s (DistServe's SLO attainment).")
+        lines.append(self.params.latency_text() + " Static and continuous batching are compared side by side, "
+                     "each on its own latency model: read their differences as those of two setups, not of two "
+                     "policies on one GPU, unless both use the same model.")
+        if self.params.replications > 1:
+            lines.append(f"**{self.params.replications} replications**: every test runs with seeds "
+                         f"{', '.join(map(str, self.params.seeds()))} (trace and simulation); the CSV holds one row "
+                         f"per (test, seed), `{self.step}_summary.csv` the means and 95% confidence half-widths "
+                         "(`_ci95`, Student t), and the plots draw them as error bars.")
         lines.extend(self.notes)
         return "\n\n".join(lines)
 
@@ -274,16 +406,47 @@ def _label(scheduler: str, gpus: int, k: int | None = None) -> str:
     return text + (f", K={k})" if k is not None else ")")
 
 
+def _replicate(params: StepParams, make) -> list[SweepTest]:
+    """``make(seed)`` (the same tests, in the same order, for any seed) for every replication seed, each test
+    knowing its replication index and the id of its replication 0 (what the replications share)."""
+    base = [dataclasses.replace(t, base_test_id=t.test_id) for t in make(params.seed)]
+    out = list(base)
+    for r, seed in enumerate(params.seeds()[1:], start=1):
+        again = make(seed)
+        if len(again) != len(base):
+            raise RuntimeError(f"seed {seed} gives {len(again)} tests, seed {params.seed} gave {len(base)}")
+        out.extend(dataclasses.replace(t, replication=r, base_test_id=b.test_id) for b, t in zip(base, again))
+    return out
+
+
+def step1_configs(params: StepParams) -> list[tuple[str, int]]:
+    """Step 1's (scheduler, GPUs): every scheduler on 1 GPU, ``multi_bin_dynamic`` also on 2 and 4."""
+    out = []
+    for scheduler in params.schedulers:
+        gpus = [g for s, g in STEP1_CONFIGS if s == scheduler] or [1]
+        out.extend((scheduler, g) for g in gpus if g <= params.max_gpus)
+    return out
+
+
+def _make(params: StepParams, step: str, options: TraceOptions, trace, seed: int, scheduler: str, gpus: int,
+          k: int | None = None, capacity: CapacitySpec | None = None, label_k: bool = False) -> SweepTest:
+    changes = {"scheduler": scheduler, "num_gpus": gpus, **({"k_bins": k} if k is not None else {})}
+    return make_test(step, options, params.base_config(seed=seed, **changes), trace=trace,
+                     latency=params.latency_model(scheduler), label=_label(scheduler, gpus, k if label_k else None),
+                     capacity=capacity)
+
+
 def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[int] | None = None,
                **overrides) -> StepPlan:
     """Step 1: one batch per request volume (keys are the volumes as ints).
 
     With capacity search on, the 1-GPU configurations of the largest volume
     also search their capacity (the schedulers compared on equal hardware).
+    With ``replications`` > 1 every test runs once per seed (trace and simulation).
     """
     params = params or StepParams(**overrides)
     params.claim_results_dir()
-    traces: dict[int, tuple[TraceOptions, Any]] = {}
+    volumes: list[int] = []
     for volume in request_volumes_for(params.max_requests, request_volumes):
         options = params.trace_options(volume)
         with warnings.catch_warnings():
@@ -294,31 +457,39 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
             log.warning("step 1: the trace has only %d requests; volume %d becomes %d", len(trace), volume,
                         len(trace))
             volume = len(trace)
-            if volume in traces:
+            if volume in volumes:
                 continue
-            options = params.trace_options(volume)
-            trace = options.load()
-        traces[volume] = (options, trace)
-    configs = [(s, g) for s, g in STEP1_CONFIGS if g <= params.max_gpus]
-    largest, spec = max(traces), params.capacity_spec()
-    batches: dict[Any, list[SweepTest]] = {
-        volume: [make_test(STEP1, options, params.base_config(scheduler=s, num_gpus=g), trace=trace,
-                           label=_label(s, g), capacity=spec if volume == largest and g == 1 else None)
-                 for s, g in configs]
-        for volume, (options, trace) in traces.items()}
+        volumes.append(volume)
+    configs = step1_configs(params)
+    largest, spec = max(volumes), params.capacity_spec()
+
+    def volume_tests(volume: int):
+        def make(seed: int) -> list[SweepTest]:
+            options = params.trace_options(volume, seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TraceSizeWarning)
+                trace = options.load()
+            return [_make(params, STEP1, options, trace, seed, s, g,
+                          capacity=spec if volume == largest and g == 1 else None) for s, g in configs]
+        return _replicate(params, make)
+
+    batches: dict[Any, list[SweepTest]] = {volume: volume_tests(volume) for volume in volumes}
     return StepPlan(STEP1, params, batches)
 
 
 def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
-    """Step 2: ``multi_bin_dynamic`` on every GPU count <= ``max_gpus`` (each with its capacity), one batch."""
+    """Step 2: every scheduler of ``schedulers`` on every GPU count <= ``max_gpus`` (each with its capacity),
+    one batch."""
     params = params or StepParams(**overrides)
     params.claim_results_dir()
-    options = params.trace_options(params.max_requests)
-    trace = options.load()
-    tests = [make_test(STEP2, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=g),
-                       trace=trace, label=_label("multi_bin_dynamic", g), capacity=params.capacity_spec())
-             for g in GPU_COUNTS if g <= params.max_gpus]
-    return StepPlan(STEP2, params, {"gpu counts": tests})
+
+    def make(seed: int) -> list[SweepTest]:
+        options = params.trace_options(params.max_requests, seed)
+        trace = options.load()
+        return [_make(params, STEP2, options, trace, seed, s, g, capacity=params.capacity_spec())
+                for s in params.schedulers for g in GPU_COUNTS if g <= params.max_gpus]
+
+    return StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
 
 
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
@@ -348,17 +519,27 @@ def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tu
 
 
 def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None = None, **overrides) -> StepPlan:
-    """Step 3: ``multi_bin_dynamic`` at the best GPU count for every K in :data:`K_VALUES` (each with its
-    capacity), one batch.  Its rows record where the GPU count came from (see :func:`resolve_best_gpu_count`)."""
+    """Step 3: at the best GPU count, every binning scheduler of ``schedulers`` for every K in
+    :data:`K_VALUES`, and every other scheduler once (at ``k_bins``, which it ignores: a reference line);
+    each with its capacity, one batch.  Its rows record where the GPU count came from (see
+    :func:`resolve_best_gpu_count`)."""
     params = params or StepParams(**overrides)
     params.claim_results_dir()
     gpus, note, provenance = resolve_best_gpu_count(params, best_gpu_count)
-    options = params.trace_options(params.max_requests)
-    trace = options.load()
-    tests = [make_test(STEP3, options, params.base_config(scheduler="multi_bin_dynamic", num_gpus=gpus, k_bins=k),
-                       trace=trace, label=_label("multi_bin_dynamic", gpus, k), capacity=params.capacity_spec())
-             for k in K_VALUES]
-    return StepPlan(STEP3, params, {"k values": tests}, notes=[note], provenance=provenance)
+
+    def make(seed: int) -> list[SweepTest]:
+        options = params.trace_options(params.max_requests, seed)
+        trace = options.load()
+        tests = []
+        for s in params.schedulers:
+            if uses_bins(s):
+                tests.extend(_make(params, STEP3, options, trace, seed, s, gpus, k, capacity=params.capacity_spec(),
+                                   label_k=True) for k in K_VALUES)
+            else:
+                tests.append(_make(params, STEP3, options, trace, seed, s, gpus, capacity=params.capacity_spec()))
+        return tests
+
+    return StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)
 
 
 def brief(rows: pd.DataFrame) -> pd.DataFrame:
@@ -368,10 +549,16 @@ def brief(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[[c for c in BRIEF_COLUMNS if c in rows.columns]]
 
 
-def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100) -> int:
-    """How many tests the three steps run (34 at the defaults)."""
-    step1 = len(request_volumes_for(max_requests)) * sum(g <= max_gpus for _, g in STEP1_CONFIGS)
-    return step1 + sum(g <= max_gpus for g in GPU_COUNTS) + len(K_VALUES)
+def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100, schedulers: Sequence[str] = DEFAULT_SCHEDULERS,
+                replications: int = 1) -> int:
+    """How many tests the three steps run (78 at the defaults; 34 with the seed's three static schedulers),
+    each ``replications`` times."""
+    schedulers = _schedulers(schedulers)
+    step1 = len(request_volumes_for(max_requests)) * sum(
+        g <= max_gpus for s in schedulers for g in ([g for t, g in STEP1_CONFIGS if t == s] or [1]))
+    step2 = len(schedulers) * sum(g <= max_gpus for g in GPU_COUNTS)
+    step3 = sum(len(K_VALUES) if uses_bins(s) else 1 for s in schedulers)
+    return (step1 + step2 + step3) * _int_at_least(replications, "replications", 1)
 
 
 __all__ = ["notebook_setup", "STEPS", "STEP1", "STEP2", "STEP3", "StepParams", "StepPlan", "plan_step1", "plan_step2",

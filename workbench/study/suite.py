@@ -58,6 +58,7 @@ def notebook_parameters(options: SuiteOptions, step: str) -> dict:
     if step == FIDELITY:
         return {"results_dir": str(options.results_path)}
     params = {f.name: getattr(options, f.name) for f in fields(StepParams)}
+    params["schedulers"] = list(options.schedulers)  # papermill writes lists, not tuples
     params["results_dir"] = str(options.results_path)
     if step == STEP3:
         params["best_gpu_count"] = options.best_gpu_count

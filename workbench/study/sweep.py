@@ -94,10 +94,11 @@ import pandas as pd
 
 from workbench import paths
 from workbench.study.capacity import CRITERIA as CAPACITY_CRITERIA
-from workbench.study.capacity import CapacityError, attainable_share
+from workbench.study.capacity import CapacityError, attainable_share, slo_attainable_share
 from workbench.study.capacity import capacity as search_capacity
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
+from workbench.sim.steptime import COEF_NAMES, StepTimeModel
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,9 @@ class CapacitySpec:
 
     attainment: float = _help(0.9, "share of the offered requests that must finish within d_sla_s "
                                    "(criterion 'attainment'), in (0, 1]")
-    criterion: str = _help("attainment", "'attainment' or 'p99_latency' (p99 of completed requests <= d_sla_s, "
-                                         "nothing rejected)")
+    criterion: str = _help("attainment", "'attainment', 'p99_latency' (p99 of completed requests <= d_sla_s, "
+                                         "nothing rejected) or 'slo' (TTFT and TPOT limits; continuous schedulers, "
+                                         "which make_test switches to it)")
     resolution: float = _help(0.01, "relative gap between the last passing and the first failing rate at "
                                     "which the search stops, in (0, 1)")
 
@@ -212,11 +214,13 @@ class SweepTest:
     trace: TraceOptions
     trace_fingerprint: str
     config: SimConfig
-    latency: LatencyModel = field(default_factory=LatencyModel.default)
+    latency: LatencyModel | StepTimeModel = field(default_factory=LatencyModel.default)
     trace_label: str = ""
     synthetic: bool = False
     label: str = ""
     capacity: CapacitySpec | None = None
+    replication: int = 0  # index of the seed among the test's replications (0: the plan's own seed)
+    base_test_id: str = ""  # the test id of replication 0: what the replications of one test share
 
     @property
     def test_id(self) -> str:
@@ -229,16 +233,46 @@ class SweepTest:
         row.update({"dataset": self.trace.dataset or "", "num_requests": self.trace.num_requests,
                     "rps_scaling": self.trace.rps_scaling, "use_real_timestamps": self.trace.use_real_timestamps,
                     "trace_seed": self.trace.seed})
-        row.update({f"latency_{k}": v for k, v in self.latency.params().items()})
+        row.update(latency_columns(self.latency))
         row["capacity_search"] = self.capacity is not None
+        row["replication"] = self.replication
+        row["base_test_id"] = self.base_test_id or self.test_id
         return row
+
+
+GRID_PROFILE = "grid"  # latency_profile of a test on the static engine's formula grid (a LatencyModel)
+
+
+def latency_identity(latency: LatencyModel | StepTimeModel) -> dict:
+    """What of a latency model enters a test id: a LatencyModel's three coefficients (as before step-time
+    models existed, so those ids did not change), a StepTimeModel's name and coefficient vector."""
+    if isinstance(latency, StepTimeModel):
+        return {"profile": latency.name, **dict(zip(COEF_NAMES, map(float, latency.coefficients())))}
+    if isinstance(latency, LatencyModel):
+        return latency.params()
+    raise ValueError(f"latency: expected a LatencyModel or a StepTimeModel, got {type(latency).__name__}")
+
+
+def latency_columns(latency: LatencyModel | StepTimeModel) -> dict:
+    """The latency columns of a result row: ``latency_profile`` and the model's coefficients.
+
+    A LatencyModel gives ``latency_profile = "grid"`` and ``latency_base_s`` ...; a StepTimeModel its
+    profile name and ``step_<coefficient>`` (seconds; see :data:`workbench.sim.steptime.COEF_NAMES`).
+    """
+    if isinstance(latency, StepTimeModel):
+        coefficients = latency.coefficients()
+        if latency.decode_large is None:  # the engine's "never" threshold is 2**62: say none instead
+            coefficients[COEF_NAMES.index("decode_large_threshold")] = math.nan
+        return {"latency_profile": latency.name,
+                **{f"step_{name}": float(v) for name, v in zip(COEF_NAMES, coefficients)}}
+    return {"latency_profile": GRID_PROFILE, **{f"latency_{k}": v for k, v in latency_identity(latency).items()}}
 
 
 def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: LatencyModel,
             capacity: CapacitySpec | None = None) -> str:
     """16 hex digits of sha256 over the canonical JSON of everything that determines a result."""
     payload = {"schema_version": SCHEMA_VERSION, "trace": {**trace.identity(), "fingerprint": fingerprint},
-               "config": config.to_dict(), "latency": latency.params()}
+               "config": config.to_dict(), "latency": latency_identity(latency)}
     if capacity is not None:  # absent, not null: replay-only ids stay what they were before capacity existed
         payload["capacity"] = dataclasses.asdict(capacity)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -268,14 +302,30 @@ def simulator_version() -> str:
     return digest.hexdigest()[:12]
 
 
+def is_continuous(scheduler: str) -> bool:
+    """Whether ``scheduler`` runs on the iteration-level (continuous batching) engine."""
+    from workbench.sim.schedulers import get_scheduler
+
+    return get_scheduler(scheduler).engine == "continuous"
+
+
 def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trace=None,
-              latency: LatencyModel | None = None, label: str = "",
-              capacity: CapacitySpec | None = None) -> SweepTest:
-    """Build a :class:`SweepTest`; ``trace`` (already loaded) saves a load for its fingerprint."""
+              latency: LatencyModel | StepTimeModel | None = None, label: str = "",
+              capacity: CapacitySpec | None = None, replication: int = 0, base_test_id: str = "") -> SweepTest:
+    """Build a :class:`SweepTest`; ``trace`` (already loaded) saves a load for its fingerprint.
+
+    A continuous scheduler's capacity is searched with criterion ``'slo'`` (TTFT and TPOT limits of its
+    config, DistServe's goodput) at the spec's attainment, whatever the spec's criterion.
+    """
     trace = trace if trace is not None else trace_options.load()
+    if latency is None:
+        latency = LatencyModel.default()
+    latency_identity(latency)  # ValueError for anything else
+    if capacity is not None and is_continuous(config.scheduler) and capacity.criterion != "slo":
+        capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
-                     latency=latency or LatencyModel.default(), trace_label=trace.label,
-                     synthetic=bool(trace.is_synthetic), label=label, capacity=capacity)
+                     latency=latency, trace_label=trace.label, synthetic=bool(trace.is_synthetic), label=label,
+                     capacity=capacity, replication=int(replication), base_test_id=base_test_id)
 
 
 def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None) -> dict:
@@ -291,11 +341,13 @@ def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None)
     except CapacityError as exc:
         # no load meets the target: a result, not a failure (the message says why)
         log.info("%s: no capacity: %s", test.label or test.test_id, exc)
+        attainable = (slo_attainable_share(trace, test.config, test.latency) if spec.criterion == "slo"
+                      else attainable_share(trace, test.config, test.latency))
         return {"capacity_rps": math.nan, "capacity_scaling": math.nan, "capacity_attainment": math.nan,
                 "capacity_probes": math.nan,
-                "capacity_attainable": attainable_share(trace, test.config, test.latency),
+                "capacity_attainable": attainable,
                 "capacity_criterion": spec.criterion,
-                "capacity_target": spec.attainment if spec.criterion == "attainment" else test.config.d_sla_s,
+                "capacity_target": spec.attainment if spec.criterion in ("attainment", "slo") else test.config.d_sla_s,
                 "capacity_resolution": spec.resolution, "capacity_error": str(exc)}
     return {**found.to_row(), "capacity_resolution": spec.resolution, "capacity_error": None}
 
