@@ -47,7 +47,8 @@ def test_step_params_take_schedulers_latency_and_replications():
     assert params.latency_model("continuous_sla").name == "opt-13b-a100"
     assert isinstance(params.latency_model("static_fifo"), LatencyModel)  # the grid: no step mode here
     cfg = params.base_config(scheduler="continuous_sla", seed=8)
-    assert (cfg.model, cfg.gpu_mem_gb, cfg.seed) == ("opt-13b", 80.0, 8)  # OPT-13B on an 80 GB A100
+    # OPT-13B on the A100-80GB of the measured runs: the 4046 KV blocks of their setup.json
+    assert (cfg.model, cfg.seed, cfg.kv_blocks_effective) == ("opt-13b", 8, 4046)
     assert params.base_config(scheduler="static_fifo").model == experiments.SimConfig().model
     assert "static_fifo: formula grid" in params.latency_text() and "opt-13b-a100" in params.latency_text()
 

@@ -13,6 +13,7 @@ import papermill as pm
 import pytest
 
 from workbench import paths
+from workbench.sim.schedulers import SCHEDULERS
 from workbench.__main__ import build_parser, main, options_from_args
 from workbench.study import columns
 from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
@@ -110,8 +111,16 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
                 assert str(results / f"{step}{suffix}") in done.stdout  # the report says where things are
         assert "synthetic" in (results / f"{step}.html").read_text()
     assert "all_results.csv" in done.stdout and "analysis.json" in done.stdout
+    # the scheduler comparison ran after the steps, and one page presents the whole folder (issue 10)
+    assert (results / "compare_schedulers.html").is_file()
+    ranking = pd.read_csv(results / "compare_schedulers" / "compare_schedulers_ranking.csv")
+    assert set(ranking["scheduler"]) == set(SCHEDULERS)
+    index = (results / "index.html").read_text()
+    assert str(results / "index.html") in done.stdout
+    for name in ("compare_schedulers.html", f"{STEP2}.html", f"{STEP2}.csv", "analysis.json"):
+        assert f'href="{name}"' in index, name
     # shareable: no machine paths in the HTML, wide tables scroll, a quiet log (issue 9 item 9)
-    for step in STEPS:
+    for step in (*STEPS, "compare_schedulers"):
         html = (results / f"{step}.html").read_text()
         assert str(results) not in html and str(paths.REPO_ROOT) not in html, step
         assert WIDE_TABLE_CSS in html

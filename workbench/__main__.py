@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "confidence intervals (default 1)")
     suite.add_argument("--validate", action="store_true",
                        help="also run notebooks/validation.ipynb and fidelity_vllm.ipynb after the steps")
+    suite.add_argument("--no-compare", action="store_true",
+                       help="skip the scheduler comparison (notebooks/compare_schedulers.ipynb: every scheduler on "
+                            "one step-time profile and one TTFT/TPOT SLA, up to 20,000 requests), which otherwise "
+                            "runs after the steps when all three steps run")
     suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
     commands.add_parser("columns", help="print the column dictionary (every CSV column and analysis.json key) "
                                         "as markdown; docs/columns.md is this output")
@@ -111,6 +115,7 @@ def options_from_args(args: argparse.Namespace):
         use_real_timestamps=args.use_real_timestamps, rps_scaling=args.rps_scaling, d_sla=args.d_sla,
         dataset=args.dataset, k_bins=args.k_bins, seed=args.seed, results_dir=args.results_dir,
         executor=args.executor, best_gpu_count=args.best_gpu_count, validate=args.validate,
+        compare=not args.no_compare and not chosen,
         capacity_search=not args.no_capacity, capacity_attainment=args.capacity_attainment,
         replications=args.replications,
         **({"schedulers": args.schedulers} if args.schedulers is not None else {}),

@@ -38,7 +38,6 @@ the synthetic trace.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import numbers
 import warnings
@@ -89,19 +88,8 @@ BRIEF_COLUMNS = ("label", "scheduler", "replication", "num_requests", "num_gpus"
 
 
 def profile_config_fields(name: str) -> dict:
-    """The SimConfig memory fields of the hardware a step-time profile was measured on.
-
-    Uses ``workbench.sim.profiles.profile_config_fields`` when that exists; until then the one mapping the
-    stress test needs by default (OPT-13B on an 80 GB A100, the profile validated against measured runs).
-    """
-    upstream = getattr(profiles, "profile_config_fields", None)
-    if upstream is not None:
-        return dict(upstream(name))
-    known = {"opt-13b-a100": {"model": "opt-13b", "gpu_mem_gb": 80.0}}
-    if name not in known:
-        raise ValueError(f"latency={name!r}: no memory configuration (model, GPU memory) is known for this profile "
-                         f"here; use one of {', '.join(known)} or 'grid' (static schedulers only)")
-    return dict(known[name])
+    """The SimConfig memory fields of the hardware a step-time profile was measured on."""
+    return dict(profiles.profile_config_fields(name))
 
 
 def _schedulers(value) -> tuple[str, ...]:
@@ -197,13 +185,13 @@ class StepParams:
 
     def latency_model(self, scheduler: str) -> LatencyModel | StepTimeModel:
         """The latency model ``scheduler`` runs with: the profile for continuous schedulers; the formula grid
-        for static ones (also when ``latency`` names a profile, unless the static engine accepts it)."""
-        if self.latency == GRID_PROFILE:
+        for static ones, which the steps judge on end-to-end latency within ``d_sla`` as the seed study did
+        (issue 8: capacity uses the TTFT/TPOT criterion for the continuous schedulers).  The like-for-like
+        comparison, every scheduler timed by one profile and judged on TTFT/TPOT, is the compare_schedulers
+        notebook (:mod:`workbench.study.compare`)."""
+        if self.latency == GRID_PROFILE or not is_continuous(scheduler):
             return LatencyModel.default()
-        step = profiles.get_profile(self.latency)
-        if is_continuous(scheduler) or _static_accepts_step_model(scheduler, step):
-            return step
-        return LatencyModel.default()
+        return profiles.get_profile(self.latency)
 
     def latency_text(self) -> str:
         """One sentence: which latency model each scheduler of these parameters uses."""
@@ -248,27 +236,6 @@ def uses_bins(scheduler: str, config: SimConfig | None = None) -> bool:
     policy, config = get_scheduler(scheduler), config or SimConfig(scheduler=scheduler)
     spec = policy.continuous_spec(config) if policy.engine == "continuous" else policy.engine_spec(config)
     return bool(spec.uses_bins)
-
-
-def _static_accepts_step_model(scheduler: str, step: StepTimeModel) -> bool:
-    """Whether the static engine runs ``scheduler`` on a StepTimeModel (its "step mode"): a 1-request
-    simulation, which raises ValueError where it does not."""
-    return _static_step_mode(scheduler, step.name)
-
-
-@functools.lru_cache(maxsize=None)
-def _static_step_mode(scheduler: str, profile: str) -> bool:
-    import numpy as np
-
-    from workbench.sim.simulate import simulate
-    from workbench.traces.trace import Trace
-
-    try:
-        one = Trace.from_arrays(arrival_s=np.zeros(1), prompt_tokens=np.array([16]), output_tokens=np.array([4]))
-        simulate(one, SimConfig(scheduler=scheduler), latency=profiles.get_profile(profile))
-    except ValueError:
-        return False
-    return True
 
 
 def display_path(path: str | Path) -> str:

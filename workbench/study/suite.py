@@ -18,13 +18,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from workbench import paths
-from workbench.study import analysis
+from workbench.study import analysis, report
 from workbench.study.experiments import STEP3, STEPS, StepParams, display_path
 from workbench.study.sweep import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
+COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TPOT SLA; after the steps
+COMPARE_MAX_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 KERNEL_NAME = "python3"
 
@@ -41,6 +43,7 @@ class SuiteOptions(StepParams):
     steps: tuple[str, ...] = STEPS
     best_gpu_count: int | None = None
     validate: bool = False
+    compare: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,6 +60,14 @@ def notebook_parameters(options: SuiteOptions, step: str) -> dict:
         return {"results_dir": str(options.results_path), "seed": options.seed}
     if step == FIDELITY:
         return {"results_dir": str(options.results_path)}
+    if step == COMPARE:
+        gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
+        return {"dataset": options.dataset, "num_requests": min(options.max_requests, COMPARE_MAX_REQUESTS),
+                "latency": options.latency if options.latency != "grid" else "opt-13b-a100",
+                "gpu_counts": ",".join(map(str, gpus)), "curve_gpus": min(4, options.max_gpus),
+                "d_sla_s": options.d_sla, "attainment": options.capacity_attainment, "k_bins": options.k_bins,
+                "replications": options.replications, "seed": options.seed,
+                "results_dir": str(options.results_path / COMPARE)}
     params = {f.name: getattr(options, f.name) for f in fields(StepParams)}
     params["schedulers"] = list(options.schedulers)  # papermill writes lists, not tuples
     params["results_dir"] = str(options.results_path)
@@ -83,7 +94,8 @@ class SuiteReport:
 
     def summary(self) -> str:
         """Where everything is, and how long each step took."""
-        lines = [f"Suite finished in {self.wall_s:.1f} s; results in {self.results_dir}"]
+        lines = [f"Suite finished in {self.wall_s:.1f} s; results in {self.results_dir}",
+                 f"  {'index.html (open this)':<26} {'':9}   {self.results_dir / report.INDEX}"]
         for run in self.runs:
             lines.append(f"  {run.name:<26} {run.wall_s:7.1f} s   {run.html}")
             for extra in ([run.csv] if run.csv else []) + run.pngs:
@@ -224,8 +236,12 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
                                      progress=progress))
         else:
             log.warning("--validate: notebooks/%s.ipynb does not exist; skipped", VALIDATION)
+    if options.compare:
+        runs.append(run_notebook(COMPARE, notebook_parameters(options, COMPARE), results_dir, progress=progress))
     if options.validate:
         runs.append(run_notebook(FIDELITY, notebook_parameters(options, FIDELITY), results_dir, progress=progress))
+    index = report.write_index(results_dir)
+    log.info("one page for the whole run: %s", display_path(index))
     return SuiteReport(results_dir, runs, time.perf_counter() - t0)
 
 
