@@ -66,12 +66,16 @@ def plot_capacity(comparison, results_dir=None, filename: str = "compare_schedul
     caps, p = comparison.capacities, comparison.params
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax_total, ax_per = fig.subplots(1, 2)
-    missing = []
+    missing, partly = [], []
     for name, group in caps.groupby("scheduler", sort=True):
         group = group.sort_values("num_gpus")
-        if not np.isfinite(group["capacity_rps"]).any():
+        found = np.isfinite(group["capacity_rps"])
+        if not found.any():
             missing.append(name)
             continue
+        if not found.all():
+            gpus = ", ".join(str(int(g)) for g in group.loc[~found, "num_gpus"])
+            partly.append(f"{name} on {gpus} GPU(s)")
         err = group.get("capacity_rps_ci95")
         err = None if err is None or err.isna().all() else err
         ax_total.errorbar(group["num_gpus"], group["capacity_rps"], yerr=err, marker="o", capsize=3, label=name)
@@ -85,9 +89,10 @@ def plot_capacity(comparison, results_dir=None, filename: str = "compare_schedul
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    if missing:
-        ax_per.text(0.01, 0.01, "no load met the target: " + ", ".join(missing), transform=ax_per.transAxes,
-                    fontsize=8, va="bottom")
+    notes = ([f"no load met the target at any GPU count: {', '.join(missing)}"] if missing else []) + \
+        ([f"no point = no load met the target: {'; '.join(partly)}"] if partly else [])
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=8)
     fig.suptitle(f"Capacity: the largest offered rate at which {p.attainment:.0%} of requests meet the SLA\n"
                  + _title(comparison), fontsize=10)
     if results_dir is not None:
