@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_simulator.py
+	$(PY) benchmarks/bench_continuous.py
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[lab]"
