@@ -65,3 +65,13 @@ def test_panels_follow_the_result(explorer):
     assert len(bins.patches) == explorer.config.k_bins
     util = np.array([p.get_height() for p in gpus.patches])
     assert np.all((util > 0) & (util <= 1.0 + 1e-9))
+
+
+def test_a_continuous_scheduler_runs_on_its_measured_profile(explorer):
+    explorer.widgets()["scheduler"].value = "continuous_fcfs"
+    res = explorer.result
+    assert res.config.model == "opt-13b" and res.config.kv_blocks_effective == 4046   # the A100 of the profile
+    assert "ttft_s" in res.requests
+    fig = explorer.figure()
+    assert "opt-13b-a100" in fig._suptitle.get_text()
+    assert any("first token" in line.get_label() for line in fig.axes[0].get_lines())

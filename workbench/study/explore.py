@@ -97,7 +97,7 @@ class Explorer:
     """Widgets and a figure over ``simulate``; see the module docstring."""
 
     def __init__(self, traces=DEFAULT_TRACES, *, num_requests: int = 100_000, seed: int = 0,
-                 config: SimConfig | None = None, load_scaling: float = 1.0):
+                 config: SimConfig | None = None, load_scaling: float = 1.0, step_profile: str = "opt-13b-a100"):
         if num_requests < 1:
             raise ValueError(f"num_requests must be >= 1, got {num_requests}")
         self.num_requests = int(num_requests)
@@ -107,6 +107,7 @@ class Explorer:
         self.trace_name = self.trace_names[0]
         self.config = config or SimConfig(scheduler="multi_bin_dynamic", num_gpus=4, k_bins=4, d_sla_s=1.0)
         self.load_scaling = float(load_scaling)
+        self.step_profile = step_profile
         self.history: list[Point] = []
         self.result = None
         self.last_timing: dict[str, float] = {}
@@ -140,7 +141,14 @@ class Explorer:
         """Simulate the current knobs; record the point in the load-latency plane."""
         t0 = time.perf_counter()
         trace = self.trace()
-        res = simulate(trace, self.config)
+        if _is_continuous(self.config.scheduler):
+            # continuous batching runs on a measured step-time profile, with that GPU's KV cache
+            from workbench.sim import profiles
+
+            cfg = self.config.replace(**profiles.profile_config_fields(self.step_profile))
+            res = simulate(trace, cfg, latency=profiles.get_profile(self.step_profile))
+        else:
+            res = simulate(trace, self.config)
         latency = _latency_s(res)
         offered = res.summary.get("offered_rps", len(trace) / max(float(trace.arrival_s[-1]), 1e-9))
         attainment = float(np.mean(res.requests["met_sla"])) if "met_sla" in res.requests else \
@@ -161,7 +169,7 @@ class Explorer:
         t0 = time.perf_counter()
         res, cfg = self.result, self.config
         fig = Figure(figsize=(11, 7))
-        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.9, hspace=0.38, wspace=0.22)
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.87, hspace=0.38, wspace=0.22)
         ax_cdf, ax_bins, ax_gpu, ax_load = fig.subplots(2, 2).ravel()
         latency = _latency_s(res)
         sla = cfg.d_sla_s
@@ -204,7 +212,10 @@ class Explorer:
         ax_load.legend(loc="upper left", fontsize=8)
 
         last = self.history[-1]
-        fig.suptitle(f"{cfg.scheduler} on {cfg.num_gpus} GPU(s), K={cfg.k_bins}, SLA {sla:g} s | "
+        model = (f"{self.step_profile} step times, SLA TTFT <= {cfg.ttft_sla_s:g} s and TPOT <= "
+                 f"{cfg.tpot_sla_s * 1e3:g} ms" if _is_continuous(cfg.scheduler)
+                 else f"formula grid (not measured), SLA {sla:g} s")
+        fig.suptitle(f"{cfg.scheduler} on {cfg.num_gpus} GPU(s), K={cfg.k_bins}, {model}\n"
                      f"{self._trace_label()} x{self.load_scaling:g} load | "
                      f"{last.attainment:.1%} within SLA", fontsize=10)
         self.last_timing["draw_s"] = time.perf_counter() - t0
