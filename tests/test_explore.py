@@ -75,3 +75,5 @@ def test_a_continuous_scheduler_runs_on_its_measured_profile(explorer):
     fig = explorer.figure()
     assert "opt-13b-a100" in fig._suptitle.get_text()
     assert any("first token" in line.get_label() for line in fig.axes[0].get_lines())
+    util = [p.get_height() for p in fig.axes[2].patches]
+    assert len(util) == explorer.config.num_gpus and all(0 < u <= 1 + 1e-9 for u in util)

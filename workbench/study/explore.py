@@ -82,8 +82,10 @@ def _cdf(values: np.ndarray, points: int = 400) -> tuple[np.ndarray, np.ndarray]
 def _gpu_utilization(res) -> np.ndarray:
     """Busy share of each GPU (replica) over the run."""
     summary = res.summary
-    per_gpu = getattr(res, "gpu_busy_s", None)
-    if per_gpu is None and hasattr(res, "batches"):
+    per_gpu = None
+    if getattr(res, "engine", "static") == "continuous":
+        per_gpu = res.continuous["busy_s"]             # seconds each replica ran steps
+    elif hasattr(res, "batches"):
         batches = res.batches
         per_gpu = np.bincount(batches["gpu"].to_numpy(), weights=batches["service_s"].to_numpy(),
                               minlength=res.config.num_gpus)
@@ -180,7 +182,10 @@ class Explorer:
                 ax_cdf.plot(*_cdf(ttft), label="time to first token")
         if latency.size:
             ax_cdf.plot(*_cdf(latency), label=label)
-        ax_cdf.axvline(sla, color="k", ls="--", lw=1, label=f"SLA {sla:g} s")
+        if _is_continuous(cfg.scheduler):
+            ax_cdf.axvline(cfg.ttft_sla_s, color="k", ls="--", lw=1, label=f"TTFT limit {cfg.ttft_sla_s:g} s")
+        else:
+            ax_cdf.axvline(sla, color="k", ls="--", lw=1, label=f"SLA {sla:g} s")
         ax_cdf.set_xscale("log")
         ax_cdf.set(xlabel="seconds (log)", ylabel="share of requests", ylim=(0, 1.01),
                    title="Latency CDF")
