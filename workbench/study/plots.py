@@ -48,9 +48,15 @@ def latency_title(rows: pd.DataFrame) -> str:
     parts = []
     for profile, group in rows.groupby(rows["latency_profile"].astype(str), sort=False):
         names = ", ".join(dict.fromkeys(group["scheduler"].astype(str)))
-        what = "formula grid (Qwen3-1.7B/RTX 4080, not measured)" if profile == "grid" else f"step profile {profile}"
+        if profile == "grid":
+            what = "formula grid (Qwen3-1.7B/RTX 4080, not measured), SLA = end-to-end latency <= d_sla"
+        else:
+            what = f"step profile {profile} (measured), SLA = TTFT and TPOT limits"
+            limits = [f"{name} {rows[col].dropna().iloc[0]:g} s" for name, col in
+                      (("TTFT", "ttft_sla_s"), ("TPOT", "tpot_sla_s")) if col in rows and rows[col].notna().any()]
+            what += f" ({', '.join(limits)})" if limits else ""
         parts.append(f"{names}: {what}")
-    return "; ".join(parts)
+    return "\n".join(parts)
 
 
 def _replication_text(rows: pd.DataFrame) -> str:
@@ -62,7 +68,7 @@ def _finish(fig: Figure, rows: pd.DataFrame, heading: str, results_dir, filename
     sla = rows["d_sla_s"].dropna().unique() if "d_sla_s" in rows else []
     sla_text = f", SLA {sla[0]:g} s" if len(sla) == 1 else ""
     latency = latency_title(rows)
-    latency_text = f"\nlatency: {latency}" if latency else ""
+    latency_text = f"\n{latency}" if latency else ""
     fig.suptitle(f"{heading}\ntrace: {trace_title(rows)}{sla_text}{_replication_text(rows)}{latency_text}",
                  fontsize=10)
     if results_dir is not None:
