@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,9 @@ def _finish(fig: Figure, rows: pd.DataFrame, heading: str, results_dir, filename
     sla_text = f", SLA {sla[0]:g} s" if len(sla) == 1 else ""
     latency = latency_title(rows)
     latency_text = f"\n{latency}" if latency else ""
-    fig.suptitle(f"{heading}\ntrace: {trace_title(rows)}{sla_text}{_replication_text(rows)}{latency_text}",
-                 fontsize=10)
+    title = f"{heading}\ntrace: {trace_title(rows)}{sla_text}{_replication_text(rows)}{latency_text}"
+    width = max(80, int(fig.get_figwidth() * 12))   # characters that fit across the figure at this font size
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=10)
     if results_dir is not None:
         save_png(fig, Path(results_dir) / filename)
     return fig
@@ -350,16 +352,27 @@ def _capacity_heading(rows: pd.DataFrame) -> str:
 
 
 def _unreachable_note(ax, labels: list[str]) -> None:
-    if labels:
-        ax.text(0.02, 0.02, "no load reaches the target:\n" + "\n".join(labels), transform=ax.transAxes,
-                fontsize=8, va="bottom", color="tab:red")
+    """Say under the panel which configurations no load brings to the target (they have no point)."""
+    if not labels:
+        return
+    # "static_fifo (1 GPU)", "static_fifo (2 GPUs)", ... -> "static_fifo (1, 2 GPUs)": one entry per scheduler
+    grouped: dict[str, list[str]] = {}
+    for label in labels:
+        m = re.match(r"^(.*?) \((\d+) GPUs?(.*)\)$", label)
+        name, detail = (m.group(1) + (m.group(3) and f" {m.group(3).strip(', ')}"), m.group(2)) if m else (label, "")
+        grouped.setdefault(name, []).append(detail)
+    parts = [f"{name} ({', '.join(d for d in details if d)} GPUs)" if any(details) else name
+             for name, details in grouped.items()]
+    text = textwrap.fill("no load reaches the target: " + "; ".join(parts), 90)
+    ax.annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(0, -32), textcoords="offset points",
+                va="top", ha="left", fontsize=8, color="tab:red")
 
 
 def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
                         filename: str = "step1_request_scaling_capacity.png") -> Figure:
     """Step 1: each scheduler's capacity on 1 GPU, one bar per configuration (unreachable targets marked)."""
     rows = analysis.capacity_rows(_prepared(rows))
-    fig = Figure(figsize=(max(8, 1.6 * len(rows)), 4.5), layout="constrained")
+    fig = Figure(figsize=(max(9, 2.0 * len(rows)), 5.0), layout="constrained")
     ax = fig.subplots()
     if rows.empty:
         return _empty(fig, "no capacity results (capacity_search=False)")
@@ -371,7 +384,7 @@ def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
     for i, c in enumerate(caps):
         ax.text(i, c if np.isfinite(c) else 0.0, f"{c:.3g} req/s" if np.isfinite(c) else "unreachable",
                 ha="center", va="bottom", fontsize=9, color="black" if np.isfinite(c) else "tab:red")
-    ax.set_xticks(x, [str(v) for v in rows["label"]])
+    ax.set_xticks(x, [str(v).replace(" (", "\n(") for v in rows["label"]])
     ax.set_ylabel("capacity (req/s)")
     ax.grid(True, axis="y", alpha=0.3)
     volume = int(rows["num_requests"].max())
