@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -46,14 +48,13 @@ seed = 42
 results_dir = None
 
 # %%
-import logging
-
+# %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study import compare, compare_plots
+from workbench.study import compare, compare_plots, experiments
 from workbench.study.experiments import display_path
 
-logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+experiments.notebook_setup()  # one log line per finished case, compact tables
 namespace = {k: v for k, v in globals().items() if not k.startswith("_")}
 if namespace.get("schedulers") is None:
     namespace.pop("schedulers")
