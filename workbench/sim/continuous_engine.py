@@ -122,6 +122,8 @@ import math
 import numpy as np
 from numba import njit
 
+from workbench.sim.controllers import memory_limit, sla_update, token_stats_add, window_mean
+
 POLICY_FCFS, POLICY_SLA, POLICY_MULTI_BIN = 0, 1, 2
 ROUTERS = {"round_robin": 0, "least_outstanding": 1, "least_kv": 2}
 
@@ -337,40 +339,30 @@ def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
     return best
 
 
-# ---------------------------------------------------------------- continuous_sla's controllers (Pang et al.)
+# ---------------------------------------------------------------- preemption
 @njit(cache=True, inline="always")
-def _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, step_s, decodes, window, budget_s, eps_s,
-                alpha, delta, b_min, b_max):
-    """Algorithm 2 after a step with decodes: tau and b_bar over the last ``window`` such steps."""
-    w = win_n[g] % window
-    win_t[g, w] = step_s
-    win_b[g, w] = decodes
-    win_n[g] += 1
-    kk = min(win_n[g], window)
-    tau = 0.0
-    b_bar = 0.0
-    for w in range(kk):
-        tau += win_t[g, w]
-        b_bar += win_b[g, w]
-    tau /= kk
-    b_bar /= kk
-    if tau > budget_s + eps_s:
-        b_high[g] = min(max(b_bar, b_low[g] + alpha), float(b_max))
-        b_low[g] = max(b_low[g] - delta, float(b_min))
-    elif tau < budget_s - eps_s:
-        b_low[g] = max(min(b_bar, b_high[g] - alpha), float(b_min))
-        b_high[g] = min(b_high[g] + delta, float(b_max))
+def _requeue_front(v, g, K, policy, bs, shift, prompt_tokens, bin_id, state, run_prev, run_next, run_head,
+                   run_tail, nxt, q_head, q_tail, q_len, waiting, wait_blocks, active_bin, round_left):
+    """Preemption by recompute: ``v``, the tail of replica ``g``'s running list, goes back to the FRONT of its
+    waiting queue (rule 8); the caller has already freed its blocks."""
+    p_ = run_prev[v]
+    run_tail[g] = p_
+    if p_ >= 0:
+        run_next[p_] = -1
     else:
-        b_high[g] = min(b_bar + alpha // 2, float(b_max))
-        b_low[g] = max(b_bar - alpha // 2, float(b_min))
-    b_sla[g] = int(math.floor((b_low[g] + b_high[g]) / 2.0))
-
-
-@njit(cache=True, inline="always")
-def _memory_limit(mu, sigma, theta, capacity_tokens):
-    """Algorithm 1 as the static engine reads it: the largest b with b mu + theta sqrt(b) sigma <= capacity."""
-    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma + 4.0 * mu * capacity_tokens)) / (2.0 * mu)
-    return max(1, int(math.floor(root * root)))
+        run_head[g] = -1
+    run_prev[v] = -1
+    state[v] = ST_WAITING
+    qi = g * K + bin_id[v]
+    nxt[v] = q_head[qi]
+    q_head[qi] = v
+    if q_tail[qi] < 0:
+        q_tail[qi] = v
+    q_len[qi] += 1
+    waiting[g] += 1
+    wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[v]), bs, shift)
+    if policy == POLICY_MULTI_BIN and bin_id[v] == active_bin[g]:
+        round_left[g] += 1
 
 
 # ---------------------------------------------------------------- the engine
@@ -453,6 +445,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     win_t = np.zeros((R, window))
     win_b = np.zeros((R, window))
     win_n = np.zeros(R, np.int64)
+    no_release = np.zeros(R, np.int64)   # continuous_sla runs Algorithm 2 as written: never released
     tok_n = np.zeros(R)
     tok_mean = np.zeros(R)
     tok_m2 = np.zeros(R)
@@ -576,10 +569,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 else:
                     run_tail[g] = p_
                 x = float(prompt_tokens[r]) + float(output_tokens[r])
-                tok_n[g] += 1.0   # running mean and squared deviations (Welford) of completed requests' tokens
-                dx = x - tok_mean[g]
-                tok_mean[g] += dx / tok_n[g]
-                tok_m2[g] += dx * (x - tok_mean[g])
+                token_stats_add(tok_n, tok_mean, tok_m2, g, x)   # Welford, of completed requests
             # prefill pieces of this step: the last n_pf requests of the running list
             r = run_tail[g]
             for _ in range(n_pf[g]):
@@ -603,10 +593,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                         else:
                             run_tail[g] = prev
                         x = float(prompt_tokens[r]) + 1.0
-                        tok_n[g] += 1.0   # running mean and squared deviations (Welford) of completed requests' tokens
-                        dx = x - tok_mean[g]
-                        tok_mean[g] += dx / tok_n[g]
-                        tok_m2[g] += dx * (x - tok_mean[g])
+                        token_stats_add(tok_n, tok_mean, tok_m2, g, x)   # Welford, of completed requests
                     else:
                         s_r = np.int64(prompt_tokens[r]) + 1 - d
                         ctx0[r] = s_r
@@ -619,8 +606,10 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                 r = prev
             if policy == POLICY_SLA and with_dec[g]:
                 for j in range(k):   # Algorithm 2 after every step of the run (runs only when nobody waits)
-                    _sla_update(win_t, win_b, win_n, b_low, b_high, b_sla, g, run_e[g] + run_f[g] * j,
-                                float(dec_start[g]), window, budget_s, eps_s, alpha, delta, b_min, b_max)
+                    tau, b_bar = window_mean(win_t, win_b, win_n, g, run_e[g] + run_f[g] * j,
+                                             float(dec_start[g]), window)
+                    b_sla[g] = sla_update(b_low, b_high, no_release, g, tau, b_bar, budget_s, eps_s, alpha,
+                                          delta, b_min, b_max, 0, False)   # Algorithm 2 as written
 
         # -------------------------------------------------------- schedule the next step
         d = dcount[g]
@@ -628,7 +617,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         limit = max_num_seqs
         if policy == POLICY_SLA:
             if waiting[g] > 0 and running > 0 and tok_n[g] >= 2:
-                b_mem[g] = _memory_limit(tok_mean[g], math.sqrt(tok_m2[g] / (tok_n[g] - 1)), theta, cap * bs)
+                b_mem[g] = memory_limit(tok_n, tok_mean, tok_m2, g, cap * bs, theta, b_mem[g])
             lim_mem = min(max(b_mem[g], n_dec[g]), b_max)
             lim_sla = min(max(b_sla[g], n_dec[g]), b_max)
             limit = min(limit, min(lim_mem, lim_sla))
@@ -697,24 +686,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     used[g] -= _ceil_div(done_pf[v], bs, shift)
                     partial[g] = -1
                 done_pf[v] = 0
-                p_ = run_prev[v]
-                run_tail[g] = p_
-                if p_ >= 0:
-                    run_next[p_] = -1
-                else:
-                    run_head[g] = -1
-                run_prev[v] = -1
-                state[v] = ST_WAITING
-                qi = g * K + bin_id[v]
-                nxt[v] = q_head[qi]
-                q_head[qi] = v
-                if q_tail[qi] < 0:
-                    q_tail[qi] = v
-                q_len[qi] += 1
-                waiting[g] += 1
-                wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[v]), bs, shift)
-                if policy == POLICY_MULTI_BIN and bin_id[v] == active_bin[g]:
-                    round_left[g] += 1
+                _requeue_front(v, g, K, policy, bs, shift, prompt_tokens, bin_id, state, run_prev, run_next,
+                               run_head, run_tail, nxt, q_head, q_tail, q_len, waiting, wait_blocks, active_bin,
+                               round_left)
             if n_dec[g] == 0:
                 need = 0
             running = n_dec[g] + (1 if partial[g] >= 0 else 0)
@@ -734,24 +708,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                     reserve -= _ceil_div(p_done, bs, shift)
                     done_pf[pr] = 0
                     partial[g] = -1
-                    p_ = run_prev[pr]
-                    run_tail[g] = p_
-                    if p_ >= 0:
-                        run_next[p_] = -1
-                    else:
-                        run_head[g] = -1
-                    run_prev[pr] = -1
-                    state[pr] = ST_WAITING
-                    qi = g * K + bin_id[pr]
-                    nxt[pr] = q_head[qi]
-                    q_head[qi] = pr
-                    if q_tail[qi] < 0:
-                        q_tail[qi] = pr
-                    q_len[qi] += 1
-                    waiting[g] += 1
-                    wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[pr]), bs, shift)
-                    if policy == POLICY_MULTI_BIN and bin_id[pr] == active_bin[g]:
-                        round_left[g] += 1
+                    _requeue_front(pr, g, K, policy, bs, shift, prompt_tokens, bin_id, state, run_prev, run_next,
+                                   run_head, run_tail, nxt, q_head, q_tail, q_len, waiting, wait_blocks,
+                                   active_bin, round_left)
                     running -= 1
                 else:
                     used[g] += extra

@@ -35,15 +35,36 @@ def sla_initial_limit(b_min, b_max):
     return (b_min + b_max) // 2
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def window_mean(win_x, win_y, win_n, j, x, y, window):
+    """Add the pair (``x``, ``y``) to row ``j``'s ring of the last ``window`` pairs; return both means.
+
+    Algorithm 2's ``tau`` and ``b_bar``: the static engine feeds (service time, size) of each completed
+    batch, the continuous engine (step time, decodes) of each step with decodes.
+    """
+    w = win_n[j] % window
+    win_x[j, w] = x
+    win_y[j, w] = y
+    win_n[j] += 1
+    k = min(win_n[j], window)
+    mean_x = 0.0
+    mean_y = 0.0
+    for w in range(k):
+        mean_x += win_x[j, w]
+        mean_y += win_y[j, w]
+    return mean_x / k, mean_y / k
+
+
+@njit(cache=True, inline="always")
 def sla_update(b_low, b_high, released, j, tau_s, b_bar, budget_s, eps_s, alpha, delta, b_min, b_max,
-               retry_batches):
+               retry_batches, allow_release=True):
     """One Algorithm 2 step for bin ``j`` after a completed batch; returns the new ``b_sla``.
 
     ``tau_s`` and ``b_bar`` are the mean service time and size of the bin's
     last completed batches; ``b_low``/``b_high`` (float arrays) hold the
     interval and ``released`` (int array) the release countdown (0 = active,
-    > 0 batches left, ``RELEASED_FOREVER``).
+    > 0 batches left, ``RELEASED_FOREVER``).  ``allow_release=False`` is Algorithm 2 as
+    written (the continuous engine's ``continuous_sla``): it keeps shrinking to ``b_min``.
     """
     over = tau_s > budget_s + eps_s
     if released[j] != 0:
@@ -54,7 +75,7 @@ def sla_update(b_low, b_high, released, j, tau_s, b_bar, budget_s, eps_s, alpha,
                 released[j] -= 1                  # at 0 the next over-budget batch shrinks again
             return int(math.floor((b_low[j] + b_high[j]) / 2.0))
     if over:
-        if b_low[j] <= b_min and b_bar <= b_min + alpha:
+        if allow_release and b_low[j] <= b_min and b_bar <= b_min + alpha:
             # the smallest interval misses too: the lever cannot reach the target, stop pulling it
             b_high[j] = float(b_max)
             b_low[j] = max(float(b_max) - alpha, float(b_min))
@@ -71,7 +92,7 @@ def sla_update(b_low, b_high, released, j, tau_s, b_bar, budget_s, eps_s, alpha,
     return int(math.floor((b_low[j] + b_high[j]) / 2.0))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def token_stats_add(tok_n, tok_mean, tok_m2, j, tokens):
     """Add one completed request's prompt+output ``tokens`` to bin ``j``'s running mean/variance (Welford)."""
     tok_n[j] += 1.0
@@ -80,7 +101,14 @@ def token_stats_add(tok_n, tok_mean, tok_m2, j, tokens):
     tok_m2[j] += d * (tokens - tok_mean[j])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def batch_limit(mu, sigma, theta, capacity_tokens):
+    """The largest ``b`` with ``b mu + theta sqrt(b) sigma <= capacity_tokens`` (at least 1)."""
+    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma + 4.0 * mu * capacity_tokens)) / (2.0 * mu)
+    return max(1, int(math.floor(root * root)))
+
+
+@njit(cache=True, inline="always")
 def memory_limit(tok_n, tok_mean, tok_m2, j, kv_capacity_tokens, theta, previous):
     """Algorithm 1 for bin ``j``: the largest ``b`` with ``b mu + theta sqrt(b) sigma <= capacity``.
 
@@ -90,7 +118,4 @@ def memory_limit(tok_n, tok_mean, tok_m2, j, kv_capacity_tokens, theta, previous
     """
     if tok_n[j] < 2 or tok_mean[j] <= 0:
         return previous
-    mu = tok_mean[j]
-    sigma = math.sqrt(max(tok_m2[j], 0.0) / (tok_n[j] - 1.0))
-    root = (-theta * sigma + math.sqrt(theta * theta * sigma * sigma + 4.0 * mu * kv_capacity_tokens)) / (2.0 * mu)
-    return max(1, int(math.floor(root * root)))
+    return batch_limit(tok_mean[j], math.sqrt(max(tok_m2[j], 0.0) / (tok_n[j] - 1.0)), theta, kv_capacity_tokens)

@@ -91,7 +91,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from workbench.sim.controllers import memory_limit, sla_initial_limit, sla_update, token_stats_add
+from workbench.sim.controllers import memory_limit, sla_initial_limit, sla_update, token_stats_add, window_mean
 from workbench.sim.static_steps import static_batch_time_s
 
 BATCH_UP_TO, BATCH_EXACT, BATCH_DYNAMIC = 0, 1, 2
@@ -258,17 +258,8 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
                     r = order[first + m]
                     token_stats_add(tok_n, tok_mean, tok_m2, j, float(prompt_tokens[r]) + float(output_tokens[r]))
                 b_mem[j] = memory_limit(tok_n, tok_mean, tok_m2, j, kv_capacity_tokens, theta, b_mem[j])
-                w = win_count[j] % window
-                win_service[j, w] = batch_f[bid, F_SERVICE]
-                win_size[j, w] = size
-                win_count[j] += 1
-                k = min(win_count[j], window)
-                tau = 0.0
-                b_bar = 0.0
-                for w in range(k):
-                    tau += win_service[j, w]
-                    b_bar += win_size[j, w]
-                b_sla[j] = sla_update(b_low, b_high, released, j, tau / k, b_bar / k, budget_s, eps_s, alpha,
+                tau, b_bar = window_mean(win_service, win_size, win_count, j, batch_f[bid, F_SERVICE], size, window)
+                b_sla[j] = sla_update(b_low, b_high, released, j, tau, b_bar, budget_s, eps_s, alpha,
                                       delta, b_min, b_max, retry_batches)
         else:
             if next_a < now:
