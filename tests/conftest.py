@@ -46,6 +46,21 @@ def python() -> str:
     return sys.executable
 
 
+def run_script_json(script: str, *, disable_jit: bool) -> dict:
+    """Run ``script`` in a fresh interpreter (compiled, or with ``NUMBA_DISABLE_JIT=1``) and parse the JSON it
+    prints last: how the JIT-equivalence tests compare the compiled engines with plain Python."""
+    import json
+    import subprocess
+
+    from workbench.paths import REPO_ROOT
+
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def small_trace_arrays(n: int = SMALL_TRACE_REQUESTS, seed: int = 7) -> dict[str, np.ndarray]:
     """Poisson arrivals at 20 req/s and long-tailed prompt/output lengths, from ``seed``."""
     rng = np.random.default_rng(seed)

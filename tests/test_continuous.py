@@ -1,8 +1,6 @@
 """The continuous-batching engine: hand-computed cases, an independent reference, invariants."""
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workbench as wb
-from workbench.paths import REPO_ROOT
 from workbench.sim.metrics import STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV
 
 sys.path.insert(0, os.path.dirname(__file__))
 from continuous_reference import reference  # noqa: E402
+from conftest import run_script_json
 
 CONTINUOUS = ("continuous_fcfs", "continuous_sla", "continuous_multi_bin")
 
@@ -318,11 +316,7 @@ print(json.dumps(out))
 
 def test_uncompiled_path_gives_identical_results():
     def run(disable_jit):
-        env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
-        proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return run_script_json(SCRIPT, disable_jit=disable_jit)
 
     compiled = run(False)
     assert any(p for _, p in compiled.values())   # preemption is exercised

@@ -1,7 +1,4 @@
-import json
-import os
-import subprocess
-import sys
+import heapq
 
 import numpy as np
 import pytest
@@ -9,8 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workbench as wb
-import heapq
-from workbench.paths import REPO_ROOT
+from conftest import run_script_json
 
 SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "multi_bin_fixed")
 
@@ -257,11 +253,7 @@ print(json.dumps(out))
 
 def test_uncompiled_path_gives_identical_results():
     def run(disable_jit):
-        env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
-        proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return run_script_json(SCRIPT, disable_jit=disable_jit)
 
     assert run(True) == run(False)
 

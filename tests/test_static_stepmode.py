@@ -2,9 +2,6 @@
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 import workbench as wb
 from workbench.sim.profiles import get_profile, profile_config_fields
+from conftest import run_script_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATIC = ("static_fifo", "multi_bin_fixed", "multi_bin_dynamic", "dynamic_no_bins")
@@ -139,11 +137,7 @@ print(json.dumps(out))
 
 def test_uncompiled_step_mode_gives_identical_results():
     def run(disable_jit):
-        env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
-        proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return run_script_json(SCRIPT, disable_jit=disable_jit)
 
     assert run(True) == run(False)
 
