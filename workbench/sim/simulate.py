@@ -159,6 +159,28 @@ class SlaScaleWarning(UserWarning):
 SLA_SCALE_FACTOR = 300.0
 
 
+# per-token-arrays caches (bin assignments, token extents), least recently used dropped first
+_ASSIGNMENTS: OrderedDict[tuple, tuple] = OrderedDict()
+_TOKEN_EXTENTS: OrderedDict[tuple, tuple] = OrderedDict()
+_ASSIGNMENT_CACHE_SIZE = 8
+
+
+def _token_extent(trace) -> tuple[int, float]:
+    """Longest and median prompt+output tokens, cached per token arrays like :func:`bin_assignment` (a capacity
+    search replays one trace at many speeds: its tokens, and so these, do not change)."""
+    key = (id(trace.prompt_tokens), id(trace.output_tokens), len(trace))
+    if key in _TOKEN_EXTENTS:
+        _TOKEN_EXTENTS.move_to_end(key)
+        return _TOKEN_EXTENTS[key][2:]
+    tokens = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
+    extent = (int(tokens.max()), float(np.median(tokens)))
+    # the arrays are held so their ids are never reused while the entry lives
+    _TOKEN_EXTENTS[key] = (trace.prompt_tokens, trace.output_tokens, *extent)
+    if len(_TOKEN_EXTENTS) > _ASSIGNMENT_CACHE_SIZE:
+        _TOKEN_EXTENTS.popitem(last=False)
+    return extent
+
+
 def warn_if_sla_dwarfs_service(trace, cfg: SimConfig, latency) -> None:
     """Warn (``SlaScaleWarning``) when ``d_sla_s`` exceeds every request's service time (the longest request
     in the largest batch) and is over ``SLA_SCALE_FACTOR`` times the median request's: ``d_sla_s=1000``
@@ -166,15 +188,15 @@ def warn_if_sla_dwarfs_service(trace, cfg: SimConfig, latency) -> None:
     service_time_s = getattr(latency, "service_time_s", None)
     if service_time_s is None or len(trace) == 0:
         return
-    tokens = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
+    longest_tokens, median_tokens = _token_extent(trace)
     largest_batch = max(cfg.b_max, cfg.batch_size)
-    longest_s = float(service_time_s(largest_batch, int(tokens.max())))
-    median_s = float(service_time_s(largest_batch, float(np.median(tokens))))
+    longest_s = float(service_time_s(largest_batch, longest_tokens))
+    median_s = float(service_time_s(largest_batch, median_tokens))
     if cfg.d_sla_s > longest_s and cfg.d_sla_s > SLA_SCALE_FACTOR * median_s:
         warnings.warn(
             f"d_sla_s={cfg.d_sla_s:g} s is {cfg.d_sla_s / median_s:,.0f} times the median request's service time "
             f"({median_s:.3g} s) and above the longest any request here can have ({longest_s:.3g} s: "
-            f"{int(tokens.max()):,} tokens in a batch of {largest_batch}), so only queueing that long can violate "
+            f"{longest_tokens:,} tokens in a batch of {largest_batch}), so only queueing that long can violate "
             f"it. If it is in milliseconds, pass d_sla_s={cfg.d_sla_s / 1000:g}", SlaScaleWarning, stacklevel=3)
 
 
@@ -184,10 +206,6 @@ def _validate_trace(trace) -> None:
             raise TypeError(f"trace must be a workbench.Trace (missing {name}); build one with Trace.from_arrays")
     if len(trace.arrival_s) == 0:
         raise ValueError("trace is empty: nothing to simulate")
-
-
-_ASSIGNMENTS: OrderedDict[tuple, tuple] = OrderedDict()
-_ASSIGNMENT_CACHE_SIZE = 8
 
 
 def bin_assignment(trace, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:

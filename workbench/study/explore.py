@@ -293,7 +293,7 @@ class Explorer:
         self.last_error = None
         if self._output is None:
             return
-        timing = (f"simulated {len(self.trace()):,} requests in {self.last_timing['simulate_s'] * 1e3:.0f} ms, "
+        timing = (f"simulated {self.result.arrival_s.size:,} requests in {self.last_timing['simulate_s'] * 1e3:.0f} ms, "
                   f"drew in {self.last_timing['draw_s'] * 1e3:.0f} ms\n")
         self._output.outputs = (
             {"output_type": "display_data", "metadata": {},
