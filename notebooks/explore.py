@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -21,7 +23,8 @@
 #
 # Traces: `synthetic` is the synthetic BurstGPT-like trace (not measured traffic); `azure_conv` and
 # `azure_code` are one real hour of two Azure LLM services (Splitwise, 2023). The explorer needs a
-# live kernel (JupyterLab: `make lab`); a rendered copy shows only the first figure.
+# live kernel (JupyterLab: `make lab`); a rendered copy (HTML) has no live widgets, so the last cell
+# keeps the first run's figure as a still image.
 
 # %% tags=["parameters"]
 num_requests = 100_000
@@ -33,3 +36,11 @@ from workbench.study.explore import Explorer
 
 explorer = Explorer(traces, num_requests=num_requests, seed=seed)
 explorer.show()
+
+# %% [markdown]
+# The first run as a still image (what a rendered copy of this notebook shows; the live figure is above).
+
+# %%
+from IPython.display import Image
+
+Image(explorer.last_image)

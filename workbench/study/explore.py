@@ -165,6 +165,7 @@ class Explorer:
     def figure(self):
         """The four panels for the current result (a matplotlib Figure, not shown)."""
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
         if self.result is None:
             self.run()
@@ -198,6 +199,7 @@ class Explorer:
 
         util = _gpu_utilization(res)
         ax_gpu.bar(np.arange(util.size), util, color="tab:green")
+        ax_gpu.xaxis.set_major_locator(MaxNLocator(integer=True))   # GPUs are whole
         ax_gpu.axhline(1.0, color="k", lw=0.8, ls=":", label="fully busy")
         ax_gpu.set(xlabel="GPU (replica)", ylabel="busy share of the run", ylim=(0, 1.05),
                    title=f"GPU utilisation (mean {np.nanmean(util):.0%})")
