@@ -3,7 +3,7 @@
 Usage: python benchmarks/issue9_capacity.py NUM_REQUESTS ATTAINMENT BATCH_SIZE; printed, never asserted."""
 import sys, logging, time
 import workbench as wb
-from workbench.study.capacity import capacity
+from workbench.study.runs.capacity import capacity
 n = int(sys.argv[1]); target = float(sys.argv[2])
 trace = wb.load_trace(num_requests=n)
 cfg = wb.SimConfig(scheduler="multi_bin_fixed", num_gpus=1, k_bins=4, batch_size=int(sys.argv[3]), d_sla_s=1.0)

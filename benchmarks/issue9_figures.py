@@ -4,7 +4,7 @@ Usage: python benchmarks/issue9_figures.py [num_requests] [--cap] [--seedmem]; p
 import sys, time, logging
 import numpy as np
 import workbench as wb
-from workbench.study.capacity import capacity
+from workbench.study.runs.capacity import capacity
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
 trace = wb.load_trace(num_requests=n)

@@ -51,8 +51,9 @@ results_dir = None
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study import compare, compare_plots, experiments
-from workbench.study.experiments import display_path
+from workbench.study.answers import compare, compare_plots
+from workbench.study.runs import experiments
+from workbench.study.runs.experiments import display_path
 
 experiments.notebook_setup()  # one log line per finished case, compact tables
 namespace = {k: v for k, v in globals().items() if not k.startswith("_")}

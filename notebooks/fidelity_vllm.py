@@ -68,8 +68,8 @@ from pathlib import Path
 import pandas as pd
 
 import workbench as wb
-from workbench.study import fidelity
-from workbench.study.calibration import cross_validate, replay_table
+from workbench.study.fidelity import vllm_runs
+from workbench.study.fidelity.calibration import cross_validate, replay_table
 from workbench.sim.profiles import get_profile
 
 pd.set_option("display.width", 200)
@@ -81,7 +81,7 @@ measured_runs = [wb.load_serving_log(Path(data_dir) / f"{name}.csv") for name in
 step = get_profile(profile)
 print(step.describe())
 pd.DataFrame([{"run": r.name, "requests": len(r.trace), "rate_rps": round(r.rate_rps, 2),
-               "saturated": fidelity.is_saturated(r), "measured mean TTFT s": r.measured.ttft_s.mean(),
+               "saturated": vllm_runs.is_saturated(r), "measured mean TTFT s": r.measured.ttft_s.mean(),
                "measured mean E2E s": r.measured.e2e_s.mean()} for r in measured_runs])
 
 # %%
@@ -94,11 +94,11 @@ print("setup:", {k: getattr(cfg, k) for k in ("scheduler", "num_gpus", "max_num_
 
 # %%
 published = replay_table(step, measured_runs, label=f"{profile} (published)")
-fidelity.summary_table(published).round(3)
+vllm_runs.summary_table(published).round(3)
 
 # %%
-fidelity.plot_cdfs(measured_runs, {"published profile": step}, results_dir=results,
-                   filename="fidelity_vllm_published.png", title="published profile, unchanged")
+vllm_runs.plot_cdfs(measured_runs, {"published profile": step}, results_dir=results,
+                    filename="fidelity_vllm_published.png", title="published profile, unchanged")
 
 # %% [markdown]
 # ## 2. Calibrate on two runs, predict the third
@@ -109,24 +109,24 @@ predicted, fitted_by_held_out = cross_validate(
 for held_out, model in fitted_by_held_out.items():
     print(f"--- predicting {held_out}:")
     print(model.fit_report.describe())
-fidelity.summary_table(predicted).round(3)
+vllm_runs.summary_table(predicted).round(3)
 
 # %%
-targets = fidelity.check_targets(predicted, measured_runs)
+targets = vllm_runs.check_targets(predicted, measured_runs)
 targets
 
 # %%
-fidelity.plot_cdfs(measured_runs, {"published profile": step, "calibrated on the other runs": fitted_by_held_out},
-                   results_dir=results, filename="fidelity_vllm_calibrated.png",
-                   title="each run predicted by a model calibrated on the others")
+vllm_runs.plot_cdfs(measured_runs, {"published profile": step, "calibrated on the other runs": fitted_by_held_out},
+                    results_dir=results, filename="fidelity_vllm_calibrated.png",
+                    title="each run predicted by a model calibrated on the others")
 
 # %% [markdown]
 # ### Does the verdict hang on the prior weight?
 # The same cross-validation with other weights on the published profile (the default is 0.09).
 
 # %%
-checked = fidelity.sensitivity(step, measured_runs, "prior_weight", prior_weights, thresholds=thresholds,
-                               max_iter=max_iter)
+checked = vllm_runs.sensitivity(step, measured_runs, "prior_weight", prior_weights, thresholds=thresholds,
+                                max_iter=max_iter)
 checked.pivot_table(index="prior_weight", columns=["run", "metric"], values="mean_rel_error").round(3)
 
 # %% [markdown]
@@ -139,7 +139,7 @@ all_runs.fit_report.coefficients.assign(before_ms=lambda t: t.before * 1e3, afte
 
 # %%
 in_sample = replay_table(all_runs, measured_runs, label="calibrated on all runs")
-table = fidelity.summary_table(published, predicted, in_sample)
+table = vllm_runs.summary_table(published, predicted, in_sample)
 table.to_csv(results / "fidelity_vllm.csv", index=False)
 targets.to_csv(results / "fidelity_vllm_targets.csv", index=False)
 print(f"wrote {results / 'fidelity_vllm.csv'} and {results / 'fidelity_vllm_targets.csv'}")

@@ -53,9 +53,9 @@ request_volumes = None  # e.g. [1_000, 5_000]: overrides the 10x steps
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study import analysis
-from workbench.study import experiments
-from workbench.study import plots
+from workbench.study.answers import analysis
+from workbench.study.runs import experiments
+from workbench.study.answers import plots
 
 experiments.notebook_setup()  # log lines (one per finished test), compact tables
 

@@ -56,9 +56,9 @@ replications = 1  # seeds per test (seed, seed+1, ...): >1 gives means with 95% 
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study import analysis
-from workbench.study import experiments
-from workbench.study import plots
+from workbench.study.answers import analysis
+from workbench.study.runs import experiments
+from workbench.study.answers import plots
 
 experiments.notebook_setup()  # log lines (one per finished test), compact tables
 

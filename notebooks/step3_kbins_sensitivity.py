@@ -57,9 +57,9 @@ best_gpu_count = None  # None: step 2's best GPU count from results_dir
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study import analysis
-from workbench.study import experiments
-from workbench.study import plots
+from workbench.study.answers import analysis
+from workbench.study.runs import experiments
+from workbench.study.answers import plots
 
 experiments.notebook_setup()  # log lines (one per finished test), compact tables
 

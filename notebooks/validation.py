@@ -30,7 +30,7 @@
 # `note` column of every row says which term set the tolerance. Exact quantities (counts, bounds,
 # Little's law on a record) get exact tolerances.
 #
-# All the logic lives in `workbench.study.validation`. This notebook calls it, plots, and comments.
+# All the logic lives in `workbench.study.fidelity.validation`. This notebook calls it, plots, and comments.
 # `python -m workbench suite --validate` runs it, and the test suite runs it at a small size.
 
 # %% tags=["parameters"]
@@ -48,9 +48,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
-from workbench.study import validation as wv
-from workbench.study.plots import save_png
-from workbench.study.sweep import resolve_results_dir
+from workbench.study.fidelity import validation as wv
+from workbench.study.answers.plots import save_png
+from workbench.study.runs.sweep import resolve_results_dir
 
 started = time.perf_counter()
 out_dir = resolve_results_dir(results_dir)

@@ -93,7 +93,7 @@ def sweep_tests(csv_path, *, step: str = "sweep_test", gpus=(1, 2), ks=(1, 4),
     """A small list of ``SweepTest`` on the CSV trace (importable by subprocesses: ``from conftest import``);
     ``capacity``: a ``CapacitySpec`` every test also searches."""
     from workbench.sim.config import SimConfig
-    from workbench.study.sweep import TraceOptions, make_test
+    from workbench.study.runs.sweep import TraceOptions, make_test
 
     options = TraceOptions(dataset=str(csv_path), num_requests=num_requests, use_real_timestamps=True, seed=0)
     trace = options.load()
@@ -106,7 +106,7 @@ def sweep_tests(csv_path, *, step: str = "sweep_test", gpus=(1, 2), ks=(1, 4),
 @pytest.fixture
 def count_runs(monkeypatch):
     """Counts the tests a serial sweep actually simulates."""
-    from workbench.study import sweep
+    from workbench.study.runs import sweep
 
     calls = []
     real = sweep.run_test

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.study.capacity import CapacityError, capacity
+from workbench.study.runs.capacity import CapacityError, capacity
 
 
 def poisson_trace(n, rate, seed, output):
@@ -111,7 +111,7 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_a_replay_already_run_serves_as_the_first_probe(monkeypatch):
-    cap_mod = sys.modules["workbench.study.capacity"]   # the package exports a function of the same name
+    cap_mod = sys.modules["workbench.study.runs.capacity"]   # the package exports a function of the same name
 
     trace = wb.load_trace(num_requests=5_000)
     cfg = wb.SimConfig(num_gpus=2)
@@ -149,7 +149,7 @@ def test_multi_bin_fixed_capacity_is_found_above_a_failing_light_load():
 def test_attainable_share_accounts_for_exact_batches():
     # one long request per ten: alone it takes 0.2 + 0.8 = 1.0 s (meets 1 s), in a batch of 8 with penalty 1
     # it takes 0.2 + 0.8 (1 + 7/8) = 1.7 s (misses); short ones 0.2 + 0.08 (1 + 7/8) = 0.35 s either way
-    from workbench.study.capacity import attainable_share
+    from workbench.study.runs.capacity import attainable_share
     n = 1000
     output = np.where(np.arange(n) % 10 == 0, 800, 80)
     trace = wb.Trace.from_arrays(np.arange(n, dtype=float), np.zeros(n, int), output)

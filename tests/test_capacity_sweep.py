@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from conftest import sweep_tests
 
-import workbench.study.sweep as sweep
-from workbench.study import analysis
-from workbench.study import experiments
-from workbench.study.sweep import CapacitySpec, read_rows, run_sweep
+import workbench.study.runs.sweep as sweep
+from workbench.study.answers import analysis
+from workbench.study.runs import experiments
+from workbench.study.runs.sweep import CapacitySpec, read_rows, run_sweep
 
 FAST = CapacitySpec(attainment=0.9, resolution=0.05)  # a few probes fewer than the default 1%
 CAPACITY_COLUMNS = ("capacity_rps", "capacity_scaling", "capacity_attainment", "capacity_probes",

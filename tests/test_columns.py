@@ -7,7 +7,8 @@ import pandas as pd
 from workbench import paths
 from workbench.__main__ import main
 from workbench.sim.config import SimConfig
-from workbench.study import analysis, columns, validation
+from workbench.study.answers import analysis, columns
+from workbench.study.fidelity import validation
 
 
 def test_docs_columns_md_is_the_generated_dictionary(capsys):

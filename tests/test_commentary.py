@@ -7,9 +7,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from workbench.study import analysis
-from workbench.study.experiments import STEP2, STEP3
-from workbench.study.sweep import run_sweep
+from workbench.study.answers import analysis
+from workbench.study.runs.experiments import STEP2, STEP3
+from workbench.study.runs.sweep import run_sweep
 
 from conftest import sweep_tests
 
@@ -42,7 +42,7 @@ def test_step2_commentary_reads_the_offered_rate_and_the_sla():
 
 def test_sweep_progress_is_one_log_line_per_test(small_trace_csv, tmp_path, caplog, capsys):
     tests = sweep_tests(small_trace_csv, gpus=(1, 2), ks=(1,))
-    with caplog.at_level(logging.INFO, logger="workbench.study.sweep"):
+    with caplog.at_level(logging.INFO, logger="workbench.study.runs.sweep"):
         run_sweep(tests, tmp_path, executor="serial", progress=True, desc="demo")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("demo [")]
     assert [line.split("]")[0] for line in lines] == ["demo [1/2", "demo [2/2"]

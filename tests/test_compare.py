@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.study.compare import break_point, break_points, break_sentences, capacity_ranking
+from workbench.study.answers.compare import break_point, break_points, break_sentences, capacity_ranking
 
 
 def curve(rates, attainment, scheduler="s"):
@@ -66,7 +66,7 @@ def test_sentences_say_where_each_breaks():
 
 # ------------------------------------------------------------------ running a comparison
 
-from workbench.study import compare as cmp  # noqa: E402
+from workbench.study.answers import compare as cmp  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_curves_span_light_load_to_past_saturation(small_comparison):
 def test_light_load_attainment_matches_requests_served_alone(small_comparison):
     """At the lightest load almost no request overlaps another, so the share meeting the SLA is the share
     that meets it alone on an idle replica (computed request by request by capacity's attainable share)."""
-    from workbench.study.capacity import slo_attainable_share
+    from workbench.study.runs.capacity import slo_attainable_share
 
     p = small_comparison.params
     trace = p.trace(p.seed)

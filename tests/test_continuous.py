@@ -343,7 +343,7 @@ def test_capacity_slo_attainable_share_and_errors():
     step = wb.StepTimeModel(prefill=(0.01, 1e-3, 0.0), decode=(0.01, 1e-4, 0.0))
     tr = trace_of([0.0, 1.0, 2.0, 3.0], [10, 100, 10, 10], [2, 2, 300, 1])
     cfg = cfg_of(ttft_sla_s=0.05, tpot_sla_s=0.02)
-    from workbench.study.capacity import slo_attainable_share
+    from workbench.study.runs.capacity import slo_attainable_share
     # request 1: ttft 0.11 > 0.05; request 2: tpot 0.01 + 1e-4 * 160 = 0.026 > 0.02; 0 and 3 meet both
     assert slo_attainable_share(tr, cfg, step) == 0.5
     with pytest.raises(wb.CapacityError, match="alone on an idle replica"):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import sweep_tests
 
-from workbench.study.sweep import comparable, run_sweep
+from workbench.study.runs.sweep import comparable, run_sweep
 
 distributed = pytest.importorskip("distributed")
 

@@ -103,8 +103,8 @@ def test_raw_azure_bad_timestamp_names_line_and_column(tmp_path):
 
 def test_a_dataset_name_works_in_the_notebook_parameters_and_the_suite_cli(capsys):
     from workbench.__main__ import main, options_from_args, build_parser
-    from workbench.study import experiments
-    from workbench.study.suite import notebook_parameters
+    from workbench.study.runs import experiments
+    from workbench.study.runs.suite import notebook_parameters
 
     assert experiments.StepParams(dataset="azure_conv").dataset == "azure_conv"
     assert experiments.StepParams(dataset="synthetic").dataset is None
@@ -118,7 +118,7 @@ def test_a_dataset_name_works_in_the_notebook_parameters_and_the_suite_cli(capsy
 
 
 def test_result_rows_carry_the_dataset_name_and_origin():
-    from workbench.study.sweep import TraceOptions, make_test, run_test
+    from workbench.study.runs.sweep import TraceOptions, make_test, run_test
 
     options = TraceOptions(dataset="azure_code", num_requests=200, use_real_timestamps=True)
     assert options.dataset == "azure_code"  # a name, not a path of this machine

@@ -16,8 +16,8 @@ import pytest
 import workbench as wb
 from workbench import paths
 from workbench.sim.profiles import default_step_model
-from workbench.study import fidelity
-from workbench.study.calibration import cross_validate, replay_run, request_errors
+from workbench.study.fidelity import vllm_runs
+from workbench.study.fidelity.calibration import cross_validate, replay_run, request_errors
 from workbench.traces.serving_log import ServingLog
 
 DATA = paths.DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm"
@@ -55,7 +55,7 @@ def test_load_serving_log_reads_the_run_and_its_setup(runs):
                                         max_num_batched_tokens=16384, chunked_prefill=False, block_size=16,
                                         kv_blocks=4046)
     assert light.profile == "opt-13b-a100"
-    assert [fidelity.is_saturated(r) for r in runs] == [False, False, True]
+    assert [vllm_runs.is_saturated(r) for r in runs] == [False, False, True]
     assert [len(r.trace) for r in runs] == [100, 200, 350]
 
 
@@ -243,7 +243,7 @@ def test_calibrate_holds_the_fixed_step_costs_by_default(runs):
     weight is (0.15 / 0.5)^2; the per-token terms move."""
     step = default_step_model()
     fitted = wb.calibrate(step, runs[:1], max_iter=2)
-    assert wb.study.calibration.PRIOR_WEIGHT == pytest.approx(0.09)
+    assert wb.study.fidelity.calibration.PRIOR_WEIGHT == pytest.approx(0.09)
     assert fitted.prefill[0] == step.prefill[0] and fitted.decode[0] == step.decode[0]
     assert fitted.decode_large == step.decode_large and fitted.decode_large_threshold == 95   # never reached
     assert fitted.decode[1] != step.decode[1]
@@ -255,7 +255,7 @@ def test_calibrate_holds_the_fixed_step_costs_by_default(runs):
 @pytest.fixture(scope="module")
 def predicted(runs):
     table, models = cross_validate(default_step_model(), runs)
-    return fidelity.check_targets(table, runs).set_index(["run", "metric"]), models
+    return vllm_runs.check_targets(table, runs).set_index(["run", "metric"]), models
 
 
 @pytest.mark.slow
@@ -271,8 +271,8 @@ def test_calibrate_on_two_predict_the_third(predicted, run, metric):
 @pytest.mark.slow
 def test_calibration_beats_the_published_profile_on_median(predicted, runs):
     targets, _ = predicted
-    published = fidelity.check_targets(
-        wb.study.calibration.replay_table(default_step_model(), runs, label="published"), runs)
+    published = vllm_runs.check_targets(
+        wb.study.fidelity.calibration.replay_table(default_step_model(), runs, label="published"), runs)
     e2e = lambda t: t.reset_index().query("metric == 'e2e_s'")["mean_rel_error"].abs().median()  # noqa: E731
     assert e2e(targets) < e2e(published.set_index(["run", "metric"]))
 
@@ -280,14 +280,14 @@ def test_calibration_beats_the_published_profile_on_median(predicted, runs):
 @pytest.mark.slow
 def test_targets_do_not_hang_on_the_prior_weight(runs):
     """Every target is met with the prior weight at 0.05 or 0.2 too, not only at the default 0.09."""
-    checked = fidelity.sensitivity(default_step_model(), runs, "prior_weight", [0.05, 0.2])
+    checked = vllm_runs.sensitivity(default_step_model(), runs, "prior_weight", [0.05, 0.2])
     assert len(checked) == 2 * 5 and set(checked["prior_weight"]) == {0.05, 0.2}
     missed = checked[~checked["met"]]
     assert missed.empty, missed.to_string()
 
 
 def test_sensitivity_of_no_values_is_an_empty_table(runs):
-    table = fidelity.sensitivity(default_step_model(), runs, "prior_weight", [])
+    table = vllm_runs.sensitivity(default_step_model(), runs, "prior_weight", [])
     assert table.empty and list(table.columns) == ["prior_weight", "run", "metric", "mean_rel_error", "limit", "met"]
 
 
@@ -306,7 +306,7 @@ def test_notebook_is_committed_clean_and_paired():
     assert "parameters" in code[0].metadata.get("tags", [])
     paired = jupytext.read(NOTEBOOK.with_suffix(".py"))
     assert [c.source for c in paired.cells] == [c.source for c in nb.cells]
-    from workbench.study.suite import FIDELITY, SuiteOptions, notebook_parameters
+    from workbench.study.runs.suite import FIDELITY, SuiteOptions, notebook_parameters
     assert set(notebook_parameters(SuiteOptions(), FIDELITY)) <= set(pm.inspect_notebook(str(NOTEBOOK)))
 
 

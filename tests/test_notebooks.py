@@ -14,8 +14,8 @@ import papermill as pm
 import pytest
 
 from workbench import paths
-from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
-from workbench.study.suite import SuiteOptions, notebook_parameters
+from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
+from workbench.study.runs.suite import SuiteOptions, notebook_parameters
 
 TINY = {"max_requests": 2_000, "max_gpus": 4}
 STATIC_TRIO = "static_fifo,dynamic_no_bins,multi_bin_dynamic"  # the seed's schedulers (steps 2-3 now sweep each)

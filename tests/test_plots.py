@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.study import plots
+from workbench.study.answers import plots
 
 K = (1, 2, 4, 8, 16, 32)
 

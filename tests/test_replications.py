@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import workbench as wb
-from workbench.study import validation as wv
-from workbench.study.replications import (replication_seeds, summarize_replications, t_half_width)
+from workbench.study.fidelity import validation as wv
+from workbench.study.runs.replications import (replication_seeds, summarize_replications, t_half_width)
 
 
 def test_half_width_by_hand():

@@ -3,7 +3,7 @@
 import json
 import re
 
-from workbench.study.report import render_index, write_index
+from workbench.study.answers.report import render_index, write_index
 
 
 def make_folder(tmp_path):

@@ -15,11 +15,11 @@ import pytest
 from workbench import paths
 from workbench.sim.schedulers import SCHEDULERS
 from workbench.__main__ import build_parser, main, options_from_args
-from workbench.study import columns
-from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
+from workbench.study.answers import columns
+from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
 
 STATIC_TRIO = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
-from workbench.study.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
+from workbench.study.runs.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
 TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
 
@@ -84,7 +84,7 @@ def test_validation_notebook_takes_what_the_suite_passes():
 
 
 def smallest_within_1pct(rows: pd.DataFrame, column: str) -> int:
-    """The documented rule, worked out independently of workbench.study.analysis: the fewest GPUs whose
+    """The documented rule, worked out independently of workbench.study.answers.analysis: the fewest GPUs whose
     ``column`` is within 1% of the best."""
     values = rows.dropna(subset=[column])
     return int(values.loc[values[column] >= 0.99 * values[column].max(), "num_gpus"].min())
@@ -198,7 +198,7 @@ def test_a_sweep_on_an_unreachable_dask_address_fails_within_seconds(small_trace
     import time
 
     from conftest import sweep_tests
-    from workbench.study.sweep import run_sweep
+    from workbench.study.runs.sweep import run_sweep
 
     tests = sweep_tests(small_trace_csv, gpus=(1,), ks=(1, 2))
     t0 = time.monotonic()

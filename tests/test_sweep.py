@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from conftest import sweep_tests
 
-import workbench.study.sweep as sweep
-from workbench.study import experiments
+import workbench.study.runs.sweep as sweep
+from workbench.study.runs import experiments
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
-from workbench.study.sweep import SweepError, TraceOptions, comparable, read_rows, run_sweep
+from workbench.study.runs.sweep import SweepError, TraceOptions, comparable, read_rows, run_sweep
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -253,7 +253,7 @@ SCRIPT = """\
 import sys, time
 sys.path.insert(0, {tests_dir!r})
 from conftest import sweep_tests
-import workbench.study.sweep as sweep
+import workbench.study.runs.sweep as sweep
 
 _run_test = sweep.run_test
 
@@ -389,7 +389,7 @@ def _frame(**columns):
 
 
 def test_best_gpu_count_is_the_smallest_within_1pct_of_the_best_goodput():
-    from workbench.study import analysis
+    from workbench.study.answers import analysis
 
     rows = _frame(num_gpus=[1, 2, 4, 8, 16], goodput_rps=[10.0, 40.0, 49.6, 50.0, 49.9],
                   throughput_rps=[10.0, 20.0, 40.0, 50.0, 50.0])
@@ -400,7 +400,7 @@ def test_best_gpu_count_is_the_smallest_within_1pct_of_the_best_goodput():
 
 
 def test_breaking_point_is_the_first_volume_over_5pct():
-    from workbench.study import analysis
+    from workbench.study.answers import analysis
 
     rows = _frame(label=["a"] * 3 + ["b"] * 3, num_requests=[1_000, 10_000, 100_000] * 2,
                   sla_violation_rate=[0.01, 0.06, 0.5, 0.0, 0.05, 0.04])
@@ -409,7 +409,7 @@ def test_breaking_point_is_the_first_volume_over_5pct():
 
 
 def test_best_k_has_the_lowest_sla_violation_then_the_higher_goodput():
-    from workbench.study import analysis
+    from workbench.study.answers import analysis
 
     rows = _frame(k_bins=[1, 2, 4, 8], sla_violation_rate=[0.3, 0.1, 0.1, 0.2], goodput_rps=[1.0, 2.0, 3.0, 4.0])
     assert int(analysis.best_k_row(rows)["k_bins"]) == 4

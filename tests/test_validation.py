@@ -1,4 +1,4 @@
-"""The fidelity checks of ``workbench.study.validation``: each case at a small size, and the notebook.
+"""The fidelity checks of ``workbench.study.fidelity.validation``: each case at a small size, and the notebook.
 
 Every case must pass, with tolerances small enough to matter (asserted), and
 two mutation tests show that a real modelling error makes the checks fail.
@@ -13,7 +13,7 @@ import pandas as pd
 import papermill
 import pytest
 
-from workbench.study import validation as wv
+from workbench.study.fidelity import validation as wv
 from workbench.paths import NOTEBOOKS_DIR, REPO_ROOT
 
 

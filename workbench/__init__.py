@@ -8,8 +8,8 @@ The public API::
     res.summary, res.requests
 """
 
-from workbench.study.calibration import FitReport, calibrate, compare_to_measured
-from workbench.study.capacity import CapacityError, CapacityResult, capacity
+from workbench.study.fidelity.calibration import FitReport, calibrate, compare_to_measured
+from workbench.study.runs.capacity import CapacityError, CapacityResult, capacity
 from workbench.sim.bins import BinningWarning, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from workbench.study.experiments import STEP1, STEP2, STEP3, STEPS
+from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS
 from workbench.traces import datasets
 
 
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace):
-    from workbench.study.suite import SuiteOptions
+    from workbench.study.runs.suite import SuiteOptions
 
     chosen = tuple(step for step, flag in zip((STEP1, STEP2, STEP3),
                                               (args.step1_only, args.step2_only, args.step3_only)) if flag)
@@ -137,7 +137,7 @@ def check_results_dir(path: Path) -> None:
 def check_executor(spec) -> None:
     """A ``dask://`` executor must answer now (seconds), not after the client's 30 s of retries."""
     if isinstance(spec, str) and spec.strip().startswith(("dask://", "tcp://", "tls://")):
-        from workbench.study.sweep import check_dask_reachable
+        from workbench.study.runs.sweep import check_dask_reachable
 
         check_dask_reachable(spec)
 
@@ -146,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "columns":
-        from workbench.study.columns import markdown
+        from workbench.study.answers.columns import markdown
 
         sys.stdout.write(markdown())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from workbench.study.folders import ResultsFolderConflict
-    from workbench.study.suite import SuiteError, run_suite
+    from workbench.study.runs.folders import ResultsFolderConflict
+    from workbench.study.runs.suite import SuiteError, run_suite
 
     try:
         options = options_from_args(args)

@@ -1,6 +1,6 @@
 """A plain-Python, step-by-step replay of vLLM v0.2 scheduling on one replica that records every step.
 
-It exists for calibration (:mod:`workbench.study.calibration` needs to know
+It exists for calibration (:mod:`workbench.study.fidelity.calibration` needs to know
 which steps each request lived through and what each step contained) and as an
 independent reference for the compiled continuous engine on small traces.  It
 loops over the running batch every step, so it is meant for thousands of

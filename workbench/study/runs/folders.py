@@ -84,7 +84,7 @@ def read_manifest(results_dir: str | Path) -> dict | None:
 
 def claim(results_dir: str | Path, identity: dict, *, suggestion: str | None = None) -> None:
     """Make ``results_dir`` the folder of ``identity`` (record it), or refuse if it holds another parameter set."""
-    from workbench.study.sweep import atomic_write_text, results_lock
+    from workbench.study.runs.sweep import atomic_write_text, results_lock
 
     folder = Path(results_dir)
     wanted = {k: _plain(v) for k, v in identity.items()}

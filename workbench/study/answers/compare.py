@@ -227,8 +227,8 @@ class CompareParams:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results_dir"}
 
     def results_path(self) -> Path:
-        from workbench.study import folders
-        from workbench.study.sweep import resolve_results_dir
+        from workbench.study.runs import folders
+        from workbench.study.runs.sweep import resolve_results_dir
 
         if self.results_dir is not None:
             return resolve_results_dir(self.results_dir)
@@ -237,7 +237,7 @@ class CompareParams:
         return resolve_results_dir(f"results/{NOTEBOOK}/{folders.folder_name(self.identity(), defaults)}")
 
     def claim_results_dir(self) -> Path:
-        from workbench.study import folders
+        from workbench.study.runs import folders
 
         folder = self.results_path()
         folders.claim(folder, self.identity())
@@ -263,7 +263,7 @@ class CompareParams:
         return load_trace(self.dataset, num_requests=self.num_requests)
 
     def seeds(self) -> list[int]:
-        from workbench.study.replications import replication_seeds
+        from workbench.study.runs.replications import replication_seeds
 
         return replication_seeds(self.seed, self.replications)
 
@@ -297,7 +297,7 @@ def _summary_row(summary: dict) -> dict:
 
 def _run_case(case: dict, params: CompareParams, step) -> dict:
     from workbench.sim.simulate import simulate
-    from workbench.study.capacity import CapacityError, capacity
+    from workbench.study.runs.capacity import CapacityError, capacity
 
     t0 = time.perf_counter()
     trace = params.trace(case["seed"])
@@ -323,7 +323,7 @@ def _run_case(case: dict, params: CompareParams, step) -> dict:
 
 
 def _run_cases(cases: list[dict], params: CompareParams, folder: Path, step, progress: bool) -> pd.DataFrame:
-    from workbench.study.sweep import merge_rows, read_rows, results_lock
+    from workbench.study.runs.sweep import merge_rows, read_rows, results_lock
 
     path = folder / CHECKPOINT
     done = set(read_rows(path)["test_id"]) if path.exists() else set()
@@ -361,7 +361,7 @@ class Comparison:
 
 
 def _aggregate(rows: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
-    from workbench.study.replications import summarize_replications
+    from workbench.study.runs.replications import summarize_replications
 
     return summarize_replications(rows.drop(columns=["test_id", "wall_s"], errors="ignore"), by=by,
                                   metrics=metrics)
@@ -417,7 +417,7 @@ def run_comparison(params: CompareParams | None = None, *, progress: bool = True
     sentences = break_sentences(breaks, ranking, sla_text=sla_text)
     for name, reason in errors.items():
         sentences[name] = f"{name} could not be simulated with the {params.latency} profile: {reason}."
-    from workbench.study.sweep import write_csv_atomic
+    from workbench.study.runs.sweep import write_csv_atomic
 
     write_csv_atomic(folder / f"{NOTEBOOK}_capacity.csv", capacities)
     write_csv_atomic(folder / f"{NOTEBOOK}_curves.csv", curves)

@@ -5,7 +5,7 @@ as papermill parameters; the executed notebook goes to
 ``<results_dir>/<step>.ipynb`` and an HTML rendering (nbconvert, images
 embedded) to ``<results_dir>/<step>.html``.  The CSVs, PNGs,
 ``all_results.csv`` and ``analysis.json`` are written by the notebooks
-themselves (through :mod:`workbench.study.experiments`), so a rerun resumes from
+themselves (through :mod:`workbench.study.runs.experiments`), so a rerun resumes from
 their checkpoints.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from workbench import paths
-from workbench.study import analysis, report
-from workbench.study.experiments import STEP3, STEPS, StepParams, display_path
-from workbench.study.sweep import atomic_write_text
+from workbench.study.answers import analysis, report
+from workbench.study.runs.experiments import STEP3, STEPS, StepParams, display_path
+from workbench.study.runs.sweep import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class SuiteError(RuntimeError):
 @dataclass(frozen=True)
 class SuiteOptions(StepParams):
     """The suite's options (the seed project's CLI): the notebooks' parameters, validated the same way
-    (:class:`~workbench.study.experiments.StepParams`), plus which steps run, step 3's GPU count and validation."""
+    (:class:`~workbench.study.runs.experiments.StepParams`), plus which steps run, step 3's GPU count and validation."""
 
     steps: tuple[str, ...] = STEPS
     best_gpu_count: int | None = None

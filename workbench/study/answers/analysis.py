@@ -28,7 +28,7 @@ Replications: the rules read the mean over the seeds of each test
 (:func:`summarize`: ``<metric>`` = mean, ``<metric>_ci95`` = Student-t 95%
 half-width, ``replications``), also written to ``<step>_summary.csv``.
 
-Capacity (the tests that searched it; see :mod:`workbench.study.capacity`): the
+Capacity (the tests that searched it; see :mod:`workbench.study.runs.capacity`): the
 largest arrival rate at which the SLA target holds, ``null`` when no load
 reaches it (``unreachable`` gives the reason).
 
@@ -61,8 +61,8 @@ import numpy as np
 import pandas as pd
 
 from workbench.sim.config import SimConfig
-from workbench.study.replications import summarize_replications
-from workbench.study.sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
+from workbench.study.runs.replications import summarize_replications
+from workbench.study.runs.sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
 
 log = logging.getLogger(__name__)
 

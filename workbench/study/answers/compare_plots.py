@@ -1,4 +1,4 @@
-"""Figures of the scheduler comparison (:mod:`workbench.study.compare`): built without pyplot, saved as PNG."""
+"""Figures of the scheduler comparison (:mod:`workbench.study.answers.compare`): built without pyplot, saved as PNG."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from workbench.study.plots import save_png
+from workbench.study.answers.plots import save_png
 
 PANELS = (("attainment", "share of requests meeting the SLA", False),
           ("latency_p50_s", "p50 end-to-end latency, s", True),

@@ -8,7 +8,7 @@ Each step has its replay figure (``<step>.png``) and, for the tests that
 searched their capacity, a capacity figure (``<step>_capacity.png``).
 
 Rows of several seeds (``replications`` > 1) are averaged first
-(:func:`workbench.study.analysis.summarize`) and every line gets error bars:
+(:func:`workbench.study.answers.analysis.summarize`) and every line gets error bars:
 the 95% Student-t half-width over the seeds.  Several schedulers get a line
 each (legend per scheduler); the continuous ones add TTFT/TPOT panels, and
 the subtitle says which latency model each scheduler ran on.
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from workbench.study import analysis
-from workbench.study.sweep import atomic_write_bytes
+from workbench.study.answers import analysis
+from workbench.study.runs.sweep import atomic_write_bytes
 
 DPI = 110
 
@@ -219,7 +219,7 @@ def _schedulers_heading(rows: pd.DataFrame) -> str:
 def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling.png") -> Figure:
     """Step 2: throughput, goodput, SLA violation and scaling efficiency against the GPU count, a line per
     scheduler (and p50/p99 TTFT and TPOT for the continuous ones); the best GPU count is the primary
-    scheduler's (:func:`workbench.study.analysis.primary_scheduler`)."""
+    scheduler's (:func:`workbench.study.answers.analysis.primary_scheduler`)."""
     rows = _prepared(rows)
     fig, axes = _grid(3 if _has_step_metrics(rows) else 2)
     if rows.empty:

@@ -11,10 +11,10 @@ affects.
 
 Every test replays its trace once at the trace's own rate.  A test with a
 ``capacity`` spec also searches the largest rate the configuration sustains
-within the SLA (:func:`workbench.study.capacity.capacity`, the same trace compressed
+within the SLA (:func:`workbench.study.runs.capacity.capacity`, the same trace compressed
 or stretched in time) and adds the ``capacity_*`` columns of
-:meth:`~workbench.study.capacity.CapacityResult.to_row` to its row.  When no load
-meets the target (:class:`~workbench.study.capacity.CapacityError`) the test still
+:meth:`~workbench.study.runs.capacity.CapacityResult.to_row` to its row.  When no load
+meets the target (:class:`~workbench.study.runs.capacity.CapacityError`) the test still
 succeeds: ``capacity_rps`` is NaN and ``capacity_error`` holds the reason.
 
 :func:`run_sweep` runs the tests that are not in the checkpoint yet and returns
@@ -93,9 +93,9 @@ import numpy as np
 import pandas as pd
 
 from workbench import paths
-from workbench.study.capacity import CRITERIA as CAPACITY_CRITERIA
-from workbench.study.capacity import CapacityError, attainable_share, slo_attainable_share
-from workbench.study.capacity import capacity as search_capacity
+from workbench.study.runs.capacity import CRITERIA as CAPACITY_CRITERIA
+from workbench.study.runs.capacity import CapacityError, attainable_share, slo_attainable_share
+from workbench.study.runs.capacity import capacity as search_capacity
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.steptime import COEF_NAMES, StepTimeModel
@@ -178,7 +178,7 @@ def _help(default, text: str):
 
 @dataclass(frozen=True)
 class CapacitySpec:
-    """What a test's capacity search looks for (see :func:`workbench.study.capacity.capacity`)."""
+    """What a test's capacity search looks for (see :func:`workbench.study.runs.capacity.capacity`)."""
 
     attainment: float = _help(0.9, "share of the offered requests that must finish within d_sla_s "
                                    "(criterion 'attainment'), in (0, 1]")
@@ -279,7 +279,7 @@ def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: L
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-test_id.__test__ = False  # a pytest collecting `from workbench.study.sweep import test_id` must not call it
+test_id.__test__ = False  # a pytest collecting `from workbench.study.runs.sweep import test_id` must not call it
 
 
 # The modules whose code determines a simulation's (and a capacity search's)

@@ -37,7 +37,7 @@ from workbench.sim.latency import LatencyModel
 from workbench.sim.memory import SEED_MEMORY
 from workbench.sim.metrics import STATUS_COMPLETED, littles_law
 from workbench.sim.simulate import SimResult, simulate
-from workbench.study.sweep import write_csv_atomic
+from workbench.study.runs.sweep import write_csv_atomic
 from workbench.traces.trace import Trace
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,13 @@ The notebooks and ``python -m workbench suite`` share these definitions:
 Capacity (``capacity_search=True``, the default): besides the replay at the
 trace's own rate, some tests search the largest arrival rate at which at least
 ``capacity_attainment`` of the requests finish within ``d_sla``
-(:class:`~workbench.study.sweep.CapacitySpec`): in step 1 the 1-GPU configurations
+(:class:`~workbench.study.runs.sweep.CapacitySpec`): in step 1 the 1-GPU configurations
 at the largest volume, in step 2 every GPU count, in step 3 every K.  A replay
 only says whether the pool keeps up at the one load replayed; once it does,
 more GPUs or bins change nothing, while capacity keeps telling them apart.
 
 Results folder: every plan claims its folder for its parameters
-(:mod:`workbench.study.folders`): ``results_dir=None`` means ``results/default``
+(:mod:`workbench.study.runs.folders`): ``results_dir=None`` means ``results/default``
 at the default parameters and ``results/<the parameters that differ>``
 otherwise; a folder holding another parameter set is refused.  Step 3's rows
 record where its GPU count came from (``gpu_count_source``, ``step2_test_id``),
@@ -48,8 +48,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from workbench import paths
-from workbench.study import analysis, folders
-from workbench.study.replications import replication_seeds
+from workbench.study.answers import analysis
+from workbench.study.runs import folders
+from workbench.study.runs.replications import replication_seeds
 from workbench.sim import profiles
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
@@ -57,7 +58,7 @@ from workbench.sim.schedulers import SCHEDULERS, get_scheduler
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
-from workbench.study.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, finished_ids, is_continuous,
+from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, finished_ids, is_continuous,
                                    make_test, normalize_dataset, parse_executor, read_rows, resolve_results_dir,
                                    run_sweep)
 
@@ -188,7 +189,7 @@ class StepParams:
         for static ones, which the steps judge on end-to-end latency within ``d_sla`` as the seed study did
         (issue 8: capacity uses the TTFT/TPOT criterion for the continuous schedulers).  The like-for-like
         comparison, every scheduler timed by one profile and judged on TTFT/TPOT, is the compare_schedulers
-        notebook (:mod:`workbench.study.compare`)."""
+        notebook (:mod:`workbench.study.answers.compare`)."""
         if self.latency == GRID_PROFILE or not is_continuous(scheduler):
             return LatencyModel.default()
         return profiles.get_profile(self.latency)

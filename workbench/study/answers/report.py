@@ -167,7 +167,7 @@ def render_index(results_dir: str | Path) -> str:
 
 def write_index(results_dir: str | Path) -> Path:
     """Write ``index.html`` into ``results_dir`` (atomically) and return its path."""
-    from workbench.study.sweep import atomic_write_text
+    from workbench.study.runs.sweep import atomic_write_text
 
     path = Path(results_dir) / INDEX
     atomic_write_text(path, render_index(results_dir))

@@ -1,7 +1,7 @@
 """The fidelity report against measured vLLM runs: tables, the issue's targets, CDF figures.
 
 ``notebooks/fidelity_vllm.ipynb`` calls these; the logic of calibration and
-comparison is in :mod:`workbench.study.calibration`.
+comparison is in :mod:`workbench.study.fidelity.calibration`.
 
 Targets (issue 8): the relative error of the mean E2E within 20% and of the
 mean TTFT within 30% on every run below saturation, and of the saturated run's
@@ -18,8 +18,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from workbench.study.calibration import cross_validate, replay_table, simulate_run
-from workbench.study.sweep import atomic_write_bytes
+from workbench.study.fidelity.calibration import cross_validate, replay_table, simulate_run
+from workbench.study.runs.sweep import atomic_write_bytes
 
 TARGETS = {  # (metric, saturated run?) -> largest |relative error of the mean|
     ("e2e_s", False): 0.20,
