@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
 from workbench.sim.continuous_engine import ROUTERS
+from workbench.sim.disagg_steplog import DISAGG_ROUTERS
 from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
 
@@ -40,7 +41,9 @@ class SimConfig:
     """
 
     scheduler: str = _f("multi_bin_dynamic", "scheduling policy, one of the registered names")
-    num_gpus: int = _f(1, "identical GPUs in the pool (>= 1)")
+    num_gpus: int | None = _f(
+        None, "identical GPUs in the pool (>= 1; None = 1); disaggregated: derived, prefill_replicas x prefill_tp + "
+              "decode_replicas x decode_tp x decode_pp (a different value is refused)")
     k_bins: int = _f(4, "bins by predicted output length for multi-bin schedulers (>= 1)")
     batch_size: int = _f(8, "batch size of static_fifo (up to) and multi_bin_fixed (exactly)")
     d_sla_s: float = _f(1.0, "end-to-end latency SLA per request, seconds (> 0)")
@@ -96,15 +99,54 @@ class SimConfig:
     tpot_sla_s: float = _f(
         0.05, "continuous: time-per-output-token limit per request, seconds (> 0); continuous_sla's "
               "controller target is sla_budget_fraction * tpot_sla_s")
+    # --- disaggregated prefill and decode (scheduler "disaggregated"; rules in workbench.sim.disagg_engine)
+    prefill_replicas: int = _f(1, "disaggregated: prefill instances (>= 1)")
+    prefill_tp: int = _f(1, "disaggregated: GPUs of one prefill instance (its tensor-parallel degree)")
+    decode_replicas: int = _f(1, "disaggregated: decode instances (>= 1)")
+    decode_tp: int = _f(1, "disaggregated: tensor-parallel degree of a decode instance")
+    decode_pp: int = _f(
+        1, "disaggregated: pipeline stages of a decode instance (it has decode_tp x decode_pp GPUs and up to "
+           "decode_pp micro-batches in flight)")
+    prefill_max_batch_size: int = _f(
+        128, "disaggregated: most prompts in one prefill step (DistServe --context-max-batch-size)")
+    prefill_max_tokens: int = _f(
+        8192, "disaggregated: prompt tokens of one prefill step (DistServe --context-max-tokens-per-batch); a "
+              "longer prompt is rejected")
+    decode_max_batch_size: int = _f(
+        1024, "disaggregated: most requests in one decode micro-batch (DistServe --decoding-max-batch-size)")
+    prefill_kv_blocks: int | None = _f(
+        None, "disaggregated: KV-cache blocks of a prefill instance; None = derived from the memory fields for "
+              "prefill_tp GPUs (see instance_kv_tokens)")
+    decode_kv_blocks: int | None = _f(
+        None, "disaggregated: KV-cache blocks of a decode instance; None = derived from the memory fields for "
+              "decode_tp x decode_pp GPUs (see instance_kv_tokens)")
+    decode_waiting_block_fraction: float = _f(
+        0.05, "disaggregated: a decode instance accepts a prefilled request's KV only while the blocks of the "
+              "moved requests not yet decoding stay under this share of its blocks (DistServe's "
+              "waiting_block_prop_threshold), in (0, 1]")
+    prefill_router: str = _f(
+        "least_outstanding", "disaggregated: how arrivals are routed to prefill instances: round_robin, "
+                             "least_outstanding (fewest routed and not yet prefilled)")
+    decode_router: str = _f(
+        "least_outstanding", "disaggregated: how prefilled requests are routed to decode instances: round_robin, "
+                             "least_outstanding (fewest routed and not finished)")
+    kv_link_gbps: float = _f(
+        2400.0, "disaggregated: bandwidth of the link that moves the KV cache from a prefill to a decode instance, "
+                "Gbit/s (> 0; 2400 = NVLink 3, 300 GB/s each way, between A100s of one node)")
+    kv_link_latency_s: float = _f(0.0, "disaggregated: fixed time of one KV transfer, seconds (>= 0)")
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
             static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
             continuous = sorted(n for n, c in SCHEDULERS.items() if c.engine == "continuous")
+            disaggregated = sorted(n for n, c in SCHEDULERS.items() if c.engine == "disaggregated")
             raise ValueError(f"scheduler: unknown {self.scheduler!r}; allowed: {', '.join(static)} (static batches), "
-                             f"{', '.join(continuous)} (continuous batching)")
+                             f"{', '.join(continuous)} (continuous batching), {', '.join(disaggregated)} "
+                             "(prefill and decode on separate GPUs)")
         if self.predictor not in PREDICTORS:
             raise ValueError(f"predictor: unknown {self.predictor!r}; allowed: {', '.join(PREDICTORS)}")
+        if self.num_gpus is None:
+            object.__setattr__(self, "num_gpus", self.disaggregated_gpus if self.scheduler == "disaggregated" else 1)
         if self.bin_policy not in BIN_POLICIES:
             raise ValueError(f"bin_policy: unknown {self.bin_policy!r}; allowed: {', '.join(BIN_POLICIES)}")
         ints = {"num_gpus": 1, "k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
@@ -122,6 +164,9 @@ class SimConfig:
                 high, why = _INT_LIMITS.get(f.name, _INT_LIMIT_DEFAULT)
                 if getattr(self, f.name) > high:
                     raise ValueError(f"{f.name}: must be at most {high:,} ({why}), got {getattr(self, f.name):,}")
+        if self.num_gpus > _INT_LIMITS["num_gpus"][0]:
+            raise ValueError(f"num_gpus: must be at most {_INT_LIMITS['num_gpus'][0]:,} ({_INT_LIMITS['num_gpus'][1]}), "
+                             f"got {self.num_gpus:,}")
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
         get_model(self.model)  # a clear error for an unknown preset
@@ -142,7 +187,8 @@ class SimConfig:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
                              f"got {self.gpu_memory_utilization!r}")
         self._validate_continuous()
-        if self.kv_capacity_tokens < 1:
+        self._validate_disaggregated()
+        if self.scheduler != "disaggregated" and self.kv_capacity_tokens < 1:
             raise ValueError(
                 f"gpu_mem_gb/gpu_memory_utilization/model_mem_gb/mem_margin_gb: no memory left for the KV cache "
                 f"({self.gpu_mem_gb:g} GB x {self.gpu_memory_utilization:g} - {self.weights_gb:g} GB weights of "
@@ -191,6 +237,97 @@ class SimConfig:
                 raise ValueError(f"{name}: must be a finite number > 0 (seconds), got {value!r}")
             object.__setattr__(self, name, float(value))
 
+    # ------------------------------------------------------------ disaggregated prefill and decode
+    @property
+    def disaggregated_gpus(self) -> int:
+        """GPUs of a disaggregated deployment: prefill_replicas x prefill_tp + decode_replicas x decode_tp x
+        decode_pp."""
+        return self.prefill_replicas * self.prefill_tp + self.decode_replicas * self.decode_tp * self.decode_pp
+
+    def instance_kv_tokens(self, gpus: int) -> int:
+        """Tokens of KV cache an instance of ``gpus`` GPUs holds, its weights split over them:
+        floor((gpus x (gpu_mem_gb x gpu_memory_utilization - mem_margin_gb) - weights) / kv_gb_per_token)
+        (``kv_capacity_tokens`` is this for one GPU).  The KV cache of a token is split over the GPUs too
+        (heads over tensor-parallel ranks, layers over pipeline stages), so the bytes per token stay the model's."""
+        free_gb = gpus * (self.gpu_mem_gb * self.gpu_memory_utilization - self.mem_margin_gb) - self.weights_gb
+        return int(math.floor(free_gb / self.kv_gb_per_token_effective * (1 + 1e-12))) if free_gb > 0 else 0
+
+    @property
+    def prefill_kv_blocks_effective(self) -> int:
+        """KV blocks of a prefill instance: prefill_kv_blocks, or instance_kv_tokens(prefill_tp) // block_size."""
+        if self.prefill_kv_blocks is not None:
+            return self.prefill_kv_blocks
+        return self.instance_kv_tokens(self.prefill_tp) // self.block_size
+
+    @property
+    def decode_kv_blocks_effective(self) -> int:
+        """KV blocks of a decode instance: decode_kv_blocks, or instance_kv_tokens(decode_tp x decode_pp) //
+        block_size."""
+        if self.decode_kv_blocks is not None:
+            return self.decode_kv_blocks
+        return self.instance_kv_tokens(self.decode_tp * self.decode_pp) // self.block_size
+
+    @property
+    def kv_link_bytes_per_s(self) -> float:
+        """The KV link's bandwidth in bytes per second (kv_link_gbps x 1e9 / 8)."""
+        return self.kv_link_gbps * 1e9 / 8.0
+
+    def kv_transfer_s(self, prompt_tokens):
+        """Seconds to move a prompt's KV cache from a prefill to a decode instance:
+        kv_link_latency_s + prompt_tokens x KV bytes per token / (kv_link_gbps x 1e9 / 8)."""
+        return self.kv_link_latency_s + np.asarray(prompt_tokens, dtype=np.float64) * (
+            self.kv_gb_per_token_effective * 1e9 / self.kv_link_bytes_per_s)
+
+    def _validate_disaggregated(self) -> None:
+        for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp",
+                     "prefill_max_batch_size", "prefill_max_tokens", "decode_max_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("prefill_replicas", "decode_replicas", "prefill_tp", "decode_tp", "decode_pp"):
+            if getattr(self, name) > _INT_LIMITS["num_gpus"][0]:
+                raise ValueError(f"{name}: must be at most {_INT_LIMITS['num_gpus'][0]:,} (the engine keeps state per "
+                                 f"instance and stage), got {getattr(self, name):,}")
+        for name in ("prefill_kv_blocks", "decode_kv_blocks"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, or None to derive it from the memory fields "
+                                 f"(instance_kv_tokens // block_size), got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("prefill_router", "decode_router"):
+            if getattr(self, name) not in DISAGG_ROUTERS:
+                raise ValueError(f"{name}: unknown {getattr(self, name)!r}; allowed: {', '.join(DISAGG_ROUTERS)}")
+        checks = (("kv_link_gbps", 0.0, False), ("kv_link_latency_s", 0.0, True),
+                  ("decode_waiting_block_fraction", 0.0, False))
+        for name, low, inclusive in checks:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value < low or (value == low and not inclusive):
+                raise ValueError(f"{name}: must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.decode_waiting_block_fraction > 1:
+            raise ValueError(f"decode_waiting_block_fraction: a share of the decode instance's blocks, must be in "
+                             f"(0, 1], got {self.decode_waiting_block_fraction!r}")
+        if self.scheduler != "disaggregated":
+            return
+        if self.num_gpus != self.disaggregated_gpus:
+            raise ValueError(
+                f"num_gpus: a disaggregated deployment has prefill_replicas x prefill_tp + decode_replicas x decode_tp "
+                f"x decode_pp = {self.prefill_replicas} x {self.prefill_tp} + {self.decode_replicas} x {self.decode_tp} "
+                f"x {self.decode_pp} = {self.disaggregated_gpus} GPUs, got num_gpus={self.num_gpus}; leave num_gpus "
+                "out (it is derived) or change the instance counts")
+        for pool, gpus, blocks in (("prefill", self.prefill_tp, self.prefill_kv_blocks_effective),
+                                   ("decode", self.decode_tp * self.decode_pp, self.decode_kv_blocks_effective)):
+            if blocks < 1:
+                raise ValueError(
+                    f"{pool}_tp: a {pool} instance of {gpus} GPU(s) has no memory left for one KV block of "
+                    f"{self.block_size} tokens ({gpus} x ({self.gpu_mem_gb:g} GB x {self.gpu_memory_utilization:g} "
+                    f"- {self.mem_margin_gb:g} GB margin) - {self.weights_gb:g} GB weights of {self.model}); give "
+                    f"it more GPUs, raise gpu_mem_gb, or set {pool}_kv_blocks")
+
     @property
     def kv_blocks_effective(self) -> int:
         """KV-cache blocks per replica of the continuous engine: kv_blocks, or kv_capacity_tokens // block_size."""
@@ -209,6 +346,9 @@ class SimConfig:
         return int(math.floor(free_gb / self.kv_gb_per_token_effective * (1 + 1e-12))) if free_gb > 0 else 0
 
     def replace(self, **changes) -> "SimConfig":
+        # a disaggregated deployment's num_gpus is derived: derive it again unless it is changed explicitly
+        if changes.get("scheduler", self.scheduler) == "disaggregated" and "num_gpus" not in changes:
+            changes["num_gpus"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:

@@ -68,6 +68,10 @@ class StepTimeModel:
     name: str = "custom"
     source: str = field(default="", compare=False)
     fit_report: object = field(default=None, compare=False, repr=False)  # set by workbench.calibrate
+    # pipeline parallelism (the disaggregated engine's decode instances, decode_pp > 1): the part of a step's
+    # fixed cost that every stage repeats (kernel launches, scheduling), seconds; a stage of a pp-way pipelined
+    # step takes (step - pipeline_overhead_s) / pp + pipeline_overhead_s
+    pipeline_overhead_s: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "prefill", _triple("prefill", self.prefill))
@@ -93,6 +97,14 @@ class StepTimeModel:
                              f"take > 0 s (got prefill={self.prefill}, decode={self.decode}); are the units seconds?")
         if min(a0, a1, self.token_overhead_s) < 0:
             raise ValueError("overheads must be >= 0 seconds")
+        try:
+            overhead = float(self.pipeline_overhead_s)
+        except (TypeError, ValueError):
+            overhead = math.nan
+        if not (math.isfinite(overhead) and overhead >= 0):
+            raise ValueError(f"pipeline_overhead_s: must be a finite number of seconds >= 0 (the part of a step's "
+                             f"fixed cost every pipeline stage repeats), got {self.pipeline_overhead_s!r}")
+        object.__setattr__(self, "pipeline_overhead_s", overhead)
 
     @classmethod
     def from_profile(cls, path, *, model: str, tp: int = 1) -> "StepTimeModel":
@@ -134,6 +146,8 @@ class StepTimeModel:
         text = f"{self.name}: prefill ({ms(self.prefill)}) ms, decode ({ms(self.decode)}) ms"
         if self.decode_large is not None:
             text += f", decode at batch >= {self.decode_large_threshold} ({ms(self.decode_large)}) ms"
+        if self.pipeline_overhead_s:
+            text += f", per pipeline stage {self.pipeline_overhead_s * 1e3:.4g} ms of each step's fixed cost"
         if any(self.arrival_overhead_s) or self.token_overhead_s:
             text += (f", overheads: arrival ({ms(self.arrival_overhead_s)}) ms, "
                      f"per token {self.token_overhead_s * 1e3:.4g} ms")

@@ -11,7 +11,9 @@ A scheduler also names its engine: ``engine = "static"`` (request-level
 batches, :mod:`workbench.sim.static_engine`, configured by ``engine_spec``) or
 ``engine = "continuous"`` (iteration-level steps,
 :mod:`workbench.sim.continuous_engine`, configured by ``continuous_spec``
-returning a :class:`ContinuousSpec`).
+returning a :class:`ContinuousSpec`), or ``engine = "disaggregated"`` (prefill and
+decode instances on separate GPUs, :mod:`workbench.sim.disagg_engine`, configured by
+the SimConfig's ``prefill_*``/``decode_*`` fields).
 """
 
 from __future__ import annotations
@@ -80,3 +82,4 @@ def get_scheduler(name: str) -> Scheduler:
 
 from workbench.sim.schedulers import static_fifo, dynamic_no_bins, multi_bin_dynamic, multi_bin_fixed  # noqa: E402,F401  (registration)
 from workbench.sim.schedulers import continuous_fcfs, continuous_sla, continuous_multi_bin  # noqa: E402,F401
+from workbench.sim.schedulers import disaggregated  # noqa: E402,F401
