@@ -54,11 +54,13 @@ class SimResult:
     summary: dict
     engine: str = "static"
     continuous: dict | None = field(default=None, repr=False)   # per-request arrays and step log
+    pool_latency: dict | None = field(default=None, repr=False)  # disaggregated: the prefill and decode models
 
     @cached_property
     def gpu(self) -> np.ndarray:
-        """GPU (replica) that served each request (-1 if rejected)."""
-        if self.engine == "continuous":
+        """GPU (replica) that served each request (-1 if rejected); disaggregated: its decode instance
+        (``requests`` also has ``prefill_instance``)."""
+        if self.engine in ("continuous", "disaggregated"):
             return self.continuous["replica"]
         gpus = self.batch_int[:, engine.I_GPU]
         return np.where(self.batch_id >= 0, gpus[np.maximum(self.batch_id, 0)] if gpus.size else -1, -1)
@@ -118,6 +120,10 @@ class SimResult:
         })
         if self.engine == "static":
             frame.insert(6, "batch_id", self.batch_id)
+        if self.engine == "disaggregated":
+            # rule R6/R7 of workbench.sim.disagg_engine: KV transfer and the wait for a decode batch
+            for column in ("kv_transfer_s", "decode_queue_s", "prefill_instance", "decode_instance"):
+                frame[column] = c[column]
         return frame
 
     @cached_property
@@ -240,6 +246,12 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
              step_log: int = 100_000, **overrides) -> SimResult:
     """Replay ``trace`` through a pool of GPUs under ``config``'s scheduler.
 
+    ``scheduler="disaggregated"`` (prefill and decode instances on separate GPUs,
+    :mod:`workbench.sim.disagg_engine`) takes ``latency={"prefill": ..., "decode": ...}``
+    (StepTimeModels or profile names), one StepTimeModel, a profile name (resolved at
+    each pool's TP degree) or None (:mod:`workbench.sim.disagg`); ``res.requests``
+    adds ``kv_transfer_s``, ``decode_queue_s`` and the instances.
+
     Static schedulers take a :class:`LatencyModel` (``latency=None``: the
     shipped calibration grid; "grid mode") or a :class:`StepTimeModel`
     ("step mode"); continuous ones (``continuous_*``) a :class:`StepTimeModel`
@@ -276,6 +288,10 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
         cfg = cfg.replace(**overrides)
     _validate_trace(trace)
     scheduler = get_scheduler(cfg.scheduler)
+    if scheduler.engine == "disaggregated":
+        from workbench.sim.disagg import simulate_disaggregated
+
+        return simulate_disaggregated(trace, cfg, latency, t0)
     if scheduler.engine == "continuous":
         return _simulate_continuous(trace, cfg, scheduler, latency, step_log, t0)
     if isinstance(latency, StepTimeModel):
