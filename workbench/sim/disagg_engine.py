@@ -89,8 +89,9 @@ Decoding
       repeatedly (vLLM's victim; DistServe pops the last of the lane): its
       blocks are freed, its generated tokens kept, it goes to the front of the
       instance's swapped queue (several victims keep their admission order)
-      and re-enters by R7.  Swap time over PCIe is not charged (DistServe swaps
-      on separate CUDA streams).  No admission happens in a step with a swap.
+      and re-enters by R7 (not in the launch that swapped it out: it heads the
+      swapped queue and does not fit).  Swap time over PCIe is not charged
+      (DistServe swaps on separate CUDA streams).
   R9. A lane's step takes the decode pool's ``T = a_d + b_d * sum(ctx) + c_d
       * n`` over its ``n`` requests (``ctx = prompt + generated``; the
       large-batch coefficients at ``n >= threshold``;
@@ -497,66 +498,66 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
                 sw_head[j] = v
                 if sw_tail[j] < 0:
                     sw_tail[j] = v
-            if preempted == 0:
-                # R7: swapped requests first, while their blocks fit
-                while sw_head[j] >= 0 and n_dec[L] < decode_max_batch:
-                    r = sw_head[j]
-                    c = np.int64(prompt_tokens[r]) + gen[r]
-                    if d_used[j] + need + _ceil_div(c, bs, shift) > cap_d:
-                        break
-                    sw_head[j] = link[r]
-                    if sw_head[j] < 0:
-                        sw_tail[j] = -1
+            # (R7 after R8: a victim cannot fit again in the launch that swapped it out, it heads the swapped queue)
+            # R7: swapped requests first, while their blocks fit
+            while sw_head[j] >= 0 and n_dec[L] < decode_max_batch:
+                r = sw_head[j]
+                c = np.int64(prompt_tokens[r]) + gen[r]
+                if d_used[j] + need + _ceil_div(c, bs, shift) > cap_d:
+                    break
+                sw_head[j] = link[r]
+                if sw_head[j] < 0:
+                    sw_tail[j] = -1
+                _acc(d_block_s, d_last, d_used, j, now)
+                d_used[j] += _ceil_div(c - 1, bs, shift)
+                if _mod(c - 1, bs, shift) == 0:
+                    need += 1
+                s_r = c - d
+                ctx0[r] = s_r
+                hist[L, _mod(s_r, bs, shift)] += 1
+                ctx_base[L] += s_r
+                n_dec[L] += 1
+                fin_n[L] = _heap_push(fin_key, fin_id, hpos, L, fin_n[L],
+                                      float(d + np.int64(output_tokens[r]) - gen[r]), r)
+                run_prev[r] = ln_tail[L]
+                run_next[r] = -1
+                if ln_tail[L] >= 0:
+                    run_next[ln_tail[L]] = r
+                else:
+                    ln_head[L] = r
+                ln_tail[L] = r
+            # R7: then moved requests, while the lane holds no more than the smallest other lane
+            others = decode_max_batch
+            for kk in range(pp):
+                if kk != mm and n_dec[j * pp + kk] < others:
+                    others = n_dec[j * pp + kk]
+            while wt_head[j] >= 0 and n_dec[L] < decode_max_batch and n_dec[L] <= others:
+                r = wt_head[j]
+                wt_head[j] = link[r]
+                if wt_head[j] < 0:
+                    wt_tail[j] = -1
+                p = np.int64(prompt_tokens[r])
+                wt_blocks[j] -= _ceil_div(p + 1, bs, shift)
+                if _mod(p, bs, shift) == 0:
+                    # the reserved slot of its first step becomes this step's need
                     _acc(d_block_s, d_last, d_used, j, now)
-                    d_used[j] += _ceil_div(c - 1, bs, shift)
-                    if _mod(c - 1, bs, shift) == 0:
-                        need += 1
-                    s_r = c - d
-                    ctx0[r] = s_r
-                    hist[L, _mod(s_r, bs, shift)] += 1
-                    ctx_base[L] += s_r
-                    n_dec[L] += 1
-                    fin_n[L] = _heap_push(fin_key, fin_id, hpos, L, fin_n[L],
-                                          float(d + np.int64(output_tokens[r]) - gen[r]), r)
-                    run_prev[r] = ln_tail[L]
-                    run_next[r] = -1
-                    if ln_tail[L] >= 0:
-                        run_next[ln_tail[L]] = r
-                    else:
-                        ln_head[L] = r
-                    ln_tail[L] = r
-                # R7: then moved requests, while the lane holds no more than the smallest other lane
-                others = decode_max_batch
-                for kk in range(pp):
-                    if kk != mm and n_dec[j * pp + kk] < others:
-                        others = n_dec[j * pp + kk]
-                while wt_head[j] >= 0 and n_dec[L] < decode_max_batch and n_dec[L] <= others:
-                    r = wt_head[j]
-                    wt_head[j] = link[r]
-                    if wt_head[j] < 0:
-                        wt_tail[j] = -1
-                    p = np.int64(prompt_tokens[r])
-                    wt_blocks[j] -= _ceil_div(p + 1, bs, shift)
-                    if _mod(p, bs, shift) == 0:
-                        # the reserved slot of its first step becomes this step's need
-                        _acc(d_block_s, d_last, d_used, j, now)
-                        d_used[j] -= 1
-                        need += 1
-                    dc_start[r] = now
-                    s_r = p + 1 - d
-                    ctx0[r] = s_r
-                    hist[L, _mod(s_r, bs, shift)] += 1
-                    ctx_base[L] += s_r
-                    n_dec[L] += 1
-                    fin_n[L] = _heap_push(fin_key, fin_id, hpos, L, fin_n[L],
-                                          float(d + np.int64(output_tokens[r]) - 1), r)
-                    run_prev[r] = ln_tail[L]
-                    run_next[r] = -1
-                    if ln_tail[L] >= 0:
-                        run_next[ln_tail[L]] = r
-                    else:
-                        ln_head[L] = r
-                    ln_tail[L] = r
+                    d_used[j] -= 1
+                    need += 1
+                dc_start[r] = now
+                s_r = p + 1 - d
+                ctx0[r] = s_r
+                hist[L, _mod(s_r, bs, shift)] += 1
+                ctx_base[L] += s_r
+                n_dec[L] += 1
+                fin_n[L] = _heap_push(fin_key, fin_id, hpos, L, fin_n[L],
+                                      float(d + np.int64(output_tokens[r]) - 1), r)
+                run_prev[r] = ln_tail[L]
+                run_next[r] = -1
+                if ln_tail[L] >= 0:
+                    run_next[ln_tail[L]] = r
+                else:
+                    ln_head[L] = r
+                ln_tail[L] = r
             nd = n_dec[L]
             if nd == 0:
                 continue

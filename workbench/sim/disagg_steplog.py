@@ -427,27 +427,27 @@ def replay_disagg(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *,
                 swaps[v] += 1
                 preempted += 1
                 swapped[j].appendleft(v)   # victims go newest first, each in front: admission order is kept
-            if not preempted:
-                # R7: admission: swapped first (their blocks must fit), then moved requests (blocks reserved)
-                while swapped[j] and len(lane) < s.decode_max_batch_size:
-                    r = swapped[j][0]
-                    c = prompt[r] + generated[r]
-                    if d_used[j] + need + blocks(c) > cap_d:
-                        break
-                    swapped[j].popleft()
-                    d_used[j] += blocks(c - 1)
-                    if (c - 1) % bs == 0:
-                        need += 1
-                    lane.append(r)
-                others = min((len(lanes[j][k]) for k in range(pp) if k != m), default=1 << 60)
-                while waiting[j] and len(lane) < s.decode_max_batch_size and len(lane) <= others:
-                    r = waiting[j].popleft()
-                    waiting_blocks[j] -= blocks(prompt[r] + 1)
-                    d_used[j] -= blocks(prompt[r] + 1) - blocks(prompt[r])   # the reserved slot: counted in need
-                    if prompt[r] % bs == 0:
-                        need += 1
-                    dc_start[r] = t
-                    lane.append(r)
+            # (R7 after R8: a victim cannot fit again in the launch that swapped it out, it heads the swapped queue)
+            # R7: admission: swapped first (their blocks must fit), then moved requests (blocks reserved)
+            while swapped[j] and len(lane) < s.decode_max_batch_size:
+                r = swapped[j][0]
+                c = prompt[r] + generated[r]
+                if d_used[j] + need + blocks(c) > cap_d:
+                    break
+                swapped[j].popleft()
+                d_used[j] += blocks(c - 1)
+                if (c - 1) % bs == 0:
+                    need += 1
+                lane.append(r)
+            others = min((len(lanes[j][k]) for k in range(pp) if k != m), default=1 << 60)
+            while waiting[j] and len(lane) < s.decode_max_batch_size and len(lane) <= others:
+                r = waiting[j].popleft()
+                waiting_blocks[j] -= blocks(prompt[r] + 1)
+                d_used[j] -= blocks(prompt[r] + 1) - blocks(prompt[r])   # the reserved slot: counted in need
+                if prompt[r] % bs == 0:
+                    need += 1
+                dc_start[r] = t
+                lane.append(r)
             if not lane:
                 continue
             d_used[j] += need
