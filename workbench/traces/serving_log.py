@@ -4,7 +4,9 @@ A serving log is a CSV with the columns :data:`COLUMNS` (one row per request,
 times in seconds, ``arrival_s`` from the first request).  A ``setup.json`` beside
 it describes the server; its ``sim_config`` object becomes the run's
 :class:`~workbench.sim.config.SimConfig` (see
-``data/groundtruth/distserve_opt13b_a100_vllm/setup.json``).
+``data/groundtruth/distserve_opt13b_a100_vllm/setup.json``), updated by
+``runs.<file stem>.sim_config`` when a folder holds runs of several
+deployments (``data/groundtruth/distserve_opt13b_a100_disagg/setup.json``).
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class ServingLog:
         return f"ServingLog({self.name!r}, {len(self.trace)} requests, config={'yes' if self.config else 'none'})"
 
 
-def _read_setup(file: Path):
+def _read_setup(file: Path, run: str | None = None):
+    """The setup dict and the SimConfig of ``run``: the shared ``sim_config``, updated by
+    ``runs.<run>.sim_config`` when the setup has one (several deployments measured in one folder)."""
     from workbench.sim.config import SimConfig
 
     try:
@@ -61,15 +65,23 @@ def _read_setup(file: Path):
         raise ValueError(f"{file}: invalid JSON ({exc}); fix the setup file or remove it") from None
     if not isinstance(setup, dict) or not isinstance(setup.get("sim_config"), dict):
         raise ValueError(f"{file}: a setup file needs a 'sim_config' object with SimConfig fields")
+    fields_ = dict(setup["sim_config"])
+    own = ((setup.get("runs") or {}).get(run) or {}).get("sim_config") if run is not None else None
+    where = "sim_config"
+    if own is not None:
+        if not isinstance(own, dict):
+            raise ValueError(f"{file}: runs.{run}.sim_config must be an object of SimConfig fields, got {own!r}")
+        fields_.update(own)
+        where = f"sim_config updated by runs.{run}.sim_config"
     known = {f.name for f in fields(SimConfig)}
-    unknown = sorted(set(setup["sim_config"]) - known)
+    unknown = sorted(set(fields_) - known)
     if unknown:
-        raise ValueError(f"{file}: sim_config has fields SimConfig does not know: {', '.join(unknown)} "
+        raise ValueError(f"{file}: {where} has fields SimConfig does not know: {', '.join(unknown)} "
                          f"(SimConfig fields: {', '.join(sorted(known))})")
     try:
-        config = SimConfig(**setup["sim_config"])
+        config = SimConfig(**fields_)
     except ValueError as exc:
-        raise ValueError(f"{file}: sim_config is not a valid SimConfig: {exc}") from None
+        raise ValueError(f"{file}: {where} is not a valid SimConfig: {exc}") from None
     return setup, config
 
 
@@ -120,7 +132,7 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
     setup_file = Path(setup) if setup is not None else path.parent / SETUP_FILE
     setup_dict, config = (None, None)
     if setup_file.is_file():
-        setup_dict, config = _read_setup(setup_file)
+        setup_dict, config = _read_setup(setup_file, path.stem)
     elif setup is not None:
         raise FileNotFoundError(f"{setup_file}: no such setup file")
     else:
