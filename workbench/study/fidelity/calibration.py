@@ -331,6 +331,10 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
               name: str | None = None) -> StepTimeModel:
     """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
 
+    Disaggregated runs (configs with ``scheduler="disaggregated"``), or ``step`` a ``{"prefill": ...,
+    "decode": ...}`` dict, are calibrated by :mod:`workbench.study.fidelity.calibration_disagg` (each run with
+    its own config; the same kind as given is returned).
+
     ``cfg`` is the serving setup used for every run (default: each run's own ``.config``).  ``thresholds``:
     the batch sizes tried as the decode regimes' boundary (``decode_large_threshold``, chosen by the lowest
     simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None, the default = keep the model's).
@@ -338,6 +342,19 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
     ``prior_weight``: how much moving a coefficient away from ``step``'s value costs (module docstring).
     """
     runs = list(runs)
+    # disaggregated runs (or a {"prefill": ..., "decode": ...} latency): workbench.study.fidelity.calibration_disagg
+    from workbench.study.fidelity import calibration_disagg
+
+    if runs and calibration_disagg.is_disaggregated_input(step, runs, cfg):
+        vllm_only = {"thresholds": (thresholds, None), "tol": (tol, 1e-3), "min_steps": (min_steps, 20),
+                     "overhead_min_gain": (overhead_min_gain, 0.02), "fit_token_overhead": (fit_token_overhead, False),
+                     "hold": (tuple(hold), FIXED_STEP_COSTS)}
+        given = sorted(k for k, (value, default) in vllm_only.items() if value != default)
+        if given:
+            raise ValueError(f"calibrate: {', '.join(given)} apply to vLLM runs; the disaggregated calibration "
+                             "takes max_iter, prior_weight, damping, name (see calibration_disagg)")
+        return calibration_disagg.calibrate_disaggregated(step, runs, cfg, max_iter=max(max_iter, 10),
+                                                          prior_weight=prior_weight, damping=damping, name=name)
     if not runs:
         raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
     if not isinstance(step, StepTimeModel):
