@@ -234,5 +234,26 @@ def summarize_disaggregated(arrival_s, output, status, streams: dict, rec: dict,
     return summary
 
 
-__all__ = ["POOLS", "entry_times", "pool_models", "request_times", "run_engine", "settings_of",
+def slo_attainable_share(trace, cfg, prefill: StepTimeModel, decode: StepTimeModel) -> float:
+    """Share of requests meeting both ``cfg.ttft_sla_s`` and ``cfg.tpot_sla_s`` when served alone: a prefill step
+    of the prompt (plus the arrival and token overheads) for TTFT; for TPOT one request's decode step at its mean
+    context (prompt + output / 2), through every pipeline stage, plus the KV transfer spread over its tokens;
+    requests the deployment rejects (R2) miss.  No load can do better (the capacity search's ceiling)."""
+    s = settings_of(cfg, prefill, decode)
+    prompt = np.asarray(trace.prompt_tokens, dtype=np.float64)
+    output = np.asarray(trace.output_tokens, dtype=np.float64)
+    a0, a1 = s.arrival_overhead_s
+    pa, pb, pc = s.prefill_coef
+    ttft = a0 + a1 * prompt + pa + pb * prompt + pc * prompt * prompt + prefill.token_overhead_s
+    da, db, dc = s.decode_coef[0:3] if s.decode_coef[6] > 1 else s.decode_coef[3:6]
+    step = da + db * (prompt + output / 2.0) + dc
+    cycle = s.decode_pp * np.vectorize(s.stage_s)(step) if s.decode_pp > 1 else step
+    transfer = cfg.kv_transfer_s(prompt) / np.maximum(output - 1, 1)
+    tpot = cycle + transfer + decode.token_overhead_s
+    served = rejection(trace.prompt_tokens, trace.output_tokens, s) == 0
+    ok = served & (ttft <= cfg.ttft_sla_s) & ((tpot <= cfg.tpot_sla_s) | (output <= 1))
+    return float(np.count_nonzero(ok)) / len(prompt)
+
+
+__all__ = ["POOLS", "slo_attainable_share", "entry_times", "pool_models", "request_times", "run_engine", "settings_of",
            "simulate_disaggregated", "summarize_disaggregated"]

@@ -199,6 +199,12 @@ def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
         if value is not None:
             limits[name] = value
     cfg = cfg.replace(**limits) if limits else cfg   # SimConfig validates the limits
+    if get_scheduler(cfg.scheduler).engine == "disaggregated":
+        # a disaggregated deployment: a step-time model per pool (workbench.sim.disagg)
+        from workbench.sim.disagg import pool_models, slo_attainable_share as disagg_share
+
+        prefill, decode = pool_models(latency, cfg)
+        return cfg, {"prefill": prefill, "decode": decode}, disagg_share(trace, cfg, prefill, decode)
     latency = latency if latency is not None else _default_step_model()
     if not isinstance(latency, StepTimeModel):
         raise ValueError(f"criterion='slo' (TTFT and TPOT limits) needs latency=wb.StepTimeModel(...) (or None for "
@@ -238,7 +244,7 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         raise ValueError(f"need 0 < scale_bounds[0] <= start <= scale_bounds[1], got {scale_bounds}, start={start}")
     if len(trace) < 2 or trace.mean_rate_rps <= 0 or not math.isfinite(trace.mean_rate_rps):
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
-    if criterion != "slo" and get_scheduler(cfg.scheduler).engine == "continuous":
+    if criterion != "slo" and get_scheduler(cfg.scheduler).engine != "static":
         raise ValueError(f"{cfg.scheduler} is a continuous scheduler, judged on TTFT and TPOT: use "
                          "capacity(..., criterion='slo', ttft_s=..., tpot_s=..., attainment=...)")
     if criterion != "slo" and _is_step_model(latency):
