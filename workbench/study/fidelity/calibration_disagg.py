@@ -333,7 +333,7 @@ def fidelity_table(latency, runs, *, label: str, cfg=None) -> pd.DataFrame:
             s = sim[metric].to_numpy(dtype=np.float64)
             ok = np.isfinite(m) & np.isfinite(s)
             rows.append({
-                "run": run.name, "metric": metric, "model": label, "overloaded": diverged(run),
+                "run": run.name, "metric": metric, "model": label, "ttft_diverged": diverged(run),
                 "measured_mean": m[ok].mean(), "simulated_mean": s[ok].mean(),
                 "mean_rel_error": s[ok].mean() / m[ok].mean() - 1,
                 "measured_p50": np.percentile(m[ok], 50), "simulated_p50": np.percentile(s[ok], 50),
