@@ -308,6 +308,22 @@ def calibrate_disaggregated(latency, runs, cfg=None, *, max_iter: int = 10, prio
 PARAMETERS_POOL = ("prefill",) * 5 + ("decode",) * 7
 
 
+def with_fitted_changes(report: DisaggFitReport, model: StepTimeModel) -> StepTimeModel:
+    """``model`` (e.g. the same profile at another TP degree) with the changes ``report`` fitted added: the arrival
+    overhead, the prefill per-token terms, the decode serving costs (both regimes) and the pipeline overhead.
+    What a calibration fitted is mostly serving work on the CPU (HTTP, tokenisation, block tables, detokenising),
+    which does not depend on how the GPU work is split, so it carries over to other parallel degrees."""
+    v = np.array([*model.prefill, *model.arrival_overhead_s, *model.decode,
+                  *(model.decode_large if model.decode_large is not None else model.decode), model.pipeline_overhead_s])
+    for row in report.parameters.itertuples():
+        for column in PARAMETERS[row.name][1]:
+            v[column] = max(0.0, v[column] + row.change)
+    return dataclasses.replace(
+        model, prefill=tuple(v[0:3]), arrival_overhead_s=tuple(v[3:5]), decode=tuple(v[5:8]),
+        decode_large=tuple(v[8:11]) if model.decode_large is not None else None, pipeline_overhead_s=float(v[11]),
+        name=f"{model.name} + fitted serving costs", fit_report=None)
+
+
 def slo_attainment(ttft_s, tpot_s, ttft_limit_s: float, tpot_limit_s: float) -> float:
     """Share of requests with TTFT <= limit and TPOT <= limit (a 1-token answer is judged on TTFT)."""
     ttft_s, tpot_s = np.asarray(ttft_s), np.asarray(tpot_s)
@@ -361,4 +377,4 @@ def cross_validate_disaggregated(latency, runs, cfg=None, **options) -> tuple[pd
 
 __all__ = ["CalibratedPools", "DIVERGENCE_RATIO", "DisaggFitReport", "PARAMETERS", "PRIOR_WEIGHT",
            "calibrate_disaggregated", "cross_validate_disaggregated", "diverged", "fidelity_table",
-           "is_disaggregated_input", "slo_attainment"]
+           "is_disaggregated_input", "slo_attainment", "with_fitted_changes"]

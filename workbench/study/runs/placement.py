@@ -82,6 +82,15 @@ def _tp_resolver(profile, model: str):
         profile = profiles.DEFAULT_DISAGG_PROFILE
     if isinstance(profile, StepTimeModel):
         return (lambda tp: profile), (1, 2, 4, 8)
+    if callable(profile):   # tp -> StepTimeModel; the degrees it answers
+        degrees = []
+        for tp in (1, 2, 4, 8):
+            try:
+                profile(tp)
+                degrees.append(tp)
+            except ValueError:
+                pass
+        return profile, tuple(degrees)
     if isinstance(profile, (str, os.PathLike)) and str(profile) not in profiles.PROFILES:
         path = Path(profile)
         if not path.is_file():
@@ -129,13 +138,17 @@ def _search(trace, cfg, latency, attainment, start_rps: float | None, resolution
 
 def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile=None, ttft_s: float = 0.2,
                    tpot_s: float = 0.1, attainment: float = 0.9, tp_degrees=None, pp_degrees=(1, 2),
-                   colocated: bool = True, base_config: SimConfig | None = None, resolution: float = 0.02,
-                   prune_margin: float = 1.1, ample: int = 4) -> pd.DataFrame:
+                   colocated: bool = True, colocated_profile=None, disaggregated: bool = True,
+                   base_config: SimConfig | None = None, resolution: float = 0.02, prune_margin: float = 1.1,
+                   ample: int = 4) -> pd.DataFrame:
     """Every disaggregated placement and colocated TP degree within ``gpus`` GPUs, ranked by goodput per GPU.
 
-    ``profile``: a DistServe profile file, a registered profile name or a StepTimeModel (default: DistServe's
-    OPT-13B A100 profile), resolved at each TP degree (``tp_degrees``: default all the profile has);
-    ``pp_degrees``: decode pipeline depths tried.  ``base_config``: the other SimConfig fields (memory, routers,
+    ``profile``: a DistServe profile file, a registered profile name, a StepTimeModel or a function tp ->
+    StepTimeModel (default: DistServe's OPT-13B A100 profile), resolved at each TP degree (``tp_degrees``: default all the profile has);
+    ``pp_degrees``: decode pipeline depths tried.  ``colocated_profile``: the colocated replicas' step times
+    (same forms; default ``profile``: both kinds on the same kernels, so the comparison isolates the placement;
+    ``"opt-13b-a100"`` times them as the measured vLLM engine).  ``colocated`` / ``disaggregated``: search that
+    kind (both by default).  ``base_config``: the other SimConfig fields (memory, routers,
     KV link, batch limits; default: ``model``'s memory preset on A100-80GB GPUs).  Columns: ``kind``,
     ``placement`` (e.g. ``2xP(tp2) + 1xD(tp1,pp2)``), the instance counts and degrees, ``gpus``,
     ``goodput_rps`` (capacity at the SLO), ``goodput_per_gpu``, ``estimate_rps`` (disaggregated: from the
@@ -151,6 +164,7 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     if prune_margin < 1:
         raise ValueError(f"prune_margin: must be >= 1 (1 = prune at the best verified goodput), got {prune_margin!r}")
     resolve, available = _tp_resolver(profile, model)
+    resolve_colocated = resolve if colocated_profile is None else _tp_resolver(colocated_profile, model)[0]
     tps = tuple(t for t in (tp_degrees or available) if t <= gpus)
     if not tps:
         raise ValueError(f"tp_degrees: none of {tp_degrees or available} fits in {gpus} GPUs")
@@ -160,14 +174,14 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
 
     # 1. per-pool goodput of one instance (the other pool ample, the other limit lifted)
     pool_goodput = {}
-    for tp in tps:
+    for tp in tps if disaggregated else ():
         cfg = {"prefill_replicas": 1, "prefill_tp": tp, "decode_replicas": ample, "decode_tp": top, "decode_pp": 1}
         if not _fits(cfg, base):
             continue
         res = _search(trace, base.replace(**cfg, tpot_sla_s=UNLIMITED_S),
                       {"prefill": resolve(tp), "decode": resolve(top)}, attainment, None, resolution)
         pool_goodput[("prefill", tp, 1)] = res.capacity_rps if res else 0.0
-    for tp in tps:
+    for tp in tps if disaggregated else ():
         for pp in pp_degrees:
             if tp * pp > gpus - 1:
                 continue
@@ -194,7 +208,8 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
                                  "decode_replicas": n_d, "decode_tp": tp_d, "decode_pp": pp_d, "tp": np.nan,
                                  "replicas": n_p + n_d, "gpus": used, "estimate_rps": estimate,
                                  "estimate_per_gpu": estimate / used})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["kind", "prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp",
+                                        "decode_pp", "tp", "replicas", "gpus", "estimate_rps", "estimate_per_gpu"])
 
     # 3. verify, best estimate per GPU first; prune below the best verified goodput per GPU
     best = 0.0
@@ -220,9 +235,8 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
         g, st = results.get(idx, (np.nan, "pruned"))
         goodput.append(g)
         status.append(st)
-    if len(table):
-        table["goodput_rps"] = goodput
-        table["status"] = status
+    table["goodput_rps"] = goodput
+    table["status"] = status
 
     # colocated continuous batching at each TP degree
     colo = []
@@ -236,7 +250,7 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
             except ValueError as exc:
                 log.info("colocated tp=%d does not fit: %s", tp, exc)
                 continue
-            res = _search(trace, cfg, resolve(tp), attainment, None, resolution)
+            res = _search(trace, cfg, resolve_colocated(tp), attainment, None, resolution)
             colo.append({"kind": "colocated", "prefill_replicas": np.nan, "prefill_tp": np.nan,
                          "decode_replicas": np.nan, "decode_tp": np.nan, "decode_pp": np.nan, "tp": tp,
                          "replicas": replicas, "gpus": replicas * tp, "estimate_rps": np.nan,
