@@ -146,6 +146,8 @@ class SimConfig:
         if self.predictor not in PREDICTORS:
             raise ValueError(f"predictor: unknown {self.predictor!r}; allowed: {', '.join(PREDICTORS)}")
         if self.num_gpus is None:
+            if self.scheduler == "disaggregated":
+                self._validate_instance_counts()
             object.__setattr__(self, "num_gpus", self.disaggregated_gpus if self.scheduler == "disaggregated" else 1)
         if self.bin_policy not in BIN_POLICIES:
             raise ValueError(f"bin_policy: unknown {self.bin_policy!r}; allowed: {', '.join(BIN_POLICIES)}")
@@ -277,6 +279,12 @@ class SimConfig:
         kv_link_latency_s + prompt_tokens x KV bytes per token / (kv_link_gbps x 1e9 / 8)."""
         return self.kv_link_latency_s + np.asarray(prompt_tokens, dtype=np.float64) * (
             self.kv_gb_per_token_effective * 1e9 / self.kv_link_bytes_per_s)
+
+    def _validate_instance_counts(self) -> None:
+        for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
 
     def _validate_disaggregated(self) -> None:
         for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp",
