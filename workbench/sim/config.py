@@ -24,6 +24,8 @@ _INT_LIMITS = {
     "num_gpus": (100_000, "the engine keeps per-GPU state; 10**9 GPUs would take minutes and gigabytes"),
     "k_bins": (10_000, "the engine keeps per-bin queues and controllers"),
     "ctrl_window": (10_000, "the engine keeps a window of this many batches per bin in memory"),
+    **{name: (100_000, "the disaggregated engine keeps state per instance and pipeline stage")
+       for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp")},
 }
 _INT_LIMIT_DEFAULT = (_INT32_MAX, "the compiled engine counts in 32-bit integers")
 
@@ -41,7 +43,7 @@ class SimConfig:
     """
 
     scheduler: str = _f("multi_bin_dynamic", "scheduling policy, one of the registered names")
-    num_gpus: int | None = _f(
+    num_gpus: int = _f(
         None, "identical GPUs in the pool (>= 1; None = 1); disaggregated: derived, prefill_replicas x prefill_tp + "
               "decode_replicas x decode_tp x decode_pp (a different value is refused)")
     k_bins: int = _f(4, "bins by predicted output length for multi-bin schedulers (>= 1)")
@@ -152,7 +154,10 @@ class SimConfig:
         if self.bin_policy not in BIN_POLICIES:
             raise ValueError(f"bin_policy: unknown {self.bin_policy!r}; allowed: {', '.join(BIN_POLICIES)}")
         ints = {"num_gpus": 1, "k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
-                "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0}
+                "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0,
+                # disaggregated deployments
+                "prefill_replicas": 1, "prefill_tp": 1, "decode_replicas": 1, "decode_tp": 1, "decode_pp": 1,
+                "prefill_max_batch_size": 1, "prefill_max_tokens": 1, "decode_max_batch_size": 1}
         for name, low in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
@@ -166,9 +171,6 @@ class SimConfig:
                 high, why = _INT_LIMITS.get(f.name, _INT_LIMIT_DEFAULT)
                 if getattr(self, f.name) > high:
                     raise ValueError(f"{f.name}: must be at most {high:,} ({why}), got {getattr(self, f.name):,}")
-        if self.num_gpus > _INT_LIMITS["num_gpus"][0]:
-            raise ValueError(f"num_gpus: must be at most {_INT_LIMITS['num_gpus'][0]:,} ({_INT_LIMITS['num_gpus'][1]}), "
-                             f"got {self.num_gpus:,}")
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
         get_model(self.model)  # a clear error for an unknown preset
@@ -293,10 +295,6 @@ class SimConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
             object.__setattr__(self, name, int(value))
-        for name in ("prefill_replicas", "decode_replicas", "prefill_tp", "decode_tp", "decode_pp"):
-            if getattr(self, name) > _INT_LIMITS["num_gpus"][0]:
-                raise ValueError(f"{name}: must be at most {_INT_LIMITS['num_gpus'][0]:,} (the engine keeps state per "
-                                 f"instance and stage), got {getattr(self, name):,}")
         for name in ("prefill_kv_blocks", "decode_kv_blocks"):
             value = getattr(self, name)
             if value is None:

@@ -161,7 +161,9 @@ CASE_VERSION = 1
 def all_schedulers() -> tuple[str, ...]:
     from workbench.sim.schedulers import SCHEDULERS
 
-    return tuple(sorted(SCHEDULERS))
+    # a disaggregated deployment splits GPUs into pools: it is compared by wb.best_placement
+    # (notebooks/disaggregation.ipynb), not at one GPU count beside the single-pool schedulers
+    return tuple(sorted(name for name, cls in SCHEDULERS.items() if cls.engine != "disaggregated"))
 
 
 @dataclass(frozen=True)
