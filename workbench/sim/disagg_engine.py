@@ -120,6 +120,17 @@ Decoding
   R12. Equal times: joins first (trace order), then prefill instances, then
       decode instances (by index).
 
+DistServe's simulator (``simdistserve/``) differs from its engine in ways the
+measured runs settle, and this engine follows the engine: the simulator has
+no KV capacity on either side (no back-pressure, no swaps; ``base/worker.py``),
+no KV transfer (``clusters/disagg.py`` hands a prefilled request straight to a
+decode worker), decodes ``output_lens`` steps after the prefill's token (one
+more than the engine's ``output - 1``; ``base/request.py`` ``should_finish``),
+adds a Ray overhead of 2 ms + 1e-4 ms per token to every step
+(``Worker.add_ray_overhead``; here serving overheads are calibrated instead),
+and charges no per-stage cost to a pipelined decode (``get_decode_time``:
+``pp_const = 0``).
+
 Records: per request its prefill and decode instance, the start of its prefill
 step, its first token, the end of its KV transfer, the launch of its first
 decode step, its last token and its swaps; per instance busy time (a decode
