@@ -42,13 +42,17 @@ def test_setup_gives_each_run_its_deployment(runs):
     assert [disagg_runs.is_overloaded(r) for r in runs] == [False, False, False, True, False, True]
 
 
-def test_a_run_of_an_unknown_layout_names_the_field(tmp_path):
+def test_a_new_run_of_a_known_placement_gets_its_deployment_and_bad_fields_are_named(tmp_path):
     setup = json.loads((DATA / "setup.json").read_text())
+    (tmp_path / "setup.json").write_text(json.dumps(setup))
+    csv = (DATA / "distserve-c21d12-600-6.csv").read_text()
+    (tmp_path / "distserve-c21d12-800-8.csv").write_text(csv)          # a run the setup does not list
+    assert wb.load_serving_log(tmp_path / "distserve-c21d12-800-8.csv").config.decode_pp == 2
     setup["runs"]["distserve-c21d11-300-3"]["sim_config"] = {"decode_pp": 0}
     (tmp_path / "setup.json").write_text(json.dumps(setup))
     (tmp_path / "distserve-c21d11-300-3.csv").write_text((DATA / "distserve-c21d11-300-3.csv").read_text())
-    with pytest.raises(ValueError, match=r"runs.distserve-c21d11-300-3.sim_config is not a valid SimConfig: "
-                                         r"decode_pp: must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"updated by runs.distserve-c21d11-300-3.sim_config is not a valid "
+                                         r"SimConfig: decode_pp: must be an integer >= 1"):
         wb.load_serving_log(tmp_path / "distserve-c21d11-300-3.csv")
 
 

@@ -5,8 +5,9 @@ times in seconds, ``arrival_s`` from the first request).  A ``setup.json`` besid
 it describes the server; its ``sim_config`` object becomes the run's
 :class:`~workbench.sim.config.SimConfig` (see
 ``data/groundtruth/distserve_opt13b_a100_vllm/setup.json``), updated by
-``runs.<file stem>.sim_config`` when a folder holds runs of several
-deployments (``data/groundtruth/distserve_opt13b_a100_disagg/setup.json``).
+``placements.<code>.sim_config`` for a run whose name holds that code between
+dashes and by ``runs.<file stem>.sim_config``, when a folder holds runs of
+several deployments (``data/groundtruth/distserve_opt13b_a100_disagg/setup.json``).
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ class ServingLog:
 
 
 def _read_setup(file: Path, run: str | None = None):
-    """The setup dict and the SimConfig of ``run``: the shared ``sim_config``, updated by
-    ``runs.<run>.sim_config`` when the setup has one (several deployments measured in one folder)."""
+    """The setup dict and the SimConfig of ``run``: the shared ``sim_config``, updated by the entry of
+    ``placements`` whose code the run's name contains between dashes (``distserve-c21d12-600-6`` -> ``c21d12``),
+    then by ``runs.<run>.sim_config`` (several deployments measured in one folder; a new run of a known
+    placement needs no entry of its own)."""
     from workbench.sim.config import SimConfig
 
     try:
@@ -66,13 +69,21 @@ def _read_setup(file: Path, run: str | None = None):
     if not isinstance(setup, dict) or not isinstance(setup.get("sim_config"), dict):
         raise ValueError(f"{file}: a setup file needs a 'sim_config' object with SimConfig fields")
     fields_ = dict(setup["sim_config"])
-    own = ((setup.get("runs") or {}).get(run) or {}).get("sim_config") if run is not None else None
     where = "sim_config"
-    if own is not None:
+    updates = []
+    if run is not None:
+        parts = run.split("-")
+        for code, entry in (setup.get("placements") or {}).items():
+            if code in parts:
+                updates.append((f"placements.{code}.sim_config", (entry or {}).get("sim_config")))
+        updates.append((f"runs.{run}.sim_config", ((setup.get("runs") or {}).get(run) or {}).get("sim_config")))
+    for label, own in updates:
+        if own is None:
+            continue
         if not isinstance(own, dict):
-            raise ValueError(f"{file}: runs.{run}.sim_config must be an object of SimConfig fields, got {own!r}")
+            raise ValueError(f"{file}: {label} must be an object of SimConfig fields, got {own!r}")
         fields_.update(own)
-        where = f"sim_config updated by runs.{run}.sim_config"
+        where = f"{where} updated by {label}"
     known = {f.name for f in fields(SimConfig)}
     unknown = sorted(set(fields_) - known)
     if unknown:
