@@ -211,8 +211,8 @@ def summarize_disaggregated(arrival_s, output, status, streams: dict, rec: dict,
         summary["decode_utilization_mean"] = float(rec["decode_busy_s"].sum() / (D * makespan))
         summary["prefill_kv_utilization_mean"] = float(rec["prefill_block_seconds"].sum() / (P * cap_p * makespan))
         summary["decode_kv_utilization_mean"] = float(rec["decode_block_seconds"].sum() / (D * cap_d * makespan))
-        summary["kv_utilization_mean"] = float(
-            (rec["prefill_block_seconds"].sum() + rec["decode_block_seconds"].sum()) / ((P * cap_p + D * cap_d) * makespan))
+        block_seconds = rec["prefill_block_seconds"].sum() + rec["decode_block_seconds"].sum()
+        summary["kv_utilization_mean"] = float(block_seconds / ((P * cap_p + D * cap_d) * makespan))
         summary["transfer_busy_share"] = float(rec["transfer_busy_s"].sum() / (D * makespan))
     else:
         for key in ("gpu_utilization_mean", "prefill_utilization_mean", "decode_utilization_mean",

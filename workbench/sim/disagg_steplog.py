@@ -491,4 +491,5 @@ def replay_disagg(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *,
         first_token_grad=grads(first) if gradients else None, finish_grad=grads(finish) if gradients else None)
 
 
-__all__ = ["DISAGG_ROUTERS", "Dual", "GRAD_NAMES", "DisaggSettings", "DisaggStepLog", "LEAST_OUTSTANDING", "ROUND_ROBIN", "rejection", "replay_disagg"]
+__all__ = ["DISAGG_ROUTERS", "Dual", "GRAD_NAMES", "DisaggSettings", "DisaggStepLog", "LEAST_OUTSTANDING",
+           "ROUND_ROBIN", "rejection", "replay_disagg"]

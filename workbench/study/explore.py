@@ -242,7 +242,9 @@ class Explorer:
             self._widgets = {
                 "trace": w.Dropdown(options=self.trace_names, value=self.trace_name, description="trace",
                                     style=style),
-                "scheduler": w.Dropdown(options=sorted(SCHEDULERS), value=cfg.scheduler, description="scheduler",
+                # a disaggregated deployment has no single GPU count to slide (see wb.best_placement)
+                "scheduler": w.Dropdown(options=sorted(n for n, c in SCHEDULERS.items() if c.engine != "disaggregated"),
+                                        value=cfg.scheduler, description="scheduler",
                                         style=style),
                 "num_gpus": w.IntSlider(value=cfg.num_gpus, min=1, max=64, description="GPUs", style=style),
                 "k_bins": w.IntSlider(value=cfg.k_bins, min=1, max=32, description="K bins", style=style),

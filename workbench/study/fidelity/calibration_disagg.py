@@ -117,7 +117,8 @@ class DisaggFitReport:
         for pool in POOLS:
             lines.append(f"{pool}: {self.after[pool].describe()}")
         rss = self.iterations.simulated_rss
-        lines.append(f"weighted RSS {rss.iloc[0]:.4g} (given models) -> {rss.min():.4g} (iteration {self.best_iteration})")
+        lines.append(f"weighted RSS {rss.iloc[0]:.4g} (given models) -> {rss.min():.4g} "
+                     f"(iteration {self.best_iteration})")
         return "\n".join(lines + self.notes)
 
 

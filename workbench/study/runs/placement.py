@@ -144,7 +144,8 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     """Every disaggregated placement and colocated TP degree within ``gpus`` GPUs, ranked by goodput per GPU.
 
     ``profile``: a DistServe profile file, a registered profile name, a StepTimeModel or a function tp ->
-    StepTimeModel (default: DistServe's OPT-13B A100 profile), resolved at each TP degree (``tp_degrees``: default all the profile has);
+    StepTimeModel (default: DistServe's OPT-13B A100 profile), resolved at each TP degree (``tp_degrees``:
+    default all the profile has);
     ``pp_degrees``: decode pipeline depths tried.  ``colocated_profile``: the colocated replicas' step times
     (same forms; default ``profile``: both kinds on the same kernels, so the comparison isolates the placement;
     ``"opt-13b-a100"`` times them as the measured vLLM engine).  ``colocated`` / ``disaggregated``: search that
@@ -246,7 +247,8 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
             replicas = gpus // tp
             try:
                 cfg = base.replace(scheduler="continuous_fcfs", num_gpus=replicas,
-                                   gpu_mem_gb=tp * per_gpu_mem["gpu_mem_gb"], mem_margin_gb=tp * per_gpu_mem["mem_margin_gb"])
+                                   gpu_mem_gb=tp * per_gpu_mem["gpu_mem_gb"],
+                                   mem_margin_gb=tp * per_gpu_mem["mem_margin_gb"])
             except ValueError as exc:
                 log.info("colocated tp=%d does not fit: %s", tp, exc)
                 continue
