@@ -234,8 +234,8 @@ def calibrate_disaggregated(latency, runs, cfg=None, *, max_iter: int = 10, prio
         raise ValueError(f"calibrate: every run is overloaded ({', '.join(excluded)}); pass runs where the "
                          "deployment kept up, or exclude_overloaded=False")
     names = [r.name for r in train]
-    label = name or f"{getattr(latency, 'name', latency if isinstance(latency, str) else 'pools')} calibrated on " \
-                    f"{'+'.join(names)}"
+    given = " / ".join(dict.fromkeys(pools[pool].name for pool in POOLS))
+    label = name or f"{given} calibrated on {'+'.join(n.removeprefix('distserve-') for n in names)}"
     free = [p for p in PARAMETERS if (p != "pipeline_overhead_s" or any(configs[r.name].decode_pp > 1 for r in train))
             and (fit_fixed_costs or p not in FIXED_COSTS)]
     notes = [] if "pipeline_overhead_s" in free else [

@@ -137,7 +137,8 @@ def plot_cdfs(runs, models: dict, results_dir=None, filename: str = "fidelity_di
 
 def published_and_predicted(latency, runs, **options):
     """(published table, cross-validated table, fitted models by held-out run) for the notebook."""
-    name = latency if isinstance(latency, str) else "given models"
+    names = set(latency.values()) if isinstance(latency, dict) else {latency}
+    name = " / ".join(sorted(n if isinstance(n, str) else getattr(n, "name", "model") for n in names))
     published = fidelity_table(latency, runs, label=f"{name} (published, unchanged)")
     predicted, models = cross_validate_disaggregated(latency, runs, **options)
     return published, predicted, models
