@@ -30,7 +30,8 @@ def predict_output_tokens(name: str, prompt_tokens, output_tokens, *, sigma: flo
         if not sigma >= 0:
             raise ValueError(f"predictor_sigma must be >= 0, got {sigma!r}")
         noise = rng.lognormal(0.0, sigma, size=output.shape)
-        return np.maximum(np.rint(output * noise), 1).astype(np.int32)
+        # clipped to int32 before the cast: a large sigma must not wrap predictions round to negative counts
+        return np.clip(np.rint(output * noise), 1, np.iinfo(np.int32).max).astype(np.int32)
     if name == "prompt_power_law":
         noise = rng.lognormal(0.0, 0.1, size=prompt.shape)
         return np.clip(np.rint(1.5 * prompt ** 0.7 * noise), 1, MAX_PREDICTED_TOKENS).astype(np.int32)
