@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import difflib
 import math
-import numbers
+import numbers as _numbers
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["InvalidType", "array", "boolean", "choice", "existing_file", "instance", "integer", "integers",
-           "names", "number", "read_text", "writable_folder"]
+           "names", "number", "numbers", "read_text", "writable_folder"]
 
 
 class InvalidType(TypeError, ValueError):
@@ -116,7 +116,7 @@ def number(value, name: str, *, low=None, high=None, low_open: bool = False, hig
     original = value
     if isinstance(value, str):
         value = _from_text(value)
-    if value is None or isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if value is None or isinstance(value, (bool, np.bool_)) or not isinstance(value, _numbers.Real):
         _fail(name, expected + (", or None" if none else ""), original, hint, InvalidType)
     value = float(value)
     if not math.isfinite(value):
@@ -141,9 +141,9 @@ def integer(value, name: str, *, low=None, high=None, hint: str = "", none: bool
     original = value
     if isinstance(value, str):
         value = _from_text(value)
-    if value is None or isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if value is None or isinstance(value, (bool, np.bool_)) or not isinstance(value, _numbers.Real):
         _fail(name, expected, original, hint, InvalidType)
-    if not isinstance(value, numbers.Integral):
+    if not isinstance(value, _numbers.Integral):
         value = float(value)
         if not (math.isfinite(value) and value.is_integer()):
             _fail(name, expected + " (a whole number: it is never rounded)", original, hint)
@@ -165,7 +165,7 @@ def boolean(value, name: str, *, none: bool = False) -> bool | None:
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    if isinstance(value, numbers.Integral) and value in (0, 1):
+    if isinstance(value, _numbers.Integral) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in (_TRUE, _FALSE):
         return value.strip().lower() == _TRUE
@@ -214,20 +214,32 @@ def names(value, name: str, *, allowed: Iterable[str] | None = None, none: bool 
     return tuple(items)
 
 
-def integers(value, name: str, *, low=None, high=None, unique: bool = True) -> tuple[int, ...]:
-    """A non-empty tuple of integers from a list/tuple, one integer, or a comma-separated string ("1,2,4")."""
+def _items(value, name: str, empty: bool) -> list:
+    """The items of a list/tuple, of one comma-separated string ("1,2,4" or "[1, 2, 4]"), or one value."""
     if isinstance(value, str):
         items = [v for v in value.strip().strip("[]()").split(",") if v.strip()]
     elif isinstance(value, Iterable) and not isinstance(value, (bytes, dict)):
         items = list(value)
     else:
         items = [value]
-    if not items:
-        raise ValueError(f"{name}: must be a non-empty list of integers, got {_shown(value)}")
-    out = tuple(integer(v, name, low=low, high=high) for v in items)
+    if not items and not empty:
+        raise ValueError(f"{name}: must be a non-empty list, got {_shown(value)}")
+    return items
+
+
+def integers(value, name: str, *, low=None, high=None, unique: bool = True,
+             empty: bool = False) -> tuple[int, ...]:
+    """A tuple of integers (each as :func:`integer`) from a list/tuple, one integer, or a comma-separated
+    string ("1,2,4", as papermill's ``-p counts 1,2,4`` passes it); ``empty`` allows none."""
+    out = tuple(integer(v, name, low=low, high=high) for v in _items(value, name, empty))
     if unique and len(set(out)) != len(out):
         raise ValueError(f"{name}: lists a value more than once, got {_shown(value)}")
     return out
+
+
+def numbers(value, name: str, *, low=None, high=None, empty: bool = False) -> tuple[float, ...]:
+    """A tuple of finite numbers (each as :func:`number`), read like :func:`integers`."""
+    return tuple(number(v, name, low=low, high=high) for v in _items(value, name, empty))
 
 
 def instance(value, name: str, types, *, expected: str, hint: str = ""):
@@ -262,7 +274,7 @@ def array(values, name: str, *, integral: bool = False, low=None, high=None, hig
         for i, v in enumerate(flat):
             number_v = _from_text(v) if isinstance(v, str) else v
             if number_v is None or isinstance(number_v, (bool, np.bool_, complex, np.complexfloating)) \
-                    or not isinstance(number_v, numbers.Real):
+                    or not isinstance(number_v, _numbers.Real):
                 raise InvalidType(f"{place(i)}: found {_shown(v)}, expected a number{kind}")
             converted[i] = float(number_v)
         raw = converted.reshape(raw.shape)
@@ -329,17 +341,18 @@ def writable_folder(path, name: str) -> Path:
         raise InvalidType(f"{name}: must be a folder path, got {_shown(path)}")
     folder = Path(path).expanduser().absolute()
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{name}: {folder} is a file, not a folder; choose a folder (it is created if needed)")
+        raise ValueError(f"{name} {folder}: is a file, not a folder; choose a folder (it is created if needed)")
     existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"{name}: {folder} cannot be created: {existing} is a file, not a folder")
+        raise ValueError(f"{name} {folder}: cannot be created (Not a directory): {existing} is a file, not a "
+                         "folder; choose another path")
     try:  # os.access says yes to root on any folder; creating a file is the real test
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        where = "" if existing == folder else f" (its parent {existing}, where it would be created)"
-        raise ValueError(f"{name}: cannot write into {folder}{where}: {exc.strerror or exc}; "
+        where = "" if existing == folder else f" (in {existing}, where it would be created)"
+        raise ValueError(f"{name} {folder}: cannot be written{where} ({exc.strerror or exc}); "
                          "choose a folder you can write to") from None
     return folder

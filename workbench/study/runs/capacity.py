@@ -73,6 +73,7 @@ from workbench.sim.simulate import _DEFAULT_CONFIG, _validate_trace, check_time_
 log = logging.getLogger(__name__)
 
 CRITERIA = ("attainment", "p99_latency", "slo")
+SCALE_BOUNDS = (1 / 1024, 1024.0)  # the default range of scalings searched
 
 
 class CapacityError(ValueError):
@@ -210,7 +211,7 @@ def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
 
 def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: float = 0.95,
              criterion: str = "attainment", latency=None, resolution: float = 0.01, start: float = 1.0,
-             scale_bounds: tuple[float, float] = (1 / 1024, 1024.0), max_probes: int = 60,
+             scale_bounds: tuple[float, float] = SCALE_BOUNDS, max_probes: int = 60,
              start_summary: dict | None = None, scan_factor: float = 4.0, ttft_s: float | None = None,
              tpot_s: float | None = None) -> CapacityResult:
     """Largest arrival-rate scaling of ``trace`` at which ``config`` meets the SLA criterion.

@@ -94,6 +94,7 @@ import pandas as pd
 
 from workbench import paths
 from workbench.study.runs.capacity import CRITERIA as CAPACITY_CRITERIA
+from workbench.study.runs.capacity import SCALE_BOUNDS
 from workbench.study.runs.capacity import CapacityError, attainable_share, slo_attainable_share
 from workbench.study.runs.capacity import capacity as search_capacity
 from workbench.sim.config import SimConfig
@@ -317,10 +318,19 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
     A continuous scheduler's capacity is searched with criterion ``'slo'`` (TTFT and TPOT limits of its
     config, DistServe's goodput) at the spec's attainment, whatever the spec's criterion.
     """
+    from workbench.sim.simulate import check_time_horizon
+
     trace = trace if trace is not None else trace_options.load()
     if latency is None:
         latency = LatencyModel.default()
     latency_identity(latency)  # ValueError for anything else
+    # the replay, and the slowest load a capacity search scans, must give the engine usable times: checked
+    # now, when the plan is made, not when the test runs
+    stretch = 1.0 / SCALE_BOUNDS[0] if capacity is not None else 1.0
+    check_time_horizon(float(trace.arrival_s[-1]) * stretch if len(trace) else 0.0, latency,
+                       f"{label or config.scheduler} on {trace.label}"
+                       + (f" (its capacity search replays it up to {stretch:g}x slower)" if capacity else ""),
+                       "Or turn the capacity search off." if capacity else "")
     if capacity is not None and is_continuous(config.scheduler) and capacity.criterion != "slo":
         capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
