@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: a local process pool when more than one test is queued)")
     suite.add_argument("--no-capacity", action="store_true",
                        help="replays only: skip the capacity searches (the largest arrival rate meeting the SLA)")
-    suite.add_argument("--capacity-attainment", type=_share, default=None, metavar="X",
+    suite.add_argument("--capacity-attainment", type=_share, default=0.9, metavar="X",
                        help="capacity = the largest rate at which at least this share of the requests finish "
-                            "within --d-sla (default 0.9; not with --no-capacity)")
+                            "within --d-sla (default 0.9)")
     suite.add_argument("--schedulers", default=None, metavar="A,B,...",
                        help="comma-separated schedulers that step 1 compares and steps 2-3 sweep (default: "
                             "static_fifo,dynamic_no_bins,multi_bin_dynamic,continuous_fcfs,continuous_sla)")
@@ -122,9 +122,6 @@ def options_from_args(args: argparse.Namespace):
 
     chosen = tuple(step for step, flag in zip((STEP1, STEP2, STEP3),
                                               (args.step1_only, args.step2_only, args.step3_only)) if flag)
-    if args.no_capacity and args.capacity_attainment is not None:
-        raise ValueError("--capacity-attainment is the capacity search's target, and --no-capacity turns the "
-                         "search off: give one of them")
     return SuiteOptions(
         steps=chosen or STEPS, max_requests=args.max_requests, max_gpus=args.max_gpus,
         use_real_timestamps=args.use_real_timestamps, rps_scaling=args.rps_scaling, d_sla=args.d_sla,
@@ -132,7 +129,7 @@ def options_from_args(args: argparse.Namespace):
         executor=args.executor, best_gpu_count=args.best_gpu_count, validate=args.validate,
         compare=not args.no_compare and not chosen,
         capacity_search=not args.no_capacity,
-        capacity_attainment=0.9 if args.capacity_attainment is None else args.capacity_attainment,
+        capacity_attainment=args.capacity_attainment,
         replications=args.replications,
         **({"schedulers": args.schedulers} if args.schedulers is not None else {}),
         **({"latency": args.latency} if args.latency is not None else {}))

@@ -164,7 +164,9 @@ def _check_measured(run) -> None:
         if bad.any():
             i = int(np.argmax(bad))
             request = measured["request_id"].iloc[i] if "request_id" in measured else i
-            raise ValueError(f"{run.name}: request {request}: measured {metric} = {measured[metric].iloc[i]!r}, "
+            found = measured[metric].iloc[i]
+            found = float(found) if isinstance(found, (int, float, np.number)) else found
+            raise ValueError(f"{run.name}: request {request}: measured {metric} = {found!r}, "
                              "expected a finite number of seconds >= 0")
 
 
