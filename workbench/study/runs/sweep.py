@@ -92,7 +92,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.study.runs.capacity import CRITERIA as CAPACITY_CRITERIA
 from workbench.study.runs.capacity import SCALE_BOUNDS
 from workbench.study.runs.capacity import CapacityError, attainable_share, slo_attainable_share
@@ -886,6 +886,10 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
         raise ValueError("the test list holds the same configuration twice")
     results_dir = resolve_results_dir(results_dir)
     path = results_dir / (checkpoint or f"{tests[0].step}.csv")
+    if path.is_dir():  # refused now: found after the first test, every result of the run would be lost
+        raise CheckpointError(f"{path} is a folder, where the sweep keeps its checkpoint file; move it away or "
+                              "choose another results_dir (nothing was run)")
+    checks.writable_folder(results_dir, "results_dir")
     with results_lock(results_dir):
         done = finished_ids(_load_and_repair(path))
     queue = [t for t in tests if t.test_id not in done]
