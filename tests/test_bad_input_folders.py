@@ -16,8 +16,6 @@ import pytest
 from workbench import paths
 from workbench.__main__ import main
 from workbench.study.explore import Explorer
-from workbench.study.fidelity.validation import ValidationParams
-from workbench.study.fidelity.vllm_runs import FidelityParams
 from workbench.study.runs import sweep
 from workbench.study.runs.experiments import STEP2, StepParams, plan_step1, plan_step2, plan_step3
 from workbench.study.runs.folders import MANIFEST, ResultsFolderConflict
@@ -102,6 +100,8 @@ def test_a_file_as_results_dir_is_a_clear_error_and_the_file_is_untouched(tmp_pa
 
 
 def test_validation_in_another_runs_folder_checks_its_parameters(tmp_path):
+    from workbench.study.fidelity.validation import ValidationParams
+
     folder = tmp_path / "r"
     StepParams(**SMALL, results_dir=str(folder)).claim_results_dir()     # the steps' folder
     ValidationParams(n_requests=1000, seeds=1, results_dir=str(folder)).claim_results_dir()
@@ -123,6 +123,8 @@ def test_validation_in_another_runs_folder_checks_its_parameters(tmp_path):
 
 
 def test_the_validation_notebook_refuses_another_runs_folder_before_computing(tmp_path):
+    from workbench.study.fidelity.validation import ValidationParams
+
     folder = tmp_path / "r"
     ValidationParams(n_requests=5000, seeds=2, results_dir=str(folder)).claim_results_dir()
     (folder / "validation.csv").write_bytes(b"case,quantity\nmd1,wait\n")
@@ -139,6 +141,8 @@ def test_the_validation_notebook_refuses_another_runs_folder_before_computing(tm
 
 
 def test_fidelity_parameters_are_validated_and_recorded_as_their_part(tmp_path):
+    from workbench.study.fidelity.vllm_runs import FidelityParams
+
     folder = tmp_path / "r"
     FidelityParams(results_dir=str(folder), max_iter=8).claim_results_dir()
     with pytest.raises(ResultsFolderConflict, match="fidelity_vllm: max_iter: 8 there, 2 here"):
