@@ -162,18 +162,21 @@ def test_load_trace_numbers_from_text_and_refusals_name_the_argument():
 
 def test_the_trace_cache_never_returns_a_file_edited_in_place_with_its_time_restored(tmp_path):
     path = tmp_path / "trace.csv"
-    rows = "".join(f"{t},{100 + t},{10 + t}\n" for t in range(50))
+    n = 20_000   # ~290 KB: an edit in the middle is beyond the first and last 64 KiB
+    rows = "".join(f"{t},{1000 + t % 7},{100 + t % 5}\n" for t in range(n))
     path.write_text("arrival_s,prompt_tokens,output_tokens\n" + rows)
     before = os.stat(path)
     first = wb.load_trace(path, use_real_timestamps=True)
-    edited = rows.replace("125,35", "126,34")   # a middle row, same size
-    assert len(edited) == len(rows) and edited != rows
+    middle = n // 2
+    row = f"\n{middle},{1000 + middle % 7},{100 + middle % 5}\n"
+    edited = rows.replace(row, f"\n{middle},1009,109\n")
+    assert len(edited) == len(rows) and edited != rows and before.st_size > 4 * 65536
     path.write_text("arrival_s,prompt_tokens,output_tokens\n" + edited)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
     second = wb.load_trace(path, use_real_timestamps=True)
-    assert second is not first and second.prompt_tokens[25] == 126 and second.output_tokens[25] == 34
-    assert first.prompt_tokens[25] == 125
+    assert (second.prompt_tokens[middle], second.output_tokens[middle]) == (1009, 109)
+    assert (first.prompt_tokens[middle], first.output_tokens[middle]) == (1000 + middle % 7, 100 + middle % 5)
 
 
 # ---------------------------------------------------------------- units and the scenario
