@@ -115,7 +115,7 @@ def test_name_lists_never_split_one_name_into_letters():
     assert checks.names("a, b", "traces") == ("a", "b")
     assert checks.names("['a', 'b']", "traces") == ("a", "b")
     assert checks.names(("a", "b"), "traces") == ("a", "b")
-    with pytest.raises(ValueError, match="traces: names a more than once"):
+    with pytest.raises(ValueError, match="traces: names a twice"):
         checks.names("a,a", "traces")
     with pytest.raises(ValueError, match="non-empty list of names"):
         checks.names([], "traces")

@@ -210,7 +210,7 @@ def names(value, name: str, *, allowed: Iterable[str] | None = None, none: bool 
             choice(item, name, allowed)
     if unique and len(set(items)) != len(items):
         twice = sorted({v for v in items if items.count(v) > 1})
-        raise ValueError(f"{name}: names {', '.join(twice)} more than once, got {_shown(value)}")
+        raise ValueError(f"{name}: names {', '.join(twice)} twice, got {_shown(value)}")
     return tuple(items)
 
 

@@ -140,16 +140,14 @@ class TraceOptions:
     log_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
+            raise checks.InvalidType(f"dataset: must be None, a dataset name or a CSV path, got {self.dataset!r}")
         object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
-        if self.num_requests is not None and (isinstance(self.num_requests, bool) or int(self.num_requests) < 1):
-            raise ValueError(f"num_requests: must be None or an integer >= 1, got {self.num_requests!r}")
-        if self.num_requests is not None:
-            object.__setattr__(self, "num_requests", int(self.num_requests))
-        if not (isinstance(self.rps_scaling, (int, float)) and math.isfinite(self.rps_scaling) and self.rps_scaling > 0):
-            raise ValueError(f"rps_scaling: must be a finite number > 0, got {self.rps_scaling!r}")
-        object.__setattr__(self, "rps_scaling", float(self.rps_scaling))
-        object.__setattr__(self, "use_real_timestamps", bool(self.use_real_timestamps))
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=1, none=True))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
+        for name in ("use_real_timestamps", "drop_failed"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
+        object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
         for name in ("models", "log_types"):
             value = getattr(self, name)
             if value is not None:
@@ -190,17 +188,10 @@ class CapacitySpec:
                                     "which the search stops, in (0, 1)")
 
     def __post_init__(self):
-        if self.criterion not in CAPACITY_CRITERIA:
-            raise ValueError(f"capacity criterion: unknown {self.criterion!r}; allowed: "
-                             f"{', '.join(CAPACITY_CRITERIA)}")
+        checks.choice(self.criterion, "capacity criterion", CAPACITY_CRITERIA)
         for name, closed_top in (("attainment", True), ("resolution", False)):
-            value = getattr(self, name)
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and 0 < value and (value <= 1 if closed_top else value < 1))
-            if not ok:
-                raise ValueError(f"capacity {name}: must be a number in (0, {'1]' if closed_top else '1)'}, "
-                                 f"got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"capacity {name}", low=0,
+                                                         low_open=True, high=1, high_open=not closed_top))
 
     @classmethod
     def help(cls) -> str:
