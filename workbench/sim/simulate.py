@@ -167,20 +167,28 @@ _TOKEN_EXTENTS: OrderedDict[tuple, tuple] = OrderedDict()
 _ASSIGNMENT_CACHE_SIZE = 8
 
 
-def _token_extent(trace) -> tuple[int, float]:
-    """Longest and median prompt+output tokens, cached per token arrays like :func:`bin_assignment` (a capacity
-    search replays one trace at many speeds: its tokens, and so these, do not change)."""
+def _token_stats(trace) -> tuple:
+    """Token statistics the SLA-scale warnings need, cached per token arrays like :func:`bin_assignment` (a
+    capacity search replays one trace at many speeds: its tokens, and so these, do not change): the longest
+    and median prompt + output, the longest and median prompt, and the median of prompt + output / 2."""
     key = (id(trace.prompt_tokens), id(trace.output_tokens), len(trace))
     if key in _TOKEN_EXTENTS:
         _TOKEN_EXTENTS.move_to_end(key)
         return _TOKEN_EXTENTS[key][2:]
-    tokens = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
-    extent = (int(tokens.max()), float(np.median(tokens)))
+    prompt, output = trace.prompt_tokens, trace.output_tokens
+    tokens = np.add(prompt, output, dtype=np.int64)
+    stats = (int(tokens.max()), float(np.median(tokens)), int(prompt.max()), float(np.median(prompt)),
+             float(np.median(prompt + 0.5 * output)))
     # the arrays are held so their ids are never reused while the entry lives
-    _TOKEN_EXTENTS[key] = (trace.prompt_tokens, trace.output_tokens, *extent)
+    _TOKEN_EXTENTS[key] = (prompt, output, *stats)
     if len(_TOKEN_EXTENTS) > _ASSIGNMENT_CACHE_SIZE:
         _TOKEN_EXTENTS.popitem(last=False)
-    return extent
+    return stats
+
+
+def _token_extent(trace) -> tuple[int, float]:
+    """Longest and median prompt+output tokens (see :func:`_token_stats`)."""
+    return _token_stats(trace)[:2]
 
 
 def _warn_if_dwarfs(field: str, limit_s: float, median_s: float, longest_s: float, quantity: str,
@@ -218,11 +226,7 @@ def warn_if_slo_dwarfs_service(trace, cfg: SimConfig, step: StepTimeModel, stack
     """
     if len(trace) == 0:
         return
-    prompt = np.asarray(trace.prompt_tokens)
-    context = np.add(prompt, trace.output_tokens, dtype=np.int64)
-    longest_prompt, median_prompt = int(prompt.max()), float(np.median(prompt))
-    longest_context = int(context.max())
-    median_context = float(np.median(prompt + 0.5 * np.asarray(trace.output_tokens)))
+    longest_context, _, longest_prompt, median_prompt, median_context = _token_stats(trace)
     a0, a1 = step.arrival_overhead_s
     tok = step.token_overhead_s
     widest = max(longest_prompt, cfg.max_num_batched_tokens)
