@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
+from dataclasses import dataclass, field
 
 import numpy as np
-from dataclasses import dataclass, field
+
+from workbench import checks
 
 from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
 from workbench.sim.continuous_engine import ROUTERS
@@ -28,6 +29,29 @@ _INT_LIMITS = {
        for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp")},
 }
 _INT_LIMIT_DEFAULT = (_INT32_MAX, "the compiled engine counts in 32-bit integers")
+_INT_LIMITS["block_size"] = (
+    65_536, "the continuous engine keeps a histogram of block_size entries per replica; vLLM uses 8 to 32")
+# Real fields: name -> (zero excluded, unit, plausibility bound, how to write it in the right unit).  A value
+# above the bound is a unit mistake (bytes for GB, milliseconds for seconds), refused rather than simulated.
+_GB_HINT = "the field is in GB (1e9 bytes): 16 GB is 16, not 16e9"
+_REAL_FIELDS = {
+    "d_sla_s": (True, "s", None, ""),
+    "sla_budget_fraction": (True, "", None, ""),
+    "gpu_mem_gb": (True, "GB", 10_000.0, _GB_HINT + "; a tensor-parallel replica of 8 H200s has 1,128 GB"),
+    "gpu_memory_utilization": (True, "", None, ""),
+    "kv_gb_per_token": (True, "GB", 0.1, "the field is in GB per token: OPT-13B's 819,200 bytes are 8.192e-4"),
+    "predictor_sigma": (False, "", 10.0, "a log-normal sigma: 0.5 is a typical error of about 50%"),
+    "ctrl_eps_fraction": (False, "", None, ""),
+    "mem_theta": (False, "", None, ""),
+    "model_mem_gb": (False, "GB", 10_000.0, _GB_HINT),
+    "mem_margin_gb": (False, "GB", 10_000.0, _GB_HINT),
+    # disaggregated deployments
+    "kv_link_gbps": (True, "Gbit/s", 100_000.0, "the field is in Gbit/s (bits, not bytes, per second): NVLink 3's "
+                                                 "300 GB/s is 2400, not 300e9 or 2.4e12"),
+    "kv_link_latency_s": (False, "s", 10.0, "the field is in seconds: 50 microseconds is 5e-5"),
+    "decode_waiting_block_fraction": (True, "", None, ""),
+}
+_PRESET_FIELDS = ("kv_gb_per_token", "model_mem_gb")  # None: the model preset's value
 
 
 def _f(default, help: str):
@@ -138,55 +162,50 @@ class SimConfig:
     kv_link_latency_s: float = _f(0.0, "disaggregated: fixed time of one KV transfer, seconds (>= 0)")
 
     def __post_init__(self):
-        if self.scheduler not in SCHEDULERS:
-            static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
-            continuous = sorted(n for n, c in SCHEDULERS.items() if c.engine == "continuous")
-            disaggregated = sorted(n for n, c in SCHEDULERS.items() if c.engine == "disaggregated")
-            raise ValueError(f"scheduler: unknown {self.scheduler!r}; allowed: {', '.join(static)} (static batches), "
-                             f"{', '.join(continuous)} (continuous batching), {', '.join(disaggregated)} "
-                             "(prefill and decode on separate GPUs)")
-        if self.predictor not in PREDICTORS:
-            raise ValueError(f"predictor: unknown {self.predictor!r}; allowed: {', '.join(PREDICTORS)}")
-        if self.num_gpus is None:
-            if self.scheduler == "disaggregated":
-                self._validate_instance_counts()
-            object.__setattr__(self, "num_gpus", self.disaggregated_gpus if self.scheduler == "disaggregated" else 1)
-        if self.bin_policy not in BIN_POLICIES:
-            raise ValueError(f"bin_policy: unknown {self.bin_policy!r}; allowed: {', '.join(BIN_POLICIES)}")
-        ints = {"num_gpus": 1, "k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
+        static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
+        continuous = sorted(n for n, c in SCHEDULERS.items() if c.engine == "continuous")
+        disaggregated = sorted(n for n, c in SCHEDULERS.items() if c.engine == "disaggregated")
+        # static batches first, then continuous batching, then prefill and decode on separate GPUs
+        checks.choice(self.scheduler, "scheduler", static + continuous + disaggregated)
+        checks.choice(self.predictor, "predictor", PREDICTORS)
+        checks.choice(self.bin_policy, "bin_policy", BIN_POLICIES)
+        ints = {"k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
                 "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0,
+                "max_num_seqs": 1, "max_num_batched_tokens": 1, "block_size": 1,
                 # disaggregated deployments
                 "prefill_replicas": 1, "prefill_tp": 1, "decode_replicas": 1, "decode_tp": 1, "decode_pp": 1,
                 "prefill_max_batch_size": 1, "prefill_max_tokens": 1, "decode_max_batch_size": 1}
+        high, why = _INT_LIMITS["num_gpus"]
+        object.__setattr__(self, "num_gpus", checks.integer(
+            self.num_gpus, "num_gpus", low=1, high=high, high_why=why, none=True,
+            hint="None derives it (1, or a disaggregated deployment's prefill and decode GPUs)"))
         for name, low in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
-            object.__setattr__(self, name, int(value))  # plain int: stable hashing and JSON
-        if not isinstance(self.spread_idle, (bool, np.bool_)):
-            raise ValueError(f"spread_idle: must be True or False, got {self.spread_idle!r}")
-        object.__setattr__(self, "spread_idle", bool(self.spread_idle))
-        for f in dataclasses.fields(self):
-            if f.type == "int" and f.name != "seed":  # the seed only feeds numpy's generators: any size
-                high, why = _INT_LIMITS.get(f.name, _INT_LIMIT_DEFAULT)
-                if getattr(self, f.name) > high:
-                    raise ValueError(f"{f.name}: must be at most {high:,} ({why}), got {getattr(self, f.name):,}")
+            # the seed only feeds numpy's generators: any size; the others have an upper bound (_INT_LIMITS)
+            high, why = (None, "") if name == "seed" else _INT_LIMITS.get(name, _INT_LIMIT_DEFAULT)
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low, high=high,
+                                                          high_why=why))  # plain int: stable hashing and JSON
+        if self.num_gpus is None:  # derived: 1, or the disaggregated deployment's GPUs (_validate_disaggregated)
+            object.__setattr__(self, "num_gpus", self.disaggregated_gpus if self.scheduler == "disaggregated" else 1)
+        high, why = _INT_LIMIT_DEFAULT
+        object.__setattr__(self, "kv_blocks", checks.integer(
+            self.kv_blocks, "kv_blocks", low=1, high=high, high_why=why, none=True,
+            hint="None derives it from the memory fields (kv_capacity_tokens // block_size)"))
+        for pool in ("prefill", "decode"):
+            name = f"{pool}_kv_blocks"
+            object.__setattr__(self, name, checks.integer(
+                getattr(self, name), name, low=1, high=high, high_why=why, none=True,
+                hint="None derives it from the memory fields (instance_kv_tokens // block_size)"))
+        for name in ("spread_idle", "chunked_prefill"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
+        if not isinstance(self.model, str):
+            raise checks.InvalidType(f"model: must be a model preset name, got {self.model!r}")
         get_model(self.model)  # a clear error for an unknown preset
-        positive = ("d_sla_s", "sla_budget_fraction", "gpu_mem_gb", "gpu_memory_utilization", "kv_gb_per_token")
-        non_negative = ("predictor_sigma", "ctrl_eps_fraction", "mem_theta", "model_mem_gb", "mem_margin_gb")
-        for name in positive + non_negative:
-            value = getattr(self, name)
-            if value is None and name in ("kv_gb_per_token", "model_mem_gb"):
-                continue  # from the model preset
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"{name}: must be a finite number, got {value!r}")
-            if name in positive and value <= 0:
-                raise ValueError(f"{name}: must be > 0, got {value!r}")
-            if value < 0:
-                raise ValueError(f"{name}: must be >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        for name, (low_open, unit, sane_high, sane_hint) in _REAL_FIELDS.items():
+            object.__setattr__(self, name, checks.number(
+                getattr(self, name), name, low=0, low_open=low_open, none=name in _PRESET_FIELDS,
+                sane_high=sane_high, sane_hint=sane_hint, unit=unit if sane_high is not None else ""))
         if self.gpu_memory_utilization > 1:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
                              f"got {self.gpu_memory_utilization!r}")
@@ -214,32 +233,14 @@ class SimConfig:
         return self.model_spec.kv_gb_per_token if self.kv_gb_per_token is None else self.kv_gb_per_token
 
     def _validate_continuous(self) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if self.kv_blocks is not None:
-            value = self.kv_blocks
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"kv_blocks: must be an integer >= 1, or None to derive it from the memory "
-                                 f"fields (kv_capacity_tokens // block_size), got {value!r}")
-            object.__setattr__(self, "kv_blocks", int(value))
-        if not isinstance(self.chunked_prefill, (bool, np.bool_)):
-            raise ValueError(f"chunked_prefill: must be True or False, got {self.chunked_prefill!r}")
-        object.__setattr__(self, "chunked_prefill", bool(self.chunked_prefill))
         if self.chunked_prefill and self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(f"max_num_batched_tokens: with chunked_prefill it must be >= max_num_seqs (every "
                              f"running decode takes one token of the step's budget), got "
                              f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
-        if self.router not in ROUTERS:
-            raise ValueError(f"router: unknown {self.router!r}; allowed: {', '.join(ROUTERS)}")
+        checks.choice(self.router, "router", ROUTERS)
         for name in ("ttft_sla_s", "tpot_sla_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-                    or value <= 0:
-                raise ValueError(f"{name}: must be a finite number > 0 (seconds), got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True,
+                                                         what="a finite number > 0 (seconds)"))
 
     # ------------------------------------------------------------ disaggregated prefill and decode
     @property
@@ -282,43 +283,20 @@ class SimConfig:
         return self.kv_link_latency_s + np.asarray(prompt_tokens, dtype=np.float64) * (
             self.kv_gb_per_token_effective * 1e9 / self.kv_link_bytes_per_s)
 
-    def _validate_instance_counts(self) -> None:
-        for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-
     def _validate_disaggregated(self) -> None:
-        for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp",
-                     "prefill_max_batch_size", "prefill_max_tokens", "decode_max_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        for name in ("prefill_kv_blocks", "decode_kv_blocks"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, or None to derive it from the memory fields "
-                                 f"(instance_kv_tokens // block_size), got {value!r}")
-            object.__setattr__(self, name, int(value))
         for name in ("prefill_router", "decode_router"):
-            if getattr(self, name) not in DISAGG_ROUTERS:
-                raise ValueError(f"{name}: unknown {getattr(self, name)!r}; allowed: {', '.join(DISAGG_ROUTERS)}")
-        checks = (("kv_link_gbps", 0.0, False), ("kv_link_latency_s", 0.0, True),
-                  ("decode_waiting_block_fraction", 0.0, False))
-        for name, low, inclusive in checks:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-                    or value < low or (value == low and not inclusive):
-                raise ValueError(f"{name}: must be a finite number {'>=' if inclusive else '>'} {low:g}, got {value!r}")
-            object.__setattr__(self, name, float(value))
+            checks.choice(getattr(self, name), name, DISAGG_ROUTERS)
         if self.decode_waiting_block_fraction > 1:
             raise ValueError(f"decode_waiting_block_fraction: a share of the decode instance's blocks, must be in "
                              f"(0, 1], got {self.decode_waiting_block_fraction!r}")
         if self.scheduler != "disaggregated":
             return
+        high, why = _INT_LIMITS["num_gpus"]
+        if self.disaggregated_gpus > high:
+            raise ValueError(
+                f"prefill_replicas/prefill_tp/decode_replicas/decode_tp/decode_pp: the deployment has "
+                f"{self.prefill_replicas} x {self.prefill_tp} + {self.decode_replicas} x {self.decode_tp} x "
+                f"{self.decode_pp} = {self.disaggregated_gpus:,} GPUs, at most {high:,} allowed ({why})")
         if self.num_gpus != self.disaggregated_gpus:
             raise ValueError(
                 f"num_gpus: a disaggregated deployment has prefill_replicas x prefill_tp + decode_replicas x decode_tp "

@@ -31,6 +31,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from workbench import checks
 from workbench.paths import DATA_DIR
 from workbench.sim.steptime import StepTimeModel
 
@@ -47,14 +48,18 @@ def _triple_of(entry: dict, key: str, where: str) -> tuple[float, float, float]:
     value = entry.get(key)
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise ValueError(f"{where}: '{key}' must be a list of three numbers, got {value!r}")
-    return tuple(float(v) for v in value)
+    return tuple(checks.number(v, f"{where}: '{key}'[{i}]") for i, v in enumerate(value))
 
 
 def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str, tp: int = 1) -> StepTimeModel:
     """The StepTimeModel of ``model`` at tensor parallelism ``tp`` in a DistServe profile JSON (ms -> s)."""
-    path = Path(path)
+    checks.instance(model, "model", str, expected="a model name such as 'facebook/opt-13b'")
+    tp = checks.integer(tp, "tp", low=1)
+    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a profile file path"))
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a DistServe profile file")
     try:
-        profile = json.loads(path.read_text())
+        profile = json.loads(checks.read_text(path, what="profile file"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such DistServe profile file; the shipped one is {DISTSERVE_PROFILE}") \
             from None
@@ -96,9 +101,9 @@ def pipeline_overhead_of(by_tp: dict, *, where: str = "profile") -> float:
     """
     points = []
     for tp, entry in by_tp.items():
-        small = entry.get("decoding_smallbs") if isinstance(entry, dict) else None
-        if isinstance(small, (list, tuple)) and len(small) == 3:
-            points.append((1.0 / float(tp), float(small[0])))
+        if isinstance(entry, dict) and "decoding_smallbs" in entry:
+            tp = checks.integer(tp, f"{where}: TP degree {tp!r}", low=1)
+            points.append((1.0 / tp, _triple_of(entry, "decoding_smallbs", f"{where} tp={tp}")[0]))
     if len(points) < 2:
         return 0.0
     x = [p[0] for p in points]
@@ -120,8 +125,10 @@ def pipeline_overhead_of(by_tp: dict, *, where: str = "profile") -> float:
 def _blis_models(path: str, mtime_ns: int) -> tuple[dict, ...]:
     import yaml
 
-    with open(path) as handle:
-        document = yaml.safe_load(handle)
+    try:
+        document = yaml.safe_load(checks.read_text(path, what="BLIS defaults file"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a BLIS defaults file (invalid YAML: {exc})") from None
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, list):
         raise ValueError(f"{path}: not a BLIS defaults file (no 'models:' list)")
@@ -135,9 +142,10 @@ def _version_matches(wanted: str, version: str) -> bool:
 
 def blis_entries(path: str | os.PathLike = BLIS_DEFAULTS) -> list[dict]:
     """Every model entry of a BLIS defaults file (id, GPU, tensor_parallelism, vllm_version, coefficients)."""
-    path = Path(path)
+    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a BLIS defaults file path"))
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such BLIS defaults file; the shipped one is {BLIS_DEFAULTS}")
+        raise FileNotFoundError(f"{path}: no such BLIS defaults file{' (a folder)' if path.is_dir() else ''}; "
+                                f"the shipped one is {BLIS_DEFAULTS}")
     return [dict(m) for m in _blis_models(str(path), path.stat().st_mtime_ns)]
 
 
@@ -148,7 +156,12 @@ def blis_profile(*, model: str, gpu: str, tp: int = 1, vllm_version: str | None 
     ``model`` and ``gpu`` match case-insensitively (``gpu="A100"`` matches ``A100-80``); ``vllm_version``
     (e.g. ``"v0.8.4"``), if given, must match the image tag.
     """
-    path = Path(path) if path is not None else BLIS_DEFAULTS
+    checks.instance(model, "model", str, expected="a model id such as 'qwen/qwen3-14b'")
+    checks.instance(gpu, "gpu", str, expected="a GPU name such as 'H100' or 'A100-80'")
+    tp = checks.integer(tp, "tp", low=1)
+    checks.instance(vllm_version, "vllm_version", (str, type(None)), expected="a version such as 'v0.8.4', or None")
+    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a BLIS defaults file path")) \
+        if path is not None else BLIS_DEFAULTS
     entries = blis_entries(path)
 
     def gpu_matches(name: str) -> bool:
@@ -239,21 +252,27 @@ def describe_profiles() -> dict[str, str]:
     return {name: entry[2] for name, entry in PROFILES.items()}
 
 
-@lru_cache(maxsize=None)
 def get_profile(name: str, tp: int | None = None) -> StepTimeModel:
     """The registered step-time profile ``name`` (see :func:`profile_names`); ``tp`` resolves it at another
     tensor-parallel degree from the same source (the DistServe and BLIS files hold several), e.g. a disaggregated
     deployment's prefill instances at TP 2 and decode instances at TP 1."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    if not isinstance(name, str) or name not in PROFILES:
+        error = ValueError if isinstance(name, str) else checks.InvalidType
+        raise error(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    tp = checks.integer(tp, "tp", low=1, none=True, hint="a tensor-parallel degree (GPUs of one instance)")
+    return _load_profile(name, tp)
+
+
+@lru_cache(maxsize=None)
+def _load_profile(name: str, tp: int | None) -> StepTimeModel:
     loader, kwargs, _ = PROFILES[name]
-    if tp is None or int(tp) == kwargs.get("tp", 1):
+    if tp is None or tp == kwargs.get("tp", 1):
         return dataclasses.replace(loader(**kwargs), name=name)
     try:
-        model = loader(**{**kwargs, "tp": int(tp)})
+        model = loader(**{**kwargs, "tp": tp})
     except ValueError as exc:
         raise ValueError(f"profile {name!r} has no entry at tp={tp}: {exc}") from None
-    return dataclasses.replace(model, name=f"{name} tp{int(tp)}")
+    return dataclasses.replace(model, name=f"{name} tp{tp}")
 
 
 def profile_config_fields(name: str) -> dict:

@@ -12,6 +12,7 @@ several deployments (``data/groundtruth/distserve_opt13b_a100_disagg/setup.json`
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.traces.trace import Trace, TraceFormatError
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,17 @@ class ServingLog:
         return f"ServingLog({self.name!r}, {len(self.trace)} requests, config={'yes' if self.config else 'none'})"
 
 
+def _setup_object(parent: dict, key: str, file: Path, prefix: str = "") -> dict:
+    """``parent[key]``: an object (a dict) or absent/null (then empty); anything else names the file and key."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{file}: {prefix}{key} must be an object (of SimConfig fields or of named entries), "
+                         f"got {value!r}")
+    return value
+
+
 def _read_setup(file: Path, run: str | None = None):
     """The setup dict and the SimConfig of ``run``: the shared ``sim_config``, updated by the entry of
     ``placements`` whose code the run's name contains between dashes (``distserve-c21d12-600-6`` -> ``c21d12``),
@@ -62,8 +75,10 @@ def _read_setup(file: Path, run: str | None = None):
     placement needs no entry of its own)."""
     from workbench.sim.config import SimConfig
 
+    if file.is_dir():
+        raise IsADirectoryError(f"{file}: a folder, not a setup file (a JSON file with a 'sim_config' object)")
     try:
-        setup = json.loads(file.read_text())
+        setup = json.loads(checks.read_text(file, what="setup file"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{file}: invalid JSON ({exc}); fix the setup file or remove it") from None
     if not isinstance(setup, dict) or not isinstance(setup.get("sim_config"), dict):
@@ -73,17 +88,22 @@ def _read_setup(file: Path, run: str | None = None):
     updates = []
     if run is not None:
         parts = run.split("-")
-        for code, entry in (setup.get("placements") or {}).items():
-            if code in parts:
-                updates.append((f"placements.{code}.sim_config", (entry or {}).get("sim_config")))
-        updates.append((f"runs.{run}.sim_config", ((setup.get("runs") or {}).get(run) or {}).get("sim_config")))
+        placements = _setup_object(setup, "placements", file)
+        codes = [code for code in placements if code in parts]
+        if len(codes) > 1:
+            raise ValueError(f"{file}: the run {run!r} matches the placements {', '.join(codes)} (codes between "
+                             "dashes of its name); rename the run so that its name holds one placement code")
+        for code in codes:
+            updates.append((f"placements.{code}.sim_config",
+                            _setup_object(_setup_object(placements, code, file, "placements."), "sim_config", file,
+                                          f"placements.{code}.")))
+        runs = _setup_object(setup, "runs", file)
+        updates.append((f"runs.{run}.sim_config",
+                        _setup_object(_setup_object(runs, run, file, "runs."), "sim_config", file, f"runs.{run}.")))
     for label, own in updates:
-        if own is None:
-            continue
-        if not isinstance(own, dict):
-            raise ValueError(f"{file}: {label} must be an object of SimConfig fields, got {own!r}")
-        fields_.update(own)
-        where = f"{where} updated by {label}"
+        if own:
+            fields_.update(own)
+            where = f"{where} updated by {label}"
     known = {f.name for f in fields(SimConfig)}
     unknown = sorted(set(fields_) - known)
     if unknown:
@@ -91,23 +111,82 @@ def _read_setup(file: Path, run: str | None = None):
                          f"(SimConfig fields: {', '.join(sorted(known))})")
     try:
         config = SimConfig(**fields_)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{file}: {where} is not a valid SimConfig: {exc}") from None
     return setup, config
+
+
+# TPOT is (E2E - TTFT) / (output - 1) (vLLM's benchmark_serving definition); a log's rounding of the three
+# times is allowed for, a different definition or unit is not
+TPOT_TOLERANCE = (0.02, 1e-3)  # relative, absolute seconds
+
+
+def _numeric_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column of :data:`COLUMNS` as numbers, checked in file order; a bad cell is a TraceFormatError
+    naming the file, line and column."""
+    integral = ("request_id", "prompt_tokens", "output_tokens")
+    for column in COLUMNS:
+        values = frame[column].to_numpy()
+        low = 1 if column in ("prompt_tokens", "output_tokens") else 0
+        if column == "tpot_s":  # undefined for a one-token answer: NaN (or an empty cell) is allowed there
+            one_token = (frame["output_tokens"] == 1).to_numpy()
+            values = np.where(one_token & pd.isna(frame[column]).to_numpy(), 0.0, values)
+        try:
+            frame[column] = checks.array(
+                values, column, integral=column in integral, low=low,
+                where=lambda i, c=column: f"{path}: line {i + 2}, column {c}",
+                what="a count" if column in integral else "seconds")
+        except ValueError as exc:
+            raise TraceFormatError(f"{exc} (expected a {'whole ' if column in integral else ''}finite number "
+                                   f">= {low})") from None
+        if column in integral:
+            frame[column] = frame[column].astype(np.int64)
+        if column == "tpot_s":
+            frame.loc[one_token, column] = np.nan
+    return frame
+
+
+def _check_times(path: Path, frame: pd.DataFrame) -> None:
+    late = frame["e2e_s"] < frame["ttft_s"]
+    if late.any():
+        row = int(np.flatnonzero(late.to_numpy())[0])
+        raise TraceFormatError(f"{path}: line {row + 2}: e2e_s < ttft_s; are the columns swapped?")
+    out = frame["output_tokens"].to_numpy()
+    many = out > 1
+    derived = np.where(many, (frame["e2e_s"] - frame["ttft_s"]).to_numpy() / np.maximum(out - 1, 1), np.nan)
+    tpot = frame["tpot_s"].to_numpy()
+    rel, abs_s = TPOT_TOLERANCE
+    off = many & (np.abs(tpot - derived) > rel * derived + abs_s)
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise TraceFormatError(
+            f"{path}: line {row + 2}: tpot_s = {tpot[row]:g} s, but (e2e_s - ttft_s) / (output_tokens - 1) = "
+            f"({frame['e2e_s'].iloc[row]:g} - {frame['ttft_s'].iloc[row]:g}) / {out[row] - 1} = {derived[row]:.6g} s "
+            f"(allowed: within {rel:.0%} + {abs_s * 1e3:g} ms); a TPOT of another definition or unit (ms?) would "
+            "mislead every comparison: fix the column")
 
 
 def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None = None) -> ServingLog:
     """Read a measured serving run (see the module docstring).
 
     ``setup`` overrides the setup file's location (default: ``setup.json`` in the CSV's folder; without one
-    ``config`` is None).  Bad files raise :class:`TraceFormatError` naming the file, row and column.
+    ``config`` is None, and ``simulate``/``capacity`` refuse ``config=None``: pass the setup yourself).  Bad
+    files raise :class:`TraceFormatError` naming the file, line and column: every value must be a finite
+    number in range, ``e2e_s >= ttft_s``, and ``tpot_s`` must agree with
+    ``(e2e_s - ttft_s) / (output_tokens - 1)`` (within :data:`TPOT_TOLERANCE`).
     """
-    path = Path(path)
+    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a serving log's path"))
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a serving log (a CSV with columns {', '.join(COLUMNS)})")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such serving log (a CSV with columns {', '.join(COLUMNS)})")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        text = checks.read_text(path, what="serving log")
+    except ValueError as exc:
+        raise TraceFormatError(str(exc)) from None
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise TraceFormatError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
@@ -115,24 +194,8 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
                                f"{', '.join(COLUMNS)} (got {', '.join(map(str, frame.columns))})")
     if frame.empty:
         raise TraceFormatError(f"{path}: no requests")
-    integral = ("request_id", "prompt_tokens", "output_tokens")
-    for column in COLUMNS:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        low = 1 if column in ("prompt_tokens", "output_tokens") else 0
-        # tpot_s is undefined for a one-token answer: NaN is allowed there
-        bad = values.isna() & ~((column == "tpot_s") & (frame["output_tokens"] == 1))
-        bad |= values < low
-        if column in integral:
-            bad |= values.notna() & (values != np.round(values))
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise TraceFormatError(f"{path}: line {row + 2}, column {column}: bad value {frame[column].iloc[row]!r} "
-                                   f"(expected a {'whole ' if column in integral else ''}number >= {low})")
-        frame[column] = values
-    late = frame["e2e_s"] < frame["ttft_s"]
-    if late.any():
-        row = int(np.flatnonzero(late.to_numpy())[0])
-        raise TraceFormatError(f"{path}: line {row + 2}: e2e_s < ttft_s; are the columns swapped?")
+    frame = _numeric_columns(path, frame)
+    _check_times(path, frame)
     if frame["request_id"].duplicated().any():
         raise TraceFormatError(f"{path}: duplicate request_id {frame['request_id'][frame['request_id'].duplicated()].iloc[0]}")
     order = np.argsort(frame["arrival_s"].to_numpy(), kind="stable")   # the order Trace.from_arrays uses
@@ -142,12 +205,13 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
     measured = frame[["request_id", *MEASURED]].astype({"request_id": np.int64})
     setup_file = Path(setup) if setup is not None else path.parent / SETUP_FILE
     setup_dict, config = (None, None)
-    if setup_file.is_file():
+    if setup_file.exists():
         setup_dict, config = _read_setup(setup_file, path.stem)
     elif setup is not None:
         raise FileNotFoundError(f"{setup_file}: no such setup file")
     else:
-        log.info("%s: no %s beside it; config is None", path, SETUP_FILE)
+        log.warning("%s: no %s beside it, so run.config is None: pass a SimConfig of the serving setup to "
+                    "simulate/calibrate (cfg=...)", path, SETUP_FILE)
     return ServingLog(path.stem, path, trace, measured, config, setup_dict)
 
 

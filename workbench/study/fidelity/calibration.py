@@ -77,6 +77,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from workbench import checks
+from workbench.sim.config import SimConfig
 from workbench.sim.steplog import DECODE, PREFILL, StepLog, replay_steps
 from workbench.sim.steptime import COEF_NAMES, StepTimeModel
 
@@ -128,6 +130,52 @@ class FitReport:
         if (~fitted).any():
             lines.append("not fitted: " + ", ".join(f"{r.name} ({r.status})" for r in table[~fitted].itertuples()))
         return "\n".join(lines + self.notes)
+
+
+def _as_runs(runs, where: str) -> list:
+    """A list of measured runs (one run is taken as a list of one), each checked: finite measured times."""
+    from workbench.traces.serving_log import ServingLog
+
+    if isinstance(runs, ServingLog):
+        runs = [runs]
+    if isinstance(runs, (str, bytes)) or not hasattr(runs, "__iter__"):
+        raise checks.InvalidType(f"{where}: runs must be a list of wb.load_serving_log(...) results, got "
+                                 f"{type(runs).__name__}")
+    runs = list(runs)
+    if not runs:
+        raise ValueError(f"{where}: no runs given; pass a list of wb.load_serving_log(...) results")
+    for run in runs:
+        if not hasattr(run, "measured") or not hasattr(run, "trace"):
+            raise checks.InvalidType(f"{where}: runs must be wb.load_serving_log(...) results, got "
+                                     f"{type(run).__name__}")
+        _check_measured(run)
+    return runs
+
+
+def _check_measured(run) -> None:
+    """Measured TTFT and E2E must be finite numbers >= 0, one per request of the run's trace (a ServingLog
+    built by hand skips load_serving_log's checks; a NaN or inf would give a NaN fit, not an error)."""
+    measured = run.measured
+    if len(measured) != len(run.trace):
+        raise ValueError(f"{run.name}: {len(measured)} measured rows for {len(run.trace)} requests")
+    for metric in ("ttft_s", "e2e_s"):
+        values = pd.to_numeric(measured[metric], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            request = measured["request_id"].iloc[i] if "request_id" in measured else i
+            found = measured[metric].iloc[i]
+            found = float(found) if isinstance(found, (int, float, np.number)) else found
+            raise ValueError(f"{run.name}: request {request}: measured {metric} = {found!r}, "
+                             "expected a finite number of seconds >= 0")
+
+
+def _admitted(run, settings: dict) -> np.ndarray:
+    """Requests the replay can serve (the continuous engine's acceptance rule, see continuous_acceptance)."""
+    bs, blocks = settings["block_size"], settings["kv_blocks"]
+    prompt = np.asarray(run.trace.prompt_tokens, dtype=np.int64)
+    peak = (prompt + np.maximum(np.asarray(run.trace.output_tokens, dtype=np.int64), 1) - 1 + bs - 1) // bs
+    return (prompt <= settings["max_num_batched_tokens"]) & (peak <= blocks)
 
 
 def _settings(cfg, name: str) -> dict:
@@ -325,11 +373,20 @@ def _rss_of(step: StepTimeModel, runs, cfg) -> float:
     return total
 
 
-def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter: int = 8, tol: float = 1e-3,
-              min_steps: int = 20, overhead_min_gain: float = 0.02, fit_token_overhead: bool = False,
+def _is_default(value, default) -> bool:
+    try:
+        return bool(value is default or value == default)
+    except (TypeError, ValueError):   # e.g. an array compared element-wise
+        return False
+
+
+def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter: int | None = None,
+              tol: float | None = None, min_steps: int = 20, overhead_min_gain: float = 0.02,
+              fit_token_overhead: bool = False,
               prior_weight: float = PRIOR_WEIGHT, hold=FIXED_STEP_COSTS, damping: float = 0.5,
               name: str | None = None) -> StepTimeModel:
-    """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
+    """Refit ``step`` to measured ``runs`` (ServingLogs; one run is taken as a list of one) jointly; returns the
+    model with ``.fit_report``.
 
     Disaggregated runs (configs with ``scheduler="disaggregated"``), or ``step`` a ``{"prefill": ...,
     "decode": ...}`` dict, are calibrated by :mod:`workbench.study.fidelity.calibration_disagg` (each run with
@@ -340,33 +397,54 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
     simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None, the default = keep the model's).
     ``hold``: coefficients (names in ``FIT_COEFS``) kept at ``step``'s values (default: the fixed step costs);
     ``prior_weight``: how much moving a coefficient away from ``step``'s value costs (module docstring).
+    ``max_iter`` / ``tol``: iterations and stopping tolerance of the fit; None = 8 and 1e-3 for vLLM runs, the
+    defaults of :func:`~workbench.study.fidelity.calibration_disagg.calibrate_disaggregated` for disaggregated ones.
     """
-    runs = list(runs)
-    # disaggregated runs (or a {"prefill": ..., "decode": ...} latency): workbench.study.fidelity.calibration_disagg
     from workbench.study.fidelity import calibration_disagg
 
-    if runs and calibration_disagg.is_disaggregated_input(step, runs, cfg):
-        vllm_only = {"thresholds": (thresholds, None), "tol": (tol, 1e-3), "min_steps": (min_steps, 20),
+    if not isinstance(step, (StepTimeModel, dict, str)):
+        raise checks.InvalidType(f"calibrate: step must be a StepTimeModel (disaggregated runs: also a "
+                                 f"{{'prefill': ..., 'decode': ...}} dict or a profile name), got {type(step).__name__}")
+    runs = _as_runs(runs, "calibrate")
+    if cfg is not None:
+        checks.instance(cfg, "cfg", SimConfig, expected="a SimConfig, or None for each run's own setup")
+    if calibration_disagg.is_disaggregated_input(step, runs, cfg):
+        # disaggregated runs (or a {"prefill": ..., "decode": ...} latency): workbench.study.fidelity.calibration_disagg
+        vllm_only = {"thresholds": (thresholds, None), "min_steps": (min_steps, 20),
                      "overhead_min_gain": (overhead_min_gain, 0.02), "fit_token_overhead": (fit_token_overhead, False),
-                     "hold": (tuple(hold), FIXED_STEP_COSTS)}
-        given = sorted(k for k, (value, default) in vllm_only.items() if value != default)
+                     "hold": (hold, FIXED_STEP_COSTS)}
+        given = sorted(k for k, (value, default) in vllm_only.items() if not _is_default(value, default))
         if given:
             raise ValueError(f"calibrate: {', '.join(given)} apply to vLLM runs; the disaggregated calibration "
-                             "takes max_iter, prior_weight, damping, name (see calibration_disagg)")
-        return calibration_disagg.calibrate_disaggregated(step, runs, cfg, max_iter=max(max_iter, 10),
-                                                          prior_weight=prior_weight, damping=damping, name=name)
-    if not runs:
-        raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
+                             "takes max_iter, tol, prior_weight, damping, name (see calibration_disagg)")
+        options = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}  # None: its defaults
+        return calibration_disagg.calibrate_disaggregated(step, runs, cfg, prior_weight=prior_weight,
+                                                          damping=damping, name=name, **options)
     if not isinstance(step, StepTimeModel):
-        raise ValueError(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
-    unknown = sorted(set(hold) - set(FIT_COEFS))
+        raise checks.InvalidType(f"calibrate: step must be a StepTimeModel for vLLM runs (their configs are not "
+                                 f"disaggregated), got {type(step).__name__}")
+    max_iter = checks.integer(8 if max_iter is None else max_iter, "max_iter", low=1, high=10_000,
+                              hint="fixed-point iterations of the fit")
+    tol = checks.number(1e-3 if tol is None else tol, "tol", low=0, low_open=True)
+    prior_weight = checks.number(prior_weight, "prior_weight", low=0)
+    damping = checks.number(damping, "damping", low=0, high=1, low_open=True)
+    checks.instance(name, "name", (str, type(None)), expected="a text label, or None")
+    if thresholds is not None and thresholds != "fit":
+        thresholds = checks.integers(thresholds, "thresholds", low=1, high=2**31 - 1)
+    min_steps = checks.integer(min_steps, "min_steps", low=0)
+    overhead_min_gain = checks.number(overhead_min_gain, "overhead_min_gain", low=0)
+    fit_token_overhead = checks.boolean(fit_token_overhead, "fit_token_overhead")
+    hold = (hold,) if isinstance(hold, str) else tuple(checks.instance(hold, "hold", (list, tuple, set, frozenset),
+                                                                       expected="a list of coefficient names"))
+    unknown = sorted(set(hold) - set(FIT_COEFS), key=str)
     if unknown:
         raise ValueError(f"calibrate: hold names unknown coefficients {unknown}; choose among {list(FIT_COEFS)}")
-    if prior_weight < 0:
-        raise ValueError(f"calibrate: prior_weight must be >= 0, got {prior_weight}")
     for run in runs:
-        if not hasattr(run, "measured") or not hasattr(run, "trace"):
-            raise ValueError(f"calibrate: runs must be wb.load_serving_log(...) results, got {type(run).__name__}")
+        replay_settings = _settings(cfg if cfg is not None else run.config, run.name)
+        if not np.any(_admitted(run, replay_settings)):
+            raise ValueError(f"calibrate: every request of {run.name} is rejected by the replay's setup "
+                             f"({replay_settings}): there is nothing to fit; check cfg (kv_blocks, "
+                             "max_num_batched_tokens)")
     names = [r.name for r in runs]
     name = name or f"{step.name} calibrated on {'+'.join(names)}"
     source = f"calibrate({step.name}) on {', '.join(names)}"
@@ -435,6 +513,11 @@ def request_errors(res, run) -> pd.DataFrame:
 
 
 def _simulated_frame(res, run) -> pd.DataFrame:
+    if getattr(res, "engine", "continuous") != "continuous":
+        raise ValueError("compare_to_measured: res must be a continuous-engine result (a measured vLLM run is "
+                         f"continuous batching), got a {res.config.scheduler} result of the static engine; simulate "
+                         "run.trace with the run's setup (a continuous_* scheduler)")
+    _check_measured(run)
     requests = getattr(res, "requests", None)
     if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (res.requests with ttft_s, "
@@ -454,11 +537,22 @@ def compare_to_measured(res, run) -> pd.DataFrame:
     the mean, and the per-request median absolute relative error.  Rejected requests count as errors (NaN
     simulated times are left out of the simulated statistics and the row says how many)."""
     errors = request_errors(res, run)
+    served = np.isfinite(errors["simulated_e2e_s"].to_numpy())
+    if not served.any():
+        reasons = ""
+        if hasattr(res, "requests") and "status" in res.requests:
+            reasons = f" ({res.requests['status'].astype(str).value_counts().to_dict()})"
+        raise ValueError(f"compare_to_measured: the simulation served none of the {len(served)} requests of "
+                         f"{run.name}{reasons}, so there is nothing to compare; check the SimConfig (kv_blocks, "
+                         "max_num_batched_tokens) against the run's setup")
     rows = []
     for metric in ("ttft_s", "tpot_s", "e2e_s"):
         measured = errors[f"measured_{metric}"].to_numpy()
         simulated = errors[f"simulated_{metric}"].to_numpy()
         ok = np.isfinite(simulated) & np.isfinite(measured)
+        if not ok.any():  # e.g. tpot_s when every request has one output token
+            rows.append({"run": run.name, "metric": metric, "requests": 0, "not_compared": int(ok.size)})
+            continue
         m, s = measured[ok], simulated[ok]
         rows.append({
             "run": run.name, "metric": metric,
@@ -483,6 +577,7 @@ def simulate_run(run, step: StepTimeModel, cfg=None):
 
 def replay_table(step: StepTimeModel, runs, cfg=None, *, label: str | None = None) -> pd.DataFrame:
     """``compare_to_measured`` of every run simulated with ``step`` unchanged, one table (column ``model``)."""
+    runs = _as_runs(runs, "replay_table")
     tables = [compare_to_measured(simulate_run(run, step, cfg), run) for run in runs]
     return pd.concat(tables).assign(model=label or step.name)
 
@@ -493,7 +588,7 @@ def cross_validate(step: StepTimeModel, runs, cfg=None, **calibrate_options) -> 
     Returns the ``compare_to_measured`` rows of every held-out run (column ``trained_on``) and the fitted models
     by held-out run name.
     """
-    runs = list(runs)
+    runs = _as_runs(runs, "cross_validate")
     if len(runs) < 2:
         raise ValueError("cross_validate: needs at least two runs (train on the others, predict one)")
     tables, models = [], {}
