@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from workbench import checks
 from workbench.sim import disagg_engine as deng
 from workbench.sim.disagg_steplog import DISAGG_ROUTERS, DisaggSettings, rejection
 from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV, offered_rate_rps,
@@ -45,9 +46,14 @@ def _resolve(value, tp: int, what: str) -> StepTimeModel:
     if isinstance(value, StepTimeModel):
         return value
     if isinstance(value, str):
-        return profiles.get_profile(value, tp=tp)
-    raise ValueError(f"{what}: expected a StepTimeModel or a profile name ({', '.join(profiles.profile_names())}), "
-                     f"got {type(value).__name__}")
+        checks.choice(value, what, profiles.profile_names(), hint="or pass a wb.StepTimeModel")
+        try:
+            return profiles.get_profile(value, tp=tp)
+        except ValueError as exc:
+            raise ValueError(f"{what}: {exc}; pass a wb.StepTimeModel for this pool, or choose a TP degree the "
+                             "profile has") from None
+    raise checks.InvalidType(f"{what}: must be a wb.StepTimeModel or a step-time profile name "
+                             f"({', '.join(profiles.profile_names())}), got {type(value).__name__}")
 
 
 def pool_models(latency, cfg) -> tuple[StepTimeModel, StepTimeModel]:
@@ -57,18 +63,19 @@ def pool_models(latency, cfg) -> tuple[StepTimeModel, StepTimeModel]:
     if latency is None:
         latency = profiles.DEFAULT_DISAGG_PROFILE
     if isinstance(latency, dict):
-        unknown = sorted(set(latency) - set(POOLS))
+        unknown = sorted(repr(k) for k in latency if k not in POOLS)
         missing = [p for p in POOLS if p not in latency]
         if unknown or missing:
-            raise ValueError(f"latency: a disaggregated deployment takes a dict with the keys 'prefill' and 'decode' "
-                             f"(a StepTimeModel or profile name each); "
-                             + (f"unknown key(s) {unknown}" if unknown else f"missing {missing}"))
+            raise ValueError("latency: a disaggregated deployment takes a dict with the keys 'prefill' and 'decode' "
+                             "(a StepTimeModel or profile name each); "
+                             + "; ".join(([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
+                                         + ([f"missing {', '.join(map(repr, missing))}"] if missing else [])))
         return (_resolve(latency["prefill"], cfg.prefill_tp, "latency['prefill']"),
                 _resolve(latency["decode"], cfg.decode_tp, "latency['decode']"))
     if isinstance(latency, (StepTimeModel, str)):
         return _resolve(latency, cfg.prefill_tp, "latency"), _resolve(latency, cfg.decode_tp, "latency")
-    raise ValueError(f"latency: the disaggregated scheduler takes {{'prefill': ..., 'decode': ...}}, a StepTimeModel "
-                     f"or a profile name, not a {type(latency).__name__}")
+    raise checks.InvalidType(f"latency: the disaggregated scheduler takes {{'prefill': ..., 'decode': ...}}, a "
+                             f"StepTimeModel, a profile name or None, not a {type(latency).__name__}")
 
 
 def settings_of(cfg, prefill: StepTimeModel, decode: StepTimeModel) -> DisaggSettings:
@@ -127,9 +134,56 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *, ju
             "decode_block_seconds": d_block_s, "decode_steps": d_steps, "transfer_busy_s": d_xfer}
 
 
+def shortest_step_s(s: DisaggSettings) -> float:
+    """The shortest step either pool takes: a one-token prefill, or a pipeline stage of a one-request decode step
+    (what event times must still resolve; see :func:`workbench.sim.simulate.check_time_horizon`)."""
+    return min(s.prefill_time_s(1.0, 1.0), s.stage_s(s.decode_time_s(1, 1.0)))
+
+
+def engine_table_bytes(s: DisaggSettings, n: int) -> float:
+    """Bytes of the compiled engine's tables sized by the deployment (not by the trace): per lane (decode
+    instance x pipeline stage) a histogram of ``block_size`` entries and a finish heap of min(decode_max_batch_size,
+    decode_kv_blocks, requests) entries, per decode instance its stages, per prefill instance its queues."""
+    lanes = s.decode_replicas * s.decode_pp
+    heap = max(1, min(s.decode_max_batch_size, s.decode_kv_blocks, n))
+    return 8.0 * lanes * (s.block_size + 2 * heap + 12) + 8.0 * s.decode_replicas * (s.decode_pp + 25) \
+        + 8.0 * s.prefill_replicas * 16
+
+
+def check_engine_inputs(arrival_s, prompt, output, s: DisaggSettings, prefill_model: StepTimeModel) -> None:
+    """What ``simulate`` checks before the compiled engine runs (as for the continuous engine): the arrays
+    (dtype, finite join times), the prefill model's curvature over the served prompts, that event times resolve
+    the shortest step up to the last join plus every KV transfer, and the size of the engine's tables."""
+    from workbench.sim.simulate import (_TIME_RESOLUTION, _check_engine_arrays, _check_prefill_curvature,
+                                        _check_tables, _check_times)
+
+    entry = entry_times(arrival_s, prompt, s)
+    served = rejection(prompt, output, s) == 0
+    _check_prefill_curvature(prefill_model, prompt, served)
+    _check_engine_arrays(np.ascontiguousarray(entry, dtype=np.float64), np.asarray(prompt), np.asarray(output),
+                         np.zeros(entry.size, np.int32), 1)
+    shortest = shortest_step_s(s)
+    last = float(entry[served].max()) if served.any() else 0.0
+    _check_times(last, shortest, "trace")
+    # the KV transfers add to the time line (one at a time per decode instance): all of them at most
+    moved = served & (np.asarray(output) > 1)
+    with np.errstate(over="ignore"):
+        transfers = s.kv_link_latency_s * np.count_nonzero(moved) + float(np.sum(
+            np.asarray(prompt, dtype=np.float64)[moved])) * s.kv_bytes_per_token / s.kv_link_bytes_per_s
+    if not np.isfinite(last + transfers) or (last + transfers) * _TIME_RESOLUTION > shortest:
+        raise ValueError(
+            f"kv_link_gbps: moving the KV cache of the trace's prompts over a {s.kv_link_bytes_per_s * 8e-9:g} Gbit/s "
+            f"link takes {transfers:.3g} s in all, so event times could no longer resolve the shortest step "
+            f"({shortest:.3g} s); is kv_link_gbps in Gbit/s (2400 for NVLink 3's 300 GB/s)?")
+    _check_tables(engine_table_bytes(s, entry.size),
+                  f"decode_replicas={s.decode_replicas} x decode_pp={s.decode_pp} lanes x (block_size={s.block_size} "
+                  f"+ a heap of min(decode_max_batch_size, decode_kv_blocks)="
+                  f"{min(s.decode_max_batch_size, s.decode_kv_blocks)})")
+
+
 def simulate_disaggregated(trace, cfg, latency, t0: float):
     """``simulate`` for ``scheduler="disaggregated"`` (see the module docstring and the engine's rules)."""
-    from workbench.sim.simulate import SimResult, SimulationError
+    from workbench.sim.simulate import SimResult, SimulationError, warn_if_slo_dwarfs_service
 
     prefill_model, decode_model = pool_models(latency, cfg)
     output = np.asarray(trace.output_tokens)
@@ -139,6 +193,9 @@ def simulate_disaggregated(trace, cfg, latency, t0: float):
     s = settings_of(cfg, prefill_model, decode_model)
     arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
     prompt = np.asarray(trace.prompt_tokens)
+    check_engine_inputs(arrival_s, prompt, output, s, prefill_model)
+    warn_if_slo_dwarfs_service(trace, cfg, prefill_model, decode_step=decode_model,
+                               prefill_tokens=cfg.prefill_max_tokens, decode_batch=cfg.decode_max_batch_size)
     rec = run_engine(arrival_s, prompt, output, s)
     status = np.full(arrival_s.size, STATUS_COMPLETED, np.int8)
     status[rec["reason"] == 1] = STATUS_REJECTED_KV
@@ -255,5 +312,6 @@ def slo_attainable_share(trace, cfg, prefill: StepTimeModel, decode: StepTimeMod
     return float(np.count_nonzero(ok)) / len(prompt)
 
 
-__all__ = ["POOLS", "slo_attainable_share", "entry_times", "pool_models", "request_times", "run_engine", "settings_of",
-           "simulate_disaggregated", "summarize_disaggregated"]
+__all__ = ["POOLS", "check_engine_inputs", "engine_table_bytes", "entry_times", "pool_models", "request_times",
+           "run_engine", "settings_of", "shortest_step_s", "simulate_disaggregated", "slo_attainable_share",
+           "summarize_disaggregated"]

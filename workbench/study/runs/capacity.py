@@ -237,7 +237,9 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
     cfg = SimConfig() if config is _DEFAULT_CONFIG else checks.instance(config, "config", SimConfig,
                                                                          expected="a SimConfig")
     trace = _validate_trace(trace)
-    latency = resolve_latency(latency)
+    disaggregated = get_scheduler(cfg.scheduler).engine == "disaggregated"
+    if not disaggregated:  # a disaggregated deployment's pools are resolved by _slo_setup (per TP degree)
+        latency = resolve_latency(latency)
     criterion = checks.choice(criterion, "criterion", CRITERIA)
     attainment = checks.number(attainment, "attainment", low=0, low_open=True, high=1,
                                hint="the share of requests that must meet the SLA")
@@ -262,7 +264,8 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
     if len(trace) < 2 or trace.mean_rate_rps <= 0 or not math.isfinite(trace.mean_rate_rps):
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
     if criterion != "slo" and get_scheduler(cfg.scheduler).engine != "static":
-        raise ValueError(f"{cfg.scheduler} is a continuous scheduler, judged on TTFT and TPOT: use "
+        kind = "a disaggregated" if disaggregated else "a continuous"
+        raise ValueError(f"{cfg.scheduler} is {kind} scheduler, judged on TTFT and TPOT: use "
                          "capacity(..., criterion='slo', ttft_s=..., tpot_s=..., attainment=...)")
     if criterion != "slo" and _is_step_model(latency):
         raise ValueError(f"criterion={criterion!r} judges end-to-end latency against d_sla_s on a latency grid; "
@@ -279,7 +282,7 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
     # the slowest load the scan replays stretches the trace by 1 / scale_bounds[0]: its times must stay usable
     check_time_horizon(float(trace.arrival_s[-1]) / low, latency,
                        f"capacity at scale_bounds[0]={low:g} (the slowest load scanned)",
-                       "Or raise scale_bounds[0].")
+                       "Or raise scale_bounds[0].", cfg=cfg)
     if ceiling < needed and criterion == "slo":
         raise CapacityError(
             f"the target cannot be met at any load: only {ceiling:.2%} of the requests could meet "
