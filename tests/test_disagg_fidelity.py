@@ -150,7 +150,7 @@ def test_best_placement_ranks_placements_and_prunes_below_the_best(small_trace):
                        decode_pp=int(top.decode_pp))
     res = wb.simulate(trace.time_scaled(top.goodput_rps / trace.mean_rate_rps), cfg, latency="opt-13b-a100-distserve")
     assert res.summary["slo_attainment"] >= 0.9
-    with pytest.raises(ValueError, match="gpus: a disaggregated placement needs at least 2 GPUs"):
+    with pytest.raises(ValueError, match="gpus: must be an integer >= 2, got 1; a disaggregated placement needs"):
         wb.best_placement(trace, 1)
 
 

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.sim.disagg import POOLS, pool_models, settings_of
 from workbench.sim.disagg_steplog import GRAD_NAMES, replay_disagg
 from workbench.sim.steptime import StepTimeModel
@@ -152,8 +153,8 @@ def _as_pools(latency, runs, cfg) -> tuple[dict, str]:
     """The pool models the runs share, and the kind of the input ('dict', 'model' or 'name')."""
     kind = "dict" if isinstance(latency, dict) else "model" if isinstance(latency, StepTimeModel) else "name"
     if kind == "name" and not isinstance(latency, str):
-        raise ValueError(f"calibrate: latency must be a {{'prefill': ..., 'decode': ...}} dict, a StepTimeModel or a "
-                         f"profile name, got {type(latency).__name__}")
+        raise checks.InvalidType(f"calibrate: latency must be a {{'prefill': ..., 'decode': ...}} dict, a "
+                                 f"StepTimeModel or a profile name, got {type(latency).__name__}")
     resolved = [pool_models(latency, _config(r, cfg)) for r in runs]
     pools = {}
     for k, pool in enumerate(POOLS):
@@ -201,11 +202,17 @@ def _rows(run, cfg, pools: dict):
     decode = steps.finish_s[served] - steps.first_token_s[served] + (out - 1) * tok_d
     g_ttft = steps.first_token_grad[served]
     g_decode = steps.finish_grad[served] - g_ttft
+    n = int(served.sum())
+    if n == 0:
+        raise ValueError(f"calibrate: every request of {run.name} is rejected by its deployment (prompt over "
+                         f"prefill_max_tokens={cfg.prefill_max_tokens}, or KV over an instance's blocks: prefill "
+                         f"{cfg.prefill_kv_blocks_effective}, decode {cfg.decode_kv_blocks_effective}); there is "
+                         "nothing to fit: check the run's config")
     measured = run.measured.iloc[np.flatnonzero(served)]
     y_ttft = measured["ttft_s"].to_numpy()
     y_decode = (measured["e2e_s"] - measured["ttft_s"]).to_numpy()
-    n = served.sum()
-    w = [np.full(n, 1.0 / (y.mean() * np.sqrt(n))) for y in (y_ttft, y_decode)]
+    # each run and metric weighs the same; a metric that is 0 throughout (one-token answers: no decode) weighs 0
+    w = [np.full(n, 1.0 / (y.mean() * np.sqrt(n)) if y.mean() > 0 else 0.0) for y in (y_ttft, y_decode)]
     return (np.concatenate([ttft, decode]), np.vstack([g_ttft, g_decode]), np.concatenate([y_ttft, y_decode]),
             np.concatenate(w))
 
@@ -216,15 +223,19 @@ def calibrate_disaggregated(latency, runs, cfg=None, *, max_iter: int = 10, prio
     """Refit the disaggregated pools' step-time models to measured runs jointly (module docstring)."""
     from scipy.optimize import lsq_linear
 
-    runs = list(runs)
-    if not runs:
-        raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
-    for run in runs:
-        if not hasattr(run, "measured") or not hasattr(run, "trace"):
-            raise ValueError(f"calibrate: runs must be wb.load_serving_log(...) results, got {type(run).__name__}")
-    if prior_weight < 0 or not 0 < damping <= 1 or max_iter < 1:
-        raise ValueError(f"calibrate: need prior_weight >= 0, 0 < damping <= 1, max_iter >= 1; got {prior_weight}, "
-                         f"{damping}, {max_iter}")
+    from workbench.sim.config import SimConfig
+    from workbench.study.fidelity.calibration import _as_runs
+
+    runs = _as_runs(runs, "calibrate")
+    if cfg is not None:
+        checks.instance(cfg, "cfg", SimConfig, expected="a SimConfig, or None for each run's own setup")
+    max_iter = checks.integer(max_iter, "max_iter", low=1, high=10_000, hint="Gauss-Newton iterations of the fit")
+    prior_weight = checks.number(prior_weight, "prior_weight", low=0)
+    damping = checks.number(damping, "damping", low=0, high=1, low_open=True)
+    tol = checks.number(tol, "tol", low=0, low_open=True)
+    exclude_overloaded = checks.boolean(exclude_overloaded, "exclude_overloaded")
+    fit_fixed_costs = checks.boolean(fit_fixed_costs, "fit_fixed_costs")
+    checks.instance(name, "name", (str, type(None)), expected="a text label, or None")
     configs = {r.name: _config(r, cfg) for r in runs}
     pools, kind = _as_pools(latency, runs, cfg)
     excluded = {r.name: f"overloaded: its TTFT diverged (last third's median > {DIVERGENCE_RATIO:g}x the first's)"

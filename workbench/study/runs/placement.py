@@ -49,12 +49,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.sim.config import SimConfig
+from workbench.sim.simulate import _validate_trace
+from workbench.sim.steptime import StepTimeModel
 from workbench.study.runs.capacity import CapacityError, capacity
 
 log = logging.getLogger(__name__)
 
 UNLIMITED_S = 1e9   # a limit no request reaches: judges a pool on the other limit alone
+MAX_GPUS = 256      # the estimate step lists every split: ~2.6 x gpus^2 placements (170,000 at 256 GPUs)
 
 
 def _memory_fields(model: str) -> dict:
@@ -72,45 +76,58 @@ def _memory_fields(model: str) -> dict:
     return fields
 
 
-def _tp_resolver(profile, model: str):
+def _tp_resolver(profile, model: str, name: str):
     """A function tp -> StepTimeModel from a profile argument (path to a DistServe JSON, a registered profile
     name, or a StepTimeModel used at every degree), and the TP degrees it has."""
     from workbench.sim import profiles
-    from workbench.sim.steptime import StepTimeModel
 
     if profile is None:
         profile = profiles.DEFAULT_DISAGG_PROFILE
     if isinstance(profile, StepTimeModel):
         return (lambda tp: profile), (1, 2, 4, 8)
     if callable(profile):   # tp -> StepTimeModel; the degrees it answers
+        function = profile
+
+        def checked(tp: int) -> StepTimeModel:
+            return checks.instance(function(tp), f"{name}({tp})", StepTimeModel, expected="a StepTimeModel")
+
         degrees = []
         for tp in (1, 2, 4, 8):
             try:
-                profile(tp)
+                checked(tp)
+                degrees.append(tp)
+            except checks.InvalidType:
+                raise
+            except ValueError:
+                pass
+        return checked, tuple(degrees)
+    if not isinstance(profile, (str, os.PathLike)):
+        raise checks.InvalidType(f"{name}: must be a DistServe profile file, a registered profile name, a "
+                                 f"StepTimeModel or a function tp -> StepTimeModel, got {type(profile).__name__}")
+    if str(profile) not in profiles.PROFILES:
+        path = Path(profile)
+        if not path.is_file():
+            raise ValueError(f"{name}: {str(profile)!r} is neither a registered profile "
+                             f"({', '.join(profiles.PROFILES)}) nor a DistServe profile file")
+        degrees = []
+        for tp in (1, 2, 4, 8):
+            try:
+                profiles.distserve_profile(path, model=model, tp=tp)
                 degrees.append(tp)
             except ValueError:
                 pass
-        return profile, tuple(degrees)
-    if isinstance(profile, (str, os.PathLike)) and str(profile) not in profiles.PROFILES:
-        path = Path(profile)
-        if not path.is_file():
-            raise ValueError(f"profile: {profile!r} is neither a registered profile ({', '.join(profiles.PROFILES)}) "
-                             "nor a DistServe profile file")
-        import json
-
-        entries = json.loads(path.read_text()).get(model)
-        if not entries:
-            raise ValueError(f"profile: {path} has no model {model!r}")
-        return (lambda tp: profiles.distserve_profile(path, model=model, tp=tp)), tuple(sorted(int(t) for t in entries))
-    name = str(profile)
+        if not degrees:  # the file's own error (no such model, invalid JSON, ...) says why
+            profiles.distserve_profile(path, model=model, tp=1)
+        return (lambda tp: profiles.distserve_profile(path, model=model, tp=tp)), tuple(degrees)
+    profile = str(profile)
     degrees = []
     for tp in (1, 2, 4, 8):
         try:
-            profiles.get_profile(name, tp=tp)
+            profiles.get_profile(profile, tp=tp)
             degrees.append(tp)
         except ValueError:
             pass
-    return (lambda tp: profiles.get_profile(name, tp=tp)), tuple(degrees)
+    return (lambda tp: profiles.get_profile(profile, tp=tp)), tuple(degrees)
 
 
 def _fits(cfg_fields: dict, base: SimConfig) -> bool:
@@ -158,14 +175,40 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     See the module docstring for the search and where it prunes.
     """
     t0 = time.perf_counter()
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)) or gpus < 2:
-        raise ValueError(f"gpus: a disaggregated placement needs at least 2 GPUs, got {gpus!r}")
-    if not 0 < attainment <= 1:
-        raise ValueError(f"attainment: must be in (0, 1], got {attainment!r}")
-    if prune_margin < 1:
-        raise ValueError(f"prune_margin: must be >= 1 (1 = prune at the best verified goodput), got {prune_margin!r}")
-    resolve, available = _tp_resolver(profile, model)
-    resolve_colocated = resolve if colocated_profile is None else _tp_resolver(colocated_profile, model)[0]
+    trace = _validate_trace(trace)
+    gpus = checks.integer(gpus, "gpus", low=2, high=MAX_GPUS, high_why="the search enumerates every prefill/decode "
+                          "split, O(gpus^2) placements; search one node's or one rack's GPUs and replicate",
+                          hint="a disaggregated placement needs a prefill and a decode GPU")
+    checks.instance(model, "model", str, expected="a model name such as 'facebook/opt-13b'")
+    ttft_s = checks.number(ttft_s, "ttft_s", low=0, low_open=True, unit="s")
+    tpot_s = checks.number(tpot_s, "tpot_s", low=0, low_open=True, unit="s")
+    attainment = checks.number(attainment, "attainment", low=0, low_open=True, high=1,
+                               hint="the share of requests that must meet both limits, e.g. 0.9")
+    if tp_degrees is not None:
+        tp_degrees = checks.integers(tp_degrees, "tp_degrees", low=1, high=MAX_GPUS)
+    pp_degrees = checks.integers(pp_degrees, "pp_degrees", low=1, high=MAX_GPUS)
+    colocated = checks.boolean(colocated, "colocated")
+    disaggregated = checks.boolean(disaggregated, "disaggregated")
+    if not (colocated or disaggregated):
+        raise ValueError("colocated/disaggregated: both False leaves nothing to search; set one of them True")
+    if base_config is not None:
+        checks.instance(base_config, "base_config", SimConfig, expected="a SimConfig, or None for the model's preset")
+    resolution = checks.number(resolution, "resolution", low=0, high=1, low_open=True, high_open=True,
+                               hint="the relative gap between pass and fail at which each capacity search stops")
+    prune_margin = checks.number(prune_margin, "prune_margin", low=1,
+                                 hint="1 prunes at the best verified goodput per GPU; 1.1 allows estimates 10% low")
+    ample = checks.integer(ample, "ample", low=1, high=64, hint="instances of the other pool behind a pool measured "
+                           "alone")
+    resolve, available = _tp_resolver(profile, model, "profile")
+    resolve_colocated = resolve if colocated_profile is None else \
+        _tp_resolver(colocated_profile, model, "colocated_profile")[0]
+    for tp in tp_degrees or ():
+        try:
+            resolve(tp)
+        except ValueError as exc:
+            raise ValueError(f"tp_degrees: the profile has no TP {tp} ({exc}); it has "
+                             f"{', '.join(map(str, available)) or 'none of 1, 2, 4, 8'}: choose among those, or pass "
+                             "a StepTimeModel or a function tp -> StepTimeModel as profile") from None
     tps = tuple(t for t in (tp_degrees or available) if t <= gpus)
     if not tps:
         raise ValueError(f"tp_degrees: none of {tp_degrees or available} fits in {gpus} GPUs")
