@@ -2,8 +2,9 @@
 
 ``tests/test_bad_input_fuzz.py`` runs this file in a subprocess, so a segfault or a hang in a compiled engine
 fails that test instead of killing pytest.  Hypothesis feeds random finite and non-finite arrays, dtypes and
-parameter values through ``Trace``, ``simulate`` (every registered scheduler and router: read from the
-registries at run time, so ones added later are covered), ``capacity`` and ``calibrate``.  Each call must
+parameter values through ``Trace``, ``simulate`` (every registered scheduler and router, the disaggregated
+scheduler's fields, routers and per-pool latencies too: read from the registries at run time, so ones added
+later are covered), ``capacity`` and ``calibrate`` (vLLM and disaggregated runs).  Each call must
 either raise a ``ValueError``/``TypeError`` whose message names the argument or field at fault, or return a
 result whose invariants hold: every request completed or rejected (none lost, none twice), finite times for
 the completed ones, finite summary rates.  Anything else (another exception type, an anonymous message, a
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 import workbench as wb
 from workbench.sim.continuous_engine import ROUTERS
+from workbench.sim.disagg_steplog import DISAGG_ROUTERS
 from workbench.sim.metrics import STATUS_COMPLETED
 from workbench.sim.schedulers import SCHEDULERS
 from workbench.traces.serving_log import ServingLog
@@ -43,8 +45,15 @@ NAMES = ({f.name for f in dataclasses.fields(wb.SimConfig)} | {f.name for f in d
             "synthetic", "factor", "attainment", "criterion", "resolution", "scale_bounds", "start", "max_probes",
             "scan_factor", "ttft_s", "tpot_s", "capacity", "runs", "cfg", "max_iter", "tol", "damping",
             "prior_weight", "thresholds", "min_steps", "overhead_min_gain", "hold", "measured", "request",
-            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb"})
+            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb",
+            "prefill_replicas/prefill_tp/decode_replicas/decode_tp/decode_pp"})
 outcomes: Counter = Counter()
+
+
+def _target(function: str, scheduler: str) -> str:
+    """Outcomes are counted per function and engine ("simulate disaggregated"), so each engine's paths show."""
+    engine = SCHEDULERS[scheduler].engine
+    return f"{function} {engine}" if function == "simulate" or engine == "disaggregated" else function
 
 
 def _named(message: str) -> bool:
@@ -114,7 +123,9 @@ def good_traces(draw, max_size: int = 25):
     n = draw(st.integers(1, max_size))
     gaps = draw(st.lists(st.one_of(st.floats(0, 5), st.just(0.0)), min_size=n, max_size=n))
     prompt = draw(st.lists(st.integers(0, 4000), min_size=n, max_size=n))
-    output = draw(st.lists(st.integers(0, 600), min_size=n, max_size=n))
+    output = draw(st.lists(st.integers(1, 600), min_size=n, max_size=n))
+    if draw(st.integers(0, 4)) == 3:   # now and then a 0-token output (the iteration-level engines refuse it)
+        output[draw(st.integers(0, n - 1))] = 0
     scale = draw(st.sampled_from([1.0, 1e-3, 1e3, 1e6]))
     return wb.Trace.from_arrays(np.cumsum(gaps) * scale, prompt, output, source="fuzz")
 
@@ -141,32 +152,65 @@ CONFIG_FIELDS = {
     "predictor": field_values(["oracle", "noisy", "prompt_power_law"], ["magic"]),
     "predictor_sigma": field_values([0.0, 0.5, 9.0], [-1, 1e9]),
     "spread_idle": field_values([True, False], ["yes"]),
+    # disaggregated deployments (their num_gpus is derived: a num_gpus drawn above may conflict)
+    "prefill_replicas": field_values([1, 2, 3], [0, "two", 2.5, 10**6]),
+    "prefill_tp": field_values([1, 2, 4], [0, "2", -1, 10**5]),
+    "decode_replicas": field_values([1, 2], [0, -1, True]),
+    "decode_tp": field_values([1, 2], [0, 1.5]),
+    "decode_pp": field_values([1, 2, 3], [0, "1", 2**20]),
+    "prefill_max_batch_size": field_values([1, 4, 128], [0, 2.5]),
+    "prefill_max_tokens": field_values([64, 2048, 8192], [0, -5]),
+    "decode_max_batch_size": field_values([1, 8, 1024], [0, 2**40]),
+    "prefill_kv_blocks": field_values([None, 1, 8, 10**6], [0, 1.5, "x"]),
+    "decode_kv_blocks": field_values([None, 1, 8, 10**6], [0, -3]),
+    "decode_waiting_block_fraction": field_values([0.05, 1.0, 1e-9], [0, 1.5, math.nan]),
+    "kv_link_gbps": field_values([2400.0, 1e-3, 1e-200, "100"], [0, -1, 300e9, math.inf]),
+    "kv_link_latency_s": field_values([0.0, 1e-5, 1.0], [-1, 1e3, math.nan]),
+    "prefill_router": field_values(sorted(DISAGG_ROUTERS), ["least_kv", None]),
+    "decode_router": field_values(sorted(DISAGG_ROUTERS), ["random"]),
 }
+DISAGGREGATED_FIELDS = sorted(name for name in CONFIG_FIELDS if name.startswith(("prefill_", "decode_", "kv_link")))
 
 
 @st.composite
 def configs(draw):
     """A SimConfig's keyword arguments: a registered scheduler and router, and some fields, good or bad."""
-    kwargs = {"scheduler": draw(st.sampled_from(sorted(SCHEDULERS))), "router": draw(st.sampled_from(sorted(ROUTERS)))}
-    for name in draw(st.lists(st.sampled_from(sorted(CONFIG_FIELDS)), max_size=5, unique=True)):
+    engine = draw(st.sampled_from(sorted({cls.engine for cls in SCHEDULERS.values()})))   # each engine alike
+    scheduler = draw(st.sampled_from(sorted(n for n, cls in SCHEDULERS.items() if cls.engine == engine)))
+    kwargs = {"scheduler": scheduler, "router": draw(st.sampled_from(sorted(ROUTERS)))}
+    names = sorted(CONFIG_FIELDS)
+    if SCHEDULERS[kwargs["scheduler"]].engine == "disaggregated":   # mostly its own fields
+        names = DISAGGREGATED_FIELDS + names
+    for name in draw(st.lists(st.sampled_from(names), max_size=5, unique=True)):
         kwargs[name] = draw(CONFIG_FIELDS[name])
     return kwargs
 
 
 coefficient = st.one_of(st.floats(0, 0.05), st.sampled_from([0.0, 1e-9, -1e-6, 20.0, math.nan, math.inf]))
+POOL_LATENCIES = [  # the disaggregated forms (one model per pool), good and careless
+    {"prefill": "opt-13b-a100-distserve", "decode": "opt-13b-a100-distserve"}, {"prefill": "opt-13b-a100"},
+    {"prefill": "opt-13b-a100", "decode": "opt-13b-a100", "link": 1}, {"prefill": None, "decode": "opt-13b-a100"},
+    {"prefill": "opt-13b-a100-distserve", "decode": "nope"}, {0: "opt-13b-a100"}, {}]
+step_models = st.builds(  # StepTimeModel arguments: prefill, decode, arrival and token overheads, pipeline overhead
+    lambda p, d, o, t, q: (p, d, o, t, q), st.tuples(coefficient, coefficient, coefficient),
+    st.tuples(coefficient, coefficient, coefficient), st.tuples(coefficient, coefficient),
+    st.one_of(st.floats(0, 0.01), st.just(math.nan)),
+    st.one_of(st.floats(0, 0.02), st.sampled_from([0.0, -1e-3, math.nan, "0.007", 50.0])))
 latencies = st.one_of(
-    st.none(), st.sampled_from(["grid", "opt-13b-a100", "llama-3.1-8b-h100", "no-such-profile", 0.02]),
-    st.builds(lambda p, d, o, t: (p, d, o, t), st.tuples(coefficient, coefficient, coefficient),
-              st.tuples(coefficient, coefficient, coefficient), st.tuples(coefficient, coefficient),
-              st.one_of(st.floats(0, 0.01), st.just(math.nan))),
+    st.none(), st.sampled_from(["grid", "opt-13b-a100", "llama-3.1-8b-h100", "no-such-profile", 0.02,
+                                "opt-13b-a100-distserve", *POOL_LATENCIES]),
+    step_models, st.tuples(step_models, step_models),
     st.builds(lambda b, p, q: wb.LatencyModel(base_s=b, per_token_s=p, batch_penalty=q),
               st.floats(0, 0.1), st.floats(0, 1e-3), st.floats(0, 2)))
 
 
 def make_latency(spec):
     if isinstance(spec, tuple):
-        prefill, decode, arrival, token = spec
-        return wb.StepTimeModel(prefill=prefill, decode=decode, arrival_overhead_s=arrival, token_overhead_s=token)
+        if len(spec) == 2:   # a dict of two pools' models
+            return {"prefill": make_latency(spec[0]), "decode": make_latency(spec[1])}
+        prefill, decode, arrival, token, pipeline = spec
+        return wb.StepTimeModel(prefill=prefill, decode=decode, arrival_overhead_s=arrival, token_overhead_s=token,
+                                pipeline_overhead_s=pipeline)
     return spec
 
 
@@ -221,7 +265,8 @@ def fuzz_simulate(trace, config, latency, step_log):
     model = attempt("StepTimeModel", lambda: make_latency(latency))
     if cfg is None or (model is None and latency is not None):
         return
-    res = attempt("simulate", lambda: wb.simulate(trace, cfg, latency=model, step_log=step_log))
+    res = attempt(_target("simulate", cfg.scheduler), lambda: wb.simulate(trace, cfg, latency=model,
+                                                                            step_log=step_log))
     if res is not None:
         check_result(res, trace)
 
@@ -234,7 +279,8 @@ def fuzz_simulate_raw(arrays, scheduler, router):
     trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(*arrays))
     if trace is None:
         return
-    res = attempt("simulate", lambda: wb.simulate(trace, wb.SimConfig(scheduler=scheduler, router=router)))
+    res = attempt(_target("simulate", scheduler),
+                  lambda: wb.simulate(trace, wb.SimConfig(scheduler=scheduler, router=router)))
     if res is not None:
         check_result(res, trace)
 
@@ -259,8 +305,8 @@ def capacity_arguments(draw):
 @settings(SETTINGS, max_examples=max(10, EXAMPLES // 3))
 @given(trace=good_traces(max_size=15), scheduler=st.sampled_from(sorted(SCHEDULERS)), arguments=capacity_arguments())
 def fuzz_capacity(trace, scheduler, arguments):
-    found = attempt("capacity", lambda: wb.capacity(trace, wb.SimConfig(scheduler=scheduler), max_probes=40,
-                                                     **arguments))
+    found = attempt(_target("capacity", scheduler),
+                    lambda: wb.capacity(trace, wb.SimConfig(scheduler=scheduler), max_probes=40, **arguments))
     if found is not None:
         check_capacity(found)
 
@@ -269,8 +315,8 @@ def fuzz_capacity(trace, scheduler, arguments):
 @given(n=st.integers(1, 12), seed=st.integers(0, 10),
        poison=st.sampled_from([None, None, math.nan, math.inf, -1.0]),
        max_iter=st.sampled_from([1, 2, 1, "1", 0, 2.5]), kv_blocks=st.sampled_from([64, 4046, 4046, 1]),
-       single=st.booleans())
-def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single):
+       single=st.booleans(), disaggregated=st.booleans(), pools=st.sampled_from(POOL_LATENCIES[:3] + [None]))
+def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, disaggregated, pools):
     rng = np.random.default_rng(seed)
     trace = wb.Trace.from_arrays(np.sort(rng.uniform(0, 5, n)), rng.integers(1, 600, n), rng.integers(1, 80, n))
     ttft = rng.uniform(0.02, 0.5, n)
@@ -281,13 +327,24 @@ def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single):
     import pandas as pd
 
     measured = pd.DataFrame({"request_id": np.arange(n), "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e})
-    cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks)
-    run = ServingLog("fuzz", None, trace, measured, cfg, None)
     step = wb.StepTimeModel(prefill=(0.02, 1.4e-4, 8e-9), decode=(0.023, 6e-7, 6e-5))
-    fitted = attempt("calibrate", lambda: wb.calibrate(step, run if single else [run], max_iter=max_iter))
-    if fitted is not None:
-        assert np.isfinite(fitted.coefficients()).all()
+    if disaggregated:   # a DistServe deployment, calibrated per pool (pools: a dict, None = one model for both)
+        cfg = wb.SimConfig(scheduler="disaggregated", model="opt-13b", gpu_mem_gb=80.0, prefill_kv_blocks=kv_blocks,
+                           decode_kv_blocks=kv_blocks)
+        step = pools if pools is not None else step
+    else:
+        cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks)
+    run = ServingLog("fuzz", None, trace, measured, cfg, None)
+    fitted = attempt(_target("calibrate", cfg.scheduler),
+                     lambda: wb.calibrate(step, run if single else [run], max_iter=max_iter))
+    if fitted is None:
+        return
+    for model in fitted.values() if isinstance(fitted, dict) else [fitted]:
+        assert np.isfinite(model.coefficients()).all() and math.isfinite(model.pipeline_overhead_s)
+    if not disaggregated:
         assert math.isfinite(fitted.fit_report.final_rss)
+    else:
+        assert np.isfinite(fitted.fit_report.iterations.simulated_rss).all()
 
 
 def every_scheduler_and_router() -> None:
@@ -296,18 +353,26 @@ def every_scheduler_and_router() -> None:
     trace = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 0])
     served = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 2])
     for scheduler in sorted(SCHEDULERS):
-        for router in sorted(ROUTERS):
-            cfg = wb.SimConfig(scheduler=scheduler, router=router, num_gpus=2, kv_blocks=64, block_size=16)
-            res = attempt("simulate", lambda: wb.simulate(served, cfg))
+        if SCHEDULERS[scheduler].engine == "disaggregated":   # its own routers, instances and KV blocks
+            deployments = [dict(prefill_router=p, decode_router=d, prefill_replicas=2, decode_replicas=1, decode_pp=pp,
+                                prefill_kv_blocks=64, decode_kv_blocks=64, block_size=16)
+                           for p in sorted(DISAGG_ROUTERS) for d in sorted(DISAGG_ROUTERS) for pp in (1, 2)]
+        else:
+            deployments = [dict(router=router, num_gpus=2, kv_blocks=64, block_size=16) for router in sorted(ROUTERS)]
+        for deployment in deployments:
+            cfg = wb.SimConfig(scheduler=scheduler, **deployment)
+            target = _target("simulate", scheduler)
+            res = attempt(target, lambda: wb.simulate(served, cfg))
             if res is not None:
                 check_result(res, served)
-            attempt("simulate", lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
-            attempt("simulate", lambda: wb.simulate(served.to_frame(), cfg))
+            attempt(target, lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
+            attempt(target, lambda: wb.simulate(served.to_frame(), cfg))
     light = wb.Trace.from_arrays(np.arange(40) * 2.0, np.full(40, 200), np.full(40, 20), source="light load")
     for scheduler in sorted(SCHEDULERS):
-        slo = SCHEDULERS[scheduler].engine == "continuous"
-        found = attempt("capacity", lambda: wb.capacity(light, wb.SimConfig(scheduler=scheduler), attainment=0.9,
-                                                         criterion="slo" if slo else "attainment", resolution=0.1))
+        slo = SCHEDULERS[scheduler].engine != "static"
+        found = attempt(_target("capacity", scheduler),
+                        lambda: wb.capacity(light, wb.SimConfig(scheduler=scheduler), attainment=0.9,
+                                            criterion="slo" if slo else "attainment", resolution=0.1))
         if found is not None:
             check_capacity(found)
 
@@ -317,7 +382,7 @@ def main() -> None:
     for target in (fuzz_trace, fuzz_simulate, fuzz_simulate_raw, fuzz_capacity, fuzz_calibrate):
         target()
     print(json.dumps({"examples": EXAMPLES, "schedulers": sorted(SCHEDULERS), "routers": sorted(ROUTERS),
-                      "outcomes": dict(sorted(outcomes.items()))}))
+                      "disaggregated_routers": sorted(DISAGG_ROUTERS), "outcomes": dict(sorted(outcomes.items()))}))
 
 
 if __name__ == "__main__":

@@ -513,10 +513,11 @@ def request_errors(res, run) -> pd.DataFrame:
 
 
 def _simulated_frame(res, run) -> pd.DataFrame:
-    if getattr(res, "engine", "continuous") != "continuous":
+    if getattr(res, "engine", "continuous") not in ("continuous", "disaggregated"):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (a measured vLLM run is "
                          f"continuous batching), got a {res.config.scheduler} result of the static engine; simulate "
-                         "run.trace with the run's setup (a continuous_* scheduler)")
+                         "run.trace with the run's setup (a continuous_* scheduler, or disaggregated for a DistServe "
+                         "run)")
     _check_measured(run)
     requests = getattr(res, "requests", None)
     if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
