@@ -47,8 +47,6 @@ vllm_dir = "data/groundtruth/distserve_opt13b_a100_vllm"  # measured colocated v
 calibrate_serving_costs = True  # add the serving costs calibrated on the DistServe runs (False: profile alone)
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
 import workbench as wb
@@ -58,10 +56,12 @@ from workbench.study.fidelity.calibration_disagg import with_fitted_changes
 
 pd.set_option("display.width", 200)
 pd.set_option("display.max_columns", 20)
-results = Path(results_dir)
-results.mkdir(parents=True, exist_ok=True)
-distserve_runs = [wb.load_serving_log(p) for p in sorted(Path(disagg_dir).glob("*.csv"))]
-vllm_runs = [wb.load_serving_log(p) for p in sorted(Path(vllm_dir).glob("*.csv"))]
+params = disaggregation.DisaggregationParams.from_namespace(globals())  # the parameters above, validated
+gpus, azure_requests, slo_scales, attainment = params.gpus, params.azure_requests, params.slo_scales, params.attainment
+profile, vllm_profile, calibrate_serving_costs = params.profile, params.vllm_profile, params.calibrate_serving_costs
+results = params.claim_results_dir()  # refused before anything runs if it holds another run's tables
+distserve_runs = [wb.load_serving_log(p) for p in params.run_files("disagg_dir")]
+vllm_runs = [wb.load_serving_log(p) for p in params.run_files("vllm_dir")]
 fitted = wb.calibrate({"prefill": profile, "decode": profile}, distserve_runs) if calibrate_serving_costs else None
 if fitted is not None:
     print(fitted.fit_report.parameters[["name", "pool", "change", "status"]].to_string(index=False))

@@ -51,8 +51,6 @@ max_iter = 10  # Gauss-Newton iterations of calibrate
 prior_weights = [0.01, 0.09]  # other prior weights whose cross-validated targets are shown ([]: none)
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
 import workbench as wb
@@ -61,10 +59,10 @@ from workbench.study.fidelity.calibration_disagg import PRIOR_WEIGHT, fidelity_t
 
 pd.set_option("display.width", 200)
 pd.set_option("display.max_columns", 20)
-results = Path(results_dir)
-results.mkdir(parents=True, exist_ok=True)
-run_names = [r.strip() for r in runs.split(",")] if isinstance(runs, str) else list(runs)
-measured_runs = [wb.load_serving_log(Path(data_dir) / f"{name}.csv") for name in run_names]
+params = disagg_runs.DisaggFidelityParams.from_namespace(globals())  # the parameters above, validated
+profile, max_iter, prior_weights = params.profile, params.max_iter, params.prior_weights
+results = params.claim_results_dir()  # refused before anything runs if it holds another fidelity report
+measured_runs = [wb.load_serving_log(path) for path in params.run_paths()]
 latency = {"prefill": profile, "decode": profile}
 disagg_runs.runs_table(measured_runs).round(3)
 

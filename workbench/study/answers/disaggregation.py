@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,75 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from workbench import checks
+from workbench.study.runs.folders import NotebookParams
 from workbench.study.runs.sweep import atomic_write_bytes
 
 log = logging.getLogger(__name__)
+
+NOTEBOOK = "disaggregation"
+# what the notebook writes into its results folder (checked before anything runs: none may be a folder)
+OUTPUTS = ("disaggregation.csv", "disaggregation_measured.csv", "disaggregation.png")
+
+
+@dataclass(frozen=True)
+class DisaggregationParams(NotebookParams):
+    """The disaggregation notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
+
+    notebook, outputs = NOTEBOOK, OUTPUTS
+    results_dir: str = "results/default"
+    gpus: int = 8
+    azure_requests: int = 20_000
+    slo_scales: tuple[float, ...] = (2.0, 1.5, 1.0, 0.75, 0.5)
+    attainment: float = 0.9
+    profile: str = "opt-13b-a100-distserve"
+    vllm_profile: str = "opt-13b-a100"
+    disagg_dir: str = "data/groundtruth/distserve_opt13b_a100_disagg"
+    vllm_dir: str = "data/groundtruth/distserve_opt13b_a100_vllm"
+    calibrate_serving_costs: bool = True
+
+    def __post_init__(self):
+        from workbench.sim import profiles
+        from workbench.study.runs.placement import MAX_GPUS
+
+        checks.instance(self.results_dir, "results_dir", (str, os.PathLike), expected="a folder path")
+        object.__setattr__(self, "gpus", checks.integer(self.gpus, "gpus", low=2, high=MAX_GPUS))
+        object.__setattr__(self, "azure_requests", checks.integer(self.azure_requests, "azure_requests", low=2,
+                                                                  high=10**7))
+        scales = checks.numbers(self.slo_scales, "slo_scales", low=0)
+        if 0 in scales:
+            raise ValueError(f"slo_scales: each scale multiplies the TTFT and TPOT limits and must be > 0, got "
+                             f"{self.slo_scales!r}")
+        object.__setattr__(self, "slo_scales", scales)
+        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
+                                                             high=1))
+        checks.choice(self.profile, "profile", profiles.profile_names())
+        if self.vllm_profile != "":
+            checks.choice(self.vllm_profile, "vllm_profile", profiles.profile_names(), hint='or "" to skip it')
+        for name in ("disagg_dir", "vllm_dir"):
+            if not self.run_files(name):
+                raise FileNotFoundError(f"{name}: {self._folder(name)} holds no measured runs (*.csv)")
+        object.__setattr__(self, "calibrate_serving_costs",
+                           checks.boolean(self.calibrate_serving_costs, "calibrate_serving_costs"))
+
+    def _folder(self, name: str) -> Path:
+        from workbench.study.runs.sweep import resolve_user_path
+
+        checks.instance(getattr(self, name), name, (str, os.PathLike), expected="a folder path")
+        return resolve_user_path(getattr(self, name))
+
+    def run_files(self, name: str) -> list[Path]:
+        """The measured runs' CSV files in the folder ``name`` (``"disagg_dir"`` or ``"vllm_dir"``)."""
+        return sorted(self._folder(name).glob("*.csv"))
+
+    def identity(self) -> dict:
+        """Every parameter but the folder; the data folders by their path (inside the repository: relative)."""
+        from workbench.study.runs.experiments import display_path
+
+        identity = super().identity()
+        for name in ("disagg_dir", "vllm_dir"):
+            identity[name] = display_path(self._folder(name))
+        return identity
 
 
 def slo_sweep(trace, gpus: int, scales, *, ttft_s: float = 0.2, tpot_s: float = 0.1, attainment: float = 0.9,
@@ -151,4 +219,4 @@ def plot_goodput_vs_slo(sweeps: dict, measured: pd.DataFrame | None = None, simu
     return fig
 
 
-__all__ = ["measured_goodput", "plot_goodput_vs_slo", "simulated_goodput", "slo_sweep"]
+__all__ = ["DisaggregationParams", "measured_goodput", "plot_goodput_vs_slo", "simulated_goodput", "slo_sweep"]

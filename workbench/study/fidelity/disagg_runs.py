@@ -14,6 +14,7 @@ overloaded).
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,38 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from workbench.study.fidelity.calibration_disagg import cross_validate_disaggregated, fidelity_table
+from workbench.study.fidelity.vllm_runs import FidelityParams
 from workbench.study.runs.sweep import atomic_write_bytes
 
+NOTEBOOK = "fidelity_disagg"
+# what the notebook writes into its results folder (checked before anything runs: none may be a folder)
+OUTPUTS = ("fidelity_disagg.csv", "fidelity_disagg_targets.csv", "fidelity_disagg_published.png",
+           "fidelity_disagg_calibrated.png")
+DEFAULT_DATA_DIR = "data/groundtruth/distserve_opt13b_a100_disagg"
 E2E_LIMIT = 0.15        # |relative error of the mean E2E|
 ATTAINMENT_POINTS = 10  # |simulated - measured attainment|, percentage points
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
+
+
+@dataclass(frozen=True)
+class DisaggFidelityParams(FidelityParams):
+    """The disaggregated fidelity notebook's parameters, validated as the vLLM one's (the same fields but
+    ``thresholds``, which only the vLLM calibration has); the folder they write to (its part
+    ``fidelity_disagg``)."""
+
+    notebook, outputs, default_data_dir = NOTEBOOK, OUTPUTS, DEFAULT_DATA_DIR
+    data_dir: str = DEFAULT_DATA_DIR
+    runs: tuple[str, ...] = ("distserve-c21d11-300-3", "distserve-c21d11-300-6", "distserve-c21d11-300-9",
+                             "distserve-c21d11-300-12", "distserve-c21d12-600-6", "distserve-c21d12-1200-12")
+    profile: str = "opt-13b-a100-distserve"
+    max_iter: int = 10
+    prior_weights: tuple[float, ...] = (0.01, 0.09)
+
+    def __post_init__(self):
+        if self.thresholds is not None:
+            raise ValueError(f"thresholds: the disaggregated calibration keeps the profile's decode-regime boundary, "
+                             f"got {self.thresholds!r}; leave it out")
+        super().__post_init__()
 
 
 def is_overloaded(run) -> bool:

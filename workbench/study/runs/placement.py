@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ import pandas as pd
 
 from workbench import checks
 from workbench.sim.config import SimConfig
-from workbench.sim.simulate import _validate_trace
+from workbench.sim.simulate import SlaScaleWarning, _validate_trace
 from workbench.sim.steptime import StepTimeModel
 from workbench.study.runs.capacity import CapacityError, capacity
 
@@ -146,8 +147,11 @@ def _search(trace, cfg, latency, attainment, start_rps: float | None, resolution
         start = start_rps / base
         options = dict(start=start, scale_bounds=(start / 64.0, start * 4.0), scan_factor=2.0)
     try:
-        return capacity(trace, cfg, criterion="slo", attainment=attainment, latency=latency, resolution=resolution,
-                        **options)
+        with warnings.catch_warnings():
+            if UNLIMITED_S in (cfg.ttft_sla_s, cfg.tpot_sla_s):   # lifted on purpose: no unit mistake to warn of
+                warnings.simplefilter("ignore", SlaScaleWarning)
+            return capacity(trace, cfg, criterion="slo", attainment=attainment, latency=latency,
+                            resolution=resolution, **options)
     except CapacityError as exc:
         log.info("placement %s: %s", cfg, exc)
         return None
