@@ -681,3 +681,20 @@ def test_setup_placements_and_run_overrides_are_checked_and_named(tmp_path):
         setup_file.write_text(json.dumps(broken))
         with pytest.raises(ValueError, match=re.escape(f"{setup_file}: ") + ".*" + re.escape(message)):
             wb.load_serving_log(tmp_path / "distserve-c21d12-600-6.csv")
+
+
+def test_single_pool_tools_refuse_a_disaggregated_scheduler_with_the_tool_that_answers_it():
+    from workbench.study.answers.compare import CompareParams
+    from workbench.study.explore import Explorer
+
+    with pytest.raises(ValueError, match=re.escape("schedulers: disaggregated splits the GPUs into prefill and decode "
+                                                   "pools, so it has no single GPU count to be compared at; rank its "
+                                                   "placements with wb.best_placement")):
+        CompareParams(schedulers="continuous_fcfs,disaggregated")
+    with pytest.raises(ValueError, match=re.escape("config: scheduler='disaggregated' splits the GPUs into prefill "
+                                                   "and decode pools")):
+        Explorer(config=wb.SimConfig(scheduler="disaggregated"))
+    explorer = Explorer()
+    with pytest.raises(ValueError, match="wb.best_placement"):
+        explorer.set(scheduler="disaggregated")
+    assert explorer.config.scheduler == "multi_bin_dynamic"   # unchanged
