@@ -20,7 +20,7 @@ STEP = wb.StepTimeModel(prefill=PREFILL, decode=DECODE)
 # 1000 bytes of KV per token over 8 Gbit/s (1e9 bytes/s) after a 1 ms latency: 100 tokens move in 1.1 ms
 HAND = dict(scheduler="disaggregated", model_mem_gb=1.0, kv_gb_per_token=1e-6, gpu_mem_gb=10.0,
             gpu_memory_utilization=1.0, mem_margin_gb=0.0, kv_link_gbps=8.0, kv_link_latency_s=0.001,
-            ttft_sla_s=10.0, tpot_sla_s=10.0)
+            ttft_sla_s=1.0, tpot_sla_s=0.5)
 
 
 def decode_s(n, ctx):
