@@ -91,7 +91,22 @@ class SimConfig:
               "(kv_capacity_tokens from the memory fields above)")
     router: str = _f(
         "round_robin", "continuous: how arrivals are routed to replicas: round_robin, least_outstanding "
-                       "(fewest routed and unfinished requests), least_kv (fewest KV blocks in use + waiting)")
+                       "(fewest routed and unfinished requests), least_kv (fewest KV blocks in use + waiting), "
+                       "prefix_affinity (the replica caching the longest prefix of the prompt, unless it has more "
+                       "than prefix_affinity_margin requests over the least loaded; needs prefix_caching)")
+    prefix_caching: bool = _f(
+        False, "continuous: vLLM's automatic prefix caching: full KV blocks of prompt prefixes (the trace's "
+               "prefix_hashes) and of a preempted request's tokens stay cached (LRU) and are reused, so a "
+               "prefill computes only the uncached tokens")
+    kv_watermark: float | None = _f(
+        None, "continuous: share of the KV blocks kept free when admitting a waiting request, in [0, 1); None = "
+              "vLLM's own: 0.01 without chunked prefill (v0.2 BlockSpaceManager), 0 with it (v1 keeps none)")
+    max_paddings: int = _f(
+        256, "continuous, chunked_prefill=False (vLLM v0.2): most padding tokens a prefill step may carry (its "
+             "prompts are padded to the longest); vLLM v0.2.3's default")
+    prefix_affinity_margin: int = _f(
+        16, "continuous, router=prefix_affinity: how many more outstanding requests than the least loaded replica "
+            "the replica with the longest cached prefix may have and still be chosen")
     ttft_sla_s: float = _f(1.0, "continuous: time-to-first-token limit per request, seconds (> 0)")
     tpot_sla_s: float = _f(
         0.05, "continuous: time-per-output-token limit per request, seconds (> 0); continuous_sla's "
@@ -184,12 +199,42 @@ class SimConfig:
                              f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
         if self.router not in ROUTERS:
             raise ValueError(f"router: unknown {self.router!r}; allowed: {', '.join(ROUTERS)}")
+        if not isinstance(self.prefix_caching, (bool, np.bool_)):
+            raise ValueError(f"prefix_caching: must be True or False, got {self.prefix_caching!r}")
+        object.__setattr__(self, "prefix_caching", bool(self.prefix_caching))
+        if self.router == "prefix_affinity" and not self.prefix_caching:
+            raise ValueError("router: 'prefix_affinity' routes by cached prefixes and needs prefix_caching=True; "
+                             "set prefix_caching=True or choose another router")
+        for name in ("max_paddings", "prefix_affinity_margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.kv_watermark is not None:
+            value = self.kv_watermark
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or not 0 <= value < 1:
+                raise ValueError(f"kv_watermark: must be a share of the KV blocks in [0, 1) or None (vLLM's default), "
+                                 f"got {value!r}")
+            object.__setattr__(self, "kv_watermark", float(value))
         for name in ("ttft_sla_s", "tpot_sla_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
                     or value <= 0:
                 raise ValueError(f"{name}: must be a finite number > 0 (seconds), got {value!r}")
             object.__setattr__(self, name, float(value))
+
+    @property
+    def kv_watermark_effective(self) -> float:
+        """``kv_watermark``, or vLLM's own when None: 0.01 without chunked prefill (v0.2), 0 with it (v1)."""
+        if self.kv_watermark is not None:
+            return self.kv_watermark
+        return 0.0 if self.chunked_prefill else 0.01
+
+    @property
+    def kv_watermark_blocks(self) -> int:
+        """Blocks the watermark keeps free: ``int(kv_watermark_effective * kv_blocks_effective)`` (as vLLM)."""
+        return int(self.kv_watermark_effective * self.kv_blocks_effective)
 
     @property
     def kv_blocks_effective(self) -> int:

@@ -17,10 +17,11 @@ from workbench.sim import static_engine as engine
 from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
-from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV,
-                                   meets_slo, offered_rate_rps, static_bin_metrics, summarize,
+from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_DROPPED, STATUS_LABELS, STATUS_REJECTED_BUDGET,
+                                   STATUS_REJECTED_KV, meets_slo, offered_rate_rps, static_bin_metrics, summarize,
                                    summarize_continuous, summarize_static_steps)
 from workbench.sim.predictors import predict_output_tokens
+from workbench.sim.prefix_tree import empty_tree, prefix_tree
 from workbench.sim.schedulers import get_scheduler
 from workbench.sim.steptime import StepTimeModel
 
@@ -72,7 +73,9 @@ class SimResult:
         engine, and static schedulers in step mode: TTFT and TPOT within
         ``ttft_sla_s`` and ``tpot_sla_s``).  The continuous engine and step mode
         add ``ttft_s``, ``tpot_s``, ``e2e_s`` and ``preemptions`` (0 for static
-        batches); step mode keeps ``batch_id``.
+        batches); step mode keeps ``batch_id``; the continuous engine adds
+        ``cached_tokens`` (prompt tokens served from the prefix cache at the
+        request's first admission; 0 without ``prefix_caching``).
         """
         if self.continuous is not None:
             return self._continuous_requests()
@@ -116,6 +119,8 @@ class SimResult:
             "latency_s": latency_s,
             "met_sla": met,
         })
+        if "cached_tokens" in c:
+            frame.insert(frame.columns.get_loc("preemptions") + 1, "cached_tokens", c["cached_tokens"])
         if self.engine == "static":
             frame.insert(6, "batch_id", self.batch_id)
         return frame
@@ -401,13 +406,16 @@ def _default_step_model() -> StepTimeModel:
 
 
 def continuous_acceptance(trace, cfg: SimConfig) -> np.ndarray:
-    """Status each request starts with in the continuous engine: completed (to be served) or why it is rejected."""
+    """Status each request starts with in the continuous engine: completed (to be served) or why it is rejected
+    (rule 2 of :mod:`workbench.sim.continuous_engine`)."""
     bs, blocks = cfg.block_size, cfg.kv_blocks_effective
     prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
     peak_blocks = (prompt + np.maximum(np.asarray(trace.output_tokens, dtype=np.int64), 1) - 1 + bs - 1) // bs
     status = np.full(prompt.size, STATUS_COMPLETED, np.int8)
     if not cfg.chunked_prefill:
         status[prompt > cfg.max_num_batched_tokens] = STATUS_REJECTED_BUDGET
+        # vLLM v0.2's can_allocate: AllocStatus.NEVER when the prompt leaves less than the watermark free
+        status[(prompt + bs - 1) // bs > blocks - cfg.kv_watermark_blocks] = STATUS_REJECTED_KV
     status[peak_blocks > blocks] = STATUS_REJECTED_KV
     return status
 
@@ -442,19 +450,28 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     accepted = np.flatnonzero(status == STATUS_COMPLETED)
     join_order = accepted[np.argsort(join_s[accepted], kind="stable")] if a1 else accepted
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
-    (replica, sched_s, first_s, end_s, preemptions, busy_s, block_s, steps, log_f, log_i, error) = \
-        ceng.run_continuous(
-            np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
-            ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.max_num_seqs,
-            cfg.max_num_batched_tokens, cfg.block_size, cfg.kv_blocks_effective, coef,
-            min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget, cfg.ctrl_eps_fraction * budget,
-            float(cfg.ctrl_alpha),
-            float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, int(step_log))
+    tree = prefix_tree(trace, cfg.block_size) if cfg.prefix_caching else empty_tree(0, cfg.block_size)
+    (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(
+        np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
+        ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.prefix_caching,
+        cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.max_paddings, cfg.kv_watermark_blocks, cfg.block_size,
+        cfg.kv_blocks_effective, coef, min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget,
+        cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window,
+        cfg.mem_theta, cfg.prefix_affinity_margin, tree.path_off, tree.path_node, tree.node_first,
+        tree.node_blocks, tree.path_blocks, int(step_log))
     if error:
         raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
+    replica, preemptions = (np.ascontiguousarray(rq[:, c]) for c in (ceng.RQ_REPLICA, ceng.RQ_PREEMPT))
+    sched_s, first_s, end_s = (np.ascontiguousarray(tq[:, c]) for c in (ceng.T_SCHED, ceng.T_FIRST, ceng.T_FINISH))
+    dropped = rq[:, ceng.RQ_STATE] == ceng.ST_DROPPED
     served = ~np.isnan(end_s)
-    if not np.array_equal(served, status == STATUS_COMPLETED):
-        raise SimulationError("a request was dropped or a rejected request was served")
+    if not np.array_equal(served | dropped, status == STATUS_COMPLETED) or np.any(served & dropped):
+        raise SimulationError("a request was lost or a rejected request was served")
+    if dropped.any():
+        status = status.copy()
+        status[dropped] = STATUS_DROPPED
+        log.info("%d request(s) dropped after preemption (vLLM v0.2 ignores them)", int(dropped.sum()))
+    cached = np.ascontiguousarray(rq[:, ceng.RQ_CACHED])
     token_o = latency.token_overhead_s
     ttft_s = first_s - arrival_s + token_o
     e2e_s = end_s - arrival_s + output * token_o
@@ -469,6 +486,11 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     summary["offered_rps"] = offered_rate_rps(arrival_s)
     summary["engine_steps"] = int(steps.sum())
     summary["k_bins_effective"] = int(n_bins)
+    admitted = served | dropped
+    prompt_admitted = float(prompt[admitted].sum(dtype=np.int64))
+    summary["prefix_hit_rate"] = float(cached[admitted].sum(dtype=np.int64)) / prompt_admitted \
+        if prompt_admitted > 0 else float("nan")
+    summary["dropped"] = int(dropped.sum())
     wall = time.perf_counter() - t0
     summary["sim_wall_s"] = wall
     summary["sim_requests_per_s"] = arrival_s.size / wall if wall > 0 else float("nan")
@@ -483,6 +505,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         batch_id=np.full(arrival_s.size, -1, np.int32), status=status, batch_float=empty_f, batch_int=empty_i,
         bin_edges=edges, summary=summary, engine="continuous",
         continuous={"replica": replica, "ttft_s": ttft_s, "tpot_s": tpot_s, "e2e_s": e2e_s, "queue_s": queue_s,
-                    "preemptions": preemptions, "prompt_tokens": prompt, "output_tokens": output,
+                    "preemptions": preemptions, "cached_tokens": cached, "prompt_tokens": prompt,
+                    "output_tokens": output,
                     "first_token_step_end_s": first_s, "last_step_end_s": end_s, "busy_s": busy_s,
                     "block_seconds": block_s, "log_f": log_f, "log_i": log_i})

@@ -99,9 +99,93 @@ class TraceMeta:
 
 
 @dataclass(frozen=True, eq=False)
+class PrefixHashes:
+    """Per request, the hashes of its prompt's consecutive blocks (a ragged array, read-only).
+
+    ``hashes[i]`` is request ``i``'s array of block hashes: two requests whose
+    arrays start with the same ``k`` values share the first ``k`` blocks of their
+    prompts (each block ``Trace.prefix_block_tokens`` tokens; the last one may
+    be partial), so a prefix cache can serve those tokens.  Stored as
+    ``offsets`` (``n + 1`` int64, request ``i`` owns ``ids[offsets[i]:offsets[i+1]]``)
+    and ``ids`` (int64).
+    """
+
+    offsets: np.ndarray
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.offsets.dtype != np.int64 or self.offsets.ndim != 1 or self.offsets.size < 1 \
+                or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0) or self.offsets[-1] != self.ids.size:
+            raise ValueError("PrefixHashes.offsets must be non-decreasing int64 from 0 to len(ids)")
+        if self.ids.dtype != np.int64 or self.ids.ndim != 1:
+            raise ValueError("PrefixHashes.ids must be a 1-D int64 array")
+        self.offsets.flags.writeable = False
+        self.ids.flags.writeable = False
+
+    @classmethod
+    def from_lists(cls, lists, name: str = "prefix_hashes") -> PrefixHashes:
+        """From a sequence of sequences of integers (one per request), e.g. ``[[1, 2, 3], [1, 2, 7]]``."""
+        if isinstance(lists, PrefixHashes):
+            return lists
+        if isinstance(lists, (str, bytes)) or not hasattr(lists, "__len__"):
+            raise ValueError(f"{name} must be a sequence with one sequence of block hashes (integers) per "
+                             f"request, got {type(lists).__name__}")
+        counts = np.empty(len(lists), np.int64)
+        parts = []
+        for i, item in enumerate(lists):
+            try:
+                array = np.asarray(item)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}[{i}]: {exc}") from None
+            if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+                raise ValueError(f"{name}[{i}] must be a flat sequence of integers (block hashes), got {item!r}")
+            if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+                raise ValueError(f"{name}[{i}]: hash values must fit in 64-bit signed integers")
+            counts[i] = array.size
+            parts.append(array.astype(np.int64))
+        offsets = np.zeros(len(lists) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return cls(offsets, ids.astype(np.int64))
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Number of block hashes of each request."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise IndexError(f"request index {i!r} out of range for {n} requests")
+        i = int(i) % n if n else 0
+        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def take(self, index: np.ndarray) -> PrefixHashes:
+        """The hashes of requests ``index`` (an integer array), in that order."""
+        index = np.asarray(index, dtype=np.int64)
+        counts = self.counts[index]
+        offsets = np.zeros(index.size + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        starts = self.offsets[index]
+        # positions of every kept hash: start of its request + its rank within the request
+        rank = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], counts)
+        return PrefixHashes(offsets, self.ids[np.repeat(starts, counts) + rank])
+
+
+@dataclass(frozen=True, eq=False)
 class Trace:
     """Requests sorted by arrival: ``arrival_s`` (float64, from 0), ``prompt_tokens``, ``output_tokens`` (int32).
 
+    Optionally the prompts' prefix structure: ``prefix_hashes`` (a :class:`PrefixHashes`: per request the
+    hashes of its prompt's consecutive blocks of ``prefix_block_tokens`` tokens), used by prefix caching
+    (``SimConfig.prefix_caching``); ``None`` when the trace has none.
     The arrays are read-only; build one with ``Trace.from_arrays`` or ``load_trace``.
     """
 
@@ -109,6 +193,8 @@ class Trace:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     meta: TraceMeta
+    prefix_hashes: PrefixHashes | None = None
+    prefix_block_tokens: int | None = None
 
     def __post_init__(self) -> None:
         n = self.arrival_s.shape
@@ -122,6 +208,10 @@ class Trace:
             raise ValueError("arrival_s must be sorted and start at 0.0 (use Trace.from_arrays)")
         for array in (self.arrival_s, self.prompt_tokens, self.output_tokens):
             array.flags.writeable = False
+        if (self.prefix_hashes is None) != (self.prefix_block_tokens is None):
+            raise ValueError("prefix_hashes and prefix_block_tokens go together: give both or neither")
+        if self.prefix_hashes is not None:
+            _check_prefix_hashes(self.prefix_hashes, self.prefix_block_tokens, self.prompt_tokens)
 
     def __len__(self) -> int:
         return self.arrival_s.size
@@ -158,13 +248,21 @@ class Trace:
         span_s = float(self.arrival_s[-1])
         return len(self) / span_s if span_s > 0 else math.inf
 
+    @property
+    def has_prefixes(self) -> bool:
+        """Whether the trace carries prompt prefix hashes (``prefix_hashes``)."""
+        return self.prefix_hashes is not None
+
     @classmethod
     def from_arrays(cls, arrival_s, prompt_tokens, output_tokens, *, source: str = "custom",
-                    synthetic: bool = False) -> Trace:
+                    synthetic: bool = False, prefix_hashes=None, prefix_block_tokens: int | None = None) -> Trace:
         """Validate, sort by arrival (stable) and shift so the first arrival is 0.
 
         ``arrival_s`` is in seconds; datetime64 / timedelta64 arrays (or pandas timestamps) are converted
-        to seconds, never taken as raw integers.
+        to seconds, never taken as raw integers.  ``prefix_hashes``: per request, the hashes (integers) of
+        its prompt's consecutive blocks of ``prefix_block_tokens`` tokens, e.g. ``[[1, 2, 3], [1, 2, 7]]``
+        (two prompts sharing their first two blocks); a request may list fewer blocks than its prompt has
+        (the rest is its own), never more than ``ceil(prompt_tokens / prefix_block_tokens)``.
         """
         arrays = {}
         for name, values in (("arrival_s", arrival_s), ("prompt_tokens", prompt_tokens),
@@ -181,13 +279,26 @@ class Trace:
         lengths = {name: a.size for name, a in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"arrays must have equal lengths, got {lengths}")
+        hashes = None
+        if prefix_hashes is not None or prefix_block_tokens is not None:
+            if prefix_hashes is None or prefix_block_tokens is None:
+                raise ValueError("prefix_hashes and prefix_block_tokens go together: give both (the hashes of each "
+                                 "prompt's blocks and the tokens one hash covers, e.g. 512) or neither")
+            prefix_block_tokens = _positive_int(prefix_block_tokens, "prefix_block_tokens")
+            hashes = PrefixHashes.from_lists(prefix_hashes)
+            if len(hashes) != arrays["arrival_s"].size:
+                raise ValueError(f"prefix_hashes has {len(hashes)} entries but there are {arrays['arrival_s'].size} "
+                                 "requests; give one list of block hashes per request (an empty list for none)")
         order = np.argsort(arrays["arrival_s"], kind="stable")
         arrival = arrays["arrival_s"][order]
         if arrival.size:
             arrival -= arrival[0]
+        if hashes is not None:
+            hashes = hashes.take(order) if np.any(order != np.arange(order.size)) else hashes
         return _make_trace(arrival, arrays["prompt_tokens"][order].astype(np.int32),
                            arrays["output_tokens"][order].astype(np.int32), source=source,
-                           synthetic=synthetic, rows_read=arrival.size)
+                           synthetic=synthetic, rows_read=arrival.size, prefix_hashes=hashes,
+                           prefix_block_tokens=prefix_block_tokens)
 
     def head(self, n: int) -> Trace:
         """The first ``n`` requests (the trace itself if it has no more than ``n``)."""
@@ -196,15 +307,18 @@ class Trace:
             return self
         dropped = dict(self.meta.rows_dropped)
         dropped["head cut"] = dropped.get("head cut", 0) + len(self) - n
+        hashes = self.prefix_hashes.take(np.arange(n)) if self.prefix_hashes is not None else None
         return _make_trace(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n],
-                           like=self.meta, rows_dropped=dropped, options={**self.meta.options, "head": n})
+                           like=self.meta, rows_dropped=dropped, options={**self.meta.options, "head": n},
+                           prefix_hashes=hashes, prefix_block_tokens=self.prefix_block_tokens)
 
     def time_scaled(self, factor: float) -> Trace:
         """Arrivals divided by ``factor`` (> 1 compresses time, i.e. more load)."""
         factor = _positive_float(factor, "factor")
         scale = self.meta.options.get("time_scale", 1.0) * factor
         return _make_trace(self.arrival_s / factor, self.prompt_tokens, self.output_tokens,
-                           like=self.meta, options={**self.meta.options, "time_scale": scale})
+                           like=self.meta, options={**self.meta.options, "time_scale": scale},
+                           prefix_hashes=self.prefix_hashes, prefix_block_tokens=self.prefix_block_tokens)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"arrival_s": self.arrival_s, "prompt_tokens": self.prompt_tokens,
@@ -267,12 +381,30 @@ def _fingerprint(source: str, *arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _make_trace(arrival_s, prompt_tokens, output_tokens, *, like: TraceMeta | None = None, **meta) -> Trace:
+def _check_prefix_hashes(hashes: PrefixHashes, block_tokens: int, prompt_tokens: np.ndarray) -> None:
+    if len(hashes) != prompt_tokens.size:
+        raise ValueError(f"prefix_hashes has {len(hashes)} entries for {prompt_tokens.size} requests")
+    if isinstance(block_tokens, bool) or not isinstance(block_tokens, numbers.Integral) or block_tokens < 1:
+        raise ValueError(f"prefix_block_tokens must be a positive integer, got {block_tokens!r}")
+    blocks = -(-prompt_tokens.astype(np.int64) // int(block_tokens))
+    over = hashes.counts > blocks
+    if over.any():
+        i = int(np.argmax(over))
+        raise ValueError(f"prefix_hashes[{i}] lists {int(hashes.counts[i])} blocks but its prompt of "
+                         f"{int(prompt_tokens[i])} tokens has only {int(blocks[i])} blocks of {block_tokens} tokens; "
+                         "a request hashes at most ceil(prompt_tokens / prefix_block_tokens) blocks")
+
+
+def _make_trace(arrival_s, prompt_tokens, output_tokens, *, like: TraceMeta | None = None,
+                prefix_hashes: PrefixHashes | None = None, prefix_block_tokens: int | None = None, **meta) -> Trace:
     """A trace from already valid arrays; ``meta`` fields default to those of ``like``."""
     source = meta.get("source", like.source if like else "custom")
-    meta["fingerprint"] = _fingerprint(source, arrival_s, prompt_tokens, output_tokens)
+    extra = () if prefix_hashes is None else (prefix_hashes.offsets, prefix_hashes.ids,
+                                               np.array([prefix_block_tokens], np.int64))
+    meta["fingerprint"] = _fingerprint(source, arrival_s, prompt_tokens, output_tokens, *extra)
     trace_meta = replace(like, **meta) if like else TraceMeta(**meta)
-    return Trace(arrival_s, prompt_tokens, output_tokens, trace_meta)
+    return Trace(arrival_s, prompt_tokens, output_tokens, trace_meta, prefix_hashes,
+                 int(prefix_block_tokens) if prefix_hashes is not None else None)
 
 
 # ---------------------------------------------------------------- loading
@@ -288,6 +420,8 @@ class _Rows:
     log_type: np.ndarray | None = None
     model_names: tuple[str, ...] = ()
     log_type_names: tuple[str, ...] = ()
+    prefix_hashes: PrefixHashes | None = None  # per row, in file order (traces with prefix structure)
+    prefix_block_tokens: int | None = None
 
     def to_npz(self) -> dict[str, np.ndarray]:
         arrays = {"timestamp_s": self.timestamp_s, "request_tokens": self.request_tokens,
@@ -295,13 +429,21 @@ class _Rows:
         if self.model is not None:
             arrays.update(model=self.model, log_type=self.log_type, model_names=np.array(self.model_names),
                           log_type_names=np.array(self.log_type_names))
+        if self.prefix_hashes is not None:
+            arrays.update(hash_offsets=self.prefix_hashes.offsets, hash_ids=self.prefix_hashes.ids,
+                          hash_block_tokens=np.array([self.prefix_block_tokens], np.int64))
         return arrays
 
     @classmethod
     def from_npz(cls, arrays: dict[str, np.ndarray]) -> _Rows:
         names = {k: tuple(str(v) for v in arrays[k]) for k in ("model_names", "log_type_names") if k in arrays}
+        hashes = {}
+        if "hash_offsets" in arrays:
+            hashes = {"prefix_hashes": PrefixHashes(arrays["hash_offsets"].astype(np.int64),
+                                                    arrays["hash_ids"].astype(np.int64)),
+                      "prefix_block_tokens": int(arrays["hash_block_tokens"][0])}
         return cls(arrays["timestamp_s"].astype(np.float64), arrays["request_tokens"], arrays["response_tokens"],
-                   arrays.get("model"), arrays.get("log_type"), **names)
+                   arrays.get("model"), arrays.get("log_type"), **names, **hashes)
 
 
 _traces: OrderedDict[tuple, Trace] = OrderedDict()
@@ -333,9 +475,11 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
                rps_scaling: float = 200.0, use_real_timestamps: bool = False, drop_failed: bool = True,
                models: str | Iterable[str] | None = None, log_types: str | Iterable[str] | None = None,
                seed: int = 0) -> Trace:
-    """Load a trace: a dataset name (``"azure_conv"``, ``"azure_code"``, ``"burstgpt"``, ``"synthetic"``: see
-    ``workbench.traces.datasets``), a CSV file (BurstGPT, Azure raw, Vidur or minimal layout, see
-    ``data/README.md``; ``.csv.gz`` too), or (``path=None`` or ``"synthetic"``) the synthetic BurstGPT-like
+    """Load a trace: a dataset name (``"azure_conv"``, ``"azure_code"``, ``"mooncake_conv"``,
+    ``"mooncake_synthetic"``, ``"burstgpt"``, ``"synthetic"``: see ``workbench.traces.datasets``), a CSV file
+    (BurstGPT, Azure raw, Vidur or minimal layout, see ``data/README.md``; ``.csv.gz`` too), a Mooncake
+    JSON-lines file (``.jsonl``: arrivals in ms, token counts and the prompt's block hashes, which become
+    ``trace.prefix_hashes``), or (``path=None`` or ``"synthetic"``) the synthetic BurstGPT-like
     trace generated with ``seed`` (ignored for files).
 
     Options, applied in this order: ``drop_failed`` drops rows with 0 response
@@ -442,9 +586,11 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
     arrival_s = arrival_s - arrival_s[0]
     if not options["use_real_timestamps"]:
         arrival_s /= options["rps_scaling"]
+    hashes = rows.prefix_hashes.take(index) if rows.prefix_hashes is not None else None
     return _make_trace(arrival_s, rows.request_tokens[index], rows.response_tokens[index], source=source,
                        synthetic=is_synthetic, rows_read=rows.timestamp_s.size, rows_dropped=dropped,
-                       options=dict(options), generator=generator, dataset=dataset, origin=origin)
+                       options=dict(options), generator=generator, dataset=dataset, origin=origin,
+                       prefix_hashes=hashes, prefix_block_tokens=rows.prefix_block_tokens)
 
 
 # ---------------------------------------------------------------- caches
@@ -478,7 +624,7 @@ def _file_rows(file: Path) -> _Rows:
         logger.info("loaded %s from cache %s", file.name, cached.name)
         rows = _Rows.from_npz(arrays)
     else:
-        rows = _parse_csv(file)
+        rows = _parse_jsonl(file) if _is_jsonl(file) else _parse_csv(file)
         _write_npz_atomic(cached, rows.to_npz())
     return _remember(_rows, digest, rows, _MAX_CACHED_ROWS)
 
@@ -654,6 +800,64 @@ def _parse_csv(file: Path) -> _Rows:
                  names.get(schema.model, ()), names.get(schema.log_type, ()))
     logger.info("parsed %s (%s): %d rows in %.2f s", file.name, schema.name, len(frame),
                 time.perf_counter() - started)
+    return rows
+
+
+MOONCAKE_KEYS = ("timestamp", "input_length", "output_length", "hash_ids")
+MOONCAKE_BLOCK_TOKENS = 512  # tokens hashed per entry of hash_ids (Mooncake's FAST'25 traces)
+
+
+def _is_jsonl(file: Path) -> bool:
+    name = file.name.lower()
+    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
+
+
+def _parse_jsonl(file: Path) -> _Rows:
+    """A Mooncake trace (kvcache-ai/Mooncake ``FAST25-release/traces``): one JSON object per line,
+    ``{"timestamp": ms, "input_length": tokens, "output_length": tokens, "hash_ids": [...]}``, ``hash_ids`` the
+    hashes of the prompt's consecutive 512-token blocks."""
+    import json
+
+    started = time.perf_counter()
+    text = _read_text(file)
+    lines = text.data.decode("utf-8").splitlines()
+    n = len(lines)
+    timestamp = np.empty(n, np.float64)
+    request = np.empty(n, np.int64)
+    response = np.empty(n, np.int64)
+    hashes = []
+    for i, line in enumerate(lines):
+        where = f"{file}: line {text.line(i - 1)}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(f"{where}: not a JSON object ({exc.msg}); expected one Mooncake request per "
+                                   f"line with keys {', '.join(MOONCAKE_KEYS)}") from None
+        if not isinstance(row, dict) or any(k not in row for k in MOONCAKE_KEYS):
+            missing = [k for k in MOONCAKE_KEYS if not isinstance(row, dict) or k not in row]
+            raise TraceFormatError(f"{where}: missing key(s) {missing}; a Mooncake request line has "
+                                   f"{', '.join(MOONCAKE_KEYS)}")
+        for key, out in (("timestamp", timestamp), ("input_length", request), ("output_length", response)):
+            value = row[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or (key != "timestamp" and value != int(value)):
+                raise TraceFormatError(f"{where}, key {key!r}: found {value!r}, expected "
+                                       + ("a time in ms >= 0" if key == "timestamp" else "a whole number of tokens >= 0"))
+            out[i] = value
+        ids = row["hash_ids"]
+        if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
+            raise TraceFormatError(f"{where}, key 'hash_ids': expected a list of integers, got {ids!r:.80}")
+        if len(ids) > -(-int(request[i]) // MOONCAKE_BLOCK_TOKENS):
+            raise TraceFormatError(f"{where}: {len(ids)} hash_ids for a prompt of {int(request[i])} tokens (at most "
+                                   f"ceil(input_length / {MOONCAKE_BLOCK_TOKENS}))")
+        hashes.append(ids)
+    if n == 0:
+        raise TraceFormatError(f"{file}: no requests (an empty JSON-lines file)")
+    if request.max() > _INT32_MAX or response.max() > _INT32_MAX:
+        raise TraceFormatError(f"{file}: a token count above {_INT32_MAX:,} (the simulator counts in int32)")
+    rows = _Rows(timestamp / 1000.0, request.astype(np.int32), response.astype(np.int32),
+                 prefix_hashes=PrefixHashes.from_lists(hashes), prefix_block_tokens=MOONCAKE_BLOCK_TOKENS)
+    logger.info("parsed %s (Mooncake JSON lines): %d rows in %.2f s", file.name, n, time.perf_counter() - started)
     return rows
 
 
