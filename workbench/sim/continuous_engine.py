@@ -198,7 +198,18 @@ ERR_HEAP = 5
 ERR_CACHE = 6
 
 C_PA, C_PB, C_PC, C_DA, C_DB, C_DC, C_LA, C_LB, C_LC, C_LT, C_A0, C_A1, C_TOK = range(13)
+# float settings: the 13 step-time coefficients, then the SLA controller's
+CF_BUDGET, CF_EPS, CF_ALPHA, CF_DELTA, CF_THETA = range(13, 18)
+CF_N = 18
+# integer settings
+(CI_REPLICAS, CI_BINS, CI_BS, CI_SHIFT, CI_CAP, CI_POLICY, CI_ROUTER, CI_CHUNKED, CI_CACHING, CI_JUMPS, CI_MAX_SEQS,
+ CI_MAX_TOKENS, CI_MAX_PADDINGS, CI_WATERMARK, CI_B_MIN, CI_B_MAX, CI_WINDOW, CI_MARGIN, CI_NODES) = range(19)
+CI_N = 19
 
+# (The engine's state lives in a few 2-D arrays with named columns: every array passed to a compiled helper
+# costs a reference-count update per call, and numba inlines functions of at most ~30 arguments.)
+# per-request inputs, int32: prompt tokens, output tokens, bin
+RIN_PROMPT, RIN_OUTPUT, RIN_BIN = range(3)
 # per-request int32 state, one row per request
 (RQ_REPLICA, RQ_STATE, RQ_NEXT, RQ_PREV, RQ_RNEXT, RQ_DONE, RQ_GEN, RQ_PREEMPT, RQ_CACHED,
  RQ_REACH) = range(10)
@@ -208,13 +219,19 @@ T_SCHED, T_FIRST, T_FINISH = range(3)
 # per-replica int64 state
 (RS_WAITING, RS_WAIT_BLOCKS, RS_OUTSTANDING, RS_RUN_HEAD, RS_RUN_TAIL, RS_PARTIAL, RS_DCOUNT, RS_N_DEC,
  RS_CTX_BASE, RS_USED, RS_FIN_N, RS_STEPS, RS_KIND, RS_RUN_K, RS_WITH_DEC, RS_N_PF, RS_DEC_START,
- RS_BLOCKS_AT_START, RS_LOG_ROW, RS_ACTIVE_BIN, RS_ROUND_LEFT, RS_B_SLA, RS_B_MEM, RS_POPPED) = range(24)
-RS_N = 24
-# per-replica float64 state
-RF_T_START, RF_RUN_E, RF_RUN_F, RF_BUSY, RF_BLOCK_S = range(5)
-RF_N = 5
+ RS_BLOCKS_AT_START, RS_LOG_ROW, RS_ACTIVE_BIN, RS_ROUND_LEFT, RS_B_SLA, RS_B_MEM, RS_POPPED, RS_WIN_N,
+ RS_RELEASED) = range(26)
+RS_N = 26
+# per-replica float64 state (the last five: continuous_sla's controllers)
+(RF_T_START, RF_RUN_E, RF_RUN_F, RF_BUSY, RF_BLOCK_S, RF_TOK_N, RF_TOK_MEAN, RF_TOK_M2, RF_B_LOW,
+ RF_B_HIGH) = range(10)
+RF_N = 10
 # waiting queues (one per replica and bin): head, tail, length
 Q_HEAD, Q_TAIL, Q_LEN = range(3)
+# prefix cache (rules 13-15): per replica and node, int32: registered leading blocks, running requests holding
+# it, its record in the free queue; per request, int32: its own blocks kept cached after a preemption, record
+C_CNT, C_REF, C_REC = range(3)
+O_CNT, O_REC = range(2)
 # LRU queue of free blocks (rule 15): records of consecutive blocks with one owner, per replica
 L_PREV, L_NEXT, L_OWNER, L_COUNT = range(4)
 LM_HEAD, LM_TAIL, LM_FREE = range(3)
@@ -476,7 +493,7 @@ def _run_remove(rs, rq, g, r):
     rq[r, RQ_RNEXT] = -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _pick_queue(policy, g, K, qs, rs, join_s):
     """Index of the waiting queue admission takes from (the replica must have waiting requests)."""
     if policy != POLICY_MULTI_BIN:
@@ -503,8 +520,8 @@ def _pick_queue(policy, g, K, qs, rs, join_s):
 # ---------------------------------------------------------------- the LRU queue of free blocks (rule 15)
 # ``lru[g, i]`` is record ``i`` of replica ``g``: a run of ``L_COUNT`` consecutive free blocks with one owner
 # (``OWNER_NONE``, a prefix-tree node ``< n_nodes``, or ``n_nodes + r``: request ``r``'s own cached blocks),
-# in a doubly linked list from the front (evicted first) to the back; unused records form a free list.
-# ``nrec[g, node]`` / ``prec[r]`` point at an owner's record (-1: not in the queue).
+# in a doubly linked list from the front (taken first) to the back; unused records form a free list.
+# ``cn[g, node, C_REC]`` / ``own[r, O_REC]`` point at an owner's record (-1: not in the queue).
 @njit(cache=True)
 def lru_init(num_replicas, records, kv_blocks):
     """Every replica's queue holds ``kv_blocks`` never-used blocks in one record."""
@@ -524,8 +541,8 @@ def lru_init(num_replicas, records, kv_blocks):
     return lru, lm
 
 
-@njit(cache=True)
-def lru_unlink(lru, lm, nrec, prec, n_nodes, g, i):
+@njit(cache=True, _nrt=False)
+def lru_unlink(lru, lm, cn, own, n_nodes, g, i):
     """Take record ``i`` out of replica ``g``'s queue (its blocks are no longer free) and recycle it."""
     p_, n_ = lru[g, i, L_PREV], lru[g, i, L_NEXT]
     if p_ >= 0:
@@ -538,9 +555,9 @@ def lru_unlink(lru, lm, nrec, prec, n_nodes, g, i):
         lm[g, LM_TAIL] = p_
     owner = lru[g, i, L_OWNER]
     if owner >= n_nodes:
-        prec[owner - n_nodes] = -1
+        own[owner - n_nodes, O_REC] = -1
     elif owner >= 0:
-        nrec[g, owner] = -1
+        cn[g, owner, C_REC] = -1
     lru[g, i, L_NEXT] = lm[g, LM_FREE]
     lru[g, i, L_PREV] = -1
     lru[g, i, L_OWNER] = OWNER_NONE
@@ -548,8 +565,8 @@ def lru_unlink(lru, lm, nrec, prec, n_nodes, g, i):
     lm[g, LM_FREE] = i
 
 
-@njit(cache=True)
-def lru_append(lru, lm, nrec, prec, n_nodes, g, owner, count):
+@njit(cache=True, _nrt=False)
+def lru_append(lru, lm, cn, own, n_nodes, g, owner, count):
     """Put ``count`` blocks of ``owner`` at the back of replica ``g``'s queue; False if out of records."""
     if count <= 0:
         return True
@@ -571,14 +588,14 @@ def lru_append(lru, lm, nrec, prec, n_nodes, g, owner, count):
         lm[g, LM_HEAD] = i
     lm[g, LM_TAIL] = i
     if owner >= n_nodes:
-        prec[owner - n_nodes] = i
+        own[owner - n_nodes, O_REC] = i
     elif owner >= 0:
-        nrec[g, owner] = i
+        cn[g, owner, C_REC] = i
     return True
 
 
-@njit(cache=True)
-def lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, g, m):
+@njit(cache=True, _nrt=False)
+def lru_take(lru, lm, cn, own, n_nodes, g, m):
     """Allocate ``m`` blocks from the front of replica ``g``'s queue, evicting what they cached (an owner
     loses its trailing blocks first).  Returns the blocks it could not find (0 unless the state is broken)."""
     while m > 0:
@@ -589,43 +606,57 @@ def lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, g, m):
         take = count if count < m else m
         owner = lru[g, i, L_OWNER]
         if owner >= n_nodes:
-            pcnt[owner - n_nodes] -= take
+            own[owner - n_nodes, O_CNT] -= take
         elif owner >= 0:
-            ncnt[g, owner] -= take
+            cn[g, owner, C_CNT] -= take
         m -= take
         if take == count:
-            lru_unlink(lru, lm, nrec, prec, n_nodes, g, i)
+            lru_unlink(lru, lm, cn, own, n_nodes, g, i)
         else:
             lru[g, i, L_COUNT] = count - take
     return 0
 
 
 # ---------------------------------------------------------------- prefix cache (rules 13-15)
-@njit(cache=True)
-def cache_hit_blocks(path_off, path_node, node_blocks, ncnt, pcnt, prec, g, r, own):
-    """Leading blocks of request ``r`` registered in replica ``g``'s cache: whole nodes of its path while they
-    are complete, then the registered part of the first incomplete one; after a complete path (``own``) its
-    own blocks kept from a preemption."""
+@njit(cache=True, _nrt=False)
+def cache_hit_blocks(path_off, path_node, node_blocks, cn, own, g, r):
+    """Leading blocks of request ``r``'s sequence registered in replica ``g``'s cache (rule 14): whole nodes of
+    its path while they are complete, then the registered part of the first incomplete one; after a complete
+    path, its own blocks kept from a preemption."""
     h = 0
     for j in range(path_off[r], path_off[r + 1]):
         n = path_node[j]
-        c = ncnt[g, n]
+        c = cn[g, n, C_CNT]
         h += c
         if c < node_blocks[n]:
             return h
-    if own and prec[r] >= 0:
-        h += pcnt[r]
+    if own[r, O_REC] >= 0:
+        h += own[r, O_CNT]
     return h
 
 
-@njit(cache=True)
-def cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm,
-               n_nodes, g, r, reach, b_from, b_to, commit):
+@njit(cache=True, _nrt=False)
+def cached_prefix_blocks(path_off, path_node, node_blocks, cn, g, r):
+    """Blocks of request ``r``'s prompt prefix in replica ``g``'s cache, whole nodes only (the router's view)."""
+    h = 0
+    for j in range(path_off[r], path_off[r + 1]):
+        n = path_node[j]
+        c = cn[g, n, C_CNT]
+        if c < node_blocks[n]:
+            return h + c
+        h += c
+    return h
+
+
+@njit(cache=True, _nrt=False)
+def cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, n_nodes, g, r, reach,
+               b_from, b_to, commit):
     """Request ``r`` (holding the first ``reach`` nodes of its path and blocks ``[0, b_from)``) extends its KV
     to blocks ``[0, b_to)``.  Returns (free blocks it takes, its new reach): nodes it starts holding that
     nobody held leave the free queue with all their registered blocks (a hit on evictable blocks), blocks
     past a node's registered ones and its own blocks are new (taken from the queue's front).  With
-    ``commit`` the state is updated (all hits before the new blocks are taken, as ``allocate_slots``)."""
+    ``commit`` the state is updated (all hits before the new blocks are taken, as ``allocate_slots``);
+    a cost of -1 means the state is broken."""
     cost = 0
     new = 0
     start = path_off[r]
@@ -636,117 +667,109 @@ def cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, ncnt, 
         first = node_first[n]
         if first >= b_to:
             break
-        c = ncnt[g, n]
+        c = cn[g, n, C_CNT]
         if j >= reach:
-            if nref[g, n] == 0:
+            if cn[g, n, C_REF] == 0:
                 cost += c
-                if commit and nrec[g, n] >= 0:
-                    lru_unlink(lru, lm, nrec, prec, n_nodes, g, nrec[g, n])
+                if commit and cn[g, n, C_REC] >= 0:
+                    lru_unlink(lru, lm, cn, own, n_nodes, g, cn[g, n, C_REC])
             if commit:
-                nref[g, n] += 1
+                cn[g, n, C_REF] += 1
         lo = max(b_from, first + c)
         hi = min(first + node_blocks[n], b_to)
         if hi > lo:
             new += hi - lo
             if commit:
-                ncnt[g, n] = hi - first
+                cn[g, n, C_CNT] = hi - first
         j += 1
     pb = path_blocks[r]
     if b_to > pb:
         lo = max(b_from, pb)
-        if prec[r] >= 0:
-            cost += pcnt[r]
-            lo = max(lo, pb + pcnt[r])
+        if own[r, O_REC] >= 0:
+            cost += own[r, O_CNT]
+            lo = max(lo, pb + own[r, O_CNT])
             if commit:
-                lru_unlink(lru, lm, nrec, prec, n_nodes, g, prec[r])
-                pcnt[r] = 0
+                lru_unlink(lru, lm, cn, own, n_nodes, g, own[r, O_REC])
+                own[r, O_CNT] = 0
         if b_to > lo:
             new += b_to - lo
     if commit and new > 0:
-        if lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, g, new) != 0:
+        if lru_take(lru, lm, cn, own, n_nodes, g, new) != 0:
             return -1, j
     return cost + new, max(reach, j)
 
 
-@njit(cache=True)
-def cache_release(path_off, path_node, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes, g, r, reach,
-                  kv_tokens, bs, shift, keep_own):
+@njit(cache=True, _nrt=False)
+def cache_release(path_off, path_node, path_blocks, cn, own, lru, lm, n_nodes, g, r, reach, kv_tokens, bs, shift,
+                  keep_own):
     """Request ``r`` frees its KV (``kv_tokens`` tokens).  Its blocks go to the back of the free queue last
     block first: its own (kept cached after a preemption, ``keep_own``; else reusable by nobody), then the
-    nodes nobody holds any more, deepest first.  Returns the blocks that became free (-1: out of records)."""
+    nodes nobody holds any more, deepest first.  Returns the blocks that became free (-1: broken state)."""
     pb = path_blocks[r]
-    own = _ceil_div(kv_tokens, bs, shift) - pb
-    if own < 0:
-        own = 0
+    mine = _ceil_div(kv_tokens, bs, shift) - pb
+    if mine < 0:
+        mine = 0
     ok = True
     if keep_own:
+        if own[r, O_REC] >= 0:
+            return -1          # its blocks from an earlier preemption must have been hit or evicted by now
         full = (kv_tokens >> shift if shift >= 0 else kv_tokens // bs) - pb
         if full < 0:
             full = 0
-        ok &= lru_append(lru, lm, nrec, prec, n_nodes, g, OWNER_NONE, own - full)
-        pcnt[r] = full
-        ok &= lru_append(lru, lm, nrec, prec, n_nodes, g, n_nodes + r, full)
+        ok &= lru_append(lru, lm, cn, own, n_nodes, g, OWNER_NONE, mine - full)
+        own[r, O_CNT] = full
+        ok &= lru_append(lru, lm, cn, own, n_nodes, g, n_nodes + r, full)
     else:
-        ok &= lru_append(lru, lm, nrec, prec, n_nodes, g, OWNER_NONE, own)
-    freed = own
+        ok &= lru_append(lru, lm, cn, own, n_nodes, g, OWNER_NONE, mine)
+    freed = mine
     start = path_off[r]
     for j in range(reach - 1, -1, -1):
         n = path_node[start + j]
-        nref[g, n] -= 1
-        if nref[g, n] == 0:
-            ok &= lru_append(lru, lm, nrec, prec, n_nodes, g, n, ncnt[g, n])
-            freed += ncnt[g, n]
+        cn[g, n, C_REF] -= 1
+        if cn[g, n, C_REF] == 0:
+            ok &= lru_append(lru, lm, cn, own, n_nodes, g, n, cn[g, n, C_CNT])
+            freed += cn[g, n, C_CNT]
     return freed if ok else -1
 
 
-@njit(cache=True)
-def cached_prefix_blocks(path_off, path_node, node_blocks, ncnt, g, r):
-    """Blocks of request ``r``'s prompt prefix in replica ``g``'s cache, whole nodes only (the router's view)."""
-    h = 0
-    for j in range(path_off[r], path_off[r + 1]):
-        n = path_node[j]
-        c = ncnt[g, n]
-        if c < node_blocks[n]:
-            return h + c
-        h += c
-    return h
-
-
 # ---------------------------------------------------------------- requests entering and leaving a replica
-@njit(cache=True)
-def _route(router, num_replicas, rr, r, now, margin, rs, rf, hist, bs, shift, path_off, path_node, node_blocks,
-           ncnt, pcnt, nrec, prec, lru, lm, n_nodes):
+@njit(cache=True, inline="always")
+def _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm):
     """The replica a joining request goes to (rule 1), and the next round-robin position (-1: broken state)."""
+    router = ci[CI_ROUTER]
+    R = ci[CI_REPLICAS]
     if router == R_ROUND_ROBIN:
-        return rr, (rr + 1 if rr + 1 < num_replicas else 0)
+        return rr, (rr + 1 if rr + 1 < R else 0)
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
     if router == R_PREFIX_AFFINITY:
         best = 0
         best_blocks = -1
         least = 0
-        for h in range(num_replicas):
+        for h in range(R):
             if rs[h, RS_KIND] == KIND_DECODE_RUN and rs[h, RS_RUN_K] > rs[h, RS_POPPED]:
                 # the cache as of now: the blocks of the steps of the run started so far are taken (rule 15)
                 i = _steps_to_reach(rf[h, RF_RUN_E], rf[h, RF_RUN_F], rs[h, RS_RUN_K], now - rf[h, RF_T_START])
                 popped = rs[h, RS_POPPED]
                 if i > popped:
-                    if lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, h,
+                    if lru_take(lru, lm, cn, own, ci[CI_NODES], h,
                                 _blocks_over(hist, h, bs, shift, rs[h, RS_N_DEC], rs[h, RS_DCOUNT] + popped,
                                              i - popped)) != 0:
                         return -1, rr
                     rs[h, RS_POPPED] = i
             if rs[h, RS_OUTSTANDING] < rs[least, RS_OUTSTANDING]:
                 least = h
-            blocks = cached_prefix_blocks(path_off, path_node, node_blocks, ncnt, h, r)
+            blocks = cached_prefix_blocks(path_off, path_node, node_blocks, cn, h, r)
             if blocks > best_blocks or (blocks == best_blocks
                                         and rs[h, RS_OUTSTANDING] < rs[best, RS_OUTSTANDING]):
                 best = h
                 best_blocks = blocks
-        if best_blocks <= 0 or rs[best, RS_OUTSTANDING] > rs[least, RS_OUTSTANDING] + margin:
+        if best_blocks <= 0 or rs[best, RS_OUTSTANDING] > rs[least, RS_OUTSTANDING] + ci[CI_MARGIN]:
             return least, rr
         return best, rr
     g = 0
     best_load = np.inf
-    for h in range(num_replicas):
+    for h in range(R):
         if router == R_LEAST_OUTSTANDING:
             load = float(rs[h, RS_OUTSTANDING])
         else:
@@ -762,27 +785,28 @@ def _route(router, num_replicas, rr, r, now, margin, rs, rf, hist, bs, shift, pa
     return g, rr
 
 
-@njit(cache=True)
-def _release(g, r, kv_tokens, keep_own, caching, bs, shift, rq, path_off, path_node, path_blocks, ncnt, nref, nrec,
-             pcnt, prec, lru, lm, n_nodes):
+@njit(cache=True, inline="always")
+def _release(g, r, kv_tokens, keep_own, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm):
     """Free request ``r``'s KV (``kv_tokens`` tokens) on replica ``g``; returns the blocks freed (-1: broken)."""
-    if not caching:
-        return _ceil_div(kv_tokens, bs, shift)
-    freed = cache_release(path_off, path_node, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes, g, r,
-                          rq[r, RQ_REACH], kv_tokens, bs, shift, keep_own)
+    if not ci[CI_CACHING]:
+        return _ceil_div(kv_tokens, ci[CI_BS], ci[CI_SHIFT])
+    freed = cache_release(path_off, path_node, path_blocks, cn, own, lru, lm, ci[CI_NODES], g, r, rq[r, RQ_REACH],
+                          kv_tokens, ci[CI_BS], ci[CI_SHIFT], keep_own)
     rq[r, RQ_REACH] = 0
     return freed
 
 
-@njit(cache=True)
-def _preempt(v, g, d, K, policy, bs, shift, caching, prompt_tokens, bin_id, rq, ctx0, hpos, rs, qs, hist, fin_key,
-             fin_id, path_off, path_node, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes):
+@njit(cache=True, _nrt=False)
+def _preempt(v, g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node, path_blocks, cn,
+             own, lru, lm):
     """Preemption by recompute (rule 8): ``v`` leaves the running list, frees its blocks and goes back to the
     FRONT of its waiting queue with its generated tokens.  Returns the blocks freed (-1: broken state)."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
     if rq[v, RQ_STATE] == ST_DECODE:
         s_v = ctx0[v]
         kv = s_v + d - 1
-        rq[v, RQ_GEN] = s_v + d - prompt_tokens[v]
+        rq[v, RQ_GEN] = s_v + d - rin[v, RIN_PROMPT]
         hist[g, _mod(s_v, bs, shift)] -= 1
         rs[g, RS_CTX_BASE] -= s_v
         rs[g, RS_N_DEC] -= 1
@@ -791,28 +815,31 @@ def _preempt(v, g, d, K, policy, bs, shift, caching, prompt_tokens, bin_id, rq, 
         kv = np.int64(rq[v, RQ_DONE])
         if rs[g, RS_PARTIAL] == v:
             rs[g, RS_PARTIAL] = -1
-    freed = _release(g, v, kv, True, caching, bs, shift, rq, path_off, path_node, path_blocks, ncnt, nref, nrec,
-                     pcnt, prec, lru, lm, n_nodes)
+    freed = _release(g, v, kv, True, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm)
     rs[g, RS_USED] -= freed
     rq[v, RQ_PREEMPT] += 1
     rq[v, RQ_DONE] = 0
     _run_remove(rs, rq, g, v)
     rq[v, RQ_STATE] = ST_WAITING
-    _q_push_front(qs, rq, g * K + bin_id[v], v)
+    _q_push_front(qs, rq, g * ci[CI_BINS] + rin[v, RIN_BIN], v)
     rs[g, RS_WAITING] += 1
-    rs[g, RS_WAIT_BLOCKS] += _ceil_div(np.int64(prompt_tokens[v]) + rq[v, RQ_GEN], bs, shift)
-    if policy == POLICY_MULTI_BIN and bin_id[v] == rs[g, RS_ACTIVE_BIN]:
+    rs[g, RS_WAIT_BLOCKS] += _ceil_div(np.int64(rin[v, RIN_PROMPT]) + rq[v, RQ_GEN], bs, shift)
+    if ci[CI_POLICY] == POLICY_MULTI_BIN and rin[v, RIN_BIN] == rs[g, RS_ACTIVE_BIN]:
         rs[g, RS_ROUND_LEFT] += 1
     return freed
 
 
-@njit(cache=True)
-def _decode_walk(g, d, v02, cap, K, policy, bs, shift, caching, prompt_tokens, bin_id, rq, ctx0, hpos, rs, qs, hist,
-                 fin_key, fin_id, path_off, path_node, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes):
+@njit(cache=True, _nrt=False)
+def _decode_walk(g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node, path_blocks, cn,
+                 own, lru, lm):
     """Rule 8, request by request: the running decodes in list order take their blocks; when a block is
     missing (v0.2: before any request, once none is free; v1: for a request that needs one) the last running
     request is preempted, repeatedly, the request itself when it is the last.  Returns (preemptions, error)."""
-    free = cap - rs[g, RS_USED]
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    v02 = not ci[CI_CHUNKED]
+    caching = ci[CI_CACHING]
+    free = ci[CI_CAP] - rs[g, RS_USED]
     pending = 0
     preempted = 0
     r = rs[g, RS_RUN_HEAD]
@@ -823,12 +850,11 @@ def _decode_walk(g, d, v02, cap, K, policy, bs, shift, caching, prompt_tokens, b
         while free < want:
             v = rs[g, RS_RUN_TAIL]
             if caching and pending > 0:
-                if lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, g, pending) != 0:
+                if lru_take(lru, lm, cn, own, ci[CI_NODES], g, pending) != 0:
                     return preempted, ERR_CACHE
                 pending = 0
-            freed = _preempt(v, g, d, K, policy, bs, shift, caching, prompt_tokens, bin_id, rq, ctx0, hpos, rs, qs,
-                             hist, fin_key, fin_id, path_off, path_node, path_blocks, ncnt, nref, nrec, pcnt, prec,
-                             lru, lm, n_nodes)
+            freed = _preempt(v, g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node,
+                             path_blocks, cn, own, lru, lm)
             if freed < 0:
                 return preempted, ERR_CACHE
             free += freed
@@ -843,25 +869,27 @@ def _decode_walk(g, d, v02, cap, K, policy, bs, shift, caching, prompt_tokens, b
             pending += 1
         r = rq[r, RQ_RNEXT]
     if caching and pending > 0:
-        if lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, g, pending) != 0:
+        if lru_take(lru, lm, cn, own, ci[CI_NODES], g, pending) != 0:
             return preempted, ERR_CACHE
     return preempted, 0
 
 
-@njit(cache=True)
-def _admit(r, g, qi, now, tokens, upto, hit_tokens, cost, bs, shift, caching, rq, tq, rs, qs, path_off, path_node,
-           node_first, node_blocks, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes):
+@njit(cache=True, inline="always")
+def _admit(r, g, qi, now, tokens, upto, hit_tokens, cost, ci, rq, tq, rs, qs, path_off, path_node, node_first,
+           node_blocks, path_blocks, cn, own, lru, lm):
     """Admit request ``r`` (the head of queue ``qi``) with its KV computed up to ``upto`` tokens after this step
     (``tokens`` = prompt + generated to prefill, ``hit_tokens`` served by the cache).  False if broken."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
     _q_pop_front(qs, rq, qi)
     rs[g, RS_WAITING] -= 1
     rs[g, RS_WAIT_BLOCKS] -= _ceil_div(tokens, bs, shift)
     rs[g, RS_ROUND_LEFT] -= 1
-    if caching:
-        taken, reach = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, ncnt, nref, nrec, pcnt,
-                                  prec, lru, lm, n_nodes, g, r, 0, 0, _ceil_div(upto, bs, shift), True)
-        if taken != cost:
-            return False
+    ok = True
+    if ci[CI_CACHING]:
+        taken, reach = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm,
+                                  ci[CI_NODES], g, r, 0, 0, _ceil_div(upto, bs, shift), True)
+        ok = taken == cost
         rq[r, RQ_REACH] = reach
     rs[g, RS_USED] += cost
     rq[r, RQ_DONE] = upto
@@ -870,49 +898,48 @@ def _admit(r, g, qi, now, tokens, upto, hit_tokens, cost, bs, shift, caching, rq
         rq[r, RQ_CACHED] = hit_tokens
     rq[r, RQ_STATE] = ST_PREFILL
     _run_append(rs, rq, g, r)
-    return True
+    return ok
 
 
-@njit(cache=True)
-def _drop(r, g, qi, tokens, bs, shift, rq, rs, qs):
+@njit(cache=True, inline="always")
+def _drop(r, g, qi, tokens, ci, rq, rs, qs):
     """v0.2 ignores a preempted request that can no longer be admitted (rule 4): it leaves, reported."""
     _q_pop_front(qs, rq, qi)
     rs[g, RS_WAITING] -= 1
-    rs[g, RS_WAIT_BLOCKS] -= _ceil_div(tokens, bs, shift)
+    rs[g, RS_WAIT_BLOCKS] -= _ceil_div(tokens, ci[CI_BS], ci[CI_SHIFT])
     rs[g, RS_ROUND_LEFT] -= 1
     rs[g, RS_OUTSTANDING] -= 1
     rq[r, RQ_STATE] = ST_DROPPED
 
 
-@njit(cache=True)
-def _admission_cost(g, r, tokens, upto, bs, shift, caching, rq, path_off, path_node, node_first, node_blocks,
-                    path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes):
-    """Free blocks admitting ``r`` up to ``upto`` tokens takes (cache hits on free blocks included)."""
-    if not caching:
-        return _ceil_div(upto, bs, shift)
-    cost, _ = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, ncnt, nref, nrec, pcnt, prec,
-                         lru, lm, n_nodes, g, r, 0, 0, _ceil_div(upto, bs, shift), False)
-    return cost
-
-
-@njit(cache=True)
-def _hit_tokens(g, r, tokens, bs, shift, caching, path_off, path_node, node_blocks, ncnt, pcnt, prec):
-    """Tokens of ``r``'s sequence served by the cache at admission (rule 14): whole blocks, never all."""
-    if not caching:
-        return 0
-    h = cache_hit_blocks(path_off, path_node, node_blocks, ncnt, pcnt, prec, g, r, True)
-    cap = (tokens - 1) >> shift if shift >= 0 else (tokens - 1) // bs
-    return (h if h < cap else cap) * bs
+@njit(cache=True, inline="always")
+def _admission(g, r, tokens, budget, ci, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
+               lm):
+    """Admitting ``r`` (``tokens`` to prefill, at most ``budget`` of them computed now): (tokens served by the
+    cache (rule 14), KV tokens after the step, free blocks it takes (hits on free cached blocks included))."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    if not ci[CI_CACHING]:
+        upto = min(tokens, budget)
+        return 0, upto, _ceil_div(upto, bs, shift)
+    h = cache_hit_blocks(path_off, path_node, node_blocks, cn, own, g, r)
+    most = (tokens - 1) >> shift if shift >= 0 else (tokens - 1) // bs
+    hit = (h if h < most else most) * bs
+    upto = hit + min(tokens - hit, budget)
+    cost, _ = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, ci[CI_NODES], g,
+                         r, 0, 0, _ceil_div(upto, bs, shift), False)
+    return hit, upto, cost
 
 
 # ---------------------------------------------------------------- a step (or a run of decode steps) ends
-@njit(cache=True)
-def _complete(g, now, bs, shift, cap, caching, policy, prompt_tokens, output_tokens, rq, tq, ctx0, hpos, rs, rf,
-              hist, fin_key, fin_id, log_i, path_off, path_node, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm,
-              n_nodes, ctl_f, ctl_i, win_t, win_b, tok_n, tok_mean, tok_m2, b_min, b_max, budget_s, eps_s, alpha,
-              delta, window):
+@njit(cache=True, inline="always")
+def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fin_id, log_i, win_t, win_b, path_off,
+              path_node, path_blocks, cn, own, lru, lm):
     """Apply what the step (or run of ``k`` decode steps) that ends now did on replica ``g``: time, KV blocks,
     finished decodes (rule 6), completed prefills, the SLA controller (rule 11).  Returns an error code."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    caching = ci[CI_CACHING]
     error = 0
     k = rs[g, RS_RUN_K]
     rf[g, RF_BUSY] += now - rf[g, RF_T_START]
@@ -924,15 +951,15 @@ def _complete(g, now, bs, shift, cap, caching, policy, prompt_tokens, output_tok
         rs[g, RS_USED] += grown
         rf[g, RF_BLOCK_S] += 0.5 * (first_blocks + rs[g, RS_BLOCKS_AT_START] + grown) * (now - rf[g, RF_T_START])
         rs[g, RS_DCOUNT] = d0 + k
-        if caching and k > rs[g, RS_POPPED]:
+        popped = rs[g, RS_POPPED]
+        if caching and k > popped:
             # the blocks of the run's steps not yet taken from the free queue (rule 15)
-            popped = rs[g, RS_POPPED]
-            if lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, g,
+            if lru_take(lru, lm, cn, own, ci[CI_NODES], g,
                         _blocks_over(hist, g, bs, shift, rs[g, RS_N_DEC], d0 + popped, k - popped)) != 0:
                 error = ERR_CACHE
     else:
         rf[g, RF_BLOCK_S] += rs[g, RS_BLOCKS_AT_START] * (now - rf[g, RF_T_START])
-    if rs[g, RS_USED] > cap:
+    if rs[g, RS_USED] > ci[CI_CAP]:
         error = ERR_BLOCKS
     if rs[g, RS_LOG_ROW] >= 0:
         log_i[rs[g, RS_LOG_ROW], S_BLOCKS] = rs[g, RS_USED]
@@ -944,8 +971,7 @@ def _complete(g, now, bs, shift, cap, caching, policy, prompt_tokens, output_tok
             error = ERR_HEAP
         rs[g, RS_FIN_N] = _heap_remove(fin_key, fin_id, hpos, g, rs[g, RS_FIN_N], 0)
         s_r = ctx0[r]
-        freed = _release(g, r, s_r + d - 1, False, caching, bs, shift, rq, path_off, path_node, path_blocks, ncnt,
-                         nref, nrec, pcnt, prec, lru, lm, n_nodes)
+        freed = _release(g, r, s_r + d - 1, False, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm)
         if freed < 0:
             error = ERR_CACHE
         rs[g, RS_USED] -= freed
@@ -956,24 +982,24 @@ def _complete(g, now, bs, shift, cap, caching, policy, prompt_tokens, output_tok
         rq[r, RQ_STATE] = ST_DONE
         rs[g, RS_OUTSTANDING] -= 1
         _run_remove(rs, rq, g, r)
-        token_stats_add(tok_n, tok_mean, tok_m2, g, float(prompt_tokens[r]) + float(output_tokens[r]))
-    # prefill pieces of this step: the last n_pf requests of the running list, in list order (which is the
-    # order vLLM frees requests that finish together in)
+        token_stats_add(rf[:, RF_TOK_N], rf[:, RF_TOK_MEAN], rf[:, RF_TOK_M2], g,
+                        float(rin[r, RIN_PROMPT]) + float(rin[r, RIN_OUTPUT]))   # Welford, of completed requests
+    # prefill pieces of this step: the last n_pf requests of the running list, in list order (the order in
+    # which vLLM frees requests that finish together)
     r = rs[g, RS_RUN_TAIL]
     for _ in range(rs[g, RS_N_PF] - 1):
         r = rq[r, RQ_PREV]
     for _ in range(rs[g, RS_N_PF]):
         following = rq[r, RQ_RNEXT]
-        tokens = np.int64(prompt_tokens[r]) + rq[r, RQ_GEN]
+        tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
         if rq[r, RQ_DONE] == tokens:
             if np.isnan(tq[r, T_FIRST]):
                 tq[r, T_FIRST] = now
             if rs[g, RS_PARTIAL] == r:
                 rs[g, RS_PARTIAL] = -1
             rq[r, RQ_GEN] += 1   # the step that completes a prefill samples the next token (rule 6)
-            if rq[r, RQ_GEN] >= output_tokens[r]:
-                freed = _release(g, r, tokens, False, caching, bs, shift, rq, path_off, path_node, path_blocks,
-                                 ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes)
+            if rq[r, RQ_GEN] >= rin[r, RIN_OUTPUT]:
+                freed = _release(g, r, tokens, False, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm)
                 if freed < 0:
                     error = ERR_CACHE
                 rs[g, RS_USED] -= freed
@@ -981,7 +1007,8 @@ def _complete(g, now, bs, shift, cap, caching, policy, prompt_tokens, output_tok
                 rq[r, RQ_STATE] = ST_DONE
                 rs[g, RS_OUTSTANDING] -= 1
                 _run_remove(rs, rq, g, r)
-                token_stats_add(tok_n, tok_mean, tok_m2, g, float(prompt_tokens[r]) + float(output_tokens[r]))
+                token_stats_add(rf[:, RF_TOK_N], rf[:, RF_TOK_MEAN], rf[:, RF_TOK_M2], g,
+                                float(rin[r, RIN_PROMPT]) + float(rin[r, RIN_OUTPUT]))
             else:
                 s_r = tokens + 1 - d
                 ctx0[r] = s_r
@@ -990,32 +1017,42 @@ def _complete(g, now, bs, shift, cap, caching, policy, prompt_tokens, output_tok
                 rs[g, RS_N_DEC] += 1
                 rq[r, RQ_STATE] = ST_DECODE
                 rs[g, RS_FIN_N] = _heap_push(fin_key, fin_id, hpos, g, rs[g, RS_FIN_N],
-                                             float(d + output_tokens[r] - rq[r, RQ_GEN]), r)
+                                             float(d + rin[r, RIN_OUTPUT] - rq[r, RQ_GEN]), r)
         r = following
-    if policy == POLICY_SLA and rs[g, RS_WITH_DEC]:
+    if ci[CI_POLICY] == POLICY_SLA and rs[g, RS_WITH_DEC]:
         for j in range(k):   # Algorithm 2 after every step of the run (runs only when nobody waits)
-            tau, b_bar = window_mean(win_t, win_b, ctl_i[:, 0], g, rf[g, RF_RUN_E] + rf[g, RF_RUN_F] * j,
-                                     float(rs[g, RS_DEC_START]), window)
-            rs[g, RS_B_SLA] = sla_update(ctl_f[:, 0], ctl_f[:, 1], ctl_i[:, 1], g, tau, b_bar, budget_s, eps_s,
-                                         alpha, delta, b_min, b_max, 0, False)   # Algorithm 2 as written
+            tau, b_bar = window_mean(win_t, win_b, rs[:, RS_WIN_N], g, rf[g, RF_RUN_E] + rf[g, RF_RUN_F] * j,
+                                     float(rs[g, RS_DEC_START]), ci[CI_WINDOW])
+            rs[g, RS_B_SLA] = sla_update(rf[:, RF_B_LOW], rf[:, RF_B_HIGH], rs[:, RS_RELEASED], g, tau, b_bar,
+                                         cf[CF_BUDGET], cf[CF_EPS], cf[CF_ALPHA], cf[CF_DELTA], ci[CI_B_MIN],
+                                         ci[CI_B_MAX], 0, False)   # Algorithm 2 as written
     return error
 
 
 # ---------------------------------------------------------------- deciding a replica's next step
-@njit(cache=True)
-def _schedule(g, now, chunked, caching, jumps, policy, K, bs, shift, cap, max_num_seqs, max_batched_tokens,
-              max_paddings, watermark, theta, b_max, coef, prompt_tokens, bin_id, join_s, rq, tq, ctx0, hpos, rs,
-              rf, qs, hist, fin_key, fin_id, path_off, path_node, node_first, node_blocks, path_blocks, ncnt, nref,
-              nrec, pcnt, prec, lru, lm, n_nodes, tok_n, tok_mean, tok_m2):
+@njit(cache=True, inline="always")
+def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, path_off, path_node,
+              node_first, node_blocks, path_blocks, cn, own, lru, lm):
     """Decide replica ``g``'s next step (rules 3-9).  Returns (kind, k, e, f, prefill tokens, prefill pieces,
     decodes, preemptions, sum(l * (p + l)), first step's context sum, error); kind ``KIND_NONE``: idle."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    cap = ci[CI_CAP]
+    chunked = ci[CI_CHUNKED]
+    caching = ci[CI_CACHING]
+    policy = ci[CI_POLICY]
+    max_tokens = ci[CI_MAX_TOKENS]
+    watermark = ci[CI_WATERMARK]
+    K = ci[CI_BINS]
     error = 0
     d = rs[g, RS_DCOUNT]
     running = rs[g, RS_N_DEC] + (1 if rs[g, RS_PARTIAL] >= 0 else 0)
-    limit = max_num_seqs
+    limit = ci[CI_MAX_SEQS]
     if policy == POLICY_SLA:
-        if rs[g, RS_WAITING] > 0 and running > 0 and tok_n[g] >= 2:
-            rs[g, RS_B_MEM] = memory_limit(tok_n, tok_mean, tok_m2, g, cap * bs, theta, rs[g, RS_B_MEM])
+        if rs[g, RS_WAITING] > 0 and running > 0 and rf[g, RF_TOK_N] >= 2:
+            rs[g, RS_B_MEM] = memory_limit(rf[:, RF_TOK_N], rf[:, RF_TOK_MEAN], rf[:, RF_TOK_M2], g, cap * bs,
+                                           cf[CF_THETA], rs[g, RS_B_MEM])
+        b_max = ci[CI_B_MAX]
         lim_mem = min(max(rs[g, RS_B_MEM], rs[g, RS_N_DEC]), b_max)
         lim_sla = min(max(rs[g, RS_B_SLA], rs[g, RS_N_DEC]), b_max)
         limit = min(limit, min(lim_mem, lim_sla))
@@ -1033,23 +1070,20 @@ def _schedule(g, now, chunked, caching, jumps, policy, K, bs, shift, cap, max_nu
         while rs[g, RS_WAITING] > 0:
             qi = _pick_queue(policy, g, K, qs, rs, join_s)
             r = qs[qi, Q_HEAD]
-            tokens = np.int64(prompt_tokens[r]) + rq[r, RQ_GEN]
-            if rq[r, RQ_GEN] > 0 and (tokens > max_batched_tokens
-                                      or _ceil_div(tokens, bs, shift) > cap - watermark):
-                _drop(r, g, qi, tokens, bs, shift, rq, rs, qs)
+            tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
+            if rq[r, RQ_GEN] > 0 and (tokens > max_tokens or _ceil_div(tokens, bs, shift) > cap - watermark):
+                _drop(r, g, qi, tokens, ci, rq, rs, qs)
                 continue
-            hit = _hit_tokens(g, r, tokens, bs, shift, caching, path_off, path_node, node_blocks, ncnt, pcnt, prec)
-            cost = _admission_cost(g, r, tokens, tokens, bs, shift, caching, rq, path_off, path_node, node_first,
-                                   node_blocks, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes)
+            hit, upto, cost = _admission(g, r, tokens, tokens, ci, path_off, path_node, node_first, node_blocks,
+                                         path_blocks, cn, own, lru, lm)
             if free - cost < watermark:
                 break
             new_max = max(max_t, tokens)
-            if (pf_reqs + 1) * new_max > max_batched_tokens or running + pf_reqs + 1 > limit \
-                    or (pf_reqs + 1) * new_max - (sum_t + tokens) > max_paddings:
+            if (pf_reqs + 1) * new_max > max_tokens or running + pf_reqs + 1 > limit \
+                    or (pf_reqs + 1) * new_max - (sum_t + tokens) > ci[CI_MAX_PADDINGS]:
                 break
-            if not _admit(r, g, qi, now, tokens, tokens, hit, cost, bs, shift, caching, rq, tq, rs, qs, path_off,
-                          path_node, node_first, node_blocks, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm,
-                          n_nodes):
+            if not _admit(r, g, qi, now, tokens, tokens, hit, cost, ci, rq, tq, rs, qs, path_off, path_node,
+                          node_first, node_blocks, path_blocks, cn, own, lru, lm):
                 error = ERR_CACHE
             free -= cost
             computed = tokens - hit
@@ -1072,45 +1106,42 @@ def _schedule(g, now, chunked, caching, jumps, policy, K, bs, shift, cap, max_nu
                                    and _needs_block(ctx0[rs[g, RS_RUN_TAIL]], d, bs, shift))
         if fits:
             if caching and need > 0:
-                if lru_take(lru, lm, nrec, prec, ncnt, pcnt, n_nodes, g, need) != 0:
+                if lru_take(lru, lm, cn, own, ci[CI_NODES], g, need) != 0:
                     error = ERR_CACHE
         else:
-            preempted, err = _decode_walk(g, d, not chunked, cap, K, policy, bs, shift, caching, prompt_tokens,
-                                          bin_id, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off,
-                                          path_node, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes)
+            preempted, err = _decode_walk(g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off,
+                                          path_node, path_blocks, cn, own, lru, lm)
             if err:
                 error = err
             need = hist[g, _mod(1 - d, bs, shift)] if rs[g, RS_N_DEC] > 0 else 0
         running = rs[g, RS_N_DEC] + (1 if rs[g, RS_PARTIAL] >= 0 else 0)
     if chunked:
         # v1 (rule 5): the partly computed prompt's next chunk, then (no preemption) new admissions
-        budget = max_batched_tokens - rs[g, RS_N_DEC]
+        budget = max_tokens - rs[g, RS_N_DEC]
         free = cap - rs[g, RS_USED] - need
         pr = rs[g, RS_PARTIAL]
         if pr >= 0 and budget > 0:
             done = np.int64(rq[pr, RQ_DONE])
-            tokens = np.int64(prompt_tokens[pr]) + rq[pr, RQ_GEN]
+            tokens = np.int64(rin[pr, RIN_PROMPT]) + rq[pr, RQ_GEN]
             chunk = min(tokens - done, budget)
             b_from = _ceil_div(done, bs, shift)
             b_to = _ceil_div(done + chunk, bs, shift)
             if caching:
-                cost, _ = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, ncnt, nref, nrec,
-                                     pcnt, prec, lru, lm, n_nodes, g, pr, rq[pr, RQ_REACH], b_from, b_to, False)
+                cost, _ = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm,
+                                     ci[CI_NODES], g, pr, rq[pr, RQ_REACH], b_from, b_to, False)
             else:
                 cost = b_to - b_from
             if cost > free:
                 # it is the last in the running list: the victim is itself
-                if _preempt(pr, g, d, K, policy, bs, shift, caching, prompt_tokens, bin_id, rq, ctx0, hpos, rs, qs,
-                            hist, fin_key, fin_id, path_off, path_node, path_blocks, ncnt, nref, nrec, pcnt, prec,
-                            lru, lm, n_nodes) < 0:
+                if _preempt(pr, g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node,
+                            path_blocks, cn, own, lru, lm) < 0:
                     error = ERR_CACHE
                 preempted += 1
                 running -= 1
             else:
                 if caching:
-                    taken, reach = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, ncnt, nref,
-                                              nrec, pcnt, prec, lru, lm, n_nodes, g, pr, rq[pr, RQ_REACH], b_from,
-                                              b_to, True)
+                    taken, reach = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
+                                              lm, ci[CI_NODES], g, pr, rq[pr, RQ_REACH], b_from, b_to, True)
                     if taken != cost:
                         error = ERR_CACHE
                     rq[pr, RQ_REACH] = reach
@@ -1126,27 +1157,23 @@ def _schedule(g, now, chunked, caching, jumps, policy, K, bs, shift, cap, max_nu
             while rs[g, RS_WAITING] > 0 and budget > 0 and running + 1 <= limit:
                 qi = _pick_queue(policy, g, K, qs, rs, join_s)
                 r = qs[qi, Q_HEAD]
-                tokens = np.int64(prompt_tokens[r]) + rq[r, RQ_GEN]
-                hit = _hit_tokens(g, r, tokens, bs, shift, caching, path_off, path_node, node_blocks, ncnt, pcnt,
-                                  prec)
-                chunk = min(tokens - hit, budget)
-                cost = _admission_cost(g, r, tokens, hit + chunk, bs, shift, caching, rq, path_off, path_node,
-                                       node_first, node_blocks, path_blocks, ncnt, nref, nrec, pcnt, prec, lru, lm,
-                                       n_nodes)
+                tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
+                hit, upto, cost = _admission(g, r, tokens, budget, ci, path_off, path_node, node_first, node_blocks,
+                                             path_blocks, cn, own, lru, lm)
                 # v1's optional watermark: only once another request is scheduled in the step (rule 7)
                 if cost + (watermark if rs[g, RS_N_DEC] + pf_reqs > 0 else 0) > free:
                     break
-                if not _admit(r, g, qi, now, tokens, hit + chunk, hit, cost, bs, shift, caching, rq, tq, rs, qs,
-                              path_off, path_node, node_first, node_blocks, path_blocks, ncnt, nref, nrec, pcnt,
-                              prec, lru, lm, n_nodes):
+                if not _admit(r, g, qi, now, tokens, upto, hit, cost, ci, rq, tq, rs, qs, path_off, path_node,
+                              node_first, node_blocks, path_blocks, cn, own, lru, lm):
                     error = ERR_CACHE
-                if hit + chunk < tokens:
+                if upto < tokens:
                     rs[g, RS_PARTIAL] = r
+                chunk = upto - hit
                 free -= cost
                 budget -= chunk
                 pf_tokens += chunk
                 pf_lin += chunk
-                pf_quad += float(chunk) * float(hit + chunk)
+                pf_quad += float(chunk) * float(upto)
                 pf_reqs += 1
                 running += 1
     nd = rs[g, RS_N_DEC] if take_decode else 0   # v0.2: a prefill step holds no decodes
@@ -1154,24 +1181,24 @@ def _schedule(g, now, chunked, caching, jumps, policy, K, bs, shift, cap, max_nu
         if rs[g, RS_WAITING] > 0 and preempted == 0:
             error = ERR_STUCK
         return KIND_NONE, 0, 0.0, 0.0, 0, 0, 0, preempted, 0.0, 0.0, error
+    rs[g, RS_POPPED] = 1   # the first step's blocks were taken from the free queue above
     ctx = 0.0
     if nd > 0:
-        a_d, b_d, c_d = _decode_coefs(coef, nd)
+        a_d, b_d, c_d = _decode_coefs(cf, nd)
         ctx = float(rs[g, RS_CTX_BASE] + nd * d)
         var_d = b_d * ctx + c_d * nd
     else:
         a_d = 0.0
         b_d = 0.0
         var_d = 0.0
-    rs[g, RS_POPPED] = 1   # the first step's blocks were taken from the free queue above
     if pf_reqs > 0:
-        fixed = max(coef[C_PA], a_d) if nd > 0 else coef[C_PA]
-        e = fixed + coef[C_PB] * pf_lin + coef[C_PC] * pf_quad + var_d
+        fixed = max(cf[C_PA], a_d) if nd > 0 else cf[C_PA]
+        e = fixed + cf[C_PB] * pf_lin + cf[C_PC] * pf_quad + var_d
         return KIND_STEP, 1, e, 0.0, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
     e = a_d + var_d
     f = b_d * nd
     k = 1
-    if jumps and preempted == 0 and (policy != POLICY_SLA or rs[g, RS_WAITING] == 0):
+    if ci[CI_JUMPS] and preempted == 0 and (policy != POLICY_SLA or rs[g, RS_WAITING] == 0):
         # (continuous_sla: its limit changes every step, so a waiting request could be admitted at any
         # boundary; runs only while nobody waits)
         k = _steps_without_preemption(hist, g, bs, shift, nd, d, cap - rs[g, RS_USED], int(fin_key[g, 0]) - d,
@@ -1183,94 +1210,21 @@ def _schedule(g, now, chunked, caching, jumps, policy, K, bs, shift, cap, max_nu
 
 
 # ---------------------------------------------------------------- the engine
-@njit(cache=True)
-def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
-                   jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
-                   block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
-                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity):
-    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time; the
-    ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree` (used with ``caching``).
 
-    Returns the per-request int32 table (``RQ_*`` columns: replica, state, preemptions, cached tokens, ...)
-    and float64 times (``T_*``), per replica (busy_s, block_seconds, steps), the step log (float: ``F_*``
-    columns; int: ``S_*`` columns) and an error code."""
-    n = join_s.size
+@njit(cache=True, _nrt=False)
+def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b,
+                path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, ev_key, ev_id, ev_pos,
+                log_f, log_i):
+    """The events: joins (rule 1) and step boundaries of every replica, in time order.  Compiled without
+    reference counting (it allocates nothing), so the helpers it inlines cost no count updates for the
+    arrays they take.  Returns (rows of the step log, error code)."""
     m = join_order.size
-    R = num_replicas
-    K = n_bins
-    bs = block_size
-    shift = -1
-    if bs & (bs - 1) == 0:
-        shift = 0
-        while (1 << shift) < bs:
-            shift += 1
-    cap = kv_blocks
-
-    # per request
-    rq = np.full((n, RQ_N), -1, np.int32)
-    rq[:, RQ_STATE] = ST_NEW
-    rq[:, RQ_DONE] = 0
-    rq[:, RQ_GEN] = 0
-    rq[:, RQ_PREEMPT] = 0
-    rq[:, RQ_CACHED] = 0
-    rq[:, RQ_REACH] = 0
-    tq = np.full((n, 3), np.nan)
-    hpos = np.full(n, -1, np.int32)         # position in its replica's finish heap
-    ctx0 = np.zeros(n, np.int64)            # S_r: context at decode count d is S_r + d
-
-    # per replica
-    rs = np.zeros((R, RS_N), np.int64)
-    rs[:, RS_RUN_HEAD] = -1
-    rs[:, RS_RUN_TAIL] = -1
-    rs[:, RS_PARTIAL] = -1
-    rs[:, RS_LOG_ROW] = -1
-    rs[:, RS_B_SLA] = (b_min + b_max) // 2
-    rs[:, RS_B_MEM] = b_max
-    rf = np.zeros((R, RF_N))
-    qs = np.full((R * K, 3), -1, np.int64)
-    qs[:, Q_LEN] = 0
-    hist = np.zeros((R, bs), np.int64)      # decodes by S_r mod block_size
-    heap_cap = max(1, min(max_num_seqs, cap, n))
-    fin_key = np.empty((R, heap_cap), np.float64)
-    fin_id = np.empty((R, heap_cap), np.int64)
-    # continuous_sla's controllers: b_low, b_high (float); window count, release countdown (int)
-    ctl_f = np.empty((R, 2))
-    ctl_f[:, 0] = float(b_min)
-    ctl_f[:, 1] = float(b_max)
-    ctl_i = np.zeros((R, 2), np.int64)     # Algorithm 2 as written: never released
-    win_t = np.zeros((R, window))
-    win_b = np.zeros((R, window))
-    tok_n = np.zeros(R)
-    tok_mean = np.zeros(R)
-    tok_m2 = np.zeros(R)
-
-    # prefix cache (rules 13-15): per replica and node, per request's own blocks, the LRU queue
-    n_nodes = node_first.size
-    if caching:
-        ncnt = np.zeros((R, n_nodes), np.int32)
-        nref = np.zeros((R, n_nodes), np.int32)
-        nrec = np.full((R, n_nodes), -1, np.int32)
-        pcnt = np.zeros(n, np.int32)
-        prec = np.full(n, -1, np.int32)
-        lru, lm = lru_init(R, min(cap, n_nodes + 2 * n + 2) + 2, cap)
-    else:
-        ncnt = np.zeros((1, 1), np.int32)
-        nref = np.zeros((1, 1), np.int32)
-        nrec = np.zeros((1, 1), np.int32)
-        pcnt = np.zeros(1, np.int32)
-        prec = np.full(1, -1, np.int32)
-        lru, lm = lru_init(1, 1, 0)
-
-    # replica event heap
-    ev_key = np.empty((1, R), np.float64)
-    ev_id = np.empty((1, R), np.int64)
-    ev_pos = np.full(R, -1, np.int64)
+    K = ci[CI_BINS]
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    log_capacity = log_f.shape[0]
     ev_n = 0
-
-    log_f = np.empty((log_capacity, 4), np.float64)
-    log_i = np.empty((log_capacity, 7), np.int64)
     n_log = 0
-
     error = 0
     now = 0.0
     ptr = 0
@@ -1285,16 +1239,15 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             now = t_join
             r = join_order[ptr]
             ptr += 1
-            g, rr = _route(router, R, rr, r, now, affinity_margin, rs, rf, hist, bs, shift, path_off, path_node,
-                           node_blocks, ncnt, pcnt, nrec, prec, lru, lm, n_nodes)
+            g, rr = _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm)
             if g < 0:
                 error = ERR_CACHE
                 break
             rq[r, RQ_REPLICA] = g
             rq[r, RQ_STATE] = ST_WAITING
-            _q_push_back(qs, rq, g * K + bin_id[r], r)
+            _q_push_back(qs, rq, g * K + rin[r, RIN_BIN], r)
             rs[g, RS_WAITING] += 1
-            rs[g, RS_WAIT_BLOCKS] += _ceil_div(np.int64(prompt_tokens[r]), bs, shift)
+            rs[g, RS_WAIT_BLOCKS] += _ceil_div(np.int64(rin[r, RIN_PROMPT]), bs, shift)
             rs[g, RS_OUTSTANDING] += 1
             if ev_pos[g] < 0:
                 rs[g, RS_KIND] = KIND_NONE           # idle: decide at this instant, after same-time joins
@@ -1319,19 +1272,15 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             error = ERR_TIME_BACKWARDS
         now = t_event
         if rs[g, RS_KIND] != KIND_NONE:
-            err = _complete(g, now, bs, shift, cap, caching, policy, prompt_tokens, output_tokens, rq, tq, ctx0,
-                            hpos, rs, rf, hist, fin_key, fin_id, log_i, path_off, path_node, path_blocks, ncnt,
-                            nref, nrec, pcnt, prec, lru, lm, n_nodes, ctl_f, ctl_i, win_t, win_b, tok_n, tok_mean,
-                            tok_m2, b_min, b_max, budget_s, eps_s, alpha, delta, window)
+            err = _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fin_id, log_i, win_t, win_b,
+                            path_off, path_node, path_blocks, cn, own, lru, lm)
             if err:
                 error = err
         preempted = 0
         while True:
             kind, k, e, f, pf_tokens, pf_reqs, nd, more, pf_quad, ctx, err = _schedule(
-                g, now, chunked, caching, jumps, policy, K, bs, shift, cap, max_num_seqs, max_batched_tokens,
-                max_paddings, watermark_blocks, theta, b_max, coef, prompt_tokens, bin_id, join_s, rq, tq, ctx0,
-                hpos, rs, rf, qs, hist, fin_key, fin_id, path_off, path_node, node_first, node_blocks, path_blocks,
-                ncnt, nref, nrec, pcnt, prec, lru, lm, n_nodes, tok_n, tok_mean, tok_m2)
+                g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, path_off,
+                path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm)
             preempted += more
             if err:
                 error = err
@@ -1374,8 +1323,124 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             rs[g, RS_LOG_ROW] = -1
         if error:
             break
+    return n_log, error
+
+
+# ---------------------------------------------------------------- the engine
+@njit(cache=True)
+def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
+                   jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
+                   block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
+                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity):
+    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time; the
+    ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree` (used with ``caching``).
+
+    Returns the per-request int32 table (``RQ_*`` columns: replica, state, preemptions, cached tokens, ...)
+    and float64 times (``T_*``), per replica (busy_s, block_seconds, steps), the step log (float: ``F_*``
+    columns; int: ``S_*`` columns) and an error code."""
+    n = join_s.size
+    m = join_order.size
+    R = num_replicas
+    K = n_bins
+    bs = block_size
+    shift = -1
+    if bs & (bs - 1) == 0:
+        shift = 0
+        while (1 << shift) < bs:
+            shift += 1
+    cap = kv_blocks
+    n_nodes = node_first.size
+
+    ci = np.empty(CI_N, np.int64)
+    ci[CI_REPLICAS] = R
+    ci[CI_BINS] = K
+    ci[CI_BS] = bs
+    ci[CI_SHIFT] = shift
+    ci[CI_CAP] = cap
+    ci[CI_POLICY] = policy
+    ci[CI_ROUTER] = router
+    ci[CI_CHUNKED] = chunked
+    ci[CI_CACHING] = caching
+    ci[CI_JUMPS] = jumps
+    ci[CI_MAX_SEQS] = max_num_seqs
+    ci[CI_MAX_TOKENS] = max_batched_tokens
+    ci[CI_MAX_PADDINGS] = max_paddings
+    ci[CI_WATERMARK] = watermark_blocks
+    ci[CI_B_MIN] = b_min
+    ci[CI_B_MAX] = b_max
+    ci[CI_WINDOW] = window
+    ci[CI_MARGIN] = affinity_margin
+    ci[CI_NODES] = n_nodes
+    cf = np.empty(CF_N)
+    cf[:13] = coef
+    cf[CF_BUDGET] = budget_s
+    cf[CF_EPS] = eps_s
+    cf[CF_ALPHA] = alpha
+    cf[CF_DELTA] = delta
+    cf[CF_THETA] = theta
+
+    # per request
+    rin = np.empty((n, 3), np.int32)
     for r in range(n):
-        if rq[r, RQ_STATE] != ST_DONE and rq[r, RQ_STATE] != ST_NEW and rq[r, RQ_STATE] != ST_DROPPED:
+        rin[r, RIN_PROMPT] = prompt_tokens[r]
+        rin[r, RIN_OUTPUT] = output_tokens[r]
+        rin[r, RIN_BIN] = bin_id[r]
+    rq = np.zeros((n, RQ_N), np.int32)
+    for r in range(n):
+        rq[r, RQ_REPLICA] = -1
+        rq[r, RQ_NEXT] = -1
+        rq[r, RQ_PREV] = -1
+        rq[r, RQ_RNEXT] = -1
+    tq = np.full((n, 3), np.nan)
+    hpos = np.full(n, -1, np.int32)         # position in its replica's finish heap
+    ctx0 = np.zeros(n, np.int64)            # S_r: context at decode count d is S_r + d
+
+    # per replica
+    rs = np.zeros((R, RS_N), np.int64)
+    rs[:, RS_RUN_HEAD] = -1
+    rs[:, RS_RUN_TAIL] = -1
+    rs[:, RS_PARTIAL] = -1
+    rs[:, RS_LOG_ROW] = -1
+    rs[:, RS_B_SLA] = (b_min + b_max) // 2
+    rs[:, RS_B_MEM] = b_max
+    rf = np.zeros((R, RF_N))
+    rf[:, RF_B_LOW] = float(b_min)
+    rf[:, RF_B_HIGH] = float(b_max)
+    qs = np.full((R * K, 3), -1, np.int64)
+    qs[:, Q_LEN] = 0
+    hist = np.zeros((R, bs), np.int64)      # decodes by S_r mod block_size
+    heap_cap = max(1, min(max_num_seqs, cap, n))
+    fin_key = np.empty((R, heap_cap), np.float64)
+    fin_id = np.empty((R, heap_cap), np.int64)
+    win_t = np.zeros((R, window))
+    win_b = np.zeros((R, window))
+
+    # prefix cache (rules 13-15): per replica and node, per request's own blocks, the LRU queue of free blocks
+    if caching:
+        cn = np.zeros((R, n_nodes, 3), np.int32)
+        cn[:, :, C_REC] = -1
+        own = np.zeros((n, 2), np.int32)
+        own[:, O_REC] = -1
+        lru, lm = lru_init(R, min(cap, n_nodes + 2 * n + 2) + 2, cap)
+    else:
+        cn = np.zeros((1, 1, 3), np.int32)
+        own = np.full((1, 2), -1, np.int32)
+        lru, lm = lru_init(1, 1, 0)
+
+    log_f = np.empty((log_capacity, 4), np.float64)
+    log_i = np.empty((log_capacity, 7), np.int64)
+    n_log = 0
+
+    # replica event heap
+    ev_key = np.empty((1, R), np.float64)
+    ev_id = np.empty((1, R), np.int64)
+    ev_pos = np.full(R, -1, np.int64)
+    n_log, error = _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id,
+                               win_t, win_b, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
+                               lm, ev_key, ev_id, ev_pos, log_f, log_i)
+    for r in range(n):
+        state = rq[r, RQ_STATE]
+        if state != ST_DONE and state != ST_NEW and state != ST_DROPPED:
             error = ERR_LEFT if error == 0 else error
     return (rq, tq, rf[:, RF_BUSY].copy(), rf[:, RF_BLOCK_S].copy(), rs[:, RS_STEPS].copy(), log_f[:n_log],
             log_i[:n_log], error)
