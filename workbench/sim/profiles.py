@@ -11,7 +11,8 @@ Two formats:
   GPU, TP and vLLM version, microseconds; ``beta = [b0, b1, b2]`` for a step of
   ``b0 + b1*prefill_tokens + b2*decode_tokens``, so ``b0`` is the fixed cost of
   both step kinds, ``b1`` the per-prefill-token cost (no quadratic term) and
-  ``b2`` the per-decode-request cost (no context term); ``alpha = [a0, a1, a2]``:
+  ``b2`` the per-decode-request cost (no context term; a fourth beta, if an entry
+  has one, is the per-decode-context-token cost: :meth:`StepTimeModel.blis`); ``alpha = [a0, a1, a2]``:
   ``a0 + a1*prompt_tokens`` before a request joins the queue, ``a2`` added to
   every output token's reported time.  Several refits of one combination are
   told apart by ``best_loss``: the lowest wins (entries without one rank last).
@@ -133,15 +134,18 @@ def blis_profile(*, model: str, gpu: str, tp: int = 1, vllm_version: str | None 
         raise ValueError(f"{path}: no model {model!r}; it has {', '.join(sorted({str(m.get('id')) for m in entries}))}")
     best = min(matches, key=lambda m: float(m["best_loss"]) if m.get("best_loss") is not None else math.inf)
     where = f"{path}: {best['id']} {best['GPU']} tp={best['tensor_parallelism']}"
-    b0, b1, b2 = _triple_of(best, "beta_coeffs", where)
+    beta = best.get("beta_coeffs")
+    if isinstance(beta, (list, tuple)) and len(beta) == 4:   # a fourth beta: per token of decode context
+        b0, b1, b2, b3 = (float(v) for v in beta)
+    else:
+        (b0, b1, b2), b3 = _triple_of(best, "beta_coeffs", where), 0.0
     a0, a1, a2 = _triple_of(best, "alpha_coeffs", where)
     version = str(best.get("vllm_version", "")).rsplit(":", 1)[-1]
     loss = best.get("best_loss")
     if len(matches) > 1:
         log.info("%s: %d refits match; using the one with best_loss %s", where, len(matches), loss)
-    return StepTimeModel(
-        prefill=(b0 * US, b1 * US, 0.0),
-        decode=(b0 * US, 0.0, b2 * US),
+    return StepTimeModel.blis(
+        b0 * US, b1 * US, b2 * US, b3 * US,
         arrival_overhead_s=(a0 * US, a1 * US),
         token_overhead_s=a2 * US,
         name=f"blis {best['id']} {best['GPU']} tp{best['tensor_parallelism']} vllm {version}",

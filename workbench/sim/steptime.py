@@ -16,6 +16,18 @@ running request.  Its time depends on what it contains:
 * a step with both parts (chunked prefill) costs ``max(a_p, a_d)`` plus both
   variable parts: the fixed cost is paid once per step.
 
+A prefill piece's prefix ``p`` counts every token already in the KV cache,
+prefix-cache hits included: a cached prefix is not computed (``l`` counts
+only the uncached tokens) but the new tokens still attend to it.
+
+BLIS-style (v1) coefficients, a step of ``a + b * (prefill tokens computed)
++ c * (decode requests) + d * (sum of the decodes' contexts)`` whatever it
+mixes (:meth:`StepTimeModel.blis`), are the special case ``prefill = (a, b,
+0)``, ``decode = (a, d, c)``: a mixed step's fixed cost ``max(a, a)`` is
+``a`` once, its prefill part ``b * sum(l)`` and its decode part ``d *
+sum(ctx) + c * n``.  BLIS's published fits (``from_blis``) have ``d = 0``
+(three betas); a fourth beta, when a defaults file has one, is ``d``.
+
 Two per-request CPU overheads (BLIS's alpha) sit outside the GPU step:
 ``arrival_overhead_s = (a0, a1)`` delays a request's entry into the queue by
 ``a0 + a1 * prompt_tokens`` (HTTP, tokenisation), and ``token_overhead_s`` is
@@ -107,6 +119,17 @@ class StepTimeModel:
         from workbench.sim.profiles import blis_profile
         return blis_profile(model=model, gpu=gpu, tp=tp, vllm_version=vllm_version, path=path)
 
+    @classmethod
+    def blis(cls, step_s: float, prefill_token_s: float, decode_request_s: float, decode_context_token_s: float = 0.0,
+             *, arrival_overhead_s=(0.0, 0.0), token_overhead_s: float = 0.0, name: str = "blis-style",
+             source: str = "") -> "StepTimeModel":
+        """A step of ``step_s + prefill_token_s * (prefill tokens computed) + decode_request_s * (decodes) +
+        decode_context_token_s * (sum of the decodes' contexts)`` seconds, whatever the step mixes (BLIS's beta
+        vector plus a decode-context term): ``prefill = (step_s, prefill_token_s, 0)``, ``decode = (step_s,
+        decode_context_token_s, decode_request_s)``."""
+        return cls(prefill=(step_s, prefill_token_s, 0.0), decode=(step_s, decode_context_token_s, decode_request_s),
+                   arrival_overhead_s=arrival_overhead_s, token_overhead_s=token_overhead_s, name=name, source=source)
+
     def coefficients(self) -> np.ndarray:
         """The flat float64 vector the compiled engine reads (order :data:`COEF_NAMES`)."""
         large = self.decode_large if self.decode_large is not None else self.decode
@@ -120,6 +143,25 @@ class StepTimeModel:
         p = np.zeros_like(l) if prefix_lengths is None else np.asarray(prefix_lengths, dtype=np.float64)
         a, b, c = self.prefill
         return float(a + b * l.sum() + c * (l * (p + l)).sum())
+
+    def step_time_s(self, prompt_lengths=(), prefix_lengths=None, context_lengths=()) -> float:
+        """Time of a step computing prompt pieces (``prompt_lengths`` tokens after ``prefix_lengths`` already in
+        the cache) and decoding requests of ``context_lengths``: the fixed cost once (``max(a_p, a_d)`` when it
+        has both), then both variable parts."""
+        l = np.asarray(prompt_lengths, dtype=np.float64)
+        ctx = np.asarray(context_lengths, dtype=np.float64)
+        if l.size == 0 and ctx.size == 0:
+            raise ValueError("step_time_s: a step computes prompt tokens, decodes, or both")
+        if l.size == 0:
+            return self.decode_time_s(ctx)
+        p = np.zeros_like(l) if prefix_lengths is None else np.asarray(prefix_lengths, dtype=np.float64)
+        a_p, b_p, c_p = self.prefill
+        prefill_part = b_p * l.sum() + c_p * (l * (p + l)).sum()
+        if ctx.size == 0:
+            return float(a_p + prefill_part)
+        a_d, b_d, c_d = self.decode_large if (self.decode_large is not None
+                                              and ctx.size >= self.decode_large_threshold) else self.decode
+        return float(max(a_p, a_d) + prefill_part + b_d * ctx.sum() + c_d * ctx.size)
 
     def decode_time_s(self, context_lengths) -> float:
         """Time of a decode-only step over requests with these context lengths."""
