@@ -521,7 +521,8 @@ def _pick_queue(policy, g, K, qs, rs, join_s):
 # ``lru[g, i]`` is record ``i`` of replica ``g``: a run of ``L_COUNT`` consecutive free blocks with one owner
 # (``OWNER_NONE``, a prefix-tree node ``< n_nodes``, or ``n_nodes + r``: request ``r``'s own cached blocks),
 # in a doubly linked list from the front (taken first) to the back; unused records form a free list.
-# ``cn[g, node, C_REC]`` / ``own[r, O_REC]`` point at an owner's record (-1: not in the queue).
+# ``cn[g, node, C_REC]`` / ``own[r, O_REC]`` is one more than an owner's record (0: not in the queue, so
+# the tables start as zeros, which the operating system gives without touching memory).
 @njit(cache=True)
 def lru_init(num_replicas, records, kv_blocks):
     """Every replica's queue holds ``kv_blocks`` never-used blocks in one record."""
@@ -555,9 +556,9 @@ def lru_unlink(lru, lm, cn, own, n_nodes, g, i):
         lm[g, LM_TAIL] = p_
     owner = lru[g, i, L_OWNER]
     if owner >= n_nodes:
-        own[owner - n_nodes, O_REC] = -1
+        own[owner - n_nodes, O_REC] = 0
     elif owner >= 0:
-        cn[g, owner, C_REC] = -1
+        cn[g, owner, C_REC] = 0
     lru[g, i, L_NEXT] = lm[g, LM_FREE]
     lru[g, i, L_PREV] = -1
     lru[g, i, L_OWNER] = OWNER_NONE
@@ -588,9 +589,9 @@ def lru_append(lru, lm, cn, own, n_nodes, g, owner, count):
         lm[g, LM_HEAD] = i
     lm[g, LM_TAIL] = i
     if owner >= n_nodes:
-        own[owner - n_nodes, O_REC] = i
+        own[owner - n_nodes, O_REC] = i + 1
     elif owner >= 0:
-        cn[g, owner, C_REC] = i
+        cn[g, owner, C_REC] = i + 1
     return True
 
 
@@ -630,7 +631,7 @@ def cache_hit_blocks(path_off, path_node, node_blocks, cn, own, g, r):
         h += c
         if c < node_blocks[n]:
             return h
-    if own[r, O_REC] >= 0:
+    if own[r, O_REC] > 0:
         h += own[r, O_CNT]
     return h
 
@@ -671,8 +672,8 @@ def cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, ow
         if j >= reach:
             if cn[g, n, C_REF] == 0:
                 cost += c
-                if commit and cn[g, n, C_REC] >= 0:
-                    lru_unlink(lru, lm, cn, own, n_nodes, g, cn[g, n, C_REC])
+                if commit and cn[g, n, C_REC] > 0:
+                    lru_unlink(lru, lm, cn, own, n_nodes, g, cn[g, n, C_REC] - 1)
             if commit:
                 cn[g, n, C_REF] += 1
         lo = max(b_from, first + c)
@@ -685,11 +686,11 @@ def cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, ow
     pb = path_blocks[r]
     if b_to > pb:
         lo = max(b_from, pb)
-        if own[r, O_REC] >= 0:
+        if own[r, O_REC] > 0:
             cost += own[r, O_CNT]
             lo = max(lo, pb + own[r, O_CNT])
             if commit:
-                lru_unlink(lru, lm, cn, own, n_nodes, g, own[r, O_REC])
+                lru_unlink(lru, lm, cn, own, n_nodes, g, own[r, O_REC] - 1)
                 own[r, O_CNT] = 0
         if b_to > lo:
             new += b_to - lo
@@ -711,7 +712,7 @@ def cache_release(path_off, path_node, path_blocks, cn, own, lru, lm, n_nodes, g
         mine = 0
     ok = True
     if keep_own:
-        if own[r, O_REC] >= 0:
+        if own[r, O_REC] > 0:
             return -1          # its blocks from an earlier preemption must have been hit or evicted by now
         full = (kv_tokens >> shift if shift >= 0 else kv_tokens // bs) - pb
         if full < 0:
@@ -1418,13 +1419,11 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     # prefix cache (rules 13-15): per replica and node, per request's own blocks, the LRU queue of free blocks
     if caching:
         cn = np.zeros((R, n_nodes, 3), np.int32)
-        cn[:, :, C_REC] = -1
         own = np.zeros((n, 2), np.int32)
-        own[:, O_REC] = -1
         lru, lm = lru_init(R, min(cap, n_nodes + 2 * n + 2) + 2, cap)
     else:
         cn = np.zeros((1, 1, 3), np.int32)
-        own = np.full((1, 2), -1, np.int32)
+        own = np.zeros((1, 2), np.int32)
         lru, lm = lru_init(1, 1, 0)
 
     log_f = np.empty((log_capacity, 4), np.float64)
