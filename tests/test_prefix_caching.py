@@ -243,3 +243,37 @@ def test_prefix_affinity_needs_prefix_caching_and_fields_are_validated():
     assert wb.SimConfig(kv_blocks=300).kv_watermark_blocks == 3
     assert wb.SimConfig(kv_blocks=300, chunked_prefill=True).kv_watermark_blocks == 0
     assert wb.SimConfig(kv_blocks=300, chunked_prefill=True, kv_watermark=0.02).kv_watermark_blocks == 6
+
+
+# ---------------------------------------------------------------- the notebook
+def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
+    import papermill as pm
+    import pandas as pd
+
+    from workbench import paths
+    from workbench.study.answers import columns
+    from workbench.study.runs.suite import PREFIX_CACHING, SuiteOptions, notebook_parameters
+
+    out = tmp_path / "out"
+    assert notebook_parameters(SuiteOptions(validate=True), PREFIX_CACHING) == {
+        "results_dir": str(SuiteOptions().results_path)}
+    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "prefix_caching.ipynb"), str(tmp_path / "nb.ipynb"),
+                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
+                        parameters={"results_dir": str(out), "num_requests": 120, "replicas": [2],
+                                    "sweep_replicas": 2, "kv_sweep_blocks": [8_000, 30_000],
+                                    "routers": ["round_robin", "prefix_affinity"], "capacity_search": False})
+    sweep = pd.read_csv(out / "prefix_caching_kv.csv")
+    assert len(sweep) == 4 and set(sweep.prefix_caching) == {True, False}
+    assert (sweep[~sweep.prefix_caching].prefix_hit_rate == 0).all()
+    big = sweep[sweep.prefix_caching & (sweep.kv_blocks == 30_000)].iloc[0]
+    assert big.prefix_hit_rate > 0 and big.completed == 120
+    routers = pd.read_csv(out / "prefix_caching_routers.csv")
+    # round_robin on and off, prefix_affinity on (it needs the cache)
+    assert list(zip(routers.router, routers.prefix_caching)) == [("round_robin", True), ("round_robin", False),
+                                                                 ("prefix_affinity", True)]
+    for csv in ("prefix_caching_kv.csv", "prefix_caching_routers.csv"):
+        assert columns.undocumented_columns(pd.read_csv(out / csv, nrows=1).columns) == [], csv
+    for png in ("prefix_caching_kv.png", "prefix_caching_routers.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (tmp_path / "nb.ipynb").read_text()
+    assert "prefix_affinity serves" in text and "of the prompt tokens come from the cache" in text

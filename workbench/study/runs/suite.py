@@ -28,6 +28,7 @@ VALIDATION = "validation"
 COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TPOT SLA; after the steps
 COMPARE_MAX_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
+PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
 KERNEL_NAME = "python3"
 
 
@@ -58,7 +59,7 @@ def notebook_parameters(options: SuiteOptions, step: str) -> dict:
     """The papermill parameters the suite passes to ``step``'s notebook."""
     if step == VALIDATION:
         return {"results_dir": str(options.results_path), "seed": options.seed}
-    if step == FIDELITY:
+    if step in (FIDELITY, PREFIX_CACHING):
         return {"results_dir": str(options.results_path)}
     if step == COMPARE:
         gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
@@ -239,7 +240,8 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
     if options.compare:
         runs.append(run_notebook(COMPARE, notebook_parameters(options, COMPARE), results_dir, progress=progress))
     if options.validate:
-        runs.append(run_notebook(FIDELITY, notebook_parameters(options, FIDELITY), results_dir, progress=progress))
+        for step in (FIDELITY, PREFIX_CACHING):
+            runs.append(run_notebook(step, notebook_parameters(options, step), results_dir, progress=progress))
     index = report.write_index(results_dir)
     log.info("one page for the whole run: %s", display_path(index))
     return SuiteReport(results_dir, runs, time.perf_counter() - t0)
