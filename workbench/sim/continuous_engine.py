@@ -15,8 +15,9 @@ Arrival and routing
      one with the fewest KV blocks in use (as of its last completed step) plus the blocks the requests
      already waiting on it will need (``ceil((prompt + generated) / block_size)`` each), so a burst is
      spread before any of it is admitted; ``prefix_affinity`` (with prefix caching) the replica whose cache
-     holds the longest prefix of the prompt (whole hash blocks of rule 13, as of that replica's last step
-     boundary; ties: fewer outstanding requests, then lower index) unless that replica has more than
+     holds the longest prefix of the prompt (registered blocks of rule 13, whole nodes while they are
+     complete, as of the join: blocks taken by steps started before it are evicted; ties: fewer outstanding
+     requests, then lower index) unless that replica has more than
      ``prefix_affinity_margin`` outstanding requests over the least loaded one, or no prefix cached: then
      the least loaded (``least_outstanding``'s choice).  This is the cache-aware routing of SGLang's router
      (match on a mirror of each worker's radix tree, fall back to the shortest queue when the load is
@@ -142,7 +143,9 @@ vLLM never had this pair, and v0.2's admission tests (rule 4) keep counting all 
       from its front (``get_new_blocks`` -> ``popleft``) and evicted from the cache if it held one; blocks
       a request releases (finished or preempted) go to its back, its last block first
       (``KVCacheManager.free``: "free the blocks in reverse order so that the tail blocks are evicted
-      first"), so a prefix is evicted leaf first; never-used blocks are not preferred over cached ones.  A
+      first"), so a prefix is evicted leaf first; never-used blocks are not preferred over cached ones.
+      Requests finishing in the same step release in running-list order (vLLM's), decodes finishing
+      together in trace order (the same under FCFS without a per-token arrival overhead).  A
       hit on free cached blocks takes them out of the queue (``touch``) and costs free blocks like new
       ones (``get_num_blocks_to_allocate`` counts "evictable computed blocks").  Two simplifications,
       both only when two requests compute the same new prefix blocks at once: vLLM does not de-duplicate
@@ -165,9 +168,16 @@ once), a heap keyed by the decode-step count at which each request finishes give
 histogram of context length modulo ``block_size`` gives the blocks each step needs.  A run ends at the
 next finish, before the first step that would preempt (v1: its new blocks exceed the free ones; v0.2:
 they use up the free blocks unless the last running request takes the last one, rule 8), or when a
-request joins the replica (the run is cut after the step in flight).  With prefix caching, the blocks a
-run takes are evicted from the LRU queue when the run ends (the first step's at once, before any
-admission of that step).  The per-step work therefore does not grow with the batch.
+request joins the replica (the run is cut after the step in flight).  With prefix caching, the first
+step's blocks are taken from the LRU queue when it is scheduled (before any admission of that step), the
+later steps' when the run ends, or earlier when the ``prefix_affinity`` router looks at the cache.  The
+per-step work therefore does not grow with the batch.
+
+Code layout: the state lives in a few 2-D arrays with named columns (``RQ_*`` per request, ``RS_*``/``RF_*``
+per replica, ``CI_*``/``CF_*`` settings); :func:`run_continuous` allocates it and calls :func:`_event_loop`,
+which allocates nothing and is compiled without reference counting, so the helpers it inlines (routing,
+completing a step, scheduling the next one) cost nothing for the arrays they take.  The prefix-cache
+helpers (``lru_*``, ``cache_*``) and the heaps are module-level functions other engines can import.
 """
 
 from __future__ import annotations
