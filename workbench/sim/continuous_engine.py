@@ -224,7 +224,8 @@ RIN_PROMPT, RIN_OUTPUT, RIN_BIN = range(3)
 (RQ_REPLICA, RQ_STATE, RQ_NEXT, RQ_PREV, RQ_RNEXT, RQ_DONE, RQ_GEN, RQ_PREEMPT, RQ_CACHED,
  RQ_REACH) = range(10)
 RQ_N = 10
-# per-request float64: start of its first step, end of the step giving its first token, end of its last step
+# per-request float64, one ROW per time (so each is a contiguous array): start of its first step, end of the step
+# giving its first token, end of its last step
 T_SCHED, T_FIRST, T_FINISH = range(3)
 # per-replica int64 state
 (RS_WAITING, RS_WAIT_BLOCKS, RS_OUTSTANDING, RS_RUN_HEAD, RS_RUN_TAIL, RS_PARTIAL, RS_DCOUNT, RS_N_DEC,
@@ -904,8 +905,8 @@ def _admit(r, g, qi, now, tokens, upto, hit_tokens, cost, ci, rq, tq, rs, qs, pa
         rq[r, RQ_REACH] = reach
     rs[g, RS_USED] += cost
     rq[r, RQ_DONE] = upto
-    if np.isnan(tq[r, T_SCHED]):
-        tq[r, T_SCHED] = now
+    if np.isnan(tq[T_SCHED, r]):
+        tq[T_SCHED, r] = now
         rq[r, RQ_CACHED] = hit_tokens
     rq[r, RQ_STATE] = ST_PREFILL
     _run_append(rs, rq, g, r)
@@ -989,7 +990,7 @@ def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fi
         hist[g, _mod(s_r, bs, shift)] -= 1
         rs[g, RS_CTX_BASE] -= s_r
         rs[g, RS_N_DEC] -= 1
-        tq[r, T_FINISH] = now
+        tq[T_FINISH, r] = now
         rq[r, RQ_STATE] = ST_DONE
         rs[g, RS_OUTSTANDING] -= 1
         _run_remove(rs, rq, g, r)
@@ -1004,8 +1005,8 @@ def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fi
         following = rq[r, RQ_RNEXT]
         tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
         if rq[r, RQ_DONE] == tokens:
-            if np.isnan(tq[r, T_FIRST]):
-                tq[r, T_FIRST] = now
+            if np.isnan(tq[T_FIRST, r]):
+                tq[T_FIRST, r] = now
             if rs[g, RS_PARTIAL] == r:
                 rs[g, RS_PARTIAL] = -1
             rq[r, RQ_GEN] += 1   # the step that completes a prefill samples the next token (rule 6)
@@ -1014,7 +1015,7 @@ def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fi
                 if freed < 0:
                     error = ERR_CACHE
                 rs[g, RS_USED] -= freed
-                tq[r, T_FINISH] = now
+                tq[T_FINISH, r] = now
                 rq[r, RQ_STATE] = ST_DONE
                 rs[g, RS_OUTSTANDING] -= 1
                 _run_remove(rs, rq, g, r)
@@ -1402,7 +1403,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         rq[r, RQ_NEXT] = -1
         rq[r, RQ_PREV] = -1
         rq[r, RQ_RNEXT] = -1
-    tq = np.full((n, 3), np.nan)
+    tq = np.full((3, n), np.nan)
     hpos = np.full(n, -1, np.int32)         # position in its replica's finish heap
     ctx0 = np.zeros(n, np.int64)            # S_r: context at decode count d is S_r + d
 

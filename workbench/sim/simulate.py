@@ -462,7 +462,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     if error:
         raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
     replica, preemptions = (np.ascontiguousarray(rq[:, c]) for c in (ceng.RQ_REPLICA, ceng.RQ_PREEMPT))
-    sched_s, first_s, end_s = (np.ascontiguousarray(tq[:, c]) for c in (ceng.T_SCHED, ceng.T_FIRST, ceng.T_FINISH))
+    sched_s, first_s, end_s = tq[ceng.T_SCHED], tq[ceng.T_FIRST], tq[ceng.T_FINISH]
     dropped = rq[:, ceng.RQ_STATE] == ceng.ST_DROPPED
     served = ~np.isnan(end_s)
     if not np.array_equal(served | dropped, status == STATUS_COMPLETED) or np.any(served & dropped):
