@@ -1,5 +1,6 @@
 """Prefix caching: traces with prefix hashes, the prefix tree, hand cases of the cache rules, the infinite cache."""
 
+import os
 import subprocess
 import sys
 
@@ -277,3 +278,20 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "nb.ipynb").read_text()
     assert "prefix_affinity serves" in text and "of the prompt tokens come from the cache" in text
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_more_requests_can_run_than_there_are_blocks_when_they_share_them(chunked):
+    """Ten requests with one fully cached 64-token prompt (4 blocks) fit a 6-block cache together: each holds
+    the same 4 blocks (a whole-prompt hit recomputes its last block in place).  Their decodes then need blocks
+    of their own and preempt each other; the engine matches the step-by-step reference."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_continuous import assert_matches_reference
+
+    n = 10
+    tr = trace_of(np.r_[0.0, np.full(n, 1.0)], np.full(n + 1, 64), np.r_[1, np.full(n, 5)],
+                  prefix_hashes=[[1, 2]] * (n + 1), prefix_block_tokens=32)
+    cfg = cfg_of(block_size=16, kv_blocks=6, chunked_prefill=chunked, max_num_seqs=16, kv_watermark=0.0)
+    res = assert_matches_reference(tr, cfg)
+    assert res.summary["completed"] == n + 1 and res.summary["preemptions_total"] > 0
+    assert list(res.requests.cached_tokens) == [0] + [48] * n

@@ -554,8 +554,8 @@ def lru_init(num_replicas, records, kv_blocks):
 
 
 @njit(cache=True, _nrt=False)
-def lru_unlink(lru, lm, cn, own, n_nodes, g, i):
-    """Take record ``i`` out of replica ``g``'s queue (its blocks are no longer free) and recycle it."""
+def _lru_remove(lru, lm, g, i):
+    """Remove record ``i`` from replica ``g``'s list and recycle it; returns its neighbours."""
     p_, n_ = lru[g, i, L_PREV], lru[g, i, L_NEXT]
     if p_ >= 0:
         lru[g, p_, L_NEXT] = n_
@@ -565,16 +565,27 @@ def lru_unlink(lru, lm, cn, own, n_nodes, g, i):
         lru[g, n_, L_PREV] = p_
     else:
         lm[g, LM_TAIL] = p_
-    owner = lru[g, i, L_OWNER]
-    if owner >= n_nodes:
-        own[owner - n_nodes, O_REC] = 0
-    elif owner >= 0:
-        cn[g, owner, C_REC] = 0
     lru[g, i, L_NEXT] = lm[g, LM_FREE]
     lru[g, i, L_PREV] = -1
     lru[g, i, L_OWNER] = OWNER_NONE
     lru[g, i, L_COUNT] = 0
     lm[g, LM_FREE] = i
+    return p_, n_
+
+
+@njit(cache=True, _nrt=False)
+def lru_unlink(lru, lm, cn, own, n_nodes, g, i):
+    """Take record ``i`` out of replica ``g``'s queue (its blocks are no longer free) and recycle it.  Two runs
+    of unused blocks it leaves side by side become one, so such runs never outnumber the other records."""
+    owner = lru[g, i, L_OWNER]
+    if owner >= n_nodes:
+        own[owner - n_nodes, O_REC] = 0
+    elif owner >= 0:
+        cn[g, owner, C_REC] = 0
+    p_, n_ = _lru_remove(lru, lm, g, i)
+    if p_ >= 0 and n_ >= 0 and lru[g, p_, L_OWNER] == OWNER_NONE and lru[g, n_, L_OWNER] == OWNER_NONE:
+        lru[g, p_, L_COUNT] += lru[g, n_, L_COUNT]
+        _lru_remove(lru, lm, g, n_)
 
 
 @njit(cache=True, _nrt=False)
@@ -1421,7 +1432,9 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     qs = np.full((R * K, 3), -1, np.int64)
     qs[:, Q_LEN] = 0
     hist = np.zeros((R, bs), np.int64)      # decodes by S_r mod block_size
-    heap_cap = max(1, min(max_num_seqs, cap, n))
+    # running decodes: at most max_num_seqs, and (each holding a block of its own) at most the blocks, unless
+    # prefix caching lets requests share every block they hold
+    heap_cap = max(1, min(max_num_seqs, n) if caching else min(max_num_seqs, cap, n))
     fin_key = np.empty((R, heap_cap), np.float64)
     fin_id = np.empty((R, heap_cap), np.int64)
     win_t = np.zeros((R, window))
@@ -1431,6 +1444,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     if caching:
         cn = np.zeros((R, n_nodes, 3), np.int32)
         own = np.zeros((n, 2), np.int32)
+        # live records: at most one per node and per request, and runs of unused blocks never side by side
         lru, lm = lru_init(R, min(cap, n_nodes + 2 * n + 2) + 2, cap)
     else:
         cn = np.zeros((1, 1, 3), np.int32)
