@@ -63,8 +63,6 @@ max_iter = 8  # fixed-point iterations of calibrate
 prior_weights = [0.03, 0.05, 0.15, 0.3]  # other prior weights whose cross-validated targets are shown ([]: none)
 
 # %%
-from pathlib import Path
-
 import pandas as pd
 
 import workbench as wb
@@ -74,10 +72,10 @@ from workbench.sim.profiles import get_profile
 
 pd.set_option("display.width", 200)
 pd.set_option("display.max_columns", 20)
-results = Path(results_dir)
-results.mkdir(parents=True, exist_ok=True)
-run_names = [r.strip() for r in runs.split(",")] if isinstance(runs, str) else list(runs)
-measured_runs = [wb.load_serving_log(Path(data_dir) / f"{name}.csv") for name in run_names]
+params = vllm_runs.FidelityParams.from_namespace(globals())  # the parameters above, validated
+profile, thresholds, max_iter, prior_weights = params.profile, params.thresholds, params.max_iter, params.prior_weights
+results = params.claim_results_dir()  # refused before anything runs if it holds another fidelity report
+measured_runs = [wb.load_serving_log(path) for path in params.run_paths()]
 step = get_profile(profile)
 print(step.describe())
 pd.DataFrame([{"run": r.name, "requests": len(r.trace), "rate_rps": round(r.rate_rps, 2),

@@ -107,7 +107,7 @@ def test_bad_setup_files_are_refused(tmp_path):
 # --- the step-log replay ---------------------------------------------------------------------------------------
 
 def _log_run(tmp_path, rows, **config) -> ServingLog:
-    body = HEADER + "".join(f"{i},{a},{p},{o},1,1,1\n" for i, (a, p, o) in enumerate(rows))
+    body = HEADER + "".join(f"{i},{a},{p},{o},1,0,1\n" for i, (a, p, o) in enumerate(rows))  # TPOT agrees
     (tmp_path / "run.csv").write_text(body)
     run = wb.load_serving_log(tmp_path / "run.csv")
     cfg = wb.SimConfig(scheduler="continuous_fcfs", **config)
@@ -286,7 +286,7 @@ def test_calibrate_refuses_bad_input(runs):
         wb.calibrate(step, runs[:1], runs[0].config.replace(num_gpus=2))
     with pytest.raises(ValueError, match=r"hold names unknown coefficients \['decode_z'\]"):
         wb.calibrate(step, runs[:1], hold=("decode_a", "decode_z"))
-    with pytest.raises(ValueError, match="prior_weight must be >= 0"):
+    with pytest.raises(ValueError, match="prior_weight: must be >= 0"):
         wb.calibrate(step, runs[:1], prior_weight=-1.0)
 
 

@@ -42,7 +42,7 @@ def test_prefix_hashes_follow_sorting_slicing_and_scaling():
     (dict(prefix_hashes=[[1], [2]], prefix_block_tokens=512), "2 entries but there are 1 requests"),
     (dict(prefix_hashes=[[1, 2, 3]], prefix_block_tokens=512), r"prefix_hashes\[0\] lists 3 blocks .* only 2 blocks"),
     (dict(prefix_hashes=[["a"]], prefix_block_tokens=512), "integers"),
-    (dict(prefix_hashes=[[1]], prefix_block_tokens=0), "prefix_block_tokens must be a positive integer"),
+    (dict(prefix_hashes=[[1]], prefix_block_tokens=0), "prefix_block_tokens: must be an integer >= 1"),
 ])
 def test_bad_prefix_hashes_are_refused_with_the_reason(kwargs, message):
     with pytest.raises(ValueError, match=message):

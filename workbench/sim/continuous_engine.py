@@ -1351,6 +1351,38 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
 
 # ---------------------------------------------------------------- the engine
 @njit(cache=True)
+def finish_heap_capacity(max_num_seqs, kv_blocks, num_requests, caching):
+    """Slots of a replica's finish heap: its running decodes, at most ``max_num_seqs`` and (each holding a block
+    of its own) at most the blocks, unless prefix caching lets requests share every block they hold."""
+    if caching:
+        return max(1, min(max_num_seqs, num_requests))
+    return max(1, min(max_num_seqs, kv_blocks, num_requests))
+
+
+@njit(cache=True)
+def lru_records(kv_blocks, n_nodes, num_requests):
+    """Records of a replica's LRU queue (rule 15): at most one live record per node and per request's own
+    blocks, and runs of unused blocks never side by side; never more than the blocks (plus the spare two)."""
+    return min(kv_blocks, n_nodes + 2 * num_requests + 2) + 2
+
+
+def table_bytes(*, num_requests: int, num_replicas: int, n_bins: int, block_size: int, max_num_seqs: int,
+                kv_blocks: int, window: int, caching: bool, n_nodes: int, log_capacity: int) -> int:
+    """Bytes of the tables :func:`run_continuous` allocates whose size the configuration sets (per replica,
+    per replica and bin or prefix-tree node, the step log), as it allocates them; the per-request arrays
+    (about 90 bytes a request) are left out: they grow with the trace, not with the settings."""
+    heap = finish_heap_capacity(max_num_seqs, kv_blocks, num_requests, caching)
+    per_replica = (8 * (RS_N + RF_N + 3)        # rs, rf, the replica event heap
+                   + 24 * n_bins                 # waiting queues
+                   + 8 * block_size              # hist
+                   + 16 * heap                   # fin_key, fin_id
+                   + 16 * window)                # win_t, win_b
+    if caching:
+        per_replica += 12 * n_nodes + 16 * lru_records(kv_blocks, n_nodes, num_requests) + 24   # cn, lru, lm
+    return num_replicas * per_replica + (4 * 8 + 7 * 8) * log_capacity
+
+
+@njit(cache=True)
 def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
                    jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
                    block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
@@ -1432,9 +1464,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     qs = np.full((R * K, 3), -1, np.int64)
     qs[:, Q_LEN] = 0
     hist = np.zeros((R, bs), np.int64)      # decodes by S_r mod block_size
-    # running decodes: at most max_num_seqs, and (each holding a block of its own) at most the blocks, unless
-    # prefix caching lets requests share every block they hold
-    heap_cap = max(1, min(max_num_seqs, n) if caching else min(max_num_seqs, cap, n))
+    heap_cap = finish_heap_capacity(max_num_seqs, cap, n, caching)
     fin_key = np.empty((R, heap_cap), np.float64)
     fin_id = np.empty((R, heap_cap), np.int64)
     win_t = np.zeros((R, window))
@@ -1444,8 +1474,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     if caching:
         cn = np.zeros((R, n_nodes, 3), np.int32)
         own = np.zeros((n, 2), np.int32)
-        # live records: at most one per node and per request, and runs of unused blocks never side by side
-        lru, lm = lru_init(R, min(cap, n_nodes + 2 * n + 2) + 2, cap)
+        lru, lm = lru_init(R, lru_records(cap, n_nodes, n), cap)
     else:
         cn = np.zeros((1, 1, 3), np.int32)
         own = np.zeros((1, 2), np.int32)

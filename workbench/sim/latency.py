@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ class LatencyModel:
 
     def __post_init__(self):
         for name in ("base_s", "per_token_s", "batch_penalty"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"LatencyModel.{name} must be a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"LatencyModel.{name}", low=0))
 
     def service_time_s(self, batch_size, max_seq_len):
         """Vectorised t(b, L); ``batch_size`` >= 1."""

@@ -32,6 +32,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from workbench import checks
 from workbench.paths import DATA_DIR
 from workbench.sim.steptime import StepTimeModel
 
@@ -51,9 +52,13 @@ def _triple_of(entry: dict, key: str, where: str) -> tuple[float, float, float]:
 
 def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str, tp: int = 1) -> StepTimeModel:
     """The StepTimeModel of ``model`` at tensor parallelism ``tp`` in a DistServe profile JSON (ms -> s)."""
-    path = Path(path)
+    checks.instance(model, "model", str, expected="a model name such as 'facebook/opt-13b'")
+    tp = checks.integer(tp, "tp", low=1)
+    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a profile file path"))
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a DistServe profile file")
     try:
-        profile = json.loads(path.read_text())
+        profile = json.loads(checks.read_text(path, what="profile file"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such DistServe profile file; the shipped one is {DISTSERVE_PROFILE}") \
             from None
@@ -85,8 +90,10 @@ def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str
 def _blis_models(path: str, mtime_ns: int) -> tuple[dict, ...]:
     import yaml
 
-    with open(path) as handle:
-        document = yaml.safe_load(handle)
+    try:
+        document = yaml.safe_load(checks.read_text(path, what="BLIS defaults file"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a BLIS defaults file (invalid YAML: {exc})") from None
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, list):
         raise ValueError(f"{path}: not a BLIS defaults file (no 'models:' list)")
@@ -100,9 +107,10 @@ def _version_matches(wanted: str, version: str) -> bool:
 
 def blis_entries(path: str | os.PathLike = BLIS_DEFAULTS) -> list[dict]:
     """Every model entry of a BLIS defaults file (id, GPU, tensor_parallelism, vllm_version, coefficients)."""
-    path = Path(path)
+    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a BLIS defaults file path"))
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such BLIS defaults file; the shipped one is {BLIS_DEFAULTS}")
+        raise FileNotFoundError(f"{path}: no such BLIS defaults file{' (a folder)' if path.is_dir() else ''}; "
+                                f"the shipped one is {BLIS_DEFAULTS}")
     return [dict(m) for m in _blis_models(str(path), path.stat().st_mtime_ns)]
 
 
@@ -113,7 +121,12 @@ def blis_profile(*, model: str, gpu: str, tp: int = 1, vllm_version: str | None 
     ``model`` and ``gpu`` match case-insensitively (``gpu="A100"`` matches ``A100-80``); ``vllm_version``
     (e.g. ``"v0.8.4"``), if given, must match the image tag.
     """
-    path = Path(path) if path is not None else BLIS_DEFAULTS
+    checks.instance(model, "model", str, expected="a model id such as 'qwen/qwen3-14b'")
+    checks.instance(gpu, "gpu", str, expected="a GPU name such as 'H100' or 'A100-80'")
+    tp = checks.integer(tp, "tp", low=1)
+    checks.instance(vllm_version, "vllm_version", (str, type(None)), expected="a version such as 'v0.8.4', or None")
+    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a BLIS defaults file path")) \
+        if path is not None else BLIS_DEFAULTS
     entries = blis_entries(path)
 
     def gpu_matches(name: str) -> bool:
@@ -197,11 +210,16 @@ def describe_profiles() -> dict[str, str]:
     return {name: entry[2] for name, entry in PROFILES.items()}
 
 
-@lru_cache(maxsize=None)
 def get_profile(name: str) -> StepTimeModel:
     """The registered step-time profile ``name`` (see :func:`profile_names`)."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    if not isinstance(name, str) or name not in PROFILES:
+        error = ValueError if isinstance(name, str) else checks.InvalidType
+        raise error(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    return _load_profile(name)
+
+
+@lru_cache(maxsize=None)
+def _load_profile(name: str) -> StepTimeModel:
     loader, kwargs, _ = PROFILES[name]
     model = loader(**kwargs)
     return dataclasses.replace(model, name=name)

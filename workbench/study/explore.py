@@ -20,8 +20,11 @@ import math
 import time
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 
+from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.schedulers import SCHEDULERS
 from workbench.sim.simulate import simulate
@@ -48,6 +51,16 @@ def _load(name: str, num_requests: int, seed: int):
     if name == "synthetic":
         return load_trace(num_requests=num_requests, seed=seed)
     return load_trace(name).head(num_requests)
+
+
+def _check_trace_name(name: str) -> None:
+    """``synthetic``, a registered dataset name or a trace file (refused now, not at the first redraw)."""
+    from workbench.traces import datasets
+
+    if name == "synthetic" or datasets.is_name(name) or Path(name).expanduser().is_file():
+        return
+    raise FileNotFoundError(f"traces: {name!r} is not 'synthetic', a dataset name ({', '.join(datasets.names())}) "
+                            "or a trace file")
 
 
 def _is_continuous(scheduler: str) -> bool:
@@ -100,16 +113,20 @@ class Explorer:
 
     def __init__(self, traces=DEFAULT_TRACES, *, num_requests: int = 100_000, seed: int = 0,
                  config: SimConfig | None = None, load_scaling: float = 1.0, step_profile: str = "opt-13b-a100"):
-        if num_requests < 1:
-            raise ValueError(f"num_requests must be >= 1, got {num_requests}")
-        self.num_requests = int(num_requests)
-        self.seed = int(seed)
-        self.trace_names = tuple(traces)
+        from workbench.sim import profiles
+
+        self.num_requests = checks.integer(num_requests, "num_requests", low=1, high=10**8)
+        self.seed = checks.integer(seed, "seed", low=0)
+        # one name is one trace (papermill's -p traces azure_conv passes a string: never its letters)
+        self.trace_names = checks.names(traces, "traces")
+        for name in self.trace_names:
+            _check_trace_name(name)
         self._traces: dict[str, object] = {}
         self.trace_name = self.trace_names[0]
-        self.config = config or SimConfig(scheduler="multi_bin_dynamic", num_gpus=4, k_bins=4, d_sla_s=1.0)
-        self.load_scaling = float(load_scaling)
-        self.step_profile = step_profile
+        self.config = checks.instance(config, "config", SimConfig, expected="a SimConfig, or None") \
+            if config is not None else SimConfig(scheduler="multi_bin_dynamic", num_gpus=4, k_bins=4, d_sla_s=1.0)
+        self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
+        self.step_profile = checks.choice(step_profile, "step_profile", profiles.profile_names())
         self.history: list[Point] = []
         self.result = None
         self.last_timing: dict[str, float] = {}
@@ -132,9 +149,7 @@ class Explorer:
                 raise ValueError(f"trace: unknown {trace!r}; choose one of {', '.join(self.trace_names)}")
             self.trace_name = trace
         if load_scaling is not None:
-            if not load_scaling > 0:
-                raise ValueError(f"load_scaling must be > 0, got {load_scaling}")
-            self.load_scaling = float(load_scaling)
+            self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
         if config_changes:
             self.config = self.config.replace(**config_changes)
         return self.run()

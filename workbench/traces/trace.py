@@ -14,7 +14,6 @@ import hashlib
 import io
 import logging
 import math
-import numbers
 import os
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.traces import datasets, synthetic
 
 logger = logging.getLogger(__name__)
@@ -197,6 +196,13 @@ class Trace:
     prefix_block_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.meta, TraceMeta):
+            raise checks.InvalidType(f"meta: must be a TraceMeta, got {type(self.meta).__name__} "
+                                     "(build a trace with Trace.from_arrays)")
+        for name in ("arrival_s", "prompt_tokens", "output_tokens"):
+            if not isinstance(getattr(self, name), np.ndarray):
+                raise checks.InvalidType(f"{name}: must be a numpy array, got {type(getattr(self, name)).__name__} "
+                                         "(build a trace with Trace.from_arrays)")
         n = self.arrival_s.shape
         if self.arrival_s.dtype != np.float64 or self.arrival_s.ndim != 1:
             raise ValueError("arrival_s must be a 1-D float64 array")
@@ -204,8 +210,16 @@ class Trace:
             array = getattr(self, name)
             if array.dtype != np.int32 or array.shape != n:
                 raise ValueError(f"{name} must be an int32 array of the same length as arrival_s")
-        if n[0] and (self.arrival_s[0] != 0.0 or np.any(np.diff(self.arrival_s) < 0)):
-            raise ValueError("arrival_s must be sorted and start at 0.0 (use Trace.from_arrays)")
+            if n[0] and array.min() < 0:
+                i = int(np.argmax(array < 0))
+                raise ValueError(f"{name}[{i}] = {array[i]} is negative (a count of tokens)")
+        if n[0]:
+            finite = np.isfinite(self.arrival_s)
+            if not finite.all():
+                i = int(np.argmax(~finite))
+                raise ValueError(f"arrival_s[{i}] = {self.arrival_s[i]} is not finite (arrival times are seconds)")
+            if self.arrival_s[0] != 0.0 or np.any(np.diff(self.arrival_s) < 0):
+                raise ValueError("arrival_s must be sorted and start at 0.0 (use Trace.from_arrays)")
         for array in (self.arrival_s, self.prompt_tokens, self.output_tokens):
             array.flags.writeable = False
         if (self.prefix_hashes is None) != (self.prefix_block_tokens is None):
@@ -264,18 +278,19 @@ class Trace:
         (two prompts sharing their first two blocks); a request may list fewer blocks than its prompt has
         (the rest is its own), never more than ``ceil(prompt_tokens / prefix_block_tokens)``.
         """
+        source = checks.instance(source, "source", str, expected="a text label")
+        synthetic = checks.boolean(synthetic, "synthetic")
         arrays = {}
         for name, values in (("arrival_s", arrival_s), ("prompt_tokens", prompt_tokens),
                              ("output_tokens", output_tokens)):
-            try:
-                array = _seconds(values) if name == "arrival_s" else _plain_numbers(values, name)
-                array = np.asarray(array, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name} must be numeric: {exc}") from None
-            if array.ndim != 1:
-                raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-            _check_values(array, name, integral=name != "arrival_s")
-            arrays[name] = array
+            if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
+                raise checks.InvalidType(f"{name}: must be an array (or list) of numbers, got {values!r}")
+            values = _seconds(values) if name == "arrival_s" else _plain_numbers(values, name)
+            if name == "arrival_s":
+                arrays[name] = checks.array(values, name, low=0, what="seconds")
+            else:
+                arrays[name] = checks.array(values, name, integral=True, low=0, high=_INT32_MAX,
+                                            high_why="tokens (the simulator counts in int32)", what="tokens")
         lengths = {name: a.size for name, a in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"arrays must have equal lengths, got {lengths}")
@@ -284,7 +299,7 @@ class Trace:
             if prefix_hashes is None or prefix_block_tokens is None:
                 raise ValueError("prefix_hashes and prefix_block_tokens go together: give both (the hashes of each "
                                  "prompt's blocks and the tokens one hash covers, e.g. 512) or neither")
-            prefix_block_tokens = _positive_int(prefix_block_tokens, "prefix_block_tokens")
+            prefix_block_tokens = checks.integer(prefix_block_tokens, "prefix_block_tokens", low=1, high=_INT32_MAX)
             hashes = PrefixHashes.from_lists(prefix_hashes)
             if len(hashes) != arrays["arrival_s"].size:
                 raise ValueError(f"prefix_hashes has {len(hashes)} entries but there are {arrays['arrival_s'].size} "
@@ -302,7 +317,7 @@ class Trace:
 
     def head(self, n: int) -> Trace:
         """The first ``n`` requests (the trace itself if it has no more than ``n``)."""
-        n = _positive_int(n, "n")
+        n = checks.integer(n, "n", low=1)
         if n >= len(self):
             return self
         dropped = dict(self.meta.rows_dropped)
@@ -314,9 +329,12 @@ class Trace:
 
     def time_scaled(self, factor: float) -> Trace:
         """Arrivals divided by ``factor`` (> 1 compresses time, i.e. more load)."""
-        factor = _positive_float(factor, "factor")
+        factor = checks.number(factor, "factor", low=0, low_open=True)
         scale = self.meta.options.get("time_scale", 1.0) * factor
-        return _make_trace(self.arrival_s / factor, self.prompt_tokens, self.output_tokens,
+        with np.errstate(over="ignore", under="ignore"):
+            arrival_s = self.arrival_s / factor
+        _check_scaled_arrivals(arrival_s, self.arrival_s, f"factor={factor:g}", "use a larger factor")
+        return _make_trace(arrival_s, self.prompt_tokens, self.output_tokens,
                            like=self.meta, options={**self.meta.options, "time_scale": scale},
                            prefix_hashes=self.prefix_hashes, prefix_block_tokens=self.prefix_block_tokens)
 
@@ -325,16 +343,12 @@ class Trace:
                              "output_tokens": self.output_tokens})
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+def _check_scaled_arrivals(scaled: np.ndarray, original: np.ndarray, cause: str, fix: str) -> None:
+    """Arrival times derived by scaling must stay finite (an overflow to inf would reach the engines)."""
+    if scaled.size and not np.isfinite(scaled[-1]):
+        i = int(np.argmax(~np.isfinite(scaled)))
+        raise ValueError(f"{cause} turns arrival {original[i]:g} s (request {i}) into {scaled[i]:g} s, not a finite "
+                         f"time (the trace spans {original[-1]:g} s); {fix}")
 
 
 def _seconds(values) -> np.ndarray:
@@ -384,8 +398,7 @@ def _fingerprint(source: str, *arrays: np.ndarray) -> str:
 def _check_prefix_hashes(hashes: PrefixHashes, block_tokens: int, prompt_tokens: np.ndarray) -> None:
     if len(hashes) != prompt_tokens.size:
         raise ValueError(f"prefix_hashes has {len(hashes)} entries for {prompt_tokens.size} requests")
-    if isinstance(block_tokens, bool) or not isinstance(block_tokens, numbers.Integral) or block_tokens < 1:
-        raise ValueError(f"prefix_block_tokens must be a positive integer, got {block_tokens!r}")
+    block_tokens = checks.integer(block_tokens, "prefix_block_tokens", low=1, high=_INT32_MAX)
     blocks = -(-prompt_tokens.astype(np.int64) // int(block_tokens))
     over = hashes.counts > blocks
     if over.any():
@@ -489,14 +502,13 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
     ``(t - t0) / rps_scaling``, or ``t - t0`` with ``use_real_timestamps``.
     Counts of dropped rows are in ``trace.meta.rows_dropped``.
     """
-    if num_requests is not None:
-        num_requests = _positive_int(num_requests, "num_requests")
-    options = {"num_requests": num_requests, "rps_scaling": _positive_float(rps_scaling, "rps_scaling"),
-               "use_real_timestamps": bool(use_real_timestamps), "drop_failed": bool(drop_failed),
+    num_requests = checks.integer(num_requests, "num_requests", low=1, none=True)
+    options = {"num_requests": num_requests,
+               "rps_scaling": checks.number(rps_scaling, "rps_scaling", low=0, low_open=True),
+               "use_real_timestamps": checks.boolean(use_real_timestamps, "use_real_timestamps"),
+               "drop_failed": checks.boolean(drop_failed, "drop_failed"),
                "models": _as_names(models, "models"), "log_types": _as_names(log_types, "log_types")}
-
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = checks.integer(seed, "seed", low=0)
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a dataset name ({', '.join(datasets.names())}) or a file path, "
                         f"got {path!r} ({type(path).__name__})")
@@ -521,12 +533,14 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
             f"workbench; place them by hand, e.g. under {paths.DATA_DIR}/ (see data/README.md), or use load_trace() "
             f"for the synthetic BurstGPT-like trace. Dataset names: {', '.join(datasets.names())}.")
     file = file.resolve()
-    stat = file.stat()
-    key = ("file", str(file), stat.st_size, stat.st_mtime_ns, _quick_digest(file, stat.st_size), *options.values())
+    # keyed by the file's whole content (as the on-disk cache is): a file edited in place at the same size,
+    # with its modification time restored, is a new trace, never a stale one
+    digest = _content_digest(file)
+    key = ("file", str(file), digest, *options.values())
     if (hit := _recall(_traces, key)) is not None:
         return hit
     named = named or datasets.for_file(file)
-    trace = _select(_file_rows(file), options, source=file.name, is_synthetic=False, generator=None,
+    trace = _select(_file_rows(file, digest), options, source=file.name, is_synthetic=False, generator=None,
                     dataset=named.name if named else None, origin=named.origin if named else None)
     return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
@@ -585,7 +599,11 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
     arrival_s = rows.timestamp_s[index]
     arrival_s = arrival_s - arrival_s[0]
     if not options["use_real_timestamps"]:
-        arrival_s /= options["rps_scaling"]
+        unscaled = arrival_s
+        with np.errstate(over="ignore", under="ignore"):
+            arrival_s = arrival_s / options["rps_scaling"]
+        _check_scaled_arrivals(arrival_s, unscaled, f"{source}: rps_scaling={options['rps_scaling']:g}",
+                               "use a larger rps_scaling (the timestamps are divided by it)")
     hashes = rows.prefix_hashes.take(index) if rows.prefix_hashes is not None else None
     return _make_trace(arrival_s, rows.request_tokens[index], rows.response_tokens[index], source=source,
                        synthetic=is_synthetic, rows_read=rows.timestamp_s.size, rows_dropped=dropped,
@@ -595,17 +613,6 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
 
 # ---------------------------------------------------------------- caches
 
-def _quick_digest(file: Path, size: int, block: int = 1 << 16) -> str:
-    """Hash of the first and last 64 KiB: the whole content of small files, cheap for big ones."""
-    digest = hashlib.blake2b(digest_size=8)
-    with open(file, "rb") as f:
-        digest.update(f.read(block))
-        if size > block:
-            f.seek(max(block, size - block))
-            digest.update(f.read())
-    return digest.hexdigest()
-
-
 def _content_digest(file: Path) -> str:
     digest = hashlib.blake2b(digest_size=16)
     with open(file, "rb") as f:
@@ -614,8 +621,7 @@ def _content_digest(file: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_rows(file: Path) -> _Rows:
-    digest = _content_digest(file)
+def _file_rows(file: Path, digest: str) -> _Rows:
     if (hit := _recall(_rows, digest)) is not None:
         return hit
     cached = paths.cache_dir() / f"parsed-p{PARSER_VERSION}-{digest}.npz"

@@ -85,6 +85,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from workbench import checks
+from workbench.sim.config import SimConfig
 from workbench.sim.steplog import DECODE, MIXED, PREFILL, StepLog, replay_steps
 from workbench.sim.steptime import COEF_NAMES, StepTimeModel
 
@@ -138,14 +140,57 @@ class FitReport:
         return "\n".join(lines + self.notes)
 
 
+def _as_runs(runs, where: str) -> list:
+    """A list of measured runs (one run is taken as a list of one), each checked: finite measured times."""
+    from workbench.traces.serving_log import ServingLog
+
+    if isinstance(runs, ServingLog):
+        runs = [runs]
+    if isinstance(runs, (str, bytes)) or not hasattr(runs, "__iter__"):
+        raise checks.InvalidType(f"{where}: runs must be a list of wb.load_serving_log(...) results, got "
+                                 f"{type(runs).__name__}")
+    runs = list(runs)
+    if not runs:
+        raise ValueError(f"{where}: no runs given; pass a list of wb.load_serving_log(...) results")
+    for run in runs:
+        if not hasattr(run, "measured") or not hasattr(run, "trace"):
+            raise checks.InvalidType(f"{where}: runs must be wb.load_serving_log(...) results, got "
+                                     f"{type(run).__name__}")
+        _check_measured(run)
+    return runs
+
+
+def _check_measured(run) -> None:
+    """Measured TTFT and E2E must be finite numbers >= 0, one per request of the run's trace (a ServingLog
+    built by hand skips load_serving_log's checks; a NaN or inf would give a NaN fit, not an error)."""
+    measured = run.measured
+    if len(measured) != len(run.trace):
+        raise ValueError(f"{run.name}: {len(measured)} measured rows for {len(run.trace)} requests")
+    for metric in ("ttft_s", "e2e_s"):
+        values = pd.to_numeric(measured[metric], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            request = measured["request_id"].iloc[i] if "request_id" in measured else i
+            found = measured[metric].iloc[i]
+            found = float(found) if isinstance(found, (int, float, np.number)) else found
+            raise ValueError(f"{run.name}: request {request}: measured {metric} = {found!r}, "
+                             "expected a finite number of seconds >= 0")
+
+
+def _admitted(run, cfg) -> np.ndarray:
+    """Requests the replay can serve (the continuous engine's acceptance rule, rule 2 of its docstring)."""
+    from workbench.sim.metrics import STATUS_COMPLETED
+    from workbench.sim.simulate import continuous_acceptance
+
+    return continuous_acceptance(run.trace, cfg) == STATUS_COMPLETED
+
+
 def _settings(cfg, name: str):
     """The run's setup, checked: vLLM's policy (continuous_fcfs) on one server (one replica)."""
-    from workbench.sim.config import SimConfig
-
     if cfg is None:
         raise ValueError(f"{name}: no config; pass cfg= or load the run with a setup.json beside it")
-    if not isinstance(cfg, SimConfig):
-        raise ValueError(f"{name}: cfg must be a SimConfig, got {type(cfg).__name__}")
+    checks.instance(cfg, f"{name}: cfg", SimConfig, expected="a SimConfig")
     if cfg.scheduler != "continuous_fcfs" or cfg.num_gpus != 1:
         raise ValueError(f"{name}: calibration replays one vLLM server (scheduler='continuous_fcfs', num_gpus=1; "
                          f"chunked_prefill and prefix_caching as the run had them); got scheduler={cfg.scheduler!r}, "
@@ -349,7 +394,8 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
               min_steps: int = 20, overhead_min_gain: float = 0.02, fit_token_overhead: bool = False,
               prior_weight: float = PRIOR_WEIGHT, hold=FIXED_STEP_COSTS, damping: float = 0.5,
               name: str | None = None) -> StepTimeModel:
-    """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
+    """Refit ``step`` to measured ``runs`` (ServingLogs; one run is taken as a list of one) jointly; returns the
+    model with ``.fit_report``.
 
     ``cfg`` is the serving setup used for every run (default: each run's own ``.config``): vLLM's FCFS policy
     on one server, with or without chunked prefill (v0.2 or v1 rules) and prefix caching.  ``thresholds``:
@@ -358,19 +404,34 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
     ``hold``: coefficients (names in ``FIT_COEFS``) kept at ``step``'s values (default: the fixed step costs);
     ``prior_weight``: how much moving a coefficient away from ``step``'s value costs (module docstring).
     """
-    runs = list(runs)
-    if not runs:
-        raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
     if not isinstance(step, StepTimeModel):
-        raise ValueError(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
-    unknown = sorted(set(hold) - set(FIT_COEFS))
+        raise checks.InvalidType(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
+    runs = _as_runs(runs, "calibrate")
+    if cfg is not None:
+        checks.instance(cfg, "cfg", SimConfig, expected="a SimConfig, or None for each run's own setup")
+    if thresholds is not None and thresholds != "fit":
+        thresholds = checks.integers(thresholds, "thresholds", low=1, high=2**31 - 1)
+    max_iter = checks.integer(max_iter, "max_iter", low=1, high=10_000, hint="fixed-point iterations of the fit")
+    tol = checks.number(tol, "tol", low=0, low_open=True)
+    min_steps = checks.integer(min_steps, "min_steps", low=0)
+    overhead_min_gain = checks.number(overhead_min_gain, "overhead_min_gain", low=0)
+    fit_token_overhead = checks.boolean(fit_token_overhead, "fit_token_overhead")
+    prior_weight = checks.number(prior_weight, "prior_weight", low=0)
+    damping = checks.number(damping, "damping", low=0, high=1, low_open=True)
+    checks.instance(name, "name", (str, type(None)), expected="a text label, or None")
+    hold = (hold,) if isinstance(hold, str) else tuple(checks.instance(hold, "hold", (list, tuple, set, frozenset),
+                                                                       expected="a list of coefficient names"))
+    unknown = sorted(set(hold) - set(FIT_COEFS), key=str)
     if unknown:
         raise ValueError(f"calibrate: hold names unknown coefficients {unknown}; choose among {list(FIT_COEFS)}")
-    if prior_weight < 0:
-        raise ValueError(f"calibrate: prior_weight must be >= 0, got {prior_weight}")
     for run in runs:
-        if not hasattr(run, "measured") or not hasattr(run, "trace"):
-            raise ValueError(f"calibrate: runs must be wb.load_serving_log(...) results, got {type(run).__name__}")
+        setup = _settings(cfg if cfg is not None else run.config, run.name)
+        if not np.any(_admitted(run, setup)):
+            raise ValueError(f"calibrate: every request of {run.name} is rejected by the replay's setup "
+                             f"(kv_blocks={setup.kv_blocks_effective}, block_size={setup.block_size}, "
+                             f"max_num_batched_tokens={setup.max_num_batched_tokens}, "
+                             f"chunked_prefill={setup.chunked_prefill}): there is nothing to fit; check cfg "
+                             "(kv_blocks, max_num_batched_tokens)")
     names = [r.name for r in runs]
     name = name or f"{step.name} calibrated on {'+'.join(names)}"
     source = f"calibrate({step.name}) on {', '.join(names)}"
@@ -439,6 +500,11 @@ def request_errors(res, run) -> pd.DataFrame:
 
 
 def _simulated_frame(res, run) -> pd.DataFrame:
+    if getattr(res, "engine", "continuous") != "continuous":
+        raise ValueError("compare_to_measured: res must be a continuous-engine result (a measured vLLM run is "
+                         f"continuous batching), got a {res.config.scheduler} result of the static engine; simulate "
+                         "run.trace with the run's setup (a continuous_* scheduler)")
+    _check_measured(run)
     requests = getattr(res, "requests", None)
     if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (res.requests with ttft_s, "
@@ -458,11 +524,22 @@ def compare_to_measured(res, run) -> pd.DataFrame:
     the mean, and the per-request median absolute relative error.  Rejected requests count as errors (NaN
     simulated times are left out of the simulated statistics and the row says how many)."""
     errors = request_errors(res, run)
+    served = np.isfinite(errors["simulated_e2e_s"].to_numpy())
+    if not served.any():
+        reasons = ""
+        if hasattr(res, "requests") and "status" in res.requests:
+            reasons = f" ({res.requests['status'].astype(str).value_counts().to_dict()})"
+        raise ValueError(f"compare_to_measured: the simulation served none of the {len(served)} requests of "
+                         f"{run.name}{reasons}, so there is nothing to compare; check the SimConfig (kv_blocks, "
+                         "max_num_batched_tokens) against the run's setup")
     rows = []
     for metric in ("ttft_s", "tpot_s", "e2e_s"):
         measured = errors[f"measured_{metric}"].to_numpy()
         simulated = errors[f"simulated_{metric}"].to_numpy()
         ok = np.isfinite(simulated) & np.isfinite(measured)
+        if not ok.any():  # e.g. tpot_s when every request has one output token
+            rows.append({"run": run.name, "metric": metric, "requests": 0, "not_compared": int(ok.size)})
+            continue
         m, s = measured[ok], simulated[ok]
         rows.append({
             "run": run.name, "metric": metric,
@@ -487,6 +564,7 @@ def simulate_run(run, step: StepTimeModel, cfg=None):
 
 def replay_table(step: StepTimeModel, runs, cfg=None, *, label: str | None = None) -> pd.DataFrame:
     """``compare_to_measured`` of every run simulated with ``step`` unchanged, one table (column ``model``)."""
+    runs = _as_runs(runs, "replay_table")
     tables = [compare_to_measured(simulate_run(run, step, cfg), run) for run in runs]
     return pd.concat(tables).assign(model=label or step.name)
 
@@ -497,7 +575,7 @@ def cross_validate(step: StepTimeModel, runs, cfg=None, **calibrate_options) -> 
     Returns the ``compare_to_measured`` rows of every held-out run (column ``trained_on``) and the fitted models
     by held-out run name.
     """
-    runs = list(runs)
+    runs = _as_runs(runs, "cross_validate")
     if len(runs) < 2:
         raise ValueError("cross_validate: needs at least two runs (train on the others, predict one)")
     tables, models = [], {}

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import numbers
+import os
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -47,7 +47,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.study.answers import analysis
 from workbench.study.runs import folders
 from workbench.study.runs.replications import replication_seeds
@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 STEP1, STEP2, STEP3 = "step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity"
 STEPS = (STEP1, STEP2, STEP3)
+# the files the steps write into their folder (checked before computing: none may be a folder)
+STEP_OUTPUTS = (*(f"{step}.csv" for step in STEPS), analysis.ALL_RESULTS, analysis.ANALYSIS)
 STEP_TITLES = {STEP1: "Step 1: request scaling", STEP2: "Step 2: GPU scaling",
                STEP3: "Step 3: K-bins sensitivity"}
 
@@ -95,25 +97,11 @@ def profile_config_fields(name: str) -> dict:
 
 def _schedulers(value) -> tuple[str, ...]:
     """A tuple of registered scheduler names from a list/tuple or a comma-separated string (papermill -p)."""
-    if isinstance(value, str):
-        value = [v.strip() for v in value.strip("[]()").replace("'", "").replace('"', "").split(",")]
-    try:
-        names = tuple(str(v) for v in value if str(v))
-    except TypeError:
-        raise ValueError(f"schedulers: expected a list of scheduler names, got {value!r}") from None
-    unknown = [n for n in names if n not in SCHEDULERS]
-    if unknown or not names:
-        raise ValueError(f"schedulers: unknown {unknown or value!r}; registered: {', '.join(SCHEDULERS)} "
-                         "(a list, or a comma-separated string)")
-    if len(set(names)) != len(names):
-        raise ValueError(f"schedulers: {names!r} names a scheduler twice")
-    return names
+    return checks.names(value, "schedulers", allowed=SCHEDULERS)
 
 
 def _int_at_least(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return checks.integer(value, name, low=low)
 
 
 @dataclass(frozen=True)
@@ -138,9 +126,8 @@ class StepParams:
 
     def __post_init__(self):
         object.__setattr__(self, "schedulers", _schedulers(self.schedulers))
-        if not isinstance(self.latency, str) or self.latency not in (GRID_PROFILE, *profiles.profile_names()):
-            raise ValueError(f"latency: unknown {self.latency!r}; use 'grid' (the static engine's formula grid) or "
-                             f"a step-time profile: {', '.join(profiles.profile_names())}")
+        checks.choice(self.latency, "latency", (GRID_PROFILE, *profiles.profile_names()),
+                      hint="'grid' is the static engine's formula grid, the others are step-time profiles")
         continuous = [s for s in self.schedulers if is_continuous(s)]
         if continuous and self.latency == GRID_PROFILE:
             raise ValueError(f"latency='grid' is the static engine's batch-time grid; {', '.join(continuous)} need a "
@@ -148,20 +135,33 @@ class StepParams:
                              f"{', '.join(profiles.profile_names())}), or leave them out of schedulers")
         if continuous:
             profile_config_fields(self.latency)  # ValueError when the profile's hardware is unknown
-        object.__setattr__(self, "replications", _int_at_least(self.replications, "replications", 1))
-        object.__setattr__(self, "max_requests", _int_at_least(self.max_requests, "max_requests", 1))
-        object.__setattr__(self, "max_gpus", _int_at_least(self.max_gpus, "max_gpus", 1))
+        # every value as the type it is used as, so parameters.json records what actually ran
+        for name, low, high in (("replications", 1, 1_000), ("max_requests", 1, 10**9), ("max_gpus", 1, 100_000),
+                                ("k_bins", 1, None), ("seed", 0, None)):
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low, high=high))
+        for name in ("use_real_timestamps", "capacity_search"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0,
+                                                              low_open=True))
+        object.__setattr__(self, "d_sla", checks.number(self.d_sla, "d_sla (SimConfig.d_sla_s)", low=0, low_open=True,
+                                                        unit="s"))
+        object.__setattr__(self, "capacity_attainment", checks.number(
+            self.capacity_attainment, "capacity_attainment", low=0, low_open=True, high=1))
+        if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
+            raise checks.InvalidType(f"dataset: must be None, a dataset name ({', '.join(datasets.names())}) or a "
+                                     f"CSV path, got {self.dataset!r}")
         object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
         if datasets.is_name(self.dataset):
             datasets.get(self.dataset)  # FileNotFoundError saying how to get it
         elif self.dataset is not None and not Path(self.dataset).is_file():
             raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace; "
                                     f"dataset names: {', '.join(datasets.names())})")
+        if self.results_dir is not None:
+            checks.instance(self.results_dir, "results_dir", (str, os.PathLike),
+                            expected="a folder path, or None for the default folder")
         self.base_config()  # validates d_sla, k_bins, seed
         self.trace_options(1)  # validates rps_scaling
         parse_executor(self.executor, queued=2)
-        if not isinstance(self.capacity_search, bool):
-            raise ValueError(f"capacity_search: must be True or False, got {self.capacity_search!r}")
         CapacitySpec(attainment=self.capacity_attainment)  # validates capacity_attainment
 
     def capacity_spec(self) -> CapacitySpec | None:
@@ -223,13 +223,19 @@ class StepParams:
         return resolve_results_dir(self.results_dir if self.results_dir is not None else self.default_folder())
 
     def claim_results_dir(self) -> Path:
-        """The results folder, recorded as these parameters' (``ResultsFolderConflict`` if it holds others')."""
+        """The results folder, recorded as these parameters' (``ResultsFolderConflict`` if it holds others'; a
+        ``ValueError`` if it cannot take them: see :func:`workbench.study.runs.folders.claim`)."""
         folder = self.results_path
         if self.results_dir is None and folder.name != folders.DEFAULT_FOLDER:
             log.info("results go to %s (named by the parameters that differ from the defaults)",
                      display_path(folder))
-        folders.claim(folder, self.identity(), suggestion=self.default_folder())
+        folders.claim(folder, self.identity(), suggestion=self.default_folder(), outputs=STEP_OUTPUTS)
         return folder
+
+    def check_results_dir(self) -> Path:
+        """What :meth:`claim_results_dir` checks, creating and recording nothing (the command line's check)."""
+        return folders.check_claim(self.results_path, self.identity(), suggestion=self.default_folder(),
+                                   outputs=STEP_OUTPUTS)
 
 
 def uses_bins(scheduler: str, config: SimConfig | None = None) -> bool:
@@ -356,10 +362,7 @@ def notebook_setup() -> None:
 def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:
     """Step 1's volumes: ``request_volumes`` if given, else 1K, 10K, ... up to ``max_requests`` (and it)."""
     if request_volumes is not None:
-        if isinstance(request_volumes, (int, str)) or not len(request_volumes):
-            raise ValueError(f"request_volumes: expected a non-empty list of integers, got {request_volumes!r}")
-        volumes = [_int_at_least(v, "request_volumes", 1) for v in request_volumes]
-        return sorted(set(volumes))
+        return sorted(set(checks.integers(request_volumes, "request_volumes", low=1, high=10**9, unique=False)))
     volumes, v = [], SMALLEST_VOLUME
     while v <= max_requests:
         volumes.append(v)
@@ -463,6 +466,15 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
 
 
+def check_best_gpu_count(best_gpu_count, max_gpus: int) -> int:
+    """Step 3's GPU count: a whole number in [1, max_gpus] (max_gpus is the largest pool any step tests)."""
+    n = checks.integer(best_gpu_count, "best_gpu_count", low=1)
+    if n > max_gpus:
+        raise ValueError(f"best_gpu_count: {n} GPUs is more than max_gpus={max_gpus}, the largest pool these "
+                         "parameters test; lower best_gpu_count or raise max_gpus")
+    return n
+
+
 def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tuple[int, str, dict]:
     """(GPU count for step 3, a sentence saying where it came from, the columns recording it in step 3's rows).
 
@@ -470,7 +482,7 @@ def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tu
     ``default``) and ``step2_test_id``, the step-2 row whose GPU count step 3 used.
     """
     if best_gpu_count is not None:
-        n = _int_at_least(best_gpu_count, "best_gpu_count", 1)
+        n = check_best_gpu_count(best_gpu_count, params.max_gpus)
         return n, f"GPU count: {n}, as given (`best_gpu_count`).", {"gpu_count_source": GPU_COUNT_GIVEN,
                                                                       "step2_test_id": None}
     row = analysis.step2_best_row_from_results(params.results_path)

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.study.answers import analysis, report
-from workbench.study.runs.experiments import STEP3, STEPS, StepParams, display_path
+from workbench.study.runs.experiments import STEP3, STEPS, StepParams, check_best_gpu_count, display_path
 from workbench.study.runs.sweep import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,16 @@ class SuiteOptions(StepParams):
 
     def __post_init__(self):
         super().__post_init__()
-        unknown = [s for s in self.steps if s not in STEPS]
-        if unknown or not self.steps:
-            raise ValueError(f"steps: expected a non-empty selection of {', '.join(STEPS)}, got {self.steps!r}")
+        steps = checks.names(self.steps, "steps", allowed=STEPS)
         # the order of the steps is fixed: step 3 may read step 2's results
-        object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
+        object.__setattr__(self, "steps", tuple(s for s in STEPS if s in steps))
+        for name in ("validate", "compare"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
+        if self.best_gpu_count is not None:
+            if STEP3 not in self.steps:
+                raise ValueError(f"best_gpu_count (--best-gpu-count) is step 3's GPU count, and step 3 is not "
+                                 f"selected (steps: {', '.join(self.steps)}); drop it or select step 3")
+            object.__setattr__(self, "best_gpu_count", check_best_gpu_count(self.best_gpu_count, self.max_gpus))
 
 
 def notebook_parameters(options: SuiteOptions, step: str) -> dict:

@@ -92,8 +92,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.study.runs.capacity import CRITERIA as CAPACITY_CRITERIA
+from workbench.study.runs.capacity import SCALE_BOUNDS
 from workbench.study.runs.capacity import CapacityError, attainable_share, slo_attainable_share
 from workbench.study.runs.capacity import capacity as search_capacity
 from workbench.sim.config import SimConfig
@@ -139,16 +140,14 @@ class TraceOptions:
     log_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
+            raise checks.InvalidType(f"dataset: must be None, a dataset name or a CSV path, got {self.dataset!r}")
         object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
-        if self.num_requests is not None and (isinstance(self.num_requests, bool) or int(self.num_requests) < 1):
-            raise ValueError(f"num_requests: must be None or an integer >= 1, got {self.num_requests!r}")
-        if self.num_requests is not None:
-            object.__setattr__(self, "num_requests", int(self.num_requests))
-        if not (isinstance(self.rps_scaling, (int, float)) and math.isfinite(self.rps_scaling) and self.rps_scaling > 0):
-            raise ValueError(f"rps_scaling: must be a finite number > 0, got {self.rps_scaling!r}")
-        object.__setattr__(self, "rps_scaling", float(self.rps_scaling))
-        object.__setattr__(self, "use_real_timestamps", bool(self.use_real_timestamps))
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=1, none=True))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
+        for name in ("use_real_timestamps", "drop_failed"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
+        object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
         for name in ("models", "log_types"):
             value = getattr(self, name)
             if value is not None:
@@ -189,17 +188,10 @@ class CapacitySpec:
                                     "which the search stops, in (0, 1)")
 
     def __post_init__(self):
-        if self.criterion not in CAPACITY_CRITERIA:
-            raise ValueError(f"capacity criterion: unknown {self.criterion!r}; allowed: "
-                             f"{', '.join(CAPACITY_CRITERIA)}")
+        checks.choice(self.criterion, "capacity criterion", CAPACITY_CRITERIA)
         for name, closed_top in (("attainment", True), ("resolution", False)):
-            value = getattr(self, name)
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and 0 < value and (value <= 1 if closed_top else value < 1))
-            if not ok:
-                raise ValueError(f"capacity {name}: must be a number in (0, {'1]' if closed_top else '1)'}, "
-                                 f"got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"capacity {name}", low=0,
+                                                         low_open=True, high=1, high_open=not closed_top))
 
     @classmethod
     def help(cls) -> str:
@@ -317,10 +309,19 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
     A continuous scheduler's capacity is searched with criterion ``'slo'`` (TTFT and TPOT limits of its
     config, DistServe's goodput) at the spec's attainment, whatever the spec's criterion.
     """
+    from workbench.sim.simulate import check_time_horizon
+
     trace = trace if trace is not None else trace_options.load()
     if latency is None:
         latency = LatencyModel.default()
     latency_identity(latency)  # ValueError for anything else
+    # the replay, and the slowest load a capacity search scans, must give the engine usable times: checked
+    # now, when the plan is made, not when the test runs
+    stretch = 1.0 / SCALE_BOUNDS[0] if capacity is not None else 1.0
+    check_time_horizon(float(trace.arrival_s[-1]) * stretch if len(trace) else 0.0, latency,
+                       f"{label or config.scheduler} on {trace.label}"
+                       + (f" (its capacity search replays it up to {stretch:g}x slower)" if capacity else ""),
+                       "Or turn the capacity search off." if capacity else "")
     if capacity is not None and is_continuous(config.scheduler) and capacity.criterion != "slo":
         capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
@@ -876,6 +877,10 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
         raise ValueError("the test list holds the same configuration twice")
     results_dir = resolve_results_dir(results_dir)
     path = results_dir / (checkpoint or f"{tests[0].step}.csv")
+    if path.is_dir():  # refused now: found after the first test, every result of the run would be lost
+        raise CheckpointError(f"{path} is a folder, where the sweep keeps its checkpoint file; move it away or "
+                              "choose another results_dir (nothing was run)")
+    checks.writable_folder(results_dir, "results_dir")
     with results_lock(results_dir):
         done = finished_ids(_load_and_repair(path))
     queue = [t for t in tests if t.test_id not in done]

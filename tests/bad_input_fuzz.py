@@ -1,0 +1,325 @@
+"""Random bad input through the public API, run as a script in its own process (issue 13).
+
+``tests/test_bad_input_fuzz.py`` runs this file in a subprocess, so a segfault or a hang in a compiled engine
+fails that test instead of killing pytest.  Hypothesis feeds random finite and non-finite arrays, dtypes and
+parameter values through ``Trace``, ``simulate`` (every registered scheduler and router: read from the
+registries at run time, so ones added later are covered), ``capacity`` and ``calibrate``.  Each call must
+either raise a ``ValueError``/``TypeError`` whose message names the argument or field at fault, or return a
+result whose invariants hold: every request completed or rejected (none lost, none twice), finite times for
+the completed ones, finite summary rates.  Anything else (another exception type, an anonymous message, a
+crash, a hang) fails.  A watchdog (``faulthandler``) ends the process with a traceback if one call hangs.
+
+Prints one JSON line: the number of examples per target and how their outcomes split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import faulthandler
+import json
+import math
+import sys
+import warnings
+from collections import Counter
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import workbench as wb
+from workbench.sim.continuous_engine import ROUTERS
+from workbench.sim.metrics import STATUS_COMPLETED
+from workbench.sim.schedulers import SCHEDULERS
+from workbench.traces.serving_log import ServingLog
+
+HANG_S = 60.0          # one call taking longer is a hang
+EXAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=False,
+                    suppress_health_check=list(HealthCheck))
+
+# what an error may name: the arguments and fields of the public API
+NAMES = ({f.name for f in dataclasses.fields(wb.SimConfig)} | {f.name for f in dataclasses.fields(wb.StepTimeModel)}
+         | {"arrival_s", "prompt_tokens", "output_tokens", "trace", "latency", "config", "step_log", "source",
+            "synthetic", "factor", "attainment", "criterion", "resolution", "scale_bounds", "start", "max_probes",
+            "scan_factor", "ttft_s", "tpot_s", "capacity", "runs", "cfg", "max_iter", "tol", "damping",
+            "prior_weight", "thresholds", "min_steps", "overhead_min_gain", "hold", "measured", "request",
+            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb"})
+outcomes: Counter = Counter()
+
+
+def _named(message: str) -> bool:
+    return any(name in message for name in NAMES)
+
+
+def attempt(target: str, call):
+    """Run ``call``; return its result, or None for a clear error. Anything else raises AssertionError."""
+    faulthandler.dump_traceback_later(HANG_S, exit=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = call()
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        if not _named(message):
+            raise AssertionError(f"{target}: an error that names no argument or field: {type(exc).__name__}: "
+                                 f"{message}") from exc
+        outcomes[f"{target}: clear {type(exc).__name__}"] += 1
+        return None
+    except Exception as exc:
+        raise AssertionError(f"{target}: {type(exc).__name__} (not a clear ValueError/TypeError): {exc}") from exc
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    outcomes[f"{target}: result"] += 1
+    return result
+
+
+# ---------------------------------------------------------------- strategies
+
+SPECIAL = [math.nan, math.inf, -math.inf, -1.0, 0.0, 1e300, 1e-300, -0.0]
+clean_times, clean_counts = st.floats(0, 1e4), st.integers(0, 3000)
+times = st.one_of(clean_times, st.sampled_from(SPECIAL), st.floats(allow_nan=True, allow_infinity=True))
+counts = st.one_of(clean_counts, st.integers(-100, 2**40), st.sampled_from([0.5, math.nan, math.inf, 1e12]))
+DTYPES = ["float64", "float32", "int64", "int32", "uint8", "bool", "complex128", "object", "str"]
+
+
+def as_dtype(values: list, dtype: str):
+    if dtype == "list":
+        return values
+    if dtype == "str":
+        return np.array([str(v) for v in values])
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return np.array(values).astype(dtype)
+        except (OverflowError, ValueError, TypeError):
+            return np.array(values, dtype=object)
+
+
+@st.composite
+def raw_arrays(draw, max_size: int = 25):
+    n = draw(st.integers(0, max_size))
+    ragged = draw(st.integers(0, 20)) == 0    # now and then, arrays of different lengths
+    sizes = [n, n + (1 if ragged else 0), n]
+    kinds = [draw(st.sampled_from(DTYPES + ["list"])) if draw(st.integers(0, 3)) == 0 else "list" for _ in range(3)]
+    clean = draw(st.booleans())   # half the draws hold only valid values (then dtype and length decide)
+    arrival = draw(st.lists(clean_times if clean else times, min_size=sizes[0], max_size=sizes[0]))
+    prompt = draw(st.lists(clean_counts if clean else counts, min_size=sizes[1], max_size=sizes[1]))
+    output = draw(st.lists(clean_counts if clean else counts, min_size=sizes[2], max_size=sizes[2]))
+    return as_dtype(arrival, kinds[0]), as_dtype(prompt, kinds[1]), as_dtype(output, kinds[2])
+
+
+@st.composite
+def good_traces(draw, max_size: int = 25):
+    """Valid traces: what the invariants are checked on (bad ones are the Trace target's business)."""
+    n = draw(st.integers(1, max_size))
+    gaps = draw(st.lists(st.one_of(st.floats(0, 5), st.just(0.0)), min_size=n, max_size=n))
+    prompt = draw(st.lists(st.integers(0, 4000), min_size=n, max_size=n))
+    output = draw(st.lists(st.integers(0, 600), min_size=n, max_size=n))
+    scale = draw(st.sampled_from([1.0, 1e-3, 1e3, 1e6]))
+    return wb.Trace.from_arrays(np.cumsum(gaps) * scale, prompt, output, source="fuzz")
+
+
+def field_values(good, bad=()):
+    return st.one_of(st.sampled_from(list(good)), st.sampled_from(list(bad) or [None]))
+
+
+CONFIG_FIELDS = {
+    "num_gpus": field_values([1, 2, 3], [0, -1, 2.5, "2", True, math.nan, 10**6]),
+    "k_bins": field_values([1, 2, 4], [0, 1.5, "four", 10**5]),
+    "batch_size": field_values([1, 4, 8], [0, -3, "8"]),
+    "b_min": field_values([1, 2], [0]), "b_max": field_values([4, 32], [0, 2**40]),
+    "d_sla_s": field_values([0.5, 1.0, 1e4], [0, -1, math.nan, math.inf, "1"]),
+    "block_size": field_values([1, 3, 16, 4096], [0, 2**31 - 1, 2.5]),
+    "max_num_seqs": field_values([1, 2, 8, 256], [0, "256", -1]),
+    "max_num_batched_tokens": field_values([8, 512, 16384], [0]),
+    "chunked_prefill": field_values([True, False, "false"], ["no", 2]),
+    "kv_blocks": field_values([None, 1, 2, 50, 10**6], [0, -2, 1.5]),
+    "ttft_sla_s": field_values([0.1, 1.0, 1e3], [0, math.nan]),
+    "tpot_sla_s": field_values([0.01, 0.05, 50.0], [0, -0.1]),
+    "gpu_mem_gb": field_values([16.0, 80.0], [16e9, 0]),
+    "ctrl_window": field_values([1, 8], [0]), "mem_theta": field_values([0.0, 2.0, 1e6], [-1]),
+    "predictor": field_values(["oracle", "noisy", "prompt_power_law"], ["magic"]),
+    "predictor_sigma": field_values([0.0, 0.5, 9.0], [-1, 1e9]),
+    "spread_idle": field_values([True, False], ["yes"]),
+}
+
+
+@st.composite
+def configs(draw):
+    """A SimConfig's keyword arguments: a registered scheduler and router, and some fields, good or bad."""
+    kwargs = {"scheduler": draw(st.sampled_from(sorted(SCHEDULERS))), "router": draw(st.sampled_from(sorted(ROUTERS)))}
+    for name in draw(st.lists(st.sampled_from(sorted(CONFIG_FIELDS)), max_size=5, unique=True)):
+        kwargs[name] = draw(CONFIG_FIELDS[name])
+    return kwargs
+
+
+coefficient = st.one_of(st.floats(0, 0.05), st.sampled_from([0.0, 1e-9, -1e-6, 20.0, math.nan, math.inf]))
+latencies = st.one_of(
+    st.none(), st.sampled_from(["grid", "opt-13b-a100", "llama-3.1-8b-h100", "no-such-profile", 0.02]),
+    st.builds(lambda p, d, o, t: (p, d, o, t), st.tuples(coefficient, coefficient, coefficient),
+              st.tuples(coefficient, coefficient, coefficient), st.tuples(coefficient, coefficient),
+              st.one_of(st.floats(0, 0.01), st.just(math.nan))),
+    st.builds(lambda b, p, q: wb.LatencyModel(base_s=b, per_token_s=p, batch_penalty=q),
+              st.floats(0, 0.1), st.floats(0, 1e-3), st.floats(0, 2)))
+
+
+def make_latency(spec):
+    if isinstance(spec, tuple):
+        prefill, decode, arrival, token = spec
+        return wb.StepTimeModel(prefill=prefill, decode=decode, arrival_overhead_s=arrival, token_overhead_s=token)
+    return spec
+
+
+# ---------------------------------------------------------------- invariants
+
+def check_result(res, trace) -> None:
+    n = len(trace)
+    requests = res.requests
+    assert len(requests) == n, f"{len(requests)} request rows for {n} requests"
+    completed = res.status == STATUS_COMPLETED
+    assert int(completed.sum()) + int((~completed).sum()) == n
+    assert res.summary["completed"] + res.summary["rejected"] == n, res.summary
+    finish, arrival = res.finish_s[completed], res.arrival_s[completed]
+    assert np.isfinite(finish).all(), "a completed request without a finite finish time"
+    assert (finish >= arrival - 1e-9 * np.maximum(1.0, np.abs(arrival))).all(), "a request finished before it came"
+    assert np.isnan(res.finish_s[~completed]).all(), "a rejected request has a finish time"
+    if res.continuous is not None:
+        for column in ("ttft_s", "e2e_s"):
+            values = np.asarray(res.continuous[column])[completed]
+            assert np.isfinite(values).all() and (values >= -1e-9).all(), f"{column}: {values}"
+    for key in ("throughput_rps", "goodput_rps", "offered_rps"):
+        if key in res.summary:
+            assert not math.isinf(res.summary[key]), (key, res.summary[key])
+
+
+def check_capacity(found) -> None:
+    assert math.isfinite(found.capacity_rps) and found.capacity_rps > 0, found
+    assert found.probes and all(math.isfinite(p.scaling) for p in found.probes)
+
+
+# ---------------------------------------------------------------- targets
+
+@SETTINGS
+@given(arrays=raw_arrays(), scale=st.sampled_from([1.0, 0.5, 1e-300, 1e300, math.nan, -1.0, "2"]),
+       synthetic=st.sampled_from([False, True, "no", "true", 1, None]))
+def fuzz_trace(arrays, scale, synthetic):
+    trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(*arrays, synthetic=synthetic))
+    if trace is None:
+        return
+    assert trace.arrival_s.dtype == np.float64 and np.isfinite(trace.arrival_s).all()
+    assert (trace.prompt_tokens >= 0).all() and (trace.output_tokens >= 0).all()
+    assert trace.is_synthetic in (True, False)
+    scaled = attempt("Trace.time_scaled", lambda: trace.time_scaled(scale))
+    if scaled is not None:
+        assert np.isfinite(scaled.arrival_s).all()
+
+
+@SETTINGS
+@given(trace=good_traces(), config=configs(), latency=latencies, step_log=st.sampled_from([0, 5, 100_000, -1]))
+def fuzz_simulate(trace, config, latency, step_log):
+    cfg = attempt("SimConfig", lambda: wb.SimConfig(**config))
+    model = attempt("StepTimeModel", lambda: make_latency(latency))
+    if cfg is None or (model is None and latency is not None):
+        return
+    res = attempt("simulate", lambda: wb.simulate(trace, cfg, latency=model, step_log=step_log))
+    if res is not None:
+        check_result(res, trace)
+
+
+@SETTINGS
+@given(arrays=raw_arrays(max_size=12), scheduler=st.sampled_from(sorted(SCHEDULERS)),
+       router=st.sampled_from(sorted(ROUTERS)))
+def fuzz_simulate_raw(arrays, scheduler, router):
+    """Bad arrays never reach an engine: they stop at the Trace, whatever the scheduler and router."""
+    trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(*arrays))
+    if trace is None:
+        return
+    res = attempt("simulate", lambda: wb.simulate(trace, wb.SimConfig(scheduler=scheduler, router=router)))
+    if res is not None:
+        check_result(res, trace)
+
+
+CAPACITY_ARGUMENTS = {  # name -> (good values, bad values)
+    "attainment": ([0.5, 0.9, 1.0, "0.9"], [0, 1.5, math.nan, "x"]),
+    "criterion": (["attainment", "p99_latency", "slo"], ["mean", None]),
+    "scale_bounds": ([(1 / 1024, 1024.0), (0.5, 2.0), (1e-3, 1.0)], [(1e-300, 1.0), (2.0, 1.0), (0, 1), "1,2"]),
+    "resolution": ([0.01, 0.2], [0, 1.0, math.nan]),
+    "latency": ([None, "opt-13b-a100", "grid"], ["nope", 3]),
+}
+
+
+@st.composite
+def capacity_arguments(draw):
+    """Every argument good, or one of them bad (a draw of all-random values would nearly always be refused)."""
+    bad = draw(st.sampled_from([None, None, None, *CAPACITY_ARGUMENTS]))
+    return {name: draw(st.sampled_from(bad_values if name == bad else good))
+            for name, (good, bad_values) in CAPACITY_ARGUMENTS.items()}
+
+
+@settings(SETTINGS, max_examples=max(10, EXAMPLES // 3))
+@given(trace=good_traces(max_size=15), scheduler=st.sampled_from(sorted(SCHEDULERS)), arguments=capacity_arguments())
+def fuzz_capacity(trace, scheduler, arguments):
+    found = attempt("capacity", lambda: wb.capacity(trace, wb.SimConfig(scheduler=scheduler), max_probes=40,
+                                                     **arguments))
+    if found is not None:
+        check_capacity(found)
+
+
+@settings(SETTINGS, max_examples=max(6, EXAMPLES // 6))
+@given(n=st.integers(1, 12), seed=st.integers(0, 10),
+       poison=st.sampled_from([None, None, math.nan, math.inf, -1.0]),
+       max_iter=st.sampled_from([1, 2, 1, "1", 0, 2.5]), kv_blocks=st.sampled_from([64, 4046, 4046, 1]),
+       single=st.booleans())
+def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single):
+    rng = np.random.default_rng(seed)
+    trace = wb.Trace.from_arrays(np.sort(rng.uniform(0, 5, n)), rng.integers(1, 600, n), rng.integers(1, 80, n))
+    ttft = rng.uniform(0.02, 0.5, n)
+    e2e = ttft + (trace.output_tokens - 1) * 0.03
+    tpot = np.where(trace.output_tokens > 1, (e2e - ttft) / np.maximum(trace.output_tokens - 1, 1), np.nan)
+    if poison is not None:
+        e2e[rng.integers(0, n)] = poison
+    import pandas as pd
+
+    measured = pd.DataFrame({"request_id": np.arange(n), "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e})
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks)
+    run = ServingLog("fuzz", None, trace, measured, cfg, None)
+    step = wb.StepTimeModel(prefill=(0.02, 1.4e-4, 8e-9), decode=(0.023, 6e-7, 6e-5))
+    fitted = attempt("calibrate", lambda: wb.calibrate(step, run if single else [run], max_iter=max_iter))
+    if fitted is not None:
+        assert np.isfinite(fitted.coefficients()).all()
+        assert math.isfinite(fitted.fit_report.final_rss)
+
+
+def every_scheduler_and_router() -> None:
+    """Each registered scheduler and router once on a valid trace and once on each bad-but-valid-looking input
+    (so coverage never rests on sampling alone)."""
+    trace = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 0])
+    served = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 2])
+    for scheduler in sorted(SCHEDULERS):
+        for router in sorted(ROUTERS):
+            cfg = wb.SimConfig(scheduler=scheduler, router=router, num_gpus=2, kv_blocks=64, block_size=16,
+                               prefix_caching=router == "prefix_affinity")
+            res = attempt("simulate", lambda: wb.simulate(served, cfg))
+            if res is not None:
+                check_result(res, served)
+            attempt("simulate", lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
+            attempt("simulate", lambda: wb.simulate(served.to_frame(), cfg))
+    light = wb.Trace.from_arrays(np.arange(40) * 2.0, np.full(40, 200), np.full(40, 20), source="light load")
+    for scheduler in sorted(SCHEDULERS):
+        slo = SCHEDULERS[scheduler].engine == "continuous"
+        found = attempt("capacity", lambda: wb.capacity(light, wb.SimConfig(scheduler=scheduler), attainment=0.9,
+                                                         criterion="slo" if slo else "attainment", resolution=0.1))
+        if found is not None:
+            check_capacity(found)
+
+
+def main() -> None:
+    every_scheduler_and_router()
+    for target in (fuzz_trace, fuzz_simulate, fuzz_simulate_raw, fuzz_capacity, fuzz_calibrate):
+        target()
+    print(json.dumps({"examples": EXAMPLES, "schedulers": sorted(SCHEDULERS), "routers": sorted(ROUTERS),
+                      "outcomes": dict(sorted(outcomes.items()))}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""Bad input to the public API (issue 13): never a crash, a hang or a quietly wrong answer.
+
+Each test is one of the issue's examples (or its class): the input gets a clear error naming the argument,
+the file and line, what was expected (and the fix), or is taken as the unambiguous value it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import workbench as wb
+from workbench import paths
+from workbench.sim.profiles import default_step_model
+from workbench.traces.trace import TraceMeta
+
+GROUNDTRUTH = paths.DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm"
+HEADER = "request_id,arrival_s,prompt_tokens,output_tokens,ttft_s,tpot_s,e2e_s\n"
+META = TraceMeta("by hand", False, "f", 3)
+
+
+def _trace(n: int = 40, seed: int = 1) -> wb.Trace:
+    rng = np.random.default_rng(seed)
+    return wb.Trace.from_arrays(np.cumsum(rng.exponential(0.05, n)), rng.integers(10, 400, n),
+                                rng.integers(1, 100, n))
+
+
+# ---------------------------------------------------------------- crashes and hangs (in a subprocess)
+
+CRASH_CASES = {
+    # the issue's four crashes and the hang; today each kills the process, hangs or takes 16 GB
+    "nan_arrival_continuous_fcfs": "wb.simulate(wb.Trace(np.array([0., np.nan, 2.]), TOK, TOK, META), "
+                                   "wb.SimConfig(scheduler='continuous_fcfs'))",
+    "nan_arrival_continuous_sla": "wb.simulate(wb.Trace(np.array([0., np.nan, 2.]), TOK, TOK, META), "
+                                  "wb.SimConfig(scheduler='continuous_sla'))",
+    "nan_arrival_static_fifo": "wb.simulate(wb.Trace(np.array([0., np.nan, 2.]), TOK, TOK, META), "
+                               "wb.SimConfig(scheduler='static_fifo'))",
+    "time_scaled_to_inf": "wb.simulate(wb.Trace.from_arrays([0, 1e308, 1.5e308], [10] * 3, [5] * 3).time_scaled(0.5),"
+                          " wb.SimConfig(scheduler='continuous_fcfs'))",
+    "capacity_rps_scaling_1e-302": "wb.capacity(wb.load_trace(num_requests=1000, rps_scaling=1e-302), "
+                                   "wb.SimConfig(scheduler='static_fifo'), attainment=0.5)",
+    "capacity_rps_scaling_1e-290": "wb.capacity(wb.load_trace(num_requests=1000, rps_scaling=1e-290), "
+                                   "wb.SimConfig(scheduler='static_fifo'), attainment=0.5)",
+    "block_size_2**31-1": "wb.simulate(wb.load_trace(num_requests=200), "
+                          "wb.SimConfig(scheduler='continuous_fcfs', block_size=2**31 - 1))",
+    "engine_tables_too_big": "wb.simulate(wb.load_trace(num_requests=200), "
+                             "wb.SimConfig(scheduler='continuous_fcfs', block_size=65536, num_gpus=100_000))",
+    "step_log_too_big": "wb.simulate(wb.load_trace(num_requests=200), wb.SimConfig(scheduler='continuous_fcfs'), "
+                        "step_log=10**9)",
+}
+EXPECTED = {
+    "nan_arrival_continuous_fcfs": "arrival_s[1] = nan is not finite",
+    "nan_arrival_continuous_sla": "arrival_s[1] = nan is not finite",
+    "nan_arrival_static_fifo": "arrival_s[1] = nan is not finite",
+    "time_scaled_to_inf": "factor=0.5 turns arrival 1e+308 s (request 1) into inf s, not a finite time",
+    "capacity_rps_scaling_1e-302": "capacity at scale_bounds[0]=0.000976562 (the slowest load scanned): the last "
+                                   "arrival would be at inf s, not a finite time",
+    "capacity_rps_scaling_1e-290": "capacity at scale_bounds[0]=0.000976562 (the slowest load scanned)",
+    "block_size_2**31-1": "block_size: must be at most 65,536",
+    "engine_tables_too_big": "num_gpus=100000 replicas x (block_size=65536",
+    "step_log_too_big": "step_log=1000000000",
+}
+
+
+def test_the_crashes_and_the_hang_of_the_issue_are_clear_errors_in_seconds():
+    script = textwrap.dedent("""
+        import json, sys, time
+        import numpy as np
+        import workbench as wb
+        from workbench.traces.trace import TraceMeta
+        META, TOK = TraceMeta("by hand", False, "f", 3), np.array([10, 10, 10], np.int32)
+        cases, out = json.loads(sys.argv[1]), {}
+        for name, code in cases.items():
+            t0 = time.perf_counter()
+            try:
+                eval(code)
+                out[name] = ["no error", "", time.perf_counter() - t0]
+            except Exception as exc:
+                out[name] = [type(exc).__name__, str(exc), time.perf_counter() - t0]
+        print(json.dumps(out))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(CRASH_CASES)], capture_output=True, text=True,
+                          timeout=300, cwd=paths.REPO_ROOT)
+    assert proc.returncode == 0, f"the process died (code {proc.returncode}): {proc.stderr[-2000:]}"
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, (kind, message, seconds) in results.items():
+        assert kind == "ValueError", (name, kind, message)
+        assert EXPECTED[name] in message, (name, message)
+        assert seconds < 20, (name, seconds)  # block_size=2**31-1 took 43 s and 16.5 GB
+
+
+def test_a_trace_validates_its_own_arrays():
+    tok = np.array([10, 10, 10], np.int32)
+    with pytest.raises(ValueError, match=re.escape("arrival_s[1] = nan is not finite")):
+        wb.Trace(np.array([0.0, np.nan, 2.0]), tok, tok, META)
+    with pytest.raises(ValueError, match=re.escape("arrival_s[2] = inf is not finite")):
+        wb.Trace(np.array([0.0, 1.0, np.inf]), tok, tok, META)
+    with pytest.raises(ValueError, match=re.escape("prompt_tokens[0] = -5000 is negative")):
+        wb.Trace(np.array([0.0, 1.0, 2.0]), np.array([-5000, 10, 10], np.int32), tok, META)
+    with pytest.raises(TypeError, match="arrival_s: must be a numpy array, got list"):
+        wb.Trace([0.0, 1.0, 2.0], tok, tok, META)
+    with pytest.raises(TypeError, match="meta: must be a TraceMeta"):
+        wb.Trace(np.array([0.0, 1.0, 2.0]), tok, tok, None)
+
+
+@pytest.mark.parametrize("arrays, exception, message", [
+    (([0, 1], [True, False], [1, 1]), TypeError, "prompt_tokens: must be numbers (tokens), got booleans"),
+    ((np.array([0, 1 + 1j]), [1, 1], [1, 1]), TypeError, "arrival_s: must be real numbers (seconds), got complex"),
+    (([0, 1], [1, 1], [1 + 0j, 1]), TypeError, "output_tokens: must be real numbers (tokens), got complex"),
+    (([0, np.nan], [1, 1], [1, 1]), ValueError, "arrival_s[1] = nan is not finite"),
+    (([0, -1], [1, 1], [1, 1]), ValueError, "arrival_s[1] = -1 is negative"),
+    (([0, 1], [1, -5000], [1, 1]), ValueError, "prompt_tokens[1] = -5000 is negative"),
+    (("0,1", [1, 1], [1, 1]), TypeError, "arrival_s: must be an array (or list) of numbers, got '0,1'"),
+    ((5.0, [1], [1]), TypeError, "arrival_s: must be an array (or list) of numbers, got 5.0"),
+])
+def test_from_arrays_refuses_booleans_complex_nan_and_negative_values(arrays, exception, message):
+    with pytest.raises(exception, match=re.escape(message)):
+        wb.Trace.from_arrays(*arrays)
+
+
+def test_an_unsorted_bad_arrival_is_reported_where_the_caller_put_it():
+    with pytest.raises(ValueError, match=re.escape("arrival_s[3] = inf is not finite")):
+        wb.Trace.from_arrays([5.0, 1.0, 3.0, np.inf, 0.0], [1] * 5, [1] * 5)   # index 3 in the caller's order
+
+
+def test_synthetic_is_a_boolean_not_a_truthy_string():
+    with pytest.raises(TypeError, match="synthetic: must be True or False, got 'no'"):
+        wb.Trace.from_arrays([0, 1], [1, 1], [1, 1], synthetic="no")
+    assert not wb.Trace.from_arrays([0, 1], [1, 1], [1, 1], synthetic="false").is_synthetic
+    assert wb.Trace.from_arrays([0, 1], [1, 1], [1, 1], synthetic=True).is_synthetic
+
+
+def test_load_trace_booleans_are_strict_and_text_true_false_is_read_as_meant():
+    with pytest.raises(TypeError, match="drop_failed: must be True or False, got 'no'"):
+        wb.load_trace(num_requests=100, drop_failed="no")
+    with pytest.raises(TypeError, match="use_real_timestamps: must be True or False, got 'yes'"):
+        wb.load_trace(num_requests=100, use_real_timestamps="yes")
+    as_text = wb.load_trace(num_requests=100, use_real_timestamps="False", drop_failed="false")
+    as_bool = wb.load_trace(num_requests=100, use_real_timestamps=False, drop_failed=False)
+    assert as_text is as_bool and as_text.meta.options["use_real_timestamps"] is False
+    assert as_text.meta.options["drop_failed"] is False
+
+
+def test_load_trace_numbers_from_text_and_refusals_name_the_argument():
+    assert wb.load_trace(num_requests="100", rps_scaling="200") is wb.load_trace(num_requests=100, rps_scaling=200.0)
+    with pytest.raises(ValueError, match=re.escape("num_requests: must be an integer >= 1, or None (a whole "
+                                                   "number: it is never rounded), got 2.5")):
+        wb.load_trace(num_requests=2.5)
+    with pytest.raises(ValueError, match="rps_scaling: must be a finite number > 0, got 'fast'"):
+        wb.load_trace(rps_scaling="fast")
+
+
+def test_the_trace_cache_never_returns_a_file_edited_in_place_with_its_time_restored(tmp_path):
+    path = tmp_path / "trace.csv"
+    n = 20_000   # ~290 KB: an edit in the middle is beyond the first and last 64 KiB
+    rows = "".join(f"{t},{1000 + t % 7},{100 + t % 5}\n" for t in range(n))
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + rows)
+    before = os.stat(path)
+    first = wb.load_trace(path, use_real_timestamps=True)
+    middle = n // 2
+    row = f"\n{middle},{1000 + middle % 7},{100 + middle % 5}\n"
+    edited = rows.replace(row, f"\n{middle},1009,109\n")
+    assert len(edited) == len(rows) and edited != rows and before.st_size > 4 * 65536
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n" + edited)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+    second = wb.load_trace(path, use_real_timestamps=True)
+    assert (second.prompt_tokens[middle], second.output_tokens[middle]) == (1009, 109)
+    assert (first.prompt_tokens[middle], first.output_tokens[middle]) == (1000 + middle % 7, 100 + middle % 5)
+
+
+# ---------------------------------------------------------------- units and the scenario
+
+@pytest.mark.parametrize("field, value, message", [
+    ("gpu_mem_gb", 16e9, "gpu_mem_gb: 1.6e+10 GB is implausibly large (at most 10000 GB expected): a unit "
+                         "mistake? the field is in GB (1e9 bytes): 16 GB is 16, not 16e9"),
+    ("model_mem_gb", 25.7e9, "model_mem_gb: 2.57e+10 GB is implausibly large"),
+    ("kv_gb_per_token", 819_200, "kv_gb_per_token: 819200 GB is implausibly large (at most 0.1 GB expected)"),
+    ("max_num_seqs", "abc", "max_num_seqs: must be an integer >= 1, got 'abc' (str)"),
+    ("max_num_seqs", 2.7, "max_num_seqs: must be an integer >= 1 (a whole number: it is never rounded), got 2.7"),
+    ("chunked_prefill", "False ", None),
+    ("router", ["round_robin"], "router: unknown ['round_robin'] (list); allowed: round_robin"),
+    ("scheduler", None, "scheduler: unknown None (NoneType); allowed: dynamic_no_bins"),
+    ("d_sla_s", "1s", "d_sla_s: must be a finite number > 0, got '1s' (str)"),
+])
+def test_sim_config_values_are_converted_or_refused_by_name(field, value, message):
+    if message is None:
+        assert wb.SimConfig(**{field: value}).chunked_prefill is False
+        return
+    with pytest.raises(ValueError, match=re.escape(message)):
+        wb.SimConfig(**{field: value})
+
+
+def test_a_clean_number_in_text_is_taken_as_that_number():
+    cfg = wb.SimConfig(max_num_seqs="256", d_sla_s="2.5", gpu_mem_gb="80", spread_idle="true")
+    assert (cfg.max_num_seqs, cfg.d_sla_s, cfg.gpu_mem_gb, cfg.spread_idle) == (256, 2.5, 80.0, True)
+    assert cfg == wb.SimConfig(max_num_seqs=256, d_sla_s=2.5, gpu_mem_gb=80.0)
+    assert json.loads(json.dumps(cfg.to_dict()))["max_num_seqs"] == 256
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prefill=(22.05, 0.1405, 8e-6), decode=(23.5, 6e-4, 0.06)),
+     "prefill[0] (fixed cost per step): 22.05 s is implausibly large (at most 1 s expected): a unit mistake? "
+     "StepTimeModel takes seconds: divide milliseconds by 1000"),
+    (dict(prefill=(0.02, 1.4e-4, 0.0), decode=(0.02, -1e-6, 6e-5)),
+     "decode[1] (per context token): must be >= 0 s, got -1e-06"),
+    (dict(prefill=(0.02, 1.4e-4, 0.0), decode=(0.02, 6e-7, 6e-5), arrival_overhead_s=(-0.001, 0)),
+     "arrival_overhead_s[0] (fixed, per request): must be >= 0 s, got -0.001"),
+    (dict(prefill=(0.02, 1.4e-4, 0.0), decode=(0.02, 6e-7, 6e-5), decode_large=(0.02, 6e-7, 6e-5),
+          decode_large_threshold=2.7),
+     "decode_large_threshold: must be an integer >= 1 (a whole number: it is never rounded), got 2.7"),
+    (dict(prefill=(0.02, 1.4e-4, 0.0), decode=(0.02, 6e-7, 6e-5), decode_large=(0.02, 6e-7, 6e-5),
+          decode_large_threshold="abc"),
+     "decode_large_threshold: must be an integer >= 1, got 'abc' (str)"),
+    (dict(prefill=(0.02, 1.4e-4), decode=(0.02, 6e-7, 6e-5)),
+     "prefill: must be 3 numbers (a, b, c) in seconds, got (0.02, 0.00014)"),
+    (dict(prefill=(0.0, 1e-4, -1e-6), decode=(0.02, 6e-7, 6e-5)),
+     "prefill: a negative per-token-squared term (c = -1e-06 s) needs a > 0 and b > 0"),
+])
+def test_step_coefficients_in_ms_negative_or_fractional_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        wb.StepTimeModel(**kwargs)
+
+
+def test_a_negative_curvature_is_valid_only_over_the_prompts_it_was_fitted_for():
+    """DistServe's OPT-66B tp2 profile has c < 0: fine for its prompts, never a negative step time."""
+    step = wb.StepTimeModel(prefill=(0.01, 1e-4, -1e-6), decode=(0.01, 1e-5, 1e-4))
+    assert step.max_prefill_tokens == pytest.approx(100)
+    short = wb.Trace.from_arrays([0.0, 0.5, 1.0], [50, 80, 99], [3, 3, 3])
+    for scheduler in ("continuous_fcfs", "static_fifo"):
+        res = wb.simulate(short, wb.SimConfig(scheduler=scheduler), latency=step)
+        assert res.summary["completed"] == 3
+        long = wb.Trace.from_arrays([0.0, 0.5, 1.0], [50, 80, 5000], [3, 3, 3])
+        with pytest.raises(ValueError, match=re.escape("grows with the prompt only up to 100 tokens and then "
+                                                       "shrinks (and turns negative); the trace has a served prompt "
+                                                       "of 5,000 tokens")):
+            wb.simulate(long, wb.SimConfig(scheduler=scheduler), latency=step)
+    opt66 = wb.StepTimeModel.from_profile(paths.DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm" /
+                                          "profiler-a100-80g.vllm.json", model="facebook/opt-66b", tp=2)
+    assert opt66.prefill[2] < 0 and opt66.max_prefill_tokens == pytest.approx(53_786, rel=1e-3)
+
+
+def test_ttft_and_tpot_limits_that_dwarf_every_service_time_warn_like_the_static_sla():
+    trace = wb.load_trace(num_requests=300)
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", ttft_sla_s=1000.0, tpot_sla_s=50.0)
+    with pytest.warns(wb.SlaScaleWarning) as caught:
+        res = wb.simulate(trace, cfg)
+    text = [str(w.message) for w in caught]
+    assert any(t.startswith("ttft_sla_s=1000 s is ") and t.endswith("pass ttft_sla_s=1") for t in text), text
+    assert any(t.startswith("tpot_sla_s=50 s is ") and t.endswith("pass tpot_sla_s=0.05") for t in text), text
+    assert res.summary["slo_attainment"] == 1.0
+    with pytest.warns(wb.SlaScaleWarning, match="ttft_sla_s=1000"):   # static step mode is judged alike
+        wb.simulate(trace, wb.SimConfig(scheduler="static_fifo", ttft_sla_s=1000.0), latency="opt-13b-a100")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", wb.SlaScaleWarning)
+        wb.simulate(trace, wb.SimConfig(scheduler="continuous_fcfs"))   # the defaults: 1 s and 50 ms
+        wb.simulate(trace, wb.SimConfig(scheduler="continuous_fcfs", ttft_sla_s=10.0, tpot_sla_s=0.5))
+
+
+# ---------------------------------------------------------------- simulate and capacity arguments
+
+def test_simulate_wants_a_trace_and_says_how_to_make_one():
+    trace = _trace()
+    with pytest.raises(TypeError, match=re.escape("trace: must be a workbench.Trace, got a DataFrame; build one "
+                                                  "with wb.Trace.from_arrays(df.arrival_s, df.prompt_tokens, "
+                                                  "df.output_tokens)")):
+        wb.simulate(trace.to_frame())
+    with pytest.raises(TypeError, match="trace: must be a workbench.Trace, got list"):
+        wb.simulate([1, 2, 3])
+
+
+def test_a_latency_profile_name_is_resolved_and_anything_else_is_refused():
+    trace = _trace()
+    cfg = wb.SimConfig(scheduler="static_fifo")
+    by_name = wb.simulate(trace, cfg, latency="opt-13b-a100")
+    by_model = wb.simulate(trace, cfg, latency=default_step_model())
+    assert by_name.latency == by_model.latency and by_name.continuous is not None
+    assert np.array_equal(by_name.finish_s, by_model.finish_s)
+    grid = wb.simulate(trace, cfg, latency="grid")
+    assert np.array_equal(grid.finish_s, wb.simulate(trace, cfg).finish_s)
+    with pytest.raises(ValueError, match=re.escape("latency: unknown 'opt-13b'; allowed: grid, opt-13b-a100")):
+        wb.simulate(trace, cfg, latency="opt-13b")
+    with pytest.raises(TypeError, match="latency: must be a wb.LatencyModel, a wb.StepTimeModel, None"):
+        wb.simulate(trace, cfg, latency=0.02)
+
+
+def test_config_none_is_refused_instead_of_running_the_default_static_scheduler(tmp_path):
+    (tmp_path / "run.csv").write_bytes((GROUNDTRUTH / "vllm-100-1.csv").read_bytes())
+    run = wb.load_serving_log(tmp_path / "run.csv")   # no setup.json beside it
+    assert run.config is None
+    with pytest.raises(TypeError, match=re.escape("config: None (a measured run loaded without its setup.json "
+                                                  "has run.config None); pass the serving setup")):
+        wb.simulate(run.trace, run.config, latency=default_step_model())
+    with pytest.raises(TypeError, match="config: None"):
+        wb.capacity(run.trace, run.config, criterion="slo", latency=default_step_model())
+    assert wb.simulate(run.trace).config == wb.SimConfig()   # leaving it out still means the defaults
+
+
+def test_capacity_arguments_are_validated_and_clean_text_converted():
+    trace = _trace(60)
+    cfg = wb.SimConfig(scheduler="static_fifo")
+    as_text = wb.capacity(trace, cfg, attainment="0.9", resolution="0.05")
+    assert as_text.capacity_rps == wb.capacity(trace, cfg, attainment=0.9, resolution=0.05).capacity_rps
+    with pytest.raises(TypeError, match="trace: must be a workbench.Trace, got list"):
+        wb.capacity([1, 2, 3])
+    with pytest.raises(ValueError, match="attainment: must be in \\(0, 1\\], got 'ninety' \\(str\\)|attainment: "
+                                         "must be a finite number"):
+        wb.capacity(trace, cfg, attainment="ninety")
+    with pytest.raises(ValueError, match="max_probes: must be an integer >= 1, got 0"):
+        wb.capacity(trace, cfg, max_probes=0)
+    with pytest.raises(TypeError, match="scale_bounds: must be two numbers"):
+        wb.capacity(trace, cfg, scale_bounds=1024)
+    with pytest.raises(ValueError, match="scale_bounds\\[1\\]: must be a finite number > 0, got nan"):
+        wb.capacity(trace, cfg, scale_bounds=(0.5, float("nan")))
+    with pytest.raises(ValueError, match="scan_factor: must be > 1"):
+        wb.capacity(trace, cfg, scan_factor=1)
+    with pytest.raises(TypeError, match="config: must be a SimConfig"):
+        wb.capacity(trace, {"scheduler": "static_fifo"})
+
+
+def test_capacity_checks_the_slowest_load_it_would_scan_before_simulating():
+    trace = wb.Trace.from_arrays([0.0, 1e8, 2e8], [10] * 3, [5] * 3)  # 2e8 s: fine at x1, not at x1/1024
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=re.escape("capacity at scale_bounds[0]=0.000976562 (the slowest load "
+                                                   "scanned): the last arrival is at 2.048e+11 s")):
+        wb.capacity(trace, wb.SimConfig(scheduler="static_fifo"), attainment=0.5)
+    assert time.perf_counter() - t0 < 5
+
+
+# ---------------------------------------------------------------- profiles, serving logs, calibration
+
+def test_profiles_name_a_missing_gpu_and_a_latin1_file(tmp_path):
+    with pytest.raises(TypeError, match="gpu: must be a GPU name such as 'H100' or 'A100-80', got None"):
+        wb.StepTimeModel.from_blis(model="qwen/qwen3-14b", gpu=None)
+    with pytest.raises(ValueError, match="tp: must be an integer >= 1, got 0"):
+        wb.StepTimeModel.from_blis(model="qwen/qwen3-14b", gpu="H100", tp=0)
+    text = (GROUNDTRUTH / "profiler-a100-80g.vllm.json").read_text()
+    latin = tmp_path / "profile.json"
+    latin.write_bytes(text.replace('"facebook/opt-66b"', '"facebook/opt-66b caf\u00e9"', 1).encode("latin-1"))
+    line = text[:text.index('"facebook/opt-66b"')].count("\n") + 1
+    with pytest.raises(ValueError, match=re.escape(f"{latin}: line {line}: byte 0xe9 is not UTF-8 text (a profile file "
+                                                   "saved in another encoding")):
+        wb.StepTimeModel.from_profile(latin, model="facebook/opt-13b")
+    yaml_file = tmp_path / "blis.yaml"
+    yaml_file.write_bytes("models:\n  - id: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"{yaml_file}: line 2: byte 0xe9 is not UTF-8")):
+        wb.StepTimeModel.from_blis(model="x", gpu="H100", path=yaml_file)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("0,0.0,10,3,0.5,0.1,0.7\n1,1.0,10,3,0.5,0.1,inf\n", "line 3, column e2e_s = inf is not finite"),
+    ("0,0.0,10,3,0.5,0.1,0.7\n1,inf,10,3,0.5,0.1,0.7\n", "line 3, column arrival_s = inf is not finite"),
+    ("0,5.0,10,3,0.5,0.1,0.7\n1,2.0,10,3,0.5,0.1,0.7\n2,-inf,10,3,0.5,0.1,0.7\n",
+     "line 4, column arrival_s = -inf is not finite"),   # the file's line, whatever the order by arrival
+    ("0,0.0,10,3,0.5,100,0.7\n", "line 2: tpot_s = 100 s, but (e2e_s - ttft_s) / (output_tokens - 1) = "
+                                 "(0.7 - 0.5) / 2 = 0.1 s"),
+    ("0,0.0,10,3,0.5,0.4,1.2\n", "line 2: tpot_s = 0.4 s, but (e2e_s - ttft_s) / (output_tokens - 1) = "
+                                  "(1.2 - 0.5) / 2 = 0.35 s"),
+    ("0,0.0,10,1,0.5,,0.5\n0,1.0,10,3,0.5,,0.7\n", "line 3, column tpot_s = nan is not finite"),
+])
+def test_serving_logs_refuse_infinite_and_inconsistent_times(tmp_path, rows, message):
+    (tmp_path / "run.csv").write_text(HEADER + rows)
+    with pytest.raises(wb.TraceFormatError, match=re.escape(message)):
+        wb.load_serving_log(tmp_path / "run.csv")
+
+
+def test_serving_log_files_a_folder_named_setup_json_and_latin1(tmp_path):
+    (tmp_path / "run.csv").write_text(HEADER + "0,0.0,10,3,0.5,0.1,0.7\n1,0.5,10,1,0.3,,0.3\n")
+    run = wb.load_serving_log(tmp_path / "run.csv")
+    assert np.isnan(run.measured["tpot_s"].iloc[1])   # one output token: TPOT undefined, allowed
+    (tmp_path / "setup.json").mkdir()
+    with pytest.raises(IsADirectoryError, match="setup.json: a folder, not a setup file"):
+        wb.load_serving_log(tmp_path / "run.csv")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.csv").write_bytes(HEADER.encode() + "0,0.0,10,3,0.5,0.1,0.7\n".encode())
+    (other / "setup.json").write_bytes('{"sim_config": {"scheduler": "continuous_fcfs"}, "note": "caf\u00e9"}'
+                                       .encode("latin-1"))
+    with pytest.raises(ValueError, match=re.escape(f"{other / 'setup.json'}: line 1: byte 0xe9 is not UTF-8")):
+        wb.load_serving_log(other / "run.csv")
+    (other / "setup.json").write_text('{"sim_config": {"scheduler": "continuous_fcfs", "max_num_seqs": "lots"}}')
+    with pytest.raises(ValueError, match=re.escape(f"{other / 'setup.json'}: sim_config is not a valid SimConfig: "
+                                                   "max_num_seqs: must be an integer >= 1, got 'lots'")):
+        wb.load_serving_log(other / "run.csv")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(HEADER.encode() + "0,0.0,10,3,0.5,0.1,0.7 \u00e9\n".encode("latin-1"))
+    with pytest.raises(wb.TraceFormatError, match=re.escape(f"{latin}: line 2: byte 0xe9 is not UTF-8")):
+        wb.load_serving_log(latin)
+
+
+@pytest.fixture(scope="module")
+def light_run():
+    return wb.load_serving_log(GROUNDTRUTH / "vllm-100-1.csv")
+
+
+def test_calibrate_takes_one_run_and_refuses_bad_options(light_run):
+    step = default_step_model()
+    one = wb.calibrate(step, light_run, max_iter=1)
+    listed = wb.calibrate(step, [light_run], max_iter=1)
+    assert one.coefficients().tolist() == listed.coefficients().tolist()
+    for kwargs, message in [
+            (dict(max_iter=0), "max_iter: must be an integer >= 1, got 0"),
+            (dict(max_iter=2.5), "max_iter: must be an integer >= 1 (a whole number"),
+            (dict(damping=0), "damping: must be in (0, 1], got 0"),
+            (dict(tol=float("nan")), "tol: must be a finite number > 0, got nan"),
+            (dict(thresholds=[16, "x"]), "thresholds: must be an integer >= 1, got 'x'"),
+            (dict(fit_token_overhead="no"), "fit_token_overhead: must be True or False, got 'no'"),
+            (dict(cfg="continuous_fcfs"), "cfg: must be a SimConfig, or None")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            wb.calibrate(step, [light_run], **kwargs)
+    with pytest.raises(TypeError, match="calibrate: runs must be a list of wb.load_serving_log"):
+        wb.calibrate(step, 3)
+
+
+def test_calibrate_refuses_a_run_with_an_infinite_measured_time(light_run):
+    measured = light_run.measured.copy()
+    measured.loc[7, "e2e_s"] = np.inf
+    broken = wb.ServingLog(light_run.name, light_run.path, light_run.trace, measured, light_run.config,
+                           light_run.setup)
+    with pytest.raises(ValueError, match=re.escape(f"{light_run.name}: request {measured['request_id'].iloc[7]}: "
+                                                   "measured e2e_s = inf, expected a finite number")):
+        wb.calibrate(default_step_model(), [broken], max_iter=1)
+
+
+def test_calibrate_and_compare_refuse_runs_nothing_of_which_is_served(light_run):
+    tiny = light_run.config.replace(kv_blocks=1)
+    with pytest.raises(ValueError, match="every request of vllm-100-1 is rejected by the replay's setup"):
+        wb.calibrate(default_step_model(), [light_run], tiny, max_iter=1)
+    res = wb.simulate(light_run.trace, tiny, latency=default_step_model())
+    assert res.summary["completed"] == 0
+    with pytest.raises(ValueError, match=re.escape("compare_to_measured: the simulation served none of the 100 "
+                                                   "requests of vllm-100-1 ({\"rejected: prompt+output tokens "
+                                                   "exceed the GPU's KV-cache capacity\": 100})")):
+        wb.compare_to_measured(res, light_run)
+
+
+def test_compare_to_measured_refuses_a_static_engine_result(light_run):
+    res = wb.simulate(light_run.trace, wb.SimConfig(scheduler="static_fifo"), latency=default_step_model())
+    with pytest.raises(ValueError, match="res must be a continuous-engine result .* got a static_fifo result"):
+        wb.compare_to_measured(res, light_run)
+    ok = wb.compare_to_measured(wb.simulate(light_run.trace, light_run.config, latency=default_step_model()),
+                                light_run)
+    assert isinstance(ok, pd.DataFrame) and len(ok) == 3
