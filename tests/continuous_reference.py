@@ -174,7 +174,7 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
                 break
         else:
             h += own_cached[g].get(r, 0)
-        return min(h, (tokens - 1) // bs)
+        return max(0, min(h, (tokens - 1) // bs))   # an empty prompt looks nothing up
 
     # ------------------------------------------------------------------ preemption, admission
     def preempt(g, victim, reserved):

@@ -135,7 +135,8 @@ vLLM never had this pair, and v0.2's admission tests (rule 4) keep counting all 
       request's block hashes, which include its generated tokens): it stops at the first block not
       registered, and never covers the whole sequence: at most ``(T - 1) // block_size`` blocks (``NOTE:
       When all tokens hit the cache, we must recompute the last token``), so a fully cached prompt whose
-      length is a multiple of ``block_size`` recomputes its whole last block.  The prefill computes ``T -
+      length is a multiple of ``block_size`` recomputes its whole last block (an empty prompt, which vLLM
+      refuses and the workbench serves, looks nothing up).  The prefill computes ``T -
       hit`` tokens; ``res.requests["cached_tokens"]`` is the hit of a request's first admission (vLLM's
       ``num_cached_tokens``).
   15. Cached blocks nobody holds are *free*: they count as free blocks for every test above and sit in
@@ -947,6 +948,8 @@ def _admission(g, r, tokens, budget, ci, path_off, path_node, node_first, node_b
         return 0, upto, _ceil_div(upto, bs, shift)
     h = cache_hit_blocks(path_off, path_node, node_blocks, cn, own, g, r)
     most = (tokens - 1) >> shift if shift >= 0 else (tokens - 1) // bs
+    if most < 0:
+        most = 0   # an empty prompt (0 tokens): nothing to look up
     hit = (h if h < most else most) * bs
     upto = hit + min(tokens - hit, budget)
     cost, _ = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, ci[CI_NODES], g,

@@ -627,7 +627,10 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
                                    log_capacity=step_log),
                   f"num_gpus={cfg.num_gpus} replicas x (block_size={cfg.block_size} + k_bins={n_bins} + ctrl_window="
                   f"{cfg.ctrl_window} + a finish heap of {heap:,}{cache}), and step_log={step_log}")
-    join_s = np.ascontiguousarray(join_s, dtype=np.float64)
+    # read-only whether or not an arrival overhead made a new array: one compiled signature, not two (the
+    # continuous engine takes tens of seconds to compile)
+    join_s = np.ascontiguousarray(join_s, dtype=np.float64).view()
+    join_s.flags.writeable = False
     _check_engine_arrays(join_s, prompt, output, np.asarray(bin_id), n_bins)
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
     (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(
