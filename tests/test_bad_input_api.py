@@ -451,3 +451,233 @@ def test_compare_to_measured_refuses_a_static_engine_result(light_run):
     ok = wb.compare_to_measured(wb.simulate(light_run.trace, light_run.config, latency=default_step_model()),
                                 light_run)
     assert isinstance(ok, pd.DataFrame) and len(ok) == 3
+
+
+# ---------------------------------------------------------------- issue 14's API: prefix caching, vLLM rules
+
+@pytest.mark.parametrize("field, value, message", [
+    ("prefix_caching", "yes", "prefix_caching: must be True or False, got 'yes'"),
+    ("prefix_caching", 2, "prefix_caching: must be True or False, got 2"),
+    ("kv_watermark", 1.0, "kv_watermark: must be a share of the KV blocks in [0, 1), got 1.0; None keeps vLLM's own"),
+    ("kv_watermark", -0.01, "kv_watermark: must be a share of the KV blocks in [0, 1), got -0.01"),
+    ("kv_watermark", float("nan"), "kv_watermark: must be a share of the KV blocks in [0, 1), got nan"),
+    ("kv_watermark", "high", "kv_watermark: must be a share of the KV blocks in [0, 1), or None, got 'high' (str)"),
+    ("kv_watermark", True, "kv_watermark: must be a share of the KV blocks in [0, 1), or None, got True (bool)"),
+    ("max_paddings", -1, "max_paddings: must be an integer >= 0, got -1"),
+    ("max_paddings", 2.5, "max_paddings: must be an integer >= 0 (a whole number: it is never rounded), got 2.5"),
+    ("max_paddings", "many", "max_paddings: must be an integer >= 0, got 'many' (str)"),
+    ("max_paddings", 2**40, "max_paddings: must be at most 2,147,483,647 (the compiled engine counts in 32-bit"),
+    ("prefix_affinity_margin", -1, "prefix_affinity_margin: must be an integer >= 0, got -1"),
+    ("prefix_affinity_margin", float("inf"), "prefix_affinity_margin: must be an integer >= 0 (a whole number"),
+    ("prefix_affinity_margin", None, "prefix_affinity_margin: must be an integer >= 0, got None (NoneType)"),
+])
+def test_issue14_config_fields_are_converted_or_refused_by_name(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        wb.SimConfig(scheduler="continuous_fcfs", **{field: value})
+
+
+def test_issue14_config_fields_take_clean_text_as_papermill_passes_it():
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", prefix_caching="true", kv_watermark="0.05", max_paddings="512",
+                       prefix_affinity_margin="4", router="prefix_affinity")
+    assert (cfg.prefix_caching, cfg.kv_watermark, cfg.max_paddings, cfg.prefix_affinity_margin) == (True, 0.05, 512, 4)
+    assert cfg == wb.SimConfig(scheduler="continuous_fcfs", prefix_caching=True, kv_watermark=0.05, max_paddings=512,
+                               prefix_affinity_margin=4, router="prefix_affinity")
+    assert wb.SimConfig(kv_watermark=None).kv_watermark is None   # vLLM's own default
+    with pytest.raises(ValueError, match="router: 'prefix_affinity' routes by cached prefixes and needs "
+                                         "prefix_caching=True"):
+        wb.SimConfig(scheduler="continuous_fcfs", router="prefix_affinity", prefix_caching="false")
+
+
+@pytest.mark.parametrize("hashes, message", [
+    ([1, 2], "prefix_hashes[0]: must be a list of block hashes, got 1; prefix_hashes is a list with one list of "
+             "block hashes per request, e.g. [[1, 2, 3], [1, 2, 7]]"),
+    ("1,2", "prefix_hashes: must be a list with one list of block hashes per request"),
+    ([[1], [2, 3], [4]], "prefix_hashes: must have one list per request, 2 in all, got 3; an empty list stands for "
+                         "a request without block hashes"),
+    ([[1, 2.5], [1]], "prefix_hashes[0][1]: must be an integer (a whole number: it is never rounded), got 2.5"),
+    ([[1], [float("nan")]], "prefix_hashes[1][0]: must be an integer (a whole number: it is never rounded), got nan"),
+    ([[1], [True]], "prefix_hashes[1][0]: must be an integer, got True (bool)"),
+    ([[1], ["x"]], "prefix_hashes[1][0]: must be an integer, got 'x' (str)"),
+    ([[1], [None]], "prefix_hashes[1][0]: must be an integer, got None (NoneType)"),
+    ([[1, [2, 3]], [1]], "prefix_hashes[0][1]: must be a number, got a nested list [2, 3] (list)"),
+    ([[2**64], [1]], "prefix_hashes[0][0] = 18,446,744,073,709,551,616 is outside the 64-bit range of block hashes"),
+    ([np.array([2**63], np.uint64), [1]], "prefix_hashes[0][0] = 9,223,372,036,854,775,808 is outside the 64-bit"),
+    ([np.array([[1, 2]]), [1]], "prefix_hashes[0]: must be a list of block hashes, got array([[1, 2]])"),
+    ([[1, 2, 3], [1]], "prefix_hashes[0] lists 3 blocks but its prompt of 1000 tokens has only 2 blocks of 512"),
+])
+def test_careless_prefix_hashes_are_refused_naming_the_request_and_position(hashes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        wb.Trace.from_arrays([0.0, 1.0], [1000, 600], [3, 3], prefix_hashes=hashes, prefix_block_tokens=512)
+
+
+@pytest.mark.parametrize("block_tokens, message", [
+    (0, "prefix_block_tokens: must be an integer >= 1, got 0; the prompt tokens one hash covers, e.g. 512"),
+    (-512, "prefix_block_tokens: must be an integer >= 1, got -512"),
+    ("abc", "prefix_block_tokens: must be an integer >= 1, got 'abc' (str)"),
+    (512.5, "prefix_block_tokens: must be an integer >= 1 (a whole number: it is never rounded), got 512.5"),
+    (True, "prefix_block_tokens: must be an integer >= 1, got True (bool)"),
+    (None, "prefix_hashes and prefix_block_tokens go together"),
+])
+def test_prefix_block_tokens_is_a_whole_count_of_tokens(block_tokens, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        wb.Trace.from_arrays([0.0, 1.0], [1000, 600], [3, 3], prefix_hashes=[[1], [1]],
+                             prefix_block_tokens=block_tokens)
+
+
+def test_prefix_hashes_read_exactly_in_any_integer_form_and_negative_ones_are_hashes_too():
+    """Hashes are identities: 64-bit values are never rounded through float, text and whole floats convert as
+    everywhere, and negative hashes (Python's hash() gives them) are accepted and behave as any other."""
+    big = 2**62 + 1   # float64 would round it onto 2**62
+    tr = wb.Trace.from_arrays([0.0, 1.0, 2.0], [1000, 600, 1000], [3, 3, 3], prefix_hashes=[
+        [big, -7], np.array([big], np.int64), ["4611686018427387905", 2.0]], prefix_block_tokens="512")
+    assert [list(h) for h in tr.prefix_hashes] == [[big, -7], [big], [big, 2]] and tr.prefix_block_tokens == 512
+    step = wb.StepTimeModel(prefill=(0.01, 1e-5, 0), decode=(0.01, 0, 0))
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", prefix_caching=True, kv_blocks=512)
+    shifted = wb.Trace.from_arrays([0.0, 1.0, 2.0], [1000, 600, 1000], [3, 3, 3],
+                                   prefix_hashes=[[5, 3], [5], [5, 9]], prefix_block_tokens=512)
+    got, expected = (wb.simulate(t, cfg, latency=step).requests for t in (tr, shifted))
+    # request 1 reuses request 0's first hash block (512 tokens = 32 blocks); request 2 too, not its second
+    assert got.cached_tokens.tolist() == expected.cached_tokens.tolist() == [0, 512, 512]
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_prefix_hashes_object_of_another_trace_is_refused_by_its_length():
+    other = wb.Trace.from_arrays([0.0], [1000], [3], prefix_hashes=[[1]], prefix_block_tokens=512)
+    with pytest.raises(ValueError, match=re.escape("prefix_hashes: must have one list per request, 2 in all, got 1")):
+        wb.Trace.from_arrays([0.0, 1.0], [1000, 600], [3, 3], prefix_hashes=other.prefix_hashes,
+                             prefix_block_tokens=512)
+    with pytest.raises(TypeError, match=re.escape("PrefixHashes.offsets: must be an int64 numpy array (build one "
+                                                  "with PrefixHashes.from_lists), got [0, 1] (list)")):
+        wb.PrefixHashes([0, 1], np.array([5]))
+
+
+def test_an_empty_prompt_with_prefix_caching_caches_nothing():
+    """A 0-token prompt (vLLM refuses it, the workbench serves it) used to report -block_size cached tokens."""
+    tr = wb.Trace.from_arrays([0.0, 0.1, 0.2], [40, 0, 40], [5, 4, 3], prefix_hashes=[[1, 2], [], [1, 2]],
+                              prefix_block_tokens=16)
+    for chunked in (False, True):
+        cfg = wb.SimConfig(scheduler="continuous_fcfs", prefix_caching=True, kv_blocks=64, block_size=16,
+                           chunked_prefill=chunked, max_num_batched_tokens=8 if chunked else 2048, max_num_seqs=4)
+        res = wb.simulate(tr, cfg, latency=wb.StepTimeModel(prefill=(0.01, 1e-5, 0), decode=(0.01, 0, 0)))
+        assert res.requests.cached_tokens.tolist() == [0, 0, 32], chunked   # the third hits the first's 2 blocks
+        assert res.summary["completed"] == 3
+        assert res.summary["prefix_hit_rate"] == pytest.approx(32 / 80)
+
+
+def test_the_prefix_cache_tables_are_checked_before_the_engine_allocates_them():
+    """replicas x prefix-tree nodes: 20,000 replicas of a 3,000-request Mooncake slice (55,287 nodes on
+    16-token blocks) would take 13 GB of cache bookkeeping alone; without caching the same setup is small."""
+    tr = wb.load_trace("mooncake_conv").head(3000)
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", prefix_caching=True, num_gpus=20_000, kv_blocks=4096)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=re.escape("num_gpus=20000 replicas x (block_size=16 + k_bins=1 + "
+                                                   "ctrl_window=8 + a finish heap of 256 + prefix cache of 55,287 "
+                                                   "prefix-tree nodes and up to 4,098 LRU records)")):
+        wb.simulate(tr, cfg)
+    assert time.perf_counter() - started < 30
+    assert wb.simulate(tr, cfg.replace(prefix_caching=False), step_log=0).summary["completed"] > 0
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((10, 1e-4, 2e-4), {}, "step_s: 10 s is implausibly large (at most 1 s expected): a unit mistake?"),
+    (("x", 1e-4, 2e-4), {}, "step_s: must be a finite number >= 0 s, got 'x' (str)"),
+    ((0.01, -1e-4, 2e-4), {}, "prefill_token_s: must be >= 0 s, got -0.0001"),
+    ((0.01, float("nan"), 2e-4), {}, "prefill_token_s: must be a finite number >= 0 s, got nan"),
+    ((0.01, 1e-4, 5.0), {}, "decode_request_s: 5 s is implausibly large (at most 0.1 s expected)"),
+    ((0.01, 1e-4, 2e-4, True), {}, "decode_context_token_s: must be a finite number >= 0 s, got True (bool)"),
+    ((0.01, 1e-4, 2e-4), dict(token_overhead_s=-1), "token_overhead_s: must be >= 0 s, got -1"),
+])
+def test_blis_style_coefficients_are_named_by_their_argument(args, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        wb.StepTimeModel.blis(*args, **kwargs)
+
+
+def test_step_time_s_takes_token_counts_only():
+    step = wb.StepTimeModel.blis(0.01, 1e-4, 2e-4, 1e-7)
+    # by hand: 0.01 + 1e-4 * 100 + 2e-4 * 2 + 1e-7 * (10 + 20)
+    assert step.step_time_s([100], [50], [10, 20]) == pytest.approx(0.020403)
+    assert step.step_time_s(["100"], context_lengths=[10.0, 20]) == pytest.approx(0.020403)
+    for kwargs, message in [
+            (dict(prompt_lengths=[1.5]), "prompt_lengths[0] = 1.5 is not a whole number of tokens"),
+            (dict(context_lengths=[-1]), "context_lengths[0] = -1 is negative"),
+            (dict(prompt_lengths=[10], prefix_lengths=[1, 2]), "prefix_lengths: must have 1 values, got 2"),
+            (dict(context_lengths=[5], prefix_lengths=[3]), "prefix_lengths: one per prompt piece, but "
+                                                            "prompt_lengths is empty"),
+            (dict(prompt_lengths=[np.nan]), "prompt_lengths[0] = nan is not finite"),
+            (dict(), "step_time_s: a step computes prompt tokens, decodes, or both")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            step.step_time_s(**kwargs)
+
+
+def test_a_blis_entry_with_a_fourth_beta_and_bad_coefficients(tmp_path):
+    entry = ("models:\n  - id: m\n    GPU: H100\n    tensor_parallelism: 1\n    vllm_version: vllm/vllm-openai:v0.8.4\n"
+             "    best_loss: 1.0\n    beta_coeffs: {beta}\n    alpha_coeffs: [100, 0.5, 20]\n")
+    path = tmp_path / "blis.yaml"
+    path.write_text(entry.format(beta="[6000, 20, 30, 0.004]"))
+    step = wb.StepTimeModel.from_blis(model="m", gpu="H100", path=path)
+    # microseconds to seconds: a step of 6 ms + 20 us per prefill token + 30 us per decode + 4 ns per context token
+    assert step.prefill == pytest.approx((6e-3, 2e-5, 0.0)) and step.decode == pytest.approx((6e-3, 4e-9, 3e-5))
+    assert step.step_time_s([100], context_lengths=[1000, 3000]) == pytest.approx(6e-3 + 2e-3 + 6e-5 + 1.6e-5)
+    for beta, message in [("[6000, 20]", "'beta_coeffs' must be a list of three or four numbers, got [6000, 20]"),
+                          ("[6000, 20, fast]", "'beta_coeffs'[2]: must be a finite number, got 'fast' (str)"),
+                          ("[6000, 20, .nan]", "'beta_coeffs'[2]: must be a finite number, got nan")]:
+        path.write_text(entry.format(beta=beta))
+        with pytest.raises(ValueError, match=re.escape(f"{path}: m H100 tp=1: {message}")):
+            wb.StepTimeModel.from_blis(model="m", gpu="H100", path=path)
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]', ],
+     "line 1: not a JSON object (Expecting ',' delimiter)"),
+    (['{"timestamp": 0, "input_length": 600, "hash_ids": [1, 2]}'],
+     "line 1: missing key(s) ['output_length']; a Mooncake request line has timestamp, input_length"),
+    (['[0, 600, 3, [1, 2]]'], "line 1: missing key(s) ['timestamp', 'input_length', 'output_length', 'hash_ids']"),
+    (['{"timestamp": NaN, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}'],
+     "line 1, key 'timestamp' = nan is not finite"),
+    (['{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}',
+      '{"timestamp": 9, "input_length": "many", "output_length": 3, "hash_ids": [1]}'],
+     "line 2, key 'input_length': found 'many' (str), expected a number (tokens)"),
+    (['{"timestamp": 0, "input_length": true, "output_length": 3, "hash_ids": [1]}'],
+     "line 1, key 'input_length': found True (bool), expected a number (tokens)"),
+    (['', '{"timestamp": 0, "input_length": 600, "output_length": 3.5, "hash_ids": [1, 2]}'],
+     "line 2, key 'output_length' = 3.5 is not a whole number of tokens"),   # the file's line, blanks counted
+    (['{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2.5]}'],
+     "line 1, key 'hash_ids'[1]: must be an integer (a whole number: it is never rounded), got 2.5"),
+    (['{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": 7}'],
+     "line 1, key 'hash_ids': must be a list of block hashes, got 7"),
+    (['{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2, 3]}'],
+     "line 1: 3 hash_ids for a prompt of 600 tokens (at most ceil(input_length / 512))"),
+    (['{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}', '',
+      '{"timestamp": 1, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}'],
+     "line 2: not a JSON object (Expecting value)"),
+    (['  ', ''], "empty file (only whitespace, 4 bytes), expected one JSON object per line with keys timestamp"),
+])
+def test_a_careless_mooncake_file_is_refused_naming_file_line_and_key(tmp_path, lines, message):
+    path = tmp_path / "trace.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(wb.TraceFormatError, match=re.escape(f"{path}: {message}")):
+        wb.load_trace(path)
+
+
+def test_a_mooncake_file_in_latin1_names_the_line_not_a_csv_column(tmp_path):
+    path = tmp_path / "trace.jsonl"
+    path.write_bytes('{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}\n'
+                     '{"timestamp": 1, "input_length": 600, "output_length": 3, "hash_ids": [1, 2], "x": "\u00e9"}\n'
+                     .encode("latin-1"))
+    with pytest.raises(wb.TraceFormatError, match=re.escape(f"{path}: line 2: byte 0xe9 is not UTF-8 text (a file "
+                                                            "saved in another encoding, e.g. Latin-1 or UTF-16, or a "
+                                                            "binary file); re-save it as UTF-8 JSON-lines")):
+        wb.load_trace(path)
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}\r\n'
+                    '{"timestamp": 1500, "input_length": 100, "output_length": 4, "hash_ids": [-3]}')   # no end newline
+    tr = wb.load_trace(good, use_real_timestamps=True)
+    assert tr.arrival_s.tolist() == [0.0, 1.5] and [list(h) for h in tr.prefix_hashes] == [[1, 2], [-3]]
+
+
+def test_a_replay_names_the_run_whose_cfg_is_not_a_sim_config(light_run):
+    from workbench.study.fidelity.calibration import replay_run
+
+    with pytest.raises(TypeError, match=re.escape("vllm-100-1: cfg: must be a SimConfig, got 'continuous_fcfs' "
+                                                  "(str)")):
+        replay_run(light_run, default_step_model(), "continuous_fcfs")

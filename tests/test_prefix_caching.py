@@ -39,9 +39,10 @@ def test_prefix_hashes_follow_sorting_slicing_and_scaling():
 @pytest.mark.parametrize("kwargs,message", [
     (dict(prefix_hashes=[[1]]), "go together"),
     (dict(prefix_block_tokens=512), "go together"),
-    (dict(prefix_hashes=[[1], [2]], prefix_block_tokens=512), "2 entries but there are 1 requests"),
+    (dict(prefix_hashes=[[1], [2]], prefix_block_tokens=512),
+     "prefix_hashes: must have one list per request, 1 in all, got 2"),
     (dict(prefix_hashes=[[1, 2, 3]], prefix_block_tokens=512), r"prefix_hashes\[0\] lists 3 blocks .* only 2 blocks"),
-    (dict(prefix_hashes=[["a"]], prefix_block_tokens=512), "integers"),
+    (dict(prefix_hashes=[["a"]], prefix_block_tokens=512), r"prefix_hashes\[0\]\[0\]: must be an integer, got 'a'"),
     (dict(prefix_hashes=[[1]], prefix_block_tokens=0), "prefix_block_tokens: must be an integer >= 1"),
 ])
 def test_bad_prefix_hashes_are_refused_with_the_reason(kwargs, message):
@@ -75,7 +76,7 @@ def test_a_malformed_mooncake_line_names_the_file_line_and_key(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [1, 2]}\n'
                     '{"timestamp": 5, "input_length": 600, "output_length": -3, "hash_ids": [1, 2]}\n')
-    with pytest.raises(wb.TraceFormatError, match=r"bad.jsonl: line 2, key 'output_length': found -3"):
+    with pytest.raises(wb.TraceFormatError, match=r"bad.jsonl: line 2, key 'output_length' = -3 is negative"):
         wb.load_trace(path)
 
 

@@ -30,6 +30,9 @@ Rules, the same everywhere:
   it), never the letters of a single string;
 * arrays: numeric, 1-D, finite, in range, whole where counts are meant; the error gives the position of the
   first bad value in the order the caller gave (``where`` maps it to a file line);
+* lists of integer lists (ragged, e.g. per request the hashes of its prompt's blocks): one flat list of whole
+  numbers per item, read exactly as 64-bit integers (never through float), the count of items checked; the
+  error names the item and the position in it (``where`` maps the item to a file line);
 * files and folders: a file must exist and not be a folder; a text file must be UTF-8 (the error names the
   file, line and byte); a folder to write into must not be a file and must be writable, checked without
   creating anything.
@@ -50,8 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["InvalidType", "array", "boolean", "choice", "existing_file", "instance", "integer", "integers",
-           "names", "number", "numbers", "read_text", "writable_folder"]
+__all__ = ["InvalidType", "array", "boolean", "choice", "existing_file", "instance", "integer", "integer_lists",
+           "integers", "names", "number", "numbers", "read_text", "writable_folder"]
 
 
 class InvalidType(TypeError, ValueError):
@@ -303,6 +306,77 @@ def array(values, name: str, *, integral: bool = False, low=None, high=None, hig
     if first is not None:
         raise ValueError(f"{place(first)} = {array_[first]:g} {problem}")
     return array_
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def integer_lists(values, name: str, *, length: int | None = None, per: str = "item", what: str = "integers",
+                  example: str = "[[1, 2], [1, 7]]", where: Callable[[int], str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One list of whole numbers per item (ragged), as ``(offsets, values)``: int64 arrays, item ``i`` is
+    ``values[offsets[i]:offsets[i + 1]]``.
+
+    Read exactly as 64-bit integers (a list of Python ints or an integer array never goes through float); an
+    empty list is an item with none.  Refused: anything but a list of lists (a flat list of numbers, text, a
+    dict), ``length`` items expected and another count found, and in an item booleans, fractions, NaN/inf,
+    text that is not a number, nested lists, values outside the 64-bit range.  The error names the item,
+    ``name[i]`` or ``where(i)``, and the position in it; ``per`` says what an item stands for ("request"),
+    ``what`` what the numbers are ("block hashes"), ``example`` shows the expected shape.
+    """
+    shape = f"a list with one list of {what} per {per}, e.g. {example}"
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable) \
+            or (isinstance(values, np.ndarray) and values.ndim == 0):
+        raise InvalidType(f"{name}: must be {shape}, got {_shown(values)}")
+    items = list(values)
+    if length is not None and len(items) != length:
+        raise ValueError(f"{name}: must have one list per {per}, {length:,} in all, got {len(items):,}; an empty "
+                         f"list stands for a {per} without {what}")
+    place = (lambda i: where(i)) if where is not None else (lambda i: f"{name}[{i}]")
+    counts = np.zeros(len(items), np.int64)
+    parts = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, bytes, dict)) or not isinstance(item, (Iterable, np.ndarray)) \
+                or (isinstance(item, np.ndarray) and item.ndim != 1):
+            raise InvalidType(f"{place(i)}: must be a list of {what}, got {_shown(item)}; {name} is {shape}")
+        array = _exact_integers(item, place(i), what)
+        counts[i] = array.size
+        parts.append(array)
+    offsets = np.zeros(len(items) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return offsets, flat.astype(np.int64, copy=False)
+
+
+def _exact_integers(item, place: str, what: str) -> np.ndarray:
+    """One item of :func:`integer_lists` as int64: integer arrays and lists of ints directly, anything else
+    value by value through :func:`integer`."""
+    plain = isinstance(item, (list, tuple)) and all(type(v) is int for v in item)
+    if isinstance(item, np.ndarray) and item.dtype.kind in "iu":
+        array = item
+    elif plain:
+        try:
+            array = np.asarray(item, dtype=np.int64) if item else np.zeros(0, np.int64)
+        except OverflowError:
+            array = None   # a value beyond 64 bits: found and named below
+    else:
+        array = None
+    if array is not None:
+        if array.dtype.kind == "u" and array.size and array.max() > _INT64.max:
+            j = int(np.argmax(array > _INT64.max))
+            raise ValueError(f"{place}[{j}] = {int(array[j]):,} is outside the 64-bit range of {what}; reduce the "
+                             "values, e.g. modulo 2**63")
+        return array.astype(np.int64, copy=False)
+    out = np.empty(len(item), np.int64)
+    for j, v in enumerate(item):
+        if isinstance(v, (list, tuple, np.ndarray)):
+            raise InvalidType(f"{place}[{j}]: must be a number, got a nested list {_shown(v)}")
+        value = integer(v, f"{place}[{j}]")
+        if not _INT64.min <= value <= _INT64.max:
+            raise ValueError(f"{place}[{j}] = {value:,} is outside the 64-bit range of {what}; reduce the values, "
+                             "e.g. modulo 2**63")
+        out[j] = value
+    return out
 
 
 def existing_file(path, name: str, *, what: str = "file") -> Path:

@@ -43,11 +43,13 @@ BLIS_DEFAULTS = DATA_DIR / "step_profiles" / "blis_defaults_e1a880a4.yaml"
 MS, US = 1e-3, 1e-6
 
 
-def _triple_of(entry: dict, key: str, where: str) -> tuple[float, float, float]:
+def _coefficients_of(entry: dict, key: str, where: str, sizes: tuple[int, ...] = (3,)) -> tuple[float, ...]:
+    """The list of ``sizes`` numbers under ``key`` (each a finite number, named by file, entry and position)."""
     value = entry.get(key)
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise ValueError(f"{where}: '{key}' must be a list of three numbers, got {value!r}")
-    return tuple(float(v) for v in value)
+    if not isinstance(value, (list, tuple)) or len(value) not in sizes:
+        count = " or ".join(("three", "four")[n - 3] if n in (3, 4) else str(n) for n in sizes)
+        raise ValueError(f"{where}: '{key}' must be a list of {count} numbers, got {value!r}")
+    return tuple(checks.number(v, f"{where}: '{key}'[{k}]") for k, v in enumerate(value))
 
 
 def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str, tp: int = 1) -> StepTimeModel:
@@ -77,9 +79,9 @@ def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str
             raise ValueError(f"{where}: missing '{key}'")
     ms = lambda t: tuple(v * MS for v in t)  # noqa: E731
     return StepTimeModel(
-        prefill=ms(_triple_of(entry, "prefill", where)),
-        decode=ms(_triple_of(entry, "decoding_smallbs", where)),
-        decode_large=ms(_triple_of(entry, "decoding_largebs", where)),
+        prefill=ms(_coefficients_of(entry, "prefill", where)),
+        decode=ms(_coefficients_of(entry, "decoding_smallbs", where)),
+        decode_large=ms(_coefficients_of(entry, "decoding_largebs", where)),
         decode_large_threshold=int(entry["decoding_large_small_bs_threshold"]),
         name=f"distserve {model} tp{tp}",
         source=f"{path} ({model}, tp={tp}; DistServe profile, ms -> s)",
@@ -147,12 +149,9 @@ def blis_profile(*, model: str, gpu: str, tp: int = 1, vllm_version: str | None 
         raise ValueError(f"{path}: no model {model!r}; it has {', '.join(sorted({str(m.get('id')) for m in entries}))}")
     best = min(matches, key=lambda m: float(m["best_loss"]) if m.get("best_loss") is not None else math.inf)
     where = f"{path}: {best['id']} {best['GPU']} tp={best['tensor_parallelism']}"
-    beta = best.get("beta_coeffs")
-    if isinstance(beta, (list, tuple)) and len(beta) == 4:   # a fourth beta: per token of decode context
-        b0, b1, b2, b3 = (float(v) for v in beta)
-    else:
-        (b0, b1, b2), b3 = _triple_of(best, "beta_coeffs", where), 0.0
-    a0, a1, a2 = _triple_of(best, "alpha_coeffs", where)
+    # a fourth beta, when an entry has one: per token of decode context
+    b0, b1, b2, b3 = (*_coefficients_of(best, "beta_coeffs", where, sizes=(3, 4)), 0.0)[:4]
+    a0, a1, a2 = _coefficients_of(best, "alpha_coeffs", where)
     version = str(best.get("vllm_version", "")).rsplit(":", 1)[-1]
     loss = best.get("best_loss")
     if len(matches) > 1:

@@ -158,6 +158,11 @@ class StepTimeModel:
         decode_context_token_s * (sum of the decodes' contexts)`` seconds, whatever the step mixes (BLIS's beta
         vector plus a decode-context term): ``prefill = (step_s, prefill_token_s, 0)``, ``decode = (step_s,
         decode_context_token_s, decode_request_s)``."""
+        step_s, prefill_token_s, decode_request_s, decode_context_token_s = (
+            checks.number(value, name, low=0, unit="s", sane_high=bound, sane_hint=_UNIT_HINT)
+            for value, name, bound in ((step_s, "step_s", _FIXED_S), (prefill_token_s, "prefill_token_s", _PER_TOKEN_S),
+                                       (decode_request_s, "decode_request_s", _PER_REQUEST_S),
+                                       (decode_context_token_s, "decode_context_token_s", _PER_CONTEXT_S)))
         return cls(prefill=(step_s, prefill_token_s, 0.0), decode=(step_s, decode_context_token_s, decode_request_s),
                    arrival_overhead_s=arrival_overhead_s, token_overhead_s=token_overhead_s, name=name, source=source)
 
@@ -179,13 +184,17 @@ class StepTimeModel:
         """Time of a step computing prompt pieces (``prompt_lengths`` tokens after ``prefix_lengths`` already in
         the cache) and decoding requests of ``context_lengths``: the fixed cost once (``max(a_p, a_d)`` when it
         has both), then both variable parts."""
-        l = np.asarray(prompt_lengths, dtype=np.float64)
-        ctx = np.asarray(context_lengths, dtype=np.float64)
+        l = checks.array(prompt_lengths, "prompt_lengths", integral=True, low=0, what="tokens")
+        ctx = checks.array(context_lengths, "context_lengths", integral=True, low=0, what="tokens")
         if l.size == 0 and ctx.size == 0:
-            raise ValueError("step_time_s: a step computes prompt tokens, decodes, or both")
+            raise ValueError("step_time_s: a step computes prompt tokens, decodes, or both; prompt_lengths and "
+                             "context_lengths are both empty")
         if l.size == 0:
+            if prefix_lengths is not None and np.size(prefix_lengths):
+                raise ValueError("prefix_lengths: one per prompt piece, but prompt_lengths is empty")
             return self.decode_time_s(ctx)
-        p = np.zeros_like(l) if prefix_lengths is None else np.asarray(prefix_lengths, dtype=np.float64)
+        p = np.zeros_like(l) if prefix_lengths is None else checks.array(
+            prefix_lengths, "prefix_lengths", integral=True, low=0, length=l.size, what="tokens")
         a_p, b_p, c_p = self.prefill
         prefill_part = b_p * l.sum() + c_p * (l * (p + l)).sum()
         if ctx.size == 0:

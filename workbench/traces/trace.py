@@ -113,39 +113,31 @@ class PrefixHashes:
     ids: np.ndarray
 
     def __post_init__(self) -> None:
+        for name in ("offsets", "ids"):
+            checks.instance(getattr(self, name), f"PrefixHashes.{name}", np.ndarray,
+                            expected="an int64 numpy array (build one with PrefixHashes.from_lists)")
+        if self.ids.dtype != np.int64 or self.ids.ndim != 1:
+            raise ValueError("PrefixHashes.ids: must be a 1-D int64 array (build one with PrefixHashes.from_lists)")
         if self.offsets.dtype != np.int64 or self.offsets.ndim != 1 or self.offsets.size < 1 \
                 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0) or self.offsets[-1] != self.ids.size:
-            raise ValueError("PrefixHashes.offsets must be non-decreasing int64 from 0 to len(ids)")
-        if self.ids.dtype != np.int64 or self.ids.ndim != 1:
-            raise ValueError("PrefixHashes.ids must be a 1-D int64 array")
+            raise ValueError("PrefixHashes.offsets: must be non-decreasing int64 from 0 to len(ids) (build one with "
+                             "PrefixHashes.from_lists)")
         self.offsets.flags.writeable = False
         self.ids.flags.writeable = False
 
     @classmethod
-    def from_lists(cls, lists, name: str = "prefix_hashes") -> PrefixHashes:
-        """From a sequence of sequences of integers (one per request), e.g. ``[[1, 2, 3], [1, 2, 7]]``."""
+    def from_lists(cls, lists, name: str = "prefix_hashes", *, length: int | None = None,
+                   where=None) -> PrefixHashes:
+        """From one list of integers per request, e.g. ``[[1, 2, 3], [1, 2, 7]]`` (``length``: how many requests
+        there must be; ``where(i)`` names request ``i``'s place in a file).  Any 64-bit integers are hashes,
+        negative ones too (Python's ``hash()`` gives them); checked by :func:`workbench.checks.integer_lists`."""
         if isinstance(lists, PrefixHashes):
+            if length is not None and len(lists) != length:
+                raise ValueError(f"{name}: must have one list per request, {length:,} in all, got {len(lists):,}")
             return lists
-        if isinstance(lists, (str, bytes)) or not hasattr(lists, "__len__"):
-            raise ValueError(f"{name} must be a sequence with one sequence of block hashes (integers) per "
-                             f"request, got {type(lists).__name__}")
-        counts = np.empty(len(lists), np.int64)
-        parts = []
-        for i, item in enumerate(lists):
-            try:
-                array = np.asarray(item)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name}[{i}]: {exc}") from None
-            if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
-                raise ValueError(f"{name}[{i}] must be a flat sequence of integers (block hashes), got {item!r}")
-            if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
-                raise ValueError(f"{name}[{i}]: hash values must fit in 64-bit signed integers")
-            counts[i] = array.size
-            parts.append(array.astype(np.int64))
-        offsets = np.zeros(len(lists) + 1, np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return cls(offsets, ids.astype(np.int64))
+        offsets, ids = checks.integer_lists(lists, name, length=length, per="request", what="block hashes",
+                                            example="[[1, 2, 3], [1, 2, 7]]", where=where)
+        return cls(offsets, ids)
 
     @property
     def counts(self) -> np.ndarray:
@@ -275,8 +267,9 @@ class Trace:
         ``arrival_s`` is in seconds; datetime64 / timedelta64 arrays (or pandas timestamps) are converted
         to seconds, never taken as raw integers.  ``prefix_hashes``: per request, the hashes (integers) of
         its prompt's consecutive blocks of ``prefix_block_tokens`` tokens, e.g. ``[[1, 2, 3], [1, 2, 7]]``
-        (two prompts sharing their first two blocks); a request may list fewer blocks than its prompt has
-        (the rest is its own), never more than ``ceil(prompt_tokens / prefix_block_tokens)``.
+        (two prompts sharing their first two blocks); any 64-bit integers, negative ones too, read exactly; a
+        request may list fewer blocks than its prompt has (the rest is its own), never more than
+        ``ceil(prompt_tokens / prefix_block_tokens)``.
         """
         source = checks.instance(source, "source", str, expected="a text label")
         synthetic = checks.boolean(synthetic, "synthetic")
@@ -299,11 +292,8 @@ class Trace:
             if prefix_hashes is None or prefix_block_tokens is None:
                 raise ValueError("prefix_hashes and prefix_block_tokens go together: give both (the hashes of each "
                                  "prompt's blocks and the tokens one hash covers, e.g. 512) or neither")
-            prefix_block_tokens = checks.integer(prefix_block_tokens, "prefix_block_tokens", low=1, high=_INT32_MAX)
-            hashes = PrefixHashes.from_lists(prefix_hashes)
-            if len(hashes) != arrays["arrival_s"].size:
-                raise ValueError(f"prefix_hashes has {len(hashes)} entries but there are {arrays['arrival_s'].size} "
-                                 "requests; give one list of block hashes per request (an empty list for none)")
+            prefix_block_tokens = _block_tokens(prefix_block_tokens)
+            hashes = PrefixHashes.from_lists(prefix_hashes, length=arrays["arrival_s"].size)
         order = np.argsort(arrays["arrival_s"], kind="stable")
         arrival = arrays["arrival_s"][order]
         if arrival.size:
@@ -377,17 +367,6 @@ def _plain_numbers(values, name: str) -> np.ndarray:
     return array
 
 
-def _check_values(array: np.ndarray, name: str, *, integral: bool) -> None:
-    problems = [(~np.isfinite(array), "is not finite"), (array < 0, "is negative")]
-    if integral:
-        problems += [(array != np.floor(array), "is not a whole number of tokens"),
-                     (array > _INT32_MAX, f"is more than {_INT32_MAX:,} tokens (the simulator counts in int32)")]
-    for bad, what in problems:
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"{name}[{i}] = {array[i]:g} {what}")
-
-
 def _fingerprint(source: str, *arrays: np.ndarray) -> str:
     digest = hashlib.blake2b(source.encode(), digest_size=8)
     for array in arrays:
@@ -395,10 +374,18 @@ def _fingerprint(source: str, *arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def _block_tokens(value) -> int:
+    return checks.integer(value, "prefix_block_tokens", low=1, high=_INT32_MAX,
+                          hint="the prompt tokens one hash covers, e.g. 512 for Mooncake's traces")
+
+
 def _check_prefix_hashes(hashes: PrefixHashes, block_tokens: int, prompt_tokens: np.ndarray) -> None:
+    checks.instance(hashes, "prefix_hashes", PrefixHashes,
+                    expected="a PrefixHashes (build the trace with Trace.from_arrays(..., prefix_hashes=...))")
     if len(hashes) != prompt_tokens.size:
-        raise ValueError(f"prefix_hashes has {len(hashes)} entries for {prompt_tokens.size} requests")
-    block_tokens = checks.integer(block_tokens, "prefix_block_tokens", low=1, high=_INT32_MAX)
+        raise ValueError(f"prefix_hashes: must have one list per request, {prompt_tokens.size:,} in all, got "
+                         f"{len(hashes):,}")
+    block_tokens = _block_tokens(block_tokens)
     blocks = -(-prompt_tokens.astype(np.int64) // int(block_tokens))
     over = hashes.counts > blocks
     if over.any():
@@ -695,8 +682,12 @@ class _Text:
         return io.BytesIO(self.data)
 
 
-def _read_text(file: Path) -> _Text:
-    """The file's bytes (gzip decompressed), checked to be UTF-8, leading blank lines skipped."""
+CSV, JSONL = "CSV", "JSON-lines"
+
+
+def _read_text(file: Path, kind: str = CSV) -> _Text:
+    """The file's bytes (gzip decompressed), checked to be UTF-8, leading blank lines skipped (``kind``: the
+    format, for the messages)."""
     with open(file, "rb") as f:
         magic = f.read(4)
     if magic.startswith(_GZIP_MAGIC):
@@ -705,14 +696,15 @@ def _read_text(file: Path) -> _Text:
                 raw = f.read()
         except (OSError, EOFError, zlib.error) as exc:
             raise TraceFormatError(f"{file}: a gzip file that cannot be decompressed ({exc}); "
-                                   "check the download, or decompress it with gunzip and load the CSV") from None
+                                   f"check the download, or decompress it with gunzip and load the {kind} file") \
+                from None
     elif magic == _ZIP_MAGIC:
-        raise TraceFormatError(f"{file}: a zip archive, not a CSV; unzip it and load the CSV inside")
+        raise TraceFormatError(f"{file}: a zip archive, not a {kind} file; unzip it and load the file inside")
     else:
         raw = file.read_bytes()
     if raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM):]
-    _check_utf8(file, raw)
+    _check_utf8(file, raw, kind)
     start, blank = 0, 0
     while True:
         end = raw.find(b"\n", start)
@@ -721,7 +713,9 @@ def _read_text(file: Path) -> _Text:
             break
         if end < 0:
             what = "empty file" if not raw else f"empty file (only whitespace, {len(raw)} bytes)"
-            raise TraceFormatError(f"{file}: {what}, expected a header line such as {','.join(SCHEMAS[0].columns)}")
+            expected = (f"a header line such as {','.join(SCHEMAS[0].columns)}" if kind == CSV else
+                        f"one JSON object per line with keys {', '.join(MOONCAKE_KEYS)}")
+            raise TraceFormatError(f"{file}: {what}, expected {expected}")
         start, blank = end + 1, blank + 1
     if blank:
         logger.info("%s: skipping %d blank line(s) before the header", file, blank)
@@ -739,20 +733,20 @@ def _without_trailing_blank_lines(data: bytes) -> bytes:
     return data[:end]
 
 
-def _check_utf8(file: Path, raw: bytes) -> None:
+def _check_utf8(file: Path, raw: bytes, kind: str = CSV) -> None:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         at = exc.start
         line = raw.count(b"\n", 0, at) + 1
         where = f"line {line}"
-        if line > 1:  # name the column from the header (which decoded: it comes first)
+        if line > 1 and kind == CSV:  # name the column from the header (which decoded: it comes first)
             header = raw[: raw.find(b"\n")].decode("utf-8").split(",")
             field_index = raw.count(b",", raw.rfind(b"\n", 0, at) + 1, at)
             where += f", column {header[field_index].strip()!r}" if field_index < len(header) else ""
         raise TraceFormatError(
             f"{file}: {where}: byte 0x{raw[at]:02x} is not UTF-8 text (a file saved in another encoding, e.g. "
-            "Latin-1 or UTF-16, or a binary file); re-save it as UTF-8 CSV") from None
+            f"Latin-1 or UTF-16, or a binary file); re-save it as UTF-8 {kind}") from None
 
 
 def _schema_for(text: _Text) -> _Schema:
@@ -821,48 +815,47 @@ def _is_jsonl(file: Path) -> bool:
 def _parse_jsonl(file: Path) -> _Rows:
     """A Mooncake trace (kvcache-ai/Mooncake ``FAST25-release/traces``): one JSON object per line,
     ``{"timestamp": ms, "input_length": tokens, "output_length": tokens, "hash_ids": [...]}``, ``hash_ids`` the
-    hashes of the prompt's consecutive 512-token blocks."""
+    hashes of the prompt's consecutive 512-token blocks.  Every bad value is named by file, line and key."""
     import json
 
     started = time.perf_counter()
-    text = _read_text(file)
-    lines = text.data.decode("utf-8").splitlines()
+    text = _read_text(file, kind=JSONL)
+    lines = text.data.decode("utf-8").split("\n")   # not splitlines: JSON text may hold other line breaks
+    if not lines[-1].strip():
+        lines.pop()   # the last line's newline (blank lines after it are gone already)
     n = len(lines)
-    timestamp = np.empty(n, np.float64)
-    request = np.empty(n, np.int64)
-    response = np.empty(n, np.int64)
-    hashes = []
+    columns = {key: np.empty(n, dtype=object) for key in MOONCAKE_KEYS}
     for i, line in enumerate(lines):
-        where = f"{file}: line {text.line(i - 1)}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TraceFormatError(f"{where}: not a JSON object ({exc.msg}); expected one Mooncake request per "
-                                   f"line with keys {', '.join(MOONCAKE_KEYS)}") from None
-        if not isinstance(row, dict) or any(k not in row for k in MOONCAKE_KEYS):
-            missing = [k for k in MOONCAKE_KEYS if not isinstance(row, dict) or k not in row]
-            raise TraceFormatError(f"{where}: missing key(s) {missing}; a Mooncake request line has "
-                                   f"{', '.join(MOONCAKE_KEYS)}")
-        for key, out in (("timestamp", timestamp), ("input_length", request), ("output_length", response)):
-            value = row[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0 or (key != "timestamp" and value != int(value)):
-                raise TraceFormatError(f"{where}, key {key!r}: found {value!r}, expected "
-                                       + ("a time in ms >= 0" if key == "timestamp" else "a whole number of tokens >= 0"))
-            out[i] = value
-        ids = row["hash_ids"]
-        if not isinstance(ids, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in ids):
-            raise TraceFormatError(f"{where}, key 'hash_ids': expected a list of integers, got {ids!r:.80}")
-        if len(ids) > -(-int(request[i]) // MOONCAKE_BLOCK_TOKENS):
-            raise TraceFormatError(f"{where}: {len(ids)} hash_ids for a prompt of {int(request[i])} tokens (at most "
-                                   f"ceil(input_length / {MOONCAKE_BLOCK_TOKENS}))")
-        hashes.append(ids)
-    if n == 0:
-        raise TraceFormatError(f"{file}: no requests (an empty JSON-lines file)")
-    if request.max() > _INT32_MAX or response.max() > _INT32_MAX:
-        raise TraceFormatError(f"{file}: a token count above {_INT32_MAX:,} (the simulator counts in int32)")
-    rows = _Rows(timestamp / 1000.0, request.astype(np.int32), response.astype(np.int32),
-                 prefix_hashes=PrefixHashes.from_lists(hashes), prefix_block_tokens=MOONCAKE_BLOCK_TOKENS)
+            raise TraceFormatError(f"{file}: line {text.line(i - 1)}: not a JSON object ({exc.msg}); expected one "
+                                   f"Mooncake request per line with keys {', '.join(MOONCAKE_KEYS)}") from None
+        missing = [k for k in MOONCAKE_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise TraceFormatError(f"{file}: line {text.line(i - 1)}: missing key(s) {missing}; a Mooncake request "
+                                   f"line has {', '.join(MOONCAKE_KEYS)}")
+        for key in MOONCAKE_KEYS:
+            columns[key][i] = row[key]
+
+    def at(key: str):
+        return lambda i: f"{file}: line {text.line(i - 1)}, key {key!r}"
+
+    try:
+        timestamp_ms = checks.array(columns["timestamp"], "timestamp", low=0, where=at("timestamp"), what="ms")
+        request, response = (checks.array(columns[key], key, integral=True, low=0, high=_INT32_MAX,
+                                          high_why="tokens (the simulator counts in int32)", where=at(key),
+                                          what="tokens") for key in ("input_length", "output_length"))
+        hashes = PrefixHashes.from_lists(columns["hash_ids"], "hash_ids", where=at("hash_ids"))
+    except ValueError as exc:   # InvalidType too: a ValueError
+        raise TraceFormatError(str(exc)) from None
+    over = hashes.counts > -(-request.astype(np.int64) // MOONCAKE_BLOCK_TOKENS)
+    if over.any():
+        i = int(np.argmax(over))
+        raise TraceFormatError(f"{file}: line {text.line(i - 1)}: {int(hashes.counts[i])} hash_ids for a prompt of "
+                               f"{int(request[i])} tokens (at most ceil(input_length / {MOONCAKE_BLOCK_TOKENS}))")
+    rows = _Rows(timestamp_ms / 1000.0, request.astype(np.int32), response.astype(np.int32),
+                 prefix_hashes=hashes, prefix_block_tokens=MOONCAKE_BLOCK_TOKENS)
     logger.info("parsed %s (Mooncake JSON lines): %d rows in %.2f s", file.name, n, time.perf_counter() - started)
     return rows
 
