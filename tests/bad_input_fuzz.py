@@ -3,13 +3,17 @@
 ``tests/test_bad_input_fuzz.py`` runs this file in a subprocess, so a segfault or a hang in a compiled engine
 fails that test instead of killing pytest.  Hypothesis feeds random finite and non-finite arrays, dtypes and
 parameter values through ``Trace``, ``simulate`` (every registered scheduler and router: read from the
-registries at run time, so ones added later are covered), ``capacity`` and ``calibrate``.  Each call must
+registries at run time, so ones added later are covered; prefix caching on and off, traces with and without
+random prefix hashes, good or careless), ``capacity`` and ``calibrate`` (chunked prefill and prefix caching
+too).  Each call must
 either raise a ``ValueError``/``TypeError`` whose message names the argument or field at fault, or return a
 result whose invariants hold: every request completed or rejected (none lost, none twice), finite times for
 the completed ones, finite summary rates.  Anything else (another exception type, an anonymous message, a
 crash, a hang) fails.  A watchdog (``faulthandler``) ends the process with a traceback if one call hangs.
 
-Prints one JSON line: the number of examples per target and how their outcomes split.
+Prints one JSON line: the number of examples per target, how their outcomes split, and how often the
+prefix cache was really exercised (``exercised``: results with prefix caching on a trace with hashes, with
+the ``prefix_affinity`` router, with cache hits).
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, database=None, dead
 
 # what an error may name: the arguments and fields of the public API
 NAMES = ({f.name for f in dataclasses.fields(wb.SimConfig)} | {f.name for f in dataclasses.fields(wb.StepTimeModel)}
-         | {"arrival_s", "prompt_tokens", "output_tokens", "trace", "latency", "config", "step_log", "source",
+         | {"arrival_s", "prompt_tokens", "output_tokens", "prefix_hashes", "prefix_block_tokens", "trace",
+            "latency", "config", "step_log", "source",
             "synthetic", "factor", "attainment", "criterion", "resolution", "scale_bounds", "start", "max_probes",
             "scan_factor", "ttft_s", "tpot_s", "capacity", "runs", "cfg", "max_iter", "tol", "damping",
             "prior_weight", "thresholds", "min_steps", "overhead_min_gain", "hold", "measured", "request",
             "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb"})
 outcomes: Counter = Counter()
+exercised: Counter = Counter()   # results that ran the prefix cache (so the test can check it was really fuzzed)
 
 
 def _named(message: str) -> bool:
@@ -108,14 +114,66 @@ def raw_arrays(draw, max_size: int = 25):
     return as_dtype(arrival, kinds[0]), as_dtype(prompt, kinds[1]), as_dtype(output, kinds[2])
 
 
+hash_values = st.one_of(st.integers(-3, 3), st.sampled_from([2**63 - 1, -2**63, 2**63, 2**70, 1.0, 2.5, math.nan,
+                                                               True, "7", "x", None, [1]]))
+GOOD_BLOCK_TOKENS, BAD_BLOCK_TOKENS = [1, 16, 512, "512", 7.0], [None, 0, -1, 2.5, math.nan, True, "abc"]
+
+
+@st.composite
+def raw_prefix_hashes(draw, n: int):
+    """prefix_hashes as a careless user may give them: ragged lists of any values, the wrong count of lists,
+    a flat list, text, a numpy array; or None."""
+    # (hypothesis leans to the first choices: the valid shapes come first)
+    kind = draw(st.sampled_from(["lists", "array", "lists", "none", "flat", "text", "short", "long"]))
+    if kind == "none":
+        return None
+    if kind == "flat":
+        return draw(st.lists(hash_values, max_size=n))
+    if kind == "text":
+        return "1,2,3"
+    count = n - 1 if kind == "short" else n + 1 if kind == "long" else n
+    clean = not draw(st.booleans())   # half the draws hold only integers (the count and the prompts decide)
+    lists = [draw(st.lists(st.integers(-3, 3) if clean or draw(st.integers(0, 2)) else hash_values, max_size=6))
+             for _ in range(max(count, 0))]
+    if kind == "array":
+        return [np.asarray([v for v in item if isinstance(v, int) and -2**63 <= v < 2**63], np.int64)
+                for item in lists]
+    return lists
+
+
+@st.composite
+def prefix_structure(draw, prompt: list):
+    """Hashes consistent with ``prompt`` (each request a path in a small tree of full blocks, its partial last
+    block under a hash of its own), or now and then random ones (which a trace may refuse by name)."""
+    block_tokens = draw(st.sampled_from([1, 7, 16, 512]))
+    hashes = []
+    for i, tokens in enumerate(prompt):
+        full = min(tokens // block_tokens, 6)
+        chain = draw(st.lists(st.integers(-2, 2), min_size=0, max_size=full))
+        if len(chain) == tokens // block_tokens and tokens % block_tokens and draw(st.booleans()):
+            chain.append(10**6 + i)   # the partial last block: never shared
+        hashes.append(chain)
+    if draw(st.integers(0, 5)) == 0:
+        hashes = [draw(st.lists(st.integers(0, 2), max_size=4)) for _ in prompt]
+    return hashes, block_tokens
+
+
 @st.composite
 def good_traces(draw, max_size: int = 25):
-    """Valid traces: what the invariants are checked on (bad ones are the Trace target's business)."""
+    """Valid traces: what the invariants are checked on (bad ones are the Trace target's business); most of
+    them with prefix hashes."""
     n = draw(st.integers(1, max_size))
     gaps = draw(st.lists(st.one_of(st.floats(0, 5), st.just(0.0)), min_size=n, max_size=n))
     prompt = draw(st.lists(st.integers(0, 4000), min_size=n, max_size=n))
     output = draw(st.lists(st.integers(0, 600), min_size=n, max_size=n))
     scale = draw(st.sampled_from([1.0, 1e-3, 1e3, 1e6]))
+    if draw(st.integers(0, 3)):
+        hashes, block_tokens = draw(prefix_structure(prompt))
+        trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(
+            np.cumsum(gaps) * scale, prompt, output, source="fuzz", prefix_hashes=hashes,
+            prefix_block_tokens=block_tokens))
+        if trace is not None:
+            return trace
     return wb.Trace.from_arrays(np.cumsum(gaps) * scale, prompt, output, source="fuzz")
 
 
@@ -141,6 +199,10 @@ CONFIG_FIELDS = {
     "predictor": field_values(["oracle", "noisy", "prompt_power_law"], ["magic"]),
     "predictor_sigma": field_values([0.0, 0.5, 9.0], [-1, 1e9]),
     "spread_idle": field_values([True, False], ["yes"]),
+    "prefix_caching": field_values([True, False, "true"], ["yes", 2, None]),
+    "kv_watermark": field_values([None, 0.0, 0.01, 0.5], [1.0, -0.01, math.nan, "high", True]),
+    "max_paddings": field_values([0, 1, 256], [-1, 2.5, "many"]),
+    "prefix_affinity_margin": field_values([0, 1, 16], [-1, 0.5, math.inf]),
 }
 
 
@@ -148,6 +210,9 @@ CONFIG_FIELDS = {
 def configs(draw):
     """A SimConfig's keyword arguments: a registered scheduler and router, and some fields, good or bad."""
     kwargs = {"scheduler": draw(st.sampled_from(sorted(SCHEDULERS))), "router": draw(st.sampled_from(sorted(ROUTERS)))}
+    # prefix_affinity needs prefix caching: on for it but now and then (to see it refused), mostly on else
+    kwargs["prefix_caching"] = draw(st.integers(0, 7)) > 0 if kwargs["router"] == "prefix_affinity" \
+        else draw(st.integers(0, 3)) > 0
     for name in draw(st.lists(st.sampled_from(sorted(CONFIG_FIELDS)), max_size=5, unique=True)):
         kwargs[name] = draw(CONFIG_FIELDS[name])
     return kwargs
@@ -187,6 +252,20 @@ def check_result(res, trace) -> None:
         for column in ("ttft_s", "e2e_s"):
             values = np.asarray(res.continuous[column])[completed]
             assert np.isfinite(values).all() and (values >= -1e-9).all(), f"{column}: {values}"
+        cached = np.asarray(res.continuous["cached_tokens"])
+        prompt = np.asarray(trace.prompt_tokens)
+        bs = res.config.block_size
+        assert (cached >= 0).all() and (cached % bs == 0).all(), "cached tokens not in whole blocks"
+        assert (cached[prompt > 0] < prompt[prompt > 0]).all() and (cached[prompt == 0] == 0).all(), \
+            "a cache hit covered a whole prompt (its last token is always computed)"
+        rate = res.summary["prefix_hit_rate"]
+        assert math.isnan(rate) or 0 <= rate < 1, rate
+        if not res.config.prefix_caching:
+            assert not cached.any(), "cached tokens without prefix caching"
+        elif trace.has_prefixes:
+            exercised["prefix caching, trace with hashes"] += 1
+            exercised["prefix_affinity router"] += res.config.router == "prefix_affinity"
+            exercised["cache hits"] += bool(cached.any())
     for key in ("throughput_rps", "goodput_rps", "offered_rps"):
         if key in res.summary:
             assert not math.isinf(res.summary[key]), (key, res.summary[key])
@@ -214,6 +293,31 @@ def fuzz_trace(arrays, scale, synthetic):
         assert np.isfinite(scaled.arrival_s).all()
 
 
+@settings(SETTINGS, max_examples=2 * EXAMPLES)   # cheap: no simulation
+@given(n=st.integers(0, 12), data=st.data())
+def fuzz_trace_hashes(n, data):
+    """Valid arrays with careless prefix hashes and block sizes: a clear error, or a trace whose hashes are
+    one int64 list per request, never more blocks than the prompt has, kept in order by sorting and slicing."""
+    arrival = data.draw(st.lists(st.floats(0, 100), min_size=n, max_size=n))
+    prompt = data.draw(st.lists(st.integers(0, 3000), min_size=n, max_size=n))
+    hashes = data.draw(raw_prefix_hashes(n))
+    block_tokens = data.draw(st.sampled_from(GOOD_BLOCK_TOKENS if data.draw(st.integers(0, 2)) else BAD_BLOCK_TOKENS))
+    trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(
+        arrival, prompt, [1] * n, prefix_hashes=hashes, prefix_block_tokens=block_tokens))
+    if trace is None or not trace.has_prefixes:
+        return
+    exercised["Trace with hashes"] += 1
+    assert len(trace.prefix_hashes) == len(trace) and trace.prefix_hashes.ids.dtype == np.int64
+    assert isinstance(trace.prefix_block_tokens, int) and trace.prefix_block_tokens >= 1
+    blocks = -(-trace.prompt_tokens.astype(np.int64) // trace.prefix_block_tokens)
+    assert (trace.prefix_hashes.counts <= blocks).all()
+    order = np.argsort(arrival, kind="stable")   # the hashes follow their requests through the sort
+    for i, j in enumerate(order):
+        assert list(trace.prefix_hashes[i]) == [int(v) for v in hashes[j]]
+    half = trace.head(max(1, n // 2))
+    assert len(half.prefix_hashes) == len(half) and half.prefix_block_tokens == trace.prefix_block_tokens
+
+
 @SETTINGS
 @given(trace=good_traces(), config=configs(), latency=latencies, step_log=st.sampled_from([0, 5, 100_000, -1]))
 def fuzz_simulate(trace, config, latency, step_log):
@@ -235,6 +339,29 @@ def fuzz_simulate_raw(arrays, scheduler, router):
     if trace is None:
         return
     res = attempt("simulate", lambda: wb.simulate(trace, wb.SimConfig(scheduler=scheduler, router=router)))
+    if res is not None:
+        check_result(res, trace)
+
+
+@settings(SETTINGS, max_examples=max(10, EXAMPLES // 2))
+@given(trace=good_traces(), scheduler=st.sampled_from(sorted(n for n, c in SCHEDULERS.items()
+                                                          if c.engine == "continuous")),
+       router=st.sampled_from(sorted(ROUTERS)), num_gpus=st.integers(1, 3), block_size=st.sampled_from([1, 3, 16]),
+       kv_blocks=st.sampled_from([None, 4, 40, 400, 10**5]), chunked=st.booleans(),
+       watermark=st.sampled_from([None, 0.0, 0.01, 0.3, 0.99]), max_paddings=st.sampled_from([0, 16, 256]),
+       margin=st.sampled_from([0, 1, 16]), max_num_seqs=st.sampled_from([1, 4, 256]),
+       latency=st.sampled_from([None, "llama-3.1-8b-h100"]))
+def fuzz_prefix_caching(trace, scheduler, router, num_gpus, block_size, kv_blocks, chunked, watermark, max_paddings,
+                        margin, max_num_seqs, latency):
+    """Valid settings only, prefix caching on (every router, tiny caches that evict and preempt): the engine
+    must serve or name a reason, and the cache invariants of check_result must hold."""
+    cfg = attempt("SimConfig", lambda: wb.SimConfig(
+        scheduler=scheduler, router=router, num_gpus=num_gpus, block_size=block_size, kv_blocks=kv_blocks,
+        chunked_prefill=chunked, prefix_caching=True, kv_watermark=watermark, max_paddings=max_paddings,
+        prefix_affinity_margin=margin, max_num_seqs=max_num_seqs, max_num_batched_tokens=max(max_num_seqs, 512)))
+    if cfg is None:
+        return
+    res = attempt("simulate", lambda: wb.simulate(trace, cfg, latency=latency))
     if res is not None:
         check_result(res, trace)
 
@@ -269,10 +396,13 @@ def fuzz_capacity(trace, scheduler, arguments):
 @given(n=st.integers(1, 12), seed=st.integers(0, 10),
        poison=st.sampled_from([None, None, math.nan, math.inf, -1.0]),
        max_iter=st.sampled_from([1, 2, 1, "1", 0, 2.5]), kv_blocks=st.sampled_from([64, 4046, 4046, 1]),
-       single=st.booleans())
-def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single):
+       single=st.booleans(), chunked=st.booleans(), caching=st.booleans())
+def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, chunked, caching):
     rng = np.random.default_rng(seed)
-    trace = wb.Trace.from_arrays(np.sort(rng.uniform(0, 5, n)), rng.integers(1, 600, n), rng.integers(1, 80, n))
+    prompt = rng.integers(1, 600, n)
+    hashes = [list(rng.integers(0, 2, p // 16)) for p in prompt] if caching else None  # whole 16-token blocks
+    trace = wb.Trace.from_arrays(np.sort(rng.uniform(0, 5, n)), prompt, rng.integers(1, 80, n),
+                                 prefix_hashes=hashes, prefix_block_tokens=16 if caching else None)
     ttft = rng.uniform(0.02, 0.5, n)
     e2e = ttft + (trace.output_tokens - 1) * 0.03
     tpot = np.where(trace.output_tokens > 1, (e2e - ttft) / np.maximum(trace.output_tokens - 1, 1), np.nan)
@@ -281,7 +411,8 @@ def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single):
     import pandas as pd
 
     measured = pd.DataFrame({"request_id": np.arange(n), "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e})
-    cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks)
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks, chunked_prefill=chunked,
+                       prefix_caching=caching)
     run = ServingLog("fuzz", None, trace, measured, cfg, None)
     step = wb.StepTimeModel(prefill=(0.02, 1.4e-4, 8e-9), decode=(0.023, 6e-7, 6e-5))
     fitted = attempt("calibrate", lambda: wb.calibrate(step, run if single else [run], max_iter=max_iter))
@@ -295,15 +426,21 @@ def every_scheduler_and_router() -> None:
     (so coverage never rests on sampling alone)."""
     trace = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 0])
     served = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 2])
+    shared = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0, 3.5], [40, 3000, 0, 200, 40], [5, 1, 40, 2, 3],
+                                  prefix_hashes=[[1, 2], [7], [], [1, 2, 3], [1, 2]], prefix_block_tokens=16)
     for scheduler in sorted(SCHEDULERS):
         for router in sorted(ROUTERS):
-            cfg = wb.SimConfig(scheduler=scheduler, router=router, num_gpus=2, kv_blocks=64, block_size=16,
-                               prefix_caching=router == "prefix_affinity")
-            res = attempt("simulate", lambda: wb.simulate(served, cfg))
-            if res is not None:
-                check_result(res, served)
-            attempt("simulate", lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
-            attempt("simulate", lambda: wb.simulate(served.to_frame(), cfg))
+            for caching in (False, True):
+                cfg = attempt("SimConfig", lambda: wb.SimConfig(scheduler=scheduler, router=router, num_gpus=2,
+                                                                kv_blocks=64, block_size=16, prefix_caching=caching))
+                if cfg is None:
+                    continue   # prefix_affinity without prefix caching: refused by name
+                for good in (served, shared):
+                    res = attempt("simulate", lambda: wb.simulate(good, cfg))
+                    if res is not None:
+                        check_result(res, good)
+                attempt("simulate", lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
+                attempt("simulate", lambda: wb.simulate(served.to_frame(), cfg))
     light = wb.Trace.from_arrays(np.arange(40) * 2.0, np.full(40, 200), np.full(40, 20), source="light load")
     for scheduler in sorted(SCHEDULERS):
         slo = SCHEDULERS[scheduler].engine == "continuous"
@@ -313,12 +450,24 @@ def every_scheduler_and_router() -> None:
             check_capacity(found)
 
 
+def warm_up() -> None:
+    """Compile the engines before the hang watchdog starts timing calls: a cold compile of the continuous
+    engine takes tens of seconds of CPU, more on a loaded machine, and is not a hang."""
+    faulthandler.dump_traceback_later(10 * HANG_S, exit=True)
+    trace = wb.Trace.from_arrays([0.0, 1.0], [40, 20], [3, 2], prefix_hashes=[[1, 2], [1]], prefix_block_tokens=16)
+    for scheduler in ("continuous_fcfs", "static_fifo"):
+        wb.simulate(trace, wb.SimConfig(scheduler=scheduler, prefix_caching=True, kv_blocks=64))
+    faulthandler.cancel_dump_traceback_later()
+
+
 def main() -> None:
+    warm_up()
     every_scheduler_and_router()
-    for target in (fuzz_trace, fuzz_simulate, fuzz_simulate_raw, fuzz_capacity, fuzz_calibrate):
+    for target in (fuzz_trace, fuzz_trace_hashes, fuzz_simulate, fuzz_prefix_caching, fuzz_simulate_raw, fuzz_capacity,
+                   fuzz_calibrate):
         target()
     print(json.dumps({"examples": EXAMPLES, "schedulers": sorted(SCHEDULERS), "routers": sorted(ROUTERS),
-                      "outcomes": dict(sorted(outcomes.items()))}))
+                      "outcomes": dict(sorted(outcomes.items())), "exercised": dict(sorted(exercised.items()))}))
 
 
 if __name__ == "__main__":
