@@ -552,7 +552,8 @@ def test_a_prefix_hashes_object_of_another_trace_is_refused_by_its_length():
 
 
 def test_an_empty_prompt_with_prefix_caching_caches_nothing():
-    """A 0-token prompt (vLLM refuses it, the workbench serves it) used to report -block_size cached tokens."""
+    """A 0-token prompt (vLLM refuses it, the workbench serves it) used to report -block_size cached tokens and
+    be charged block_size computed ones (plus a step with chunking)."""
     tr = wb.Trace.from_arrays([0.0, 0.1, 0.2], [40, 0, 40], [5, 4, 3], prefix_hashes=[[1, 2], [], [1, 2]],
                               prefix_block_tokens=16)
     for chunked in (False, True):
@@ -560,6 +561,10 @@ def test_an_empty_prompt_with_prefix_caching_caches_nothing():
                            chunked_prefill=chunked, max_num_batched_tokens=8 if chunked else 2048, max_num_seqs=4)
         res = wb.simulate(tr, cfg, latency=wb.StepTimeModel(prefill=(0.01, 1e-5, 0), decode=(0.01, 0, 0)))
         assert res.requests.cached_tokens.tolist() == [0, 0, 32], chunked   # the third hits the first's 2 blocks
+        # by hand, each alone on the server: 0.01 s a step + 1e-5 s a computed prompt token; request 0: a
+        # prefill of 40 and 4 decodes; request 1: a prefill of nothing and 3 decodes; request 2: 8 tokens
+        # computed (32 cached, one step even with the 8-token chunk budget) and 2 decodes
+        assert res.requests.e2e_s.tolist() == pytest.approx([0.0504 if not chunked else 0.0904, 0.04, 0.03008])
         assert res.summary["completed"] == 3
         assert res.summary["prefix_hit_rate"] == pytest.approx(32 / 80)
 
