@@ -696,10 +696,9 @@ def _read_text(file: Path, kind: str = CSV) -> _Text:
                 raw = f.read()
         except (OSError, EOFError, zlib.error) as exc:
             raise TraceFormatError(f"{file}: a gzip file that cannot be decompressed ({exc}); "
-                                   f"check the download, or decompress it with gunzip and load the {kind} file") \
-                from None
+                                   f"check the download, or decompress it with gunzip and load the {kind}") from None
     elif magic == _ZIP_MAGIC:
-        raise TraceFormatError(f"{file}: a zip archive, not a {kind} file; unzip it and load the file inside")
+        raise TraceFormatError(f"{file}: a zip archive, not a {kind}; unzip it and load the {kind} inside")
     else:
         raw = file.read_bytes()
     if raw.startswith(_UTF8_BOM):
