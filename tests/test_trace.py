@@ -148,7 +148,7 @@ def test_missing_file_explains_where_to_put_burstgpt(tmp_path):
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(models="chatgpt"), "unknown Model value(s) ['chatgpt']; allowed values: 'ChatGPT', 'GPT-4'"),
     (dict(log_types=["API log", "api"]), "allowed values: 'Conversation log', 'API log'"),
-    (dict(models=[]), "models must be a string or a non-empty iterable"),
+    (dict(models=[]), "models: must be a non-empty list of names"),
     (dict(num_requests=0), "num_requests: must be an integer >= 1"),
     (dict(num_requests=2.5), "num_requests: must be an integer >= 1"),
     (dict(rps_scaling=0), "rps_scaling: must be > 0"),

@@ -43,8 +43,16 @@ class LatencyModel:
     fit_points: int = field(default=0)
 
     def __post_init__(self):
-        for name in ("base_s", "per_token_s", "batch_penalty"):
-            object.__setattr__(self, name, checks.number(getattr(self, name), f"LatencyModel.{name}", low=0))
+        # the bounds the grid fit applies (from_grid): above them a coefficient was given in milliseconds
+        for name, sane_high in (("base_s", MAX_PLAUSIBLE_BASE_S), ("per_token_s", MAX_PLAUSIBLE_PER_TOKEN_S),
+                                ("batch_penalty", None)):
+            object.__setattr__(self, name, checks.number(
+                getattr(self, name), f"LatencyModel.{name}", low=0, unit="s" if sane_high else "",
+                sane_high=sane_high, sane_hint="LatencyModel takes seconds: divide milliseconds by 1000"))
+        if self.base_s == 0 and self.per_token_s == 0:
+            raise ValueError("LatencyModel: a batch must take time: base_s and per_token_s are both 0, so every "
+                             "latency would be 0; give the fixed time per batch (base_s) or the time per token "
+                             "(per_token_s), in seconds")
 
     def service_time_s(self, batch_size, max_seq_len):
         """Vectorised t(b, L); ``batch_size`` >= 1."""
@@ -127,7 +135,11 @@ def _read_grid(path: Path) -> pd.DataFrame:
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     try:
-        return pd.read_csv(path, compression="gzip" if gzipped else None, encoding="utf-8")
+        frame = pd.read_csv(path, compression="gzip" if gzipped else None, encoding="utf-8")
+        if not isinstance(frame.index, pd.RangeIndex):   # rows with an extra field: pandas made them an index
+            raw = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+            checks.csv_fields(raw.decode("utf-8"), f"latency grid {path}")
+        return frame
     except pd.errors.EmptyDataError:
         raise ValueError(f"latency grid {path}: empty file (or only blank lines), expected a header line "
                          f"{','.join(GRID_COLUMNS)} and one row per (batch size, sequence length)") from None

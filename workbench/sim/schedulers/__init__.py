@@ -62,7 +62,18 @@ SCHEDULERS: dict[str, type[Scheduler]] = {}
 
 
 def register(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
+    # checked before anything is registered: a name that is not text would break every sorted list of names
+    if not isinstance(name, str) or not name.strip():
+        from workbench.checks import InvalidType
+
+        raise InvalidType(f"register: name must be a non-empty text, got {name!r}")
+
     def wrap(cls: type[Scheduler]) -> type[Scheduler]:
+        if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+            from workbench.checks import InvalidType
+
+            raise InvalidType(f"register: {name} must be a Scheduler subclass (with engine_spec or continuous_spec), "
+                              f"got {cls!r}")
         if name in SCHEDULERS:
             raise ValueError(f"scheduler {name!r} is already registered")
         cls.name = name

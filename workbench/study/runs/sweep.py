@@ -301,6 +301,18 @@ def is_continuous(scheduler: str) -> bool:
     return get_scheduler(scheduler).engine == "continuous"
 
 
+def check_replay_times(trace, latency, label: str, capacity: bool) -> None:
+    """The replay of ``trace``, and the slowest load a capacity search scans, must give the engine usable
+    times (see :func:`workbench.sim.simulate.check_time_horizon`)."""
+    from workbench.sim.simulate import check_time_horizon
+
+    stretch = 1.0 / SCALE_BOUNDS[0] if capacity else 1.0
+    check_time_horizon(float(trace.arrival_s[-1]) * stretch if len(trace) else 0.0, latency,
+                       f"{label} on {trace.label}"
+                       + (f" (its capacity search replays it up to {stretch:g}x slower)" if capacity else ""),
+                       "Or turn the capacity search off." if capacity else "")
+
+
 def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trace=None,
               latency: LatencyModel | StepTimeModel | None = None, label: str = "",
               capacity: CapacitySpec | None = None, replication: int = 0, base_test_id: str = "") -> SweepTest:
@@ -309,19 +321,12 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
     A continuous scheduler's capacity is searched with criterion ``'slo'`` (TTFT and TPOT limits of its
     config, DistServe's goodput) at the spec's attainment, whatever the spec's criterion.
     """
-    from workbench.sim.simulate import check_time_horizon
-
     trace = trace if trace is not None else trace_options.load()
     if latency is None:
         latency = LatencyModel.default()
     latency_identity(latency)  # ValueError for anything else
-    # the replay, and the slowest load a capacity search scans, must give the engine usable times: checked
-    # now, when the plan is made, not when the test runs
-    stretch = 1.0 / SCALE_BOUNDS[0] if capacity is not None else 1.0
-    check_time_horizon(float(trace.arrival_s[-1]) * stretch if len(trace) else 0.0, latency,
-                       f"{label or config.scheduler} on {trace.label}"
-                       + (f" (its capacity search replays it up to {stretch:g}x slower)" if capacity else ""),
-                       "Or turn the capacity search off." if capacity else "")
+    # checked now, when the plan is made, not when the test runs
+    check_replay_times(trace, latency, label or config.scheduler, capacity is not None)
     if capacity is not None and is_continuous(config.scheduler) and capacity.criterion != "slo":
         capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
