@@ -149,7 +149,8 @@ def test_fidelity_parameters_are_validated_and_recorded_as_their_part(tmp_path):
         FidelityParams(results_dir=str(folder), max_iter="2").claim_results_dir()
     with pytest.raises(ValueError, match="max_iter: must be an integer >= 1, got 0"):
         FidelityParams(max_iter=0)
-    with pytest.raises(FileNotFoundError, match="runs: .*vllm-999.csv: no such serving log"):
+    with pytest.raises(FileNotFoundError, match=r"runs: 'vllm-999' is not a run in data_dir .* \(no vllm-999.csv "
+                                                r"there; its runs: vllm-100-1, vllm-200-2, vllm-350-3.5\)"):
         FidelityParams(runs="vllm-100-1,vllm-999")
     params = FidelityParams(runs="vllm-100-1, vllm-200-2", prior_weights="[]", thresholds="16,32")
     assert (params.runs, params.prior_weights, params.thresholds) == (("vllm-100-1", "vllm-200-2"), (), (16, 32))

@@ -750,6 +750,16 @@ def describe_executor(executor, queued: int) -> str:
     return {"serial": "serial", "process": f"process pool ({arg} workers)"}.get(kind, f"dask ({arg})")
 
 
+def _worker_count(n: int, spec) -> int:
+    """A process count the machine can hold: each worker loads its own engine (~300 MB), and a pool spawns
+    one per queued test up to N, so process:1000 over a 78-test suite would start 78 of them."""
+    from workbench import checks
+
+    most = 4 * (os.cpu_count() or 1)
+    return checks.integer(n, f"executor ({spec!r})", low=1, high=most,
+                          high_why=f"4 worker processes per CPU; this machine has {os.cpu_count() or 1}")
+
+
 def parse_executor(executor, queued: int) -> tuple[str, Any]:
     """(kind, argument) of an executor spec for ``queued`` tests; ``ValueError`` names the accepted specs."""
     if executor is None or executor == "auto":
@@ -757,8 +767,7 @@ def parse_executor(executor, queued: int) -> tuple[str, Any]:
     if isinstance(executor, bool):
         raise ValueError(f"executor: {executor!r} is not an executor")
     if isinstance(executor, int):
-        if executor < 1:
-            raise ValueError(f"executor: a process count must be >= 1, got {executor}")
+        executor = _worker_count(executor, executor)
         return ("serial", None) if executor == 1 else ("process", executor)
     if isinstance(executor, str):
         text = executor.strip()
@@ -770,7 +779,7 @@ def parse_executor(executor, queued: int) -> tuple[str, Any]:
             n = text.split(":", 1)[1]
             if not n.isdigit() or int(n) < 1:
                 raise ValueError(f"executor: {executor!r}: expected process:N with N >= 1")
-            return "process", int(n)
+            return "process", _worker_count(int(n), executor)
         if text.startswith(("dask://", "tcp://", "tls://")):
             return "dask", text
         raise ValueError(f"executor: unknown {executor!r}; use None, 'serial', 'process', 'process:N', "
