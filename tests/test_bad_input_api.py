@@ -687,6 +687,23 @@ def test_register_wants_a_name_and_a_scheduler_class():
         wb.register("")
     with pytest.raises(TypeError, match="register: audit_bad must be a Scheduler subclass"):
         wb.register("audit_bad")(int)
+    from workbench.sim.schedulers import Scheduler
+
+    class Empty(Scheduler):
+        pass
+
+    class Typo(Scheduler):
+        engine = "continous"
+
+        def continuous_spec(self, cfg):
+            raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match=re.escape("register: audit_empty (Empty) runs the static engine and must "
+                                                  "implement engine_spec(self, cfg)")):
+        wb.register("audit_empty")(Empty)
+    with pytest.raises(ValueError, match=re.escape("register: audit_typo.engine: unknown 'continous'; allowed: "
+                                                   "static, continuous (did you mean 'continuous'?)")):
+        wb.register("audit_typo")(Typo)
     assert SCHEDULERS == before
     wb.SimConfig()   # a bad registration never breaks the scheduler list
 
@@ -709,3 +726,19 @@ def test_load_trace_names_a_folder_and_suggests_a_dataset_name(tmp_path):
         wb.load_trace(tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape("did you mean the dataset 'azure_conv'?")):
         wb.load_trace("azure-conv")
+
+
+def test_a_serving_log_in_milliseconds_is_refused_even_when_its_columns_agree(tmp_path):
+    (tmp_path / "run.csv").write_text(HEADER + "0,0.0,10,3,500,100,700\n1,1.0,10,3,400,100,600\n")   # all three in ms
+    with pytest.raises(wb.TraceFormatError, match=re.escape(f"{tmp_path / 'run.csv'}: column tpot_s: the median "
+                                                            "request took 100 s per output token, more than 1 s")):
+        wb.load_serving_log(tmp_path / "run.csv")
+    (tmp_path / "run.csv").write_text(HEADER + "0,0.0,10,3,5.0,0.1,5.2\n")   # a long queue, a normal TPOT: fine
+    assert wb.load_serving_log(tmp_path / "run.csv").measured["ttft_s"].iloc[0] == 5.0
+
+
+def test_a_trace_file_with_epoch_milliseconds_warns(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens\n1700000000000,10,5\n1700000000500,10,5\n")
+    with pytest.warns(wb.TraceUnitWarning, match=re.escape(f"{path}: timestamps: values up to 1.7e+12 s")):
+        wb.load_trace(path, use_real_timestamps=True)

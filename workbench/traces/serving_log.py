@@ -88,6 +88,9 @@ def _read_setup(file: Path):
 # times is allowed for, a different definition or unit is not
 TPOT_TOLERANCE = (0.02, 1e-3)  # relative, absolute seconds
 _INT32_MAX = 2**31 - 1
+# a median TPOT above this is a log in milliseconds: a decode step of a real server takes milliseconds, and even
+# an overloaded one that preempts requests does not spend a second per token on the median request
+MAX_PLAUSIBLE_TPOT_S = 1.0
 
 
 def _numeric_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
@@ -118,6 +121,12 @@ def _numeric_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_times(path: Path, frame: pd.DataFrame) -> None:
+    tpot = frame["tpot_s"].to_numpy()
+    if np.isfinite(tpot).any() and np.nanmedian(tpot) > MAX_PLAUSIBLE_TPOT_S:
+        raise TraceFormatError(
+            f"{path}: column tpot_s: the median request took {np.nanmedian(tpot):g} s per output token, more than "
+            f"{MAX_PLAUSIBLE_TPOT_S:g} s (a decode step takes milliseconds): are ttft_s, tpot_s and e2e_s in "
+            "milliseconds? The log holds seconds: divide the three columns by 1000")
     late = frame["e2e_s"] < frame["ttft_s"]
     if late.any():
         row = int(np.flatnonzero(late.to_numpy())[0])

@@ -264,12 +264,14 @@ def _seconds(values) -> np.ndarray:
     return array
 
 
-def _warn_if_not_seconds(arrival_s: np.ndarray) -> None:
+def _warn_if_not_seconds(arrival_s: np.ndarray, what: str = "arrival_s",
+                         fix: str = "from_arrays takes seconds: divide by 1e3, 1e6 or 1e9, or pass datetime64 values",
+                         stacklevel: int = 3) -> None:
     """Epoch timestamps in ms, us or ns passed as seconds would replay a trace 1e3 to 1e9 times too slowly."""
     if arrival_s.size and arrival_s.max() > EPOCH_LIMIT_S:
-        warnings.warn(f"arrival_s: values up to {arrival_s.max():.3g} s, beyond {EPOCH_LIMIT_S:g} s (3,170 years): "
-                      "timestamps in milliseconds, microseconds or nanoseconds? from_arrays takes seconds: divide "
-                      "by 1e3, 1e6 or 1e9, or pass datetime64 values", TraceUnitWarning, stacklevel=3)
+        warnings.warn(f"{what}: values up to {arrival_s.max():.3g} s, beyond {EPOCH_LIMIT_S:g} s (3,170 years): "
+                      f"timestamps in milliseconds, microseconds or nanoseconds? {fix}", TraceUnitWarning,
+                      stacklevel=stacklevel)
 
 
 def _fingerprint(source: str, *arrays: np.ndarray) -> str:
@@ -402,7 +404,10 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
     if (hit := _recall(_traces, key)) is not None:
         return hit
     named = named or datasets.for_file(file)
-    trace = _select(_file_rows(file, digest), options, source=file.name, is_synthetic=False, generator=None,
+    rows = _file_rows(file, digest)
+    _warn_if_not_seconds(rows.timestamp_s, f"{file}: timestamps", "a trace file holds seconds: convert the column",
+                         stacklevel=3)
+    trace = _select(rows, options, source=file.name, is_synthetic=False, generator=None,
                     dataset=named.name if named else None, origin=named.origin if named else None)
     return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
