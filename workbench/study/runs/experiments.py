@@ -147,6 +147,16 @@ class StepParams:
                                                         unit="s"))
         object.__setattr__(self, "capacity_attainment", checks.number(
             self.capacity_attainment, "capacity_attainment", low=0, low_open=True, high=1))
+        # a parameter another one switches off would be recorded (parameters.json, the folder's name) but not used
+        defaults = {f.name: f.default for f in fields(StepParams)}
+        if self.use_real_timestamps and self.rps_scaling != defaults["rps_scaling"]:
+            raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
+                             "trace's own inter-arrival times are kept, not divided): drop one of them "
+                             "(--rps-scaling or --use-real-timestamps on the command line)")
+        if not self.capacity_search and self.capacity_attainment != defaults["capacity_attainment"]:
+            raise ValueError(f"capacity_attainment={self.capacity_attainment:g} has no effect with "
+                             "capacity_search=False (no capacity search runs): drop one of them "
+                             "(--capacity-attainment or --no-capacity on the command line)")
         if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
             raise checks.InvalidType(f"dataset: must be None, a dataset name ({', '.join(datasets.names())}) or a "
                                      f"CSV path, got {self.dataset!r}")
