@@ -30,9 +30,13 @@ Rules, the same everywhere:
   it), never the letters of a single string;
 * arrays: numeric, 1-D, finite, in range, whole where counts are meant; the error gives the position of the
   first bad value in the order the caller gave (``where`` maps it to a file line);
-* files and folders: a file must exist and not be a folder; a text file must be UTF-8 (the error names the
-  file, line and byte); a folder to write into must not be a file and must be writable, checked without
-  creating anything.
+* files and folders: a path is text or ``os.PathLike`` and not blank (``""`` would quietly mean the current
+  folder); a file must exist and not be a folder; a text file must be UTF-8 (the error names the file, line
+  and byte); a CSV's rows have as many fields as its header (an extra field would shift every value into the
+  next column); a folder to write into must not be a file and must be writable, checked without creating
+  anything;
+* keyword arguments: a misspelt one is named with the closest allowed, as the function the user called
+  (``simulate: unknown keyword argument 'latncy' (did you mean 'latency'?)``), not by a deeper constructor.
 
 Wrong types raise :class:`InvalidType`, both a ``TypeError`` and a ``ValueError`` (as numpy's ``AxisError`` is
 both), so callers that catch either keep working; wrong values raise ``ValueError``.
