@@ -724,6 +724,8 @@ def test_a_misspelt_keyword_of_simulate_or_the_explorer_is_named_with_the_closes
 def test_load_trace_names_a_folder_and_suggests_a_dataset_name(tmp_path):
     with pytest.raises(IsADirectoryError, match=re.escape(f"path: {tmp_path} is a folder, not a trace file")):
         wb.load_trace(tmp_path)
+    with pytest.raises(IsADirectoryError, match=re.escape(f"latency grid {tmp_path}: a folder, not a CSV file")):
+        wb.LatencyModel.from_grid(tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape("did you mean the dataset 'azure_conv'?")):
         wb.load_trace("azure-conv")
 

@@ -69,7 +69,9 @@ class LatencyModel:
     @classmethod
     def from_grid(cls, path: str | Path) -> "LatencyModel":
         """Least-squares fit of the three coefficients to a calibration grid CSV."""
-        path = Path(path)
+        path = Path(checks.path(path, "path", expected="a latency grid CSV's path"))
+        if path.is_dir():
+            raise IsADirectoryError(f"latency grid {path}: a folder, not a CSV file (columns {', '.join(GRID_COLUMNS)})")
         if not path.is_file():
             raise FileNotFoundError(f"latency grid {path} not found; expected a CSV with columns {', '.join(GRID_COLUMNS)}")
         grid = _read_grid(path)
