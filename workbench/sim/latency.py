@@ -82,11 +82,11 @@ class LatencyModel:
                 f"expected at least {list(GRID_COLUMNS)}"
             )
         values = grid[list(GRID_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-        checks = [(values.isna(), "a number"), (values <= 0, "a number > 0")]
+        problems = [(values.isna(), "a number"), (values <= 0, "a number > 0")]
         for column in ("batch_size", "max_seq_len"):
             whole = values[column].isna() | ((values[column] == np.floor(values[column])) & (values[column] <= 2**31 - 1))
-            checks.append((~whole.to_frame(), f"a whole number up to {2**31 - 1:,}"))
-        for bad, expected in checks:
+            problems.append((~whole.to_frame(), f"a whole number up to {2**31 - 1:,}"))
+        for bad, expected in problems:
             if bad.to_numpy().any():
                 row = int(np.flatnonzero(bad.to_numpy().any(axis=1))[0])
                 column = next(c for c in bad.columns if bad[c].iloc[row])
