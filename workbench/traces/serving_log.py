@@ -121,12 +121,6 @@ def _numeric_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _check_times(path: Path, frame: pd.DataFrame) -> None:
-    tpot = frame["tpot_s"].to_numpy()
-    if np.isfinite(tpot).any() and np.nanmedian(tpot) > MAX_PLAUSIBLE_TPOT_S:
-        raise TraceFormatError(
-            f"{path}: column tpot_s: the median request took {np.nanmedian(tpot):g} s per output token, more than "
-            f"{MAX_PLAUSIBLE_TPOT_S:g} s (a decode step takes milliseconds): are ttft_s, tpot_s and e2e_s in "
-            "milliseconds? The log holds seconds: divide the three columns by 1000")
     late = frame["e2e_s"] < frame["ttft_s"]
     if late.any():
         row = int(np.flatnonzero(late.to_numpy())[0])
@@ -144,6 +138,12 @@ def _check_times(path: Path, frame: pd.DataFrame) -> None:
             f"({frame['e2e_s'].iloc[row]:g} - {frame['ttft_s'].iloc[row]:g}) / {out[row] - 1} = {derived[row]:.6g} s "
             f"(allowed: within {rel:.0%} + {abs_s * 1e3:g} ms); a TPOT of another definition or unit (ms?) would "
             "mislead every comparison: fix the column")
+    # the three columns agree: all in seconds, or all in milliseconds (which only their size can tell)
+    if np.isfinite(tpot).any() and np.nanmedian(tpot) > MAX_PLAUSIBLE_TPOT_S:
+        raise TraceFormatError(
+            f"{path}: column tpot_s: the median request took {np.nanmedian(tpot):g} s per output token, more than "
+            f"{MAX_PLAUSIBLE_TPOT_S:g} s (a decode step takes milliseconds): are ttft_s, tpot_s and e2e_s in "
+            "milliseconds? The log holds seconds: divide the three columns by 1000")
 
 
 def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None = None) -> ServingLog:
