@@ -28,6 +28,9 @@ GRID_COLUMNS = ("batch_size", "max_seq_len", "mean_latency_sec")
 # and 0.3 ms; a 70B model on one GPU ~ 30 ms per decode step, i.e. below 0.1 s per token of prompt + output).
 MAX_PLAUSIBLE_BASE_S = 1.0
 MAX_PLAUSIBLE_PER_TOKEN_S = 0.1
+# A model built by hand may be an abstract queue (the theory checks serve a batch in 1 s); beyond 10 s of fixed
+# time per batch it is a fixed cost of tens of milliseconds written in milliseconds
+MAX_HAND_BASE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ class LatencyModel:
     fit_points: int = field(default=0)
 
     def __post_init__(self):
-        # the bounds the grid fit applies (from_grid): above them a coefficient was given in milliseconds
-        for name, sane_high in (("base_s", MAX_PLAUSIBLE_BASE_S), ("per_token_s", MAX_PLAUSIBLE_PER_TOKEN_S),
+        # above these a coefficient was given in milliseconds (a fitted grid is held to MAX_PLAUSIBLE_BASE_S)
+        for name, sane_high in (("base_s", MAX_HAND_BASE_S), ("per_token_s", MAX_PLAUSIBLE_PER_TOKEN_S),
                                 ("batch_penalty", None)):
             object.__setattr__(self, name, checks.number(
                 getattr(self, name), f"LatencyModel.{name}", low=0, unit="s" if sane_high else "",

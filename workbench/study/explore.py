@@ -174,18 +174,18 @@ class Explorer:
         t0 = time.perf_counter()
         trace = self.trace()
         continuous = _is_continuous(self.config.scheduler)
-        latency = profiles.get_profile(self.step_profile) if continuous else LatencyModel.default()
+        model = profiles.get_profile(self.step_profile) if continuous else LatencyModel.default()
         if self.load_scaling != 1.0:   # a tiny scaling stretches the trace beyond usable times: say which knob
             try:
-                check_time_horizon(float(trace.arrival_s[-1]), latency, "the scaled trace", "Raise load_scaling.")
+                check_time_horizon(float(trace.arrival_s[-1]), model, "the scaled trace", "Raise load_scaling.")
             except ValueError as exc:
                 raise ValueError(f"load_scaling={self.load_scaling:g}: {exc}") from None
         if continuous:
             # continuous batching runs on a measured step-time profile, with that GPU's KV cache
             cfg = self.config.replace(**profiles.profile_config_fields(self.step_profile))
-            res = simulate(trace, cfg, latency=latency)
+            res = simulate(trace, cfg, latency=model)
         else:
-            res = simulate(trace, self.config, latency=latency)
+            res = simulate(trace, self.config, latency=model)
         latency = _latency_s(res)
         offered = res.summary.get("offered_rps", len(trace) / max(float(trace.arrival_s[-1]), 1e-9))
         attainment = float(np.mean(res.requests["met_sla"])) if "met_sla" in res.requests else \
