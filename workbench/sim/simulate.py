@@ -193,7 +193,8 @@ def _token_extent(trace) -> tuple[int, float]:
 
 def _warn_if_dwarfs(field: str, limit_s: float, median_s: float, longest_s: float, quantity: str,
                     longest_text: str, stacklevel: int) -> None:
-    if median_s > 0 and limit_s > longest_s and limit_s > SLA_SCALE_FACTOR * median_s:
+    # a model faster than any GPU is refused by the time checks (or is abstract): no unit advice for the SLA
+    if median_s >= _SHORTEST_PLAUSIBLE_STEP_S and limit_s > longest_s and limit_s > SLA_SCALE_FACTOR * median_s:
         warnings.warn(
             f"{field}={limit_s:g} s is {limit_s / median_s:,.0f} times the median request's {quantity} "
             f"({median_s:.3g} s) and above the longest any request here can have ({longest_s:.3g} s: "
