@@ -48,7 +48,7 @@ NAMES = ({f.name for f in dataclasses.fields(wb.SimConfig)} | {f.name for f in d
             "synthetic", "factor", "attainment", "criterion", "resolution", "scale_bounds", "start", "max_probes",
             "scan_factor", "ttft_s", "tpot_s", "capacity", "runs", "cfg", "max_iter", "tol", "damping",
             "prior_weight", "thresholds", "min_steps", "overhead_min_gain", "hold", "measured", "request",
-            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb"})
+            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb", "LatencyModel"})
 outcomes: Counter = Counter()
 exercised: Counter = Counter()   # results that ran the prefix cache (so the test can check it was really fuzzed)
 
@@ -224,11 +224,12 @@ latencies = st.one_of(
     st.builds(lambda p, d, o, t: (p, d, o, t), st.tuples(coefficient, coefficient, coefficient),
               st.tuples(coefficient, coefficient, coefficient), st.tuples(coefficient, coefficient),
               st.one_of(st.floats(0, 0.01), st.just(math.nan))),
-    st.builds(lambda b, p, q: wb.LatencyModel(base_s=b, per_token_s=p, batch_penalty=q),
-              st.floats(0, 0.1), st.floats(0, 1e-3), st.floats(0, 2)))
+    st.builds(lambda b, p, q: ("grid", b, p, q), st.floats(0, 0.1), st.floats(0, 1e-3), st.floats(0, 2)))
 
 
 def make_latency(spec):
+    if isinstance(spec, tuple) and spec[0] == "grid":   # built here, in attempt: (0, 0, q) is refused
+        return wb.LatencyModel(base_s=spec[1], per_token_s=spec[2], batch_penalty=spec[3])
     if isinstance(spec, tuple):
         prefill, decode, arrival, token = spec
         return wb.StepTimeModel(prefill=prefill, decode=decode, arrival_overhead_s=arrival, token_overhead_s=token)

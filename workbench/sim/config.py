@@ -42,6 +42,9 @@ _REAL_FIELDS = {
     "mem_margin_gb": (False, "GB", 10_000.0, _GB_HINT),
 }
 _PRESET_FIELDS = ("kv_gb_per_token", "model_mem_gb")  # None: the model preset's value
+# Shares of something (of the SLA, of the budget): 90 meant as 90% is refused, never simulated.
+_SHARES = {"sla_budget_fraction": "a share of d_sla_s in (0, 1]",
+           "ctrl_eps_fraction": "a share of the latency budget in [0, 1]"}
 
 
 def _f(default, help: str):
@@ -158,6 +161,8 @@ class SimConfig:
         for name, (low_open, unit, sane_high, sane_hint) in _REAL_FIELDS.items():
             object.__setattr__(self, name, checks.number(
                 getattr(self, name), name, low=0, low_open=low_open, none=name in _PRESET_FIELDS,
+                high=1 if name in _SHARES else None, what=_SHARES.get(name),
+                hint="0.9 is 90%" if name in _SHARES else "",
                 sane_high=sane_high, sane_hint=sane_hint, unit=unit if sane_high is not None else ""))
         if self.gpu_memory_utilization > 1:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "

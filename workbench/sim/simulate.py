@@ -6,7 +6,7 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -198,7 +198,8 @@ def _token_extent(trace) -> tuple[int, float]:
 
 def _warn_if_dwarfs(field: str, limit_s: float, median_s: float, longest_s: float, quantity: str,
                     longest_text: str, stacklevel: int) -> None:
-    if limit_s > longest_s and limit_s > SLA_SCALE_FACTOR * median_s:
+    # a model faster than any GPU is refused by the time checks (or is abstract): no unit advice for the SLA
+    if median_s >= _SHORTEST_PLAUSIBLE_STEP_S and limit_s > longest_s and limit_s > SLA_SCALE_FACTOR * median_s:
         warnings.warn(
             f"{field}={limit_s:g} s is {limit_s / median_s:,.0f} times the median request's {quantity} "
             f"({median_s:.3g} s) and above the longest any request here can have ({longest_s:.3g} s: "
@@ -285,6 +286,7 @@ def resolve_latency(latency, name: str = "latency"):
 ENGINE_TABLES_LIMIT_BYTES = 2 * 10**9
 # An event time must resolve the shortest step to 0.1%: float64 has 52 mantissa bits.
 _TIME_RESOLUTION = 2.0 ** -52 * 1000
+_SHORTEST_PLAUSIBLE_STEP_S = 1e-6   # no GPU runs a batch or an engine step in under a microsecond
 
 
 def check_time_horizon(last_s: float, latency, what: str, fix: str = "") -> None:
@@ -299,6 +301,10 @@ def _check_times(last_s: float, shortest_step_s: float, what: str, fix: str = ""
               "not tiny?" + (f" {fix}" if fix else ""))
     if not np.isfinite(last_s):
         raise ValueError(f"{what}: the last arrival would be at {last_s} s, not a finite time. {advice}")
+    if 0 < shortest_step_s < _SHORTEST_PLAUSIBLE_STEP_S and last_s * _TIME_RESOLUTION > shortest_step_s:
+        raise ValueError(f"latency: the shortest batch or step takes {shortest_step_s:.3g} s, shorter than any GPU's "
+                         f"and too short for float64 event times over {what} (its last arrival at {last_s:.4g} s): "
+                         "are the latency model's coefficients in seconds?")
     if shortest_step_s > 0 and last_s * _TIME_RESOLUTION > shortest_step_s:
         horizon = shortest_step_s / _TIME_RESOLUTION
         raise ValueError(
@@ -432,6 +438,8 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
     if not isinstance(cfg, SimConfig):
         raise checks.InvalidType(f"config: must be a SimConfig, got {type(cfg).__name__}")
     if overrides:
+        # a misspelt keyword of simulate lands here: named as simulate's, not as SimConfig.__init__'s
+        checks.keywords(overrides, "simulate", ["latency", "step_log", *(f.name for f in fields(SimConfig))])
         cfg = cfg.replace(**overrides)
     trace = _validate_trace(trace)
     latency = resolve_latency(latency)

@@ -115,6 +115,10 @@ class StepTimeModel:
         else:
             object.__setattr__(self, "decode_large_threshold", checks.integer(
                 self.decode_large_threshold, "decode_large_threshold", low=0, high=2**31 - 1))
+            if self.decode_large_threshold:
+                raise ValueError(f"decode_large_threshold: {self.decode_large_threshold} has no effect without "
+                                 "decode_large (the large-batch decode coefficients); pass decode_large=(a, b, c) "
+                                 "too, or leave the threshold out")
         object.__setattr__(self, "arrival_overhead_s", _coefficients(
             "arrival_overhead_s", self.arrival_overhead_s, 2, ("fixed, per request", "per prompt token"),
             (_FIXED_S, _PER_TOKEN_S)))

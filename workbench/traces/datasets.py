@@ -61,6 +61,19 @@ def is_name(value) -> bool:
     return isinstance(value, str) and value in DATASETS
 
 
+def closest(value) -> str | None:
+    """The dataset name ``value`` was probably meant to be (``"azure-conv"``, ``" Azure_Conv"``), or None."""
+    import difflib
+
+    if not isinstance(value, str):
+        return None
+    key = value.strip().lower().replace("-", "_")
+    if key in DATASETS:
+        return key
+    close = difflib.get_close_matches(key, list(DATASETS), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def get(name: str) -> Dataset:
     """The dataset called ``name``; ``FileNotFoundError`` saying how to get it when its file is absent."""
     if not is_name(name):

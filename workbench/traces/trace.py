@@ -52,6 +52,14 @@ class TraceSizeWarning(UserWarning):
     """``num_requests`` asked for more requests than the trace has; the whole trace is used."""
 
 
+class TraceUnitWarning(UserWarning):
+    """Arrival times too large to be seconds: probably milliseconds, microseconds or nanoseconds since an epoch."""
+
+
+# An arrival time in seconds beyond this (3,170 years after 1970) is a timestamp in a finer unit
+EPOCH_LIMIT_S = 1e11
+
+
 @dataclass(frozen=True)
 class _Schema:
     name: str
@@ -278,9 +286,9 @@ class Trace:
                              ("output_tokens", output_tokens)):
             if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
                 raise checks.InvalidType(f"{name}: must be an array (or list) of numbers, got {values!r}")
-            values = _seconds(values) if name == "arrival_s" else _plain_numbers(values, name)
             if name == "arrival_s":
-                arrays[name] = checks.array(values, name, low=0, what="seconds")
+                arrays[name] = checks.array(_seconds(values), name, low=0, what="seconds")
+                _warn_if_not_seconds(arrays[name])
             else:
                 arrays[name] = checks.array(values, name, integral=True, low=0, high=_INT32_MAX,
                                             high_why="tokens (the simulator counts in int32)", what="tokens")
@@ -360,11 +368,14 @@ def _seconds(values) -> np.ndarray:
     return array
 
 
-def _plain_numbers(values, name: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype.kind in "mM":
-        raise ValueError(f"got {array.dtype} values; token counts are plain integers")
-    return array
+def _warn_if_not_seconds(arrival_s: np.ndarray, what: str = "arrival_s",
+                         fix: str = "from_arrays takes seconds: divide by 1e3, 1e6 or 1e9, or pass datetime64 values",
+                         stacklevel: int = 3) -> None:
+    """Epoch timestamps in ms, us or ns passed as seconds would replay a trace 1e3 to 1e9 times too slowly."""
+    if arrival_s.size and arrival_s.max() > EPOCH_LIMIT_S:
+        warnings.warn(f"{what}: values up to {arrival_s.max():.3g} s, beyond {EPOCH_LIMIT_S:g} s (3,170 years): "
+                      f"timestamps in milliseconds, microseconds or nanoseconds? {fix}", TraceUnitWarning,
+                      stacklevel=stacklevel)
 
 
 def _fingerprint(source: str, *arrays: np.ndarray) -> str:
@@ -494,7 +505,8 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
                "rps_scaling": checks.number(rps_scaling, "rps_scaling", low=0, low_open=True),
                "use_real_timestamps": checks.boolean(use_real_timestamps, "use_real_timestamps"),
                "drop_failed": checks.boolean(drop_failed, "drop_failed"),
-               "models": _as_names(models, "models"), "log_types": _as_names(log_types, "log_types")}
+               "models": checks.names(models, "models", none=True, unique=False),
+               "log_types": checks.names(log_types, "log_types", none=True, unique=False)}
     seed = checks.integer(seed, "seed", low=0)
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a dataset name ({', '.join(datasets.names())}) or a file path, "
@@ -514,8 +526,14 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
         return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise IsADirectoryError(f"path: {file} is a folder, not a trace file (a CSV; dataset names: "
+                                f"{', '.join(datasets.names())})")
     if not file.is_file():
+        close = datasets.closest(path)
         raise FileNotFoundError(
+            (f"path: {path!r} is neither a file nor a dataset name; did you mean the dataset {close!r}? " if close
+             else "") +
             f"trace file not found (or not a file): {file}. The BurstGPT CSVs cannot be downloaded by the "
             f"workbench; place them by hand, e.g. under {paths.DATA_DIR}/ (see data/README.md), or use load_trace() "
             f"for the synthetic BurstGPT-like trace. Dataset names: {', '.join(datasets.names())}.")
@@ -527,29 +545,24 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
     if (hit := _recall(_traces, key)) is not None:
         return hit
     named = named or datasets.for_file(file)
-    trace = _select(_file_rows(file, digest), options, source=file.name, is_synthetic=False, generator=None,
+    rows = _file_rows(file, digest)
+    _warn_if_not_seconds(rows.timestamp_s, f"{file}: timestamps", "a trace file holds seconds: convert the column",
+                         stacklevel=3)
+    trace = _select(rows, options, source=file.name, is_synthetic=False, generator=None,
                     dataset=named.name if named else None, origin=named.origin if named else None)
     return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
 
-def _as_names(values: str | Iterable[str] | None, name: str) -> tuple[str, ...] | None:
-    if values is None:
-        return None
-    names = (values,) if isinstance(values, str) else tuple(values)
-    if not names or not all(isinstance(v, str) for v in names):
-        raise ValueError(f"{name} must be a string or a non-empty iterable of strings, got {values!r}")
-    return names
-
-
 def _label_mask(codes: np.ndarray | None, names: tuple[str, ...], wanted: tuple[str, ...], known: tuple[str, ...],
-                what: str, source: str) -> np.ndarray:
+                what: str, source: str, argument: str) -> np.ndarray:
     if codes is None:
         raise ValueError(f"{source} has no {what} column (a minimal schema: only arrival times and token counts), "
                          f"so a {what} filter cannot be applied")
     allowed = tuple(dict.fromkeys(known + names))
     unknown = [v for v in wanted if v not in allowed]
     if unknown:
-        raise ValueError(f"unknown {what} value(s) {unknown}; allowed values: {', '.join(map(repr, allowed))}")
+        raise ValueError(f"{argument}: unknown {what} value(s) {unknown}; allowed values: "
+                         f"{', '.join(map(repr, allowed))}")
     wanted_codes = [names.index(v) for v in wanted if v in names]
     return np.isin(codes, wanted_codes)
 
@@ -567,10 +580,10 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
         drop(FAILED, rows.response_tokens > 0)
     if options["models"] is not None:
         drop("model filter", _label_mask(rows.model, rows.model_names, options["models"], KNOWN_MODELS,
-                                         "Model", source))
+                                         "Model", source, "models"))
     if options["log_types"] is not None:
         drop("log type filter", _label_mask(rows.log_type, rows.log_type_names, options["log_types"],
-                                            KNOWN_LOG_TYPES, "Log Type", source))
+                                            KNOWN_LOG_TYPES, "Log Type", source, "log_types"))
     index = np.flatnonzero(keep)
     if index.size == 0:
         raise ValueError(f"{source}: no requests left after the filters (rows dropped: {dropped})")

@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,17 +154,35 @@ def _as_runs(runs, where: str) -> list:
     if not runs:
         raise ValueError(f"{where}: no runs given; pass a list of wb.load_serving_log(...) results")
     for run in runs:
-        if not hasattr(run, "measured") or not hasattr(run, "trace"):
+        if not isinstance(run, ServingLog):
             raise checks.InvalidType(f"{where}: runs must be wb.load_serving_log(...) results, got "
                                      f"{type(run).__name__}")
         _check_measured(run)
     return runs
 
 
-def _check_measured(run) -> None:
-    """Measured TTFT and E2E must be finite numbers >= 0, one per request of the run's trace (a ServingLog
-    built by hand skips load_serving_log's checks; a NaN or inf would give a NaN fit, not an error)."""
+def _shown(value) -> str:
+    return repr(value) if value is None or isinstance(value, (str, bytes, os.PathLike)) else f"a {type(value).__name__}"
+
+
+def _check_measured(run, name: str = "run") -> None:
+    """``run`` is a measured run whose TTFT and E2E are finite numbers >= 0, one per request of its trace (a
+    ServingLog built by hand skips load_serving_log's checks; a NaN or inf would give a NaN fit, not an error)."""
+    from workbench.traces.serving_log import MEASURED, ServingLog
+    from workbench.traces.trace import Trace
+
+    if not isinstance(run, ServingLog):
+        raise checks.InvalidType(f"{name}: must be a measured run (wb.load_serving_log(...)), got {_shown(run)}")
+    if not isinstance(run.trace, Trace):
+        raise ValueError(f"{run.name}: trace must be a wb.Trace (what the server was sent), got {_shown(run.trace)}")
     measured = run.measured
+    if not isinstance(measured, pd.DataFrame):
+        raise ValueError(f"{run.name}: measured must be a DataFrame with columns request_id, "
+                         f"{', '.join(MEASURED)}, got {_shown(measured)}")
+    missing = [c for c in ("request_id", *MEASURED) if c not in measured.columns]
+    if missing:
+        raise ValueError(f"{run.name}: measured has no column {', '.join(missing)} (it needs request_id, "
+                         f"{', '.join(MEASURED)})")
     if len(measured) != len(run.trace):
         raise ValueError(f"{run.name}: {len(measured)} measured rows for {len(run.trace)} requests")
     for metric in ("ttft_s", "e2e_s"):
@@ -500,11 +519,16 @@ def request_errors(res, run) -> pd.DataFrame:
 
 
 def _simulated_frame(res, run) -> pd.DataFrame:
+    from workbench.traces.serving_log import ServingLog
+
+    if isinstance(res, ServingLog):
+        raise checks.InvalidType("res: must be a simulation result (wb.simulate(...)), got a measured run; the "
+                                 "order is compare_to_measured(res, run)")
+    _check_measured(run)
     if getattr(res, "engine", "continuous") != "continuous":
         raise ValueError("compare_to_measured: res must be a continuous-engine result (a measured vLLM run is "
                          f"continuous batching), got a {res.config.scheduler} result of the static engine; simulate "
                          "run.trace with the run's setup (a continuous_* scheduler)")
-    _check_measured(run)
     requests = getattr(res, "requests", None)
     if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (res.requests with ttft_s, "

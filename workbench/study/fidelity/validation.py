@@ -718,7 +718,7 @@ class ValidationParams:
         object.__setattr__(self, "seeds", checks.integer(self.seeds, "seeds", low=1, high=1_000))
         object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
         object.__setattr__(self, "include_trace", checks.boolean(self.include_trace, "include_trace"))
-        checks.instance(self.results_dir, "results_dir", (str, os.PathLike), expected="a folder path")
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
 
     @classmethod
     def from_namespace(cls, namespace: dict) -> "ValidationParams":

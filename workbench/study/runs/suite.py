@@ -226,7 +226,9 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
     """Run the selected steps (and the validation notebook with ``validate``), in order."""
     options = options or SuiteOptions()
-    results_dir = options.claim_results_dir()  # refuses a folder holding another parameter set
+    options.check_results_dir()   # a folder holding another parameter set: refused before any trace is loaded
+    options.check_traces()        # what the notebooks' plans would refuse, refused before the folder is recorded
+    results_dir = options.claim_results_dir()
     t0 = time.perf_counter()
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:
