@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_simulator.py
 	$(PY) benchmarks/bench_continuous.py
+	$(PY) benchmarks/bench_prefix_caching.py
 	$(PY) benchmarks/bench_disagg.py
 
 lab: $(STAMP)

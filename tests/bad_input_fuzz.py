@@ -4,13 +4,17 @@
 fails that test instead of killing pytest.  Hypothesis feeds random finite and non-finite arrays, dtypes and
 parameter values through ``Trace``, ``simulate`` (every registered scheduler and router, the disaggregated
 scheduler's fields, routers and per-pool latencies too: read from the registries at run time, so ones added
-later are covered), ``capacity`` and ``calibrate`` (vLLM and disaggregated runs).  Each call must
+later are covered; prefix caching on and off, traces with and without random prefix hashes, good or careless),
+``capacity`` and ``calibrate`` (vLLM runs, chunked prefill and prefix caching too, and disaggregated runs).
+Each call must
 either raise a ``ValueError``/``TypeError`` whose message names the argument or field at fault, or return a
 result whose invariants hold: every request completed or rejected (none lost, none twice), finite times for
 the completed ones, finite summary rates.  Anything else (another exception type, an anonymous message, a
 crash, a hang) fails.  A watchdog (``faulthandler``) ends the process with a traceback if one call hangs.
 
-Prints one JSON line: the number of examples per target and how their outcomes split.
+Prints one JSON line: the number of examples per target, how their outcomes split, and how often the
+prefix cache was really exercised (``exercised``: results with prefix caching on a trace with hashes, with
+the ``prefix_affinity`` router, with cache hits).
 """
 
 from __future__ import annotations
@@ -41,13 +45,15 @@ SETTINGS = settings(max_examples=EXAMPLES, derandomize=True, database=None, dead
 
 # what an error may name: the arguments and fields of the public API
 NAMES = ({f.name for f in dataclasses.fields(wb.SimConfig)} | {f.name for f in dataclasses.fields(wb.StepTimeModel)}
-         | {"arrival_s", "prompt_tokens", "output_tokens", "trace", "latency", "config", "step_log", "source",
+         | {"arrival_s", "prompt_tokens", "output_tokens", "prefix_hashes", "prefix_block_tokens", "trace",
+            "latency", "config", "step_log", "source",
             "synthetic", "factor", "attainment", "criterion", "resolution", "scale_bounds", "start", "max_probes",
             "scan_factor", "ttft_s", "tpot_s", "capacity", "runs", "cfg", "max_iter", "tol", "damping",
             "prior_weight", "thresholds", "min_steps", "overhead_min_gain", "hold", "measured", "request",
-            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb",
+            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb", "LatencyModel",
             "prefill_replicas/prefill_tp/decode_replicas/decode_tp/decode_pp"})
 outcomes: Counter = Counter()
+exercised: Counter = Counter()   # results that ran the prefix cache (so the test can check it was really fuzzed)
 
 
 def _target(function: str, scheduler: str) -> str:
@@ -117,9 +123,54 @@ def raw_arrays(draw, max_size: int = 25):
     return as_dtype(arrival, kinds[0]), as_dtype(prompt, kinds[1]), as_dtype(output, kinds[2])
 
 
+hash_values = st.one_of(st.integers(-3, 3), st.sampled_from([2**63 - 1, -2**63, 2**63, 2**70, 1.0, 2.5, math.nan,
+                                                               True, "7", "x", None, [1]]))
+GOOD_BLOCK_TOKENS, BAD_BLOCK_TOKENS = [1, 16, 512, "512", 7.0], [None, 0, -1, 2.5, math.nan, True, "abc"]
+
+
+@st.composite
+def raw_prefix_hashes(draw, n: int):
+    """prefix_hashes as a careless user may give them: ragged lists of any values, the wrong count of lists,
+    a flat list, text, a numpy array; or None."""
+    # (hypothesis leans to the first choices: the valid shapes come first)
+    kind = draw(st.sampled_from(["lists", "array", "lists", "none", "flat", "text", "short", "long"]))
+    if kind == "none":
+        return None
+    if kind == "flat":
+        return draw(st.lists(hash_values, max_size=n))
+    if kind == "text":
+        return "1,2,3"
+    count = n - 1 if kind == "short" else n + 1 if kind == "long" else n
+    clean = not draw(st.booleans())   # half the draws hold only integers (the count and the prompts decide)
+    lists = [draw(st.lists(st.integers(-3, 3) if clean or draw(st.integers(0, 2)) else hash_values, max_size=6))
+             for _ in range(max(count, 0))]
+    if kind == "array":
+        return [np.asarray([v for v in item if isinstance(v, int) and -2**63 <= v < 2**63], np.int64)
+                for item in lists]
+    return lists
+
+
+@st.composite
+def prefix_structure(draw, prompt: list):
+    """Hashes consistent with ``prompt`` (each request a path in a small tree of full blocks, its partial last
+    block under a hash of its own), or now and then random ones (which a trace may refuse by name)."""
+    block_tokens = draw(st.sampled_from([1, 7, 16, 512]))
+    hashes = []
+    for i, tokens in enumerate(prompt):
+        full = min(tokens // block_tokens, 6)
+        chain = draw(st.lists(st.integers(-2, 2), min_size=0, max_size=full))
+        if len(chain) == tokens // block_tokens and tokens % block_tokens and draw(st.booleans()):
+            chain.append(10**6 + i)   # the partial last block: never shared
+        hashes.append(chain)
+    if draw(st.integers(0, 5)) == 0:
+        hashes = [draw(st.lists(st.integers(0, 2), max_size=4)) for _ in prompt]
+    return hashes, block_tokens
+
+
 @st.composite
 def good_traces(draw, max_size: int = 25):
-    """Valid traces: what the invariants are checked on (bad ones are the Trace target's business)."""
+    """Valid traces: what the invariants are checked on (bad ones are the Trace target's business); most of
+    them with prefix hashes."""
     n = draw(st.integers(1, max_size))
     gaps = draw(st.lists(st.one_of(st.floats(0, 5), st.just(0.0)), min_size=n, max_size=n))
     prompt = draw(st.lists(st.integers(0, 4000), min_size=n, max_size=n))
@@ -127,6 +178,13 @@ def good_traces(draw, max_size: int = 25):
     if draw(st.integers(0, 4)) == 3:   # now and then a 0-token output (the iteration-level engines refuse it)
         output[draw(st.integers(0, n - 1))] = 0
     scale = draw(st.sampled_from([1.0, 1e-3, 1e3, 1e6]))
+    if draw(st.integers(0, 3)):
+        hashes, block_tokens = draw(prefix_structure(prompt))
+        trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(
+            np.cumsum(gaps) * scale, prompt, output, source="fuzz", prefix_hashes=hashes,
+            prefix_block_tokens=block_tokens))
+        if trace is not None:
+            return trace
     return wb.Trace.from_arrays(np.cumsum(gaps) * scale, prompt, output, source="fuzz")
 
 
@@ -168,6 +226,10 @@ CONFIG_FIELDS = {
     "kv_link_latency_s": field_values([0.0, 1e-5, 1.0], [-1, 1e3, math.nan]),
     "prefill_router": field_values(sorted(DISAGG_ROUTERS), ["least_kv", None]),
     "decode_router": field_values(sorted(DISAGG_ROUTERS), ["random"]),
+    "prefix_caching": field_values([True, False, "true"], ["yes", 2, None]),
+    "kv_watermark": field_values([None, 0.0, 0.01, 0.5], [1.0, -0.01, math.nan, "high", True]),
+    "max_paddings": field_values([0, 1, 256], [-1, 2.5, "many"]),
+    "prefix_affinity_margin": field_values([0, 1, 16], [-1, 0.5, math.inf]),
 }
 DISAGGREGATED_FIELDS = sorted(name for name in CONFIG_FIELDS if name.startswith(("prefill_", "decode_", "kv_link")))
 
@@ -179,8 +241,15 @@ def configs(draw):
     scheduler = draw(st.sampled_from(sorted(n for n, cls in SCHEDULERS.items() if cls.engine == engine)))
     kwargs = {"scheduler": scheduler, "router": draw(st.sampled_from(sorted(ROUTERS)))}
     names = sorted(CONFIG_FIELDS)
-    if SCHEDULERS[kwargs["scheduler"]].engine == "disaggregated":   # mostly its own fields
+    if engine == "disaggregated":
+        # mostly its own fields; the continuous engine's router and prefix cache now and then (refused by name)
         names = DISAGGREGATED_FIELDS + names
+        kwargs["router"] = kwargs["router"] if draw(st.integers(0, 3)) == 0 else "round_robin"
+        kwargs["prefix_caching"] = draw(st.integers(0, 7)) == 0
+    else:
+        # prefix_affinity needs prefix caching: on for it but now and then (to see it refused), mostly on else
+        kwargs["prefix_caching"] = draw(st.integers(0, 7)) > 0 if kwargs["router"] == "prefix_affinity" \
+            else draw(st.integers(0, 3)) > 0
     for name in draw(st.lists(st.sampled_from(names), max_size=5, unique=True)):
         kwargs[name] = draw(CONFIG_FIELDS[name])
     return kwargs
@@ -200,11 +269,12 @@ latencies = st.one_of(
     st.none(), st.sampled_from(["grid", "opt-13b-a100", "llama-3.1-8b-h100", "no-such-profile", 0.02,
                                 "opt-13b-a100-distserve", *POOL_LATENCIES]),
     step_models, st.tuples(step_models, step_models),
-    st.builds(lambda b, p, q: wb.LatencyModel(base_s=b, per_token_s=p, batch_penalty=q),
-              st.floats(0, 0.1), st.floats(0, 1e-3), st.floats(0, 2)))
+    st.builds(lambda b, p, q: ("grid", b, p, q), st.floats(0, 0.1), st.floats(0, 1e-3), st.floats(0, 2)))
 
 
 def make_latency(spec):
+    if isinstance(spec, tuple) and spec[0] == "grid":   # built here, in attempt: (0, 0, q) is refused
+        return wb.LatencyModel(base_s=spec[1], per_token_s=spec[2], batch_penalty=spec[3])
     if isinstance(spec, tuple):
         if len(spec) == 2:   # a dict of two pools' models
             return {"prefill": make_latency(spec[0]), "decode": make_latency(spec[1])}
@@ -231,6 +301,27 @@ def check_result(res, trace) -> None:
         for column in ("ttft_s", "e2e_s"):
             values = np.asarray(res.continuous[column])[completed]
             assert np.isfinite(values).all() and (values >= -1e-9).all(), f"{column}: {values}"
+        if res.engine == "disaggregated":   # no prefix cache
+            check_rates(res)
+            return
+        cached = np.asarray(res.continuous["cached_tokens"])
+        prompt = np.asarray(trace.prompt_tokens)
+        bs = res.config.block_size
+        assert (cached >= 0).all() and (cached % bs == 0).all(), "cached tokens not in whole blocks"
+        assert (cached[prompt > 0] < prompt[prompt > 0]).all() and (cached[prompt == 0] == 0).all(), \
+            "a cache hit covered a whole prompt (its last token is always computed)"
+        rate = res.summary["prefix_hit_rate"]
+        assert math.isnan(rate) or 0 <= rate < 1, rate
+        if not res.config.prefix_caching:
+            assert not cached.any(), "cached tokens without prefix caching"
+        elif trace.has_prefixes:
+            exercised["prefix caching, trace with hashes"] += 1
+            exercised["prefix_affinity router"] += res.config.router == "prefix_affinity"
+            exercised["cache hits"] += bool(cached.any())
+    check_rates(res)
+
+
+def check_rates(res) -> None:
     for key in ("throughput_rps", "goodput_rps", "offered_rps"):
         if key in res.summary:
             assert not math.isinf(res.summary[key]), (key, res.summary[key])
@@ -258,6 +349,31 @@ def fuzz_trace(arrays, scale, synthetic):
         assert np.isfinite(scaled.arrival_s).all()
 
 
+@settings(SETTINGS, max_examples=2 * EXAMPLES)   # cheap: no simulation
+@given(n=st.integers(0, 12), data=st.data())
+def fuzz_trace_hashes(n, data):
+    """Valid arrays with careless prefix hashes and block sizes: a clear error, or a trace whose hashes are
+    one int64 list per request, never more blocks than the prompt has, kept in order by sorting and slicing."""
+    arrival = data.draw(st.lists(st.floats(0, 100), min_size=n, max_size=n))
+    prompt = data.draw(st.lists(st.integers(0, 3000), min_size=n, max_size=n))
+    hashes = data.draw(raw_prefix_hashes(n))
+    block_tokens = data.draw(st.sampled_from(GOOD_BLOCK_TOKENS if data.draw(st.integers(0, 2)) else BAD_BLOCK_TOKENS))
+    trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(
+        arrival, prompt, [1] * n, prefix_hashes=hashes, prefix_block_tokens=block_tokens))
+    if trace is None or not trace.has_prefixes:
+        return
+    exercised["Trace with hashes"] += 1
+    assert len(trace.prefix_hashes) == len(trace) and trace.prefix_hashes.ids.dtype == np.int64
+    assert isinstance(trace.prefix_block_tokens, int) and trace.prefix_block_tokens >= 1
+    blocks = -(-trace.prompt_tokens.astype(np.int64) // trace.prefix_block_tokens)
+    assert (trace.prefix_hashes.counts <= blocks).all()
+    order = np.argsort(arrival, kind="stable")   # the hashes follow their requests through the sort
+    for i, j in enumerate(order):
+        assert list(trace.prefix_hashes[i]) == [int(v) for v in hashes[j]]
+    half = trace.head(max(1, n // 2))
+    assert len(half.prefix_hashes) == len(half) and half.prefix_block_tokens == trace.prefix_block_tokens
+
+
 @SETTINGS
 @given(trace=good_traces(), config=configs(), latency=latencies, step_log=st.sampled_from([0, 5, 100_000, -1]))
 def fuzz_simulate(trace, config, latency, step_log):
@@ -281,6 +397,29 @@ def fuzz_simulate_raw(arrays, scheduler, router):
         return
     res = attempt(_target("simulate", scheduler),
                   lambda: wb.simulate(trace, wb.SimConfig(scheduler=scheduler, router=router)))
+    if res is not None:
+        check_result(res, trace)
+
+
+@settings(SETTINGS, max_examples=max(10, EXAMPLES // 2))
+@given(trace=good_traces(), scheduler=st.sampled_from(sorted(n for n, c in SCHEDULERS.items()
+                                                          if c.engine == "continuous")),
+       router=st.sampled_from(sorted(ROUTERS)), num_gpus=st.integers(1, 3), block_size=st.sampled_from([1, 3, 16]),
+       kv_blocks=st.sampled_from([None, 4, 40, 400, 10**5]), chunked=st.booleans(),
+       watermark=st.sampled_from([None, 0.0, 0.01, 0.3, 0.99]), max_paddings=st.sampled_from([0, 16, 256]),
+       margin=st.sampled_from([0, 1, 16]), max_num_seqs=st.sampled_from([1, 4, 256]),
+       latency=st.sampled_from([None, "llama-3.1-8b-h100"]))
+def fuzz_prefix_caching(trace, scheduler, router, num_gpus, block_size, kv_blocks, chunked, watermark, max_paddings,
+                        margin, max_num_seqs, latency):
+    """Valid settings only, prefix caching on (every router, tiny caches that evict and preempt): the engine
+    must serve or name a reason, and the cache invariants of check_result must hold."""
+    cfg = attempt("SimConfig", lambda: wb.SimConfig(
+        scheduler=scheduler, router=router, num_gpus=num_gpus, block_size=block_size, kv_blocks=kv_blocks,
+        chunked_prefill=chunked, prefix_caching=True, kv_watermark=watermark, max_paddings=max_paddings,
+        prefix_affinity_margin=margin, max_num_seqs=max_num_seqs, max_num_batched_tokens=max(max_num_seqs, 512)))
+    if cfg is None:
+        return
+    res = attempt(_target("simulate", scheduler), lambda: wb.simulate(trace, cfg, latency=latency))
     if res is not None:
         check_result(res, trace)
 
@@ -315,10 +454,14 @@ def fuzz_capacity(trace, scheduler, arguments):
 @given(n=st.integers(1, 12), seed=st.integers(0, 10),
        poison=st.sampled_from([None, None, math.nan, math.inf, -1.0]),
        max_iter=st.sampled_from([1, 2, 1, "1", 0, 2.5]), kv_blocks=st.sampled_from([64, 4046, 4046, 1]),
-       single=st.booleans(), disaggregated=st.booleans(), pools=st.sampled_from(POOL_LATENCIES[:3] + [None]))
-def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, disaggregated, pools):
+       single=st.booleans(), chunked=st.booleans(), caching=st.booleans(), disaggregated=st.booleans(),
+       pools=st.sampled_from(POOL_LATENCIES[:3] + [None]))
+def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, chunked, caching, disaggregated, pools):
     rng = np.random.default_rng(seed)
-    trace = wb.Trace.from_arrays(np.sort(rng.uniform(0, 5, n)), rng.integers(1, 600, n), rng.integers(1, 80, n))
+    prompt = rng.integers(1, 600, n)
+    hashes = [list(rng.integers(0, 2, p // 16)) for p in prompt] if caching else None  # whole 16-token blocks
+    trace = wb.Trace.from_arrays(np.sort(rng.uniform(0, 5, n)), prompt, rng.integers(1, 80, n),
+                                 prefix_hashes=hashes, prefix_block_tokens=16 if caching else None)
     ttft = rng.uniform(0.02, 0.5, n)
     e2e = ttft + (trace.output_tokens - 1) * 0.03
     tpot = np.where(trace.output_tokens > 1, (e2e - ttft) / np.maximum(trace.output_tokens - 1, 1), np.nan)
@@ -333,7 +476,8 @@ def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, disaggregated, 
                            decode_kv_blocks=kv_blocks)
         step = pools if pools is not None else step
     else:
-        cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks)
+        cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks, chunked_prefill=chunked,
+                           prefix_caching=caching)
     run = ServingLog("fuzz", None, trace, measured, cfg, None)
     fitted = attempt(_target("calibrate", cfg.scheduler),
                      lambda: wb.calibrate(step, run if single else [run], max_iter=max_iter))
@@ -352,19 +496,25 @@ def every_scheduler_and_router() -> None:
     (so coverage never rests on sampling alone)."""
     trace = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 0])
     served = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0], [10, 3000, 0, 200], [5, 1, 40, 2])
+    shared = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0, 3.5], [40, 3000, 0, 200, 40], [5, 1, 40, 2, 3],
+                                  prefix_hashes=[[1, 2], [7], [], [1, 2, 3], [1, 2]], prefix_block_tokens=16)
     for scheduler in sorted(SCHEDULERS):
         if SCHEDULERS[scheduler].engine == "disaggregated":   # its own routers, instances and KV blocks
             deployments = [dict(prefill_router=p, decode_router=d, prefill_replicas=2, decode_replicas=1, decode_pp=pp,
                                 prefill_kv_blocks=64, decode_kv_blocks=64, block_size=16)
                            for p in sorted(DISAGG_ROUTERS) for d in sorted(DISAGG_ROUTERS) for pp in (1, 2)]
         else:
-            deployments = [dict(router=router, num_gpus=2, kv_blocks=64, block_size=16) for router in sorted(ROUTERS)]
+            deployments = [dict(router=router, num_gpus=2, kv_blocks=64, block_size=16, prefix_caching=caching)
+                           for router in sorted(ROUTERS) for caching in (False, True)]
         for deployment in deployments:
-            cfg = wb.SimConfig(scheduler=scheduler, **deployment)
+            cfg = attempt("SimConfig", lambda: wb.SimConfig(scheduler=scheduler, **deployment))
+            if cfg is None:
+                continue   # prefix_affinity without prefix caching, prefix caching when disaggregated: refused by name
             target = _target("simulate", scheduler)
-            res = attempt(target, lambda: wb.simulate(served, cfg))
-            if res is not None:
-                check_result(res, served)
+            for good in (served, shared):
+                res = attempt(target, lambda: wb.simulate(good, cfg))
+                if res is not None:
+                    check_result(res, good)
             attempt(target, lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
             attempt(target, lambda: wb.simulate(served.to_frame(), cfg))
     light = wb.Trace.from_arrays(np.arange(40) * 2.0, np.full(40, 200), np.full(40, 20), source="light load")
@@ -377,12 +527,25 @@ def every_scheduler_and_router() -> None:
             check_capacity(found)
 
 
+def warm_up() -> None:
+    """Compile the engines before the hang watchdog starts timing calls: a cold compile of the continuous
+    engine takes tens of seconds of CPU, more on a loaded machine, and is not a hang."""
+    faulthandler.dump_traceback_later(10 * HANG_S, exit=True)
+    trace = wb.Trace.from_arrays([0.0, 1.0], [40, 20], [3, 2], prefix_hashes=[[1, 2], [1]], prefix_block_tokens=16)
+    for scheduler in ("continuous_fcfs", "static_fifo"):
+        wb.simulate(trace, wb.SimConfig(scheduler=scheduler, prefix_caching=True, kv_blocks=64))
+    faulthandler.cancel_dump_traceback_later()
+
+
 def main() -> None:
+    warm_up()
     every_scheduler_and_router()
-    for target in (fuzz_trace, fuzz_simulate, fuzz_simulate_raw, fuzz_capacity, fuzz_calibrate):
+    for target in (fuzz_trace, fuzz_trace_hashes, fuzz_simulate, fuzz_prefix_caching, fuzz_simulate_raw, fuzz_capacity,
+                   fuzz_calibrate):
         target()
     print(json.dumps({"examples": EXAMPLES, "schedulers": sorted(SCHEDULERS), "routers": sorted(ROUTERS),
-                      "disaggregated_routers": sorted(DISAGG_ROUTERS), "outcomes": dict(sorted(outcomes.items()))}))
+                      "disaggregated_routers": sorted(DISAGG_ROUTERS), "outcomes": dict(sorted(outcomes.items())),
+                      "exercised": dict(sorted(exercised.items()))}))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,32 @@ def test_arrays_name_the_first_bad_value_in_the_given_order():
         checks.array([1.0, 2.0, math.inf], "e2e_s", where=lambda i: f"run.csv: line {i + 2}, column e2e_s")
 
 
+def test_integer_lists_are_ragged_exact_and_name_the_item_and_position():
+    offsets, values = checks.integer_lists([[3, -1], [], (7,), np.array([2**62 + 1]), ["8", 9.0]], "h")
+    assert offsets.dtype == values.dtype == np.int64
+    assert offsets.tolist() == [0, 2, 2, 3, 4, 6] and values.tolist() == [3, -1, 7, 2**62 + 1, 8, 9]  # never float
+    assert [v.tolist() for v in checks.integer_lists([], "h")] == [[0], []]
+    for value, exception, message in [
+            ([1, 2], TypeError, "h[0]: must be a list of integers, got 1; h is a list with one list of integers per "
+                                "item, e.g. [[1, 2], [1, 7]]"),
+            ("[[1]]", TypeError, "h: must be a list with one list of integers per item"),
+            ({"a": [1]}, TypeError, "h: must be a list with one list of integers per item"),
+            ([[1], [2, 0.5]], ValueError, "h[1][1]: must be an integer (a whole number: it is never rounded), got 0.5"),
+            ([[math.inf]], ValueError, "h[0][0]: must be an integer (a whole number: it is never rounded), got inf"),
+            ([[1, False]], TypeError, "h[0][1]: must be an integer, got False (bool)"),
+            ([np.array([True])], TypeError, "h[0][0]: must be an integer, got True (bool)"),
+            ([[[1]]], TypeError, "h[0][0]: must be a number, got a nested list [1] (list)"),
+            ([[-2**63 - 1]], ValueError, "h[0][0] = -9,223,372,036,854,775,809 is outside the 64-bit range of "
+                                         "integers; reduce the values, e.g. modulo 2**63")]:
+        with pytest.raises(exception, match=re.escape(message)):
+            checks.integer_lists(value, "h")
+    with pytest.raises(ValueError, match=re.escape("h: must have one list per request, 3 in all, got 2; an empty "
+                                                   "list stands for a request without hashes")):
+        checks.integer_lists([[1], [2]], "h", length=3, per="request", what="hashes")
+    with pytest.raises(ValueError, match=re.escape("t.jsonl: line 3, key 'ids'[0]: must be an integer")):
+        checks.integer_lists([[1], ["x"]], "ids", where=lambda i: f"t.jsonl: line {i + 2}, key 'ids'")
+
+
 def test_files_exist_are_not_folders_and_are_utf8(tmp_path):
     (tmp_path / "ok.txt").write_text("caf\u00e9\n", encoding="utf-8")
     assert checks.read_text(tmp_path / "ok.txt") == "caf\u00e9\n"

@@ -150,7 +150,8 @@ def test_fidelity_parameters_are_validated_and_recorded_as_their_part(tmp_path):
         FidelityParams(results_dir=str(folder), max_iter="2").claim_results_dir()
     with pytest.raises(ValueError, match="max_iter: must be an integer >= 1, got 0"):
         FidelityParams(max_iter=0)
-    with pytest.raises(FileNotFoundError, match="runs: .*vllm-999.csv: no such serving log"):
+    with pytest.raises(FileNotFoundError, match=r"runs: 'vllm-999' is not a run in data_dir .* \(no vllm-999.csv "
+                                                r"there; its runs: vllm-100-1, vllm-200-2, vllm-350-3.5\)"):
         FidelityParams(runs="vllm-100-1,vllm-999")
     params = FidelityParams(runs="vllm-100-1, vllm-200-2", prior_weights="[]", thresholds="16,32")
     assert (params.runs, params.prior_weights, params.thresholds) == (("vllm-100-1", "vllm-200-2"), (), (16, 32))
@@ -269,3 +270,47 @@ def test_explore_takes_one_trace_name_as_one_trace():
         Explorer(num_requests=0)
     with pytest.raises(ValueError, match="load_scaling: must be > 0"):
         Explorer(num_requests=50).set(load_scaling=-1)
+
+
+# ---------------------------------------------------------------- second audit (issue 13, the same classes again)
+
+@pytest.mark.parametrize("argv, message", [
+    (["--use-real-timestamps", "--rps-scaling", "50"], "rps_scaling=50 has no effect with use_real_timestamps=True"),
+    (["--no-capacity", "--capacity-attainment", "0.5"], "capacity_attainment=0.5 has no effect with "
+                                                        "capacity_search=False"),
+    (["--results-dir", ""], "results_dir: must be a folder path, or None for the default folder, got ''"),
+    (["--executor", "process:100000"], "executor ('process:100000'): must be at most"),
+    (["--rps-scaling", "1e-302"], "rps_scaling (or a time scaling) not tiny? Or turn the capacity search off"),
+    (["--dataset", "azure-conv"], "did you mean the dataset 'azure_conv'?"),
+])
+def test_conflicting_or_impossible_command_lines_are_refused_before_any_folder_is_recorded(tmp_path, monkeypatch,
+                                                                                           capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    folder = ["--results-dir", str(tmp_path / "r")] if "--results-dir" not in argv else []
+    with pytest.raises(SystemExit) as exc:
+        main(["suite", "--step1-only", "--max-requests", "100", "--max-gpus", "1", "--no-progress", *folder, *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []   # no folder, no parameters.json: a corrected rerun is not refused
+
+
+def test_the_same_conflicts_are_refused_in_notebook_parameters():
+    with pytest.raises(ValueError, match="rps_scaling=50 has no effect with use_real_timestamps=True"):
+        StepParams(**SMALL, use_real_timestamps="true", rps_scaling="50")
+    with pytest.raises(ValueError, match="capacity_attainment=0.5 has no effect with capacity_search=False"):
+        StepParams(**{**SMALL, "capacity_search": "false"}, capacity_attainment=0.5)
+    assert StepParams(**SMALL, use_real_timestamps=True).rps_scaling == 200.0   # the defaults are no conflict
+
+
+def test_a_plan_that_fails_records_nothing_so_the_corrected_plan_is_accepted(tmp_path):
+    folder = tmp_path / "r"
+    bad = StepParams(**{**SMALL, "rps_scaling": 1e-306}, results_dir=str(folder))
+    with pytest.raises(ValueError, match="rps_scaling=1e-306 turns arrival"):
+        plan_step1(bad, request_volumes=[300])
+    assert not (folder / MANIFEST).exists()
+    plan_step1(StepParams(**SMALL, results_dir=str(folder)), request_volumes=[300])   # not refused as "other"
+    assert json.loads((folder / MANIFEST).read_text())["parameters"]["rps_scaling"] == 200
+
+
+def test_request_volumes_above_max_requests_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="request_volumes: 100,000 is more than max_requests=300"):
+        plan_step1(StepParams(**SMALL, results_dir=str(tmp_path / "r")), request_volumes=[100_000])

@@ -1,10 +1,12 @@
 """Property test of issue 13: random bad input never crashes, hangs or quietly gives a wrong answer.
 
-``tests/bad_input_fuzz.py`` feeds hypothesis-generated arrays (finite and not, of every dtype) and parameter
-values through ``Trace``, ``simulate`` (every registered scheduler and router; the disaggregated scheduler with
-its own fields, routers and per-pool latencies), ``capacity`` and ``calibrate`` (vLLM and disaggregated runs)
-in a subprocess, and each engine must have given both results and clear errors.  A segfault or a hang (a
-watchdog ends a call after 60 s) fails this test instead of killing pytest.  The example budget is fixed and hypothesis is derandomized, so every run draws the same examples.
+``tests/bad_input_fuzz.py`` feeds hypothesis-generated arrays (finite and not, of every dtype), prefix hashes
+and parameter values through ``Trace``, ``simulate`` (every registered scheduler and router, prefix caching on
+and off; the disaggregated scheduler with its own fields, routers and per-pool latencies), ``capacity`` and
+``calibrate`` (vLLM runs, chunked prefill and prefix caching too, and disaggregated runs) in a subprocess, and
+each engine must have given both results and clear errors.  A segfault or a hang (a watchdog ends a call after
+60 s) fails this test instead of killing pytest.  The example budget is fixed and hypothesis is derandomized,
+so every run draws the same examples.
 """
 
 from __future__ import annotations
@@ -39,3 +41,8 @@ def test_random_bad_input_gives_a_clear_error_or_a_result_whose_invariants_hold(
         results = outcomes.get(f"{target}: result", 0)
         errors = sum(v for k, v in outcomes.items() if k.startswith(f"{target}: clear"))
         assert results > 0 and errors > 0, (target, outcomes)   # both paths were exercised
+    # the prefix cache was really fuzzed: traces with random hashes built, simulated with caching on, with the
+    # prefix_affinity router, with hits (not only refused at the door)
+    exercised = report["exercised"]
+    for what in ("Trace with hashes", "prefix caching, trace with hashes", "prefix_affinity router", "cache hits"):
+        assert exercised.get(what, 0) > 0, (what, exercised)

@@ -148,7 +148,7 @@ def test_missing_file_explains_where_to_put_burstgpt(tmp_path):
 @pytest.mark.parametrize("kwargs, pattern", [
     (dict(models="chatgpt"), "unknown Model value(s) ['chatgpt']; allowed values: 'ChatGPT', 'GPT-4'"),
     (dict(log_types=["API log", "api"]), "allowed values: 'Conversation log', 'API log'"),
-    (dict(models=[]), "models must be a string or a non-empty iterable"),
+    (dict(models=[]), "models: must be a non-empty list of names"),
     (dict(num_requests=0), "num_requests: must be an integer >= 1"),
     (dict(num_requests=2.5), "num_requests: must be an integer >= 1"),
     (dict(rps_scaling=0), "rps_scaling: must be > 0"),
@@ -418,7 +418,7 @@ def test_from_arrays_converts_datetimes_and_durations_to_seconds(arrival):
 def test_from_arrays_refuses_missing_times_and_dated_tokens():
     with pytest.raises(ValueError, match=re.escape("arrival_s[1] is NaT")):
         Trace.from_arrays(np.array(["2023-01-01", "NaT"], dtype="datetime64[s]"), [1, 2], [1, 2])
-    with pytest.raises(ValueError, match="token counts are plain integers"):
+    with pytest.raises(ValueError, match=re.escape("prompt_tokens: must be plain numbers (tokens), got timedelta64[s]")):
         Trace.from_arrays([0, 1], np.array([1, 2], dtype="timedelta64[s]"), [1, 2])
     with pytest.raises(ValueError, match=re.escape("prompt_tokens[0] = 1e+12 is more than 2,147,483,647 tokens")):
         Trace.from_arrays([0], [1e12], [1])

@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         check_results_dir(options.results_path)
         options.check_results_dir()  # a foreign folder, another parameter set, an output path that is a folder
         check_executor(options.executor)
+        options.check_traces()  # e.g. an rps_scaling that overflows time: refused before the folder is recorded
     except ResultsFolderConflict as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,9 +30,16 @@ Rules, the same everywhere:
   it), never the letters of a single string;
 * arrays: numeric, 1-D, finite, in range, whole where counts are meant; the error gives the position of the
   first bad value in the order the caller gave (``where`` maps it to a file line);
-* files and folders: a file must exist and not be a folder; a text file must be UTF-8 (the error names the
-  file, line and byte); a folder to write into must not be a file and must be writable, checked without
-  creating anything.
+* lists of integer lists (ragged, e.g. per request the hashes of its prompt's blocks): one flat list of whole
+  numbers per item, read exactly as 64-bit integers (never through float), the count of items checked; the
+  error names the item and the position in it (``where`` maps the item to a file line);
+* files and folders: a path is text or ``os.PathLike`` and not blank (``""`` would quietly mean the current
+  folder); a file must exist and not be a folder; a text file must be UTF-8 (the error names the file, line
+  and byte); a CSV's rows have as many fields as its header (an extra field would shift every value into the
+  next column); a folder to write into must not be a file and must be writable, checked without creating
+  anything;
+* keyword arguments: a misspelt one is named with the closest allowed, as the function the user called
+  (``simulate: unknown keyword argument 'latncy' (did you mean 'latency'?)``), not by a deeper constructor.
 
 Wrong types raise :class:`InvalidType`, both a ``TypeError`` and a ``ValueError`` (as numpy's ``AxisError`` is
 both), so callers that catch either keep working; wrong values raise ``ValueError``.
@@ -50,8 +57,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["InvalidType", "array", "boolean", "choice", "existing_file", "instance", "integer", "integers",
-           "names", "number", "numbers", "read_text", "writable_folder"]
+__all__ = ["InvalidType", "array", "boolean", "choice", "csv_fields", "existing_file", "instance", "integer",
+           "integer_lists", "integers", "keywords", "names", "number", "numbers", "path", "read_text",
+           "writable_folder"]
 
 
 class InvalidType(TypeError, ValueError):
@@ -187,6 +195,17 @@ def choice(value, name: str, allowed: Iterable[str], *, hint: str = "", none: bo
               + (f" (did you mean {close[0]!r}?)" if close else "") + (f"; {hint}" if hint else ""))
 
 
+def keywords(given, name: str, allowed: Iterable[str]) -> None:
+    """Keyword arguments ``given`` (names) all in ``allowed``: a misspelt one is a ``TypeError`` naming the
+    function ``name`` it was passed to and the closest allowed keyword (not an error from deeper down)."""
+    allowed = list(allowed)
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            raise InvalidType(f"{name}: unknown keyword argument {key!r}"
+                              + (f" (did you mean {close[0]!r}?)" if close else f"; allowed: {', '.join(allowed)}"))
+
+
 def names(value, name: str, *, allowed: Iterable[str] | None = None, none: bool = False,
           unique: bool = True) -> tuple[str, ...] | None:
     """A non-empty tuple of names from a list/tuple of strings or one comma-separated string."""
@@ -263,6 +282,8 @@ def array(values, name: str, *, integral: bool = False, low=None, high=None, hig
     raw = np.asarray(values) if not isinstance(values, np.ndarray) else values
     place = (lambda i: where(i)) if where is not None else (lambda i: f"{name}[{i}]")
     if raw.dtype.kind == "b":
+        if where is not None and raw.size:   # a file's column read as booleans: name its first cell
+            raise InvalidType(f"{where(0)}: found {_shown(raw.ravel()[0])}, expected a number{kind}")
         raise InvalidType(f"{name}: must be numbers{kind}, got booleans (True/False)")
     if raw.dtype.kind == "c":
         raise InvalidType(f"{name}: must be real numbers{kind}, got complex numbers")
@@ -305,11 +326,90 @@ def array(values, name: str, *, integral: bool = False, low=None, high=None, hig
     return array_
 
 
-def existing_file(path, name: str, *, what: str = "file") -> Path:
-    """``path`` as a Path that exists and is a file (``FileNotFoundError`` / ``IsADirectoryError`` else)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise InvalidType(f"{name}: must be a path to a {what}, got {_shown(path)}")
-    file = Path(path).expanduser()
+_INT64 = np.iinfo(np.int64)
+
+
+def integer_lists(values, name: str, *, length: int | None = None, per: str = "item", what: str = "integers",
+                  example: str = "[[1, 2], [1, 7]]", where: Callable[[int], str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One list of whole numbers per item (ragged), as ``(offsets, values)``: int64 arrays, item ``i`` is
+    ``values[offsets[i]:offsets[i + 1]]``.
+
+    Read exactly as 64-bit integers (a list of Python ints or an integer array never goes through float); an
+    empty list is an item with none.  Refused: anything but a list of lists (a flat list of numbers, text, a
+    dict), ``length`` items expected and another count found, and in an item booleans, fractions, NaN/inf,
+    text that is not a number, nested lists, values outside the 64-bit range.  The error names the item,
+    ``name[i]`` or ``where(i)``, and the position in it; ``per`` says what an item stands for ("request"),
+    ``what`` what the numbers are ("block hashes"), ``example`` shows the expected shape.
+    """
+    shape = f"a list with one list of {what} per {per}, e.g. {example}"
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable) \
+            or (isinstance(values, np.ndarray) and values.ndim == 0):
+        raise InvalidType(f"{name}: must be {shape}, got {_shown(values)}")
+    items = list(values)
+    if length is not None and len(items) != length:
+        raise ValueError(f"{name}: must have one list per {per}, {length:,} in all, got {len(items):,}; an empty "
+                         f"list stands for a {per} without {what}")
+    place = (lambda i: where(i)) if where is not None else (lambda i: f"{name}[{i}]")
+    counts = np.zeros(len(items), np.int64)
+    parts = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, bytes, dict)) or not isinstance(item, (Iterable, np.ndarray)) \
+                or (isinstance(item, np.ndarray) and item.ndim != 1):
+            raise InvalidType(f"{place(i)}: must be a list of {what}, got {_shown(item)}; {name} is {shape}")
+        array = _exact_integers(item, place(i), what)
+        counts[i] = array.size
+        parts.append(array)
+    offsets = np.zeros(len(items) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return offsets, flat.astype(np.int64, copy=False)
+
+
+def _exact_integers(item, place: str, what: str) -> np.ndarray:
+    """One item of :func:`integer_lists` as int64: integer arrays and lists of ints directly, anything else
+    value by value through :func:`integer`."""
+    plain = isinstance(item, (list, tuple)) and all(type(v) is int for v in item)
+    if isinstance(item, np.ndarray) and item.dtype.kind in "iu":
+        array = item
+    elif plain:
+        try:
+            array = np.asarray(item, dtype=np.int64) if item else np.zeros(0, np.int64)
+        except OverflowError:
+            array = None   # a value beyond 64 bits: found and named below
+    else:
+        array = None
+    if array is not None:
+        if array.dtype.kind == "u" and array.size and array.max() > _INT64.max:
+            j = int(np.argmax(array > _INT64.max))
+            raise ValueError(f"{place}[{j}] = {int(array[j]):,} is outside the 64-bit range of {what}; reduce the "
+                             "values, e.g. modulo 2**63")
+        return array.astype(np.int64, copy=False)
+    out = np.empty(len(item), np.int64)
+    for j, v in enumerate(item):
+        if isinstance(v, (list, tuple, np.ndarray)):
+            raise InvalidType(f"{place}[{j}]: must be a number, got a nested list {_shown(v)}")
+        value = integer(v, f"{place}[{j}]")
+        if not _INT64.min <= value <= _INT64.max:
+            raise ValueError(f"{place}[{j}] = {value:,} is outside the 64-bit range of {what}; reduce the values, "
+                             "e.g. modulo 2**63")
+        out[j] = value
+    return out
+
+
+def path(value, name: str, *, expected: str = "a path", none: bool = False):
+    """``value`` if it is a path (text or ``os.PathLike``) that is not blank (``""`` would mean the current
+    folder); ``none=True``: None passes through."""
+    if value is None and none:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(os.fspath(value)).strip():
+        _fail(name, expected + (", or None" if none else ""), value, cls=InvalidType)
+    return value
+
+
+def existing_file(value, name: str, *, what: str = "file") -> Path:
+    """``value`` as a Path that exists and is a file (``FileNotFoundError`` / ``IsADirectoryError`` else)."""
+    file = Path(path(value, name, expected=f"a path to a {what}")).expanduser()
     if file.is_dir():
         raise IsADirectoryError(f"{name}: {file} is a folder, not a {what}")
     if not file.is_file():
@@ -331,15 +431,34 @@ def read_text(path, *, what: str = "file") -> str:
                          "another encoding, e.g. Latin-1 or UTF-16); re-save it as UTF-8") from None
 
 
-def writable_folder(path, name: str) -> Path:
-    """``path`` (absolute) if it is, or can be made, a folder this process may write into; creates nothing.
+def csv_fields(text: str, file) -> None:
+    """Every row of a CSV text has as many fields as its header line (blank lines aside), else a ``ValueError``
+    naming the file and line: a row with one field more makes pandas take its first field for an index and
+    shift every value into the next column, one with fewer leaves the last columns empty."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text))
+    header = None
+    for record in reader:
+        if not any(field.strip() for field in record):
+            continue
+        if header is None:
+            header = record
+        elif len(record) != len(header):
+            raise ValueError(
+                f"{file}: line {reader.line_num} has {len(record)} fields but the header has {len(header)} "
+                f"({','.join(header)})" + ("; a trailing comma, or a number written with a thousands separator "
+                                           "(1,234), adds a field" if len(record) > len(header) else ""))
+
+
+def writable_folder(value, name: str) -> Path:
+    """``value`` (absolute) if it is, or can be made, a folder this process may write into; creates nothing.
 
     Refused: a path that is a file, or lies under a file; a folder (or, for a folder still to be made, its
     nearest existing parent) in which a file cannot be created.
     """
-    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise InvalidType(f"{name}: must be a folder path, got {_shown(path)}")
-    folder = Path(path).expanduser().absolute()
+    folder = Path(path(value, name, expected="a folder path")).expanduser().absolute()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{name} {folder}: is a file, not a folder; choose a folder (it is created if needed)")
     existing = folder

@@ -52,6 +52,9 @@ _REAL_FIELDS = {
     "decode_waiting_block_fraction": (True, "", None, ""),
 }
 _PRESET_FIELDS = ("kv_gb_per_token", "model_mem_gb")  # None: the model preset's value
+# Shares of something (of the SLA, of the budget): 90 meant as 90% is refused, never simulated.
+_SHARES = {"sla_budget_fraction": "a share of d_sla_s in (0, 1]",
+           "ctrl_eps_fraction": "a share of the latency budget in [0, 1]"}
 
 
 def _f(default, help: str):
@@ -120,7 +123,22 @@ class SimConfig:
               "(kv_capacity_tokens from the memory fields above)")
     router: str = _f(
         "round_robin", "continuous: how arrivals are routed to replicas: round_robin, least_outstanding "
-                       "(fewest routed and unfinished requests), least_kv (fewest KV blocks in use + waiting)")
+                       "(fewest routed and unfinished requests), least_kv (fewest KV blocks in use + waiting), "
+                       "prefix_affinity (the replica caching the longest prefix of the prompt, unless it has more "
+                       "than prefix_affinity_margin requests over the least loaded; needs prefix_caching)")
+    prefix_caching: bool = _f(
+        False, "continuous: vLLM's automatic prefix caching: full KV blocks of prompt prefixes (the trace's "
+               "prefix_hashes) and of a preempted request's tokens stay cached (LRU) and are reused, so a "
+               "prefill computes only the uncached tokens")
+    kv_watermark: float | None = _f(
+        None, "continuous: share of the KV blocks kept free when admitting a waiting request, in [0, 1); None = "
+              "vLLM's own: 0.01 without chunked prefill (v0.2 BlockSpaceManager), 0 with it (v1 keeps none)")
+    max_paddings: int = _f(
+        256, "continuous, chunked_prefill=False (vLLM v0.2): most padding tokens a prefill step may carry (its "
+             "prompts are padded to the longest); vLLM v0.2.3's default")
+    prefix_affinity_margin: int = _f(
+        16, "continuous, router=prefix_affinity: how many more outstanding requests than the least loaded replica "
+            "the replica with the longest cached prefix may have and still be chosen")
     ttft_sla_s: float = _f(1.0, "continuous: time-to-first-token limit per request, seconds (> 0)")
     tpot_sla_s: float = _f(
         0.05, "continuous: time-per-output-token limit per request, seconds (> 0); continuous_sla's "
@@ -171,7 +189,8 @@ class SimConfig:
         checks.choice(self.bin_policy, "bin_policy", BIN_POLICIES)
         ints = {"k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
                 "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0,
-                "max_num_seqs": 1, "max_num_batched_tokens": 1, "block_size": 1,
+                "max_num_seqs": 1, "max_num_batched_tokens": 1, "block_size": 1, "max_paddings": 0,
+                "prefix_affinity_margin": 0,
                 # disaggregated deployments
                 "prefill_replicas": 1, "prefill_tp": 1, "decode_replicas": 1, "decode_tp": 1, "decode_pp": 1,
                 "prefill_max_batch_size": 1, "prefill_max_tokens": 1, "decode_max_batch_size": 1}
@@ -195,7 +214,7 @@ class SimConfig:
             object.__setattr__(self, name, checks.integer(
                 getattr(self, name), name, low=1, high=high, high_why=why, none=True,
                 hint="None derives it from the memory fields (instance_kv_tokens // block_size)"))
-        for name in ("spread_idle", "chunked_prefill"):
+        for name in ("spread_idle", "chunked_prefill", "prefix_caching"):
             object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
@@ -205,6 +224,8 @@ class SimConfig:
         for name, (low_open, unit, sane_high, sane_hint) in _REAL_FIELDS.items():
             object.__setattr__(self, name, checks.number(
                 getattr(self, name), name, low=0, low_open=low_open, none=name in _PRESET_FIELDS,
+                high=1 if name in _SHARES else None, what=_SHARES.get(name),
+                hint="0.9 is 90%" if name in _SHARES else "",
                 sane_high=sane_high, sane_hint=sane_hint, unit=unit if sane_high is not None else ""))
         if self.gpu_memory_utilization > 1:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
@@ -238,6 +259,13 @@ class SimConfig:
                              f"running decode takes one token of the step's budget), got "
                              f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
         checks.choice(self.router, "router", ROUTERS)
+        if self.router == "prefix_affinity" and not self.prefix_caching:
+            raise ValueError("router: 'prefix_affinity' routes by cached prefixes and needs prefix_caching=True; "
+                             "set prefix_caching=True or choose another router")
+        object.__setattr__(self, "kv_watermark", checks.number(
+            self.kv_watermark, "kv_watermark", low=0, high=1, high_open=True, none=True,
+            what="a share of the KV blocks in [0, 1)", hint="None keeps vLLM's own (0.01 without chunked prefill, "
+                                                             "0 with it)"))
         for name in ("ttft_sla_s", "tpot_sla_s"):
             object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True,
                                                          what="a finite number > 0 (seconds)"))
@@ -311,6 +339,18 @@ class SimConfig:
                     f"{self.block_size} tokens ({gpus} x ({self.gpu_mem_gb:g} GB x {self.gpu_memory_utilization:g} "
                     f"- {self.mem_margin_gb:g} GB margin) - {self.weights_gb:g} GB weights of {self.model}); give "
                     f"it more GPUs, raise gpu_mem_gb, or set {pool}_kv_blocks")
+
+    @property
+    def kv_watermark_effective(self) -> float:
+        """``kv_watermark``, or vLLM's own when None: 0.01 without chunked prefill (v0.2), 0 with it (v1)."""
+        if self.kv_watermark is not None:
+            return self.kv_watermark
+        return 0.0 if self.chunked_prefill else 0.01
+
+    @property
+    def kv_watermark_blocks(self) -> int:
+        """Blocks the watermark keeps free: ``int(kv_watermark_effective * kv_blocks_effective)`` (as vLLM)."""
+        return int(self.kv_watermark_effective * self.kv_blocks_effective)
 
     @property
     def kv_blocks_effective(self) -> int:

@@ -23,7 +23,8 @@ def predict_output_tokens(name: str, prompt_tokens, output_tokens, *, sigma: flo
     """
     from workbench import checks
 
-    prompt = checks.array(prompt_tokens, "prompt_tokens", integral=True, low=0, what="tokens")
+    prompt = checks.array(prompt_tokens, "prompt_tokens", integral=True, low=0, high=np.iinfo(np.int32).max,
+                          what="tokens")
     output = checks.array(output_tokens, "output_tokens", integral=True, low=0, high=np.iinfo(np.int32).max,
                           what="tokens").astype(np.int64)
     if prompt.size != output.size:

@@ -6,7 +6,7 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -18,10 +18,11 @@ from workbench.sim import static_engine as engine
 from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
-from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV,
-                                   meets_slo, offered_rate_rps, static_bin_metrics, summarize,
+from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_DROPPED, STATUS_LABELS, STATUS_REJECTED_BUDGET,
+                                   STATUS_REJECTED_KV, meets_slo, offered_rate_rps, static_bin_metrics, summarize,
                                    summarize_continuous, summarize_static_steps)
 from workbench.sim.predictors import predict_output_tokens
+from workbench.sim.prefix_tree import empty_tree, prefix_tree
 from workbench.sim.schedulers import get_scheduler
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces.trace import Trace
@@ -76,7 +77,9 @@ class SimResult:
         engine, and static schedulers in step mode: TTFT and TPOT within
         ``ttft_sla_s`` and ``tpot_sla_s``).  The continuous engine and step mode
         add ``ttft_s``, ``tpot_s``, ``e2e_s`` and ``preemptions`` (0 for static
-        batches); step mode keeps ``batch_id``.
+        batches); step mode keeps ``batch_id``; the continuous engine adds
+        ``cached_tokens`` (prompt tokens served from the prefix cache at the
+        request's first admission; 0 without ``prefix_caching``).
         """
         if self.continuous is not None:
             return self._continuous_requests()
@@ -120,6 +123,8 @@ class SimResult:
             "latency_s": latency_s,
             "met_sla": met,
         })
+        if "cached_tokens" in c:
+            frame.insert(frame.columns.get_loc("preemptions") + 1, "cached_tokens", c["cached_tokens"])
         if self.engine == "static":
             frame.insert(6, "batch_id", self.batch_id)
         if self.engine == "disaggregated":
@@ -199,7 +204,8 @@ def _token_extent(trace) -> tuple[int, float]:
 
 def _warn_if_dwarfs(field: str, limit_s: float, median_s: float, longest_s: float, quantity: str,
                     longest_text: str, stacklevel: int) -> None:
-    if limit_s > longest_s and limit_s > SLA_SCALE_FACTOR * median_s:
+    # a model faster than any GPU is refused by the time checks (or is abstract): no unit advice for the SLA
+    if median_s >= _SHORTEST_PLAUSIBLE_STEP_S and limit_s > longest_s and limit_s > SLA_SCALE_FACTOR * median_s:
         warnings.warn(
             f"{field}={limit_s:g} s is {limit_s / median_s:,.0f} times the median request's {quantity} "
             f"({median_s:.3g} s) and above the longest any request here can have ({longest_s:.3g} s: "
@@ -292,6 +298,7 @@ def resolve_latency(latency, name: str = "latency"):
 ENGINE_TABLES_LIMIT_BYTES = 2 * 10**9
 # An event time must resolve the shortest step to 0.1%: float64 has 52 mantissa bits.
 _TIME_RESOLUTION = 2.0 ** -52 * 1000
+_SHORTEST_PLAUSIBLE_STEP_S = 1e-6   # no GPU runs a batch or an engine step in under a microsecond
 
 
 def check_time_horizon(last_s: float, latency, what: str, fix: str = "", cfg: SimConfig | None = None) -> None:
@@ -308,6 +315,10 @@ def _check_times(last_s: float, shortest_step_s: float, what: str, fix: str = ""
               "not tiny?" + (f" {fix}" if fix else ""))
     if not np.isfinite(last_s):
         raise ValueError(f"{what}: the last arrival would be at {last_s} s, not a finite time. {advice}")
+    if 0 < shortest_step_s < _SHORTEST_PLAUSIBLE_STEP_S and last_s * _TIME_RESOLUTION > shortest_step_s:
+        raise ValueError(f"latency: the shortest batch or step takes {shortest_step_s:.3g} s, shorter than any GPU's "
+                         f"and too short for float64 event times over {what} (its last arrival at {last_s:.4g} s): "
+                         "are the latency model's coefficients in seconds?")
     if shortest_step_s > 0 and last_s * _TIME_RESOLUTION > shortest_step_s:
         horizon = shortest_step_s / _TIME_RESOLUTION
         raise ValueError(
@@ -451,6 +462,8 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
     if not isinstance(cfg, SimConfig):
         raise checks.InvalidType(f"config: must be a SimConfig, got {type(cfg).__name__}")
     if overrides:
+        # a misspelt keyword of simulate lands here: named as simulate's, not as SimConfig.__init__'s
+        checks.keywords(overrides, "simulate", ["latency", "step_log", *(f.name for f in fields(SimConfig))])
         cfg = cfg.replace(**overrides)
     trace = _validate_trace(trace)
     step_log = checks.integer(step_log, "step_log", low=0, high=10**9)
@@ -594,13 +607,16 @@ def _default_step_model() -> StepTimeModel:
 
 
 def continuous_acceptance(trace, cfg: SimConfig) -> np.ndarray:
-    """Status each request starts with in the continuous engine: completed (to be served) or why it is rejected."""
+    """Status each request starts with in the continuous engine: completed (to be served) or why it is rejected
+    (rule 2 of :mod:`workbench.sim.continuous_engine`)."""
     bs, blocks = cfg.block_size, cfg.kv_blocks_effective
     prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
     peak_blocks = (prompt + np.maximum(np.asarray(trace.output_tokens, dtype=np.int64), 1) - 1 + bs - 1) // bs
     status = np.full(prompt.size, STATUS_COMPLETED, np.int8)
     if not cfg.chunked_prefill:
         status[prompt > cfg.max_num_batched_tokens] = STATUS_REJECTED_BUDGET
+        # vLLM v0.2's can_allocate: AllocStatus.NEVER when the prompt leaves less than the watermark free
+        status[(prompt + bs - 1) // bs > blocks - cfg.kv_watermark_blocks] = STATUS_REJECTED_KV
     status[peak_blocks > blocks] = STATUS_REJECTED_KV
     return status
 
@@ -637,26 +653,44 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     warn_if_slo_dwarfs_service(trace, cfg, latency)
     joins = join_s[join_order] if join_order.size else join_s[:0]
     _check_times(float(joins.max()) if joins.size else 0.0, _shortest_step_s(latency), "trace")
-    replicas, bs, heap = cfg.num_gpus, cfg.block_size, max(1, min(cfg.max_num_seqs, cfg.kv_blocks_effective, n))
-    _check_tables(8.0 * replicas * (bs + 3 * n_bins + 2 * cfg.ctrl_window + 2 * heap + 40) + 72.0 * step_log,
-                  f"num_gpus={replicas} replicas x (block_size={bs} + k_bins={n_bins} + ctrl_window="
-                  f"{cfg.ctrl_window} + a heap of min(max_num_seqs, kv_blocks)={heap}), and step_log={step_log}")
-    join_s = np.ascontiguousarray(join_s, dtype=np.float64)
+    tree = prefix_tree(trace, cfg.block_size) if cfg.prefix_caching else empty_tree(0, cfg.block_size)
+    blocks = cfg.kv_blocks_effective
+    heap = ceng.finish_heap_capacity(cfg.max_num_seqs, blocks, n, cfg.prefix_caching)
+    cache = (f" + prefix cache of {tree.num_nodes:,} prefix-tree nodes and up to "
+             f"{ceng.lru_records(blocks, tree.num_nodes, n):,} LRU records" if cfg.prefix_caching else "")
+    _check_tables(ceng.table_bytes(num_requests=n, num_replicas=cfg.num_gpus, n_bins=n_bins,
+                                   block_size=cfg.block_size, max_num_seqs=cfg.max_num_seqs, kv_blocks=blocks,
+                                   window=cfg.ctrl_window, caching=cfg.prefix_caching, n_nodes=tree.num_nodes,
+                                   log_capacity=step_log),
+                  f"num_gpus={cfg.num_gpus} replicas x (block_size={cfg.block_size} + k_bins={n_bins} + ctrl_window="
+                  f"{cfg.ctrl_window} + a finish heap of {heap:,}{cache}), and step_log={step_log}")
+    # read-only whether or not an arrival overhead made a new array: one compiled signature, not two (the
+    # continuous engine takes tens of seconds to compile)
+    join_s = np.ascontiguousarray(join_s, dtype=np.float64).view()
+    join_s.flags.writeable = False
     _check_engine_arrays(join_s, prompt, output, np.asarray(bin_id), n_bins)
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
-    (replica, sched_s, first_s, end_s, preemptions, busy_s, block_s, steps, log_f, log_i, error) = \
-        ceng.run_continuous(
-            np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
-            ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.max_num_seqs,
-            cfg.max_num_batched_tokens, cfg.block_size, cfg.kv_blocks_effective, coef,
-            min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget, cfg.ctrl_eps_fraction * budget,
-            float(cfg.ctrl_alpha),
-            float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, int(step_log))
+    (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(
+        np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
+        ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.prefix_caching,
+        cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.max_paddings, cfg.kv_watermark_blocks, cfg.block_size,
+        cfg.kv_blocks_effective, coef, min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget,
+        cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window,
+        cfg.mem_theta, cfg.prefix_affinity_margin, tree.path_off, tree.path_node, tree.node_first,
+        tree.node_blocks, tree.path_blocks, int(step_log))
     if error:
         raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
+    replica, preemptions = (np.ascontiguousarray(rq[:, c]) for c in (ceng.RQ_REPLICA, ceng.RQ_PREEMPT))
+    sched_s, first_s, end_s = tq[ceng.T_SCHED], tq[ceng.T_FIRST], tq[ceng.T_FINISH]
+    dropped = rq[:, ceng.RQ_STATE] == ceng.ST_DROPPED
     served = ~np.isnan(end_s)
-    if not np.array_equal(served, status == STATUS_COMPLETED):
-        raise SimulationError("a request was dropped or a rejected request was served")
+    if not np.array_equal(served | dropped, status == STATUS_COMPLETED) or np.any(served & dropped):
+        raise SimulationError("a request was lost or a rejected request was served")
+    if dropped.any():
+        status = status.copy()
+        status[dropped] = STATUS_DROPPED
+        log.info("%d request(s) dropped after preemption (vLLM v0.2 ignores them)", int(dropped.sum()))
+    cached = np.ascontiguousarray(rq[:, ceng.RQ_CACHED])
     token_o = latency.token_overhead_s
     ttft_s = first_s - arrival_s + token_o
     e2e_s = end_s - arrival_s + output * token_o
@@ -671,6 +705,11 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     summary["offered_rps"] = offered_rate_rps(arrival_s)
     summary["engine_steps"] = int(steps.sum())
     summary["k_bins_effective"] = int(n_bins)
+    admitted = served | dropped
+    prompt_admitted = float(prompt[admitted].sum(dtype=np.int64))
+    summary["prefix_hit_rate"] = float(cached[admitted].sum(dtype=np.int64)) / prompt_admitted \
+        if prompt_admitted > 0 else float("nan")
+    summary["dropped"] = int(dropped.sum())
     wall = time.perf_counter() - t0
     summary["sim_wall_s"] = wall
     summary["sim_requests_per_s"] = arrival_s.size / wall if wall > 0 else float("nan")
@@ -685,6 +724,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         batch_id=np.full(arrival_s.size, -1, np.int32), status=status, batch_float=empty_f, batch_int=empty_i,
         bin_edges=edges, summary=summary, engine="continuous",
         continuous={"replica": replica, "ttft_s": ttft_s, "tpot_s": tpot_s, "e2e_s": e2e_s, "queue_s": queue_s,
-                    "preemptions": preemptions, "prompt_tokens": prompt, "output_tokens": output,
+                    "preemptions": preemptions, "cached_tokens": cached, "prompt_tokens": prompt,
+                    "output_tokens": output,
                     "first_token_step_end_s": first_s, "last_step_end_s": end_s, "busy_s": busy_s,
                     "block_seconds": block_s, "log_f": log_f, "log_i": log_i})

@@ -16,6 +16,18 @@ running request.  Its time depends on what it contains:
 * a step with both parts (chunked prefill) costs ``max(a_p, a_d)`` plus both
   variable parts: the fixed cost is paid once per step.
 
+A prefill piece's prefix ``p`` counts every token already in the KV cache,
+prefix-cache hits included: a cached prefix is not computed (``l`` counts
+only the uncached tokens) but the new tokens still attend to it.
+
+BLIS-style (v1) coefficients, a step of ``a + b * (prefill tokens computed)
++ c * (decode requests) + d * (sum of the decodes' contexts)`` whatever it
+mixes (:meth:`StepTimeModel.blis`), are the special case ``prefill = (a, b,
+0)``, ``decode = (a, d, c)``: a mixed step's fixed cost ``max(a, a)`` is
+``a`` once, its prefill part ``b * sum(l)`` and its decode part ``d *
+sum(ctx) + c * n``.  BLIS's published fits (``from_blis``) have ``d = 0``
+(three betas); a fourth beta, when a defaults file has one, is ``d``.
+
 Two per-request CPU overheads (BLIS's alpha) sit outside the GPU step:
 ``arrival_overhead_s = (a0, a1)`` delays a request's entry into the queue by
 ``a0 + a1 * prompt_tokens`` (HTTP, tokenisation), and ``token_overhead_s`` is
@@ -107,6 +119,10 @@ class StepTimeModel:
         else:
             object.__setattr__(self, "decode_large_threshold", checks.integer(
                 self.decode_large_threshold, "decode_large_threshold", low=0, high=2**31 - 1))
+            if self.decode_large_threshold:
+                raise ValueError(f"decode_large_threshold: {self.decode_large_threshold} has no effect without "
+                                 "decode_large (the large-batch decode coefficients); pass decode_large=(a, b, c) "
+                                 "too, or leave the threshold out")
         object.__setattr__(self, "arrival_overhead_s", _coefficients(
             "arrival_overhead_s", self.arrival_overhead_s, 2, ("fixed, per request", "per prompt token"),
             (_FIXED_S, _PER_TOKEN_S)))
@@ -145,6 +161,24 @@ class StepTimeModel:
         from workbench.sim.profiles import blis_profile
         return blis_profile(model=model, gpu=gpu, tp=tp, vllm_version=vllm_version, path=path)
 
+    @classmethod
+    def blis(cls, step_s: float, prefill_token_s: float, decode_request_s: float, decode_context_token_s: float = 0.0,
+             *, arrival_overhead_s=(0.0, 0.0), token_overhead_s: float = 0.0, pipeline_overhead_s: float = 0.0,
+             name: str = "blis-style", source: str = "") -> "StepTimeModel":
+        """A step of ``step_s + prefill_token_s * (prefill tokens computed) + decode_request_s * (decodes) +
+        decode_context_token_s * (sum of the decodes' contexts)`` seconds, whatever the step mixes (BLIS's beta
+        vector plus a decode-context term): ``prefill = (step_s, prefill_token_s, 0)``, ``decode = (step_s,
+        decode_context_token_s, decode_request_s)``; ``pipeline_overhead_s`` as in the constructor (the
+        disaggregated engine's pipelined decode)."""
+        step_s, prefill_token_s, decode_request_s, decode_context_token_s = (
+            checks.number(value, name, low=0, unit="s", sane_high=bound, sane_hint=_UNIT_HINT)
+            for value, name, bound in ((step_s, "step_s", _FIXED_S), (prefill_token_s, "prefill_token_s", _PER_TOKEN_S),
+                                       (decode_request_s, "decode_request_s", _PER_REQUEST_S),
+                                       (decode_context_token_s, "decode_context_token_s", _PER_CONTEXT_S)))
+        return cls(prefill=(step_s, prefill_token_s, 0.0), decode=(step_s, decode_context_token_s, decode_request_s),
+                   arrival_overhead_s=arrival_overhead_s, token_overhead_s=token_overhead_s,
+                   pipeline_overhead_s=pipeline_overhead_s, name=name, source=source)
+
     def coefficients(self) -> np.ndarray:
         """The flat float64 vector the compiled engine reads (order :data:`COEF_NAMES`)."""
         large = self.decode_large if self.decode_large is not None else self.decode
@@ -158,6 +192,29 @@ class StepTimeModel:
         p = np.zeros_like(l) if prefix_lengths is None else np.asarray(prefix_lengths, dtype=np.float64)
         a, b, c = self.prefill
         return float(a + b * l.sum() + c * (l * (p + l)).sum())
+
+    def step_time_s(self, prompt_lengths=(), prefix_lengths=None, context_lengths=()) -> float:
+        """Time of a step computing prompt pieces (``prompt_lengths`` tokens after ``prefix_lengths`` already in
+        the cache) and decoding requests of ``context_lengths``: the fixed cost once (``max(a_p, a_d)`` when it
+        has both), then both variable parts."""
+        l = checks.array(prompt_lengths, "prompt_lengths", integral=True, low=0, what="tokens")
+        ctx = checks.array(context_lengths, "context_lengths", integral=True, low=0, what="tokens")
+        if l.size == 0 and ctx.size == 0:
+            raise ValueError("step_time_s: a step computes prompt tokens, decodes, or both; prompt_lengths and "
+                             "context_lengths are both empty")
+        if l.size == 0:
+            if prefix_lengths is not None and np.size(prefix_lengths):
+                raise ValueError("prefix_lengths: one per prompt piece, but prompt_lengths is empty")
+            return self.decode_time_s(ctx)
+        p = np.zeros_like(l) if prefix_lengths is None else checks.array(
+            prefix_lengths, "prefix_lengths", integral=True, low=0, length=l.size, what="tokens")
+        a_p, b_p, c_p = self.prefill
+        prefill_part = b_p * l.sum() + c_p * (l * (p + l)).sum()
+        if ctx.size == 0:
+            return float(a_p + prefill_part)
+        a_d, b_d, c_d = self.decode_large if (self.decode_large is not None
+                                              and ctx.size >= self.decode_large_threshold) else self.decode
+        return float(max(a_p, a_d) + prefill_part + b_d * ctx.sum() + c_d * ctx.size)
 
     def decode_time_s(self, context_lengths) -> float:
         """Time of a decode-only step over requests with these context lengths."""

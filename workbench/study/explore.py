@@ -15,6 +15,7 @@ slider does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -27,7 +28,7 @@ import numpy as np
 from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.schedulers import SCHEDULERS
-from workbench.sim.simulate import simulate
+from workbench.sim.simulate import check_time_horizon, simulate
 
 log = logging.getLogger(__name__)
 
@@ -149,32 +150,51 @@ class Explorer:
         if self.trace_name not in self._traces:
             self._traces[self.trace_name] = _load(self.trace_name, self.num_requests, self.seed)
         base = self._traces[self.trace_name]
-        return base if self.load_scaling == 1.0 else base.time_scaled(self.load_scaling)
+        if self.load_scaling == 1.0:
+            return base
+        try:
+            return base.time_scaled(self.load_scaling)
+        except ValueError as exc:
+            raise ValueError(f"load_scaling={self.load_scaling:g}: {exc}") from None
 
     def set(self, *, trace: str | None = None, load_scaling: float | None = None, **config_changes):
-        """Change knobs (what a widget does) and re-simulate."""
-        if trace is not None:
-            if trace not in self.trace_names:
-                raise ValueError(f"trace: unknown {trace!r}; choose one of {', '.join(self.trace_names)}")
-            self.trace_name = trace
-        if load_scaling is not None:
-            self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
-        if config_changes:
-            self.config = _single_pool(self.config.replace(**config_changes))
-        return self.run()
+        """Change knobs (what a widget does) and re-simulate; a refused change leaves the knobs as they were."""
+        checks.keywords(config_changes, "set", [f.name for f in dataclasses.fields(SimConfig)])
+        before = (self.trace_name, self.load_scaling, self.config)
+        try:
+            if trace is not None:
+                if trace not in self.trace_names:
+                    raise ValueError(f"trace: unknown {trace!r}; choose one of {', '.join(self.trace_names)}")
+                self.trace_name = trace
+            if load_scaling is not None:
+                self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
+            if config_changes:
+                self.config = _single_pool(self.config.replace(**config_changes))
+            return self.run()
+        except ValueError:
+            self.trace_name, self.load_scaling, self.config = before
+            raise
 
     def run(self):
         """Simulate the current knobs; record the point in the load-latency plane."""
+        from workbench.sim import profiles
+        from workbench.sim.latency import LatencyModel
+
         t0 = time.perf_counter()
         trace = self.trace()
-        if _is_continuous(self.config.scheduler):
+        continuous = _is_continuous(self.config.scheduler)
+        model = profiles.get_profile(self.step_profile) if continuous else LatencyModel.default()
+        if self.load_scaling != 1.0:   # a tiny scaling stretches the trace beyond usable times: say which knob
+            try:
+                check_time_horizon(float(trace.arrival_s[-1]), model, "the scaled trace", "Raise load_scaling.")
+            except ValueError as exc:
+                raise ValueError(f"load_scaling={self.load_scaling:g}: {exc}") from None
+        if continuous:
             # continuous batching runs on a measured step-time profile, with that GPU's KV cache
-            from workbench.sim import profiles
-
             cfg = self.config.replace(**profiles.profile_config_fields(self.step_profile))
-            res = simulate(trace, cfg, latency=profiles.get_profile(self.step_profile))
+            res = simulate(trace, cfg, latency=model)
         else:
-            res = simulate(trace, self.config)
+            res = simulate(trace, self.config, latency=model)
         latency = _latency_s(res)
         offered = res.summary.get("offered_rps", len(trace) / max(float(trace.arrival_s[-1]), 1e-9))
         attainment = float(np.mean(res.requests["met_sla"])) if "met_sla" in res.requests else \

@@ -83,6 +83,13 @@ def _read_setup(file: Path, run: str | None = None):
         raise ValueError(f"{file}: invalid JSON ({exc}); fix the setup file or remove it") from None
     if not isinstance(setup, dict) or not isinstance(setup.get("sim_config"), dict):
         raise ValueError(f"{file}: a setup file needs a 'sim_config' object with SimConfig fields")
+    if setup.get("profile") is not None:   # ServingLog.profile: the step-time profile the run was measured with
+        from workbench.sim.profiles import profile_names
+
+        try:
+            checks.choice(setup["profile"], "profile", profile_names())
+        except ValueError as exc:
+            raise type(exc)(f"{file}: {exc}") from None
     fields_ = dict(setup["sim_config"])
     where = "sim_config"
     updates = []
@@ -119,6 +126,10 @@ def _read_setup(file: Path, run: str | None = None):
 # TPOT is (E2E - TTFT) / (output - 1) (vLLM's benchmark_serving definition); a log's rounding of the three
 # times is allowed for, a different definition or unit is not
 TPOT_TOLERANCE = (0.02, 1e-3)  # relative, absolute seconds
+_INT32_MAX = 2**31 - 1
+# a median TPOT above this is a log in milliseconds: a decode step of a real server takes milliseconds, and even
+# an overloaded one that preempts requests does not spend a second per token on the median request
+MAX_PLAUSIBLE_TPOT_S = 1.0
 
 
 def _numeric_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
@@ -131,9 +142,11 @@ def _numeric_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
         if column == "tpot_s":  # undefined for a one-token answer: NaN (or an empty cell) is allowed there
             one_token = (frame["output_tokens"] == 1).to_numpy()
             values = np.where(one_token & pd.isna(frame[column]).to_numpy(), 0.0, values)
+        tokens = column in ("prompt_tokens", "output_tokens")
         try:
             frame[column] = checks.array(
-                values, column, integral=column in integral, low=low,
+                values, column, integral=column in integral, low=low, high=_INT32_MAX if tokens else None,
+                high_why="tokens (the simulator counts in int32)" if tokens else "",
                 where=lambda i, c=column: f"{path}: line {i + 2}, column {c}",
                 what="a count" if column in integral else "seconds")
         except ValueError as exc:
@@ -164,6 +177,12 @@ def _check_times(path: Path, frame: pd.DataFrame) -> None:
             f"({frame['e2e_s'].iloc[row]:g} - {frame['ttft_s'].iloc[row]:g}) / {out[row] - 1} = {derived[row]:.6g} s "
             f"(allowed: within {rel:.0%} + {abs_s * 1e3:g} ms); a TPOT of another definition or unit (ms?) would "
             "mislead every comparison: fix the column")
+    # the three columns agree: all in seconds, or all in milliseconds (which only their size can tell)
+    if np.isfinite(tpot).any() and np.nanmedian(tpot) > MAX_PLAUSIBLE_TPOT_S:
+        raise TraceFormatError(
+            f"{path}: column tpot_s: the median request took {np.nanmedian(tpot):g} s per output token, more than "
+            f"{MAX_PLAUSIBLE_TPOT_S:g} s (a decode step takes milliseconds): are ttft_s, tpot_s and e2e_s in "
+            "milliseconds? The log holds seconds: divide the three columns by 1000")
 
 
 def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None = None) -> ServingLog:
@@ -175,13 +194,17 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
     number in range, ``e2e_s >= ttft_s``, and ``tpot_s`` must agree with
     ``(e2e_s - ttft_s) / (output_tokens - 1)`` (within :data:`TPOT_TOLERANCE`).
     """
-    path = Path(checks.instance(path, "path", (str, os.PathLike), expected="a serving log's path"))
+    path = Path(checks.path(path, "path", expected="a serving log's path"))
     if path.is_dir():
         raise IsADirectoryError(f"{path}: a folder, not a serving log (a CSV with columns {', '.join(COLUMNS)})")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such serving log (a CSV with columns {', '.join(COLUMNS)})")
     try:
         text = checks.read_text(path, what="serving log")
+    except ValueError as exc:
+        raise TraceFormatError(str(exc)) from None
+    try:
+        checks.csv_fields(text, path)
     except ValueError as exc:
         raise TraceFormatError(str(exc)) from None
     try:
@@ -203,7 +226,8 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
     trace = Trace.from_arrays(frame["arrival_s"], frame["prompt_tokens"], frame["output_tokens"],
                               source=f"measured run {path.stem}")
     measured = frame[["request_id", *MEASURED]].astype({"request_id": np.int64})
-    setup_file = Path(setup) if setup is not None else path.parent / SETUP_FILE
+    setup_file = Path(checks.path(setup, "setup", expected="a path to a setup file")) \
+        if setup is not None else path.parent / SETUP_FILE
     setup_dict, config = (None, None)
     if setup_file.exists():
         setup_dict, config = _read_setup(setup_file, path.stem)

@@ -129,6 +129,10 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "kv_utilization_mean": ("share", "continuous: mean share of the KV-cache blocks in use"),
     "preemptions_total": ("preemptions", "continuous: recompute preemptions (KV cache full)"),
     "requests_preempted": ("requests", "continuous: requests preempted at least once"),
+    "dropped": ("requests", "continuous, chunked_prefill=False: preempted requests vLLM v0.2 ignored on readmission "
+                            "(prompt + generated tokens over max_num_batched_tokens or the KV cache less its watermark)"),
+    "prefix_hit_rate": ("share", "continuous: prompt tokens served from the prefix cache at first admission over all "
+                                 "prompt tokens of admitted requests (0 without prefix_caching)"),
     # disaggregated prefill and decode (workbench.sim.disagg), empty for other schedulers
     "prefill_utilization_mean": ("share", "disaggregated: mean share of the run the prefill instances compute"),
     "decode_utilization_mean": ("share", "disaggregated: mean share of the run the decode instances' stages compute"),

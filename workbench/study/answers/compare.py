@@ -218,8 +218,7 @@ class CompareParams:
         if self.dataset == "synthetic":
             object.__setattr__(self, "dataset", None)
         if self.results_dir is not None:
-            checks.instance(self.results_dir, "results_dir", (str, os.PathLike),
-                            expected="a folder path, or None for the default folder")
+            checks.path(self.results_dir, "results_dir", expected="a folder path, or None for the default folder")
         self.config("continuous_fcfs", 1)   # validates the SLA fields
 
     @classmethod

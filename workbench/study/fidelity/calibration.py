@@ -4,16 +4,24 @@
 jointly to every run (never one run at a time) by least squares on the measured
 per-request timelines:
 
-1. Replay each run with the current model (:func:`workbench.sim.steplog.replay_steps`,
-   the vLLM v0.2 rules of the continuous engine, step by step; it matches the
-   engine's per-request times) to learn which steps each request lived through:
+1. Replay each run with the current model (:func:`workbench.sim.steplog.replay_steps`:
+   the continuous engine itself under the run's setup, vLLM v0.2 rules for
+   ``chunked_prefill=False``, v1 for ``True``, with prefix caching if the setup
+   has it; every step logged) to learn which steps each request lived through:
    from its queue entry to its first token, and from there to its last token.
 2. A step's time is linear in the coefficients (prefill ``a + b*sum(l) +
-   c*sum(l^2)``, decode ``a + b*sum(ctx) + c*n`` in two batch-size regimes), so
-   for that schedule a request's TTFT and decode time (E2E - TTFT) are linear
-   too: the summed features of the steps in its window (the step running when it
-   arrived counted by the part still to run), plus ``a0 + a1*prompt`` for TTFT
-   (arrival overhead) and the per-token overhead once per reported token.
+   c*sum(l*(p+l))``, decode ``a + b*sum(ctx) + c*n`` in two batch-size regimes;
+   a chunked-prefill step holding both pays both variable parts and the larger
+   fixed cost, which the linear model attributes to the kind whose fixed cost is
+   larger under the current coefficients), so for that schedule a request's TTFT
+   and decode time (E2E - TTFT) are linear too: the summed features of the steps
+   in its window (the step running when it arrived counted by the part still to
+   run), plus ``a0 + a1*prompt`` for TTFT (arrival overhead) and the per-token
+   overhead once per reported token.  BLIS-style v1 coefficients
+   (:meth:`~workbench.sim.steptime.StepTimeModel.blis`: one fixed cost, per
+   prefill token, per decode, per decode-context token) are the case
+   ``prefill_c = 0``; hold it (``hold=FIXED_STEP_COSTS + ("prefill_c",)``) to fit
+   exactly those four.
 3. Fit the coefficients at once, non-negative (``scipy.optimize.lsq_linear``),
    to measured TTFT and decode time; each run and each of the two metrics weighs
    the same (rows divided by the run's mean of that metric and by
@@ -72,6 +80,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,7 +88,7 @@ import pandas as pd
 
 from workbench import checks
 from workbench.sim.config import SimConfig
-from workbench.sim.steplog import DECODE, PREFILL, StepLog, replay_steps
+from workbench.sim.steplog import DECODE, MIXED, PREFILL, StepLog, replay_steps
 from workbench.sim.steptime import COEF_NAMES, StepTimeModel
 
 log = logging.getLogger(__name__)
@@ -145,17 +154,35 @@ def _as_runs(runs, where: str) -> list:
     if not runs:
         raise ValueError(f"{where}: no runs given; pass a list of wb.load_serving_log(...) results")
     for run in runs:
-        if not hasattr(run, "measured") or not hasattr(run, "trace"):
+        if not isinstance(run, ServingLog):
             raise checks.InvalidType(f"{where}: runs must be wb.load_serving_log(...) results, got "
                                      f"{type(run).__name__}")
         _check_measured(run)
     return runs
 
 
-def _check_measured(run) -> None:
-    """Measured TTFT and E2E must be finite numbers >= 0, one per request of the run's trace (a ServingLog
-    built by hand skips load_serving_log's checks; a NaN or inf would give a NaN fit, not an error)."""
+def _shown(value) -> str:
+    return repr(value) if value is None or isinstance(value, (str, bytes, os.PathLike)) else f"a {type(value).__name__}"
+
+
+def _check_measured(run, name: str = "run") -> None:
+    """``run`` is a measured run whose TTFT and E2E are finite numbers >= 0, one per request of its trace (a
+    ServingLog built by hand skips load_serving_log's checks; a NaN or inf would give a NaN fit, not an error)."""
+    from workbench.traces.serving_log import MEASURED, ServingLog
+    from workbench.traces.trace import Trace
+
+    if not isinstance(run, ServingLog):
+        raise checks.InvalidType(f"{name}: must be a measured run (wb.load_serving_log(...)), got {_shown(run)}")
+    if not isinstance(run.trace, Trace):
+        raise ValueError(f"{run.name}: trace must be a wb.Trace (what the server was sent), got {_shown(run.trace)}")
     measured = run.measured
+    if not isinstance(measured, pd.DataFrame):
+        raise ValueError(f"{run.name}: measured must be a DataFrame with columns request_id, "
+                         f"{', '.join(MEASURED)}, got {_shown(measured)}")
+    missing = [c for c in ("request_id", *MEASURED) if c not in measured.columns]
+    if missing:
+        raise ValueError(f"{run.name}: measured has no column {', '.join(missing)} (it needs request_id, "
+                         f"{', '.join(MEASURED)})")
     if len(measured) != len(run.trace):
         raise ValueError(f"{run.name}: {len(measured)} measured rows for {len(run.trace)} requests")
     for metric in ("ttft_s", "e2e_s"):
@@ -170,47 +197,53 @@ def _check_measured(run) -> None:
                              "expected a finite number of seconds >= 0")
 
 
-def _admitted(run, settings: dict) -> np.ndarray:
-    """Requests the replay can serve (the continuous engine's acceptance rule, see continuous_acceptance)."""
-    bs, blocks = settings["block_size"], settings["kv_blocks"]
-    prompt = np.asarray(run.trace.prompt_tokens, dtype=np.int64)
-    peak = (prompt + np.maximum(np.asarray(run.trace.output_tokens, dtype=np.int64), 1) - 1 + bs - 1) // bs
-    return (prompt <= settings["max_num_batched_tokens"]) & (peak <= blocks)
+def _admitted(run, cfg) -> np.ndarray:
+    """Requests the replay can serve (the continuous engine's acceptance rule, rule 2 of its docstring)."""
+    from workbench.sim.metrics import STATUS_COMPLETED
+    from workbench.sim.simulate import continuous_acceptance
+
+    return continuous_acceptance(run.trace, cfg) == STATUS_COMPLETED
 
 
-def _settings(cfg, name: str) -> dict:
-    """The replay settings of a continuous_fcfs SimConfig (one replica, vLLM v0.2)."""
-    from workbench.sim.config import SimConfig
-
+def _settings(cfg, name: str):
+    """The run's setup, checked: vLLM's policy (continuous_fcfs) on one server (one replica)."""
     if cfg is None:
         raise ValueError(f"{name}: no config; pass cfg= or load the run with a setup.json beside it")
-    if not isinstance(cfg, SimConfig):
-        raise ValueError(f"{name}: cfg must be a SimConfig, got {type(cfg).__name__}")
-    if cfg.scheduler != "continuous_fcfs" or cfg.chunked_prefill or cfg.num_gpus != 1:
-        raise ValueError(f"{name}: calibration replays vLLM v0.2 on one replica (scheduler='continuous_fcfs', "
-                         f"chunked_prefill=False, num_gpus=1); got scheduler={cfg.scheduler!r}, "
-                         f"chunked_prefill={cfg.chunked_prefill}, num_gpus={cfg.num_gpus}")
-    return dict(max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
-                block_size=cfg.block_size, kv_blocks=cfg.kv_blocks_effective)
+    checks.instance(cfg, f"{name}: cfg", SimConfig, expected="a SimConfig")
+    if cfg.scheduler != "continuous_fcfs" or cfg.num_gpus != 1:
+        raise ValueError(f"{name}: calibration replays one vLLM server (scheduler='continuous_fcfs', num_gpus=1; "
+                         f"chunked_prefill and prefix_caching as the run had them); got scheduler={cfg.scheduler!r}, "
+                         f"num_gpus={cfg.num_gpus}")
+    return cfg
 
 
 def replay_run(run, step: StepTimeModel, cfg=None) -> StepLog:
-    """Replay a measured run with ``step`` (see :mod:`workbench.sim.steplog`)."""
-    trace = run.trace
-    return replay_steps(trace.arrival_s, trace.prompt_tokens, trace.output_tokens, step,
-                        **_settings(cfg if cfg is not None else run.config, run.name))
+    """Replay a measured run with ``step`` under its setup (or ``cfg``), every step logged
+    (see :mod:`workbench.sim.steplog`)."""
+    return replay_steps(run.trace, step, _settings(cfg if cfg is not None else run.config, run.name))
 
 
-def _step_features(steps: StepLog, threshold: int) -> np.ndarray:
-    """One row of the 9 step coefficients' features per step: the step's time is ``row @ coefs``."""
+def _step_features(steps: StepLog, threshold: int, model: StepTimeModel) -> np.ndarray:
+    """One row of the 9 step coefficients' features per step: the step's time is ``row @ coefs``.
+
+    A mixed step (chunked prefill) has both variable parts and one fixed cost, ``max(a_p, a_d)``: its feature
+    goes to the kind whose fixed cost ``model`` makes larger (exact at ``model``'s coefficients)."""
     x = np.zeros((steps.start_s.size, 9))
-    pre = steps.kind == PREFILL
-    x[pre, 0], x[pre, 1], x[pre, 2] = 1.0, steps.sum_l[pre], steps.sum_l2[pre]
-    dec = steps.kind == DECODE
-    large = dec & (steps.n >= threshold)
-    small = dec & ~large
-    x[small, 3], x[small, 4], x[small, 5] = 1.0, steps.sum_ctx[small], steps.n[small]
-    x[large, 6], x[large, 7], x[large, 8] = 1.0, steps.sum_ctx[large], steps.n[large]
+    has_prefill = steps.kind != DECODE
+    has_decode = steps.kind != PREFILL
+    mixed = steps.kind == MIXED
+    x[has_prefill, 1], x[has_prefill, 2] = steps.sum_l[has_prefill], steps.sum_l2[has_prefill]
+    large = has_decode & (steps.n >= threshold)
+    small = has_decode & ~large
+    x[small, 4], x[small, 5] = steps.sum_ctx[small], steps.n[small]
+    x[large, 7], x[large, 8] = steps.sum_ctx[large], steps.n[large]
+    a_p = model.prefill[0]
+    a_small = model.decode[0]
+    a_large = model.decode_large[0] if model.decode_large is not None else a_small
+    prefill_fixed = has_prefill & ~(mixed & ((small & (a_small > a_p)) | (large & (a_large > a_p))))
+    x[prefill_fixed, 0] = 1.0
+    x[small & ~prefill_fixed, 3] = 1.0
+    x[large & ~prefill_fixed, 6] = 1.0
     return x
 
 
@@ -224,11 +257,12 @@ def _window_features(steps: StepLog, x: np.ndarray, t0: np.ndarray, t1: np.ndarr
     return cumulative[k1 + 1] - cumulative[k0] - done[:, None] * x[k0]
 
 
-def _design(run, steps: StepLog, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _design(run, steps: StepLog, threshold: int, model: StepTimeModel
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows (TTFT, then decode time = E2E - TTFT, per served request): features, measured value, weight, request."""
     trace = run.trace
     idx = np.flatnonzero(~steps.rejected)
-    x = _step_features(steps, threshold)
+    x = _step_features(steps, threshold, model)
     prompt = trace.prompt_tokens[idx].astype(np.float64)
     out = trace.output_tokens[idx].astype(np.float64)
     ttft = _window_features(steps, x, steps.entry_s[idx], steps.first_token_s[idx])
@@ -308,7 +342,7 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
     status = np.array(["fitted"] * len(FIT_COEFS), dtype=object)
     for iteration in range(1, max_iter + 2):
         replays = [replay_run(r, current, cfg) for r in runs]
-        designs = [_design(r, steps, threshold) for r, steps in zip(runs, replays)]
+        designs = [_design(r, steps, threshold, current) for r, steps in zip(runs, replays)]
         a = np.vstack([d[0] for d in designs])
         b = np.concatenate([d[1] for d in designs])
         w = np.concatenate([d[2] for d in designs])
@@ -328,7 +362,7 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
             free[6:9] = False
             status[6:9] = "unused: the model has one decode regime"
         else:
-            large_steps = sum(int(np.count_nonzero((s.kind == DECODE) & (s.n >= threshold))) for s in replays)
+            large_steps = sum(int(np.count_nonzero((s.kind != PREFILL) & (s.n >= threshold))) for s in replays)
             if large_steps < min_steps:
                 free[6:9] = False
                 status[6:9] = f"held at prior: {large_steps} training steps at batch >= {threshold}"
@@ -338,10 +372,12 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
         if not fit_token_overhead:
             free[11] = False
             status[11] = "held at prior: collinear with decode_a (see fit_token_overhead)"
-        for k in (FIT_COEFS.index(coef) for coef in hold):
+        for coef in hold:
+            k = FIT_COEFS.index(coef)
             if free[k]:
                 free[k] = False
-                status[k] = "held at prior: a fixed step cost (see hold)"
+                status[k] = ("held at prior: a fixed step cost (see hold)" if coef in FIXED_STEP_COSTS
+                             else "held at prior (see hold)")
         unsupported = free & (np.abs(a).sum(axis=0) == 0)
         free &= ~unsupported
         status[unsupported] = "held at prior: no data"
@@ -368,7 +404,7 @@ def _rss_of(step: StepTimeModel, runs, cfg) -> float:
     threshold = step.decode_large_threshold if step.decode_large is not None else 2**62
     total = 0.0
     for run in runs:
-        a, b, w, _ = _design(run, replay_run(run, step, cfg), threshold)
+        a, b, w, _ = _design(run, replay_run(run, step, cfg), threshold, step)
         total += float((((a @ _as_vector(step) - b) * w) ** 2).sum())
     return total
 
@@ -392,7 +428,8 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
     "decode": ...}`` dict, are calibrated by :mod:`workbench.study.fidelity.calibration_disagg` (each run with
     its own config; the same kind as given is returned).
 
-    ``cfg`` is the serving setup used for every run (default: each run's own ``.config``).  ``thresholds``:
+    ``cfg`` is the serving setup used for every run (default: each run's own ``.config``): vLLM's FCFS policy
+    on one server, with or without chunked prefill (v0.2 or v1 rules) and prefix caching.  ``thresholds``:
     the batch sizes tried as the decode regimes' boundary (``decode_large_threshold``, chosen by the lowest
     simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None, the default = keep the model's).
     ``hold``: coefficients (names in ``FIT_COEFS``) kept at ``step``'s values (default: the fixed step costs);
@@ -440,11 +477,13 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
     if unknown:
         raise ValueError(f"calibrate: hold names unknown coefficients {unknown}; choose among {list(FIT_COEFS)}")
     for run in runs:
-        replay_settings = _settings(cfg if cfg is not None else run.config, run.name)
-        if not np.any(_admitted(run, replay_settings)):
+        setup = _settings(cfg if cfg is not None else run.config, run.name)
+        if not np.any(_admitted(run, setup)):
             raise ValueError(f"calibrate: every request of {run.name} is rejected by the replay's setup "
-                             f"({replay_settings}): there is nothing to fit; check cfg (kv_blocks, "
-                             "max_num_batched_tokens)")
+                             f"(kv_blocks={setup.kv_blocks_effective}, block_size={setup.block_size}, "
+                             f"max_num_batched_tokens={setup.max_num_batched_tokens}, "
+                             f"chunked_prefill={setup.chunked_prefill}): there is nothing to fit; check cfg "
+                             "(kv_blocks, max_num_batched_tokens)")
     names = [r.name for r in runs]
     name = name or f"{step.name} calibrated on {'+'.join(names)}"
     source = f"calibrate({step.name}) on {', '.join(names)}"
@@ -513,12 +552,17 @@ def request_errors(res, run) -> pd.DataFrame:
 
 
 def _simulated_frame(res, run) -> pd.DataFrame:
+    from workbench.traces.serving_log import ServingLog
+
+    if isinstance(res, ServingLog):
+        raise checks.InvalidType("res: must be a simulation result (wb.simulate(...)), got a measured run; the "
+                                 "order is compare_to_measured(res, run)")
+    _check_measured(run)
     if getattr(res, "engine", "continuous") not in ("continuous", "disaggregated"):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (a measured vLLM run is "
                          f"continuous batching), got a {res.config.scheduler} result of the static engine; simulate "
                          "run.trace with the run's setup (a continuous_* scheduler, or disaggregated for a DistServe "
                          "run)")
-    _check_measured(run)
     requests = getattr(res, "requests", None)
     if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (res.requests with ttft_s, "

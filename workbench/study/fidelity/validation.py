@@ -721,7 +721,7 @@ class ValidationParams(NotebookParams):
         object.__setattr__(self, "seeds", checks.integer(self.seeds, "seeds", low=1, high=1_000))
         object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
         object.__setattr__(self, "include_trace", checks.boolean(self.include_trace, "include_trace"))
-        checks.instance(self.results_dir, "results_dir", (str, os.PathLike), expected="a folder path")
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -11,7 +11,6 @@ mean E2E within 25%, when the run is *predicted* (calibrated on the others).
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +48,18 @@ class FidelityParams(NotebookParams):
     def __post_init__(self):
         from workbench.sim import profiles
 
-        checks.instance(self.results_dir, "results_dir", (str, os.PathLike), expected="a folder path")
-        checks.instance(self.data_dir, "data_dir", (str, os.PathLike), expected="a folder path")
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
+        checks.path(self.data_dir, "data_dir", expected="a folder path")
         folder = self.data_path
         if not folder.is_dir():
             raise FileNotFoundError(f"data_dir: {folder} is not a folder (the measured runs' CSVs and setup.json; "
                                     f"the shipped ones are in {self.default_data_dir})")
         runs = checks.names(self.runs, "runs")
         for name in runs:
-            checks.existing_file(folder / f"{name}.csv", "runs", what="serving log")
+            if not (folder / f"{name}.csv").is_file():   # a wrong run name, or a wrong data_dir
+                found = sorted(p.stem for p in folder.glob("*.csv"))
+                raise FileNotFoundError(f"runs: {name!r} is not a run in data_dir {folder} (no {name}.csv there; "
+                                        f"its runs: {', '.join(found) or 'none'}); fix runs or data_dir")
         object.__setattr__(self, "runs", runs)
         checks.choice(self.profile, "profile", profiles.profile_names())
         if self.thresholds is not None and self.thresholds != "fit":

@@ -186,6 +186,23 @@ def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]
     return value, bool(value <= target and summary["rejected"] == 0)
 
 
+# what each criterion reads from a summary (a start_summary must have it): key -> its range (None: a time)
+_SUMMARY_KEYS = {"slo": {"slo_attainment": 1}, "attainment": {"sla_violation_rate": 1},
+                 "p99_latency": {"latency_p99_s": None, "rejected": None}}
+
+
+def _check_start_summary(summary: dict | None, criterion: str) -> None:
+    """A summary given for the first probe must hold what ``criterion`` reads, as numbers in range."""
+    for key, high in _SUMMARY_KEYS[criterion].items() if summary is not None else ():
+        if key not in summary:
+            raise ValueError(f"start_summary: has no {key!r} (the {criterion} criterion reads it); pass the summary "
+                             "of simulate(...) at scaling start with the same config and latency, or None")
+        value = summary[key]
+        if key == "latency_p99_s" and isinstance(value, float) and math.isnan(value):
+            continue   # no request completed: a valid summary, which fails the criterion
+        checks.number(value, f"start_summary[{key!r}]", low=0, high=high)
+
+
 def _is_step_model(latency) -> bool:
     from workbench.sim.steptime import StepTimeModel
 
@@ -261,6 +278,14 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
     if start_summary is not None and not isinstance(start_summary, dict):
         raise checks.InvalidType(f"start_summary: must be a simulation summary (a dict) or None, got "
                                  f"{type(start_summary).__name__}")
+    _check_start_summary(start_summary, criterion)
+    # the coarse scan probes every grid point: refused now if it alone would take more probes than allowed
+    scan_points = (math.floor(math.log(start / low) / math.log(scan_factor) + 1e-9)
+                   + math.floor(math.log(high / start) / math.log(scan_factor) + 1e-9) + 1)
+    if scan_points > max_probes:
+        raise ValueError(f"the coarse scan from scale_bounds[0]={low:g} to scale_bounds[1]={high:g} in steps of "
+                         f"scan_factor={scan_factor:.15g} would take {scan_points:,} probes, more than "
+                         f"max_probes={max_probes}: raise scan_factor or max_probes, or narrow scale_bounds")
     if len(trace) < 2 or trace.mean_rate_rps <= 0 or not math.isfinite(trace.mean_rate_rps):
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
     if criterion != "slo" and get_scheduler(cfg.scheduler).engine != "static":

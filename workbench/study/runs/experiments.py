@@ -58,8 +58,8 @@ from workbench.sim.schedulers import SCHEDULERS, get_scheduler
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
-from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, finished_ids, is_continuous,
-                                   make_test, normalize_dataset, parse_executor, read_rows, resolve_results_dir,
+from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, check_replay_times,
+                                   finished_ids, is_continuous, make_test, normalize_dataset, parse_executor, read_rows, resolve_results_dir,
                                    run_sweep)
 
 log = logging.getLogger(__name__)
@@ -161,18 +161,30 @@ class StepParams:
                                                         unit="s"))
         object.__setattr__(self, "capacity_attainment", checks.number(
             self.capacity_attainment, "capacity_attainment", low=0, low_open=True, high=1))
+        # a parameter another one switches off would be recorded (parameters.json, the folder's name) but not used
+        defaults = {f.name: f.default for f in fields(StepParams)}
+        if self.use_real_timestamps and self.rps_scaling != defaults["rps_scaling"]:
+            raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
+                             "trace's own inter-arrival times are kept, not divided): drop one of them "
+                             "(--rps-scaling or --use-real-timestamps on the command line)")
+        if not self.capacity_search and self.capacity_attainment != defaults["capacity_attainment"]:
+            raise ValueError(f"capacity_attainment={self.capacity_attainment:g} has no effect with "
+                             "capacity_search=False (no capacity search runs): drop one of them "
+                             "(--capacity-attainment or --no-capacity on the command line)")
         if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
             raise checks.InvalidType(f"dataset: must be None, a dataset name ({', '.join(datasets.names())}) or a "
                                      f"CSV path, got {self.dataset!r}")
+        close = datasets.closest(self.dataset)
         object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
         if datasets.is_name(self.dataset):
             datasets.get(self.dataset)  # FileNotFoundError saying how to get it
         elif self.dataset is not None and not Path(self.dataset).is_file():
-            raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace; "
-                                    f"dataset names: {', '.join(datasets.names())})")
+            raise FileNotFoundError(f"dataset: {self.dataset} is not a file "
+                                    + (f"(did you mean the dataset {close!r}?) " if close else "")
+                                    + f"(None = the embedded synthetic trace; dataset names: "
+                                      f"{', '.join(datasets.names())})")
         if self.results_dir is not None:
-            checks.instance(self.results_dir, "results_dir", (str, os.PathLike),
-                            expected="a folder path, or None for the default folder")
+            checks.path(self.results_dir, "results_dir", expected="a folder path, or None for the default folder")
         self.base_config()  # validates d_sla, k_bins, seed
         self.trace_options(1)  # validates rps_scaling
         parse_executor(self.executor, queued=2)
@@ -245,6 +257,16 @@ class StepParams:
                      display_path(folder))
         folders.claim(folder, self.identity(), suggestion=self.default_folder(), outputs=STEP_OUTPUTS)
         return folder
+
+    def check_traces(self) -> None:
+        """The largest trace these parameters replay, loaded and checked as a plan checks each test's (usable
+        times for every scheduler's latency model, capacity scans included), recording nothing: what the
+        command line checks before it records the results folder."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TraceSizeWarning)
+            trace = self.trace_options(self.max_requests).load()
+        for scheduler in self.schedulers:
+            check_replay_times(trace, self.latency_model(scheduler), scheduler, self.capacity_search)
 
     def check_results_dir(self) -> Path:
         """What :meth:`claim_results_dir` checks, creating and recording nothing (the command line's check)."""
@@ -378,7 +400,11 @@ def notebook_setup() -> None:
 def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:
     """Step 1's volumes: ``request_volumes`` if given, else 1K, 10K, ... up to ``max_requests`` (and it)."""
     if request_volumes is not None:
-        return sorted(set(checks.integers(request_volumes, "request_volumes", low=1, high=10**9, unique=False)))
+        volumes = sorted(set(checks.integers(request_volumes, "request_volumes", low=1, high=10**9, unique=False)))
+        if volumes[-1] > max_requests:   # max_requests is step 1's largest volume (and the folder's record)
+            raise ValueError(f"request_volumes: {volumes[-1]:,} is more than max_requests={max_requests:,}, the "
+                             "largest volume these parameters test; raise max_requests or lower request_volumes")
+        return volumes
     volumes, v = [], SMALLEST_VOLUME
     while v <= max_requests:
         volumes.append(v)
@@ -435,7 +461,7 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
     With ``replications`` > 1 every test runs once per seed (trace and simulation).
     """
     params = params or StepParams(**overrides)
-    params.claim_results_dir()
+    params.check_results_dir()  # refused before any trace is loaded; recorded once the plan is valid
     volumes: list[int] = []
     for volume in request_volumes_for(params.max_requests, request_volumes):
         options = params.trace_options(volume)
@@ -464,6 +490,7 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
         return _replicate(params, make)
 
     batches: dict[Any, list[SweepTest]] = {volume: volume_tests(volume) for volume in volumes}
+    params.claim_results_dir()
     return StepPlan(STEP1, params, batches)
 
 
@@ -471,7 +498,7 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
     """Step 2: every scheduler of ``schedulers`` on every GPU count <= ``max_gpus`` (each with its capacity),
     one batch."""
     params = params or StepParams(**overrides)
-    params.claim_results_dir()
+    params.check_results_dir()  # refused before any trace is loaded; recorded once the plan is valid
 
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
@@ -480,7 +507,9 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
                 for s in params.schedulers
                 for g in _gpu_counts(s, [g for g in GPU_COUNTS if g <= params.max_gpus])]
 
-    return StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
+    batches = {"gpu counts": _replicate(params, make)}
+    params.claim_results_dir()
+    return StepPlan(STEP2, params, batches)
 
 
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
@@ -524,7 +553,7 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
     each with its capacity, one batch.  Its rows record where the GPU count came from (see
     :func:`resolve_best_gpu_count`)."""
     params = params or StepParams(**overrides)
-    params.claim_results_dir()
+    params.check_results_dir()  # refused before any trace is loaded; recorded once the plan is valid
     gpus, note, provenance = resolve_best_gpu_count(params, best_gpu_count)
 
     def make(seed: int) -> list[SweepTest]:
@@ -540,7 +569,9 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
                                    capacity=params.capacity_spec()))
         return tests
 
-    return StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)
+    batches = {"k values": _replicate(params, make)}
+    params.claim_results_dir()
+    return StepPlan(STEP3, params, batches, notes=[note], provenance=provenance)
 
 
 def brief(rows: pd.DataFrame) -> pd.DataFrame:

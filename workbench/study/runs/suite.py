@@ -29,6 +29,7 @@ COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TP
 COMPARE_MAX_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured DistServe runs; with --validate
+PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
 KERNEL_NAME = "python3"
 
 
@@ -64,7 +65,7 @@ def notebook_parameters(options: SuiteOptions, step: str) -> dict:
     """The papermill parameters the suite passes to ``step``'s notebook."""
     if step == VALIDATION:
         return {"results_dir": str(options.results_path), "seed": options.seed}
-    if step in (FIDELITY, FIDELITY_DISAGG):
+    if step in (FIDELITY, FIDELITY_DISAGG, PREFIX_CACHING):
         return {"results_dir": str(options.results_path)}
     if step == COMPARE:
         gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
@@ -226,7 +227,9 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
     """Run the selected steps (and the validation notebook with ``validate``), in order."""
     options = options or SuiteOptions()
-    results_dir = options.claim_results_dir()  # refuses a folder holding another parameter set
+    options.check_results_dir()   # a folder holding another parameter set: refused before any trace is loaded
+    options.check_traces()        # what the notebooks' plans would refuse, refused before the folder is recorded
+    results_dir = options.claim_results_dir()
     t0 = time.perf_counter()
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:
@@ -245,9 +248,8 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
     if options.compare:
         runs.append(run_notebook(COMPARE, notebook_parameters(options, COMPARE), results_dir, progress=progress))
     if options.validate:
-        runs.append(run_notebook(FIDELITY, notebook_parameters(options, FIDELITY), results_dir, progress=progress))
-        runs.append(run_notebook(FIDELITY_DISAGG, notebook_parameters(options, FIDELITY_DISAGG), results_dir,
-                                 progress=progress))
+        for step in (FIDELITY, FIDELITY_DISAGG, PREFIX_CACHING):
+            runs.append(run_notebook(step, notebook_parameters(options, step), results_dir, progress=progress))
     index = report.write_index(results_dir)
     log.info("one page for the whole run: %s", display_path(index))
     return SuiteReport(results_dir, runs, time.perf_counter() - t0)

@@ -302,6 +302,18 @@ def is_continuous(scheduler: str) -> bool:
     return get_scheduler(scheduler).engine != "static"
 
 
+def check_replay_times(trace, latency, label: str, capacity: bool) -> None:
+    """The replay of ``trace``, and the slowest load a capacity search scans, must give the engine usable
+    times (see :func:`workbench.sim.simulate.check_time_horizon`)."""
+    from workbench.sim.simulate import check_time_horizon
+
+    stretch = 1.0 / SCALE_BOUNDS[0] if capacity else 1.0
+    check_time_horizon(float(trace.arrival_s[-1]) * stretch if len(trace) else 0.0, latency,
+                       f"{label} on {trace.label}"
+                       + (f" (its capacity search replays it up to {stretch:g}x slower)" if capacity else ""),
+                       "Or turn the capacity search off." if capacity else "")
+
+
 def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trace=None,
               latency: LatencyModel | StepTimeModel | None = None, label: str = "",
               capacity: CapacitySpec | None = None, replication: int = 0, base_test_id: str = "") -> SweepTest:
@@ -310,19 +322,12 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
     A continuous scheduler's capacity is searched with criterion ``'slo'`` (TTFT and TPOT limits of its
     config, DistServe's goodput) at the spec's attainment, whatever the spec's criterion.
     """
-    from workbench.sim.simulate import check_time_horizon
-
     trace = trace if trace is not None else trace_options.load()
     if latency is None:
         latency = LatencyModel.default()
     latency_identity(latency)  # ValueError for anything else
-    # the replay, and the slowest load a capacity search scans, must give the engine usable times: checked
-    # now, when the plan is made, not when the test runs
-    stretch = 1.0 / SCALE_BOUNDS[0] if capacity is not None else 1.0
-    check_time_horizon(float(trace.arrival_s[-1]) * stretch if len(trace) else 0.0, latency,
-                       f"{label or config.scheduler} on {trace.label}"
-                       + (f" (its capacity search replays it up to {stretch:g}x slower)" if capacity else ""),
-                       "Or turn the capacity search off." if capacity else "")
+    # checked now, when the plan is made, not when the test runs
+    check_replay_times(trace, latency, label or config.scheduler, capacity is not None)
     if capacity is not None and is_continuous(config.scheduler) and capacity.criterion != "slo":
         capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
@@ -746,6 +751,16 @@ def describe_executor(executor, queued: int) -> str:
     return {"serial": "serial", "process": f"process pool ({arg} workers)"}.get(kind, f"dask ({arg})")
 
 
+def _worker_count(n: int, spec) -> int:
+    """A process count the machine can hold: each worker loads its own engine (~300 MB), and a pool spawns
+    one per queued test up to N, so process:1000 over a 78-test suite would start 78 of them."""
+    from workbench import checks
+
+    most = 4 * (os.cpu_count() or 1)
+    return checks.integer(n, f"executor ({spec!r})", low=1, high=most,
+                          high_why=f"4 worker processes per CPU; this machine has {os.cpu_count() or 1}")
+
+
 def parse_executor(executor, queued: int) -> tuple[str, Any]:
     """(kind, argument) of an executor spec for ``queued`` tests; ``ValueError`` names the accepted specs."""
     if executor is None or executor == "auto":
@@ -753,8 +768,7 @@ def parse_executor(executor, queued: int) -> tuple[str, Any]:
     if isinstance(executor, bool):
         raise ValueError(f"executor: {executor!r} is not an executor")
     if isinstance(executor, int):
-        if executor < 1:
-            raise ValueError(f"executor: a process count must be >= 1, got {executor}")
+        executor = _worker_count(executor, executor)
         return ("serial", None) if executor == 1 else ("process", executor)
     if isinstance(executor, str):
         text = executor.strip()
@@ -766,7 +780,7 @@ def parse_executor(executor, queued: int) -> tuple[str, Any]:
             n = text.split(":", 1)[1]
             if not n.isdigit() or int(n) < 1:
                 raise ValueError(f"executor: {executor!r}: expected process:N with N >= 1")
-            return "process", int(n)
+            return "process", _worker_count(int(n), executor)
         if text.startswith(("dask://", "tcp://", "tls://")):
             return "dask", text
         raise ValueError(f"executor: unknown {executor!r}; use None, 'serial', 'process', 'process:N', "
