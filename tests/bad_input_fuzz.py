@@ -301,7 +301,8 @@ def check_result(res, trace) -> None:
         for column in ("ttft_s", "e2e_s"):
             values = np.asarray(res.continuous[column])[completed]
             assert np.isfinite(values).all() and (values >= -1e-9).all(), f"{column}: {values}"
-        if res.engine == "disaggregated":   # no prefix cache
+        if res.engine == "disaggregated":   # no prefix cache (a config asking for one is refused)
+            assert "cached_tokens" not in res.continuous and not res.config.prefix_caching
             check_rates(res)
             return
         cached = np.asarray(res.continuous["cached_tokens"])
@@ -503,6 +504,8 @@ def every_scheduler_and_router() -> None:
             deployments = [dict(prefill_router=p, decode_router=d, prefill_replicas=2, decode_replicas=1, decode_pp=pp,
                                 prefill_kv_blocks=64, decode_kv_blocks=64, block_size=16)
                            for p in sorted(DISAGG_ROUTERS) for d in sorted(DISAGG_ROUTERS) for pp in (1, 2)]
+            # the continuous engine's prefix cache and routers: refused by name, never ignored
+            deployments += [dict(prefix_caching=True), dict(router="prefix_affinity")]
         else:
             deployments = [dict(router=router, num_gpus=2, kv_blocks=64, block_size=16, prefix_caching=caching)
                            for router in sorted(ROUTERS) for caching in (False, True)]

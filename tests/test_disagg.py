@@ -4,6 +4,7 @@ independent reference (exact decisions), invariants, the config and latency argu
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -286,6 +287,35 @@ def test_num_gpus_is_derived_and_a_conflicting_value_refused():
 def test_bad_fields_are_named(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         wb.SimConfig(**{**HAND, field: value})
+
+
+@pytest.mark.parametrize("field, value, fix", [
+    ("prefix_caching", True, "no prefix cache"),
+    ("chunked_prefill", True, "no chunks, no mixed steps"),
+    ("kv_watermark", 0.01, "decode_waiting_block_fraction"),
+    ("max_paddings", 0, "prefill_max_batch_size and prefill_max_tokens"),
+    ("router", "least_kv", "prefill_router and prefilled requests with decode_router"),
+    ("router", "prefix_affinity", "prefill_router and prefilled requests with decode_router"),
+])
+def test_continuous_engine_settings_are_refused_never_ignored(field, value, fix):
+    # issue 14's prefix cache, vLLM watermark and padding limit, the v1 switch and the colocated routers have no
+    # meaning for DistServe's engine: refused by name with the fix, never run as if they were not there
+    pattern = (re.escape(f"{field}: {value!r} is a setting of the continuous engine; ") + ".*" + re.escape(fix)
+               + ".*" + re.escape(f"Leave {field} at its default (") + ".*"
+               + re.escape(") for scheduler='disaggregated', or choose a continuous_* scheduler"))
+    with pytest.raises(ValueError, match="^" + pattern):
+        wb.SimConfig(**{**HAND, field: value})
+    # the defaults, given explicitly (as a setup file or papermill text may), are fine
+    defaults = dict(prefix_caching="false", chunked_prefill=False, kv_watermark=None, max_paddings=256,
+                    router="round_robin")
+    assert wb.SimConfig(**HAND, **defaults) == wb.SimConfig(**HAND)
+
+
+def test_best_placement_refuses_a_base_config_the_disaggregated_engine_cannot_honour():
+    trace = wb.Trace.from_arrays([0.0, 0.5], [100, 100], [4, 4])
+    base = wb.SimConfig(**{k: v for k, v in HAND.items() if k != "scheduler"}, prefix_caching=True)
+    with pytest.raises(ValueError, match=r"^base_config: prefix_caching: True is a setting of the continuous engine"):
+        wb.best_placement(trace, 2, profile=STEP, base_config=base)
 
 
 def test_an_instance_without_memory_for_the_model_is_refused():

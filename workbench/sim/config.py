@@ -51,6 +51,19 @@ _REAL_FIELDS = {
     "kv_link_latency_s": (False, "s", 10.0, "the field is in seconds: 50 microseconds is 5e-5"),
     "decode_waiting_block_fraction": (True, "", None, ""),
 }
+# Continuous-engine settings the disaggregated engine does not have (refused when changed, never ignored)
+_NOT_DISAGGREGATED = {
+    "router": "the disaggregated scheduler routes arrivals with prefill_router and prefilled requests with "
+              "decode_router (round_robin, least_outstanding)",
+    "chunked_prefill": "the disaggregated engine follows DistServe, whose prefill instances compute whole prompts in "
+                       "batches under prefill_max_tokens (no chunks, no mixed steps)",
+    "prefix_caching": "the disaggregated engine has no prefix cache (DistServe's prefill instances compute every "
+                      "prompt token)",
+    "kv_watermark": "a decode instance admits moved KV caches under decode_waiting_block_fraction (DistServe's "
+                    "rule), with no vLLM watermark",
+    "max_paddings": "DistServe's prefill batches are bounded by prefill_max_batch_size and prefill_max_tokens, "
+                    "not by padding",
+}
 _PRESET_FIELDS = ("kv_gb_per_token", "model_mem_gb")  # None: the model preset's value
 # Shares of something (of the SLA, of the budget): 90 meant as 90% is refused, never simulated.
 _SHARES = {"sla_budget_fraction": "a share of d_sla_s in (0, 1]",
@@ -259,7 +272,7 @@ class SimConfig:
                              f"running decode takes one token of the step's budget), got "
                              f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
         checks.choice(self.router, "router", ROUTERS)
-        if self.router == "prefix_affinity" and not self.prefix_caching:
+        if self.router == "prefix_affinity" and not self.prefix_caching and self.scheduler != "disaggregated":
             raise ValueError("router: 'prefix_affinity' routes by cached prefixes and needs prefix_caching=True; "
                              "set prefix_caching=True or choose another router")
         object.__setattr__(self, "kv_watermark", checks.number(
@@ -319,6 +332,12 @@ class SimConfig:
                              f"(0, 1], got {self.decode_waiting_block_fraction!r}")
         if self.scheduler != "disaggregated":
             return
+        for name, why in _NOT_DISAGGREGATED.items():   # continuous-engine settings it would otherwise ignore
+            default = _DEFAULTS[name]
+            if getattr(self, name) != default:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is a setting of the continuous engine; {why}. "
+                                 f"Leave {name} at its default ({default!r}) for scheduler='disaggregated', or "
+                                 "choose a continuous_* scheduler")
         high, why = _INT_LIMITS["num_gpus"]
         if self.disaggregated_gpus > high:
             raise ValueError(
@@ -381,3 +400,6 @@ class SimConfig:
     @classmethod
     def help(cls) -> str:
         return "\n".join(f"{f.name} (default {f.default!r}): {f.metadata['help']}" for f in dataclasses.fields(cls))
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SimConfig)}

@@ -131,6 +131,13 @@ adds a Ray overhead of 2 ms + 1e-4 ms per token to every step
 and charges no per-stage cost to a pipelined decode (``get_decode_time``:
 ``pp_const = 0``).
 
+Not modelled, as DistServe has none of them: prefix caching, chunked prefill
+(vLLM v1's mixed steps), vLLM's admission watermark and v0.2 padding limit,
+the colocated routers, and recompute preemption (a decode instance swaps, R8).
+A SimConfig that sets ``prefix_caching``, ``chunked_prefill``,
+``kv_watermark``, ``max_paddings`` or ``router`` for this engine is refused
+(:class:`~workbench.sim.config.SimConfig`), never run without them.
+
 Records: per request its prefill and decode instance, the start of its prefill
 step, its first token, the end of its KV transfer, the launch of its first
 decode step, its last token and its swaps; per instance busy time (a decode

@@ -171,7 +171,9 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     (same forms; default ``profile``: both kinds on the same kernels, so the comparison isolates the placement;
     ``"opt-13b-a100"`` times them as the measured vLLM engine).  ``colocated`` / ``disaggregated``: search that
     kind (both by default).  ``base_config``: the other SimConfig fields (memory, routers,
-    KV link, batch limits; default: ``model``'s memory preset on A100-80GB GPUs).  Columns: ``kind``,
+    KV link, batch limits; default: ``model``'s memory preset on A100-80GB GPUs); its ``router`` routes the
+    colocated replicas, and a setting the disaggregated engine does not have (``prefix_caching``,
+    ``chunked_prefill``, ``kv_watermark``, ``max_paddings``) is refused, as it would favour one side.  Columns: ``kind``,
     ``placement`` (e.g. ``2xP(tp2) + 1xD(tp1,pp2)``), the instance counts and degrees, ``gpus``,
     ``goodput_rps`` (capacity at the SLO), ``goodput_per_gpu``, ``estimate_rps`` (disaggregated: from the
     per-pool goodputs), ``status`` (``searched``, ``pruned``, ``no load meets the SLO``), ``rank``.  The
@@ -217,7 +219,13 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     if not tps:
         raise ValueError(f"tp_degrees: none of {tp_degrees or available} fits in {gpus} GPUs")
     base = base_config if base_config is not None else SimConfig(**_memory_fields(model))
-    base = base.replace(scheduler="disaggregated", ttft_sla_s=ttft_s, tpot_sla_s=tpot_s, num_gpus=None)
+    colocated_base = base.replace(ttft_sla_s=ttft_s, tpot_sla_s=tpot_s)   # its router routes the colocated replicas
+    try:   # a continuous-engine setting the disaggregated engine lacks (prefix caching, chunked prefill) is refused:
+        # it would favour one side of the comparison
+        base = base.replace(scheduler="disaggregated", ttft_sla_s=ttft_s, tpot_sla_s=tpot_s, num_gpus=None,
+                            router=SimConfig.__dataclass_fields__["router"].default)
+    except ValueError as exc:
+        raise ValueError(f"base_config: {exc}") from None
     top = max(tps)
 
     # 1. per-pool goodput of one instance (the other pool ample, the other limit lifted)
@@ -293,7 +301,7 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
         for tp in tps:
             replicas = gpus // tp
             try:
-                cfg = base.replace(scheduler="continuous_fcfs", num_gpus=replicas,
+                cfg = colocated_base.replace(scheduler="continuous_fcfs", num_gpus=replicas,
                                    gpu_mem_gb=tp * per_gpu_mem["gpu_mem_gb"],
                                    mem_margin_gb=tp * per_gpu_mem["mem_margin_gb"])
             except ValueError as exc:
