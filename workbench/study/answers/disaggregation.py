@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +52,7 @@ class DisaggregationParams(NotebookParams):
         from workbench.sim import profiles
         from workbench.study.runs.placement import MAX_GPUS
 
-        checks.instance(self.results_dir, "results_dir", (str, os.PathLike), expected="a folder path")
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
         object.__setattr__(self, "gpus", checks.integer(self.gpus, "gpus", low=2, high=MAX_GPUS))
         object.__setattr__(self, "azure_requests", checks.integer(self.azure_requests, "azure_requests", low=2,
                                                                   high=10**7))
@@ -76,7 +75,7 @@ class DisaggregationParams(NotebookParams):
     def _folder(self, name: str) -> Path:
         from workbench.study.runs.sweep import resolve_user_path
 
-        checks.instance(getattr(self, name), name, (str, os.PathLike), expected="a folder path")
+        checks.path(getattr(self, name), name, expected="a folder path")
         return resolve_user_path(getattr(self, name))
 
     def run_files(self, name: str) -> list[Path]:
