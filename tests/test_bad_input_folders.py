@@ -171,7 +171,8 @@ def test_the_disaggregated_notebooks_validate_their_parameters_and_claim_their_p
     assert parts["fidelity_disagg"]["max_iter"] == 3 and parts["fidelity_vllm"]["max_iter"] == 8
     with pytest.raises(ValueError, match="thresholds: the disaggregated calibration keeps the profile's"):
         DisaggFidelityParams(thresholds="fit")
-    with pytest.raises(FileNotFoundError, match="runs: .*distserve-c21d11-300-4.csv: no such serving log"):
+    with pytest.raises(FileNotFoundError, match=r"runs: 'distserve-c21d11-300-4' is not a run in data_dir .* \(no "
+                                                r"distserve-c21d11-300-4.csv there; its runs: distserve-c21d11-300-12, "):
         DisaggFidelityParams(runs="distserve-c21d11-300-3,distserve-c21d11-300-4")
 
     params = DisaggregationParams(gpus="4", slo_scales="1, 0.5", calibrate_serving_costs="false", vllm_profile="",

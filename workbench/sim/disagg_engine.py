@@ -161,7 +161,8 @@ import numpy as np
 from numba import njit
 
 from workbench.sim.continuous_engine import (_blocks_over, _ceil_div, _decode_coefs, _heap_push, _heap_remove,
-                                             _heap_set, _mod, _run_time, _steps_fitting, _steps_to_reach)
+                                             _heap_set, _mod, _pow2_shift, _run_time, _steps_fitting,
+                                             _steps_to_reach)
 
 ERR_TIME_BACKWARDS = 1
 ERR_BLOCKS = 2
@@ -194,11 +195,7 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
     D = n_decode
     NL = D * pp
     bs = block_size
-    shift = -1
-    if bs & (bs - 1) == 0:
-        shift = 0
-        while (1 << shift) < bs:
-            shift += 1
+    shift = _pow2_shift(bs)
     inf = np.inf
 
     # per request
