@@ -241,9 +241,9 @@ def configs(draw):
     scheduler = draw(st.sampled_from(sorted(n for n, cls in SCHEDULERS.items() if cls.engine == engine)))
     kwargs = {"scheduler": scheduler, "router": draw(st.sampled_from(sorted(ROUTERS)))}
     names = sorted(CONFIG_FIELDS)
-    if engine == "disaggregated":
+    if engine != "continuous":
         # mostly its own fields; the continuous engine's router and prefix cache now and then (refused by name)
-        names = DISAGGREGATED_FIELDS + names
+        names = (DISAGGREGATED_FIELDS if engine == "disaggregated" else []) + names
         kwargs["router"] = kwargs["router"] if draw(st.integers(0, 3)) == 0 else "round_robin"
         kwargs["prefix_caching"] = draw(st.integers(0, 7)) == 0
     else:
@@ -506,13 +506,15 @@ def every_scheduler_and_router() -> None:
                            for p in sorted(DISAGG_ROUTERS) for d in sorted(DISAGG_ROUTERS) for pp in (1, 2)]
             # the continuous engine's prefix cache and routers: refused by name, never ignored
             deployments += [dict(prefix_caching=True), dict(router="prefix_affinity")]
+        elif SCHEDULERS[scheduler].engine == "static":   # no router, no KV cache: refused by name, never ignored
+            deployments = [dict(num_gpus=2), dict(num_gpus=2, prefix_caching=True), dict(router="least_kv")]
         else:
             deployments = [dict(router=router, num_gpus=2, kv_blocks=64, block_size=16, prefix_caching=caching)
                            for router in sorted(ROUTERS) for caching in (False, True)]
         for deployment in deployments:
             cfg = attempt("SimConfig", lambda: wb.SimConfig(scheduler=scheduler, **deployment))
             if cfg is None:
-                continue   # prefix_affinity without prefix caching, prefix caching when disaggregated: refused by name
+                continue   # prefix_affinity without prefix caching, a continuous setting elsewhere: refused by name
             target = _target("simulate", scheduler)
             for good in (served, shared):
                 res = attempt(target, lambda: wb.simulate(good, cfg))
@@ -535,8 +537,8 @@ def warm_up() -> None:
     engine takes tens of seconds of CPU, more on a loaded machine, and is not a hang."""
     faulthandler.dump_traceback_later(10 * HANG_S, exit=True)
     trace = wb.Trace.from_arrays([0.0, 1.0], [40, 20], [3, 2], prefix_hashes=[[1, 2], [1]], prefix_block_tokens=16)
-    for scheduler in ("continuous_fcfs", "static_fifo"):
-        wb.simulate(trace, wb.SimConfig(scheduler=scheduler, prefix_caching=True, kv_blocks=64))
+    wb.simulate(trace, wb.SimConfig(scheduler="continuous_fcfs", prefix_caching=True, kv_blocks=64))
+    wb.simulate(trace, wb.SimConfig(scheduler="static_fifo"))
     faulthandler.cancel_dump_traceback_later()
 
 

@@ -1231,3 +1231,11 @@ def test_a_trace_file_with_epoch_milliseconds_warns(tmp_path):
     path.write_text("arrival_s,prompt_tokens,output_tokens\n1700000000000,10,5\n1700000000500,10,5\n")
     with pytest.warns(wb.TraceUnitWarning, match=re.escape(f"{path}: timestamps: values up to 1.7e+12 s")):
         wb.load_trace(path, use_real_timestamps=True)
+
+
+@pytest.mark.parametrize("field, value", [("prefix_caching", True), ("router", "least_kv"),
+                                          ("chunked_prefill", True), ("kv_watermark", 0.1), ("max_paddings", 0)])
+def test_a_static_scheduler_refuses_continuous_settings_it_would_ignore(field, value):
+    with pytest.raises(ValueError, match=rf"^{field}: .*continuous engine.*static.*continuous_\* scheduler"):
+        wb.SimConfig(scheduler="static_fifo", **{field: value})
+    assert getattr(wb.SimConfig(scheduler="continuous_fcfs", **{field: value}), field) == value

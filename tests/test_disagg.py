@@ -313,7 +313,8 @@ def test_continuous_engine_settings_are_refused_never_ignored(field, value, fix)
 
 def test_best_placement_refuses_a_base_config_the_disaggregated_engine_cannot_honour():
     trace = wb.Trace.from_arrays([0.0, 0.5], [100, 100], [4, 4])
-    base = wb.SimConfig(**{k: v for k, v in HAND.items() if k != "scheduler"}, prefix_caching=True)
+    base = wb.SimConfig(**{k: v for k, v in HAND.items() if k != "scheduler"}, scheduler="continuous_fcfs",
+                        prefix_caching=True)
     with pytest.raises(ValueError, match=r"^base_config: prefix_caching: True is a setting of the continuous engine"):
         wb.best_placement(trace, 2, profile=STEP, base_config=base)
 

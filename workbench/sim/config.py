@@ -51,6 +51,16 @@ _REAL_FIELDS = {
     "kv_link_latency_s": (False, "s", 10.0, "the field is in seconds: 50 microseconds is 5e-5"),
     "decode_waiting_block_fraction": (True, "", None, ""),
 }
+# Continuous-engine settings the static engine does not have (refused when changed, never ignored)
+_NOT_STATIC = {
+    "router": "static schedulers hand whole batches to idle GPUs as they free up (work conserving), with no "
+              "per-request router",
+    "chunked_prefill": "a static batch is one prefill of its prompts then lock-step decodes (no chunks, no steps "
+                       "that mix prefill and decode)",
+    "prefix_caching": "the static engine has no KV cache to reuse (every prompt token is computed)",
+    "kv_watermark": "the static engine admits by batch size (b_max, batch_size), not by free KV blocks",
+    "max_paddings": "a static batch's padding is bounded by its bins, not by vLLM's max_paddings",
+}
 # Continuous-engine settings the disaggregated engine does not have (refused when changed, never ignored)
 _NOT_DISAGGREGATED = {
     "router": "the disaggregated scheduler routes arrivals with prefill_router and prefilled requests with "
@@ -245,6 +255,7 @@ class SimConfig:
                              f"got {self.gpu_memory_utilization!r}")
         self._validate_continuous()
         self._validate_disaggregated()
+        self._refuse_unused(_NOT_STATIC, "static", "choose a continuous_* scheduler")
         if self.scheduler != "disaggregated" and self.kv_capacity_tokens < 1:
             raise ValueError(
                 f"gpu_mem_gb/gpu_memory_utilization/model_mem_gb/mem_margin_gb: no memory left for the KV cache "
@@ -324,6 +335,17 @@ class SimConfig:
         return self.kv_link_latency_s + np.asarray(prompt_tokens, dtype=np.float64) * (
             self.kv_gb_per_token_effective * 1e9 / self.kv_link_bytes_per_s)
 
+    def _refuse_unused(self, unused: dict, engine: str, fix: str) -> None:
+        """Refuse a changed continuous-engine setting that ``engine`` would otherwise ignore (``unused``: why)."""
+        if SCHEDULERS[self.scheduler].engine != engine:
+            return
+        for name, why in unused.items():
+            default = _DEFAULTS[name]
+            if getattr(self, name) != default:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is a setting of the continuous engine; {why}. "
+                                 f"Leave {name} at its default ({default!r}) for scheduler={self.scheduler!r}, or "
+                                 f"{fix}")
+
     def _validate_disaggregated(self) -> None:
         for name in ("prefill_router", "decode_router"):
             checks.choice(getattr(self, name), name, DISAGG_ROUTERS)
@@ -332,12 +354,7 @@ class SimConfig:
                              f"(0, 1], got {self.decode_waiting_block_fraction!r}")
         if self.scheduler != "disaggregated":
             return
-        for name, why in _NOT_DISAGGREGATED.items():   # continuous-engine settings it would otherwise ignore
-            default = _DEFAULTS[name]
-            if getattr(self, name) != default:
-                raise ValueError(f"{name}: {getattr(self, name)!r} is a setting of the continuous engine; {why}. "
-                                 f"Leave {name} at its default ({default!r}) for scheduler='disaggregated', or "
-                                 "choose a continuous_* scheduler")
+        self._refuse_unused(_NOT_DISAGGREGATED, "disaggregated", "choose a continuous_* scheduler")
         high, why = _INT_LIMITS["num_gpus"]
         if self.disaggregated_gpus > high:
             raise ValueError(
