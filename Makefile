@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# one pytest worker per core (pytest-xdist), a test handed to whichever worker is free
+PYTEST_ARGS ?= -n auto --dist worksteal
 
 .PHONY: setup run test bench lab clean
 
