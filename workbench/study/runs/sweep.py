@@ -221,10 +221,16 @@ class SweepTest:
     capacity: CapacitySpec | None = None
     replication: int = 0  # index of the seed among the test's replications (0: the plan's own seed)
     base_test_id: str = ""  # the test id of replication 0: what the replications of one test share
+    # capacity search: the test whose capacity, times hint_scale, is where this one's search starts (see
+    # with_capacity_hint); part of the id, so a result never depends on which tests happened to finish first
+    hint_from: str = ""
+    hint_scale: float = 1.0
+    capacity_hint: tuple | None = field(default=None, compare=False)  # (rps, slope): filled in by run_sweep
 
     @property
     def test_id(self) -> str:
-        return test_id(self.trace, self.trace_fingerprint, self.config, self.latency, self.capacity)
+        hint = {"from": self.hint_from, "scale": float(self.hint_scale)} if self.hint_from else None
+        return test_id(self.trace, self.trace_fingerprint, self.config, self.latency, self.capacity, hint)
 
     def columns(self) -> dict:
         """The configuration columns of this test's result row."""
@@ -235,6 +241,8 @@ class SweepTest:
                     "trace_seed": self.trace.seed})
         row.update(latency_columns(self.latency))
         row["capacity_search"] = self.capacity is not None
+        if self.capacity is not None:
+            row["capacity_hint_from"] = self.hint_from or None
         row["replication"] = self.replication
         row["base_test_id"] = self.base_test_id or self.test_id
         return row
@@ -269,12 +277,15 @@ def latency_columns(latency: LatencyModel | StepTimeModel) -> dict:
 
 
 def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: LatencyModel,
-            capacity: CapacitySpec | None = None) -> str:
-    """16 hex digits of sha256 over the canonical JSON of everything that determines a result."""
+            capacity: CapacitySpec | None = None, capacity_hint: dict | None = None) -> str:
+    """16 hex digits of sha256 over the canonical JSON of everything that determines a result (a capacity
+    search's starting point included: where the answer is rough at the grid's scale, it can matter)."""
     payload = {"schema_version": SCHEMA_VERSION, "trace": {**trace.identity(), "fingerprint": fingerprint},
                "config": config.to_dict(), "latency": latency_identity(latency)}
     if capacity is not None:  # absent, not null: replay-only ids stay what they were before capacity existed
         payload["capacity"] = dataclasses.asdict(capacity)
+        if capacity_hint is not None:
+            payload["capacity_hint"] = capacity_hint
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -286,7 +297,7 @@ test_id.__test__ = False  # a pytest collecting `from workbench.study.runs.sweep
 # numbers.  A row computed by other code than the running one is not reused (it
 # is recomputed and replaced), so a simulator fix never hides behind an old checkpoint.
 # (The trace's content is covered by its fingerprint, so the loader is not listed.)
-SIMULATOR_MODULES = ("sim", "study/capacity.py")
+SIMULATOR_MODULES = ("sim", "study/runs/capacity.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -314,30 +325,65 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
               capacity: CapacitySpec | None = None, replication: int = 0, base_test_id: str = "") -> SweepTest:
     """Build a :class:`SweepTest`; ``trace`` (already loaded) saves a load for its fingerprint.
 
-    A continuous scheduler's capacity is searched with criterion ``'slo'`` (TTFT and TPOT limits of its
-    config, DistServe's goodput) at the spec's attainment, whatever the spec's criterion.
+    A test timed by a step-time model (continuous schedulers, and static ones in step mode) has its capacity
+    searched with criterion ``'slo'`` (TTFT and TPOT limits of its config, DistServe's goodput) at the spec's
+    attainment, whatever the spec's criterion.
     """
     trace = trace if trace is not None else trace_options.load()
     if latency is None:
         latency = LatencyModel.default()
     latency_identity(latency)  # ValueError for anything else
-    if capacity is not None and is_continuous(config.scheduler) and capacity.criterion != "slo":
+    step_timed = is_continuous(config.scheduler) or isinstance(latency, StepTimeModel)
+    if capacity is not None and step_timed and capacity.criterion != "slo":
         capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
                      latency=latency, trace_label=trace.label, synthetic=bool(trace.is_synthetic), label=label,
                      capacity=capacity, replication=int(replication), base_test_id=base_test_id)
 
 
+def with_capacity_hint(test: SweepTest, source: SweepTest | None, scale: float = 1.0) -> SweepTest:
+    """``test`` whose capacity search starts from ``source``'s capacity times ``scale`` (e.g. the previous GPU
+    count's, times the ratio of GPU counts: capacity grows about linearly with GPUs).  The search's answer is
+    the same from any start where attainment falls monotonically with load; the hint saves probes (3-5
+    instead of ~10 from the trace's own rate).  It enters the test id, so the source must run first (the
+    sweep orders it so) and every run of the test starts from the same place."""
+    if source is None or test.capacity is None or source.capacity is None:
+        return test
+    return dataclasses.replace(test, hint_from=source.test_id, hint_scale=float(scale))
+
+
+def capacity_hint_from_row(row, scale: float) -> tuple | None:
+    """(hint in requests/s, the criterion's slope per unit of log rate) from the hint source's result row,
+    None when the source found no capacity."""
+    try:
+        cap = float(row.get("capacity_rps", math.nan))
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(cap) and cap > 0):
+        return None
+    slope = math.nan
+    try:
+        lo, hi = float(row["capacity_scaling"]), float(row["capacity_scaling_above"])
+        va, vb = float(row["capacity_attainment"]), float(row["capacity_attainment_above"])
+        if all(map(math.isfinite, (lo, hi, va, vb))) and hi > lo:
+            slope = (vb - va) / math.log(hi / lo)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return cap * scale, slope
+
+
 def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None) -> dict:
     """The ``capacity_*`` columns of a test with a capacity spec (``capacity_error`` is None on success).
 
-    ``replay_summary`` (the test's replay at the trace's own rate) is the search's first probe.
+    ``replay_summary`` (the test's replay at the trace's own rate) is the search's first probe;
+    ``test.capacity_hint`` (filled in by :func:`run_sweep` from the hint source's row) where it goes next.
     """
     spec = test.capacity
+    hint_rps, hint_slope = test.capacity_hint if test.capacity_hint else (None, None)
     try:
         found = search_capacity(trace, test.config, latency=test.latency, attainment=spec.attainment,
                                 criterion=spec.criterion, resolution=spec.resolution, start=1.0,
-                                start_summary=replay_summary)
+                                start_summary=replay_summary, hint_rps=hint_rps, hint_slope=hint_slope)
     except CapacityError as exc:
         # no load meets the target: a result, not a failure (the message says why)
         log.info("%s: no capacity: %s", test.label or test.test_id, exc)
@@ -348,8 +394,10 @@ def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None)
                 "capacity_attainable": attainable,
                 "capacity_criterion": spec.criterion,
                 "capacity_target": spec.attainment if spec.criterion in ("attainment", "slo") else test.config.d_sla_s,
-                "capacity_resolution": spec.resolution, "capacity_error": str(exc)}
-    return {**found.to_row(), "capacity_resolution": spec.resolution, "capacity_error": None}
+                "capacity_resolution": spec.resolution, "capacity_error": str(exc),
+                "capacity_hint_rps": hint_rps if hint_rps is not None else math.nan}
+    return {**found.to_row(), "capacity_resolution": spec.resolution, "capacity_error": None,
+            "capacity_hint_rps": hint_rps if hint_rps is not None else math.nan}
 
 
 def run_test(test: SweepTest) -> dict:
@@ -359,6 +407,9 @@ def run_test(test: SweepTest) -> dict:
     """
     from workbench.sim.simulate import simulate
 
+    if test.hint_from and test.capacity_hint is None:
+        raise ValueError(f"test {test.test_id} starts its capacity search from test {test.hint_from}'s answer: "
+                         "run it with run_sweep, which runs that one first and passes it on")
     t0 = time.perf_counter()
     trace = test.trace.load()
     if trace.fingerprint != test.trace_fingerprint:
@@ -784,49 +835,203 @@ def _spawn_safe() -> bool:
     return getattr(main, "__spec__", None) is not None or main_file is None or Path(main_file).is_file()
 
 
-def _run_serial(queue: Sequence[SweepTest]) -> Iterator[tuple[SweepTest, dict | BaseException]]:
-    for test in queue:
+class _DoneFuture:
+    """What a serial run returns where a pool returns a future: the outcome, already there."""
+
+    def __init__(self, fn, test):
         try:
-            yield test, run_test(test)
+            self._result, self._exc = fn(test), None
         except Exception as exc:  # noqa: BLE001 - reported with the test, the sweep goes on
-            yield test, exc
+            self._result, self._exc = None, exc
+
+    def exception(self):
+        return self._exc
+
+    def result(self):
+        return self._result
 
 
-def _run_pool(queue: Sequence[SweepTest], workers: int) -> Iterator[tuple[SweepTest, dict | BaseException]]:
-    pool = _process_pool(workers)
-    futures = {pool.submit(run_test, test): test for test in queue}
-    try:
-        for fut in cf.as_completed(futures):
-            exc = fut.exception()
-            if isinstance(exc, cf.process.BrokenProcessPool):
-                _POOLS.pop(workers, None)
-            yield futures[fut], (exc if exc is not None else fut.result())
-    finally:
-        for fut in futures:
-            fut.cancel()
+class _Backend:
+    """Submit tests to an executor and wait for the next to finish: serial, a process pool or Dask."""
 
+    def __init__(self, kind: str, arg):
+        self.kind, self.arg, self.client, self.owned = kind, arg, None, False
+        if kind == "process":
+            self.pool = _process_pool(arg)
+            self.limit = arg
+        elif kind == "dask":
+            self.client, self.owned = _dask_client(arg)
+            self.limit = 10 ** 9        # the cluster's own scheduler spreads what is ready
+        else:
+            self.limit = 1
 
-def _run_dask(queue: Sequence[SweepTest], executor) -> Iterator[tuple[SweepTest, dict | BaseException]]:
-    from distributed import as_completed
-
-    client, owned = _dask_client(executor)
-    try:
-        futures = {}
-        for test in queue:
+    def submit(self, test: SweepTest):
+        if self.kind == "process":
+            return self.pool.submit(run_test, test)
+        if self.kind == "dask":
             # pure=False: never reuse a result the cluster holds from another session
-            fut = client.submit(run_test, test, pure=False, key=f"workbench-{test.test_id}-{os.urandom(4).hex()}")
-            futures[fut.key] = (fut, test)
-        for fut in as_completed([f for f, _ in futures.values()], loop=client.loop):
-            test = futures[fut.key][1]
-            if fut.status == "error":
-                yield test, fut.exception()
-            else:
-                yield test, fut.result()
+            return self.client.submit(run_test, test, pure=False,
+                                      key=f"workbench-{test.test_id}-{os.urandom(4).hex()}")
+        return _DoneFuture(run_test, test)
+
+    def wait_any(self, futures) -> list:
+        if self.kind == "process":
+            return list(cf.wait(futures, return_when=cf.FIRST_COMPLETED).done)
+        if self.kind == "dask":
+            from distributed import wait
+
+            return list(wait(list(futures), return_when="FIRST_COMPLETED").done)
+        return list(futures)
+
+    def outcome(self, future):
+        if self.kind == "dask" and future.status != "error":
+            return future.result()
+        exc = future.exception()
+        if self.kind == "process":
+            from concurrent.futures.process import BrokenProcessPool
+
+            if isinstance(exc, BrokenProcessPool):
+                _POOLS.pop(self.arg, None)
+        return exc if exc is not None else future.result()
+
+    def close(self, futures) -> None:
+        for fut in futures:
+            with contextlib.suppress(Exception):
+                fut.cancel()
+        if self.owned:
+            self.client.close()
+
+
+def _chain_depths(queue: Sequence[SweepTest]) -> dict[str, int]:
+    """test id -> length of the longest chain of tests waiting on it for their capacity hint (itself included):
+    what to start first so that chains never wait for a worker."""
+    children: dict[str, list[str]] = {}
+    for t in queue:
+        if t.hint_from:
+            children.setdefault(t.hint_from, []).append(t.test_id)
+    depth: dict[str, int] = {}
+
+    def of(test_id: str) -> int:
+        if test_id not in depth:
+            depth[test_id] = 1 + max((of(c) for c in children.get(test_id, ())), default=0)
+        return depth[test_id]
+
+    return {t.test_id: of(t.test_id) for t in queue}
+
+
+def _execute(queue: Sequence[SweepTest], kind: str, arg,
+             known: dict[str, dict]) -> Iterator[tuple[SweepTest, dict | BaseException]]:
+    """Run ``queue`` on the executor, a test only once its capacity-hint source has a row (in ``known``, which
+    grows as tests finish), chains first; yields (test, row or exception) as each finishes."""
+    ids = {t.test_id for t in queue}
+    lost = sorted({t.hint_from for t in queue if t.hint_from and t.hint_from not in ids and t.hint_from not in known})
+    if lost:
+        raise ValueError(f"capacity hint source(s) {lost} are neither in this sweep nor finished: a test whose "
+                         "search starts from another's capacity must be run with it (with_capacity_hint)")
+    order = {t.test_id: i for i, t in enumerate(queue)}
+    depth = _chain_depths(queue)
+    pending = sorted(queue, key=lambda t: (-depth[t.test_id], order[t.test_id]))
+    failed: set[str] = set()
+    backend = _Backend(kind, arg)
+    in_flight: dict = {}
+    try:
+        while pending or in_flight:
+            for test in [t for t in pending if t.hint_from in failed]:
+                pending.remove(test)
+                failed.add(test.test_id)
+                yield test, RuntimeError(f"not run: the test its capacity search starts from ({test.hint_from}) "
+                                         "failed")
+            ready = [t for t in pending if not t.hint_from or t.hint_from in known]
+            for test in ready[:max(0, backend.limit - len(in_flight))]:
+                pending.remove(test)
+                if test.hint_from:
+                    hint = capacity_hint_from_row(known[test.hint_from], test.hint_scale) or (None, None)
+                    test = dataclasses.replace(test, capacity_hint=hint)
+                in_flight[backend.submit(test)] = test
+            if not in_flight:
+                break
+            for fut in backend.wait_any(in_flight):
+                test = in_flight.pop(fut)
+                outcome = backend.outcome(fut)
+                if isinstance(outcome, BaseException):
+                    failed.add(test.test_id)
+                else:
+                    known[test.test_id] = outcome
+                yield test, outcome
     finally:
-        for fut, _ in futures.values():
-            fut.cancel()
-        if owned:
-            client.close()
+        backend.close(in_flight)
+
+
+# --------------------------------------------------------------------------- reuse across folders
+
+# Files of a results tree that hold aggregates, not one row per test: never a source of reused rows.
+_NOT_CHECKPOINTS = ("all_results.csv",)
+
+
+def _checkpoint_files(results_dir: Path, exclude: Path) -> list[Path]:
+    """The per-test result CSVs that may hold tests of ``results_dir``: its own other files (another step's
+    checkpoint) and, when it lies in the repository's ``results/``, those of every results folder there
+    (``results/default`` next to ``results/max_gpus=32``, and their subfolders), nearest first."""
+    roots = [(results_dir, ("*.csv", "*/*.csv"))]
+    results_root = paths.RESULTS_DIR.resolve()
+    if results_root in results_dir.resolve().parents:
+        roots.append((results_root, ("*/*.csv", "*/*/*.csv", "*/*/*/*.csv")))
+    seen, out = {exclude.resolve()}, []
+    for root, patterns in roots:
+        for pattern in patterns:
+            for path in sorted(root.glob(pattern)):
+                if path.name in _NOT_CHECKPOINTS or path.name.endswith("_summary.csv"):
+                    continue
+                resolved = path.resolve()
+                if resolved not in seen:
+                    seen.add(resolved)
+                    out.append(path)
+    return out
+
+
+def _has_test_ids(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "test_id" in next(csv.reader(fh), [])
+    except OSError:
+        return False
+
+
+def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint: Path) -> dict[str, dict]:
+    """Rows of ``tests`` that other checkpoints near ``results_dir`` already hold, computed by the current
+    simulator code: the same test id is the same configuration (trace, scheduler, hardware, SLA, capacity
+    search and its start), so its row is this test's result.  Each row's own columns (step, label,
+    replication) are replaced by this test's."""
+    wanted = {t.test_id: t for t in tests}
+    found: dict[str, dict] = {}
+    for path in _checkpoint_files(results_dir, checkpoint):
+        if not wanted.keys() - found.keys():
+            break
+        if not _has_test_ids(path):
+            continue
+        try:
+            rows = read_rows(path)
+        except (CheckpointError, ValueError, OSError) as exc:
+            log.debug("not reusing rows of %s: %s", path, exc)
+            continue
+        if rows.empty or "simulator_version" not in rows:
+            continue
+        rows = rows[(rows["simulator_version"].astype(str) == simulator_version())
+                    & rows["test_id"].isin(wanted.keys() - found.keys())]
+        for record in rows.to_dict("records"):
+            record = {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}
+            record.update(wanted[record["test_id"]].columns())
+            record["reused_from"] = display_folder(path.parent)
+            found[record["test_id"]] = record
+    return found
+
+
+def display_folder(folder: Path) -> str:
+    """A results folder as log lines and rows show it: relative to the repository when inside it."""
+    try:
+        return str(folder.resolve().relative_to(paths.REPO_ROOT.resolve()))
+    except ValueError:
+        return folder.name
 
 
 class _Progress:
@@ -860,11 +1065,16 @@ def _progress(total: int, desc: str, enabled: bool) -> _Progress:
 
 
 def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, checkpoint: str | None = None,
-              executor=None, progress: bool = True, desc: str | None = None) -> pd.DataFrame:
+              executor=None, progress: bool = True, desc: str | None = None, reuse: bool = True) -> pd.DataFrame:
     """Run what is not yet in the checkpoint and return one row per test, in the order of ``tests``.
 
     ``checkpoint`` is the CSV's file name (default: ``<step>.csv`` of the
-    first test).  Each finished row is made durable before the sweep moves on
+    first test).  With ``reuse``, a test that another checkpoint near
+    ``results_dir`` already holds (another step of the same folder, a folder
+    of other parameters next to it; :func:`finished_elsewhere`) is copied, not
+    recomputed.  A test whose capacity search starts from another's answer
+    (``hint_from``) runs once that one has finished; the longest such chains
+    start first.  Each finished row is made durable before the sweep moves on
     (see the module docstring); failed tests are logged, the others finish
     and are checkpointed, and then :class:`SweepError` is raised.
     """
@@ -877,12 +1087,24 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
     results_dir = resolve_results_dir(results_dir)
     path = results_dir / (checkpoint or f"{tests[0].step}.csv")
     with results_lock(results_dir):
-        done = finished_ids(_load_and_repair(path))
+        rows = _load_and_repair(path)
+        done = finished_ids(rows)
+    known = {r["test_id"]: r for r in rows[rows["test_id"].isin(done)].to_dict("records")} if done else {}
     queue = [t for t in tests if t.test_id not in done]
     skipped = len(tests) - len(queue)
     if skipped:
         log.info("%s: %d of %d tests already in %s; running the other %d", desc or path.stem, skipped,
                  len(tests), path.name, len(queue))
+    if queue and reuse:
+        reused = finished_elsewhere(queue, results_dir, path)
+        if reused:
+            with results_lock(results_dir):
+                merge_rows(path, list(reused.values()))
+            known.update(reused)
+            queue = [t for t in queue if t.test_id not in reused]
+            sources = sorted({r["reused_from"] for r in reused.values()})
+            log.info("%s: %d test(s) already computed in %s (same configuration); reused, %d to run",
+                     desc or path.stem, len(reused), ", ".join(sources), len(queue))
     kind, arg = parse_executor(executor, len(queue))
     if kind == "process" and not _spawn_safe():
         if executor is not None:
@@ -894,8 +1116,7 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
         log.info("%s: running %d test(s) on %s", desc or path.stem, len(queue), describe_executor(executor, len(queue)))
     failures: list[tuple[SweepTest, BaseException]] = []
     if queue:
-        runner = {"serial": lambda: _run_serial(queue), "process": lambda: _run_pool(queue, arg),
-                  "dask": lambda: _run_dask(queue, arg)}[kind]()
+        runner = _execute(queue, kind, arg, known)
         with _progress(len(queue), desc or path.stem, progress) as bar:
             for test, outcome in runner:
                 if isinstance(outcome, BaseException):
