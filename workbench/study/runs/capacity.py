@@ -410,8 +410,11 @@ def _binding_limit(summary: dict, cfg: SimConfig, criterion: str) -> str:
         return (f"The limit that binds is TPOT: {tpot:.1%} of requests keep {cfg.tpot_sla_s * 1e3:g} ms per "
                 f"output token, {ttft:.1%} meet TTFT.")
     if criterion == "attainment" and "queue_delay_mean_s" in summary:
-        return (f"Requests wait {summary['queue_delay_mean_s']:.3g} s on average before their batch starts "
-                f"(SLA {cfg.d_sla_s:g} s).")
+        wait, p99 = summary["queue_delay_mean_s"], summary.get("latency_p99_s", math.nan)
+        why = ("requests wait for a busy GPU" if wait > 0.1 * cfg.d_sla_s else
+               "requests hardly wait: they miss because a batch lasts as long as its longest member")
+        return (f"There requests wait {wait:.3g} s on average before their batch starts and the p99 latency is "
+                f"{p99:.3g} s: {why}.")
     return ""
 
 
@@ -521,10 +524,14 @@ def _bracket(search: _Search, low: float, high: float, resolution: float,
         side = sorted((k for k in results if (k >= max(passing) if up else True)), reverse=up)
         k1 = side[0]
         move = step
-        if len(side) >= 2 and max(abs(results[k1]), abs(results[side[1]])) < 0.4 and results[side[1]] != results[k1]:
+        if len(side) >= 2 and results[side[1]] != results[k1]:
             k2 = side[1]
             secant = -results[k1] * (k1 - k2) / (results[k1] - results[k2])
-            if secant * (1 if up else -1) > 0:
+            if not up and (secant >= 0 or k1 + secant < k_min):
+                # lighter load barely helps (or hurts): the target is far below or out of reach; the lightest
+                # load allowed decides which, in one probe
+                move = k1 - k_min
+            elif max(abs(results[k1]), abs(results[k2])) < 0.4 and secant * (1 if up else -1) > 0:
                 move = int(min(abs(secant) + 1, 4 * step))
         probe(k1 + move if up else k1 - move)
         step *= 2

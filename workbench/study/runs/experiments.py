@@ -58,9 +58,9 @@ from workbench.sim.schedulers import SCHEDULERS, get_scheduler
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
-from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, finished_ids, is_continuous,
-                                   make_test, normalize_dataset, parse_executor, read_rows, resolve_results_dir,
-                                   run_sweep)
+from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, finished_elsewhere,
+                                        finished_ids, is_continuous, make_test, normalize_dataset, parse_executor,
+                                        read_rows, resolve_results_dir, run_sweep, with_capacity_hint)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,28 @@ DEFAULT_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "co
 # the scheduler whose GPU count and K the headline answers (best GPU count, best K) are about
 PRIMARY_SCHEDULER = "multi_bin_dynamic"
 STATIC_GRID_TEXT = "formula grid (Qwen3-1.7B/RTX 4080 labels, generated from a formula, not measured)"
+
+# The seed study, by name: latency="seed-grid" runs its three static schedulers on its formula grid, judged on
+# end-to-end latency within d_sla, at its load (the trace's timestamps / 200).
+SEED_GRID = GRID_PROFILE
+SEED_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
+SEED_RPS_SCALING = 200.0
+# On a measured profile (OPT-13B on one A100 by default) the trace's timestamps / 10 (about 2.4 requests/s for the
+# default synthetic trace) is a load whose answers lie inside the ranges tested: continuous batching needs about 16
+# GPUs for it, static batching about 64 (step 2), out of 1..100.
+PROFILE_RPS_SCALING = 10.0
+LATENCY_ALIASES = {"grid": SEED_GRID}
+
+
+def default_schedulers(latency: str) -> tuple[str, ...]:
+    """The schedulers a run compares when none are named: the seed's static three on its grid, else
+    :data:`DEFAULT_SCHEDULERS` (static and continuous batching on one step-time profile)."""
+    return SEED_SCHEDULERS if latency == SEED_GRID else DEFAULT_SCHEDULERS
+
+
+def default_rps_scaling(latency: str) -> float:
+    """The load (the trace's timestamps divided by this) when ``rps_scaling`` is not given."""
+    return SEED_RPS_SCALING if latency == SEED_GRID else PROFILE_RPS_SCALING
 
 BRIEF_COLUMNS = ("label", "scheduler", "replication", "num_requests", "num_gpus", "k_bins", "throughput_rps",
                  "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "capacity_rps",
@@ -123,7 +145,7 @@ class StepParams:
     max_requests: int = 1_000_000
     max_gpus: int = 100
     use_real_timestamps: bool = False
-    rps_scaling: float = 200.0
+    rps_scaling: float | None = None  # None: PROFILE_RPS_SCALING on a profile, SEED_RPS_SCALING on the seed grid
     d_sla: float = 1.0
     dataset: str | None = None
     k_bins: int = 4
@@ -132,22 +154,30 @@ class StepParams:
     executor: Any = None
     capacity_search: bool = True
     capacity_attainment: float = 0.9
-    schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
+    schedulers: tuple[str, ...] | None = None  # None: default_schedulers(latency)
     latency: str = profiles.DEFAULT_PROFILE
     replications: int = 1
+    ttft_sla: float = 1.0
+    tpot_sla: float = 0.05
 
     def __post_init__(self):
-        object.__setattr__(self, "schedulers", _schedulers(self.schedulers))
-        if not isinstance(self.latency, str) or self.latency not in (GRID_PROFILE, *profiles.profile_names()):
-            raise ValueError(f"latency: unknown {self.latency!r}; use 'grid' (the static engine's formula grid) or "
-                             f"a step-time profile: {', '.join(profiles.profile_names())}")
+        latency = LATENCY_ALIASES.get(self.latency, self.latency) if isinstance(self.latency, str) else self.latency
+        if not isinstance(latency, str) or latency not in (SEED_GRID, *profiles.profile_names()):
+            raise ValueError(f"latency: unknown {self.latency!r}; use a step-time profile "
+                             f"({', '.join(profiles.profile_names())}) or {SEED_GRID!r} (the seed study's formula "
+                             "grid, static schedulers only, judged on end-to-end latency within d_sla)")
+        object.__setattr__(self, "latency", latency)
+        schedulers = default_schedulers(latency) if self.schedulers is None else self.schedulers
+        object.__setattr__(self, "schedulers", _schedulers(schedulers))
+        if self.rps_scaling is None:
+            object.__setattr__(self, "rps_scaling", default_rps_scaling(latency))
         continuous = [s for s in self.schedulers if is_continuous(s)]
-        if continuous and self.latency == GRID_PROFILE:
-            raise ValueError(f"latency='grid' is the static engine's batch-time grid; {', '.join(continuous)} need a "
-                             f"step-time profile (latency={profiles.DEFAULT_PROFILE!r}, or another of "
+        if continuous and latency == SEED_GRID:
+            raise ValueError(f"latency={SEED_GRID!r} is the static engine's batch-time grid; {', '.join(continuous)} "
+                             f"need a step-time profile (latency={profiles.DEFAULT_PROFILE!r}, or another of "
                              f"{', '.join(profiles.profile_names())}), or leave them out of schedulers")
-        if continuous:
-            profile_config_fields(self.latency)  # ValueError when the profile's hardware is unknown
+        if latency != SEED_GRID:
+            profile_config_fields(latency)  # ValueError when the profile's hardware is unknown
         object.__setattr__(self, "replications", _int_at_least(self.replications, "replications", 1))
         object.__setattr__(self, "max_requests", _int_at_least(self.max_requests, "max_requests", 1))
         object.__setattr__(self, "max_gpus", _int_at_least(self.max_gpus, "max_gpus", 1))
@@ -157,22 +187,28 @@ class StepParams:
         elif self.dataset is not None and not Path(self.dataset).is_file():
             raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace; "
                                     f"dataset names: {', '.join(datasets.names())})")
-        self.base_config()  # validates d_sla, k_bins, seed
+        self.base_config()  # validates d_sla, k_bins, seed, ttft_sla, tpot_sla
         self.trace_options(1)  # validates rps_scaling
         parse_executor(self.executor, queued=2)
         if not isinstance(self.capacity_search, bool):
             raise ValueError(f"capacity_search: must be True or False, got {self.capacity_search!r}")
         CapacitySpec(attainment=self.capacity_attainment)  # validates capacity_attainment
 
+    @property
+    def seed_grid(self) -> bool:
+        """Whether these parameters reproduce the seed study (its formula grid and end-to-end SLA)."""
+        return self.latency == SEED_GRID
+
     def capacity_spec(self) -> CapacitySpec | None:
         """The capacity search of the tests that have one (None when ``capacity_search`` is off)."""
         return CapacitySpec(attainment=self.capacity_attainment) if self.capacity_search else None
 
     def base_config(self, *, seed: int | None = None, **changes) -> SimConfig:
-        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  A scheduler that
-        runs on the step-time profile gets the memory configuration of the profile's hardware."""
-        base = SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed if seed is None else seed)
-        if "scheduler" in changes and isinstance(self.latency_model(changes["scheduler"]), StepTimeModel):
+        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  On a step-time
+        profile every scheduler gets the memory configuration of the profile's hardware."""
+        base = SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed if seed is None else seed,
+                         ttft_sla_s=self.ttft_sla, tpot_sla_s=self.tpot_sla)
+        if not self.seed_grid:
             changes = {**profile_config_fields(self.latency), **changes}
         return base.replace(**changes)
 
@@ -184,25 +220,28 @@ class StepParams:
         """The seeds of the replications: ``seed``, ``seed + 1``, ... (trace generator and simulation)."""
         return replication_seeds(self.seed, self.replications)
 
-    def latency_model(self, scheduler: str) -> LatencyModel | StepTimeModel:
-        """The latency model ``scheduler`` runs with: the profile for continuous schedulers; the formula grid
-        for static ones, which the steps judge on end-to-end latency within ``d_sla`` as the seed study did
-        (issue 8: capacity uses the TTFT/TPOT criterion for the continuous schedulers).  The like-for-like
-        comparison, every scheduler timed by one profile and judged on TTFT/TPOT, is the compare_schedulers
-        notebook (:mod:`workbench.study.answers.compare`)."""
-        if self.latency == GRID_PROFILE or not is_continuous(scheduler):
+    def latency_model(self, scheduler: str | None = None) -> LatencyModel | StepTimeModel:
+        """The latency model every scheduler runs with: the step-time profile ``latency`` (static schedulers in
+        step mode, on the same hardware and memory as the continuous ones), or the seed's formula grid."""
+        if self.seed_grid:
             return LatencyModel.default()
         return profiles.get_profile(self.latency)
 
+    def sla_text(self) -> str:
+        """The SLA every scheduler is judged on, in words."""
+        if self.seed_grid:
+            return f"end-to-end latency <= d_sla = {self.d_sla:g} s"
+        return f"TTFT <= {self.ttft_sla:g} s and TPOT <= {self.tpot_sla * 1e3:g} ms"
+
     def latency_text(self) -> str:
-        """One sentence: which latency model each scheduler of these parameters uses."""
-        by_model: dict[str, list[str]] = {}
-        for s in self.schedulers:
-            model = self.latency_model(s)
-            what = (f"step-time profile `{model.name}` ({profiles.describe_profiles().get(model.name, model.name)})"
-                    if isinstance(model, StepTimeModel) else STATIC_GRID_TEXT)
-            by_model.setdefault(what, []).append(s)
-        return "Latency models: " + "; ".join(f"{', '.join(names)}: {what}" for what, names in by_model.items()) + "."
+        """One sentence: the hardware model and the SLA every scheduler of these parameters is judged on."""
+        if self.seed_grid:
+            return (f"Hardware model: the seed study's {STATIC_GRID_TEXT}, for every scheduler; SLA: "
+                    f"{self.sla_text()}.")
+        what = profiles.describe_profiles().get(self.latency, self.latency)
+        return (f"Hardware model: the step-time profile `{self.latency}` ({what}) and that GPU's KV cache, for "
+                f"every scheduler (static batches in step mode); SLA: {self.sla_text()} (DistServe's SLO "
+                "attainment).")
 
     @classmethod
     def from_namespace(cls, namespace: dict) -> "StepParams":
@@ -214,8 +253,10 @@ class StepParams:
         return {f.name: getattr(self, f.name) for f in fields(StepParams) if f.name not in folders.RUN_ONLY}
 
     def default_folder(self) -> str:
-        """``results/default`` at the default parameters, else ``results/<what differs>``."""
-        defaults = {f.name: f.default for f in fields(StepParams)}
+        """``results/default`` at the default parameters, else ``results/<what differs>`` (from the defaults of
+        this latency model: ``latency=seed-grid`` names itself, not the load and schedulers that come with it)."""
+        defaults = StepParams(latency=self.latency).identity()
+        defaults["latency"] = StepParams.latency
         return f"results/{folders.folder_name(self.identity(), defaults)}"
 
     @property
@@ -376,14 +417,30 @@ def _label(scheduler: str, gpus: int, k: int | None = None) -> str:
 
 def _replicate(params: StepParams, make) -> list[SweepTest]:
     """``make(seed)`` (the same tests, in the same order, for any seed) for every replication seed, each test
-    knowing its replication index and the id of its replication 0 (what the replications share)."""
+    knowing its replication index and the id of its replication 0 (what the replications share).  A
+    replication's capacity search starts from replication 0's answer (the same configuration on another seed:
+    the closest hint there is), so the replications of a chain run side by side."""
     base = [dataclasses.replace(t, base_test_id=t.test_id) for t in make(params.seed)]
     out = list(base)
     for r, seed in enumerate(params.seeds()[1:], start=1):
         again = make(seed)
         if len(again) != len(base):
             raise RuntimeError(f"seed {seed} gives {len(again)} tests, seed {params.seed} gave {len(base)}")
-        out.extend(dataclasses.replace(t, replication=r, base_test_id=b.test_id) for b, t in zip(base, again))
+        out.extend(with_capacity_hint(dataclasses.replace(t, replication=r, base_test_id=b.test_id, hint_from="",
+                                                          hint_scale=1.0), b)
+                   for b, t in zip(base, again))
+    return out
+
+
+def capacity_chain(tests: Sequence[SweepTest], by: str = "num_gpus") -> list[SweepTest]:
+    """``tests`` (one scheduler, in order of ``by``) with each capacity search starting from the previous test's
+    answer, scaled by the ratio of GPU counts for ``by="num_gpus"`` (capacity grows about linearly with GPUs)
+    and taken as it is for K (``by="k_bins"``)."""
+    out: list[SweepTest] = []
+    for test in tests:
+        prev = out[-1] if out else None
+        scale = (getattr(test.config, by) / getattr(prev.config, by)) if prev is not None and by == "num_gpus" else 1.0
+        out.append(with_capacity_hint(test, prev, scale))
     return out
 
 
@@ -408,8 +465,9 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
                **overrides) -> StepPlan:
     """Step 1: one batch per request volume (keys are the volumes as ints).
 
-    With capacity search on, the 1-GPU configurations of the largest volume
-    also search their capacity (the schedulers compared on equal hardware).
+    With capacity search on, the configurations of the largest volume also
+    search their capacity (the same tests as step 2's on 1, 2 and 4 GPUs,
+    which step 2 then reuses).
     With ``replications`` > 1 every test runs once per seed (trace and simulation).
     """
     params = params or StepParams(**overrides)
@@ -437,8 +495,12 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TraceSizeWarning)
                 trace = options.load()
-            return [_make(params, STEP1, options, trace, seed, s, g,
-                          capacity=spec if volume == largest and g == 1 else None) for s, g in configs]
+            tests = []
+            for scheduler in dict.fromkeys(s for s, _ in configs):
+                tests.extend(capacity_chain([_make(params, STEP1, options, trace, seed, s, g,
+                                                   capacity=spec if volume == largest else None)
+                                             for s, g in configs if s == scheduler]))
+            return tests
         return _replicate(params, make)
 
     batches: dict[Any, list[SweepTest]] = {volume: volume_tests(volume) for volume in volumes}
@@ -454,10 +516,17 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
         trace = options.load()
-        return [_make(params, STEP2, options, trace, seed, s, g, capacity=params.capacity_spec())
-                for s in params.schedulers for g in GPU_COUNTS if g <= params.max_gpus]
+        return [t for s in params.schedulers for t in step2_chain(params, options, trace, seed, s, params.max_gpus)]
 
     return StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
+
+
+def step2_chain(params: StepParams, options: TraceOptions, trace, seed: int, scheduler: str,
+                up_to: int) -> list[SweepTest]:
+    """Step 2's tests of ``scheduler`` on the GPU counts up to ``up_to``, each capacity search starting from
+    the previous count's answer (the same tests step 1 runs on 1, 2 and 4 GPUs, and step 3 at its count)."""
+    return capacity_chain([_make(params, STEP2, options, trace, seed, scheduler, g, capacity=params.capacity_spec())
+                           for g in GPU_COUNTS if g <= up_to])
 
 
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
@@ -495,16 +564,34 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
     params.claim_results_dir()
     gpus, note, provenance = resolve_best_gpu_count(params, best_gpu_count)
 
+    def step2_test(options, trace, seed, scheduler) -> SweepTest | None:
+        """Step 2's test of ``scheduler`` at ``gpus`` GPUs, when its result is at hand (this folder, or a
+        results folder next to it): step 3 reuses it rather than start its own chain of capacity searches."""
+        if gpus not in GPU_COUNTS or not params.capacity_search:
+            return None
+        test = step2_chain(params, options, trace, seed, scheduler, gpus)[-1]
+        return test if finished_elsewhere([test], params.results_path, None) else None
+
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
         trace = options.load()
         tests = []
         for s in params.schedulers:
-            if uses_bins(s):
-                tests.extend(_make(params, STEP3, options, trace, seed, s, gpus, k, capacity=params.capacity_spec(),
-                                   label_k=True) for k in K_VALUES)
-            else:
-                tests.append(_make(params, STEP3, options, trace, seed, s, gpus, capacity=params.capacity_spec()))
+            known = step2_test(options, trace, seed, s)
+            if not uses_bins(s):
+                tests.append(dataclasses.replace(known, step=STEP3) if known is not None else
+                             _make(params, STEP3, options, trace, seed, s, gpus, capacity=params.capacity_spec()))
+                continue
+            by_k = {k: _make(params, STEP3, options, trace, seed, s, gpus, k, capacity=params.capacity_spec(),
+                             label_k=True) for k in K_VALUES}
+            root = params.k_bins if params.k_bins in by_k else K_VALUES[0]
+            if known is not None and known.config.k_bins == root:
+                by_k[root] = dataclasses.replace(known, step=STEP3, label=by_k[root].label)
+            # K chains outwards from k_bins: each search starts from the neighbouring K's answer
+            up = capacity_chain([by_k[k] for k in K_VALUES if k >= root], by="k_bins")
+            down = capacity_chain([up[0]] + [by_k[k] for k in reversed(K_VALUES) if k < root], by="k_bins")[1:]
+            chained = {t.config.k_bins: t for t in up + down}
+            tests.extend(chained[k] for k in K_VALUES)
         return tests
 
     return StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)

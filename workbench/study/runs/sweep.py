@@ -354,13 +354,23 @@ def with_capacity_hint(test: SweepTest, source: SweepTest | None, scale: float =
 
 def capacity_hint_from_row(row, scale: float) -> tuple | None:
     """(hint in requests/s, the criterion's slope per unit of log rate) from the hint source's result row,
-    None when the source found no capacity."""
+    None when the source found no capacity.
+
+    The hint is the source's capacity times ``scale``, corrected by half (in log) of how far the source's own
+    hint was from its answer: along a chain of GPU counts capacity per GPU keeps growing (statistical
+    multiplexing), so the last step's surprise is the best guess of the next one's.
+    """
     try:
         cap = float(row.get("capacity_rps", math.nan))
     except (TypeError, ValueError):
         return None
     if not (math.isfinite(cap) and cap > 0):
         return None
+    try:
+        previous = float(row.get("capacity_hint_rps", math.nan))
+    except (TypeError, ValueError):
+        previous = math.nan
+    trend = math.sqrt(cap / previous) if math.isfinite(previous) and previous > 0 else 1.0
     slope = math.nan
     try:
         lo, hi = float(row["capacity_scaling"]), float(row["capacity_scaling_above"])
@@ -369,7 +379,7 @@ def capacity_hint_from_row(row, scale: float) -> tuple | None:
             slope = (vb - va) / math.log(hi / lo)
     except (KeyError, TypeError, ValueError):
         pass
-    return cap * scale, slope
+    return cap * scale * min(max(trend, 0.5), 2.0), slope
 
 
 def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None) -> dict:
@@ -867,7 +877,14 @@ class _Backend:
 
     def submit(self, test: SweepTest):
         if self.kind == "process":
-            return self.pool.submit(run_test, test)
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                return self.pool.submit(run_test, test)
+            except BrokenProcessPool:   # a worker died (its test is reported failed): carry on with a new pool
+                _POOLS.pop(self.arg, None)
+                self.pool = _process_pool(self.arg)
+                return self.pool.submit(run_test, test)
         if self.kind == "dask":
             # pure=False: never reuse a result the cluster holds from another session
             return self.client.submit(run_test, test, pure=False,
@@ -968,7 +985,7 @@ def _execute(queue: Sequence[SweepTest], kind: str, arg,
 _NOT_CHECKPOINTS = ("all_results.csv",)
 
 
-def _checkpoint_files(results_dir: Path, exclude: Path) -> list[Path]:
+def _checkpoint_files(results_dir: Path, exclude: Path | None = None) -> list[Path]:
     """The per-test result CSVs that may hold tests of ``results_dir``: its own other files (another step's
     checkpoint) and, when it lies in the repository's ``results/``, those of every results folder there
     (``results/default`` next to ``results/max_gpus=32``, and their subfolders), nearest first."""
@@ -976,7 +993,7 @@ def _checkpoint_files(results_dir: Path, exclude: Path) -> list[Path]:
     results_root = paths.RESULTS_DIR.resolve()
     if results_root in results_dir.resolve().parents:
         roots.append((results_root, ("*/*.csv", "*/*/*.csv", "*/*/*/*.csv")))
-    seen, out = {exclude.resolve()}, []
+    seen, out = ({exclude.resolve()} if exclude is not None else set()), []
     for root, patterns in roots:
         for pattern in patterns:
             for path in sorted(root.glob(pattern)):
@@ -997,11 +1014,11 @@ def _has_test_ids(path: Path) -> bool:
         return False
 
 
-def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint: Path) -> dict[str, dict]:
-    """Rows of ``tests`` that other checkpoints near ``results_dir`` already hold, computed by the current
-    simulator code: the same test id is the same configuration (trace, scheduler, hardware, SLA, capacity
-    search and its start), so its row is this test's result.  Each row's own columns (step, label,
-    replication) are replaced by this test's."""
+def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint: Path | None) -> dict[str, dict]:
+    """Rows of ``tests`` that other checkpoints near ``results_dir`` (any but ``checkpoint``) already hold,
+    computed by the current simulator code: the same test id is the same configuration (trace, scheduler,
+    hardware, SLA, capacity search and its start), so its row is this test's result.  Each row's own columns
+    (step, label, replication) are replaced by this test's."""
     wanted = {t.test_id: t for t in tests}
     found: dict[str, dict] = {}
     for path in _checkpoint_files(results_dir, checkpoint):
