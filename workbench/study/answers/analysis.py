@@ -25,8 +25,9 @@ scheduler of the rows (``primary_scheduler`` says which); every scheduler's
 capacity is listed under ``capacity_rps``.
 
 Replications: the rules read the mean over the seeds of each test
-(:func:`summarize`: ``<metric>`` = mean, ``<metric>_ci95`` = Student-t 95%
-half-width, ``replications``), also written to ``<step>_summary.csv``.
+(:func:`summarize`: ``<metric>`` = mean, ``<metric>_ci95_low`` / ``_ci95_high`` = its
+95% interval, Student t cut to the quantity's range, ``replications``), also written to
+``<step>_summary.csv``.
 
 Capacity (the tests that searched it; see :mod:`workbench.study.runs.capacity`): the
 largest arrival rate at which the SLA target holds, ``null`` when no load
@@ -61,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.sim.config import SimConfig
-from workbench.study.runs.replications import summarize_replications
+from workbench.study.runs.replications import HIGH, LOW, summarize_replications
 from workbench.study.runs.sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ ALL_RESULTS = "all_results.csv"
 ANALYSIS = "analysis.json"
 GOODPUT_TOLERANCE = 0.01
 CAPACITY_TOLERANCE = 0.01
+KNEE_TOLERANCE = 0.05
 BREAKING_SLA_VIOLATION = 0.05
 STEP_ORDER = ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity")
 RULES = {
@@ -78,8 +80,10 @@ RULES = {
                       "goodput_rps of step 2 (the seed took the raw maximum)",
     "scaling_efficiency": "(throughput_rps(n) / n) / (throughput_rps(n0) / n0), n0 = smallest GPU count (1)",
     "best_k": "K with the lowest sla_violation_rate in step 3; ties: higher goodput_rps, then smaller K",
-    "best_config_step1": "at the largest request volume, lowest sla_violation_rate; ties: higher goodput_rps, "
-                         "then fewer GPUs",
+    "best_config_step1": "at the largest request volume, the configuration that meets the SLA at the replayed "
+                         f"load (sla_violation_rate <= {BREAKING_SLA_VIOLATION:.0%}) with the highest goodput_rps; if "
+                         "none does, the one with the highest capacity_rps (the load it sustains within the SLA); "
+                         "without capacities, the lowest sla_violation_rate",
     "breaking_point": f"per configuration, the smallest request volume whose sla_violation_rate exceeds "
                       f"{BREAKING_SLA_VIOLATION:.0%} (null if none)",
     "capacity": "largest arrival rate (the trace replayed faster or slower) at which at least capacity_target of "
@@ -87,12 +91,17 @@ RULES = {
     "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = smallest GPU count (1)",
     "best_gpu_count_by_capacity_per_gpu": f"highest capacity_rps / num_gpus in step 2; counts within "
                                           f"{CAPACITY_TOLERANCE:.0%} of it: the fewest GPUs",
+    "capacity_per_gpu_knee": f"the fewest GPUs whose capacity per GPU is within {KNEE_TOLERANCE:.0%} of the highest "
+                             "(where more GPUs stop paying per GPU)",
+    "by_scheduler": "every answer of steps 2 and 3 also per scheduler (..._by_scheduler), by the same rule",
     "best_k_by_capacity": f"highest capacity_rps in step 3; K values within {CAPACITY_TOLERANCE:.0%} of it: "
                           "the smallest K",
     "meets_sla": f"a replayed configuration meets the SLA when its sla_violation_rate is at most "
                  f"{BREAKING_SLA_VIOLATION:.0%}; a capacity-based best meets it when its capacity_rps is not null",
     "at_edge": "a best GPU count or best K equal to the largest value tested (the optimum may lie beyond); "
-               "1 GPU and K = 1 are the smallest possible values, not an edge",
+               "1 GPU and K = 1 are the smallest possible values, not an edge. A best GPU count by capacity per GPU "
+               "at the largest count is a valid answer when capacity per GPU never falls with more GPUs: the "
+               "larger the pool the better, and capacity_per_gpu_knee says where the returns flatten",
     "valid": "a best meets the SLA and is not at the edge of the range tested; validity.<best>.sentence says why not",
     "gpu_count": "step 3: where its GPU count came from (given, step 2's best GPU count, or the default), the "
                  "step-2 row it used, and whether it still is step 2's best GPU count",
@@ -120,13 +129,13 @@ def _is_identity(column: str) -> bool:
 
 def metric_columns(rows: pd.DataFrame) -> list[str]:
     """The numeric result columns of ``rows`` (what replications average)."""
-    return [c for c in rows.columns if not _is_identity(c) and not c.endswith("_ci95")
+    return [c for c in rows.columns if not _is_identity(c) and not c.endswith((LOW, HIGH))
             and pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])]
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per test (its replications averaged): every metric's mean and ``<metric>_ci95`` (95% Student-t
-    half-width; NaN with one replication), ``replications``, and ``test_id`` = the id of replication 0.
+    """One row per test (its replications averaged): every metric's mean and its 95% interval
+    ``<metric>_ci95_low`` / ``_ci95_high`` (:mod:`workbench.study.runs.replications`; NaN with one replication), ``replications``, and ``test_id`` = the id of replication 0.
 
     Rows already summarized (with a ``replications`` column) are returned as they are.
     """
@@ -230,7 +239,7 @@ def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATIO
 # --------------------------------------------------------------------------- capacity
 
 CAPACITY_TABLE_COLUMNS = ("label", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
-                          "capacity_rps_ci95", "replications",
+                          "capacity_rps_ci95_low", "capacity_rps_ci95_high", "replications",
                           "capacity_per_gpu", "capacity_efficiency", "capacity_scaling", "capacity_attainment",
                           "capacity_probes", "capacity_monotone", "capacity_error")
 
@@ -356,12 +365,12 @@ def _capacities(rows: pd.DataFrame) -> dict[str, float | None]:
     return {str(r.label): float(r.capacity_rps) for r in capacity_rows(rows).itertuples()}
 
 
-def _capacity_intervals(rows: pd.DataFrame) -> dict[str, float | None]:
-    """label -> 95% half-width of capacity_rps over the replications (null with one)."""
+def _capacity_intervals(rows: pd.DataFrame) -> dict[str, list]:
+    """label -> [low, high]: 95% interval of capacity_rps over the replications (nulls with one)."""
     rows = capacity_rows(rows)
-    if "capacity_rps_ci95" not in rows:
+    if f"capacity_rps{LOW}" not in rows:
         return {}
-    return {str(r.label): float(r.capacity_rps_ci95) for r in rows.itertuples()}
+    return {str(r.label): [float(r.capacity_rps_ci95_low), float(r.capacity_rps_ci95_high)] for r in rows.itertuples()}
 
 
 def _trace_info(rows: pd.DataFrame) -> dict:
@@ -369,10 +378,20 @@ def _trace_info(rows: pd.DataFrame) -> dict:
             "synthetic": bool(rows["synthetic"].astype(bool).any()) if "synthetic" in rows else False}
 
 
+def best_config_step1(rows: pd.DataFrame) -> pd.Series | None:
+    """Step 1's best configuration (see ``RULES["best_config_step1"]``)."""
+    largest = rows[rows["num_requests"] == rows["num_requests"].max()]
+    meeting = largest[largest["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+    if not meeting.empty:
+        return _pick(meeting, ["goodput_rps", "num_gpus"], [False, True])
+    searched = capacity_rows(largest)
+    if not searched.empty and searched["capacity_rps"].notna().any():
+        return _pick(searched, ["capacity_rps", "num_gpus"], [False, True])
+    return _pick(largest, ["sla_violation_rate", "goodput_rps", "num_gpus"], [True, False, True])
+
+
 def analyze_step1(rows: pd.DataFrame) -> dict:
-    largest = rows["num_requests"].max()
-    best = _pick(rows[rows["num_requests"] == largest], ["sla_violation_rate", "goodput_rps", "num_gpus"],
-                 [True, False, True])
+    best = best_config_step1(rows)
     return {"tests": len(rows), "request_volumes": sorted(int(v) for v in rows["num_requests"].unique()),
             "best_config": _config(best), "breaking_points": breaking_points(rows),
             "capacity_rps": _capacities(rows), "capacity_search": _capacity_search(rows), "trace": _trace_info(rows),
@@ -384,6 +403,24 @@ def _schedulers_info(rows: pd.DataFrame) -> dict:
             "primary_scheduler": primary_scheduler(rows),
             "replications": int(rows["replications"].max()) if "replications" in rows else 1,
             "capacity_rps_ci95": _capacity_intervals(rows)}
+
+
+def capacity_per_gpu_knee(rows: pd.DataFrame, tolerance: float = KNEE_TOLERANCE) -> int | None:
+    """The fewest GPUs whose capacity per GPU is within ``tolerance`` of the highest (one scheduler's rows)."""
+    return best_gpu_count_by_capacity_per_gpu(rows, tolerance=tolerance)
+
+
+def per_gpu_grows(rows: pd.DataFrame, resolution: float = 0.01) -> bool | None:
+    """Whether capacity per GPU never falls (beyond the search's resolution) as the GPU count grows."""
+    per_gpu = pd.Series(capacity_per_gpu(rows), dtype=float).dropna().sort_index()
+    if len(per_gpu) < 2:
+        return None
+    return bool((per_gpu.diff().dropna() >= -resolution * per_gpu.shift().dropna()).all())
+
+
+def _by_scheduler(rows: pd.DataFrame, rule) -> dict[str, object]:
+    return {str(name): _json_safe(rule(group)) for name, group in rows.groupby("scheduler", sort=False)} \
+        if "scheduler" in rows else {}
 
 
 def analyze_step2(rows: pd.DataFrame) -> dict:
@@ -404,6 +441,12 @@ def analyze_step2(rows: pd.DataFrame) -> dict:
             if by_capacity is not None else None,
             "capacity_monotone_in_gpus": (not exceptions) if not searched.empty else None,
             "capacity_monotone_exceptions": exceptions, "capacity_search": _capacity_search(everyone),
+            "capacity_per_gpu_knee": capacity_per_gpu_knee(rows) if not searched.empty else None,
+            "capacity_per_gpu_grows": per_gpu_grows(rows) if not searched.empty else None,
+            "best_gpu_count_by_scheduler": _by_scheduler(everyone, best_gpu_count),
+            "best_gpu_count_by_capacity_per_gpu_by_scheduler": _by_scheduler(
+                capacity_rows(everyone), best_gpu_count_by_capacity_per_gpu),
+            "capacity_per_gpu_knee_by_scheduler": _by_scheduler(capacity_rows(everyone), capacity_per_gpu_knee),
             "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
@@ -419,7 +462,11 @@ def analyze_step3(rows: pd.DataFrame) -> dict:
             "capacity_rps": _capacities(everyone), "best_k_by_capacity": by_capacity,
             "best_config_by_capacity": _config(searched[searched["k_bins"] == by_capacity].iloc[0])
             if by_capacity is not None else None,
-            "capacity_search": _capacity_search(everyone), "trace": _trace_info(rows), **_schedulers_info(everyone)}
+            "capacity_search": _capacity_search(everyone),
+            "best_k_by_capacity_by_scheduler": {
+                name: v for name, v in _by_scheduler(capacity_rows(everyone), best_k_by_capacity).items()
+                if everyone.loc[everyone["scheduler"].astype(str) == name, "k_bins"].nunique() > 1},
+            "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
 ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
@@ -478,9 +525,24 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
         best = s1.get("best_config") or {}
         largest = rows_of(STEP_ORDER[0])
         largest = largest[largest["num_requests"] == largest["num_requests"].max()]
-        found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
-                                               sla_violation_rate=best.get("sla_violation_rate"),
-                                               any_meets=_any_meets(largest), edge_applies=False)
+        if _any_meets(largest) is False and best.get("capacity_rps") is not None:
+            # no configuration of step 1 (1-4 GPUs) keeps up with the whole trace: the answer is the one that
+            # sustains the most load within the SLA, which says by how much the pool falls short
+            volume = int(largest["num_requests"].max())
+            offered = float(pd.to_numeric(largest["offered_rps"], errors="coerce").max()) \
+                if "offered_rps" in largest else math.nan
+            cap = best["capacity_rps"]
+            found["best_config_step1"] = {
+                "value": best.get("label"), "meets_sla": True, "at_edge": False, "valid": True,
+                "sentence": (f"At {volume:,} requests no configuration of step 1 keeps the SLA at the replayed load "
+                             f"({offered:.3g} req/s): these pools are too small for it. The one that sustains the "
+                             f"most load within the SLA is {best.get('label')}, {cap:.3g} req/s"
+                             + (f" ({cap / offered:.0%} of the replayed rate; step 2 finds the pool size)"
+                                if math.isfinite(offered) and offered > 0 else "") + ".")}
+        else:
+            found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
+                                                   sla_violation_rate=best.get("sla_violation_rate"),
+                                                   any_meets=_any_meets(largest), edge_applies=False)
     if s2:
         best = s2.get("best_config") or {}
         found["best_gpu_count"] = _validity("the best GPU count", s2.get("best_gpu_count"), unit=" GPUs",
@@ -488,9 +550,12 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
                                             tested=s2["gpu_counts"], any_meets=_any_meets(rows_of(STEP_ORDER[1])))
         if s2.get("capacity_search"):
             by_cap = s2.get("best_gpu_count_by_capacity_per_gpu")
-            found["best_gpu_count_by_capacity_per_gpu"] = _validity(
+            check = _validity(
                 "the best GPU count by capacity per GPU", by_cap, unit=" GPUs", tested=s2["gpu_counts"],
                 capacity_rps=(s2.get("best_config_by_capacity_per_gpu") or {}).get("capacity_rps"))
+            if check["at_edge"] and check["meets_sla"] and s2.get("capacity_per_gpu_grows"):
+                check.update(valid=True, sentence=_growing_per_gpu_sentence(s2))
+            found["best_gpu_count_by_capacity_per_gpu"] = check
     if s3:
         best = s3.get("best_config") or {}
         found["best_k"] = _validity("the best K", s3.get("best_k"), sla_violation_rate=best.get("sla_violation_rate"),
@@ -500,6 +565,19 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
                 "the best K by capacity", s3.get("best_k_by_capacity"), tested=s3["k_values"],
                 capacity_rps=(s3.get("best_config_by_capacity") or {}).get("capacity_rps"))
     return found
+
+
+def _growing_per_gpu_sentence(s2: dict) -> str:
+    """Why a best capacity per GPU at the largest pool tested is an answer, not a missed optimum."""
+    per_gpu = {int(g): v for g, v in (s2.get("capacity_per_gpu") or {}).items() if v is not None}
+    counts = sorted(per_gpu)
+    last, before = counts[-1], counts[-2]
+    gain = per_gpu[last] / per_gpu[before] - 1 if per_gpu[before] else math.nan
+    knee = s2.get("capacity_per_gpu_knee")
+    return (f"Capacity per GPU grows with every GPU count tested (a larger pool absorbs the trace's bursts better, "
+            f"so its GPUs run busier at the same SLA), by {gain:+.1%} from {before} to {last} GPUs: the largest pool "
+            f"tested, {last} GPUs, is best, with diminishing returns"
+            + (f"; from {knee} GPUs on it is within {KNEE_TOLERANCE:.0%} of that." if knee is not None else "."))
 
 
 def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
@@ -581,7 +659,7 @@ def update_outputs(results_dir: str | Path, step: str, rows: pd.DataFrame) -> di
 
 
 def summary_name(step: str) -> str:
-    """``<step>_summary.csv``: one row per test, its replications' mean and ``_ci95`` half-width per metric."""
+    """``<step>_summary.csv``: one row per test, its replications' mean and 95% interval per metric."""
     return f"{step}_summary.csv"
 
 

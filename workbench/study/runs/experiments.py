@@ -386,12 +386,11 @@ class StepPlan:
 
 
 def notebook_setup() -> None:
-    """What every step notebook sets up: workbench's log lines (one per finished test) and compact tables."""
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("workbench").setLevel(logging.INFO)
-    pd.set_option("display.precision", 3)
-    pd.set_option("display.max_columns", 40)
-    pd.set_option("display.width", 200)
+    """What every step notebook sets up: workbench's log lines (one per finished test) as plain output, each
+    warning once without source lines, compact tables (:func:`workbench.study.runs.console.notebook_setup`)."""
+    from workbench.study.runs import console
+
+    console.notebook_setup()
 
 
 def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:

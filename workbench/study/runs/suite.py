@@ -1,32 +1,42 @@
-"""``python -m workbench suite``: the three step notebooks, in order, through papermill.
+"""``python -m workbench suite``: the notebooks of the study, in order, through papermill.
+
+Which notebooks run, when and with which parameters is one table,
+:data:`SUITE_NOTEBOOKS`: the three steps, the scheduler comparison, and the
+fidelity reports behind ``--validate``.  A new notebook joins the suite with
+one line there (its name, title, when it runs and how its parameters come
+from the suite's options); ``index.html`` and the summary take its title from
+there.
 
 Each notebook is executed from the repository root with the suite's options
 as papermill parameters; the executed notebook goes to
-``<results_dir>/<step>.ipynb`` and an HTML rendering (nbconvert, images
-embedded) to ``<results_dir>/<step>.html``.  The CSVs, PNGs,
+``<results_dir>/<name>.ipynb`` and an HTML rendering (nbconvert, images
+embedded) to ``<results_dir>/<name>.html``.  The CSVs, PNGs,
 ``all_results.csv`` and ``analysis.json`` are written by the notebooks
 themselves (through :mod:`workbench.study.runs.experiments`), so a rerun resumes from
-their checkpoints.
+their checkpoints.  :func:`run_notebook` is also what ``python -m workbench
+notebook <name> -p ...`` runs for one notebook alone.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 from workbench import paths
 from workbench.study.answers import analysis, report
-from workbench.study.runs.experiments import STEP3, STEPS, StepParams, display_path
+from workbench.study.runs.experiments import SEED_GRID, STEP1, STEP2, STEP3, STEP_TITLES, STEPS, StepParams, display_path
+from workbench.study.runs.console import SUITE_ENV
 from workbench.study.runs.sweep import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
 COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TPOT SLA; after the steps
-COMPARE_MAX_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 KERNEL_NAME = "python3"
 
@@ -54,26 +64,82 @@ class SuiteOptions(StepParams):
         object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
 
 
-def notebook_parameters(options: SuiteOptions, step: str) -> dict:
-    """The papermill parameters the suite passes to ``step``'s notebook."""
-    if step == VALIDATION:
-        return {"results_dir": str(options.results_path), "seed": options.seed}
-    if step == FIDELITY:
-        return {"results_dir": str(options.results_path)}
-    if step == COMPARE:
-        gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
-        return {"dataset": options.dataset, "num_requests": min(options.max_requests, COMPARE_MAX_REQUESTS),
-                "latency": options.latency if options.latency != "grid" else "opt-13b-a100",
-                "gpu_counts": ",".join(map(str, gpus)), "curve_gpus": min(4, options.max_gpus),
-                "d_sla_s": options.d_sla, "attainment": options.capacity_attainment, "k_bins": options.k_bins,
-                "replications": options.replications, "seed": options.seed,
-                "results_dir": str(options.results_path / COMPARE)}
+def step_parameters(options: SuiteOptions, step: str) -> dict:
+    """The papermill parameters of a step notebook: every StepParams field (step 3: its GPU count too)."""
     params = {f.name: getattr(options, f.name) for f in fields(StepParams)}
     params["schedulers"] = list(options.schedulers)  # papermill writes lists, not tuples
     params["results_dir"] = str(options.results_path)
     if step == STEP3:
         params["best_gpu_count"] = options.best_gpu_count
     return params
+
+
+def compare_parameters(options: SuiteOptions, step: str = COMPARE) -> dict:
+    """The comparison on the steps' trace, hardware model, SLA and capacity target, so its capacities are
+    step 2's tests (reused) and its ranking is the steps' ranking, with every registered scheduler."""
+    gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
+    return {"dataset": options.dataset, "num_requests": options.max_requests, "latency": options.latency,
+            "gpu_counts": ",".join(map(str, gpus)), "curve_gpus": min(4, options.max_gpus),
+            "d_sla_s": options.d_sla, "ttft_sla_s": options.ttft_sla, "tpot_sla_s": options.tpot_sla,
+            "attainment": options.capacity_attainment, "k_bins": options.k_bins,
+            "replications": options.replications, "seed": options.seed, "rps_scaling": options.rps_scaling,
+            "use_real_timestamps": options.use_real_timestamps, "executor": options.executor,
+            "results_dir": str(options.results_path / COMPARE)}
+
+
+def validation_parameters(options: SuiteOptions, step: str = VALIDATION) -> dict:
+    return {"results_dir": str(options.results_path), "seed": options.seed}
+
+
+def results_only(options: SuiteOptions, step: str = "") -> dict:
+    """Parameters of a notebook that only needs to know where results go."""
+    return {"results_dir": str(options.results_path)}
+
+
+@dataclass(frozen=True)
+class SuiteNotebook:
+    """One notebook of the suite: ``notebooks/<name>.ipynb``, its title, when it runs (``"step"``: a step,
+    selected by ``--stepN-only``; ``"compare"``: after all three steps unless ``--no-compare``;
+    ``"validate"``: with ``--validate``) and its papermill parameters from the suite's options."""
+
+    name: str
+    title: str
+    when: str
+    parameters: Callable[[SuiteOptions, str], dict]
+
+    def selected(self, options: SuiteOptions) -> bool:
+        if self.when == "step":
+            return self.name in options.steps
+        if self.when == "compare":
+            return options.compare and not options.seed_grid
+        return self.when == "validate" and options.validate
+
+
+# The suite's notebooks, in the order they run.  A new notebook is one line here, e.g.
+#   SuiteNotebook("prefix_caching", "Prefix caching", "validate", results_only),
+SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
+    SuiteNotebook(STEP1, STEP_TITLES[STEP1], "step", step_parameters),
+    SuiteNotebook(STEP2, STEP_TITLES[STEP2], "step", step_parameters),
+    SuiteNotebook(STEP3, STEP_TITLES[STEP3], "step", step_parameters),
+    SuiteNotebook(COMPARE, "Which scheduler keeps the SLA (every registered scheduler)", "compare",
+                  compare_parameters),
+    SuiteNotebook(VALIDATION, "Validation against queueing theory and the MBB model", "validate",
+                  validation_parameters),
+    SuiteNotebook(FIDELITY, "Fidelity against measured vLLM runs", "validate", results_only),
+)
+
+
+def suite_notebook(name: str) -> SuiteNotebook:
+    for notebook in SUITE_NOTEBOOKS:
+        if notebook.name == name:
+            return notebook
+    raise ValueError(f"notebook: unknown {name!r}; the suite's notebooks: "
+                     f"{', '.join(n.name for n in SUITE_NOTEBOOKS)}")
+
+
+def notebook_parameters(options: SuiteOptions, name: str) -> dict:
+    """The papermill parameters the suite passes to notebook ``name``."""
+    return suite_notebook(name).parameters(options, name)
 
 
 @dataclass
@@ -202,6 +268,8 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
     replacements = path_replacements(results_dir, (Path(dataset).parent,) if dataset else ())
     log.info("running %s", source.relative_to(paths.REPO_ROOT))
     t0 = time.perf_counter()
+    before = os.environ.get(SUITE_ENV)
+    os.environ[SUITE_ENV] = "1"      # the kernel inherits it: the notebook leaves the terminal to the suite
     try:
         pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL_NAME,
                             cwd=str(paths.REPO_ROOT), progress_bar=progress and sys.stderr.isatty(),
@@ -210,6 +278,11 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
         render_html(executed, html, replacements)
         raise SuiteError(f"{name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                          f"see {html} (or {executed})") from None
+    finally:
+        if before is None:
+            os.environ.pop(SUITE_ENV, None)
+        else:
+            os.environ[SUITE_ENV] = before
     wall = time.perf_counter() - t0
     render_html(executed, html, replacements)
     csv = results_dir / f"{name}.csv"
@@ -218,31 +291,36 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
 
 
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
-    """Run the selected steps (and the validation notebook with ``validate``), in order."""
+    """Run the notebooks of :data:`SUITE_NOTEBOOKS` that ``options`` select, in order, then ``index.html``."""
     options = options or SuiteOptions()
     results_dir = options.claim_results_dir()  # refuses a folder holding another parameter set
     t0 = time.perf_counter()
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:
         found = analysis.best_gpu_count_from_results(results_dir)
-        log.info("step 3 only: %s", f"step 2's best GPU count in {results_dir} is {found}" if found else
-                 f"no step 2 results in {results_dir}; step 3 uses its default GPU count")
-    for step in options.steps:
-        runs.append(run_notebook(step, notebook_parameters(options, step), results_dir, progress=progress))
-        log.info("%s done in %.1f s", step, runs[-1].wall_s)
-    if options.validate:
-        if (paths.NOTEBOOKS_DIR / f"{VALIDATION}.ipynb").is_file():
-            runs.append(run_notebook(VALIDATION, notebook_parameters(options, VALIDATION), results_dir,
-                                     progress=progress))
-        else:
-            log.warning("--validate: notebooks/%s.ipynb does not exist; skipped", VALIDATION)
-    if options.compare:
-        runs.append(run_notebook(COMPARE, notebook_parameters(options, COMPARE), results_dir, progress=progress))
-    if options.validate:
-        runs.append(run_notebook(FIDELITY, notebook_parameters(options, FIDELITY), results_dir, progress=progress))
-    index = report.write_index(results_dir)
+        log.info("step 3 only: %s", f"step 2's best GPU count in {display_path(results_dir)} is {found}" if found
+                 else f"no step 2 results in {display_path(results_dir)}; step 3 uses its default GPU count")
+    if options.compare and options.seed_grid:
+        log.info("the scheduler comparison is skipped with latency=%s: it times every scheduler on a step-time "
+                 "profile and judges TTFT/TPOT, which the seed grid cannot", SEED_GRID)
+    for notebook in SUITE_NOTEBOOKS:
+        if not notebook.selected(options):
+            continue
+        if not (paths.NOTEBOOKS_DIR / f"{notebook.name}.ipynb").is_file():
+            log.warning("notebooks/%s.ipynb does not exist; skipped", notebook.name)
+            continue
+        runs.append(run_notebook(notebook.name, notebook.parameters(options, notebook.name), results_dir,
+                                 progress=progress))
+        log.info("%s done in %.1f s", notebook.name, runs[-1].wall_s)
+    index = report.write_index(results_dir, titles=notebook_titles())
     log.info("one page for the whole run: %s", display_path(index))
     return SuiteReport(results_dir, runs, time.perf_counter() - t0)
 
 
-__all__ = ["SuiteOptions", "SuiteReport", "SuiteError", "run_suite", "notebook_parameters", "render_html"]
+def notebook_titles() -> dict[str, str]:
+    """Notebook name -> title, for index.html's links."""
+    return {n.name: n.title for n in SUITE_NOTEBOOKS}
+
+
+__all__ = ["SuiteOptions", "SuiteReport", "SuiteError", "SuiteNotebook", "SUITE_NOTEBOOKS", "run_suite", "run_notebook",
+           "notebook_parameters", "render_html"]

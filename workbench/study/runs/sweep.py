@@ -110,7 +110,11 @@ TIMING_COLUMNS = ("wall_s", "finished_at", "sim_wall_s", "sim_requests_per_s")
 
 
 class SweepError(RuntimeError):
-    """One or more tests of a sweep failed (the others are checkpointed)."""
+    """One or more tests of a sweep failed (the others are checkpointed); ``failures``: (test, exception)."""
+
+    def __init__(self, message: str, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 class CheckpointError(ValueError):
@@ -1146,7 +1150,7 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
     if failures:
         test, exc = failures[0]
         raise SweepError(f"{len(failures)} of {len(queue)} test(s) failed (the others are saved in {path}; "
-                         f"rerun to retry); first: {test.label} [{test.test_id}]: {exc!r}") from exc
+                         f"rerun to retry); first: {test.label} [{test.test_id}]: {exc!r}", failures) from exc
     with results_lock(results_dir):
         rows = read_rows(path)
     return select_rows(rows, ids)
