@@ -92,14 +92,20 @@ def test_which_tests_of_each_step_search_their_capacity(small_trace_csv, tmp_pat
     step1 = experiments.plan_step1(**common)
     searched = [(v, t.label) for v, batch in step1.batches.items() for t in batch if t.capacity is not None]
     assert searched == [(2_000, "static_fifo (1 GPU)"), (2_000, "dynamic_no_bins (1 GPU)"),
-                        (2_000, "multi_bin_dynamic (1 GPU)"), (2_000, "continuous_fcfs (1 GPU)"),
+                        (2_000, "multi_bin_dynamic (1 GPU)"), (2_000, "multi_bin_dynamic (2 GPUs)"),
+                        (2_000, "multi_bin_dynamic (4 GPUs)"), (2_000, "continuous_fcfs (1 GPU)"),
                         (2_000, "continuous_sla (1 GPU)")]
-    # continuous schedulers: the TTFT/TPOT criterion at the same attainment target
-    criteria = {t.config.scheduler: (t.capacity.criterion, t.capacity.attainment) for t in step1.tests if t.capacity}
-    assert criteria["continuous_fcfs"] == criteria["continuous_sla"] == ("slo", 0.9)
-    assert criteria["static_fifo"] == ("attainment", 0.9)
-    assert all(t.capacity is not None for t in experiments.plan_step2(**common).tests)
+    # one hardware model: every scheduler on the step-time profile, judged on TTFT/TPOT (criterion 'slo')
+    assert {(t.capacity.criterion, t.capacity.attainment) for t in step1.tests if t.capacity} == {("slo", 0.9)}
+    step2 = experiments.plan_step2(**common)
+    assert all(t.capacity is not None for t in step2.tests)
+    # step 1's searches at the largest volume are step 2's tests (same ids): step 2 reuses them
+    assert set(searched_ids := {t.test_id for t in step1.tests if t.capacity}) <= {t.test_id for t in step2.tests}
+    assert len(searched_ids) == 7
     assert all(t.capacity is not None for t in experiments.plan_step3(best_gpu_count=2, **common).tests)
+    # the seed grid keeps the seed's criterion: end-to-end latency within d_sla
+    grid = experiments.plan_step2(**{**common, "latency": "seed-grid", "results_dir": str(tmp_path / "grid")})
+    assert {t.capacity.criterion for t in grid.tests} == {"attainment"}
     # without capacity, the ids are the replay-only ids they always were
     # another parameter set: another folder (a folder holds one parameter set, issue 9 item 6)
     off = experiments.plan_step2(capacity_search=False, **{**common, "results_dir": str(tmp_path / "off")}).tests

@@ -56,6 +56,7 @@ import datetime as _dt
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -365,6 +366,29 @@ def _capacities(rows: pd.DataFrame) -> dict[str, float | None]:
     return {str(r.label): float(r.capacity_rps) for r in capacity_rows(rows).itertuples()}
 
 
+def sla_of_row(row) -> str:
+    """The SLA a result row was judged on, in words: TTFT/TPOT limits on a step-time profile, E2E on the grid."""
+    profile = str(row.get("latency_profile", ""))
+    if profile in ("seed-grid", "grid", ""):
+        return f"E2E <= {float(row.get('d_sla_s', math.nan)):g} s"
+    return f"TTFT <= {float(row['ttft_sla_s']):g} s, TPOT <= {float(row['tpot_sla_s']) * 1e3:g} ms"
+
+
+def _capacity_records(rows: pd.DataFrame) -> list[dict]:
+    """One record per configuration that searched its capacity: what index.html's capacity table lists."""
+    out = []
+    for _, r in capacity_rows(rows).iterrows():
+        cap = r.get("capacity_rps")
+        record = {"label": str(r["label"]), "scheduler": str(r.get("scheduler", "")),
+                  "num_gpus": _json_safe(r.get("num_gpus")), "k_bins": _json_safe(r.get("k_bins")),
+                  "capacity_rps": _json_safe(cap), "latency_profile": str(r.get("latency_profile", "")),
+                  "sla": sla_of_row(r), "target": _json_safe(r.get("capacity_target"))}
+        if f"capacity_rps{LOW}" in r:
+            record["capacity_rps_ci95"] = [_json_safe(r[f"capacity_rps{LOW}"]), _json_safe(r[f"capacity_rps{HIGH}"])]
+        out.append(record)
+    return out
+
+
 def _capacity_intervals(rows: pd.DataFrame) -> dict[str, list]:
     """label -> [low, high]: 95% interval of capacity_rps over the replications (nulls with one)."""
     rows = capacity_rows(rows)
@@ -402,7 +426,7 @@ def _schedulers_info(rows: pd.DataFrame) -> dict:
     return {"schedulers": list(dict.fromkeys(rows["scheduler"].astype(str))) if "scheduler" in rows else [],
             "primary_scheduler": primary_scheduler(rows),
             "replications": int(rows["replications"].max()) if "replications" in rows else 1,
-            "capacity_rps_ci95": _capacity_intervals(rows)}
+            "capacity_rps_ci95": _capacity_intervals(rows), "capacity_table": _capacity_records(rows)}
 
 
 def capacity_per_gpu_knee(rows: pd.DataFrame, tolerance: float = KNEE_TOLERANCE) -> int | None:
@@ -716,6 +740,11 @@ def _capacity_lines(part: dict, step: str) -> list[str]:
     return lines
 
 
+def _without_subject(reason: str) -> str:
+    """A capacity error without its leading "<scheduler> on N GPUs: " (the list names the configuration)."""
+    return re.sub(r"^[\w.-]+ on \d+ GPUs?: ", "", reason)
+
+
 def capacity_markdown(rows: pd.DataFrame) -> str:
     """What the capacity search looked for, the attainable share, and why a target was out of reach (markdown)."""
     rows = summarize(rows)
@@ -731,18 +760,21 @@ def capacity_markdown(rows: pd.DataFrame) -> str:
                     f"d_sla = {first['d_sla_s']:g} s")
         elif criterion == "slo":
             text = (f"at least {first['capacity_target']:.0%} of the requests meet both TTFT <= "
-                    f"{first['ttft_sla_s']:g} s and TPOT <= {first['tpot_sla_s']:g} s (DistServe's SLO attainment)")
+                    f"{first['ttft_sla_s']:g} s and TPOT <= {first['tpot_sla_s'] * 1e3:g} ms (DistServe's SLO "
+                    "attainment)")
         else:
             text = f"p99 latency of completed requests <= {first['capacity_target']:g} s and nothing rejected"
         names = ", ".join(dict.fromkeys(group["scheduler"].astype(str))) if "scheduler" in group else ""
         targets.append(f"{text} ({names})" if searched["capacity_criterion"].nunique() > 1 else text)
+    from workbench.study.answers.text import floor_sentence
+
     lines = [f"Capacity target: {'; '.join(targets)} (search resolution {search['resolution']:.0%}). "
-             f"Attainable share: **{search['attainable_share']:.1%}** of the requests could meet the SLA even "
-             "alone on an idle GPU; no load can do better."]
+             + floor_sentence(1.0 - search["attainable_share"])]
     if search["unreachable"]:
         lines.append(f"No load reaches the target for {len(search['unreachable'])} of the "
                      f"{search['tests']} configurations searched:")
-        lines.append("\n".join(f"- **{label}**: {reason}" for label, reason in search["unreachable"].items()))
+        lines.append("\n".join(f"- **{label}**: {_without_subject(reason)}"
+                               for label, reason in search["unreachable"].items()))
     if search["unbounded"]:
         lines.append("The target still held at the highest load the search tries (its upper scaling bound), so "
                      "the capacity is a lower bound for: " + ", ".join(search["unbounded"]) + ".")
@@ -814,87 +846,92 @@ def _commentary_step1(rows: pd.DataFrame) -> list[str]:
     lines = []
     volumes = sorted(rows["num_requests"].unique())
     low, high = volumes[0], volumes[-1]
+    if "offered_rps" in rows and rows["offered_rps"].notna().any():
+        offered = rows.drop_duplicates("num_requests").set_index("num_requests")["offered_rps"].astype(float)
+        rates = ", ".join(f"{offered[v]:.3g}" for v in volumes)
+        lines.append(f"Each volume is the first N requests of the trace, so each covers another stretch of it and "
+                     f"arrives at its own rate: {rates} req/s for {', '.join(f'{int(v):,}' for v in volumes)} "
+                     "requests (the dashed black line in the throughput and goodput panels). Where a pool keeps up, "
+                     "its throughput and goodput follow that rate up and down; where it does not, its goodput "
+                     "falls as the backlog grows: so a line can fall and rise again from one volume to the next "
+                     "without any change in the scheduler.")
     for label, group in rows.groupby("label", sort=False):
         a = group[group["num_requests"] == low].iloc[0]
         b = group[group["num_requests"] == high].iloc[0]
-        lines.append(f"- **{label}**: from {low:,} to {high:,} requests, throughput {_direction(a.throughput_rps, b.throughput_rps)} "
-                     f"({_num(a.throughput_rps)} -> {_num(b.throughput_rps)} req/s), goodput "
-                     f"{_direction(a.goodput_rps, b.goodput_rps)} ({_num(a.goodput_rps)} -> {_num(b.goodput_rps)} req/s), "
-                     f"p99 latency {_num(a.latency_p99_s)} -> {_num(b.latency_p99_s)} s, SLA violation "
-                     f"{_pct(a.sla_violation_rate)} -> {_pct(b.sla_violation_rate)}.")
+        lines.append(f"- **{label}**: from {low:,} to {high:,} requests, goodput {_num(a.goodput_rps)} -> "
+                     f"{_num(b.goodput_rps)} req/s, SLA violation {_pct(a.sla_violation_rate)} -> "
+                     f"{_pct(b.sla_violation_rate)}, p99 latency {_num(a.latency_p99_s)} -> {_num(b.latency_p99_s)} s.")
     top = rows[rows["num_requests"] == high]
-    mbd = top[top["scheduler"] == "multi_bin_dynamic"].sort_values("num_gpus")
+    mbd = top[top["scheduler"] == PRIMARY_SCHEDULER].sort_values("num_gpus")
     if len(mbd) > 1:
         rates = mbd["sla_violation_rate"].to_numpy(dtype=float)
         trend = ("each added GPU lowers" if np.all(np.diff(rates) < 0) else
                  "added GPUs do not always lower")
-        lines.append(f"At {high:,} requests {trend} multi_bin_dynamic's violation rate: " + ", ".join(
+        lines.append(f"At {high:,} requests {trend} {PRIMARY_SCHEDULER}'s violation rate: " + ", ".join(
             f"{_pct(r.sla_violation_rate)} on {int(r.num_gpus)}" for r in mbd.itertuples()) + " GPU(s).")
-    one = top[top["num_gpus"] == 1].set_index("scheduler")
-    if {"multi_bin_dynamic", "dynamic_no_bins"} <= set(one.index):
-        binned, plain = one.loc["multi_bin_dynamic"], one.loc["dynamic_no_bins"]
-        verb = "lowers" if binned.sla_violation_rate < plain.sla_violation_rate else "does not lower"
-        lines.append(f"On 1 GPU, binning by predicted length {verb} the violation rate (multi_bin_dynamic "
-                     f"{_pct(binned.sla_violation_rate)} vs dynamic_no_bins {_pct(plain.sla_violation_rate)}; p99 "
-                     f"{_num(binned.latency_p99_s)} vs {_num(plain.latency_p99_s)} s).")
     return lines
 
 
 def _commentary_step2(rows: pd.DataFrame) -> list[str]:
     rows = rows.sort_values("num_gpus")
-    first, last = rows.iloc[0], rows.iloc[-1]
-    n0, n1 = int(first.num_gpus), int(last.num_gpus)
-    lines = [f"From {n0} to {n1} GPUs throughput goes from {_num(first.throughput_rps)} to "
-             f"{_num(last.throughput_rps)} req/s ({last.throughput_rps / first.throughput_rps:.2f}x for "
-             f"{n1 / n0:g}x the GPUs) and the SLA violation rate from {_pct(first.sla_violation_rate)} to "
-             f"{_pct(last.sla_violation_rate)}."]
+    lines = []
     if "offered_rps" in rows and rows["offered_rps"].notna().any():
-        offered = float(rows["offered_rps"].max())
-        kept = rows[rows["throughput_rps"] >= 0.99 * offered]
-        lines.append(f"The offered rate is {_num(offered)} req/s: " + (
-            f"from {int(kept['num_gpus'].min())} GPUs the pool keeps up, and more GPUs buy latency, not throughput."
-            if not kept.empty else "no pool tested keeps up with it."))
-    ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
-    lines.append(f"The smallest pool within {BREAKING_SLA_VIOLATION:.0%} SLA violations: "
-                 + (f"{int(ok['num_gpus'].min())} GPUs." if not ok.empty else f"none up to {n1} GPUs."))
-    caps = capacity_rows(rows)
-    caps = caps.dropna(subset=["capacity_rps"]).sort_values("num_gpus") if "capacity_rps" in caps else caps
-    if len(caps) > 1:
-        c0, c1 = caps.iloc[0], caps.iloc[-1]
-        ratio, ideal = c1.capacity_rps / c0.capacity_rps, c1.num_gpus / c0.num_gpus
-        kind = "faster than" if ratio > ideal * 1.01 else ("slower than" if ratio < ideal * 0.99 else "in step with")
-        lines.append(f"Capacity grows {kind} the pool: {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} GPU(s), "
-                     f"{_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.2f}x for {ideal:g}x the GPUs).")
+        lines.append(f"The replayed load is {_num(float(rows['offered_rps'].max()))} req/s. Best GPU count of each "
+                     "scheduler (the fewest GPUs within 1% of its best goodput, the star in the goodput panel):")
+    for name, group in rows.groupby("scheduler", sort=False):
+        n = best_gpu_count(group)
+        at = group[group["num_gpus"] == n].iloc[0] if n is not None else None
+        text = f"- **{name}**: best GPU count {n}" + (
+            f" (SLA violation there {_pct(at.sla_violation_rate)})" if at is not None else "")
+        caps = capacity_rows(group).dropna(subset=["capacity_rps"]) if "capacity_rps" in group else group.iloc[0:0]
+        if len(caps) > 1:
+            c0, c1 = caps.iloc[0], caps.iloc[-1]
+            ratio, ideal = c1.capacity_rps / c0.capacity_rps, c1.num_gpus / c0.num_gpus
+            kind = ("faster than" if ratio > ideal * 1.01 else "slower than" if ratio < ideal * 0.99
+                    else "in step with")
+            knee = capacity_per_gpu_knee(group)
+            text += (f"; capacity grows {kind} the pool, {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} "
+                     f"GPU(s) to {_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.3g}x for {ideal:g}x the "
+                     f"GPUs)" + (f"; capacity per GPU within {KNEE_TOLERANCE:.0%} of its best from {knee} GPUs on"
+                                 if knee is not None else ""))
+        lines.append(text + ".")
     return lines
 
 
 def _commentary_step3(rows: pd.DataFrame) -> list[str]:
     rows = rows.sort_values("k_bins")
-    first, last = rows.iloc[0], rows.iloc[-1]
-    rates = rows["sla_violation_rate"].to_numpy(dtype=float)
-    lines = [f"Across K = {int(first.k_bins)}..{int(last.k_bins)} the SLA violation rate spans "
-             f"{_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({(np.nanmax(rates) - np.nanmin(rates)) * 100:.1f} "
-             f"points) and p99 latency goes from {_num(first.latency_p99_s)} s (K = {int(first.k_bins)}) to "
-             f"{_num(last.latency_p99_s)} s (K = {int(last.k_bins)})."]
-    if len(rows) > 2:
-        step = abs(rates[-1] - rates[-2])
-        lines.append(f"From K = {int(rows.iloc[-2].k_bins)} to {int(last.k_bins)} the violation rate moves by "
-                     f"{step * 100:.1f} points: " + ("the curve has flattened; more bins buy little."
-                                                    if step < 0.005 else "it is still moving at the largest K tested."))
-    caps = capacity_rows(rows)
-    if not caps.empty and "capacity_rps" in caps:
-        found = caps.dropna(subset=["capacity_rps"])
-        if found.empty:
-            lines.append("No K reaches the capacity target at any load.")
-        else:
+    lines = []
+    for name, group in rows.groupby("scheduler", sort=False):
+        if group["k_bins"].nunique() < 2:
+            continue
+        first, last = group.iloc[0], group.iloc[-1]
+        rates = group["sla_violation_rate"].to_numpy(dtype=float)
+        spread = (np.nanmax(rates) - np.nanmin(rates)) * 100
+        lines.append(f"At the replayed load, across K = {int(first.k_bins)}..{int(last.k_bins)} {name}'s SLA "
+                     f"violation rate spans {_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({spread:.1f} points)"
+                     + (": every K keeps up with this load, so the replay barely tells them apart; capacity does."
+                        if spread < 1.0 else "."))
+        caps = capacity_rows(group)
+        if not caps.empty and "capacity_rps" in caps:
+            found = caps.dropna(subset=["capacity_rps"])
+            if found.empty:
+                lines.append(f"No K of {name} reaches the capacity target at any load.")
+                continue
             best = found.loc[found["capacity_rps"].idxmax()]
-            chosen = best_k_by_capacity(rows)
-            missing = len(caps) - len(found)
+            chosen = best_k_by_capacity(group)
             tie = "" if chosen == int(best.k_bins) else (
                 f"; K = {chosen} is within {CAPACITY_TOLERANCE:.0%} of it, so the best K by capacity is {chosen}")
-            lines.append(f"Capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s){tie}"
-                         + (f"; {missing} of the {len(caps)} K values reach the target at no load." if missing
-                            else "; every K reaches the target at some load."))
+            low = found.loc[found["capacity_rps"].idxmin()]
+            lines.append(f"{name}'s capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s){tie}"
+                         f" and lowest at K = {int(low.k_bins)} ({_num(low.capacity_rps)} req/s): "
+                         + ("more bins than that cost capacity (requests of different bins that arrive together wait "
+                            "for each other's batches, which TTFT punishes)."
+                            if int(best.k_bins) < int(found["k_bins"].max()) else "it still rises at the largest K."))
+    flat = rows.groupby("scheduler", sort=False)["k_bins"].transform("nunique") == 1
+    for r in rows[flat].itertuples():
+        cap = getattr(r, "capacity_rps", math.nan)
+        lines.append(f"{r.scheduler} (no bins) serves as a reference"
+                     + (f": capacity {_num(cap)} req/s." if isinstance(cap, float) and math.isfinite(cap) else "."))
     return lines
 
 
@@ -906,9 +943,15 @@ def commentary(rows: pd.DataFrame, step: str) -> str:
     if rows.empty:
         return f"No results for {step}."
     rows = summarize(rows)
-    if step != STEP_ORDER[0]:
-        rows = primary_rows(rows)
-    lines = COMMENTARIES[step](rows.reset_index(drop=True))
-    bullets = [line for line in lines if line.startswith("- ")]
-    paragraphs = [line for line in lines if not line.startswith("- ")]
-    return "\n\n".join((["\n".join(bullets)] if bullets else []) + paragraphs)
+    return _markdown_blocks(COMMENTARIES[step](rows.reset_index(drop=True)))
+
+
+def _markdown_blocks(lines: list[str]) -> str:
+    """Lines in order, consecutive "- " bullets as one list, paragraphs apart."""
+    blocks: list[str] = []
+    for line in lines:
+        if line.startswith("- ") and blocks and blocks[-1].startswith("- "):
+            blocks[-1] += "\n" + line
+        else:
+            blocks.append(line)
+    return "\n\n".join(blocks)

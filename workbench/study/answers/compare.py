@@ -191,6 +191,7 @@ class CompareParams:
 
     dataset: str | None = None          # None / "synthetic": the synthetic BurstGPT-like trace; or a dataset name
     num_requests: int = 20_000
+    curve_requests: int | None = None    # requests of the load-latency curves; None: num_requests
     schedulers: tuple[str, ...] = field(default_factory=all_schedulers)
     latency: str = "opt-13b-a100"        # a step-time profile every scheduler is timed by
     gpu_counts: tuple[int, ...] = (1, 2, 4, 8)
@@ -231,8 +232,10 @@ class CompareParams:
         if not gpus or min(gpus) < 1:
             raise ValueError(f"gpu_counts: need GPU counts >= 1, got {self.gpu_counts!r}")
         object.__setattr__(self, "gpu_counts", tuple(sorted(set(gpus))))
-        for name, low in (("num_requests", 2), ("curve_gpus", 1), ("load_points", 2), ("k_bins", 1),
-                          ("replications", 1)):
+        if self.curve_requests is None:
+            object.__setattr__(self, "curve_requests", self.num_requests)
+        for name, low in (("num_requests", 2), ("curve_requests", 2), ("curve_gpus", 1), ("load_points", 2),
+                          ("k_bins", 1), ("replications", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
@@ -281,10 +284,10 @@ class CompareParams:
                          ttft_sla_s=self.ttft_sla_s, tpot_sla_s=self.tpot_sla_s)
         return base.replace(**deployment_fields(self.latency), scheduler=scheduler, num_gpus=num_gpus)
 
-    def trace_options(self, seed: int, scaling: float = 1.0):
+    def trace_options(self, seed: int, scaling: float = 1.0, num_requests: int | None = None):
         from workbench.study.runs.sweep import TraceOptions
 
-        return TraceOptions(dataset=self.dataset, num_requests=self.num_requests,
+        return TraceOptions(dataset=self.dataset, num_requests=num_requests or self.num_requests,
                             rps_scaling=self.rps_scaling * scaling, use_real_timestamps=self.use_real_timestamps,
                             seed=seed)
 
@@ -307,7 +310,7 @@ def deployment_fields(profile: str) -> dict:
 def capacity_tests(params: CompareParams) -> list:
     """Every scheduler's capacity search on every GPU count, per seed: the tests step 2 runs at the same
     parameters (same ids, chained over the GPU counts the same way), so they are reused when it has run."""
-    from workbench.study.runs.experiments import _label, capacity_chain
+    from workbench.study.runs.experiments import _label, hinted_capacity_tests
     from workbench.study.runs.sweep import CapacitySpec, make_test, with_capacity_hint
 
     spec, step = CapacitySpec(attainment=params.attainment), params.step_model()
@@ -315,33 +318,32 @@ def capacity_tests(params: CompareParams) -> list:
     for r, seed in enumerate(params.seeds()):
         options = params.trace_options(seed)
         trace = options.load()
-        for scheduler in params.schedulers:
-            chain = capacity_chain([make_test(NOTEBOOK, options, params.config(scheduler, g, seed), trace=trace,
-                                              latency=step, label=_label(scheduler, g), capacity=spec)
-                                    for g in params.gpu_counts])
-            for test in chain:
-                key = (scheduler, test.config.num_gpus)
-                if r == 0:
-                    base[key] = test = dataclasses.replace(test, base_test_id=test.test_id)
-                else:   # as the steps' replications: start from replication 0's answer
-                    test = with_capacity_hint(dataclasses.replace(test, replication=r, hint_from="", hint_scale=1.0,
-                                                                  base_test_id=base[key].test_id), base[key])
-                out.append(test)
+        tests = hinted_capacity_tests({(s, g): make_test(NOTEBOOK, options, params.config(s, g, seed), trace=trace,
+                                                         latency=step, label=_label(s, g), capacity=spec)
+                                       for s in params.schedulers for g in params.gpu_counts})
+        for key in ((s, g) for s in params.schedulers for g in params.gpu_counts):
+            test = tests[key]
+            if r == 0:
+                base[key] = test = dataclasses.replace(test, base_test_id=test.test_id)
+            else:   # as the steps' replications: start from replication 0's answer
+                test = with_capacity_hint(dataclasses.replace(test, replication=r, base_test_id=base[key].test_id),
+                                          base[key])
+            out.append(test)
     return out
 
 
 def load_tests(params: CompareParams, rates) -> list:
-    """Replays of every scheduler on ``curve_gpus`` GPUs at each offered rate of ``rates`` (requests/s of the
-    first seed's trace), per seed."""
+    """Replays of the first ``curve_requests`` requests by every scheduler on ``curve_gpus`` GPUs at each offered
+    rate of ``rates`` (requests/s of the first seed's trace), per seed."""
     from workbench.study.runs.sweep import make_test
 
     step = params.step_model()
-    base_rate = params.trace(params.seeds()[0]).mean_rate_rps
+    base_rate = params.trace_options(params.seeds()[0], num_requests=params.curve_requests).load().mean_rate_rps
     out = []
     for r, seed in enumerate(params.seeds()):
         for rate in rates:
             scaling = round(float(rate / base_rate), 12)
-            options = params.trace_options(seed, scaling)
+            options = params.trace_options(seed, scaling, params.curve_requests)
             trace = options.load()
             for scheduler in params.schedulers:
                 test = make_test(NOTEBOOK, options, params.config(scheduler, params.curve_gpus, seed), trace=trace,

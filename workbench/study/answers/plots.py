@@ -107,11 +107,29 @@ def _finish(fig: Figure, rows: pd.DataFrame, heading: str, results_dir, filename
     return fig
 
 
+class StepFigure(Figure):
+    """A figure that keeps the PNG it was saved as, so a notebook shows those bytes instead of drawing the
+    figure a second time (:func:`workbench.study.runs.console.notebook_setup` registers the display)."""
+
+    png: bytes | None = None
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     atomic_write_bytes(path, buf.getvalue())
+    if isinstance(fig, StepFigure):
+        fig.png = buf.getvalue()
     return Path(path)
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The PNG of ``fig``: the bytes it was saved as, else drawn now."""
+    if isinstance(fig, StepFigure) and fig.png is not None:
+        return fig.png
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
 
 
 def _figure_legend(fig: Figure) -> None:
@@ -135,7 +153,7 @@ def _figure_legend(fig: Figure) -> None:
 
 
 def _grid(nrows: int = 2, ncols: int = 2, height: float = 3.3) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(11, height * nrows + 1.4), layout="constrained")
+    fig = StepFigure(figsize=(11, height * nrows + 1.4), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes.ravel()
 
@@ -367,7 +385,7 @@ def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
                         filename: str = "step1_request_scaling_capacity.png") -> Figure:
     """Step 1: each configuration's capacity at the largest volume, one bar each (unreachable targets marked)."""
     rows = analysis.capacity_rows(_prepared(rows))
-    fig = Figure(figsize=(max(9, 1.5 * len(rows) + 2), 5.0), layout="constrained")
+    fig = StepFigure(figsize=(max(9, 1.5 * len(rows) + 2), 5.0), layout="constrained")
     ax = fig.subplots()
     if rows.empty:
         return _empty(fig, "no capacity results (capacity_search=False)")
@@ -476,7 +494,7 @@ def _unreachable_note(ax, labels: list[str]) -> list[str]:
 def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling_capacity.png") -> Figure:
     """Step 2: capacity against GPU count per scheduler (log-log, with each scheduler's ideal linear scaling
     from its smallest pool), and capacity per GPU with a star at each scheduler's best count."""
-    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    fig = StepFigure(figsize=(11, 5.2), layout="constrained")
     ax_cap, ax_per = fig.subplots(1, 2)
     rows = analysis.capacity_rows(_prepared(rows))
     if rows.empty:
@@ -613,7 +631,7 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
                         filename: str = "step3_kbins_sensitivity_capacity.png") -> Figure:
     """Step 3: capacity against K at the step's GPU count, a line per binning scheduler (a star at its best K),
     schedulers without bins as horizontal lines in their colour."""
-    fig = Figure(figsize=(9, 5.4), layout="constrained")
+    fig = StepFigure(figsize=(9, 5.4), layout="constrained")
     ax = fig.subplots()
     rows = analysis.capacity_rows(_prepared(rows))
     if rows.empty:

@@ -405,8 +405,8 @@ def _binding_limit(summary: dict, cfg: SimConfig, criterion: str) -> str:
             p90 = summary.get("ttft_p90_s")
             tail = f" (p90 TTFT {p90:.3g} s)" if p90 is not None and math.isfinite(p90) else ""
             return (f"The limit that binds is TTFT: {ttft:.1%} of requests get their first token within "
-                    f"{cfg.ttft_sla_s:g} s{tail}, {tpot:.1%} meet TPOT; requests wait for a busy GPU "
-                    "(on this trace many arrive in the same second).")
+                    f"{cfg.ttft_sla_s:g} s{tail}, {tpot:.1%} meet TPOT: requests wait for a busy GPU before their "
+                    "first token (requests that arrive together wait for each other's batches).")
         return (f"The limit that binds is TPOT: {tpot:.1%} of requests keep {cfg.tpot_sla_s * 1e3:g} ms per "
                 f"output token, {ttft:.1%} meet TTFT.")
     if criterion == "attainment" and "queue_delay_mean_s" in summary:

@@ -58,10 +58,26 @@ def notebook_setup() -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False        # not a second time through a root handler (papermill, basicConfig)
+    _SHOWN.clear()                  # a kernel the suite reuses: each notebook says its warnings
     warnings.showwarning = _show_warning_once
+    _show_saved_figures()
     pd.set_option("display.precision", 3)
     pd.set_option("display.max_columns", 40)
     pd.set_option("display.width", 200)
+
+
+def _show_saved_figures() -> None:
+    """A figure already saved as a PNG is shown from those bytes (not drawn a second time)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:   # pragma: no cover - notebooks always have IPython
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from workbench.study.answers.plots import StepFigure, figure_png
+
+    shell.display_formatter.formatters["image/png"].for_type(StepFigure, figure_png)
 
 
 _SHOWN: set[tuple[str, str]] = set()
@@ -76,10 +92,20 @@ def _show_warning_once(message, category, filename, lineno, file=None, line=None
     logging.getLogger("workbench").warning("%s (%s)", message, category.__name__)
 
 
+def _in_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (whose outputs go to the notebook, not the terminal)."""
+    if "ipykernel" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def tell_terminal(text: str) -> None:
     """Write ``text`` to the terminal that started this kernel (``papermill`` on the command line), not into
     the notebook; nothing inside the suite (which prints it itself) or outside a kernel."""
-    if os.environ.get(SUITE_ENV) or sys.__stderr__ is None or sys.stderr is sys.__stderr__:
+    if os.environ.get(SUITE_ENV) or sys.__stderr__ is None or not _in_kernel():
         return
     try:
         sys.__stderr__.write(text.rstrip("\n") + "\n")

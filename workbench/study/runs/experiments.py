@@ -328,36 +328,45 @@ class StepPlan:
                              for key, batch in self.batches.items() for t in batch])
 
     def describe(self) -> str:
-        """A few lines of markdown: what will run, on which trace, where results go."""
-        lines = [f"**{STEP_TITLES[self.step]}**: {len(self.tests)} tests in {len(self.batches)} batch(es) "
-                 f"on the trace *{self.trace_label}*; results in `{display_path(self.results_dir)}`."]
+        """A few lines of markdown: what will run, on which trace, hardware and SLA, where results go."""
+        from workbench.study.answers.text import schedulers_markdown
+
+        load = ("at its own timestamps" if self.params.use_real_timestamps
+                else f"timestamps divided by {self.params.rps_scaling:g}")
+        lines = [f"**{STEP_TITLES[self.step]}**: {len(self.tests)} tests in {len(self.batches)} batch(es) on the "
+                 f"trace *{self.trace_label}* ({load}); results in "
+                 f"`{display_path(self.results_dir)}`."]
         if self.synthetic:
             lines.append("The trace is **synthetic** (a BurstGPT-like stand-in generated from published "
                          "statistics), not the real BurstGPT log; every CSV row and plot title says so.")
+        lines.append(self.params.latency_text())
+        lines.append("The schedulers:\n\n" + schedulers_markdown(self.params.schedulers))
         searched = [t for t in self.tests if t.capacity is not None]
         if searched:
             spec = searched[0].capacity
             lines.append(f"{len(searched)} of the tests also search their **capacity**: the largest arrival rate "
-                         f"at which at least {spec.attainment:.0%} of the requests finish within "
-                         f"d_sla = {self.params.d_sla:g} s (the trace replayed faster or slower; "
-                         f"resolution {spec.resolution:.0%}).")
+                         f"at which at least {spec.attainment:.0%} of the requests meet the SLA "
+                         f"({self.params.sla_text()}), the trace replayed faster or slower (resolution "
+                         f"{spec.resolution:.0%}). Each search starts from the answer of the test before it (the "
+                         "previous GPU count's, scaled by the GPU ratio; the neighbouring K's), so it takes a few "
+                         "simulations; a test another step or results folder already ran is reused.")
         else:
             lines.append("Capacity search is off (`capacity_search=False`): replays only.")
-        if any(is_continuous(t.config.scheduler) for t in searched):
-            lines.append("The continuous-batching schedulers' capacity uses the TTFT/TPOT criterion instead: at "
-                         f"least {searched[0].capacity.attainment:.0%} of the requests with time to first token "
-                         f"<= {self.params.base_config().ttft_sla_s:g} s and time per output token <= "
-                         f"{self.params.base_config().tpot_sla_s:g} s (DistServe's SLO attainment).")
-        lines.append(self.params.latency_text() + " Static and continuous batching are compared side by side, "
-                     "each on its own latency model: read their differences as those of two setups, not of two "
-                     "policies on one GPU, unless both use the same model.")
         if self.params.replications > 1:
+            from workbench.study.runs.replications import INTERVAL_TEXT
+
             lines.append(f"**{self.params.replications} replications**: every test runs with seeds "
                          f"{', '.join(map(str, self.params.seeds()))} (trace and simulation); the CSV holds one row "
-                         f"per (test, seed), `{self.step}_summary.csv` the means and 95% confidence half-widths "
-                         "(`_ci95`, Student t), and the plots draw them as error bars.")
+                         f"per (test, seed), `{self.step}_summary.csv` the means and their {INTERVAL_TEXT} "
+                         "(`_ci95_low`, `_ci95_high`), and the plots draw them as error bars.")
         lines.extend(self.notes)
         return "\n\n".join(lines)
+
+    def announce(self) -> None:
+        """Tell the terminal that started the kernel (``papermill`` on the command line) where results go."""
+        from workbench.study.runs.console import tell_terminal
+
+        tell_terminal(f"{self.step}: results go to {display_path(self.results_dir)}/")
 
     def run(self, batch: Any = None, *, progress: bool = True) -> pd.DataFrame:
         """Run one batch (``None``: every batch); returns the rows of the tests run, in plan order.
@@ -378,11 +387,19 @@ class StepPlan:
                          progress=progress, desc=desc)
 
     def finish(self, rows: pd.DataFrame | None = None) -> dict:
-        """Record this run's rows in ``all_results.csv`` and rewrite ``analysis.json``; returns the analysis."""
+        """Record this run's rows in ``all_results.csv``, rewrite ``analysis.json`` and ``index.html``; returns
+        the analysis."""
+        from workbench.study.answers import report
+        from workbench.study.runs.console import tell_terminal
+
         rows = self.run(progress=False) if rows is None else rows
         if self.provenance and not rows.empty:
             rows = rows.copy().assign(**self.provenance)  # copy: the checkpoint frame is fragmented
-        return analysis.update_outputs(self.results_dir, self.step, rows)
+        result = analysis.update_outputs(self.results_dir, self.step, rows)
+        index = report.write_index(self.results_dir)
+        tell_terminal(f"{self.step}: done; {display_path(index)} lists the answers, figures and tables (for an HTML "
+                      f"copy of this notebook there, run it with `python -m workbench notebook {self.step} -p ...`)")
+        return result
 
 
 def notebook_setup() -> None:
@@ -425,8 +442,7 @@ def _replicate(params: StepParams, make) -> list[SweepTest]:
         again = make(seed)
         if len(again) != len(base):
             raise RuntimeError(f"seed {seed} gives {len(again)} tests, seed {params.seed} gave {len(base)}")
-        out.extend(with_capacity_hint(dataclasses.replace(t, replication=r, base_test_id=b.test_id, hint_from="",
-                                                          hint_scale=1.0), b)
+        out.extend(with_capacity_hint(dataclasses.replace(t, replication=r, base_test_id=b.test_id), b)
                    for b, t in zip(base, again))
     return out
 
@@ -439,7 +455,43 @@ def capacity_chain(tests: Sequence[SweepTest], by: str = "num_gpus") -> list[Swe
     for test in tests:
         prev = out[-1] if out else None
         scale = (getattr(test.config, by) / getattr(prev.config, by)) if prev is not None and by == "num_gpus" else 1.0
-        out.append(with_capacity_hint(test, prev, scale))
+        out.append(with_capacity_hint(test, (prev, scale)) if prev is not None else test)
+    return out
+
+
+# Where each scheduler's capacity search starts (the hints enter the test ids: every plan builds them the same
+# way, so step 1, step 2 and the comparison share their tests).  A scheduler whose capacity is close to a faster
+# one's starts from that one's answer on the same GPUs, so its own tests need not wait for each other:
+# continuous_sla's controller rarely binds at capacity (within a few percent of continuous_fcfs, 4-5x slower
+# to simulate).  Every other scheduler starts from its previous GPU count's answer, scaled by the GPU ratio,
+# or, where that one found none, from its fallback's answer on the fewest GPUs, scaled the same way.
+HINT_REFERENCE = {"continuous_sla": "continuous_fcfs", "continuous_multi_bin": "continuous_fcfs"}
+HINT_FALLBACK = {"dynamic_no_bins": "static_fifo", "multi_bin_dynamic": "dynamic_no_bins",
+                 "multi_bin_fixed": "multi_bin_dynamic"}
+
+
+def hinted_capacity_tests(tests: dict[tuple[str, int], SweepTest]) -> dict[tuple[str, int], SweepTest]:
+    """``tests`` keyed by (scheduler, GPUs), each capacity search given where it starts (see
+    :data:`HINT_REFERENCE`, :data:`HINT_FALLBACK`); tests without a capacity search are returned as they are."""
+    from workbench.study.answers.palette import order
+
+    out: dict[tuple[str, int], SweepTest] = {}
+    for scheduler in order({s for s, _ in tests}):       # references and fallbacks come first in this order
+        counts = sorted(g for s, g in tests if s == scheduler)
+        reference, fallback = HINT_REFERENCE.get(scheduler), HINT_FALLBACK.get(scheduler)
+        fallback_counts = sorted(g for s, g in out if s == fallback)
+        for i, gpus in enumerate(counts):
+            test = tests[(scheduler, gpus)]
+            if (reference, gpus) in out:
+                out[(scheduler, gpus)] = with_capacity_hint(test, out[(reference, gpus)])
+                continue
+            sources = []
+            if i > 0:
+                sources.append((out[(scheduler, counts[i - 1])], gpus / counts[i - 1]))
+            if fallback_counts:
+                root = fallback_counts[0]
+                sources.append((out[(fallback, root)], gpus / root))
+            out[(scheduler, gpus)] = with_capacity_hint(test, *sources) if sources else test
     return out
 
 
@@ -494,16 +546,16 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TraceSizeWarning)
                 trace = options.load()
-            tests = []
-            for scheduler in dict.fromkeys(s for s, _ in configs):
-                tests.extend(capacity_chain([_make(params, STEP1, options, trace, seed, s, g,
-                                                   capacity=spec if volume == largest else None)
-                                             for s, g in configs if s == scheduler]))
-            return tests
+            tests = hinted_capacity_tests({(s, g): _make(params, STEP1, options, trace, seed, s, g,
+                                                         capacity=spec if volume == largest else None)
+                                           for s, g in configs})
+            return [tests[config] for config in configs]
         return _replicate(params, make)
 
     batches: dict[Any, list[SweepTest]] = {volume: volume_tests(volume) for volume in volumes}
-    return StepPlan(STEP1, params, batches)
+    plan = StepPlan(STEP1, params, batches)
+    plan.announce()
+    return plan
 
 
 def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
@@ -515,17 +567,22 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
         trace = options.load()
-        return [t for s in params.schedulers for t in step2_chain(params, options, trace, seed, s, params.max_gpus)]
+        tests = step2_tests(params, options, trace, seed, params.max_gpus)
+        return [tests[(s, g)] for s in params.schedulers for g in GPU_COUNTS if g <= params.max_gpus]
 
-    return StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
+    plan = StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
+    plan.announce()
+    return plan
 
 
-def step2_chain(params: StepParams, options: TraceOptions, trace, seed: int, scheduler: str,
-                up_to: int) -> list[SweepTest]:
-    """Step 2's tests of ``scheduler`` on the GPU counts up to ``up_to``, each capacity search starting from
-    the previous count's answer (the same tests step 1 runs on 1, 2 and 4 GPUs, and step 3 at its count)."""
-    return capacity_chain([_make(params, STEP2, options, trace, seed, scheduler, g, capacity=params.capacity_spec())
-                           for g in GPU_COUNTS if g <= up_to])
+def step2_tests(params: StepParams, options: TraceOptions, trace, seed: int,
+                up_to: int) -> dict[tuple[str, int], SweepTest]:
+    """Step 2's tests of every scheduler on the GPU counts up to ``up_to``, keyed by (scheduler, GPUs), with
+    their capacity searches' starts (:func:`hinted_capacity_tests`): the same tests step 1 runs on 1, 2 and 4
+    GPUs and step 3 at its count."""
+    return hinted_capacity_tests({(s, g): _make(params, STEP2, options, trace, seed, s, g,
+                                                capacity=params.capacity_spec())
+                                  for s in params.schedulers for g in GPU_COUNTS if g <= up_to})
 
 
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
@@ -568,7 +625,7 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
         results folder next to it): step 3 reuses it rather than start its own chain of capacity searches."""
         if gpus not in GPU_COUNTS or not params.capacity_search:
             return None
-        test = step2_chain(params, options, trace, seed, scheduler, gpus)[-1]
+        test = step2_tests(params, options, trace, seed, gpus)[(scheduler, gpus)]
         return test if finished_elsewhere([test], params.results_path, None) else None
 
     def make(seed: int) -> list[SweepTest]:
@@ -593,7 +650,9 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
             tests.extend(chained[k] for k in K_VALUES)
         return tests
 
-    return StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)
+    plan = StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)
+    plan.announce()
+    return plan
 
 
 def brief(rows: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,8 @@ notebook <name> -p ...`` runs for one notebook alone.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import sys
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
 COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TPOT SLA; after the steps
+# The comparison's load-latency curves replay this many requests (its capacities, step 2's tests, all of them):
+# eight loads per scheduler, every registered scheduler; the size the suite's comparison always had.
+COMPARE_CURVE_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 KERNEL_NAME = "python3"
 
@@ -78,7 +83,8 @@ def compare_parameters(options: SuiteOptions, step: str = COMPARE) -> dict:
     """The comparison on the steps' trace, hardware model, SLA and capacity target, so its capacities are
     step 2's tests (reused) and its ranking is the steps' ranking, with every registered scheduler."""
     gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
-    return {"dataset": options.dataset, "num_requests": options.max_requests, "latency": options.latency,
+    return {"dataset": options.dataset, "num_requests": options.max_requests,
+            "curve_requests": min(options.max_requests, COMPARE_CURVE_REQUESTS), "latency": options.latency,
             "gpu_counts": ",".join(map(str, gpus)), "curve_gpus": min(4, options.max_gpus),
             "d_sla_s": options.d_sla, "ttft_sla_s": options.ttft_sla, "tpot_sla_s": options.tpot_sla,
             "attainment": options.capacity_attainment, "k_bins": options.k_bins,
@@ -150,6 +156,7 @@ class StepRun:
     wall_s: float
     csv: Path | None = None
     pngs: list[Path] = field(default_factory=list)
+    rendering: object = None   # the HTML rendering still under way (a future), if any
 
 
 @dataclass
@@ -169,15 +176,42 @@ class SuiteReport:
         for name in (analysis.ALL_RESULTS, analysis.ANALYSIS):
             if (self.results_dir / name).is_file():
                 lines.append(f"  {name:<26} {'':9}   {self.results_dir / name}")
-        found = analysis.read_analysis(self.results_dir) or {}
-        if found.get("best_gpu_count") is not None or found.get("best_k") is not None:
-            lines.append(f"Best GPU count: {found.get('best_gpu_count')}; best K: {found.get('best_k')}.")
-        by_gpus, by_k = found.get("best_gpu_count_by_capacity_per_gpu"), found.get("best_k_by_capacity")
-        if by_gpus is not None or by_k is not None:
-            lines.append(f"By capacity: best GPU count (capacity per GPU) {by_gpus}; best K {by_k}.")
-        for warning in found.get("warnings", []):
-            lines.append(f"Warning: {warning}")
+        lines.extend(answer_lines(analysis.read_analysis(self.results_dir) or {}))
         return "\n".join(lines)
+
+
+def answer_lines(found: dict) -> list[str]:
+    """The run's answers in sentences (only those its steps produced; never "None"), then its warnings."""
+    lines = []
+    validity = found.get("validity") or {}
+    s2 = found.get("step2_gpu_scaling") or {}
+    s3 = found.get("step3_kbins_sensitivity") or {}
+    answers = [(key, check) for key, check in validity.items() if check.get("value") is not None]
+    if answers:
+        lines.append("Answers:")
+        for key, check in answers:
+            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {check['value']}. {check.get('sentence', '')}")
+    by_goodput = s2.get("best_gpu_count_by_scheduler") or {}
+    if by_goodput:
+        knee = s2.get("capacity_per_gpu_knee_by_scheduler") or {}
+        lines.append("  Best GPU count per scheduler (goodput at the replayed load; capacity per GPU within 5% of its "
+                     "best from): " + ", ".join(f"{n} {g}" + (f" ({knee[n]})" if knee.get(n) is not None else "")
+                                               for n, g in by_goodput.items()) + ".")
+    by_k = s3.get("best_k_by_capacity_by_scheduler") or {}
+    if by_k:
+        gpus = (s3.get("gpu_count") or {}).get("num_gpus")
+        lines.append("  Best K by capacity" + (f" on {gpus} GPUs" if gpus is not None else "") + ": "
+                     + ", ".join(f"{n} {k}" for n, k in by_k.items()) + ".")
+    for warning in found.get("warnings", []):
+        lines.append(f"Warning: {warning}")
+    return lines
+
+
+ANSWER_NAMES = {"best_config_step1": "Step 1, best configuration",
+                "best_gpu_count": "Step 2, best GPU count (goodput rule)",
+                "best_gpu_count_by_capacity_per_gpu": "Step 2, most capacity per GPU at",
+                "best_k": "Step 3, best K (fewest SLA violations)",
+                "best_k_by_capacity": "Step 3, best K by capacity"}
 
 
 # Wide tables scroll inside their cell instead of running off the page; numbers stay on one line.
@@ -253,11 +287,65 @@ def render_html(notebook_path: Path, html_path: Path, replacements=()) -> Path:
     return html_path
 
 
-def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bool = True) -> StepRun:
+class SharedKernel:
+    """One kernel for every notebook of a suite run, its namespace cleared between notebooks.
+
+    A kernel of its own per notebook costs seconds each time: starting it, importing the workbench, loading
+    the compiled engines, spawning the sweep's pool workers (and their trace caches).  Shared, the modules,
+    compiled code and pool workers serve every notebook, while each notebook still starts from an empty
+    namespace (IPython's ``reset``), as if alone.  The suite's environment marks the kernel as the suite's
+    (:data:`SUITE_ENV`), so notebooks leave the terminal to the suite.  A kill of the suite ends the kernel
+    (ipykernel's parent poller) and so its pool workers.
+    """
+
+    def __init__(self):
+        from jupyter_client.manager import KernelManager
+
+        before = os.environ.get(SUITE_ENV)
+        os.environ[SUITE_ENV] = "1"      # the kernel inherits it
+        try:
+            self.km = KernelManager(kernel_name=KERNEL_NAME)
+            self.km.start_kernel(extra_arguments=KERNEL_ARGUMENTS, cwd=str(paths.REPO_ROOT))
+        finally:
+            if before is None:
+                os.environ.pop(SUITE_ENV, None)
+            else:
+                os.environ[SUITE_ENV] = before
+        self.used = False
+
+    def fresh(self):
+        """The kernel manager, its namespace emptied if a notebook ran in it before."""
+        if self.used:
+            client = self.km.client()
+            client.start_channels()
+            try:
+                client.wait_for_ready(timeout=60)
+                client.execute_interactive("get_ipython().reset(new_session=False)", store_history=False,
+                                           timeout=60, output_hook=lambda msg: None)
+            finally:
+                client.stop_channels()
+        self.used = True
+        return self.km
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.km.shutdown_kernel(now=False)
+
+    def __enter__(self) -> "SharedKernel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bool = True,
+                 kernel: SharedKernel | None = None, render=None) -> StepRun:
     """Execute ``notebooks/<name>.ipynb`` into ``results_dir`` and render it to HTML.
 
     ``progress`` shows papermill's cell bar only on an interactive terminal; in a log (``make run > log``)
     the suite's one line per notebook and the notebooks' one line per test say the same without redraws.
+    ``kernel``: a :class:`SharedKernel` to run in (default: a kernel of its own).  ``render``: a
+    ``concurrent.futures`` executor to render the HTML on while the caller goes on (default: now).
     """
     import papermill as pm
 
@@ -268,26 +356,28 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
     replacements = path_replacements(results_dir, (Path(dataset).parent,) if dataset else ())
     log.info("running %s", source.relative_to(paths.REPO_ROOT))
     t0 = time.perf_counter()
-    before = os.environ.get(SUITE_ENV)
-    os.environ[SUITE_ENV] = "1"      # the kernel inherits it: the notebook leaves the terminal to the suite
+    own = kernel is None
+    kernel = kernel or SharedKernel()
     try:
         pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL_NAME,
                             cwd=str(paths.REPO_ROOT), progress_bar=progress and sys.stderr.isatty(),
-                            extra_arguments=KERNEL_ARGUMENTS)
+                            km=kernel.fresh())
     except pm.PapermillExecutionError as exc:
         render_html(executed, html, replacements)
         raise SuiteError(f"{name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                          f"see {html} (or {executed})") from None
     finally:
-        if before is None:
-            os.environ.pop(SUITE_ENV, None)
-        else:
-            os.environ[SUITE_ENV] = before
+        if own:
+            kernel.close()
     wall = time.perf_counter() - t0
-    render_html(executed, html, replacements)
+    if render is not None:
+        pending = render.submit(render_html, executed, html, replacements)
+    else:
+        render_html(executed, html, replacements)
+        pending = None
     csv = results_dir / f"{name}.csv"
     pngs = sorted(results_dir.glob(f"{name}*.png"))  # the step's figure, then e.g. <step>_capacity.png
-    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs)
+    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs, pending)
 
 
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
@@ -303,15 +393,19 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
     if options.compare and options.seed_grid:
         log.info("the scheduler comparison is skipped with latency=%s: it times every scheduler on a step-time "
                  "profile and judges TTFT/TPOT, which the seed grid cannot", SEED_GRID)
-    for notebook in SUITE_NOTEBOOKS:
-        if not notebook.selected(options):
-            continue
-        if not (paths.NOTEBOOKS_DIR / f"{notebook.name}.ipynb").is_file():
-            log.warning("notebooks/%s.ipynb does not exist; skipped", notebook.name)
-            continue
-        runs.append(run_notebook(notebook.name, notebook.parameters(options, notebook.name), results_dir,
-                                 progress=progress))
-        log.info("%s done in %.1f s", notebook.name, runs[-1].wall_s)
+    with SharedKernel() as kernel, cf.ThreadPoolExecutor(max_workers=1) as render:
+        for notebook in SUITE_NOTEBOOKS:
+            if not notebook.selected(options):
+                continue
+            if not (paths.NOTEBOOKS_DIR / f"{notebook.name}.ipynb").is_file():
+                log.warning("notebooks/%s.ipynb does not exist; skipped", notebook.name)
+                continue
+            runs.append(run_notebook(notebook.name, notebook.parameters(options, notebook.name), results_dir,
+                                     progress=progress, kernel=kernel, render=render))
+            log.info("%s done in %.1f s", notebook.name, runs[-1].wall_s)
+    for run in runs:
+        if run.rendering is not None:
+            run.rendering.result()     # an HTML rendering that failed fails the suite
     index = report.write_index(results_dir, titles=notebook_titles())
     log.info("one page for the whole run: %s", display_path(index))
     return SuiteReport(results_dir, runs, time.perf_counter() - t0)

@@ -225,15 +225,22 @@ class SweepTest:
     capacity: CapacitySpec | None = None
     replication: int = 0  # index of the seed among the test's replications (0: the plan's own seed)
     base_test_id: str = ""  # the test id of replication 0: what the replications of one test share
-    # capacity search: the test whose capacity, times hint_scale, is where this one's search starts (see
-    # with_capacity_hint); part of the id, so a result never depends on which tests happened to finish first
-    hint_from: str = ""
-    hint_scale: float = 1.0
+    # capacity search: (test id, scale) of the tests whose capacity, times the scale, is where this one's search
+    # starts: the first that found one (see with_capacity_hint); part of the id, so a result never depends on
+    # which tests happened to finish first
+    hints: tuple[tuple[str, float], ...] = ()
     capacity_hint: tuple | None = field(default=None, compare=False)  # (rps, slope): filled in by run_sweep
 
     @property
+    def hint_from(self) -> tuple[str, ...]:
+        """The ids of the tests this one's capacity search starts from (they run first)."""
+        return tuple(source for source, _ in self.hints)
+
+    @property
     def test_id(self) -> str:
-        hint = {"from": self.hint_from, "scale": float(self.hint_scale)} if self.hint_from else None
+        hint = [{"from": source, "scale": float(scale)} for source, scale in self.hints] or None
+        if hint is not None and len(hint) == 1:
+            hint = hint[0]
         return test_id(self.trace, self.trace_fingerprint, self.config, self.latency, self.capacity, hint)
 
     def columns(self) -> dict:
@@ -246,13 +253,13 @@ class SweepTest:
         row.update(latency_columns(self.latency))
         row["capacity_search"] = self.capacity is not None
         if self.capacity is not None:
-            row["capacity_hint_from"] = self.hint_from or None
+            row["capacity_hint_from"] = " ".join(self.hint_from) or None
         row["replication"] = self.replication
         row["base_test_id"] = self.base_test_id or self.test_id
         return row
 
 
-GRID_PROFILE = "grid"  # latency_profile of a test on the static engine's formula grid (a LatencyModel)
+GRID_PROFILE = "seed-grid"  # latency_profile of a test on the seed study's formula grid (a LatencyModel)
 
 
 def latency_identity(latency: LatencyModel | StepTimeModel) -> dict:
@@ -345,15 +352,22 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
                      capacity=capacity, replication=int(replication), base_test_id=base_test_id)
 
 
-def with_capacity_hint(test: SweepTest, source: SweepTest | None, scale: float = 1.0) -> SweepTest:
-    """``test`` whose capacity search starts from ``source``'s capacity times ``scale`` (e.g. the previous GPU
-    count's, times the ratio of GPU counts: capacity grows about linearly with GPUs).  The search's answer is
-    the same from any start where attainment falls monotonically with load; the hint saves probes (3-5
-    instead of ~10 from the trace's own rate).  It enters the test id, so the source must run first (the
-    sweep orders it so) and every run of the test starts from the same place."""
-    if source is None or test.capacity is None or source.capacity is None:
+def with_capacity_hint(test: SweepTest, *sources: tuple[SweepTest | None, float] | SweepTest | None) -> SweepTest:
+    """``test`` whose capacity search starts from a source's capacity times its scale: the first source, in
+    the order given, that found a capacity (e.g. the previous GPU count's, times the ratio of GPU counts, since
+    capacity grows about linearly with GPUs; else another scheduler's on the same GPUs).  A source is a
+    ``(SweepTest, scale)`` pair or a test (scale 1).  The search's answer is the same from any start where
+    attainment falls monotonically with load; the hint saves probes (3-5 instead of ~10 from the trace's own
+    rate).  It enters the test id, so the sources run first (the sweep orders it so) and every run of the test
+    starts from the same place.  Replaces any hint ``test`` had."""
+    hints = []
+    for source in sources:
+        source, scale = source if isinstance(source, tuple) else (source, 1.0)
+        if source is not None and source.capacity is not None:
+            hints.append((source.test_id, float(scale)))
+    if test.capacity is None:
         return test
-    return dataclasses.replace(test, hint_from=source.test_id, hint_scale=float(scale))
+    return dataclasses.replace(test, hints=tuple(hints))
 
 
 def capacity_hint_from_row(row, scale: float) -> tuple | None:
@@ -421,9 +435,9 @@ def run_test(test: SweepTest) -> dict:
     """
     from workbench.sim.simulate import simulate
 
-    if test.hint_from and test.capacity_hint is None:
-        raise ValueError(f"test {test.test_id} starts its capacity search from test {test.hint_from}'s answer: "
-                         "run it with run_sweep, which runs that one first and passes it on")
+    if test.hints and test.capacity_hint is None:
+        raise ValueError(f"test {test.test_id} starts its capacity search from the answer of test(s) "
+                         f"{', '.join(test.hint_from)}: run it with run_sweep, which runs them first and passes it on")
     t0 = time.perf_counter()
     trace = test.trace.load()
     if trace.fingerprint != test.trace_fingerprint:
@@ -928,8 +942,8 @@ def _chain_depths(queue: Sequence[SweepTest]) -> dict[str, int]:
     what to start first so that chains never wait for a worker."""
     children: dict[str, list[str]] = {}
     for t in queue:
-        if t.hint_from:
-            children.setdefault(t.hint_from, []).append(t.test_id)
+        for source in t.hint_from:
+            children.setdefault(source, []).append(t.test_id)
     depth: dict[str, int] = {}
 
     def of(test_id: str) -> int:
@@ -945,7 +959,7 @@ def _execute(queue: Sequence[SweepTest], kind: str, arg,
     """Run ``queue`` on the executor, a test only once its capacity-hint source has a row (in ``known``, which
     grows as tests finish), chains first; yields (test, row or exception) as each finishes."""
     ids = {t.test_id for t in queue}
-    lost = sorted({t.hint_from for t in queue if t.hint_from and t.hint_from not in ids and t.hint_from not in known})
+    lost = sorted({source for t in queue for source in t.hint_from if source not in ids and source not in known})
     if lost:
         raise ValueError(f"capacity hint source(s) {lost} are neither in this sweep nor finished: a test whose "
                          "search starts from another's capacity must be run with it (with_capacity_hint)")
@@ -957,16 +971,17 @@ def _execute(queue: Sequence[SweepTest], kind: str, arg,
     in_flight: dict = {}
     try:
         while pending or in_flight:
-            for test in [t for t in pending if t.hint_from in failed]:
+            for test in [t for t in pending if set(t.hint_from) & failed]:
                 pending.remove(test)
                 failed.add(test.test_id)
-                yield test, RuntimeError(f"not run: the test its capacity search starts from ({test.hint_from}) "
-                                         "failed")
-            ready = [t for t in pending if not t.hint_from or t.hint_from in known]
+                yield test, RuntimeError(f"not run: a test its capacity search starts from "
+                                         f"({', '.join(sorted(set(test.hint_from) & failed))}) failed")
+            ready = [t for t in pending if all(source in known for source in t.hint_from)]
             for test in ready[:max(0, backend.limit - len(in_flight))]:
                 pending.remove(test)
-                if test.hint_from:
-                    hint = capacity_hint_from_row(known[test.hint_from], test.hint_scale) or (None, None)
+                if test.hints:
+                    hint = next((found for found in (capacity_hint_from_row(known[source], scale)
+                                                     for source, scale in test.hints) if found), (None, None))
                     test = dataclasses.replace(test, capacity_hint=hint)
                 in_flight[backend.submit(test)] = test
             if not in_flight:
@@ -991,9 +1006,10 @@ _NOT_CHECKPOINTS = ("all_results.csv",)
 
 def _checkpoint_files(results_dir: Path, exclude: Path | None = None) -> list[Path]:
     """The per-test result CSVs that may hold tests of ``results_dir``: its own other files (another step's
-    checkpoint) and, when it lies in the repository's ``results/``, those of every results folder there
+    checkpoint), those of the folder it lies in (the comparison's folder inside the steps' one) and, when it
+    lies in the repository's ``results/``, those of every results folder there
     (``results/default`` next to ``results/max_gpus=32``, and their subfolders), nearest first."""
-    roots = [(results_dir, ("*.csv", "*/*.csv"))]
+    roots = [(results_dir, ("*.csv", "*/*.csv")), (results_dir.parent, ("*.csv",))]
     results_root = paths.RESULTS_DIR.resolve()
     if results_root in results_dir.resolve().parents:
         roots.append((results_root, ("*/*.csv", "*/*/*.csv", "*/*/*/*.csv")))
@@ -1094,7 +1110,7 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
     ``results_dir`` already holds (another step of the same folder, a folder
     of other parameters next to it; :func:`finished_elsewhere`) is copied, not
     recomputed.  A test whose capacity search starts from another's answer
-    (``hint_from``) runs once that one has finished; the longest such chains
+    (``hints``) runs once those have finished; the longest such chains
     start first.  Each finished row is made durable before the sweep moves on
     (see the module docstring); failed tests are logged, the others finish
     and are checkpointed, and then :class:`SweepError` is raised.
