@@ -116,7 +116,7 @@ def test_which_tests_of_each_step_search_their_capacity(small_trace_csv, tmp_pat
 
 def test_capacity_is_monotone_in_gpus_in_step2_or_the_analysis_lists_the_exception(tmp_path):
     plan = experiments.plan_step2(max_requests=2_000, max_gpus=8, results_dir=str(tmp_path), executor="serial",
-                                  schedulers=("multi_bin_dynamic",))
+                                  schedulers=("multi_bin_dynamic",), latency="seed-grid")
     rows = plan.run(progress=False)
     result = plan.finish(rows)["step2_gpu_scaling"]
     caps = rows.sort_values("num_gpus")["capacity_rps"].fillna(0.0).to_numpy()
