@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -44,14 +45,16 @@ def test_every_seed_option_reaches_the_notebooks(tmp_path):
                     "--use-real-timestamps", "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
                     "--results-dir", str(tmp_path / "r"), "--executor", "serial", "--seed", "7", "--k-bins", "8",
                     "--validate", "--no-capacity", "--capacity-attainment", "0.8", "--schedulers",
-                    "static_fifo,continuous_fcfs", "--latency", "opt-13b-a100", "--replications", "2")
+                    "static_fifo,continuous_fcfs", "--latency", "opt-13b-a100", "--replications", "2",
+                    "--ttft-sla", "0.5", "--tpot-sla", "0.1")
     assert options.steps == (STEP3,) and options.validate
     params = notebook_parameters(options, STEP3)
     assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": True, "rps_scaling": 50.0,
                       "d_sla": 2.5, "dataset": str(dataset.resolve()), "k_bins": 8, "seed": 7,
                       "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8,
                       "capacity_search": False, "capacity_attainment": 0.8,
-                      "schedulers": ["static_fifo", "continuous_fcfs"], "latency": "opt-13b-a100", "replications": 2}
+                      "schedulers": ["static_fifo", "continuous_fcfs"], "latency": "opt-13b-a100", "replications": 2,
+                      "ttft_sla": 0.5, "tpot_sla": 0.1}
     assert parse().capacity_search and parse().capacity_attainment == 0.9
     assert "best_gpu_count" not in notebook_parameters(options, STEP2)
     assert notebook_parameters(options, VALIDATION) == {"results_dir": str(tmp_path / "r"), "seed": 7}
@@ -126,6 +129,17 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
         assert WIDE_TABLE_CSS in html
     for noise in ("without encryption", "SetuptoolsDeprecationWarning", "Executing:", "\r"):
         assert noise not in done.stdout + done.stderr, noise
+    # each thing said once, plainly: no pink stderr blocks (log lines, warnings) or raw Python warnings in the HTML
+    for step in (*STEPS, "compare_schedulers"):
+        html = (results / f"{step}.html").read_text()
+        assert "application/vnd.jupyter.stderr" not in html, step
+        assert "warnings.warn(" not in html and not re.search(r"\.py:\d+: \w*Warning", html), step
+    # compare_schedulers ran on the steps' trace, hardware and SLA: its capacities of the steps' schedulers are
+    # step 2's tests, reused; index.html says which hardware model and SLA every capacity was judged on
+    compared = pd.read_csv(results / "compare_schedulers" / "compare_schedulers.csv")
+    shared = compared[compared["scheduler"].isin(SuiteOptions().schedulers) & compared["capacity_search"]]
+    assert len(shared) and shared["reused_from"].notna().all()
+    assert "opt-13b-a100 step-time profile" in index and "TTFT &lt;= 1 s, TPOT &lt;= 50 ms" in index
     # the column dictionary (docs/columns.md) explains every column and key the suite wrote
     found = json.loads((results / "analysis.json").read_text())
     rows2 = pd.read_csv(results / f"{STEP2}.csv")
@@ -154,13 +168,15 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
                             "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
     assert analysis["best_gpu_count_by_capacity_per_gpu"] == smallest_within_1pct(per_gpu, "capacity_per_gpu")
-    assert "By capacity" in done.stdout
+    assert "Answers:" in done.stdout and "None" not in done.stdout.split("Answers:")[-1]
 
     # step 3 only, with an explicit GPU count: reuses the folder, reruns step 3 only
     before = {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)}
     done = subprocess.run(_main_command(results, "--step3-only", "--best-gpu-count", "3"), cwd=paths.REPO_ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "None" not in done.stdout.split("Answers:")[-1]     # never "Best GPU count: None"
+    assert "Step 3, best K" in done.stdout
     assert {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)} == before
     every = pd.read_csv(results / "all_results.csv")
     assert set(every.loc[every["step"] == STEP3, "num_gpus"]) == {3}

@@ -874,15 +874,25 @@ def _commentary_step1(rows: pd.DataFrame) -> list[str]:
 
 def _commentary_step2(rows: pd.DataFrame) -> list[str]:
     rows = rows.sort_values("num_gpus")
-    lines = []
-    if "offered_rps" in rows and rows["offered_rps"].notna().any():
-        lines.append(f"The replayed load is {_num(float(rows['offered_rps'].max()))} req/s. Best GPU count of each "
-                     "scheduler (the fewest GPUs within 1% of its best goodput, the star in the goodput panel):")
+    offered = float(rows["offered_rps"].max()) if "offered_rps" in rows and rows["offered_rps"].notna().any() \
+        else math.nan
+    lines = [f"The replayed load is {_num(offered)} req/s. Per scheduler (the star in the goodput panel marks its "
+             "best GPU count: the fewest GPUs within 1% of its best goodput):"] if math.isfinite(offered) else []
     for name, group in rows.groupby("scheduler", sort=False):
-        n = best_gpu_count(group)
-        at = group[group["num_gpus"] == n].iloc[0] if n is not None else None
-        text = f"- **{name}**: best GPU count {n}" + (
-            f" (SLA violation there {_pct(at.sla_violation_rate)})" if at is not None else "")
+        first, last = group.iloc[0], group.iloc[-1]
+        n0, n1 = int(first.num_gpus), int(last.num_gpus)
+        text = (f"- **{name}**: from {n0} to {n1} GPUs throughput goes from {_num(first.throughput_rps)} to "
+                f"{_num(last.throughput_rps)} req/s ({last.throughput_rps / first.throughput_rps:.3g}x for "
+                f"{n1 / n0:g}x the GPUs)")
+        if math.isfinite(offered):
+            kept = group[group["throughput_rps"] >= 0.99 * offered]
+            text += (f"; from {int(kept['num_gpus'].min())} GPUs the pool keeps up with the offered rate"
+                     if not kept.empty else "; no pool tested keeps up with the offered rate")
+        ok = group[group["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+        text += (f"; the smallest pool within {BREAKING_SLA_VIOLATION:.0%} SLA violations: "
+                 + (f"{int(ok['num_gpus'].min())} GPUs" if not ok.empty else f"none up to {n1} GPUs"))
+        if "goodput_rps" in group:
+            text += f"; best GPU count {best_gpu_count(group)}"
         caps = capacity_rows(group).dropna(subset=["capacity_rps"]) if "capacity_rps" in group else group.iloc[0:0]
         if len(caps) > 1:
             c0, c1 = caps.iloc[0], caps.iloc[-1]
@@ -892,7 +902,7 @@ def _commentary_step2(rows: pd.DataFrame) -> list[str]:
             knee = capacity_per_gpu_knee(group)
             text += (f"; capacity grows {kind} the pool, {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} "
                      f"GPU(s) to {_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.3g}x for {ideal:g}x the "
-                     f"GPUs)" + (f"; capacity per GPU within {KNEE_TOLERANCE:.0%} of its best from {knee} GPUs on"
+                     f"GPUs)" + (f", capacity per GPU within {KNEE_TOLERANCE:.0%} of its best from {knee} GPUs on"
                                  if knee is not None else ""))
         lines.append(text + ".")
     return lines
@@ -907,10 +917,17 @@ def _commentary_step3(rows: pd.DataFrame) -> list[str]:
         first, last = group.iloc[0], group.iloc[-1]
         rates = group["sla_violation_rate"].to_numpy(dtype=float)
         spread = (np.nanmax(rates) - np.nanmin(rates)) * 100
-        lines.append(f"At the replayed load, across K = {int(first.k_bins)}..{int(last.k_bins)} {name}'s SLA "
-                     f"violation rate spans {_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({spread:.1f} points)"
-                     + (": every K keeps up with this load, so the replay barely tells them apart; capacity does."
-                        if spread < 1.0 else "."))
+        text = (f"At the replayed load, across K = {int(first.k_bins)}..{int(last.k_bins)} {name}'s SLA "
+                f"violation rate spans {_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({spread:.1f} points) "
+                f"and p99 latency goes from {_num(first.latency_p99_s)} s (K = {int(first.k_bins)}) to "
+                f"{_num(last.latency_p99_s)} s (K = {int(last.k_bins)})")
+        if len(group) > 2:
+            step = abs(rates[-1] - rates[-2])
+            text += (f"; from K = {int(group.iloc[-2].k_bins)} to {int(last.k_bins)} it moves by {step * 100:.1f} "
+                     "points: " + ("the curve has flattened" if step < 0.005
+                                   else "it is still moving at the largest K tested"))
+        lines.append(text + (". Every K keeps up with this load, so the replay barely tells them apart; capacity "
+                             "does." if spread < 1.0 else "."))
         caps = capacity_rows(group)
         if not caps.empty and "capacity_rps" in caps:
             found = caps.dropna(subset=["capacity_rps"])
@@ -943,6 +960,8 @@ def commentary(rows: pd.DataFrame, step: str) -> str:
     if rows.empty:
         return f"No results for {step}."
     rows = summarize(rows)
+    if "scheduler" not in rows:
+        rows = rows.assign(scheduler="all rows")
     return _markdown_blocks(COMMENTARIES[step](rows.reset_index(drop=True)))
 
 
