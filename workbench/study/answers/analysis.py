@@ -101,8 +101,9 @@ RULES = {
                  f"{BREAKING_SLA_VIOLATION:.0%}; a capacity-based best meets it when its capacity_rps is not null",
     "at_edge": "a best GPU count or best K equal to the largest value tested (the optimum may lie beyond); "
                "1 GPU and K = 1 are the smallest possible values, not an edge. A best GPU count by capacity per GPU "
-               "at the largest count is a valid answer when capacity per GPU never falls with more GPUs: the "
-               "larger the pool the better, and capacity_per_gpu_knee says where the returns flatten",
+               "at the largest count is a valid answer when capacity per GPU never falls with more GPUs and gains "
+               f"at most {KNEE_TOLERANCE:.0%} on the last step: the larger the pool the better, with diminishing "
+               "returns, and capacity_per_gpu_knee says where they flatten",
     "valid": "a best meets the SLA and is not at the edge of the range tested; validity.<best>.sentence says why not",
     "gpu_count": "step 3: where its GPU count came from (given, step 2's best GPU count, or the default), the "
                  "step-2 row it used, and whether it still is step 2's best GPU count",
@@ -556,13 +557,17 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
             offered = float(pd.to_numeric(largest["offered_rps"], errors="coerce").max()) \
                 if "offered_rps" in largest else math.nan
             cap = best["capacity_rps"]
+            target = float(pd.to_numeric(largest.get("capacity_target"), errors="coerce").max()) \
+                if "capacity_target" in largest else math.nan
+            share = f"{target:.0%} of the requests" if math.isfinite(target) else "the target share"
+            short = (f" ({cap / offered:.0%} of the replayed rate: step 2 finds the pool it needs)"
+                     if math.isfinite(offered) and 0 < cap < offered else "")
             found["best_config_step1"] = {
                 "value": best.get("label"), "meets_sla": True, "at_edge": False, "valid": True,
-                "sentence": (f"At {volume:,} requests no configuration of step 1 keeps the SLA at the replayed load "
-                             f"({offered:.3g} req/s): these pools are too small for it. The one that sustains the "
-                             f"most load within the SLA is {best.get('label')}, {cap:.3g} req/s"
-                             + (f" ({cap / offered:.0%} of the replayed rate; step 2 finds the pool size)"
-                                if math.isfinite(offered) and offered > 0 else "") + ".")}
+                "sentence": (f"At {volume:,} requests no configuration of step 1 keeps its SLA violations at the "
+                             f"replayed load ({offered:.3g} req/s) within {BREAKING_SLA_VIOLATION:.0%}. The one "
+                             f"that sustains the most load with {share} within the SLA is {best.get('label')}: "
+                             f"{cap:.3g} req/s{short}.")}
         else:
             found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
                                                    sla_violation_rate=best.get("sla_violation_rate"),
@@ -577,7 +582,8 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
             check = _validity(
                 "the best GPU count by capacity per GPU", by_cap, unit=" GPUs", tested=s2["gpu_counts"],
                 capacity_rps=(s2.get("best_config_by_capacity_per_gpu") or {}).get("capacity_rps"))
-            if check["at_edge"] and check["meets_sla"] and s2.get("capacity_per_gpu_grows"):
+            if check["at_edge"] and check["meets_sla"] and s2.get("capacity_per_gpu_grows") \
+                    and _last_gain(s2) <= KNEE_TOLERANCE:
                 check.update(valid=True, sentence=_growing_per_gpu_sentence(s2))
             found["best_gpu_count_by_capacity_per_gpu"] = check
     if s3:
@@ -589,6 +595,15 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
                 "the best K by capacity", s3.get("best_k_by_capacity"), tested=s3["k_values"],
                 capacity_rps=(s3.get("best_config_by_capacity") or {}).get("capacity_rps"))
     return found
+
+
+def _last_gain(s2: dict) -> float:
+    """Relative gain of capacity per GPU from the second largest GPU count tested to the largest."""
+    per_gpu = {int(g): v for g, v in (s2.get("capacity_per_gpu") or {}).items() if v is not None}
+    counts = sorted(per_gpu)
+    if len(counts) < 2 or not per_gpu[counts[-2]]:
+        return math.inf
+    return per_gpu[counts[-1]] / per_gpu[counts[-2]] - 1
 
 
 def _growing_per_gpu_sentence(s2: dict) -> str:

@@ -332,6 +332,22 @@ def capacity_tests(params: CompareParams) -> list:
     return out
 
 
+def curve_rates(params: CompareParams, cap_rows: pd.DataFrame, base_rate: float) -> np.ndarray:
+    """The offered rates of the load-latency curves: geometric from 1/16 of the lowest capacity found on
+    ``curve_gpus`` GPUs (any GPU count if none there) to twice the highest; around the trace's own rate when
+    no capacity was found."""
+    caps = pd.to_numeric(cap_rows["capacity_rps"], errors="coerce") if "capacity_rps" in cap_rows else pd.Series()
+    found = cap_rows[np.isfinite(caps)] if len(caps) else cap_rows
+    at_curve = found[found["num_gpus"] == params.curve_gpus] if not found.empty else found
+    at_curve = at_curve if not at_curve.empty else found
+    if at_curve.empty:
+        low, high = base_rate / 16, base_rate * 2
+    else:
+        values = pd.to_numeric(at_curve["capacity_rps"])
+        low, high = values.min() / 16, values.max() * 2
+    return np.geomspace(low, high, params.load_points)
+
+
 def load_tests(params: CompareParams, rates) -> list:
     """Replays of the first ``curve_requests`` requests by every scheduler on ``curve_gpus`` GPUs at each offered
     rate of ``rates`` (requests/s of the first seed's trace), per seed."""
@@ -413,14 +429,7 @@ def run_comparison(params: CompareParams | None = None, *, progress: bool = True
     cap_rows = cap_rows.assign(capacity_rps=pd.to_numeric(cap_rows["capacity_rps"], errors="coerce"))
     capacities = _aggregate(cap_rows, ["scheduler", "num_gpus"], ["capacity_rps"])
 
-    found = cap_rows[np.isfinite(cap_rows["capacity_rps"])]
-    at_curve = found[found["num_gpus"] == params.curve_gpus]
-    at_curve = at_curve if not at_curve.empty else found
-    if at_curve.empty:
-        low, high = base_rate / 16, base_rate * 2
-    else:
-        low, high = at_curve["capacity_rps"].min() / 16, at_curve["capacity_rps"].max() * 2
-    rates = np.geomspace(low, high, params.load_points)
+    rates = curve_rates(params, cap_rows, base_rate)
     load_rows, load_errors = _run(load_tests(params, rates), params, folder, progress, f"{NOTEBOOK} load curves")
     for name, reason in load_errors.items():
         errors.setdefault(name, reason)

@@ -643,11 +643,9 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
             root = params.k_bins if params.k_bins in by_k else K_VALUES[0]
             if known is not None and known.config.k_bins == root:
                 by_k[root] = dataclasses.replace(known, step=STEP3, label=by_k[root].label)
-            # K chains outwards from k_bins: each search starts from the neighbouring K's answer
-            up = capacity_chain([by_k[k] for k in K_VALUES if k >= root], by="k_bins")
-            down = capacity_chain([up[0]] + [by_k[k] for k in reversed(K_VALUES) if k < root], by="k_bins")[1:]
-            chained = {t.config.k_bins: t for t in up + down}
-            tests.extend(chained[k] for k in K_VALUES)
+            # every other K's search starts from k_bins' answer: they run side by side once it is known
+            hinted = {k: (t if k == root else with_capacity_hint(t, by_k[root])) for k, t in by_k.items()}
+            tests.extend(hinted[k] for k in K_VALUES)
         return tests
 
     plan = StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)

@@ -301,6 +301,8 @@ class SharedKernel:
     def __init__(self):
         from jupyter_client.manager import KernelManager
 
+        # the notebook clients papermill leaves to the kernel's owner warn when collected; nothing to act on
+        logging.getLogger("traitlets").setLevel(logging.ERROR)
         before = os.environ.get(SUITE_ENV)
         os.environ[SUITE_ENV] = "1"      # the kernel inherits it
         try:
@@ -380,11 +382,67 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
     return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs, pending)
 
 
+def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
+    """Run the tests of the selected steps and of the comparison before their notebooks, as two sweeps.
+
+    Notebook by notebook, each sweep waits for its slowest chain of capacity searches while a worker idles,
+    and the next notebook cannot start; one sweep over steps 1 and 2 and the comparison's capacities (step
+    1's searches are step 2's tests, and step 2's the comparison's: each runs once), then one over step 3 (at
+    step 2's best GPU count, which needs step 2's rows) and the comparison's load curves (which need its
+    capacities), keep both workers busy.  The notebooks then find every test checkpointed and draw.  Nothing
+    here changes a result: the tests are the notebooks' own (same ids)."""
+    from workbench.study.answers import compare
+    from workbench.study.runs import experiments
+    from workbench.study.runs.sweep import SweepPart, run_sweeps
+
+    params = StepParams(**{f.name: getattr(options, f.name) for f in fields(StepParams)})
+    selected = {n.name for n in SUITE_NOTEBOOKS if n.selected(options)}
+    first, second = [], []
+    plans = {}
+    for step, planner in ((STEP1, experiments.plan_step1), (STEP2, experiments.plan_step2)):
+        if step in selected:
+            plans[step] = planner(params)
+            first.append(SweepPart(plans[step].tests, plans[step].results_dir, f"{step}.csv", step))
+    cparams = None
+    if COMPARE in selected:
+        cparams = compare.CompareParams(**compare_parameters(options))
+        folder = cparams.claim_results_dir()
+        first.append(SweepPart(compare.capacity_tests(cparams), folder, compare.CHECKPOINT, f"{COMPARE} capacity"))
+    done = dict(zip([p.desc for p in first], _sweeps(first, options, progress, "suite (steps 1-2, comparison "
+                                                                                  "capacities)")))
+    if STEP3 in selected:
+        gpus = options.best_gpu_count
+        if gpus is None and STEP2 in done and not done[STEP2].empty:
+            gpus = analysis.best_gpu_count(analysis.primary_rows(analysis.summarize(done[STEP2])))
+        plan3 = experiments.plan_step3(params, best_gpu_count=gpus)
+        second.append(SweepPart(plan3.tests, plan3.results_dir, f"{STEP3}.csv", STEP3))
+    if cparams is not None:
+        rates = compare.curve_rates(cparams, done[f"{COMPARE} capacity"], cparams.trace(cparams.seeds()[0]).mean_rate_rps)
+        second.append(SweepPart(compare.load_tests(cparams, rates), cparams.results_path(), compare.CHECKPOINT,
+                                f"{COMPARE} load curves"))
+    _sweeps(second, options, progress, "suite (step 3, comparison curves)")
+
+
+def _sweeps(parts, options: SuiteOptions, progress: bool, desc: str) -> list:
+    """``run_sweeps``; a test that fails is left to its notebook, which runs it again and says why."""
+    from workbench.study.runs.sweep import SweepError, read_rows, run_sweeps, select_rows
+
+    try:
+        return run_sweeps(parts, executor=options.executor, progress=progress, desc=desc)
+    except SweepError as exc:
+        log.warning("%d test(s) failed; their notebooks run them again and say why", len(exc.failures))
+        return [select_rows(read_rows(part.path()), [t.test_id for t in part.tests]) for part in parts]
+
+
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
-    """Run the notebooks of :data:`SUITE_NOTEBOOKS` that ``options`` select, in order, then ``index.html``."""
+    """Run the notebooks of :data:`SUITE_NOTEBOOKS` that ``options`` select, in order, then ``index.html``.
+
+    Their tests run first (:func:`precompute`), so the notebooks draw what is checkpointed."""
     options = options or SuiteOptions()
     results_dir = options.claim_results_dir()  # refuses a folder holding another parameter set
     t0 = time.perf_counter()
+    precompute(options, progress=progress)
+    log.info("every test done in %.1f s; now the notebooks", time.perf_counter() - t0)
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:
         found = analysis.best_gpu_count_from_results(results_dir)

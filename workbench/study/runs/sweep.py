@@ -937,19 +937,43 @@ class _Backend:
             self.client.close()
 
 
-def _chain_depths(queue: Sequence[SweepTest]) -> dict[str, int]:
-    """test id -> length of the longest chain of tests waiting on it for their capacity hint (itself included):
-    what to start first so that chains never wait for a worker."""
+# Seconds a test is expected to take before any test of its scheduler has finished (the static engine's
+# schedulers are a few times faster than the continuous engine's).
+PRIOR_TEST_S = {"static": 2.0, "continuous": 6.0}
+
+
+def _expected_seconds(queue: Sequence[SweepTest], known: dict[str, dict]) -> dict[str, float]:
+    """test id -> seconds it is expected to take: the mean of its scheduler's finished tests (rows in
+    ``known``), else :data:`PRIOR_TEST_S` by engine."""
+    from workbench.sim.schedulers import get_scheduler
+
+    seen: dict[str, list[float]] = {}
+    for row in known.values():
+        wall = row.get("wall_s")
+        if isinstance(wall, (int, float)) and math.isfinite(wall) and not row.get("reused_from"):
+            seen.setdefault(str(row.get("scheduler")), []).append(float(wall))
+    out = {}
+    for t in queue:
+        walls = seen.get(t.config.scheduler)
+        out[t.test_id] = (sum(walls) / len(walls) if walls
+                          else PRIOR_TEST_S.get(get_scheduler(t.config.scheduler).engine, 4.0))
+    return out
+
+
+def _critical_paths(queue: Sequence[SweepTest], seconds: dict[str, float]) -> dict[str, float]:
+    """test id -> expected seconds of the longest chain of tests that starts with it (it and the tests whose
+    capacity search waits for it, and so on): start the longest first, so no chain waits for a free worker
+    at the end."""
     children: dict[str, list[str]] = {}
     for t in queue:
         for source in t.hint_from:
             children.setdefault(source, []).append(t.test_id)
-    depth: dict[str, int] = {}
+    path: dict[str, float] = {}
 
-    def of(test_id: str) -> int:
-        if test_id not in depth:
-            depth[test_id] = 1 + max((of(c) for c in children.get(test_id, ())), default=0)
-        return depth[test_id]
+    def of(test_id: str) -> float:
+        if test_id not in path:
+            path[test_id] = seconds.get(test_id, 0.0) + max((of(c) for c in children.get(test_id, ())), default=0.0)
+        return path[test_id]
 
     return {t.test_id: of(t.test_id) for t in queue}
 
@@ -964,8 +988,7 @@ def _execute(queue: Sequence[SweepTest], kind: str, arg,
         raise ValueError(f"capacity hint source(s) {lost} are neither in this sweep nor finished: a test whose "
                          "search starts from another's capacity must be run with it (with_capacity_hint)")
     order = {t.test_id: i for i, t in enumerate(queue)}
-    depth = _chain_depths(queue)
-    pending = sorted(queue, key=lambda t: (-depth[t.test_id], order[t.test_id]))
+    pending = list(queue)
     failed: set[str] = set()
     backend = _Backend(kind, arg)
     in_flight: dict = {}
@@ -977,6 +1000,9 @@ def _execute(queue: Sequence[SweepTest], kind: str, arg,
                 yield test, RuntimeError(f"not run: a test its capacity search starts from "
                                          f"({', '.join(sorted(set(test.hint_from) & failed))}) failed")
             ready = [t for t in pending if all(source in known for source in t.hint_from)]
+            if ready and len(in_flight) < backend.limit:
+                paths = _critical_paths(pending, _expected_seconds(pending, known))
+                ready.sort(key=lambda t: (-paths[t.test_id], order[t.test_id]))
             for test in ready[:max(0, backend.limit - len(in_flight))]:
                 pending.remove(test)
                 if test.hints:
@@ -1055,8 +1081,8 @@ def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint
             continue
         rows = rows[(rows["simulator_version"].astype(str) == simulator_version())
                     & rows["test_id"].isin(wanted.keys() - found.keys())]
+        rows = rows.dropna(axis=1, how="all")   # another file's columns that none of these rows has
         for record in rows.to_dict("records"):
-            record = {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}
             record.update(wanted[record["test_id"]].columns())
             record["reused_from"] = display_folder(path.parent)
             found[record["test_id"]] = record
@@ -1110,38 +1136,86 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
     ``results_dir`` already holds (another step of the same folder, a folder
     of other parameters next to it; :func:`finished_elsewhere`) is copied, not
     recomputed.  A test whose capacity search starts from another's answer
-    (``hints``) runs once those have finished; the longest such chains
-    start first.  Each finished row is made durable before the sweep moves on
-    (see the module docstring); failed tests are logged, the others finish
-    and are checkpointed, and then :class:`SweepError` is raised.
+    (``hints``) runs once those have finished; the longest chains (in
+    expected seconds) start first.  Each finished row is made durable before
+    the sweep moves on (see the module docstring); failed tests are logged,
+    the others finish and are checkpointed, and then :class:`SweepError` is
+    raised.
     """
     tests = list(tests)
     if not tests:
         return pd.DataFrame()
-    ids = [t.test_id for t in tests]
-    if len(set(ids)) != len(ids):
-        raise ValueError("the test list holds the same configuration twice")
-    results_dir = resolve_results_dir(results_dir)
-    path = results_dir / (checkpoint or f"{tests[0].step}.csv")
-    with results_lock(results_dir):
-        rows = _load_and_repair(path)
-        done = finished_ids(rows)
-    known = {r["test_id"]: r for r in rows[rows["test_id"].isin(done)].to_dict("records")} if done else {}
-    queue = [t for t in tests if t.test_id not in done]
-    skipped = len(tests) - len(queue)
-    if skipped:
-        log.info("%s: %d of %d tests already in %s; running the other %d", desc or path.stem, skipped,
-                 len(tests), path.name, len(queue))
-    if queue and reuse:
-        reused = finished_elsewhere(queue, results_dir, path)
-        if reused:
-            with results_lock(results_dir):
-                merge_rows(path, list(reused.values()))
-            known.update(reused)
-            queue = [t for t in queue if t.test_id not in reused]
-            sources = sorted({r["reused_from"] for r in reused.values()})
-            log.info("%s: %d test(s) already computed in %s (same configuration); reused, %d to run",
-                     desc or path.stem, len(reused), ", ".join(sources), len(queue))
+    return run_sweeps([SweepPart(tests, results_dir, checkpoint, desc)], executor=executor, progress=progress,
+                      reuse=reuse)[0]
+
+
+@dataclass
+class SweepPart:
+    """Tests that go to one checkpoint (``<results_dir>/<checkpoint>``, default ``<step>.csv``)."""
+
+    tests: Sequence[SweepTest]
+    results_dir: str | os.PathLike
+    checkpoint: str | None = None
+    desc: str | None = None
+
+    def path(self) -> Path:
+        return resolve_results_dir(self.results_dir) / (self.checkpoint or f"{self.tests[0].step}.csv")
+
+
+def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = True,
+               reuse: bool = True, desc: str | None = None) -> list[pd.DataFrame]:
+    """Run the tests of several checkpoints as one sweep (each test once, however many parts hold it: step 1's
+    searches are step 2's tests) and return each part's rows, in the order of its tests.
+
+    One sweep keeps every worker busy across what would otherwise be separate sweeps waiting for each other
+    (the suite runs all its steps' tests so, before the notebooks draw them).  A finished row goes to the
+    checkpoint of every part that holds its test, with that part's own columns (step, label)."""
+    parts = [p for p in parts if len(p.tests)]
+    targets: dict[str, list[tuple[SweepPart, SweepTest]]] = {}
+    done_in: dict[Path, set[str]] = {}
+    known: dict[str, dict] = {}
+    for part in parts:
+        ids = [t.test_id for t in part.tests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("the test list holds the same configuration twice")
+        path = part.path()
+        with results_lock(path.parent):
+            rows = _load_and_repair(path)
+            done = finished_ids(rows)
+        done_in[path] = done
+        if done:
+            known.update({r["test_id"]: r for r in rows[rows["test_id"].isin(done)].to_dict("records")})
+        waiting = [t for t in part.tests if t.test_id not in done]
+        if len(waiting) < len(part.tests):
+            log.info("%s: %d of %d tests already in %s; running the other %d", part.desc or path.stem,
+                     len(part.tests) - len(waiting), len(part.tests), path.name, len(waiting))
+        for test in waiting:
+            targets.setdefault(test.test_id, []).append((part, test))
+    # a test one part has done and another needs: copy its row (same id, same configuration)
+    for test_id, wanted in list(targets.items()):
+        if test_id in known:
+            for part, test in wanted:
+                _copy_row(part, test, known[test_id], part.path().parent)
+            del targets[test_id]
+    if targets and reuse:
+        for part in parts:
+            path = part.path()
+            mine = [test for test_id, wanted in targets.items() for p, test in wanted if p is part]
+            reused = finished_elsewhere(mine, path.parent, path) if mine else {}
+            if reused:
+                with results_lock(path.parent):
+                    merge_rows(path, list(reused.values()))
+                known.update(reused)
+                sources = sorted({r["reused_from"] for r in reused.values()})
+                log.info("%s: %d test(s) already computed in %s (same configuration); reused", part.desc or path.stem,
+                         len(reused), ", ".join(sources))
+        for test_id in [t for t in targets if t in known]:
+            for part, test in targets[test_id]:
+                if test_id not in finished_ids(read_rows(part.path())):
+                    _copy_row(part, test, known[test_id], part.path().parent)
+            del targets[test_id]
+    queue = [wanted[0][1] for wanted in targets.values()]
+    label = desc or (parts[0].desc or parts[0].path().stem if len(parts) == 1 else "sweep")
     kind, arg = parse_executor(executor, len(queue))
     if kind == "process" and not _spawn_safe():
         if executor is not None:
@@ -1149,27 +1223,40 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
                              "save it to a file, or use executor='serial'")
         log.warning("the main script was read from stdin, where a process pool cannot start: running serially")
         kind, executor = "serial", "serial"
-    if queue:
-        log.info("%s: running %d test(s) on %s", desc or path.stem, len(queue), describe_executor(executor, len(queue)))
     failures: list[tuple[SweepTest, BaseException]] = []
     if queue:
-        runner = _execute(queue, kind, arg, known)
-        with _progress(len(queue), desc or path.stem, progress) as bar:
-            for test, outcome in runner:
+        log.info("%s: running %d test(s) on %s", label, len(queue), describe_executor(executor, len(queue)))
+        with _progress(len(queue), label, progress) as bar:
+            for test, outcome in _execute(queue, kind, arg, known):
                 if isinstance(outcome, BaseException):
                     log.error("test %s (%s) failed: %r", test.test_id, test.label, outcome)
                     failures.append((test, outcome))
                 else:
-                    with results_lock(results_dir):
-                        merge_rows(path, [outcome])
+                    for part, target in targets[test.test_id]:
+                        _copy_row(part, target, outcome, part.path().parent, reused=False)
                 bar.update(test, outcome)
     if failures:
         test, exc = failures[0]
-        raise SweepError(f"{len(failures)} of {len(queue)} test(s) failed (the others are saved in {path}; "
+        where = ", ".join(sorted({str(p.path()) for p in parts}))
+        raise SweepError(f"{len(failures)} of {len(queue)} test(s) failed (the others are saved in {where}; "
                          f"rerun to retry); first: {test.label} [{test.test_id}]: {exc!r}", failures) from exc
-    with results_lock(results_dir):
-        rows = read_rows(path)
-    return select_rows(rows, ids)
+    out = []
+    for part in parts:
+        path = part.path()
+        with results_lock(path.parent):
+            rows = read_rows(path)
+        out.append(select_rows(rows, [t.test_id for t in part.tests]))
+    return out
+
+
+def _copy_row(part: SweepPart, test: SweepTest, row: dict, folder: Path, *, reused: bool = True) -> None:
+    """``row`` (a result of ``test``'s configuration) into ``part``'s checkpoint, with ``test``'s own columns."""
+    record = dict(row)
+    record.update(test.columns())
+    if reused and "reused_from" not in record:
+        record["reused_from"] = display_folder(folder)
+    with results_lock(folder):
+        merge_rows(part.path(), [record])
 
 
 def select_rows(rows: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:
