@@ -46,7 +46,7 @@ request_volumes = None  # e.g. [1_000, 5_000]: overrides the 10x steps
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study.answers import analysis, plots
+from workbench.study.answers import analysis, plots, tables
 from workbench.study.runs import experiments
 
 experiments.notebook_setup()  # plain log lines (one per finished test), each warning once
@@ -92,7 +92,7 @@ plots.plot_request_scaling(results, results_dir=plan.results_dir)
 
 # %%
 display(Markdown(analysis.capacity_markdown(results)))
-analysis.capacity_table(results)
+tables.capacity_table(results)
 
 # %% [markdown]
 # One bar per configuration, in its scheduler's colour, labelled with its capacity; *unreachable* where no load meets the target.

@@ -47,7 +47,7 @@ executor = None  # None: process pool if >1 test is queued; "serial", "process:N
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study.answers import analysis, plots
+from workbench.study.answers import analysis, plots, tables
 from workbench.study.runs import experiments
 
 experiments.notebook_setup()  # plain log lines (one per finished test), each warning once
@@ -81,7 +81,7 @@ plots.plot_gpu_scaling(results, results_dir=plan.results_dir)
 
 # %%
 display(Markdown(analysis.capacity_markdown(results)))
-analysis.capacity_table(results)
+tables.capacity_table(results)
 
 # %% [markdown]
 # Left: each scheduler's capacity against the GPU count (log scales when it spans decades), with its ideal linear scaling from its smallest pool dotted in its colour. Right: capacity per GPU, with a star at each scheduler's highest; a scheduler with no point on a GPU count reaches the target at no load there (named under the left panel).

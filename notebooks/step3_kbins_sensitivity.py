@@ -48,7 +48,7 @@ best_gpu_count = None  # None: step 2's best GPU count from results_dir
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study.answers import analysis, plots
+from workbench.study.answers import analysis, plots, tables
 from workbench.study.runs import experiments
 
 experiments.notebook_setup()  # plain log lines (one per finished test), each warning once
@@ -82,7 +82,7 @@ plots.plot_kbins_sensitivity(results, results_dir=plan.results_dir)
 
 # %%
 display(Markdown(analysis.capacity_markdown(results)))
-analysis.capacity_table(results)
+tables.capacity_table(results)
 
 # %% [markdown]
 # Capacity of each binning scheduler against K, a star at its best K; the schedulers without bins as horizontal lines in their colour (one far above the binning ones is given in the legend instead, so the K curve keeps its scale).

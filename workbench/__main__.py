@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(markdown())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from workbench.study.runs.console import plain_warnings
     from workbench.study.runs.folders import ResultsFolderConflict
+
+    plain_warnings()   # each warning once, one line, no source lines
     from workbench.study.runs.suite import SuiteError, run_suite
 
     if args.command == "notebook":

@@ -89,7 +89,8 @@ RULES = {
                       f"{BREAKING_SLA_VIOLATION:.0%} (null if none)",
     "capacity": "largest arrival rate (the trace replayed faster or slower) at which at least capacity_target of "
                 "the requests finish within d_sla_s; null when no load reaches it (see capacity_search.unreachable)",
-    "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = smallest GPU count (1)",
+    "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = the smallest GPU count "
+                                   "with a capacity (1 unless no load meets the target there)",
     "best_gpu_count_by_capacity_per_gpu": f"highest capacity_rps / num_gpus in step 2; counts within "
                                           f"{CAPACITY_TOLERANCE:.0%} of it: the fewest GPUs",
     "capacity_per_gpu_knee": f"the fewest GPUs whose capacity per GPU is within {KNEE_TOLERANCE:.0%} of the highest "
@@ -240,7 +241,7 @@ def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATIO
 
 # --------------------------------------------------------------------------- capacity
 
-CAPACITY_TABLE_COLUMNS = ("label", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
+CAPACITY_TABLE_COLUMNS = ("label", "scheduler", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
                           "capacity_rps_ci95_low", "capacity_rps_ci95_high", "replications",
                           "capacity_per_gpu", "capacity_efficiency", "capacity_scaling", "capacity_attainment",
                           "capacity_probes", "capacity_monotone", "capacity_error")
@@ -270,10 +271,12 @@ def capacity_scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
     if rows.empty:
         return {}
     rows = rows.sort_values("num_gpus")
-    base = rows.iloc[0]
+    found = rows[pd.to_numeric(rows["capacity_rps"], errors="coerce") > 0]
+    if found.empty:
+        return {int(g): math.nan for g in rows["num_gpus"]}
+    base = found.iloc[0]   # the smallest pool with a capacity
     per_gpu = float(base["capacity_rps"]) / int(base["num_gpus"])
-    return {int(r.num_gpus): (float(r.capacity_rps) / int(r.num_gpus) / per_gpu if per_gpu > 0 else math.nan)
-            for r in rows.itertuples()}
+    return {int(r.num_gpus): float(r.capacity_rps) / int(r.num_gpus) / per_gpu for r in rows.itertuples()}
 
 
 def best_gpu_count_by_capacity_per_gpu(rows: pd.DataFrame, tolerance: float = CAPACITY_TOLERANCE) -> int | None:
@@ -334,10 +337,15 @@ def capacity_table(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[c for c in CAPACITY_TABLE_COLUMNS if c != "capacity_efficiency"])
     out = rows.copy()  # a selection of a wide frame: copy once rather than add columns to a fragmented one
     out["capacity_per_gpu"] = rows["capacity_rps"] / rows["num_gpus"]
-    if (rows["num_gpus"].nunique() > 1 and rows["scheduler"].nunique() == 1 and rows["k_bins"].nunique() == 1
-            and not rows["num_gpus"].duplicated().any()):
-        efficiency = capacity_scaling_efficiency(rows)
-        out["capacity_efficiency"] = [efficiency[int(g)] for g in rows["num_gpus"]]
+    keys = [k for k in ("scheduler", "k_bins") if k in rows]
+    groups = rows.groupby(keys, sort=False) if keys else [(None, rows)]
+    efficiency = pd.Series(math.nan, index=rows.index)
+    for _, group in groups:
+        if group["num_gpus"].nunique() > 1 and not group["num_gpus"].duplicated().any():
+            by_gpus = capacity_scaling_efficiency(group)
+            efficiency[group.index] = [by_gpus[int(g)] for g in group["num_gpus"]]
+    if efficiency.notna().any():
+        out["capacity_efficiency"] = efficiency
     return out[[c for c in CAPACITY_TABLE_COLUMNS if c in out.columns]].reset_index(drop=True)
 
 

@@ -66,6 +66,11 @@ def notebook_setup() -> None:
     pd.set_option("display.width", 200)
 
 
+def plain_warnings() -> None:
+    """Python warnings as one plain log line each, once per distinct warning (the command line's terminal)."""
+    warnings.showwarning = _show_warning_once
+
+
 def _show_saved_figures() -> None:
     """A figure already saved as a PNG is shown from those bytes (not drawn a second time)."""
     try:
@@ -114,4 +119,4 @@ def tell_terminal(text: str) -> None:
         pass
 
 
-__all__ = ["notebook_setup", "tell_terminal", "SUITE_ENV"]
+__all__ = ["notebook_setup", "plain_warnings", "tell_terminal", "SUITE_ENV"]

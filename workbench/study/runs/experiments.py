@@ -654,10 +654,11 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
 
 
 def brief(rows: pd.DataFrame) -> pd.DataFrame:
-    """The columns worth reading at a glance."""
-    if rows.empty:
-        return rows
-    return rows[[c for c in BRIEF_COLUMNS if c in rows.columns]]
+    """The columns worth reading at a glance, as the notebooks show them (:func:`workbench.study.answers.tables.brief`:
+    the columns that apply, with units, seeds averaged)."""
+    from workbench.study.answers import tables
+
+    return tables.brief(rows)
 
 
 def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100, schedulers: Sequence[str] = DEFAULT_SCHEDULERS,

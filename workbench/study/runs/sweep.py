@@ -124,6 +124,9 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- tests
 
 
+_SAID_SIZE: set = set()   # (dataset, num_requests) already said to be larger than the trace, in this process
+
+
 @dataclass(frozen=True)
 class TraceOptions:
     """The arguments of :func:`workbench.load_trace` that produce a test's trace.
@@ -158,14 +161,28 @@ class TraceOptions:
             if value is not None:
                 object.__setattr__(self, name, tuple(sorted(value)) if not isinstance(value, str) else (value,))
 
-    def load(self):
-        """The trace (from the in-process or on-disk cache after the first call)."""
-        from workbench.traces.trace import load_trace
+    def load(self, *, quiet: bool = False):
+        """The trace (from the in-process or on-disk cache after the first call).
 
-        return load_trace(self.dataset, num_requests=self.num_requests, rps_scaling=self.rps_scaling,
-                          use_real_timestamps=self.use_real_timestamps, drop_failed=self.drop_failed,
-                          models=list(self.models) if self.models else None,
-                          log_types=list(self.log_types) if self.log_types else None, seed=self.seed)
+        A dataset smaller than ``num_requests`` is said once per process, as one plain log line (the whole
+        trace is used), not as a Python warning with source lines at every load; ``quiet`` (a sweep's workers:
+        the plan has said it) says nothing."""
+        from workbench.traces.trace import TraceSizeWarning, load_trace
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TraceSizeWarning)
+            trace = load_trace(self.dataset, num_requests=self.num_requests, rps_scaling=self.rps_scaling,
+                               use_real_timestamps=self.use_real_timestamps, drop_failed=self.drop_failed,
+                               models=list(self.models) if self.models else None,
+                               log_types=list(self.log_types) if self.log_types else None, seed=self.seed)
+        for warning in caught:
+            if not issubclass(warning.category, TraceSizeWarning):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            elif not quiet and (self.dataset, self.num_requests) not in _SAID_SIZE:
+                _SAID_SIZE.add((self.dataset, self.num_requests))
+                log.warning("the trace %s holds %d requests, fewer than the %d asked for: every test uses all %d",
+                            self.dataset or "synthetic", len(trace), self.num_requests, len(trace))
+        return trace
 
     def identity(self) -> dict:
         """What of these options enters a test id (the path does not: the fingerprint covers the content)."""
@@ -439,7 +456,7 @@ def run_test(test: SweepTest) -> dict:
         raise ValueError(f"test {test.test_id} starts its capacity search from the answer of test(s) "
                          f"{', '.join(test.hint_from)}: run it with run_sweep, which runs them first and passes it on")
     t0 = time.perf_counter()
-    trace = test.trace.load()
+    trace = test.trace.load(quiet=True)
     if trace.fingerprint != test.trace_fingerprint:
         raise RuntimeError(
             f"test {test.test_id}: the trace loaded from {test.trace} has fingerprint {trace.fingerprint}, "
@@ -1114,8 +1131,10 @@ class _Progress:
     def update(self, test: SweepTest, outcome) -> None:
         self.done += 1
         width = len(str(self.total))
+        from workbench.study.answers.tables import seconds
+
         what = (f"failed: {type(outcome).__name__}" if isinstance(outcome, BaseException)
-                else f"{outcome.get('wall_s', math.nan):.1f} s")
+                else seconds(outcome.get("wall_s", math.nan)))
         log.log(self.level, "%s [%*d/%d] %s: %s", self.desc, width, self.done, self.total,
                 test.label or test.test_id, what)
 
@@ -1232,8 +1251,9 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
                     log.error("test %s (%s) failed: %r", test.test_id, test.label, outcome)
                     failures.append((test, outcome))
                 else:
-                    for part, target in targets[test.test_id]:
-                        _copy_row(part, target, outcome, part.path().parent, reused=False)
+                    for i, (part, target) in enumerate(targets[test.test_id]):
+                        # one computation; a second part holding the same test has it as reused
+                        _copy_row(part, target, outcome, targets[test.test_id][0][0].path().parent, reused=i > 0)
                 bar.update(test, outcome)
     if failures:
         test, exc = failures[0]
