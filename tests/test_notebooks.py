@@ -190,7 +190,7 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
         == [f"{i}/4" for i in range(1, 5)]
     assert "%|" not in text2
     # the commentary is computed from this run's rows
-    assert "Best GPU count of each scheduler" in text2
+    assert "marks its best GPU count" in text2 and "loaded synthetic rows" not in text2
     for nb in (nb1, nb2, nb3):
         assert has_image(nb)
         assert "synthetic" in outputs_text(nb)

@@ -132,7 +132,7 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     # each thing said once, plainly: no pink stderr blocks (log lines, warnings) or raw Python warnings in the HTML
     for step in (*STEPS, "compare_schedulers"):
         html = (results / f"{step}.html").read_text()
-        assert "application/vnd.jupyter.stderr" not in html, step
+        assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html, step
         assert "warnings.warn(" not in html and not re.search(r"\.py:\d+: \w*Warning", html), step
     # compare_schedulers ran on the steps' trace, hardware and SLA: its capacities of the steps' schedulers are
     # step 2's tests, reused; index.html says which hardware model and SLA every capacity was judged on

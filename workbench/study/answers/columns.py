@@ -131,6 +131,10 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "slo_attainment": ("share", "continuous: share of offered requests meeting both the TTFT and the TPOT limit "
                                 "(DistServe's SLO attainment; goodput_rps counts these)"),
     "engine_steps": ("steps", "continuous: engine iterations run over all replicas"),
+    "deadline_goodput_rps": (REQ_S, "static batches in step mode: requests finished within d_sla_s / makespan_s "
+                                    "(the seed grid's criterion, kept beside the TTFT/TPOT goodput)"),
+    "deadline_violation_rate": ("share", "static batches in step mode: share of offered requests not finished "
+                                         "within d_sla_s"),
     "kv_utilization_mean": ("share", "continuous: mean share of the KV-cache blocks in use"),
     "preemptions_total": ("preemptions", "continuous: recompute preemptions (KV cache full)"),
     "requests_preempted": ("requests", "continuous: requests preempted at least once"),

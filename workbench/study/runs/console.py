@@ -58,6 +58,7 @@ def notebook_setup() -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False        # not a second time through a root handler (papermill, basicConfig)
+    logging.getLogger("workbench.traces").setLevel(logging.WARNING)   # cache hits: machine detail, not results
     _SHOWN.clear()                  # a kernel the suite reuses: each notebook says its warnings
     warnings.showwarning = _show_warning_once
     _show_saved_figures()

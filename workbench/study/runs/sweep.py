@@ -929,10 +929,12 @@ class _Backend:
     def wait_any(self, futures) -> list:
         if self.kind == "process":
             return list(cf.wait(futures, return_when=cf.FIRST_COMPLETED).done)
-        if self.kind == "dask":
-            from distributed import wait
-
-            return list(wait(list(futures), return_when="FIRST_COMPLETED").done)
+        if self.kind == "dask":   # the client is not the process's default one: poll its futures
+            while True:
+                done = [f for f in futures if f.done()]
+                if done:
+                    return done
+                time.sleep(0.02)
         return list(futures)
 
     def outcome(self, future):
