@@ -33,8 +33,8 @@ def test_default_options_are_the_full_seed_scale():
     options = parse()
     assert options == SuiteOptions()
     assert options.steps == STEPS and options.max_requests == 1_000_000 and options.max_gpus == 100
-    # 78 with the two continuous schedulers (issue 8: steps 2-3 sweep every scheduler; it was 34)
-    assert total_tests(options.max_requests, options.max_gpus) == 4 * 7 + 5 * 8 + (6 + 4)
+    # 65 with vLLM's continuous batching beside the seed's three (steps 2-3 sweep every scheduler; it was 34)
+    assert total_tests(options.max_requests, options.max_gpus) == 4 * 6 + 4 * 8 + (6 + 3)
     assert total_tests(options.max_requests, options.max_gpus, STATIC_TRIO) == 4 * 5 + 3 * 8 + (6 + 2)
 
 

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "within --d-sla (default 0.9)")
     suite.add_argument("--schedulers", default=None, metavar="A,B,...",
                        help="comma-separated schedulers that step 1 compares and steps 2-3 sweep (default: "
-                            "static_fifo,dynamic_no_bins,multi_bin_dynamic,continuous_fcfs,continuous_sla; with "
+                            "static_fifo,dynamic_no_bins,multi_bin_dynamic,continuous_fcfs; with "
                             "--latency seed-grid the seed's three static ones)")
     suite.add_argument("--latency", default=None, metavar="PROFILE",
                        help="hardware model of every scheduler: a step-time profile (default opt-13b-a100; static "
