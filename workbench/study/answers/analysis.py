@@ -261,8 +261,9 @@ def _capacity_or_zero(rows: pd.DataFrame) -> pd.Series:
 def capacity_per_gpu(rows: pd.DataFrame) -> dict[int, float]:
     """GPU count -> capacity per GPU (NaN where no load meets the target)."""
     rows = capacity_rows(rows)
-    return {int(r.num_gpus): float(r.capacity_rps) / int(r.num_gpus)
-            for r in (rows.sort_values("num_gpus") if not rows.empty else rows).itertuples()}
+    rows = rows.sort_values("num_gpus") if not rows.empty else rows
+    return {int(g): float(c) / int(g) for g, c in zip(rows["num_gpus"], rows["capacity_rps"])} if not rows.empty \
+        else {}
 
 
 def capacity_scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
@@ -276,7 +277,7 @@ def capacity_scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
         return {int(g): math.nan for g in rows["num_gpus"]}
     base = found.iloc[0]   # the smallest pool with a capacity
     per_gpu = float(base["capacity_rps"]) / int(base["num_gpus"])
-    return {int(r.num_gpus): float(r.capacity_rps) / int(r.num_gpus) / per_gpu for r in rows.itertuples()}
+    return {int(g): float(c) / int(g) / per_gpu for g, c in zip(rows["num_gpus"], rows["capacity_rps"])}
 
 
 def best_gpu_count_by_capacity_per_gpu(rows: pd.DataFrame, tolerance: float = CAPACITY_TOLERANCE) -> int | None:
@@ -656,7 +657,8 @@ def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
 
 def analyze(all_rows: pd.DataFrame) -> dict:
     """The analysis of every step present in ``all_rows`` (the contents of ``all_results.csv``)."""
-    all_rows = summarize(all_rows)
+    # the per-bin columns (bin{j}_*, a few hundred at K = 32) answer nothing here: leave them out of the work
+    all_rows = summarize(all_rows[[c for c in all_rows.columns if not re.match(r"bin\d+_", c)]])
     out: dict = {"generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "rules": RULES, "trace": _trace_info(all_rows) if not all_rows.empty else {}}
     for step, analyzer in ANALYZERS.items():

@@ -351,9 +351,9 @@ class StepPlan:
             lines.append(f"{len(searched)} of the tests also search their **capacity**: the largest arrival rate "
                          f"at which at least {spec.attainment:.0%} of the requests meet the SLA "
                          f"({self.params.sla_text()}), the trace replayed faster or slower (resolution "
-                         f"{spec.resolution:.0%}). Each search starts from the answer of the test before it (the "
-                         "previous GPU count's, scaled by the GPU ratio; the neighbouring K's), so it takes a few "
-                         "simulations; a test another step or results folder already ran is reused.")
+                         f"{spec.resolution:.0%}). Each search starts from what is already known (the previous "
+                         "GPU count's answer scaled by the GPU ratio; at K other than k_bins, k_bins' answer), so "
+                         "it takes a few simulations; a test another step or results folder already ran is reused.")
         else:
             lines.append("Capacity search is off (`capacity_search=False`): replays only.")
         if self.params.replications > 1:

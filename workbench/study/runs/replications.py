@@ -98,28 +98,44 @@ def summarize_replications(rows: pd.DataFrame, *, by: Iterable[str], metrics: It
     missing = [c for c in by if c not in rows.columns]
     if missing:
         raise ValueError(f"summarize_replications: grouping columns {missing} are not in the rows")
-    out = []
-    for key, group in rows.groupby(by, sort=False, dropna=False):
-        record = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        for column in group.columns:
-            if column in record or column in metrics:
-                continue
-            values = group[column]
-            if values.nunique(dropna=False) == 1:
-                record[column] = values.iloc[0]
-        offered = (float(pd.to_numeric(group["offered_rps"], errors="coerce").mean())
-                   if "offered_rps" in group else math.inf)
-        for metric in metrics:
-            low, high = metric_range(metric)
-            high = offered if high == "offered_rps" else high
-            mean, lo, hi = interval(pd.to_numeric(group[metric], errors="coerce"), low,
-                                    high if math.isfinite(high) else math.inf, confidence)
-            record[metric] = mean
-            record[f"{metric}{LOW}"] = lo
-            record[f"{metric}{HIGH}"] = hi
-        record["replications"] = len(group)
-        out.append(record)
-    return pd.DataFrame(out)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if rows.empty:
+        return pd.DataFrame(columns=[*by, *metrics, "replications"])
+    rows = rows.reset_index(drop=True)
+    numeric = rows[metrics].apply(pd.to_numeric, errors="coerce")
+    keys = rows[by].astype(object).where(rows[by].notna(), "\0nan")   # NaN keys group together, as dropna=False
+    group = keys.apply(tuple, axis=1) if len(by) > 1 else keys[by[0]]
+    codes, firsts = pd.factorize(group)
+    order = pd.Series(codes).drop_duplicates().index                   # first row of each group, in row order
+    grouped = numeric.groupby(codes, sort=False)
+    mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
+    n = grouped.size()
+    t = pd.DataFrame(stats.t.ppf(0.5 + confidence / 2, np.maximum(count.to_numpy() - 1, 1)), index=count.index,
+                     columns=count.columns)
+    half = (t * std / np.sqrt(count)).where(count >= 2)
+    offered = (pd.to_numeric(rows["offered_rps"], errors="coerce").groupby(codes, sort=False).mean()
+               if "offered_rps" in rows else pd.Series(math.inf, index=mean.index))
+    columns: dict[str, object] = {}
+    others = [c for c in rows.columns if c not in by and c not in metrics]
+    constant = rows[others].astype(object).groupby(codes, sort=False).nunique(dropna=False) <= 1 if others else None
+    first = rows.loc[order].set_index(pd.Index(codes[order]))
+    for c in by:
+        columns[c] = first[c]
+    for c in others:
+        if bool(constant[c].all()):
+            columns[c] = first[c]
+        elif bool(constant[c].any()):
+            columns[c] = first[c].where(constant[c])
+    for metric in metrics:
+        low, high = metric_range(metric)
+        high = offered if high == "offered_rps" else pd.Series(high, index=mean.index)
+        columns[metric] = mean[metric]
+        columns[f"{metric}{LOW}"] = np.maximum(mean[metric] - half[metric], low).where(half[metric].notna())
+        columns[f"{metric}{HIGH}"] = np.minimum(mean[metric] + half[metric], high).where(half[metric].notna())
+    columns["replications"] = n
+    out = pd.concat(columns, axis=1)
+    return out.loc[codes[order]].reset_index(drop=True)
 
 
 def error_bars(rows: pd.DataFrame, column: str, scale=1.0):
