@@ -93,15 +93,14 @@ def test_which_tests_of_each_step_search_their_capacity(small_trace_csv, tmp_pat
     searched = [(v, t.label) for v, batch in step1.batches.items() for t in batch if t.capacity is not None]
     assert searched == [(2_000, "static_fifo (1 GPU)"), (2_000, "dynamic_no_bins (1 GPU)"),
                         (2_000, "multi_bin_dynamic (1 GPU)"), (2_000, "multi_bin_dynamic (2 GPUs)"),
-                        (2_000, "multi_bin_dynamic (4 GPUs)"), (2_000, "continuous_fcfs (1 GPU)"),
-                        (2_000, "continuous_sla (1 GPU)")]
+                        (2_000, "multi_bin_dynamic (4 GPUs)"), (2_000, "continuous_fcfs (1 GPU)")]
     # one hardware model: every scheduler on the step-time profile, judged on TTFT/TPOT (criterion 'slo')
     assert {(t.capacity.criterion, t.capacity.attainment) for t in step1.tests if t.capacity} == {("slo", 0.9)}
     step2 = experiments.plan_step2(**common)
     assert all(t.capacity is not None for t in step2.tests)
     # step 1's searches at the largest volume are step 2's tests (same ids): step 2 reuses them
     assert set(searched_ids := {t.test_id for t in step1.tests if t.capacity}) <= {t.test_id for t in step2.tests}
-    assert len(searched_ids) == 7
+    assert len(searched_ids) == 6
     assert all(t.capacity is not None for t in experiments.plan_step3(best_gpu_count=2, **common).tests)
     # the seed grid keeps the seed's criterion: end-to-end latency within d_sla
     grid = experiments.plan_step2(**{**common, "latency": "seed-grid", "results_dir": str(tmp_path / "grid")})
