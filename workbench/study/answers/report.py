@@ -115,11 +115,14 @@ def _headlines(analysis: dict | None) -> str:
                                interval, html.escape(_hardware(r.get("latency_profile", ""))),
                                html.escape(f"{r.get('sla', '')}, {float(r.get('target') or 0):.0%} of requests")))
     if capacities:
+        header = ("step", "configuration", "capacity, req/s", "95% interval", "hardware model", "SLA")
+        if not any(row[3] for row in capacities):   # one replication: no intervals, no empty column
+            capacities = [row[:3] + row[4:] for row in capacities]
+            header = header[:3] + header[4:]
         parts.append("<h3>Capacities</h3><p>The largest offered load (requests/s) at which the target share of "
-                     "requests meets the SLA, per configuration; the hardware model and SLA each row was judged "
-                     "on; the 95% interval over the seeds when there are replications.</p>")
-        parts.append(_table(capacities, ("step", "configuration", "capacity, req/s", "95% interval",
-                                         "hardware model", "SLA")))
+                     "requests meets the SLA, per configuration, with the hardware model and SLA each was judged "
+                     "on (and the 95% interval over the seeds when there are replications).</p>")
+        parts.append(_table(capacities, header))
     return "".join(parts)
 
 

@@ -323,12 +323,14 @@ class StepPlan:
         return any(t.synthetic for t in self.tests)
 
     def table(self) -> pd.DataFrame:
-        """One line per planned test, and whether its result is already checkpointed."""
+        """One line per planned test, and whether its result is already checkpointed (for reading: the
+        configuration, requests, seed, whether it searches its capacity, done, its id)."""
         done = finished_ids(read_rows(self.results_dir / f"{self.step}.csv"))
-        return pd.DataFrame([{"batch": key, "label": t.label, "num_requests": t.trace.num_requests,
-                              "scheduler": t.config.scheduler, "seed": t.config.seed, "num_gpus": t.config.num_gpus,
-                              "k_bins": t.config.k_bins, "capacity": t.capacity is not None,
-                              "test_id": t.test_id, "done": t.test_id in done}
+        several = len(self.batches) > 1
+        return pd.DataFrame([{**({"cell": key} if several else {}), "configuration": t.label,
+                              "requests": f"{t.trace.num_requests:,}", "seed": t.config.seed,
+                              "capacity search": "yes" if t.capacity is not None else "no",
+                              "done": "yes" if t.test_id in done else "not yet", "test id": t.test_id}
                              for key, batch in self.batches.items() for t in batch])
 
     def describe(self) -> str:

@@ -322,7 +322,8 @@ class SharedKernel:
             client.start_channels()
             try:
                 client.wait_for_ready(timeout=60)
-                client.execute_interactive("get_ipython().reset(new_session=False)", store_history=False,
+                # a new session: an empty namespace and the cell count from 1, as a kernel of its own would have
+                client.execute_interactive("get_ipython().reset(new_session=True)", store_history=False,
                                            timeout=60, output_hook=lambda msg: None)
             finally:
                 client.stop_channels()
