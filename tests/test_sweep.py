@@ -440,3 +440,27 @@ def test_hex_ids_that_look_like_numbers_stay_text(small_trace_csv, tmp_path, mon
     assert list(loaded["test_id"]) == digits["test_id"]
     assert sweep.finished_ids(loaded) == set(digits["test_id"])
     assert set(loaded["trace_fingerprint"]) == {"0000000000000001"}
+
+
+def test_a_test_another_results_folder_holds_is_reused_not_recomputed(small_trace_csv, tmp_path, monkeypatch,
+                                                                      count_runs):
+    """Issue 16 item 2: papermill ... -p max_gpus 32 writes to results/max_gpus=32/ and must not recompute what
+    results/default already holds: the same test id (same configuration, same simulator code) is copied, with
+    the folder it came from; outside results/ folders do not look at each other."""
+    from workbench import paths
+
+    monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path / "results")
+    tests = sweep_tests(small_trace_csv, gpus=(1, 2), ks=(4,))
+    first = run_sweep(tests, tmp_path / "results" / "default", executor="serial", progress=False)
+    assert len(count_runs) == 2
+    count_runs.clear()
+    again = run_sweep(tests[:1], tmp_path / "results" / "max_gpus=1", executor="serial", progress=False)
+    assert count_runs == []
+    assert again.loc[0, "reused_from"].endswith("default")
+    pd.testing.assert_frame_equal(
+        sweep.comparable(again.drop(columns=["reused_from"])).sort_index(axis=1),
+        sweep.comparable(first.iloc[:1].drop(columns=["reused_from"], errors="ignore")).sort_index(axis=1),
+        check_dtype=False)
+    # a folder outside results/ computes its own
+    run_sweep(tests[:1], tmp_path / "elsewhere", executor="serial", progress=False)
+    assert len(count_runs) == 1

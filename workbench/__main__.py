@@ -219,12 +219,16 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.name in STEPS:
             known = {k: v for k, v in parameters.items() if k in StepParams.__dataclass_fields__}
-            step_params = StepParams(**known)
-            folder = step_params.claim_results_dir()
-            parameters.setdefault("results_dir", str(folder))
+            folder = StepParams(**known).claim_results_dir()
+        elif args.name == "compare_schedulers":
+            from workbench.study.answers.compare import CompareParams
+
+            known = {k: v for k, v in parameters.items() if k in CompareParams.__dataclass_fields__}
+            folder = CompareParams(**known).claim_results_dir()
         else:
-            folder = Path(parameters.get("results_dir") or "results").resolve()
+            folder = Path(parameters.get("results_dir") or f"results/{args.name}").resolve()
             folder.mkdir(parents=True, exist_ok=True)
+        parameters["results_dir"] = str(folder)
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     print(f"{args.name}: results go to {display_path(folder)}/", file=sys.stderr)
