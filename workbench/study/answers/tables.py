@@ -87,10 +87,11 @@ def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
 
     if "scheduler" not in rows or rows.empty:
         return rows.reset_index(drop=True)
-    rank = {name: i for i, name in enumerate(order(rows["scheduler"]))}
-    keys = ["_rank"] + [k for k in ("num_requests", "num_gpus", "k_bins") if k in rows]
-    return rows.assign(_rank=rows["scheduler"].map(rank)).sort_values(keys, kind="stable") \
-        .drop(columns="_rank").reset_index(drop=True)
+    rank = rows["scheduler"].map({name: i for i, name in enumerate(order(rows["scheduler"]))})
+    keys = [k for k in ("num_requests", "num_gpus", "k_bins") if k in rows]
+    position = pd.DataFrame({"_rank": rank.to_numpy(), **{k: rows[k].to_numpy() for k in keys}})
+    index = position.sort_values(["_rank", *keys], kind="stable").index
+    return rows.iloc[index].reset_index(drop=True)
 
 
 def display_table(rows: pd.DataFrame, columns) -> pd.DataFrame:
@@ -105,8 +106,11 @@ def display_table(rows: pd.DataFrame, columns) -> pd.DataFrame:
             continue
         heading, write = DISPLAY.get(column, (column, str))
         values = rows[column]
-        if column == "capacity_rps":
-            out[heading] = [write(v) if pd.notna(v) else "unreachable" for v in values]
+        if column == "capacity_rps":   # NaN: no load meets the target, where the test searched (else no search)
+            searched = (rows["capacity_criterion"].notna() if "capacity_criterion" in rows
+                        else pd.Series(True, index=rows.index))
+            out[heading] = [write(v) if pd.notna(v) else ("unreachable" if s else "")
+                            for v, s in zip(values, searched)]
         else:
             out[heading] = [write(v) if pd.notna(v) else "" for v in values]
         low, high = f"{column}{LOW}", f"{column}{HIGH}"
@@ -118,15 +122,21 @@ def display_table(rows: pd.DataFrame, columns) -> pd.DataFrame:
 
 
 BRIEF_COLUMNS = ("label", "num_requests", "replications", "throughput_rps", "goodput_rps", "sla_violation_rate",
-                 "latency_p99_s", "ttft_p99_s", "tpot_p99_s", "gpu_utilization_mean", "capacity_rps", "wall_s",
-                 "reused_from")
+                 "latency_p99_s", "ttft_p99_s", "tpot_p99_s", "capacity_rps", "wall_s", "reused_from")
 
 
 def brief(rows: pd.DataFrame) -> pd.DataFrame:
-    """A step's results at a glance: one line per test (seeds averaged), the columns that apply."""
+    """A step's results at a glance: one line per test (seeds averaged), the columns that apply (the request
+    count only where it varies; the end-to-end p99 only where there is no TTFT: the SLA is on TTFT then)."""
     if rows.empty:
         return rows
-    return display_table(analysis.summarize(rows), BRIEF_COLUMNS)
+    rows = analysis.summarize(rows)
+    columns = list(BRIEF_COLUMNS)
+    if rows["num_requests"].nunique() == 1 if "num_requests" in rows else False:
+        columns.remove("num_requests")
+    if "ttft_p99_s" in rows and rows["ttft_p99_s"].notna().all():
+        columns.remove("latency_p99_s")
+    return display_table(rows, columns)
 
 
 CAPACITY_COLUMNS = ("label", "num_requests", "throughput_rps", "capacity_rps", "capacity_per_gpu",

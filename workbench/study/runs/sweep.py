@@ -1207,7 +1207,9 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
         if done:
             known.update({r["test_id"]: r for r in rows[rows["test_id"].isin(done)].to_dict("records")})
         waiting = [t for t in part.tests if t.test_id not in done]
-        if len(waiting) < len(part.tests):
+        if not waiting:
+            log.info("%s: all %d tests already in %s", part.desc or path.stem, len(part.tests), path.name)
+        elif len(waiting) < len(part.tests):
             log.info("%s: %d of %d tests already in %s; running the other %d", part.desc or path.stem,
                      len(part.tests) - len(waiting), len(part.tests), path.name, len(waiting))
         for test in waiting:
