@@ -361,7 +361,7 @@ def test_step1_volumes_are_10x_steps_up_to_max_requests():
     # steps 2-3 now sweep every scheduler of `schedulers` (issue 8): the seed's three give 4*5 + 3*8 + (6+1+1)
     assert experiments.total_tests(schedulers=("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")) == 52
     assert experiments.total_tests(schedulers=("multi_bin_dynamic",)) == 4 * 3 + 8 + 6
-    assert experiments.total_tests(replications=3) == 3 * 78
+    assert experiments.total_tests(replications=3) == 3 * 65
 
 
 def test_step1_on_a_small_dataset_stops_at_its_size(small_trace_csv, tmp_path):
@@ -370,7 +370,7 @@ def test_step1_on_a_small_dataset_stops_at_its_size(small_trace_csv, tmp_path):
     assert list(plan.batches) == [1_000, 2_000]
     assert [t.label for t in plan.batches[1_000]] == [
         "static_fifo (1 GPU)", "dynamic_no_bins (1 GPU)", "multi_bin_dynamic (1 GPU)", "multi_bin_dynamic (2 GPUs)",
-        "continuous_fcfs (1 GPU)", "continuous_sla (1 GPU)"]
+        "continuous_fcfs (1 GPU)"]
 
 
 def test_step_params_are_validated_before_anything_runs(tmp_path):
