@@ -208,6 +208,15 @@ def _validate_trace(trace) -> None:
         raise ValueError("trace is empty: nothing to simulate")
 
 
+def _no_bins(n: int) -> np.ndarray:
+    """Every request in bin 0, read-only like :func:`bin_assignment`'s arrays: the compiled engines then see one
+    array type whether a scheduler bins or not, and compile once instead of twice (numba types read-only
+    arrays apart)."""
+    bins = np.zeros(n, np.int32)
+    bins.flags.writeable = False
+    return bins
+
+
 def bin_assignment(trace, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-request bin and the equal-mass edges over predicted output lengths.
 
@@ -302,7 +311,7 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
         bin_id, edges = bin_assignment(trace, cfg)
         n_bins = len(edges) - 1
     else:
-        bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
+        bin_id, edges, n_bins = _no_bins(arrival_s.size), None, 1
 
     # step mode: requests join the queue after the model's arrival overhead (as in the continuous engine);
     # the engine reads arrivals in order, so it runs on the requests sorted by joining time
@@ -435,7 +444,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         bin_id, edges = bin_assignment(trace, cfg)
         n_bins = len(edges) - 1
     else:
-        bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
+        bin_id, edges, n_bins = _no_bins(arrival_s.size), None, 1
     coef = latency.coefficients()
     a0, a1 = latency.arrival_overhead_s
     join_s = arrival_s + a0 + a1 * prompt if (a0 or a1) else arrival_s
