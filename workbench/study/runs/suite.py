@@ -22,6 +22,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
+
+import numpy as np
 import os
 import sys
 import time
@@ -398,6 +400,7 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
 
     params = StepParams(**{f.name: getattr(options, f.name) for f in fields(StepParams)})
     selected = {n.name for n in SUITE_NOTEBOOKS if n.selected(options)}
+    _compile_engines(params)
     first, second = [], []
     plans = {}
     for step, planner in ((STEP1, experiments.plan_step1), (STEP2, experiments.plan_step2)):
@@ -422,6 +425,21 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
         second.append(SweepPart(compare.load_tests(cparams, rates), cparams.results_path(), compare.CHECKPOINT,
                                 f"{COMPARE} load curves"))
     _sweeps(second, options, progress, "suite (step 3, comparison curves)")
+
+
+def _compile_engines(params: StepParams) -> None:
+    """Compile the engines here once, before the pool's workers start: on a fresh clone each worker would
+    otherwise compile them at the same time (about 15 s of CPU each); then every worker loads numba's cache.
+    Costs a second when the cache is there."""
+    from workbench.sim.simulate import simulate
+    from workbench.traces.trace import Trace
+
+    t0 = time.perf_counter()
+    n = 64
+    tiny = Trace.from_arrays(np.arange(n, dtype=float), np.full(n, 8), np.full(n, 4), source="compile")
+    for scheduler in ("static_fifo",) if params.seed_grid else ("static_fifo", "continuous_fcfs"):
+        simulate(tiny, params.base_config(scheduler=scheduler, num_gpus=2), latency=params.latency_model())
+    log.info("engines ready in %.1f s", time.perf_counter() - t0)
 
 
 def _sweeps(parts, options: SuiteOptions, progress: bool, desc: str) -> list:
