@@ -626,20 +626,23 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
     params.claim_results_dir()
     gpus, note, provenance = resolve_best_gpu_count(params, best_gpu_count)
 
-    def step2_test(options, trace, seed, scheduler) -> SweepTest | None:
-        """Step 2's test of ``scheduler`` at ``gpus`` GPUs, when its result is at hand (this folder, or a
-        results folder next to it): step 3 reuses it rather than start its own chain of capacity searches."""
+    def step2_known(options, trace, seed) -> dict[str, SweepTest]:
+        """Step 2's tests at ``gpus`` GPUs whose results are at hand (this folder, or a results folder next to
+        it), by scheduler: step 3 reuses them rather than start its own chains of capacity searches."""
         if gpus not in GPU_COUNTS or not params.capacity_search:
-            return None
-        test = step2_tests(params, options, trace, seed, gpus)[(scheduler, gpus)]
-        return test if finished_elsewhere([test], params.results_path, None) else None
+            return {}
+        tests = step2_tests(params, options, trace, seed, gpus)
+        candidates = {s: tests[(s, gpus)] for s in params.schedulers}
+        found = finished_elsewhere(list(candidates.values()), params.results_path, None)
+        return {s: t for s, t in candidates.items() if t.test_id in found}
 
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
         trace = options.load()
         tests = []
+        at_hand = step2_known(options, trace, seed)
         for s in params.schedulers:
-            known = step2_test(options, trace, seed, s)
+            known = at_hand.get(s)
             if not uses_bins(s):
                 tests.append(dataclasses.replace(known, step=STEP3) if known is not None else
                              _make(params, STEP3, options, trace, seed, s, gpus, capacity=params.capacity_spec()))

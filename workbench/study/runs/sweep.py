@@ -1092,7 +1092,7 @@ def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint
         if not _has_test_ids(path):
             continue
         try:
-            rows = read_rows(path)
+            rows = _rows_of(path)
         except (CheckpointError, ValueError, OSError) as exc:
             log.debug("not reusing rows of %s: %s", path, exc)
             continue
@@ -1106,6 +1106,20 @@ def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint
             record["reused_from"] = display_folder(path.parent)
             found[record["test_id"]] = record
     return found
+
+
+_ROWS_SEEN: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = {}
+
+
+def _rows_of(path: Path) -> pd.DataFrame:
+    """``read_rows(path)``, kept while the file does not change (a notebook looks at the same checkpoints of
+    other folders several times)."""
+    stat = path.stat()
+    key = (stat.st_mtime_ns, stat.st_size)
+    seen = _ROWS_SEEN.get(path)
+    if seen is None or seen[0] != key:
+        _ROWS_SEEN[path] = seen = (key, read_rows(path))
+    return seen[1]
 
 
 def display_folder(folder: Path) -> str:
