@@ -18,7 +18,7 @@ from workbench import paths
 from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
 from workbench.study.runs.suite import SuiteOptions, notebook_parameters
 
-TINY = {"max_requests": 2_000, "max_gpus": 4}
+TINY = {"max_requests": 2_000, "max_gpus": 4, "executor": "serial"}   # a pool's start-up would cost more
 STATIC_TRIO = "static_fifo,dynamic_no_bins,multi_bin_dynamic"  # the seed's schedulers (steps 2-3 now sweep each)
 REQUIRED = {"max_requests", "max_gpus", "use_real_timestamps", "rps_scaling", "d_sla", "dataset", "k_bins",
             "seed", "results_dir", "executor", "capacity_search", "capacity_attainment", "schedulers", "latency",
@@ -145,7 +145,7 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     out2 = tmp_path / "out.ipynb"
     cli = [python, "-m", "papermill", f"notebooks/{STEP2}.ipynb", str(out2), "-p", "max_gpus", "4",
            "-p", "max_requests", "2000", "-p", "results_dir", str(results), "-p", "schedulers", STATIC_TRIO,
-           "--no-progress-bar"]
+           "-p", "executor", "serial", "--no-progress-bar"]
     done = subprocess.run(cli, cwd=paths.REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     # papermill on the command line: the notebook says where its results went, and leaves an index.html there
@@ -231,7 +231,7 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
         assert part["capacity_search"]["target"] == 0.9 and 0 < part["capacity_search"]["attainable_share"] <= 1
 
     # rerunning a notebook recomputes nothing and duplicates nothing
-    run(STEP2, tmp_path, results_dir=str(results), executor="serial", schedulers=STATIC_TRIO, **TINY)
+    run(STEP2, tmp_path, results_dir=str(results), schedulers=STATIC_TRIO, **TINY)
     again = pd.read_csv(results / f"{STEP2}.csv")
     pd.testing.assert_frame_equal(again, step2_all)
 

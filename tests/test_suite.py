@@ -22,7 +22,9 @@ from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, total_t
 STATIC_TRIO = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
 from workbench.study.runs.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
-TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
+# serial: at this size a pool's start-up costs more than its tests (the pool has tests of its own: test_sweep,
+# test_cleanup)
+TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4", "--executor", "serial"]
 
 
 def parse(*argv):
