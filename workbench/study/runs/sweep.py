@@ -1235,7 +1235,8 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
                 _copy_row(part, test, known[test_id], part.path().parent)
             del targets[test_id]
     if targets and reuse:
-        for part in parts:
+        merged: set[tuple[int, str]] = set()        # (part, test id) rows already written to the part's file
+        for i, part in enumerate(parts):
             path = part.path()
             mine = [test for test_id, wanted in targets.items() for p, test in wanted if p is part]
             reused = finished_elsewhere(mine, path.parent, path) if mine else {}
@@ -1243,12 +1244,14 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
                 with results_lock(path.parent):
                     merge_rows(path, list(reused.values()))
                 known.update(reused)
+                merged.update((i, test_id) for test_id in reused)
                 sources = sorted({r["reused_from"] for r in reused.values()})
                 log.info("%s: %d test(s) already computed in %s (same configuration); reused", part.desc or path.stem,
                          len(reused), ", ".join(sources))
+        index = {id(part): i for i, part in enumerate(parts)}
         for test_id in [t for t in targets if t in known]:
             for part, test in targets[test_id]:
-                if test_id not in finished_ids(read_rows(part.path())):
+                if (index[id(part)], test_id) not in merged:
                     _copy_row(part, test, known[test_id], part.path().parent)
             del targets[test_id]
     queue = [wanted[0][1] for wanted in targets.values()]
