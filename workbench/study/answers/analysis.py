@@ -771,7 +771,8 @@ def _without_subject(reason: str) -> str:
 
 
 def capacity_markdown(rows: pd.DataFrame) -> str:
-    """What the capacity search looked for, the attainable share, and why a target was out of reach (markdown)."""
+    """What the capacity search looked for, the floor no load goes below, and why a target was out of reach
+    (markdown)."""
     rows = summarize(rows)
     search = _capacity_search(rows)
     if search is None:

@@ -764,6 +764,9 @@ def _worker_init(parent_pid: int) -> None:
     # handle it (it cancels what is queued) instead of every worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_parent(parent_pid)
+    from workbench.study.runs.console import plain_warnings
+
+    plain_warnings()   # a warning in a worker: one plain line, once, not a source line with the machine's path
 
 
 def _watch_parent(parent_pid: int, poll_s: float = ORPHAN_POLL_S) -> threading.Thread:
