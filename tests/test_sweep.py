@@ -456,7 +456,7 @@ def test_a_test_another_results_folder_holds_is_reused_not_recomputed(small_trac
     count_runs.clear()
     again = run_sweep(tests[:1], tmp_path / "results" / "max_gpus=1", executor="serial", progress=False)
     assert count_runs == []
-    assert again.loc[0, "reused_from"].endswith("default")
+    assert again.loc[0, "reused_from"].endswith("default/sweep_test.csv")
     pd.testing.assert_frame_equal(
         sweep.comparable(again.drop(columns=["reused_from"])).sort_index(axis=1),
         sweep.comparable(first.iloc[:1].drop(columns=["reused_from"], errors="ignore")).sort_index(axis=1),

@@ -65,8 +65,9 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "capacity_hint_from": ("", "test_id(s) of the tests whose capacity is where this test's search started "
                                "(space-separated: the first that found one; empty: from the replay)"),
     "capacity_hint_rps": (REQ_S, "where the capacity search started (NaN: from the replay at the trace's rate)"),
-    "reused_from": ("", "the results folder whose checkpoint already held this test (same configuration, same "
-                        "simulator code): its row was copied, not recomputed; NaN: computed here"),
+    "reused_from": ("", "the checkpoint that already held this test (same configuration, same simulator code: "
+                        "another step's, another results folder's): its row was copied, not recomputed; NaN: "
+                        "computed for this file"),
     # replay summary (workbench.sim.metrics.summarize)
     "offered": ("requests", "requests in the replay"),
     "offered_rps": (REQ_S, "the arrival rate actually replayed (issue 9 item 4; drawn as the offered rate in the "

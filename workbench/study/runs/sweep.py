@@ -1106,7 +1106,7 @@ def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint
         rows = rows.dropna(axis=1, how="all")   # another file's columns that none of these rows has
         for record in rows.to_dict("records"):
             record.update(wanted[record["test_id"]].columns())
-            record["reused_from"] = display_folder(path.parent)
+            record["reused_from"] = display_source(path)
             found[record["test_id"]] = record
     return found
 
@@ -1125,12 +1125,13 @@ def _rows_of(path: Path) -> pd.DataFrame:
     return seen[1]
 
 
-def display_folder(folder: Path) -> str:
-    """A results folder as log lines and rows show it: relative to the repository when inside it."""
+def display_source(path: Path) -> str:
+    """A checkpoint as log lines and rows show it: relative to the repository when inside it, else its folder's
+    name and its own (never the machine's absolute path)."""
     try:
-        return str(folder.resolve().relative_to(paths.REPO_ROOT.resolve()))
+        return str(path.resolve().relative_to(paths.REPO_ROOT.resolve()))
     except ValueError:
-        return folder.name
+        return f"{path.parent.name}/{path.name}"
 
 
 class _Progress:
@@ -1212,6 +1213,7 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
     targets: dict[str, list[tuple[SweepPart, SweepTest]]] = {}
     done_in: dict[Path, set[str]] = {}
     known: dict[str, dict] = {}
+    source: dict[str, Path] = {}     # test id -> the checkpoint its known row came from
     for part in parts:
         ids = [t.test_id for t in part.tests]
         if len(set(ids)) != len(ids):
@@ -1222,7 +1224,9 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
             done = finished_ids(rows)
         done_in[path] = done
         if done:
-            known.update({r["test_id"]: r for r in rows[rows["test_id"].isin(done)].to_dict("records")})
+            for record in rows[rows["test_id"].isin(done)].to_dict("records"):
+                known[record["test_id"]] = record
+                source.setdefault(record["test_id"], path)
         waiting = [t for t in part.tests if t.test_id not in done]
         if not waiting:
             log.info("%s: all %d tests already in %s", part.desc or path.stem, len(part.tests), path.name)
@@ -1235,7 +1239,7 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
     for test_id, wanted in list(targets.items()):
         if test_id in known:
             for part, test in wanted:
-                _copy_row(part, test, known[test_id], part.path().parent)
+                _copy_row(part, test, known[test_id], source[test_id])
             del targets[test_id]
     if targets and reuse:
         merged: set[tuple[int, str]] = set()        # (part, test id) rows already written to the part's file
@@ -1255,7 +1259,7 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
         for test_id in [t for t in targets if t in known]:
             for part, test in targets[test_id]:
                 if (index[id(part)], test_id) not in merged:
-                    _copy_row(part, test, known[test_id], part.path().parent)
+                    _copy_row(part, test, known[test_id], None)   # its row says where it came from
             del targets[test_id]
     queue = [wanted[0][1] for wanted in targets.values()]
     label = desc or (parts[0].desc or parts[0].path().stem if len(parts) == 1 else "sweep")
@@ -1275,9 +1279,11 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
                     log.error("test %s (%s) failed: %r", test.test_id, test.label, outcome)
                     failures.append((test, outcome))
                 else:
+                    first = targets[test.test_id][0][0].path()
                     for i, (part, target) in enumerate(targets[test.test_id]):
-                        # one computation; a second part holding the same test has it as reused
-                        _copy_row(part, target, outcome, targets[test.test_id][0][0].path().parent, reused=i > 0)
+                        # one computation, in the first part's checkpoint; another part holding the same test
+                        # has it as reused from there
+                        _copy_row(part, target, outcome, first if i > 0 else None)
                 bar.update(test, outcome)
     if failures:
         test, exc = failures[0]
@@ -1293,14 +1299,16 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
     return out
 
 
-def _copy_row(part: SweepPart, test: SweepTest, row: dict, folder: Path, *, reused: bool = True) -> None:
-    """``row`` (a result of ``test``'s configuration) into ``part``'s checkpoint, with ``test``'s own columns."""
+def _copy_row(part: SweepPart, test: SweepTest, row: dict, source: Path | None) -> None:
+    """``row`` (a result of ``test``'s configuration) into ``part``'s checkpoint, with ``test``'s own columns;
+    ``source``: the checkpoint it was computed for (``reused_from``), None to keep the row's own."""
     record = dict(row)
     record.update(test.columns())
-    if reused and "reused_from" not in record:
-        record["reused_from"] = display_folder(folder)
-    with results_lock(folder):
-        merge_rows(part.path(), [record])
+    if source is not None and pd.isna(record.get("reused_from")):
+        record["reused_from"] = display_source(source)
+    path = part.path()
+    with results_lock(path.parent):
+        merge_rows(path, [record])
 
 
 def select_rows(rows: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:
