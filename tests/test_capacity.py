@@ -265,3 +265,19 @@ def test_auto_uses_the_scan_for_batches_that_wait_to_fill():
                    for s in ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "continuous_fcfs"))
     with pytest.raises(ValueError, match="method: unknown"):
         capacity(wb.load_trace(num_requests=100), wb.SimConfig(), method="fast")
+
+
+def test_the_search_stops_where_the_attainment_target_cannot_resolve_the_bracket():
+    # M/D/1 on 2,000 requests, a 0.1% grid: the share meeting the SLA has a sampling error of
+    # sqrt(0.6 x 0.4 / 2000) = 1.1 points, far more than one 0.1% step of load changes it; the search stops once
+    # the two ends of its bracket differ by less than that, a few steps wide, rather than walk the grid to the end
+    trace = poisson_trace(2_000, 1.0, 5, lambda rng, n: np.ones(n, int))
+    lat = wb.LatencyModel(base_s=0.1, per_token_s=0.0, batch_penalty=0.0)
+    cfg = wb.SimConfig(scheduler="static_fifo", batch_size=1, d_sla_s=0.1 + 1e-9)
+    res = capacity(trace, cfg, attainment=0.6, latency=lat, resolution=0.001, method="bracket")
+    error = math.sqrt(0.6 * 0.4 / 2_000)
+    assert res.value >= 0.6 > res.value_above
+    assert res.value - res.value_above < error + 1e-12 < 2 * error
+    assert res.scaling_above / res.scaling > 1.001 + 1e-9          # wider than one grid step
+    assert len(res.probes) < 15
+    assert res.capacity_rps == pytest.approx(4.0, rel=0.1)         # rho = 0.4 in theory (P(no wait) = 1 - rho)
