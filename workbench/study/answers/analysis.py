@@ -373,7 +373,8 @@ def _capacity_search(rows: pd.DataFrame) -> dict | None:
 
 
 def _capacities(rows: pd.DataFrame) -> dict[str, float | None]:
-    return {str(r.label): float(r.capacity_rps) for r in capacity_rows(rows).itertuples()}
+    rows = capacity_rows(rows)
+    return {str(label): float(cap) for label, cap in zip(rows["label"], rows["capacity_rps"])} if not rows.empty else {}
 
 
 def sla_of_row(row) -> str:
@@ -404,7 +405,8 @@ def _capacity_intervals(rows: pd.DataFrame) -> dict[str, list]:
     rows = capacity_rows(rows)
     if f"capacity_rps{LOW}" not in rows:
         return {}
-    return {str(r.label): [float(r.capacity_rps_ci95_low), float(r.capacity_rps_ci95_high)] for r in rows.itertuples()}
+    return {str(label): [float(low), float(high)] for label, low, high in
+            zip(rows["label"], rows[f"capacity_rps{LOW}"], rows[f"capacity_rps{HIGH}"])}
 
 
 def _trace_info(rows: pd.DataFrame) -> dict:
@@ -492,7 +494,7 @@ def analyze_step3(rows: pd.DataFrame) -> dict:
     return {"tests": len(rows), "num_gpus": sorted(int(g) for g in rows["num_gpus"].unique()),
             "k_values": sorted(int(k) for k in rows["k_bins"].unique()),
             "best_k": int(best["k_bins"]) if best is not None else None, "best_config": _config(best),
-            "k_bins_effective": {int(r.k_bins): int(r.k_bins_effective) for r in rows.itertuples()},
+            "k_bins_effective": {int(k): int(e) for k, e in zip(rows["k_bins"], rows["k_bins_effective"])},
             "capacity_rps": _capacities(everyone), "best_k_by_capacity": by_capacity,
             "best_config_by_capacity": _config(searched[searched["k_bins"] == by_capacity].iloc[0])
             if by_capacity is not None else None,

@@ -296,8 +296,9 @@ def _empty(fig: Figure, message: str) -> Figure:
 
 
 def _prepared(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows a plot draws: replications averaged; rows without a scheduler column are one group."""
-    rows = analysis.summarize(rows)
+    """The rows a plot draws: replications averaged (the per-bin columns, which no figure draws, left out);
+    rows without a scheduler column are one group."""
+    rows = analysis.summarize(rows[[c for c in rows.columns if not re.match(r"bin\d+_", c)]])
     return rows if "scheduler" in rows or rows.empty else rows.assign(scheduler="all rows")
 
 
@@ -612,18 +613,17 @@ def _best_k(rows: pd.DataFrame):
 def _flat_coincidences(swept: pd.DataFrame, flat: pd.DataFrame, column: str) -> list[str]:
     """"multi_bin_dynamic = dynamic_no_bins" where a swept line lies on a scheduler's horizontal line at every K."""
     notes = []
-    values = {str(r.scheduler): float(getattr(r, column, np.nan)) for r in flat.itertuples()}
+    values = dict(zip(flat["scheduler"].astype(str), _values(flat, column))) if column in flat else {}
     names = [n for n in palette.order(values) if np.isfinite(values[n])]
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             if np.isclose(values[a], values[b], rtol=COINCIDE_RTOL):
                 notes.append(f"{a} = {b}")
-    for r in flat.itertuples():
-        value = getattr(r, column, np.nan)
+    for flat_name, value in values.items():
         for name, group in swept.groupby("scheduler", sort=False):
             other = _values(group, column)
             if np.isfinite(value) and np.isfinite(other).all() and np.allclose(other, value, rtol=COINCIDE_RTOL):
-                notes.append(f"{name} = {r.scheduler}")
+                notes.append(f"{name} = {flat_name}")
     return notes
 
 

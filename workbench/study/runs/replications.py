@@ -116,26 +116,29 @@ def summarize_replications(rows: pd.DataFrame, *, by: Iterable[str], metrics: It
     half = (t * std / np.sqrt(count)).where(count >= 2)
     offered = (pd.to_numeric(rows["offered_rps"], errors="coerce").groupby(codes, sort=False).mean()
                if "offered_rps" in rows else pd.Series(math.inf, index=mean.index))
-    columns: dict[str, object] = {}
     others = [c for c in rows.columns if c not in by and c not in metrics]
-    constant = rows[others].astype(object).groupby(codes, sort=False).nunique(dropna=False) <= 1 if others else None
     first = rows.loc[order].set_index(pd.Index(codes[order]))
-    for c in by:
-        columns[c] = first[c]
-    for c in others:
-        if bool(constant[c].all()):
-            columns[c] = first[c]
-        elif bool(constant[c].any()):
-            columns[c] = first[c].where(constant[c])
-    for metric in metrics:
-        low, high = metric_range(metric)
-        high = offered if high == "offered_rps" else pd.Series(high, index=mean.index)
-        columns[metric] = mean[metric]
-        columns[f"{metric}{LOW}"] = np.maximum(mean[metric] - half[metric], low).where(half[metric].notna())
-        columns[f"{metric}{HIGH}"] = np.minimum(mean[metric] + half[metric], high).where(half[metric].notna())
-    columns["replications"] = n
-    out = pd.concat(columns, axis=1)
-    return out.loc[codes[order]].reset_index(drop=True)
+    if others and n.max() > 1:
+        constant = rows[others].astype(object).groupby(codes, sort=False).nunique(dropna=False) <= 1
+        kept = first[others].where(constant)
+        kept = kept[[c for c in others if bool(constant[c].any())]]
+    else:
+        kept = first[others]
+    # the interval, cut to each quantity's range (one frame operation for every metric)
+    ranges = [metric_range(m) for m in metrics]
+    lows = pd.Series([r[0] for r in ranges], index=metrics)
+    highs = pd.Series([r[1] if r[1] != "offered_rps" else math.inf for r in ranges], index=metrics)
+    low_df = (mean - half).clip(lower=lows, axis=1).where(half.notna())
+    high_df = (mean + half).clip(upper=highs, axis=1)
+    up_to_offered = [m for m, r in zip(metrics, ranges) if r[1] == "offered_rps"]
+    if up_to_offered:
+        high_df[up_to_offered] = np.minimum(high_df[up_to_offered].to_numpy(), offered.to_numpy()[:, None])
+    high_df = high_df.where(half.notna())
+    out = pd.concat([first[by], kept, mean, low_df.add_suffix(LOW), high_df.add_suffix(HIGH),
+                     n.rename("replications")], axis=1)
+    order_columns = [*by, *kept.columns, *[c for m in metrics for c in (m, f"{m}{LOW}", f"{m}{HIGH}")],
+                     "replications"]
+    return out.loc[codes[order], order_columns].reset_index(drop=True)
 
 
 def error_bars(rows: pd.DataFrame, column: str, scale=1.0):
