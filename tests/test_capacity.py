@@ -91,6 +91,7 @@ def test_unreachable_target_is_refused_with_a_clear_message():
         capacity(burst, wb.SimConfig(scheduler="static_fifo", batch_size=1, d_sla_s=1.0), latency=lat)
 
 
+@pytest.mark.filterwarnings("ignore::workbench.SlaScaleWarning")
 def test_unbounded_capacity_is_flagged():
     trace = wb.Trace.from_arrays(np.arange(50, dtype=float), np.zeros(50, int), np.ones(50, int))
     lat = wb.LatencyModel(base_s=0.001, per_token_s=0.0, batch_penalty=0.0)
