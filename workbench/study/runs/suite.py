@@ -183,7 +183,8 @@ class SuiteReport:
 
 
 def answer_lines(found: dict) -> list[str]:
-    """The run's answers in sentences (only those its steps produced; never "None"), then its warnings."""
+    """The run's answers in sentences (only those its steps produced; never "None"), an answer that cannot be trusted
+    marked "Warning:" on its own line, then the warnings no answer carries: each said once."""
     lines = []
     validity = found.get("validity") or {}
     s2 = found.get("step2_gpu_scaling") or {}
@@ -192,7 +193,8 @@ def answer_lines(found: dict) -> list[str]:
     if answers:
         lines.append("Answers:")
         for key, check in answers:
-            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {check['value']}. {check.get('sentence', '')}")
+            caveat = "Warning: " if check.get("valid") is False else ""
+            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {check['value']}. {caveat}{check.get('sentence', '')}")
     by_goodput = s2.get("best_gpu_count_by_scheduler") or {}
     if by_goodput:
         knee = s2.get("capacity_per_gpu_knee_by_scheduler") or {}
@@ -204,8 +206,10 @@ def answer_lines(found: dict) -> list[str]:
         gpus = (s3.get("gpu_count") or {}).get("num_gpus")
         lines.append("  Best K by capacity" + (f" on {gpus} GPUs" if gpus is not None else "") + ": "
                      + ", ".join(f"{n} {k}" for n, k in by_k.items()) + ".")
-    for warning in found.get("warnings", []):
-        lines.append(f"Warning: {warning}")
+    said = {check.get("sentence") for _, check in answers}
+    for warning in found.get("warnings", []):   # each said once: those an answer carries are not repeated
+        if warning not in said:
+            lines.append(f"Warning: {warning}")
     return lines
 
 
