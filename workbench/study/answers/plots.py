@@ -468,7 +468,7 @@ def _best_stars(ax, rows: pd.DataFrame, x: str, column: str, rule, tested, label
         if len(tested) > 1 and best == max(tested):
             edge.append(str(scheduler))
     text = label + (f"; at the largest tested: {', '.join(edge)}" if edge else "")
-    ax.plot([], [], color="white", label=f"\u2605 {text}", **{**STAR, "mfc": "white"})
+    ax.plot([], [], color="white", label=text, **{**STAR, "mfc": "white"})
 
 
 def _capacity_heading(rows: pd.DataFrame) -> str:
