@@ -91,22 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     options = options_from_args(args)
     folder = options.claim_results_dir()
     print(f"bench_suite: {' '.join(argv)}")
-    print(f"{'notebook':<26} {'wall s':>8} {'CPU s':>8} {'CPU/wall':>8} {'computed':>9} {'reused':>7} "
+    print(f"{'notebook':<34} {'wall s':>8} {'CPU s':>8} {'CPU/wall':>8} {'computed':>9} {'reused':>7} "
           f"{'sims':>6}")
     t_start = time.perf_counter()
     cpu0 = _own_cpu_s()
     precompute(options, progress=False)    # as run_suite: every test first, as two sweeps
     wall, cpu = time.perf_counter() - t_start, _own_cpu_s() - cpu0
     total_wall, total_cpu = wall, cpu
-    print(f"{'tests (two sweeps)':<26} {wall:8.1f} {cpu:8.1f} {cpu / wall if wall else 0:8.2f}", flush=True)
+    print(f"{'tests (two sweeps)':<34} {wall:8.1f} {cpu:8.1f} {cpu / wall if wall else 0:8.2f}", flush=True)
     for notebook in SUITE_NOTEBOOKS:
         if notebook.selected(options):
             where = folder / COMPARE if notebook.name == COMPARE else folder
             computed, reused, sims = _tests(where, notebook.name)
-            print(f"  {notebook.name:<24} {'':8} {'':8} {'':8} {computed:9d} {reused:7d} {sims:6d}")
+            print(f"  {notebook.name:<32} {'':8} {'':8} {'':8} {computed:9d} {reused:7d} {sims:6d}")
     t0 = time.perf_counter()
     kernel = SharedKernel()          # as run_suite: one kernel for every notebook
-    print(f"{'kernel start':<26} {time.perf_counter() - t0:8.1f}")
+    print(f"{'kernel start':<34} {time.perf_counter() - t0:8.1f}")
     for notebook in SUITE_NOTEBOOKS:
         if not notebook.selected(options):
             continue
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = time.perf_counter() - t0, _cpu_s(kernel) - cpu0
         total_wall += wall
         total_cpu += cpu
-        print(f"{notebook.name + ' notebook':<26} {wall:8.1f} {cpu:8.1f} {cpu / wall if wall else 0:8.2f}",
+        print(f"{notebook.name + ' notebook':<34} {wall:8.1f} {cpu:8.1f} {cpu / wall if wall else 0:8.2f}",
               flush=True)
     kernel.close()
     from workbench.study.answers import report
@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     report.write_index(folder, notebook_titles())
-    print(f"{'index.html':<26} {time.perf_counter() - t0:8.1f}")
-    print(f"{'suite total':<26} {time.perf_counter() - t_start:8.1f} {total_cpu:8.1f} "
+    print(f"{'index.html':<34} {time.perf_counter() - t0:8.1f}")
+    print(f"{'suite total':<34} {time.perf_counter() - t_start:8.1f} {total_cpu:8.1f} "
           f"{total_cpu / total_wall if total_wall else 0:8.2f}   (target: <= 120 s wall on 2 cores)")
     print(f"results in {folder}")
     return 0
