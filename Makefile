@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_simulator.py
 	$(PY) benchmarks/bench_continuous.py
+	$(PY) benchmarks/bench_prefix_caching.py
 
 # JupyterLab on notebooks/: each notebook listed once (the .ipynb; its paired .py is hidden, jupytext keeps it
 # in sync on save), --allow-root when run as root (containers), and flags passed through:

@@ -50,11 +50,11 @@ from matplotlib.figure import Figure
 
 from workbench.study.fidelity import validation as wv
 from workbench.study.answers.plots import save_png
-from workbench.study.runs.sweep import resolve_results_dir
 
 started = time.perf_counter()
-out_dir = resolve_results_dir(results_dir)
-out_dir.mkdir(parents=True, exist_ok=True)
+params = wv.ValidationParams.from_namespace(globals())  # the parameters above, validated ("false" is False)
+n_requests, seeds, seed, include_trace = params.n_requests, params.seeds, params.seed, params.include_trace
+out_dir = params.claim_results_dir()  # refused before any case runs if it holds another run's validation
 pd.set_option("display.max_colwidth", 200)
 pd.set_option("display.float_format", "{:.6g}".format)
 results = []   # one CaseResult per case, collected into the table at the end

@@ -1,9 +1,10 @@
 """An independent, slow reference of the continuous engine's rules (FCFS policy only).
 
-Written from the rules in the docstring of :mod:`workbench.sim.continuous_engine`,
-step by step with plain Python lists: it loops over the running batch every
-step, keeps no running totals and never runs several decode steps in one
-event, so it shares no mechanism with the compiled engine.
+Written from the rules in the docstring of :mod:`workbench.sim.continuous_engine`, step by step with
+plain Python lists: it loops over the running batch every step, keeps no running totals, never runs
+several decode steps in one event, keys the prefix cache by tuples of hashes and keeps its free blocks
+one by one in a Python list (the engine: a tree of node ids, counters, and records of runs of blocks), so
+it shares no mechanism with the compiled engine.
 """
 
 from __future__ import annotations
@@ -19,107 +20,280 @@ def _blocks(tokens, bs):
 class _Req:
     def __init__(self, idx, prompt, output, join):
         self.idx, self.prompt, self.output, self.join = idx, prompt, output, join
-        self.computed = 0        # prompt tokens in the KV cache
-        self.generated = 0
-        self.held = 0            # blocks held
+        self.computed = 0        # tokens in the KV cache
+        self.generated = 0       # output tokens produced so far
+        self.held = 0            # blocks held (without prefix caching)
         self.phase = "waiting"
         self.first = None
         self.sched = None
         self.end = None
         self.preemptions = 0
         self.replica = -1
+        self.cached = 0
+        self.path = []           # [(node key, first block, end block)] of its prompt prefix
+        self.path_blocks = 0
+        self.nodes_held = []     # node keys it holds (a prefix of its path)
+
+
+def _paths(reqs, hashes, block_tokens, bs):
+    """Each request's path of prefix nodes: node = the tuple of hashes up to a block (rule 13)."""
+    coverage = {}
+    for r in reqs:
+        chain = ()
+        for j, h in enumerate(hashes[r.idx] if hashes is not None else ()):
+            chain = chain + (int(h),)
+            covered = min(block_tokens, r.prompt - block_tokens * j)
+            assert coverage.setdefault(chain, covered) == covered
+            first = block_tokens * j // bs
+            end = max((block_tokens * j + covered) // bs, first)
+            r.path.append((chain, first, end))
+        r.path_blocks = r.path[-1][2] if r.path else 0
 
 
 def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", chunked=False, max_num_seqs=256,
               max_num_batched_tokens=16384, block_size=16, kv_blocks=10_000, prefill=(0, 0, 0), decode=(0, 0, 0),
-              decode_large=None, large_threshold=None):
-    """Per-request dict lists: replica, sched, first, end, preemptions (None for rejected requests)."""
+              decode_large=None, large_threshold=None, watermark=None, max_paddings=256, prefix_caching=False,
+              prefix_hashes=None, prefix_block_tokens=None, affinity_margin=16):
+    """Per-request lists: replica, sched, first, end, preemptions, cached, dropped (None for rejected requests)."""
     bs = block_size
+    cap = kv_blocks
+    wm = int((watermark if watermark is not None else (0.0 if chunked else 0.01)) * cap)
     reqs = [_Req(i, int(p), int(o), float(a)) for i, (a, p, o) in enumerate(zip(arrival_s, prompt, output))]
-    accepted = [r for r in reqs
-                if _blocks(r.prompt + r.output - 1, bs) <= kv_blocks and (chunked or r.prompt <= max_num_batched_tokens)]
+    if prefix_caching:
+        _paths(reqs, prefix_hashes, prefix_block_tokens, bs)
+
+    def never(r):
+        if _blocks(r.prompt + r.output - 1, bs) > cap:
+            return True
+        return not chunked and (r.prompt > max_num_batched_tokens or _blocks(r.prompt, bs) > cap - wm)
+
+    accepted = [r for r in reqs if not never(r)]
     joins = sorted(accepted, key=lambda r: (r.join, r.idx))
     waiting = [[] for _ in range(replicas)]
     running = [[] for _ in range(replicas)]   # admission order
-    in_flight = [None] * replicas             # (end time, decodes, prefill pieces [(req, chunk)])
+    in_flight = [None] * replicas             # (end time, decodes, prefill pieces [(req, chunk)], blocks reserved)
+    queue = [[("x",)] * cap for _ in range(replicas)]   # free blocks, front = next taken (prefix caching)
+    registered = [{} for _ in range(replicas)]          # node key -> leading blocks registered
+    holders = [{} for _ in range(replicas)]             # node key -> running requests holding it
+    own_cached = [{} for _ in range(replicas)]          # request -> its own blocks kept cached after a preemption
     events = []                               # (time, replica)
     rr = 0
 
-    def used(g):
-        return sum(r.held for r in running[g])
+    # ------------------------------------------------------------------ KV accounting
+    def own_blocks(r, kv):
+        return max(_blocks(kv, bs) - r.path_blocks, 0)
+
+    def in_use(g):
+        """Blocks held by the requests on g as of its last completed step."""
+        if not prefix_caching:
+            return sum(r.held for r in running[g])
+        reserved = in_flight[g][3] if in_flight[g] is not None else 0
+        return cap - len(queue[g]) - reserved
 
     def waiting_blocks(g):
-        return sum(_blocks(r.prompt, bs) for r in waiting[g])
+        return sum(_blocks(r.prompt + r.generated, bs) for r in waiting[g])
 
-    def preempt(g, victim):
+    def take(g, m):
+        """Take m blocks from the front of the free list, evicting what they cached (leaf first)."""
+        for _ in range(m):
+            block = queue[g].pop(0)
+            if block[0] == "n":
+                assert block[2] == registered[g][block[1]] - 1   # a node loses its last block first
+                registered[g][block[1]] -= 1
+            elif block[0] == "o":
+                assert block[2] == own_cached[g][block[1]] - 1
+                own_cached[g][block[1]] -= 1
+                if own_cached[g][block[1]] == 0:
+                    del own_cached[g][block[1]]
+
+    def hold(g, r, b_from, b_to, commit):
+        """Free blocks r takes to extend its KV from blocks [0, b_from) to [0, b_to) (rule 15)."""
+        cost = new = 0
+        for key, first, end in r.path:
+            if first >= b_to:
+                break
+            count = registered[g].get(key, 0)
+            if key not in r.nodes_held:
+                if holders[g].get(key, 0) == 0:
+                    cost += count
+                    if commit:
+                        queue[g] = [b for b in queue[g] if not (b[0] == "n" and b[1] == key)]
+                if commit:
+                    holders[g][key] = holders[g].get(key, 0) + 1
+                    r.nodes_held.append(key)
+            lo, hi = max(b_from, first + count), min(end, b_to)
+            if hi > lo:
+                new += hi - lo
+                if commit:
+                    registered[g][key] = hi - first
+        if b_to > r.path_blocks:
+            lo = max(b_from, r.path_blocks)
+            if r in own_cached[g]:
+                cost += own_cached[g][r]
+                lo = max(lo, r.path_blocks + own_cached[g][r])
+                if commit:
+                    queue[g] = [b for b in queue[g] if not (b[0] == "o" and b[1] is r)]
+                    del own_cached[g][r]
+            new += max(b_to - lo, 0)
+        if commit:
+            take(g, new)
+        return cost + new
+
+    def release(g, r, kv, preempted):
+        """r frees its blocks: its own first (last block first), then the nodes nobody holds, deepest first."""
+        if not prefix_caching:
+            freed, r.held = r.held, 0
+            return freed
+        own = own_blocks(r, kv)
+        if preempted:
+            full = max(kv // bs - r.path_blocks, 0)
+            queue[g] += [("x",)] * (own - full) + [("o", r, i) for i in range(full - 1, -1, -1)]
+            if full:
+                own_cached[g][r] = full
+        else:
+            queue[g] += [("x",)] * own
+        freed = own
+        for key in reversed(r.nodes_held):
+            holders[g][key] -= 1
+            if holders[g][key] == 0:
+                count = registered[g].get(key, 0)
+                queue[g] += [("n", key, i) for i in range(count - 1, -1, -1)]
+                freed += count
+        r.nodes_held = []
+        return freed
+
+    def free_now(g, reserved):
+        return len(queue[g]) if prefix_caching else cap - sum(r.held for r in running[g]) - reserved
+
+    def hit_blocks(g, r, tokens):
+        h = 0
+        for key, first, end in r.path:
+            count = registered[g].get(key, 0)
+            h += count
+            if count < end - first:
+                break
+        else:
+            h += own_cached[g].get(r, 0)
+        return max(0, min(h, (tokens - 1) // bs))   # an empty prompt looks nothing up
+
+    # ------------------------------------------------------------------ preemption, admission
+    def preempt(g, victim, reserved):
         running[g].remove(victim)
-        victim.held = 0
+        freed = release(g, victim, victim.computed, True)
+        if victim.phase == "decode":
+            pass   # keeps its generated tokens
         victim.computed = 0
-        victim.generated = 0
         victim.phase = "waiting"
         victim.preemptions += 1
         waiting[g].insert(0, victim)
+        return freed
+
+    def admit(g, r, upto, hit, now):
+        waiting[g].pop(0)
+        if prefix_caching:
+            hold(g, r, 0, _blocks(upto, bs), True)
+        else:
+            r.held = _blocks(upto, bs)
+        r.phase = "prefill"
+        if r.sched is None:
+            r.sched = now
+            r.cached = hit
+        r.computed = upto
+        running[g].append(r)
 
     def decide(g, now):
         limit = max_num_seqs
-        decodes = [r for r in running[g] if r.phase == "decode"]
-        pieces = []
-        preempted = False
+        pieces = []          # (request, tokens computed now, tokens in its KV before them)
+        decodes = []
+        preempted = 0
+        reserved = 0         # blocks taken for this step's decodes (without prefix caching)
         if not chunked and waiting[g]:
-            tokens = 0
+            tokens_max = tokens_sum = 0
             while waiting[g]:
                 r = waiting[g][0]
-                need = _blocks(r.prompt, bs)
-                if tokens + r.prompt > max_num_batched_tokens or len(running[g]) + 1 > limit \
-                        or used(g) + need > kv_blocks:
+                tokens = r.prompt + r.generated
+                if r.generated > 0 and (tokens > max_num_batched_tokens or _blocks(tokens, bs) > cap - wm):
+                    waiting[g].pop(0)
+                    r.phase = "dropped"
+                    continue
+                hit = hit_blocks(g, r, tokens) * bs if prefix_caching else 0
+                cost = hold(g, r, 0, _blocks(tokens, bs), False) if prefix_caching else _blocks(tokens, bs)
+                if free_now(g, 0) - cost < wm:
                     break
-                waiting[g].pop(0)
-                r.phase, r.held, r.sched = "prefill", need, now if r.sched is None else r.sched
-                running[g].append(r)
-                pieces.append((r, r.prompt))
-                tokens += r.prompt
-            if pieces:
-                decodes = []
-        if not pieces or chunked:
-            def need_of(rs):
-                return sum(_blocks(r.prompt + r.generated, bs) - r.held for r in rs)
-            while decodes and used(g) + need_of(decodes) > kv_blocks:
-                victim = running[g][-1]
-                preempt(g, victim)
-                preempted = True
-                decodes = [r for r in running[g] if r.phase == "decode"]
-            reserve = used(g) + need_of(decodes)
+                n = len(pieces) + 1
+                new_max = max(tokens_max, tokens)
+                if n * new_max > max_num_batched_tokens or len(running[g]) + 1 > limit \
+                        or n * new_max - (tokens_sum + tokens) > max_paddings:
+                    break
+                admit(g, r, tokens, hit, now)
+                pieces.append((r, tokens - hit, hit))
+                tokens_max, tokens_sum = new_max, tokens_sum + tokens
+        if chunked or not pieces:
+            # rule 8, request by request
+            free = free_now(g, 0)
+            i = 0
+            while i < len(running[g]) and running[g][i].phase == "decode":
+                r = running[g][i]
+                need = 1 if r.computed % bs == 0 else 0
+                want = need if chunked else 1
+                itself = False
+                while free < want:
+                    victim = running[g][-1]
+                    free += preempt(g, victim, reserved)
+                    preempted += 1
+                    if victim is r:
+                        itself = True
+                        break
+                if itself:
+                    break
+                if need:
+                    free -= 1
+                    if prefix_caching:
+                        take(g, 1)
+                    else:
+                        reserved += 1
+                i += 1
+            decodes = [r for r in running[g] if r.phase == "decode"]
         if chunked:
             budget = max_num_batched_tokens - len(decodes)
+            free = free_now(g, reserved)
             partial = [r for r in running[g] if r.phase == "prefill"]
-            assert len(partial) <= 1
+            assert len(partial) <= 1 and (not partial or running[g][-1] is partial[0])
             if partial and budget > 0:
                 r = partial[0]
-                chunk = min(r.prompt - r.computed, budget)
-                extra = _blocks(r.computed + chunk, bs) - r.held
-                if reserve + extra > kv_blocks:
-                    reserve -= r.held
-                    preempt(g, r)
-                    preempted = True
+                tokens = r.prompt + r.generated
+                chunk = min(tokens - r.computed, budget)
+                b_from, b_to = _blocks(r.computed, bs), _blocks(r.computed + chunk, bs)
+                cost = hold(g, r, b_from, b_to, False) if prefix_caching else b_to - b_from
+                if cost > free:
+                    preempt(g, r, reserved)
+                    preempted += 1
                 else:
-                    reserve += extra
-                    r.held += extra
+                    if prefix_caching:
+                        hold(g, r, b_from, b_to, True)
+                    else:
+                        r.held = b_to
+                    free -= cost
                     budget -= chunk
-                    pieces.append((r, chunk))
+                    pieces.append((r, chunk, r.computed))
+                    r.computed += chunk
             if not preempted:
                 while waiting[g] and budget > 0 and len(running[g]) + 1 <= limit:
                     r = waiting[g][0]
-                    chunk = min(r.prompt, budget)
-                    need = _blocks(chunk, bs)
-                    if reserve + need > kv_blocks:
+                    tokens = r.prompt + r.generated
+                    hit = hit_blocks(g, r, tokens) * bs if prefix_caching else 0
+                    chunk = min(tokens - hit, budget)
+                    b_to = _blocks(hit + chunk, bs)
+                    cost = hold(g, r, 0, b_to, False) if prefix_caching else b_to
+                    if cost + (wm if decodes or pieces else 0) > free:
                         break
-                    waiting[g].pop(0)
-                    r.phase, r.held, r.sched = "prefill", need, now if r.sched is None else r.sched
-                    running[g].append(r)
-                    reserve += need
+                    admit(g, r, hit + chunk, hit, now)
+                    free -= cost
                     budget -= chunk
-                    pieces.append((r, chunk))
+                    pieces.append((r, chunk, hit))
         if not pieces and not decodes:
+            if preempted and waiting[g]:
+                return decide(g, now)      # everyone was preempted: vLLM schedules again at once
             assert not waiting[g]
             in_flight[g] = None
             return
@@ -131,33 +305,46 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
         t = 0.0
         if pieces:
             t += max(prefill[0], a_d) if n else prefill[0]
-            t += sum(prefill[1] * c + prefill[2] * c * (r.computed + c) for r, c in pieces)
+            t += sum(prefill[1] * c + prefill[2] * c * (p0 + c) for _, c, p0 in pieces)
         else:
             t += a_d
         if n:
             t += b_d * sum(r.prompt + r.generated for r in decodes) + c_d * n
-        in_flight[g] = (now + t, decodes, pieces)
+        blocks_reserved = sum(1 for r in decodes if r.computed % bs == 0)
+        in_flight[g] = (now + t, decodes, [r for r, _, _ in pieces], blocks_reserved)
         heapq.heappush(events, (now + t, g))
 
     def apply(g, now):
-        _, decodes, pieces = in_flight[g]
+        _, decodes, pieces, _ = in_flight[g]
+        in_flight[g] = None
         for r in decodes:
-            r.held = _blocks(r.prompt + r.generated, bs)
+            r.computed += 1
+            if not prefix_caching:
+                r.held = _blocks(r.computed, bs)
             r.generated += 1
             if r.generated == r.output:
                 r.end, r.phase = now, "done"
                 running[g].remove(r)
-        for r, chunk in pieces:
-            r.computed += chunk
-            if r.computed == r.prompt:
-                r.generated = 1
+                release(g, r, r.computed, False)
+        for r in pieces:
+            if r.computed == r.prompt + r.generated:
                 r.first = now if r.first is None else r.first
-                if r.output == 1:
+                r.generated += 1
+                if r.generated >= r.output:
                     r.end, r.phase = now, "done"
                     running[g].remove(r)
+                    release(g, r, r.computed, False)
                 else:
                     r.phase = "decode"
-        in_flight[g] = None
+
+    def cached_prefix(g, r):
+        h = 0
+        for key, first, end in r.path:
+            count = registered[g].get(key, 0)
+            h += count
+            if count < end - first:
+                break
+        return h
 
     pending = set()
     i = 0
@@ -167,13 +354,18 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
         if t_join <= t_event:
             r = joins[i]
             i += 1
+            load = [len(waiting[h]) + len(running[h]) for h in range(replicas)]
             if router == "round_robin":
                 g = rr % replicas
                 rr += 1
             elif router == "least_outstanding":
-                g = min(range(replicas), key=lambda h: (len(waiting[h]) + len(running[h]), h))
+                g = min(range(replicas), key=lambda h: (load[h], h))
+            elif router == "least_kv":
+                g = min(range(replicas), key=lambda h: (in_use(h) + waiting_blocks(h), h))
             else:
-                g = min(range(replicas), key=lambda h: (used(h) + waiting_blocks(h), h))
+                least = min(range(replicas), key=lambda h: (load[h], h))
+                best = min(range(replicas), key=lambda h: (-cached_prefix(h, r), load[h], h))
+                g = best if cached_prefix(best, r) > 0 and load[best] <= load[least] + affinity_margin else least
             r.replica = g
             waiting[g].append(r)
             if in_flight[g] is None and g not in pending:
@@ -193,4 +385,6 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
         "first": [r.first for r in reqs],
         "end": [r.end for r in reqs],
         "preemptions": [r.preemptions for r in reqs],
+        "cached": [r.cached for r in reqs],
+        "dropped": [r.phase == "dropped" for r in reqs],
     }

@@ -101,8 +101,8 @@ def test_unbounded_capacity_is_flagged():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(criterion="mean"), "criterion: unknown"),
-    (dict(attainment=1.5), "attainment must be in"),
-    (dict(resolution=0), "resolution must be in"),
+    (dict(attainment=1.5), "attainment: must be in"),
+    (dict(resolution=0), "resolution: must be in"),
     (dict(start=0.0), "scale_bounds"),
 ])
 def test_bad_arguments(kwargs, match):

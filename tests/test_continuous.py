@@ -9,13 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workbench as wb
-from workbench.sim.metrics import STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV
+from workbench.sim.metrics import STATUS_DROPPED, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV
 
 sys.path.insert(0, os.path.dirname(__file__))
 from continuous_reference import reference  # noqa: E402
 from conftest import run_script_json
 
 CONTINUOUS = ("continuous_fcfs", "continuous_sla", "continuous_multi_bin")
+ROUTER_NAMES = ("round_robin", "least_outstanding", "least_kv", "prefix_affinity")
 
 
 def trace_of(arrival_s, prompt, output):
@@ -95,21 +96,115 @@ def test_chunked_prefill_splits_a_long_prompt_under_the_token_budget():
     assert res.status[0] == STATUS_REJECTED_BUDGET and "max_num_batched_tokens" in str(res.requests.status[0])
 
 
-def test_preemption_sequence():
-    # 3 blocks of 4 tokens.  A (prompt 4, 6 tokens) and B (prompt 4, 3 tokens) arrive together.
-    # Every time both need a new block for the same decode step, B (admitted last) is preempted,
-    # recomputes its prompt in a prefill-only step, and is preempted again: 5 times, until A is done.
+def test_preemption_keeps_generated_tokens_and_recomputes_them():
+    """vLLM v0.2.3, block_size 4, 4 blocks (watermark int(0.01 * 4) = 0).  A (prompt 4, 10 tokens) and B (prompt 4,
+    6 tokens) arrive together.  Step times: prefill 0.01 + 0.001 * tokens, decode 0.002 + 0.001 * requests.
+
+    0.000-0.018 prefill A, B (8 tokens; 1 block each)                              A, B: 1 token
+    0.018-0.022 decode A, B (context 5: each starts a block; free 2 = need 2 and B,
+                the last, takes the last block: no preemption)                     A, B: 2 tokens; 4 blocks used
+    0.022-0.025 no block free: v0.2 preempts the last request, B (2 tokens kept,
+                its 2 blocks freed), before A although A needs no block; A alone     A: 3
+    0.025-0.041 prefill B: prompt + 2 generated = 6 tokens (2 blocks fit)          B: 3 (the recompute samples one)
+    0.041-0.044 no block free: B preempted with 3 tokens; A alone                  A: 4
+    0.044-0.061 prefill B, 7 tokens                                                B: 4
+    0.061-0.064 B preempted with 4 tokens; A alone                                 A: 5
+    0.064-0.082 prefill B, 8 tokens                                                B: 5
+    0.082-0.085 none free: B preempted with 5 tokens (2 blocks); A takes a new one A: 6 (3 blocks)
+    0.085-0.097 B needs ceil(9 / 4) = 3 blocks, 1 is free: it waits; A decodes 4 steps, the last taking the last
+                block (the last running request may: no preemption)                A: 10, done
+    0.097-0.116 prefill B, 9 tokens; its token 6 is its last                        B: done
+    """
     step = wb.StepTimeModel(prefill=(0.01, 0.001, 0.0), decode=(0.002, 0.0, 0.001))
-    cfg = cfg_of(block_size=4, kv_blocks=3)
-    res = wb.simulate(trace_of([0.0, 0.0], [4, 4], [6, 3]), cfg, latency=step)
+    res = wb.simulate(trace_of([0.0, 0.0], [4, 4], [10, 6]), cfg_of(block_size=4, kv_blocks=4), latency=step)
     r = res.requests
-    assert list(r.preemptions) == [0, 5]
-    # A: prefill 0.018, then 5 decode steps alone of 0.003 each, interleaved with B's 4 re-prefills
-    # (0.014 each) = 0.018 + 5 * 0.003 + 4 * 0.014 = 0.089; B: re-prefill 0.089-0.103, decodes to 0.109
-    np.testing.assert_allclose(r.e2e_s, [0.089, 0.109], rtol=1e-12)
+    assert list(r.preemptions) == [0, 4]
+    a_e2e = 0.018 + 0.004 + 0.003 + 0.016 + 0.003 + 0.017 + 0.003 + 0.018 + 0.003 + 4 * 0.003
+    np.testing.assert_allclose(r.e2e_s, [a_e2e, a_e2e + 0.01 + 0.009], rtol=1e-12)
     np.testing.assert_allclose(r.ttft_s, [0.018, 0.018], rtol=1e-12)   # B's first token was already seen
-    assert res.summary["preemptions_total"] == 5 and res.summary["requests_preempted"] == 1
-    assert res.steps["kv_blocks_used"].max() <= 3
+    assert list(res.steps["prefill_tokens"][res.steps.prefill_requests > 0]) == [8, 6, 7, 8, 9]
+    assert res.summary["preemptions_total"] == 4 and res.summary["requests_preempted"] == 1
+    assert res.steps["kv_blocks_used"].max() <= 4
+
+
+def test_v1_preempts_only_when_a_block_is_missing():
+    """The same input with chunked prefill (vLLM v1): a request that needs no new block never preempts, and the
+    victim (the last in the running list) keeps its tokens.  Budget 16384, no watermark.
+
+    0.000-0.018 prefill A, B (1 block each); 0.018-0.022 decode both (context 5: a block each, 4 used)
+    0.022-0.034 decode both, 3 steps (contexts 6-8: no new block)                       A, B: 5 tokens
+    0.034 context 9: A needs a block, none is free: the last request, B, is preempted (5 tokens kept, 2 blocks
+          freed); A takes one.  0.034-0.037 decode A; then B (9 tokens, 3 blocks) cannot fit beside A's 3 blocks:
+    0.037-0.049 A decodes 4 more steps (contexts 10-13; the last takes the 4th block)   A: 10, done
+    0.049-0.068 prefill B, 9 tokens (the 6th token, its last)
+    """
+    step = wb.StepTimeModel(prefill=(0.01, 0.001, 0.0), decode=(0.002, 0.0, 0.001))
+    res = wb.simulate(trace_of([0.0, 0.0], [4, 4], [10, 6]), cfg_of(block_size=4, kv_blocks=4, chunked_prefill=True),
+                      latency=step)
+    r = res.requests
+    assert list(r.preemptions) == [0, 1]
+    a_e2e = 0.018 + 4 * 0.004 + 0.003 + 4 * 0.003
+    np.testing.assert_allclose(r.e2e_s, [a_e2e, a_e2e + 0.019], rtol=1e-12)
+
+
+def test_watermark_refuses_an_admission_that_would_otherwise_fit():
+    """200 blocks of 16: vLLM v0.2 keeps int(0.01 * 200) = 2 free when admitting.  A (prompt 3030: 190 blocks,
+    3 tokens) runs; B (prompt 144: 9 blocks, 2 tokens) arrives at 0.001.  Prefill 0.01 + 1e-5 * tokens, decode 0.002.
+
+    With the watermark: after A's prefill (0.0403) 10 blocks are free and 10 - 9 = 1 < 2: B waits for A's two
+    decodes (0.0443), then prefills (0.01144) and decodes once.  Without (kv_watermark=0): B prefills at 0.0403."""
+    step = wb.StepTimeModel(prefill=(0.01, 1e-5, 0.0), decode=(0.002, 0.0, 0.0))
+    cfg = cfg_of(block_size=16, kv_blocks=200)
+    tr = trace_of([0.0, 0.001], [3030, 144], [3, 2])
+    assert cfg.kv_watermark_blocks == 2
+    r = wb.simulate(tr, cfg, latency=step).requests
+    np.testing.assert_allclose(r.ttft_s, [0.0403, 0.0443 + 0.01144 - 0.001], rtol=1e-12)
+    np.testing.assert_allclose(r.e2e_s, [0.0443, 0.0443 + 0.01144 + 0.002 - 0.001], rtol=1e-12)
+    r = wb.simulate(tr, cfg.replace(kv_watermark=0.0), latency=step).requests
+    np.testing.assert_allclose(r.ttft_s, [0.0403, 0.0403 + 0.01144 - 0.001], rtol=1e-12)
+    # then A and B decode together (B done), and A once more
+    np.testing.assert_allclose(r.e2e_s, [0.05174 + 0.004, 0.05174 + 0.002 - 0.001], rtol=1e-12)
+
+
+def test_v02_counts_padded_prompt_tokens_and_limits_padding():
+    """vLLM v0.2.3 admits prompts while (admitted + 1) * longest <= max_num_batched_tokens and the padding
+    (admitted + 1) * longest - sum <= max_paddings.  Prompts 100, 300, 60 arrive together; prefill 0.01 + 1e-4
+    per token, decode 0.002, 2 tokens each.
+
+    max_num_batched_tokens 1000, max_paddings 256: {100, 300} pads to 600 (padding 200); adding 60: 900 tokens,
+    padding 440 > 256: the 60 waits for the next step.  With max_paddings 1000 all three go: 3 * 300 = 900."""
+    step = wb.StepTimeModel(prefill=(0.01, 1e-4, 0.0), decode=(0.002, 0.0, 0.0))
+    tr = trace_of([0.0, 0.0, 0.0], [100, 300, 60], [2, 2, 2])
+    cfg = cfg_of(max_num_batched_tokens=1000)
+    res = wb.simulate(tr, cfg, latency=step)
+    assert list(res.steps.prefill_tokens[:2]) == [400, 60]
+    np.testing.assert_allclose(res.requests.ttft_s, [0.05, 0.05, 0.05 + 0.016], rtol=1e-12)
+    res = wb.simulate(tr, cfg.replace(max_paddings=1000), latency=step)
+    assert list(res.steps.prefill_tokens[:1]) == [460]
+    # the padded count, not the 460 real tokens, is held against the budget: 3 * 300 = 900 > 800
+    res = wb.simulate(tr, cfg.replace(max_paddings=1000, max_num_batched_tokens=800), latency=step)
+    assert list(res.steps.prefill_tokens[:2]) == [400, 60]
+
+
+def test_a_preempted_request_over_the_prompt_limit_is_dropped_with_a_reason():
+    """v0.2.3 ignores (FINISHED_IGNORED) a waiting request whose prompt + generated tokens exceed
+    min(max_model_len, max_num_batched_tokens).  Budget 10 tokens, block_size 2, 10 blocks; A and B: prompt 8,
+    8 tokens each (peak ceil(15 / 2) = 8 blocks: accepted).
+
+    step 1 prefill A (4 blocks; two prompts would pad to 16 > 10); step 2 prefill B (4 blocks, 2 free);
+    step 3 decode both (context 9: a block each, the last one taken by B, the last request); step 4 no block
+    free: B preempted with 2 tokens (5 blocks freed); step 5 B's 10 tokens fit the budget: re-prefilled; step 6
+    none free: B preempted with 3 tokens; step 7 B would need 8 + 3 = 11 > 10 tokens: dropped, reported."""
+    step = wb.StepTimeModel(prefill=(0.01, 0.001, 0.0), decode=(0.002, 0.0, 0.0))
+    cfg = cfg_of(block_size=2, kv_blocks=10, max_num_batched_tokens=10, max_num_seqs=4)
+    res = wb.simulate(trace_of([0.0, 0.0], [8, 8], [8, 8]), cfg, latency=step)
+    assert list(res.status) == [0, 3]
+    assert "dropped after preemption" in str(res.requests.status[1])
+    assert res.summary["dropped"] == 1 and res.summary["completed"] == 1 and res.summary["rejected"] == 1
+    assert list(res.requests.preemptions) == [0, 2]
+    assert np.isnan(res.requests.e2e_s[1]) and not res.requests.met_sla[1]
+    np.testing.assert_allclose(res.requests.ttft_s[1], 0.018 + 0.018, rtol=1e-12)
+    assert list(res.steps.prefill_tokens[res.steps.prefill_requests > 0]) == [8, 8, 10]
 
 
 def test_prompt_that_never_fits_is_rejected_with_a_reason():
@@ -179,33 +274,91 @@ def test_config_errors_name_the_field(field, value, message):
 REF_STEP = dict(prefill=(0.012, 2e-5, 1e-8), decode=(0.006, 3e-7, 1e-4))
 
 
-@pytest.mark.parametrize("chunked,replicas,router,kv_blocks,seed", [
-    (False, 1, "round_robin", 60, 0),
-    (True, 1, "round_robin", 60, 1),
-    (False, 3, "least_outstanding", 50, 2),
-    (True, 2, "least_kv", 45, 3),
-    (False, 2, "least_kv", 45, 6),
-    (False, 2, "least_kv", 1000, 4),
-    (True, 3, "round_robin", 1000, 5),
-])
-def test_engine_matches_the_step_by_step_reference(chunked, replicas, router, kv_blocks, seed):
-    tr = random_trace(300, seed, rate=60.0 * replicas)
-    block_size = 8 if seed % 2 == 0 else 12   # a power of two and not
-    kw = dict(replicas=replicas, router=router, chunked=chunked, max_num_seqs=12, max_num_batched_tokens=400,
-              block_size=block_size, kv_blocks=kv_blocks)
-    ref = reference(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, **kw, **REF_STEP)
-    cfg = cfg_of(num_gpus=replicas, router=router, chunked_prefill=chunked, max_num_seqs=12,
-                 max_num_batched_tokens=400, block_size=block_size, kv_blocks=kv_blocks)
-    res = wb.simulate(tr, cfg, latency=wb.StepTimeModel(**REF_STEP))
+def conversation_hashes(trace, block_tokens, seed, n_system=3, n_conversations=25):
+    """Prefix hashes like a chat service's: a system prompt, then a conversation's shared history, then the
+    prompt's own partial block (each full block's hash names its tokens)."""
+    rng = np.random.default_rng(seed)
+    hashes = []
+    for r, p in enumerate(trace.prompt_tokens):
+        full = int(p) // block_tokens
+        system, conversation = int(rng.integers(n_system)), int(rng.integers(n_conversations))
+        chain = ([1000 + system] + [100_000 * (conversation + 1) + j for j in range(full - 1)])[:full]
+        hashes.append(chain + ([10**9 + r] if p % block_tokens else []))
+    return hashes
+
+
+def assert_matches_reference(tr, cfg, step_kw=REF_STEP):
+    kw = dict(replicas=cfg.num_gpus, router=cfg.router, chunked=cfg.chunked_prefill, max_num_seqs=cfg.max_num_seqs,
+              max_num_batched_tokens=cfg.max_num_batched_tokens, block_size=cfg.block_size, kv_blocks=cfg.kv_blocks,
+              watermark=cfg.kv_watermark, max_paddings=cfg.max_paddings, prefix_caching=cfg.prefix_caching,
+              prefix_hashes=tr.prefix_hashes, prefix_block_tokens=tr.prefix_block_tokens,
+              affinity_margin=cfg.prefix_affinity_margin)
+    ref = reference(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, **kw, **step_kw)
+    res = wb.simulate(tr, cfg, latency=wb.StepTimeModel(**step_kw))
     c = res.continuous
     as_float = lambda xs: np.array([np.nan if x is None else x for x in xs])  # noqa: E731
     np.testing.assert_array_equal(c["replica"], ref["replica"])
     np.testing.assert_array_equal(c["preemptions"], ref["preemptions"])
+    np.testing.assert_array_equal(c["cached_tokens"], ref["cached"])
+    np.testing.assert_array_equal(res.status == STATUS_DROPPED, ref["dropped"])
     np.testing.assert_allclose(res.start_s, as_float(ref["sched"]), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(c["first_token_step_end_s"], as_float(ref["first"]), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(c["last_step_end_s"], as_float(ref["end"]), rtol=1e-9, atol=1e-12)
+    return res
+
+
+@pytest.mark.parametrize("chunked,replicas,router,kv_blocks,seed,caching", [
+    (False, 1, "round_robin", 60, 0, False),
+    (True, 1, "round_robin", 60, 1, False),
+    (False, 3, "least_outstanding", 50, 2, False),
+    (True, 2, "least_kv", 45, 3, False),
+    (False, 2, "least_kv", 45, 6, False),
+    (False, 2, "least_kv", 1000, 4, False),
+    (True, 3, "round_robin", 1000, 5, False),
+    (False, 1, "round_robin", 60, 0, True),
+    (True, 1, "round_robin", 60, 1, True),
+    (False, 3, "least_outstanding", 50, 2, True),
+    (True, 2, "least_kv", 45, 3, True),
+    (False, 2, "prefix_affinity", 1000, 4, True),
+    (True, 3, "prefix_affinity", 1000, 5, True),
+    (True, 2, "prefix_affinity", 80, 7, True),
+    (False, 2, "prefix_affinity", 70, 8, True),
+])
+def test_engine_matches_the_step_by_step_reference(chunked, replicas, router, kv_blocks, seed, caching):
+    tr = random_trace(300, seed, rate=60.0 * replicas)
+    if caching:
+        tr = wb.Trace.from_arrays(tr.arrival_s, tr.prompt_tokens, tr.output_tokens,
+                                  prefix_hashes=conversation_hashes(tr, 32, seed), prefix_block_tokens=32)
+    block_size = 8 if seed % 2 == 0 else 12   # a power of two and not (12 straddles the 32-token hash blocks)
+    cfg = cfg_of(num_gpus=replicas, router=router, chunked_prefill=chunked, max_num_seqs=12,
+                 max_num_batched_tokens=400, block_size=block_size, kv_blocks=kv_blocks, prefix_caching=caching)
+    res = assert_matches_reference(tr, cfg)
     if kv_blocks < 100:
         assert res.summary["preemptions_total"] > 0   # the case exercises preemption
+    if caching:
+        assert res.summary["prefix_hit_rate"] > 0.05
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 80), chunked=st.booleans(), replicas=st.integers(1, 3),
+       router=st.sampled_from(tuple(ROUTER_NAMES)), block_size=st.sampled_from((1, 4, 8, 12)),
+       kv_tokens=st.integers(100, 1500), max_num_seqs=st.integers(1, 12), caching=st.booleans(),
+       watermark=st.sampled_from((None, 0.0, 0.05)), budget=st.integers(40, 500), hash_tokens=st.sampled_from((8, 32)))
+def test_engine_matches_the_reference_everywhere(seed, n, chunked, replicas, router, block_size, kv_tokens,
+                                                  max_num_seqs, caching, watermark, budget, hash_tokens):
+    """Routers, chunking, preemption (tiny caches), drops (small budgets), watermarks and prefix caching at once."""
+    if router == "prefix_affinity" and not caching:
+        router = "least_outstanding"
+    tr = random_trace(n, seed, rate=150.0, max_prompt=120, mean_out=12)
+    if caching:
+        tr = wb.Trace.from_arrays(tr.arrival_s, tr.prompt_tokens, tr.output_tokens,
+                                  prefix_hashes=conversation_hashes(tr, hash_tokens, seed, n_conversations=6),
+                                  prefix_block_tokens=hash_tokens)
+    cfg = cfg_of(num_gpus=replicas, router=router, chunked_prefill=chunked, max_num_seqs=max_num_seqs,
+                 max_num_batched_tokens=max(budget, max_num_seqs), block_size=block_size,
+                 kv_blocks=max(1, kv_tokens // block_size), prefix_caching=caching, kv_watermark=watermark,
+                 max_paddings=64, prefix_affinity_margin=2)
+    assert_matches_reference(tr, cfg)
 
 
 # ---------------------------------------------------------------- invariants
@@ -227,8 +380,13 @@ def test_invariants(seed, n, scheduler, chunked, replicas, router, block_size, k
     # conservation: every request is completed or rejected with a reason, never both, never lost
     assert s["completed"] + s["rejected"] == n == len(r)
     peak = -(-(tr.prompt_tokens.astype(np.int64) + tr.output_tokens - 1) // block_size)
-    budget_ok = chunked | (tr.prompt_tokens <= cfg.max_num_batched_tokens)
-    np.testing.assert_array_equal(done, (peak <= kv_blocks) & budget_ok)
+    prompt_blocks = -(-tr.prompt_tokens.astype(np.int64) // block_size)
+    budget_ok = chunked | ((tr.prompt_tokens <= cfg.max_num_batched_tokens)
+                           & (prompt_blocks <= kv_blocks - cfg.kv_watermark_blocks))
+    dropped = r.status.cat.codes.to_numpy() == STATUS_DROPPED
+    assert chunked or not dropped.any() or (r.preemptions[dropped] > 0).all()   # only preempted requests drop
+    assert not (chunked and dropped.any())
+    np.testing.assert_array_equal(done | dropped, (peak <= kv_blocks) & budget_ok)
     # causality per request
     assert np.all(r.queue_s[done] >= 0)
     assert np.all(r.ttft_s[done] > r.queue_s[done])
@@ -249,15 +407,21 @@ def test_invariants(seed, n, scheduler, chunked, replicas, router, block_size, k
     assert s["preemptions_total"] == r.preemptions.sum()
 
 
-@pytest.mark.parametrize("scheduler", CONTINUOUS)
-def test_runs_of_decode_steps_equal_single_steps(scheduler):
-    """The event-saving runs of identical decode steps change nothing but the event count."""
+@pytest.mark.parametrize("scheduler,caching,chunked", [(s, False, False) for s in CONTINUOUS]
+                         + [("continuous_fcfs", True, False), ("continuous_fcfs", True, True)])
+def test_runs_of_decode_steps_equal_single_steps(scheduler, caching, chunked):
+    """The event-saving runs of identical decode steps change nothing but the event count (with prefix caching
+    too: shared prefix blocks counted once, kept tokens after preemption, the router's view of the cache)."""
     from dataclasses import replace
 
     from workbench.sim.schedulers import SCHEDULERS
     tr = random_trace(400, 11, rate=120.0)
-    cfg = cfg_of(scheduler=scheduler, num_gpus=2, router="least_kv", block_size=8, kv_blocks=200, max_num_seqs=24,
-                 b_max=24, tpot_sla_s=0.01, k_bins=3)
+    if caching:
+        tr = wb.Trace.from_arrays(tr.arrival_s, tr.prompt_tokens, tr.output_tokens,
+                                  prefix_hashes=conversation_hashes(tr, 32, 11), prefix_block_tokens=32)
+    cfg = cfg_of(scheduler=scheduler, num_gpus=2, router="prefix_affinity" if caching else "least_kv", block_size=8,
+                 kv_blocks=200 if not caching else 120, max_num_seqs=24, b_max=24, tpot_sla_s=0.01, k_bins=3,
+                 prefix_caching=caching, chunked_prefill=chunked, prefix_affinity_margin=3)
     step = wb.StepTimeModel(**REF_STEP)
     fast = wb.simulate(tr, cfg, latency=step)
     cls = SCHEDULERS[scheduler]
@@ -273,6 +437,9 @@ def test_runs_of_decode_steps_equal_single_steps(scheduler):
         np.testing.assert_allclose(fast.continuous[key], slow.continuous[key], rtol=1e-9)
     np.testing.assert_array_equal(fast.continuous["preemptions"], slow.continuous["preemptions"])
     np.testing.assert_array_equal(fast.continuous["replica"], slow.continuous["replica"])
+    np.testing.assert_array_equal(fast.continuous["cached_tokens"], slow.continuous["cached_tokens"])
+    if caching:
+        assert fast.summary["preemptions_total"] > 0 and fast.summary["prefix_hit_rate"] > 0.05
 
 
 def test_summary_metrics_by_hand():
@@ -310,6 +477,17 @@ for s in %r:
         h = hashlib.sha256(b"".join(np.ascontiguousarray(c[k]).tobytes() for k in
                                     ("ttft_s", "e2e_s", "queue_s", "preemptions", "replica", "log_f", "log_i")))
         out[f"{s}/{chunked}"] = [h.hexdigest(), int(c["preemptions"].sum())]
+hashes = [([7] + [1000 * (r %% 9) + j for j in range(p // 64)])[:p // 64] + ([10**6 + r] if p %% 64 else [])
+          for r, p in enumerate(tr.prompt_tokens.tolist())]
+cached = wb.Trace.from_arrays(arr, tr.prompt_tokens, tr.output_tokens, prefix_hashes=hashes, prefix_block_tokens=64)
+for chunked in (False, True):
+    r = wb.simulate(cached, wb.SimConfig(scheduler="continuous_fcfs", num_gpus=2, router="prefix_affinity",
+                                         prefix_caching=True, block_size=8, kv_blocks=300, max_num_seqs=32,
+                                         chunked_prefill=chunked), latency=step)
+    c = r.continuous
+    h = hashlib.sha256(b"".join(np.ascontiguousarray(c[k]).tobytes() for k in
+                                ("ttft_s", "e2e_s", "preemptions", "replica", "cached_tokens", "log_i")))
+    out[f"cached/{chunked}"] = [h.hexdigest(), int(c["preemptions"].sum()), int(c["cached_tokens"].sum())]
 print(json.dumps(out))
 """ % (CONTINUOUS,)
 
@@ -319,7 +497,8 @@ def test_uncompiled_path_gives_identical_results():
         return run_script_json(SCRIPT, disable_jit=disable_jit)
 
     compiled = run(False)
-    assert any(p for _, p in compiled.values())   # preemption is exercised
+    assert any(v[1] for v in compiled.values())   # preemption is exercised
+    assert compiled["cached/True"][2] > 0 and compiled["cached/False"][2] > 0   # and prefix caching
     assert run(True) == compiled
 
 

@@ -44,19 +44,22 @@ def test_every_seed_option_reaches_the_notebooks(tmp_path):
     dataset = tmp_path / "trace.csv"
     dataset.write_text("arrival_s,prompt_tokens,output_tokens\n0,1,1\n")
     options = parse("--step3-only", "--best-gpu-count", "8", "--max-requests", "5000", "--max-gpus", "16",
-                    "--use-real-timestamps", "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
+                    "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
                     "--results-dir", str(tmp_path / "r"), "--executor", "serial", "--seed", "7", "--k-bins", "8",
-                    "--validate", "--no-capacity", "--capacity-attainment", "0.8", "--schedulers",
+                    "--validate", "--capacity-attainment", "0.8", "--schedulers",
                     "static_fifo,continuous_fcfs", "--latency", "opt-13b-a100", "--replications", "2",
                     "--ttft-sla", "0.5", "--tpot-sla", "0.1")
     assert options.steps == (STEP3,) and options.validate
     params = notebook_parameters(options, STEP3)
-    assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": True, "rps_scaling": 50.0,
+    assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": False, "rps_scaling": 50.0,
                       "d_sla": 2.5, "dataset": str(dataset.resolve()), "k_bins": 8, "seed": 7,
                       "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8,
-                      "capacity_search": False, "capacity_attainment": 0.8,
+                      "capacity_search": True, "capacity_attainment": 0.8,
                       "schedulers": ["static_fifo", "continuous_fcfs"], "latency": "opt-13b-a100", "replications": 2,
                       "ttft_sla": 0.5, "tpot_sla": 0.1}
+    # the two switches (each turns another option off, so they go without it)
+    switched = notebook_parameters(parse("--use-real-timestamps", "--no-capacity"), STEP2)
+    assert switched["use_real_timestamps"] is True and switched["capacity_search"] is False
     assert parse().capacity_search and parse().capacity_attainment == 0.9
     assert "best_gpu_count" not in notebook_parameters(options, STEP2)
     assert notebook_parameters(options, VALIDATION) == {"results_dir": str(tmp_path / "r"), "seed": 7}

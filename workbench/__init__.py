@@ -19,11 +19,11 @@ from workbench.sim.simulate import SimResult, SimulationError, SlaScaleWarning, 
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces.serving_log import ServingLog, load_serving_log
 from workbench.traces.synthetic import synthetic_trace
-from workbench.traces.trace import Trace, TraceFormatError, TraceSizeWarning, load_trace
+from workbench.traces.trace import PrefixHashes, Trace, TraceFormatError, TraceSizeWarning, TraceUnitWarning, load_trace
 
 __all__ = [
     "BinningWarning", "CapacityError", "CapacityResult", "capacity", "LatencyModel", "PREDICTORS", "SCHEDULERS", "SimConfig", "SimResult",
-    "SimulationError", "SlaScaleWarning", "StepTimeModel", "Trace", "TraceFormatError", "TraceSizeWarning", "equal_mass_edges", "load_trace",
+    "SimulationError", "SlaScaleWarning", "StepTimeModel", "PrefixHashes", "Trace", "TraceFormatError", "TraceSizeWarning", "TraceUnitWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
     "FitReport", "ServingLog", "calibrate", "compare_to_measured", "load_serving_log",
 ]

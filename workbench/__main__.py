@@ -4,42 +4,54 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import os
 import sys
 from pathlib import Path
 
+from workbench import checks
 from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS
 from workbench.traces import datasets
 
 
 def _number(text: str) -> float:
     try:
-        return float(text.replace("_", ""))
+        return checks.number(text, "value")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if checks._from_text(text) is None:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        return float(checks._from_text(text))
 
 
 def _positive_int(text: str) -> int:
     """A whole number >= 1; ``1e6`` and ``1_000_000`` are accepted."""
-    value = _number(text)
-    if not (math.isfinite(value) and value.is_integer() and value >= 1):
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(value)
+    _number(text)
+    try:
+        return checks.integer(text, "value", low=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
 
 
 def _positive_float(text: str) -> float:
-    value = _number(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+    _number(text)
+    try:
+        return checks.number(text, "value", low=0, low_open=True)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}") from None
 
 
 def _share(text: str) -> float:
     value = _number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {text}")
-    return value
+    try:
+        return checks.number(text, "value", low=0, low_open=True, high=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], got {value:g}") from None
+
+
+def _seed(text: str) -> int:
+    _number(text)
+    try:
+        return checks.integer(text, "value", low=0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"see data/README.md). Names: {datasets.help_text()}. Default: synthetic")
     suite.add_argument("--k-bins", type=_positive_int, default=4, metavar="K",
                        help="bins of the multi-bin schedulers in steps 1 and 2 (default 4)")
-    suite.add_argument("--seed", type=int, default=42, help="seed of the simulation and the synthetic trace")
+    suite.add_argument("--seed", type=_seed, default=42, help="seed of the simulation and the synthetic trace")
     suite.add_argument("--results-dir", default=None, metavar="DIR",
                        help="where everything is written (default: results/default at the default parameters, "
                             "else results/<the parameters that differ>, e.g. results/max_gpus=16); a folder holds "
@@ -140,15 +152,9 @@ def options_from_args(args: argparse.Namespace):
 
 
 def check_results_dir(path: Path) -> None:
-    """Create the results folder now, so that a path that cannot be one fails before any work starts."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"--results-dir {path}: cannot be created ({exc.strerror or exc}"
-                         f"{': ' + exc.filename if exc.filename and exc.filename != str(path) else ''}); "
-                         "pick a folder you can write to") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"--results-dir {path}: not writable by this user; pick a folder you can write to")
+    """The results folder must be one that can be created or written (checked now, creating nothing, so a
+    path that cannot be one fails before any work starts and a refused run leaves no empty folder behind)."""
+    checks.writable_folder(path, "--results-dir")
 
 
 def check_executor(spec) -> None:
@@ -180,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = options_from_args(args)
         check_results_dir(options.results_path)
+        options.check_results_dir()  # a foreign folder, another parameter set, an output path that is a folder
         check_executor(options.executor)
+        options.check_traces()  # e.g. an rps_scaling that overflows time: refused before the folder is recorded
+    except ResultsFolderConflict as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         parser.error(str(exc))
     try:

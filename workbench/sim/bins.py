@@ -33,15 +33,16 @@ def equal_mass_edges(lengths, k: int) -> np.ndarray:
     ``e_0 = min(lengths)`` and ``e_m = max(lengths) + 1``, so ``np.searchsorted(edges,
     x, side="right") - 1`` maps every sample to a bin in ``0..m-1``.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k (number of bins) must be an integer >= 1, got {k!r}")
-    values = np.asarray(lengths)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError("lengths must be a non-empty 1-D array")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("lengths contain NaN or infinite values")
+    from workbench import checks
+
+    k = checks.integer(k, "k (number of bins)", low=1)
+    integral = np.issubdtype(np.asarray(lengths).dtype, np.integer)
+    values = checks.array(lengths, "lengths")
+    if values.size == 0:
+        raise ValueError("lengths: must be a non-empty 1-D array, got none")
     uniq, counts = np.unique(values, return_counts=True)
-    upper = uniq[-1] + 1 if np.issubdtype(uniq.dtype, np.integer) else np.nextafter(uniq[-1], np.inf)
+    # the upper edge in float64 (an int32 maximum + 1 would wrap round to a negative edge)
+    upper = uniq[-1] + 1.0 if integral else np.nextafter(uniq[-1], np.inf)
     m = uniq.size
     if m < k:
         warnings.warn(f"only {m} distinct lengths: returning {m} bins instead of k={k}", BinningWarning,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-
-import numpy as np
 from dataclasses import dataclass, field
+
+from workbench import checks
 
 from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
 from workbench.sim.continuous_engine import ROUTERS
@@ -25,6 +24,27 @@ _INT_LIMITS = {
     "ctrl_window": (10_000, "the engine keeps a window of this many batches per bin in memory"),
 }
 _INT_LIMIT_DEFAULT = (_INT32_MAX, "the compiled engine counts in 32-bit integers")
+_INT_LIMITS["block_size"] = (
+    65_536, "the continuous engine keeps a histogram of block_size entries per replica; vLLM uses 8 to 32")
+# Real fields: name -> (zero excluded, unit, plausibility bound, how to write it in the right unit).  A value
+# above the bound is a unit mistake (bytes for GB, milliseconds for seconds), refused rather than simulated.
+_GB_HINT = "the field is in GB (1e9 bytes): 16 GB is 16, not 16e9"
+_REAL_FIELDS = {
+    "d_sla_s": (True, "s", None, ""),
+    "sla_budget_fraction": (True, "", None, ""),
+    "gpu_mem_gb": (True, "GB", 10_000.0, _GB_HINT + "; a tensor-parallel replica of 8 H200s has 1,128 GB"),
+    "gpu_memory_utilization": (True, "", None, ""),
+    "kv_gb_per_token": (True, "GB", 0.1, "the field is in GB per token: OPT-13B's 819,200 bytes are 8.192e-4"),
+    "predictor_sigma": (False, "", 10.0, "a log-normal sigma: 0.5 is a typical error of about 50%"),
+    "ctrl_eps_fraction": (False, "", None, ""),
+    "mem_theta": (False, "", None, ""),
+    "model_mem_gb": (False, "GB", 10_000.0, _GB_HINT),
+    "mem_margin_gb": (False, "GB", 10_000.0, _GB_HINT),
+}
+_PRESET_FIELDS = ("kv_gb_per_token", "model_mem_gb")  # None: the model preset's value
+# Shares of something (of the SLA, of the budget): 90 meant as 90% is refused, never simulated.
+_SHARES = {"sla_budget_fraction": "a share of d_sla_s in (0, 1]",
+           "ctrl_eps_fraction": "a share of the latency budget in [0, 1]"}
 
 
 def _f(default, help: str):
@@ -91,53 +111,59 @@ class SimConfig:
               "(kv_capacity_tokens from the memory fields above)")
     router: str = _f(
         "round_robin", "continuous: how arrivals are routed to replicas: round_robin, least_outstanding "
-                       "(fewest routed and unfinished requests), least_kv (fewest KV blocks in use + waiting)")
+                       "(fewest routed and unfinished requests), least_kv (fewest KV blocks in use + waiting), "
+                       "prefix_affinity (the replica caching the longest prefix of the prompt, unless it has more "
+                       "than prefix_affinity_margin requests over the least loaded; needs prefix_caching)")
+    prefix_caching: bool = _f(
+        False, "continuous: vLLM's automatic prefix caching: full KV blocks of prompt prefixes (the trace's "
+               "prefix_hashes) and of a preempted request's tokens stay cached (LRU) and are reused, so a "
+               "prefill computes only the uncached tokens")
+    kv_watermark: float | None = _f(
+        None, "continuous: share of the KV blocks kept free when admitting a waiting request, in [0, 1); None = "
+              "vLLM's own: 0.01 without chunked prefill (v0.2 BlockSpaceManager), 0 with it (v1 keeps none)")
+    max_paddings: int = _f(
+        256, "continuous, chunked_prefill=False (vLLM v0.2): most padding tokens a prefill step may carry (its "
+             "prompts are padded to the longest); vLLM v0.2.3's default")
+    prefix_affinity_margin: int = _f(
+        16, "continuous, router=prefix_affinity: how many more outstanding requests than the least loaded replica "
+            "the replica with the longest cached prefix may have and still be chosen")
     ttft_sla_s: float = _f(1.0, "continuous: time-to-first-token limit per request, seconds (> 0)")
     tpot_sla_s: float = _f(
         0.05, "continuous: time-per-output-token limit per request, seconds (> 0); continuous_sla's "
               "controller target is sla_budget_fraction * tpot_sla_s")
 
     def __post_init__(self):
-        if self.scheduler not in SCHEDULERS:
-            static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
-            continuous = sorted(n for n, c in SCHEDULERS.items() if c.engine == "continuous")
-            raise ValueError(f"scheduler: unknown {self.scheduler!r}; allowed: {', '.join(static)} (static batches), "
-                             f"{', '.join(continuous)} (continuous batching)")
-        if self.predictor not in PREDICTORS:
-            raise ValueError(f"predictor: unknown {self.predictor!r}; allowed: {', '.join(PREDICTORS)}")
-        if self.bin_policy not in BIN_POLICIES:
-            raise ValueError(f"bin_policy: unknown {self.bin_policy!r}; allowed: {', '.join(BIN_POLICIES)}")
+        static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
+        continuous = sorted(n for n, c in SCHEDULERS.items() if c.engine == "continuous")
+        checks.choice(self.scheduler, "scheduler", static + continuous)  # static batches first, then continuous
+        checks.choice(self.predictor, "predictor", PREDICTORS)
+        checks.choice(self.bin_policy, "bin_policy", BIN_POLICIES)
         ints = {"num_gpus": 1, "k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
-                "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0}
+                "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0,
+                "max_num_seqs": 1, "max_num_batched_tokens": 1, "block_size": 1, "max_paddings": 0,
+                "prefix_affinity_margin": 0}
         for name, low in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
-            object.__setattr__(self, name, int(value))  # plain int: stable hashing and JSON
-        if not isinstance(self.spread_idle, (bool, np.bool_)):
-            raise ValueError(f"spread_idle: must be True or False, got {self.spread_idle!r}")
-        object.__setattr__(self, "spread_idle", bool(self.spread_idle))
-        for f in dataclasses.fields(self):
-            if f.type == "int" and f.name != "seed":  # the seed only feeds numpy's generators: any size
-                high, why = _INT_LIMITS.get(f.name, _INT_LIMIT_DEFAULT)
-                if getattr(self, f.name) > high:
-                    raise ValueError(f"{f.name}: must be at most {high:,} ({why}), got {getattr(self, f.name):,}")
+            # the seed only feeds numpy's generators: any size; the others have an upper bound (_INT_LIMITS)
+            high, why = (None, "") if name == "seed" else _INT_LIMITS.get(name, _INT_LIMIT_DEFAULT)
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low, high=high,
+                                                          high_why=why))  # plain int: stable hashing and JSON
+        high, why = _INT_LIMIT_DEFAULT
+        object.__setattr__(self, "kv_blocks", checks.integer(
+            self.kv_blocks, "kv_blocks", low=1, high=high, high_why=why, none=True,
+            hint="None derives it from the memory fields (kv_capacity_tokens // block_size)"))
+        for name in ("spread_idle", "chunked_prefill", "prefix_caching"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
+        if not isinstance(self.model, str):
+            raise checks.InvalidType(f"model: must be a model preset name, got {self.model!r}")
         get_model(self.model)  # a clear error for an unknown preset
-        positive = ("d_sla_s", "sla_budget_fraction", "gpu_mem_gb", "gpu_memory_utilization", "kv_gb_per_token")
-        non_negative = ("predictor_sigma", "ctrl_eps_fraction", "mem_theta", "model_mem_gb", "mem_margin_gb")
-        for name in positive + non_negative:
-            value = getattr(self, name)
-            if value is None and name in ("kv_gb_per_token", "model_mem_gb"):
-                continue  # from the model preset
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"{name}: must be a finite number, got {value!r}")
-            if name in positive and value <= 0:
-                raise ValueError(f"{name}: must be > 0, got {value!r}")
-            if value < 0:
-                raise ValueError(f"{name}: must be >= 0, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        for name, (low_open, unit, sane_high, sane_hint) in _REAL_FIELDS.items():
+            object.__setattr__(self, name, checks.number(
+                getattr(self, name), name, low=0, low_open=low_open, none=name in _PRESET_FIELDS,
+                high=1 if name in _SHARES else None, what=_SHARES.get(name),
+                hint="0.9 is 90%" if name in _SHARES else "",
+                sane_high=sane_high, sane_hint=sane_hint, unit=unit if sane_high is not None else ""))
         if self.gpu_memory_utilization > 1:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
                              f"got {self.gpu_memory_utilization!r}")
@@ -164,32 +190,33 @@ class SimConfig:
         return self.model_spec.kv_gb_per_token if self.kv_gb_per_token is None else self.kv_gb_per_token
 
     def _validate_continuous(self) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if self.kv_blocks is not None:
-            value = self.kv_blocks
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"kv_blocks: must be an integer >= 1, or None to derive it from the memory "
-                                 f"fields (kv_capacity_tokens // block_size), got {value!r}")
-            object.__setattr__(self, "kv_blocks", int(value))
-        if not isinstance(self.chunked_prefill, (bool, np.bool_)):
-            raise ValueError(f"chunked_prefill: must be True or False, got {self.chunked_prefill!r}")
-        object.__setattr__(self, "chunked_prefill", bool(self.chunked_prefill))
         if self.chunked_prefill and self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(f"max_num_batched_tokens: with chunked_prefill it must be >= max_num_seqs (every "
                              f"running decode takes one token of the step's budget), got "
                              f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
-        if self.router not in ROUTERS:
-            raise ValueError(f"router: unknown {self.router!r}; allowed: {', '.join(ROUTERS)}")
+        checks.choice(self.router, "router", ROUTERS)
+        if self.router == "prefix_affinity" and not self.prefix_caching:
+            raise ValueError("router: 'prefix_affinity' routes by cached prefixes and needs prefix_caching=True; "
+                             "set prefix_caching=True or choose another router")
+        object.__setattr__(self, "kv_watermark", checks.number(
+            self.kv_watermark, "kv_watermark", low=0, high=1, high_open=True, none=True,
+            what="a share of the KV blocks in [0, 1)", hint="None keeps vLLM's own (0.01 without chunked prefill, "
+                                                             "0 with it)"))
         for name in ("ttft_sla_s", "tpot_sla_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-                    or value <= 0:
-                raise ValueError(f"{name}: must be a finite number > 0 (seconds), got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True,
+                                                         what="a finite number > 0 (seconds)"))
+
+    @property
+    def kv_watermark_effective(self) -> float:
+        """``kv_watermark``, or vLLM's own when None: 0.01 without chunked prefill (v0.2), 0 with it (v1)."""
+        if self.kv_watermark is not None:
+            return self.kv_watermark
+        return 0.0 if self.chunked_prefill else 0.01
+
+    @property
+    def kv_watermark_blocks(self) -> int:
+        """Blocks the watermark keeps free: ``int(kv_watermark_effective * kv_blocks_effective)`` (as vLLM)."""
+        return int(self.kv_watermark_effective * self.kv_blocks_effective)
 
     @property
     def kv_blocks_effective(self) -> int:

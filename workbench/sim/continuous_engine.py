@@ -1,118 +1,184 @@
 """Compiled iteration-level core: replicas running continuous-batching steps (vLLM semantics).
 
-Each replica (one GPU or one tensor-parallel group; ``num_gpus`` of them) runs
-engine *steps* back to back while it has work.  The rules, one by one:
+Each replica (one GPU or one tensor-parallel group; ``num_gpus`` of them) runs engine *steps* back to
+back while it has work.  ``chunked_prefill=False`` follows vLLM v0.2.3 (the version behind the measured
+runs in ``data/groundtruth/``; DistServe's baseline), ``chunked_prefill=True`` the v1 engine (vLLM >= 0.8,
+``vllm/v1/core/sched/scheduler.py``).  Sources are cited as ``file::function``; v0.2.3 files are those of
+the released wheel (``vllm/core/scheduler.py``, ``vllm/core/block_manager.py``, ``vllm/core/policy.py``,
+``vllm/worker/model_runner.py``), v1 files those of vLLM's main branch.  The rules, one by one:
 
 Arrival and routing
-  1. A request joins at ``arrival_s + a0 + a1 * prompt_tokens`` (the step-time
-     model's arrival overhead: HTTP, tokenisation); joins are processed in
-     time order (ties: trace order).  At its join it is routed to a replica:
-     ``round_robin`` cycles over the replicas in join order;
-     ``least_outstanding`` picks the replica with the fewest requests routed
-     to it and not finished (waiting + running); ``least_kv`` picks the one
-     with the fewest KV blocks in use (as of its last completed step) plus
-     the blocks the prompts already waiting on it will need, so a burst is
-     spread before any of it is admitted.  Ties go to the lowest replica
-     index.
-  2. Requests that can never be served are rejected before the engine runs,
-     with a reason: the KV blocks a request holds at its peak,
-     ``ceil((prompt + output - 1) / block_size)`` (``ceil(prompt / block_size)``
-     for a 1-token output), exceed ``kv_blocks``; or, without chunked
-     prefill, its prompt exceeds ``max_num_batched_tokens`` (vLLM v0.2 ignores
-     such prompts).
+  1. A request joins at ``arrival_s + a0 + a1 * prompt_tokens`` (the step-time model's arrival overhead:
+     HTTP, tokenisation); joins are processed in time order (ties: trace order).  At its join it is routed
+     to a replica: ``round_robin`` cycles over the replicas in join order; ``least_outstanding`` picks the
+     replica with the fewest requests routed to it and not finished (waiting + running); ``least_kv`` the
+     one with the fewest KV blocks in use (as of its last completed step) plus the blocks the requests
+     already waiting on it will need (``ceil((prompt + generated) / block_size)`` each), so a burst is
+     spread before any of it is admitted; ``prefix_affinity`` (with prefix caching) the replica whose cache
+     holds the longest prefix of the prompt (registered blocks of rule 13, whole nodes while they are
+     complete, as of the join: blocks taken by steps started before it are evicted; ties: fewer outstanding
+     requests, then lower index) unless that replica has more than
+     ``prefix_affinity_margin`` outstanding requests over the least loaded one, or no prefix cached: then
+     the least loaded (``least_outstanding``'s choice).  This is the cache-aware routing of SGLang's router
+     (match on a mirror of each worker's radix tree, fall back to the shortest queue when the load is
+     unbalanced by more than ``balance_abs_threshold``) and of llm-d's prefix-cache scorer with a load
+     scorer.  Ties go to the lowest replica index.
+  2. Requests that can never be served are rejected before the engine runs, with a reason: the KV blocks
+     a request holds at its last step, ``ceil((prompt + output - 1) / block_size)`` (``ceil(prompt /
+     block_size)`` for a 1-token output), exceed ``kv_blocks`` (vLLM would run it until it preempts itself
+     for good); without chunked prefill, a prompt longer than ``max_num_batched_tokens`` (v0.2.3
+     ``Scheduler._schedule``: ``num_prompt_tokens > self.prompt_limit``, ``prompt_limit = min(max_model_len,
+     max_num_batched_tokens)``, ignored) or one whose blocks leave fewer than the watermark free in an
+     empty cache (``BlockSpaceManager.can_allocate`` returns ``AllocStatus.NEVER``: ``total - required <
+     watermark_blocks``, ignored).
 
 Scheduling a step (at every step boundary, after the joins at that instant)
-  3. The waiting queue is FCFS (``continuous_multi_bin``: see rule 12).
-  4. ``chunked_prefill=False`` (vLLM v0.2): if requests wait, prefills are
-     admitted from the head of the queue while the step's prompt tokens stay
-     within ``max_num_batched_tokens``, the running requests within the
-     sequence limit (``max_num_seqs``, or the policy's limit) and the prompt's
-     blocks ``ceil(prompt / block_size)`` within the free KV blocks; the first
-     request that does not fit stops admission.  If any was admitted the step
-     is prefill-only.  Otherwise the step is a decode step of every running
-     request.
-  5. ``chunked_prefill=True`` (vLLM v1): every running decode takes one token
-     of the budget first; then the request whose prompt is partly computed
-     (at most one: a chunk is only cut when the budget runs out) gets its next
-     chunk, then waiting requests are admitted FCFS, each taking
-     ``min(remaining prompt, remaining budget)`` tokens, while the budget,
-     the sequence limit and the free blocks allow.  No request is admitted in
-     a step in which a preemption happened.  Decodes and prefill chunks share
+  3. The waiting queue is FCFS (``continuous_multi_bin``: see rule 12); a preempted request goes back to
+     its front.  The running list is in admission order, which under FCFS is vLLM v0.2's priority order
+     (``policy.py::FCFS.get_priority = now - arrival_time``, re-sorted every step in ``_schedule``: running
+     requests always arrived before waiting ones, and preemption takes them from the end) and v1's list
+     order.
+  4. ``chunked_prefill=False`` (v0.2.3 ``Scheduler._schedule``): if requests wait, prefills are admitted
+     from the head of the queue, each one's whole token sequence ``T = prompt + generated`` (a preempted
+     request recomputes its generated tokens too: ``model_runner.py::_prepare_prompt`` feeds
+     ``seq_data.get_token_ids()``), until one does not fit, in vLLM's order of tests: a preempted request
+     with ``T > max_num_batched_tokens`` or ``ceil(T / block_size) > kv_blocks - watermark`` is *dropped*
+     (vLLM marks it ``FINISHED_IGNORED`` and returns it truncated; reported with status "dropped after
+     preemption"); then the blocks it needs must leave at least the watermark free (``can_allocate``:
+     ``free - required >= watermark_blocks``, else ``LATER``: stop); then the step's *padded* tokens
+     ``(admitted + 1) * max(T)`` must stay within ``max_num_batched_tokens``; then the running requests
+     within the sequence limit (``max_num_seqs``, or the policy's limit); then the padding
+     ``(admitted + 1) * max(T) - sum(T)`` within ``max_paddings``.  If any was admitted the step is
+     prefill-only.  Otherwise the step is a decode step of every running request.
+  5. ``chunked_prefill=True`` (v1 ``Scheduler.schedule``): the running requests are scheduled first, in
+     list order: every decode takes one token of the budget, then the request whose prompt is partly
+     computed (at most one, always the last in the list: a chunk is only cut when the budget runs out)
+     gets its next chunk, ``min(remaining, budget left)`` tokens.  Then, only if no request was preempted
+     in this step, waiting requests are admitted FCFS, each taking ``min(T - cached, remaining budget)``
+     tokens, while the budget lasts, the running requests stay within the sequence limit and the blocks
+     fit (``kv_cache_manager.py::allocate_slots`` returns ``None``: stop).  Decodes and prefill chunks share
      the step.
-  6. The first output token comes from the step that completes the prompt.
-     A request with one output token finishes there; the others decode one
-     token per step.
+  6. The output token comes from the step that completes a prefill (a partial chunk samples nothing):
+     the first token of a new request, the *next* token of a preempted one (``T`` covers the tokens it
+     had).  A request finishes when it has all its output tokens; the others decode one token per step.
 
 KV cache
-  7. Capacity ``kv_blocks`` blocks of ``block_size`` tokens (when ``None``:
-     ``SimConfig.kv_capacity_tokens // block_size``).  A request holds
-     ``ceil(tokens in its KV / block_size)`` blocks: the computed prompt
-     tokens while prefilling, ``prompt + generated`` once decoding (the slot
-     for the token being fed is reserved before the step), so it needs a new
-     block every ``block_size`` decode steps.  No watermark is kept.
-  8. When the blocks a decode step needs are not free, the most recently
-     admitted running request is preempted, repeatedly, until they are (it
-     may be the one that needed the block).  Preemption is by recompute: its
-     blocks are freed, it goes back to the FRONT of the waiting queue (several
-     victims keep their admission order), and its generated tokens are lost
-     and computed again.  Its first-token time is kept (the user already saw
-     that token).
+  7. Capacity ``kv_blocks`` blocks of ``block_size`` tokens (when ``None``: ``SimConfig.kv_capacity_tokens
+     // block_size``; vLLM v1 reserves one more, its null block, so ``kv_blocks = num_gpu_blocks - 1``
+     there).  A request's KV holds the tokens computed so far: the prefilled ones while prefilling,
+     ``prompt + generated`` once decoding (the slot of the token being fed is allocated when the step is
+     scheduled), in ``ceil(tokens / block_size)`` blocks, so it needs a new block every ``block_size``
+     decode steps.  Admission keeps a watermark of ``int(kv_watermark * kv_blocks)`` blocks free
+     (``SimConfig.kv_watermark``, default vLLM's own: 0.01 for v0.2, ``BlockSpaceManager(watermark=0.01)``;
+     none for v1, whose ``allocate_slots`` applies its optional ``watermark`` only to waiting or preempted
+     requests and only when another request is already scheduled in the step, as here).
+  8. Preemption by recompute when the running requests' blocks do not fit.  v0.2.3 (``_schedule``, decode
+     branch): running requests are visited in priority order; before each, if no block is free
+     (``can_append_slot``: one free block per sequence, whether or not it needs one now), the *last* one
+     (lowest priority, latest arrival: ``self.running.pop(-1)``) is preempted, repeatedly, and when none
+     is left after it the request itself (``else: self._preempt(seq_group)``); then it takes its block if
+     its next token starts one.  v1 (``schedule``, running loop): a request whose ``allocate_slots`` fails
+     preempts ``self.running.pop()`` (the last in the list), repeatedly, itself when it is the last; a
+     request that needs no new block never triggers it.  A preempted request's blocks are freed
+     (``_preempt_by_recompute`` / ``_preempt_request``: ``num_computed_tokens = 0``), it goes back to the
+     FRONT of the waiting queue (``waiting.insert(0, ...)`` / ``prepend_request``; several victims keep
+     their order) and KEEPS its generated tokens: when admitted again its prefill covers prompt + generated
+     tokens (less any cached prefix, rule 13) and samples its next token (rule 6); its first-token time is
+     kept.  Each preemption is counted.
 
 Step time (:class:`workbench.sim.steptime.StepTimeModel`)
-  9. prefill part ``b_p * sum(l) + c_p * sum(l * (p + l))`` over the prompt
-     pieces (``p`` the tokens already computed), decode part
-     ``b_d * sum(ctx) + c_d * n`` over the ``n`` decodes (``ctx`` = prompt +
-     tokens generated so far; the large-batch coefficients when ``n >=
-     threshold``), plus the fixed cost ``a_p`` or ``a_d``, ``max(a_p, a_d)``
-     for a mixed step.
-  10. The token overhead is added to every reported token time and does not
-      delay steps: ``ttft = first-token step end - arrival + o``,
-      ``e2e = last step end - arrival + output * o``,
-      ``tpot = (e2e - ttft) / (output - 1)`` (NaN for one output token),
-      ``queue = start of the first step that included it - arrival``.
+  9. prefill part ``b_p * sum(l) + c_p * sum(l * (p + l))`` over the prompt pieces computed in the step
+     (``l`` tokens computed now, ``p`` the tokens already in the KV cache before them: earlier chunks and
+     prefix-cache hits), decode part ``b_d * sum(ctx) + c_d * n`` over the ``n`` decodes (``ctx`` = prompt +
+     tokens generated so far, cached or not; the large-batch coefficients when ``n >= threshold``), plus
+     the fixed cost ``a_p`` or ``a_d``, ``max(a_p, a_d)`` for a mixed step.  (v0.2.3 pads a prefill batch to
+     its longest prompt; the padding is bounded by ``max_paddings`` and not timed here.)
+  10. The token overhead is added to every reported token time and does not delay steps:
+      ``ttft = first-token step end - arrival + o``, ``e2e = last step end - arrival + output * o``,
+      ``tpot = (e2e - ttft) / (output - 1)`` (NaN for one output token), ``queue = start of the first
+      step that included it - arrival``.
 
 Policies
-  11. ``continuous_sla`` (Pang et al., Algorithms 1 and 2): the running
-      batch may hold at most ``min(clamp(b_mem), clamp(b_sla))`` requests,
-      ``clamp(b) = min(max(b, N_decode), B_max)``; ``B_max`` is
-      ``max_num_seqs`` (the engine's batch cap) and ``B_min`` is ``b_min``.  Algorithm 2 runs after
-      every step containing decodes: ``tau`` is the mean decode-step time (the
-      time per output token of each running request) of the last
-      ``ctrl_window`` such steps and ``b_bar`` their mean number of decodes,
-      compared with ``D = sla_budget_fraction * tpot_sla_s`` and hold band
-      ``eps = ctrl_eps_fraction * D``.  Algorithm 1 is the static engine's
-      reading: ``b_mem`` is the largest ``b`` with ``b mu + theta sqrt(b)
-      sigma <= kv_blocks * block_size``, ``mu, sigma`` the mean and std-dev of
-      prompt+output tokens of the replica's completed requests, recomputed
-      only while requests both wait and run.  Runs of decode steps (see
-      Speed) are used only while nobody waits on the replica, and the
+  11. ``continuous_sla`` (Pang et al., Algorithms 1 and 2): the running batch may hold at most
+      ``min(clamp(b_mem), clamp(b_sla))`` requests, ``clamp(b) = min(max(b, N_decode), B_max)``; ``B_max``
+      is ``max_num_seqs`` (the engine's batch cap) and ``B_min`` is ``b_min``.  Algorithm 2 runs after
+      every step containing decodes: ``tau`` is the mean decode-step time (the time per output token of
+      each running request) of the last ``ctrl_window`` such steps and ``b_bar`` their mean number of
+      decodes, compared with ``D = sla_budget_fraction * tpot_sla_s`` and hold band ``eps =
+      ctrl_eps_fraction * D``.  Algorithm 1 is the static engine's reading: ``b_mem`` is the largest ``b``
+      with ``b mu + theta sqrt(b) sigma <= kv_blocks * block_size``, ``mu, sigma`` the mean and std-dev of
+      prompt+output tokens of the replica's completed requests, recomputed only while requests both wait
+      and run.  Runs of decode steps (see Speed) are used only while nobody waits on the replica, and the
       controller is updated once per step of the run.
-  12. ``continuous_multi_bin``: the waiting queue is split into K bins by
-      predicted output length (same predictor and equal-mass edges as the
-      static multi-bin).  A replica admits in *rounds*: a round takes the
-      bin whose head request joined earliest (ties: trace order) and covers the requests waiting
-      in it at that moment (plus preempted ones put back in front of it);
-      admission takes only from the round's bin, FCFS, and when the round is
-      used up the next round starts.  So a running batch fills with
-      similar-length requests, and no bin waits longer than one round per
-      other bin.
+  12. ``continuous_multi_bin``: the waiting queue is split into K bins by predicted output length (same
+      predictor and equal-mass edges as the static multi-bin).  A replica admits in *rounds*: a round takes
+      the bin whose head request joined earliest (ties: trace order) and covers the requests waiting in
+      it at that moment (plus preempted ones put back in front of it); admission takes only from the
+      round's bin, FCFS, and when the round is used up the next round starts.  So a running batch fills
+      with similar-length requests, and no bin waits longer than one round per other bin.  Its running
+      list stays in admission order (the victim of rule 8 is the most recently admitted request).
 
-Records: per request the replica, the start of its first step, the end of
-the step that produced its first token and of its last step, and its
-preemptions; per replica the busy time and the block-seconds of KV in use
-(exact for single steps; within a run of decode steps, the trapezoid between
-its first and last step's blocks); and a log of the first ``log_capacity``
-scheduling decisions (one row per step or run of decode steps).
+Prefix caching (``prefix_caching=True``; vLLM's automatic prefix caching, v1 ``kv_cache_manager.py`` and
+``block_pool.py``; with ``chunked_prefill=False`` the scheduling rules stay v0.2.3's and the cache is v1's:
+vLLM never had this pair, and v0.2's admission tests (rule 4) keep counting all of ``T``)
+  13. Only full blocks are cached, keyed by the chain of everything up to the block's last token
+      (``kv_cache_utils.py::hash_block_tokens``): blocks of the trace's prompt prefixes belong to nodes of
+      the prefix tree of :mod:`workbench.sim.prefix_tree` (the mapping from ``prefix_block_tokens`` hash
+      blocks onto engine blocks is stated there), every other block (the end of a prompt not covered by
+      hashes, its last partial block, generated tokens) is the request's own.  A block is registered in
+      the cache when it is allocated for tokens that fill it (``allocate_slots`` ->
+      ``cache_blocks(request, num_computed + num_new)``), so a request admitted later in the same step
+      already hits it.  Bookkeeping is per node and replica: how many of its leading blocks are
+      registered and how many running requests hold it; never per token.
+  14. Admission looks up the longest cached prefix, whole node by whole node, then the request's own
+      blocks kept from a preemption (``get_computed_blocks`` -> ``find_longest_cache_hit`` over the
+      request's block hashes, which include its generated tokens): it stops at the first block not
+      registered, and never covers the whole sequence: at most ``(T - 1) // block_size`` blocks (``NOTE:
+      When all tokens hit the cache, we must recompute the last token``), so a fully cached prompt whose
+      length is a multiple of ``block_size`` recomputes its whole last block (an empty prompt, which vLLM
+      refuses and the workbench serves, looks nothing up).  The prefill computes ``T -
+      hit`` tokens; ``res.requests["cached_tokens"]`` is the hit of a request's first admission (vLLM's
+      ``num_cached_tokens``).
+  15. Cached blocks nobody holds are *free*: they count as free blocks for every test above and sit in
+      one LRU queue per replica with the never-used ones (``FreeKVCacheBlockQueue``); a new block is taken
+      from its front (``get_new_blocks`` -> ``popleft``) and evicted from the cache if it held one; blocks
+      a request releases (finished or preempted) go to its back, its last block first
+      (``KVCacheManager.free``: "free the blocks in reverse order so that the tail blocks are evicted
+      first"), so a prefix is evicted leaf first; never-used blocks are not preferred over cached ones.
+      Requests finishing in the same step release in running-list order (vLLM's), decodes finishing
+      together in trace order (the same under FCFS without a per-token arrival overhead).  A
+      hit on free cached blocks takes them out of the queue (``touch``) and costs free blocks like new
+      ones (``get_num_blocks_to_allocate`` counts "evictable computed blocks").  Two simplifications,
+      both only when two requests compute the same new prefix blocks at once: vLLM does not de-duplicate
+      (``block_pool.py``: "we don't de-duplicate the blocks in the cache"), here a request whose chunk
+      reaches blocks another request registered meanwhile shares them; and a node's registered blocks
+      stay in use while anyone holds any of the node (per-node rather than per-block reference counts;
+      the same count of blocks as vLLM when a fully cached prompt recomputes its last block).
 
-Speed: decode-only steps with nothing joining are run in one event: with
-``n`` decodes the context sum grows by ``n`` per step, so ``k`` steps take
-``k E + F k (k - 1) / 2`` seconds (``E`` the first step's time, ``F = b_d n``),
-running totals keep the context sum and blocks in use, a heap keyed by the
-decode-step count at which each request finishes gives the next finish, and
-a histogram of context length modulo ``block_size`` gives the blocks each
-step needs.  A run ends at the next finish, when blocks run out, or when a
-request joins the replica (the run is cut after the step in flight).  The
+Records: per request the replica, the start of its first step, the end of the step that produced its
+first token and of its last step, its preemptions and cached prompt tokens; per replica the busy time
+and the block-seconds of KV in use (exact for single steps; within a run of decode steps, the trapezoid
+between its first and last step's blocks); and a log of the first ``log_capacity`` scheduling decisions
+(one row per step or run of decode steps, with the prefill pieces' ``sum(l * (p + l))`` and the first
+step's context sum, which calibration uses).
+
+Speed: decode-only steps with nothing joining are run in one event: with ``n`` decodes the context sum
+grows by ``n`` per step, so ``k`` steps take ``k E + F k (k - 1) / 2`` seconds (``E`` the first step's
+time, ``F = b_d n``), running totals keep the context sum and blocks in use (shared prefix blocks counted
+once), a heap keyed by the decode-step count at which each request finishes gives the next finish, and a
+histogram of context length modulo ``block_size`` gives the blocks each step needs.  A run ends at the
+next finish, before the first step that would preempt (v1: its new blocks exceed the free ones; v0.2:
+they use up the free blocks unless the last running request takes the last one, rule 8), or when a
+request joins the replica (the run is cut after the step in flight).  With prefix caching, the first
+step's blocks are taken from the LRU queue when it is scheduled (before any admission of that step), the
+later steps' when the run ends, or earlier when the ``prefix_affinity`` router looks at the cache.  The
 per-step work therefore does not grow with the batch.
+
+Code layout: the state lives in a few 2-D arrays with named columns (``RQ_*`` per request, ``RS_*``/``RF_*``
+per replica, ``CI_*``/``CF_*`` settings); :func:`run_continuous` allocates it and calls :func:`_event_loop`,
+which allocates nothing and is compiled without reference counting, so the helpers it inlines (routing,
+completing a step, scheduling the next one) cost nothing for the arrays they take.  The prefix-cache
+helpers (``lru_*``, ``cache_*``) and the heaps are module-level functions other engines can import.
 """
 
 from __future__ import annotations
@@ -125,21 +191,63 @@ from numba import njit
 from workbench.sim.controllers import memory_limit, sla_update, token_stats_add, window_mean
 
 POLICY_FCFS, POLICY_SLA, POLICY_MULTI_BIN = 0, 1, 2
-ROUTERS = {"round_robin": 0, "least_outstanding": 1, "least_kv": 2}
+ROUTERS = {"round_robin": 0, "least_outstanding": 1, "least_kv": 2, "prefix_affinity": 3}
+R_ROUND_ROBIN, R_LEAST_OUTSTANDING, R_LEAST_KV, R_PREFIX_AFFINITY = 0, 1, 2, 3
 
-ST_NEW, ST_WAITING, ST_PREFILL, ST_DECODE, ST_DONE = 0, 1, 2, 3, 4
+ST_NEW, ST_WAITING, ST_PREFILL, ST_DECODE, ST_DONE, ST_DROPPED = 0, 1, 2, 3, 4, 5
 KIND_NONE, KIND_DECODE_RUN, KIND_STEP = 0, 1, 2
 
 # columns of the step log (one row per scheduling decision: one step, or a run of k decode steps)
 S_REPLICA, S_K, S_PREFILL_TOKENS, S_PREFILL_REQS, S_DECODES, S_BLOCKS, S_PREEMPTED = range(7)
+F_START, F_END, F_PREFILL_QUAD, F_CONTEXT = range(4)   # float log: sum(l * (p + l)); first step's sum(ctx)
 
 ERR_TIME_BACKWARDS = 1
 ERR_BLOCKS = 2
 ERR_STUCK = 3
 ERR_LEFT = 4
 ERR_HEAP = 5
+ERR_CACHE = 6
 
 C_PA, C_PB, C_PC, C_DA, C_DB, C_DC, C_LA, C_LB, C_LC, C_LT, C_A0, C_A1, C_TOK = range(13)
+# float settings: the 13 step-time coefficients, then the SLA controller's
+CF_BUDGET, CF_EPS, CF_ALPHA, CF_DELTA, CF_THETA = range(13, 18)
+CF_N = 18
+# integer settings
+(CI_REPLICAS, CI_BINS, CI_BS, CI_SHIFT, CI_CAP, CI_POLICY, CI_ROUTER, CI_CHUNKED, CI_CACHING, CI_JUMPS, CI_MAX_SEQS,
+ CI_MAX_TOKENS, CI_MAX_PADDINGS, CI_WATERMARK, CI_B_MIN, CI_B_MAX, CI_WINDOW, CI_MARGIN, CI_NODES) = range(19)
+CI_N = 19
+
+# (The engine's state lives in a few 2-D arrays with named columns: every array passed to a compiled helper
+# costs a reference-count update per call, and numba inlines functions of at most ~30 arguments.)
+# per-request inputs, int32: prompt tokens, output tokens, bin
+RIN_PROMPT, RIN_OUTPUT, RIN_BIN = range(3)
+# per-request int32 state, one row per request
+(RQ_REPLICA, RQ_STATE, RQ_NEXT, RQ_PREV, RQ_RNEXT, RQ_DONE, RQ_GEN, RQ_PREEMPT, RQ_CACHED,
+ RQ_REACH) = range(10)
+RQ_N = 10
+# per-request float64, one ROW per time (so each is a contiguous array): start of its first step, end of the step
+# giving its first token, end of its last step
+T_SCHED, T_FIRST, T_FINISH = range(3)
+# per-replica int64 state
+(RS_WAITING, RS_WAIT_BLOCKS, RS_OUTSTANDING, RS_RUN_HEAD, RS_RUN_TAIL, RS_PARTIAL, RS_DCOUNT, RS_N_DEC,
+ RS_CTX_BASE, RS_USED, RS_FIN_N, RS_STEPS, RS_KIND, RS_RUN_K, RS_WITH_DEC, RS_N_PF, RS_DEC_START,
+ RS_BLOCKS_AT_START, RS_LOG_ROW, RS_ACTIVE_BIN, RS_ROUND_LEFT, RS_B_SLA, RS_B_MEM, RS_POPPED, RS_WIN_N,
+ RS_RELEASED) = range(26)
+RS_N = 26
+# per-replica float64 state (the last five: continuous_sla's controllers)
+(RF_T_START, RF_RUN_E, RF_RUN_F, RF_BUSY, RF_BLOCK_S, RF_TOK_N, RF_TOK_MEAN, RF_TOK_M2, RF_B_LOW,
+ RF_B_HIGH) = range(10)
+RF_N = 10
+# waiting queues (one per replica and bin): head, tail, length
+Q_HEAD, Q_TAIL, Q_LEN = range(3)
+# prefix cache (rules 13-15): per replica and node, int32: registered leading blocks, running requests holding
+# it, its record in the free queue; per request, int32: its own blocks kept cached after a preemption, record
+C_CNT, C_REF, C_REC = range(3)
+O_CNT, O_REC = range(2)
+# LRU queue of free blocks (rule 15): records of consecutive blocks with one owner, per replica
+L_PREV, L_NEXT, L_OWNER, L_COUNT = range(4)
+LM_HEAD, LM_TAIL, LM_FREE = range(3)
+OWNER_NONE = -1   # blocks that hold nothing the cache can reuse
 
 
 # ---------------------------------------------------------------- indexed binary heaps (key, id)
@@ -316,150 +424,833 @@ def _steps_fitting(hist, w, bs, shift, n, d, free, k_max):
 
 
 @njit(cache=True, inline="always")
-def _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s):
+def _steps_without_preemption(hist, w, bs, shift, n, d, free, k_max, v02, tail_phase):
+    """Largest k <= k_max such that none of the k decode steps from decode count d preempts (rule 8).
+
+    v1: the blocks needed over the k steps fit in ``free``.  v0.2: a step preempts unless a block is
+    free before every running request, i.e. its cumulative need stays below ``free``, or reaches it
+    exactly with the last running request taking the last block; ``tail_phase`` is that request's
+    context at decode count 0 modulo ``block_size`` (its step ``d + j`` needs a block when
+    ``(tail_phase + d + j - 1) mod block_size == 0``).  The caller has checked the first step."""
+    if not v02:
+        return _steps_fitting(hist, w, bs, shift, n, d, free, k_max)
+    k = _steps_fitting(hist, w, bs, shift, n, d, free - 1, k_max) if free >= 1 else 0
+    if k < k_max and _blocks_over(hist, w, bs, shift, n, d, k + 1) == free \
+            and _mod(tail_phase + d + k - 1, bs, shift) == 0:
+        k += 1
+    return k
+
+
+@njit(cache=True, inline="always")
+def _needs_block(s_r, d, bs, shift):
+    """Whether a decode whose context at decode count d is ``s_r + d`` starts a new block at that step."""
+    return _mod(s_r + d - 1, bs, shift) == 0
+
+
+# ---------------------------------------------------------------- waiting queues and the running list
+@njit(cache=True, inline="always")
+def _q_push_back(qs, rq, qi, r):
+    if qs[qi, Q_TAIL] >= 0:
+        rq[qs[qi, Q_TAIL], RQ_NEXT] = r
+    else:
+        qs[qi, Q_HEAD] = r
+    qs[qi, Q_TAIL] = r
+    rq[r, RQ_NEXT] = -1
+    qs[qi, Q_LEN] += 1
+
+
+@njit(cache=True, inline="always")
+def _q_push_front(qs, rq, qi, r):
+    rq[r, RQ_NEXT] = qs[qi, Q_HEAD]
+    qs[qi, Q_HEAD] = r
+    if qs[qi, Q_TAIL] < 0:
+        qs[qi, Q_TAIL] = r
+    qs[qi, Q_LEN] += 1
+
+
+@njit(cache=True, inline="always")
+def _q_pop_front(qs, rq, qi):
+    r = qs[qi, Q_HEAD]
+    qs[qi, Q_HEAD] = rq[r, RQ_NEXT]
+    if qs[qi, Q_HEAD] < 0:
+        qs[qi, Q_TAIL] = -1
+    qs[qi, Q_LEN] -= 1
+    rq[r, RQ_NEXT] = -1
+    return r
+
+
+@njit(cache=True, inline="always")
+def _run_append(rs, rq, g, r):
+    rq[r, RQ_PREV] = rs[g, RS_RUN_TAIL]
+    rq[r, RQ_RNEXT] = -1
+    if rs[g, RS_RUN_TAIL] >= 0:
+        rq[rs[g, RS_RUN_TAIL], RQ_RNEXT] = r
+    else:
+        rs[g, RS_RUN_HEAD] = r
+    rs[g, RS_RUN_TAIL] = r
+
+
+@njit(cache=True, inline="always")
+def _run_remove(rs, rq, g, r):
+    p_, n_ = rq[r, RQ_PREV], rq[r, RQ_RNEXT]
+    if p_ >= 0:
+        rq[p_, RQ_RNEXT] = n_
+    else:
+        rs[g, RS_RUN_HEAD] = n_
+    if n_ >= 0:
+        rq[n_, RQ_PREV] = p_
+    else:
+        rs[g, RS_RUN_TAIL] = p_
+    rq[r, RQ_PREV] = -1
+    rq[r, RQ_RNEXT] = -1
+
+
+@njit(cache=True, _nrt=False)
+def _pick_queue(policy, g, K, qs, rs, join_s):
     """Index of the waiting queue admission takes from (the replica must have waiting requests)."""
     if policy != POLICY_MULTI_BIN:
         return g * K
-    a = g * K + active_bin[g]
-    if round_left[g] > 0 and q_len[a] > 0:
+    a = g * K + rs[g, RS_ACTIVE_BIN]
+    if rs[g, RS_ROUND_LEFT] > 0 and qs[a, Q_LEN] > 0:
         return a
     best = g * K
     best_t = np.inf
     best_r = -1
     for j in range(K):
         qi = g * K + j
-        if q_len[qi] > 0:
-            h = q_head[qi]
+        if qs[qi, Q_LEN] > 0:
+            h = qs[qi, Q_HEAD]
             if join_s[h] < best_t or (join_s[h] == best_t and h < best_r):   # ties: trace order
                 best_t = join_s[h]
                 best_r = h
                 best = qi
-    active_bin[g] = best - g * K
-    round_left[g] = q_len[best]
+    rs[g, RS_ACTIVE_BIN] = best - g * K
+    rs[g, RS_ROUND_LEFT] = qs[best, Q_LEN]
     return best
 
 
-# ---------------------------------------------------------------- preemption
-@njit(cache=True, inline="always")
-def _requeue_front(v, g, K, policy, bs, shift, prompt_tokens, bin_id, state, run_prev, run_next, run_head,
-                   run_tail, nxt, q_head, q_tail, q_len, waiting, wait_blocks, active_bin, round_left):
-    """Preemption by recompute: ``v``, the tail of replica ``g``'s running list, goes back to the FRONT of its
-    waiting queue (rule 8); the caller has already freed its blocks."""
-    p_ = run_prev[v]
-    run_tail[g] = p_
+# ---------------------------------------------------------------- the LRU queue of free blocks (rule 15)
+# ``lru[g, i]`` is record ``i`` of replica ``g``: a run of ``L_COUNT`` consecutive free blocks with one owner
+# (``OWNER_NONE``, a prefix-tree node ``< n_nodes``, or ``n_nodes + r``: request ``r``'s own cached blocks),
+# in a doubly linked list from the front (taken first) to the back; unused records form a free list.
+# ``cn[g, node, C_REC]`` / ``own[r, O_REC]`` is one more than an owner's record (0: not in the queue, so
+# the tables start as zeros, which the operating system gives without touching memory).
+@njit(cache=True)
+def lru_init(num_replicas, records, kv_blocks):
+    """Every replica's queue holds ``kv_blocks`` never-used blocks in one record."""
+    lru = np.empty((num_replicas, records, 4), np.int32)
+    lm = np.empty((num_replicas, 3), np.int64)
+    for g in range(num_replicas):
+        for i in range(records):
+            lru[g, i, L_PREV] = -1
+            lru[g, i, L_NEXT] = i + 1 if i + 1 < records else -1
+            lru[g, i, L_OWNER] = OWNER_NONE
+            lru[g, i, L_COUNT] = 0
+        lm[g, LM_FREE] = 1 if records > 1 else -1
+        lru[g, 0, L_NEXT] = -1
+        lru[g, 0, L_COUNT] = kv_blocks
+        lm[g, LM_HEAD] = 0
+        lm[g, LM_TAIL] = 0
+    return lru, lm
+
+
+@njit(cache=True, _nrt=False)
+def _lru_remove(lru, lm, g, i):
+    """Remove record ``i`` from replica ``g``'s list and recycle it; returns its neighbours."""
+    p_, n_ = lru[g, i, L_PREV], lru[g, i, L_NEXT]
     if p_ >= 0:
-        run_next[p_] = -1
+        lru[g, p_, L_NEXT] = n_
     else:
-        run_head[g] = -1
-    run_prev[v] = -1
-    state[v] = ST_WAITING
-    qi = g * K + bin_id[v]
-    nxt[v] = q_head[qi]
-    q_head[qi] = v
-    if q_tail[qi] < 0:
-        q_tail[qi] = v
-    q_len[qi] += 1
-    waiting[g] += 1
-    wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[v]), bs, shift)
-    if policy == POLICY_MULTI_BIN and bin_id[v] == active_bin[g]:
-        round_left[g] += 1
+        lm[g, LM_HEAD] = n_
+    if n_ >= 0:
+        lru[g, n_, L_PREV] = p_
+    else:
+        lm[g, LM_TAIL] = p_
+    lru[g, i, L_NEXT] = lm[g, LM_FREE]
+    lru[g, i, L_PREV] = -1
+    lru[g, i, L_OWNER] = OWNER_NONE
+    lru[g, i, L_COUNT] = 0
+    lm[g, LM_FREE] = i
+    return p_, n_
+
+
+@njit(cache=True, _nrt=False)
+def lru_unlink(lru, lm, cn, own, n_nodes, g, i):
+    """Take record ``i`` out of replica ``g``'s queue (its blocks are no longer free) and recycle it.  Two runs
+    of unused blocks it leaves side by side become one, so such runs never outnumber the other records."""
+    owner = lru[g, i, L_OWNER]
+    if owner >= n_nodes:
+        own[owner - n_nodes, O_REC] = 0
+    elif owner >= 0:
+        cn[g, owner, C_REC] = 0
+    p_, n_ = _lru_remove(lru, lm, g, i)
+    if p_ >= 0 and n_ >= 0 and lru[g, p_, L_OWNER] == OWNER_NONE and lru[g, n_, L_OWNER] == OWNER_NONE:
+        lru[g, p_, L_COUNT] += lru[g, n_, L_COUNT]
+        _lru_remove(lru, lm, g, n_)
+
+
+@njit(cache=True, _nrt=False)
+def lru_append(lru, lm, cn, own, n_nodes, g, owner, count):
+    """Put ``count`` blocks of ``owner`` at the back of replica ``g``'s queue; False if out of records."""
+    if count <= 0:
+        return True
+    tail = lm[g, LM_TAIL]
+    if owner == OWNER_NONE and tail >= 0 and lru[g, tail, L_OWNER] == OWNER_NONE:
+        lru[g, tail, L_COUNT] += count
+        return True
+    i = lm[g, LM_FREE]
+    if i < 0:
+        return False
+    lm[g, LM_FREE] = lru[g, i, L_NEXT]
+    lru[g, i, L_PREV] = tail
+    lru[g, i, L_NEXT] = -1
+    lru[g, i, L_OWNER] = owner
+    lru[g, i, L_COUNT] = count
+    if tail >= 0:
+        lru[g, tail, L_NEXT] = i
+    else:
+        lm[g, LM_HEAD] = i
+    lm[g, LM_TAIL] = i
+    if owner >= n_nodes:
+        own[owner - n_nodes, O_REC] = i + 1
+    elif owner >= 0:
+        cn[g, owner, C_REC] = i + 1
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def lru_take(lru, lm, cn, own, n_nodes, g, m):
+    """Allocate ``m`` blocks from the front of replica ``g``'s queue, evicting what they cached (an owner
+    loses its trailing blocks first).  Returns the blocks it could not find (0 unless the state is broken)."""
+    while m > 0:
+        i = lm[g, LM_HEAD]
+        if i < 0:
+            return m
+        count = lru[g, i, L_COUNT]
+        take = count if count < m else m
+        owner = lru[g, i, L_OWNER]
+        if owner >= n_nodes:
+            own[owner - n_nodes, O_CNT] -= take
+        elif owner >= 0:
+            cn[g, owner, C_CNT] -= take
+        m -= take
+        if take == count:
+            lru_unlink(lru, lm, cn, own, n_nodes, g, i)
+        else:
+            lru[g, i, L_COUNT] = count - take
+    return 0
+
+
+# ---------------------------------------------------------------- prefix cache (rules 13-15)
+@njit(cache=True, _nrt=False)
+def cache_hit_blocks(path_off, path_node, node_blocks, cn, own, g, r):
+    """Leading blocks of request ``r``'s sequence registered in replica ``g``'s cache (rule 14): whole nodes of
+    its path while they are complete, then the registered part of the first incomplete one; after a complete
+    path, its own blocks kept from a preemption."""
+    h = 0
+    for j in range(path_off[r], path_off[r + 1]):
+        n = path_node[j]
+        c = cn[g, n, C_CNT]
+        h += c
+        if c < node_blocks[n]:
+            return h
+    if own[r, O_REC] > 0:
+        h += own[r, O_CNT]
+    return h
+
+
+@njit(cache=True, _nrt=False)
+def cached_prefix_blocks(path_off, path_node, node_blocks, cn, g, r):
+    """Blocks of request ``r``'s prompt prefix in replica ``g``'s cache, whole nodes only (the router's view)."""
+    h = 0
+    for j in range(path_off[r], path_off[r + 1]):
+        n = path_node[j]
+        c = cn[g, n, C_CNT]
+        if c < node_blocks[n]:
+            return h + c
+        h += c
+    return h
+
+
+@njit(cache=True, _nrt=False)
+def cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, n_nodes, g, r, reach,
+               b_from, b_to, commit):
+    """Request ``r`` (holding the first ``reach`` nodes of its path and blocks ``[0, b_from)``) extends its KV
+    to blocks ``[0, b_to)``.  Returns (free blocks it takes, its new reach): nodes it starts holding that
+    nobody held leave the free queue with all their registered blocks (a hit on evictable blocks), blocks
+    past a node's registered ones and its own blocks are new (taken from the queue's front).  With
+    ``commit`` the state is updated (all hits before the new blocks are taken, as ``allocate_slots``);
+    a cost of -1 means the state is broken."""
+    cost = 0
+    new = 0
+    start = path_off[r]
+    npath = path_off[r + 1] - start
+    j = reach - 1 if reach > 0 else 0
+    while j < npath:
+        n = path_node[start + j]
+        first = node_first[n]
+        if first >= b_to:
+            break
+        c = cn[g, n, C_CNT]
+        if j >= reach:
+            if cn[g, n, C_REF] == 0:
+                cost += c
+                if commit and cn[g, n, C_REC] > 0:
+                    lru_unlink(lru, lm, cn, own, n_nodes, g, cn[g, n, C_REC] - 1)
+            if commit:
+                cn[g, n, C_REF] += 1
+        lo = max(b_from, first + c)
+        hi = min(first + node_blocks[n], b_to)
+        if hi > lo:
+            new += hi - lo
+            if commit:
+                cn[g, n, C_CNT] = hi - first
+        j += 1
+    pb = path_blocks[r]
+    if b_to > pb:
+        lo = max(b_from, pb)
+        if own[r, O_REC] > 0:
+            cost += own[r, O_CNT]
+            lo = max(lo, pb + own[r, O_CNT])
+            if commit:
+                lru_unlink(lru, lm, cn, own, n_nodes, g, own[r, O_REC] - 1)
+                own[r, O_CNT] = 0
+        if b_to > lo:
+            new += b_to - lo
+    if commit and new > 0:
+        if lru_take(lru, lm, cn, own, n_nodes, g, new) != 0:
+            return -1, j
+    return cost + new, max(reach, j)
+
+
+@njit(cache=True, _nrt=False)
+def cache_release(path_off, path_node, path_blocks, cn, own, lru, lm, n_nodes, g, r, reach, kv_tokens, bs, shift,
+                  keep_own):
+    """Request ``r`` frees its KV (``kv_tokens`` tokens).  Its blocks go to the back of the free queue last
+    block first: its own (kept cached after a preemption, ``keep_own``; else reusable by nobody), then the
+    nodes nobody holds any more, deepest first.  Returns the blocks that became free (-1: broken state)."""
+    pb = path_blocks[r]
+    mine = _ceil_div(kv_tokens, bs, shift) - pb
+    if mine < 0:
+        mine = 0
+    ok = True
+    if keep_own:
+        if own[r, O_REC] > 0:
+            return -1          # its blocks from an earlier preemption must have been hit or evicted by now
+        full = (kv_tokens >> shift if shift >= 0 else kv_tokens // bs) - pb
+        if full < 0:
+            full = 0
+        ok &= lru_append(lru, lm, cn, own, n_nodes, g, OWNER_NONE, mine - full)
+        own[r, O_CNT] = full
+        ok &= lru_append(lru, lm, cn, own, n_nodes, g, n_nodes + r, full)
+    else:
+        ok &= lru_append(lru, lm, cn, own, n_nodes, g, OWNER_NONE, mine)
+    freed = mine
+    start = path_off[r]
+    for j in range(reach - 1, -1, -1):
+        n = path_node[start + j]
+        cn[g, n, C_REF] -= 1
+        if cn[g, n, C_REF] == 0:
+            ok &= lru_append(lru, lm, cn, own, n_nodes, g, n, cn[g, n, C_CNT])
+            freed += cn[g, n, C_CNT]
+    return freed if ok else -1
+
+
+# ---------------------------------------------------------------- requests entering and leaving a replica
+@njit(cache=True, inline="always")
+def _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm):
+    """The replica a joining request goes to (rule 1), and the next round-robin position (-1: broken state)."""
+    router = ci[CI_ROUTER]
+    R = ci[CI_REPLICAS]
+    if router == R_ROUND_ROBIN:
+        return rr, (rr + 1 if rr + 1 < R else 0)
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    if router == R_PREFIX_AFFINITY:
+        best = 0
+        best_blocks = -1
+        least = 0
+        for h in range(R):
+            if rs[h, RS_KIND] == KIND_DECODE_RUN and rs[h, RS_RUN_K] > rs[h, RS_POPPED]:
+                # the cache as of now: the blocks of the steps of the run started so far are taken (rule 15)
+                i = _steps_to_reach(rf[h, RF_RUN_E], rf[h, RF_RUN_F], rs[h, RS_RUN_K], now - rf[h, RF_T_START])
+                popped = rs[h, RS_POPPED]
+                if i > popped:
+                    if lru_take(lru, lm, cn, own, ci[CI_NODES], h,
+                                _blocks_over(hist, h, bs, shift, rs[h, RS_N_DEC], rs[h, RS_DCOUNT] + popped,
+                                             i - popped)) != 0:
+                        return -1, rr
+                    rs[h, RS_POPPED] = i
+            if rs[h, RS_OUTSTANDING] < rs[least, RS_OUTSTANDING]:
+                least = h
+            blocks = cached_prefix_blocks(path_off, path_node, node_blocks, cn, h, r)
+            if blocks > best_blocks or (blocks == best_blocks
+                                        and rs[h, RS_OUTSTANDING] < rs[best, RS_OUTSTANDING]):
+                best = h
+                best_blocks = blocks
+        if best_blocks <= 0 or rs[best, RS_OUTSTANDING] > rs[least, RS_OUTSTANDING] + ci[CI_MARGIN]:
+            return least, rr
+        return best, rr
+    g = 0
+    best_load = np.inf
+    for h in range(R):
+        if router == R_LEAST_OUTSTANDING:
+            load = float(rs[h, RS_OUTSTANDING])
+        else:
+            load = float(rs[h, RS_USED] + rs[h, RS_WAIT_BLOCKS])
+            if rs[h, RS_KIND] == KIND_DECODE_RUN and rs[h, RS_RUN_K] > 1:
+                # blocks the steps of the run completed before now have taken
+                i = _steps_to_reach(rf[h, RF_RUN_E], rf[h, RF_RUN_F], rs[h, RS_RUN_K], now - rf[h, RF_T_START])
+                if i > 1:
+                    load += float(_blocks_over(hist, h, bs, shift, rs[h, RS_DEC_START], rs[h, RS_DCOUNT], i - 1))
+        if load < best_load:
+            best_load = load
+            g = h
+    return g, rr
+
+
+@njit(cache=True, inline="always")
+def _release(g, r, kv_tokens, keep_own, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm):
+    """Free request ``r``'s KV (``kv_tokens`` tokens) on replica ``g``; returns the blocks freed (-1: broken)."""
+    if not ci[CI_CACHING]:
+        return _ceil_div(kv_tokens, ci[CI_BS], ci[CI_SHIFT])
+    freed = cache_release(path_off, path_node, path_blocks, cn, own, lru, lm, ci[CI_NODES], g, r, rq[r, RQ_REACH],
+                          kv_tokens, ci[CI_BS], ci[CI_SHIFT], keep_own)
+    rq[r, RQ_REACH] = 0
+    return freed
+
+
+@njit(cache=True, _nrt=False)
+def _preempt(v, g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node, path_blocks, cn,
+             own, lru, lm):
+    """Preemption by recompute (rule 8): ``v`` leaves the running list, frees its blocks and goes back to the
+    FRONT of its waiting queue with its generated tokens.  Returns the blocks freed (-1: broken state)."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    if rq[v, RQ_STATE] == ST_DECODE:
+        s_v = ctx0[v]
+        kv = s_v + d - 1
+        rq[v, RQ_GEN] = s_v + d - rin[v, RIN_PROMPT]
+        hist[g, _mod(s_v, bs, shift)] -= 1
+        rs[g, RS_CTX_BASE] -= s_v
+        rs[g, RS_N_DEC] -= 1
+        rs[g, RS_FIN_N] = _heap_remove(fin_key, fin_id, hpos, g, rs[g, RS_FIN_N], hpos[v])
+    else:
+        kv = np.int64(rq[v, RQ_DONE])
+        if rs[g, RS_PARTIAL] == v:
+            rs[g, RS_PARTIAL] = -1
+    freed = _release(g, v, kv, True, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm)
+    rs[g, RS_USED] -= freed
+    rq[v, RQ_PREEMPT] += 1
+    rq[v, RQ_DONE] = 0
+    _run_remove(rs, rq, g, v)
+    rq[v, RQ_STATE] = ST_WAITING
+    _q_push_front(qs, rq, g * ci[CI_BINS] + rin[v, RIN_BIN], v)
+    rs[g, RS_WAITING] += 1
+    rs[g, RS_WAIT_BLOCKS] += _ceil_div(np.int64(rin[v, RIN_PROMPT]) + rq[v, RQ_GEN], bs, shift)
+    if ci[CI_POLICY] == POLICY_MULTI_BIN and rin[v, RIN_BIN] == rs[g, RS_ACTIVE_BIN]:
+        rs[g, RS_ROUND_LEFT] += 1
+    return freed
+
+
+@njit(cache=True, _nrt=False)
+def _decode_walk(g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node, path_blocks, cn,
+                 own, lru, lm):
+    """Rule 8, request by request: the running decodes in list order take their blocks; when a block is
+    missing (v0.2: before any request, once none is free; v1: for a request that needs one) the last running
+    request is preempted, repeatedly, the request itself when it is the last.  Returns (preemptions, error)."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    v02 = not ci[CI_CHUNKED]
+    caching = ci[CI_CACHING]
+    free = ci[CI_CAP] - rs[g, RS_USED]
+    pending = 0
+    preempted = 0
+    r = rs[g, RS_RUN_HEAD]
+    while r >= 0 and rq[r, RQ_STATE] == ST_DECODE:
+        needs = _needs_block(ctx0[r], d, bs, shift)
+        want = 1 if (v02 or needs) else 0
+        itself = False
+        while free < want:
+            v = rs[g, RS_RUN_TAIL]
+            if caching and pending > 0:
+                if lru_take(lru, lm, cn, own, ci[CI_NODES], g, pending) != 0:
+                    return preempted, ERR_CACHE
+                pending = 0
+            freed = _preempt(v, g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node,
+                             path_blocks, cn, own, lru, lm)
+            if freed < 0:
+                return preempted, ERR_CACHE
+            free += freed
+            preempted += 1
+            if v == r:
+                itself = True
+                break
+        if itself:
+            break
+        if needs:
+            free -= 1
+            pending += 1
+        r = rq[r, RQ_RNEXT]
+    if caching and pending > 0:
+        if lru_take(lru, lm, cn, own, ci[CI_NODES], g, pending) != 0:
+            return preempted, ERR_CACHE
+    return preempted, 0
+
+
+@njit(cache=True, inline="always")
+def _admit(r, g, qi, now, tokens, upto, hit_tokens, cost, ci, rq, tq, rs, qs, path_off, path_node, node_first,
+           node_blocks, path_blocks, cn, own, lru, lm):
+    """Admit request ``r`` (the head of queue ``qi``) with its KV computed up to ``upto`` tokens after this step
+    (``tokens`` = prompt + generated to prefill, ``hit_tokens`` served by the cache).  False if broken."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    _q_pop_front(qs, rq, qi)
+    rs[g, RS_WAITING] -= 1
+    rs[g, RS_WAIT_BLOCKS] -= _ceil_div(tokens, bs, shift)
+    rs[g, RS_ROUND_LEFT] -= 1
+    ok = True
+    if ci[CI_CACHING]:
+        taken, reach = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm,
+                                  ci[CI_NODES], g, r, 0, 0, _ceil_div(upto, bs, shift), True)
+        ok = taken == cost
+        rq[r, RQ_REACH] = reach
+    rs[g, RS_USED] += cost
+    rq[r, RQ_DONE] = upto
+    if np.isnan(tq[T_SCHED, r]):
+        tq[T_SCHED, r] = now
+        rq[r, RQ_CACHED] = hit_tokens
+    rq[r, RQ_STATE] = ST_PREFILL
+    _run_append(rs, rq, g, r)
+    return ok
+
+
+@njit(cache=True, inline="always")
+def _drop(r, g, qi, tokens, ci, rq, rs, qs):
+    """v0.2 ignores a preempted request that can no longer be admitted (rule 4): it leaves, reported."""
+    _q_pop_front(qs, rq, qi)
+    rs[g, RS_WAITING] -= 1
+    rs[g, RS_WAIT_BLOCKS] -= _ceil_div(tokens, ci[CI_BS], ci[CI_SHIFT])
+    rs[g, RS_ROUND_LEFT] -= 1
+    rs[g, RS_OUTSTANDING] -= 1
+    rq[r, RQ_STATE] = ST_DROPPED
+
+
+@njit(cache=True, inline="always")
+def _admission(g, r, tokens, budget, ci, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
+               lm):
+    """Admitting ``r`` (``tokens`` to prefill, at most ``budget`` of them computed now): (tokens served by the
+    cache (rule 14), KV tokens after the step, free blocks it takes (hits on free cached blocks included))."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    if not ci[CI_CACHING]:
+        upto = min(tokens, budget)
+        return 0, upto, _ceil_div(upto, bs, shift)
+    h = cache_hit_blocks(path_off, path_node, node_blocks, cn, own, g, r)
+    most = (tokens - 1) >> shift if shift >= 0 else (tokens - 1) // bs
+    if most < 0:
+        most = 0   # an empty prompt (0 tokens): nothing to look up
+    hit = (h if h < most else most) * bs
+    upto = hit + min(tokens - hit, budget)
+    cost, _ = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, ci[CI_NODES], g,
+                         r, 0, 0, _ceil_div(upto, bs, shift), False)
+    return hit, upto, cost
+
+
+# ---------------------------------------------------------------- a step (or a run of decode steps) ends
+@njit(cache=True, inline="always")
+def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fin_id, log_i, win_t, win_b, path_off,
+              path_node, path_blocks, cn, own, lru, lm):
+    """Apply what the step (or run of ``k`` decode steps) that ends now did on replica ``g``: time, KV blocks,
+    finished decodes (rule 6), completed prefills, the SLA controller (rule 11).  Returns an error code."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    caching = ci[CI_CACHING]
+    error = 0
+    k = rs[g, RS_RUN_K]
+    rf[g, RF_BUSY] += now - rf[g, RF_T_START]
+    rs[g, RS_STEPS] += k
+    d0 = rs[g, RS_DCOUNT]
+    if rs[g, RS_WITH_DEC]:
+        grown = _blocks_over(hist, g, bs, shift, rs[g, RS_N_DEC], d0, k)
+        first_blocks = rs[g, RS_BLOCKS_AT_START] + hist[g, _mod(1 - d0, bs, shift)]
+        rs[g, RS_USED] += grown
+        rf[g, RF_BLOCK_S] += 0.5 * (first_blocks + rs[g, RS_BLOCKS_AT_START] + grown) * (now - rf[g, RF_T_START])
+        rs[g, RS_DCOUNT] = d0 + k
+        popped = rs[g, RS_POPPED]
+        if caching and k > popped:
+            # the blocks of the run's steps not yet taken from the free queue (rule 15)
+            if lru_take(lru, lm, cn, own, ci[CI_NODES], g,
+                        _blocks_over(hist, g, bs, shift, rs[g, RS_N_DEC], d0 + popped, k - popped)) != 0:
+                error = ERR_CACHE
+    else:
+        rf[g, RF_BLOCK_S] += rs[g, RS_BLOCKS_AT_START] * (now - rf[g, RF_T_START])
+    if rs[g, RS_USED] > ci[CI_CAP]:
+        error = ERR_BLOCKS
+    if rs[g, RS_LOG_ROW] >= 0:
+        log_i[rs[g, RS_LOG_ROW], S_BLOCKS] = rs[g, RS_USED]
+    d = rs[g, RS_DCOUNT]
+    # decodes that produced their last token
+    while rs[g, RS_FIN_N] > 0 and fin_key[g, 0] <= d:
+        r = fin_id[g, 0]
+        if fin_key[g, 0] != d:
+            error = ERR_HEAP
+        rs[g, RS_FIN_N] = _heap_remove(fin_key, fin_id, hpos, g, rs[g, RS_FIN_N], 0)
+        s_r = ctx0[r]
+        freed = _release(g, r, s_r + d - 1, False, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm)
+        if freed < 0:
+            error = ERR_CACHE
+        rs[g, RS_USED] -= freed
+        hist[g, _mod(s_r, bs, shift)] -= 1
+        rs[g, RS_CTX_BASE] -= s_r
+        rs[g, RS_N_DEC] -= 1
+        tq[T_FINISH, r] = now
+        rq[r, RQ_STATE] = ST_DONE
+        rs[g, RS_OUTSTANDING] -= 1
+        _run_remove(rs, rq, g, r)
+        token_stats_add(rf[:, RF_TOK_N], rf[:, RF_TOK_MEAN], rf[:, RF_TOK_M2], g,
+                        float(rin[r, RIN_PROMPT]) + float(rin[r, RIN_OUTPUT]))   # Welford, of completed requests
+    # prefill pieces of this step: the last n_pf requests of the running list, in list order (the order in
+    # which vLLM frees requests that finish together)
+    r = rs[g, RS_RUN_TAIL]
+    for _ in range(rs[g, RS_N_PF] - 1):
+        r = rq[r, RQ_PREV]
+    for _ in range(rs[g, RS_N_PF]):
+        following = rq[r, RQ_RNEXT]
+        tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
+        if rq[r, RQ_DONE] == tokens:
+            if np.isnan(tq[T_FIRST, r]):
+                tq[T_FIRST, r] = now
+            if rs[g, RS_PARTIAL] == r:
+                rs[g, RS_PARTIAL] = -1
+            rq[r, RQ_GEN] += 1   # the step that completes a prefill samples the next token (rule 6)
+            if rq[r, RQ_GEN] >= rin[r, RIN_OUTPUT]:
+                freed = _release(g, r, tokens, False, ci, rq, path_off, path_node, path_blocks, cn, own, lru, lm)
+                if freed < 0:
+                    error = ERR_CACHE
+                rs[g, RS_USED] -= freed
+                tq[T_FINISH, r] = now
+                rq[r, RQ_STATE] = ST_DONE
+                rs[g, RS_OUTSTANDING] -= 1
+                _run_remove(rs, rq, g, r)
+                token_stats_add(rf[:, RF_TOK_N], rf[:, RF_TOK_MEAN], rf[:, RF_TOK_M2], g,
+                                float(rin[r, RIN_PROMPT]) + float(rin[r, RIN_OUTPUT]))
+            else:
+                s_r = tokens + 1 - d
+                ctx0[r] = s_r
+                hist[g, _mod(s_r, bs, shift)] += 1
+                rs[g, RS_CTX_BASE] += s_r
+                rs[g, RS_N_DEC] += 1
+                rq[r, RQ_STATE] = ST_DECODE
+                rs[g, RS_FIN_N] = _heap_push(fin_key, fin_id, hpos, g, rs[g, RS_FIN_N],
+                                             float(d + rin[r, RIN_OUTPUT] - rq[r, RQ_GEN]), r)
+        r = following
+    if ci[CI_POLICY] == POLICY_SLA and rs[g, RS_WITH_DEC]:
+        for j in range(k):   # Algorithm 2 after every step of the run (runs only when nobody waits)
+            tau, b_bar = window_mean(win_t, win_b, rs[:, RS_WIN_N], g, rf[g, RF_RUN_E] + rf[g, RF_RUN_F] * j,
+                                     float(rs[g, RS_DEC_START]), ci[CI_WINDOW])
+            rs[g, RS_B_SLA] = sla_update(rf[:, RF_B_LOW], rf[:, RF_B_HIGH], rs[:, RS_RELEASED], g, tau, b_bar,
+                                         cf[CF_BUDGET], cf[CF_EPS], cf[CF_ALPHA], cf[CF_DELTA], ci[CI_B_MIN],
+                                         ci[CI_B_MAX], 0, False)   # Algorithm 2 as written
+    return error
+
+
+# ---------------------------------------------------------------- deciding a replica's next step
+@njit(cache=True, inline="always")
+def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, path_off, path_node,
+              node_first, node_blocks, path_blocks, cn, own, lru, lm):
+    """Decide replica ``g``'s next step (rules 3-9).  Returns (kind, k, e, f, prefill tokens, prefill pieces,
+    decodes, preemptions, sum(l * (p + l)), first step's context sum, error); kind ``KIND_NONE``: idle."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    cap = ci[CI_CAP]
+    chunked = ci[CI_CHUNKED]
+    caching = ci[CI_CACHING]
+    policy = ci[CI_POLICY]
+    max_tokens = ci[CI_MAX_TOKENS]
+    watermark = ci[CI_WATERMARK]
+    K = ci[CI_BINS]
+    error = 0
+    d = rs[g, RS_DCOUNT]
+    running = rs[g, RS_N_DEC] + (1 if rs[g, RS_PARTIAL] >= 0 else 0)
+    limit = ci[CI_MAX_SEQS]
+    if policy == POLICY_SLA:
+        if rs[g, RS_WAITING] > 0 and running > 0 and rf[g, RF_TOK_N] >= 2:
+            rs[g, RS_B_MEM] = memory_limit(rf[:, RF_TOK_N], rf[:, RF_TOK_MEAN], rf[:, RF_TOK_M2], g, cap * bs,
+                                           cf[CF_THETA], rs[g, RS_B_MEM])
+        b_max = ci[CI_B_MAX]
+        lim_mem = min(max(rs[g, RS_B_MEM], rs[g, RS_N_DEC]), b_max)
+        lim_sla = min(max(rs[g, RS_B_SLA], rs[g, RS_N_DEC]), b_max)
+        limit = min(limit, min(lim_mem, lim_sla))
+    preempted = 0
+    pf_tokens = 0
+    pf_reqs = 0
+    pf_lin = 0.0
+    pf_quad = 0.0
+    take_decode = True
+    if not chunked and rs[g, RS_WAITING] > 0:
+        # v0.2 (rule 4): a prefill-only step if any prompt can be admitted
+        free = cap - rs[g, RS_USED]
+        sum_t = 0
+        max_t = 0
+        while rs[g, RS_WAITING] > 0:
+            qi = _pick_queue(policy, g, K, qs, rs, join_s)
+            r = qs[qi, Q_HEAD]
+            tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
+            if rq[r, RQ_GEN] > 0 and (tokens > max_tokens or _ceil_div(tokens, bs, shift) > cap - watermark):
+                _drop(r, g, qi, tokens, ci, rq, rs, qs)
+                continue
+            hit, upto, cost = _admission(g, r, tokens, tokens, ci, path_off, path_node, node_first, node_blocks,
+                                         path_blocks, cn, own, lru, lm)
+            if free - cost < watermark:
+                break
+            new_max = max(max_t, tokens)
+            if (pf_reqs + 1) * new_max > max_tokens or running + pf_reqs + 1 > limit \
+                    or (pf_reqs + 1) * new_max - (sum_t + tokens) > ci[CI_MAX_PADDINGS]:
+                break
+            if not _admit(r, g, qi, now, tokens, tokens, hit, cost, ci, rq, tq, rs, qs, path_off, path_node,
+                          node_first, node_blocks, path_blocks, cn, own, lru, lm):
+                error = ERR_CACHE
+            free -= cost
+            computed = tokens - hit
+            pf_tokens += computed
+            pf_lin += computed
+            pf_quad += float(computed) * float(tokens)
+            pf_reqs += 1
+            sum_t += tokens
+            max_t = new_max
+        take_decode = pf_reqs == 0
+    need = 0
+    if take_decode and rs[g, RS_N_DEC] > 0:
+        # blocks for this step's decodes (rule 8); the request-by-request walk only when one must be preempted
+        need = hist[g, _mod(1 - d, bs, shift)]
+        free = cap - rs[g, RS_USED]
+        if chunked:
+            fits = free >= need
+        else:
+            fits = free > need or (free == need and need >= 1
+                                   and _needs_block(ctx0[rs[g, RS_RUN_TAIL]], d, bs, shift))
+        if fits:
+            if caching and need > 0:
+                if lru_take(lru, lm, cn, own, ci[CI_NODES], g, need) != 0:
+                    error = ERR_CACHE
+        else:
+            preempted, err = _decode_walk(g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off,
+                                          path_node, path_blocks, cn, own, lru, lm)
+            if err:
+                error = err
+            need = hist[g, _mod(1 - d, bs, shift)] if rs[g, RS_N_DEC] > 0 else 0
+        running = rs[g, RS_N_DEC] + (1 if rs[g, RS_PARTIAL] >= 0 else 0)
+    if chunked:
+        # v1 (rule 5): the partly computed prompt's next chunk, then (no preemption) new admissions
+        budget = max_tokens - rs[g, RS_N_DEC]
+        free = cap - rs[g, RS_USED] - need
+        pr = rs[g, RS_PARTIAL]
+        if pr >= 0 and budget > 0:
+            done = np.int64(rq[pr, RQ_DONE])
+            tokens = np.int64(rin[pr, RIN_PROMPT]) + rq[pr, RQ_GEN]
+            chunk = min(tokens - done, budget)
+            b_from = _ceil_div(done, bs, shift)
+            b_to = _ceil_div(done + chunk, bs, shift)
+            if caching:
+                cost, _ = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm,
+                                     ci[CI_NODES], g, pr, rq[pr, RQ_REACH], b_from, b_to, False)
+            else:
+                cost = b_to - b_from
+            if cost > free:
+                # it is the last in the running list: the victim is itself
+                if _preempt(pr, g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, path_off, path_node,
+                            path_blocks, cn, own, lru, lm) < 0:
+                    error = ERR_CACHE
+                preempted += 1
+                running -= 1
+            else:
+                if caching:
+                    taken, reach = cache_hold(path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
+                                              lm, ci[CI_NODES], g, pr, rq[pr, RQ_REACH], b_from, b_to, True)
+                    if taken != cost:
+                        error = ERR_CACHE
+                    rq[pr, RQ_REACH] = reach
+                rs[g, RS_USED] += cost
+                free -= cost
+                budget -= chunk
+                pf_tokens += chunk
+                pf_lin += chunk
+                pf_quad += float(chunk) * float(done + chunk)
+                rq[pr, RQ_DONE] = done + chunk
+                pf_reqs += 1
+        if preempted == 0:
+            while rs[g, RS_WAITING] > 0 and budget > 0 and running + 1 <= limit:
+                qi = _pick_queue(policy, g, K, qs, rs, join_s)
+                r = qs[qi, Q_HEAD]
+                tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
+                hit, upto, cost = _admission(g, r, tokens, budget, ci, path_off, path_node, node_first, node_blocks,
+                                             path_blocks, cn, own, lru, lm)
+                # v1's optional watermark: only once another request is scheduled in the step (rule 7)
+                if cost + (watermark if rs[g, RS_N_DEC] + pf_reqs > 0 else 0) > free:
+                    break
+                if not _admit(r, g, qi, now, tokens, upto, hit, cost, ci, rq, tq, rs, qs, path_off, path_node,
+                              node_first, node_blocks, path_blocks, cn, own, lru, lm):
+                    error = ERR_CACHE
+                if upto < tokens:
+                    rs[g, RS_PARTIAL] = r
+                chunk = upto - hit
+                free -= cost
+                budget -= chunk
+                pf_tokens += chunk
+                pf_lin += chunk
+                pf_quad += float(chunk) * float(upto)
+                pf_reqs += 1
+                running += 1
+    nd = rs[g, RS_N_DEC] if take_decode else 0   # v0.2: a prefill step holds no decodes
+    if pf_reqs == 0 and nd == 0:
+        if rs[g, RS_WAITING] > 0 and preempted == 0:
+            error = ERR_STUCK
+        return KIND_NONE, 0, 0.0, 0.0, 0, 0, 0, preempted, 0.0, 0.0, error
+    rs[g, RS_POPPED] = 1   # the first step's blocks were taken from the free queue above
+    ctx = 0.0
+    if nd > 0:
+        a_d, b_d, c_d = _decode_coefs(cf, nd)
+        ctx = float(rs[g, RS_CTX_BASE] + nd * d)
+        var_d = b_d * ctx + c_d * nd
+    else:
+        a_d = 0.0
+        b_d = 0.0
+        var_d = 0.0
+    if pf_reqs > 0:
+        fixed = max(cf[C_PA], a_d) if nd > 0 else cf[C_PA]
+        e = fixed + cf[C_PB] * pf_lin + cf[C_PC] * pf_quad + var_d
+        return KIND_STEP, 1, e, 0.0, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
+    e = a_d + var_d
+    f = b_d * nd
+    k = 1
+    if ci[CI_JUMPS] and preempted == 0 and (policy != POLICY_SLA or rs[g, RS_WAITING] == 0):
+        # (continuous_sla: its limit changes every step, so a waiting request could be admitted at any
+        # boundary; runs only while nobody waits)
+        k = _steps_without_preemption(hist, g, bs, shift, nd, d, cap - rs[g, RS_USED], int(fin_key[g, 0]) - d,
+                                      not chunked, ctx0[rs[g, RS_RUN_TAIL]])
+        if k < 1:
+            k = 1
+            error = ERR_BLOCKS
+    return KIND_DECODE_RUN, k, e, f, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
 
 
 # ---------------------------------------------------------------- the engine
-@njit(cache=True)
-def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router,
-                   policy, jumps, chunked, max_num_seqs, max_batched_tokens, block_size, kv_blocks, coef,
-                   b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, log_capacity):
-    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time.
 
-    Returns per request (replica, sched_s, first_s, finish_s, preemptions), per replica
-    (busy_s, block_seconds, steps), the step log (float: start, end; int: S_* columns),
-    its row count and an error code."""
-    n = join_s.size
+@njit(cache=True, _nrt=False)
+def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b,
+                path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, ev_key, ev_id, ev_pos,
+                log_f, log_i):
+    """The events: joins (rule 1) and step boundaries of every replica, in time order.  Compiled without
+    reference counting (it allocates nothing), so the helpers it inlines cost no count updates for the
+    arrays they take.  Returns (rows of the step log, error code)."""
     m = join_order.size
-    R = num_replicas
-    K = n_bins
-    bs = block_size
-    shift = -1
-    if bs & (bs - 1) == 0:
-        shift = 0
-        while (1 << shift) < bs:
-            shift += 1
-    cap = kv_blocks
-    tok_o = coef[C_TOK]
-
-    # per request
-    replica = np.full(n, -1, np.int32)
-    sched_s = np.full(n, np.nan)
-    first_s = np.full(n, np.nan)
-    finish_s = np.full(n, np.nan)
-    preempt = np.zeros(n, np.int32)
-    state = np.zeros(n, np.int8)
-    nxt = np.full(n, -1, np.int32)          # waiting-queue links
-    run_prev = np.full(n, -1, np.int32)     # running list, in admission order
-    run_next = np.full(n, -1, np.int32)
-    hpos = np.full(n, -1, np.int32)         # position in its replica's finish heap
-    ctx0 = np.zeros(n, np.int64)            # S_r: context at decode count d is S_r + d
-    done_pf = np.zeros(n, np.int32)         # prompt tokens computed (in KV) so far
-
-    # per replica
-    q_head = np.full(R * K, -1, np.int64)
-    q_tail = np.full(R * K, -1, np.int64)
-    q_len = np.zeros(R * K, np.int64)
-    waiting = np.zeros(R, np.int64)
-    wait_blocks = np.zeros(R, np.int64)
-    outstanding = np.zeros(R, np.int64)
-    run_head = np.full(R, -1, np.int64)
-    run_tail = np.full(R, -1, np.int64)
-    partial = np.full(R, -1, np.int64)
-    dcount = np.zeros(R, np.int64)          # decode steps run so far
-    n_dec = np.zeros(R, np.int64)
-    ctx_base = np.zeros(R, np.int64)        # sum of S_r over decodes
-    used = np.zeros(R, np.int64)
-    hist = np.zeros((R, bs), np.int64)      # decodes by S_r mod block_size
-    heap_cap = max(1, min(max_num_seqs, cap, n))
-    fin_key = np.empty((R, heap_cap), np.float64)
-    fin_id = np.empty((R, heap_cap), np.int64)
-    fin_n = np.zeros(R, np.int64)
-    busy_s = np.zeros(R)
-    block_s = np.zeros(R)
-    steps = np.zeros(R, np.int64)
-    # the step (or decode run) in flight
-    kind = np.zeros(R, np.int64)
-    t_start = np.zeros(R)
-    run_k = np.zeros(R, np.int64)
-    run_e = np.zeros(R)
-    run_f = np.zeros(R)
-    with_dec = np.zeros(R, np.bool_)
-    n_pf = np.zeros(R, np.int64)
-    dec_start = np.zeros(R, np.int64)
-    blocks_at_start = np.zeros(R, np.int64)
-    log_row = np.full(R, -1, np.int64)
-    # policies
-    active_bin = np.zeros(R, np.int64)
-    round_left = np.zeros(R, np.int64)
-    b_low = np.full(R, float(b_min))
-    b_high = np.full(R, float(b_max))
-    b_sla = np.full(R, (b_min + b_max) // 2, np.int64)
-    b_mem = np.full(R, b_max, np.int64)
-    win_t = np.zeros((R, window))
-    win_b = np.zeros((R, window))
-    win_n = np.zeros(R, np.int64)
-    no_release = np.zeros(R, np.int64)   # continuous_sla runs Algorithm 2 as written: never released
-    tok_n = np.zeros(R)
-    tok_mean = np.zeros(R)
-    tok_m2 = np.zeros(R)
-
-    # replica event heap
-    ev_key = np.empty((1, R), np.float64)
-    ev_id = np.empty((1, R), np.int64)
-    ev_pos = np.full(R, -1, np.int64)
+    K = ci[CI_BINS]
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    log_capacity = log_f.shape[0]
     ev_n = 0
-
-    log_f = np.empty((log_capacity, 2), np.float64)
-    log_i = np.empty((log_capacity, 7), np.int64)
     n_log = 0
-
     error = 0
     now = 0.0
     ptr = 0
@@ -474,52 +1265,31 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
             now = t_join
             r = join_order[ptr]
             ptr += 1
-            if router == 0:
-                g = rr
-                rr = rr + 1 if rr + 1 < R else 0
-            else:
-                g = 0
-                best = np.inf
-                for h in range(R):
-                    if router == 1:
-                        load = float(outstanding[h])
-                    else:
-                        load = float(used[h] + wait_blocks[h])
-                        if kind[h] == KIND_DECODE_RUN and run_k[h] > 1 and ev_pos[h] >= 0:
-                            # blocks the steps of the run completed before now have taken
-                            i = _steps_to_reach(run_e[h], run_f[h], run_k[h], now - t_start[h])
-                            if i > 1:
-                                load += float(_blocks_over(hist, h, bs, shift, dec_start[h], dcount[h], i - 1))
-                    if load < best:
-                        best = load
-                        g = h
-            replica[r] = g
-            state[r] = ST_WAITING
-            qi = g * K + bin_id[r]
-            if q_tail[qi] >= 0:
-                nxt[q_tail[qi]] = r
-            else:
-                q_head[qi] = r
-            q_tail[qi] = r
-            nxt[r] = -1
-            q_len[qi] += 1
-            waiting[g] += 1
-            wait_blocks[g] += _ceil_div(np.int64(prompt_tokens[r]), bs, shift)
-            outstanding[g] += 1
+            g, rr = _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm)
+            if g < 0:
+                error = ERR_CACHE
+                break
+            rq[r, RQ_REPLICA] = g
+            rq[r, RQ_STATE] = ST_WAITING
+            _q_push_back(qs, rq, g * K + rin[r, RIN_BIN], r)
+            rs[g, RS_WAITING] += 1
+            rs[g, RS_WAIT_BLOCKS] += _ceil_div(np.int64(rin[r, RIN_PROMPT]), bs, shift)
+            rs[g, RS_OUTSTANDING] += 1
             if ev_pos[g] < 0:
-                kind[g] = KIND_NONE           # idle: decide at this instant, after same-time joins
-                t_start[g] = now
+                rs[g, RS_KIND] = KIND_NONE           # idle: decide at this instant, after same-time joins
+                rf[g, RF_T_START] = now
                 ev_n = _heap_push(ev_key, ev_id, ev_pos, 0, ev_n, now, g)
-            elif kind[g] == KIND_DECODE_RUN and run_k[g] > 1:
+            elif rs[g, RS_KIND] == KIND_DECODE_RUN and rs[g, RS_RUN_K] > 1:
                 # cut the run after the step in flight, so the request is seen at the next boundary
-                i = _steps_to_reach(run_e[g], run_f[g], run_k[g], now - t_start[g])
-                if i < run_k[g]:
-                    run_k[g] = i
-                    _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g],
-                              t_start[g] + _run_time(run_e[g], run_f[g], i))
-                    if log_row[g] >= 0:
-                        log_f[log_row[g], 1] = t_start[g] + _run_time(run_e[g], run_f[g], i)
-                        log_i[log_row[g], S_K] = i
+                e, f = rf[g, RF_RUN_E], rf[g, RF_RUN_F]
+                i = _steps_to_reach(e, f, rs[g, RS_RUN_K], now - rf[g, RF_T_START])
+                if i < rs[g, RS_RUN_K]:
+                    rs[g, RS_RUN_K] = i
+                    end = rf[g, RF_T_START] + _run_time(e, f, i)
+                    _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g], end)
+                    if rs[g, RS_LOG_ROW] >= 0:
+                        log_f[rs[g, RS_LOG_ROW], F_END] = end
+                        log_i[rs[g, RS_LOG_ROW], S_K] = i
             continue
 
         # -------------------------------------------------------- a replica reaches a step boundary
@@ -527,305 +1297,206 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         if t_event < now:
             error = ERR_TIME_BACKWARDS
         now = t_event
-        if kind[g] != KIND_NONE:
-            k = run_k[g]
-            busy_s[g] += now - t_start[g]
-            steps[g] += k
-            d0 = dcount[g]
-            if with_dec[g]:
-                grown = _blocks_over(hist, g, bs, shift, n_dec[g], d0, k)
-                first_blocks = blocks_at_start[g] + hist[g, _mod(1 - d0, bs, shift)]
-                used[g] += grown
-                block_s[g] += 0.5 * (first_blocks + blocks_at_start[g] + grown) * (now - t_start[g])
-                dcount[g] = d0 + k
-            else:
-                block_s[g] += blocks_at_start[g] * (now - t_start[g])
-            if used[g] > cap:
-                error = ERR_BLOCKS
-            if log_row[g] >= 0:
-                log_i[log_row[g], S_BLOCKS] = used[g]
-            d = dcount[g]
-            # decodes that produced their last token
-            while fin_n[g] > 0 and fin_key[g, 0] <= d:
-                r = fin_id[g, 0]
-                if fin_key[g, 0] != d:
-                    error = ERR_HEAP
-                fin_n[g] = _heap_remove(fin_key, fin_id, hpos, g, fin_n[g], 0)
-                s_r = ctx0[r]
-                used[g] -= _ceil_div(s_r + d - 1, bs, shift)
-                hist[g, _mod(s_r, bs, shift)] -= 1
-                ctx_base[g] -= s_r
-                n_dec[g] -= 1
-                finish_s[r] = now
-                state[r] = ST_DONE
-                outstanding[g] -= 1
-                p_, n_ = run_prev[r], run_next[r]
-                if p_ >= 0:
-                    run_next[p_] = n_
-                else:
-                    run_head[g] = n_
-                if n_ >= 0:
-                    run_prev[n_] = p_
-                else:
-                    run_tail[g] = p_
-                x = float(prompt_tokens[r]) + float(output_tokens[r])
-                token_stats_add(tok_n, tok_mean, tok_m2, g, x)   # Welford, of completed requests
-            # prefill pieces of this step: the last n_pf requests of the running list
-            r = run_tail[g]
-            for _ in range(n_pf[g]):
-                prev = run_prev[r]
-                if done_pf[r] == prompt_tokens[r]:
-                    if np.isnan(first_s[r]):
-                        first_s[r] = now
-                    if partial[g] == r:
-                        partial[g] = -1
-                    if output_tokens[r] == 1:
-                        used[g] -= _ceil_div(done_pf[r], bs, shift)
-                        finish_s[r] = now
-                        state[r] = ST_DONE
-                        outstanding[g] -= 1
-                        if prev >= 0:
-                            run_next[prev] = run_next[r]
-                        else:
-                            run_head[g] = run_next[r]
-                        if run_next[r] >= 0:
-                            run_prev[run_next[r]] = prev
-                        else:
-                            run_tail[g] = prev
-                        x = float(prompt_tokens[r]) + 1.0
-                        token_stats_add(tok_n, tok_mean, tok_m2, g, x)   # Welford, of completed requests
-                    else:
-                        s_r = np.int64(prompt_tokens[r]) + 1 - d
-                        ctx0[r] = s_r
-                        hist[g, _mod(s_r, bs, shift)] += 1
-                        ctx_base[g] += s_r
-                        n_dec[g] += 1
-                        state[r] = ST_DECODE
-                        fin_n[g] = _heap_push(fin_key, fin_id, hpos, g, fin_n[g],
-                                              float(d + output_tokens[r] - 1), r)
-                r = prev
-            if policy == POLICY_SLA and with_dec[g]:
-                for j in range(k):   # Algorithm 2 after every step of the run (runs only when nobody waits)
-                    tau, b_bar = window_mean(win_t, win_b, win_n, g, run_e[g] + run_f[g] * j,
-                                             float(dec_start[g]), window)
-                    b_sla[g] = sla_update(b_low, b_high, no_release, g, tau, b_bar, budget_s, eps_s, alpha,
-                                          delta, b_min, b_max, 0, False)   # Algorithm 2 as written
-
-        # -------------------------------------------------------- schedule the next step
-        d = dcount[g]
-        running = n_dec[g] + (1 if partial[g] >= 0 else 0)
-        limit = max_num_seqs
-        if policy == POLICY_SLA:
-            if waiting[g] > 0 and running > 0 and tok_n[g] >= 2:
-                b_mem[g] = memory_limit(tok_n, tok_mean, tok_m2, g, cap * bs, theta, b_mem[g])
-            lim_mem = min(max(b_mem[g], n_dec[g]), b_max)
-            lim_sla = min(max(b_sla[g], n_dec[g]), b_max)
-            limit = min(limit, min(lim_mem, lim_sla))
-        need = hist[g, _mod(1 - d, bs, shift)] if n_dec[g] > 0 else 0
+        if rs[g, RS_KIND] != KIND_NONE:
+            err = _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fin_id, log_i, win_t, win_b,
+                            path_off, path_node, path_blocks, cn, own, lru, lm)
+            if err:
+                error = err
         preempted = 0
-        pf_tokens = 0
-        pf_reqs = 0
-        pf_lin = 0.0
-        pf_quad = 0.0
-        take_decode = True
-        if not chunked and waiting[g] > 0:
-            # v0.2: a prefill-only step if any prompt can be admitted
-            while waiting[g] > 0:
-                if policy == POLICY_MULTI_BIN:
-                    qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
-                else:
-                    qi = g * K
-                r = q_head[qi]
-                p = np.int64(prompt_tokens[r])
-                blocks = _ceil_div(p, bs, shift)
-                if pf_tokens + p > max_batched_tokens or running + pf_reqs + 1 > limit or used[g] + blocks > cap:
-                    break
-                q_head[qi] = nxt[r]   # pop r from the front of its queue
-                if q_head[qi] < 0:
-                    q_tail[qi] = -1
-                q_len[qi] -= 1
-                nxt[r] = -1
-                waiting[g] -= 1
-                wait_blocks[g] -= blocks
-                round_left[g] -= 1
-                used[g] += blocks
-                done_pf[r] = p
-                state[r] = ST_PREFILL   # admitted: appended to the running list
-                if np.isnan(sched_s[r]):
-                    sched_s[r] = now
-                run_prev[r] = run_tail[g]
-                run_next[r] = -1
-                if run_tail[g] >= 0:
-                    run_next[run_tail[g]] = r
-                else:
-                    run_head[g] = r
-                run_tail[g] = r
-                pf_tokens += p
-                pf_lin += p
-                pf_quad += float(p) * float(p)
-                pf_reqs += 1
-            take_decode = pf_reqs == 0
-        if take_decode and n_dec[g] > 0:
-            # blocks for this step's decodes: preempt the most recently admitted until they fit
-            while used[g] + need > cap:
-                v = run_tail[g]
-                if v < 0:
-                    break
-                preempted += 1
-                preempt[v] += 1
-                if state[v] == ST_DECODE:
-                    s_v = ctx0[v]
-                    if _mod(s_v + d - 1, bs, shift) == 0:
-                        need -= 1
-                    used[g] -= _ceil_div(s_v + d - 1, bs, shift)
-                    hist[g, _mod(s_v, bs, shift)] -= 1
-                    ctx_base[g] -= s_v
-                    n_dec[g] -= 1
-                    fin_n[g] = _heap_remove(fin_key, fin_id, hpos, g, fin_n[g], hpos[v])
-                else:
-                    used[g] -= _ceil_div(done_pf[v], bs, shift)
-                    partial[g] = -1
-                done_pf[v] = 0
-                _requeue_front(v, g, K, policy, bs, shift, prompt_tokens, bin_id, state, run_prev, run_next,
-                               run_head, run_tail, nxt, q_head, q_tail, q_len, waiting, wait_blocks, active_bin,
-                               round_left)
-            if n_dec[g] == 0:
-                need = 0
-            running = n_dec[g] + (1 if partial[g] >= 0 else 0)
-        if chunked:
-            budget = max_batched_tokens - n_dec[g]
-            reserve = used[g] + need
-            pr = partial[g]
-            if pr >= 0 and budget > 0:
-                p_done = done_pf[pr]
-                chunk = min(np.int64(prompt_tokens[pr]) - p_done, budget)
-                extra = _ceil_div(p_done + chunk, bs, shift) - _ceil_div(p_done, bs, shift)
-                if reserve + extra > cap:
-                    # the partly computed prompt is the most recently admitted: it is the victim
-                    preempted += 1
-                    preempt[pr] += 1
-                    used[g] -= _ceil_div(p_done, bs, shift)
-                    reserve -= _ceil_div(p_done, bs, shift)
-                    done_pf[pr] = 0
-                    partial[g] = -1
-                    _requeue_front(pr, g, K, policy, bs, shift, prompt_tokens, bin_id, state, run_prev, run_next,
-                                   run_head, run_tail, nxt, q_head, q_tail, q_len, waiting, wait_blocks,
-                                   active_bin, round_left)
-                    running -= 1
-                else:
-                    used[g] += extra
-                    reserve += extra
-                    budget -= chunk
-                    pf_tokens += chunk
-                    pf_lin += chunk
-                    pf_quad += float(chunk) * float(p_done + chunk)
-                    done_pf[pr] = p_done + chunk
-                    pf_reqs += 1
-            if preempted == 0:
-                while waiting[g] > 0 and budget > 0 and running + 1 <= limit:
-                    if policy == POLICY_MULTI_BIN:
-                        qi = _pick_queue(policy, g, K, q_head, q_len, active_bin, round_left, join_s)
-                    else:
-                        qi = g * K
-                    r = q_head[qi]
-                    p = np.int64(prompt_tokens[r])
-                    chunk = min(p, budget)
-                    blocks = _ceil_div(chunk, bs, shift)
-                    if reserve + blocks > cap:
-                        break
-                    q_head[qi] = nxt[r]   # pop r from the front of its queue
-                    if q_head[qi] < 0:
-                        q_tail[qi] = -1
-                    q_len[qi] -= 1
-                    nxt[r] = -1
-                    waiting[g] -= 1
-                    wait_blocks[g] -= _ceil_div(p, bs, shift)
-                    round_left[g] -= 1
-                    used[g] += blocks
-                    reserve += blocks
-                    done_pf[r] = chunk
-                    if chunk < p:
-                        partial[g] = r
-                    state[r] = ST_PREFILL   # admitted: appended to the running list
-                    if np.isnan(sched_s[r]):
-                        sched_s[r] = now
-                    run_prev[r] = run_tail[g]
-                    run_next[r] = -1
-                    if run_tail[g] >= 0:
-                        run_next[run_tail[g]] = r
-                    else:
-                        run_head[g] = r
-                    run_tail[g] = r
-                    budget -= chunk
-                    pf_tokens += chunk
-                    pf_lin += chunk
-                    pf_quad += float(chunk) * float(chunk)
-                    pf_reqs += 1
-                    running += 1
-        nd = n_dec[g] if take_decode else 0   # v0.2: a prefill step holds no decodes
-        if pf_reqs == 0 and nd == 0:
-            if waiting[g] > 0:
-                error = ERR_STUCK
-            kind[g] = KIND_NONE
+        while True:
+            kind, k, e, f, pf_tokens, pf_reqs, nd, more, pf_quad, ctx, err = _schedule(
+                g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, path_off,
+                path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm)
+            preempted += more
+            if err:
+                error = err
+            # every running request was preempted and nothing else was scheduled: vLLM's next schedule() call,
+            # at the same instant (an empty step runs no model), admits from the waiting queue
+            if kind != KIND_NONE or more == 0 or rs[g, RS_WAITING] == 0 or error:
+                break
+        if kind == KIND_NONE:
+            rs[g, RS_KIND] = KIND_NONE
             ev_n = _heap_remove(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g])
             if error:
                 break
             continue
-        if nd > 0:
-            a_d, b_d, c_d = _decode_coefs(coef, nd)
-            ctx = ctx_base[g] + nd * d
-            var_d = b_d * ctx + c_d * nd
-        else:
-            a_d = 0.0
-            b_d = 0.0
-            var_d = 0.0
-        if pf_reqs > 0:
-            fixed = max(coef[C_PA], a_d) if nd > 0 else coef[C_PA]
-            e = fixed + coef[C_PB] * pf_lin + coef[C_PC] * pf_quad + var_d
-            f = 0.0
-            k = 1
-            kind[g] = KIND_STEP
-        else:
-            e = a_d + var_d
-            f = b_d * nd
-            k = 1
-            if jumps and preempted == 0 and (policy != POLICY_SLA or waiting[g] == 0):
-                # (continuous_sla: its limit changes every step, so a waiting request could be admitted
-                # at any boundary; runs only while nobody waits)
-                k = int(fin_key[g, 0]) - d
-                k = _steps_fitting(hist, g, bs, shift, nd, d, cap - used[g], k)
-                if k < 1:
-                    k = 1
-                    error = ERR_BLOCKS
-            kind[g] = KIND_DECODE_RUN
-        run_k[g] = k
-        run_e[g] = e
-        run_f[g] = f
-        with_dec[g] = nd > 0
-        dec_start[g] = nd
-        blocks_at_start[g] = used[g]
-        n_pf[g] = pf_reqs
-        t_start[g] = now
+        rs[g, RS_KIND] = kind
+        rs[g, RS_RUN_K] = k
+        rf[g, RF_RUN_E] = e
+        rf[g, RF_RUN_F] = f
+        rs[g, RS_WITH_DEC] = 1 if nd > 0 else 0
+        rs[g, RS_DEC_START] = nd
+        rs[g, RS_BLOCKS_AT_START] = rs[g, RS_USED]
+        rs[g, RS_N_PF] = pf_reqs
+        rf[g, RF_T_START] = now
         end = now + _run_time(e, f, k)
         _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g], end)
         if n_log < log_capacity:
-            log_f[n_log, 0] = now
-            log_f[n_log, 1] = end
+            log_f[n_log, F_START] = now
+            log_f[n_log, F_END] = end
+            log_f[n_log, F_PREFILL_QUAD] = pf_quad
+            log_f[n_log, F_CONTEXT] = ctx
             log_i[n_log, S_REPLICA] = g
             log_i[n_log, S_K] = k
             log_i[n_log, S_PREFILL_TOKENS] = pf_tokens
             log_i[n_log, S_PREFILL_REQS] = pf_reqs
             log_i[n_log, S_DECODES] = nd
-            log_i[n_log, S_BLOCKS] = used[g]
+            log_i[n_log, S_BLOCKS] = rs[g, RS_USED]
             log_i[n_log, S_PREEMPTED] = preempted
-            log_row[g] = n_log
+            rs[g, RS_LOG_ROW] = n_log
             n_log += 1
         else:
-            log_row[g] = -1
+            rs[g, RS_LOG_ROW] = -1
         if error:
             break
+    return n_log, error
+
+
+# ---------------------------------------------------------------- the engine
+@njit(cache=True)
+def finish_heap_capacity(max_num_seqs, kv_blocks, num_requests, caching):
+    """Slots of a replica's finish heap: its running decodes, at most ``max_num_seqs`` and (each holding a block
+    of its own) at most the blocks, unless prefix caching lets requests share every block they hold."""
+    if caching:
+        return max(1, min(max_num_seqs, num_requests))
+    return max(1, min(max_num_seqs, kv_blocks, num_requests))
+
+
+@njit(cache=True)
+def lru_records(kv_blocks, n_nodes, num_requests):
+    """Records of a replica's LRU queue (rule 15): at most one live record per node and per request's own
+    blocks, and runs of unused blocks never side by side; never more than the blocks (plus the spare two)."""
+    return min(kv_blocks, n_nodes + 2 * num_requests + 2) + 2
+
+
+def table_bytes(*, num_requests: int, num_replicas: int, n_bins: int, block_size: int, max_num_seqs: int,
+                kv_blocks: int, window: int, caching: bool, n_nodes: int, log_capacity: int) -> int:
+    """Bytes of the tables :func:`run_continuous` allocates whose size the configuration sets (per replica,
+    per replica and bin or prefix-tree node, the step log), as it allocates them; the per-request arrays
+    (about 90 bytes a request) are left out: they grow with the trace, not with the settings."""
+    heap = finish_heap_capacity(max_num_seqs, kv_blocks, num_requests, caching)
+    per_replica = (8 * (RS_N + RF_N + 3)        # rs, rf, the replica event heap
+                   + 24 * n_bins                 # waiting queues
+                   + 8 * block_size              # hist
+                   + 16 * heap                   # fin_key, fin_id
+                   + 16 * window)                # win_t, win_b
+    if caching:
+        per_replica += 12 * n_nodes + 16 * lru_records(kv_blocks, n_nodes, num_requests) + 24   # cn, lru, lm
+    return num_replicas * per_replica + (4 * 8 + 7 * 8) * log_capacity
+
+
+@njit(cache=True)
+def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
+                   jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
+                   block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
+                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity):
+    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time; the
+    ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree` (used with ``caching``).
+
+    Returns the per-request int32 table (``RQ_*`` columns: replica, state, preemptions, cached tokens, ...)
+    and float64 times (``T_*``), per replica (busy_s, block_seconds, steps), the step log (float: ``F_*``
+    columns; int: ``S_*`` columns) and an error code."""
+    n = join_s.size
+    m = join_order.size
+    R = num_replicas
+    K = n_bins
+    bs = block_size
+    shift = -1
+    if bs & (bs - 1) == 0:
+        shift = 0
+        while (1 << shift) < bs:
+            shift += 1
+    cap = kv_blocks
+    n_nodes = node_first.size
+
+    ci = np.empty(CI_N, np.int64)
+    ci[CI_REPLICAS] = R
+    ci[CI_BINS] = K
+    ci[CI_BS] = bs
+    ci[CI_SHIFT] = shift
+    ci[CI_CAP] = cap
+    ci[CI_POLICY] = policy
+    ci[CI_ROUTER] = router
+    ci[CI_CHUNKED] = chunked
+    ci[CI_CACHING] = caching
+    ci[CI_JUMPS] = jumps
+    ci[CI_MAX_SEQS] = max_num_seqs
+    ci[CI_MAX_TOKENS] = max_batched_tokens
+    ci[CI_MAX_PADDINGS] = max_paddings
+    ci[CI_WATERMARK] = watermark_blocks
+    ci[CI_B_MIN] = b_min
+    ci[CI_B_MAX] = b_max
+    ci[CI_WINDOW] = window
+    ci[CI_MARGIN] = affinity_margin
+    ci[CI_NODES] = n_nodes
+    cf = np.empty(CF_N)
+    cf[:13] = coef
+    cf[CF_BUDGET] = budget_s
+    cf[CF_EPS] = eps_s
+    cf[CF_ALPHA] = alpha
+    cf[CF_DELTA] = delta
+    cf[CF_THETA] = theta
+
+    # per request
+    rin = np.empty((n, 3), np.int32)
     for r in range(n):
-        if state[r] != ST_DONE and state[r] != ST_NEW:
+        rin[r, RIN_PROMPT] = prompt_tokens[r]
+        rin[r, RIN_OUTPUT] = output_tokens[r]
+        rin[r, RIN_BIN] = bin_id[r]
+    rq = np.zeros((n, RQ_N), np.int32)
+    for r in range(n):
+        rq[r, RQ_REPLICA] = -1
+        rq[r, RQ_NEXT] = -1
+        rq[r, RQ_PREV] = -1
+        rq[r, RQ_RNEXT] = -1
+    tq = np.full((3, n), np.nan)
+    hpos = np.full(n, -1, np.int32)         # position in its replica's finish heap
+    ctx0 = np.zeros(n, np.int64)            # S_r: context at decode count d is S_r + d
+
+    # per replica
+    rs = np.zeros((R, RS_N), np.int64)
+    rs[:, RS_RUN_HEAD] = -1
+    rs[:, RS_RUN_TAIL] = -1
+    rs[:, RS_PARTIAL] = -1
+    rs[:, RS_LOG_ROW] = -1
+    rs[:, RS_B_SLA] = (b_min + b_max) // 2
+    rs[:, RS_B_MEM] = b_max
+    rf = np.zeros((R, RF_N))
+    rf[:, RF_B_LOW] = float(b_min)
+    rf[:, RF_B_HIGH] = float(b_max)
+    qs = np.full((R * K, 3), -1, np.int64)
+    qs[:, Q_LEN] = 0
+    hist = np.zeros((R, bs), np.int64)      # decodes by S_r mod block_size
+    heap_cap = finish_heap_capacity(max_num_seqs, cap, n, caching)
+    fin_key = np.empty((R, heap_cap), np.float64)
+    fin_id = np.empty((R, heap_cap), np.int64)
+    win_t = np.zeros((R, window))
+    win_b = np.zeros((R, window))
+
+    # prefix cache (rules 13-15): per replica and node, per request's own blocks, the LRU queue of free blocks
+    if caching:
+        cn = np.zeros((R, n_nodes, 3), np.int32)
+        own = np.zeros((n, 2), np.int32)
+        lru, lm = lru_init(R, lru_records(cap, n_nodes, n), cap)
+    else:
+        cn = np.zeros((1, 1, 3), np.int32)
+        own = np.zeros((1, 2), np.int32)
+        lru, lm = lru_init(1, 1, 0)
+
+    log_f = np.empty((log_capacity, 4), np.float64)
+    log_i = np.empty((log_capacity, 7), np.int64)
+    n_log = 0
+
+    # replica event heap
+    ev_key = np.empty((1, R), np.float64)
+    ev_id = np.empty((1, R), np.int64)
+    ev_pos = np.full(R, -1, np.int64)
+    n_log, error = _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id,
+                               win_t, win_b, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
+                               lm, ev_key, ev_id, ev_pos, log_f, log_i)
+    for r in range(n):
+        state = rq[r, RQ_STATE]
+        if state != ST_DONE and state != ST_NEW and state != ST_DROPPED:
             error = ERR_LEFT if error == 0 else error
-    return (replica, sched_s, first_s, finish_s, preempt, busy_s, block_s, steps,
-            log_f[:n_log], log_i[:n_log], error)
+    return (rq, tq, rf[:, RF_BUSY].copy(), rf[:, RF_BLOCK_S].copy(), rs[:, RS_STEPS].copy(), log_f[:n_log],
+            log_i[:n_log], error)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ GRID_COLUMNS = ("batch_size", "max_seq_len", "mean_latency_sec")
 # and 0.3 ms; a 70B model on one GPU ~ 30 ms per decode step, i.e. below 0.1 s per token of prompt + output).
 MAX_PLAUSIBLE_BASE_S = 1.0
 MAX_PLAUSIBLE_PER_TOKEN_S = 0.1
+# A model built by hand may be an abstract queue (the theory checks serve a batch in 1 s); beyond 10 s of fixed
+# time per batch it is a fixed cost of tens of milliseconds written in milliseconds
+MAX_HAND_BASE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,16 @@ class LatencyModel:
     fit_points: int = field(default=0)
 
     def __post_init__(self):
-        for name in ("base_s", "per_token_s", "batch_penalty"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"LatencyModel.{name} must be a finite number >= 0, got {value!r}")
+        # above these a coefficient was given in milliseconds (a fitted grid is held to MAX_PLAUSIBLE_BASE_S)
+        for name, sane_high in (("base_s", MAX_HAND_BASE_S), ("per_token_s", MAX_PLAUSIBLE_PER_TOKEN_S),
+                                ("batch_penalty", None)):
+            object.__setattr__(self, name, checks.number(
+                getattr(self, name), f"LatencyModel.{name}", low=0, unit="s" if sane_high else "",
+                sane_high=sane_high, sane_hint="LatencyModel takes seconds: divide milliseconds by 1000"))
+        if self.base_s == 0 and self.per_token_s == 0:
+            raise ValueError("LatencyModel: a batch must take time: base_s and per_token_s are both 0, so every "
+                             "latency would be 0; give the fixed time per batch (base_s) or the time per token "
+                             "(per_token_s), in seconds")
 
     def service_time_s(self, batch_size, max_seq_len):
         """Vectorised t(b, L); ``batch_size`` >= 1."""
@@ -63,7 +72,9 @@ class LatencyModel:
     @classmethod
     def from_grid(cls, path: str | Path) -> "LatencyModel":
         """Least-squares fit of the three coefficients to a calibration grid CSV."""
-        path = Path(path)
+        path = Path(checks.path(path, "path", expected="a latency grid CSV's path"))
+        if path.is_dir():
+            raise IsADirectoryError(f"latency grid {path}: a folder, not a CSV file (columns {', '.join(GRID_COLUMNS)})")
         if not path.is_file():
             raise FileNotFoundError(f"latency grid {path} not found; expected a CSV with columns {', '.join(GRID_COLUMNS)}")
         grid = _read_grid(path)
@@ -74,11 +85,11 @@ class LatencyModel:
                 f"expected at least {list(GRID_COLUMNS)}"
             )
         values = grid[list(GRID_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-        checks = [(values.isna(), "a number"), (values <= 0, "a number > 0")]
+        problems = [(values.isna(), "a number"), (values <= 0, "a number > 0")]
         for column in ("batch_size", "max_seq_len"):
             whole = values[column].isna() | ((values[column] == np.floor(values[column])) & (values[column] <= 2**31 - 1))
-            checks.append((~whole.to_frame(), f"a whole number up to {2**31 - 1:,}"))
-        for bad, expected in checks:
+            problems.append((~whole.to_frame(), f"a whole number up to {2**31 - 1:,}"))
+        for bad, expected in problems:
             if bad.to_numpy().any():
                 row = int(np.flatnonzero(bad.to_numpy().any(axis=1))[0])
                 column = next(c for c in bad.columns if bad[c].iloc[row])
@@ -129,7 +140,11 @@ def _read_grid(path: Path) -> pd.DataFrame:
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     try:
-        return pd.read_csv(path, compression="gzip" if gzipped else None, encoding="utf-8")
+        frame = pd.read_csv(path, compression="gzip" if gzipped else None, encoding="utf-8")
+        if not isinstance(frame.index, pd.RangeIndex):   # rows with an extra field: pandas made them an index
+            raw = gzip.decompress(path.read_bytes()) if gzipped else path.read_bytes()
+            checks.csv_fields(raw.decode("utf-8"), f"latency grid {path}")
+        return frame
     except pd.errors.EmptyDataError:
         raise ValueError(f"latency grid {path}: empty file (or only blank lines), expected a header line "
                          f"{','.join(GRID_COLUMNS)} and one row per (batch size, sequence length)") from None

@@ -7,10 +7,13 @@ import numpy as np
 STATUS_COMPLETED = 0
 STATUS_REJECTED_KV = 1
 STATUS_REJECTED_BUDGET = 2
+STATUS_DROPPED = 3
 STATUS_LABELS = (
     "completed",
     "rejected: prompt+output tokens exceed the GPU's KV-cache capacity",
     "rejected: prompt exceeds max_num_batched_tokens without chunked prefill",
+    "dropped after preemption: prompt+generated tokens exceed max_num_batched_tokens or the KV cache less "
+    "its watermark (vLLM v0.2 ignores it)",
 )
 CONTINUOUS_PERCENTILES = (50, 90, 99)
 

@@ -11,7 +11,8 @@ Two formats:
   GPU, TP and vLLM version, microseconds; ``beta = [b0, b1, b2]`` for a step of
   ``b0 + b1*prefill_tokens + b2*decode_tokens``, so ``b0`` is the fixed cost of
   both step kinds, ``b1`` the per-prefill-token cost (no quadratic term) and
-  ``b2`` the per-decode-request cost (no context term); ``alpha = [a0, a1, a2]``:
+  ``b2`` the per-decode-request cost (no context term; a fourth beta, if an entry
+  has one, is the per-decode-context-token cost: :meth:`StepTimeModel.blis`); ``alpha = [a0, a1, a2]``:
   ``a0 + a1*prompt_tokens`` before a request joins the queue, ``a2`` added to
   every output token's reported time.  Several refits of one combination are
   told apart by ``best_loss``: the lowest wins (entries without one rank last).
@@ -31,6 +32,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from workbench import checks
 from workbench.paths import DATA_DIR
 from workbench.sim.steptime import StepTimeModel
 
@@ -39,20 +41,53 @@ log = logging.getLogger(__name__)
 DISTSERVE_PROFILE = DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm" / "profiler-a100-80g.vllm.json"
 BLIS_DEFAULTS = DATA_DIR / "step_profiles" / "blis_defaults_e1a880a4.yaml"
 MS, US = 1e-3, 1e-6
+# A one-token step faster than this says the file is in another unit (seconds): DistServe profiles large models
+# (tens of ms per step); BLIS's fastest shipped entry takes 48 us
+DISTSERVE_MIN_STEP_S, BLIS_MIN_STEP_S = 1e-3, 1e-5
 
 
-def _triple_of(entry: dict, key: str, where: str) -> tuple[float, float, float]:
+def _coefficients_of(entry: dict, key: str, where: str, sizes: tuple[int, ...] = (3,)) -> tuple[float, ...]:
+    """The list of ``sizes`` numbers under ``key`` (each a finite number, named by file, entry and position)."""
     value = entry.get(key)
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise ValueError(f"{where}: '{key}' must be a list of three numbers, got {value!r}")
-    return tuple(float(v) for v in value)
+    if not isinstance(value, (list, tuple)) or len(value) not in sizes:
+        count = " or ".join(("three", "four")[n - 3] if n in (3, 4) else str(n) for n in sizes)
+        raise ValueError(f"{where}: '{key}' must be a list of {count} numbers, got {value!r}")
+    return tuple(checks.number(v, f"{where}: '{key}'[{k}]") for k, v in enumerate(value))
+
+
+def _entry_of(container, where: str, expected: str) -> dict:
+    """``container`` if it is an object (a mapping), else an error naming the file and the entry."""
+    if not isinstance(container, dict):
+        raise ValueError(f"{where}: must be {expected}, got {checks._shown(container)}")
+    return container
+
+
+def _step_model(where: str, unit: str, scale: float, min_step_s: float, make=StepTimeModel,
+                **fields) -> StepTimeModel:
+    """The StepTimeModel of a profile entry; a bad coefficient, or one in another unit than the format's,
+    is reported with the file and the entry (``where``); ``make`` builds it from ``fields``."""
+    try:
+        step = make(**fields)
+    except ValueError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    prefill, decode = step.prefill_time_s([1]), step.decode_time_s([1])
+    if min(prefill, decode) < min_step_s:
+        raise ValueError(f"{where}: a one-token prefill step takes {prefill / scale:.3g} {unit} and a one-request "
+                         f"decode step {decode / scale:.3g} {unit}, below {min_step_s / scale:g} {unit} (no GPU runs "
+                         f"a model's forward pass that fast): the coefficients are not in {unit}; are they in "
+                         "seconds? Convert them, or build wb.StepTimeModel(...) in seconds yourself")
+    return step
 
 
 def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str, tp: int = 1) -> StepTimeModel:
     """The StepTimeModel of ``model`` at tensor parallelism ``tp`` in a DistServe profile JSON (ms -> s)."""
-    path = Path(path)
+    checks.instance(model, "model", str, expected="a model name such as 'facebook/opt-13b'")
+    tp = checks.integer(tp, "tp", low=1)
+    path = Path(checks.path(path, "path", expected="a profile file path"))
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a DistServe profile file")
     try:
-        profile = json.loads(path.read_text())
+        profile = json.loads(checks.read_text(path, what="profile file"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such DistServe profile file; the shipped one is {DISTSERVE_PROFILE}") \
             from None
@@ -61,20 +96,24 @@ def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str
     if not isinstance(profile, dict):
         raise ValueError(f"{path}: not a DistServe profile (expected an object keyed by model name)")
     if model not in profile:
-        raise ValueError(f"{path}: no model {model!r}; it has {', '.join(sorted(profile))}")
-    by_tp = profile[model]
+        raise ValueError(f"{path}: no model {model!r}; it has {', '.join(sorted(map(str, profile)))}")
+    by_tp = _entry_of(profile[model], f"{path}: {model}",
+                      'an object keyed by tensor parallelism ("1", "2", ...)')
     if str(tp) not in by_tp:
-        raise ValueError(f"{path}: {model} has no tp={tp}; it has tp in {{{', '.join(sorted(by_tp, key=int))}}}")
-    entry, where = by_tp[str(tp)], f"{path}: {model} tp={tp}"
+        raise ValueError(f"{path}: {model} has no tp={tp}; it has tp in {{{', '.join(sorted(map(str, by_tp)))}}}")
+    where = f"{path}: {model} tp={tp}"
+    entry = _entry_of(by_tp[str(tp)], where, "an object with prefill, decoding_smallbs, ...")
     for key in ("prefill", "decoding_smallbs", "decoding_largebs", "decoding_large_small_bs_threshold"):
         if key not in entry:
             raise ValueError(f"{where}: missing '{key}'")
     ms = lambda t: tuple(v * MS for v in t)  # noqa: E731
-    return StepTimeModel(
-        prefill=ms(_triple_of(entry, "prefill", where)),
-        decode=ms(_triple_of(entry, "decoding_smallbs", where)),
-        decode_large=ms(_triple_of(entry, "decoding_largebs", where)),
-        decode_large_threshold=int(entry["decoding_large_small_bs_threshold"]),
+    return _step_model(
+        where, "ms", MS, DISTSERVE_MIN_STEP_S,
+        prefill=ms(_coefficients_of(entry, "prefill", where)),
+        decode=ms(_coefficients_of(entry, "decoding_smallbs", where)),
+        decode_large=ms(_coefficients_of(entry, "decoding_largebs", where)),
+        decode_large_threshold=checks.integer(entry["decoding_large_small_bs_threshold"],
+                                              f"{where}: decoding_large_small_bs_threshold", low=1),
         name=f"distserve {model} tp{tp}",
         source=f"{path} ({model}, tp={tp}; DistServe profile, ms -> s)",
     )
@@ -84,11 +123,20 @@ def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str
 def _blis_models(path: str, mtime_ns: int) -> tuple[dict, ...]:
     import yaml
 
-    with open(path) as handle:
-        document = yaml.safe_load(handle)
+    try:
+        document = yaml.safe_load(checks.read_text(path, what="BLIS defaults file"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a BLIS defaults file (invalid YAML: {exc})") from None
     models = document.get("models") if isinstance(document, dict) else None
     if not isinstance(models, list):
         raise ValueError(f"{path}: not a BLIS defaults file (no 'models:' list)")
+    for i, entry in enumerate(models):
+        _entry_of(entry, f"{path}: models[{i}]", "a mapping (id, GPU, tensor_parallelism, ...)")
+        where = f"{path}: models[{i}] ({entry.get('id')})"
+        if "tensor_parallelism" in entry:
+            checks.integer(entry["tensor_parallelism"], f"{where}: tensor_parallelism", low=1)
+        if entry.get("best_loss") is not None:
+            checks.number(entry["best_loss"], f"{where}: best_loss")
     return tuple(models)
 
 
@@ -99,9 +147,10 @@ def _version_matches(wanted: str, version: str) -> bool:
 
 def blis_entries(path: str | os.PathLike = BLIS_DEFAULTS) -> list[dict]:
     """Every model entry of a BLIS defaults file (id, GPU, tensor_parallelism, vllm_version, coefficients)."""
-    path = Path(path)
+    path = Path(checks.path(path, "path", expected="a BLIS defaults file path"))
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such BLIS defaults file; the shipped one is {BLIS_DEFAULTS}")
+        raise FileNotFoundError(f"{path}: no such BLIS defaults file{' (a folder)' if path.is_dir() else ''}; "
+                                f"the shipped one is {BLIS_DEFAULTS}")
     return [dict(m) for m in _blis_models(str(path), path.stat().st_mtime_ns)]
 
 
@@ -112,7 +161,12 @@ def blis_profile(*, model: str, gpu: str, tp: int = 1, vllm_version: str | None 
     ``model`` and ``gpu`` match case-insensitively (``gpu="A100"`` matches ``A100-80``); ``vllm_version``
     (e.g. ``"v0.8.4"``), if given, must match the image tag.
     """
-    path = Path(path) if path is not None else BLIS_DEFAULTS
+    checks.instance(model, "model", str, expected="a model id such as 'qwen/qwen3-14b'")
+    checks.instance(gpu, "gpu", str, expected="a GPU name such as 'H100' or 'A100-80'")
+    tp = checks.integer(tp, "tp", low=1)
+    checks.instance(vllm_version, "vllm_version", (str, type(None)), expected="a version such as 'v0.8.4', or None")
+    path = Path(checks.path(path, "path", expected="a BLIS defaults file path")) \
+        if path is not None else BLIS_DEFAULTS
     entries = blis_entries(path)
 
     def gpu_matches(name: str) -> bool:
@@ -133,15 +187,16 @@ def blis_profile(*, model: str, gpu: str, tp: int = 1, vllm_version: str | None 
         raise ValueError(f"{path}: no model {model!r}; it has {', '.join(sorted({str(m.get('id')) for m in entries}))}")
     best = min(matches, key=lambda m: float(m["best_loss"]) if m.get("best_loss") is not None else math.inf)
     where = f"{path}: {best['id']} {best['GPU']} tp={best['tensor_parallelism']}"
-    b0, b1, b2 = _triple_of(best, "beta_coeffs", where)
-    a0, a1, a2 = _triple_of(best, "alpha_coeffs", where)
+    # a fourth beta, when an entry has one: per token of decode context
+    b0, b1, b2, b3 = (*_coefficients_of(best, "beta_coeffs", where, sizes=(3, 4)), 0.0)[:4]
+    a0, a1, a2 = _coefficients_of(best, "alpha_coeffs", where)
     version = str(best.get("vllm_version", "")).rsplit(":", 1)[-1]
     loss = best.get("best_loss")
     if len(matches) > 1:
         log.info("%s: %d refits match; using the one with best_loss %s", where, len(matches), loss)
-    return StepTimeModel(
-        prefill=(b0 * US, b1 * US, 0.0),
-        decode=(b0 * US, 0.0, b2 * US),
+    return _step_model(
+        where, "us", US, BLIS_MIN_STEP_S, make=lambda **f: StepTimeModel.blis(
+            b0 * US, b1 * US, b2 * US, b3 * US, **f),
         arrival_overhead_s=(a0 * US, a1 * US),
         token_overhead_s=a2 * US,
         name=f"blis {best['id']} {best['GPU']} tp{best['tensor_parallelism']} vllm {version}",
@@ -193,11 +248,16 @@ def describe_profiles() -> dict[str, str]:
     return {name: entry[2] for name, entry in PROFILES.items()}
 
 
-@lru_cache(maxsize=None)
 def get_profile(name: str) -> StepTimeModel:
     """The registered step-time profile ``name`` (see :func:`profile_names`)."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    if not isinstance(name, str) or name not in PROFILES:
+        error = ValueError if isinstance(name, str) else checks.InvalidType
+        raise error(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
+    return _load_profile(name)
+
+
+@lru_cache(maxsize=None)
+def _load_profile(name: str) -> StepTimeModel:
     loader, kwargs, _ = PROFILES[name]
     model = loader(**kwargs)
     return dataclasses.replace(model, name=name)

@@ -6,23 +6,26 @@ import logging
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.sim import continuous_engine as ceng
 from workbench.sim import static_engine as engine
 from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
-from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_LABELS, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV,
-                                   meets_slo, offered_rate_rps, static_bin_metrics, summarize,
+from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_DROPPED, STATUS_LABELS, STATUS_REJECTED_BUDGET,
+                                   STATUS_REJECTED_KV, meets_slo, offered_rate_rps, static_bin_metrics, summarize,
                                    summarize_continuous, summarize_static_steps)
 from workbench.sim.predictors import predict_output_tokens
+from workbench.sim.prefix_tree import empty_tree, prefix_tree
 from workbench.sim.schedulers import get_scheduler
 from workbench.sim.steptime import StepTimeModel
+from workbench.traces.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,9 @@ class SimResult:
         engine, and static schedulers in step mode: TTFT and TPOT within
         ``ttft_sla_s`` and ``tpot_sla_s``).  The continuous engine and step mode
         add ``ttft_s``, ``tpot_s``, ``e2e_s`` and ``preemptions`` (0 for static
-        batches); step mode keeps ``batch_id``.
+        batches); step mode keeps ``batch_id``; the continuous engine adds
+        ``cached_tokens`` (prompt tokens served from the prefix cache at the
+        request's first admission; 0 without ``prefix_caching``).
         """
         if self.continuous is not None:
             return self._continuous_requests()
@@ -116,6 +121,8 @@ class SimResult:
             "latency_s": latency_s,
             "met_sla": met,
         })
+        if "cached_tokens" in c:
+            frame.insert(frame.columns.get_loc("preemptions") + 1, "cached_tokens", c["cached_tokens"])
         if self.engine == "static":
             frame.insert(6, "batch_id", self.batch_id)
         return frame
@@ -165,23 +172,42 @@ _TOKEN_EXTENTS: OrderedDict[tuple, tuple] = OrderedDict()
 _ASSIGNMENT_CACHE_SIZE = 8
 
 
-def _token_extent(trace) -> tuple[int, float]:
-    """Longest and median prompt+output tokens, cached per token arrays like :func:`bin_assignment` (a capacity
-    search replays one trace at many speeds: its tokens, and so these, do not change)."""
+def _token_stats(trace) -> tuple:
+    """Token statistics the SLA-scale warnings need, cached per token arrays like :func:`bin_assignment` (a
+    capacity search replays one trace at many speeds: its tokens, and so these, do not change): the longest
+    and median prompt + output, the longest and median prompt, and the median of prompt + output / 2."""
     key = (id(trace.prompt_tokens), id(trace.output_tokens), len(trace))
     if key in _TOKEN_EXTENTS:
         _TOKEN_EXTENTS.move_to_end(key)
         return _TOKEN_EXTENTS[key][2:]
-    tokens = np.add(trace.prompt_tokens, trace.output_tokens, dtype=np.int64)
-    extent = (int(tokens.max()), float(np.median(tokens)))
+    prompt, output = trace.prompt_tokens, trace.output_tokens
+    tokens = np.add(prompt, output, dtype=np.int64)
+    stats = (int(tokens.max()), float(np.median(tokens)), int(prompt.max()), float(np.median(prompt)),
+             float(np.median(prompt + 0.5 * output)))
     # the arrays are held so their ids are never reused while the entry lives
-    _TOKEN_EXTENTS[key] = (trace.prompt_tokens, trace.output_tokens, *extent)
+    _TOKEN_EXTENTS[key] = (prompt, output, *stats)
     if len(_TOKEN_EXTENTS) > _ASSIGNMENT_CACHE_SIZE:
         _TOKEN_EXTENTS.popitem(last=False)
-    return extent
+    return stats
 
 
-def warn_if_sla_dwarfs_service(trace, cfg: SimConfig, latency) -> None:
+def _token_extent(trace) -> tuple[int, float]:
+    """Longest and median prompt+output tokens (see :func:`_token_stats`)."""
+    return _token_stats(trace)[:2]
+
+
+def _warn_if_dwarfs(field: str, limit_s: float, median_s: float, longest_s: float, quantity: str,
+                    longest_text: str, stacklevel: int) -> None:
+    # a model faster than any GPU is refused by the time checks (or is abstract): no unit advice for the SLA
+    if median_s >= _SHORTEST_PLAUSIBLE_STEP_S and limit_s > longest_s and limit_s > SLA_SCALE_FACTOR * median_s:
+        warnings.warn(
+            f"{field}={limit_s:g} s is {limit_s / median_s:,.0f} times the median request's {quantity} "
+            f"({median_s:.3g} s) and above the longest any request here can have ({longest_s:.3g} s: "
+            f"{longest_text}), so only queueing that long can violate it. If it is in milliseconds, pass "
+            f"{field}={limit_s / 1000:g}", SlaScaleWarning, stacklevel=stacklevel)
+
+
+def warn_if_sla_dwarfs_service(trace, cfg: SimConfig, latency, stacklevel: int = 3) -> None:
     """Warn (``SlaScaleWarning``) when ``d_sla_s`` exceeds every request's service time (the longest request
     in the largest batch) and is over ``SLA_SCALE_FACTOR`` times the median request's: ``d_sla_s=1000``
     meant as 1000 ms then reports 0% violations whatever the scheduler does."""
@@ -192,20 +218,147 @@ def warn_if_sla_dwarfs_service(trace, cfg: SimConfig, latency) -> None:
     largest_batch = max(cfg.b_max, cfg.batch_size)
     longest_s = float(service_time_s(largest_batch, longest_tokens))
     median_s = float(service_time_s(largest_batch, median_tokens))
-    if cfg.d_sla_s > longest_s and cfg.d_sla_s > SLA_SCALE_FACTOR * median_s:
-        warnings.warn(
-            f"d_sla_s={cfg.d_sla_s:g} s is {cfg.d_sla_s / median_s:,.0f} times the median request's service time "
-            f"({median_s:.3g} s) and above the longest any request here can have ({longest_s:.3g} s: "
-            f"{longest_tokens:,} tokens in a batch of {largest_batch}), so only queueing that long can violate "
-            f"it. If it is in milliseconds, pass d_sla_s={cfg.d_sla_s / 1000:g}", SlaScaleWarning, stacklevel=3)
+    _warn_if_dwarfs("d_sla_s", cfg.d_sla_s, median_s, longest_s, "service time",
+                    f"{longest_tokens:,} tokens in a batch of {largest_batch}", stacklevel + 1)
 
 
-def _validate_trace(trace) -> None:
-    for name in ("arrival_s", "prompt_tokens", "output_tokens"):
-        if not hasattr(trace, name):
-            raise TypeError(f"trace must be a workbench.Trace (missing {name}); build one with Trace.from_arrays")
+def warn_if_slo_dwarfs_service(trace, cfg: SimConfig, step: StepTimeModel, stacklevel: int = 4) -> None:
+    """The same warning for the TTFT and TPOT limits of a step-time model (continuous engine, static step mode).
+
+    ``ttft_sla_s`` is compared with a request's time to first token on an idle replica (arrival overhead,
+    its prefill, the token overhead): the median prompt's, and the longest any prefill step can take (the
+    longest prompt, or a full ``max_num_batched_tokens`` budget); ``tpot_sla_s`` with a decode step of one
+    request at the median context, and of ``max_num_seqs`` requests at the longest context.
+    """
+    if len(trace) == 0:
+        return
+    longest_context, _, longest_prompt, median_prompt, median_context = _token_stats(trace)
+    a0, a1 = step.arrival_overhead_s
+    tok = step.token_overhead_s
+    widest = max(longest_prompt, cfg.max_num_batched_tokens)
+    ttft_long = a0 + a1 * longest_prompt + step.prefill_time_s([widest]) + tok
+    ttft_median = a0 + a1 * median_prompt + step.prefill_time_s([median_prompt]) + tok
+    _warn_if_dwarfs("ttft_sla_s", cfg.ttft_sla_s, ttft_median, ttft_long, "time to first token alone",
+                    f"a prefill of {widest:,} tokens", stacklevel + 1)
+    batch = cfg.max_num_seqs
+    a, b, c = step.decode_large if (step.decode_large is not None and batch >= step.decode_large_threshold) \
+        else step.decode
+    tpot_long = a + b * batch * longest_context + c * batch + tok
+    tpot_median = step.decode_time_s([median_context]) + tok
+    _warn_if_dwarfs("tpot_sla_s", cfg.tpot_sla_s, tpot_median, tpot_long, "decode step alone",
+                    f"{batch} requests of {longest_context:,} tokens decoding together", stacklevel + 1)
+
+
+def _validate_trace(trace, name: str = "trace") -> Trace:
+    """``trace`` if it is a non-empty :class:`Trace` (which validated its arrays when it was built)."""
+    if not isinstance(trace, Trace):
+        if isinstance(trace, pd.DataFrame):
+            raise checks.InvalidType(
+                f"{name}: must be a workbench.Trace, got a DataFrame; build one with wb.Trace.from_arrays("
+                "df.arrival_s, df.prompt_tokens, df.output_tokens), or load a file with wb.load_trace")
+        raise checks.InvalidType(f"{name}: must be a workbench.Trace, got {type(trace).__name__}; build one with "
+                                 "wb.Trace.from_arrays(arrival_s, prompt_tokens, output_tokens) or wb.load_trace")
     if len(trace.arrival_s) == 0:
-        raise ValueError("trace is empty: nothing to simulate")
+        raise ValueError(f"{name} is empty: nothing to simulate")
+    return trace
+
+
+def resolve_latency(latency, name: str = "latency"):
+    """A latency model from what a user may pass: a LatencyModel, a StepTimeModel, None (the scheduler's
+    default), ``"seed-grid"`` (alias ``"grid"``: the static engine's formula grid, the seed study's) or a
+    registered step-time profile name."""
+    if latency is None or isinstance(latency, (LatencyModel, StepTimeModel)):
+        return latency
+    if isinstance(latency, str):
+        from workbench.sim import profiles
+
+        if latency in SEED_GRID_NAMES:
+            return LatencyModel.default()
+        if latency in profiles.PROFILES:
+            return profiles.get_profile(latency)
+        checks.choice(latency, name, [*SEED_GRID_NAMES, *profiles.profile_names()],
+                      hint="or pass a wb.LatencyModel / wb.StepTimeModel")
+    raise checks.InvalidType(f"{name}: must be a wb.LatencyModel, a wb.StepTimeModel, None, 'seed-grid' or a "
+                             f"step-time profile name, got {type(latency).__name__}")
+
+
+# the names of the seed study's formula grid (LatencyModel.default()): "grid" is the name it had first
+SEED_GRID_NAMES = ("seed-grid", "grid")
+
+
+# ------------------------------------------------------------------ what the compiled engines may be given
+# Memory the engines allocate by the configuration (not by the trace): per GPU/replica, per bin, per window.
+ENGINE_TABLES_LIMIT_BYTES = 2 * 10**9
+# An event time must resolve the shortest step to 0.1%: float64 has 52 mantissa bits.
+_TIME_RESOLUTION = 2.0 ** -52 * 1000
+_SHORTEST_PLAUSIBLE_STEP_S = 1e-6   # no GPU runs a batch or an engine step in under a microsecond
+
+
+def check_time_horizon(last_s: float, latency, what: str, fix: str = "") -> None:
+    """Arrival (queue-entry) times up to ``last_s`` must be finite and fine enough for ``latency``'s shortest
+    step (see :func:`_check_times`); ``capacity`` calls it for the slowest load it will scan."""
+    _check_times(last_s, _shortest_step_s(latency), what, fix)
+
+
+def _check_times(last_s: float, shortest_step_s: float, what: str, fix: str = "") -> None:
+    """Every event time the engine computes starts from these; they must be finite and fine enough."""
+    advice = ("Are the timestamps in the right unit (seconds, not ms or ns), and rps_scaling (or a time scaling) "
+              "not tiny?" + (f" {fix}" if fix else ""))
+    if not np.isfinite(last_s):
+        raise ValueError(f"{what}: the last arrival would be at {last_s} s, not a finite time. {advice}")
+    if 0 < shortest_step_s < _SHORTEST_PLAUSIBLE_STEP_S and last_s * _TIME_RESOLUTION > shortest_step_s:
+        raise ValueError(f"latency: the shortest batch or step takes {shortest_step_s:.3g} s, shorter than any GPU's "
+                         f"and too short for float64 event times over {what} (its last arrival at {last_s:.4g} s): "
+                         "are the latency model's coefficients in seconds?")
+    if shortest_step_s > 0 and last_s * _TIME_RESOLUTION > shortest_step_s:
+        horizon = shortest_step_s / _TIME_RESOLUTION
+        raise ValueError(
+            f"{what}: the last arrival is at {last_s:.4g} s, beyond {horizon:.3g} s, where float64 times can no "
+            f"longer resolve the shortest step ({shortest_step_s:.3g} s) to 0.1%: every latency would come out "
+            f"wrong. {advice}")
+
+
+def _check_tables(bytes_needed: float, what: str) -> None:
+    if bytes_needed > ENGINE_TABLES_LIMIT_BYTES:
+        raise ValueError(f"{what}: the engine's tables would take {bytes_needed / 1e9:.3g} GB (more than "
+                         f"{ENGINE_TABLES_LIMIT_BYTES / 1e9:g} GB); lower them")
+
+
+def _check_engine_arrays(join_s, prompt, output, bin_id, n_bins: int) -> None:
+    """The arrays a compiled engine reads: right dtype, same length, finite and sorted times, bins in range."""
+    n = join_s.size
+    if join_s.dtype != np.float64 or prompt.dtype != np.int32 or output.dtype != np.int32 or bin_id.dtype != np.int32:
+        raise SimulationError(f"engine inputs of the wrong dtype: {join_s.dtype}, {prompt.dtype}, {output.dtype}, "
+                              f"{bin_id.dtype}")
+    if not (prompt.size == output.size == bin_id.size == n):
+        raise SimulationError("engine inputs of different lengths")
+    if n and (not np.isfinite(join_s).all() or join_s.min() < 0):
+        i = int(np.argmax(~np.isfinite(join_s) | (join_s < 0)))
+        raise ValueError(f"request {i}: joins the queue at {join_s[i]} s, not a finite time >= 0 (its arrival plus "
+                         "the step-time model's arrival overhead)")
+    if n and (prompt.min() < 0 or output.min() < 0):
+        raise ValueError("token counts must be >= 0")
+    if n and (bin_id.min() < 0 or bin_id.max() >= n_bins):
+        raise SimulationError(f"bin ids outside [0, {n_bins})")
+
+
+def _check_prefill_curvature(step: StepTimeModel, prompt, served) -> None:
+    """A negative quadratic prefill term is valid only up to ``step.max_prefill_tokens`` prompt tokens."""
+    limit = step.max_prefill_tokens
+    if np.isfinite(limit) and np.any(served):
+        longest = int(np.max(np.asarray(prompt)[served]))
+        if longest >= limit:
+            raise ValueError(
+                f"latency: {step.name}'s prefill time has a negative per-token-squared term (c = {step.prefill[2]:g} "
+                f"s), so it grows with the prompt only up to {limit:,.0f} tokens and then shrinks (and turns "
+                f"negative); the trace has a served prompt of {longest:,} tokens. Cut longer prompts from the "
+                "trace, or use a model fitted over prompts that long")
+
+
+def _shortest_step_s(latency) -> float:
+    if isinstance(latency, StepTimeModel):
+        return min(latency.prefill_time_s([1]), latency.decode_time_s([1]))
+    return float(latency.service_time_s(1, 1))
 
 
 def _no_bins(n: int) -> np.ndarray:
@@ -245,8 +398,12 @@ def bin_assignment(trace, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
     return bin_id, edges
 
 
-def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | StepTimeModel | None = None,
-             step_log: int = 100_000, **overrides) -> SimResult:
+_DEFAULT_CONFIG = object()  # ``config`` left out: the defaults (an explicit None is refused, see simulate)
+
+
+def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
+             latency: LatencyModel | StepTimeModel | str | None = None, step_log: int = 100_000,
+             **overrides) -> SimResult:
     """Replay ``trace`` through a pool of GPUs under ``config``'s scheduler.
 
     Static schedulers take a :class:`LatencyModel` (``latency=None``: the
@@ -276,14 +433,31 @@ def simulate(trace, config: SimConfig | None = None, *, latency: LatencyModel | 
     controls), so ``d_sla_s`` still matters for them in step mode.  ``step_log``: how many scheduling
     decisions of the continuous engine ``res.steps`` keeps.  Keyword
     ``overrides`` are applied to ``config`` (``simulate(trace, num_gpus=4)``).
+
+    ``latency`` may also be ``"seed-grid"`` (or ``"grid"``) or a registered step-time profile name
+    (:func:`workbench.sim.profiles.profile_names`).  Leaving ``config`` out
+    simulates the default :class:`SimConfig`; passing ``config=None`` is
+    refused (it is what a measured run without a setup file has as
+    ``run.config``, and would silently run the default static scheduler).
+    Every array and derived quantity is checked before a compiled engine runs
+    (finite and resolvable times, sizes of the engine's tables): bad input
+    raises ``ValueError``/``TypeError``, never reaches the engine.
     """
     t0 = time.perf_counter()
-    cfg = SimConfig() if config is None else config
+    if config is None:
+        raise checks.InvalidType(
+            "config: None (a measured run loaded without its setup.json has run.config None); pass the serving "
+            "setup, e.g. wb.SimConfig(scheduler='continuous_fcfs', ...), or leave config out for the defaults")
+    cfg = SimConfig() if config is _DEFAULT_CONFIG else config
     if not isinstance(cfg, SimConfig):
-        raise TypeError(f"config must be a SimConfig, got {type(cfg).__name__}")
+        raise checks.InvalidType(f"config: must be a SimConfig, got {type(cfg).__name__}")
     if overrides:
+        # a misspelt keyword of simulate lands here: named as simulate's, not as SimConfig.__init__'s
+        checks.keywords(overrides, "simulate", ["latency", "step_log", *(f.name for f in fields(SimConfig))])
         cfg = cfg.replace(**overrides)
-    _validate_trace(trace)
+    trace = _validate_trace(trace)
+    latency = resolve_latency(latency)
+    step_log = checks.integer(step_log, "step_log", low=0, high=10**9)
     scheduler = get_scheduler(cfg.scheduler)
     if scheduler.engine == "continuous":
         return _simulate_continuous(trace, cfg, scheduler, latency, step_log, t0)
@@ -318,6 +492,7 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
     perm = None
     join_s, e_prompt, e_output, e_bin, e_accepted = arrival_s, prompt, output, bin_id, accepted
     if step_mode:
+        warn_if_slo_dwarfs_service(trace, cfg, latency)
         a0, a1 = latency.arrival_overhead_s
         if a0 or a1:
             join_s = arrival_s + a0 + a1 * prompt
@@ -331,6 +506,13 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
         coef = np.zeros(0)
         grid = (latency.base_s, latency.per_token_s, latency.batch_penalty)
 
+    if step_mode:
+        _check_prefill_curvature(latency, prompt, accepted)
+    _check_times(float(join_s[-1]) if join_s.size else 0.0, _shortest_step_s(latency), "trace")
+    _check_tables(16.0 * n_bins * cfg.ctrl_window + 96.0 * n_bins + 48.0 * cfg.num_gpus,
+                  f"k_bins={n_bins} x ctrl_window={cfg.ctrl_window}, num_gpus={cfg.num_gpus}")
+    join_s = np.ascontiguousarray(join_s, dtype=np.float64)
+    _check_engine_arrays(join_s, np.asarray(e_prompt), np.asarray(e_output), np.asarray(e_bin), n_bins)
     budget = cfg.sla_budget_fraction * cfg.d_sla_s
     batch_of, start_s, finish_s, first_s, batch_float, batch_int, error = engine.run_engine(
         np.ascontiguousarray(join_s), e_prompt, e_output, e_bin, e_accepted, n_bins, cfg.num_gpus,
@@ -410,13 +592,16 @@ def _default_step_model() -> StepTimeModel:
 
 
 def continuous_acceptance(trace, cfg: SimConfig) -> np.ndarray:
-    """Status each request starts with in the continuous engine: completed (to be served) or why it is rejected."""
+    """Status each request starts with in the continuous engine: completed (to be served) or why it is rejected
+    (rule 2 of :mod:`workbench.sim.continuous_engine`)."""
     bs, blocks = cfg.block_size, cfg.kv_blocks_effective
     prompt = np.asarray(trace.prompt_tokens, dtype=np.int64)
     peak_blocks = (prompt + np.maximum(np.asarray(trace.output_tokens, dtype=np.int64), 1) - 1 + bs - 1) // bs
     status = np.full(prompt.size, STATUS_COMPLETED, np.int8)
     if not cfg.chunked_prefill:
         status[prompt > cfg.max_num_batched_tokens] = STATUS_REJECTED_BUDGET
+        # vLLM v0.2's can_allocate: AllocStatus.NEVER when the prompt leaves less than the watermark free
+        status[(prompt + bs - 1) // bs > blocks - cfg.kv_watermark_blocks] = STATUS_REJECTED_KV
     status[peak_blocks > blocks] = STATUS_REJECTED_KV
     return status
 
@@ -430,8 +615,6 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     if cfg.kv_blocks_effective < 1:
         raise ValueError(f"kv_blocks: the KV cache holds no block of block_size={cfg.block_size} tokens "
                          f"(kv_capacity_tokens={cfg.kv_capacity_tokens}); set kv_blocks or the memory fields")
-    if step_log < 0:
-        raise ValueError(f"step_log: must be >= 0 (decisions kept in res.steps), got {step_log!r}")
     output = np.asarray(trace.output_tokens)
     if output.size and output.min() < 1:
         raise ValueError("the continuous engine needs output_tokens >= 1 for every request (the first token "
@@ -439,6 +622,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     spec = scheduler.continuous_spec(cfg)
     arrival_s = np.ascontiguousarray(trace.arrival_s, dtype=np.float64)
     prompt = np.asarray(trace.prompt_tokens)
+    n = arrival_s.size
     status = continuous_acceptance(trace, cfg)
     if spec.uses_bins:
         bin_id, edges = bin_assignment(trace, cfg)
@@ -450,20 +634,48 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     join_s = arrival_s + a0 + a1 * prompt if (a0 or a1) else arrival_s
     accepted = np.flatnonzero(status == STATUS_COMPLETED)
     join_order = accepted[np.argsort(join_s[accepted], kind="stable")] if a1 else accepted
+    _check_prefill_curvature(latency, prompt, status == STATUS_COMPLETED)
+    warn_if_slo_dwarfs_service(trace, cfg, latency)
+    joins = join_s[join_order] if join_order.size else join_s[:0]
+    _check_times(float(joins.max()) if joins.size else 0.0, _shortest_step_s(latency), "trace")
+    tree = prefix_tree(trace, cfg.block_size) if cfg.prefix_caching else empty_tree(0, cfg.block_size)
+    blocks = cfg.kv_blocks_effective
+    heap = ceng.finish_heap_capacity(cfg.max_num_seqs, blocks, n, cfg.prefix_caching)
+    cache = (f" + prefix cache of {tree.num_nodes:,} prefix-tree nodes and up to "
+             f"{ceng.lru_records(blocks, tree.num_nodes, n):,} LRU records" if cfg.prefix_caching else "")
+    _check_tables(ceng.table_bytes(num_requests=n, num_replicas=cfg.num_gpus, n_bins=n_bins,
+                                   block_size=cfg.block_size, max_num_seqs=cfg.max_num_seqs, kv_blocks=blocks,
+                                   window=cfg.ctrl_window, caching=cfg.prefix_caching, n_nodes=tree.num_nodes,
+                                   log_capacity=step_log),
+                  f"num_gpus={cfg.num_gpus} replicas x (block_size={cfg.block_size} + k_bins={n_bins} + ctrl_window="
+                  f"{cfg.ctrl_window} + a finish heap of {heap:,}{cache}), and step_log={step_log}")
+    # read-only whether or not an arrival overhead made a new array: one compiled signature, not two (the
+    # continuous engine takes tens of seconds to compile)
+    join_s = np.ascontiguousarray(join_s, dtype=np.float64).view()
+    join_s.flags.writeable = False
+    _check_engine_arrays(join_s, prompt, output, np.asarray(bin_id), n_bins)
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
-    (replica, sched_s, first_s, end_s, preemptions, busy_s, block_s, steps, log_f, log_i, error) = \
-        ceng.run_continuous(
-            np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
-            ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.max_num_seqs,
-            cfg.max_num_batched_tokens, cfg.block_size, cfg.kv_blocks_effective, coef,
-            min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget, cfg.ctrl_eps_fraction * budget,
-            float(cfg.ctrl_alpha),
-            float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, int(step_log))
+    (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(
+        np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
+        ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.prefix_caching,
+        cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.max_paddings, cfg.kv_watermark_blocks, cfg.block_size,
+        cfg.kv_blocks_effective, coef, min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget,
+        cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window,
+        cfg.mem_theta, cfg.prefix_affinity_margin, tree.path_off, tree.path_node, tree.node_first,
+        tree.node_blocks, tree.path_blocks, int(step_log))
     if error:
         raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
+    replica, preemptions = (np.ascontiguousarray(rq[:, c]) for c in (ceng.RQ_REPLICA, ceng.RQ_PREEMPT))
+    sched_s, first_s, end_s = tq[ceng.T_SCHED], tq[ceng.T_FIRST], tq[ceng.T_FINISH]
+    dropped = rq[:, ceng.RQ_STATE] == ceng.ST_DROPPED
     served = ~np.isnan(end_s)
-    if not np.array_equal(served, status == STATUS_COMPLETED):
-        raise SimulationError("a request was dropped or a rejected request was served")
+    if not np.array_equal(served | dropped, status == STATUS_COMPLETED) or np.any(served & dropped):
+        raise SimulationError("a request was lost or a rejected request was served")
+    if dropped.any():
+        status = status.copy()
+        status[dropped] = STATUS_DROPPED
+        log.info("%d request(s) dropped after preemption (vLLM v0.2 ignores them)", int(dropped.sum()))
+    cached = np.ascontiguousarray(rq[:, ceng.RQ_CACHED])
     token_o = latency.token_overhead_s
     ttft_s = first_s - arrival_s + token_o
     e2e_s = end_s - arrival_s + output * token_o
@@ -478,6 +690,11 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     summary["offered_rps"] = offered_rate_rps(arrival_s)
     summary["engine_steps"] = int(steps.sum())
     summary["k_bins_effective"] = int(n_bins)
+    admitted = served | dropped
+    prompt_admitted = float(prompt[admitted].sum(dtype=np.int64))
+    summary["prefix_hit_rate"] = float(cached[admitted].sum(dtype=np.int64)) / prompt_admitted \
+        if prompt_admitted > 0 else float("nan")
+    summary["dropped"] = int(dropped.sum())
     wall = time.perf_counter() - t0
     summary["sim_wall_s"] = wall
     summary["sim_requests_per_s"] = arrival_s.size / wall if wall > 0 else float("nan")
@@ -492,6 +709,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         batch_id=np.full(arrival_s.size, -1, np.int32), status=status, batch_float=empty_f, batch_int=empty_i,
         bin_edges=edges, summary=summary, engine="continuous",
         continuous={"replica": replica, "ttft_s": ttft_s, "tpot_s": tpot_s, "e2e_s": e2e_s, "queue_s": queue_s,
-                    "preemptions": preemptions, "prompt_tokens": prompt, "output_tokens": output,
+                    "preemptions": preemptions, "cached_tokens": cached, "prompt_tokens": prompt,
+                    "output_tokens": output,
                     "first_token_step_end_s": first_s, "last_step_end_s": end_s, "busy_s": busy_s,
                     "block_seconds": block_s, "log_f": log_f, "log_i": log_i})

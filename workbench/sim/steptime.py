@@ -16,6 +16,18 @@ running request.  Its time depends on what it contains:
 * a step with both parts (chunked prefill) costs ``max(a_p, a_d)`` plus both
   variable parts: the fixed cost is paid once per step.
 
+A prefill piece's prefix ``p`` counts every token already in the KV cache,
+prefix-cache hits included: a cached prefix is not computed (``l`` counts
+only the uncached tokens) but the new tokens still attend to it.
+
+BLIS-style (v1) coefficients, a step of ``a + b * (prefill tokens computed)
++ c * (decode requests) + d * (sum of the decodes' contexts)`` whatever it
+mixes (:meth:`StepTimeModel.blis`), are the special case ``prefill = (a, b,
+0)``, ``decode = (a, d, c)``: a mixed step's fixed cost ``max(a, a)`` is
+``a`` once, its prefill part ``b * sum(l)`` and its decode part ``d *
+sum(ctx) + c * n``.  BLIS's published fits (``from_blis``) have ``d = 0``
+(three betas); a fourth beta, when a defaults file has one, is ``d``.
+
 Two per-request CPU overheads (BLIS's alpha) sit outside the GPU step:
 ``arrival_overhead_s = (a0, a1)`` delays a request's entry into the queue by
 ``a0 + a1 * prompt_tokens`` (HTTP, tokenisation), and ``token_overhead_s`` is
@@ -33,6 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench import checks
+
 COEF_NAMES = (
     "prefill_a", "prefill_b", "prefill_c",
     "decode_a", "decode_b", "decode_c",
@@ -41,14 +55,31 @@ COEF_NAMES = (
 )
 
 
-def _triple(name: str, value) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be three numbers (a, b, c) in seconds, got {value!r}") from None
-    if len(values) != 3 or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name}: must be three finite numbers (a, b, c) in seconds, got {value!r}")
-    return values
+# Plausibility bounds (seconds), far above any GPU the profiles describe (the slowest shipped fixed cost is
+# 58 ms, per prompt token 0.4 ms): a coefficient above its bound was written in milliseconds or microseconds.
+_FIXED_S, _PER_TOKEN_S, _PER_TOKEN2_S, _PER_CONTEXT_S, _PER_REQUEST_S = 1.0, 0.01, 1e-3, 1e-3, 0.1
+_UNIT_HINT = ("StepTimeModel takes seconds: divide milliseconds by 1000 (a DistServe profile in ms is read with "
+              "StepTimeModel.from_profile, a BLIS one in us with from_blis, which convert)")
+_TERMS = {  # part -> (what a, b, c multiply, their plausibility bounds)
+    "prefill": (("fixed cost per step", "per prompt token", "per prompt token squared"),
+                (_FIXED_S, _PER_TOKEN_S, _PER_TOKEN2_S)),
+    "decode": (("fixed cost per step", "per context token", "per running request"),
+               (_FIXED_S, _PER_CONTEXT_S, _PER_REQUEST_S)),
+}
+_TERMS["decode_large"] = _TERMS["decode"]
+
+
+def _coefficients(name: str, value, count: int, labels, bounds, *, negative_last: bool = False) -> tuple:
+    """``count`` finite coefficients in seconds, >= 0 (the last may be negative with ``negative_last``)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != count:
+        letters = ", ".join("abc"[:count]) if count == 3 else "a0, a1"
+        raise checks.InvalidType(f"{name}: must be {count} numbers ({letters}) in seconds, got {value!r}")
+    out = []
+    for k, (v, label, bound) in enumerate(zip(value, labels, bounds)):
+        low = None if (negative_last and k == count - 1) else 0
+        out.append(checks.number(v, f"{name}[{k}] ({label})", low=low, unit="s", sane_high=bound,
+                                 sane_hint=_UNIT_HINT))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -70,29 +101,45 @@ class StepTimeModel:
     fit_report: object = field(default=None, compare=False, repr=False)  # set by workbench.calibrate
 
     def __post_init__(self):
-        object.__setattr__(self, "prefill", _triple("prefill", self.prefill))
-        object.__setattr__(self, "decode", _triple("decode", self.decode))
+        # a negative quadratic prefill term is a published fit's curvature (DistServe's OPT-66B tp2 has one):
+        # allowed, and simulate checks that the longest prompt stays where the step time still grows
+        object.__setattr__(self, "prefill", _coefficients("prefill", self.prefill, 3, *_TERMS["prefill"],
+                                                          negative_last=True))
+        object.__setattr__(self, "decode", _coefficients("decode", self.decode, 3, *_TERMS["decode"]))
         if self.decode_large is not None:
-            object.__setattr__(self, "decode_large", _triple("decode_large", self.decode_large))
-            if int(self.decode_large_threshold) < 1:
-                raise ValueError("decode_large_threshold: must be >= 1 when decode_large is given "
-                                 f"(the batch size from which decode_large applies), got {self.decode_large_threshold!r}")
-        object.__setattr__(self, "decode_large_threshold", int(self.decode_large_threshold))
-        try:
-            a0, a1 = (float(v) for v in self.arrival_overhead_s)
-        except (TypeError, ValueError):
-            raise ValueError(f"arrival_overhead_s: must be two numbers (a0, a1) in seconds, "
-                             f"got {self.arrival_overhead_s!r}") from None
-        object.__setattr__(self, "arrival_overhead_s", (a0, a1))
-        object.__setattr__(self, "token_overhead_s", float(self.token_overhead_s))
-        values = self.coefficients()
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"step-time coefficients must be finite, got {dict(zip(COEF_NAMES, values))}")
+            object.__setattr__(self, "decode_large", _coefficients("decode_large", self.decode_large, 3,
+                                                                   *_TERMS["decode_large"]))
+            object.__setattr__(self, "decode_large_threshold", checks.integer(
+                self.decode_large_threshold, "decode_large_threshold", low=1, high=2**31 - 1,
+                hint="the batch size from which decode_large applies"))
+        else:
+            object.__setattr__(self, "decode_large_threshold", checks.integer(
+                self.decode_large_threshold, "decode_large_threshold", low=0, high=2**31 - 1))
+            if self.decode_large_threshold:
+                raise ValueError(f"decode_large_threshold: {self.decode_large_threshold} has no effect without "
+                                 "decode_large (the large-batch decode coefficients); pass decode_large=(a, b, c) "
+                                 "too, or leave the threshold out")
+        object.__setattr__(self, "arrival_overhead_s", _coefficients(
+            "arrival_overhead_s", self.arrival_overhead_s, 2, ("fixed, per request", "per prompt token"),
+            (_FIXED_S, _PER_TOKEN_S)))
+        object.__setattr__(self, "token_overhead_s", checks.number(
+            self.token_overhead_s, "token_overhead_s", low=0, unit="s", sane_high=_FIXED_S, sane_hint=_UNIT_HINT))
+        checks.instance(self.name, "name", str, expected="a text label")
         if self.prefill_time_s([1]) <= 0 or self.decode_time_s([1]) <= 0:
             raise ValueError("a step must take time: a one-token prefill and a one-request decode step must "
                              f"take > 0 s (got prefill={self.prefill}, decode={self.decode}); are the units seconds?")
-        if min(a0, a1, self.token_overhead_s) < 0:
-            raise ValueError("overheads must be >= 0 seconds")
+        a, b, c = self.prefill
+        if c < 0 and (a <= 0 or b <= 0):
+            raise ValueError(f"prefill: a negative per-token-squared term (c = {c:g} s) needs a > 0 and b > 0 so "
+                             f"that short prefills take time, got prefill={self.prefill}")
+
+    @property
+    def max_prefill_tokens(self) -> float:
+        """The longest prompt for which this model's prefill time still grows with each token: ``b / -c`` when the
+        quadratic term is negative (a fit's curvature), else unbounded.  ``simulate`` refuses a trace whose
+        longest served prompt is beyond it (the step time would shrink, then turn negative)."""
+        _, b, c = self.prefill
+        return b / -c if c < 0 else math.inf
 
     @classmethod
     def from_profile(cls, path, *, model: str, tp: int = 1) -> "StepTimeModel":
@@ -107,6 +154,22 @@ class StepTimeModel:
         from workbench.sim.profiles import blis_profile
         return blis_profile(model=model, gpu=gpu, tp=tp, vllm_version=vllm_version, path=path)
 
+    @classmethod
+    def blis(cls, step_s: float, prefill_token_s: float, decode_request_s: float, decode_context_token_s: float = 0.0,
+             *, arrival_overhead_s=(0.0, 0.0), token_overhead_s: float = 0.0, name: str = "blis-style",
+             source: str = "") -> "StepTimeModel":
+        """A step of ``step_s + prefill_token_s * (prefill tokens computed) + decode_request_s * (decodes) +
+        decode_context_token_s * (sum of the decodes' contexts)`` seconds, whatever the step mixes (BLIS's beta
+        vector plus a decode-context term): ``prefill = (step_s, prefill_token_s, 0)``, ``decode = (step_s,
+        decode_context_token_s, decode_request_s)``."""
+        step_s, prefill_token_s, decode_request_s, decode_context_token_s = (
+            checks.number(value, name, low=0, unit="s", sane_high=bound, sane_hint=_UNIT_HINT)
+            for value, name, bound in ((step_s, "step_s", _FIXED_S), (prefill_token_s, "prefill_token_s", _PER_TOKEN_S),
+                                       (decode_request_s, "decode_request_s", _PER_REQUEST_S),
+                                       (decode_context_token_s, "decode_context_token_s", _PER_CONTEXT_S)))
+        return cls(prefill=(step_s, prefill_token_s, 0.0), decode=(step_s, decode_context_token_s, decode_request_s),
+                   arrival_overhead_s=arrival_overhead_s, token_overhead_s=token_overhead_s, name=name, source=source)
+
     def coefficients(self) -> np.ndarray:
         """The flat float64 vector the compiled engine reads (order :data:`COEF_NAMES`)."""
         large = self.decode_large if self.decode_large is not None else self.decode
@@ -120,6 +183,29 @@ class StepTimeModel:
         p = np.zeros_like(l) if prefix_lengths is None else np.asarray(prefix_lengths, dtype=np.float64)
         a, b, c = self.prefill
         return float(a + b * l.sum() + c * (l * (p + l)).sum())
+
+    def step_time_s(self, prompt_lengths=(), prefix_lengths=None, context_lengths=()) -> float:
+        """Time of a step computing prompt pieces (``prompt_lengths`` tokens after ``prefix_lengths`` already in
+        the cache) and decoding requests of ``context_lengths``: the fixed cost once (``max(a_p, a_d)`` when it
+        has both), then both variable parts."""
+        l = checks.array(prompt_lengths, "prompt_lengths", integral=True, low=0, what="tokens")
+        ctx = checks.array(context_lengths, "context_lengths", integral=True, low=0, what="tokens")
+        if l.size == 0 and ctx.size == 0:
+            raise ValueError("step_time_s: a step computes prompt tokens, decodes, or both; prompt_lengths and "
+                             "context_lengths are both empty")
+        if l.size == 0:
+            if prefix_lengths is not None and np.size(prefix_lengths):
+                raise ValueError("prefix_lengths: one per prompt piece, but prompt_lengths is empty")
+            return self.decode_time_s(ctx)
+        p = np.zeros_like(l) if prefix_lengths is None else checks.array(
+            prefix_lengths, "prefix_lengths", integral=True, low=0, length=l.size, what="tokens")
+        a_p, b_p, c_p = self.prefill
+        prefill_part = b_p * l.sum() + c_p * (l * (p + l)).sum()
+        if ctx.size == 0:
+            return float(a_p + prefill_part)
+        a_d, b_d, c_d = self.decode_large if (self.decode_large is not None
+                                              and ctx.size >= self.decode_large_threshold) else self.decode
+        return float(max(a_p, a_d) + prefill_part + b_d * ctx.sum() + c_d * ctx.size)
 
     def decode_time_s(self, context_lengths) -> float:
         """Time of a decode-only step over requests with these context lengths."""

@@ -15,16 +15,20 @@ slider does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 
+from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.schedulers import SCHEDULERS
-from workbench.sim.simulate import simulate
+from workbench.sim.simulate import check_time_horizon, simulate
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,16 @@ def _load(name: str, num_requests: int, seed: int, rps_scaling: float):
     if name == "synthetic":
         return load_trace(num_requests=num_requests, seed=seed, rps_scaling=rps_scaling)
     return load_trace(name).head(num_requests)
+
+
+def _check_trace_name(name: str) -> None:
+    """``synthetic``, a registered dataset name or a trace file (refused now, not at the first redraw)."""
+    from workbench.traces import datasets
+
+    if name == "synthetic" or datasets.is_name(name) or Path(name).expanduser().is_file():
+        return
+    raise FileNotFoundError(f"traces: {name!r} is not 'synthetic', a dataset name ({', '.join(datasets.names())}) "
+                            "or a trace file")
 
 
 def _is_continuous(scheduler: str) -> bool:
@@ -101,21 +115,29 @@ class Explorer:
     def __init__(self, traces=DEFAULT_TRACES, *, num_requests: int = 100_000, seed: int = 0,
                  config: SimConfig | None = None, load_scaling: float = 1.0, step_profile: str = "opt-13b-a100",
                  rps_scaling: float | None = None):
-        if num_requests < 1:
-            raise ValueError(f"num_requests must be >= 1, got {num_requests}")
-        self.num_requests = int(num_requests)
-        self.seed = int(seed)
-        self.trace_names = tuple(traces)
+        from workbench.sim import profiles
+        from workbench.study.runs.experiments import LATENCY_ALIASES, SEED_GRID, default_rps_scaling
+
+        self.num_requests = checks.integer(num_requests, "num_requests", low=1, high=10**8)
+        self.seed = checks.integer(seed, "seed", low=0)
+        # one name is one trace (papermill's -p traces azure_conv passes a string: never its letters)
+        self.trace_names = checks.names(traces, "traces")
+        for name in self.trace_names:
+            _check_trace_name(name)
         self._traces: dict[str, object] = {}
         self.trace_name = self.trace_names[0]
-        self.config = config or SimConfig(scheduler="multi_bin_dynamic", num_gpus=16, k_bins=4, d_sla_s=1.0)
-        self.load_scaling = float(load_scaling)
+        self.config = checks.instance(config, "config", SimConfig, expected="a SimConfig, or None") \
+            if config is not None else SimConfig(scheduler="multi_bin_dynamic", num_gpus=16, k_bins=4, d_sla_s=1.0)
+        self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
         # every scheduler on one hardware model, as in the step notebooks: the step-time profile (static batches
         # in step mode), or "seed-grid" (the seed study's formula grid, static schedulers only)
-        self.step_profile = step_profile
-        from workbench.study.runs.experiments import default_rps_scaling
-
-        self.rps_scaling = float(rps_scaling) if rps_scaling is not None else default_rps_scaling(step_profile)
+        step_profile = LATENCY_ALIASES.get(step_profile, step_profile) if isinstance(step_profile, str) \
+            else step_profile
+        self.step_profile = checks.choice(step_profile, "step_profile", (*profiles.profile_names(), SEED_GRID),
+                                          hint=f"{SEED_GRID!r} is the seed study's formula grid (static schedulers)")
+        self.rps_scaling = checks.number(rps_scaling, "rps_scaling", low=0, low_open=True, none=True)
+        if self.rps_scaling is None:
+            self.rps_scaling = default_rps_scaling(self.step_profile)
         self.history: list[Point] = []
         self.result = None
         self.last_timing: dict[str, float] = {}
@@ -129,37 +151,53 @@ class Explorer:
         if self.trace_name not in self._traces:
             self._traces[self.trace_name] = _load(self.trace_name, self.num_requests, self.seed, self.rps_scaling)
         base = self._traces[self.trace_name]
-        return base if self.load_scaling == 1.0 else base.time_scaled(self.load_scaling)
+        if self.load_scaling == 1.0:
+            return base
+        try:
+            return base.time_scaled(self.load_scaling)
+        except ValueError as exc:
+            raise ValueError(f"load_scaling={self.load_scaling:g}: {exc}") from None
 
     def set(self, *, trace: str | None = None, load_scaling: float | None = None, **config_changes):
-        """Change knobs (what a widget does) and re-simulate."""
-        if trace is not None:
-            if trace not in self.trace_names:
-                raise ValueError(f"trace: unknown {trace!r}; choose one of {', '.join(self.trace_names)}")
-            self.trace_name = trace
-        if load_scaling is not None:
-            if not load_scaling > 0:
-                raise ValueError(f"load_scaling must be > 0, got {load_scaling}")
-            self.load_scaling = float(load_scaling)
-        if config_changes:
-            self.config = self.config.replace(**config_changes)
-        return self.run()
+        """Change knobs (what a widget does) and re-simulate; a refused change leaves the knobs as they were."""
+        checks.keywords(config_changes, "set", [f.name for f in dataclasses.fields(SimConfig)])
+        before = (self.trace_name, self.load_scaling, self.config)
+        try:
+            if trace is not None:
+                if trace not in self.trace_names:
+                    raise ValueError(f"trace: unknown {trace!r}; choose one of {', '.join(self.trace_names)}")
+                self.trace_name = trace
+            if load_scaling is not None:
+                self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
+            if config_changes:
+                self.config = self.config.replace(**config_changes)
+            return self.run()
+        except ValueError:
+            self.trace_name, self.load_scaling, self.config = before
+            raise
 
     def run(self):
         """Simulate the current knobs; record the point in the load-latency plane."""
+        from workbench.sim import profiles
+        from workbench.sim.latency import LatencyModel
+
         t0 = time.perf_counter()
         trace = self.trace()
+        model = profiles.get_profile(self.step_profile) if self.on_profile else LatencyModel.default()
+        if self.load_scaling != 1.0:   # a tiny scaling stretches the trace beyond usable times: say which knob
+            try:
+                check_time_horizon(float(trace.arrival_s[-1]), model, "the scaled trace", "Raise load_scaling.")
+            except ValueError as exc:
+                raise ValueError(f"load_scaling={self.load_scaling:g}: {exc}") from None
         if self.on_profile:
             # every scheduler on the measured step-time profile, with that GPU's KV cache
-            from workbench.sim import profiles
-
             cfg = self.config.replace(**profiles.profile_config_fields(self.step_profile))
-            res = simulate(trace, cfg, latency=profiles.get_profile(self.step_profile))
+            res = simulate(trace, cfg, latency=model)
         elif _is_continuous(self.config.scheduler):
             raise ValueError(f"{self.config.scheduler} needs a step-time profile; the seed grid times static "
                              "batches only")
         else:
-            res = simulate(trace, self.config)
+            res = simulate(trace, self.config, latency=model)
         latency = _latency_s(res)
         offered = res.summary.get("offered_rps", len(trace) / max(float(trace.arrival_s[-1]), 1e-9))
         attainment = float(np.mean(res.requests["met_sla"])) if "met_sla" in res.requests else \

@@ -43,6 +43,10 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             "real production trace: Azure LLM inference 2023, conversation", True),
     Dataset("azure_code", _TRACES_DIR / "azure_llm_2023_code.csv",
             "real production trace: Azure LLM inference 2023, code", True),
+    Dataset("mooncake_conv", _TRACES_DIR / "mooncake" / "conversation_trace.jsonl",
+            "real production trace: Mooncake (Kimi) 2024, conversation, with prompt prefix hashes", True),
+    Dataset("mooncake_synthetic", _TRACES_DIR / "mooncake" / "synthetic_trace.jsonl",
+            "Mooncake 2024 synthetic multi-turn trace from public datasets, with prompt prefix hashes", True),
     Dataset("burstgpt", paths.DATA_DIR / "BurstGPT_1.csv",
             "real production trace: BurstGPT_1, Azure OpenAI GPT service 2023", False),
 )}
@@ -55,6 +59,19 @@ def names() -> tuple[str, ...]:
 def is_name(value) -> bool:
     """Whether ``value`` is a dataset name (a registered name wins over a file of the same name)."""
     return isinstance(value, str) and value in DATASETS
+
+
+def closest(value) -> str | None:
+    """The dataset name ``value`` was probably meant to be (``"azure-conv"``, ``" Azure_Conv"``), or None."""
+    import difflib
+
+    if not isinstance(value, str):
+        return None
+    key = value.strip().lower().replace("-", "_")
+    if key in DATASETS:
+        return key
+    close = difflib.get_close_matches(key, list(DATASETS), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def get(name: str) -> Dataset:

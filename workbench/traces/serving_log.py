@@ -9,6 +9,7 @@ it describes the server; its ``sim_config`` object becomes the run's
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.traces.trace import Trace, TraceFormatError
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,21 @@ class ServingLog:
 def _read_setup(file: Path):
     from workbench.sim.config import SimConfig
 
+    if file.is_dir():
+        raise IsADirectoryError(f"{file}: a folder, not a setup file (a JSON file with a 'sim_config' object)")
     try:
-        setup = json.loads(file.read_text())
+        setup = json.loads(checks.read_text(file, what="setup file"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{file}: invalid JSON ({exc}); fix the setup file or remove it") from None
     if not isinstance(setup, dict) or not isinstance(setup.get("sim_config"), dict):
         raise ValueError(f"{file}: a setup file needs a 'sim_config' object with SimConfig fields")
+    if setup.get("profile") is not None:   # ServingLog.profile: the step-time profile the run was measured with
+        from workbench.sim.profiles import profile_names
+
+        try:
+            checks.choice(setup["profile"], "profile", profile_names())
+        except ValueError as exc:
+            raise type(exc)(f"{file}: {exc}") from None
     known = {f.name for f in fields(SimConfig)}
     unknown = sorted(set(setup["sim_config"]) - known)
     if unknown:
@@ -68,23 +79,98 @@ def _read_setup(file: Path):
                          f"(SimConfig fields: {', '.join(sorted(known))})")
     try:
         config = SimConfig(**setup["sim_config"])
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{file}: sim_config is not a valid SimConfig: {exc}") from None
     return setup, config
+
+
+# TPOT is (E2E - TTFT) / (output - 1) (vLLM's benchmark_serving definition); a log's rounding of the three
+# times is allowed for, a different definition or unit is not
+TPOT_TOLERANCE = (0.02, 1e-3)  # relative, absolute seconds
+_INT32_MAX = 2**31 - 1
+# a median TPOT above this is a log in milliseconds: a decode step of a real server takes milliseconds, and even
+# an overloaded one that preempts requests does not spend a second per token on the median request
+MAX_PLAUSIBLE_TPOT_S = 1.0
+
+
+def _numeric_columns(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column of :data:`COLUMNS` as numbers, checked in file order; a bad cell is a TraceFormatError
+    naming the file, line and column."""
+    integral = ("request_id", "prompt_tokens", "output_tokens")
+    for column in COLUMNS:
+        values = frame[column].to_numpy()
+        low = 1 if column in ("prompt_tokens", "output_tokens") else 0
+        if column == "tpot_s":  # undefined for a one-token answer: NaN (or an empty cell) is allowed there
+            one_token = (frame["output_tokens"] == 1).to_numpy()
+            values = np.where(one_token & pd.isna(frame[column]).to_numpy(), 0.0, values)
+        tokens = column in ("prompt_tokens", "output_tokens")
+        try:
+            frame[column] = checks.array(
+                values, column, integral=column in integral, low=low, high=_INT32_MAX if tokens else None,
+                high_why="tokens (the simulator counts in int32)" if tokens else "",
+                where=lambda i, c=column: f"{path}: line {i + 2}, column {c}",
+                what="a count" if column in integral else "seconds")
+        except ValueError as exc:
+            raise TraceFormatError(f"{exc} (expected a {'whole ' if column in integral else ''}finite number "
+                                   f">= {low})") from None
+        if column in integral:
+            frame[column] = frame[column].astype(np.int64)
+        if column == "tpot_s":
+            frame.loc[one_token, column] = np.nan
+    return frame
+
+
+def _check_times(path: Path, frame: pd.DataFrame) -> None:
+    late = frame["e2e_s"] < frame["ttft_s"]
+    if late.any():
+        row = int(np.flatnonzero(late.to_numpy())[0])
+        raise TraceFormatError(f"{path}: line {row + 2}: e2e_s < ttft_s; are the columns swapped?")
+    out = frame["output_tokens"].to_numpy()
+    many = out > 1
+    derived = np.where(many, (frame["e2e_s"] - frame["ttft_s"]).to_numpy() / np.maximum(out - 1, 1), np.nan)
+    tpot = frame["tpot_s"].to_numpy()
+    rel, abs_s = TPOT_TOLERANCE
+    off = many & (np.abs(tpot - derived) > rel * derived + abs_s)
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise TraceFormatError(
+            f"{path}: line {row + 2}: tpot_s = {tpot[row]:g} s, but (e2e_s - ttft_s) / (output_tokens - 1) = "
+            f"({frame['e2e_s'].iloc[row]:g} - {frame['ttft_s'].iloc[row]:g}) / {out[row] - 1} = {derived[row]:.6g} s "
+            f"(allowed: within {rel:.0%} + {abs_s * 1e3:g} ms); a TPOT of another definition or unit (ms?) would "
+            "mislead every comparison: fix the column")
+    # the three columns agree: all in seconds, or all in milliseconds (which only their size can tell)
+    if np.isfinite(tpot).any() and np.nanmedian(tpot) > MAX_PLAUSIBLE_TPOT_S:
+        raise TraceFormatError(
+            f"{path}: column tpot_s: the median request took {np.nanmedian(tpot):g} s per output token, more than "
+            f"{MAX_PLAUSIBLE_TPOT_S:g} s (a decode step takes milliseconds): are ttft_s, tpot_s and e2e_s in "
+            "milliseconds? The log holds seconds: divide the three columns by 1000")
 
 
 def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None = None) -> ServingLog:
     """Read a measured serving run (see the module docstring).
 
     ``setup`` overrides the setup file's location (default: ``setup.json`` in the CSV's folder; without one
-    ``config`` is None).  Bad files raise :class:`TraceFormatError` naming the file, row and column.
+    ``config`` is None, and ``simulate``/``capacity`` refuse ``config=None``: pass the setup yourself).  Bad
+    files raise :class:`TraceFormatError` naming the file, line and column: every value must be a finite
+    number in range, ``e2e_s >= ttft_s``, and ``tpot_s`` must agree with
+    ``(e2e_s - ttft_s) / (output_tokens - 1)`` (within :data:`TPOT_TOLERANCE`).
     """
-    path = Path(path)
+    path = Path(checks.path(path, "path", expected="a serving log's path"))
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a serving log (a CSV with columns {', '.join(COLUMNS)})")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such serving log (a CSV with columns {', '.join(COLUMNS)})")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        text = checks.read_text(path, what="serving log")
+    except ValueError as exc:
+        raise TraceFormatError(str(exc)) from None
+    try:
+        checks.csv_fields(text, path)
+    except ValueError as exc:
+        raise TraceFormatError(str(exc)) from None
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise TraceFormatError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
@@ -92,24 +178,8 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
                                f"{', '.join(COLUMNS)} (got {', '.join(map(str, frame.columns))})")
     if frame.empty:
         raise TraceFormatError(f"{path}: no requests")
-    integral = ("request_id", "prompt_tokens", "output_tokens")
-    for column in COLUMNS:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        low = 1 if column in ("prompt_tokens", "output_tokens") else 0
-        # tpot_s is undefined for a one-token answer: NaN is allowed there
-        bad = values.isna() & ~((column == "tpot_s") & (frame["output_tokens"] == 1))
-        bad |= values < low
-        if column in integral:
-            bad |= values.notna() & (values != np.round(values))
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise TraceFormatError(f"{path}: line {row + 2}, column {column}: bad value {frame[column].iloc[row]!r} "
-                                   f"(expected a {'whole ' if column in integral else ''}number >= {low})")
-        frame[column] = values
-    late = frame["e2e_s"] < frame["ttft_s"]
-    if late.any():
-        row = int(np.flatnonzero(late.to_numpy())[0])
-        raise TraceFormatError(f"{path}: line {row + 2}: e2e_s < ttft_s; are the columns swapped?")
+    frame = _numeric_columns(path, frame)
+    _check_times(path, frame)
     if frame["request_id"].duplicated().any():
         raise TraceFormatError(f"{path}: duplicate request_id {frame['request_id'][frame['request_id'].duplicated()].iloc[0]}")
     order = np.argsort(frame["arrival_s"].to_numpy(), kind="stable")   # the order Trace.from_arrays uses
@@ -117,14 +187,16 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
     trace = Trace.from_arrays(frame["arrival_s"], frame["prompt_tokens"], frame["output_tokens"],
                               source=f"measured run {path.stem}")
     measured = frame[["request_id", *MEASURED]].astype({"request_id": np.int64})
-    setup_file = Path(setup) if setup is not None else path.parent / SETUP_FILE
+    setup_file = Path(checks.path(setup, "setup", expected="a path to a setup file")) \
+        if setup is not None else path.parent / SETUP_FILE
     setup_dict, config = (None, None)
-    if setup_file.is_file():
+    if setup_file.exists():
         setup_dict, config = _read_setup(setup_file)
     elif setup is not None:
         raise FileNotFoundError(f"{setup_file}: no such setup file")
     else:
-        log.info("%s: no %s beside it; config is None", path, SETUP_FILE)
+        log.warning("%s: no %s beside it, so run.config is None: pass a SimConfig of the serving setup to "
+                    "simulate/calibrate (cfg=...)", path, SETUP_FILE)
     return ServingLog(path.stem, path, trace, measured, config, setup_dict)
 
 

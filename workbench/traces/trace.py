@@ -14,7 +14,6 @@ import hashlib
 import io
 import logging
 import math
-import numbers
 import os
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.traces import datasets, synthetic
 
 logger = logging.getLogger(__name__)
@@ -51,6 +50,14 @@ class TraceFormatError(ValueError):
 
 class TraceSizeWarning(UserWarning):
     """``num_requests`` asked for more requests than the trace has; the whole trace is used."""
+
+
+class TraceUnitWarning(UserWarning):
+    """Arrival times too large to be seconds: probably milliseconds, microseconds or nanoseconds since an epoch."""
+
+
+# An arrival time in seconds beyond this (3,170 years after 1970) is a timestamp in a finer unit
+EPOCH_LIMIT_S = 1e11
 
 
 @dataclass(frozen=True)
@@ -99,9 +106,85 @@ class TraceMeta:
 
 
 @dataclass(frozen=True, eq=False)
+class PrefixHashes:
+    """Per request, the hashes of its prompt's consecutive blocks (a ragged array, read-only).
+
+    ``hashes[i]`` is request ``i``'s array of block hashes: two requests whose
+    arrays start with the same ``k`` values share the first ``k`` blocks of their
+    prompts (each block ``Trace.prefix_block_tokens`` tokens; the last one may
+    be partial), so a prefix cache can serve those tokens.  Stored as
+    ``offsets`` (``n + 1`` int64, request ``i`` owns ``ids[offsets[i]:offsets[i+1]]``)
+    and ``ids`` (int64).
+    """
+
+    offsets: np.ndarray
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("offsets", "ids"):
+            checks.instance(getattr(self, name), f"PrefixHashes.{name}", np.ndarray,
+                            expected="an int64 numpy array (build one with PrefixHashes.from_lists)")
+        if self.ids.dtype != np.int64 or self.ids.ndim != 1:
+            raise ValueError("PrefixHashes.ids: must be a 1-D int64 array (build one with PrefixHashes.from_lists)")
+        if self.offsets.dtype != np.int64 or self.offsets.ndim != 1 or self.offsets.size < 1 \
+                or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0) or self.offsets[-1] != self.ids.size:
+            raise ValueError("PrefixHashes.offsets: must be non-decreasing int64 from 0 to len(ids) (build one with "
+                             "PrefixHashes.from_lists)")
+        self.offsets.flags.writeable = False
+        self.ids.flags.writeable = False
+
+    @classmethod
+    def from_lists(cls, lists, name: str = "prefix_hashes", *, length: int | None = None,
+                   where=None) -> PrefixHashes:
+        """From one list of integers per request, e.g. ``[[1, 2, 3], [1, 2, 7]]`` (``length``: how many requests
+        there must be; ``where(i)`` names request ``i``'s place in a file).  Any 64-bit integers are hashes,
+        negative ones too (Python's ``hash()`` gives them); checked by :func:`workbench.checks.integer_lists`."""
+        if isinstance(lists, PrefixHashes):
+            if length is not None and len(lists) != length:
+                raise ValueError(f"{name}: must have one list per request, {length:,} in all, got {len(lists):,}")
+            return lists
+        offsets, ids = checks.integer_lists(lists, name, length=length, per="request", what="block hashes",
+                                            example="[[1, 2, 3], [1, 2, 7]]", where=where)
+        return cls(offsets, ids)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Number of block hashes of each request."""
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise IndexError(f"request index {i!r} out of range for {n} requests")
+        i = int(i) % n if n else 0
+        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def take(self, index: np.ndarray) -> PrefixHashes:
+        """The hashes of requests ``index`` (an integer array), in that order."""
+        index = np.asarray(index, dtype=np.int64)
+        counts = self.counts[index]
+        offsets = np.zeros(index.size + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        starts = self.offsets[index]
+        # positions of every kept hash: start of its request + its rank within the request
+        rank = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], counts)
+        return PrefixHashes(offsets, self.ids[np.repeat(starts, counts) + rank])
+
+
+@dataclass(frozen=True, eq=False)
 class Trace:
     """Requests sorted by arrival: ``arrival_s`` (float64, from 0), ``prompt_tokens``, ``output_tokens`` (int32).
 
+    Optionally the prompts' prefix structure: ``prefix_hashes`` (a :class:`PrefixHashes`: per request the
+    hashes of its prompt's consecutive blocks of ``prefix_block_tokens`` tokens), used by prefix caching
+    (``SimConfig.prefix_caching``); ``None`` when the trace has none.
     The arrays are read-only; build one with ``Trace.from_arrays`` or ``load_trace``.
     """
 
@@ -109,8 +192,17 @@ class Trace:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     meta: TraceMeta
+    prefix_hashes: PrefixHashes | None = None
+    prefix_block_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.meta, TraceMeta):
+            raise checks.InvalidType(f"meta: must be a TraceMeta, got {type(self.meta).__name__} "
+                                     "(build a trace with Trace.from_arrays)")
+        for name in ("arrival_s", "prompt_tokens", "output_tokens"):
+            if not isinstance(getattr(self, name), np.ndarray):
+                raise checks.InvalidType(f"{name}: must be a numpy array, got {type(getattr(self, name)).__name__} "
+                                         "(build a trace with Trace.from_arrays)")
         n = self.arrival_s.shape
         if self.arrival_s.dtype != np.float64 or self.arrival_s.ndim != 1:
             raise ValueError("arrival_s must be a 1-D float64 array")
@@ -118,10 +210,22 @@ class Trace:
             array = getattr(self, name)
             if array.dtype != np.int32 or array.shape != n:
                 raise ValueError(f"{name} must be an int32 array of the same length as arrival_s")
-        if n[0] and (self.arrival_s[0] != 0.0 or np.any(np.diff(self.arrival_s) < 0)):
-            raise ValueError("arrival_s must be sorted and start at 0.0 (use Trace.from_arrays)")
+            if n[0] and array.min() < 0:
+                i = int(np.argmax(array < 0))
+                raise ValueError(f"{name}[{i}] = {array[i]} is negative (a count of tokens)")
+        if n[0]:
+            finite = np.isfinite(self.arrival_s)
+            if not finite.all():
+                i = int(np.argmax(~finite))
+                raise ValueError(f"arrival_s[{i}] = {self.arrival_s[i]} is not finite (arrival times are seconds)")
+            if self.arrival_s[0] != 0.0 or np.any(np.diff(self.arrival_s) < 0):
+                raise ValueError("arrival_s must be sorted and start at 0.0 (use Trace.from_arrays)")
         for array in (self.arrival_s, self.prompt_tokens, self.output_tokens):
             array.flags.writeable = False
+        if (self.prefix_hashes is None) != (self.prefix_block_tokens is None):
+            raise ValueError("prefix_hashes and prefix_block_tokens go together: give both or neither")
+        if self.prefix_hashes is not None:
+            _check_prefix_hashes(self.prefix_hashes, self.prefix_block_tokens, self.prompt_tokens)
 
     def __len__(self) -> int:
         return self.arrival_s.size
@@ -158,69 +262,91 @@ class Trace:
         span_s = float(self.arrival_s[-1])
         return len(self) / span_s if span_s > 0 else math.inf
 
+    @property
+    def has_prefixes(self) -> bool:
+        """Whether the trace carries prompt prefix hashes (``prefix_hashes``)."""
+        return self.prefix_hashes is not None
+
     @classmethod
     def from_arrays(cls, arrival_s, prompt_tokens, output_tokens, *, source: str = "custom",
-                    synthetic: bool = False) -> Trace:
+                    synthetic: bool = False, prefix_hashes=None, prefix_block_tokens: int | None = None) -> Trace:
         """Validate, sort by arrival (stable) and shift so the first arrival is 0.
 
         ``arrival_s`` is in seconds; datetime64 / timedelta64 arrays (or pandas timestamps) are converted
-        to seconds, never taken as raw integers.
+        to seconds, never taken as raw integers.  ``prefix_hashes``: per request, the hashes (integers) of
+        its prompt's consecutive blocks of ``prefix_block_tokens`` tokens, e.g. ``[[1, 2, 3], [1, 2, 7]]``
+        (two prompts sharing their first two blocks); any 64-bit integers, negative ones too, read exactly; a
+        request may list fewer blocks than its prompt has (the rest is its own), never more than
+        ``ceil(prompt_tokens / prefix_block_tokens)``.
         """
+        source = checks.instance(source, "source", str, expected="a text label")
+        synthetic = checks.boolean(synthetic, "synthetic")
         arrays = {}
         for name, values in (("arrival_s", arrival_s), ("prompt_tokens", prompt_tokens),
                              ("output_tokens", output_tokens)):
-            try:
-                array = _seconds(values) if name == "arrival_s" else _plain_numbers(values, name)
-                array = np.asarray(array, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name} must be numeric: {exc}") from None
-            if array.ndim != 1:
-                raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-            _check_values(array, name, integral=name != "arrival_s")
-            arrays[name] = array
+            if isinstance(values, (str, bytes)) or np.ndim(values) == 0:
+                raise checks.InvalidType(f"{name}: must be an array (or list) of numbers, got {values!r}")
+            if name == "arrival_s":
+                arrays[name] = checks.array(_seconds(values), name, low=0, what="seconds")
+                _warn_if_not_seconds(arrays[name])
+            else:
+                arrays[name] = checks.array(values, name, integral=True, low=0, high=_INT32_MAX,
+                                            high_why="tokens (the simulator counts in int32)", what="tokens")
         lengths = {name: a.size for name, a in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"arrays must have equal lengths, got {lengths}")
+        hashes = None
+        if prefix_hashes is not None or prefix_block_tokens is not None:
+            if prefix_hashes is None or prefix_block_tokens is None:
+                raise ValueError("prefix_hashes and prefix_block_tokens go together: give both (the hashes of each "
+                                 "prompt's blocks and the tokens one hash covers, e.g. 512) or neither")
+            prefix_block_tokens = _block_tokens(prefix_block_tokens)
+            hashes = PrefixHashes.from_lists(prefix_hashes, length=arrays["arrival_s"].size)
         order = np.argsort(arrays["arrival_s"], kind="stable")
         arrival = arrays["arrival_s"][order]
         if arrival.size:
             arrival -= arrival[0]
+        if hashes is not None:
+            hashes = hashes.take(order) if np.any(order != np.arange(order.size)) else hashes
         return _make_trace(arrival, arrays["prompt_tokens"][order].astype(np.int32),
                            arrays["output_tokens"][order].astype(np.int32), source=source,
-                           synthetic=synthetic, rows_read=arrival.size)
+                           synthetic=synthetic, rows_read=arrival.size, prefix_hashes=hashes,
+                           prefix_block_tokens=prefix_block_tokens)
 
     def head(self, n: int) -> Trace:
         """The first ``n`` requests (the trace itself if it has no more than ``n``)."""
-        n = _positive_int(n, "n")
+        n = checks.integer(n, "n", low=1)
         if n >= len(self):
             return self
         dropped = dict(self.meta.rows_dropped)
         dropped["head cut"] = dropped.get("head cut", 0) + len(self) - n
+        hashes = self.prefix_hashes.take(np.arange(n)) if self.prefix_hashes is not None else None
         return _make_trace(self.arrival_s[:n], self.prompt_tokens[:n], self.output_tokens[:n],
-                           like=self.meta, rows_dropped=dropped, options={**self.meta.options, "head": n})
+                           like=self.meta, rows_dropped=dropped, options={**self.meta.options, "head": n},
+                           prefix_hashes=hashes, prefix_block_tokens=self.prefix_block_tokens)
 
     def time_scaled(self, factor: float) -> Trace:
         """Arrivals divided by ``factor`` (> 1 compresses time, i.e. more load)."""
-        factor = _positive_float(factor, "factor")
+        factor = checks.number(factor, "factor", low=0, low_open=True)
         scale = self.meta.options.get("time_scale", 1.0) * factor
-        return _make_trace(self.arrival_s / factor, self.prompt_tokens, self.output_tokens,
-                           like=self.meta, options={**self.meta.options, "time_scale": scale})
+        with np.errstate(over="ignore", under="ignore"):
+            arrival_s = self.arrival_s / factor
+        _check_scaled_arrivals(arrival_s, self.arrival_s, f"factor={factor:g}", "use a larger factor")
+        return _make_trace(arrival_s, self.prompt_tokens, self.output_tokens,
+                           like=self.meta, options={**self.meta.options, "time_scale": scale},
+                           prefix_hashes=self.prefix_hashes, prefix_block_tokens=self.prefix_block_tokens)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"arrival_s": self.arrival_s, "prompt_tokens": self.prompt_tokens,
                              "output_tokens": self.output_tokens})
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+def _check_scaled_arrivals(scaled: np.ndarray, original: np.ndarray, cause: str, fix: str) -> None:
+    """Arrival times derived by scaling must stay finite (an overflow to inf would reach the engines)."""
+    if scaled.size and not np.isfinite(scaled[-1]):
+        i = int(np.argmax(~np.isfinite(scaled)))
+        raise ValueError(f"{cause} turns arrival {original[i]:g} s (request {i}) into {scaled[i]:g} s, not a finite "
+                         f"time (the trace spans {original[-1]:g} s); {fix}")
 
 
 def _seconds(values) -> np.ndarray:
@@ -242,22 +368,14 @@ def _seconds(values) -> np.ndarray:
     return array
 
 
-def _plain_numbers(values, name: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.dtype.kind in "mM":
-        raise ValueError(f"got {array.dtype} values; token counts are plain integers")
-    return array
-
-
-def _check_values(array: np.ndarray, name: str, *, integral: bool) -> None:
-    problems = [(~np.isfinite(array), "is not finite"), (array < 0, "is negative")]
-    if integral:
-        problems += [(array != np.floor(array), "is not a whole number of tokens"),
-                     (array > _INT32_MAX, f"is more than {_INT32_MAX:,} tokens (the simulator counts in int32)")]
-    for bad, what in problems:
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"{name}[{i}] = {array[i]:g} {what}")
+def _warn_if_not_seconds(arrival_s: np.ndarray, what: str = "arrival_s",
+                         fix: str = "from_arrays takes seconds: divide by 1e3, 1e6 or 1e9, or pass datetime64 values",
+                         stacklevel: int = 3) -> None:
+    """Epoch timestamps in ms, us or ns passed as seconds would replay a trace 1e3 to 1e9 times too slowly."""
+    if arrival_s.size and arrival_s.max() > EPOCH_LIMIT_S:
+        warnings.warn(f"{what}: values up to {arrival_s.max():.3g} s, beyond {EPOCH_LIMIT_S:g} s (3,170 years): "
+                      f"timestamps in milliseconds, microseconds or nanoseconds? {fix}", TraceUnitWarning,
+                      stacklevel=stacklevel)
 
 
 def _fingerprint(source: str, *arrays: np.ndarray) -> str:
@@ -267,12 +385,37 @@ def _fingerprint(source: str, *arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _make_trace(arrival_s, prompt_tokens, output_tokens, *, like: TraceMeta | None = None, **meta) -> Trace:
+def _block_tokens(value) -> int:
+    return checks.integer(value, "prefix_block_tokens", low=1, high=_INT32_MAX,
+                          hint="the prompt tokens one hash covers, e.g. 512 for Mooncake's traces")
+
+
+def _check_prefix_hashes(hashes: PrefixHashes, block_tokens: int, prompt_tokens: np.ndarray) -> None:
+    checks.instance(hashes, "prefix_hashes", PrefixHashes,
+                    expected="a PrefixHashes (build the trace with Trace.from_arrays(..., prefix_hashes=...))")
+    if len(hashes) != prompt_tokens.size:
+        raise ValueError(f"prefix_hashes: must have one list per request, {prompt_tokens.size:,} in all, got "
+                         f"{len(hashes):,}")
+    block_tokens = _block_tokens(block_tokens)
+    blocks = -(-prompt_tokens.astype(np.int64) // int(block_tokens))
+    over = hashes.counts > blocks
+    if over.any():
+        i = int(np.argmax(over))
+        raise ValueError(f"prefix_hashes[{i}] lists {int(hashes.counts[i])} blocks but its prompt of "
+                         f"{int(prompt_tokens[i])} tokens has only {int(blocks[i])} blocks of {block_tokens} tokens; "
+                         "a request hashes at most ceil(prompt_tokens / prefix_block_tokens) blocks")
+
+
+def _make_trace(arrival_s, prompt_tokens, output_tokens, *, like: TraceMeta | None = None,
+                prefix_hashes: PrefixHashes | None = None, prefix_block_tokens: int | None = None, **meta) -> Trace:
     """A trace from already valid arrays; ``meta`` fields default to those of ``like``."""
     source = meta.get("source", like.source if like else "custom")
-    meta["fingerprint"] = _fingerprint(source, arrival_s, prompt_tokens, output_tokens)
+    extra = () if prefix_hashes is None else (prefix_hashes.offsets, prefix_hashes.ids,
+                                               np.array([prefix_block_tokens], np.int64))
+    meta["fingerprint"] = _fingerprint(source, arrival_s, prompt_tokens, output_tokens, *extra)
     trace_meta = replace(like, **meta) if like else TraceMeta(**meta)
-    return Trace(arrival_s, prompt_tokens, output_tokens, trace_meta)
+    return Trace(arrival_s, prompt_tokens, output_tokens, trace_meta, prefix_hashes,
+                 int(prefix_block_tokens) if prefix_hashes is not None else None)
 
 
 # ---------------------------------------------------------------- loading
@@ -288,6 +431,8 @@ class _Rows:
     log_type: np.ndarray | None = None
     model_names: tuple[str, ...] = ()
     log_type_names: tuple[str, ...] = ()
+    prefix_hashes: PrefixHashes | None = None  # per row, in file order (traces with prefix structure)
+    prefix_block_tokens: int | None = None
 
     def to_npz(self) -> dict[str, np.ndarray]:
         arrays = {"timestamp_s": self.timestamp_s, "request_tokens": self.request_tokens,
@@ -295,13 +440,21 @@ class _Rows:
         if self.model is not None:
             arrays.update(model=self.model, log_type=self.log_type, model_names=np.array(self.model_names),
                           log_type_names=np.array(self.log_type_names))
+        if self.prefix_hashes is not None:
+            arrays.update(hash_offsets=self.prefix_hashes.offsets, hash_ids=self.prefix_hashes.ids,
+                          hash_block_tokens=np.array([self.prefix_block_tokens], np.int64))
         return arrays
 
     @classmethod
     def from_npz(cls, arrays: dict[str, np.ndarray]) -> _Rows:
         names = {k: tuple(str(v) for v in arrays[k]) for k in ("model_names", "log_type_names") if k in arrays}
+        hashes = {}
+        if "hash_offsets" in arrays:
+            hashes = {"prefix_hashes": PrefixHashes(arrays["hash_offsets"].astype(np.int64),
+                                                    arrays["hash_ids"].astype(np.int64)),
+                      "prefix_block_tokens": int(arrays["hash_block_tokens"][0])}
         return cls(arrays["timestamp_s"].astype(np.float64), arrays["request_tokens"], arrays["response_tokens"],
-                   arrays.get("model"), arrays.get("log_type"), **names)
+                   arrays.get("model"), arrays.get("log_type"), **names, **hashes)
 
 
 _traces: OrderedDict[tuple, Trace] = OrderedDict()
@@ -333,9 +486,11 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
                rps_scaling: float = 200.0, use_real_timestamps: bool = False, drop_failed: bool = True,
                models: str | Iterable[str] | None = None, log_types: str | Iterable[str] | None = None,
                seed: int = 0) -> Trace:
-    """Load a trace: a dataset name (``"azure_conv"``, ``"azure_code"``, ``"burstgpt"``, ``"synthetic"``: see
-    ``workbench.traces.datasets``), a CSV file (BurstGPT, Azure raw, Vidur or minimal layout, see
-    ``data/README.md``; ``.csv.gz`` too), or (``path=None`` or ``"synthetic"``) the synthetic BurstGPT-like
+    """Load a trace: a dataset name (``"azure_conv"``, ``"azure_code"``, ``"mooncake_conv"``,
+    ``"mooncake_synthetic"``, ``"burstgpt"``, ``"synthetic"``: see ``workbench.traces.datasets``), a CSV file
+    (BurstGPT, Azure raw, Vidur or minimal layout, see ``data/README.md``; ``.csv.gz`` too), a Mooncake
+    JSON-lines file (``.jsonl``: arrivals in ms, token counts and the prompt's block hashes, which become
+    ``trace.prefix_hashes``), or (``path=None`` or ``"synthetic"``) the synthetic BurstGPT-like
     trace generated with ``seed`` (ignored for files).
 
     Options, applied in this order: ``drop_failed`` drops rows with 0 response
@@ -345,14 +500,14 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
     ``(t - t0) / rps_scaling``, or ``t - t0`` with ``use_real_timestamps``.
     Counts of dropped rows are in ``trace.meta.rows_dropped``.
     """
-    if num_requests is not None:
-        num_requests = _positive_int(num_requests, "num_requests")
-    options = {"num_requests": num_requests, "rps_scaling": _positive_float(rps_scaling, "rps_scaling"),
-               "use_real_timestamps": bool(use_real_timestamps), "drop_failed": bool(drop_failed),
-               "models": _as_names(models, "models"), "log_types": _as_names(log_types, "log_types")}
-
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    num_requests = checks.integer(num_requests, "num_requests", low=1, none=True)
+    options = {"num_requests": num_requests,
+               "rps_scaling": checks.number(rps_scaling, "rps_scaling", low=0, low_open=True),
+               "use_real_timestamps": checks.boolean(use_real_timestamps, "use_real_timestamps"),
+               "drop_failed": checks.boolean(drop_failed, "drop_failed"),
+               "models": checks.names(models, "models", none=True, unique=False),
+               "log_types": checks.names(log_types, "log_types", none=True, unique=False)}
+    seed = checks.integer(seed, "seed", low=0)
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a dataset name ({', '.join(datasets.names())}) or a file path, "
                         f"got {path!r} ({type(path).__name__})")
@@ -371,40 +526,43 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
         return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise IsADirectoryError(f"path: {file} is a folder, not a trace file (a CSV; dataset names: "
+                                f"{', '.join(datasets.names())})")
     if not file.is_file():
+        close = datasets.closest(path)
         raise FileNotFoundError(
+            (f"path: {path!r} is neither a file nor a dataset name; did you mean the dataset {close!r}? " if close
+             else "") +
             f"trace file not found (or not a file): {file}. The BurstGPT CSVs cannot be downloaded by the "
             f"workbench; place them by hand, e.g. under {paths.DATA_DIR}/ (see data/README.md), or use load_trace() "
             f"for the synthetic BurstGPT-like trace. Dataset names: {', '.join(datasets.names())}.")
     file = file.resolve()
-    stat = file.stat()
-    key = ("file", str(file), stat.st_size, stat.st_mtime_ns, _quick_digest(file, stat.st_size), *options.values())
+    # keyed by the file's whole content (as the on-disk cache is): a file edited in place at the same size,
+    # with its modification time restored, is a new trace, never a stale one
+    digest = _content_digest(file)
+    key = ("file", str(file), digest, *options.values())
     if (hit := _recall(_traces, key)) is not None:
         return hit
     named = named or datasets.for_file(file)
-    trace = _select(_file_rows(file), options, source=file.name, is_synthetic=False, generator=None,
+    rows = _file_rows(file, digest)
+    _warn_if_not_seconds(rows.timestamp_s, f"{file}: timestamps", "a trace file holds seconds: convert the column",
+                         stacklevel=3)
+    trace = _select(rows, options, source=file.name, is_synthetic=False, generator=None,
                     dataset=named.name if named else None, origin=named.origin if named else None)
     return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
 
-def _as_names(values: str | Iterable[str] | None, name: str) -> tuple[str, ...] | None:
-    if values is None:
-        return None
-    names = (values,) if isinstance(values, str) else tuple(values)
-    if not names or not all(isinstance(v, str) for v in names):
-        raise ValueError(f"{name} must be a string or a non-empty iterable of strings, got {values!r}")
-    return names
-
-
 def _label_mask(codes: np.ndarray | None, names: tuple[str, ...], wanted: tuple[str, ...], known: tuple[str, ...],
-                what: str, source: str) -> np.ndarray:
+                what: str, source: str, argument: str) -> np.ndarray:
     if codes is None:
         raise ValueError(f"{source} has no {what} column (a minimal schema: only arrival times and token counts), "
                          f"so a {what} filter cannot be applied")
     allowed = tuple(dict.fromkeys(known + names))
     unknown = [v for v in wanted if v not in allowed]
     if unknown:
-        raise ValueError(f"unknown {what} value(s) {unknown}; allowed values: {', '.join(map(repr, allowed))}")
+        raise ValueError(f"{argument}: unknown {what} value(s) {unknown}; allowed values: "
+                         f"{', '.join(map(repr, allowed))}")
     wanted_codes = [names.index(v) for v in wanted if v in names]
     return np.isin(codes, wanted_codes)
 
@@ -422,10 +580,10 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
         drop(FAILED, rows.response_tokens > 0)
     if options["models"] is not None:
         drop("model filter", _label_mask(rows.model, rows.model_names, options["models"], KNOWN_MODELS,
-                                         "Model", source))
+                                         "Model", source, "models"))
     if options["log_types"] is not None:
         drop("log type filter", _label_mask(rows.log_type, rows.log_type_names, options["log_types"],
-                                            KNOWN_LOG_TYPES, "Log Type", source))
+                                            KNOWN_LOG_TYPES, "Log Type", source, "log_types"))
     index = np.flatnonzero(keep)
     if index.size == 0:
         raise ValueError(f"{source}: no requests left after the filters (rows dropped: {dropped})")
@@ -441,24 +599,19 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
     arrival_s = rows.timestamp_s[index]
     arrival_s = arrival_s - arrival_s[0]
     if not options["use_real_timestamps"]:
-        arrival_s /= options["rps_scaling"]
+        unscaled = arrival_s
+        with np.errstate(over="ignore", under="ignore"):
+            arrival_s = arrival_s / options["rps_scaling"]
+        _check_scaled_arrivals(arrival_s, unscaled, f"{source}: rps_scaling={options['rps_scaling']:g}",
+                               "use a larger rps_scaling (the timestamps are divided by it)")
+    hashes = rows.prefix_hashes.take(index) if rows.prefix_hashes is not None else None
     return _make_trace(arrival_s, rows.request_tokens[index], rows.response_tokens[index], source=source,
                        synthetic=is_synthetic, rows_read=rows.timestamp_s.size, rows_dropped=dropped,
-                       options=dict(options), generator=generator, dataset=dataset, origin=origin)
+                       options=dict(options), generator=generator, dataset=dataset, origin=origin,
+                       prefix_hashes=hashes, prefix_block_tokens=rows.prefix_block_tokens)
 
 
 # ---------------------------------------------------------------- caches
-
-def _quick_digest(file: Path, size: int, block: int = 1 << 16) -> str:
-    """Hash of the first and last 64 KiB: the whole content of small files, cheap for big ones."""
-    digest = hashlib.blake2b(digest_size=8)
-    with open(file, "rb") as f:
-        digest.update(f.read(block))
-        if size > block:
-            f.seek(max(block, size - block))
-            digest.update(f.read())
-    return digest.hexdigest()
-
 
 def _content_digest(file: Path) -> str:
     digest = hashlib.blake2b(digest_size=16)
@@ -468,8 +621,7 @@ def _content_digest(file: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_rows(file: Path) -> _Rows:
-    digest = _content_digest(file)
+def _file_rows(file: Path, digest: str) -> _Rows:
     if (hit := _recall(_rows, digest)) is not None:
         return hit
     cached = paths.cache_dir() / f"parsed-p{PARSER_VERSION}-{digest}.npz"
@@ -478,7 +630,7 @@ def _file_rows(file: Path) -> _Rows:
         _said_once("loaded %s from cache %s", file.name, cached.name)
         rows = _Rows.from_npz(arrays)
     else:
-        rows = _parse_csv(file)
+        rows = _parse_jsonl(file) if _is_jsonl(file) else _parse_csv(file)
         _write_npz_atomic(cached, rows.to_npz())
     return _remember(_rows, digest, rows, _MAX_CACHED_ROWS)
 
@@ -553,8 +705,12 @@ class _Text:
         return io.BytesIO(self.data)
 
 
-def _read_text(file: Path) -> _Text:
-    """The file's bytes (gzip decompressed), checked to be UTF-8, leading blank lines skipped."""
+CSV, JSONL = "CSV", "JSON-lines"
+
+
+def _read_text(file: Path, kind: str = CSV) -> _Text:
+    """The file's bytes (gzip decompressed), checked to be UTF-8, leading blank lines skipped (``kind``: the
+    format, for the messages)."""
     with open(file, "rb") as f:
         magic = f.read(4)
     if magic.startswith(_GZIP_MAGIC):
@@ -563,14 +719,14 @@ def _read_text(file: Path) -> _Text:
                 raw = f.read()
         except (OSError, EOFError, zlib.error) as exc:
             raise TraceFormatError(f"{file}: a gzip file that cannot be decompressed ({exc}); "
-                                   "check the download, or decompress it with gunzip and load the CSV") from None
+                                   f"check the download, or decompress it with gunzip and load the {kind}") from None
     elif magic == _ZIP_MAGIC:
-        raise TraceFormatError(f"{file}: a zip archive, not a CSV; unzip it and load the CSV inside")
+        raise TraceFormatError(f"{file}: a zip archive, not a {kind}; unzip it and load the {kind} inside")
     else:
         raw = file.read_bytes()
     if raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM):]
-    _check_utf8(file, raw)
+    _check_utf8(file, raw, kind)
     start, blank = 0, 0
     while True:
         end = raw.find(b"\n", start)
@@ -579,7 +735,9 @@ def _read_text(file: Path) -> _Text:
             break
         if end < 0:
             what = "empty file" if not raw else f"empty file (only whitespace, {len(raw)} bytes)"
-            raise TraceFormatError(f"{file}: {what}, expected a header line such as {','.join(SCHEMAS[0].columns)}")
+            expected = (f"a header line such as {','.join(SCHEMAS[0].columns)}" if kind == CSV else
+                        f"one JSON object per line with keys {', '.join(MOONCAKE_KEYS)}")
+            raise TraceFormatError(f"{file}: {what}, expected {expected}")
         start, blank = end + 1, blank + 1
     if blank:
         logger.info("%s: skipping %d blank line(s) before the header", file, blank)
@@ -597,20 +755,20 @@ def _without_trailing_blank_lines(data: bytes) -> bytes:
     return data[:end]
 
 
-def _check_utf8(file: Path, raw: bytes) -> None:
+def _check_utf8(file: Path, raw: bytes, kind: str = CSV) -> None:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         at = exc.start
         line = raw.count(b"\n", 0, at) + 1
         where = f"line {line}"
-        if line > 1:  # name the column from the header (which decoded: it comes first)
+        if line > 1 and kind == CSV:  # name the column from the header (which decoded: it comes first)
             header = raw[: raw.find(b"\n")].decode("utf-8").split(",")
             field_index = raw.count(b",", raw.rfind(b"\n", 0, at) + 1, at)
             where += f", column {header[field_index].strip()!r}" if field_index < len(header) else ""
         raise TraceFormatError(
             f"{file}: {where}: byte 0x{raw[at]:02x} is not UTF-8 text (a file saved in another encoding, e.g. "
-            "Latin-1 or UTF-16, or a binary file); re-save it as UTF-8 CSV") from None
+            f"Latin-1 or UTF-16, or a binary file); re-save it as UTF-8 {kind}") from None
 
 
 def _schema_for(text: _Text) -> _Schema:
@@ -664,6 +822,63 @@ def _parse_csv(file: Path) -> _Rows:
                  names.get(schema.model, ()), names.get(schema.log_type, ()))
     logger.info("parsed %s (%s): %d rows in %.2f s", file.name, schema.name, len(frame),
                 time.perf_counter() - started)
+    return rows
+
+
+MOONCAKE_KEYS = ("timestamp", "input_length", "output_length", "hash_ids")
+MOONCAKE_BLOCK_TOKENS = 512  # tokens hashed per entry of hash_ids (Mooncake's FAST'25 traces)
+
+
+def _is_jsonl(file: Path) -> bool:
+    name = file.name.lower()
+    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
+
+
+def _parse_jsonl(file: Path) -> _Rows:
+    """A Mooncake trace (kvcache-ai/Mooncake ``FAST25-release/traces``): one JSON object per line,
+    ``{"timestamp": ms, "input_length": tokens, "output_length": tokens, "hash_ids": [...]}``, ``hash_ids`` the
+    hashes of the prompt's consecutive 512-token blocks.  Every bad value is named by file, line and key."""
+    import json
+
+    started = time.perf_counter()
+    text = _read_text(file, kind=JSONL)
+    lines = text.data.decode("utf-8").split("\n")   # not splitlines: JSON text may hold other line breaks
+    if not lines[-1].strip():
+        lines.pop()   # the last line's newline (blank lines after it are gone already)
+    n = len(lines)
+    columns = {key: np.empty(n, dtype=object) for key in MOONCAKE_KEYS}
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TraceFormatError(f"{file}: line {text.line(i - 1)}: not a JSON object ({exc.msg}); expected one "
+                                   f"Mooncake request per line with keys {', '.join(MOONCAKE_KEYS)}") from None
+        missing = [k for k in MOONCAKE_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise TraceFormatError(f"{file}: line {text.line(i - 1)}: missing key(s) {missing}; a Mooncake request "
+                                   f"line has {', '.join(MOONCAKE_KEYS)}")
+        for key in MOONCAKE_KEYS:
+            columns[key][i] = row[key]
+
+    def at(key: str):
+        return lambda i: f"{file}: line {text.line(i - 1)}, key {key!r}"
+
+    try:
+        timestamp_ms = checks.array(columns["timestamp"], "timestamp", low=0, where=at("timestamp"), what="ms")
+        request, response = (checks.array(columns[key], key, integral=True, low=0, high=_INT32_MAX,
+                                          high_why="tokens (the simulator counts in int32)", where=at(key),
+                                          what="tokens") for key in ("input_length", "output_length"))
+        hashes = PrefixHashes.from_lists(columns["hash_ids"], "hash_ids", where=at("hash_ids"))
+    except ValueError as exc:   # InvalidType too: a ValueError
+        raise TraceFormatError(str(exc)) from None
+    over = hashes.counts > -(-request.astype(np.int64) // MOONCAKE_BLOCK_TOKENS)
+    if over.any():
+        i = int(np.argmax(over))
+        raise TraceFormatError(f"{file}: line {text.line(i - 1)}: {int(hashes.counts[i])} hash_ids for a prompt of "
+                               f"{int(request[i])} tokens (at most ceil(input_length / {MOONCAKE_BLOCK_TOKENS}))")
+    rows = _Rows(timestamp_ms / 1000.0, request.astype(np.int32), response.astype(np.int32),
+                 prefix_hashes=hashes, prefix_block_tokens=MOONCAKE_BLOCK_TOKENS)
+    logger.info("parsed %s (Mooncake JSON lines): %d rows in %.2f s", file.name, n, time.perf_counter() - started)
     return rows
 
 

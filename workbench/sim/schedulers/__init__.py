@@ -62,7 +62,23 @@ SCHEDULERS: dict[str, type[Scheduler]] = {}
 
 
 def register(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
+    # checked before anything is registered: a name that is not text would break every sorted list of names
+    if not isinstance(name, str) or not name.strip():
+        from workbench import checks
+
+        raise checks.InvalidType(f"register: name must be a non-empty text, got {name!r}")
+
     def wrap(cls: type[Scheduler]) -> type[Scheduler]:
+        from workbench import checks
+
+        if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+            raise checks.InvalidType(f"register: {name} must be a Scheduler subclass (with engine_spec or "
+                                     f"continuous_spec), got {cls!r}")
+        checks.choice(cls.engine, f"register: {name}.engine", ("static", "continuous"))
+        method = "continuous_spec" if cls.engine == "continuous" else "engine_spec"
+        if getattr(cls, method) is getattr(Scheduler, method):
+            raise checks.InvalidType(f"register: {name} ({cls.__name__}) runs the {cls.engine} engine and must "
+                                     f"implement {method}(self, cfg)")
         if name in SCHEDULERS:
             raise ValueError(f"scheduler {name!r} is already registered")
         cls.name = name

@@ -139,6 +139,10 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "kv_utilization_mean": ("share", "continuous: mean share of the KV-cache blocks in use"),
     "preemptions_total": ("preemptions", "continuous: recompute preemptions (KV cache full)"),
     "requests_preempted": ("requests", "continuous: requests preempted at least once"),
+    "dropped": ("requests", "continuous, chunked_prefill=False: preempted requests vLLM v0.2 ignored on readmission "
+                            "(prompt + generated tokens over max_num_batched_tokens or the KV cache less its watermark)"),
+    "prefix_hit_rate": ("share", "continuous: prompt tokens served from the prefix cache at first admission over all "
+                                 "prompt tokens of admitted requests (0 without prefix_caching)"),
     # capacity (workbench.study.runs.capacity), on the tests that searched it
     "capacity_rps": (REQ_S, "largest arrival rate meeting the capacity target; empty when no load meets it"),
     "capacity_scaling": ("x trace rate", "capacity_rps relative to the trace's own rate"),

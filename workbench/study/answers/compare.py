@@ -19,6 +19,7 @@ first that did not and, between them, the linearly interpolated crossing.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -166,6 +167,8 @@ log = logging.getLogger(__name__)
 
 NOTEBOOK = "compare_schedulers"
 CHECKPOINT = f"{NOTEBOOK}.csv"
+# what a comparison writes into its folder (checked before any case runs: none may be a folder)
+OUTPUTS = (CHECKPOINT, f"{NOTEBOOK}_capacity.csv", f"{NOTEBOOK}_curves.csv", f"{NOTEBOOK}_ranking.csv")
 
 
 def all_schedulers() -> tuple[str, ...]:
@@ -210,41 +213,40 @@ class CompareParams:
     executor: object = None              # as the steps': None = a local process pool
 
     def __post_init__(self):
+        from workbench import checks
         from workbench.sim import profiles
         from workbench.sim.schedulers import SCHEDULERS
+        from workbench.study.runs.sweep import parse_executor
 
         # a comma-separated string is accepted too (papermill -p schedulers continuous_fcfs,static_fifo)
-        schedulers = tuple(x.strip() for x in self.schedulers.split(",") if x.strip()) \
-            if isinstance(self.schedulers, str) else tuple(self.schedulers)
-        unknown = [s for s in schedulers if s not in SCHEDULERS]
-        if unknown or not schedulers:
-            raise ValueError(f"schedulers: unknown {unknown or 'none given'}; allowed: {', '.join(sorted(SCHEDULERS))}")
-        object.__setattr__(self, "schedulers", schedulers)
-        if self.latency not in profiles.profile_names():
-            raise ValueError(f"latency: unknown profile {self.latency!r}; allowed: {', '.join(profiles.profile_names())}")
-        counts = self.gpu_counts
-        if isinstance(counts, str):
-            counts = [c for c in counts.replace("[", "").replace("]", "").split(",") if c.strip()]
-        try:
-            gpus = tuple(int(g) for g in ((counts,) if isinstance(counts, int) else counts))
-        except (TypeError, ValueError):
-            raise ValueError(f"gpu_counts: need whole GPU counts such as (1, 2, 4), got {self.gpu_counts!r}") from None
-        if not gpus or min(gpus) < 1:
-            raise ValueError(f"gpu_counts: need GPU counts >= 1, got {self.gpu_counts!r}")
-        object.__setattr__(self, "gpu_counts", tuple(sorted(set(gpus))))
+        object.__setattr__(self, "schedulers", checks.names(self.schedulers, "schedulers", allowed=sorted(SCHEDULERS)))
+        checks.choice(self.latency, "latency", profiles.profile_names(), hint="a step-time profile name")
+        object.__setattr__(self, "gpu_counts", tuple(sorted(set(checks.integers(
+            self.gpu_counts, "gpu_counts", low=1, high=100_000, unique=False)))))
         if self.curve_requests is None:
             object.__setattr__(self, "curve_requests", self.num_requests)
         for name, low in (("num_requests", 2), ("curve_requests", 2), ("curve_gpus", 1), ("load_points", 2),
-                          ("k_bins", 1), ("replications", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < low:
-                raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if not 0 < self.attainment <= 1:
-            raise ValueError(f"attainment: a share in (0, 1], got {self.attainment!r}")
+                          ("k_bins", 1), ("replications", 1), ("seed", 0)):
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low))
+        for name in ("ttft_sla_s", "tpot_sla_s", "d_sla_s"):
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
+        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
+                                                             high=1, what="a share in (0, 1]"))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
+        object.__setattr__(self, "use_real_timestamps", checks.boolean(self.use_real_timestamps,
+                                                                       "use_real_timestamps"))
+        if self.use_real_timestamps and self.rps_scaling != _default_rps_scaling():
+            raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
+                             "trace's own inter-arrival times are kept, not divided): drop one of them")
+        if self.dataset is not None:
+            checks.instance(self.dataset, "dataset", (str, os.PathLike),
+                            expected="None, 'synthetic', a dataset name or a CSV path")
         if self.dataset == "synthetic":
             object.__setattr__(self, "dataset", None)
-        self.trace_options(self.seed)          # validates rps_scaling
+        if self.results_dir is not None:
+            checks.path(self.results_dir, "results_dir", expected="a folder path, or None for the default folder")
+        parse_executor(self.executor, queued=2)
+        self.trace_options(self.seed)          # validates rps_scaling against the trace
         self.config("continuous_fcfs", 1)   # validates the SLA fields
 
     @classmethod
@@ -268,7 +270,7 @@ class CompareParams:
         from workbench.study.runs import folders
 
         folder = self.results_path()
-        folders.claim(folder, self.identity())
+        folders.claim(folder, self.identity(), outputs=OUTPUTS)
         return folder
 
     def step_model(self):

@@ -4,16 +4,24 @@
 jointly to every run (never one run at a time) by least squares on the measured
 per-request timelines:
 
-1. Replay each run with the current model (:func:`workbench.sim.steplog.replay_steps`,
-   the vLLM v0.2 rules of the continuous engine, step by step; it matches the
-   engine's per-request times) to learn which steps each request lived through:
+1. Replay each run with the current model (:func:`workbench.sim.steplog.replay_steps`:
+   the continuous engine itself under the run's setup, vLLM v0.2 rules for
+   ``chunked_prefill=False``, v1 for ``True``, with prefix caching if the setup
+   has it; every step logged) to learn which steps each request lived through:
    from its queue entry to its first token, and from there to its last token.
 2. A step's time is linear in the coefficients (prefill ``a + b*sum(l) +
-   c*sum(l^2)``, decode ``a + b*sum(ctx) + c*n`` in two batch-size regimes), so
-   for that schedule a request's TTFT and decode time (E2E - TTFT) are linear
-   too: the summed features of the steps in its window (the step running when it
-   arrived counted by the part still to run), plus ``a0 + a1*prompt`` for TTFT
-   (arrival overhead) and the per-token overhead once per reported token.
+   c*sum(l*(p+l))``, decode ``a + b*sum(ctx) + c*n`` in two batch-size regimes;
+   a chunked-prefill step holding both pays both variable parts and the larger
+   fixed cost, which the linear model attributes to the kind whose fixed cost is
+   larger under the current coefficients), so for that schedule a request's TTFT
+   and decode time (E2E - TTFT) are linear too: the summed features of the steps
+   in its window (the step running when it arrived counted by the part still to
+   run), plus ``a0 + a1*prompt`` for TTFT (arrival overhead) and the per-token
+   overhead once per reported token.  BLIS-style v1 coefficients
+   (:meth:`~workbench.sim.steptime.StepTimeModel.blis`: one fixed cost, per
+   prefill token, per decode, per decode-context token) are the case
+   ``prefill_c = 0``; hold it (``hold=FIXED_STEP_COSTS + ("prefill_c",)``) to fit
+   exactly those four.
 3. Fit the coefficients at once, non-negative (``scipy.optimize.lsq_linear``),
    to measured TTFT and decode time; each run and each of the two metrics weighs
    the same (rows divided by the run's mean of that metric and by
@@ -72,12 +80,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from workbench.sim.steplog import DECODE, PREFILL, StepLog, replay_steps
+from workbench import checks
+from workbench.sim.config import SimConfig
+from workbench.sim.steplog import DECODE, MIXED, PREFILL, StepLog, replay_steps
 from workbench.sim.steptime import COEF_NAMES, StepTimeModel
 
 log = logging.getLogger(__name__)
@@ -130,39 +141,109 @@ class FitReport:
         return "\n".join(lines + self.notes)
 
 
-def _settings(cfg, name: str) -> dict:
-    """The replay settings of a continuous_fcfs SimConfig (one replica, vLLM v0.2)."""
-    from workbench.sim.config import SimConfig
+def _as_runs(runs, where: str) -> list:
+    """A list of measured runs (one run is taken as a list of one), each checked: finite measured times."""
+    from workbench.traces.serving_log import ServingLog
 
+    if isinstance(runs, ServingLog):
+        runs = [runs]
+    if isinstance(runs, (str, bytes)) or not hasattr(runs, "__iter__"):
+        raise checks.InvalidType(f"{where}: runs must be a list of wb.load_serving_log(...) results, got "
+                                 f"{type(runs).__name__}")
+    runs = list(runs)
+    if not runs:
+        raise ValueError(f"{where}: no runs given; pass a list of wb.load_serving_log(...) results")
+    for run in runs:
+        if not isinstance(run, ServingLog):
+            raise checks.InvalidType(f"{where}: runs must be wb.load_serving_log(...) results, got "
+                                     f"{type(run).__name__}")
+        _check_measured(run)
+    return runs
+
+
+def _shown(value) -> str:
+    return repr(value) if value is None or isinstance(value, (str, bytes, os.PathLike)) else f"a {type(value).__name__}"
+
+
+def _check_measured(run, name: str = "run") -> None:
+    """``run`` is a measured run whose TTFT and E2E are finite numbers >= 0, one per request of its trace (a
+    ServingLog built by hand skips load_serving_log's checks; a NaN or inf would give a NaN fit, not an error)."""
+    from workbench.traces.serving_log import MEASURED, ServingLog
+    from workbench.traces.trace import Trace
+
+    if not isinstance(run, ServingLog):
+        raise checks.InvalidType(f"{name}: must be a measured run (wb.load_serving_log(...)), got {_shown(run)}")
+    if not isinstance(run.trace, Trace):
+        raise ValueError(f"{run.name}: trace must be a wb.Trace (what the server was sent), got {_shown(run.trace)}")
+    measured = run.measured
+    if not isinstance(measured, pd.DataFrame):
+        raise ValueError(f"{run.name}: measured must be a DataFrame with columns request_id, "
+                         f"{', '.join(MEASURED)}, got {_shown(measured)}")
+    missing = [c for c in ("request_id", *MEASURED) if c not in measured.columns]
+    if missing:
+        raise ValueError(f"{run.name}: measured has no column {', '.join(missing)} (it needs request_id, "
+                         f"{', '.join(MEASURED)})")
+    if len(measured) != len(run.trace):
+        raise ValueError(f"{run.name}: {len(measured)} measured rows for {len(run.trace)} requests")
+    for metric in ("ttft_s", "e2e_s"):
+        values = pd.to_numeric(measured[metric], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            request = measured["request_id"].iloc[i] if "request_id" in measured else i
+            found = measured[metric].iloc[i]
+            found = float(found) if isinstance(found, (int, float, np.number)) else found
+            raise ValueError(f"{run.name}: request {request}: measured {metric} = {found!r}, "
+                             "expected a finite number of seconds >= 0")
+
+
+def _admitted(run, cfg) -> np.ndarray:
+    """Requests the replay can serve (the continuous engine's acceptance rule, rule 2 of its docstring)."""
+    from workbench.sim.metrics import STATUS_COMPLETED
+    from workbench.sim.simulate import continuous_acceptance
+
+    return continuous_acceptance(run.trace, cfg) == STATUS_COMPLETED
+
+
+def _settings(cfg, name: str):
+    """The run's setup, checked: vLLM's policy (continuous_fcfs) on one server (one replica)."""
     if cfg is None:
         raise ValueError(f"{name}: no config; pass cfg= or load the run with a setup.json beside it")
-    if not isinstance(cfg, SimConfig):
-        raise ValueError(f"{name}: cfg must be a SimConfig, got {type(cfg).__name__}")
-    if cfg.scheduler != "continuous_fcfs" or cfg.chunked_prefill or cfg.num_gpus != 1:
-        raise ValueError(f"{name}: calibration replays vLLM v0.2 on one replica (scheduler='continuous_fcfs', "
-                         f"chunked_prefill=False, num_gpus=1); got scheduler={cfg.scheduler!r}, "
-                         f"chunked_prefill={cfg.chunked_prefill}, num_gpus={cfg.num_gpus}")
-    return dict(max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
-                block_size=cfg.block_size, kv_blocks=cfg.kv_blocks_effective)
+    checks.instance(cfg, f"{name}: cfg", SimConfig, expected="a SimConfig")
+    if cfg.scheduler != "continuous_fcfs" or cfg.num_gpus != 1:
+        raise ValueError(f"{name}: calibration replays one vLLM server (scheduler='continuous_fcfs', num_gpus=1; "
+                         f"chunked_prefill and prefix_caching as the run had them); got scheduler={cfg.scheduler!r}, "
+                         f"num_gpus={cfg.num_gpus}")
+    return cfg
 
 
 def replay_run(run, step: StepTimeModel, cfg=None) -> StepLog:
-    """Replay a measured run with ``step`` (see :mod:`workbench.sim.steplog`)."""
-    trace = run.trace
-    return replay_steps(trace.arrival_s, trace.prompt_tokens, trace.output_tokens, step,
-                        **_settings(cfg if cfg is not None else run.config, run.name))
+    """Replay a measured run with ``step`` under its setup (or ``cfg``), every step logged
+    (see :mod:`workbench.sim.steplog`)."""
+    return replay_steps(run.trace, step, _settings(cfg if cfg is not None else run.config, run.name))
 
 
-def _step_features(steps: StepLog, threshold: int) -> np.ndarray:
-    """One row of the 9 step coefficients' features per step: the step's time is ``row @ coefs``."""
+def _step_features(steps: StepLog, threshold: int, model: StepTimeModel) -> np.ndarray:
+    """One row of the 9 step coefficients' features per step: the step's time is ``row @ coefs``.
+
+    A mixed step (chunked prefill) has both variable parts and one fixed cost, ``max(a_p, a_d)``: its feature
+    goes to the kind whose fixed cost ``model`` makes larger (exact at ``model``'s coefficients)."""
     x = np.zeros((steps.start_s.size, 9))
-    pre = steps.kind == PREFILL
-    x[pre, 0], x[pre, 1], x[pre, 2] = 1.0, steps.sum_l[pre], steps.sum_l2[pre]
-    dec = steps.kind == DECODE
-    large = dec & (steps.n >= threshold)
-    small = dec & ~large
-    x[small, 3], x[small, 4], x[small, 5] = 1.0, steps.sum_ctx[small], steps.n[small]
-    x[large, 6], x[large, 7], x[large, 8] = 1.0, steps.sum_ctx[large], steps.n[large]
+    has_prefill = steps.kind != DECODE
+    has_decode = steps.kind != PREFILL
+    mixed = steps.kind == MIXED
+    x[has_prefill, 1], x[has_prefill, 2] = steps.sum_l[has_prefill], steps.sum_l2[has_prefill]
+    large = has_decode & (steps.n >= threshold)
+    small = has_decode & ~large
+    x[small, 4], x[small, 5] = steps.sum_ctx[small], steps.n[small]
+    x[large, 7], x[large, 8] = steps.sum_ctx[large], steps.n[large]
+    a_p = model.prefill[0]
+    a_small = model.decode[0]
+    a_large = model.decode_large[0] if model.decode_large is not None else a_small
+    prefill_fixed = has_prefill & ~(mixed & ((small & (a_small > a_p)) | (large & (a_large > a_p))))
+    x[prefill_fixed, 0] = 1.0
+    x[small & ~prefill_fixed, 3] = 1.0
+    x[large & ~prefill_fixed, 6] = 1.0
     return x
 
 
@@ -176,11 +257,12 @@ def _window_features(steps: StepLog, x: np.ndarray, t0: np.ndarray, t1: np.ndarr
     return cumulative[k1 + 1] - cumulative[k0] - done[:, None] * x[k0]
 
 
-def _design(run, steps: StepLog, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _design(run, steps: StepLog, threshold: int, model: StepTimeModel
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows (TTFT, then decode time = E2E - TTFT, per served request): features, measured value, weight, request."""
     trace = run.trace
     idx = np.flatnonzero(~steps.rejected)
-    x = _step_features(steps, threshold)
+    x = _step_features(steps, threshold, model)
     prompt = trace.prompt_tokens[idx].astype(np.float64)
     out = trace.output_tokens[idx].astype(np.float64)
     ttft = _window_features(steps, x, steps.entry_s[idx], steps.first_token_s[idx])
@@ -260,7 +342,7 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
     status = np.array(["fitted"] * len(FIT_COEFS), dtype=object)
     for iteration in range(1, max_iter + 2):
         replays = [replay_run(r, current, cfg) for r in runs]
-        designs = [_design(r, steps, threshold) for r, steps in zip(runs, replays)]
+        designs = [_design(r, steps, threshold, current) for r, steps in zip(runs, replays)]
         a = np.vstack([d[0] for d in designs])
         b = np.concatenate([d[1] for d in designs])
         w = np.concatenate([d[2] for d in designs])
@@ -280,7 +362,7 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
             free[6:9] = False
             status[6:9] = "unused: the model has one decode regime"
         else:
-            large_steps = sum(int(np.count_nonzero((s.kind == DECODE) & (s.n >= threshold))) for s in replays)
+            large_steps = sum(int(np.count_nonzero((s.kind != PREFILL) & (s.n >= threshold))) for s in replays)
             if large_steps < min_steps:
                 free[6:9] = False
                 status[6:9] = f"held at prior: {large_steps} training steps at batch >= {threshold}"
@@ -290,10 +372,12 @@ def _fixed_point(step: StepTimeModel, runs, cfg, *, overheads: bool, fit_token_o
         if not fit_token_overhead:
             free[11] = False
             status[11] = "held at prior: collinear with decode_a (see fit_token_overhead)"
-        for k in (FIT_COEFS.index(coef) for coef in hold):
+        for coef in hold:
+            k = FIT_COEFS.index(coef)
             if free[k]:
                 free[k] = False
-                status[k] = "held at prior: a fixed step cost (see hold)"
+                status[k] = ("held at prior: a fixed step cost (see hold)" if coef in FIXED_STEP_COSTS
+                             else "held at prior (see hold)")
         unsupported = free & (np.abs(a).sum(axis=0) == 0)
         free &= ~unsupported
         status[unsupported] = "held at prior: no data"
@@ -320,7 +404,7 @@ def _rss_of(step: StepTimeModel, runs, cfg) -> float:
     threshold = step.decode_large_threshold if step.decode_large is not None else 2**62
     total = 0.0
     for run in runs:
-        a, b, w, _ = _design(run, replay_run(run, step, cfg), threshold)
+        a, b, w, _ = _design(run, replay_run(run, step, cfg), threshold, step)
         total += float((((a @ _as_vector(step) - b) * w) ** 2).sum())
     return total
 
@@ -329,27 +413,44 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
               min_steps: int = 20, overhead_min_gain: float = 0.02, fit_token_overhead: bool = False,
               prior_weight: float = PRIOR_WEIGHT, hold=FIXED_STEP_COSTS, damping: float = 0.5,
               name: str | None = None) -> StepTimeModel:
-    """Refit ``step`` to measured ``runs`` (ServingLogs) jointly; returns the model with ``.fit_report``.
+    """Refit ``step`` to measured ``runs`` (ServingLogs; one run is taken as a list of one) jointly; returns the
+    model with ``.fit_report``.
 
-    ``cfg`` is the serving setup used for every run (default: each run's own ``.config``).  ``thresholds``:
+    ``cfg`` is the serving setup used for every run (default: each run's own ``.config``): vLLM's FCFS policy
+    on one server, with or without chunked prefill (v0.2 or v1 rules) and prefix caching.  ``thresholds``:
     the batch sizes tried as the decode regimes' boundary (``decode_large_threshold``, chosen by the lowest
     simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None, the default = keep the model's).
     ``hold``: coefficients (names in ``FIT_COEFS``) kept at ``step``'s values (default: the fixed step costs);
     ``prior_weight``: how much moving a coefficient away from ``step``'s value costs (module docstring).
     """
-    runs = list(runs)
-    if not runs:
-        raise ValueError("calibrate: no runs given; pass a list of wb.load_serving_log(...) results")
     if not isinstance(step, StepTimeModel):
-        raise ValueError(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
-    unknown = sorted(set(hold) - set(FIT_COEFS))
+        raise checks.InvalidType(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
+    runs = _as_runs(runs, "calibrate")
+    if cfg is not None:
+        checks.instance(cfg, "cfg", SimConfig, expected="a SimConfig, or None for each run's own setup")
+    if thresholds is not None and thresholds != "fit":
+        thresholds = checks.integers(thresholds, "thresholds", low=1, high=2**31 - 1)
+    max_iter = checks.integer(max_iter, "max_iter", low=1, high=10_000, hint="fixed-point iterations of the fit")
+    tol = checks.number(tol, "tol", low=0, low_open=True)
+    min_steps = checks.integer(min_steps, "min_steps", low=0)
+    overhead_min_gain = checks.number(overhead_min_gain, "overhead_min_gain", low=0)
+    fit_token_overhead = checks.boolean(fit_token_overhead, "fit_token_overhead")
+    prior_weight = checks.number(prior_weight, "prior_weight", low=0)
+    damping = checks.number(damping, "damping", low=0, high=1, low_open=True)
+    checks.instance(name, "name", (str, type(None)), expected="a text label, or None")
+    hold = (hold,) if isinstance(hold, str) else tuple(checks.instance(hold, "hold", (list, tuple, set, frozenset),
+                                                                       expected="a list of coefficient names"))
+    unknown = sorted(set(hold) - set(FIT_COEFS), key=str)
     if unknown:
         raise ValueError(f"calibrate: hold names unknown coefficients {unknown}; choose among {list(FIT_COEFS)}")
-    if prior_weight < 0:
-        raise ValueError(f"calibrate: prior_weight must be >= 0, got {prior_weight}")
     for run in runs:
-        if not hasattr(run, "measured") or not hasattr(run, "trace"):
-            raise ValueError(f"calibrate: runs must be wb.load_serving_log(...) results, got {type(run).__name__}")
+        setup = _settings(cfg if cfg is not None else run.config, run.name)
+        if not np.any(_admitted(run, setup)):
+            raise ValueError(f"calibrate: every request of {run.name} is rejected by the replay's setup "
+                             f"(kv_blocks={setup.kv_blocks_effective}, block_size={setup.block_size}, "
+                             f"max_num_batched_tokens={setup.max_num_batched_tokens}, "
+                             f"chunked_prefill={setup.chunked_prefill}): there is nothing to fit; check cfg "
+                             "(kv_blocks, max_num_batched_tokens)")
     names = [r.name for r in runs]
     name = name or f"{step.name} calibrated on {'+'.join(names)}"
     source = f"calibrate({step.name}) on {', '.join(names)}"
@@ -418,6 +519,16 @@ def request_errors(res, run) -> pd.DataFrame:
 
 
 def _simulated_frame(res, run) -> pd.DataFrame:
+    from workbench.traces.serving_log import ServingLog
+
+    if isinstance(res, ServingLog):
+        raise checks.InvalidType("res: must be a simulation result (wb.simulate(...)), got a measured run; the "
+                                 "order is compare_to_measured(res, run)")
+    _check_measured(run)
+    if getattr(res, "engine", "continuous") != "continuous":
+        raise ValueError("compare_to_measured: res must be a continuous-engine result (a measured vLLM run is "
+                         f"continuous batching), got a {res.config.scheduler} result of the static engine; simulate "
+                         "run.trace with the run's setup (a continuous_* scheduler)")
     requests = getattr(res, "requests", None)
     if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (res.requests with ttft_s, "
@@ -437,11 +548,22 @@ def compare_to_measured(res, run) -> pd.DataFrame:
     the mean, and the per-request median absolute relative error.  Rejected requests count as errors (NaN
     simulated times are left out of the simulated statistics and the row says how many)."""
     errors = request_errors(res, run)
+    served = np.isfinite(errors["simulated_e2e_s"].to_numpy())
+    if not served.any():
+        reasons = ""
+        if hasattr(res, "requests") and "status" in res.requests:
+            reasons = f" ({res.requests['status'].astype(str).value_counts().to_dict()})"
+        raise ValueError(f"compare_to_measured: the simulation served none of the {len(served)} requests of "
+                         f"{run.name}{reasons}, so there is nothing to compare; check the SimConfig (kv_blocks, "
+                         "max_num_batched_tokens) against the run's setup")
     rows = []
     for metric in ("ttft_s", "tpot_s", "e2e_s"):
         measured = errors[f"measured_{metric}"].to_numpy()
         simulated = errors[f"simulated_{metric}"].to_numpy()
         ok = np.isfinite(simulated) & np.isfinite(measured)
+        if not ok.any():  # e.g. tpot_s when every request has one output token
+            rows.append({"run": run.name, "metric": metric, "requests": 0, "not_compared": int(ok.size)})
+            continue
         m, s = measured[ok], simulated[ok]
         rows.append({
             "run": run.name, "metric": metric,
@@ -466,6 +588,7 @@ def simulate_run(run, step: StepTimeModel, cfg=None):
 
 def replay_table(step: StepTimeModel, runs, cfg=None, *, label: str | None = None) -> pd.DataFrame:
     """``compare_to_measured`` of every run simulated with ``step`` unchanged, one table (column ``model``)."""
+    runs = _as_runs(runs, "replay_table")
     tables = [compare_to_measured(simulate_run(run, step, cfg), run) for run in runs]
     return pd.concat(tables).assign(model=label or step.name)
 
@@ -476,7 +599,7 @@ def cross_validate(step: StepTimeModel, runs, cfg=None, **calibrate_options) -> 
     Returns the ``compare_to_measured`` rows of every held-out run (column ``trained_on``) and the fitted models
     by held-out run name.
     """
-    runs = list(runs)
+    runs = _as_runs(runs, "cross_validate")
     if len(runs) < 2:
         raise ValueError("cross_validate: needs at least two runs (train on the others, predict one)")
     tables, models = [], {}

@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.memory import SEED_MEMORY
@@ -276,10 +277,8 @@ class _LittleLedger:
 # ---------------------------------------------------------------- run sizes
 
 def _check_sizes(n_requests: int, seeds: int = 1) -> None:
-    if isinstance(n_requests, bool) or not isinstance(n_requests, (int, np.integer)) or n_requests < 1_000:
-        raise ValueError(f"n_requests must be an integer >= 1000, got {n_requests!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    checks.integer(n_requests, "n_requests", low=1_000, high=10**9)
+    checks.integer(seeds, "seeds", low=1, high=1_000)
 
 
 def multi_bin_requests(n_requests: int) -> int:
@@ -696,6 +695,47 @@ def closing_note(table: pd.DataFrame, listed: int = 6) -> str:
         lines.append(f"- **{case}**: {int(rows['passed'].sum())}/{len(rows)} checks, {verdict}. "
                      f"Relative errors, largest first: {shown}{more}{extra}.")
     return "\n".join(lines)
+
+
+NOTEBOOK = "validation"
+# what the notebook writes into its results folder (checked before any case runs: none may be a folder)
+OUTPUTS = ("validation.csv", "validation_md1.png", "validation_multi_bin.png", "validation_controller.png",
+           "validation_synthetic_trace.png")
+
+
+@dataclass(frozen=True)
+class ValidationParams:
+    """The validation notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
+
+    n_requests: int = DEFAULT_REQUESTS
+    seeds: int = DEFAULT_SEEDS
+    seed: int = 42
+    results_dir: str = "results/default"
+    include_trace: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_requests", checks.integer(self.n_requests, "n_requests", low=1_000, high=10**9))
+        object.__setattr__(self, "seeds", checks.integer(self.seeds, "seeds", low=1, high=1_000))
+        object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
+        object.__setattr__(self, "include_trace", checks.boolean(self.include_trace, "include_trace"))
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "ValidationParams":
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
+    def identity(self) -> dict:
+        """What the validation table depends on (every parameter but the folder)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results_dir"}
+
+    def claim_results_dir(self) -> Path:
+        """The folder, with these parameters recorded as its validation part (refused if it holds validation
+        results of other parameters, or is not a workbench folder); checked before anything is computed."""
+        from workbench.study.runs import folders
+        from workbench.study.runs.sweep import resolve_results_dir
+
+        return folders.claim(resolve_results_dir(self.results_dir), self.identity(), part=NOTEBOOK,
+                             outputs=OUTPUTS)
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -11,6 +11,7 @@ mean E2E within 25%, when the run is *predicted* (calibrated on the others).
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,82 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from workbench import checks
 from workbench.study.fidelity.calibration import cross_validate, replay_table, simulate_run
 from workbench.study.runs.sweep import atomic_write_bytes
+
+NOTEBOOK = "fidelity_vllm"
+# what the notebook writes into its results folder (checked before anything runs: none may be a folder)
+OUTPUTS = ("fidelity_vllm.csv", "fidelity_vllm_targets.csv", "fidelity_vllm_published.png",
+           "fidelity_vllm_calibrated.png")
+DEFAULT_DATA_DIR = "data/groundtruth/distserve_opt13b_a100_vllm"
+
+
+@dataclass(frozen=True)
+class FidelityParams:
+    """The fidelity notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
+
+    results_dir: str = "results/default"
+    data_dir: str = DEFAULT_DATA_DIR
+    runs: tuple[str, ...] = ("vllm-100-1", "vllm-200-2", "vllm-350-3.5")
+    profile: str = "opt-13b-a100"
+    thresholds: object = None
+    max_iter: int = 8
+    prior_weights: tuple[float, ...] = (0.03, 0.05, 0.15, 0.3)
+
+    def __post_init__(self):
+        from workbench.sim import profiles
+
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
+        checks.path(self.data_dir, "data_dir", expected="a folder path")
+        folder = self.data_path
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data_dir: {folder} is not a folder (the measured runs' CSVs and setup.json; "
+                                    f"the shipped ones are in {DEFAULT_DATA_DIR})")
+        runs = checks.names(self.runs, "runs")
+        for name in runs:
+            if not (folder / f"{name}.csv").is_file():   # a wrong run name, or a wrong data_dir
+                found = sorted(p.stem for p in folder.glob("*.csv"))
+                raise FileNotFoundError(f"runs: {name!r} is not a run in data_dir {folder} (no {name}.csv there; "
+                                        f"its runs: {', '.join(found) or 'none'}); fix runs or data_dir")
+        object.__setattr__(self, "runs", runs)
+        checks.choice(self.profile, "profile", profiles.profile_names())
+        if self.thresholds is not None and self.thresholds != "fit":
+            object.__setattr__(self, "thresholds", checks.integers(self.thresholds, "thresholds", low=1))
+        object.__setattr__(self, "max_iter", checks.integer(self.max_iter, "max_iter", low=1, high=10_000))
+        object.__setattr__(self, "prior_weights", checks.numbers(self.prior_weights, "prior_weights", low=0,
+                                                                 empty=True))
+
+    @property
+    def data_path(self) -> Path:
+        from workbench.study.runs.sweep import resolve_user_path
+
+        return resolve_user_path(self.data_dir)
+
+    def run_paths(self) -> list[Path]:
+        """The measured runs' CSV files."""
+        return [self.data_path / f"{name}.csv" for name in self.runs]
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "FidelityParams":
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
+    def identity(self) -> dict:
+        """What the report depends on: every parameter but the folder (the data folder by its absolute path)."""
+        identity = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results_dir"}
+        from workbench.study.runs.experiments import display_path
+
+        identity["data_dir"] = display_path(self.data_path)  # inside the repository: relative to it
+        return identity
+
+    def claim_results_dir(self) -> Path:
+        """The folder, with these parameters recorded as its fidelity part (refused if it holds a fidelity report
+        of other parameters, or is not a workbench folder); checked before anything is computed."""
+        from workbench.study.runs import folders
+        from workbench.study.runs.sweep import resolve_results_dir
+
+        return folders.claim(resolve_results_dir(self.results_dir), self.identity(), part=NOTEBOOK,
+                             outputs=OUTPUTS)
 
 TARGETS = {  # (metric, saturated run?) -> largest |relative error of the mean|
     ("e2e_s", False): 0.20,

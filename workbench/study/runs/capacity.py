@@ -94,14 +94,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.schedulers import BATCH_EXACT, get_scheduler
-from workbench.sim.simulate import simulate
+from workbench.sim.simulate import _DEFAULT_CONFIG, _validate_trace, check_time_horizon, resolve_latency, simulate
 
 log = logging.getLogger(__name__)
 
 CRITERIA = ("attainment", "p99_latency", "slo")
+SCALE_BOUNDS = (1 / 1024, 1024.0)  # the default range of scalings searched
 
 
 class CapacityError(ValueError):
@@ -214,6 +216,23 @@ def _measure(summary: dict, criterion: str, target: float) -> tuple[float, bool]
     return value, bool(value <= target and summary["rejected"] == 0)
 
 
+# what each criterion reads from a summary (a start_summary must have it): key -> its range (None: a time)
+_SUMMARY_KEYS = {"slo": {"slo_attainment": 1}, "attainment": {"sla_violation_rate": 1},
+                 "p99_latency": {"latency_p99_s": None, "rejected": None}}
+
+
+def _check_start_summary(summary: dict | None, criterion: str) -> None:
+    """A summary given for the first probe must hold what ``criterion`` reads, as numbers in range."""
+    for key, high in _SUMMARY_KEYS[criterion].items() if summary is not None else ():
+        if key not in summary:
+            raise ValueError(f"start_summary: has no {key!r} (the {criterion} criterion reads it); pass the summary "
+                             "of simulate(...) at scaling start with the same config and latency, or None")
+        value = summary[key]
+        if key == "latency_p99_s" and isinstance(value, float) and math.isnan(value):
+            continue   # no request completed: a valid summary, which fails the criterion
+        checks.number(value, f"start_summary[{key!r}]", low=0, high=high)
+
+
 def _is_step_model(latency) -> bool:
     from workbench.sim.steptime import StepTimeModel
 
@@ -237,9 +256,9 @@ def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
     return cfg, latency, slo_attainable_share(trace, cfg, latency)
 
 
-def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95,
+def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: float = 0.95,
              criterion: str = "attainment", latency=None, resolution: float = 0.01, start: float = 1.0,
-             scale_bounds: tuple[float, float] = (1 / 1024, 1024.0), max_probes: int = 60,
+             scale_bounds: tuple[float, float] = SCALE_BOUNDS, max_probes: int = 60,
              start_summary: dict | None = None, scan_factor: float = 4.0, ttft_s: float | None = None,
              tpot_s: float | None = None, hint_rps: float | None = None, hint_slope: float | None = None,
              method: str = "auto") -> CapacityResult:
@@ -258,25 +277,51 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
     Raises :class:`CapacityError` when no scaling tried passes.  If even the
     fastest passes, the result has ``bounded=False``.
     """
-    cfg = config or SimConfig()
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion: unknown {criterion!r}; allowed: {', '.join(CRITERIA)}")
-    if method not in METHODS:
-        raise ValueError(f"method: unknown {method!r}; allowed: {', '.join(METHODS)}")
-    if criterion in ("attainment", "slo") and not 0 < attainment <= 1:
-        raise ValueError(f"attainment must be in (0, 1], got {attainment!r}")
+    if config is None:
+        raise checks.InvalidType(
+            "config: None (a measured run loaded without its setup.json has run.config None); pass the serving "
+            "setup, e.g. wb.SimConfig(scheduler='continuous_fcfs', ...), or leave config out for the defaults")
+    cfg = SimConfig() if config is _DEFAULT_CONFIG else checks.instance(config, "config", SimConfig,
+                                                                         expected="a SimConfig")
+    trace = _validate_trace(trace)
+    latency = resolve_latency(latency)
+    criterion = checks.choice(criterion, "criterion", CRITERIA)
+    method = checks.choice(method, "method", METHODS,
+                           hint="'auto' picks 'scan' for schedulers whose batches wait to fill, else 'bracket'")
+    attainment = checks.number(attainment, "attainment", low=0, low_open=True, high=1,
+                               hint="the share of requests that must meet the SLA")
+    ttft_s = checks.number(ttft_s, "ttft_s", low=0, low_open=True, unit="s", none=True)
+    tpot_s = checks.number(tpot_s, "tpot_s", low=0, low_open=True, unit="s", none=True)
     if criterion != "slo" and (ttft_s is not None or tpot_s is not None):
         raise ValueError("ttft_s/tpot_s are limits of criterion='slo'; pass criterion='slo' to use them")
-    if not 0 < resolution < 1:
-        raise ValueError(f"resolution must be in (0, 1) (relative gap between pass and fail), got {resolution!r}")
-    if not (isinstance(scan_factor, (int, float)) and math.isfinite(scan_factor) and scan_factor > 1):
-        raise ValueError(f"scan_factor must be a number > 1 (ratio of the coarse scan's steps), got {scan_factor!r}")
-    if hint_rps is not None and not (isinstance(hint_rps, (int, float)) and math.isfinite(hint_rps)
-                                     and hint_rps > 0):
-        raise ValueError(f"hint_rps must be None or a rate > 0 (requests/s), got {hint_rps!r}")
-    low, high = scale_bounds
-    if not 0 < low <= start <= high:
+    resolution = checks.number(resolution, "resolution", low=0, high=1, low_open=True, high_open=True,
+                               hint="the relative gap between pass and fail at which the search stops")
+    scan_factor = checks.number(scan_factor, "scan_factor", low=1, low_open=True,
+                                hint="the ratio of the coarse scan's steps")
+    max_probes = checks.integer(max_probes, "max_probes", low=1, high=100_000)
+    hint_rps = checks.number(hint_rps, "hint_rps", low=0, low_open=True, unit="requests/s", none=True,
+                             hint="where the capacity probably lies, e.g. a neighbouring search's answer")
+    hint_slope = checks.number(hint_slope, "hint_slope", none=True,
+                               hint="how fast the criterion changes with the log of the rate near the hint")
+    if isinstance(scale_bounds, (str, bytes)) or not hasattr(scale_bounds, "__len__") or len(scale_bounds) != 2:
+        raise checks.InvalidType(f"scale_bounds: must be two numbers (lowest, highest scaling), got {scale_bounds!r}")
+    low, high = (checks.number(v, f"scale_bounds[{i}]", low=0, low_open=True) for i, v in enumerate(scale_bounds))
+    start = checks.number(start, "start")
+    if not low <= start <= high:
         raise ValueError(f"need 0 < scale_bounds[0] <= start <= scale_bounds[1], got {scale_bounds}, start={start}")
+    if start_summary is not None and not isinstance(start_summary, dict):
+        raise checks.InvalidType(f"start_summary: must be a simulation summary (a dict) or None, got "
+                                 f"{type(start_summary).__name__}")
+    _check_start_summary(start_summary, criterion)
+    if method == "auto":
+        method = "scan" if attainment_may_rise_with_load(cfg) else "bracket"
+    # the coarse scan probes every grid point: refused now if it alone would take more probes than allowed
+    scan_points = (math.floor(math.log(start / low) / math.log(scan_factor) + 1e-9)
+                   + math.floor(math.log(high / start) / math.log(scan_factor) + 1e-9) + 1)
+    if method == "scan" and scan_points > max_probes:
+        raise ValueError(f"the coarse scan from scale_bounds[0]={low:g} to scale_bounds[1]={high:g} in steps of "
+                         f"scan_factor={scan_factor:.15g} would take {scan_points:,} probes, more than "
+                         f"max_probes={max_probes}: raise scan_factor or max_probes, or narrow scale_bounds")
     if len(trace) < 2 or trace.mean_rate_rps <= 0 or not math.isfinite(trace.mean_rate_rps):
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
     if criterion != "slo" and get_scheduler(cfg.scheduler).engine == "continuous":
@@ -294,6 +339,10 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         latency = latency or LatencyModel.default()
         ceiling = attainable_share(trace, cfg, latency)
         needed = attainment if criterion == "attainment" else 0.99
+    # the slowest load a search may replay stretches the trace by 1 / scale_bounds[0]: its times must stay usable
+    check_time_horizon(float(trace.arrival_s[-1]) / low, latency,
+                       f"capacity at scale_bounds[0]={low:g} (the slowest load searched)",
+                       "Or raise scale_bounds[0].")
     sla = sla_text(cfg, criterion)
     if ceiling < needed:
         why = ("even alone on an idle replica (or they exceed the KV cache / token budget)" if criterion == "slo"
@@ -303,8 +352,6 @@ def capacity(trace, config: SimConfig | None = None, *, attainment: float = 0.95
         raise CapacityError(
             f"the target cannot be met at any load: only {ceiling:.1%} of the requests could meet {sla} {why}, "
             f"below the {needed:.0%} asked. To reach it: {fix}.")
-    if method == "auto":
-        method = "scan" if attainment_may_rise_with_load(cfg) else "bracket"
     search = _Search(trace, cfg, latency, criterion, target, start, start_summary, max_probes)
     if method == "scan":
         lo, hi = _scan(search, low, high, scan_factor, resolution)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import numbers
+import os
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -47,7 +47,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.study.answers import analysis
 from workbench.study.runs import folders
 from workbench.study.runs.replications import replication_seeds
@@ -58,14 +58,16 @@ from workbench.sim.schedulers import SCHEDULERS, get_scheduler
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
-from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, finished_elsewhere,
-                                        finished_ids, is_continuous, make_test, normalize_dataset, parse_executor,
-                                        read_rows, resolve_results_dir, run_sweep, with_capacity_hint)
+from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, check_replay_times,
+                                        finished_elsewhere, finished_ids, is_continuous, make_test, normalize_dataset,
+                                        parse_executor, read_rows, resolve_results_dir, run_sweep, with_capacity_hint)
 
 log = logging.getLogger(__name__)
 
 STEP1, STEP2, STEP3 = "step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity"
 STEPS = (STEP1, STEP2, STEP3)
+# the files the steps write into their folder (checked before computing: none may be a folder)
+STEP_OUTPUTS = (*(f"{step}.csv" for step in STEPS), analysis.ALL_RESULTS, analysis.ANALYSIS)
 STEP_TITLES = {STEP1: "Step 1: request scaling", STEP2: "Step 2: GPU scaling",
                STEP3: "Step 3: K-bins sensitivity"}
 
@@ -121,25 +123,11 @@ def profile_config_fields(name: str) -> dict:
 
 def _schedulers(value) -> tuple[str, ...]:
     """A tuple of registered scheduler names from a list/tuple or a comma-separated string (papermill -p)."""
-    if isinstance(value, str):
-        value = [v.strip() for v in value.strip("[]()").replace("'", "").replace('"', "").split(",")]
-    try:
-        names = tuple(str(v) for v in value if str(v))
-    except TypeError:
-        raise ValueError(f"schedulers: expected a list of scheduler names, got {value!r}") from None
-    unknown = [n for n in names if n not in SCHEDULERS]
-    if unknown or not names:
-        raise ValueError(f"schedulers: unknown {unknown or value!r}; registered: {', '.join(SCHEDULERS)} "
-                         "(a list, or a comma-separated string)")
-    if len(set(names)) != len(names):
-        raise ValueError(f"schedulers: {names!r} names a scheduler twice")
-    return names
+    return checks.names(value, "schedulers", allowed=SCHEDULERS)
 
 
 def _int_at_least(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name}: must be an integer >= {low}, got {value!r}")
-    return int(value)
+    return checks.integer(value, name, low=low)
 
 
 @dataclass(frozen=True)
@@ -166,10 +154,10 @@ class StepParams:
 
     def __post_init__(self):
         latency = LATENCY_ALIASES.get(self.latency, self.latency) if isinstance(self.latency, str) else self.latency
-        if not isinstance(latency, str) or latency not in (SEED_GRID, *profiles.profile_names()):
-            raise ValueError(f"latency: unknown {self.latency!r}; use a step-time profile "
-                             f"({', '.join(profiles.profile_names())}) or {SEED_GRID!r} (the seed study's formula "
-                             "grid, static schedulers only, judged on end-to-end latency within d_sla)")
+        latency = checks.choice(latency, "latency", (SEED_GRID, *profiles.profile_names()),
+                                hint=f"{SEED_GRID!r} (alias 'grid') is the seed study's formula grid (static schedulers "
+                                     "only, judged on end-to-end latency within d_sla); the others are step-time "
+                                     "profiles")
         object.__setattr__(self, "latency", latency)
         schedulers = default_schedulers(latency) if self.schedulers is None else self.schedulers
         object.__setattr__(self, "schedulers", _schedulers(schedulers))
@@ -182,20 +170,53 @@ class StepParams:
                              f"{', '.join(profiles.profile_names())}), or leave them out of schedulers")
         if latency != SEED_GRID:
             profile_config_fields(latency)  # ValueError when the profile's hardware is unknown
-        object.__setattr__(self, "replications", _int_at_least(self.replications, "replications", 1))
-        object.__setattr__(self, "max_requests", _int_at_least(self.max_requests, "max_requests", 1))
-        object.__setattr__(self, "max_gpus", _int_at_least(self.max_gpus, "max_gpus", 1))
+        # every value as the type it is used as, so parameters.json records what actually ran
+        for name, low, high in (("replications", 1, 1_000), ("max_requests", 1, 10**9), ("max_gpus", 1, 100_000),
+                                ("k_bins", 1, None), ("seed", 0, None)):
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low, high=high))
+        for name in ("use_real_timestamps", "capacity_search"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0,
+                                                              low_open=True, hint="or None for the default"))
+        for name, field_name in (("d_sla", "d_sla_s"), ("ttft_sla", "ttft_sla_s"), ("tpot_sla", "tpot_sla_s")):
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"{name} (SimConfig.{field_name})",
+                                                         low=0, low_open=True, unit="s"))
+        object.__setattr__(self, "capacity_attainment", checks.number(
+            self.capacity_attainment, "capacity_attainment", low=0, low_open=True, high=1))
+        # a parameter another one switches off would be recorded (parameters.json, the folder's name) but not used
+        defaults = {f.name: f.default for f in fields(StepParams)}
+        if self.use_real_timestamps and self.rps_scaling != default_rps_scaling(latency):
+            raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
+                             "trace's own inter-arrival times are kept, not divided): drop one of them "
+                             "(--rps-scaling or --use-real-timestamps on the command line)")
+        if not self.capacity_search and self.capacity_attainment != defaults["capacity_attainment"]:
+            raise ValueError(f"capacity_attainment={self.capacity_attainment:g} has no effect with "
+                             "capacity_search=False (no capacity search runs): drop one of them "
+                             "(--capacity-attainment or --no-capacity on the command line)")
+        if latency == SEED_GRID:
+            unused = [f"{name}={getattr(self, name):g}" for name in ("ttft_sla", "tpot_sla")
+                      if getattr(self, name) != defaults[name]]
+            if unused:
+                raise ValueError(f"{' and '.join(unused)} has no effect with latency={SEED_GRID!r} (the seed study "
+                                 "judges end-to-end latency within d_sla): drop it, or use a step-time profile "
+                                 "(--ttft-sla/--tpot-sla or --latency on the command line)")
+        if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
+            raise checks.InvalidType(f"dataset: must be None, a dataset name ({', '.join(datasets.names())}) or a "
+                                     f"CSV path, got {self.dataset!r}")
+        close = datasets.closest(self.dataset)
         object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
         if datasets.is_name(self.dataset):
             datasets.get(self.dataset)  # FileNotFoundError saying how to get it
         elif self.dataset is not None and not Path(self.dataset).is_file():
-            raise FileNotFoundError(f"dataset: {self.dataset} is not a file (None = the embedded synthetic trace; "
-                                    f"dataset names: {', '.join(datasets.names())})")
+            raise FileNotFoundError(f"dataset: {self.dataset} is not a file "
+                                    + (f"(did you mean the dataset {close!r}?) " if close else "")
+                                    + f"(None = the embedded synthetic trace; dataset names: "
+                                      f"{', '.join(datasets.names())})")
+        if self.results_dir is not None:
+            checks.path(self.results_dir, "results_dir", expected="a folder path, or None for the default folder")
         self.base_config()  # validates d_sla, k_bins, seed, ttft_sla, tpot_sla
         self.trace_options(1)  # validates rps_scaling
         parse_executor(self.executor, queued=2)
-        if not isinstance(self.capacity_search, bool):
-            raise ValueError(f"capacity_search: must be True or False, got {self.capacity_search!r}")
         CapacitySpec(attainment=self.capacity_attainment)  # validates capacity_attainment
 
     @property
@@ -268,13 +289,29 @@ class StepParams:
         return resolve_results_dir(self.results_dir if self.results_dir is not None else self.default_folder())
 
     def claim_results_dir(self) -> Path:
-        """The results folder, recorded as these parameters' (``ResultsFolderConflict`` if it holds others')."""
+        """The results folder, recorded as these parameters' (``ResultsFolderConflict`` if it holds others'; a
+        ``ValueError`` if it cannot take them: see :func:`workbench.study.runs.folders.claim`)."""
         folder = self.results_path
         if self.results_dir is None and folder.name != folders.DEFAULT_FOLDER:
             log.info("results go to %s (named by the parameters that differ from the defaults)",
                      display_path(folder))
-        folders.claim(folder, self.identity(), suggestion=self.default_folder())
+        folders.claim(folder, self.identity(), suggestion=self.default_folder(), outputs=STEP_OUTPUTS)
         return folder
+
+    def check_traces(self) -> None:
+        """The largest trace these parameters replay, loaded and checked as a plan checks each test's (usable
+        times for every scheduler's latency model, capacity scans included), recording nothing: what the
+        command line checks before it records the results folder."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TraceSizeWarning)
+            trace = self.trace_options(self.max_requests).load()
+        for scheduler in self.schedulers:
+            check_replay_times(trace, self.latency_model(scheduler), scheduler, self.capacity_search)
+
+    def check_results_dir(self) -> Path:
+        """What :meth:`claim_results_dir` checks, creating and recording nothing (the command line's check)."""
+        return folders.check_claim(self.results_path, self.identity(), suggestion=self.default_folder(),
+                                   outputs=STEP_OUTPUTS)
 
 
 def uses_bins(scheduler: str, config: SimConfig | None = None) -> bool:
@@ -419,10 +456,11 @@ def notebook_setup() -> None:
 def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:
     """Step 1's volumes: ``request_volumes`` if given, else 1K, 10K, ... up to ``max_requests`` (and it)."""
     if request_volumes is not None:
-        if isinstance(request_volumes, (int, str)) or not len(request_volumes):
-            raise ValueError(f"request_volumes: expected a non-empty list of integers, got {request_volumes!r}")
-        volumes = [_int_at_least(v, "request_volumes", 1) for v in request_volumes]
-        return sorted(set(volumes))
+        volumes = sorted(set(checks.integers(request_volumes, "request_volumes", low=1, high=10**9, unique=False)))
+        if volumes[-1] > max_requests:   # max_requests is step 1's largest volume (and the folder's record)
+            raise ValueError(f"request_volumes: {volumes[-1]:,} is more than max_requests={max_requests:,}, the "
+                             "largest volume these parameters test; raise max_requests or lower request_volumes")
+        return volumes
     volumes, v = [], SMALLEST_VOLUME
     while v <= max_requests:
         volumes.append(v)
@@ -528,7 +566,7 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
     With ``replications`` > 1 every test runs once per seed (trace and simulation).
     """
     params = params or StepParams(**overrides)
-    params.claim_results_dir()
+    params.check_results_dir()  # refused before any trace is loaded; recorded once the plan is valid
     volumes: list[int] = []
     for volume in request_volumes_for(params.max_requests, request_volumes):
         options = params.trace_options(volume)
@@ -560,6 +598,7 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
 
     batches: dict[Any, list[SweepTest]] = {volume: volume_tests(volume) for volume in volumes}
     plan = StepPlan(STEP1, params, batches)
+    params.claim_results_dir()
     plan.announce()
     return plan
 
@@ -568,7 +607,7 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
     """Step 2: every scheduler of ``schedulers`` on every GPU count <= ``max_gpus`` (each with its capacity),
     one batch."""
     params = params or StepParams(**overrides)
-    params.claim_results_dir()
+    params.check_results_dir()  # refused before any trace is loaded; recorded once the plan is valid
 
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
@@ -577,6 +616,7 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
         return [tests[(s, g)] for s in params.schedulers for g in GPU_COUNTS if g <= params.max_gpus]
 
     plan = StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
+    params.claim_results_dir()
     plan.announce()
     return plan
 
@@ -594,6 +634,15 @@ def step2_tests(params: StepParams, options: TraceOptions, trace, seed: int,
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
 
 
+def check_best_gpu_count(best_gpu_count, max_gpus: int) -> int:
+    """Step 3's GPU count: a whole number in [1, max_gpus] (max_gpus is the largest pool any step tests)."""
+    n = checks.integer(best_gpu_count, "best_gpu_count", low=1)
+    if n > max_gpus:
+        raise ValueError(f"best_gpu_count: {n} GPUs is more than max_gpus={max_gpus}, the largest pool these "
+                         "parameters test; lower best_gpu_count or raise max_gpus")
+    return n
+
+
 def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tuple[int, str, dict]:
     """(GPU count for step 3, a sentence saying where it came from, the columns recording it in step 3's rows).
 
@@ -601,7 +650,7 @@ def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tu
     ``default``) and ``step2_test_id``, the step-2 row whose GPU count step 3 used.
     """
     if best_gpu_count is not None:
-        n = _int_at_least(best_gpu_count, "best_gpu_count", 1)
+        n = check_best_gpu_count(best_gpu_count, params.max_gpus)
         return n, f"GPU count: {n}, as given (`best_gpu_count`).", {"gpu_count_source": GPU_COUNT_GIVEN,
                                                                       "step2_test_id": None}
     row = analysis.step2_best_row_from_results(params.results_path)
@@ -623,7 +672,7 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
     each with its capacity, one batch.  Its rows record where the GPU count came from (see
     :func:`resolve_best_gpu_count`)."""
     params = params or StepParams(**overrides)
-    params.claim_results_dir()
+    params.check_results_dir()  # refused before any trace is loaded; recorded once the plan is valid
     gpus, note, provenance = resolve_best_gpu_count(params, best_gpu_count)
 
     def step2_known(options, trace, seed) -> dict[str, SweepTest]:
@@ -658,6 +707,7 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
         return tests
 
     plan = StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)
+    params.claim_results_dir()
     plan.announce()
     return plan
 

@@ -161,6 +161,7 @@ def error_bars(rows: pd.DataFrame, column: str, scale=1.0):
 def replication_seeds(base_seed: int, replications: int) -> list[int]:
     """The seeds of ``replications`` runs: ``base_seed``, ``base_seed + 1``, ... (replication 0 is the
     single-seed run, so ``replications=1`` reproduces earlier results exactly)."""
-    if isinstance(replications, bool) or int(replications) != replications or replications < 1:
-        raise ValueError(f"replications must be an integer >= 1, got {replications!r}")
-    return [int(base_seed) + r for r in range(int(replications))]
+    from workbench import checks
+
+    replications = checks.integer(replications, "replications", low=1)
+    return [checks.integer(base_seed, "seed", low=0) + r for r in range(replications)]

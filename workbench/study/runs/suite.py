@@ -31,9 +31,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.study.answers import analysis, report
-from workbench.study.runs.experiments import SEED_GRID, STEP1, STEP2, STEP3, STEP_TITLES, STEPS, StepParams, display_path
+from workbench.study.runs.experiments import (SEED_GRID, STEP1, STEP2, STEP3, STEP_TITLES, STEPS, StepParams,
+                                              check_best_gpu_count, display_path)
 from workbench.study.runs.console import SUITE_ENV
 from workbench.study.runs.sweep import atomic_write_text
 
@@ -45,6 +46,7 @@ COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TP
 # eight loads per scheduler, every registered scheduler; the size the suite's comparison always had.
 COMPARE_CURVE_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
+PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
 KERNEL_NAME = "python3"
 
 
@@ -64,11 +66,16 @@ class SuiteOptions(StepParams):
 
     def __post_init__(self):
         super().__post_init__()
-        unknown = [s for s in self.steps if s not in STEPS]
-        if unknown or not self.steps:
-            raise ValueError(f"steps: expected a non-empty selection of {', '.join(STEPS)}, got {self.steps!r}")
+        steps = checks.names(self.steps, "steps", allowed=STEPS)
         # the order of the steps is fixed: step 3 may read step 2's results
-        object.__setattr__(self, "steps", tuple(s for s in STEPS if s in self.steps))
+        object.__setattr__(self, "steps", tuple(s for s in STEPS if s in steps))
+        for name in ("validate", "compare"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
+        if self.best_gpu_count is not None:
+            if STEP3 not in self.steps:
+                raise ValueError(f"best_gpu_count (--best-gpu-count) is step 3's GPU count, and step 3 is not "
+                                 f"selected (steps: {', '.join(self.steps)}); drop it or select step 3")
+            object.__setattr__(self, "best_gpu_count", check_best_gpu_count(self.best_gpu_count, self.max_gpus))
 
 
 def step_parameters(options: SuiteOptions, step: str) -> dict:
@@ -123,8 +130,7 @@ class SuiteNotebook:
         return self.when == "validate" and options.validate
 
 
-# The suite's notebooks, in the order they run.  A new notebook is one line here, e.g.
-#   SuiteNotebook("prefix_caching", "Prefix caching", "validate", results_only),
+# The suite's notebooks, in the order they run.  A new notebook is one line here.
 SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
     SuiteNotebook(STEP1, STEP_TITLES[STEP1], "step", step_parameters),
     SuiteNotebook(STEP2, STEP_TITLES[STEP2], "step", step_parameters),
@@ -134,6 +140,7 @@ SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
     SuiteNotebook(VALIDATION, "Validation against queueing theory and the MBB model", "validate",
                   validation_parameters),
     SuiteNotebook(FIDELITY, "Fidelity against measured vLLM runs", "validate", results_only),
+    SuiteNotebook(PREFIX_CACHING, "Prefix caching and cache-aware routing (Mooncake)", "validate", results_only),
 )
 
 
@@ -462,7 +469,9 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
 
     Their tests run first (:func:`precompute`), so the notebooks draw what is checkpointed."""
     options = options or SuiteOptions()
-    results_dir = options.claim_results_dir()  # refuses a folder holding another parameter set
+    options.check_results_dir()   # a folder holding another parameter set: refused before any trace is loaded
+    options.check_traces()        # what the notebooks' plans would refuse, refused before the folder is recorded
+    results_dir = options.claim_results_dir()
     t0 = time.perf_counter()
     precompute(options, progress=progress)
     log.info("every test done in %.1f s; now the notebooks", time.perf_counter() - t0)

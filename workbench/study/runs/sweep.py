@@ -92,8 +92,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench import paths
+from workbench import checks, paths
 from workbench.study.runs.capacity import CRITERIA as CAPACITY_CRITERIA
+from workbench.study.runs.capacity import SCALE_BOUNDS
 from workbench.study.runs.capacity import CapacityError, attainable_share, slo_attainable_share
 from workbench.study.runs.capacity import capacity as search_capacity
 from workbench.sim.config import SimConfig
@@ -146,16 +147,14 @@ class TraceOptions:
     log_types: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
+            raise checks.InvalidType(f"dataset: must be None, a dataset name or a CSV path, got {self.dataset!r}")
         object.__setattr__(self, "dataset", normalize_dataset(self.dataset))
-        if self.num_requests is not None and (isinstance(self.num_requests, bool) or int(self.num_requests) < 1):
-            raise ValueError(f"num_requests: must be None or an integer >= 1, got {self.num_requests!r}")
-        if self.num_requests is not None:
-            object.__setattr__(self, "num_requests", int(self.num_requests))
-        if not (isinstance(self.rps_scaling, (int, float)) and math.isfinite(self.rps_scaling) and self.rps_scaling > 0):
-            raise ValueError(f"rps_scaling: must be a finite number > 0, got {self.rps_scaling!r}")
-        object.__setattr__(self, "rps_scaling", float(self.rps_scaling))
-        object.__setattr__(self, "use_real_timestamps", bool(self.use_real_timestamps))
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=1, none=True))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
+        for name in ("use_real_timestamps", "drop_failed"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
+        object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
         for name in ("models", "log_types"):
             value = getattr(self, name)
             if value is not None:
@@ -210,17 +209,10 @@ class CapacitySpec:
                                     "which the search stops, in (0, 1)")
 
     def __post_init__(self):
-        if self.criterion not in CAPACITY_CRITERIA:
-            raise ValueError(f"capacity criterion: unknown {self.criterion!r}; allowed: "
-                             f"{', '.join(CAPACITY_CRITERIA)}")
+        checks.choice(self.criterion, "capacity criterion", CAPACITY_CRITERIA)
         for name, closed_top in (("attainment", True), ("resolution", False)):
-            value = getattr(self, name)
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and 0 < value and (value <= 1 if closed_top else value < 1))
-            if not ok:
-                raise ValueError(f"capacity {name}: must be a number in (0, {'1]' if closed_top else '1)'}, "
-                                 f"got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"capacity {name}", low=0,
+                                                         low_open=True, high=1, high_open=not closed_top))
 
     @classmethod
     def help(cls) -> str:
@@ -348,6 +340,18 @@ def is_continuous(scheduler: str) -> bool:
     return get_scheduler(scheduler).engine == "continuous"
 
 
+def check_replay_times(trace, latency, label: str, capacity: bool) -> None:
+    """The replay of ``trace``, and the slowest load a capacity search scans, must give the engine usable
+    times (see :func:`workbench.sim.simulate.check_time_horizon`)."""
+    from workbench.sim.simulate import check_time_horizon
+
+    stretch = 1.0 / SCALE_BOUNDS[0] if capacity else 1.0
+    check_time_horizon(float(trace.arrival_s[-1]) * stretch if len(trace) else 0.0, latency,
+                       f"{label} on {trace.label}"
+                       + (f" (its capacity search replays it up to {stretch:g}x slower)" if capacity else ""),
+                       "Or turn the capacity search off." if capacity else "")
+
+
 def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trace=None,
               latency: LatencyModel | StepTimeModel | None = None, label: str = "",
               capacity: CapacitySpec | None = None, replication: int = 0, base_test_id: str = "") -> SweepTest:
@@ -362,6 +366,8 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
         latency = LatencyModel.default()
     latency_identity(latency)  # ValueError for anything else
     step_timed = is_continuous(config.scheduler) or isinstance(latency, StepTimeModel)
+    # checked now, when the plan is made, not when the test runs
+    check_replay_times(trace, latency, label or config.scheduler, capacity is not None)
     if capacity is not None and step_timed and capacity.criterion != "slo":
         capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
@@ -843,6 +849,16 @@ def describe_executor(executor, queued: int) -> str:
     return {"serial": "serial", "process": f"process pool ({arg} workers)"}.get(kind, f"dask ({arg})")
 
 
+def _worker_count(n: int, spec) -> int:
+    """A process count the machine can hold: each worker loads its own engine (~300 MB), and a pool spawns
+    one per queued test up to N, so process:1000 over a 78-test suite would start 78 of them."""
+    from workbench import checks
+
+    most = 4 * (os.cpu_count() or 1)
+    return checks.integer(n, f"executor ({spec!r})", low=1, high=most,
+                          high_why=f"4 worker processes per CPU; this machine has {os.cpu_count() or 1}")
+
+
 def parse_executor(executor, queued: int) -> tuple[str, Any]:
     """(kind, argument) of an executor spec for ``queued`` tests; ``ValueError`` names the accepted specs."""
     if executor is None or executor == "auto":
@@ -850,8 +866,7 @@ def parse_executor(executor, queued: int) -> tuple[str, Any]:
     if isinstance(executor, bool):
         raise ValueError(f"executor: {executor!r} is not an executor")
     if isinstance(executor, int):
-        if executor < 1:
-            raise ValueError(f"executor: a process count must be >= 1, got {executor}")
+        executor = _worker_count(executor, executor)
         return ("serial", None) if executor == 1 else ("process", executor)
     if isinstance(executor, str):
         text = executor.strip()
@@ -863,7 +878,7 @@ def parse_executor(executor, queued: int) -> tuple[str, Any]:
             n = text.split(":", 1)[1]
             if not n.isdigit() or int(n) < 1:
                 raise ValueError(f"executor: {executor!r}: expected process:N with N >= 1")
-            return "process", int(n)
+            return "process", _worker_count(int(n), executor)
         if text.startswith(("dask://", "tcp://", "tls://")):
             return "dask", text
         raise ValueError(f"executor: unknown {executor!r}; use None, 'serial', 'process', 'process:N', "
@@ -1209,7 +1224,17 @@ def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = Tr
     One sweep keeps every worker busy across what would otherwise be separate sweeps waiting for each other
     (the suite runs all its steps' tests so, before the notebooks draw them).  A finished row goes to the
     checkpoint of every part that holds its test, with that part's own columns (step, label)."""
+    reuse = checks.boolean(reuse, "reuse")
+    parts = list(parts)
+    for part in parts:
+        checks.instance(part, "parts", SweepPart, expected="SweepPart(tests, results_dir, checkpoint, desc) items")
     parts = [p for p in parts if len(p.tests)]
+    for part in parts:   # every checkpoint checked before any test runs
+        path = part.path()
+        if path.is_dir():  # refused now: found after the first test, every result of the run would be lost
+            raise CheckpointError(f"{path} is a folder, where the sweep keeps its checkpoint file; move it away or "
+                                  "choose another results_dir (nothing was run)")
+        checks.writable_folder(path.parent, "results_dir")
     targets: dict[str, list[tuple[SweepPart, SweepTest]]] = {}
     done_in: dict[Path, set[str]] = {}
     known: dict[str, dict] = {}

@@ -1,0 +1,112 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What do prefix caching and cache-aware routing buy?
+#
+# vLLM (v0.6 on, and the v1 engine always) keeps the KV blocks of prompt prefixes it has computed and
+# reuses them: a prefill computes only the tokens not cached. On a real conversation service much of every
+# prompt is an earlier prompt plus its answer, so the cache can serve a large share of the prefill work, if
+# the request lands on the replica that holds its prefix and the cache is large enough to keep it.
+#
+# The trace is Mooncake's one-hour sample of Kimi's conversation service (`mooncake_conv`: 12,031 requests,
+# mean prompt 12,035 tokens, with the hashes of every prompt's 512-token blocks). The engine follows vLLM
+# v1 rule by rule (chunked prefill, automatic prefix caching with an LRU pool of free blocks, recompute
+# preemption keeping generated tokens: `workbench.sim.continuous_engine`), timed by BLIS's fitted step model
+# of Llama-3.1-8B on one H100 (vLLM v0.11).
+#
+# 1. **KV-cache size**: prefix hit rate and mean/p99 time to first token (TTFT) against the KV cache per
+#    replica, caching on and off.
+# 2. **Routers**: round_robin, least_outstanding, least_kv and prefix_affinity (the replica caching the
+#    longest prefix, unless it has `affinity_margin` more requests than the least loaded) on 4 and 8
+#    replicas: hit rate, TTFT, goodput at the trace's rate, and capacity (the largest rate at which
+#    `attainment` of the requests meet both the TTFT and the TPOT limit); caching off for reference.
+
+# %% tags=["parameters"]
+dataset = "mooncake_conv"     # a trace with prefix hashes: mooncake_conv or mooncake_synthetic
+num_requests = None           # None: the whole trace
+time_scale = 1.0              # x the trace's real rate
+profile_model = "meta-llama/llama-3.1-8b-instruct"   # BLIS step-time model (GPU H100, TP 1)
+kv_blocks = 26_000            # KV blocks of 16 tokens per replica: (80 GB x 0.9 - 16 GB) / 128 KiB per token
+kv_sweep_blocks = [8_000, 12_000, 16_000, 26_000, 40_000, 64_000, 128_000]   # 128K to 2M tokens
+sweep_replicas = 8
+replicas = [4, 8]
+routers = ["round_robin", "least_outstanding", "least_kv", "prefix_affinity"]
+max_num_batched_tokens = 8192
+max_num_seqs = 256
+ttft_sla_s = 2.0
+tpot_sla_s = 0.1
+attainment = 0.9
+affinity_margin = 16
+capacity_search = True
+results_dir = "results/default"
+
+# %%
+# %matplotlib inline
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+import workbench as wb
+from workbench.study.answers import prefix_caching as pc
+
+pd.set_option("display.width", 200)
+results = Path(results_dir)
+results.mkdir(parents=True, exist_ok=True)
+trace = wb.load_trace(dataset, use_real_timestamps=True)
+if num_requests:
+    trace = trace.head(int(num_requests))
+if time_scale != 1.0:
+    trace = trace.time_scaled(time_scale)
+step = wb.StepTimeModel.from_blis(model=profile_model, gpu="H100", tp=1)
+cfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=sweep_replicas, chunked_prefill=True,
+                   max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs, block_size=16,
+                   kv_blocks=kv_blocks, prefix_caching=True, router="prefix_affinity",
+                   prefix_affinity_margin=affinity_margin, ttft_sla_s=ttft_sla_s, tpot_sla_s=tpot_sla_s)
+print(trace.label, f"{trace.mean_rate_rps:.2f} req/s;", step.describe())
+
+# %% [markdown]
+# ## 1. Hit rate and TTFT against the KV cache per replica
+# On `sweep_replicas` replicas with prefix_affinity, caching on and off (off: least_outstanding). A request
+# whose prompt and output cannot fit a replica's cache at all is rejected (the table counts them: the longest
+# Mooncake prompt has 126K tokens, so 8,000 blocks is the smallest cache that serves the whole trace).
+
+# %%
+sweep = pc.kv_sweep(trace, cfg, step, kv_sweep_blocks)
+sweep.to_csv(results / "prefix_caching_kv.csv", index=False)
+pc.plot_kv_sweep(sweep, f"{trace.label}: {sweep_replicas} replicas, prefix_affinity", results_dir=results)
+
+# %%
+sweep.round(3)
+
+# %% [markdown]
+# ## 2. Routers on 4 and 8 replicas
+
+# %%
+table = pc.router_table(trace, cfg, step, routers=routers, replicas=replicas, attainment=attainment,
+                        search_capacity=capacity_search)
+table.to_csv(results / "prefix_caching_routers.csv", index=False)
+pc.plot_routers(table, f"{trace.label}: routers with prefix caching (TTFT <= {ttft_sla_s:g} s, "
+                f"TPOT <= {tpot_sla_s:g} s for {attainment:.0%})", results_dir=results)
+
+# %%
+table.round(3)
+
+# %% [markdown]
+# ## What the results say
+
+# %%
+display(Markdown("\n".join(f"- {line}" for line in pc.findings(sweep, table))))
