@@ -85,6 +85,23 @@ def test_bad_options_are_refused(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["step2_gpu_scaling", "-p", "max_gpu", "16"], "unknown keyword argument 'max_gpu' (did you mean 'max_gpus'?)"),
+    (["step2_gpu_scaling", "-p", "max_gpus", "abc"], "max_gpus: must be an integer >= 1, got 'abc'"),
+    (["step3_kbins", "-p", "max_gpus", "4"], "notebook: unknown 'step3_kbins'"),
+    (["compare_schedulers", "-p", "gpu_counts", "0,2"], "gpu_counts: must be an integer >= 1"),
+    (["step2_gpu_scaling", "-p", "use_real_timestamps", "true", "-p", "rps_scaling", "50"],
+     "rps_scaling=50 has no effect with use_real_timestamps=True"),
+])
+def test_the_notebook_command_refuses_bad_parameters_before_creating_anything(argv, message, tmp_path, capsys,
+                                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["notebook", *argv, "-p", "results_dir", str(tmp_path / "r")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_validation_notebook_takes_what_the_suite_passes():
     notebook = paths.NOTEBOOKS_DIR / f"{VALIDATION}.ipynb"
     assert notebook.is_file(), notebook

@@ -218,16 +218,21 @@ def _papermill_value(text: str):
 
 def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``python -m workbench notebook <name> -p ...``: one notebook as the suite runs it."""
+    import papermill as pm
+
+    from workbench import paths
     from workbench.study.answers import report
     from workbench.study.runs.experiments import STEPS, StepParams, display_path
     from workbench.study.runs.folders import ResultsFolderConflict
     from workbench.study.runs.suite import SUITE_NOTEBOOKS, SuiteError, run_notebook
 
     names = [n.name for n in SUITE_NOTEBOOKS]
-    if args.name not in names:
-        parser.error(f"notebook: unknown {args.name!r}; the suite's notebooks: {', '.join(names)}")
-    parameters = {name: _papermill_value(value) for name, value in args.parameters}
     try:
+        checks.choice(args.name, "notebook", names, hint="the suite's notebooks")
+        parameters = {name: _papermill_value(value) for name, value in args.parameters}
+        # a misspelt -p would be ignored by papermill and run the default: refused, with the closest name
+        declared = pm.inspect_notebook(str(paths.NOTEBOOKS_DIR / f"{args.name}.ipynb"))
+        checks.keywords(parameters, f"notebook {args.name}: -p", declared)
         if args.name in STEPS:
             known = {k: v for k, v in parameters.items() if k in StepParams.__dataclass_fields__}
             folder = StepParams(**known).claim_results_dir()
@@ -236,11 +241,12 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
             known = {k: v for k, v in parameters.items() if k in CompareParams.__dataclass_fields__}
             folder = CompareParams(**known).claim_results_dir()
-        else:
-            folder = Path(parameters.get("results_dir") or f"results/{args.name}").resolve()
+        else:   # the notebook checks its own parameters and claims its folder
+            folder = checks.writable_folder(parameters.get("results_dir") or f"results/{args.name}", "results_dir")
+            folder = Path(folder).resolve()
             folder.mkdir(parents=True, exist_ok=True)
         parameters["results_dir"] = str(folder)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         parser.error(str(exc))
     print(f"{args.name}: results go to {display_path(folder)}/", file=sys.stderr)
     try:
