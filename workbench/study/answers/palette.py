@@ -35,7 +35,25 @@ REFERENCES: dict[str, dict] = {
     "ideal": {"color": "0.5", "ls": (0, (1, 3)), "lw": 1.0},    # ideal linear scaling
     "best": {"color": "black", "ls": (0, (4, 4)), "lw": 1.0},   # a best GPU count or K
     "best_alt": {"color": "0.45", "ls": (0, (8, 3, 2, 3)), "lw": 1.0},  # a second best (another rule)
+    "baseline": {"color": "0.45", "ls": "-", "lw": 1.2},   # the same setup without the feature studied
 }
+
+# Routers (how a request picks its replica) are compared in their own figures, never beside schedulers; their
+# colours are darker tones no pinned scheduler has.
+ROUTER_COLORS: dict[str, str] = {
+    "round_robin": "#393b79",        # indigo
+    "least_outstanding": "#637939",  # olive
+    "least_kv": "#843c39",           # brick
+    "prefix_affinity": "#7b4173",    # plum
+}
+
+
+def router_color(router: str) -> str:
+    """The colour of ``router`` in every figure that compares routers."""
+    if router in ROUTER_COLORS:
+        return ROUTER_COLORS[router]
+    return EXTRA[sorted({router, *ROUTER_COLORS}).index(router) % len(EXTRA)]
+
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _DASHES = ("-", "--", "-.", ":")
@@ -82,4 +100,4 @@ def gpu_style(index: int) -> dict:
     return {"marker": _MARKERS[index % len(_MARKERS)], "ls": _DASHES[index % len(_DASHES)]}
 
 
-__all__ = ["PINNED", "REFERENCES", "color", "colors", "gpu_style", "order", "reference"]
+__all__ = ["PINNED", "REFERENCES", "ROUTER_COLORS", "color", "colors", "gpu_style", "order", "reference", "router_color"]

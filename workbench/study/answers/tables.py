@@ -77,6 +77,17 @@ DISPLAY = {
     "wall_s": ("time", seconds),
     "reused_from": ("reused from", str),
     "capacity_error": ("why no load meets the target", str),
+    # prefix caching (notebooks/prefix_caching)
+    "kv_blocks": ("KV blocks per replica", _whole),
+    "router": ("router", str),
+    "prefix_caching": ("prefix caching", lambda v: "on" if v else "off"),
+    "prefix_hit_rate": ("prefix hit rate", percent),
+    "ttft_mean_s": ("mean TTFT (s)", significant),
+    "tpot_mean_s": ("mean TPOT (ms)", _ms),
+    "slo_attainment": ("met the SLA", percent),
+    "completed": ("completed", _whole),
+    "rejected": ("rejected", _whole),
+    "preemptions_total": ("preemptions", _whole),
 }
 
 
