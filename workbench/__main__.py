@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.study.runs.folders import ResultsFolderConflict
 
     plain_warnings()   # each warning once, one line, no source lines
-    from workbench.study.runs.suite import SuiteError, run_suite
+    from workbench.study.runs.suite import run_suite
 
     if args.command == "notebook":
         return _notebook(parser, args)
@@ -194,16 +194,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         parser.error(str(exc))
+    report, code = _run(lambda: run_suite(options, progress=not args.no_progress))
+    if report is not None:
+        print(report.summary())
+    return code
+
+
+def _run(work):
+    """(what ``work()`` returns, 0), or (None, the exit code) after saying why it stopped: 2 for a results folder
+    that holds another parameter set, 1 for a notebook that failed."""
+    from workbench.study.runs.folders import ResultsFolderConflict
+    from workbench.study.runs.suite import SuiteError
+
     try:
-        report = run_suite(options, progress=not args.no_progress)
+        return work(), 0
     except ResultsFolderConflict as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None, 2
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+        return None, 1
 
 
 def _papermill_value(text: str):
@@ -223,8 +233,7 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from workbench import paths
     from workbench.study.answers import report
     from workbench.study.runs.experiments import STEPS, StepParams, display_path
-    from workbench.study.runs.folders import ResultsFolderConflict
-    from workbench.study.runs.suite import SUITE_NOTEBOOKS, SuiteError, run_notebook
+    from workbench.study.runs.suite import SUITE_NOTEBOOKS, run_notebook
 
     names = [n.name for n in SUITE_NOTEBOOKS]
     try:
@@ -249,14 +258,9 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         parser.error(str(exc))
     print(f"{args.name}: results go to {display_path(folder)}/", file=sys.stderr)
-    try:
-        run = run_notebook(args.name, parameters, folder, progress=not args.no_progress)
-    except ResultsFolderConflict as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SuiteError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    run, code = _run(lambda: run_notebook(args.name, parameters, folder, progress=not args.no_progress))
+    if run is None:
+        return code
     index = report.write_index(folder)
     print(f"{args.name} finished in {run.wall_s:.1f} s; {display_path(run.html)}, {display_path(index)}")
     return 0
