@@ -2,10 +2,11 @@
 
 ``tests/test_bad_input_fuzz.py`` runs this file in a subprocess, so a segfault or a hang in a compiled engine
 fails that test instead of killing pytest.  Hypothesis feeds random finite and non-finite arrays, dtypes and
-parameter values through ``Trace``, ``simulate`` (every registered scheduler and router: read from the
-registries at run time, so ones added later are covered; prefix caching on and off, traces with and without
-random prefix hashes, good or careless), ``capacity`` and ``calibrate`` (chunked prefill and prefix caching
-too).  Each call must
+parameter values through ``Trace``, ``simulate`` (every registered scheduler and router, the disaggregated
+scheduler's fields, routers and per-pool latencies too: read from the registries at run time, so ones added
+later are covered; prefix caching on and off, traces with and without random prefix hashes, good or careless),
+``capacity`` and ``calibrate`` (vLLM runs, chunked prefill and prefix caching too, and disaggregated runs).
+Each call must
 either raise a ``ValueError``/``TypeError`` whose message names the argument or field at fault, or return a
 result whose invariants hold: every request completed or rejected (none lost, none twice), finite times for
 the completed ones, finite summary rates.  Anything else (another exception type, an anonymous message, a
@@ -32,6 +33,7 @@ from hypothesis import strategies as st
 
 import workbench as wb
 from workbench.sim.continuous_engine import ROUTERS
+from workbench.sim.disagg_steplog import DISAGG_ROUTERS
 from workbench.sim.metrics import STATUS_COMPLETED
 from workbench.sim.schedulers import SCHEDULERS
 from workbench.traces.serving_log import ServingLog
@@ -48,9 +50,16 @@ NAMES = ({f.name for f in dataclasses.fields(wb.SimConfig)} | {f.name for f in d
             "synthetic", "factor", "attainment", "criterion", "resolution", "scale_bounds", "start", "max_probes",
             "scan_factor", "ttft_s", "tpot_s", "capacity", "runs", "cfg", "max_iter", "tol", "damping",
             "prior_weight", "thresholds", "min_steps", "overhead_min_gain", "hold", "measured", "request",
-            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb", "LatencyModel"})
+            "calibrate", "kv_capacity_tokens", "b_min/b_max", "gpu_mem_gb", "LatencyModel",
+            "prefill_replicas/prefill_tp/decode_replicas/decode_tp/decode_pp"})
 outcomes: Counter = Counter()
 exercised: Counter = Counter()   # results that ran the prefix cache (so the test can check it was really fuzzed)
+
+
+def _target(function: str, scheduler: str) -> str:
+    """Outcomes are counted per function and engine ("simulate disaggregated"), so each engine's paths show."""
+    engine = SCHEDULERS[scheduler].engine
+    return f"{function} {engine}" if function == "simulate" or engine == "disaggregated" else function
 
 
 def _named(message: str) -> bool:
@@ -165,7 +174,9 @@ def good_traces(draw, max_size: int = 25):
     n = draw(st.integers(1, max_size))
     gaps = draw(st.lists(st.one_of(st.floats(0, 5), st.just(0.0)), min_size=n, max_size=n))
     prompt = draw(st.lists(st.integers(0, 4000), min_size=n, max_size=n))
-    output = draw(st.lists(st.integers(0, 600), min_size=n, max_size=n))
+    output = draw(st.lists(st.integers(1, 600), min_size=n, max_size=n))
+    if draw(st.integers(0, 4)) == 3:   # now and then a 0-token output (the iteration-level engines refuse it)
+        output[draw(st.integers(0, n - 1))] = 0
     scale = draw(st.sampled_from([1.0, 1e-3, 1e3, 1e6]))
     if draw(st.integers(0, 3)):
         hashes, block_tokens = draw(prefix_structure(prompt))
@@ -199,31 +210,65 @@ CONFIG_FIELDS = {
     "predictor": field_values(["oracle", "noisy", "prompt_power_law"], ["magic"]),
     "predictor_sigma": field_values([0.0, 0.5, 9.0], [-1, 1e9]),
     "spread_idle": field_values([True, False], ["yes"]),
+    # disaggregated deployments (their num_gpus is derived: a num_gpus drawn above may conflict)
+    "prefill_replicas": field_values([1, 2, 3], [0, "two", 2.5, 10**6]),
+    "prefill_tp": field_values([1, 2, 4], [0, "2", -1, 10**5]),
+    "decode_replicas": field_values([1, 2], [0, -1, True]),
+    "decode_tp": field_values([1, 2], [0, 1.5]),
+    "decode_pp": field_values([1, 2, 3], [0, "1", 2**20]),
+    "prefill_max_batch_size": field_values([1, 4, 128], [0, 2.5]),
+    "prefill_max_tokens": field_values([64, 2048, 8192], [0, -5]),
+    "decode_max_batch_size": field_values([1, 8, 1024], [0, 2**40]),
+    "prefill_kv_blocks": field_values([None, 1, 8, 10**6], [0, 1.5, "x"]),
+    "decode_kv_blocks": field_values([None, 1, 8, 10**6], [0, -3]),
+    "decode_waiting_block_fraction": field_values([0.05, 1.0, 1e-9], [0, 1.5, math.nan]),
+    "kv_link_gbps": field_values([2400.0, 1e-3, 1e-200, "100"], [0, -1, 300e9, math.inf]),
+    "kv_link_latency_s": field_values([0.0, 1e-5, 1.0], [-1, 1e3, math.nan]),
+    "prefill_router": field_values(sorted(DISAGG_ROUTERS), ["least_kv", None]),
+    "decode_router": field_values(sorted(DISAGG_ROUTERS), ["random"]),
     "prefix_caching": field_values([True, False, "true"], ["yes", 2, None]),
     "kv_watermark": field_values([None, 0.0, 0.01, 0.5], [1.0, -0.01, math.nan, "high", True]),
     "max_paddings": field_values([0, 1, 256], [-1, 2.5, "many"]),
     "prefix_affinity_margin": field_values([0, 1, 16], [-1, 0.5, math.inf]),
 }
+DISAGGREGATED_FIELDS = sorted(name for name in CONFIG_FIELDS if name.startswith(("prefill_", "decode_", "kv_link")))
 
 
 @st.composite
 def configs(draw):
     """A SimConfig's keyword arguments: a registered scheduler and router, and some fields, good or bad."""
-    kwargs = {"scheduler": draw(st.sampled_from(sorted(SCHEDULERS))), "router": draw(st.sampled_from(sorted(ROUTERS)))}
-    # prefix_affinity needs prefix caching: on for it but now and then (to see it refused), mostly on else
-    kwargs["prefix_caching"] = draw(st.integers(0, 7)) > 0 if kwargs["router"] == "prefix_affinity" \
-        else draw(st.integers(0, 3)) > 0
-    for name in draw(st.lists(st.sampled_from(sorted(CONFIG_FIELDS)), max_size=5, unique=True)):
+    engine = draw(st.sampled_from(sorted({cls.engine for cls in SCHEDULERS.values()})))   # each engine alike
+    scheduler = draw(st.sampled_from(sorted(n for n, cls in SCHEDULERS.items() if cls.engine == engine)))
+    kwargs = {"scheduler": scheduler, "router": draw(st.sampled_from(sorted(ROUTERS)))}
+    names = sorted(CONFIG_FIELDS)
+    if engine != "continuous":
+        # mostly its own fields; the continuous engine's router and prefix cache now and then (refused by name)
+        names = (DISAGGREGATED_FIELDS if engine == "disaggregated" else []) + names
+        kwargs["router"] = kwargs["router"] if draw(st.integers(0, 3)) == 0 else "round_robin"
+        kwargs["prefix_caching"] = draw(st.integers(0, 7)) == 0
+    else:
+        # prefix_affinity needs prefix caching: on for it but now and then (to see it refused), mostly on else
+        kwargs["prefix_caching"] = draw(st.integers(0, 7)) > 0 if kwargs["router"] == "prefix_affinity" \
+            else draw(st.integers(0, 3)) > 0
+    for name in draw(st.lists(st.sampled_from(names), max_size=5, unique=True)):
         kwargs[name] = draw(CONFIG_FIELDS[name])
     return kwargs
 
 
 coefficient = st.one_of(st.floats(0, 0.05), st.sampled_from([0.0, 1e-9, -1e-6, 20.0, math.nan, math.inf]))
+POOL_LATENCIES = [  # the disaggregated forms (one model per pool), good and careless
+    {"prefill": "opt-13b-a100-distserve", "decode": "opt-13b-a100-distserve"}, {"prefill": "opt-13b-a100"},
+    {"prefill": "opt-13b-a100", "decode": "opt-13b-a100", "link": 1}, {"prefill": None, "decode": "opt-13b-a100"},
+    {"prefill": "opt-13b-a100-distserve", "decode": "nope"}, {0: "opt-13b-a100"}, {}]
+step_models = st.builds(  # StepTimeModel arguments: prefill, decode, arrival and token overheads, pipeline overhead
+    lambda p, d, o, t, q: (p, d, o, t, q), st.tuples(coefficient, coefficient, coefficient),
+    st.tuples(coefficient, coefficient, coefficient), st.tuples(coefficient, coefficient),
+    st.one_of(st.floats(0, 0.01), st.just(math.nan)),
+    st.one_of(st.floats(0, 0.02), st.sampled_from([0.0, -1e-3, math.nan, "0.007", 50.0])))
 latencies = st.one_of(
-    st.none(), st.sampled_from(["grid", "opt-13b-a100", "llama-3.1-8b-h100", "no-such-profile", 0.02]),
-    st.builds(lambda p, d, o, t: (p, d, o, t), st.tuples(coefficient, coefficient, coefficient),
-              st.tuples(coefficient, coefficient, coefficient), st.tuples(coefficient, coefficient),
-              st.one_of(st.floats(0, 0.01), st.just(math.nan))),
+    st.none(), st.sampled_from(["grid", "opt-13b-a100", "llama-3.1-8b-h100", "no-such-profile", 0.02,
+                                "opt-13b-a100-distserve", *POOL_LATENCIES]),
+    step_models, st.tuples(step_models, step_models),
     st.builds(lambda b, p, q: ("grid", b, p, q), st.floats(0, 0.1), st.floats(0, 1e-3), st.floats(0, 2)))
 
 
@@ -231,8 +276,11 @@ def make_latency(spec):
     if isinstance(spec, tuple) and spec[0] == "grid":   # built here, in attempt: (0, 0, q) is refused
         return wb.LatencyModel(base_s=spec[1], per_token_s=spec[2], batch_penalty=spec[3])
     if isinstance(spec, tuple):
-        prefill, decode, arrival, token = spec
-        return wb.StepTimeModel(prefill=prefill, decode=decode, arrival_overhead_s=arrival, token_overhead_s=token)
+        if len(spec) == 2:   # a dict of two pools' models
+            return {"prefill": make_latency(spec[0]), "decode": make_latency(spec[1])}
+        prefill, decode, arrival, token, pipeline = spec
+        return wb.StepTimeModel(prefill=prefill, decode=decode, arrival_overhead_s=arrival, token_overhead_s=token,
+                                pipeline_overhead_s=pipeline)
     return spec
 
 
@@ -253,6 +301,10 @@ def check_result(res, trace) -> None:
         for column in ("ttft_s", "e2e_s"):
             values = np.asarray(res.continuous[column])[completed]
             assert np.isfinite(values).all() and (values >= -1e-9).all(), f"{column}: {values}"
+        if res.engine == "disaggregated":   # no prefix cache (a config asking for one is refused)
+            assert "cached_tokens" not in res.continuous and not res.config.prefix_caching
+            check_rates(res)
+            return
         cached = np.asarray(res.continuous["cached_tokens"])
         prompt = np.asarray(trace.prompt_tokens)
         bs = res.config.block_size
@@ -267,6 +319,10 @@ def check_result(res, trace) -> None:
             exercised["prefix caching, trace with hashes"] += 1
             exercised["prefix_affinity router"] += res.config.router == "prefix_affinity"
             exercised["cache hits"] += bool(cached.any())
+    check_rates(res)
+
+
+def check_rates(res) -> None:
     for key in ("throughput_rps", "goodput_rps", "offered_rps"):
         if key in res.summary:
             assert not math.isinf(res.summary[key]), (key, res.summary[key])
@@ -326,7 +382,8 @@ def fuzz_simulate(trace, config, latency, step_log):
     model = attempt("StepTimeModel", lambda: make_latency(latency))
     if cfg is None or (model is None and latency is not None):
         return
-    res = attempt("simulate", lambda: wb.simulate(trace, cfg, latency=model, step_log=step_log))
+    res = attempt(_target("simulate", cfg.scheduler), lambda: wb.simulate(trace, cfg, latency=model,
+                                                                            step_log=step_log))
     if res is not None:
         check_result(res, trace)
 
@@ -339,7 +396,8 @@ def fuzz_simulate_raw(arrays, scheduler, router):
     trace = attempt("Trace.from_arrays", lambda: wb.Trace.from_arrays(*arrays))
     if trace is None:
         return
-    res = attempt("simulate", lambda: wb.simulate(trace, wb.SimConfig(scheduler=scheduler, router=router)))
+    res = attempt(_target("simulate", scheduler),
+                  lambda: wb.simulate(trace, wb.SimConfig(scheduler=scheduler, router=router)))
     if res is not None:
         check_result(res, trace)
 
@@ -362,7 +420,7 @@ def fuzz_prefix_caching(trace, scheduler, router, num_gpus, block_size, kv_block
         prefix_affinity_margin=margin, max_num_seqs=max_num_seqs, max_num_batched_tokens=max(max_num_seqs, 512)))
     if cfg is None:
         return
-    res = attempt("simulate", lambda: wb.simulate(trace, cfg, latency=latency))
+    res = attempt(_target("simulate", scheduler), lambda: wb.simulate(trace, cfg, latency=latency))
     if res is not None:
         check_result(res, trace)
 
@@ -387,8 +445,8 @@ def capacity_arguments(draw):
 @settings(SETTINGS, max_examples=max(10, EXAMPLES // 3))
 @given(trace=good_traces(max_size=15), scheduler=st.sampled_from(sorted(SCHEDULERS)), arguments=capacity_arguments())
 def fuzz_capacity(trace, scheduler, arguments):
-    found = attempt("capacity", lambda: wb.capacity(trace, wb.SimConfig(scheduler=scheduler), max_probes=40,
-                                                     **arguments))
+    found = attempt(_target("capacity", scheduler),
+                    lambda: wb.capacity(trace, wb.SimConfig(scheduler=scheduler), max_probes=40, **arguments))
     if found is not None:
         check_capacity(found)
 
@@ -397,8 +455,9 @@ def fuzz_capacity(trace, scheduler, arguments):
 @given(n=st.integers(1, 12), seed=st.integers(0, 10),
        poison=st.sampled_from([None, None, math.nan, math.inf, -1.0]),
        max_iter=st.sampled_from([1, 2, 1, "1", 0, 2.5]), kv_blocks=st.sampled_from([64, 4046, 4046, 1]),
-       single=st.booleans(), chunked=st.booleans(), caching=st.booleans())
-def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, chunked, caching):
+       single=st.booleans(), chunked=st.booleans(), caching=st.booleans(), disaggregated=st.booleans(),
+       pools=st.sampled_from(POOL_LATENCIES[:3] + [None]))
+def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, chunked, caching, disaggregated, pools):
     rng = np.random.default_rng(seed)
     prompt = rng.integers(1, 600, n)
     hashes = [list(rng.integers(0, 2, p // 16)) for p in prompt] if caching else None  # whole 16-token blocks
@@ -412,14 +471,25 @@ def fuzz_calibrate(n, seed, poison, max_iter, kv_blocks, single, chunked, cachin
     import pandas as pd
 
     measured = pd.DataFrame({"request_id": np.arange(n), "ttft_s": ttft, "tpot_s": tpot, "e2e_s": e2e})
-    cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks, chunked_prefill=chunked,
-                       prefix_caching=caching)
-    run = ServingLog("fuzz", None, trace, measured, cfg, None)
     step = wb.StepTimeModel(prefill=(0.02, 1.4e-4, 8e-9), decode=(0.023, 6e-7, 6e-5))
-    fitted = attempt("calibrate", lambda: wb.calibrate(step, run if single else [run], max_iter=max_iter))
-    if fitted is not None:
-        assert np.isfinite(fitted.coefficients()).all()
+    if disaggregated:   # a DistServe deployment, calibrated per pool (pools: a dict, None = one model for both)
+        cfg = wb.SimConfig(scheduler="disaggregated", model="opt-13b", gpu_mem_gb=80.0, prefill_kv_blocks=kv_blocks,
+                           decode_kv_blocks=kv_blocks)
+        step = pools if pools is not None else step
+    else:
+        cfg = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=kv_blocks, chunked_prefill=chunked,
+                           prefix_caching=caching)
+    run = ServingLog("fuzz", None, trace, measured, cfg, None)
+    fitted = attempt(_target("calibrate", cfg.scheduler),
+                     lambda: wb.calibrate(step, run if single else [run], max_iter=max_iter))
+    if fitted is None:
+        return
+    for model in fitted.values() if isinstance(fitted, dict) else [fitted]:
+        assert np.isfinite(model.coefficients()).all() and math.isfinite(model.pipeline_overhead_s)
+    if not disaggregated:
         assert math.isfinite(fitted.fit_report.final_rss)
+    else:
+        assert np.isfinite(fitted.fit_report.iterations.simulated_rss).all()
 
 
 def every_scheduler_and_router() -> None:
@@ -430,23 +500,34 @@ def every_scheduler_and_router() -> None:
     shared = wb.Trace.from_arrays([0.0, 0.1, 0.1, 3.0, 3.5], [40, 3000, 0, 200, 40], [5, 1, 40, 2, 3],
                                   prefix_hashes=[[1, 2], [7], [], [1, 2, 3], [1, 2]], prefix_block_tokens=16)
     for scheduler in sorted(SCHEDULERS):
-        for router in sorted(ROUTERS):
-            for caching in (False, True):
-                cfg = attempt("SimConfig", lambda: wb.SimConfig(scheduler=scheduler, router=router, num_gpus=2,
-                                                                kv_blocks=64, block_size=16, prefix_caching=caching))
-                if cfg is None:
-                    continue   # prefix_affinity without prefix caching: refused by name
-                for good in (served, shared):
-                    res = attempt("simulate", lambda: wb.simulate(good, cfg))
-                    if res is not None:
-                        check_result(res, good)
-                attempt("simulate", lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
-                attempt("simulate", lambda: wb.simulate(served.to_frame(), cfg))
+        if SCHEDULERS[scheduler].engine == "disaggregated":   # its own routers, instances and KV blocks
+            deployments = [dict(prefill_router=p, decode_router=d, prefill_replicas=2, decode_replicas=1, decode_pp=pp,
+                                prefill_kv_blocks=64, decode_kv_blocks=64, block_size=16)
+                           for p in sorted(DISAGG_ROUTERS) for d in sorted(DISAGG_ROUTERS) for pp in (1, 2)]
+            # the continuous engine's prefix cache and routers: refused by name, never ignored
+            deployments += [dict(prefix_caching=True), dict(router="prefix_affinity")]
+        elif SCHEDULERS[scheduler].engine == "static":   # no router, no KV cache: refused by name, never ignored
+            deployments = [dict(num_gpus=2), dict(num_gpus=2, prefix_caching=True), dict(router="least_kv")]
+        else:
+            deployments = [dict(router=router, num_gpus=2, kv_blocks=64, block_size=16, prefix_caching=caching)
+                           for router in sorted(ROUTERS) for caching in (False, True)]
+        for deployment in deployments:
+            cfg = attempt("SimConfig", lambda: wb.SimConfig(scheduler=scheduler, **deployment))
+            if cfg is None:
+                continue   # prefix_affinity without prefix caching, a continuous setting elsewhere: refused by name
+            target = _target("simulate", scheduler)
+            for good in (served, shared):
+                res = attempt(target, lambda: wb.simulate(good, cfg))
+                if res is not None:
+                    check_result(res, good)
+            attempt(target, lambda: wb.simulate(trace, cfg))   # a 0-token output: refused or served
+            attempt(target, lambda: wb.simulate(served.to_frame(), cfg))
     light = wb.Trace.from_arrays(np.arange(40) * 2.0, np.full(40, 200), np.full(40, 20), source="light load")
     for scheduler in sorted(SCHEDULERS):
-        slo = SCHEDULERS[scheduler].engine == "continuous"
-        found = attempt("capacity", lambda: wb.capacity(light, wb.SimConfig(scheduler=scheduler), attainment=0.9,
-                                                         criterion="slo" if slo else "attainment", resolution=0.1))
+        slo = SCHEDULERS[scheduler].engine != "static"
+        found = attempt(_target("capacity", scheduler),
+                        lambda: wb.capacity(light, wb.SimConfig(scheduler=scheduler), attainment=0.9,
+                                            criterion="slo" if slo else "attainment", resolution=0.1))
         if found is not None:
             check_capacity(found)
 
@@ -456,8 +537,8 @@ def warm_up() -> None:
     engine takes tens of seconds of CPU, more on a loaded machine, and is not a hang."""
     faulthandler.dump_traceback_later(10 * HANG_S, exit=True)
     trace = wb.Trace.from_arrays([0.0, 1.0], [40, 20], [3, 2], prefix_hashes=[[1, 2], [1]], prefix_block_tokens=16)
-    for scheduler in ("continuous_fcfs", "static_fifo"):
-        wb.simulate(trace, wb.SimConfig(scheduler=scheduler, prefix_caching=True, kv_blocks=64))
+    wb.simulate(trace, wb.SimConfig(scheduler="continuous_fcfs", prefix_caching=True, kv_blocks=64))
+    wb.simulate(trace, wb.SimConfig(scheduler="static_fifo"))
     faulthandler.cancel_dump_traceback_later()
 
 
@@ -468,7 +549,8 @@ def main() -> None:
                    fuzz_calibrate):
         target()
     print(json.dumps({"examples": EXAMPLES, "schedulers": sorted(SCHEDULERS), "routers": sorted(ROUTERS),
-                      "outcomes": dict(sorted(outcomes.items())), "exercised": dict(sorted(exercised.items()))}))
+                      "disaggregated_routers": sorted(DISAGG_ROUTERS), "outcomes": dict(sorted(outcomes.items())),
+                      "exercised": dict(sorted(exercised.items()))}))
 
 
 if __name__ == "__main__":

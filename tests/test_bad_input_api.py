@@ -57,6 +57,17 @@ CRASH_CASES = {
                              "wb.SimConfig(scheduler='continuous_fcfs', block_size=65536, num_gpus=100_000))",
     "step_log_too_big": "wb.simulate(wb.load_trace(num_requests=200), wb.SimConfig(scheduler='continuous_fcfs'), "
                         "step_log=10**9)",
+    # the same classes through the disaggregated engine (issue 15)
+    "time_scaled_to_inf_disaggregated": "wb.simulate(wb.Trace.from_arrays([0, 1e308, 1.5e308], [10] * 3, [5] * 3)"
+                                        ".time_scaled(0.5), wb.SimConfig(scheduler='disaggregated'))",
+    "disaggregated_tables_too_big": "wb.simulate(wb.load_trace(num_requests=200), wb.SimConfig("
+                                    "scheduler='disaggregated', block_size=65536, decode_replicas=20_000, "
+                                    "prefill_kv_blocks=64, decode_kv_blocks=64))",
+    "kv_link_near_zero": "wb.simulate(wb.load_trace(num_requests=200), wb.SimConfig(scheduler='disaggregated', "
+                         "kv_link_gbps=1e-200))",
+    "capacity_rps_scaling_1e-302_disaggregated": "wb.capacity(wb.load_trace(num_requests=1000, rps_scaling=1e-302), "
+                                                 "wb.SimConfig(scheduler='disaggregated'), criterion='slo', "
+                                                 "attainment=0.5)",
 }
 EXPECTED = {
     "nan_arrival_continuous_fcfs": "arrival_s[1] = nan is not finite",
@@ -69,6 +80,11 @@ EXPECTED = {
     "block_size_2**31-1": "block_size: must be at most 65,536",
     "engine_tables_too_big": "num_gpus=100000 replicas x (block_size=65536",
     "step_log_too_big": "step_log=1000000000",
+    "time_scaled_to_inf_disaggregated": "factor=0.5 turns arrival 1e+308 s (request 1) into inf s",
+    "disaggregated_tables_too_big": "decode_replicas=20000 x decode_pp=1 lanes x (block_size=65536",
+    "kv_link_near_zero": "kv_link_gbps: moving the KV cache of the trace's prompts over a 1e-200 Gbit/s link",
+    "capacity_rps_scaling_1e-302_disaggregated": "capacity at scale_bounds[0]=0.000976562 (the slowest load "
+                                                 "searched): the last arrival would be at inf s",
 }
 
 
@@ -452,6 +468,236 @@ def test_compare_to_measured_refuses_a_static_engine_result(light_run):
                                 light_run)
     assert isinstance(ok, pd.DataFrame) and len(ok) == 3
 
+
+# ---------------------------------------------------------------- disaggregated deployments (issue 15)
+
+DISAGG = dict(scheduler="disaggregated", model="opt-13b", gpu_mem_gb=80.0)
+DISTSERVE = paths.DATA_DIR / "groundtruth" / "distserve_opt13b_a100_disagg"
+
+
+@pytest.mark.parametrize("fields, exception, message", [
+    (dict(kv_link_gbps=-1), ValueError, "kv_link_gbps: must be > 0 Gbit/s, got -1"),
+    (dict(kv_link_gbps=300e9), ValueError,
+     "kv_link_gbps: 3e+11 Gbit/s is implausibly large (at most 100000 Gbit/s expected): a unit mistake? the field "
+     "is in Gbit/s (bits, not bytes, per second): NVLink 3's 300 GB/s is 2400, not 300e9"),
+    (dict(kv_link_gbps="fast"), TypeError, "kv_link_gbps: must be a finite number > 0 Gbit/s, got 'fast' (str)"),
+    (dict(kv_link_latency_s=50), ValueError, "kv_link_latency_s: 50 s is implausibly large (at most 10 s expected)"),
+    (dict(kv_link_latency_s=float("nan")), ValueError, "kv_link_latency_s: must be a finite number >= 0 s, got nan"),
+    (dict(num_gpus=5), ValueError,
+     "num_gpus: a disaggregated deployment has prefill_replicas x prefill_tp + decode_replicas x decode_tp x "
+     "decode_pp = 1 x 1 + 1 x 1 x 1 = 2 GPUs, got num_gpus=5; leave num_gpus out (it is derived)"),
+    (dict(decode_pp=0), ValueError, "decode_pp: must be an integer >= 1, got 0"),
+    (dict(decode_pp=1.5), ValueError, "decode_pp: must be an integer >= 1 (a whole number: it is never rounded)"),
+    (dict(prefill_tp=True), TypeError, "prefill_tp: must be an integer >= 1, got True (bool)"),
+    (dict(prefill_kv_blocks="lots"), TypeError, "prefill_kv_blocks: must be an integer >= 1, or None, got 'lots'"),
+    (dict(decode_waiting_block_fraction=5), ValueError, "decode_waiting_block_fraction: a share of the decode "
+                                                        "instance's blocks, must be in (0, 1], got 5.0"),
+    (dict(prefill_router="least_kv"), ValueError,
+     "prefill_router: unknown 'least_kv'; allowed: round_robin, least_outstanding"),
+    (dict(decode_router=1), TypeError, "decode_router: unknown 1; allowed: round_robin, least_outstanding"),
+    (dict(prefill_replicas=100_000, prefill_tp=100_000), ValueError,
+     "prefill_replicas/prefill_tp/decode_replicas/decode_tp/decode_pp: the deployment has 100000 x 100000 + "
+     "1 x 1 x 1 = 10,000,000,001 GPUs, at most 100,000 allowed"),
+    (dict(scheduler="disaggregate"), ValueError, "scheduler: unknown 'disaggregate'; allowed: dynamic_no_bins, "
+                                                 "multi_bin_dynamic, multi_bin_fixed, static_fifo, continuous_fcfs, "
+                                                 "continuous_multi_bin, continuous_sla, disaggregated (did you mean "
+                                                 "'disaggregated'?)"),
+])
+def test_disaggregated_fields_are_converted_or_refused_by_name(fields, exception, message):
+    with pytest.raises(exception, match=re.escape(message)):
+        wb.SimConfig(**{**DISAGG, **fields})
+
+
+def test_disaggregated_text_numbers_are_taken_and_num_gpus_is_derived_from_them():
+    cfg = wb.SimConfig(**DISAGG, prefill_tp="2", decode_pp=" 2 ", kv_link_gbps="2_400", num_gpus="4")
+    assert (cfg.prefill_tp, cfg.decode_pp, cfg.kv_link_gbps, cfg.num_gpus) == (2, 2, 2400.0, 4)
+    assert cfg == wb.SimConfig(**DISAGG, prefill_tp=2, decode_pp=2)
+    assert wb.SimConfig(scheduler="continuous_fcfs", num_gpus=None).num_gpus == 1   # None: 1 for one pool
+
+
+def test_disaggregated_latencies_name_the_pool_that_is_wrong():
+    trace = _trace()
+    cfg = wb.SimConfig(**DISAGG, prefill_tp=2)
+    for latency, exception, message in [
+            ({"prefill": "opt-13b-a100-distserve"}, ValueError,
+             "latency: a disaggregated deployment takes a dict with the keys 'prefill' and 'decode' (a StepTimeModel "
+             "or profile name each); missing 'decode'"),
+            ({"prefill": "opt-13b-a100", "decode": "opt-13b-a100", "kv": 1}, ValueError, "unknown key(s) 'kv'"),
+            ({"prefill": "opt-13b-a100", "kv": 1}, ValueError, "unknown key(s) 'kv'; missing 'decode'"),
+            ({"prefill": 0.02, "decode": "opt-13b-a100"}, TypeError,
+             "latency['prefill']: must be a wb.StepTimeModel or a step-time profile name"),
+            ({"prefill": "opt-13b-a100-distserve", "decode": "opt13b"}, ValueError,
+             "latency['decode']: unknown 'opt13b'; allowed: opt-13b-a100"),
+            ("grid", ValueError, "latency: unknown 'grid'; allowed:"),
+            (wb.LatencyModel.default(), TypeError, "latency: the disaggregated scheduler takes {'prefill': ..., "
+                                                   "'decode': ...}, a StepTimeModel, a profile name or None"),
+            ("qwen3-14b-h100", ValueError, "latency: profile 'qwen3-14b-h100' has no entry at tp=2")]:
+        with pytest.raises(exception, match=re.escape(message)):
+            wb.simulate(trace, cfg, latency=latency)
+    by_name = wb.simulate(trace, cfg, latency="opt-13b-a100-distserve")   # resolved at each pool's TP degree
+    assert by_name.pool_latency["prefill"].name == "opt-13b-a100-distserve tp2"
+    assert by_name.pool_latency["decode"].name == "opt-13b-a100-distserve"
+
+
+def test_disaggregated_simulate_checks_what_the_engine_would_be_given():
+    trace = _trace()
+    with pytest.raises(ValueError, match=re.escape("the disaggregated engine needs output_tokens >= 1")):
+        wb.simulate(wb.Trace.from_arrays([0.0, 1.0], [10, 10], [3, 0]), wb.SimConfig(**DISAGG))
+    curved = wb.StepTimeModel(prefill=(0.01, 1e-4, -1e-6), decode=(0.01, 1e-5, 1e-4))   # grows up to 100 tokens
+    with pytest.raises(ValueError, match=re.escape("grows with the prompt only up to 100 tokens")):
+        wb.simulate(trace, wb.SimConfig(**DISAGG), latency=curved)
+    # 1e-12 Gbit/s (a value in Tbit/s written as bytes, say): each prompt's KV takes ~10^12 s to move, beyond
+    # what float64 times resolve at 10 ms steps
+    with pytest.raises(ValueError, match=re.escape("kv_link_gbps: moving the KV cache of the trace's prompts over "
+                                                   "a 1e-12 Gbit/s link takes")):
+        wb.simulate(trace, wb.SimConfig(**DISAGG, kv_link_gbps=1e-12))
+    slow = wb.simulate(trace, wb.SimConfig(**DISAGG, kv_link_gbps=1.0))   # slow but resolvable: served
+    assert slow.summary["completed"] == len(trace) and slow.summary["kv_transfer_mean_s"] > 1.0
+    with pytest.warns(wb.SlaScaleWarning, match="tpot_sla_s=50"):
+        wb.simulate(trace, wb.SimConfig(**DISAGG, tpot_sla_s=50.0))
+
+
+def test_profiles_and_step_models_of_disaggregated_pools_are_validated():
+    from workbench.sim.profiles import get_profile
+
+    assert get_profile("opt-13b-a100-distserve", tp="2") == get_profile("opt-13b-a100-distserve", tp=2)
+    for tp, exception, message in [(0, ValueError, "tp: must be an integer >= 1, or None, got 0"),
+                                   (2.5, ValueError, "tp: must be an integer >= 1, or None (a whole number"),
+                                   (True, TypeError, "tp: must be an integer >= 1, or None, got True (bool)"),
+                                   (3, ValueError, "profile 'opt-13b-a100-distserve' has no entry at tp=3")]:
+        with pytest.raises(exception, match=re.escape(message)):
+            get_profile("opt-13b-a100-distserve", tp=tp)
+    with pytest.raises(TypeError, match="unknown step-time profile 2"):
+        get_profile(2)
+    base = dict(prefill=(0.02, 1.4e-4, 0.0), decode=(0.02, 6e-7, 6e-5))
+    assert wb.StepTimeModel(**base, pipeline_overhead_s="0.007").pipeline_overhead_s == 0.007
+    for value, exception, message in [
+            (-0.001, ValueError, "pipeline_overhead_s: must be >= 0 s, got -0.001; the part of a step's fixed cost"),
+            (7.0, ValueError, "pipeline_overhead_s: 7 s is implausibly large (at most 1 s expected): a unit mistake? "
+                              "StepTimeModel takes seconds"),
+            (None, TypeError, "pipeline_overhead_s: must be a finite number >= 0 s, got None (NoneType)")]:
+        with pytest.raises(exception, match=re.escape(message)):
+            wb.StepTimeModel(**base, pipeline_overhead_s=value)
+
+
+def test_best_placement_refuses_careless_arguments_before_searching():
+    trace = _trace(60)
+    t0 = time.perf_counter()
+    for kwargs, exception, message in [
+            (dict(gpus=0), ValueError, "gpus: must be an integer >= 2, got 0; a disaggregated placement needs a "
+                                       "prefill and a decode GPU"),
+            (dict(gpus="eight"), TypeError, "gpus: must be an integer >= 2, got 'eight' (str)"),
+            (dict(gpus=1000), ValueError, "gpus: must be at most 256 (the search enumerates every prefill/decode "
+                                          "split"),
+            (dict(gpus=4, attainment=90), ValueError, "attainment: must be in (0, 1], got 90"),
+            (dict(gpus=4, attainment="90%"), TypeError, "attainment: must be a finite number in (0, 1], got '90%'"),
+            (dict(gpus=4, ttft_s=-0.2), ValueError, "ttft_s: must be > 0 s, got -0.2"),
+            (dict(gpus=4, colocated="no"), TypeError, "colocated: must be True or False, got 'no'"),
+            (dict(gpus=4, colocated=False, disaggregated="false"), ValueError,
+             "colocated/disaggregated: both False leaves nothing to search"),
+            (dict(gpus=4, pp_degrees=[1, 0]), ValueError, "pp_degrees: must be an integer >= 1, got 0"),
+            (dict(gpus=4, profile=3), TypeError, "profile: must be a DistServe profile file, a registered profile "
+                                                 "name, a StepTimeModel or a function tp -> StepTimeModel, got int"),
+            (dict(gpus=4, profile="qwen3-14b-h100", tp_degrees=[1, 2]), ValueError,
+             "tp_degrees: the profile has no TP 2"),
+            (dict(gpus=4, profile=lambda tp: "fast"), TypeError, "profile(1): must be a StepTimeModel, got 'fast'"),
+            # attainment '0.9' (papermill text) is read as 0.9: the error comes from the next argument
+            (dict(gpus=4, attainment="0.9", tp_degrees=[3]), ValueError, "tp_degrees: the profile has no TP 3"),
+            (dict(gpus=4, base_config={"model": "opt-13b"}), TypeError, "base_config: must be a SimConfig, or None")]:
+        with pytest.raises(exception, match=re.escape(message)):
+            wb.best_placement(trace, **kwargs)
+    with pytest.raises(TypeError, match="trace: must be a workbench.Trace, got a DataFrame"):
+        wb.best_placement(trace.to_frame(), 4)
+    assert time.perf_counter() - t0 < 10   # refused before any capacity search
+
+
+@pytest.fixture(scope="module")
+def distserve_run():
+    return wb.load_serving_log(DISTSERVE / "distserve-c21d11-300-3.csv")
+
+
+def test_calibrate_with_pool_latencies_refuses_careless_input(distserve_run):
+    pools = {"prefill": "opt-13b-a100-distserve", "decode": "opt-13b-a100-distserve"}
+    for latency, kwargs, exception, message in [
+            ({"prefill": "opt-13b-a100-distserve"}, {}, ValueError, "latency: a disaggregated deployment takes a "
+                                                                    "dict with the keys 'prefill' and 'decode'"),
+            ({**pools, "link": 1}, {}, ValueError, "unknown key(s) 'link'"),
+            (pools, dict(thresholds="fit"), ValueError, "calibrate: thresholds apply to vLLM runs; the disaggregated "
+                                                        "calibration takes max_iter, tol, prior_weight, damping, name"),
+            (pools, dict(max_iter=0), ValueError, "max_iter: must be an integer >= 1, got 0"),
+            (pools, dict(damping="half"), TypeError, "damping: must be a finite number in (0, 1], got 'half' (str)"),
+            (pools, dict(cfg="disaggregated"), TypeError, "cfg: must be a SimConfig, or None"),
+            (3.0, {}, TypeError, "calibrate: step must be a StepTimeModel (disaggregated runs: also a"),
+            ("opt-13b-a100-distserve", dict(cfg=wb.SimConfig(scheduler="continuous_fcfs")), TypeError,
+             "calibrate: step must be a StepTimeModel for vLLM runs")]:
+        with pytest.raises(exception, match=re.escape(message)):
+            wb.calibrate(latency, [distserve_run], **kwargs)
+    measured = distserve_run.measured.copy()
+    measured.loc[4, "ttft_s"] = np.nan
+    broken = wb.ServingLog(distserve_run.name, distserve_run.path, distserve_run.trace, measured,
+                           distserve_run.config, distserve_run.setup)
+    with pytest.raises(ValueError, match=re.escape("measured ttft_s = nan, expected a finite number")):
+        wb.calibrate(pools, broken)
+    nothing = distserve_run.config.replace(prefill_max_tokens=1)   # every prompt over the prefill budget
+    with pytest.raises(ValueError, match=re.escape(f"calibrate: every request of {distserve_run.name} is rejected "
+                                                   "by its deployment (prompt over prefill_max_tokens=1")):
+        wb.calibrate(pools, [distserve_run], nothing, max_iter=1)
+
+
+def test_calibrate_honours_max_iter_for_disaggregated_runs(distserve_run):
+    pools = {"prefill": "opt-13b-a100-distserve", "decode": "opt-13b-a100-distserve"}
+    fitted = wb.calibrate(pools, distserve_run, max_iter=1)   # was silently raised to 10
+    assert fitted.fit_report.iterations.iteration.max() <= 1
+
+
+def _disagg_folder(tmp_path, setup: dict, name: str = "distserve-c21d12-600-6"):
+    (tmp_path / f"{name}.csv").write_bytes((DISTSERVE / "distserve-c21d12-600-6.csv").read_bytes())
+    (tmp_path / "setup.json").write_text(json.dumps(setup))
+    return tmp_path / f"{name}.csv"
+
+
+def test_setup_placements_and_run_overrides_are_checked_and_named(tmp_path):
+    setup = json.loads((DISTSERVE / "setup.json").read_text())
+    run = wb.load_serving_log(_disagg_folder(tmp_path, setup))
+    assert (run.config.decode_pp, run.config.num_gpus) == (2, 4)   # placements.c21d12 applied, num_gpus derived
+    setup_file = tmp_path / "setup.json"
+    cases = [
+        ({**setup, "placements": ["c21d12"]}, "placements must be an object"),
+        ({**setup, "placements": {**setup["placements"], "c21d12": "pp2"}}, "placements.c21d12 must be an object"),
+        ({**setup, "placements": {"c21d12": {"sim_config": {"decode_pp": 0}}}},
+         "sim_config updated by placements.c21d12.sim_config is not a valid SimConfig: decode_pp: must be an "
+         "integer >= 1, got 0"),
+        ({**setup, "placements": {"c21d12": {"sim_config": {"decode_pp": 2, "num_gpus": 3}}}},
+         "num_gpus: a disaggregated deployment has"),
+        ({**setup, "placements": {"c21d12": {"sim_config": {"decode_pipeline": 2}}}},
+         "sim_config updated by placements.c21d12.sim_config has fields SimConfig does not know: decode_pipeline"),
+        ({**setup, "placements": {**setup["placements"], "600": {"sim_config": {}}}},
+         "the run 'distserve-c21d12-600-6' matches the placements c21d12, 600"),
+        ({**setup, "runs": {"distserve-c21d12-600-6": {"sim_config": {"kv_link_gbps": "300 GB/s"}}}},
+         "runs.distserve-c21d12-600-6.sim_config is not a valid SimConfig: kv_link_gbps: must be a finite number"),
+        ({**setup, "runs": {"distserve-c21d12-600-6": {"sim_config": [2]}}},
+         "runs.distserve-c21d12-600-6.sim_config must be an object")]
+    for broken, message in cases:
+        setup_file.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=re.escape(f"{setup_file}: ") + ".*" + re.escape(message)):
+            wb.load_serving_log(tmp_path / "distserve-c21d12-600-6.csv")
+
+
+def test_single_pool_tools_refuse_a_disaggregated_scheduler_with_the_tool_that_answers_it():
+    from workbench.study.answers.compare import CompareParams
+    from workbench.study.explore import Explorer
+
+    with pytest.raises(ValueError, match=re.escape("schedulers: disaggregated splits the GPUs into prefill and decode "
+                                                   "pools, so it has no single GPU count to be compared at; rank its "
+                                                   "placements with wb.best_placement")):
+        CompareParams(schedulers="continuous_fcfs,disaggregated")
+    with pytest.raises(ValueError, match=re.escape("config: scheduler='disaggregated' splits the GPUs into prefill "
+                                                   "and decode pools")):
+        Explorer(config=wb.SimConfig(scheduler="disaggregated"))
+    explorer = Explorer()
+    with pytest.raises(ValueError, match="wb.best_placement"):
+        explorer.set(scheduler="disaggregated")
+    assert explorer.config.scheduler == "multi_bin_dynamic"   # unchanged
 
 # ---------------------------------------------------------------- issue 14's API: prefix caching, vLLM rules
 
@@ -942,7 +1188,8 @@ def test_register_wants_a_name_and_a_scheduler_class():
                                                   "implement engine_spec(self, cfg)")):
         wb.register("audit_empty")(Empty)
     with pytest.raises(ValueError, match=re.escape("register: audit_typo.engine: unknown 'continous'; allowed: "
-                                                   "static, continuous (did you mean 'continuous'?)")):
+                                                   "static, continuous, disaggregated (did you mean "
+                                                   "'continuous'?)")):
         wb.register("audit_typo")(Typo)
     assert SCHEDULERS == before
     wb.SimConfig()   # a bad registration never breaks the scheduler list
@@ -984,3 +1231,11 @@ def test_a_trace_file_with_epoch_milliseconds_warns(tmp_path):
     path.write_text("arrival_s,prompt_tokens,output_tokens\n1700000000000,10,5\n1700000000500,10,5\n")
     with pytest.warns(wb.TraceUnitWarning, match=re.escape(f"{path}: timestamps: values up to 1.7e+12 s")):
         wb.load_trace(path, use_real_timestamps=True)
+
+
+@pytest.mark.parametrize("field, value", [("prefix_caching", True), ("router", "least_kv"),
+                                          ("chunked_prefill", True), ("kv_watermark", 0.1), ("max_paddings", 0)])
+def test_a_static_scheduler_refuses_continuous_settings_it_would_ignore(field, value):
+    with pytest.raises(ValueError, match=rf"^{field}: .*continuous engine.*static.*continuous_\* scheduler"):
+        wb.SimConfig(scheduler="static_fifo", **{field: value})
+    assert getattr(wb.SimConfig(scheduler="continuous_fcfs", **{field: value}), field) == value

@@ -7,6 +7,7 @@ every refusal comes before anything is computed or created: the original files s
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import nbformat
@@ -155,6 +156,43 @@ def test_fidelity_parameters_are_validated_and_recorded_as_their_part(tmp_path):
         FidelityParams(runs="vllm-100-1,vllm-999")
     params = FidelityParams(runs="vllm-100-1, vllm-200-2", prior_weights="[]", thresholds="16,32")
     assert (params.runs, params.prior_weights, params.thresholds) == (("vllm-100-1", "vllm-200-2"), (), (16, 32))
+
+
+def test_the_disaggregated_notebooks_validate_their_parameters_and_claim_their_part(tmp_path):
+    from workbench.study.answers.disaggregation import DisaggregationParams
+    from workbench.study.fidelity.disagg_runs import DisaggFidelityParams
+    from workbench.study.fidelity.vllm_runs import FidelityParams
+
+    folder = tmp_path / "r"
+    FidelityParams(results_dir=str(folder)).claim_results_dir()   # the vLLM report's part ...
+    DisaggFidelityParams(results_dir=str(folder), max_iter="3").claim_results_dir()   # ... and its own, beside it
+    with pytest.raises(ResultsFolderConflict, match="fidelity_disagg: max_iter: 3 there, 10 here"):
+        DisaggFidelityParams(results_dir=str(folder)).claim_results_dir()
+    parts = json.loads((folder / MANIFEST).read_text())["parts"]
+    assert parts["fidelity_disagg"]["max_iter"] == 3 and parts["fidelity_vllm"]["max_iter"] == 8
+    with pytest.raises(ValueError, match="thresholds: the disaggregated calibration keeps the profile's"):
+        DisaggFidelityParams(thresholds="fit")
+    with pytest.raises(FileNotFoundError, match=r"runs: 'distserve-c21d11-300-4' is not a run in data_dir .* \(no "
+                                                r"distserve-c21d11-300-4.csv there; its runs: distserve-c21d11-300-12, "):
+        DisaggFidelityParams(runs="distserve-c21d11-300-3,distserve-c21d11-300-4")
+
+    params = DisaggregationParams(gpus="4", slo_scales="1, 0.5", calibrate_serving_costs="false", vllm_profile="",
+                                  results_dir=str(folder))
+    assert (params.gpus, params.slo_scales, params.calibrate_serving_costs) == (4, (1.0, 0.5), False)
+    assert len(params.run_files("disagg_dir")) == 6
+    params.claim_results_dir()
+    with pytest.raises(ResultsFolderConflict, match="disaggregation: gpus: 4 there, 8 here"):
+        DisaggregationParams(results_dir=str(folder), slo_scales="1, 0.5", calibrate_serving_costs=False,
+                             vllm_profile="").claim_results_dir()
+    for kwargs, exception, message in [
+            (dict(calibrate_serving_costs="no"), TypeError, "calibrate_serving_costs: must be True or False"),
+            (dict(slo_scales=[1.0, 0]), ValueError, "slo_scales: each scale multiplies the TTFT and TPOT limits"),
+            (dict(gpus=1), ValueError, "gpus: must be an integer >= 2, got 1"),
+            (dict(attainment="90%"), TypeError, "attainment: must be a finite number in (0, 1]"),
+            (dict(vllm_profile="vllm"), ValueError, "vllm_profile: unknown 'vllm'"),
+            (dict(disagg_dir=str(tmp_path)), FileNotFoundError, "disagg_dir: ")]:
+        with pytest.raises(exception, match=re.escape(message)):
+            DisaggregationParams(**kwargs)
 
 
 def test_a_papermill_false_is_false_and_recorded_as_false(tmp_path):

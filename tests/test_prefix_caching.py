@@ -243,9 +243,10 @@ def test_prefix_affinity_needs_prefix_caching_and_fields_are_validated():
         wb.SimConfig(max_paddings=-1)
     with pytest.raises(ValueError, match="prefix_affinity_margin: must be an integer >= 0"):
         wb.SimConfig(prefix_affinity_margin=1.5)
-    assert wb.SimConfig(kv_blocks=300).kv_watermark_blocks == 3
-    assert wb.SimConfig(kv_blocks=300, chunked_prefill=True).kv_watermark_blocks == 0
-    assert wb.SimConfig(kv_blocks=300, chunked_prefill=True, kv_watermark=0.02).kv_watermark_blocks == 6
+    continuous = wb.SimConfig(scheduler="continuous_fcfs", kv_blocks=300)
+    assert continuous.kv_watermark_blocks == 3
+    assert continuous.replace(chunked_prefill=True).kv_watermark_blocks == 0
+    assert continuous.replace(chunked_prefill=True, kv_watermark=0.02).kv_watermark_blocks == 6
 
 
 # ---------------------------------------------------------------- the notebook

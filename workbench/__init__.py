@@ -10,6 +10,7 @@ The public API::
 
 from workbench.study.fidelity.calibration import FitReport, calibrate, compare_to_measured
 from workbench.study.runs.capacity import CapacityError, CapacityResult, capacity
+from workbench.study.runs.placement import best_placement
 from workbench.sim.bins import BinningWarning, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
@@ -26,4 +27,5 @@ __all__ = [
     "SimulationError", "SlaScaleWarning", "StepTimeModel", "PrefixHashes", "Trace", "TraceFormatError", "TraceSizeWarning", "TraceUnitWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
     "FitReport", "ServingLog", "calibrate", "compare_to_measured", "load_serving_log",
+    "best_placement",
 ]

@@ -6,10 +6,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from workbench import checks
 
 from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
 from workbench.sim.continuous_engine import ROUTERS
+from workbench.sim.disagg_steplog import DISAGG_ROUTERS
 from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
 
@@ -22,6 +25,8 @@ _INT_LIMITS = {
     "num_gpus": (100_000, "the engine keeps per-GPU state; 10**9 GPUs would take minutes and gigabytes"),
     "k_bins": (10_000, "the engine keeps per-bin queues and controllers"),
     "ctrl_window": (10_000, "the engine keeps a window of this many batches per bin in memory"),
+    **{name: (100_000, "the disaggregated engine keeps state per instance and pipeline stage")
+       for name in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp", "decode_pp")},
 }
 _INT_LIMIT_DEFAULT = (_INT32_MAX, "the compiled engine counts in 32-bit integers")
 _INT_LIMITS["block_size"] = (
@@ -40,6 +45,34 @@ _REAL_FIELDS = {
     "mem_theta": (False, "", None, ""),
     "model_mem_gb": (False, "GB", 10_000.0, _GB_HINT),
     "mem_margin_gb": (False, "GB", 10_000.0, _GB_HINT),
+    # disaggregated deployments
+    "kv_link_gbps": (True, "Gbit/s", 100_000.0, "the field is in Gbit/s (bits, not bytes, per second): NVLink 3's "
+                                                 "300 GB/s is 2400, not 300e9 or 2.4e12"),
+    "kv_link_latency_s": (False, "s", 10.0, "the field is in seconds: 50 microseconds is 5e-5"),
+    "decode_waiting_block_fraction": (True, "", None, ""),
+}
+# Continuous-engine settings the static engine does not have (refused when changed, never ignored)
+_NOT_STATIC = {
+    "router": "static schedulers hand whole batches to idle GPUs as they free up (work conserving), with no "
+              "per-request router",
+    "chunked_prefill": "a static batch is one prefill of its prompts then lock-step decodes (no chunks, no steps "
+                       "that mix prefill and decode)",
+    "prefix_caching": "the static engine has no KV cache to reuse (every prompt token is computed)",
+    "kv_watermark": "the static engine admits by batch size (b_max, batch_size), not by free KV blocks",
+    "max_paddings": "a static batch's padding is bounded by its bins, not by vLLM's max_paddings",
+}
+# Continuous-engine settings the disaggregated engine does not have (refused when changed, never ignored)
+_NOT_DISAGGREGATED = {
+    "router": "the disaggregated scheduler routes arrivals with prefill_router and prefilled requests with "
+              "decode_router (round_robin, least_outstanding)",
+    "chunked_prefill": "the disaggregated engine follows DistServe, whose prefill instances compute whole prompts in "
+                       "batches under prefill_max_tokens (no chunks, no mixed steps)",
+    "prefix_caching": "the disaggregated engine has no prefix cache (DistServe's prefill instances compute every "
+                      "prompt token)",
+    "kv_watermark": "a decode instance admits moved KV caches under decode_waiting_block_fraction (DistServe's "
+                    "rule), with no vLLM watermark",
+    "max_paddings": "DistServe's prefill batches are bounded by prefill_max_batch_size and prefill_max_tokens, "
+                    "not by padding",
 }
 _PRESET_FIELDS = ("kv_gb_per_token", "model_mem_gb")  # None: the model preset's value
 # Shares of something (of the SLA, of the budget): 90 meant as 90% is refused, never simulated.
@@ -60,7 +93,9 @@ class SimConfig:
     """
 
     scheduler: str = _f("multi_bin_dynamic", "scheduling policy, one of the registered names")
-    num_gpus: int = _f(1, "identical GPUs in the pool (>= 1)")
+    num_gpus: int = _f(
+        None, "identical GPUs in the pool (>= 1; None = 1); disaggregated: derived, prefill_replicas x prefill_tp + "
+              "decode_replicas x decode_tp x decode_pp (a different value is refused)")
     k_bins: int = _f(4, "bins by predicted output length for multi-bin schedulers (>= 1)")
     batch_size: int = _f(8, "batch size of static_fifo (up to) and multi_bin_fixed (exactly)")
     d_sla_s: float = _f(1.0, "end-to-end latency SLA per request, seconds (> 0)")
@@ -131,26 +166,77 @@ class SimConfig:
     tpot_sla_s: float = _f(
         0.05, "continuous: time-per-output-token limit per request, seconds (> 0); continuous_sla's "
               "controller target is sla_budget_fraction * tpot_sla_s")
+    # --- disaggregated prefill and decode (scheduler "disaggregated"; rules in workbench.sim.disagg_engine)
+    prefill_replicas: int = _f(1, "disaggregated: prefill instances (>= 1)")
+    prefill_tp: int = _f(1, "disaggregated: GPUs of one prefill instance (its tensor-parallel degree)")
+    decode_replicas: int = _f(1, "disaggregated: decode instances (>= 1)")
+    decode_tp: int = _f(1, "disaggregated: tensor-parallel degree of a decode instance")
+    decode_pp: int = _f(
+        1, "disaggregated: pipeline stages of a decode instance (it has decode_tp x decode_pp GPUs and up to "
+           "decode_pp micro-batches in flight)")
+    prefill_max_batch_size: int = _f(
+        128, "disaggregated: most prompts in one prefill step (DistServe --context-max-batch-size)")
+    prefill_max_tokens: int = _f(
+        8192, "disaggregated: prompt tokens of one prefill step (DistServe --context-max-tokens-per-batch); a "
+              "longer prompt is rejected")
+    decode_max_batch_size: int = _f(
+        1024, "disaggregated: most requests in one decode micro-batch (DistServe --decoding-max-batch-size)")
+    prefill_kv_blocks: int | None = _f(
+        None, "disaggregated: KV-cache blocks of a prefill instance; None = derived from the memory fields for "
+              "prefill_tp GPUs (see instance_kv_tokens)")
+    decode_kv_blocks: int | None = _f(
+        None, "disaggregated: KV-cache blocks of a decode instance; None = derived from the memory fields for "
+              "decode_tp x decode_pp GPUs (see instance_kv_tokens)")
+    decode_waiting_block_fraction: float = _f(
+        0.05, "disaggregated: a decode instance accepts a prefilled request's KV only while the blocks of the "
+              "moved requests not yet decoding stay under this share of its blocks (DistServe's "
+              "waiting_block_prop_threshold), in (0, 1]")
+    prefill_router: str = _f(
+        "least_outstanding", "disaggregated: how arrivals are routed to prefill instances: round_robin, "
+                             "least_outstanding (fewest routed and not yet prefilled)")
+    decode_router: str = _f(
+        "least_outstanding", "disaggregated: how prefilled requests are routed to decode instances: round_robin, "
+                             "least_outstanding (fewest routed and not finished)")
+    kv_link_gbps: float = _f(
+        2400.0, "disaggregated: bandwidth of the link that moves the KV cache from a prefill to a decode instance, "
+                "Gbit/s (> 0; 2400 = NVLink 3, 300 GB/s each way, between A100s of one node)")
+    kv_link_latency_s: float = _f(0.0, "disaggregated: fixed time of one KV transfer, seconds (>= 0)")
 
     def __post_init__(self):
         static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
         continuous = sorted(n for n, c in SCHEDULERS.items() if c.engine == "continuous")
-        checks.choice(self.scheduler, "scheduler", static + continuous)  # static batches first, then continuous
+        disaggregated = sorted(n for n, c in SCHEDULERS.items() if c.engine == "disaggregated")
+        # static batches first, then continuous batching, then prefill and decode on separate GPUs
+        checks.choice(self.scheduler, "scheduler", static + continuous + disaggregated)
         checks.choice(self.predictor, "predictor", PREDICTORS)
         checks.choice(self.bin_policy, "bin_policy", BIN_POLICIES)
-        ints = {"num_gpus": 1, "k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
+        ints = {"k_bins": 1, "batch_size": 1, "b_min": 1, "b_max": 1, "ctrl_alpha": 1,
                 "ctrl_delta": 1, "ctrl_window": 1, "ctrl_retry_batches": 0, "edge_sample": 0, "seed": 0,
                 "max_num_seqs": 1, "max_num_batched_tokens": 1, "block_size": 1, "max_paddings": 0,
-                "prefix_affinity_margin": 0}
+                "prefix_affinity_margin": 0,
+                # disaggregated deployments
+                "prefill_replicas": 1, "prefill_tp": 1, "decode_replicas": 1, "decode_tp": 1, "decode_pp": 1,
+                "prefill_max_batch_size": 1, "prefill_max_tokens": 1, "decode_max_batch_size": 1}
+        high, why = _INT_LIMITS["num_gpus"]
+        object.__setattr__(self, "num_gpus", checks.integer(
+            self.num_gpus, "num_gpus", low=1, high=high, high_why=why, none=True,
+            hint="None derives it (1, or a disaggregated deployment's prefill and decode GPUs)"))
         for name, low in ints.items():
             # the seed only feeds numpy's generators: any size; the others have an upper bound (_INT_LIMITS)
             high, why = (None, "") if name == "seed" else _INT_LIMITS.get(name, _INT_LIMIT_DEFAULT)
             object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low, high=high,
                                                           high_why=why))  # plain int: stable hashing and JSON
+        if self.num_gpus is None:  # derived: 1, or the disaggregated deployment's GPUs (_validate_disaggregated)
+            object.__setattr__(self, "num_gpus", self.disaggregated_gpus if self.scheduler == "disaggregated" else 1)
         high, why = _INT_LIMIT_DEFAULT
         object.__setattr__(self, "kv_blocks", checks.integer(
             self.kv_blocks, "kv_blocks", low=1, high=high, high_why=why, none=True,
             hint="None derives it from the memory fields (kv_capacity_tokens // block_size)"))
+        for pool in ("prefill", "decode"):
+            name = f"{pool}_kv_blocks"
+            object.__setattr__(self, name, checks.integer(
+                getattr(self, name), name, low=1, high=high, high_why=why, none=True,
+                hint="None derives it from the memory fields (instance_kv_tokens // block_size)"))
         for name in ("spread_idle", "chunked_prefill", "prefix_caching"):
             object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         if self.b_min > self.b_max:
@@ -168,7 +254,9 @@ class SimConfig:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
                              f"got {self.gpu_memory_utilization!r}")
         self._validate_continuous()
-        if self.kv_capacity_tokens < 1:
+        self._validate_disaggregated()
+        self._refuse_unused(_NOT_STATIC, "static", "choose a continuous_* scheduler")
+        if self.scheduler != "disaggregated" and self.kv_capacity_tokens < 1:
             raise ValueError(
                 f"gpu_mem_gb/gpu_memory_utilization/model_mem_gb/mem_margin_gb: no memory left for the KV cache "
                 f"({self.gpu_mem_gb:g} GB x {self.gpu_memory_utilization:g} - {self.weights_gb:g} GB weights of "
@@ -195,7 +283,7 @@ class SimConfig:
                              f"running decode takes one token of the step's budget), got "
                              f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
         checks.choice(self.router, "router", ROUTERS)
-        if self.router == "prefix_affinity" and not self.prefix_caching:
+        if self.router == "prefix_affinity" and not self.prefix_caching and self.scheduler != "disaggregated":
             raise ValueError("router: 'prefix_affinity' routes by cached prefixes and needs prefix_caching=True; "
                              "set prefix_caching=True or choose another router")
         object.__setattr__(self, "kv_watermark", checks.number(
@@ -205,6 +293,88 @@ class SimConfig:
         for name in ("ttft_sla_s", "tpot_sla_s"):
             object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True,
                                                          what="a finite number > 0 (seconds)"))
+
+    # ------------------------------------------------------------ disaggregated prefill and decode
+    @property
+    def disaggregated_gpus(self) -> int:
+        """GPUs of a disaggregated deployment: prefill_replicas x prefill_tp + decode_replicas x decode_tp x
+        decode_pp."""
+        return self.prefill_replicas * self.prefill_tp + self.decode_replicas * self.decode_tp * self.decode_pp
+
+    def instance_kv_tokens(self, gpus: int) -> int:
+        """Tokens of KV cache an instance of ``gpus`` GPUs holds, its weights split over them:
+        floor((gpus x (gpu_mem_gb x gpu_memory_utilization - mem_margin_gb) - weights) / kv_gb_per_token)
+        (``kv_capacity_tokens`` is this for one GPU).  The KV cache of a token is split over the GPUs too
+        (heads over tensor-parallel ranks, layers over pipeline stages), so the bytes per token stay the model's."""
+        free_gb = gpus * (self.gpu_mem_gb * self.gpu_memory_utilization - self.mem_margin_gb) - self.weights_gb
+        return int(math.floor(free_gb / self.kv_gb_per_token_effective * (1 + 1e-12))) if free_gb > 0 else 0
+
+    @property
+    def prefill_kv_blocks_effective(self) -> int:
+        """KV blocks of a prefill instance: prefill_kv_blocks, or instance_kv_tokens(prefill_tp) // block_size."""
+        if self.prefill_kv_blocks is not None:
+            return self.prefill_kv_blocks
+        return self.instance_kv_tokens(self.prefill_tp) // self.block_size
+
+    @property
+    def decode_kv_blocks_effective(self) -> int:
+        """KV blocks of a decode instance: decode_kv_blocks, or instance_kv_tokens(decode_tp x decode_pp) //
+        block_size."""
+        if self.decode_kv_blocks is not None:
+            return self.decode_kv_blocks
+        return self.instance_kv_tokens(self.decode_tp * self.decode_pp) // self.block_size
+
+    @property
+    def kv_link_bytes_per_s(self) -> float:
+        """The KV link's bandwidth in bytes per second (kv_link_gbps x 1e9 / 8)."""
+        return self.kv_link_gbps * 1e9 / 8.0
+
+    def kv_transfer_s(self, prompt_tokens):
+        """Seconds to move a prompt's KV cache from a prefill to a decode instance:
+        kv_link_latency_s + prompt_tokens x KV bytes per token / (kv_link_gbps x 1e9 / 8)."""
+        return self.kv_link_latency_s + np.asarray(prompt_tokens, dtype=np.float64) * (
+            self.kv_gb_per_token_effective * 1e9 / self.kv_link_bytes_per_s)
+
+    def _refuse_unused(self, unused: dict, engine: str, fix: str) -> None:
+        """Refuse a changed continuous-engine setting that ``engine`` would otherwise ignore (``unused``: why)."""
+        if SCHEDULERS[self.scheduler].engine != engine:
+            return
+        for name, why in unused.items():
+            default = _DEFAULTS[name]
+            if getattr(self, name) != default:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is a setting of the continuous engine; {why}. "
+                                 f"Leave {name} at its default ({default!r}) for scheduler={self.scheduler!r}, or "
+                                 f"{fix}")
+
+    def _validate_disaggregated(self) -> None:
+        for name in ("prefill_router", "decode_router"):
+            checks.choice(getattr(self, name), name, DISAGG_ROUTERS)
+        if self.decode_waiting_block_fraction > 1:
+            raise ValueError(f"decode_waiting_block_fraction: a share of the decode instance's blocks, must be in "
+                             f"(0, 1], got {self.decode_waiting_block_fraction!r}")
+        if self.scheduler != "disaggregated":
+            return
+        self._refuse_unused(_NOT_DISAGGREGATED, "disaggregated", "choose a continuous_* scheduler")
+        high, why = _INT_LIMITS["num_gpus"]
+        if self.disaggregated_gpus > high:
+            raise ValueError(
+                f"prefill_replicas/prefill_tp/decode_replicas/decode_tp/decode_pp: the deployment has "
+                f"{self.prefill_replicas} x {self.prefill_tp} + {self.decode_replicas} x {self.decode_tp} x "
+                f"{self.decode_pp} = {self.disaggregated_gpus:,} GPUs, at most {high:,} allowed ({why})")
+        if self.num_gpus != self.disaggregated_gpus:
+            raise ValueError(
+                f"num_gpus: a disaggregated deployment has prefill_replicas x prefill_tp + decode_replicas x decode_tp "
+                f"x decode_pp = {self.prefill_replicas} x {self.prefill_tp} + {self.decode_replicas} x {self.decode_tp} "
+                f"x {self.decode_pp} = {self.disaggregated_gpus} GPUs, got num_gpus={self.num_gpus}; leave num_gpus "
+                "out (it is derived) or change the instance counts")
+        for pool, gpus, blocks in (("prefill", self.prefill_tp, self.prefill_kv_blocks_effective),
+                                   ("decode", self.decode_tp * self.decode_pp, self.decode_kv_blocks_effective)):
+            if blocks < 1:
+                raise ValueError(
+                    f"{pool}_tp: a {pool} instance of {gpus} GPU(s) has no memory left for one KV block of "
+                    f"{self.block_size} tokens ({gpus} x ({self.gpu_mem_gb:g} GB x {self.gpu_memory_utilization:g} "
+                    f"- {self.mem_margin_gb:g} GB margin) - {self.weights_gb:g} GB weights of {self.model}); give "
+                    f"it more GPUs, raise gpu_mem_gb, or set {pool}_kv_blocks")
 
     @property
     def kv_watermark_effective(self) -> float:
@@ -236,6 +406,9 @@ class SimConfig:
         return int(math.floor(free_gb / self.kv_gb_per_token_effective * (1 + 1e-12))) if free_gb > 0 else 0
 
     def replace(self, **changes) -> "SimConfig":
+        # a disaggregated deployment's num_gpus is derived: derive it again unless it is changed explicitly
+        if changes.get("scheduler", self.scheduler) == "disaggregated" and "num_gpus" not in changes:
+            changes["num_gpus"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -244,3 +417,6 @@ class SimConfig:
     @classmethod
     def help(cls) -> str:
         return "\n".join(f"{f.name} (default {f.default!r}): {f.metadata['help']}" for f in dataclasses.fields(cls))
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SimConfig)}

@@ -334,6 +334,17 @@ def _heap_set(hk, hid, pos, w, size, i, key):
 
 # ---------------------------------------------------------------- small pure helpers
 @njit(cache=True, inline="always")
+def _pow2_shift(b):
+    """log2(b) when b is a power of two, else -1: the ``shift`` that _ceil_div and _mod take."""
+    shift = -1
+    if b & (b - 1) == 0:
+        shift = 0
+        while (1 << shift) < b:
+            shift += 1
+    return shift
+
+
+@njit(cache=True, inline="always")
 def _ceil_div(a, b, shift):
     """ceil(a / b) for a >= 0; a shift when b is a power of two (shift >= 0): integer division is slow."""
     if shift >= 0:
@@ -1401,11 +1412,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     R = num_replicas
     K = n_bins
     bs = block_size
-    shift = -1
-    if bs & (bs - 1) == 0:
-        shift = 0
-        while (1 << shift) < bs:
-            shift += 1
+    shift = _pow2_shift(bs)
     cap = kv_blocks
     n_nodes = node_first.size
 

@@ -39,6 +39,8 @@ from workbench.sim.steptime import StepTimeModel
 log = logging.getLogger(__name__)
 
 DISTSERVE_PROFILE = DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm" / "profiler-a100-80g.vllm.json"
+# DistServe's own engine (the measured disaggregated runs): the same format, TP 1, 2, 4
+DISTSERVE_ENGINE_PROFILE = DATA_DIR / "groundtruth" / "distserve_opt13b_a100_disagg" / "profiler-a100-80g.distserve.json"
 BLIS_DEFAULTS = DATA_DIR / "step_profiles" / "blis_defaults_e1a880a4.yaml"
 MS, US = 1e-3, 1e-6
 # A one-token step faster than this says the file is in another unit (seconds): DistServe profiles large models
@@ -116,7 +118,41 @@ def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str
                                               f"{where}: decoding_large_small_bs_threshold", low=1),
         name=f"distserve {model} tp{tp}",
         source=f"{path} ({model}, tp={tp}; DistServe profile, ms -> s)",
+        pipeline_overhead_s=pipeline_overhead_of(by_tp, where=f"{path}: {model}") * MS,
     )
+
+
+def pipeline_overhead_of(by_tp: dict, *, where: str = "profile") -> float:
+    """The part of a decode step's fixed cost that does not shrink with parallelism, from a DistServe profile's
+    entries at several tensor-parallel degrees (milliseconds).
+
+    A decode step's fixed cost ``a`` is reading the weights, split over the ``tp`` GPUs, plus per-step work
+    (kernel launches, scheduling) every GPU repeats: ``a(tp) = o + k / tp``.  Fitted by least squares over the
+    profile's TP degrees (small-batch regime); ``o`` is what every pipeline stage repeats too (the disaggregated
+    engine's rule R9).  For DistServe's OPT-13B A100 profile: a = 19.93, 13.29, 10.26 ms at TP 1, 2, 4 gives
+    o = 7.0 ms and k = 12.9 ms (25.7 GB of weights at 2.0 TB/s: the A100's memory bandwidth).  0 when the profile
+    has fewer than two TP degrees or ``a`` does not fall with TP (then it does not split this way).
+    """
+    points = []
+    for tp, entry in by_tp.items():
+        if isinstance(entry, dict) and "decoding_smallbs" in entry:
+            tp = checks.integer(tp, f"{where}: TP degree {tp!r}", low=1)
+            points.append((1.0 / tp, _coefficients_of(entry, "decoding_smallbs", f"{where} tp={tp}")[0]))
+    if len(points) < 2:
+        return 0.0
+    x = [p[0] for p in points]
+    y = [p[1] for p in points]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((v - mx) ** 2 for v in x)
+    if sxx <= 0:
+        return 0.0
+    k = sum((u - mx) * (v - my) for u, v in zip(x, y)) / sxx
+    o = my - k * mx
+    if k <= 0 or o < 0:
+        log.info("%s: the decode fixed cost does not fall with TP as weights/TP + overhead; no pipeline overhead",
+                 where)
+        return 0.0
+    return o
 
 
 @lru_cache(maxsize=4)
@@ -222,7 +258,12 @@ PROFILES: dict[str, tuple] = {
     "qwen3-14b-h100": (blis_profile, {"model": "qwen/qwen3-14b", "gpu": "H100", "tp": 1},
                        "Qwen3-14B on one H100, vLLM v0.11.0 (BLIS)"),
 }
+PROFILES["opt-13b-a100-distserve"] = (
+    distserve_profile, {"path": DISTSERVE_ENGINE_PROFILE, "model": "facebook/opt-13b", "tp": 1},
+    "OPT-13B on A100-80GB, DistServe's engine, TP 1 (2, 4 by tp=); the disaggregated runs' profile")
 DEFAULT_PROFILE = "opt-13b-a100"
+# the disaggregated engine's default: resolved at each pool's TP degree
+DEFAULT_DISAGG_PROFILE = "opt-13b-a100-distserve"
 
 # A100-80GB as torch (and vLLM v0.2) reads its total memory: 79.15 GiB, in GB of 1e9 bytes
 A100_80GB_TOTAL_GB = 84.9866653696
@@ -235,6 +276,11 @@ PROFILE_MEMORY: dict[str, dict] = {
                      "mem_margin_gb": 2.0},
     "opt-13b-a100-tp2": {"model": "opt-13b", "gpu_mem_gb": 2 * A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
                          "mem_margin_gb": 2.0},
+    # per GPU (a disaggregated instance of g GPUs gets g x this, minus the weights once): DistServe's engine keeps
+    # 1% of a GPU's memory for activations (distserve/worker.py _profile_num_available_blocks), which gives its
+    # profiled 66,144 tokens (4134 blocks) of KV on one A100 (simdistserve/.../max_num_tokens.csv)
+    "opt-13b-a100-distserve": {"model": "opt-13b", "gpu_mem_gb": A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
+                               "mem_margin_gb": 0.01 * A100_80GB_TOTAL_GB},
 }
 
 
@@ -248,19 +294,27 @@ def describe_profiles() -> dict[str, str]:
     return {name: entry[2] for name, entry in PROFILES.items()}
 
 
-def get_profile(name: str) -> StepTimeModel:
-    """The registered step-time profile ``name`` (see :func:`profile_names`)."""
+def get_profile(name: str, tp: int | None = None) -> StepTimeModel:
+    """The registered step-time profile ``name`` (see :func:`profile_names`); ``tp`` resolves it at another
+    tensor-parallel degree from the same source (the DistServe and BLIS files hold several), e.g. a disaggregated
+    deployment's prefill instances at TP 2 and decode instances at TP 1."""
     if not isinstance(name, str) or name not in PROFILES:
         error = ValueError if isinstance(name, str) else checks.InvalidType
         raise error(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
-    return _load_profile(name)
+    tp = checks.integer(tp, "tp", low=1, none=True, hint="a tensor-parallel degree (GPUs of one instance)")
+    return _load_profile(name, tp)
 
 
 @lru_cache(maxsize=None)
-def _load_profile(name: str) -> StepTimeModel:
+def _load_profile(name: str, tp: int | None) -> StepTimeModel:
     loader, kwargs, _ = PROFILES[name]
-    model = loader(**kwargs)
-    return dataclasses.replace(model, name=name)
+    if tp is None or tp == kwargs.get("tp", 1):
+        return dataclasses.replace(loader(**kwargs), name=name)
+    try:
+        model = loader(**{**kwargs, "tp": tp})
+    except ValueError as exc:
+        raise ValueError(f"profile {name!r} has no entry at tp={tp}: {exc}") from None
+    return dataclasses.replace(model, name=f"{name} tp{tp}")
 
 
 def profile_config_fields(name: str) -> dict:
@@ -284,6 +338,7 @@ def default_step_model() -> StepTimeModel:
     return get_profile(DEFAULT_PROFILE)
 
 
-__all__ = ["BLIS_DEFAULTS", "DEFAULT_PROFILE", "DISTSERVE_PROFILE", "PROFILES", "blis_entries", "blis_profile",
+__all__ = ["BLIS_DEFAULTS", "DEFAULT_DISAGG_PROFILE", "DEFAULT_PROFILE", "DISTSERVE_ENGINE_PROFILE", "DISTSERVE_PROFILE",
+           "pipeline_overhead_of", "PROFILES", "blis_entries", "blis_profile",
            "default_step_model", "describe_profiles", "distserve_profile", "get_profile", "profile_config_fields",
            "profile_names", "PROFILE_MEMORY"]

@@ -57,11 +57,13 @@ class SimResult:
     summary: dict
     engine: str = "static"
     continuous: dict | None = field(default=None, repr=False)   # per-request arrays and step log
+    pool_latency: dict | None = field(default=None, repr=False)  # disaggregated: the prefill and decode models
 
     @cached_property
     def gpu(self) -> np.ndarray:
-        """GPU (replica) that served each request (-1 if rejected)."""
-        if self.engine == "continuous":
+        """GPU (replica) that served each request (-1 if rejected); disaggregated: its decode instance
+        (``requests`` also has ``prefill_instance``)."""
+        if self.engine in ("continuous", "disaggregated"):
             return self.continuous["replica"]
         gpus = self.batch_int[:, engine.I_GPU]
         return np.where(self.batch_id >= 0, gpus[np.maximum(self.batch_id, 0)] if gpus.size else -1, -1)
@@ -125,6 +127,10 @@ class SimResult:
             frame.insert(frame.columns.get_loc("preemptions") + 1, "cached_tokens", c["cached_tokens"])
         if self.engine == "static":
             frame.insert(6, "batch_id", self.batch_id)
+        if self.engine == "disaggregated":
+            # rule R6/R7 of workbench.sim.disagg_engine: KV transfer and the wait for a decode batch
+            for column in ("kv_transfer_s", "decode_queue_s", "prefill_instance", "decode_instance"):
+                frame[column] = c[column]
         return frame
 
     @cached_property
@@ -222,25 +228,31 @@ def warn_if_sla_dwarfs_service(trace, cfg: SimConfig, latency, stacklevel: int =
                     f"{longest_tokens:,} tokens in a batch of {largest_batch}", stacklevel + 1)
 
 
-def warn_if_slo_dwarfs_service(trace, cfg: SimConfig, step: StepTimeModel, stacklevel: int = 4) -> None:
+def warn_if_slo_dwarfs_service(trace, cfg: SimConfig, step: StepTimeModel, stacklevel: int = 4, *,
+                               decode_step: StepTimeModel | None = None, prefill_tokens: int | None = None,
+                               decode_batch: int | None = None) -> None:
     """The same warning for the TTFT and TPOT limits of a step-time model (continuous engine, static step mode).
 
     ``ttft_sla_s`` is compared with a request's time to first token on an idle replica (arrival overhead,
     its prefill, the token overhead): the median prompt's, and the longest any prefill step can take (the
     longest prompt, or a full ``max_num_batched_tokens`` budget); ``tpot_sla_s`` with a decode step of one
-    request at the median context, and of ``max_num_seqs`` requests at the longest context.
+    request at the median context, and of ``max_num_seqs`` requests at the longest context.  A disaggregated
+    deployment passes its decode pool's model as ``decode_step`` and its ``prefill_max_tokens`` /
+    ``decode_max_batch_size`` as ``prefill_tokens`` / ``decode_batch``.
     """
     if len(trace) == 0:
         return
     longest_context, _, longest_prompt, median_prompt, median_context = _token_stats(trace)
     a0, a1 = step.arrival_overhead_s
     tok = step.token_overhead_s
-    widest = max(longest_prompt, cfg.max_num_batched_tokens)
+    widest = max(longest_prompt, cfg.max_num_batched_tokens if prefill_tokens is None else prefill_tokens)
     ttft_long = a0 + a1 * longest_prompt + step.prefill_time_s([widest]) + tok
     ttft_median = a0 + a1 * median_prompt + step.prefill_time_s([median_prompt]) + tok
     _warn_if_dwarfs("ttft_sla_s", cfg.ttft_sla_s, ttft_median, ttft_long, "time to first token alone",
                     f"a prefill of {widest:,} tokens", stacklevel + 1)
-    batch = cfg.max_num_seqs
+    step = step if decode_step is None else decode_step
+    tok = step.token_overhead_s
+    batch = cfg.max_num_seqs if decode_batch is None else decode_batch
     a, b, c = step.decode_large if (step.decode_large is not None and batch >= step.decode_large_threshold) \
         else step.decode
     tpot_long = a + b * batch * longest_context + c * batch + tok
@@ -294,10 +306,12 @@ _TIME_RESOLUTION = 2.0 ** -52 * 1000
 _SHORTEST_PLAUSIBLE_STEP_S = 1e-6   # no GPU runs a batch or an engine step in under a microsecond
 
 
-def check_time_horizon(last_s: float, latency, what: str, fix: str = "") -> None:
+def check_time_horizon(last_s: float, latency, what: str, fix: str = "", cfg: SimConfig | None = None) -> None:
     """Arrival (queue-entry) times up to ``last_s`` must be finite and fine enough for ``latency``'s shortest
-    step (see :func:`_check_times`); ``capacity`` calls it for the slowest load it will scan."""
-    _check_times(last_s, _shortest_step_s(latency), what, fix)
+    step (see :func:`_check_times`); ``capacity`` calls it for the slowest load it will scan.  A disaggregated
+    deployment passes ``{"prefill": model, "decode": model}`` and its ``cfg`` (a pipelined decode step's
+    stages are shorter than the step)."""
+    _check_times(last_s, _shortest_step_s(latency, cfg), what, fix)
 
 
 def _check_times(last_s: float, shortest_step_s: float, what: str, fix: str = "") -> None:
@@ -355,7 +369,11 @@ def _check_prefill_curvature(step: StepTimeModel, prompt, served) -> None:
                 "trace, or use a model fitted over prompts that long")
 
 
-def _shortest_step_s(latency) -> float:
+def _shortest_step_s(latency, cfg: SimConfig | None = None) -> float:
+    if isinstance(latency, dict):  # a disaggregated deployment's pools
+        from workbench.sim import disagg
+
+        return disagg.shortest_step_s(disagg.settings_of(cfg, latency["prefill"], latency["decode"]))
     if isinstance(latency, StepTimeModel):
         return min(latency.prefill_time_s([1]), latency.decode_time_s([1]))
     return float(latency.service_time_s(1, 1))
@@ -405,6 +423,12 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
              latency: LatencyModel | StepTimeModel | str | None = None, step_log: int = 100_000,
              **overrides) -> SimResult:
     """Replay ``trace`` through a pool of GPUs under ``config``'s scheduler.
+
+    ``scheduler="disaggregated"`` (prefill and decode instances on separate GPUs,
+    :mod:`workbench.sim.disagg_engine`) takes ``latency={"prefill": ..., "decode": ...}``
+    (StepTimeModels or profile names), one StepTimeModel, a profile name (resolved at
+    each pool's TP degree) or None (:mod:`workbench.sim.disagg`); ``res.requests``
+    adds ``kv_transfer_s``, ``decode_queue_s`` and the instances.
 
     Static schedulers take a :class:`LatencyModel` (``latency=None``: the
     shipped calibration grid; "grid mode") or a :class:`StepTimeModel`
@@ -456,9 +480,14 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
         checks.keywords(overrides, "simulate", ["latency", "step_log", *(f.name for f in fields(SimConfig))])
         cfg = cfg.replace(**overrides)
     trace = _validate_trace(trace)
-    latency = resolve_latency(latency)
     step_log = checks.integer(step_log, "step_log", low=0, high=10**9)
     scheduler = get_scheduler(cfg.scheduler)
+    if scheduler.engine == "disaggregated":
+        # a model per pool: a {"prefill", "decode"} dict, or a profile name resolved at each pool's TP degree
+        from workbench.sim.disagg import simulate_disaggregated
+
+        return simulate_disaggregated(trace, cfg, latency, t0)
+    latency = resolve_latency(latency)
     if scheduler.engine == "continuous":
         return _simulate_continuous(trace, cfg, scheduler, latency, step_log, t0)
     if isinstance(latency, StepTimeModel):

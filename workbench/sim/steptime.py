@@ -99,6 +99,10 @@ class StepTimeModel:
     name: str = "custom"
     source: str = field(default="", compare=False)
     fit_report: object = field(default=None, compare=False, repr=False)  # set by workbench.calibrate
+    # pipeline parallelism (the disaggregated engine's decode instances, decode_pp > 1): the part of a step's
+    # fixed cost that every stage repeats (kernel launches, scheduling), seconds; a stage of a pp-way pipelined
+    # step takes (step - pipeline_overhead_s) / pp + pipeline_overhead_s
+    pipeline_overhead_s: float = 0.0
 
     def __post_init__(self):
         # a negative quadratic prefill term is a published fit's curvature (DistServe's OPT-66B tp2 has one):
@@ -128,6 +132,9 @@ class StepTimeModel:
         if self.prefill_time_s([1]) <= 0 or self.decode_time_s([1]) <= 0:
             raise ValueError("a step must take time: a one-token prefill and a one-request decode step must "
                              f"take > 0 s (got prefill={self.prefill}, decode={self.decode}); are the units seconds?")
+        object.__setattr__(self, "pipeline_overhead_s", checks.number(
+            self.pipeline_overhead_s, "pipeline_overhead_s", low=0, unit="s", sane_high=_FIXED_S,
+            sane_hint=_UNIT_HINT, hint="the part of a step's fixed cost every pipeline stage repeats"))
         a, b, c = self.prefill
         if c < 0 and (a <= 0 or b <= 0):
             raise ValueError(f"prefill: a negative per-token-squared term (c = {c:g} s) needs a > 0 and b > 0 so "
@@ -156,19 +163,21 @@ class StepTimeModel:
 
     @classmethod
     def blis(cls, step_s: float, prefill_token_s: float, decode_request_s: float, decode_context_token_s: float = 0.0,
-             *, arrival_overhead_s=(0.0, 0.0), token_overhead_s: float = 0.0, name: str = "blis-style",
-             source: str = "") -> "StepTimeModel":
+             *, arrival_overhead_s=(0.0, 0.0), token_overhead_s: float = 0.0, pipeline_overhead_s: float = 0.0,
+             name: str = "blis-style", source: str = "") -> "StepTimeModel":
         """A step of ``step_s + prefill_token_s * (prefill tokens computed) + decode_request_s * (decodes) +
         decode_context_token_s * (sum of the decodes' contexts)`` seconds, whatever the step mixes (BLIS's beta
         vector plus a decode-context term): ``prefill = (step_s, prefill_token_s, 0)``, ``decode = (step_s,
-        decode_context_token_s, decode_request_s)``."""
+        decode_context_token_s, decode_request_s)``; ``pipeline_overhead_s`` as in the constructor (the
+        disaggregated engine's pipelined decode)."""
         step_s, prefill_token_s, decode_request_s, decode_context_token_s = (
             checks.number(value, name, low=0, unit="s", sane_high=bound, sane_hint=_UNIT_HINT)
             for value, name, bound in ((step_s, "step_s", _FIXED_S), (prefill_token_s, "prefill_token_s", _PER_TOKEN_S),
                                        (decode_request_s, "decode_request_s", _PER_REQUEST_S),
                                        (decode_context_token_s, "decode_context_token_s", _PER_CONTEXT_S)))
         return cls(prefill=(step_s, prefill_token_s, 0.0), decode=(step_s, decode_context_token_s, decode_request_s),
-                   arrival_overhead_s=arrival_overhead_s, token_overhead_s=token_overhead_s, name=name, source=source)
+                   arrival_overhead_s=arrival_overhead_s, token_overhead_s=token_overhead_s,
+                   pipeline_overhead_s=pipeline_overhead_s, name=name, source=source)
 
     def coefficients(self) -> np.ndarray:
         """The flat float64 vector the compiled engine reads (order :data:`COEF_NAMES`)."""
@@ -220,6 +229,8 @@ class StepTimeModel:
         text = f"{self.name}: prefill ({ms(self.prefill)}) ms, decode ({ms(self.decode)}) ms"
         if self.decode_large is not None:
             text += f", decode at batch >= {self.decode_large_threshold} ({ms(self.decode_large)}) ms"
+        if self.pipeline_overhead_s:
+            text += f", per pipeline stage {self.pipeline_overhead_s * 1e3:.4g} ms of each step's fixed cost"
         if any(self.arrival_overhead_s) or self.token_overhead_s:
             text += (f", overheads: arrival ({ms(self.arrival_overhead_s)}) ms, "
                      f"per token {self.token_overhead_s * 1e3:.4g} ms")

@@ -64,6 +64,15 @@ def _check_trace_name(name: str) -> None:
                             "or a trace file")
 
 
+def _single_pool(cfg: SimConfig) -> SimConfig:
+    """``cfg`` if its scheduler runs one pool of GPUs (the explorer slides one GPU count)."""
+    if getattr(SCHEDULERS[cfg.scheduler], "engine", "static") == "disaggregated":
+        raise ValueError(f"config: scheduler={cfg.scheduler!r} splits the GPUs into prefill and decode pools, which "
+                         "one GPU-count slider cannot set; rank its placements with wb.best_placement "
+                         "(notebooks/disaggregation.ipynb), or choose a single-pool scheduler")
+    return cfg
+
+
 def _is_continuous(scheduler: str) -> bool:
     return getattr(SCHEDULERS[scheduler], "engine", "static") == "continuous"
 
@@ -126,7 +135,7 @@ class Explorer:
             _check_trace_name(name)
         self._traces: dict[str, object] = {}
         self.trace_name = self.trace_names[0]
-        self.config = checks.instance(config, "config", SimConfig, expected="a SimConfig, or None") \
+        self.config = _single_pool(checks.instance(config, "config", SimConfig, expected="a SimConfig, or None")) \
             if config is not None else SimConfig(scheduler="multi_bin_dynamic", num_gpus=16, k_bins=4, d_sla_s=1.0)
         self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
         # every scheduler on one hardware model, as in the step notebooks: the step-time profile (static batches
@@ -170,7 +179,7 @@ class Explorer:
             if load_scaling is not None:
                 self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
             if config_changes:
-                self.config = self.config.replace(**config_changes)
+                self.config = _single_pool(self.config.replace(**config_changes))
             return self.run()
         except ValueError:
             self.trace_name, self.load_scaling, self.config = before
@@ -300,7 +309,9 @@ class Explorer:
             self._widgets = {
                 "trace": w.Dropdown(options=self.trace_names, value=self.trace_name, description="trace",
                                     style=style),
-                "scheduler": w.Dropdown(options=sorted(SCHEDULERS), value=cfg.scheduler, description="scheduler",
+                # a disaggregated deployment has no single GPU count to slide (see wb.best_placement)
+                "scheduler": w.Dropdown(options=sorted(n for n, c in SCHEDULERS.items() if c.engine != "disaggregated"),
+                                        value=cfg.scheduler, description="scheduler",
                                         style=style),
                 "num_gpus": w.IntSlider(value=cfg.num_gpus, min=1, max=64, description="GPUs", style=style),
                 "k_bins": w.IntSlider(value=cfg.k_bins, min=1, max=32, description="K bins", style=style),

@@ -4,7 +4,10 @@ A serving log is a CSV with the columns :data:`COLUMNS` (one row per request,
 times in seconds, ``arrival_s`` from the first request).  A ``setup.json`` beside
 it describes the server; its ``sim_config`` object becomes the run's
 :class:`~workbench.sim.config.SimConfig` (see
-``data/groundtruth/distserve_opt13b_a100_vllm/setup.json``).
+``data/groundtruth/distserve_opt13b_a100_vllm/setup.json``), updated by
+``placements.<code>.sim_config`` for a run whose name holds that code between
+dashes and by ``runs.<file stem>.sim_config``, when a folder holds runs of
+several deployments (``data/groundtruth/distserve_opt13b_a100_disagg/setup.json``).
 """
 
 from __future__ import annotations
@@ -54,7 +57,22 @@ class ServingLog:
         return f"ServingLog({self.name!r}, {len(self.trace)} requests, config={'yes' if self.config else 'none'})"
 
 
-def _read_setup(file: Path):
+def _setup_object(parent: dict, key: str, file: Path, prefix: str = "") -> dict:
+    """``parent[key]``: an object (a dict) or absent/null (then empty); anything else names the file and key."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{file}: {prefix}{key} must be an object (of SimConfig fields or of named entries), "
+                         f"got {value!r}")
+    return value
+
+
+def _read_setup(file: Path, run: str | None = None):
+    """The setup dict and the SimConfig of ``run``: the shared ``sim_config``, updated by the entry of
+    ``placements`` whose code the run's name contains between dashes (``distserve-c21d12-600-6`` -> ``c21d12``),
+    then by ``runs.<run>.sim_config`` (several deployments measured in one folder; a new run of a known
+    placement needs no entry of its own)."""
     from workbench.sim.config import SimConfig
 
     if file.is_dir():
@@ -72,15 +90,36 @@ def _read_setup(file: Path):
             checks.choice(setup["profile"], "profile", profile_names())
         except ValueError as exc:
             raise type(exc)(f"{file}: {exc}") from None
+    fields_ = dict(setup["sim_config"])
+    where = "sim_config"
+    updates = []
+    if run is not None:
+        parts = run.split("-")
+        placements = _setup_object(setup, "placements", file)
+        codes = [code for code in placements if code in parts]
+        if len(codes) > 1:
+            raise ValueError(f"{file}: the run {run!r} matches the placements {', '.join(codes)} (codes between "
+                             "dashes of its name); rename the run so that its name holds one placement code")
+        for code in codes:
+            updates.append((f"placements.{code}.sim_config",
+                            _setup_object(_setup_object(placements, code, file, "placements."), "sim_config", file,
+                                          f"placements.{code}.")))
+        runs = _setup_object(setup, "runs", file)
+        updates.append((f"runs.{run}.sim_config",
+                        _setup_object(_setup_object(runs, run, file, "runs."), "sim_config", file, f"runs.{run}.")))
+    for label, own in updates:
+        if own:
+            fields_.update(own)
+            where = f"{where} updated by {label}"
     known = {f.name for f in fields(SimConfig)}
-    unknown = sorted(set(setup["sim_config"]) - known)
+    unknown = sorted(set(fields_) - known)
     if unknown:
-        raise ValueError(f"{file}: sim_config has fields SimConfig does not know: {', '.join(unknown)} "
+        raise ValueError(f"{file}: {where} has fields SimConfig does not know: {', '.join(unknown)} "
                          f"(SimConfig fields: {', '.join(sorted(known))})")
     try:
-        config = SimConfig(**setup["sim_config"])
+        config = SimConfig(**fields_)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{file}: sim_config is not a valid SimConfig: {exc}") from None
+        raise ValueError(f"{file}: {where} is not a valid SimConfig: {exc}") from None
     return setup, config
 
 
@@ -191,7 +230,7 @@ def load_serving_log(path: str | os.PathLike, *, setup: str | os.PathLike | None
         if setup is not None else path.parent / SETUP_FILE
     setup_dict, config = (None, None)
     if setup_file.exists():
-        setup_dict, config = _read_setup(setup_file)
+        setup_dict, config = _read_setup(setup_file, path.stem)
     elif setup is not None:
         raise FileNotFoundError(f"{setup_file}: no such setup file")
     else:

@@ -11,7 +11,9 @@ A scheduler also names its engine: ``engine = "static"`` (request-level
 batches, :mod:`workbench.sim.static_engine`, configured by ``engine_spec``) or
 ``engine = "continuous"`` (iteration-level steps,
 :mod:`workbench.sim.continuous_engine`, configured by ``continuous_spec``
-returning a :class:`ContinuousSpec`).
+returning a :class:`ContinuousSpec`), or ``engine = "disaggregated"`` (prefill and
+decode instances on separate GPUs, :mod:`workbench.sim.disagg_engine`, configured by
+the SimConfig's ``prefill_*``/``decode_*`` fields).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Scheduler:
 
 
 SCHEDULERS: dict[str, type[Scheduler]] = {}
+# engine -> the method a scheduler of it must implement (the disaggregated engine reads the SimConfig's fields)
+SPEC_METHODS = {"static": "engine_spec", "continuous": "continuous_spec", "disaggregated": None}
 
 
 def register(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
@@ -74,9 +78,9 @@ def register(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
         if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
             raise checks.InvalidType(f"register: {name} must be a Scheduler subclass (with engine_spec or "
                                      f"continuous_spec), got {cls!r}")
-        checks.choice(cls.engine, f"register: {name}.engine", ("static", "continuous"))
-        method = "continuous_spec" if cls.engine == "continuous" else "engine_spec"
-        if getattr(cls, method) is getattr(Scheduler, method):
+        checks.choice(cls.engine, f"register: {name}.engine", tuple(SPEC_METHODS))
+        method = SPEC_METHODS[cls.engine]
+        if method is not None and getattr(cls, method) is getattr(Scheduler, method):
             raise checks.InvalidType(f"register: {name} ({cls.__name__}) runs the {cls.engine} engine and must "
                                      f"implement {method}(self, cfg)")
         if name in SCHEDULERS:
@@ -96,3 +100,4 @@ def get_scheduler(name: str) -> Scheduler:
 
 from workbench.sim.schedulers import static_fifo, dynamic_no_bins, multi_bin_dynamic, multi_bin_fixed  # noqa: E402,F401  (registration)
 from workbench.sim.schedulers import continuous_fcfs, continuous_sla, continuous_multi_bin  # noqa: E402,F401
+from workbench.sim.schedulers import disaggregated  # noqa: E402,F401

@@ -143,6 +143,19 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
                             "(prompt + generated tokens over max_num_batched_tokens or the KV cache less its watermark)"),
     "prefix_hit_rate": ("share", "continuous: prompt tokens served from the prefix cache at first admission over all "
                                  "prompt tokens of admitted requests (0 without prefix_caching)"),
+    # disaggregated prefill and decode (workbench.sim.disagg), empty for other schedulers
+    "prefill_utilization_mean": ("share", "disaggregated: mean share of the run the prefill instances compute"),
+    "decode_utilization_mean": ("share", "disaggregated: mean share of the run the decode instances' stages compute"),
+    "prefill_kv_utilization_mean": ("share", "disaggregated: mean share of the prefill instances' KV blocks in use"),
+    "decode_kv_utilization_mean": ("share", "disaggregated: mean share of the decode instances' KV blocks in use"),
+    "transfer_busy_share": ("share", "disaggregated: mean share of the run a decode instance spends moving KV caches"),
+    "kv_transfer_mean_s": ("s", "disaggregated: mean KV transfer time of the requests that decoded"),
+    "kv_transfer_p{j}_s": ("s", "disaggregated: the {j}th percentile of the KV transfer time"),
+    "decode_queue_mean_s": ("s", "disaggregated: mean wait from the first token to the first decode step, "
+                                 "transfer excluded"),
+    "decode_queue_p{j}_s": ("s", "disaggregated: the {j}th percentile of that wait"),
+    "prefill_steps": ("steps", "disaggregated: prefill steps run"),
+    "decode_steps": ("steps", "disaggregated: decode micro-batch steps run"),
     # capacity (workbench.study.runs.capacity), on the tests that searched it
     "capacity_rps": (REQ_S, "largest arrival rate meeting the capacity target; empty when no load meets it"),
     "capacity_scaling": ("x trace rate", "capacity_rps relative to the trace's own rate"),
@@ -299,7 +312,11 @@ CONFIG_UNITS = {"num_gpus": "GPUs", "k_bins": "bins", "batch_size": "requests", 
                 "b_max": "requests", "edge_sample": "requests", "ctrl_alpha": "requests", "ctrl_delta": "requests",
                 "ctrl_window": "batches", "kv_gb_per_token": "GB/token", "mem_theta": "std-devs",
                 "sla_budget_fraction": "share", "ctrl_eps_fraction": "share", "spread_idle": "bool",
-                "ctrl_retry_batches": "batches", "gpu_memory_utilization": "share"}
+                "ctrl_retry_batches": "batches", "gpu_memory_utilization": "share",
+                "prefill_replicas": "instances", "decode_replicas": "instances", "prefill_tp": "GPUs",
+                "decode_tp": "GPUs", "decode_pp": "stages", "prefill_max_batch_size": "requests",
+                "decode_max_batch_size": "requests", "prefill_kv_blocks": "blocks", "decode_kv_blocks": "blocks",
+                "decode_waiting_block_fraction": "share", "kv_link_gbps": "Gbit/s"}
 
 
 def _unit_from_name(name: str) -> str:

@@ -174,7 +174,9 @@ OUTPUTS = (CHECKPOINT, f"{NOTEBOOK}_capacity.csv", f"{NOTEBOOK}_curves.csv", f"{
 def all_schedulers() -> tuple[str, ...]:
     from workbench.sim.schedulers import SCHEDULERS
 
-    return tuple(sorted(SCHEDULERS))
+    # a disaggregated deployment splits GPUs into pools: it is compared by wb.best_placement
+    # (notebooks/disaggregation.ipynb), not at one GPU count beside the single-pool schedulers
+    return tuple(sorted(name for name, cls in SCHEDULERS.items() if cls.engine != "disaggregated"))
 
 
 def _default_rps_scaling() -> float:
@@ -220,6 +222,11 @@ class CompareParams:
 
         # a comma-separated string is accepted too (papermill -p schedulers continuous_fcfs,static_fifo)
         object.__setattr__(self, "schedulers", checks.names(self.schedulers, "schedulers", allowed=sorted(SCHEDULERS)))
+        pooled = [name for name in self.schedulers if name not in all_schedulers()]
+        if pooled:
+            raise ValueError(f"schedulers: {', '.join(pooled)} splits the GPUs into prefill and decode pools, so it "
+                             "has no single GPU count to be compared at; rank its placements with wb.best_placement "
+                             f"(notebooks/disaggregation.ipynb), or choose among {', '.join(all_schedulers())}")
         checks.choice(self.latency, "latency", profiles.profile_names(), hint="a step-time profile name")
         object.__setattr__(self, "gpu_counts", tuple(sorted(set(checks.integers(
             self.gpu_counts, "gpu_counts", low=1, high=100_000, unique=False)))))

@@ -409,12 +409,24 @@ def _rss_of(step: StepTimeModel, runs, cfg) -> float:
     return total
 
 
-def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter: int = 8, tol: float = 1e-3,
-              min_steps: int = 20, overhead_min_gain: float = 0.02, fit_token_overhead: bool = False,
+def _is_default(value, default) -> bool:
+    try:
+        return bool(value is default or value == default)
+    except (TypeError, ValueError):   # e.g. an array compared element-wise
+        return False
+
+
+def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter: int | None = None,
+              tol: float | None = None, min_steps: int = 20, overhead_min_gain: float = 0.02,
+              fit_token_overhead: bool = False,
               prior_weight: float = PRIOR_WEIGHT, hold=FIXED_STEP_COSTS, damping: float = 0.5,
               name: str | None = None) -> StepTimeModel:
     """Refit ``step`` to measured ``runs`` (ServingLogs; one run is taken as a list of one) jointly; returns the
     model with ``.fit_report``.
+
+    Disaggregated runs (configs with ``scheduler="disaggregated"``), or ``step`` a ``{"prefill": ...,
+    "decode": ...}`` dict, are calibrated by :mod:`workbench.study.fidelity.calibration_disagg` (each run with
+    its own config; the same kind as given is returned).
 
     ``cfg`` is the serving setup used for every run (default: each run's own ``.config``): vLLM's FCFS policy
     on one server, with or without chunked prefill (v0.2 or v1 rules) and prefix caching.  ``thresholds``:
@@ -422,22 +434,43 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
     simulated error; ``"fit"`` = 16, 32, 48 and the model's own; None, the default = keep the model's).
     ``hold``: coefficients (names in ``FIT_COEFS``) kept at ``step``'s values (default: the fixed step costs);
     ``prior_weight``: how much moving a coefficient away from ``step``'s value costs (module docstring).
+    ``max_iter`` / ``tol``: iterations and stopping tolerance of the fit; None = 8 and 1e-3 for vLLM runs, the
+    defaults of :func:`~workbench.study.fidelity.calibration_disagg.calibrate_disaggregated` for disaggregated ones.
     """
-    if not isinstance(step, StepTimeModel):
-        raise checks.InvalidType(f"calibrate: step must be a StepTimeModel, got {type(step).__name__}")
+    from workbench.study.fidelity import calibration_disagg
+
+    if not isinstance(step, (StepTimeModel, dict, str)):
+        raise checks.InvalidType(f"calibrate: step must be a StepTimeModel (disaggregated runs: also a "
+                                 f"{{'prefill': ..., 'decode': ...}} dict or a profile name), got {type(step).__name__}")
     runs = _as_runs(runs, "calibrate")
     if cfg is not None:
         checks.instance(cfg, "cfg", SimConfig, expected="a SimConfig, or None for each run's own setup")
-    if thresholds is not None and thresholds != "fit":
-        thresholds = checks.integers(thresholds, "thresholds", low=1, high=2**31 - 1)
-    max_iter = checks.integer(max_iter, "max_iter", low=1, high=10_000, hint="fixed-point iterations of the fit")
-    tol = checks.number(tol, "tol", low=0, low_open=True)
-    min_steps = checks.integer(min_steps, "min_steps", low=0)
-    overhead_min_gain = checks.number(overhead_min_gain, "overhead_min_gain", low=0)
-    fit_token_overhead = checks.boolean(fit_token_overhead, "fit_token_overhead")
+    if calibration_disagg.is_disaggregated_input(step, runs, cfg):
+        # disaggregated runs (or a {"prefill": ..., "decode": ...} latency): workbench.study.fidelity.calibration_disagg
+        vllm_only = {"thresholds": (thresholds, None), "min_steps": (min_steps, 20),
+                     "overhead_min_gain": (overhead_min_gain, 0.02), "fit_token_overhead": (fit_token_overhead, False),
+                     "hold": (hold, FIXED_STEP_COSTS)}
+        given = sorted(k for k, (value, default) in vllm_only.items() if not _is_default(value, default))
+        if given:
+            raise ValueError(f"calibrate: {', '.join(given)} apply to vLLM runs; the disaggregated calibration "
+                             "takes max_iter, tol, prior_weight, damping, name (see calibration_disagg)")
+        options = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}  # None: its defaults
+        return calibration_disagg.calibrate_disaggregated(step, runs, cfg, prior_weight=prior_weight,
+                                                          damping=damping, name=name, **options)
+    if not isinstance(step, StepTimeModel):
+        raise checks.InvalidType(f"calibrate: step must be a StepTimeModel for vLLM runs (their configs are not "
+                                 f"disaggregated), got {type(step).__name__}")
+    max_iter = checks.integer(8 if max_iter is None else max_iter, "max_iter", low=1, high=10_000,
+                              hint="fixed-point iterations of the fit")
+    tol = checks.number(1e-3 if tol is None else tol, "tol", low=0, low_open=True)
     prior_weight = checks.number(prior_weight, "prior_weight", low=0)
     damping = checks.number(damping, "damping", low=0, high=1, low_open=True)
     checks.instance(name, "name", (str, type(None)), expected="a text label, or None")
+    if thresholds is not None and thresholds != "fit":
+        thresholds = checks.integers(thresholds, "thresholds", low=1, high=2**31 - 1)
+    min_steps = checks.integer(min_steps, "min_steps", low=0)
+    overhead_min_gain = checks.number(overhead_min_gain, "overhead_min_gain", low=0)
+    fit_token_overhead = checks.boolean(fit_token_overhead, "fit_token_overhead")
     hold = (hold,) if isinstance(hold, str) else tuple(checks.instance(hold, "hold", (list, tuple, set, frozenset),
                                                                        expected="a list of coefficient names"))
     unknown = sorted(set(hold) - set(FIT_COEFS), key=str)
@@ -525,10 +558,11 @@ def _simulated_frame(res, run) -> pd.DataFrame:
         raise checks.InvalidType("res: must be a simulation result (wb.simulate(...)), got a measured run; the "
                                  "order is compare_to_measured(res, run)")
     _check_measured(run)
-    if getattr(res, "engine", "continuous") != "continuous":
+    if getattr(res, "engine", "continuous") not in ("continuous", "disaggregated"):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (a measured vLLM run is "
                          f"continuous batching), got a {res.config.scheduler} result of the static engine; simulate "
-                         "run.trace with the run's setup (a continuous_* scheduler)")
+                         "run.trace with the run's setup (a continuous_* scheduler, or disaggregated for a DistServe "
+                         "run)")
     requests = getattr(res, "requests", None)
     if requests is None or not {"ttft_s", "tpot_s", "e2e_s"} <= set(requests.columns):
         raise ValueError("compare_to_measured: res must be a continuous-engine result (res.requests with ttft_s, "

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.memory import SEED_MEMORY
+from workbench.study.runs.folders import NotebookParams
 from workbench.sim.metrics import STATUS_COMPLETED, littles_law
 from workbench.sim.simulate import SimResult, simulate
 from workbench.study.runs.sweep import write_csv_atomic
@@ -704,8 +705,10 @@ OUTPUTS = ("validation.csv", "validation_md1.png", "validation_multi_bin.png", "
 
 
 @dataclass(frozen=True)
-class ValidationParams:
+class ValidationParams(NotebookParams):
     """The validation notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
+
+    notebook, outputs = NOTEBOOK, OUTPUTS
 
     n_requests: int = DEFAULT_REQUESTS
     seeds: int = DEFAULT_SEEDS
@@ -719,23 +722,6 @@ class ValidationParams:
         object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
         object.__setattr__(self, "include_trace", checks.boolean(self.include_trace, "include_trace"))
         checks.path(self.results_dir, "results_dir", expected="a folder path")
-
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> "ValidationParams":
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
-
-    def identity(self) -> dict:
-        """What the validation table depends on (every parameter but the folder)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results_dir"}
-
-    def claim_results_dir(self) -> Path:
-        """The folder, with these parameters recorded as its validation part (refused if it holds validation
-        results of other parameters, or is not a workbench folder); checked before anything is computed."""
-        from workbench.study.runs import folders
-        from workbench.study.runs.sweep import resolve_results_dir
-
-        return folders.claim(resolve_results_dir(self.results_dir), self.identity(), part=NOTEBOOK,
-                             outputs=OUTPUTS)
 
 
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:

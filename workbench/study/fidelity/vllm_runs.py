@@ -11,7 +11,7 @@ mean E2E within 25%, when the run is *predicted* (calibrated on the others).
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from matplotlib.ticker import NullFormatter
 
 from workbench import checks
 from workbench.study.fidelity.calibration import cross_validate, replay_table, simulate_run
+from workbench.study.runs.folders import NotebookParams
 from workbench.study.runs.sweep import atomic_write_bytes
 
 NOTEBOOK = "fidelity_vllm"
@@ -31,8 +32,10 @@ DEFAULT_DATA_DIR = "data/groundtruth/distserve_opt13b_a100_vllm"
 
 
 @dataclass(frozen=True)
-class FidelityParams:
+class FidelityParams(NotebookParams):
     """The fidelity notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
+
+    notebook, outputs, default_data_dir = NOTEBOOK, OUTPUTS, DEFAULT_DATA_DIR
 
     results_dir: str = "results/default"
     data_dir: str = DEFAULT_DATA_DIR
@@ -50,7 +53,7 @@ class FidelityParams:
         folder = self.data_path
         if not folder.is_dir():
             raise FileNotFoundError(f"data_dir: {folder} is not a folder (the measured runs' CSVs and setup.json; "
-                                    f"the shipped ones are in {DEFAULT_DATA_DIR})")
+                                    f"the shipped ones are in {self.default_data_dir})")
         runs = checks.names(self.runs, "runs")
         for name in runs:
             if not (folder / f"{name}.csv").is_file():   # a wrong run name, or a wrong data_dir
@@ -75,26 +78,13 @@ class FidelityParams:
         """The measured runs' CSV files."""
         return [self.data_path / f"{name}.csv" for name in self.runs]
 
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> "FidelityParams":
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
-
     def identity(self) -> dict:
         """What the report depends on: every parameter but the folder (the data folder by its absolute path)."""
-        identity = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results_dir"}
         from workbench.study.runs.experiments import display_path
 
+        identity = super().identity()
         identity["data_dir"] = display_path(self.data_path)  # inside the repository: relative to it
         return identity
-
-    def claim_results_dir(self) -> Path:
-        """The folder, with these parameters recorded as its fidelity part (refused if it holds a fidelity report
-        of other parameters, or is not a workbench folder); checked before anything is computed."""
-        from workbench.study.runs import folders
-        from workbench.study.runs.sweep import resolve_results_dir
-
-        return folders.claim(resolve_results_dir(self.results_dir), self.identity(), part=NOTEBOOK,
-                             outputs=OUTPUTS)
 
 TARGETS = {  # (metric, saturated run?) -> largest |relative error of the mean|
     ("e2e_s", False): 0.20,

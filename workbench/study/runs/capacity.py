@@ -248,6 +248,12 @@ def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
         if value is not None:
             limits[name] = value
     cfg = cfg.replace(**limits) if limits else cfg   # SimConfig validates the limits
+    if get_scheduler(cfg.scheduler).engine == "disaggregated":
+        # a disaggregated deployment: a step-time model per pool (workbench.sim.disagg)
+        from workbench.sim.disagg import pool_models, slo_attainable_share as disagg_share
+
+        prefill, decode = pool_models(latency, cfg)
+        return cfg, {"prefill": prefill, "decode": decode}, disagg_share(trace, cfg, prefill, decode)
     latency = latency if latency is not None else _default_step_model()
     if not isinstance(latency, StepTimeModel):
         raise ValueError(f"criterion='slo' (TTFT and TPOT limits) needs latency=wb.StepTimeModel(...) (or None for "
@@ -284,7 +290,9 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
     cfg = SimConfig() if config is _DEFAULT_CONFIG else checks.instance(config, "config", SimConfig,
                                                                          expected="a SimConfig")
     trace = _validate_trace(trace)
-    latency = resolve_latency(latency)
+    disaggregated = get_scheduler(cfg.scheduler).engine == "disaggregated"
+    if not disaggregated:  # a disaggregated deployment's pools are resolved by _slo_setup (per TP degree)
+        latency = resolve_latency(latency)
     criterion = checks.choice(criterion, "criterion", CRITERIA)
     method = checks.choice(method, "method", METHODS,
                            hint="'auto' picks 'scan' for schedulers whose batches wait to fill, else 'bracket'")
@@ -324,8 +332,9 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
                          f"max_probes={max_probes}: raise scan_factor or max_probes, or narrow scale_bounds")
     if len(trace) < 2 or trace.mean_rate_rps <= 0 or not math.isfinite(trace.mean_rate_rps):
         raise ValueError("capacity needs a trace of at least 2 requests spread over time")
-    if criterion != "slo" and get_scheduler(cfg.scheduler).engine == "continuous":
-        raise ValueError(f"{cfg.scheduler} is a continuous scheduler, judged on TTFT and TPOT: use "
+    if criterion != "slo" and get_scheduler(cfg.scheduler).engine != "static":
+        kind = "a disaggregated" if disaggregated else "a continuous"
+        raise ValueError(f"{cfg.scheduler} is {kind} scheduler, judged on TTFT and TPOT: use "
                          "capacity(..., criterion='slo', ttft_s=..., tpot_s=..., attainment=...)")
     if criterion != "slo" and _is_step_model(latency):
         raise ValueError(f"criterion={criterion!r} judges end-to-end latency against d_sla_s on a latency grid; "
@@ -342,7 +351,7 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
     # the slowest load a search may replay stretches the trace by 1 / scale_bounds[0]: its times must stay usable
     check_time_horizon(float(trace.arrival_s[-1]) / low, latency,
                        f"capacity at scale_bounds[0]={low:g} (the slowest load searched)",
-                       "Or raise scale_bounds[0].")
+                       "Or raise scale_bounds[0].", cfg=cfg)
     sla = sla_text(cfg, criterion)
     if ceiling < needed:
         why = ("even alone on an idle replica (or they exceed the KV cache / token budget)" if criterion == "slo"

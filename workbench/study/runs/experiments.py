@@ -73,7 +73,23 @@ STEP_TITLES = {STEP1: "Step 1: request scaling", STEP2: "Step 2: GPU scaling",
 
 SMALLEST_VOLUME = 1_000
 STEP1_CONFIGS = (("static_fifo", 1), ("dynamic_no_bins", 1), ("multi_bin_dynamic", 1),
-                 ("multi_bin_dynamic", 2), ("multi_bin_dynamic", 4))
+                 ("multi_bin_dynamic", 2), ("multi_bin_dynamic", 4), ("disaggregated", 2))
+DISAGGREGATED = "disaggregated"
+
+
+def disaggregated_split(gpus: int) -> dict:
+    """The steps' disaggregated deployment on ``gpus`` (>= 2) GPUs: ``gpus // 2`` prefill and the rest decode
+    instances of one GPU each (``wb.best_placement`` searches the best split)."""
+    return {"prefill_replicas": gpus // 2, "decode_replicas": gpus - gpus // 2}
+
+
+def _gpu_counts(scheduler: str, counts) -> list[int]:
+    """The GPU counts a scheduler runs at: a disaggregated deployment needs at least 2 (a 1 becomes 2)."""
+    if scheduler != DISAGGREGATED:
+        return list(counts)
+    return sorted({max(g, 2) for g in counts})
+
+
 GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64, 100)
 K_VALUES = (1, 2, 4, 8, 16, 32)
 # Step 3 without a best GPU count and without step 2 results: the count step 2
@@ -317,6 +333,8 @@ class StepParams:
 def uses_bins(scheduler: str, config: SimConfig | None = None) -> bool:
     """Whether ``scheduler`` groups requests into K bins (so step 3's K sweep means something for it)."""
     policy, config = get_scheduler(scheduler), config or SimConfig(scheduler=scheduler)
+    if policy.engine == "disaggregated":
+        return False
     spec = policy.continuous_spec(config) if policy.engine == "continuous" else policy.engine_spec(config)
     return bool(spec.uses_bins)
 
@@ -551,6 +569,9 @@ def step1_configs(params: StepParams) -> list[tuple[str, int]]:
 def _make(params: StepParams, step: str, options: TraceOptions, trace, seed: int, scheduler: str, gpus: int,
           k: int | None = None, capacity: CapacitySpec | None = None, label_k: bool = False) -> SweepTest:
     changes = {"scheduler": scheduler, "num_gpus": gpus, **({"k_bins": k} if k is not None else {})}
+    if scheduler == DISAGGREGATED:   # num_gpus is derived from the instances
+        changes.pop("num_gpus")
+        changes.update(disaggregated_split(gpus))
     return make_test(step, options, params.base_config(seed=seed, **changes), trace=trace,
                      latency=params.latency_model(scheduler), label=_label(scheduler, gpus, k if label_k else None),
                      capacity=capacity)
@@ -613,7 +634,8 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
         options = params.trace_options(params.max_requests, seed)
         trace = options.load()
         tests = step2_tests(params, options, trace, seed, params.max_gpus)
-        return [tests[(s, g)] for s in params.schedulers for g in GPU_COUNTS if g <= params.max_gpus]
+        return [tests[(s, g)] for s in params.schedulers
+                for g in _gpu_counts(s, [g for g in GPU_COUNTS if g <= params.max_gpus])]
 
     plan = StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
     params.claim_results_dir()
@@ -628,7 +650,8 @@ def step2_tests(params: StepParams, options: TraceOptions, trace, seed: int,
     GPUs and step 3 at its count."""
     return hinted_capacity_tests({(s, g): _make(params, STEP2, options, trace, seed, s, g,
                                                 capacity=params.capacity_spec())
-                                  for s in params.schedulers for g in GPU_COUNTS if g <= up_to})
+                                  for s in params.schedulers
+                                  for g in _gpu_counts(s, [g for g in GPU_COUNTS if g <= up_to])})
 
 
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
@@ -681,7 +704,7 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
         if gpus not in GPU_COUNTS or not params.capacity_search:
             return {}
         tests = step2_tests(params, options, trace, seed, gpus)
-        candidates = {s: tests[(s, gpus)] for s in params.schedulers}
+        candidates = {s: tests[(s, _gpu_counts(s, [gpus])[0])] for s in params.schedulers}
         found = finished_elsewhere(list(candidates.values()), params.results_path, None)
         return {s: t for s, t in candidates.items() if t.test_id in found}
 
@@ -694,7 +717,8 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
             known = at_hand.get(s)
             if not uses_bins(s):
                 tests.append(dataclasses.replace(known, step=STEP3) if known is not None else
-                             _make(params, STEP3, options, trace, seed, s, gpus, capacity=params.capacity_spec()))
+                             _make(params, STEP3, options, trace, seed, s, _gpu_counts(s, [gpus])[0],
+                                   capacity=params.capacity_spec()))
                 continue
             by_k = {k: _make(params, STEP3, options, trace, seed, s, gpus, k, capacity=params.capacity_spec(),
                              label_k=True) for k in K_VALUES}
@@ -727,7 +751,7 @@ def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100, schedulers: 
     schedulers = _schedulers(schedulers)
     step1 = len(request_volumes_for(max_requests)) * sum(
         g <= max_gpus for s in schedulers for g in ([g for t, g in STEP1_CONFIGS if t == s] or [1]))
-    step2 = len(schedulers) * sum(g <= max_gpus for g in GPU_COUNTS)
+    step2 = sum(len(_gpu_counts(s, [g for g in GPU_COUNTS if g <= max_gpus])) for s in schedulers)
     step3 = sum(len(K_VALUES) if uses_bins(s) else 1 for s in schedulers)
     return (step1 + step2 + step3) * _int_at_least(replications, "replications", 1)
 

@@ -25,11 +25,13 @@ suite's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import math
 from pathlib import Path
+from typing import ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -188,5 +190,30 @@ def claim(results_dir: str | Path, identity: dict, *, suggestion: str | None = N
     return folder
 
 
-__all__ = ["MANIFEST", "ResultsFolderConflict", "check_claim", "check_folder", "claim", "differences", "folder_name",
-           "read_manifest"]
+class NotebookParams:
+    """What a notebook's validated parameters share (a frozen dataclass with a ``results_dir`` field; the subclass
+    validates in ``__post_init__``): built from the notebook's namespace (its ``parameters`` cell), identified by
+    every parameter but the folder, and claiming the folder as the part ``notebook`` that writes ``outputs``."""
+
+    notebook: ClassVar[str] = ""
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_namespace(cls, namespace: dict):
+        return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace})
+
+    def identity(self) -> dict:
+        """What the notebook's outputs depend on: every parameter but the folder."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "results_dir"}
+
+    def claim_results_dir(self) -> Path:
+        """The folder, with these parameters recorded as the notebook's part (refused if it holds that part's
+        results of other parameters, or is not a workbench folder); checked before anything is computed."""
+        from workbench.study.runs.sweep import resolve_results_dir
+
+        return claim(resolve_results_dir(self.results_dir), self.identity(), part=self.notebook,
+                     outputs=self.outputs)
+
+
+__all__ = ["MANIFEST", "NotebookParams", "ResultsFolderConflict", "check_claim", "check_folder", "claim",
+           "differences", "folder_name", "read_manifest"]

@@ -46,6 +46,7 @@ COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TP
 # eight loads per scheduler, every registered scheduler; the size the suite's comparison always had.
 COMPARE_CURVE_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
+FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured DistServe runs; with --validate
 PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
 KERNEL_NAME = "python3"
 
@@ -140,6 +141,8 @@ SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
     SuiteNotebook(VALIDATION, "Validation against queueing theory and the MBB model", "validate",
                   validation_parameters),
     SuiteNotebook(FIDELITY, "Fidelity against measured vLLM runs", "validate", results_only),
+    SuiteNotebook(FIDELITY_DISAGG, "Fidelity of disaggregated serving against measured DistServe runs", "validate",
+                  results_only),
     SuiteNotebook(PREFIX_CACHING, "Prefix caching and cache-aware routing (Mooncake)", "validate", results_only),
 )
 

@@ -334,10 +334,11 @@ def simulator_version() -> str:
 
 
 def is_continuous(scheduler: str) -> bool:
-    """Whether ``scheduler`` runs on the iteration-level (continuous batching) engine."""
+    """Whether ``scheduler`` runs on an iteration-level engine (continuous batching, or disaggregated prefill
+    and decode): timed by a step-time profile, judged on TTFT and TPOT."""
     from workbench.sim.schedulers import get_scheduler
 
-    return get_scheduler(scheduler).engine == "continuous"
+    return get_scheduler(scheduler).engine != "static"
 
 
 def check_replay_times(trace, latency, label: str, capacity: bool) -> None:

@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # How should the GPUs be split between prefill and decode?
+#
+# For a trace and an SLO (TTFT and TPOT limits met by 90% of the requests), `wb.best_placement` ranks every
+# way of serving OPT-13B on a GPU budget by goodput per GPU: disaggregated placements (prefill instances
+# and decode instances of any TP, decode optionally pipelined; DistServe) and colocated continuous
+# batching (vLLM) at each TP degree. This notebook repeats the question as the SLO tightens (both limits
+# scaled together, as in DistServe's SLO-scale figures) on two traces:
+#
+# - the **DistServe request sample**: the ShareGPT requests of the measured DistServe runs;
+# - the **Azure conversation trace** (Splitwise, 2023): longer prompts (mean ~1,150 tokens).
+#
+# Step times: DistServe's profile of its engine at each TP degree plus the serving costs calibrated on the
+# measured DistServe runs (`notebooks/fidelity_disagg.ipynb`), which are CPU work that does not depend on
+# the TP degree. Colocated batching is timed twice: on the same kernels (the comparison isolates the
+# placement) and on vLLM's measured profile (`opt-13b-a100`, validated in `notebooks/fidelity_vllm.ipynb`:
+# the system DistServe was compared with), both with the same serving costs added. The measured runs are
+# drawn as points: the highest measured rate that met the SLO (the runs sample only a few rates and last
+# 25-100 s, so it is a bound from below for a short burst), next to the same deployments simulated on the
+# whole sample.
+
+# %% tags=["parameters"]
+# Parameters (papermill overrides them: -p name value)
+results_dir = "results/default"  # where the CSV and the figure go
+gpus = 8  # the GPU budget
+azure_requests = 20_000  # requests of the Azure conversation trace (its first ones)
+slo_scales = [2.0, 1.5, 1.0, 0.75, 0.5]  # multiply TTFT 0.2 s and TPOT 0.1 s
+attainment = 0.9  # share of requests that must meet both limits
+profile = "opt-13b-a100-distserve"  # step-time profile, resolved at each TP degree
+vllm_profile = "opt-13b-a100"  # colocated replicas timed as the measured vLLM engine too ("": skip)
+disagg_dir = "data/groundtruth/distserve_opt13b_a100_disagg"  # measured DistServe runs (and the calibration)
+vllm_dir = "data/groundtruth/distserve_opt13b_a100_vllm"  # measured colocated vLLM runs (1 GPU)
+calibrate_serving_costs = True  # add the serving costs calibrated on the DistServe runs (False: profile alone)
+
+# %%
+import pandas as pd
+
+import workbench as wb
+from workbench.sim.profiles import get_profile
+from workbench.study.answers import disaggregation
+from workbench.study.fidelity.calibration_disagg import with_fitted_changes
+
+pd.set_option("display.width", 200)
+pd.set_option("display.max_columns", 20)
+params = disaggregation.DisaggregationParams.from_namespace(globals())  # the parameters above, validated
+gpus, azure_requests, slo_scales, attainment = params.gpus, params.azure_requests, params.slo_scales, params.attainment
+profile, vllm_profile, calibrate_serving_costs = params.profile, params.vllm_profile, params.calibrate_serving_costs
+results = params.claim_results_dir()  # refused before anything runs if it holds another run's tables
+distserve_runs = [wb.load_serving_log(p) for p in params.run_files("disagg_dir")]
+vllm_runs = [wb.load_serving_log(p) for p in params.run_files("vllm_dir")]
+fitted = wb.calibrate({"prefill": profile, "decode": profile}, distserve_runs) if calibrate_serving_costs else None
+if fitted is not None:
+    print(fitted.fit_report.parameters[["name", "pool", "change", "status"]].to_string(index=False))
+
+
+def timed(name):
+    """tp -> the profile ``name`` at that TP degree, with the calibrated serving costs added."""
+    if fitted is None:
+        return lambda tp: get_profile(name, tp=tp)
+    return lambda tp: with_fitted_changes(fitted.fit_report, get_profile(name, tp=tp))
+
+
+step_model = timed(profile)
+colocated_profiles = {"same kernels": None, **({"vLLM kernels": timed(vllm_profile)} if vllm_profile else {})}
+sample = max(distserve_runs, key=lambda r: len(r.trace)).trace
+azure = wb.load_trace("azure_conv", num_requests=azure_requests)
+print(f"DistServe sample: {len(sample):,} requests, mean prompt {sample.prompt_tokens.mean():.0f} / output "
+      f"{sample.output_tokens.mean():.0f} tokens; Azure conversation: {len(azure):,} requests, mean prompt "
+      f"{azure.prompt_tokens.mean():.0f} / output {azure.output_tokens.mean():.0f}")
+
+# %% [markdown]
+# ## The ranking at the base SLO (TTFT 0.2 s, TPOT 0.1 s) on the DistServe sample
+
+# %%
+ranking = wb.best_placement(sample, gpus, profile=step_model, ttft_s=0.2, tpot_s=0.1, attainment=attainment)
+print(f"searched in {ranking.attrs['search_s']:.1f} s; per-pool goodput of one instance (requests/s): "
+      + ", ".join(f"{k} {v:.2f}" for k, v in ranking.attrs["pool_goodput"].items()))
+ranking.head(12).round(3)
+
+# %% [markdown]
+# ## As the SLO tightens
+
+# %%
+sweeps = {label: disaggregation.slo_sweep(trace, gpus, slo_scales, attainment=attainment, profile=step_model,
+                                          colocated_profiles=colocated_profiles)
+          for label, trace in (("DistServe sample", sample), ("Azure conversation", azure))}
+table = pd.concat([t.assign(trace=label) for label, t in sweeps.items()], ignore_index=True)
+table.to_csv(results / "disaggregation.csv", index=False)
+table.pivot_table(index=["trace", "slo_scale"], columns="kind", values="goodput_per_gpu", sort=False).round(3)
+
+# %%
+measured = disaggregation.measured_goodput(distserve_runs + vllm_runs, slo_scales, attainment=attainment)
+deployments = {}
+for r in distserve_runs + vllm_runs:
+    deployments.setdefault(disaggregation._layout(r.config), r)
+vllm_model = timed(vllm_profile or profile)
+latencies = {name: (vllm_model(1) if r.config.scheduler != "disaggregated" else
+                    {"prefill": step_model(r.config.prefill_tp), "decode": step_model(r.config.decode_tp)})
+             for name, r in deployments.items()}
+simulated = pd.concat([disaggregation.simulated_goodput(sample, {name: r.config}, slo_scales, latencies[name],
+                                                        attainment=attainment)
+                       for name, r in deployments.items()], ignore_index=True)
+points = measured.merge(simulated, on=["slo_scale", "deployment", "gpus"])
+points.to_csv(results / "disaggregation_measured.csv", index=False)
+points.round(3)
+
+# %%
+disaggregation.plot_goodput_vs_slo(sweeps, measured, simulated, gpus=gpus, results_dir=results)
+
+# %% [markdown]
+# ## Reading the figure
+
+# %%
+for label, sweep in sweeps.items():
+    wide = sweep.pivot_table(index="slo_scale", columns="kind", values="goodput_per_gpu")
+    best = sweep.set_index(["slo_scale", "kind"]).placement
+    lines = []
+    for scale, row in wide.sort_index(ascending=False).iterrows():
+        d = row.get("disaggregated", 0.0)
+        parts = [f"disaggregated {d:.2f} ({best[(scale, 'disaggregated')]})"]
+        parts += [f"{kind} {row[kind]:.2f}" + (f" (disaggregated x{d / row[kind]:.2f})" if row[kind] > 0 and d > 0 else "")
+                  for kind in wide.columns if kind != "disaggregated"]
+        lines.append(f"  x{scale:g}: " + "; ".join(parts))
+    print(f"{label}, goodput per GPU:\n" + "\n".join(lines))
+base = points[points.slo_scale == 1.0]
+for row in base.itertuples():
+    print(f"{row.deployment} at the base SLO: measured {row.measured_goodput_per_gpu:.2f} (lower bound), simulated "
+          f"{row.simulated_goodput_per_gpu:.2f} requests/s per GPU")
+
+# %% [markdown]
+# - Disaggregation pays where the two limits pull apart: a tight TPOT needs decode steps free of prefill
+#   interruptions, a tight TTFT needs prefill capacity that is not busy decoding; colocated continuous
+#   batching (vLLM v0.2 runs prefill steps first) trades one for the other on the same GPUs. Whether that
+#   beats giving every replica both phases depends on the kernels: the printout above says, for each SLO,
+#   which placement wins on the same kernels and against vLLM's.
+# - Long prompts (Azure) make prefill the bottleneck: the best disaggregated placements give it the most
+#   GPUs and tensor parallelism.
+# - The measured points come from runs of 25-100 s at a few rates; a short run that met the SLO bounds a
+#   deployment's goodput from below only for a burst that short, so a simulated goodput over the whole
+#   sample can sit a little under it.
