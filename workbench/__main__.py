@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run every test with N seeds (seed, seed+1, ...) and report means with 95%% "
                             "confidence intervals (default 1)")
     suite.add_argument("--validate", action="store_true",
-                       help="also run notebooks/validation.ipynb and fidelity_vllm.ipynb after the steps")
+                       help="also run the fidelity reports (validation, fidelity_vllm, fidelity_disagg) and the "
+                            "slower studies (prefix_caching; disaggregation: several minutes) after the steps")
     suite.add_argument("--no-compare", action="store_true",
                        help="skip the scheduler comparison (notebooks/compare_schedulers.ipynb: every scheduler on "
                             "one step-time profile and one TTFT/TPOT SLA, up to 20,000 requests), which otherwise "

@@ -23,8 +23,9 @@ PINNED: dict[str, str] = {
     "continuous_fcfs": "#d62728",       # red
     "continuous_sla": "#ff7f0e",        # orange
     "continuous_multi_bin": "#9467bd",  # purple
+    "disaggregated": "#e377c2",         # pink: prefill and decode on their own GPUs (wb.best_placement)
 }
-EXTRA = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
+EXTRA = ("#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
          "#756bb1", "#636363")
 
 # name -> matplotlib line keywords; black/grey only, each with its own dash pattern

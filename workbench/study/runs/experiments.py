@@ -181,9 +181,11 @@ class StepParams:
             object.__setattr__(self, "rps_scaling", default_rps_scaling(latency))
         continuous = [s for s in self.schedulers if is_continuous(s)]
         if continuous and latency == SEED_GRID:
+            split = (f" ({DISAGGREGATED} times its prefill and decode instances separately, and the grid's batch "
+                     "times have no prefill/decode split)" if DISAGGREGATED in continuous else "")
             raise ValueError(f"latency={SEED_GRID!r} is the static engine's batch-time grid; {', '.join(continuous)} "
-                             f"need a step-time profile (latency={profiles.DEFAULT_PROFILE!r}, or another of "
-                             f"{', '.join(profiles.profile_names())}), or leave them out of schedulers")
+                             f"need a step-time profile{split} (latency={profiles.DEFAULT_PROFILE!r}, the default, or "
+                             f"another of {', '.join(profiles.profile_names())}), or leave them out of schedulers")
         if latency != SEED_GRID:
             profile_config_fields(latency)  # ValueError when the profile's hardware is unknown
         # every value as the type it is used as, so parameters.json records what actually ran

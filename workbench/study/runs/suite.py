@@ -2,7 +2,8 @@
 
 Which notebooks run, when and with which parameters is one table,
 :data:`SUITE_NOTEBOOKS`: the three steps, the scheduler comparison, and the
-fidelity reports behind ``--validate``.  A new notebook joins the suite with
+fidelity reports and slower studies behind ``--validate`` (the disaggregation
+study takes minutes: never in the default first run).  A new notebook joins the suite with
 one line there (its name, title, when it runs and how its parameters come
 from the suite's options); ``index.html`` and the summary take its title from
 there.
@@ -47,6 +48,10 @@ COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TP
 COMPARE_CURVE_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured DistServe runs; with --validate
+# How to split GPUs between prefill and decode as the SLO tightens (wb.best_placement on two traces, five SLO
+# scales, colocated on two profiles): slow (minutes on 2 cores), so never in the default first run; with
+# --validate, or on demand: python -m workbench notebook disaggregation
+DISAGGREGATION = "disaggregation"
 PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
 KERNEL_NAME = "python3"
 
@@ -144,6 +149,8 @@ SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
     SuiteNotebook(FIDELITY_DISAGG, "Fidelity of disaggregated serving against measured DistServe runs", "validate",
                   results_only),
     SuiteNotebook(PREFIX_CACHING, "Prefix caching and cache-aware routing (Mooncake)", "validate", results_only),
+    SuiteNotebook(DISAGGREGATION, "Disaggregated prefill/decode vs colocated serving as the SLO tightens", "validate",
+                  results_only),
 )
 
 
