@@ -100,7 +100,13 @@ def _replication_text(rows: pd.DataFrame) -> str:
 def _finish(fig: Figure, rows: pd.DataFrame, heading: str, results_dir, filename: str) -> Figure:
     """Two title lines (what; trace, hardware and SLA), the figure's legend below the panels, the PNG."""
     second = f"{trace_title(rows)}; {hardware_title(rows)}{_replication_text(rows)}"
-    fig.suptitle(f"{heading}\n{second}", fontsize=9.5)
+    return finish_figure(fig, f"{heading}\n{second}", results_dir, filename)
+
+
+def finish_figure(fig: Figure, title: str, results_dir=None, filename: str = "") -> Figure:
+    """Every figure's ending: its title (at most two lines), one legend below the panels, the PNG in
+    ``results_dir`` (if given)."""
+    fig.suptitle(title, fontsize=9.5)
     _figure_legend(fig)
     if results_dir is not None:
         save_png(fig, Path(results_dir) / filename)
@@ -659,5 +665,5 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
 
 
 __all__ = ["plot_request_scaling", "plot_step1_capacity", "plot_gpu_scaling", "plot_gpu_capacity",
-           "plot_kbins_sensitivity", "plot_kbins_capacity", "save_png", "trace_title", "hardware_title",
+           "plot_kbins_sensitivity", "plot_kbins_capacity", "save_png", "finish_figure", "trace_title", "hardware_title",
            "floor_text"]

@@ -13,7 +13,7 @@ Every simulation is :func:`workbench.simulate` with the continuous engine (rules
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,9 @@ from matplotlib.figure import Figure
 from workbench import checks
 from workbench.sim.simulate import simulate
 from workbench.study.answers import palette
-from workbench.study.answers.plots import _figure_legend, save_png
+from workbench.study.answers.plots import finish_figure
 from workbench.study.runs.capacity import CapacityError, capacity
+from workbench.study.runs.folders import NotebookParams
 
 NOTEBOOK = "prefix_caching"
 # what the notebook writes into its results folder (checked before anything runs: none may be a folder)
@@ -34,8 +35,11 @@ ROUTER_ORDER = ("round_robin", "least_outstanding", "least_kv", "prefix_affinity
 
 
 @dataclass(frozen=True)
-class PrefixCachingParams:
-    """The prefix-caching notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
+class PrefixCachingParams(NotebookParams):
+    """The prefix-caching notebook's parameters (its ``parameters`` cell), validated; the folder they write to
+    (its part ``prefix_caching``: :class:`~workbench.study.runs.folders.NotebookParams`)."""
+
+    notebook, outputs = NOTEBOOK, OUTPUTS
 
     dataset: str = "mooncake_conv"    # a trace with prefix hashes: mooncake_conv or mooncake_synthetic
     num_requests: int | None = None   # None: the whole trace
@@ -84,22 +88,6 @@ class PrefixCachingParams:
             raise ValueError(f"attainment={self.attainment:g} has no effect with capacity_search=False (no capacity "
                              "search runs): drop one of them")
         checks.path(self.results_dir, "results_dir", expected="a folder path")
-
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> "PrefixCachingParams":
-        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
-
-    def identity(self) -> dict:
-        """What the notebook's results depend on: every parameter but the folder."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results_dir"}
-
-    def claim_results_dir(self) -> Path:
-        """The folder, with these parameters recorded as its prefix-caching part (refused if it holds that part
-        for other parameters, or is not a workbench folder); checked before anything is computed."""
-        from workbench.study.runs import folders
-        from workbench.study.runs.sweep import resolve_results_dir
-
-        return folders.claim(resolve_results_dir(self.results_dir), self.identity(), part=NOTEBOOK, outputs=OUTPUTS)
 
     def trace(self):
         """The trace at the asked size and rate; refused if it has no prefix hashes (nothing to cache)."""
@@ -212,11 +200,7 @@ def plot_kv_sweep(sweep: pd.DataFrame, title: str, results_dir=None,
     ax_ttft.set_ylabel("time to first token (s, log scale)")
     ax_ttft.set_title("what the hits buy")
     ax_ttft.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9.5)
-    _figure_legend(fig)
-    if results_dir is not None:
-        save_png(fig, Path(results_dir) / filename)
-    return fig
+    return finish_figure(fig, title, results_dir, filename)
 
 
 def plot_routers(table: pd.DataFrame, title: str, results_dir=None,
@@ -250,11 +234,7 @@ def plot_routers(table: pd.DataFrame, title: str, results_dir=None,
         ax.set_xticks(x, [f"{n} replicas" for n in counts])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(title, fontsize=9.5)
-    _figure_legend(fig)
-    if results_dir is not None:
-        save_png(fig, Path(results_dir) / filename)
-    return fig
+    return finish_figure(fig, title, results_dir, filename)
 
 
 def findings(sweep: pd.DataFrame, table: pd.DataFrame) -> list[str]:

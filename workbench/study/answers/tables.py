@@ -49,6 +49,20 @@ def _ms(value) -> str:
     return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else significant(value * 1e3)
 
 
+def _signed_percent(value) -> str:
+    """A relative error: "+2.9%", "-6.2%"."""
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{float(value):+.1%}"
+
+
+def _points(value) -> str:
+    """A difference of two percentages, in percentage points: "+1.3"."""
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{float(value):+.1f}"
+
+
+def _yes(value) -> str:
+    return "yes" if bool(value) else "no"
+
+
 def _whole(value) -> str:
     return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{int(value):,}"
 
@@ -88,6 +102,40 @@ DISPLAY = {
     "completed": ("completed", _whole),
     "rejected": ("rejected", _whole),
     "preemptions_total": ("preemptions", _whole),
+    # disaggregated serving (notebooks/disaggregation, notebooks/fidelity_disagg)
+    "rank": ("rank", _whole),
+    "kind": ("kind", str),
+    "placement": ("placement", str),
+    "gpus": ("GPUs", _whole),
+    "goodput_per_gpu": ("goodput per GPU (req/s)", significant),
+    "estimate_rps": ("estimate (req/s)", significant),
+    "status": ("status", str),
+    "trace": ("trace", str),
+    "slo_scale": ("SLO scale", significant),
+    "ttft_s": ("TTFT limit (s)", significant),
+    "tpot_s": ("TPOT limit (ms)", _ms),
+    "deployment": ("deployment", str),
+    "measured_goodput_per_gpu": ("measured goodput per GPU (req/s, a lower bound)", significant),
+    "simulated_goodput_per_gpu": ("simulated goodput per GPU (req/s)", significant),
+    "run": ("run", str),
+    "model": ("step times", str),
+    "requests": ("requests", _whole),
+    "rate_rps": ("rate (req/s)", significant),
+    "overloaded": ("overloaded", _yes),
+    "ttft_diverged": ("TTFT diverged", _yes),
+    "measured mean TTFT s": ("measured mean TTFT (s)", significant),
+    "measured mean TPOT s": ("measured mean TPOT (ms)", _ms),
+    "measured mean E2E s": ("measured mean E2E (s)", significant),
+    "measured attainment": ("measured met the SLO", percent),
+    "ttft error": ("mean TTFT error", _signed_percent),
+    "tpot error": ("mean TPOT error", _signed_percent),
+    "e2e error": ("mean E2E error", _signed_percent),
+    "e2e_rel_error": ("mean E2E error", _signed_percent),
+    "measured_attainment": ("measured met the SLO", percent),
+    "simulated_attainment": ("simulated met the SLO", percent),
+    "attainment_points": ("attainment gap (points)", _points),
+    "met": ("targets met", _yes),
+    "prior_weight": ("prior weight", significant),
 }
 
 
