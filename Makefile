@@ -28,9 +28,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_prefix_caching.py
 	$(PY) benchmarks/bench_disagg.py
 
+# JupyterLab on notebooks/: each notebook listed once (the .ipynb; its paired .py is hidden, jupytext keeps it
+# in sync on save), --allow-root when run as root (containers), and flags passed through:
+# make lab ARGS="--no-browser --port 8890"
+LAB_FLAGS := --ContentsManager.hide_globs='["__pycache__", "*.pyc", "*.py", ".ipynb_checkpoints"]'
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[lab]"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_FLAGS) $(ROOT_FLAG) $(ARGS)
 
 clean:
 	rm -rf $(VENV) data/cache

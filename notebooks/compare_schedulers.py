@@ -25,14 +25,17 @@
 #    of the requests meet the SLA (the trace replayed faster or slower).
 # 2. **Load-latency curves** on `curve_gpus` GPUs, from light load to past saturation: attainment,
 #    latency percentiles, TTFT and TPOT against the offered rate, one line per scheduler.
-# 3. A **ranking** by capacity per GPU (with 95% intervals when `replications` > 1) and one sentence
-#    per scheduler saying where it breaks.
+# 3. A **ranking** by capacity per GPU (equal values share a rank; with `replications` > 1 the 95% interval
+#    over the seeds, Student t cut to the quantity's range) and one sentence per scheduler saying where it breaks.
 #
-# Each (case, seed) is checkpointed: a rerun skips what is done.
+# Trace, hardware model, SLA and capacity target are the step notebooks' (same parameters, same tests): run by
+# the suite, this notebook reuses step 2's capacities and adds the schedulers the steps do not run. Each (test,
+# seed) is checkpointed: a rerun skips what is done.
 
 # %% tags=["parameters"]
 dataset = None                # None: the synthetic BurstGPT-like trace; or azure_conv, azure_code, a CSV path
-num_requests = 20_000
+num_requests = 20_000         # the suite passes its max_requests: then the capacities are step 2's tests, reused
+curve_requests = None         # requests of the load-latency curves; None: num_requests (the suite: 20,000)
 schedulers = None             # None: every registered scheduler
 latency = "opt-13b-a100"      # the step-time profile every scheduler is timed by
 gpu_counts = (1, 2, 4, 8)
@@ -43,9 +46,12 @@ tpot_sla_s = 0.05
 d_sla_s = 1.0                 # budget of the static SLA controller (service time of one batch)
 attainment = 0.9
 k_bins = 4
+rps_scaling = 10.0            # the trace's timestamps / this (as the steps')
+use_real_timestamps = False
 replications = 1
 seed = 42
 results_dir = None
+executor = None               # None: a local process pool; "serial", "process:N", "dask://host:port"
 
 # %%
 # %matplotlib inline
@@ -66,12 +72,23 @@ display(Markdown(f"Results in `{display_path(result.results_dir)}`; trace rate a
 
 # %% [markdown]
 # ## Load-latency curves
+#
+# Each panel one metric against the offered load on `curve_gpus` GPUs (log scale), one line per scheduler in its
+# colour: the share meeting the SLA with the target (dotted), goodput with the offered rate as its upper bound
+# (dashed), p99 and p50 end-to-end latency, p99 TTFT and TPOT with their limits (dotted). The loads run from 1/16
+# of the lowest capacity found on `curve_gpus` GPUs to twice the highest, so every curve goes from light load to
+# past its scheduler's saturation. Lines that coincide are drawn dashed on top of each other and named under the
+# panel. The curves replay the first `curve_requests` requests of the trace (the title says how many); the
+# capacities and the ranking all `num_requests`.
 
 # %%
 compare_plots.plot_load_latency(result, result.results_dir)
 
 # %% [markdown]
 # ## Capacity against GPU count
+#
+# Left: each scheduler's capacity; right: capacity per GPU. A scheduler with no point on a GPU count meets the
+# target at no load there (named under the left panel).
 
 # %%
 compare_plots.plot_capacity(result, result.results_dir)

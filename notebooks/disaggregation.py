@@ -47,15 +47,17 @@ vllm_dir = "data/groundtruth/distserve_opt13b_a100_vllm"  # measured colocated v
 calibrate_serving_costs = True  # add the serving costs calibrated on the DistServe runs (False: profile alone)
 
 # %%
+# %matplotlib inline
 import pandas as pd
+from IPython.display import Markdown, display
 
 import workbench as wb
 from workbench.sim.profiles import get_profile
 from workbench.study.answers import disaggregation
 from workbench.study.fidelity.calibration_disagg import with_fitted_changes
+from workbench.study.runs.console import notebook_setup
 
-pd.set_option("display.width", 200)
-pd.set_option("display.max_columns", 20)
+notebook_setup()  # plain log lines, each warning once, compact tables
 params = disaggregation.DisaggregationParams.from_namespace(globals())  # the parameters above, validated
 gpus, azure_requests, slo_scales, attainment = params.gpus, params.azure_requests, params.slo_scales, params.attainment
 profile, vllm_profile, calibrate_serving_costs = params.profile, params.vllm_profile, params.calibrate_serving_costs
@@ -78,9 +80,7 @@ step_model = timed(profile)
 colocated_profiles = {"same kernels": None, **({"vLLM kernels": timed(vllm_profile)} if vllm_profile else {})}
 sample = max(distserve_runs, key=lambda r: len(r.trace)).trace
 azure = wb.load_trace("azure_conv", num_requests=azure_requests)
-print(f"DistServe sample: {len(sample):,} requests, mean prompt {sample.prompt_tokens.mean():.0f} / output "
-      f"{sample.output_tokens.mean():.0f} tokens; Azure conversation: {len(azure):,} requests, mean prompt "
-      f"{azure.prompt_tokens.mean():.0f} / output {azure.output_tokens.mean():.0f}")
+display(Markdown(params.setup_text({"DistServe sample": sample, "Azure conversation": azure})))
 
 # %% [markdown]
 # ## The ranking at the base SLO (TTFT 0.2 s, TPOT 0.1 s) on the DistServe sample
@@ -89,7 +89,7 @@ print(f"DistServe sample: {len(sample):,} requests, mean prompt {sample.prompt_t
 ranking = wb.best_placement(sample, gpus, profile=step_model, ttft_s=0.2, tpot_s=0.1, attainment=attainment)
 print(f"searched in {ranking.attrs['search_s']:.1f} s; per-pool goodput of one instance (requests/s): "
       + ", ".join(f"{k} {v:.2f}" for k, v in ranking.attrs["pool_goodput"].items()))
-ranking.head(12).round(3)
+disaggregation.readable(ranking.head(12), disaggregation.RANKING_COLUMNS)
 
 # %% [markdown]
 # ## As the SLO tightens
@@ -100,7 +100,7 @@ sweeps = {label: disaggregation.slo_sweep(trace, gpus, slo_scales, attainment=at
           for label, trace in (("DistServe sample", sample), ("Azure conversation", azure))}
 table = pd.concat([t.assign(trace=label) for label, t in sweeps.items()], ignore_index=True)
 table.to_csv(results / "disaggregation.csv", index=False)
-table.pivot_table(index=["trace", "slo_scale"], columns="kind", values="goodput_per_gpu", sort=False).round(3)
+disaggregation.readable(table, disaggregation.SWEEP_COLUMNS)
 
 # %%
 measured = disaggregation.measured_goodput(distserve_runs + vllm_runs, slo_scales, attainment=attainment)
@@ -116,10 +116,10 @@ simulated = pd.concat([disaggregation.simulated_goodput(sample, {name: r.config}
                        for name, r in deployments.items()], ignore_index=True)
 points = measured.merge(simulated, on=["slo_scale", "deployment", "gpus"])
 points.to_csv(results / "disaggregation_measured.csv", index=False)
-points.round(3)
+disaggregation.readable(points, disaggregation.POINT_COLUMNS)
 
 # %%
-disaggregation.plot_goodput_vs_slo(sweeps, measured, simulated, gpus=gpus, results_dir=results)
+disaggregation.plot_goodput_vs_slo(sweeps, measured, simulated, gpus=gpus, attainment=attainment, results_dir=results)
 
 # %% [markdown]
 # ## Reading the figure

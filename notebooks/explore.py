@@ -21,6 +21,11 @@
 # each GPU's busy share, and the load-latency plane where every run so far leaves a point (labelled
 # with its GPU count). The line under the figure says how long the simulation and the drawing took.
 #
+# Every scheduler runs on one hardware model, as in the step notebooks: the `opt-13b-a100` step-time profile
+# (static batches in step mode) with that GPU's memory, judged on time to first token (the TTFT limit widget)
+# and time per output token; the synthetic trace's timestamps are divided by 10, as the steps' default.
+# `Explorer(..., step_profile="seed-grid")` explores the seed study's formula grid instead.
+#
 # Traces: `synthetic` is the synthetic BurstGPT-like trace (not measured traffic); `azure_conv` and
 # `azure_code` are one real hour of two Azure LLM services (Splitwise, 2023). The explorer needs a
 # live kernel (JupyterLab: `make lab`); a rendered copy (HTML) has no live widgets, so the last cell

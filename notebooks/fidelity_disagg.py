@@ -51,29 +51,23 @@ max_iter = 10  # Gauss-Newton iterations of calibrate
 prior_weights = [0.01, 0.09]  # other prior weights whose cross-validated targets are shown ([]: none)
 
 # %%
+# %matplotlib inline
 import pandas as pd
+from IPython.display import Markdown, display
 
 import workbench as wb
 from workbench.study.fidelity import disagg_runs
 from workbench.study.fidelity.calibration_disagg import PRIOR_WEIGHT, fidelity_table
+from workbench.study.runs.console import notebook_setup
 
-pd.set_option("display.width", 200)
-pd.set_option("display.max_columns", 20)
+notebook_setup()  # plain log lines, each warning once, compact tables
 params = disagg_runs.DisaggFidelityParams.from_namespace(globals())  # the parameters above, validated
 profile, max_iter, prior_weights = params.profile, params.max_iter, params.prior_weights
 results = params.claim_results_dir()  # refused before anything runs if it holds another fidelity report
 measured_runs = [wb.load_serving_log(path) for path in params.run_paths()]
 latency = {"prefill": profile, "decode": profile}
-disagg_runs.runs_table(measured_runs).round(3)
-
-# %%
-cfg = measured_runs[0].config
-print("setup:", {k: getattr(cfg, k) for k in ("prefill_replicas", "prefill_tp", "decode_replicas", "decode_tp",
-                                             "decode_pp", "prefill_kv_blocks", "decode_kv_blocks",
-                                             "prefill_max_tokens", "kv_link_gbps", "ttft_sla_s", "tpot_sla_s")})
-for r in measured_runs:
-    if r.config.decode_pp > 1:
-        print(f"{r.name}: decode_pp={r.config.decode_pp}, decode_kv_blocks={r.config.decode_kv_blocks}")
+display(Markdown(disagg_runs.setup_text(measured_runs, profile)))
+disagg_runs.readable(disagg_runs.runs_table(measured_runs), disagg_runs.RUN_COLUMNS)
 
 # %% [markdown]
 # ## 1. The published profile, unchanged
@@ -81,7 +75,7 @@ for r in measured_runs:
 # %%
 published, predicted, fitted_by_held_out = disagg_runs.published_and_predicted(
     latency, measured_runs, max_iter=max_iter)
-disagg_runs.summary(published).round(3)
+disagg_runs.readable(disagg_runs.summary(published), disagg_runs.SUMMARY_COLUMNS)
 
 # %%
 disagg_runs.plot_cdfs(measured_runs, {"published profile": latency}, results_dir=results,
@@ -94,11 +88,11 @@ disagg_runs.plot_cdfs(measured_runs, {"published profile": latency}, results_dir
 for held_out, model in fitted_by_held_out.items():
     print(f"--- predicting {held_out}:")
     print(model.fit_report.describe())
-disagg_runs.summary(predicted).round(3)
+disagg_runs.readable(disagg_runs.summary(predicted), disagg_runs.SUMMARY_COLUMNS)
 
 # %%
 targets = disagg_runs.check_targets(predicted, measured_runs)
-targets.round(3)
+disagg_runs.readable(targets, disagg_runs.TARGET_COLUMNS)
 
 # %%
 disagg_runs.plot_cdfs(measured_runs, {"published profile": latency, "calibrated on the others": fitted_by_held_out},
@@ -112,7 +106,7 @@ disagg_runs.plot_cdfs(measured_runs, {"published profile": latency, "calibrated 
 # %%
 print(f"default prior weight: {PRIOR_WEIGHT:.4g}")
 checked = disagg_runs.sensitivity(latency, measured_runs, "prior_weight", prior_weights, max_iter=max_iter)
-checked.round(3)
+disagg_runs.readable(checked, disagg_runs.TARGET_COLUMNS)
 
 # %% [markdown]
 # ## 3. Calibrated on all runs
@@ -128,7 +122,7 @@ table = pd.concat([published, predicted.drop(columns="trained_on"), in_sample], 
 table.to_csv(results / "fidelity_disagg.csv", index=False)
 targets.to_csv(results / "fidelity_disagg_targets.csv", index=False)
 print(f"wrote {results / 'fidelity_disagg.csv'} and {results / 'fidelity_disagg_targets.csv'}")
-disagg_runs.summary(table).round(3)
+disagg_runs.readable(disagg_runs.summary(table), disagg_runs.SUMMARY_COLUMNS)
 
 # %% [markdown]
 # ## Reading the tables

@@ -55,28 +55,16 @@ results_dir = "results/default"
 
 # %%
 # %matplotlib inline
-from pathlib import Path
-
-import pandas as pd
 from IPython.display import Markdown, display
 
-import workbench as wb
 from workbench.study.answers import prefix_caching as pc
+from workbench.study.runs.console import notebook_setup
 
-pd.set_option("display.width", 200)
-results = Path(results_dir)
-results.mkdir(parents=True, exist_ok=True)
-trace = wb.load_trace(dataset, use_real_timestamps=True)
-if num_requests:
-    trace = trace.head(int(num_requests))
-if time_scale != 1.0:
-    trace = trace.time_scaled(time_scale)
-step = wb.StepTimeModel.from_blis(model=profile_model, gpu="H100", tp=1)
-cfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=sweep_replicas, chunked_prefill=True,
-                   max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs, block_size=16,
-                   kv_blocks=kv_blocks, prefix_caching=True, router="prefix_affinity",
-                   prefix_affinity_margin=affinity_margin, ttft_sla_s=ttft_sla_s, tpot_sla_s=tpot_sla_s)
-print(trace.label, f"{trace.mean_rate_rps:.2f} req/s;", step.describe())
+notebook_setup()  # plain log lines, each warning once, compact tables
+params = pc.PrefixCachingParams.from_namespace(globals())   # the parameters above, validated
+results = params.claim_results_dir()   # refused before anything runs if it holds another prefix-caching report
+trace, step, cfg = params.trace(), params.step_model(), params.config()
+display(Markdown(params.setup_text(trace, step)))
 
 # %% [markdown]
 # ## 1. Hit rate and TTFT against the KV cache per replica
@@ -85,25 +73,27 @@ print(trace.label, f"{trace.mean_rate_rps:.2f} req/s;", step.describe())
 # Mooncake prompt has 126K tokens, so 8,000 blocks is the smallest cache that serves the whole trace).
 
 # %%
-sweep = pc.kv_sweep(trace, cfg, step, kv_sweep_blocks)
+sweep = pc.kv_sweep(trace, cfg, step, params.kv_sweep_blocks)
 sweep.to_csv(results / "prefix_caching_kv.csv", index=False)
-pc.plot_kv_sweep(sweep, f"{trace.label}: {sweep_replicas} replicas, prefix_affinity", results_dir=results)
+pc.plot_kv_sweep(sweep, f"Prefix hit rate and TTFT against the KV cache per replica\n{trace.label}; "
+                 f"{params.sweep_replicas} replicas, prefix_affinity; {step.name}", results_dir=results)
 
 # %%
-sweep.round(3)
+pc.kv_table(sweep)
 
 # %% [markdown]
 # ## 2. Routers on 4 and 8 replicas
 
 # %%
-table = pc.router_table(trace, cfg, step, routers=routers, replicas=replicas, attainment=attainment,
-                        search_capacity=capacity_search)
+table = pc.router_table(trace, cfg, step, routers=params.routers, replicas=params.replicas,
+                        attainment=params.attainment, search_capacity=params.capacity_search)
 table.to_csv(results / "prefix_caching_routers.csv", index=False)
-pc.plot_routers(table, f"{trace.label}: routers with prefix caching (TTFT <= {ttft_sla_s:g} s, "
-                f"TPOT <= {tpot_sla_s:g} s for {attainment:.0%})", results_dir=results)
+pc.plot_routers(table, f"Routers with prefix caching on {trace.label}\nTTFT <= {params.ttft_sla_s:g} s, TPOT <= "
+                f"{params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%} of the requests; {step.name}",
+                results_dir=results)
 
 # %%
-table.round(3)
+pc.routers_table(table)
 
 # %% [markdown]
 # ## What the results say

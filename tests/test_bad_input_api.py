@@ -74,9 +74,9 @@ EXPECTED = {
     "nan_arrival_continuous_sla": "arrival_s[1] = nan is not finite",
     "nan_arrival_static_fifo": "arrival_s[1] = nan is not finite",
     "time_scaled_to_inf": "factor=0.5 turns arrival 1e+308 s (request 1) into inf s, not a finite time",
-    "capacity_rps_scaling_1e-302": "capacity at scale_bounds[0]=0.000976562 (the slowest load scanned): the last "
+    "capacity_rps_scaling_1e-302": "capacity at scale_bounds[0]=0.000976562 (the slowest load searched): the last "
                                    "arrival would be at inf s, not a finite time",
-    "capacity_rps_scaling_1e-290": "capacity at scale_bounds[0]=0.000976562 (the slowest load scanned)",
+    "capacity_rps_scaling_1e-290": "capacity at scale_bounds[0]=0.000976562 (the slowest load searched)",
     "block_size_2**31-1": "block_size: must be at most 65,536",
     "engine_tables_too_big": "num_gpus=100000 replicas x (block_size=65536",
     "step_log_too_big": "step_log=1000000000",
@@ -84,7 +84,7 @@ EXPECTED = {
     "disaggregated_tables_too_big": "decode_replicas=20000 x decode_pp=1 lanes x (block_size=65536",
     "kv_link_near_zero": "kv_link_gbps: moving the KV cache of the trace's prompts over a 1e-200 Gbit/s link",
     "capacity_rps_scaling_1e-302_disaggregated": "capacity at scale_bounds[0]=0.000976562 (the slowest load "
-                                                 "scanned): the last arrival would be at inf s",
+                                                 "searched): the last arrival would be at inf s",
 }
 
 
@@ -304,7 +304,7 @@ def test_a_latency_profile_name_is_resolved_and_anything_else_is_refused():
     assert np.array_equal(by_name.finish_s, by_model.finish_s)
     grid = wb.simulate(trace, cfg, latency="grid")
     assert np.array_equal(grid.finish_s, wb.simulate(trace, cfg).finish_s)
-    with pytest.raises(ValueError, match=re.escape("latency: unknown 'opt-13b'; allowed: grid, opt-13b-a100")):
+    with pytest.raises(ValueError, match=re.escape("latency: unknown 'opt-13b'; allowed: seed-grid, grid, opt-13b-a100")):
         wb.simulate(trace, cfg, latency="opt-13b")
     with pytest.raises(TypeError, match="latency: must be a wb.LatencyModel, a wb.StepTimeModel, None"):
         wb.simulate(trace, cfg, latency=0.02)
@@ -348,7 +348,7 @@ def test_capacity_checks_the_slowest_load_it_would_scan_before_simulating():
     trace = wb.Trace.from_arrays([0.0, 1e8, 2e8], [10] * 3, [5] * 3)  # 2e8 s: fine at x1, not at x1/1024
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=re.escape("capacity at scale_bounds[0]=0.000976562 (the slowest load "
-                                                   "scanned): the last arrival is at 2.048e+11 s")):
+                                                   "searched): the last arrival is at 2.048e+11 s")):
         wb.capacity(trace, wb.SimConfig(scheduler="static_fifo"), attainment=0.5)
     assert time.perf_counter() - t0 < 5
 
@@ -1088,7 +1088,7 @@ def test_capacity_checks_the_summary_it_is_given_for_its_first_probe(summary, me
 def test_a_capacity_scan_longer_than_max_probes_is_refused_before_any_probe(kwargs, message):
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=re.escape(message)):
-        wb.capacity(_trace(60), wb.SimConfig(scheduler="static_fifo"), attainment=0.5, **kwargs)
+        wb.capacity(_trace(60), wb.SimConfig(scheduler="static_fifo"), attainment=0.5, method="scan", **kwargs)
     assert time.perf_counter() - t0 < 5
 
 

@@ -18,7 +18,8 @@ from workbench import paths
 from workbench.__main__ import main
 from workbench.study.explore import Explorer
 from workbench.study.runs import sweep
-from workbench.study.runs.experiments import STEP2, StepParams, plan_step1, plan_step2, plan_step3
+from workbench.study.runs.experiments import (PROFILE_RPS_SCALING, SEED_RPS_SCALING, STEP2, StepParams, plan_step1,
+                                              plan_step2, plan_step3)
 from workbench.study.runs.folders import MANIFEST, ResultsFolderConflict
 from workbench.study.runs.suite import SuiteOptions
 
@@ -299,7 +300,12 @@ def test_the_same_conflicts_are_refused_in_notebook_parameters():
         StepParams(**SMALL, use_real_timestamps="true", rps_scaling="50")
     with pytest.raises(ValueError, match="capacity_attainment=0.5 has no effect with capacity_search=False"):
         StepParams(**{**SMALL, "capacity_search": "false"}, capacity_attainment=0.5)
-    assert StepParams(**SMALL, use_real_timestamps=True).rps_scaling == 200.0   # the defaults are no conflict
+    # the defaults (each latency model's own load) are no conflict
+    assert StepParams(**SMALL, use_real_timestamps=True).rps_scaling == PROFILE_RPS_SCALING
+    assert StepParams(**SMALL, use_real_timestamps=True, latency="seed-grid").rps_scaling == SEED_RPS_SCALING
+    # the TTFT/TPOT limits judge nothing on the seed grid (it judges end-to-end latency within d_sla)
+    with pytest.raises(ValueError, match="ttft_sla=0.5 has no effect with latency='seed-grid'"):
+        StepParams(**SMALL, latency="grid", ttft_sla=0.5)
 
 
 def test_a_plan_that_fails_records_nothing_so_the_corrected_plan_is_accepted(tmp_path):
@@ -309,7 +315,7 @@ def test_a_plan_that_fails_records_nothing_so_the_corrected_plan_is_accepted(tmp
         plan_step1(bad, request_volumes=[300])
     assert not (folder / MANIFEST).exists()
     plan_step1(StepParams(**SMALL, results_dir=str(folder)), request_volumes=[300])   # not refused as "other"
-    assert json.loads((folder / MANIFEST).read_text())["parameters"]["rps_scaling"] == 200
+    assert json.loads((folder / MANIFEST).read_text())["parameters"]["rps_scaling"] == PROFILE_RPS_SCALING
 
 
 def test_request_volumes_above_max_requests_are_refused(tmp_path):

@@ -26,18 +26,35 @@ def test_step3_commentary_says_whether_the_curve_flattened():
     assert "moves by 0.1 points: the curve has flattened" in flat
     moving = analysis.commentary(k_rows((0.20, 0.10, 0.05, 0.04, 0.03, 0.01)), STEP3)
     assert "moves by 2.0 points: it is still moving at the largest K tested" in moving
+    # at a load every K keeps up with, the replay cannot tell them apart: the text sends the reader to capacity
+    same = analysis.commentary(k_rows((0.012, 0.012, 0.013, 0.012, 0.012, 0.014)), STEP3)
+    assert "the replay barely tells them apart; capacity does" in same
 
 
 def test_step2_commentary_reads_the_offered_rate_and_the_sla():
     rows = pd.DataFrame({"num_gpus": (1, 2, 4, 8), "throughput_rps": (8.0, 16.0, 29.9, 30.0),
+                         "goodput_rps": (1.0, 8.0, 28.0, 29.8),
                          "sla_violation_rate": (0.9, 0.5, 0.04, 0.01), "offered_rps": 30.0,
-                         "label": ["a", "b", "c", "d"]})
+                         "label": ["a", "b", "c", "d"], "scheduler": "s"})
     text = analysis.commentary(rows, STEP2)
-    assert "From 1 to 8 GPUs throughput goes from 8 to 30 req/s (3.75x for 8x the GPUs)" in text
+    assert "The replayed load is 30 req/s" in text
+    assert "from 1 to 8 GPUs throughput goes from 8 to 30 req/s (3.75x for 8x the GPUs)" in text
     assert "from 4 GPUs the pool keeps up" in text and "within 5% SLA violations: 4 GPUs" in text
+    assert "best GPU count 8" in text      # 29.8 is within 1% of the best goodput only at 8 GPUs
     rows = rows.assign(throughput_rps=(8.0, 9.0, 10.0, 11.0), sla_violation_rate=0.5)
     text = analysis.commentary(rows, STEP2)
-    assert "no pool tested keeps up with it" in text and "none up to 8 GPUs" in text
+    assert "no pool tested keeps up" in text and "none up to 8 GPUs" in text
+
+
+def test_step1_commentary_explains_a_goodput_that_falls_and_rises_with_the_volume():
+    # each volume arrives at its own rate: goodput follows it, so it can fall and rise again (issue 16 item 13)
+    rows = pd.DataFrame({"num_requests": (1_000, 10_000, 100_000), "offered_rps": (4.6, 21.5, 117.0),
+                         "goodput_rps": (4.4, 7.4, 2.6), "throughput_rps": (4.6, 19.8, 69.0),
+                         "sla_violation_rate": (0.045, 0.63, 0.96), "latency_p99_s": (2.7, 39.0, 575.0),
+                         "label": "multi_bin_dynamic (4 GPUs)", "scheduler": "multi_bin_dynamic", "num_gpus": 4})
+    text = analysis.commentary(rows, analysis.STEP_ORDER[0])
+    assert "4.6, 21.5, 117 req/s for 1,000, 10,000, 100,000 requests" in text
+    assert "a line can fall and rise again" in text
 
 
 def test_sweep_progress_is_one_log_line_per_test(small_trace_csv, tmp_path, caplog, capsys):

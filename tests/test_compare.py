@@ -1,5 +1,6 @@
 """Scheduler comparison: break points, ranking and sentences on hand-made curves."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -36,13 +37,19 @@ def test_ranking_orders_by_capacity_per_gpu_and_flags_overlaps():
         "scheduler": ["a", "a", "b", "b", "c"],
         "num_gpus": [1, 4, 1, 4, 1],
         "capacity_rps": [1.0, 6.0, 2.0, 7.6, math.nan],          # per GPU: a 1.0/1.5, b 2.0/1.9, c none
-        "capacity_rps_ci95": [0.1, 0.4, 0.2, 0.4, math.nan],
+        "capacity_rps_ci95_low": [0.9, 5.6, 1.8, 7.2, math.nan],
+        "capacity_rps_ci95_high": [1.1, 6.4, 2.2, 8.0, math.nan],
         "capacity_error": [None, None, None, None, "attainable share 0.8 < 0.9"],
     })
     table = capacity_ranking(rows)
     assert list(table["scheduler"]) == ["b", "a", "c"]
     assert table.loc[0, "capacity_per_gpu"] == 2.0 and table.loc[0, "at_num_gpus"] == 1
-    assert table.loc[1, "capacity_per_gpu"] == 1.5 and table.loc[1, "capacity_per_gpu_ci95"] == pytest.approx(0.1)
+    assert table.loc[1, "capacity_per_gpu"] == 1.5
+    assert (table.loc[1, "capacity_per_gpu_ci95_low"], table.loc[1, "capacity_per_gpu_ci95_high"]) == \
+        pytest.approx((1.4, 1.6))
+    assert list(table["rank"]) == [1, 2, 3]
+    # b's best per GPU is on 1 GPU; a's on 4, the largest tested: flagged
+    assert list(table["at_largest_gpus"]) == [False, True, False] and "largest GPU count" in table.loc[1, "note"]
     # b: 2.0 +- 0.2 = [1.8, 2.2]; a: 1.5 +- 0.1 = [1.4, 1.6] -> distinguishable
     assert table.loc[0, "distinguishable_from_next"] == True  # noqa: E712
     assert "attainable share" in table.loc[2, "note"]
@@ -50,8 +57,16 @@ def test_ranking_orders_by_capacity_per_gpu_and_flags_overlaps():
 
 def test_overlapping_intervals_are_not_an_order():
     rows = pd.DataFrame({"scheduler": ["a", "b"], "num_gpus": [2, 2], "capacity_rps": [4.0, 3.8],
-                         "capacity_rps_ci95": [0.4, 0.4]})
+                         "capacity_rps_ci95_low": [3.6, 3.4], "capacity_rps_ci95_high": [4.4, 4.2]})
     assert capacity_ranking(rows).loc[0, "distinguishable_from_next"] == False  # noqa: E712
+
+
+def test_exact_ties_share_a_rank():
+    rows = pd.DataFrame({"scheduler": ["a", "b", "c", "d"], "num_gpus": [2, 2, 2, 2],
+                         "capacity_rps": [4.0, 4.0, 4.0, 3.0]})
+    table = capacity_ranking(rows)
+    assert list(table["rank"]) == [1, 1, 1, 4]
+    assert list(table["distinguishable_from_next"])[:2] == [False, False]
 
 
 def test_sentences_say_where_each_breaks():
@@ -73,7 +88,8 @@ from workbench.study.answers import compare as cmp  # noqa: E402
 def small_comparison(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
     params = cmp.CompareParams(num_requests=1500, schedulers="continuous_fcfs,continuous_multi_bin",
-                               gpu_counts=(1, 2), curve_gpus=2, load_points=3, results_dir=str(folder))
+                               gpu_counts=(1, 2), curve_gpus=2, load_points=3, results_dir=str(folder),
+                               executor="serial")
     return cmp.run_comparison(params, progress=False)
 
 
@@ -118,11 +134,13 @@ def test_light_load_attainment_matches_requests_served_alone(small_comparison):
 
 
 def test_rerun_skips_finished_cases(small_comparison, monkeypatch):
+    from workbench.study.runs import sweep
+
     def boom(*args, **kwargs):
         raise AssertionError("a finished case was run again")
 
-    monkeypatch.setattr(cmp, "_run_case", boom)
-    again = cmp.run_comparison(small_comparison.params, progress=False)
+    monkeypatch.setattr(sweep, "run_test", boom)
+    again = cmp.run_comparison(dataclasses.replace(small_comparison.params, executor="serial"), progress=False)
     assert again.curves[["scheduler", "offered_rps"]].equals(small_comparison.curves[["scheduler", "offered_rps"]])
 
 

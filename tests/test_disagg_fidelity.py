@@ -150,6 +150,11 @@ def test_best_placement_ranks_placements_and_prunes_below_the_best(small_trace):
                        decode_pp=int(top.decode_pp))
     res = wb.simulate(trace.time_scaled(top.goodput_rps / trace.mean_rate_rps), cfg, latency="opt-13b-a100-distserve")
     assert res.summary["slo_attainment"] >= 0.9
+    # the search is capacity()'s grid search on the grid anchored at the trace's rate: the hint (the placement's
+    # estimate) saves simulations but does not move the answer
+    alone = wb.capacity(trace, cfg, criterion="slo", attainment=0.9, latency="opt-13b-a100-distserve",
+                        resolution=0.02)
+    assert top.goodput_rps == pytest.approx(alone.capacity_rps, rel=1e-12)
     with pytest.raises(ValueError, match="gpus: must be an integer >= 2, got 1; a disaggregated placement needs"):
         wb.best_placement(trace, 1)
 
@@ -175,9 +180,33 @@ def test_steps_plan_disaggregated_deployments_of_at_least_two_gpus():
     assert ("disaggregated", 2) in configs
     assert experiments.total_tests(1_000, 4, ("continuous_fcfs", "disaggregated")) == \
         len(experiments.request_volumes_for(1_000)) * 2 + 3 + 2 + 2   # step 2: 1,2,4 and 2,4; step 3: one each
-    cfg = experiments.StepParams(schedulers=("disaggregated",)).base_config(
-        scheduler="disaggregated", **experiments.disaggregated_split(4))
+    params = experiments.StepParams(schedulers=("disaggregated",))
+    cfg = params.base_config(scheduler="disaggregated", **experiments.disaggregated_split(4))
     assert cfg.num_gpus == 4 and cfg.prefill_replicas == 2
+    # on the one hardware model of the steps: the default profile for both pools, its GPU's memory
+    from workbench.sim.profiles import DEFAULT_PROFILE
+
+    assert params.latency == DEFAULT_PROFILE
+    assert params.latency_model("disaggregated").name == params.latency_model("static_fifo").name
+    assert cfg.gpu_mem_gb == params.base_config(scheduler="continuous_fcfs").gpu_mem_gb
+    # the seed grid times whole batches: refused, saying why and what to use
+    with pytest.raises(ValueError, match=r"disaggregated need a step-time profile \(disaggregated times its prefill "
+                                         r"and decode instances separately, and the grid's batch times have no "
+                                         r"prefill/decode split\) \(latency='opt-13b-a100', the default"):
+        experiments.StepParams(latency="seed-grid", schedulers=("static_fifo", "disaggregated"))
+
+
+def test_the_disaggregated_notebooks_are_in_the_suite_with_validate_and_disaggregated_has_its_colour():
+    from workbench.study.answers import palette
+    from workbench.study.runs import suite
+
+    for name in (suite.FIDELITY_DISAGG, suite.DISAGGREGATION):
+        notebook = suite.suite_notebook(name)
+        assert notebook.when == "validate"
+        assert not notebook.selected(suite.SuiteOptions()) and notebook.selected(suite.SuiteOptions(validate=True))
+        assert suite.notebook_parameters(suite.SuiteOptions(results_dir="/tmp/x"), name) == {"results_dir": "/tmp/x"}
+    assert "disaggregated" in palette.PINNED
+    assert len(set(palette.PINNED.values())) == len(palette.PINNED)
 
 
 # ------------------------------------------------------------------ the notebooks, end to end at tiny sizes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import tomllib
@@ -17,11 +18,11 @@ from workbench import paths
 from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
 from workbench.study.runs.suite import SuiteOptions, notebook_parameters
 
-TINY = {"max_requests": 2_000, "max_gpus": 4}
+TINY = {"max_requests": 2_000, "max_gpus": 4, "executor": "serial"}   # a pool's start-up would cost more
 STATIC_TRIO = "static_fifo,dynamic_no_bins,multi_bin_dynamic"  # the seed's schedulers (steps 2-3 now sweep each)
 REQUIRED = {"max_requests", "max_gpus", "use_real_timestamps", "rps_scaling", "d_sla", "dataset", "k_bins",
             "seed", "results_dir", "executor", "capacity_search", "capacity_attainment", "schedulers", "latency",
-            "replications"}
+            "replications", "ttft_sla", "tpot_sla"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -116,8 +117,9 @@ def test_notebooks_are_committed_without_outputs(step):
     assert len(tagged) == 1 and tagged[0] is code[0]
     markdown = "".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "synthetic" in markdown
-    # why capacity is not replayed throughput, and why the target is 0.9
-    assert "Capacity is not replayed throughput" in markdown and "not 0.95" in markdown
+    # why capacity is not replayed throughput; the floor said one way; one hardware model and SLA for all
+    assert "Capacity is not replayed throughput" in markdown and "the *floor*" in markdown
+    assert "One hardware model, one SLA" in markdown and "seed-grid" in markdown
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -127,10 +129,13 @@ def test_parameters_match_what_the_suite_passes(step):
     assert set(notebook_parameters(SuiteOptions(), step)) <= set(declared)
     if step == STEP3:
         assert "best_gpu_count" in declared and declared["best_gpu_count"]["default"] == "None"
-    # the notebook's defaults are the package's defaults (StepParams, and so the CLI's)
+    # the notebook's defaults are the package's defaults (StepParams, and so the CLI's); None where the default
+    # follows the latency model (rps_scaling, schedulers), resolved the same way
+    defaults = {f.name: f.default for f in dataclasses.fields(StepParams)}
     for name in REQUIRED:
         default = ast.literal_eval(declared[name]["default"])
-        assert default == getattr(StepParams(), name) == getattr(SuiteOptions(), name), name
+        assert default == defaults[name], name
+        assert StepParams(**{name: default}) == StepParams() == StepParams.from_namespace({}), name
 
 
 def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
@@ -140,9 +145,12 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     out2 = tmp_path / "out.ipynb"
     cli = [python, "-m", "papermill", f"notebooks/{STEP2}.ipynb", str(out2), "-p", "max_gpus", "4",
            "-p", "max_requests", "2000", "-p", "results_dir", str(results), "-p", "schedulers", STATIC_TRIO,
-           "--no-progress-bar"]
+           "-p", "executor", "serial", "--no-progress-bar"]
     done = subprocess.run(cli, cwd=paths.REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    # papermill on the command line: the notebook says where its results went, and leaves an index.html there
+    assert f"{STEP2}: results go to" in done.stderr and "index.html lists" in done.stderr
+    assert (results / "index.html").is_file()
     nb2 = nbformat.read(out2, as_version=4)
     nb3 = run(STEP3, tmp_path, results_dir=str(results), schedulers=STATIC_TRIO, **TINY)
 
@@ -174,17 +182,19 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     for step in STEPS:
         for png in (results / f"{step}.png", results / f"{step}_capacity.png"):
             assert png.read_bytes()[:8] == PNG_MAGIC, png
-    # one log line per finished test, no progress bar frozen at 0% in the saved notebook
+    # step 1's searches on 1, 2 and 4 GPUs are step 2's tests: reused, not run again; one log line per test run,
+    # no progress bar frozen at 0% in the saved notebook
     text2 = outputs_text(nb2)
+    assert "5 test(s) already computed" in text2
     assert [line.split("] ")[0].split("[")[-1] for line in text2.splitlines() if "step2_gpu_scaling [" in line] \
-        == [f"{i}/9" for i in range(1, 10)]
+        == [f"{i}/4" for i in range(1, 5)]
     assert "%|" not in text2
     # the commentary is computed from this run's rows
-    assert "From 1 to 4 GPUs throughput goes from" in text2
+    assert "marks its best GPU count" in text2 and "loaded synthetic rows" not in text2
     for nb in (nb1, nb2, nb3):
         assert has_image(nb)
         assert "synthetic" in outputs_text(nb)
-        assert "Attainable share" in outputs_text(nb)  # the capacity cell ran and printed it from the rows
+        assert "Floor:" in outputs_text(nb)  # the capacity cell ran and printed it from the rows
     assert "step 2's best GPU count" in outputs_text(nb3)
     gpu_count = analysis["step3_kbins_sensitivity"]["gpu_count"]
     assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
@@ -194,9 +204,10 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
     for check, nb in (("best_config_step1", nb1), ("best_gpu_count", nb2), ("best_k", nb3)):
         assert analysis["validity"][check]["sentence"] in outputs_text(nb)  # the notebooks say it too
 
-    # capacity: 1-GPU configurations of the largest volume in step 1, every GPU count, every K
+    # capacity: every configuration of the largest volume in step 1, every GPU count, every K
     searched = step1[step1["capacity_criterion"].notna()]
     assert sorted(searched["label"]) == ["dynamic_no_bins (1 GPU)", "multi_bin_dynamic (1 GPU)",
+                                         "multi_bin_dynamic (2 GPUs)", "multi_bin_dynamic (4 GPUs)",
                                          "static_fifo (1 GPU)"]
     assert (searched["num_requests"] == 2_000).all()
     for frame in (step2_all, step3_all):
@@ -220,7 +231,7 @@ def test_the_three_steps_run_in_order_and_write_their_outputs(tmp_path, python):
         assert part["capacity_search"]["target"] == 0.9 and 0 < part["capacity_search"]["attainable_share"] <= 1
 
     # rerunning a notebook recomputes nothing and duplicates nothing
-    run(STEP2, tmp_path, results_dir=str(results), executor="serial", schedulers=STATIC_TRIO, **TINY)
+    run(STEP2, tmp_path, results_dir=str(results), schedulers=STATIC_TRIO, **TINY)
     again = pd.read_csv(results / f"{STEP2}.csv")
     pd.testing.assert_frame_equal(again, step2_all)
 

@@ -1,6 +1,7 @@
 """Prefix caching: traces with prefix hashes, the prefix tree, hand cases of the cache rules, the infinite cache."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -280,6 +281,33 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "nb.ipynb").read_text()
     assert "prefix_affinity serves" in text and "of the prompt tokens come from the cache" in text
+    # tables for reading (units, hit rates as percentages) and the setup said once: trace, hardware, SLA
+    assert "prefix hit rate" in text and "mean TPOT (ms)" in text and "Hardware model: BLIS" in text
+    assert "TTFT <= 2 s and TPOT <= 100 ms" in text
+    # the folder records the notebook's parameters: another parameter set is refused there before computing
+    with pytest.raises(Exception, match="prefix_caching"):
+        pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "prefix_caching.ipynb"), str(tmp_path / "nb2.ipynb"),
+                            kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
+                            parameters={"results_dir": str(out), "num_requests": 60, "capacity_search": False})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(routers="round_robin,nearest"), "routers: unknown 'nearest'"),
+    (dict(kv_sweep_blocks="8000,0"), "kv_sweep_blocks: must be an integer >= 1, got '0'"),
+    (dict(num_requests=2.5), "num_requests: must be an integer >= 2"),
+    (dict(capacity_search="no"), "capacity_search: must be True or False"),
+    (dict(capacity_search=False, attainment=0.5), "attainment=0.5 has no effect with capacity_search=False"),
+    (dict(ttft_sla_s=0), "ttft_sla_s: must be > 0 s, got 0"),
+    (dict(dataset="mooncake"), "dataset: 'mooncake' is neither a dataset name"),
+])
+def test_notebook_parameters_are_validated_before_anything_is_written(kwargs, message, tmp_path):
+    from workbench.study.answers.prefix_caching import PrefixCachingParams
+
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
+        PrefixCachingParams(**kwargs, results_dir=str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+    good = PrefixCachingParams(routers="round_robin, prefix_affinity", replicas="2,4", num_requests="100")
+    assert good.routers == ("round_robin", "prefix_affinity") and good.replicas == (2, 4) and good.num_requests == 100
 
 
 @pytest.mark.parametrize("chunked", [False, True])

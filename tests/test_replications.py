@@ -25,8 +25,10 @@ def test_summary_keeps_constant_columns_and_counts():
                          "num_gpus": [4] * 5, "goodput_rps": [1.0, 2.0, 3.0, 10.0, 10.0]})
     out = summarize_replications(rows, by=["scheduler"], metrics=["goodput_rps"]).set_index("scheduler")
     assert out.loc["a", "goodput_rps"] == 2.0
-    assert out.loc["a", "goodput_rps_ci95"] == pytest.approx(4.30265273 * 1.0 / math.sqrt(3), rel=1e-6)
-    assert out.loc["b", "goodput_rps_ci95"] == 0.0
+    half = 4.30265273 * 1.0 / math.sqrt(3)       # t(0.975, 2) * s / sqrt(3), s = 1
+    assert out.loc["a", "goodput_rps_ci95_low"] == 0.0            # 2 - 2.48 < 0: a goodput is never negative
+    assert out.loc["a", "goodput_rps_ci95_high"] == pytest.approx(2.0 + half, rel=1e-6)
+    assert out.loc["b", "goodput_rps_ci95_low"] == out.loc["b", "goodput_rps_ci95_high"] == 10.0
     assert list(out["replications"]) == [3, 2]
     assert (out["num_gpus"] == 4).all() and "seed" not in out     # the seed varies: not a test property
 
@@ -61,3 +63,24 @@ def test_interval_covers_the_md1_mean_wait_about_95_percent_of_the_time():
         covered += abs(np.mean(waits) - truth) <= half
     print(f"covered {covered} of 100")
     assert 89 <= covered <= 100, f"the 95% interval covered the true mean wait in {covered} of 100 repetitions"
+
+
+def test_intervals_respect_the_range_of_each_quantity():
+    # a share near 0 and near 1, a throughput at the offered rate, a capacity near 0: the t interval alone would
+    # leave the range; cut, it does not, and the mean is still inside it
+    from workbench.study.runs.replications import interval, metric_range
+
+    assert metric_range("sla_violation_rate") == (0.0, 1.0) and metric_range("slo_attainment") == (0.0, 1.0)
+    assert metric_range("throughput_rps") == (0.0, "offered_rps") and metric_range("capacity_rps")[1] == math.inf
+    rows = pd.DataFrame({"test": "a", "sla_violation_rate": [0.001, 0.05], "slo_attainment": [0.999, 0.95],
+                         "throughput_rps": [9.9, 10.0], "offered_rps": [10.0, 10.0], "capacity_rps": [0.1, 3.0]})
+    out = summarize_replications(rows, by=["test"], metrics=["sla_violation_rate", "slo_attainment",
+                                                            "throughput_rps", "capacity_rps"]).iloc[0]
+    assert out["sla_violation_rate_ci95_low"] == 0.0 and out["slo_attainment_ci95_high"] == 1.0
+    assert out["throughput_rps_ci95_high"] == 10.0 and out["capacity_rps_ci95_low"] == 0.0
+    for metric in ("sla_violation_rate", "slo_attainment", "throughput_rps", "capacity_rps"):
+        assert out[f"{metric}_ci95_low"] <= out[metric] <= out[f"{metric}_ci95_high"]
+    # inside the range, the interval is Student's: mean +- t(0.975, 4) s / sqrt(5)
+    mean, low, high = interval([1, 2, 3, 4, 5], 0.0, math.inf)
+    assert (low, high) == pytest.approx((3 - 2.7764451 * math.sqrt(2.5) / math.sqrt(5),
+                                         3 + 2.7764451 * math.sqrt(2.5) / math.sqrt(5)), rel=1e-6)

@@ -11,7 +11,16 @@ def make_folder(tmp_path):
     analysis = {
         "trace": {"labels": ["synthetic BurstGPT-like (seed 42, 1,000 req)",
                              "synthetic BurstGPT-like (seed 42, 2,000 req)"], "synthetic": True},
-        "step2_gpu_scaling": {"capacity_rps": {"multi_bin_dynamic (8 GPUs)": 12.5, "multi_bin_dynamic (1 GPU)": None}},
+        "step2_gpu_scaling": {
+            "capacity_rps": {"multi_bin_dynamic (8 GPUs)": 12.5, "multi_bin_dynamic (1 GPU)": None},
+            "capacity_table": [
+                {"label": "multi_bin_dynamic (8 GPUs)", "capacity_rps": 12.5, "latency_profile": "opt-13b-a100",
+                 "sla": "TTFT <= 1 s, TPOT <= 50 ms", "target": 0.9, "capacity_rps_ci95": [11.0, 14.0]},
+                {"label": "multi_bin_dynamic (1 GPU)", "capacity_rps": None, "latency_profile": "seed-grid",
+                 "sla": "E2E <= 1 s", "target": 0.9}],
+            "primary_scheduler": "multi_bin_dynamic", "gpu_counts": [1, 8],
+            "best_gpu_count_by_scheduler": {"multi_bin_dynamic": 8, "static_fifo": 1},
+            "capacity_per_gpu_knee_by_scheduler": {"multi_bin_dynamic": 8}},
         "validity": {
             "best_gpu_count": {"value": 8, "valid": False,
                                "sentence": "The best GPU count, 8 GPUs, is the largest value tested."},
@@ -26,8 +35,9 @@ def make_folder(tmp_path):
     sub = tmp_path / "compare_schedulers"
     sub.mkdir()
     (sub / "compare_schedulers_ranking.csv").write_text(
-        "rank,scheduler,capacity_per_gpu,capacity_per_gpu_ci95,at_num_gpus,capacity_rps,note,distinguishable_from_next\n"
-        "1,continuous_fcfs,2.5,0.2,4,10.0,,True\n2,static_fifo,,,,,no load met the target,\n")
+        "rank,scheduler,capacity_per_gpu,capacity_per_gpu_ci95_low,capacity_per_gpu_ci95_high,at_num_gpus,"
+        "capacity_rps,at_largest_gpus,note,distinguishable_from_next\n"
+        "1,continuous_fcfs,2.5,2.3,2.7,4,10.0,False,,True\n2,static_fifo,,,,,,False,no load met the target,\n")
     return tmp_path
 
 
@@ -40,11 +50,16 @@ def test_index_shows_answers_validity_and_links(tmp_path):
     assert "is the largest value tested" in page                      # the reason is shown
     assert "synthetic: not measured traffic" in page                  # labelled synthetic
     assert page.count("synthetic BurstGPT-like (seed 42)") == 1        # one trace, sizes dropped
-    assert "none (no load met the target)" in page and "12.5" in page
+    assert "none: no load meets the target" in page and "12.5" in page and "11 to 14" in page
+    # every capacity says which hardware model and SLA it was judged on (issue 16 item 10)
+    assert "opt-13b-a100 step-time profile (measured)" in page and "TTFT &lt;= 1 s, TPOT &lt;= 50 ms" in page
+    assert "seed formula grid" in page and "E2E &lt;= 1 s" in page
+    # the headline questions name the scheduler they are about; every scheduler's answers in one table
+    assert "How many GPUs does multi_bin_dynamic need" in page and "8 (largest tested)" in page
     for name in ("step2_gpu_scaling.csv", "step2_gpu_scaling.png", "step2_gpu_scaling.html",
                  "compare_schedulers/compare_schedulers_ranking.csv"):
         assert f'href="{name}"' in page, name
-    assert "continuous_fcfs" in page and "+- 0.2" in page
+    assert "continuous_fcfs" in page and "2.3 to 2.7" in page
     assert str(tmp_path) not in page                                  # relative links only: shareable
     assert not re.search(r'href="/', page)
 

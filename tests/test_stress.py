@@ -1,5 +1,6 @@
 """The stress test on both engines (issue 8) with replications and confidence intervals (issue 10 item 1):
-static and continuous schedulers side by side, one checkpointed row per (test, seed), summaries with _ci95."""
+static and continuous schedulers side by side on one hardware model (issue 16), one checkpointed row per
+(test, seed), summaries with 95% intervals cut to each quantity's range."""
 
 from __future__ import annotations
 
@@ -44,14 +45,22 @@ def test_step_params_take_schedulers_latency_and_replications():
     params = experiments.StepParams(schedulers="static_fifo, continuous_sla", replications=3, seed=7)
     assert params.schedulers == ("static_fifo", "continuous_sla")
     assert params.seeds() == [7, 8, 9]
-    assert isinstance(params.latency_model("continuous_sla"), StepTimeModel)
-    assert params.latency_model("continuous_sla").name == "opt-13b-a100"
-    assert isinstance(params.latency_model("static_fifo"), LatencyModel)  # the grid: no step mode here
-    cfg = params.base_config(scheduler="continuous_sla", seed=8)
-    # OPT-13B on the A100-80GB of the measured runs: the 4046 KV blocks of their setup.json
-    assert (cfg.model, cfg.seed, cfg.kv_blocks_effective) == ("opt-13b", 8, 4046)
-    assert params.base_config(scheduler="static_fifo").model == experiments.SimConfig().model
-    assert "static_fifo: formula grid" in params.latency_text() and "opt-13b-a100" in params.latency_text()
+    # one hardware model: every scheduler on the profile (static ones in step mode), with its memory
+    for scheduler in ("continuous_sla", "static_fifo"):
+        assert params.latency_model(scheduler).name == "opt-13b-a100"
+        cfg = params.base_config(scheduler=scheduler, seed=8)
+        # OPT-13B on the A100-80GB of the measured runs: the 4046 KV blocks of their setup.json
+        assert (cfg.model, cfg.seed, cfg.kv_blocks_effective) == ("opt-13b", 8, 4046)
+        assert (cfg.ttft_sla_s, cfg.tpot_sla_s) == (1.0, 0.05)
+    assert "opt-13b-a100" in params.latency_text() and "every scheduler" in params.latency_text()
+    assert params.rps_scaling == experiments.PROFILE_RPS_SCALING
+    # the seed study by name: its grid, its static schedulers, its load and E2E SLA
+    seed = experiments.StepParams(latency="seed-grid")
+    assert seed.schedulers == experiments.SEED_SCHEDULERS and seed.rps_scaling == 200.0
+    assert isinstance(seed.latency_model("static_fifo"), LatencyModel)
+    assert seed.base_config(scheduler="static_fifo").model == experiments.SimConfig().model
+    assert "formula grid" in seed.latency_text() and "end-to-end" in seed.latency_text()
+    assert seed.default_folder() == "results/latency=seed-grid"
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -59,7 +68,7 @@ def test_step_params_take_schedulers_latency_and_replications():
     ({"schedulers": ()}, "schedulers"),
     ({"schedulers": "static_fifo,static_fifo"}, "twice"),
     ({"latency": "h100"}, "latency"),
-    ({"latency": "grid"}, "step-time profile"),  # continuous schedulers in the defaults need one
+    ({"latency": "seed-grid", "schedulers": "static_fifo,continuous_fcfs"}, "step-time profile"),
     ({"replications": 0}, "replications"),
     ({"replications": 1.5}, "replications"),
 ])
@@ -69,8 +78,8 @@ def test_bad_stress_parameters_are_refused(kwargs, match):
 
 
 def test_grid_latency_is_fine_for_static_schedulers_alone():
-    params = experiments.StepParams(schedulers="static_fifo", latency="grid")
-    assert params.latency_model("static_fifo") == LatencyModel.default()
+    params = experiments.StepParams(schedulers="static_fifo", latency="grid")   # the old name still works
+    assert params.latency == "seed-grid" and params.latency_model("static_fifo") == LatencyModel.default()
 
 
 def test_suite_cli_reaches_the_notebooks():
@@ -101,7 +110,7 @@ def test_grid_test_ids_are_unchanged_and_step_models_get_their_own(small_trace_c
                "config": cfg.to_dict(), "latency": LatencyModel.default().params()}
     old = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
     assert grid.test_id == old
-    assert grid.columns()["latency_profile"] == "grid" and "latency_base_s" in grid.columns()
+    assert grid.columns()["latency_profile"] == "seed-grid" and "latency_base_s" in grid.columns()
 
     ccfg = experiments.SimConfig(scheduler="continuous_fcfs", model="opt-13b", gpu_mem_gb=80)
     a = sweep.make_test("s", options, ccfg, latency=get_profile("opt-13b-a100"))
@@ -123,11 +132,14 @@ def test_summarize_averages_the_seeds_of_each_test_by_hand():
                          "capacity_rps": [2.0, 4.0, np.nan]})
     out = analysis.summarize(rows).set_index("test_id")
     assert out.loc["a0", "throughput_rps"] == 12.0
-    # two samples: t(0.975, 1) * s / sqrt(2), s = sqrt(8): 12.706 * 2.828 / 1.414
-    assert out.loc["a0", "throughput_rps_ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * math.sqrt(8) / math.sqrt(2))
+    # two samples: t(0.975, 1) * s / sqrt(2), s = sqrt(8): 12.706 * 2.828 / 1.414 = 25.4 either side of 12,
+    # cut at 0 below (a throughput is never negative)
+    half = stats.t.ppf(0.975, 1) * math.sqrt(8) / math.sqrt(2)
+    assert out.loc["a0", "throughput_rps_ci95_low"] == 0.0
+    assert out.loc["a0", "throughput_rps_ci95_high"] == pytest.approx(12.0 + half)
     assert out.loc["a0", "capacity_rps"] == 3.0 and out.loc["a0", "replications"] == 2
     assert out.loc["a0", "seed"] == 42 and out.loc["a0", "num_gpus"] == 1  # identity kept, not averaged
-    assert np.isnan(out.loc["b0", "throughput_rps_ci95"]) and out.loc["b0", "replications"] == 1
+    assert np.isnan(out.loc["b0", "throughput_rps_ci95_low"]) and out.loc["b0", "replications"] == 1
     assert "replication" not in out.columns
     assert analysis.summarize(out.reset_index()) is not None  # summarizing a summary leaves it as it is
 
@@ -167,18 +179,23 @@ def test_step2_notebook_compares_static_and_continuous_with_two_seeds(tmp_path):
     assert rows.groupby("base_test_id")["trace_seed"].apply(sorted).map(tuple).unique().tolist() == [(42, 43)]
     continuous = rows[rows["scheduler"] == "continuous_fcfs"]
     assert (continuous["latency_profile"] == "opt-13b-a100").all() and continuous["ttft_p99_s"].notna().all()
-    assert (continuous["capacity_criterion"] == "slo").all()
-    assert (rows.loc[rows["scheduler"] == "multi_bin_dynamic", "latency_profile"] == "grid").all()
+    assert (rows["capacity_criterion"] == "slo").all()       # one SLA for all: TTFT and TPOT
+    assert (rows["latency_profile"] == "opt-13b-a100").all()  # one hardware model: static ones in step mode
+    assert rows["ttft_p99_s"].notna().all()
 
     summary = pd.read_csv(results / analysis.summary_name(experiments.STEP2))
     assert len(summary) == 4 and (summary["replications"] == 2).all()
     for metric in ("throughput_rps", "capacity_rps", "latency_p99_s"):
-        assert f"{metric}_ci95" in summary.columns
-    # the summary's mean and half-width, by hand from the two rows of one test
-    one = rows[rows["base_test_id"] == summary["test_id"].iloc[0]]["throughput_rps"].to_numpy()
+        assert f"{metric}_ci95_low" in summary.columns and f"{metric}_ci95_high" in summary.columns
+    # the summary's mean and interval, by hand from the two rows of one test: Student t, cut to [0, offered]
+    first = rows[rows["base_test_id"] == summary["test_id"].iloc[0]]
+    one = first["throughput_rps"].to_numpy()
+    half = stats.t.ppf(0.975, 1) * one.std(ddof=1) / math.sqrt(2)
     assert summary["throughput_rps"].iloc[0] == pytest.approx(one.mean())
-    assert summary["throughput_rps_ci95"].iloc[0] == pytest.approx(
-        stats.t.ppf(0.975, 1) * one.std(ddof=1) / math.sqrt(2), nan_ok=True)
+    assert summary["throughput_rps_ci95_low"].iloc[0] == pytest.approx(max(one.mean() - half, 0.0))
+    assert summary["throughput_rps_ci95_high"].iloc[0] == pytest.approx(
+        min(one.mean() + half, first["offered_rps"].mean()))
+    assert (summary["sla_violation_rate_ci95_high"].dropna() <= 1.0).all()
 
     found = json.loads((results / "analysis.json").read_text())["step2_gpu_scaling"]
     assert found["primary_scheduler"] == "multi_bin_dynamic" and found["replications"] == 2
@@ -186,7 +203,7 @@ def test_step2_notebook_compares_static_and_continuous_with_two_seeds(tmp_path):
     for png in ("step2_gpu_scaling.png", "step2_gpu_scaling_capacity.png"):
         assert (results / png).read_bytes()[:8] == PNG_MAGIC
     text = outputs_text(nb)
-    assert "2 replications" in text and "opt-13b-a100" in text and "formula grid" in text
+    assert "2 replications" in text and "opt-13b-a100" in text and "cut to the quantity's range" in text
 
 
 def test_step1_notebook_with_a_continuous_scheduler_and_two_seeds(tmp_path):
@@ -198,6 +215,6 @@ def test_step1_notebook_with_a_continuous_scheduler_and_two_seeds(tmp_path):
         ("continuous_sla (1 GPU)", 42), ("continuous_sla (1 GPU)", 43), ("static_fifo (1 GPU)", 42),
         ("static_fifo (1 GPU)", 43)]
     summary = pd.read_csv(results / analysis.summary_name(experiments.STEP1))
-    assert "capacity_rps_ci95" in summary.columns and (summary["replications"] == 2).all()
+    assert "capacity_rps_ci95_low" in summary.columns and (summary["replications"] == 2).all()
     for png in ("step1_request_scaling.png", "step1_request_scaling_capacity.png"):
         assert (results / png).read_bytes()[:8] == PNG_MAGIC

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, total_t
 STATIC_TRIO = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
 from workbench.study.runs.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
-TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4"]
+# serial: at this size a pool's start-up costs more than its tests (the pool has tests of its own: test_sweep,
+# test_cleanup)
+TINY_ARGS = ["--max-requests", "2000", "--max-gpus", "4", "--executor", "serial"]
 
 
 def parse(*argv):
@@ -32,8 +35,8 @@ def test_default_options_are_the_full_seed_scale():
     options = parse()
     assert options == SuiteOptions()
     assert options.steps == STEPS and options.max_requests == 1_000_000 and options.max_gpus == 100
-    # 78 with the two continuous schedulers (issue 8: steps 2-3 sweep every scheduler; it was 34)
-    assert total_tests(options.max_requests, options.max_gpus) == 4 * 7 + 5 * 8 + (6 + 4)
+    # 65 with vLLM's continuous batching beside the seed's three (steps 2-3 sweep every scheduler; it was 34)
+    assert total_tests(options.max_requests, options.max_gpus) == 4 * 6 + 4 * 8 + (6 + 3)
     assert total_tests(options.max_requests, options.max_gpus, STATIC_TRIO) == 4 * 5 + 3 * 8 + (6 + 2)
 
 
@@ -44,14 +47,16 @@ def test_every_seed_option_reaches_the_notebooks(tmp_path):
                     "--d-sla", "2.5", "--rps-scaling", "50", "--dataset", str(dataset),
                     "--results-dir", str(tmp_path / "r"), "--executor", "serial", "--seed", "7", "--k-bins", "8",
                     "--validate", "--capacity-attainment", "0.8", "--schedulers",
-                    "static_fifo,continuous_fcfs", "--latency", "opt-13b-a100", "--replications", "2")
+                    "static_fifo,continuous_fcfs", "--latency", "opt-13b-a100", "--replications", "2",
+                    "--ttft-sla", "0.5", "--tpot-sla", "0.1")
     assert options.steps == (STEP3,) and options.validate
     params = notebook_parameters(options, STEP3)
     assert params == {"max_requests": 5000, "max_gpus": 16, "use_real_timestamps": False, "rps_scaling": 50.0,
                       "d_sla": 2.5, "dataset": str(dataset.resolve()), "k_bins": 8, "seed": 7,
                       "results_dir": str(tmp_path / "r"), "executor": "serial", "best_gpu_count": 8,
                       "capacity_search": True, "capacity_attainment": 0.8,
-                      "schedulers": ["static_fifo", "continuous_fcfs"], "latency": "opt-13b-a100", "replications": 2}
+                      "schedulers": ["static_fifo", "continuous_fcfs"], "latency": "opt-13b-a100", "replications": 2,
+                      "ttft_sla": 0.5, "tpot_sla": 0.1}
     # the two switches (each turns another option off, so they go without it)
     switched = notebook_parameters(parse("--use-real-timestamps", "--no-capacity"), STEP2)
     assert switched["use_real_timestamps"] is True and switched["capacity_search"] is False
@@ -78,6 +83,23 @@ def test_bad_options_are_refused(argv, capsys):
         main(["suite", *argv])
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["step2_gpu_scaling", "-p", "max_gpu", "16"], "unknown keyword argument 'max_gpu' (did you mean 'max_gpus'?)"),
+    (["step2_gpu_scaling", "-p", "max_gpus", "abc"], "max_gpus: must be an integer >= 1, got 'abc'"),
+    (["step3_kbins", "-p", "max_gpus", "4"], "notebook: unknown 'step3_kbins'"),
+    (["compare_schedulers", "-p", "gpu_counts", "0,2"], "gpu_counts: must be an integer >= 1"),
+    (["step2_gpu_scaling", "-p", "use_real_timestamps", "true", "-p", "rps_scaling", "50"],
+     "rps_scaling=50 has no effect with use_real_timestamps=True"),
+])
+def test_the_notebook_command_refuses_bad_parameters_before_creating_anything(argv, message, tmp_path, capsys,
+                                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["notebook", *argv, "-p", "results_dir", str(tmp_path / "r")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_validation_notebook_takes_what_the_suite_passes():
@@ -132,6 +154,17 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
         assert WIDE_TABLE_CSS in html
     for noise in ("without encryption", "SetuptoolsDeprecationWarning", "Executing:", "\r"):
         assert noise not in done.stdout + done.stderr, noise
+    # each thing said once, plainly: no pink stderr blocks (log lines, warnings) or raw Python warnings in the HTML
+    for step in (*STEPS, "compare_schedulers"):
+        html = (results / f"{step}.html").read_text()
+        assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html, step
+        assert "warnings.warn(" not in html and not re.search(r"\.py:\d+: \w*Warning", html), step
+    # compare_schedulers ran on the steps' trace, hardware and SLA: its capacities of the steps' schedulers are
+    # step 2's tests, reused; index.html says which hardware model and SLA every capacity was judged on
+    compared = pd.read_csv(results / "compare_schedulers" / "compare_schedulers.csv")
+    shared = compared[compared["scheduler"].isin(SuiteOptions().schedulers) & compared["capacity_search"]]
+    assert len(shared) and shared["reused_from"].notna().all()
+    assert "opt-13b-a100 step-time profile" in index and "TTFT &lt;= 1 s, TPOT &lt;= 50 ms" in index
     # the column dictionary (docs/columns.md) explains every column and key the suite wrote
     found = json.loads((results / "analysis.json").read_text())
     rows2 = pd.read_csv(results / f"{STEP2}.csv")
@@ -145,8 +178,8 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     assert set(rows2["scheduler"]) == set(SuiteOptions().schedulers)  # static and continuous side by side
     assert gpu_count["step2_test_id"] == primary2.loc[primary2["num_gpus"] == found["best_gpu_count"],
                                                       "test_id"].item()
-    for warning in found["warnings"]:
-        assert f"Warning: {warning}" in done.stdout
+    for warning in found["warnings"]:   # said once, plainly
+        assert f"Warning: {warning}" in done.stdout and done.stdout.count(warning) == 1, warning
     # another parameter set in the same folder: refused, and nothing in it changes
     files = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
     refused = subprocess.run(_main_command(results, "--d-sla", "2"), cwd=paths.REPO_ROOT, capture_output=True,
@@ -160,13 +193,15 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
                             "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
     assert analysis["best_gpu_count_by_capacity_per_gpu"] == smallest_within_1pct(per_gpu, "capacity_per_gpu")
-    assert "By capacity" in done.stdout
+    assert "Answers:" in done.stdout and "None" not in done.stdout.split("Answers:")[-1]
 
     # step 3 only, with an explicit GPU count: reuses the folder, reruns step 3 only
     before = {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)}
     done = subprocess.run(_main_command(results, "--step3-only", "--best-gpu-count", "3"), cwd=paths.REPO_ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "None" not in done.stdout.split("Answers:")[-1]     # never "Best GPU count: None"
+    assert "Step 3, best K" in done.stdout
     assert {step: (results / f"{step}.csv").read_text() for step in (STEP1, STEP2)} == before
     every = pd.read_csv(results / "all_results.csv")
     assert set(every.loc[every["step"] == STEP3, "num_gpus"]) == {3}

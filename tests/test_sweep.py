@@ -361,7 +361,7 @@ def test_step1_volumes_are_10x_steps_up_to_max_requests():
     # steps 2-3 now sweep every scheduler of `schedulers` (issue 8): the seed's three give 4*5 + 3*8 + (6+1+1)
     assert experiments.total_tests(schedulers=("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")) == 52
     assert experiments.total_tests(schedulers=("multi_bin_dynamic",)) == 4 * 3 + 8 + 6
-    assert experiments.total_tests(replications=3) == 3 * 78
+    assert experiments.total_tests(replications=3) == 3 * 65
 
 
 def test_step1_on_a_small_dataset_stops_at_its_size(small_trace_csv, tmp_path):
@@ -370,7 +370,7 @@ def test_step1_on_a_small_dataset_stops_at_its_size(small_trace_csv, tmp_path):
     assert list(plan.batches) == [1_000, 2_000]
     assert [t.label for t in plan.batches[1_000]] == [
         "static_fifo (1 GPU)", "dynamic_no_bins (1 GPU)", "multi_bin_dynamic (1 GPU)", "multi_bin_dynamic (2 GPUs)",
-        "continuous_fcfs (1 GPU)", "continuous_sla (1 GPU)"]
+        "continuous_fcfs (1 GPU)"]
 
 
 def test_step_params_are_validated_before_anything_runs(tmp_path):
@@ -440,3 +440,27 @@ def test_hex_ids_that_look_like_numbers_stay_text(small_trace_csv, tmp_path, mon
     assert list(loaded["test_id"]) == digits["test_id"]
     assert sweep.finished_ids(loaded) == set(digits["test_id"])
     assert set(loaded["trace_fingerprint"]) == {"0000000000000001"}
+
+
+def test_a_test_another_results_folder_holds_is_reused_not_recomputed(small_trace_csv, tmp_path, monkeypatch,
+                                                                      count_runs):
+    """Issue 16 item 2: papermill ... -p max_gpus 32 writes to results/max_gpus=32/ and must not recompute what
+    results/default already holds: the same test id (same configuration, same simulator code) is copied, with
+    the folder it came from; outside results/ folders do not look at each other."""
+    from workbench import paths
+
+    monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path / "results")
+    tests = sweep_tests(small_trace_csv, gpus=(1, 2), ks=(4,))
+    first = run_sweep(tests, tmp_path / "results" / "default", executor="serial", progress=False)
+    assert len(count_runs) == 2
+    count_runs.clear()
+    again = run_sweep(tests[:1], tmp_path / "results" / "max_gpus=1", executor="serial", progress=False)
+    assert count_runs == []
+    assert again.loc[0, "reused_from"].endswith("default/sweep_test.csv")
+    pd.testing.assert_frame_equal(
+        sweep.comparable(again.drop(columns=["reused_from"])).sort_index(axis=1),
+        sweep.comparable(first.iloc[:1].drop(columns=["reused_from"], errors="ignore")).sort_index(axis=1),
+        check_dtype=False)
+    # a folder outside results/ computes its own
+    run_sweep(tests[:1], tmp_path / "elsewhere", executor="serial", progress=False)
+    assert len(count_runs) == 1

@@ -74,10 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest GPU count tested (default 100)")
     suite.add_argument("--use-real-timestamps", action="store_true",
                        help="keep the trace's inter-arrival times instead of dividing them by --rps-scaling")
+    suite.add_argument("--ttft-sla", type=_positive_float, default=1.0, metavar="S",
+                       help="SLA on a step-time profile: time to first token, seconds (default 1.0)")
+    suite.add_argument("--tpot-sla", type=_positive_float, default=0.05, metavar="S",
+                       help="SLA on a step-time profile: time per output token, seconds (default 0.05)")
     suite.add_argument("--d-sla", type=_positive_float, default=1.0, metavar="S",
-                       help="latency SLA per request, seconds (default 1.0)")
-    suite.add_argument("--rps-scaling", type=_positive_float, default=200.0, metavar="X",
-                       help="divide the trace's timestamps by X (default 200)")
+                       help="--latency seed-grid: end-to-end latency SLA per request, seconds; on a step-time "
+                            "profile: the static SLA controller's batch-time budget (default 1.0)")
+    suite.add_argument("--rps-scaling", type=_positive_float, default=None, metavar="X",
+                       help="divide the trace's timestamps by X (default 10 on a step-time profile, 200 with "
+                            "--latency seed-grid)")
     suite.add_argument("--dataset", default=None, metavar="NAME|PATH",
                        help="the trace: a dataset name or a CSV file (BurstGPT, Azure raw, Vidur or minimal layout, "
                             f"see data/README.md). Names: {datasets.help_text()}. Default: synthetic")
@@ -98,15 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "within --d-sla (default 0.9)")
     suite.add_argument("--schedulers", default=None, metavar="A,B,...",
                        help="comma-separated schedulers that step 1 compares and steps 2-3 sweep (default: "
-                            "static_fifo,dynamic_no_bins,multi_bin_dynamic,continuous_fcfs,continuous_sla)")
+                            "static_fifo,dynamic_no_bins,multi_bin_dynamic,continuous_fcfs; with "
+                            "--latency seed-grid the seed's three static ones)")
     suite.add_argument("--latency", default=None, metavar="PROFILE",
-                       help="step-time profile of the continuous schedulers (default opt-13b-a100; 'grid' = the "
-                            "static engine's formula grid, static schedulers only); static schedulers keep the grid")
+                       help="hardware model of every scheduler: a step-time profile (default opt-13b-a100; static "
+                            "schedulers run in step mode on it), judged on --ttft-sla/--tpot-sla; or 'seed-grid' "
+                            "to reproduce the seed study (its formula grid, static schedulers, end-to-end --d-sla)")
     suite.add_argument("--replications", type=_positive_int, default=1, metavar="N",
                        help="run every test with N seeds (seed, seed+1, ...) and report means with 95%% "
                             "confidence intervals (default 1)")
     suite.add_argument("--validate", action="store_true",
-                       help="also run notebooks/validation.ipynb and fidelity_vllm.ipynb after the steps")
+                       help="also run the fidelity reports (validation, fidelity_vllm, fidelity_disagg) and the "
+                            "slower studies (prefix_caching; disaggregation: several minutes) after the steps")
     suite.add_argument("--no-compare", action="store_true",
                        help="skip the scheduler comparison (notebooks/compare_schedulers.ipynb: every scheduler on "
                             "one step-time profile and one TTFT/TPOT SLA, up to 20,000 requests), which otherwise "
@@ -114,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
     commands.add_parser("columns", help="print the column dictionary (every CSV column and analysis.json key) "
                                         "as markdown; docs/columns.md is this output")
+    one = commands.add_parser(
+        "notebook", help="run one notebook of the suite into its results folder, with its HTML and index.html",
+        description="Run notebooks/<name>.ipynb through papermill as the suite would, with -p parameters as "
+                    "papermill takes them: the executed notebook, its HTML rendering and index.html go to its "
+                    "results folder (printed), and tests other results folders already hold are reused.")
+    one.add_argument("name", help="the notebook, e.g. step2_gpu_scaling")
+    one.add_argument("-p", "--parameters", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="a notebook parameter (as papermill's -p; repeat for more)")
+    one.add_argument("--no-progress", action="store_true", help="no papermill progress bar")
     return parser
 
 
@@ -128,9 +146,8 @@ def options_from_args(args: argparse.Namespace):
         dataset=args.dataset, k_bins=args.k_bins, seed=args.seed, results_dir=args.results_dir,
         executor=args.executor, best_gpu_count=args.best_gpu_count, validate=args.validate,
         compare=not args.no_compare and not chosen,
-        capacity_search=not args.no_capacity,
-        capacity_attainment=args.capacity_attainment,
-        replications=args.replications,
+        capacity_search=not args.no_capacity, capacity_attainment=args.capacity_attainment,
+        replications=args.replications, ttft_sla=args.ttft_sla, tpot_sla=args.tpot_sla,
         **({"schedulers": args.schedulers} if args.schedulers is not None else {}),
         **({"latency": args.latency} if args.latency is not None else {}))
 
@@ -158,8 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(markdown())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from workbench.study.runs.console import plain_warnings
     from workbench.study.runs.folders import ResultsFolderConflict
-    from workbench.study.runs.suite import SuiteError, run_suite
+
+    plain_warnings()   # each warning once, one line, no source lines
+    from workbench.study.runs.suite import run_suite
+
+    if args.command == "notebook":
+        return _notebook(parser, args)
 
     try:
         options = options_from_args(args)
@@ -172,15 +195,75 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ValueError, FileNotFoundError, ConnectionError) as exc:
         parser.error(str(exc))
+    report, code = _run(lambda: run_suite(options, progress=not args.no_progress))
+    if report is not None:
+        print(report.summary())
+    return code
+
+
+def _run(work):
+    """(what ``work()`` returns, 0), or (None, the exit code) after saying why it stopped: 2 for a results folder
+    that holds another parameter set, 1 for a notebook that failed."""
+    from workbench.study.runs.folders import ResultsFolderConflict
+    from workbench.study.runs.suite import SuiteError
+
     try:
-        report = run_suite(options, progress=not args.no_progress)
+        return work(), 0
     except ResultsFolderConflict as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None, 2
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(report.summary())
+        return None, 1
+
+
+def _papermill_value(text: str):
+    """A -p value as papermill reads it: a number, True/False/None, else the text."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``python -m workbench notebook <name> -p ...``: one notebook as the suite runs it."""
+    import papermill as pm
+
+    from workbench import paths
+    from workbench.study.answers import report
+    from workbench.study.runs.experiments import STEPS, StepParams, display_path
+    from workbench.study.runs.suite import SUITE_NOTEBOOKS, run_notebook
+
+    names = [n.name for n in SUITE_NOTEBOOKS]
+    try:
+        checks.choice(args.name, "notebook", names, hint="the suite's notebooks")
+        parameters = {name: _papermill_value(value) for name, value in args.parameters}
+        # a misspelt -p would be ignored by papermill and run the default: refused, with the closest name
+        declared = pm.inspect_notebook(str(paths.NOTEBOOKS_DIR / f"{args.name}.ipynb"))
+        checks.keywords(parameters, f"notebook {args.name}: -p", declared)
+        if args.name in STEPS:
+            known = {k: v for k, v in parameters.items() if k in StepParams.__dataclass_fields__}
+            folder = StepParams(**known).claim_results_dir()
+        elif args.name == "compare_schedulers":
+            from workbench.study.answers.compare import CompareParams
+
+            known = {k: v for k, v in parameters.items() if k in CompareParams.__dataclass_fields__}
+            folder = CompareParams(**known).claim_results_dir()
+        else:   # the notebook checks its own parameters and claims its folder
+            folder = checks.writable_folder(parameters.get("results_dir") or f"results/{args.name}", "results_dir")
+            folder = Path(folder).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+        parameters["results_dir"] = str(folder)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    print(f"{args.name}: results go to {display_path(folder)}/", file=sys.stderr)
+    run, code = _run(lambda: run_notebook(args.name, parameters, folder, progress=not args.no_progress))
+    if run is None:
+        return code
+    index = report.write_index(folder)
+    print(f"{args.name} finished in {run.wall_s:.1f} s; {display_path(run.html)}, {display_path(index)}")
     return 0
 
 

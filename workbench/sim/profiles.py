@@ -122,6 +122,9 @@ def distserve_profile(path: str | os.PathLike = DISTSERVE_PROFILE, *, model: str
     )
 
 
+_NO_PIPELINE_SAID: set[str] = set()   # profiles whose "no pipeline overhead" was logged (once each)
+
+
 def pipeline_overhead_of(by_tp: dict, *, where: str = "profile") -> float:
     """The part of a decode step's fixed cost that does not shrink with parallelism, from a DistServe profile's
     entries at several tensor-parallel degrees (milliseconds).
@@ -149,8 +152,10 @@ def pipeline_overhead_of(by_tp: dict, *, where: str = "profile") -> float:
     k = sum((u - mx) * (v - my) for u, v in zip(x, y)) / sxx
     o = my - k * mx
     if k <= 0 or o < 0:
-        log.info("%s: the decode fixed cost does not fall with TP as weights/TP + overhead; no pipeline overhead",
-                 where)
+        if where not in _NO_PIPELINE_SAID:   # said once per profile, not at every TP degree resolved
+            _NO_PIPELINE_SAID.add(where)
+            log.info("%s: the decode fixed cost does not fall with TP as weights/TP + overhead; no pipeline "
+                     "overhead", Path(where).name if "/" in str(where) else where)
         return 0.0
     return o
 

@@ -277,20 +277,25 @@ def _validate_trace(trace, name: str = "trace") -> Trace:
 
 def resolve_latency(latency, name: str = "latency"):
     """A latency model from what a user may pass: a LatencyModel, a StepTimeModel, None (the scheduler's
-    default), ``"grid"`` (the static engine's formula grid) or a registered step-time profile name."""
+    default), ``"seed-grid"`` (alias ``"grid"``: the static engine's formula grid, the seed study's) or a
+    registered step-time profile name."""
     if latency is None or isinstance(latency, (LatencyModel, StepTimeModel)):
         return latency
     if isinstance(latency, str):
         from workbench.sim import profiles
 
-        if latency == "grid":
+        if latency in SEED_GRID_NAMES:
             return LatencyModel.default()
         if latency in profiles.PROFILES:
             return profiles.get_profile(latency)
-        checks.choice(latency, name, ["grid", *profiles.profile_names()],
+        checks.choice(latency, name, [*SEED_GRID_NAMES, *profiles.profile_names()],
                       hint="or pass a wb.LatencyModel / wb.StepTimeModel")
-    raise checks.InvalidType(f"{name}: must be a wb.LatencyModel, a wb.StepTimeModel, None, 'grid' or a step-time "
-                             f"profile name, got {type(latency).__name__}")
+    raise checks.InvalidType(f"{name}: must be a wb.LatencyModel, a wb.StepTimeModel, None, 'seed-grid' or a "
+                             f"step-time profile name, got {type(latency).__name__}")
+
+
+# the names of the seed study's formula grid (LatencyModel.default()): "grid" is the name it had first
+SEED_GRID_NAMES = ("seed-grid", "grid")
 
 
 # ------------------------------------------------------------------ what the compiled engines may be given
@@ -374,6 +379,15 @@ def _shortest_step_s(latency, cfg: SimConfig | None = None) -> float:
     return float(latency.service_time_s(1, 1))
 
 
+def _no_bins(n: int) -> np.ndarray:
+    """Every request in bin 0, read-only like :func:`bin_assignment`'s arrays: the compiled engines then see one
+    array type whether a scheduler bins or not, and compile once instead of twice (numba types read-only
+    arrays apart)."""
+    bins = np.zeros(n, np.int32)
+    bins.flags.writeable = False
+    return bins
+
+
 def bin_assignment(trace, cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-request bin and the equal-mass edges over predicted output lengths.
 
@@ -444,7 +458,7 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
     decisions of the continuous engine ``res.steps`` keeps.  Keyword
     ``overrides`` are applied to ``config`` (``simulate(trace, num_gpus=4)``).
 
-    ``latency`` may also be ``"grid"`` or a registered step-time profile name
+    ``latency`` may also be ``"seed-grid"`` (or ``"grid"``) or a registered step-time profile name
     (:func:`workbench.sim.profiles.profile_names`).  Leaving ``config`` out
     simulates the default :class:`SimConfig`; passing ``config=None`` is
     refused (it is what a measured run without a setup file has as
@@ -500,7 +514,7 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
         bin_id, edges = bin_assignment(trace, cfg)
         n_bins = len(edges) - 1
     else:
-        bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
+        bin_id, edges, n_bins = _no_bins(arrival_s.size), None, 1
 
     # step mode: requests join the queue after the model's arrival overhead (as in the continuous engine);
     # the engine reads arrivals in order, so it runs on the requests sorted by joining time
@@ -643,7 +657,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         bin_id, edges = bin_assignment(trace, cfg)
         n_bins = len(edges) - 1
     else:
-        bin_id, edges, n_bins = np.zeros(arrival_s.size, np.int32), None, 1
+        bin_id, edges, n_bins = _no_bins(arrival_s.size), None, 1
     coef = latency.coefficients()
     a0, a1 = latency.arrival_overhead_s
     join_s = arrival_s + a0 + a1 * prompt if (a0 or a1) else arrival_s

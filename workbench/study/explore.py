@@ -46,11 +46,11 @@ class Point:
     attainment: float
 
 
-def _load(name: str, num_requests: int, seed: int):
+def _load(name: str, num_requests: int, seed: int, rps_scaling: float):
     from workbench.traces.trace import load_trace
 
     if name == "synthetic":
-        return load_trace(num_requests=num_requests, seed=seed)
+        return load_trace(num_requests=num_requests, seed=seed, rps_scaling=rps_scaling)
     return load_trace(name).head(num_requests)
 
 
@@ -122,8 +122,10 @@ class Explorer:
     """Widgets and a figure over ``simulate``; see the module docstring."""
 
     def __init__(self, traces=DEFAULT_TRACES, *, num_requests: int = 100_000, seed: int = 0,
-                 config: SimConfig | None = None, load_scaling: float = 1.0, step_profile: str = "opt-13b-a100"):
+                 config: SimConfig | None = None, load_scaling: float = 1.0, step_profile: str = "opt-13b-a100",
+                 rps_scaling: float | None = None):
         from workbench.sim import profiles
+        from workbench.study.runs.experiments import LATENCY_ALIASES, SEED_GRID, default_rps_scaling
 
         self.num_requests = checks.integer(num_requests, "num_requests", low=1, high=10**8)
         self.seed = checks.integer(seed, "seed", low=0)
@@ -134,9 +136,17 @@ class Explorer:
         self._traces: dict[str, object] = {}
         self.trace_name = self.trace_names[0]
         self.config = _single_pool(checks.instance(config, "config", SimConfig, expected="a SimConfig, or None")) \
-            if config is not None else SimConfig(scheduler="multi_bin_dynamic", num_gpus=4, k_bins=4, d_sla_s=1.0)
+            if config is not None else SimConfig(scheduler="multi_bin_dynamic", num_gpus=16, k_bins=4, d_sla_s=1.0)
         self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
-        self.step_profile = checks.choice(step_profile, "step_profile", profiles.profile_names())
+        # every scheduler on one hardware model, as in the step notebooks: the step-time profile (static batches
+        # in step mode), or "seed-grid" (the seed study's formula grid, static schedulers only)
+        step_profile = LATENCY_ALIASES.get(step_profile, step_profile) if isinstance(step_profile, str) \
+            else step_profile
+        self.step_profile = checks.choice(step_profile, "step_profile", (*profiles.profile_names(), SEED_GRID),
+                                          hint=f"{SEED_GRID!r} is the seed study's formula grid (static schedulers)")
+        self.rps_scaling = checks.number(rps_scaling, "rps_scaling", low=0, low_open=True, none=True)
+        if self.rps_scaling is None:
+            self.rps_scaling = default_rps_scaling(self.step_profile)
         self.history: list[Point] = []
         self.result = None
         self.last_timing: dict[str, float] = {}
@@ -148,7 +158,7 @@ class Explorer:
     # -- the model ---------------------------------------------------------------------------------
     def trace(self):
         if self.trace_name not in self._traces:
-            self._traces[self.trace_name] = _load(self.trace_name, self.num_requests, self.seed)
+            self._traces[self.trace_name] = _load(self.trace_name, self.num_requests, self.seed, self.rps_scaling)
         base = self._traces[self.trace_name]
         if self.load_scaling == 1.0:
             return base
@@ -182,29 +192,38 @@ class Explorer:
 
         t0 = time.perf_counter()
         trace = self.trace()
-        continuous = _is_continuous(self.config.scheduler)
-        model = profiles.get_profile(self.step_profile) if continuous else LatencyModel.default()
+        model = profiles.get_profile(self.step_profile) if self.on_profile else LatencyModel.default()
         if self.load_scaling != 1.0:   # a tiny scaling stretches the trace beyond usable times: say which knob
             try:
                 check_time_horizon(float(trace.arrival_s[-1]), model, "the scaled trace", "Raise load_scaling.")
             except ValueError as exc:
                 raise ValueError(f"load_scaling={self.load_scaling:g}: {exc}") from None
-        if continuous:
-            # continuous batching runs on a measured step-time profile, with that GPU's KV cache
+        if self.on_profile:
+            # every scheduler on the measured step-time profile, with that GPU's KV cache
             cfg = self.config.replace(**profiles.profile_config_fields(self.step_profile))
             res = simulate(trace, cfg, latency=model)
+        elif _is_continuous(self.config.scheduler):
+            raise ValueError(f"{self.config.scheduler} needs a step-time profile; the seed grid times static "
+                             "batches only")
         else:
             res = simulate(trace, self.config, latency=model)
         latency = _latency_s(res)
         offered = res.summary.get("offered_rps", len(trace) / max(float(trace.arrival_s[-1]), 1e-9))
         attainment = float(np.mean(res.requests["met_sla"])) if "met_sla" in res.requests else \
             1.0 - float(res.summary.get("sla_violation_rate", float("nan")))
+        if self.on_profile and "ttft_s" in res.requests:   # the plane plots what the SLA limits: TTFT
+            latency = res.requests["ttft_s"].dropna().to_numpy()
         self.history.append(Point(self.config.scheduler, self.config.num_gpus, float(offered),
                                   float(np.percentile(latency, 99)) if latency.size else float("nan"),
                                   attainment))
         self.result = res
         self.last_timing = {"simulate_s": time.perf_counter() - t0}
         return res
+
+    @property
+    def on_profile(self) -> bool:
+        """Whether the schedulers run on the step-time profile (else the seed grid)."""
+        return self.step_profile not in ("seed-grid", "grid")
 
     def figure(self):
         """The four panels for the current result (a matplotlib Figure, not shown)."""
@@ -218,31 +237,34 @@ class Explorer:
         fig = Figure(figsize=(11, 7))
         fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.87, hspace=0.38, wspace=0.22)
         ax_cdf, ax_bins, ax_gpu, ax_load = fig.subplots(2, 2).ravel()
+        from workbench.study.answers.palette import color
+
+        colour = color(cfg.scheduler)
         latency = _latency_s(res)
         sla = cfg.d_sla_s
         label = "end-to-end latency"
-        if _is_continuous(cfg.scheduler) and "ttft_s" in res.requests:
+        if self.on_profile and "ttft_s" in res.requests:
             ttft = res.requests["ttft_s"].dropna().to_numpy()
             if ttft.size:
-                ax_cdf.plot(*_cdf(ttft), label="time to first token")
+                ax_cdf.plot(*_cdf(ttft), color=colour, label="time to first token")
         if latency.size:
-            ax_cdf.plot(*_cdf(latency), label=label)
-        if _is_continuous(cfg.scheduler):
-            ax_cdf.axvline(cfg.ttft_sla_s, color="k", ls="--", lw=1, label=f"TTFT limit {cfg.ttft_sla_s:g} s")
+            ax_cdf.plot(*_cdf(latency), color=colour, ls="--", label=label)
+        if self.on_profile:
+            ax_cdf.axvline(cfg.ttft_sla_s, color="k", ls=":", lw=1, label=f"TTFT limit {cfg.ttft_sla_s:g} s")
         else:
-            ax_cdf.axvline(sla, color="k", ls="--", lw=1, label=f"SLA {sla:g} s")
+            ax_cdf.axvline(sla, color="k", ls=":", lw=1, label=f"SLA {sla:g} s")
         ax_cdf.set_xscale("log")
         ax_cdf.set(xlabel="seconds (log)", ylabel="share of requests", ylim=(0, 1.01),
                    title="Latency CDF")
         ax_cdf.legend(loc="lower right", fontsize=8)
 
         bins, wait = _wait_per_bin(res)
-        ax_bins.bar(bins, wait, color="tab:orange")
+        ax_bins.bar(bins, wait, color=colour)
         ax_bins.set(xlabel="bin (by predicted output length)", ylabel="mean wait in queue, s",
                     title="Wait per bin", xticks=bins)
 
         util = _gpu_utilization(res)
-        ax_gpu.bar(np.arange(util.size), util, color="tab:green")
+        ax_gpu.bar(np.arange(util.size), util, color=colour)
         ax_gpu.xaxis.set_major_locator(MaxNLocator(integer=True))   # GPUs are whole
         ax_gpu.axhline(1.0, color="k", lw=0.8, ls=":", label="fully busy")
         ax_gpu.set(xlabel="GPU (replica)", ylabel="busy share of the run", ylim=(0, 1.05),
@@ -252,20 +274,21 @@ class Explorer:
         for i, point in enumerate(self.history):
             current = i == len(self.history) - 1
             ax_load.scatter(point.offered_rps, point.latency_p99_s, s=60 if current else 18,
-                            color="tab:red" if current else "tab:gray", zorder=3 if current else 2,
+                            color=colour if current else "0.6", zorder=3 if current else 2,
                             label="this run" if current else ("earlier runs" if i == 0 else None))
             ax_load.annotate(f"{point.num_gpus}G", (point.offered_rps, point.latency_p99_s), fontsize=7,
                              xytext=(4, 2), textcoords="offset points")
-        ax_load.axhline(sla, color="k", ls="--", lw=1, label=f"SLA {sla:g} s")
+        limit, what = (cfg.ttft_sla_s, "TTFT") if self.on_profile else (sla, "end-to-end latency")
+        ax_load.axhline(limit, color="k", ls=":", lw=1, label=f"{what} limit {limit:g} s")
         ax_load.set_yscale("log")
-        ax_load.set(xlabel="offered load, requests/s", ylabel="p99 latency, s (log)",
+        ax_load.set(xlabel="offered load, requests/s", ylabel=f"p99 {what}, s (log)",
                     title="Load-latency plane (every run so far)")
         ax_load.legend(loc="upper left", fontsize=8)
 
         last = self.history[-1]
         model = (f"{self.step_profile} step times, SLA TTFT <= {cfg.ttft_sla_s:g} s and TPOT <= "
-                 f"{cfg.tpot_sla_s * 1e3:g} ms" if _is_continuous(cfg.scheduler)
-                 else f"formula grid (not measured), SLA {sla:g} s")
+                 f"{cfg.tpot_sla_s * 1e3:g} ms" if self.on_profile
+                 else f"seed formula grid (not measured), SLA {sla:g} s")
         fig.suptitle(f"{cfg.scheduler} on {cfg.num_gpus} GPU(s), K={cfg.k_bins}, {model}\n"
                      f"{self._trace_label()} x{self.load_scaling:g} load | "
                      f"{last.attainment:.1%} within SLA", fontsize=10)
@@ -292,8 +315,10 @@ class Explorer:
                                         style=style),
                 "num_gpus": w.IntSlider(value=cfg.num_gpus, min=1, max=64, description="GPUs", style=style),
                 "k_bins": w.IntSlider(value=cfg.k_bins, min=1, max=32, description="K bins", style=style),
+                "ttft_sla_s": w.FloatLogSlider(value=cfg.ttft_sla_s, base=10, min=-1, max=2, step=0.05,
+                                               description="TTFT limit, s", style=style),
                 "d_sla_s": w.FloatLogSlider(value=cfg.d_sla_s, base=10, min=-1, max=2, step=0.05,
-                                            description="SLA, s", style=style),
+                                            description="E2E SLA / budget, s", style=style),
                 "load_scaling": w.FloatLogSlider(value=self.load_scaling, base=2, min=-4, max=4, step=0.25,
                                                  description="load x", style=style),
                 "b_max": w.IntSlider(value=cfg.b_max, min=1, max=256, description="b_max", style=style),

@@ -627,7 +627,7 @@ def _file_rows(file: Path, digest: str) -> _Rows:
     cached = paths.cache_dir() / f"parsed-p{PARSER_VERSION}-{digest}.npz"
     arrays = _read_npz(cached)
     if arrays is not None:
-        logger.info("loaded %s from cache %s", file.name, cached.name)
+        _said_once("loaded %s from cache %s", file.name, cached.name)
         rows = _Rows.from_npz(arrays)
     else:
         rows = _parse_jsonl(file) if _is_jsonl(file) else _parse_csv(file)
@@ -646,8 +646,18 @@ def _synthetic_rows(seed: int) -> _Rows:
         arrays.update(model_names=np.array(synthetic.MODEL_NAMES), log_type_names=np.array(synthetic.LOG_TYPE_NAMES))
         _write_npz_atomic(cached, arrays)
     else:
-        logger.info("loaded synthetic rows (seed %d) from cache %s", seed, cached.name)
+        _said_once("loaded synthetic rows (seed %d) from cache %s", seed, cached.name)
     return _remember(_rows, name, _Rows.from_npz(arrays), _MAX_CACHED_ROWS)
+
+
+_SAID: set[str] = set()
+
+
+def _said_once(message: str, *args) -> None:
+    """Log a cache load once per process (a sweep reloads the rows for every test: the log would repeat it)."""
+    text = message % args
+    logger.log(logging.DEBUG if text in _SAID else logging.INFO, text)
+    _SAID.add(text)
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray] | None:

@@ -25,8 +25,9 @@ scheduler of the rows (``primary_scheduler`` says which); every scheduler's
 capacity is listed under ``capacity_rps``.
 
 Replications: the rules read the mean over the seeds of each test
-(:func:`summarize`: ``<metric>`` = mean, ``<metric>_ci95`` = Student-t 95%
-half-width, ``replications``), also written to ``<step>_summary.csv``.
+(:func:`summarize`: ``<metric>`` = mean, ``<metric>_ci95_low`` / ``_ci95_high`` = its
+95% interval, Student t cut to the quantity's range, ``replications``), also written to
+``<step>_summary.csv``.
 
 Capacity (the tests that searched it; see :mod:`workbench.study.runs.capacity`): the
 largest arrival rate at which the SLA target holds, ``null`` when no load
@@ -55,13 +56,14 @@ import datetime as _dt
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from workbench.sim.config import SimConfig
-from workbench.study.runs.replications import summarize_replications
+from workbench.study.runs.replications import HIGH, LOW, summarize_replications
 from workbench.study.runs.sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ ALL_RESULTS = "all_results.csv"
 ANALYSIS = "analysis.json"
 GOODPUT_TOLERANCE = 0.01
 CAPACITY_TOLERANCE = 0.01
+KNEE_TOLERANCE = 0.05
 BREAKING_SLA_VIOLATION = 0.05
 STEP_ORDER = ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity")
 RULES = {
@@ -78,21 +81,30 @@ RULES = {
                       "goodput_rps of step 2 (the seed took the raw maximum)",
     "scaling_efficiency": "(throughput_rps(n) / n) / (throughput_rps(n0) / n0), n0 = smallest GPU count (1)",
     "best_k": "K with the lowest sla_violation_rate in step 3; ties: higher goodput_rps, then smaller K",
-    "best_config_step1": "at the largest request volume, lowest sla_violation_rate; ties: higher goodput_rps, "
-                         "then fewer GPUs",
+    "best_config_step1": "at the largest request volume, the configuration that meets the SLA at the replayed "
+                         f"load (sla_violation_rate <= {BREAKING_SLA_VIOLATION:.0%}) with the highest goodput_rps; if "
+                         "none does, the one with the highest capacity_rps (the load it sustains within the SLA); "
+                         "without capacities, the lowest sla_violation_rate",
     "breaking_point": f"per configuration, the smallest request volume whose sla_violation_rate exceeds "
                       f"{BREAKING_SLA_VIOLATION:.0%} (null if none)",
     "capacity": "largest arrival rate (the trace replayed faster or slower) at which at least capacity_target of "
                 "the requests finish within d_sla_s; null when no load reaches it (see capacity_search.unreachable)",
-    "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = smallest GPU count (1)",
+    "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = the smallest GPU count "
+                                   "with a capacity (1 unless no load meets the target there)",
     "best_gpu_count_by_capacity_per_gpu": f"highest capacity_rps / num_gpus in step 2; counts within "
                                           f"{CAPACITY_TOLERANCE:.0%} of it: the fewest GPUs",
+    "capacity_per_gpu_knee": f"the fewest GPUs whose capacity per GPU is within {KNEE_TOLERANCE:.0%} of the highest "
+                             "(where more GPUs stop paying per GPU)",
+    "by_scheduler": "every answer of steps 2 and 3 also per scheduler (..._by_scheduler), by the same rule",
     "best_k_by_capacity": f"highest capacity_rps in step 3; K values within {CAPACITY_TOLERANCE:.0%} of it: "
                           "the smallest K",
     "meets_sla": f"a replayed configuration meets the SLA when its sla_violation_rate is at most "
                  f"{BREAKING_SLA_VIOLATION:.0%}; a capacity-based best meets it when its capacity_rps is not null",
     "at_edge": "a best GPU count or best K equal to the largest value tested (the optimum may lie beyond); "
-               "1 GPU and K = 1 are the smallest possible values, not an edge",
+               "1 GPU and K = 1 are the smallest possible values, not an edge. A best GPU count by capacity per GPU "
+               "at the largest count is a valid answer when capacity per GPU never falls with more GPUs and gains "
+               f"at most {KNEE_TOLERANCE:.0%} on the last step: the larger the pool the better, with diminishing "
+               "returns, and capacity_per_gpu_knee says where they flatten",
     "valid": "a best meets the SLA and is not at the edge of the range tested; validity.<best>.sentence says why not",
     "gpu_count": "step 3: where its GPU count came from (given, step 2's best GPU count, or the default), the "
                  "step-2 row it used, and whether it still is step 2's best GPU count",
@@ -120,13 +132,13 @@ def _is_identity(column: str) -> bool:
 
 def metric_columns(rows: pd.DataFrame) -> list[str]:
     """The numeric result columns of ``rows`` (what replications average)."""
-    return [c for c in rows.columns if not _is_identity(c) and not c.endswith("_ci95")
+    return [c for c in rows.columns if not _is_identity(c) and not c.endswith((LOW, HIGH))
             and pd.api.types.is_numeric_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])]
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per test (its replications averaged): every metric's mean and ``<metric>_ci95`` (95% Student-t
-    half-width; NaN with one replication), ``replications``, and ``test_id`` = the id of replication 0.
+    """One row per test (its replications averaged): every metric's mean and its 95% interval
+    ``<metric>_ci95_low`` / ``_ci95_high`` (:mod:`workbench.study.runs.replications`; NaN with one replication), ``replications``, and ``test_id`` = the id of replication 0.
 
     Rows already summarized (with a ``replications`` column) are returned as they are.
     """
@@ -229,8 +241,8 @@ def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATIO
 
 # --------------------------------------------------------------------------- capacity
 
-CAPACITY_TABLE_COLUMNS = ("label", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
-                          "capacity_rps_ci95", "replications",
+CAPACITY_TABLE_COLUMNS = ("label", "scheduler", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
+                          "capacity_rps_ci95_low", "capacity_rps_ci95_high", "replications",
                           "capacity_per_gpu", "capacity_efficiency", "capacity_scaling", "capacity_attainment",
                           "capacity_probes", "capacity_monotone", "capacity_error")
 
@@ -249,8 +261,9 @@ def _capacity_or_zero(rows: pd.DataFrame) -> pd.Series:
 def capacity_per_gpu(rows: pd.DataFrame) -> dict[int, float]:
     """GPU count -> capacity per GPU (NaN where no load meets the target)."""
     rows = capacity_rows(rows)
-    return {int(r.num_gpus): float(r.capacity_rps) / int(r.num_gpus)
-            for r in (rows.sort_values("num_gpus") if not rows.empty else rows).itertuples()}
+    rows = rows.sort_values("num_gpus") if not rows.empty else rows
+    return {int(g): float(c) / int(g) for g, c in zip(rows["num_gpus"], rows["capacity_rps"])} if not rows.empty \
+        else {}
 
 
 def capacity_scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
@@ -259,10 +272,12 @@ def capacity_scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
     if rows.empty:
         return {}
     rows = rows.sort_values("num_gpus")
-    base = rows.iloc[0]
+    found = rows[pd.to_numeric(rows["capacity_rps"], errors="coerce") > 0]
+    if found.empty:
+        return {int(g): math.nan for g in rows["num_gpus"]}
+    base = found.iloc[0]   # the smallest pool with a capacity
     per_gpu = float(base["capacity_rps"]) / int(base["num_gpus"])
-    return {int(r.num_gpus): (float(r.capacity_rps) / int(r.num_gpus) / per_gpu if per_gpu > 0 else math.nan)
-            for r in rows.itertuples()}
+    return {int(g): float(c) / int(g) / per_gpu for g, c in zip(rows["num_gpus"], rows["capacity_rps"])}
 
 
 def best_gpu_count_by_capacity_per_gpu(rows: pd.DataFrame, tolerance: float = CAPACITY_TOLERANCE) -> int | None:
@@ -323,10 +338,15 @@ def capacity_table(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[c for c in CAPACITY_TABLE_COLUMNS if c != "capacity_efficiency"])
     out = rows.copy()  # a selection of a wide frame: copy once rather than add columns to a fragmented one
     out["capacity_per_gpu"] = rows["capacity_rps"] / rows["num_gpus"]
-    if (rows["num_gpus"].nunique() > 1 and rows["scheduler"].nunique() == 1 and rows["k_bins"].nunique() == 1
-            and not rows["num_gpus"].duplicated().any()):
-        efficiency = capacity_scaling_efficiency(rows)
-        out["capacity_efficiency"] = [efficiency[int(g)] for g in rows["num_gpus"]]
+    keys = [k for k in ("scheduler", "k_bins") if k in rows]
+    groups = rows.groupby(keys, sort=False) if keys else [(None, rows)]
+    efficiency = pd.Series(math.nan, index=rows.index)
+    for _, group in groups:
+        if group["num_gpus"].nunique() > 1 and not group["num_gpus"].duplicated().any():
+            by_gpus = capacity_scaling_efficiency(group)
+            efficiency[group.index] = [by_gpus[int(g)] for g in group["num_gpus"]]
+    if efficiency.notna().any():
+        out["capacity_efficiency"] = efficiency
     return out[[c for c in CAPACITY_TABLE_COLUMNS if c in out.columns]].reset_index(drop=True)
 
 
@@ -353,15 +373,40 @@ def _capacity_search(rows: pd.DataFrame) -> dict | None:
 
 
 def _capacities(rows: pd.DataFrame) -> dict[str, float | None]:
-    return {str(r.label): float(r.capacity_rps) for r in capacity_rows(rows).itertuples()}
-
-
-def _capacity_intervals(rows: pd.DataFrame) -> dict[str, float | None]:
-    """label -> 95% half-width of capacity_rps over the replications (null with one)."""
     rows = capacity_rows(rows)
-    if "capacity_rps_ci95" not in rows:
+    return {str(label): float(cap) for label, cap in zip(rows["label"], rows["capacity_rps"])} if not rows.empty else {}
+
+
+def sla_of_row(row) -> str:
+    """The SLA a result row was judged on, in words: TTFT/TPOT limits on a step-time profile, E2E on the grid."""
+    profile = str(row.get("latency_profile", ""))
+    if profile in ("seed-grid", "grid", ""):
+        return f"E2E <= {float(row.get('d_sla_s', math.nan)):g} s"
+    return f"TTFT <= {float(row['ttft_sla_s']):g} s, TPOT <= {float(row['tpot_sla_s']) * 1e3:g} ms"
+
+
+def _capacity_records(rows: pd.DataFrame) -> list[dict]:
+    """One record per configuration that searched its capacity: what index.html's capacity table lists."""
+    out = []
+    for _, r in capacity_rows(rows).iterrows():
+        cap = r.get("capacity_rps")
+        record = {"label": str(r["label"]), "scheduler": str(r.get("scheduler", "")),
+                  "num_gpus": _json_safe(r.get("num_gpus")), "k_bins": _json_safe(r.get("k_bins")),
+                  "capacity_rps": _json_safe(cap), "latency_profile": str(r.get("latency_profile", "")),
+                  "sla": sla_of_row(r), "target": _json_safe(r.get("capacity_target"))}
+        if f"capacity_rps{LOW}" in r:
+            record["capacity_rps_ci95"] = [_json_safe(r[f"capacity_rps{LOW}"]), _json_safe(r[f"capacity_rps{HIGH}"])]
+        out.append(record)
+    return out
+
+
+def _capacity_intervals(rows: pd.DataFrame) -> dict[str, list]:
+    """label -> [low, high]: 95% interval of capacity_rps over the replications (nulls with one)."""
+    rows = capacity_rows(rows)
+    if f"capacity_rps{LOW}" not in rows:
         return {}
-    return {str(r.label): float(r.capacity_rps_ci95) for r in rows.itertuples()}
+    return {str(label): [float(low), float(high)] for label, low, high in
+            zip(rows["label"], rows[f"capacity_rps{LOW}"], rows[f"capacity_rps{HIGH}"])}
 
 
 def _trace_info(rows: pd.DataFrame) -> dict:
@@ -369,10 +414,20 @@ def _trace_info(rows: pd.DataFrame) -> dict:
             "synthetic": bool(rows["synthetic"].astype(bool).any()) if "synthetic" in rows else False}
 
 
+def best_config_step1(rows: pd.DataFrame) -> pd.Series | None:
+    """Step 1's best configuration (see ``RULES["best_config_step1"]``)."""
+    largest = rows[rows["num_requests"] == rows["num_requests"].max()]
+    meeting = largest[largest["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+    if not meeting.empty:
+        return _pick(meeting, ["goodput_rps", "num_gpus"], [False, True])
+    searched = capacity_rows(largest)
+    if not searched.empty and searched["capacity_rps"].notna().any():
+        return _pick(searched, ["capacity_rps", "num_gpus"], [False, True])
+    return _pick(largest, ["sla_violation_rate", "goodput_rps", "num_gpus"], [True, False, True])
+
+
 def analyze_step1(rows: pd.DataFrame) -> dict:
-    largest = rows["num_requests"].max()
-    best = _pick(rows[rows["num_requests"] == largest], ["sla_violation_rate", "goodput_rps", "num_gpus"],
-                 [True, False, True])
+    best = best_config_step1(rows)
     return {"tests": len(rows), "request_volumes": sorted(int(v) for v in rows["num_requests"].unique()),
             "best_config": _config(best), "breaking_points": breaking_points(rows),
             "capacity_rps": _capacities(rows), "capacity_search": _capacity_search(rows), "trace": _trace_info(rows),
@@ -383,7 +438,25 @@ def _schedulers_info(rows: pd.DataFrame) -> dict:
     return {"schedulers": list(dict.fromkeys(rows["scheduler"].astype(str))) if "scheduler" in rows else [],
             "primary_scheduler": primary_scheduler(rows),
             "replications": int(rows["replications"].max()) if "replications" in rows else 1,
-            "capacity_rps_ci95": _capacity_intervals(rows)}
+            "capacity_rps_ci95": _capacity_intervals(rows), "capacity_table": _capacity_records(rows)}
+
+
+def capacity_per_gpu_knee(rows: pd.DataFrame, tolerance: float = KNEE_TOLERANCE) -> int | None:
+    """The fewest GPUs whose capacity per GPU is within ``tolerance`` of the highest (one scheduler's rows)."""
+    return best_gpu_count_by_capacity_per_gpu(rows, tolerance=tolerance)
+
+
+def per_gpu_grows(rows: pd.DataFrame, resolution: float = 0.01) -> bool | None:
+    """Whether capacity per GPU never falls (beyond the search's resolution) as the GPU count grows."""
+    per_gpu = pd.Series(capacity_per_gpu(rows), dtype=float).dropna().sort_index()
+    if len(per_gpu) < 2:
+        return None
+    return bool((per_gpu.diff().dropna() >= -resolution * per_gpu.shift().dropna()).all())
+
+
+def _by_scheduler(rows: pd.DataFrame, rule) -> dict[str, object]:
+    return {str(name): _json_safe(rule(group)) for name, group in rows.groupby("scheduler", sort=False)} \
+        if "scheduler" in rows else {}
 
 
 def analyze_step2(rows: pd.DataFrame) -> dict:
@@ -404,6 +477,12 @@ def analyze_step2(rows: pd.DataFrame) -> dict:
             if by_capacity is not None else None,
             "capacity_monotone_in_gpus": (not exceptions) if not searched.empty else None,
             "capacity_monotone_exceptions": exceptions, "capacity_search": _capacity_search(everyone),
+            "capacity_per_gpu_knee": capacity_per_gpu_knee(rows) if not searched.empty else None,
+            "capacity_per_gpu_grows": per_gpu_grows(rows) if not searched.empty else None,
+            "best_gpu_count_by_scheduler": _by_scheduler(everyone, best_gpu_count),
+            "best_gpu_count_by_capacity_per_gpu_by_scheduler": _by_scheduler(
+                capacity_rows(everyone), best_gpu_count_by_capacity_per_gpu),
+            "capacity_per_gpu_knee_by_scheduler": _by_scheduler(capacity_rows(everyone), capacity_per_gpu_knee),
             "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
@@ -415,11 +494,15 @@ def analyze_step3(rows: pd.DataFrame) -> dict:
     return {"tests": len(rows), "num_gpus": sorted(int(g) for g in rows["num_gpus"].unique()),
             "k_values": sorted(int(k) for k in rows["k_bins"].unique()),
             "best_k": int(best["k_bins"]) if best is not None else None, "best_config": _config(best),
-            "k_bins_effective": {int(r.k_bins): int(r.k_bins_effective) for r in rows.itertuples()},
+            "k_bins_effective": {int(k): int(e) for k, e in zip(rows["k_bins"], rows["k_bins_effective"])},
             "capacity_rps": _capacities(everyone), "best_k_by_capacity": by_capacity,
             "best_config_by_capacity": _config(searched[searched["k_bins"] == by_capacity].iloc[0])
             if by_capacity is not None else None,
-            "capacity_search": _capacity_search(everyone), "trace": _trace_info(rows), **_schedulers_info(everyone)}
+            "capacity_search": _capacity_search(everyone),
+            "best_k_by_capacity_by_scheduler": {
+                name: v for name, v in _by_scheduler(capacity_rows(everyone), best_k_by_capacity).items()
+                if everyone.loc[everyone["scheduler"].astype(str) == name, "k_bins"].nunique() > 1},
+            "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
 ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
@@ -478,9 +561,28 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
         best = s1.get("best_config") or {}
         largest = rows_of(STEP_ORDER[0])
         largest = largest[largest["num_requests"] == largest["num_requests"].max()]
-        found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
-                                               sla_violation_rate=best.get("sla_violation_rate"),
-                                               any_meets=_any_meets(largest), edge_applies=False)
+        if _any_meets(largest) is False and best.get("capacity_rps") is not None:
+            # no configuration of step 1 (1-4 GPUs) keeps up with the whole trace: the answer is the one that
+            # sustains the most load within the SLA, which says by how much the pool falls short
+            volume = int(largest["num_requests"].max())
+            offered = float(pd.to_numeric(largest["offered_rps"], errors="coerce").max()) \
+                if "offered_rps" in largest else math.nan
+            cap = best["capacity_rps"]
+            target = float(pd.to_numeric(largest.get("capacity_target"), errors="coerce").max()) \
+                if "capacity_target" in largest else math.nan
+            share = f"{target:.0%} of the requests" if math.isfinite(target) else "the target share"
+            short = (f" ({cap / offered:.0%} of the replayed rate: step 2 finds the pool it needs)"
+                     if math.isfinite(offered) and 0 < cap < offered else "")
+            found["best_config_step1"] = {
+                "value": best.get("label"), "meets_sla": True, "at_edge": False, "valid": True,
+                "sentence": (f"At {volume:,} requests no configuration of step 1 keeps its SLA violations at the "
+                             f"replayed load ({offered:.3g} req/s) within {BREAKING_SLA_VIOLATION:.0%}. The one "
+                             f"that sustains the most load with {share} within the SLA is {best.get('label')}: "
+                             f"{cap:.3g} req/s{short}.")}
+        else:
+            found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
+                                                   sla_violation_rate=best.get("sla_violation_rate"),
+                                                   any_meets=_any_meets(largest), edge_applies=False)
     if s2:
         best = s2.get("best_config") or {}
         found["best_gpu_count"] = _validity("the best GPU count", s2.get("best_gpu_count"), unit=" GPUs",
@@ -488,9 +590,13 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
                                             tested=s2["gpu_counts"], any_meets=_any_meets(rows_of(STEP_ORDER[1])))
         if s2.get("capacity_search"):
             by_cap = s2.get("best_gpu_count_by_capacity_per_gpu")
-            found["best_gpu_count_by_capacity_per_gpu"] = _validity(
+            check = _validity(
                 "the best GPU count by capacity per GPU", by_cap, unit=" GPUs", tested=s2["gpu_counts"],
                 capacity_rps=(s2.get("best_config_by_capacity_per_gpu") or {}).get("capacity_rps"))
+            if check["at_edge"] and check["meets_sla"] and s2.get("capacity_per_gpu_grows") \
+                    and _last_gain(s2) <= KNEE_TOLERANCE:
+                check.update(valid=True, sentence=_growing_per_gpu_sentence(s2))
+            found["best_gpu_count_by_capacity_per_gpu"] = check
     if s3:
         best = s3.get("best_config") or {}
         found["best_k"] = _validity("the best K", s3.get("best_k"), sla_violation_rate=best.get("sla_violation_rate"),
@@ -500,6 +606,28 @@ def validity(out: dict, all_rows: pd.DataFrame) -> dict:
                 "the best K by capacity", s3.get("best_k_by_capacity"), tested=s3["k_values"],
                 capacity_rps=(s3.get("best_config_by_capacity") or {}).get("capacity_rps"))
     return found
+
+
+def _last_gain(s2: dict) -> float:
+    """Relative gain of capacity per GPU from the second largest GPU count tested to the largest."""
+    per_gpu = {int(g): v for g, v in (s2.get("capacity_per_gpu") or {}).items() if v is not None}
+    counts = sorted(per_gpu)
+    if len(counts) < 2 or not per_gpu[counts[-2]]:
+        return math.inf
+    return per_gpu[counts[-1]] / per_gpu[counts[-2]] - 1
+
+
+def _growing_per_gpu_sentence(s2: dict) -> str:
+    """Why a best capacity per GPU at the largest pool tested is an answer, not a missed optimum."""
+    per_gpu = {int(g): v for g, v in (s2.get("capacity_per_gpu") or {}).items() if v is not None}
+    counts = sorted(per_gpu)
+    last, before = counts[-1], counts[-2]
+    gain = per_gpu[last] / per_gpu[before] - 1 if per_gpu[before] else math.nan
+    knee = s2.get("capacity_per_gpu_knee")
+    return (f"Capacity per GPU grows with every GPU count tested (a larger pool absorbs the trace's bursts better, "
+            f"so its GPUs run busier at the same SLA), by {gain:+.1%} from {before} to {last} GPUs: the largest pool "
+            f"tested, {last} GPUs, is best, with diminishing returns"
+            + (f"; from {knee} GPUs on it is within {KNEE_TOLERANCE:.0%} of that." if knee is not None else "."))
 
 
 def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
@@ -531,7 +659,8 @@ def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
 
 def analyze(all_rows: pd.DataFrame) -> dict:
     """The analysis of every step present in ``all_rows`` (the contents of ``all_results.csv``)."""
-    all_rows = summarize(all_rows)
+    # the per-bin columns (bin{j}_*, a few hundred at K = 32) answer nothing here: leave them out of the work
+    all_rows = summarize(all_rows[[c for c in all_rows.columns if not re.match(r"bin\d+_", c)]])
     out: dict = {"generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "rules": RULES, "trace": _trace_info(all_rows) if not all_rows.empty else {}}
     for step, analyzer in ANALYZERS.items():
@@ -581,7 +710,7 @@ def update_outputs(results_dir: str | Path, step: str, rows: pd.DataFrame) -> di
 
 
 def summary_name(step: str) -> str:
-    """``<step>_summary.csv``: one row per test, its replications' mean and ``_ci95`` half-width per metric."""
+    """``<step>_summary.csv``: one row per test, its replications' mean and 95% interval per metric."""
     return f"{step}_summary.csv"
 
 
@@ -638,8 +767,14 @@ def _capacity_lines(part: dict, step: str) -> list[str]:
     return lines
 
 
+def _without_subject(reason: str) -> str:
+    """A capacity error without its leading "<scheduler> on N GPUs: " (the list names the configuration)."""
+    return re.sub(r"^[\w.-]+ on \d+ GPUs?: ", "", reason)
+
+
 def capacity_markdown(rows: pd.DataFrame) -> str:
-    """What the capacity search looked for, the attainable share, and why a target was out of reach (markdown)."""
+    """What the capacity search looked for, the floor no load goes below, and why a target was out of reach
+    (markdown)."""
     rows = summarize(rows)
     search = _capacity_search(rows)
     if search is None:
@@ -653,18 +788,21 @@ def capacity_markdown(rows: pd.DataFrame) -> str:
                     f"d_sla = {first['d_sla_s']:g} s")
         elif criterion == "slo":
             text = (f"at least {first['capacity_target']:.0%} of the requests meet both TTFT <= "
-                    f"{first['ttft_sla_s']:g} s and TPOT <= {first['tpot_sla_s']:g} s (DistServe's SLO attainment)")
+                    f"{first['ttft_sla_s']:g} s and TPOT <= {first['tpot_sla_s'] * 1e3:g} ms (DistServe's SLO "
+                    "attainment)")
         else:
             text = f"p99 latency of completed requests <= {first['capacity_target']:g} s and nothing rejected"
         names = ", ".join(dict.fromkeys(group["scheduler"].astype(str))) if "scheduler" in group else ""
         targets.append(f"{text} ({names})" if searched["capacity_criterion"].nunique() > 1 else text)
+    from workbench.study.answers.text import floor_sentence
+
     lines = [f"Capacity target: {'; '.join(targets)} (search resolution {search['resolution']:.0%}). "
-             f"Attainable share: **{search['attainable_share']:.1%}** of the requests could meet the SLA even "
-             "alone on an idle GPU; no load can do better."]
+             + floor_sentence(1.0 - search["attainable_share"])]
     if search["unreachable"]:
         lines.append(f"No load reaches the target for {len(search['unreachable'])} of the "
                      f"{search['tests']} configurations searched:")
-        lines.append("\n".join(f"- **{label}**: {reason}" for label, reason in search["unreachable"].items()))
+        lines.append("\n".join(f"- **{label}**: {_without_subject(reason)}"
+                               for label, reason in search["unreachable"].items()))
     if search["unbounded"]:
         lines.append("The target still held at the highest load the search tries (its upper scaling bound), so "
                      "the capacity is a lower bound for: " + ", ".join(search["unbounded"]) + ".")
@@ -736,87 +874,109 @@ def _commentary_step1(rows: pd.DataFrame) -> list[str]:
     lines = []
     volumes = sorted(rows["num_requests"].unique())
     low, high = volumes[0], volumes[-1]
+    if "offered_rps" in rows and rows["offered_rps"].notna().any():
+        offered = rows.drop_duplicates("num_requests").set_index("num_requests")["offered_rps"].astype(float)
+        rates = ", ".join(f"{offered[v]:.3g}" for v in volumes)
+        lines.append(f"Each volume is the first N requests of the trace, so each covers another stretch of it and "
+                     f"arrives at its own rate: {rates} req/s for {', '.join(f'{int(v):,}' for v in volumes)} "
+                     "requests (the dashed black line in the throughput and goodput panels). Where a pool keeps up, "
+                     "its throughput and goodput follow that rate up and down; where it does not, its goodput "
+                     "falls as the backlog grows: so a line can fall and rise again from one volume to the next "
+                     "without any change in the scheduler.")
     for label, group in rows.groupby("label", sort=False):
         a = group[group["num_requests"] == low].iloc[0]
         b = group[group["num_requests"] == high].iloc[0]
-        lines.append(f"- **{label}**: from {low:,} to {high:,} requests, throughput {_direction(a.throughput_rps, b.throughput_rps)} "
-                     f"({_num(a.throughput_rps)} -> {_num(b.throughput_rps)} req/s), goodput "
-                     f"{_direction(a.goodput_rps, b.goodput_rps)} ({_num(a.goodput_rps)} -> {_num(b.goodput_rps)} req/s), "
-                     f"p99 latency {_num(a.latency_p99_s)} -> {_num(b.latency_p99_s)} s, SLA violation "
-                     f"{_pct(a.sla_violation_rate)} -> {_pct(b.sla_violation_rate)}.")
+        lines.append(f"- **{label}**: from {low:,} to {high:,} requests, goodput {_num(a.goodput_rps)} -> "
+                     f"{_num(b.goodput_rps)} req/s, SLA violation {_pct(a.sla_violation_rate)} -> "
+                     f"{_pct(b.sla_violation_rate)}, p99 latency {_num(a.latency_p99_s)} -> {_num(b.latency_p99_s)} s.")
     top = rows[rows["num_requests"] == high]
-    mbd = top[top["scheduler"] == "multi_bin_dynamic"].sort_values("num_gpus")
+    mbd = top[top["scheduler"] == PRIMARY_SCHEDULER].sort_values("num_gpus")
     if len(mbd) > 1:
         rates = mbd["sla_violation_rate"].to_numpy(dtype=float)
         trend = ("each added GPU lowers" if np.all(np.diff(rates) < 0) else
                  "added GPUs do not always lower")
-        lines.append(f"At {high:,} requests {trend} multi_bin_dynamic's violation rate: " + ", ".join(
+        lines.append(f"At {high:,} requests {trend} {PRIMARY_SCHEDULER}'s violation rate: " + ", ".join(
             f"{_pct(r.sla_violation_rate)} on {int(r.num_gpus)}" for r in mbd.itertuples()) + " GPU(s).")
-    one = top[top["num_gpus"] == 1].set_index("scheduler")
-    if {"multi_bin_dynamic", "dynamic_no_bins"} <= set(one.index):
-        binned, plain = one.loc["multi_bin_dynamic"], one.loc["dynamic_no_bins"]
-        verb = "lowers" if binned.sla_violation_rate < plain.sla_violation_rate else "does not lower"
-        lines.append(f"On 1 GPU, binning by predicted length {verb} the violation rate (multi_bin_dynamic "
-                     f"{_pct(binned.sla_violation_rate)} vs dynamic_no_bins {_pct(plain.sla_violation_rate)}; p99 "
-                     f"{_num(binned.latency_p99_s)} vs {_num(plain.latency_p99_s)} s).")
     return lines
 
 
 def _commentary_step2(rows: pd.DataFrame) -> list[str]:
     rows = rows.sort_values("num_gpus")
-    first, last = rows.iloc[0], rows.iloc[-1]
-    n0, n1 = int(first.num_gpus), int(last.num_gpus)
-    lines = [f"From {n0} to {n1} GPUs throughput goes from {_num(first.throughput_rps)} to "
-             f"{_num(last.throughput_rps)} req/s ({last.throughput_rps / first.throughput_rps:.2f}x for "
-             f"{n1 / n0:g}x the GPUs) and the SLA violation rate from {_pct(first.sla_violation_rate)} to "
-             f"{_pct(last.sla_violation_rate)}."]
-    if "offered_rps" in rows and rows["offered_rps"].notna().any():
-        offered = float(rows["offered_rps"].max())
-        kept = rows[rows["throughput_rps"] >= 0.99 * offered]
-        lines.append(f"The offered rate is {_num(offered)} req/s: " + (
-            f"from {int(kept['num_gpus'].min())} GPUs the pool keeps up, and more GPUs buy latency, not throughput."
-            if not kept.empty else "no pool tested keeps up with it."))
-    ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
-    lines.append(f"The smallest pool within {BREAKING_SLA_VIOLATION:.0%} SLA violations: "
-                 + (f"{int(ok['num_gpus'].min())} GPUs." if not ok.empty else f"none up to {n1} GPUs."))
-    caps = capacity_rows(rows)
-    caps = caps.dropna(subset=["capacity_rps"]).sort_values("num_gpus") if "capacity_rps" in caps else caps
-    if len(caps) > 1:
-        c0, c1 = caps.iloc[0], caps.iloc[-1]
-        ratio, ideal = c1.capacity_rps / c0.capacity_rps, c1.num_gpus / c0.num_gpus
-        kind = "faster than" if ratio > ideal * 1.01 else ("slower than" if ratio < ideal * 0.99 else "in step with")
-        lines.append(f"Capacity grows {kind} the pool: {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} GPU(s), "
-                     f"{_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.2f}x for {ideal:g}x the GPUs).")
+    offered = float(rows["offered_rps"].max()) if "offered_rps" in rows and rows["offered_rps"].notna().any() \
+        else math.nan
+    lines = [f"The replayed load is {_num(offered)} req/s. Per scheduler (the star in the goodput panel marks its "
+             "best GPU count: the fewest GPUs within 1% of its best goodput):"] if math.isfinite(offered) else []
+    for name, group in rows.groupby("scheduler", sort=False):
+        first, last = group.iloc[0], group.iloc[-1]
+        n0, n1 = int(first.num_gpus), int(last.num_gpus)
+        text = (f"- **{name}**: from {n0} to {n1} GPUs throughput goes from {_num(first.throughput_rps)} to "
+                f"{_num(last.throughput_rps)} req/s ({last.throughput_rps / first.throughput_rps:.3g}x for "
+                f"{n1 / n0:g}x the GPUs)")
+        if math.isfinite(offered):
+            kept = group[group["throughput_rps"] >= 0.99 * offered]
+            text += (f"; from {int(kept['num_gpus'].min())} GPUs the pool keeps up with the offered rate"
+                     if not kept.empty else "; no pool tested keeps up with the offered rate")
+        ok = group[group["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+        text += (f"; the smallest pool within {BREAKING_SLA_VIOLATION:.0%} SLA violations: "
+                 + (f"{int(ok['num_gpus'].min())} GPUs" if not ok.empty else f"none up to {n1} GPUs"))
+        if "goodput_rps" in group:
+            text += f"; best GPU count {best_gpu_count(group)}"
+        caps = capacity_rows(group).dropna(subset=["capacity_rps"]) if "capacity_rps" in group else group.iloc[0:0]
+        if len(caps) > 1:
+            c0, c1 = caps.iloc[0], caps.iloc[-1]
+            ratio, ideal = c1.capacity_rps / c0.capacity_rps, c1.num_gpus / c0.num_gpus
+            kind = ("faster than" if ratio > ideal * 1.01 else "slower than" if ratio < ideal * 0.99
+                    else "in step with")
+            knee = capacity_per_gpu_knee(group)
+            text += (f"; capacity grows {kind} the pool, {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} "
+                     f"GPU(s) to {_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.3g}x for {ideal:g}x the "
+                     f"GPUs)" + (f", capacity per GPU within {KNEE_TOLERANCE:.0%} of its best from {knee} GPUs on"
+                                 if knee is not None else ""))
+        lines.append(text + ".")
     return lines
 
 
 def _commentary_step3(rows: pd.DataFrame) -> list[str]:
     rows = rows.sort_values("k_bins")
-    first, last = rows.iloc[0], rows.iloc[-1]
-    rates = rows["sla_violation_rate"].to_numpy(dtype=float)
-    lines = [f"Across K = {int(first.k_bins)}..{int(last.k_bins)} the SLA violation rate spans "
-             f"{_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({(np.nanmax(rates) - np.nanmin(rates)) * 100:.1f} "
-             f"points) and p99 latency goes from {_num(first.latency_p99_s)} s (K = {int(first.k_bins)}) to "
-             f"{_num(last.latency_p99_s)} s (K = {int(last.k_bins)})."]
-    if len(rows) > 2:
-        step = abs(rates[-1] - rates[-2])
-        lines.append(f"From K = {int(rows.iloc[-2].k_bins)} to {int(last.k_bins)} the violation rate moves by "
-                     f"{step * 100:.1f} points: " + ("the curve has flattened; more bins buy little."
-                                                    if step < 0.005 else "it is still moving at the largest K tested."))
-    caps = capacity_rows(rows)
-    if not caps.empty and "capacity_rps" in caps:
-        found = caps.dropna(subset=["capacity_rps"])
-        if found.empty:
-            lines.append("No K reaches the capacity target at any load.")
-        else:
+    lines = []
+    for name, group in rows.groupby("scheduler", sort=False):
+        if group["k_bins"].nunique() < 2:
+            continue
+        first, last = group.iloc[0], group.iloc[-1]
+        rates = group["sla_violation_rate"].to_numpy(dtype=float)
+        spread = (np.nanmax(rates) - np.nanmin(rates)) * 100
+        text = (f"At the replayed load, across K = {int(first.k_bins)}..{int(last.k_bins)} {name}'s SLA "
+                f"violation rate spans {_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({spread:.1f} points) "
+                f"and p99 latency goes from {_num(first.latency_p99_s)} s (K = {int(first.k_bins)}) to "
+                f"{_num(last.latency_p99_s)} s (K = {int(last.k_bins)})")
+        if len(group) > 2:
+            step = abs(rates[-1] - rates[-2])
+            text += (f"; from K = {int(group.iloc[-2].k_bins)} to {int(last.k_bins)} it moves by {step * 100:.1f} "
+                     "points: " + ("the curve has flattened" if step < 0.005
+                                   else "it is still moving at the largest K tested"))
+        lines.append(text + (". Every K keeps up with this load, so the replay barely tells them apart; capacity "
+                             "does." if spread < 1.0 else "."))
+        caps = capacity_rows(group)
+        if not caps.empty and "capacity_rps" in caps:
+            found = caps.dropna(subset=["capacity_rps"])
+            if found.empty:
+                lines.append(f"No K of {name} reaches the capacity target at any load.")
+                continue
             best = found.loc[found["capacity_rps"].idxmax()]
-            chosen = best_k_by_capacity(rows)
-            missing = len(caps) - len(found)
+            chosen = best_k_by_capacity(group)
             tie = "" if chosen == int(best.k_bins) else (
                 f"; K = {chosen} is within {CAPACITY_TOLERANCE:.0%} of it, so the best K by capacity is {chosen}")
-            lines.append(f"Capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s){tie}"
-                         + (f"; {missing} of the {len(caps)} K values reach the target at no load." if missing
-                            else "; every K reaches the target at some load."))
+            low = found.loc[found["capacity_rps"].idxmin()]
+            lines.append(f"{name}'s capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s){tie}"
+                         f" and lowest at K = {int(low.k_bins)} ({_num(low.capacity_rps)} req/s): "
+                         + ("more bins than that cost capacity (requests of different bins that arrive together wait "
+                            "for each other's batches, which TTFT punishes)."
+                            if int(best.k_bins) < int(found["k_bins"].max()) else "it still rises at the largest K."))
+    flat = rows.groupby("scheduler", sort=False)["k_bins"].transform("nunique") == 1
+    for r in rows[flat].itertuples():
+        cap = getattr(r, "capacity_rps", math.nan)
+        lines.append(f"{r.scheduler} (no bins) serves as a reference"
+                     + (f": capacity {_num(cap)} req/s." if isinstance(cap, float) and math.isfinite(cap) else "."))
     return lines
 
 
@@ -828,9 +988,17 @@ def commentary(rows: pd.DataFrame, step: str) -> str:
     if rows.empty:
         return f"No results for {step}."
     rows = summarize(rows)
-    if step != STEP_ORDER[0]:
-        rows = primary_rows(rows)
-    lines = COMMENTARIES[step](rows.reset_index(drop=True))
-    bullets = [line for line in lines if line.startswith("- ")]
-    paragraphs = [line for line in lines if not line.startswith("- ")]
-    return "\n\n".join((["\n".join(bullets)] if bullets else []) + paragraphs)
+    if "scheduler" not in rows:
+        rows = rows.assign(scheduler="all rows")
+    return _markdown_blocks(COMMENTARIES[step](rows.reset_index(drop=True)))
+
+
+def _markdown_blocks(lines: list[str]) -> str:
+    """Lines in order, consecutive "- " bullets as one list, paragraphs apart."""
+    blocks: list[str] = []
+    for line in lines:
+        if line.startswith("- ") and blocks and blocks[-1].startswith("- "):
+            blocks[-1] += "\n" + line
+        else:
+            blocks.append(line)
+    return "\n\n".join(blocks)

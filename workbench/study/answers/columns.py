@@ -16,7 +16,7 @@ import re
 from workbench.sim.config import SimConfig
 
 REQ_S = "requests/s"
-CI95_SUFFIX = "_ci95"
+CI95_SUFFIXES = ("_ci95_low", "_ci95_high")
 
 # column -> (unit, meaning); the columns that are not SimConfig fields
 RESULT_COLUMNS: dict[str, tuple[str, str]] = {
@@ -37,8 +37,8 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "sim_wall_s": ("s", "wall-clock time of the replay's simulation alone"),
     "sim_requests_per_s": ("requests/s", "simulator speed: requests simulated per wall-clock second (not a load)"),
     "finished_at": ("UTC ISO 8601", "when the test finished"),
-    "latency_profile": ("", "latency model of the test: 'grid' (the static engine's formula grid) or the "
-                            "step-time profile's name"),
+    "latency_profile": ("", "hardware model of the test: the step-time profile's name (every scheduler: static "
+                            "ones in step mode), or 'seed-grid' (the seed study's formula grid)"),
     "step_prefill_a": ("s", "step-time model: fixed time of a prefill step"),
     "step_prefill_b": ("s/token", "step-time model: prefill time per prompt token"),
     "step_prefill_c": ("s/token^2", "step-time model: prefill time per squared prompt token"),
@@ -62,6 +62,12 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "latency_per_token_s": ("s/token", "latency model: time per token of the batch's longest request"),
     "latency_batch_penalty": ("", "latency model: extra share of time a full batch takes over a batch of 1"),
     "capacity_search": ("bool", "whether the test searched its capacity"),
+    "capacity_hint_from": ("", "test_id(s) of the tests whose capacity is where this test's search started "
+                               "(space-separated: the first that found one; empty: from the replay)"),
+    "capacity_hint_rps": (REQ_S, "where the capacity search started (NaN: from the replay at the trace's rate)"),
+    "reused_from": ("", "the checkpoint that already held this test (same configuration, same simulator code: "
+                        "another step's, another results folder's): its row was copied, not recomputed; NaN: "
+                        "computed for this file"),
     # replay summary (workbench.sim.metrics.summarize)
     "offered": ("requests", "requests in the replay"),
     "offered_rps": (REQ_S, "the arrival rate actually replayed (issue 9 item 4; drawn as the offered rate in the "
@@ -126,6 +132,10 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "slo_attainment": ("share", "continuous: share of offered requests meeting both the TTFT and the TPOT limit "
                                 "(DistServe's SLO attainment; goodput_rps counts these)"),
     "engine_steps": ("steps", "continuous: engine iterations run over all replicas"),
+    "deadline_goodput_rps": (REQ_S, "static batches in step mode: requests finished within d_sla_s / makespan_s "
+                                    "(the seed grid's criterion, kept beside the TTFT/TPOT goodput)"),
+    "deadline_violation_rate": ("share", "static batches in step mode: share of offered requests not finished "
+                                         "within d_sla_s"),
     "kv_utilization_mean": ("share", "continuous: mean share of the KV-cache blocks in use"),
     "preemptions_total": ("preemptions", "continuous: recompute preemptions (KV cache full)"),
     "requests_preempted": ("requests", "continuous: requests preempted at least once"),
@@ -154,13 +164,15 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "capacity_scaling_above": ("x trace rate", "that load, relative to the trace's own rate"),
     "capacity_probes": ("simulations", "loads the search simulated"),
     "capacity_attainable": ("share", "requests that could meet the SLA even alone on an idle GPU: no load does better"),
-    "capacity_criterion": ("", "attainment (share within d_sla_s) or p99 (latency of completed requests)"),
+    "capacity_criterion": ("", "slo (share meeting both TTFT <= ttft_sla_s and TPOT <= tpot_sla_s: every test on a "
+                               "step-time profile), attainment (share within d_sla_s: the seed grid) or p99 "
+                               "(latency of completed requests)"),
     "capacity_target": ("share or s", "the target the criterion must reach"),
     "capacity_bounded": ("bool", "false: the target still held at the highest load tried (capacity is a lower bound)"),
     "capacity_monotone": ("bool", "false: attainment rose again with load during the search"),
-    "capacity_scaling_region_low": ("x trace rate", "where the passing region containing the capacity begins on "
-                                                    "the scan grid (when attainment is not monotone in load)"),
-    "capacity_resolution": ("share", "relative width of the bracket the bisection stops at"),
+    "capacity_scaling_region_low": ("x trace rate", "where the passing region containing the capacity begins "
+                                                    "among the probes (when attainment is not monotone in load)"),
+    "capacity_resolution": ("share", "relative step of the capacity grid (the answer passes, one step above fails)"),
     "capacity_error": ("", "why no load meets the target (empty when one does)"),
     # step 3's provenance (workbench.study.runs.experiments.resolve_best_gpu_count)
     "gpu_count_source": ("", "step 3: where its GPU count came from: given, step2_best_gpu_count or default"),
@@ -239,12 +251,29 @@ ANALYSIS_KEYS: dict[str, tuple[str, str]] = {
     "step2_gpu_scaling.min_gpus_sla_within_5pct": ("GPUs", "smallest count with sla_violation_rate <= 5%"),
     "step2_gpu_scaling.capacity_per_gpu": (REQ_S, "GPU count -> capacity_rps / num_gpus"),
     "step2_gpu_scaling.capacity_per_gpu.*": (REQ_S, "at one GPU count"),
-    "step2_gpu_scaling.capacity_scaling_efficiency": ("", "GPU count -> capacity / ideal linear scaling from 1 GPU"),
+    "step2_gpu_scaling.capacity_scaling_efficiency": ("", "GPU count -> capacity / ideal linear scaling from the "
+                                                          "smallest pool with a capacity"),
     "step2_gpu_scaling.capacity_scaling_efficiency.*": ("", "at one GPU count"),
     "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu": ("GPUs", "highest capacity per GPU (1%: fewer GPUs)"),
     "step2_gpu_scaling.best_config_by_capacity_per_gpu": ("", "its row"),
     "step2_gpu_scaling.best_config_by_capacity_per_gpu.*": ("", "a column of that row"),
     "step2_gpu_scaling.capacity_monotone_in_gpus": ("bool", "capacity never fell as GPUs were added"),
+    "step2_gpu_scaling.capacity_per_gpu_knee": ("GPUs", "fewest GPUs whose capacity per GPU is within 5% of the "
+                                                        "highest"),
+    "step2_gpu_scaling.capacity_per_gpu_grows": ("bool", "capacity per GPU never falls (beyond 1%) with more GPUs"),
+    "step2_gpu_scaling.best_gpu_count_by_scheduler": ("GPUs", "scheduler -> its best GPU count (goodput rule)"),
+    "step2_gpu_scaling.best_gpu_count_by_scheduler.*": ("GPUs", "of one scheduler"),
+    "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu_by_scheduler": ("GPUs", "scheduler -> its GPU count "
+                                                                                  "with the most capacity per GPU"),
+    "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu_by_scheduler.*": ("GPUs", "of one scheduler"),
+    "step2_gpu_scaling.capacity_per_gpu_knee_by_scheduler": ("GPUs", "scheduler -> its capacity_per_gpu_knee"),
+    "step2_gpu_scaling.capacity_per_gpu_knee_by_scheduler.*": ("GPUs", "of one scheduler"),
+    "step3_kbins_sensitivity.best_k_by_capacity_by_scheduler": ("bins", "binning scheduler -> its best K by "
+                                                                        "capacity"),
+    "step3_kbins_sensitivity.best_k_by_capacity_by_scheduler.*": ("bins", "of one scheduler"),
+    f"{_STEP}.capacity_table": ("", "one record per configuration that searched its capacity: label, scheduler, "
+                                    "num_gpus, k_bins, capacity_rps, capacity_rps_ci95, latency_profile (the "
+                                    "hardware model), sla (in words), target (index.html's capacity table)"),
     "step2_gpu_scaling.capacity_monotone_exceptions": ("", "every fall: from/to GPU counts, labels and capacities"),
     "step2_gpu_scaling.capacity_monotone_exceptions.*": ("", "one fall (label_from, label_to, num_gpus_from, "
                                                              "num_gpus_to, capacity_rps_from, capacity_rps_to, "
@@ -253,8 +282,8 @@ ANALYSIS_KEYS: dict[str, tuple[str, str]] = {
     f"{_STEP}.primary_scheduler": ("", "the scheduler steps 2 and 3 answer for: multi_bin_dynamic if it ran, else "
                                        "the first"),
     f"{_STEP}.replications": ("seeds", "replications per test (1: no intervals)"),
-    f"{_STEP}.capacity_rps_ci95": (REQ_S, "label -> 95% Student-t half-width of capacity_rps over the "
-                                          "replications (null with one)"),
+    f"{_STEP}.capacity_rps_ci95": (REQ_S, "label -> [low, high]: 95% interval of capacity_rps over the "
+                                          "replications (Student t cut to >= 0; nulls with one)"),
     f"{_STEP}.capacity_rps_ci95.*": (REQ_S, "of one configuration"),
     "step3_kbins_sensitivity.num_gpus": ("GPUs", "the GPU count(s) of step 3's rows"),
     "step3_kbins_sensitivity.k_values": ("bins", "the K values tested"),
@@ -320,8 +349,9 @@ def undocumented_columns(columns, documented: dict | None = None) -> list[str]:
     patterns = [_pattern(n) for n in documented]
 
     def explained(column: str) -> bool:
-        if column.endswith(CI95_SUFFIX):  # <metric>_ci95 of <step>_summary.csv: documented with its metric
-            column = column[:-len(CI95_SUFFIX)]
+        for suffix in CI95_SUFFIXES:  # <metric>_ci95_low/_high of <step>_summary.csv: documented with the metric
+            if column.endswith(suffix):
+                column = column[:-len(suffix)]
         return any(p.match(column) for p in patterns)
 
     return [c for c in columns if not explained(c)]
@@ -372,8 +402,10 @@ def markdown() -> str:
              "finished test) and `all_results.csv` (the latest run of each step). `{j}` is a bin number (0 = "
              "shortest predicted outputs). With `replications` > 1 these hold one row per (test, seed).", "",
              "`<step>_summary.csv`: one row per test, its replications averaged: every metric column holds the "
-             "mean over the seeds and `<metric>_ci95` (same unit) the half-width of its 95% Student-t confidence "
-             "interval (NaN with one replication); `replications` counts the seeds, `test_id` is replication 0's.",
+             "mean over the seeds and `<metric>_ci95_low` / `<metric>_ci95_high` (same unit) its 95% interval: "
+             "Student t, cut to the range the quantity can take (shares to [0, 1], throughput and goodput to the "
+             "offered rate, everything else to >= 0; NaN with one replication); `replications` counts the seeds, "
+             "`test_id` is replication 0's.",
              ""]
     lines += _table(csv_columns(), "column")
     lines += ["", "## `validation.csv` (`--validate`)", ""]

@@ -1,7 +1,7 @@
 """Which scheduler keeps the SLA: load-latency curves, capacity per GPU, a ranking and where each breaks.
 
 Pure functions over result rows (one row per test, or per test averaged over
-replications with ``<metric>_ci95`` half-widths beside each metric).  The rows
+replications with ``<metric>_ci95_low`` / ``_ci95_high`` beside each metric).  The rows
 a comparison needs:
 
 * load-latency rows: ``scheduler``, ``offered_rps`` (the arrival rate replayed),
@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 
-def _ci(row, column: str) -> float:
-    value = row.get(f"{column}_ci95", math.nan) if hasattr(row, "get") else math.nan
-    return float(value) if value is not None else math.nan
+def _bound(row, column: str, side: str) -> float:
+    value = row.get(f"{column}_ci95_{side}", math.nan) if hasattr(row, "get") else math.nan
+    return float(value) if value is not None and not pd.isna(value) else math.nan
 
 
 def break_point(curve: pd.DataFrame, target: float) -> dict:
@@ -66,40 +66,52 @@ def break_points(curves: pd.DataFrame, target: float) -> pd.DataFrame:
 def capacity_ranking(capacity_rows: pd.DataFrame) -> pd.DataFrame:
     """Schedulers ranked by their best capacity per GPU over the GPU counts tested.
 
-    ``capacity_per_gpu_ci95`` is the capacity's half-width over the GPU count
-    (NaN with one replication).  ``distinguishable_from_next`` is False when
-    this scheduler's interval overlaps the next one's: their order is then not
-    established by the replications run.  Schedulers that met the target at no
-    GPU count come last, with ``capacity_per_gpu`` NaN and the reason.
+    Exact ties share a rank (1, 1, 3).  ``capacity_per_gpu_ci95_low`` / ``_high``
+    is the 95% interval of that capacity over the seeds, divided by the GPU
+    count (NaN with one replication).  ``distinguishable_from_next`` is False
+    when this scheduler's interval overlaps the next one's: their order is
+    then not established by the replications run.  ``at_largest_gpus`` is True
+    when the best per-GPU capacity is on the largest GPU count tested (the
+    optimum may lie beyond; ``note`` says so).  Schedulers that met the target
+    at no GPU count come last, with ``capacity_per_gpu`` NaN and the reason.
     """
     records = []
+    largest = int(capacity_rows["num_gpus"].max()) if not capacity_rows.empty else 0
     for name, group in capacity_rows.groupby("scheduler", sort=False):
         group = group.assign(per_gpu=group["capacity_rps"] / group["num_gpus"])
         found = group[np.isfinite(group["per_gpu"])]
         if found.empty:
             reason = next((str(r) for r in group.get("capacity_error", pd.Series(dtype=object)).dropna()), "")
-            records.append({"scheduler": name, "capacity_per_gpu": math.nan, "capacity_per_gpu_ci95": math.nan,
-                            "at_num_gpus": None, "capacity_rps": math.nan, "note": reason or "no capacity found"})
+            records.append({"scheduler": name, "capacity_per_gpu": math.nan, "capacity_per_gpu_ci95_low": math.nan,
+                            "capacity_per_gpu_ci95_high": math.nan, "at_num_gpus": None, "capacity_rps": math.nan,
+                            "at_largest_gpus": False, "note": reason or "no capacity found"})
             continue
         best = found.loc[found["per_gpu"].idxmax()]
-        half = _ci(best, "capacity_rps") / best["num_gpus"]
+        gpus = int(best["num_gpus"])
+        edge = gpus == largest and group["num_gpus"].nunique() > 1
         records.append({"scheduler": name, "capacity_per_gpu": float(best["per_gpu"]),
-                        "capacity_per_gpu_ci95": half, "at_num_gpus": int(best["num_gpus"]),
-                        "capacity_rps": float(best["capacity_rps"]), "note": ""})
+                        "capacity_per_gpu_ci95_low": _bound(best, "capacity_rps", "low") / gpus,
+                        "capacity_per_gpu_ci95_high": _bound(best, "capacity_rps", "high") / gpus,
+                        "at_num_gpus": gpus, "capacity_rps": float(best["capacity_rps"]), "at_largest_gpus": edge,
+                        "note": (f"best on the largest GPU count tested ({gpus}): capacity per GPU may grow beyond"
+                                 if edge else "")})
     table = pd.DataFrame(records)
     if table.empty:
         return table
-    table = table.sort_values("capacity_per_gpu", ascending=False, na_position="last").reset_index(drop=True)
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
-    lower = table["capacity_per_gpu"] - table["capacity_per_gpu_ci95"].fillna(0.0)
-    upper = table["capacity_per_gpu"] + table["capacity_per_gpu_ci95"].fillna(0.0)
-    has_ci = table["capacity_per_gpu_ci95"].notna()
+    table = table.sort_values("capacity_per_gpu", ascending=False, na_position="last", kind="stable")
+    table = table.reset_index(drop=True)
+    ranks = table["capacity_per_gpu"].rank(method="min", ascending=False)
+    table.insert(0, "rank", ranks.fillna(ranks.max() + 1 if ranks.notna().any() else 1).astype(int))
+    lower, upper = table["capacity_per_gpu_ci95_low"], table["capacity_per_gpu_ci95_high"]
+    has_ci = lower.notna() & upper.notna()
     distinct = []
     for i in range(len(table)):
         if i + 1 >= len(table):
             distinct.append(None)            # the last: nothing below it
         elif not np.isfinite(table.loc[i + 1, "capacity_per_gpu"]):
             distinct.append(bool(np.isfinite(table.loc[i, "capacity_per_gpu"])))
+        elif table.loc[i, "capacity_per_gpu"] == table.loc[i + 1, "capacity_per_gpu"]:
+            distinct.append(False)           # an exact tie
         elif not (has_ci[i] and has_ci[i + 1]):
             distinct.append(None)            # one replication: no interval, order not tested
         else:
@@ -133,9 +145,11 @@ def break_sentences(breaks: pd.DataFrame, ranking: pd.DataFrame, *, sla_text: st
             text = f"{r.scheduler}: no load-latency data"
         cap = per_gpu.get(r.scheduler)
         if cap is not None and np.isfinite(cap.capacity_per_gpu):
-            ci = f" +- {cap.capacity_per_gpu_ci95:.2g}" if np.isfinite(cap.capacity_per_gpu_ci95) else ""
-            text += (f"; its best capacity is {cap.capacity_per_gpu:.3g}{ci} req/s per GPU "
-                     f"(on {int(cap.at_num_gpus)} GPU{'s' if int(cap.at_num_gpus) != 1 else ''})")
+            ci = (f" (95% interval {cap.capacity_per_gpu_ci95_low:.3g}-{cap.capacity_per_gpu_ci95_high:.3g})"
+                  if np.isfinite(cap.capacity_per_gpu_ci95_low) else "")
+            text += (f"; its best capacity is {cap.capacity_per_gpu:.3g} req/s per GPU{ci} "
+                     f"(on {int(cap.at_num_gpus)} GPU{'s' if int(cap.at_num_gpus) != 1 else ''}"
+                     f"{', the largest count tested' if cap.at_largest_gpus else ''})")
         elif cap is not None:
             text += f"; no GPU count tested reaches the target ({cap.note})"
         out[r.scheduler] = text + "."
@@ -145,10 +159,7 @@ def break_sentences(breaks: pd.DataFrame, ranking: pd.DataFrame, *, sla_text: st
 # ============================================================================ running a comparison
 
 import dataclasses  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
-import time  # noqa: E402
 from dataclasses import dataclass, field, fields  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -158,7 +169,6 @@ NOTEBOOK = "compare_schedulers"
 CHECKPOINT = f"{NOTEBOOK}.csv"
 # what a comparison writes into its folder (checked before any case runs: none may be a folder)
 OUTPUTS = (CHECKPOINT, f"{NOTEBOOK}_capacity.csv", f"{NOTEBOOK}_curves.csv", f"{NOTEBOOK}_ranking.csv")
-CASE_VERSION = 1
 
 
 def all_schedulers() -> tuple[str, ...]:
@@ -169,12 +179,24 @@ def all_schedulers() -> tuple[str, ...]:
     return tuple(sorted(name for name, cls in SCHEDULERS.items() if cls.engine != "disaggregated"))
 
 
+def _default_rps_scaling() -> float:
+    from workbench.study.runs.experiments import PROFILE_RPS_SCALING
+
+    return PROFILE_RPS_SCALING
+
+
 @dataclass(frozen=True)
 class CompareParams:
-    """What a scheduler comparison depends on (the compare notebook's ``parameters`` cell)."""
+    """What a scheduler comparison depends on (the compare notebook's ``parameters`` cell).
+
+    Trace, hardware model, SLA and capacity target are those of the step notebooks (same names where they
+    share a meaning), so at the same parameters a capacity here is the same test as step 2's, reused when
+    it has run.
+    """
 
     dataset: str | None = None          # None / "synthetic": the synthetic BurstGPT-like trace; or a dataset name
     num_requests: int = 20_000
+    curve_requests: int | None = None    # requests of the load-latency curves; None: num_requests
     schedulers: tuple[str, ...] = field(default_factory=all_schedulers)
     latency: str = "opt-13b-a100"        # a step-time profile every scheduler is timed by
     gpu_counts: tuple[int, ...] = (1, 2, 4, 8)
@@ -188,12 +210,15 @@ class CompareParams:
     replications: int = 1
     seed: int = 42
     results_dir: str | None = None
+    rps_scaling: float = field(default_factory=_default_rps_scaling)  # the trace's timestamps / this
+    use_real_timestamps: bool = False
+    executor: object = None              # as the steps': None = a local process pool
 
     def __post_init__(self):
+        from workbench import checks
         from workbench.sim import profiles
         from workbench.sim.schedulers import SCHEDULERS
-
-        from workbench import checks
+        from workbench.study.runs.sweep import parse_executor
 
         # a comma-separated string is accepted too (papermill -p schedulers continuous_fcfs,static_fifo)
         object.__setattr__(self, "schedulers", checks.names(self.schedulers, "schedulers", allowed=sorted(SCHEDULERS)))
@@ -205,13 +230,21 @@ class CompareParams:
         checks.choice(self.latency, "latency", profiles.profile_names(), hint="a step-time profile name")
         object.__setattr__(self, "gpu_counts", tuple(sorted(set(checks.integers(
             self.gpu_counts, "gpu_counts", low=1, high=100_000, unique=False)))))
-        for name, low in (("num_requests", 2), ("curve_gpus", 1), ("load_points", 2), ("k_bins", 1),
-                          ("replications", 1), ("seed", 0)):
+        if self.curve_requests is None:
+            object.__setattr__(self, "curve_requests", self.num_requests)
+        for name, low in (("num_requests", 2), ("curve_requests", 2), ("curve_gpus", 1), ("load_points", 2),
+                          ("k_bins", 1), ("replications", 1), ("seed", 0)):
             object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low))
         for name in ("ttft_sla_s", "tpot_sla_s", "d_sla_s"):
             object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
         object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
                                                              high=1, what="a share in (0, 1]"))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
+        object.__setattr__(self, "use_real_timestamps", checks.boolean(self.use_real_timestamps,
+                                                                       "use_real_timestamps"))
+        if self.use_real_timestamps and self.rps_scaling != _default_rps_scaling():
+            raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
+                             "trace's own inter-arrival times are kept, not divided): drop one of them")
         if self.dataset is not None:
             checks.instance(self.dataset, "dataset", (str, os.PathLike),
                             expected="None, 'synthetic', a dataset name or a CSV path")
@@ -219,6 +252,8 @@ class CompareParams:
             object.__setattr__(self, "dataset", None)
         if self.results_dir is not None:
             checks.path(self.results_dir, "results_dir", expected="a folder path, or None for the default folder")
+        parse_executor(self.executor, queued=2)
+        self.trace_options(self.seed)          # validates rps_scaling against the trace
         self.config("continuous_fcfs", 1)   # validates the SLA fields
 
     @classmethod
@@ -226,7 +261,7 @@ class CompareParams:
         return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
 
     def identity(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results_dir"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("results_dir", "executor")}
 
     def results_path(self) -> Path:
         from workbench.study.runs import folders
@@ -251,18 +286,22 @@ class CompareParams:
         return profiles.get_profile(self.latency)
 
     def config(self, scheduler: str, num_gpus: int, seed: int | None = None):
+        """The SimConfig of a test: field for field what the step notebooks build (StepParams.base_config)."""
         from workbench.sim.config import SimConfig
 
-        return SimConfig(scheduler=scheduler, num_gpus=num_gpus, k_bins=self.k_bins, d_sla_s=self.d_sla_s,
-                         ttft_sla_s=self.ttft_sla_s, tpot_sla_s=self.tpot_sla_s,
-                         seed=self.seed if seed is None else seed, **deployment_fields(self.latency))
+        base = SimConfig(d_sla_s=self.d_sla_s, k_bins=self.k_bins, seed=self.seed if seed is None else seed,
+                         ttft_sla_s=self.ttft_sla_s, tpot_sla_s=self.tpot_sla_s)
+        return base.replace(**deployment_fields(self.latency), scheduler=scheduler, num_gpus=num_gpus)
+
+    def trace_options(self, seed: int, scaling: float = 1.0, num_requests: int | None = None):
+        from workbench.study.runs.sweep import TraceOptions
+
+        return TraceOptions(dataset=self.dataset, num_requests=num_requests or self.num_requests,
+                            rps_scaling=self.rps_scaling * scaling, use_real_timestamps=self.use_real_timestamps,
+                            seed=seed)
 
     def trace(self, seed: int):
-        from workbench.traces.trace import load_trace
-
-        if self.dataset is None:
-            return load_trace(num_requests=self.num_requests, seed=seed)
-        return load_trace(self.dataset, num_requests=self.num_requests)
+        return self.trace_options(seed).load()
 
     def seeds(self) -> list[int]:
         from workbench.study.runs.replications import replication_seeds
@@ -274,72 +313,83 @@ def deployment_fields(profile: str) -> dict:
     """The SimConfig memory fields of the hardware a step-time profile was measured on."""
     from workbench.sim import profiles
 
-    if hasattr(profiles, "profile_config_fields"):
-        return profiles.profile_config_fields(profile)
-    if profile.startswith("opt-13b-a100"):
-        return {"model": "opt-13b", "gpu_mem_gb": 80.0, "gpu_memory_utilization": 0.95}
-    raise ValueError(f"no memory configuration is known for profile {profile!r}")
+    return profiles.profile_config_fields(profile)
 
 
-def _case_id(kind: str, params: CompareParams, **key) -> str:
-    payload = {"version": CASE_VERSION, "kind": kind, "params": params.identity(), **key}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def capacity_tests(params: CompareParams) -> list:
+    """Every scheduler's capacity search on every GPU count, per seed: the tests step 2 runs at the same
+    parameters (same ids, chained over the GPU counts the same way), so they are reused when it has run."""
+    from workbench.study.runs.experiments import _label, hinted_capacity_tests
+    from workbench.study.runs.sweep import CapacitySpec, make_test, with_capacity_hint
+
+    spec, step = CapacitySpec(attainment=params.attainment), params.step_model()
+    out, base = [], {}
+    for r, seed in enumerate(params.seeds()):
+        options = params.trace_options(seed)
+        trace = options.load()
+        tests = hinted_capacity_tests({(s, g): make_test(NOTEBOOK, options, params.config(s, g, seed), trace=trace,
+                                                         latency=step, label=_label(s, g), capacity=spec)
+                                       for s in params.schedulers for g in params.gpu_counts})
+        for key in ((s, g) for s in params.schedulers for g in params.gpu_counts):
+            test = tests[key]
+            if r == 0:
+                base[key] = test = dataclasses.replace(test, base_test_id=test.test_id)
+            else:   # as the steps' replications: start from replication 0's answer
+                test = with_capacity_hint(dataclasses.replace(test, replication=r, base_test_id=base[key].test_id),
+                                          base[key])
+            out.append(test)
+    return out
 
 
-def _summary_row(summary: dict) -> dict:
-    keep = ("offered_rps", "throughput_rps", "goodput_rps", "slo_attainment", "sla_violation_rate",
-            "latency_p50_s", "latency_p99_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s",
-            "gpu_utilization_mean", "rejected", "preemptions_total")
-    row = {k: summary.get(k, math.nan) for k in keep}
-    row["attainment"] = summary["slo_attainment"] if "slo_attainment" in summary \
-        else 1.0 - summary["sla_violation_rate"]
-    row["criterion"] = "ttft+tpot" if "slo_attainment" in summary else "e2e"
-    return row
-
-
-def _run_case(case: dict, params: CompareParams, step) -> dict:
-    from workbench.sim.simulate import simulate
-    from workbench.study.runs.capacity import CapacityError, capacity
-
-    t0 = time.perf_counter()
-    trace = params.trace(case["seed"])
-    cfg = params.config(case["scheduler"], case["num_gpus"], case["seed"])
-    row = dict(case)
-    if case["kind"] == "capacity":
-        try:
-            found = capacity(trace, cfg, latency=step, criterion="slo", attainment=params.attainment,
-                             resolution=0.02)
-            row.update(capacity_rps=found.capacity_rps, capacity_bounded=found.bounded,
-                       capacity_monotone=found.monotone, capacity_error=None)
-        except (CapacityError, ValueError) as exc:
-            row.update(capacity_rps=math.nan, capacity_bounded=None, capacity_monotone=None,
-                       capacity_error=str(exc))
+def curve_rates(params: CompareParams, cap_rows: pd.DataFrame, base_rate: float) -> np.ndarray:
+    """The offered rates of the load-latency curves: geometric from 1/16 of the lowest capacity found on
+    ``curve_gpus`` GPUs (any GPU count if none there) to twice the highest; around the trace's own rate when
+    no capacity was found."""
+    caps = pd.to_numeric(cap_rows["capacity_rps"], errors="coerce") if "capacity_rps" in cap_rows else pd.Series()
+    found = cap_rows[np.isfinite(caps)] if len(caps) else cap_rows
+    at_curve = found[found["num_gpus"] == params.curve_gpus] if not found.empty else found
+    at_curve = at_curve if not at_curve.empty else found
+    if at_curve.empty:
+        low, high = base_rate / 16, base_rate * 2
     else:
-        try:
-            res = simulate(trace.time_scaled(case["scaling"]), cfg, latency=step)
-            row.update(_summary_row(res.summary), error=None)
-        except ValueError as exc:       # e.g. a scheduler that cannot run on this latency model: say so
-            row.update(attainment=math.nan, error=str(exc))
-    row.update(trace_label=trace.label, synthetic=bool(trace.is_synthetic), wall_s=time.perf_counter() - t0)
-    return row
+        values = pd.to_numeric(at_curve["capacity_rps"])
+        low, high = values.min() / 16, values.max() * 2
+    return np.geomspace(low, high, params.load_points)
 
 
-def _run_cases(cases: list[dict], params: CompareParams, folder: Path, step, progress: bool) -> pd.DataFrame:
-    from workbench.study.runs.sweep import merge_rows, read_rows, results_lock
+def load_tests(params: CompareParams, rates) -> list:
+    """Replays of the first ``curve_requests`` requests by every scheduler on ``curve_gpus`` GPUs at each offered
+    rate of ``rates`` (requests/s of the first seed's trace), per seed."""
+    from workbench.study.runs.sweep import make_test
 
-    path = folder / CHECKPOINT
-    done = set(read_rows(path)["test_id"]) if path.exists() else set()
-    todo = [c for c in cases if c["test_id"] not in done]
-    for i, case in enumerate(todo, 1):
-        row = _run_case(case, params, step)
-        with results_lock(folder):
-            merge_rows(path, [row])    # one row at a time: a crash loses at most the running case
-        if progress:
-            what = f"x{case['scaling']:.3g} load" if case["kind"] == "load" else "capacity"
-            log.info("%s [%d/%d] %s on %d GPU(s), %s, seed %d: %.1f s", NOTEBOOK, i, len(todo),
-                     case["scheduler"], case["num_gpus"], what, case["seed"], row["wall_s"])
-    rows = read_rows(path)
-    return rows[rows["test_id"].isin({c["test_id"] for c in cases})]
+    step = params.step_model()
+    base_rate = params.trace_options(params.seeds()[0], num_requests=params.curve_requests).load().mean_rate_rps
+    out = []
+    for r, seed in enumerate(params.seeds()):
+        for rate in rates:
+            scaling = round(float(rate / base_rate), 12)
+            options = params.trace_options(seed, scaling, params.curve_requests)
+            trace = options.load()
+            for scheduler in params.schedulers:
+                test = make_test(NOTEBOOK, options, params.config(scheduler, params.curve_gpus, seed), trace=trace,
+                                 latency=step, label=f"{scheduler} at x{scaling:.3g} load")
+                out.append(dataclasses.replace(test, replication=r))
+    return out
+
+
+def _run(tests: list, params: CompareParams, folder: Path, progress: bool, desc: str):
+    """Run ``tests`` into the comparison's checkpoint; a test that fails is reported, not fatal."""
+    from workbench.study.runs.sweep import SweepError, read_rows, run_sweep, select_rows
+
+    errors: dict[str, str] = {}
+    try:
+        rows = run_sweep(tests, folder, checkpoint=CHECKPOINT, executor=params.executor, progress=progress,
+                         desc=desc)
+    except SweepError as exc:
+        for test, failure in exc.failures:
+            errors.setdefault(test.config.scheduler, f"{type(failure).__name__}: {failure}")
+        rows = select_rows(read_rows(folder / CHECKPOINT), [t.test_id for t in tests])
+    return rows, errors
 
 
 @dataclass
@@ -348,8 +398,8 @@ class Comparison:
 
     params: CompareParams
     results_dir: Path
-    capacities: pd.DataFrame          # per scheduler and GPU count (mean over seeds, _ci95)
-    curves: pd.DataFrame              # per scheduler and load point (mean over seeds, _ci95)
+    capacities: pd.DataFrame          # per scheduler and GPU count (mean over seeds, 95% interval)
+    curves: pd.DataFrame              # per scheduler and load point (mean over seeds, 95% interval)
     ranking: pd.DataFrame
     breaks: pd.DataFrame
     sentences: dict[str, str]
@@ -365,8 +415,8 @@ class Comparison:
 def _aggregate(rows: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
     from workbench.study.runs.replications import summarize_replications
 
-    return summarize_replications(rows.drop(columns=["test_id", "wall_s"], errors="ignore"), by=by,
-                                  metrics=metrics)
+    keep = [c for c in (*by, *metrics, "capacity_error", "replication", "trace_label", "synthetic") if c in rows]
+    return summarize_replications(rows[keep].drop(columns=["replication"], errors="ignore"), by=by, metrics=metrics)
 
 
 def run_comparison(params: CompareParams | None = None, *, progress: bool = True) -> Comparison:
@@ -375,43 +425,32 @@ def run_comparison(params: CompareParams | None = None, *, progress: bool = True
     The curves' offered rates are spaced geometrically from 1/16 of the
     lowest capacity found on ``curve_gpus`` GPUs to twice the highest, so
     every curve runs from light load to past its scheduler's saturation.
-    Each (case, seed) is checkpointed in ``compare_schedulers.csv``.
+    Every (test, seed) is checkpointed in ``compare_schedulers.csv``; a test
+    that another results folder already holds (step 2's capacities at the
+    same parameters) is reused, not recomputed.
     """
     params = params or CompareParams()
     folder = params.claim_results_dir()
-    step = params.step_model()
     seeds = params.seeds()
     base_rate = params.trace(seeds[0]).mean_rate_rps
 
-    cap_cases = [{"kind": "capacity", "scheduler": s, "num_gpus": g, "scaling": math.nan, "seed": seed}
-                 for s in params.schedulers for g in params.gpu_counts for seed in seeds]
-    for case in cap_cases:
-        case["test_id"] = _case_id("capacity", params, scheduler=case["scheduler"], num_gpus=case["num_gpus"],
-                                   seed=case["seed"])
-    cap_rows = _run_cases(cap_cases, params, folder, step, progress)
+    cap_rows, errors = _run(capacity_tests(params), params, folder, progress, f"{NOTEBOOK} capacity")
+    cap_rows = cap_rows.assign(capacity_rps=pd.to_numeric(cap_rows["capacity_rps"], errors="coerce"))
     capacities = _aggregate(cap_rows, ["scheduler", "num_gpus"], ["capacity_rps"])
 
-    at_curve = cap_rows[(cap_rows["num_gpus"] == params.curve_gpus) & np.isfinite(cap_rows["capacity_rps"])]
-    if at_curve.empty:
-        at_curve = cap_rows[np.isfinite(cap_rows["capacity_rps"])]
-    if at_curve.empty:
-        low, high = base_rate / 16, base_rate * 2
-    else:
-        low, high = at_curve["capacity_rps"].min() / 16, at_curve["capacity_rps"].max() * 2
-    rates = np.geomspace(low, high, params.load_points)
-    load_cases = [{"kind": "load", "scheduler": s, "num_gpus": params.curve_gpus, "scaling": float(r / base_rate),
-                   "seed": seed} for s in params.schedulers for r in rates for seed in seeds]
-    for case in load_cases:
-        case["test_id"] = _case_id("load", params, scheduler=case["scheduler"], scaling=round(case["scaling"], 12),
-                                   seed=case["seed"])
-    load_rows = _run_cases(load_cases, params, folder, step, progress)
+    rates = curve_rates(params, cap_rows, base_rate)
+    load_rows, load_errors = _run(load_tests(params, rates), params, folder, progress, f"{NOTEBOOK} load curves")
+    for name, reason in load_errors.items():
+        errors.setdefault(name, reason)
     metrics = ["offered_rps", "attainment", "throughput_rps", "goodput_rps", "latency_p50_s", "latency_p99_s",
                "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "gpu_utilization_mean"]
-    failed = load_rows[load_rows["error"].notna()] if "error" in load_rows else load_rows.iloc[:0]
-    errors = {str(r.scheduler): str(r.error) for r in failed.itertuples()}
-    ok_rows = load_rows[~load_rows["scheduler"].isin(errors)]
-    curves = (_aggregate(ok_rows, ["scheduler", "scaling"], metrics).sort_values(["scheduler", "offered_rps"])
-              if not ok_rows.empty else pd.DataFrame(columns=["scheduler", "scaling", *metrics]))
+    if not load_rows.empty:
+        load_rows = load_rows.copy().assign(attainment=load_rows["slo_attainment"],
+                                     scaling=load_rows["rps_scaling"] / params.rps_scaling)
+        load_rows = load_rows[~load_rows["scheduler"].isin(errors)]
+    curves = (_aggregate(load_rows, ["scheduler", "scaling"], [m for m in metrics if m in load_rows])
+              .sort_values(["scheduler", "offered_rps"])
+              if not load_rows.empty else pd.DataFrame(columns=["scheduler", "scaling", *metrics]))
 
     ranking = capacity_ranking(capacities)
     breaks = break_points(curves, params.attainment)

@@ -11,7 +11,6 @@ measured points next to the simulated ones.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from matplotlib.ticker import NullFormatter
 
 from workbench import checks
 from workbench.study.runs.folders import NotebookParams
-from workbench.study.runs.sweep import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +88,33 @@ class DisaggregationParams(NotebookParams):
         for name in ("disagg_dir", "vllm_dir"):
             identity[name] = display_path(self._folder(name))
         return identity
+
+    def setup_text(self, traces: dict) -> str:
+        """The setup, said once: the traces, the step times of each kind of placement, and the SLO."""
+        described = "; ".join(f"*{label}*: {len(t):,} requests, mean prompt {t.prompt_tokens.mean():,.0f} and output "
+                              f"{t.output_tokens.mean():,.0f} tokens" for label, t in traces.items())
+        costs = (" plus the serving costs calibrated on the measured DistServe runs (the fit is printed below)"
+                 if self.calibrate_serving_costs else " alone (no serving costs added)")
+        colocated = (f"; colocated replicas also on vLLM's measured profile `{self.vllm_profile}`"
+                     if self.vllm_profile else "")
+        return (f"Traces: {described}. Step times: `{self.profile}` at each TP degree{costs}, for disaggregated "
+                f"and colocated placements alike{colocated}. Budget: {self.gpus} GPUs. SLO: TTFT <= 0.2 s and "
+                f"TPOT <= 100 ms for {self.attainment:.0%} of the requests, both limits multiplied by each SLO "
+                f"scale ({', '.join(f'{v:g}' for v in self.slo_scales)}).")
+
+
+RANKING_COLUMNS = ("rank", "kind", "placement", "gpus", "goodput_rps", "goodput_per_gpu", "estimate_rps", "status")
+SWEEP_COLUMNS = ("trace", "slo_scale", "ttft_s", "tpot_s", "kind", "placement", "gpus", "goodput_rps",
+                 "goodput_per_gpu")
+POINT_COLUMNS = ("deployment", "slo_scale", "gpus", "measured_goodput_per_gpu", "simulated_goodput_per_gpu")
+
+
+def readable(table: pd.DataFrame, columns) -> pd.DataFrame:
+    """A table of this module for reading (:func:`workbench.study.answers.tables.display_table`: units and
+    precision; "0" goodput where no placement meets the SLO)."""
+    from workbench.study.answers.tables import display_table
+
+    return display_table(table, columns)
 
 
 def slo_sweep(trace, gpus: int, scales, *, ttft_s: float = 0.2, tpot_s: float = 0.1, attainment: float = 0.9,
@@ -174,19 +199,26 @@ def _layout(cfg) -> str:
 
 
 def plot_goodput_vs_slo(sweeps: dict, measured: pd.DataFrame | None = None, simulated: pd.DataFrame | None = None,
-                        *, gpus: int, results_dir=None, filename: str = "disaggregation.png") -> Figure:
+                        *, gpus: int, attainment: float = 0.9, results_dir=None,
+                        filename: str = "disaggregation.png") -> Figure:
     """Goodput per GPU of the best disaggregated and best colocated placement against the SLO scale, one panel per
     trace (``sweeps``: trace label -> slo_sweep table); on the panel of the first trace, the measured deployments
-    (filled markers) and the same deployments simulated (open markers)."""
-    fig = Figure(figsize=(5.6 * len(sweeps), 4.4), dpi=110, layout="constrained")
+    (filled markers) and the same deployments simulated (open markers); a two-line title, one legend below
+    the panels."""
+    from workbench.study.answers import palette
+    from workbench.study.answers.plots import finish_figure
+
+    fig = Figure(figsize=(5.6 * len(sweeps), 5.0), dpi=110, layout="constrained")
     axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
-    colours = iter(("tab:blue", "tab:orange", "tab:green", "tab:red"))
+    # each kind in its scheduler's colour (colocated replicas run continuous_fcfs); the colocated ones on other
+    # kernels dashed
     for k, (label, sweep) in enumerate(sweeps.items()):
         ax = axes[k]
-        colours = iter(("tab:blue", "tab:orange", "tab:green", "tab:red"))
-        for kind, part in sweep.groupby("kind", sort=False):
+        for j, (kind, part) in enumerate(sweep.groupby("kind", sort=False)):
             part = part.sort_values("slo_scale")
-            ax.plot(part.slo_scale, part.goodput_per_gpu, "-o", color=next(colours, None), lw=2,
+            scheduler = "disaggregated" if kind == "disaggregated" else "continuous_fcfs"
+            dash = "-" if kind == "disaggregated" or kind.endswith("same kernels") else "--"
+            ax.plot(part.slo_scale, part.goodput_per_gpu, marker="o", ls=dash, color=palette.color(scheduler), lw=2,
                     label=f"best {kind} (simulated)")
         if k == 0 and measured is not None:
             markers = iter("sD^vP*X")
@@ -206,16 +238,13 @@ def plot_goodput_vs_slo(sweeps: dict, measured: pd.DataFrame | None = None, simu
         ax.invert_xaxis()
         ax.set_xlabel("SLO scale (x TTFT 0.2 s and TPOT 0.1 s; tighter to the right)")
         ax.set_ylabel("goodput per GPU (requests/s meeting the SLO)")
-        ax.set_title(f"{label}: best placement on {gpus} GPUs", fontsize=10)
+        ax.set_title(f"{label}: best placement on {gpus} GPUs", fontsize=9)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Disaggregated vs colocated serving as the SLO tightens (90% of requests within both limits)",
-                 fontsize=11)
-    if results_dir is not None:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        atomic_write_bytes(Path(results_dir) / filename, buffer.getvalue())
-    return fig
+    return finish_figure(fig, f"Disaggregated vs colocated serving as the SLO tightens\n{attainment:.0%} of the requests "
+                         "within both limits; measured deployments as black points (filled), simulated (open)",
+                         results_dir, filename)
 
 
-__all__ = ["DisaggregationParams", "measured_goodput", "plot_goodput_vs_slo", "simulated_goodput", "slo_sweep"]
+__all__ = ["DisaggregationParams", "POINT_COLUMNS", "RANKING_COLUMNS", "SWEEP_COLUMNS", "measured_goodput",
+           "plot_goodput_vs_slo", "readable", "simulated_goodput", "slo_sweep"]

@@ -3,15 +3,31 @@
 Each function takes the step's result rows, returns a ``matplotlib.figure.Figure``
 (built without pyplot, so a notebook shows it once, as the cell's value, and
 no global figure state builds up) and, given ``results_dir``, also saves it as a
-PNG there (atomically).  Titles name the trace and say "synthetic" when it is.
-Each step has its replay figure (``<step>.png``) and, for the tests that
-searched their capacity, a capacity figure (``<step>_capacity.png``).
+PNG there (atomically).  Each step has its replay figure (``<step>.png``) and,
+for the tests that searched their capacity, a capacity figure
+(``<step>_capacity.png``).
+
+What every figure does (:mod:`workbench.study.answers.palette` for colours):
+
+* a scheduler has the same colour in every figure; GPU counts of one
+  scheduler (step 1) differ in marker and dash;
+* reference lines (targets, the floor no load goes below, the offered rate,
+  ideal scaling) are black or grey, each with its own dash pattern, and a
+  best GPU count or K is a star on its scheduler's line, never a line that
+  could be taken for a scheduler's;
+* one legend per figure, below the panels, outside the data;
+* lines that coincide are drawn so both show (the later one dashed on top)
+  and the panel's axis label says which coincide;
+* a title of at most two lines: what the figure shows, then the trace, the
+  hardware model and the SLA;
+* an axis is logarithmic where its values span more than a factor of
+  :data:`LOG_SPAN`, a share axis runs from 0 (at least to 10%), TTFT/TPOT
+  axes are fitted to their data and their limit.
 
 Rows of several seeds (``replications`` > 1) are averaged first
-(:func:`workbench.study.answers.analysis.summarize`) and every line gets error bars:
-the 95% Student-t half-width over the seeds.  Several schedulers get a line
-each (legend per scheduler); the continuous ones add TTFT/TPOT panels, and
-the subtitle says which latency model each scheduler ran on.
+(:func:`workbench.study.answers.analysis.summarize`) and every line gets error
+bars: the 95% interval over the seeds, cut to the quantity's range
+(:mod:`workbench.study.runs.replications`).
 """
 
 from __future__ import annotations
@@ -24,11 +40,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-from workbench.study.answers import analysis
-from workbench.study.runs.sweep import atomic_write_bytes
+from workbench.study.answers import analysis, palette
+from workbench.study.runs.replications import error_bars
+from workbench.study.runs.sweep import GRID_PROFILE, atomic_write_bytes
 
 DPI = 110
+LOG_SPAN = 30.0            # an axis whose positive values span more than this factor is logarithmic
+COINCIDE_RTOL = 2e-3       # two series within this relative difference at every x coincide
+STAR = {"marker": "*", "ms": 14, "mec": "black", "mew": 0.8, "ls": "none", "zorder": 5}
+
+
+# --------------------------------------------------------------------------- titles
 
 
 def trace_title(rows: pd.DataFrame) -> str:
@@ -42,124 +66,234 @@ def trace_title(rows: pd.DataFrame) -> str:
     return title
 
 
-def latency_title(rows: pd.DataFrame) -> str:
-    """Which latency model the rows' schedulers ran on, e.g. "static: formula grid (...); continuous: opt-13b-a100"."""
-    if "latency_profile" not in rows or "scheduler" not in rows:
+def hardware_title(rows: pd.DataFrame) -> str:
+    """The hardware model and the SLA of the rows, e.g. "opt-13b-a100 step profile; SLA: TTFT <= 1 s, TPOT <= 50 ms"."""
+    if "latency_profile" not in rows:
         return ""
+    profiles = list(dict.fromkeys(rows["latency_profile"].astype(str)))
     parts = []
-    for profile, group in rows.groupby(rows["latency_profile"].astype(str), sort=False):
-        names = ", ".join(dict.fromkeys(group["scheduler"].astype(str)))
-        if profile == "grid":
-            what = "formula grid (Qwen3-1.7B/RTX 4080, not measured), SLA = end-to-end latency <= d_sla"
+    for profile in profiles:
+        group = rows[rows["latency_profile"].astype(str) == profile]
+        if profile in (GRID_PROFILE, "grid"):
+            sla = f"E2E <= {float(group['d_sla_s'].iloc[0]):g} s" if "d_sla_s" in group else "E2E <= d_sla"
+            parts.append(f"seed formula grid (Qwen3-1.7B/RTX 4080, not measured); SLA: {sla}")
         else:
-            what = f"step profile {profile} (measured), SLA = TTFT and TPOT limits"
-            limits = [f"{name} {rows[col].dropna().iloc[0]:g} s" for name, col in
-                      (("TTFT", "ttft_sla_s"), ("TPOT", "tpot_sla_s")) if col in rows and rows[col].notna().any()]
-            what += f" ({', '.join(limits)})" if limits else ""
-        parts.append(f"{names}: {what}")
-    return "\n".join(parts)
+            limits = [f"{name} <= {_seconds(group[col].dropna().iloc[0])}" for name, col in
+                      (("TTFT", "ttft_sla_s"), ("TPOT", "tpot_sla_s")) if col in group and group[col].notna().any()]
+            parts.append(f"{profile} step profile (measured); SLA: {', '.join(limits) or 'TTFT and TPOT'}")
+    return " | ".join(parts)
+
+
+latency_title = hardware_title   # the name earlier figures used
+
+
+def _seconds(value) -> str:
+    value = float(value)
+    return f"{value * 1e3:g} ms" if value < 0.1 else f"{value:g} s"
 
 
 def _replication_text(rows: pd.DataFrame) -> str:
     n = int(rows["replications"].max()) if "replications" in rows and rows["replications"].notna().any() else 1
-    return f"; mean of {n} seeds, bars: 95% CI" if n > 1 else ""
+    return f"; mean of {n} seeds, bars: 95% interval" if n > 1 else ""
 
 
 def _finish(fig: Figure, rows: pd.DataFrame, heading: str, results_dir, filename: str) -> Figure:
-    sla = rows["d_sla_s"].dropna().unique() if "d_sla_s" in rows else []
-    sla_text = f", SLA {sla[0]:g} s" if len(sla) == 1 else ""
-    latency = latency_title(rows)
-    latency_text = f"\n{latency}" if latency else ""
-    title = f"{heading}\ntrace: {trace_title(rows)}{sla_text}{_replication_text(rows)}{latency_text}"
-    width = max(80, int(fig.get_figwidth() * 12))   # characters that fit across the figure at this font size
-    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=10)
+    """Two title lines (what; trace, hardware and SLA), the figure's legend below the panels, the PNG."""
+    second = f"{trace_title(rows)}; {hardware_title(rows)}{_replication_text(rows)}"
+    return finish_figure(fig, f"{heading}\n{second}", results_dir, filename)
+
+
+def finish_figure(fig: Figure, title: str, results_dir=None, filename: str = "") -> Figure:
+    """Every figure's ending: its title (at most two lines), one legend below the panels, the PNG in
+    ``results_dir`` (if given)."""
+    fig.suptitle(title, fontsize=9.5)
+    _figure_legend(fig)
     if results_dir is not None:
         save_png(fig, Path(results_dir) / filename)
     return fig
+
+
+class StepFigure(Figure):
+    """A figure that keeps the PNG it was saved as, so a notebook shows those bytes instead of drawing the
+    figure a second time (:func:`workbench.study.runs.console.notebook_setup` registers the display)."""
+
+    png: bytes | None = None
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     atomic_write_bytes(path, buf.getvalue())
+    if isinstance(fig, StepFigure):
+        fig.png = buf.getvalue()
     return Path(path)
 
 
-def _grid(nrows: int = 2) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(11, 3.75 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, 2)
+def figure_png(fig: Figure) -> bytes:
+    """The PNG of ``fig``: the bytes it was saved as, else drawn now."""
+    if isinstance(fig, StepFigure) and fig.png is not None:
+        return fig.png
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _figure_legend(fig: Figure) -> None:
+    """One legend for the whole figure, below the panels: every labelled line once (panel legends removed)."""
+    seen: dict[str, object] = {}
+    for ax in fig.axes:
+        handles, labels = ax.get_legend_handles_labels()
+        for handle, label in zip(handles, labels):
+            if label and not label.startswith("_") and label not in seen:
+                seen[label] = handle
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if seen:
+        width = max(20, int(fig.get_figwidth() * 72 / 3 / 4.6) - 8)   # characters per column, 3 columns at 8 pt
+        labels = [textwrap.fill(label, width) for label in seen]
+        fig.legend(list(seen.values()), labels, loc="outside lower center", ncols=min(3, len(seen)),
+                   fontsize=8, frameon=False)
+
+
+# --------------------------------------------------------------------------- axes and lines
+
+
+def _grid(nrows: int = 2, ncols: int = 2, height: float = 3.3) -> tuple[Figure, np.ndarray]:
+    fig = StepFigure(figsize=(11, height * nrows + 1.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes.ravel()
 
 
-def _line(ax, x, rows: pd.DataFrame, column: str, **kwargs):
-    """``column`` against ``x``, with error bars when the rows carry a finite ``<column>_ci95``."""
-    y = rows[column].to_numpy(dtype=float)
-    ci = f"{column}_ci95"
-    if ci in rows and np.isfinite(rows[ci].to_numpy(dtype=float)).any():
-        return ax.errorbar(x, y, yerr=rows[ci].to_numpy(dtype=float), marker="o", capsize=3, **kwargs)
-    return ax.plot(x, y, marker="o", **kwargs)
+def _values(rows: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float) if column in rows else np.array([])
 
 
-def _has_step_metrics(rows: pd.DataFrame) -> bool:
-    """Whether some rows carry TTFT/TPOT (the continuous engine's schedulers)."""
-    return "ttft_p99_s" in rows and rows["ttft_p99_s"].notna().any()
+def _log_if_spans(ax, values, *, axis: str = "y") -> bool:
+    """Logarithmic ``axis`` when the positive values span more than :data:`LOG_SPAN`."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size and v.max() / v.min() > LOG_SPAN:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        return True
+    return False
 
 
-def colors_by(rows: pd.DataFrame, by: str = "scheduler") -> dict:
-    """One colour per value of ``by`` (in order of appearance), the same in every panel of a figure."""
-    return {key: f"C{i % 10}" for i, key in enumerate(dict.fromkeys(rows[by]))}
-
-
-def _step_metric_panels(axes, rows: pd.DataFrame, x: str, by: str = "scheduler") -> None:
-    """p50/p99 TTFT and TPOT against ``x`` for the rows that have them, a line per ``by``."""
-    colors = colors_by(rows, by)
-    have = rows[rows["ttft_p99_s"].notna()].sort_values(x)
-    for ax, metric, name in ((axes[0], "ttft", "TTFT"), (axes[1], "tpot", "TPOT")):
-        for key, group in have.groupby(by, sort=False):
-            _line(ax, group[x].to_numpy(), group, f"{metric}_p99_s", label=f"{key} p99", color=colors[key])
-            _line(ax, group[x].to_numpy(), group, f"{metric}_p50_s", label=f"{key} p50", color=colors[key], ls="--")
-        limit = "ttft_sla_s" if metric == "ttft" else "tpot_sla_s"
-        if limit in have and have[limit].notna().any():
-            ax.axhline(float(have[limit].iloc[0]), color="grey", ls=":", lw=1, label=f"{name} limit")
-        ax.set_ylabel(f"{name} (s)")
-        if (have[f"{metric}_p99_s"] > 0).any():
-            ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+def _from_zero(ax, values) -> None:
+    v = np.asarray(values, dtype=float)
+    top = float(np.nanmax(v)) if v.size and np.isfinite(v).any() else 1.0
+    ax.set_ylim(0.0, top * 1.08 if top > 0 else 1.0)
 
 
 def _share_axis(ax, values) -> None:
-    """A share (violation rate) axis from 0, never zoomed into a sliver: at least 0..10%, at most 0..100%."""
-    top = float(np.nanmax(values)) if len(values) and np.isfinite(np.nanmax(values)) else 1.0
+    """A share axis from 0, never zoomed into a sliver: at least 0..10%, at most 0..100%."""
+    v = np.asarray(values, dtype=float)
+    top = float(np.nanmax(v)) if v.size and np.isfinite(v).any() else 1.0
     ax.set_ylim(0.0, min(1.02, max(0.1, 1.15 * top)))
+    ax.yaxis.set_major_formatter(FuncFormatter(_percent_text))
 
 
-def _violation_references(ax, rows: pd.DataFrame) -> list:
-    """The 5% breaking line and, where known, the floor no load can go below (requests too long for the SLA)."""
-    lines = [ax.axhline(analysis.BREAKING_SLA_VIOLATION, color="grey", ls=":", lw=1,
-                        label=f"{analysis.BREAKING_SLA_VIOLATION:.0%}: SLA target (breaking point)")]
+def _percent_text(value, _pos=None) -> str:
+    return f"{value:.0%}" if value >= 0.1 or value == 0 else f"{value:.1%}"
+
+
+def _fit_axis(ax, values, limit: float | None = None) -> None:
+    """Fit the y axis to the data and its limit line: log where they span decades, else linear with a margin."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if limit is not None:
+        v = np.append(v, limit)
+    if not v.size:
+        return
+    if v.max() / v.min() > LOG_SPAN:
+        ax.set_yscale("log")
+        ax.set_ylim(v.min() / 1.5, v.max() * 1.5)
+    else:
+        span = v.max() - v.min()
+        pad = 0.08 * span if span > 0 else 0.1 * v.max()
+        ax.set_ylim(max(0.0, v.min() - pad), v.max() + pad)
+
+
+def _gpu_axis(ax, gpus) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(gpus), [str(int(g)) for g in gpus])
+    ax.minorticks_off()
+
+
+def _series(ax, x, rows: pd.DataFrame, column: str, **style):
+    """``column`` against ``x`` with its 95% interval as error bars when the rows carry one."""
+    y = _values(rows, column)
+    yerr = error_bars(rows, column)
+    if yerr is not None:
+        return ax.errorbar(x, y, yerr=yerr, capsize=3, **style)
+    return ax.plot(x, y, **style)
+
+
+def _lines(ax, items: list[tuple[str, np.ndarray, pd.DataFrame, dict]], column: str) -> list[str]:
+    """Draw ``(label, x, rows, style)`` for ``column``; a line that coincides with one drawn before it is drawn
+    dashed on top, so both show.  Returns what coincides, for the panel's axis label."""
+    drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
+    groups: dict[str, list[str]] = {}
+    for label, x, rows, style in items:
+        y = _values(rows, column)
+        same = next((name for name, x0, y0 in drawn if _coincide(x, y, x0, y0)), None)
+        style = dict(style)
+        style.setdefault("marker", "o")
+        style.setdefault("ms", 4)
+        if same is not None:
+            style.update(ls=(0, (3, 3)), lw=1.6, ms=3, zorder=4)
+            groups.setdefault(same, [same]).append(label)
+        else:
+            style.setdefault("lw", 2.2)
+        _series(ax, x, rows, column, label=label, **style)
+        drawn.append((label, np.asarray(x, dtype=float), y))
+    if len(drawn) > 1 and len(groups) == 1 and len(next(iter(groups.values()))) == len(drawn):
+        return ["all lines"]
+    return [" = ".join(members) for members in groups.values()]
+
+
+def _coincide(x, y, x0, y0) -> bool:
+    x, y, x0, y0 = (np.asarray(a, dtype=float) for a in (x, y, x0, y0))
+    if x.shape != x0.shape or not np.array_equal(x, x0) or not np.isfinite(y).any():
+        return False
+    both = np.isfinite(y) & np.isfinite(y0)
+    if not np.array_equal(np.isfinite(y), np.isfinite(y0)) or not both.any():
+        return False
+    return bool(np.allclose(y[both], y0[both], rtol=COINCIDE_RTOL, atol=1e-12))
+
+
+def _label_axes(ax, xlabel: str, ylabel: str, notes: list[str] = ()) -> None:
+    """Axis labels; coinciding lines are said under the x label (outside the data)."""
+    if notes:
+        text = "; ".join(notes)
+        xlabel += "\n" + textwrap.fill(f"lines that coincide (drawn dashed on top): {text}", 70)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _hline(ax, y: float, kind: str, label: str) -> None:
+    ax.axhline(y, label=label, **palette.reference(kind))
+
+
+def _floor(rows: pd.DataFrame) -> float | None:
+    """Share of requests that miss the SLA even alone on an idle GPU (1 - capacity_attainable), if known."""
     if "capacity_attainable" in rows and rows["capacity_attainable"].notna().any():
-        floor = 1.0 - float(rows["capacity_attainable"].max())
-        lines.append(ax.axhline(floor, color="tab:red", ls="-.", lw=1,
-                                label=f"floor {floor:.1%}: miss the SLA even alone on an idle GPU"))
-    return lines
+        return 1.0 - float(pd.to_numeric(rows["capacity_attainable"], errors="coerce").max())
+    return None
 
 
-def _offered_reference(ax, rows: pd.DataFrame, x: str) -> None:
-    """The arrival rate replayed, where the rows carry it: throughput cannot exceed it."""
-    if "offered_rps" in rows and rows["offered_rps"].notna().any():
-        ordered = rows.sort_values(x)
-        ax.plot(ordered[x], ordered["offered_rps"], color="black", ls="--", lw=1, label="offered rate (replayed)")
+def floor_text(floor: float) -> str:
+    """The floor, said the same way in every figure and text."""
+    return f"floor {floor:.1%}: miss the SLA even alone on an idle GPU"
 
 
-def _best_label(what: str, value: int, tested, violation: float | None) -> str:
-    """e.g. "best GPU count: 8 (misses the SLA; largest tested)": a best line says when it cannot be trusted."""
-    caveats = []
-    if violation is not None and np.isfinite(violation) and violation > analysis.BREAKING_SLA_VIOLATION:
-        caveats.append("misses the SLA")
-    if len(tested) > 1 and value == max(tested):
-        caveats.append("largest tested")
-    return f"{what}: {value}" + (f" ({'; '.join(caveats)})" if caveats else "")
+def _violation_references(ax, rows: pd.DataFrame) -> None:
+    """The 5% breaking line and, where known, the floor no load can go below."""
+    _hline(ax, analysis.BREAKING_SLA_VIOLATION, "target",
+           f"{analysis.BREAKING_SLA_VIOLATION:.0%} SLA violations: breaking point")
+    floor = _floor(rows)
+    if floor is not None:
+        _hline(ax, floor, "floor", floor_text(floor))
 
 
 def _empty(fig: Figure, message: str) -> Figure:
@@ -167,317 +301,369 @@ def _empty(fig: Figure, message: str) -> Figure:
     return fig
 
 
-def plot_request_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step1_request_scaling.png") -> Figure:
-    """Step 1: p99 latency, SLA violation, throughput and goodput against request volume, a line per configuration."""
-    rows = _prepared(rows)
-    fig, axes = _grid(3 if _has_step_metrics(rows) else 2)
-    if rows.empty:
-        return _empty(fig, "no results")
-    if _has_step_metrics(rows):
-        _step_metric_panels(axes[4:], rows, "num_requests", by="label")
-        for ax in axes[4:]:
-            ax.set_xscale("log")
-            ax.set_xlabel("requests")
-    panels = (("latency_p99_s", "p99 latency (s)", True), ("sla_violation_rate", "SLA violation rate", False),
-              ("throughput_rps", "throughput (req/s)", False), ("goodput_rps", "goodput (req/s)", False))
-    for ax, (column, ylabel, logy) in zip(axes, panels):
-        for label, group in rows.sort_values("num_requests").groupby("label", sort=False):
-            _line(ax, group["num_requests"].to_numpy(), group, column, label=label,
-                  color=colors_by(rows, "label")[label])
-        ax.set_xscale("log")
-        if logy and (rows[column] > 0).any():
-            ax.set_yscale("log")
-        if column == "sla_violation_rate":
-            _share_axis(ax, rows[column].to_numpy(dtype=float))
-            ax.legend(handles=_violation_references(ax, rows[rows["num_requests"] == rows["num_requests"].max()]),
-                      fontsize=8)
-        elif logy is False:
-            ax.set_ylim(bottom=0)
-        ax.set_xlabel("requests")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    return _finish(fig, rows, "Step 1: request scaling", results_dir, filename)
-
-
 def _prepared(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows a plot draws: replications averaged; rows without a scheduler column are one group."""
-    rows = analysis.summarize(rows)
+    """The rows a plot draws: replications averaged (the per-bin columns, which no figure draws, left out);
+    rows without a scheduler column are one group."""
+    rows = analysis.summarize(rows[[c for c in rows.columns if not re.match(r"bin\d+_", c)]])
     return rows if "scheduler" in rows or rows.empty else rows.assign(scheduler="all rows")
 
 
-def _whose(rows: pd.DataFrame) -> str:
-    """" (multi_bin_dynamic)" after a best line's name when several schedulers share the plot, else ""."""
-    return f" ({analysis.primary_scheduler(rows)})" if rows["scheduler"].nunique() > 1 else ""
+def _has_step_metrics(rows: pd.DataFrame) -> bool:
+    """Whether the rows carry TTFT/TPOT (every scheduler on a step-time profile)."""
+    return "ttft_p99_s" in rows and rows["ttft_p99_s"].notna().any()
 
 
-def _schedulers_heading(rows: pd.DataFrame) -> str:
-    names = list(dict.fromkeys(rows["scheduler"].astype(str))) if "scheduler" in rows else []
-    return ", ".join(names)
+def _schedulers(rows: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(rows["scheduler"].astype(str))) if "scheduler" in rows else []
 
 
-def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling.png") -> Figure:
-    """Step 2: throughput, goodput, SLA violation and scaling efficiency against the GPU count, a line per
-    scheduler (and p50/p99 TTFT and TPOT for the continuous ones); the best GPU count is the primary
-    scheduler's (:func:`workbench.study.answers.analysis.primary_scheduler`)."""
+def _step_panels(axes, rows: pd.DataFrame, x: str, items_of, xlabel: str) -> None:
+    """p99 TTFT and p99 TPOT against ``x`` (with their limits), lines from ``items_of(rows)``."""
+    have = rows[rows["ttft_p99_s"].notna()]
+    for ax, metric, name, limit in ((axes[0], "ttft_p99_s", "p99 TTFT (s)", "ttft_sla_s"),
+                                    (axes[1], "tpot_p99_s", "p99 TPOT (s)", "tpot_sla_s")):
+        notes = _lines(ax, items_of(have), metric)
+        value = float(have[limit].dropna().iloc[0]) if limit in have and have[limit].notna().any() else None
+        if value is not None:
+            _hline(ax, value, "target", f"{name.split()[1]} limit {_seconds(value)}")
+        _fit_axis(ax, _values(have, metric), value)
+        _label_axes(ax, xlabel, name, notes)
+
+
+def _scheduler_items(rows: pd.DataFrame, x: str):
+    """One line per scheduler against ``x``, in the scheduler's colour, schedulers in the palette's order."""
+    groups = dict(list(rows.sort_values(x).groupby("scheduler", sort=False)))
+    return [(name, groups[name][x].to_numpy(dtype=float), groups[name], {"color": palette.color(name)})
+            for name in palette.order(groups)]
+
+
+# --------------------------------------------------------------------------- step 1
+
+
+def _config_items(rows: pd.DataFrame):
+    """Step 1: one line per configuration (scheduler and GPU count), colour by scheduler, marker by GPUs."""
+    items = []
+    groups = dict(list(rows.groupby("scheduler", sort=False)))
+    for scheduler in palette.order(groups):
+        group = groups[scheduler]
+        for i, (label, config) in enumerate(group.sort_values("num_gpus").groupby("label", sort=False)):
+            config = config.sort_values("num_requests")
+            items.append((str(label), config["num_requests"].to_numpy(dtype=float), config,
+                          {"color": palette.color(str(scheduler)), **palette.gpu_style(i)}))
+    return items
+
+
+def plot_request_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step1_request_scaling.png") -> Figure:
+    """Step 1: SLA violation, throughput, goodput and p99 latency against request volume (and p99 TTFT/TPOT on
+    a step-time profile), a line per configuration; the offered rate of each volume as a reference."""
     rows = _prepared(rows)
-    fig, axes = _grid(3 if _has_step_metrics(rows) else 2)
+    steps = _has_step_metrics(rows)
+    fig, axes = _grid(3 if steps else 2)
     if rows.empty:
         return _empty(fig, "no results")
-    rows = rows.sort_values("num_gpus")
-    primary = analysis.primary_rows(rows)
-    best = analysis.best_gpu_count(primary)
-    gpus = np.array(sorted({int(g) for g in rows["num_gpus"]}))
-    panels = (("throughput_rps", "throughput (req/s)"), ("goodput_rps", "goodput (req/s)"),
-              ("sla_violation_rate", "SLA violation rate"),
-              ("scaling_efficiency", "scaling efficiency (per-GPU throughput / 1 GPU)"))
-    for scheduler, group in rows.groupby("scheduler", sort=False):
-        group = group.copy()
-        efficiency = analysis.scaling_efficiency(group)
-        group["scaling_efficiency"] = [efficiency.get(int(g), np.nan) for g in group["num_gpus"]]
-        for ax, (column, _) in zip(axes, panels):
-            _line(ax, group["num_gpus"].to_numpy(), group, column, label=str(scheduler),
-                  color=colors_by(rows)[scheduler])
+    volumes = np.sort(rows["num_requests"].unique())
+    offered = rows.drop_duplicates("num_requests").sort_values("num_requests")
+    panels = (("sla_violation_rate", "SLA violation rate"), ("throughput_rps", "throughput (req/s)"),
+              ("goodput_rps", "goodput (req/s)"), ("latency_p99_s", "p99 end-to-end latency (s)"))
     for ax, (column, ylabel) in zip(axes, panels):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(gpus, [str(int(g)) for g in gpus])
-        if best is not None:
-            violation = float(primary.loc[primary["num_gpus"] == best, "sla_violation_rate"].iloc[0])
-            ax.axvline(best, color="tab:green", ls="--", lw=1,
-                       label=_best_label(f"best GPU count{_whose(rows)}", best, gpus,
-                                         violation))
-        ax.set_xlabel("GPUs")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-        if column != "sla_violation_rate":
-            ax.set_ylim(bottom=0)
-    offered = rows.drop_duplicates("num_gpus")
-    _offered_reference(axes[0], offered, "num_gpus")
-    _offered_reference(axes[1], offered, "num_gpus")
-    _share_axis(axes[2], rows["sla_violation_rate"].to_numpy(dtype=float))
-    _violation_references(axes[2], rows)
-    axes[3].axhline(1.0, color="grey", ls=":", lw=1, label="ideal (linear scaling)")
-    if _has_step_metrics(rows):
-        _step_metric_panels(axes[4:], rows, "num_gpus")
-        for ax in axes[4:]:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(gpus, [str(int(g)) for g in gpus])
-            ax.set_xlabel("GPUs")
-    for ax in axes[:4]:
-        ax.legend(fontsize=7)
-    return _finish(fig, rows, f"Step 2: GPU scaling ({_schedulers_heading(rows)})", results_dir, filename)
-
-
-def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
-                           filename: str = "step3_kbins_sensitivity.png") -> Figure:
-    """Step 3: SLA violation, p99 latency, throughput and goodput against K, a line per binning scheduler;
-    schedulers without bins (one test each) are horizontal reference lines."""
-    rows = _prepared(rows)
-    fig, axes = _grid(3 if _has_step_metrics(rows) else 2)
-    if rows.empty:
-        return _empty(fig, "no results")
-    rows = rows.sort_values("k_bins")
-    per_k = rows.groupby("scheduler", sort=False)["k_bins"].transform("nunique") > 1
-    swept, flat = rows[per_k], rows[~per_k]
-    k = np.array(sorted({int(v) for v in (swept if not swept.empty else rows)["k_bins"]}))
-    primary = analysis.primary_rows(rows)
-    best = analysis.best_k_row(primary) if primary["k_bins"].nunique() > 1 else None
-    # K against effective bins is the identity unless equal-mass edges merge: no panel of its own, a note
-    # where they differ
-    panels = (("sla_violation_rate", "SLA violation rate"), ("latency_p99_s", "p99 latency (s)"),
-              ("throughput_rps", "throughput (req/s)"), ("goodput_rps", "goodput (req/s)"))
-    for ax, (column, ylabel) in zip(axes, panels):
-        for scheduler, group in swept.groupby("scheduler", sort=False):
-            _line(ax, group["k_bins"].to_numpy(), group, column, label=str(scheduler),
-                  color=colors_by(rows)[scheduler])
-        for r in flat.itertuples():
-            ax.axhline(getattr(r, column), ls="-.", lw=1, color=colors_by(rows)[r.scheduler],
-                       label=f"{r.scheduler} (no bins)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(k, [str(int(v)) for v in k])
-        if best is not None:
-            ax.axvline(best["k_bins"], color="tab:green", ls="--", lw=1,
-                       label=_best_label(f"best K{_whose(rows)}", int(best["k_bins"]), k,
-                                         float(best["sla_violation_rate"])))
-        ax.set_xlabel("K (bins)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
+        notes = _lines(ax, _config_items(rows), column)
         if column == "sla_violation_rate":
-            _share_axis(ax, rows[column].to_numpy(dtype=float))
-            _violation_references(ax, rows)
+            _share_axis(ax, _values(rows, column))
+            _violation_references(ax, rows[rows["num_requests"] == volumes.max()])
+        elif column in ("throughput_rps", "goodput_rps") and "offered_rps" in offered:
+            ax.plot(offered["num_requests"], offered["offered_rps"], marker="x", ms=5,
+                    label="offered rate of each volume (the first N requests of the trace)",
+                    **palette.reference("offered"))
+            if not _log_if_spans(ax, np.r_[_values(rows, column), _values(offered, "offered_rps")]):
+                _from_zero(ax, np.r_[_values(rows, column), _values(offered, "offered_rps")])
         else:
-            ax.set_ylim(bottom=0)
-    _offered_reference(axes[2], rows.drop_duplicates("k_bins"), "k_bins")
-    merged = swept[swept["k_bins_effective"] != swept["k_bins"]] if "k_bins_effective" in swept else swept.iloc[0:0]
-    if not merged.empty:
-        axes[2].text(0.02, 0.02, "bins merged (equal-mass edges): " + ", ".join(
-            f"K={int(r.k_bins)} -> {int(r.k_bins_effective)}" for r in merged.itertuples()),
-            transform=axes[2].transAxes, fontsize=8, va="bottom")
-    if _has_step_metrics(rows):
-        _step_metric_panels(axes[4:], rows[rows["ttft_p99_s"].notna() & per_k], "k_bins") \
-            if (rows["ttft_p99_s"].notna() & per_k).any() else None
-        for ax, metric in zip(axes[4:], ("ttft", "tpot")):
-            for r in flat[flat["ttft_p99_s"].notna()].itertuples():
-                ax.axhline(getattr(r, f"{metric}_p99_s"), ls="-.", lw=1, label=f"{r.scheduler} p99 (no bins)")
-                ax.axhline(getattr(r, f"{metric}_p50_s"), ls=":", lw=1, label=f"{r.scheduler} p50 (no bins)")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(k, [str(int(v)) for v in k])
-            ax.set_xlabel("K (bins)")
-            ax.set_ylabel(f"{metric.upper()} (s)")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-    for ax in axes[:4]:
-        ax.legend(fontsize=7)
-    gpus = sorted({int(g) for g in rows["num_gpus"]})
-    heading = f"Step 3: K-bins sensitivity ({_schedulers_heading(rows)}; {', '.join(map(str, gpus))} GPUs)"
+            _log_if_spans(ax, _values(rows, column))
+        ax.set_xscale("log")
+        _label_axes(ax, "requests (log)", ylabel, notes)
+    if steps:
+        _step_panels(axes[4:], rows, "num_requests", _config_items, "requests (log)")
+        for ax in axes[4:]:
+            ax.set_xscale("log")
+    return _finish(fig, rows, "Step 1: request scaling, one line per scheduler and GPU count", results_dir,
+                   filename)
+
+
+def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
+                        filename: str = "step1_request_scaling_capacity.png") -> Figure:
+    """Step 1: each configuration's capacity at the largest volume, one bar each (unreachable targets marked)."""
+    rows = analysis.capacity_rows(_prepared(rows))
+    fig = StepFigure(figsize=(max(9, 1.5 * len(rows) + 2), 5.0), layout="constrained")
+    ax = fig.subplots()
+    if rows.empty:
+        return _empty(fig, "no capacity results (capacity_search=False)")
+    rank = {name: i for i, name in enumerate(palette.order(rows["scheduler"]))}
+    rows = rows.assign(_rank=rows["scheduler"].map(rank)).sort_values(["_rank", "num_gpus"], kind="stable")
+    rows = rows.drop(columns="_rank").reset_index(drop=True)
+    caps = _values(rows, "capacity_rps")
+    x = np.arange(len(rows))
+    yerr = error_bars(rows, "capacity_rps")
+    found = np.isfinite(caps)
+    for i, r in rows.iterrows():
+        ax.bar(i, caps[i] if found[i] else 0.0, color=palette.color(str(r["scheduler"])),
+               yerr=None if yerr is None else yerr[:, [i]], capsize=4, label=str(r["scheduler"]))
+    log = _log_if_spans(ax, caps)
+    base = np.nanmin(caps[found]) / 2 if log and found.any() else 0.0
+    for i, c in enumerate(caps):
+        ax.text(i, c if found[i] else max(base, 0.0), f"{c:.3g}" if found[i] else "unreachable",
+                ha="center", va="bottom", fontsize=8, color="black")
+    ax.set_xticks(x, [str(v).replace(" (", "\n(") for v in rows["label"]], fontsize=8)
+    _label_axes(ax, "", "capacity (req/s)" + (", log" if log else ""))
+    volume = int(rows["num_requests"].max())
+    heading = f"Step 1: {_capacity_heading(rows)}, at {volume:,} requests"
     return _finish(fig, rows, heading, results_dir, filename)
 
 
-# --------------------------------------------------------------------------- capacity
+# --------------------------------------------------------------------------- step 2
+
+
+def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling.png") -> Figure:
+    """Step 2: SLA violation, goodput, throughput and scaling efficiency against the GPU count, a line per
+    scheduler (and p99 TTFT/TPOT on a step-time profile); a star marks each scheduler's best GPU count."""
+    rows = _prepared(rows)
+    steps = _has_step_metrics(rows)
+    fig, axes = _grid(3 if steps else 2)
+    if rows.empty:
+        return _empty(fig, "no results")
+    rows = rows.sort_values("num_gpus")
+    gpus = np.array(sorted({int(g) for g in rows["num_gpus"]}))
+    offered = rows.drop_duplicates("num_gpus")
+    panels = (("sla_violation_rate", "SLA violation rate"), ("goodput_rps", "goodput (req/s)"),
+              ("throughput_rps", "throughput (req/s)"), ("latency_p99_s", "p99 end-to-end latency (s)"))
+    for ax, (column, ylabel) in zip(axes, panels):
+        notes = _lines(ax, _scheduler_items(rows, "num_gpus"), column)
+        if column == "sla_violation_rate":
+            _share_axis(ax, _values(rows, column))
+            _violation_references(ax, rows)
+        elif column in ("goodput_rps", "throughput_rps"):
+            if "offered_rps" in offered and offered["offered_rps"].notna().any():
+                ax.plot(offered["num_gpus"], offered["offered_rps"], label="offered rate (replayed)",
+                        **palette.reference("offered"))
+            if column == "goodput_rps":
+                _best_stars(ax, rows, "num_gpus", column, analysis.best_gpu_count, gpus,
+                            "best GPU count of each scheduler (goodput rule)")
+            _from_zero(ax, np.r_[_values(rows, column), _values(offered, "offered_rps")])
+        else:
+            _log_if_spans(ax, _values(rows, column)) or _from_zero(ax, _values(rows, column))
+        _gpu_axis(ax, gpus)
+        _label_axes(ax, "GPUs", ylabel, notes)
+    if steps:
+        _step_panels(axes[4:], rows, "num_gpus", lambda r: _scheduler_items(r, "num_gpus"), "GPUs")
+        for ax in axes[4:]:
+            _gpu_axis(ax, gpus)
+    return _finish(fig, rows, "Step 2: GPU scaling at the replayed load, one line per scheduler", results_dir,
+                   filename)
+
+
+def _best_stars(ax, rows: pd.DataFrame, x: str, column: str, rule, tested, label: str) -> None:
+    """A star on each scheduler's line at its best value of ``x`` (``rule(rows of one scheduler)``); a best
+    at the largest value tested is said in the label."""
+    edge = []
+    for scheduler, group in rows.groupby("scheduler", sort=False):
+        if group[x].nunique() < 2:
+            continue
+        best = rule(group)
+        if best is None:
+            continue
+        at = group[group[x] == best]
+        ax.plot(at[x], _values(at, column), color=palette.color(str(scheduler)), **STAR)
+        if len(tested) > 1 and best == max(tested):
+            edge.append(str(scheduler))
+    text = label + (f"; at the largest tested: {', '.join(edge)}" if edge else "")
+    ax.plot([], [], color="white", label=text, **{**STAR, "mfc": "white"})
 
 
 def _capacity_heading(rows: pd.DataFrame) -> str:
-    """e.g. "capacity: >= 90% of requests within the SLA" (from the rows' capacity target)."""
-    parts = []
-    for criterion, group in rows.groupby("capacity_criterion", sort=False):
-        first = group.iloc[0]
-        if criterion == "attainment":
-            parts.append(f">= {first['capacity_target']:.0%} of requests within the SLA")
-        elif criterion == "slo":
-            parts.append(f">= {first['capacity_target']:.0%} within TTFT {first['ttft_sla_s']:g} s and TPOT "
-                         f"{first['tpot_sla_s']:g} s (continuous)")
-        else:
-            parts.append("p99 latency within the SLA")
-    return "capacity: largest rate with " + "; ".join(parts)
+    """e.g. "capacity: the largest rate at which >= 90% of requests meet the SLA"."""
+    targets = sorted({float(t) for t in rows.get("capacity_target", pd.Series(dtype=float)).dropna()})
+    criteria = set(rows.get("capacity_criterion", pd.Series(dtype=str)).dropna())
+    if criteria == {"p99_latency"}:
+        return "capacity: the largest rate with p99 latency within the SLA"
+    share = f"{targets[0]:.0%}" if len(targets) == 1 else "the target share"
+    return f"capacity: the largest rate at which >= {share} of requests meet the SLA"
 
 
-def _unreachable_note(ax, labels: list[str]) -> None:
-    """Say under the panel which configurations no load brings to the target (they have no point)."""
-    if not labels:
-        return
-    # "static_fifo (1 GPU)", "static_fifo (2 GPUs)", ... -> "static_fifo (1, 2 GPUs)": one entry per scheduler
+def _unreachable_note(ax, labels: list[str]) -> list[str]:
+    """The configurations no load brings to the target, one entry per scheduler (they have no point)."""
     grouped: dict[str, list[str]] = {}
     for label in labels:
         m = re.match(r"^(.*?) \((\d+) GPUs?(.*)\)$", label)
         name, detail = (m.group(1) + (m.group(3) and f" {m.group(3).strip(', ')}"), m.group(2)) if m else (label, "")
         grouped.setdefault(name, []).append(detail)
-    parts = [f"{name} ({', '.join(d for d in details if d)} GPUs)" if any(details) else name
-             for name, details in grouped.items()]
-    text = textwrap.fill("no load reaches the target: " + "; ".join(parts), 90)
-    ax.annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(0, -32), textcoords="offset points",
-                va="top", ha="left", fontsize=8, color="tab:red")
-
-
-def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
-                        filename: str = "step1_request_scaling_capacity.png") -> Figure:
-    """Step 1: each scheduler's capacity on 1 GPU, one bar per configuration (unreachable targets marked)."""
-    rows = analysis.capacity_rows(_prepared(rows))
-    fig = Figure(figsize=(max(9, 2.0 * len(rows)), 5.0), layout="constrained")
-    ax = fig.subplots()
-    if rows.empty:
-        return _empty(fig, "no capacity results (capacity_search=False)")
-    caps = rows["capacity_rps"].astype(float)
-    x = np.arange(len(rows))
-    ci = rows["capacity_rps_ci95"].to_numpy(dtype=float) if "capacity_rps_ci95" in rows else None
-    ax.bar(x, caps.fillna(0.0), color=["tab:blue" if np.isfinite(c) else "lightgrey" for c in caps],
-           yerr=ci if ci is not None and np.isfinite(ci).any() else None, capsize=4)
-    for i, c in enumerate(caps):
-        ax.text(i, c if np.isfinite(c) else 0.0, f"{c:.3g} req/s" if np.isfinite(c) else "unreachable",
-                ha="center", va="bottom", fontsize=9, color="black" if np.isfinite(c) else "tab:red")
-    ax.set_xticks(x, [str(v).replace(" (", "\n(") for v in rows["label"]])
-    ax.set_ylabel("capacity (req/s)")
-    ax.grid(True, axis="y", alpha=0.3)
-    volume = int(rows["num_requests"].max())
-    return _finish(fig, rows, f"Step 1: {_capacity_heading(rows)}\n1 GPU, {volume:,} requests",
-                   results_dir, filename)
+    return [f"{name} on {', '.join(d for d in details if d)} GPU(s)" if any(details) else name
+            for name, details in grouped.items()]
 
 
 def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling_capacity.png") -> Figure:
-    """Step 2: capacity against GPU count per scheduler (log-log, ideal linear scaling of each from its 1-GPU
-    capacity dotted), and capacity per GPU; the best GPU counts marked are the primary scheduler's."""
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    ax_cap, ax_eff = fig.subplots(1, 2)
+    """Step 2: capacity against GPU count per scheduler (log-log, with each scheduler's ideal linear scaling
+    from its smallest pool), and capacity per GPU with a star at each scheduler's best count."""
+    fig = StepFigure(figsize=(11, 5.2), layout="constrained")
+    ax_cap, ax_per = fig.subplots(1, 2)
     rows = analysis.capacity_rows(_prepared(rows))
     if rows.empty:
         return _empty(fig, "no capacity results (capacity_search=False)")
     rows = rows.sort_values("num_gpus")
+    rows = rows.assign(capacity_per_gpu=rows["capacity_rps"] / rows["num_gpus"])
+    for side in ("low", "high"):
+        if f"capacity_rps_ci95_{side}" in rows:
+            rows[f"capacity_per_gpu_ci95_{side}"] = rows[f"capacity_rps_ci95_{side}"] / rows["num_gpus"]
     gpus = np.array(sorted({int(g) for g in rows["num_gpus"]}))
+    notes_cap = _lines(ax_cap, _scheduler_items(rows, "num_gpus"), "capacity_rps")
     for scheduler, group in rows.groupby("scheduler", sort=False):
-        g = group["num_gpus"].to_numpy()
-        color = colors_by(rows)[scheduler]
-        _line(ax_cap, g, group, "capacity_rps", label=f"{scheduler}", color=color)
-        base = group.iloc[0]
-        per_gpu0 = float(base["capacity_rps"]) / int(base["num_gpus"])
-        if np.isfinite(per_gpu0) and per_gpu0 > 0:
-            ax_cap.plot(g, per_gpu0 * g, color=color, ls=":", lw=1)
-        per_gpu = group.assign(capacity_rps=group["capacity_rps"] / group["num_gpus"])
-        if "capacity_rps_ci95" in group:
-            per_gpu["capacity_rps_ci95"] = group["capacity_rps_ci95"] / group["num_gpus"]
-        _line(ax_eff, g, per_gpu, "capacity_rps", label=f"{scheduler}", color=color)
-    ax_cap.plot([], [], color="grey", ls=":", lw=1, label="ideal linear scaling (each from its smallest pool)")
-    ax_cap.set_xscale("log", base=2)
-    if (rows["capacity_rps"] > 0).any():
-        ax_cap.set_yscale("log")
-    ax_cap.set_ylabel("capacity (req/s)")
-    ax_cap.legend(fontsize=7)
-    _unreachable_note(ax_cap, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
-    ax_eff.set_xscale("log", base=2)
-    ax_eff.set_ylabel("capacity per GPU (req/s)")
-    primary = analysis.primary_rows(rows)
-    best = analysis.best_gpu_count_by_capacity_per_gpu(primary)
-    if best is not None:
-        ax_eff.axvline(best, color="tab:green", ls="--", lw=1,
-                       label=_best_label(f"best by capacity per GPU{_whose(rows)}", best, gpus, None))
-    by_goodput = analysis.best_gpu_count(primary)
-    if by_goodput is not None:
-        violation = float(primary.loc[primary["num_gpus"] == by_goodput, "sla_violation_rate"].iloc[0])
-        ax_eff.axvline(by_goodput, color="tab:purple", ls="-.", lw=1,
-                       label=_best_label(f"best by goodput rule{_whose(rows)}", by_goodput, gpus, violation))
-    ax_eff.set_ylim(bottom=0)
-    ax_eff.legend(fontsize=7)
-    for ax in (ax_cap, ax_eff):
-        ax.set_xticks(gpus, [str(int(g)) for g in gpus])
-        ax.set_xlabel("GPUs")
-        ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, rows, f"Step 2: GPU scaling ({_schedulers_heading(rows)}), {_capacity_heading(rows)}",
-                   results_dir, filename)
+        found = group.dropna(subset=["capacity_rps"])
+        if found.empty:
+            continue
+        base = found.iloc[0]
+        g = group["num_gpus"].to_numpy(dtype=float)
+        ax_cap.plot(g, float(base["capacity_rps"]) / int(base["num_gpus"]) * g, color=palette.color(str(scheduler)),
+                    ls=palette.REFERENCES["ideal"]["ls"], lw=1.0, alpha=0.8)
+    ax_cap.plot([], [], label="ideal linear scaling from each scheduler's smallest pool (dotted, its colour)",
+                **palette.reference("ideal"))
+    _log_if_spans(ax_cap, _values(rows, "capacity_rps"))
+    _gpu_axis(ax_cap, gpus)
+    missing = _unreachable_note(ax_cap, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
+    xlabel = "GPUs" + ("\nno load reaches the target: " + "; ".join(missing) if missing else "")
+    _label_axes(ax_cap, xlabel, "capacity (req/s)", notes_cap)
+    notes_per = _lines(ax_per, _scheduler_items(rows, "num_gpus"), "capacity_per_gpu")
+    _best_stars(ax_per, rows, "num_gpus", "capacity_per_gpu", analysis.best_gpu_count_by_capacity_per_gpu, gpus,
+                "highest capacity per GPU of each scheduler")
+    _log_if_spans(ax_per, _values(rows, "capacity_per_gpu")) or _from_zero(ax_per, _values(rows, "capacity_per_gpu"))
+    _gpu_axis(ax_per, gpus)
+    _label_axes(ax_per, "GPUs", "capacity per GPU (req/s)", notes_per)
+    return _finish(fig, rows, f"Step 2: {_capacity_heading(rows)}, against the GPU count", results_dir, filename)
+
+
+# --------------------------------------------------------------------------- step 3
+
+
+def _swept(rows: pd.DataFrame):
+    """(rows of schedulers swept over K, rows of those run once: reference lines)."""
+    per_k = rows.groupby("scheduler", sort=False)["k_bins"].transform("nunique") > 1
+    return rows[per_k], rows[~per_k]
+
+
+def _flat_lines(ax, flat: pd.DataFrame, column: str, swept: pd.DataFrame | None = None) -> None:
+    """A scheduler without bins (run once): a horizontal line in its colour across the K axis.  One more than
+    twice as high as every swept line would flatten them: its value goes in the legend, not on the panel."""
+    top = float(np.nanmax(_values(swept, column))) if swept is not None and not swept.empty else np.inf
+    for name in palette.order(flat["scheduler"]) if not flat.empty else []:
+        r = flat[flat["scheduler"] == name].iloc[0]
+        value = float(r.get(column, np.nan))
+        if not np.isfinite(value):
+            continue
+        style = {"color": palette.color(name), "ls": (0, (5, 2, 1, 2)), "lw": 1.4}
+        if np.isfinite(top) and top > 0 and value > 2 * top:
+            ax.plot([], [], label=f"{name} (no bins): {value:.3g}, above this panel", **style)
+        else:
+            ax.axhline(value, label=f"{name} (no bins: one run)", **style)
+
+
+def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
+                           filename: str = "step3_kbins_sensitivity.png") -> Figure:
+    """Step 3: SLA violation, p99 latency, throughput and goodput against K, a line per binning scheduler;
+    schedulers without bins (one test each) are horizontal lines in their colour; a star marks the best K."""
+    rows = _prepared(rows)
+    steps = _has_step_metrics(rows)
+    fig, axes = _grid(3 if steps else 2)
+    if rows.empty:
+        return _empty(fig, "no results")
+    rows = rows.sort_values("k_bins")
+    swept, flat = _swept(rows)
+    k = np.array(sorted({int(v) for v in (swept if not swept.empty else rows)["k_bins"]}))
+    panels = (("sla_violation_rate", "SLA violation rate"), ("goodput_rps", "goodput (req/s)"),
+              ("throughput_rps", "throughput (req/s)"), ("latency_p99_s", "p99 end-to-end latency (s)"))
+    for ax, (column, ylabel) in zip(axes, panels):
+        notes = _lines(ax, _scheduler_items(swept, "k_bins"), column)
+        _flat_lines(ax, flat, column)
+        notes += _flat_coincidences(swept, flat, column)
+        if column == "sla_violation_rate":
+            _share_axis(ax, _values(rows, column))
+            _violation_references(ax, rows)
+            _best_stars(ax, swept, "k_bins", column, _best_k, k, "best K of each binning scheduler (fewest violations)")
+        elif column == "latency_p99_s":
+            _log_if_spans(ax, _values(rows, column)) or _from_zero(ax, _values(rows, column))
+        else:
+            if "offered_rps" in rows and rows["offered_rps"].notna().any():
+                _hline(ax, float(rows["offered_rps"].max()), "offered", "offered rate (replayed)")
+            _from_zero(ax, np.r_[_values(rows, column), _values(rows, "offered_rps")])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(k, [str(int(v)) for v in k])
+        ax.minorticks_off()
+        _label_axes(ax, "K (bins)", ylabel, notes)
+    merged = swept[swept["k_bins_effective"] != swept["k_bins"]] if "k_bins_effective" in swept else swept.iloc[0:0]
+    if not merged.empty:
+        axes[2].set_xlabel(axes[2].get_xlabel() + "\nbins merged (equal-mass edges): " + ", ".join(
+            f"K={int(r.k_bins)} -> {int(r.k_bins_effective)}" for r in merged.itertuples()))
+    if steps:
+        _step_panels(axes[4:], rows[rows["ttft_p99_s"].notna()], "k_bins",
+                     lambda r: _scheduler_items(_swept(r)[0], "k_bins"), "K (bins)")
+        for ax, metric in zip(axes[4:], ("ttft_p99_s", "tpot_p99_s")):
+            _flat_lines(ax, flat, metric)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(k, [str(int(v)) for v in k])
+            ax.minorticks_off()
+    gpus = ", ".join(str(int(g)) for g in sorted(rows["num_gpus"].unique()))
+    return _finish(fig, rows, f"Step 3: K-bins sensitivity on {gpus} GPUs at the replayed load", results_dir,
+                   filename)
+
+
+def _best_k(rows: pd.DataFrame):
+    best = analysis.best_k_row(rows)
+    return None if best is None else int(best["k_bins"])
+
+
+def _flat_coincidences(swept: pd.DataFrame, flat: pd.DataFrame, column: str) -> list[str]:
+    """"multi_bin_dynamic = dynamic_no_bins" where a swept line lies on a scheduler's horizontal line at every K."""
+    notes = []
+    values = dict(zip(flat["scheduler"].astype(str), _values(flat, column))) if column in flat else {}
+    names = [n for n in palette.order(values) if np.isfinite(values[n])]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.isclose(values[a], values[b], rtol=COINCIDE_RTOL):
+                notes.append(f"{a} = {b}")
+    for flat_name, value in values.items():
+        for name, group in swept.groupby("scheduler", sort=False):
+            other = _values(group, column)
+            if np.isfinite(value) and np.isfinite(other).all() and np.allclose(other, value, rtol=COINCIDE_RTOL):
+                notes.append(f"{name} = {flat_name}")
+    return notes
 
 
 def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
                         filename: str = "step3_kbins_sensitivity_capacity.png") -> Figure:
-    """Step 3: capacity against K at the step's GPU count, a line per binning scheduler (with its replayed
-    throughput dashed), schedulers without bins as horizontal reference lines."""
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    """Step 3: capacity against K at the step's GPU count, a line per binning scheduler (a star at its best K),
+    schedulers without bins as horizontal lines in their colour."""
+    fig = StepFigure(figsize=(9, 5.4), layout="constrained")
     ax = fig.subplots()
     rows = analysis.capacity_rows(_prepared(rows))
     if rows.empty:
         return _empty(fig, "no capacity results (capacity_search=False)")
     rows = rows.sort_values("k_bins")
-    per_k = rows.groupby("scheduler", sort=False)["k_bins"].transform("nunique") > 1
-    swept, flat = rows[per_k], rows[~per_k]
+    swept, flat = _swept(rows)
     k = np.array(sorted({int(v) for v in (swept if not swept.empty else rows)["k_bins"]}))
-    for scheduler, group in swept.groupby("scheduler", sort=False):
-        color = colors_by(rows)[scheduler]
-        _line(ax, group["k_bins"].to_numpy(), group, "capacity_rps", label=f"{scheduler} capacity", color=color)
-        ax.plot(group["k_bins"], group["throughput_rps"].to_numpy(dtype=float), color=color, ls="--", lw=1,
-                marker=".", label=f"{scheduler} replayed throughput (one load)")
-    for r in flat.itertuples():
-        if np.isfinite(r.capacity_rps):
-            ax.axhline(r.capacity_rps, color=colors_by(rows)[r.scheduler], ls="-.", lw=1,
-                       label=f"{r.scheduler} capacity (no bins)")
-    primary = analysis.primary_rows(rows)
-    best = analysis.best_k_by_capacity(primary) if primary["k_bins"].nunique() > 1 else None
-    if best is not None:
-        ax.axvline(best, color="tab:green", ls="--", lw=1,
-                   label=f"best K by capacity{_whose(rows)}: {best}")
+    notes = _lines(ax, _scheduler_items(swept, "k_bins"), "capacity_rps")
+    _flat_lines(ax, flat, "capacity_rps", swept)
+    notes += _flat_coincidences(swept, flat, "capacity_rps")
+    _best_stars(ax, swept, "k_bins", "capacity_rps", analysis.best_k_by_capacity, k,
+                "best K by capacity of each binning scheduler")
     ax.set_xscale("log", base=2)
     ax.set_xticks(k, [str(int(v)) for v in k])
-    ax.set_xlabel("K (bins)")
-    ax.set_ylabel("requests/s")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    _unreachable_note(ax, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
+    ax.minorticks_off()
+    shown = [v for v in np.r_[_values(swept, "capacity_rps"), _values(flat, "capacity_rps")]
+             if np.isfinite(v) and v <= 2 * np.nanmax(_values(swept, "capacity_rps"))] if not swept.empty else []
+    _from_zero(ax, shown)
+    missing = _unreachable_note(ax, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
+    xlabel = "K (bins)" + ("\nno load reaches the target: " + "; ".join(missing) if missing else "")
+    _label_axes(ax, xlabel, "capacity (req/s)", notes)
     gpus = ", ".join(str(int(g)) for g in sorted(rows["num_gpus"].unique()))
-    return _finish(fig, rows, f"Step 3: K-bins sensitivity ({gpus} GPUs), {_capacity_heading(rows)}",
-                   results_dir, filename)
+    return _finish(fig, rows, f"Step 3: {_capacity_heading(rows)}, against K on {gpus} GPUs", results_dir,
+                   filename)
+
+
+__all__ = ["plot_request_scaling", "plot_step1_capacity", "plot_gpu_scaling", "plot_gpu_capacity",
+           "plot_kbins_sensitivity", "plot_kbins_capacity", "save_png", "finish_figure", "trace_title", "hardware_title",
+           "floor_text"]

@@ -13,17 +13,115 @@ Every simulation is :func:`workbench.simulate` with the continuous engine (rules
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from workbench import checks
 from workbench.sim.simulate import simulate
-from workbench.study.answers.plots import save_png
+from workbench.study.answers import palette
+from workbench.study.answers.plots import finish_figure
 from workbench.study.runs.capacity import CapacityError, capacity
+from workbench.study.runs.folders import NotebookParams
 
+NOTEBOOK = "prefix_caching"
+# what the notebook writes into its results folder (checked before anything runs: none may be a folder)
+OUTPUTS = ("prefix_caching_kv.csv", "prefix_caching_routers.csv", "prefix_caching_kv.png",
+           "prefix_caching_routers.png")
 ROUTER_ORDER = ("round_robin", "least_outstanding", "least_kv", "prefix_affinity")
+
+
+@dataclass(frozen=True)
+class PrefixCachingParams(NotebookParams):
+    """The prefix-caching notebook's parameters (its ``parameters`` cell), validated; the folder they write to
+    (its part ``prefix_caching``: :class:`~workbench.study.runs.folders.NotebookParams`)."""
+
+    notebook, outputs = NOTEBOOK, OUTPUTS
+
+    dataset: str = "mooncake_conv"    # a trace with prefix hashes: mooncake_conv or mooncake_synthetic
+    num_requests: int | None = None   # None: the whole trace
+    time_scale: float = 1.0           # x the trace's real rate
+    profile_model: str = "meta-llama/llama-3.1-8b-instruct"   # BLIS step-time model (GPU H100, TP 1)
+    kv_blocks: int = 26_000           # KV blocks of 16 tokens per replica
+    kv_sweep_blocks: tuple[int, ...] = (8_000, 12_000, 16_000, 26_000, 40_000, 64_000, 128_000)
+    sweep_replicas: int = 8
+    replicas: tuple[int, ...] = (4, 8)
+    routers: tuple[str, ...] = ROUTER_ORDER
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 256
+    ttft_sla_s: float = 2.0
+    tpot_sla_s: float = 0.1
+    attainment: float = 0.9
+    affinity_margin: int = 16
+    capacity_search: bool = True
+    results_dir: str = "results/default"
+
+    def __post_init__(self):
+        from workbench.sim.continuous_engine import ROUTERS
+        from workbench.traces import datasets
+
+        checks.instance(self.dataset, "dataset", str, expected="a dataset name with prefix hashes "
+                        "(mooncake_conv, mooncake_synthetic) or a trace file")
+        if not (datasets.is_name(self.dataset) or Path(self.dataset).expanduser().is_file()):
+            raise FileNotFoundError(f"dataset: {self.dataset!r} is neither a dataset name ({', '.join(datasets.names())})"
+                                    " nor a trace file; prefix caching needs a trace with prefix hashes, e.g. "
+                                    "mooncake_conv")
+        object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=2, none=True))
+        object.__setattr__(self, "time_scale", checks.number(self.time_scale, "time_scale", low=0, low_open=True,
+                                                             hint="x the trace's real rate, e.g. 2 for twice"))
+        checks.instance(self.profile_model, "profile_model", str, expected="a BLIS model name")
+        for name, low in (("kv_blocks", 1), ("sweep_replicas", 1), ("max_num_batched_tokens", 1),
+                          ("max_num_seqs", 1), ("affinity_margin", 0)):
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low))
+        object.__setattr__(self, "kv_sweep_blocks", checks.integers(self.kv_sweep_blocks, "kv_sweep_blocks", low=1))
+        object.__setattr__(self, "replicas", checks.integers(self.replicas, "replicas", low=1, high=100_000))
+        object.__setattr__(self, "routers", checks.names(self.routers, "routers", allowed=ROUTERS))
+        for name in ("ttft_sla_s", "tpot_sla_s"):
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
+        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
+                                                             high=1, what="a share in (0, 1]"))
+        object.__setattr__(self, "capacity_search", checks.boolean(self.capacity_search, "capacity_search"))
+        if not self.capacity_search and self.attainment != PrefixCachingParams.attainment:
+            raise ValueError(f"attainment={self.attainment:g} has no effect with capacity_search=False (no capacity "
+                             "search runs): drop one of them")
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
+
+    def trace(self):
+        """The trace at the asked size and rate; refused if it has no prefix hashes (nothing to cache)."""
+        from workbench.traces.trace import load_trace
+
+        trace = load_trace(self.dataset, use_real_timestamps=True)
+        if getattr(trace, "prefix_hashes", None) is None:
+            raise ValueError(f"dataset: {self.dataset} has no prefix hashes, so no prompt shares a cached prefix; "
+                             "use mooncake_conv or mooncake_synthetic, or a trace with prefix_hashes")
+        if self.num_requests:
+            trace = trace.head(self.num_requests)
+        return trace.time_scaled(self.time_scale) if self.time_scale != 1.0 else trace
+
+    def step_model(self):
+        from workbench.sim.steptime import StepTimeModel
+
+        return StepTimeModel.from_blis(model=self.profile_model, gpu="H100", tp=1)
+
+    def config(self):
+        """The serving setup of section 1 (vLLM v1: chunked prefill, prefix caching, prefix_affinity routing)."""
+        from workbench.sim.config import SimConfig
+
+        return SimConfig(scheduler="continuous_fcfs", num_gpus=self.sweep_replicas, chunked_prefill=True,
+                         max_num_batched_tokens=self.max_num_batched_tokens, max_num_seqs=self.max_num_seqs,
+                         block_size=16, kv_blocks=self.kv_blocks, prefix_caching=True, router="prefix_affinity",
+                         prefix_affinity_margin=self.affinity_margin, ttft_sla_s=self.ttft_sla_s,
+                         tpot_sla_s=self.tpot_sla_s)
+
+    def setup_text(self, trace, step) -> str:
+        """One sentence: the trace, the hardware model and the SLA every run of the notebook is judged on."""
+        return (f"Trace *{trace.label}* ({len(trace):,} requests, {trace.mean_rate_rps:.2f} requests/s). Hardware "
+                f"model: BLIS's fitted step times of `{step.name}` (vLLM v1 rules, chunked prefill), for every run "
+                f"of this notebook; SLA: TTFT <= {self.ttft_sla_s:g} s and TPOT <= {self.tpot_sla_s * 1e3:g} ms"
+                + (f" for {self.attainment:.0%} of the requests (capacity)." if self.capacity_search else "."))
 
 
 def kv_sweep(trace, cfg, step, kv_blocks) -> pd.DataFrame:
@@ -34,7 +132,8 @@ def kv_sweep(trace, cfg, step, kv_blocks) -> pd.DataFrame:
             c = cfg.replace(kv_blocks=int(blocks), prefix_caching=caching,
                             router=cfg.router if caching or cfg.router != "prefix_affinity" else "least_outstanding")
             s = simulate(trace, c, latency=step).summary
-            rows.append({"kv_blocks": int(blocks), "block_size": cfg.block_size, "num_gpus": cfg.num_gpus,
+            rows.append({"scheduler": cfg.scheduler, "kv_blocks": int(blocks), "block_size": cfg.block_size,
+                         "num_gpus": cfg.num_gpus,
                          "prefix_caching": caching, "router": c.router, "prefix_hit_rate": s["prefix_hit_rate"],
                          "ttft_mean_s": s["ttft_mean_s"], "ttft_p99_s": s["ttft_p99_s"],
                          "tpot_mean_s": s["tpot_mean_s"], "completed": s["completed"], "rejected": s["rejected"],
@@ -58,7 +157,8 @@ def router_table(trace, cfg, step, routers=ROUTER_ORDER, replicas=(4, 8), attain
                        "ttft_p99_s": s["ttft_p99_s"], "tpot_mean_s": s["tpot_mean_s"],
                        "goodput_rps": s["goodput_rps"], "slo_attainment": s["slo_attainment"],
                        "preemptions_total": s["preemptions_total"], "offered_rps": s["offered_rps"],
-                       "capacity_rps": np.nan, "capacity_bounded": np.nan, "capacity_error": ""}
+                       "capacity_rps": np.nan, "capacity_bounded": np.nan, "capacity_error": "",
+                       "capacity_criterion": "slo" if search_capacity else None}
                 if search_capacity:
                     try:
                         cap = capacity(trace, c, criterion="slo", ttft_s=c.ttft_sla_s, tpot_s=c.tpot_sla_s,
@@ -73,57 +173,60 @@ def router_table(trace, cfg, step, routers=ROUTER_ORDER, replicas=(4, 8), attain
 
 def plot_kv_sweep(sweep: pd.DataFrame, title: str, results_dir=None,
                   filename: str = "prefix_caching_kv.png") -> Figure:
-    """Hit rate and TTFT (mean, p99) against the KV cache per replica, caching on and off."""
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    """Hit rate and TTFT (mean, p99) against the KV cache per replica, caching on (in the scheduler's colour) and
+    off (grey: the same setup without the feature); ``title``: at most two lines; one legend below the panels."""
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
     ax_hit, ax_ttft = fig.subplots(1, 2)
     on = sweep[sweep.prefix_caching].sort_values("kv_blocks")
     off = sweep[~sweep.prefix_caching].sort_values("kv_blocks")
+    scheduler = str(sweep["scheduler"].iloc[0]) if "scheduler" in sweep and len(sweep) else "continuous_fcfs"
+    on_style = {"color": palette.color(scheduler), "lw": 1.5}
+    off_style = palette.reference("baseline")
     ktok = lambda frame: frame.kv_blocks * frame.block_size / 1e3  # noqa: E731
-    ax_hit.plot(ktok(on), 100 * on.prefix_hit_rate, "o-", color="tab:green", label="prefix caching on")
+    ax_hit.plot(ktok(on), 100 * on.prefix_hit_rate, marker="o", **on_style, label="prefix caching on")
     ax_hit.set_xscale("log")
     ax_hit.set_xlabel("KV cache per replica (thousand tokens, log scale)")
     ax_hit.set_ylabel("prefix hit rate (% of prompt tokens)")
     ax_hit.set_title("prompt tokens served from the cache")
     ax_hit.set_ylim(bottom=0)
-    ax_hit.legend()
     ax_hit.grid(alpha=0.3)
-    for frame, label, color in ((on, "caching on", "tab:green"), (off, "caching off", "tab:gray")):
-        ax_ttft.plot(ktok(frame), frame.ttft_mean_s, "o-", color=color, label=f"mean TTFT, {label}")
-        ax_ttft.plot(ktok(frame), frame.ttft_p99_s, "s--", color=color, alpha=0.7, label=f"p99 TTFT, {label}")
+    for frame, label, style in ((on, "caching on", on_style), (off, "caching off", off_style)):
+        ax_ttft.plot(ktok(frame), frame.ttft_mean_s, marker="o", **{**style, "ls": "-"}, label=f"mean TTFT, {label}")
+        ax_ttft.plot(ktok(frame), frame.ttft_p99_s, marker="s", **{**style, "ls": "--"}, alpha=0.8,
+                     label=f"p99 TTFT, {label}")
     ax_ttft.set_xscale("log")
     ax_ttft.set_yscale("log")
     ax_ttft.set_xlabel("KV cache per replica (thousand tokens, log scale)")
     ax_ttft.set_ylabel("time to first token (s, log scale)")
     ax_ttft.set_title("what the hits buy")
-    ax_ttft.legend(fontsize=8)
     ax_ttft.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=11)
-    if results_dir is not None:
-        save_png(fig, Path(results_dir) / filename)
-    return fig
+    return finish_figure(fig, title, results_dir, filename)
 
 
 def plot_routers(table: pd.DataFrame, title: str, results_dir=None,
                  filename: str = "prefix_caching_routers.png") -> Figure:
     """Per replica count (``num_gpus``), each router with caching on (and the best router without): hit rate, TTFT,
-    capacity."""
+    capacity; each router in its own colour (:func:`workbench.study.answers.palette.router_color`)."""
     on = table[table.prefix_caching]
     counts = sorted(on.num_gpus.unique())
-    routers = [r for r in ROUTER_ORDER if r in set(on.router)]
+    routers = [r for r in ROUTER_ORDER if r in set(on.router)] + sorted(set(on.router) - set(ROUTER_ORDER))
     metrics = [("prefix_hit_rate", "prefix hit rate (%)", 100.0), ("ttft_mean_s", "mean TTFT (s)", 1.0),
                ("ttft_p99_s", "p99 TTFT (s)", 1.0), ("capacity_rps", "capacity, TTFT+TPOT limits (req/s)", 1.0)]
-    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    if table["capacity_rps"].isna().all():   # no capacity searched: no empty panel
+        metrics = metrics[:-1]
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
     axes = fig.subplots(1, len(metrics))
     width = 0.8 / max(len(routers), 1)
     x = np.arange(len(counts))
-    colors = {"round_robin": "tab:blue", "least_outstanding": "tab:orange", "least_kv": "tab:purple",
-              "prefix_affinity": "tab:green"}
+    off = table[~table.prefix_caching]
     for ax, (column, label, scale) in zip(axes, metrics):
         for i, router in enumerate(routers):
             values = [on[(on.num_gpus == n) & (on.router == router)][column].mean() * scale for n in counts]
-            ax.bar(x + (i - (len(routers) - 1) / 2) * width, values, width, label=router,
-                   color=colors.get(router, None))
-        off = table[~table.prefix_caching]
+            at = x + (i - (len(routers) - 1) / 2) * width
+            ax.bar(at, values, width, label=router, color=palette.router_color(router))
+            for where, value in zip(at, values):
+                if column == "capacity_rps" and not np.isfinite(value):   # searched, no load meets the target
+                    ax.text(where, 0, "unreachable", rotation=90, ha="center", va="bottom", fontsize=7)
         if len(off) and column != "prefix_hit_rate":
             best_off = [off[off.num_gpus == n][column].min() * scale if column.startswith("ttft")
                         else off[off.num_gpus == n][column].max() * scale for n in counts]
@@ -131,11 +234,7 @@ def plot_routers(table: pd.DataFrame, title: str, results_dir=None,
         ax.set_xticks(x, [f"{n} replicas" for n in counts])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=11)
-    if results_dir is not None:
-        save_png(fig, Path(results_dir) / filename)
-    return fig
+    return finish_figure(fig, title, results_dir, filename)
 
 
 def findings(sweep: pd.DataFrame, table: pd.DataFrame) -> list[str]:
@@ -169,4 +268,26 @@ def findings(sweep: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     return lines
 
 
-__all__ = ["ROUTER_ORDER", "findings", "kv_sweep", "plot_kv_sweep", "plot_routers", "router_table"]
+KV_COLUMNS = ("kv_blocks", "prefix_caching", "router", "prefix_hit_rate", "ttft_mean_s", "ttft_p99_s", "tpot_mean_s",
+              "completed", "rejected", "preemptions_total", "goodput_rps")
+ROUTER_COLUMNS = ("num_gpus", "router", "prefix_caching", "prefix_hit_rate", "ttft_mean_s", "ttft_p99_s",
+                  "tpot_mean_s", "goodput_rps", "slo_attainment", "preemptions_total", "capacity_rps",
+                  "capacity_error")
+
+
+def kv_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """:func:`kv_sweep`'s rows for reading (units, precision, the columns that apply)."""
+    from workbench.study.answers.tables import display_table
+
+    return display_table(sweep.drop(columns="scheduler", errors="ignore"), KV_COLUMNS)
+
+
+def routers_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`router_table`'s rows for reading."""
+    from workbench.study.answers.tables import display_table
+
+    return display_table(table, ROUTER_COLUMNS)
+
+
+__all__ = ["NOTEBOOK", "OUTPUTS", "ROUTER_ORDER", "PrefixCachingParams", "findings", "kv_sweep", "kv_table",
+           "plot_kv_sweep", "plot_routers", "router_table", "routers_table"]

@@ -24,11 +24,11 @@ INDEX = "index.html"
 
 # headline answers of analysis.json, in reading order: (key in analysis.json, question)
 HEADLINES = (
-    ("best_config_step1", "Which configuration serves the most requests within the SLA (step 1)?"),
-    ("best_gpu_count", "How many GPUs does this trace need (step 2, by goodput)?"),
-    ("best_gpu_count_by_capacity_per_gpu", "Which GPU count gives the most capacity per GPU?"),
-    ("best_k", "How many length bins are worth it (step 3, by SLA violations)?"),
-    ("best_k_by_capacity", "How many bins give the most capacity (step 3)?"),
+    ("best_config_step1", "Which configuration of step 1 serves the whole trace best (1-4 GPUs)?"),
+    ("best_gpu_count", "How many GPUs does {primary} need for this trace (step 2, goodput at the replayed load)?"),
+    ("best_gpu_count_by_capacity_per_gpu", "Which GPU count gives {primary} the most capacity per GPU (step 2)?"),
+    ("best_k", "How many length bins are worth it for {primary} (step 3, fewest SLA violations)?"),
+    ("best_k_by_capacity", "How many bins give {primary} the most capacity (step 3)?"),
 )
 
 CSS = """
@@ -99,19 +99,67 @@ def _headlines(analysis: dict | None) -> str:
         ok = bool(check.get("valid"))
         verdict = (f'<span class="{"valid" if ok else "invalid"}">'
                    f'{"valid" if ok else "not a valid best"}</span>')
-        rows.append((html.escape(question), html.escape(str(check.get("value"))), verdict,
+        primary = ((analysis.get("step2_gpu_scaling") or analysis.get("step3_kbins_sensitivity") or {})
+                   .get("primary_scheduler") or "the primary scheduler")
+        rows.append((html.escape(question.format(primary=primary)), html.escape(str(check.get("value"))), verdict,
                      html.escape(str(check.get("sentence", "")))))
     parts = [_table(rows, ("question", "answer", "validity", "why")) if rows else "<p>No headline answers.</p>"]
+    parts.append(_per_scheduler(analysis))
     capacities = []
     for step in ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity"):
-        caps = (analysis.get(step) or {}).get("capacity_rps") or {}
-        capacities += [(html.escape(step), html.escape(str(label)),
-                        "none (no load met the target)" if value is None else f"{float(value):.3g}")
-                       for label, value in caps.items()]
+        for r in (analysis.get(step) or {}).get("capacity_table") or []:
+            value, ci = r.get("capacity_rps"), r.get("capacity_rps_ci95") or [None, None]
+            interval = (f"{ci[0]:.3g} to {ci[1]:.3g}" if all(v is not None for v in ci) else "")
+            capacities.append((html.escape(STEP_NAMES.get(step, step)), html.escape(r["label"]),
+                               "none: no load meets the target" if value is None else f"{float(value):.3g}",
+                               interval, html.escape(_hardware(r.get("latency_profile", ""))),
+                               html.escape(f"{r.get('sla', '')}, {float(r.get('target') or 0):.0%} of requests")))
     if capacities:
-        parts.append("<p>Capacities (requests/s at which the capacity target is met):</p>")
-        parts.append(_table(capacities, ("step", "configuration", "capacity, req/s")))
+        header = ("step", "configuration", "capacity, req/s", "95% interval", "hardware model", "SLA")
+        if not any(row[3] for row in capacities):   # one replication: no intervals, no empty column
+            capacities = [row[:3] + row[4:] for row in capacities]
+            header = header[:3] + header[4:]
+        parts.append("<h3>Capacities</h3><p>The largest offered load (requests/s) at which the target share of "
+                     "requests meets the SLA, per configuration, with the hardware model and SLA each was judged "
+                     "on (and the 95% interval over the seeds when there are replications).</p>")
+        parts.append(_table(capacities, header))
     return "".join(parts)
+
+
+STEP_NAMES = {"step1_request_scaling": "1: request scaling", "step2_gpu_scaling": "2: GPU scaling",
+              "step3_kbins_sensitivity": "3: K bins"}
+
+
+def _hardware(profile: str) -> str:
+    if profile in ("seed-grid", "grid", ""):
+        return "seed formula grid (Qwen3-1.7B/RTX 4080, not measured)"
+    return f"{profile} step-time profile (measured)"
+
+
+def _per_scheduler(analysis: dict) -> str:
+    """Step 2's and step 3's answers for every scheduler, one row each."""
+    s2 = analysis.get("step2_gpu_scaling") or {}
+    s3 = analysis.get("step3_kbins_sensitivity") or {}
+    by_goodput = s2.get("best_gpu_count_by_scheduler") or {}
+    by_per_gpu = s2.get("best_gpu_count_by_capacity_per_gpu_by_scheduler") or {}
+    knee = s2.get("capacity_per_gpu_knee_by_scheduler") or {}
+    by_k = s3.get("best_k_by_capacity_by_scheduler") or {}
+    names = list(dict.fromkeys([*by_goodput, *by_per_gpu, *by_k]))
+    if not names:
+        return ""
+    gpus = max(s2.get("gpu_counts") or [0])
+
+    def cell(value, edge=None):
+        if value is None:
+            return "none"
+        return f"{value} (largest tested)" if edge is not None and value == edge else str(value)
+
+    rows = [(html.escape(n), cell(by_goodput.get(n), gpus), cell(by_per_gpu.get(n), gpus), cell(knee.get(n)),
+             cell(by_k.get(n)) if n in by_k else "no bins") for n in names]
+    return ("<h3>Per scheduler</h3>"
+            + _table(rows, ("scheduler", "best GPU count (goodput at the replayed load)",
+                            "most capacity per GPU at", "capacity per GPU within 5% of its best from",
+                            "best K by capacity")))
 
 
 def _comparison(folder: Path) -> str:
@@ -119,27 +167,38 @@ def _comparison(folder: Path) -> str:
     if ranking_csv is None:
         return ""
     ranking = pd.read_csv(ranking_csv)
+
+    def interval(r) -> str:
+        lo, hi = r.get("capacity_per_gpu_ci95_low"), r.get("capacity_per_gpu_ci95_high")
+        return "" if lo is None or pd.isna(lo) else f"{lo:.3g} to {hi:.3g}"
+
     rows = [(str(r["rank"]), html.escape(str(r["scheduler"])),
-             "none" if pd.isna(r["capacity_per_gpu"]) else f"{r['capacity_per_gpu']:.3g}",
-             "" if pd.isna(r["capacity_per_gpu_ci95"]) else f"+- {r['capacity_per_gpu_ci95']:.2g}",
+             "none" if pd.isna(r["capacity_per_gpu"]) else f"{r['capacity_per_gpu']:.3g}", interval(r),
              "" if pd.isna(r["at_num_gpus"]) else str(int(r["at_num_gpus"])),
              html.escape("" if pd.isna(r.get("note")) else str(r.get("note"))))
             for _, r in ranking.iterrows()]
     rel = ranking_csv.relative_to(folder).as_posix()
-    return ("<h2>Which scheduler keeps the SLA</h2>"
-            + _table(rows, ("rank", "scheduler", "capacity per GPU, req/s", "95% CI", "at GPUs", "note"))
+    return ("<h2>Which scheduler keeps the SLA</h2><p>Every registered scheduler on the same trace, hardware "
+            "model and SLA, ranked by its best capacity per GPU over the GPU counts compared (equal values share "
+            "a rank).</p>"
+            + _table(rows, ("rank", "scheduler", "capacity per GPU, req/s", "95% interval", "at GPUs", "note"))
             + f"<p>From {_link(rel)}.</p>")
 
 
-def _files(folder: Path) -> str:
+def _files(folder: Path, titles: dict[str, str] | None = None) -> str:
     groups = {"Rendered notebooks": "*.html", "Executed notebooks": "*.ipynb", "Figures": "*.png",
               "Tables (CSV)": "*.csv", "Analysis": "*.json"}
+    titles = titles or {}
     parts = []
     for title, pattern in groups.items():
         found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob(pattern) if p.name != INDEX)
         if not found:
             continue
-        if pattern == "*.png":
+        if pattern == "*.html":
+            items = "".join(f"<li>{_link(n)}" + (f": {html.escape(titles[Path(n).stem])}"
+                                                   if Path(n).stem in titles else "") + "</li>" for n in found)
+            parts.append(f"<h3>{title}</h3><ul>{items}</ul>")
+        elif pattern == "*.png":
             items = "".join(f'<a href="{html.escape(n)}"><img src="{html.escape(n)}" alt="{html.escape(n)}" '
                             f'title="{html.escape(n)}"></a>' for n in found)
             parts.append(f"<h3>{title}</h3><div class='thumbs'>{items}</div>")
@@ -148,8 +207,9 @@ def _files(folder: Path) -> str:
     return "".join(parts) or "<p>No files yet.</p>"
 
 
-def render_index(results_dir: str | Path) -> str:
-    """The HTML of ``index.html`` for ``results_dir`` (pure: reads the folder, writes nothing)."""
+def render_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> str:
+    """The HTML of ``index.html`` for ``results_dir`` (pure: reads the folder, writes nothing); ``titles``:
+    notebook name -> title for the links to the rendered notebooks."""
     folder = Path(results_dir)
     analysis = _read_json(folder / "analysis.json")
     warnings = (analysis or {}).get("warnings") or []
@@ -162,13 +222,17 @@ def render_index(results_dir: str | Path) -> str:
             f"<p>Page written {stamp}.</p>{_trace(analysis)}"
             f"<h2>Headline answers</h2>{_headlines(analysis)}{warning_html}{_comparison(folder)}"
             f"<h2>Parameters</h2>{_parameters(folder)}"
-            f"<h2>Everything in this folder</h2>{_files(folder)}</body></html>")
+            f"<h2>Everything in this folder</h2>{_files(folder, titles)}</body></html>")
 
 
-def write_index(results_dir: str | Path) -> Path:
+def write_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> Path:
     """Write ``index.html`` into ``results_dir`` (atomically) and return its path."""
     from workbench.study.runs.sweep import atomic_write_text
 
+    if titles is None:
+        from workbench.study.runs.suite import notebook_titles
+
+        titles = notebook_titles()
     path = Path(results_dir) / INDEX
-    atomic_write_text(path, render_index(results_dir))
+    atomic_write_text(path, render_index(results_dir, titles))
     return path

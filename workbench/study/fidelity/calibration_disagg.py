@@ -309,7 +309,7 @@ def calibrate_disaggregated(latency, runs, cfg=None, *, max_iter: int = 10, prio
         runs=names, excluded=excluded, before=dict(pools), after=dict(fitted),
         parameters=pd.DataFrame(param_rows), coefficients=pd.DataFrame(coef_rows),
         iterations=pd.DataFrame(history), best_iteration=best[2], notes=notes)
-    log.info("calibrate (disaggregated): %s", report.describe().replace("\n", "; "))
+    log.debug("calibrate (disaggregated): %s", report.describe().replace("\n", "; "))
     if same_model:
         return dataclasses.replace(fitted["decode"], fit_report=report)
     result = CalibratedPools({pool: dataclasses.replace(fitted[pool], fit_report=report) for pool in POOLS})

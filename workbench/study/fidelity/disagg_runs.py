@@ -13,9 +13,7 @@ overloaded).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +22,6 @@ from matplotlib.ticker import NullFormatter
 
 from workbench.study.fidelity.calibration_disagg import cross_validate_disaggregated, fidelity_table
 from workbench.study.fidelity.vllm_runs import FidelityParams
-from workbench.study.runs.sweep import atomic_write_bytes
 
 NOTEBOOK = "fidelity_disagg"
 # what the notebook writes into its results folder (checked before anything runs: none may be a folder)
@@ -87,6 +84,39 @@ def runs_table(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def setup_text(runs, profile: str) -> str:
+    """The setup, said once: each placement's deployment (from setup.json), the step times, and the SLO."""
+    deployments = {}
+    for r in runs:
+        c = r.config
+        pp = f" pipelined over {c.decode_pp} GPUs" if c.decode_pp > 1 else ""
+        text = (f"{c.prefill_replicas} prefill instance(s) of TP {c.prefill_tp} and {c.decode_replicas} decode "
+                f"instance(s) of TP {c.decode_tp}{pp} ({c.num_gpus} GPUs; KV blocks prefill "
+                f"{c.prefill_kv_blocks or 'from memory'}, decode {c.decode_kv_blocks or 'from memory'}; KV link "
+                f"{c.kv_link_gbps:g} Gbit/s)")
+        deployments.setdefault(placement(r), (text, []))[1].append(f"{r.rate_rps:g}")
+    c = runs[0].config
+    lines = [f"- `{code}`: {text}; runs at {', '.join(rates)} requests/s" for code, (text, rates) in deployments.items()]
+    return ("Deployments (each run's own, from `setup.json`):\n" + "\n".join(lines) + f"\n\nStep times: "
+            f"`{profile}` (DistServe's published profile) at each pool's TP degree. SLO: TTFT <= "
+            f"{c.ttft_sla_s:g} s and TPOT <= {c.tpot_sla_s * 1e3:g} ms.")
+
+
+RUN_COLUMNS = ("run", "placement", "gpus", "requests", "rate_rps", "overloaded", "ttft_diverged",
+               "measured mean TTFT s", "measured mean TPOT s", "measured mean E2E s", "measured attainment")
+SUMMARY_COLUMNS = ("model", "run", "ttft error", "tpot error", "e2e error", "measured_attainment",
+                   "simulated_attainment", "attainment_points")
+TARGET_COLUMNS = ("prior_weight", "run", "model", "e2e_rel_error", "attainment_points", "met")
+
+
+def readable(table: pd.DataFrame, columns) -> pd.DataFrame:
+    """A table of this module for reading (:func:`workbench.study.answers.tables.display_table`: units,
+    precision, errors as signed percentages, attainment gaps in points)."""
+    from workbench.study.answers.tables import display_table
+
+    return display_table(table, columns)
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per run and model: relative error of the mean TTFT, TPOT and E2E, and the attainments."""
     errors = table.pivot_table(index=["model", "run"], columns="metric", values="mean_rel_error", sort=False)
@@ -128,8 +158,14 @@ def plot_cdfs(runs, models: dict, results_dir=None, filename: str = "fidelity_di
     label -> latency, or label -> {run name: latency} for one per run)."""
     from workbench.sim.simulate import simulate
 
+    from workbench.study.answers import palette
+    from workbench.study.answers.plots import finish_figure
+
     runs = list(runs)
-    fig = Figure(figsize=(3.4 * len(runs), 8.4), dpi=100, layout="constrained")
+    # the model calibrated here in the disaggregated scheduler's colour, the published one as the grey baseline
+    styles = {label: ({"color": palette.color("disaggregated"), "lw": 1.5} if k == len(models) - 1 else
+                      palette.reference("baseline")) for k, label in enumerate(models)}
+    fig = Figure(figsize=(3.4 * len(runs), 9.0), dpi=100, layout="constrained")
     axes = fig.subplots(len(METRICS), len(runs), squeeze=False)
     for col, run in enumerate(runs):
         simulated = {}
@@ -143,10 +179,10 @@ def plot_cdfs(runs, models: dict, results_dir=None, filename: str = "fidelity_di
             ax.plot(measured, np.arange(1, measured.size + 1) / measured.size, color="black", lw=2, label="measured")
             for label, requests in simulated.items():
                 values = np.sort(requests[metric].dropna().to_numpy())
-                ax.plot(values, np.arange(1, values.size + 1) / values.size, lw=1.3, label=label)
+                ax.plot(values, np.arange(1, values.size + 1) / values.size, **styles[label], label=label)
             limit = {"ttft_s": run.config.ttft_sla_s, "tpot_s": run.config.tpot_sla_s}.get(metric)
             if limit is not None:
-                ax.axvline(limit, color="grey", ls=":", lw=1)
+                ax.axvline(limit, **palette.reference("target"), label="SLO limit")
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(f"{metric.replace('_s', '').upper()} (s, log scale)")
@@ -154,13 +190,8 @@ def plot_cdfs(runs, models: dict, results_dir=None, filename: str = "fidelity_di
             ax.set_title(f"{run.name.replace('distserve-', '')}{' (overloaded)' if is_overloaded(run) else ''}",
                          fontsize=9)
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{title}: measured DistServe runs (OPT-13B, A100; dotted: the SLO limits)", fontsize=11)
-    if results_dir is not None:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        atomic_write_bytes(Path(results_dir) / filename, buffer.getvalue())
-    return fig
+    return finish_figure(fig, f"CDFs of TTFT, TPOT and E2E: {title}\nmeasured DistServe runs (OPT-13B on A100s) "
+                         "against the disaggregated engine", results_dir, filename)
 
 
 def published_and_predicted(latency, runs, **options):
@@ -172,5 +203,6 @@ def published_and_predicted(latency, runs, **options):
     return published, predicted, models
 
 
-__all__ = ["ATTAINMENT_POINTS", "E2E_LIMIT", "check_targets", "is_overloaded", "placement", "plot_cdfs",
-           "published_and_predicted", "runs_table", "sensitivity", "summary"]
+__all__ = ["ATTAINMENT_POINTS", "E2E_LIMIT", "RUN_COLUMNS", "SUMMARY_COLUMNS", "TARGET_COLUMNS", "check_targets",
+           "is_overloaded", "placement", "plot_cdfs", "published_and_predicted", "readable", "runs_table",
+           "sensitivity", "setup_text", "summary"]

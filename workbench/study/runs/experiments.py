@@ -59,8 +59,8 @@ from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
 from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, check_replay_times,
-                                   finished_ids, is_continuous, make_test, normalize_dataset, parse_executor, read_rows, resolve_results_dir,
-                                   run_sweep)
+                                        finished_elsewhere, finished_ids, is_continuous, make_test, normalize_dataset,
+                                        parse_executor, read_rows, resolve_results_dir, run_sweep, with_capacity_hint)
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,44 @@ def _gpu_counts(scheduler: str, counts) -> list[int]:
     if scheduler != DISAGGREGATED:
         return list(counts)
     return sorted({max(g, 2) for g in counts})
+
+
 GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64, 100)
 K_VALUES = (1, 2, 4, 8, 16, 32)
 # Step 3 without a best GPU count and without step 2 results: the count step 2
 # picks at full scale on the default synthetic trace (seed 42), capped at max_gpus.
 DEFAULT_BEST_GPU_COUNT = 64
 
-DEFAULT_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "continuous_fcfs", "continuous_sla")
+# Static batching (the seed's three policies) against vLLM's continuous batching.  continuous_sla runs in the
+# comparison, with every registered scheduler: its controller updates after every decode step, so the engine
+# simulates each step on its own and it takes 6-10x continuous_fcfs's time, which in steps 1-3 (at 1M requests,
+# 1-100 GPUs) would double make run's time; --schedulers adds it to the steps.
+DEFAULT_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "continuous_fcfs")
 # the scheduler whose GPU count and K the headline answers (best GPU count, best K) are about
 PRIMARY_SCHEDULER = "multi_bin_dynamic"
 STATIC_GRID_TEXT = "formula grid (Qwen3-1.7B/RTX 4080 labels, generated from a formula, not measured)"
+
+# The seed study, by name: latency="seed-grid" runs its three static schedulers on its formula grid, judged on
+# end-to-end latency within d_sla, at its load (the trace's timestamps / 200).
+SEED_GRID = GRID_PROFILE
+SEED_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
+SEED_RPS_SCALING = 200.0
+# On a measured profile (OPT-13B on one A100 by default) the trace's timestamps / 10 (about 2.4 requests/s for the
+# default synthetic trace) is a load whose answers lie inside the ranges tested: continuous batching needs about 16
+# GPUs for it, static batching about 64 (step 2), out of 1..100.
+PROFILE_RPS_SCALING = 10.0
+LATENCY_ALIASES = {"grid": SEED_GRID}
+
+
+def default_schedulers(latency: str) -> tuple[str, ...]:
+    """The schedulers a run compares when none are named: the seed's static three on its grid, else
+    :data:`DEFAULT_SCHEDULERS` (static and continuous batching on one step-time profile)."""
+    return SEED_SCHEDULERS if latency == SEED_GRID else DEFAULT_SCHEDULERS
+
+
+def default_rps_scaling(latency: str) -> float:
+    """The load (the trace's timestamps divided by this) when ``rps_scaling`` is not given."""
+    return SEED_RPS_SCALING if latency == SEED_GRID else PROFILE_RPS_SCALING
 
 BRIEF_COLUMNS = ("label", "scheduler", "replication", "num_requests", "num_gpus", "k_bins", "throughput_rps",
                  "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean", "capacity_rps",
@@ -125,7 +153,7 @@ class StepParams:
     max_requests: int = 1_000_000
     max_gpus: int = 100
     use_real_timestamps: bool = False
-    rps_scaling: float = 200.0
+    rps_scaling: float | None = None  # None: PROFILE_RPS_SCALING on a profile, SEED_RPS_SCALING on the seed grid
     d_sla: float = 1.0
     dataset: str | None = None
     k_bins: int = 4
@@ -134,21 +162,32 @@ class StepParams:
     executor: Any = None
     capacity_search: bool = True
     capacity_attainment: float = 0.9
-    schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
+    schedulers: tuple[str, ...] | None = None  # None: default_schedulers(latency)
     latency: str = profiles.DEFAULT_PROFILE
     replications: int = 1
+    ttft_sla: float = 1.0
+    tpot_sla: float = 0.05
 
     def __post_init__(self):
-        object.__setattr__(self, "schedulers", _schedulers(self.schedulers))
-        checks.choice(self.latency, "latency", (GRID_PROFILE, *profiles.profile_names()),
-                      hint="'grid' is the static engine's formula grid, the others are step-time profiles")
+        latency = LATENCY_ALIASES.get(self.latency, self.latency) if isinstance(self.latency, str) else self.latency
+        latency = checks.choice(latency, "latency", (SEED_GRID, *profiles.profile_names()),
+                                hint=f"{SEED_GRID!r} (alias 'grid') is the seed study's formula grid (static schedulers "
+                                     "only, judged on end-to-end latency within d_sla); the others are step-time "
+                                     "profiles")
+        object.__setattr__(self, "latency", latency)
+        schedulers = default_schedulers(latency) if self.schedulers is None else self.schedulers
+        object.__setattr__(self, "schedulers", _schedulers(schedulers))
+        if self.rps_scaling is None:
+            object.__setattr__(self, "rps_scaling", default_rps_scaling(latency))
         continuous = [s for s in self.schedulers if is_continuous(s)]
-        if continuous and self.latency == GRID_PROFILE:
-            raise ValueError(f"latency='grid' is the static engine's batch-time grid; {', '.join(continuous)} need a "
-                             f"step-time profile (latency={profiles.DEFAULT_PROFILE!r}, or another of "
-                             f"{', '.join(profiles.profile_names())}), or leave them out of schedulers")
-        if continuous:
-            profile_config_fields(self.latency)  # ValueError when the profile's hardware is unknown
+        if continuous and latency == SEED_GRID:
+            split = (f" ({DISAGGREGATED} times its prefill and decode instances separately, and the grid's batch "
+                     "times have no prefill/decode split)" if DISAGGREGATED in continuous else "")
+            raise ValueError(f"latency={SEED_GRID!r} is the static engine's batch-time grid; {', '.join(continuous)} "
+                             f"need a step-time profile{split} (latency={profiles.DEFAULT_PROFILE!r}, the default, or "
+                             f"another of {', '.join(profiles.profile_names())}), or leave them out of schedulers")
+        if latency != SEED_GRID:
+            profile_config_fields(latency)  # ValueError when the profile's hardware is unknown
         # every value as the type it is used as, so parameters.json records what actually ran
         for name, low, high in (("replications", 1, 1_000), ("max_requests", 1, 10**9), ("max_gpus", 1, 100_000),
                                 ("k_bins", 1, None), ("seed", 0, None)):
@@ -156,14 +195,15 @@ class StepParams:
         for name in ("use_real_timestamps", "capacity_search"):
             object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0,
-                                                              low_open=True))
-        object.__setattr__(self, "d_sla", checks.number(self.d_sla, "d_sla (SimConfig.d_sla_s)", low=0, low_open=True,
-                                                        unit="s"))
+                                                              low_open=True, hint="or None for the default"))
+        for name, field_name in (("d_sla", "d_sla_s"), ("ttft_sla", "ttft_sla_s"), ("tpot_sla", "tpot_sla_s")):
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"{name} (SimConfig.{field_name})",
+                                                         low=0, low_open=True, unit="s"))
         object.__setattr__(self, "capacity_attainment", checks.number(
             self.capacity_attainment, "capacity_attainment", low=0, low_open=True, high=1))
         # a parameter another one switches off would be recorded (parameters.json, the folder's name) but not used
         defaults = {f.name: f.default for f in fields(StepParams)}
-        if self.use_real_timestamps and self.rps_scaling != defaults["rps_scaling"]:
+        if self.use_real_timestamps and self.rps_scaling != default_rps_scaling(latency):
             raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
                              "trace's own inter-arrival times are kept, not divided): drop one of them "
                              "(--rps-scaling or --use-real-timestamps on the command line)")
@@ -171,6 +211,13 @@ class StepParams:
             raise ValueError(f"capacity_attainment={self.capacity_attainment:g} has no effect with "
                              "capacity_search=False (no capacity search runs): drop one of them "
                              "(--capacity-attainment or --no-capacity on the command line)")
+        if latency == SEED_GRID:
+            unused = [f"{name}={getattr(self, name):g}" for name in ("ttft_sla", "tpot_sla")
+                      if getattr(self, name) != defaults[name]]
+            if unused:
+                raise ValueError(f"{' and '.join(unused)} has no effect with latency={SEED_GRID!r} (the seed study "
+                                 "judges end-to-end latency within d_sla): drop it, or use a step-time profile "
+                                 "(--ttft-sla/--tpot-sla or --latency on the command line)")
         if self.dataset is not None and not isinstance(self.dataset, (str, os.PathLike)):
             raise checks.InvalidType(f"dataset: must be None, a dataset name ({', '.join(datasets.names())}) or a "
                                      f"CSV path, got {self.dataset!r}")
@@ -185,20 +232,26 @@ class StepParams:
                                       f"{', '.join(datasets.names())})")
         if self.results_dir is not None:
             checks.path(self.results_dir, "results_dir", expected="a folder path, or None for the default folder")
-        self.base_config()  # validates d_sla, k_bins, seed
+        self.base_config()  # validates d_sla, k_bins, seed, ttft_sla, tpot_sla
         self.trace_options(1)  # validates rps_scaling
         parse_executor(self.executor, queued=2)
         CapacitySpec(attainment=self.capacity_attainment)  # validates capacity_attainment
+
+    @property
+    def seed_grid(self) -> bool:
+        """Whether these parameters reproduce the seed study (its formula grid and end-to-end SLA)."""
+        return self.latency == SEED_GRID
 
     def capacity_spec(self) -> CapacitySpec | None:
         """The capacity search of the tests that have one (None when ``capacity_search`` is off)."""
         return CapacitySpec(attainment=self.capacity_attainment) if self.capacity_search else None
 
     def base_config(self, *, seed: int | None = None, **changes) -> SimConfig:
-        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  A scheduler that
-        runs on the step-time profile gets the memory configuration of the profile's hardware."""
-        base = SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed if seed is None else seed)
-        if "scheduler" in changes and isinstance(self.latency_model(changes["scheduler"]), StepTimeModel):
+        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  On a step-time
+        profile every scheduler gets the memory configuration of the profile's hardware."""
+        base = SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed if seed is None else seed,
+                         ttft_sla_s=self.ttft_sla, tpot_sla_s=self.tpot_sla)
+        if not self.seed_grid:
             changes = {**profile_config_fields(self.latency), **changes}
         return base.replace(**changes)
 
@@ -210,25 +263,28 @@ class StepParams:
         """The seeds of the replications: ``seed``, ``seed + 1``, ... (trace generator and simulation)."""
         return replication_seeds(self.seed, self.replications)
 
-    def latency_model(self, scheduler: str) -> LatencyModel | StepTimeModel:
-        """The latency model ``scheduler`` runs with: the profile for continuous schedulers; the formula grid
-        for static ones, which the steps judge on end-to-end latency within ``d_sla`` as the seed study did
-        (issue 8: capacity uses the TTFT/TPOT criterion for the continuous schedulers).  The like-for-like
-        comparison, every scheduler timed by one profile and judged on TTFT/TPOT, is the compare_schedulers
-        notebook (:mod:`workbench.study.answers.compare`)."""
-        if self.latency == GRID_PROFILE or not is_continuous(scheduler):
+    def latency_model(self, scheduler: str | None = None) -> LatencyModel | StepTimeModel:
+        """The latency model every scheduler runs with: the step-time profile ``latency`` (static schedulers in
+        step mode, on the same hardware and memory as the continuous ones), or the seed's formula grid."""
+        if self.seed_grid:
             return LatencyModel.default()
         return profiles.get_profile(self.latency)
 
+    def sla_text(self) -> str:
+        """The SLA every scheduler is judged on, in words."""
+        if self.seed_grid:
+            return f"end-to-end latency <= d_sla = {self.d_sla:g} s"
+        return f"TTFT <= {self.ttft_sla:g} s and TPOT <= {self.tpot_sla * 1e3:g} ms"
+
     def latency_text(self) -> str:
-        """One sentence: which latency model each scheduler of these parameters uses."""
-        by_model: dict[str, list[str]] = {}
-        for s in self.schedulers:
-            model = self.latency_model(s)
-            what = (f"step-time profile `{model.name}` ({profiles.describe_profiles().get(model.name, model.name)})"
-                    if isinstance(model, StepTimeModel) else STATIC_GRID_TEXT)
-            by_model.setdefault(what, []).append(s)
-        return "Latency models: " + "; ".join(f"{', '.join(names)}: {what}" for what, names in by_model.items()) + "."
+        """One sentence: the hardware model and the SLA every scheduler of these parameters is judged on."""
+        if self.seed_grid:
+            return (f"Hardware model: the seed study's {STATIC_GRID_TEXT}, for every scheduler; SLA: "
+                    f"{self.sla_text()}.")
+        what = profiles.describe_profiles().get(self.latency, self.latency)
+        return (f"Hardware model: the step-time profile `{self.latency}` ({what}) and that GPU's KV cache, for "
+                f"every scheduler (static batches in step mode); SLA: {self.sla_text()} (DistServe's SLO "
+                "attainment).")
 
     @classmethod
     def from_namespace(cls, namespace: dict) -> "StepParams":
@@ -240,8 +296,10 @@ class StepParams:
         return {f.name: getattr(self, f.name) for f in fields(StepParams) if f.name not in folders.RUN_ONLY}
 
     def default_folder(self) -> str:
-        """``results/default`` at the default parameters, else ``results/<what differs>``."""
-        defaults = {f.name: f.default for f in fields(StepParams)}
+        """``results/default`` at the default parameters, else ``results/<what differs>`` (from the defaults of
+        this latency model: ``latency=seed-grid`` names itself, not the load and schedulers that come with it)."""
+        defaults = StepParams(latency=self.latency).identity()
+        defaults["latency"] = StepParams.latency
         return f"results/{folders.folder_name(self.identity(), defaults)}"
 
     @property
@@ -322,45 +380,56 @@ class StepPlan:
         return any(t.synthetic for t in self.tests)
 
     def table(self) -> pd.DataFrame:
-        """One line per planned test, and whether its result is already checkpointed."""
+        """One line per planned test, and whether its result is already checkpointed (for reading: the
+        configuration, requests, seed, whether it searches its capacity, done, its id)."""
         done = finished_ids(read_rows(self.results_dir / f"{self.step}.csv"))
-        return pd.DataFrame([{"batch": key, "label": t.label, "num_requests": t.trace.num_requests,
-                              "scheduler": t.config.scheduler, "seed": t.config.seed, "num_gpus": t.config.num_gpus,
-                              "k_bins": t.config.k_bins, "capacity": t.capacity is not None,
-                              "test_id": t.test_id, "done": t.test_id in done}
+        several = len(self.batches) > 1
+        return pd.DataFrame([{**({"cell": key} if several else {}), "configuration": t.label,
+                              "requests": f"{t.trace.num_requests:,}", "seed": t.config.seed,
+                              "capacity search": "yes" if t.capacity is not None else "no",
+                              "done": "yes" if t.test_id in done else "not yet", "test id": t.test_id}
                              for key, batch in self.batches.items() for t in batch])
 
     def describe(self) -> str:
-        """A few lines of markdown: what will run, on which trace, where results go."""
-        lines = [f"**{STEP_TITLES[self.step]}**: {len(self.tests)} tests in {len(self.batches)} batch(es) "
-                 f"on the trace *{self.trace_label}*; results in `{display_path(self.results_dir)}`."]
+        """A few lines of markdown: what will run, on which trace, hardware and SLA, where results go."""
+        from workbench.study.answers.text import schedulers_markdown
+
+        load = ("at its own timestamps" if self.params.use_real_timestamps
+                else f"timestamps divided by {self.params.rps_scaling:g}")
+        lines = [f"**{STEP_TITLES[self.step]}**: {len(self.tests)} tests in {len(self.batches)} batch(es) on the "
+                 f"trace *{self.trace_label}* ({load}); results in "
+                 f"`{display_path(self.results_dir)}`."]
         if self.synthetic:
             lines.append("The trace is **synthetic** (a BurstGPT-like stand-in generated from published "
                          "statistics), not the real BurstGPT log; every CSV row and plot title says so.")
+        lines.append(self.params.latency_text())
+        lines.append("The schedulers:\n\n" + schedulers_markdown(self.params.schedulers))
         searched = [t for t in self.tests if t.capacity is not None]
         if searched:
             spec = searched[0].capacity
             lines.append(f"{len(searched)} of the tests also search their **capacity**: the largest arrival rate "
-                         f"at which at least {spec.attainment:.0%} of the requests finish within "
-                         f"d_sla = {self.params.d_sla:g} s (the trace replayed faster or slower; "
-                         f"resolution {spec.resolution:.0%}).")
+                         f"at which at least {spec.attainment:.0%} of the requests meet the SLA "
+                         f"({self.params.sla_text()}), the trace replayed faster or slower (resolution "
+                         f"{spec.resolution:.0%}). Each search starts from what is already known (the previous "
+                         "GPU count's answer scaled by the GPU ratio; at K other than k_bins, k_bins' answer), so "
+                         "it takes a few simulations; a test another step or results folder already ran is reused.")
         else:
             lines.append("Capacity search is off (`capacity_search=False`): replays only.")
-        if any(is_continuous(t.config.scheduler) for t in searched):
-            lines.append("The continuous-batching schedulers' capacity uses the TTFT/TPOT criterion instead: at "
-                         f"least {searched[0].capacity.attainment:.0%} of the requests with time to first token "
-                         f"<= {self.params.base_config().ttft_sla_s:g} s and time per output token <= "
-                         f"{self.params.base_config().tpot_sla_s:g} s (DistServe's SLO attainment).")
-        lines.append(self.params.latency_text() + " Static and continuous batching are compared side by side, "
-                     "each on its own latency model: read their differences as those of two setups, not of two "
-                     "policies on one GPU, unless both use the same model.")
         if self.params.replications > 1:
+            from workbench.study.runs.replications import INTERVAL_TEXT
+
             lines.append(f"**{self.params.replications} replications**: every test runs with seeds "
                          f"{', '.join(map(str, self.params.seeds()))} (trace and simulation); the CSV holds one row "
-                         f"per (test, seed), `{self.step}_summary.csv` the means and 95% confidence half-widths "
-                         "(`_ci95`, Student t), and the plots draw them as error bars.")
+                         f"per (test, seed), `{self.step}_summary.csv` the means and their {INTERVAL_TEXT} "
+                         "(`_ci95_low`, `_ci95_high`), and the plots draw them as error bars.")
         lines.extend(self.notes)
         return "\n\n".join(lines)
+
+    def announce(self) -> None:
+        """Tell the terminal that started the kernel (``papermill`` on the command line) where results go."""
+        from workbench.study.runs.console import tell_terminal
+
+        tell_terminal(f"{self.step}: results go to {display_path(self.results_dir)}/")
 
     def run(self, batch: Any = None, *, progress: bool = True) -> pd.DataFrame:
         """Run one batch (``None``: every batch); returns the rows of the tests run, in plan order.
@@ -381,20 +450,27 @@ class StepPlan:
                          progress=progress, desc=desc)
 
     def finish(self, rows: pd.DataFrame | None = None) -> dict:
-        """Record this run's rows in ``all_results.csv`` and rewrite ``analysis.json``; returns the analysis."""
+        """Record this run's rows in ``all_results.csv``, rewrite ``analysis.json`` and ``index.html``; returns
+        the analysis."""
+        from workbench.study.answers import report
+        from workbench.study.runs.console import tell_terminal
+
         rows = self.run(progress=False) if rows is None else rows
         if self.provenance and not rows.empty:
             rows = rows.copy().assign(**self.provenance)  # copy: the checkpoint frame is fragmented
-        return analysis.update_outputs(self.results_dir, self.step, rows)
+        result = analysis.update_outputs(self.results_dir, self.step, rows)
+        index = report.write_index(self.results_dir)
+        tell_terminal(f"{self.step}: done; {display_path(index)} lists the answers, figures and tables (for an HTML "
+                      f"copy of this notebook there, run it with `python -m workbench notebook {self.step} -p ...`)")
+        return result
 
 
 def notebook_setup() -> None:
-    """What every step notebook sets up: workbench's log lines (one per finished test) and compact tables."""
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("workbench").setLevel(logging.INFO)
-    pd.set_option("display.precision", 3)
-    pd.set_option("display.max_columns", 40)
-    pd.set_option("display.width", 200)
+    """What every step notebook sets up: workbench's log lines (one per finished test) as plain output, each
+    warning once without source lines, compact tables (:func:`workbench.study.runs.console.notebook_setup`)."""
+    from workbench.study.runs import console
+
+    console.notebook_setup()
 
 
 def request_volumes_for(max_requests: int, request_volumes: Sequence[int] | None = None) -> list[int]:
@@ -421,14 +497,65 @@ def _label(scheduler: str, gpus: int, k: int | None = None) -> str:
 
 def _replicate(params: StepParams, make) -> list[SweepTest]:
     """``make(seed)`` (the same tests, in the same order, for any seed) for every replication seed, each test
-    knowing its replication index and the id of its replication 0 (what the replications share)."""
+    knowing its replication index and the id of its replication 0 (what the replications share).  A
+    replication's capacity search starts from replication 0's answer (the same configuration on another seed:
+    the closest hint there is), so the replications of a chain run side by side."""
     base = [dataclasses.replace(t, base_test_id=t.test_id) for t in make(params.seed)]
     out = list(base)
     for r, seed in enumerate(params.seeds()[1:], start=1):
         again = make(seed)
         if len(again) != len(base):
             raise RuntimeError(f"seed {seed} gives {len(again)} tests, seed {params.seed} gave {len(base)}")
-        out.extend(dataclasses.replace(t, replication=r, base_test_id=b.test_id) for b, t in zip(base, again))
+        out.extend(with_capacity_hint(dataclasses.replace(t, replication=r, base_test_id=b.test_id), b)
+                   for b, t in zip(base, again))
+    return out
+
+
+def capacity_chain(tests: Sequence[SweepTest], by: str = "num_gpus") -> list[SweepTest]:
+    """``tests`` (one scheduler, in order of ``by``) with each capacity search starting from the previous test's
+    answer, scaled by the ratio of GPU counts for ``by="num_gpus"`` (capacity grows about linearly with GPUs)
+    and taken as it is for K (``by="k_bins"``)."""
+    out: list[SweepTest] = []
+    for test in tests:
+        prev = out[-1] if out else None
+        scale = (getattr(test.config, by) / getattr(prev.config, by)) if prev is not None and by == "num_gpus" else 1.0
+        out.append(with_capacity_hint(test, (prev, scale)) if prev is not None else test)
+    return out
+
+
+# Where each scheduler's capacity search starts (the hints enter the test ids: every plan builds them the same
+# way, so step 1, step 2 and the comparison share their tests).  A scheduler whose capacity is close to a faster
+# one's starts from that one's answer on the same GPUs, so its own tests need not wait for each other:
+# continuous_sla's controller rarely binds at capacity (within a few percent of continuous_fcfs, 4-5x slower
+# to simulate).  Every other scheduler starts from its previous GPU count's answer, scaled by the GPU ratio,
+# or, where that one found none, from its fallback's answer on the fewest GPUs, scaled the same way.
+HINT_REFERENCE = {"continuous_sla": "continuous_fcfs", "continuous_multi_bin": "continuous_fcfs"}
+HINT_FALLBACK = {"dynamic_no_bins": "static_fifo", "multi_bin_dynamic": "dynamic_no_bins",
+                 "multi_bin_fixed": "multi_bin_dynamic"}
+
+
+def hinted_capacity_tests(tests: dict[tuple[str, int], SweepTest]) -> dict[tuple[str, int], SweepTest]:
+    """``tests`` keyed by (scheduler, GPUs), each capacity search given where it starts (see
+    :data:`HINT_REFERENCE`, :data:`HINT_FALLBACK`); tests without a capacity search are returned as they are."""
+    from workbench.study.answers.palette import order
+
+    out: dict[tuple[str, int], SweepTest] = {}
+    for scheduler in order({s for s, _ in tests}):       # references and fallbacks come first in this order
+        counts = sorted(g for s, g in tests if s == scheduler)
+        reference, fallback = HINT_REFERENCE.get(scheduler), HINT_FALLBACK.get(scheduler)
+        fallback_counts = sorted(g for s, g in out if s == fallback)
+        for i, gpus in enumerate(counts):
+            test = tests[(scheduler, gpus)]
+            if (reference, gpus) in out:
+                out[(scheduler, gpus)] = with_capacity_hint(test, out[(reference, gpus)])
+                continue
+            sources = []
+            if i > 0:
+                sources.append((out[(scheduler, counts[i - 1])], gpus / counts[i - 1]))
+            if fallback_counts:
+                root = fallback_counts[0]
+                sources.append((out[(fallback, root)], gpus / root))
+            out[(scheduler, gpus)] = with_capacity_hint(test, *sources) if sources else test
     return out
 
 
@@ -456,8 +583,9 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
                **overrides) -> StepPlan:
     """Step 1: one batch per request volume (keys are the volumes as ints).
 
-    With capacity search on, the 1-GPU configurations of the largest volume
-    also search their capacity (the schedulers compared on equal hardware).
+    With capacity search on, the configurations of the largest volume also
+    search their capacity (the same tests as step 2's on 1, 2 and 4 GPUs,
+    which step 2 then reuses).
     With ``replications`` > 1 every test runs once per seed (trace and simulation).
     """
     params = params or StepParams(**overrides)
@@ -485,13 +613,17 @@ def plan_step1(params: StepParams | None = None, *, request_volumes: Sequence[in
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TraceSizeWarning)
                 trace = options.load()
-            return [_make(params, STEP1, options, trace, seed, s, g,
-                          capacity=spec if volume == largest and g == 1 else None) for s, g in configs]
+            tests = hinted_capacity_tests({(s, g): _make(params, STEP1, options, trace, seed, s, g,
+                                                         capacity=spec if volume == largest else None)
+                                           for s, g in configs})
+            return [tests[config] for config in configs]
         return _replicate(params, make)
 
     batches: dict[Any, list[SweepTest]] = {volume: volume_tests(volume) for volume in volumes}
+    plan = StepPlan(STEP1, params, batches)
     params.claim_results_dir()
-    return StepPlan(STEP1, params, batches)
+    plan.announce()
+    return plan
 
 
 def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
@@ -503,13 +635,25 @@ def plan_step2(params: StepParams | None = None, **overrides) -> StepPlan:
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
         trace = options.load()
-        return [_make(params, STEP2, options, trace, seed, s, g, capacity=params.capacity_spec())
-                for s in params.schedulers
+        tests = step2_tests(params, options, trace, seed, params.max_gpus)
+        return [tests[(s, g)] for s in params.schedulers
                 for g in _gpu_counts(s, [g for g in GPU_COUNTS if g <= params.max_gpus])]
 
-    batches = {"gpu counts": _replicate(params, make)}
+    plan = StepPlan(STEP2, params, {"gpu counts": _replicate(params, make)})
     params.claim_results_dir()
-    return StepPlan(STEP2, params, batches)
+    plan.announce()
+    return plan
+
+
+def step2_tests(params: StepParams, options: TraceOptions, trace, seed: int,
+                up_to: int) -> dict[tuple[str, int], SweepTest]:
+    """Step 2's tests of every scheduler on the GPU counts up to ``up_to``, keyed by (scheduler, GPUs), with
+    their capacity searches' starts (:func:`hinted_capacity_tests`): the same tests step 1 runs on 1, 2 and 4
+    GPUs and step 3 at its count."""
+    return hinted_capacity_tests({(s, g): _make(params, STEP2, options, trace, seed, s, g,
+                                                capacity=params.capacity_spec())
+                                  for s in params.schedulers
+                                  for g in _gpu_counts(s, [g for g in GPU_COUNTS if g <= up_to])})
 
 
 GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
@@ -556,35 +700,56 @@ def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None =
     params.check_results_dir()  # refused before any trace is loaded; recorded once the plan is valid
     gpus, note, provenance = resolve_best_gpu_count(params, best_gpu_count)
 
+    def step2_known(options, trace, seed) -> dict[str, SweepTest]:
+        """Step 2's tests at ``gpus`` GPUs whose results are at hand (this folder, or a results folder next to
+        it), by scheduler: step 3 reuses them rather than start its own chains of capacity searches."""
+        if gpus not in GPU_COUNTS or not params.capacity_search:
+            return {}
+        tests = step2_tests(params, options, trace, seed, gpus)
+        candidates = {s: tests[(s, _gpu_counts(s, [gpus])[0])] for s in params.schedulers}
+        found = finished_elsewhere(list(candidates.values()), params.results_path, None)
+        return {s: t for s, t in candidates.items() if t.test_id in found}
+
     def make(seed: int) -> list[SweepTest]:
         options = params.trace_options(params.max_requests, seed)
         trace = options.load()
         tests = []
+        at_hand = step2_known(options, trace, seed)
         for s in params.schedulers:
-            if uses_bins(s):
-                tests.extend(_make(params, STEP3, options, trace, seed, s, gpus, k, capacity=params.capacity_spec(),
-                                   label_k=True) for k in K_VALUES)
-            else:
-                tests.append(_make(params, STEP3, options, trace, seed, s, _gpu_counts(s, [gpus])[0],
+            known = at_hand.get(s)
+            if not uses_bins(s):
+                tests.append(dataclasses.replace(known, step=STEP3) if known is not None else
+                             _make(params, STEP3, options, trace, seed, s, _gpu_counts(s, [gpus])[0],
                                    capacity=params.capacity_spec()))
+                continue
+            by_k = {k: _make(params, STEP3, options, trace, seed, s, gpus, k, capacity=params.capacity_spec(),
+                             label_k=True) for k in K_VALUES}
+            root = params.k_bins if params.k_bins in by_k else K_VALUES[0]
+            if known is not None and known.config.k_bins == root:
+                by_k[root] = dataclasses.replace(known, step=STEP3, label=by_k[root].label)
+            # every other K's search starts from k_bins' answer: they run side by side once it is known
+            hinted = {k: (t if k == root else with_capacity_hint(t, by_k[root])) for k, t in by_k.items()}
+            tests.extend(hinted[k] for k in K_VALUES)
         return tests
 
-    batches = {"k values": _replicate(params, make)}
+    plan = StepPlan(STEP3, params, {"k values": _replicate(params, make)}, notes=[note], provenance=provenance)
     params.claim_results_dir()
-    return StepPlan(STEP3, params, batches, notes=[note], provenance=provenance)
+    plan.announce()
+    return plan
 
 
 def brief(rows: pd.DataFrame) -> pd.DataFrame:
-    """The columns worth reading at a glance."""
-    if rows.empty:
-        return rows
-    return rows[[c for c in BRIEF_COLUMNS if c in rows.columns]]
+    """The columns worth reading at a glance, as the notebooks show them (:func:`workbench.study.answers.tables.brief`:
+    the columns that apply, with units, seeds averaged)."""
+    from workbench.study.answers import tables
+
+    return tables.brief(rows)
 
 
 def total_tests(max_requests: int = 1_000_000, max_gpus: int = 100, schedulers: Sequence[str] = DEFAULT_SCHEDULERS,
                 replications: int = 1) -> int:
-    """How many tests the three steps run (78 at the defaults; 34 with the seed's three static schedulers),
-    each ``replications`` times."""
+    """How many tests the three steps plan (65 at the defaults, of which 11 are another step's, run once; 34
+    with the seed's three static schedulers), each ``replications`` times."""
     schedulers = _schedulers(schedulers)
     step1 = len(request_volumes_for(max_requests)) * sum(
         g <= max_gpus for s in schedulers for g in ([g for t, g in STEP1_CONFIGS if t == s] or [1]))

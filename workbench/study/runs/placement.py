@@ -25,14 +25,19 @@ the configurations, ``search_binary.py`` bisects each one's per-GPU rate):
    a share of the requests no larger than either pool's, so this is close to an
    upper bound (it assumes the routers split load evenly).
 3. *Verify*, best estimate per GPU first, with the full capacity search of the
-   placement (both pools, KV transfers, both limits at once), starting the search
-   at the estimate.  **Pruning**: a placement is not searched once its estimate per
+   placement (both pools, KV transfers, both limits at once), hinted by the
+   estimate.  **Pruning**: a placement is not searched once its estimate per
    GPU is below ``prune_margin`` x the best verified goodput per GPU (the default
    1.1 allows the estimate to be 10% low).  Pruned placements stay in the table
    with their estimate and ``status="pruned"``.  The per-pool step also prunes:
    a pool configuration with no goodput alone makes no placement.
 
 Colocated placements are searched in full at each TP degree (one search each).
+Every search is :func:`~workbench.study.runs.capacity.capacity`'s grid search
+(the bracket) on the grid anchored at the trace's own rate, so a placement's
+goodput does not depend on where its search started; each is given a hint, as
+the steps give theirs: a placement's estimate, or the previous TP degree's
+answer times the ratio of GPUs (capacity grows about linearly with them).
 Both kinds use the same step-time profile (resolved at each TP degree), so the
 comparison isolates the placement.  The DistServe paper's low node-affinity
 variant (prefill and decode stages of a segment sharing nodes) is not modelled:
@@ -139,22 +144,27 @@ def _fits(cfg_fields: dict, base: SimConfig) -> bool:
         return False
 
 
-def _search(trace, cfg, latency, attainment, start_rps: float | None, resolution: float):
-    """capacity(criterion='slo') of one placement; None when no load meets the SLO."""
-    base = trace.mean_rate_rps
-    options = {}
-    if start_rps is not None and start_rps > 0:
-        start = start_rps / base
-        options = dict(start=start, scale_bounds=(start / 64.0, start * 4.0), scan_factor=2.0)
+def _search(trace, cfg, latency, attainment, hint_rps: float | None, resolution: float):
+    """capacity(criterion='slo') of one placement; None when no load meets the SLO.  The search is the
+    grid search of :func:`~workbench.study.runs.capacity.capacity` (``method="auto"``: the bracket for these
+    engines), on the grid anchored at the trace's own rate, so a placement's answer does not depend on the
+    hint; ``hint_rps`` (where its capacity probably lies) only saves simulations."""
+    hint = {"hint_rps": hint_rps} if hint_rps is not None and hint_rps > 0 else {}
     try:
         with warnings.catch_warnings():
             if UNLIMITED_S in (cfg.ttft_sla_s, cfg.tpot_sla_s):   # lifted on purpose: no unit mistake to warn of
                 warnings.simplefilter("ignore", SlaScaleWarning)
             return capacity(trace, cfg, criterion="slo", attainment=attainment, latency=latency,
-                            resolution=resolution, **options)
+                            resolution=resolution, method="auto", **hint)
     except CapacityError as exc:
-        log.info("placement %s: %s", cfg, exc)
+        log.debug("placement %s: %s", cfg, exc)   # the table says it: status "no load meets the SLO"
         return None
+
+
+def _scaled_hint(found, ratio: float) -> float | None:
+    """A neighbouring search's capacity times ``ratio`` (the ratio of GPUs or instances: a placement's capacity
+    grows about linearly with them); None when that search found none."""
+    return found.capacity_rps * ratio if found is not None and found.capacity_rps > 0 else None
 
 
 def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile=None, ttft_s: float = 0.2,
@@ -229,14 +239,19 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     top = max(tps)
 
     # 1. per-pool goodput of one instance (the other pool ample, the other limit lifted)
+    # (each search hinted by the previous degree's answer times the ratio of GPUs)
     pool_goodput = {}
+    previous = None   # (GPUs of the instance, its search) of the last pool configuration searched
     for tp in tps if disaggregated else ():
         cfg = {"prefill_replicas": 1, "prefill_tp": tp, "decode_replicas": ample, "decode_tp": top, "decode_pp": 1}
         if not _fits(cfg, base):
             continue
         res = _search(trace, base.replace(**cfg, tpot_sla_s=UNLIMITED_S),
-                      {"prefill": resolve(tp), "decode": resolve(top)}, attainment, None, resolution)
+                      {"prefill": resolve(tp), "decode": resolve(top)}, attainment,
+                      _scaled_hint(previous[1], tp / previous[0]) if previous else None, resolution)
+        previous = (tp, res)
         pool_goodput[("prefill", tp, 1)] = res.capacity_rps if res else 0.0
+    previous = None
     for tp in tps if disaggregated else ():
         for pp in pp_degrees:
             if tp * pp > gpus - 1:
@@ -245,7 +260,9 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
             if not _fits(cfg, base):
                 continue
             res = _search(trace, base.replace(**cfg, ttft_sla_s=UNLIMITED_S),
-                          {"prefill": resolve(top), "decode": resolve(tp)}, attainment, None, resolution)
+                          {"prefill": resolve(top), "decode": resolve(tp)}, attainment,
+                          _scaled_hint(previous[1], tp * pp / previous[0]) if previous else None, resolution)
+            previous = (tp * pp, res)
             pool_goodput[("decode", tp, pp)] = res.capacity_rps if res else 0.0
 
     # 2. every placement within the budget, with its estimate
@@ -298,6 +315,7 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     colo = []
     if colocated:
         per_gpu_mem = {k: getattr(base, k) for k in ("gpu_mem_gb", "mem_margin_gb")}
+        previous = None   # (GPUs used, search) of the last TP degree: the next one's hint, scaled by GPUs
         for tp in tps:
             replicas = gpus // tp
             try:
@@ -307,7 +325,9 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
             except ValueError as exc:
                 log.info("colocated tp=%d does not fit: %s", tp, exc)
                 continue
-            res = _search(trace, cfg, resolve_colocated(tp), attainment, None, resolution)
+            res = _search(trace, cfg, resolve_colocated(tp), attainment,
+                          _scaled_hint(previous[1], replicas * tp / previous[0]) if previous else None, resolution)
+            previous = (replicas * tp, res)
             colo.append({"kind": "colocated", "prefill_replicas": np.nan, "prefill_tp": np.nan,
                          "decode_replicas": np.nan, "decode_tp": np.nan, "decode_pp": np.nan, "tp": tp,
                          "replicas": replicas, "gpus": replicas * tp, "estimate_rps": np.nan,

@@ -1,34 +1,57 @@
-"""``python -m workbench suite``: the three step notebooks, in order, through papermill.
+"""``python -m workbench suite``: the notebooks of the study, in order, through papermill.
+
+Which notebooks run, when and with which parameters is one table,
+:data:`SUITE_NOTEBOOKS`: the three steps, the scheduler comparison, and the
+fidelity reports and slower studies behind ``--validate`` (the disaggregation
+study takes minutes: never in the default first run).  A new notebook joins the suite with
+one line there (its name, title, when it runs and how its parameters come
+from the suite's options); ``index.html`` and the summary take its title from
+there.
 
 Each notebook is executed from the repository root with the suite's options
 as papermill parameters; the executed notebook goes to
-``<results_dir>/<step>.ipynb`` and an HTML rendering (nbconvert, images
-embedded) to ``<results_dir>/<step>.html``.  The CSVs, PNGs,
+``<results_dir>/<name>.ipynb`` and an HTML rendering (nbconvert, images
+embedded) to ``<results_dir>/<name>.html``.  The CSVs, PNGs,
 ``all_results.csv`` and ``analysis.json`` are written by the notebooks
 themselves (through :mod:`workbench.study.runs.experiments`), so a rerun resumes from
-their checkpoints.
+their checkpoints.  :func:`run_notebook` is also what ``python -m workbench
+notebook <name> -p ...`` runs for one notebook alone.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import logging
+
+import numpy as np
+import os
 import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 from workbench import checks, paths
 from workbench.study.answers import analysis, report
-from workbench.study.runs.experiments import STEP3, STEPS, StepParams, check_best_gpu_count, display_path
+from workbench.study.runs.experiments import (SEED_GRID, STEP1, STEP2, STEP3, STEP_TITLES, STEPS, StepParams,
+                                              check_best_gpu_count, display_path)
+from workbench.study.runs.console import SUITE_ENV
 from workbench.study.runs.sweep import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
 COMPARE = "compare_schedulers"  # every scheduler on one profile and one TTFT/TPOT SLA; after the steps
-COMPARE_MAX_REQUESTS = 20_000
+# The comparison's load-latency curves replay this many requests (its capacities, step 2's tests, all of them):
+# eight loads per scheduler, every registered scheduler; the size the suite's comparison always had.
+COMPARE_CURVE_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured DistServe runs; with --validate
+# How to split GPUs between prefill and decode as the SLO tightens (wb.best_placement on two traces, five SLO
+# scales, colocated on two profiles): slow (minutes on 2 cores), so never in the default first run; with
+# --validate, or on demand: python -m workbench notebook disaggregation
+DISAGGREGATION = "disaggregation"
 PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
 KERNEL_NAME = "python3"
 
@@ -61,26 +84,87 @@ class SuiteOptions(StepParams):
             object.__setattr__(self, "best_gpu_count", check_best_gpu_count(self.best_gpu_count, self.max_gpus))
 
 
-def notebook_parameters(options: SuiteOptions, step: str) -> dict:
-    """The papermill parameters the suite passes to ``step``'s notebook."""
-    if step == VALIDATION:
-        return {"results_dir": str(options.results_path), "seed": options.seed}
-    if step in (FIDELITY, FIDELITY_DISAGG, PREFIX_CACHING):
-        return {"results_dir": str(options.results_path)}
-    if step == COMPARE:
-        gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
-        return {"dataset": options.dataset, "num_requests": min(options.max_requests, COMPARE_MAX_REQUESTS),
-                "latency": options.latency if options.latency != "grid" else "opt-13b-a100",
-                "gpu_counts": ",".join(map(str, gpus)), "curve_gpus": min(4, options.max_gpus),
-                "d_sla_s": options.d_sla, "attainment": options.capacity_attainment, "k_bins": options.k_bins,
-                "replications": options.replications, "seed": options.seed,
-                "results_dir": str(options.results_path / COMPARE)}
+def step_parameters(options: SuiteOptions, step: str) -> dict:
+    """The papermill parameters of a step notebook: every StepParams field (step 3: its GPU count too)."""
     params = {f.name: getattr(options, f.name) for f in fields(StepParams)}
     params["schedulers"] = list(options.schedulers)  # papermill writes lists, not tuples
     params["results_dir"] = str(options.results_path)
     if step == STEP3:
         params["best_gpu_count"] = options.best_gpu_count
     return params
+
+
+def compare_parameters(options: SuiteOptions, step: str = COMPARE) -> dict:
+    """The comparison on the steps' trace, hardware model, SLA and capacity target, so its capacities are
+    step 2's tests (reused) and its ranking is the steps' ranking, with every registered scheduler."""
+    gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
+    return {"dataset": options.dataset, "num_requests": options.max_requests,
+            "curve_requests": min(options.max_requests, COMPARE_CURVE_REQUESTS), "latency": options.latency,
+            "gpu_counts": ",".join(map(str, gpus)), "curve_gpus": min(4, options.max_gpus),
+            "d_sla_s": options.d_sla, "ttft_sla_s": options.ttft_sla, "tpot_sla_s": options.tpot_sla,
+            "attainment": options.capacity_attainment, "k_bins": options.k_bins,
+            "replications": options.replications, "seed": options.seed, "rps_scaling": options.rps_scaling,
+            "use_real_timestamps": options.use_real_timestamps, "executor": options.executor,
+            "results_dir": str(options.results_path / COMPARE)}
+
+
+def validation_parameters(options: SuiteOptions, step: str = VALIDATION) -> dict:
+    return {"results_dir": str(options.results_path), "seed": options.seed}
+
+
+def results_only(options: SuiteOptions, step: str = "") -> dict:
+    """Parameters of a notebook that only needs to know where results go."""
+    return {"results_dir": str(options.results_path)}
+
+
+@dataclass(frozen=True)
+class SuiteNotebook:
+    """One notebook of the suite: ``notebooks/<name>.ipynb``, its title, when it runs (``"step"``: a step,
+    selected by ``--stepN-only``; ``"compare"``: after all three steps unless ``--no-compare``;
+    ``"validate"``: with ``--validate``) and its papermill parameters from the suite's options."""
+
+    name: str
+    title: str
+    when: str
+    parameters: Callable[[SuiteOptions, str], dict]
+
+    def selected(self, options: SuiteOptions) -> bool:
+        if self.when == "step":
+            return self.name in options.steps
+        if self.when == "compare":
+            return options.compare and not options.seed_grid
+        return self.when == "validate" and options.validate
+
+
+# The suite's notebooks, in the order they run.  A new notebook is one line here.
+SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
+    SuiteNotebook(STEP1, STEP_TITLES[STEP1], "step", step_parameters),
+    SuiteNotebook(STEP2, STEP_TITLES[STEP2], "step", step_parameters),
+    SuiteNotebook(STEP3, STEP_TITLES[STEP3], "step", step_parameters),
+    SuiteNotebook(COMPARE, "Which scheduler keeps the SLA (every registered scheduler)", "compare",
+                  compare_parameters),
+    SuiteNotebook(VALIDATION, "Validation against queueing theory and the MBB model", "validate",
+                  validation_parameters),
+    SuiteNotebook(FIDELITY, "Fidelity against measured vLLM runs", "validate", results_only),
+    SuiteNotebook(FIDELITY_DISAGG, "Fidelity of disaggregated serving against measured DistServe runs", "validate",
+                  results_only),
+    SuiteNotebook(PREFIX_CACHING, "Prefix caching and cache-aware routing (Mooncake)", "validate", results_only),
+    SuiteNotebook(DISAGGREGATION, "Disaggregated prefill/decode vs colocated serving as the SLO tightens", "validate",
+                  results_only),
+)
+
+
+def suite_notebook(name: str) -> SuiteNotebook:
+    for notebook in SUITE_NOTEBOOKS:
+        if notebook.name == name:
+            return notebook
+    raise ValueError(f"notebook: unknown {name!r}; the suite's notebooks: "
+                     f"{', '.join(n.name for n in SUITE_NOTEBOOKS)}")
+
+
+def notebook_parameters(options: SuiteOptions, name: str) -> dict:
+    """The papermill parameters the suite passes to notebook ``name``."""
+    return suite_notebook(name).parameters(options, name)
 
 
 @dataclass
@@ -91,6 +175,7 @@ class StepRun:
     wall_s: float
     csv: Path | None = None
     pngs: list[Path] = field(default_factory=list)
+    rendering: object = None   # the HTML rendering still under way (a future), if any
 
 
 @dataclass
@@ -110,15 +195,46 @@ class SuiteReport:
         for name in (analysis.ALL_RESULTS, analysis.ANALYSIS):
             if (self.results_dir / name).is_file():
                 lines.append(f"  {name:<26} {'':9}   {self.results_dir / name}")
-        found = analysis.read_analysis(self.results_dir) or {}
-        if found.get("best_gpu_count") is not None or found.get("best_k") is not None:
-            lines.append(f"Best GPU count: {found.get('best_gpu_count')}; best K: {found.get('best_k')}.")
-        by_gpus, by_k = found.get("best_gpu_count_by_capacity_per_gpu"), found.get("best_k_by_capacity")
-        if by_gpus is not None or by_k is not None:
-            lines.append(f"By capacity: best GPU count (capacity per GPU) {by_gpus}; best K {by_k}.")
-        for warning in found.get("warnings", []):
-            lines.append(f"Warning: {warning}")
+        lines.extend(answer_lines(analysis.read_analysis(self.results_dir) or {}))
         return "\n".join(lines)
+
+
+def answer_lines(found: dict) -> list[str]:
+    """The run's answers in sentences (only those its steps produced; never "None"), an answer that cannot be trusted
+    marked "Warning:" on its own line, then the warnings no answer carries: each said once."""
+    lines = []
+    validity = found.get("validity") or {}
+    s2 = found.get("step2_gpu_scaling") or {}
+    s3 = found.get("step3_kbins_sensitivity") or {}
+    answers = [(key, check) for key, check in validity.items() if check.get("value") is not None]
+    if answers:
+        lines.append("Answers:")
+        for key, check in answers:
+            caveat = "Warning: " if check.get("valid") is False else ""
+            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {check['value']}. {caveat}{check.get('sentence', '')}")
+    by_goodput = s2.get("best_gpu_count_by_scheduler") or {}
+    if by_goodput:
+        knee = s2.get("capacity_per_gpu_knee_by_scheduler") or {}
+        lines.append("  Best GPU count per scheduler (goodput at the replayed load; capacity per GPU within 5% of its "
+                     "best from): " + ", ".join(f"{n} {g}" + (f" ({knee[n]})" if knee.get(n) is not None else "")
+                                               for n, g in by_goodput.items()) + ".")
+    by_k = s3.get("best_k_by_capacity_by_scheduler") or {}
+    if by_k:
+        gpus = (s3.get("gpu_count") or {}).get("num_gpus")
+        lines.append("  Best K by capacity" + (f" on {gpus} GPUs" if gpus is not None else "") + ": "
+                     + ", ".join(f"{n} {k}" for n, k in by_k.items()) + ".")
+    said = {check.get("sentence") for _, check in answers}
+    for warning in found.get("warnings", []):   # each said once: those an answer carries are not repeated
+        if warning not in said:
+            lines.append(f"Warning: {warning}")
+    return lines
+
+
+ANSWER_NAMES = {"best_config_step1": "Step 1, best configuration",
+                "best_gpu_count": "Step 2, best GPU count (goodput rule)",
+                "best_gpu_count_by_capacity_per_gpu": "Step 2, most capacity per GPU at",
+                "best_k": "Step 3, best K (fewest SLA violations)",
+                "best_k_by_capacity": "Step 3, best K by capacity"}
 
 
 # Wide tables scroll inside their cell instead of running off the page; numbers stay on one line.
@@ -194,11 +310,68 @@ def render_html(notebook_path: Path, html_path: Path, replacements=()) -> Path:
     return html_path
 
 
-def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bool = True) -> StepRun:
+class SharedKernel:
+    """One kernel for every notebook of a suite run, its namespace cleared between notebooks.
+
+    A kernel of its own per notebook costs seconds each time: starting it, importing the workbench, loading
+    the compiled engines, spawning the sweep's pool workers (and their trace caches).  Shared, the modules,
+    compiled code and pool workers serve every notebook, while each notebook still starts from an empty
+    namespace (IPython's ``reset``), as if alone.  The suite's environment marks the kernel as the suite's
+    (:data:`SUITE_ENV`), so notebooks leave the terminal to the suite.  A kill of the suite ends the kernel
+    (ipykernel's parent poller) and so its pool workers.
+    """
+
+    def __init__(self):
+        from jupyter_client.manager import KernelManager
+
+        # the notebook clients papermill leaves to the kernel's owner warn when collected; nothing to act on
+        logging.getLogger("traitlets").setLevel(logging.ERROR)
+        before = os.environ.get(SUITE_ENV)
+        os.environ[SUITE_ENV] = "1"      # the kernel inherits it
+        try:
+            self.km = KernelManager(kernel_name=KERNEL_NAME)
+            self.km.start_kernel(extra_arguments=KERNEL_ARGUMENTS, cwd=str(paths.REPO_ROOT))
+        finally:
+            if before is None:
+                os.environ.pop(SUITE_ENV, None)
+            else:
+                os.environ[SUITE_ENV] = before
+        self.used = False
+
+    def fresh(self):
+        """The kernel manager, its namespace emptied if a notebook ran in it before."""
+        if self.used:
+            client = self.km.client()
+            client.start_channels()
+            try:
+                client.wait_for_ready(timeout=60)
+                # a new session: an empty namespace and the cell count from 1, as a kernel of its own would have
+                client.execute_interactive("get_ipython().reset(new_session=True)", store_history=False,
+                                           timeout=60, output_hook=lambda msg: None)
+            finally:
+                client.stop_channels()
+        self.used = True
+        return self.km
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.km.shutdown_kernel(now=False)
+
+    def __enter__(self) -> "SharedKernel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bool = True,
+                 kernel: SharedKernel | None = None, render=None) -> StepRun:
     """Execute ``notebooks/<name>.ipynb`` into ``results_dir`` and render it to HTML.
 
     ``progress`` shows papermill's cell bar only on an interactive terminal; in a log (``make run > log``)
     the suite's one line per notebook and the notebooks' one line per test say the same without redraws.
+    ``kernel``: a :class:`SharedKernel` to run in (default: a kernel of its own).  ``render``: a
+    ``concurrent.futures`` executor to render the HTML on while the caller goes on (default: now).
     """
     import papermill as pm
 
@@ -209,50 +382,139 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
     replacements = path_replacements(results_dir, (Path(dataset).parent,) if dataset else ())
     log.info("running %s", source.relative_to(paths.REPO_ROOT))
     t0 = time.perf_counter()
+    own = kernel is None
+    kernel = kernel or SharedKernel()
     try:
         pm.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name=KERNEL_NAME,
                             cwd=str(paths.REPO_ROOT), progress_bar=progress and sys.stderr.isatty(),
-                            extra_arguments=KERNEL_ARGUMENTS)
+                            km=kernel.fresh())
     except pm.PapermillExecutionError as exc:
         render_html(executed, html, replacements)
         raise SuiteError(f"{name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                          f"see {html} (or {executed})") from None
+    finally:
+        if own:
+            kernel.close()
     wall = time.perf_counter() - t0
-    render_html(executed, html, replacements)
+    if render is not None:
+        pending = render.submit(render_html, executed, html, replacements)
+    else:
+        render_html(executed, html, replacements)
+        pending = None
     csv = results_dir / f"{name}.csv"
     pngs = sorted(results_dir.glob(f"{name}*.png"))  # the step's figure, then e.g. <step>_capacity.png
-    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs)
+    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs, pending)
+
+
+def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
+    """Run the tests of the selected steps and of the comparison before their notebooks, as two sweeps.
+
+    Notebook by notebook, each sweep waits for its slowest chain of capacity searches while a worker idles,
+    and the next notebook cannot start; one sweep over steps 1 and 2 and the comparison's capacities (step
+    1's searches are step 2's tests, and step 2's the comparison's: each runs once), then one over step 3 (at
+    step 2's best GPU count, which needs step 2's rows) and the comparison's load curves (which need its
+    capacities), keep both workers busy.  The notebooks then find every test checkpointed and draw.  Nothing
+    here changes a result: the tests are the notebooks' own (same ids)."""
+    from workbench.study.answers import compare
+    from workbench.study.runs import experiments
+    from workbench.study.runs.sweep import SweepPart, run_sweeps
+
+    params = StepParams(**{f.name: getattr(options, f.name) for f in fields(StepParams)})
+    selected = {n.name for n in SUITE_NOTEBOOKS if n.selected(options)}
+    _compile_engines(params)
+    first, second = [], []
+    plans = {}
+    for step, planner in ((STEP1, experiments.plan_step1), (STEP2, experiments.plan_step2)):
+        if step in selected:
+            plans[step] = planner(params)
+            first.append(SweepPart(plans[step].tests, plans[step].results_dir, f"{step}.csv", step))
+    cparams = None
+    if COMPARE in selected:
+        cparams = compare.CompareParams(**compare_parameters(options))
+        folder = cparams.claim_results_dir()
+        first.append(SweepPart(compare.capacity_tests(cparams), folder, compare.CHECKPOINT, f"{COMPARE} capacity"))
+    done = dict(zip([p.desc for p in first], _sweeps(first, options, progress, "suite (steps 1-2, comparison "
+                                                                                  "capacities)")))
+    if STEP3 in selected:
+        gpus = options.best_gpu_count
+        if gpus is None and STEP2 in done and not done[STEP2].empty:
+            gpus = analysis.best_gpu_count(analysis.primary_rows(analysis.summarize(done[STEP2])))
+        plan3 = experiments.plan_step3(params, best_gpu_count=gpus)
+        second.append(SweepPart(plan3.tests, plan3.results_dir, f"{STEP3}.csv", STEP3))
+    if cparams is not None:
+        rates = compare.curve_rates(cparams, done[f"{COMPARE} capacity"], cparams.trace(cparams.seeds()[0]).mean_rate_rps)
+        second.append(SweepPart(compare.load_tests(cparams, rates), cparams.results_path(), compare.CHECKPOINT,
+                                f"{COMPARE} load curves"))
+    _sweeps(second, options, progress, "suite (step 3, comparison curves)")
+
+
+def _compile_engines(params: StepParams) -> None:
+    """Compile the engines here once, before the pool's workers start: on a fresh clone each worker would
+    otherwise compile them at the same time (about 15 s of CPU each); then every worker loads numba's cache.
+    Costs a second when the cache is there."""
+    from workbench.sim.simulate import simulate
+    from workbench.traces.trace import Trace
+
+    t0 = time.perf_counter()
+    n = 64
+    tiny = Trace.from_arrays(np.arange(n, dtype=float), np.full(n, 8), np.full(n, 4), source="compile")
+    for scheduler in ("static_fifo",) if params.seed_grid else ("static_fifo", "continuous_fcfs"):
+        simulate(tiny, params.base_config(scheduler=scheduler, num_gpus=2), latency=params.latency_model())
+    log.info("engines ready in %.1f s", time.perf_counter() - t0)
+
+
+def _sweeps(parts, options: SuiteOptions, progress: bool, desc: str) -> list:
+    """``run_sweeps``; a test that fails is left to its notebook, which runs it again and says why."""
+    from workbench.study.runs.sweep import SweepError, read_rows, run_sweeps, select_rows
+
+    try:
+        return run_sweeps(parts, executor=options.executor, progress=progress, desc=desc)
+    except SweepError as exc:
+        log.warning("%d test(s) failed; their notebooks run them again and say why", len(exc.failures))
+        return [select_rows(read_rows(part.path()), [t.test_id for t in part.tests]) for part in parts]
 
 
 def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> SuiteReport:
-    """Run the selected steps (and the validation notebook with ``validate``), in order."""
+    """Run the notebooks of :data:`SUITE_NOTEBOOKS` that ``options`` select, in order, then ``index.html``.
+
+    Their tests run first (:func:`precompute`), so the notebooks draw what is checkpointed."""
     options = options or SuiteOptions()
     options.check_results_dir()   # a folder holding another parameter set: refused before any trace is loaded
     options.check_traces()        # what the notebooks' plans would refuse, refused before the folder is recorded
     results_dir = options.claim_results_dir()
     t0 = time.perf_counter()
+    precompute(options, progress=progress)
+    log.info("every test done in %.1f s; now the notebooks", time.perf_counter() - t0)
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:
         found = analysis.best_gpu_count_from_results(results_dir)
-        log.info("step 3 only: %s", f"step 2's best GPU count in {results_dir} is {found}" if found else
-                 f"no step 2 results in {results_dir}; step 3 uses its default GPU count")
-    for step in options.steps:
-        runs.append(run_notebook(step, notebook_parameters(options, step), results_dir, progress=progress))
-        log.info("%s done in %.1f s", step, runs[-1].wall_s)
-    if options.validate:
-        if (paths.NOTEBOOKS_DIR / f"{VALIDATION}.ipynb").is_file():
-            runs.append(run_notebook(VALIDATION, notebook_parameters(options, VALIDATION), results_dir,
-                                     progress=progress))
-        else:
-            log.warning("--validate: notebooks/%s.ipynb does not exist; skipped", VALIDATION)
-    if options.compare:
-        runs.append(run_notebook(COMPARE, notebook_parameters(options, COMPARE), results_dir, progress=progress))
-    if options.validate:
-        for step in (FIDELITY, FIDELITY_DISAGG, PREFIX_CACHING):
-            runs.append(run_notebook(step, notebook_parameters(options, step), results_dir, progress=progress))
-    index = report.write_index(results_dir)
+        log.info("step 3 only: %s", f"step 2's best GPU count in {display_path(results_dir)} is {found}" if found
+                 else f"no step 2 results in {display_path(results_dir)}; step 3 uses its default GPU count")
+    if options.compare and options.seed_grid:
+        log.info("the scheduler comparison is skipped with latency=%s: it times every scheduler on a step-time "
+                 "profile and judges TTFT/TPOT, which the seed grid cannot", SEED_GRID)
+    with SharedKernel() as kernel, cf.ThreadPoolExecutor(max_workers=1) as render:
+        for notebook in SUITE_NOTEBOOKS:
+            if not notebook.selected(options):
+                continue
+            if not (paths.NOTEBOOKS_DIR / f"{notebook.name}.ipynb").is_file():
+                log.warning("notebooks/%s.ipynb does not exist; skipped", notebook.name)
+                continue
+            runs.append(run_notebook(notebook.name, notebook.parameters(options, notebook.name), results_dir,
+                                     progress=progress, kernel=kernel, render=render))
+            log.info("%s done in %.1f s", notebook.name, runs[-1].wall_s)
+    for run in runs:
+        if run.rendering is not None:
+            run.rendering.result()     # an HTML rendering that failed fails the suite
+    index = report.write_index(results_dir, titles=notebook_titles())
     log.info("one page for the whole run: %s", display_path(index))
     return SuiteReport(results_dir, runs, time.perf_counter() - t0)
 
 
-__all__ = ["SuiteOptions", "SuiteReport", "SuiteError", "run_suite", "notebook_parameters", "render_html"]
+def notebook_titles() -> dict[str, str]:
+    """Notebook name -> title, for index.html's links."""
+    return {n.name: n.title for n in SUITE_NOTEBOOKS}
+
+
+__all__ = ["SuiteOptions", "SuiteReport", "SuiteError", "SuiteNotebook", "SUITE_NOTEBOOKS", "run_suite", "run_notebook",
+           "notebook_parameters", "render_html"]

@@ -111,7 +111,11 @@ TIMING_COLUMNS = ("wall_s", "finished_at", "sim_wall_s", "sim_requests_per_s")
 
 
 class SweepError(RuntimeError):
-    """One or more tests of a sweep failed (the others are checkpointed)."""
+    """One or more tests of a sweep failed (the others are checkpointed); ``failures``: (test, exception)."""
+
+    def __init__(self, message: str, failures=()):
+        super().__init__(message)
+        self.failures = list(failures)
 
 
 class CheckpointError(ValueError):
@@ -119,6 +123,9 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------- tests
+
+
+_SAID_SIZE: set = set()   # (dataset, num_requests) already said to be larger than the trace, in this process
 
 
 @dataclass(frozen=True)
@@ -153,14 +160,28 @@ class TraceOptions:
             if value is not None:
                 object.__setattr__(self, name, tuple(sorted(value)) if not isinstance(value, str) else (value,))
 
-    def load(self):
-        """The trace (from the in-process or on-disk cache after the first call)."""
-        from workbench.traces.trace import load_trace
+    def load(self, *, quiet: bool = False):
+        """The trace (from the in-process or on-disk cache after the first call).
 
-        return load_trace(self.dataset, num_requests=self.num_requests, rps_scaling=self.rps_scaling,
-                          use_real_timestamps=self.use_real_timestamps, drop_failed=self.drop_failed,
-                          models=list(self.models) if self.models else None,
-                          log_types=list(self.log_types) if self.log_types else None, seed=self.seed)
+        A dataset smaller than ``num_requests`` is said once per process, as one plain log line (the whole
+        trace is used), not as a Python warning with source lines at every load; ``quiet`` (a sweep's workers:
+        the plan has said it) says nothing."""
+        from workbench.traces.trace import TraceSizeWarning, load_trace
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TraceSizeWarning)
+            trace = load_trace(self.dataset, num_requests=self.num_requests, rps_scaling=self.rps_scaling,
+                               use_real_timestamps=self.use_real_timestamps, drop_failed=self.drop_failed,
+                               models=list(self.models) if self.models else None,
+                               log_types=list(self.log_types) if self.log_types else None, seed=self.seed)
+        for warning in caught:
+            if not issubclass(warning.category, TraceSizeWarning):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            elif not quiet and (self.dataset, self.num_requests) not in _SAID_SIZE:
+                _SAID_SIZE.add((self.dataset, self.num_requests))
+                log.warning("the trace %s holds %d requests, fewer than the %d asked for: every test uses all %d",
+                            self.dataset or "synthetic", len(trace), self.num_requests, len(trace))
+        return trace
 
     def identity(self) -> dict:
         """What of these options enters a test id (the path does not: the fingerprint covers the content)."""
@@ -213,10 +234,23 @@ class SweepTest:
     capacity: CapacitySpec | None = None
     replication: int = 0  # index of the seed among the test's replications (0: the plan's own seed)
     base_test_id: str = ""  # the test id of replication 0: what the replications of one test share
+    # capacity search: (test id, scale) of the tests whose capacity, times the scale, is where this one's search
+    # starts: the first that found one (see with_capacity_hint); part of the id, so a result never depends on
+    # which tests happened to finish first
+    hints: tuple[tuple[str, float], ...] = ()
+    capacity_hint: tuple | None = field(default=None, compare=False)  # (rps, slope): filled in by run_sweep
+
+    @property
+    def hint_from(self) -> tuple[str, ...]:
+        """The ids of the tests this one's capacity search starts from (they run first)."""
+        return tuple(source for source, _ in self.hints)
 
     @property
     def test_id(self) -> str:
-        return test_id(self.trace, self.trace_fingerprint, self.config, self.latency, self.capacity)
+        hint = [{"from": source, "scale": float(scale)} for source, scale in self.hints] or None
+        if hint is not None and len(hint) == 1:
+            hint = hint[0]
+        return test_id(self.trace, self.trace_fingerprint, self.config, self.latency, self.capacity, hint)
 
     def columns(self) -> dict:
         """The configuration columns of this test's result row."""
@@ -227,12 +261,14 @@ class SweepTest:
                     "trace_seed": self.trace.seed})
         row.update(latency_columns(self.latency))
         row["capacity_search"] = self.capacity is not None
+        if self.capacity is not None:
+            row["capacity_hint_from"] = " ".join(self.hint_from) or None
         row["replication"] = self.replication
         row["base_test_id"] = self.base_test_id or self.test_id
         return row
 
 
-GRID_PROFILE = "grid"  # latency_profile of a test on the static engine's formula grid (a LatencyModel)
+GRID_PROFILE = "seed-grid"  # latency_profile of a test on the seed study's formula grid (a LatencyModel)
 
 
 def latency_identity(latency: LatencyModel | StepTimeModel) -> dict:
@@ -261,12 +297,15 @@ def latency_columns(latency: LatencyModel | StepTimeModel) -> dict:
 
 
 def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: LatencyModel,
-            capacity: CapacitySpec | None = None) -> str:
-    """16 hex digits of sha256 over the canonical JSON of everything that determines a result."""
+            capacity: CapacitySpec | None = None, capacity_hint: dict | None = None) -> str:
+    """16 hex digits of sha256 over the canonical JSON of everything that determines a result (a capacity
+    search's starting point included: where the answer is rough at the grid's scale, it can matter)."""
     payload = {"schema_version": SCHEMA_VERSION, "trace": {**trace.identity(), "fingerprint": fingerprint},
                "config": config.to_dict(), "latency": latency_identity(latency)}
     if capacity is not None:  # absent, not null: replay-only ids stay what they were before capacity existed
         payload["capacity"] = dataclasses.asdict(capacity)
+        if capacity_hint is not None:
+            payload["capacity_hint"] = capacity_hint
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -278,7 +317,7 @@ test_id.__test__ = False  # a pytest collecting `from workbench.study.runs.sweep
 # numbers.  A row computed by other code than the running one is not reused (it
 # is recomputed and replaced), so a simulator fix never hides behind an old checkpoint.
 # (The trace's content is covered by its fingerprint, so the loader is not listed.)
-SIMULATOR_MODULES = ("sim", "study/capacity.py")
+SIMULATOR_MODULES = ("sim", "study/runs/capacity.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -319,32 +358,84 @@ def make_test(step: str, trace_options: TraceOptions, config: SimConfig, *, trac
               capacity: CapacitySpec | None = None, replication: int = 0, base_test_id: str = "") -> SweepTest:
     """Build a :class:`SweepTest`; ``trace`` (already loaded) saves a load for its fingerprint.
 
-    A continuous scheduler's capacity is searched with criterion ``'slo'`` (TTFT and TPOT limits of its
-    config, DistServe's goodput) at the spec's attainment, whatever the spec's criterion.
+    A test timed by a step-time model (continuous schedulers, and static ones in step mode) has its capacity
+    searched with criterion ``'slo'`` (TTFT and TPOT limits of its config, DistServe's goodput) at the spec's
+    attainment, whatever the spec's criterion.
     """
     trace = trace if trace is not None else trace_options.load()
     if latency is None:
         latency = LatencyModel.default()
     latency_identity(latency)  # ValueError for anything else
+    step_timed = is_continuous(config.scheduler) or isinstance(latency, StepTimeModel)
     # checked now, when the plan is made, not when the test runs
     check_replay_times(trace, latency, label or config.scheduler, capacity is not None)
-    if capacity is not None and is_continuous(config.scheduler) and capacity.criterion != "slo":
+    if capacity is not None and step_timed and capacity.criterion != "slo":
         capacity = dataclasses.replace(capacity, criterion="slo")
     return SweepTest(step=step, trace=trace_options, trace_fingerprint=trace.fingerprint, config=config,
                      latency=latency, trace_label=trace.label, synthetic=bool(trace.is_synthetic), label=label,
                      capacity=capacity, replication=int(replication), base_test_id=base_test_id)
 
 
+def with_capacity_hint(test: SweepTest, *sources: tuple[SweepTest | None, float] | SweepTest | None) -> SweepTest:
+    """``test`` whose capacity search starts from a source's capacity times its scale: the first source, in
+    the order given, that found a capacity (e.g. the previous GPU count's, times the ratio of GPU counts, since
+    capacity grows about linearly with GPUs; else another scheduler's on the same GPUs).  A source is a
+    ``(SweepTest, scale)`` pair or a test (scale 1).  The search's answer is the same from any start where
+    attainment falls monotonically with load; the hint saves probes (3-5 instead of ~10 from the trace's own
+    rate).  It enters the test id, so the sources run first (the sweep orders it so) and every run of the test
+    starts from the same place.  Replaces any hint ``test`` had."""
+    hints = []
+    for source in sources:
+        source, scale = source if isinstance(source, tuple) else (source, 1.0)
+        if source is not None and source.capacity is not None:
+            hints.append((source.test_id, float(scale)))
+    if test.capacity is None:
+        return test
+    return dataclasses.replace(test, hints=tuple(hints))
+
+
+def capacity_hint_from_row(row, scale: float) -> tuple | None:
+    """(hint in requests/s, the criterion's slope per unit of log rate) from the hint source's result row,
+    None when the source found no capacity.
+
+    The hint is the source's capacity times ``scale``, corrected by half (in log) of how far the source's own
+    hint was from its answer: along a chain of GPU counts capacity per GPU keeps growing (statistical
+    multiplexing), so the last step's surprise is the best guess of the next one's.
+    """
+    try:
+        cap = float(row.get("capacity_rps", math.nan))
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(cap) and cap > 0):
+        return None
+    try:
+        previous = float(row.get("capacity_hint_rps", math.nan))
+    except (TypeError, ValueError):
+        previous = math.nan
+    trend = math.sqrt(cap / previous) if math.isfinite(previous) and previous > 0 else 1.0
+    slope = math.nan
+    try:
+        lo, hi = float(row["capacity_scaling"]), float(row["capacity_scaling_above"])
+        va, vb = float(row["capacity_attainment"]), float(row["capacity_attainment_above"])
+        if all(map(math.isfinite, (lo, hi, va, vb))) and hi > lo:
+            slope = (vb - va) / math.log(hi / lo)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return cap * scale * min(max(trend, 0.5), 2.0), slope
+
+
 def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None) -> dict:
     """The ``capacity_*`` columns of a test with a capacity spec (``capacity_error`` is None on success).
 
-    ``replay_summary`` (the test's replay at the trace's own rate) is the search's first probe.
+    ``replay_summary`` (the test's replay at the trace's own rate) is the search's first probe;
+    ``test.capacity_hint`` (filled in by :func:`run_sweep` from the hint source's row) where it goes next.
     """
     spec = test.capacity
+    hint_rps, hint_slope = test.capacity_hint if test.capacity_hint else (None, None)
     try:
         found = search_capacity(trace, test.config, latency=test.latency, attainment=spec.attainment,
                                 criterion=spec.criterion, resolution=spec.resolution, start=1.0,
-                                start_summary=replay_summary)
+                                start_summary=replay_summary, hint_rps=hint_rps, hint_slope=hint_slope)
     except CapacityError as exc:
         # no load meets the target: a result, not a failure (the message says why)
         log.info("%s: no capacity: %s", test.label or test.test_id, exc)
@@ -355,8 +446,10 @@ def capacity_columns(trace, test: SweepTest, replay_summary: dict | None = None)
                 "capacity_attainable": attainable,
                 "capacity_criterion": spec.criterion,
                 "capacity_target": spec.attainment if spec.criterion in ("attainment", "slo") else test.config.d_sla_s,
-                "capacity_resolution": spec.resolution, "capacity_error": str(exc)}
-    return {**found.to_row(), "capacity_resolution": spec.resolution, "capacity_error": None}
+                "capacity_resolution": spec.resolution, "capacity_error": str(exc),
+                "capacity_hint_rps": hint_rps if hint_rps is not None else math.nan}
+    return {**found.to_row(), "capacity_resolution": spec.resolution, "capacity_error": None,
+            "capacity_hint_rps": hint_rps if hint_rps is not None else math.nan}
 
 
 def run_test(test: SweepTest) -> dict:
@@ -366,8 +459,11 @@ def run_test(test: SweepTest) -> dict:
     """
     from workbench.sim.simulate import simulate
 
+    if test.hints and test.capacity_hint is None:
+        raise ValueError(f"test {test.test_id} starts its capacity search from the answer of test(s) "
+                         f"{', '.join(test.hint_from)}: run it with run_sweep, which runs them first and passes it on")
     t0 = time.perf_counter()
-    trace = test.trace.load()
+    trace = test.trace.load(quiet=True)
     if trace.fingerprint != test.trace_fingerprint:
         raise RuntimeError(
             f"test {test.test_id}: the trace loaded from {test.trace} has fingerprint {trace.fingerprint}, "
@@ -675,6 +771,9 @@ def _worker_init(parent_pid: int) -> None:
     # handle it (it cancels what is queued) instead of every worker printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _watch_parent(parent_pid)
+    from workbench.study.runs.console import plain_warnings
+
+    plain_warnings()   # a warning in a worker: one plain line, once, not a source line with the machine's path
 
 
 def _watch_parent(parent_pid: int, poll_s: float = ORPHAN_POLL_S) -> threading.Thread:
@@ -800,49 +899,255 @@ def _spawn_safe() -> bool:
     return getattr(main, "__spec__", None) is not None or main_file is None or Path(main_file).is_file()
 
 
-def _run_serial(queue: Sequence[SweepTest]) -> Iterator[tuple[SweepTest, dict | BaseException]]:
-    for test in queue:
+class _DoneFuture:
+    """What a serial run returns where a pool returns a future: the outcome, already there."""
+
+    def __init__(self, fn, test):
         try:
-            yield test, run_test(test)
+            self._result, self._exc = fn(test), None
         except Exception as exc:  # noqa: BLE001 - reported with the test, the sweep goes on
-            yield test, exc
+            self._result, self._exc = None, exc
+
+    def exception(self):
+        return self._exc
+
+    def result(self):
+        return self._result
 
 
-def _run_pool(queue: Sequence[SweepTest], workers: int) -> Iterator[tuple[SweepTest, dict | BaseException]]:
-    pool = _process_pool(workers)
-    futures = {pool.submit(run_test, test): test for test in queue}
-    try:
-        for fut in cf.as_completed(futures):
-            exc = fut.exception()
-            if isinstance(exc, cf.process.BrokenProcessPool):
-                _POOLS.pop(workers, None)
-            yield futures[fut], (exc if exc is not None else fut.result())
-    finally:
-        for fut in futures:
-            fut.cancel()
+class _Backend:
+    """Submit tests to an executor and wait for the next to finish: serial, a process pool or Dask."""
 
+    def __init__(self, kind: str, arg):
+        self.kind, self.arg, self.client, self.owned = kind, arg, None, False
+        if kind == "process":
+            self.pool = _process_pool(arg)
+            self.limit = arg
+        elif kind == "dask":
+            self.client, self.owned = _dask_client(arg)
+            self.limit = 10 ** 9        # the cluster's own scheduler spreads what is ready
+        else:
+            self.limit = 1
 
-def _run_dask(queue: Sequence[SweepTest], executor) -> Iterator[tuple[SweepTest, dict | BaseException]]:
-    from distributed import as_completed
+    def submit(self, test: SweepTest):
+        if self.kind == "process":
+            from concurrent.futures.process import BrokenProcessPool
 
-    client, owned = _dask_client(executor)
-    try:
-        futures = {}
-        for test in queue:
+            try:
+                return self.pool.submit(run_test, test)
+            except BrokenProcessPool:   # a worker died (its test is reported failed): carry on with a new pool
+                _POOLS.pop(self.arg, None)
+                self.pool = _process_pool(self.arg)
+                return self.pool.submit(run_test, test)
+        if self.kind == "dask":
             # pure=False: never reuse a result the cluster holds from another session
-            fut = client.submit(run_test, test, pure=False, key=f"workbench-{test.test_id}-{os.urandom(4).hex()}")
-            futures[fut.key] = (fut, test)
-        for fut in as_completed([f for f, _ in futures.values()], loop=client.loop):
-            test = futures[fut.key][1]
-            if fut.status == "error":
-                yield test, fut.exception()
-            else:
-                yield test, fut.result()
+            return self.client.submit(run_test, test, pure=False,
+                                      key=f"workbench-{test.test_id}-{os.urandom(4).hex()}")
+        return _DoneFuture(run_test, test)
+
+    def wait_any(self, futures) -> list:
+        if self.kind == "process":
+            return list(cf.wait(futures, return_when=cf.FIRST_COMPLETED).done)
+        if self.kind == "dask":   # the client is not the process's default one: poll its futures
+            while True:
+                done = [f for f in futures if f.done()]
+                if done:
+                    return done
+                time.sleep(0.02)
+        return list(futures)
+
+    def outcome(self, future):
+        if self.kind == "dask" and future.status != "error":
+            return future.result()
+        exc = future.exception()
+        if self.kind == "process":
+            from concurrent.futures.process import BrokenProcessPool
+
+            if isinstance(exc, BrokenProcessPool):
+                _POOLS.pop(self.arg, None)
+        return exc if exc is not None else future.result()
+
+    def close(self, futures) -> None:
+        for fut in futures:
+            with contextlib.suppress(Exception):
+                fut.cancel()
+        if self.owned:
+            self.client.close()
+
+
+# Seconds a test is expected to take before any test of its scheduler has finished (the static engine's
+# schedulers are a few times faster than the continuous engine's).
+PRIOR_TEST_S = {"static": 2.0, "continuous": 6.0}
+
+
+def _expected_seconds(queue: Sequence[SweepTest], known: dict[str, dict]) -> dict[str, float]:
+    """test id -> seconds it is expected to take: the mean of its scheduler's finished tests (rows in
+    ``known``), else :data:`PRIOR_TEST_S` by engine."""
+    from workbench.sim.schedulers import get_scheduler
+
+    seen: dict[str, list[float]] = {}
+    for row in known.values():
+        wall = row.get("wall_s")
+        if isinstance(wall, (int, float)) and math.isfinite(wall) and not row.get("reused_from"):
+            seen.setdefault(str(row.get("scheduler")), []).append(float(wall))
+    out = {}
+    for t in queue:
+        walls = seen.get(t.config.scheduler)
+        out[t.test_id] = (sum(walls) / len(walls) if walls
+                          else PRIOR_TEST_S.get(get_scheduler(t.config.scheduler).engine, 4.0))
+    return out
+
+
+def _critical_paths(queue: Sequence[SweepTest], seconds: dict[str, float]) -> dict[str, float]:
+    """test id -> expected seconds of the longest chain of tests that starts with it (it and the tests whose
+    capacity search waits for it, and so on): start the longest first, so no chain waits for a free worker
+    at the end."""
+    children: dict[str, list[str]] = {}
+    for t in queue:
+        for source in t.hint_from:
+            children.setdefault(source, []).append(t.test_id)
+    path: dict[str, float] = {}
+
+    def of(test_id: str) -> float:
+        if test_id not in path:
+            path[test_id] = seconds.get(test_id, 0.0) + max((of(c) for c in children.get(test_id, ())), default=0.0)
+        return path[test_id]
+
+    return {t.test_id: of(t.test_id) for t in queue}
+
+
+def _execute(queue: Sequence[SweepTest], kind: str, arg,
+             known: dict[str, dict]) -> Iterator[tuple[SweepTest, dict | BaseException]]:
+    """Run ``queue`` on the executor, a test only once its capacity-hint source has a row (in ``known``, which
+    grows as tests finish), chains first; yields (test, row or exception) as each finishes."""
+    ids = {t.test_id for t in queue}
+    lost = sorted({source for t in queue for source in t.hint_from if source not in ids and source not in known})
+    if lost:
+        raise ValueError(f"capacity hint source(s) {lost} are neither in this sweep nor finished: a test whose "
+                         "search starts from another's capacity must be run with it (with_capacity_hint)")
+    order = {t.test_id: i for i, t in enumerate(queue)}
+    pending = list(queue)
+    failed: set[str] = set()
+    backend = _Backend(kind, arg)
+    in_flight: dict = {}
+    try:
+        while pending or in_flight:
+            for test in [t for t in pending if set(t.hint_from) & failed]:
+                pending.remove(test)
+                failed.add(test.test_id)
+                yield test, RuntimeError(f"not run: a test its capacity search starts from "
+                                         f"({', '.join(sorted(set(test.hint_from) & failed))}) failed")
+            ready = [t for t in pending if all(source in known for source in t.hint_from)]
+            if ready and len(in_flight) < backend.limit:
+                paths = _critical_paths(pending, _expected_seconds(pending, known))
+                ready.sort(key=lambda t: (-paths[t.test_id], order[t.test_id]))
+            for test in ready[:max(0, backend.limit - len(in_flight))]:
+                pending.remove(test)
+                if test.hints:
+                    hint = next((found for found in (capacity_hint_from_row(known[source], scale)
+                                                     for source, scale in test.hints) if found), (None, None))
+                    test = dataclasses.replace(test, capacity_hint=hint)
+                in_flight[backend.submit(test)] = test
+            if not in_flight:
+                break
+            for fut in backend.wait_any(in_flight):
+                test = in_flight.pop(fut)
+                outcome = backend.outcome(fut)
+                if isinstance(outcome, BaseException):
+                    failed.add(test.test_id)
+                else:
+                    known[test.test_id] = outcome
+                yield test, outcome
     finally:
-        for fut, _ in futures.values():
-            fut.cancel()
-        if owned:
-            client.close()
+        backend.close(in_flight)
+
+
+# --------------------------------------------------------------------------- reuse across folders
+
+# Files of a results tree that hold aggregates, not one row per test: never a source of reused rows.
+_NOT_CHECKPOINTS = ("all_results.csv",)
+
+
+def _checkpoint_files(results_dir: Path, exclude: Path | None = None) -> list[Path]:
+    """The per-test result CSVs that may hold tests of ``results_dir``: its own other files (another step's
+    checkpoint), those of the folder it lies in (the comparison's folder inside the steps' one) and, when it
+    lies in the repository's ``results/``, those of every results folder there
+    (``results/default`` next to ``results/max_gpus=32``, and their subfolders), nearest first."""
+    roots = [(results_dir, ("*.csv", "*/*.csv")), (results_dir.parent, ("*.csv",))]
+    results_root = paths.RESULTS_DIR.resolve()
+    if results_root in results_dir.resolve().parents:
+        roots.append((results_root, ("*/*.csv", "*/*/*.csv", "*/*/*/*.csv")))
+    seen, out = ({exclude.resolve()} if exclude is not None else set()), []
+    for root, patterns in roots:
+        for pattern in patterns:
+            for path in sorted(root.glob(pattern)):
+                if path.name in _NOT_CHECKPOINTS or path.name.endswith("_summary.csv"):
+                    continue
+                resolved = path.resolve()
+                if resolved not in seen:
+                    seen.add(resolved)
+                    out.append(path)
+    return out
+
+
+def _has_test_ids(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "test_id" in next(csv.reader(fh), [])
+    except OSError:
+        return False
+
+
+def finished_elsewhere(tests: Sequence[SweepTest], results_dir: Path, checkpoint: Path | None) -> dict[str, dict]:
+    """Rows of ``tests`` that other checkpoints near ``results_dir`` (any but ``checkpoint``) already hold,
+    computed by the current simulator code: the same test id is the same configuration (trace, scheduler,
+    hardware, SLA, capacity search and its start), so its row is this test's result.  Each row's own columns
+    (step, label, replication) are replaced by this test's."""
+    wanted = {t.test_id: t for t in tests}
+    found: dict[str, dict] = {}
+    for path in _checkpoint_files(results_dir, checkpoint):
+        if not wanted.keys() - found.keys():
+            break
+        if not _has_test_ids(path):
+            continue
+        try:
+            rows = _rows_of(path)
+        except (CheckpointError, ValueError, OSError) as exc:
+            log.debug("not reusing rows of %s: %s", path, exc)
+            continue
+        if rows.empty or "simulator_version" not in rows:
+            continue
+        rows = rows[(rows["simulator_version"].astype(str) == simulator_version())
+                    & rows["test_id"].isin(wanted.keys() - found.keys())]
+        rows = rows.dropna(axis=1, how="all")   # another file's columns that none of these rows has
+        for record in rows.to_dict("records"):
+            record.update(wanted[record["test_id"]].columns())
+            record["reused_from"] = display_source(path)
+            found[record["test_id"]] = record
+    return found
+
+
+_ROWS_SEEN: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = {}
+
+
+def _rows_of(path: Path) -> pd.DataFrame:
+    """``read_rows(path)``, kept while the file does not change (a notebook looks at the same checkpoints of
+    other folders several times)."""
+    stat = path.stat()
+    key = (stat.st_mtime_ns, stat.st_size)
+    seen = _ROWS_SEEN.get(path)
+    if seen is None or seen[0] != key:
+        _ROWS_SEEN[path] = seen = (key, read_rows(path))
+    return seen[1]
+
+
+def display_source(path: Path) -> str:
+    """A checkpoint as log lines and rows show it: relative to the repository when inside it, else its folder's
+    name and its own (never the machine's absolute path)."""
+    try:
+        return str(path.resolve().relative_to(paths.REPO_ROOT.resolve()))
+    except ValueError:
+        return f"{path.parent.name}/{path.name}"
 
 
 class _Progress:
@@ -862,8 +1167,10 @@ class _Progress:
     def update(self, test: SweepTest, outcome) -> None:
         self.done += 1
         width = len(str(self.total))
+        from workbench.study.answers.tables import seconds
+
         what = (f"failed: {type(outcome).__name__}" if isinstance(outcome, BaseException)
-                else f"{outcome.get('wall_s', math.nan):.1f} s")
+                else seconds(outcome.get("wall_s", math.nan)))
         log.log(self.level, "%s [%*d/%d] %s: %s", self.desc, width, self.done, self.total,
                 test.label or test.test_id, what)
 
@@ -876,33 +1183,112 @@ def _progress(total: int, desc: str, enabled: bool) -> _Progress:
 
 
 def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, checkpoint: str | None = None,
-              executor=None, progress: bool = True, desc: str | None = None) -> pd.DataFrame:
+              executor=None, progress: bool = True, desc: str | None = None, reuse: bool = True) -> pd.DataFrame:
     """Run what is not yet in the checkpoint and return one row per test, in the order of ``tests``.
 
     ``checkpoint`` is the CSV's file name (default: ``<step>.csv`` of the
-    first test).  Each finished row is made durable before the sweep moves on
-    (see the module docstring); failed tests are logged, the others finish
-    and are checkpointed, and then :class:`SweepError` is raised.
+    first test).  With ``reuse``, a test that another checkpoint near
+    ``results_dir`` already holds (another step of the same folder, a folder
+    of other parameters next to it; :func:`finished_elsewhere`) is copied, not
+    recomputed.  A test whose capacity search starts from another's answer
+    (``hints``) runs once those have finished; the longest chains (in
+    expected seconds) start first.  Each finished row is made durable before
+    the sweep moves on (see the module docstring); failed tests are logged,
+    the others finish and are checkpointed, and then :class:`SweepError` is
+    raised.
     """
     tests = list(tests)
     if not tests:
         return pd.DataFrame()
-    ids = [t.test_id for t in tests]
-    if len(set(ids)) != len(ids):
-        raise ValueError("the test list holds the same configuration twice")
-    results_dir = resolve_results_dir(results_dir)
-    path = results_dir / (checkpoint or f"{tests[0].step}.csv")
-    if path.is_dir():  # refused now: found after the first test, every result of the run would be lost
-        raise CheckpointError(f"{path} is a folder, where the sweep keeps its checkpoint file; move it away or "
-                              "choose another results_dir (nothing was run)")
-    checks.writable_folder(results_dir, "results_dir")
-    with results_lock(results_dir):
-        done = finished_ids(_load_and_repair(path))
-    queue = [t for t in tests if t.test_id not in done]
-    skipped = len(tests) - len(queue)
-    if skipped:
-        log.info("%s: %d of %d tests already in %s; running the other %d", desc or path.stem, skipped,
-                 len(tests), path.name, len(queue))
+    return run_sweeps([SweepPart(tests, results_dir, checkpoint, desc)], executor=executor, progress=progress,
+                      reuse=reuse)[0]
+
+
+@dataclass
+class SweepPart:
+    """Tests that go to one checkpoint (``<results_dir>/<checkpoint>``, default ``<step>.csv``)."""
+
+    tests: Sequence[SweepTest]
+    results_dir: str | os.PathLike
+    checkpoint: str | None = None
+    desc: str | None = None
+
+    def path(self) -> Path:
+        return resolve_results_dir(self.results_dir) / (self.checkpoint or f"{self.tests[0].step}.csv")
+
+
+def run_sweeps(parts: Sequence[SweepPart], *, executor=None, progress: bool = True,
+               reuse: bool = True, desc: str | None = None) -> list[pd.DataFrame]:
+    """Run the tests of several checkpoints as one sweep (each test once, however many parts hold it: step 1's
+    searches are step 2's tests) and return each part's rows, in the order of its tests.
+
+    One sweep keeps every worker busy across what would otherwise be separate sweeps waiting for each other
+    (the suite runs all its steps' tests so, before the notebooks draw them).  A finished row goes to the
+    checkpoint of every part that holds its test, with that part's own columns (step, label)."""
+    reuse = checks.boolean(reuse, "reuse")
+    parts = list(parts)
+    for part in parts:
+        checks.instance(part, "parts", SweepPart, expected="SweepPart(tests, results_dir, checkpoint, desc) items")
+    parts = [p for p in parts if len(p.tests)]
+    for part in parts:   # every checkpoint checked before any test runs
+        path = part.path()
+        if path.is_dir():  # refused now: found after the first test, every result of the run would be lost
+            raise CheckpointError(f"{path} is a folder, where the sweep keeps its checkpoint file; move it away or "
+                                  "choose another results_dir (nothing was run)")
+        checks.writable_folder(path.parent, "results_dir")
+    targets: dict[str, list[tuple[SweepPart, SweepTest]]] = {}
+    done_in: dict[Path, set[str]] = {}
+    known: dict[str, dict] = {}
+    source: dict[str, Path] = {}     # test id -> the checkpoint its known row came from
+    for part in parts:
+        ids = [t.test_id for t in part.tests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("the test list holds the same configuration twice")
+        path = part.path()
+        with results_lock(path.parent):
+            rows = _load_and_repair(path)
+            done = finished_ids(rows)
+        done_in[path] = done
+        if done:
+            for record in rows[rows["test_id"].isin(done)].to_dict("records"):
+                known[record["test_id"]] = record
+                source.setdefault(record["test_id"], path)
+        waiting = [t for t in part.tests if t.test_id not in done]
+        if not waiting:
+            log.info("%s: all %d tests already in %s", part.desc or path.stem, len(part.tests), path.name)
+        elif len(waiting) < len(part.tests):
+            log.info("%s: %d of %d tests already in %s; running the other %d", part.desc or path.stem,
+                     len(part.tests) - len(waiting), len(part.tests), path.name, len(waiting))
+        for test in waiting:
+            targets.setdefault(test.test_id, []).append((part, test))
+    # a test one part has done and another needs: copy its row (same id, same configuration)
+    for test_id, wanted in list(targets.items()):
+        if test_id in known:
+            for part, test in wanted:
+                _copy_row(part, test, known[test_id], source[test_id])
+            del targets[test_id]
+    if targets and reuse:
+        merged: set[tuple[int, str]] = set()        # (part, test id) rows already written to the part's file
+        for i, part in enumerate(parts):
+            path = part.path()
+            mine = [test for test_id, wanted in targets.items() for p, test in wanted if p is part]
+            reused = finished_elsewhere(mine, path.parent, path) if mine else {}
+            if reused:
+                with results_lock(path.parent):
+                    merge_rows(path, list(reused.values()))
+                known.update(reused)
+                merged.update((i, test_id) for test_id in reused)
+                sources = sorted({r["reused_from"] for r in reused.values()})
+                log.info("%s: %d test(s) already computed in %s (same configuration); reused", part.desc or path.stem,
+                         len(reused), ", ".join(sources))
+        index = {id(part): i for i, part in enumerate(parts)}
+        for test_id in [t for t in targets if t in known]:
+            for part, test in targets[test_id]:
+                if (index[id(part)], test_id) not in merged:
+                    _copy_row(part, test, known[test_id], None)   # its row says where it came from
+            del targets[test_id]
+    queue = [wanted[0][1] for wanted in targets.values()]
+    label = desc or (parts[0].desc or parts[0].path().stem if len(parts) == 1 else "sweep")
     kind, arg = parse_executor(executor, len(queue))
     if kind == "process" and not _spawn_safe():
         if executor is not None:
@@ -910,28 +1296,45 @@ def run_sweep(tests: Sequence[SweepTest], results_dir: str | os.PathLike, *, che
                              "save it to a file, or use executor='serial'")
         log.warning("the main script was read from stdin, where a process pool cannot start: running serially")
         kind, executor = "serial", "serial"
-    if queue:
-        log.info("%s: running %d test(s) on %s", desc or path.stem, len(queue), describe_executor(executor, len(queue)))
     failures: list[tuple[SweepTest, BaseException]] = []
     if queue:
-        runner = {"serial": lambda: _run_serial(queue), "process": lambda: _run_pool(queue, arg),
-                  "dask": lambda: _run_dask(queue, arg)}[kind]()
-        with _progress(len(queue), desc or path.stem, progress) as bar:
-            for test, outcome in runner:
+        log.info("%s: running %d test(s) on %s", label, len(queue), describe_executor(executor, len(queue)))
+        with _progress(len(queue), label, progress) as bar:
+            for test, outcome in _execute(queue, kind, arg, known):
                 if isinstance(outcome, BaseException):
                     log.error("test %s (%s) failed: %r", test.test_id, test.label, outcome)
                     failures.append((test, outcome))
                 else:
-                    with results_lock(results_dir):
-                        merge_rows(path, [outcome])
+                    first = targets[test.test_id][0][0].path()
+                    for i, (part, target) in enumerate(targets[test.test_id]):
+                        # one computation, in the first part's checkpoint; another part holding the same test
+                        # has it as reused from there
+                        _copy_row(part, target, outcome, first if i > 0 else None)
                 bar.update(test, outcome)
     if failures:
         test, exc = failures[0]
-        raise SweepError(f"{len(failures)} of {len(queue)} test(s) failed (the others are saved in {path}; "
-                         f"rerun to retry); first: {test.label} [{test.test_id}]: {exc!r}") from exc
-    with results_lock(results_dir):
-        rows = read_rows(path)
-    return select_rows(rows, ids)
+        where = ", ".join(sorted({str(p.path()) for p in parts}))
+        raise SweepError(f"{len(failures)} of {len(queue)} test(s) failed (the others are saved in {where}; "
+                         f"rerun to retry); first: {test.label} [{test.test_id}]: {exc!r}", failures) from exc
+    out = []
+    for part in parts:
+        path = part.path()
+        with results_lock(path.parent):
+            rows = read_rows(path)
+        out.append(select_rows(rows, [t.test_id for t in part.tests]))
+    return out
+
+
+def _copy_row(part: SweepPart, test: SweepTest, row: dict, source: Path | None) -> None:
+    """``row`` (a result of ``test``'s configuration) into ``part``'s checkpoint, with ``test``'s own columns;
+    ``source``: the checkpoint it was computed for (``reused_from``), None to keep the row's own."""
+    record = dict(row)
+    record.update(test.columns())
+    if source is not None and pd.isna(record.get("reused_from")):
+        record["reused_from"] = display_source(source)
+    path = part.path()
+    with results_lock(path.parent):
+        merge_rows(path, [record])
 
 
 def select_rows(rows: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:

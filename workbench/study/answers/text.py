@@ -1,0 +1,58 @@
+"""Sentences the notebooks, the figures and ``index.html`` share, so each thing is said one way.
+
+* :func:`scheduler_sentence`: one sentence per scheduler (a scheduler registered
+  later gets the first sentence of its class docstring until a line is added to
+  :data:`SCHEDULER_SENTENCES`);
+* :func:`schedulers_markdown`: the bullet list a notebook shows for the
+  schedulers it runs;
+* :func:`floor_sentence`: the share of requests no load can bring within the SLA
+  (the figures draw it as the "floor"; the capacity search computes it as
+  ``1 - capacity_attainable``): always said as a floor, never as its complement.
+"""
+
+from __future__ import annotations
+
+import re
+
+SCHEDULER_SENTENCES = {
+    "static_fifo": "one FIFO queue; an idle GPU takes up to a fixed batch size (8) of waiting requests and serves "
+                   "them to completion.",
+    "dynamic_no_bins": "one FIFO queue; the batch size is the smaller of a memory bound and an SLA controller's "
+                       "choice (Pang et al.'s Algorithms 1 and 2), adapted after every batch.",
+    "multi_bin_dynamic": "requests are split into K equal-mass bins by predicted output length, a batch holds "
+                         "requests of one bin only, and each bin has its own memory and SLA controllers.",
+    "multi_bin_fixed": "the Multi-Bin Batching paper's model: K bins, batches of exactly the fixed size, served "
+                       "first formed, first served (a batch waits until it is full).",
+    "continuous_fcfs": "continuous (iteration-level) batching as vLLM does it: requests join and leave the running "
+                       "batch every step, FCFS admission under max_num_seqs, the token budget and the KV cache.",
+    "continuous_sla": "continuous batching whose running-batch size limit is set by Pang et al.'s Algorithms 1 "
+                      "(memory) and 2 (SLA on time per output token).",
+    "continuous_multi_bin": "continuous batching admitting from K bins by predicted output length in rounds, so "
+                            "the running batch fills with requests of similar length.",
+}
+
+
+def scheduler_sentence(name: str) -> str:
+    """One sentence saying what ``name`` does."""
+    if name in SCHEDULER_SENTENCES:
+        return SCHEDULER_SENTENCES[name]
+    from workbench.sim.schedulers import SCHEDULERS
+
+    doc = " ".join((SCHEDULERS[name].__doc__ or "").split()) if name in SCHEDULERS else ""
+    first = re.split(r"(?<=[.;])\s", doc, maxsplit=1)[0] if doc else "(no description)"
+    return re.sub(r":\w+:`~?([\w.]+)`", r"\1", first).replace("``", "")
+
+
+def schedulers_markdown(names) -> str:
+    """A markdown bullet per scheduler: its name in bold and what it does."""
+    return "\n".join(f"- **{name}**: {scheduler_sentence(name)}" for name in names)
+
+
+def floor_sentence(floor: float, sla: str = "the SLA") -> str:
+    """e.g. "Floor: 1.1% of the requests miss the SLA even alone on an idle GPU: no load brings the violation
+    rate below it."  (The same quantity the figures draw as the floor line.)"""
+    return (f"Floor: **{floor:.1%}** of the requests miss {sla} even alone on an idle GPU: no load brings the "
+            "violation rate below it.")
+
+
+__all__ = ["SCHEDULER_SENTENCES", "floor_sentence", "scheduler_sentence", "schedulers_markdown"]
