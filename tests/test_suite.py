@@ -102,6 +102,24 @@ def test_the_notebook_command_refuses_bad_parameters_before_creating_anything(ar
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_notebook_command_runs_a_notebook_that_claims_its_own_part_of_a_new_folder(tmp_path):
+    """fidelity_vllm records its parameters as its part of the folder; the command claims that part before
+    papermill writes the executed notebook there (it refused its own folder before), a rerun with the same
+    parameters is welcome, other parameters are refused before anything runs."""
+    results = tmp_path / "fidelity"
+    command = [sys.executable, "-m", "workbench", "notebook", "fidelity_vllm", "--no-progress",
+               "-p", "results_dir", str(results), "-p", "prior_weights", "[]", "-p", "max_iter", "2"]
+    for _ in range(2):
+        done = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "fidelity_vllm finished" in done.stdout
+    manifest = json.loads((results / "parameters.json").read_text())
+    assert manifest["parts"]["fidelity_vllm"]["max_iter"] == 2 and "parameters" not in manifest
+    assert (results / "fidelity_vllm.html").is_file() and (results / "index.html").is_file()
+    other = subprocess.run(command[:-1] + ["3"], cwd=paths.REPO_ROOT, capture_output=True, text=True)
+    assert other.returncode == 2 and "max_iter" in other.stderr, other.stderr[-2000:]
+
+
 def test_validation_notebook_takes_what_the_suite_passes():
     notebook = paths.NOTEBOOKS_DIR / f"{VALIDATION}.ipynb"
     assert notebook.is_file(), notebook

@@ -227,6 +227,43 @@ def _papermill_value(text: str):
         return text
 
 
+def _notebook_params_class(name: str):
+    """The NotebookParams subclass that validates notebook ``name``'s parameters (its ``notebook`` is ``name``)."""
+    import workbench.study.answers.disaggregation  # noqa: F401  (each module registers its class)
+    import workbench.study.answers.prefix_caching  # noqa: F401
+    import workbench.study.fidelity.disagg_runs  # noqa: F401
+    import workbench.study.fidelity.validation  # noqa: F401
+    import workbench.study.fidelity.vllm_runs  # noqa: F401
+    from workbench.study.runs.folders import NotebookParams
+
+    todo, found = [NotebookParams], []
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        found += [cls] if cls.notebook == name else []
+    if len(found) != 1:
+        raise LookupError(f"notebook {name}: {len(found)} parameter classes name it, expected one")
+    return found[0]
+
+
+def _claim_notebook_folder(name: str, declared: dict, parameters: dict) -> Path:
+    """Claim the folder of notebook ``name`` with the parameters its kernel will see (its ``parameters`` cell's
+    defaults, then ``parameters``; ``results_dir`` defaults to results/<name>), validated by its parameters
+    class: the same claim the notebook makes, made before papermill writes the executed notebook there (a folder
+    holding only that notebook would otherwise be refused as not the workbench's)."""
+    import ast
+
+    namespace = {}
+    for key, spec in declared.items():
+        try:
+            namespace[key] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            pass   # not a literal: the class's own default (the notebook refuses a mismatch by name)
+    namespace["results_dir"] = f"results/{name}"
+    namespace.update(parameters)
+    return _notebook_params_class(name).from_namespace(namespace).claim_results_dir().resolve()
+
+
 def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``python -m workbench notebook <name> -p ...``: one notebook as the suite runs it."""
     import papermill as pm
@@ -251,10 +288,9 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
             known = {k: v for k, v in parameters.items() if k in CompareParams.__dataclass_fields__}
             folder = CompareParams(**known).claim_results_dir()
-        else:   # the notebook checks its own parameters and claims its folder
-            folder = checks.writable_folder(parameters.get("results_dir") or f"results/{args.name}", "results_dir")
-            folder = Path(folder).resolve()
-            folder.mkdir(parents=True, exist_ok=True)
+        else:   # its parameters class claims its part of the folder now, before papermill writes into it
+            checks.writable_folder(parameters.get("results_dir") or f"results/{args.name}", "results_dir")
+            folder = _claim_notebook_folder(args.name, declared, parameters)
         parameters["results_dir"] = str(folder)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         parser.error(str(exc))
