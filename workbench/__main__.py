@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "confidence intervals (default 1)")
     suite.add_argument("--validate", action="store_true",
                        help="also run the fidelity reports (validation, fidelity_vllm, fidelity_disagg) and the "
-                            "slower studies (prefix_caching; disaggregation: several minutes) after the steps")
+                            "other studies (prefix_caching, disaggregation: about 20-25 s each) after the steps")
     suite.add_argument("--no-compare", action="store_true",
                        help="skip the scheduler comparison (notebooks/compare_schedulers.ipynb: every scheduler on "
                             "one step-time profile and one TTFT/TPOT SLA, up to 20,000 requests), which otherwise "

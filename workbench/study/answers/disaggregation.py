@@ -37,7 +37,7 @@ class DisaggregationParams(NotebookParams):
     notebook, outputs = NOTEBOOK, OUTPUTS
     results_dir: str = "results/default"
     gpus: int = 8
-    azure_requests: int = 20_000
+    azure_requests: int | None = None
     slo_scales: tuple[float, ...] = (2.0, 1.5, 1.0, 0.75, 0.5)
     attainment: float = 0.9
     profile: str = "opt-13b-a100-distserve"
@@ -53,7 +53,8 @@ class DisaggregationParams(NotebookParams):
         checks.path(self.results_dir, "results_dir", expected="a folder path")
         object.__setattr__(self, "gpus", checks.integer(self.gpus, "gpus", low=2, high=MAX_GPUS))
         object.__setattr__(self, "azure_requests", checks.integer(self.azure_requests, "azure_requests", low=2,
-                                                                  high=10**7))
+                                                                  high=10**7, none=True,
+                                                                  hint="None takes the whole trace"))
         scales = checks.numbers(self.slo_scales, "slo_scales", low=0)
         if 0 in scales:
             raise ValueError(f"slo_scales: each scale multiplies the TTFT and TPOT limits and must be > 0, got "

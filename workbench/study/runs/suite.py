@@ -2,8 +2,9 @@
 
 Which notebooks run, when and with which parameters is one table,
 :data:`SUITE_NOTEBOOKS`: the three steps, the scheduler comparison, and the
-fidelity reports and slower studies behind ``--validate`` (the disaggregation
-study takes minutes: never in the default first run).  A new notebook joins the suite with
+fidelity reports and the other studies behind ``--validate`` (prefix caching and
+disaggregation, about 20-25 s each on 2 cores: kept out of the default first run, which
+stays within its two minutes).  A new notebook joins the suite with
 one line there (its name, title, when it runs and how its parameters come
 from the suite's options); ``index.html`` and the summary take its title from
 there.
@@ -49,7 +50,7 @@ COMPARE_CURVE_REQUESTS = 20_000
 FIDELITY = "fidelity_vllm"  # the engine against measured vLLM runs; rendered with --validate too
 FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured DistServe runs; with --validate
 # How to split GPUs between prefill and decode as the SLO tightens (wb.best_placement on two traces, five SLO
-# scales, colocated on two profiles): slow (minutes on 2 cores), so never in the default first run; with
+# scales, colocated on two profiles): about 20 s on 2 cores, kept out of the default first run; with
 # --validate, or on demand: python -m workbench notebook disaggregation
 DISAGGREGATION = "disaggregation"
 PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
