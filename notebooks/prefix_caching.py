@@ -75,8 +75,9 @@ display(Markdown(params.setup_text(trace, step)))
 # %%
 sweep = pc.kv_sweep(trace, cfg, step, params.kv_sweep_blocks)
 sweep.to_csv(results / "prefix_caching_kv.csv", index=False)
-pc.plot_kv_sweep(sweep, f"Prefix hit rate and TTFT against the KV cache per replica\n{trace.label}; "
-                 f"{params.sweep_replicas} replicas, prefix_affinity; {step.name}", results_dir=results)
+pc.plot_kv_sweep(sweep, f"Prefix hit rate and TTFT against the KV cache per replica ({params.dataset}, "
+                 f"{len(trace):,} requests)\n{params.sweep_replicas} replicas, prefix_affinity; {step.name}",
+                 results_dir=results)
 
 # %%
 pc.kv_table(sweep)
@@ -88,7 +89,7 @@ pc.kv_table(sweep)
 table = pc.router_table(trace, cfg, step, routers=params.routers, replicas=params.replicas,
                         attainment=params.attainment, search_capacity=params.capacity_search)
 table.to_csv(results / "prefix_caching_routers.csv", index=False)
-pc.plot_routers(table, f"Routers with prefix caching on {trace.label}\nTTFT <= {params.ttft_sla_s:g} s, TPOT <= "
+pc.plot_routers(table, f"Routers with prefix caching on {params.dataset} ({len(trace):,} requests)\nTTFT <= {params.ttft_sla_s:g} s, TPOT <= "
                 f"{params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%} of the requests; {step.name}",
                 results_dir=results)
 

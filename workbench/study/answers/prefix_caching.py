@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from workbench import checks
 from workbench.sim.simulate import simulate
@@ -183,8 +184,7 @@ def plot_kv_sweep(sweep: pd.DataFrame, title: str, results_dir=None,
     on_style = {"color": palette.color(scheduler), "lw": 1.5}
     off_style = palette.reference("baseline")
     ktok = lambda frame: frame.kv_blocks * frame.block_size / 1e3  # noqa: E731
-    ax_hit.plot(ktok(on), 100 * on.prefix_hit_rate, marker="o", **on_style, label="prefix caching on")
-    ax_hit.set_xscale("log")
+    ax_hit.plot(ktok(on), 100 * on.prefix_hit_rate, marker="o", **on_style, label="prefix hit rate, caching on")
     ax_hit.set_xlabel("KV cache per replica (thousand tokens, log scale)")
     ax_hit.set_ylabel("prefix hit rate (% of prompt tokens)")
     ax_hit.set_title("prompt tokens served from the cache")
@@ -194,8 +194,12 @@ def plot_kv_sweep(sweep: pd.DataFrame, title: str, results_dir=None,
         ax_ttft.plot(ktok(frame), frame.ttft_mean_s, marker="o", **{**style, "ls": "-"}, label=f"mean TTFT, {label}")
         ax_ttft.plot(ktok(frame), frame.ttft_p99_s, marker="s", **{**style, "ls": "--"}, alpha=0.8,
                      label=f"p99 TTFT, {label}")
-    ax_ttft.set_xscale("log")
     ax_ttft.set_yscale("log")
+    sizes = sorted(set(ktok(sweep)))
+    for ax in (ax_hit, ax_ttft):   # one tick per size swept, plainly labelled (no overlapping 3x10^2 minor labels)
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [f"{size:,.0f}" for size in sizes], rotation=45)
+        ax.xaxis.set_minor_locator(NullLocator())
     ax_ttft.set_xlabel("KV cache per replica (thousand tokens, log scale)")
     ax_ttft.set_ylabel("time to first token (s, log scale)")
     ax_ttft.set_title("what the hits buy")
@@ -230,7 +234,8 @@ def plot_routers(table: pd.DataFrame, title: str, results_dir=None,
         if len(off) and column != "prefix_hit_rate":
             best_off = [off[off.num_gpus == n][column].min() * scale if column.startswith("ttft")
                         else off[off.num_gpus == n][column].max() * scale for n in counts]
-            ax.scatter(x, best_off, marker="_", s=900, color="black", zorder=3, label="best router, caching off")
+            ax.scatter(x, best_off, marker="_", s=900, color="black", zorder=3)
+            ax.plot([], [], color="black", lw=2, label="best router, caching off")   # legend: a line, not the wide bar
         ax.set_xticks(x, [f"{n} replicas" for n in counts])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
