@@ -179,6 +179,19 @@ def _acc(block_s, last_t, used, k, now):
     last_t[k] = now
 
 
+@njit(cache=True, inline="always")
+def _route_to(router, rr, n, outstanding):
+    """R1/R5's choice of instance: round robin (router 0; ``rr`` is the next in turn) or the fewest outstanding
+    requests, lowest index on a tie (router 1).  Returns (instance, next rr)."""
+    if router == 0:
+        return rr, rr + 1 if rr + 1 < n else 0
+    best = 0
+    for h in range(1, n):
+        if outstanding[h] < outstanding[best]:
+            best = h
+    return best, rr
+
+
 @njit(cache=True)
 def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefill, n_decode, pp, block_size,
                       cap_p, cap_d, prefill_max_batch, prefill_max_tokens, decode_max_batch, waiting_limit_blocks,
@@ -292,14 +305,7 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
             now = t_join
             r = join_order[ptr]
             ptr += 1
-            if prefill_router == 0:
-                i = rr_p
-                rr_p = rr_p + 1 if rr_p + 1 < P else 0
-            else:
-                i = 0
-                for h in range(1, P):
-                    if p_out[h] < p_out[i]:
-                        i = h
+            i, rr_p = _route_to(prefill_router, rr_p, P, p_out)
             pf_inst[r] = i
             link[r] = -1
             if pq_tail[i] >= 0:
@@ -331,14 +337,7 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
                         _acc(p_block_s, p_last, p_used, i, now)
                         p_used[i] -= _ceil_div(np.int64(prompt_tokens[r]), bs, shift)
                     else:
-                        if decode_router == 0:
-                            j = rr_d
-                            rr_d = rr_d + 1 if rr_d + 1 < D else 0
-                        else:
-                            j = 0
-                            for h in range(1, D):
-                                if d_out[h] < d_out[j]:
-                                    j = h
+                        j, rr_d = _route_to(decode_router, rr_d, D, d_out)
                         dc_inst[r] = j
                         d_out[j] += 1
                         link[r] = -1
