@@ -359,3 +359,9 @@ def test_jit_and_python_agree():
             b = np.array(slow[name][key], dtype=float)
             np.testing.assert_allclose(a, b, rtol=1e-12, equal_nan=True, err_msg=f"{name} {key}")
     assert max(fast["pp1"]["preemptions"]) > 0        # the memory-bound case does swap
+
+
+@pytest.mark.parametrize("field, value", [("max_num_seqs", 8), ("max_num_batched_tokens", 4096), ("kv_blocks", 100)])
+def test_the_continuous_engines_limits_are_refused_for_the_pools_which_have_their_own(field, value):
+    with pytest.raises(ValueError, match=rf"^{field}: .*continuous engine.*(prefill_|decode_)"):
+        wb.SimConfig(scheduler="disaggregated", **{field: value})

@@ -73,6 +73,10 @@ _NOT_DISAGGREGATED = {
                     "rule), with no vLLM watermark",
     "max_paddings": "DistServe's prefill batches are bounded by prefill_max_batch_size and prefill_max_tokens, "
                     "not by padding",
+    "max_num_seqs": "each pool has its own limits: prefill_max_batch_size and decode_max_batch_size",
+    "max_num_batched_tokens": "a prefill step's tokens are bounded by prefill_max_tokens",
+    "kv_blocks": "each instance has its own KV cache: prefill_kv_blocks and decode_kv_blocks (None derives them "
+                 "from the memory fields)",
 }
 _PRESET_FIELDS = ("kv_gb_per_token", "model_mem_gb")  # None: the model preset's value
 # Shares of something (of the SLA, of the budget): 90 meant as 90% is refused, never simulated.

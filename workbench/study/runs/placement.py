@@ -232,8 +232,10 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     colocated_base = base.replace(ttft_sla_s=ttft_s, tpot_sla_s=tpot_s)   # its router routes the colocated replicas
     try:   # a continuous-engine setting the disaggregated engine lacks (prefix caching, chunked prefill) is refused:
         # it would favour one side of the comparison
+        # the colocated replicas' own router and limits stay theirs; the pools have their own fields for these
         base = base.replace(scheduler="disaggregated", ttft_sla_s=ttft_s, tpot_sla_s=tpot_s, num_gpus=None,
-                            router=SimConfig.__dataclass_fields__["router"].default)
+                            **{name: SimConfig.__dataclass_fields__[name].default
+                               for name in ("router", "max_num_seqs", "max_num_batched_tokens", "kv_blocks")})
     except ValueError as exc:
         raise ValueError(f"base_config: {exc}") from None
     top = max(tps)
