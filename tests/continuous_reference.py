@@ -165,15 +165,19 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
     def free_now(g, reserved):
         return len(queue[g]) if prefix_caching else cap - sum(r.held for r in running[g]) - reserved
 
-    def hit_blocks(g, r, tokens):
+    def cached_prefix(g, r):
+        """Blocks of r's prompt path registered on replica g, and whether the whole path is."""
         h = 0
         for key, first, end in r.path:
             count = registered[g].get(key, 0)
             h += count
             if count < end - first:
-                break
-        else:
-            h += own_cached[g].get(r, 0)
+                return h, False
+        return h, True
+
+    def hit_blocks(g, r, tokens):
+        h, whole = cached_prefix(g, r)
+        h += own_cached[g].get(r, 0) if whole else 0
         return max(0, min(h, (tokens - 1) // bs))   # an empty prompt looks nothing up
 
     # ------------------------------------------------------------------ preemption, admission
@@ -337,15 +341,6 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
                 else:
                     r.phase = "decode"
 
-    def cached_prefix(g, r):
-        h = 0
-        for key, first, end in r.path:
-            count = registered[g].get(key, 0)
-            h += count
-            if count < end - first:
-                break
-        return h
-
     pending = set()
     i = 0
     while i < len(joins) or events:
@@ -364,8 +359,8 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
                 g = min(range(replicas), key=lambda h: (in_use(h) + waiting_blocks(h), h))
             else:
                 least = min(range(replicas), key=lambda h: (load[h], h))
-                best = min(range(replicas), key=lambda h: (-cached_prefix(h, r), load[h], h))
-                g = best if cached_prefix(best, r) > 0 and load[best] <= load[least] + affinity_margin else least
+                best = min(range(replicas), key=lambda h: (-cached_prefix(h, r)[0], load[h], h))
+                g = best if cached_prefix(best, r)[0] > 0 and load[best] <= load[least] + affinity_margin else least
             r.replica = g
             waiting[g].append(r)
             if in_flight[g] is None and g not in pending:
