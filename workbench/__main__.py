@@ -289,7 +289,6 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             known = {k: v for k, v in parameters.items() if k in CompareParams.__dataclass_fields__}
             folder = CompareParams(**known).claim_results_dir()
         else:   # its parameters class claims its part of the folder now, before papermill writes into it
-            checks.writable_folder(parameters.get("results_dir") or f"results/{args.name}", "results_dir")
             folder = _claim_notebook_folder(args.name, declared, parameters)
         parameters["results_dir"] = str(folder)
     except (ValueError, TypeError, FileNotFoundError) as exc:
