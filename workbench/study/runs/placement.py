@@ -46,6 +46,7 @@ the engine has one KV link speed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -82,9 +83,25 @@ def _memory_fields(model: str) -> dict:
     return fields
 
 
+def _degrees(function, keep=()) -> tuple[int, ...]:
+    """The TP degrees of 1, 2, 4, 8 at which ``function`` gives a model (a ValueError: it has none there; an
+    error of a type in ``keep`` is raised, not taken for a missing degree)."""
+    degrees = []
+    for tp in (1, 2, 4, 8):
+        try:
+            function(tp)
+            degrees.append(tp)
+        except keep:
+            raise
+        except ValueError:
+            pass
+    return tuple(degrees)
+
+
 def _tp_resolver(profile, model: str, name: str):
     """A function tp -> StepTimeModel from a profile argument (path to a DistServe JSON, a registered profile
-    name, or a StepTimeModel used at every degree), and the TP degrees it has."""
+    name, or a StepTimeModel used at every degree), and the TP degrees it has.  Each degree's model is built
+    once (the search asks for it at every placement)."""
     from workbench.sim import profiles
 
     if profile is None:
@@ -94,19 +111,11 @@ def _tp_resolver(profile, model: str, name: str):
     if callable(profile):   # tp -> StepTimeModel; the degrees it answers
         function = profile
 
+        @functools.cache
         def checked(tp: int) -> StepTimeModel:
             return checks.instance(function(tp), f"{name}({tp})", StepTimeModel, expected="a StepTimeModel")
 
-        degrees = []
-        for tp in (1, 2, 4, 8):
-            try:
-                checked(tp)
-                degrees.append(tp)
-            except checks.InvalidType:
-                raise
-            except ValueError:
-                pass
-        return checked, tuple(degrees)
+        return checked, _degrees(checked, keep=checks.InvalidType)
     if not isinstance(profile, (str, os.PathLike)):
         raise checks.InvalidType(f"{name}: must be a DistServe profile file, a registered profile name, a "
                                  f"StepTimeModel or a function tp -> StepTimeModel, got {type(profile).__name__}")
@@ -115,25 +124,14 @@ def _tp_resolver(profile, model: str, name: str):
         if not path.is_file():
             raise ValueError(f"{name}: {str(profile)!r} is neither a registered profile "
                              f"({', '.join(profiles.PROFILES)}) nor a DistServe profile file")
-        degrees = []
-        for tp in (1, 2, 4, 8):
-            try:
-                profiles.distserve_profile(path, model=model, tp=tp)
-                degrees.append(tp)
-            except ValueError:
-                pass
+        resolve = functools.cache(lambda tp: profiles.distserve_profile(path, model=model, tp=tp))
+        degrees = _degrees(resolve)
         if not degrees:  # the file's own error (no such model, invalid JSON, ...) says why
-            profiles.distserve_profile(path, model=model, tp=1)
-        return (lambda tp: profiles.distserve_profile(path, model=model, tp=tp)), tuple(degrees)
+            resolve(1)
+        return resolve, degrees
     profile = str(profile)
-    degrees = []
-    for tp in (1, 2, 4, 8):
-        try:
-            profiles.get_profile(profile, tp=tp)
-            degrees.append(tp)
-        except ValueError:
-            pass
-    return (lambda tp: profiles.get_profile(profile, tp=tp)), tuple(degrees)
+    resolve = functools.cache(lambda tp: profiles.get_profile(profile, tp=tp))
+    return resolve, _degrees(resolve)
 
 
 def _fits(cfg_fields: dict, base: SimConfig) -> bool:
