@@ -37,7 +37,7 @@
 # Parameters (papermill overrides them: -p name value)
 results_dir = "results/default"  # where the CSV and the figure go
 gpus = 8  # the GPU budget
-azure_requests = None  # requests of the Azure conversation trace (its first ones; None = all 19,366)
+azure_requests = None  # requests of the Azure conversation trace (its first ones): None takes all 19366
 slo_scales = [2.0, 1.5, 1.0, 0.75, 0.5]  # multiply TTFT 0.2 s and TPOT 0.1 s
 attainment = 0.9  # share of requests that must meet both limits
 profile = "opt-13b-a100-distserve"  # step-time profile, resolved at each TP degree

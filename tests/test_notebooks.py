@@ -100,6 +100,17 @@ def test_jupytext_config_pairs_the_notebooks():
 
 
 @pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_papermill_reads_every_parameter_of_the_parameters_cell(name):
+    """papermill skips an assignment it cannot parse (e.g. a comment with ';' after it) without an error, and
+    `-p` on that name is then refused as unknown: every name the cell assigns must be one papermill declares."""
+    nb = nbformat.read(paths.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)]
+    assert assigned and list(pm.inspect_notebook(str(paths.NOTEBOOKS_DIR / f"{name}.ipynb"))) == assigned
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
 def test_every_notebook_is_committed_without_outputs(name):
     nb = nbformat.read(paths.NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
