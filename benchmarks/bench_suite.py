@@ -4,10 +4,10 @@
     python benchmarks/bench_suite.py --max-requests 100000 --max-gpus 16
     python benchmarks/bench_suite.py --results-dir results/default   # time a rerun (everything checkpointed)
 
-Runs the notebooks ``make run`` runs (:data:`workbench.study.runs.suite.SUITE_NOTEBOOKS`, selected by the
+Runs the notebooks ``make run`` runs (:data:`workbench.study.orchestrate.suite.SUITE_NOTEBOOKS`, selected by the
 suite's own options, which this script takes as ``python -m workbench suite`` does) into a fresh temporary
 results folder outside ``results/`` (so nothing is reused from earlier runs there), and prints the two
-sweeps that run every test first (:func:`workbench.study.runs.suite.precompute`), then each notebook:
+sweeps that run every test first (:func:`workbench.study.orchestrate.suite.precompute`), then each notebook:
 
 * wall time (what a user waits), and CPU time of the suite, its kernel and the kernel's pool workers (user +
   system: less disturbed by other load on the machine than wall time; CPU / wall near 2 means both cores
@@ -66,7 +66,7 @@ def _tests(folder: Path, name: str) -> tuple[int, int, int]:
     """(tests computed in this run, tests reused, simulations run) of notebook ``name``'s checkpoint."""
     import pandas as pd
 
-    from workbench.study.runs.sweep import read_rows
+    from workbench.study.store.checkpoints import read_rows
 
     path = folder / f"{name}.csv"
     rows = read_rows(path) if path.is_file() else pd.DataFrame()
@@ -82,7 +82,7 @@ def _tests(folder: Path, name: str) -> tuple[int, int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     from workbench.__main__ import build_parser, options_from_args
-    from workbench.study.runs.suite import COMPARE, SUITE_NOTEBOOKS, SharedKernel, precompute, run_notebook
+    from workbench.study.orchestrate.suite import COMPARE, SUITE_NOTEBOOKS, SharedKernel, precompute, run_notebook
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--results-dir" not in argv:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     kernel.close()
     from workbench.study.answers import report
-    from workbench.study.runs.suite import notebook_titles
+    from workbench.study.orchestrate.suite import notebook_titles
 
     t0 = time.perf_counter()
     report.write_index(folder, notebook_titles())

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -57,9 +57,9 @@ executor = None               # None: a local process pool; "serial", "process:N
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study.answers import compare, compare_plots
-from workbench.study.runs import experiments
-from workbench.study.runs.experiments import display_path
+from workbench.study.answers import compare_plots
+from workbench.study.runs import compare, experiments
+from workbench.study.store.files import display_path
 
 experiments.notebook_setup()  # one log line per finished case, compact tables
 namespace = {k: v for k, v in globals().items() if not k.startswith("_")}

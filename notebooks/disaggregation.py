@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -54,11 +54,12 @@ from IPython.display import Markdown, display
 import workbench as wb
 from workbench.sim.profiles import get_profile
 from workbench.study.answers import disaggregation
+from workbench.study.runs import disaggregation as runner
 from workbench.study.fidelity.calibration_disagg import with_fitted_changes
-from workbench.study.runs.console import notebook_setup
+from workbench.study.present.console import notebook_setup
 
 notebook_setup()  # plain log lines, each warning once, compact tables
-params = disaggregation.DisaggregationParams.from_namespace(globals())  # the parameters above, validated
+params = runner.DisaggregationParams.from_namespace(globals())  # the parameters above, validated
 gpus, azure_requests, slo_scales, attainment = params.gpus, params.azure_requests, params.slo_scales, params.attainment
 profile, vllm_profile, calibrate_serving_costs = params.profile, params.vllm_profile, params.calibrate_serving_costs
 results = params.claim_results_dir()  # refused before anything runs if it holds another run's tables
@@ -95,8 +96,8 @@ disaggregation.readable(ranking.head(12), disaggregation.RANKING_COLUMNS)
 # ## As the SLO tightens
 
 # %%
-sweeps = {label: disaggregation.slo_sweep(trace, gpus, slo_scales, attainment=attainment, profile=step_model,
-                                          colocated_profiles=colocated_profiles)
+sweeps = {label: runner.slo_sweep(trace, gpus, slo_scales, attainment=attainment, profile=step_model,
+                                  colocated_profiles=colocated_profiles)
           for label, trace in (("DistServe sample", sample), ("Azure conversation", azure))}
 table = pd.concat([t.assign(trace=label) for label, t in sweeps.items()], ignore_index=True)
 table.to_csv(results / "disaggregation.csv", index=False)
@@ -111,8 +112,8 @@ vllm_model = timed(vllm_profile or profile)
 latencies = {name: (vllm_model(1) if r.config.scheduler != "disaggregated" else
                     {"prefill": step_model(r.config.prefill_tp), "decode": step_model(r.config.decode_tp)})
              for name, r in deployments.items()}
-simulated = pd.concat([disaggregation.simulated_goodput(sample, {name: r.config}, slo_scales, latencies[name],
-                                                        attainment=attainment)
+simulated = pd.concat([runner.simulated_goodput(sample, {name: r.config}, slo_scales, latencies[name],
+                                                attainment=attainment)
                        for name, r in deployments.items()], ignore_index=True)
 points = measured.merge(simulated, on=["slo_scale", "deployment", "gpus"])
 points.to_csv(results / "disaggregation_measured.csv", index=False)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -58,7 +58,7 @@ from IPython.display import Markdown, display
 import workbench as wb
 from workbench.study.fidelity import disagg_runs
 from workbench.study.fidelity.calibration_disagg import PRIOR_WEIGHT, fidelity_table
-from workbench.study.runs.console import notebook_setup
+from workbench.study.present.console import notebook_setup
 
 notebook_setup()  # plain log lines, each warning once, compact tables
 params = disagg_runs.DisaggFidelityParams.from_namespace(globals())  # the parameters above, validated

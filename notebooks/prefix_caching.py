@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -58,10 +58,11 @@ results_dir = "results/default"
 from IPython.display import Markdown, display
 
 from workbench.study.answers import prefix_caching as pc
-from workbench.study.runs.console import notebook_setup
+from workbench.study.runs import prefix_caching as runner
+from workbench.study.present.console import notebook_setup
 
 notebook_setup()  # plain log lines, each warning once, compact tables
-params = pc.PrefixCachingParams.from_namespace(globals())   # the parameters above, validated
+params = runner.PrefixCachingParams.from_namespace(globals())   # the parameters above, validated
 results = params.claim_results_dir()   # refused before anything runs if it holds another prefix-caching report
 trace, step, cfg = params.trace(), params.step_model(), params.config()
 display(Markdown(params.setup_text(trace, step)))
@@ -73,7 +74,7 @@ display(Markdown(params.setup_text(trace, step)))
 # Mooncake prompt has 126K tokens, so 8,000 blocks is the smallest cache that serves the whole trace).
 
 # %%
-sweep = pc.kv_sweep(trace, cfg, step, params.kv_sweep_blocks)
+sweep = runner.kv_sweep(trace, cfg, step, params.kv_sweep_blocks)
 sweep.to_csv(results / "prefix_caching_kv.csv", index=False)
 pc.plot_kv_sweep(sweep, f"Prefix hit rate and TTFT against the KV cache per replica ({params.dataset}, "
                  f"{len(trace):,} requests)\n{params.sweep_replicas} replicas, prefix_affinity; {step.name}",
@@ -86,8 +87,8 @@ pc.kv_table(sweep)
 # ## 2. Routers on 4 and 8 replicas
 
 # %%
-table = pc.router_table(trace, cfg, step, routers=params.routers, replicas=params.replicas,
-                        attainment=params.attainment, search_capacity=params.capacity_search)
+table = runner.router_table(trace, cfg, step, routers=params.routers, replicas=params.replicas,
+                            attainment=params.attainment, search_capacity=params.capacity_search)
 table.to_csv(results / "prefix_caching_routers.csv", index=False)
 pc.plot_routers(table, f"Routers with prefix caching on {params.dataset} ({len(trace):,} requests)\nTTFT <= {params.ttft_sla_s:g} s, TPOT <= "
                 f"{params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%} of the requests; {step.name}",

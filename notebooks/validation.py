@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -49,7 +49,7 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
 from workbench.study.fidelity import validation as wv
-from workbench.study.answers.plots import save_png
+from workbench.study.present.figures import save_png
 
 started = time.perf_counter()
 params = wv.ValidationParams.from_namespace(globals())  # the parameters above, validated ("false" is False)

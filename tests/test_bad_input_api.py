@@ -684,7 +684,7 @@ def test_setup_placements_and_run_overrides_are_checked_and_named(tmp_path):
 
 
 def test_single_pool_tools_refuse_a_disaggregated_scheduler_with_the_tool_that_answers_it():
-    from workbench.study.answers.compare import CompareParams
+    from workbench.study.runs.compare import CompareParams
     from workbench.study.explore import Explorer
 
     with pytest.raises(ValueError, match=re.escape("schedulers: disaggregated splits the GPUs into prefill and decode "

@@ -17,11 +17,11 @@ import pytest
 from workbench import paths
 from workbench.__main__ import main
 from workbench.study.explore import Explorer
-from workbench.study.runs import sweep
+from workbench.study.store import checkpoints
 from workbench.study.runs.experiments import (PROFILE_RPS_SCALING, SEED_RPS_SCALING, STEP2, StepParams, plan_step1,
                                               plan_step2, plan_step3)
-from workbench.study.runs.folders import MANIFEST, ResultsFolderConflict
-from workbench.study.runs.suite import SuiteOptions
+from workbench.study.store.folders import MANIFEST, ResultsFolderConflict
+from workbench.study.orchestrate.suite import SuiteOptions
 
 SMALL = dict(max_requests=300, max_gpus=2, capacity_search=False, executor="serial",
              schedulers="static_fifo,dynamic_no_bins")
@@ -79,7 +79,7 @@ def test_a_checkpoint_path_that_is_a_folder_fails_before_any_test_runs(tmp_path,
     params = StepParams(**SMALL, results_dir=str(folder))
     plan = plan_step2(params)
     (folder / f"{STEP2}.csv").mkdir()
-    with pytest.raises(sweep.CheckpointError, match=f"{STEP2}.csv is a folder, where the sweep keeps its "
+    with pytest.raises(checkpoints.CheckpointError, match=f"{STEP2}.csv is a folder, where the sweep keeps its "
                                                     "checkpoint file.*nothing was run"):
         plan.run(progress=False)
     assert count_runs == []
@@ -159,7 +159,7 @@ def test_fidelity_parameters_are_validated_and_recorded_as_their_part(tmp_path):
 
 
 def test_the_disaggregated_notebooks_validate_their_parameters_and_claim_their_part(tmp_path):
-    from workbench.study.answers.disaggregation import DisaggregationParams
+    from workbench.study.runs.disaggregation import DisaggregationParams
     from workbench.study.fidelity.disagg_runs import DisaggFidelityParams
     from workbench.study.fidelity.vllm_runs import FidelityParams
 

@@ -12,7 +12,9 @@ from conftest import sweep_tests
 import workbench.study.runs.sweep as sweep
 from workbench.study.answers import analysis
 from workbench.study.runs import experiments
-from workbench.study.runs.sweep import CapacitySpec, read_rows, run_sweep
+from workbench.study.runs.sweep import CapacitySpec, run_sweep
+from workbench.study.store import checkpoints
+from workbench.study.store.checkpoints import read_rows
 
 FAST = CapacitySpec(attainment=0.9, resolution=0.05)  # a few probes fewer than the default 1%
 CAPACITY_COLUMNS = ("capacity_rps", "capacity_scaling", "capacity_attainment", "capacity_probes",
@@ -67,8 +69,8 @@ def test_the_capacity_spec_enters_the_id_only_when_there_is_one(small_trace_csv)
     # the capacity search determines the numbers: its file is hashed into simulator_version (and exists: a
     # module moved without updating the list would silently stop invalidating old rows)
     from workbench import paths
-    assert "study/runs/capacity.py" in sweep.SIMULATOR_MODULES
-    assert all((paths.PACKAGE_DIR / name).exists() for name in sweep.SIMULATOR_MODULES)
+    assert "study/runs/capacity.py" in checkpoints.SIMULATOR_MODULES
+    assert all((paths.PACKAGE_DIR / name).exists() for name in checkpoints.SIMULATOR_MODULES)
 
 
 @pytest.mark.parametrize("kwargs", [{"attainment": 0}, {"attainment": 1.2}, {"attainment": True},

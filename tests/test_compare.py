@@ -81,7 +81,7 @@ def test_sentences_say_where_each_breaks():
 
 # ------------------------------------------------------------------ running a comparison
 
-from workbench.study.answers import compare as cmp  # noqa: E402
+from workbench.study.runs import compare as cmp  # noqa: E402
 
 
 @pytest.fixture(scope="module")

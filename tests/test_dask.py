@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from conftest import sweep_tests
 
-from workbench.study.runs.sweep import comparable, run_sweep
+from workbench.study.runs.sweep import run_sweep
+from workbench.study.store.checkpoints import comparable
 
 distributed = pytest.importorskip("distributed")
 

@@ -104,7 +104,7 @@ def test_raw_azure_bad_timestamp_names_line_and_column(tmp_path):
 def test_a_dataset_name_works_in_the_notebook_parameters_and_the_suite_cli(capsys):
     from workbench.__main__ import main, options_from_args, build_parser
     from workbench.study.runs import experiments
-    from workbench.study.runs.suite import notebook_parameters
+    from workbench.study.orchestrate.suite import notebook_parameters
 
     assert experiments.StepParams(dataset="azure_conv").dataset == "azure_conv"
     assert experiments.StepParams(dataset="synthetic").dataset is None

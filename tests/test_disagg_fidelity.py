@@ -197,8 +197,8 @@ def test_steps_plan_disaggregated_deployments_of_at_least_two_gpus():
 
 
 def test_the_disaggregated_notebooks_are_in_the_suite_with_validate_and_disaggregated_has_its_colour():
-    from workbench.study.answers import palette
-    from workbench.study.runs import suite
+    from workbench.study.present import palette
+    from workbench.study.orchestrate import suite
 
     for name in (suite.FIDELITY_DISAGG, suite.DISAGGREGATION):
         notebook = suite.suite_notebook(name)
@@ -213,7 +213,7 @@ def test_the_disaggregated_notebooks_are_in_the_suite_with_validate_and_disaggre
 def test_fidelity_notebook_runs_and_writes_its_tables(tmp_path):
     import papermill as pm
 
-    from workbench.study.runs.suite import FIDELITY_DISAGG, SuiteOptions, notebook_parameters
+    from workbench.study.orchestrate.suite import FIDELITY_DISAGG, SuiteOptions, notebook_parameters
 
     source = paths.NOTEBOOKS_DIR / "fidelity_disagg.ipynb"
     assert set(notebook_parameters(SuiteOptions(), FIDELITY_DISAGG)) <= set(pm.inspect_notebook(str(source)))

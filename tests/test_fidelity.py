@@ -362,7 +362,7 @@ def test_notebook_is_committed_clean_and_paired():
     assert "parameters" in code[0].metadata.get("tags", [])
     paired = jupytext.read(NOTEBOOK.with_suffix(".py"))
     assert [c.source for c in paired.cells] == [c.source for c in nb.cells]
-    from workbench.study.runs.suite import FIDELITY, SuiteOptions, notebook_parameters
+    from workbench.study.orchestrate.suite import FIDELITY, SuiteOptions, notebook_parameters
     assert set(notebook_parameters(SuiteOptions(), FIDELITY)) <= set(pm.inspect_notebook(str(NOTEBOOK)))
 
 

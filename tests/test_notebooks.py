@@ -16,7 +16,7 @@ import pytest
 
 from workbench import paths
 from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
-from workbench.study.runs.suite import SuiteOptions, notebook_parameters
+from workbench.study.orchestrate.suite import SuiteOptions, notebook_parameters
 
 TINY = {"max_requests": 2_000, "max_gpus": 4, "executor": "serial"}   # a pool's start-up would cost more
 STATIC_TRIO = "static_fifo,dynamic_no_bins,multi_bin_dynamic"  # the seed's schedulers (steps 2-3 now sweep each)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex, to_rgba
 
-from workbench.study.answers import palette, plots
+from workbench.study.answers import plots
+from workbench.study.present import palette
 
 K = (1, 2, 4, 8, 16, 32)
 GPUS = (1, 2, 4, 8)

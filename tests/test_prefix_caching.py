@@ -256,7 +256,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
 
     from workbench import paths
     from workbench.study.answers import columns
-    from workbench.study.runs.suite import PREFIX_CACHING, SuiteOptions, notebook_parameters
+    from workbench.study.orchestrate.suite import PREFIX_CACHING, SuiteOptions, notebook_parameters
 
     out = tmp_path / "out"
     assert notebook_parameters(SuiteOptions(validate=True), PREFIX_CACHING) == {
@@ -301,7 +301,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
     (dict(dataset="mooncake"), "dataset: 'mooncake' is neither a dataset name"),
 ])
 def test_notebook_parameters_are_validated_before_anything_is_written(kwargs, message, tmp_path):
-    from workbench.study.answers.prefix_caching import PrefixCachingParams
+    from workbench.study.runs.prefix_caching import PrefixCachingParams
 
     with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
         PrefixCachingParams(**kwargs, results_dir=str(tmp_path / "r"))

@@ -8,7 +8,7 @@ import pytest
 
 import workbench as wb
 from workbench.study.fidelity import validation as wv
-from workbench.study.runs.replications import (replication_seeds, summarize_replications, t_half_width)
+from workbench.study.store.replications import (replication_seeds, summarize_replications, t_half_width)
 
 
 def test_half_width_by_hand():
@@ -68,7 +68,7 @@ def test_interval_covers_the_md1_mean_wait_about_95_percent_of_the_time():
 def test_intervals_respect_the_range_of_each_quantity():
     # a share near 0 and near 1, a throughput at the offered rate, a capacity near 0: the t interval alone would
     # leave the range; cut, it does not, and the mean is still inside it
-    from workbench.study.runs.replications import interval, metric_range
+    from workbench.study.store.replications import interval, metric_range
 
     assert metric_range("sla_violation_rate") == (0.0, 1.0) and metric_range("slo_attainment") == (0.0, 1.0)
     assert metric_range("throughput_rps") == (0.0, "offered_rps") and metric_range("capacity_rps")[1] == math.inf

@@ -11,7 +11,7 @@ import pytest
 from workbench.__main__ import main
 from workbench.study.answers import analysis
 from workbench.study.runs.experiments import STEP2, STEP3, StepParams, plan_step2, plan_step3
-from workbench.study.runs.folders import MANIFEST, ResultsFolderConflict
+from workbench.study.store.folders import MANIFEST, ResultsFolderConflict
 
 SMALL = dict(max_requests=300, max_gpus=2, capacity_search=False, executor="serial")
 

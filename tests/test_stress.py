@@ -20,7 +20,7 @@ from workbench.sim.profiles import get_profile
 from workbench.sim.steptime import StepTimeModel
 from workbench.study.answers import analysis
 from workbench.study.runs import experiments, sweep
-from workbench.study.runs.suite import SuiteOptions, notebook_parameters
+from workbench.study.orchestrate.suite import SuiteOptions, notebook_parameters
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIXED = "multi_bin_dynamic,continuous_fcfs"

@@ -20,7 +20,7 @@ from workbench.study.answers import columns
 from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, total_tests
 
 STATIC_TRIO = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
-from workbench.study.runs.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
+from workbench.study.orchestrate.suite import VALIDATION, WIDE_TABLE_CSS, SuiteOptions, notebook_parameters
 
 # serial: at this size a pool's start-up costs more than its tests (the pool has tests of its own: test_sweep,
 # test_cleanup)
@@ -157,7 +157,7 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     # the scheduler comparison ran after the steps, and one page presents the whole folder (issue 10)
     assert (results / "compare_schedulers.html").is_file()
     ranking = pd.read_csv(results / "compare_schedulers" / "compare_schedulers_ranking.csv")
-    from workbench.study.answers.compare import all_schedulers
+    from workbench.study.runs.compare import all_schedulers
 
     assert set(ranking["scheduler"]) == set(all_schedulers())   # every single-pool scheduler (issue 15:
     assert set(SCHEDULERS) - set(all_schedulers()) == {"disaggregated"}   # pools are compared by best_placement)

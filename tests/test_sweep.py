@@ -19,7 +19,9 @@ import workbench.study.runs.sweep as sweep
 from workbench.study.runs import experiments
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
-from workbench.study.runs.sweep import SweepError, TraceOptions, comparable, read_rows, run_sweep
+from workbench.study.runs.sweep import SweepError, TraceOptions, run_sweep
+from workbench.study.store import checkpoints, files
+from workbench.study.store.checkpoints import comparable, read_rows
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -160,7 +162,7 @@ def test_a_damaged_checkpoint_is_a_clear_error_naming_file_and_line(small_trace_
     path.write_text("\n".join(damaged) + "\n")
     message = message.format(wide=n + 1, n=n)
     for attempt in (lambda: read_rows(path), lambda: run_sweep(tests, tmp_path, executor="serial", progress=False)):
-        with pytest.raises(sweep.CheckpointError, match=re.escape(message)) as excinfo:
+        with pytest.raises(checkpoints.CheckpointError, match=re.escape(message)) as excinfo:
             attempt()
         assert str(path) in str(excinfo.value) and "move it aside" in str(excinfo.value)
 
@@ -241,10 +243,10 @@ def test_relative_results_dir_is_taken_from_the_cwd_or_the_repo_root_in_notebook
     from workbench import paths
 
     monkeypatch.chdir(tmp_path)
-    assert sweep.resolve_results_dir("out") == tmp_path.resolve() / "out"
+    assert files.resolve_results_dir("out") == tmp_path.resolve() / "out"
     monkeypatch.chdir(paths.NOTEBOOKS_DIR)
-    assert sweep.resolve_results_dir("results/x") == paths.REPO_ROOT / "results" / "x"
-    assert sweep.resolve_results_dir(tmp_path / "abs") == tmp_path / "abs"
+    assert files.resolve_results_dir("results/x") == paths.REPO_ROOT / "results" / "x"
+    assert files.resolve_results_dir(tmp_path / "abs") == tmp_path / "abs"
 
 
 # --------------------------------------------------------------------------- real processes
@@ -346,7 +348,7 @@ def test_rows_of_other_simulator_code_are_recomputed_and_replaced(small_trace_cs
     stale.to_csv(path, index=False)
     rows = run_sweep(tests, tmp_path, executor="serial", progress=False)
     assert len(count_runs) == 4
-    assert (rows["simulator_version"] == sweep.simulator_version()).all()
+    assert (rows["simulator_version"] == checkpoints.simulator_version()).all()
     assert len(pd.read_csv(path)) == 2
 
 
@@ -419,8 +421,8 @@ def test_column_order_does_not_depend_on_which_test_finished_first():
     k1 = {"test_id": "a", "k_bins_effective": 1, "trace_label": "t", "finished_at": "x"}
     k2 = {"test_id": "b", "k_bins_effective": 2, "bin0_requests": 1, "bin1_requests": 2, "bin0_batch_size_mean": 1.0,
           "bin1_batch_size_mean": 2.0, "trace_label": "t", "finished_at": "y"}
-    one = sweep.canonical_columns(pd.DataFrame([k1, k2]))
-    other = sweep.canonical_columns(pd.DataFrame([k2, k1]))
+    one = checkpoints.canonical_columns(pd.DataFrame([k1, k2]))
+    other = checkpoints.canonical_columns(pd.DataFrame([k2, k1]))
     assert list(one.columns) == list(other.columns) == [
         "test_id", "k_bins_effective", "bin0_batch_size_mean", "bin0_requests", "bin1_batch_size_mean",
         "bin1_requests", "trace_label", "finished_at"]
@@ -435,10 +437,10 @@ def test_hex_ids_that_look_like_numbers_stay_text(small_trace_csv, tmp_path, mon
         for row, value in zip(rows, values):
             row[header.index(column)] = value
     path.write_text("\n".join(_joined(r) for r in [header, *rows]) + "\n")
-    monkeypatch.setattr(sweep, "simulator_version", lambda: "012345678901")
+    monkeypatch.setattr(checkpoints, "simulator_version", lambda: "012345678901")
     loaded = read_rows(path)
     assert list(loaded["test_id"]) == digits["test_id"]
-    assert sweep.finished_ids(loaded) == set(digits["test_id"])
+    assert checkpoints.finished_ids(loaded) == set(digits["test_id"])
     assert set(loaded["trace_fingerprint"]) == {"0000000000000001"}
 
 
@@ -458,8 +460,8 @@ def test_a_test_another_results_folder_holds_is_reused_not_recomputed(small_trac
     assert count_runs == []
     assert again.loc[0, "reused_from"].endswith("default/sweep_test.csv")
     pd.testing.assert_frame_equal(
-        sweep.comparable(again.drop(columns=["reused_from"])).sort_index(axis=1),
-        sweep.comparable(first.iloc[:1].drop(columns=["reused_from"], errors="ignore")).sort_index(axis=1),
+        checkpoints.comparable(again.drop(columns=["reused_from"])).sort_index(axis=1),
+        checkpoints.comparable(first.iloc[:1].drop(columns=["reused_from"], errors="ignore")).sort_index(axis=1),
         check_dtype=False)
     # a folder outside results/ computes its own
     run_sweep(tests[:1], tmp_path / "elsewhere", executor="serial", progress=False)

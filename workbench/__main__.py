@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace):
-    from workbench.study.runs.suite import SuiteOptions
+    from workbench.study.orchestrate.suite import SuiteOptions
 
     chosen = tuple(step for step, flag in zip((STEP1, STEP2, STEP3),
                                               (args.step1_only, args.step2_only, args.step3_only)) if flag)
@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(markdown())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from workbench.study.runs.console import plain_warnings
-    from workbench.study.runs.folders import ResultsFolderConflict
+    from workbench.study.present.console import plain_warnings
+    from workbench.study.store.folders import ResultsFolderConflict
 
     plain_warnings()   # each warning once, one line, no source lines
-    from workbench.study.runs.suite import run_suite
+    from workbench.study.orchestrate.suite import run_suite
 
     if args.command == "notebook":
         return _notebook(parser, args)
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(work):
     """(what ``work()`` returns, 0), or (None, the exit code) after saying why it stopped: 2 for a results folder
     that holds another parameter set, 1 for a notebook that failed."""
-    from workbench.study.runs.folders import ResultsFolderConflict
-    from workbench.study.runs.suite import SuiteError
+    from workbench.study.store.folders import ResultsFolderConflict
+    from workbench.study.orchestrate.suite import SuiteError
 
     try:
         return work(), 0
@@ -229,12 +229,12 @@ def _papermill_value(text: str):
 
 def _notebook_params_class(name: str):
     """The NotebookParams subclass that validates notebook ``name``'s parameters (its ``notebook`` is ``name``)."""
-    import workbench.study.answers.disaggregation  # noqa: F401  (each module registers its class)
-    import workbench.study.answers.prefix_caching  # noqa: F401
+    import workbench.study.runs.disaggregation  # noqa: F401  (each module registers its class)
+    import workbench.study.runs.prefix_caching  # noqa: F401
     import workbench.study.fidelity.disagg_runs  # noqa: F401
     import workbench.study.fidelity.validation  # noqa: F401
     import workbench.study.fidelity.vllm_runs  # noqa: F401
-    from workbench.study.runs.folders import NotebookParams
+    from workbench.study.store.folders import NotebookParams
 
     todo, found = [NotebookParams], []
     while todo:
@@ -270,8 +270,9 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     from workbench import paths
     from workbench.study.answers import report
-    from workbench.study.runs.experiments import STEPS, StepParams, display_path
-    from workbench.study.runs.suite import SUITE_NOTEBOOKS, run_notebook
+    from workbench.study.runs.experiments import STEPS, StepParams
+    from workbench.study.store.files import display_path
+    from workbench.study.orchestrate.suite import SUITE_NOTEBOOKS, run_notebook
 
     names = [n.name for n in SUITE_NOTEBOOKS]
     try:
@@ -284,7 +285,7 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             known = {k: v for k, v in parameters.items() if k in StepParams.__dataclass_fields__}
             folder = StepParams(**known).claim_results_dir()
         elif args.name == "compare_schedulers":
-            from workbench.study.answers.compare import CompareParams
+            from workbench.study.runs.compare import CompareParams
 
             known = {k: v for k, v in parameters.items() if k in CompareParams.__dataclass_fields__}
             folder = CompareParams(**known).claim_results_dir()

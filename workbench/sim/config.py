@@ -11,8 +11,7 @@ import numpy as np
 from workbench import checks
 
 from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
-from workbench.sim.continuous_engine import ROUTERS
-from workbench.sim.disagg_steplog import DISAGG_ROUTERS
+from workbench.sim.routers import DISAGG_ROUTERS, ROUTERS
 from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
 

@@ -189,10 +189,11 @@ import numpy as np
 from numba import njit
 
 from workbench.sim.controllers import memory_limit, sla_update, token_stats_add, window_mean
+from workbench.sim.routers import ROUTERS  # noqa: F401  (the registry by name: simulate() reads the code here)
+from workbench.sim.routers import (LEAST_KV as R_LEAST_KV, LEAST_OUTSTANDING as R_LEAST_OUTSTANDING,
+                                   PREFIX_AFFINITY as R_PREFIX_AFFINITY, ROUND_ROBIN as R_ROUND_ROBIN)
 
 POLICY_FCFS, POLICY_SLA, POLICY_MULTI_BIN = 0, 1, 2
-ROUTERS = {"round_robin": 0, "least_outstanding": 1, "least_kv": 2, "prefix_affinity": 3}
-R_ROUND_ROBIN, R_LEAST_OUTSTANDING, R_LEAST_KV, R_PREFIX_AFFINITY = 0, 1, 2, 3
 
 ST_NEW, ST_WAITING, ST_PREFILL, ST_DECODE, ST_DONE, ST_DROPPED = 0, 1, 2, 3, 4, 5
 KIND_NONE, KIND_DECODE_RUN, KIND_STEP = 0, 1, 2

@@ -30,7 +30,8 @@ import numpy as np
 
 from workbench import checks
 from workbench.sim import disagg_engine as deng
-from workbench.sim.disagg_steplog import DISAGG_ROUTERS, DisaggSettings, rejection
+from workbench.sim.disagg_steplog import DisaggSettings, rejection
+from workbench.sim.routers import DISAGG_ROUTERS
 from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV, offered_rate_rps,
                                    summarize_continuous)
 from workbench.sim.steptime import StepTimeModel

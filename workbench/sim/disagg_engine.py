@@ -153,6 +153,15 @@ needs; the series ends at the next finish, when blocks run out, or after the
 step in flight when a request reaches the instance's bridge.  Swapped and
 waiting requests cannot enter during such a series: blocks only shrink until
 the next finish.  With ``decode_pp > 1`` every micro-batch is an event.
+
+Code layout: the state lives in a few 2-D arrays with named columns (``RQ_*``/``T_*`` per request, ``PS_*``
+per prefill instance, ``DS_*``/``DF_*`` per decode instance, ``LS_*``/``LF_*`` per lane, ``CI_*``/``CF_*``
+settings; ``U_USED`` and ``A_*``, the KV accounting, in the same columns for both kinds of instance), as in
+:mod:`workbench.sim.continuous_engine`.  :func:`run_disaggregated` allocates it and calls :func:`_event_loop`,
+which allocates nothing and is compiled without reference counting; it inlines one helper per rule:
+:func:`_join` (R1), :func:`_first_tokens` (R4, R5), :func:`_prefill_step` (R3), :func:`_transfer_end` and
+:func:`_start_transfer` (R6), :func:`_complete_lanes` (R10), :func:`_swap_out` (R8), :func:`_admit` (R7) and
+:func:`_launch` (R9), so they cost nothing for the arrays they take.
 """
 
 from __future__ import annotations
@@ -160,8 +169,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from workbench.sim.continuous_engine import (_blocks_over, _ceil_div, _decode_coefs, _heap_push, _heap_remove,
-                                             _heap_set, _mod, _pow2_shift, _run_time, _steps_fitting,
+from workbench.sim.continuous_engine import (C_PA, C_PB, C_PC, _blocks_over, _ceil_div, _decode_coefs, _heap_push,
+                                             _heap_remove, _heap_set, _mod, _pow2_shift, _run_time, _steps_fitting,
                                              _steps_to_reach)
 
 ERR_TIME_BACKWARDS = 1
@@ -169,124 +178,438 @@ ERR_BLOCKS = 2
 ERR_HEAP = 3
 ERR_LEFT = 4
 
-C_PA, C_PB, C_PC = 0, 1, 2   # prefill coefficients in StepTimeModel.coefficients()
+# (The engine's state lives in a few 2-D arrays with named columns: every array passed to a compiled helper
+# costs a reference-count update per call unless the caller is compiled without reference counting, and numba
+# inlines functions of at most ~30 arguments.)
+# float settings: the step-time coefficients in StepTimeModel.coefficients()' layout (C_PA..C_PC the prefill
+# pool's, C_DA.. the decode pool's; see continuous_engine), then the link and the pipeline
+CF_WAIT_LIMIT, CF_LINK_LATENCY, CF_KV_BYTES, CF_LINK_BPS, CF_PIPE_OVERHEAD = range(13, 18)
+CF_N = 18
+# integer settings
+(CI_P, CI_D, CI_PP, CI_BS, CI_SHIFT, CI_CAP_P, CI_CAP_D, CI_P_MAX_BATCH, CI_P_MAX_TOKENS, CI_D_MAX_BATCH,
+ CI_P_ROUTER, CI_D_ROUTER, CI_JUMPS) = range(13)
+CI_N = 13
+# per request, int32: prefill instance, decode instance, swaps, the next in whichever queue holds it (one at a
+# time), the previous and next in its lane (in admission order)
+RQ_PF, RQ_DC, RQ_SWAPS, RQ_LINK, RQ_PREV, RQ_NEXT = range(6)
+RQ_N = 6
+# per request, float64, one ROW per time (each a contiguous array): start of its prefill step, first token, end of
+# its KV transfer, launch of its first decode step, last token
+T_PF_START, T_FIRST, T_X_END, T_DC_START, T_FINISH = range(5)
+# per instance (prefill and decode alike), the KV accounting: int64 blocks in use; float64 block-seconds, when
+# they were last integrated, busy seconds
+U_USED = 0
+A_BLOCK_S, A_LAST, A_BUSY = range(3)
+# per prefill instance, int64: its queue (head, tail, length), the step in flight (first request, count; linked by
+# RQ_LINK), requests routed and not yet prefilled, steps
+PS_Q_HEAD, PS_Q_TAIL, PS_Q_LEN, PS_STEP_HEAD, PS_STEP_N, PS_OUT, PS_STEPS = range(1, 8)
+PS_N = 8
+PF_N = 3
+# per decode instance, int64: bridge, moved-and-waiting and swapped queues (head, tail), the blocks reserved by
+# waiting requests, requests routed and not finished, the request whose KV is moving (-1: none), the lane launched
+# last, lanes in flight, steps
+(DS_BR_HEAD, DS_BR_TAIL, DS_WT_HEAD, DS_WT_TAIL, DS_WT_BLOCKS, DS_SW_HEAD, DS_SW_TAIL, DS_OUT, DS_X_REQ,
+ DS_LAST_LANE, DS_IN_FLIGHT, DS_STEPS) = range(1, 13)
+DS_N = 13
+# per decode instance, float64 (after the accounting): end of the transfer in progress, seconds spent moving KV
+DF_X_UNTIL, DF_XFER = range(3, 5)
+DF_N = 5
+# per lane (micro-batch ``j * pp + m`` of decode instance j), int64: its requests (head, tail, count), sum of their
+# S_r, steps it has run, size of its finish heap, in flight, steps of the series in flight
+LS_HEAD, LS_TAIL, LS_N_DEC, LS_CTX_BASE, LS_DCOUNT, LS_FIN_N, LS_BUSY, LS_K = range(8)
+LS_N = 8
+# per lane, float64: launch and end of the step (or series) in flight, its first step's time and growth per step
+LF_START, LF_END, LF_E, LF_F = range(4)
+LF_N = 4
 
 
 @njit(cache=True, inline="always")
-def _acc(block_s, last_t, used, k, now):
-    """Integrate an instance's KV blocks in use up to ``now`` (call before changing ``used[k]``)."""
-    block_s[k] += used[k] * (now - last_t[k])
-    last_t[k] = now
+def _acc(fl, it, k, now):
+    """Integrate instance ``k``'s KV blocks in use up to ``now`` (call before changing ``it[k, U_USED]``)."""
+    fl[k, A_BLOCK_S] += it[k, U_USED] * (now - fl[k, A_LAST])
+    fl[k, A_LAST] = now
 
 
 @njit(cache=True, inline="always")
-def _route_to(router, rr, n, outstanding):
+def _route_to(router, rr, n, it, column):
     """R1/R5's choice of instance: round robin (router 0; ``rr`` is the next in turn) or the fewest outstanding
-    requests, lowest index on a tie (router 1).  Returns (instance, next rr)."""
+    requests (``it[:, column]``), lowest index on a tie (router 1).  Returns (instance, next rr)."""
     if router == 0:
         return rr, rr + 1 if rr + 1 < n else 0
     best = 0
     for h in range(1, n):
-        if outstanding[h] < outstanding[best]:
+        if it[h, column] < it[best, column]:
             best = h
     return best, rr
 
 
-@njit(cache=True)
-def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefill, n_decode, pp, block_size,
-                      cap_p, cap_d, prefill_max_batch, prefill_max_tokens, decode_max_batch, waiting_limit_blocks,
-                      prefill_router, decode_router, link_latency_s, kv_bytes_per_token, link_bytes_per_s, pcoef,
-                      dcoef, pipe_overhead_s, jumps):
-    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time.
+@njit(cache=True, inline="always")
+def _append(rq, link, it, head, tail, owner, r):
+    """Append request ``r`` to the list of ``owner`` (its first and last request in columns ``head``, ``tail`` of
+    ``it``), linked by column ``link`` of ``rq``."""
+    rq[r, link] = -1
+    if it[owner, tail] >= 0:
+        rq[it[owner, tail], link] = r
+    else:
+        it[owner, head] = r
+    it[owner, tail] = r
 
-    Returns per request (prefill instance, decode instance, prefill start, first token, transfer end, first
-    decode launch, last token, swaps), per prefill instance (busy_s, block_seconds, steps), per decode instance
-    (busy_s, block_seconds, steps, transfer_s) and an error code."""
-    n = entry_s.size
+
+@njit(cache=True, inline="always")
+def _enter(L, r, s_r, finish_count, bs, shift, rq, ctx0, hpos, ls, hist, fin_key, fin_id):
+    """Request ``r`` joins lane ``L`` last, its step's context ``s_r`` plus the lane's decode count; it finishes
+    when the lane's decode count reaches ``finish_count``."""
+    ctx0[r] = s_r
+    hist[L, _mod(s_r, bs, shift)] += 1
+    ls[L, LS_CTX_BASE] += s_r
+    ls[L, LS_N_DEC] += 1
+    ls[L, LS_FIN_N] = _heap_push(fin_key, fin_id, hpos, L, ls[L, LS_FIN_N], finish_count, r)
+    rq[r, RQ_PREV] = ls[L, LS_TAIL]
+    _append(rq, RQ_NEXT, ls, LS_HEAD, LS_TAIL, L, r)
+
+
+@njit(cache=True, inline="always")
+def _join(r, now, rr_p, pev_n, ci, rq, ps, pev_key, pev_id, pev_pos):
+    """R1: request ``r`` joins a prefill instance's queue; an idle instance decides at this instant.  Returns
+    (next round-robin instance, size of the prefill event heap)."""
+    i, rr_p = _route_to(ci[CI_P_ROUTER], rr_p, ci[CI_P], ps, PS_OUT)
+    rq[r, RQ_PF] = i
+    _append(rq, RQ_LINK, ps, PS_Q_HEAD, PS_Q_TAIL, i, r)
+    ps[i, PS_Q_LEN] += 1
+    ps[i, PS_OUT] += 1
+    if pev_pos[i] < 0 and ps[i, PS_STEP_N] == 0:
+        pev_n = _heap_push(pev_key, pev_id, pev_pos, 0, pev_n, now, i)
+    return rr_p, pev_n
+
+
+@njit(cache=True, inline="always")
+def _first_tokens(i, now, rr_d, dev_n, ci, prompt, output, rq, tq, ps, pf, ds, df, ls, lf, dev_key, dev_id, dev_pos):
+    """R4: the prompts of prefill instance ``i``'s step give their first token; R5: each with more to generate is
+    routed to a decode instance's bridge, whose idle controller acts now, and whose series of decode steps in
+    flight is cut after the step in flight.  Returns (next round-robin instance, size of the decode event heap)."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    pp = ci[CI_PP]
+    r = ps[i, PS_STEP_HEAD]
+    for _ in range(ps[i, PS_STEP_N]):
+        nxt = rq[r, RQ_LINK]
+        tq[T_FIRST, r] = now
+        ps[i, PS_OUT] -= 1
+        if output[r] == 1:
+            tq[T_FINISH, r] = now
+            _acc(pf, ps, i, now)
+            ps[i, U_USED] -= _ceil_div(np.int64(prompt[r]), bs, shift)
+        else:
+            j, rr_d = _route_to(ci[CI_D_ROUTER], rr_d, ci[CI_D], ds, DS_OUT)
+            rq[r, RQ_DC] = j
+            ds[j, DS_OUT] += 1
+            _append(rq, RQ_LINK, ds, DS_BR_HEAD, DS_BR_TAIL, j, r)
+            if ds[j, DS_X_REQ] < 0 and ds[j, DS_IN_FLIGHT] == 0:
+                if dev_pos[j] < 0:      # idle: its controller acts now (after same-time prefill events)
+                    dev_n = _heap_push(dev_key, dev_id, dev_pos, 0, dev_n, now, j)
+            elif pp == 1 and ds[j, DS_X_REQ] < 0:
+                L = j
+                if ls[L, LS_K] > 1:
+                    # cut the series of decode steps after the step in flight
+                    s_i = _steps_to_reach(lf[L, LF_E], lf[L, LF_F], ls[L, LS_K], now - lf[L, LF_START])
+                    if s_i < ls[L, LS_K]:
+                        ds[j, DS_STEPS] -= ls[L, LS_K] - s_i
+                        ls[L, LS_K] = s_i
+                        cut_end = lf[L, LF_START] + _run_time(lf[L, LF_E], lf[L, LF_F], s_i)
+                        df[j, A_BUSY] -= lf[L, LF_END] - cut_end
+                        lf[L, LF_END] = cut_end
+                        _heap_set(dev_key, dev_id, dev_pos, 0, dev_n, dev_pos[j], lf[L, LF_END])
+        r = nxt
+    ps[i, PS_STEP_N] = 0
+    return rr_d, dev_n
+
+
+@njit(cache=True, inline="always")
+def _prefill_step(i, now, pev_n, ci, cf, prompt, rq, tq, ps, pf, pev_key, pev_id, pev_pos):
+    """R3: prefill instance ``i``'s next step, FCFS while the batch, token and block limits hold; none: the
+    instance leaves the event heap.  Returns the size of the prefill event heap."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    tokens = np.int64(0)
+    sq = np.int64(0)
+    need = np.int64(0)
+    count = 0
+    head = ps[i, PS_Q_HEAD]
+    r = head
+    while r >= 0:
+        p = np.int64(prompt[r])
+        b = _ceil_div(p, bs, shift)
+        if (count + 1 > ci[CI_P_MAX_BATCH] or tokens + p > ci[CI_P_MAX_TOKENS]
+                or ps[i, U_USED] + need + b > ci[CI_CAP_P]):
+            break
+        tokens += p
+        sq += p * p
+        need += b
+        count += 1
+        tq[T_PF_START, r] = now
+        r = rq[r, RQ_LINK]
+    if count > 0:
+        ps[i, PS_Q_HEAD] = r
+        if r < 0:
+            ps[i, PS_Q_TAIL] = -1
+        ps[i, PS_Q_LEN] -= count
+        ps[i, PS_STEP_HEAD] = head
+        ps[i, PS_STEP_N] = count
+        _acc(pf, ps, i, now)
+        ps[i, U_USED] += need
+        dt = cf[C_PA] + cf[C_PB] * float(tokens) + cf[C_PC] * float(sq)
+        pf[i, A_BUSY] += dt
+        ps[i, PS_STEPS] += 1
+        _heap_set(pev_key, pev_id, pev_pos, 0, pev_n, pev_pos[i], now + dt)
+    else:
+        pev_n = _heap_remove(pev_key, pev_id, pev_pos, 0, pev_n, pev_pos[i])
+    return pev_n
+
+
+@njit(cache=True, inline="always")
+def _transfer_end(j, now, pev_n, ci, prompt, rq, ps, pf, ds, pev_key, pev_id, pev_pos):
+    """R6: decode instance ``j``'s transfer ends: the request waits there; its prefill instance frees the prompt's
+    blocks and, idle with a queue, decides at this instant.  Returns the size of the prefill event heap."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    r = ds[j, DS_X_REQ]
+    ds[j, DS_X_REQ] = -1
+    _append(rq, RQ_LINK, ds, DS_WT_HEAD, DS_WT_TAIL, j, r)
+    p = np.int64(prompt[r])
+    ds[j, DS_WT_BLOCKS] += _ceil_div(p + 1, bs, shift)
+    i = rq[r, RQ_PF]
+    _acc(pf, ps, i, now)
+    ps[i, U_USED] -= _ceil_div(p, bs, shift)
+    if ps[i, PS_Q_LEN] > 0 and pev_pos[i] < 0 and ps[i, PS_STEP_N] == 0:
+        pev_n = _heap_push(pev_key, pev_id, pev_pos, 0, pev_n, now, i)
+    return pev_n
+
+
+@njit(cache=True, inline="always")
+def _complete_lanes(j, now, ci, rq, tq, ctx0, hpos, ds, df, ls, lf, hist, fin_key, fin_id):
+    """R10: the lanes of decode instance ``j`` whose step (or series) has completed by ``now`` produce their
+    tokens; the requests that reach their output length finish and free their blocks.  Returns an error code."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    pp = ci[CI_PP]
+    error = 0
+    for mm in range(pp):
+        L = j * pp + mm
+        if ls[L, LS_BUSY] == 0 or lf[L, LF_END] > now:
+            continue
+        ls[L, LS_BUSY] = 0
+        ds[j, DS_IN_FLIGHT] -= 1
+        k = ls[L, LS_K]
+        d0 = ls[L, LS_DCOUNT]
+        _acc(df, ds, j, now)
+        if k > 1:
+            grown = _blocks_over(hist, L, bs, shift, ls[L, LS_N_DEC], d0 + 1, k - 1)
+            df[j, A_BLOCK_S] += 0.5 * grown * (now - lf[L, LF_START])   # the blocks grew through the series
+            ds[j, U_USED] += grown
+        if ds[j, U_USED] > ci[CI_CAP_D]:
+            error = ERR_BLOCKS
+        d = d0 + k
+        ls[L, LS_DCOUNT] = d
+        while ls[L, LS_FIN_N] > 0 and fin_key[L, 0] <= d:
+            r = fin_id[L, 0]
+            if fin_key[L, 0] != d:
+                error = ERR_HEAP
+            ls[L, LS_FIN_N] = _heap_remove(fin_key, fin_id, hpos, L, ls[L, LS_FIN_N], 0)
+            s_r = ctx0[r]
+            ds[j, U_USED] -= _ceil_div(s_r + d - 1, bs, shift)
+            hist[L, _mod(s_r, bs, shift)] -= 1
+            ls[L, LS_CTX_BASE] -= s_r
+            ls[L, LS_N_DEC] -= 1
+            tq[T_FINISH, r] = now
+            ds[j, DS_OUT] -= 1
+            p_, n_ = rq[r, RQ_PREV], rq[r, RQ_NEXT]
+            if p_ >= 0:
+                rq[p_, RQ_NEXT] = n_
+            else:
+                ls[L, LS_HEAD] = n_
+            if n_ >= 0:
+                rq[n_, RQ_PREV] = p_
+            else:
+                ls[L, LS_TAIL] = p_
+    return error
+
+
+@njit(cache=True, inline="always")
+def _start_transfer(j, now, dev_n, ci, cf, prompt, rq, tq, ds, df, dev_key, dev_id, dev_pos):
+    """R6: decode instance ``j`` moves its bridge's head if it is acceptable (the waiting requests' blocks under
+    the limit, the prompt's and its first step's blocks free).  Returns whether a transfer started."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    r = ds[j, DS_BR_HEAD]
+    if r < 0:
+        return False
+    p = np.int64(prompt[r])
+    b = _ceil_div(p + 1, bs, shift)
+    if not (ds[j, DS_WT_BLOCKS] < cf[CF_WAIT_LIMIT] and b <= ci[CI_CAP_D] - ds[j, U_USED]):
+        return False
+    ds[j, DS_BR_HEAD] = rq[r, RQ_LINK]
+    if ds[j, DS_BR_HEAD] < 0:
+        ds[j, DS_BR_TAIL] = -1
+    _acc(df, ds, j, now)
+    ds[j, U_USED] += b
+    ds[j, DS_X_REQ] = r
+    df[j, DF_X_UNTIL] = now + (cf[CF_LINK_LATENCY] + p * cf[CF_KV_BYTES] / cf[CF_LINK_BPS])
+    df[j, DF_XFER] += df[j, DF_X_UNTIL] - now
+    tq[T_X_END, r] = df[j, DF_X_UNTIL]
+    _heap_set(dev_key, dev_id, dev_pos, 0, dev_n, dev_pos[j], df[j, DF_X_UNTIL])
+    return True
+
+
+@njit(cache=True, inline="always")
+def _swap_out(j, L, d, need, now, ci, prompt, rq, ctx0, gen, hpos, ds, df, ls, hist, fin_key, fin_id):
+    """R8: swap out lane ``L``'s most recently admitted requests until the blocks its step needs fit (to the
+    front of the swapped queue, newest first, so several victims keep their order).  Returns (the step's new
+    blocks, victims)."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    preempted = 0
+    while ls[L, LS_N_DEC] > 0 and ds[j, U_USED] + need > ci[CI_CAP_D]:
+        v = ls[L, LS_TAIL]
+        s_v = ctx0[v]
+        if _mod(s_v + d - 1, bs, shift) == 0:
+            need -= 1
+        _acc(df, ds, j, now)
+        ds[j, U_USED] -= _ceil_div(s_v + d - 1, bs, shift)
+        hist[L, _mod(s_v, bs, shift)] -= 1
+        ls[L, LS_CTX_BASE] -= s_v
+        ls[L, LS_N_DEC] -= 1
+        ls[L, LS_FIN_N] = _heap_remove(fin_key, fin_id, hpos, L, ls[L, LS_FIN_N], hpos[v])
+        p_ = rq[v, RQ_PREV]
+        ls[L, LS_TAIL] = p_
+        if p_ >= 0:
+            rq[p_, RQ_NEXT] = -1
+        else:
+            ls[L, LS_HEAD] = -1
+        rq[v, RQ_PREV] = -1
+        gen[v] = s_v + d - np.int64(prompt[v])
+        rq[v, RQ_SWAPS] += 1
+        preempted += 1
+        rq[v, RQ_LINK] = ds[j, DS_SW_HEAD]
+        ds[j, DS_SW_HEAD] = v
+        if ds[j, DS_SW_TAIL] < 0:
+            ds[j, DS_SW_TAIL] = v
+    return need, preempted
+
+
+@njit(cache=True, inline="always")
+def _admit(j, L, mm, d, need, now, ci, prompt, output, rq, tq, ctx0, gen, hpos, ds, df, ls, hist, fin_key, fin_id):
+    """R7: into lane ``L`` (lane ``mm`` of decode instance ``j``) at decode count ``d``: swapped requests first,
+    FCFS, while their blocks fit; then moved ones, FCFS, while the lane holds no more than the smallest other
+    lane.  Returns the step's new blocks."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    pp = ci[CI_PP]
+    max_batch = ci[CI_D_MAX_BATCH]
+    while ds[j, DS_SW_HEAD] >= 0 and ls[L, LS_N_DEC] < max_batch:
+        r = ds[j, DS_SW_HEAD]
+        c = np.int64(prompt[r]) + gen[r]
+        if ds[j, U_USED] + need + _ceil_div(c, bs, shift) > ci[CI_CAP_D]:
+            break
+        ds[j, DS_SW_HEAD] = rq[r, RQ_LINK]
+        if ds[j, DS_SW_HEAD] < 0:
+            ds[j, DS_SW_TAIL] = -1
+        _acc(df, ds, j, now)
+        ds[j, U_USED] += _ceil_div(c - 1, bs, shift)
+        if _mod(c - 1, bs, shift) == 0:
+            need += 1
+        _enter(L, r, c - d, float(d + np.int64(output[r]) - gen[r]), bs, shift, rq, ctx0, hpos, ls, hist, fin_key,
+               fin_id)
+    others = max_batch
+    for kk in range(pp):
+        if kk != mm and ls[j * pp + kk, LS_N_DEC] < others:
+            others = ls[j * pp + kk, LS_N_DEC]
+    while ds[j, DS_WT_HEAD] >= 0 and ls[L, LS_N_DEC] < max_batch and ls[L, LS_N_DEC] <= others:
+        r = ds[j, DS_WT_HEAD]
+        ds[j, DS_WT_HEAD] = rq[r, RQ_LINK]
+        if ds[j, DS_WT_HEAD] < 0:
+            ds[j, DS_WT_TAIL] = -1
+        p = np.int64(prompt[r])
+        ds[j, DS_WT_BLOCKS] -= _ceil_div(p + 1, bs, shift)
+        if _mod(p, bs, shift) == 0:
+            # the reserved slot of its first step becomes this step's need
+            _acc(df, ds, j, now)
+            ds[j, U_USED] -= 1
+            need += 1
+        tq[T_DC_START, r] = now
+        _enter(L, r, p + 1 - d, float(d + np.int64(output[r]) - 1), bs, shift, rq, ctx0, hpos, ls, hist, fin_key,
+               fin_id)
+    return need
+
+
+@njit(cache=True, inline="always")
+def _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_free, ls, lf, hist, fin_key):
+    """R9: launch lane ``L``'s step (with ``pp = 1`` and nothing that could join, a series of steps up to the next
+    finish or the last whose blocks fit; with ``pp > 1`` through the pipeline's stages).  Returns an error code."""
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
+    pp = ci[CI_PP]
+    cap_d = ci[CI_CAP_D]
+    error = 0
+    nd = ls[L, LS_N_DEC]
+    _acc(df, ds, j, now)
+    ds[j, U_USED] += need
+    if ds[j, U_USED] > cap_d:
+        error = ERR_BLOCKS
+    a_d, b_d, c_d = _decode_coefs(cf, nd)
+    step = a_d + b_d * float(ls[L, LS_CTX_BASE] + nd * d) + c_d * nd
+    k = 1
+    if pp == 1:
+        e = step
+        f = b_d * nd
+        # a series needs a bridge head that stays unacceptable: this launch may have emptied the
+        # waiting queue, so check it as the next boundary will (blocks only shrink until a finish)
+        head_ok = False
+        if ds[j, DS_BR_HEAD] >= 0:
+            hb = _ceil_div(np.int64(prompt[ds[j, DS_BR_HEAD]]) + 1, bs, shift)
+            head_ok = ds[j, DS_WT_BLOCKS] < cf[CF_WAIT_LIMIT] and hb <= cap_d - ds[j, U_USED]
+        if ci[CI_JUMPS] != 0 and preempted == 0 and not head_ok:
+            k_max = np.int64(fin_key[L, 0]) - d
+            if k_max > 1:
+                k = 1 + _steps_fitting(hist, L, bs, shift, nd, d + 1, cap_d - ds[j, U_USED], k_max - 1)
+        end = now + _run_time(e, f, k)
+        df[j, A_BUSY] += end - now
+    else:
+        overhead = cf[CF_PIPE_OVERHEAD]
+        e = (step - overhead) / pp + overhead
+        f = 0.0
+        begin = now
+        for stage in range(pp):
+            if stage_free[j, stage] > begin:
+                begin = stage_free[j, stage]
+            stage_free[j, stage] = begin + e
+            begin = begin + e
+        end = begin
+        df[j, A_BUSY] += e
+    ds[j, DS_STEPS] += k
+    ls[L, LS_BUSY] = 1
+    lf[L, LF_START] = now
+    lf[L, LF_END] = end
+    ls[L, LS_K] = k
+    lf[L, LF_E] = e
+    lf[L, LF_F] = f
+    ds[j, DS_IN_FLIGHT] += 1
+    ds[j, DS_LAST_LANE] = mm
+    return error
+
+
+@njit(cache=True, _nrt=False)
+def _event_loop(join_order, entry_s, prompt, output, ci, cf, rq, tq, ctx0, gen, hpos, ps, pf, ds, df, stage_free,
+                ls, lf, hist, fin_key, fin_id, pev_key, pev_id, pev_pos, dev_key, dev_id, dev_pos):
+    """The events: joins (R1), prefill step boundaries (R3-R5) and decode controllers' actions (R6-R11), in time
+    order (R12).  Compiled without reference counting (it allocates nothing), so the helpers it inlines cost no
+    count updates for the arrays they take.  Returns the error code."""
     m_join = join_order.size
-    P = n_prefill
-    D = n_decode
-    NL = D * pp
-    bs = block_size
-    shift = _pow2_shift(bs)
+    pp = ci[CI_PP]
+    bs = ci[CI_BS]
+    shift = ci[CI_SHIFT]
     inf = np.inf
-
-    # per request
-    pf_inst = np.full(n, -1, np.int32)
-    dc_inst = np.full(n, -1, np.int32)
-    pf_start = np.full(n, np.nan)
-    first_s = np.full(n, np.nan)
-    x_end = np.full(n, np.nan)
-    dc_start = np.full(n, np.nan)
-    finish_s = np.full(n, np.nan)
-    swaps = np.zeros(n, np.int32)
-    link = np.full(n, -1, np.int32)        # next in whichever queue holds the request (one at a time)
-    run_prev = np.full(n, -1, np.int32)    # lane lists, in admission order
-    run_next = np.full(n, -1, np.int32)
-    hpos = np.full(n, -1, np.int32)        # position in its lane's finish heap
-    ctx0 = np.zeros(n, np.int64)           # S_r: the context of its step at lane decode count d is S_r + d
-    gen = np.zeros(n, np.int64)            # tokens generated, kept while swapped out
-
-    # prefill instances
-    pq_head = np.full(P, -1, np.int64)
-    pq_tail = np.full(P, -1, np.int64)
-    pq_len = np.zeros(P, np.int64)
-    pb_head = np.full(P, -1, np.int64)     # the step in flight: its first request and count (linked by `link`)
-    pb_n = np.zeros(P, np.int64)
-    p_used = np.zeros(P, np.int64)
-    p_out = np.zeros(P, np.int64)
-    p_busy = np.zeros(P)
-    p_block_s = np.zeros(P)
-    p_last = np.zeros(P)
-    p_steps = np.zeros(P, np.int64)
-    pev_key = np.empty((1, P), np.float64)
-    pev_id = np.empty((1, P), np.int64)
-    pev_pos = np.full(P, -1, np.int64)
     pev_n = 0
-
-    # decode instances
-    br_head = np.full(D, -1, np.int64)
-    br_tail = np.full(D, -1, np.int64)
-    wt_head = np.full(D, -1, np.int64)
-    wt_tail = np.full(D, -1, np.int64)
-    wt_blocks = np.zeros(D, np.int64)
-    sw_head = np.full(D, -1, np.int64)
-    sw_tail = np.full(D, -1, np.int64)
-    d_used = np.zeros(D, np.int64)
-    d_out = np.zeros(D, np.int64)
-    x_req = np.full(D, -1, np.int64)
-    x_until = np.zeros(D)
-    last_lane = np.full(D, pp - 1, np.int64)
-    stage_free = np.zeros((D, pp))
-    in_flight = np.zeros(D, np.int64)
-    d_busy = np.zeros(D)
-    d_block_s = np.zeros(D)
-    d_last = np.zeros(D)
-    d_steps = np.zeros(D, np.int64)
-    d_xfer = np.zeros(D)
-    dev_key = np.empty((1, D), np.float64)
-    dev_id = np.empty((1, D), np.int64)
-    dev_pos = np.full(D, -1, np.int64)
     dev_n = 0
-
-    # lanes (micro-batches): lane j * pp + m of decode instance j
-    ln_head = np.full(NL, -1, np.int64)
-    ln_tail = np.full(NL, -1, np.int64)
-    n_dec = np.zeros(NL, np.int64)
-    ctx_base = np.zeros(NL, np.int64)      # sum of S_r over the lane
-    dcount = np.zeros(NL, np.int64)        # steps the lane has run
-    hist = np.zeros((NL, bs), np.int64)    # the lane's requests by S_r mod block_size
-    hcap = max(1, min(decode_max_batch, cap_d, n))
-    fin_key = np.empty((NL, hcap), np.float64)
-    fin_id = np.empty((NL, hcap), np.int64)
-    fin_n = np.zeros(NL, np.int64)
-    ln_busy = np.zeros(NL, np.bool_)
-    ln_end = np.zeros(NL)
-    ln_start = np.zeros(NL)
-    ln_k = np.zeros(NL, np.int64)
-    ln_e = np.zeros(NL)
-    ln_f = np.zeros(NL)
-
     error = 0
     now = 0.0
     ptr = 0
@@ -305,18 +628,7 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
             now = t_join
             r = join_order[ptr]
             ptr += 1
-            i, rr_p = _route_to(prefill_router, rr_p, P, p_out)
-            pf_inst[r] = i
-            link[r] = -1
-            if pq_tail[i] >= 0:
-                link[pq_tail[i]] = r
-            else:
-                pq_head[i] = r
-            pq_tail[i] = r
-            pq_len[i] += 1
-            p_out[i] += 1
-            if pev_pos[i] < 0 and pb_n[i] == 0:
-                pev_n = _heap_push(pev_key, pev_id, pev_pos, 0, pev_n, now, i)
+            rr_p, pev_n = _join(r, now, rr_p, pev_n, ci, rq, ps, pev_key, pev_id, pev_pos)
             continue
 
         if t_p <= t_d:
@@ -325,77 +637,10 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
             if t_p < now:
                 error = ERR_TIME_BACKWARDS
             now = t_p
-            if pb_n[i] > 0:
-                # R4: the step's prompts produce their first token; R5: route each to a decode instance
-                r = pb_head[i]
-                for _ in range(pb_n[i]):
-                    nxt = link[r]
-                    first_s[r] = now
-                    p_out[i] -= 1
-                    if output_tokens[r] == 1:
-                        finish_s[r] = now
-                        _acc(p_block_s, p_last, p_used, i, now)
-                        p_used[i] -= _ceil_div(np.int64(prompt_tokens[r]), bs, shift)
-                    else:
-                        j, rr_d = _route_to(decode_router, rr_d, D, d_out)
-                        dc_inst[r] = j
-                        d_out[j] += 1
-                        link[r] = -1
-                        if br_tail[j] >= 0:
-                            link[br_tail[j]] = r
-                        else:
-                            br_head[j] = r
-                        br_tail[j] = r
-                        if x_req[j] < 0 and in_flight[j] == 0:
-                            if dev_pos[j] < 0:      # idle: its controller acts now (after same-time prefill events)
-                                dev_n = _heap_push(dev_key, dev_id, dev_pos, 0, dev_n, now, j)
-                        elif pp == 1 and x_req[j] < 0:
-                            L = j
-                            if ln_k[L] > 1:
-                                # cut the series of decode steps after the step in flight
-                                s_i = _steps_to_reach(ln_e[L], ln_f[L], ln_k[L], now - ln_start[L])
-                                if s_i < ln_k[L]:
-                                    d_steps[j] -= ln_k[L] - s_i
-                                    ln_k[L] = s_i
-                                    cut_end = ln_start[L] + _run_time(ln_e[L], ln_f[L], s_i)
-                                    d_busy[j] -= ln_end[L] - cut_end
-                                    ln_end[L] = cut_end
-                                    _heap_set(dev_key, dev_id, dev_pos, 0, dev_n, dev_pos[j], ln_end[L])
-                    r = nxt
-                pb_n[i] = 0
-            # R3: the next prefill step
-            tokens = np.int64(0)
-            sq = np.int64(0)
-            need = np.int64(0)
-            count = 0
-            head = pq_head[i]
-            r = head
-            while r >= 0:
-                p = np.int64(prompt_tokens[r])
-                b = _ceil_div(p, bs, shift)
-                if count + 1 > prefill_max_batch or tokens + p > prefill_max_tokens or p_used[i] + need + b > cap_p:
-                    break
-                tokens += p
-                sq += p * p
-                need += b
-                count += 1
-                pf_start[r] = now
-                r = link[r]
-            if count > 0:
-                pq_head[i] = r
-                if r < 0:
-                    pq_tail[i] = -1
-                pq_len[i] -= count
-                pb_head[i] = head
-                pb_n[i] = count
-                _acc(p_block_s, p_last, p_used, i, now)
-                p_used[i] += need
-                dt = pcoef[C_PA] + pcoef[C_PB] * float(tokens) + pcoef[C_PC] * float(sq)
-                p_busy[i] += dt
-                p_steps[i] += 1
-                _heap_set(pev_key, pev_id, pev_pos, 0, pev_n, pev_pos[i], now + dt)
-            else:
-                pev_n = _heap_remove(pev_key, pev_id, pev_pos, 0, pev_n, pev_pos[i])
+            if ps[i, PS_STEP_N] > 0:
+                rr_d, dev_n = _first_tokens(i, now, rr_d, dev_n, ci, prompt, output, rq, tq, ps, pf, ds, df, ls, lf,
+                                            dev_key, dev_id, dev_pos)
+            pev_n = _prefill_step(i, now, pev_n, ci, cf, prompt, rq, tq, ps, pf, pev_key, pev_id, pev_pos)
             continue
 
         # -------------------------------------------------------- R11: a decode instance's controller acts
@@ -403,238 +648,138 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
         if t_d < now:
             error = ERR_TIME_BACKWARDS
         now = t_d
-        if x_req[j] >= 0:
-            # R6: the transfer ends: the request waits here; the prefill instance frees the prompt's blocks
-            r = x_req[j]
-            x_req[j] = -1
-            link[r] = -1
-            if wt_tail[j] >= 0:
-                link[wt_tail[j]] = r
-            else:
-                wt_head[j] = r
-            wt_tail[j] = r
-            p = np.int64(prompt_tokens[r])
-            wt_blocks[j] += _ceil_div(p + 1, bs, shift)
-            i = pf_inst[r]
-            _acc(p_block_s, p_last, p_used, i, now)
-            p_used[i] -= _ceil_div(p, bs, shift)
-            if pq_len[i] > 0 and pev_pos[i] < 0 and pb_n[i] == 0:
-                pev_n = _heap_push(pev_key, pev_id, pev_pos, 0, pev_n, now, i)
-        # R10: lanes whose step has completed (by now) produce their tokens
-        for mm in range(pp):
-            L = j * pp + mm
-            if not ln_busy[L] or ln_end[L] > now:
-                continue
-            ln_busy[L] = False
-            in_flight[j] -= 1
-            k = ln_k[L]
-            d0 = dcount[L]
-            _acc(d_block_s, d_last, d_used, j, now)
-            if k > 1:
-                grown = _blocks_over(hist, L, bs, shift, n_dec[L], d0 + 1, k - 1)
-                d_block_s[j] += 0.5 * grown * (now - ln_start[L])   # the blocks grew through the series
-                d_used[j] += grown
-            if d_used[j] > cap_d:
-                error = ERR_BLOCKS
-            d = d0 + k
-            dcount[L] = d
-            while fin_n[L] > 0 and fin_key[L, 0] <= d:
-                r = fin_id[L, 0]
-                if fin_key[L, 0] != d:
-                    error = ERR_HEAP
-                fin_n[L] = _heap_remove(fin_key, fin_id, hpos, L, fin_n[L], 0)
-                s_r = ctx0[r]
-                d_used[j] -= _ceil_div(s_r + d - 1, bs, shift)
-                hist[L, _mod(s_r, bs, shift)] -= 1
-                ctx_base[L] -= s_r
-                n_dec[L] -= 1
-                finish_s[r] = now
-                d_out[j] -= 1
-                p_, n_ = run_prev[r], run_next[r]
-                if p_ >= 0:
-                    run_next[p_] = n_
-                else:
-                    ln_head[L] = n_
-                if n_ >= 0:
-                    run_prev[n_] = p_
-                else:
-                    ln_tail[L] = p_
-        # R6: move the bridge's head if it is acceptable
-        r = br_head[j]
-        if r >= 0:
-            p = np.int64(prompt_tokens[r])
-            b = _ceil_div(p + 1, bs, shift)
-            if wt_blocks[j] < waiting_limit_blocks and b <= cap_d - d_used[j]:
-                br_head[j] = link[r]
-                if br_head[j] < 0:
-                    br_tail[j] = -1
-                _acc(d_block_s, d_last, d_used, j, now)
-                d_used[j] += b
-                x_req[j] = r
-                x_until[j] = now + (link_latency_s + p * kv_bytes_per_token / link_bytes_per_s)
-                d_xfer[j] += x_until[j] - now
-                x_end[r] = x_until[j]
-                _heap_set(dev_key, dev_id, dev_pos, 0, dev_n, dev_pos[j], x_until[j])
-                continue
+        if ds[j, DS_X_REQ] >= 0:
+            pev_n = _transfer_end(j, now, pev_n, ci, prompt, rq, ps, pf, ds, pev_key, pev_id, pev_pos)
+        err = _complete_lanes(j, now, ci, rq, tq, ctx0, hpos, ds, df, ls, lf, hist, fin_key, fin_id)
+        if err:
+            error = err
+        if _start_transfer(j, now, dev_n, ci, cf, prompt, rq, tq, ds, df, dev_key, dev_id, dev_pos):
+            continue
         # R7-R9: launch every lane with nothing in flight, in cyclic order after the lane launched last
-        after = last_lane[j]
+        after = ds[j, DS_LAST_LANE]
         for step_k in range(1, pp + 1):
             mm = (after + step_k) % pp
             L = j * pp + mm
-            if ln_busy[L]:
+            if ls[L, LS_BUSY] != 0:
                 continue
-            d = dcount[L]
-            need = hist[L, _mod(1 - d, bs, shift)] if n_dec[L] > 0 else 0
-            preempted = 0
-            # R8: swap out the most recently admitted until this step's new blocks fit
-            while n_dec[L] > 0 and d_used[j] + need > cap_d:
-                v = ln_tail[L]
-                s_v = ctx0[v]
-                if _mod(s_v + d - 1, bs, shift) == 0:
-                    need -= 1
-                _acc(d_block_s, d_last, d_used, j, now)
-                d_used[j] -= _ceil_div(s_v + d - 1, bs, shift)
-                hist[L, _mod(s_v, bs, shift)] -= 1
-                ctx_base[L] -= s_v
-                n_dec[L] -= 1
-                fin_n[L] = _heap_remove(fin_key, fin_id, hpos, L, fin_n[L], hpos[v])
-                p_ = run_prev[v]
-                ln_tail[L] = p_
-                if p_ >= 0:
-                    run_next[p_] = -1
-                else:
-                    ln_head[L] = -1
-                run_prev[v] = -1
-                gen[v] = s_v + d - np.int64(prompt_tokens[v])
-                swaps[v] += 1
-                preempted += 1
-                link[v] = sw_head[j]            # to the front: victims go newest first, so order is kept
-                sw_head[j] = v
-                if sw_tail[j] < 0:
-                    sw_tail[j] = v
+            d = ls[L, LS_DCOUNT]
+            need = hist[L, _mod(1 - d, bs, shift)] if ls[L, LS_N_DEC] > 0 else 0
+            need, preempted = _swap_out(j, L, d, need, now, ci, prompt, rq, ctx0, gen, hpos, ds, df, ls, hist,
+                                        fin_key, fin_id)
             # (R7 after R8: a victim cannot fit again in the launch that swapped it out, it heads the swapped queue)
-            # R7: swapped requests first, while their blocks fit
-            while sw_head[j] >= 0 and n_dec[L] < decode_max_batch:
-                r = sw_head[j]
-                c = np.int64(prompt_tokens[r]) + gen[r]
-                if d_used[j] + need + _ceil_div(c, bs, shift) > cap_d:
-                    break
-                sw_head[j] = link[r]
-                if sw_head[j] < 0:
-                    sw_tail[j] = -1
-                _acc(d_block_s, d_last, d_used, j, now)
-                d_used[j] += _ceil_div(c - 1, bs, shift)
-                if _mod(c - 1, bs, shift) == 0:
-                    need += 1
-                s_r = c - d
-                ctx0[r] = s_r
-                hist[L, _mod(s_r, bs, shift)] += 1
-                ctx_base[L] += s_r
-                n_dec[L] += 1
-                fin_n[L] = _heap_push(fin_key, fin_id, hpos, L, fin_n[L],
-                                      float(d + np.int64(output_tokens[r]) - gen[r]), r)
-                run_prev[r] = ln_tail[L]
-                run_next[r] = -1
-                if ln_tail[L] >= 0:
-                    run_next[ln_tail[L]] = r
-                else:
-                    ln_head[L] = r
-                ln_tail[L] = r
-            # R7: then moved requests, while the lane holds no more than the smallest other lane
-            others = decode_max_batch
-            for kk in range(pp):
-                if kk != mm and n_dec[j * pp + kk] < others:
-                    others = n_dec[j * pp + kk]
-            while wt_head[j] >= 0 and n_dec[L] < decode_max_batch and n_dec[L] <= others:
-                r = wt_head[j]
-                wt_head[j] = link[r]
-                if wt_head[j] < 0:
-                    wt_tail[j] = -1
-                p = np.int64(prompt_tokens[r])
-                wt_blocks[j] -= _ceil_div(p + 1, bs, shift)
-                if _mod(p, bs, shift) == 0:
-                    # the reserved slot of its first step becomes this step's need
-                    _acc(d_block_s, d_last, d_used, j, now)
-                    d_used[j] -= 1
-                    need += 1
-                dc_start[r] = now
-                s_r = p + 1 - d
-                ctx0[r] = s_r
-                hist[L, _mod(s_r, bs, shift)] += 1
-                ctx_base[L] += s_r
-                n_dec[L] += 1
-                fin_n[L] = _heap_push(fin_key, fin_id, hpos, L, fin_n[L],
-                                      float(d + np.int64(output_tokens[r]) - 1), r)
-                run_prev[r] = ln_tail[L]
-                run_next[r] = -1
-                if ln_tail[L] >= 0:
-                    run_next[ln_tail[L]] = r
-                else:
-                    ln_head[L] = r
-                ln_tail[L] = r
-            nd = n_dec[L]
-            if nd == 0:
+            need = _admit(j, L, mm, d, need, now, ci, prompt, output, rq, tq, ctx0, gen, hpos, ds, df, ls, hist,
+                          fin_key, fin_id)
+            if ls[L, LS_N_DEC] == 0:
                 continue
-            _acc(d_block_s, d_last, d_used, j, now)
-            d_used[j] += need
-            if d_used[j] > cap_d:
-                error = ERR_BLOCKS
-            a_d, b_d, c_d = _decode_coefs(dcoef, nd)
-            step = a_d + b_d * float(ctx_base[L] + nd * d) + c_d * nd
-            k = 1
-            if pp == 1:
-                e = step
-                f = b_d * nd
-                # a series needs a bridge head that stays unacceptable: this launch may have emptied the
-                # waiting queue, so check it as the next boundary will (blocks only shrink until a finish)
-                head_ok = False
-                if br_head[j] >= 0:
-                    hb = _ceil_div(np.int64(prompt_tokens[br_head[j]]) + 1, bs, shift)
-                    head_ok = wt_blocks[j] < waiting_limit_blocks and hb <= cap_d - d_used[j]
-                if jumps and preempted == 0 and not head_ok:
-                    k_max = np.int64(fin_key[L, 0]) - d
-                    if k_max > 1:
-                        k = 1 + _steps_fitting(hist, L, bs, shift, nd, d + 1, cap_d - d_used[j], k_max - 1)
-                end = now + _run_time(e, f, k)
-                d_busy[j] += end - now
-            else:
-                e = (step - pipe_overhead_s) / pp + pipe_overhead_s
-                f = 0.0
-                begin = now
-                for stage in range(pp):
-                    if stage_free[j, stage] > begin:
-                        begin = stage_free[j, stage]
-                    stage_free[j, stage] = begin + e
-                    begin = begin + e
-                end = begin
-                d_busy[j] += e
-            d_steps[j] += k
-            ln_busy[L] = True
-            ln_start[L] = now
-            ln_end[L] = end
-            ln_k[L] = k
-            ln_e[L] = e
-            ln_f[L] = f
-            in_flight[j] += 1
-            last_lane[j] = mm
+            err = _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_free, ls, lf, hist,
+                          fin_key)
+            if err:
+                error = err
         # the controller's next event: the earliest lane completion (none: idle until a request reaches it)
         t_next = inf
         for mm in range(pp):
             L = j * pp + mm
-            if ln_busy[L] and ln_end[L] < t_next:
-                t_next = ln_end[L]
+            if ls[L, LS_BUSY] != 0 and lf[L, LF_END] < t_next:
+                t_next = lf[L, LF_END]
         if t_next < inf:
             _heap_set(dev_key, dev_id, dev_pos, 0, dev_n, dev_pos[j], t_next)
         else:
             dev_n = _heap_remove(dev_key, dev_id, dev_pos, 0, dev_n, dev_pos[j])
         if error:
             break
-    for k in range(P):
-        _acc(p_block_s, p_last, p_used, k, now)
-    for k in range(D):
-        _acc(d_block_s, d_last, d_used, k, now)
+    for k in range(ci[CI_P]):
+        _acc(pf, ps, k, now)
+    for k in range(ci[CI_D]):
+        _acc(df, ds, k, now)
+    return error
+
+
+@njit(cache=True)
+def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefill, n_decode, pp, block_size,
+                      cap_p, cap_d, prefill_max_batch, prefill_max_tokens, decode_max_batch, waiting_limit_blocks,
+                      prefill_router, decode_router, link_latency_s, kv_bytes_per_token, link_bytes_per_s, pcoef,
+                      dcoef, pipe_overhead_s, jumps):
+    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time.
+
+    Returns per request (prefill instance, decode instance, prefill start, first token, transfer end, first
+    decode launch, last token, swaps), per prefill instance (busy_s, block_seconds, steps), per decode instance
+    (busy_s, block_seconds, steps, transfer_s) and an error code."""
+    n = entry_s.size
+    P = n_prefill
+    D = n_decode
+    NL = D * pp
+    bs = block_size
+
+    ci = np.empty(CI_N, np.int64)
+    ci[CI_P] = P
+    ci[CI_D] = D
+    ci[CI_PP] = pp
+    ci[CI_BS] = bs
+    ci[CI_SHIFT] = _pow2_shift(bs)
+    ci[CI_CAP_P] = cap_p
+    ci[CI_CAP_D] = cap_d
+    ci[CI_P_MAX_BATCH] = prefill_max_batch
+    ci[CI_P_MAX_TOKENS] = prefill_max_tokens
+    ci[CI_D_MAX_BATCH] = decode_max_batch
+    ci[CI_P_ROUTER] = prefill_router
+    ci[CI_D_ROUTER] = decode_router
+    ci[CI_JUMPS] = 1 if jumps else 0
+    cf = np.zeros(CF_N)
+    cf[:13] = dcoef
+    cf[C_PA] = pcoef[0]
+    cf[C_PB] = pcoef[1]
+    cf[C_PC] = pcoef[2]
+    cf[CF_WAIT_LIMIT] = waiting_limit_blocks
+    cf[CF_LINK_LATENCY] = link_latency_s
+    cf[CF_KV_BYTES] = kv_bytes_per_token
+    cf[CF_LINK_BPS] = link_bytes_per_s
+    cf[CF_PIPE_OVERHEAD] = pipe_overhead_s
+
+    # per request
+    rq = np.full((n, RQ_N), -1, np.int32)
+    rq[:, RQ_SWAPS] = 0
+    tq = np.full((5, n), np.nan)
+    hpos = np.full(n, -1, np.int32)        # position in its lane's finish heap
+    ctx0 = np.zeros(n, np.int64)           # S_r: the context of its step at lane decode count d is S_r + d
+    gen = np.zeros(n, np.int64)            # tokens generated, kept while swapped out
+
+    # prefill instances and their event heap
+    ps = np.zeros((P, PS_N), np.int64)
+    for col in (PS_Q_HEAD, PS_Q_TAIL, PS_STEP_HEAD):
+        ps[:, col] = -1
+    pf = np.zeros((P, PF_N))
+    pev_key = np.empty((1, P), np.float64)
+    pev_id = np.empty((1, P), np.int64)
+    pev_pos = np.full(P, -1, np.int64)
+
+    # decode instances, their pipeline stages and their event heap
+    ds = np.zeros((D, DS_N), np.int64)
+    for col in (DS_BR_HEAD, DS_BR_TAIL, DS_WT_HEAD, DS_WT_TAIL, DS_SW_HEAD, DS_SW_TAIL, DS_X_REQ):
+        ds[:, col] = -1
+    ds[:, DS_LAST_LANE] = pp - 1
+    df = np.zeros((D, DF_N))
+    stage_free = np.zeros((D, pp))
+    dev_key = np.empty((1, D), np.float64)
+    dev_id = np.empty((1, D), np.int64)
+    dev_pos = np.full(D, -1, np.int64)
+
+    # lanes (micro-batches): lane j * pp + m of decode instance j
+    ls = np.zeros((NL, LS_N), np.int64)
+    ls[:, LS_HEAD] = -1
+    ls[:, LS_TAIL] = -1
+    lf = np.zeros((NL, LF_N))
+    hist = np.zeros((NL, bs), np.int64)    # the lane's requests by S_r mod block_size
+    hcap = max(1, min(decode_max_batch, cap_d, n))
+    fin_key = np.empty((NL, hcap), np.float64)
+    fin_id = np.empty((NL, hcap), np.int64)
+
+    error = _event_loop(join_order, entry_s, prompt_tokens, output_tokens, ci, cf, rq, tq, ctx0, gen, hpos, ps, pf,
+                        ds, df, stage_free, ls, lf, hist, fin_key, fin_id, pev_key, pev_id, pev_pos, dev_key, dev_id,
+                        dev_pos)
+    finish_s = tq[T_FINISH]
     for r in range(n):
-        if pf_inst[r] >= 0 and np.isnan(finish_s[r]):
+        if rq[r, RQ_PF] >= 0 and np.isnan(finish_s[r]):
             error = ERR_LEFT if error == 0 else error
-    return (pf_inst, dc_inst, pf_start, first_s, x_end, dc_start, finish_s, swaps,
-            p_busy, p_block_s, p_steps, d_busy, d_block_s, d_steps, d_xfer, error)
+    return (rq[:, RQ_PF].copy(), rq[:, RQ_DC].copy(), tq[T_PF_START], tq[T_FIRST], tq[T_X_END], tq[T_DC_START],
+            finish_s, rq[:, RQ_SWAPS].copy(), pf[:, A_BUSY].copy(), pf[:, A_BLOCK_S].copy(), ps[:, PS_STEPS].copy(),
+            df[:, A_BUSY].copy(), df[:, A_BLOCK_S].copy(), ds[:, DS_STEPS].copy(), df[:, DF_XFER].copy(), error)

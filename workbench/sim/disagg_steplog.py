@@ -22,9 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# router codes (shared meaning with the compiled engine)
-ROUND_ROBIN, LEAST_OUTSTANDING = 0, 1
-DISAGG_ROUTERS = {"round_robin": ROUND_ROBIN, "least_outstanding": LEAST_OUTSTANDING}
+from workbench.sim.routers import DISAGG_ROUTERS, LEAST_OUTSTANDING, ROUND_ROBIN  # the compiled engine's codes too
 
 # event classes, processed in this order at equal times (then by instance index)
 EV_JOIN, EV_PREFILL, EV_DECODE = 0, 1, 2

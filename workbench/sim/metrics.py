@@ -175,6 +175,13 @@ def meets_slo(status, ttft_s, tpot_s, ttft_sla_s: float, tpot_sla_s: float) -> n
     return done & (ttft_s <= ttft_sla_s) & ((tpot_s <= tpot_sla_s) | np.isnan(tpot_s))
 
 
+def slo_attainment(ttft_s, tpot_s, ttft_limit_s: float, tpot_limit_s: float) -> float:
+    """Share of requests with TTFT <= limit and TPOT <= limit (a 1-token answer is judged on TTFT)."""
+    ttft_s, tpot_s = np.asarray(ttft_s), np.asarray(tpot_s)
+    ok = (ttft_s <= ttft_limit_s) & ((tpot_s <= tpot_limit_s) | np.isnan(tpot_s))
+    return float(ok.mean())
+
+
 def summarize_static_steps(static_summary: dict, *, arrival_s, status, output_tokens, streams: dict, batch_gpu,
                            batch_service_s, batch_tokens, kv_capacity_tokens: int, num_gpus: int,
                            ttft_sla_s: float, tpot_sla_s: float) -> dict:

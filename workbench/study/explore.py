@@ -237,7 +237,7 @@ class Explorer:
         fig = Figure(figsize=(11, 7))
         fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.87, hspace=0.38, wspace=0.22)
         ax_cdf, ax_bins, ax_gpu, ax_load = fig.subplots(2, 2).ravel()
-        from workbench.study.answers.palette import color
+        from workbench.study.present.palette import color
 
         colour = color(cfg.scheduler)
         latency = _latency_s(res)

@@ -1,1 +1,3 @@
-"""Answers, tables and figures: what the steps found, the scheduler comparison, index.html, the column dictionary."""
+"""What the rows say: ``analysis.json``, the step figures and tables, the scheduler ranking, ``index.html``, the
+column dictionary, the disaggregation and prefix-caching studies' tables and figures.  Reads the results
+folder through ``store``; runs nothing (the sweeps are ``runs``')."""

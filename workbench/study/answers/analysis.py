@@ -63,8 +63,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.sim.config import SimConfig
-from workbench.study.runs.replications import HIGH, LOW, summarize_replications
-from workbench.study.runs.sweep import atomic_write_text, canonical_columns, read_rows, results_lock, write_csv_atomic
+from workbench.study.store.replications import HIGH, LOW, summarize_replications
+from workbench.study.store.checkpoints import canonical_columns, read_rows
+from workbench.study.store.files import atomic_write_text, results_lock, write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def metric_columns(rows: pd.DataFrame) -> list[str]:
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per test (its replications averaged): every metric's mean and its 95% interval
-    ``<metric>_ci95_low`` / ``_ci95_high`` (:mod:`workbench.study.runs.replications`; NaN with one replication), ``replications``, and ``test_id`` = the id of replication 0.
+    ``<metric>_ci95_low`` / ``_ci95_high`` (:mod:`workbench.study.store.replications`; NaN with one replication), ``replications``, and ``test_id`` = the id of replication 0.
 
     Rows already summarized (with a ``replications`` column) are returned as they are.
     """
@@ -794,7 +795,7 @@ def capacity_markdown(rows: pd.DataFrame) -> str:
             text = f"p99 latency of completed requests <= {first['capacity_target']:g} s and nothing rejected"
         names = ", ".join(dict.fromkeys(group["scheduler"].astype(str))) if "scheduler" in group else ""
         targets.append(f"{text} ({names})" if searched["capacity_criterion"].nunique() > 1 else text)
-    from workbench.study.answers.text import floor_sentence
+    from workbench.study.present.text import floor_sentence
 
     lines = [f"Capacity target: {'; '.join(targets)} (search resolution {search['resolution']:.0%}). "
              + floor_sentence(1.0 - search["attainable_share"])]

@@ -1,7 +1,7 @@
 """Figures of the scheduler comparison (:mod:`workbench.study.answers.compare`): built without pyplot, saved as PNG.
 
 They follow the step figures' rules (:mod:`workbench.study.answers.plots`): each scheduler in its colour of
-:mod:`workbench.study.answers.palette`, black or grey reference lines, one legend below the panels, two-line
+:mod:`workbench.study.present.palette`, black or grey reference lines, one legend below the panels, two-line
 titles, logarithmic axes where values span decades, TPOT fitted to its data and limit, coinciding lines named.
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from workbench.study.answers import palette
-from workbench.study.answers.plots import (_figure_legend, _fit_axis, _from_zero, _gpu_axis, _hline, _label_axes,
-                                           _lines, _log_if_spans, _scheduler_items, _seconds, _share_axis, _values,
-                                           StepFigure, save_png)
+from workbench.study.answers.plots import (_fit_axis, _from_zero, _gpu_axis, _hline, _label_axes, _lines,
+                                           _log_if_spans, _scheduler_items, _seconds, _share_axis, _values)
+from workbench.study.present import palette
+from workbench.study.present.figures import StepFigure, figure_legend, save_png
 
 PANELS = (("attainment", "share of requests meeting the SLA", "share"),
           ("goodput_rps", "goodput (req/s meeting the SLA)", "rate"),
@@ -62,7 +62,7 @@ def plot_load_latency(comparison, results_dir=None, filename: str = "compare_sch
         ax.set_xscale("log")
         _label_axes(ax, xlabel, label, notes)
     fig.suptitle(_title(comparison, "Which scheduler keeps the SLA as load rises", p.curve_requests), fontsize=9.5)
-    _figure_legend(fig)
+    figure_legend(fig)
     if results_dir is not None:
         save_png(fig, Path(results_dir) / filename)
     return fig
@@ -101,7 +101,7 @@ def plot_capacity(comparison, results_dir=None, filename: str = "compare_schedul
         _label_axes(ax, xlabel if ax is ax_total else "GPUs", label, notes)
     heading = f"Capacity: the largest offered rate at which {p.attainment:.0%} of requests meet the SLA"
     fig.suptitle(_title(comparison, heading), fontsize=9.5)
-    _figure_legend(fig)
+    figure_legend(fig)
     if results_dir is not None:
         save_png(fig, Path(results_dir) / filename)
     return fig

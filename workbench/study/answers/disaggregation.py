@@ -1,108 +1,16 @@
 """Disaggregated vs colocated serving as the SLO tightens: the tables and the figure of ``notebooks/disaggregation``.
 
-``slo_sweep`` runs :func:`workbench.best_placement` at each SLO scale (TTFT and
-TPOT limits both multiplied by the scale, as in DistServe's SLO-scale figures)
-and keeps the best disaggregated placement and the best colocated one;
-``measured_goodput`` reads the same quantity off measured runs (the highest
-measured rate whose attainment meets the target, per GPU); ``simulated_goodput``
-searches it for the measured deployments themselves, so the figure can draw the
-measured points next to the simulated ones.
+The sweeps are run by :mod:`workbench.study.runs.disaggregation` (``slo_sweep``: the best disaggregated and
+colocated placement at each SLO scale; ``simulated_goodput``: the measured deployments simulated);
+``measured_goodput`` reads the same quantity off measured runs (the highest measured rate whose attainment
+meets the target, per GPU), and ``plot_goodput_vs_slo`` draws them together.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
-
-from workbench import checks
-from workbench.study.runs.folders import NotebookParams
-
-log = logging.getLogger(__name__)
-
-NOTEBOOK = "disaggregation"
-# what the notebook writes into its results folder (checked before anything runs: none may be a folder)
-OUTPUTS = ("disaggregation.csv", "disaggregation_measured.csv", "disaggregation.png")
-
-
-@dataclass(frozen=True)
-class DisaggregationParams(NotebookParams):
-    """The disaggregation notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
-
-    notebook, outputs = NOTEBOOK, OUTPUTS
-    results_dir: str = "results/default"
-    gpus: int = 8
-    azure_requests: int | None = None
-    slo_scales: tuple[float, ...] = (2.0, 1.5, 1.0, 0.75, 0.5)
-    attainment: float = 0.9
-    profile: str = "opt-13b-a100-distserve"
-    vllm_profile: str = "opt-13b-a100"
-    disagg_dir: str = "data/groundtruth/distserve_opt13b_a100_disagg"
-    vllm_dir: str = "data/groundtruth/distserve_opt13b_a100_vllm"
-    calibrate_serving_costs: bool = True
-
-    def __post_init__(self):
-        from workbench.sim import profiles
-        from workbench.study.runs.placement import MAX_GPUS
-
-        checks.path(self.results_dir, "results_dir", expected="a folder path")
-        object.__setattr__(self, "gpus", checks.integer(self.gpus, "gpus", low=2, high=MAX_GPUS))
-        object.__setattr__(self, "azure_requests", checks.integer(self.azure_requests, "azure_requests", low=2,
-                                                                  high=10**7, none=True,
-                                                                  hint="None takes the whole trace"))
-        scales = checks.numbers(self.slo_scales, "slo_scales", low=0)
-        if 0 in scales:
-            raise ValueError(f"slo_scales: each scale multiplies the TTFT and TPOT limits and must be > 0, got "
-                             f"{self.slo_scales!r}")
-        object.__setattr__(self, "slo_scales", scales)
-        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
-                                                             high=1))
-        checks.choice(self.profile, "profile", profiles.profile_names())
-        if self.vllm_profile != "":
-            checks.choice(self.vllm_profile, "vllm_profile", profiles.profile_names(), hint='or "" to skip it')
-        for name in ("disagg_dir", "vllm_dir"):
-            if not self.run_files(name):
-                raise FileNotFoundError(f"{name}: {self._folder(name)} holds no measured runs (*.csv)")
-        object.__setattr__(self, "calibrate_serving_costs",
-                           checks.boolean(self.calibrate_serving_costs, "calibrate_serving_costs"))
-
-    def _folder(self, name: str) -> Path:
-        from workbench.study.runs.sweep import resolve_user_path
-
-        checks.path(getattr(self, name), name, expected="a folder path")
-        return resolve_user_path(getattr(self, name))
-
-    def run_files(self, name: str) -> list[Path]:
-        """The measured runs' CSV files in the folder ``name`` (``"disagg_dir"`` or ``"vllm_dir"``)."""
-        return sorted(self._folder(name).glob("*.csv"))
-
-    def identity(self) -> dict:
-        """Every parameter but the folder; the data folders by their path (inside the repository: relative)."""
-        from workbench.study.runs.experiments import display_path
-
-        identity = super().identity()
-        for name in ("disagg_dir", "vllm_dir"):
-            identity[name] = display_path(self._folder(name))
-        return identity
-
-    def setup_text(self, traces: dict) -> str:
-        """The setup, said once: the traces, the step times of each kind of placement, and the SLO."""
-        described = "; ".join(f"*{label}*: {len(t):,} requests, mean prompt {t.prompt_tokens.mean():,.0f} and output "
-                              f"{t.output_tokens.mean():,.0f} tokens" for label, t in traces.items())
-        costs = (" plus the serving costs calibrated on the measured DistServe runs (the fit is printed below)"
-                 if self.calibrate_serving_costs else " alone (no serving costs added)")
-        colocated = (f"; colocated replicas also on vLLM's measured profile `{self.vllm_profile}`"
-                     if self.vllm_profile else "")
-        return (f"Traces: {described}. Step times: `{self.profile}` at each TP degree{costs}, for disaggregated "
-                f"and colocated placements alike{colocated}. Budget: {self.gpus} GPUs. SLO: TTFT <= 0.2 s and "
-                f"TPOT <= 100 ms for {self.attainment:.0%} of the requests, both limits multiplied by each SLO "
-                f"scale ({', '.join(f'{v:g}' for v in self.slo_scales)}).")
-
 
 RANKING_COLUMNS = ("rank", "kind", "placement", "gpus", "goodput_rps", "goodput_per_gpu", "estimate_rps", "status")
 SWEEP_COLUMNS = ("trace", "slo_scale", "ttft_s", "tpot_s", "kind", "placement", "gpus", "goodput_rps",
@@ -111,43 +19,11 @@ POINT_COLUMNS = ("deployment", "slo_scale", "gpus", "measured_goodput_per_gpu", 
 
 
 def readable(table: pd.DataFrame, columns) -> pd.DataFrame:
-    """A table of this module for reading (:func:`workbench.study.answers.tables.display_table`: units and
+    """A table of this module for reading (:func:`workbench.study.present.tables.display_table`: units and
     precision; "0" goodput where no placement meets the SLO)."""
-    from workbench.study.answers.tables import display_table
+    from workbench.study.present.tables import display_table
 
     return display_table(table, columns)
-
-
-def slo_sweep(trace, gpus: int, scales, *, ttft_s: float = 0.2, tpot_s: float = 0.1, attainment: float = 0.9,
-              profile=None, colocated_profiles: dict | None = None, **placement_options) -> pd.DataFrame:
-    """One row per SLO scale and kind: the best disaggregated placement, and the best colocated one for each of
-    ``colocated_profiles`` (label -> step times as ``best_placement`` takes them; None = ``profile``, the same
-    kernels as the disaggregated instances), with its goodput per GPU."""
-    from workbench.study.runs.placement import best_placement
-
-    colocated_profiles = colocated_profiles or {"same kernels": None}
-    rows = []
-    for scale in scales:
-        limits = dict(ttft_s=ttft_s * scale, tpot_s=tpot_s * scale, attainment=attainment, profile=profile)
-        tables = []
-        for k, (label, colocated_profile) in enumerate(colocated_profiles.items()):
-            table = best_placement(trace, gpus, colocated_profile=colocated_profile, disaggregated=k == 0,
-                                   **limits, **placement_options)
-            table = table.assign(kind=table.kind.where(table.kind != "colocated", f"colocated, {label}"))
-            tables.append(table)
-        everything = pd.concat(tables, ignore_index=True)
-        for kind in ["disaggregated", *(f"colocated, {label}" for label in colocated_profiles)]:
-            part = everything[(everything.kind == kind) & (everything.status == "searched")]
-            part = part[part.goodput_rps > 0].sort_values("goodput_per_gpu", ascending=False)
-            best = part.iloc[0] if len(part) else None
-            rows.append({"slo_scale": scale, "ttft_s": ttft_s * scale, "tpot_s": tpot_s * scale, "kind": kind,
-                         "placement": best.placement if best is not None else "none meets the SLO",
-                         "gpus": best.gpus if best is not None else np.nan,
-                         "goodput_rps": best.goodput_rps if best is not None else 0.0,
-                         "goodput_per_gpu": best.goodput_per_gpu if best is not None else 0.0,
-                         "search_s": sum(t.attrs["search_s"] for t in tables)})
-        log.info("SLO scale %g done", scale)
-    return pd.DataFrame(rows)
 
 
 def measured_goodput(runs, scales, *, ttft_s: float = 0.2, tpot_s: float = 0.1, attainment: float = 0.9,
@@ -155,7 +31,7 @@ def measured_goodput(runs, scales, *, ttft_s: float = 0.2, tpot_s: float = 0.1, 
     """Per deployment (``group(run)``, default: the config's GPU layout) and SLO scale: the highest measured
     rate whose attainment meets ``attainment`` (0 if none), per GPU.  The runs only sample a few rates, so it
     is a lower bound of the deployment's goodput."""
-    from workbench.study.fidelity.calibration_disagg import slo_attainment
+    from workbench.sim.metrics import slo_attainment
 
     group = group or (lambda r: _layout(r.config))
     rows = []
@@ -173,25 +49,6 @@ def measured_goodput(runs, scales, *, ttft_s: float = 0.2, tpot_s: float = 0.1, 
     return pd.DataFrame(rows)
 
 
-def simulated_goodput(trace, configs: dict, scales, latency, *, ttft_s: float = 0.2, tpot_s: float = 0.1,
-                      attainment: float = 0.9) -> pd.DataFrame:
-    """Per deployment (``configs``: name -> SimConfig) and SLO scale: its simulated goodput (capacity search)."""
-    from workbench.study.runs.capacity import CapacityError, capacity
-
-    rows = []
-    for name, cfg in configs.items():
-        for scale in scales:
-            try:
-                found = capacity(trace, cfg, criterion="slo", attainment=attainment, latency=latency,
-                                 ttft_s=ttft_s * scale, tpot_s=tpot_s * scale, resolution=0.02)
-                rate = found.capacity_rps
-            except CapacityError:
-                rate = 0.0
-            rows.append({"slo_scale": scale, "deployment": name, "gpus": cfg.num_gpus, "simulated_goodput_rps": rate,
-                         "simulated_goodput_per_gpu": rate / cfg.num_gpus})
-    return pd.DataFrame(rows)
-
-
 def _layout(cfg) -> str:
     if cfg.scheduler != "disaggregated":
         return f"colocated ({cfg.num_gpus} GPU{'s' if cfg.num_gpus > 1 else ''})"
@@ -206,8 +63,8 @@ def plot_goodput_vs_slo(sweeps: dict, measured: pd.DataFrame | None = None, simu
     trace (``sweeps``: trace label -> slo_sweep table); on the panel of the first trace, the measured deployments
     (filled markers) and the same deployments simulated (open markers); a two-line title, one legend below
     the panels."""
-    from workbench.study.answers import palette
-    from workbench.study.answers.plots import finish_figure
+    from workbench.study.present import palette
+    from workbench.study.present.figures import finish_figure
 
     fig = Figure(figsize=(5.6 * len(sweeps), 5.0), dpi=110, layout="constrained")
     axes = fig.subplots(1, len(sweeps), squeeze=False)[0]
@@ -247,5 +104,5 @@ def plot_goodput_vs_slo(sweeps: dict, measured: pd.DataFrame | None = None, simu
                          results_dir, filename)
 
 
-__all__ = ["DisaggregationParams", "POINT_COLUMNS", "RANKING_COLUMNS", "SWEEP_COLUMNS", "measured_goodput",
-           "plot_goodput_vs_slo", "readable", "simulated_goodput", "slo_sweep"]
+__all__ = ["POINT_COLUMNS", "RANKING_COLUMNS", "SWEEP_COLUMNS", "measured_goodput", "plot_goodput_vs_slo",
+           "readable"]

@@ -7,7 +7,7 @@ PNG there (atomically).  Each step has its replay figure (``<step>.png``) and,
 for the tests that searched their capacity, a capacity figure
 (``<step>_capacity.png``).
 
-What every figure does (:mod:`workbench.study.answers.palette` for colours):
+What every figure does (:mod:`workbench.study.present.palette` for colours):
 
 * a scheduler has the same colour in every figure; GPU counts of one
   scheduler (step 1) differ in marker and dash;
@@ -27,26 +27,24 @@ What every figure does (:mod:`workbench.study.answers.palette` for colours):
 Rows of several seeds (``replications`` > 1) are averaged first
 (:func:`workbench.study.answers.analysis.summarize`) and every line gets error
 bars: the 95% interval over the seeds, cut to the quantity's range
-(:mod:`workbench.study.runs.replications`).
+(:mod:`workbench.study.store.replications`).
 """
 
 from __future__ import annotations
 
-import io
 import re
 import textwrap
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from workbench.study.answers import analysis, palette
-from workbench.study.runs.replications import error_bars
-from workbench.study.runs.sweep import GRID_PROFILE, atomic_write_bytes
+from workbench.study.answers import analysis
+from workbench.study.present import palette
+from workbench.study.present.figures import StepFigure, finish_figure
+from workbench.study.store.checkpoints import GRID_PROFILE
+from workbench.study.store.replications import error_bars
 
-DPI = 110
 LOG_SPAN = 30.0            # an axis whose positive values span more than this factor is logarithmic
 COINCIDE_RTOL = 2e-3       # two series within this relative difference at every x coincide
 STAR = {"marker": "*", "ms": 14, "mec": "black", "mew": 0.8, "ls": "none", "zorder": 5}
@@ -101,58 +99,6 @@ def _finish(fig: Figure, rows: pd.DataFrame, heading: str, results_dir, filename
     """Two title lines (what; trace, hardware and SLA), the figure's legend below the panels, the PNG."""
     second = f"{trace_title(rows)}; {hardware_title(rows)}{_replication_text(rows)}"
     return finish_figure(fig, f"{heading}\n{second}", results_dir, filename)
-
-
-def finish_figure(fig: Figure, title: str, results_dir=None, filename: str = "") -> Figure:
-    """Every figure's ending: its title (at most two lines), one legend below the panels, the PNG in
-    ``results_dir`` (if given)."""
-    fig.suptitle(title, fontsize=9.5)
-    _figure_legend(fig)
-    if results_dir is not None:
-        save_png(fig, Path(results_dir) / filename)
-    return fig
-
-
-class StepFigure(Figure):
-    """A figure that keeps the PNG it was saved as, so a notebook shows those bytes instead of drawing the
-    figure a second time (:func:`workbench.study.runs.console.notebook_setup` registers the display)."""
-
-    png: bytes | None = None
-
-
-def save_png(fig: Figure, path: str | Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    atomic_write_bytes(path, buf.getvalue())
-    if isinstance(fig, StepFigure):
-        fig.png = buf.getvalue()
-    return Path(path)
-
-
-def figure_png(fig: Figure) -> bytes:
-    """The PNG of ``fig``: the bytes it was saved as, else drawn now."""
-    if isinstance(fig, StepFigure) and fig.png is not None:
-        return fig.png
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
-
-
-def _figure_legend(fig: Figure) -> None:
-    """One legend for the whole figure, below the panels: every labelled line once (panel legends removed)."""
-    seen: dict[str, object] = {}
-    for ax in fig.axes:
-        handles, labels = ax.get_legend_handles_labels()
-        for handle, label in zip(handles, labels):
-            if label and not label.startswith("_") and label not in seen:
-                seen[label] = handle
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-    if seen:
-        width = max(20, int(fig.get_figwidth() * 72 / 3 / 4.6) - 8)   # characters per column, 3 columns at 8 pt
-        labels = [textwrap.fill(label, width) for label in seen]
-        fig.legend(list(seen.values()), labels, loc="outside lower center", ncols=min(3, len(seen)),
-                   fontsize=8, frameon=False)
 
 
 # --------------------------------------------------------------------------- axes and lines
@@ -665,5 +611,5 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
 
 
 __all__ = ["plot_request_scaling", "plot_step1_capacity", "plot_gpu_scaling", "plot_gpu_capacity",
-           "plot_kbins_sensitivity", "plot_kbins_capacity", "save_png", "finish_figure", "trace_title", "hardware_title",
+           "plot_kbins_sensitivity", "plot_kbins_capacity", "finish_figure", "trace_title", "hardware_title",
            "floor_text"]

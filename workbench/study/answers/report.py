@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.study.present.text import NOTEBOOK_TITLES
+from workbench.study.store.files import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 INDEX = "index.html"
@@ -227,12 +230,8 @@ def render_index(results_dir: str | Path, titles: dict[str, str] | None = None) 
 
 def write_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> Path:
     """Write ``index.html`` into ``results_dir`` (atomically) and return its path."""
-    from workbench.study.runs.sweep import atomic_write_text
-
     if titles is None:
-        from workbench.study.runs.suite import notebook_titles
-
-        titles = notebook_titles()
+        titles = NOTEBOOK_TITLES
     path = Path(results_dir) / INDEX
     atomic_write_text(path, render_index(results_dir, titles))
     return path

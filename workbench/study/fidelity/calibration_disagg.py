@@ -65,6 +65,7 @@ import pandas as pd
 from workbench import checks
 from workbench.sim.disagg import POOLS, pool_models, settings_of
 from workbench.sim.disagg_steplog import GRAD_NAMES, replay_disagg
+from workbench.sim.metrics import slo_attainment
 from workbench.sim.steptime import StepTimeModel
 
 log = logging.getLogger(__name__)
@@ -334,13 +335,6 @@ def with_fitted_changes(report: DisaggFitReport, model: StepTimeModel) -> StepTi
         model, prefill=tuple(v[0:3]), arrival_overhead_s=tuple(v[3:5]), decode=tuple(v[5:8]),
         decode_large=tuple(v[8:11]) if model.decode_large is not None else None, pipeline_overhead_s=float(v[11]),
         name=f"{model.name} + fitted serving costs", fit_report=None)
-
-
-def slo_attainment(ttft_s, tpot_s, ttft_limit_s: float, tpot_limit_s: float) -> float:
-    """Share of requests with TTFT <= limit and TPOT <= limit (a 1-token answer is judged on TTFT)."""
-    ttft_s, tpot_s = np.asarray(ttft_s), np.asarray(tpot_s)
-    ok = (ttft_s <= ttft_limit_s) & ((tpot_s <= tpot_limit_s) | np.isnan(tpot_s))
-    return float(ok.mean())
 
 
 def fidelity_table(latency, runs, *, label: str, cfg=None) -> pd.DataFrame:

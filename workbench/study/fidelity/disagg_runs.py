@@ -70,7 +70,8 @@ def placement(run) -> str:
 
 def runs_table(runs) -> pd.DataFrame:
     """One row per measured run: placement, GPUs, requests, rate, overloaded, measured means and attainment."""
-    from workbench.study.fidelity.calibration_disagg import diverged, slo_attainment
+    from workbench.sim.metrics import slo_attainment
+    from workbench.study.fidelity.calibration_disagg import diverged
 
     rows = []
     for r in runs:
@@ -110,9 +111,9 @@ TARGET_COLUMNS = ("prior_weight", "run", "model", "e2e_rel_error", "attainment_p
 
 
 def readable(table: pd.DataFrame, columns) -> pd.DataFrame:
-    """A table of this module for reading (:func:`workbench.study.answers.tables.display_table`: units,
+    """A table of this module for reading (:func:`workbench.study.present.tables.display_table`: units,
     precision, errors as signed percentages, attainment gaps in points)."""
-    from workbench.study.answers.tables import display_table
+    from workbench.study.present.tables import display_table
 
     return display_table(table, columns)
 
@@ -158,8 +159,8 @@ def plot_cdfs(runs, models: dict, results_dir=None, filename: str = "fidelity_di
     label -> latency, or label -> {run name: latency} for one per run)."""
     from workbench.sim.simulate import simulate
 
-    from workbench.study.answers import palette
-    from workbench.study.answers.plots import finish_figure
+    from workbench.study.present import palette
+    from workbench.study.present.figures import finish_figure
 
     runs = list(runs)
     # the model calibrated here in the disaggregated scheduler's colour, the published one as the grey baseline

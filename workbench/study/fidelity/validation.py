@@ -36,10 +36,10 @@ from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.memory import SEED_MEMORY
-from workbench.study.runs.folders import NotebookParams
+from workbench.study.store.folders import NotebookParams
 from workbench.sim.metrics import STATUS_COMPLETED, littles_law
 from workbench.sim.simulate import SimResult, simulate
-from workbench.study.runs.sweep import write_csv_atomic
+from workbench.study.store.files import write_csv_atomic
 from workbench.traces.trace import Trace
 
 log = logging.getLogger(__name__)

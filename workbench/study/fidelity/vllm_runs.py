@@ -21,8 +21,8 @@ from matplotlib.ticker import NullFormatter
 
 from workbench import checks
 from workbench.study.fidelity.calibration import cross_validate, replay_table, simulate_run
-from workbench.study.runs.folders import NotebookParams
-from workbench.study.runs.sweep import atomic_write_bytes
+from workbench.study.store.folders import NotebookParams
+from workbench.study.store.files import atomic_write_bytes
 
 NOTEBOOK = "fidelity_vllm"
 # what the notebook writes into its results folder (checked before anything runs: none may be a folder)
@@ -70,7 +70,7 @@ class FidelityParams(NotebookParams):
 
     @property
     def data_path(self) -> Path:
-        from workbench.study.runs.sweep import resolve_user_path
+        from workbench.study.store.files import resolve_user_path
 
         return resolve_user_path(self.data_dir)
 
@@ -80,7 +80,7 @@ class FidelityParams(NotebookParams):
 
     def identity(self) -> dict:
         """What the report depends on: every parameter but the folder (the data folder by its absolute path)."""
-        from workbench.study.runs.experiments import display_path
+        from workbench.study.store.files import display_path
 
         identity = super().identity()
         identity["data_dir"] = display_path(self.data_path)  # inside the repository: relative to it

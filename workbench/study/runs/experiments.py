@@ -24,7 +24,7 @@ only says whether the pool keeps up at the one load replayed; once it does,
 more GPUs or bins change nothing, while capacity keeps telling them apart.
 
 Results folder: every plan claims its folder for its parameters
-(:mod:`workbench.study.runs.folders`): ``results_dir=None`` means ``results/default``
+(:mod:`workbench.study.store.folders`): ``results_dir=None`` means ``results/default``
 at the default parameters and ``results/<the parameters that differ>``
 otherwise; a folder holding another parameter set is refused.  Step 3's rows
 record where its GPU count came from (``gpu_count_source``, ``step2_test_id``),
@@ -47,10 +47,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from workbench import checks, paths
+from workbench import checks
 from workbench.study.answers import analysis
-from workbench.study.runs import folders
-from workbench.study.runs.replications import replication_seeds
+from workbench.study.present.text import NOTEBOOK_TITLES
+from workbench.study.store import folders
+from workbench.study.store.replications import replication_seeds
 from workbench.sim import profiles
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
@@ -58,9 +59,11 @@ from workbench.sim.schedulers import SCHEDULERS, get_scheduler
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
 from workbench.traces.trace import TraceSizeWarning
-from workbench.study.runs.sweep import (GRID_PROFILE, CapacitySpec, SweepTest, TraceOptions, check_replay_times,
-                                        finished_elsewhere, finished_ids, is_continuous, make_test, normalize_dataset,
-                                        parse_executor, read_rows, resolve_results_dir, run_sweep, with_capacity_hint)
+from workbench.study.runs.sweep import (CapacitySpec, SweepTest, TraceOptions, check_replay_times, finished_elsewhere,
+                                        is_continuous, make_test, normalize_dataset, parse_executor, run_sweep,
+                                        with_capacity_hint)
+from workbench.study.store.checkpoints import GRID_PROFILE, finished_ids, read_rows
+from workbench.study.store.files import display_path, resolve_results_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,7 @@ STEP1, STEP2, STEP3 = "step1_request_scaling", "step2_gpu_scaling", "step3_kbins
 STEPS = (STEP1, STEP2, STEP3)
 # the files the steps write into their folder (checked before computing: none may be a folder)
 STEP_OUTPUTS = (*(f"{step}.csv" for step in STEPS), analysis.ALL_RESULTS, analysis.ANALYSIS)
-STEP_TITLES = {STEP1: "Step 1: request scaling", STEP2: "Step 2: GPU scaling",
-               STEP3: "Step 3: K-bins sensitivity"}
+STEP_TITLES = {step: NOTEBOOK_TITLES[step] for step in STEPS}
 
 SMALLEST_VOLUME = 1_000
 STEP1_CONFIGS = (("static_fifo", 1), ("dynamic_no_bins", 1), ("multi_bin_dynamic", 1),
@@ -308,7 +310,7 @@ class StepParams:
 
     def claim_results_dir(self) -> Path:
         """The results folder, recorded as these parameters' (``ResultsFolderConflict`` if it holds others'; a
-        ``ValueError`` if it cannot take them: see :func:`workbench.study.runs.folders.claim`)."""
+        ``ValueError`` if it cannot take them: see :func:`workbench.study.store.folders.claim`)."""
         folder = self.results_path
         if self.results_dir is None and folder.name != folders.DEFAULT_FOLDER:
             log.info("results go to %s (named by the parameters that differ from the defaults)",
@@ -339,18 +341,6 @@ def uses_bins(scheduler: str, config: SimConfig | None = None) -> bool:
         return False
     spec = policy.continuous_spec(config) if policy.engine == "continuous" else policy.engine_spec(config)
     return bool(spec.uses_bins)
-
-
-def display_path(path: str | Path) -> str:
-    """A path as shared output shows it: relative to the repository (or else the current directory) when
-    inside it, else ``.../<name>``; never the machine's absolute path."""
-    path = Path(path).resolve()
-    for base in (paths.REPO_ROOT.resolve(), Path.cwd().resolve()):
-        try:
-            return str(path.relative_to(base))
-        except ValueError:
-            continue
-    return f".../{path.name}"
 
 
 @dataclass
@@ -392,7 +382,7 @@ class StepPlan:
 
     def describe(self) -> str:
         """A few lines of markdown: what will run, on which trace, hardware and SLA, where results go."""
-        from workbench.study.answers.text import schedulers_markdown
+        from workbench.study.present.text import schedulers_markdown
 
         load = ("at its own timestamps" if self.params.use_real_timestamps
                 else f"timestamps divided by {self.params.rps_scaling:g}")
@@ -416,7 +406,7 @@ class StepPlan:
         else:
             lines.append("Capacity search is off (`capacity_search=False`): replays only.")
         if self.params.replications > 1:
-            from workbench.study.runs.replications import INTERVAL_TEXT
+            from workbench.study.store.replications import INTERVAL_TEXT
 
             lines.append(f"**{self.params.replications} replications**: every test runs with seeds "
                          f"{', '.join(map(str, self.params.seeds()))} (trace and simulation); the CSV holds one row "
@@ -427,7 +417,7 @@ class StepPlan:
 
     def announce(self) -> None:
         """Tell the terminal that started the kernel (``papermill`` on the command line) where results go."""
-        from workbench.study.runs.console import tell_terminal
+        from workbench.study.present.console import tell_terminal
 
         tell_terminal(f"{self.step}: results go to {display_path(self.results_dir)}/")
 
@@ -453,7 +443,7 @@ class StepPlan:
         """Record this run's rows in ``all_results.csv``, rewrite ``analysis.json`` and ``index.html``; returns
         the analysis."""
         from workbench.study.answers import report
-        from workbench.study.runs.console import tell_terminal
+        from workbench.study.present.console import tell_terminal
 
         rows = self.run(progress=False) if rows is None else rows
         if self.provenance and not rows.empty:
@@ -467,8 +457,8 @@ class StepPlan:
 
 def notebook_setup() -> None:
     """What every step notebook sets up: workbench's log lines (one per finished test) as plain output, each
-    warning once without source lines, compact tables (:func:`workbench.study.runs.console.notebook_setup`)."""
-    from workbench.study.runs import console
+    warning once without source lines, compact tables (:func:`workbench.study.present.console.notebook_setup`)."""
+    from workbench.study.present import console
 
     console.notebook_setup()
 
@@ -537,7 +527,7 @@ HINT_FALLBACK = {"dynamic_no_bins": "static_fifo", "multi_bin_dynamic": "dynamic
 def hinted_capacity_tests(tests: dict[tuple[str, int], SweepTest]) -> dict[tuple[str, int], SweepTest]:
     """``tests`` keyed by (scheduler, GPUs), each capacity search given where it starts (see
     :data:`HINT_REFERENCE`, :data:`HINT_FALLBACK`); tests without a capacity search are returned as they are."""
-    from workbench.study.answers.palette import order
+    from workbench.study.present.palette import order
 
     out: dict[tuple[str, int], SweepTest] = {}
     for scheduler in order({s for s, _ in tests}):       # references and fallbacks come first in this order

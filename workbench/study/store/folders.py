@@ -115,7 +115,7 @@ def check_folder(results_dir: str | Path, *, outputs=(), name: str = "results_di
     ``parameters.json`` (one the workbench did not make).
     """
     from workbench import checks
-    from workbench.study.runs.sweep import LOCK_NAME
+    from workbench.study.store.files import LOCK_NAME
 
     folder = checks.writable_folder(results_dir, name)
     for output in outputs:
@@ -175,7 +175,7 @@ def claim(results_dir: str | Path, identity: dict, *, suggestion: str | None = N
     are the files this run writes (each must not be a folder; found there without a record of their
     parameters, they are refused).  Returns the folder (created now, after the checks).
     """
-    from workbench.study.runs.sweep import atomic_write_text, results_lock
+    from workbench.study.store.files import atomic_write_text, results_lock
 
     folder = check_claim(results_dir, identity, suggestion=suggestion, part=part, outputs=outputs)
     wanted = {k: _plain(v) for k, v in identity.items()}
@@ -209,7 +209,7 @@ class NotebookParams:
     def claim_results_dir(self) -> Path:
         """The folder, with these parameters recorded as the notebook's part (refused if it holds that part's
         results of other parameters, or is not a workbench folder); checked before anything is computed."""
-        from workbench.study.runs.sweep import resolve_results_dir
+        from workbench.study.store.files import resolve_results_dir
 
         return claim(resolve_results_dir(self.results_dir), self.identity(), part=self.notebook,
                      outputs=self.outputs)

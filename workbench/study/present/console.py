@@ -81,7 +81,7 @@ def _show_saved_figures() -> None:
     shell = get_ipython()
     if shell is None:
         return
-    from workbench.study.answers.plots import StepFigure, figure_png
+    from workbench.study.present.figures import StepFigure, figure_png
 
     shell.display_formatter.formatters["image/png"].for_type(StepFigure, figure_png)
 

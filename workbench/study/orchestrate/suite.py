@@ -35,10 +35,10 @@ from typing import Callable
 
 from workbench import checks, paths
 from workbench.study.answers import analysis, report
-from workbench.study.runs.experiments import (SEED_GRID, STEP1, STEP2, STEP3, STEP_TITLES, STEPS, StepParams,
-                                              check_best_gpu_count, display_path)
-from workbench.study.runs.console import SUITE_ENV
-from workbench.study.runs.sweep import atomic_write_text
+from workbench.study.present.console import SUITE_ENV
+from workbench.study.present.text import NOTEBOOK_TITLES
+from workbench.study.runs.experiments import SEED_GRID, STEP1, STEP2, STEP3, STEPS, StepParams, check_best_gpu_count
+from workbench.study.store.files import atomic_write_text, display_path
 
 log = logging.getLogger(__name__)
 
@@ -137,21 +137,18 @@ class SuiteNotebook:
         return self.when == "validate" and options.validate
 
 
-# The suite's notebooks, in the order they run.  A new notebook is one line here.
+# The suite's notebooks, in the order they run.  A new notebook is one line here (and its title in
+# workbench.study.present.text.NOTEBOOK_TITLES, where index.html finds it too).
 SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
-    SuiteNotebook(STEP1, STEP_TITLES[STEP1], "step", step_parameters),
-    SuiteNotebook(STEP2, STEP_TITLES[STEP2], "step", step_parameters),
-    SuiteNotebook(STEP3, STEP_TITLES[STEP3], "step", step_parameters),
-    SuiteNotebook(COMPARE, "Which scheduler keeps the SLA (every registered scheduler)", "compare",
-                  compare_parameters),
-    SuiteNotebook(VALIDATION, "Validation against queueing theory and the MBB model", "validate",
-                  validation_parameters),
-    SuiteNotebook(FIDELITY, "Fidelity against measured vLLM runs", "validate", results_only),
-    SuiteNotebook(FIDELITY_DISAGG, "Fidelity of disaggregated serving against measured DistServe runs", "validate",
-                  results_only),
-    SuiteNotebook(PREFIX_CACHING, "Prefix caching and cache-aware routing (Mooncake)", "validate", results_only),
-    SuiteNotebook(DISAGGREGATION, "Disaggregated prefill/decode vs colocated serving as the SLO tightens", "validate",
-                  results_only),
+    SuiteNotebook(STEP1, NOTEBOOK_TITLES[STEP1], "step", step_parameters),
+    SuiteNotebook(STEP2, NOTEBOOK_TITLES[STEP2], "step", step_parameters),
+    SuiteNotebook(STEP3, NOTEBOOK_TITLES[STEP3], "step", step_parameters),
+    SuiteNotebook(COMPARE, NOTEBOOK_TITLES[COMPARE], "compare", compare_parameters),
+    SuiteNotebook(VALIDATION, NOTEBOOK_TITLES[VALIDATION], "validate", validation_parameters),
+    SuiteNotebook(FIDELITY, NOTEBOOK_TITLES[FIDELITY], "validate", results_only),
+    SuiteNotebook(FIDELITY_DISAGG, NOTEBOOK_TITLES[FIDELITY_DISAGG], "validate", results_only),
+    SuiteNotebook(PREFIX_CACHING, NOTEBOOK_TITLES[PREFIX_CACHING], "validate", results_only),
+    SuiteNotebook(DISAGGREGATION, NOTEBOOK_TITLES[DISAGGREGATION], "validate", results_only),
 )
 
 
@@ -416,7 +413,7 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
     step 2's best GPU count, which needs step 2's rows) and the comparison's load curves (which need its
     capacities), keep both workers busy.  The notebooks then find every test checkpointed and draw.  Nothing
     here changes a result: the tests are the notebooks' own (same ids)."""
-    from workbench.study.answers import compare
+    from workbench.study.runs import compare
     from workbench.study.runs import experiments
     from workbench.study.runs.sweep import SweepPart, run_sweeps
 
@@ -466,7 +463,8 @@ def _compile_engines(params: StepParams) -> None:
 
 def _sweeps(parts, options: SuiteOptions, progress: bool, desc: str) -> list:
     """``run_sweeps``; a test that fails is left to its notebook, which runs it again and says why."""
-    from workbench.study.runs.sweep import SweepError, read_rows, run_sweeps, select_rows
+    from workbench.study.runs.sweep import SweepError, run_sweeps
+    from workbench.study.store.checkpoints import read_rows, select_rows
 
     try:
         return run_sweeps(parts, executor=options.executor, progress=progress, desc=desc)

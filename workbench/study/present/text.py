@@ -7,7 +7,8 @@
   schedulers it runs;
 * :func:`floor_sentence`: the share of requests no load can bring within the SLA
   (the figures draw it as the "floor"; the capacity search computes it as
-  ``1 - capacity_attainable``): always said as a floor, never as its complement.
+  ``1 - capacity_attainable``): always said as a floor, never as its complement;
+* :data:`NOTEBOOK_TITLES`: each notebook of the study by its title (the suite's summary, ``index.html``'s links).
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ SCHEDULER_SENTENCES = {
                       "(memory) and 2 (SLA on time per output token).",
     "continuous_multi_bin": "continuous batching admitting from K bins by predicted output length in rounds, so "
                             "the running batch fills with requests of similar length.",
+}
+
+# Each notebook of the study (``notebooks/<name>.ipynb``), in the order the suite runs them, by the title the
+# suite's summary and index.html's links give it.
+NOTEBOOK_TITLES = {
+    "step1_request_scaling": "Step 1: request scaling",
+    "step2_gpu_scaling": "Step 2: GPU scaling",
+    "step3_kbins_sensitivity": "Step 3: K-bins sensitivity",
+    "compare_schedulers": "Which scheduler keeps the SLA (every registered scheduler)",
+    "validation": "Validation against queueing theory and the MBB model",
+    "fidelity_vllm": "Fidelity against measured vLLM runs",
+    "fidelity_disagg": "Fidelity of disaggregated serving against measured DistServe runs",
+    "prefix_caching": "Prefix caching and cache-aware routing (Mooncake)",
+    "disaggregation": "Disaggregated prefill/decode vs colocated serving as the SLO tightens",
 }
 
 
@@ -55,4 +70,4 @@ def floor_sentence(floor: float, sla: str = "the SLA") -> str:
             "violation rate below it.")
 
 
-__all__ = ["SCHEDULER_SENTENCES", "floor_sentence", "scheduler_sentence", "schedulers_markdown"]
+__all__ = ["NOTEBOOK_TITLES", "SCHEDULER_SENTENCES", "floor_sentence", "scheduler_sentence", "schedulers_markdown"]

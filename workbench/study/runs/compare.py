@@ -1,0 +1,328 @@
+"""Running the scheduler comparison: every scheduler's capacity on every GPU count, then load-latency curves.
+
+:func:`run_comparison` runs the tests (checkpointed in ``compare_schedulers.csv``, keyed like every sweep's, so
+step 2's capacities at the same parameters are reused), aggregates each over its seeds and hands the rows to
+:mod:`workbench.study.answers.compare` for the ranking, the break points and their sentences; the figures are
+:mod:`workbench.study.answers.compare_plots`'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.study.answers.compare import break_points, break_sentences, capacity_ranking
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK = "compare_schedulers"
+CHECKPOINT = f"{NOTEBOOK}.csv"
+# what a comparison writes into its folder (checked before any case runs: none may be a folder)
+OUTPUTS = (CHECKPOINT, f"{NOTEBOOK}_capacity.csv", f"{NOTEBOOK}_curves.csv", f"{NOTEBOOK}_ranking.csv")
+
+
+def all_schedulers() -> tuple[str, ...]:
+    from workbench.sim.schedulers import SCHEDULERS
+
+    # a disaggregated deployment splits GPUs into pools: it is compared by wb.best_placement
+    # (notebooks/disaggregation.ipynb), not at one GPU count beside the single-pool schedulers
+    return tuple(sorted(name for name, cls in SCHEDULERS.items() if cls.engine != "disaggregated"))
+
+
+def _default_rps_scaling() -> float:
+    from workbench.study.runs.experiments import PROFILE_RPS_SCALING
+
+    return PROFILE_RPS_SCALING
+
+
+@dataclass(frozen=True)
+class CompareParams:
+    """What a scheduler comparison depends on (the compare notebook's ``parameters`` cell).
+
+    Trace, hardware model, SLA and capacity target are those of the step notebooks (same names where they
+    share a meaning), so at the same parameters a capacity here is the same test as step 2's, reused when
+    it has run.
+    """
+
+    dataset: str | None = None          # None / "synthetic": the synthetic BurstGPT-like trace; or a dataset name
+    num_requests: int = 20_000
+    curve_requests: int | None = None    # requests of the load-latency curves; None: num_requests
+    schedulers: tuple[str, ...] = field(default_factory=all_schedulers)
+    latency: str = "opt-13b-a100"        # a step-time profile every scheduler is timed by
+    gpu_counts: tuple[int, ...] = (1, 2, 4, 8)
+    curve_gpus: int = 4                  # GPUs of the load-latency curves
+    load_points: int = 8                 # offered rates per curve, light to past saturation
+    ttft_sla_s: float = 1.0
+    tpot_sla_s: float = 0.05
+    d_sla_s: float = 1.0                 # the static SLA controller's budget (service time of a batch)
+    attainment: float = 0.9              # share of requests that must meet both limits
+    k_bins: int = 4
+    replications: int = 1
+    seed: int = 42
+    results_dir: str | None = None
+    rps_scaling: float = field(default_factory=_default_rps_scaling)  # the trace's timestamps / this
+    use_real_timestamps: bool = False
+    executor: object = None              # as the steps': None = a local process pool
+
+    def __post_init__(self):
+        from workbench import checks
+        from workbench.sim import profiles
+        from workbench.sim.schedulers import SCHEDULERS
+        from workbench.study.runs.sweep import parse_executor
+
+        # a comma-separated string is accepted too (papermill -p schedulers continuous_fcfs,static_fifo)
+        object.__setattr__(self, "schedulers", checks.names(self.schedulers, "schedulers", allowed=sorted(SCHEDULERS)))
+        pooled = [name for name in self.schedulers if name not in all_schedulers()]
+        if pooled:
+            raise ValueError(f"schedulers: {', '.join(pooled)} splits the GPUs into prefill and decode pools, so it "
+                             "has no single GPU count to be compared at; rank its placements with wb.best_placement "
+                             f"(notebooks/disaggregation.ipynb), or choose among {', '.join(all_schedulers())}")
+        checks.choice(self.latency, "latency", profiles.profile_names(), hint="a step-time profile name")
+        object.__setattr__(self, "gpu_counts", tuple(sorted(set(checks.integers(
+            self.gpu_counts, "gpu_counts", low=1, high=100_000, unique=False)))))
+        if self.curve_requests is None:
+            object.__setattr__(self, "curve_requests", self.num_requests)
+        for name, low in (("num_requests", 2), ("curve_requests", 2), ("curve_gpus", 1), ("load_points", 2),
+                          ("k_bins", 1), ("replications", 1), ("seed", 0)):
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=low))
+        for name in ("ttft_sla_s", "tpot_sla_s", "d_sla_s"):
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
+        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
+                                                             high=1, what="a share in (0, 1]"))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
+        object.__setattr__(self, "use_real_timestamps", checks.boolean(self.use_real_timestamps,
+                                                                       "use_real_timestamps"))
+        if self.use_real_timestamps and self.rps_scaling != _default_rps_scaling():
+            raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
+                             "trace's own inter-arrival times are kept, not divided): drop one of them")
+        if self.dataset is not None:
+            checks.instance(self.dataset, "dataset", (str, os.PathLike),
+                            expected="None, 'synthetic', a dataset name or a CSV path")
+        if self.dataset == "synthetic":
+            object.__setattr__(self, "dataset", None)
+        if self.results_dir is not None:
+            checks.path(self.results_dir, "results_dir", expected="a folder path, or None for the default folder")
+        parse_executor(self.executor, queued=2)
+        self.trace_options(self.seed)          # validates rps_scaling against the trace
+        self.config("continuous_fcfs", 1)   # validates the SLA fields
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "CompareParams":
+        return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
+
+    def identity(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("results_dir", "executor")}
+
+    def results_path(self) -> Path:
+        from workbench.study.store import folders
+        from workbench.study.store.files import resolve_results_dir
+
+        if self.results_dir is not None:
+            return resolve_results_dir(self.results_dir)
+        defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                    for f in fields(self)}
+        return resolve_results_dir(f"results/{NOTEBOOK}/{folders.folder_name(self.identity(), defaults)}")
+
+    def claim_results_dir(self) -> Path:
+        from workbench.study.store import folders
+
+        folder = self.results_path()
+        folders.claim(folder, self.identity(), outputs=OUTPUTS)
+        return folder
+
+    def step_model(self):
+        from workbench.sim import profiles
+
+        return profiles.get_profile(self.latency)
+
+    def config(self, scheduler: str, num_gpus: int, seed: int | None = None):
+        """The SimConfig of a test: field for field what the step notebooks build (StepParams.base_config)."""
+        from workbench.sim.config import SimConfig
+
+        base = SimConfig(d_sla_s=self.d_sla_s, k_bins=self.k_bins, seed=self.seed if seed is None else seed,
+                         ttft_sla_s=self.ttft_sla_s, tpot_sla_s=self.tpot_sla_s)
+        return base.replace(**deployment_fields(self.latency), scheduler=scheduler, num_gpus=num_gpus)
+
+    def trace_options(self, seed: int, scaling: float = 1.0, num_requests: int | None = None):
+        from workbench.study.runs.sweep import TraceOptions
+
+        return TraceOptions(dataset=self.dataset, num_requests=num_requests or self.num_requests,
+                            rps_scaling=self.rps_scaling * scaling, use_real_timestamps=self.use_real_timestamps,
+                            seed=seed)
+
+    def trace(self, seed: int):
+        return self.trace_options(seed).load()
+
+    def seeds(self) -> list[int]:
+        from workbench.study.store.replications import replication_seeds
+
+        return replication_seeds(self.seed, self.replications)
+
+
+def deployment_fields(profile: str) -> dict:
+    """The SimConfig memory fields of the hardware a step-time profile was measured on."""
+    from workbench.sim import profiles
+
+    return profiles.profile_config_fields(profile)
+
+
+def capacity_tests(params: CompareParams) -> list:
+    """Every scheduler's capacity search on every GPU count, per seed: the tests step 2 runs at the same
+    parameters (same ids, chained over the GPU counts the same way), so they are reused when it has run."""
+    from workbench.study.runs.experiments import _label, hinted_capacity_tests
+    from workbench.study.runs.sweep import CapacitySpec, make_test, with_capacity_hint
+
+    spec, step = CapacitySpec(attainment=params.attainment), params.step_model()
+    out, base = [], {}
+    for r, seed in enumerate(params.seeds()):
+        options = params.trace_options(seed)
+        trace = options.load()
+        tests = hinted_capacity_tests({(s, g): make_test(NOTEBOOK, options, params.config(s, g, seed), trace=trace,
+                                                         latency=step, label=_label(s, g), capacity=spec)
+                                       for s in params.schedulers for g in params.gpu_counts})
+        for key in ((s, g) for s in params.schedulers for g in params.gpu_counts):
+            test = tests[key]
+            if r == 0:
+                base[key] = test = dataclasses.replace(test, base_test_id=test.test_id)
+            else:   # as the steps' replications: start from replication 0's answer
+                test = with_capacity_hint(dataclasses.replace(test, replication=r, base_test_id=base[key].test_id),
+                                          base[key])
+            out.append(test)
+    return out
+
+
+def curve_rates(params: CompareParams, cap_rows: pd.DataFrame, base_rate: float) -> np.ndarray:
+    """The offered rates of the load-latency curves: geometric from 1/16 of the lowest capacity found on
+    ``curve_gpus`` GPUs (any GPU count if none there) to twice the highest; around the trace's own rate when
+    no capacity was found."""
+    caps = pd.to_numeric(cap_rows["capacity_rps"], errors="coerce") if "capacity_rps" in cap_rows else pd.Series()
+    found = cap_rows[np.isfinite(caps)] if len(caps) else cap_rows
+    at_curve = found[found["num_gpus"] == params.curve_gpus] if not found.empty else found
+    at_curve = at_curve if not at_curve.empty else found
+    if at_curve.empty:
+        low, high = base_rate / 16, base_rate * 2
+    else:
+        values = pd.to_numeric(at_curve["capacity_rps"])
+        low, high = values.min() / 16, values.max() * 2
+    return np.geomspace(low, high, params.load_points)
+
+
+def load_tests(params: CompareParams, rates) -> list:
+    """Replays of the first ``curve_requests`` requests by every scheduler on ``curve_gpus`` GPUs at each offered
+    rate of ``rates`` (requests/s of the first seed's trace), per seed."""
+    from workbench.study.runs.sweep import make_test
+
+    step = params.step_model()
+    base_rate = params.trace_options(params.seeds()[0], num_requests=params.curve_requests).load().mean_rate_rps
+    out = []
+    for r, seed in enumerate(params.seeds()):
+        for rate in rates:
+            scaling = round(float(rate / base_rate), 12)
+            options = params.trace_options(seed, scaling, params.curve_requests)
+            trace = options.load()
+            for scheduler in params.schedulers:
+                test = make_test(NOTEBOOK, options, params.config(scheduler, params.curve_gpus, seed), trace=trace,
+                                 latency=step, label=f"{scheduler} at x{scaling:.3g} load")
+                out.append(dataclasses.replace(test, replication=r))
+    return out
+
+
+def _run(tests: list, params: CompareParams, folder: Path, progress: bool, desc: str):
+    """Run ``tests`` into the comparison's checkpoint; a test that fails is reported, not fatal."""
+    from workbench.study.runs.sweep import SweepError, run_sweep
+    from workbench.study.store.checkpoints import read_rows, select_rows
+
+    errors: dict[str, str] = {}
+    try:
+        rows = run_sweep(tests, folder, checkpoint=CHECKPOINT, executor=params.executor, progress=progress,
+                         desc=desc)
+    except SweepError as exc:
+        for test, failure in exc.failures:
+            errors.setdefault(test.config.scheduler, f"{type(failure).__name__}: {failure}")
+        rows = select_rows(read_rows(folder / CHECKPOINT), [t.test_id for t in tests])
+    return rows, errors
+
+
+@dataclass
+class Comparison:
+    """Everything the compare notebook shows."""
+
+    params: CompareParams
+    results_dir: Path
+    capacities: pd.DataFrame          # per scheduler and GPU count (mean over seeds, 95% interval)
+    curves: pd.DataFrame              # per scheduler and load point (mean over seeds, 95% interval)
+    ranking: pd.DataFrame
+    breaks: pd.DataFrame
+    sentences: dict[str, str]
+    base_rate_rps: float
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sla_text(self) -> str:
+        p = self.params
+        return f"TTFT <= {p.ttft_sla_s:g} s and TPOT <= {p.tpot_sla_s * 1e3:g} ms"
+
+
+def _aggregate(rows: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    from workbench.study.store.replications import summarize_replications
+
+    keep = [c for c in (*by, *metrics, "capacity_error", "replication", "trace_label", "synthetic") if c in rows]
+    return summarize_replications(rows[keep].drop(columns=["replication"], errors="ignore"), by=by, metrics=metrics)
+
+
+def run_comparison(params: CompareParams | None = None, *, progress: bool = True) -> Comparison:
+    """Capacity of every scheduler at every GPU count, then load-latency curves on ``curve_gpus`` GPUs.
+
+    The curves' offered rates are spaced geometrically from 1/16 of the
+    lowest capacity found on ``curve_gpus`` GPUs to twice the highest, so
+    every curve runs from light load to past its scheduler's saturation.
+    Every (test, seed) is checkpointed in ``compare_schedulers.csv``; a test
+    that another results folder already holds (step 2's capacities at the
+    same parameters) is reused, not recomputed.
+    """
+    params = params or CompareParams()
+    folder = params.claim_results_dir()
+    seeds = params.seeds()
+    base_rate = params.trace(seeds[0]).mean_rate_rps
+
+    cap_rows, errors = _run(capacity_tests(params), params, folder, progress, f"{NOTEBOOK} capacity")
+    cap_rows = cap_rows.assign(capacity_rps=pd.to_numeric(cap_rows["capacity_rps"], errors="coerce"))
+    capacities = _aggregate(cap_rows, ["scheduler", "num_gpus"], ["capacity_rps"])
+
+    rates = curve_rates(params, cap_rows, base_rate)
+    load_rows, load_errors = _run(load_tests(params, rates), params, folder, progress, f"{NOTEBOOK} load curves")
+    for name, reason in load_errors.items():
+        errors.setdefault(name, reason)
+    metrics = ["offered_rps", "attainment", "throughput_rps", "goodput_rps", "latency_p50_s", "latency_p99_s",
+               "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "gpu_utilization_mean"]
+    if not load_rows.empty:
+        load_rows = load_rows.copy().assign(attainment=load_rows["slo_attainment"],
+                                     scaling=load_rows["rps_scaling"] / params.rps_scaling)
+        load_rows = load_rows[~load_rows["scheduler"].isin(errors)]
+    curves = (_aggregate(load_rows, ["scheduler", "scaling"], [m for m in metrics if m in load_rows])
+              .sort_values(["scheduler", "offered_rps"])
+              if not load_rows.empty else pd.DataFrame(columns=["scheduler", "scaling", *metrics]))
+
+    ranking = capacity_ranking(capacities)
+    breaks = break_points(curves, params.attainment)
+    sla_text = f"TTFT <= {params.ttft_sla_s:g} s and TPOT <= {params.tpot_sla_s * 1e3:g} ms"
+    sentences = break_sentences(breaks, ranking, sla_text=sla_text)
+    for name, reason in errors.items():
+        sentences[name] = f"{name} could not be simulated with the {params.latency} profile: {reason}."
+    from workbench.study.store.files import write_csv_atomic
+
+    write_csv_atomic(folder / f"{NOTEBOOK}_capacity.csv", capacities)
+    write_csv_atomic(folder / f"{NOTEBOOK}_curves.csv", curves)
+    write_csv_atomic(folder / f"{NOTEBOOK}_ranking.csv", ranking)
+    return Comparison(params, folder, capacities, curves.reset_index(drop=True), ranking, breaks, sentences,
+                      base_rate, errors)
+
+
+__all__ = ["CHECKPOINT", "NOTEBOOK", "OUTPUTS", "CompareParams", "Comparison", "all_schedulers", "capacity_tests",
+           "curve_rates", "load_tests", "run_comparison"]
