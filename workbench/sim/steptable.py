@@ -445,17 +445,17 @@ class StepTable:
     def step_time_s(self, prompt_lengths=(), prefix_lengths=None, context_lengths=()) -> float:
         """Seconds of a step computing prompt pieces (``prompt_lengths`` tokens after ``prefix_lengths`` already
         in the cache) and decoding requests of ``context_lengths``."""
-        l = checks.array(prompt_lengths, "prompt_lengths", integral=True, low=0, what="tokens")
-        ctx = checks.array(context_lengths, "context_lengths", integral=True, low=0, what="tokens")
+        l = checks.array(prompt_lengths, "prompt_lengths", low=0, what="tokens")
+        ctx = checks.array(context_lengths, "context_lengths", low=0, what="tokens")
         p = np.zeros_like(l) if prefix_lengths is None else checks.array(
-            prefix_lengths, "prefix_lengths", integral=True, low=0, length=l.size, what="tokens")
+            prefix_lengths, "prefix_lengths", low=0, length=l.size, what="tokens")
         if l.size == 0 and ctx.size == 0:
             raise ValueError("step_time_s: a step computes prompt tokens, decodes, or both; prompt_lengths and "
                              "context_lengths are both empty")
         tf, ti = self.pack(max(1, ctx.size))
         kv_max = float(ctx.max()) if ctx.size else 0.0
         kv_min = float(ctx.min()) if ctx.size else 0.0
-        return float(step_time_py(tf, ti, int(l.sum()), int(l.size), int(p.sum()), float((l * (p + l)).sum()),
+        return float(step_time_py(tf, ti, float(l.sum()), int(l.size), float(p.sum()), float((l * (p + l)).sum()),
                                   int(ctx.size), float(ctx.sum()), kv_max, kv_min))
 
     def check_seen(self, tf: np.ndarray, what: str) -> None:
