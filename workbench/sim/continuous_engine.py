@@ -494,7 +494,7 @@ def _span(ci, rq, ctx0, rs, g):
     """(longest, shortest) context base of replica ``g``'s decodes, recomputed from the running list when stale
     (a walk of at most ``max_num_seqs`` requests, needed only when the longest or shortest left)."""
     if rs[g, RS_S_STALE]:
-        hi = np.int64(-1)
+        hi = np.int64(-2**62)   # (bases are often negative: S_r = context - decode count)
         lo = np.int64(2**62)
         r = rs[g, RS_RUN_HEAD]
         while r >= 0:

@@ -351,7 +351,8 @@ def kernel_profile_table(folder, *, tp: int = 1, model_config=None, ep: int = 1,
 
     seq_layers = [x for x in arch["head"] if x in PER_SEQUENCE]
     seq_grids = {name: _one_d(per_seq, "sequences", name, seq_path) for name in seq_layers}
-    seq_grid = np.unique(np.concatenate([g[0] for g in seq_grids.values()]))
+    # every whole count up to the grid's end (exact for whole counts; an evenly spaced grid is looked up directly)
+    seq_grid = np.arange(1, int(max(g[0][-1] for g in seq_grids.values())) + 1, dtype=np.float64)
     seq_s = sum(_interp_np(*seq_grids[name], seq_grid) for name in seq_layers)
 
     pc_u, kp_u, nd_u, kv_u, att = _attention_table(attention, layers)
