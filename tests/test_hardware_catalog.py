@@ -93,7 +93,7 @@ def test_price_override():
 
 
 def test_a_users_config_json_loads_by_path(tmp_path):
-    config = json.loads((catalog.HARDWARE_DIR / "model_configs/meta-llama/Llama-3.1-8B.json").read_text())
+    config = json.loads((catalog.LLMSERVINGSIM_CONFIGS / "meta-llama/Llama-3.1-8B.json").read_text())
     folder = tmp_path / "my-llama"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
@@ -106,7 +106,7 @@ def test_a_users_config_json_loads_by_path(tmp_path):
 @pytest.mark.parametrize("field", ["num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size",
                                    "intermediate_size"])
 def test_a_config_json_missing_a_needed_field_names_it(tmp_path, field):
-    config = json.loads((catalog.HARDWARE_DIR / "model_configs/meta-llama/Llama-3.1-8B.json").read_text())
+    config = json.loads((catalog.LLMSERVINGSIM_CONFIGS / "meta-llama/Llama-3.1-8B.json").read_text())
     del config[field]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
@@ -115,11 +115,11 @@ def test_a_config_json_missing_a_needed_field_names_it(tmp_path, field):
 
 
 def test_moe_config_missing_its_experts_names_the_field():
-    config = json.loads((catalog.HARDWARE_DIR / "model_configs/Qwen/Qwen3-30B-A3B-Instruct-2507.json").read_text())
+    config = json.loads((catalog.LLMSERVINGSIM_CONFIGS / "Qwen/Qwen3-30B-A3B-Instruct-2507.json").read_text())
     del config["moe_intermediate_size"]
     with pytest.raises(ValueError, match="no 'moe_intermediate_size'"):
         ModelArch.from_config(config, name="qwen-moe")
-    config = json.loads((catalog.HARDWARE_DIR / "model_configs/mistralai/Mixtral-8x7B-v0.1.json").read_text())
+    config = json.loads((catalog.LLMSERVINGSIM_CONFIGS / "mistralai/Mixtral-8x7B-v0.1.json").read_text())
     del config["num_local_experts"]
     with pytest.raises(ValueError, match="no 'num_local_experts'"):
         ModelArch.from_config(config, name="mixtral")

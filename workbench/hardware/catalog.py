@@ -1,8 +1,7 @@
 """The model and GPU catalogues: architecture facts from config.json, spec-sheet facts of GPUs, each with its source.
 
 Models (``data/hardware/models.yaml``): each entry holds the fields of the
-model's Hugging Face ``config.json`` (or the name of a copied config.json under
-``data/hardware/model_configs/``); :func:`get_model_arch` reads an entry by name
+model's Hugging Face ``config.json`` (or the path of a copied config.json); :func:`get_model_arch` reads an entry by name
 (case-insensitive, aliases and Hugging Face ids accepted) or a user's own
 ``config.json`` by path, through the same parser (:meth:`ModelArch.from_config`).
 Architectures read: ``llama``, ``mistral``, ``qwen2``, ``qwen3`` (gated MLP),
@@ -35,6 +34,8 @@ from workbench.paths import DATA_DIR
 HARDWARE_DIR = DATA_DIR / "hardware"
 MODELS_FILE = HARDWARE_DIR / "models.yaml"
 GPUS_FILE = HARDWARE_DIR / "gpus.yaml"
+# LLMServingSim's config.json copies (MIT), read by five catalogue entries
+LLMSERVINGSIM_CONFIGS = DATA_DIR / "groundtruth" / "llmservingsim_vllm019" / "model_configs"
 
 DTYPE_BYTES = {"float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2, "float32": 4, "fp32": 4,
                "float": 4, "fp8": 1, "float8": 1, "int8": 1}
