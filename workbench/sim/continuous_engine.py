@@ -189,6 +189,7 @@ import numpy as np
 from numba import njit
 
 from workbench.sim.controllers import memory_limit, sla_update, token_stats_add, window_mean
+from workbench.sim.steptable import TI_DEC_NMAX, TI_SKEW, table_decode_run, table_record_run, table_step_s
 
 POLICY_FCFS, POLICY_SLA, POLICY_MULTI_BIN = 0, 1, 2
 ROUTERS = {"round_robin": 0, "least_outstanding": 1, "least_kv": 2, "prefix_affinity": 3}
@@ -214,8 +215,9 @@ CF_BUDGET, CF_EPS, CF_ALPHA, CF_DELTA, CF_THETA = range(13, 18)
 CF_N = 18
 # integer settings
 (CI_REPLICAS, CI_BINS, CI_BS, CI_SHIFT, CI_CAP, CI_POLICY, CI_ROUTER, CI_CHUNKED, CI_CACHING, CI_JUMPS, CI_MAX_SEQS,
- CI_MAX_TOKENS, CI_MAX_PADDINGS, CI_WATERMARK, CI_B_MIN, CI_B_MAX, CI_WINDOW, CI_MARGIN, CI_NODES) = range(19)
-CI_N = 19
+ CI_MAX_TOKENS, CI_MAX_PADDINGS, CI_WATERMARK, CI_B_MIN, CI_B_MAX, CI_WINDOW, CI_MARGIN, CI_NODES, CI_TABLE,
+ CI_SKEW) = range(21)
+CI_N = 21
 
 # (The engine's state lives in a few 2-D arrays with named columns: every array passed to a compiled helper
 # costs a reference-count update per call, and numba inlines functions of at most ~30 arguments.)
@@ -232,8 +234,8 @@ T_SCHED, T_FIRST, T_FINISH = range(3)
 (RS_WAITING, RS_WAIT_BLOCKS, RS_OUTSTANDING, RS_RUN_HEAD, RS_RUN_TAIL, RS_PARTIAL, RS_DCOUNT, RS_N_DEC,
  RS_CTX_BASE, RS_USED, RS_FIN_N, RS_STEPS, RS_KIND, RS_RUN_K, RS_WITH_DEC, RS_N_PF, RS_DEC_START,
  RS_BLOCKS_AT_START, RS_LOG_ROW, RS_ACTIVE_BIN, RS_ROUND_LEFT, RS_B_SLA, RS_B_MEM, RS_POPPED, RS_WIN_N,
- RS_RELEASED) = range(26)
-RS_N = 26
+ RS_RELEASED, RS_S_MAX, RS_S_MIN, RS_S_STALE) = range(29)
+RS_N = 29
 # per-replica float64 state (the last five: continuous_sla's controllers)
 (RF_T_START, RF_RUN_E, RF_RUN_F, RF_BUSY, RF_BLOCK_S, RF_TOK_N, RF_TOK_MEAN, RF_TOK_M2, RF_B_LOW,
  RF_B_HIGH) = range(10)
@@ -459,6 +461,45 @@ def _needs_block(s_r, d, bs, shift):
 
 
 # ---------------------------------------------------------------- waiting queues and the running list
+@njit(cache=True, inline="always")
+def _span_add(ci, rs, g, s_r):
+    """A decode with context base ``s_r`` joins replica ``g``: the longest and shortest bases (step tables with
+    the skew correction only; kept while not stale)."""
+    if ci[CI_SKEW] and rs[g, RS_S_STALE] == 0:
+        if rs[g, RS_N_DEC] == 0:
+            rs[g, RS_S_MAX] = s_r
+            rs[g, RS_S_MIN] = s_r
+        else:
+            rs[g, RS_S_MAX] = max(rs[g, RS_S_MAX], s_r)
+            rs[g, RS_S_MIN] = min(rs[g, RS_S_MIN], s_r)
+
+
+@njit(cache=True, inline="always")
+def _span_remove(ci, rs, g, s_r):
+    """A decode with context base ``s_r`` leaves: the span is stale if it was the longest or the shortest."""
+    if ci[CI_SKEW] and (s_r >= rs[g, RS_S_MAX] or s_r <= rs[g, RS_S_MIN]):
+        rs[g, RS_S_STALE] = 1
+
+
+@njit(cache=True, inline="always")
+def _span(ci, rq, ctx0, rs, g):
+    """(longest, shortest) context base of replica ``g``'s decodes, recomputed from the running list when stale
+    (a walk of at most ``max_num_seqs`` requests, needed only when the longest or shortest left)."""
+    if rs[g, RS_S_STALE]:
+        hi = np.int64(-1)
+        lo = np.int64(2**62)
+        r = rs[g, RS_RUN_HEAD]
+        while r >= 0:
+            if rq[r, RQ_STATE] == ST_DECODE:
+                hi = max(hi, ctx0[r])
+                lo = min(lo, ctx0[r])
+            r = rq[r, RQ_RNEXT]
+        rs[g, RS_S_MAX] = hi
+        rs[g, RS_S_MIN] = lo
+        rs[g, RS_S_STALE] = 0
+    return rs[g, RS_S_MAX], rs[g, RS_S_MIN]
+
+
 @njit(cache=True, inline="always")
 def _q_push_back(qs, rq, qi, r):
     if qs[qi, Q_TAIL] >= 0:
@@ -845,6 +886,7 @@ def _preempt(v, g, d, ci, rin, rq, ctx0, hpos, rs, qs, hist, fin_key, fin_id, pa
         hist[g, _mod(s_v, bs, shift)] -= 1
         rs[g, RS_CTX_BASE] -= s_v
         rs[g, RS_N_DEC] -= 1
+        _span_remove(ci, rs, g, s_v)
         rs[g, RS_FIN_N] = _heap_remove(fin_key, fin_id, hpos, g, rs[g, RS_FIN_N], hpos[v])
     else:
         kv = np.int64(rq[v, RQ_DONE])
@@ -1015,6 +1057,7 @@ def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fi
         hist[g, _mod(s_r, bs, shift)] -= 1
         rs[g, RS_CTX_BASE] -= s_r
         rs[g, RS_N_DEC] -= 1
+        _span_remove(ci, rs, g, s_r)
         tq[T_FINISH, r] = now
         rq[r, RQ_STATE] = ST_DONE
         rs[g, RS_OUTSTANDING] -= 1
@@ -1051,6 +1094,7 @@ def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fi
                 ctx0[r] = s_r
                 hist[g, _mod(s_r, bs, shift)] += 1
                 rs[g, RS_CTX_BASE] += s_r
+                _span_add(ci, rs, g, s_r)
                 rs[g, RS_N_DEC] += 1
                 rq[r, RQ_STATE] = ST_DECODE
                 rs[g, RS_FIN_N] = _heap_push(fin_key, fin_id, hpos, g, rs[g, RS_FIN_N],
@@ -1069,7 +1113,7 @@ def _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fi
 # ---------------------------------------------------------------- deciding a replica's next step
 @njit(cache=True, inline="always")
 def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, path_off, path_node,
-              node_first, node_blocks, path_blocks, cn, own, lru, lm):
+              node_first, node_blocks, path_blocks, cn, own, lru, lm, tf, ti):
     """Decide replica ``g``'s next step (rules 3-9).  Returns (kind, k, e, f, prefill tokens, prefill pieces,
     decodes, preemptions, sum(l * (p + l)), first step's context sum, error); kind ``KIND_NONE``: idle."""
     bs = ci[CI_BS]
@@ -1098,6 +1142,7 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
     pf_reqs = 0
     pf_lin = 0.0
     pf_quad = 0.0
+    pf_hist = 0   # sum of the prefill pieces' cached context (a step table's kp axis)
     take_decode = True
     if not chunked and rs[g, RS_WAITING] > 0:
         # v0.2 (rule 4): a prefill-only step if any prompt can be admitted
@@ -1127,6 +1172,7 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
             pf_tokens += computed
             pf_lin += computed
             pf_quad += float(computed) * float(tokens)
+            pf_hist += hit
             pf_reqs += 1
             sum_t += tokens
             max_t = new_max
@@ -1188,6 +1234,7 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
                 pf_tokens += chunk
                 pf_lin += chunk
                 pf_quad += float(chunk) * float(done + chunk)
+                pf_hist += done
                 rq[pr, RQ_DONE] = done + chunk
                 pf_reqs += 1
         if preempted == 0:
@@ -1211,6 +1258,7 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
                 pf_tokens += chunk
                 pf_lin += chunk
                 pf_quad += float(chunk) * float(upto)
+                pf_hist += hit
                 pf_reqs += 1
                 running += 1
     nd = rs[g, RS_N_DEC] if take_decode else 0   # v0.2: a prefill step holds no decodes
@@ -1219,6 +1267,9 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
             error = ERR_STUCK
         return KIND_NONE, 0, 0.0, 0.0, 0, 0, 0, preempted, 0.0, 0.0, error
     rs[g, RS_POPPED] = 1   # the first step's blocks were taken from the free queue above
+    if ci[CI_TABLE]:
+        return _schedule_table(g, ci, rq, ctx0, hist, rs, fin_key, tf, ti, d, nd, pf_tokens, pf_reqs, pf_hist, pf_quad,
+                               preempted, error)
     ctx = 0.0
     if nd > 0:
         a_d, b_d, c_d = _decode_coefs(cf, nd)
@@ -1234,15 +1285,54 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
         return KIND_STEP, 1, e, 0.0, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
     e = a_d + var_d
     f = b_d * nd
-    k = 1
-    if ci[CI_JUMPS] and preempted == 0 and (policy != POLICY_SLA or rs[g, RS_WAITING] == 0):
+    k, stuck = _run_length(g, ci, ctx0, rs, hist, fin_key, nd, d, preempted)
+    if stuck:
+        error = ERR_BLOCKS
+    return KIND_DECODE_RUN, k, e, f, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
+
+
+@njit(cache=True, inline="always")
+def _run_length(g, ci, ctx0, rs, hist, fin_key, nd, d, preempted):
+    """Decode steps a run may take from decode count ``d`` (see Speed): up to the next finish, before the first
+    step that would preempt; 1 without runs.  Returns (steps, whether not even one step fits)."""
+    if not ci[CI_JUMPS] or preempted > 0 or (ci[CI_POLICY] == POLICY_SLA and rs[g, RS_WAITING] > 0):
         # (continuous_sla: its limit changes every step, so a waiting request could be admitted at any
         # boundary; runs only while nobody waits)
-        k = _steps_without_preemption(hist, g, bs, shift, nd, d, cap - rs[g, RS_USED], int(fin_key[g, 0]) - d,
-                                      not chunked, ctx0[rs[g, RS_RUN_TAIL]])
-        if k < 1:
-            k = 1
-            error = ERR_BLOCKS
+        return 1, False
+    k = _steps_without_preemption(hist, g, ci[CI_BS], ci[CI_SHIFT], nd, d, ci[CI_CAP] - rs[g, RS_USED],
+                                  int(fin_key[g, 0]) - d, not ci[CI_CHUNKED], ctx0[rs[g, RS_RUN_TAIL]])
+    if k < 1:
+        return 1, True
+    return k, False
+
+
+@njit(cache=True, inline="always")
+def _schedule_table(g, ci, rq, ctx0, hist, rs, fin_key, tf, ti, d, nd, pf_tokens, pf_reqs, pf_hist, pf_quad,
+                    preempted, error):
+    """Rule 9 with a step table (:mod:`workbench.sim.steptable`): the step's time from the table; a decode-only
+    step starts a run of at most as many steps as the table stays linear over.  Returns what ``_schedule``
+    returns."""
+    ctx_int = rs[g, RS_CTX_BASE] + nd * d
+    ctx = float(ctx_int)
+    kv_max = 0
+    kv_min = 0
+    if nd > 0:
+        if ci[CI_SKEW]:
+            s_max, s_min = _span(ci, rq, ctx0, rs, g)
+            kv_max = s_max + d
+            kv_min = s_min + d
+        else:
+            kv_max = (ctx_int + nd - 1) // nd   # any value >= the mean: unused without the skew correction
+            kv_min = kv_max
+    if pf_reqs > 0:
+        e = table_step_s(tf, ti, pf_tokens, pf_reqs, pf_hist, pf_quad, nd, ctx, float(kv_max), float(kv_min))
+        return KIND_STEP, 1, e, 0.0, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
+    e, f, k_lin = table_decode_run(tf, ti, nd, ctx_int, kv_max, kv_min)
+    k, stuck = _run_length(g, ci, ctx0, rs, hist, fin_key, nd, d, preempted)
+    if stuck:
+        error = ERR_BLOCKS
+    k = min(k, k_lin)
+    table_record_run(tf, kv_max, k)
     return KIND_DECODE_RUN, k, e, f, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
 
 
@@ -1251,7 +1341,7 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
 @njit(cache=True, _nrt=False)
 def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b,
                 path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, ev_key, ev_id, ev_pos,
-                log_f, log_i):
+                log_f, log_i, tf, ti):
     """The events: joins (rule 1) and step boundaries of every replica, in time order.  Compiled without
     reference counting (it allocates nothing), so the helpers it inlines cost no count updates for the
     arrays they take.  Returns (rows of the step log, error code)."""
@@ -1317,7 +1407,7 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
         while True:
             kind, k, e, f, pf_tokens, pf_reqs, nd, more, pf_quad, ctx, err = _schedule(
                 g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, path_off,
-                path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm)
+                path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, tf, ti)
             preempted += more
             if err:
                 error = err
@@ -1400,7 +1490,7 @@ def table_bytes(*, num_requests: int, num_replicas: int, n_bins: int, block_size
 def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
                    jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
                    block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
-                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity):
+                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity, tf, ti):
     """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time; the
     ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree` (used with ``caching``).
 
@@ -1436,6 +1526,8 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     ci[CI_WINDOW] = window
     ci[CI_MARGIN] = affinity_margin
     ci[CI_NODES] = n_nodes
+    ci[CI_TABLE] = 1 if ti[TI_DEC_NMAX] > 0 else 0
+    ci[CI_SKEW] = 1 if ci[CI_TABLE] and ti[TI_SKEW] else 0
     cf = np.empty(CF_N)
     cf[:13] = coef
     cf[CF_BUDGET] = budget_s
@@ -1500,7 +1592,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     ev_pos = np.full(R, -1, np.int64)
     n_log, error = _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id,
                                win_t, win_b, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
-                               lm, ev_key, ev_id, ev_pos, log_f, log_i)
+                               lm, ev_key, ev_id, ev_pos, log_f, log_i, tf, ti)
     for r in range(n):
         state = rq[r, RQ_STATE]
         if state != ST_DONE and state != ST_NEW and state != ST_DROPPED:

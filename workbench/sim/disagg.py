@@ -70,12 +70,23 @@ def pool_models(latency, cfg) -> tuple[StepTimeModel, StepTimeModel]:
                              "(a StepTimeModel or profile name each); "
                              + "; ".join(([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
                                          + ([f"missing {', '.join(map(repr, missing))}"] if missing else [])))
-        return (_resolve(latency["prefill"], cfg.prefill_tp, "latency['prefill']"),
-                _resolve(latency["decode"], cfg.decode_tp, "latency['decode']"))
+        return (_linear_only(_resolve(latency["prefill"], cfg.prefill_tp, "latency['prefill']"), "latency['prefill']"),
+                _linear_only(_resolve(latency["decode"], cfg.decode_tp, "latency['decode']"), "latency['decode']"))
     if isinstance(latency, (StepTimeModel, str)):
-        return _resolve(latency, cfg.prefill_tp, "latency"), _resolve(latency, cfg.decode_tp, "latency")
+        return _linear_only(_resolve(latency, cfg.prefill_tp, "latency"), "latency"), \
+            _linear_only(_resolve(latency, cfg.decode_tp, "latency"), "latency")
     raise checks.InvalidType(f"latency: the disaggregated scheduler takes {{'prefill': ..., 'decode': ...}}, a "
                              f"StepTimeModel, a profile name or None, not a {type(latency).__name__}")
+
+
+def _linear_only(model: StepTimeModel, name: str) -> StepTimeModel:
+    """The disaggregated engine prices steps with linear coefficients only: a tabulated model is refused."""
+    if model.table is not None:
+        raise ValueError(f"{name}: {model.name} is a {model.kind} step table, and the disaggregated engine prices "
+                         "steps from linear coefficients only; simulate this model with a continuous scheduler "
+                         "(e.g. continuous_fcfs, chunked_prefill=True), or pass its linear summary explicitly, "
+                         "dataclasses.replace(model, table=None), knowing it is a least-squares fit of the table")
+    return model
 
 
 def settings_of(cfg, prefill: StepTimeModel, decode: StepTimeModel) -> DisaggSettings:

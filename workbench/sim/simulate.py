@@ -24,6 +24,7 @@ from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_DROPPED, STATUS_LABE
 from workbench.sim.predictors import predict_output_tokens
 from workbench.sim.prefix_tree import empty_tree, prefix_tree
 from workbench.sim.schedulers import get_scheduler
+from workbench.sim.steptable import TF_HEAD, TI_N
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces.trace import Trace
 
@@ -253,9 +254,12 @@ def warn_if_slo_dwarfs_service(trace, cfg: SimConfig, step: StepTimeModel, stack
     step = step if decode_step is None else decode_step
     tok = step.token_overhead_s
     batch = cfg.max_num_seqs if decode_batch is None else decode_batch
-    a, b, c = step.decode_large if (step.decode_large is not None and batch >= step.decode_large_threshold) \
-        else step.decode
-    tpot_long = a + b * batch * longest_context + c * batch + tok
+    if step.table is not None:
+        tpot_long = step.decode_time_s(np.full(batch, longest_context)) + tok
+    else:
+        a, b, c = step.decode_large if (step.decode_large is not None and batch >= step.decode_large_threshold) \
+            else step.decode
+        tpot_long = a + b * batch * longest_context + c * batch + tok
     tpot_median = step.decode_time_s([median_context]) + tok
     _warn_if_dwarfs("tpot_sla_s", cfg.tpot_sla_s, tpot_median, tpot_long, "decode step alone",
                     f"{batch} requests of {longest_context:,} tokens decoding together", stacklevel + 1)
@@ -534,6 +538,7 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
     else:
         coef = np.zeros(0)
         grid = (latency.base_s, latency.per_token_s, latency.batch_penalty)
+    tf, ti = step_table_arrays(latency if step_mode else None, max(cfg.b_max, cfg.batch_size))
 
     if step_mode:
         _check_prefill_curvature(latency, prompt, accepted)
@@ -549,9 +554,11 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
         *grid, capacity,
         cfg.b_min, cfg.b_max, budget, cfg.ctrl_eps_fraction * budget,
         float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window, cfg.mem_theta, cfg.spread_idle,
-        cfg.ctrl_retry_batches, step_mode, coef)
+        cfg.ctrl_retry_batches, step_mode, coef, tf, ti)
     if error:
         raise SimulationError(f"engine invariant violated (code {error}) for {cfg}")
+    if step_mode and latency.table is not None:
+        latency.table.check_seen(tf, f"{cfg.scheduler} on this trace")
     if perm is not None:
         inverse = np.empty_like(perm)
         inverse[perm] = np.arange(perm.size)
@@ -599,6 +606,14 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
         bin=bin_id, batch_id=batch_of,
         status=status, batch_float=batch_float, batch_int=batch_int, bin_edges=edges, summary=summary,
         continuous=streams)
+
+
+def step_table_arrays(model: StepTimeModel | None, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(tf, ti)`` arrays an engine takes: a tabulated model's packed table (decode runs of up to
+    ``max_decodes`` decodes), or the empty table that tells the engine to use the linear coefficients."""
+    if model is not None and model.table is not None:
+        return model.table.pack(max_decodes)
+    return np.zeros(TF_HEAD), np.zeros(TI_N, np.int64)
 
 
 def _static_streams(arrival_s, start_s, first_s, last_s, output, token_overhead_s: float) -> dict:
@@ -683,6 +698,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     join_s = np.ascontiguousarray(join_s, dtype=np.float64).view()
     join_s.flags.writeable = False
     _check_engine_arrays(join_s, prompt, output, np.asarray(bin_id), n_bins)
+    tf, ti = step_table_arrays(latency, cfg.max_num_seqs)
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
     (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(
         np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
@@ -691,9 +707,11 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         cfg.kv_blocks_effective, coef, min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget,
         cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window,
         cfg.mem_theta, cfg.prefix_affinity_margin, tree.path_off, tree.path_node, tree.node_first,
-        tree.node_blocks, tree.path_blocks, int(step_log))
+        tree.node_blocks, tree.path_blocks, int(step_log), tf, ti)
     if error:
         raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
+    if latency.table is not None:
+        latency.table.check_seen(tf, f"{cfg.scheduler} on this trace")
     replica, preemptions = (np.ascontiguousarray(rq[:, c]) for c in (ceng.RQ_REPLICA, ceng.RQ_PREEMPT))
     sched_s, first_s, end_s = tq[ceng.T_SCHED], tq[ceng.T_FIRST], tq[ceng.T_FINISH]
     dropped = rq[:, ceng.RQ_STATE] == ceng.ST_DROPPED

@@ -80,7 +80,9 @@ Two ways of timing a batch:
   is busy that long.  Tokens stream: every request's first token comes at the
   end of the prefill (``first_token_s``), its last after its own ``output - 1``
   decode steps of the padded batch, i.e. the same closed form with its own
-  output instead of the longest (``finish_s``).  The SLA controller still
+  output instead of the longest (``finish_s``); a step table (``tf``, ``ti`` from
+  ``StepTable.pack``; ``ti`` all zero for a plain model) prices it with
+  :func:`~workbench.sim.static_steps.static_batch_table_s` instead.  The SLA controller still
   feeds back the batch's service time (its GPU time) against
   ``sla_budget_fraction * d_sla_s``.
 """
@@ -92,7 +94,8 @@ import numpy as np
 from numba import njit
 
 from workbench.sim.controllers import memory_limit, sla_initial_limit, sla_update, token_stats_add, window_mean
-from workbench.sim.static_steps import static_batch_time_s
+from workbench.sim.static_steps import static_batch_table_s, static_batch_time_s
+from workbench.sim.steptable import TI_DEC_NMAX
 
 BATCH_UP_TO, BATCH_EXACT, BATCH_DYNAMIC = 0, 1, 2
 POLICY_OLDEST, POLICY_ROUND_ROBIN, POLICY_LONGEST, POLICY_FIRST_FORMED = 0, 1, 2, 3
@@ -178,11 +181,12 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
                batch_rule, fixed_batch, policy,
                base_s, per_token_s, batch_penalty, kv_capacity_tokens,
                b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, spread_idle, retry_batches,
-               step_mode, step_coef):
+               step_mode, step_coef, tf, ti):
     """Simulate; returns (batch_of, start_s, finish_s, first_token_s) per request, the two batch
     record matrices (views of their first rows) and an error code.  ``first_token_s`` is NaN in
     grid mode (see the module docstring for the two modes)."""
     n = arrival_s.size
+    table = ti[TI_DEC_NMAX] > 0
     # per-bin FIFO queues as index ranges into `order`
     offsets = np.zeros(n_bins + 1, np.int64)
     for r in range(n):
@@ -295,6 +299,8 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             sum_prompt = 0.0
             sum_prompt_sq = 0.0
             max_output = 0.0
+            max_prompt = 0.0
+            min_prompt = np.inf
             while count < limit and start + count < tail[j]:
                 r = order[start + count]
                 s = np.int64(prompt_tokens[r]) + np.int64(output_tokens[r])
@@ -309,8 +315,13 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
                     sum_prompt_sq += p * p
                     if output_tokens[r] > max_output:
                         max_output = float(output_tokens[r])
+                    max_prompt = max(max_prompt, p)
+                    min_prompt = min(min_prompt, p)
                 count += 1
-            if step_mode:
+            if step_mode and table:
+                service = static_batch_table_s(tf, ti, count, sum_prompt, sum_prompt_sq, max_output, max_prompt,
+                                               min_prompt)
+            elif step_mode:
                 service = static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq, max_output)
             else:
                 service = base_s + per_token_s * longest * (1.0 + batch_penalty * (count - 1.0) / count)
@@ -328,14 +339,22 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, bin_id, accepted, n_bins
             batch_i[nb, I_FIRST] = start
             done_s = now + service
             if step_mode:
-                first_s = now + static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq, 1.0)
+                if table:
+                    first_s = now + static_batch_table_s(tf, ti, count, sum_prompt, sum_prompt_sq, 1.0, max_prompt,
+                                                         min_prompt)
+                else:
+                    first_s = now + static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq, 1.0)
                 for m in range(count):
                     r = order[start + m]
                     batch_of[r] = nb
                     start_s[r] = now
                     first_token_s[r] = first_s
-                    finish_s[r] = now + static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq,
-                                                            float(output_tokens[r]))
+                    if table:
+                        finish_s[r] = now + static_batch_table_s(tf, ti, count, sum_prompt, sum_prompt_sq,
+                                                                 float(output_tokens[r]), max_prompt, min_prompt)
+                    else:
+                        finish_s[r] = now + static_batch_time_s(step_coef, count, sum_prompt, sum_prompt_sq,
+                                                                float(output_tokens[r]))
             else:
                 for m in range(count):
                     r = order[start + m]

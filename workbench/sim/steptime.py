@@ -36,6 +36,14 @@ without delaying the next step (detokenisation, streaming).
 
 All coefficients are in seconds.  ``coefficients()`` packs them into the
 flat float64 vector the compiled engine reads (layout :data:`COEF_NAMES`).
+
+Tabulated models.  A model with a ``table`` (a :class:`~workbench.sim.steptable.StepTable`: kernel profiles,
+:meth:`StepTimeModel.from_kernel_profiles`; a roofline) prices every step from the table, not from the
+coefficients: the engines read the table's packed arrays (``StepTable.pack``) and call its compiled
+functions.  Its ``prefill``/``decode`` coefficients are then a *linear summary* of the table (a least-squares
+fit, :func:`workbench.sim.steptable.linear_summary`), kept for what only reads coefficients (descriptions,
+quick estimates); an engine or a calibration that can only use coefficients refuses a tabulated model
+rather than use the summary in its place.
 """
 
 from __future__ import annotations
@@ -103,6 +111,8 @@ class StepTimeModel:
     # fixed cost that every stage repeats (kernel launches, scheduling), seconds; a stage of a pp-way pipelined
     # step takes (step - pipeline_overhead_s) / pp + pipeline_overhead_s
     pipeline_overhead_s: float = 0.0
+    # a StepTable: when set, it prices every step and prefill/decode are its linear summary (module docstring)
+    table: object = field(default=None, repr=False)
 
     def __post_init__(self):
         # a negative quadratic prefill term is a published fit's curvature (DistServe's OPT-66B tp2 has one):
@@ -129,6 +139,12 @@ class StepTimeModel:
         object.__setattr__(self, "token_overhead_s", checks.number(
             self.token_overhead_s, "token_overhead_s", low=0, unit="s", sane_high=_FIXED_S, sane_hint=_UNIT_HINT))
         checks.instance(self.name, "name", str, expected="a text label")
+        if self.table is not None:
+            from workbench.sim.steptable import StepTable
+            checks.instance(self.table, "table", StepTable, expected="a StepTable (workbench.sim.steptable) or None")
+            if self.decode_large is not None:
+                raise ValueError("decode_large: a tabulated model (table=...) prices every batch size from its "
+                                 "table; leave decode_large out")
         if self.prefill_time_s([1]) <= 0 or self.decode_time_s([1]) <= 0:
             raise ValueError("a step must take time: a one-token prefill and a one-request decode step must "
                              f"take > 0 s (got prefill={self.prefill}, decode={self.decode}); are the units seconds?")
@@ -141,12 +157,32 @@ class StepTimeModel:
                              f"that short prefills take time, got prefill={self.prefill}")
 
     @property
+    def kind(self) -> str:
+        """What the step times come from: the table's kind ("kernel-profile", "roofline", ...) or "linear"."""
+        return self.table.kind if self.table is not None else "linear"
+
+    @property
     def max_prefill_tokens(self) -> float:
         """The longest prompt for which this model's prefill time still grows with each token: ``b / -c`` when the
         quadratic term is negative (a fit's curvature), else unbounded.  ``simulate`` refuses a trace whose
         longest served prompt is beyond it (the step time would shrink, then turn negative)."""
+        if self.table is not None:
+            return math.inf
         _, b, c = self.prefill
         return b / -c if c < 0 else math.inf
+
+    @classmethod
+    def from_kernel_profiles(cls, folder, *, tp: int = 1, model_config=None, max_num_seqs: int | None = None,
+                             ep: int = 1, link_bw_gbs: float | None = None, link_latency_s: float = 0.0,
+                             skew: bool = True, allow_extrapolation: bool = False,
+                             name: str | None = None) -> "StepTimeModel":
+        """Step times composed from LLMServingSim's per-layer kernel profiles (a bundle folder with
+        ``meta.yaml`` and ``tp<N>/*.csv``) and the model's ``config.json`` (layer count and kinds); see
+        :func:`workbench.sim.kernel_profiles.kernel_profile_model` for every argument."""
+        from workbench.sim.kernel_profiles import kernel_profile_model
+        return kernel_profile_model(folder, tp=tp, model_config=model_config, ep=ep, link_bw_gbs=link_bw_gbs,
+                                    link_latency_s=link_latency_s, skew=skew,
+                                    allow_extrapolation=allow_extrapolation, name=name)
 
     @classmethod
     def from_profile(cls, path, *, model: str, tp: int = 1) -> "StepTimeModel":
@@ -188,6 +224,8 @@ class StepTimeModel:
 
     def prefill_time_s(self, prompt_lengths, prefix_lengths=None) -> float:
         """Time of a prefill-only step computing ``prompt_lengths`` tokens (after ``prefix_lengths``)."""
+        if self.table is not None:
+            return self.table.step_time_s(prompt_lengths, prefix_lengths, ())
         l = np.asarray(prompt_lengths, dtype=np.float64)
         p = np.zeros_like(l) if prefix_lengths is None else np.asarray(prefix_lengths, dtype=np.float64)
         a, b, c = self.prefill
@@ -197,6 +235,8 @@ class StepTimeModel:
         """Time of a step computing prompt pieces (``prompt_lengths`` tokens after ``prefix_lengths`` already in
         the cache) and decoding requests of ``context_lengths``: the fixed cost once (``max(a_p, a_d)`` when it
         has both), then both variable parts."""
+        if self.table is not None:
+            return self.table.step_time_s(prompt_lengths, prefix_lengths, context_lengths)
         l = checks.array(prompt_lengths, "prompt_lengths", integral=True, low=0, what="tokens")
         ctx = checks.array(context_lengths, "context_lengths", integral=True, low=0, what="tokens")
         if l.size == 0 and ctx.size == 0:
@@ -218,6 +258,8 @@ class StepTimeModel:
 
     def decode_time_s(self, context_lengths) -> float:
         """Time of a decode-only step over requests with these context lengths."""
+        if self.table is not None:
+            return self.table.step_time_s((), None, context_lengths)
         ctx = np.asarray(context_lengths, dtype=np.float64)
         n = ctx.size
         a, b, c = self.decode_large if (self.decode_large is not None and n >= self.decode_large_threshold) \
@@ -226,6 +268,13 @@ class StepTimeModel:
 
     def describe(self) -> str:
         ms = lambda t: ", ".join(f"{v * 1e3:.4g}" for v in t)  # noqa: E731
+        if self.table is not None:
+            text = (f"{self.name} [{self.kind}]: step times from its table ({self.table.source}); linear summary "
+                    f"prefill ({ms(self.prefill)}) ms, decode ({ms(self.decode)}) ms")
+            if any(self.arrival_overhead_s) or self.token_overhead_s:
+                text += (f", overheads: arrival ({ms(self.arrival_overhead_s)}) ms, "
+                         f"per token {self.token_overhead_s * 1e3:.4g} ms")
+            return text
         text = f"{self.name}: prefill ({ms(self.prefill)}) ms, decode ({ms(self.decode)}) ms"
         if self.decode_large is not None:
             text += f", decode at batch >= {self.decode_large_threshold} ({ms(self.decode_large)}) ms"
