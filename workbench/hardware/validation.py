@@ -2,8 +2,8 @@
 replay of every measured serving run the workbench ships, with nothing fitted to the runs.
 
 * :func:`step_comparison`: roofline vs a measured step-time profile on decode steps of 1-256 requests at
-  contexts of 64-4,096 tokens and prefill steps of 1-256 prompts of 64-4,096 tokens (as many as fit in
-  ``max_num_batched_tokens``), the relative error of each step;
+  contexts of 64-4,096 tokens (those whose KV cache fits the deployment's) and prefill steps of 1-256 prompts
+  of 64-4,096 tokens (as many as fit in ``max_num_batched_tokens``), the relative error of each step;
 * :func:`replay_runs`: each measured run simulated with the roofline of its model and GPU, its mean, p50 and
   p90 TTFT, TPOT and E2E against the measured ones: the three vLLM v0.2 runs and the six DistServe
   (disaggregated) runs of OPT-13B on A100-80GB, and LLMServingSim's two vLLM 0.19 runs of Llama-3.1-8B.
@@ -23,31 +23,36 @@ from workbench.paths import DATA_DIR
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096)
-# measured profiles of deployments the catalogue also has: registered profile -> (model, GPU, tp)
+# measured profiles of deployments the catalogue also has: registered profile -> (model, GPU, tp, engine, whether
+# the profile holds the serving overheads).  DistServe's profiler times isolated steps; BLIS fits its betas to
+# end-to-end latencies of serving runs.
 MEASURED_PROFILES = {
-    "opt-13b-a100": ("opt-13b", "a100-80gb", 1),
-    "opt-13b-a100-distserve": ("opt-13b", "a100-80gb", 1),
-    "llama-3.1-8b-h100": ("llama-3.1-8b", "h100-sxm", 1),
-    "llama-3.3-70b-h100-tp4": ("llama-3.1-70b", "h100-sxm", 4),
-    "qwen3-14b-h100": ("qwen3-14b", "h100-sxm", 1),
+    "opt-13b-a100": ("opt-13b", "a100-80gb", 1, "vllm-v0.2", False),
+    "opt-13b-a100-distserve": ("opt-13b", "a100-80gb", 1, "distserve", False),
+    "llama-3.1-8b-h100": ("llama-3.1-8b", "h100-sxm", 1, "vllm-v1", True),
+    "llama-3.3-70b-h100-tp4": ("llama-3.1-70b", "h100-sxm", 4, "vllm-v1", True),
+    "qwen3-14b-h100": ("qwen3-14b", "h100-sxm", 1, "vllm-v1", True),
 }
 E2E_TARGET = 0.15       # median |error of mean E2E| over the runs
 STEP_TARGET = 0.20      # |error| of a step against the measured profile
 
 
-def comparison_steps(max_num_batched_tokens: int = 16384) -> pd.DataFrame:
+def comparison_steps(max_num_batched_tokens: int = 16384, max_kv_tokens: float = float("inf")) -> pd.DataFrame:
     """The steps compared: ``kind`` (prefill/decode), ``batch`` (requests), ``tokens`` (prompt length or
-    context)."""
-    rows = [{"kind": "decode", "batch": n, "tokens": L} for n in DECODE_BATCHES for L in LENGTHS]
+    context); decode steps whose contexts exceed ``max_kv_tokens`` (the deployment's KV cache) cannot happen and
+    are left out."""
+    rows = [{"kind": "decode", "batch": n, "tokens": L} for n in DECODE_BATCHES for L in LENGTHS
+            if n * L <= max_kv_tokens]
     rows += [{"kind": "prefill", "batch": n, "tokens": L} for n in DECODE_BATCHES for L in LENGTHS
              if n * L <= max_num_batched_tokens]
     return pd.DataFrame(rows)
 
 
-def step_comparison(measured, roofline, max_num_batched_tokens: int = 16384) -> pd.DataFrame:
+def step_comparison(measured, roofline, max_num_batched_tokens: int = 16384,
+                    max_kv_tokens: float = float("inf")) -> pd.DataFrame:
     """Every step of :func:`comparison_steps` priced by both models (StepTimeModels): ``measured_s``,
     ``roofline_s``, ``error`` (roofline / measured - 1)."""
-    steps = comparison_steps(max_num_batched_tokens)
+    steps = comparison_steps(max_num_batched_tokens, max_kv_tokens)
     measured_s, roofline_s = [], []
     for kind, n, L in steps[["kind", "batch", "tokens"]].itertuples(index=False):
         args = {"context_lengths": [L] * n} if kind == "decode" else {"prompt_lengths": [L] * n}
@@ -58,15 +63,33 @@ def step_comparison(measured, roofline, max_num_batched_tokens: int = 16384) -> 
     return steps
 
 
+def roofline_of_profile(name: str):
+    """The roofline StepTimeModel a measured profile of :data:`MEASURED_PROFILES` is compared with: same model,
+    GPU, TP and engine, with the serving overheads only when the profile holds them."""
+    import dataclasses
+
+    from workbench.hardware.roofline import ENGINE_EFFICIENCIES, step_model
+
+    model, gpu, tp, engine, serving = MEASURED_PROFILES[name]
+    e = ENGINE_EFFICIENCIES[engine]
+    if not serving:
+        e = dataclasses.replace(e, serving_step_s=0.0, serving_sequence_s=0.0, serving_context_s=0.0)
+    return step_model(model, gpu, tp=tp, engine=engine, efficiencies=e,
+                      name=f"{model}@{gpu}/tp{tp} ({engine}{'' if serving else ', isolated steps'})")
+
+
 def profile_comparisons() -> pd.DataFrame:
-    """:func:`step_comparison` of every profile of :data:`MEASURED_PROFILES` (column ``profile``)."""
+    """:func:`step_comparison` of every profile of :data:`MEASURED_PROFILES` with its roofline
+    (:func:`roofline_of_profile`), column ``profile``."""
     from workbench.sim.profiles import get_profile
-    from workbench.sim.steptime import StepTimeModel
+
+    from workbench.hardware.roofline import kv_blocks
 
     frames = []
-    for name, (model, gpu, tp) in MEASURED_PROFILES.items():
-        frames.append(step_comparison(get_profile(name), StepTimeModel.roofline(model, gpu, tp)).assign(
-            profile=name, model=model, gpu=gpu, tp=tp))
+    for name, (model, gpu, tp, engine, _) in MEASURED_PROFILES.items():
+        capacity = 16 * kv_blocks(model, gpu, tp=tp, gpu_memory_utilization=0.9)   # vLLM's default
+        frames.append(step_comparison(get_profile(name), roofline_of_profile(name), max_kv_tokens=capacity).assign(
+            profile=name, model=model, gpu=gpu, tp=tp, engine=engine))
     return pd.concat(frames, ignore_index=True)
 
 
