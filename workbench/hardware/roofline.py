@@ -409,7 +409,9 @@ def step_model(model, gpu, *, tp: int = 1, dtype: str = "bf16", engine: str = DE
     fitted to the roofline over the batches of ``max_num_seqs`` and ``max_num_batched_tokens``
     (:func:`linear_fit`), for what takes only linear models (the disaggregated engine); its name says so.
     ``dtype``: the served values' type, 16-bit (``"bf16"``, ``"fp16"``); the GPU's dense 16-bit peak applies.
-    ``engine``: the serving engine whose efficiencies apply (:data:`ENGINES`; ``efficiencies`` replaces them)."""
+    ``engine``: the serving engine whose efficiencies apply (:data:`ENGINES`; ``efficiencies`` replaces them).
+    A model whose weights and one request of ``max_num_batched_tokens`` tokens do not fit the ``tp`` GPUs'
+    memory (vLLM's rule, :func:`kv_blocks`) is refused with the numbers (:class:`DoesNotFit`)."""
     from workbench.sim.steptime import StepTimeModel
 
     checks.choice(dtype, "dtype", DTYPES, hint="the roofline models 16-bit weights, activations and KV cache "
@@ -417,6 +419,9 @@ def step_model(model, gpu, *, tp: int = 1, dtype: str = "bf16", engine: str = DE
     checks.choice(engine, "engine", ENGINES)
     efficiencies = ENGINE_EFFICIENCIES[engine] if efficiencies is None else efficiencies
     roofline = Roofline(model, gpu, tp, DTYPES[dtype], efficiencies)
+    # a deployment that cannot hold its weights and one request's KV cache is refused with the numbers
+    kv_blocks(roofline.model, roofline.gpu, tp=roofline.tp, max_num_batched_tokens=max_num_batched_tokens,
+              max_num_seqs=max_num_seqs, dtype_bytes=roofline.dtype_bytes)
     label = name or (f"{roofline.model.name}@{roofline.gpu.key}/tp{roofline.tp}"
                      + ("" if engine == DEFAULT_ENGINE else f" ({engine})"))
     fitted = linear_fit(roofline, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,

@@ -290,10 +290,8 @@ def resolve_latency(latency, name: str = "latency"):
 
         if latency in SEED_GRID_NAMES:
             return LatencyModel.default()
-        if latency in profiles.PROFILES:
-            return profiles.get_profile(latency)
-        checks.choice(latency, name, [*SEED_GRID_NAMES, *profiles.profile_names()],
-                      hint="or pass a wb.LatencyModel / wb.StepTimeModel")
+        profiles.check_profile(latency, name, extra=SEED_GRID_NAMES, hint="or pass a wb.LatencyModel / wb.StepTimeModel")
+        return profiles.get_profile(latency)
     raise checks.InvalidType(f"{name}: must be a wb.LatencyModel, a wb.StepTimeModel, None, 'seed-grid' or a "
                              f"step-time profile name, got {type(latency).__name__}")
 
