@@ -345,12 +345,16 @@ def linear_fit(roofline: Roofline, *, max_num_seqs: int = 256, max_num_batched_t
     for L in lengths[lengths <= 2048]:
         for prefix in (512, 2048, 8192):
             steps.append(([int(L)], [prefix]))
-    rows, times = [], []
-    for l, p in steps:
-        la, pa = np.array(l, dtype=float), np.array(p, dtype=float)
-        rows.append((1.0, la.sum(), (la * (pa + la)).sum()))
-        times.append(roofline.step_time_s(l, p))
-    prefill, prefill_err = _relative_lstsq(np.array(rows), np.array(times))
+    lengths_of = [np.array(l, dtype=float) for l, _ in steps]
+    prefix_of = [np.array(p, dtype=float) for _, p in steps]
+    sums = {key: np.array([f(l, p) for l, p in zip(lengths_of, prefix_of)]) for key, f in (
+        ("tokens", lambda l, p: l.sum()), ("quad", lambda l, p: (l * (p + l)).sum()),
+        ("pairs", lambda l, p: (l * (p + (l + 1) / 2)).sum()), ("kv", lambda l, p: (p + l).sum()),
+        ("pieces", lambda l, p: float(l.size)))}
+    times = roofline.time_s(StepStats.of(prefill_tokens=sums["tokens"], prefill_pairs=sums["pairs"],
+                                         prefill_kv_tokens=sums["kv"], prefill_sequences=sums["pieces"]))
+    rows = np.column_stack([np.ones_like(sums["tokens"]), sums["tokens"], sums["quad"]])
+    prefill, prefill_err = _relative_lstsq(rows, times)
 
     batches = np.unique(np.geomspace(1, max_num_seqs, 40).astype(int))
     contexts = np.unique(np.geomspace(16, max_context, 12).astype(int))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -133,10 +134,10 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
     if "vllm" in campaigns:
         step = roofline("opt-13b", "a100-80gb", tp=1, campaign="vllm")
         for path in sorted(glob.glob(str(DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm" / "*.csv"))):
-            out.append(MeasuredRun("vLLM v0.2, OPT-13B, A100-80GB", load_serving_log(path), step))
+            out.append(MeasuredRun("vLLM v0.2, OPT-13B, A100-80GB", _load(path), step))
     if "disaggregated" in campaigns:
         for path in sorted(glob.glob(str(DATA_DIR / "groundtruth" / "distserve_opt13b_a100_disagg" / "*.csv"))):
-            run = load_serving_log(path)
+            run = _load(path)
             c = run.config
             pools = {"prefill": roofline("opt-13b", "a100-80gb", tp=c.prefill_tp, table=False, campaign="disaggregated",
                                          max_num_seqs=c.prefill_max_batch_size,
@@ -146,11 +147,20 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
             out.append(MeasuredRun("DistServe (disaggregated), OPT-13B, A100-80GB", run, pools))
     if "llmservingsim" in campaigns:
         for folder in run_folders():
-            run = load_llmservingsim_run(folder)
+            run = _load(str(folder), llmservingsim=True)
             s = run.setup
             out.append(MeasuredRun("vLLM 0.19 (LLMServingSim), Llama-3.1-8B", run,
                                    roofline(s["model"], s["gpu"], tp=s["tp"], campaign="llmservingsim")))
     return out
+
+
+@lru_cache(maxsize=32)
+def _load(path: str, llmservingsim: bool = False):
+    """A shipped run, read once (the fit replays them many times)."""
+    from workbench.traces.llmservingsim_runs import load_llmservingsim_run
+    from workbench.traces.serving_log import load_serving_log
+
+    return load_llmservingsim_run(path) if llmservingsim else load_serving_log(path)
 
 
 def replay_runs(runs=None, efficiencies=None) -> pd.DataFrame:
