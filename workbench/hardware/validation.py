@@ -121,14 +121,13 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
     (tables for the continuous engine; linear fits for the disaggregated engine, which takes only linear
     models); ``efficiencies``: engine -> Efficiencies replacing the stated ones."""
     from workbench.hardware.roofline import ENGINE_EFFICIENCIES, step_model
+    from workbench.traces.llmservingsim_runs import run_folders
 
     stated = dict(ENGINE_EFFICIENCIES, **(efficiencies or {}))
 
     def roofline(model, gpu, *, campaign, **options):
         engine = CAMPAIGN_ENGINES[campaign]
         return step_model(model, gpu, engine=engine, efficiencies=stated[engine], **options)
-    from workbench.traces.llmservingsim_runs import load_llmservingsim_run, run_folders
-    from workbench.traces.serving_log import load_serving_log
 
     out = []
     if "vllm" in campaigns:
