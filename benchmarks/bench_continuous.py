@@ -17,7 +17,15 @@ when that module is present, else the same coefficients written out here):
    static engine (``multi_bin_dynamic``, 4 GPUs) on the same trace; the
    ratios say how much the runs buy and how this machine compares with the
    static benchmark's figures;
-3. peak memory (resident set) of a fresh process running one full-size run
+3. the same two loads with a kernel-profile step model (Llama-3.1-8B on an
+   RTX PRO 6000 from LLMServingSim's per-layer profiles,
+   ``wb.StepTimeModel.from_kernel_profiles``: a step table, see
+   ``workbench/sim/steptable.py``) under vLLM v1 settings inside the profiled
+   grid (chunked prefill, 2,048 tokens per step, 256 sequences), printed
+   beside the plain model's figure; the synthetic trace's longest requests
+   (up to 36k tokens) go past the profile's 16,384-token context, so the model
+   extrapolates there (``allow_extrapolation=True``);
+4. peak memory (resident set) of a fresh process running one full-size run
    at overload, and the part of it the run adds.
 The machine is shared: read medians and ratios; the CPU time of the process
 (``time.process_time``) is printed beside the wall time because it is less
@@ -61,6 +69,14 @@ res = wb.simulate(trace, wb.SimConfig(scheduler="continuous_fcfs", num_gpus=4), 
 wall = time.perf_counter() - t
 print(json.dumps({"n": len(trace), "peak_rss_mb": rss_mb("VmHWM"), "rss_before_run_mb": before, "first_sim_s": wall}))
 """
+
+
+KERNEL_BUNDLE = REPO / "data/groundtruth/llmservingsim_vllm019/kernel_profiles/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16"
+
+
+def kernel_step_model():
+    import workbench as wb
+    return wb.StepTimeModel.from_kernel_profiles(KERNEL_BUNDLE, allow_extrapolation=True)
 
 
 def step_model():
@@ -120,6 +136,27 @@ def main() -> None:
               f"p99 {np.percentile(queue, 99):.3g} s; TTFT mean {s['ttft_mean_s']:.3g} s, TPOT mean "
               f"{s['tpot_mean_s'] * 1e3:.3g} ms; KV use {s['kv_utilization_mean']:.1%}; "
               f"{s['preemptions_total']:,} preemptions; {s['rejected']:,} rejected")
+
+    print(f"\n== kernel-profile step model, median of {args.repeats} runs")
+    import logging
+    logging.getLogger("workbench.sim.steptable").setLevel(logging.ERROR)   # the extrapolation notice, once per run
+    kernel = kernel_step_model()
+    # vLLM v1 settings within the profiled grid; the KV cache of an RTX PRO 6000 (96 GiB x 0.9 less 15 GiB of
+    # weights, 128 KiB per token of Llama-3.1-8B)
+    kcfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=4, chunked_prefill=True, max_num_batched_tokens=2048,
+                        max_num_seqs=256, kv_blocks=36_578)
+    print(f"step-time model: {kernel.name}")
+    wb.simulate(trace.head(20_000), kcfg, latency=kernel)   # warm-up
+    for label, scaling in (("bounded", args.bounded_scaling), ("overload", args.overload_scaling)):
+        tr = trace.time_scaled(scaling)
+        rps, wall, res = median_rps(tr, kcfg, kernel)
+        plain_rps, _, _ = median_rps(tr, kcfg, step, repeats=max(1, args.repeats // 2))
+        s = res.summary
+        cpu = cpu_walls[id(res)]
+        print(f"{label:>8} (x{scaling:g}): kernel-profile {rps:,.0f} simulated requests/s ({wall:.3f} s wall; by CPU "
+              f"time of the process {len(tr) / cpu:,.0f}/s, {cpu:.3f} s; {s['engine_steps']:,} engine steps; TTFT mean {s['ttft_mean_s']:.3g} s, TPOT mean "
+              f"{s['tpot_mean_s'] * 1e3:.3g} ms); the plain model on the same settings {plain_rps:,.0f}/s, "
+              f"on the default settings {figures[label]:,.0f}/s")
 
     print("\n== references in the same run")
     original = continuous_fcfs.ContinuousFcfs.continuous_spec

@@ -60,6 +60,7 @@ _NOT_STATIC = {
     "prefix_caching": "the static engine has no KV cache to reuse (every prompt token is computed)",
     "kv_watermark": "the static engine admits by batch size (b_max, batch_size), not by free KV blocks",
     "max_paddings": "a static batch's padding is bounded by its bins, not by vLLM's max_paddings",
+    "reserve_full_isl": "a static batch is admitted whole, by its tokens against the KV capacity",
 }
 # Continuous-engine settings the disaggregated engine does not have (refused when changed, never ignored)
 _NOT_DISAGGREGATED = {
@@ -73,6 +74,7 @@ _NOT_DISAGGREGATED = {
                     "rule), with no vLLM watermark",
     "max_paddings": "DistServe's prefill batches are bounded by prefill_max_batch_size and prefill_max_tokens, "
                     "not by padding",
+    "reserve_full_isl": "DistServe's prefill instances admit whole prompts (no chunks)",
     "max_num_seqs": "each pool has its own limits: prefill_max_batch_size and decode_max_batch_size",
     "max_num_batched_tokens": "a prefill step's tokens are bounded by prefill_max_tokens",
     "kv_blocks": "each instance has its own KV cache: prefill_kv_blocks and decode_kv_blocks (None derives them "
@@ -163,6 +165,10 @@ class SimConfig:
     max_paddings: int = _f(
         256, "continuous, chunked_prefill=False (vLLM v0.2): most padding tokens a prefill step may carry (its "
              "prompts are padded to the longest); vLLM v0.2.3's default")
+    reserve_full_isl: bool = _f(
+        False, "continuous, chunked_prefill=True: admit a waiting request only when the KV blocks of its whole "
+               "sequence (prompt + tokens generated) are free, not just its first chunk's (vLLM's "
+               "scheduler_reserve_full_isl, on by default from vLLM 0.19; False = earlier v1 versions)")
     prefix_affinity_margin: int = _f(
         16, "continuous, router=prefix_affinity: how many more outstanding requests than the least loaded replica "
             "the replica with the longest cached prefix may have and still be chosen")
@@ -241,7 +247,7 @@ class SimConfig:
             object.__setattr__(self, name, checks.integer(
                 getattr(self, name), name, low=1, high=high, high_why=why, none=True,
                 hint="None derives it from the memory fields (instance_kv_tokens // block_size)"))
-        for name in ("spread_idle", "chunked_prefill", "prefix_caching"):
+        for name in ("spread_idle", "chunked_prefill", "prefix_caching", "reserve_full_isl"):
             object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
@@ -287,6 +293,10 @@ class SimConfig:
                              f"running decode takes one token of the step's budget), got "
                              f"{self.max_num_batched_tokens} < {self.max_num_seqs}; raise it or lower max_num_seqs")
         checks.choice(self.router, "router", ROUTERS)
+        if self.reserve_full_isl and not self.chunked_prefill:
+            raise ValueError("reserve_full_isl: applies to chunked prefill (vLLM v1), where a request is admitted on "
+                             "its first chunk; without it (v0.2) a prompt is admitted whole anyway; set "
+                             "chunked_prefill=True or leave reserve_full_isl False")
         if self.router == "prefix_affinity" and not self.prefix_caching and self.scheduler != "disaggregated":
             raise ValueError("router: 'prefix_affinity' routes by cached prefixes and needs prefix_caching=True; "
                              "set prefix_caching=True or choose another router")

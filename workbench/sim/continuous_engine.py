@@ -56,8 +56,11 @@ Scheduling a step (at every step boundary, after the joins at that instant)
      gets its next chunk, ``min(remaining, budget left)`` tokens.  Then, only if no request was preempted
      in this step, waiting requests are admitted FCFS, each taking ``min(T - cached, remaining budget)``
      tokens, while the budget lasts, the running requests stay within the sequence limit and the blocks
-     fit (``kv_cache_manager.py::allocate_slots`` returns ``None``: stop).  Decodes and prefill chunks share
-     the step.
+     fit (``kv_cache_manager.py::allocate_slots`` returns ``None``: stop); with ``reserve_full_isl`` the
+     blocks of the request's whole sequence ``T`` must be free, not only its first chunk's (vLLM 0.19's
+     ``scheduler_reserve_full_isl``, on by default there: ``schedule`` passes
+     ``allocate_slots(..., full_sequence_must_fit=self.scheduler_reserve_full_isl)``).  Decodes and prefill
+     chunks share the step.
   6. The output token comes from the step that completes a prefill (a partial chunk samples nothing):
      the first token of a new request, the *next* token of a preempted one (``T`` covers the tokens it
      had).  A request finishes when it has all its output tokens; the others decode one token per step.
@@ -92,7 +95,11 @@ Step time (:class:`workbench.sim.steptime.StepTimeModel`)
      prefix-cache hits), decode part ``b_d * sum(ctx) + c_d * n`` over the ``n`` decodes (``ctx`` = prompt +
      tokens generated so far, cached or not; the large-batch coefficients when ``n >= threshold``), plus
      the fixed cost ``a_p`` or ``a_d``, ``max(a_p, a_d)`` for a mixed step.  (v0.2.3 pads a prefill batch to
-     its longest prompt; the padding is bounded by ``max_paddings`` and not timed here.)
+     its longest prompt; the padding is bounded by ``max_paddings`` and not timed here.)  A tabulated model
+     (kernel profiles, roofline: :mod:`workbench.sim.steptable`) prices the step from its tables instead:
+     tokens ``sum(l) + n``, sequences ``pieces + n``, attention at ``(sum(l), sum(p), n, mean ctx)`` with
+     the skew correction from the longest and shortest ``ctx`` (tracked per replica, only for a table with
+     one), plus ``c * sum(l * (p + l))`` and the fixed cost (``_schedule_table``).
   10. The token overhead is added to every reported token time and does not delay steps:
       ``ttft = first-token step end - arrival + o``, ``e2e = last step end - arrival + output * o``,
       ``tpot = (e2e - ttft) / (output - 1)`` (NaN for one output token), ``queue = start of the first
@@ -164,7 +171,8 @@ step's context sum, which calibration uses).
 
 Speed: decode-only steps with nothing joining are run in one event: with ``n`` decodes the context sum
 grows by ``n`` per step, so ``k`` steps take ``k E + F k (k - 1) / 2`` seconds (``E`` the first step's
-time, ``F = b_d n``), running totals keep the context sum and blocks in use (shared prefix blocks counted
+time, ``F = b_d n``; a step table gives ``E``, ``F`` and how many steps its linear piece lasts,
+``steptable.table_decode_run``, and the run ends there too), running totals keep the context sum and blocks in use (shared prefix blocks counted
 once), a heap keyed by the decode-step count at which each request finishes gives the next finish, and a
 histogram of context length modulo ``block_size`` gives the blocks each step needs.  A run ends at the
 next finish, before the first step that would preempt (v1: its new blocks exceed the free ones; v0.2:
@@ -216,8 +224,8 @@ CF_N = 18
 # integer settings
 (CI_REPLICAS, CI_BINS, CI_BS, CI_SHIFT, CI_CAP, CI_POLICY, CI_ROUTER, CI_CHUNKED, CI_CACHING, CI_JUMPS, CI_MAX_SEQS,
  CI_MAX_TOKENS, CI_MAX_PADDINGS, CI_WATERMARK, CI_B_MIN, CI_B_MAX, CI_WINDOW, CI_MARGIN, CI_NODES, CI_TABLE,
- CI_SKEW) = range(21)
-CI_N = 21
+ CI_SKEW, CI_FULL_ISL) = range(22)
+CI_N = 22
 
 # (The engine's state lives in a few 2-D arrays with named columns: every array passed to a compiled helper
 # costs a reference-count update per call, and numba inlines functions of at most ~30 arguments.)
@@ -486,7 +494,7 @@ def _span(ci, rq, ctx0, rs, g):
     """(longest, shortest) context base of replica ``g``'s decodes, recomputed from the running list when stale
     (a walk of at most ``max_num_seqs`` requests, needed only when the longest or shortest left)."""
     if rs[g, RS_S_STALE]:
-        hi = np.int64(-1)
+        hi = np.int64(-2**62)   # (bases are often negative: S_r = context - decode count)
         lo = np.int64(2**62)
         r = rs[g, RS_RUN_HEAD]
         while r >= 0:
@@ -1244,8 +1252,12 @@ def _schedule(g, now, ci, cf, rin, join_s, rq, tq, ctx0, hpos, rs, rf, qs, hist,
                 tokens = np.int64(rin[r, RIN_PROMPT]) + rq[r, RQ_GEN]
                 hit, upto, cost = _admission(g, r, tokens, budget, ci, path_off, path_node, node_first, node_blocks,
                                              path_blocks, cn, own, lru, lm)
-                # v1's optional watermark: only once another request is scheduled in the step (rule 7)
-                if cost + (watermark if rs[g, RS_N_DEC] + pf_reqs > 0 else 0) > free:
+                # v1's optional watermark: only once another request is scheduled in the step (rule 7); with
+                # reserve_full_isl the blocks of the whole sequence must be free, not only the first chunk's
+                whole = cost
+                if ci[CI_FULL_ISL]:
+                    whole += _ceil_div(tokens, bs, shift) - _ceil_div(upto, bs, shift)
+                if whole + (watermark if rs[g, RS_N_DEC] + pf_reqs > 0 else 0) > free:
                     break
                 if not _admit(r, g, qi, now, tokens, upto, hit, cost, ci, rq, tq, rs, qs, path_off, path_node,
                               node_first, node_blocks, path_blocks, cn, own, lru, lm):
@@ -1490,7 +1502,8 @@ def table_bytes(*, num_requests: int, num_replicas: int, n_bins: int, block_size
 def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
                    jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
                    block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
-                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity, tf, ti):
+                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity, tf, ti,
+                   reserve_full_isl):
     """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time; the
     ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree` (used with ``caching``).
 
@@ -1526,6 +1539,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     ci[CI_WINDOW] = window
     ci[CI_MARGIN] = affinity_margin
     ci[CI_NODES] = n_nodes
+    ci[CI_FULL_ISL] = reserve_full_isl
     ci[CI_TABLE] = 1 if ti[TI_DEC_NMAX] > 0 else 0
     ci[CI_SKEW] = 1 if ci[CI_TABLE] and ti[TI_SKEW] else 0
     cf = np.empty(CF_N)

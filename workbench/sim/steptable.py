@@ -57,15 +57,37 @@ from workbench import checks
  TI_SK_KP_N, TI_SK_ALPHA, TI_BRK, TI_BRK_N, TI_DEC_C, TI_DEC_B, TI_DEC_NMAX, TI_DEC_NSEG) = range(31)
 TI_N = 31
 # tf: scalars, then the scratch slots the engine writes (largest value asked of each axis), then the arrays
-TF_QUAD, TF_FIXED_P, TF_FIXED_D, TF_ALPHA_DEFAULT = range(4)
-TF_SEEN_TOKENS, TF_SEEN_SEQS, TF_SEEN_PC, TF_SEEN_KP, TF_SEEN_ND, TF_SEEN_KV = range(4, 10)
-TF_HEAD = 10
+TF_QUAD, TF_FIXED_P, TF_FIXED_D, TF_ALPHA_DEFAULT, TF_TOK_STEP, TF_SEQ_STEP = range(6)
+TF_SEEN_TOKENS, TF_SEEN_SEQS, TF_SEEN_PC, TF_SEEN_KP, TF_SEEN_ND, TF_SEEN_KV = range(6, 12)
+TF_HEAD = 12
 SEEN_AXES = ("tokens", "seqs", "pc", "kp", "nd", "kv")   # TF_SEEN_* in order, named as StepTable.limits() names them
+OCTAVES = 64   # octave table of a searched grid: 2**0 .. 2**63
 
 
 # ---------------------------------------------------------------- compiled evaluation
 @njit(cache=True, inline="always")
-def _bracket(tf, off, n, x):
+def _last_le(tf, off, n, x, ioff):
+    """Index of the last value <= ``x`` of the ascending grid ``tf[off:off+n]``, for ``grid[0] <= x <
+    grid[n-1]``: bisection between the octave table's bounds (``tf[ioff + k]``: the last index whose value is
+    <= 2**k, see :func:`_octaves`), so a geometric grid takes one or two steps."""
+    if x >= 1.0:
+        k = min(math.frexp(x)[1] - 1, OCTAVES - 2)   # 2**k <= x < 2**(k+1)
+        lo = int(tf[ioff + k])
+        hi = min(int(tf[ioff + k + 1]) + 1, n - 1)
+    else:
+        lo = 0
+        hi = min(int(tf[ioff]) + 1, n - 1)
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if tf[off + mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, inline="always")
+def _bracket(tf, off, n, x, ioff):
     """(lo, t): ``x`` lies at ``grid[lo] + t (grid[lo + 1] - grid[lo])`` on the ascending grid ``tf[off:off+n]``;
     t = 0 below the first value (the first value is taken), t > 1 past the last two (linear extrapolation)."""
     if n <= 1 or x <= tf[off]:
@@ -73,24 +95,25 @@ def _bracket(tf, off, n, x):
     if x >= tf[off + n - 1]:
         lo = n - 2
     else:
-        lo = 0
-        hi = n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) >> 1
-            if tf[off + mid] <= x:
-                lo = mid
-            else:
-                hi = mid
+        lo = _last_le(tf, off, n, x, ioff)
     x0 = tf[off + lo]
     return lo, (x - x0) / (tf[off + lo + 1] - x0)
 
 
 @njit(cache=True, inline="always")
-def _interp(tf, off, n, x):
-    """Linear interpolation of the 1-D table at ``tf[off:off+n]`` (grid) and ``tf[off+n:off+2n]`` (values)."""
+def _interp(tf, off, n, x, step):
+    """Linear interpolation of the 1-D table at ``tf[off:off+n]`` (grid) and ``tf[off+n:off+2n]`` (values);
+    ``step > 0``: the grid is evenly spaced by it (the position is computed, not searched)."""
     if n == 0:
         return 0.0
-    lo, t = _bracket(tf, off, n, x)
+    if step > 0.0 and n > 1:
+        g0 = tf[off]
+        if x <= g0:
+            return tf[off + n]
+        lo = min(int((x - g0) / step), n - 2)
+        t = (x - tf[off + lo]) / step
+    else:
+        lo, t = _bracket(tf, off, n, x, off + 2 * n)
     v0 = tf[off + n + lo]
     if t == 0.0:
         return v0
@@ -98,32 +121,47 @@ def _interp(tf, off, n, x):
 
 
 @njit(cache=True, inline="always")
+def _axis(tf, ti, which, x):
+    """:func:`_bracket` on an attention axis (``which``: TI_PC, TI_KP, TI_ND or TI_KV; its octave table follows
+    its grid)."""
+    off = ti[which]
+    n = ti[which + 1]
+    return _bracket(tf, off, n, x, off + n)
+
+
+@njit(cache=True, inline="always")
 def _attention(tf, ti, pc, kp, nd, kv):
     """The 4-D attention table at (pc, kp, nd, kv), multilinear (bilinear in (pc, nd) of bilinear (kp, kv)
     slices, as LLMServingSim's ``_lookup_attention`` / ``_attn_slice_lookup``)."""
+    i0, ti_ = _axis(tf, ti, TI_PC, pc)
+    j0, tj = _axis(tf, ti, TI_KP, kp)
+    k0, tk = _axis(tf, ti, TI_ND, nd)
+    return _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv)
+
+
+@njit(cache=True, inline="always")
+def _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv):
+    """:func:`_attention` with the (pc, kp, nd) brackets already found (a step looks kv up twice): the 16
+    corners written out (an axis of one value has weight 0 on its second corner, read at stride 0)."""
     n_pc, n_kp, n_nd, n_kv = ti[TI_PC_N], ti[TI_KP_N], ti[TI_ND_N], ti[TI_KV_N]
-    i0, ti_ = _bracket(tf, ti[TI_PC], n_pc, pc)
-    j0, tj = _bracket(tf, ti[TI_KP], n_kp, kp)
-    k0, tk = _bracket(tf, ti[TI_ND], n_nd, nd)
-    l0, tl = _bracket(tf, ti[TI_KV], n_kv, kv)
-    att = ti[TI_ATT]
+    l0, tl = _axis(tf, ti, TI_KV, kv)
+    s_nd = n_kv
+    s_kp = n_nd * s_nd
+    s_pc = n_kp * s_kp
+    d_kv = 1 if n_kv > 1 else 0
+    d_nd = s_nd if n_nd > 1 else 0
+    d_kp = s_kp if n_kp > 1 else 0
+    d_pc = s_pc if n_pc > 1 else 0
+    b = ti[TI_ATT] + i0 * s_pc + j0 * s_kp + k0 * s_nd + l0
     total = 0.0
     for a in range(2):
-        wa = (1.0 - ti_) if a == 0 else ti_
-        if wa == 0.0:
-            continue
-        for b in range(2):
-            wb = (1.0 - tj) if b == 0 else tj
-            if wb == 0.0:
-                continue
-            for c in range(2):
-                wc = (1.0 - tk) if c == 0 else tk
-                if wc == 0.0:
-                    continue
-                base = att + (((i0 + a) * n_kp + (j0 + b)) * n_nd + (k0 + c)) * n_kv + l0
-                v0 = tf[base]
-                v = v0 if tl == 0.0 else v0 + tl * (tf[base + 1] - v0)
-                total += wa * wb * wc * v
+        ba = b + a * d_pc
+        c00 = tf[ba] + tl * (tf[ba + d_kv] - tf[ba])
+        c01 = tf[ba + d_nd] + tl * (tf[ba + d_nd + d_kv] - tf[ba + d_nd])
+        c10 = tf[ba + d_kp] + tl * (tf[ba + d_kp + d_kv] - tf[ba + d_kp])
+        c11 = tf[ba + d_kp + d_nd] + tl * (tf[ba + d_kp + d_nd + d_kv] - tf[ba + d_kp + d_nd])
+        v = (1.0 - tj) * (c00 + tk * (c01 - c00)) + tj * (c10 + tk * (c11 - c10))
+        total += ((1.0 - ti_) if a == 0 else ti_) * v
     return total
 
 
@@ -187,14 +225,17 @@ def table_step_s(tf, ti, pf_tokens, pf_reqs, pf_hist, pf_quad, nd, ctx_sum, kv_m
         fixed = tf[TF_FIXED_P]
     if nd > 0 and tf[TF_FIXED_D] > fixed:
         fixed = tf[TF_FIXED_D]
-    t = (fixed + _interp(tf, ti[TI_TOK], ti[TI_TOK_N], tokens) + _interp(tf, ti[TI_SEQ], ti[TI_SEQ_N], seqs)
-         + tf[TF_QUAD] * pf_quad)
-    t_mean = _attention(tf, ti, float(pf_tokens), float(pf_hist), float(nd), kv)
+    t = (fixed + _interp(tf, ti[TI_TOK], ti[TI_TOK_N], tokens, tf[TF_TOK_STEP])
+         + _interp(tf, ti[TI_SEQ], ti[TI_SEQ_N], seqs, tf[TF_SEQ_STEP]) + tf[TF_QUAD] * pf_quad)
+    i0, ti_ = _axis(tf, ti, TI_PC, float(pf_tokens))
+    j0, tj = _axis(tf, ti, TI_KP, float(pf_hist))
+    k0, tk = _axis(tf, ti, TI_ND, float(nd))
+    t_mean = _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv)
     t += t_mean
     if nd >= 2 and kv_max > kv:
         alpha = _alpha(tf, ti, float(pf_tokens), nd, kv, kv_max, kv_min, float(pf_hist))
         if alpha != 0.0:
-            t_max = _attention(tf, ti, float(pf_tokens), float(pf_hist), float(nd), kv_max)
+            t_max = _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv_max)
             if t_max > t_mean:
                 t += alpha * (t_max - t_mean)
     return t
@@ -206,15 +247,12 @@ def _segment(tf, ti, x):
     ``(brk[j-1], brk[j]]``; segment 0 everything up to the first, the last everything past the last)."""
     off = ti[TI_BRK]
     n = ti[TI_BRK_N]
-    lo = 0
-    hi = n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if tf[off + mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    if x <= tf[off]:
+        return 0
+    if x > tf[off + n - 1]:
+        return n
+    lo = _last_le(tf, off, n, x, off + n) if x < tf[off + n - 1] else n - 1
+    return lo if tf[off + lo] == x else lo + 1
 
 
 @njit(cache=True, inline="always")
@@ -445,17 +483,17 @@ class StepTable:
     def step_time_s(self, prompt_lengths=(), prefix_lengths=None, context_lengths=()) -> float:
         """Seconds of a step computing prompt pieces (``prompt_lengths`` tokens after ``prefix_lengths`` already
         in the cache) and decoding requests of ``context_lengths``."""
-        l = checks.array(prompt_lengths, "prompt_lengths", integral=True, low=0, what="tokens")
-        ctx = checks.array(context_lengths, "context_lengths", integral=True, low=0, what="tokens")
+        l = checks.array(prompt_lengths, "prompt_lengths", low=0, what="tokens")
+        ctx = checks.array(context_lengths, "context_lengths", low=0, what="tokens")
         p = np.zeros_like(l) if prefix_lengths is None else checks.array(
-            prefix_lengths, "prefix_lengths", integral=True, low=0, length=l.size, what="tokens")
+            prefix_lengths, "prefix_lengths", low=0, length=l.size, what="tokens")
         if l.size == 0 and ctx.size == 0:
             raise ValueError("step_time_s: a step computes prompt tokens, decodes, or both; prompt_lengths and "
                              "context_lengths are both empty")
         tf, ti = self.pack(max(1, ctx.size))
         kv_max = float(ctx.max()) if ctx.size else 0.0
         kv_min = float(ctx.min()) if ctx.size else 0.0
-        return float(step_time_py(tf, ti, int(l.sum()), int(l.size), int(p.sum()), float((l * (p + l)).sum()),
+        return float(step_time_py(tf, ti, float(l.sum()), int(l.size), float(p.sum()), float((l * (p + l)).sum()),
                                   int(ctx.size), float(ctx.sum()), kv_max, kv_min))
 
     def check_seen(self, tf: np.ndarray, what: str) -> None:
@@ -501,12 +539,13 @@ def _pack(table: StepTable, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
         parts.append(arr)
         size += arr.size
 
-    put(TI_TOK, np.concatenate([table.token_grid, table.token_s]), TI_TOK_N, table.token_grid.size)
-    put(TI_SEQ, np.concatenate([table.seq_grid, table.seq_s]), TI_SEQ_N, table.seq_grid.size)
-    put(TI_PC, table.pc_grid, TI_PC_N)
-    put(TI_KP, table.kp_grid, TI_KP_N)
-    put(TI_ND, table.nd_grid, TI_ND_N)
-    put(TI_KV, table.kv_grid, TI_KV_N)
+    put(TI_TOK, np.concatenate([table.token_grid, table.token_s, _octaves(table.token_grid)]), TI_TOK_N,
+        table.token_grid.size)
+    put(TI_SEQ, np.concatenate([table.seq_grid, table.seq_s, _octaves(table.seq_grid)]), TI_SEQ_N,
+        table.seq_grid.size)
+    for which, grid in ((TI_PC, table.pc_grid), (TI_KP, table.kp_grid), (TI_ND, table.nd_grid),
+                        (TI_KV, table.kv_grid)):
+        put(which, np.concatenate([grid, _octaves(grid)]), which + 1, grid.size)
     put(TI_ATT, table.attention_s)
     sk = table.skew
     if sk is not None:
@@ -518,12 +557,14 @@ def _pack(table: StepTable, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
         put(TI_SK_KP, sk.kp_edges, TI_SK_KP_N)
         put(TI_SK_ALPHA, sk.alpha)
     brk = table.breakpoints()
-    put(TI_BRK, brk, TI_BRK_N)
+    put(TI_BRK, np.concatenate([brk, _octaves(brk)]), TI_BRK_N, brk.size)
     tf = np.concatenate(parts)
     tf[TF_QUAD] = table.prefill_quad_s
     tf[TF_FIXED_P] = table.fixed_prefill_s
     tf[TF_FIXED_D] = table.fixed_decode_s
     tf[TF_ALPHA_DEFAULT] = sk.alpha_default if sk is not None else 0.0
+    tf[TF_TOK_STEP] = _even_step(table.token_grid)
+    tf[TF_SEQ_STEP] = _even_step(table.seq_grid)
     # decode runs: for n = 0..max_decodes and segment j (see _segment), a decode-only step costs C + B * kv_mean;
     # evaluated from the same compiled function at the segment's two ends (exact: linear in between)
     nseg = brk.size + 1
@@ -551,6 +592,21 @@ def _pack(table: StepTable, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
     tf = np.concatenate([tf, dec_c.ravel(), dec_b.ravel()])
     tf[TF_SEEN_TOKENS:TF_HEAD] = 0.0
     return tf, ti
+
+
+def _octaves(grid: np.ndarray) -> np.ndarray:
+    """For k = 0 .. OCTAVES - 1, the last index of ``grid`` whose value is <= 2**k (0 if none): where
+    :func:`_last_le` starts."""
+    counts = np.searchsorted(grid, 2.0 ** np.arange(OCTAVES), side="right")
+    return np.maximum(counts - 1, 0).astype(np.float64)
+
+
+def _even_step(grid: np.ndarray) -> float:
+    """The spacing of an evenly spaced grid (exactly, so the computed position is the searched one), else 0."""
+    if grid.size < 2:
+        return 0.0
+    step = float(grid[1] - grid[0])
+    return step if np.array_equal(grid, grid[0] + step * np.arange(grid.size)) else 0.0
 
 
 def _decode_step_uniform(tf, ti, n: int, kv: float) -> float:

@@ -172,8 +172,7 @@ class StepTimeModel:
         return b / -c if c < 0 else math.inf
 
     @classmethod
-    def from_kernel_profiles(cls, folder, *, tp: int = 1, model_config=None, max_num_seqs: int | None = None,
-                             ep: int = 1, link_bw_gbs: float | None = None, link_latency_s: float = 0.0,
+    def from_kernel_profiles(cls, folder, *, tp: int = 1, model_config=None, ep: int = 1, link_bw_gbs: float | None = None, link_latency_s: float = 0.0,
                              skew: bool = True, allow_extrapolation: bool = False,
                              name: str | None = None) -> "StepTimeModel":
         """Step times composed from LLMServingSim's per-layer kernel profiles (a bundle folder with
@@ -279,7 +278,8 @@ class StepTimeModel:
     def describe(self) -> str:
         ms = lambda t: ", ".join(f"{v * 1e3:.4g}" for v in t)  # noqa: E731
         if self.table is not None:
-            text = (f"{self.name} [{self.kind}]: step times from its table ({self.table.source}); linear summary "
+            label = self.name if self.kind in self.name else f"{self.name} [{self.kind}]"
+            text = (f"{label}: step times from its table ({self.table.source}); linear summary "
                     f"prefill ({ms(self.prefill)}) ms, decode ({ms(self.decode)}) ms")
             if any(self.arrival_overhead_s) or self.token_overhead_s:
                 text += (f", overheads: arrival ({ms(self.arrival_overhead_s)}) ms, "

@@ -442,6 +442,11 @@ def calibrate(step: StepTimeModel, runs, cfg=None, *, thresholds=None, max_iter:
     if not isinstance(step, (StepTimeModel, dict, str)):
         raise checks.InvalidType(f"calibrate: step must be a StepTimeModel (disaggregated runs: also a "
                                  f"{{'prefill': ..., 'decode': ...}} dict or a profile name), got {type(step).__name__}")
+    if getattr(step, "table", None) is not None:
+        raise ValueError(f"calibrate: {step.name} is a {step.kind} step table; calibration refits linear "
+                         "coefficients, which would leave the table (and so every simulated step) unchanged. "
+                         "Calibrate a linear model instead (e.g. dataclasses.replace(step, table=None), the table's "
+                         "least-squares summary, as the starting point)")
     runs = _as_runs(runs, "calibrate")
     if cfg is not None:
         checks.instance(cfg, "cfg", SimConfig, expected="a SimConfig, or None for each run's own setup")

@@ -275,7 +275,8 @@ def latency_identity(latency: LatencyModel | StepTimeModel) -> dict:
     """What of a latency model enters a test id: a LatencyModel's three coefficients (as before step-time
     models existed, so those ids did not change), a StepTimeModel's name and coefficient vector."""
     if isinstance(latency, StepTimeModel):
-        return {"profile": latency.name, **dict(zip(COEF_NAMES, map(float, latency.coefficients())))}
+        table = {"table": latency.table.fingerprint} if latency.table is not None else {}   # a tabulated model
+        return {"profile": latency.name, **dict(zip(COEF_NAMES, map(float, latency.coefficients()))), **table}
     if isinstance(latency, LatencyModel):
         return latency.params()
     raise ValueError(f"latency: expected a LatencyModel or a StepTimeModel, got {type(latency).__name__}")
