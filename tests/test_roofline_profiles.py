@@ -1,12 +1,10 @@
-"""Roofline profile names ('<model>@<gpu>[/tp<N>]') wherever a profile name is taken, their kind and memory;
-LLMServingSim's measured runs read as ServingLogs."""
+"""Roofline profile names ('<model>@<gpu>[/tp<N>]') wherever a profile name is taken, their kind and memory."""
 
 import pytest
 
 import workbench as wb
 from workbench.sim import profiles
 from workbench.study.runs.experiments import StepParams
-from workbench.traces.llmservingsim_runs import llmservingsim_prediction, load_llmservingsim_run, run_folders
 
 
 def test_roofline_names_resolve_with_their_kind():
@@ -58,21 +56,3 @@ def test_a_roofline_runs_in_the_engines_and_the_step_notebooks():
     params = StepParams(latency="llama-3.1-8b@h100-sxm", max_requests=100, max_gpus=2)
     assert "roofline" in params.latency_text()
     assert params.base_config().model == "llama-3.1-8b"
-
-
-def test_llmservingsim_runs_match_their_own_summary():
-    folders = {f.parent.name: f for f in run_folders()}
-    assert set(folders) == {"RTX4090", "RTXPRO6000"}
-    # LLMServingSim's validation/summary.txt: measured means 65456.6 / 32.4 / 86578.3 ms (TTFT / TPOT / latency)
-    run = load_llmservingsim_run(folders["RTX4090"])
-    assert run.measured.ttft_s.mean() == pytest.approx(65.4566, abs=1e-3)
-    assert run.measured.tpot_s.mean() == pytest.approx(0.0324, abs=1e-3)
-    assert run.measured.e2e_s.mean() == pytest.approx(86.5783, abs=1e-3)
-    assert run.config.kv_blocks == 2588 and run.config.chunked_prefill and run.config.max_num_seqs == 256
-    # and its own prediction: 65820.2 / 86980.1 ms
-    predicted = llmservingsim_prediction(folders["RTX4090"])
-    assert predicted.ttft_s.mean() == pytest.approx(65.8202, abs=1e-3)
-    assert predicted.e2e_s.mean() == pytest.approx(86.9801, abs=1e-3)
-    pro = load_llmservingsim_run(folders["RTXPRO6000"])
-    assert pro.measured.e2e_s.mean() == pytest.approx(28.2007, abs=1e-3)
-    assert "derived" in pro.setup["kv_blocks_source"] and pro.config.max_num_seqs == 128

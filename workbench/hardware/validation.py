@@ -6,7 +6,8 @@ replay of every measured serving run the workbench ships, with nothing fitted to
   of 64-4,096 tokens (as many as fit in ``max_num_batched_tokens``), the relative error of each step;
 * :func:`replay_runs`: each measured run simulated with the roofline of its model and GPU, its mean, p50 and
   p90 TTFT, TPOT and E2E against the measured ones: the three vLLM v0.2 runs and the six DistServe
-  (disaggregated) runs of OPT-13B on A100-80GB, and LLMServingSim's two vLLM 0.19 runs of Llama-3.1-8B.
+  (disaggregated) runs of OPT-13B on A100-80GB, and LLMServingSim's two vLLM 0.19 runs of Llama-3.1-8B (set
+  up as :mod:`workbench.study.fidelity.kernel_runs` sets them up for the kernel-profile replay).
 
 ``benchmarks/roofline_targets.py`` prints both and the issue's targets.
 """
@@ -14,6 +15,7 @@ replay of every measured serving run the workbench ships, with nothing fitted to
 from __future__ import annotations
 
 import glob
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -112,6 +114,8 @@ class MeasuredRun:
     latency: object      # a StepTimeModel, or {"prefill": ..., "decode": ...}
 
 
+# LLMServingSim's hardware names -> the GPU catalogue's
+LLMSERVINGSIM_GPUS = {"RTX4090": "rtx-4090", "RTXPRO6000": "rtx-pro-6000"}
 # each campaign's serving engine (the roofline's efficiencies of that engine replay it)
 CAMPAIGN_ENGINES = {"vllm": "vllm-v0.2", "disaggregated": "distserve", "llmservingsim": "vllm-v1"}
 
@@ -121,7 +125,6 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
     (tables for the continuous engine; linear fits for the disaggregated engine, which takes only linear
     models); ``efficiencies``: engine -> Efficiencies replacing the stated ones."""
     from workbench.hardware.roofline import ENGINE_EFFICIENCIES, step_model
-    from workbench.traces.llmservingsim_runs import run_folders
 
     stated = dict(ENGINE_EFFICIENCIES, **(efficiencies or {}))
 
@@ -145,32 +148,41 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
                                         max_num_seqs=min(c.decode_max_batch_size, 512))}
             out.append(MeasuredRun("DistServe (disaggregated), OPT-13B, A100-80GB", run, pools))
     if "llmservingsim" in campaigns:
-        for folder in run_folders():
-            run = _load(str(folder), llmservingsim=True)
-            s = run.setup
+        from workbench.study.fidelity.kernel_runs import SHIPPED_RUNS
+
+        for name in SHIPPED_RUNS:
+            run = _load(name, llmservingsim=True)
+            hardware, model = name.split("/")
             out.append(MeasuredRun("vLLM 0.19 (LLMServingSim), Llama-3.1-8B", run,
-                                   roofline(s["model"], s["gpu"], tp=s["tp"], campaign="llmservingsim")))
+                                   roofline(model, LLMSERVINGSIM_GPUS[hardware], tp=1, campaign="llmservingsim")))
     return out
 
 
 @lru_cache(maxsize=32)
 def _load(path: str, llmservingsim: bool = False):
-    """A shipped run, read once (the fit replays them many times)."""
-    from workbench.traces.llmservingsim_runs import load_llmservingsim_run
+    """A shipped run, read once (the fit replays them many times): a serving log, or one of LLMServingSim's runs
+    set up as :func:`workbench.study.fidelity.kernel_runs.run_setup` sets it up (its trace, measured times and
+    vLLM 0.19 engine settings; its kernel-profile model is not used here)."""
     from workbench.traces.serving_log import load_serving_log
 
-    return load_llmservingsim_run(path) if llmservingsim else load_serving_log(path)
+    if llmservingsim:
+        from workbench.study.fidelity.kernel_runs import run_setup
+
+        return run_setup(path)
+    return load_serving_log(path)
 
 
 def replay_runs(runs=None, efficiencies=None) -> pd.DataFrame:
     """Each run replayed with its roofline: one row per run and metric (ttft_s, tpot_s, e2e_s) with the measured
     and simulated mean, p50, p90 and the relative error of the mean."""
-    from workbench.sim.simulate import simulate
+    from workbench.sim.simulate import SlaScaleWarning, simulate
 
     rows = []
     for item in (measured_runs(efficiencies=efficiencies) if runs is None else runs):
         run = item.run
-        sim = simulate(run.trace, run.config, latency=item.latency).requests
+        with warnings.catch_warnings():   # kernel_runs' setups carry generous SLAs on purpose: the warning is noise
+            warnings.simplefilter("ignore", SlaScaleWarning)
+            sim = simulate(run.trace, run.config, latency=item.latency).requests
         for metric in ("ttft_s", "tpot_s", "e2e_s"):
             m = run.measured[metric].to_numpy(np.float64)
             s = sim[metric].to_numpy(np.float64)
