@@ -54,6 +54,7 @@ FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured
 # --validate, or on demand: python -m workbench notebook disaggregation
 DISAGGREGATION = "disaggregation"
 PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
+HARDWARE = "hardware"  # any model on any GPU: what fits, capacity per GPU and per dollar; with --validate too
 KERNEL_NAME = "python3"
 
 
@@ -152,6 +153,8 @@ SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
     SuiteNotebook(PREFIX_CACHING, "Prefix caching and cache-aware routing (Mooncake)", "validate", results_only),
     SuiteNotebook(DISAGGREGATION, "Disaggregated prefill/decode vs colocated serving as the SLO tightens", "validate",
                   results_only),
+    SuiteNotebook(HARDWARE, "Any model on any GPU: what fits, capacity per GPU and per dollar (roofline, measured, "
+                            "kernel profiles)", "validate", results_only),
 )
 
 
