@@ -230,6 +230,7 @@ def _papermill_value(text: str):
 def _notebook_params_class(name: str):
     """The NotebookParams subclass that validates notebook ``name``'s parameters (its ``notebook`` is ``name``)."""
     import workbench.study.answers.disaggregation  # noqa: F401  (each module registers its class)
+    import workbench.study.answers.hardware  # noqa: F401
     import workbench.study.answers.prefix_caching  # noqa: F401
     import workbench.study.fidelity.disagg_runs  # noqa: F401
     import workbench.study.fidelity.validation  # noqa: F401

@@ -25,9 +25,39 @@ This follows BLIS's roofline (``rooflineStepTime``: per-request FLOPs at an MFU,
 step, ``max(compute, memory)``; inference-sim/inference-sim ``sim/latency/roofline.go``) with three changes:
 the maximum is taken per kernel kind (GEMMs; prefill attention; decode attention) rather than once per step,
 as the kernels run one after another; bandwidth, like compute, runs at an achievable fraction; and the
-fixed costs (per layer, per step, per sequence, per all-reduce) are modelled.  The constants
-(:data:`EFFICIENCIES`) are fitted once across the measured data the workbench ships
-(:mod:`workbench.hardware.fit`), never per run.
+fixed costs (per layer, per step, per sequence, per all-reduce) are modelled.  Serving engines differ in
+their kernels and fixed costs, so the constants are per engine (:data:`ENGINES`: vLLM's V1 engine, the
+default; vLLM v0.2; DistServe's engine), the GPU efficiencies shared by all three.
+
+The constants (:data:`ENGINE_EFFICIENCIES`), fitted once across the measured data the workbench ships
+(:mod:`workbench.hardware.fit`: the vLLM 0.19 kernel profiles, DistServe's and BLIS's step profiles, then
+each engine's measured runs whose queue kept up), never per run; ``tests/test_roofline_fit.py`` re-runs the
+fit and checks these are what it gives:
+
+=====================  ===========  ===========  ===========
+constant                vllm-v1      vllm-v0.2    distserve
+=====================  ===========  ===========  ===========
+gemm_compute            0.72 of the dense peak (all engines)
+attention_compute       0.44 of the dense peak (all engines)
+memory                  0.90 of the peak bandwidth, weights (all engines)
+kv_memory               0.79 of the peak bandwidth, paged KV (all engines)
+link                    0.45 of the interconnect (all engines)
+compute_factor          1            0.57         0.96
+allreduce_s             0            130 us       8.6 us
+layer_s                 41 us        0            180 us
+step_s                  2.7 ms       9.7 ms       0
+sequence_s              11 us        99 us        46 us
+serving_step_s          0            35 us        3.3 ms
+serving_sequence_s      0            140 us       120 us
+serving_context_s       0            0.16 us      0.13 us
+=====================  ===========  ===========  ===========
+
+vLLM V1 has no serving overheads: its two measured runs (LLMServingSim's, vLLM 0.19) were both overloaded, so
+nothing was fitted to them and they are predictions.  What the constants give
+(``benchmarks/roofline_targets.py``): the mean E2E of the 11 measured runs within a median 8% (8 of 11
+within 15%; 11% median when each run is left out of its engine's serving fit), the RTX PRO 6000 run +8% and
+the RTX 4090 run +17% (its GEMMs run at 100% of the spec sheet's 165 TFLOP/s, boost clocks), the overloaded
+DistServe c21d12 run at 12 req/s -60%.
 
 The KV cache (:func:`kv_blocks`) follows vLLM's rule (``vllm/v1/worker/gpu_worker.py``
 ``Worker.determine_available_memory``: ``total_gpu_memory x gpu_memory_utilization - peak_memory``, the peak

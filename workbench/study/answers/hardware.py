@@ -268,7 +268,7 @@ def plot_capacity(table: pd.DataFrame, title: str, results_dir=None, filename: s
                     ax.bar(x, value, width, color=colors[g], edgecolor="black", lw=0.4, **KIND_STYLE[kind])
                     if np.isfinite(band):
                         ax.errorbar(x, value, yerr=band * value, color="black", capsize=3, lw=0.8)
-            ax.set_xticks(range(len(labels)), labels, fontsize=7)
+            ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30, ha="right")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{model}: {ylabel}", fontsize=9)
             ax.grid(alpha=0.3, axis="y")
