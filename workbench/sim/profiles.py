@@ -367,6 +367,26 @@ def profile_kind(name: str) -> str:
     raise ValueError(f"unknown step-time profile {name!r}")
 
 
+def step_model_kind(step) -> str:
+    """What a StepTimeModel's step times come from: its table's kind (``"roofline"``, ``"kernel-profile"``),
+    ``"measured"`` for a registered profile (its name, or its name at another TP degree), else ``"linear"`` (a
+    linear model given by hand or calibrated)."""
+    kind = getattr(step, "kind", "linear")
+    if kind != "linear":
+        return kind
+    name = str(getattr(step, "name", ""))
+    return "measured" if name.split(" ")[0] in PROFILES else "linear"
+
+
+def name_kind(name: str) -> str:
+    """:func:`profile_kind` of a profile name, or ``"linear"`` for a name that is not a profile (a model built by
+    hand), never an error (labels of stored results)."""
+    try:
+        return profile_kind(name)
+    except ValueError:
+        return "linear"
+
+
 def describe_profile(name: str) -> str:
     """One line on profile ``name``, saying what its step times come from."""
     if name in PROFILES:
@@ -467,4 +487,4 @@ __all__ = ["BLIS_DEFAULTS", "DEFAULT_DISAGG_PROFILE", "DEFAULT_PROFILE", "DISTSE
            "pipeline_overhead_of", "PROFILES", "blis_entries", "blis_profile",
            "default_step_model", "describe_profiles", "distserve_profile", "get_profile", "profile_config_fields",
            "profile_names", "PROFILE_MEMORY", "check_profile", "describe_profile", "is_profile",
-           "parse_roofline_name", "profile_kind", "roofline_memory_fields"]
+           "parse_roofline_name", "profile_kind", "roofline_memory_fields", "step_model_kind", "name_kind"]

@@ -39,6 +39,9 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "finished_at": ("UTC ISO 8601", "when the test finished"),
     "latency_profile": ("", "hardware model of the test: the step-time profile's name (every scheduler: static "
                             "ones in step mode), or 'seed-grid' (the seed study's formula grid)"),
+    "latency_kind": ("", "what the test's step times come from: measured (a registered profile), roofline (estimated "
+                         "from config.json facts and spec-sheet peaks), kernel-profile, linear (a model given by hand "
+                         "or calibrated) or formula grid (the seed study's)"),
     "step_prefill_a": ("s", "step-time model: fixed time of a prefill step"),
     "step_prefill_b": ("s/token", "step-time model: prefill time per prompt token"),
     "step_prefill_c": ("s/token^2", "step-time model: prefill time per squared prompt token"),
