@@ -17,11 +17,15 @@ setups are predicted the same way from their ``config.json`` and the workload LL
 (``workloads/sharegpt-qwen3-300-sps10.csv``: its ``sharegpt-qwen3-32b-300-sps10.jsonl`` reduced to token
 counts and arrival times; the Qwen3-30B-A3B file is byte-identical), with the engine settings the data's
 README states for the campaign (``max_num_seqs`` 128, ``max_num_batched_tokens`` 2048, chunked prefill).
+vLLM 0.19's own defaults that the runs' ``resolved_config`` shows are kept: prefix caching on
+(``enable_prefix_caching``) and the full-sequence admission gate (``scheduler_reserve_full_isl``, the
+engine's ``reserve_full_isl``).
 
-What a replay leaves out: prefix caching (vLLM had it on; LLMServingSim reports 0-3% of prompt tokens hit
-on these ShareGPT prompts, and the logs carry no token ids to hash), and, for the data-parallel MoE run, the
-lock step of vLLM's data-parallel ranks (every rank runs each step, idle ones a dummy batch, padded to the
-largest): its two ranks are two independent replicas behind a least-outstanding router here.
+What a replay leaves out: shared prompt prefixes (the logs carry no token ids to hash; LLMServingSim reports
+0-3% of prompt tokens hit on these ShareGPT prompts), so the prefix cache serves only a preempted request's
+own blocks when it is admitted again; and, for the data-parallel MoE run, the lock step of vLLM's
+data-parallel ranks (every rank runs each step, idle ones a dummy batch, padded to the largest): its two
+ranks are two independent replicas behind a least-outstanding router here.
 
 :func:`fidelity_table` returns the side-by-side comparison a notebook draws (measured / LLMServingSim /
 workbench), :func:`prediction_table` the unshipped runs' predictions.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,9 +210,7 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
         notes.append(f"{len(instances)} data-parallel ranks as independent replicas (least_outstanding)")
     cfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=len(instances), chunked_prefill=True, reserve_full_isl=True,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_tokens, block_size=BLOCK_SIZE,
-                       kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=True,
-                       # the SLA fields do not change a replay; generous, so no SLA warning fires
-                       ttft_sla_s=3600.0, tpot_sla_s=60.0, d_sla_s=3600.0)
+                       kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=True)
     return KernelRun(name=run, trace=trace, config=cfg, step=step, measured=measured, llmservingsim=theirs,
                      notes="; ".join(notes))
 
@@ -216,9 +219,12 @@ def replay(setup: KernelRun, step=None) -> tuple[pd.DataFrame, float]:
     """Simulate the run (with its own kernel-profile model, or ``step``): per-request TTFT/TPOT/E2E in trace
     order, and the wall time of ``simulate`` in seconds."""
     import workbench as wb
+    from workbench.sim.simulate import SlaScaleWarning
 
     t0 = time.perf_counter()
-    res = wb.simulate(setup.trace, setup.config, latency=setup.step if step is None else step)
+    with warnings.catch_warnings():   # the SLA fields do not enter a replay: their scale is not checked
+        warnings.simplefilter("ignore", SlaScaleWarning)
+        res = wb.simulate(setup.trace, setup.config, latency=setup.step if step is None else step)
     wall = time.perf_counter() - t0
     c = res.continuous
     return pd.DataFrame({m: c[m] for m in METRICS}), wall
