@@ -23,9 +23,10 @@ LAYERS = {
     # the metrics over a run's records
     "scenario": ("workbench.sim.config", "workbench.sim.routers", "workbench.sim.schedulers",
                  "workbench.sim.schedulers.", "workbench.sim.predictors", "workbench.sim.memory",
-                 "workbench.sim.metrics"),
+                 "workbench.sim.metrics", "workbench.hardware.catalog"),
     # engines, step-time models, simulate(), the step-by-step replays; the traces
-    "simulator": ("workbench.sim", "workbench.sim.", "workbench.traces", "workbench.traces."),
+    "simulator": ("workbench.sim", "workbench.sim.", "workbench.traces", "workbench.traces.", "workbench.hardware",
+                  "workbench.hardware."),
     "store": ("workbench.study.store", "workbench.study.store."),
     "present": ("workbench.study.present", "workbench.study.present."),
     "answers": ("workbench.study.answers", "workbench.study.answers."),
@@ -44,13 +45,15 @@ ALLOWED = {
     "present": frozenset({"foundation", "scenario", "store"}),
     "answers": frozenset({"foundation", "scenario", "store", "present"}),
     "fidelity": frozenset({"foundation", "scenario", "simulator", "store", "present"}),
-    "runs": frozenset({"foundation", "scenario", "simulator", "store", "present", "answers"}),
+    "runs": frozenset({"foundation", "scenario", "simulator", "store", "present", "answers", "fidelity"}),
     "top": EVERYTHING,
 }
 # (importing module or package, imported module) -> why this one edge crosses its layers' rule
 EXCEPTIONS = {
     ("workbench.sim.schedulers.", "workbench.sim.continuous_engine"):
         "a continuous scheduler's module names the engine's policy code it runs as",
+    ("workbench.study.answers.", "workbench.sim.profiles"):
+        "a label names what a stored profile name's step times come from (measured or roofline: name_kind)",
 }
 
 

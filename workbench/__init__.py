@@ -8,6 +8,7 @@ The public API::
     res.summary, res.requests
 """
 
+from workbench import hardware
 from workbench.study.fidelity.calibration import FitReport, calibrate, compare_to_measured
 from workbench.study.runs.capacity import CapacityError, CapacityResult, capacity
 from workbench.study.runs.placement import best_placement
@@ -27,5 +28,5 @@ __all__ = [
     "SimulationError", "SlaScaleWarning", "StepTimeModel", "PrefixHashes", "Trace", "TraceFormatError", "TraceSizeWarning", "TraceUnitWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
     "FitReport", "ServingLog", "calibrate", "compare_to_measured", "load_serving_log",
-    "best_placement",
+    "best_placement", "hardware",
 ]

@@ -47,9 +47,9 @@ def _resolve(value, tp: int, what: str) -> StepTimeModel:
     if isinstance(value, StepTimeModel):
         return value
     if isinstance(value, str):
-        checks.choice(value, what, profiles.profile_names(), hint="or pass a wb.StepTimeModel")
-        try:
-            return profiles.get_profile(value, tp=tp)
+        profiles.check_profile(value, what, hint="or pass a wb.StepTimeModel")
+        try:   # a roofline in its linear form: this engine prices linear models only
+            return profiles.get_profile(value, tp=tp, linear=True)
         except ValueError as exc:
             raise ValueError(f"{what}: {exc}; pass a wb.StepTimeModel for this pool, or choose a TP degree the "
                              "profile has") from None

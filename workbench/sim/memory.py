@@ -3,7 +3,10 @@
 ``ModelSpec`` is the small part of a model's architecture that sets its
 memory: K and V (2) x layers x KV heads x head size x bytes per value is the
 KV cache one token holds, and the weights take a fixed share of the GPU.
-``MODELS`` registers named presets; ``SimConfig(model=...)`` picks one.
+``MODELS`` registers named presets; ``SimConfig(model=...)`` picks one, or any
+model of the catalogue (``workbench.hardware``: ``data/hardware/models.yaml``,
+e.g. ``"llama-3.1-8b"``), whose KV bytes per token and weights follow from its
+config.json facts in its checkpoint's dtype (:meth:`ModelArch.memory_spec`).
 
 Presets (GB = 1e9 bytes):
 
@@ -26,6 +29,8 @@ Presets (GB = 1e9 bytes):
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from workbench import checks
 
 BYTES_PER_GB = 1e9
 
@@ -71,8 +76,14 @@ SEED_MEMORY = {"model": "seed", "gpu_mem_gb": 12.0, "gpu_memory_utilization": 1.
 
 
 def get_model(name: str) -> ModelSpec:
-    try:
+    """The memory preset ``name``, else the catalogued model of that name (its checkpoint's dtype)."""
+    if name in MODELS:
         return MODELS[name]
-    except KeyError:
-        raise ValueError(f"model: unknown {name!r}; allowed: {', '.join(MODELS)} "
-                         "(or set kv_gb_per_token and model_mem_gb yourself)") from None
+    from workbench.hardware.catalog import UnknownName, get_model_arch, model_names
+
+    try:
+        return get_model_arch(name).memory_spec()
+    except UnknownName:
+        raise checks.choice(name, "model", list(dict.fromkeys([*MODELS, *model_names()])),
+                            hint="a memory preset or a catalogued model (or set kv_gb_per_token and "
+                                 "model_mem_gb yourself)") from None

@@ -20,6 +20,14 @@ Two formats:
 The registry names a few of them (:func:`profile_names`, :func:`get_profile`);
 :func:`default_step_model` is ``opt-13b-a100``, the profile validated against
 the measured vLLM runs in ``data/groundtruth/`` (``notebooks/fidelity_vllm.ipynb``).
+
+Every pair of a catalogued model and GPU (``workbench.hardware``) is a profile
+name too: ``"<model>@<gpu>"`` or ``"<model>@<gpu>/tp<N>"`` (e.g.
+``"llama-3.1-8b@h100-sxm/tp2"``), the roofline of that deployment
+(``StepTimeModel.roofline``; vLLM V1's efficiencies), with the memory of that
+GPU (:func:`profile_config_fields`).  :func:`profile_kind` says what a profile's
+step times come from: ``"measured"`` (DistServe's and BLIS's profiles) or
+``"roofline"`` (an estimate from the hardware's peaks, not a measurement).
 """
 
 from __future__ import annotations
@@ -290,8 +298,104 @@ PROFILE_MEMORY: dict[str, dict] = {
 
 
 def profile_names() -> list[str]:
-    """The registered profile names (``get_profile(name)`` loads one)."""
+    """The registered profile names (``get_profile(name)`` loads one; roofline names ``<model>@<gpu>[/tp<N>]``
+    of any catalogued pair work too, see :func:`parse_roofline_name`)."""
     return list(PROFILES)
+
+
+ROOFLINE_SEPARATOR = "@"
+
+
+def parse_roofline_name(name) -> tuple[str, str, int] | None:
+    """``(model, gpu, tp)`` of a roofline profile name ``<model>@<gpu>[/tp<N>]`` whose model and GPU are
+    catalogued, None for a name without ``@``; an unknown model or GPU, or a bad TP suffix, raises naming the
+    closest catalogued names."""
+    from workbench.hardware.catalog import get_gpu, get_model_arch
+
+    if not isinstance(name, str) or ROOFLINE_SEPARATOR not in name:
+        return None
+    model, _, gpu = name.partition(ROOFLINE_SEPARATOR)
+    tp = 1
+    head, slash, tail = gpu.rpartition("/")
+    if slash and tail.lower().startswith("tp"):
+        gpu = head
+        try:
+            tp = int(tail[2:])
+        except ValueError:
+            raise ValueError(f"profile {name!r}: the suffix {tail!r} is not a tensor-parallel degree; write "
+                             f"{model}@{head}/tp2 (or leave it out for one GPU)") from None
+        if tp < 1:
+            raise ValueError(f"profile {name!r}: tp must be >= 1, got {tp}")
+    return get_model_arch(model.strip()).name, get_gpu(gpu.strip()).key, tp
+
+
+def is_profile(name) -> bool:
+    """Whether ``name`` is a registered profile or the roofline name of a catalogued model and GPU."""
+    if not isinstance(name, str):
+        return False
+    if name in PROFILES:
+        return True
+    try:
+        return parse_roofline_name(name) is not None
+    except ValueError:
+        return False
+
+
+def check_profile(name, what: str = "latency", *, extra=(), hint: str = "") -> str:
+    """``name`` if it is a profile (:func:`is_profile`) or one of ``extra``; else the error names what is wrong:
+    for a ``<model>@<gpu>`` name the unknown model or GPU with the closest catalogued ones, otherwise the
+    registered names and the closest."""
+    if isinstance(name, str) and (name in extra or name in PROFILES):
+        return name
+    if isinstance(name, str) and ROOFLINE_SEPARATOR in name:
+        try:
+            parse_roofline_name(name)
+        except ValueError as exc:
+            raise type(exc)(f"{what}: {exc}") from None
+        return name
+    return checks.choice(name, what, [*extra, *PROFILES], hint=(hint + "; " if hint else "") +
+                         "or a roofline '<model>@<gpu>[/tp<N>]' of the catalogues (e.g. 'llama-3.1-8b@h100-sxm')")
+
+
+def profile_kind(name: str) -> str:
+    """What the step times of profile ``name`` come from: ``"measured"`` (a registered profile of measured
+    steps) or ``"roofline"`` (estimated from the hardware's peaks)."""
+    if name in PROFILES:
+        return "measured"
+    if parse_roofline_name(name) is not None:
+        return "roofline"
+    raise ValueError(f"unknown step-time profile {name!r}")
+
+
+def step_model_kind(step) -> str:
+    """What a StepTimeModel's step times come from: its table's kind (``"roofline"``, ``"kernel-profile"``),
+    ``"measured"`` for a registered profile (its name, or its name at another TP degree), else ``"linear"`` (a
+    linear model given by hand or calibrated)."""
+    kind = getattr(step, "kind", "linear")
+    if kind != "linear":
+        return kind
+    name = str(getattr(step, "name", ""))
+    return "measured" if name.split(" ")[0] in PROFILES else "linear"
+
+
+def name_kind(name: str) -> str:
+    """:func:`profile_kind` of a profile name, or ``"linear"`` for a name that is not a profile (a model built by
+    hand), never an error (labels of stored results)."""
+    try:
+        return profile_kind(name)
+    except ValueError:
+        return "linear"
+
+
+def describe_profile(name: str) -> str:
+    """One line on profile ``name``, saying what its step times come from."""
+    if name in PROFILES:
+        return f"{PROFILES[name][2]} [measured]"
+    model, gpu, tp = parse_roofline_name(name)
+    from workbench.hardware.catalog import get_gpu, get_model_arch
+
+    return (f"{get_model_arch(model).hf_id or model} on {tp} x {get_gpu(gpu).name} [roofline: estimated from "
+            "config.json facts and spec-sheet peaks, not measured]")
 
 
 def describe_profiles() -> dict[str, str]:
@@ -299,15 +403,31 @@ def describe_profiles() -> dict[str, str]:
     return {name: entry[2] for name, entry in PROFILES.items()}
 
 
-def get_profile(name: str, tp: int | None = None) -> StepTimeModel:
-    """The registered step-time profile ``name`` (see :func:`profile_names`); ``tp`` resolves it at another
-    tensor-parallel degree from the same source (the DistServe and BLIS files hold several), e.g. a disaggregated
-    deployment's prefill instances at TP 2 and decode instances at TP 1."""
+def get_profile(name: str, tp: int | None = None, *, linear: bool = False) -> StepTimeModel:
+    """The registered step-time profile ``name`` (see :func:`profile_names`), or the roofline of a
+    ``<model>@<gpu>[/tp<N>]`` name; ``tp`` resolves it at another tensor-parallel degree from the same source
+    (the DistServe and BLIS files hold several; a roofline any), e.g. a disaggregated deployment's prefill
+    instances at TP 2 and decode instances at TP 1.  ``linear=True``: a roofline in the linear form the
+    disaggregated engine takes (``StepTimeModel.roofline(..., table=False)``); measured profiles are linear."""
+    tp = checks.integer(tp, "tp", low=1, none=True, hint="a tensor-parallel degree (GPUs of one instance)")
+    if isinstance(name, str) and name not in PROFILES and ROOFLINE_SEPARATOR in name:
+        check_profile(name, "profile")
+        return _roofline_profile(name, tp, linear)
     if not isinstance(name, str) or name not in PROFILES:
         error = ValueError if isinstance(name, str) else checks.InvalidType
-        raise error(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
-    tp = checks.integer(tp, "tp", low=1, none=True, hint="a tensor-parallel degree (GPUs of one instance)")
+        raise error(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}, or a roofline "
+                    "'<model>@<gpu>[/tp<N>]'")
     return _load_profile(name, tp)
+
+
+@lru_cache(maxsize=64)
+def _roofline_profile(name: str, tp: int | None, linear: bool) -> StepTimeModel:
+    from workbench.hardware.roofline import step_model
+
+    model, gpu, named_tp = parse_roofline_name(name)
+    tp = named_tp if tp is None else tp
+    label = name if tp == named_tp else f"{model}@{gpu}/tp{tp}"
+    return step_model(model, gpu, tp=tp, table=not linear, name=label)
 
 
 @lru_cache(maxsize=None)
@@ -329,6 +449,9 @@ def profile_config_fields(name: str) -> dict:
     of the measured setup (OPT-13B on one A100-80GB: 64,742 tokens = 4046 blocks of 16), so a static
     scheduler in step mode and a continuous one share both the step times and the memory.
     """
+    roofline = parse_roofline_name(name) if name not in PROFILES else None
+    if roofline is not None:
+        return roofline_memory_fields(*roofline)
     if name not in PROFILES:
         raise ValueError(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
     if name not in PROFILE_MEMORY:
@@ -336,6 +459,23 @@ def profile_config_fields(name: str) -> dict:
                          f"workbench.sim.memory.MODELS); profiles with one: {', '.join(PROFILE_MEMORY)}. "
                          "Set model/gpu_mem_gb (or model_mem_gb and kv_gb_per_token) in the SimConfig yourself")
     return dict(PROFILE_MEMORY[name])
+
+
+def roofline_memory_fields(model: str, gpu: str, tp: int = 1, *, gpu_memory_utilization: float = 0.9,
+                           max_num_batched_tokens: int = 16384, max_num_seqs: int = 256) -> dict:
+    """The SimConfig memory fields of one ``tp``-GPU replica of ``model`` on ``gpu``, so that the derived KV
+    capacity is vLLM's (:func:`workbench.hardware.roofline.kv_blocks`): the replica's memory, the activation
+    peak of each GPU as the margin, the KV bytes per token summed over its GPUs (KV heads replicated when fewer
+    than ``tp``).  A model that does not fit is refused with the numbers."""
+    from workbench.hardware.roofline import kv_blocks, kv_memory
+
+    kv_blocks(model, gpu, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
+              max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)   # DoesNotFit
+    budget = kv_memory(model, gpu, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
+                       max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)
+    return {"model": model, "gpu_mem_gb": tp * budget["total"] / 1e9, "gpu_memory_utilization": gpu_memory_utilization,
+            "mem_margin_gb": tp * budget["activation_peak"] / 1e9,
+            "kv_gb_per_token": tp * budget["kv_bytes_per_token"] / 1e9}
 
 
 def default_step_model() -> StepTimeModel:
@@ -346,4 +486,5 @@ def default_step_model() -> StepTimeModel:
 __all__ = ["BLIS_DEFAULTS", "DEFAULT_DISAGG_PROFILE", "DEFAULT_PROFILE", "DISTSERVE_ENGINE_PROFILE", "DISTSERVE_PROFILE",
            "pipeline_overhead_of", "PROFILES", "blis_entries", "blis_profile",
            "default_step_model", "describe_profiles", "distserve_profile", "get_profile", "profile_config_fields",
-           "profile_names", "PROFILE_MEMORY"]
+           "profile_names", "PROFILE_MEMORY", "check_profile", "describe_profile", "is_profile",
+           "parse_roofline_name", "profile_kind", "roofline_memory_fields", "step_model_kind", "name_kind"]

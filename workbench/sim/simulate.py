@@ -248,7 +248,7 @@ def warn_if_slo_dwarfs_service(trace, cfg: SimConfig, step: StepTimeModel, stack
     tok = step.token_overhead_s
     widest = max(longest_prompt, cfg.max_num_batched_tokens if prefill_tokens is None else prefill_tokens)
     ttft_long = a0 + a1 * longest_prompt + step.prefill_time_s([widest]) + tok
-    ttft_median = a0 + a1 * median_prompt + step.prefill_time_s([median_prompt]) + tok
+    ttft_median = a0 + a1 * median_prompt + step.prefill_time_s([int(round(median_prompt))]) + tok
     _warn_if_dwarfs("ttft_sla_s", cfg.ttft_sla_s, ttft_median, ttft_long, "time to first token alone",
                     f"a prefill of {widest:,} tokens", stacklevel + 1)
     step = step if decode_step is None else decode_step
@@ -260,7 +260,7 @@ def warn_if_slo_dwarfs_service(trace, cfg: SimConfig, step: StepTimeModel, stack
         a, b, c = step.decode_large if (step.decode_large is not None and batch >= step.decode_large_threshold) \
             else step.decode
         tpot_long = a + b * batch * longest_context + c * batch + tok
-    tpot_median = step.decode_time_s([median_context]) + tok
+    tpot_median = step.decode_time_s([int(round(median_context))]) + tok   # a table takes whole tokens
     _warn_if_dwarfs("tpot_sla_s", cfg.tpot_sla_s, tpot_median, tpot_long, "decode step alone",
                     f"{batch} requests of {longest_context:,} tokens decoding together", stacklevel + 1)
 
@@ -290,10 +290,8 @@ def resolve_latency(latency, name: str = "latency"):
 
         if latency in SEED_GRID_NAMES:
             return LatencyModel.default()
-        if latency in profiles.PROFILES:
-            return profiles.get_profile(latency)
-        checks.choice(latency, name, [*SEED_GRID_NAMES, *profiles.profile_names()],
-                      hint="or pass a wb.LatencyModel / wb.StepTimeModel")
+        profiles.check_profile(latency, name, extra=SEED_GRID_NAMES, hint="or pass a wb.LatencyModel / wb.StepTimeModel")
+        return profiles.get_profile(latency)
     raise checks.InvalidType(f"{name}: must be a wb.LatencyModel, a wb.StepTimeModel, None, 'seed-grid' or a "
                              f"step-time profile name, got {type(latency).__name__}")
 

@@ -197,6 +197,16 @@ class StepTimeModel:
         return blis_profile(model=model, gpu=gpu, tp=tp, vllm_version=vllm_version, path=path)
 
     @classmethod
+    def roofline(cls, model, gpu, tp: int = 1, dtype: str = "bf16", **options) -> "StepTimeModel":
+        """Step times of ``model`` (a catalogued name or a config.json path) on ``gpu`` (a catalogued name) at
+        tensor parallelism ``tp`` from first principles: the roofline of :mod:`workbench.hardware.roofline`, its
+        efficiencies fitted once across the workbench's measured data and stated there, never per run (kind
+        ``"roofline"``).  ``options``: ``table=False`` for the linear fit the disaggregated engine takes,
+        ``max_num_seqs``/``max_num_batched_tokens`` (the batches that fit covers), ``name``."""
+        from workbench.hardware.roofline import step_model
+        return step_model(model, gpu, tp=tp, dtype=dtype, **options)
+
+    @classmethod
     def blis(cls, step_s: float, prefill_token_s: float, decode_request_s: float, decode_context_token_s: float = 0.0,
              *, arrival_overhead_s=(0.0, 0.0), token_overhead_s: float = 0.0, pipeline_overhead_s: float = 0.0,
              name: str = "blis-style", source: str = "") -> "StepTimeModel":

@@ -39,6 +39,9 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "finished_at": ("UTC ISO 8601", "when the test finished"),
     "latency_profile": ("", "hardware model of the test: the step-time profile's name (every scheduler: static "
                             "ones in step mode), or 'seed-grid' (the seed study's formula grid)"),
+    "latency_kind": ("", "what the test's step times come from: measured (a registered profile), roofline (estimated "
+                         "from config.json facts and spec-sheet peaks), kernel-profile, linear (a model given by hand "
+                         "or calibrated) or formula grid (the seed study's)"),
     "step_prefill_a": ("s", "step-time model: fixed time of a prefill step"),
     "step_prefill_b": ("s/token", "step-time model: prefill time per prompt token"),
     "step_prefill_c": ("s/token^2", "step-time model: prefill time per squared prompt token"),
@@ -143,6 +146,37 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
                             "(prompt + generated tokens over max_num_batched_tokens or the KV cache less its watermark)"),
     "prefix_hit_rate": ("share", "continuous: prompt tokens served from the prefix cache at first admission over all "
                                  "prompt tokens of admitted requests (0 without prefix_caching)"),
+    # any model on any GPU (notebooks/hardware.ipynb: hardware_fit.csv, hardware_capacity.csv, hardware_steps.csv,
+    # hardware_errors.csv)
+    "gpu": ("", "hardware: the GPU (a name of data/hardware/gpus.yaml)"),
+    "tp": ("GPUs", "hardware: tensor-parallel degree of one replica"),
+    "weights_gb_per_gpu": ("GB", "hardware: the model's weights on each GPU of the replica (split over its GPUs)"),
+    "usable_gb_per_gpu": ("GB", "hardware: the GPU's memory times gpu_memory_utilization"),
+    "fits": ("bool", "hardware: the weights, vLLM's activation peak and one request of max_num_batched_tokens "
+                     "tokens of KV cache fit each GPU (vLLM's memory rule)"),
+    "kv_tokens": ("tokens", "hardware: KV-cache tokens one replica holds (vLLM's num_gpu_blocks x block size)"),
+    "why_not": ("", "hardware: why the model does not fit at that TP, with the numbers"),
+    "kind": ("", "hardware: what the step times come from: roofline (estimated from config.json and the spec "
+                 "sheet), kernel-profile (LLMServingSim's measured kernels) or measured (a step-time profile fitted "
+                 "to measurements); in hardware_steps.csv: the step compared, prefill or decode"),
+    "step_model": ("", "hardware: the step-time model's name (a roofline '<model>@<gpu>/tp<N>', a registered "
+                       "profile, or a kernel-profile bundle)"),
+    "price_per_gpu_hour": ("USD/h", "hardware: the GPU's hourly price (the catalogue's list price unless given)"),
+    "validated_error": ("share", "hardware: the median |relative error of the mean E2E| of that kind of step times "
+                                 "on the measured runs it was validated on (the band drawn); empty: not validated"),
+    "capacity_per_gpu_rps": ("requests/s", "hardware: capacity_rps of one replica divided by its GPUs"),
+    "requests_per_dollar": ("requests/USD", "hardware: requests served per dollar at capacity: capacity_rps x 3600 "
+                                            "/ (tp x price_per_gpu_hour)"),
+    "batch": ("requests", "hardware: requests in the compared step (prefill prompts or decodes)"),
+    "tokens": ("tokens", "hardware: prompt length (prefill) or context (decode) of each request in the step"),
+    "measured_s": ("s", "hardware: the step's time in the measured profile"),
+    "roofline_s": ("s", "hardware: the step's time in the roofline of the same deployment"),
+    "error": ("share", "hardware: roofline / measured - 1 (hardware_steps.csv), or the simulated mean E2E / the "
+                       "measured one - 1 (hardware_errors.csv)"),
+    "profile": ("", "hardware: the registered measured step-time profile compared"),
+    "engine": ("", "hardware: the serving engine whose efficiencies the roofline uses (vllm-v1, vllm-v0.2, "
+                   "distserve)"),
+    "run": ("", "hardware: the measured serving run (its file or folder name)"),
     # disaggregated prefill and decode (workbench.sim.disagg), empty for other schedulers
     "prefill_utilization_mean": ("share", "disaggregated: mean share of the run the prefill instances compute"),
     "decode_utilization_mean": ("share", "disaggregated: mean share of the run the decode instances' stages compute"),

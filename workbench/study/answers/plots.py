@@ -78,11 +78,20 @@ def hardware_title(rows: pd.DataFrame) -> str:
         else:
             limits = [f"{name} <= {_seconds(group[col].dropna().iloc[0])}" for name, col in
                       (("TTFT", "ttft_sla_s"), ("TPOT", "tpot_sla_s")) if col in group and group[col].notna().any()]
-            parts.append(f"{profile} step profile (measured); SLA: {', '.join(limits) or 'TTFT and TPOT'}")
+            kind = (str(group["latency_kind"].dropna().iloc[0]) if "latency_kind" in group
+                    and group["latency_kind"].notna().any() else _profile_kind(profile))
+            parts.append(f"{profile} step profile ({kind}); SLA: {', '.join(limits) or 'TTFT and TPOT'}")
     return " | ".join(parts)
 
 
 latency_title = hardware_title   # the name earlier figures used
+
+
+def _profile_kind(profile: str) -> str:
+    """measured / roofline / linear of a stored profile name (rows written before latency_kind existed)."""
+    from workbench.sim.profiles import name_kind
+
+    return name_kind(profile)
 
 
 def _seconds(value) -> str:

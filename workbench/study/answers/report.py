@@ -136,7 +136,9 @@ STEP_NAMES = {"step1_request_scaling": "1: request scaling", "step2_gpu_scaling"
 def _hardware(profile: str) -> str:
     if profile in ("seed-grid", "grid", ""):
         return "seed formula grid (Qwen3-1.7B/RTX 4080, not measured)"
-    return f"{profile} step-time profile (measured)"
+    from workbench.sim.profiles import name_kind
+
+    return f"{profile} step-time profile ({name_kind(profile)})"
 
 
 def _per_scheduler(analysis: dict) -> str:

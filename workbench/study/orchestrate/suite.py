@@ -54,6 +54,7 @@ FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured
 # --validate, or on demand: python -m workbench notebook disaggregation
 DISAGGREGATION = "disaggregation"
 PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
+HARDWARE = "hardware"  # any model on any GPU: what fits, capacity per GPU and per dollar; with --validate too
 KERNEL_NAME = "python3"
 
 
@@ -149,6 +150,7 @@ SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
     SuiteNotebook(FIDELITY_DISAGG, NOTEBOOK_TITLES[FIDELITY_DISAGG], "validate", results_only),
     SuiteNotebook(PREFIX_CACHING, NOTEBOOK_TITLES[PREFIX_CACHING], "validate", results_only),
     SuiteNotebook(DISAGGREGATION, NOTEBOOK_TITLES[DISAGGREGATION], "validate", results_only),
+    SuiteNotebook(HARDWARE, NOTEBOOK_TITLES[HARDWARE], "validate", results_only),
 )
 
 

@@ -44,6 +44,7 @@ NOTEBOOK_TITLES = {
     "fidelity_disagg": "Fidelity of disaggregated serving against measured DistServe runs",
     "prefix_caching": "Prefix caching and cache-aware routing (Mooncake)",
     "disaggregation": "Disaggregated prefill/decode vs colocated serving as the SLO tightens",
+    "hardware": "Any model on any GPU: what fits, capacity per GPU and per dollar (roofline, measured, kernel profiles)",
 }
 
 

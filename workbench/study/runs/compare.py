@@ -83,7 +83,7 @@ class CompareParams:
             raise ValueError(f"schedulers: {', '.join(pooled)} splits the GPUs into prefill and decode pools, so it "
                              "has no single GPU count to be compared at; rank its placements with wb.best_placement "
                              f"(notebooks/disaggregation.ipynb), or choose among {', '.join(all_schedulers())}")
-        checks.choice(self.latency, "latency", profiles.profile_names(), hint="a step-time profile name")
+        profiles.check_profile(self.latency, "latency", hint="a step-time profile name")
         object.__setattr__(self, "gpu_counts", tuple(sorted(set(checks.integers(
             self.gpu_counts, "gpu_counts", low=1, high=100_000, unique=False)))))
         if self.curve_requests is None:

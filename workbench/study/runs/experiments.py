@@ -172,10 +172,10 @@ class StepParams:
 
     def __post_init__(self):
         latency = LATENCY_ALIASES.get(self.latency, self.latency) if isinstance(self.latency, str) else self.latency
-        latency = checks.choice(latency, "latency", (SEED_GRID, *profiles.profile_names()),
-                                hint=f"{SEED_GRID!r} (alias 'grid') is the seed study's formula grid (static schedulers "
-                                     "only, judged on end-to-end latency within d_sla); the others are step-time "
-                                     "profiles")
+        latency = profiles.check_profile(latency, "latency", extra=(SEED_GRID,),
+                                         hint=f"{SEED_GRID!r} (alias 'grid') is the seed study's formula grid (static "
+                                              "schedulers only, judged on end-to-end latency within d_sla); the "
+                                              "others are step-time profiles")
         object.__setattr__(self, "latency", latency)
         schedulers = default_schedulers(latency) if self.schedulers is None else self.schedulers
         object.__setattr__(self, "schedulers", _schedulers(schedulers))
@@ -283,7 +283,7 @@ class StepParams:
         if self.seed_grid:
             return (f"Hardware model: the seed study's {STATIC_GRID_TEXT}, for every scheduler; SLA: "
                     f"{self.sla_text()}.")
-        what = profiles.describe_profiles().get(self.latency, self.latency)
+        what = profiles.describe_profile(self.latency)
         return (f"Hardware model: the step-time profile `{self.latency}` ({what}) and that GPU's KV cache, for "
                 f"every scheduler (static batches in step mode); SLA: {self.sla_text()} (DistServe's SLO "
                 "attainment).")

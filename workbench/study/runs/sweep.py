@@ -279,9 +279,12 @@ def latency_columns(latency: LatencyModel | StepTimeModel) -> dict:
         coefficients = latency.coefficients()
         if latency.decode_large is None:  # the engine's "never" threshold is 2**62: say none instead
             coefficients[COEF_NAMES.index("decode_large_threshold")] = math.nan
-        return {"latency_profile": latency.name,
+        from workbench.sim.profiles import step_model_kind
+
+        return {"latency_profile": latency.name, "latency_kind": step_model_kind(latency),
                 **{f"step_{name}": float(v) for name, v in zip(COEF_NAMES, coefficients)}}
-    return {"latency_profile": GRID_PROFILE, **{f"latency_{k}": v for k, v in latency_identity(latency).items()}}
+    return {"latency_profile": GRID_PROFILE, "latency_kind": "formula grid",
+            **{f"latency_{k}": v for k, v in latency_identity(latency).items()}}
 
 
 def test_id(trace: TraceOptions, fingerprint: str, config: SimConfig, latency: LatencyModel,

@@ -1,0 +1,546 @@
+"""Step times from first principles: a roofline of one engine step of a model on a GPU, and the KV cache vLLM
+would allocate.
+
+A step runs every layer once over the step's tokens (prefill pieces and one token per decoding request).  On
+each GPU of a ``tp``-way tensor-parallel replica, per layer:
+
+* the linear layers (QKV, output, MLP or the touched experts) take ``max(compute, memory)``: compute is
+  ``2 x tokens x active parameters / tp`` FLOPs at ``gemm_compute x`` the GPU's dense peak; memory is the
+  weights read once per step (``/ tp``) plus the activations in and out, at ``memory x`` peak bandwidth;
+* attention takes ``max(compute, memory)`` for the prefill pieces and again for the decodes: ``4 x heads /
+  tp x head size`` FLOPs per query-key pair (causal prefill: a piece of ``l`` new tokens after ``p`` cached
+  ones has ``l x (p + (l + 1) / 2)`` pairs) at ``attention_compute x`` peak, and the KV cache read (and
+  written) at ``kv_memory x`` peak (paged gathers reach less of the bandwidth than weight streaming);
+* a fixed ``layer_s`` (kernel launches and the small kernels between the GEMMs);
+
+then the output head over the sequences that emit a token, the tensor-parallel communication (two ring
+all-reduces of ``tokens x hidden`` values per layer over the interconnect: ``allreduce_s +
+2 (tp - 1) / tp x bytes / (link x interconnect bandwidth)`` each), ``step_s`` per step and ``sequence_s``
+per sequence (scheduling, sampling, detokenising).  A mixture-of-experts layer computes each token through
+its ``active_experts`` experts and reads the weights of the distinct experts the step's tokens touch: the
+expected number under uniform routing, ``E x (1 - (1 - k / E)^tokens)`` (BLIS's rule,
+inference-sim/inference-sim ``sim/latency/roofline.go`` ``calculateMemoryAccessBytes``).
+
+This follows BLIS's roofline (``rooflineStepTime``: per-request FLOPs at an MFU, weights loaded once per
+step, ``max(compute, memory)``; inference-sim/inference-sim ``sim/latency/roofline.go``) with three changes:
+the maximum is taken per kernel kind (GEMMs; prefill attention; decode attention) rather than once per step,
+as the kernels run one after another; bandwidth, like compute, runs at an achievable fraction; and the
+fixed costs (per layer, per step, per sequence, per all-reduce) are modelled.  Serving engines differ in
+their kernels and fixed costs, so the constants are per engine (:data:`ENGINES`: vLLM's V1 engine, the
+default; vLLM v0.2; DistServe's engine), the GPU efficiencies shared by all three.
+
+The constants (:data:`ENGINE_EFFICIENCIES`), fitted once across the measured data the workbench ships
+(:mod:`workbench.study.fidelity.roofline_fit`: the vLLM 0.19 kernel profiles, DistServe's and BLIS's step profiles, then
+each engine's measured runs whose queue kept up), never per run; ``tests/test_roofline_fit.py`` re-runs the
+fit and checks these are what it gives:
+
+=====================  ===========  ===========  ===========
+constant                vllm-v1      vllm-v0.2    distserve
+=====================  ===========  ===========  ===========
+gemm_compute            0.72 of the dense peak (all engines)
+attention_compute       0.44 of the dense peak (all engines)
+memory                  0.90 of the peak bandwidth, weights (all engines)
+kv_memory               0.79 of the peak bandwidth, paged KV (all engines)
+link                    0.45 of the interconnect (all engines)
+compute_factor          1            0.57         0.96
+allreduce_s             0            130 us       8.6 us
+layer_s                 41 us        0            180 us
+step_s                  2.7 ms       9.7 ms       0
+sequence_s              11 us        99 us        46 us
+serving_step_s          0            35 us        3.3 ms
+serving_sequence_s      0            140 us       120 us
+serving_context_s       0            0.16 us      0.13 us
+=====================  ===========  ===========  ===========
+
+vLLM V1 has no serving overheads: its two measured runs (LLMServingSim's, vLLM 0.19) were both overloaded, so
+nothing was fitted to them and they are predictions.  What the constants give
+(``benchmarks/roofline_targets.py``): the mean E2E of the 11 measured runs within a median 8% (8 of 11
+within 15%; 11% median when each run is left out of its engine's serving fit), the RTX PRO 6000 run +8% and
+the RTX 4090 run +17% (its GEMMs run at 100% of the spec sheet's 165 TFLOP/s, boost clocks), the overloaded
+DistServe c21d12 run at 12 req/s -60%.
+
+The KV cache (:func:`kv_blocks`) follows vLLM's rule (``vllm/v1/worker/gpu_worker.py``
+``Worker.determine_available_memory``: ``total_gpu_memory x gpu_memory_utilization - peak_memory``, the peak
+being the weights, the activation peak of a profiling forward pass over ``max_num_batched_tokens`` tokens
+and the non-torch allocations; ``vllm/v1/core/kv_cache_utils.py`` ``get_num_blocks``: ``available //
+page_size // num_layers`` with ``page_size = 2 x block_size x kv_heads x head_size x dtype``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workbench import checks
+from workbench.hardware.catalog import GPU, ModelArch, get_gpu, get_model_arch
+
+
+@dataclass(frozen=True)
+class Efficiencies:
+    """What a GPU achieves of its spec sheet, and the fixed costs of a step (see the module docstring)."""
+
+    gemm_compute: float      # share of dense peak FLOP/s reached by the linear layers
+    attention_compute: float  # share of dense peak FLOP/s reached by attention
+    memory: float            # share of peak memory bandwidth streaming weights and activations
+    kv_memory: float         # share of peak memory bandwidth reading the paged KV cache (attention)
+    link: float              # share of the interconnect bandwidth an all-reduce reaches
+    allreduce_s: float       # fixed time of one all-reduce (latency, synchronisation)
+    layer_s: float           # fixed time per layer (launches, norms, activation, residual kernels)
+    step_s: float            # fixed time per step (scheduler, input preparation, sampler launch)
+    sequence_s: float        # time per sequence in the step (sampling, output processing)
+    # an engine's kernels against vLLM 0.19's (whose kernel profiles set gemm_compute and attention_compute)
+    compute_factor: float = 1.0
+    # serving overheads an isolated-step profile does not contain (the server's loop, its per-request
+    # bookkeeping, streaming); fitted to the measured serving runs
+    serving_step_s: float = 0.0
+    serving_sequence_s: float = 0.0
+    serving_context_s: float = 0.0   # per token of the decodes' context per step (block tables grow with it)
+
+    def __post_init__(self):
+        for name in ("gemm_compute", "attention_compute", "memory", "kv_memory", "link", "compute_factor"):
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"efficiencies.{name}", low=0,
+                                                         low_open=True, high=1.5))
+        for name in ("allreduce_s", "layer_s", "step_s", "sequence_s", "serving_step_s", "serving_sequence_s",
+                     "serving_context_s"):
+            object.__setattr__(self, name, checks.number(getattr(self, name), f"efficiencies.{name}", low=0,
+                                                         unit="s", sane_high=1.0))
+
+
+# The serving engines the roofline knows: each has its own kernels' speed and fixed costs (the GPU efficiencies
+# are shared).  The runs and profiles the workbench ships were measured on these three.
+ENGINES = {
+    "vllm-v1": "vLLM's V1 engine (0.8 and later: CUDA graphs, FlashAttention, chunked prefill); the default",
+    "vllm-v0.2": "vLLM v0.2 (2023: no CUDA graphs, xformers attention, sampling per sequence in Python, Ray for TP)",
+    "distserve": "DistServe's engine (SwiftTransformer's C++ kernels; prefill and decode instances apart)",
+}
+DEFAULT_ENGINE = "vllm-v1"
+# Fitted once by workbench.study.fidelity.roofline_fit.fit_all() across the kernel profiles, step-time profiles and measured
+# runs the workbench ships (never per run); tests/test_roofline_fit.py re-runs the fit and checks these are what
+# it gives, and benchmarks/roofline_targets.py prints what they give.
+_GPU = dict(gemm_compute=0.72, attention_compute=0.44, memory=0.9, kv_memory=0.79, link=0.45)   # shared
+ENGINE_EFFICIENCIES = {
+    "vllm-v1": Efficiencies(**_GPU, compute_factor=1.0, allreduce_s=0.0, layer_s=4.1e-05, step_s=0.0027,
+                            sequence_s=1.1e-05, serving_step_s=0.0, serving_sequence_s=0.0, serving_context_s=0.0),
+    "vllm-v0.2": Efficiencies(**_GPU, compute_factor=0.57, allreduce_s=0.00013, layer_s=0.0, step_s=0.0097,
+                              sequence_s=9.9e-05, serving_step_s=3.5e-05, serving_sequence_s=0.00014,
+                              serving_context_s=1.6e-07),
+    "distserve": Efficiencies(**_GPU, compute_factor=0.96, allreduce_s=8.6e-06, layer_s=0.00018, step_s=0.0,
+                              sequence_s=4.6e-05, serving_step_s=0.0033, serving_sequence_s=0.00012,
+                              serving_context_s=1.3e-07),
+}
+EFFICIENCIES = ENGINE_EFFICIENCIES[DEFAULT_ENGINE]
+
+# activations of a layer beyond the GEMM inputs and outputs: norms (read + write), residual adds, rotary,
+# in passes over tokens x hidden values
+ELEMENTWISE_PASSES = 8
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What a step contains, as the sums the roofline prices (each an array: one value per step).
+
+    ``prefill_tokens`` = sum of the prefill pieces' new tokens ``l``; ``prefill_pairs`` = sum of ``l x (p +
+    (l + 1) / 2)`` (causal query-key pairs, ``p`` the piece's tokens already cached); ``prefill_kv_tokens`` =
+    sum of ``p + l`` (KV tokens the prefill attention reads or writes); ``prefill_sequences``: pieces;
+    ``decode_sequences``: decoding requests; ``decode_context``: the sum of their contexts.
+    """
+
+    prefill_tokens: np.ndarray
+    prefill_pairs: np.ndarray
+    prefill_kv_tokens: np.ndarray
+    prefill_sequences: np.ndarray
+    decode_sequences: np.ndarray
+    decode_context: np.ndarray
+
+    @classmethod
+    def of(cls, *, prefill_tokens=0, prefill_pairs=None, prefill_kv_tokens=None, prefill_sequences=None,
+           decode_sequences=0, decode_context=0) -> "StepStats":
+        """Arrays of step sums (scalars broadcast); without pairs/kv/sequences, each prefill step is taken as
+        one piece with nothing cached (``pairs = l (l + 1) / 2``)."""
+        l = np.asarray(prefill_tokens, dtype=np.float64)
+        pieces = (l > 0).astype(np.float64) if prefill_sequences is None else np.asarray(prefill_sequences,
+                                                                                            dtype=np.float64)
+        pairs = l * (l + 1) / 2 if prefill_pairs is None else np.asarray(prefill_pairs, dtype=np.float64)
+        kv = l if prefill_kv_tokens is None else np.asarray(prefill_kv_tokens, dtype=np.float64)
+        arrays = np.broadcast_arrays(l, pairs, kv, pieces, np.asarray(decode_sequences, dtype=np.float64),
+                                     np.asarray(decode_context, dtype=np.float64))
+        return cls(*(np.array(a, dtype=np.float64) for a in arrays))
+
+    @classmethod
+    def of_step(cls, prompt_lengths=(), prefix_lengths=None, context_lengths=()) -> "StepStats":
+        """The sums of one step: prompt pieces of ``prompt_lengths`` new tokens after ``prefix_lengths`` cached
+        ones, and decodes of ``context_lengths`` (the arguments of ``StepTimeModel.step_time_s``)."""
+        l = np.asarray(prompt_lengths, dtype=np.float64).ravel()
+        p = np.zeros_like(l) if prefix_lengths is None else np.asarray(prefix_lengths, dtype=np.float64).ravel()
+        ctx = np.asarray(context_lengths, dtype=np.float64).ravel()
+        return cls.of(prefill_tokens=l.sum(), prefill_pairs=(l * (p + (l + 1) / 2)).sum(),
+                      prefill_kv_tokens=(p + l).sum(), prefill_sequences=float(l.size),
+                      decode_sequences=float(ctx.size), decode_context=ctx.sum())
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The roofline of ``model`` on ``gpu`` at tensor parallelism ``tp`` (see the module docstring)."""
+
+    model: ModelArch
+    gpu: GPU
+    tp: int = 1
+    dtype_bytes: int = 2
+    efficiencies: Efficiencies = field(default=EFFICIENCIES)
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", get_model_arch(self.model))
+        object.__setattr__(self, "gpu", get_gpu(self.gpu))
+        object.__setattr__(self, "tp", checks.integer(self.tp, "tp", low=1, high=64,
+                                                      hint="GPUs of one tensor-parallel replica"))
+        if self.model.heads % self.tp:
+            raise ValueError(f"tp: {self.model.name} has {self.model.heads} attention heads, which {self.tp} GPUs "
+                             f"cannot share evenly (vLLM requires heads % tp == 0); choose a divisor of "
+                             f"{self.model.heads}")
+
+    # ---- per-GPU sizes
+    @property
+    def _local(self):
+        m, tp = self.model, self.tp
+        return m.heads / tp, max(1.0, m.kv_heads / tp)
+
+    def isolated(self) -> "Roofline":
+        """This roofline without the serving overheads (what an isolated-step profile measures)."""
+        import dataclasses
+
+        return dataclasses.replace(self, efficiencies=dataclasses.replace(
+            self.efficiencies, serving_step_s=0.0, serving_sequence_s=0.0, serving_context_s=0.0))
+
+    def parts(self, stats: StepStats) -> dict[str, np.ndarray]:
+        """The step time's parts, seconds per step: ``gemm``, ``prefill_attention``, ``decode_attention`` (all
+        layers), ``head`` (output head), ``communication``, ``overhead`` (layer, step and sequence costs)."""
+        m, g, e, b = self.model, self.gpu, self.efficiencies, float(self.dtype_bytes)
+        tp = float(self.tp)
+        heads, kv_heads = self._local
+        flops, bw = g.flops_per_s, g.memory_bytes_per_s
+        gemm_eff, att_eff = e.gemm_compute * e.compute_factor, e.attention_compute * e.compute_factor
+        tokens = stats.prefill_tokens + stats.decode_sequences
+        sequences = stats.prefill_sequences + stats.decode_sequences
+        h = m.hidden_size
+        # linear layers of one layer
+        if m.is_moe:
+            k, experts = float(m.active_experts), float(m.experts)
+            touched = experts * (1.0 - (1.0 - k / experts) ** tokens)
+            mlp_flops = 2.0 * tokens * (k * m.expert_params + h * experts)
+            mlp_weights = touched * m.expert_params + h * experts
+            mlp_width = k * m.intermediate_size
+        else:
+            mlp_flops = 2.0 * tokens * m.expert_params
+            mlp_weights = np.full_like(tokens, float(m.expert_params))
+            mlp_width = float(m.intermediate_size)
+        attn_params = float(m.attention_params_per_layer)
+        gemm_flops = (2.0 * tokens * attn_params + mlp_flops) / tp
+        act_values = tokens * ((ELEMENTWISE_PASSES + 4) * h
+                               + (2 * m.q_size + 2 * m.kv_size + (3 if m.gated_mlp else 2) * mlp_width) / tp)
+        gemm_bytes = (attn_params + mlp_weights) * b / tp + act_values * b
+        gemm = np.maximum(gemm_flops / (flops * gemm_eff), gemm_bytes / (bw * e.memory))
+        # attention of one layer: prefill pieces, then decodes
+        pair_flops = 4.0 * heads * m.head_dim
+        kv_token_bytes = 2.0 * kv_heads * m.head_dim * b
+        qo_token_bytes = 2.0 * heads * m.head_dim * b
+        prefill_att = np.maximum(stats.prefill_pairs * pair_flops / (flops * att_eff),
+                                 (stats.prefill_kv_tokens * kv_token_bytes + stats.prefill_tokens * qo_token_bytes)
+                                 / (bw * e.kv_memory))
+        decode_att = np.maximum(stats.decode_context * pair_flops / (flops * att_eff),
+                                (stats.decode_context * kv_token_bytes + stats.decode_sequences * qo_token_bytes)
+                                / (bw * e.kv_memory))
+        # output head over the sequences that emit a token (vocabulary split over the GPUs; fp32 logits)
+        head = np.where(sequences > 0, np.maximum(
+            2.0 * sequences * h * m.vocab_size / tp / (flops * gemm_eff),
+            (h * m.vocab_size * b / tp + sequences * m.vocab_size * 4.0 / tp) / (bw * e.memory)), 0.0)
+        # tensor parallelism: two ring all-reduces of tokens x hidden per layer, the logits gathered once
+        if self.tp > 1:
+            ring = 2.0 * (tp - 1.0) / tp / (g.link_bytes_per_s * e.link)
+            communication = (m.layers * 2.0 * (e.allreduce_s + ring * tokens * h * b)
+                             + e.allreduce_s + (tp - 1.0) / tp * sequences * m.vocab_size * b
+                             / (g.link_bytes_per_s * e.link))
+        else:
+            communication = np.zeros_like(tokens)
+        overhead = (m.layers * e.layer_s + e.step_s + e.serving_step_s
+                    + (e.sequence_s + e.serving_sequence_s) * sequences + e.serving_context_s * stats.decode_context)
+        return {"gemm": m.layers * gemm, "prefill_attention": m.layers * prefill_att,
+                "decode_attention": m.layers * decode_att, "head": head, "communication": communication,
+                "overhead": overhead + 0.0 * tokens}
+
+    def time_s(self, stats: StepStats) -> np.ndarray:
+        """Seconds per step (one value per step of ``stats``)."""
+        return sum(self.parts(stats).values())
+
+    def step_time_s(self, prompt_lengths=(), prefix_lengths=None, context_lengths=()) -> float:
+        """Seconds of one step (the arguments of ``StepTimeModel.step_time_s``)."""
+        return float(self.time_s(StepStats.of_step(prompt_lengths, prefix_lengths, context_lengths)))
+
+    def describe(self) -> str:
+        return f"roofline {self.model.name}@{self.gpu.key}/tp{self.tp}"
+
+    # ---- the engines' representation
+    def table(self, *, max_tokens: int = 2**24, max_sequences: int = 2**17, max_context: int = 2**24):
+        """This roofline as a :class:`~workbench.sim.steptable.StepTable` (the engines' tabulated step form):
+
+        * ``token_s(tokens)``: the linear layers of every layer and the all-reduces, on a grid of 8 points per
+          doubling (interpolation error under 1% at the compute/memory knee);
+        * ``seq_s(sequences)``: the output head, the logits' gather and ``sequence_s`` per sequence;
+        * ``attention_s(pc, kp, nd, kv)``: decode attention ``layers x max(compute, memory)`` of ``nd`` decodes
+          at mean context ``kv`` (bilinear in ``nd`` and ``kv``, so the two-point grids are exact), and the part
+          of prefill attention not in the quadratic term: ``C pc kp / 2 + C pc / 2`` plus the excess of the
+          memory time over the compute time (tiny chunks over long cached contexts), for one piece;
+        * ``prefill_quad_s = C / 2`` per ``sum(l (p + l))``, ``C`` the compute time of one causal query-key pair
+          in all layers: with the table's part, a piece's attention compute is ``C (l p + l^2 / 2 + l / 2)``,
+          exactly the roofline's ``C l (p + (l + 1) / 2)``;
+        * the fixed cost ``step_s + layers x layer_s`` for prefill and decode steps alike.
+
+        Beyond the grids (``max_tokens``, ``max_sequences``, ``max_context``) it extrapolates linearly, where
+        every part is linear."""
+        from workbench.sim.steptable import StepTable
+
+        m, e = self.model, self.efficiencies
+        per_doubling = 8
+        token_grid = _geometric(max_tokens, per_doubling)
+        seq_grid = _geometric(max_sequences, 4)
+        tokens_only = self.parts(StepStats.of(decode_sequences=token_grid, decode_context=0 * token_grid))
+        token_s = tokens_only["gemm"] + tokens_only["communication"] - self._gather_s(token_grid)
+        seqs_only = self.parts(StepStats.of(decode_sequences=seq_grid, decode_context=0 * seq_grid))
+        seq_s = seqs_only["head"] + self._gather_s(seq_grid) + (e.sequence_s + e.serving_sequence_s) * seq_grid
+        # prefill attention: pair compute C and the single-piece memory excess over it, on (pc, kp)
+        pc = _geometric(max_tokens, 1)
+        kp = _geometric(max_context, 1)
+        heads, kv_heads = self._local
+        g, b = self.gpu, float(self.dtype_bytes)
+        pair_s = m.layers * 4.0 * heads * m.head_dim / (g.flops_per_s * e.attention_compute * e.compute_factor)
+        kv_token_s = m.layers * 2.0 * kv_heads * m.head_dim * b / (g.memory_bytes_per_s * e.kv_memory)
+        qo_token_s = m.layers * 2.0 * heads * m.head_dim * b / (g.memory_bytes_per_s * e.kv_memory)
+        P, K = np.meshgrid(pc, kp, indexing="ij")
+        compute = pair_s * P * (K + (P + 1) / 2)
+        memory = kv_token_s * (K + P) + qo_token_s * P
+        prefill_part = pair_s * (P * K / 2 + P / 2) + np.maximum(0.0, memory - compute)
+        prefill_part[0, :] = 0.0   # no prefill tokens: no prefill attention
+        # decode attention on (nd, kv): nd x max(Cd kv, Md kv + Q); bilinear unless compute overtakes memory
+        nd = np.array([0.0, float(max_sequences)])
+        kv = [0.0, float(max_context)]
+        if pair_s > kv_token_s:   # the kink where decode attention turns compute-bound
+            kink = qo_token_s / (pair_s - kv_token_s)
+            if 0 < kink < max_context:
+                kv.append(kink)
+        kv = np.unique(kv)
+        N, V = np.meshgrid(nd, kv, indexing="ij")
+        decode_part = N * np.maximum(pair_s * V, kv_token_s * V + qo_token_s) + e.serving_context_s * N * V
+        attention = prefill_part[:, :, None, None] + decode_part[None, None, :, :]
+        fixed = e.step_s + e.serving_step_s + m.layers * e.layer_s
+        return StepTable(token_grid=token_grid, token_s=token_s, seq_grid=seq_grid, seq_s=seq_s, pc_grid=pc,
+                         kp_grid=kp, nd_grid=nd, kv_grid=kv, attention_s=attention, prefill_quad_s=pair_s / 2,
+                         fixed_prefill_s=fixed, fixed_decode_s=fixed, extrapolate=True, kind="roofline",
+                         source=self.source())
+
+    def _gather_s(self, sequences: np.ndarray) -> np.ndarray:
+        """The logits' gather to the first GPU (tensor parallelism), per step of ``sequences`` sequences."""
+        if self.tp == 1:
+            return np.zeros_like(sequences, dtype=np.float64)
+        m, e, tp = self.model, self.efficiencies, float(self.tp)
+        return (tp - 1.0) / tp * sequences * m.vocab_size * self.dtype_bytes / (self.gpu.link_bytes_per_s * e.link)
+
+    def source(self) -> str:
+        e = self.efficiencies
+        return (f"roofline (not measured) of {self.model.hf_id or self.model.name} on {self.gpu.name} at tp={self.tp}: "
+                f"config.json facts and spec-sheet peaks (data/hardware/), efficiencies fitted once "
+                f"(workbench.study.fidelity.roofline_fit: compute {e.gemm_compute:g}/{e.attention_compute:g}, memory "
+                f"{e.memory:g}/{e.kv_memory:g}, link {e.link:g})")
+
+
+# -------------------------------------------------------------------------------- the engines' linear form
+def linear_fit(roofline: Roofline, *, max_num_seqs: int = 256, max_num_batched_tokens: int = 16384,
+               max_context: int = 8192, split: bool = True) -> dict:
+    """Least-squares (relative) fit of the engines' linear step form to the roofline over the batches a run
+    forms, the stopgap that runs a roofline in today's compiled engines.
+
+    Prefill ``a + b sum(l) + c sum(l (p + l))`` over steps of one to eight prompts of 16 to
+    ``max_num_batched_tokens`` tokens in all, some after a cached prefix; decode ``a + b sum(ctx) + c n`` in two
+    regimes split at the threshold (of 8, 16, ..., ``max_num_seqs``) that fits best (one regime with
+    ``split=False``: ``decode_large`` is then None), over 1 to ``max_num_seqs`` requests of 16 to ``max_context``
+    tokens.  Returns the ``StepTimeModel`` fields (``prefill``, ``decode``,
+    ``decode_large``, ``decode_large_threshold``, ``pipeline_overhead_s``) and the fit's median and largest
+    relative error (``fit_median_error``, ``fit_max_error``)."""
+    lengths = np.unique(np.geomspace(16, max_num_batched_tokens, 24).astype(int))
+    steps = []
+    for pieces in (1, 2, 4, 8):
+        for L in lengths:
+            if pieces * L <= max_num_batched_tokens:
+                steps.append(([int(L)] * pieces, [0] * pieces))
+    for L in lengths[lengths <= 2048]:
+        for prefix in (512, 2048, 8192):
+            steps.append(([int(L)], [prefix]))
+    lengths_of = [np.array(l, dtype=float) for l, _ in steps]
+    prefix_of = [np.array(p, dtype=float) for _, p in steps]
+    sums = {key: np.array([f(l, p) for l, p in zip(lengths_of, prefix_of)]) for key, f in (
+        ("tokens", lambda l, p: l.sum()), ("quad", lambda l, p: (l * (p + l)).sum()),
+        ("pairs", lambda l, p: (l * (p + (l + 1) / 2)).sum()), ("kv", lambda l, p: (p + l).sum()),
+        ("pieces", lambda l, p: float(l.size)))}
+    times = roofline.time_s(StepStats.of(prefill_tokens=sums["tokens"], prefill_pairs=sums["pairs"],
+                                         prefill_kv_tokens=sums["kv"], prefill_sequences=sums["pieces"]))
+    rows = np.column_stack([np.ones_like(sums["tokens"]), sums["tokens"], sums["quad"]])
+    prefill, prefill_err = _relative_lstsq(rows, times)
+
+    batches = np.unique(np.geomspace(1, max_num_seqs, 40).astype(int))
+    contexts = np.unique(np.geomspace(16, max_context, 12).astype(int))
+    n, ctx = (a.ravel().astype(float) for a in np.meshgrid(batches, contexts))
+    decode_t = roofline.time_s(StepStats.of(decode_sequences=n, decode_context=n * ctx))
+    design = np.column_stack([np.ones_like(n), n * ctx, n])
+    whole, whole_err = _relative_lstsq(design, decode_t)
+    best = (None, whole, None, whole_err)
+    for threshold in [t for t in (8, 16, 32, 64, 128, 256, 512) if split and t <= max_num_seqs]:
+        small, large = n < threshold, n >= threshold
+        if small.sum() < 3 or large.sum() < 3:
+            continue
+        c_small, e_small = _relative_lstsq(design[small], decode_t[small])
+        c_large, e_large = _relative_lstsq(design[large], decode_t[large])
+        errors = np.concatenate([e_small, e_large])
+        if best is None or np.abs(errors).mean() < np.abs(best[3]).mean():
+            best = (threshold, c_small, c_large, errors)
+    threshold, c_small, c_large, decode_err = best
+    errors = np.abs(np.concatenate([prefill_err, decode_err]))
+    e = roofline.efficiencies
+    return {"prefill": tuple(prefill), "decode": tuple(c_small),
+            "decode_large": None if c_large is None else tuple(c_large),
+            "decode_large_threshold": 0 if threshold is None else int(threshold),
+            # what every pipeline stage of a pipelined decode repeats: the step's fixed cost
+            "pipeline_overhead_s": e.step_s + e.serving_step_s,
+            "fit_median_error": float(np.median(errors)), "fit_max_error": float(errors.max())}
+
+
+def _geometric(top: float, per_doubling: int) -> np.ndarray:
+    """0, 1, 2, ..., 16, then ``per_doubling`` points per doubling up to ``top`` (ascending, unique)."""
+    doublings = math.log2(top / 16)
+    tail = 16.0 * 2.0 ** (np.arange(1, int(round(doublings * per_doubling)) + 1) / per_doubling)
+    return np.unique(np.concatenate([np.arange(0.0, 17.0), tail, [float(top)]]))
+
+
+def _relative_lstsq(design: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative coefficients minimising the squared relative error, and the relative errors."""
+    from scipy.optimize import nnls
+
+    weight = 1.0 / times
+    coef, _ = nnls(design * weight[:, None], times * weight)
+    return coef, design @ coef / times - 1.0
+
+
+# ------------------------------------------------------------------------------------ the step-time model
+DTYPES = {"bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "half": 2}
+
+
+def step_model(model, gpu, *, tp: int = 1, dtype: str = "bf16", engine: str = DEFAULT_ENGINE, table: bool = True,
+               max_num_seqs: int = 256, max_num_batched_tokens: int = 16384, name: str | None = None,
+               efficiencies: Efficiencies | None = None):
+    """The roofline of ``model`` on ``gpu`` at ``tp`` as a :class:`~workbench.sim.steptime.StepTimeModel`.
+
+    ``table=True`` (default): priced by the roofline's :class:`~workbench.sim.steptable.StepTable` (the
+    continuous engine and static step mode; kind ``"roofline"``).  ``table=False``: the engines' linear form
+    fitted to the roofline over the batches of ``max_num_seqs`` and ``max_num_batched_tokens``
+    (:func:`linear_fit`), for what takes only linear models (the disaggregated engine); its name says so.
+    ``dtype``: the served values' type, 16-bit (``"bf16"``, ``"fp16"``); the GPU's dense 16-bit peak applies.
+    ``engine``: the serving engine whose efficiencies apply (:data:`ENGINES`; ``efficiencies`` replaces them).
+    A model whose weights and one request of ``max_num_batched_tokens`` tokens do not fit the ``tp`` GPUs'
+    memory (vLLM's rule, :func:`kv_blocks`) is refused with the numbers (:class:`DoesNotFit`)."""
+    from workbench.sim.steptime import StepTimeModel
+
+    checks.choice(dtype, "dtype", DTYPES, hint="the roofline models 16-bit weights, activations and KV cache "
+                                               "(quantised serving is not modelled)")
+    checks.choice(engine, "engine", ENGINES)
+    efficiencies = ENGINE_EFFICIENCIES[engine] if efficiencies is None else efficiencies
+    roofline = Roofline(model, gpu, tp, DTYPES[dtype], efficiencies)
+    # a deployment that cannot hold its weights and one request's KV cache is refused with the numbers
+    kv_blocks(roofline.model, roofline.gpu, tp=roofline.tp, max_num_batched_tokens=max_num_batched_tokens,
+              max_num_seqs=max_num_seqs, dtype_bytes=roofline.dtype_bytes)
+    label = name or (f"{roofline.model.name}@{roofline.gpu.key}/tp{roofline.tp}"
+                     + ("" if engine == DEFAULT_ENGINE else f" ({engine})"))
+    fitted = linear_fit(roofline, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                        split=not table)
+    if table:   # the linear coefficients only summarise the table (descriptions); the table prices every step
+        tab = roofline.table()
+        return StepTimeModel(prefill=fitted["prefill"], decode=fitted["decode"], table=tab, name=label,
+                             source=tab.source,
+                             pipeline_overhead_s=efficiencies.step_s + efficiencies.serving_step_s)
+    return StepTimeModel(prefill=fitted["prefill"], decode=fitted["decode"], decode_large=fitted["decode_large"],
+                         decode_large_threshold=fitted["decode_large_threshold"],
+                         pipeline_overhead_s=fitted["pipeline_overhead_s"], name=f"{label} (roofline, linear fit)",
+                         source=f"{roofline.source()}; linear form fitted over batches of up to {max_num_seqs} "
+                                f"requests and {max_num_batched_tokens} tokens (median error "
+                                f"{fitted['fit_median_error']:.1%}, largest {fitted['fit_max_error']:.1%})")
+
+
+# -------------------------------------------------------------------------------------------- KV cache
+# vLLM's profiling forward pass keeps more than the per-token tensors alive: CUDA graphs, the cuBLAS workspace,
+# torch.compile's buffers, NCCL's.  One measured vLLM 0.19 startup sets it: Llama-3.1-8B on an RTX 4090 at
+# gpu_memory_utilization 0.9, max_num_batched_tokens 2048, max_num_seqs 256 got num_gpu_blocks = 2588
+# (LLMServingSim's runs/RTX4090/Llama-3.1-8B/vllm/meta.json), which leaves 1.238e9 bytes beside the weights and
+# the KV cache; the per-token tensors below account for 0.473e9 of it.
+NON_TORCH_RESERVE_BYTES = 0.765e9
+
+
+def activation_peak_bytes(model, *, tp: int = 1, max_num_batched_tokens: int = 8192, max_num_seqs: int = 256,
+                          dtype_bytes: int = 2) -> float:
+    """The activation memory vLLM's profiling run peaks at (one GPU): the largest layer's live tensors over
+    ``max_num_batched_tokens`` tokens (residual, normed input, and the MLP's up and activation outputs) plus
+    the sampler's fp32 logits and probabilities over ``max_num_seqs`` sequences, plus
+    :data:`NON_TORCH_RESERVE_BYTES`."""
+    m = get_model_arch(model)
+    width = (3 if m.gated_mlp else 2) * m.intermediate_size * (m.active_experts if m.is_moe else 1) / tp
+    per_token = (2 * m.hidden_size + width) * dtype_bytes
+    sampler = 2 * max_num_seqs * m.vocab_size * 4.0
+    return max_num_batched_tokens * per_token + sampler + NON_TORCH_RESERVE_BYTES
+
+
+def kv_memory(model, gpu, *, tp: int = 1, gpu_memory_utilization: float = 0.9, max_num_batched_tokens: int = 8192,
+              max_num_seqs: int = 256, dtype_bytes: int | None = None) -> dict:
+    """vLLM's memory budget of one GPU of a ``tp``-way replica, in bytes: ``total``, ``usable`` (x
+    gpu_memory_utilization), ``weights`` (/ tp), ``activation_peak``, ``kv`` (what is left, may be negative)
+    and ``kv_bytes_per_token`` (on this GPU)."""
+    m, g = get_model_arch(model), get_gpu(gpu)
+    b = dtype_bytes or m.dtype_bytes
+    usable = g.total_memory_bytes * gpu_memory_utilization
+    weights = m.weight_bytes(b) / tp
+    peak = activation_peak_bytes(m, tp=tp, max_num_batched_tokens=max_num_batched_tokens,
+                                 max_num_seqs=max_num_seqs, dtype_bytes=b)
+    return {"total": g.total_memory_bytes, "usable": usable, "weights": weights, "activation_peak": peak,
+            "kv": usable - weights - peak, "kv_bytes_per_token": m.kv_bytes_per_token(b, tp)}
+
+
+class DoesNotFit(ValueError):
+    """A model whose weights and minimum KV cache exceed the GPU's memory at that tensor parallelism."""
+
+
+def kv_blocks(model, gpu, *, tp: int = 1, block_size: int = 16, gpu_memory_utilization: float = 0.9,
+              max_num_batched_tokens: int = 8192, max_num_seqs: int = 256, min_tokens: int | None = None,
+              dtype_bytes: int | None = None) -> int:
+    """KV-cache blocks of ``block_size`` tokens one replica holds, as vLLM computes num_gpu_blocks: (total
+    memory x gpu_memory_utilization - weights / tp - activation peak) // (block_size x KV bytes per token per
+    GPU).  Refused with the numbers (:class:`DoesNotFit`) when the blocks would not hold ``min_tokens``
+    (default: one request of ``max_num_batched_tokens`` tokens, what vLLM needs to start)."""
+    tp = checks.integer(tp, "tp", low=1, high=64)
+    block_size = checks.integer(block_size, "block_size", low=1, high=65_536)
+    gpu_memory_utilization = checks.number(gpu_memory_utilization, "gpu_memory_utilization", low=0, low_open=True,
+                                           high=1)
+    budget = kv_memory(model, gpu, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
+                       max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                       dtype_bytes=dtype_bytes)
+    blocks = max(0, math.floor(budget["kv"] / (block_size * budget["kv_bytes_per_token"])))
+    need = max_num_batched_tokens if min_tokens is None else min_tokens
+    if blocks * block_size < need:
+        m, g = get_model_arch(model), get_gpu(gpu)
+        gb = lambda v: f"{v / 1e9:.1f} GB"  # noqa: E731
+        raise DoesNotFit(
+            f"{m.name} does not fit on {g.key} at tp={tp}: each GPU has {gb(budget['usable'])} usable "
+            f"({gb(budget['total'])} x {gpu_memory_utilization:g}), the weights take {gb(budget['weights'])} "
+            f"and the activation peak {gb(budget['activation_peak'])}, leaving {gb(max(budget['kv'], 0))} for the "
+            f"KV cache: {blocks * block_size:,} tokens, fewer than the {need:,} one request needs "
+            f"({budget['kv_bytes_per_token']:,} bytes per token per GPU); raise tp, or choose a GPU with more memory")
+    return blocks
+
+
+__all__ = ["DoesNotFit", "EFFICIENCIES", "Efficiencies", "Roofline", "StepStats", "activation_peak_bytes",
+           "kv_blocks", "kv_memory", "linear_fit", "step_model"]
