@@ -132,9 +132,12 @@ def test_capacity_is_monotone_in_gpus_in_step2_or_the_analysis_lists_the_excepti
     for g, efficiency in result["capacity_scaling_efficiency"].items():
         assert efficiency == pytest.approx(cap[int(g)] / (int(g) * cap[1]))
     per_gpu = {g: c / g for g, c in cap.items()}
-    # the fewest GPUs no other count beats by more than the 1% grid step (an upper bound one step above each)
+    # the fewest GPUs no other count beats beyond the search's resolution (a crossing up to one 1% step above each,
+    # or up to the wider bracket the search stopped at)
+    width = {int(g): max(1.01, a / s) for g, a, s in zip(rows["num_gpus"], rows["capacity_scaling_above"],
+                                                          rows["capacity_scaling"])}
     assert result["best_gpu_count_by_capacity_per_gpu"] == min(
-        g for g, v in per_gpu.items() if not any(w > v * 1.01 * (1 + 1e-9) for w in per_gpu.values()))
+        g for g, v in per_gpu.items() if not any(w > v * width[g] * (1 + 1e-9) for w in per_gpu.values()))
     offered = dict(zip(rows["num_gpus"].astype(int), rows["offered_rps"]))
     covering = [g for g, c in cap.items() if c >= offered[g]]
     assert result["gpus_needed"] == (min(covering) if covering else None)

@@ -256,9 +256,9 @@ def replayed_rate(rows: pd.DataFrame) -> float:
 def breaking_points(rows: pd.DataFrame) -> dict[str, dict]:
     """Per configuration label: the first request volume at which it misses the SLA target (counted)."""
     out = {}
-    rows = rows.assign(_meets=meets_target(rows))
+    meets = meets_target(rows)
     for label, group in rows.sort_values("num_requests").groupby("label", sort=False):
-        over = group[~group["_meets"]]
+        over = group[~meets[group.index]]
         first = over.iloc[0] if not over.empty else None
         out[str(label)] = {
             "num_requests": int(first["num_requests"]) if first is not None else None,
@@ -702,7 +702,7 @@ def gpus_needed_sentence(part: dict, name: str | None = None) -> str:
         return text + "."
     text = (f"{name} needs {_gpus(n)}: the fewest tested whose capacity at the target ({target:.0%} of requests "
             f"within the SLA), {detail['capacity_rps']:.3g} req/s, covers {rate}, a headroom of "
-            f"{detail['headroom']:.0%}")
+            f"{_headroom(detail['headroom'])}")
     if short is not None:
         if short.get("capacity_rps") is None:
             text += f"; {_gpus(short['num_gpus'])} reach the target at no load"
@@ -712,6 +712,13 @@ def gpus_needed_sentence(part: dict, name: str | None = None) -> str:
         if short["num_gpus"] + 1 < n:
             text += f", so the exact minimum lies between {short['num_gpus'] + 1} and {n} (not tested)"
     return text + "."
+
+
+def _headroom(share: float) -> str:
+    """A headroom as a percentage: "21%", "0.4%", "0% (the replay at the trace's own rate just meets the target)"."""
+    if share == 0:
+        return "0% (the replay at the trace's own rate meets the target, one 1% step faster does not)"
+    return f"{share:.0%}" if share >= 0.01 else f"{share:.1%}"
 
 
 def _answer(value, *, meets: bool | None, at_edge: bool, sentence: str) -> dict:
@@ -791,7 +798,7 @@ def _step3_validity(s3: dict) -> dict:
     if k is None:
         why = ("no K reaches the target at any load" if s3.get("best_k_basis") == "capacity"
                else "no K meets the SLA target at the replayed load")
-        return _none(f"best K on {gpus} GPUs", why)
+        return {"best_k": _none(f"best K on {gpus} GPUs", why)}
     tested = s3["k_values"]
     at_edge = len(tested) > 1 and k == max(tested) and k != min(tested)
     reps = s3.get("replications", 1)
