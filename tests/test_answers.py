@@ -3,7 +3,6 @@ sentences true of the rows beside them.  Hand-made rows; every expected value wo
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np

@@ -164,9 +164,12 @@ def capacity_ranking(capacity_rows: pd.DataFrame) -> pd.DataFrame:
         distinct.append(_better(entry, entries[i + 1]) if i + 1 < len(entries) else None)
         ranks.append(1 if i == 0 else (ranks[-1] if not distinct[i - 1] else i + 1))
     for i, entry in enumerate(entries):
-        tied = [e["scheduler"] for j, e in enumerate(entries) if j != i and ranks[j] == ranks[i]]
+        # the neighbours whose order against this one is not established (a rank shared along a chain of ties
+        # does not make its ends tied with each other)
+        tied = ([entries[i - 1]["scheduler"]] if i > 0 and distinct[i - 1] is False else []) + \
+               ([entries[i + 1]["scheduler"]] if distinct[i] is False else [])
         if tied and np.isfinite(entry["capacity_per_gpu"]):
-            entry["note"] += (f"; tied within the search's resolution"
+            entry["note"] += ("; tied within the search's resolution"
                               + (" and the seeds' 95% intervals" if np.isfinite(entry["capacity_per_gpu_ci95_low"])
                                  else " (one seed: no noise estimate)") + f" with {', '.join(tied)}")
         if entry["at_largest_gpus"]:

@@ -47,7 +47,9 @@ def _capacity_lines(part: dict, step: str) -> list[str]:
         return []
     caps = ", ".join(f"{label}: {_fmt(v, '{:.3g} req/s')}" if v is not None else f"{label}: unreachable"
                      for label, v in part["capacity_rps"].items())
-    lines = [f"Capacity (the largest rate at which {search['target']:.0%} of requests meet the SLA): {caps}."]
+    what = (f"p99 latency within {search['target']:g} s" if "p99" in str(search.get("criterion"))
+            else f"{search['target']:.0%} of requests meet the SLA")
+    lines = [f"Capacity (the largest rate at which {what}): {caps}."]
     if step == "step2_gpu_scaling":
         base = part.get("capacity_scaling_base_gpus")
         eff = ", ".join(f"{g}: {_fmt(e, '{:.2f}')}" for g, e in part["capacity_scaling_efficiency"].items()

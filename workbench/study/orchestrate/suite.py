@@ -422,7 +422,7 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
     here changes a result: the tests are the notebooks' own (same ids)."""
     from workbench.study.runs import compare
     from workbench.study.runs import experiments
-    from workbench.study.runs.sweep import SweepPart, run_sweeps
+    from workbench.study.runs.sweep import SweepPart
 
     params = StepParams(**{f.name: getattr(options, f.name) for f in fields(StepParams)})
     selected = {n.name for n in SUITE_NOTEBOOKS if n.selected(options)}
