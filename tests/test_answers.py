@@ -212,7 +212,7 @@ def test_an_uptick_is_not_called_flat():
     rows = pd.DataFrame({"k_bins": k, "num_gpus": 8, "sla_violation_rate": (0.012, 0.012, 0.013, 0.012, 0.012, 0.014),
                          "latency_p99_s": np.linspace(4.0, 1.0, 6), "label": [f"K={v}" for v in k]})
     text = sentences.commentary(rows, STEP3)
-    assert "from K = 16 to 32 it rises by 0.2 points" in text and "flattened" not in text
+    assert "from K = 16 to 32 the violation rate rises by 0.2 points" in text and "flattened" not in text
     assert "one seed: no noise estimate" in text
     assert sentences.change_text(0.012, 0.012) == "does not change"
     assert sentences.change_text(0.02, 0.01) == "falls by 1.0 points"

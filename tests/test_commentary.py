@@ -23,7 +23,7 @@ def k_rows(violation) -> pd.DataFrame:
 def test_step3_commentary_says_how_the_curve_moves_at_the_largest_k():
     flat = sentences.commentary(k_rows((0.20, 0.10, 0.05, 0.04, 0.039, 0.038)), STEP3)
     assert "spans 3.8%..20.0% (16.2 points)" in flat and "from 4 s (K = 1) to 1 s (K = 32)" in flat
-    assert "from K = 16 to 32 it falls by 0.1 points (one seed: no noise estimate" in flat
+    assert "from K = 16 to 32 the violation rate falls by 0.1 points (one seed: no noise estimate" in flat
     moving = sentences.commentary(k_rows((0.20, 0.10, 0.05, 0.04, 0.03, 0.01)), STEP3)
     assert "falls by 2.0 points" in moving
     # at a load every K keeps up with, the replay cannot tell them apart: the text sends the reader to capacity

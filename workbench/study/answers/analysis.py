@@ -669,13 +669,14 @@ def _gpus(n: int) -> str:
     return f"{n} GPU{'s' if n != 1 else ''}"
 
 
-def _tie_text(tied: list, chosen, unit: str, replications: int) -> str:
-    """" (tied within the search's resolution with 64 GPUs)" when other values are tied with the answer."""
-    others = [v for v in tied if v != chosen]
-    if not others:
+def _tied_text(tied: list, chosen, what: str, unit: str, replications: int) -> str:
+    """"64 and 100 GPUs are tied for the most capacity per GPU within the search's resolution (one seed: no noise
+    estimate); the fewest, 64, is the answer" ("" when nothing is tied with the answer)."""
+    if len([v for v in tied if v != chosen]) == 0:
         return ""
-    return (f" (tied within {targets.resolution_text(replications)} with {', '.join(map(str, others))}{unit}: "
-            "the smallest is the answer)")
+    values = ", ".join(map(str, tied[:-1])) + f" and {tied[-1]}"
+    return (f"{unit.format(values)} are tied for {what} within {targets.resolution_text(replications)}; "
+            f"the {'fewest' if 'GPU' in unit else 'smallest'}, {unit.format(chosen)}, is the answer")
 
 
 def gpus_needed_sentence(part: dict, name: str | None = None) -> str:
@@ -776,18 +777,19 @@ def _step2_validity(s2: dict) -> dict:
         else:
             best = s2.get("best_config_by_capacity_per_gpu") or {}
             tested = s2["gpu_counts"]
-            tie = _tie_text(s2.get("best_gpu_count_by_capacity_per_gpu_tied", []), n, " GPUs",
-                            s2.get("replications", 1))
+            tie = _tied_text(s2.get("best_gpu_count_by_capacity_per_gpu_tied", []), n, "the most capacity per GPU",
+                             "{} GPUs", s2.get("replications", 1))
             at_edge = len(tested) > 1 and n == max(tested)
             per_gpu = best["capacity_rps"] / n
+            head = (f"{tie} ({per_gpu:.3g} req/s per GPU)" if tie else
+                    f"The most capacity per GPU, {per_gpu:.3g} req/s, is on {_gpus(n)}")
             if not at_edge:
-                sentence = (f"The most capacity per GPU, {per_gpu:.3g} req/s, is on {_gpus(n)}{tie}, inside the "
-                            "range tested.")
+                sentence = f"{head}, inside the range tested."
             elif s2.get("capacity_per_gpu_grows") and _last_gain(s2) <= KNEE_TOLERANCE:
-                at_edge, sentence = False, _growing_per_gpu_sentence(s2) + tie
+                at_edge, sentence = False, _growing_per_gpu_sentence(s2) + (f". {tie[0].upper()}{tie[1:]}." if tie
+                                                                             else ".")
             else:
-                sentence = (f"The most capacity per GPU, {per_gpu:.3g} req/s, is on {_gpus(n)}{tie}, the largest "
-                            "count tested: the optimum may lie beyond.")
+                sentence = f"{head}, the largest count tested: the optimum may lie beyond."
             found["best_gpu_count_by_capacity_per_gpu"] = _answer(n, meets=True, at_edge=at_edge, sentence=sentence)
     return found
 
@@ -804,8 +806,9 @@ def _step3_validity(s3: dict) -> dict:
     reps = s3.get("replications", 1)
     if s3.get("best_k_basis") == "capacity":
         cap = (s3.get("best_config") or {}).get("capacity_rps")
-        sentence = (f"On {gpus} GPUs K = {k} gives the most capacity ({cap:.3g} req/s)"
-                    + _tie_text(s3.get("best_k_tied", []), k, "", reps).replace("with ", "with K = ", 1))
+        tie = _tied_text(s3.get("best_k_tied", []), k, "the most capacity", "K = {}", reps)
+        sentence = (f"On {gpus} GPUs {tie} ({cap:.3g} req/s)" if tie else
+                    f"On {gpus} GPUs K = {k} gives the most capacity, {cap:.3g} req/s")
     else:
         tied = s3.get("best_k_tied", [])
         sentence = (f"On {gpus} GPUs K = {k} meets the SLA target at the replayed load"

@@ -145,9 +145,10 @@ def capacity_ranking(capacity_rows: pd.DataFrame) -> pd.DataFrame:
                      most_capacity_per_gpu_at=int(most["num_gpus"]) if most is not None else None,
                      at_largest_gpus=bool(most is not None and int(most["num_gpus"]) == largest
                                           and group["num_gpus"].nunique() > 1))
-        if found.empty:
-            reason = next((str(r) for r in group.get("capacity_error", pd.Series(dtype=object)).dropna()), "")
-            entry["note"] = reason or "no capacity found"
+        if found.empty:   # the reason at the largest count compared, where the capacity per GPU is read
+            errors = group.sort_values("num_gpus", ascending=False).get("capacity_error", pd.Series(dtype=object))
+            reason = next((str(r) for r in errors.dropna()), "")
+            entry["note"] = reason.rstrip(".") or "no capacity found"
         elif needed is None:
             entry["note"] = (f"no GPU count compared (up to {largest}) sustains the replayed "
                              f"{offered:.3g} req/s at the target")
@@ -222,8 +223,8 @@ def break_sentences(breaks: pd.DataFrame, ranking: pd.DataFrame, *, sla_text: st
         if capacities is not None and curve_gpus is not None and not capacities.empty:
             at = capacities[(capacities["scheduler"] == r.scheduler) & (capacities["num_gpus"] == curve_gpus)]
             if not at.empty and np.isfinite(float(at["capacity_rps"].iloc[0])):
-                text += (f" (over {whole}, whose mix and bursts differ, the same {curve_gpus} GPUs sustain "
-                         f"{_rate(float(at['capacity_rps'].iloc[0]))})")
+                text += (f"; over {whole}, whose mix and bursts differ, the same {curve_gpus} GPUs sustain "
+                         f"{_rate(float(at['capacity_rps'].iloc[0]))}")
         cap = per_gpu.get(r.scheduler)
         if cap is not None and pd.notna(cap.gpus_needed):
             ci = (f", 95% interval {cap.capacity_per_gpu_ci95_low:.3g}-{cap.capacity_per_gpu_ci95_high:.3g} per GPU"

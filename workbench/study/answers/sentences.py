@@ -82,7 +82,10 @@ def step_markdown(result: dict, step: str) -> str:
         return f"No results for {step}."
     lines = []
     synthetic = part.get("trace", {}).get("synthetic")
-    trace = ", ".join(part.get("trace", {}).get("labels", [])) or "?"
+    # one label per trace, without its size (step 1 replays several sizes of the same trace)
+    labels = dict.fromkeys(re.sub(r",?\s*[\d,]+ req\)$", ")", str(x)).replace(" ()", "")
+                           for x in part.get("trace", {}).get("labels", []))
+    trace = ", ".join(labels) or "?"
     lines.append(f"Trace: {trace}" + (" (**synthetic**)" if synthetic and "synthetic" not in trace else ""))
     target = part.get("sla_target", targets.DEFAULT_TARGET)
     sla = result.get("sla", "the SLA")
@@ -271,7 +274,7 @@ def _commentary_step3(rows: pd.DataFrame) -> list[str]:
             bounds = [(float(r.get("sla_violation_rate_ci95_low", math.nan)),
                        float(r.get("sla_violation_rate_ci95_high", math.nan))) for r in (before, last)]
             reps = int(last.get("replications", 1)) if pd.notna(last.get("replications", 1)) else 1
-            text += (f"; from K = {int(before.k_bins)} to {int(last.k_bins)} it "
+            text += (f"; from K = {int(before.k_bins)} to {int(last.k_bins)} the violation rate "
                      + change_text(float(before.sla_violation_rate), float(last.sla_violation_rate),
                                    bounds_before=bounds[0], bounds_after=bounds[1])
                      + ("" if reps > 1 else " (one seed: no noise estimate, so this does not say whether more "
@@ -288,14 +291,14 @@ def _commentary_step3(rows: pd.DataFrame) -> list[str]:
             best = found.loc[found["capacity_rps"].astype(float).idxmax()]
             low = found.loc[found["capacity_rps"].astype(float).idxmin()]
             reps = int(best.get("replications", 1)) if pd.notna(best.get("replications", 1)) else 1
-            tie = (f"; K = {', '.join(map(str, tied))} are tied with it within "
-                   f"{targets.resolution_text(reps)}, so the best K is the smallest, {tied[0]}"
+            tie = (f" K = {', '.join(map(str, tied[:-1]))} and {tied[-1]} are tied for the most capacity within "
+                   f"{targets.resolution_text(reps)}, so the best K is the smallest, {tied[0]}."
                    if len(tied) > 1 else "")
             more = ("more bins than that cost capacity (requests of different bins that arrive together wait "
                     "for each other's batches, which TTFT punishes)."
                     if int(best.k_bins) < int(found["k_bins"].max()) else "it is highest at the largest K tested.")
-            lines.append(f"{name}'s capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s)"
-                         f"{tie} and lowest at K = {int(low.k_bins)} ({_num(low.capacity_rps)} req/s): {more}")
+            lines.append(f"{name}'s capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s) "
+                         f"and lowest at K = {int(low.k_bins)} ({_num(low.capacity_rps)} req/s): {more}{tie}")
     flat = rows.groupby("scheduler", sort=False)["k_bins"].transform("nunique") == 1
     for r in rows[flat].itertuples():
         cap = getattr(r, "capacity_rps", math.nan)

@@ -470,7 +470,8 @@ def _why_wait(summary: dict, cfg: SimConfig) -> str:
     """Why requests wait before their batch starts, from the run's GPU utilisation: a busy GPU only when the GPUs
     are mostly busy; a scheduler whose batches wait to fill (``multi_bin_fixed``) or bursts otherwise."""
     util = summary.get("gpu_utilization_mean", math.nan)
-    busy = f"the GPUs are busy {util:.0%} of the time" if util is not None and math.isfinite(util) else ""
+    share = (f"{util:.0%}" if util >= 0.01 else "under 1%") if util is not None and math.isfinite(util) else ""
+    busy = f"the GPUs are busy {share} of the time" if share else ""
     if attainment_may_rise_with_load(cfg):
         return "requests wait for their batch to fill (a batch starts only when full" + (f"; {busy})" if busy else ")")
     if busy and util < 0.5:
