@@ -104,7 +104,10 @@ def _headlines(analysis: dict | None) -> str:
                    f'{"valid" if ok else "not valid"}</span>')
         primary = ((analysis.get("step2_gpu_scaling") or analysis.get("step3_kbins_sensitivity") or {})
                    .get("primary_scheduler") or "the primary scheduler")
-        rows.append((html.escape(question.format(primary=primary)), html.escape(str(check.get("value"))), verdict,
+        value = check.get("value")
+        if value is None and key == "gpus_needed":   # no pool tested covers the load: more than the largest
+            value = f"more than {max((analysis.get('step2_gpu_scaling') or {}).get('gpu_counts') or [0])}"
+        rows.append((html.escape(question.format(primary=primary)), html.escape(str(value)), verdict,
                      html.escape(str(check.get("sentence", "")))))
     parts = [_table(rows, ("question", "answer", "validity", "why")) if rows else "<p>No headline answers.</p>"]
     parts.append(_per_scheduler(analysis))
