@@ -209,20 +209,28 @@ def answer_lines(found: dict) -> list[str]:
     validity = found.get("validity") or {}
     s2 = found.get("step2_gpu_scaling") or {}
     s3 = found.get("step3_kbins_sensitivity") or {}
-    answers = [(key, check) for key, check in validity.items() if check.get("value") is not None]
+    largest = max(s2.get("gpu_counts") or [0])
+
+    def shown(key, check):   # never "None": a GPU count no pool tested reaches is "more than" the largest
+        if check.get("value") is None and key == "gpus_needed" and largest:
+            return f"more than {largest}"
+        return check.get("value")
+
+    answers = [(key, check) for key, check in validity.items() if shown(key, check) is not None]
     if answers:
+        lines.append("Answers:")
         target = found.get("sla_target")
-        lines.append("Answers" + (f" (target: at least {target:.0%} of requests within {found.get('sla')})"
-                                  if target is not None and found.get("sla") else "") + ":")
+        if target is not None and found.get("sla"):
+            lines.append(f"  Target of every answer: at least {target:.0%} of requests within {found['sla']}.")
         for key, check in answers:
             caveat = "Warning: " if check.get("valid") is False else ""
-            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {check['value']}. {caveat}{check.get('sentence', '')}")
+            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {shown(key, check)}. {caveat}{check.get('sentence', '')}")
     needed = s2.get("gpus_needed_by_scheduler") or {}
     if needed:
         headroom = s2.get("headroom_by_scheduler") or {}
         lines.append("  GPUs needed per scheduler (fewest whose capacity covers the replayed load, headroom): "
                      + ", ".join(f"{n} " + (f"{g} ({headroom[n]:+.0%})" if g is not None and headroom.get(n) is not None
-                                            else str(g) if g is not None else f"more than {max(s2.get('gpu_counts') or [0])}")
+                                            else str(g) if g is not None else f"more than {largest}")
                                  for n, g in needed.items()) + ".")
     by_k = s3.get("best_k_by_scheduler") or {}
     if by_k:
