@@ -270,8 +270,8 @@ def breaking_points(rows: pd.DataFrame) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- capacity
 
-CAPACITY_TABLE_COLUMNS = ("label", "scheduler", "num_gpus", "k_bins", "num_requests", "offered_rps", "capacity_rps",
-                          "capacity_rps_ci95_low", "capacity_rps_ci95_high", "replications",
+CAPACITY_TABLE_COLUMNS = ("label", "scheduler", "num_gpus", "k_bins", "num_requests", "offered_rps", "throughput_rps",
+                          "capacity_rps", "capacity_rps_ci95_low", "capacity_rps_ci95_high", "replications",
                           "capacity_per_gpu", "capacity_efficiency", "capacity_headroom", "capacity_scaling",
                           "capacity_attainment", "capacity_probes", "capacity_monotone", "capacity_error")
 
