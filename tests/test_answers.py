@@ -255,3 +255,13 @@ def test_a_wait_is_said_from_the_utilisation():
     idle = SimConfig(scheduler="static_fifo")
     assert "not wait for a busy GPU" in _why_wait({"gpu_utilization_mean": 0.2}, idle)
     assert _why_wait({"gpu_utilization_mean": 0.95}, idle).startswith("requests wait for a busy GPU")
+
+
+def test_the_capacity_search_counts_too():
+    from workbench.study.runs.capacity import _measure
+
+    # 50 of 1,000 requests miss at a 95% target: exactly the allowed count, whatever 1 - 0.95 rounds to
+    assert _measure({"sla_violation_rate": 1 - 0.95, "offered": 1_000}, "attainment", 0.95)[1] is True
+    assert _measure({"sla_violation_rate": 0.051, "offered": 1_000}, "attainment", 0.95)[1] is False
+    assert _measure({"slo_attainment": 0.9, "offered": 1_000}, "slo", 0.9) == (0.9, True)
+    assert _measure({"slo_attainment": 0.899, "offered": 1_000}, "slo", 0.9)[1] is False

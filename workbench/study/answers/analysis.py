@@ -129,7 +129,6 @@ def rules(sla: str = "the SLA", target: float = targets.DEFAULT_TARGET) -> dict[
     }
 
 
-RULES = rules()
 CONFIG_KEYS = ("label", "test_id", "scheduler", "num_gpus", "k_bins", "num_requests", "offered_rps",
                "throughput_rps", "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean",
                "capacity_rps")
@@ -881,7 +880,7 @@ def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
         sentence += (f" In these results {what}: step 3's K sweep is not at that pool (rerun step 3 without "
                      "best_gpu_count to use it).")
     elif matches:
-        sentence += (" That is the pool step 2 finds the trace needs in these results." if needed is not None else
+        sentence += (" It is still step 2's answer in these results." if needed is not None else
                      f" In these results {what}.")
     return {"num_gpus": gpus[0] if len(gpus) == 1 else gpus, "source": source, "step2_test_id": used,
             "step2_gpus_needed": needed, "step2_test_id_now": now_id, "matches_step2": matches,
