@@ -848,8 +848,8 @@ def _growing_per_gpu_sentence(s2: dict) -> str:
     last, before = counts[-1], counts[-2]
     gain = per_gpu[last] / per_gpu[before] - 1 if per_gpu[before] else math.nan
     knee = s2.get("capacity_per_gpu_knee")
-    return (f"Capacity per GPU never falls as the pool grows (a larger pool absorbs the trace's bursts better, "
-            f"so its GPUs run busier at the same SLA) and gains {gain:+.1%} from {before} to {last} GPUs: the largest "
+    return (f"Capacity per GPU never falls as the pool grows (a larger pool absorbs the trace's bursts better: "
+            f"statistical multiplexing) and gains {gain:+.1%} from {before} to {last} GPUs: the largest "
             f"pool tested, {last} GPUs, has the most, with diminishing returns"
             + (f"; from {knee} GPUs on it is within {KNEE_TOLERANCE:.0%} of that" if knee is not None else ""))
 

@@ -294,8 +294,7 @@ def _commentary_step3(rows: pd.DataFrame) -> list[str]:
             tie = (f" K = {', '.join(map(str, tied[:-1]))} and {tied[-1]} are tied for the most capacity within "
                    f"{targets.resolution_text(reps)}, so the best K is the smallest, {tied[0]}."
                    if len(tied) > 1 else "")
-            more = ("more bins than that cost capacity (requests of different bins that arrive together wait "
-                    "for each other's batches, which TTFT punishes)."
+            more = ("more bins than that cost capacity."
                     if int(best.k_bins) < int(found["k_bins"].max()) else "it is highest at the largest K tested.")
             lines.append(f"{name}'s capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s) "
                          f"and lowest at K = {int(low.k_bins)} ({_num(low.capacity_rps)} req/s): {more}{tie}")
