@@ -114,6 +114,8 @@ DISPLAY = {
     "status": ("status", str),
     "trace": ("trace", str),
     "slo_scale": ("SLO scale", significant),
+    "ttft_scale": ("TTFT scale", significant),
+    "tpot_scale": ("TPOT scale", significant),
     "ttft_s": ("TTFT limit (s)", significant),
     "tpot_s": ("TPOT limit (ms)", _ms),
     "deployment": ("deployment", str),
