@@ -99,7 +99,7 @@ ranking = wb.best_placement(sample, gpus, profile=step_model, ttft_s=runner.BASE
                             attainment=attainment)
 print("per-pool goodput of one instance (requests/s): "
       + ", ".join(f"{k} {v:.2f}" for k, v in ranking.attrs["pool_goodput"].items()))
-print(disaggregation.estimate_line(ranking, ranking.attrs["prune_margin"]))
+display(Markdown(disaggregation.estimate_line(ranking, ranking.attrs["prune_margin"])))
 disaggregation.readable(ranking.head(12), disaggregation.RANKING_COLUMNS)
 
 # %% [markdown]
@@ -154,7 +154,7 @@ if params.limit_scales:
                                  profile=step_model, colocated_profiles=colocated_profiles,
                                  reuse=sweeps["DistServe sample"])
     limits.to_csv(results / "disaggregation_limits.csv", index=False)
-    disaggregation.plot_limits(limits, gpus=gpus, trace="DistServe sample", results_dir=results)
+disaggregation.plot_limits(limits, gpus=gpus, trace="DistServe sample", results_dir=results) if len(limits) else None
 
 # %%
 limit_lines = disaggregation.limits_lines(limits) if len(limits) else []
@@ -181,4 +181,5 @@ write_findings(results, runner.NOTEBOOK, question=question, answer=answer, findi
                                               "the SLO tightens, with the measured deployments",
                         **({"disaggregation_limits.png": "Disaggregated / colocated goodput per GPU with the TTFT and "
                                                          "TPOT limits scaled apart"} if len(limits) else {})})
-display(Markdown(f"**{question}** {answer}\n\n" + "\n".join(f"- {line}" for line in findings)))
+shown = set(winners) | set(limit_lines)   # said above, under their tables
+display(Markdown(f"**{question}** {answer}\n\n" + "\n".join(f"- {line}" for line in findings if line not in shown)))

@@ -288,7 +288,7 @@ def answer(sweep: pd.DataFrame, table: pd.DataFrame, at_cap: pd.DataFrame | None
 
 
 KV_COLUMNS = ("kv_tokens", "prefix_caching", "router", "prefix_hit_rate", "ttft_mean_s", "ttft_p99_s", "tpot_mean_s",
-              "completed", "rejected", "preemptions_total", "goodput_rps")
+              "rejected", "preemptions_total", "goodput_rps")
 ROUTER_COLUMNS = ("num_gpus", "router", "prefix_caching", "prefix_hit_rate", "ttft_mean_s", "ttft_p99_s",
                   "tpot_mean_s", "goodput_rps", "slo_attainment", "preemptions_total", "capacity_rps",
                   "capacity_error")
