@@ -152,6 +152,17 @@ def _prune(root: Path, keep: Path) -> None:
 
 
 _fallback_said: list = []
+_compiled_s = [0.0]
+
+
+def compile_seconds() -> float:
+    """Wall time this process has spent compiling this package's code (0 when everything came from the cache)."""
+    return _compiled_s[0]
+
+
+def cache_is_cold() -> bool:
+    """No compiled code in :func:`cache_folder` yet: the next engine call compiles."""
+    return not any(cache_folder().rglob("*.nbi"))
 
 
 def _locator_class():
@@ -220,8 +231,10 @@ def _compile_listener():
             self.depth -= 1
             if self.depth == 0 and self.started is not None:
                 name, t0 = self.started
-                if time.perf_counter() - t0 >= 1.0:
-                    log.info("compiled %s in %.0f s", name, time.perf_counter() - t0)
+                elapsed = time.perf_counter() - t0
+                _compiled_s[0] += elapsed
+                if elapsed >= 1.0:
+                    log.info("compiled %s in %.0f s", name, elapsed)
                 self.started = None
 
     event.register("numba:compile", CompileAnnouncer())
