@@ -32,6 +32,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -57,10 +58,8 @@ def cache_root() -> Path:
     return Path(base) / "llm-serving-workbench" / "numba"
 
 
-def _imports_numba(tree: ast.AST) -> bool:
-    return any(isinstance(node, ast.Import) and any(a.name.split(".")[0] == "numba" for a in node.names)
-               or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "numba" and not node.level
-               for node in ast.walk(tree))
+# a line that imports numba (`import numba`, `import numba.core`, `from numba import njit`, `from numba.x import y`)
+_IMPORTS_NUMBA = re.compile(rb"^[ \t]*(?:import|from)[ \t]+numba\b", re.M)
 
 
 def _module_file(package_dir: Path, dotted: str) -> Path | None:
@@ -110,7 +109,7 @@ def compiled_modules(package_dir: Path = PACKAGE_DIR) -> list[Path]:
 
     this = Path(__file__).resolve().relative_to(PACKAGE_DIR)   # where compiled code is kept, not what it is built from
     todo = [p for p in sorted(package_dir.rglob("*.py"))
-            if p.relative_to(package_dir) != this and b"numba" in p.read_bytes() and _imports_numba(tree(p))]
+            if p.relative_to(package_dir) != this and _IMPORTS_NUMBA.search(p.read_bytes())]
     seen = set(todo)
     while todo:
         path = todo.pop()
