@@ -58,7 +58,7 @@ import pandas as pd
 from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.steplog import StepLog, replay_steps
-from workbench.sim.steptime import COEF_NAMES, StepTimeModel
+from workbench.sim.steptime import StepTimeModel
 from workbench.study.fidelity import search as fit_search
 from workbench.study.fidelity.stages import check_boundaries, detect_stages
 from workbench.study.fidelity.targets import METRICS, run_targets
@@ -100,9 +100,9 @@ class FitReport:
     start: StepTimeModel
     after: StepTimeModel
     proxy: bool
-    terms: pd.DataFrame         # term, coefficients, what, status, reason, start, fitted, std (relative), bound
-    targets: pd.DataFrame       # run, stage, metric, statistic, measured, sigma, start, fitted, error
-    stages: pd.DataFrame        # run, stage, start_s, requests, rate_rps
+    terms: pd.DataFrame         # term, coefficients, what, status, reason, start, fitted, std (relative), std_s, bound
+    targets: pd.DataFrame       # run, stage, requests_group, metric, statistic, measured, sigma, start, fitted, error
+    stages: pd.DataFrame        # run, stage, start_s, requests, scored, rate_rps, overloaded
     training_error: pd.DataFrame  # run, metric, measured_mean, simulated_mean, mean_rel_error
     search: dict                # evaluations, max_evaluations, elapsed_s, starts, local searches, message
     converged: bool
@@ -130,14 +130,14 @@ class FitReport:
                  f"  {self.after.describe()}"]
         for row in self.stages.itertuples():
             lines.append(f"  stage {row.stage} of {row.run}: from {row.start_s:.1f} s, {row.requests} requests at "
-                         f"{row.rate_rps:.3g} req/s")
+                         f"{row.rate_rps:.3g} req/s{' (overloaded: its queue grew)' if row.overloaded else ''}")
         for row in self.terms.itertuples():
             value = f"{row.start:.4g} -> {row.fitted:.4g}"
             std = ""
             if row.status != "held" and np.isfinite(row.std_s):
                 std = f" (+-{row.std:.0%})" if np.isfinite(row.std) and row.fitted > 0 else f" (+-{row.std_s:.2g})"
             reason = f": {row.reason}" if row.reason else ""
-            lines.append(f"  {row.term} [{row.coefficients}] {value}{std}: {row.status}{reason}")
+            lines.append(f"  {row.term} [{row.coefficients}] {value} s{std}: {row.status}{reason}")
         for row in self.training_error.itertuples():
             lines.append(f"  training error on {row.run}: mean {row.metric} {row.mean_rel_error:+.1%}")
         search = self.search
