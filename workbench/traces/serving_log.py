@@ -234,53 +234,12 @@ PREFIX_TOKENS = "prefix_tokens"
 
 
 def _group_codes(values: pd.Series, column: str, at) -> np.ndarray:
-    """One integer per distinct value of a prompt_id / prefix_group column (-1: empty cell, shared with no one).
-
-    The values must be of one kind: all numbers or all text (a CSV column mixing ``7`` and ``"p7"`` is read as
-    text where ``7`` and ``7.0`` would be different prompts; a DataFrame column may mix Python types)."""
-    missing = pd.isna(values).to_numpy()
-    present = values[~missing]
-    if present.empty:
-        return np.full(len(values), -1, np.int64)
-
-    def kind(v) -> str:
-        if isinstance(v, (bool, np.bool_)):
-            return "bool"
-        if isinstance(v, (int, float, np.number)):
-            return "number"
-        if isinstance(v, str):
-            try:
-                float(v)
-            except ValueError:
-                return "text"
-            return "number written as text"
-        return type(v).__name__
-
-    kinds = present.map(kind)
-    if kinds.nunique() > 1 or kinds.iloc[0] not in ("number", "text", "number written as text"):
-        first = kinds.iloc[0]
-        other = kinds[kinds != first]
-        row_first = int(np.flatnonzero(~missing)[0])
-        if other.empty:
-            raise TraceFormatError(f"{at(row_first)}: {column} is a {first} ({present.iloc[0]!r}); a {column} is a "
-                                   "number or a text label naming the prompt")
-        row_other = int(np.flatnonzero(~missing)[int(np.flatnonzero((kinds != first).to_numpy())[0])])
-        raise TraceFormatError(
-            f"{column}: a column of mixed types: {present.iloc[0]!r} ({first}) at {at(row_first)}, "
-            f"{values.iloc[row_other]!r} ({other.iloc[0]}) at {at(row_other)}; use one kind of label for every "
-            f"request (all numbers or all text), so that equal {column}s mean one prompt")
-    if kinds.iloc[0] == "number":
-        numbers = present.astype(np.float64)
-        if not np.isfinite(numbers).all():
-            row = int(np.flatnonzero(~missing)[int(np.flatnonzero(~np.isfinite(numbers.to_numpy()))[0])])
-            raise TraceFormatError(f"{at(row)}: {column} = {values.iloc[row]!r}, expected a finite number or a text "
-                                   "label")
-        keys = numbers
-    else:
-        keys = present.astype(str).str.strip()
-    codes = np.full(len(values), -1, np.int64)
-    codes[~missing] = pd.factorize(keys)[0]
-    return codes
+    """One integer per distinct value of a prompt_id / prefix_group column (-1: an empty cell, shared with no one),
+    through :func:`workbench.checks.labels` (one kind of label: all numbers or all text)."""
+    try:
+        return checks.labels(values.to_list(), column, where=at)
+    except ValueError as exc:
+        raise TraceFormatError(str(exc)) from None
 
 
 def shared_prefix_hashes(codes: np.ndarray, shared_tokens: np.ndarray, block_tokens: int):

@@ -285,19 +285,28 @@ def _is_proxy(start: StepTimeModel, runs, proxy) -> bool:
 
 
 def _check_start(start) -> StepTimeModel:
-    """A linear StepTimeModel, in seconds (the units are checked when it is built: a coefficient in milliseconds
-    is refused there, with the conversion)."""
+    """A linear StepTimeModel (its units are checked against the runs by :func:`_check_units`)."""
     if type(start) is not StepTimeModel:
         raise checks.InvalidType(
             f"start: calibrate fits the terms of the linear step-time model (wb.StepTimeModel: prefill (a, b, c), "
             f"decode (a, b, c), overheads); a {type(start).__name__} is not one. Linearise it first: fit a "
             "StepTimeModel to its step times, or start from a published linear profile "
             "(StepTimeModel.from_profile / from_blis, workbench.sim.profiles.get_profile)")
-    decode = start.decode_time_s([1])
-    if decode > 1.0:
-        raise ValueError(f"start: a one-request decode step takes {decode:g} s in {start.name}; a decode step takes "
-                         "milliseconds: are the coefficients in milliseconds? StepTimeModel takes seconds")
     return start
+
+
+def _check_units(start: StepTimeModel, runs) -> None:
+    """The start's decode step of one request against the runs' fastest measured TPOT (a step of a batch of one
+    or more): more than 20x apart, either way, is a start in another unit (StepTimeModel's own bounds catch only
+    what no GPU could take)."""
+    tpot = np.concatenate([r.measured["tpot_s"].to_numpy(dtype=np.float64)[r.scored_mask] for r in runs])
+    tpot = tpot[np.isfinite(tpot) & (tpot > 0)]
+    if tpot.size:
+        checks.scale(start.decode_time_s([1]), "start", float(np.quantile(tpot, 0.05)),
+                     what=f"a one-request decode step of {start.name}",
+                     reference_what="the runs' fastest measured TPOT (5th percentile)",
+                     hint="StepTimeModel takes seconds: divide milliseconds by 1000 (StepTimeModel.from_profile and "
+                          "from_blis convert published profiles)")
 
 
 def _names(value, name: str, allowed) -> tuple:
@@ -331,6 +340,7 @@ DISAGG_PRIOR_WEIGHT = (0.15 / 0.5) ** 2
 OWN_PROFILE_PRIORITY = {"prefill_token": 0, "prefill_attention": 0, "decode_context": 0, "decode_request": 0,
                         "arrival_fixed": 1, "arrival_token": 1, "token_overhead": 1,
                         "prefill_fixed": 2, "decode_fixed": 2, "step_fixed": 2}
+QUEUE_SIGN = 0.15               # training TTFT this far below with TPOT half as far above: a note on the setup
 ADD_MIN_GAIN = 4.0              # a term is added when a refit with it lowers the cost by this (2 noise units^2)
 
 
@@ -583,6 +593,7 @@ def calibrate(start, runs, cfg=None, *, stages=None, proxy=None, free=None, hold
     seed = checks.integer(0 if seed is None else seed, "seed", low=0)
     checks.instance(name, "name", (str, type(None)), expected="a text label, or None")
     t0 = time.monotonic()
+    _check_units(start, runs)
     configs = _configs(runs, cfg)
     targets = [run_targets(run, b, seed=seed, bound=max_training_error, block_size=c.block_size)
                for run, b, c in zip(runs, _boundaries(stages, runs), configs)]
@@ -681,6 +692,14 @@ def _report(problem: _Problem, param: Parameterisation, result, jac_fit, cost_st
             error = mean_simulated / mean_measured - 1.0 if ok.sum() == has.sum() else np.inf
             error_rows.append({"run": run.name, "metric": metric, "measured_mean": mean_measured,
                                "simulated_mean": mean_simulated, "mean_rel_error": error})
+    errors = pd.DataFrame(error_rows).set_index(["run", "metric"])["mean_rel_error"]
+    for run in problem.runs:
+        ttft, tpot = errors.get((run.name, "ttft_s"), 0.0), errors.get((run.name, "tpot_s"), 0.0)
+        if ttft < -QUEUE_SIGN and tpot > QUEUE_SIGN / 2:
+            problem.notes.append(
+                f"{run.name}: its requests queued longer (TTFT {ttft:+.0%}) and decoded faster (TPOT {tpot:+.0%}) "
+                "than the fit makes them; no step time does both, a smaller running batch would: check kv_blocks "
+                "and max_num_seqs against the server's")
     search = {"evaluations": evaluator.evaluations, "max_evaluations": evaluator.max_evaluations,
               "elapsed_s": time.monotonic() - t0, "targets": int(r_fit.size),
               "starting_points": len(result.starts), "local_searches": result.local,
