@@ -74,7 +74,7 @@ MAX_EVALUATIONS = 600           # simulations of the training runs one calibrati
 BUDGET_S = 60.0
 SAMPLES = 12                    # Latin-hypercube starting points
 LOCAL_SEARCHES = 3              # least-squares searches, from the best starting points
-GOOD_ENOUGH = 0.25              # stop when the mean squared residual (noise units) is below this
+GOOD_ENOUGH = 0.01              # stop when the mean squared residual (noise units) is below this (0.1 sigma each)
 
 
 class CalibrationError(ValueError):
@@ -498,16 +498,21 @@ def _stepwise(problem: _Problem, prefit: np.ndarray, samples: int, seed: int):
     for n in others:
         if ev.out_of_budget:
             break
+        # from the fit so far with the new term at its origin (switched on, or as the reference has it): at 0 a
+        # log multiplier has no slope to follow
+        switched = problem.parameterisation(free + [n])
+        switched_on = switched.vector(np.append(switched.at(coef)[:-1], 0.0))
         try:
             trial_coef, trial_cost, trial_converged, trial_result, trial_param = problem.fit(
-                free + [n], coef, samples=0, local_searches=1, seed=seed)
+                free + [n], switched_on, samples=0, local_searches=1, seed=seed, extra=(coef,))
         except (fit_search.BudgetExhausted, CalibrationError):
             break
         gain = cost - trial_cost
-        if gain >= ADD_MIN_GAIN:
+        if gain >= ADD_MIN_GAIN or n in problem.forced:
             free.append(n)
             coef, cost, converged, result, param = trial_coef, trial_cost, trial_converged, trial_result, trial_param
-            problem.status[n] = ("fitted", f"added: a refit with it lowered the cost by {gain:.3g}")
+            problem.status[n] = ("fitted", "forced (free)" if n in problem.forced else
+                                 f"added: a refit with it lowered the cost by {gain:.3g}")
             log.debug("calibrate: %s added (cost %.4g)", n, cost)
         elif not problem.status[n][1]:
             problem.status[n] = _held(problem, f"a refit with it lowered the cost by {max(gain, 0):.2g} only "

@@ -209,7 +209,8 @@ def _integral(times: np.ndarray, value_changes: np.ndarray, slope_changes: np.nd
 def measured_occupancy(run) -> pd.DataFrame:
     """Per scored request with more than one output token, from the measured times alone: its decode window
     (first to last token), the mean number of scored requests decoding during it (``batch``, itself included)
-    and their mean summed context (``context``: prompt + tokens generated so far, growing one token per TPOT).
+    and their mean summed context (``context``: each one's prompt + tokens generated before the step, from
+    prompt + 1 to prompt + output - 1, growing one token per TPOT).
 
     Only scored requests count (a held-out request's times are not training data), so ``batch`` and
     ``context`` are at most the server's: the bounds built on them stay valid."""
@@ -221,12 +222,14 @@ def measured_occupancy(run) -> pd.DataFrame:
     prompt = np.asarray(trace.prompt_tokens, dtype=np.float64)[scored]
     tokens = np.asarray(trace.output_tokens, dtype=np.float64)[scored]
     window = last - first
-    rate = np.where(window > 0, (tokens - 1) / np.maximum(window, 1e-12), 0.0)   # tokens per second decoding
     times = np.concatenate([first, last])
     ones = np.ones_like(first)
     batch_area = _integral(times, np.concatenate([ones, -ones]), np.zeros(times.size), np.concatenate([first, last]))
+    # the step computing output token k (k = 2..n) reads prompt + k - 1 tokens of context: from prompt + 1 at the
+    # first token to prompt + n - 1 at the last, growing evenly in between
     start_context = prompt + 1.0
-    end_context = prompt + tokens
+    end_context = prompt + tokens - 1.0
+    rate = np.where(window > 0, (end_context - start_context) / np.maximum(window, 1e-12), 0.0)
     context_area = _integral(times, np.concatenate([start_context, -end_context]), np.concatenate([rate, -rate]),
                              np.concatenate([first, last]))
     n = first.size
@@ -236,7 +239,8 @@ def measured_occupancy(run) -> pd.DataFrame:
     ok = window > 0
     return pd.DataFrame({"request": np.flatnonzero(scored)[ok], "ttft_s": (first - arrival)[ok],
                          "tpot_s": (window / np.maximum(tokens - 1, 1))[ok],
-                         "batch": np.maximum(batch[ok], 1.0), "context": np.maximum(context[ok], end_context[ok])})
+                         "batch": np.maximum(batch[ok], 1.0),
+                         "context": np.maximum(context[ok], (start_context + end_context)[ok] / 2)})
 
 
 __all__ = ["COMPUTED_PROMPTS", "METRICS", "NOISE_FLOOR", "RunTargets", "STATISTICS", "measured_occupancy", "run_targets",
