@@ -242,6 +242,10 @@ def _group_codes(values: pd.Series, column: str, at) -> np.ndarray:
         raise TraceFormatError(str(exc)) from None
 
 
+def _label(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def shared_prefix_hashes(codes: np.ndarray, shared_tokens: np.ndarray, block_tokens: int):
     """Per request the hashes of its shared prompt blocks: the ``floor(shared / block_tokens)`` full blocks of its
     group's shared tokens, each hash the group's code (a :class:`~workbench.traces.trace.PrefixHashes`).
@@ -293,7 +297,7 @@ def _prefix_structure(frame: pd.DataFrame, at, block_tokens: int):
             row = int(bad[0])
             other = int(np.flatnonzero(grouped & (codes == codes[row]) & (prompt != prompt[row]))[0])
             raise TraceFormatError(
-                f"prompt_id: {at(row)} and {at(other)} have the same prompt_id {frame[column].iloc[row]!r} but "
+                f"prompt_id: {at(row)} and {at(other)} have the same prompt_id {_label(frame[column].iloc[row])!r} but "
                 f"{prompt[row]} and {prompt[other]} prompt tokens; a prompt_id names one prompt (the same tokens). "
                 "For prompts that share only their beginning use a prefix_group column (with prefix_tokens)")
         shared = prompt
@@ -315,7 +319,8 @@ def _prefix_structure(frame: pd.DataFrame, at, block_tokens: int):
             bad = np.flatnonzero(grouped & (low[np.maximum(codes, 0)] != high[np.maximum(codes, 0)]))
             if bad.size:
                 row = int(bad[0])
-                raise TraceFormatError(f"{PREFIX_TOKENS}: the requests of prefix_group {frame[column].iloc[row]!r} "
+                label = _label(frame[column].iloc[row])
+                raise TraceFormatError(f"{PREFIX_TOKENS}: the requests of prefix_group {label!r} "
                                        f"give different prefix lengths (e.g. {int(shared[row])} at {at(row)}); a "
                                        "group's requests share one prefix: give them one prefix_tokens")
         else:   # the group's shortest prompt: every request of the group has at least that much in common
