@@ -389,3 +389,14 @@ def test_notebook_runs_at_a_tiny_size(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "fidelity.ipynb").read_text()
     assert "calibrated on vllm-200-2" in text and "held at the start" in text
+
+
+def test_cross_validation_predicts_each_run_from_the_others(runs):
+    """Calibrate on all runs but one, predict that one, each way round: never fitted on the run it predicts."""
+    from workbench.study.fidelity.calibration import cross_validate
+
+    table, models = cross_validate(default_step_model(), runs[:2], max_evaluations=200)
+    assert set(models) == {"vllm-100-1", "vllm-200-2"}
+    assert models["vllm-100-1"].fit_report.runs == ["vllm-200-2"]
+    assert set(table["trained_on"]) == {"vllm-100-1", "vllm-200-2"}
+    assert np.isfinite(table["mean_rel_error"]).all()
