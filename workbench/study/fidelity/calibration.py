@@ -75,6 +75,22 @@ BUDGET_S = 60.0
 SAMPLES = 12                    # Latin-hypercube starting points
 LOCAL_SEARCHES = 3              # least-squares searches, from the best starting points
 GOOD_ENOUGH = 0.01              # stop when the mean squared residual (noise units) is below this (0.1 sigma each)
+VLLM_OPTIONS = "stages, proxy, free, hold, max_training_error, max_evaluations, budget_s, samples, seed, name"
+DISAGG_OPTIONS = "max_iter, tol, prior_weight, damping, name"
+# what calibrate passed to the disaggregated calibration before issue 21 (the vLLM prior's weight, (0.15/0.5)^2):
+# kept so the disaggregated results do not change
+DISAGG_PRIOR_WEIGHT = (0.15 / 0.5) ** 2
+
+
+# which of two terms with the same effect moves first (lower first) when the start is this server's own profile:
+# the costs serving adds to an isolated-step profile (per token, per request, per context token: scheduling,
+# block tables, sampling grow with the batch), then the CPU overheads such a profile has not measured at all,
+# and last the fixed step costs, which a batch of one measures best.  For a proxy every term is equally unknown.
+OWN_PROFILE_PRIORITY = {"prefill_token": 0, "prefill_attention": 0, "decode_context": 0, "decode_request": 0,
+                        "arrival_fixed": 1, "arrival_token": 1, "token_overhead": 1,
+                        "prefill_fixed": 2, "decode_fixed": 2, "step_fixed": 2}
+QUEUE_SIGN = 0.15               # training TTFT this far below with TPOT half as far above: a note on the setup
+ADD_MIN_GAIN = 4.0              # a term is added when a refit with it lowers the cost by this (2 noise units^2)
 
 
 class CalibrationError(ValueError):
@@ -297,8 +313,8 @@ def _check_start(start) -> StepTimeModel:
 
 def _check_units(start: StepTimeModel, runs) -> None:
     """The start's decode step of one request against the runs' fastest measured TPOT (a step of a batch of one
-    or more): more than 20x apart, either way, is a start in another unit (StepTimeModel's own bounds catch only
-    what no GPU could take)."""
+    or more): more than 20x above it, or 1000x below, is a start in another unit (StepTimeModel's own bounds
+    catch only what no GPU could take)."""
     tpot = np.concatenate([r.measured["tpot_s"].to_numpy(dtype=np.float64)[r.scored_mask] for r in runs])
     tpot = tpot[np.isfinite(tpot) & (tpot > 0)]
     if tpot.size:
@@ -326,22 +342,6 @@ def _refuse_options(given: dict, kind: str, takes: str) -> None:
         raise ValueError(f"calibrate: {', '.join(named)} apply to {kind}; {takes}")
 
 
-VLLM_OPTIONS = "stages, proxy, free, hold, max_training_error, max_evaluations, budget_s, samples, seed, name"
-DISAGG_OPTIONS = "max_iter, tol, prior_weight, damping, name"
-# what calibrate passed to the disaggregated calibration before issue 21 (the vLLM prior's weight, (0.15/0.5)^2):
-# kept so the disaggregated results do not change
-DISAGG_PRIOR_WEIGHT = (0.15 / 0.5) ** 2
-
-
-# which of two terms with the same effect moves first (lower first) when the start is this server's own profile:
-# the costs serving adds to an isolated-step profile (per token, per request, per context token: scheduling,
-# block tables, sampling grow with the batch), then the CPU overheads such a profile has not measured at all,
-# and last the fixed step costs, which a batch of one measures best.  For a proxy every term is equally unknown.
-OWN_PROFILE_PRIORITY = {"prefill_token": 0, "prefill_attention": 0, "decode_context": 0, "decode_request": 0,
-                        "arrival_fixed": 1, "arrival_token": 1, "token_overhead": 1,
-                        "prefill_fixed": 2, "decode_fixed": 2, "step_fixed": 2}
-QUEUE_SIGN = 0.15               # training TTFT this far below with TPOT half as far above: a note on the setup
-ADD_MIN_GAIN = 4.0              # a term is added when a refit with it lowers the cost by this (2 noise units^2)
 
 
 @dataclass
