@@ -27,7 +27,8 @@ client-side mean and p90 targets of TTFT, ITL and E2E, a global search), with wh
    free term the targets no longer pin is dropped and the rest refitted.  A run at one steady load tells a
    step's fixed cost from its per-request cost only through its tails (Poisson bursts spread the batch
    size: the TPOT of the requests decoding in a burst is the step time at a larger batch), two load stages
-   through their means; a run whose prompts are all cache hits pins the per-token prefill cost only through
+   through their means; a fixed step cost of the server's own profile (what an isolated-step profile
+   measures best) moves only when the means pin it (the stages), a proxy's whenever the targets do; a run whose prompts are all cache hits pins the per-token prefill cost only through
    the requests that computed theirs (a target of their own).  A term left out is *held*: at the start when the start is this server's own profile, at
    the pre-fit (the start's shape at the run's size) when it is a proxy (another model or GPU: ``proxy``).
 4. **Search** (:func:`~workbench.study.fidelity.search.multistart`): bounded least squares from the best
@@ -370,6 +371,24 @@ class _Problem:
         return Parameterisation(self.start, tuple(self.terms), tuple(free), self.bound, reference,
                                 origins(reference, self.terms, self.bound), self.label, self.source)
 
+    @property
+    def means(self) -> np.ndarray:
+        """Bool per residual: the mean targets'."""
+        return np.concatenate([t.means for t in self.targets])
+
+    def own_fixed_cost(self, name: str) -> bool:
+        """Whether ``name`` is a fixed step cost of this server's own profile (not a proxy's)."""
+        return not self.proxy and self.parameterisation([]).term(name).kind.startswith("fixed")
+
+    def fixed_cost_errors(self, free: list, jac: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """Per free term: for a fixed step cost of this server's own profile, its standard error from the mean
+        targets alone (a fixed cost moves only when the load stages pin it, module docstring); 0 for the others."""
+        fixed = [self.own_fixed_cost(n) for n in free]
+        if not any(fixed):
+            return np.zeros(len(free))
+        rows = self.means
+        return np.where(fixed, _errors(jac[rows], r[rows], len(free)), 0.0)
+
     def priority(self, name: str) -> int:
         return 0 if self.proxy else OWN_PROFILE_PRIORITY.get(name, 1)
 
@@ -473,11 +492,19 @@ def _stepwise(problem: _Problem, prefit: np.ndarray, samples: int, seed: int):
     ev = problem.evaluator
     # A. among the terms the start has: which the targets pin, around the pre-fit; fit them from several starts
     present = problem.present(prefit)
-    jac, _ = problem.jacobian(present, prefit)
+    jac, r_prefit = problem.jacobian(present, prefit)
     selection = fit_search.select_identifiable(
         jac, present, MAX_STD, priority=[problem.priority(n) for n in present],
         forced=tuple(present.index(n) for n in problem.forced if n in present))
     free = [present[k] for k in selection.chosen]
+    # this server's own fixed step costs move only when the stages' means pin them (not the tails of one load)
+    loose = problem.fixed_cost_errors(free, jac[:, [present.index(n) for n in free]], r_prefit) if free else []
+    for n, error in zip(list(free), loose):
+        if error > MAX_STD and n not in problem.forced:
+            free.remove(n)
+            selection.reasons[present.index(n)] = (
+                f"a fixed step cost of this server's own profile moves only when the run's load stages pin it (their "
+                f"means pin it to {fit_search._std_text(error)} only, limit +-{MAX_STD:g})")
     for k, n in enumerate(present):
         if n not in free:
             problem.status[n] = _held(problem, selection.reasons.get(k, ""))
@@ -526,12 +553,14 @@ def _stepwise(problem: _Problem, prefit: np.ndarray, samples: int, seed: int):
             jac_fit = None
             break
         errors = _errors(jac_fit, r_fit, len(free))
+        errors = np.maximum(errors, problem.fixed_cost_errors(free, jac_fit, r_fit))
         loose = [k for k in np.argsort(-errors) if errors[k] > MAX_STD and free[k] not in problem.forced]
         if not loose or len(free) == 1:
             break
         k = int(loose[0])
         dropped = free.pop(k)
-        problem.status[dropped] = _held(problem, f"dropped at the fit: the targets pin it to "
+        pinned_by = "load stages (their means)" if problem.own_fixed_cost(dropped) else "targets"
+        problem.status[dropped] = _held(problem, f"dropped at the fit: the {pinned_by} pin it to "
                                                  f"{fit_search._std_text(errors[k])} only (limit +-{MAX_STD:g})")
         log.debug("calibrate: %s dropped at the fit (+-%.2g)", dropped, errors[k])
         try:

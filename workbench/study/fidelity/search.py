@@ -19,8 +19,9 @@
   approximation), applied greedily like a column-pivoted QR.
 * :func:`multistart`: bounded least squares (``scipy.optimize.least_squares``, trust-region reflective,
   with the Jacobian above) from the best few of several starting points: the start model, the pre-fit and a
-  Latin hypercube over the box (``scipy.stats.qmc``, seeded), so a fit found from one starting point is
-  checked against others.  Everything is deterministic given the seed while the evaluation budget, not the
+  Latin hypercube within a factor 8 of the pre-fit (``scipy.stats.qmc``, seeded), so a fit found from one
+  starting point is checked against others; each local search stops on its step size and is restarted from
+  its own result while that still lowers the cost.  Everything is deterministic given the seed while the evaluation budget, not the
   clock, is what stops it.
 """
 
@@ -205,18 +206,42 @@ class SearchResult:
     local: list             # per local search: start index, cost, status, evaluations
 
 
+SAMPLE_SPAN = math.log(8.0)    # starting points are sampled within a factor 8 of the first candidate, each way
+RESTART_GAIN = 0.01             # a local search is restarted from its own result while it lowers the cost this much
+
+
+def _local(evaluator: Evaluator, z0: np.ndarray, low: np.ndarray, high: np.ndarray, h: float, max_restarts: int):
+    """Bounded least squares from ``z0``, restarted from its own result (a fresh trust region) while that lowers
+    the cost by RESTART_GAIN: a schedule's jumps can shrink the trust region until a step barely moves, which
+    is not a minimum.  It stops on the step size (``xtol``), not on a small change of the cost."""
+    from scipy.optimize import least_squares
+
+    z, cost, status = np.asarray(z0, dtype=np.float64), math.inf, 0
+    for _ in range(max_restarts + 1):
+        fit = least_squares(evaluator.residuals, z, bounds=(low, high) if low.size else (-np.inf, np.inf),
+                            jac=lambda x: jacobian(evaluator.residuals, x, evaluator.residuals(x), low, high, h),
+                            method="trf", x_scale=1.0, ftol=1e-10, xtol=1e-3, gtol=1e-10, max_nfev=40)
+        improved = fit.cost * 2 < cost * (1 - RESTART_GAIN)
+        z, cost, status = fit.x, min(cost, fit.cost * 2), int(fit.status)
+        if not improved:
+            break
+    return z, status
+
+
 def multistart(evaluator: Evaluator, candidates: list, low: np.ndarray, high: np.ndarray, *, samples: int,
                local_searches: int, seed: int, h: float, tolerance: float) -> SearchResult:
     """Bounded least squares from the ``local_searches`` best of ``candidates`` and ``samples`` Latin-hypercube
-    points of the box (module docstring).  Stops early when a fit is within ``tolerance`` of the noise (cost
-    below the number of targets times tolerance)."""
-    from scipy.optimize import least_squares
+    points within a factor 8 of the first candidate (module docstring).  Stops early when a fit is within
+    ``tolerance`` of the noise (cost below the number of targets times tolerance)."""
     from scipy.stats import qmc
 
     points = [np.clip(np.asarray(c, dtype=np.float64), low, high) for c in candidates]
     if samples > 0 and low.size:
-        sampler = qmc.LatinHypercube(d=low.size, seed=np.random.default_rng(seed))
-        points += list(qmc.scale(sampler.random(samples), low, high)) if np.all(high > low) else []
+        centre = points[0]
+        near_low, near_high = np.maximum(low, centre - SAMPLE_SPAN), np.minimum(high, centre + SAMPLE_SPAN)
+        if np.all(near_high > near_low):
+            sampler = qmc.LatinHypercube(d=low.size, seed=np.random.default_rng(seed))
+            points += list(qmc.scale(sampler.random(samples), near_low, near_high))
     scored = []
     for p in points:
         try:
@@ -234,11 +259,11 @@ def multistart(evaluator: Evaluator, candidates: list, low: np.ndarray, high: np
     for index, (cost0, z0) in enumerate(unique[:local_searches]):
         before = evaluator.evaluations
         try:
-            fit = least_squares(evaluator.residuals, z0, bounds=(low, high) if low.size else (-np.inf, np.inf),
-                                jac=lambda z: jacobian(evaluator.residuals, z, evaluator.residuals(z), low, high, h),
-                                method="trf", x_scale=1.0, ftol=1e-3, xtol=1e-3, gtol=1e-6, max_nfev=60)
-            status, done = int(fit.status), fit.status > 0
-            message = fit.message
+            _, status = _local(evaluator, z0, low, high, h, max_restarts=3)
+            done = status > 0
+            message = {1: "converged (gradient)", 2: "converged (cost)", 3: "converged (step size)",
+                       4: "converged (gradient and step size)", 0: "a local search used its evaluations"}.get(
+                           status, f"local search status {status}")
         except BudgetExhausted as exc:
             status, done, message = -2, False, str(exc)
         local.append({"start": index, "start_cost": cost0, "cost": evaluator.best[0], "status": status,

@@ -74,6 +74,12 @@ class RunTargets:
         """Residuals per evaluation: one per target, and the mean-E2E requirement's."""
         return len(self.table) + (self.bound is not None)
 
+    @property
+    def means(self) -> np.ndarray:
+        """Bool per residual: a mean's (:mod:`workbench.study.fidelity.calibration`: the rows that decide which
+        terms a run identifies)."""
+        return np.append(self.table["statistic"].to_numpy() == "mean", [False] * (self.bound is not None))
+
     def simulated(self, requests: pd.DataFrame) -> np.ndarray:
         """The table's statistics of a simulation of the run (``res.requests``: ttft_s, tpot_s, e2e_s)."""
         columns = {m: requests[m].to_numpy(dtype=np.float64) for m in METRICS}
