@@ -66,7 +66,7 @@ def speed(requests: int, repeats: int) -> None:
         wall, sim = statistics.median(walls), statistics.median(sims)
         print(f"   {kind:<20} calibrate: median {wall:5.1f} s wall, {statistics.median(cpus):5.1f} s CPU "
               f"({min(walls):.1f}-{max(walls):.1f} s over {repeats}); {statistics.median(evaluations):.0f} "
-              f"simulations of 600; one simulation {sim * 1e3:.0f} ms (calibrate = {wall / sim:.0f} simulations' "
+              f"simulations of 800; one simulation {sim * 1e3:.0f} ms (calibrate = {wall / sim:.0f} simulations' "
               f"time); budget 60 s: {'within' if max(walls) <= 60 else 'OVER'}")
 
 

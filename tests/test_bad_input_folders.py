@@ -146,8 +146,8 @@ def test_fidelity_parameters_are_validated_and_recorded_as_their_part(tmp_path):
     from workbench.study.fidelity.vllm_runs import FidelityParams
 
     folder = tmp_path / "r"
-    FidelityParams(results_dir=str(folder), max_evaluations=600).claim_results_dir()
-    with pytest.raises(ResultsFolderConflict, match="fidelity_vllm: max_evaluations: 600 there, 200 here"):
+    FidelityParams(results_dir=str(folder), max_evaluations=800).claim_results_dir()
+    with pytest.raises(ResultsFolderConflict, match="fidelity_vllm: max_evaluations: 800 there, 200 here"):
         FidelityParams(results_dir=str(folder), max_evaluations="200").claim_results_dir()
     with pytest.raises(ValueError, match="max_evaluations: must be an integer >= 1, got 0"):
         FidelityParams(max_evaluations=0)
@@ -174,7 +174,7 @@ def test_the_disaggregated_notebooks_validate_their_parameters_and_claim_their_p
     with pytest.raises(ResultsFolderConflict, match="fidelity_disagg: max_iter: 3 there, 10 here"):
         DisaggFidelityParams(results_dir=str(folder)).claim_results_dir()
     parts = json.loads((folder / MANIFEST).read_text())["parts"]
-    assert parts["fidelity_disagg"]["max_iter"] == 3 and parts["fidelity_vllm"]["max_evaluations"] == 600
+    assert parts["fidelity_disagg"]["max_iter"] == 3 and parts["fidelity_vllm"]["max_evaluations"] == 800
     with pytest.raises(TypeError, match="thresholds"):   # a vLLM calibration option the disaggregated one lacks
         DisaggFidelityParams(thresholds="fit")
     with pytest.raises(FileNotFoundError, match=r"runs: 'distserve-c21d11-300-4' is not a run in data_dir .* \(no "

@@ -272,7 +272,7 @@ def test_calibrate_reports_stages_terms_targets_and_the_search(staged):
     assert {"fitted", "held"} == set(report.terms.status)
     assert report.terms.loc[report.terms.status == "held", "reason"].str.len().min() > 0
     assert set(report.targets.requests_group) == {"all", "computed prompts"}
-    assert report.search["evaluations"] <= report.search["max_evaluations"] == 600
+    assert report.search["evaluations"] <= report.search["max_evaluations"] == 800
     text = report.describe()
     assert "stage 2 of shared" in text and "a proxy" in text and "training error on shared: mean e2e_s" in text
     # stages given instead of found, or none (a small budget: what is tested is which targets are made)

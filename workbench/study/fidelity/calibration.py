@@ -71,7 +71,7 @@ MAX_TRAINING_ERROR = 0.05       # largest |relative error| of a training run's m
 MAX_STD = 0.3                   # a term is identified when its standard error (log multiplier) is within this
 IDENTIFY_STEP = 0.3             # half-width of the identifiability Jacobian's central secants (+-30%)
 FIT_STEP = 0.1                  # forward step of the search's Jacobian (10%)
-MAX_EVALUATIONS = 600           # simulations of the training runs one calibration may run
+MAX_EVALUATIONS = 800           # simulations of the training runs one calibration may run
 BUDGET_S = 60.0
 SAMPLES = 12                    # Latin-hypercube starting points
 LOCAL_SEARCHES = 3              # least-squares searches, from the best starting points
@@ -396,7 +396,8 @@ class _Problem:
         every = self.parameterisation([])
         return [n for n in self.candidates if every.value(coef, n) > 0]
 
-    def fit(self, free, coef: np.ndarray, *, samples: int, local_searches: int, seed: int, extra=()):
+    def fit(self, free, coef: np.ndarray, *, samples: int, local_searches: int, seed: int, extra=(),
+            restarts: int = 2):
         """Fit the ``free`` terms from ``coef`` (and the start, and ``extra`` starting coefficients): returns
         (fitted coefficients, cost, converged, search result, parameterisation)."""
         param = self.parameterisation(free)
@@ -405,7 +406,7 @@ class _Problem:
         starting = [param.at(coef), param.at(self.start.coefficients())] + [param.at(c) for c in extra]
         result = fit_search.multistart(self.evaluator, starting, low, high, samples=samples,
                                        local_searches=local_searches, seed=seed, h=FIT_STEP,
-                                       tolerance=GOOD_ENOUGH)
+                                       tolerance=GOOD_ENOUGH, restarts=restarts)
         if result.z is None or result.z.size != len(free) or not np.isfinite(result.cost):
             raise CalibrationError(f"calibrate: no model could be simulated within the budget "
                                    f"({self.evaluator.out_of_budget}); raise max_evaluations or budget_s")
@@ -524,16 +525,18 @@ def _stepwise(problem: _Problem, prefit: np.ndarray, samples: int, seed: int):
                     key=lambda n: (problem.priority(n), problem.candidates.index(n)))
     for n in others:
         if ev.out_of_budget:
-            break
+            problem.status[n] = _held(problem, "not tried: the evaluation budget was used up")
+            continue
         # from the fit so far with the new term at its origin (switched on, or as the reference has it): at 0 a
         # log multiplier has no slope to follow
         switched = problem.parameterisation(free + [n])
         switched_on = switched.vector(np.append(switched.at(coef)[:-1], 0.0))
         try:
             trial_coef, trial_cost, trial_converged, trial_result, trial_param = problem.fit(
-                free + [n], switched_on, samples=0, local_searches=1, seed=seed, extra=(coef,))
+                free + [n], switched_on, samples=0, local_searches=1, seed=seed, extra=(coef,), restarts=1)
         except (fit_search.BudgetExhausted, CalibrationError):
-            break
+            problem.status[n] = _held(problem, "not tried: the evaluation budget was used up")
+            continue
         gain = cost - trial_cost
         if gain >= ADD_MIN_GAIN or n in problem.forced:
             free.append(n)
@@ -586,7 +589,7 @@ def calibrate(start, runs, cfg=None, *, stages=None, proxy=None, free=None, hold
     ``start`` as its profile).  ``free``/``hold``: term names to fit whatever the data say, or to keep at the
     start (:func:`workbench.study.fidelity.terms.model_terms`).  ``max_training_error``: the largest
     |relative error| of a training run's mean E2E the fit may keep (else :class:`CalibrationError`).
-    ``max_evaluations``/``budget_s``: the search's budget in simulations (default 600) and seconds (60);
+    ``max_evaluations``/``budget_s``: the search's budget in simulations (default 800) and seconds (60);
     ``samples``: Latin-hypercube starting points (12); ``seed``: their seed (0).
 
     Disaggregated runs (configs with ``scheduler="disaggregated"``), or ``start`` a ``{"prefill": ...,

@@ -220,7 +220,7 @@ def _local(evaluator: Evaluator, z0: np.ndarray, low: np.ndarray, high: np.ndarr
     for _ in range(max_restarts + 1):
         fit = least_squares(evaluator.residuals, z, bounds=(low, high) if low.size else (-np.inf, np.inf),
                             jac=lambda x: jacobian(evaluator.residuals, x, evaluator.residuals(x), low, high, h),
-                            method="trf", x_scale=1.0, ftol=1e-10, xtol=1e-3, gtol=1e-10, max_nfev=40)
+                            method="trf", x_scale=1.0, ftol=1e-10, xtol=1e-3, gtol=1e-10, max_nfev=25)
         improved = fit.cost * 2 < cost * (1 - RESTART_GAIN)
         z, cost, status = fit.x, min(cost, fit.cost * 2), int(fit.status)
         if not improved:
@@ -229,7 +229,7 @@ def _local(evaluator: Evaluator, z0: np.ndarray, low: np.ndarray, high: np.ndarr
 
 
 def multistart(evaluator: Evaluator, candidates: list, low: np.ndarray, high: np.ndarray, *, samples: int,
-               local_searches: int, seed: int, h: float, tolerance: float) -> SearchResult:
+               local_searches: int, seed: int, h: float, tolerance: float, restarts: int = 2) -> SearchResult:
     """Bounded least squares from the ``local_searches`` best of ``candidates`` and ``samples`` Latin-hypercube
     points within a factor 8 of the first candidate (module docstring).  Stops early when a fit is within
     ``tolerance`` of the noise (cost below the number of targets times tolerance)."""
@@ -259,7 +259,7 @@ def multistart(evaluator: Evaluator, candidates: list, low: np.ndarray, high: np
     for index, (cost0, z0) in enumerate(unique[:local_searches]):
         before = evaluator.evaluations
         try:
-            _, status = _local(evaluator, z0, low, high, h, max_restarts=3)
+            _, status = _local(evaluator, z0, low, high, h, max_restarts=restarts)
             done = status > 0
             message = {1: "converged (gradient)", 2: "converged (cost)", 3: "converged (step size)",
                        4: "converged (gradient and step size)", 0: "a local search used its evaluations"}.get(

@@ -101,7 +101,7 @@ class FidelityParams(RunsParams):
     llmservingsim_runs: tuple[str, ...] = ("RTX4090", "RTXPRO6000")
     llmservingsim_start: str = "llama-3.1-8b-h100"
     split: int = 150
-    max_evaluations: int = 600
+    max_evaluations: int = 800
     seed: int = 0
 
     def __post_init__(self):
