@@ -505,7 +505,7 @@ def _stepwise(problem: _Problem, prefit: np.ndarray, samples: int, seed: int):
             free.remove(n)
             selection.reasons[present.index(n)] = (
                 f"a fixed step cost of this server's own profile moves only when the run's load stages pin it (their "
-                f"means pin it to {fit_search._std_text(error)} only, limit +-{MAX_STD:g})")
+                f"means pin it to {fit_search.std_text(error)} only, limit +-{MAX_STD:g})")
     for k, n in enumerate(present):
         if n not in free:
             problem.status[n] = _held(problem, selection.reasons.get(k, ""))
@@ -561,15 +561,20 @@ def _stepwise(problem: _Problem, prefit: np.ndarray, samples: int, seed: int):
         if not loose or len(free) == 1:
             break
         k = int(loose[0])
-        dropped = free.pop(k)
+        dropped = free[k]
+        try:
+            coef, cost, converged, result, param = problem.fit(free[:k] + free[k + 1:], coef, samples=0,
+                                                               local_searches=1, seed=seed)
+        except (fit_search.BudgetExhausted, CalibrationError):
+            problem.notes.append(f"{dropped} kept although the targets pin it to {fit_search.std_text(errors[k])} "
+                                 "only: no budget left to refit without it")
+            jac_fit = None
+            break
+        free.pop(k)
         pinned_by = "load stages (their means)" if problem.own_fixed_cost(dropped) else "targets"
         problem.status[dropped] = _held(problem, f"dropped at the fit: the {pinned_by} pin it to "
-                                                 f"{fit_search._std_text(errors[k])} only (limit +-{MAX_STD:g})")
+                                                 f"{fit_search.std_text(errors[k])} only (limit +-{MAX_STD:g})")
         log.debug("calibrate: %s dropped at the fit (+-%.2g)", dropped, errors[k])
-        try:
-            coef, cost, converged, result, param = problem.fit(free, coef, samples=0, local_searches=1, seed=seed)
-        except (fit_search.BudgetExhausted, CalibrationError):
-            break
     problem.evaluator.use(param)
     if jac_fit is not None and jac_fit.shape[1] != len(free):
         jac_fit = None

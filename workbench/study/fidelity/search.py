@@ -173,7 +173,7 @@ def select_identifiable(jac: np.ndarray, names: list, max_std: float, *, priorit
             continue
         alone = 1.0 / effect[k] if effect[k] > 0 else math.inf
         if alone > max_std:
-            reasons[k] = (f"too little effect: alone, the targets would pin it to {_std_text(alone)} only "
+            reasons[k] = (f"too little effect: alone, the targets would pin it to {std_text(alone)} only "
                           f"(limit +-{max_std:g})")
             partner[k] = None
             continue
@@ -187,12 +187,13 @@ def select_identifiable(jac: np.ndarray, names: list, max_std: float, *, priorit
         worst = int(np.argmax(errors))
         reasons[k] = (f"not separable from {names[closest]} (their effects on the targets are "
                       f"{max(similarity):.0%} alike): with both free, {names[trial[worst]]} would be pinned to "
-                      f"{_std_text(errors[worst])} only (limit +-{max_std:g})")
+                      f"{std_text(errors[worst])} only (limit +-{max_std:g})")
         partner[k] = closest
     return Selection(chosen, reasons, partner, effect)
 
 
-def _std_text(value: float) -> str:
+def std_text(value: float) -> str:
+    """A standard error (log units) as text: +-0.42, or nothing when the information is singular."""
     return "nothing" if not np.isfinite(value) else f"+-{value:.2g}"
 
 
@@ -276,4 +277,4 @@ def multistart(evaluator: Evaluator, candidates: list, low: np.ndarray, high: np
 
 
 __all__ = ["BudgetExhausted", "Evaluator", "SearchResult", "Selection", "jacobian", "multistart",
-           "select_identifiable", "standard_errors"]
+           "select_identifiable", "standard_errors", "std_text"]
