@@ -69,7 +69,10 @@ MODELS: dict[str, ModelSpec] = {
     "opt-13b": ModelSpec(40, 40, 128, 2, 25.7, "OPT-13B, fp16"),
     "seed": ModelSpec(1, 1, 1250, 2, 2.0, "the seed project's values (5e-6 GB/token, 2 GB weights); not a real model"),
 }
-DEFAULT_MODEL = "qwen3-1.7b"
+# the memory the seed study's formula grid runs with (latency="seed-grid"): the Qwen3-1.7B of the grid's labels on
+# a 16 GB GPU at vLLM's default utilisation (SimConfig's defaults until the suite's hardware model became the
+# library's; workbench.sim.profiles.profile_config_fields("seed-grid") returns it)
+GRID_MEMORY = {"model": "qwen3-1.7b", "gpu_mem_gb": 16.0, "gpu_memory_utilization": 0.9, "mem_margin_gb": 1.0}
 
 # the seed project's whole memory setup: its model values on a 12 GB GPU used in full
 SEED_MEMORY = {"model": "seed", "gpu_mem_gb": 12.0, "gpu_memory_utilization": 1.0}

@@ -274,7 +274,9 @@ PROFILES: dict[str, tuple] = {
 PROFILES["opt-13b-a100-distserve"] = (
     distserve_profile, {"path": DISTSERVE_ENGINE_PROFILE, "model": "facebook/opt-13b", "tp": 1},
     "OPT-13B on A100-80GB, DistServe's engine, TP 1 (2, 4 by tp=); the disaggregated runs' profile")
-DEFAULT_PROFILE = "opt-13b-a100"
+DEFAULT_PROFILE = "opt-13b-a100"   # the library's default hardware model and the suite's (wb.simulate, SimConfig)
+# the seed study's formula grid (a LatencyModel, not a profile): "grid" is the name it had first
+SEED_GRID_NAMES = ("seed-grid", "grid")
 # the disaggregated engine's default: resolved at each pool's TP degree
 DEFAULT_DISAGG_PROFILE = "opt-13b-a100-distserve"
 
@@ -443,12 +445,17 @@ def _load_profile(name: str, tp: int | None) -> StepTimeModel:
 
 
 def profile_config_fields(name: str) -> dict:
-    """The SimConfig memory fields (``model``, ``gpu_mem_gb``, ...) of the hardware profile ``name`` ran on.
+    """The SimConfig memory fields (``model``, ``gpu_mem_gb``, ...) of the hardware profile ``name`` ran on
+    (``"seed-grid"``: the memory the seed study's formula grid runs with, :data:`workbench.sim.memory.GRID_MEMORY`).
 
     ``SimConfig(scheduler=..., **profile_config_fields("opt-13b-a100"))`` gives a replica the KV capacity
     of the measured setup (OPT-13B on one A100-80GB: 64,742 tokens = 4046 blocks of 16), so a static
     scheduler in step mode and a continuous one share both the step times and the memory.
     """
+    if name in SEED_GRID_NAMES:   # the seed study's formula grid: its labels' model on a 16 GB GPU
+        from workbench.sim.memory import GRID_MEMORY
+
+        return dict(GRID_MEMORY)
     roofline = parse_roofline_name(name) if name not in PROFILES else None
     if roofline is not None:
         return roofline_memory_fields(*roofline)

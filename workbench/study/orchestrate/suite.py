@@ -176,7 +176,7 @@ class StepRun:
     html: Path
     wall_s: float
     csv: Path | None = None
-    pngs: list[Path] = field(default_factory=list)
+    pngs: list[Path] = field(default_factory=list)   # its other CSVs, then its figures
     rendering: object = None   # the HTML rendering still under way (a future), if any
 
 
@@ -414,9 +414,19 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
     else:
         render_html(executed, html, replacements)
         pending = None
-    csv = results_dir / f"{name}.csv"
-    pngs = sorted(results_dir.glob(f"{name}*.png"))  # the step's figure, then e.g. <step>_capacity.png
-    return StepRun(name, executed, html, wall, csv if csv.is_file() else None, pngs, pending)
+    csv, pngs = notebook_outputs(results_dir, name)
+    return StepRun(name, executed, html, wall, csv, pngs, pending)
+
+
+def notebook_outputs(results_dir: Path, name: str) -> tuple[Path | None, list[Path]]:
+    """What notebook ``name`` wrote beside its rendering: its checkpoint CSV (None when it has none), then its other
+    CSVs and its figures (``<name>*.csv``, ``<name>*.png``), in ``results_dir`` or in its own folder there (the
+    comparison's ``compare_schedulers/``)."""
+    found = []
+    for folder in (results_dir, results_dir / name):
+        found += [f for pattern in (f"{name}_*.csv", f"{name}*.png") for f in sorted(folder.glob(pattern))]
+    checkpoints = [f for f in (results_dir / f"{name}.csv", results_dir / name / f"{name}.csv") if f.is_file()]
+    return (checkpoints[0] if checkpoints else None), found
 
 
 def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
@@ -442,10 +452,12 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
             plans[step] = planner(params)
             first.append(SweepPart(plans[step].tests, plans[step].results_dir, f"{step}.csv", step))
     cparams = None
+    capacity = f"{COMPARE} capacity"
     if COMPARE in selected:
         cparams = compare.CompareParams(**compare_parameters(options))
         folder = cparams.claim_results_dir()
-        first.append(SweepPart(compare.capacity_tests(cparams), folder, compare.CHECKPOINT, f"{COMPARE} capacity"))
+        first.append(SweepPart(compare.capacity_tests(cparams, compare.search_counts(cparams)), folder,
+                               compare.CHECKPOINT, capacity))
     done = dict(zip([p.desc for p in first], _sweeps(first, options, progress, "suite (steps 1-2, comparison "
                                                                                   "capacities)")))
     if STEP3 in selected:
@@ -455,11 +467,21 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
                 "num_gpus")
         plan3 = experiments.plan_step3(params, best_gpu_count=gpus)
         second.append(SweepPart(plan3.tests, plan3.results_dir, f"{STEP3}.csv", STEP3))
-    if cparams is not None:
-        rates = compare.curve_rates(cparams, done[f"{COMPARE} capacity"], cparams.trace(cparams.seeds()[0]).mean_rate_rps)
-        second.append(SweepPart(compare.load_tests(cparams, rates), cparams.results_path(), compare.CHECKPOINT,
-                                f"{COMPARE} load curves"))
-    _sweeps(second, options, progress, "suite (step 3, comparison curves)")
+    if cparams is None:
+        _sweeps(second, options, progress, "suite (step 3)")
+        return
+
+    def run(tests):   # the comparison's next capacity searches, beside step 3's tests in the first round
+        parts = [*second, SweepPart(tests, folder, compare.CHECKPOINT, capacity)]
+        second.clear()
+        return _sweeps(parts, options, progress, "suite (step 3, comparison capacities)" if len(parts) > 1
+                       else "suite (comparison capacities)")[-1]
+
+    cap_rows = compare.capacity_rounds(cparams, run, done[capacity])
+    _sweeps(second, options, progress, "suite (step 3)")   # when the comparison asked for nothing more
+    rates = compare.curve_rates(cparams, cap_rows, cparams.trace(cparams.seeds()[0]).mean_rate_rps)
+    _sweeps([SweepPart(compare.load_tests(cparams, rates), folder, compare.CHECKPOINT, f"{COMPARE} load curves")],
+            options, progress, "suite (comparison curves)")
 
 
 def _compile_engines(params: StepParams) -> None:
