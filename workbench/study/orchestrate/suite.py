@@ -430,14 +430,16 @@ def notebook_outputs(results_dir: Path, name: str) -> tuple[Path | None, list[Pa
 
 
 def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
-    """Run the tests of the selected steps and of the comparison before their notebooks, as two sweeps.
+    """Run the tests of the selected steps and of the comparison before their notebooks, in few sweeps.
 
     Notebook by notebook, each sweep waits for its slowest chain of capacity searches while a worker idles,
-    and the next notebook cannot start; one sweep over steps 1 and 2 and the comparison's capacities (step
-    1's searches are step 2's tests, and step 2's the comparison's: each runs once), then one over step 3 (at
-    the GPUs step 2 found the trace needs, which needs step 2's rows) and the comparison's load curves (which need its
-    capacities), keep both workers busy.  The notebooks then find every test checkpointed and draw.  Nothing
-    here changes a result: the tests are the notebooks' own (same ids)."""
+    and the next notebook cannot start; one sweep over steps 1 and 2 and the comparison's capacities at every
+    count (step 1's searches are step 2's tests, and step 2's the comparison's: each runs once), then one over
+    step 3 (at the GPUs step 2 found the trace needs, which needs step 2's rows) and the comparison's searches
+    around the GPUs its added schedulers need (which need their references' rows; another sweep of those while
+    they ask for more, :func:`workbench.study.runs.compare.capacity_rounds`), then the comparison's load curves
+    (which need its capacities).  The notebooks then find every test checkpointed and draw.  Nothing here
+    changes a result: the tests are the notebooks' own (same ids)."""
     from workbench.study.runs import compare
     from workbench.study.runs import experiments
     from workbench.study.runs.sweep import SweepPart

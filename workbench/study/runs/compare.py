@@ -1,4 +1,5 @@
-"""Running the scheduler comparison: every scheduler's capacity on every GPU count, then load-latency curves.
+"""Running the scheduler comparison: every scheduler's capacity on the GPU counts that decide the GPUs it needs
+(:func:`search_counts`: every count, but for the schedulers that vary a close one), then load-latency curves.
 
 :func:`run_comparison` runs the tests (checkpointed in ``compare_schedulers.csv``, keyed like every sweep's, so
 step 2's capacities at the same parameters are reused), aggregates each over its seeds and hands the rows to
