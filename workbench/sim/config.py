@@ -10,8 +10,7 @@ import numpy as np
 
 from workbench import checks
 
-from workbench.sim.memory import ModelSpec, get_model
-from workbench.sim.profiles import DEFAULT_PROFILE, PROFILE_MEMORY
+from workbench.sim.memory import DEFAULT_MEMORY, ModelSpec, get_model
 from workbench.sim.routers import DISAGG_ROUTERS, ROUTERS
 from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
@@ -93,7 +92,7 @@ def _f(default, help: str):
 # The memory of the hardware the default step-time profile was measured on (OPT-13B on one A100-80GB): the
 # library's default, the suite's too, so a static scheduler in step mode and a continuous one share step times and
 # KV cache.  The seed grid's: SimConfig(**profile_config_fields("seed-grid")).
-_MEMORY = PROFILE_MEMORY[DEFAULT_PROFILE]
+_MEMORY = DEFAULT_MEMORY
 
 
 @dataclass(frozen=True)

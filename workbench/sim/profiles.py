@@ -42,6 +42,7 @@ from pathlib import Path
 
 from workbench import checks
 from workbench.paths import DATA_DIR
+from workbench.sim.memory import A100_80GB_TOTAL_GB, DEFAULT_MEMORY
 from workbench.sim.steptime import StepTimeModel
 
 log = logging.getLogger(__name__)
@@ -280,15 +281,12 @@ SEED_GRID_NAMES = ("seed-grid", "grid")
 # the disaggregated engine's default: resolved at each pool's TP degree
 DEFAULT_DISAGG_PROFILE = "opt-13b-a100-distserve"
 
-# A100-80GB as torch (and vLLM v0.2) reads its total memory: 79.15 GiB, in GB of 1e9 bytes
-A100_80GB_TOTAL_GB = 84.9866653696
 # profile name -> the SimConfig memory fields of the hardware it was measured on (one replica); from the
 # setup of the measured runs (data/groundtruth/distserve_opt13b_a100_vllm/setup.json): vLLM's
 # gpu_memory_utilization 0.95 and about 2 GB of activation peak kept free, which gives the setup's
 # 4046 KV blocks of 16 tokens.  A tensor-parallel replica of tp GPUs has tp times the memory.
 PROFILE_MEMORY: dict[str, dict] = {
-    "opt-13b-a100": {"model": "opt-13b", "gpu_mem_gb": A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
-                     "mem_margin_gb": 2.0},
+    "opt-13b-a100": DEFAULT_MEMORY,   # SimConfig's defaults
     "opt-13b-a100-tp2": {"model": "opt-13b", "gpu_mem_gb": 2 * A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
                          "mem_margin_gb": 2.0},
     # per GPU (a disaggregated instance of g GPUs gets g x this, minus the weights once): DistServe's engine keeps
