@@ -54,7 +54,7 @@ CRASH_CASES = {
     "block_size_2**31-1": "wb.simulate(wb.load_trace(num_requests=200), "
                           "wb.SimConfig(scheduler='continuous_fcfs', block_size=2**31 - 1))",
     "engine_tables_too_big": "wb.simulate(wb.load_trace(num_requests=200), "
-                             "wb.SimConfig(scheduler='continuous_fcfs', block_size=65536, num_gpus=100_000, gpu_mem_gb=16))",
+                             "wb.SimConfig(scheduler='continuous_fcfs', block_size=65536, num_gpus=100_000, gpu_mem_gb=160))",
     "step_log_too_big": "wb.simulate(wb.load_trace(num_requests=200), wb.SimConfig(scheduler='continuous_fcfs'), "
                         "step_log=10**9)",
     # the same classes through the disaggregated engine (issue 15)

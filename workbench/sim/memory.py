@@ -83,7 +83,7 @@ DEFAULT_MEMORY = {"model": "opt-13b", "gpu_mem_gb": A100_80GB_TOTAL_GB, "gpu_mem
 GRID_MEMORY = {"model": "qwen3-1.7b", "gpu_mem_gb": 16.0, "gpu_memory_utilization": 0.9, "mem_margin_gb": 1.0}
 
 # the seed project's whole memory setup: its model values on a 12 GB GPU used in full
-SEED_MEMORY = {"model": "seed", "gpu_mem_gb": 12.0, "gpu_memory_utilization": 1.0}
+SEED_MEMORY = {"model": "seed", "gpu_mem_gb": 12.0, "gpu_memory_utilization": 1.0, "mem_margin_gb": 1.0}
 
 
 def get_model(name: str) -> ModelSpec:
