@@ -11,13 +11,17 @@ What every figure does (:mod:`workbench.study.present.palette` for colours):
 
 * a scheduler has the same colour in every figure; GPU counts of one
   scheduler (step 1) differ in marker and dash;
-* reference lines (targets, the floor no load goes below, the offered rate,
-  ideal scaling) are black or grey, each with its own dash pattern, and a
+* reference lines (the TTFT and TPOT limits, the 5% violation and 90%
+  attainment targets, the floor no load goes below, the offered rate, ideal
+  scaling) are black or grey, each with its own dash pattern, drawn over the
+  schedulers' lines, and a
   best GPU count or K is a star on its scheduler's line, never a line that
   could be taken for a scheduler's;
 * one legend per figure, below the panels, outside the data;
-* lines that coincide are drawn so both show (the later one dashed on top)
-  and the panel's axis label says which coincide;
+* no line or marker hides another: lines that coincide, for all or part of
+  their length as drawn, are brought out (the hidden ones dashed on top) and
+  stars on one point drawn inside each other, and the panel's axis label says
+  which (:func:`workbench.study.present.figures.uncover_hidden`);
 * a title of at most two lines: what the figure shows, then the trace, the
   hardware model and the SLA;
 * an axis is logarithmic where its values span more than a factor of
@@ -33,7 +37,7 @@ bars: the 95% interval over the seeds, cut to the quantity's range
 from __future__ import annotations
 
 import re
-import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -46,7 +50,6 @@ from workbench.study.store.checkpoints import GRID_PROFILE
 from workbench.study.store.replications import error_bars
 
 LOG_SPAN = 30.0            # an axis whose positive values span more than this factor is logarithmic
-COINCIDE_RTOL = 2e-3       # two series within this relative difference at every x coincide
 STAR = {"marker": "*", "ms": 14, "mec": "black", "mew": 0.8, "ls": "none", "zorder": 5}
 
 
@@ -184,43 +187,22 @@ def _series(ax, x, rows: pd.DataFrame, column: str, **style):
 
 
 def _lines(ax, items: list[tuple[str, np.ndarray, pd.DataFrame, dict]], column: str) -> list[str]:
-    """Draw ``(label, x, rows, style)`` for ``column``; a line that coincides with one drawn before it is drawn
-    dashed on top, so both show.  Returns what coincides, for the panel's axis label."""
-    drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
-    groups: dict[str, list[str]] = {}
+    """Draw ``(label, x, rows, style)`` for ``column``.  Returns the notes for the panel's axis label: none, since
+    lines that coincide, or hide one another for part of their length, are brought out and named when the
+    figure is finished (:func:`workbench.study.present.figures.uncover_hidden`), in pixels as drawn."""
     for label, x, rows, style in items:
-        y = _values(rows, column)
-        same = next((name for name, x0, y0 in drawn if _coincide(x, y, x0, y0)), None)
         style = dict(style)
         style.setdefault("marker", "o")
         style.setdefault("ms", 4)
-        if same is not None:
-            style.update(ls=(0, (3, 3)), lw=1.6, ms=3, zorder=4)
-            groups.setdefault(same, [same]).append(label)
-        else:
-            style.setdefault("lw", 2.2)
+        style.setdefault("lw", 2.2)
         _series(ax, x, rows, column, label=label, **style)
-        drawn.append((label, np.asarray(x, dtype=float), y))
-    if len(drawn) > 1 and len(groups) == 1 and len(next(iter(groups.values()))) == len(drawn):
-        return ["all lines"]
-    return [" = ".join(members) for members in groups.values()]
-
-
-def _coincide(x, y, x0, y0) -> bool:
-    x, y, x0, y0 = (np.asarray(a, dtype=float) for a in (x, y, x0, y0))
-    if x.shape != x0.shape or not np.array_equal(x, x0) or not np.isfinite(y).any():
-        return False
-    both = np.isfinite(y) & np.isfinite(y0)
-    if not np.array_equal(np.isfinite(y), np.isfinite(y0)) or not both.any():
-        return False
-    return bool(np.allclose(y[both], y0[both], rtol=COINCIDE_RTOL, atol=1e-12))
+    return []
 
 
 def _label_axes(ax, xlabel: str, ylabel: str, notes: list[str] = ()) -> None:
     """Axis labels; coinciding lines are said under the x label (outside the data)."""
     if notes:
-        text = "; ".join(notes)
-        xlabel += "\n" + textwrap.fill(f"lines that coincide (drawn dashed on top): {text}", 70)
+        xlabel += "\n" + "; ".join(notes)   # wrapped to the panel's width when the figure is finished
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
@@ -244,7 +226,7 @@ def floor_text(floor: float) -> str:
 
 def _violation_references(ax, rows: pd.DataFrame) -> None:
     """The 5% breaking line and, where known, the floor no load can go below."""
-    _hline(ax, analysis.BREAKING_SLA_VIOLATION, "target",
+    _hline(ax, analysis.BREAKING_SLA_VIOLATION, "violation",
            f"{analysis.BREAKING_SLA_VIOLATION:.0%} SLA violations: breaking point")
     floor = _floor(rows)
     if floor is not None:
@@ -280,7 +262,7 @@ def _step_panels(axes, rows: pd.DataFrame, x: str, items_of, xlabel: str) -> Non
         notes = _lines(ax, items_of(have), metric)
         value = float(have[limit].dropna().iloc[0]) if limit in have and have[limit].notna().any() else None
         if value is not None:
-            _hline(ax, value, "target", f"{name.split()[1]} limit {_seconds(value)}")
+            _hline(ax, value, name.split()[1].lower(), f"{name.split()[1]} limit {_seconds(value)}")
         _fit_axis(ax, _values(have, metric), value)
         _label_axes(ax, xlabel, name, notes)
 
@@ -534,7 +516,6 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
     for ax, (column, ylabel) in zip(axes, panels):
         notes = _lines(ax, _scheduler_items(swept, "k_bins"), column)
         _flat_lines(ax, flat, column)
-        notes += _flat_coincidences(swept, flat, column)
         if column == "sla_violation_rate":
             _share_axis(ax, _values(rows, column))
             _violation_references(ax, rows)
@@ -571,23 +552,6 @@ def _best_k(rows: pd.DataFrame):
     return None if best is None else int(best["k_bins"])
 
 
-def _flat_coincidences(swept: pd.DataFrame, flat: pd.DataFrame, column: str) -> list[str]:
-    """"multi_bin_dynamic = dynamic_no_bins" where a swept line lies on a scheduler's horizontal line at every K."""
-    notes = []
-    values = dict(zip(flat["scheduler"].astype(str), _values(flat, column))) if column in flat else {}
-    names = [n for n in palette.order(values) if np.isfinite(values[n])]
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if np.isclose(values[a], values[b], rtol=COINCIDE_RTOL):
-                notes.append(f"{a} = {b}")
-    for flat_name, value in values.items():
-        for name, group in swept.groupby("scheduler", sort=False):
-            other = _values(group, column)
-            if np.isfinite(value) and np.isfinite(other).all() and np.allclose(other, value, rtol=COINCIDE_RTOL):
-                notes.append(f"{name} = {flat_name}")
-    return notes
-
-
 def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
                         filename: str = "step3_kbins_sensitivity_capacity.png") -> Figure:
     """Step 3: capacity against K at the step's GPU count, a line per binning scheduler (a star at its best K),
@@ -602,7 +566,6 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
     k = np.array(sorted({int(v) for v in (swept if not swept.empty else rows)["k_bins"]}))
     notes = _lines(ax, _scheduler_items(swept, "k_bins"), "capacity_rps")
     _flat_lines(ax, flat, "capacity_rps", swept)
-    notes += _flat_coincidences(swept, flat, "capacity_rps")
     _best_stars(ax, swept, "k_bins", "capacity_rps", analysis.best_k_by_capacity, k,
                 "best K by capacity of each binning scheduler")
     ax.set_xscale("log", base=2)

@@ -28,11 +28,16 @@ PINNED: dict[str, str] = {
 EXTRA = ("#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
          "#756bb1", "#636363")
 
-# name -> matplotlib line keywords; black/grey only, each with its own dash pattern
+# name -> matplotlib line keywords; black/grey only, each with its own dash pattern (and width).  Limits and targets
+# are drawn over the schedulers' lines (zorder 3), so a line that runs along one never hides it.
 REFERENCES: dict[str, dict] = {
-    "target": {"color": "0.35", "ls": ":", "lw": 1.2},          # an SLA or attainment target, a limit
-    "floor": {"color": "black", "ls": (0, (6, 2, 1, 2)), "lw": 1.0},   # the attainable floor no load goes below
-    "offered": {"color": "black", "ls": "--", "lw": 1.0},       # the offered (replayed) rate
+    "target": {"color": "0.35", "ls": ":", "lw": 1.2, "zorder": 3},          # any other target or limit
+    "ttft": {"color": "black", "ls": (0, (1, 1.5)), "lw": 1.8, "zorder": 3},   # the TTFT limit: dense dots
+    "tpot": {"color": "black", "ls": (0, (4, 1.2, 1, 1.2, 1, 1.2)), "lw": 1.3, "zorder": 3},   # TPOT: dash-dot-dot
+    "violation": {"color": "0.3", "ls": (0, (5, 2)), "lw": 1.6, "zorder": 3},    # 5% violations: long grey dashes
+    "attainment": {"color": "0.3", "ls": (0, (5, 1.5, 1.5, 1.5)), "lw": 1.6, "zorder": 3},   # 90% attainment: dash-dot
+    "floor": {"color": "black", "ls": (0, (6, 2, 1, 2)), "lw": 1.0, "zorder": 3},   # the floor no load goes below
+    "offered": {"color": "black", "ls": "--", "lw": 1.0, "zorder": 3},       # the offered (replayed) rate
     "ideal": {"color": "0.5", "ls": (0, (1, 3)), "lw": 1.0},    # ideal linear scaling
     "best": {"color": "black", "ls": (0, (4, 4)), "lw": 1.0},   # a best GPU count or K
     "best_alt": {"color": "0.45", "ls": (0, (8, 3, 2, 3)), "lw": 1.0},  # a second best (another rule)
