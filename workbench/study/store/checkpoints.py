@@ -139,7 +139,9 @@ def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.
         log.warning("%s: dropping %d duplicate row(s) (kept the last of each %s)", path, int(duplicated.sum()),
                     "/".join(key))
         frame = frame[~duplicated]
-    return frame.reset_index(drop=True)
+    # one block per dtype, not per column (read_csv's frame of ~200 columns): adding a column to a frame of
+    # 100+ blocks makes pandas warn (PerformanceWarning) in every notebook that derives one
+    return frame.reset_index(drop=True).copy()
 
 
 _PER_BIN = re.compile(r"^bin(\d+)_")
