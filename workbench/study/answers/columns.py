@@ -61,6 +61,9 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "base_test_id": ("", "test_id of replication 0: what the replications of one test share"),
     "replications": ("seeds", "<step>_summary.csv: rows (seeds) behind the summary row; its metrics are their "
                               "means"),
+    "kv_capacity_tokens": ("tokens", "KV cache one GPU holds, in tokens, from the memory fields: the static engine's "
+                                     "batch limit; the continuous engine's kv_blocks hold kv_blocks x block_size "
+                                     "of them"),
     "latency_base_s": ("s", "latency model: fixed time of a batch"),
     "latency_per_token_s": ("s/token", "latency model: time per token of the batch's longest request"),
     "latency_batch_penalty": ("", "latency model: extra share of time a full batch takes over a batch of 1"),
@@ -230,6 +233,27 @@ VALIDATION_COLUMNS: dict[str, tuple[str, str]] = {
     "note": ("", "how the tolerance was set"),
 }
 
+# compare_schedulers/compare_schedulers_{capacity,curves,ranking}.csv: the comparison's tables (its per-test
+# checkpoint, compare_schedulers.csv, has the step CSVs' columns)
+COMPARE_FILES = ("compare_schedulers_capacity.csv", "compare_schedulers_curves.csv", "compare_schedulers_ranking.csv")
+COMPARE_COLUMNS: dict[str, tuple[str, str]] = {
+    "scaling": ("x replayed rate", "curves: the point's load relative to the replayed one (the trace's timestamps "
+                                   "divided by rps_scaling x scaling)"),
+    "attainment": ("share", "curves: share of the offered requests meeting both the TTFT and the TPOT limit at that "
+                            "load (slo_attainment)"),
+    "rank": ("", "ranking: the scheduler's place by capacity_per_gpu, 1 = highest (equal values share a rank; no "
+                 "capacity: last)"),
+    "capacity_per_gpu": (REQ_S, "ranking: the scheduler's best capacity per GPU over the GPU counts compared "
+                                "(capacity_rps / at_num_gpus)"),
+    "at_num_gpus": ("GPUs", "ranking: the GPU count of that best"),
+    "at_largest_gpus": ("bool", "ranking: the best is on the largest GPU count compared, so capacity per GPU may "
+                                "grow beyond it"),
+    "distinguishable_from_next": ("bool", "ranking: the 95% intervals of this scheduler and the next in the ranking "
+                                          "do not overlap (replications > 1; empty with one seed: not known)"),
+    "note": ("", "ranking: the caveats in words (the best at the largest count compared, no load meeting the "
+                 "target)"),
+}
+
 _STEP = "<step>"
 # analysis.json: dotted key path -> (unit, meaning).  "<step>" is any of the three steps; "*" marks keys
 # that are data (a label, a GPU count, a K), whose value the entry describes.
@@ -362,15 +386,35 @@ def _unit_from_name(name: str) -> str:
     return ""
 
 
+# SimConfig fields whose None means "derived": a result row holds the value the test's engine used
+# (workbench.study.runs.sweep.memory_columns)
+RESOLVED_CONFIG = ("model_mem_gb", "kv_gb_per_token", "kv_blocks", "kv_watermark", "prefill_kv_blocks",
+                   "decode_kv_blocks")
+
+
 def config_columns() -> dict[str, tuple[str, str]]:
     """SimConfig's fields as columns: meaning from their help, unit from their name."""
-    return {f.name: (_unit_from_name(f.name), f"configuration: {f.metadata['help']}")
-            for f in dataclasses.fields(SimConfig)}
+    out = {}
+    for f in dataclasses.fields(SimConfig):
+        meaning = f"configuration: {f.metadata['help']}"
+        if f.name in RESOLVED_CONFIG:
+            meaning += "; in a result row: the value the test's engine used (empty where its engine has none)"
+        out[f.name] = (_unit_from_name(f.name), meaning)
+    return out
 
 
 def csv_columns() -> dict[str, tuple[str, str]]:
     """Every documented column of the step CSVs and all_results.csv."""
     return {**config_columns(), **RESULT_COLUMNS}
+
+
+def documented_for(csv_name: str) -> dict[str, tuple[str, str]]:
+    """The dictionary that documents the columns of the CSV named ``csv_name`` (a file the run writes)."""
+    if csv_name == "validation.csv":
+        return VALIDATION_COLUMNS
+    if csv_name in COMPARE_FILES:
+        return {**csv_columns(), **COMPARE_COLUMNS}
+    return csv_columns()
 
 
 def _pattern(name: str) -> re.Pattern:
@@ -442,6 +486,13 @@ def markdown() -> str:
              "`test_id` is replication 0's.",
              ""]
     lines += _table(csv_columns(), "column")
+    lines += ["", "## The comparison's tables", "",
+              "`compare_schedulers/compare_schedulers_capacity.csv` (scheduler, num_gpus, capacity_rps: one row per "
+              "pair, replications averaged), `compare_schedulers_curves.csv` (one row per scheduler and load) and "
+              "`compare_schedulers_ranking.csv` (one row per scheduler). Their other columns are those of the step "
+              "CSVs above; `<metric>_ci95_low` / `_ci95_high` with replications. `compare_schedulers.csv`, the "
+              "comparison's per-test checkpoint, has the step CSVs' columns.", ""]
+    lines += _table(COMPARE_COLUMNS, "column")
     lines += ["", "## `validation.csv` (`--validate`)", ""]
     lines += _table(VALIDATION_COLUMNS, "column")
     lines += ["", "## `analysis.json`", "",
@@ -452,5 +503,6 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["RESULT_COLUMNS", "VALIDATION_COLUMNS", "ANALYSIS_KEYS", "csv_columns", "markdown",
+__all__ = ["RESULT_COLUMNS", "VALIDATION_COLUMNS", "COMPARE_COLUMNS", "ANALYSIS_KEYS", "csv_columns", "documented_for",
+           "markdown",
            "undocumented_columns", "undocumented_analysis_keys"]
