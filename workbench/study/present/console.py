@@ -70,6 +70,7 @@ def notebook_setup() -> None:
     pd.set_option("display.precision", 3)
     pd.set_option("display.max_columns", 40)
     pd.set_option("display.width", 200)
+    pd.set_option("display.max_colwidth", None)   # a note or a reason in a table is read whole, never "..."
 
 
 def plain_warnings() -> None:
