@@ -113,3 +113,19 @@ def test_index_tables_leave_out_empty_columns_and_say_a_shared_model_once(tmp_pa
     comparison = page.split("Which scheduler keeps the SLA</h2>")[1].split("<h2>")[0]
     assert "<th>95% interval</th>" not in comparison and "<th>note</th>" not in comparison   # empty everywhere
     assert "<th>capacity per GPU, req/s</th>" in comparison
+
+
+def test_trace_sizes_sort_as_numbers():
+    import pandas as pd
+
+    from workbench.study.answers import analysis
+    from workbench.study.present.text import natural_key
+
+    sizes = (1_000, 1_000_000, 10_000, 100_000)
+    rows = pd.DataFrame([{"step": "step1_request_scaling", "label": f"a ({n})", "test_id": f"t{n}", "num_requests": n,
+                          "num_gpus": 1, "k_bins": 4, "throughput_rps": 1.0, "goodput_rps": 1.0,
+                          "sla_violation_rate": 0.0, "scheduler": "multi_bin_dynamic",
+                          "trace_label": f"synthetic BurstGPT-like (seed 42, {n:,} req)"} for n in sizes])
+    labels = analysis.analyze(rows)["trace"]["labels"]
+    assert [int(label.split(", ")[1].split(" ")[0].replace(",", "")) for label in labels] == sorted(sizes)
+    assert sorted(["K=16", "K=2", "K=1"], key=natural_key) == ["K=1", "K=2", "K=16"]
