@@ -182,3 +182,15 @@ def test_step1_draws_the_offered_rate_of_each_volume():
     ax = axis(fig, "goodput (req/s)")
     offered = [line for line in ax.get_lines() if line.get_label().startswith("offered rate of each volume")]
     assert offered and list(offered[0].get_ydata()) == [4.6, 21.5, 117.0]
+
+
+def test_capacity_panels_draw_the_replayed_rate_a_capacity_must_cover():
+    fig = plots.plot_gpu_capacity(step2_rows())                 # capacities 0.3-9.6 req/s, offered 30: far above
+    labels = " ".join(t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts())
+    assert "offered rate (replayed): 30 req/s; a capacity above it covers the load (above this panel)" in labels
+    rows = step2_rows().assign(offered_rps=5.0)                 # within the capacities: a line at 5 req/s
+    ax = plots.plot_gpu_capacity(rows).axes[0]
+    offered = [line for line in ax.get_lines() if line.get_label().startswith("offered rate (replayed): 5 req/s")]
+    assert offered and list(offered[0].get_ydata()) == [5.0, 5.0]
+    cap = plots.plot_kbins_capacity(step3_rows())               # offered 30 vs K capacities of 5-6: said, not drawn
+    assert "(above this panel)" in " ".join(t.get_text() for t in cap.legends[0].get_texts()).replace("\n", " ")

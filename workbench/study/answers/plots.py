@@ -233,6 +233,23 @@ def _violation_references(ax, rows: pd.DataFrame) -> None:
         _hline(ax, floor, "floor", floor_text(floor))
 
 
+def _offered_reference(ax, rows: pd.DataFrame, shown) -> None:
+    """The replayed (offered) rate on a capacity panel, where a capacity above it covers the load; one far above
+    the capacities (more than twice the largest) is said in the legend instead, so the bars keep their height."""
+    offered = _values(rows, "offered_rps")
+    offered = offered[np.isfinite(offered)]
+    if not offered.size:
+        return
+    rate = float(offered.max())
+    shown = np.asarray(shown, dtype=float)
+    top = float(np.nanmax(shown)) if shown.size and np.isfinite(shown).any() else np.inf
+    label = f"offered rate (replayed): {rate:.3g} req/s; a capacity above it covers the load"
+    if np.isfinite(top) and rate > 2 * top:
+        ax.plot([], [], label=f"{label} (above this panel)", **palette.reference("offered"))
+    else:
+        _hline(ax, rate, "offered", label)
+
+
 def _empty(fig: Figure, message: str) -> Figure:
     fig.text(0.5, 0.5, message, ha="center", va="center")
     return fig
@@ -349,6 +366,7 @@ def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
         ax.text(i, c if found[i] else max(base, 0.0), f"{c:.3g}" if found[i] else "unreachable",
                 ha="center", va="bottom", fontsize=8, color="black")
     ax.set_xticks(x, [str(v).replace(" (", "\n(") for v in rows["label"]], fontsize=8)
+    _offered_reference(ax, rows, caps)
     _label_axes(ax, "", "capacity (req/s)" + (", log" if log else ""))
     volume = int(rows["num_requests"].max())
     heading = f"Step 1: {_capacity_heading(rows)}, at {volume:,} requests"
@@ -461,6 +479,7 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
     ax_cap.plot([], [], label="ideal linear scaling from each scheduler's smallest pool (dotted, its colour)",
                 **palette.reference("ideal"))
     _log_if_spans(ax_cap, _values(rows, "capacity_rps"))
+    _offered_reference(ax_cap, rows, _values(rows, "capacity_rps"))
     _gpu_axis(ax_cap, gpus)
     missing = _unreachable_note(ax_cap, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
     xlabel = "GPUs" + ("\nno load reaches the target: " + "; ".join(missing) if missing else "")
@@ -573,7 +592,8 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
     ax.minorticks_off()
     shown = [v for v in np.r_[_values(swept, "capacity_rps"), _values(flat, "capacity_rps")]
              if np.isfinite(v) and v <= 2 * np.nanmax(_values(swept, "capacity_rps"))] if not swept.empty else []
-    _from_zero(ax, shown)
+    _offered_reference(ax, rows, shown)
+    _from_zero(ax, np.r_[shown, [v for v in _values(rows, "offered_rps") if len(shown) and v <= 2 * max(shown)]])
     missing = _unreachable_note(ax, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
     xlabel = "K (bins)" + ("\nno load reaches the target: " + "; ".join(missing) if missing else "")
     _label_axes(ax, xlabel, "capacity (req/s)", notes)

@@ -80,7 +80,8 @@ def figure_legend(fig: Figure) -> None:
 # --------------------------------------------------------------------------- lines hidden under others
 
 HIDDEN_SHARE = 0.25   # a line with this share of its length under lines drawn over it is hidden
-HIDDEN_MARKER_SHARE = 0.5   # a marker with this share of its area under other markers is hidden
+HIDDEN_MARKER_SHARE = 0.35  # a marker with this share of its area under other markers is hidden (a star shows
+                            # too little of itself to be told apart)
 HIDDEN_TOLERANCE_PX = 1.0   # what still shows of a line this far inside another's stroke is not seen
 _SAMPLE_PX = 2.0      # a line is checked every this many pixels along its length
 _NOT_MARKERS = (None, "None", "none", "", " ", "_", "|")   # no marker, or an error bar's cap
