@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -80,7 +80,7 @@ experiments.brief(results)
 # %% [markdown]
 # ## Figure: the schedulers as the volume grows
 #
-# One line per configuration: the scheduler's colour, a marker and dash per GPU count; the x axis (requests) is logarithmic. The violation panel marks the 5% breaking point (dotted) and the floor (dash-dot: requests that miss the SLA even alone on an idle GPU). The throughput and goodput panels draw the **offered rate of each volume** (dashed black): each volume is the first N requests of the trace, so each covers another stretch of its days and arrives at its own rate, and where a pool keeps up its throughput and goodput follow that rate up and down. That is why a line can fall and rise again from one volume to the next with no change in the scheduler (the seed study's multi_bin_dynamic on 4 GPUs went 7.4 -> 2.6 -> 11.6 req/s because its volumes arrived at 21.5, 117 and 49 req/s). With a step-time profile the last two panels show p99 TTFT and TPOT with their limits.
+# One line per configuration: the scheduler's colour, a marker and dash per GPU count; the x axis (requests) is logarithmic. The violation panel marks the 5% breaking point (long grey dashes) and the floor (dash-dot: requests that miss the SLA even alone on an idle GPU). The throughput and goodput panels draw the **offered rate of each volume** (dashed black): each volume is the first N requests of the trace, so each covers another stretch of its days and arrives at its own rate, and where a pool keeps up its throughput and goodput follow that rate up and down. That is why a line can fall and rise again from one volume to the next with no change in the scheduler (the seed study's multi_bin_dynamic on 4 GPUs went 7.4 -> 2.6 -> 11.6 req/s because its volumes arrived at 21.5, 117 and 49 req/s). With a step-time profile the last two panels show p99 TTFT and TPOT with their limits (black: TTFT dotted, TPOT dash-dot-dot). A line that another hides, for all or part of its length, is drawn dashed on top and named under its panel.
 
 # %%
 plots.plot_request_scaling(results, results_dir=plan.results_dir)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -69,7 +69,7 @@ experiments.brief(results)
 # %% [markdown]
 # ## Figure: the replayed load on 1 to 100 GPUs
 #
-# One line per scheduler, against the GPU count. The violation panel marks the 5% breaking point (dotted) and the floor (dash-dot); the goodput and throughput panels the offered rate replayed (dashed black), which no pool can exceed, and a star on each scheduler's goodput line at its best GPU count. The p99 latency panel is logarithmic when it spans decades; with a step-time profile the last two panels show p99 TTFT and TPOT with their limits (dotted). Lines that coincide are drawn dashed on top of each other and named under the panel.
+# One line per scheduler, against the GPU count. The violation panel marks the 5% breaking point (long grey dashes) and the floor (dash-dot); the goodput and throughput panels the offered rate replayed (dashed black), which no pool can exceed, and a star on each scheduler's goodput line at its best GPU count. The p99 latency panel is logarithmic when it spans decades; with a step-time profile the last two panels show p99 TTFT and TPOT with their limits (black: TTFT dotted, TPOT dash-dot-dot). A line that another hides, for all or part of its length, is drawn dashed on top and named under its panel; stars on one point are drawn inside each other.
 
 # %%
 plots.plot_gpu_scaling(results, results_dir=plan.results_dir)
@@ -84,7 +84,7 @@ display(Markdown(analysis.capacity_markdown(results)))
 tables.capacity_table(results)
 
 # %% [markdown]
-# Left: each scheduler's capacity against the GPU count (log scales when it spans decades), with its ideal linear scaling from its smallest pool dotted in its colour. Right: capacity per GPU, with a star at each scheduler's highest; a scheduler with no point on a GPU count reaches the target at no load there (named under the left panel).
+# Left: each scheduler's capacity against the GPU count (log scales when it spans decades), with its ideal linear scaling from its smallest pool dotted in its colour. The dashed black line is the replayed rate: a pool whose capacity lies above it covers the load. Right: capacity per GPU, with a star at each scheduler's highest; a scheduler with no point on a GPU count reaches the target at no load there (named under the left panel).
 
 # %%
 plots.plot_gpu_capacity(results, results_dir=plan.results_dir)
