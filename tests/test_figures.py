@@ -120,6 +120,7 @@ def test_a_limit_is_drawn_over_a_line_that_runs_along_it():
     finish_figure(fig, "limit\nunder a line")
     assert limit.get_zorder() > line(ax, "continuous_fcfs").get_zorder()
     assert hidden_lines(ax) == []
+    assert "continuous_fcfs runs along the TTFT limit 1 s" in xlabel(ax)      # and the reader is told
 
 
 def test_notes_never_run_past_their_panel():

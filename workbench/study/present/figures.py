@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import to_hex
+from matplotlib.colors import to_hex, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -212,6 +212,35 @@ def hidden_lines(ax) -> list[tuple[Line2D, list[Line2D]]]:
     return found
 
 
+def _grey(line: Line2D) -> bool:
+    """A reference line (a limit, a target, the offered rate): black or grey, the colours no scheduler has."""
+    r, g, b, _ = to_rgba(line.get_color())
+    return r == g == b
+
+
+def lines_along_references(ax) -> list[tuple[Line2D, Line2D]]:
+    """(line, reference) for every coloured line of ``ax`` of which :data:`HIDDEN_SHARE` or more runs inside the
+    stroke of a reference line drawn over it (a p99 TTFT at 0.998 s under the 1 s limit): the reference's gaps
+    let it show, but a reader cannot tell it from the reference without being told."""
+    lines = _candidates(ax)
+    dpi = ax.figure.dpi
+    found = []
+    for i, below in enumerate(lines):
+        if _grey(below) or not _has_line(below):
+            continue
+        samples = _samples(below, dpi)
+        own = _width_px(below.get_linewidth(), dpi) / 2
+        for above in lines[i + 1:]:
+            if not (_grey(above) and _has_line(above)) or not len(samples):
+                continue
+            reach = max(_width_px(above.get_linewidth(), dpi) / 2, own) + HIDDEN_TOLERANCE_PX
+            near = _distance_to_segments(samples, _segments(_pixels(above))) <= reach
+            if near.mean() >= HIDDEN_SHARE - 1e-9:
+                found.append((below, above))
+                break
+    return found
+
+
 def _clusters(found, order) -> list[list[Line2D]]:
     """Groups of lines that hide one another (a hidden line with the lines over it, transitively), each in the
     order drawn."""
@@ -253,17 +282,22 @@ def uncover_hidden(fig: Figure) -> list[str]:
     dashes (several interleaved, so every colour shows where they coincide), a dashed one in its own pattern
     shifted by half a period.  Markers stacked on one point (the stars of several schedulers' best) are drawn
     inside each other, each smaller than the one below.  The panel's x label says so ("A and B drawn dashed over
-    C").  Returns the notes added.  Works on the figure as laid out, in pixels, so a line that only
+    C"), and names a line that runs along a limit or a target drawn over it ("A runs along the TTFT limit 1 s").  Returns the notes added.  Works on the figure as laid out, in pixels, so a line that only
     crosses another, or runs beside it, is left alone."""
     wrap_axis_labels(fig)
     fig.draw_without_rendering()   # the layout the PNG will have: pixels are what a reader sees
     notes_added = []
     for ax in fig.axes:
         found = hidden_lines(ax)
-        if not found:
+        along = lines_along_references(ax)
+        if not found and not along:
             continue
         order = _candidates(ax)
-        notes = []
+        by_reference: dict[int, list[Line2D]] = {}
+        for line, reference in along:
+            by_reference.setdefault(id(reference), [reference]).append(line)
+        notes = [f"{_and([_name(line) for line in group[1:]])} run{'s' if len(group) == 2 else ''} along the "
+                 f"{_name(group[0])}" for group in by_reference.values()]
         strokes = [(line, [c for c in covers if _has_line(c)]) for line, covers in found if _has_line(line)]
         for group in _clusters([(line, covers) for line, covers in strokes if covers], order):
             *over, base = group
@@ -329,4 +363,4 @@ def wrap_axis_labels(fig: Figure) -> None:
 
 
 __all__ = ["DPI", "HIDDEN_SHARE", "StepFigure", "figure_legend", "figure_png", "finish_figure", "hidden_lines",
-           "note_width", "save_png", "uncover_hidden", "wrap_axis_labels"]
+           "lines_along_references", "note_width", "save_png", "uncover_hidden", "wrap_axis_labels"]
