@@ -4,7 +4,7 @@ Which notebooks run, when and with which parameters is one table,
 :data:`SUITE_NOTEBOOKS`: the three steps, the scheduler comparison, and the
 fidelity reports and the other studies behind ``--validate`` (prefix caching and
 disaggregation, about 20-25 s each on 2 cores: kept out of the default first run, which
-stays within its two minutes).  A new notebook joins the suite with
+takes a few minutes; the README says how long).  A new notebook joins the suite with
 one line there (its name, title, when it runs and how its parameters come
 from the suite's options); ``index.html`` and the summary take its title from
 there.
