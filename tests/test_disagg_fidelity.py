@@ -102,7 +102,7 @@ def test_calibrate_returns_the_kind_it_was_given(runs):
         cd.calibrate_disaggregated("opt-13b-a100-distserve",
                                    [train[0], dataclasses.replace(train[0], config=train[0].config.replace(decode_tp=2))])
     with pytest.raises(ValueError, match="apply to vLLM runs"):
-        wb.calibrate(LATENCY, train, thresholds="fit")
+        wb.calibrate(LATENCY, train, seed=3)
 
 
 def test_the_calibration_gradient_is_the_schedules_slope(runs):

@@ -1,7 +1,5 @@
 """The live explorer, driven headlessly: moving a widget re-simulates and changes the figure."""
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -17,10 +15,6 @@ def explorer():
     return ex
 
 
-def _digest(image: bytes) -> str:
-    return hashlib.sha256(image).hexdigest()
-
-
 def test_moving_a_slider_resimulates_and_redraws(explorer):
     first_image, first_result = explorer.last_image, explorer.result
     assert first_image.startswith(b"\x89PNG")
@@ -28,7 +22,7 @@ def test_moving_a_slider_resimulates_and_redraws(explorer):
     assert explorer.config.num_gpus == 2
     assert explorer.result is not first_result
     assert explorer.result.config.num_gpus == 2
-    assert _digest(explorer.last_image) != _digest(first_image)
+    assert explorer.last_image != first_image                 # the figure was drawn again, differently
     assert len(explorer.history) == 2
     # fewer GPUs on the same load: the tail of the time to first token grows
     assert explorer.history[1].latency_p99_s > explorer.history[0].latency_p99_s

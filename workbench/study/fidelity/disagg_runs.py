@@ -20,8 +20,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from workbench import checks
 from workbench.study.fidelity.calibration_disagg import cross_validate_disaggregated, fidelity_table
-from workbench.study.fidelity.vllm_runs import FidelityParams
+from workbench.study.fidelity.vllm_runs import RunsParams
 
 NOTEBOOK = "fidelity_disagg"
 # what the notebook writes into its results folder (checked before anything runs: none may be a folder)
@@ -34,10 +35,10 @@ METRICS = ("ttft_s", "tpot_s", "e2e_s")
 
 
 @dataclass(frozen=True)
-class DisaggFidelityParams(FidelityParams):
-    """The disaggregated fidelity notebook's parameters, validated as the vLLM one's (the same fields but
-    ``thresholds``, which only the vLLM calibration has); the folder they write to (its part
-    ``fidelity_disagg``)."""
+class DisaggFidelityParams(RunsParams):
+    """The disaggregated fidelity notebook's parameters, validated (the runs and profile as the vLLM report's,
+    and the disaggregated calibration's iterations and the prior weights to compare); the folder they write to
+    (its part ``fidelity_disagg``)."""
 
     notebook, outputs, default_data_dir = NOTEBOOK, OUTPUTS, DEFAULT_DATA_DIR
     data_dir: str = DEFAULT_DATA_DIR
@@ -48,10 +49,10 @@ class DisaggFidelityParams(FidelityParams):
     prior_weights: tuple[float, ...] = (0.01, 0.09)
 
     def __post_init__(self):
-        if self.thresholds is not None:
-            raise ValueError(f"thresholds: the disaggregated calibration keeps the profile's decode-regime boundary, "
-                             f"got {self.thresholds!r}; leave it out")
         super().__post_init__()
+        object.__setattr__(self, "max_iter", checks.integer(self.max_iter, "max_iter", low=1, high=10_000))
+        object.__setattr__(self, "prior_weights", checks.numbers(self.prior_weights, "prior_weights", low=0,
+                                                                 empty=True))
 
 
 def is_overloaded(run) -> bool:
