@@ -222,7 +222,7 @@ def load_and_repair(path: Path) -> pd.DataFrame:
             if rows.empty:
                 path.unlink()
             else:
-                write_csv_atomic(path, canonical_columns(rows))
+                write_csv_atomic(path, canonical_columns(rows), keep_empty=True)
     return rows
 
 
@@ -248,7 +248,7 @@ def merge_rows(path: str | os.PathLike, rows: Sequence[dict] | pd.DataFrame) -> 
     parts = [f for f in (old, new) if not f.empty]
     merged = pd.concat(parts, ignore_index=True, sort=False) if parts else new
     merged = canonical_columns(merged)
-    write_csv_atomic(path, merged)
+    write_csv_atomic(path, merged, keep_empty=True)   # every column, even one no row has yet: the schema resumes
     return merged
 
 
