@@ -140,14 +140,14 @@ def test_notes_never_run_past_their_panel():
         assert label.x0 >= box.x0 - 2 and label.x1 <= box.x1 + 2, ax.get_xlabel()
 
 
-LIMITS = ("ttft", "tpot", "violation", "attainment")
+LIMITS = ("ttft", "tpot", "sla_target")
 
 
 def style(artist):
     return (to_rgba(artist.get_color()), artist._unscaled_dash_pattern, artist.get_linewidth())
 
 
-def test_ttft_tpot_5pct_and_90pct_reference_lines_each_have_their_own_style():
+def test_ttft_tpot_and_target_reference_lines_each_have_their_own_style():
     from matplotlib.lines import Line2D
 
     styles = {kind: style(Line2D([0, 1], [0, 1], **palette.reference(kind))) for kind in palette.REFERENCES}
@@ -169,7 +169,7 @@ def test_the_figures_draw_their_limits_in_those_styles():
 
     fig = plots.plot_gpu_scaling(step2_rows())
     drawn = {artist.get_label(): artist for ax in fig.axes for artist in ax.get_lines()}
-    lines = {"violation": drawn["5% SLA violations: breaking point"], "ttft": drawn["TTFT limit 1 s"],
+    lines = {"sla_target": drawn["the target: at most 10% miss the SLA (90% meet it)"], "ttft": drawn["TTFT limit 1 s"],
              "tpot": drawn["TPOT limit 50 ms"]}
     for kind, artist in lines.items():
         expected = palette.reference(kind)

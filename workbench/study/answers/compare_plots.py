@@ -45,7 +45,7 @@ def plot_load_latency(comparison, results_dir=None, filename: str = "compare_sch
         notes = _lines(ax, _scheduler_items(have, "offered_rps"), metric) if not have.empty else []
         values = _values(have, metric)
         if kind == "share":
-            _hline(ax, p.attainment, "attainment", f"attainment target {p.attainment:.0%}")
+            _hline(ax, p.attainment, "sla_target", f"the target: {p.attainment:.0%} meet the SLA")
             _share_axis(ax, np.r_[values, 1.0])
         elif kind == "rate":
             offered = np.sort(curves["offered_rps"].dropna().unique())
@@ -109,13 +109,15 @@ def ranking_table(comparison) -> pd.DataFrame:
         return f"{v:.3g}" if v is not None and np.isfinite(v) else "none"
 
     out = pd.DataFrame({"rank": table["rank"], "scheduler": table["scheduler"],
+                        "GPUs needed": table["gpus_needed"].map(lambda v: "none compared" if pd.isna(v) else str(int(v))),
                         "capacity per GPU (req/s)": table["capacity_per_gpu"].map(number),
-                        "at GPUs": table["at_num_gpus"].map(lambda v: "" if pd.isna(v) else str(int(v)))})
+                        "at GPUs": table["at_num_gpus"].map(lambda v: "" if pd.isna(v) else str(int(v))),
+                        "headroom": table["headroom"].map(lambda v: f"{v:+.0%}" if np.isfinite(v) else "")})
     if table["capacity_per_gpu_ci95_low"].notna().any():
         out["95% interval (req/s)"] = [f"{lo:.3g} to {hi:.3g}" if np.isfinite(lo) else "" for lo, hi in
                                        zip(table["capacity_per_gpu_ci95_low"], table["capacity_per_gpu_ci95_high"])]
-        order = {True: "distinct", False: "overlaps"}
-        out["order vs next"] = ["" if i == len(table) - 1 else order.get(v, "")
-                                for i, v in enumerate(table["distinguishable_from_next"])]
+    order = {True: "distinct", False: "tied within resolution"}
+    out["order vs next"] = ["" if i == len(table) - 1 else order.get(v, "")
+                            for i, v in enumerate(table["distinguishable_from_next"])]
     out["note"] = table["note"].fillna("")
     return out
