@@ -1,46 +1,65 @@
 """Calibrating a linear step-time model to measured vLLM runs, and comparing a simulation with a measured run.
 
-``calibrate(start, runs)`` fits the terms of a :class:`~workbench.sim.steptime.StepTimeModel` that the
-runs can identify and holds the rest, by simulating the runs with the engine itself (every rule of
-:mod:`workbench.sim.continuous_engine`: vLLM v0.2 or v1, preemption, prefix caching) and comparing what
-the simulation gives with what was measured.  It follows BLIS's calibration (inference-sim/inference-sim,
+``calibrate(start, runs)`` is a maximum-a-posteriori (MAP) fit of the terms of a
+:class:`~workbench.sim.steptime.StepTimeModel`, simulating the runs with the engine itself (every rule of
+:mod:`workbench.sim.continuous_engine`: vLLM v0.2 or v1, preemption, prefix caching) and comparing what the
+simulation gives with what was measured.  It follows BLIS's calibration (inference-sim/inference-sim,
 ``approach.md`` section 5 and ``docs/blog/posts/how-blis-learns-latency.md``: the simulator in the loop,
 client-side mean and p90 targets of TTFT, ITL and E2E, a global search), with what one run needs on top:
 
 1. **Targets** (:mod:`workbench.study.fidelity.targets`): per load stage (:mod:`~workbench.study.fidelity.stages`:
    where the arrival rate changes, found from the arrivals or given), the mean and p90 of TTFT, TPOT and
    E2E, compared as log(simulated / measured) over their noise: relative errors, so no metric dominates,
-   and a stage or a tail measured on few requests counts less.
+   and a stage or a tail measured on few requests counts less.  A target's noise floor is ``NOISE_FLOOR``
+   times its *amplification* (:func:`_amplify`: how many times it multiplies a relative error of the step
+   time, measured by a secant of every step-time term scaled together at the pre-fit): the queue-dominated
+   TTFT of an overloaded run (amplification 10 or more) is held to what a step-time model can say about it.
 2. **Terms** (:mod:`~workbench.study.fidelity.terms`): the fixed cost of a step, a prefill's cost per
    token (and per token x prefix), a decode's cost per context token and per request, the arrival and
    per-token overheads; each bounded by what the measured run allows (a term alone never costs more than
    the measured times it is part of), so the search cannot wander to a model slower than the real server at
    the run's own load.
-3. **What the run identifies** (:func:`_stepwise`), in three steps.  (A) Around a pre-fit (one factor on
-   every step-time term: where a start from another GPU lands first), the Jacobian of the targets to each
-   term the start has says which of them the targets pin to within ``MAX_STD`` (+-30%, one standard
-   error; :func:`~workbench.study.fidelity.search.select_identifiable`), taking first, of two terms that act
-   alike, the one the start knows least (``OWN_PROFILE_PRIORITY``: for this server's own isolated-step
-   profile, the per-token and per-request costs serving adds; for a proxy, the most influential); these are
-   fitted (4).  (B) Every other term (one the start lacks, such as a per-request arrival overhead, or one
-   left out in A) is added when a refit with it lowers the cost by ``ADD_MIN_GAIN``.  (C) At the fit, a
-   free term the targets no longer pin is dropped and the rest refitted.  A run at one steady load tells a
-   step's fixed cost from its per-request cost only through its tails (Poisson bursts spread the batch
-   size: the TPOT of the requests decoding in a burst is the step time at a larger batch), two load stages
-   through their means; a fixed step cost of the server's own profile (what an isolated-step profile
-   measures best) moves only when the means pin it (the stages), a proxy's whenever the targets do; a run whose prompts are all cache hits pins the per-token prefill cost only through
-   the requests that computed theirs (a target of their own).  A term left out is *held*: at the start when the start is this server's own profile, at
-   the pre-fit (the start's shape at the run's size) when it is a proxy (another model or GPU: ``proxy``).
-4. **Search** (:func:`~workbench.study.fidelity.search.multistart`): bounded least squares from the best
-   few of the start, the pre-fit and a seeded Latin hypercube of the box, within a budget of simulations
-   (``max_evaluations``; ``budget_s`` as a safety), deterministic given ``seed``.
-5. **Checks**: the fitted model must reproduce its own training runs (mean E2E of each within
-   ``max_training_error``, 5%); else :class:`CalibrationError`, carrying the report, with what to try.  A
+3. **Prior and run factors.**  Where the runs cannot tell two terms apart, the start's shape decides: every
+   term the start has is fitted with a log-normal prior around it (its log multiplier's standard deviation,
+   the prior's *width*): ``OWN_PRIOR_WIDTH`` (50%, main's figure before issue 21) around this server's own
+   profile; ``PROXY_PRIOR_WIDTH`` (a factor e) around a proxy's shape at the run's size (the pre-fit: one
+   factor on every step-time term, where a start from another GPU lands first).  A term the start lacks has
+   no prior (it enters only when a refit with it lowers the cost by ``ADD_MIN_GAIN``, and leaves when the
+   targets do not pin it to ``MAX_STD``), and so do a proxy's CPU overheads (arrival, per token): they
+   describe another server's software (BLIS fits them behind its HTTP client), not this one, so they start
+   at 0 and enter only as the run asks.  This server's own fixed step costs, what an isolated-step profile
+   measures best (a batch of one), are held unless the run's load stages pin them (their means).
+   Runs of one server differ (DistServe's three vLLM runs of one A100 by about 15% at the same batch sizes):
+   run ``j`` is simulated with the server's step times times ``exp(u_j)``, its *run factor*, with the prior
+   ``u_j ~ N(0, run_spread^2)`` (``RUN_SPREAD``, 15%).  So one run is not fitted to its own noise: the part
+   of its level the start's prior says is the run's goes to its factor, and the model returned (the server's,
+   without factors) predicts other runs.  A proxy says nothing of the server's speed, so with a proxy only
+   how the runs differ is a factor (their factors sum to 0; none for one run).  Two training runs that disagree
+   are fitted to their compromise, each reproduced with its own factor; beyond ``RUNS_DISAGREE`` standard
+   deviations of a difference, a :class:`RunsDisagreeWarning` says so (a researcher wants the typical server
+   and to know how far the runs were apart, more than a refusal).
+4. **Search** (:func:`_stepwise`, :func:`~workbench.study.fidelity.search.multistart`): the MAP fit of every
+   term the start has and the run factors, by bounded Levenberg-Marquardt from the best few of the start, the
+   pre-fit and a seeded Latin hypercube, local searches that end within one unit of cost of the best averaged
+   (a schedule's jumps make which of them a search stops in chance); then the terms the start lacks, one at a
+   time; within a budget of simulations (``max_evaluations``; ``budget_s`` as a safety), deterministic given
+   ``seed``.  The report says which terms the runs pin (:func:`~workbench.study.fidelity.search.
+   select_identifiable` on the targets' Jacobian at the fit, the run factors free within their prior, the terms
+   the start knows least first: ``OWN_PROFILE_PRIORITY``): those are *fitted*; the others keep status *prior*
+   (their values are the prior's, moved only as far as the targets ask).  A run at one steady load tells a
+   step's fixed cost from its per-request cost only through its tails, two load stages through their means; a
+   run whose prompts are all cache hits pins the per-token prefill cost only through the requests that
+   computed theirs (a target of their own).
+5. **Checks**: each training run's own model (the server's times its run factor) must reproduce the run's
+   mean E2E within ``max_training_error`` (5%) of the step time: times the run's amplification of its mean E2E
+   (a run whose queue doubles a step-time error is judged at 10%), as a run factor is searched only within
+   ``RUN_FACTOR_LIMIT`` spreads; else :class:`CalibrationError`, carrying the report, with what to try.  A
    search stopped by its budget says so (:class:`CalibrationWarning`, ``fit_report.converged``).
 
-``fit_report`` lists every term (fitted or held, and why; its standard error from the Jacobian at the fit,
-widened by the fit's residual when the residual exceeds the noise), every target
-(measured, simulated by the start and by the fit), the stages, the training error and the search.
+``fit_report`` lists every term (fitted, prior or held, and why; its posterior standard error, widened by the
+fit's residual when the residual exceeds the noise), the run factors, every target (measured, simulated by the
+start and by the fit), the stages, the training error of each run's own model and of the server's, the decode
+step's uncertainty at the batches the runs measured and beyond (:meth:`FitReport.decode_steps`), and the search.
 """
 
 from __future__ import annotations
@@ -157,6 +176,8 @@ class FitReport:
     max_training_error: float
     run_factors: pd.DataFrame = None  # run, log_factor, factor, spreads, std (log units)
     run_spread: float = RUN_SPREAD
+    covariance: pd.DataFrame = None   # the MAP fit's posterior covariance of the free terms' log multipliers
+    batches: dict = None              # the training runs' measured decode batch (p10, p50, p90) and context per request
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -165,7 +186,42 @@ class FitReport:
 
     @property
     def held(self) -> list[str]:
-        return self.terms.loc[self.terms.status != "fitted", "term"].tolist()
+        return self.terms.loc[self.terms.status == "held", "term"].tolist()
+
+    @property
+    def prior(self) -> list[str]:
+        """Terms fitted within their prior that the runs do not pin (their values are mostly the prior's)."""
+        return self.terms.loc[self.terms.status == "prior", "term"].tolist()
+
+    def decode_steps(self, batches=None, context_tokens: float | None = None) -> pd.DataFrame:
+        """The fitted decode step time at ``batches`` (default: the training runs' p10, median and p90 measured
+        batch, and 2x and 4x the p90) of requests holding ``context_tokens`` each (default: the runs' median), with
+        its relative standard error from the posterior covariance: small where the runs measured the step, growing
+        beyond them, where the prior's shape (the start's) decides."""
+        if self.covariance is None or self.batches is None:
+            raise ValueError("decode_steps: this fit has no posterior covariance (its search ran out of budget)")
+        p10, p50, p90 = self.batches["p10"], self.batches["p50"], self.batches["p90"]
+        batches = [max(1, round(b)) for b in ((p10, p50, p90, 2 * p90, 4 * p90) if batches is None else batches)]
+        context = self.batches["context"] if context_tokens is None else float(context_tokens)
+        names = list(self.covariance.index)
+        terms = {t.name: t for t in model_terms(self.after, "step_fixed" in set(self.terms.term))}
+        base = self.after.coefficients()
+        rows = []
+        for b in batches:
+            contexts = [int(round(context))] * int(b)
+            time_s = self.after.decode_time_s(contexts)
+            gradient = []
+            for name in names:
+                up = base.copy()
+                for slot in terms[name].slots:
+                    up[slot] *= math.exp(1e-3)
+                moved = model_from_vector(self.after, up, "", "").decode_time_s(contexts)
+                gradient.append((math.log(moved) - math.log(time_s)) / 1e-3)
+            g = np.array(gradient)
+            rows.append({"batch": int(b), "context_tokens": int(round(context)), "step_s": time_s,
+                         "rel_std": float(math.sqrt(max(g @ self.covariance.to_numpy() @ g, 0.0))),
+                         "trained": bool(math.floor(p10) <= b <= math.ceil(p90))})
+        return pd.DataFrame(rows)
 
     def training_e2e_error(self) -> float:
         """The largest |relative error| of a training run's mean E2E, simulated with its own model (the server's
@@ -202,13 +258,19 @@ class FitReport:
                 std = f" (+-{row.std:.0%})" if np.isfinite(row.std) and row.fitted > 0 else f" (+-{row.std_s:.2g})"
             reason = f": {row.reason}" if row.reason else ""
             lines.append(f"  {row.term} [{row.coefficients}] {value} s{std}: {row.status}{reason}")
-        if self.run_factors is not None and self.run_spread > 0:
+        searched = self.run_factors is not None and self.run_spread > 0 and (len(self.runs) > 1 or not self.proxy)
+        if searched:
             for row in self.run_factors.itertuples():
                 lines.append(f"  run factor of {row.run}: its step times x{row.factor:.3g} the server's "
                              f"({row.spreads:+.2g} run spreads of {self.run_spread:.0%})")
+        if self.covariance is not None and self.batches is not None and len(self.covariance):
+            steps = self.decode_steps()
+            text = ", ".join(f"{r.batch}: {r.step_s * 1e3:.3g} ms +-{r.rel_std:.0%}" for r in steps.itertuples())
+            lines.append(f"  decode step by batch (requests of {steps.context_tokens.iloc[0]} context tokens; the "
+                         f"runs measured batches {self.batches['p10']:.3g}-{self.batches['p90']:.3g}): {text}")
         for row in self.training_error.itertuples():
             server = f" (the server's model, without the run factor: {row.server_rel_error:+.1%})" \
-                if self.run_spread > 0 else ""
+                if searched else ""
             lines.append(f"  training error on {row.run}: mean {row.metric} {row.mean_rel_error:+.1%}{server}")
         search = self.search
         lines.append(f"  search: {search['evaluations']} of {search['max_evaluations']} simulations in "
@@ -534,12 +596,12 @@ class _Problem:
             information[k:, k:] += to_runs.T @ to_runs / self.run_spread ** 2
         inflation = math.sqrt(max(1.0, float(r @ r) / max(r.size - k, 1)))
         try:
-            covariance = np.linalg.inv(information)
+            covariance = np.linalg.inv(information) * inflation ** 2
         except np.linalg.LinAlgError:
-            return np.full(k, np.inf), np.full(runs, np.inf)
-        terms = np.sqrt(np.maximum(np.diag(covariance)[:k], 0.0)) * inflation
-        factors = np.sqrt(np.maximum(np.diag(to_runs @ covariance[k:, k:] @ to_runs.T), 0.0)) * inflation
-        return terms, factors
+            return np.full(k, np.inf), np.full(runs, np.inf), None
+        terms = np.sqrt(np.maximum(np.diag(covariance)[:k], 0.0))
+        factors = np.sqrt(np.maximum(np.diag(to_runs @ covariance[k:, k:] @ to_runs.T), 0.0))
+        return terms, factors, pd.DataFrame(covariance[:k, :k], index=list(param.free), columns=list(param.free))
 
 
 def _prior_width(term, start: np.ndarray, proxy: bool) -> float:
@@ -927,19 +989,20 @@ def _report(problem: _Problem, best: _Fit, free: list, jac_fit, cost_start: floa
     n = problem.data_rows
     r_fit = r_all[:n]
     runs = len(problem.runs)
-    std, factor_std = (np.full(len(param.free), np.nan), np.full(runs, np.nan)) if jac_fit is None else \
-        problem.posterior_errors(param, jac_fit, r_fit)
+    std, factor_std, covariance = (np.full(len(param.free), np.nan), np.full(runs, np.nan), None) \
+        if jac_fit is None else problem.posterior_errors(param, jac_fit, r_fit)
     std_of = dict(zip(param.free, std))
     rows = []
     for t in problem.terms:
         state, reason = problem.status[t.name]
         slot = max(t.slots, key=lambda s: abs(start[s]) if start[s] else abs(after[s]))
         value = float(after[slot])
-        relative = std_of.get(t.name, np.nan) if state == "fitted" else np.nan
+        free = state != "held"
+        relative = std_of.get(t.name, np.nan) if free else np.nan
         width = problem.widths[t.name]
         rows.append({"term": t.name, "coefficients": t.coefficients, "what": t.what, "status": state,
                      "reason": reason, "start": float(start[slot]), "fitted": value, "std": relative,
-                     "std_s": value * relative, "prior_width": width if state == "fitted" else np.nan,
+                     "std_s": value * relative, "prior_width": width if free else np.nan,
                      "bound": problem.bound[t.name]})
     table = pd.DataFrame(rows)
     factors = param.run_factors(result.z, runs)
@@ -1000,7 +1063,20 @@ def _report(problem: _Problem, best: _Fit, free: list, jac_fit, cost_start: floa
     return FitReport([r.name for r in problem.runs], problem.start, model, problem.proxy, table,
                      pd.concat(target_rows, ignore_index=True), _stage_table(problem.runs, problem.targets),
                      pd.DataFrame(error_rows), search, converged, cost_start, float(r_all @ r_all),
-                     max_training_error, run_factors, spread, problem.notes)
+                     max_training_error, run_factors, spread, covariance, _batches(problem.runs), problem.notes)
+
+
+def _batches(runs) -> dict:
+    """The training runs' measured decode batch (p10, p50, p90) and median context per request, from their
+    timelines alone (:func:`~workbench.study.fidelity.targets.measured_occupancy`)."""
+    from workbench.study.fidelity.targets import measured_occupancy
+
+    occupancy = pd.concat([measured_occupancy(r) for r in runs], ignore_index=True)
+    if occupancy.empty:
+        return None
+    p10, p50, p90 = np.percentile(occupancy["batch"], [10, 50, 90])
+    return {"p10": float(p10), "p50": float(p50), "p90": float(p90),
+            "context": float(np.median(occupancy["context"] / occupancy["batch"]))}
 
 
 def request_errors(res, run) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """The search behind ``calibrate``: simulate under a budget, measure what each term does, fit from several starts.
 
-* :class:`Evaluator` simulates the training runs with the model of a parameter vector and returns the
-  targets' residuals (:mod:`workbench.study.fidelity.targets`), counting simulations against a budget
-  (``max_evaluations``, and a wall-clock deadline as a safety); a repeated vector is not simulated again.
+* :class:`Evaluator` simulates the training runs with the model of a parameter vector (each run with its own
+  run factor) and returns the targets' residuals (:mod:`workbench.study.fidelity.targets`), then the prior's
+  rows, counting simulations against a budget (``max_evaluations``, and a wall-clock deadline as a safety); a
+  repeated model is not simulated again.
 * :func:`jacobian`: finite differences of the residuals, with a step of ``h`` in the search's units (a log
   multiplier: ``h = 0.1`` is 10%), large on purpose: a queueing schedule is piecewise in the coefficients
   (a small change reorders admissions), so a tiny step measures a jump, not a slope.  What a term can be
@@ -17,12 +18,16 @@
   columns nearly parallel: a fixed cost and a per-request cost at one batch size).  This is the
   practical-identifiability test of the Fisher information (the profile likelihood's quadratic
   approximation), applied greedily like a column-pivoted QR.
-* :func:`multistart`: bounded least squares (``scipy.optimize.least_squares``, trust-region reflective,
-  with the Jacobian above) from the best few of several starting points: the start model, the pre-fit and a
-  Latin hypercube within a factor 8 of the pre-fit (``scipy.stats.qmc``, seeded), so a fit found from one
-  starting point is checked against others; each local search stops on its step size and is restarted from
-  its own result while that still lowers the cost.  Everything is deterministic given the seed while the evaluation budget, not the
-  clock, is what stops it.
+* :func:`multistart`: bounded least squares by Levenberg-Marquardt (:func:`_local`: forward-difference
+  Jacobians with the step above, each step clipped to the box and kept only if it lowers the cost; scipy's
+  trust-region method sizes its first step by ``|z0|`` and barely leaves a start at the reference, ``z = 0``)
+  from the best few of several starting points: the start model, the pre-fit and a Latin hypercube within a
+  factor 8 of the pre-fit (``scipy.stats.qmc``, seeded), so a fit found from one starting point is checked
+  against others.  The local searches that end within ``EQUALLY_GOOD`` (1) of the best cost fit the data
+  equally well (a difference of 1 in a chi-square is one standard deviation of one parameter): their mean is
+  returned when it fits as well, so where a schedule's jumps leave local minima along a direction the data
+  barely pin, the answer does not depend on which one a search stopped in.  Everything is deterministic given
+  the seed while the evaluation budget, not the clock, is what stops it.
 """
 
 from __future__ import annotations
