@@ -284,6 +284,9 @@ def test_calibrate_refuses_bad_input(runs):
         wb.calibrate(step, runs[:1], hold=("decode_fixed",), free=["decode_fixed"])
     with pytest.raises(ValueError, match="calibrate: prior_weight apply to disaggregated runs; vLLM runs take stages"):
         wb.calibrate(step, runs[:1], prior_weight=0.1)
+    for spread in (-0.1, 2.0, "wide"):
+        with pytest.raises((ValueError, TypeError), match="run_spread"):
+            wb.calibrate(step, runs[:1], run_spread=spread)
 
 
 def test_calibrate_on_one_run_of_its_own_profile_holds_what_the_run_cannot_tell(runs):
@@ -321,10 +324,17 @@ def one_run_predictions(runs):
     return vllm_runs.check_targets(table), reports, refused
 
 
+@pytest.fixture(scope="module")
+def leave_one_out_predictions(runs):
+    table, reports, refused = vllm_runs.leave_one_out_workflow(default_step_model(), runs)
+    return vllm_runs.check_targets(table), reports, refused
+
+
 @pytest.mark.slow
 def test_calibrate_on_one_run_predicts_the_others(one_run_predictions):
-    """Each DistServe run calibrated alone reproduces itself within 5% (mean E2E) and predicts the other runs
-    that were not saturated within the issue's 30%; none is refused."""
+    """Each DistServe run calibrated alone reproduces itself (its own model, the server's times its run factor,
+    within its bound) and predicts the other runs that were not saturated within the issue's 30%; none is
+    refused."""
     targets, reports, refused = one_run_predictions
     assert not refused and set(reports) == set(RUNS)
     judged = targets.dropna(subset=["limit"])
@@ -333,20 +343,38 @@ def test_calibrate_on_one_run_predicts_the_others(one_run_predictions):
     assert (held_out.trained_on != held_out.run).all()
 
 
+# Held-out mean-E2E errors of main's calibrate before issue 21 (f377978's calibrate on this engine: fixed step costs
+# held at the profile, the other coefficients pulled toward it with weight (0.15/0.5)^2, one fixed-point fit),
+# training run(s) -> predicted run.  Measured by /work's harness; the README and the notebook quote them.
+MAIN_ERRORS = {("vllm-100-1", "vllm-200-2"): -0.291, ("vllm-100-1", "vllm-350-3.5"): -0.239,
+               ("vllm-200-2", "vllm-100-1"): 0.050, ("vllm-200-2", "vllm-350-3.5"): 0.163,
+               ("vllm-350-3.5", "vllm-100-1"): 0.038, ("vllm-350-3.5", "vllm-200-2"): -0.154,
+               ("vllm-200-2+vllm-350-3.5", "vllm-100-1"): 0.044,
+               ("vllm-100-1+vllm-350-3.5", "vllm-200-2"): -0.160,
+               ("vllm-100-1+vllm-200-2", "vllm-350-3.5"): 0.065}
+TOLERANCE = 0.025
+# the folds where this calibrate is worse than main's by more than TOLERANCE, and how much worse it may be: the
+# saturated run's setup makes its fits queue too little and decode too slowly (TTFT -39%, TPOT +11% with its own
+# run factor: a smaller KV cache than setup.json's estimate would reproduce both), which its run factor absorbs,
+# and main's fits of it missed the run itself by +12.7% (alone) and +13.7% (with the light run)
+WORSE_THAN_MAIN = {("vllm-350-3.5", "vllm-200-2"): 0.05, ("vllm-200-2+vllm-350-3.5", "vllm-100-1"): 0.06}
+
+
 @pytest.mark.slow
-def test_calibrate_on_one_run_keeps_the_errors_of_main(one_run_predictions):
-    """The held-out mean-E2E errors calibrated on one run, against main before issue 21 (calibrate as it was,
-    each run alone: -29.1%, -23.9% from the light run, +5.0%, +16.3% from the medium one, +3.8%, -15.4% from
-    the saturated one: median 15.9%; largest where the server was not saturated 29.1%).  The median and the
-    largest unsaturated error do not grow.  (The medium run predicting the saturated one is the exception,
-    +48% against main's +16%: the medium run is about 15% slower than the other two at the same batch sizes,
-    calibrate now reproduces it within 5%, which main's did not (-12.3%), and the saturated run's queue
-    amplifies that slowness.)"""
-    targets, _, _ = one_run_predictions
-    held_out = targets[targets.role == "held-out"]
-    errors = held_out["mean_rel_error"].abs()
-    assert errors.size == 6 and errors.median() <= 0.159, errors.round(3).tolist()
-    assert errors[~held_out.saturated].max() <= 0.291, held_out.round(3).to_string()
+def test_every_distserve_fold_keeps_the_errors_of_main(one_run_predictions, leave_one_out_predictions):
+    """Calibrated on one run and predicting the other two, and on two predicting the third: each held-out mean-E2E
+    error is no worse than main's (MAIN_ERRORS) plus TOLERANCE, but for the two folds of WORSE_THAN_MAIN (each
+    within its own margin); none is refused (main's calibrate reproduced neither the medium run alone, -12.3%, nor
+    the medium run beside the light one, -16.3%)."""
+    rows = []
+    for targets, _, refused in (one_run_predictions, leave_one_out_predictions):
+        assert not refused
+        rows.append(targets[targets.role == "held-out"])
+    held_out = pd.concat(rows).set_index(["trained_on", "run"])["mean_rel_error"]
+    assert set(held_out.index) == set(MAIN_ERRORS)
+    worse = {fold: error for fold, error in held_out.items()
+             if abs(error) > abs(MAIN_ERRORS[fold]) + WORSE_THAN_MAIN.get(fold, TOLERANCE)}
+    assert not worse, (worse, held_out.round(3).to_dict())
 
 
 def test_a_run_the_model_cannot_reproduce_is_refused_with_its_report(runs):
