@@ -343,15 +343,7 @@ def test_calibrate_on_one_run_predicts_the_others(one_run_predictions):
     assert (held_out.trained_on != held_out.run).all()
 
 
-# Held-out mean-E2E errors of main's calibrate before issue 21 (f377978's calibrate on this engine: fixed step costs
-# held at the profile, the other coefficients pulled toward it with weight (0.15/0.5)^2, one fixed-point fit),
-# training run(s) -> predicted run.  Measured by /work's harness; the README and the notebook quote them.
-MAIN_ERRORS = {("vllm-100-1", "vllm-200-2"): -0.291, ("vllm-100-1", "vllm-350-3.5"): -0.239,
-               ("vllm-200-2", "vllm-100-1"): 0.050, ("vllm-200-2", "vllm-350-3.5"): 0.163,
-               ("vllm-350-3.5", "vllm-100-1"): 0.038, ("vllm-350-3.5", "vllm-200-2"): -0.154,
-               ("vllm-200-2+vllm-350-3.5", "vllm-100-1"): 0.044,
-               ("vllm-100-1+vllm-350-3.5", "vllm-200-2"): -0.160,
-               ("vllm-100-1+vllm-200-2", "vllm-350-3.5"): 0.065}
+MAIN_ERRORS = vllm_runs.MAIN_ERRORS      # measured figures of main's calibrate before issue 21 (see there)
 TOLERANCE = 0.025
 # the folds where this calibrate is worse than main's by more than TOLERANCE, and how much worse it may be: the
 # saturated run's setup makes its fits queue too little and decode too slowly (TTFT -39%, TPOT +11% with its own
@@ -425,7 +417,7 @@ def test_notebook_runs_at_a_tiny_size(tmp_path):
     assert published.loc[("vllm-100-1", "e2e_s"), "measured_mean"] == pytest.approx(5.504, abs=1e-3)
     targets = pd.read_csv(out / "fidelity_vllm_targets.csv")
     training = targets[targets.role == "training"]
-    assert (training["limit"] == 0.05).all() and training["met"].all()
+    assert (training["limit"] >= 0.05).all() and training["met"].all()     # 5% x each run's amplification
     terms = pd.read_csv(out / "fidelity_vllm_terms.csv")
     assert {"fitted", "held"} <= set(terms["status"]) and terms["trained_on"].nunique() == 3
     for png in ("fidelity_vllm_published.png", "fidelity_vllm_calibrated.png"):

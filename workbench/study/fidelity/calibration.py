@@ -197,13 +197,14 @@ class FitReport:
         """The fitted decode step time at ``batches`` (default: the training runs' p10, median and p90 measured
         batch, and 2x and 4x the p90) of requests holding ``context_tokens`` each (default: the runs' median), with
         its relative standard error from the posterior covariance: small where the runs measured the step, growing
-        beyond them, where the prior's shape (the start's) decides."""
-        if self.covariance is None or self.batches is None:
-            raise ValueError("decode_steps: this fit has no posterior covariance (its search ran out of budget)")
+        beyond them, where the prior's shape (the start's) decides; NaN when the search's budget ended before the
+        covariance was measured."""
+        if self.batches is None:
+            raise ValueError("decode_steps: the training runs have no request with two output tokens or more")
         p10, p50, p90 = self.batches["p10"], self.batches["p50"], self.batches["p90"]
         batches = [max(1, round(b)) for b in ((p10, p50, p90, 2 * p90, 4 * p90) if batches is None else batches)]
         context = self.batches["context"] if context_tokens is None else float(context_tokens)
-        names = list(self.covariance.index)
+        names = [] if self.covariance is None else list(self.covariance.index)
         terms = {t.name: t for t in model_terms(self.after, "step_fixed" in set(self.terms.term))}
         base = self.after.coefficients()
         rows = []
@@ -218,8 +219,8 @@ class FitReport:
                 moved = model_from_vector(self.after, up, "", "").decode_time_s(contexts)
                 gradient.append((math.log(moved) - math.log(time_s)) / 1e-3)
             g = np.array(gradient)
-            rows.append({"batch": int(b), "context_tokens": int(round(context)), "step_s": time_s,
-                         "rel_std": float(math.sqrt(max(g @ self.covariance.to_numpy() @ g, 0.0))),
+            std = math.sqrt(max(g @ self.covariance.to_numpy() @ g, 0.0)) if self.covariance is not None else np.nan
+            rows.append({"batch": int(b), "context_tokens": int(round(context)), "step_s": time_s, "rel_std": std,
                          "trained": bool(math.floor(p10) <= b <= math.ceil(p90))})
         return pd.DataFrame(rows)
 

@@ -30,7 +30,6 @@ each step-time term by what the real server did.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np

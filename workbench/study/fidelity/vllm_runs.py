@@ -6,14 +6,15 @@ server, on the shipped runs:
 
 * the three DistServe vLLM v0.2 runs of OPT-13B on an A100 (1, 2 and 3.5 requests/s; the last saturates):
   :func:`one_run_workflow` calibrates on each run alone, from the published profile of this GPU and
-  model, and predicts the other two;
+  model, and predicts the other two; :func:`leave_one_out_workflow` calibrates on two and predicts the third
+  (:func:`against_main` sets both beside main's figures before issue 21);
 * the two LLMServingSim vLLM 0.19 runs of Llama-3.1-8B (RTX 4090, RTX PRO 6000; 300 ShareGPT requests at
   about 10/s, both overloaded): :func:`split_workflow` calibrates on the first 150 requests of each, from a
   proxy (the same model's BLIS profile on another GPU), and predicts the last 150.
 
-Targets (issue 21): the fit reproduces its own training run's mean E2E within
-:data:`~workbench.study.fidelity.calibration.MAX_TRAINING_ERROR` (calibrate refuses otherwise), and no
-held-out run where the server was not overloaded is off by more than :data:`HELD_OUT_LIMIT` on mean E2E.
+Targets (issue 21): the fit reproduces its own training run's mean E2E within its bound (each run's own model,
+the server's times its run factor; calibrate refuses otherwise), and no held-out run where the server was not
+overloaded is off by more than :data:`HELD_OUT_LIMIT` on mean E2E.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ LLMSERVINGSIM_DIR = "data/groundtruth/llmservingsim_vllm019/runs"
 LLMSERVINGSIM_MODEL = "Llama-3.1-8B"
 HELD_OUT_LIMIT = 0.30     # issue 21: no held-out run off by more than this on mean E2E, where not overloaded
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
+# Held-out mean-E2E errors of main's calibrate before issue 21 on DistServe's runs (f377978's calibration.py run on
+# this engine: fixed step costs held at the profile, the other coefficients pulled toward it with weight
+# (0.15/0.5)^2, one fixed-point least-squares fit), by (training runs joined by '+', predicted run).  Its fits
+# missed their own training runs by up to 16% (the medium run alone -12.3%, beside the light run -16.3%).
+MAIN_ERRORS = {("vllm-100-1", "vllm-200-2"): -0.291, ("vllm-100-1", "vllm-350-3.5"): -0.239,
+               ("vllm-200-2", "vllm-100-1"): 0.050, ("vllm-200-2", "vllm-350-3.5"): 0.163,
+               ("vllm-350-3.5", "vllm-100-1"): 0.038, ("vllm-350-3.5", "vllm-200-2"): -0.154,
+               ("vllm-200-2+vllm-350-3.5", "vllm-100-1"): 0.044, ("vllm-100-1+vllm-350-3.5", "vllm-200-2"): -0.160,
+               ("vllm-100-1+vllm-200-2", "vllm-350-3.5"): 0.065}
 
 
 @dataclass(frozen=True)
@@ -256,14 +266,38 @@ def check_targets(table: pd.DataFrame) -> pd.DataFrame:
                                        "server_rel_error", "limit", "met"])
 
 
+def against_main(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Held-out mean-E2E errors of the workflow tables beside main's before issue 21 (:data:`MAIN_ERRORS`), one row
+    per fold and predicted run; ``better`` when this calibrate's |error| is not larger."""
+    rows = []
+    for table in tables:
+        for row in table[(table.metric == "e2e_s") & (table.role == "held-out")].itertuples():
+            main = MAIN_ERRORS.get((row.trained_on, row.run), np.nan)
+            rows.append({"trained_on": row.trained_on, "run": row.run, "saturated": row.saturated,
+                         "mean_rel_error": row.mean_rel_error, "main_before_issue_21": main,
+                         "better": bool(abs(row.mean_rel_error) <= abs(main)) if np.isfinite(main) else None})
+    return pd.DataFrame(rows, columns=["trained_on", "run", "saturated", "mean_rel_error", "main_before_issue_21",
+                                       "better"])
+
+
 def terms_table(reports: dict) -> pd.DataFrame:
     """What each calibration identified: per training run and term, its status, start and fitted value,
     standard error and why it was held."""
     frames = [r.terms.assign(trained_on=name) for name, r in reports.items() if r is not None]
     if not frames:
-        return pd.DataFrame(columns=["trained_on", "term", "status", "start", "fitted", "std", "reason"])
+        return pd.DataFrame(columns=["trained_on", "term", "status", "start", "fitted", "std", "prior_width",
+                                     "reason"])
     return pd.concat(frames, ignore_index=True)[["trained_on", "term", "coefficients", "status", "start", "fitted",
-                                                 "std", "reason"]]
+                                                 "std", "prior_width", "reason"]]
+
+
+def run_factors_table(reports: dict) -> pd.DataFrame:
+    """Each calibration's run factors: per training run, how much slower (> 1) or faster its step times were than
+    the fitted server's."""
+    frames = [r.run_factors.assign(trained_on=name) for name, r in reports.items() if r is not None]
+    if not frames:
+        return pd.DataFrame(columns=["trained_on", "run", "factor", "spreads", "std"])
+    return pd.concat(frames, ignore_index=True)[["trained_on", "run", "factor", "spreads", "std"]]
 
 
 def error_matrix(table: pd.DataFrame, metric: str = "e2e_s") -> pd.DataFrame:
@@ -308,5 +342,6 @@ def plot_cdfs(runs, models: dict, results_dir=None, filename: str = "fidelity_vl
     return fig
 
 
-__all__ = ["FidelityParams", "HELD_OUT_LIMIT", "RunsParams", "check_targets", "error_matrix", "fold_workflow",
-           "is_saturated", "leave_one_out_workflow", "one_run_workflow", "plot_cdfs", "published_table", "split_workflow", "terms_table"]
+__all__ = ["FidelityParams", "HELD_OUT_LIMIT", "MAIN_ERRORS", "RunsParams", "against_main", "check_targets",
+           "error_matrix", "fold_workflow", "is_saturated", "leave_one_out_workflow", "one_run_workflow", "plot_cdfs",
+           "published_table", "run_factors_table", "split_workflow", "terms_table"]
