@@ -138,7 +138,7 @@ class FidelityParams(RunsParams):
 
     @property
     def llmservingsim_root(self) -> Path:
-        from workbench.study.runs.sweep import resolve_user_path
+        from workbench.study.store.files import resolve_user_path
 
         return resolve_user_path(self.llmservingsim_dir)
 
@@ -147,7 +147,7 @@ class FidelityParams(RunsParams):
         return self.llmservingsim_root / gpu / LLMSERVINGSIM_MODEL / "vllm" / "requests.jsonl"
 
     def identity(self) -> dict:
-        from workbench.study.runs.experiments import display_path
+        from workbench.study.store.files import display_path
 
         identity = super().identity()
         identity["llmservingsim_dir"] = display_path(self.llmservingsim_root)
