@@ -243,6 +243,8 @@ def _local(evaluator: Evaluator, z0: np.ndarray, low: np.ndarray, high: np.ndarr
     Returns (z, status): 2 when an iteration gains less than LM_MIN_GAIN, 3 when the step is below LM_MIN_STEP
     or no damping finds a lower cost, 0 when it used its iterations."""
     z = np.clip(np.asarray(z0, dtype=np.float64), low, high)
+    if z.size == 0:                 # every term held: nothing to search
+        return z, 2
     r = evaluator.residuals(z)
     cost = float(r @ r)
     damping, smallest, largest = LM_DAMPING
