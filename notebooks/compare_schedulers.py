@@ -82,12 +82,12 @@ display(Markdown(f"Results in `{display_path(result.results_dir)}`; trace rate a
 # ## Load-latency curves
 #
 # Each panel one metric against the offered load on `curve_gpus` GPUs (log scale), one line per scheduler in its
-# colour: the share meeting the SLA with the target (dotted), goodput with the offered rate as its upper bound
-# (dashed), p99 and p50 end-to-end latency, p99 TTFT and TPOT with their limits (dotted). The loads run from 1/16
-# of the lowest capacity found on `curve_gpus` GPUs to twice the highest, so every curve goes from light load to
-# past its scheduler's saturation. Lines that coincide are drawn dashed on top of each other and named under the
-# panel. The curves replay the first `curve_requests` requests of the trace (the title says how many); the
-# capacities and the ranking all `num_requests`.
+# colour: the share meeting the SLA with the target (grey dash-dot), goodput with the offered rate as its upper
+# bound (dashed), p99 and p50 end-to-end latency, p99 TTFT and TPOT with their limits (black: TTFT dotted, TPOT
+# dash-dot-dot). The loads run from 1/16 of the lowest capacity found on `curve_gpus` GPUs to twice the highest, so
+# every curve goes from light load to past its scheduler's saturation. A line that another hides, for all or part
+# of its length, is drawn dashed on top and named under its panel. The curves replay the first `curve_requests`
+# requests of the trace (the title says how many); the capacities and the ranking all `num_requests`.
 
 # %%
 compare_plots.plot_load_latency(result, result.results_dir)

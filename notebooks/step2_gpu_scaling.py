@@ -69,7 +69,7 @@ experiments.brief(results)
 # %% [markdown]
 # ## Figure: the replayed load on 1 to 100 GPUs
 #
-# One line per scheduler, against the GPU count. The violation panel marks the target (at most 1 - `capacity_attainment` of the requests may miss the SLA) and the floor (dash-dot); the goodput and throughput panels the offered rate replayed (dashed black), which no pool can exceed, and a star on each scheduler's goodput line at the GPUs it needs. The p99 latency panel is logarithmic when it spans decades; with a step-time profile the last two panels show p99 TTFT and TPOT with their limits (dotted). Lines that coincide are drawn dashed on top of each other and named under the panel.
+# One line per scheduler, against the GPU count. The violation panel marks the target (grey dash-dot: at most 1 - `capacity_attainment` of the requests may miss the SLA) and the floor (black long dash-dot); the goodput and throughput panels the offered rate replayed (dashed black), which no pool can exceed, and a star on each scheduler's goodput line at the GPUs it needs. The p99 latency panel is logarithmic when it spans decades; with a step-time profile the last two panels show p99 TTFT and TPOT with their limits (black: TTFT dotted, TPOT dash-dot-dot). A line that another hides, for all or part of its length, is drawn dashed on top and named under its panel; stars on one point are drawn inside each other.
 
 # %%
 plots.plot_gpu_scaling(results, results_dir=plan.results_dir)
@@ -84,7 +84,7 @@ display(Markdown(sentences.capacity_markdown(results)))
 tables.capacity_table(results)
 
 # %% [markdown]
-# Left: each scheduler's capacity against the GPU count (log scales when it spans decades), the replayed rate a pool must sustain, a star at the GPUs each scheduler needs, and, dotted in its colour, capacity proportional to the GPUs from its smallest pool with a capacity (a line above it: capacity per GPU grows with the pool, a larger pool absorbing the trace's bursts better). Right: capacity per GPU, with a star where each scheduler has the most; a scheduler with no point on a GPU count reaches the target at no load there (named under the left panel).
+# Left: each scheduler's capacity against the GPU count (log scales when it spans decades), a star at the GPUs each scheduler needs, and, dotted in its colour, capacity proportional to the GPUs from its smallest pool with a capacity (a line above it: capacity per GPU grows with the pool, a larger pool absorbing the trace's bursts better). The dashed black line is the replayed rate: a pool whose capacity lies above it covers the load (a rate far above every capacity is said in the legend instead). Right: capacity per GPU, with a star where each scheduler has the most; a scheduler with no point on a GPU count reaches the target at no load there (named under the left panel).
 
 # %%
 plots.plot_gpu_capacity(results, results_dir=plan.results_dir)

@@ -70,7 +70,7 @@ experiments.brief(results)
 # %% [markdown]
 # ## Figure: K at the replayed load
 #
-# One line per binning scheduler against K, the schedulers without bins as horizontal lines in their colour. The violation panel marks the target (at most 1 - `capacity_attainment` of the requests may miss the SLA) and the floor, with a star at the best K (from the capacity figure below); the throughput and goodput panels the offered rate (dashed black). At a load the pool keeps up with, every K serves the offered rate and the panels barely move: the capacity figure below is where K matters. Lines that coincide are named under the panel.
+# One line per binning scheduler against K, the schedulers without bins as horizontal lines in their colour. The violation panel marks the target (grey dash-dot: at most 1 - `capacity_attainment` of the requests may miss the SLA) and the floor (black long dash-dot), with a star at the best K (from the capacity figure below); the throughput and goodput panels the offered rate (dashed black). At a load the pool keeps up with, every K serves the offered rate and the panels barely move: the capacity figure below is where K matters. A line that another hides, for all or part of its length, is drawn dashed on top and named under its panel.
 
 # %%
 plots.plot_kbins_sensitivity(results, results_dir=plan.results_dir)

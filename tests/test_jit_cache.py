@@ -143,6 +143,8 @@ def test_a_compile_is_announced_and_a_cache_load_is_not(tmp_path):
         return [line for line in proc.stderr.splitlines() if line.startswith("workbench.sim.jit_cache")]
 
     cold = log_lines()
-    assert len(cold) == 1 and "compiling workbench.sim._probe_caller.caller (once per machine" in cold[0], cold
+    # the start is announced; its end too when it took a second or more (a loaded machine)
+    ends = [line for line in cold[1:] if "compiled workbench.sim._probe_caller.caller in" in line]
+    assert len(cold) - len(ends) == 1 and "compiling workbench.sim._probe_caller.caller (once per machine" in cold[0], cold
     assert str(tmp_path / "cache") in cold[0]
     assert log_lines() == []

@@ -139,8 +139,10 @@ def test_coinciding_lines_are_drawn_both_and_named():
     fcfs = [line for line in ax.get_lines() if line.get_label() == "continuous_fcfs"][0]
     sla = [line for line in ax.get_lines() if line.get_label() == "continuous_sla"][0]
     assert np.allclose(fcfs.get_ydata(), sla.get_ydata())
-    assert sla.get_linestyle() != fcfs.get_linestyle() and sla.get_zorder() > fcfs.get_zorder()
-    assert "continuous_fcfs = continuous_sla" in ax.get_xlabel().replace("\n", " ")
+    # the one drawn first goes on top, dashed, so both colours show; the panel says so
+    assert fcfs.get_linestyle() != sla.get_linestyle() and fcfs.get_zorder() > sla.get_zorder()
+    note = ax.get_xlabel().replace("\n", " ")
+    assert "continuous_fcfs drawn dashed over continuous_sla" in note
 
 
 def test_the_gpus_needed_are_a_star_and_one_at_the_largest_count_is_flagged():
@@ -178,13 +180,13 @@ def test_step3_references_merged_bins_and_a_reference_far_above():
     labels = " ".join(t.get_text().replace("\n", " ") for t in cap.legends[0].get_texts())
     assert "continuous_fcfs (no bins): 25.6, above this panel" in labels   # 4x the K curve: not drawn on it
     assert cap.axes[0].get_ylim()[1] < 10
-    # multi_bin_dynamic at K=1 equals dynamic_no_bins: the coincidence is not named unless the whole line does
-    assert "coincide" not in cap.axes[0].get_xlabel()
+    # multi_bin_dynamic at K=1 equals dynamic_no_bins: a point in common, not a line hidden
+    assert "drawn dashed over" not in cap.axes[0].get_xlabel()
 
 
 def test_unreachable_configurations_are_named_under_the_capacity_panel():
     fig = plots.plot_gpu_capacity(step2_rows())
-    assert "no load reaches the target: multi_bin_dynamic on 1 GPU(s)" in fig.axes[0].get_xlabel()
+    assert "no load reaches the target: multi_bin_dynamic on 1 GPU(s)" in fig.axes[0].get_xlabel().replace("\n", " ")
 
 
 def test_step1_draws_the_offered_rate_of_each_volume():
@@ -197,3 +199,15 @@ def test_step1_draws_the_offered_rate_of_each_volume():
     ax = axis(fig, "goodput (req/s)")
     offered = [line for line in ax.get_lines() if line.get_label().startswith("offered rate of each volume")]
     assert offered and list(offered[0].get_ydata()) == [4.6, 21.5, 117.0]
+
+
+def test_capacity_panels_draw_the_replayed_rate_a_capacity_must_cover():
+    fig = plots.plot_gpu_capacity(step2_rows())                 # capacities 0.3-9.6 req/s, offered 30: far above
+    labels = " ".join(t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts())
+    assert "offered rate (replayed): 30 req/s; a capacity above it covers the load (above this panel)" in labels
+    rows = step2_rows().assign(offered_rps=5.0)                 # within the capacities: a line at 5 req/s
+    ax = plots.plot_gpu_capacity(rows).axes[0]
+    offered = [line for line in ax.get_lines() if line.get_label().startswith("offered rate (replayed): 5 req/s")]
+    assert offered and list(offered[0].get_ydata()) == [5.0, 5.0]
+    cap = plots.plot_kbins_capacity(step3_rows())               # offered 30 vs K capacities of 5-6: said, not drawn
+    assert "(above this panel)" in " ".join(t.get_text() for t in cap.legends[0].get_texts()).replace("\n", " ")

@@ -71,3 +71,66 @@ def test_index_shows_answers_validity_and_links(tmp_path):
 def test_index_of_an_empty_folder_says_so(tmp_path):
     page = render_index(tmp_path)
     assert "No <code>analysis.json</code>" in page and "No <code>parameters.json</code>" in page
+
+
+def test_index_shows_every_figure_readable_with_its_caption(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "compare_schedulers" / "compare_schedulers_capacity.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (folder / "parameters.json").write_text(json.dumps({"parameters": {"capacity_attainment": 0.8,
+                                                                       "ttft_sla": 0.5, "tpot_sla": 0.1}}))
+    page = render_index(folder)
+    figures = re.findall(r"<figure>(.*?)</figure>", page, re.S)
+    assert len(figures) == 2                                  # every PNG of the folder, its subfolders too
+    step2, compare = figures                                  # in the order the notebooks run
+    assert 'src="step2_gpu_scaling.png"' in step2 and "at most 20% miss the SLA) and a star the GPUs each scheduler needs" in step2
+    assert '<a href="step2_gpu_scaling.html">Step 2: GPU scaling</a>' in step2      # the notebook it is from
+    assert 'src="compare_schedulers/compare_schedulers_capacity.png"' in compare
+    assert "max-width: 320px" not in page and "figure img { display: block; width: 100%" in page
+    assert "the largest arrival rate at which 80% of the requests meet the SLA" in page   # this run's target
+
+
+def test_index_explains_its_terms_with_the_runs_limits(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "parameters.json").write_text(json.dumps({"parameters": {"ttft_sla": 0.5, "tpot_sla": 0.05,
+                                                                       "capacity_attainment": 0.9}}))
+    page = render_index(folder)
+    terms = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page))
+    assert {"goodput", "TTFT", "TPOT", "attainment", "capacity"} <= set(terms)
+    assert "TTFT is at most 0.5 s and its TPOT at most 50 ms" in terms["SLA"]
+    assert "90% of the requests" in terms["capacity"]
+    assert "at least 90% of its requests meet the SLA (at most 10% miss it)" in terms["target"]
+
+
+def test_index_tables_leave_out_empty_columns_and_say_a_shared_model_once(tmp_path):
+    folder = make_folder(tmp_path)
+    analysis = json.loads((folder / "analysis.json").read_text())
+    for r in analysis["step2_gpu_scaling"]["capacity_table"]:
+        r.update(latency_profile="opt-13b-a100", sla="TTFT <= 1 s, TPOT <= 50 ms")
+        r.pop("capacity_rps_ci95", None)
+    (folder / "analysis.json").write_text(json.dumps(analysis))
+    ranking = folder / "compare_schedulers" / "compare_schedulers_ranking.csv"
+    ranking.write_text("rank,scheduler,capacity_per_gpu,capacity_per_gpu_ci95_low,capacity_per_gpu_ci95_high,"
+                       "at_num_gpus,note\n1,continuous_fcfs,2.5,,,4,\n2,static_fifo,1.0,,,4,\n")
+    page = render_index(folder)
+    capacities = page.split("<h2>Capacities</h2>")[1].split("<h2>")[0]
+    assert "Every configuration on the opt-13b-a100 step-time profile (measured); SLA: TTFT &lt;= 1 s" in capacities
+    assert "<th>hardware model</th>" not in capacities and "<th>95% interval</th>" not in capacities
+    comparison = page.split("Which scheduler keeps the SLA</h2>")[1].split("<h2>")[0]
+    assert "<th>95% interval</th>" not in comparison and "<th>note</th>" not in comparison   # empty everywhere
+    assert "<th>capacity per GPU, req/s</th>" in comparison
+
+
+def test_trace_sizes_sort_as_numbers():
+    import pandas as pd
+
+    from workbench.study.answers import analysis
+    from workbench.study.present.text import natural_key
+
+    sizes = (1_000, 1_000_000, 10_000, 100_000)
+    rows = pd.DataFrame([{"step": "step1_request_scaling", "label": f"a ({n})", "test_id": f"t{n}", "num_requests": n,
+                          "num_gpus": 1, "k_bins": 4, "throughput_rps": 1.0, "goodput_rps": 1.0,
+                          "sla_violation_rate": 0.0, "scheduler": "multi_bin_dynamic",
+                          "trace_label": f"synthetic BurstGPT-like (seed 42, {n:,} req)"} for n in sizes])
+    labels = analysis.analyze(rows)["trace"]["labels"]
+    assert [int(label.split(", ")[1].split(" ")[0].replace(",", "")) for label in labels] == sorted(sizes)
+    assert sorted(["K=16", "K=2", "K=1"], key=natural_key) == ["K=1", "K=2", "K=16"]

@@ -196,12 +196,49 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     shared = compared[compared["scheduler"].isin(SuiteOptions().schedulers) & compared["capacity_search"]]
     assert len(shared) and shared["reused_from"].notna().all()
     assert "opt-13b-a100 step-time profile" in index and "TTFT &lt;= 1 s, TPOT &lt;= 50 ms" in index
-    # the column dictionary (docs/columns.md) explains every column and key the suite wrote
+    # the column dictionary (docs/columns.md) explains every column and key the suite wrote, the comparison's
+    # tables too; no column of a CSV is empty in every row (issue 20)
     found = json.loads((results / "analysis.json").read_text())
     rows2 = pd.read_csv(results / f"{STEP2}.csv")
-    for csv in results.glob("*.csv"):
-        assert columns.undocumented_columns(pd.read_csv(csv, nrows=1).columns) == [], csv.name
+    written = sorted(results.rglob("*.csv"))
+    assert {p.name for p in written} >= {"all_results.csv", f"{STEP2}_summary.csv", "compare_schedulers_curves.csv",
+                                         "compare_schedulers_ranking.csv", "compare_schedulers_capacity.csv"}
+    checkpoints = {f"{step}.csv" for step in STEPS} | {"compare_schedulers.csv"}   # resumed from: every column
+    for csv in written:
+        table = pd.read_csv(csv)
+        assert columns.undocumented_columns(table.columns, columns.documented_for(csv.name)) == [], csv.name
+        empty = [c for c in table.columns if table[c].isna().all()]
+        if csv.name in checkpoints:
+            assert not {"model_mem_gb", "kv_gb_per_token", "kv_blocks", "kv_capacity_tokens"} & set(empty), csv.name
+        else:
+            assert not empty, (csv.name, empty)
+        assert str(csv) in done.stdout, csv.name            # the summary says where every CSV is
+    for png in results.rglob("*.png"):
+        assert str(png) in done.stdout, png.name            # and every figure, the comparison's too
     assert columns.undocumented_analysis_keys(found) == []
+    # the memory the engines used is recorded (issue 20): weights, KV cache per token, KV blocks of the continuous
+    # engine, the KV cache of one GPU in tokens
+    fcfs = rows2[rows2["scheduler"] == "continuous_fcfs"].iloc[0]
+    used = SuiteOptions().base_config(scheduler="continuous_fcfs", num_gpus=1)
+    assert fcfs["model_mem_gb"] == pytest.approx(used.weights_gb) and fcfs["kv_gb_per_token"] > 0
+    assert fcfs["kv_blocks"] == used.kv_blocks_effective > 0
+    assert fcfs["kv_capacity_tokens"] == used.kv_capacity_tokens
+    assert rows2.loc[rows2["scheduler"] == "static_fifo", "kv_blocks"].isna().all()   # no blocks in that engine
+    # rendered notebooks: titled as the notebook, no library noise (issue 20): the only "Warning" a page may carry
+    # is workbench's own caveat on step 3's GPU count when no pool step 2 tested covers the load (checked below)
+    caveats = {}
+    for html_page in results.glob("*.html"):
+        if html_page.name == "index.html":
+            continue
+        page = html_page.read_text()
+        heading = re.search(r"^# # (.+)$", (paths.NOTEBOOKS_DIR / f"{html_page.stem}.py").read_text(), re.M)
+        assert f"<title>{heading.group(1)}</title>" in page.replace("&#39;", "'"), html_page.name
+        caveats[html_page.stem] = re.findall(r"(?<!\w)Warning: (.*)", page)
+        assert page.count("Warning") == len(caveats[html_page.stem]), \
+            (html_page.name, re.findall(r".{80}Warning.{80}", page)[:3])   # no Python warning (PerformanceWarning)
+        assert all(text.startswith("GPU count: ") for text in caveats[html_page.stem]), html_page.name
+        assert "the decode fixed cost does not fall with TP" not in page, html_page.name
+        assert not re.search(r"\.\.\.</td>", page), html_page.name       # no table cell cut off
     # step 3 recorded the step-2 row it used; the last lines say which "best" answers cannot be trusted
     gpu_count = found["step3_kbins_sensitivity"]["gpu_count"]
     primary2 = rows2[rows2["scheduler"] == "multi_bin_dynamic"]  # steps 2-3 answer for it (issue 8)
@@ -209,6 +246,8 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     assert found["gpus_needed"] == needed
     # step 3 at the GPUs the trace needs; when none tested covers the load, at step 2's largest
     assert gpu_count["source"] == ("step2_gpus_needed" if needed is not None else "step2_largest")
+    assert [bool(caveats[step]) for step in STEPS] == [False, False, needed is None]   # said where it applies
+    assert not caveats["compare_schedulers"]
     assert gpu_count["matches_step2"] is True
     assert set(rows2["scheduler"]) == set(SuiteOptions().schedulers)  # static and continuous side by side
     used = needed if needed is not None else int(primary2["num_gpus"].max())
@@ -305,3 +344,49 @@ def test_bad_numbers_say_what_is_expected(argv, message, capsys):
     with pytest.raises(SystemExit):
         main(["suite", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_stops_the_suite_with_the_file_line_column_and_fix(tmp_path, monkeypatch, capsys):
+    from workbench.study.orchestrate import suite
+    from workbench.study.store.checkpoints import CheckpointError
+
+    message = (f"{tmp_path}/r/step2_gpu_scaling.csv: line 4, column 'goodput_rps': 'abc' where a number is "
+               "expected; this file cannot be resumed from: move it aside")
+
+    def damaged(options, progress=True):
+        raise CheckpointError(message)
+
+    monkeypatch.setattr(suite, "precompute", damaged)
+    assert main(["suite", *TINY_ARGS, "--results-dir", str(tmp_path / "r"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {message}" in err and "Traceback" not in err
+
+
+def test_html_pages_are_titled_as_their_notebook(tmp_path):
+    import nbformat
+
+    from workbench.study.orchestrate.suite import notebook_title, render_html
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_markdown_cell("# Which *scheduler* keeps the [SLA](https://example.org)?\n\ntext\n# later")])
+    nbformat.write(nb, tmp_path / "a_notebook.ipynb")
+    assert notebook_title(nb, "a_notebook") == "Which scheduler keeps the SLA?"
+    assert notebook_title(nbformat.v4.new_notebook(), STEP2) == "Step 2: GPU scaling"   # no heading: the suite's
+    render_html(tmp_path / "a_notebook.ipynb", tmp_path / "a_notebook.html")
+    assert "<title>Which scheduler keeps the SLA?</title>" in (tmp_path / "a_notebook.html").read_text()
+
+
+def test_long_table_cells_wrap_instead_of_being_cut_off(tmp_path):
+    import nbformat
+
+    from workbench.study.orchestrate.suite import render_html
+
+    note = "best on the largest GPU count tested (8): capacity per GPU may grow beyond"
+    table = f"<table><tr><td>0.366</td><td>{note}</td></tr></table>"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("t", outputs=[nbformat.v4.new_output(
+        "execute_result", data={"text/html": table}, execution_count=1)])])
+    nbformat.write(nb, tmp_path / "t.ipynb")
+    page = render_html(tmp_path / "t.ipynb", tmp_path / "t.html").read_text()
+    assert f'<td class="text">{note}</td>' in page and "<td>0.366</td>" in page   # the note wraps, numbers do not
+    assert "td.text { white-space: normal" in page

@@ -152,6 +152,10 @@ def test_missing_values_are_written_as_nan_not_as_empty_cells(small_trace_csv, t
     (lambda lines: [lines[0], lines[1], lines[0].replace("test_id", "step")], "names column(s) ['step'] twice"),
     (lambda lines: [lines[0], _blank(lines[0], lines[1], "throughput_rps"), lines[2]],
      "line 2, column 'throughput_rps': empty cell where a number is expected"),
+    (lambda lines: [lines[0], lines[1], _set(lines[0], lines[2], "goodput_rps", "abc")],   # issue 20: a hand edit
+     "line 3, column 'goodput_rps': 'abc' where a number is expected"),
+    (lambda lines: [lines[0], _set(lines[0], lines[1], "synthetic", "yes please"), lines[2]],
+     "line 2, column 'synthetic': 'yes please' where a number is expected"),
 ])
 def test_a_damaged_checkpoint_is_a_clear_error_naming_file_and_line(small_trace_csv, tmp_path, damage, message):
     tests, path, lines = _damaged_checkpoint(small_trace_csv, tmp_path)
@@ -178,8 +182,12 @@ def _joined(fields) -> str:
 
 
 def _blank(header: str, line: str, column: str) -> str:
+    return _set(header, line, column, "")
+
+
+def _set(header: str, line: str, column: str, value: str) -> str:
     header, fields = _fields([header, line])
-    fields[header.index(column)] = ""
+    fields[header.index(column)] = value
     return _joined(fields)
 
 

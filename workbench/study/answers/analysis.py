@@ -72,6 +72,7 @@ import pandas as pd
 
 from workbench.sim.config import SimConfig
 from workbench.study.answers import targets
+from workbench.study.present.text import natural_key
 from workbench.study.store.replications import HIGH, LOW, summarize_replications
 from workbench.study.store.checkpoints import canonical_columns, read_rows
 from workbench.study.store.files import atomic_write_text, results_lock, write_csv_atomic
@@ -492,7 +493,8 @@ def _capacity_intervals(rows: pd.DataFrame) -> dict[str, list]:
 
 
 def _trace_info(rows: pd.DataFrame) -> dict:
-    return {"labels": sorted(map(str, rows["trace_label"].dropna().unique())) if "trace_label" in rows else [],
+    return {"labels": sorted(map(str, rows["trace_label"].dropna().unique()), key=natural_key)
+            if "trace_label" in rows else [],
             "synthetic": bool(rows["synthetic"].astype(bool).any()) if "synthetic" in rows else False}
 
 

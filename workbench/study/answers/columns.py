@@ -61,6 +61,9 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "base_test_id": ("", "test_id of replication 0: what the replications of one test share"),
     "replications": ("seeds", "<step>_summary.csv: rows (seeds) behind the summary row; its metrics are their "
                               "means"),
+    "kv_capacity_tokens": ("tokens", "KV cache one GPU holds, in tokens, from the memory fields: the static engine's "
+                                     "batch limit; the continuous engine's kv_blocks hold kv_blocks x block_size "
+                                     "of them"),
     "latency_base_s": ("s", "latency model: fixed time of a batch"),
     "latency_per_token_s": ("s/token", "latency model: time per token of the batch's longest request"),
     "latency_batch_penalty": ("", "latency model: extra share of time a full batch takes over a batch of 1"),
@@ -237,6 +240,16 @@ VALIDATION_COLUMNS: dict[str, tuple[str, str]] = {
     "note": ("", "how the tolerance was set"),
 }
 
+# compare_schedulers/compare_schedulers_{capacity,curves}.csv: the comparison's capacity and load-curve tables; their
+# other columns are the step CSVs' (its per-test checkpoint, compare_schedulers.csv, has the step CSVs' columns)
+COMPARE_FILES = ("compare_schedulers_capacity.csv", "compare_schedulers_curves.csv")
+COMPARE_COLUMNS: dict[str, tuple[str, str]] = {
+    "scaling": ("x replayed rate", "curves: the point's load relative to the replayed one (the trace's timestamps "
+                                   "divided by rps_scaling x scaling)"),
+    "attainment": ("share", "curves: share of the offered requests meeting both the TTFT and the TPOT limit at that "
+                            "load (slo_attainment)"),
+}
+
 # compare_schedulers_ranking.csv (workbench.study.answers.compare.capacity_ranking)
 RANKING_COLUMNS: dict[str, tuple[str, str]] = {
     "rank": ("", "1 = needs the fewest GPUs (then: most capacity per GPU there); schedulers whose order against the "
@@ -247,7 +260,7 @@ RANKING_COLUMNS: dict[str, tuple[str, str]] = {
                             "compared"),
     "capacity_rps": (REQ_S, "the capacity there"),
     "capacity_per_gpu": (REQ_S, "capacity_rps / at_num_gpus"),
-    "capacity_per_gpu_ci95_low": (REQ_S, "95% interval over the seeds, low end (empty with one replication)"),
+    "capacity_per_gpu_ci95_low": (REQ_S, "95% interval over the seeds, low end (with replications > 1; one seed: the column is left out)"),
     "capacity_per_gpu_ci95_high": (REQ_S, "95% interval over the seeds, high end"),
     "headroom": ("share", "capacity_rps / replayed rate - 1"),
     "distinguishable_from_next": ("bool", "this scheduler's place above the next one's is beyond the search's "
@@ -423,15 +436,37 @@ def _unit_from_name(name: str) -> str:
     return ""
 
 
+# SimConfig fields whose None means "derived": a result row holds the value the test's engine used
+# (workbench.study.runs.sweep.memory_columns)
+RESOLVED_CONFIG = ("model_mem_gb", "kv_gb_per_token", "kv_blocks", "kv_watermark", "prefill_kv_blocks",
+                   "decode_kv_blocks")
+
+
 def config_columns() -> dict[str, tuple[str, str]]:
     """SimConfig's fields as columns: meaning from their help, unit from their name."""
-    return {f.name: (_unit_from_name(f.name), f"configuration: {f.metadata['help']}")
-            for f in dataclasses.fields(SimConfig)}
+    out = {}
+    for f in dataclasses.fields(SimConfig):
+        meaning = f"configuration: {f.metadata['help']}"
+        if f.name in RESOLVED_CONFIG:
+            meaning += "; in a result row: the value the test's engine used (empty where its engine has none)"
+        out[f.name] = (_unit_from_name(f.name), meaning)
+    return out
 
 
 def csv_columns() -> dict[str, tuple[str, str]]:
     """Every documented column of the step CSVs and all_results.csv."""
     return {**config_columns(), **RESULT_COLUMNS}
+
+
+def documented_for(csv_name: str) -> dict[str, tuple[str, str]]:
+    """The dictionary that documents the columns of the CSV named ``csv_name`` (a file the run writes)."""
+    if csv_name == "validation.csv":
+        return VALIDATION_COLUMNS
+    if csv_name in COMPARE_FILES:
+        return {**csv_columns(), **COMPARE_COLUMNS}
+    if csv_name == "compare_schedulers_ranking.csv":
+        return RANKING_COLUMNS
+    return csv_columns()
 
 
 def _pattern(name: str) -> re.Pattern:
@@ -503,7 +538,15 @@ def markdown() -> str:
              "`test_id` is replication 0's.",
              ""]
     lines += _table(csv_columns(), "column")
-    lines += ["", "## `compare_schedulers_ranking.csv`", ""]
+    lines += ["", "## The comparison's tables", "",
+              "`compare_schedulers/compare_schedulers_capacity.csv` (scheduler, num_gpus, capacity_rps, offered_rps: "
+              "one row per pair, replications averaged) and `compare_schedulers_curves.csv` (one row per scheduler "
+              "and load): their columns are those of the step CSVs above, `<metric>_ci95_low` / `_ci95_high` with "
+              "replications, and these. `compare_schedulers.csv`, the comparison's per-test checkpoint, has the step "
+              "CSVs' columns.", ""]
+    lines += _table(COMPARE_COLUMNS, "column")
+    lines += ["", "## `compare_schedulers_ranking.csv`", "",
+              "One row per scheduler (`workbench.study.answers.compare.capacity_ranking`).", ""]
     lines += _table(RANKING_COLUMNS, "column")
     lines += ["", "## `validation.csv` (`--validate`)", ""]
     lines += _table(VALIDATION_COLUMNS, "column")
@@ -515,5 +558,6 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["RESULT_COLUMNS", "RANKING_COLUMNS", "VALIDATION_COLUMNS", "ANALYSIS_KEYS", "csv_columns", "markdown",
+__all__ = ["RESULT_COLUMNS", "RANKING_COLUMNS", "VALIDATION_COLUMNS", "COMPARE_COLUMNS", "ANALYSIS_KEYS", "csv_columns",
+           "documented_for", "markdown",
            "undocumented_columns", "undocumented_analysis_keys"]

@@ -7,8 +7,6 @@ titles, logarithmic axes where values span decades, TPOT fitted to its data and 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -16,7 +14,7 @@ from matplotlib.figure import Figure
 from workbench.study.answers.plots import (_fit_axis, _from_zero, _gpu_axis, _hline, _label_axes, _lines,
                                            _log_if_spans, _scheduler_items, _seconds, _share_axis, _values)
 from workbench.study.present import palette
-from workbench.study.present.figures import StepFigure, figure_legend, save_png
+from workbench.study.present.figures import StepFigure, finish_figure
 
 PANELS = (("attainment", "share of requests meeting the SLA", "share"),
           ("goodput_rps", "goodput (req/s meeting the SLA)", "rate"),
@@ -47,7 +45,7 @@ def plot_load_latency(comparison, results_dir=None, filename: str = "compare_sch
         notes = _lines(ax, _scheduler_items(have, "offered_rps"), metric) if not have.empty else []
         values = _values(have, metric)
         if kind == "share":
-            _hline(ax, p.attainment, "target", f"attainment target {p.attainment:.0%}")
+            _hline(ax, p.attainment, "sla_target", f"the target: {p.attainment:.0%} meet the SLA")
             _share_axis(ax, np.r_[values, 1.0])
         elif kind == "rate":
             offered = np.sort(curves["offered_rps"].dropna().unique())
@@ -55,17 +53,14 @@ def plot_load_latency(comparison, results_dir=None, filename: str = "compare_sch
             _log_if_spans(ax, np.r_[values, offered]) or _from_zero(ax, np.r_[values, offered])
         elif kind in ("ttft", "tpot"):
             limit = p.ttft_sla_s if kind == "ttft" else p.tpot_sla_s
-            _hline(ax, limit, "target", f"{kind.upper()} limit {_seconds(limit)}")
+            _hline(ax, limit, kind, f"{kind.upper()} limit {_seconds(limit)}")
             _fit_axis(ax, values, limit)
         else:
             _log_if_spans(ax, values) or _from_zero(ax, values)
         ax.set_xscale("log")
         _label_axes(ax, xlabel, label, notes)
-    fig.suptitle(_title(comparison, "Which scheduler keeps the SLA as load rises", p.curve_requests), fontsize=9.5)
-    figure_legend(fig)
-    if results_dir is not None:
-        save_png(fig, Path(results_dir) / filename)
-    return fig
+    return finish_figure(fig, _title(comparison, "Which scheduler keeps the SLA as load rises", p.curve_requests),
+                         results_dir, filename)
 
 
 def plot_capacity(comparison, results_dir=None, filename: str = "compare_schedulers_capacity.png") -> Figure:
@@ -100,11 +95,7 @@ def plot_capacity(comparison, results_dir=None, filename: str = "compare_schedul
         _gpu_axis(ax, p.gpu_counts)
         _label_axes(ax, xlabel if ax is ax_total else "GPUs", label, notes)
     heading = f"Capacity: the largest offered rate at which {p.attainment:.0%} of requests meet the SLA"
-    fig.suptitle(_title(comparison, heading), fontsize=9.5)
-    figure_legend(fig)
-    if results_dir is not None:
-        save_png(fig, Path(results_dir) / filename)
-    return fig
+    return finish_figure(fig, _title(comparison, heading), results_dir, filename)
 
 
 def ranking_table(comparison) -> pd.DataFrame:

@@ -11,13 +11,16 @@ What every figure does (:mod:`workbench.study.present.palette` for colours):
 
 * a scheduler has the same colour in every figure; GPU counts of one
   scheduler (step 1) differ in marker and dash;
-* reference lines (targets, the floor no load goes below, the offered rate,
-  proportional scaling) are black or grey, each with its own dash pattern, and
-  an answer (the GPUs needed, the best K) is a star on its scheduler's line, never a line that
-  could be taken for a scheduler's;
+* reference lines (the TTFT and TPOT limits, the SLA target, the floor no load
+  goes below, the offered rate, proportional scaling) are black or grey, each
+  with its own dash pattern, the limits and the target drawn over the
+  schedulers' lines, and an answer (the GPUs needed, the best K) is a star on
+  its scheduler's line, never a line that could be taken for a scheduler's;
 * one legend per figure, below the panels, outside the data;
-* lines that coincide are drawn so both show (the later one dashed on top)
-  and the panel's axis label says which coincide;
+* no line or marker hides another: lines that coincide, for all or part of
+  their length as drawn, are brought out (the hidden ones dashed on top) and
+  stars on one point drawn inside each other, and the panel's axis label says
+  which (:func:`workbench.study.present.figures.uncover_hidden`);
 * a title of at most two lines: what the figure shows, then the trace, the
   hardware model and the SLA;
 * an axis is logarithmic where its values span more than a factor of
@@ -33,7 +36,7 @@ bars: the 95% interval over the seeds, cut to the quantity's range
 from __future__ import annotations
 
 import re
-import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -46,7 +49,6 @@ from workbench.study.store.checkpoints import GRID_PROFILE
 from workbench.study.store.replications import error_bars
 
 LOG_SPAN = 30.0            # an axis whose positive values span more than this factor is logarithmic
-COINCIDE_RTOL = 2e-3       # two series within this relative difference at every x coincide
 STAR = {"marker": "*", "ms": 14, "mec": "black", "mew": 0.8, "ls": "none", "zorder": 5}
 
 
@@ -184,43 +186,22 @@ def _series(ax, x, rows: pd.DataFrame, column: str, **style):
 
 
 def _lines(ax, items: list[tuple[str, np.ndarray, pd.DataFrame, dict]], column: str) -> list[str]:
-    """Draw ``(label, x, rows, style)`` for ``column``; a line that coincides with one drawn before it is drawn
-    dashed on top, so both show.  Returns what coincides, for the panel's axis label."""
-    drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
-    groups: dict[str, list[str]] = {}
+    """Draw ``(label, x, rows, style)`` for ``column``.  Returns the notes for the panel's axis label: none, since
+    lines that coincide, or hide one another for part of their length, are brought out and named when the
+    figure is finished (:func:`workbench.study.present.figures.uncover_hidden`), in pixels as drawn."""
     for label, x, rows, style in items:
-        y = _values(rows, column)
-        same = next((name for name, x0, y0 in drawn if _coincide(x, y, x0, y0)), None)
         style = dict(style)
         style.setdefault("marker", "o")
         style.setdefault("ms", 4)
-        if same is not None:
-            style.update(ls=(0, (3, 3)), lw=1.6, ms=3, zorder=4)
-            groups.setdefault(same, [same]).append(label)
-        else:
-            style.setdefault("lw", 2.2)
+        style.setdefault("lw", 2.2)
         _series(ax, x, rows, column, label=label, **style)
-        drawn.append((label, np.asarray(x, dtype=float), y))
-    if len(drawn) > 1 and len(groups) == 1 and len(next(iter(groups.values()))) == len(drawn):
-        return ["all lines"]
-    return [" = ".join(members) for members in groups.values()]
-
-
-def _coincide(x, y, x0, y0) -> bool:
-    x, y, x0, y0 = (np.asarray(a, dtype=float) for a in (x, y, x0, y0))
-    if x.shape != x0.shape or not np.array_equal(x, x0) or not np.isfinite(y).any():
-        return False
-    both = np.isfinite(y) & np.isfinite(y0)
-    if not np.array_equal(np.isfinite(y), np.isfinite(y0)) or not both.any():
-        return False
-    return bool(np.allclose(y[both], y0[both], rtol=COINCIDE_RTOL, atol=1e-12))
+    return []
 
 
 def _label_axes(ax, xlabel: str, ylabel: str, notes: list[str] = ()) -> None:
     """Axis labels; coinciding lines are said under the x label (outside the data)."""
     if notes:
-        text = "; ".join(notes)
-        xlabel += "\n" + textwrap.fill(f"lines that coincide (drawn dashed on top): {text}", 70)
+        xlabel += "\n" + "; ".join(notes)   # wrapped to the panel's width when the figure is finished
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
@@ -246,10 +227,25 @@ def _violation_references(ax, rows: pd.DataFrame) -> None:
     """The target's line (at most 1 - target of the requests may miss the SLA) and, where known, the floor no load
     can go below."""
     target = analysis.sla_target(rows)
-    _hline(ax, 1 - target, "target", f"the target: at most {1 - target:.0%} miss the SLA ({target:.0%} meet it)")
+    _hline(ax, 1 - target, "sla_target", f"the target: at most {1 - target:.0%} miss the SLA ({target:.0%} meet it)")
     floor = _floor(rows)
     if floor is not None:
         _hline(ax, floor, "floor", floor_text(floor))
+
+
+def _offered_reference(ax, rows: pd.DataFrame, shown) -> None:
+    """The replayed (offered) rate on a capacity panel, where a capacity above it covers the load; one far above
+    the capacities (more than twice the largest) is said in the legend instead, so the bars keep their height."""
+    rate = analysis.replayed_rate(rows)
+    if not np.isfinite(rate):
+        return
+    shown = np.asarray(shown, dtype=float)
+    top = float(np.nanmax(shown)) if shown.size and np.isfinite(shown).any() else np.inf
+    label = f"offered rate (replayed): {rate:.3g} req/s; a capacity above it covers the load"
+    if np.isfinite(top) and rate > 2 * top:
+        ax.plot([], [], label=f"{label} (above this panel)", **palette.reference("offered"))
+    else:
+        _hline(ax, rate, "offered", label)
 
 
 def _empty(fig: Figure, message: str) -> Figure:
@@ -281,7 +277,7 @@ def _step_panels(axes, rows: pd.DataFrame, x: str, items_of, xlabel: str) -> Non
         notes = _lines(ax, items_of(have), metric)
         value = float(have[limit].dropna().iloc[0]) if limit in have and have[limit].notna().any() else None
         if value is not None:
-            _hline(ax, value, "target", f"{name.split()[1]} limit {_seconds(value)}")
+            _hline(ax, value, name.split()[1].lower(), f"{name.split()[1]} limit {_seconds(value)}")
         _fit_axis(ax, _values(have, metric), value)
         _label_axes(ax, xlabel, name, notes)
 
@@ -368,6 +364,7 @@ def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
         ax.text(i, c if found[i] else max(base, 0.0), f"{c:.3g}" if found[i] else "unreachable",
                 ha="center", va="bottom", fontsize=8, color="black")
     ax.set_xticks(x, [str(v).replace(" (", "\n(") for v in rows["label"]], fontsize=8)
+    _offered_reference(ax, rows, caps)
     _label_axes(ax, "", "capacity (req/s)" + (", log" if log else ""))
     volume = int(rows["num_requests"].max())
     heading = f"Step 1: {_capacity_heading(rows)}, at {volume:,} requests"
@@ -481,12 +478,10 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
     ax_cap.plot([], [], label="capacity proportional to the GPUs from each scheduler's smallest pool with a capacity "
                               "(dotted, its colour; a line above it: capacity per GPU grows with the pool)",
                 **palette.reference("ideal"))
-    offered = analysis.replayed_rate(rows)
-    if np.isfinite(offered):
-        _hline(ax_cap, offered, "offered", f"replayed rate {offered:.3g} req/s: a pool must sustain it")
     _best_stars(ax_cap, rows, "num_gpus", "capacity_rps", analysis.gpus_needed, gpus,
                 "GPUs each scheduler needs (the fewest whose capacity covers the replayed rate)", edge_note=False)
     _log_if_spans(ax_cap, _values(rows, "capacity_rps"))
+    _offered_reference(ax_cap, rows, _values(rows, "capacity_rps"))
     _gpu_axis(ax_cap, gpus)
     missing = _unreachable_note(ax_cap, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
     xlabel = "GPUs" + ("\nno load reaches the target: " + "; ".join(missing) if missing else "")
@@ -542,7 +537,6 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
     for ax, (column, ylabel) in zip(axes, panels):
         notes = _lines(ax, _scheduler_items(swept, "k_bins"), column)
         _flat_lines(ax, flat, column)
-        notes += _flat_coincidences(swept, flat, column)
         if column == "sla_violation_rate":
             _share_axis(ax, _values(rows, column))
             _violation_references(ax, rows)
@@ -579,23 +573,6 @@ def _best_k(rows: pd.DataFrame):
     return analysis.best_k_answer(rows)["best_k"]
 
 
-def _flat_coincidences(swept: pd.DataFrame, flat: pd.DataFrame, column: str) -> list[str]:
-    """"multi_bin_dynamic = dynamic_no_bins" where a swept line lies on a scheduler's horizontal line at every K."""
-    notes = []
-    values = dict(zip(flat["scheduler"].astype(str), _values(flat, column))) if column in flat else {}
-    names = [n for n in palette.order(values) if np.isfinite(values[n])]
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if np.isclose(values[a], values[b], rtol=COINCIDE_RTOL):
-                notes.append(f"{a} = {b}")
-    for flat_name, value in values.items():
-        for name, group in swept.groupby("scheduler", sort=False):
-            other = _values(group, column)
-            if np.isfinite(value) and np.isfinite(other).all() and np.allclose(other, value, rtol=COINCIDE_RTOL):
-                notes.append(f"{name} = {flat_name}")
-    return notes
-
-
 def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
                         filename: str = "step3_kbins_sensitivity_capacity.png") -> Figure:
     """Step 3: capacity against K at the step's GPU count, a line per binning scheduler (a star at its best K),
@@ -610,7 +587,6 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
     k = np.array(sorted({int(v) for v in (swept if not swept.empty else rows)["k_bins"]}))
     notes = _lines(ax, _scheduler_items(swept, "k_bins"), "capacity_rps")
     _flat_lines(ax, flat, "capacity_rps", swept)
-    notes += _flat_coincidences(swept, flat, "capacity_rps")
     _best_stars(ax, swept, "k_bins", "capacity_rps", analysis.best_k_by_capacity, k,
                 "best K of each binning scheduler (most capacity; K tied within resolution: the smallest)")
     ax.set_xscale("log", base=2)
@@ -618,7 +594,8 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
     ax.minorticks_off()
     shown = [v for v in np.r_[_values(swept, "capacity_rps"), _values(flat, "capacity_rps")]
              if np.isfinite(v) and v <= 2 * np.nanmax(_values(swept, "capacity_rps"))] if not swept.empty else []
-    _from_zero(ax, shown)
+    _offered_reference(ax, rows, shown)
+    _from_zero(ax, np.r_[shown, [v for v in _values(rows, "offered_rps") if len(shown) and v <= 2 * max(shown)]])
     missing = _unreachable_note(ax, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
     xlabel = "K (bins)" + ("\nno load reaches the target: " + "; ".join(missing) if missing else "")
     _label_axes(ax, xlabel, "capacity (req/s)", notes)

@@ -43,8 +43,14 @@ th { background: #f4f4f4; }
 .valid { color: #176117; font-weight: 600; } .invalid { color: #a30000; font-weight: 600; }
 .badge { display: inline-block; padding: .1em .5em; border-radius: .6em; font-size: .85em; }
 .synthetic { background: #fff1c2; } .real { background: #d8f0d8; }
-.thumbs img { max-width: 320px; border: 1px solid #ddd; margin: .3em; }
 code { background: #f4f4f4; padding: 0 .2em; }
+figure { margin: 1.2em 0 2em; }
+figure img { display: block; width: 100%; max-width: 1100px; height: auto; border: 1px solid #ddd; }
+figcaption { font-size: .92em; color: #333; margin-top: .4em; max-width: 1100px; }
+figcaption b { color: #222; }
+dl.terms { display: grid; grid-template-columns: max-content 1fr; gap: .25em 1em; font-size: .92em;
+  background: #f8f8f8; border: 1px solid #e4e4e4; padding: .6em 1em; }
+dl.terms dt { font-weight: 600; } dl.terms dd { margin: 0; }
 """
 
 
@@ -59,6 +65,11 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _table(rows: list[tuple], header: tuple | None = None) -> str:
+    """An HTML table of ``rows`` (cells already escaped); a column empty in every row is left out."""
+    rows = [tuple(row) for row in rows]
+    if rows and header:
+        keep = [j for j in range(len(header)) if any(str(row[j]).strip() for row in rows)]
+        header, rows = tuple(header[j] for j in keep), [tuple(row[j] for j in keep) for row in rows]
     head = "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"
@@ -111,25 +122,32 @@ def _headlines(analysis: dict | None) -> str:
                      html.escape(str(check.get("sentence", "")))))
     parts = [_table(rows, ("question", "answer", "validity", "why")) if rows else "<p>No headline answers.</p>"]
     parts.append(_per_scheduler(analysis))
+    return "".join(parts)
+
+
+def _capacities(analysis: dict | None) -> str:
+    """Every configuration's capacity, with the hardware model and SLA it was judged on: said once above the
+    table when every row shares them, else in columns of their own."""
     capacities = []
     for step in ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity"):
-        for r in (analysis.get(step) or {}).get("capacity_table") or []:
+        for r in ((analysis or {}).get(step) or {}).get("capacity_table") or []:
             value, ci = r.get("capacity_rps"), r.get("capacity_rps_ci95") or [None, None]
             interval = (f"{ci[0]:.3g} to {ci[1]:.3g}" if all(v is not None for v in ci) else "")
             capacities.append((html.escape(STEP_NAMES.get(step, step)), html.escape(r["label"]),
                                "none: no load meets the target" if value is None else f"{float(value):.3g}",
                                interval, html.escape(_hardware(r.get("latency_profile", ""))),
                                html.escape(f"{r.get('sla', '')}, {float(r.get('target') or 0):.0%} of requests")))
-    if capacities:
-        header = ("step", "configuration", "capacity, req/s", "95% interval", "hardware model", "SLA")
-        if not any(row[3] for row in capacities):   # one replication: no intervals, no empty column
-            capacities = [row[:3] + row[4:] for row in capacities]
-            header = header[:3] + header[4:]
-        parts.append("<h3>Capacities</h3><p>The largest offered load (requests/s) at which the target share of "
-                     "requests meets the SLA, per configuration, with the hardware model and SLA each was judged "
-                     "on (and the 95% interval over the seeds when there are replications).</p>")
-        parts.append(_table(capacities, header))
-    return "".join(parts)
+    if not capacities:
+        return ""
+    header = ("step", "configuration", "capacity, req/s", "95% interval", "hardware model", "SLA")
+    shared = ""
+    if len({row[4:] for row in capacities}) == 1:   # one hardware model and SLA for all: said once
+        shared = f" Every configuration on the {capacities[0][4]}; SLA: {capacities[0][5]}."
+        capacities = [row[:4] for row in capacities]
+        header = header[:4]
+    return ("<h2>Capacities</h2><p>The largest offered load (requests/s) at which the target share of requests "
+            "meets the SLA, per configuration (with the 95% interval over the seeds when there are replications)."
+            f"{shared}</p>" + _table(capacities, header))
 
 
 STEP_NAMES = {"step1_request_scaling": "1: request scaling", "step2_gpu_scaling": "2: GPU scaling",
@@ -220,19 +238,142 @@ def _files(folder: Path, titles: dict[str, str] | None = None) -> str:
             items = "".join(f"<li>{_link(n)}" + (f": {html.escape(titles[Path(n).stem])}"
                                                    if Path(n).stem in titles else "") + "</li>" for n in found)
             parts.append(f"<h3>{title}</h3><ul>{items}</ul>")
-        elif pattern == "*.png":
-            items = "".join(f'<a href="{html.escape(n)}"><img src="{html.escape(n)}" alt="{html.escape(n)}" '
-                            f'title="{html.escape(n)}"></a>' for n in found)
-            parts.append(f"<h3>{title}</h3><div class='thumbs'>{items}</div>")
         else:
             parts.append(f"<h3>{title}</h3><ul>" + "".join(f"<li>{_link(n)}</li>" for n in found) + "</ul>")
     return "".join(parts) or "<p>No files yet.</p>"
+
+
+def _run_parameters(folder: Path) -> dict:
+    manifest = _read_json(folder / "parameters.json") or {}
+    return manifest.get("parameters", manifest) if isinstance(manifest, dict) else {}
+
+
+def _target_share(folder: Path) -> float | None:
+    """The run's SLA target (the share of requests that must meet the SLA): its parameters' capacity_attainment,
+    else analysis.json's sla_target; None when neither says."""
+    for value in (_run_parameters(folder).get("capacity_attainment"),
+                  (_read_json(folder / "analysis.json") or {}).get("sla_target")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _limits(folder: Path) -> tuple[str, str, str, str]:
+    """(TTFT limit, TPOT limit, the target's share that meets the SLA, the share that may miss it) of the run in
+    words, or what they are in general."""
+    params = _run_parameters(folder)
+
+    def seconds(value, default):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return default
+        return f"{value * 1e3:g} ms" if value < 0.1 else f"{value:g} s"
+
+    target = _target_share(folder)
+    meet, miss = (f"{target:.0%}", f"{1 - target:.0%}") if target is not None else ("the target share", "the rest")
+    return seconds(params.get("ttft_sla"), "its limit"), seconds(params.get("tpot_sla"), "its limit"), meet, miss
+
+
+def _glossary(folder: Path) -> str:
+    """The terms the page uses, each in a sentence, with this run's limits and target where it has them."""
+    ttft, tpot, target, miss = _limits(folder)
+    seed_grid = _run_parameters(folder).get("latency") == "seed-grid"
+    sla = ("a request meets the SLA when it finishes within d_sla of its arrival (end-to-end latency; the seed "
+           "study's criterion)" if seed_grid else
+           f"a request meets the SLA when its TTFT is at most {ttft} and its TPOT at most {tpot}")
+    terms = (
+        ("SLA", sla + "."),
+        ("target", f"a pool meets the SLA target when at least {target} of its requests meet the SLA (at most {miss} "
+                   "miss it), counted in requests; every answer on this page (GPUs needed, best K, valid or not) "
+                   "and every capacity is judged on this one target."),
+        ("TTFT", "time to first token: from a request's arrival to the end of the step that produces its first "
+                 "token (waiting in the queue included)."),
+        ("TPOT", "time per output token: the mean time between a request's output tokens after the first."),
+        ("attainment", "the share of the offered requests that meet the SLA (DistServe's SLO attainment); a "
+                       "request rejected or never finished counts as a miss."),
+        ("goodput", "requests per second that finish meeting the SLA; throughput counts every finished request, "
+                    "late or not."),
+        ("capacity", f"the largest arrival rate at which {target} of the requests meet the SLA, the trace replayed "
+                     "faster or slower; capacity per GPU divides it by the pool's GPUs. A pool covers the "
+                     "replayed load when its capacity is at least the offered rate."),
+        ("GPUs needed", "the fewest GPUs tested whose capacity covers the offered rate; headroom is that capacity / "
+                        "the offered rate - 1."),
+        ("offered rate", "the arrival rate of the trace as replayed (its timestamps divided by rps_scaling)."),
+    )
+    items = "".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in terms)
+    return f"<h2>Terms</h2><dl class='terms'>{items}</dl>"
+
+
+# What each figure of the suite shows (its caption on index.html), by file name; {target}: the share of requests the
+# SLA target asks to meet the SLA, {miss}: the share it lets miss it.
+FIGURE_CAPTIONS = {
+    "step1_request_scaling.png": "SLA violations, throughput, goodput and p99 latency (end-to-end, TTFT, TPOT) as "
+                                 "the number of requests grows, a line per scheduler and GPU count; the violation "
+                                 "panel marks the target (at most {miss} miss the SLA). Each volume is the first N "
+                                 "requests of the trace, so each arrives at its own rate (the offered rate, dashed "
+                                 "black).",
+    "step1_request_scaling_capacity.png": "The capacity of each configuration at the largest volume: the largest "
+                                          "rate at which {target} of the requests meet the SLA; a configuration "
+                                          "covers the replayed load where its bar reaches the offered rate.",
+    "step2_gpu_scaling.png": "The same measures against the size of the pool at the replayed load, a line per "
+                             "scheduler; the violation panel marks the target (at most {miss} miss the SLA) and a "
+                             "star the GPUs each scheduler needs.",
+    "step2_gpu_scaling_capacity.png": "Capacity (left: {target} of the requests meet the SLA) and capacity per GPU "
+                                      "(right) against the size of the pool, a line per scheduler; a pool covers "
+                                      "the replayed load where its capacity lies above the offered rate, and a star "
+                                      "marks the fewest GPUs that do.",
+    "step3_kbins_sensitivity.png": "The measures against K, the number of length bins, on step 3's GPU count; "
+                                   "schedulers without bins are horizontal lines in their colour; the violation "
+                                   "panel marks the target (at most {miss} miss the SLA).",
+    "step3_kbins_sensitivity_capacity.png": "Capacity against K on step 3's GPU count; a star marks the best K (the "
+                                            "most capacity; K tied within the search's resolution: the smallest).",
+    "compare_schedulers_load_latency.png": "Every scheduler on one pool as the offered load rises: the share of "
+                                           "requests meeting the SLA (with the target, {target}), goodput, p99 and "
+                                           "p50 latency, TTFT and TPOT.",
+    "compare_schedulers_capacity.png": "Capacity ({target} of the requests meet the SLA) and capacity per GPU of "
+                                       "every scheduler against the size of the pool.",
+}
+
+
+def _figures(folder: Path, titles: dict[str, str] | None = None) -> str:
+    """Every figure of the folder at a size that can be read, each with its caption and the notebook it is from:
+    the suite's figures in the order the notebooks run, then the others by name."""
+    titles = titles or {}
+    found = sorted(folder.rglob("*.png"), key=lambda p: p.relative_to(folder).as_posix())
+    if not found:
+        return ""
+    order = list(titles)
+    rank = {name: i for i, name in enumerate(order)}
+
+    def notebook(path: Path) -> str | None:
+        return next((n for n in sorted(order, key=len, reverse=True) if path.stem.startswith(n)), None)
+
+    found.sort(key=lambda p: (rank.get(notebook(p), len(order)), p.relative_to(folder).as_posix()))
+    _, _, target, miss = _limits(folder)
+    parts = ["<h2>Figures</h2>"]
+    for path in found:
+        rel = path.relative_to(folder).as_posix()
+        name = notebook(path)
+        source = ""
+        if name is not None:
+            page = f"{name}.html"
+            link = f'<a href="{html.escape(page)}">{html.escape(titles[name])}</a>' if (folder / page).is_file() \
+                else html.escape(titles[name])
+            source = f" From {link}."
+        caption = FIGURE_CAPTIONS.get(path.name, "").format(target=target, miss=miss)
+        parts.append(f'<figure><a href="{html.escape(rel)}"><img src="{html.escape(rel)}" '
+                     f'alt="{html.escape(caption or rel)}" loading="lazy"></a>'
+                     f"<figcaption><b>{html.escape(rel)}</b>: {html.escape(caption) or 'a figure of the run.'}"
+                     f"{source}</figcaption></figure>")
+    return "".join(parts)
 
 
 def render_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> str:
     """The HTML of ``index.html`` for ``results_dir`` (pure: reads the folder, writes nothing); ``titles``:
     notebook name -> title for the links to the rendered notebooks."""
     folder = Path(results_dir)
+    titles = NOTEBOOK_TITLES if titles is None else titles
     analysis = _read_json(folder / "analysis.json")
     warnings = (analysis or {}).get("warnings") or []
     warning_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li class='invalid'>{html.escape(w)}</li>"
@@ -241,8 +382,9 @@ def render_index(results_dir: str | Path, titles: dict[str, str] | None = None) 
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Results: {html.escape(folder.name)}</title>"
             f"<style>{CSS}</style></head><body>"
             f"<h1>LLM Serving Workbench: results <code>{html.escape(folder.name)}</code></h1>"
-            f"<p>Page written {stamp}.</p>{_trace(analysis)}"
+            f"<p>Page written {stamp}.</p>{_trace(analysis)}{_glossary(folder)}"
             f"<h2>Headline answers</h2>{_headlines(analysis)}{warning_html}{_comparison(folder)}"
+            f"{_figures(folder, titles)}{_capacities(analysis)}"
             f"<h2>Parameters</h2>{_parameters(folder)}"
             f"<h2>Everything in this folder</h2>{_files(folder, titles)}</body></html>")
 

@@ -4,7 +4,7 @@ Which notebooks run, when and with which parameters is one table,
 :data:`SUITE_NOTEBOOKS`: the three steps, the scheduler comparison, and the
 fidelity reports and the other studies behind ``--validate`` (prefix caching and
 disaggregation, about 20-25 s each on 2 cores: kept out of the default first run, which
-stays within three minutes, install included).  A new notebook joins the suite with
+stays within three minutes, install included; the README says how long it takes).  A new notebook joins the suite with
 one line there (its name, title, when it runs and how its parameters come
 from the suite's options); ``index.html`` and the summary take its title from
 there.
@@ -24,14 +24,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
-
-import numpy as np
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from workbench import checks, paths
 from workbench.study.answers import analysis, report
@@ -175,8 +176,7 @@ class StepRun:
     notebook: Path
     html: Path
     wall_s: float
-    csv: Path | None = None
-    pngs: list[Path] = field(default_factory=list)   # its other CSVs, then its figures
+    files: list[Path] = field(default_factory=list)   # what the notebook wrote: its CSVs, then its figures
     rendering: object = None   # the HTML rendering still under way (a future), if any
 
 
@@ -192,7 +192,7 @@ class SuiteReport:
                  f"  {'index.html (open this)':<26} {'':9}   {self.results_dir / report.INDEX}"]
         for run in self.runs:
             lines.append(f"  {run.name:<26} {run.wall_s:7.1f} s   {run.html}")
-            for extra in ([run.csv] if run.csv else []) + run.pngs:
+            for extra in run.files:
                 lines.append(f"  {'':<26} {'':9}   {extra}")
         for name in (analysis.ALL_RESULTS, analysis.ANALYSIS):
             if (self.results_dir / name).is_file():
@@ -250,13 +250,23 @@ ANSWER_NAMES = {"best_config_step1": "Step 1, best configuration (1-4 GPUs)",
                 "best_k": "Step 3, best K (most capacity)"}
 
 
-# Wide tables scroll inside their cell instead of running off the page; numbers stay on one line.
+# Wide tables scroll inside their cell instead of running off the page; numbers stay on one line, a long text
+# (a note, a reason) wraps in a cell of its own width (marked by render_html), never cut off.
 WIDE_TABLE_CSS = """<style>
 .jp-RenderedHTMLCommon table, .rendered_html table { display: block; max-width: 100%; overflow-x: auto;
   font-size: 12px; }
 .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: nowrap; }
+.jp-RenderedHTMLCommon td.text { white-space: normal; min-width: 24em; max-width: 48em; text-align: left; }
 </style>
 """
+LONG_CELL_CHARS = 40   # a table cell with more text than this wraps (class "text")
+_CELL = re.compile(r"<td>([^<]*)</td>")
+
+
+def _wrap_long_cells(body: str) -> str:
+    """``<td class="text">`` for every table cell holding a long text, so it wraps instead of stretching the table."""
+    return _CELL.sub(lambda m: f'<td class="text">{m.group(1)}</td>' if len(m.group(1).strip()) > LONG_CELL_CHARS
+                     else m.group(0), body)
 # The kernel warns that it runs over TCP without encryption: it listens on localhost only, for the suite's
 # own client, and the warning would be the first thing every `make run` prints.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
@@ -302,15 +312,30 @@ def scrub_notebook(nb, replacements) -> None:
             params[name] = _scrub(value, replacements)
 
 
+def notebook_title(nb, name: str = "") -> str:
+    """The title of a notebook: its first level-1 markdown heading, as text (no markdown marks), else the
+    suite's title for ``name``, else ``name``."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            heading = re.match(r"^#\s+(.+?)\s*#*\s*$", line)
+            if heading:
+                text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1))   # [text](link) -> text
+                return re.sub(r"[*_`]", "", text).strip()
+    return NOTEBOOK_TITLES.get(name, name)
+
+
 def render_html(notebook_path: Path, html_path: Path, replacements=()) -> Path:
     """An HTML rendering of an executed notebook (images embedded, wide tables scrolling, the machine's absolute
-    paths replaced by ``replacements``), written atomically.  The executed ``.ipynb`` keeps its paths, so it
-    still runs where it was made."""
+    paths replaced by ``replacements``, the page titled by :func:`notebook_title`), written atomically.  The
+    executed ``.ipynb`` keeps its paths, so it still runs where it was made."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook_path, as_version=4)
     scrub_notebook(nb, replacements)
+    nb.metadata["title"] = notebook_title(nb, Path(notebook_path).stem)   # the page's <title> (else "Notebook")
     traitlets_log = logging.getLogger("traitlets")
     level = traitlets_log.level
     traitlets_log.setLevel(logging.ERROR)  # "Alternative text is missing on N image(s)": plots have titles
@@ -318,7 +343,7 @@ def render_html(notebook_path: Path, html_path: Path, replacements=()) -> Path:
         body, _ = HTMLExporter().from_notebook_node(nb)
     finally:
         traitlets_log.setLevel(level)
-    body = body.replace("</head>", WIDE_TABLE_CSS + "</head>", 1)
+    body = _wrap_long_cells(body.replace("</head>", WIDE_TABLE_CSS + "</head>", 1))
     atomic_write_text(html_path, _scrub(body, replacements))
     return html_path
 
@@ -414,19 +439,18 @@ def run_notebook(name: str, parameters: dict, results_dir: Path, *, progress: bo
     else:
         render_html(executed, html, replacements)
         pending = None
-    csv, pngs = notebook_outputs(results_dir, name)
-    return StepRun(name, executed, html, wall, csv, pngs, pending)
+    return StepRun(name, executed, html, wall, notebook_outputs(results_dir, name), pending)
 
 
-def notebook_outputs(results_dir: Path, name: str) -> tuple[Path | None, list[Path]]:
-    """What notebook ``name`` wrote beside its rendering: its checkpoint CSV (None when it has none), then its other
-    CSVs and its figures (``<name>*.csv``, ``<name>*.png``), in ``results_dir`` or in its own folder there (the
-    comparison's ``compare_schedulers/``)."""
+def notebook_outputs(results_dir: Path, name: str) -> list[Path]:
+    """The CSVs, then the figures, notebook ``name`` wrote: ``<name>.csv``, ``<name>_*.csv`` (e.g. the step's
+    summary), ``<name>*.png``, in ``results_dir`` and in its own subfolder ``results_dir/<name>/`` (the
+    comparison's)."""
     found = []
-    for folder in (results_dir, results_dir / name):
-        found += [f for pattern in (f"{name}_*.csv", f"{name}*.png") for f in sorted(folder.glob(pattern))]
-    checkpoints = [f for f in (results_dir / f"{name}.csv", results_dir / name / f"{name}.csv") if f.is_file()]
-    return (checkpoints[0] if checkpoints else None), found
+    for pattern in (f"{name}.csv", f"{name}_*.csv", f"{name}.png", f"{name}_*.png"):
+        for folder in (results_dir, results_dir / name):
+            found.extend(sorted(p for p in folder.glob(pattern) if p.is_file()))
+    return list(dict.fromkeys(found))
 
 
 def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
@@ -522,7 +546,12 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
     options.check_traces()        # what the notebooks' plans would refuse, refused before the folder is recorded
     results_dir = options.claim_results_dir()
     t0 = time.perf_counter()
-    precompute(options, progress=progress)
+    from workbench.study.store.checkpoints import CheckpointError
+
+    try:
+        precompute(options, progress=progress)
+    except CheckpointError as exc:   # it names the file, line and column, and what to do: said as it is
+        raise SuiteError(str(exc)) from None
     log.info("every test done in %.1f s; now the notebooks", time.perf_counter() - t0)
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:

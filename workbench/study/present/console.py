@@ -44,6 +44,8 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 _HANDLER_NAME = "workbench-notebook"
+# loggers whose information lines a notebook does not show (their warnings it does)
+NOT_SAID_IN_NOTEBOOKS = ("workbench.traces", "workbench.sim", "workbench.hardware")
 
 
 def notebook_setup() -> None:
@@ -58,13 +60,17 @@ def notebook_setup() -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False        # not a second time through a root handler (papermill, basicConfig)
-    logging.getLogger("workbench.traces").setLevel(logging.WARNING)   # cache hits: machine detail, not results
+    # the study's lines (a test finished, a file written) are the notebook's; the layers below it say how they
+    # work (a trace cache hit, a profile's fitting note), which is machine or model detail, not this run's results
+    for below in NOT_SAID_IN_NOTEBOOKS:
+        logging.getLogger(below).setLevel(logging.WARNING)
     _SHOWN.clear()                  # a kernel the suite reuses: each notebook says its warnings
     warnings.showwarning = _show_warning_once
     _show_saved_figures()
     pd.set_option("display.precision", 3)
     pd.set_option("display.max_columns", 40)
     pd.set_option("display.width", 200)
+    pd.set_option("display.max_colwidth", None)   # a note or a reason in a table is read whole, never "..."
 
 
 def plain_warnings() -> None:

@@ -6,8 +6,8 @@ green in step 1, step 2, step 3 and the comparison.  The schedulers known
 today have fixed colours; a scheduler registered later (a new policy is one
 file and one ``@register`` line) gets the next free colour of
 :data:`EXTRA`, in the order of its name among the unpinned ones, so adding one
-never recolours another.  Reference lines (targets, floors, the offered rate,
-ideal scaling, a best GPU count or K) are black or grey with their own dash
+never recolours another.  Reference lines (limits, the SLA target, floors, the
+offered rate, proportional scaling) are black or grey with their own dash
 pattern (:data:`REFERENCES`): no scheduler is black or grey, so a reference
 never reads as a scheduler's line.  GPU counts of one scheduler (step 1) share
 its colour and differ in marker and dash (:func:`gpu_style`).
@@ -28,12 +28,18 @@ PINNED: dict[str, str] = {
 EXTRA = ("#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
          "#756bb1", "#636363")
 
-# name -> matplotlib line keywords; black/grey only, each with its own dash pattern
+# name -> matplotlib line keywords; black/grey only, each with its own dash pattern (and width).  Limits and targets
+# are drawn over the schedulers' lines (zorder 3), so a line that runs along one never hides it.
 REFERENCES: dict[str, dict] = {
-    "target": {"color": "0.35", "ls": ":", "lw": 1.2},          # an SLA or attainment target, a limit
-    "floor": {"color": "black", "ls": (0, (6, 2, 1, 2)), "lw": 1.0},   # the attainable floor no load goes below
-    "offered": {"color": "black", "ls": "--", "lw": 1.0},       # the offered (replayed) rate
-    "ideal": {"color": "0.5", "ls": (0, (1, 3)), "lw": 1.0},    # ideal linear scaling
+    "target": {"color": "0.35", "ls": ":", "lw": 1.2, "zorder": 3},          # any other target or limit
+    "ttft": {"color": "black", "ls": (0, (1, 1.5)), "lw": 1.8, "zorder": 3},   # the TTFT limit: dense dots
+    "tpot": {"color": "black", "ls": (0, (4, 1.2, 1, 1.2, 1, 1.2)), "lw": 1.3, "zorder": 3},   # TPOT: dash-dot-dot
+    # the SLA target (90% of requests meet the SLA: at 0.9 on an attainment panel, at 0.1 on a violation panel):
+    # grey dash-dot
+    "sla_target": {"color": "0.3", "ls": (0, (5, 1.5, 1.5, 1.5)), "lw": 1.6, "zorder": 3},
+    "floor": {"color": "black", "ls": (0, (6, 2, 1, 2)), "lw": 1.0, "zorder": 3},   # the floor no load goes below
+    "offered": {"color": "black", "ls": "--", "lw": 1.0, "zorder": 3},       # the offered (replayed) rate
+    "ideal": {"color": "0.5", "ls": (0, (1, 3)), "lw": 1.0},    # capacity proportional to the GPUs
     "best": {"color": "black", "ls": (0, (4, 4)), "lw": 1.0},   # a best GPU count or K
     "best_alt": {"color": "0.45", "ls": (0, (8, 3, 2, 3)), "lw": 1.0},  # a second best (another rule)
     "baseline": {"color": "0.45", "ls": "-", "lw": 1.2},   # the same setup without the feature studied

@@ -8,7 +8,8 @@
 * :func:`floor_sentence`: the share of requests no load can bring within the SLA
   (the figures draw it as the "floor"; the capacity search computes it as
   ``1 - capacity_attainable``): always said as a floor, never as its complement;
-* :data:`NOTEBOOK_TITLES`: each notebook of the study by its title (the suite's summary, ``index.html``'s links).
+* :data:`NOTEBOOK_TITLES`: each notebook of the study by its title (the suite's summary, ``index.html``'s links);
+* :func:`natural_key`: labels with numbers in them ("1,000 req", "10,000 req") sorted as the numbers sort.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ NOTEBOOK_TITLES = {
 }
 
 
+def natural_key(text: str) -> tuple:
+    """Sort key that orders the numbers inside ``text`` as numbers: "(seed 42, 10,000 req)" after
+    "(seed 42, 2,000 req)", where a plain sort puts "1,000,000" before "10,000"."""
+    parts = re.split(r"(\d[\d,]*(?:\.\d+)?)", str(text))
+    return tuple((0, float(p.replace(",", "")), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
 def scheduler_sentence(name: str) -> str:
     """One sentence saying what ``name`` does."""
     if name in SCHEDULER_SENTENCES:
@@ -71,4 +79,5 @@ def floor_sentence(floor: float, sla: str = "the SLA") -> str:
             "violation rate below it.")
 
 
-__all__ = ["NOTEBOOK_TITLES", "SCHEDULER_SENTENCES", "floor_sentence", "scheduler_sentence", "schedulers_markdown"]
+__all__ = ["NOTEBOOK_TITLES", "SCHEDULER_SENTENCES", "floor_sentence", "natural_key", "scheduler_sentence",
+           "schedulers_markdown"]

@@ -246,6 +246,7 @@ class SweepTest:
         """The configuration columns of this test's result row."""
         row = {"test_id": self.test_id, "step": self.step, "label": self.label or self.config.scheduler}
         row.update(self.config.to_dict())
+        row.update(memory_columns(self.config))
         row.update({"dataset": self.trace.dataset or "", "num_requests": self.trace.num_requests,
                     "rps_scaling": self.trace.rps_scaling, "use_real_timestamps": self.trace.use_real_timestamps,
                     "trace_seed": self.trace.seed})
@@ -257,6 +258,26 @@ class SweepTest:
         row["base_test_id"] = self.base_test_id or self.test_id
         return row
 
+
+
+def memory_columns(config: SimConfig) -> dict:
+    """The memory a test's engine actually used, in the configuration's own columns where they say "None = derived"
+    (weights and KV cache per token from the model preset, KV blocks and the watermark from the memory fields),
+    and ``kv_capacity_tokens``: the KV cache of one GPU in tokens (the static engine's batch limit; the continuous
+    engine's blocks hold ``kv_blocks x block_size`` of them).  A field that the test's engine does not have stays
+    NaN (KV blocks for static batches, a disaggregated instance's blocks elsewhere).  The test id is computed from
+    the configuration as given, so these columns change no id."""
+    from workbench.sim.schedulers import get_scheduler
+
+    engine = get_scheduler(config.scheduler).engine
+    out = {"model_mem_gb": config.weights_gb, "kv_gb_per_token": config.kv_gb_per_token_effective,
+           "kv_capacity_tokens": config.kv_capacity_tokens}
+    if engine == "continuous":
+        out.update(kv_blocks=config.kv_blocks_effective, kv_watermark=config.kv_watermark_effective)
+    elif engine == "disaggregated":
+        out.update(prefill_kv_blocks=config.prefill_kv_blocks_effective,
+                   decode_kv_blocks=config.decode_kv_blocks_effective)
+    return out
 
 
 def latency_identity(latency: LatencyModel | StepTimeModel) -> dict:

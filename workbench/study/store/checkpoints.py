@@ -11,8 +11,8 @@ Format
 Reading
     :func:`read_rows` drops a torn last line and refuses (:class:`CheckpointError`, naming file, line and
     column, and saying to move the file aside) what no writer here produces: a repeated header, a row wider
-    than the header or cut short mid-file, an empty cell in a metric column of a row of the current
-    simulator code.  :func:`finished_ids` are the rows the current code computed; :func:`current_rows_near`
+    than the header or cut short mid-file, text in a column of numbers, an empty cell in a metric column of a
+    row of the current simulator code.  :func:`finished_ids` are the rows the current code computed; :func:`current_rows_near`
     finds them in the other checkpoints near a folder (another step's, another parameter set's).
 """
 
@@ -126,6 +126,7 @@ def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.
     # hex digests stay text: "0123456789012345" or "12e4..." read as numbers would never match again
     text_columns = {c: str for c in ("test_id", "simulator_version", "trace_fingerprint") if c in header}
     frame = pd.read_csv(io.StringIO(text), nrows=len(records), dtype=text_columns)
+    _check_text_in_numbers(path, frame, records)
     _check_blank_metrics(path, frame, records)
     complete = frame["test_id"].notna()
     if "finished_at" in frame.columns:  # the last column: missing means the row was cut short
@@ -138,10 +139,40 @@ def read_rows(path: str | os.PathLike, key: Sequence[str] = ("test_id",)) -> pd.
         log.warning("%s: dropping %d duplicate row(s) (kept the last of each %s)", path, int(duplicated.sum()),
                     "/".join(key))
         frame = frame[~duplicated]
-    return frame.reset_index(drop=True)
+    # one block per dtype, not per column (read_csv's frame of ~200 columns): adding a column to a frame of
+    # 100+ blocks makes pandas warn (PerformanceWarning) in every notebook that derives one
+    return frame.reset_index(drop=True).copy()
 
 
 _PER_BIN = re.compile(r"^bin(\d+)_")
+
+# Columns that hold text (names, ids, sentences, times of day): a number there is just text.  Every other column
+# holds numbers (or true/false), so a cell of text in one is damage (a hand edit), refused naming its line.
+TEXT_COLUMNS = frozenset({"test_id", "base_test_id", "simulator_version", "trace_fingerprint", "capacity_hint_from",
+                          "step", "label", "scheduler", "dataset", "trace_label", "latency_profile", "latency_kind",
+                          "capacity_criterion", "capacity_error", "reused_from", "finished_at"})
+# a column named with one of these unit suffixes holds numbers whatever its cells hold
+_NUMBER_SUFFIXES = ("_s", "_rps", "_gb", "_rate", "_per_s", "_tokens", "_share", "_attainment")
+
+
+def _check_text_in_numbers(path: Path, frame: pd.DataFrame, records: list[tuple[int, list[str]]]) -> None:
+    """A cell of text in a column of numbers (``abc`` where a rate belongs) is refused, naming the file, the line,
+    the column and the fix, before anything tries to add it up ("could not convert string to float")."""
+    for j, column in enumerate(frame.columns):
+        if column in TEXT_COLUMNS or frame[column].dtype.kind in "fiub":
+            continue   # numbers or booleans throughout
+        cells = frame[column]
+        present = cells.notna() & (cells.astype(str).str.strip() != "")
+        booleans = cells.astype(str).isin(("True", "False", "true", "false"))
+        numbers = pd.to_numeric(cells.where(~booleans), errors="coerce").notna() | booleans
+        text = present & ~numbers
+        if not text.any() or not (numbers.any() or str(column).endswith(_NUMBER_SUFFIXES)):
+            continue   # a column of text (one a later version added), not numbers with text among them
+        i = int(np.flatnonzero(text.to_numpy())[0])
+        line, _ = records[i]
+        raise CheckpointError(
+            f"{path}: line {line}, column {column!r}: {cells.iloc[i]!r} where a number is expected "
+            f"({int(text.sum())} such cell(s) in that column); {_move_aside(path)}")
 
 
 def _check_blank_metrics(path: Path, frame: pd.DataFrame, records: list[tuple[int, list[str]]]) -> None:
@@ -191,7 +222,7 @@ def load_and_repair(path: Path) -> pd.DataFrame:
             if rows.empty:
                 path.unlink()
             else:
-                write_csv_atomic(path, canonical_columns(rows))
+                write_csv_atomic(path, canonical_columns(rows), keep_empty=True)
     return rows
 
 
@@ -217,7 +248,7 @@ def merge_rows(path: str | os.PathLike, rows: Sequence[dict] | pd.DataFrame) -> 
     parts = [f for f in (old, new) if not f.empty]
     merged = pd.concat(parts, ignore_index=True, sort=False) if parts else new
     merged = canonical_columns(merged)
-    write_csv_atomic(path, merged)
+    write_csv_atomic(path, merged, keep_empty=True)   # every column, even one no row has yet: the schema resumes
     return merged
 
 

@@ -128,10 +128,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 MISSING = "NaN"
 
 
-def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+def write_csv_atomic(path: str | os.PathLike, frame: pd.DataFrame, *, keep_empty: bool = False) -> None:
+    """``frame`` as a CSV at ``path``, written atomically, a missing value as ``NaN``; a column with no value in any
+    row (a setting this run's engines do not have, an interval of one seed) left out unless ``keep_empty``, so
+    every column of a table for reading says something.  Checkpoints keep every column (``keep_empty``): a
+    rerun, and the code that reads them, find the columns of every test (``capacity_rps`` where no capacity was
+    found, ``capacity_error`` where every search found one).  A frame without rows keeps its header."""
+    if not keep_empty and len(frame):
+        frame = frame.loc[:, [c for c in frame.columns if not _empty_column(frame[c])]]
     buf = io.StringIO()
     frame.to_csv(buf, index=False, na_rep=MISSING)
     atomic_write_text(path, buf.getvalue())
+
+
+def _empty_column(values: pd.Series) -> bool:
+    """No row has a value: every cell missing or blank text."""
+    present = values.notna()
+    if present.any() and values.dtype.kind not in "fiubcmM":
+        present &= values.astype(str).str.strip() != ""
+    return not present.any()
 
 
 __all__ = ["LOCK_NAME", "MISSING", "atomic_write_bytes", "atomic_write_text", "display_path", "display_source",

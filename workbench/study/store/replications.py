@@ -138,7 +138,8 @@ def summarize_replications(rows: pd.DataFrame, *, by: Iterable[str], metrics: It
                      n.rename("replications")], axis=1)
     order_columns = [*by, *kept.columns, *[c for m in metrics for c in (m, f"{m}{LOW}", f"{m}{HIGH}")],
                      "replications"]
-    return out.loc[codes[order], order_columns].reset_index(drop=True)
+    # copied: one block per dtype, not one per concatenated piece (pandas warns on adding a column to 100+ blocks)
+    return out.loc[codes[order], order_columns].reset_index(drop=True).copy()
 
 
 def error_bars(rows: pd.DataFrame, column: str, scale=1.0):
