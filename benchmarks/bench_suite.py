@@ -100,8 +100,10 @@ def _fresh_install() -> tuple[float, float]:
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(folder / "clone")], check=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run(["make", "-C", str(folder / "clone"), "setup"], check=True,
-                       stdout=subprocess.DEVNULL)
+        done = subprocess.run(["make", "-C", str(folder / "clone"), "setup"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if done.returncode:   # pip's warnings only when the install failed
+            sys.exit(f"make setup failed in the fresh clone (code {done.returncode}):\n{done.stderr[-3000:]}")
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
