@@ -147,7 +147,10 @@ class CompareParams:
         return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
 
     def identity(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("results_dir", "executor")}
+        # needed_only chooses which tests run, never what a test computes (rows are keyed by the test's full
+        # configuration): a folder may hold both, and one made before the option existed is reused
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("results_dir", "executor", "needed_only")}
 
     def results_path(self) -> Path:
         from workbench.study.store import folders
