@@ -95,9 +95,10 @@ compare_plots.plot_load_latency(result, result.results_dir)
 # %% [markdown]
 # ## Capacity against GPU count
 #
-# Left: each scheduler's capacity; right: capacity per GPU. A scheduler with no point on a GPU count meets the
-# target at no load there (named under the left panel). The ranking below reads, per scheduler, the fewest GPUs
-# whose capacity covers the replayed rate.
+# Left: each scheduler's capacity; right: capacity per GPU. A scheduler with no point on a GPU count it was searched
+# on meets the target at no load there (named under the left panel); one searched around its need (`needed_only`)
+# has points only on the counts searched. The ranking below reads, per scheduler, the fewest GPUs whose capacity
+# covers the replayed rate.
 
 # %%
 compare_plots.plot_capacity(result, result.results_dir)
