@@ -60,6 +60,7 @@ from workbench.hardware.catalog import GPU, get_gpu, get_model_arch
 from workbench.sim.config import SimConfig
 from workbench.sim.simulate import _validate_trace, simulate
 from workbench.study.runs import fleet_bound as fb
+from workbench.study.store.folders import NotebookParams
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ WAVE_WIDTH = 4          # candidates simulated at once when pruning against the 
 GROWTH = 1.5            # a failing replica count grows by this factor (then the pass is bisected)
 AMPLE = 4               # instances of the other pool behind one pool instance whose goodput is searched
 ROUTER = "least_outstanding"
+# what makes the KV cache the resource that decides a fleet's size: a cache this full on average, or this share
+# of the requests preempted (vLLM frees a running request's cache when a step cannot grow every request's)
+KV_FULL, PREEMPTED_SHARE = 0.8, 0.01
 MAX_GPUS = 4096
 
 
@@ -655,7 +659,7 @@ def _what_decides(trace, settings, cand: Candidate, size: dict, s: dict, below: 
         where = (f"{decode_share:.0%} of the GPUs' time per request goes to decode steps (about {batch:.0f} "
                  f"requests a step) and {1 - decode_share:.0%} to prefill")
         mem_share = decode_mem if phase_name == "decode" else prefill_mem
-        tp_forced = cand.tp > 1 and cand.tp == smallest_tp
+        tp_forced = smallest_tp > 1 and cand.tp == smallest_tp
     else:
         prefill_gpus, decode_gpus = size["prefill"] * cand.prefill_tp, size["decode"] * cand.decode_tp
         phase_name = "decode" if decode_gpus >= prefill_gpus else "prefill"
@@ -664,20 +668,23 @@ def _what_decides(trace, settings, cand: Candidate, size: dict, s: dict, below: 
         where = (f"the decode pool has {decode_gpus} of the {prefill_gpus + decode_gpus} GPUs, the prefill pool "
                  f"{prefill_gpus}")
         mem_share = decode_mem if phase_name == "decode" else prefill_mem
-        tp_forced = max(cand.prefill_tp, cand.decode_tp) > 1 and min(cand.prefill_tp, cand.decode_tp) == smallest_tp
-    kv = s.get("kv_utilization_mean", 0.0) or 0.0
-    preempted = s.get("preemptions_total", 0) or 0
+        tp_forced = smallest_tp > 1 and min(cand.prefill_tp, cand.decode_tp) == smallest_tp
+    kv = s.get("decode_kv_utilization_mean", s.get("kv_utilization_mean", 0.0)) or 0.0
+    preempted = s.get("requests_preempted", 0) or 0
+    offered = max(int(s.get("offered", 1) or 1), 1)
     bound_by = "bandwidth" if mem_share >= 0.5 else "compute"
     decided = f"{phase_name} {bound_by}"
     because = (f"{where}; that phase's roofline is {mem_share:.0%} memory traffic (weights and KV reads) and "
                f"{1 - mem_share:.0%} arithmetic")
-    if kv >= 0.8 or preempted:
+    if kv >= KV_FULL or preempted / offered >= PREEMPTED_SHARE:
         decided = "memory"
-        because = (f"the KV cache is {kv:.0%} full on average" + (f" and {preempted:,} preemptions" if preempted else "")
-                   + f"; {because}")
+        because = (f"the KV cache is {kv:.0%} full on average and {preempted / offered:.1%} of the requests are "
+                   f"preempted (their KV cache freed for others); {because}")
     if tp_forced:
         because += f"; the weights need TP {smallest_tp} to fit (memory sets the TP)"
-    if below is not None:
+    if below is None:
+        because += f"; one {'replica' if cand.topology == 'colocated' else 'instance a pool'} is the smallest fleet"
+    else:
         limit = "TTFT" if below["ttft_attainment"] <= below["tpot_attainment"] else "TPOT"
         met = below[f"{limit.lower()}_attainment"]
         because += f"; one {'replica' if cand.topology == 'colocated' else 'instance'} fewer misses {limit} " \
@@ -733,6 +740,112 @@ class FleetPlan:
     def fleet_config(self, row, size: dict | None = None):
         """``(SimConfig, latency)`` of a row's fleet (``size``: another count, e.g. one replica fewer)."""
         return fleet_setup(self.settings, self.candidate(row), size or self.size(row), self.longest_prompt)
+
+    def trace_at_load(self, trace):
+        """``trace`` replayed at the plan's load (as :func:`plan_fleet` replayed it)."""
+        rate = trace.mean_rate_rps
+        return trace if math.isclose(rate, self.rate_rps, rel_tol=1e-12) else trace.time_scaled(self.rate_rps / rate)
+
+    def simulate(self, trace, cand: Candidate, size: dict) -> dict:
+        """One row of a fleet simulated at the plan's load: what :attr:`trials` holds for each simulation."""
+        trials = _Trials(self.trace_at_load(trace), self.settings, cand, self.longest_prompt)
+        trials(size)
+        return trials.rows[0]
+
+
+# ------------------------------------------------------------------------------------------ checks
+def neighbour_check(plan: FleetPlan, trace) -> pd.DataFrame:
+    """The cheapest answer against its neighbours, each simulated at the load: one replica (or one instance of
+    either pool) fewer must miss the SLA; on the next cheaper GPU type, the same shape with as many GPUs as the
+    answer's dollars buy must miss it too, and that type's own cheapest fleet (the plan's) must cost more.
+    One row per neighbour: the fleet, its $/h, attainment, and ``holds`` (it misses the SLA or costs more)."""
+    best = plan.cheapest
+    if best is None:
+        return pd.DataFrame(columns=["neighbour", "fleet", "gpus", "dollars_per_hour", "slo_attainment",
+                                     "meets_sla", "holds", "note"])
+    cand, size = plan.candidate(best), plan.size(best)
+    cost = float(best["dollars_per_hour"])
+    rows = []
+
+    def add(neighbour: str, c: Candidate, sz: dict, note: str = ""):
+        row = plan.simulate(trace, c, sz)
+        cheaper = row["dollars_per_hour"] < cost - 1e-9
+        rows.append({"neighbour": neighbour, "fleet": row["fleet"], "gpus": row["gpus"],
+                     "dollars_per_hour": row["dollars_per_hour"], "slo_attainment": row["slo_attainment"],
+                     "ttft_attainment": row["ttft_attainment"], "tpot_attainment": row["tpot_attainment"],
+                     "meets_sla": bool(row["meets_sla"]), "holds": (not row["meets_sla"]) or not cheaper,
+                     "note": note})
+
+    if cand.topology == "colocated":
+        if size["replicas"] > 1:
+            add(f"one replica fewer ({cand.tp} GPU{'s' if cand.tp > 1 else ''})", cand,
+                {"replicas": size["replicas"] - 1})
+    else:
+        for pool in ("prefill", "decode"):
+            if size[pool] > 1:
+                add(f"one {pool} instance fewer", cand, {**size, pool: size[pool] - 1})
+    cheaper_types = sorted((g for g in plan.gpus.values() if g.price_per_hour < cand.gpu.price_per_hour),
+                           key=lambda g: -g.price_per_hour)
+    if cheaper_types:
+        gpu = cheaper_types[0]
+        other = dataclasses.replace(cand, gpu=gpu)
+        degrees = (cand.tp,) if cand.topology == "colocated" else (cand.prefill_tp, cand.decode_tp)
+        why = next((w for w in (fits(plan.settings, gpu, t) for t in degrees) if w), "")
+        if why:
+            rows.append({"neighbour": f"the next cheaper GPU type ({gpu.key}), same shape", "fleet": other.label,
+                         "gpus": np.nan, "dollars_per_hour": np.nan, "slo_attainment": np.nan, "meets_sla": False,
+                         "holds": True, "note": f"does not fit in memory: {why}"})
+        else:
+            per = gpu.price_per_hour * (cand.tp if cand.topology == "colocated" else 1)
+            if cand.topology == "colocated":
+                same_money = {"replicas": max(1, int(cost // per))}
+            else:   # both pools grown in proportion, within the answer's dollars
+                scale = cand.price / gpu.price_per_hour
+                same_money = {pool: max(1, int(size[pool] * scale)) for pool in ("prefill", "decode")}
+                while other.gpus(same_money) * gpu.price_per_hour > cost + 1e-9 and same_money["decode"] > 1:
+                    same_money["decode"] -= 1
+            add(f"the next cheaper GPU type ({gpu.key}), as many as the same dollars buy", other, same_money)
+        own = plan.feasible[plan.feasible.gpu == gpu.key]
+        if len(own):
+            r = own.iloc[0]
+            rows.append({"neighbour": f"the cheapest {gpu.key} fleet (the plan's)", "fleet": r.fleet,
+                         "gpus": r.gpus, "dollars_per_hour": r.dollars_per_hour, "slo_attainment": r.slo_attainment,
+                         "ttft_attainment": r.ttft_attainment, "tpot_attainment": r.tpot_attainment,
+                         "meets_sla": True, "holds": r.dollars_per_hour >= cost - 1e-9, "note": "costs more"})
+        else:
+            reasons = plan.table[plan.table.gpu == gpu.key].reason
+            rows.append({"neighbour": f"the cheapest {gpu.key} fleet (the plan's)", "fleet": "none",
+                         "gpus": np.nan, "dollars_per_hour": np.nan, "slo_attainment": np.nan, "meets_sla": False,
+                         "holds": True, "note": reasons.iloc[0] if len(reasons) else ""})
+    else:
+        rows.append({"neighbour": "the next cheaper GPU type", "fleet": "none", "gpus": np.nan,
+                     "dollars_per_hour": np.nan, "slo_attainment": np.nan, "meets_sla": False, "holds": True,
+                     "note": f"{cand.gpu.key} is the cheapest GPU type listed"})
+    return pd.DataFrame(rows)
+
+
+def frontier(plan: FleetPlan, trace, around: int = 2) -> pd.DataFrame:
+    """Every simulated fleet (the plan's trials) and, for the cheapest fleet of each GPU type and topology, the
+    sizes ``around`` below and above it (the replica count, or the larger pool's instances), simulated at the
+    load: the points of the cost frontier (cost per hour against p99 TTFT and attainment)."""
+    rows = [dict(r) for r in plan.trials.to_dict("records")]
+    seen = {(r["candidate"], r["gpus"], r.get("prefill_replicas"), r.get("decode_replicas")) for r in rows}
+    best = plan.feasible.groupby(["gpu", "topology"], sort=False).head(1)
+    for _, r in best.iterrows():
+        cand, size = plan.candidate(r), plan.size(r)
+        pool = "replicas" if cand.topology == "colocated" else (
+            "decode" if size["decode"] * cand.decode_tp >= size["prefill"] * cand.prefill_tp else "prefill")
+        for delta in range(-around, around + 1):
+            sz = {**size, pool: size[pool] + delta}
+            if sz[pool] < 1 or cand.gpus(sz) > plan.settings.max_gpus:
+                continue
+            key = (cand.label, cand.gpus(sz), sz.get("prefill", np.nan), sz.get("decode", np.nan))
+            if any(k[0] == key[0] and k[1] == key[1] and (cand.topology == "colocated" or
+                                                           (k[2] == key[2] and k[3] == key[3])) for k in seen):
+                continue
+            seen.add(key)
+            rows.append(plan.simulate(trace, cand, sz))
+    return pd.DataFrame(rows)
 
 
 def _validate(trace, model, gpus, ttft_s, tpot_s, attainment, topologies, tp, prices, max_gpus, rate_rps, prune,
@@ -1024,5 +1137,100 @@ def verdict(plan: FleetPlan) -> str:
     return "No candidate was simulated (every one pruned or rejected): see the table's reasons."
 
 
-__all__ = ["Candidate", "FleetError", "FleetPlan", "FleetSettings", "PRUNE", "STATUSES", "TOPOLOGIES",
+# ------------------------------------------------------------------------------------------ the notebook
+NOTEBOOK = "fleet_planning"
+OUTPUTS = ("fleet_plan.csv", "fleet_trials.csv", "fleet_frontier.csv", "fleet_neighbours.csv", "fleet_frontier.png",
+           "fleet_per_gpu.png")
+
+
+@dataclass(frozen=True)
+class FleetParams(NotebookParams):
+    """The fleet-planning notebook's parameters (its ``parameters`` cell), validated; the folder they write to."""
+
+    notebook, outputs = NOTEBOOK, OUTPUTS
+
+    dataset: str = "synthetic"     # the trace: a dataset name or a CSV
+    num_requests: int = 20_000     # its first requests
+    rps_scaling: float = 200.0     # arrivals divided by this (the synthetic trace's and BurstGPT's timestamps)
+    rate_rps: float = 0.0          # > 0: replay the trace at this rate instead (arrivals scaled in time)
+    model: str = "llama-3.1-8b"
+    gpus: tuple[str, ...] = ("a100-80gb", "h100-sxm", "l40s", "l4")
+    tp: tuple[int, ...] = (1, 2, 4, 8)
+    topologies: tuple[str, ...] = TOPOLOGIES
+    ttft_sla_s: float = 2.0
+    tpot_sla_s: float = 0.1
+    attainment: float = 0.9
+    prices: str = ""               # "h100-sxm=2.5,l4=0.5": dollars per GPU-hour replacing the list prices
+    max_gpus: int = 64
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    gpu_memory_utilization: float = 0.9
+    results_dir: str = "results/default"
+
+    def __post_init__(self):
+        from workbench.traces import datasets
+
+        checks.instance(self.dataset, "dataset", str, expected="a dataset name or a trace file")
+        if not datasets.is_name(self.dataset):
+            checks.existing_file(self.dataset, "dataset", what="trace file")
+        object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=2))
+        object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
+        object.__setattr__(self, "rate_rps", checks.number(self.rate_rps, "rate_rps", low=0, unit="requests/s",
+                                                           hint="0 replays the trace at its own rate"))
+        object.__setattr__(self, "model", get_model_arch(self.model).name)
+        object.__setattr__(self, "gpus", tuple(get_gpu(g).key for g in checks.names(self.gpus, "gpus")))
+        object.__setattr__(self, "tp", checks.integers(self.tp, "tp", low=1, high=64))
+        object.__setattr__(self, "topologies", checks.names(self.topologies, "topologies", allowed=TOPOLOGIES))
+        for name in ("ttft_sla_s", "tpot_sla_s"):
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
+        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
+                                                             high=1, what="a share in (0, 1]"))
+        object.__setattr__(self, "max_gpus", checks.integer(self.max_gpus, "max_gpus", low=1, high=MAX_GPUS))
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=1))
+        object.__setattr__(self, "gpu_memory_utilization", checks.number(
+            self.gpu_memory_utilization, "gpu_memory_utilization", low=0, low_open=True, high=1))
+        self.price_overrides()   # validates prices
+        checks.path(self.results_dir, "results_dir", expected="a folder path")
+
+    def price_overrides(self) -> dict[str, float]:
+        """GPU -> $/GPU-hour given in ``prices`` (the catalogue's list price for the others)."""
+        given = {}
+        for item in filter(None, (part.strip() for part in str(self.prices or "").split(","))):
+            name, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"prices: {item!r} is not 'gpu=dollars per hour' (e.g. 'h100-sxm=2.5,l4=0.5')")
+            key = get_gpu(name.strip()).key
+            if key not in self.gpus:
+                raise ValueError(f"prices: {key!r} is not in gpus ({', '.join(self.gpus)})")
+            given[key] = checks.number(value, f"prices[{key}]", low=0, low_open=True, unit="USD/h")
+        return given
+
+    def trace(self):
+        from workbench.traces.trace import load_trace
+
+        return load_trace(self.dataset, num_requests=self.num_requests, rps_scaling=self.rps_scaling)
+
+    def plan(self, trace, executor=None) -> FleetPlan:
+        return plan_fleet(trace, model=self.model, gpus=list(self.gpus), ttft_s=self.ttft_sla_s,
+                          tpot_s=self.tpot_sla_s, attainment=self.attainment, topologies=self.topologies,
+                          tp=self.tp, prices=self.price_overrides() or None, max_gpus=self.max_gpus,
+                          rate_rps=self.rate_rps or None, executor=executor, max_num_seqs=self.max_num_seqs,
+                          max_num_batched_tokens=self.max_num_batched_tokens,
+                          gpu_memory_utilization=self.gpu_memory_utilization)
+
+    def setup_text(self, trace) -> str:
+        rate = self.rate_rps or trace.mean_rate_rps
+        return (f"Trace *{trace.label}* ({len(trace):,} requests, mean prompt {np.mean(trace.prompt_tokens):.0f} and "
+                f"output {np.mean(trace.output_tokens):.0f} tokens) at **{rate:.3g} requests/s**. Model "
+                f"**{self.model}** on {', '.join(self.gpus)} at TP {', '.join(map(str, self.tp))}, "
+                f"{' and '.join(self.topologies)}, up to {self.max_gpus} GPUs; every replica runs vLLM V1's rules "
+                f"(chunked prefill, up to {self.max_num_seqs} requests and {self.max_num_batched_tokens:,} tokens a "
+                f"step, gpu_memory_utilization {self.gpu_memory_utilization:g}). SLA: TTFT <= {self.ttft_sla_s:g} s "
+                f"and TPOT <= {self.tpot_sla_s * 1e3:g} ms for {self.attainment:.0%} of the requests. Step times: a "
+                "measured profile where the workbench has one for the model, GPU and TP, else the roofline "
+                "(estimated from config.json and the spec sheet); every row says which.")
+
+
+__all__ = ["Bounds", "Candidate", "FleetError", "FleetParams", "NOTEBOOK", "OUTPUTS", "frontier", "neighbour_check", "FleetPlan", "FleetSettings", "PRUNE", "STATUSES", "TOPOLOGIES",
            "candidate_bound", "fits", "fleet_setup", "plan_fleet", "step_model", "verdict", "verify"]
