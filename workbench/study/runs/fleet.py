@@ -249,7 +249,7 @@ class Bounds:
         self.arrival = np.asarray(trace.arrival_s, dtype=np.float64)
         self.first_deadline = self.arrival + settings.ttft_s
         self.last_deadline = self.first_deadline + settings.tpot_s * np.maximum(self.output - 1, 0)
-        self.lengths = fb._windows(float(self.arrival[-1]), settings.ttft_s)
+        self.lengths = fb._windows(float(self.last_deadline.max() - self.arrival[0]), settings.ttft_s)
         self.budget = fb.budget_of(self.prompt.size, settings.attainment)
         self.longest_prompt = int(self.prompt.max(initial=1))
         self._pools: dict = {}
@@ -889,7 +889,7 @@ def _validate(trace, model, gpus, ttft_s, tpot_s, attainment, topologies, tp, pr
         model=arch.name if not isinstance(model, str) or not model.endswith(".json") else model,
         ttft_s=checks.number(ttft_s, "ttft_s", low=0, low_open=True, unit="s", sane_high=3600,
                              sane_hint="a time to first token in seconds"),
-        tpot_s=checks.number(tpot_s, "tpot_s", low=0, low_open=True, unit="s", sane_high=60,
+        tpot_s=checks.number(tpot_s, "tpot_s", low=0, low_open=True, unit="s", sane_high=10,
                              sane_hint="a time per output token in seconds (50 ms = 0.05)"),
         attainment=checks.number(attainment, "attainment", low=0, low_open=True, high=1,
                                  hint="the share of requests that must meet both limits, e.g. 0.9"),
@@ -1118,22 +1118,28 @@ def verdict(plan: FleetPlan) -> str:
                 f"{largest.removeprefix('does not fit in memory: ')} Add a GPU with more memory or a higher TP.")
     above = table[table.status == "above max_gpus"]
     missed = table[table.status.isin(["misses TTFT", "misses TPOT"])]
-    simulated = missed[missed.slo_attainment.notna()]
-    if len(above) and not len(simulated):
-        need = above.sort_values("bound_gpus").iloc[0]
-        return (f"No fleet within max_gpus={settings.max_gpus}: it is below the smallest fleet that could meet "
-                f"{settings.sla_text()} at {load}: by the bound at least {int(need.bound_gpus)} GPUs "
-                f"({need.candidate}); raise max_gpus to at least {int(need.bound_gpus)}.")
-    if len(missed):
-        closest = (simulated.sort_values("slo_attainment", ascending=False).iloc[0] if len(simulated)
-                   else missed.sort_values("alone_share", ascending=False).iloc[0])
-        limits = missed.status.str.removeprefix("misses ").value_counts()
+    at_most = missed[missed.slo_attainment.notna()]       # simulated at max_gpus: more GPUs might meet it
+    alone = missed[missed.slo_attainment.isna()]          # even alone: no fleet size helps
+    if len(above) or len(at_most):
+        need = int(above.bound_gpus.min()) if len(above) else settings.max_gpus + 1
+        text = f"No fleet within max_gpus={settings.max_gpus} meets {settings.sla_text()} at {load}"
+        if len(at_most):
+            closest = at_most.sort_values("slo_attainment", ascending=False).iloc[0]
+            limit = closest.status.removeprefix("misses ")
+            text += (f": the closest, {closest.fleet}, meets it for {closest.slo_attainment:.1%} (the limit that "
+                     f"binds is {limit})")
+        if len(above):
+            first = above.sort_values("bound_gpus").iloc[0]
+            text += (f"{'; ' if len(at_most) else ': '}by the bound the smallest fleet that could meet it needs at "
+                     f"least {int(first.bound_gpus)} GPUs ({first.candidate})")
+        return text + f"; max_gpus is below the smallest fleet that meets it: raise max_gpus to at least {need}."
+    if len(alone):
+        closest = alone.sort_values("alone_share", ascending=False).iloc[0]
+        limits = alone.status.str.removeprefix("misses ").value_counts()
         limit = limits.index[0]
-        how = (f"{closest.fleet} reaches {closest.slo_attainment:.1%}" if len(simulated)
-               else f"{closest.candidate}: {closest.alone_share:.1%} even alone")
-        tail = (f" ({len(above)} more need over max_gpus={settings.max_gpus} by the bound)" if len(above) else "")
-        return (f"No candidate meets {settings.sla_text()} at {load}: the limit that binds is {limit} "
-                f"({limits.get(limit)} of {len(missed)} candidates miss it); the closest is {how}{tail}.")
+        return (f"No candidate meets {settings.sla_text()} at {load}: the limit that binds is {limit} ({limits.get(limit)} "
+                f"of {len(alone)} candidates miss it even alone on an idle replica); the closest is {closest.candidate}, "
+                f"where {closest.alone_share:.1%} of the requests meet the SLA alone.")
     return "No candidate was simulated (every one pruned or rejected): see the table's reasons."
 
 

@@ -278,12 +278,14 @@ class Bound:
 
 
 def _windows(span_s: float, ttft_s: float) -> list[float]:
-    """Window lengths: ``ttft_s`` times 1, 4, 16, ... up to the span, and the span itself."""
-    lengths, L = [], max(ttft_s, 1e-3)
+    """Window lengths: ``2 ttft_s`` times 1, 4, 16, ... below ``span_s``, and ``span_s`` itself: pass the time
+    from the first arrival to the last deadline, so that one window holds every request with both deadlines
+    (a window must outlast ``ttft_s`` to hold a request's first deadline at all)."""
+    lengths, L = [], 2.0 * max(ttft_s, 1e-3)
     while L < span_s:
         lengths.append(L)
         L *= 4
-    lengths.append(max(span_s, ttft_s) * 1.000001)
+    lengths.append(max(span_s, 2.0 * ttft_s) * (1 + 1e-9) + 1e-9)
     return lengths
 
 
