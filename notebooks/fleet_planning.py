@@ -89,7 +89,9 @@ display(plan.table[["rank", "gpu", "topology", "fleet", "gpus", "dollars_per_hou
 
 # %%
 answers.plot_per_gpu(plan.table, f"The cheapest fleet meeting the SLA per GPU type and topology (hatched: "
-                     f"disaggregated)\n{plan.verdict}", results_dir=results)
+                     f"disaggregated)\n{trace.label} at {plan.rate_rps:.3g} requests/s; {params.model}; "
+                     f"TTFT <= {params.ttft_sla_s:g} s, TPOT <= {params.tpot_sla_s * 1e3:g} ms for "
+                     f"{params.attainment:.0%}", results_dir=results)
 display(Markdown("\n".join(f"* {line}" for line in answers.answer_lines(plan.table))))
 
 # %% [markdown]

@@ -37,6 +37,11 @@ def pareto(points: pd.DataFrame, measure: str, lower_is_better: bool) -> pd.Data
     return ordered.loc[keep]
 
 
+def dollars(text: str) -> str:
+    """``text`` with its dollar signs escaped: matplotlib would read the text between two of them as math."""
+    return text.replace("$", r"\$")
+
+
 def _colors(gpus) -> dict:
     return {g: f"C{i % 10}" for i, g in enumerate(dict.fromkeys(gpus))}
 
@@ -76,7 +81,7 @@ def plot_frontier(points: pd.DataFrame, table: pd.DataFrame, *, ttft_s: float, a
         ax.grid(alpha=0.3)
     axes[1].text(0.99, 0.02, "filled: meets the SLA; hollow: misses it", transform=axes[1].transAxes, ha="right",
                  fontsize=7)
-    return finish_figure(fig, title, results_dir, filename)
+    return finish_figure(fig, dollars(title), results_dir, filename)
 
 
 def cheapest_per_gpu(table: pd.DataFrame) -> pd.DataFrame:
@@ -105,21 +110,20 @@ def plot_per_gpu(table: pd.DataFrame, title: str, results_dir=None, filename: st
     top = float(np.nanmax(per.dollars_per_hour)) if per.dollars_per_hour.notna().any() else 1.0
     for i, r in enumerate(per.itertuples()):
         y = len(per) - 1 - i
-        name = f"{r.gpu} {r.topology}"
         if isinstance(r.fleet, str) and r.fleet:
             ax.barh(y, r.dollars_per_hour, color=colors.get(r.gpu, "grey"), hatch="" if r.topology == "colocated"
                     else "//", edgecolor="black", lw=0.4)
             decided = f"; {r.decided_by}" if isinstance(r.decided_by, str) and r.decided_by else ""
-            ax.text(r.dollars_per_hour + top * 0.01, y, f"{r.fleet}: ${r.dollars_per_hour:,.2f}/h "
-                    f"[{r.step_source}]{decided}", va="center", fontsize=7)
+            ax.text(r.dollars_per_hour + top * 0.01, y, dollars(f"{r.fleet}: ${r.dollars_per_hour:,.2f}/h "
+                                                                f"[{r.step_source}]{decided}"), va="center", fontsize=7)
         else:
-            ax.text(top * 0.01, y, f"no fleet: {str(r.reason)[:110]}", va="center", fontsize=7, color="dimgray")
-        ax.text(-top * 0.01, y, name, va="center", ha="right", fontsize=8)
-    ax.set_yticks([])
-    ax.set_xlim(-top * 0.3, top * 1.9)
+            ax.text(top * 0.01, y, dollars(f"no fleet: {str(r.reason)[:110]}"), va="center", fontsize=7,
+                    color="dimgray")
+    ax.set_yticks(range(len(per)), [f"{r.gpu} {r.topology}" for r in per.itertuples()][::-1], fontsize=8)
+    ax.set_xlim(0, top * 1.9)
     ax.set_xlabel("cost of the cheapest fleet meeting the SLA ($ per hour)")
     ax.grid(alpha=0.3, axis="x")
-    return finish_figure(fig, title, results_dir, filename)
+    return finish_figure(fig, dollars(title), results_dir, filename)
 
 
 def answer_lines(table: pd.DataFrame) -> list[str]:
