@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -47,7 +47,7 @@ executor = None  # None: process pool if >1 test is queued; "serial", "process:N
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study.answers import analysis, plots, tables
+from workbench.study.answers import analysis, cost, plots, tables
 from workbench.study.runs import experiments
 
 experiments.notebook_setup()  # plain log lines (one per finished test), each warning once
@@ -98,3 +98,4 @@ plots.plot_gpu_capacity(results, results_dir=plan.results_dir)
 result = plan.finish(results)  # all_results.csv, analysis.json and index.html, written atomically
 display(Markdown(analysis.step_markdown(result, plan.step)))
 display(Markdown(analysis.commentary(results, plan.step)))
+display(Markdown(cost.gpu_count_cost(result, results)))  # the GPU counts in dollars on the profile's GPU type
