@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from workbench import checks
-from workbench.hardware.catalog import GPU, get_gpu, get_model_arch
+from workbench.hardware.catalog import GPU, get_gpu, get_model_arch, parse_prices
 from workbench.sim.config import SimConfig
 from workbench.sim.simulate import _validate_trace, simulate
 from workbench.study.runs import fleet_bound as fb
@@ -1226,15 +1226,10 @@ class FleetParams(NotebookParams):
 
     def price_overrides(self) -> dict[str, float]:
         """GPU -> $/GPU-hour given in ``prices`` (the catalogue's list price for the others)."""
-        given = {}
-        for item in filter(None, (part.strip() for part in str(self.prices or "").split(","))):
-            name, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(f"prices: {item!r} is not 'gpu=dollars per hour' (e.g. 'h100-sxm=2.5,l4=0.5')")
-            key = get_gpu(name.strip()).key
+        given = parse_prices(self.prices)
+        for key in given:
             if key not in self.gpus:
                 raise ValueError(f"prices: {key!r} is not in gpus ({', '.join(self.gpus)})")
-            given[key] = checks.number(value, f"prices[{key}]", low=0, low_open=True, unit="USD/h")
         return given
 
     def trace(self):
