@@ -481,8 +481,6 @@ def verify(job: dict) -> dict:
     """Simulate one candidate (a wave's task; plain data in and out, so it runs on any executor): the fewest
     GPUs meeting the SLA from its bound, its capacity and what decides it.  Returns ``{"row": ..., "trials":
     [...]}``."""
-    from workbench.study.runs.capacity import CapacityError, capacity
-
     import warnings
 
     from workbench.sim.simulate import SlaScaleWarning
@@ -495,6 +493,8 @@ def verify(job: dict) -> dict:
 
 
 def _verify(job: dict) -> dict:
+    from workbench.study.runs.capacity import CapacityError, capacity
+
     t0 = time.perf_counter()
     trace, settings, cand, bound = job["trace"], job["settings"], job["cand"], job["bound"]
     longest = int(np.max(trace.prompt_tokens))
