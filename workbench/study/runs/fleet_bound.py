@@ -56,9 +56,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-from workbench.sim.steptable import decode_run_py, step_time_py, table_decode_run, table_step_s  # noqa: F401
+from workbench.sim.bound_kernels import alone_table, window_kth
 
 # ----------------------------------------------------------------------------------------- per-step costs
 
@@ -181,35 +180,6 @@ def request_work_s(coef: WorkCoefficients, prompt, output, *, chunk_tokens: int 
 # ------------------------------------------------------------------------------------------ alone
 
 
-@njit(cache=True)
-def _alone_table(tf, ti, prompt, output, chunk):
-    """Prefill time (chunks of ``chunk`` tokens, alone) and total decode time (one decode a step) per
-    request, from a packed step table."""
-    n = prompt.size
-    prefill = np.empty(n)
-    decode = np.zeros(n)
-    for i in range(n):
-        P = prompt[i]
-        done = 0
-        t = 0.0
-        while done < P:
-            l = min(chunk, P - done)
-            t += table_step_s(tf, ti, float(l), 1, float(done), float(l) * float(done + l), 0, 0.0, 0.0, 0.0)
-            done += l
-        prefill[i] = t
-        left = output[i] - 1
-        ctx = P + 1
-        total = 0.0
-        while left > 0:
-            e, f, k = table_decode_run(tf, ti, 1, float(ctx), float(ctx), float(ctx))
-            m = min(k, left)
-            total += m * e + f * m * (m - 1) / 2.0
-            ctx += m
-            left -= m
-        decode[i] = total
-    return prefill, decode
-
-
 def alone_times(step, prompt, output, *, chunk_tokens: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ttft_s, tpot_s, decode_s)`` of each request served alone on an idle replica (NaN TPOT for one output
     token; ``decode_s``: its decode steps' time in all):
@@ -220,7 +190,7 @@ def alone_times(step, prompt, output, *, chunk_tokens: int | None) -> tuple[np.n
     o = np.asarray(output, dtype=np.int64)
     if step.table is not None:
         tf, ti = step.table.pack(1)
-        prefill, decode = _alone_table(tf, ti, p, o, int(chunk_tokens or max(int(p.max(initial=1)), 1)))
+        prefill, decode = alone_table(tf, ti, p, o, int(chunk_tokens or max(int(p.max(initial=1)), 1)))
     else:
         a_p, b_p, c_p = step.prefill
         pf = p.astype(np.float64)
@@ -289,51 +259,6 @@ def _windows(span_s: float, ttft_s: float) -> list[float]:
     return lengths
 
 
-@njit(cache=True)
-def _window_kth(arrival_s, first_deadline_s, second_deadline_s, first, both, L, offset, budget, threshold):
-    """The ``budget + 1``-th largest slack of the requests with a share in their window (see the module
-    docstring), windows of length ``L`` starting at ``-offset`` (arrivals ascending, so a window's requests
-    are contiguous); -1 when no window's total share exceeds ``threshold`` (then no slack does either) or
-    when at most ``budget`` requests have a share."""
-    n = arrival_s.size
-    share = np.zeros(n)
-    window = np.empty(n, np.int64)
-    largest, count = 0.0, 0
-    total, current = 0.0, -(2 ** 62)
-    for i in range(n):
-        w = math.floor((arrival_s[i] + offset) / L)
-        window[i] = w
-        if math.floor((second_deadline_s[i] + offset) / L) == w:
-            share[i] = both[i]
-        elif math.floor((first_deadline_s[i] + offset) / L) == w:
-            share[i] = first[i]
-        if w != current:
-            current, total = w, 0.0
-        if share[i] > 0.0:
-            total += share[i]
-            count += 1
-            largest = max(largest, total)
-    if largest <= threshold or count <= budget:
-        return -1.0
-    slack = np.empty(count)
-    k = 0
-    i = 0
-    while i < n:
-        j = i
-        while j < n and window[j] == window[i]:
-            j += 1
-        ranked = np.sort(share[i:j])[::-1]
-        rest = ranked.sum()
-        for m in range(j - i):
-            if ranked[m] <= 0.0:
-                break
-            slack[k] = rest
-            rest -= ranked[m]
-            k += 1
-        i = j
-    return np.partition(slack, count - budget - 1)[count - budget - 1]
-
-
 def fewest_replicas(arrival_s: np.ndarray, first_deadline_s: np.ndarray, second_deadline_s: np.ndarray,
                     first: np.ndarray, both: np.ndarray, capacity_per_replica_per_s: float, budget: int,
                     lengths) -> tuple[int, float]:
@@ -349,7 +274,7 @@ def fewest_replicas(arrival_s: np.ndarray, first_deadline_s: np.ndarray, second_
             per_window = L * capacity_per_replica_per_s
             # the (budget + 1)-th largest slack: with fewer replicas more than budget requests must miss; a
             # window whose total share fits best replicas cannot raise the answer (skipped without sorting)
-            kth = _window_kth(*arrays, float(L), float(offset), int(budget), best * per_window)
+            kth = window_kth(*arrays, float(L), float(offset), int(budget), best * per_window)
             if kth < 0:
                 continue
             n = int(math.ceil(kth / per_window * (1 - 1e-12)))
