@@ -312,6 +312,37 @@ def test_a_model_that_fits_no_gpu_says_so_with_the_numbers(trace):
     assert plan.cheapest is None and (plan.table.status == "does not fit in memory").all()
     assert plan.verdict.startswith("No fleet: llama-3.1-70b fits on none of l4, a10g at TP up to 2")
     assert plan.table.reason.str.contains(r"GB usable").all()
+    assert plan.verdict.endswith("raise tp, or choose a GPU with more memory.")
+
+
+def test_requests_that_fit_no_replicas_kv_cache_are_a_memory_failure_with_the_share():
+    """The weights fit but 40% of the requests are longer than one replica's whole KV cache: at attainment 0.9
+    no fleet size helps (said as a memory failure, the share that fits and the cache's size, in every row and
+    the verdict); at attainment 0.5 the same GPU is planned."""
+    memory = roofline_memory_fields("llama-3.1-8b", get_gpu("l4"), 1, gpu_memory_utilization=0.75,
+                                    max_num_batched_tokens=X, max_num_seqs=B)
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=1, **memory)
+    kv_tokens = cfg.kv_blocks_effective * cfg.block_size          # what the simulator's replica holds
+    base = wb.synthetic_trace(200, seed=3)
+    long = np.arange(len(base)) % 5 < 2                           # 2 requests in 5: 40%
+    prompt = np.where(long, 2 * kv_tokens, np.minimum(base.prompt_tokens, 1000)).astype(base.prompt_tokens.dtype)
+    output = np.minimum(base.output_tokens, 200).astype(base.output_tokens.dtype)
+    trace = dataclasses.replace(base, prompt_tokens=prompt, output_tokens=output)
+    kw = dict(model="llama-3.1-8b", gpus=["l4"], ttft_s=30.0, tpot_s=0.1, tp=(1,), max_gpus=8, headroom=False,
+              gpu_memory_utilization=0.75)
+    plan = wb.plan_fleet(trace, attainment=0.9, **kw)
+    assert plan.cheapest is None and len(plan.table) == 2         # colocated and disaggregated (TP 1 each)
+    assert (plan.table.status == "does not fit in memory").all() and plan.trials.empty
+    colocated = plan.table[plan.table.topology == "colocated"].iloc[0]
+    assert (f"only 60.0% of the requests fit one replica's KV cache ({kv_tokens:,} tokens) at all (the longest "
+            f"needs {2 * kv_tokens + int(output[long].max()):,} tokens") in colocated.reason
+    disaggregated = plan.table[plan.table.topology == "disaggregated"].iloc[0]
+    assert "only 60.0% of the requests fit one decode instance's KV cache" in disaggregated.reason
+    assert plan.verdict.startswith("No fleet: llama-3.1-8b fits on none of l4 at TP up to 1 with these requests: "
+                                   "e.g. only 60.0% of the requests fit")
+    assert plan.verdict.endswith("or a higher gpu_memory_utilization could.")
+    plan = wb.plan_fleet(trace, attainment=0.5, **kw)
+    assert not (plan.table.status == "does not fit in memory").any()
 
 
 def test_an_sla_no_candidate_meets_names_the_binding_limit_and_the_closest(trace):

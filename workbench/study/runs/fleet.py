@@ -252,6 +252,7 @@ class Bounds:
         self.lengths = fb._windows(float(self.last_deadline.max() - self.arrival[0]), settings.ttft_s)
         self.budget = fb.budget_of(self.prompt.size, settings.attainment)
         self.longest_prompt = int(self.prompt.max(initial=1))
+        self.longest_request = int((self.prompt + self.output).max(initial=1))
         self._pools: dict = {}
 
     def _pool(self, demand: fb.PoolDemand, ok: np.ndarray) -> tuple[int, str]:
@@ -285,7 +286,8 @@ class Bounds:
             self._pools[key] = fb.Bound(
                 replicas={"replicas": n}, feasible=n > 0, binding={"replicas": why} if why else {},
                 alone_share=float(ok.mean()), alone_ttft_share=float((servable & ttft_ok).mean()),
-                alone_tpot_share=float((servable & tpot_ok).mean()), fits_share=float(servable.mean()))
+                alone_tpot_share=float((servable & tpot_ok).mean()), fits_share=float(servable.mean()),
+                kv_tokens=demand.kv_tokens)
         return self._pools[key]
 
     def _disaggregated_pool(self, gpu: GPU, tp: int, pool: str) -> dict:
@@ -323,7 +325,8 @@ class Bounds:
                                        (prompt + 1.0) * decode_alone,
                                        float(cfg.decode_kv_blocks_effective * cfg.block_size))
             n, why = self._pool(demand, fits_kv & limit_ok)
-            self._pools[key] = {"replicas": n, "binding": why, "fits": fits_kv, "limit_ok": limit_ok}
+            self._pools[key] = {"replicas": n, "binding": why, "fits": fits_kv, "limit_ok": limit_ok,
+                                "kv_tokens": demand.kv_tokens}
         return self._pools[key]
 
     def disaggregated(self, gpu: GPU, prefill_tp: int, decode_tp: int) -> fb.Bound:
@@ -335,7 +338,8 @@ class Bounds:
         return fb.Bound(replicas={"prefill": p["replicas"], "decode": d["replicas"]}, feasible=feasible,
                         binding={"prefill": p["binding"], "decode": d["binding"]} if feasible else {},
                         alone_share=float(ok.mean()), alone_ttft_share=float((servable & p["limit_ok"]).mean()),
-                        alone_tpot_share=float((servable & d["limit_ok"]).mean()), fits_share=float(servable.mean()))
+                        alone_tpot_share=float((servable & d["limit_ok"]).mean()), fits_share=float(servable.mean()),
+                        kv_tokens=d["kv_tokens"])
 
     def __call__(self, cand: Candidate) -> fb.Bound:
         if cand.topology == "colocated":
@@ -981,8 +985,11 @@ def plan_fleet(trace, *, model: str, gpus, ttft_s: float, tpot_s: float, attainm
                 continue
             bound = bound_of(cand)
             if not bound.feasible:
-                rows.append({**_candidate_columns(cand), **_degree_columns(cand), "status": f"misses {bound.limit}",
-                             "reason": _alone_text(settings, bound), "alone_share": bound.alone_share})
+                # too few requests fit one replica's KV cache at all: a memory failure, whatever the load
+                status = "does not fit in memory" if bound.limit == "memory" else f"misses {bound.limit}"
+                rows.append({**_candidate_columns(cand), **_degree_columns(cand), "status": status,
+                             "reason": _alone_text(settings, bound, bound_of.longest_request),
+                             "alone_share": bound.alone_share})
                 continue
             size = bound_size(cand, bound)
             gpus_needed = cand.gpus(size)
@@ -1071,8 +1078,18 @@ def _pruned_row(cand: Candidate, bound: fb.Bound, cost: float, limit: float, pru
                       f"found by simulation (${limit:,.2f}/h)"}
 
 
-def _alone_text(settings: FleetSettings, bound: fb.Bound) -> str:
+def _alone_text(settings: FleetSettings, bound: fb.Bound, longest_request: int) -> str:
+    """Why a candidate fails at any fleet size: too few requests fit one replica's KV cache, or meet the
+    binding limit even alone on an idle replica."""
     limit = bound.limit
+    if limit == "memory":
+        whose = "one decode instance's" if "decode" in bound.replicas else "one replica's"
+        held = (f"{whose} KV cache ({bound.kv_tokens:,.0f} tokens)" if math.isfinite(bound.kv_tokens)
+                else f"{whose} KV cache")
+        return (f"does not fit in memory: only {bound.fits_share:.1%} of the requests fit {held} at all (the longest "
+                f"needs {longest_request:,} tokens of prompt and output), below the {settings.attainment:.0%} asked, "
+                f"so no fleet size helps; a GPU with more memory, a higher TP or a higher gpu_memory_utilization "
+                f"could.")
     share = {"memory": bound.fits_share, "TTFT": bound.alone_ttft_share, "TPOT": bound.alone_tpot_share}[limit]
     what = {"memory": "fit its KV cache at all",
             "TTFT": f"get their first token within {settings.ttft_s:g} s",
@@ -1137,10 +1154,13 @@ def verdict(plan: FleetPlan) -> str:
                 f"${best['dollars_per_hour']:,.2f}/h (${best['dollars_per_million_output_tokens']:,.2f} per million "
                 f"output tokens) {source}.")
     if (table.status == "does not fit in memory").all():
-        largest = table.iloc[0]["reason"] if len(table) else ""
+        # rows with an alone share: the weights fit, but too few of the trace's requests fit the KV cache
+        requests = table[table.alone_share.notna()]
+        example = (requests if len(requests) else table).iloc[0]["reason"] if len(table) else ""
         return (f"No fleet: {settings.model} fits on none of {', '.join(plan.gpus)} at TP up to "
-                f"{int(np.nanmax(table[['tp', 'prefill_tp', 'decode_tp']].to_numpy(dtype=float)))}: e.g. "
-                f"{largest.removeprefix('does not fit in memory: ')} Add a GPU with more memory or a higher TP.")
+                f"{int(np.nanmax(table[['tp', 'prefill_tp', 'decode_tp']].to_numpy(dtype=float)))}"
+                f"{' with these requests' if len(requests) else ''}: e.g. "
+                f"{example.removeprefix('does not fit in memory: ').rstrip('.')}.")
     above = table[table.status == "above max_gpus"]
     missed = table[table.status.isin(["misses TTFT", "misses TPOT"])]
     at_most = missed[missed.slo_attainment.notna()]       # simulated at max_gpus: more GPUs might meet it

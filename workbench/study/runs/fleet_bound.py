@@ -239,6 +239,7 @@ class Bound:
     alone_ttft_share: float
     alone_tpot_share: float
     fits_share: float            # share the KV cache (and token budget) can hold at all
+    kv_tokens: float = math.nan  # KV tokens one replica (a decode instance) holds, for the reason of a miss
 
     @property
     def limit(self) -> str:
