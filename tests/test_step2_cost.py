@@ -47,10 +47,10 @@ def test_requests_per_dollar_beside_capacity_per_gpu():
 
 def test_the_gpu_count_in_dollars_per_hour():
     price = get_gpu("a100-80gb").price_per_hour
-    found = {"step2_gpu_scaling": {"best_gpu_count": 16, "best_gpu_count_by_capacity_per_gpu": 8,
+    found = {"step2_gpu_scaling": {"gpus_needed": 16, "best_gpu_count_by_capacity_per_gpu": 8,
                                    "capacity_per_gpu": {"1": 0.5, "8": 0.6, "16": 0.55}}}
     text = cost.gpu_count_cost(found, pd.DataFrame({"latency_profile": ["opt-13b-a100"]}))
-    assert f"the best GPU count, 16, costs ${16 * price:,.2f}/h" in text
+    assert f"the GPUs needed, 16, cost ${16 * price:,.2f}/h" in text
     assert f"the count with the most capacity per GPU, 8, costs ${8 * price:,.2f}/h" in text
     assert f"highest at 8 GPUs: {0.6 * 3600 / price:,.0f} requests per dollar" in text
     assert "not priced" in cost.gpu_count_cost(found, pd.DataFrame({"latency_profile": ["grid"]}))

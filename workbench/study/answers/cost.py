@@ -65,7 +65,7 @@ def add_requests_per_dollar(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataF
 
 
 def gpu_count_cost(found: dict, rows: pd.DataFrame) -> str:
-    """The step-2 answers in dollars: what the best GPU count (and the count with the most capacity per GPU)
+    """The step-2 answers in dollars: what the GPUs needed (and the count with the most capacity per GPU)
     costs per hour on the profile's GPU type, and where capacity per dollar peaks.  ``found``: the analysis
     (``analysis.json``'s dict); ``rows``: the step's rows."""
     profile = _profile(rows)
@@ -77,11 +77,11 @@ def gpu_count_cost(found: dict, rows: pd.DataFrame) -> str:
     per_replica = tp * g.price_per_hour
     s2 = found.get("step2_gpu_scaling") or {}
     parts = []
-    for key, what in (("best_gpu_count", "the best GPU count"),
-                      ("best_gpu_count_by_capacity_per_gpu", "the count with the most capacity per GPU")):
+    for key, what, verb in (("gpus_needed", "the GPUs needed", "cost"),
+                            ("best_gpu_count_by_capacity_per_gpu", "the count with the most capacity per GPU", "costs")):
         n = s2.get(key)
         if n is not None:
-            parts.append(f"{what}, {n}, costs ${n * per_replica:,.2f}/h")
+            parts.append(f"{what}, {n}, {verb} ${n * per_replica:,.2f}/h")
     per_gpu = {int(k): float(v) for k, v in (s2.get("capacity_per_gpu") or {}).items()
                if isinstance(v, (int, float)) and math.isfinite(v) and v > 0}
     unit = f"{tp} x {g.key}" if tp > 1 else g.key
