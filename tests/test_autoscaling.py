@@ -235,6 +235,8 @@ def test_threshold_policy_by_hand():
     assert policy.desired(observation(outstanding=4.0)) == 1
     kv = AUTOSCALERS["threshold"](cfg.replace(autoscale_metric="kv", autoscale_target=0.6))
     assert kv.desired(observation(kv_used_fraction=0.9)) == 6          # ceil(4 x 0.9 / 0.6)
+    rps = AUTOSCALERS["threshold"](cfg.replace(autoscale_metric="rps", autoscale_target=1.5))
+    assert rps.desired(observation(arrival_rps=10.0)) == 7              # ceil(10 / 1.5)
     waiting = AUTOSCALERS["threshold"](cfg.replace(autoscale_metric="waiting", autoscale_target=2.0))
     assert waiting.desired(observation(waiting=13.0)) == 7
     assert waiting.desired(observation(waiting=0.0)) == 0              # the loop's min_replicas bounds it

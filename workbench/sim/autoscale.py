@@ -13,7 +13,8 @@ At each instant ``t = k x autoscale_interval_s`` (k = 1, 2, ...), before the eve
    ``scale_down_after_s``, and never above the current count);
 4. :func:`~workbench.sim.continuous_engine.resize` applies it.
 
-The run ends when every request has joined and none is left on any replica.  Records: one row per control
+The run ends when every request has joined and none is left on any replica, and not before
+``autoscale_until_s`` (the pool is then recorded, and billed, to that time).  Records: one row per control
 instant (:data:`CONTROL_COLUMNS`) and one per phase change of a replica (:data:`EVENT_COLUMNS`: time, replica
 slot, phase before and after), from which the replicas' lives, the replica-seconds (billed from start to
 leaving) and the counts over time follow (:func:`workbench.sim.metrics.replica_lives`).
@@ -94,7 +95,8 @@ def run_autoscaled(cfg, engine_args: tuple) -> tuple:
                                         path_blocks, cn, own, lru, lm, ev_key, ev_id, ev_pos, log_f, log_i, tf, ti,
                                         act, lp, lpf, t)
         _changes_in_loop(events, phases, rs, rf)
-        if error or (lp[ceng.LP_PTR] >= m and not rs[:, ceng.RS_OUTSTANDING].any()):
+        done = lp[ceng.LP_PTR] >= m and not rs[:, ceng.RS_OUTSTANDING].any()
+        if error or (done and t >= cfg.autoscale_until_s):
             break
         ceng.observe(t, rs, rf, lp, obs)
         active = int(obs[ceng.OB_ACTIVE])
@@ -127,7 +129,7 @@ def run_autoscaled(cfg, engine_args: tuple) -> tuple:
             break
         k += 1
     error = ceng.unfinished_error(rq, error)
-    end_s = float(lpf[0])
+    end_s = max(float(lpf[0]), cfg.autoscale_until_s)   # the last event, or the end of the period recorded
     n_log = int(lp[ceng.LP_N_LOG])
     log.debug("autoscaled run (%s): %d control instants, %d phase changes, ends at %.1f s", cfg.autoscaler,
               len(control["time_s"]), len(events["time_s"]), end_s)

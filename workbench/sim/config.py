@@ -226,10 +226,10 @@ class SimConfig:
     autoscale_metric: str = _f(
         "concurrency", "autoscaling, 'threshold': the per-replica metric held at the target: concurrency (waiting + "
                        "running requests), waiting (queue length), kv (share of the KV cache in use), busy (share "
-                       "of the time running steps)")
+                       "of the time running steps), rps (requests arriving per second)")
     autoscale_target: float = _f(
         8.0, "autoscaling, 'threshold': the metric's target per replica (requests for concurrency and waiting, a "
-             "share in (0, 1] for kv and busy)")
+             "share in (0, 1] for kv and busy, requests/s for rps)")
     autoscale_tolerance: float = _f(
         0.1, "autoscaling, 'threshold': no change while the metric is within this share of its target (the HPA's "
              "0.1)")
@@ -246,6 +246,9 @@ class SimConfig:
         (), "autoscaling, 'schedule': replicas for each period of schedule_interval_s from time 0 (the last holds "
             "after the end)")
     schedule_interval_s: float = _f(3600.0, "autoscaling, 'schedule': seconds each entry of replica_schedule lasts")
+    autoscale_until_s: float = _f(
+        0.0, "autoscaling: the control loop runs at least until this time, so the pool is recorded and billed to "
+             "then (e.g. 86400: the whole day) even after the last request is done; 0 = until the last is done")
 
     def __post_init__(self):
         static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
@@ -346,7 +349,7 @@ class SimConfig:
 
     # ------------------------------------------------------------ autoscaling
     def _validate_autoscaling(self) -> None:
-        for name, low_open in (("autoscale_interval_s", True), ("autoscale_target", True),
+        for name, low_open in (("autoscale_interval_s", True), ("autoscale_target", True), ("autoscale_until_s", False),
                                ("autoscale_tolerance", False), ("autoscale_window_s", False), ("cold_start_s", False),
                                ("scale_down_after_s", False), ("schedule_interval_s", True)):
             object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=low_open,
@@ -530,4 +533,4 @@ class SimConfig:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SimConfig)}
 _AUTOSCALING_FIELDS = ("min_replicas", "max_replicas", "autoscale_interval_s", "autoscale_metric", "autoscale_target",
                        "autoscale_tolerance", "autoscale_window_s", "cold_start_s", "scale_down_after_s",
-                       "replica_schedule", "schedule_interval_s")
+                       "replica_schedule", "schedule_interval_s", "autoscale_until_s")

@@ -52,6 +52,9 @@ METRICS: dict[str, tuple[Callable[[Observation], float], str]] = {
                                                     "a utilisation in (0, 1]"),
     "busy": (lambda o: o.busy_fraction * o.active, "share of the time running steps (a GPU-busy utilisation in "
                                                    "(0, 1]; it saturates with a single running request)"),
+    "rps": (lambda o: o.arrival_rps, "requests arriving per second per replica (Knative's rps metric): the load "
+                                     "against what a replica sustains, which, unlike concurrency, does not grow "
+                                     "with the queue when the pool falls behind"),
 }
 SHARE_METRICS = ("kv", "busy")
 
