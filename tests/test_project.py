@@ -22,7 +22,8 @@ def test_readme_first_example_runs(monkeypatch, tmp_path, capsys):
     assert "synthetic" in out and "requests/s" in out
 
 
-@pytest.mark.parametrize("section", ["Continuous batching", "Static and continuous batching on one hardware model"])
+@pytest.mark.parametrize("section", ["Continuous batching", "Static and continuous batching on one hardware model",
+                                     "A day of changing load, and autoscaling"])
 def test_readme_engine_examples_run(section, monkeypatch, capsys):
     """The README's other examples run as written, from the repository root (they name data/ paths)."""
     text = (REPO_ROOT / "README.md").read_text()

@@ -154,6 +154,9 @@ def test_source_intensity_by_hand():
     assert source_intensity(np.array([0.0, 1.0, 4.0]), None) == pytest.approx([0, 0.75, 3])
     # windows of 2 s over the span [0, 4]: counts 2 (t=0, 1) and 1 (t=4, the span's end); linear within each
     assert source_intensity(np.array([0.0, 1.0, 4.0]), 2.0) == pytest.approx([0, 1, 3])
+    # a last window cut short by the trace's end spreads its arrivals over what there is of it: [2, 3] here
+    assert source_intensity(np.array([0.0, 1.0, 3.0]), 2.0) == pytest.approx([0, 1, 3])
+    assert source_intensity(np.array([0.0, 1.0, 2.5, 3.0]), 2.0) == pytest.approx([0, 1, 3, 4])
 
 
 def test_replay_refuses_bad_input():
@@ -197,6 +200,10 @@ def test_day_trace_follows_the_day_and_keeps_the_requests():
     # bursty within the hour (Gamma renewal): looser than Poisson, still the day's shape to ~10%
     assert np.all(np.abs(counts / expected - 1) < 0.1), counts / expected
     assert np.corrcoef(counts, expected)[0, 1] > 0.99
+    # and minute by minute no spike: the last minutes of the day carry the profile's rate, not a pile-up
+    per_minute = np.bincount(np.minimum(day.arrival_s // 60, 1439).astype(int), minlength=1440)
+    rate = synthetic.daily_profile(n / 86_400).rate_at(np.arange(1440) * 60 + 30) * 60
+    assert per_minute[-10:].sum() < 2 * rate[-10:].sum()
 
 
 def test_more_requests_than_burstgpt_1_has():

@@ -237,8 +237,9 @@ def _knot_array(values, name: str, *, what: str, length: int | None = None) -> n
 
 def source_intensity(arrival_s: np.ndarray, window_s: float | None) -> np.ndarray:
     """``u_i = Lambda_src(t_i)``: each arrival's place on a unit-rate clock, from the trace's own intensity:
-    constant over its span (``window_s=None``), or its counts per window of ``window_s`` seconds, linear
-    within a window (``Lambda_src`` at a window's end is the arrivals before it)."""
+    constant over its span (``window_s=None``), or its counts per window of ``window_s`` seconds (the last
+    window ends at the last arrival), linear within a window (``Lambda_src`` at a window's end is the arrivals
+    before it)."""
     t = np.asarray(arrival_s, dtype=np.float64)
     n = t.size
     span = float(t[-1] - t[0]) if n else 0.0
@@ -249,7 +250,7 @@ def source_intensity(arrival_s: np.ndarray, window_s: float | None) -> np.ndarra
         return t * (n / span)
     window_s = checks.number(window_s, "source_window_s", low=0, low_open=True, unit="s")
     windows = max(1, math.ceil(span / window_s))
-    edges = np.arange(windows + 1, dtype=np.float64) * window_s
+    edges = np.r_[np.arange(windows, dtype=np.float64) * window_s, span]   # the last window ends with the trace
     counts = np.bincount(np.minimum((t // window_s).astype(np.int64), windows - 1), minlength=windows)
     at_edges = np.r_[0.0, np.cumsum(counts, dtype=np.float64)]
     return np.interp(t, edges, at_edges)
