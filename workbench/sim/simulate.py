@@ -486,6 +486,11 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
     decisions of the continuous engine ``res.steps`` keeps.  Keyword
     ``overrides`` are applied to ``config`` (``simulate(trace, num_gpus=4)``).
 
+    A continuous scheduler with ``config.autoscaler`` set runs a pool whose replica count a policy changes
+    during the run (:mod:`workbench.sim.autoscale`, rule 16 of :mod:`workbench.sim.continuous_engine`):
+    ``res.replica_timeline``, ``res.replica_events`` and ``res.replica_lives`` record it, and the summary adds
+    ``replica_hours``, ``cold_starts`` and ``drains``.
+
     ``latency`` may also be ``"seed-grid"`` (or ``"grid"``) or a registered step-time profile name
     (:func:`workbench.sim.profiles.profile_names`).  Leaving ``config`` out
     simulates the default :class:`SimConfig`; passing ``config=None`` is
