@@ -177,15 +177,53 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "engine": ("", "hardware: the serving engine whose efficiencies the roofline uses (vllm-v1, vllm-v0.2, "
                    "distserve)"),
     "run": ("", "hardware: the measured serving run (its file or folder name)"),
+    # the cheapest fleet for a load (notebooks/fleet_planning.ipynb: fleet_plan.csv, one row per candidate;
+    # fleet_trials.csv and fleet_frontier.csv, one row per fleet simulated; fleet_neighbours.csv); gpu, tp,
+    # price_per_gpu_hour, step_model, capacity_rps and the attainments as above
+    "rank": ("", "fleet: the candidate's place by cost per hour among those meeting the SLA (empty: it does not)"),
+    "topology": ("", "fleet: colocated (replicas of tp GPUs, vLLM V1) or disaggregated (prefill and decode "
+                     "instances apart, DistServe)"),
+    "candidate": ("", "fleet: the GPU type, topology and TP degree(s) searched, e.g. 'l40s colocated tp1'"),
+    "fleet": ("", "fleet: the fleet in words, e.g. '6 x l40s (tp1)' or '2xP(tp1) + 3xD(tp2) on h100-sxm' (empty "
+                  "when no size of the candidate was simulated)"),
+    "gpus": ("GPUs", "fleet: GPUs of the fleet (replicas x tp, or both pools' instances x their TP)"),
+    "replicas": ("replicas", "fleet: colocated replicas (disaggregated: prefill plus decode instances); autoscaling "
+                             "(autoscaling_plan.csv): the plan's count for the hour, the fewest whose capacity covers "
+                             "peak_rps"),
+    "dollars_per_hour": ("USD/h", "fleet: gpus x price_per_gpu_hour"),
+    "dollars_per_million_output_tokens": ("USD", "fleet: dollars_per_hour over the output tokens an hour at "
+                                                 "rate_rps brings (rate_rps x mean output tokens x 3600), per million"),
+    "rate_rps": (REQ_S, "fleet: the load planned for (the trace's own rate, or the rate it was replayed at)"),
+    "headroom": ("share", "fleet: capacity_rps / rate_rps - 1: how much more load the fleet keeps the SLA at; "
+                          "autoscaling: capacity_rps / peak_rps - 1 for the plan's replicas"),
+    "step_source": ("", "fleet: where the step times come from: measured (a registered profile of that model, GPU "
+                        "and TP) or roofline (estimated from config.json and the spec sheet, not measured)"),
+    "bound_gpus": ("GPUs", "fleet: the fewest GPUs the bound allows (workbench.study.runs.fleet_bound: never more "
+                           "than the simulator needs); a candidate is pruned when their cost exceeds a confirmed fleet's"),
+    "bound_binding": ("", "fleet: what sets the bound per pool: GPU time or the KV cache, and in bursts of how long"),
+    "status": ("", "fleet: meets SLA, does not fit in memory, misses TTFT, misses TPOT, above max_gpus or pruned"),
+    "reason": ("", "fleet: the status in a sentence, with the numbers"),
+    "decided_by": ("", "fleet: what sets the fleet's size: memory, or the phase (prefill, decode) taking most GPU "
+                       "time and whether the roofline says it is bound by compute or by memory bandwidth"),
+    "decided_by_text": ("", "fleet: decided_by in a sentence, with the roofline's shares and the limit one replica "
+                            "fewer misses"),
+    "simulations": ("simulations", "fleet: simulations of the candidate's search (capacity search excluded)"),
+    "alone_share": ("share", "fleet: requests that meet both limits alone on an idle replica and fit its KV cache"),
+    "prefill_goodput_rps": (REQ_S, "fleet, disaggregated: capacity of one prefill instance judged on TTFT alone "
+                                   "(wb.best_placement's per-pool step), where the split search starts"),
+    "decode_goodput_rps": (REQ_S, "fleet, disaggregated: capacity of one decode instance judged on TPOT alone"),
+    "search_s": ("s", "fleet: wall-clock time of the candidate's search"),
+    "meets_sla": ("bool", "fleet: slo_attainment >= the attainment target at rate_rps"),
+    "neighbour": ("", "fleet: which neighbour of the cheapest fleet was simulated (one replica fewer, the next "
+                      "cheaper GPU type)"),
+    "holds": ("bool", "fleet: the neighbour misses the SLA or costs more, as it must if the answer is the cheapest"),
+    "note": ("", "fleet: why a neighbour was not simulated, or what it is compared on"),
     # a day of changing load (notebooks/autoscaling.ipynb: autoscaling_plan.csv, autoscaling_hourly.csv,
     # autoscaling_timeline.csv, autoscaling_summary.csv)
     "hour": ("h", "autoscaling: the hour of the day, 0-23"),
     "requests": ("requests", "autoscaling: requests arriving in the hour"),
     "mean_rps": (REQ_S, "autoscaling: the hour's mean arrival rate"),
     "peak_rps": (REQ_S, "autoscaling: the highest arrival rate within the hour (of the day's rate profile)"),
-    "replicas": ("replicas", "autoscaling: the plan's replica count for the hour: the fewest whose capacity "
-                             "covers peak_rps"),
-    "headroom": ("share", "autoscaling: capacity_rps / peak_rps - 1 for the plan's replicas"),
     "strategy": ("", "autoscaling: how the day is served: peak fleet (the plan's largest count all day), plan "
                      "schedule (the plan's count per hour), reactive (the threshold autoscaler)"),
     "replicas_mean": ("replicas", "autoscaling: replicas provisioned on average (billed: starting, active or "

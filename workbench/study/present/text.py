@@ -45,6 +45,7 @@ NOTEBOOK_TITLES = {
     "prefix_caching": "Prefix caching and cache-aware routing (Mooncake)",
     "disaggregation": "Disaggregated prefill/decode vs colocated serving as the SLO tightens",
     "hardware": "Any model on any GPU: what fits, capacity per GPU and per dollar (roofline, measured, kernel profiles)",
+    "fleet_planning": "The cheapest fleet for a load: GPU type, count, TP, colocated or disaggregated",
     "autoscaling": "A day of changing load: a fleet for the peak, a plan per hour, reactive autoscaling",
 }
 
