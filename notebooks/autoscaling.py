@@ -19,12 +19,13 @@
 # Real services swing several-fold between night and afternoon. The day here is the **synthetic** BurstGPT-like
 # trace replayed over BurstGPT's published hour-of-day profile (busiest hour 14.9 times the quietest; the
 # `peak_to_trough` parameter reshapes it), its requests and their within-hour burstiness kept
-# (`wb.traces.synthetic.day_trace`). One GPU type and deployment (`latency`), one SLA, three ways to serve it,
+# (`wb.traces.synthetic.day_trace`). One deployment (`model` on `tp` x `gpu`, served as `wb.plan_fleet` serves a
+# colocated fleet: vLLM V1, least-outstanding routing), one SLA, three ways to serve it,
 # each simulated over the whole day with the continuous engine, replicas coming and going as the policy says
 # (cold starts billed, draining replicas finishing their requests before they leave):
 #
-# 1. **The plan**: for each hour, the fewest replicas whose capacity at the SLA (`wb.capacity`, on the hour's
-#    own requests) covers the hour's highest arrival rate.
+# 1. **The plan**: for each hour, the cheapest fleet for the hour's highest arrival rate (`wb.plan_fleet` on
+#    the hour's own requests; `planner="capacity"`: the fewest replicas whose `wb.capacity` covers it).
 # 2. **peak fleet**: the plan's largest count, all day. **plan schedule**: the plan's count per hour, replicas
 #    started a cold start ahead. **reactive**: Kubernetes-style target tracking of the arrival rate per replica
 #    (Knative's rps metric) at `target_load` of a replica's capacity, scale-down stabilised over
@@ -35,21 +36,23 @@
 num_requests = 1_000_000       # requests over the day
 peak_to_trough = None          # the busiest hour's rate over the quietest's; None: BurstGPT's own (14.9)
 seed = 0
-latency = "opt-13b-a100"       # the replicas' step times: a profile name or <model>@<gpu>[/tpN]
-gpu = None                     # the catalogued GPU they run on (its price); None: the profile's
-gpus_per_replica = None        # None: the profile's TP
+model = "opt-13b"              # a catalogued model (or a config.json path)
+gpu = "a100-80gb"              # a catalogued GPU
+tp = 1                         # GPUs of one replica
 price_per_gpu_hour = None      # dollars; None: the catalogue's list price
 ttft_sla_s = 2.0
 tpot_sla_s = 0.1
 attainment = 0.9
-chunked_prefill = True
+max_num_seqs = 256
 max_num_batched_tokens = 2048
+gpu_memory_utilization = 0.9
+planner = "plan_fleet"         # the plan per hour: plan_fleet (wb.plan_fleet) or capacity (wb.capacity)
 cold_start_s = 120.0
 autoscale_interval_s = 15.0
 scale_down_after_s = 300.0
 reactive_metric = "rps"        # the reactive policy's metric: rps or concurrency
 target_load = 0.8              # its target: the metric at this share of a replica's capacity
-capacity_requests = 30_000     # most requests of an hour its capacity searches replay
+capacity_requests = None       # most requests of an hour the plan replays; None: all of them
 results_dir = "results/default"
 
 # %%
@@ -69,16 +72,20 @@ display(Markdown(params.setup_text(trace)))
 
 # %% [markdown]
 # ## 1. The plan: replicas per hour
-# Each hour's capacities are searched on that hour's own requests at a constant rate (their bursts and sizes
-# kept), one replica count at a time; the hour gets the fewest replicas covering its highest rate.
+# For each hour the cheapest fleet for its highest rate (`wb.plan_fleet`: the fewest replicas that meet the SLA
+# at that load, simulated on the hour's own requests at a constant rate, their bursts and sizes kept; and
+# their capacity). The whole hour is replayed: a shorter window, starting from an empty pool, passes a fleet
+# that falls behind for good when the load stays that high for hours.
 
 # %%
 load = day.hourly_load(trace, params.profile())
-plan, curves = day.provisioning_plan(trace, load, params)
+plan, samples = day.provisioning_plan(trace, load, params)
 busiest = int(plan.hour[plan.replicas.idxmax()])
-target = day.reactive_target(params, curves[busiest], int(plan.replicas.max()))
+target = day.reactive_target(params, samples[busiest], int(plan.replicas.max()),
+                             float(plan.capacity_rps[plan.replicas.idxmax()]))
 write_csv_atomic(results / "autoscaling_plan.csv", plan)
-display(plan.set_index("hour")[["requests", "mean_rps", "peak_rps", "replicas", "capacity_rps", "headroom"]].T.round(2))
+display(plan.set_index("hour")[["requests", "mean_rps", "peak_rps", "replicas", "capacity_rps", "headroom",
+                                "dollars_per_hour"]].T.round(2))
 display(Markdown(f"Reactive target: {target['target']:.3g} ({target['metric']} per replica): at "
                  f"{params.target_load:.0%} of their capacity on the busiest hour's requests ({busiest}h), "
                  f"{target['replicas']} replicas hold {target['concurrency_per_replica']:.3g} requests each, "
@@ -98,8 +105,9 @@ summary = day.summary_table(hourly, runs, params)
 for name, frame in (("hourly", hourly), ("timeline", timeline), ("summary", summary)):
     write_csv_atomic(results / f"autoscaling_{name}.csv", frame)
 answers.plot_day(timeline, plan, day.STRATEGIES,
-                 f"Load and replicas over the day [{trace.label}]\n{params.latency} replicas; SLA TTFT <= "
-                 f"{params.ttft_sla_s:g} s, TPOT <= {params.tpot_sla_s * 1e3:g} ms", results_dir=results)
+                 f"Load and replicas over the day [{trace.label}]\n{params.model} on {params.tp} x {params.gpu} "
+                 f"({params.step_source()} step times); SLA TTFT <= {params.ttft_sla_s:g} s, TPOT <= "
+                 f"{params.tpot_sla_s * 1e3:g} ms", results_dir=results)
 
 # %% [markdown]
 # ## 3. Cost and attainment per hour

@@ -8,6 +8,7 @@ from workbench.study.runs import autoscaling as day
 
 
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
+    """Planned by wb.plan_fleet (the default); the capacity planner is run at the end, in another folder."""
     import papermill as pm
 
     from workbench import paths
@@ -18,12 +19,14 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         "results_dir": str(SuiteOptions().results_path)}
     out = tmp_path / "out"
     parameters = {"results_dir": str(out), "num_requests": 60_000, "capacity_requests": 3_000,
-                  "peak_to_trough": 4.0, "price_per_gpu_hour": 2.0}
+                  "peak_to_trough": 4.0, "price_per_gpu_hour": 2.0}   # wb.plan_fleet per hour (the default)
     pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "autoscaling.ipynb"), str(tmp_path / "nb.ipynb"),
                         kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False, parameters=parameters)
     plan = pd.read_csv(out / "autoscaling_plan.csv")
     assert list(plan.hour) == list(range(24)) and plan.requests.sum() == 60_000
     assert (plan.capacity_rps >= plan.peak_rps).all() and (plan.replicas >= 1).all()
+    assert (plan.slo_attainment_at_peak >= 0.9).all()      # the planner's own simulation at the hour's peak
+    assert plan.dollars_per_hour.to_numpy() == pytest.approx(2.0 * plan.replicas.to_numpy())
     hourly = pd.read_csv(out / "autoscaling_hourly.csv")
     assert set(hourly.strategy) == set(day.STRATEGIES) and len(hourly) == 3 * 24
     peak = hourly[hourly.strategy == "peak fleet"]
@@ -42,6 +45,14 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "nb.ipynb").read_text()
     assert "synthetic" in text and "**reactive**" in text and "of the peak fleet's" in text
+    # the capacity planner: the same deployment, the plan from wb.capacity replica count by replica count
+    other = tmp_path / "capacity"
+    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "autoscaling.ipynb"), str(tmp_path / "nb3.ipynb"),
+                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
+                        parameters={**parameters, "results_dir": str(other), "planner": "capacity"})
+    by_capacity = pd.read_csv(other / "autoscaling_plan.csv")
+    assert (by_capacity.capacity_rps >= by_capacity.peak_rps).all()
+    assert (abs(by_capacity.replicas - plan.replicas) <= 2).all()   # two searches of one question agree
     # the folder records the notebook's parameters: another parameter set is refused there before computing
     with pytest.raises(Exception, match="autoscaling"):
         pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "autoscaling.ipynb"), str(tmp_path / "nb2.ipynb"),
@@ -70,8 +81,7 @@ def test_hourly_billing_and_attainment_by_hand():
     """A fixed pool bills every hour whole; an autoscaled one its replicas' lives, hour by hour."""
     import workbench as wb
 
-    params = day.AutoscalingParams(num_requests=1_000, price_per_gpu_hour=3.0, gpus_per_replica=2, gpu="a100-80gb",
-                                   results_dir="unused")
+    params = day.AutoscalingParams(num_requests=1_000, price_per_gpu_hour=3.0, tp=2, results_dir="unused")
     arrival = np.r_[np.linspace(0, 3000, 30), np.linspace(3700, 7000, 30)]
     trace = wb.Trace.from_arrays(arrival, np.full(60, 20), np.full(60, 3))
     step = wb.StepTimeModel(prefill=(0.01, 1e-4, 0.0), decode=(0.005, 1e-6, 0.0))
@@ -99,21 +109,29 @@ def test_hourly_billing_and_attainment_by_hand():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(num_requests=10), "num_requests"),
     (dict(peak_to_trough=0.5), "peak_to_trough"),
-    (dict(latency="opt-13b-a1000"), "latency"),
-    (dict(latency="no-such-model@a100-80gb"), "model"),
+    (dict(model="opt-13bb"), "model"),
+    (dict(gpu="a100-80gbb"), "gpu"),
+    (dict(model="llama-3.1-70b", gpu="l4", tp=1), "does not fit"),
     (dict(attainment=90), "attainment"),
     (dict(target_load=0), "target_load"),
     (dict(reactive_metric="latency"), "reactive_metric"),
+    (dict(planner="guess"), "planner"),
     (dict(cold_start_s=-1), "cold_start_s"),
-    (dict(gpu="a100-80gbb"), "gpu"),
+    (dict(max_num_seqs=512, max_num_batched_tokens=256), "max_num_batched_tokens"),
 ])
 def test_bad_parameters_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
         day.AutoscalingParams(**kwargs)
 
 
-def test_deployment_is_read_from_the_profile():
-    assert day.AutoscalingParams().deployment() == ("a100-80gb", 1)
-    params = day.AutoscalingParams(latency="llama-3.1-70b@h100-sxm/tp4")
-    assert (params.gpu, params.gpus_per_replica) == ("h100-sxm", 4)
-    assert day.AutoscalingParams(price_per_gpu_hour=1.5).price == 1.5
+def test_the_deployment_is_the_fleet_planners():
+    """The study's replicas are the fleet planner's colocated replicas: measured step times for OPT-13B on an
+    A100 (DistServe's profile), the roofline elsewhere; its price; vLLM's KV cache."""
+    from workbench.study.runs import fleet
+
+    params = day.AutoscalingParams()
+    assert params.step_source() == "measured" and params.step_model().name == "opt-13b-a100"
+    assert params.config(num_gpus=3) == fleet.colocated_config(params.settings(), params.gpu_spec(), 1, 3)
+    assert params.config(num_gpus=3).router == "least_outstanding"
+    other = day.AutoscalingParams(model="llama-3.1-70b", gpu="h100-sxm", tp=4, price_per_gpu_hour=1.5)
+    assert other.step_source() in ("measured", "roofline") and other.price == 1.5 and other.gpus_per_replica == 4

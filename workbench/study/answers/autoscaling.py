@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from workbench.study.present import palette
 from workbench.study.present.figures import finish_figure
@@ -51,6 +52,7 @@ def plot_day(timeline: pd.DataFrame, plan: pd.DataFrame, strategies, title: str,
                         label=f"{name}: active")
     ax_rep.set_ylabel("replicas")
     ax_rep.set_ylim(bottom=0)
+    ax_rep.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_rep.set_xlabel("time of day (h)")
     ax_rep.set_xlim(0, 24)
     ax_rep.set_xticks(range(0, 25, 2))

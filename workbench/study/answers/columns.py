@@ -194,6 +194,8 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "dollars_per_million_output_tokens": ("USD", "fleet: dollars_per_hour over the output tokens an hour at "
                                                  "rate_rps brings (rate_rps x mean output tokens x 3600), per million"),
     "rate_rps": (REQ_S, "fleet: the load planned for (the trace's own rate, or the rate it was replayed at)"),
+    "slo_attainment_at_peak": ("share", "autoscaling: the plan's fleet's SLO attainment on the hour's requests "
+                                        "at peak_rps, as the planner simulated it (empty with planner=capacity)"),
     "headroom": ("share", "fleet: capacity_rps / rate_rps - 1: how much more load the fleet keeps the SLA at; "
                           "autoscaling: capacity_rps / peak_rps - 1 for the plan's replicas"),
     "step_source": ("", "fleet: where the step times come from: measured (a registered profile of that model, GPU "

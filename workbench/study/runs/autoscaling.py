@@ -1,18 +1,19 @@
 """A day of traffic: a provisioning plan per hour, and three ways to serve the day, simulated (``notebooks/autoscaling``).
 
 The day is :func:`workbench.traces.synthetic.day_trace` (the synthetic BurstGPT-like requests over BurstGPT's
-hour-of-day profile, optionally reshaped to another peak-to-trough ratio).  One GPU type, one deployment (the
-step-time profile ``latency``: a measured profile or a roofline name ``<model>@<gpu>[/tpN]``), one SLA.
+hour-of-day profile, optionally reshaped to another peak-to-trough ratio).  One deployment: replicas of
+``model`` on ``tp`` GPUs of type ``gpu``, served as the fleet planner serves a colocated fleet
+(:func:`workbench.study.runs.fleet.colocated_config`: vLLM V1, arrivals to the replica with the fewest
+outstanding requests, the KV cache by vLLM's memory rule; step times measured where the workbench has them,
+else the roofline), one SLA.
 
-1. **The plan** (:func:`provisioning_plan`): for each hour, the fewest replicas whose capacity at the SLA
-   (:func:`workbench.capacity`: the largest rate at which ``attainment`` of the requests meet the TTFT and TPOT
-   limits) covers the hour's highest arrival rate.  Each hour's capacities are searched on *that hour's own
-   requests* at a constant rate (:func:`hour_sample`), replica count by replica count as it needs them: the
-   synthetic trace's timestamps have BurstGPT's 1-s resolution, so its bursts (requests arriving in the same
-   second) are larger in busier source days, and a capacity measured on other requests misjudges the hour
-   (measured on the day's first requests, the plan fell 10-40% short in the busiest hours).  The per-hour count
-   is where the planner of issue 23 (``wb.plan_fleet``, the cheapest fleet of any GPU type, count and TP for a
-   load) plugs in: :func:`cheapest_replicas` is the one place that asks.
+1. **The plan** (:func:`provisioning_plan`): for each hour, the cheapest fleet for the hour's highest arrival
+   rate, on the hour's own requests (:func:`hour_sample`: the synthetic trace's timestamps have BurstGPT's
+   1-s resolution, so its bursts, requests arriving in the same second, are larger in busier source days, and
+   a fleet sized on other requests misjudges the hour).  ``planner="plan_fleet"`` asks :func:`wb.plan_fleet`
+   (the fewest replicas that meet the SLA at that load, simulated, and their capacity);
+   ``planner="capacity"`` searches :func:`workbench.capacity` replica count by replica count
+   (:class:`CapacityCurve`) and takes the fewest whose capacity covers the rate.
 2. **Three ways to serve the day**, each the whole day simulated (:func:`serve_day`): ``peak fleet`` (the plan's
    largest count all day), ``plan schedule`` (the ``schedule`` autoscaler following the plan, replicas started
    a cold start ahead of each hour) and ``reactive`` (the ``threshold`` autoscaler holding the arrival rate per
@@ -43,12 +44,11 @@ OUTPUTS = ("autoscaling_plan.csv", "autoscaling_hourly.csv", "autoscaling_timeli
            "autoscaling_day.png", "autoscaling_hourly.png")
 STRATEGIES = ("peak fleet", "plan schedule", "reactive")
 REACTIVE_METRICS = ("rps", "concurrency")
+PLANNERS = ("plan_fleet", "capacity")
 HOUR_S = 3600.0
 DAY_S = 86_400.0
 TIMELINE_STEP_S = 300.0   # the timeline's resolution (load and replicas every 5 minutes)
-# measured step-time profiles and what they ran on: (catalogued GPU, GPUs per replica)
-MEASURED_DEPLOYMENTS = {"opt-13b-a100": ("a100-80gb", 1), "llama-3.1-8b-h100": ("h100-sxm", 1),
-                        "qwen3-14b-h100": ("h100-sxm", 1), "llama-3.3-70b-h100-tp4": ("h100-sxm", 4)}
+SAMPLE_WINDOW_S = 600.0   # an hour's own swings are removed over windows this long (hour_sample)
 
 
 @dataclass(frozen=True)
@@ -60,26 +60,28 @@ class AutoscalingParams(NotebookParams):
     num_requests: int = 1_000_000        # requests over the day
     peak_to_trough: float | None = None  # busiest hour's rate over the quietest's; None: BurstGPT's own (14.9)
     seed: int = 0
-    latency: str = "opt-13b-a100"        # the deployment's step times: a profile name or <model>@<gpu>[/tpN]
-    gpu: str | None = None               # catalogued GPU it runs on (its price); None: the profile's
-    gpus_per_replica: int | None = None  # None: the profile's (its TP)
+    model: str = "opt-13b"               # a catalogued model (or a config.json path)
+    gpu: str = "a100-80gb"               # a catalogued GPU
+    tp: int = 1                          # GPUs of one replica
     price_per_gpu_hour: float | None = None   # None: the catalogue's list price
     ttft_sla_s: float = 2.0
     tpot_sla_s: float = 0.1
     attainment: float = 0.9
-    chunked_prefill: bool = True         # vLLM v1's scheduling
+    max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
+    gpu_memory_utilization: float = 0.9
+    planner: str = "plan_fleet"          # plan_fleet or capacity
     cold_start_s: float = 120.0
     autoscale_interval_s: float = 15.0
     scale_down_after_s: float = 300.0
     reactive_metric: str = "rps"         # what the reactive policy holds at its target: rps or concurrency
     target_load: float = 0.8             # its target: the metric's value at this share of a replica's capacity
-    capacity_requests: int = 30_000      # most requests of an hour its capacity searches replay
+    capacity_requests: int | None = None   # most requests of an hour the plan replays; None: all of them
     results_dir: str = "results/default"
 
     def __post_init__(self):
-        from workbench.hardware.catalog import get_gpu
-        from workbench.sim import profiles
+        from workbench.hardware.catalog import get_gpu, get_model_arch
+        from workbench.study.runs import fleet
 
         object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=1_000,
                                                                 high=10**9))
@@ -87,12 +89,14 @@ class AutoscalingParams(NotebookParams):
             self.peak_to_trough, "peak_to_trough", low=1, high=1e4, none=True,
             hint="the busiest hour's rate over the quietest hour's; None keeps BurstGPT's own (14.9)"))
         object.__setattr__(self, "seed", checks.integer(self.seed, "seed", low=0))
-        profiles.check_profile(self.latency, "latency")
-        gpu, tp = self.deployment()
-        object.__setattr__(self, "gpu", get_gpu(gpu).key)
-        object.__setattr__(self, "gpus_per_replica", checks.integer(tp, "gpus_per_replica", low=1, high=64))
+        arch = get_model_arch(self.model)
+        if not str(self.model).endswith(".json"):
+            object.__setattr__(self, "model", arch.name)
+        object.__setattr__(self, "gpu", get_gpu(self.gpu).key)
+        object.__setattr__(self, "tp", checks.integer(self.tp, "tp", low=1, high=64))
         object.__setattr__(self, "price_per_gpu_hour", checks.number(
-            self.price_per_gpu_hour, "price_per_gpu_hour", low=0, low_open=True, none=True, unit="USD/h"))
+            self.price_per_gpu_hour, "price_per_gpu_hour", low=0, low_open=True, none=True, unit="USD/h",
+            sane_high=1000, sane_hint="a price per GPU-hour in dollars"))
         if self.price_per_gpu_hour is None and get_gpu(self.gpu).price_per_hour is None:
             raise ValueError(f"price_per_gpu_hour: the catalogue has no price for {self.gpu}; give one "
                              "(dollars per GPU-hour)")
@@ -100,36 +104,67 @@ class AutoscalingParams(NotebookParams):
             low_open = name in ("ttft_sla_s", "tpot_sla_s", "autoscale_interval_s")
             object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=low_open,
                                                          unit="s"))
-        for name in ("attainment", "target_load"):
+        for name in ("attainment", "target_load", "gpu_memory_utilization"):
             object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, high=1,
                                                          what="a share in (0, 1]"))
         checks.choice(self.reactive_metric, "reactive_metric", REACTIVE_METRICS)
-        object.__setattr__(self, "chunked_prefill", checks.boolean(self.chunked_prefill, "chunked_prefill"))
-        object.__setattr__(self, "max_num_batched_tokens", checks.integer(
-            self.max_num_batched_tokens, "max_num_batched_tokens", low=1))
-        object.__setattr__(self, "capacity_requests", checks.integer(self.capacity_requests, "capacity_requests",
-                                                                     low=500, high=10**7))
+        checks.choice(self.planner, "planner", PLANNERS)
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=1))
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens: with chunked prefill (vLLM V1) it must be >= max_num_seqs, "
+                             f"got {self.max_num_batched_tokens} < {self.max_num_seqs}")
+        object.__setattr__(self, "capacity_requests", checks.integer(
+            self.capacity_requests, "capacity_requests", low=500, high=10**9, none=True,
+            hint="None replays each hour's requests in full (a shorter window, from an empty pool, misjudges a "
+                 "load near what the replicas sustain)"))
         checks.path(self.results_dir, "results_dir", expected="a folder path")
+        why = fleet.fits(self.settings(), self.gpu_spec(), self.tp)
+        if why:
+            raise ValueError(f"model/gpu/tp: {self.model} on {self.tp} x {self.gpu} does not fit: {why}")
 
-    def deployment(self) -> tuple[str, int]:
-        """(GPU, GPUs per replica) of ``latency``: given, or read from a roofline name or a measured profile."""
-        from workbench.sim.profiles import parse_roofline_name
-
-        roofline = parse_roofline_name(self.latency)
-        known = (roofline[1], roofline[2]) if roofline else MEASURED_DEPLOYMENTS.get(self.latency)
-        gpu = self.gpu or (known[0] if known else None)
-        tp = self.gpus_per_replica or (known[1] if known else None)
-        if gpu is None or tp is None:
-            raise ValueError(f"gpu/gpus_per_replica: the workbench does not know what {self.latency!r} ran on; give "
-                             "gpu (a catalogued GPU, for its price) and gpus_per_replica")
-        return gpu, tp
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp
 
     @property
     def price(self) -> float:
         """Dollars per GPU-hour."""
+        return self.gpu_spec().price_per_hour
+
+    def gpu_spec(self):
+        """The catalogued GPU, at ``price_per_gpu_hour`` when given."""
         from workbench.hardware.catalog import get_gpu
 
-        return self.price_per_gpu_hour if self.price_per_gpu_hour is not None else get_gpu(self.gpu).price_per_hour
+        return get_gpu(self.gpu, price_per_hour=self.price_per_gpu_hour)
+
+    def settings(self):
+        """What the fleet planner shares with this study: the model, the SLA, vLLM V1's settings."""
+        from workbench.study.runs import fleet
+
+        return fleet.FleetSettings(model=self.model, ttft_s=self.ttft_sla_s, tpot_s=self.tpot_sla_s,
+                                   attainment=self.attainment, max_gpus=fleet.MAX_GPUS,
+                                   max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
+                                   gpu_memory_utilization=self.gpu_memory_utilization)
+
+    def step_model(self):
+        """The replicas' step times: measured where the workbench has a profile of that model, GPU and TP, else
+        the roofline (as the fleet planner chooses)."""
+        from workbench.study.runs import fleet
+
+        return fleet.step_model(self.settings(), self.gpu_spec(), self.tp, "colocated")[0]
+
+    def step_source(self) -> str:
+        from workbench.study.runs import fleet
+
+        return fleet.step_model(self.settings(), self.gpu_spec(), self.tp, "colocated")[1]
+
+    def config(self, num_gpus: int = 1, **changes):
+        """The serving setup every strategy shares, the fleet planner's colocated fleet (``changes``: its
+        autoscaler)."""
+        from workbench.study.runs import fleet
+
+        return fleet.colocated_config(self.settings(), self.gpu_spec(), self.tp, num_gpus).replace(**changes)
 
     def trace(self):
         from workbench.traces.synthetic import day_trace
@@ -141,29 +176,17 @@ class AutoscalingParams(NotebookParams):
 
         return daily_profile(self.num_requests / DAY_S, peak_to_trough=self.peak_to_trough)
 
-    def step_model(self):
-        from workbench.sim.simulate import resolve_latency
-
-        return resolve_latency(self.latency)
-
-    def config(self, **changes):
-        """The serving setup every strategy shares (``changes``: the pool and its autoscaler)."""
-        from workbench.sim.config import SimConfig
-        from workbench.sim.profiles import profile_config_fields
-
-        return SimConfig(scheduler="continuous_fcfs", chunked_prefill=self.chunked_prefill,
-                         max_num_batched_tokens=self.max_num_batched_tokens, ttft_sla_s=self.ttft_sla_s,
-                         tpot_sla_s=self.tpot_sla_s, **profile_config_fields(self.latency), **changes)
-
     def setup_text(self, trace) -> str:
         profile = self.profile()
+        hourly = profile.mean_rates(HOUR_S)
         return (f"Trace *{trace.label}*: {len(trace):,} requests over a day, {profile.mean_rate_rps:.2f} requests/s "
-                f"on average, peak-to-trough {profile.peak_to_trough:.3g} (knots; hour means "
-                f"{profile.mean_rates(HOUR_S).max() / profile.mean_rates(HOUR_S).min():.3g}). Replicas: "
-                f"`{self.latency}` ({self.gpus_per_replica} x {self.gpu} at ${self.price:.2f} per GPU-hour), vLLM "
-                f"{'v1 (chunked prefill' if self.chunked_prefill else 'v0.2 (no chunked prefill'}, "
-                f"{self.max_num_batched_tokens:,} tokens a step). SLA: TTFT <= {self.ttft_sla_s:g} s and TPOT <= "
-                f"{self.tpot_sla_s * 1e3:g} ms for {self.attainment:.0%} of the requests. Cold start "
+                f"on average, its busiest hour {hourly.max() / hourly.min():.3g} times its quietest. Replicas: "
+                f"{self.model} on {self.tp} x {self.gpu} at ${self.price:.2f} per GPU-hour, {self.step_source()} "
+                f"step times (`{self.step_model().name}`), vLLM V1 (chunked prefill, up to {self.max_num_seqs} "
+                f"requests and {self.max_num_batched_tokens:,} tokens a step), arrivals to the replica with the "
+                f"fewest outstanding requests. SLA: TTFT <= {self.ttft_sla_s:g} s and TPOT <= "
+                f"{self.tpot_sla_s * 1e3:g} ms for {self.attainment:.0%} of the requests. Plan: "
+                f"{'wb.plan_fleet' if self.planner == 'plan_fleet' else 'wb.capacity'} per hour. Cold start "
                 f"{self.cold_start_s:g} s (billed); control every {self.autoscale_interval_s:g} s.")
 
 
@@ -178,22 +201,24 @@ def hourly_load(trace, profile) -> pd.DataFrame:
 
 
 def hour_sample(trace, hour: int, params: AutoscalingParams):
-    """The requests arriving in ``hour`` (its first ``capacity_requests``), at a constant rate: their own swings
-    over 10-minute windows removed, their burstiness and sizes kept.  What that hour's capacity searches replay,
-    faster or slower."""
+    """The requests arriving in ``hour`` (all of them, or its first ``capacity_requests``), at a constant rate:
+    their own swings over 10-minute windows removed, their burstiness and sizes kept.  What the plan for that
+    hour replays, faster or slower.  A whole hour, because a shorter window starting from an empty pool
+    misjudges a load close to what the replicas sustain: on the default day, 22 minutes of the busiest hour
+    passed 10 replicas that, held at that load for the afternoon, fell behind for good (0% of the requests in
+    time by 15h); the whole hour asks for 11, which keep the SLA all day."""
     from workbench.traces.rate_profile import RateProfile, replay_over_profile
-
-    index = np.flatnonzero((trace.arrival_s >= hour * HOUR_S) & (trace.arrival_s < (hour + 1) * HOUR_S))
-    index = index[:params.capacity_requests]
-    if index.size < 2:
-        raise ValueError(f"hour {hour}: {index.size} request(s) arrive in it, too few to measure a capacity on; "
-                         "raise num_requests")
     from workbench.traces.trace import Trace
 
+    index = np.flatnonzero((trace.arrival_s >= hour * HOUR_S) & (trace.arrival_s < (hour + 1) * HOUR_S))
+    index = index[:params.capacity_requests] if params.capacity_requests else index
+    if index.size < 2:
+        raise ValueError(f"hour {hour}: {index.size} request(s) arrive in it, too few to plan for; raise "
+                         "num_requests")
     requests = Trace.from_arrays(trace.arrival_s[index], trace.prompt_tokens[index], trace.output_tokens[index],
                                  source=f"hour {hour}", synthetic=trace.is_synthetic)
     return replay_over_profile(requests, RateProfile.constant(1.0, float(index.size), "constant rate"),
-                               source_window_s=600.0)
+                               source_window_s=SAMPLE_WINDOW_S)
 
 
 class CapacityCurve:
@@ -225,17 +250,12 @@ class CapacityCurve:
         """The best capacity per replica found so far (None before any)."""
         return max((c / k for k, c in self._found.items() if c > 0), default=None)
 
-    def table(self) -> pd.DataFrame:
-        counts = sorted(self._found)
-        return pd.DataFrame({"replicas": counts, "capacity_rps": [self._found[n] for n in counts]})
-
 
 def cheapest_replicas(rate_rps: float, curve: CapacityCurve, per_replica_guess: float | None = None,
                       limit: int = 100_000) -> int:
-    """The fewest replicas whose capacity covers ``rate_rps``: the one place the plan asks (where ``wb.plan_fleet``,
-    the cheapest fleet of any GPU type, count and TP for a load, replaces this one-GPU-type search).  Starts at
-    the rate over a replica's capacity (``per_replica_guess``, e.g. from the previous hour) and steps to the
-    smallest count that passes while one fewer does not."""
+    """The fewest replicas whose capacity covers ``rate_rps`` (``planner="capacity"``).  Starts at the rate over
+    a replica's capacity (``per_replica_guess``, e.g. from the previous hour) and steps to the smallest count
+    that passes while one fewer does not."""
     guess = curve.per_replica() or per_replica_guess
     n = max(1, math.ceil(rate_rps / guess)) if guess else 1
     while curve(n) < rate_rps:
@@ -247,36 +267,54 @@ def cheapest_replicas(rate_rps: float, curve: CapacityCurve, per_replica_guess: 
     return n
 
 
-def provisioning_plan(trace, load: pd.DataFrame, params: AutoscalingParams, step=None) -> tuple[pd.DataFrame, dict]:
-    """Per hour: the fewest replicas whose capacity, measured on that hour's own requests (:func:`hour_sample`),
-    covers the hour's highest rate; their capacity and the headroom.  Returns the plan and each hour's
-    :class:`CapacityCurve`."""
-    step = step if step is not None else params.step_model()
-    curves, replicas, guess = {}, [], None
+def fleet_for_hour(sample, rate_rps: float, params: AutoscalingParams, step, guess: float | None) -> dict:
+    """The plan of one hour: the cheapest fleet of the deployment for ``rate_rps`` on the hour's requests
+    (``replicas``, ``capacity_rps``, ``slo_attainment`` at the rate when the planner simulated it)."""
+    if params.planner == "plan_fleet":
+        from workbench.study.runs.fleet import MAX_GPUS, plan_fleet
+
+        plan = plan_fleet(sample, model=params.model, gpus=(params.gpu_spec(),), ttft_s=params.ttft_sla_s,
+                          tpot_s=params.tpot_sla_s, attainment=params.attainment, topologies=("colocated",),
+                          tp=(params.tp,), max_gpus=MAX_GPUS, rate_rps=rate_rps, headroom=True,
+                          max_num_seqs=params.max_num_seqs, max_num_batched_tokens=params.max_num_batched_tokens,
+                          gpu_memory_utilization=params.gpu_memory_utilization)
+        if plan.cheapest is None:
+            raise ValueError(f"no fleet serves the hour: {plan.verdict}")
+        best = plan.cheapest
+        return {"replicas": int(best["replicas"]), "capacity_rps": float(best["capacity_rps"]),
+                "slo_attainment_at_peak": float(best["slo_attainment"]), "per_replica": None}
+    curve = CapacityCurve(params, sample, step)
+    n = cheapest_replicas(rate_rps, curve, guess)
+    return {"replicas": n, "capacity_rps": curve(n), "slo_attainment_at_peak": math.nan,
+            "per_replica": curve.per_replica()}
+
+
+def provisioning_plan(trace, load: pd.DataFrame, params: AutoscalingParams) -> tuple[pd.DataFrame, dict]:
+    """Per hour: the cheapest fleet for the hour's highest rate on the hour's own requests
+    (:func:`fleet_for_hour`: replicas, their capacity, the headroom).  Returns the plan and each hour's sample."""
+    step = params.step_model()
+    samples, rows, guess = {}, [], None
     for hour, rate in zip(load.hour, load.peak_rps):
-        curves[hour] = CapacityCurve(params, hour_sample(trace, int(hour), params), step)
-        replicas.append(cheapest_replicas(rate, curves[hour], guess))
-        guess = curves[hour].per_replica() or guess
-    plan = load.assign(replicas=replicas, capacity_rps=[curves[h](n) for h, n in zip(load.hour, replicas)])
-    return plan.assign(headroom=plan.capacity_rps / plan.peak_rps - 1), curves
+        samples[int(hour)] = hour_sample(trace, int(hour), params)
+        found = fleet_for_hour(samples[int(hour)], float(rate), params, step, guess)
+        guess = found.pop("per_replica") or guess
+        rows.append(found)
+    plan = pd.concat([load.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    plan["gpus"] = plan.replicas * params.gpus_per_replica
+    plan["dollars_per_hour"] = plan.gpus * params.price
+    return plan.assign(headroom=plan.capacity_rps / plan.peak_rps - 1), samples
 
 
-def capacity_table(curves: dict) -> pd.DataFrame:
-    """Every capacity the plan searched: hour, replicas, capacity_rps."""
-    return pd.concat([curve.table().assign(hour=hour) for hour, curve in curves.items()],
-                     ignore_index=True)[["hour", "replicas", "capacity_rps"]]
-
-
-def reactive_target(params: AutoscalingParams, curve: CapacityCurve, replicas: int) -> dict:
-    """The reactive policy's target when ``replicas`` serve ``target_load`` of their capacity on ``curve``'s
-    sample (the busiest hour's requests): the arrival rate per replica (``rps``), or the requests in the system
-    per replica (``concurrency``: waiting + running), from a simulation at that load (Little's law: rate x mean
-    end-to-end time / replicas)."""
+def reactive_target(params: AutoscalingParams, sample, replicas: int, capacity_rps: float) -> dict:
+    """The reactive policy's target when ``replicas`` serve ``target_load`` of their capacity (``capacity_rps``)
+    on ``sample`` (the busiest hour's requests): the arrival rate per replica (``rps``), or the requests in the
+    system per replica (``concurrency``: waiting + running), from a simulation at that load (Little's law:
+    rate x mean end-to-end time / replicas)."""
     from workbench.sim.simulate import simulate
 
-    rate = params.target_load * curve(replicas)
-    sample = curve.sample.time_scaled(rate / curve.sample.mean_rate_rps)
-    res = simulate(sample, params.config(num_gpus=replicas), latency=curve.step)
+    rate = params.target_load * capacity_rps
+    res = simulate(sample.time_scaled(rate / sample.mean_rate_rps), params.config(num_gpus=replicas),
+                   latency=params.step_model())
     s = res.summary
     concurrency = s["offered_rps"] * s["e2e_mean_s"] / replicas
     target = rate / replicas if params.reactive_metric == "rps" else concurrency
