@@ -8,7 +8,8 @@ The issue's target: a day-long trace of 10 million requests with autoscaling sim
   requests/s on average, 215 at the busiest hour, 14 at the quietest); its generation is timed apart (the
   synthetic rows are cached on disk after the first run).
 * The run: ``continuous_fcfs`` (vLLM v1: chunked prefill, 2,048 tokens per step) on OPT-13B / A100 replicas
-  (the default step-time profile and its KV cache), judged on TTFT <= 2 s and TPOT <= 100 ms; the reactive
+  (the default step-time profile and its KV cache), arrivals to the replica with the fewest outstanding
+  requests (``--router round_robin``: each in turn), judged on TTFT <= 2 s and TPOT <= 100 ms; the reactive
   ``threshold`` autoscaler holding 1.5 arriving requests/s per replica (80% of what a replica sustains at that
   SLA on this trace: 1.5-1.9 requests/s), averaged over 60 s, checked every 15 s, scale-down stabilised over
   300 s, cold starts of 120 s, up to 400 replicas (``--metric concurrency --target 8`` holds the requests in
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=1.5,
                     help="its target per replica (requests/s for rps, requests in the system for concurrency)")
     ap.add_argument("--max-replicas", type=int, default=400)
+    ap.add_argument("--router", default="least_outstanding",
+                    help="least_outstanding (the fleet planner's: O(replicas) a request) or round_robin (O(1))")
     args = ap.parse_args()
 
     import workbench as wb
@@ -50,13 +53,14 @@ def main() -> None:
           f"({len(trace) / trace.arrival_s[-1]:.1f} requests/s on average); built in {time.perf_counter() - t:.1f} s "
           f"(CPU {time.process_time() - c:.1f} s)")
     step = profiles.default_step_model()
-    serving = dict(scheduler="continuous_fcfs", chunked_prefill=True, max_num_batched_tokens=2048, ttft_sla_s=2.0,
-                   tpot_sla_s=0.1, **profiles.profile_config_fields(profiles.DEFAULT_PROFILE))
+    serving = dict(scheduler="continuous_fcfs", router=args.router, chunked_prefill=True, max_num_batched_tokens=2048,
+                   ttft_sla_s=2.0, tpot_sla_s=0.1, **profiles.profile_config_fields(profiles.DEFAULT_PROFILE))
     cfg = wb.SimConfig(num_gpus=8, autoscaler="threshold", autoscale_metric=args.metric,
                        autoscale_target=args.target, max_replicas=args.max_replicas, cold_start_s=120.0,
                        scale_down_after_s=300.0, autoscale_interval_s=15.0, **serving)
     print(f"step-time model: {step.describe()}")
-    print(f"autoscaling: threshold on {cfg.autoscale_metric} = {cfg.autoscale_target:g} per replica, every "
+    print(f"router: {cfg.router}; autoscaling: threshold on {cfg.autoscale_metric} = {cfg.autoscale_target:g} per "
+          f"replica, every "
           f"{cfg.autoscale_interval_s:g} s, cold start {cfg.cold_start_s:g} s, scale-down after "
           f"{cfg.scale_down_after_s:g} s, replicas in [{cfg.min_replicas}, {cfg.max_replicas}]")
     wb.simulate(trace.head(20_000), cfg, latency=step)   # warm-up: compile or load the engine's cache
