@@ -3,15 +3,19 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# exact versions of every package (transitive ones too): installs take them as pip constraints; `make lock` refreshes
+LOCK   := requirements/lock.txt
+PIP_INSTALL := $(PY) -m pip install --quiet -c $(LOCK)
 # one pytest worker per core (pytest-xdist), a test handed to whichever worker is free
 PYTEST_ARGS ?= -n auto --dist worksteal
 
-.PHONY: setup run test bench lab clean
+.PHONY: setup run test bench lab lock clean
 
-$(STAMP): pyproject.toml
+# a changed pyproject.toml or lock reinstalls (packages whose version the lock changed are replaced)
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,8 +41,13 @@ LAB_FLAGS := --ContentsManager.hide_globs='["__pycache__", "*.pyc", "*.py", ".ip
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lab: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[lab]"
+	$(PIP_INSTALL) -e ".[lab]"
 	$(VENV)/bin/jupyter lab notebooks/ $(LAB_FLAGS) $(ROOT_FLAG) $(ARGS)
+
+# Refresh the lock: a fresh venv in a temporary folder, an unpinned install of pyproject.toml's dependencies (dev and
+# lab extras too), `pip freeze --all` into $(LOCK), environment.yml's pins rewritten; then `make test`, and commit both.
+lock:
+	$(PYTHON) requirements/refresh_lock.py
 
 clean:
 	rm -rf $(VENV) data/cache

@@ -13,7 +13,10 @@ sweeps that run every test first (:func:`workbench.study.orchestrate.suite.preco
   system: less disturbed by other load on the machine than wall time; CPU / wall near 2 means both cores
   were busy; a worker that exits before the count loses its time, so read it as a lower bound);
 * per notebook, the tests computed and the tests reused (the same test in another step: step 1 -> step 2 ->
-  step 3 -> comparison), and the simulations they ran (one replay each, plus the capacity search's probes).
+  step 3 -> comparison), and the simulations they ran (one replay each, plus the capacity search's probes);
+* how long the suite's own process spent compiling the engines (numba), and whether their cache
+  (:mod:`workbench.sim.jit_cache`: once per machine) was cold: a first run on this machine, or with an empty
+  ``WORKBENCH_NUMBA_CACHE_DIR``, compiles; every later one, in any clone with the same engine code, loads.
 
 The target (issue 16): the whole default suite within 120 s of wall time on the 2-core machine.  The machine
 is shared with other work: compare the CPU column across runs rather than the wall column.
@@ -93,12 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_suite: {' '.join(argv)}")
     print(f"{'notebook':<34} {'wall s':>8} {'CPU s':>8} {'CPU/wall':>8} {'computed':>9} {'reused':>7} "
           f"{'sims':>6}")
+    from workbench.sim import jit_cache
+
+    cold = jit_cache.cache_is_cold()
     t_start = time.perf_counter()
     cpu0 = _own_cpu_s()
     precompute(options, progress=False)    # as run_suite: every test first, as two sweeps
     wall, cpu = time.perf_counter() - t_start, _own_cpu_s() - cpu0
     total_wall, total_cpu = wall, cpu
     print(f"{'tests (two sweeps)':<34} {wall:8.1f} {cpu:8.1f} {cpu / wall if wall else 0:8.2f}", flush=True)
+    print(f"  {'of which compiling the engines':<32} {jit_cache.compile_seconds():8.1f}   "
+          f"(numba cache {'cold' if cold else 'warm'}: {jit_cache.cache_folder()})")
     for notebook in SUITE_NOTEBOOKS:
         if notebook.selected(options):
             where = folder / COMPARE if notebook.name == COMPARE else folder

@@ -61,6 +61,24 @@ def run_script_json(script: str, *, disable_jit: bool) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def assert_same_results(compiled: dict, python: dict, *, rel: float = 1e-9, path: str = "") -> None:
+    """Two runs' results (nested dicts of name -> number lists, as :func:`run_script_json` returns them) agree:
+    the same keys and shapes, integers exactly, floats to ``rel`` (the compiled engine and plain Python follow
+    the same arithmetic; the tolerance leaves room for how a compiler may order it), NaN where the other has NaN."""
+    assert compiled.keys() == python.keys(), path
+    for key, a in compiled.items():
+        where = f"{path}/{key}"
+        if isinstance(a, dict):
+            assert_same_results(a, python[key], rel=rel, path=where)
+            continue
+        x, y = np.asarray(a), np.asarray(python[key])      # JSON integers stay integers, floats floats
+        assert x.shape == y.shape and x.dtype.kind == y.dtype.kind, where
+        if x.dtype.kind in "iub":
+            np.testing.assert_array_equal(x, y, err_msg=where)
+        else:
+            np.testing.assert_allclose(x, y, rtol=rel, atol=0, equal_nan=True, err_msg=where)
+
+
 def small_trace_arrays(n: int = SMALL_TRACE_REQUESTS, seed: int = 7) -> dict[str, np.ndarray]:
     """Poisson arrivals at 20 req/s and long-tailed prompt/output lengths, from ``seed``."""
     rng = np.random.default_rng(seed)

@@ -421,16 +421,21 @@ def light_run():
 
 def test_calibrate_takes_one_run_and_refuses_bad_options(light_run):
     step = default_step_model()
-    one = wb.calibrate(step, light_run, max_iter=1)
-    listed = wb.calibrate(step, [light_run], max_iter=1)
+    one = wb.calibrate(step, light_run, max_evaluations=120)
+    listed = wb.calibrate(step, [light_run], max_evaluations=120)
     assert one.coefficients().tolist() == listed.coefficients().tolist()
     for kwargs, message in [
-            (dict(max_iter=0), "max_iter: must be an integer >= 1, got 0"),
-            (dict(max_iter=2.5), "max_iter: must be an integer >= 1 (a whole number"),
-            (dict(damping=0), "damping: must be in (0, 1], got 0"),
-            (dict(tol=float("nan")), "tol: must be a finite number > 0, got nan"),
-            (dict(thresholds=[16, "x"]), "thresholds: must be an integer >= 1, got 'x'"),
-            (dict(fit_token_overhead="no"), "fit_token_overhead: must be True or False, got 'no'"),
+            (dict(max_evaluations=0), "max_evaluations: must be an integer >= 1, got 0"),
+            (dict(max_evaluations=2.5), "max_evaluations: must be an integer >= 1 (a whole number"),
+            (dict(budget_s=0), "budget_s: must be > 0 s, got 0"),
+            (dict(seed=-1), "seed: must be an integer >= 0, got -1"),
+            (dict(max_training_error="5%"), "max_training_error: must be a finite number > 0, got '5%'"),
+            (dict(proxy="no"), "proxy: must be True or False, got 'no'"),
+            (dict(stages=[30.0, 10.0]), "stages: stage boundaries must increase strictly, got [30.0, 10.0]"),
+            (dict(stages=[500.0]), "stages: stage 1 (from 500 s) holds no request of the run"),
+            (dict(stages={"other": [1.0]}), "stages: names no training run ['other']"),
+            (dict(free="decode_x"), "free: unknown term(s) ['decode_x']; the terms are ['prefill_fixed'"),
+            (dict(max_iter=3), "calibrate: max_iter apply to disaggregated runs; vLLM runs take stages, proxy"),
             (dict(cfg="continuous_fcfs"), "cfg: must be a SimConfig, or None")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             wb.calibrate(step, [light_run], **kwargs)
@@ -445,13 +450,15 @@ def test_calibrate_refuses_a_run_with_an_infinite_measured_time(light_run):
                            light_run.setup)
     with pytest.raises(ValueError, match=re.escape(f"{light_run.name}: request {measured['request_id'].iloc[7]}: "
                                                    "measured e2e_s = inf, expected a finite number")):
-        wb.calibrate(default_step_model(), [broken], max_iter=1)
+        wb.calibrate(default_step_model(), [broken], max_evaluations=1)
 
 
 def test_calibrate_and_compare_refuse_runs_nothing_of_which_is_served(light_run):
     tiny = light_run.config.replace(kv_blocks=1)
-    with pytest.raises(ValueError, match="every request of vllm-100-1 is rejected by the replay's setup"):
-        wb.calibrate(default_step_model(), [light_run], tiny, max_iter=1)
+    with pytest.raises(ValueError, match=re.escape("cfg: contradicts the run vllm-100-1: request 0 (55 prompt + 4 "
+                                                   "output tokens) was served, but this setup would reject it: it "
+                                                   "needs 4 KV blocks of 16 tokens, more than kv_blocks = 1")):
+        wb.calibrate(default_step_model(), [light_run], tiny, max_evaluations=1)
     res = wb.simulate(light_run.trace, tiny, latency=default_step_model())
     assert res.summary["completed"] == 0
     with pytest.raises(ValueError, match=re.escape("compare_to_measured: the simulation served none of the 100 "
@@ -622,14 +629,14 @@ def test_calibrate_with_pool_latencies_refuses_careless_input(distserve_run):
             ({"prefill": "opt-13b-a100-distserve"}, {}, ValueError, "latency: a disaggregated deployment takes a "
                                                                     "dict with the keys 'prefill' and 'decode'"),
             ({**pools, "link": 1}, {}, ValueError, "unknown key(s) 'link'"),
-            (pools, dict(thresholds="fit"), ValueError, "calibrate: thresholds apply to vLLM runs; the disaggregated "
-                                                        "calibration takes max_iter, tol, prior_weight, damping, name"),
+            (pools, dict(stages=False), ValueError, "calibrate: stages apply to vLLM runs; the disaggregated "
+                                                    "calibration takes max_iter, tol, prior_weight, damping, name"),
             (pools, dict(max_iter=0), ValueError, "max_iter: must be an integer >= 1, got 0"),
             (pools, dict(damping="half"), TypeError, "damping: must be a finite number in (0, 1], got 'half' (str)"),
             (pools, dict(cfg="disaggregated"), TypeError, "cfg: must be a SimConfig, or None"),
-            (3.0, {}, TypeError, "calibrate: step must be a StepTimeModel (disaggregated runs: also a"),
+            (3.0, {}, TypeError, "calibrate: start must be a StepTimeModel (disaggregated runs: also a"),
             ("opt-13b-a100-distserve", dict(cfg=wb.SimConfig(scheduler="continuous_fcfs")), TypeError,
-             "calibrate: step must be a StepTimeModel for vLLM runs")]:
+             "calibrate: start must be a StepTimeModel for vLLM runs")]:
         with pytest.raises(exception, match=re.escape(message)):
             wb.calibrate(latency, [distserve_run], **kwargs)
     measured = distserve_run.measured.copy()
@@ -1135,7 +1142,7 @@ def test_calibrate_and_compare_name_a_run_or_result_of_the_wrong_kind(light_run)
                       config=light_run.config, setup=light_run.setup)
         run = wb.ServingLog(**{**fields, **broken})
         with pytest.raises(ValueError, match=re.escape(message)):
-            wb.calibrate(default_step_model(), [run], max_iter=1)
+            wb.calibrate(default_step_model(), [run], max_evaluations=1)
 
 
 def test_explorer_blames_a_tiny_load_scaling_on_itself():

@@ -146,16 +146,21 @@ def test_fidelity_parameters_are_validated_and_recorded_as_their_part(tmp_path):
     from workbench.study.fidelity.vllm_runs import FidelityParams
 
     folder = tmp_path / "r"
-    FidelityParams(results_dir=str(folder), max_iter=8).claim_results_dir()
-    with pytest.raises(ResultsFolderConflict, match="fidelity_vllm: max_iter: 8 there, 2 here"):
-        FidelityParams(results_dir=str(folder), max_iter="2").claim_results_dir()
-    with pytest.raises(ValueError, match="max_iter: must be an integer >= 1, got 0"):
-        FidelityParams(max_iter=0)
+    FidelityParams(results_dir=str(folder), max_evaluations=800).claim_results_dir()
+    with pytest.raises(ResultsFolderConflict, match="fidelity_vllm: max_evaluations: 800 there, 200 here"):
+        FidelityParams(results_dir=str(folder), max_evaluations="200").claim_results_dir()
+    with pytest.raises(ValueError, match="max_evaluations: must be an integer >= 1, got 0"):
+        FidelityParams(max_evaluations=0)
     with pytest.raises(FileNotFoundError, match=r"runs: 'vllm-999' is not a run in data_dir .* \(no vllm-999.csv "
                                                 r"there; its runs: vllm-100-1, vllm-200-2, vllm-350-3.5\)"):
         FidelityParams(runs="vllm-100-1,vllm-999")
-    params = FidelityParams(runs="vllm-100-1, vllm-200-2", prior_weights="[]", thresholds="16,32")
-    assert (params.runs, params.prior_weights, params.thresholds) == (("vllm-100-1", "vllm-200-2"), (), (16, 32))
+    with pytest.raises(FileNotFoundError, match=r"llmservingsim_runs: no .*H100/Llama-3.1-8B/vllm/requests.jsonl \(the "
+                                                r"GPU folders in llmservingsim_dir: RTX4090, RTXPRO6000\)"):
+        FidelityParams(llmservingsim_runs="RTX4090,H100")
+    with pytest.raises(ValueError, match="llmservingsim_start: "):
+        FidelityParams(llmservingsim_start="llama-3.1-8b-b200")
+    params = FidelityParams(runs="vllm-100-1, vllm-200-2", llmservingsim_runs="RTX4090", split="100")
+    assert (params.runs, params.llmservingsim_runs, params.split) == (("vllm-100-1", "vllm-200-2"), ("RTX4090",), 100)
 
 
 def test_the_disaggregated_notebooks_validate_their_parameters_and_claim_their_part(tmp_path):
@@ -169,8 +174,8 @@ def test_the_disaggregated_notebooks_validate_their_parameters_and_claim_their_p
     with pytest.raises(ResultsFolderConflict, match="fidelity_disagg: max_iter: 3 there, 10 here"):
         DisaggFidelityParams(results_dir=str(folder)).claim_results_dir()
     parts = json.loads((folder / MANIFEST).read_text())["parts"]
-    assert parts["fidelity_disagg"]["max_iter"] == 3 and parts["fidelity_vllm"]["max_iter"] == 8
-    with pytest.raises(ValueError, match="thresholds: the disaggregated calibration keeps the profile's"):
+    assert parts["fidelity_disagg"]["max_iter"] == 3 and parts["fidelity_vllm"]["max_evaluations"] == 800
+    with pytest.raises(TypeError, match="thresholds"):   # a vLLM calibration option the disaggregated one lacks
         DisaggFidelityParams(thresholds="fit")
     with pytest.raises(FileNotFoundError, match=r"runs: 'distserve-c21d11-300-4' is not a run in data_dir .* \(no "
                                                 r"distserve-c21d11-300-4.csv there; its runs: distserve-c21d11-300-12, "):

@@ -11,7 +11,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
 
     from workbench import paths
     from workbench.study.answers import columns
-    from workbench.study.runs.suite import HARDWARE, SuiteOptions, notebook_parameters
+    from workbench.study.orchestrate.suite import HARDWARE, SuiteOptions, notebook_parameters
 
     assert notebook_parameters(SuiteOptions(validate=True), HARDWARE) == {
         "results_dir": str(SuiteOptions().results_path)}

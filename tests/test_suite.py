@@ -108,16 +108,17 @@ def test_the_notebook_command_runs_a_notebook_that_claims_its_own_part_of_a_new_
     parameters is welcome, other parameters are refused before anything runs."""
     results = tmp_path / "fidelity"
     command = [sys.executable, "-m", "workbench", "notebook", "fidelity_vllm", "--no-progress",
-               "-p", "results_dir", str(results), "-p", "prior_weights", "[]", "-p", "max_iter", "2"]
+               "-p", "results_dir", str(results), "-p", "runs", "vllm-100-1,vllm-200-2", "-p", "llmservingsim_runs",
+               "RTX4090", "-p", "max_evaluations", "150"]
     for _ in range(2):
         done = subprocess.run(command, cwd=paths.REPO_ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "fidelity_vllm finished" in done.stdout
     manifest = json.loads((results / "parameters.json").read_text())
-    assert manifest["parts"]["fidelity_vllm"]["max_iter"] == 2 and "parameters" not in manifest
+    assert manifest["parts"]["fidelity_vllm"]["max_evaluations"] == 150 and "parameters" not in manifest
     assert (results / "fidelity_vllm.html").is_file() and (results / "index.html").is_file()
     other = subprocess.run(command[:-1] + ["3"], cwd=paths.REPO_ROOT, capture_output=True, text=True)
-    assert other.returncode == 2 and "max_iter" in other.stderr, other.stderr[-2000:]
+    assert other.returncode == 2 and "max_evaluations" in other.stderr, other.stderr[-2000:]
 
 
 def test_validation_notebook_takes_what_the_suite_passes():

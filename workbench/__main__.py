@@ -301,7 +301,10 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     run, code = _run(lambda: run_notebook(args.name, parameters, folder, progress=not args.no_progress))
     if run is None:
         return code
-    index = report.write_index(folder)
+    # a steps' or the comparison's folder gets the suite's page (analysis.json's answers, the ranking); a study
+    # notebook's folder its own page (unless the notebook was run into a steps' folder: that page links it)
+    study = args.name not in STEPS and args.name != "compare_schedulers" and not report.is_steps_folder(folder)
+    index = report.write_notebook_index(folder) if study else report.write_index(folder)
     print(f"{args.name} finished in {run.wall_s:.1f} s; {display_path(run.html)}, {display_path(index)}")
     return 0
 

@@ -33,6 +33,11 @@ Rules, the same everywhere:
 * lists of integer lists (ragged, e.g. per request the hashes of its prompt's blocks): one flat list of whole
   numbers per item, read exactly as 64-bit integers (never through float), the count of items checked; the
   error names the item and the position in it (``where`` maps the item to a file line);
+* labels (a column naming groups, e.g. which prompt a request sent): one kind for every value, all numbers or
+  all text (a CSV column mixing ``7`` and ``p7`` would make ``7`` and ``7.0`` different groups); empty cells
+  allowed (no group); the error names the two positions of different kinds;
+* a value against a measurement (``scale``): within factors of it, else probably in another unit (a step
+  time in milliseconds against times measured in seconds); the error gives both and the factor;
 * files and folders: a path is text or ``os.PathLike`` and not blank (``""`` would quietly mean the current
   folder); a file must exist and not be a folder; a text file must be UTF-8 (the error names the file, line
   and byte); a CSV's rows have as many fields as its header (an extra field would shift every value into the
@@ -58,8 +63,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["InvalidType", "array", "boolean", "choice", "csv_fields", "existing_file", "instance", "integer",
-           "integer_lists", "integers", "keywords", "names", "number", "numbers", "path", "read_text",
-           "writable_folder"]
+           "integer_lists", "integers", "keywords", "labels", "names", "number", "numbers", "path", "read_text",
+           "scale", "writable_folder"]
 
 
 class InvalidType(TypeError, ValueError):
@@ -265,6 +270,68 @@ def instance(value, name: str, types, *, expected: str, hint: str = ""):
     """``value`` if it is an instance of ``types``, else :class:`InvalidType` saying what was ``expected``."""
     if not isinstance(value, types):
         _fail(name, expected, value, hint, InvalidType)
+    return value
+
+
+def _label_kind(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, (_numbers.Real, np.number)):
+        return "number"
+    if isinstance(value, str):
+        return "number written as text" if _from_text(value) is not None else "text"
+    return type(value).__name__
+
+
+def labels(values, name: str, *, where: Callable[[int], str] | None = None) -> np.ndarray:
+    """Integer codes (0, 1, ... in order of first appearance; -1 for an empty cell: None or NaN) of a sequence of
+    group labels, all numbers (``7`` and ``7.0`` are one label) or all text (surrounding blanks ignored).
+
+    Refused: labels of different kinds (numbers and text, booleans, lists), non-finite numbers; the error names
+    ``where(i)`` (a file line or a row) of the first value of each kind."""
+    items = list(values)
+    place = where if where is not None else (lambda i: f"{name}[{i}]")
+    present = [i for i, v in enumerate(items) if not (v is None or (isinstance(v, float) and math.isnan(v)))]
+    codes = np.full(len(items), -1, np.int64)
+    if not present:
+        return codes
+    kinds = {}
+    for i in present:
+        kinds.setdefault(_label_kind(items[i]), i)
+    first_kind, first_at = next(iter(kinds.items()))
+    if len(kinds) > 1:
+        other_kind, other_at = list(kinds.items())[1]
+        raise InvalidType(f"{name}: a column of mixed types: {_shown(items[first_at])} ({first_kind}) at "
+                          f"{place(first_at)}, {_shown(items[other_at])} ({other_kind}) at {place(other_at)}; use one "
+                          f"kind of label for every row (all numbers or all text), so that equal {name}s mean one "
+                          "group")
+    if first_kind not in ("number", "text", "number written as text"):
+        raise InvalidType(f"{place(first_at)}: {name} is a {first_kind} ({_shown(items[first_at])}); expected a "
+                          "number or a text label")
+    if first_kind == "text":
+        keys = [items[i].strip() for i in present]
+    else:
+        keys = [float(_from_text(items[i]) if isinstance(items[i], str) else items[i]) for i in present]
+        bad = next((i for i, k in zip(present, keys) if not math.isfinite(k)), None)
+        if bad is not None:
+            raise ValueError(f"{place(bad)}: {name} = {_shown(items[bad])}, expected a finite number or a text label")
+    seen: dict = {}
+    for i, key in zip(present, keys):
+        codes[i] = seen.setdefault(key, len(seen))
+    return codes
+
+
+def scale(value: float, name: str, reference: float, *, what: str, reference_what: str, above: float = 20.0,
+          below: float = 1000.0, hint: str = "") -> float:
+    """``value`` (seconds) if it is at most ``above`` times the measured ``reference`` and at least ``reference /
+    below``, else an error giving both: a value that far off is probably in another unit.  (The two factors
+    differ where a measurement bounds the value on one side only: a decode step of one request cannot take
+    longer than the fastest measured TPOT, and may be far shorter than a loaded server's.)"""
+    if value > 0 and reference > 0 and not reference / below <= value <= above * reference:
+        factor = above if value > reference else below
+        raise ValueError(f"{name}: {what} is {value:.4g} s, {value / reference:.3g} times {reference_what} "
+                         f"({reference:.4g} s); more than {factor:g}x {'above' if value > reference else 'below'} "
+                         f"what was measured is another unit, not another server" + (f"; {hint}" if hint else ""))
     return value
 
 

@@ -1,7 +1,7 @@
-"""Every step a replica ran and what it contained, for calibration, from the continuous engine itself.
+"""Every step a replica ran and what it contained, from the continuous engine itself.
 
-:mod:`workbench.study.fidelity.calibration` needs to know which steps each request lived through and what
-each step contained (a step's time is linear in the step-time model's coefficients over these features).
+:func:`step_features` gives each step's features, over which its time is linear in the step-time model's
+coefficients (what a step contained: the checks of the engine's step times use it).
 :func:`replay_steps` runs the compiled engine (:func:`workbench.simulate`, so every rule of
 :mod:`workbench.sim.continuous_engine` applies: vLLM v0.2 or v1, preemption that keeps generated tokens,
 prefix caching) with a step log long enough for the whole run, and expands each logged run of ``k``
@@ -88,6 +88,32 @@ def replay_steps(trace, step: StepTimeModel, cfg) -> StepLog:
                    log_i[row, ceng.S_REPLICA])
 
 
+def step_features(steps: StepLog, model: StepTimeModel) -> np.ndarray:
+    """One row of the 9 step coefficients' features per step (prefill a, b, c; decode a, b, c; large-batch decode
+    a, b, c): the step's time under ``model`` is ``row @ model.coefficients()[:9]``.
+
+    A mixed step (chunked prefill) has both variable parts and one fixed cost, ``max(a_p, a_d)``: its fixed-cost
+    feature goes to the kind whose fixed cost ``model`` makes larger."""
+    threshold = model.decode_large_threshold if model.decode_large is not None else 2**62
+    x = np.zeros((steps.start_s.size, 9))
+    has_prefill = steps.kind != DECODE
+    has_decode = steps.kind != PREFILL
+    mixed = steps.kind == MIXED
+    x[has_prefill, 1], x[has_prefill, 2] = steps.sum_l[has_prefill], steps.sum_l2[has_prefill]
+    large = has_decode & (steps.n >= threshold)
+    small = has_decode & ~large
+    x[small, 4], x[small, 5] = steps.sum_ctx[small], steps.n[small]
+    x[large, 7], x[large, 8] = steps.sum_ctx[large], steps.n[large]
+    a_p = model.prefill[0]
+    a_small = model.decode[0]
+    a_large = model.decode_large[0] if model.decode_large is not None else a_small
+    prefill_fixed = has_prefill & ~(mixed & ((small & (a_small > a_p)) | (large & (a_large > a_p))))
+    x[prefill_fixed, 0] = 1.0
+    x[small & ~prefill_fixed, 3] = 1.0
+    x[large & ~prefill_fixed, 6] = 1.0
+    return x
+
+
 def _decode_terms(step: StepTimeModel, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per step, the decode regime's coefficients (a, b, c) for ``n`` decodes."""
     threshold = step.decode_large_threshold if step.decode_large is not None else math.inf
@@ -95,4 +121,4 @@ def _decode_terms(step: StepTimeModel, n: np.ndarray) -> tuple[np.ndarray, np.nd
     return tuple(np.where(n >= threshold, large[i], step.decode[i]) for i in range(3))
 
 
-__all__ = ["DECODE", "MIXED", "PREFILL", "StepLog", "replay_steps"]
+__all__ = ["DECODE", "MIXED", "PREFILL", "StepLog", "replay_steps", "step_features"]

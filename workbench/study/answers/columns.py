@@ -142,6 +142,11 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "kv_utilization_mean": ("share", "continuous: mean share of the KV-cache blocks in use"),
     "preemptions_total": ("preemptions", "continuous: recompute preemptions (KV cache full)"),
     "requests_preempted": ("requests", "continuous: requests preempted at least once"),
+    "prefill_tokens_computed": ("tokens", "continuous: prompt tokens the replicas computed in prefill steps, "
+                                          "recomputation after preemption included (prefix_caching_at_capacity.csv)"),
+    "prompt_tokens_total": ("tokens", "the replayed trace's prompt tokens, all requests"),
+    "prefill_work_ratio": ("x prompt tokens", "prefill_tokens_computed / prompt_tokens_total: 1 - prefix_hit_rate "
+                                              "without preemptions, more when preempted requests recompute"),
     "dropped": ("requests", "continuous, chunked_prefill=False: preempted requests vLLM v0.2 ignored on readmission "
                             "(prompt + generated tokens over max_num_batched_tokens or the KV cache less its watermark)"),
     "prefix_hit_rate": ("share", "continuous: prompt tokens served from the prefix cache at first admission over all "

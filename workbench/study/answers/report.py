@@ -237,3 +237,115 @@ def write_index(results_dir: str | Path, titles: dict[str, str] | None = None) -
     path = Path(results_dir) / INDEX
     atomic_write_text(path, render_index(results_dir, titles))
     return path
+
+
+# ---------------------------------------------------------------- one notebook's page
+# ``python -m workbench notebook <name>`` runs a study notebook (prefix caching, disaggregation, a fidelity report)
+# into a folder of its own: its page says what that notebook asked and found (its ``<name>_findings.json``), the
+# traces it replayed, its parameters as a table, its figures with captions and its files; the steps' folders keep
+# the page above (their answers are in analysis.json).
+
+NOTEBOOK_CSS = """
+.figure { margin: 1em 0; } .figure img { max-width: 100%; border: 1px solid #ddd; }
+.figure figcaption { font-size: .92em; color: #444; margin-top: .3em; }
+.answer { font-size: 1.05em; background: #f6f8fa; border-left: 4px solid #4a7; padding: .6em 1em; }
+"""
+
+
+def _value_text(value) -> str:
+    """A parameter's value as a reader writes it: lists comma-separated, None as "none", true/false as yes/no."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value_text(v) for v in value) if value else "none"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _parameter_table(parameters: dict) -> str:
+    rows = [(f"<code>{html.escape(str(name))}</code>", html.escape(_value_text(value)))
+            for name, value in parameters.items()]
+    return _table(rows, ("parameter", "value")) if rows else "<p>No parameters recorded.</p>"
+
+
+def _traces_html(traces: list) -> str:
+    if not traces:
+        return "<p>Trace: not recorded by this notebook (see its rendered page).</p>"
+    rows = []
+    for t in traces:
+        kind = ('<span class="badge synthetic">synthetic</span>' if t.get("synthetic")
+                else '<span class="badge real">real</span>')
+        rate = t.get("rate_rps")
+        rows.append((html.escape(str(t.get("label", ""))) + " " + kind, f"{int(t.get('requests', 0)):,}",
+                     "" if rate is None else f"{float(rate):.3g}", html.escape(str(t.get("replayed", "")))))
+    return _table(rows, ("trace", "requests", "mean rate, req/s", "replayed"))
+
+
+def _notebook_section(folder: Path, notebook: str, parameters: dict, titles: dict, heading: bool = True) -> str:
+    from workbench.study.answers.findings import read_findings
+
+    found = read_findings(folder, notebook)
+    title = titles.get(notebook, notebook)
+    parts = [f"<h2>{html.escape(title)}</h2>"] if heading else []
+    rendered = folder / f"{notebook}.html"
+    if rendered.is_file():
+        parts.append(f"<p>The notebook, executed: {_link(rendered.name)}.</p>")
+    if found:
+        parts.append(f"<h3>{html.escape(found.get('question', ''))}</h3>"
+                     f"<p class='answer'>{html.escape(found.get('answer', ''))}</p>")
+        lines = found.get("findings") or []
+        if lines:
+            parts.append("<h3>Findings</h3><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+                         + "</ul>")
+        parts.append("<h3>Traces</h3>" + _traces_html(found.get("traces") or []))
+        for png, caption in (found.get("figures") or {}).items():
+            if (folder / png).is_file():
+                parts.append(f"<figure class='figure'><a href='{html.escape(png)}'><img src='{html.escape(png)}' "
+                             f"alt='{html.escape(caption)}'></a><figcaption>{html.escape(caption)} "
+                             f"({_link(png)})</figcaption></figure>")
+    else:
+        parts.append("<p>This notebook records no findings file; its answers are in its rendered page.</p>")
+    parts.append("<h3>Parameters</h3>" + _parameter_table(parameters))
+    return "".join(parts)
+
+
+def render_notebook_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> str:
+    """The HTML of ``index.html`` for a folder of study notebooks (pure: reads the folder, writes nothing): for each
+    notebook recorded in its ``parameters.json``, the question and answer, findings, traces, figures with captions
+    and parameters (a table), then every file."""
+    from workbench.study.store.folders import MANIFEST
+
+    folder = Path(results_dir)
+    titles = NOTEBOOK_TITLES if titles is None else titles
+    manifest = _read_json(folder / MANIFEST) or {}
+    notebooks = manifest.get("parts") or {}
+    heading = (titles.get(next(iter(notebooks)), next(iter(notebooks))) if len(notebooks) == 1
+               else f"results {folder.name}")
+    sections = "".join(_notebook_section(folder, name, parameters or {}, titles, heading=len(notebooks) > 1)
+                       for name, parameters in notebooks.items()) or "<p>No notebook recorded in this folder.</p>"
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
+            f"<style>{CSS}{NOTEBOOK_CSS}</style></head><body>"
+            f"<h1>LLM Serving Workbench: {html.escape(heading)}</h1>"
+            f"<p>Folder <code>{html.escape(folder.name)}</code>; page written {stamp}.</p>{sections}"
+            f"<h2>Everything in this folder</h2>{_files(folder, titles)}</body></html>")
+
+
+def is_steps_folder(results_dir: str | Path) -> bool:
+    """Whether ``results_dir`` holds the steps' results (their parameters, or analysis.json): its page is the
+    suite's (:func:`render_index`), else the study notebooks' (:func:`render_notebook_index`)."""
+    from workbench.study.store.folders import MANIFEST
+
+    folder = Path(results_dir)
+    manifest = _read_json(folder / MANIFEST) or {}
+    return bool(manifest.get("parameters")) or (folder / "analysis.json").is_file()
+
+
+def write_notebook_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> Path:
+    """Write the study notebooks' ``index.html`` into ``results_dir`` (atomically) and return its path."""
+    path = Path(results_dir) / INDEX
+    atomic_write_text(path, render_notebook_index(results_dir, titles))
+    return path

@@ -92,6 +92,9 @@ DISPLAY = {
     "capacity_error": ("why no load meets the target", str),
     # prefix caching (notebooks/prefix_caching)
     "kv_blocks": ("KV blocks per replica", _whole),
+    "kv_tokens": ("KV cache per replica (tokens)", _whole),
+    "requests_preempted": ("requests preempted", _whole),
+    "prefill_work_ratio": ("prefill tokens computed (x prompt tokens)", lambda v: f"{float(v):.2f}"),
     "router": ("router", str),
     "prefix_caching": ("prefix caching", lambda v: "on" if v else "off"),
     "prefix_hit_rate": ("prefix hit rate", percent),
@@ -111,6 +114,8 @@ DISPLAY = {
     "status": ("status", str),
     "trace": ("trace", str),
     "slo_scale": ("SLO scale", significant),
+    "ttft_scale": ("TTFT scale", significant),
+    "tpot_scale": ("TPOT scale", significant),
     "ttft_s": ("TTFT limit (s)", significant),
     "tpot_s": ("TPOT limit (ms)", _ms),
     "deployment": ("deployment", str),
