@@ -60,6 +60,7 @@ results_dir = "results/default"
 from IPython.display import Markdown, display
 
 from workbench.study.answers import autoscaling as answers
+from workbench.study.answers.findings import trace_record, write_findings
 from workbench.study.present.console import notebook_setup
 from workbench.study.runs import autoscaling as day
 from workbench.study.store.files import write_csv_atomic
@@ -104,17 +105,31 @@ timeline = day.timeline(runs, trace)
 summary = day.summary_table(hourly, runs, params)
 for name, frame in (("hourly", hourly), ("timeline", timeline), ("summary", summary)):
     write_csv_atomic(results / f"autoscaling_{name}.csv", frame)
-answers.plot_day(timeline, plan, day.STRATEGIES,
-                 f"Load and replicas over the day [{trace.label}]\n{params.model} on {params.tp} x {params.gpu} "
-                 f"({params.step_source()} step times); SLA TTFT <= {params.ttft_sla_s:g} s, TPOT <= "
-                 f"{params.tpot_sla_s * 1e3:g} ms", results_dir=results)
+day_title = (f"Load and replicas over the day [{trace.label}]\n{params.model} on {params.tp} x {params.gpu} "
+             f"({params.step_source()} step times); SLA TTFT <= {params.ttft_sla_s:g} s, TPOT <= "
+             f"{params.tpot_sla_s * 1e3:g} ms")
+answers.plot_day(timeline, plan, day.STRATEGIES, day_title, results_dir=results)
 
 # %% [markdown]
 # ## 3. Cost and attainment per hour
 
 # %%
-answers.plot_hourly(hourly, params.attainment,
-                    f"Dollars and SLA attainment per hour ({params.gpus_per_replica} x {params.gpu} per replica at "
-                    f"${params.price:.2f} per GPU-hour)\n[{trace.label}]", results_dir=results)
+hourly_title = (f"Dollars and SLA attainment per hour ({params.gpus_per_replica} x {params.gpu} per replica at "
+                f"${params.price:.2f} per GPU-hour)\n[{trace.label}]")
+answers.plot_hourly(hourly, params.attainment, hourly_title, results_dir=results)
 display(answers.day_table(summary))
-display(Markdown("\n".join(f"* {line}" for line in answers.findings(summary, hourly, plan, params.attainment))))
+
+# %% [markdown]
+# ## What the day says
+
+# %%
+question = "What do a fleet sized for the peak, a plan per hour and reactive autoscaling cost over a day?"
+answer = answers.answer(summary, params.attainment)
+lines = answers.findings(summary, hourly, plan, params.attainment)
+write_findings(results, day.NOTEBOOK, question=question, answer=answer, findings=lines,
+               traces=[trace_record(trace, "over one day of BurstGPT's hour-of-day profile")],
+               figures={"autoscaling_day.png": "The arrival rate and the plan's capacity per hour; each strategy's "
+                                               "replicas provisioned (billed) and active, over the day",
+                        "autoscaling_hourly.png": "Dollars and the share of each hour's requests meeting the SLA, per "
+                                                  "hour and strategy"})
+display(Markdown(f"**{question}** {answer}\n\n" + "\n".join(f"* {line}" for line in lines)))

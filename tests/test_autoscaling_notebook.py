@@ -1,5 +1,7 @@
 """notebooks/autoscaling.ipynb end to end at a tiny size (papermill), the day study's pieces, its parameters."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
     import papermill as pm
 
     from workbench import paths
+    from workbench.study.answers import autoscaling as answers
     from workbench.study.answers import columns
     from workbench.study.orchestrate.suite import AUTOSCALING, SuiteOptions, notebook_parameters
 
@@ -43,6 +46,12 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         assert columns.undocumented_columns(pd.read_csv(out / csv, nrows=1).columns) == [], csv
     for png in ("autoscaling_day.png", "autoscaling_hourly.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    found = json.loads((out / "autoscaling_findings.json").read_text())
+    assert found["notebook"] == "autoscaling" and found["answer"].startswith("Over the day the peak fleet costs $")
+    assert found["answer"] == answers.answer(summary.reset_index(), 0.9)      # the sentence of the rows written
+    assert any(line.startswith("**reactive**") for line in found["findings"])
+    assert found["traces"][0]["synthetic"] and found["traces"][0]["requests"] == 60_000
+    assert set(found["figures"]) == {"autoscaling_day.png", "autoscaling_hourly.png"}
     text = (tmp_path / "nb.ipynb").read_text()
     assert "synthetic" in text and "**reactive**" in text and "of the peak fleet's" in text
     # the capacity planner: the same deployment, the plan from wb.capacity replica count by replica count
@@ -58,6 +67,49 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "autoscaling.ipynb"), str(tmp_path / "nb2.ipynb"),
                             kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
                             parameters={**parameters, "num_requests": 50_000})
+
+
+def _day_tables(hours_below: list[int]):
+    """A day summary and its hours by hand: the peak fleet 4 replicas at $5 for 24 h ($480), the plan $300, the
+    reactive policy $250; ``hours_below[i]`` hours under the target for strategy i (hours 0, 1, 2... fail)."""
+    names = ["peak fleet", "plan schedule", "reactive"]
+    cost = [480.0, 300.0, 250.0]
+    summary = pd.DataFrame({"strategy": names, "gpu_hours": [96.0, 60.0, 50.0], "cost_usd": cost,
+                            "slo_attainment": [0.99, 0.97, 0.95], "hours_below_target": hours_below,
+                            "cold_starts": [0, 12, 30], "share_of_peak_cost": [1.0, 300 / 480, 250 / 480]})
+    hourly = pd.DataFrame([{"strategy": name, "hour": h, "slo_attainment": 0.5 if h < below else 0.95}
+                           for name, below in zip(names, hours_below) for h in range(24)])
+    return summary, hourly
+
+
+@pytest.mark.parametrize("hours_below, kept, missed, cheapest", [
+    ([0, 0, 2], "Peak fleet and plan schedule keep", "2 hours by reactive", "The cheapest that keeps it: plan schedule "
+                                                                            "($300)."),
+    ([0, 0, 0], "Peak fleet, plan schedule and reactive keep", None, "The cheapest that keeps it: reactive ($250)."),
+    ([0, 1, 2], "Peak fleet keeps", "1 hour by plan schedule and 2 hours by reactive",
+     "The cheapest that keeps it: peak fleet ($480)."),
+    ([3, 1, 1], "None keeps", "3 hours by peak fleet, 1 hour by plan schedule and 1 hour by reactive",
+     "in the fewest hours (1), the cheapest: reactive ($250)."),
+])
+def test_the_answer_says_what_each_costs_and_which_keep_the_target_by_hand(hours_below, kept, missed, cheapest):
+    from workbench.study.answers import autoscaling as answers
+
+    summary, hourly = _day_tables(hours_below)
+    text = answers.answer(summary, 0.9)
+    assert text.startswith("Over the day the peak fleet costs $480, plan schedule $300 (62% of it) and reactive $250 "
+                           "(52% of it). ")
+    assert f"{kept} the SLA for 90% of the requests in every hour" in text
+    assert (f"the target is missed in {missed}." in text) if missed else "missed" not in text
+    assert text.endswith(cheapest)
+    plan = pd.DataFrame({"hour": np.arange(24), "replicas": np.r_[np.full(12, 2), np.full(12, 4)]})
+    plan.loc[15, "replicas"] = 5
+    lines = answers.findings(summary, hourly, plan, 0.9)
+    assert lines[0] == ("The plan needs 2 to 5 replicas over the day (73 replica-hours against 120 for a fleet sized "
+                        "for the busiest hour, 15h).")
+    assert lines[3] == ("**reactive**: 50.0 GPU-hours, $250, 52% of the peak fleet's $480; 95.0% of the day's requests "
+                        "meet the SLA, " + ("under the 90% target in hour(s) 0h, 1h" if hours_below[2] == 2 else
+                                           "under the 90% target in hour(s) 0h" if hours_below[2] == 1 else
+                                           "at or above the 90% target every hour") + "; 30 cold starts.")
 
 
 def test_the_plan_is_the_fewest_replicas_covering_each_hour():

@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from workbench.study.present import palette
 from workbench.study.present.figures import finish_figure
+from workbench.study.present.text import join_and as _and
 
 HOUR_S = 3600.0
 
@@ -119,3 +120,30 @@ def findings(summary: pd.DataFrame, hourly: pd.DataFrame, plan: pd.DataFrame, ta
                      f"{row.slo_attainment:.1%} of the day's requests meet the SLA, {when}"
                      + (f"; {int(row.cold_starts)} cold starts" if row.cold_starts else "") + ".")
     return lines
+
+
+def answer(summary: pd.DataFrame, target: float) -> str:
+    """The title question answered from the day's rows: what each way of serving the day costs against the peak
+    fleet, which of them keep the attainment target in every hour, and the cheapest that does."""
+    s = summary.set_index("strategy").loc[_strategies(summary)]
+    peak = s.loc["peak fleet"]
+    costs = [f"the peak fleet costs ${peak.cost_usd:,.0f}"] + [
+        f"{name} ${row.cost_usd:,.0f} ({row.share_of_peak_cost:.0%} of it)"
+        for name, row in s.iterrows() if name != "peak fleet"]
+    kept = s[s.hours_below_target == 0]
+    missed = s[s.hours_below_target > 0]
+    every = f"the SLA for {target:.0%} of the requests in every hour"
+    text = f"Over the day {_and(costs)}. "
+    misses = _and([f"{int(row.hours_below_target)} hour{'s' if row.hours_below_target > 1 else ''} by {name}"
+                   for name, row in missed.iterrows()]) if len(missed) else ""
+    if len(kept):
+        names = _and(list(kept.index))
+        text += f"{names[0].upper()}{names[1:]} {'keeps' if len(kept) == 1 else 'keep'} {every}"
+        text += (f"; the target is missed in {misses}." if misses else ".")
+        text += f" The cheapest that keeps it: {kept.cost_usd.idxmin()} (${kept.cost_usd.min():,.0f})."
+    else:
+        fewest = missed[missed.hours_below_target == missed.hours_below_target.min()]
+        text += (f"None keeps {every}: the target is missed in {misses}. Of those missing it in the fewest hours "
+                 f"({int(fewest.hours_below_target.iloc[0])}), the cheapest: {fewest.cost_usd.idxmin()} "
+                 f"(${fewest.cost_usd.min():,.0f}).")
+    return text

@@ -8,6 +8,7 @@
 * :func:`floor_sentence`: the share of requests no load can bring within the SLA
   (the figures draw it as the "floor"; the capacity search computes it as
   ``1 - capacity_attainable``): always said as a floor, never as its complement;
+* :func:`join_and`: "a, b and c";
 * :data:`NOTEBOOK_TITLES`: each notebook of the study by its title (the suite's summary, ``index.html``'s links).
 """
 
@@ -73,4 +74,11 @@ def floor_sentence(floor: float, sla: str = "the SLA") -> str:
             "violation rate below it.")
 
 
-__all__ = ["NOTEBOOK_TITLES", "SCHEDULER_SENTENCES", "floor_sentence", "scheduler_sentence", "schedulers_markdown"]
+def join_and(items) -> str:
+    """``items`` as a sentence lists them: "a", "a and b", "a, b and c"."""
+    items = [str(item) for item in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+__all__ = ["NOTEBOOK_TITLES", "SCHEDULER_SENTENCES", "floor_sentence", "join_and", "scheduler_sentence",
+           "schedulers_markdown"]

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 NOTEBOOK = "autoscaling"
 OUTPUTS = ("autoscaling_plan.csv", "autoscaling_hourly.csv", "autoscaling_timeline.csv", "autoscaling_summary.csv",
-           "autoscaling_day.png", "autoscaling_hourly.png")
+           "autoscaling_day.png", "autoscaling_hourly.png", "autoscaling_findings.json")
 STRATEGIES = ("peak fleet", "plan schedule", "reactive")
 REACTIVE_METRICS = ("rps", "concurrency")
 PLANNERS = ("plan_fleet", "capacity")
