@@ -296,6 +296,13 @@ def test_a_new_policy_is_one_class():
     (dict(autoscaler="schedule"), "replica_schedule: the schedule autoscaler needs"),
     (dict(autoscaler="schedule", replica_schedule=(1, 0)), "replica_schedule"),
     (dict(autoscaler="schedule", replica_schedule=(2, 9), max_replicas=4, num_gpus=2), "above max_replicas"),
+    (dict(autoscaler="schedule", replica_schedule=(3, 1, 4), min_replicas=2, num_gpus=3),
+     r"replica_schedule/min_replicas: the bounds contradict the schedule: period 1 asks for 1 replica\(s\), below "
+     "min_replicas=2, which would override it; lower min_replicas or raise the schedule's counts"),
+    (dict(autoscaler="threshold", min_replicas=5, max_replicas=3, num_gpus=5), "lower min_replicas or raise "
+                                                                               "max_replicas"),
+    (dict(autoscaler="threshold", min_replicas=0, max_replicas=3), "min_replicas: must be an integer >= 1"),
+    (dict(autoscaler="threshold", max_replicas=0), "max_replicas: must be an integer >= 1"),
     (dict(autoscaler="threshold", max_replicas=4, autoscale_metric="kv", autoscale_target=70), "share in"),
     (dict(autoscaler="threshold", max_replicas=4, autoscale_metric="latency"), "autoscale_metric"),
     (dict(autoscaler="hpa"), "autoscaler"),

@@ -71,8 +71,12 @@ def test_inverse_undoes_cumulative(pieces, last_rate):
 
 
 @pytest.mark.parametrize("times, rates, match", [
-    ([], [], "empty"),
-    ([0, 1], [1, -1], "negative"),
+    ([], [], "times_s: empty; a rate profile needs at least two knots, e.g. RateProfile.constant"),
+    ([0, 1], [], "rates_rps: empty"),
+    ([0, 1], [1, -1], r"rates_rps\[1\] = -1 is negative: an arrival rate is >= 0 \(0 for a pause\); correct it$"),
+    ([0, 1, 2], [1, -1, -3], r"rates_rps\[1\] = -1 is negative: .* \(2 negative values in all\)"),
+    ([-1, 1], [1, 1], r"times_s\[0\] = -1 is negative: a knot's time is seconds from the profile's start"),
+    ([0, 1], [1, 2, 3], r"rates_rps: 3 rates for 2 knot times \(times_s\); give one rate per knot"),
     ([0, 2, 1], [1, 1, 1], "before"),
     ([1, 2], [1, 1], "starts at 0"),
     ([0, 1], [0, 0], "every rate is 0"),
@@ -86,10 +90,15 @@ def test_bad_profiles_are_refused(times, rates, match):
 
 
 def test_bad_hourly_profiles_are_refused():
-    with pytest.raises(ValueError, match="24 values"):
+    with pytest.raises(ValueError, match="hourly_rps: must have 24 values, one mean rate .* per hour of the day from "
+                                         "00:00, got 23$"):
         RateProfile.from_hourly(np.ones(23))
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match=r"hourly_rps: must have 24 values, .*got 0 \(empty\)"):
+        RateProfile.from_hourly([])
+    with pytest.raises(ValueError, match=r"hourly_rps\[0\] = -1 is negative: an hour's mean arrival rate is >= 0"):
         RateProfile.from_hourly(np.r_[-1.0, np.ones(23)])
+    with pytest.raises(ValueError, match="hourly_rps: must be 1-D"):
+        RateProfile.from_hourly(np.ones((2, 24)))
     with pytest.raises(ValueError, match="every hour's rate is 0"):
         RateProfile.from_hourly(np.zeros(24))
     sharp = np.r_[100.0, np.zeros(23)]   # one busy hour: linear pieces through it would dip below 0

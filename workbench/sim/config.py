@@ -394,6 +394,11 @@ class SimConfig:
         if self.replica_schedule and max(self.replica_schedule) > maximum:
             raise ValueError(f"replica_schedule: asks for {max(self.replica_schedule)} replicas, above max_replicas="
                              f"{maximum}; raise max_replicas or lower the schedule")
+        if self.replica_schedule and min(self.replica_schedule) < self.min_replicas:
+            i = self.replica_schedule.index(min(self.replica_schedule))
+            raise ValueError(f"replica_schedule/min_replicas: the bounds contradict the schedule: period {i} asks for "
+                             f"{self.replica_schedule[i]} replica(s), below min_replicas={self.min_replicas}, which "
+                             "would override it; lower min_replicas or raise the schedule's counts")
 
     @property
     def max_replicas_effective(self) -> int | None:

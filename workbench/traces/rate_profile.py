@@ -47,6 +47,9 @@ class RateProfile:
 
     def __post_init__(self) -> None:
         times = _knot_array(self.times_s, "times_s", what="seconds")
+        if np.ndim(self.rates_rps) == 1 and 0 < np.size(self.rates_rps) != times.size:
+            raise ValueError(f"rates_rps: {np.size(self.rates_rps)} rates for {times.size} knot times (times_s); give "
+                             "one rate per knot")
         rates = _knot_array(self.rates_rps, "rates_rps", what="requests per second", length=times.size)
         if times.size < 2:
             raise ValueError(f"times_s: a rate profile needs at least two knots (its start and its end), got "
@@ -95,7 +98,11 @@ class RateProfile:
         given mean exactly (knot ``k_h`` with ``(k_{h-1} + 6 k_h + k_{h+1}) / 8 = mean_h``, cyclically); refused
         when a knot would be negative (a swing too sharp for linear pieces: use ``smooth=False``).
         """
-        means = checks.array(hourly_rps, "hourly_rps", low=0, length=24, what="requests per second")
+        if not isinstance(hourly_rps, (str, bytes)) and np.ndim(hourly_rps) == 1 and np.size(hourly_rps) != 24:
+            raise ValueError(f"hourly_rps: must have 24 values, one mean rate (requests/s) per hour of the day from "
+                             f"00:00, got {np.size(hourly_rps)}" + ("" if np.size(hourly_rps) else " (empty)"))
+        means = _non_negative(checks.array(hourly_rps, "hourly_rps", length=24, what="requests per second"),
+                              "hourly_rps", "an hour's mean arrival rate is >= 0 (0 for an idle hour)")
         days = checks.integer(days, "days", low=1, high=100_000)
         if not means.any():
             raise ValueError("hourly_rps: every hour's rate is 0, so no request can arrive")
@@ -232,7 +239,20 @@ def _knot_array(values, name: str, *, what: str, length: int | None = None) -> n
     if np.size(values) == 0:
         raise ValueError(f"{name}: empty; a rate profile needs at least two knots, e.g. "
                          "RateProfile.constant(rate_rps, duration_s)")
-    return checks.array(values, name, low=0, length=length, what=what).copy()
+    array = checks.array(values, name, length=length, what=what).copy()
+    fix = ("a knot's time is seconds from the profile's start (0)" if name == "times_s" else
+           "an arrival rate is >= 0 (0 for a pause)")
+    return _non_negative(array, name, fix)
+
+
+def _non_negative(values: np.ndarray, name: str, fix: str) -> np.ndarray:
+    """``values``, refused at the first negative one with ``fix`` (what the number is, what to give)."""
+    below = np.flatnonzero(values < 0)
+    if below.size:
+        i = int(below[0])
+        raise ValueError(f"{name}[{i}] = {values[i]:g} is negative: {fix}; correct it"
+                         + (f" ({below.size} negative values in all)" if below.size > 1 else ""))
+    return values
 
 
 def source_intensity(arrival_s: np.ndarray, window_s: float | None) -> np.ndarray:
