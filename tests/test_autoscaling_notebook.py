@@ -176,6 +176,20 @@ def test_bad_parameters_are_refused_by_name(kwargs, message):
         day.AutoscalingParams(**kwargs)
 
 
+@pytest.mark.parametrize("planner, reason", [
+    ("capacity", "the target cannot be met at any load: only 0.0% of the requests could meet TTFT <= 0.01 s"),
+    ("plan_fleet", "no fleet serves the hour: No candidate meets TTFT <= 0.01 s .* the limit that binds is TTFT"),
+])
+def test_an_sla_no_fleet_meets_names_the_hour_and_the_binding_limit(planner, reason):
+    """A TTFT limit the requests miss even alone: refused at the first hour with what binds, at once (the capacity
+    planner used to add replicas one by one up to 100,000, each finding no load that meets it)."""
+    params = day.AutoscalingParams(num_requests=20_000, ttft_sla_s=0.01, planner=planner, results_dir="unused")
+    trace = params.trace()
+    with pytest.raises(ValueError, match=rf"^hour 0 \([0-9.]+ requests/s at its busiest, planner='{planner}'\): "
+                                         + reason):
+        day.provisioning_plan(trace, day.hourly_load(trace, params.profile()), params)
+
+
 def test_the_deployment_is_the_fleet_planners():
     """The study's replicas are the fleet planner's colocated replicas: measured step times for OPT-13B on an
     A100 (DistServe's profile), the roofline elsewhere; its price; vLLM's KV cache."""

@@ -232,7 +232,9 @@ class CapacityCurve:
         self._found: dict[int, float] = {}
 
     def __call__(self, n: int) -> float:
-        from workbench.study.runs.capacity import CapacityError, capacity
+        """Raises :class:`~workbench.study.runs.capacity.CeilingError` when no load meets the SLA on any number of
+        replicas (the requests alone miss it)."""
+        from workbench.study.runs.capacity import CapacityError, CeilingError, capacity
 
         if n not in self._found:
             per_replica = self.per_replica()
@@ -241,6 +243,8 @@ class CapacityCurve:
                                  attainment=self.params.attainment, latency=self.step,
                                  hint_rps=per_replica * n if per_replica else None)
                 self._found[n] = found.capacity_rps
+            except CeilingError:   # the requests alone miss it: no count of replicas helps
+                raise
             except CapacityError as exc:   # no load meets the SLA on n replicas
                 log.info("%d replica(s): %s", n, exc)
                 self._found[n] = 0.0
@@ -296,7 +300,11 @@ def provisioning_plan(trace, load: pd.DataFrame, params: AutoscalingParams) -> t
     samples, rows, guess = {}, [], None
     for hour, rate in zip(load.hour, load.peak_rps):
         samples[int(hour)] = hour_sample(trace, int(hour), params)
-        found = fleet_for_hour(samples[int(hour)], float(rate), params, step, guess)
+        try:
+            found = fleet_for_hour(samples[int(hour)], float(rate), params, step, guess)
+        except ValueError as exc:
+            raise ValueError(f"hour {int(hour)} ({float(rate):.3g} requests/s at its busiest, planner="
+                             f"{params.planner!r}): {exc}") from exc
         guess = found.pop("per_replica") or guess
         rows.append(found)
     plan = pd.concat([load.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
