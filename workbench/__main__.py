@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--step3-only", action="store_true",
                       help="run step 3 (K-bins); uses step 2's results already in --results-dir")
     suite.add_argument("--best-gpu-count", type=_positive_int, default=None, metavar="N",
-                       help="GPU count for step 3 (default: step 2's best GPU count)")
+                       help="GPU count for step 3 (default: the GPUs step 2 found the trace needs)")
     suite.add_argument("--max-requests", type=_positive_int, default=1_000_000, metavar="N",
                        help="requests per test; step 1 goes up to it in 10x steps (default 1000000)")
     suite.add_argument("--max-gpus", type=_positive_int, default=100, metavar="N",
