@@ -196,12 +196,17 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "fleet": ("", "fleet: the fleet in words, e.g. '6 x l40s (tp1)' or '2xP(tp1) + 3xD(tp2) on h100-sxm' (empty "
                   "when no size of the candidate was simulated)"),
     "gpus": ("GPUs", "fleet: GPUs of the fleet (replicas x tp, or both pools' instances x their TP)"),
-    "replicas": ("replicas", "fleet: colocated replicas (disaggregated: prefill plus decode instances)"),
+    "replicas": ("replicas", "fleet: colocated replicas (disaggregated: prefill plus decode instances); autoscaling "
+                             "(autoscaling_plan.csv): the plan's count for the hour, the fewest whose capacity covers "
+                             "peak_rps"),
     "dollars_per_hour": ("USD/h", "fleet: gpus x price_per_gpu_hour"),
     "dollars_per_million_output_tokens": ("USD", "fleet: dollars_per_hour over the output tokens an hour at "
                                                  "rate_rps brings (rate_rps x mean output tokens x 3600), per million"),
     "rate_rps": (REQ_S, "fleet: the load planned for (the trace's own rate, or the rate it was replayed at)"),
-    "headroom": ("share", "fleet: capacity_rps / rate_rps - 1: how much more load the fleet keeps the SLA at"),
+    "slo_attainment_at_peak": ("share", "autoscaling: the plan's fleet's SLO attainment on the hour's requests "
+                                        "at peak_rps, as the planner simulated it (empty with planner=capacity)"),
+    "headroom": ("share", "fleet: capacity_rps / rate_rps - 1: how much more load the fleet keeps the SLA at; "
+                          "autoscaling: capacity_rps / peak_rps - 1 for the plan's replicas"),
     "step_source": ("", "fleet: where the step times come from: measured (a registered profile of that model, GPU "
                         "and TP) or roofline (estimated from config.json and the spec sheet, not measured)"),
     "bound_gpus": ("GPUs", "fleet: the fewest GPUs the bound allows (workbench.study.runs.fleet_bound: never more "
@@ -224,6 +229,35 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
                       "cheaper GPU type)"),
     "holds": ("bool", "fleet: the neighbour misses the SLA or costs more, as it must if the answer is the cheapest"),
     "note": ("", "fleet: why a neighbour was not simulated, or what it is compared on"),
+    # a day of changing load (notebooks/autoscaling.ipynb: autoscaling_plan.csv, autoscaling_hourly.csv,
+    # autoscaling_timeline.csv, autoscaling_summary.csv)
+    "hour": ("h", "autoscaling: the hour of the day, 0-23"),
+    "requests": ("requests", "autoscaling: requests arriving in the hour"),
+    "mean_rps": (REQ_S, "autoscaling: the hour's mean arrival rate"),
+    "peak_rps": (REQ_S, "autoscaling: the highest arrival rate within the hour (of the day's rate profile)"),
+    "strategy": ("", "autoscaling: how the day is served: peak fleet (the plan's largest count all day), plan "
+                     "schedule (the plan's count per hour), reactive (the threshold autoscaler)"),
+    "replicas_mean": ("replicas", "autoscaling: replicas provisioned on average (billed: starting, active or "
+                                  "draining) over the hour or the day"),
+    "gpu_hours": ("GPU-hours", "autoscaling: replica-seconds provisioned in the hour (or day) x GPUs per replica / "
+                               "3600"),
+    "cost_usd": ("USD", "autoscaling: gpu_hours x the GPU's price per hour"),
+    "met_slo": ("requests", "autoscaling: requests arriving in the hour that met TTFT and TPOT limits"),
+    "time_s": ("s", "autoscaling: time of day at the end of the timeline's 5-minute step"),
+    "arrival_rps": (REQ_S, "autoscaling: the arrival rate over the 5-minute step"),
+    **{f"{strategy}_{what}": ("replicas", f"autoscaling: replicas of the {strategy.replace('_', ' ')} strategy "
+                                          f"{'provisioned (starting, active or draining)' if what == 'provisioned' else 'active (taking new requests)'} "
+                                          "at time_s")
+       for strategy in ("peak_fleet", "plan_schedule", "reactive") for what in ("provisioned", "active")},
+    "hours_below_target": ("hours", "autoscaling: hours whose SLO attainment is below the attainment target"),
+    "replicas_max": ("replicas", "autoscaling: most replicas active or starting at a control instant"),
+    "replicas_min": ("replicas", "autoscaling: fewest replicas active or starting at a control instant"),
+    "cold_starts": ("replicas", "autoscaling: replicas started during the run (each a cold start)"),
+    "cold_starts_cancelled": ("replicas", "autoscaling: cold starts cancelled before the replica was ready"),
+    "drains": ("replicas", "autoscaling: replicas told to drain (take no new request, finish, leave)"),
+    "control_instants": ("instants", "autoscaling: times the policy was asked for a replica count"),
+    "replica_hours": ("replica-hours", "autoscaling: replica-seconds provisioned / 3600 (cold starts included)"),
+    "share_of_peak_cost": ("share", "autoscaling: the strategy's cost over the peak fleet's"),
     # disaggregated prefill and decode (workbench.sim.disagg), empty for other schedulers
     "prefill_utilization_mean": ("share", "disaggregated: mean share of the run the prefill instances compute"),
     "decode_utilization_mean": ("share", "disaggregated: mean share of the run the decode instances' stages compute"),
@@ -462,7 +496,9 @@ CONFIG_UNITS = {"num_gpus": "GPUs", "k_bins": "bins", "batch_size": "requests", 
                 "prefill_replicas": "instances", "decode_replicas": "instances", "prefill_tp": "GPUs",
                 "decode_tp": "GPUs", "decode_pp": "stages", "prefill_max_batch_size": "requests",
                 "decode_max_batch_size": "requests", "prefill_kv_blocks": "blocks", "decode_kv_blocks": "blocks",
-                "decode_waiting_block_fraction": "share", "kv_link_gbps": "Gbit/s"}
+                "decode_waiting_block_fraction": "share", "kv_link_gbps": "Gbit/s",
+                "min_replicas": "replicas", "max_replicas": "replicas", "autoscale_target": "per replica",
+                "autoscale_tolerance": "share", "replica_schedule": "replicas"}
 
 
 def _unit_from_name(name: str) -> str:
