@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_prefix_caching.py
 	$(PY) benchmarks/bench_disagg.py
 	$(PY) benchmarks/bench_roofline.py
+	$(PY) benchmarks/bench_autoscaling.py
 
 # JupyterLab on notebooks/: each notebook listed once (the .ipynb; its paired .py is hidden, jupytext keeps it
 # in sync on save), --allow-root when run as root (containers), and flags passed through:

@@ -47,7 +47,7 @@ executor = None  # None: process pool if >1 test is queued; "serial", "process:N
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study.answers import plots, sentences, tables
+from workbench.study.answers import cost, plots, sentences, tables
 from workbench.study.runs import experiments
 
 experiments.notebook_setup()  # plain log lines (one per finished test), each warning once
@@ -98,3 +98,4 @@ plots.plot_gpu_capacity(results, results_dir=plan.results_dir)
 result = plan.finish(results)  # all_results.csv, analysis.json and index.html, written atomically
 display(Markdown(sentences.step_markdown(result, plan.step)))
 display(Markdown(sentences.commentary(results, plan.step)))
+display(Markdown(cost.gpu_count_cost(result, results)))  # the GPU counts in dollars on the profile's GPU type

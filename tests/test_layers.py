@@ -22,7 +22,8 @@ LAYERS = {
     # what a run is and what its records mean: the frozen SimConfig, the registries by name, the memory presets,
     # the metrics over a run's records
     "scenario": ("workbench.sim.config", "workbench.sim.routers", "workbench.sim.schedulers",
-                 "workbench.sim.schedulers.", "workbench.sim.predictors", "workbench.sim.memory",
+                 "workbench.sim.schedulers.", "workbench.sim.autoscaling", "workbench.sim.autoscaling.",
+                 "workbench.sim.predictors", "workbench.sim.memory",
                  "workbench.sim.metrics", "workbench.hardware.catalog"),
     # engines, step-time models, simulate(), the step-by-step replays; the traces
     "simulator": ("workbench.sim", "workbench.sim.", "workbench.traces", "workbench.traces.", "workbench.hardware",

@@ -36,7 +36,7 @@ def test_readme_first_example_runs(monkeypatch, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("section", ["Continuous batching", "Static and continuous batching on one hardware model",
-                                     "Fidelity against real vLLM runs"])
+                                     "Fidelity against real vLLM runs", "A day of changing load, and autoscaling"])
 def test_readme_engine_examples_run(section, monkeypatch, capsys):
     """The README's other examples run as written, from the repository root (they name data/ paths)."""
     text = (REPO_ROOT / "README.md").read_text()

@@ -11,6 +11,7 @@ The public API::
 from workbench import hardware
 from workbench.study.fidelity.calibration import FitReport, calibrate, compare_to_measured
 from workbench.study.runs.capacity import CapacityError, CapacityResult, capacity
+from workbench.study.runs.fleet import FleetPlan, plan_fleet
 from workbench.study.runs.placement import best_placement
 from workbench.sim.bins import BinningWarning, equal_mass_edges
 from workbench.sim.config import SimConfig
@@ -20,6 +21,7 @@ from workbench.sim.schedulers import SCHEDULERS, register
 from workbench.sim.simulate import SimResult, SimulationError, SlaScaleWarning, simulate
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces.serving_log import ServingLog, load_serving_log
+from workbench.traces.rate_profile import RateProfile, replay_over_profile
 from workbench.traces.synthetic import synthetic_trace
 from workbench.traces.trace import PrefixHashes, Trace, TraceFormatError, TraceSizeWarning, TraceUnitWarning, load_trace
 
@@ -28,5 +30,5 @@ __all__ = [
     "SimulationError", "SlaScaleWarning", "StepTimeModel", "PrefixHashes", "Trace", "TraceFormatError", "TraceSizeWarning", "TraceUnitWarning", "equal_mass_edges", "load_trace",
     "predict_output_tokens", "register", "simulate", "synthetic_trace",
     "FitReport", "ServingLog", "calibrate", "compare_to_measured", "load_serving_log",
-    "best_placement", "hardware",
+    "best_placement", "hardware", "FleetPlan", "plan_fleet", "RateProfile", "replay_over_profile",
 ]

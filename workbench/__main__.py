@@ -232,6 +232,8 @@ def _notebook_params_class(name: str):
     import workbench.study.runs.disaggregation  # noqa: F401  (each module registers its class)
     import workbench.study.runs.prefix_caching  # noqa: F401
     import workbench.study.runs.hardware  # noqa: F401
+    import workbench.study.runs.fleet  # noqa: F401
+    import workbench.study.runs.autoscaling  # noqa: F401
     import workbench.study.fidelity.disagg_runs  # noqa: F401
     import workbench.study.fidelity.validation  # noqa: F401
     import workbench.study.fidelity.vllm_runs  # noqa: F401

@@ -388,5 +388,18 @@ def get_gpu(gpu, *, price_per_hour: float | None = None) -> GPU:
     return gpu
 
 
+def parse_prices(text, name: str = "prices") -> dict[str, float]:
+    """GPU key -> dollars per GPU-hour from a notebook parameter such as ``"h100-sxm=2.5,l4=0.5"`` (empty: none),
+    each GPU named as :func:`get_gpu` reads it and each price checked."""
+    given = {}
+    for item in filter(None, (part.strip() for part in str(text or "").split(","))):
+        gpu, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{name}: {item!r} is not 'gpu=dollars per hour' (e.g. 'h100-sxm=2.5,l4=0.5')")
+        key = get_gpu(gpu.strip()).key
+        given[key] = checks.number(value, f"{name}[{key}]", low=0, low_open=True, unit="USD/h")
+    return given
+
+
 __all__ = ["ARCHITECTURES", "GPU", "GPUS_FILE", "MODELS_FILE", "ModelArch", "UnknownName", "get_gpu",
-           "get_model_arch", "gpu_names", "model_names"]
+           "get_model_arch", "gpu_names", "model_names", "parse_prices"]

@@ -216,6 +216,14 @@ class Roofline:
     def parts(self, stats: StepStats) -> dict[str, np.ndarray]:
         """The step time's parts, seconds per step: ``gemm``, ``prefill_attention``, ``decode_attention`` (all
         layers), ``head`` (output head), ``communication``, ``overhead`` (layer, step and sequence costs)."""
+        return {name: np.maximum(*term) if isinstance(term, tuple) else term
+                for name, term in self.terms(stats).items()}
+
+    def terms(self, stats: StepStats) -> dict:
+        """The parts of :meth:`parts` before their roofline maximum: ``gemm``, ``prefill_attention``,
+        ``decode_attention`` and ``head`` as ``(compute_s, memory_s)`` (each part takes the larger, so the larger
+        says what bounds it: the GPU's arithmetic or its memory bandwidth); ``communication`` and ``overhead``
+        as seconds."""
         m, g, e, b = self.model, self.gpu, self.efficiencies, float(self.dtype_bytes)
         tp = float(self.tp)
         heads, kv_heads = self._local
@@ -240,21 +248,22 @@ class Roofline:
         act_values = tokens * ((ELEMENTWISE_PASSES + 4) * h
                                + (2 * m.q_size + 2 * m.kv_size + (3 if m.gated_mlp else 2) * mlp_width) / tp)
         gemm_bytes = (attn_params + mlp_weights) * b / tp + act_values * b
-        gemm = np.maximum(gemm_flops / (flops * gemm_eff), gemm_bytes / (bw * e.memory))
+        gemm = (gemm_flops / (flops * gemm_eff), gemm_bytes / (bw * e.memory))
         # attention of one layer: prefill pieces, then decodes
         pair_flops = 4.0 * heads * m.head_dim
         kv_token_bytes = 2.0 * kv_heads * m.head_dim * b
         qo_token_bytes = 2.0 * heads * m.head_dim * b
-        prefill_att = np.maximum(stats.prefill_pairs * pair_flops / (flops * att_eff),
-                                 (stats.prefill_kv_tokens * kv_token_bytes + stats.prefill_tokens * qo_token_bytes)
-                                 / (bw * e.kv_memory))
-        decode_att = np.maximum(stats.decode_context * pair_flops / (flops * att_eff),
-                                (stats.decode_context * kv_token_bytes + stats.decode_sequences * qo_token_bytes)
-                                / (bw * e.kv_memory))
+        prefill_att = (stats.prefill_pairs * pair_flops / (flops * att_eff),
+                       (stats.prefill_kv_tokens * kv_token_bytes + stats.prefill_tokens * qo_token_bytes)
+                       / (bw * e.kv_memory))
+        decode_att = (stats.decode_context * pair_flops / (flops * att_eff),
+                      (stats.decode_context * kv_token_bytes + stats.decode_sequences * qo_token_bytes)
+                      / (bw * e.kv_memory))
         # output head over the sequences that emit a token (vocabulary split over the GPUs; fp32 logits)
-        head = np.where(sequences > 0, np.maximum(
-            2.0 * sequences * h * m.vocab_size / tp / (flops * gemm_eff),
-            (h * m.vocab_size * b / tp + sequences * m.vocab_size * 4.0 / tp) / (bw * e.memory)), 0.0)
+        emits = sequences > 0
+        head = (np.where(emits, 2.0 * sequences * h * m.vocab_size / tp / (flops * gemm_eff), 0.0),
+                np.where(emits, (h * m.vocab_size * b / tp + sequences * m.vocab_size * 4.0 / tp) / (bw * e.memory),
+                         0.0))
         # tensor parallelism: two ring all-reduces of tokens x hidden per layer, the logits gathered once
         if self.tp > 1:
             ring = 2.0 * (tp - 1.0) / tp / (g.link_bytes_per_s * e.link)
@@ -265,8 +274,9 @@ class Roofline:
             communication = np.zeros_like(tokens)
         overhead = (m.layers * e.layer_s + e.step_s + e.serving_step_s
                     + (e.sequence_s + e.serving_sequence_s) * sequences + e.serving_context_s * stats.decode_context)
-        return {"gemm": m.layers * gemm, "prefill_attention": m.layers * prefill_att,
-                "decode_attention": m.layers * decode_att, "head": head, "communication": communication,
+        layers = lambda pair: (m.layers * pair[0], m.layers * pair[1])  # noqa: E731
+        return {"gemm": layers(gemm), "prefill_attention": layers(prefill_att),
+                "decode_attention": layers(decode_att), "head": head, "communication": communication,
                 "overhead": overhead + 0.0 * tokens}
 
     def time_s(self, stats: StepStats) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 
 from workbench import checks
 
+from workbench.sim.autoscaling import AUTOSCALERS, METRICS as AUTOSCALE_METRICS, SHARE_METRICS
 from workbench.sim.memory import DEFAULT_MEMORY, ModelSpec, get_model
 from workbench.sim.routers import DISAGG_ROUTERS, ROUTERS
 from workbench.sim.predictors import PREDICTORS
@@ -219,6 +220,44 @@ class SimConfig:
         2400.0, "disaggregated: bandwidth of the link that moves the KV cache from a prefill to a decode instance, "
                 "Gbit/s (> 0; 2400 = NVLink 3, 300 GB/s each way, between A100s of one node)")
     kv_link_latency_s: float = _f(0.0, "disaggregated: fixed time of one KV transfer, seconds (>= 0)")
+    # --- autoscaling (continuous engine; rule 16 of workbench.sim.continuous_engine, policies in sim/autoscaling)
+    autoscaler: str | None = _f(
+        None, "continuous: None = a fixed pool of num_gpus replicas; else the registered policy that sets the replica "
+              "count during the run: 'threshold' (reactive, holds autoscale_metric at autoscale_target per replica) "
+              "or 'schedule' (replica_schedule, e.g. from a provisioning plan); num_gpus is then the count at time 0")
+    min_replicas: int = _f(1, "autoscaling: fewest replicas active or starting (>= 1)")
+    max_replicas: int | None = _f(
+        None, "autoscaling: most replicas provisioned at once, draining ones included (a GPU quota); None = the "
+              "policy's own ('schedule': its largest count; 'threshold' needs it given)")
+    autoscale_interval_s: float = _f(
+        15.0, "autoscaling: seconds between control instants, where the policy reads the pool and sets the count "
+              "(Kubernetes' HPA sync period, 15 s)")
+    autoscale_metric: str = _f(
+        "concurrency", "autoscaling, 'threshold': the per-replica metric held at the target: concurrency (waiting + "
+                       "running requests), waiting (queue length), kv (share of the KV cache in use), busy (share "
+                       "of the time running steps), rps (requests arriving per second)")
+    autoscale_target: float = _f(
+        8.0, "autoscaling, 'threshold': the metric's target per replica (requests for concurrency and waiting, a "
+             "share in (0, 1] for kv and busy, requests/s for rps)")
+    autoscale_tolerance: float = _f(
+        0.1, "autoscaling, 'threshold': no change while the metric is within this share of its target (the HPA's "
+             "0.1)")
+    autoscale_window_s: float = _f(
+        60.0, "autoscaling, 'threshold': the metric is averaged over the control instants of this many seconds "
+              "(Knative's stable window, 60 s)")
+    cold_start_s: float = _f(
+        120.0, "autoscaling: seconds from starting a replica to its first request (provisioning, container start, "
+               "loading the weights); billed")
+    scale_down_after_s: float = _f(
+        300.0, "autoscaling: a stabilised policy's count falls only to the highest it asked for over this many "
+               "seconds (the HPA's scale-down stabilisation window, 300 s); 0 = at once")
+    replica_schedule: tuple[int, ...] = _f(
+        (), "autoscaling, 'schedule': replicas for each period of schedule_interval_s from time 0 (the last holds "
+            "after the end)")
+    schedule_interval_s: float = _f(3600.0, "autoscaling, 'schedule': seconds each entry of replica_schedule lasts")
+    autoscale_until_s: float = _f(
+        0.0, "autoscaling: the control loop runs at least until this time, so the pool is recorded and billed to "
+             "then (e.g. 86400: the whole day) even after the last request is done; 0 = until the last is done")
 
     def __post_init__(self):
         static = sorted(n for n, c in SCHEDULERS.items() if c.engine == "static")
@@ -272,6 +311,7 @@ class SimConfig:
             raise ValueError(f"gpu_memory_utilization: a share of the GPU's memory, must be in (0, 1], "
                              f"got {self.gpu_memory_utilization!r}")
         self._validate_continuous()
+        self._validate_autoscaling()
         self._validate_disaggregated()
         self._refuse_unused(_NOT_STATIC, "static", "choose a continuous_* scheduler")
         if self.scheduler != "disaggregated" and self.kv_capacity_tokens < 1:
@@ -315,6 +355,69 @@ class SimConfig:
         for name in ("ttft_sla_s", "tpot_sla_s"):
             object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True,
                                                          what="a finite number > 0 (seconds)"))
+
+    # ------------------------------------------------------------ autoscaling
+    def _validate_autoscaling(self) -> None:
+        for name, low_open in (("autoscale_interval_s", True), ("autoscale_target", True), ("autoscale_until_s", False),
+                               ("autoscale_tolerance", False), ("autoscale_window_s", False), ("cold_start_s", False),
+                               ("scale_down_after_s", False), ("schedule_interval_s", True)):
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=low_open,
+                                                         unit="" if name in ("autoscale_target", "autoscale_tolerance")
+                                                         else "s"))
+        high, why = _INT_LIMITS["num_gpus"]
+        object.__setattr__(self, "min_replicas", checks.integer(self.min_replicas, "min_replicas", low=1, high=high,
+                                                                high_why=why))
+        object.__setattr__(self, "max_replicas", checks.integer(self.max_replicas, "max_replicas", low=1, high=high,
+                                                                high_why=why, none=True))
+        object.__setattr__(self, "replica_schedule", checks.integers(self.replica_schedule, "replica_schedule", low=1,
+                                                                     high=high, unique=False, empty=True))
+        checks.choice(self.autoscale_metric, "autoscale_metric", AUTOSCALE_METRICS)
+        if self.autoscaler is None:
+            changed = [n for n in _AUTOSCALING_FIELDS if getattr(self, n) != _DEFAULTS[n]]
+            if changed:
+                raise ValueError(f"{changed[0]}: {getattr(self, changed[0])!r} is an autoscaling setting and "
+                                 "autoscaler is None (a fixed pool of num_gpus replicas); set autoscaler (e.g. "
+                                 "'threshold' or 'schedule') or leave it at its default")
+            return
+        checks.choice(self.autoscaler, "autoscaler", sorted(AUTOSCALERS))
+        engine = SCHEDULERS[self.scheduler].engine
+        if engine != "continuous":
+            raise ValueError(f"autoscaler: runs in the continuous engine (replicas of continuous batching), and "
+                             f"scheduler={self.scheduler!r} runs the {engine} engine; choose a continuous_* scheduler "
+                             "or set autoscaler=None")
+        if self.autoscale_metric in SHARE_METRICS and self.autoscale_target > 1:
+            raise ValueError(f"autoscale_target: the {self.autoscale_metric} metric is a share in (0, 1], got "
+                             f"{self.autoscale_target:g} (0.7 is 70%)")
+        policy = AUTOSCALERS[self.autoscaler]
+        policy.check(self)
+        maximum = self.max_replicas_effective
+        if maximum is None:
+            raise ValueError(f"max_replicas: the {self.autoscaler!r} autoscaler needs the most replicas it may "
+                             "provision (e.g. your GPU quota); give max_replicas")
+        if self.min_replicas > maximum:
+            raise ValueError(f"min_replicas/max_replicas: the bounds contradict: min_replicas={self.min_replicas} > "
+                             f"max_replicas={maximum}; lower min_replicas or raise max_replicas")
+        if not self.min_replicas <= self.num_gpus <= maximum:
+            raise ValueError(f"num_gpus: with an autoscaler it is the replicas at time 0 and must lie in "
+                             f"[min_replicas, max_replicas] = [{self.min_replicas}, {maximum}], got {self.num_gpus}")
+        if self.replica_schedule and max(self.replica_schedule) > maximum:
+            raise ValueError(f"replica_schedule: asks for {max(self.replica_schedule)} replicas, above max_replicas="
+                             f"{maximum}; raise max_replicas or lower the schedule")
+        if self.replica_schedule and min(self.replica_schedule) < self.min_replicas:
+            i = self.replica_schedule.index(min(self.replica_schedule))
+            raise ValueError(f"replica_schedule/min_replicas: the bounds contradict the schedule: period {i} asks for "
+                             f"{self.replica_schedule[i]} replica(s), below min_replicas={self.min_replicas}, which "
+                             "would override it; lower min_replicas or raise the schedule's counts")
+
+    @property
+    def max_replicas_effective(self) -> int | None:
+        """The pool's slots: ``max_replicas``, or the autoscaler's default (None: it must be given); without an
+        autoscaler, ``num_gpus``."""
+        if self.autoscaler is None:
+            return self.num_gpus
+        if self.max_replicas is not None:
+            return self.max_replicas
+        return AUTOSCALERS[self.autoscaler].default_max_replicas(self)
 
     # ------------------------------------------------------------ disaggregated prefill and decode
     @property
@@ -442,3 +545,6 @@ class SimConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SimConfig)}
+_AUTOSCALING_FIELDS = ("min_replicas", "max_replicas", "autoscale_interval_s", "autoscale_metric", "autoscale_target",
+                       "autoscale_tolerance", "autoscale_window_s", "cold_start_s", "scale_down_after_s",
+                       "replica_schedule", "schedule_interval_s", "autoscale_until_s")

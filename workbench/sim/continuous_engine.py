@@ -162,6 +162,23 @@ vLLM never had this pair, and v0.2's admission tests (rule 4) keep counting all 
       stay in use while anyone holds any of the node (per-node rather than per-block reference counts;
       the same count of blocks as vLLM when a fully cached prompt recomputes its last block).
 
+Autoscaling (``SimConfig.autoscaler``; the control loop is :mod:`workbench.sim.autoscale`, the policies
+:mod:`workbench.sim.autoscaling`)
+  16. The pool has ``max_replicas`` slots, each in one phase: *active* (routed to), *starting* (a cold start:
+      provisioned, serving nothing), *draining* (takes no new request, finishes every request routed to it,
+      waiting or running, then leaves) or *off*.  The first ``num_gpus`` are active at time 0.  Routing (rule
+      1) chooses among the active replicas only, in index order (round robin cycles over them).  At each
+      control instant (every ``autoscale_interval_s``, before the events at that instant) the policy's target
+      is applied: more replicas take back draining ones first (warm: they serve again at once), then start
+      the lowest free slots, active after ``cold_start_s``; fewer cancel starting ones first (the latest to be
+      ready first), then drain active ones (the fewest outstanding requests first, ties the highest index); a
+      drained replica leaves at the end of its last step (or at once if it had nothing).  This is Kubernetes'
+      order (``controller_utils.go::ActivePods``: not-ready pods are deleted before ready ones) and graceful
+      shutdown of a vLLM server (it stops taking requests and finishes those it has).  A replica that leaves
+      takes its KV cache (and prefix cache) with it; one started in its slot later begins empty, its
+      controllers (rule 11) at their start values.  Every replica is billed from its start to its leaving,
+      cold start included.  No request is moved between replicas.
+
 Records: per request the replica, the start of its first step, the end of the step that produced its
 first token and of its last step, its preemptions and cached prompt tokens; per replica the busy time
 and the block-seconds of KV in use (exact for single steps; within a run of decode steps, the trapezoid
@@ -183,8 +200,9 @@ later steps' when the run ends, or earlier when the ``prefix_affinity`` router l
 per-step work therefore does not grow with the batch.
 
 Code layout: the state lives in a few 2-D arrays with named columns (``RQ_*`` per request, ``RS_*``/``RF_*``
-per replica, ``CI_*``/``CF_*`` settings); :func:`run_continuous` allocates it and calls :func:`_event_loop`,
-which allocates nothing and is compiled without reference counting, so the helpers it inlines (routing,
+per replica, ``CI_*``/``CF_*`` settings, ``LP_*`` the event loop's own); :func:`run_continuous` allocates it
+(:func:`allocate`) and calls :func:`_event_loop` once (an autoscaled run calls it up to each control
+instant, then :func:`observe` and :func:`resize`), which allocates nothing and is compiled without reference counting, so the helpers it inlines (routing,
 completing a step, scheduling the next one) cost nothing for the arrays they take.  The prefix-cache
 helpers (``lru_*``, ``cache_*``) and the heaps are module-level functions other engines can import.
 """
@@ -243,12 +261,22 @@ T_SCHED, T_FIRST, T_FINISH = range(3)
 (RS_WAITING, RS_WAIT_BLOCKS, RS_OUTSTANDING, RS_RUN_HEAD, RS_RUN_TAIL, RS_PARTIAL, RS_DCOUNT, RS_N_DEC,
  RS_CTX_BASE, RS_USED, RS_FIN_N, RS_STEPS, RS_KIND, RS_RUN_K, RS_WITH_DEC, RS_N_PF, RS_DEC_START,
  RS_BLOCKS_AT_START, RS_LOG_ROW, RS_ACTIVE_BIN, RS_ROUND_LEFT, RS_B_SLA, RS_B_MEM, RS_POPPED, RS_WIN_N,
- RS_RELEASED, RS_S_MAX, RS_S_MIN, RS_S_STALE) = range(29)
-RS_N = 29
-# per-replica float64 state (the last five: continuous_sla's controllers)
+ RS_RELEASED, RS_S_MAX, RS_S_MIN, RS_S_STALE, RS_PHASE) = range(30)
+RS_N = 30
+# per-replica float64 state (continuous_sla's controllers: RF_TOK_N to RF_B_HIGH; autoscaling: the rest)
 (RF_T_START, RF_RUN_E, RF_RUN_F, RF_BUSY, RF_BLOCK_S, RF_TOK_N, RF_TOK_MEAN, RF_TOK_M2, RF_B_LOW,
- RF_B_HIGH) = range(10)
-RF_N = 10
+ RF_B_HIGH, RF_PROVISIONED, RF_READY, RF_DRAINED, RF_LEFT, RF_BUSY_MARK) = range(15)
+RF_N = 15
+# a replica's phase (autoscaling, rule 16): serving and routed to; cold-starting; draining (finishes what it
+# has, takes nothing new); not provisioned.  Without autoscaling every replica is active for the whole run.
+PH_ACTIVE, PH_STARTING, PH_DRAINING, PH_OFF = 0, 1, 2, 3
+# the event loop's own state, kept between calls (the autoscaled run stops it at every control instant)
+LP_EV_N, LP_N_LOG, LP_PTR, LP_RR, LP_ERROR = range(5)
+LP_N = 5
+# what observe() reports at a control instant: replicas by phase, then sums over the active replicas
+(OB_ACTIVE, OB_STARTING, OB_DRAINING, OB_OUTSTANDING, OB_WAITING, OB_KV_USED, OB_BUSY_S, OB_ARRIVED,
+ OB_DRAINING_OUTSTANDING) = range(9)
+OB_N = 9
 # waiting queues (one per replica and bin): head, tail, length
 Q_HEAD, Q_TAIL, Q_LEN = range(3)
 # prefix cache (rules 13-15): per replica and node, int32: registered leading blocks, running requests holding
@@ -819,19 +847,21 @@ def cache_release(path_off, path_node, path_blocks, cn, own, lru, lm, n_nodes, g
 
 # ---------------------------------------------------------------- requests entering and leaving a replica
 @njit(cache=True, inline="always")
-def _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm):
-    """The replica a joining request goes to (rule 1), and the next round-robin position (-1: broken state)."""
+def _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm, act):
+    """The replica a joining request goes to (rule 1) among the active ones (``act[:act[R]]``, by index; all of
+    them without autoscaling), and the next round-robin position (-1: broken state)."""
     router = ci[CI_ROUTER]
-    R = ci[CI_REPLICAS]
+    n_act = act[ci[CI_REPLICAS]]
     if router == R_ROUND_ROBIN:
-        return rr, (rr + 1 if rr + 1 < R else 0)
+        return act[rr], (rr + 1 if rr + 1 < n_act else 0)
     bs = ci[CI_BS]
     shift = ci[CI_SHIFT]
     if router == R_PREFIX_AFFINITY:
-        best = 0
+        best = act[0]
         best_blocks = -1
-        least = 0
-        for h in range(R):
+        least = act[0]
+        for j in range(n_act):
+            h = act[j]
             if rs[h, RS_KIND] == KIND_DECODE_RUN and rs[h, RS_RUN_K] > rs[h, RS_POPPED]:
                 # the cache as of now: the blocks of the steps of the run started so far are taken (rule 15)
                 i = _steps_to_reach(rf[h, RF_RUN_E], rf[h, RF_RUN_F], rs[h, RS_RUN_K], now - rf[h, RF_T_START])
@@ -852,9 +882,10 @@ def _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, o
         if best_blocks <= 0 or rs[best, RS_OUTSTANDING] > rs[least, RS_OUTSTANDING] + ci[CI_MARGIN]:
             return least, rr
         return best, rr
-    g = 0
+    g = act[0]
     best_load = np.inf
-    for h in range(R):
+    for j in range(n_act):
+        h = act[j]
         if router == R_LEAST_OUTSTANDING:
             load = float(rs[h, RS_OUTSTANDING])
         else:
@@ -1354,24 +1385,28 @@ def _schedule_table(g, ci, rq, ctx0, hist, rs, fin_key, tf, ti, d, nd, pf_tokens
 @njit(cache=True, _nrt=False)
 def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b,
                 path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru, lm, ev_key, ev_id, ev_pos,
-                log_f, log_i, tf, ti):
-    """The events: joins (rule 1) and step boundaries of every replica, in time order.  Compiled without
-    reference counting (it allocates nothing), so the helpers it inlines cost no count updates for the
-    arrays they take.  Returns (rows of the step log, error code)."""
+                log_f, log_i, tf, ti, act, lp, lpf, t_stop):
+    """The events: joins (rule 1), step boundaries of every replica and, with autoscaling, replicas becoming
+    ready or leaving (rule 16), in time order, up to (not including) ``t_stop``; the loop's own state is kept
+    in ``lp``/``lpf`` so a later call resumes it.  Compiled without reference counting (it allocates nothing),
+    so the helpers it inlines cost no count updates for the arrays they take.  Returns (rows of the step log,
+    error code)."""
     m = join_order.size
     K = ci[CI_BINS]
     bs = ci[CI_BS]
     shift = ci[CI_SHIFT]
     log_capacity = log_f.shape[0]
-    ev_n = 0
-    n_log = 0
-    error = 0
-    now = 0.0
-    ptr = 0
-    rr = 0
+    ev_n = lp[LP_EV_N]
+    n_log = lp[LP_N_LOG]
+    error = lp[LP_ERROR]
+    now = lpf[0]
+    ptr = lp[LP_PTR]
+    rr = lp[LP_RR]
     while ptr < m or ev_n > 0:
         t_join = join_s[join_order[ptr]] if ptr < m else np.inf
         t_event = ev_key[0, 0] if ev_n > 0 else np.inf
+        if t_join >= t_stop and t_event >= t_stop:
+            break
         if t_join <= t_event:
             # ---------------------------------------------------- a request joins and is routed
             if t_join < now:
@@ -1379,7 +1414,7 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
             now = t_join
             r = join_order[ptr]
             ptr += 1
-            g, rr = _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm)
+            g, rr = _route(ci, rr, r, now, rs, rf, hist, path_off, path_node, node_blocks, cn, own, lru, lm, act)
             if g < 0:
                 error = ERR_CACHE
                 break
@@ -1411,6 +1446,14 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
         if t_event < now:
             error = ERR_TIME_BACKWARDS
         now = t_event
+        if rs[g, RS_PHASE] == PH_STARTING:
+            # ---------------------------------------------------- a cold start ends: routed to from now on
+            rs[g, RS_PHASE] = PH_ACTIVE
+            rf[g, RF_READY] = now
+            rf[g, RF_BUSY_MARK] = rf[g, RF_BUSY]
+            ev_n = _heap_remove(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g])
+            rr = rebuild_active(rs, act, rr)
+            continue
         if rs[g, RS_KIND] != KIND_NONE:
             err = _complete(g, now, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, hist, fin_key, fin_id, log_i, win_t, win_b,
                             path_off, path_node, path_blocks, cn, own, lru, lm)
@@ -1431,6 +1474,9 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
         if kind == KIND_NONE:
             rs[g, RS_KIND] = KIND_NONE
             ev_n = _heap_remove(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g])
+            if rs[g, RS_PHASE] == PH_DRAINING and rs[g, RS_OUTSTANDING] == 0:
+                if leave(g, now, ci, rs, rf, cn, own, lru, lm) != 0:   # drained: it leaves (rule 16)
+                    error = ERR_CACHE
             if error:
                 break
             continue
@@ -1463,6 +1509,12 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
             rs[g, RS_LOG_ROW] = -1
         if error:
             break
+    lp[LP_EV_N] = ev_n
+    lp[LP_N_LOG] = n_log
+    lp[LP_ERROR] = error
+    lp[LP_PTR] = ptr
+    lp[LP_RR] = rr
+    lpf[0] = now
     return n_log, error
 
 
@@ -1499,26 +1551,176 @@ def table_bytes(*, num_requests: int, num_replicas: int, n_bins: int, block_size
     return num_replicas * per_replica + (4 * 8 + 7 * 8) * log_capacity
 
 
-@njit(cache=True)
-def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
-                   jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
-                   block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
-                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity, tf, ti,
-                   reserve_full_isl):
-    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time; the
-    ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree` (used with ``caching``).
+# ---------------------------------------------------------------- autoscaling (rule 16)
+@njit(cache=True, _nrt=False)
+def rebuild_active(rs, act, rr):
+    """``act[:n]``: the active replicas by index, ``act[R] = n``; returns the round-robin position kept in range."""
+    R = rs.shape[0]
+    n = 0
+    for g in range(R):
+        if rs[g, RS_PHASE] == PH_ACTIVE:
+            act[n] = g
+            n += 1
+    act[R] = n
+    return rr if rr < n else 0
 
-    Returns the per-request int32 table (``RQ_*`` columns: replica, state, preemptions, cached tokens, ...)
-    and float64 times (``T_*``), per replica (busy_s, block_seconds, steps), the step log (float: ``F_*``
-    columns; int: ``S_*`` columns) and an error code."""
+
+@njit(cache=True, _nrt=False)
+def leave(g, now, ci, rs, rf, cn, own, lru, lm):
+    """Replica ``g`` (empty) stops being provisioned at ``now``; its KV cache goes with it, so a replica started
+    later in its slot begins with an empty cache.  Returns an error code."""
+    rs[g, RS_PHASE] = PH_OFF
+    rf[g, RF_LEFT] = now
+    if ci[CI_CACHING]:
+        cap = ci[CI_CAP]
+        if lru_take(lru, lm, cn, own, ci[CI_NODES], g, cap) != 0:
+            return ERR_CACHE
+        if not lru_append(lru, lm, cn, own, ci[CI_NODES], g, OWNER_NONE, cap):
+            return ERR_CACHE
+    return 0
+
+
+@njit(cache=True, _nrt=False)
+def _provision(g, now, ci, rs, rf):
+    """Replica ``g`` is provisioned at ``now``: a fresh server (controllers at their start values)."""
+    rf[g, RF_PROVISIONED] = now
+    rf[g, RF_READY] = np.nan
+    rf[g, RF_DRAINED] = np.nan
+    rf[g, RF_LEFT] = np.nan
+    rs[g, RS_KIND] = KIND_NONE
+    rs[g, RS_B_SLA] = (ci[CI_B_MIN] + ci[CI_B_MAX]) // 2
+    rs[g, RS_B_MEM] = ci[CI_B_MAX]
+    rf[g, RF_B_LOW] = float(ci[CI_B_MIN])
+    rf[g, RF_B_HIGH] = float(ci[CI_B_MAX])
+    rf[g, RF_TOK_N] = 0.0
+    rf[g, RF_TOK_MEAN] = 0.0
+    rf[g, RF_TOK_M2] = 0.0
+    rs[g, RS_WIN_N] = 0
+    rs[g, RS_RELEASED] = 0
+    rs[g, RS_ACTIVE_BIN] = 0
+    rs[g, RS_ROUND_LEFT] = 0
+    rf[g, RF_BUSY_MARK] = rf[g, RF_BUSY]
+
+
+@njit(cache=True)
+def observe(now, rs, rf, lp, obs):
+    """Fill ``obs`` (``OB_*``) with what an autoscaler sees at ``now``: replicas by phase; over the active ones
+    the requests routed and not finished, those of them waiting, the KV blocks in use (as of their last
+    completed step) and the seconds they spent running steps since the last call; requests joined so far."""
+    obs[:] = 0.0
+    for g in range(rs.shape[0]):
+        phase = rs[g, RS_PHASE]
+        if phase == PH_STARTING:
+            obs[OB_STARTING] += 1
+        if phase != PH_ACTIVE and phase != PH_DRAINING:
+            continue
+        busy = rf[g, RF_BUSY] + (now - rf[g, RF_T_START] if rs[g, RS_KIND] != KIND_NONE else 0.0)
+        if phase == PH_DRAINING:
+            obs[OB_DRAINING] += 1
+            obs[OB_DRAINING_OUTSTANDING] += rs[g, RS_OUTSTANDING]
+        else:
+            obs[OB_ACTIVE] += 1
+            obs[OB_OUTSTANDING] += rs[g, RS_OUTSTANDING]
+            obs[OB_WAITING] += rs[g, RS_WAITING]
+            obs[OB_KV_USED] += rs[g, RS_USED]
+            obs[OB_BUSY_S] += busy - rf[g, RF_BUSY_MARK]
+        rf[g, RF_BUSY_MARK] = busy
+    obs[OB_ARRIVED] = lp[LP_PTR]
+
+
+@njit(cache=True)
+def resize(target, now, cold_start_s, ci, rs, rf, act, lp, ev_key, ev_id, ev_pos, cn, own, lru, lm):
+    """Bring the active and starting replicas to ``target`` at ``now`` (rule 16).  Up: draining replicas are
+    taken back first (the most outstanding first: warm, and the longest to drain), then the lowest free slots
+    cold-start (ready after ``cold_start_s``).  Down: starting replicas are cancelled first (the latest to be
+    ready first), then active ones drain (the fewest outstanding first, ties the highest index); one with
+    nothing to do leaves at once.  Returns (started, taken back, cancelled, drained, left at once, error)."""
+    R = rs.shape[0]
+    current = 0
+    for g in range(R):
+        if rs[g, RS_PHASE] == PH_ACTIVE or rs[g, RS_PHASE] == PH_STARTING:
+            current += 1
+    started = 0
+    undrained = 0
+    cancelled = 0
+    drained = 0
+    left = 0
+    error = 0
+    need = target - current
+    while need > 0:   # take back a draining replica
+        pick = -1
+        for g in range(R):
+            if rs[g, RS_PHASE] == PH_DRAINING and (pick < 0 or rs[g, RS_OUTSTANDING] > rs[pick, RS_OUTSTANDING]):
+                pick = g
+        if pick < 0:
+            break
+        rs[pick, RS_PHASE] = PH_ACTIVE
+        undrained += 1
+        need -= 1
+    for g in range(R):   # cold-start free slots
+        if need <= 0:
+            break
+        if rs[g, RS_PHASE] != PH_OFF:
+            continue
+        _provision(g, now, ci, rs, rf)
+        if cold_start_s > 0:
+            rs[g, RS_PHASE] = PH_STARTING
+            lp[LP_EV_N] = _heap_push(ev_key, ev_id, ev_pos, 0, lp[LP_EV_N], now + cold_start_s, g)
+        else:
+            rs[g, RS_PHASE] = PH_ACTIVE
+            rf[g, RF_READY] = now
+        started += 1
+        need -= 1
+    excess = current - target
+    while excess > 0:   # cancel a cold start
+        pick = -1
+        for g in range(R):
+            if rs[g, RS_PHASE] == PH_STARTING and (pick < 0 or ev_key[0, ev_pos[g]] >= ev_key[0, ev_pos[pick]]):
+                pick = g
+        if pick < 0:
+            break
+        lp[LP_EV_N] = _heap_remove(ev_key, ev_id, ev_pos, 0, lp[LP_EV_N], ev_pos[pick])
+        if leave(pick, now, ci, rs, rf, cn, own, lru, lm) != 0:
+            error = ERR_CACHE
+        cancelled += 1
+        excess -= 1
+    while excess > 0:   # drain an active replica
+        pick = -1
+        for g in range(R):
+            if rs[g, RS_PHASE] == PH_ACTIVE and (pick < 0 or rs[g, RS_OUTSTANDING] <= rs[pick, RS_OUTSTANDING]):
+                pick = g
+        if pick < 0:
+            break
+        rs[pick, RS_PHASE] = PH_DRAINING
+        rf[pick, RF_DRAINED] = now
+        drained += 1
+        excess -= 1
+        if ev_pos[pick] < 0 and rs[pick, RS_OUTSTANDING] == 0:
+            if leave(pick, now, ci, rs, rf, cn, own, lru, lm) != 0:
+                error = ERR_CACHE
+            left += 1
+    lp[LP_RR] = rebuild_active(rs, act, lp[LP_RR])
+    if act[R] == 0:
+        error = ERR_STUCK
+    return started, undrained, cancelled, drained, left, error
+
+
+# ---------------------------------------------------------------- the engine's state, and a fixed pool's run
+@njit(cache=True)
+def allocate(join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, initial_replicas, router, policy,
+             jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks, block_size,
+             kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, affinity_margin, n_nodes,
+             log_capacity, ti, reserve_full_isl):
+    """The engine's state for a run (see :func:`run_continuous`): ``num_replicas`` slots, the first
+    ``initial_replicas`` active from time 0 (the others not provisioned).  Returns (ci, cf, rin, rq, tq, ctx0,
+    hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b, cn, own, lru, lm, ev_key, ev_id, ev_pos, log_f,
+    log_i, act, lp, lpf)."""
     n = join_s.size
-    m = join_order.size
     R = num_replicas
     K = n_bins
     bs = block_size
     shift = _pow2_shift(bs)
     cap = kv_blocks
-    n_nodes = node_first.size
 
     ci = np.empty(CI_N, np.int64)
     ci[CI_REPLICAS] = R
@@ -1575,9 +1777,14 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
     rs[:, RS_LOG_ROW] = -1
     rs[:, RS_B_SLA] = (b_min + b_max) // 2
     rs[:, RS_B_MEM] = b_max
+    rs[initial_replicas:, RS_PHASE] = PH_OFF
     rf = np.zeros((R, RF_N))
     rf[:, RF_B_LOW] = float(b_min)
     rf[:, RF_B_HIGH] = float(b_max)
+    rf[:, RF_DRAINED] = np.nan
+    rf[:, RF_LEFT] = np.nan
+    rf[initial_replicas:, RF_PROVISIONED] = np.nan
+    rf[initial_replicas:, RF_READY] = np.nan
     qs = np.full((R * K, 3), -1, np.int64)
     qs[:, Q_LEN] = 0
     hist = np.zeros((R, bs), np.int64)      # decodes by S_r mod block_size
@@ -1599,18 +1806,51 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
 
     log_f = np.empty((log_capacity, 4), np.float64)
     log_i = np.empty((log_capacity, 7), np.int64)
-    n_log = 0
 
-    # replica event heap
+    # replica event heap; the active replicas; the event loop's state
     ev_key = np.empty((1, R), np.float64)
     ev_id = np.empty((1, R), np.int64)
     ev_pos = np.full(R, -1, np.int64)
-    n_log, error = _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id,
-                               win_t, win_b, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
-                               lm, ev_key, ev_id, ev_pos, log_f, log_i, tf, ti)
-    for r in range(n):
+    act = np.zeros(R + 1, np.int64)
+    rebuild_active(rs, act, 0)
+    lp = np.zeros(LP_N, np.int64)
+    lpf = np.zeros(1)
+    return (ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b, cn, own, lru, lm,
+            ev_key, ev_id, ev_pos, log_f, log_i, act, lp, lpf)
+
+
+@njit(cache=True)
+def unfinished_error(rq, error):
+    """``error``, or ``ERR_LEFT`` if a request accepted for service neither finished nor was dropped."""
+    for r in range(rq.shape[0]):
         state = rq[r, RQ_STATE]
         if state != ST_DONE and state != ST_NEW and state != ST_DROPPED:
-            error = ERR_LEFT if error == 0 else error
+            return ERR_LEFT if error == 0 else error
+    return error
+
+
+@njit(cache=True)
+def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, router, policy,
+                   jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
+                   block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
+                   affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity, tf, ti,
+                   reserve_full_isl):
+    """Simulate a fixed pool of ``num_replicas``; see the module docstring.  ``join_order``: accepted requests
+    sorted by join time; the ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree`
+    (used with ``caching``).
+
+    Returns the per-request int32 table (``RQ_*`` columns: replica, state, preemptions, cached tokens, ...)
+    and float64 times (``T_*``), per replica (busy_s, block_seconds, steps), the step log (float: ``F_*``
+    columns; int: ``S_*`` columns) and an error code."""
+    (ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b, cn, own, lru, lm,
+     ev_key, ev_id, ev_pos, log_f, log_i, act, lp, lpf) = allocate(
+        join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, num_replicas, router, policy, jumps,
+        chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks, block_size, kv_blocks,
+        coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, affinity_margin, node_first.size,
+        log_capacity, ti, reserve_full_isl)
+    n_log, error = _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id,
+                               win_t, win_b, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
+                               lm, ev_key, ev_id, ev_pos, log_f, log_i, tf, ti, act, lp, lpf, np.inf)
+    error = unfinished_error(rq, error)
     return (rq, tq, rf[:, RF_BUSY].copy(), rf[:, RF_BLOCK_S].copy(), rs[:, RS_STEPS].copy(), log_f[:n_log],
             log_i[:n_log], error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 STATUS_COMPLETED = 0
 STATUS_REJECTED_KV = 1
@@ -220,7 +221,7 @@ def summarize_static_steps(static_summary: dict, *, arrival_s, status, output_to
 
 def summarize_continuous(*, arrival_s, ttft_s, tpot_s, e2e_s, queue_s, preemptions, status, output_tokens,
                          busy_s, block_seconds, kv_blocks: int, num_replicas: int,
-                         ttft_sla_s: float, tpot_sla_s: float) -> dict:
+                         ttft_sla_s: float, tpot_sla_s: float, replica_seconds: float | None = None) -> dict:
     """The metrics of one continuous-batching run (pure function of the per-request records).
 
     Definitions: the makespan runs from the first arrival to the last
@@ -235,7 +236,8 @@ def summarize_continuous(*, arrival_s, ttft_s, tpot_s, e2e_s, queue_s, preemptio
     ``latency_*`` (= e2e) keep the static summary's names usable by sweeps.
     ``kv_utilization_mean`` is the time-average share of KV blocks in use
     over the makespan, averaged over replicas; ``gpu_utilization_mean`` the
-    share of the makespan the replicas run steps.
+    share of the makespan the replicas run steps.  An autoscaled run passes ``replica_seconds``, the
+    replicas' provisioned seconds, which replaces ``makespan x num_replicas`` in both.
     """
     offered = int(arrival_s.size)
     done = status == STATUS_COMPLETED
@@ -273,9 +275,82 @@ def summarize_continuous(*, arrival_s, ttft_s, tpot_s, e2e_s, queue_s, preemptio
         summary[f"latency_{key}_s"] = summary[f"e2e_{key}_s"]
     summary["queue_delay_mean_s"] = summary["queue_mean_s"]
     summary["queue_delay_p99_s"] = summary["queue_p99_s"]
-    horizon = makespan * num_replicas
+    horizon = makespan * num_replicas if replica_seconds is None else replica_seconds
     summary["kv_utilization_mean"] = float(np.sum(block_seconds)) / (kv_blocks * horizon) if horizon > 0 else float("nan")
     summary["gpu_utilization_mean"] = float(np.sum(busy_s)) / horizon if horizon > 0 else float("nan")
     summary["preemptions_total"] = int(preemptions.sum())
     summary["requests_preempted"] = int(np.count_nonzero(preemptions))
     return summary
+
+
+# ------------------------------------------------------------------ autoscaled runs: replicas over time
+PROVISIONED_PHASES = ("starting", "active", "draining")   # billed: from the start of a cold start to leaving
+
+
+def replica_lives(events: pd.DataFrame, end_s: float) -> pd.DataFrame:
+    """One row per life of a replica slot, from an autoscaled run's phase events (``time_s``, ``replica``,
+    ``phase_from``, ``phase_to``; see :mod:`workbench.sim.autoscale`): ``provisioned_s`` (it left "off"),
+    ``ready_s`` (it became active first; NaN if it never did: a cancelled cold start), ``drain_s`` (it last
+    started draining; NaN if never), ``left_s`` (it went "off"; ``end_s`` if it was still there when the run
+    ended, with ``at_end`` True) and ``seconds`` billed (``left_s - provisioned_s``)."""
+    rows = []
+    ordered = events.sort_values(["replica", "time_s"], kind="stable")
+    for replica, group in ordered.groupby("replica", sort=True):
+        life = None
+        for t, before, after in zip(group["time_s"], group["phase_from"], group["phase_to"]):
+            if before == "off":
+                life = {"replica": int(replica), "provisioned_s": float(t), "ready_s": np.nan, "drain_s": np.nan,
+                        "left_s": np.nan, "at_end": False}
+            if life is None:
+                raise ValueError(f"replica {replica}: a phase change from {before!r} at {t} s before it was started")
+            if after == "active" and np.isnan(life["ready_s"]):
+                life["ready_s"] = float(t)
+            if after == "draining":
+                life["drain_s"] = float(t)
+            if after == "off":
+                life["left_s"] = float(t)
+                rows.append(life)
+                life = None
+        if life is not None:
+            life["left_s"] = max(float(end_s), life["provisioned_s"])
+            life["at_end"] = True
+            rows.append(life)
+    lives = pd.DataFrame(rows, columns=["replica", "provisioned_s", "ready_s", "drain_s", "left_s", "at_end"])
+    lives["seconds"] = lives["left_s"] - lives["provisioned_s"]
+    return lives
+
+
+def seconds_per_interval(start_s, end_s, interval_s: float, horizon_s: float) -> np.ndarray:
+    """How much of the spans ``[start_s[i], end_s[i])`` falls in each interval ``[j, j + 1) x interval_s`` up to
+    ``horizon_s`` (the last interval may be shorter): e.g. the replica-seconds of each hour from the lives."""
+    edges = np.r_[np.arange(0.0, horizon_s, interval_s), horizon_s] if horizon_s > 0 else np.zeros(1)
+    start = np.clip(np.asarray(start_s, dtype=np.float64), 0.0, edges[-1])
+    end = np.clip(np.asarray(end_s, dtype=np.float64), 0.0, edges[-1])
+    # the covered length of [0, x) by all spans, at each edge: sum of min(x, end) - min(x, start)
+    covered = np.array([np.sum(np.minimum(x, end) - np.minimum(x, start)) for x in edges])
+    return np.diff(covered)
+
+
+def count_at(times_s, events: pd.DataFrame, phases=PROVISIONED_PHASES) -> np.ndarray:
+    """How many replicas are in one of ``phases`` at each time (after the changes at that instant)."""
+    delta = (events["phase_to"].isin(phases).astype(int) - events["phase_from"].isin(phases).astype(int)).to_numpy()
+    order = np.argsort(events["time_s"].to_numpy(), kind="stable")
+    change_s = events["time_s"].to_numpy()[order]
+    running = np.cumsum(delta[order])
+    at = np.searchsorted(change_s, np.asarray(times_s, dtype=np.float64), side="right")
+    return np.where(at > 0, running[np.maximum(at - 1, 0)], 0)
+
+
+def attainment_per_interval(arrival_s, met, interval_s: float, num_intervals: int | None = None) -> pd.DataFrame:
+    """Per interval of arrival time: requests arrived, those meeting the SLO and their share (NaN when none
+    arrived)."""
+    arrival_s = np.asarray(arrival_s, dtype=np.float64)
+    index = (arrival_s // interval_s).astype(np.int64)
+    n = int(index.max()) + 1 if index.size else 0
+    n = max(n, num_intervals or 0)
+    offered = np.bincount(index, minlength=n)
+    meeting = np.bincount(index, weights=np.asarray(met, dtype=np.float64), minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(offered > 0, meeting / np.maximum(offered, 1), np.nan)
+    return pd.DataFrame({"interval": np.arange(n), "start_s": np.arange(n) * interval_s, "offered": offered,
+                         "met_slo": meeting.astype(np.int64), "attainment": share})

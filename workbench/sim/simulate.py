@@ -18,9 +18,10 @@ from workbench.sim import static_engine as engine
 from workbench.sim.bins import EDGE_CACHE, assign_bins, equal_mass_edges
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
+from workbench.sim.autoscale import run_autoscaled
 from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_DROPPED, STATUS_LABELS, STATUS_REJECTED_BUDGET,
-                                   STATUS_REJECTED_KV, meets_slo, offered_rate_rps, static_bin_metrics, summarize,
-                                   summarize_continuous, summarize_static_steps)
+                                   STATUS_REJECTED_KV, meets_slo, offered_rate_rps, replica_lives,
+                                   static_bin_metrics, summarize, summarize_continuous, summarize_static_steps)
 from workbench.sim.predictors import predict_output_tokens
 from workbench.sim.prefix_tree import empty_tree, prefix_tree
 from workbench.sim.profiles import SEED_GRID_NAMES
@@ -60,6 +61,31 @@ class SimResult:
     engine: str = "static"
     continuous: dict | None = field(default=None, repr=False)   # per-request arrays and step log
     pool_latency: dict | None = field(default=None, repr=False)  # disaggregated: the prefill and decode models
+    autoscaling: dict | None = field(default=None, repr=False)   # autoscaled: control rows, phase events, lives
+
+    @property
+    def replica_timeline(self) -> pd.DataFrame:
+        """Autoscaled runs: one row per control instant (:data:`workbench.sim.autoscale.CONTROL_COLUMNS`): the
+        policy's wish (``desired``), the count applied (``target``), the replicas by phase after it, and what the
+        policy saw (outstanding and waiting requests, KV and busy shares, the arrival rate, its metric)."""
+        return self._autoscaling("control")
+
+    @property
+    def replica_events(self) -> pd.DataFrame:
+        """Autoscaled runs: one row per phase change of a replica slot (``time_s``, ``replica``, ``phase_from``,
+        ``phase_to``; phases ``off``, ``starting``, ``active``, ``draining``)."""
+        return self._autoscaling("events")
+
+    @property
+    def replica_lives(self) -> pd.DataFrame:
+        """Autoscaled runs: one row per life of a replica (:func:`workbench.sim.metrics.replica_lives`)."""
+        return self._autoscaling("lives")
+
+    def _autoscaling(self, key: str) -> pd.DataFrame:
+        if self.autoscaling is None:
+            raise AttributeError(f"{key}: only an autoscaled run (SimConfig.autoscaler) records its replicas over "
+                                 "time; this one had a fixed pool")
+        return self.autoscaling[key]
 
     @cached_property
     def gpu(self) -> np.ndarray:
@@ -462,6 +488,11 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
     decisions of the continuous engine ``res.steps`` keeps.  Keyword
     ``overrides`` are applied to ``config`` (``simulate(trace, num_gpus=4)``).
 
+    A continuous scheduler with ``config.autoscaler`` set runs a pool whose replica count a policy changes
+    during the run (:mod:`workbench.sim.autoscale`, rule 16 of :mod:`workbench.sim.continuous_engine`):
+    ``res.replica_timeline``, ``res.replica_events`` and ``res.replica_lives`` record it, and the summary adds
+    ``replica_hours``, ``cold_starts`` and ``drains``.
+
     ``latency`` may also be ``"seed-grid"`` (or ``"grid"``) or a registered step-time profile name
     (:func:`workbench.sim.profiles.profile_names`).  Leaving ``config`` out
     simulates the default :class:`SimConfig`; passing ``config=None`` is
@@ -688,11 +719,13 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     heap = ceng.finish_heap_capacity(cfg.max_num_seqs, blocks, n, cfg.prefix_caching)
     cache = (f" + prefix cache of {tree.num_nodes:,} prefix-tree nodes and up to "
              f"{ceng.lru_records(blocks, tree.num_nodes, n):,} LRU records" if cfg.prefix_caching else "")
-    _check_tables(ceng.table_bytes(num_requests=n, num_replicas=cfg.num_gpus, n_bins=n_bins,
+    slots = cfg.max_replicas_effective
+    pool = f"max_replicas={slots}" if cfg.autoscaler else f"num_gpus={cfg.num_gpus}"
+    _check_tables(ceng.table_bytes(num_requests=n, num_replicas=slots, n_bins=n_bins,
                                    block_size=cfg.block_size, max_num_seqs=cfg.max_num_seqs, kv_blocks=blocks,
                                    window=cfg.ctrl_window, caching=cfg.prefix_caching, n_nodes=tree.num_nodes,
                                    log_capacity=step_log),
-                  f"num_gpus={cfg.num_gpus} replicas x (block_size={cfg.block_size} + k_bins={n_bins} + ctrl_window="
+                  f"{pool} replicas x (block_size={cfg.block_size} + k_bins={n_bins} + ctrl_window="
                   f"{cfg.ctrl_window} + a finish heap of {heap:,}{cache}), and step_log={step_log}")
     # read-only whether or not an arrival overhead made a new array: one compiled signature, not two (the
     # continuous engine takes tens of seconds to compile)
@@ -701,7 +734,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     _check_engine_arrays(join_s, prompt, output, np.asarray(bin_id), n_bins)
     tf, ti = step_table_arrays(latency, cfg.max_num_seqs)
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
-    (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(
+    engine_args = (
         np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,
         ceng.ROUTERS[cfg.router], spec.policy, spec.jumps, cfg.chunked_prefill, cfg.prefix_caching,
         cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.max_paddings, cfg.kv_watermark_blocks, cfg.block_size,
@@ -709,6 +742,14 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window,
         cfg.mem_theta, cfg.prefix_affinity_margin, tree.path_off, tree.path_node, tree.node_first,
         tree.node_blocks, tree.path_blocks, int(step_log), tf, ti, cfg.reserve_full_isl)
+    scaling = None
+    if cfg.autoscaler is None:
+        (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(*engine_args)
+    else:
+        (rq, tq, busy_s, block_s, steps, log_f, log_i, error, control, events, end_s) = run_autoscaled(
+            cfg, engine_args)
+        scaling = {"control": pd.DataFrame(control), "events": pd.DataFrame(events), "end_s": end_s}
+        scaling["lives"] = replica_lives(scaling["events"], end_s)
     if error:
         raise SimulationError(f"continuous engine invariant violated (code {error}) for {cfg}")
     if latency.table is not None:
@@ -730,11 +771,14 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot_s = np.where(output > 1, (e2e_s - ttft_s) / np.maximum(output - 1, 1), np.nan)
     queue_s = sched_s - arrival_s
+    replica_seconds = None if scaling is None else float(scaling["lives"]["seconds"].sum())
     summary = summarize_continuous(
         arrival_s=arrival_s, ttft_s=ttft_s, tpot_s=tpot_s, e2e_s=e2e_s, queue_s=queue_s, preemptions=preemptions,
         status=status, output_tokens=output, busy_s=busy_s, block_seconds=block_s,
         kv_blocks=cfg.kv_blocks_effective, num_replicas=cfg.num_gpus,
-        ttft_sla_s=cfg.ttft_sla_s, tpot_sla_s=cfg.tpot_sla_s)
+        ttft_sla_s=cfg.ttft_sla_s, tpot_sla_s=cfg.tpot_sla_s, replica_seconds=replica_seconds)
+    if scaling is not None:
+        summary.update(autoscaling_summary(scaling, cfg))
     summary["offered_rps"] = offered_rate_rps(arrival_s)
     summary["engine_steps"] = int(steps.sum())
     summary["k_bins_effective"] = int(n_bins)
@@ -760,4 +804,23 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
                     "preemptions": preemptions, "cached_tokens": cached, "prompt_tokens": prompt,
                     "output_tokens": output,
                     "first_token_step_end_s": first_s, "last_step_end_s": end_s, "busy_s": busy_s,
-                    "block_seconds": block_s, "log_f": log_f, "log_i": log_i})
+                    "block_seconds": block_s, "log_f": log_f, "log_i": log_i},
+        autoscaling=scaling)
+
+
+def autoscaling_summary(scaling: dict, cfg: SimConfig) -> dict:
+    """The summary keys of an autoscaled run: replica-hours provisioned (billed from a start to leaving), the
+    time-average and extremes of the replicas provisioned and active, and how many starts, cancellations and
+    drains the policy caused (see :mod:`workbench.sim.autoscale`)."""
+    lives, events, end_s = scaling["lives"], scaling["events"], scaling["end_s"]
+    seconds = float(lives["seconds"].sum())
+    control = scaling["control"]
+    started = events["phase_from"].eq("off") & events["time_s"].gt(0)
+    return {"replica_hours": seconds / 3600.0,
+            "replicas_mean": seconds / end_s if end_s > 0 else float("nan"),
+            "replicas_max": int(max(control["replicas"].max(), cfg.num_gpus)) if len(control) else cfg.num_gpus,
+            "replicas_min": int(min(control["replicas"].min(), cfg.num_gpus)) if len(control) else cfg.num_gpus,
+            "cold_starts": int(started.sum()),
+            "cold_starts_cancelled": int((events["phase_from"].eq("starting") & events["phase_to"].eq("off")).sum()),
+            "drains": int(events["phase_to"].eq("draining").sum()),
+            "control_instants": int(len(control))}

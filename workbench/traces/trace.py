@@ -253,6 +253,8 @@ class Trace:
         """Human label for plots and CSVs: says "synthetic" for synthetic traces, the name and origin of a
         registered dataset (``azure_conv (real production trace: ..., 19,366 req)``), else the file name."""
         size = f"{len(self):,} req"
+        if self.meta.options.get("rate_profile"):   # replayed over a rate profile (traces.rate_profile)
+            size += f", over {self.meta.options['rate_profile']}"
         if self.meta.origin and not self.is_synthetic:
             return f"{self.meta.dataset} ({self.meta.origin}, {size})"
         if not self.is_synthetic:
@@ -342,6 +344,18 @@ class Trace:
         return _make_trace(arrival_s, self.prompt_tokens, self.output_tokens,
                            like=self.meta, options={**self.meta.options, "time_scale": scale},
                            prefix_hashes=self.prefix_hashes, prefix_block_tokens=self.prefix_block_tokens)
+
+    def retimed(self, arrival_s, **options) -> Trace:
+        """The same requests, in the same order, at new arrival times ``arrival_s`` (seconds, non-decreasing, the
+        first at 0): what a replay over a rate profile makes (:func:`workbench.traces.rate_profile.replay_over_profile`).
+        ``options`` are recorded in ``meta.options`` (how the times were made)."""
+        arrival_s = checks.array(arrival_s, "arrival_s", low=0, length=len(self), what="seconds")
+        if arrival_s.size and (arrival_s[0] != 0.0 or np.any(np.diff(arrival_s) < 0)):
+            raise ValueError("arrival_s: new arrival times must be non-decreasing and start at 0.0 (the requests keep "
+                             "their order)")
+        return _make_trace(arrival_s, self.prompt_tokens, self.output_tokens, like=self.meta,
+                           options={**self.meta.options, **options}, prefix_hashes=self.prefix_hashes,
+                           prefix_block_tokens=self.prefix_block_tokens)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"arrival_s": self.arrival_s, "prompt_tokens": self.prompt_tokens,
@@ -530,7 +544,9 @@ def load_trace(path: str | os.PathLike | None = None, *, num_requests: int | Non
         key = ("synthetic", *generator.values(), *options.values())
         if (hit := _recall(_traces, key)) is not None:
             return hit
-        rows = _synthetic_rows(int(seed))
+        rows, periods = _synthetic_rows_for(int(seed), options)
+        if periods > 1:
+            generator["periods"] = periods
         trace = _select(rows, options, source="synthetic", is_synthetic=True, generator=generator)
         return _remember(_traces, key, trace, _MAX_CACHED_TRACES)
 
@@ -576,8 +592,8 @@ def _label_mask(codes: np.ndarray | None, names: tuple[str, ...], wanted: tuple[
     return np.isin(codes, wanted_codes)
 
 
-def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, generator: dict | None,
-            dataset: str | None = None, origin: str | None = None) -> Trace:
+def _keep_mask(rows: _Rows, options: dict, source: str) -> tuple[np.ndarray, dict[str, int]]:
+    """The rows the filters keep (``drop_failed``, ``models``, ``log_types``), and the counts each dropped."""
     keep = np.ones(rows.timestamp_s.size, dtype=bool)
     dropped: dict[str, int] = {}
 
@@ -593,6 +609,12 @@ def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, gene
     if options["log_types"] is not None:
         drop("log type filter", _label_mask(rows.log_type, rows.log_type_names, options["log_types"],
                                             KNOWN_LOG_TYPES, "Log Type", source, "log_types"))
+    return keep, dropped
+
+
+def _select(rows: _Rows, options: dict, *, source: str, is_synthetic: bool, generator: dict | None,
+            dataset: str | None = None, origin: str | None = None) -> Trace:
+    keep, dropped = _keep_mask(rows, options, source)
     index = np.flatnonzero(keep)
     if index.size == 0:
         raise ValueError(f"{source}: no requests left after the filters (rows dropped: {dropped})")
@@ -644,18 +666,44 @@ def _file_rows(file: Path, digest: str) -> _Rows:
     return _remember(_rows, digest, rows, _MAX_CACHED_ROWS)
 
 
-def _synthetic_rows(seed: int) -> _Rows:
+def _synthetic_rows_for(seed: int, options: dict) -> tuple[_Rows, int]:
+    """The synthetic rows ``options`` need: one 61-day period (BurstGPT_1's size), or as many more as it takes
+    to leave ``num_requests`` requests after the filters (each period generated and cached on its own)."""
+    rows = _synthetic_rows(seed)
+    wanted = options["num_requests"]
+    if wanted is None:
+        return rows, 1
+    per_period = int(np.count_nonzero(_keep_mask(rows, options, "synthetic")[0]))
+    if per_period == 0 or per_period >= wanted:
+        return rows, 1   # (no row passes the filters: _select says so)
+    periods = -(-wanted // per_period)
+    while True:
+        rows = _concatenate_rows([_synthetic_rows(seed, k) for k in range(periods)])
+        if np.count_nonzero(_keep_mask(rows, options, "synthetic")[0]) >= wanted:
+            return rows, periods
+        periods += 1
+
+
+def _concatenate_rows(parts: list[_Rows]) -> _Rows:
+    first = parts[0]
+    join = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    return _Rows(join("timestamp_s"), join("request_tokens"), join("response_tokens"), join("model"),
+                 join("log_type"), first.model_names, first.log_type_names)
+
+
+def _synthetic_rows(seed: int, period: int = 0) -> _Rows:
     name = f"synthetic-g{synthetic.GENERATOR_VERSION}-n{synthetic.NUM_ROWS}-seed{seed}"
+    name += f"-period{period}" if period else ""   # period 0 keeps the name it always had
     if (hit := _recall(_rows, name)) is not None:
         return hit
     cached = paths.cache_dir() / f"{name}.npz"
     arrays = _read_npz(cached)
     if arrays is None:
-        arrays = synthetic.synthetic_rows(synthetic.NUM_ROWS, seed=seed)
+        arrays = synthetic.synthetic_rows(synthetic.NUM_ROWS, seed=seed, period=period)
         arrays.update(model_names=np.array(synthetic.MODEL_NAMES), log_type_names=np.array(synthetic.LOG_TYPE_NAMES))
         _write_npz_atomic(cached, arrays)
     else:
-        _said_once("loaded synthetic rows (seed %d) from cache %s", seed, cached.name)
+        _said_once("loaded synthetic rows (seed %d, period %d) from cache %s", seed, period, cached.name)
     return _remember(_rows, name, _Rows.from_npz(arrays), _MAX_CACHED_ROWS)
 
 

@@ -186,6 +186,78 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "engine": ("", "hardware: the serving engine whose efficiencies the roofline uses (vllm-v1, vllm-v0.2, "
                    "distserve)"),
     "run": ("", "hardware: the measured serving run (its file or folder name)"),
+    # the cheapest fleet for a load (notebooks/fleet_planning.ipynb: fleet_plan.csv, one row per candidate;
+    # fleet_trials.csv and fleet_frontier.csv, one row per fleet simulated; fleet_neighbours.csv); gpu, tp,
+    # price_per_gpu_hour, step_model, capacity_rps and the attainments as above
+    "rank": ("", "fleet: the candidate's place by cost per hour among those meeting the SLA (empty: it does not)"),
+    "topology": ("", "fleet: colocated (replicas of tp GPUs, vLLM V1) or disaggregated (prefill and decode "
+                     "instances apart, DistServe)"),
+    "candidate": ("", "fleet: the GPU type, topology and TP degree(s) searched, e.g. 'l40s colocated tp1'"),
+    "fleet": ("", "fleet: the fleet in words, e.g. '6 x l40s (tp1)' or '2xP(tp1) + 3xD(tp2) on h100-sxm' (empty "
+                  "when no size of the candidate was simulated)"),
+    "gpus": ("GPUs", "fleet: GPUs of the fleet (replicas x tp, or both pools' instances x their TP)"),
+    "replicas": ("replicas", "fleet: colocated replicas (disaggregated: prefill plus decode instances); autoscaling "
+                             "(autoscaling_plan.csv): the plan's count for the hour, the fewest whose capacity covers "
+                             "peak_rps"),
+    "dollars_per_hour": ("USD/h", "fleet: gpus x price_per_gpu_hour"),
+    "dollars_per_million_output_tokens": ("USD", "fleet: dollars_per_hour over the output tokens an hour at "
+                                                 "rate_rps brings (rate_rps x mean output tokens x 3600), per million"),
+    "rate_rps": (REQ_S, "fleet: the load planned for (the trace's own rate, or the rate it was replayed at)"),
+    "slo_attainment_at_peak": ("share", "autoscaling: the plan's fleet's SLO attainment on the hour's requests "
+                                        "at peak_rps, as the planner simulated it (empty with planner=capacity)"),
+    "headroom": ("share", "fleet: capacity_rps / rate_rps - 1: how much more load the fleet keeps the SLA at; "
+                          "autoscaling: capacity_rps / peak_rps - 1 for the plan's replicas"),
+    "step_source": ("", "fleet: where the step times come from: measured (a registered profile of that model, GPU "
+                        "and TP) or roofline (estimated from config.json and the spec sheet, not measured)"),
+    "bound_gpus": ("GPUs", "fleet: the fewest GPUs the bound allows (workbench.study.runs.fleet_bound: never more "
+                           "than the simulator needs); a candidate is pruned when their cost exceeds a confirmed fleet's"),
+    "bound_binding": ("", "fleet: what sets the bound per pool: GPU time or the KV cache, and in bursts of how long"),
+    "status": ("", "fleet: meets SLA, does not fit in memory, misses TTFT, misses TPOT, above max_gpus or pruned"),
+    "reason": ("", "fleet: the status in a sentence, with the numbers"),
+    "decided_by": ("", "fleet: what sets the fleet's size: memory, or the phase (prefill, decode) taking most GPU "
+                       "time and whether the roofline says it is bound by compute or by memory bandwidth"),
+    "decided_by_text": ("", "fleet: decided_by in a sentence, with the roofline's shares and the limit one replica "
+                            "fewer misses"),
+    "simulations": ("simulations", "fleet: simulations of the candidate's search (capacity search excluded)"),
+    "alone_share": ("share", "fleet: requests that meet both limits alone on an idle replica and fit its KV cache"),
+    "prefill_goodput_rps": (REQ_S, "fleet, disaggregated: capacity of one prefill instance judged on TTFT alone "
+                                   "(wb.best_placement's per-pool step), where the split search starts"),
+    "decode_goodput_rps": (REQ_S, "fleet, disaggregated: capacity of one decode instance judged on TPOT alone"),
+    "search_s": ("s", "fleet: wall-clock time of the candidate's search"),
+    "meets_sla": ("bool", "fleet: slo_attainment >= the attainment target at rate_rps"),
+    "neighbour": ("", "fleet: which neighbour of the cheapest fleet was simulated (one replica fewer, the next "
+                      "cheaper GPU type)"),
+    "holds": ("bool", "fleet: the neighbour misses the SLA or costs more, as it must if the answer is the cheapest"),
+    "note": ("", "fleet: why a neighbour was not simulated, or what it is compared on"),
+    # a day of changing load (notebooks/autoscaling.ipynb: autoscaling_plan.csv, autoscaling_hourly.csv,
+    # autoscaling_timeline.csv, autoscaling_summary.csv)
+    "hour": ("h", "autoscaling: the hour of the day, 0-23"),
+    "requests": ("requests", "autoscaling: requests arriving in the hour"),
+    "mean_rps": (REQ_S, "autoscaling: the hour's mean arrival rate"),
+    "peak_rps": (REQ_S, "autoscaling: the highest arrival rate within the hour (of the day's rate profile)"),
+    "strategy": ("", "autoscaling: how the day is served: peak fleet (the plan's largest count all day), plan "
+                     "schedule (the plan's count per hour), reactive (the threshold autoscaler)"),
+    "replicas_mean": ("replicas", "autoscaling: replicas provisioned on average (billed: starting, active or "
+                                  "draining) over the hour or the day"),
+    "gpu_hours": ("GPU-hours", "autoscaling: replica-seconds provisioned in the hour (or day) x GPUs per replica / "
+                               "3600"),
+    "cost_usd": ("USD", "autoscaling: gpu_hours x the GPU's price per hour"),
+    "met_slo": ("requests", "autoscaling: requests arriving in the hour that met TTFT and TPOT limits"),
+    "time_s": ("s", "autoscaling: time of day at the end of the timeline's 5-minute step"),
+    "arrival_rps": (REQ_S, "autoscaling: the arrival rate over the 5-minute step"),
+    **{f"{strategy}_{what}": ("replicas", f"autoscaling: replicas of the {strategy.replace('_', ' ')} strategy "
+                                          f"{'provisioned (starting, active or draining)' if what == 'provisioned' else 'active (taking new requests)'} "
+                                          "at time_s")
+       for strategy in ("peak_fleet", "plan_schedule", "reactive") for what in ("provisioned", "active")},
+    "hours_below_target": ("hours", "autoscaling: hours whose SLO attainment is below the attainment target"),
+    "replicas_max": ("replicas", "autoscaling: most replicas active or starting at a control instant"),
+    "replicas_min": ("replicas", "autoscaling: fewest replicas active or starting at a control instant"),
+    "cold_starts": ("replicas", "autoscaling: replicas started during the run (each a cold start)"),
+    "cold_starts_cancelled": ("replicas", "autoscaling: cold starts cancelled before the replica was ready"),
+    "drains": ("replicas", "autoscaling: replicas told to drain (take no new request, finish, leave)"),
+    "control_instants": ("instants", "autoscaling: times the policy was asked for a replica count"),
+    "replica_hours": ("replica-hours", "autoscaling: replica-seconds provisioned / 3600 (cold starts included)"),
+    "share_of_peak_cost": ("share", "autoscaling: the strategy's cost over the peak fleet's"),
     # disaggregated prefill and decode (workbench.sim.disagg), empty for other schedulers
     "prefill_utilization_mean": ("share", "disaggregated: mean share of the run the prefill instances compute"),
     "decode_utilization_mean": ("share", "disaggregated: mean share of the run the decode instances' stages compute"),
@@ -424,7 +496,9 @@ CONFIG_UNITS = {"num_gpus": "GPUs", "k_bins": "bins", "batch_size": "requests", 
                 "prefill_replicas": "instances", "decode_replicas": "instances", "prefill_tp": "GPUs",
                 "decode_tp": "GPUs", "decode_pp": "stages", "prefill_max_batch_size": "requests",
                 "decode_max_batch_size": "requests", "prefill_kv_blocks": "blocks", "decode_kv_blocks": "blocks",
-                "decode_waiting_block_fraction": "share", "kv_link_gbps": "Gbit/s"}
+                "decode_waiting_block_fraction": "share", "kv_link_gbps": "Gbit/s",
+                "min_replicas": "replicas", "max_replicas": "replicas", "autoscale_target": "per replica",
+                "autoscale_tolerance": "share", "replica_schedule": "replicas"}
 
 
 def _unit_from_name(name: str) -> str:

@@ -13,6 +13,7 @@ from matplotlib.ticker import NullLocator
 
 from workbench.study.present import palette
 from workbench.study.present.figures import finish_figure
+from workbench.study.present.text import join_and as _and
 
 ROUTER_ORDER = ("round_robin", "least_outstanding", "least_kv", "prefix_affinity")   # as tables and figures list them
 
@@ -109,10 +110,6 @@ def _pct(value: float) -> str:
 
 def _change(new: float, old: float) -> str:
     return f"{new / old - 1:+.0%}"
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _capacity_change(new: float, old: float, resolution: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from workbench.study.answers import analysis
+from workbench.study.answers import analysis, cost
 from workbench.study.present.tables import display_table
 
 BRIEF_COLUMNS = ("label", "num_requests", "replications", "throughput_rps", "goodput_rps", "sla_violation_rate",
@@ -27,17 +27,19 @@ def brief(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 CAPACITY_COLUMNS = ("label", "num_requests", "offered_rps", "throughput_rps", "capacity_rps", "capacity_headroom",
-                    "capacity_per_gpu", "capacity_efficiency", "capacity_attainment", "capacity_probes", "replications")
+                    "capacity_per_gpu", "requests_per_dollar", "capacity_efficiency", "capacity_attainment",
+                    "capacity_probes", "replications")
 
 
 def capacity_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The tests that searched their capacity: the replayed rate and throughput next to capacity, the headroom it
-    leaves, capacity per GPU, and against proportional scaling from each scheduler's smallest pool with a capacity
-    ("unreachable": why, in the text above it)."""
+    leaves, capacity per GPU and per dollar (on the profile's GPU type, :mod:`~workbench.study.answers.cost`), and
+    against proportional scaling from each scheduler's smallest pool with a capacity ("unreachable": why, in the
+    text above it)."""
     table = analysis.capacity_table(rows)
     if table.empty:
         return table
-    return display_table(table, CAPACITY_COLUMNS)
+    return display_table(cost.add_requests_per_dollar(table, rows), CAPACITY_COLUMNS)
 
 
 __all__ = ["BRIEF_COLUMNS", "CAPACITY_COLUMNS", "brief", "capacity_table"]

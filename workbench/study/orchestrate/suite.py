@@ -57,6 +57,8 @@ FIDELITY_DISAGG = "fidelity_disagg"  # the disaggregated engine against measured
 DISAGGREGATION = "disaggregation"
 PREFIX_CACHING = "prefix_caching"  # prefix caching and cache-aware routing on Mooncake; with --validate too
 HARDWARE = "hardware"  # any model on any GPU: what fits, capacity per GPU and per dollar; with --validate too
+FLEET = "fleet_planning"  # the cheapest fleet for a load (GPU type, count, TP, topology); with --validate too
+AUTOSCALING = "autoscaling"  # a day of changing load: peak fleet, plan per hour, reactive autoscaling; --validate
 KERNEL_NAME = "python3"
 
 
@@ -154,6 +156,8 @@ SUITE_NOTEBOOKS: tuple[SuiteNotebook, ...] = (
     SuiteNotebook(PREFIX_CACHING, NOTEBOOK_TITLES[PREFIX_CACHING], "validate", results_only),
     SuiteNotebook(DISAGGREGATION, NOTEBOOK_TITLES[DISAGGREGATION], "validate", results_only),
     SuiteNotebook(HARDWARE, NOTEBOOK_TITLES[HARDWARE], "validate", results_only),
+    SuiteNotebook(FLEET, NOTEBOOK_TITLES[FLEET], "validate", results_only),
+    SuiteNotebook(AUTOSCALING, NOTEBOOK_TITLES[AUTOSCALING], "validate", results_only),
 )
 
 

@@ -62,6 +62,21 @@ def router_color(router: str) -> str:
     return EXTRA[sorted({router, *ROUTER_COLORS}).index(router) % len(EXTRA)]
 
 
+# Ways to provision a day (notebooks/autoscaling): compared in their own figures, never beside schedulers.
+STRATEGY_COLORS: dict[str, str] = {
+    "peak fleet": "#636363",      # grey: one fleet sized for the busiest hour, all day
+    "plan schedule": "#3182bd",   # blue: the provisioning plan's count per hour
+    "reactive": "#e6550d",        # orange: a reactive autoscaler
+}
+
+
+def strategy_color(strategy: str) -> str:
+    """The colour of a provisioning strategy in every figure that compares them."""
+    if strategy in STRATEGY_COLORS:
+        return STRATEGY_COLORS[strategy]
+    return EXTRA[sorted({strategy, *STRATEGY_COLORS}).index(strategy) % len(EXTRA)]
+
+
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _DASHES = ("-", "--", "-.", ":")
 
@@ -107,4 +122,5 @@ def gpu_style(index: int) -> dict:
     return {"marker": _MARKERS[index % len(_MARKERS)], "ls": _DASHES[index % len(_DASHES)]}
 
 
-__all__ = ["PINNED", "REFERENCES", "ROUTER_COLORS", "color", "colors", "gpu_style", "order", "reference", "router_color"]
+__all__ = ["PINNED", "REFERENCES", "ROUTER_COLORS", "STRATEGY_COLORS", "color", "colors", "gpu_style", "order",
+           "reference", "router_color", "strategy_color"]

@@ -83,6 +83,7 @@ DISPLAY = {
     "gpu_utilization_mean": ("GPUs busy", lambda v: percent(v, 0)),
     "capacity_rps": ("capacity (req/s)", significant),
     "capacity_per_gpu": ("capacity per GPU (req/s)", significant),
+    "requests_per_dollar": ("requests per dollar at capacity", lambda v: f"{v:,.0f}"),
     "capacity_efficiency": ("capacity / proportional scaling", lambda v: significant(v, 2)),
     "capacity_headroom": ("headroom over the replayed rate", lambda v: f"{v:+.0%}"),
     "capacity_attainment": ("met the SLA at capacity", percent),

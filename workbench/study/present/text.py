@@ -8,6 +8,7 @@
 * :func:`floor_sentence`: the share of requests no load can bring within the SLA
   (the figures draw it as the "floor"; the capacity search computes it as
   ``1 - capacity_attainable``): always said as a floor, never as its complement;
+* :func:`join_and`: "a, b and c";
 * :data:`NOTEBOOK_TITLES`: each notebook of the study by its title (the suite's summary, ``index.html``'s links);
 * :func:`natural_key`: labels with numbers in them ("1,000 req", "10,000 req") sorted as the numbers sort.
 """
@@ -46,6 +47,8 @@ NOTEBOOK_TITLES = {
     "prefix_caching": "Prefix caching and cache-aware routing (Mooncake)",
     "disaggregation": "Disaggregated prefill/decode vs colocated serving as the SLO tightens",
     "hardware": "Any model on any GPU: what fits, capacity per GPU and per dollar (roofline, measured, kernel profiles)",
+    "fleet_planning": "The cheapest fleet for a load: GPU type, count, TP, colocated or disaggregated",
+    "autoscaling": "A day of changing load: a fleet for the peak, a plan per hour, reactive autoscaling",
 }
 
 
@@ -79,5 +82,11 @@ def floor_sentence(floor: float, sla: str = "the SLA") -> str:
             "violation rate below it.")
 
 
-__all__ = ["NOTEBOOK_TITLES", "SCHEDULER_SENTENCES", "floor_sentence", "natural_key", "scheduler_sentence",
-           "schedulers_markdown"]
+def join_and(items) -> str:
+    """``items`` as a sentence lists them: "a", "a and b", "a, b and c"."""
+    items = [str(item) for item in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+__all__ = ["NOTEBOOK_TITLES", "SCHEDULER_SENTENCES", "floor_sentence", "join_and", "natural_key",
+           "scheduler_sentence", "schedulers_markdown"]

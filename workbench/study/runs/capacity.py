@@ -116,6 +116,11 @@ class CapacityError(ValueError):
     """No scaling in the allowed range meets the criterion."""
 
 
+class CeilingError(CapacityError):
+    """No load at all meets the criterion: too few requests meet it even alone on an idle GPU, so more GPUs
+    do not help either (the limits, the attainment target or the step-time model must change)."""
+
+
 @dataclass(frozen=True)
 class Probe:
     scaling: float
@@ -377,7 +382,7 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
                else "even alone on an idle GPU (the rest are too long for the latency model, or exceed the KV cache)")
         fix = ("lower the attainment target, relax the limits, or use a faster step-time model" if criterion == "slo"
                else "lower the attainment target, relax d_sla_s, or use a faster latency model")
-        raise CapacityError(
+        raise CeilingError(
             f"the target cannot be met at any load: only {ceiling:.1%} of the requests could meet {sla} {why}, "
             f"below the {needed:.0%} asked. To reach it: {fix}.")
     search = _Search(trace, cfg, latency, criterion, target, start, start_summary, max_probes)

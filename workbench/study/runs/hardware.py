@@ -82,15 +82,9 @@ class HardwareParams(NotebookParams):
 
     def price_table(self) -> dict[str, float]:
         """GPU -> $/GPU-hour: the catalogue's list price, replaced by ``prices`` where given."""
-        from workbench.hardware.catalog import get_gpu
+        from workbench.hardware.catalog import get_gpu, parse_prices
 
-        given = {}
-        for item in filter(None, (part.strip() for part in str(self.prices or "").split(","))):
-            name, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(f"prices: {item!r} is not 'gpu=dollars per hour' (e.g. 'h100-sxm=2.5,l4=0.5')")
-            given[get_gpu(name.strip()).key] = checks.number(value, f"prices[{name.strip()}]", low=0, low_open=True,
-                                                             unit="USD/h")
+        given = parse_prices(self.prices)
         return {g: given.get(g, get_gpu(g).price_per_hour) for g in self.gpus}
 
     def trace(self):

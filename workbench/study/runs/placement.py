@@ -173,6 +173,28 @@ def _scaled_hint(found, ratio: float) -> float | None:
     return found.capacity_rps * ratio if found is not None and found.capacity_rps > 0 else None
 
 
+def pool_search(trace, base: SimConfig, resolve, pool: str, tp: int, *, top: int, attainment: float,
+                resolution: float, ample: int = 4, pp: int = 1, hint_rps: float | None = None):
+    """The goodput of one ``pool`` instance (``"prefill"`` or ``"decode"``) at TP ``tp`` (decode: x PP
+    ``pp``), DistServe's per-pool step (``simu_prefill`` / ``simu_decode``): the capacity search of a deployment
+    with that one instance and ``ample`` instances of TP ``top`` in the other pool, judged on the pool's own
+    limit (TTFT for prefill, TPOT for decode; the other lifted).  ``base``: the disaggregated SimConfig (SLO
+    limits, memory, batch limits); ``resolve``: tp -> StepTimeModel.  Returns the
+    :class:`~workbench.study.runs.capacity.CapacityResult`, None when no load meets the limit, False when
+    the deployment does not fit ``base``'s memory."""
+    if pool == "prefill":
+        cfg = {"prefill_replicas": 1, "prefill_tp": tp, "decode_replicas": ample, "decode_tp": top, "decode_pp": 1}
+        lifted = {"tpot_sla_s": UNLIMITED_S}
+        latency = {"prefill": resolve(tp), "decode": resolve(top)}
+    else:
+        cfg = {"prefill_replicas": ample, "prefill_tp": top, "decode_replicas": 1, "decode_tp": tp, "decode_pp": pp}
+        lifted = {"ttft_sla_s": UNLIMITED_S}
+        latency = {"prefill": resolve(top), "decode": resolve(tp)}
+    if not _fits(cfg, base):
+        return False
+    return _search(trace, base.replace(**cfg, **lifted), latency, attainment, hint_rps, resolution)
+
+
 def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile=None, ttft_s: float = 0.2,
                    tpot_s: float = 0.1, attainment: float = 0.9, tp_degrees=None, pp_degrees=(1, 2),
                    colocated: bool = True, colocated_profile=None, disaggregated: bool = True,
@@ -254,12 +276,10 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
     pool_goodput = {}
     previous = None   # (GPUs of the instance, its search) of the last pool configuration searched
     for tp in tps if disaggregated else ():
-        cfg = {"prefill_replicas": 1, "prefill_tp": tp, "decode_replicas": ample, "decode_tp": top, "decode_pp": 1}
-        if not _fits(cfg, base):
+        res = pool_search(trace, base, resolve, "prefill", tp, top=top, attainment=attainment, resolution=resolution,
+                          ample=ample, hint_rps=_scaled_hint(previous[1], tp / previous[0]) if previous else None)
+        if res is False:
             continue
-        res = _search(trace, base.replace(**cfg, tpot_sla_s=UNLIMITED_S),
-                      {"prefill": resolve(tp), "decode": resolve(top)}, attainment,
-                      _scaled_hint(previous[1], tp / previous[0]) if previous else None, resolution)
         previous = (tp, res)
         pool_goodput[("prefill", tp, 1)] = res.capacity_rps if res else 0.0
     previous = None
@@ -267,12 +287,11 @@ def best_placement(trace, gpus: int, *, model: str = "facebook/opt-13b", profile
         for pp in pp_degrees:
             if tp * pp > gpus - 1:
                 continue
-            cfg = {"prefill_replicas": ample, "prefill_tp": top, "decode_replicas": 1, "decode_tp": tp, "decode_pp": pp}
-            if not _fits(cfg, base):
+            res = pool_search(trace, base, resolve, "decode", tp, pp=pp, top=top, attainment=attainment,
+                              resolution=resolution, ample=ample,
+                              hint_rps=_scaled_hint(previous[1], tp * pp / previous[0]) if previous else None)
+            if res is False:
                 continue
-            res = _search(trace, base.replace(**cfg, ttft_sla_s=UNLIMITED_S),
-                          {"prefill": resolve(top), "decode": resolve(tp)}, attainment,
-                          _scaled_hint(previous[1], tp * pp / previous[0]) if previous else None, resolution)
             previous = (tp * pp, res)
             pool_goodput[("decode", tp, pp)] = res.capacity_rps if res else 0.0
 
@@ -379,4 +398,4 @@ def _label(r) -> str:
             f"{int(r.decode_replicas)}xD(tp{int(r.decode_tp)}{pp})")
 
 
-__all__ = ["best_placement"]
+__all__ = ["best_placement", "pool_search"]

@@ -730,6 +730,32 @@ class _Backend:
             self.client.close()
 
 
+def map_calls(fn, items: Sequence, executor=None) -> list:
+    """``[fn(item) for item in items]`` on an executor (the specs :func:`parse_executor` takes: serial, a
+    process pool, a Dask cluster), results in the order of ``items`` whatever order they finish in; an
+    exception raised by a call is raised here.  ``fn`` and the items must pickle for a pool or a cluster
+    (a module-level function, plain data)."""
+    items = list(items)
+    kind, arg = parse_executor(executor, len(items))
+    if kind == "process" and not _spawn_safe():
+        log.warning("the main script was read from stdin, where a process pool cannot start: running serially")
+        kind = "serial"
+    if kind == "serial" or len(items) <= 1 and kind != "dask":
+        return [fn(item) for item in items]
+    backend = _Backend(kind, arg)
+    futures = []
+    try:
+        if kind == "process":
+            futures = [backend.pool.submit(fn, item) for item in items]
+            return [future.result() for future in futures]
+        name = getattr(fn, "__name__", "call")
+        futures = [backend.client.submit(fn, item, pure=False, key=f"workbench-{name}-{i}-{os.urandom(4).hex()}")
+                   for i, item in enumerate(items)]
+        return backend.client.gather(futures)
+    finally:
+        backend.close(futures)
+
+
 # Seconds a test is expected to take before any test of its scheduler has finished (the static engine's
 # schedulers are a few times faster than the continuous engine's).
 PRIOR_TEST_S = {"static": 2.0, "continuous": 6.0}
