@@ -47,7 +47,7 @@ def main() -> None:
                        max_num_seqs=256, **profiles.roofline_memory_fields("llama-3.1-8b", "rtx-pro-6000", 1,
                                                                             max_num_batched_tokens=2048))
     print(f"trace: {trace.label}, {len(trace):,} requests; roofline: {roofline.name} [{roofline.kind}]; "
-          f"kernel: {kernel.name} [{kernel.kind}]; plain: {plain.name}; KV blocks per replica {cfg.kv_blocks_effective:,}")
+          f"kernel: {kernel.name}; plain: {plain.name}; KV blocks per replica {cfg.kv_blocks_effective:,}")
     wb.simulate(trace.head(20_000), cfg, latency=roofline)   # warm-up (compilation)
     wb.simulate(trace.head(20_000), cfg, latency=kernel)
     wb.simulate(trace.head(20_000), cfg, latency=plain)
