@@ -1,6 +1,7 @@
 """Calibration on one run (issue 21): its time budget, the synthetic proof, and the shipped measured runs.
 
-    python benchmarks/bench_calibrate.py [--requests 10000] [--repeats 3] [--parts speed,proof,shipped]
+    python benchmarks/bench_calibrate.py [--requests 10000] [--repeats 3] [--parts speed,proof,shipped,extrapolation]
+                                         [--seeds 5]
 
 1. **speed**: ``wb.calibrate`` from the issue's generic start on a run of ``--requests`` requests made by the
    engine from a hidden step-time model (three load stages; prompts drawn from 100 distinct ones, and
@@ -11,8 +12,12 @@
    other rates), calibrated on each of the first two from the generic start: every run's mean E2E error, and
    the coefficients recovered against the hidden ones.
 3. **shipped**: DistServe's three vLLM runs, calibrated on each alone from the published profile and
-   predicting the other two; LLMServingSim's two vLLM 0.19 runs, calibrated on their first 150 requests from
-   each of three starts and predicting the last 150.
+   predicting the other two, and on two predicting the third, beside main's figures before issue 21 (and the
+   spread of each fold over seeds 0-4 with ``--seeds 5``); LLMServingSim's two vLLM 0.19 runs, calibrated on
+   their first 150 requests from each of three starts and predicting the last 150.
+4. **extrapolation**: one light load (3 requests/s) against two stages (3 and 6/s) of a server whose decode step
+   grows with the batch faster than the generic start says, predicting a heavier workload (6 and 9/s): the error,
+   and the decode step by batch with the uncertainty the fit reports.
 The machine is shared: the CPU time of the process is printed beside the wall time.
 """
 
@@ -104,7 +109,7 @@ def proof(per_stage: int) -> None:
               f"{report.search['elapsed_s']:.1f} s")
 
 
-def shipped() -> None:
+def shipped(seeds: int) -> None:
     import pandas as pd
 
     import workbench as wb
@@ -114,13 +119,28 @@ def shipped() -> None:
     print("\n3. shipped measured runs")
     folder = REPO / "data" / "groundtruth" / "distserve_opt13b_a100_vllm"
     runs = [wb.load_serving_log(folder / f"{n}.csv") for n in ("vllm-100-1", "vllm-200-2", "vllm-350-3.5")]
-    table, _, refused = vllm_runs.one_run_workflow(get_profile("opt-13b-a100"), runs)
+    profile = get_profile("opt-13b-a100")
+    table, _, refused = vllm_runs.one_run_workflow(profile, runs)
+    others, _, refused_others = vllm_runs.leave_one_out_workflow(profile, runs)
     print("   DistServe vLLM v0.2 (OPT-13B, A100), calibrated on one run (rows) from opt-13b-a100, mean E2E error "
-          "(the diagonal: training)")
+          "of the server's model (the diagonal: training, without the run's factor)")
     with pd.option_context("display.width", 200):
         print("   " + vllm_runs.error_matrix(table).map(lambda e: f"{e:+.1%}").to_string().replace("\n", "\n   "))
-    if refused:
-        print(f"   refused: {refused}")
+    if refused or refused_others:
+        print(f"   refused: {refused} {refused_others}")
+    spread = {}
+    for seed in range(1, seeds):
+        for frame in (vllm_runs.one_run_workflow(profile, runs, seed=seed)[0],
+                      vllm_runs.leave_one_out_workflow(profile, runs, seed=seed)[0]):
+            for row in frame[(frame.metric == "e2e_s") & (frame.role == "held-out")].itertuples():
+                spread.setdefault((row.trained_on, row.run), []).append(row.mean_rel_error)
+    print("   every fold, held-out mean E2E: this calibrate (seed 0) vs main before issue 21"
+          + (f"; range over seeds 0-{seeds - 1}" if seeds > 1 else ""))
+    for row in vllm_runs.against_main(table, others).itertuples():
+        values = spread.get((row.trained_on, row.run), []) + [row.mean_rel_error]
+        extra = f"   seeds {min(values):+.1%} to {max(values):+.1%}" if seeds > 1 else ""
+        print(f"   {row.trained_on:>24} -> {row.run:<13} {row.mean_rel_error:+7.1%}  main {row.main_before_issue_21:+7.1%}"
+              f"  {'better' if row.better else 'worse':<6}{extra}")
     generic = _models()[1]
     starts = {"llama-3.1-8b-h100": get_profile("llama-3.1-8b-h100"),
               "llama-3.1-8b-a100": get_profile("llama-3.1-8b-a100"), "generic": generic}
@@ -139,12 +159,38 @@ def shipped() -> None:
         print(f"   {gpu:<11} " + "; ".join(cells))
 
 
+def extrapolation() -> None:
+    import workbench as wb
+    from workbench.study.fidelity.calibration import simulate_run
+    from workbench.study.fidelity.synthetic_runs import benchmark_workload, measured_run
+
+    _, generic, cfg = _models()
+    hidden = wb.StepTimeModel(prefill=(0.004, 2e-5, 0.0), decode=(0.004, 1e-7, 2e-4), arrival_overhead_s=(0.002, 0),
+                              name="hidden")
+    print("\n4. extrapolation: a server whose decode step grows with the batch 4x faster (relative to its fixed "
+          "cost) than the generic start says")
+    heavy = measured_run(benchmark_workload((6.0, 9.0), 800, seed=2), cfg, hidden, seed=2, name="heavy")
+    for label, rates, per_stage, seed in (("one light load (3/s)", (3.0,), 800, 1), ("two stages (3, 6/s)", (3.0, 6.0),
+                                                                                      600, 5)):
+        run = measured_run(benchmark_workload(rates, per_stage, distinct_prompts=100, seed=seed), cfg, hidden,
+                           seed=seed, name=label)
+        fitted = wb.calibrate(generic, run)
+        error = wb.compare_to_measured(simulate_run(heavy, fitted), heavy).loc[("heavy", "e2e_s"), "mean_rel_error"]
+        steps = fitted.fit_report.decode_steps()
+        truth = [hidden.decode_time_s([int(r.context_tokens)] * int(r.batch)) for r in steps.itertuples()]
+        print(f"   {label:<21} predicts the heavy workload (6, 9/s) at {error:+.1%}; decode step by batch, fitted "
+              "+- its reported uncertainty (hidden):")
+        print("      " + ", ".join(f"{r.batch}: {r.step_s * 1e3:.2f} ms +-{r.rel_std:.0%} ({t * 1e3:.2f})"
+                                  for r, t in zip(steps.itertuples(), truth)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--proof-requests-per-stage", type=int, default=2000)
-    ap.add_argument("--parts", default="speed,proof,shipped")
+    ap.add_argument("--parts", default="speed,proof,shipped,extrapolation")
+    ap.add_argument("--seeds", type=int, default=1, help="shipped: also calibrate with seeds 1..N-1 (fold spread)")
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",")}
     warnings.simplefilter("ignore")
@@ -153,7 +199,9 @@ def main() -> None:
     if "proof" in parts:
         proof(args.proof_requests_per_stage)
     if "shipped" in parts:
-        shipped()
+        shipped(args.seeds)
+    if "extrapolation" in parts:
+        extrapolation()
 
 
 if __name__ == "__main__":

@@ -25,12 +25,15 @@
 #    of the requests meet the SLA (the trace replayed faster or slower).
 # 2. **Load-latency curves** on `curve_gpus` GPUs, from light load to past saturation: attainment,
 #    latency percentiles, TTFT and TPOT against the offered rate, one line per scheduler.
-# 3. A **ranking** by capacity per GPU (equal values share a rank; with `replications` > 1 the 95% interval
-#    over the seeds, Student t cut to the quantity's range) and one sentence per scheduler saying where it breaks.
+# 3. A **ranking** by what the trace needs: the fewest GPUs whose capacity covers the rate the trace is replayed
+#    at (step 2's answer, on the same tests), then the capacity per GPU on those GPUs. Schedulers whose order is
+#    within the capacity search's 1% resolution (and, with `replications` > 1, the seeds' 95% intervals: Student t
+#    cut to the quantity's range) share a rank; one sentence per scheduler says where it breaks.
 #
-# Trace, hardware model, SLA and capacity target are the step notebooks' (same parameters, same tests): run by
-# the suite, this notebook reuses step 2's capacities and adds the schedulers the steps do not run. Each (test,
-# seed) is checkpointed: a rerun skips what is done.
+# The GPU counts are step 2's (1 to 100 by default), so the ranking is at the pool sizes the trace needs. Trace,
+# hardware model, SLA and capacity target are the step notebooks' (same parameters, same tests): run by the suite,
+# this notebook reuses step 2's capacities and adds the schedulers the steps do not run. Each (test, seed) is
+# checkpointed: a rerun skips what is done.
 
 # %% tags=["parameters"]
 dataset = None                # None: the synthetic BurstGPT-like trace; or azure_conv, azure_code, a CSV path
@@ -38,7 +41,7 @@ num_requests = 20_000         # the suite passes its max_requests: then the capa
 curve_requests = None         # requests of the load-latency curves; None: num_requests (the suite: 20,000)
 schedulers = None             # None: every registered scheduler
 latency = "opt-13b-a100"      # the step-time profile every scheduler is timed by
-gpu_counts = (1, 2, 4, 8)
+gpu_counts = None             # None: step 2's GPU counts, 1 to 100; or e.g. "8,16,32"
 curve_gpus = 4
 load_points = 8
 ttft_sla_s = 1.0
@@ -88,13 +91,14 @@ compare_plots.plot_load_latency(result, result.results_dir)
 # ## Capacity against GPU count
 #
 # Left: each scheduler's capacity; right: capacity per GPU. A scheduler with no point on a GPU count meets the
-# target at no load there (named under the left panel).
+# target at no load there (named under the left panel). The ranking below reads, per scheduler, the fewest GPUs
+# whose capacity covers the replayed rate.
 
 # %%
 compare_plots.plot_capacity(result, result.results_dir)
 
 # %% [markdown]
-# ## Ranking by capacity per GPU, and where each scheduler breaks
+# ## Ranking by the GPUs each scheduler needs, and where each scheduler breaks
 
 # %%
 display(compare_plots.ranking_table(result))

@@ -31,14 +31,17 @@
 #    (`opt-13b-a100-distserve`), at TP 2 for the prefill instance and TP 1 for the decode instance. It
 #    was fitted on isolated steps; it has no serving overheads, and for pipeline parallelism only the
 #    per-step overhead every stage repeats, read from how its fixed decode cost falls with TP.
-# 2. **Calibrate on five runs, predict the sixth**, each way round. `wb.calibrate` refits the per-pool
-#    models jointly to the training runs, each simulated with its own deployment (the method, and what it
-#    fits and holds, is printed below and written out in `workbench/study/fidelity/calibration_disagg.py`).
-#    Runs whose TTFT diverged (the prefill side could not keep up) are predicted but not fitted.
-# 3. **Calibrated on all six**: the models to use for this hardware.
+# 2. **Calibrate on the others, predict each run**: each run is held out in turn and predicted by models
+#    `wb.calibrate` refits, per pool and jointly, to the other runs, each simulated with its own deployment (the
+#    method, and what it fits and holds, is printed below and written out in
+#    `workbench/study/fidelity/calibration_disagg.py`). A training run whose TTFT diverged (the prefill side
+#    could not keep up, so its times measure how long the queue grew) is left out of the fit: such a run is
+#    predicted but never fitted, and the others are predicted from fewer runs (the first sentence under the
+#    predictions says how many).
+# 3. **Calibrated on all runs that kept up**: the models to use for this hardware.
 #
-# Targets (issue 15), for every *predicted* run below overload: mean E2E within 15% and SLO attainment
-# (TTFT <= 0.2 s and TPOT <= 0.1 s, DistServe's alignment criterion) within 10 points.
+# Targets, for every *predicted* run below overload: mean E2E within 15% and SLO attainment (TTFT <= 0.2 s and
+# TPOT <= 0.1 s, DistServe's alignment criterion) within 10 points of the measured run.
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides them: -p name value)
@@ -78,13 +81,15 @@ published, predicted, fitted_by_held_out = disagg_runs.published_and_predicted(
 disagg_runs.readable(disagg_runs.summary(published), disagg_runs.SUMMARY_COLUMNS)
 
 # %%
+published_title = "published profile, unchanged (grey)"
 disagg_runs.plot_cdfs(measured_runs, {"published profile": latency}, results_dir=results,
-                      filename="fidelity_disagg_published.png", title="published profile, unchanged")
+                      filename="fidelity_disagg_published.png", title=published_title)
 
 # %% [markdown]
 # ## 2. Calibrate on the others, predict each run
 
 # %%
+display(Markdown(disagg_runs.scheme_line(fitted_by_held_out)))
 for held_out, model in fitted_by_held_out.items():
     print(f"--- predicting {held_out}:")
     print(model.fit_report.describe())
@@ -95,13 +100,13 @@ targets = disagg_runs.check_targets(predicted, measured_runs)
 disagg_runs.readable(targets, disagg_runs.TARGET_COLUMNS)
 
 # %%
+calibrated_title = "each run predicted by models calibrated on the others (pink), the published profile (grey)"
 disagg_runs.plot_cdfs(measured_runs, {"published profile": latency, "calibrated on the others": fitted_by_held_out},
-                      results_dir=results, filename="fidelity_disagg_calibrated.png",
-                      title="each run predicted by models calibrated on the others")
+                      results_dir=results, filename="fidelity_disagg_calibrated.png", title=calibrated_title)
 
 # %% [markdown]
 # ### Does the verdict hang on the prior weight?
-# The same cross-validation with other weights (the default is printed below).
+# The same cross-validation with other weights (the default is the line under this cell's code).
 
 # %%
 print(f"default prior weight: {PRIOR_WEIGHT:.4g}")
@@ -109,7 +114,7 @@ checked = disagg_runs.sensitivity(latency, measured_runs, "prior_weight", prior_
 disagg_runs.readable(checked, disagg_runs.TARGET_COLUMNS)
 
 # %% [markdown]
-# ## 3. Calibrated on all runs
+# ## 3. Calibrated on all runs that kept up
 
 # %%
 all_runs = wb.calibrate(latency, measured_runs, max_iter=max_iter)
@@ -121,44 +126,30 @@ in_sample = fidelity_table(all_runs, measured_runs, label="calibrated on all run
 table = pd.concat([published, predicted.drop(columns="trained_on"), in_sample], ignore_index=True)
 table.to_csv(results / "fidelity_disagg.csv", index=False)
 targets.to_csv(results / "fidelity_disagg_targets.csv", index=False)
-print(f"wrote {results / 'fidelity_disagg.csv'} and {results / 'fidelity_disagg_targets.csv'}")
 disagg_runs.readable(disagg_runs.summary(table), disagg_runs.SUMMARY_COLUMNS)
 
 # %% [markdown]
-# ## Reading the tables
+# ## What the results say
 
 # %%
-pub, pred = disagg_runs.summary(published).set_index("run"), disagg_runs.summary(predicted).set_index("run")
-below = [r.name for r in measured_runs if not disagg_runs.is_overloaded(r)]
-print(f"Published profile, unchanged: mean E2E off by {pub.loc[below, 'e2e error'].min():+.0%} to "
-      f"{pub.loc[below, 'e2e error'].max():+.0%} on the runs below overload (it has no serving overheads: "
-      f"mean TTFT {pub.loc[below, 'ttft error'].mean():+.0%}).")
-print(f"Predicted from the other runs: mean E2E {pred.loc[below, 'e2e error'].min():+.1%} to "
-      f"{pred.loc[below, 'e2e error'].max():+.1%}, attainment {pred.loc[below, 'attainment_points'].min():+.1f} to "
-      f"{pred.loc[below, 'attainment_points'].max():+.1f} points; {int(targets.met.sum())} of {len(targets)} "
-      "runs below overload meet both targets.")
-for r in measured_runs:
-    if disagg_runs.is_overloaded(r):
-        row = pred.loc[r.name]
-        print(f"{r.name} (overloaded, no target): mean E2E {row['e2e error']:+.0%}, TTFT {row['ttft error']:+.0%}, "
-              f"attainment {row.measured_attainment:.0%} measured vs {row.simulated_attainment:.0%} predicted.")
+from workbench.study.answers.findings import trace_record, write_findings
+
+diverged = [r for r in measured_runs if r.name not in all_runs.fit_report.runs]
+lines = [disagg_runs.scheme_line(fitted_by_held_out), *disagg_runs.findings(published, predicted, targets, measured_runs),
+         *(disagg_runs.collapse_line(r, fitted_by_held_out[r.name]) for r in diverged),
+         disagg_runs.pipeline_line(profile)]
+question, answer = disagg_runs.QUESTION, disagg_runs.answer(published, targets)
+write_findings(results, disagg_runs.NOTEBOOK, question=question, answer=answer, findings=lines,
+               traces=[trace_record(r.trace, "at its measured arrival times") for r in measured_runs],
+               figures={"fidelity_disagg_published.png": f"CDFs of TTFT, TPOT and E2E: {published_title}",
+                        "fidelity_disagg_calibrated.png": f"CDFs of TTFT, TPOT and E2E: {calibrated_title}"})
+display(Markdown(f"**{question}** {answer}\n\n" + "\n".join(f"- {line}" for line in lines)))
 
 # %% [markdown]
-# - The published profile misses by the serving work it does not contain: a constant delay before the
-#   first token (HTTP, tokenisation: the fitted arrival overhead above) and decode steps slower at larger
-#   batches. Calibration fits both as
-#   overheads *added* to the profile, the decode ones to both of its batch regimes, so they carry over to
-#   batch sizes the training runs did not reach.
-# - Pipeline parallelism (`c21d12`): a stage of a 2-stage decode takes the step divided by the stages plus
-#   the step's per-step overhead (launches, scheduling) repeated by every stage; the profile gives that
-#   overhead from how its fixed decode cost falls with TP (a = 19.9, 13.3, 10.3 ms at TP 1, 2, 4: ~7 ms
-#   that does not shrink, plus 25.7 GB of weights at the A100's 2 TB/s). Without it the pipelined decode
-#   instance is predicted too fast.
-# - `c21d12-1200-12` collapsed in reality: its TTFT grew to 15 s as unmoved KV filled the prefill instance
-#   (back-pressure, rule R5) once the decode pipeline fell behind; in the simulation the same deployment
-#   still keeps up at 12 requests/s. Its TTFT diverged, so calibration does not fit to it: matching it
-#   would need a pipeline overhead several times the profile's and would ruin the `c21d12` prediction at
-#   6 requests/s. Where exactly a pipelined decode instance tips over is the least certain part of this
-#   model.
-# - The tightest target is the attainment of `c21d11-300-9`: at 9 requests/s the single decode GPU runs
-#   out of KV blocks mid-run, and measured TPOTs grow a little earlier than simulated.
+# - The published profile misses by the serving work it does not contain: a constant delay before the first
+#   token (HTTP, tokenisation: the fitted arrival overhead above) and decode steps slower at larger batches.
+#   Calibration fits both as overheads *added* to the profile, the decode ones to both of its batch regimes, so
+#   they carry over to batch sizes the training runs did not reach.
+# - Without the pipeline overhead (the sentence above gives it) the pipelined decode instance (`c21d12`) would
+#   be predicted too fast. Where a run collapsed in reality while the simulation keeps up (above), where exactly
+#   a pipelined decode instance tips over is the least certain part of this model.

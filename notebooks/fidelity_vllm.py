@@ -27,10 +27,15 @@
 #    `requests.jsonl`, and `meta.json`): calibrate on the first 150 requests, predict the last 150, from a
 #    *proxy* start (the same model's BLIS profile on another GPU).
 #
-# `wb.calibrate` fits the step-time terms the run identifies and holds the rest (each term's status and
-# the reason are printed), on per-stage mean and p90 TTFT, TPOT and E2E, and refuses a model that cannot
-# reproduce its own training run (mean E2E within 5%). The issue's target for held-out runs: none off by
-# more than 30% on mean E2E where the server was not overloaded.
+# `wb.calibrate` is a MAP fit on per-stage mean and p90 TTFT, TPOT and E2E: the terms the start has move within a
+# stated prior around it (this server's own profile: +-50%; a proxy's shape at the run's size: a factor e), so
+# what the run cannot separate keeps the start's ratios; each training run gets a *run factor* on its step times
+# (runs of one server differ by about 15%), so one run is not fitted to its own noise and two runs that disagree
+# are fitted to their compromise. Each term's status (fitted: the run pins it; prior: the start's shape decides;
+# held) and the reason are printed. The fit is refused when a run's own model (the server's times its run factor)
+# misses the run's mean E2E by more than 5% of the step time (times the run's amplification: how much its queue
+# multiplies a step-time error). The issue's target for held-out runs: none off by more than 30% on mean E2E where
+# the server was not overloaded.
 
 # %% tags=["parameters"]
 # Parameters (papermill overrides them: -p name value)
@@ -87,14 +92,20 @@ for name, report in reports.items():
     print(report.describe() if report is not None else refused[name])
 
 # %% [markdown]
-# Relative error of the mean E2E: one row per training run, one column per run (the diagonal is the
-# training error, the rest are predictions).
+# Relative error of the mean E2E: one row per training run, one column per run (the server's model, without
+# run factors: the diagonal is what the run's own noise left out of the server's model, the rest are predictions).
 
 # %%
 vllm_runs.error_matrix(one_run).round(3)
 
 # %%
 vllm_runs.error_matrix(one_run, "ttft_s").round(3)
+
+# %% [markdown]
+# Each training run's factor: how much slower (> 1) or faster its step times were than the fitted server's.
+
+# %%
+vllm_runs.run_factors_table(reports).round(3)
 
 # %%
 models = {name: report.after for name, report in reports.items() if name not in refused}  # the fitted models
@@ -103,6 +114,31 @@ if light in models:
     vllm_runs.plot_cdfs(measured_runs, {"published profile": start, f"calibrated on {light}": models[light]},
                         results_dir=results, filename="fidelity_vllm_calibrated.png",
                         title=f"calibrated on {light} alone")
+    # one light load: the decode step at heavier batches rests on the profile's shape (the prior), and says so
+    print(reports[light].decode_steps().round(4))
+
+# %% [markdown]
+# ## 2b. Calibrate on two runs, predict the third
+# The metric the notebook used before issue 21 (with three runs or more): each run predicted from the others.
+# The runs' disagreement shows in their run factors.
+
+# %%
+if len(measured_runs) >= 3:
+    others, other_reports, other_refused = vllm_runs.leave_one_out_workflow(start, measured_runs, **options)
+    for name, report in other_reports.items():
+        print(f"--- calibrated on {name}" + (f": REFUSED {other_refused[name]}" if name in other_refused else ""))
+        if report is not None:
+            print(report.describe())
+else:
+    others, other_reports = pd.DataFrame(columns=one_run.columns), {}
+vllm_runs.run_factors_table(other_reports).round(3)
+
+# %% [markdown]
+# Every fold's held-out mean-E2E error beside main's before issue 21 (`MAIN_ERRORS`: main's calibrate on this
+# engine, whose fits missed the medium run they were trained on by -12% alone and -16% beside the light run).
+
+# %%
+vllm_runs.against_main(one_run, others).round(3)
 
 # %% [markdown]
 # ## 3. LLMServingSim's runs: calibrate on the first requests, predict the rest
@@ -128,8 +164,8 @@ split_table.pivot_table(index="run", columns="metric", values="mean_rel_error", 
 # ## 4. Against the targets, and what was written
 
 # %%
-table = pd.concat([published, one_run, split_table], ignore_index=True)
-targets = vllm_runs.check_targets(pd.concat([one_run, split_table], ignore_index=True))
+table = pd.concat([published, one_run, others, split_table], ignore_index=True)
+targets = vllm_runs.check_targets(pd.concat([one_run, others, split_table], ignore_index=True))
 terms = vllm_runs.terms_table({**reports, **split_reports})
 table.to_csv(results / "fidelity_vllm.csv", index=False)
 targets.to_csv(results / "fidelity_vllm_targets.csv", index=False)
@@ -140,17 +176,27 @@ targets.round(3)
 # %% [markdown]
 # ## Reading the tables
 #
-# - Each run alone is reproduced within 5% (the diagonal). DistServe's three runs disagree with each other:
-#   the medium run is about 15% slower than the other two at the same batch sizes, so what is predicted from
-#   it carries that slowness, and the saturated run's queue, which reacts steeply to the step time at
-#   batches of 60-70, amplifies it (+48% from the medium run; -3% and -16% between the light and the
-#   saturated runs). No run below saturation is off by more than the issue's 30%.
-# - One load stage cannot tell a decode step's fixed cost from its cost per context token: the fixed cost
-#   stays at the published profile (an isolated-step profile measures a batch of one best; it moves only when
-#   load stages pin it), and the per-context cost takes the difference.
-# - A term a run does not identify is held, not guessed: the report says which and why (too little effect
-#   on the targets, or the same effect as a term already fitted). A proxy's held terms keep the proxy's
-#   shape at the run's size (the pre-fit's common factor).
-# - The LLMServingSim runs are overloaded: the last 150 requests queue behind the first, and an error of
-#   the step time compounds in their TTFT. A proxy's CPU overheads (BLIS fits them behind an HTTP server)
-#   are held at the proxy's values when the run cannot pin them; this in-process engine has none.
+# - Each run is reproduced by its own model (the server's times its run factor) within its bound. DistServe's
+#   three runs disagree: fitted together, their run factors are 0.92 (light), 1.09 (medium) and 1.01
+#   (saturated), up to 18% apart at the same batch sizes; so what is predicted from one run carries its
+#   level, and the saturated run's queue, which multiplies a step-time error by 2-3 in its E2E and 10 or more
+#   in its TTFT, amplifies any error. Measured with seed 0 (the tests
+#   check it): calibrated on one run, mean E2E -29.9%/-25.8% from the light run (main before issue 21:
+#   -29.1%/-23.9%), +4.1%/+11.5% from the medium one (+5.0%/+16.3%), +1.5%/-18.2% from the saturated one
+#   (+3.8%/-15.4%); calibrated on two, the light run +9.2% (+4.4%), the medium -14.8% (-16.0%), the saturated
+#   -0.9% (+6.5%). Five folds are better than main's, two within 2 points, two worse by 2.8 and 4.8 points,
+#   both trained on the saturated run, whose setup makes the fits queue too little and decode too slowly
+#   (TTFT -39%, TPOT +11%; a KV cache of about 3,500 blocks rather than setup.json's estimated 4,046 would
+#   reproduce both). Over seeds 0-4 the held-out errors move by up to 10 points (the starting points of the
+#   search), and main's calibrate moves as much with its own settings (damping 0.6 instead of 0.5: +26% instead of
+#   +16% from the medium run to the saturated one), so differences of a few points are within the noise.
+#   No run below saturation is off by more than the issue's 30%.
+# - One load stage cannot tell a decode step's fixed cost from its cost per context token, nor either from the
+#   run's own level (its run factor): the fixed cost stays at the published profile (an isolated-step
+#   profile measures a batch of one best; it moves only when load stages pin it), and the terms the run does
+#   not pin keep status "prior" with the reason. The report's decode step by batch says how far a fit may be
+#   trusted: within a few percent at the batches the run measured, growing beyond them.
+# - LLMServingSim's runs are overloaded: the last 150 requests queue behind the first, and an error of the step
+#   time compounds in their TTFT. The start is a proxy (another GPU), so its CPU overheads (BLIS fits them
+#   behind an HTTP server, 6 ms per output token on the A100 profile) are not evidence about this in-process
+#   engine: they start at 0 and enter only if the run asks for them.

@@ -28,11 +28,15 @@
 # of Llama-3.1-8B on one H100 (vLLM v0.11).
 #
 # 1. **KV-cache size**: prefix hit rate and mean/p99 time to first token (TTFT) against the KV cache per
-#    replica, caching on and off.
-# 2. **Routers**: round_robin, least_outstanding, least_kv and prefix_affinity (the replica caching the
-#    longest prefix, unless it has `affinity_margin` more requests than the least loaded) on 4 and 8
-#    replicas: hit rate, TTFT, goodput at the trace's rate, and capacity (the largest rate at which
-#    `attainment` of the requests meet both the TTFT and the TPOT limit); caching off for reference.
+#    replica (in tokens throughout: blocks of 16 tokens x 16), at the trace's rate. Caching off and on are
+#    compared with the same cache-blind router (least_outstanding), so only the cache differs; caching on with
+#    prefix_affinity (the replica caching the longest prefix, unless it has `affinity_margin` more requests
+#    than the least loaded) shows what routing by cached prefix adds.
+# 2. **Routers**: round_robin, least_outstanding, least_kv and prefix_affinity on 4 and 8 replicas: hit rate,
+#    TTFT, goodput at the trace's rate, and capacity (the largest rate at which `attainment` of the requests
+#    meet both the TTFT and the TPOT limit); each cache-blind router with caching off too.
+# 3. **Why caching raises capacity**: each router run both ways, at the load where caching on just meets the
+#    target: preemptions, and the prefill work done against the trace's prompt tokens.
 
 # %% tags=["parameters"]
 dataset = "mooncake_conv"     # a trace with prefix hashes: mooncake_conv or mooncake_synthetic
@@ -69,16 +73,17 @@ display(Markdown(params.setup_text(trace, step)))
 
 # %% [markdown]
 # ## 1. Hit rate and TTFT against the KV cache per replica
-# On `sweep_replicas` replicas with prefix_affinity, caching on and off (off: least_outstanding). A request
-# whose prompt and output cannot fit a replica's cache at all is rejected (the table counts them: the longest
-# Mooncake prompt has 126K tokens, so 8,000 blocks is the smallest cache that serves the whole trace).
+# On `sweep_replicas` replicas: least_outstanding with caching off and on, prefix_affinity with caching on. A
+# request whose prompt and output cannot fit a replica's cache at all is rejected (the table counts them: the
+# longest Mooncake prompt has 126K tokens, so 128,000 tokens, 8,000 blocks, is the smallest cache that serves
+# the whole trace).
 
 # %%
 sweep = runner.kv_sweep(trace, cfg, step, params.kv_sweep_blocks)
 sweep.to_csv(results / "prefix_caching_kv.csv", index=False)
-pc.plot_kv_sweep(sweep, f"Prefix hit rate and TTFT against the KV cache per replica ({params.dataset}, "
-                 f"{len(trace):,} requests)\n{params.sweep_replicas} replicas, prefix_affinity; {step.name}",
-                 results_dir=results)
+kv_title = (f"Prefix hit rate and TTFT against the KV cache per replica ({params.dataset}, {len(trace):,} "
+            f"requests)\n{params.sweep_replicas} replicas at the trace's rate; {step.name}")
+pc.plot_kv_sweep(sweep, kv_title, results_dir=results)
 
 # %%
 pc.kv_table(sweep)
@@ -90,15 +95,37 @@ pc.kv_table(sweep)
 table = runner.router_table(trace, cfg, step, routers=params.routers, replicas=params.replicas,
                             attainment=params.attainment, search_capacity=params.capacity_search)
 table.to_csv(results / "prefix_caching_routers.csv", index=False)
-pc.plot_routers(table, f"Routers with prefix caching on {params.dataset} ({len(trace):,} requests)\nTTFT <= {params.ttft_sla_s:g} s, TPOT <= "
-                f"{params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%} of the requests; {step.name}",
-                results_dir=results)
+routers_title = (f"Routers with prefix caching on {params.dataset} ({len(trace):,} requests)\nTTFT <= "
+                 f"{params.ttft_sla_s:g} s, TPOT <= {params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%} of the "
+                 f"requests; {step.name}")
+pc.plot_routers(table, routers_title, results_dir=results)
 
 # %%
 pc.routers_table(table)
 
 # %% [markdown]
+# ## 3. Why caching raises capacity
+# Each router run with caching on and off, both at the load where caching on just meets the target (its
+# capacity): the requests preempted, and the prompt tokens the replicas computed (prefill steps, recomputation
+# after preemption included) over the trace's prompt tokens. Without preemption that is 1 - the hit rate; a
+# preempted request recomputes its prompt and everything it generated, unless it finds its blocks still cached.
+
+# %%
+at_cap = runner.at_capacity(trace, table, cfg, step)
+at_cap.to_csv(results / "prefix_caching_at_capacity.csv", index=False)
+pc.at_capacity_table(at_cap) if len(at_cap) else print("no capacity searched (capacity_search=False)")
+
+# %% [markdown]
 # ## What the results say
 
 # %%
-display(Markdown("\n".join(f"- {line}" for line in pc.findings(sweep, table))))
+from workbench.study.answers.findings import trace_record, write_findings
+
+question = "What do prefix caching and cache-aware routing buy?"
+resolution = runner.CAPACITY_RESOLUTION  # capacities closer than this are tied
+answer = pc.answer(sweep, table, at_cap, resolution=resolution)
+lines = pc.findings(sweep, table, at_cap, resolution=resolution)
+write_findings(results, runner.NOTEBOOK, question=question, answer=answer, findings=lines,
+               traces=[trace_record(trace, f"at {params.time_scale:g} x its recorded rate")],
+               figures={"prefix_caching_kv.png": kv_title, "prefix_caching_routers.png": routers_title})
+display(Markdown(f"**{question}** {answer}\n\n" + "\n".join(f"- {line}" for line in lines)))

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -15,9 +15,9 @@
 # %% [markdown]
 # # Step 3: K-bins sensitivity
 #
-# How many length bins are worth it? `max_requests` requests served on `best_gpu_count` GPUs by every binning scheduler of `schedulers` (here `multi_bin_dynamic`) with K = 1, 2, 4, 8, 16 and 32 bins; the schedulers without bins run once each and appear as horizontal lines in their colour. When `best_gpu_count` is not given, it is step 2's best GPU count, read from `all_results.csv` in the same `results_dir`; without step 2 results the notebook says so and uses the default (at most `max_gpus`). Tests step 2 already ran at that GPU count are reused.
+# How many length bins are worth it? `max_requests` requests served on `best_gpu_count` GPUs by every binning scheduler of `schedulers` (here `multi_bin_dynamic`) with K = 1, 2, 4, 8, 16 and 32 bins; the schedulers without bins run once each and appear as horizontal lines in their colour. When `best_gpu_count` is not given, it is the GPUs step 2 found the trace needs (the fewest whose capacity covers the replayed load), read from `all_results.csv` in the same `results_dir`; without step 2 results the notebook says so and uses the default (at most `max_gpus`). Tests step 2 already ran at that GPU count are reused.
 #
-# **Best K**: the K with the lowest SLA violation rate at the replayed load (ties: higher goodput, then smaller K). **Best K by capacity**: the highest capacity (K values within 1% of it: the smaller K). **Effective bins**: the bins actually used; equal-mass edges can merge when many requests share a predicted length.
+# **Best K**: the K with the highest capacity (the largest arrival rate at which at least `capacity_attainment` of the requests meet the SLA); K values tied with it within the search's 1% resolution (and, with replications, the seeds' 95% intervals) go to the smallest K, and the answer lists them. The replay at the trace's own rate only says whether each K keeps up there; capacity tells them apart at any load (without a capacity search, one seed cannot order their violation rates). **Effective bins**: the bins actually used; equal-mass edges can merge when many requests share a predicted length.
 #
 # **One hardware model, one SLA.** Every scheduler runs on the step-time profile `latency` (default `opt-13b-a100`: OPT-13B on one 80 GB A100, measured by DistServe and checked against measured vLLM runs) with that GPU's KV cache: the continuous schedulers step by step, the static ones in *step mode* (each batch one prefill, then lock-step decodes padded to its longest output). All are judged on the same SLA: a request meets it when its time to first token is at most `ttft_sla` and its time per output token at most `tpot_sla`. So the numbers here agree with `compare_schedulers`, which ranks every registered scheduler on the same model. `latency="seed-grid"` reproduces the seed study instead: its three static schedulers on its formula grid (Qwen3-1.7B on an RTX 4080, generated, not measured), judged on end-to-end latency within `d_sla`, at its load (`rps_scaling=200`).
 #
@@ -42,13 +42,13 @@ seed = 42  # seeds the simulation and the synthetic trace
 replications = 1  # seeds per test (seed, seed+1, ...): >1 gives means with 95% intervals
 results_dir = None  # None: results/default at the defaults, else results/<parameters that differ>; one parameter set per folder
 executor = None  # None: process pool if >1 test is queued; "serial", "process:N", "dask://host:port"
-best_gpu_count = None  # None: step 2's best GPU count from results_dir
+best_gpu_count = None  # None: the GPUs step 2 found the trace needs, from results_dir
 
 # %%
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from workbench.study.answers import analysis, plots, tables
+from workbench.study.answers import plots, sentences, tables
 from workbench.study.runs import experiments
 
 experiments.notebook_setup()  # plain log lines (one per finished test), each warning once
@@ -70,7 +70,7 @@ experiments.brief(results)
 # %% [markdown]
 # ## Figure: K at the replayed load
 #
-# One line per binning scheduler against K, the schedulers without bins as horizontal lines in their colour. The violation panel marks the 5% breaking point and the floor, with a star at the best K; the throughput and goodput panels the offered rate (dashed black). At a load the pool keeps up with, every K serves the offered rate and the panels barely move: the capacity figure below is where K matters. Lines that coincide are named under the panel.
+# One line per binning scheduler against K, the schedulers without bins as horizontal lines in their colour. The violation panel marks the target (at most 1 - `capacity_attainment` of the requests may miss the SLA) and the floor, with a star at the best K (from the capacity figure below); the throughput and goodput panels the offered rate (dashed black). At a load the pool keeps up with, every K serves the offered rate and the panels barely move: the capacity figure below is where K matters. Lines that coincide are named under the panel.
 
 # %%
 plots.plot_kbins_sensitivity(results, results_dir=plan.results_dir)
@@ -81,7 +81,7 @@ plots.plot_kbins_sensitivity(results, results_dir=plan.results_dir)
 # **Capacity is not replayed throughput.** A replay runs the trace at one load, so it only tells whether the pool keeps up at that load: once it does, throughput equals the offered load whatever the GPUs or bins, and nothing queues to tell them apart. Capacity replays the *same* trace faster or slower (same request mix, same bursts) and finds the highest load at which at least `capacity_attainment` of the requests still meet the SLA. Two things cap the share any load can reach: the *floor*, requests that miss the SLA even alone on an idle GPU (said below, from the rows), and arrivals that come in the same second (the trace's timestamps are whole seconds, as in BurstGPT), which wait for each other's batches at any load. A configuration that misses the target even at the lightest load the search tries is listed as *unreachable*, with the share it reached and the limit that binds: a finding in itself.
 
 # %%
-display(Markdown(analysis.capacity_markdown(results)))
+display(Markdown(sentences.capacity_markdown(results)))
 tables.capacity_table(results)
 
 # %% [markdown]
@@ -93,9 +93,9 @@ plots.plot_kbins_capacity(results, results_dir=plan.results_dir)
 # %% [markdown]
 # ## Summary and commentary
 #
-# Computed from this run's rows when the cell runs (the rules are in `analysis.json` under `rules`); a "best" that misses the SLA or sits at the edge of the range tested says so.
+# Computed from this run's rows when the cell runs (the rules are in `analysis.json` under `rules`); an answer that misses the target or sits at the edge of the range tested says so.
 
 # %%
 result = plan.finish(results)  # all_results.csv, analysis.json and index.html, written atomically
-display(Markdown(analysis.step_markdown(result, plan.step)))
-display(Markdown(analysis.commentary(results, plan.step)))
+display(Markdown(sentences.step_markdown(result, plan.step)))
+display(Markdown(sentences.commentary(results, plan.step)))

@@ -302,6 +302,9 @@ def check_result(res, trace) -> None:
         for column in ("ttft_s", "e2e_s"):
             values = np.asarray(res.continuous[column])[completed]
             assert np.isfinite(values).all() and (values >= -1e-9).all(), f"{column}: {values}"
+        if res.engine == "static":          # step mode's token streams: no prefix cache (static schedulers refuse one)
+            assert "cached_tokens" not in res.continuous and not res.config.prefix_caching
+            return
         if res.engine == "disaggregated":   # no prefix cache (a config asking for one is refused)
             assert "cached_tokens" not in res.continuous and not res.config.prefix_caching
             check_rates(res)

@@ -10,7 +10,7 @@ import pytest
 from conftest import sweep_tests
 
 import workbench.study.runs.sweep as sweep
-from workbench.study.answers import analysis
+from workbench.study.answers import analysis, sentences
 from workbench.study.runs import experiments
 from workbench.study.runs.sweep import CapacitySpec, run_sweep
 from workbench.study.store import checkpoints
@@ -55,7 +55,7 @@ def test_an_unreachable_target_is_a_row_with_its_reason_not_a_failure(small_trac
     assert on_disk.loc[0, "capacity_error"] == row["capacity_error"]
     found = analysis._capacity_search(rows)
     assert list(found["unreachable"]) == [row["label"]]
-    assert "no load reaches the target" in analysis.capacity_markdown(rows).lower()
+    assert "no load reaches the target" in sentences.capacity_markdown(rows).lower()
 
 
 def test_the_capacity_spec_enters_the_id_only_when_there_is_one(small_trace_csv):
@@ -132,29 +132,35 @@ def test_capacity_is_monotone_in_gpus_in_step2_or_the_analysis_lists_the_excepti
     for g, efficiency in result["capacity_scaling_efficiency"].items():
         assert efficiency == pytest.approx(cap[int(g)] / (int(g) * cap[1]))
     per_gpu = {g: c / g for g, c in cap.items()}
+    # the fewest GPUs no other count beats beyond the search's resolution (a crossing up to one 1% step above each,
+    # or up to the wider bracket the search stopped at)
+    width = {int(g): max(1.01, a / s) for g, a, s in zip(rows["num_gpus"], rows["capacity_scaling_above"],
+                                                          rows["capacity_scaling"])}
     assert result["best_gpu_count_by_capacity_per_gpu"] == min(
-        g for g, v in per_gpu.items() if v >= 0.99 * max(per_gpu.values()))
+        g for g, v in per_gpu.items() if not any(w > v * width[g] * (1 + 1e-9) for w in per_gpu.values()))
+    offered = dict(zip(rows["num_gpus"].astype(int), rows["offered_rps"]))
+    covering = [g for g, c in cap.items() if c >= offered[g]]
+    assert result["gpus_needed"] == (min(covering) if covering else None)
 
 
 # --------------------------------------------------------------------------- analysis rules
 
 
-def test_best_gpu_count_by_capacity_per_gpu_prefers_fewer_gpus_within_1pct():
+def test_best_gpu_count_by_capacity_per_gpu_prefers_fewer_gpus_within_resolution():
     rows = pd.DataFrame({"label": list("abcd"), "num_gpus": [1, 2, 4, 8], "capacity_criterion": "attainment",
-                         "capacity_rps": [1.0, 2.6, 5.0, 10.2]})  # per GPU: 1, 1.3, 1.25, 1.275
+                         "capacity_rps": [1.0, 2.6, 5.0, 10.4]})  # per GPU: 1, 1.3, 1.25, 1.3: 2 and 8 tied
     assert analysis.best_gpu_count_by_capacity_per_gpu(rows) == 2
-    assert analysis.best_gpu_count_by_capacity_per_gpu(rows, tolerance=0.0) == 2
-    rows.loc[3, "capacity_rps"] = 10.8  # 1.35 per GPU: clearly better
+    rows.loc[3, "capacity_rps"] = 10.8  # 1.35 per GPU: beyond one 1% step of 1.3
     assert analysis.best_gpu_count_by_capacity_per_gpu(rows) == 8
     eff = analysis.capacity_scaling_efficiency(rows)
     assert eff[1] == 1.0 and eff[8] == pytest.approx(1.35)
 
 
-def test_best_k_by_capacity_prefers_the_smaller_k_within_1pct_and_skips_unreachable():
+def test_best_k_by_capacity_prefers_the_smaller_k_within_resolution_and_skips_unreachable():
     rows = pd.DataFrame({"label": list("abcd"), "k_bins": [1, 2, 4, 8], "capacity_criterion": "attainment",
                          "capacity_rps": [np.nan, 9.95, 10.0, 8.0]})
     assert analysis.best_k_by_capacity(rows) == 2
-    assert analysis.best_k_by_capacity(rows, tolerance=0.0) == 4
+    assert analysis.best_k_by_capacity(rows.assign(capacity_rps=[np.nan, 9.8, 10.0, 8.0])) == 4
     assert analysis.best_k_by_capacity(rows.assign(capacity_rps=np.nan)) is None
 
 

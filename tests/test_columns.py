@@ -41,8 +41,8 @@ def test_undocumented_columns_and_keys_are_found():
     result = analysis.analyze(rows)
     assert columns.undocumented_analysis_keys(result) == []
     result["step2_gpu_scaling"]["new_answer"] = 3
-    result["validity"]["best_gpu_count"]["confidence"] = 0.9
-    result["step2_gpu_scaling"]["scaling_efficiency"]["7"] = 1.0  # a data key: covered by its entry
+    result["validity"]["gpus_needed"]["confidence"] = 0.9
+    result["step2_gpu_scaling"]["gpus_needed_by_scheduler"]["other"] = 1  # a data key: covered by its entry
     assert columns.undocumented_analysis_keys(result) == ["step2_gpu_scaling.new_answer", "validity.*.confidence"]
 
 

@@ -32,7 +32,7 @@ def test_break_point_edges_and_non_monotone():
     assert break_point(curve([4, 1, 2], [0.5, 1.0, 0.95]), 0.9)["last_ok_rps"] == 2
 
 
-def test_ranking_orders_by_capacity_per_gpu_and_flags_overlaps():
+def test_ranking_orders_by_gpus_needed_and_flags_overlaps():
     rows = pd.DataFrame({
         "scheduler": ["a", "a", "b", "b", "c"],
         "num_gpus": [1, 4, 1, 4, 1],
@@ -40,42 +40,51 @@ def test_ranking_orders_by_capacity_per_gpu_and_flags_overlaps():
         "capacity_rps_ci95_low": [0.9, 5.6, 1.8, 7.2, math.nan],
         "capacity_rps_ci95_high": [1.1, 6.4, 2.2, 8.0, math.nan],
         "capacity_error": [None, None, None, None, "attainable share 0.8 < 0.9"],
+        "offered_rps": 1.7,                                        # b covers it on 1 GPU, a needs 4, c never
     })
     table = capacity_ranking(rows)
     assert list(table["scheduler"]) == ["b", "a", "c"]
+    assert list(table["gpus_needed"].astype(object).where(table["gpus_needed"].notna(), None)) == [1, 4, None]
     assert table.loc[0, "capacity_per_gpu"] == 2.0 and table.loc[0, "at_num_gpus"] == 1
+    assert table.loc[0, "headroom"] == pytest.approx(2.0 / 1.7 - 1)
     assert table.loc[1, "capacity_per_gpu"] == 1.5
     assert (table.loc[1, "capacity_per_gpu_ci95_low"], table.loc[1, "capacity_per_gpu_ci95_high"]) == \
         pytest.approx((1.4, 1.6))
     assert list(table["rank"]) == [1, 2, 3]
-    # b's best per GPU is on 1 GPU; a's on 4, the largest tested: flagged
-    assert list(table["at_largest_gpus"]) == [False, True, False] and "largest GPU count" in table.loc[1, "note"]
-    # b: 2.0 +- 0.2 = [1.8, 2.2]; a: 1.5 +- 0.1 = [1.4, 1.6] -> distinguishable
+    # the second answer: b has the most per GPU on 1 GPU; a on 4, the largest compared: flagged
+    assert list(table["most_capacity_per_gpu_at"].astype(object).where(table["most_capacity_per_gpu_at"].notna(),
+                                                                       None)) == [1, 4, None]
+    assert list(table["at_largest_gpus"]) == [False, True, False] and "largest count compared" in table.loc[1, "note"]
+    # on 1 GPU b: 2.0 in [1.8, 2.2 x 1.01]; a: 1.0 in [0.9, 1.1 x 1.01] -> distinguishable
     assert table.loc[0, "distinguishable_from_next"] == True  # noqa: E712
     assert "attainable share" in table.loc[2, "note"]
 
 
 def test_overlapping_intervals_are_not_an_order():
     rows = pd.DataFrame({"scheduler": ["a", "b"], "num_gpus": [2, 2], "capacity_rps": [4.0, 3.8],
-                         "capacity_rps_ci95_low": [3.6, 3.4], "capacity_rps_ci95_high": [4.4, 4.2]})
-    assert capacity_ranking(rows).loc[0, "distinguishable_from_next"] == False  # noqa: E712
+                         "capacity_rps_ci95_low": [3.6, 3.4], "capacity_rps_ci95_high": [4.4, 4.2],
+                         "offered_rps": 3.0})
+    table = capacity_ranking(rows)
+    assert table.loc[0, "distinguishable_from_next"] == False  # noqa: E712
+    assert list(table["rank"]) == [1, 1] and "seeds' 95% intervals with b" in table.loc[0, "note"]
 
 
 def test_exact_ties_share_a_rank():
     rows = pd.DataFrame({"scheduler": ["a", "b", "c", "d"], "num_gpus": [2, 2, 2, 2],
-                         "capacity_rps": [4.0, 4.0, 4.0, 3.0]})
+                         "capacity_rps": [4.0, 4.0, 4.0, 3.0], "offered_rps": 2.0})
     table = capacity_ranking(rows)
     assert list(table["rank"]) == [1, 1, 1, 4]
-    assert list(table["distinguishable_from_next"])[:2] == [False, False]
+    assert list(table["distinguishable_from_next"]) == [False, False, True, None]
 
 
 def test_sentences_say_where_each_breaks():
     curves = pd.concat([curve([1, 2, 4], [0.99, 0.95, 0.5], "fifo"), curve([1, 2, 4], [1, 1, 0.99], "sla")])
     ranking = capacity_ranking(pd.DataFrame({"scheduler": ["fifo", "sla"], "num_gpus": [1, 1],
-                                             "capacity_rps": [2.5, 5.0]}))
+                                             "capacity_rps": [2.5, 5.0], "offered_rps": 2.0}))
     text = break_sentences(break_points(curves, 0.9), ranking, sla_text="the 1 s SLA")
-    assert text["fifo"].startswith("fifo keeps 90% of requests within the 1 s SLA up to 2 req/s and breaks by 4 req/s")
-    assert "2.5 req/s per GPU" in text["fifo"]
+    assert text["fifo"].startswith("fifo keeps 90% of requests within the 1 s SLA up to 2 req/s and misses it at "
+                                   "4 req/s")
+    assert "need 1 GPU of it" in text["fifo"] and "2.5 req/s per GPU" in text["fifo"]
     assert "beyond the range tested" in text["sla"]
 
 
@@ -151,3 +160,31 @@ def test_bad_parameters_say_what_is_allowed():
         cmp.CompareParams(latency="no-such-gpu")
     with pytest.raises(ValueError, match="gpu_counts"):
         cmp.CompareParams(gpu_counts="1,two")
+
+
+def test_the_comparison_ranks_at_step2s_gpu_counts_on_step2s_tests(tmp_path):
+    """The suite's comparison compares step 2's GPU counts (so its ranking's pool sizes contain step 2's answer),
+    and each of its capacity tests of a step-2 scheduler is step 2's test (same id: reused), even when it compares
+    only some of the counts (the chain of searches it starts from comes along)."""
+    from workbench.study.orchestrate.suite import SuiteOptions, compare_parameters
+    from workbench.study.runs import experiments
+
+    options = SuiteOptions(max_requests=1500, max_gpus=8, executor="serial", results_dir=str(tmp_path / "r"),
+                           schedulers="static_fifo,continuous_fcfs")
+    step2 = {(t.config.scheduler, t.config.num_gpus): t.test_id
+             for t in experiments.plan_step2(experiments.StepParams(**{
+                 f.name: getattr(options, f.name) for f in dataclasses.fields(experiments.StepParams)})).tests}
+    params = cmp.CompareParams(**{**compare_parameters(options), "schedulers": "static_fifo,continuous_fcfs,"
+                                                                                "continuous_sla"})
+    assert params.gpu_counts == (1, 2, 4, 8) == tuple(sorted({g for _, g in step2}))
+    tests = cmp.capacity_tests(params)
+    assert {(t.config.scheduler, t.config.num_gpus): t.test_id for t in tests
+            if t.config.scheduler != "continuous_sla"} == step2
+    some = cmp.capacity_tests(dataclasses.replace(params, gpu_counts=(4, 8)))
+    compared = [(t.config.scheduler, t.config.num_gpus) for t in some][:6]
+    assert compared == [(s, g) for s in params.schedulers for g in (4, 8)]
+    assert all(t.test_id == step2[(t.config.scheduler, t.config.num_gpus)] for t in some
+               if t.config.scheduler != "continuous_sla")
+    # continuous_sla's searches start from continuous_fcfs's on the same GPUs: those come along, nothing else
+    assert {(t.config.scheduler, t.config.num_gpus) for t in some[6:]} == {
+        ("static_fifo", 1), ("static_fifo", 2), ("continuous_fcfs", 1), ("continuous_fcfs", 2)}

@@ -127,7 +127,12 @@ def test_the_calibration_gradient_is_the_schedules_slope(runs):
 def test_best_placement_ranks_placements_and_prunes_below_the_best(small_trace):
     trace = small_trace.head(600)
     table = wb.best_placement(trace, 4, tp_degrees=(1, 2), pp_degrees=(1, 2), ttft_s=0.5, tpot_s=0.1)
-    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    # ranked: the placements whose goodput is known, first; a pruned one (goodput unknown) has no rank (issue 20:
+    # pruned placements estimated at 17.1 req/s were ranked below a searched one at 0.57)
+    verified = table[table.status != "pruned"]
+    assert list(verified["rank"]) == list(range(1, len(verified) + 1))
+    assert list(verified.index) == list(range(len(verified)))
+    assert table[table.status == "pruned"]["rank"].isna().all()
     searched = table[table.status == "searched"]
     assert searched.goodput_per_gpu.is_monotonic_decreasing
     assert (table.gpus <= 4).all()
@@ -137,6 +142,10 @@ def test_best_placement_ranks_placements_and_prunes_below_the_best(small_trace):
     best = searched.goodput_per_gpu.max()
     pruned = table[table.status == "pruned"]
     assert (pruned.estimate_per_gpu < best / 1.1 + 1e-12).all()
+    # how far the estimate was below a verified goodput: from the table's own columns
+    checked = searched[searched.kind == "disaggregated"]
+    assert table.attrs["prune_margin"] == 1.1
+    assert table.attrs["estimate_low_by"] == pytest.approx((checked.goodput_rps / checked.estimate_rps).max() - 1)
     # every disaggregated placement within the budget is listed: P x tp_p + D x tp_d x pp_d <= 4
     disagg_rows = table[table.kind == "disaggregated"]
     assert ((disagg_rows.prefill_replicas * disagg_rows.prefill_tp + disagg_rows.decode_replicas
@@ -238,6 +247,7 @@ def test_disaggregation_notebook_runs_and_writes_its_tables(tmp_path):
     pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "disaggregation.ipynb"), str(tmp_path / "dg.ipynb"),
                         kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False, parameters={
                             "results_dir": str(out), "gpus": 3, "azure_requests": 300, "slo_scales": [1.0],
+                            "limit_scales": [0.5, 1.0],
                             "calibrate_serving_costs": False, "vllm_profile": ""})
     table = pd.read_csv(out / "disaggregation.csv")
     assert set(table.trace) == {"DistServe sample", "Azure conversation"}
@@ -245,3 +255,11 @@ def test_disaggregation_notebook_runs_and_writes_its_tables(tmp_path):
     points = pd.read_csv(out / "disaggregation_measured.csv")
     assert {"measured_goodput_per_gpu", "simulated_goodput_per_gpu"} <= set(points.columns)
     assert (out / "disaggregation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    limits = pd.read_csv(out / "disaggregation_limits.csv")   # each limit scaled on its own
+    assert set(zip(limits.ttft_scale, limits.tpot_scale)) == {(0.5, 0.5), (0.5, 1.0), (1.0, 0.5), (1.0, 1.0)}
+    found = json.loads((out / "disaggregation_findings.json").read_text())
+    assert found["answer"].startswith("Against colocated replicas on the same kernels, on the DistServe sample")
+    assert any(line.startswith("DistServe sample, against colocated replicas on the same kernels") for line in
+               found["findings"])
+    text = (tmp_path / "dg.ipynb").read_text()
+    assert "best_placement on" not in text and "SLO scale 1 done" not in text   # no progress lines

@@ -113,7 +113,7 @@ def test_every_reference_line_is_in_the_legend():
     for line in reference_lines(fig):
         assert any(line.get_label() in label or label in line.get_label() for label in labels), line.get_label()
     joined = " ".join(labels)
-    assert "5% SLA violations" in joined and "floor 3.0%: miss the SLA even alone on an idle GPU" in joined
+    assert "the target: at most 10% miss the SLA" in joined and "floor 3.0%: miss the SLA even alone on an idle GPU" in joined
     assert "offered rate" in joined and "TPOT limit 50 ms" in joined
 
 
@@ -143,14 +143,31 @@ def test_coinciding_lines_are_drawn_both_and_named():
     assert "continuous_fcfs = continuous_sla" in ax.get_xlabel().replace("\n", " ")
 
 
-def test_a_best_is_a_star_and_a_best_at_the_largest_count_is_flagged():
-    fig = plots.plot_gpu_scaling(step2_rows())
+def test_the_gpus_needed_are_a_star_and_one_at_the_largest_count_is_flagged():
+    rows = step2_rows().assign(offered_rps=2.0)   # static_fifo covers it from 8 GPUs (2.4), the others from 4
+    fig = plots.plot_gpu_scaling(rows)
     ax = axis(fig, "goodput (req/s)")
-    stars = [line for line in ax.get_lines() if line.get_marker() == "*" and len(line.get_xdata())]
-    assert {to_hex(s.get_color()) for s in stars} >= {palette.color("static_fifo")}
-    assert all(s.get_xdata()[0] == 8 for s in stars)      # goodput within 1% of its best only on 8 GPUs
+    stars = {to_hex(line.get_color()): line.get_xdata()[0] for line in ax.get_lines()
+             if line.get_marker() == "*" and len(line.get_xdata())}
+    assert stars[palette.color("static_fifo")] == 8 and stars[palette.color("multi_bin_dynamic")] == 4
     labels = " ".join(t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts())
-    assert "at the largest tested" in labels
+    assert "GPUs each scheduler needs" in labels and "at the largest tested: static_fifo" in labels
+    cap = plots.plot_gpu_capacity(rows)          # the same stars on the capacity panel, the replayed rate beside
+    stars = {to_hex(line.get_color()): line.get_xdata()[0] for line in cap.axes[0].get_lines()
+             if line.get_marker() == "*" and len(line.get_xdata())}
+    assert stars[palette.color("static_fifo")] == 8 and stars[palette.color("continuous_fcfs")] == 4
+    assert any(list(line.get_ydata()) == [2.0, 2.0] for line in cap.axes[0].get_lines())
+
+
+def test_proportional_scaling_starts_at_the_smallest_pool_with_a_capacity():
+    fig = plots.plot_gpu_capacity(step2_rows())     # multi_bin_dynamic reaches the target from 2 GPUs (1.2 req/s)
+    colour = palette.color("multi_bin_dynamic")
+    dotted = [line for line in fig.axes[0].get_lines() if to_hex(line.get_color()) == colour
+              and line.get_linestyle() not in ("-", "None") and len(line.get_xdata()) > 1]
+    assert len(dotted) == 1
+    assert list(dotted[0].get_xdata()) == [2, 4, 8] and np.allclose(dotted[0].get_ydata(), [1.2, 2.4, 4.8])
+    labels = " ".join(t.get_text().replace("\n", " ") for t in fig.legends[0].get_texts())
+    assert "proportional to the GPUs" in labels and "ideal" not in labels
 
 
 def test_step3_references_merged_bins_and_a_reference_far_above():

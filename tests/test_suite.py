@@ -127,11 +127,23 @@ def test_validation_notebook_takes_what_the_suite_passes():
     assert set(notebook_parameters(SuiteOptions(), VALIDATION)) <= set(pm.inspect_notebook(str(notebook)))
 
 
-def smallest_within_1pct(rows: pd.DataFrame, column: str) -> int:
+def fewest_covering(rows: pd.DataFrame) -> int | None:
     """The documented rule, worked out independently of workbench.study.answers.analysis: the fewest GPUs whose
-    ``column`` is within 1% of the best."""
-    values = rows.dropna(subset=[column])
-    return int(values.loc[values[column] >= 0.99 * values[column].max(), "num_gpus"].min())
+    capacity covers the rate their replay ran at."""
+    ok = rows[rows["capacity_rps"] >= rows["offered_rps"]]
+    return int(ok["num_gpus"].min()) if not ok.empty else None
+
+
+def fewest_tied_for_most_per_gpu(rows: pd.DataFrame) -> int | None:
+    """The fewest GPUs whose capacity per GPU no other count's exceeds beyond the search's resolution (a capacity c
+    stands for a crossing in [c, c x w), w = 1.01 or the wider bracket the search stopped at)."""
+    rows = rows.dropna(subset=["capacity_rps"])
+    if rows.empty:
+        return None
+    low = rows["capacity_rps"] / rows["num_gpus"]
+    width = (rows["capacity_scaling_above"] / rows["capacity_scaling"]).fillna(1.01).clip(lower=1.01)
+    high = low * width
+    return int(min(g for g, h in zip(rows["num_gpus"], high) if not (low > h * (1 + 1e-9)).any()))
 
 
 def _main_command(results: Path, *args: str) -> list[str]:
@@ -192,11 +204,24 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     assert columns.undocumented_analysis_keys(found) == []
     # step 3 recorded the step-2 row it used; the last lines say which "best" answers cannot be trusted
     gpu_count = found["step3_kbins_sensitivity"]["gpu_count"]
-    assert gpu_count["source"] == "step2_best_gpu_count" and gpu_count["matches_step2_best"] is True
     primary2 = rows2[rows2["scheduler"] == "multi_bin_dynamic"]  # steps 2-3 answer for it (issue 8)
+    needed = fewest_covering(primary2)
+    assert found["gpus_needed"] == needed
+    # step 3 at the GPUs the trace needs; when none tested covers the load, at step 2's largest
+    assert gpu_count["source"] == ("step2_gpus_needed" if needed is not None else "step2_largest")
+    assert gpu_count["matches_step2"] is True
     assert set(rows2["scheduler"]) == set(SuiteOptions().schedulers)  # static and continuous side by side
-    assert gpu_count["step2_test_id"] == primary2.loc[primary2["num_gpus"] == found["best_gpu_count"],
-                                                      "test_id"].item()
+    used = needed if needed is not None else int(primary2["num_gpus"].max())
+    assert gpu_count["step2_test_id"] == primary2.loc[primary2["num_gpus"] == used, "test_id"].item()
+    # the comparison ranks at step 2's pool sizes (they contain its answer) and agrees with step 2 per scheduler
+    assert set(ranking["at_num_gpus"].dropna().astype(int)) <= set(rows2["num_gpus"])
+    caps = pd.read_csv(results / "compare_schedulers" / "compare_schedulers_capacity.csv")
+    assert set(caps["num_gpus"]) == set(rows2["num_gpus"]) and (needed is None or needed in set(caps["num_gpus"]))
+    by_scheduler = dict(zip(ranking["scheduler"], ranking["gpus_needed"]))
+    for name, group in rows2.groupby("scheduler"):
+        expected = fewest_covering(group)
+        assert (pd.isna(by_scheduler[name]) if expected is None else by_scheduler[name] == expected), name
+        assert found["step2_gpu_scaling"]["gpus_needed_by_scheduler"][name] == expected, name
     for warning in found["warnings"]:   # said once, plainly
         assert f"Warning: {warning}" in done.stdout and done.stdout.count(warning) == 1, warning
     # another parameter set in the same folder: refused, and nothing in it changes
@@ -208,10 +233,8 @@ def test_make_run_at_a_tiny_scale_then_step3_alone(tmp_path):
     analysis = json.loads((results / "analysis.json").read_text())
     step2 = pd.read_csv(results / f"{STEP2}.csv")
     step2 = step2[step2["scheduler"] == "multi_bin_dynamic"].reset_index(drop=True)
-    assert analysis["best_gpu_count"] == smallest_within_1pct(step2, "goodput_rps")
-    per_gpu = pd.DataFrame({"num_gpus": step2["num_gpus"],
-                            "capacity_per_gpu": step2["capacity_rps"] / step2["num_gpus"]})
-    assert analysis["best_gpu_count_by_capacity_per_gpu"] == smallest_within_1pct(per_gpu, "capacity_per_gpu")
+    assert analysis["gpus_needed"] == fewest_covering(step2)
+    assert analysis["best_gpu_count_by_capacity_per_gpu"] == fewest_tied_for_most_per_gpu(step2)
     assert "Answers:" in done.stdout and "None" not in done.stdout.split("Answers:")[-1]
 
     # step 3 only, with an explicit GPU count: reuses the folder, reruns step 3 only

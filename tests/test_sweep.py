@@ -390,33 +390,6 @@ def _frame(**columns):
     return pd.DataFrame(columns)
 
 
-def test_best_gpu_count_is_the_smallest_within_1pct_of_the_best_goodput():
-    from workbench.study.answers import analysis
-
-    rows = _frame(num_gpus=[1, 2, 4, 8, 16], goodput_rps=[10.0, 40.0, 49.6, 50.0, 49.9],
-                  throughput_rps=[10.0, 20.0, 40.0, 50.0, 50.0])
-    assert analysis.best_gpu_count(rows) == 4
-    assert analysis.best_gpu_count(rows, tolerance=0.0) == 8  # the seed's raw maximum
-    eff = analysis.scaling_efficiency(rows)
-    assert eff[1] == 1.0 and eff[2] == 1.0 and eff[16] == pytest.approx(50 / 16 / 10)
-
-
-def test_breaking_point_is_the_first_volume_over_5pct():
-    from workbench.study.answers import analysis
-
-    rows = _frame(label=["a"] * 3 + ["b"] * 3, num_requests=[1_000, 10_000, 100_000] * 2,
-                  sla_violation_rate=[0.01, 0.06, 0.5, 0.0, 0.05, 0.04])
-    points = analysis.breaking_points(rows)
-    assert points["a"]["num_requests"] == 10_000 and points["b"]["num_requests"] is None
-
-
-def test_best_k_has_the_lowest_sla_violation_then_the_higher_goodput():
-    from workbench.study.answers import analysis
-
-    rows = _frame(k_bins=[1, 2, 4, 8], sla_violation_rate=[0.3, 0.1, 0.1, 0.2], goodput_rps=[1.0, 2.0, 3.0, 4.0])
-    assert int(analysis.best_k_row(rows)["k_bins"]) == 4
-
-
 def test_column_order_does_not_depend_on_which_test_finished_first():
     k1 = {"test_id": "a", "k_bins_effective": 1, "trace_label": "t", "finished_at": "x"}
     k2 = {"test_id": "b", "k_bins_effective": 2, "bin0_requests": 1, "bin1_requests": 2, "bin0_batch_size_mean": 1.0,

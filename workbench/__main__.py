@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--step3-only", action="store_true",
                       help="run step 3 (K-bins); uses step 2's results already in --results-dir")
     suite.add_argument("--best-gpu-count", type=_positive_int, default=None, metavar="N",
-                       help="GPU count for step 3 (default: step 2's best GPU count)")
+                       help="GPU count for step 3 (default: the GPUs step 2 found the trace needs)")
     suite.add_argument("--max-requests", type=_positive_int, default=1_000_000, metavar="N",
                        help="requests per test; step 1 goes up to it in 10x steps (default 1000000)")
     suite.add_argument("--max-gpus", type=_positive_int, default=100, metavar="N",
@@ -299,7 +299,10 @@ def _notebook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     run, code = _run(lambda: run_notebook(args.name, parameters, folder, progress=not args.no_progress))
     if run is None:
         return code
-    index = report.write_index(folder)
+    # a steps' or the comparison's folder gets the suite's page (analysis.json's answers, the ranking); a study
+    # notebook's folder its own page (unless the notebook was run into a steps' folder: that page links it)
+    study = args.name not in STEPS and args.name != "compare_schedulers" and not report.is_steps_folder(folder)
+    index = report.write_notebook_index(folder) if study else report.write_index(folder)
     print(f"{args.name} finished in {run.wall_s:.1f} s; {display_path(run.html)}, {display_path(index)}")
     return 0
 

@@ -162,8 +162,8 @@ def pipeline_overhead_of(by_tp: dict, *, where: str = "profile") -> float:
     if k <= 0 or o < 0:
         if where not in _NO_PIPELINE_SAID:   # said once per profile, not at every TP degree resolved
             _NO_PIPELINE_SAID.add(where)
-            log.info("%s: the decode fixed cost does not fall with TP as weights/TP + overhead; no pipeline "
-                     "overhead", Path(where).name if "/" in str(where) else where)
+            log.debug("%s: the decode fixed cost does not fall with TP as weights/TP + overhead; no pipeline "
+                      "overhead", Path(where).name if "/" in str(where) else where)
         return 0.0
     return o
 

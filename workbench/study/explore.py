@@ -8,6 +8,15 @@ leaves a point (the current one highlighted).  Every change re-simulates with
 the compiled engine and redraws; ``Explorer.last_timing`` says how long the
 simulation and the drawing took.
 
+Load: the synthetic trace is replayed at its timestamps divided by
+``rps_scaling`` (10 on a step-time profile, as the steps do: about 2.5
+requests/s), a real trace (a dataset such as ``azure_conv``, or a trace file)
+at the rate it was recorded at; ``load_scaling`` multiplies either, and the
+figure's title says the rate offered.  Only the widgets of knobs the chosen
+scheduler reads are enabled (K for the multi-bin schedulers, the batch size for
+``static_fifo`` and ``multi_bin_fixed``, ``b_max`` and the latency budget for
+the SLA controllers), and the title names only those knobs.
+
 The logic (``Explorer.run``, ``Explorer.figure``) is plain Python that a test
 can drive without a browser: ``explorer.set(num_gpus=8)`` is what moving the
 slider does.
@@ -18,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import textwrap
 import time
 from dataclasses import dataclass
 
@@ -33,6 +43,11 @@ from workbench.sim.simulate import check_time_horizon, simulate
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACES = ("synthetic", "azure_conv", "azure_code")
+# The first view: the headline static scheduler on a pool that meets the SLA target on the default 100,000
+# requests of the synthetic trace (97% of requests within TTFT 1 s and TPOT 50 ms; on 32 GPUs 83%, on 16 GPUs 32%).
+DEFAULT_SCHEDULER, DEFAULT_GPUS = "multi_bin_dynamic", 48
+# knobs of SimConfig the widgets set beside the scheduler and the GPU count, by the rule that reads them
+KNOB_WIDGETS = ("k_bins", "batch_size", "b_max", "d_sla_s", "ttft_sla_s")
 
 
 @dataclass(frozen=True)
@@ -47,11 +62,46 @@ class Point:
 
 
 def _load(name: str, num_requests: int, seed: int, rps_scaling: float):
+    """The synthetic trace at its timestamps / ``rps_scaling``; a real one (dataset or file) at its recorded rate."""
     from workbench.traces.trace import load_trace
 
     if name == "synthetic":
         return load_trace(num_requests=num_requests, seed=seed, rps_scaling=rps_scaling)
-    return load_trace(name).head(num_requests)
+    return load_trace(name, use_real_timestamps=True).head(num_requests)
+
+
+def replay_text(trace) -> str:
+    """How fast ``trace`` (as replayed) arrives, in requests/s, and why: its recorded rate, or its timestamps divided
+    by the ``rps_scaling`` it was loaded with, times any later time scaling (the explorer's ``load_scaling``)."""
+    options = trace.meta.options
+    rate_rps = trace.mean_rate_rps
+    scale = float(options.get("time_scale", 1.0))
+    how = "its recorded rate" if options.get("use_real_timestamps", True) else \
+        f"its timestamps / {options['rps_scaling']:g}"
+    if scale == 1.0:
+        return f"{rate_rps:.3g} req/s ({how})"
+    return f"{rate_rps:.3g} req/s (x{scale:g} {how}, {rate_rps / scale:.3g} req/s)"
+
+
+def knobs(scheduler: str, on_profile: bool = True) -> tuple[str, ...]:
+    """The knobs of :data:`KNOB_WIDGETS` that ``scheduler`` reads (its engine spec says which rules it runs):
+    ``k_bins`` if it bins requests by predicted length, ``batch_size`` for a fixed batch (static_fifo,
+    multi_bin_fixed), ``b_max`` and ``d_sla_s`` (the latency budget the SLA controller aims at) for the dynamic
+    controllers; ``ttft_sla_s`` judges every run on a step-time profile, ``d_sla_s`` every run on the seed grid."""
+    from workbench.sim.config import SimConfig
+    from workbench.sim.schedulers import BATCH_DYNAMIC, get_scheduler
+
+    policy = get_scheduler(scheduler)
+    cfg = SimConfig(scheduler=scheduler)
+    if policy.engine == "continuous":
+        uses_bins, batch_rule = policy.continuous_spec(cfg).uses_bins, None
+    else:
+        spec = policy.engine_spec(cfg)
+        uses_bins, batch_rule = spec.uses_bins, spec.batch_rule
+    used = {"k_bins": uses_bins, "batch_size": batch_rule is not None and batch_rule != BATCH_DYNAMIC,
+            "b_max": batch_rule == BATCH_DYNAMIC, "d_sla_s": batch_rule == BATCH_DYNAMIC or not on_profile,
+            "ttft_sla_s": on_profile}
+    return tuple(name for name in KNOB_WIDGETS if used[name])
 
 
 def _check_trace_name(name: str) -> None:
@@ -123,7 +173,7 @@ class Explorer:
 
     def __init__(self, traces=DEFAULT_TRACES, *, num_requests: int = 100_000, seed: int = 0,
                  config: SimConfig | None = None, load_scaling: float = 1.0, step_profile: str = "opt-13b-a100",
-                 rps_scaling: float | None = None):
+                 rps_scaling: float | None = None, attainment: float = 0.9):
         from workbench.sim import profiles
         from workbench.study.runs.experiments import LATENCY_ALIASES, SEED_GRID, default_rps_scaling
 
@@ -136,7 +186,10 @@ class Explorer:
         self._traces: dict[str, object] = {}
         self.trace_name = self.trace_names[0]
         self.config = _single_pool(checks.instance(config, "config", SimConfig, expected="a SimConfig, or None")) \
-            if config is not None else SimConfig(scheduler="multi_bin_dynamic", num_gpus=16, k_bins=4, d_sla_s=1.0)
+            if config is not None else SimConfig(scheduler=DEFAULT_SCHEDULER, num_gpus=DEFAULT_GPUS, k_bins=4,
+                                                 d_sla_s=1.0)
+        self.attainment = checks.number(attainment, "attainment", low=0, low_open=True, high=1,
+                                        hint="the share of requests that must meet the SLA, e.g. 0.9")
         self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
         # every scheduler on one hardware model, as in the step notebooks: the step-time profile (static batches
         # in step mode), or "seed-grid" (the seed study's formula grid, static schedulers only)
@@ -180,10 +233,13 @@ class Explorer:
                 self.load_scaling = checks.number(load_scaling, "load_scaling", low=0, low_open=True)
             if config_changes:
                 self.config = _single_pool(self.config.replace(**config_changes))
-            return self.run()
+            result = self.run()
         except ValueError:
             self.trace_name, self.load_scaling, self.config = before
             raise
+        if self._widgets is not None and "scheduler" in config_changes:
+            self._enable_widgets()
+        return result
 
     def run(self):
         """Simulate the current knobs; record the point in the load-latency plane."""
@@ -230,25 +286,25 @@ class Explorer:
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
+        from workbench.study.present.palette import color
+
         if self.result is None:
             self.run()
         t0 = time.perf_counter()
         res, cfg = self.result, self.config
-        fig = Figure(figsize=(11, 7))
-        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.87, hspace=0.38, wspace=0.22)
+        # constrained layout keeps every label, tick and the two-line title inside the figure at any value
+        fig = Figure(figsize=(11, 7.2), layout="constrained")
         ax_cdf, ax_bins, ax_gpu, ax_load = fig.subplots(2, 2).ravel()
-        from workbench.study.present.palette import color
 
         colour = color(cfg.scheduler)
         latency = _latency_s(res)
         sla = cfg.d_sla_s
-        label = "end-to-end latency"
         if self.on_profile and "ttft_s" in res.requests:
             ttft = res.requests["ttft_s"].dropna().to_numpy()
             if ttft.size:
                 ax_cdf.plot(*_cdf(ttft), color=colour, label="time to first token")
         if latency.size:
-            ax_cdf.plot(*_cdf(latency), color=colour, ls="--", label=label)
+            ax_cdf.plot(*_cdf(latency), color=colour, ls="--", label="end-to-end latency")
         if self.on_profile:
             ax_cdf.axvline(cfg.ttft_sla_s, color="k", ls=":", lw=1, label=f"TTFT limit {cfg.ttft_sla_s:g} s")
         else:
@@ -260,44 +316,72 @@ class Explorer:
 
         bins, wait = _wait_per_bin(res)
         ax_bins.bar(bins, wait, color=colour)
-        ax_bins.set(xlabel="bin (by predicted output length)", ylabel="mean wait in queue, s",
-                    title="Wait per bin", xticks=bins)
+        ax_bins.set(xlabel="bin (by predicted output length)" if "k_bins" in self.knobs() else "one queue (no bins)",
+                    ylabel="mean wait in queue, s", title="Wait per bin", xticks=bins)
 
         util = _gpu_utilization(res)
         ax_gpu.bar(np.arange(util.size), util, color=colour)
         ax_gpu.xaxis.set_major_locator(MaxNLocator(integer=True))   # GPUs are whole
         ax_gpu.axhline(1.0, color="k", lw=0.8, ls=":", label="fully busy")
-        ax_gpu.set(xlabel="GPU (replica)", ylabel="busy share of the run", ylim=(0, 1.05),
+        ax_gpu.set(xlabel="GPU (replica)", ylabel="busy share of the run", ylim=(0, 1.12),
                    title=f"GPU utilisation (mean {np.nanmean(util):.0%})")
-        ax_gpu.legend(loc="lower right", fontsize=8)
+        ax_gpu.legend(loc="upper right", fontsize=8)   # above the bars (a share is at most 1)
 
+        spots: dict[tuple, list[str]] = {}   # runs that land on one spot share one label (GPU counts joined)
         for i, point in enumerate(self.history):
             current = i == len(self.history) - 1
             ax_load.scatter(point.offered_rps, point.latency_p99_s, s=60 if current else 18,
                             color=colour if current else "0.6", zorder=3 if current else 2,
                             label="this run" if current else ("earlier runs" if i == 0 else None))
-            ax_load.annotate(f"{point.num_gpus}G", (point.offered_rps, point.latency_p99_s), fontsize=7,
-                             xytext=(4, 2), textcoords="offset points")
+            if math.isfinite(point.latency_p99_s) and point.latency_p99_s > 0:
+                # a spot within 3% in rate and 5% in p99 of an earlier one is that spot (labels would overlap)
+                spot = next((k for k in spots if abs(k[0] / point.offered_rps - 1) < 0.03
+                             and abs(math.log10(k[1] / point.latency_p99_s)) < 0.02),
+                            (point.offered_rps, point.latency_p99_s))
+                labels = spots.setdefault(spot, [])
+                if str(point.num_gpus) not in labels:
+                    labels.append(str(point.num_gpus))
+        for (rate, p99), gpus in spots.items():
+            ax_load.annotate(", ".join(gpus), (rate, p99), fontsize=7, xytext=(5, 3), textcoords="offset points")
         limit, what = (cfg.ttft_sla_s, "TTFT") if self.on_profile else (sla, "end-to-end latency")
         ax_load.axhline(limit, color="k", ls=":", lw=1, label=f"{what} limit {limit:g} s")
         ax_load.set_yscale("log")
+        ax_load.margins(x=0.15, y=0.25)   # room for the points' labels inside the panel
         ax_load.set(xlabel="offered load, requests/s", ylabel=f"p99 {what}, s (log)",
-                    title="Load-latency plane (every run so far)")
-        ax_load.legend(loc="upper left", fontsize=8)
+                    title="Load-latency plane (every run so far; labels: GPUs)")
+        ax_load.legend(loc="best", fontsize=8)
 
-        last = self.history[-1]
-        model = (f"{self.step_profile} step times, SLA TTFT <= {cfg.ttft_sla_s:g} s and TPOT <= "
-                 f"{cfg.tpot_sla_s * 1e3:g} ms" if self.on_profile
-                 else f"seed formula grid (not measured), SLA {sla:g} s")
-        fig.suptitle(f"{cfg.scheduler} on {cfg.num_gpus} GPU(s), K={cfg.k_bins}, {model}\n"
-                     f"{self._trace_label()} x{self.load_scaling:g} load | "
-                     f"{last.attainment:.1%} within SLA", fontsize=10)
+        fig.suptitle(self.title(), fontsize=10)
         self.last_timing["draw_s"] = time.perf_counter() - t0
         return fig
 
-    def _trace_label(self) -> str:
-        trace = self._traces.get(self.trace_name)
-        return trace.label if trace is not None else self.trace_name
+    def knobs(self) -> tuple[str, ...]:
+        """The knobs the current scheduler reads (:func:`knobs`)."""
+        return knobs(self.config.scheduler, self.on_profile)
+
+    def title(self) -> str:
+        """The figure's two lines: the scheduler with the knobs it reads, the hardware model and SLA; the trace, the
+        rate it is replayed at, and whether the run meets the SLA target."""
+        cfg = self.config
+        used = self.knobs()
+        settings = [f"{cfg.num_gpus} GPU{'s' if cfg.num_gpus != 1 else ''}"]
+        settings += [f"K={cfg.k_bins}"] if "k_bins" in used else []
+        settings += [f"batch size {cfg.batch_size}"] if "batch_size" in used else []
+        settings += [f"b_max {cfg.b_max}, latency budget {cfg.d_sla_s:g} s"] if "b_max" in used else []
+        model = (f"{self.step_profile} step times, SLA TTFT <= {cfg.ttft_sla_s:g} s and TPOT <= "
+                 f"{cfg.tpot_sla_s * 1e3:g} ms" if self.on_profile
+                 else f"seed formula grid (not measured), SLA end-to-end <= {cfg.d_sla_s:g} s")
+        last = self.history[-1] if self.history else None
+        verdict = ""
+        if last is not None and math.isfinite(last.attainment):
+            meets = last.attainment >= self.attainment
+            verdict = (f" | {last.attainment:.1%} within the SLA: {'meets' if meets else 'misses'} the "
+                       f"{self.attainment:.0%} target")
+        trace = self.trace()
+        lines = [f"{cfg.scheduler} on {', '.join(settings)}; {model}", trace.label,
+                 f"replayed at {replay_text(trace)}{verdict}"]
+        # wrapped to the figure's width (about 130 characters at its title's size): nothing is cut off
+        return "\n".join(textwrap.fill(line, 130) for line in lines)
 
     # -- the widgets -------------------------------------------------------------------------------
     def widgets(self) -> dict:
@@ -317,8 +401,10 @@ class Explorer:
                 "k_bins": w.IntSlider(value=cfg.k_bins, min=1, max=32, description="K bins", style=style),
                 "ttft_sla_s": w.FloatLogSlider(value=cfg.ttft_sla_s, base=10, min=-1, max=2, step=0.05,
                                                description="TTFT limit, s", style=style),
+                # on a step-time profile the SLA controllers' latency budget; on the seed grid the SLA itself
                 "d_sla_s": w.FloatLogSlider(value=cfg.d_sla_s, base=10, min=-1, max=2, step=0.05,
-                                            description="E2E SLA / budget, s", style=style),
+                                            description="latency budget, s" if self.on_profile else "E2E SLA, s",
+                                            style=style),
                 "load_scaling": w.FloatLogSlider(value=self.load_scaling, base=2, min=-4, max=4, step=0.25,
                                                  description="load x", style=style),
                 "b_max": w.IntSlider(value=cfg.b_max, min=1, max=256, description="b_max", style=style),
@@ -327,7 +413,17 @@ class Explorer:
             }
             for name, widget in self._widgets.items():
                 widget.observe(self._on_change, names="value")
+            self._enable_widgets()
         return self._widgets
+
+    def _enable_widgets(self) -> None:
+        """Enable the widgets of the knobs the current scheduler reads, disable the others (a disabled slider
+        keeps its value: choosing a scheduler that reads it again uses it)."""
+        used = self.knobs()
+        for name in KNOB_WIDGETS:
+            widget = self._widgets[name]
+            widget.disabled = name not in used
+            widget.tooltip = None if name in used else f"{self.config.scheduler} does not read {name}"
 
     def _on_change(self, change) -> None:
         name = next(n for n, wdg in self._widgets.items() if wdg is change["owner"])

@@ -1,48 +1,56 @@
 """What the three steps found: ``all_results.csv`` and ``analysis.json``.
 
-Rules (also written into ``analysis.json`` under ``"rules"``):
+One target everywhere: a configuration *meets the SLA target* when at least
+the target share (``capacity_target``, 90% by default) of its requests meet
+the SLA (TTFT and TPOT limits on a step-time profile, DistServe's SLO
+attainment; end-to-end latency within ``d_sla_s`` on the seed grid), counted
+(:mod:`workbench.study.answers.targets`: integer counts of violating requests
+against the allowed count, never rounded floats).  Its *capacity* is the
+largest arrival rate at which it still does (the trace replayed faster or
+slower; see :mod:`workbench.study.runs.capacity`).
 
-* best GPU count (step 2): the smallest GPU count whose goodput is within
-  :data:`GOODPUT_TOLERANCE` (1%) of the best goodput.  The seed project took
-  the raw maximum, which on a saturating trace picks the largest pool for a
-  gain in the noise.
-* scaling efficiency (step 2): throughput per GPU relative to the smallest
-  pool (1 GPU): ``(thr(n) / n) / (thr(1) / 1)``.
-* best K (step 3): the K with the lowest SLA violation rate; ties go to the
-  higher goodput, then the smaller K.
-* best configuration of step 1: at the largest request volume, the
-  configuration with the lowest SLA violation rate (ties: higher goodput,
-  then fewer GPUs); of step 2 and step 3, the row of the best GPU count and
-  of the best K.
+Rules (also written into ``analysis.json`` under ``"rules"``, with this run's SLA):
+
+* GPUs needed (step 2): per scheduler, the smallest GPU count whose capacity
+  covers the replayed rate (``capacity_rps >= offered_rps``), with the headroom
+  it leaves (``capacity_rps / offered_rps - 1``) and the largest count tested
+  that falls short: the answer to "how many GPUs does this trace need".
+* most capacity per GPU (step 2, a second answer under its own name): the GPU
+  count with the highest capacity per GPU; counts tied with it within the
+  search's resolution (and the 95% intervals, with replications) go to the
+  fewest GPUs.
+* best K (step 3, at the GPUs the trace needs): the K with the highest
+  capacity; K values tied with it within resolution go to the smallest K.
+  Without a capacity search, the K values that meet the target are tied
+  unless replications separate their violation rates.
+* best configuration of step 1: at the largest request volume, of the
+  configurations that meet the target at the replayed load, the fewest GPUs,
+  then the highest capacity; when none meets it, the one with the highest
+  capacity is named as the closest and is not valid.
 * breaking point (step 1): per configuration, the smallest request volume at
-  which its SLA violation rate exceeds :data:`BREAKING_SLA_VIOLATION` (5%);
-  ``null`` if it never does.
+  which it misses the target.
+* capacity relative to proportional scaling (step 2):
+  ``capacity(n) / ((n / n0) * capacity(n0))``, n0 = the smallest GPU count
+  with a capacity: above 1, capacity per GPU grew with the pool.
+* monotone in GPUs (step 2): more GPUs never give less capacity on the same
+  trace, scheduler and K.  Every fall is listed (an unreachable target counts
+  as capacity 0), with whether it is within the search's resolution.
+
+A difference between two capacities is called only beyond the search's
+resolution (the grid ``x 1.01^k``) and, with replications, the 95% intervals
+over the seeds; one seed gives no noise estimate, and the answers say which
+values are tied.
 
 Several schedulers (``schedulers``): step 1's rules compare them all; step 2's
-and step 3's answers (best GPU count, best K, capacity per GPU) are about the
-primary scheduler, :data:`PRIMARY_SCHEDULER` when it ran, else the first
-scheduler of the rows (``primary_scheduler`` says which); every scheduler's
-capacity is listed under ``capacity_rps``.
+and step 3's headline answers are about the primary scheduler,
+:data:`PRIMARY_SCHEDULER` when it ran, else the first scheduler of the rows
+(``primary_scheduler`` says which); every scheduler's answers are listed
+``..._by_scheduler``.
 
 Replications: the rules read the mean over the seeds of each test
 (:func:`summarize`: ``<metric>`` = mean, ``<metric>_ci95_low`` / ``_ci95_high`` = its
 95% interval, Student t cut to the quantity's range, ``replications``), also written to
 ``<step>_summary.csv``.
-
-Capacity (the tests that searched it; see :mod:`workbench.study.runs.capacity`): the
-largest arrival rate at which the SLA target holds, ``null`` when no load
-reaches it (``unreachable`` gives the reason).
-
-* capacity per GPU and capacity scaling efficiency (step 2):
-  ``capacity(n) / n`` and ``capacity(n) / ((n / n0) * capacity(n0))``,
-  n0 = the smallest GPU count (1).
-* best GPU count by capacity per GPU (step 2): the highest capacity per GPU;
-  counts within :data:`CAPACITY_TOLERANCE` (1%) of it go to the fewest GPUs.
-* best K by capacity (step 3): the highest capacity; K values within 1% of it
-  go to the smallest K.
-* monotone in GPUs (step 2): more GPUs never give less capacity on the same
-  trace, scheduler and K.  Every fall is listed (an unreachable target counts
-  as capacity 0), with whether it is within the search's resolution.
 
 ``all_results.csv`` holds the latest run of each step (each notebook's last
 cell replaces its step's rows); ``analysis.json`` is recomputed from it.  Both
@@ -63,6 +71,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.sim.config import SimConfig
+from workbench.study.answers import targets
 from workbench.study.store.replications import HIGH, LOW, summarize_replications
 from workbench.study.store.checkpoints import canonical_columns, read_rows
 from workbench.study.store.files import atomic_write_text, results_lock, write_csv_atomic
@@ -72,47 +81,55 @@ log = logging.getLogger(__name__)
 PRIMARY_SCHEDULER = "multi_bin_dynamic"
 ALL_RESULTS = "all_results.csv"
 ANALYSIS = "analysis.json"
-GOODPUT_TOLERANCE = 0.01
-CAPACITY_TOLERANCE = 0.01
 KNEE_TOLERANCE = 0.05
-BREAKING_SLA_VIOLATION = 0.05
 STEP_ORDER = ("step1_request_scaling", "step2_gpu_scaling", "step3_kbins_sensitivity")
-RULES = {
-    "best_gpu_count": f"smallest GPU count whose goodput_rps is within {GOODPUT_TOLERANCE:.0%} of the best "
-                      "goodput_rps of step 2 (the seed took the raw maximum)",
-    "scaling_efficiency": "(throughput_rps(n) / n) / (throughput_rps(n0) / n0), n0 = smallest GPU count (1)",
-    "best_k": "K with the lowest sla_violation_rate in step 3; ties: higher goodput_rps, then smaller K",
-    "best_config_step1": "at the largest request volume, the configuration that meets the SLA at the replayed "
-                         f"load (sla_violation_rate <= {BREAKING_SLA_VIOLATION:.0%}) with the highest goodput_rps; if "
-                         "none does, the one with the highest capacity_rps (the load it sustains within the SLA); "
-                         "without capacities, the lowest sla_violation_rate",
-    "breaking_point": f"per configuration, the smallest request volume whose sla_violation_rate exceeds "
-                      f"{BREAKING_SLA_VIOLATION:.0%} (null if none)",
-    "capacity": "largest arrival rate (the trace replayed faster or slower) at which at least capacity_target of "
-                "the requests finish within d_sla_s; null when no load reaches it (see capacity_search.unreachable)",
-    "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = the smallest GPU count "
-                                   "with a capacity (1 unless no load meets the target there)",
-    "best_gpu_count_by_capacity_per_gpu": f"highest capacity_rps / num_gpus in step 2; counts within "
-                                          f"{CAPACITY_TOLERANCE:.0%} of it: the fewest GPUs",
-    "capacity_per_gpu_knee": f"the fewest GPUs whose capacity per GPU is within {KNEE_TOLERANCE:.0%} of the highest "
-                             "(where more GPUs stop paying per GPU)",
-    "by_scheduler": "every answer of steps 2 and 3 also per scheduler (..._by_scheduler), by the same rule",
-    "best_k_by_capacity": f"highest capacity_rps in step 3; K values within {CAPACITY_TOLERANCE:.0%} of it: "
-                          "the smallest K",
-    "meets_sla": f"a replayed configuration meets the SLA when its sla_violation_rate is at most "
-                 f"{BREAKING_SLA_VIOLATION:.0%}; a capacity-based best meets it when its capacity_rps is not null",
-    "at_edge": "a best GPU count or best K equal to the largest value tested (the optimum may lie beyond); "
-               "1 GPU and K = 1 are the smallest possible values, not an edge. A best GPU count by capacity per GPU "
-               "at the largest count is a valid answer when capacity per GPU never falls with more GPUs and gains "
-               f"at most {KNEE_TOLERANCE:.0%} on the last step: the larger the pool the better, with diminishing "
-               "returns, and capacity_per_gpu_knee says where they flatten",
-    "valid": "a best meets the SLA and is not at the edge of the range tested; validity.<best>.sentence says why not",
-    "gpu_count": "step 3: where its GPU count came from (given, step 2's best GPU count, or the default), the "
-                 "step-2 row it used, and whether it still is step 2's best GPU count",
-    "capacity_monotone_in_gpus": "step 2: capacity never falls as the GPU count grows (same trace, scheduler "
-                                 "and K); every fall is listed, an unreachable target counting as capacity 0",
-}
-CONFIG_KEYS = ("label", "test_id", "scheduler", "num_gpus", "k_bins", "num_requests", "d_sla_s",
+
+
+def rules(sla: str = "the SLA", target: float = targets.DEFAULT_TARGET) -> dict[str, str]:
+    """The rules of every answer, in words, for a run judged on ``sla`` with ``target`` (``analysis.json``'s
+    ``"rules"``)."""
+    meets = f"at least {target:.0%} of the requests meet {sla} (violating requests counted against the allowed count)"
+    tie = ("values tied within the capacity search's resolution (its grid x 1.01^k: the true crossing lies up "
+           "to one step above each) and, with replications, their 95% intervals over the seeds")
+    return {
+        "sla_target": f"a configuration meets the SLA target when {meets}",
+        "capacity": f"the largest arrival rate (the trace replayed faster or slower) at which {meets}; null when no "
+                    "load reaches it (see capacity_search.unreachable)",
+        "gpus_needed": "step 2: the smallest GPU count whose capacity_rps covers the replayed rate (offered_rps); "
+                       "headroom = capacity_rps / offered_rps - 1; null when no count tested covers it",
+        "best_gpu_count_by_capacity_per_gpu": f"step 2, a second answer: the GPU count with the highest capacity_rps "
+                                              f"/ num_gpus; {tie} go to the fewest GPUs",
+        "capacity_per_gpu_knee": f"the fewest GPUs whose capacity per GPU is within {KNEE_TOLERANCE:.0%} of the "
+                                 "highest (where more GPUs stop paying per GPU)",
+        "capacity_scaling_efficiency": "capacity_rps(n) / ((n / n0) * capacity_rps(n0)), n0 = the smallest GPU count "
+                                       "with a capacity (capacity_scaling_base_gpus): capacity against proportional "
+                                       "scaling from there; above 1, capacity per GPU grew with the pool",
+        "best_k": f"step 3, at the GPUs the trace needs: the K with the highest capacity_rps; {tie} go to the "
+                  "smallest K (best_k_tied lists them); without a capacity search, the K values that meet the "
+                  "target, tied unless replications separate their violation rates",
+        "best_config_step1": "at the largest request volume, of the configurations that meet the SLA target at the "
+                             "replayed load, the fewest GPUs, then the highest capacity_rps; if none meets it, the one "
+                             "with the highest capacity_rps is named as the closest (not valid)",
+        "breaking_point": "step 1, per configuration: the smallest request volume at which it misses the SLA target "
+                          "(null if none)",
+        "meets_sla": f"an answer meets the SLA target when {meets} at the replayed load (a GPU count: when its "
+                     "capacity covers the replayed rate)",
+        "at_edge": "a best GPU count or best K equal to the largest value tested (the optimum may lie beyond); "
+                   "1 GPU and K = 1 are the smallest possible values, not an edge. Most capacity per GPU at the "
+                   "largest count is a valid answer when capacity per GPU never falls with more GPUs and gains at "
+                   f"most {KNEE_TOLERANCE:.0%} on the last step (diminishing returns). GPUs needed is never at the "
+                   "edge: the count below it falls short",
+        "valid": "an answer meets the SLA target and is not at the edge of the range tested; "
+                 "validity.<answer>.sentence says why not",
+        "by_scheduler": "every answer of steps 2 and 3 also per scheduler (..._by_scheduler), by the same rule",
+        "gpu_count": "step 3: where its GPU count came from (given, step 2's GPUs needed, or the default), the "
+                     "step-2 row it used, and whether it still is step 2's answer",
+        "capacity_monotone_in_gpus": "step 2: capacity never falls as the GPU count grows (same trace, scheduler "
+                                     "and K); every fall is listed, an unreachable target counting as capacity 0",
+    }
+
+
+CONFIG_KEYS = ("label", "test_id", "scheduler", "num_gpus", "k_bins", "num_requests", "offered_rps",
                "throughput_rps", "goodput_rps", "sla_violation_rate", "latency_p99_s", "gpu_utilization_mean",
                "capacity_rps")
 
@@ -201,36 +218,46 @@ def _pick(rows: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.Series
     return rows.sort_values(by, ascending=ascending, kind="stable").iloc[0]
 
 
-def best_gpu_count(rows: pd.DataFrame, tolerance: float = GOODPUT_TOLERANCE) -> int | None:
-    """Smallest ``num_gpus`` whose goodput is within ``tolerance`` of the best goodput."""
-    rows = rows.dropna(subset=["goodput_rps"])
-    if rows.empty:
-        return None
-    best = rows["goodput_rps"].max()
-    eligible = rows[rows["goodput_rps"] >= (1.0 - tolerance) * best]
-    return int(eligible["num_gpus"].min())
+# --------------------------------------------------------------------------- the SLA target, counted
+
+def sla_target(rows: pd.DataFrame) -> float:
+    """The share of requests that must meet the SLA in ``rows`` (their capacity search's target; 90% without)."""
+    return targets.row_target(rows)
 
 
-def scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
-    """GPU count -> throughput per GPU relative to the smallest pool."""
-    rows = rows.dropna(subset=["throughput_rps"]).sort_values("num_gpus")
-    if rows.empty:
-        return {}
-    base = rows.iloc[0]
-    per_gpu = base["throughput_rps"] / base["num_gpus"]
-    return {int(r.num_gpus): (float(r.throughput_rps / r.num_gpus / per_gpu) if per_gpu > 0 else float("nan"))
-            for r in rows.itertuples()}
+def sla_of_row(row) -> str:
+    """The SLA a result row was judged on, in words: TTFT/TPOT limits on a step-time profile, E2E on the grid."""
+    profile = str(row.get("latency_profile", ""))
+    if profile in ("seed-grid", "grid", "", "nan"):
+        return f"E2E <= {float(row.get('d_sla_s', math.nan)):g} s"
+    return f"TTFT <= {float(row['ttft_sla_s']):g} s, TPOT <= {float(row['tpot_sla_s']) * 1e3:g} ms"
 
 
-def best_k_row(rows: pd.DataFrame) -> pd.Series | None:
-    return _pick(rows, ["sla_violation_rate", "goodput_rps", "k_bins"], [True, False, True])
+def target_text(rows: pd.DataFrame) -> str:
+    """e.g. "90% of requests within TTFT <= 1 s, TPOT <= 50 ms": the target of ``rows`` in words."""
+    sla = sla_of_row(rows.iloc[0]) if not rows.empty else "the SLA"
+    return f"{sla_target(rows):.0%} of requests within {sla}"
 
 
-def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATION) -> dict[str, dict]:
-    """Per configuration label: the first request volume whose SLA violation rate exceeds ``threshold``."""
+def meets_target(rows: pd.DataFrame) -> pd.Series:
+    """Per row: whether at least the target share of its requests met the SLA at the replayed load (counts)."""
+    return targets.meets_column(rows, sla_target(rows)) if not rows.empty else pd.Series(dtype=bool)
+
+
+def replayed_rate(rows: pd.DataFrame) -> float:
+    """The arrival rate the rows replayed (``offered_rps``; NaN when not recorded)."""
+    if "offered_rps" not in rows:
+        return math.nan
+    values = pd.to_numeric(rows["offered_rps"], errors="coerce").dropna()
+    return float(values.max()) if not values.empty else math.nan
+
+
+def breaking_points(rows: pd.DataFrame) -> dict[str, dict]:
+    """Per configuration label: the first request volume at which it misses the SLA target (counted)."""
     out = {}
+    meets = meets_target(rows)
     for label, group in rows.sort_values("num_requests").groupby("label", sort=False):
-        over = group[group["sla_violation_rate"] > threshold]
+        over = group[~meets[group.index]]
         first = over.iloc[0] if not over.empty else None
         out[str(label)] = {
             "num_requests": int(first["num_requests"]) if first is not None else None,
@@ -242,10 +269,10 @@ def breaking_points(rows: pd.DataFrame, threshold: float = BREAKING_SLA_VIOLATIO
 
 # --------------------------------------------------------------------------- capacity
 
-CAPACITY_TABLE_COLUMNS = ("label", "scheduler", "num_gpus", "k_bins", "num_requests", "throughput_rps", "capacity_rps",
-                          "capacity_rps_ci95_low", "capacity_rps_ci95_high", "replications",
-                          "capacity_per_gpu", "capacity_efficiency", "capacity_scaling", "capacity_attainment",
-                          "capacity_probes", "capacity_monotone", "capacity_error")
+CAPACITY_TABLE_COLUMNS = ("label", "scheduler", "num_gpus", "k_bins", "num_requests", "offered_rps", "throughput_rps",
+                          "capacity_rps", "capacity_rps_ci95_low", "capacity_rps_ci95_high", "replications",
+                          "capacity_per_gpu", "capacity_efficiency", "capacity_headroom", "capacity_scaling",
+                          "capacity_attainment", "capacity_probes", "capacity_monotone", "capacity_error")
 
 
 def capacity_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -259,6 +286,53 @@ def _capacity_or_zero(rows: pd.DataFrame) -> pd.Series:
     return rows["capacity_rps"].astype(float).fillna(0.0)
 
 
+def _found(rows: pd.DataFrame) -> pd.DataFrame:
+    """The capacity rows with a capacity (a load met the target)."""
+    rows = capacity_rows(rows)
+    if rows.empty:
+        return rows
+    return rows[pd.to_numeric(rows["capacity_rps"], errors="coerce").notna()]
+
+
+def covers(rows: pd.DataFrame) -> pd.Series:
+    """Per capacity row: whether its capacity covers the rate it replayed (``capacity_rps >= offered_rps``)."""
+    cap = pd.to_numeric(rows["capacity_rps"], errors="coerce")
+    offered = pd.to_numeric(rows["offered_rps"], errors="coerce") if "offered_rps" in rows else cap * math.nan
+    return (cap >= offered).fillna(False).astype(bool)
+
+
+def gpus_needed(rows: pd.DataFrame) -> int | None:
+    """The smallest GPU count whose capacity covers the replayed rate (one scheduler's rows; None: none does)."""
+    rows = capacity_rows(rows)
+    if rows.empty:
+        return None
+    ok = rows[covers(rows)]
+    return int(ok["num_gpus"].min()) if not ok.empty else None
+
+
+def gpus_needed_record(rows: pd.DataFrame) -> dict | None:
+    """:func:`gpus_needed` with what it rests on: the capacity there, the replayed rate, the headroom, and the
+    largest GPU count tested below it (which falls short) with its capacity.  None without capacity rows."""
+    rows = capacity_rows(rows)
+    if rows.empty:
+        return None
+    rows = rows.sort_values("num_gpus")
+    n = gpus_needed(rows)
+    offered = replayed_rate(rows)
+    record = {"num_gpus": n, "offered_rps": offered, "capacity_rps": None, "headroom": None,
+              "largest_tested": int(rows["num_gpus"].max()), "short": None}
+    if n is not None:
+        at = rows[rows["num_gpus"] == n].iloc[0]
+        record.update(capacity_rps=float(at["capacity_rps"]), headroom=float(at["capacity_rps"]) / offered - 1)
+    below = rows[rows["num_gpus"] < n] if n is not None else rows
+    if not below.empty:
+        last = below.iloc[-1]
+        cap = float(last["capacity_rps"]) if pd.notna(last["capacity_rps"]) else None
+        record["short"] = {"num_gpus": int(last["num_gpus"]), "capacity_rps": cap,
+                           "shortfall": None if cap is None else 1 - cap / offered}
+    return record
+
+
 def capacity_per_gpu(rows: pd.DataFrame) -> dict[int, float]:
     """GPU count -> capacity per GPU (NaN where no load meets the target)."""
     rows = capacity_rows(rows)
@@ -267,36 +341,49 @@ def capacity_per_gpu(rows: pd.DataFrame) -> dict[int, float]:
         else {}
 
 
+def capacity_scaling_base(rows: pd.DataFrame) -> int | None:
+    """The smallest GPU count with a capacity: what proportional scaling starts from."""
+    found = _found(rows)
+    found = found[pd.to_numeric(found["capacity_rps"], errors="coerce") > 0] if not found.empty else found
+    return int(found["num_gpus"].min()) if not found.empty else None
+
+
 def capacity_scaling_efficiency(rows: pd.DataFrame) -> dict[int, float]:
-    """GPU count -> capacity relative to ideal linear scaling from the smallest pool: cap(n) / ((n/n0) cap(n0))."""
+    """GPU count -> capacity against proportional scaling from the smallest pool with a capacity (n0):
+    ``cap(n) / ((n / n0) cap(n0))``; above 1, capacity per GPU grew with the pool."""
     rows = capacity_rows(rows)
     if rows.empty:
         return {}
     rows = rows.sort_values("num_gpus")
-    found = rows[pd.to_numeric(rows["capacity_rps"], errors="coerce") > 0]
-    if found.empty:
+    n0 = capacity_scaling_base(rows)
+    if n0 is None:
         return {int(g): math.nan for g in rows["num_gpus"]}
-    base = found.iloc[0]   # the smallest pool with a capacity
-    per_gpu = float(base["capacity_rps"]) / int(base["num_gpus"])
+    base = rows[rows["num_gpus"] == n0].iloc[0]
+    per_gpu = float(base["capacity_rps"]) / n0
     return {int(g): float(c) / int(g) / per_gpu for g, c in zip(rows["num_gpus"], rows["capacity_rps"])}
 
 
-def best_gpu_count_by_capacity_per_gpu(rows: pd.DataFrame, tolerance: float = CAPACITY_TOLERANCE) -> int | None:
-    """The GPU count with the highest capacity per GPU; counts within ``tolerance`` of it go to the fewest GPUs."""
-    per_gpu = pd.Series(capacity_per_gpu(rows), dtype=float).dropna()
-    if per_gpu.empty:
-        return None
-    return int(per_gpu[per_gpu >= (1.0 - tolerance) * per_gpu.max()].index.min())
+def gpu_counts_tied_for_capacity_per_gpu(rows: pd.DataFrame) -> list[int]:
+    """The GPU counts whose capacity per GPU is tied with the highest (within resolution and noise)."""
+    return sorted(int(g) for g in _tied(_found(rows), "num_gpus", per_gpu=True))
 
 
-def best_k_by_capacity(rows: pd.DataFrame, tolerance: float = CAPACITY_TOLERANCE) -> int | None:
-    """The K with the highest capacity; K values within ``tolerance`` of it go to the smallest K."""
-    rows = capacity_rows(rows)
-    rows = rows.dropna(subset=["capacity_rps"]) if not rows.empty else rows
-    if rows.empty:
-        return None
-    eligible = rows[rows["capacity_rps"] >= (1.0 - tolerance) * rows["capacity_rps"].max()]
-    return int(eligible["k_bins"].min())
+def best_gpu_count_by_capacity_per_gpu(rows: pd.DataFrame) -> int | None:
+    """The GPU count with the highest capacity per GPU; counts tied with it within the search's resolution (and
+    the 95% intervals, with replications) go to the fewest GPUs."""
+    tied = gpu_counts_tied_for_capacity_per_gpu(rows)
+    return tied[0] if tied else None
+
+
+def k_tied_for_capacity(rows: pd.DataFrame) -> list[int]:
+    """The K values whose capacity is tied with the highest (within resolution and noise)."""
+    return sorted(int(k) for k in _tied(_found(rows), "k_bins"))
+
+
+def best_k_by_capacity(rows: pd.DataFrame) -> int | None:
+    """The K with the highest capacity; K values tied with it within resolution go to the smallest K."""
+    tied = k_tied_for_capacity(rows)
+    return tied[0] if tied else None
 
 
 def capacity_monotone_exceptions(rows: pd.DataFrame) -> list[dict]:
@@ -304,8 +391,8 @@ def capacity_monotone_exceptions(rows: pd.DataFrame) -> list[dict]:
 
     An unreachable target counts as capacity 0, so a configuration that
     reaches it on n GPUs but not on more is listed too.  ``within_resolution``
-    says whether the fall is no larger than the search's resolution, i.e. may
-    be the bisection's uncertainty rather than a real loss.
+    says whether the fall is within the search's resolution (and the seeds'
+    intervals), i.e. may be the search's uncertainty rather than a real loss.
     """
     rows = capacity_rows(rows)
     found: list[dict] = []
@@ -318,27 +405,29 @@ def capacity_monotone_exceptions(rows: pd.DataFrame) -> list[dict]:
         for i in range(1, len(group)):
             if caps[i] < caps[i - 1]:
                 before, after = group.iloc[i - 1], group.iloc[i]
-                drop = 1.0 - caps[i] / caps[i - 1]
-                resolution = float(after.get("capacity_resolution", math.nan))
+                real = caps[i] == 0 or targets.above(targets.row_bounds(before), targets.row_bounds(after))
                 found.append({"label_from": str(before["label"]), "label_to": str(after["label"]),
                               "num_gpus_from": int(before["num_gpus"]), "num_gpus_to": int(after["num_gpus"]),
                               "capacity_rps_from": float(caps[i - 1]), "capacity_rps_to": float(caps[i]),
-                              "relative_drop": drop, "within_resolution": bool(drop <= resolution)})
+                              "relative_drop": 1.0 - caps[i] / caps[i - 1], "within_resolution": not real})
     return found
 
 
 def capacity_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The tests that searched their capacity: replayed throughput next to capacity, per GPU, and why not found.
+    """The tests that searched their capacity: the replayed rate next to capacity, the headroom it leaves, per
+    GPU, and why not found.
 
-    ``capacity_efficiency`` (capacity relative to ideal linear scaling from the
-    smallest pool) is there when the rows span several GPU counts of one
-    scheduler and K (step 2).
+    ``capacity_efficiency`` (capacity against proportional scaling from the
+    smallest pool with a capacity) is there when the rows span several GPU
+    counts of one scheduler and K (step 2).
     """
     rows = capacity_rows(summarize(rows))
     if rows.empty:
         return pd.DataFrame(columns=[c for c in CAPACITY_TABLE_COLUMNS if c != "capacity_efficiency"])
     out = rows.copy()  # a selection of a wide frame: copy once rather than add columns to a fragmented one
     out["capacity_per_gpu"] = rows["capacity_rps"] / rows["num_gpus"]
+    if "offered_rps" in rows:
+        out["capacity_headroom"] = rows["capacity_rps"] / rows["offered_rps"] - 1
     keys = [k for k in ("scheduler", "k_bins") if k in rows]
     groups = rows.groupby(keys, sort=False) if keys else [(None, rows)]
     efficiency = pd.Series(math.nan, index=rows.index)
@@ -378,14 +467,6 @@ def _capacities(rows: pd.DataFrame) -> dict[str, float | None]:
     return {str(label): float(cap) for label, cap in zip(rows["label"], rows["capacity_rps"])} if not rows.empty else {}
 
 
-def sla_of_row(row) -> str:
-    """The SLA a result row was judged on, in words: TTFT/TPOT limits on a step-time profile, E2E on the grid."""
-    profile = str(row.get("latency_profile", ""))
-    if profile in ("seed-grid", "grid", ""):
-        return f"E2E <= {float(row.get('d_sla_s', math.nan)):g} s"
-    return f"TTFT <= {float(row['ttft_sla_s']):g} s, TPOT <= {float(row['tpot_sla_s']) * 1e3:g} ms"
-
-
 def _capacity_records(rows: pd.DataFrame) -> list[dict]:
     """One record per configuration that searched its capacity: what index.html's capacity table lists."""
     out = []
@@ -415,22 +496,46 @@ def _trace_info(rows: pd.DataFrame) -> dict:
             "synthetic": bool(rows["synthetic"].astype(bool).any()) if "synthetic" in rows else False}
 
 
-def best_config_step1(rows: pd.DataFrame) -> pd.Series | None:
-    """Step 1's best configuration (see ``RULES["best_config_step1"]``)."""
+def _tied(found: pd.DataFrame, key: str, per_gpu: bool = False) -> list:
+    """The values of ``key`` in ``found`` (capacity rows with a capacity) whose capacity, per GPU with
+    ``per_gpu``, is tied with the highest within the search's resolution and the seeds' intervals
+    (:func:`workbench.study.answers.targets.tied_with_best`), in the order of ``found``."""
+    values, value_bounds = {}, {}
+    for _, r in found.iterrows():
+        scale = float(r["num_gpus"]) if per_gpu else 1.0
+        k = r[key].item() if isinstance(r[key], np.generic) else r[key]
+        values[k] = float(r["capacity_rps"]) / scale
+        value_bounds[k] = targets.row_bounds(r, scale=scale)
+    return targets.tied_with_best(values, value_bounds)
+
+
+def best_config_step1(rows: pd.DataFrame) -> dict:
+    """Step 1's best configuration (see ``rules()["best_config_step1"]``): ``{"row", "meets_target", "tied"}``
+    (``tied``: the labels tied with it within the search's resolution; ``row`` None without rows)."""
     largest = rows[rows["num_requests"] == rows["num_requests"].max()]
-    meeting = largest[largest["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
-    if not meeting.empty:
-        return _pick(meeting, ["goodput_rps", "num_gpus"], [False, True])
-    searched = capacity_rows(largest)
-    if not searched.empty and searched["capacity_rps"].notna().any():
-        return _pick(searched, ["capacity_rps", "num_gpus"], [False, True])
-    return _pick(largest, ["sla_violation_rate", "goodput_rps", "num_gpus"], [True, False, True])
+    meeting = largest[meets_target(largest)]
+    pool = meeting[meeting["num_gpus"] == meeting["num_gpus"].min()] if not meeting.empty else largest
+    found = _found(pool)
+    if not found.empty:
+        found = found.sort_values(["capacity_rps", "num_gpus"], ascending=[False, True], kind="stable")
+        tied = _tied(found, "label")
+        best = found[found["label"] == tied[0]].iloc[0]
+    elif not meeting.empty:   # no capacities: one seed cannot order the replays that all meet the target
+        best, tied = pool.iloc[0], [str(v) for v in pool["label"]]
+    else:
+        best = _pick(largest, ["sla_violation_rate", "num_gpus"], [True, True])
+        tied = [str(best["label"])] if best is not None else []
+    return {"row": best, "meets_target": not meeting.empty if best is not None else None,
+            "tied": [str(v) for v in tied]}
 
 
 def analyze_step1(rows: pd.DataFrame) -> dict:
     best = best_config_step1(rows)
+    largest = rows[rows["num_requests"] == rows["num_requests"].max()]
     return {"tests": len(rows), "request_volumes": sorted(int(v) for v in rows["num_requests"].unique()),
-            "best_config": _config(best), "breaking_points": breaking_points(rows),
+            "gpu_counts": sorted(int(g) for g in rows["num_gpus"].unique()), "sla_target": sla_target(rows), "offered_rps": replayed_rate(largest),
+            "best_config": _config(best["row"]), "best_config_meets_target": best["meets_target"],
+            "best_config_tied": best["tied"], "breaking_points": breaking_points(rows),
             "capacity_rps": _capacities(rows), "capacity_search": _capacity_search(rows), "trace": _trace_info(rows),
             **_schedulers_info(rows)}
 
@@ -444,15 +549,20 @@ def _schedulers_info(rows: pd.DataFrame) -> dict:
 
 def capacity_per_gpu_knee(rows: pd.DataFrame, tolerance: float = KNEE_TOLERANCE) -> int | None:
     """The fewest GPUs whose capacity per GPU is within ``tolerance`` of the highest (one scheduler's rows)."""
-    return best_gpu_count_by_capacity_per_gpu(rows, tolerance=tolerance)
-
-
-def per_gpu_grows(rows: pd.DataFrame, resolution: float = 0.01) -> bool | None:
-    """Whether capacity per GPU never falls (beyond the search's resolution) as the GPU count grows."""
-    per_gpu = pd.Series(capacity_per_gpu(rows), dtype=float).dropna().sort_index()
-    if len(per_gpu) < 2:
+    per_gpu = pd.Series(capacity_per_gpu(rows), dtype=float).dropna()
+    if per_gpu.empty:
         return None
-    return bool((per_gpu.diff().dropna() >= -resolution * per_gpu.shift().dropna()).all())
+    return int(per_gpu[per_gpu >= (1.0 - tolerance) * per_gpu.max()].index.min())
+
+
+def per_gpu_grows(rows: pd.DataFrame) -> bool | None:
+    """Whether capacity per GPU never falls (beyond the search's resolution) as the GPU count grows."""
+    found = _found(rows).sort_values("num_gpus")
+    if len(found) < 2:
+        return None
+    pairs = zip(found.iloc[:-1].iterrows(), found.iloc[1:].iterrows())
+    return not any(targets.above(targets.row_bounds(a, scale=float(a["num_gpus"])),
+                                 targets.row_bounds(b, scale=float(b["num_gpus"]))) for (_, a), (_, b) in pairs)
 
 
 def _by_scheduler(rows: pd.DataFrame, rule) -> dict[str, object]:
@@ -460,152 +570,265 @@ def _by_scheduler(rows: pd.DataFrame, rule) -> dict[str, object]:
         if "scheduler" in rows else {}
 
 
+def gpus_needed_answer(rows: pd.DataFrame) -> dict | None:
+    """Step 2's answer for one scheduler's rows: :func:`gpus_needed_record` from its capacities, or, without a
+    capacity search, the smallest pool whose replay meets the target (``basis`` says which)."""
+    record = gpus_needed_record(rows)
+    if record is not None:
+        return {**record, "basis": "capacity"}
+    if rows.empty:
+        return None
+    rows = rows.sort_values("num_gpus")
+    ok = rows[meets_target(rows)]
+    return {"num_gpus": int(ok["num_gpus"].min()) if not ok.empty else None, "offered_rps": replayed_rate(rows),
+            "capacity_rps": None, "headroom": None, "largest_tested": int(rows["num_gpus"].max()), "short": None,
+            "basis": "replay"}
+
+
 def analyze_step2(rows: pd.DataFrame) -> dict:
     everyone, rows = rows, primary_rows(rows)
-    n = best_gpu_count(rows)
-    best = rows[rows["num_gpus"] == n].iloc[0] if n is not None else None
-    sla_ok = rows[rows["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
+    needed = gpus_needed_answer(rows)
+    n = needed["num_gpus"] if needed else None
+    at = rows[rows["num_gpus"] == n] if n is not None else rows.iloc[0:0]
     by_capacity = best_gpu_count_by_capacity_per_gpu(rows)
     searched = capacity_rows(rows)
     exceptions = capacity_monotone_exceptions(rows)
     return {"tests": len(rows), "gpu_counts": sorted(int(g) for g in rows["num_gpus"].unique()),
-            "best_gpu_count": n, "best_config": _config(best), "scaling_efficiency": scaling_efficiency(rows),
-            "min_gpus_sla_within_5pct": int(sla_ok["num_gpus"].min()) if not sla_ok.empty else None,
+            "sla_target": sla_target(rows), "offered_rps": replayed_rate(rows),
+            "gpus_needed": n, "gpus_needed_detail": needed, "best_config": _config(at.iloc[0]) if not at.empty else None,
             "capacity_rps": _capacities(everyone), "capacity_per_gpu": capacity_per_gpu(rows),
             "capacity_scaling_efficiency": capacity_scaling_efficiency(rows),
+            "capacity_scaling_base_gpus": capacity_scaling_base(rows),
             "best_gpu_count_by_capacity_per_gpu": by_capacity,
+            "best_gpu_count_by_capacity_per_gpu_tied": gpu_counts_tied_for_capacity_per_gpu(rows),
             "best_config_by_capacity_per_gpu": _config(searched[searched["num_gpus"] == by_capacity].iloc[0])
             if by_capacity is not None else None,
             "capacity_monotone_in_gpus": (not exceptions) if not searched.empty else None,
             "capacity_monotone_exceptions": exceptions, "capacity_search": _capacity_search(everyone),
             "capacity_per_gpu_knee": capacity_per_gpu_knee(rows) if not searched.empty else None,
             "capacity_per_gpu_grows": per_gpu_grows(rows) if not searched.empty else None,
-            "best_gpu_count_by_scheduler": _by_scheduler(everyone, best_gpu_count),
+            "gpus_needed_by_scheduler": _by_scheduler(everyone, lambda g: (gpus_needed_answer(g) or {}).get("num_gpus")),
+            "headroom_by_scheduler": _by_scheduler(everyone, lambda g: (gpus_needed_answer(g) or {}).get("headroom")),
             "best_gpu_count_by_capacity_per_gpu_by_scheduler": _by_scheduler(
                 capacity_rows(everyone), best_gpu_count_by_capacity_per_gpu),
             "capacity_per_gpu_knee_by_scheduler": _by_scheduler(capacity_rows(everyone), capacity_per_gpu_knee),
             "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
+def best_k_answer(rows: pd.DataFrame) -> dict:
+    """Step 3's best K for one scheduler's rows: ``{"best_k", "tied", "basis"}`` (see ``rules()["best_k"]``)."""
+    found = _found(rows)
+    if not capacity_rows(rows).empty:
+        tied = sorted(int(k) for k in _tied(found, "k_bins"))
+        return {"best_k": tied[0] if tied else None, "tied": tied, "basis": "capacity"}
+    ok = rows[meets_target(rows)] if not rows.empty else rows
+    if ok.empty:
+        return {"best_k": None, "tied": [], "basis": "replay"}
+    values = {int(r["k_bins"]): -float(r["sla_violation_rate"]) for _, r in ok.iterrows()}
+    value_bounds = {int(r["k_bins"]): (-_get(r, f"sla_violation_rate{HIGH}"), -_get(r, f"sla_violation_rate{LOW}"))
+                    for _, r in ok.iterrows()}
+    if any(math.isnan(b) for pair in value_bounds.values() for b in pair):   # one seed: no noise estimate
+        tied = sorted(values)
+    else:
+        tied = sorted(targets.tied_with_best(values, value_bounds))
+    return {"best_k": tied[0], "tied": tied, "basis": "replay"}
+
+
+def _get(row, column: str) -> float:
+    value = row.get(column) if hasattr(row, "get") else None
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
 def analyze_step3(rows: pd.DataFrame) -> dict:
     everyone, rows = rows, primary_rows(rows)
-    best = best_k_row(rows)
-    by_capacity = best_k_by_capacity(rows)
-    searched = capacity_rows(rows)
+    answer = best_k_answer(rows)
+    k = answer["best_k"]
+    at = rows[rows["k_bins"] == k] if k is not None else rows.iloc[0:0]
+    binning = [name for name, group in everyone.groupby("scheduler", sort=False) if group["k_bins"].nunique() > 1] \
+        if "scheduler" in everyone else []
     return {"tests": len(rows), "num_gpus": sorted(int(g) for g in rows["num_gpus"].unique()),
-            "k_values": sorted(int(k) for k in rows["k_bins"].unique()),
-            "best_k": int(best["k_bins"]) if best is not None else None, "best_config": _config(best),
+            "k_values": sorted(int(k) for k in rows["k_bins"].unique()), "sla_target": sla_target(rows),
+            "best_k": k, "best_k_tied": answer["tied"], "best_k_basis": answer["basis"],
+            "best_config": _config(at.iloc[0]) if not at.empty else None,
             "k_bins_effective": {int(k): int(e) for k, e in zip(rows["k_bins"], rows["k_bins_effective"])},
-            "capacity_rps": _capacities(everyone), "best_k_by_capacity": by_capacity,
-            "best_config_by_capacity": _config(searched[searched["k_bins"] == by_capacity].iloc[0])
-            if by_capacity is not None else None,
-            "capacity_search": _capacity_search(everyone),
-            "best_k_by_capacity_by_scheduler": {
-                name: v for name, v in _by_scheduler(capacity_rows(everyone), best_k_by_capacity).items()
-                if everyone.loc[everyone["scheduler"].astype(str) == name, "k_bins"].nunique() > 1},
+            "capacity_rps": _capacities(everyone), "capacity_search": _capacity_search(everyone),
+            "best_k_by_scheduler": {str(name): best_k_answer(everyone[everyone["scheduler"] == name])["best_k"]
+                                    for name in binning},
             "trace": _trace_info(rows), **_schedulers_info(everyone)}
 
 
 ANALYZERS = dict(zip(STEP_ORDER, (analyze_step1, analyze_step2, analyze_step3)))
-STEP_VALIDITY = dict(zip(STEP_ORDER, (("best_config_step1",), ("best_gpu_count", "best_gpu_count_by_capacity_per_gpu"),
-                                      ("best_k", "best_k_by_capacity"))))
+STEP_VALIDITY = dict(zip(STEP_ORDER, (("best_config_step1",), ("gpus_needed", "best_gpu_count_by_capacity_per_gpu"),
+                                      ("best_k",))))
 
 
-# --------------------------------------------------------------------------- validity of the "best" answers
+# --------------------------------------------------------------------------- validity of the answers
 
-def _meets(rate) -> bool | None:
-    return None if rate is None or (isinstance(rate, float) and math.isnan(rate)) else bool(
-        rate <= BREAKING_SLA_VIOLATION)
-
-
-def _validity(what: str, value, *, sla_violation_rate=None, capacity_rps=..., tested=(), unit: str = "",
-              any_meets: bool | None = None, edge_applies: bool = True) -> dict:
-    """Whether one "best" answer can be trusted, with a sentence saying why not."""
-    if value is None:
-        return {"value": None, "meets_sla": None, "at_edge": None, "valid": False,
-                "sentence": f"No {what}: no results to pick it from."}
-    name = f"{what[0].upper()}{what[1:]}, {value}{unit},"
-    if capacity_rps is not ...:
-        meets = capacity_rps is not None
-        miss = f"{name} has no load that meets the capacity target"
-    else:
-        meets = _meets(sla_violation_rate)
-        miss = (f"{name} misses the SLA target: {sla_violation_rate:.1%} of its requests violate it "
-                f"(target: at most {BREAKING_SLA_VIOLATION:.0%})" if meets is False else "")
-    at_edge = bool(edge_applies and len(tested) > 1 and value == max(tested))
-    sentences = []
-    if meets is False:
-        sentences.append(miss + ("; no configuration tested meets the SLA" if any_meets is False else "") + ".")
-    if at_edge:
-        sentences.append(("It is also" if sentences else f"{name} is") + " the largest value tested: the optimum "
-                         "may lie beyond.")
-    return {"value": _json_safe(value), "meets_sla": meets, "at_edge": at_edge,
-            "valid": bool(meets is not False and not at_edge),
-            "sentence": " ".join(sentences) if sentences else (
-                f"{name} {'reaches the capacity target' if capacity_rps is not ... else 'meets the SLA'} and lies "
-                "inside the range tested.")}
+def _gpus(n: int) -> str:
+    return f"{n} GPU{'s' if n != 1 else ''}"
 
 
-def _any_meets(rows: pd.DataFrame) -> bool | None:
-    rates = rows["sla_violation_rate"].dropna() if "sla_violation_rate" in rows else pd.Series(dtype=float)
-    return None if rates.empty else bool((rates <= BREAKING_SLA_VIOLATION).any())
+def _tied_text(tied: list, chosen, what: str, unit: str, replications: int) -> str:
+    """"64 and 100 GPUs are tied for the most capacity per GPU within the search's resolution (one seed: no noise
+    estimate); the fewest, 64, is the answer" ("" when nothing is tied with the answer)."""
+    if len([v for v in tied if v != chosen]) == 0:
+        return ""
+    values = ", ".join(map(str, tied[:-1])) + f" and {tied[-1]}"
+    return (f"{unit.format(values)} are tied for {what} within {targets.resolution_text(replications)}; "
+            f"the {'fewest' if 'GPU' in unit else 'smallest'}, {unit.format(chosen)}, is the answer")
 
 
-def validity(out: dict, all_rows: pd.DataFrame) -> dict:
-    """Per "best" answer of ``out`` (the analysis): value, meets_sla, at_edge, valid and a sentence."""
-    def rows_of(step):
-        return all_rows[all_rows["step"] == step] if not all_rows.empty else all_rows
-
-    found = {}
-    s1, s2, s3 = (out.get(step) for step in STEP_ORDER)
-    if s1:
-        best = s1.get("best_config") or {}
-        largest = rows_of(STEP_ORDER[0])
-        largest = largest[largest["num_requests"] == largest["num_requests"].max()]
-        if _any_meets(largest) is False and best.get("capacity_rps") is not None:
-            # no configuration of step 1 (1-4 GPUs) keeps up with the whole trace: the answer is the one that
-            # sustains the most load within the SLA, which says by how much the pool falls short
-            volume = int(largest["num_requests"].max())
-            offered = float(pd.to_numeric(largest["offered_rps"], errors="coerce").max()) \
-                if "offered_rps" in largest else math.nan
-            cap = best["capacity_rps"]
-            target = float(pd.to_numeric(largest.get("capacity_target"), errors="coerce").max()) \
-                if "capacity_target" in largest else math.nan
-            share = f"{target:.0%} of the requests" if math.isfinite(target) else "the target share"
-            short = (f" ({cap / offered:.0%} of the replayed rate: step 2 finds the pool it needs)"
-                     if math.isfinite(offered) and 0 < cap < offered else "")
-            found["best_config_step1"] = {
-                "value": best.get("label"), "meets_sla": True, "at_edge": False, "valid": True,
-                "sentence": (f"At {volume:,} requests no configuration of step 1 keeps its SLA violations at the "
-                             f"replayed load ({offered:.3g} req/s) within {BREAKING_SLA_VIOLATION:.0%}. The one "
-                             f"that sustains the most load with {share} within the SLA is {best.get('label')}: "
-                             f"{cap:.3g} req/s{short}.")}
+def gpus_needed_sentence(part: dict, name: str | None = None) -> str:
+    """The answer to "how many GPUs does this trace need", in one sentence, from step 2's analysis ``part`` (or
+    one scheduler's :func:`gpus_needed_answer` record under ``"gpus_needed_detail"``)."""
+    detail = part.get("gpus_needed_detail") or {}
+    name = name or part.get("primary_scheduler") or "the scheduler"
+    n, offered = detail.get("num_gpus"), detail.get("offered_rps")
+    target = part.get("sla_target", targets.DEFAULT_TARGET)
+    rate = f"the replayed {offered:.3g} req/s" if offered is not None and math.isfinite(offered) else "the replayed load"
+    if detail.get("basis") == "replay":
+        if n is None:
+            return (f"No GPU count tested (up to {detail.get('largest_tested')}) serves {rate} with {target:.0%} "
+                    f"of requests within the SLA for {name}.")
+        return (f"{name} needs {_gpus(n)}: the fewest tested whose replay of {rate} keeps {target:.0%} of requests "
+                "within the SLA (no capacity search: the headroom is not known).")
+    short = detail.get("short")
+    if n is None:
+        largest = detail.get("largest_tested")
+        text = (f"No GPU count tested sustains {rate} with {target:.0%} of requests within the SLA for {name}: "
+                f"the trace needs more than {largest} GPUs")
+        if short and short.get("capacity_rps") is not None:
+            text += (f" ({largest} sustain {short['capacity_rps']:.3g} req/s, {short['shortfall']:.0%} short)")
+        return text + "."
+    text = (f"{name} needs {_gpus(n)}: the fewest tested whose capacity at the target ({target:.0%} of requests "
+            f"within the SLA), {detail['capacity_rps']:.3g} req/s, covers {rate}, a headroom of "
+            f"{_headroom(detail['headroom'])}")
+    if short is not None:
+        if short.get("capacity_rps") is None:
+            text += f"; {_gpus(short['num_gpus'])} reach the target at no load"
         else:
-            found["best_config_step1"] = _validity("the best configuration of step 1", best.get("label"),
-                                                   sla_violation_rate=best.get("sla_violation_rate"),
-                                                   any_meets=_any_meets(largest), edge_applies=False)
+            text += (f"; {_gpus(short['num_gpus'])} sustain {short['capacity_rps']:.3g} req/s "
+                     f"({short['shortfall']:.0%} short)")
+        if short["num_gpus"] + 1 < n:
+            text += f", so the exact minimum lies between {short['num_gpus'] + 1} and {n} (not tested)"
+    return text + "."
+
+
+def _headroom(share: float) -> str:
+    """A headroom as a percentage: "21%", "0.4%", "0% (the replay at the trace's own rate just meets the target)"."""
+    if share == 0:
+        return "0% (the replay at the trace's own rate meets the target, one 1% step faster does not)"
+    return f"{share:.0%}" if share >= 0.01 else f"{share:.1%}"
+
+
+def _answer(value, *, meets: bool | None, at_edge: bool, sentence: str) -> dict:
+    return {"value": _json_safe(value), "meets_sla": meets, "at_edge": at_edge,
+            "valid": bool(value is not None and meets is not False and not at_edge), "sentence": sentence}
+
+
+def _none(what: str, why: str = "no results to pick it from") -> dict:
+    return _answer(None, meets=None, at_edge=False, sentence=f"No {what}: {why}.")
+
+
+def _step1_validity(s1: dict) -> dict:
+    best = s1.get("best_config") or {}
+    label = best.get("label")
+    if label is None:
+        return _none("best configuration of step 1")
+    volume, offered = max(s1["request_volumes"]), s1.get("offered_rps")
+    target = s1.get("sla_target", targets.DEFAULT_TARGET)
+    rate = f"the replayed load ({offered:.3g} req/s)" if offered is not None else "the replayed load"
+    reps = s1.get("replications", 1)
+    others = [t for t in s1.get("best_config_tied", []) if t != label]
+    tie = f" (tied within {targets.resolution_text(reps)} with {', '.join(others)})" if others else ""
+    if s1.get("best_config_meets_target"):
+        return _answer(label, meets=True, at_edge=False, sentence=(
+            f"At {volume:,} requests {label} keeps {target:.0%} of requests within the SLA at {rate} on the fewest "
+            f"GPUs of step 1's configurations{tie}."))
+    cap = best.get("capacity_rps")
+    gpus = sorted({int(g) for g in s1.get("gpu_counts", [])}) or None
+    pools = f" ({', '.join(map(str, gpus))} GPUs)" if gpus else ""
+    text = (f"At {volume:,} requests no configuration of step 1{pools} keeps {target:.0%} of requests within the "
+            f"SLA at {rate}")
+    if cap is not None:
+        share = f", {cap / offered:.0%} of the replayed rate" if offered else ""
+        text += (f"; the closest, {label}, sustains {cap:.3g} req/s at that target{share}{tie}: step 2 finds the "
+                 "pool the trace needs")
+    else:
+        text += f"; the closest, {label}, has {best.get('sla_violation_rate', math.nan):.1%} of its requests miss it"
+    return _answer(label, meets=False, at_edge=False, sentence=text + ".")
+
+
+def _step2_validity(s2: dict) -> dict:
+    found = {}
+    detail = s2.get("gpus_needed_detail")
+    if detail is None:
+        found["gpus_needed"] = _none("GPU count needed")
+    else:
+        n = detail.get("num_gpus")
+        found["gpus_needed"] = _answer(n, meets=n is not None, at_edge=n is None,
+                                       sentence=gpus_needed_sentence(s2))
+    if s2.get("capacity_search"):
+        n = s2.get("best_gpu_count_by_capacity_per_gpu")
+        if n is None:
+            found["best_gpu_count_by_capacity_per_gpu"] = _none("GPU count with the most capacity per GPU",
+                                                                "no GPU count tested reaches the target at any load")
+        else:
+            best = s2.get("best_config_by_capacity_per_gpu") or {}
+            tested = s2["gpu_counts"]
+            tie = _tied_text(s2.get("best_gpu_count_by_capacity_per_gpu_tied", []), n, "the most capacity per GPU",
+                             "{} GPUs", s2.get("replications", 1))
+            at_edge = len(tested) > 1 and n == max(tested)
+            per_gpu = best["capacity_rps"] / n
+            head = (f"{tie} ({per_gpu:.3g} req/s per GPU)" if tie else
+                    f"The most capacity per GPU, {per_gpu:.3g} req/s, is on {_gpus(n)}")
+            if not at_edge:
+                sentence = f"{head}, inside the range tested."
+            elif s2.get("capacity_per_gpu_grows") and _last_gain(s2) <= KNEE_TOLERANCE:
+                at_edge, sentence = False, _growing_per_gpu_sentence(s2) + (f". {tie[0].upper()}{tie[1:]}." if tie
+                                                                             else ".")
+            else:
+                sentence = f"{head}, the largest count tested: the optimum may lie beyond."
+            found["best_gpu_count_by_capacity_per_gpu"] = _answer(n, meets=True, at_edge=at_edge, sentence=sentence)
+    return found
+
+
+def _step3_validity(s3: dict) -> dict:
+    k = s3.get("best_k")
+    gpus = ", ".join(map(str, s3.get("num_gpus", [])))
+    if k is None:
+        why = ("no K reaches the target at any load" if s3.get("best_k_basis") == "capacity"
+               else "no K meets the SLA target at the replayed load")
+        return {"best_k": _none(f"best K on {gpus} GPUs", why)}
+    tested = s3["k_values"]
+    at_edge = len(tested) > 1 and k == max(tested) and k != min(tested)
+    reps = s3.get("replications", 1)
+    if s3.get("best_k_basis") == "capacity":
+        cap = (s3.get("best_config") or {}).get("capacity_rps")
+        tie = _tied_text(s3.get("best_k_tied", []), k, "the most capacity", "K = {}", reps)
+        sentence = (f"On {gpus} GPUs {tie} ({cap:.3g} req/s)" if tie else
+                    f"On {gpus} GPUs K = {k} gives the most capacity, {cap:.3g} req/s")
+    else:
+        tied = s3.get("best_k_tied", [])
+        sentence = (f"On {gpus} GPUs K = {k} meets the SLA target at the replayed load"
+                    + (f"; so do K = {', '.join(str(v) for v in tied if v != k)}, and "
+                       + ("one seed gives no noise estimate to tell their violation rates apart" if reps <= 1
+                          else f"their 95% intervals over {reps} seeds overlap") + ": the smallest is the answer"
+                       if len(tied) > 1 else ""))
+    sentence += (". It is the largest K tested: the optimum may lie beyond." if at_edge else ", inside the range tested.")
+    return {"best_k": _answer(k, meets=True, at_edge=at_edge, sentence=sentence)}
+
+
+def validity(out: dict) -> dict:
+    """Per answer of ``out`` (the analysis): value, meets_sla, at_edge, valid and a sentence."""
+    s1, s2, s3 = (out.get(step) for step in STEP_ORDER)
+    found = {}
+    if s1:
+        found["best_config_step1"] = _step1_validity(s1)
     if s2:
-        best = s2.get("best_config") or {}
-        found["best_gpu_count"] = _validity("the best GPU count", s2.get("best_gpu_count"), unit=" GPUs",
-                                            sla_violation_rate=best.get("sla_violation_rate"),
-                                            tested=s2["gpu_counts"], any_meets=_any_meets(rows_of(STEP_ORDER[1])))
-        if s2.get("capacity_search"):
-            by_cap = s2.get("best_gpu_count_by_capacity_per_gpu")
-            check = _validity(
-                "the best GPU count by capacity per GPU", by_cap, unit=" GPUs", tested=s2["gpu_counts"],
-                capacity_rps=(s2.get("best_config_by_capacity_per_gpu") or {}).get("capacity_rps"))
-            if check["at_edge"] and check["meets_sla"] and s2.get("capacity_per_gpu_grows") \
-                    and _last_gain(s2) <= KNEE_TOLERANCE:
-                check.update(valid=True, sentence=_growing_per_gpu_sentence(s2))
-            found["best_gpu_count_by_capacity_per_gpu"] = check
+        found.update(_step2_validity(s2))
     if s3:
-        best = s3.get("best_config") or {}
-        found["best_k"] = _validity("the best K", s3.get("best_k"), sla_violation_rate=best.get("sla_violation_rate"),
-                                    tested=s3["k_values"], any_meets=_any_meets(rows_of(STEP_ORDER[2])))
-        if s3.get("capacity_search"):
-            found["best_k_by_capacity"] = _validity(
-                "the best K by capacity", s3.get("best_k_by_capacity"), tested=s3["k_values"],
-                capacity_rps=(s3.get("best_config_by_capacity") or {}).get("capacity_rps"))
+        found.update(_step3_validity(s3))
     return found
 
 
@@ -619,20 +842,21 @@ def _last_gain(s2: dict) -> float:
 
 
 def _growing_per_gpu_sentence(s2: dict) -> str:
-    """Why a best capacity per GPU at the largest pool tested is an answer, not a missed optimum."""
+    """Why the most capacity per GPU at the largest pool tested is an answer, not a missed optimum."""
     per_gpu = {int(g): v for g, v in (s2.get("capacity_per_gpu") or {}).items() if v is not None}
     counts = sorted(per_gpu)
     last, before = counts[-1], counts[-2]
     gain = per_gpu[last] / per_gpu[before] - 1 if per_gpu[before] else math.nan
     knee = s2.get("capacity_per_gpu_knee")
-    return (f"Capacity per GPU grows with every GPU count tested (a larger pool absorbs the trace's bursts better, "
-            f"so its GPUs run busier at the same SLA), by {gain:+.1%} from {before} to {last} GPUs: the largest pool "
-            f"tested, {last} GPUs, is best, with diminishing returns"
-            + (f"; from {knee} GPUs on it is within {KNEE_TOLERANCE:.0%} of that." if knee is not None else "."))
+    return (f"Capacity per GPU never falls as the pool grows (a larger pool absorbs the trace's bursts better: "
+            f"statistical multiplexing) and gains {gain:+.1%} from {before} to {last} GPUs: the largest "
+            f"pool tested, {last} GPUs, has the most, with diminishing returns"
+            + (f"; from {knee} GPUs on it is within {KNEE_TOLERANCE:.0%} of that" if knee is not None else ""))
 
 
 def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
-    """Where step 3's GPU count came from, the step-2 row it used, and whether it is step 2's best count now."""
+    """Where step 3's GPU count came from, the step-2 row it used, and whether it is what step 2 says now: the GPUs
+    the trace needs (or, when no count step 2 tested covers the load, its largest)."""
     gpus = sorted(int(g) for g in step3_rows["num_gpus"].unique())
     def first(column):
         if column not in step3_rows:
@@ -641,20 +865,25 @@ def step3_gpu_count(step3_rows: pd.DataFrame, step2_rows: pd.DataFrame) -> dict:
         return str(values.iloc[0]) if not values.empty else None
 
     source, used = first("gpu_count_source"), first("step2_test_id")
-    best_now = best_gpu_count(step2_rows) if not step2_rows.empty else None
-    now_id = (str(step2_rows.loc[step2_rows["num_gpus"] == best_now, "test_id"].iloc[0])
-              if best_now is not None else None)
-    matches = None if best_now is None else (gpus == [best_now])
-    where = {"given": "given explicitly (best_gpu_count)", "step2_best_gpu_count": "step 2's best GPU count",
+    needed = (gpus_needed_answer(step2_rows) or {}).get("num_gpus") if not step2_rows.empty else None
+    now = needed if needed is not None or step2_rows.empty else int(step2_rows["num_gpus"].max())
+    now_id = (str(step2_rows.loc[step2_rows["num_gpus"] == now, "test_id"].iloc[0])
+              if now is not None and "test_id" in step2_rows else None)
+    matches = None if now is None else (gpus == [now])
+    where = {"given": "given explicitly (best_gpu_count)", "step2_gpus_needed": "the GPUs step 2 found the trace needs",
+             "step2_largest": "step 2's largest count: none it tested covers the replayed load",
              "default": "the default (no step 2 results when step 3 ran)"}.get(source, "not recorded")
     sentence = f"Step 3 ran at {', '.join(map(str, gpus))} GPUs ({where})."
+    what = (f"step 2 finds the trace needs {now} GPUs" if needed is not None else
+            f"no count step 2 tested covers the replayed load (its largest: {now} GPUs)")
     if matches is False:
-        sentence += (f" Step 2's best GPU count in these results is {best_now}: step 3's K sweep is not at it "
-                     "(rerun step 3 without best_gpu_count to use it).")
+        sentence += (f" In these results {what}: step 3's K sweep is not at that pool (rerun step 3 without "
+                     "best_gpu_count to use it).")
     elif matches:
-        sentence += " That is step 2's best GPU count in these results."
+        sentence += (" It is still step 2's answer in these results." if needed is not None else
+                     f" In these results {what}.")
     return {"num_gpus": gpus[0] if len(gpus) == 1 else gpus, "source": source, "step2_test_id": used,
-            "step2_best_gpu_count": best_now, "step2_best_test_id": now_id, "matches_step2_best": matches,
+            "step2_gpus_needed": needed, "step2_test_id_now": now_id, "matches_step2": matches,
             "sentence": sentence}
 
 
@@ -662,24 +891,24 @@ def analyze(all_rows: pd.DataFrame) -> dict:
     """The analysis of every step present in ``all_rows`` (the contents of ``all_results.csv``)."""
     # the per-bin columns (bin{j}_*, a few hundred at K = 32) answer nothing here: leave them out of the work
     all_rows = summarize(all_rows[[c for c in all_rows.columns if not re.match(r"bin\d+_", c)]])
+    sla = sla_of_row(all_rows.iloc[0]) if not all_rows.empty else "the SLA"
     out: dict = {"generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                 "rules": RULES, "trace": _trace_info(all_rows) if not all_rows.empty else {}}
+                 "rules": rules(sla, sla_target(all_rows)), "sla": sla, "sla_target": sla_target(all_rows),
+                 "trace": _trace_info(all_rows) if not all_rows.empty else {}}
     for step, analyzer in ANALYZERS.items():
         rows = all_rows[all_rows["step"] == step] if not all_rows.empty else all_rows
         out[step] = analyzer(rows.reset_index(drop=True)) if not rows.empty else None
-    out["best_gpu_count"] = (out["step2_gpu_scaling"] or {}).get("best_gpu_count")
-    out["best_k"] = (out["step3_kbins_sensitivity"] or {}).get("best_k")
-    out["best_gpu_count_by_capacity_per_gpu"] = (out["step2_gpu_scaling"] or {}).get(
-        "best_gpu_count_by_capacity_per_gpu")
-    out["best_k_by_capacity"] = (out["step3_kbins_sensitivity"] or {}).get("best_k_by_capacity")
-    if out["step3_kbins_sensitivity"]:
+    s2, s3 = out["step2_gpu_scaling"] or {}, out["step3_kbins_sensitivity"] or {}
+    out["gpus_needed"] = s2.get("gpus_needed")
+    out["best_gpu_count_by_capacity_per_gpu"] = s2.get("best_gpu_count_by_capacity_per_gpu")
+    out["best_k"] = s3.get("best_k")
+    if s3:
         step2_rows = all_rows[all_rows["step"] == STEP_ORDER[1]]
-        out["step3_kbins_sensitivity"]["gpu_count"] = step3_gpu_count(
-            all_rows[all_rows["step"] == STEP_ORDER[2]], primary_rows(step2_rows))
+        s3["gpu_count"] = step3_gpu_count(all_rows[all_rows["step"] == STEP_ORDER[2]], primary_rows(step2_rows))
     out = _json_safe(out)
-    out["validity"] = _json_safe(validity(out, all_rows))
+    out["validity"] = _json_safe(validity(out))
     out["warnings"] = [v["sentence"] for v in out["validity"].values() if not v["valid"]]
-    if out["step3_kbins_sensitivity"] and out["step3_kbins_sensitivity"]["gpu_count"]["matches_step2_best"] is False:
+    if out["step3_kbins_sensitivity"] and out["step3_kbins_sensitivity"]["gpu_count"]["matches_step2"] is False:
         out["warnings"].append(out["step3_kbins_sensitivity"]["gpu_count"]["sentence"])
     return out
 
@@ -720,286 +949,24 @@ def read_analysis(results_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def step2_best_row_from_results(results_dir: str | Path) -> pd.Series | None:
-    """Step 2's row at its best GPU count, from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
+def step2_row_for_step3(results_dir: str | Path) -> tuple[pd.Series, bool] | None:
+    """Step 2's row (primary scheduler) at the GPUs the trace needs, from ``all_results.csv`` in ``results_dir``,
+    and True; when no count tested covers the replayed load, the row of the largest count tested, and False.
+    None without step 2 rows."""
     rows = read_rows(Path(results_dir) / ALL_RESULTS, key=("step", "test_id"))
-    if rows.empty:
+    if rows.empty or "step" not in rows:
         return None
     rows = primary_rows(summarize(rows[rows["step"] == "step2_gpu_scaling"]))
-    n = best_gpu_count(rows)
-    return None if n is None else rows[rows["num_gpus"] == n].iloc[0]
-
-
-def best_gpu_count_from_results(results_dir: str | Path) -> int | None:
-    """Step 2's best GPU count from ``all_results.csv`` in ``results_dir`` (None without step 2 rows)."""
-    row = step2_best_row_from_results(results_dir)
-    return None if row is None else int(row["num_gpus"])
-
-
-def _fmt(value, pattern: str = "{:.3g}") -> str:
-    return "n/a" if value is None else pattern.format(value)
-
-
-def _capacity_lines(part: dict, step: str) -> list[str]:
-    search = part.get("capacity_search")
-    if not search:
-        return []
-    caps = ", ".join(f"{label}: {_fmt(v, '{:.3g} req/s')}" if v is not None else f"{label}: unreachable"
-                     for label, v in part["capacity_rps"].items())
-    lines = [f"Capacity ({search['criterion']} >= {search['target']:g}): {caps}."]
-    if step == "step2_gpu_scaling":
-        eff = ", ".join(f"{g}: {_fmt(e, '{:.2f}')}" for g, e in part["capacity_scaling_efficiency"].items())
-        lines.append(f"Capacity scaling efficiency (capacity / ideal linear scaling from 1 GPU): {eff}.")
-        lines.append(f"Best GPU count by capacity per GPU: **{part['best_gpu_count_by_capacity_per_gpu']}** "
-                     f"(highest capacity per GPU; within {CAPACITY_TOLERANCE:.0%}: fewer GPUs).")
-        if part["capacity_monotone_in_gpus"]:
-            lines.append("Capacity is monotone in the GPU count: more GPUs never gave less capacity.")
-        elif part["capacity_monotone_in_gpus"] is False:
-            falls = "; ".join(f"{e['num_gpus_from']} -> {e['num_gpus_to']} GPUs: {e['capacity_rps_from']:.3g} -> "
-                              f"{e['capacity_rps_to']:.3g} req/s ({e['relative_drop']:.1%}"
-                              + (", within the search resolution)" if e["within_resolution"] else ")")
-                              for e in part["capacity_monotone_exceptions"])
-            lines.append(f"**Capacity is not monotone in the GPU count**: {falls}.")
-    elif step == "step3_kbins_sensitivity":
-        best = part.get("best_config_by_capacity") or {}
-        lines.append(f"Best K by capacity: **{part['best_k_by_capacity']}**"
-                     + (f" ({best['capacity_rps']:.3g} req/s)" if best.get("capacity_rps") is not None else "")
-                     + f" (highest capacity; within {CAPACITY_TOLERANCE:.0%}: smaller K).")
-    return lines
-
-
-def _without_subject(reason: str) -> str:
-    """A capacity error without its leading "<scheduler> on N GPUs: " (the list names the configuration)."""
-    return re.sub(r"^[\w.-]+ on \d+ GPUs?: ", "", reason)
-
-
-def capacity_markdown(rows: pd.DataFrame) -> str:
-    """What the capacity search looked for, the floor no load goes below, and why a target was out of reach
-    (markdown)."""
-    rows = summarize(rows)
-    search = _capacity_search(rows)
-    if search is None:
-        return "No capacity search in these results (`capacity_search=False`)."
-    searched = capacity_rows(rows)
-    targets = []
-    for criterion, group in searched.groupby("capacity_criterion", sort=False):
-        first = group.iloc[0]
-        if criterion == "attainment":
-            text = (f"at least {first['capacity_target']:.0%} of the requests finish within "
-                    f"d_sla = {first['d_sla_s']:g} s")
-        elif criterion == "slo":
-            text = (f"at least {first['capacity_target']:.0%} of the requests meet both TTFT <= "
-                    f"{first['ttft_sla_s']:g} s and TPOT <= {first['tpot_sla_s'] * 1e3:g} ms (DistServe's SLO "
-                    "attainment)")
-        else:
-            text = f"p99 latency of completed requests <= {first['capacity_target']:g} s and nothing rejected"
-        names = ", ".join(dict.fromkeys(group["scheduler"].astype(str))) if "scheduler" in group else ""
-        targets.append(f"{text} ({names})" if searched["capacity_criterion"].nunique() > 1 else text)
-    from workbench.study.present.text import floor_sentence
-
-    lines = [f"Capacity target: {'; '.join(targets)} (search resolution {search['resolution']:.0%}). "
-             + floor_sentence(1.0 - search["attainable_share"])]
-    if search["unreachable"]:
-        lines.append(f"No load reaches the target for {len(search['unreachable'])} of the "
-                     f"{search['tests']} configurations searched:")
-        lines.append("\n".join(f"- **{label}**: {_without_subject(reason)}"
-                               for label, reason in search["unreachable"].items()))
-    if search["unbounded"]:
-        lines.append("The target still held at the highest load the search tries (its upper scaling bound), so "
-                     "the capacity is a lower bound for: " + ", ".join(search["unbounded"]) + ".")
-    if search["not_monotone_in_load"]:
-        lines.append("Attainment was not monotone in load during the search of: "
-                     + ", ".join(search["not_monotone_in_load"]) + " (the capacity is the bracket it ended in).")
-    return "\n\n".join(lines)
-
-
-def step_markdown(result: dict, step: str) -> str:
-    """A short markdown summary of one step's analysis (for the end of its notebook)."""
-    part = result.get(step)
-    if not part:
-        return f"No results for {step}."
-    best = part.get("best_config") or {}
-    lines = []
-    synthetic = part.get("trace", {}).get("synthetic")
-    trace = ", ".join(part.get("trace", {}).get("labels", [])) or "?"
-    lines.append(f"Trace: {trace}" + (" (**synthetic**)" if synthetic and "synthetic" not in trace else ""))
-    if best:
-        lines.append(f"Best configuration: **{best.get('label')}** at {best.get('num_requests'):,} requests: "
-                     f"goodput {_fmt(best.get('goodput_rps'))} req/s, SLA violation "
-                     f"{_fmt(best.get('sla_violation_rate'), '{:.1%}')}, p99 latency "
-                     f"{_fmt(best.get('latency_p99_s'))} s.")
-    if step == "step1_request_scaling":
-        for label, bp in part["breaking_points"].items():
-            where = (f"breaks at {bp['num_requests']:,} requests (SLA violation {bp['sla_violation_rate']:.1%})"
-                     if bp["num_requests"] else f"stays within 5% up to {bp['largest_volume_tested']:,} requests")
-            lines.append(f"- {label}: {where}")
-    elif step == "step2_gpu_scaling":
-        lines.append(f"Best GPU count: **{part['best_gpu_count']}**, the smallest count whose goodput is within "
-                     f"{GOODPUT_TOLERANCE:.0%} of the best.")
-        eff = ", ".join(f"{g}: {_fmt(e, '{:.2f}')}" for g, e in part["scaling_efficiency"].items())
-        lines.append(f"Scaling efficiency by GPU count: {eff}.")
-    elif step == "step3_kbins_sensitivity":
-        lines.append(f"Best K: **{part['best_k']}**, the K with the lowest SLA violation rate.")
-    lines.extend(_capacity_lines(part, step))
-    if step == "step3_kbins_sensitivity" and part.get("gpu_count"):
-        lines.append(part["gpu_count"]["sentence"])
-    checks = {k: v for k, v in (result.get("validity") or {}).items() if k in STEP_VALIDITY[step]}
-    for check in checks.values():
-        lines.append(("**Valid.** " if check["valid"] else "**Not a valid best.** ") + check["sentence"])
-    bullets = [line for line in lines if line.startswith("- ")]
-    paragraphs = [line for line in lines if not line.startswith("- ")]
-    return "\n\n".join(paragraphs + (["\n".join(bullets)] if bullets else []))
-
-
-# --------------------------------------------------------------------------- commentary computed from the rows
-
-def _pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
-
-
-def _num(x, unit: str = "") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}{unit}"
-
-
-def _direction(before: float, after: float, tolerance: float = 0.01) -> str:
-    if not (math.isfinite(before) and math.isfinite(after)):
-        return "changes"
-    if after < before * (1 - tolerance) - 1e-12:
-        return "falls"
-    if after > before * (1 + tolerance) + 1e-12:
-        return "rises"
-    return "stays flat"
-
-
-def _commentary_step1(rows: pd.DataFrame) -> list[str]:
-    lines = []
-    volumes = sorted(rows["num_requests"].unique())
-    low, high = volumes[0], volumes[-1]
-    if "offered_rps" in rows and rows["offered_rps"].notna().any():
-        offered = rows.drop_duplicates("num_requests").set_index("num_requests")["offered_rps"].astype(float)
-        rates = ", ".join(f"{offered[v]:.3g}" for v in volumes)
-        lines.append(f"Each volume is the first N requests of the trace, so each covers another stretch of it and "
-                     f"arrives at its own rate: {rates} req/s for {', '.join(f'{int(v):,}' for v in volumes)} "
-                     "requests (the dashed black line in the throughput and goodput panels). Where a pool keeps up, "
-                     "its throughput and goodput follow that rate up and down; where it does not, its goodput "
-                     "falls as the backlog grows: so a line can fall and rise again from one volume to the next "
-                     "without any change in the scheduler.")
-    for label, group in rows.groupby("label", sort=False):
-        a = group[group["num_requests"] == low].iloc[0]
-        b = group[group["num_requests"] == high].iloc[0]
-        lines.append(f"- **{label}**: from {low:,} to {high:,} requests, goodput {_num(a.goodput_rps)} -> "
-                     f"{_num(b.goodput_rps)} req/s, SLA violation {_pct(a.sla_violation_rate)} -> "
-                     f"{_pct(b.sla_violation_rate)}, p99 latency {_num(a.latency_p99_s)} -> {_num(b.latency_p99_s)} s.")
-    top = rows[rows["num_requests"] == high]
-    mbd = top[top["scheduler"] == PRIMARY_SCHEDULER].sort_values("num_gpus")
-    if len(mbd) > 1:
-        rates = mbd["sla_violation_rate"].to_numpy(dtype=float)
-        trend = ("each added GPU lowers" if np.all(np.diff(rates) < 0) else
-                 "added GPUs do not always lower")
-        lines.append(f"At {high:,} requests {trend} {PRIMARY_SCHEDULER}'s violation rate: " + ", ".join(
-            f"{_pct(r.sla_violation_rate)} on {int(r.num_gpus)}" for r in mbd.itertuples()) + " GPU(s).")
-    return lines
-
-
-def _commentary_step2(rows: pd.DataFrame) -> list[str]:
-    rows = rows.sort_values("num_gpus")
-    offered = float(rows["offered_rps"].max()) if "offered_rps" in rows and rows["offered_rps"].notna().any() \
-        else math.nan
-    lines = [f"The replayed load is {_num(offered)} req/s. Per scheduler (the star in the goodput panel marks its "
-             "best GPU count: the fewest GPUs within 1% of its best goodput):"] if math.isfinite(offered) else []
-    for name, group in rows.groupby("scheduler", sort=False):
-        first, last = group.iloc[0], group.iloc[-1]
-        n0, n1 = int(first.num_gpus), int(last.num_gpus)
-        text = (f"- **{name}**: from {n0} to {n1} GPUs throughput goes from {_num(first.throughput_rps)} to "
-                f"{_num(last.throughput_rps)} req/s ({last.throughput_rps / first.throughput_rps:.3g}x for "
-                f"{n1 / n0:g}x the GPUs)")
-        if math.isfinite(offered):
-            kept = group[group["throughput_rps"] >= 0.99 * offered]
-            text += (f"; from {int(kept['num_gpus'].min())} GPUs the pool keeps up with the offered rate"
-                     if not kept.empty else "; no pool tested keeps up with the offered rate")
-        ok = group[group["sla_violation_rate"] <= BREAKING_SLA_VIOLATION]
-        text += (f"; the smallest pool within {BREAKING_SLA_VIOLATION:.0%} SLA violations: "
-                 + (f"{int(ok['num_gpus'].min())} GPUs" if not ok.empty else f"none up to {n1} GPUs"))
-        if "goodput_rps" in group:
-            text += f"; best GPU count {best_gpu_count(group)}"
-        caps = capacity_rows(group).dropna(subset=["capacity_rps"]) if "capacity_rps" in group else group.iloc[0:0]
-        if len(caps) > 1:
-            c0, c1 = caps.iloc[0], caps.iloc[-1]
-            ratio, ideal = c1.capacity_rps / c0.capacity_rps, c1.num_gpus / c0.num_gpus
-            kind = ("faster than" if ratio > ideal * 1.01 else "slower than" if ratio < ideal * 0.99
-                    else "in step with")
-            knee = capacity_per_gpu_knee(group)
-            text += (f"; capacity grows {kind} the pool, {_num(c0.capacity_rps)} req/s on {int(c0.num_gpus)} "
-                     f"GPU(s) to {_num(c1.capacity_rps)} on {int(c1.num_gpus)} ({ratio:.3g}x for {ideal:g}x the "
-                     f"GPUs)" + (f", capacity per GPU within {KNEE_TOLERANCE:.0%} of its best from {knee} GPUs on"
-                                 if knee is not None else ""))
-        lines.append(text + ".")
-    return lines
-
-
-def _commentary_step3(rows: pd.DataFrame) -> list[str]:
-    rows = rows.sort_values("k_bins")
-    lines = []
-    for name, group in rows.groupby("scheduler", sort=False):
-        if group["k_bins"].nunique() < 2:
-            continue
-        first, last = group.iloc[0], group.iloc[-1]
-        rates = group["sla_violation_rate"].to_numpy(dtype=float)
-        spread = (np.nanmax(rates) - np.nanmin(rates)) * 100
-        text = (f"At the replayed load, across K = {int(first.k_bins)}..{int(last.k_bins)} {name}'s SLA "
-                f"violation rate spans {_pct(np.nanmin(rates))}..{_pct(np.nanmax(rates))} ({spread:.1f} points) "
-                f"and p99 latency goes from {_num(first.latency_p99_s)} s (K = {int(first.k_bins)}) to "
-                f"{_num(last.latency_p99_s)} s (K = {int(last.k_bins)})")
-        if len(group) > 2:
-            step = abs(rates[-1] - rates[-2])
-            text += (f"; from K = {int(group.iloc[-2].k_bins)} to {int(last.k_bins)} it moves by {step * 100:.1f} "
-                     "points: " + ("the curve has flattened" if step < 0.005
-                                   else "it is still moving at the largest K tested"))
-        lines.append(text + (". Every K keeps up with this load, so the replay barely tells them apart; capacity "
-                             "does." if spread < 1.0 else "."))
-        caps = capacity_rows(group)
-        if not caps.empty and "capacity_rps" in caps:
-            found = caps.dropna(subset=["capacity_rps"])
-            if found.empty:
-                lines.append(f"No K of {name} reaches the capacity target at any load.")
-                continue
-            best = found.loc[found["capacity_rps"].idxmax()]
-            chosen = best_k_by_capacity(group)
-            tie = "" if chosen == int(best.k_bins) else (
-                f"; K = {chosen} is within {CAPACITY_TOLERANCE:.0%} of it, so the best K by capacity is {chosen}")
-            low = found.loc[found["capacity_rps"].idxmin()]
-            lines.append(f"{name}'s capacity is highest at K = {int(best.k_bins)} ({_num(best.capacity_rps)} req/s){tie}"
-                         f" and lowest at K = {int(low.k_bins)} ({_num(low.capacity_rps)} req/s): "
-                         + ("more bins than that cost capacity (requests of different bins that arrive together wait "
-                            "for each other's batches, which TTFT punishes)."
-                            if int(best.k_bins) < int(found["k_bins"].max()) else "it still rises at the largest K."))
-    flat = rows.groupby("scheduler", sort=False)["k_bins"].transform("nunique") == 1
-    for r in rows[flat].itertuples():
-        cap = getattr(r, "capacity_rps", math.nan)
-        lines.append(f"{r.scheduler} (no bins) serves as a reference"
-                     + (f": capacity {_num(cap)} req/s." if isinstance(cap, float) and math.isfinite(cap) else "."))
-    return lines
-
-
-COMMENTARIES = dict(zip(STEP_ORDER, (_commentary_step1, _commentary_step2, _commentary_step3)))
-
-
-def commentary(rows: pd.DataFrame, step: str) -> str:
-    """What this run's rows show, in sentences computed from them (markdown): no fixed claims."""
     if rows.empty:
-        return f"No results for {step}."
-    rows = summarize(rows)
-    if "scheduler" not in rows:
-        rows = rows.assign(scheduler="all rows")
-    return _markdown_blocks(COMMENTARIES[step](rows.reset_index(drop=True)))
+        return None
+    n = (gpus_needed_answer(rows) or {}).get("num_gpus")
+    if n is None:
+        return rows.sort_values("num_gpus").iloc[-1], False
+    return rows[rows["num_gpus"] == n].iloc[0], True
 
 
-def _markdown_blocks(lines: list[str]) -> str:
-    """Lines in order, consecutive "- " bullets as one list, paragraphs apart."""
-    blocks: list[str] = []
-    for line in lines:
-        if line.startswith("- ") and blocks and blocks[-1].startswith("- "):
-            blocks[-1] += "\n" + line
-        else:
-            blocks.append(line)
-    return "\n\n".join(blocks)
+def gpus_needed_from_results(results_dir: str | Path) -> int | None:
+    """The GPUs step 2 found the trace needs, from ``all_results.csv`` in ``results_dir`` (None without step 2
+    rows, or when no count tested covers the load)."""
+    found = step2_row_for_step3(results_dir)
+    return int(found[0]["num_gpus"]) if found is not None and found[1] else None

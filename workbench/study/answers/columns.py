@@ -80,8 +80,9 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "makespan_s": ("s", "from the first arrival to the last finish"),
     "throughput_rps": (REQ_S, "completed / makespan_s, late or not"),
     "throughput_tokens_per_s": ("tokens/s", "output tokens of completed requests / makespan_s"),
-    "goodput_rps": (REQ_S, "requests finished within d_sla_s / makespan_s"),
-    "sla_violation_rate": ("share", "(offered - finished within d_sla_s) / offered"),
+    "goodput_rps": (REQ_S, "requests that met the SLA / makespan_s (TTFT and TPOT limits on a step-time profile; "
+                           "finished within d_sla_s on the seed grid)"),
+    "sla_violation_rate": ("share", "(offered - requests that met the SLA) / offered"),
     "latency_mean_s": ("s", "mean end-to-end latency (arrival to finish) of completed requests"),
     "latency_p50_s": ("s", "median end-to-end latency"),
     "latency_p95_s": ("s", "95th percentile of end-to-end latency"),
@@ -142,6 +143,11 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "kv_utilization_mean": ("share", "continuous: mean share of the KV-cache blocks in use"),
     "preemptions_total": ("preemptions", "continuous: recompute preemptions (KV cache full)"),
     "requests_preempted": ("requests", "continuous: requests preempted at least once"),
+    "prefill_tokens_computed": ("tokens", "continuous: prompt tokens the replicas computed in prefill steps, "
+                                          "recomputation after preemption included (prefix_caching_at_capacity.csv)"),
+    "prompt_tokens_total": ("tokens", "the replayed trace's prompt tokens, all requests"),
+    "prefill_work_ratio": ("x prompt tokens", "prefill_tokens_computed / prompt_tokens_total: 1 - prefix_hit_rate "
+                                              "without preemptions, more when preempted requests recompute"),
     "dropped": ("requests", "continuous, chunked_prefill=False: preempted requests vLLM v0.2 ignored on readmission "
                             "(prompt + generated tokens over max_num_batched_tokens or the KV cache less its watermark)"),
     "prefix_hit_rate": ("share", "continuous: prompt tokens served from the prefix cache at first admission over all "
@@ -209,7 +215,8 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "capacity_resolution": ("share", "relative step of the capacity grid (the answer passes, one step above fails)"),
     "capacity_error": ("", "why no load meets the target (empty when one does)"),
     # step 3's provenance (workbench.study.runs.experiments.resolve_best_gpu_count)
-    "gpu_count_source": ("", "step 3: where its GPU count came from: given, step2_best_gpu_count or default"),
+    "gpu_count_source": ("", "step 3: where its GPU count came from: given, step2_gpus_needed, step2_largest (no "
+                             "count step 2 tested covers the load) or default"),
     "step2_test_id": ("", "step 3: test_id of the step-2 row whose GPU count it used (empty otherwise)"),
 }
 
@@ -230,6 +237,27 @@ VALIDATION_COLUMNS: dict[str, tuple[str, str]] = {
     "note": ("", "how the tolerance was set"),
 }
 
+# compare_schedulers_ranking.csv (workbench.study.answers.compare.capacity_ranking)
+RANKING_COLUMNS: dict[str, tuple[str, str]] = {
+    "rank": ("", "1 = needs the fewest GPUs (then: most capacity per GPU there); schedulers whose order against the "
+                 "one above is within the capacity search's resolution (and the seeds' 95% intervals) share its rank"),
+    "scheduler": ("", "the scheduler"),
+    "gpus_needed": ("GPUs", "the fewest GPUs compared whose capacity_rps covers the replayed rate (empty: none)"),
+    "at_num_gpus": ("GPUs", "where capacity_rps and capacity_per_gpu are read: gpus_needed, else the largest count "
+                            "compared"),
+    "capacity_rps": (REQ_S, "the capacity there"),
+    "capacity_per_gpu": (REQ_S, "capacity_rps / at_num_gpus"),
+    "capacity_per_gpu_ci95_low": (REQ_S, "95% interval over the seeds, low end (empty with one replication)"),
+    "capacity_per_gpu_ci95_high": (REQ_S, "95% interval over the seeds, high end"),
+    "headroom": ("share", "capacity_rps / replayed rate - 1"),
+    "distinguishable_from_next": ("bool", "this scheduler's place above the next one's is beyond the search's "
+                                          "resolution (and the seeds' 95% intervals); false: tied; empty for the last"),
+    "most_capacity_per_gpu": (REQ_S, "the most capacity per GPU over every GPU count compared"),
+    "most_capacity_per_gpu_at": ("GPUs", "the GPU count it is on"),
+    "at_largest_gpus": ("bool", "that count is the largest compared: capacity per GPU may grow beyond"),
+    "note": ("", "the GPUs needed and headroom, ties, and why no count covers the load, in words"),
+}
+
 _STEP = "<step>"
 # analysis.json: dotted key path -> (unit, meaning).  "<step>" is any of the three steps; "*" marks keys
 # that are data (a label, a GPU count, a K), whose value the entry describes.
@@ -240,17 +268,20 @@ ANALYSIS_KEYS: dict[str, tuple[str, str]] = {
     "trace": ("", "the traces of every step's rows"),
     "trace.labels": ("", "trace_label of the rows"),
     "trace.synthetic": ("bool", "whether any row replays the synthetic trace"),
-    "best_gpu_count": ("GPUs", "step 2's best GPU count (copy of step2_gpu_scaling.best_gpu_count)"),
-    "best_k": ("bins", "step 3's best K"),
-    "best_gpu_count_by_capacity_per_gpu": ("GPUs", "step 2's best GPU count by capacity per GPU"),
-    "best_k_by_capacity": ("bins", "step 3's best K by capacity"),
-    "validity": ("", "for every 'best' answer, whether it can be trusted"),
-    "validity.*": ("", "one answer: best_config_step1, best_gpu_count, best_k, best_gpu_count_by_capacity_per_gpu "
-                       "or best_k_by_capacity"),
+    "sla": ("", "the SLA every answer is judged on, in words (TTFT/TPOT limits, or E2E on the seed grid)"),
+    "sla_target": ("share", "the share of requests that must meet the SLA (the capacity search's target)"),
+    "gpus_needed": ("GPUs", "step 2's answer: the fewest GPUs whose capacity covers the replayed load (copy of "
+                            "step2_gpu_scaling.gpus_needed)"),
+    "best_k": ("bins", "step 3's best K (copy of step3_kbins_sensitivity.best_k)"),
+    "best_gpu_count_by_capacity_per_gpu": ("GPUs", "step 2's second answer: the GPU count with the most capacity "
+                                                   "per GPU"),
+    "validity": ("", "for every answer, whether it can be trusted"),
+    "validity.*": ("", "one answer: best_config_step1, gpus_needed, best_gpu_count_by_capacity_per_gpu or best_k"),
     "validity.*.value": ("", "the answer"),
-    "validity.*.meets_sla": ("bool", "sla_violation_rate <= 5% (capacity answers: a capacity exists); null: unknown"),
+    "validity.*.meets_sla": ("bool", "the answer meets the SLA target at the replayed load, counted (a GPU count: "
+                                     "its capacity covers the replayed rate); null: unknown"),
     "validity.*.at_edge": ("bool", "the answer is the largest value tested: the optimum may lie beyond"),
-    "validity.*.valid": ("bool", "meets the SLA and is not at the edge"),
+    "validity.*.valid": ("bool", "meets the SLA target and is not at the edge"),
     "validity.*.sentence": ("", "why (not), in words"),
     "warnings": ("", "sentences for every answer that is not valid (the suite prints them last)"),
     f"{_STEP}": ("", "the step's analysis; null when the step has no results"),
@@ -272,39 +303,67 @@ ANALYSIS_KEYS: dict[str, tuple[str, str]] = {
     f"{_STEP}.trace": ("", "the step's traces"),
     f"{_STEP}.trace.labels": ("", "trace_label of the step's rows"),
     f"{_STEP}.trace.synthetic": ("bool", "whether the step replays the synthetic trace"),
+    f"{_STEP}.sla_target": ("share", "the share of requests that must meet the SLA"),
     "step1_request_scaling.request_volumes": ("requests", "the volumes tested"),
-    "step1_request_scaling.breaking_points": ("", "label -> the first volume whose sla_violation_rate exceeds 5%"),
+    "step1_request_scaling.gpu_counts": ("GPUs", "the GPU counts of step 1's configurations"),
+    "step1_request_scaling.offered_rps": (REQ_S, "the rate the largest volume is replayed at"),
+    "step1_request_scaling.best_config_meets_target": ("bool", "the best configuration meets the SLA target at the "
+                                                               "replayed load (false: it is only the closest)"),
+    "step1_request_scaling.best_config_tied": ("", "labels tied with the best within the capacity search's "
+                                                   "resolution"),
+    "step1_request_scaling.breaking_points": ("", "label -> the first volume at which it misses the SLA target"),
     "step1_request_scaling.breaking_points.*": ("", "one configuration"),
     "step1_request_scaling.breaking_points.*.num_requests": ("requests", "the breaking volume (null: never)"),
     "step1_request_scaling.breaking_points.*.sla_violation_rate": ("share", "the violation rate there"),
     "step1_request_scaling.breaking_points.*.largest_volume_tested": ("requests", "the largest volume tested"),
     "step2_gpu_scaling.gpu_counts": ("GPUs", "the GPU counts tested"),
-    "step2_gpu_scaling.best_gpu_count": ("GPUs", "smallest count whose goodput is within 1% of the best"),
-    "step2_gpu_scaling.scaling_efficiency": ("", "GPU count -> throughput per GPU relative to 1 GPU"),
-    "step2_gpu_scaling.scaling_efficiency.*": ("", "at one GPU count"),
-    "step2_gpu_scaling.min_gpus_sla_within_5pct": ("GPUs", "smallest count with sla_violation_rate <= 5%"),
+    "step2_gpu_scaling.offered_rps": (REQ_S, "the replayed rate a pool must sustain"),
+    "step2_gpu_scaling.gpus_needed": ("GPUs", "the fewest GPUs whose capacity_rps covers offered_rps (null: none "
+                                              "tested does)"),
+    "step2_gpu_scaling.gpus_needed_detail": ("", "what that answer rests on"),
+    "step2_gpu_scaling.gpus_needed_detail.num_gpus": ("GPUs", "the answer"),
+    "step2_gpu_scaling.gpus_needed_detail.offered_rps": (REQ_S, "the replayed rate"),
+    "step2_gpu_scaling.gpus_needed_detail.capacity_rps": (REQ_S, "the capacity there"),
+    "step2_gpu_scaling.gpus_needed_detail.headroom": ("share", "capacity_rps / offered_rps - 1"),
+    "step2_gpu_scaling.gpus_needed_detail.largest_tested": ("GPUs", "the largest GPU count tested"),
+    "step2_gpu_scaling.gpus_needed_detail.short": ("", "the largest count tested below the answer, which falls short "
+                                                       "(null: none)"),
+    "step2_gpu_scaling.gpus_needed_detail.short.num_gpus": ("GPUs", "its GPU count"),
+    "step2_gpu_scaling.gpus_needed_detail.short.capacity_rps": (REQ_S, "its capacity (null: no load meets the "
+                                                                        "target)"),
+    "step2_gpu_scaling.gpus_needed_detail.short.shortfall": ("share", "1 - capacity_rps / offered_rps"),
+    "step2_gpu_scaling.gpus_needed_detail.basis": ("", "capacity, or replay (no capacity search: the fewest GPUs "
+                                                       "whose replay meets the target)"),
+    "step2_gpu_scaling.gpus_needed_by_scheduler": ("GPUs", "scheduler -> the GPUs it needs"),
+    "step2_gpu_scaling.gpus_needed_by_scheduler.*": ("GPUs", "of one scheduler"),
+    "step2_gpu_scaling.headroom_by_scheduler": ("share", "scheduler -> the headroom at the GPUs it needs"),
+    "step2_gpu_scaling.headroom_by_scheduler.*": ("share", "of one scheduler"),
+    "step2_gpu_scaling.capacity_scaling_base_gpus": ("GPUs", "the smallest GPU count with a capacity, which "
+                                                             "capacity_scaling_efficiency scales from"),
+    "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu_tied": ("GPUs", "the counts tied with the most capacity "
+                                                                          "per GPU within resolution"),
     "step2_gpu_scaling.capacity_per_gpu": (REQ_S, "GPU count -> capacity_rps / num_gpus"),
     "step2_gpu_scaling.capacity_per_gpu.*": (REQ_S, "at one GPU count"),
-    "step2_gpu_scaling.capacity_scaling_efficiency": ("", "GPU count -> capacity / ideal linear scaling from the "
-                                                          "smallest pool with a capacity"),
+    "step2_gpu_scaling.capacity_scaling_efficiency": ("", "GPU count -> capacity / proportional scaling from the "
+                                                          "smallest pool with a capacity (above 1: capacity per GPU "
+                                                          "grew)"),
     "step2_gpu_scaling.capacity_scaling_efficiency.*": ("", "at one GPU count"),
-    "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu": ("GPUs", "highest capacity per GPU (1%: fewer GPUs)"),
+    "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu": ("GPUs", "the most capacity per GPU (counts tied "
+                                                                     "within resolution: the fewest)"),
     "step2_gpu_scaling.best_config_by_capacity_per_gpu": ("", "its row"),
     "step2_gpu_scaling.best_config_by_capacity_per_gpu.*": ("", "a column of that row"),
     "step2_gpu_scaling.capacity_monotone_in_gpus": ("bool", "capacity never fell as GPUs were added"),
     "step2_gpu_scaling.capacity_per_gpu_knee": ("GPUs", "fewest GPUs whose capacity per GPU is within 5% of the "
                                                         "highest"),
-    "step2_gpu_scaling.capacity_per_gpu_grows": ("bool", "capacity per GPU never falls (beyond 1%) with more GPUs"),
-    "step2_gpu_scaling.best_gpu_count_by_scheduler": ("GPUs", "scheduler -> its best GPU count (goodput rule)"),
-    "step2_gpu_scaling.best_gpu_count_by_scheduler.*": ("GPUs", "of one scheduler"),
+    "step2_gpu_scaling.capacity_per_gpu_grows": ("bool", "capacity per GPU never falls (beyond the search's "
+                                                         "resolution) with more GPUs"),
     "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu_by_scheduler": ("GPUs", "scheduler -> its GPU count "
                                                                                   "with the most capacity per GPU"),
     "step2_gpu_scaling.best_gpu_count_by_capacity_per_gpu_by_scheduler.*": ("GPUs", "of one scheduler"),
     "step2_gpu_scaling.capacity_per_gpu_knee_by_scheduler": ("GPUs", "scheduler -> its capacity_per_gpu_knee"),
     "step2_gpu_scaling.capacity_per_gpu_knee_by_scheduler.*": ("GPUs", "of one scheduler"),
-    "step3_kbins_sensitivity.best_k_by_capacity_by_scheduler": ("bins", "binning scheduler -> its best K by "
-                                                                        "capacity"),
-    "step3_kbins_sensitivity.best_k_by_capacity_by_scheduler.*": ("bins", "of one scheduler"),
+    "step3_kbins_sensitivity.best_k_by_scheduler": ("bins", "binning scheduler -> its best K"),
+    "step3_kbins_sensitivity.best_k_by_scheduler.*": ("bins", "of one scheduler"),
     f"{_STEP}.capacity_table": ("", "one record per configuration that searched its capacity: label, scheduler, "
                                     "num_gpus, k_bins, capacity_rps, capacity_rps_ci95, latency_profile (the "
                                     "hardware model), sla (in words), target (index.html's capacity table)"),
@@ -321,20 +380,22 @@ ANALYSIS_KEYS: dict[str, tuple[str, str]] = {
     f"{_STEP}.capacity_rps_ci95.*": (REQ_S, "of one configuration"),
     "step3_kbins_sensitivity.num_gpus": ("GPUs", "the GPU count(s) of step 3's rows"),
     "step3_kbins_sensitivity.k_values": ("bins", "the K values tested"),
-    "step3_kbins_sensitivity.best_k": ("bins", "lowest sla_violation_rate (ties: goodput, then smaller K)"),
+    "step3_kbins_sensitivity.best_k": ("bins", "the highest capacity_rps (K values tied within resolution: the "
+                                               "smallest; without a capacity search, the K values that meet the "
+                                               "target)"),
+    "step3_kbins_sensitivity.best_k_tied": ("bins", "the K values tied with it"),
+    "step3_kbins_sensitivity.best_k_basis": ("", "capacity, or replay (no capacity search)"),
     "step3_kbins_sensitivity.k_bins_effective": ("bins", "K -> bins actually used"),
     "step3_kbins_sensitivity.k_bins_effective.*": ("bins", "at one K"),
-    "step3_kbins_sensitivity.best_k_by_capacity": ("bins", "highest capacity (1%: smaller K)"),
-    "step3_kbins_sensitivity.best_config_by_capacity": ("", "its row"),
-    "step3_kbins_sensitivity.best_config_by_capacity.*": ("", "a column of that row"),
     "step3_kbins_sensitivity.gpu_count": ("", "where step 3's GPU count came from"),
     "step3_kbins_sensitivity.gpu_count.num_gpus": ("GPUs", "step 3's GPU count"),
-    "step3_kbins_sensitivity.gpu_count.source": ("", "given, step2_best_gpu_count or default"),
+    "step3_kbins_sensitivity.gpu_count.source": ("", "given, step2_gpus_needed, step2_largest or default"),
     "step3_kbins_sensitivity.gpu_count.step2_test_id": ("", "the step-2 row whose GPU count step 3 used"),
-    "step3_kbins_sensitivity.gpu_count.step2_best_gpu_count": ("GPUs", "step 2's best GPU count in these results"),
-    "step3_kbins_sensitivity.gpu_count.step2_best_test_id": ("", "its step-2 row"),
-    "step3_kbins_sensitivity.gpu_count.matches_step2_best": ("bool", "step 3 ran at step 2's best GPU count "
-                                                                     "(null: no step 2 results)"),
+    "step3_kbins_sensitivity.gpu_count.step2_gpus_needed": ("GPUs", "the GPUs step 2 finds the trace needs in these "
+                                                                    "results (null: none tested covers the load)"),
+    "step3_kbins_sensitivity.gpu_count.step2_test_id_now": ("", "the step-2 row of that count (or of its largest)"),
+    "step3_kbins_sensitivity.gpu_count.matches_step2": ("bool", "step 3 ran at that count (null: no step 2 "
+                                                                "results)"),
     "step3_kbins_sensitivity.gpu_count.sentence": ("", "the same in words"),
 }
 
@@ -442,6 +503,8 @@ def markdown() -> str:
              "`test_id` is replication 0's.",
              ""]
     lines += _table(csv_columns(), "column")
+    lines += ["", "## `compare_schedulers_ranking.csv`", ""]
+    lines += _table(RANKING_COLUMNS, "column")
     lines += ["", "## `validation.csv` (`--validate`)", ""]
     lines += _table(VALIDATION_COLUMNS, "column")
     lines += ["", "## `analysis.json`", "",
@@ -452,5 +515,5 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["RESULT_COLUMNS", "VALIDATION_COLUMNS", "ANALYSIS_KEYS", "csv_columns", "markdown",
+__all__ = ["RESULT_COLUMNS", "RANKING_COLUMNS", "VALIDATION_COLUMNS", "ANALYSIS_KEYS", "csv_columns", "markdown",
            "undocumented_columns", "undocumented_analysis_keys"]

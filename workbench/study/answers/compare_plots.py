@@ -118,13 +118,15 @@ def ranking_table(comparison) -> pd.DataFrame:
         return f"{v:.3g}" if v is not None and np.isfinite(v) else "none"
 
     out = pd.DataFrame({"rank": table["rank"], "scheduler": table["scheduler"],
+                        "GPUs needed": table["gpus_needed"].map(lambda v: "none compared" if pd.isna(v) else str(int(v))),
                         "capacity per GPU (req/s)": table["capacity_per_gpu"].map(number),
-                        "at GPUs": table["at_num_gpus"].map(lambda v: "" if pd.isna(v) else str(int(v)))})
+                        "at GPUs": table["at_num_gpus"].map(lambda v: "" if pd.isna(v) else str(int(v))),
+                        "headroom": table["headroom"].map(lambda v: f"{v:+.0%}" if np.isfinite(v) else "")})
     if table["capacity_per_gpu_ci95_low"].notna().any():
         out["95% interval (req/s)"] = [f"{lo:.3g} to {hi:.3g}" if np.isfinite(lo) else "" for lo, hi in
                                        zip(table["capacity_per_gpu_ci95_low"], table["capacity_per_gpu_ci95_high"])]
-        order = {True: "distinct", False: "overlaps"}
-        out["order vs next"] = ["" if i == len(table) - 1 else order.get(v, "")
-                                for i, v in enumerate(table["distinguishable_from_next"])]
+    order = {True: "distinct", False: "tied within resolution"}
+    out["order vs next"] = ["" if i == len(table) - 1 else order.get(v, "")
+                            for i, v in enumerate(table["distinguishable_from_next"])]
     out["note"] = table["note"].fillna("")
     return out

@@ -12,8 +12,8 @@ What every figure does (:mod:`workbench.study.present.palette` for colours):
 * a scheduler has the same colour in every figure; GPU counts of one
   scheduler (step 1) differ in marker and dash;
 * reference lines (targets, the floor no load goes below, the offered rate,
-  ideal scaling) are black or grey, each with its own dash pattern, and a
-  best GPU count or K is a star on its scheduler's line, never a line that
+  proportional scaling) are black or grey, each with its own dash pattern, and
+  an answer (the GPUs needed, the best K) is a star on its scheduler's line, never a line that
   could be taken for a scheduler's;
 * one legend per figure, below the panels, outside the data;
 * lines that coincide are drawn so both show (the later one dashed on top)
@@ -243,9 +243,10 @@ def floor_text(floor: float) -> str:
 
 
 def _violation_references(ax, rows: pd.DataFrame) -> None:
-    """The 5% breaking line and, where known, the floor no load can go below."""
-    _hline(ax, analysis.BREAKING_SLA_VIOLATION, "target",
-           f"{analysis.BREAKING_SLA_VIOLATION:.0%} SLA violations: breaking point")
+    """The target's line (at most 1 - target of the requests may miss the SLA) and, where known, the floor no load
+    can go below."""
+    target = analysis.sla_target(rows)
+    _hline(ax, 1 - target, "target", f"the target: at most {1 - target:.0%} miss the SLA ({target:.0%} meet it)")
     floor = _floor(rows)
     if floor is not None:
         _hline(ax, floor, "floor", floor_text(floor))
@@ -377,8 +378,8 @@ def plot_step1_capacity(rows: pd.DataFrame, results_dir=None,
 
 
 def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling.png") -> Figure:
-    """Step 2: SLA violation, goodput, throughput and scaling efficiency against the GPU count, a line per
-    scheduler (and p99 TTFT/TPOT on a step-time profile); a star marks each scheduler's best GPU count."""
+    """Step 2: SLA violation, goodput, throughput and p99 latency against the GPU count, a line per scheduler (and
+    p99 TTFT/TPOT on a step-time profile); a star marks the GPUs each scheduler needs."""
     rows = _prepared(rows)
     steps = _has_step_metrics(rows)
     fig, axes = _grid(3 if steps else 2)
@@ -399,8 +400,8 @@ def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step
                 ax.plot(offered["num_gpus"], offered["offered_rps"], label="offered rate (replayed)",
                         **palette.reference("offered"))
             if column == "goodput_rps":
-                _best_stars(ax, rows, "num_gpus", column, analysis.best_gpu_count, gpus,
-                            "best GPU count of each scheduler (goodput rule)")
+                _best_stars(ax, rows, "num_gpus", column, analysis.gpus_needed, gpus,
+                            "GPUs each scheduler needs (the fewest whose capacity covers the replayed load)")
             _from_zero(ax, np.r_[_values(rows, column), _values(offered, "offered_rps")])
         else:
             _log_if_spans(ax, _values(rows, column)) or _from_zero(ax, _values(rows, column))
@@ -414,9 +415,9 @@ def plot_gpu_scaling(rows: pd.DataFrame, results_dir=None, filename: str = "step
                    filename)
 
 
-def _best_stars(ax, rows: pd.DataFrame, x: str, column: str, rule, tested, label: str) -> None:
+def _best_stars(ax, rows: pd.DataFrame, x: str, column: str, rule, tested, label: str, edge_note: bool = True) -> None:
     """A star on each scheduler's line at its best value of ``x`` (``rule(rows of one scheduler)``); a best
-    at the largest value tested is said in the label."""
+    at the largest value tested is said in the label (``edge_note``)."""
     edge = []
     for scheduler, group in rows.groupby("scheduler", sort=False):
         if group[x].nunique() < 2:
@@ -426,7 +427,7 @@ def _best_stars(ax, rows: pd.DataFrame, x: str, column: str, rule, tested, label
             continue
         at = group[group[x] == best]
         ax.plot(at[x], _values(at, column), color=palette.color(str(scheduler)), **STAR)
-        if len(tested) > 1 and best == max(tested):
+        if edge_note and len(tested) > 1 and best == max(tested):
             edge.append(str(scheduler))
     text = label + (f"; at the largest tested: {', '.join(edge)}" if edge else "")
     ax.plot([], [], color="white", label=text, **{**STAR, "mfc": "white"})
@@ -454,8 +455,9 @@ def _unreachable_note(ax, labels: list[str]) -> list[str]:
 
 
 def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "step2_gpu_scaling_capacity.png") -> Figure:
-    """Step 2: capacity against GPU count per scheduler (log-log, with each scheduler's ideal linear scaling
-    from its smallest pool), and capacity per GPU with a star at each scheduler's best count."""
+    """Step 2: capacity against GPU count per scheduler (log-log, with capacity proportional to the GPUs from each
+    scheduler's smallest pool with a capacity, the replayed rate and a star at the GPUs each scheduler needs), and
+    capacity per GPU with a star where each scheduler has the most."""
     fig = StepFigure(figsize=(11, 5.2), layout="constrained")
     ax_cap, ax_per = fig.subplots(1, 2)
     rows = analysis.capacity_rows(_prepared(rows))
@@ -469,15 +471,21 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
     gpus = np.array(sorted({int(g) for g in rows["num_gpus"]}))
     notes_cap = _lines(ax_cap, _scheduler_items(rows, "num_gpus"), "capacity_rps")
     for scheduler, group in rows.groupby("scheduler", sort=False):
-        found = group.dropna(subset=["capacity_rps"])
-        if found.empty:
+        n0 = analysis.capacity_scaling_base(group)
+        if n0 is None:
             continue
-        base = found.iloc[0]
-        g = group["num_gpus"].to_numpy(dtype=float)
-        ax_cap.plot(g, float(base["capacity_rps"]) / int(base["num_gpus"]) * g, color=palette.color(str(scheduler)),
+        base = group[group["num_gpus"] == n0].iloc[0]
+        g = group.loc[group["num_gpus"] >= n0, "num_gpus"].to_numpy(dtype=float)
+        ax_cap.plot(g, float(base["capacity_rps"]) / n0 * g, color=palette.color(str(scheduler)),
                     ls=palette.REFERENCES["ideal"]["ls"], lw=1.0, alpha=0.8)
-    ax_cap.plot([], [], label="ideal linear scaling from each scheduler's smallest pool (dotted, its colour)",
+    ax_cap.plot([], [], label="capacity proportional to the GPUs from each scheduler's smallest pool with a capacity "
+                              "(dotted, its colour; a line above it: capacity per GPU grows with the pool)",
                 **palette.reference("ideal"))
+    offered = analysis.replayed_rate(rows)
+    if np.isfinite(offered):
+        _hline(ax_cap, offered, "offered", f"replayed rate {offered:.3g} req/s: a pool must sustain it")
+    _best_stars(ax_cap, rows, "num_gpus", "capacity_rps", analysis.gpus_needed, gpus,
+                "GPUs each scheduler needs (the fewest whose capacity covers the replayed rate)", edge_note=False)
     _log_if_spans(ax_cap, _values(rows, "capacity_rps"))
     _gpu_axis(ax_cap, gpus)
     missing = _unreachable_note(ax_cap, [str(v) for v in rows.loc[rows["capacity_rps"].isna(), "label"]])
@@ -485,7 +493,7 @@ def plot_gpu_capacity(rows: pd.DataFrame, results_dir=None, filename: str = "ste
     _label_axes(ax_cap, xlabel, "capacity (req/s)", notes_cap)
     notes_per = _lines(ax_per, _scheduler_items(rows, "num_gpus"), "capacity_per_gpu")
     _best_stars(ax_per, rows, "num_gpus", "capacity_per_gpu", analysis.best_gpu_count_by_capacity_per_gpu, gpus,
-                "highest capacity per GPU of each scheduler")
+                "most capacity per GPU of each scheduler (counts tied within the search's resolution: the fewest)")
     _log_if_spans(ax_per, _values(rows, "capacity_per_gpu")) or _from_zero(ax_per, _values(rows, "capacity_per_gpu"))
     _gpu_axis(ax_per, gpus)
     _label_axes(ax_per, "GPUs", "capacity per GPU (req/s)", notes_per)
@@ -538,7 +546,8 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
         if column == "sla_violation_rate":
             _share_axis(ax, _values(rows, column))
             _violation_references(ax, rows)
-            _best_stars(ax, swept, "k_bins", column, _best_k, k, "best K of each binning scheduler (fewest violations)")
+            _best_stars(ax, swept, "k_bins", column, _best_k, k,
+                        "best K of each binning scheduler (most capacity; K tied within resolution: the smallest)")
         elif column == "latency_p99_s":
             _log_if_spans(ax, _values(rows, column)) or _from_zero(ax, _values(rows, column))
         else:
@@ -567,8 +576,7 @@ def plot_kbins_sensitivity(rows: pd.DataFrame, results_dir=None,
 
 
 def _best_k(rows: pd.DataFrame):
-    best = analysis.best_k_row(rows)
-    return None if best is None else int(best["k_bins"])
+    return analysis.best_k_answer(rows)["best_k"]
 
 
 def _flat_coincidences(swept: pd.DataFrame, flat: pd.DataFrame, column: str) -> list[str]:
@@ -604,7 +612,7 @@ def plot_kbins_capacity(rows: pd.DataFrame, results_dir=None,
     _flat_lines(ax, flat, "capacity_rps", swept)
     notes += _flat_coincidences(swept, flat, "capacity_rps")
     _best_stars(ax, swept, "k_bins", "capacity_rps", analysis.best_k_by_capacity, k,
-                "best K by capacity of each binning scheduler")
+                "best K of each binning scheduler (most capacity; K tied within resolution: the smallest)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(k, [str(int(v)) for v in k])
     ax.minorticks_off()

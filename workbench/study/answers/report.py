@@ -2,8 +2,8 @@
 
 The page shows the parameters (``parameters.json``), the trace (and whether it
 is synthetic), the headline answers of ``analysis.json`` with their validity
-(a "best" that misses the SLA or sits at the edge of the range tested says
-so, in red), the scheduler comparison's ranking and sentences when the folder
+(an answer that misses the SLA target or sits at the edge of the range tested
+says so, in red), the scheduler comparison's ranking and sentences when the folder
 has one, and links to every rendered notebook, figure and CSV in the folder.
 Links are relative, so the folder can be moved, zipped or served as it is.
 """
@@ -27,11 +27,11 @@ INDEX = "index.html"
 
 # headline answers of analysis.json, in reading order: (key in analysis.json, question)
 HEADLINES = (
-    ("best_config_step1", "Which configuration of step 1 serves the whole trace best (1-4 GPUs)?"),
-    ("best_gpu_count", "How many GPUs does {primary} need for this trace (step 2, goodput at the replayed load)?"),
-    ("best_gpu_count_by_capacity_per_gpu", "Which GPU count gives {primary} the most capacity per GPU (step 2)?"),
-    ("best_k", "How many length bins are worth it for {primary} (step 3, fewest SLA violations)?"),
-    ("best_k_by_capacity", "How many bins give {primary} the most capacity (step 3)?"),
+    ("gpus_needed", "How many GPUs does {primary} need for this trace (step 2: the fewest whose capacity covers the "
+                    "replayed load)?"),
+    ("best_gpu_count_by_capacity_per_gpu", "On how many GPUs does {primary} have the most capacity per GPU (step 2)?"),
+    ("best_k", "How many length bins are worth it for {primary} at that pool (step 3: the most capacity)?"),
+    ("best_config_step1", "Which configuration of step 1 (1-4 GPUs) serves the whole trace?"),
 )
 
 CSS = """
@@ -101,10 +101,13 @@ def _headlines(analysis: dict | None) -> str:
             continue
         ok = bool(check.get("valid"))
         verdict = (f'<span class="{"valid" if ok else "invalid"}">'
-                   f'{"valid" if ok else "not a valid best"}</span>')
+                   f'{"valid" if ok else "not valid"}</span>')
         primary = ((analysis.get("step2_gpu_scaling") or analysis.get("step3_kbins_sensitivity") or {})
                    .get("primary_scheduler") or "the primary scheduler")
-        rows.append((html.escape(question.format(primary=primary)), html.escape(str(check.get("value"))), verdict,
+        value = check.get("value")
+        if value is None and key == "gpus_needed":   # no pool tested covers the load: more than the largest
+            value = f"more than {max((analysis.get('step2_gpu_scaling') or {}).get('gpu_counts') or [0])}"
+        rows.append((html.escape(question.format(primary=primary)), html.escape(str(value)), verdict,
                      html.escape(str(check.get("sentence", "")))))
     parts = [_table(rows, ("question", "answer", "validity", "why")) if rows else "<p>No headline answers.</p>"]
     parts.append(_per_scheduler(analysis))
@@ -145,11 +148,12 @@ def _per_scheduler(analysis: dict) -> str:
     """Step 2's and step 3's answers for every scheduler, one row each."""
     s2 = analysis.get("step2_gpu_scaling") or {}
     s3 = analysis.get("step3_kbins_sensitivity") or {}
-    by_goodput = s2.get("best_gpu_count_by_scheduler") or {}
+    needed = s2.get("gpus_needed_by_scheduler") or {}
+    headroom = s2.get("headroom_by_scheduler") or {}
     by_per_gpu = s2.get("best_gpu_count_by_capacity_per_gpu_by_scheduler") or {}
     knee = s2.get("capacity_per_gpu_knee_by_scheduler") or {}
-    by_k = s3.get("best_k_by_capacity_by_scheduler") or {}
-    names = list(dict.fromkeys([*by_goodput, *by_per_gpu, *by_k]))
+    by_k = s3.get("best_k_by_scheduler") or {}
+    names = list(dict.fromkeys([*needed, *by_per_gpu, *by_k]))
     if not names:
         return ""
     gpus = max(s2.get("gpu_counts") or [0])
@@ -159,12 +163,19 @@ def _per_scheduler(analysis: dict) -> str:
             return "none"
         return f"{value} (largest tested)" if edge is not None and value == edge else str(value)
 
-    rows = [(html.escape(n), cell(by_goodput.get(n), gpus), cell(by_per_gpu.get(n), gpus), cell(knee.get(n)),
+    def need(name):
+        n = needed.get(name)
+        if n is None:
+            return f"more than {gpus}" if name in needed else "none"
+        h = headroom.get(name)
+        return f"{n}" + (f" ({h:+.0%} headroom)" if h is not None else "")
+
+    rows = [(html.escape(n), need(n), cell(by_per_gpu.get(n), gpus), cell(knee.get(n)),
              cell(by_k.get(n)) if n in by_k else "no bins") for n in names]
     return ("<h3>Per scheduler</h3>"
-            + _table(rows, ("scheduler", "best GPU count (goodput at the replayed load)",
-                            "most capacity per GPU at", "capacity per GPU within 5% of its best from",
-                            "best K by capacity")))
+            + _table(rows, ("scheduler", "GPUs needed (capacity covers the replayed load)",
+                            "most capacity per GPU at", "capacity per GPU within 5% of its most from",
+                            "best K (most capacity)")))
 
 
 def _comparison(folder: Path) -> str:
@@ -177,16 +188,22 @@ def _comparison(folder: Path) -> str:
         lo, hi = r.get("capacity_per_gpu_ci95_low"), r.get("capacity_per_gpu_ci95_high")
         return "" if lo is None or pd.isna(lo) else f"{lo:.3g} to {hi:.3g}"
 
-    rows = [(str(r["rank"]), html.escape(str(r["scheduler"])),
+    def needed(r) -> str:
+        value = r.get("gpus_needed")
+        return "none compared" if value is None or pd.isna(value) else str(int(value))
+
+    rows = [(str(r["rank"]), html.escape(str(r["scheduler"])), needed(r),
              "none" if pd.isna(r["capacity_per_gpu"]) else f"{r['capacity_per_gpu']:.3g}", interval(r),
              "" if pd.isna(r["at_num_gpus"]) else str(int(r["at_num_gpus"])),
              html.escape("" if pd.isna(r.get("note")) else str(r.get("note"))))
             for _, r in ranking.iterrows()]
     rel = ranking_csv.relative_to(folder).as_posix()
     return ("<h2>Which scheduler keeps the SLA</h2><p>Every registered scheduler on the same trace, hardware "
-            "model and SLA, ranked by its best capacity per GPU over the GPU counts compared (equal values share "
-            "a rank).</p>"
-            + _table(rows, ("rank", "scheduler", "capacity per GPU, req/s", "95% interval", "at GPUs", "note"))
+            "model and SLA, ranked by the GPUs it needs for the replayed load (the fewest whose capacity covers "
+            "it), then by its capacity per GPU on those GPUs; schedulers whose order is within the capacity "
+            "search's resolution (and, with replications, the seeds' 95% intervals) share a rank.</p>"
+            + _table(rows, ("rank", "scheduler", "GPUs needed", "capacity per GPU, req/s", "95% interval",
+                            "at GPUs", "note"))
             + f"<p>From {_link(rel)}.</p>")
 
 
@@ -236,4 +253,116 @@ def write_index(results_dir: str | Path, titles: dict[str, str] | None = None) -
         titles = NOTEBOOK_TITLES
     path = Path(results_dir) / INDEX
     atomic_write_text(path, render_index(results_dir, titles))
+    return path
+
+
+# ---------------------------------------------------------------- one notebook's page
+# ``python -m workbench notebook <name>`` runs a study notebook (prefix caching, disaggregation, a fidelity report)
+# into a folder of its own: its page says what that notebook asked and found (its ``<name>_findings.json``), the
+# traces it replayed, its parameters as a table, its figures with captions and its files; the steps' folders keep
+# the page above (their answers are in analysis.json).
+
+NOTEBOOK_CSS = """
+.figure { margin: 1em 0; } .figure img { max-width: 100%; border: 1px solid #ddd; }
+.figure figcaption { font-size: .92em; color: #444; margin-top: .3em; }
+.answer { font-size: 1.05em; background: #f6f8fa; border-left: 4px solid #4a7; padding: .6em 1em; }
+"""
+
+
+def _value_text(value) -> str:
+    """A parameter's value as a reader writes it: lists comma-separated, None as "none", true/false as yes/no."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value_text(v) for v in value) if value else "none"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _parameter_table(parameters: dict) -> str:
+    rows = [(f"<code>{html.escape(str(name))}</code>", html.escape(_value_text(value)))
+            for name, value in parameters.items()]
+    return _table(rows, ("parameter", "value")) if rows else "<p>No parameters recorded.</p>"
+
+
+def _traces_html(traces: list) -> str:
+    if not traces:
+        return "<p>Trace: not recorded by this notebook (see its rendered page).</p>"
+    rows = []
+    for t in traces:
+        kind = ('<span class="badge synthetic">synthetic</span>' if t.get("synthetic")
+                else '<span class="badge real">real</span>')
+        rate = t.get("rate_rps")
+        rows.append((html.escape(str(t.get("label", ""))) + " " + kind, f"{int(t.get('requests', 0)):,}",
+                     "" if rate is None else f"{float(rate):.3g}", html.escape(str(t.get("replayed", "")))))
+    return _table(rows, ("trace", "requests", "mean rate, req/s", "replayed"))
+
+
+def _notebook_section(folder: Path, notebook: str, parameters: dict, titles: dict, heading: bool = True) -> str:
+    from workbench.study.answers.findings import read_findings
+
+    found = read_findings(folder, notebook)
+    title = titles.get(notebook, notebook)
+    parts = [f"<h2>{html.escape(title)}</h2>"] if heading else []
+    rendered = folder / f"{notebook}.html"
+    if rendered.is_file():
+        parts.append(f"<p>The notebook, executed: {_link(rendered.name)}.</p>")
+    if found:
+        parts.append(f"<h3>{html.escape(found.get('question', ''))}</h3>"
+                     f"<p class='answer'>{html.escape(found.get('answer', ''))}</p>")
+        lines = found.get("findings") or []
+        if lines:
+            parts.append("<h3>Findings</h3><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+                         + "</ul>")
+        parts.append("<h3>Traces</h3>" + _traces_html(found.get("traces") or []))
+        for png, caption in (found.get("figures") or {}).items():
+            if (folder / png).is_file():
+                parts.append(f"<figure class='figure'><a href='{html.escape(png)}'><img src='{html.escape(png)}' "
+                             f"alt='{html.escape(caption)}'></a><figcaption>{html.escape(caption)} "
+                             f"({_link(png)})</figcaption></figure>")
+    else:
+        parts.append("<p>This notebook records no findings file; its answers are in its rendered page.</p>")
+    parts.append("<h3>Parameters</h3>" + _parameter_table(parameters))
+    return "".join(parts)
+
+
+def render_notebook_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> str:
+    """The HTML of ``index.html`` for a folder of study notebooks (pure: reads the folder, writes nothing): for each
+    notebook recorded in its ``parameters.json``, the question and answer, findings, traces, figures with captions
+    and parameters (a table), then every file."""
+    from workbench.study.store.folders import MANIFEST
+
+    folder = Path(results_dir)
+    titles = NOTEBOOK_TITLES if titles is None else titles
+    manifest = _read_json(folder / MANIFEST) or {}
+    notebooks = manifest.get("parts") or {}
+    heading = (titles.get(next(iter(notebooks)), next(iter(notebooks))) if len(notebooks) == 1
+               else f"results {folder.name}")
+    sections = "".join(_notebook_section(folder, name, parameters or {}, titles, heading=len(notebooks) > 1)
+                       for name, parameters in notebooks.items()) or "<p>No notebook recorded in this folder.</p>"
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>"
+            f"<style>{CSS}{NOTEBOOK_CSS}</style></head><body>"
+            f"<h1>LLM Serving Workbench: {html.escape(heading)}</h1>"
+            f"<p>Folder <code>{html.escape(folder.name)}</code>; page written {stamp}.</p>{sections}"
+            f"<h2>Everything in this folder</h2>{_files(folder, titles)}</body></html>")
+
+
+def is_steps_folder(results_dir: str | Path) -> bool:
+    """Whether ``results_dir`` holds the steps' results (their parameters, or analysis.json): its page is the
+    suite's (:func:`render_index`), else the study notebooks' (:func:`render_notebook_index`)."""
+    from workbench.study.store.folders import MANIFEST
+
+    folder = Path(results_dir)
+    manifest = _read_json(folder / MANIFEST) or {}
+    return bool(manifest.get("parameters")) or (folder / "analysis.json").is_file()
+
+
+def write_notebook_index(results_dir: str | Path, titles: dict[str, str] | None = None) -> Path:
+    """Write the study notebooks' ``index.html`` into ``results_dir`` (atomically) and return its path."""
+    path = Path(results_dir) / INDEX
+    atomic_write_text(path, render_notebook_index(results_dir, titles))
     return path

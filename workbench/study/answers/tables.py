@@ -26,13 +26,14 @@ def brief(rows: pd.DataFrame) -> pd.DataFrame:
     return display_table(rows, columns)
 
 
-CAPACITY_COLUMNS = ("label", "num_requests", "throughput_rps", "capacity_rps", "capacity_per_gpu",
-                    "capacity_efficiency", "capacity_attainment", "capacity_probes", "replications")
+CAPACITY_COLUMNS = ("label", "num_requests", "offered_rps", "throughput_rps", "capacity_rps", "capacity_headroom",
+                    "capacity_per_gpu", "capacity_efficiency", "capacity_attainment", "capacity_probes", "replications")
 
 
 def capacity_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The tests that searched their capacity: replayed throughput next to capacity, per GPU, and against linear
-    scaling from each scheduler's smallest pool with a capacity ("unreachable": why, in the text above it)."""
+    """The tests that searched their capacity: the replayed rate and throughput next to capacity, the headroom it
+    leaves, capacity per GPU, and against proportional scaling from each scheduler's smallest pool with a capacity
+    ("unreachable": why, in the text above it)."""
     table = analysis.capacity_table(rows)
     if table.empty:
         return table

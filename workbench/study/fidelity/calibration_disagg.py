@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,7 +177,8 @@ def _vector(pools: dict) -> np.ndarray:
     return np.array([*p.prefill, *p.arrival_overhead_s, *d.decode, *large, d.pipeline_overhead_s], dtype=np.float64)
 
 
-def _with_vector(pools: dict, v: np.ndarray, same_model: bool, name: str) -> dict:
+def _with_vector(pools: dict, v: np.ndarray, same_model: bool, name) -> dict:
+    """The pools' models with coefficients ``v``; ``name``: the models' name (one model), or pool -> name."""
     p, d = pools["prefill"], pools["decode"]
     prefill = dataclasses.replace(p, prefill=tuple(v[0:3]), arrival_overhead_s=tuple(v[3:5]), fit_report=None)
     decode = dataclasses.replace(
@@ -186,8 +188,9 @@ def _with_vector(pools: dict, v: np.ndarray, same_model: bool, name: str) -> dic
         both = dataclasses.replace(decode, prefill=prefill.prefill, arrival_overhead_s=prefill.arrival_overhead_s,
                                    name=name)
         return {"prefill": both, "decode": both}
-    return {"prefill": dataclasses.replace(prefill, name=f"{name} (prefill)"),
-            "decode": dataclasses.replace(decode, name=f"{name} (decode)")}
+    names = name if isinstance(name, dict) else {pool: f"{name} ({pool})" for pool in POOLS}
+    return {"prefill": dataclasses.replace(prefill, name=names["prefill"]),
+            "decode": dataclasses.replace(decode, name=names["decode"])}
 
 
 def _rows(run, cfg, pools: dict):
@@ -247,7 +250,13 @@ def calibrate_disaggregated(latency, runs, cfg=None, *, max_iter: int = 10, prio
                          "deployment kept up, or exclude_overloaded=False")
     names = [r.name for r in train]
     given = " / ".join(dict.fromkeys(pools[pool].name for pool in POOLS))
-    label = name or f"{given} calibrated on {'+'.join(n.removeprefix('distserve-') for n in names)}"
+    trained = "+".join(n.removeprefix("distserve-") for n in names)
+    label = name or f"{given} calibrated on {trained}"
+    if name is None and kind != "model":
+        # each pool's model named by its own profile and TP degree (a TP-1 decode pool is never called "tp2")
+        tps = {pool: getattr(configs[train[0].name], f"{pool}_tp") for pool in POOLS}
+        label = {pool: f"{re.sub(r' tp[0-9]+$', '', pools[pool].name)} calibrated on {trained} ({pool} pool, TP "
+                       f"{tps[pool]})" for pool in POOLS}
     free = [p for p in PARAMETERS if (p != "pipeline_overhead_s" or any(configs[r.name].decode_pp > 1 for r in train))
             and (fit_fixed_costs or p not in FIXED_COSTS)]
     notes = [] if "pipeline_overhead_s" in free else [

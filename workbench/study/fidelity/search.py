@@ -1,8 +1,9 @@
 """The search behind ``calibrate``: simulate under a budget, measure what each term does, fit from several starts.
 
-* :class:`Evaluator` simulates the training runs with the model of a parameter vector and returns the
-  targets' residuals (:mod:`workbench.study.fidelity.targets`), counting simulations against a budget
-  (``max_evaluations``, and a wall-clock deadline as a safety); a repeated vector is not simulated again.
+* :class:`Evaluator` simulates the training runs with the model of a parameter vector (each run with its own
+  run factor) and returns the targets' residuals (:mod:`workbench.study.fidelity.targets`), then the prior's
+  rows, counting simulations against a budget (``max_evaluations``, and a wall-clock deadline as a safety); a
+  repeated model is not simulated again.
 * :func:`jacobian`: finite differences of the residuals, with a step of ``h`` in the search's units (a log
   multiplier: ``h = 0.1`` is 10%), large on purpose: a queueing schedule is piecewise in the coefficients
   (a small change reorders admissions), so a tiny step measures a jump, not a slope.  What a term can be
@@ -17,12 +18,16 @@
   columns nearly parallel: a fixed cost and a per-request cost at one batch size).  This is the
   practical-identifiability test of the Fisher information (the profile likelihood's quadratic
   approximation), applied greedily like a column-pivoted QR.
-* :func:`multistart`: bounded least squares (``scipy.optimize.least_squares``, trust-region reflective,
-  with the Jacobian above) from the best few of several starting points: the start model, the pre-fit and a
-  Latin hypercube within a factor 8 of the pre-fit (``scipy.stats.qmc``, seeded), so a fit found from one
-  starting point is checked against others; each local search stops on its step size and is restarted from
-  its own result while that still lowers the cost.  Everything is deterministic given the seed while the evaluation budget, not the
-  clock, is what stops it.
+* :func:`multistart`: bounded least squares by Levenberg-Marquardt (:func:`_local`: forward-difference
+  Jacobians with the step above, each step clipped to the box and kept only if it lowers the cost; scipy's
+  trust-region method sizes its first step by ``|z0|`` and barely leaves a start at the reference, ``z = 0``)
+  from the best few of several starting points: the start model, the pre-fit and a Latin hypercube within a
+  factor 8 of the pre-fit (``scipy.stats.qmc``, seeded), so a fit found from one starting point is checked
+  against others.  The local searches that end within ``EQUALLY_GOOD`` (1) of the best cost fit the data
+  equally well (a difference of 1 in a chi-square is one standard deviation of one parameter): their mean is
+  returned when it fits as well, so where a schedule's jumps leave local minima along a direction the data
+  barely pin, the answer does not depend on which one a search stopped in.  Everything is deterministic given
+  the seed while the evaluation budget, not the clock, is what stops it.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ class BudgetExhausted(Exception):
 class Evaluator:
     """Residuals of the training runs simulated with the model of ``z`` (see the module docstring)."""
 
-    param: object               # a Parameterisation: z -> coefficients -> StepTimeModel
+    param: object               # a Parameterisation: z -> each run's coefficients, and the prior
     runs: list
     configs: list
     targets: list
@@ -57,41 +62,46 @@ class Evaluator:
     evaluations: int = 0
     cache: dict = field(default_factory=dict)
     best: tuple = (math.inf, None)
+    since_mark: tuple = (math.inf, None)    # the best since the last mark(): one local search's
     out_of_budget: str = ""
 
     @property
     def size(self) -> int:
+        """Residuals of the targets (the prior's rows follow them)."""
         return int(sum(t.size for t in self.targets))
 
     def residuals(self, z) -> np.ndarray:
+        """The targets' residuals of every run (each simulated with its own model: the server's times its run
+        factor, :class:`~workbench.study.fidelity.terms.Parameterisation`), then the prior's rows."""
         from workbench.sim.simulate import simulate
+        from workbench.study.fidelity.terms import model_from_vector
 
         z = np.asarray(z, dtype=np.float64)
-        coef = self.param.vector(z)
-        key = coef.round(15).tobytes()         # by the model, so another parameterisation of it is not rerun
+        coefs = self.param.run_vectors(z, len(self.runs))
+        key = np.concatenate(coefs).round(15).tobytes()   # by the models, so another parameterisation is not rerun
         if key in self.cache:
             r = self.cache[key]
-            self._remember(z, r)
-            return r
-        if self.evaluations >= self.max_evaluations:
-            self.out_of_budget = f"the evaluation budget ({self.max_evaluations} simulations) is used up"
-            raise BudgetExhausted(self.out_of_budget)
-        if time.monotonic() > self.deadline:
-            self.out_of_budget = "the time budget is used up"
-            raise BudgetExhausted(self.out_of_budget)
-        self.evaluations += 1
-        try:
-            model = self.param.model(z)
-            parts = []
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for run, cfg, target in zip(self.runs, self.configs, self.targets):
-                    parts.append(target.residuals(simulate(run.trace, cfg, latency=model).requests))
-            r = np.concatenate(parts)
-        except ValueError as exc:     # a model the engine refuses (e.g. a zero-time step): far from the data
-            log.debug("calibration: z=%s gives no usable model (%s)", z, exc)
-            r = np.full(self.size, INVALID_RESIDUAL)
-        self.cache[key] = r
+        else:
+            if self.evaluations >= self.max_evaluations:
+                self.out_of_budget = f"the evaluation budget ({self.max_evaluations} simulations) is used up"
+                raise BudgetExhausted(self.out_of_budget)
+            if time.monotonic() > self.deadline:
+                self.out_of_budget = "the time budget is used up"
+                raise BudgetExhausted(self.out_of_budget)
+            self.evaluations += 1
+            try:
+                parts = []
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for run, cfg, target, coef in zip(self.runs, self.configs, self.targets, coefs):
+                        model = model_from_vector(self.param.start, coef, self.param.name, self.param.source)
+                        parts.append(target.residuals(simulate(run.trace, cfg, latency=model).requests))
+                r = np.concatenate(parts)
+            except ValueError as exc:     # a model the engine refuses (e.g. a zero-time step): far from the data
+                log.debug("calibration: z=%s gives no usable model (%s)", z, exc)
+                r = np.full(self.size, INVALID_RESIDUAL)
+            self.cache[key] = r
+        r = np.concatenate([r, self.param.prior(z)])
         self._remember(z, r)
         return r
 
@@ -99,11 +109,18 @@ class Evaluator:
         cost = float(r @ r)
         if cost < self.best[0]:
             self.best = (cost, z.copy())
+        if cost < self.since_mark[0]:
+            self.since_mark = (cost, z.copy())
+
+    def mark(self) -> None:
+        """Start tracking the best point anew (:attr:`since_mark`)."""
+        self.since_mark = (math.inf, None)
 
     def use(self, param) -> None:
         """Evaluate ``param``'s vectors from now on (the best so far is forgotten: it was in another's units)."""
         self.param = param
         self.best = (math.inf, None)
+        self.since_mark = (math.inf, None)
 
 
 def jacobian(evaluate, z: np.ndarray, r0: np.ndarray, low: np.ndarray, high: np.ndarray, h: float, *,
@@ -131,10 +148,12 @@ def jacobian(evaluate, z: np.ndarray, r0: np.ndarray, low: np.ndarray, high: np.
     return out
 
 
-def standard_errors(jac: np.ndarray) -> np.ndarray:
-    """Standard errors of the parameters of a Jacobian in noise units: sqrt(diag((J^T J)^-1)); inf where the
-    information is singular."""
+def standard_errors(jac: np.ndarray, prior_precision=None) -> np.ndarray:
+    """Standard errors of the parameters of a Jacobian in noise units: sqrt(diag((J^T J + P)^-1)), ``P`` the
+    diagonal of a prior's precisions (1 / width^2; default none); inf where the information is singular."""
     information = jac.T @ jac
+    if prior_precision is not None:
+        information = information + np.diag(np.asarray(prior_precision, dtype=np.float64))
     try:
         covariance = np.linalg.inv(information)
     except np.linalg.LinAlgError:
@@ -208,29 +227,57 @@ class SearchResult:
 
 
 SAMPLE_SPAN = math.log(8.0)    # starting points are sampled within a factor 8 of the first candidate, each way
-RESTART_GAIN = 0.01             # a local search is restarted from its own result while it lowers the cost this much
 
 
-def _local(evaluator: Evaluator, z0: np.ndarray, low: np.ndarray, high: np.ndarray, h: float, max_restarts: int):
-    """Bounded least squares from ``z0``, restarted from its own result (a fresh trust region) while that lowers
-    the cost by RESTART_GAIN: a schedule's jumps can shrink the trust region until a step barely moves, which
-    is not a minimum.  It stops on the step size (``xtol``), not on a small change of the cost."""
-    from scipy.optimize import least_squares
+LM_ITERATIONS = 15          # Jacobians a local search computes at most
+LM_DAMPING = (1e-2, 1e-6, 1e4)   # Levenberg-Marquardt damping: first, smallest, largest before it gives up
+LM_MIN_GAIN = 1e-3          # a local search stops when an iteration lowers the cost by less than this (relative)
+LM_MIN_STEP = 1e-3          # ... or when its step is this small (log units: 0.1%)
 
-    z, cost, status = np.asarray(z0, dtype=np.float64), math.inf, 0
-    for _ in range(max_restarts + 1):
-        fit = least_squares(evaluator.residuals, z, bounds=(low, high) if low.size else (-np.inf, np.inf),
-                            jac=lambda x: jacobian(evaluator.residuals, x, evaluator.residuals(x), low, high, h),
-                            method="trf", x_scale=1.0, ftol=1e-10, xtol=1e-3, gtol=1e-10, max_nfev=25)
-        improved = fit.cost * 2 < cost * (1 - RESTART_GAIN)
-        z, cost, status = fit.x, min(cost, fit.cost * 2), int(fit.status)
-        if not improved:
-            break
-    return z, status
+
+def _local(evaluator: Evaluator, z0: np.ndarray, low: np.ndarray, high: np.ndarray, h: float,
+           max_iterations: int = LM_ITERATIONS):
+    """Bounded Levenberg-Marquardt from ``z0`` (steps clipped to the box, each accepted only if it lowers the
+    cost): the damping, not the size of ``z0``, sets the first step, so a search from the reference (``z = 0``)
+    moves as freely as one from elsewhere (a trust region sized by ``|z0|``, scipy's TRF, barely leaves it).
+    Returns (z, status): 2 when an iteration gains less than LM_MIN_GAIN, 3 when the step is below LM_MIN_STEP
+    or no damping finds a lower cost, 0 when it used its iterations."""
+    z = np.clip(np.asarray(z0, dtype=np.float64), low, high)
+    if z.size == 0:                 # every term held: nothing to search
+        return z, 2
+    r = evaluator.residuals(z)
+    cost = float(r @ r)
+    damping, smallest, largest = LM_DAMPING
+    for _ in range(max_iterations):
+        jac = jacobian(evaluator.residuals, z, r, low, high, h)
+        gradient, normal = jac.T @ r, jac.T @ jac
+        scale = np.diag(normal) + 1e-12
+        while True:
+            try:
+                step = np.linalg.solve(normal + damping * np.diag(scale), -gradient)
+            except np.linalg.LinAlgError:
+                step = -gradient / (damping * scale)
+            trial = np.clip(z + step, low, high)
+            if np.max(np.abs(trial - z)) < LM_MIN_STEP:
+                return z, 3
+            r_trial = evaluator.residuals(trial)
+            trial_cost = float(r_trial @ r_trial)
+            if trial_cost < cost:
+                break
+            damping *= 10
+            if damping > largest:
+                return z, 3
+        gain = cost - trial_cost
+        z, r, cost = trial, r_trial, trial_cost
+        damping = max(damping / 10, smallest)
+        if gain < LM_MIN_GAIN * max(cost, 1.0):
+            return z, 2
+    return z, 0
 
 
 def multistart(evaluator: Evaluator, candidates: list, low: np.ndarray, high: np.ndarray, *, samples: int,
-               local_searches: int, seed: int, h: float, tolerance: float, restarts: int = 2) -> SearchResult:
+               local_searches: int, seed: int, h: float, tolerance: float,
+               iterations: int = LM_ITERATIONS) -> SearchResult:
     """Bounded least squares from the ``local_searches`` best of ``candidates`` and ``samples`` Latin-hypercube
     points within a factor 8 of the first candidate (module docstring).  Stops early when a fit is within
     ``tolerance`` of the noise (cost below the number of targets times tolerance)."""
@@ -256,24 +303,47 @@ def multistart(evaluator: Evaluator, candidates: list, low: np.ndarray, high: np
         if not any(np.allclose(p, q, atol=1e-6) for _, q in unique):
             unique.append((cost, p))
     good_enough = evaluator.size * tolerance
-    local, converged, message = [], False, ""
+    local, converged, message, ends = [], False, "", []
     for index, (cost0, z0) in enumerate(unique[:local_searches]):
         before = evaluator.evaluations
+        evaluator.mark()
         try:
-            _, status = _local(evaluator, z0, low, high, h, max_restarts=restarts)
+            _, status = _local(evaluator, z0, low, high, h, iterations)
             done = status > 0
-            message = {1: "converged (gradient)", 2: "converged (cost)", 3: "converged (step size)",
-                       4: "converged (gradient and step size)", 0: "a local search used its evaluations"}.get(
-                           status, f"local search status {status}")
+            message = {2: "converged (cost)", 3: "converged (step size)",
+                       0: "a local search used its iterations"}.get(status, f"local search status {status}")
         except BudgetExhausted as exc:
             status, done, message = -2, False, str(exc)
-        local.append({"start": index, "start_cost": cost0, "cost": evaluator.best[0], "status": status,
+        if evaluator.since_mark[1] is not None:
+            ends.append(evaluator.since_mark)
+        local.append({"start": index, "start_cost": cost0, "cost": evaluator.since_mark[0], "status": status,
                       "converged": done, "evaluations": evaluator.evaluations - before})
         converged = converged or done
         if status == -2 or evaluator.best[0] <= good_enough:
             break
     cost, z = evaluator.best
+    z, cost = _equally_good(evaluator, ends, z, cost)
     return SearchResult(np.asarray(z), cost, converged, message, scored, local)
+
+
+EQUALLY_GOOD = 1.0      # local searches ending within this much cost of the best fit the data equally well
+
+
+def _equally_good(evaluator: Evaluator, ends: list, z: np.ndarray, cost: float) -> tuple:
+    """The mean of the local searches' ends whose cost is within EQUALLY_GOOD of the best (a difference of 1 in
+    the cost, chi-square, is one standard deviation of one parameter), when it fits as well; else the best.  A
+    schedule's jumps leave local minima along a direction the data barely pin, and which of them a search stops in
+    is chance: their mean does not depend on it."""
+    near = [e for c, e in ends if c <= cost + EQUALLY_GOOD]
+    if len(near) < 2 or all(np.allclose(e, near[0], atol=1e-3) for e in near):
+        return z, cost
+    mean = np.mean(near, axis=0)
+    try:
+        r = evaluator.residuals(mean)
+    except BudgetExhausted:
+        return z, cost
+    mean_cost = float(r @ r)
+    return (mean, mean_cost) if mean_cost <= cost + EQUALLY_GOOD else (z, cost)
 
 
 __all__ = ["BudgetExhausted", "Evaluator", "SearchResult", "Selection", "jacobian", "multistart",

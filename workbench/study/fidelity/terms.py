@@ -128,13 +128,26 @@ def data_bounds(runs, configs) -> dict[str, float]:
 NOMINAL_SHARE = 1 / 25      # a term the start lacks is searched from this share of its data bound
 
 
+RUN_FACTOR_BOX = math.log(3.0)   # a run's step-time factor is searched within 1/3 .. 3 (then judged, calibration)
+
+
 @dataclass(frozen=True)
 class Parameterisation:
-    """How a vector ``z`` of the free terms becomes a StepTimeModel: free term ``k`` is ``origin_k * exp(z_k)``
-    (every coefficient it sets, in the ratios ``origin`` has them), every other term keeps its ``reference``
-    value.  ``origin`` is the reference where it is > 0, else :data:`NOMINAL_SHARE` of the term's data bound
-    (a term the start lacks, switched on), so every free term is searched as a log multiplier: its steps and
-    standard errors are relative to what it is."""
+    """How a vector ``z`` becomes the model of the server and of each training run.
+
+    Free term ``k`` is ``origin_k * exp(z_k)`` (every coefficient it sets, in the ratios ``origin`` has them),
+    every other term keeps its ``reference`` value.  ``origin`` is the reference where it is > 0, else
+    :data:`NOMINAL_SHARE` of the term's data bound (a term the start lacks, switched on), so every free term is
+    searched as a log multiplier: its steps and standard errors are relative to what it is.
+
+    Runs of one server differ (:mod:`workbench.study.fidelity.calibration`, ``run_spread``): run ``j`` is
+    simulated with every GPU step-time term of the server's model times ``exp(u_j)``, its *run factor*.  With
+    ``free_runs`` the run factors are the last ``free_runs`` entries of ``z`` (searched too), else they are
+    ``run_log_factors`` (empty: none, every run simulated with the server's model).
+
+    :meth:`prior` gives the MAP fit's prior rows: ``z_k / widths[k]`` for a free term with a finite prior width
+    (the start's value, or a proxy's shape at the run's size, is ``z = 0``), ``u_j / run_spread`` for a free run
+    factor."""
 
     start: StepTimeModel
     terms: tuple[Term, ...]
@@ -144,6 +157,12 @@ class Parameterisation:
     origin: np.ndarray          # the coefficients z = 0 gives the free terms
     name: str = "calibrated"
     source: str = ""
+    widths: tuple = ()          # per free term: its prior's width (log units); inf or empty: no prior
+    run_log_factors: tuple = ()  # per run, when the run factors are not free: the applied log factor
+    free_runs: int = 0          # number of run factors searched (the last entries of z)
+    centred: bool = False       # the searched factors are all runs' but the last, whose factor makes them sum to 0
+    run_spread: float = math.inf  # the run factors' prior width (log units)
+    run_box: float = RUN_FACTOR_BOX  # how far a searched run factor may go (log units; at most RUN_FACTOR_BOX)
 
     def term(self, name: str) -> Term:
         return next(t for t in self.terms if t.name == name)
@@ -152,9 +171,13 @@ class Parameterisation:
         """The term's size in ``coef``: its largest coefficient."""
         return max(abs(coef[s]) for s in self.term(name).slots)
 
+    @property
+    def size(self) -> int:
+        return len(self.free) + self.free_runs
+
     def limits(self) -> tuple[np.ndarray, np.ndarray]:
         """Box bounds of ``z``: from MULTIPLIER_RANGE[0] x origin up to the data bound (at most MULTIPLIER_RANGE[1]
-        x origin)."""
+        x origin); a run factor within +-run_box."""
         low, high = [], []
         for name in self.free:
             size = self.value(self.origin, name)
@@ -163,10 +186,13 @@ class Parameterisation:
                 top = min(top, math.log(self.bound[name] / size))
             low.append(min(math.log(MULTIPLIER_RANGE[0]), top - 1.0))
             high.append(top)
+        box = min(RUN_FACTOR_BOX, self.run_box)
+        low += [-box] * self.free_runs
+        high += [box] * self.free_runs
         return np.array(low), np.array(high)
 
     def vector(self, z: np.ndarray) -> np.ndarray:
-        """The coefficient vector (layout :data:`COEF_NAMES`) of ``z``."""
+        """The coefficient vector (layout :data:`COEF_NAMES`) of the server's model at ``z``."""
         coef = self.reference.copy()
         for name, value in zip(self.free, z):
             factor = math.exp(value)
@@ -174,17 +200,61 @@ class Parameterisation:
                 coef[s] = self.origin[s] * factor
         return coef
 
+    def run_map(self, runs: int) -> np.ndarray:
+        """The matrix taking the searched run factors (the tail of ``z``) to every run's log factor."""
+        if not self.centred:
+            return np.eye(runs, self.free_runs)
+        return np.vstack([np.eye(self.free_runs), -np.ones((1, self.free_runs))])
+
+    def run_factors(self, z: np.ndarray, runs: int) -> np.ndarray:
+        """The log run factor of each of ``runs`` runs at ``z`` (zeros when there are none)."""
+        if self.free_runs:
+            return self.run_map(runs) @ np.asarray(z[len(self.free):], dtype=np.float64)
+        if self.centred and runs == 1:
+            return np.zeros(1)
+        if len(self.run_log_factors):
+            return np.asarray(self.run_log_factors, dtype=np.float64)
+        return np.zeros(runs)
+
+    def run_vectors(self, z: np.ndarray, runs: int) -> list[np.ndarray]:
+        """Per run: the coefficients it is simulated with (the server's, step-time terms x its run factor)."""
+        coef = self.vector(z)
+        return [scale_steps(coef, self.terms, u) for u in self.run_factors(z, runs)]
+
     def model(self, z: np.ndarray) -> StepTimeModel:
         return model_from_vector(self.start, self.vector(z), self.name, self.source)
 
-    def at(self, coef: np.ndarray) -> np.ndarray:
-        """``z`` giving the free terms their values in ``coef`` (a term at 0 there: its lowest), inside the box."""
+    def prior(self, z: np.ndarray) -> np.ndarray:
+        """The prior's residuals at ``z`` (class docstring); empty without a prior."""
+        rows = [value / width for value, width in zip(z, self.widths) if math.isfinite(width)]
+        if self.free_runs and math.isfinite(self.run_spread) and self.run_spread > 0:
+            tail = np.asarray(z[len(self.free):], dtype=np.float64)
+            rows += list(self.run_map(self.free_runs + self.centred) @ tail / self.run_spread)
+        return np.asarray(rows, dtype=np.float64)
+
+    def at(self, coef: np.ndarray, run_log_factors=None) -> np.ndarray:
+        """``z`` giving the free terms their values in ``coef`` (a term at 0 there: its lowest) and the run factors
+        ``run_log_factors`` (default 0), inside the box."""
         low, high = self.limits()
         z = []
         for name in self.free:
             size, here = self.value(self.origin, name), self.value(coef, name)
             z.append(math.log(here / size) if here > 0 and size > 0 else -math.inf)
-        return np.clip(np.array(z), low, high)
+        if self.free_runs:
+            z += list(np.zeros(self.free_runs) if run_log_factors is None else run_log_factors[:self.free_runs])
+        return np.clip(np.array(z, dtype=np.float64), low, high)
+
+
+def scale_steps(coef: np.ndarray, terms, log_factor: float) -> np.ndarray:
+    """``coef`` with every GPU step-time term's coefficients times ``exp(log_factor)`` (the overheads kept)."""
+    if log_factor == 0:
+        return coef
+    out = coef.copy()
+    for t in terms:
+        if t.step:
+            for s in t.slots:
+                out[s] = coef[s] * math.exp(log_factor)
+    return out
 
 
 def origins(reference: np.ndarray, terms, bound: dict) -> np.ndarray:
@@ -206,5 +276,5 @@ def model_from_vector(start: StepTimeModel, coef: np.ndarray, name: str, source:
                                source=source, fit_report=None)
 
 
-__all__ = ["BOUND_QUANTILE", "BOUND_SLACK", "NOMINAL_SHARE", "Parameterisation", "Term", "data_bounds",
-           "model_from_vector", "model_terms", "origins"]
+__all__ = ["BOUND_QUANTILE", "BOUND_SLACK", "NOMINAL_SHARE", "Parameterisation", "RUN_FACTOR_BOX", "Term",
+           "data_bounds", "model_from_vector", "model_terms", "origins", "scale_steps"]

@@ -37,7 +37,8 @@ from workbench import checks, paths
 from workbench.study.answers import analysis, report
 from workbench.study.present.console import SUITE_ENV
 from workbench.study.present.text import NOTEBOOK_TITLES
-from workbench.study.runs.experiments import SEED_GRID, STEP1, STEP2, STEP3, STEPS, StepParams, check_best_gpu_count
+from workbench.study.runs.experiments import (GPU_COUNTS, SEED_GRID, STEP1, STEP2, STEP3, STEPS, StepParams,
+                                              check_best_gpu_count)
 from workbench.study.store.files import atomic_write_text, display_path
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,10 @@ def step_parameters(options: SuiteOptions, step: str) -> dict:
 
 
 def compare_parameters(options: SuiteOptions, step: str = COMPARE) -> dict:
-    """The comparison on the steps' trace, hardware model, SLA and capacity target, so its capacities are
-    step 2's tests (reused) and its ranking is the steps' ranking, with every registered scheduler."""
-    gpus = [g for g in (1, 2, 4, 8) if g <= options.max_gpus]
+    """The comparison on the steps' trace, hardware model, SLA, capacity target and GPU counts, so its capacities
+    are step 2's tests (reused), its ranking is at the pool sizes step 2 finds the trace needs, and it agrees with
+    step 2's answers, with every registered scheduler."""
+    gpus = [g for g in GPU_COUNTS if g <= options.max_gpus]
     return {"dataset": options.dataset, "num_requests": options.max_requests,
             "curve_requests": min(options.max_requests, COMPARE_CURVE_REQUESTS), "latency": options.latency,
             "gpu_counts": ",".join(map(str, gpus)), "curve_gpus": min(4, options.max_gpus),
@@ -200,25 +202,37 @@ class SuiteReport:
 
 
 def answer_lines(found: dict) -> list[str]:
-    """The run's answers in sentences (only those its steps produced; never "None"), an answer that cannot be trusted
-    marked "Warning:" on its own line, then the warnings no answer carries: each said once."""
+    """The run's answers in sentences (only those its steps produced; never "None"), each naming its target, an
+    answer that cannot be trusted marked "Warning:" on its own line, then the warnings no answer carries: each said
+    once."""
     lines = []
     validity = found.get("validity") or {}
     s2 = found.get("step2_gpu_scaling") or {}
     s3 = found.get("step3_kbins_sensitivity") or {}
-    answers = [(key, check) for key, check in validity.items() if check.get("value") is not None]
+    largest = max(s2.get("gpu_counts") or [0])
+
+    def shown(key, check):   # never "None": a GPU count no pool tested reaches is "more than" the largest
+        if check.get("value") is None and key == "gpus_needed" and largest:
+            return f"more than {largest}"
+        return check.get("value")
+
+    answers = [(key, check) for key, check in validity.items() if shown(key, check) is not None]
     if answers:
         lines.append("Answers:")
+        target = found.get("sla_target")
+        if target is not None and found.get("sla"):
+            lines.append(f"  Target of every answer: at least {target:.0%} of requests within {found['sla']}.")
         for key, check in answers:
             caveat = "Warning: " if check.get("valid") is False else ""
-            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {check['value']}. {caveat}{check.get('sentence', '')}")
-    by_goodput = s2.get("best_gpu_count_by_scheduler") or {}
-    if by_goodput:
-        knee = s2.get("capacity_per_gpu_knee_by_scheduler") or {}
-        lines.append("  Best GPU count per scheduler (goodput at the replayed load; capacity per GPU within 5% of its "
-                     "best from): " + ", ".join(f"{n} {g}" + (f" ({knee[n]})" if knee.get(n) is not None else "")
-                                               for n, g in by_goodput.items()) + ".")
-    by_k = s3.get("best_k_by_capacity_by_scheduler") or {}
+            lines.append(f"  {ANSWER_NAMES.get(key, key)}: {shown(key, check)}. {caveat}{check.get('sentence', '')}")
+    needed = s2.get("gpus_needed_by_scheduler") or {}
+    if needed:
+        headroom = s2.get("headroom_by_scheduler") or {}
+        lines.append("  GPUs needed per scheduler (fewest whose capacity covers the replayed load, headroom): "
+                     + ", ".join(f"{n} " + (f"{g} ({headroom[n]:+.0%})" if g is not None and headroom.get(n) is not None
+                                            else str(g) if g is not None else f"more than {largest}")
+                                 for n, g in needed.items()) + ".")
+    by_k = s3.get("best_k_by_scheduler") or {}
     if by_k:
         gpus = (s3.get("gpu_count") or {}).get("num_gpus")
         lines.append("  Best K by capacity" + (f" on {gpus} GPUs" if gpus is not None else "") + ": "
@@ -230,11 +244,10 @@ def answer_lines(found: dict) -> list[str]:
     return lines
 
 
-ANSWER_NAMES = {"best_config_step1": "Step 1, best configuration",
-                "best_gpu_count": "Step 2, best GPU count (goodput rule)",
+ANSWER_NAMES = {"best_config_step1": "Step 1, best configuration (1-4 GPUs)",
+                "gpus_needed": "Step 2, GPUs the trace needs",
                 "best_gpu_count_by_capacity_per_gpu": "Step 2, most capacity per GPU at",
-                "best_k": "Step 3, best K (fewest SLA violations)",
-                "best_k_by_capacity": "Step 3, best K by capacity"}
+                "best_k": "Step 3, best K (most capacity)"}
 
 
 # Wide tables scroll inside their cell instead of running off the page; numbers stay on one line.
@@ -412,12 +425,12 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
     Notebook by notebook, each sweep waits for its slowest chain of capacity searches while a worker idles,
     and the next notebook cannot start; one sweep over steps 1 and 2 and the comparison's capacities (step
     1's searches are step 2's tests, and step 2's the comparison's: each runs once), then one over step 3 (at
-    step 2's best GPU count, which needs step 2's rows) and the comparison's load curves (which need its
+    the GPUs step 2 found the trace needs, which needs step 2's rows) and the comparison's load curves (which need its
     capacities), keep both workers busy.  The notebooks then find every test checkpointed and draw.  Nothing
     here changes a result: the tests are the notebooks' own (same ids)."""
     from workbench.study.runs import compare
     from workbench.study.runs import experiments
-    from workbench.study.runs.sweep import SweepPart, run_sweeps
+    from workbench.study.runs.sweep import SweepPart
 
     params = StepParams(**{f.name: getattr(options, f.name) for f in fields(StepParams)})
     selected = {n.name for n in SUITE_NOTEBOOKS if n.selected(options)}
@@ -438,7 +451,8 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
     if STEP3 in selected:
         gpus = options.best_gpu_count
         if gpus is None and STEP2 in done and not done[STEP2].empty:
-            gpus = analysis.best_gpu_count(analysis.primary_rows(analysis.summarize(done[STEP2])))
+            gpus = (analysis.gpus_needed_answer(analysis.primary_rows(analysis.summarize(done[STEP2]))) or {}).get(
+                "num_gpus")
         plan3 = experiments.plan_step3(params, best_gpu_count=gpus)
         second.append(SweepPart(plan3.tests, plan3.results_dir, f"{STEP3}.csv", STEP3))
     if cparams is not None:
@@ -488,8 +502,8 @@ def run_suite(options: SuiteOptions | None = None, *, progress: bool = True) -> 
     log.info("every test done in %.1f s; now the notebooks", time.perf_counter() - t0)
     runs = []
     if options.steps == (STEP3,) and options.best_gpu_count is None:
-        found = analysis.best_gpu_count_from_results(results_dir)
-        log.info("step 3 only: %s", f"step 2's best GPU count in {display_path(results_dir)} is {found}" if found
+        found = analysis.gpus_needed_from_results(results_dir)
+        log.info("step 3 only: %s", f"step 2 found the trace needs {found} GPUs in {display_path(results_dir)}" if found
                  else f"no step 2 results in {display_path(results_dir)}; step 3 uses its default GPU count")
     if options.compare and options.seed_grid:
         log.info("the scheduler comparison is skipped with latency=%s: it times every scheduler on a step-time "

@@ -41,6 +41,12 @@ def _default_rps_scaling() -> float:
     return PROFILE_RPS_SCALING
 
 
+def _default_gpu_counts() -> tuple[int, ...]:
+    from workbench.study.runs.experiments import GPU_COUNTS
+
+    return GPU_COUNTS
+
+
 @dataclass(frozen=True)
 class CompareParams:
     """What a scheduler comparison depends on (the compare notebook's ``parameters`` cell).
@@ -55,7 +61,9 @@ class CompareParams:
     curve_requests: int | None = None    # requests of the load-latency curves; None: num_requests
     schedulers: tuple[str, ...] = field(default_factory=all_schedulers)
     latency: str = "opt-13b-a100"        # a step-time profile every scheduler is timed by
-    gpu_counts: tuple[int, ...] = (1, 2, 4, 8)
+    # step 2's GPU counts (1..100): the ranking is at the pool sizes the trace needs, which step 2's search
+    # brackets; run by the suite at step 2's parameters these are step 2's tests, reused
+    gpu_counts: tuple[int, ...] = field(default_factory=_default_gpu_counts)
     curve_gpus: int = 4                  # GPUs of the load-latency curves
     load_points: int = 8                 # offered rates per curve, light to past saturation
     ttft_sla_s: float = 1.0
@@ -84,6 +92,8 @@ class CompareParams:
                              "has no single GPU count to be compared at; rank its placements with wb.best_placement "
                              f"(notebooks/disaggregation.ipynb), or choose among {', '.join(all_schedulers())}")
         profiles.check_profile(self.latency, "latency", hint="a step-time profile name")
+        if self.gpu_counts is None:    # papermill -p gpu_counts None, or the notebook's default
+            object.__setattr__(self, "gpu_counts", _default_gpu_counts())
         object.__setattr__(self, "gpu_counts", tuple(sorted(set(checks.integers(
             self.gpu_counts, "gpu_counts", low=1, high=100_000, unique=False)))))
         if self.curve_requests is None:
@@ -173,34 +183,51 @@ def deployment_fields(profile: str) -> dict:
 
 
 def capacity_tests(params: CompareParams) -> list:
-    """Every scheduler's capacity search on every GPU count, per seed: the tests step 2 runs at the same
-    parameters (same ids, chained over the GPU counts the same way), so they are reused when it has run."""
-    from workbench.study.runs.experiments import _label, hinted_capacity_tests
+    """Every scheduler's capacity search on every GPU count of ``gpu_counts``, per seed: the tests step 2 runs at
+    the same parameters (same ids), so they are reused when it has run.
+
+    Each scheduler's searches chain over step 2's GPU counts (each starts from the previous count's answer, see
+    :func:`workbench.study.runs.experiments.hinted_capacity_tests`), so a test at a count of ``gpu_counts`` has
+    step 2's id whatever other counts are compared; the tests it starts from are run too (they are step 2's,
+    already done when it ran), listed after the compared ones."""
+    from workbench.study.runs.experiments import GPU_COUNTS, _label, hinted_capacity_tests
     from workbench.study.runs.sweep import CapacitySpec, make_test, with_capacity_hint
 
     spec, step = CapacitySpec(attainment=params.attainment), params.step_model()
-    out, base = [], {}
+    grid = sorted({g for g in GPU_COUNTS if g <= max(params.gpu_counts)} | set(params.gpu_counts))
+    out, extra, base = [], [], {}
     for r, seed in enumerate(params.seeds()):
         options = params.trace_options(seed)
         trace = options.load()
         tests = hinted_capacity_tests({(s, g): make_test(NOTEBOOK, options, params.config(s, g, seed), trace=trace,
                                                          latency=step, label=_label(s, g), capacity=spec)
-                                       for s in params.schedulers for g in params.gpu_counts})
-        for key in ((s, g) for s in params.schedulers for g in params.gpu_counts):
+                                       for s in params.schedulers for g in grid})
+        by_id = {t.test_id: key for key, t in tests.items()}
+        wanted = [(s, g) for s in params.schedulers for g in params.gpu_counts]
+        needed, queue = set(wanted), list(wanted)
+        while queue:   # the tests the compared ones start from, and theirs
+            for source in tests[queue.pop()].hint_from:
+                if by_id[source] not in needed:
+                    needed.add(by_id[source])
+                    queue.append(by_id[source])
+        keys = wanted + [k for k in tests if k in needed and k not in set(wanted)]
+        for key in keys:
             test = tests[key]
             if r == 0:
                 base[key] = test = dataclasses.replace(test, base_test_id=test.test_id)
             else:   # as the steps' replications: start from replication 0's answer
                 test = with_capacity_hint(dataclasses.replace(test, replication=r, base_test_id=base[key].test_id),
                                           base[key])
-            out.append(test)
-    return out
+            (out if key in set(wanted) else extra).append(test)
+    return out + extra
 
 
 def curve_rates(params: CompareParams, cap_rows: pd.DataFrame, base_rate: float) -> np.ndarray:
     """The offered rates of the load-latency curves: geometric from 1/16 of the lowest capacity found on
     ``curve_gpus`` GPUs (any GPU count if none there) to twice the highest; around the trace's own rate when
     no capacity was found."""
+    if "num_gpus" in cap_rows:
+        cap_rows = cap_rows[cap_rows["num_gpus"].isin(params.gpu_counts)]   # the compared counts, as the ranking
     caps = pd.to_numeric(cap_rows["capacity_rps"], errors="coerce") if "capacity_rps" in cap_rows else pd.Series()
     found = cap_rows[np.isfinite(caps)] if len(caps) else cap_rows
     at_curve = found[found["num_gpus"] == params.curve_gpus] if not found.empty else found
@@ -279,6 +306,9 @@ def _aggregate(rows: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Data
 def run_comparison(params: CompareParams | None = None, *, progress: bool = True) -> Comparison:
     """Capacity of every scheduler at every GPU count, then load-latency curves on ``curve_gpus`` GPUs.
 
+    The ranking (:func:`workbench.study.answers.compare.capacity_ranking`) is by the GPUs each scheduler needs
+    for the trace's own rate, then its capacity per GPU there: step 2's answer, on step 2's tests.
+
     The curves' offered rates are spaced geometrically from 1/16 of the
     lowest capacity found on ``curve_gpus`` GPUs to twice the highest, so
     every curve runs from light load to past its scheduler's saturation.
@@ -292,8 +322,9 @@ def run_comparison(params: CompareParams | None = None, *, progress: bool = True
     base_rate = params.trace(seeds[0]).mean_rate_rps
 
     cap_rows, errors = _run(capacity_tests(params), params, folder, progress, f"{NOTEBOOK} capacity")
+    cap_rows = cap_rows[cap_rows["num_gpus"].isin(params.gpu_counts)]   # not the chains' other counts
     cap_rows = cap_rows.assign(capacity_rps=pd.to_numeric(cap_rows["capacity_rps"], errors="coerce"))
-    capacities = _aggregate(cap_rows, ["scheduler", "num_gpus"], ["capacity_rps"])
+    capacities = _aggregate(cap_rows, ["scheduler", "num_gpus"], ["capacity_rps", "offered_rps"])
 
     rates = curve_rates(params, cap_rows, base_rate)
     load_rows, load_errors = _run(load_tests(params, rates), params, folder, progress, f"{NOTEBOOK} load curves")
@@ -312,7 +343,9 @@ def run_comparison(params: CompareParams | None = None, *, progress: bool = True
     ranking = capacity_ranking(capacities)
     breaks = break_points(curves, params.attainment)
     sla_text = f"TTFT <= {params.ttft_sla_s:g} s and TPOT <= {params.tpot_sla_s * 1e3:g} ms"
-    sentences = break_sentences(breaks, ranking, sla_text=sla_text)
+    sentences = break_sentences(breaks, ranking, sla_text=sla_text, curve_gpus=params.curve_gpus,
+                                curve_requests=params.curve_requests, num_requests=params.num_requests,
+                                capacities=capacities)
     for name, reason in errors.items():
         sentences[name] = f"{name} could not be simulated with the {params.latency} profile: {reason}."
     from workbench.study.store.files import write_csv_atomic

@@ -4,9 +4,11 @@ as the SLO tightens, and the measured deployments simulated.
 ``slo_sweep`` runs :func:`workbench.best_placement` at each SLO scale (TTFT and
 TPOT limits both multiplied by the scale, as in DistServe's SLO-scale figures)
 and keeps the best disaggregated placement and the best colocated one;
-``simulated_goodput`` searches the goodput of the measured deployments themselves,
-so the figure (:mod:`workbench.study.answers.disaggregation`) can draw the measured
-points next to the simulated ones.
+``limits_sweep`` does the same with the two limits scaled separately (a grid of
+TTFT scales x TPOT scales), which tests whether disaggregation gains where the
+limits pull apart; ``simulated_goodput`` searches the goodput of the measured
+deployments themselves, so the figure (:mod:`workbench.study.answers.disaggregation`)
+can draw the measured points next to the simulated ones.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 
 NOTEBOOK = "disaggregation"
 # what the notebook writes into its results folder (checked before anything runs: none may be a folder)
-OUTPUTS = ("disaggregation.csv", "disaggregation_measured.csv", "disaggregation.png")
+OUTPUTS = ("disaggregation.csv", "disaggregation_limits.csv", "disaggregation_measured.csv", "disaggregation.png",
+           "disaggregation_limits.png", "disaggregation_findings.json")
+BASE_TTFT_S, BASE_TPOT_S = 0.2, 0.1   # DistServe's OPT-13B SLO (its alignment runs), scaled by the sweeps
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class DisaggregationParams(NotebookParams):
     gpus: int = 8
     azure_requests: int | None = None
     slo_scales: tuple[float, ...] = (2.0, 1.5, 1.0, 0.75, 0.5)
+    limit_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     attainment: float = 0.9
     profile: str = "opt-13b-a100-distserve"
     vllm_profile: str = "opt-13b-a100"
@@ -58,6 +63,11 @@ class DisaggregationParams(NotebookParams):
             raise ValueError(f"slo_scales: each scale multiplies the TTFT and TPOT limits and must be > 0, got "
                              f"{self.slo_scales!r}")
         object.__setattr__(self, "slo_scales", scales)
+        limit_scales = checks.numbers(self.limit_scales, "limit_scales", low=0, empty=True)
+        if 0 in limit_scales:
+            raise ValueError(f"limit_scales: each scale multiplies the TTFT or the TPOT limit and must be > 0, got "
+                             f"{self.limit_scales!r}")
+        object.__setattr__(self, "limit_scales", tuple(limit_scales))
         object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
                                                              high=1))
         checks.choice(self.profile, "profile", profiles.profile_names())
@@ -92,49 +102,85 @@ class DisaggregationParams(NotebookParams):
         """The setup, said once: the traces, the step times of each kind of placement, and the SLO."""
         described = "; ".join(f"*{label}*: {len(t):,} requests, mean prompt {t.prompt_tokens.mean():,.0f} and output "
                               f"{t.output_tokens.mean():,.0f} tokens" for label, t in traces.items())
-        costs = (" plus the serving costs calibrated on the measured DistServe runs (the fit is printed below)"
+        costs = (" plus the serving costs calibrated on the measured DistServe runs (the fit is the table below)"
                  if self.calibrate_serving_costs else " alone (no serving costs added)")
         colocated = (f"; colocated replicas also on vLLM's measured profile `{self.vllm_profile}`"
                      if self.vllm_profile else "")
         return (f"Traces: {described}. Step times: `{self.profile}` at each TP degree{costs}, for disaggregated "
-                f"and colocated placements alike{colocated}. Budget: {self.gpus} GPUs. SLO: TTFT <= 0.2 s and "
-                f"TPOT <= 100 ms for {self.attainment:.0%} of the requests, both limits multiplied by each SLO "
-                f"scale ({', '.join(f'{v:g}' for v in self.slo_scales)}).")
+                f"and colocated placements alike{colocated}. Budget: {self.gpus} GPUs. SLO: TTFT <= {BASE_TTFT_S:g} s "
+                f"and TPOT <= {BASE_TPOT_S * 1e3:g} ms for {self.attainment:.0%} of the requests, both limits "
+                f"multiplied by each SLO scale ({', '.join(f'{v:g}' for v in self.slo_scales)})"
+                + (f"; then, on the DistServe sample, each limit by its own scale "
+                   f"({', '.join(f'{v:g}' for v in self.limit_scales)})." if self.limit_scales else "."))
 
 
-def slo_sweep(trace, gpus: int, scales, *, ttft_s: float = 0.2, tpot_s: float = 0.1, attainment: float = 0.9,
-              profile=None, colocated_profiles: dict | None = None, **placement_options) -> pd.DataFrame:
-    """One row per SLO scale and kind: the best disaggregated placement, and the best colocated one for each of
-    ``colocated_profiles`` (label -> step times as ``best_placement`` takes them; None = ``profile``, the same
-    kernels as the disaggregated instances), with its goodput per GPU."""
+def _best_per_kind(trace, gpus: int, ttft_s: float, tpot_s: float, attainment: float, profile,
+                   colocated_profiles: dict, placement_options: dict) -> list[dict]:
+    """The best disaggregated placement and the best colocated one per kernel set, at one pair of limits."""
     from workbench.study.runs.placement import best_placement
 
+    tables = []
+    for k, (label, colocated_profile) in enumerate(colocated_profiles.items()):
+        table = best_placement(trace, gpus, colocated_profile=colocated_profile, disaggregated=k == 0, ttft_s=ttft_s,
+                               tpot_s=tpot_s, attainment=attainment, profile=profile, **placement_options)
+        tables.append(table.assign(kind=table.kind.where(table.kind != "colocated", f"colocated, {label}")))
+    everything = pd.concat(tables, ignore_index=True)
+    rows = []
+    for kind in ["disaggregated", *(f"colocated, {label}" for label in colocated_profiles)]:
+        part = everything[(everything.kind == kind) & (everything.status == "searched")]
+        part = part[part.goodput_rps > 0].sort_values("goodput_per_gpu", ascending=False)
+        best = part.iloc[0] if len(part) else None
+        rows.append({"ttft_s": ttft_s, "tpot_s": tpot_s, "kind": kind,
+                     "placement": best.placement if best is not None else "none meets the SLO",
+                     "gpus": best.gpus if best is not None else np.nan,
+                     "prefill_gpus": (best.prefill_replicas * best.prefill_tp
+                                      if best is not None and kind == "disaggregated" else np.nan),
+                     "goodput_rps": best.goodput_rps if best is not None else 0.0,
+                     "goodput_per_gpu": best.goodput_per_gpu if best is not None else 0.0,
+                     "search_s": sum(t.attrs["search_s"] for t in tables)})
+    return rows
+
+
+def slo_sweep(trace, gpus: int, scales, *, ttft_s: float = BASE_TTFT_S, tpot_s: float = BASE_TPOT_S,
+              attainment: float = 0.9, profile=None, colocated_profiles: dict | None = None,
+              **placement_options) -> pd.DataFrame:
+    """One row per SLO scale and kind: the best disaggregated placement, and the best colocated one for each of
+    ``colocated_profiles`` (label -> step times as ``best_placement`` takes them; None = ``profile``, the same
+    kernels as the disaggregated instances), with its goodput per GPU; both limits multiplied by the scale."""
     colocated_profiles = colocated_profiles or {"same kernels": None}
     rows = []
     for scale in scales:
-        limits = dict(ttft_s=ttft_s * scale, tpot_s=tpot_s * scale, attainment=attainment, profile=profile)
-        tables = []
-        for k, (label, colocated_profile) in enumerate(colocated_profiles.items()):
-            table = best_placement(trace, gpus, colocated_profile=colocated_profile, disaggregated=k == 0,
-                                   **limits, **placement_options)
-            table = table.assign(kind=table.kind.where(table.kind != "colocated", f"colocated, {label}"))
-            tables.append(table)
-        everything = pd.concat(tables, ignore_index=True)
-        for kind in ["disaggregated", *(f"colocated, {label}" for label in colocated_profiles)]:
-            part = everything[(everything.kind == kind) & (everything.status == "searched")]
-            part = part[part.goodput_rps > 0].sort_values("goodput_per_gpu", ascending=False)
-            best = part.iloc[0] if len(part) else None
-            rows.append({"slo_scale": scale, "ttft_s": ttft_s * scale, "tpot_s": tpot_s * scale, "kind": kind,
-                         "placement": best.placement if best is not None else "none meets the SLO",
-                         "gpus": best.gpus if best is not None else np.nan,
-                         "goodput_rps": best.goodput_rps if best is not None else 0.0,
-                         "goodput_per_gpu": best.goodput_per_gpu if best is not None else 0.0,
-                         "search_s": sum(t.attrs["search_s"] for t in tables)})
-        log.info("SLO scale %g done", scale)
+        for row in _best_per_kind(trace, gpus, ttft_s * scale, tpot_s * scale, attainment, profile,
+                                  colocated_profiles, placement_options):
+            rows.append({"slo_scale": scale, **row})
+        log.debug("SLO scale %g done", scale)
     return pd.DataFrame(rows)
 
 
-def simulated_goodput(trace, configs: dict, scales, latency, *, ttft_s: float = 0.2, tpot_s: float = 0.1,
+def limits_sweep(trace, gpus: int, ttft_scales, tpot_scales, *, ttft_s: float = BASE_TTFT_S,
+                 tpot_s: float = BASE_TPOT_S, attainment: float = 0.9, profile=None,
+                 colocated_profiles: dict | None = None, reuse: pd.DataFrame | None = None,
+                 **placement_options) -> pd.DataFrame:
+    """As :func:`slo_sweep`, with the TTFT limit multiplied by each of ``ttft_scales`` and the TPOT limit by each of
+    ``tpot_scales`` independently (one row per pair and kind, columns ``ttft_scale`` and ``tpot_scale``).  Pairs
+    of equal scales that ``reuse`` (a :func:`slo_sweep` table of the same trace and options) holds are taken
+    from it, not searched again."""
+    colocated_profiles = colocated_profiles or {"same kernels": None}
+    rows = []
+    for a in ttft_scales:
+        for b in tpot_scales:
+            known = reuse[reuse.slo_scale == a] if reuse is not None and a == b else None
+            if known is not None and len(known):
+                found = known.drop(columns="slo_scale").to_dict("records")
+            else:
+                found = _best_per_kind(trace, gpus, ttft_s * a, tpot_s * b, attainment, profile, colocated_profiles,
+                                       placement_options)
+            rows += [{"ttft_scale": a, "tpot_scale": b, **row} for row in found]
+    return pd.DataFrame(rows)
+
+
+def simulated_goodput(trace, configs: dict, scales, latency, *, ttft_s: float = BASE_TTFT_S,
+                      tpot_s: float = BASE_TPOT_S,
                       attainment: float = 0.9) -> pd.DataFrame:
     """Per deployment (``configs``: name -> SimConfig) and SLO scale: its simulated goodput (capacity search)."""
     from workbench.study.runs.capacity import CapacityError, capacity
@@ -153,4 +199,5 @@ def simulated_goodput(trace, configs: dict, scales, latency, *, ttft_s: float = 
     return pd.DataFrame(rows)
 
 
-__all__ = ["DisaggregationParams", "NOTEBOOK", "OUTPUTS", "simulated_goodput", "slo_sweep"]
+__all__ = ["BASE_TPOT_S", "BASE_TTFT_S", "DisaggregationParams", "NOTEBOOK", "OUTPUTS", "limits_sweep",
+           "simulated_goodput", "slo_sweep"]

@@ -11,14 +11,15 @@ The notebooks and ``python -m workbench suite`` share these definitions:
    1, 2, 4, 8, 16, 32, 64, 100 GPUs (those <= ``max_gpus``).
 3. ``step3_kbins_sensitivity``: ``max_requests`` requests,
    ``multi_bin_dynamic`` on ``best_gpu_count`` GPUs with K = 1, 2, 4, 8, 16, 32.
-   ``best_gpu_count=None`` takes step 2's best GPU count from ``all_results.csv``
-   in the same results folder; without step 2 results it falls back to
+   ``best_gpu_count=None`` takes the GPUs step 2 found the trace needs (the
+   fewest whose capacity covers the replayed load) from ``all_results.csv`` in
+   the same results folder; without step 2 results it falls back to
    :data:`DEFAULT_BEST_GPU_COUNT` (capped at ``max_gpus``) and says so.
 
 Capacity (``capacity_search=True``, the default): besides the replay at the
 trace's own rate, some tests search the largest arrival rate at which at least
-``capacity_attainment`` of the requests finish within ``d_sla``
-(:class:`~workbench.study.runs.sweep.CapacitySpec`): in step 1 the 1-GPU configurations
+``capacity_attainment`` of the requests meet the SLA (TTFT and TPOT limits on a
+step-time profile, ``d_sla`` on the seed grid; :class:`~workbench.study.runs.sweep.CapacitySpec`): in step 1 the 1-GPU configurations
 at the largest volume, in step 2 every GPU count, in step 3 every K.  A replay
 only says whether the pool keeps up at the one load replayed; once it does,
 more GPUs or bins change nothing, while capacity keeps telling them apart.
@@ -28,7 +29,7 @@ Results folder: every plan claims its folder for its parameters
 at the default parameters and ``results/<the parameters that differ>``
 otherwise; a folder holding another parameter set is refused.  Step 3's rows
 record where its GPU count came from (``gpu_count_source``, ``step2_test_id``),
-and ``analysis.json`` says whether it is still step 2's best GPU count.
+and ``analysis.json`` says whether it is still the GPUs step 2 found the trace needs.
 
 Each step loads its trace once (step 1 once per volume) and keys its tests by
 the trace's fingerprint.  The notebook ``seed`` seeds both the simulation and
@@ -94,16 +95,16 @@ def _gpu_counts(scheduler: str, counts) -> list[int]:
 
 GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64, 100)
 K_VALUES = (1, 2, 4, 8, 16, 32)
-# Step 3 without a best GPU count and without step 2 results: the count step 2
-# picks at full scale on the default synthetic trace (seed 42), capped at max_gpus.
-DEFAULT_BEST_GPU_COUNT = 64
+# Step 3 without a best GPU count and without step 2 results: the GPUs step 2 finds multi_bin_dynamic needs at
+# full scale on the default synthetic trace (seed 42), capped at max_gpus.
+DEFAULT_BEST_GPU_COUNT = 32
 
 # Static batching (the seed's three policies) against vLLM's continuous batching.  continuous_sla runs in the
 # comparison, with every registered scheduler: its controller updates after every decode step, so the engine
 # simulates each step on its own and it takes 6-10x continuous_fcfs's time, which in steps 1-3 (at 1M requests,
 # 1-100 GPUs) would double make run's time; --schedulers adds it to the steps.
 DEFAULT_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "continuous_fcfs")
-# the scheduler whose GPU count and K the headline answers (best GPU count, best K) are about
+# the scheduler whose GPU count and K the headline answers (GPUs needed, best K) are about
 PRIMARY_SCHEDULER = "multi_bin_dynamic"
 STATIC_GRID_TEXT = "formula grid (Qwen3-1.7B/RTX 4080 labels, generated from a formula, not measured)"
 
@@ -646,7 +647,8 @@ def step2_tests(params: StepParams, options: TraceOptions, trace, seed: int,
                                   for g in _gpu_counts(s, [g for g in GPU_COUNTS if g <= up_to])})
 
 
-GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_best_gpu_count", "default"
+GPU_COUNT_GIVEN, GPU_COUNT_STEP2, GPU_COUNT_DEFAULT = "given", "step2_gpus_needed", "default"
+GPU_COUNT_STEP2_LARGEST = "step2_largest"   # no count step 2 tested covers the load: its largest
 
 
 def check_best_gpu_count(best_gpu_count, max_gpus: int) -> int:
@@ -661,19 +663,25 @@ def check_best_gpu_count(best_gpu_count, max_gpus: int) -> int:
 def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tuple[int, str, dict]:
     """(GPU count for step 3, a sentence saying where it came from, the columns recording it in step 3's rows).
 
-    The columns: ``gpu_count_source`` (``given``, ``step2_best_gpu_count`` or
-    ``default``) and ``step2_test_id``, the step-2 row whose GPU count step 3 used.
+    The columns: ``gpu_count_source`` (``given``, ``step2_gpus_needed``, ``step2_largest`` when no count step 2
+    tested covers the load, or ``default``) and ``step2_test_id``, the step-2 row whose GPU count step 3 used.
     """
     if best_gpu_count is not None:
         n = check_best_gpu_count(best_gpu_count, params.max_gpus)
         return n, f"GPU count: {n}, as given (`best_gpu_count`).", {"gpu_count_source": GPU_COUNT_GIVEN,
                                                                       "step2_test_id": None}
-    row = analysis.step2_best_row_from_results(params.results_path)
-    if row is not None:
+    found = analysis.step2_row_for_step3(params.results_path)
+    if found is not None:
+        row, covers = found
         n = int(row["num_gpus"])
-        return n, (f"GPU count: {n}, step 2's best GPU count read from "
-                   f"`{display_path(params.results_path / analysis.ALL_RESULTS)}` (test {row['test_id']})."), \
-            {"gpu_count_source": GPU_COUNT_STEP2, "step2_test_id": str(row["test_id"])}
+        where = f"`{display_path(params.results_path / analysis.ALL_RESULTS)}` (test {row['test_id']})"
+        if covers:
+            return n, f"GPU count: {n}, the GPUs step 2 found the trace needs, read from {where}.", \
+                {"gpu_count_source": GPU_COUNT_STEP2, "step2_test_id": str(row["test_id"])}
+        msg = (f"GPU count: {n}. No GPU count step 2 tested covers the replayed load ({where}), so step 3 runs on "
+               "its largest, the closest to what the trace needs; raise max_gpus to find that.")
+        log.warning(msg.replace("`", ""))
+        return n, msg, {"gpu_count_source": GPU_COUNT_STEP2_LARGEST, "step2_test_id": str(row["test_id"])}
     n = min(DEFAULT_BEST_GPU_COUNT, params.max_gpus)
     msg = (f"GPU count: {n}. No step 2 results in `{display_path(params.results_path)}`, so step 3 uses the "
            f"default (min({DEFAULT_BEST_GPU_COUNT}, max_gpus)); run step 2 first or pass `best_gpu_count`.")
@@ -682,7 +690,7 @@ def resolve_best_gpu_count(params: StepParams, best_gpu_count: int | None) -> tu
 
 
 def plan_step3(params: StepParams | None = None, *, best_gpu_count: int | None = None, **overrides) -> StepPlan:
-    """Step 3: at the best GPU count, every binning scheduler of ``schedulers`` for every K in
+    """Step 3: at the GPUs step 2 found the trace needs (or ``best_gpu_count``), every binning scheduler of ``schedulers`` for every K in
     :data:`K_VALUES`, and every other scheduler once (at ``k_bins``, which it ignores: a reference line);
     each with its capacity, one batch.  Its rows record where the GPU count came from (see
     :func:`resolve_best_gpu_count`)."""

@@ -2,10 +2,16 @@
 routing buy on a real trace.
 
 * :func:`kv_sweep`: one setup at several KV-cache sizes per replica: the prefix hit rate (cached prompt tokens
-  over all prompt tokens of admitted requests) and the TTFT it buys, with the cache off as the reference.
+  over all prompt tokens of admitted requests) and the TTFT it buys.  Three runs per size, so the cache and the
+  router are compared one at a time: caching off and on with the same cache-blind router
+  (``least_outstanding``: the cache's effect alone), and caching on with ``prefix_affinity`` (the router's
+  effect on top).
 * :func:`router_table`: each router on each replica count, caching on (and off, for reference): hit rate,
   mean/p99 TTFT, mean TPOT, goodput at the trace's rate and the capacity by the TTFT/TPOT criterion (the
   largest rate at which ``attainment`` of the requests meet both limits, :func:`workbench.capacity`).
+* :func:`at_capacity`: for each router run both ways, caching on and off at the load where caching on just
+  meets the target: attainment, preemptions, and the prefill work done (prompt tokens computed, recomputation
+  after preemption included, over the trace's prompt tokens): why caching raises capacity.
 
 Every simulation is :func:`workbench.simulate` with the continuous engine (rules in
 :mod:`workbench.sim.continuous_engine`, prefix caching in rules 13-15); the tables, figures and findings are
@@ -28,8 +34,14 @@ from workbench.study.store.folders import NotebookParams
 
 NOTEBOOK = "prefix_caching"
 # what the notebook writes into its results folder (checked before anything runs: none may be a folder)
-OUTPUTS = ("prefix_caching_kv.csv", "prefix_caching_routers.csv", "prefix_caching_kv.png",
-           "prefix_caching_routers.png")
+OUTPUTS = ("prefix_caching_kv.csv", "prefix_caching_routers.csv", "prefix_caching_at_capacity.csv",
+           "prefix_caching_kv.png", "prefix_caching_routers.png", "prefix_caching_findings.json")
+# the router every comparison of caching on and off uses: it does not read the cache, so only the cache differs
+SAME_ROUTER = "least_outstanding"
+# each capacity is a grid point this far (relative) below where the target fails: closer capacities are tied
+CAPACITY_RESOLUTION = 0.02
+# scheduling decisions logged per run of at_capacity: enough for 12,031 Mooncake requests at 8 req/s (~90,000)
+STEP_LOG = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -122,17 +134,21 @@ class PrefixCachingParams(NotebookParams):
                 + (f" for {self.attainment:.0%} of the requests (capacity)." if self.capacity_search else "."))
 
 
-def kv_sweep(trace, cfg, step, kv_blocks) -> pd.DataFrame:
-    """One row per KV-cache size (blocks per replica) and caching on/off: hit rate, TTFT, TPOT, requests served."""
+def kv_sweep(trace, cfg, step, kv_blocks, same_router: str = SAME_ROUTER) -> pd.DataFrame:
+    """One row per KV-cache size (blocks per replica) and setup: caching off and on with ``same_router`` (the
+    cache's effect alone), and caching on with ``cfg.router`` if it is another (the router's effect on top):
+    hit rate, TTFT, TPOT, requests served, preemptions."""
+    setups = [(same_router, False), (same_router, True)]
+    if cfg.router != same_router:
+        setups.append((cfg.router, True))
     rows = []
     for blocks in kv_blocks:
-        for caching in (True, False):
-            c = cfg.replace(kv_blocks=int(blocks), prefix_caching=caching,
-                            router=cfg.router if caching or cfg.router != "prefix_affinity" else "least_outstanding")
+        for router, caching in setups:
+            c = cfg.replace(kv_blocks=int(blocks), prefix_caching=caching, router=router)
             s = simulate(trace, c, latency=step).summary
             rows.append({"scheduler": cfg.scheduler, "kv_blocks": int(blocks), "block_size": cfg.block_size,
-                         "num_gpus": cfg.num_gpus,
-                         "prefix_caching": caching, "router": c.router, "prefix_hit_rate": s["prefix_hit_rate"],
+                         "kv_tokens": int(blocks) * cfg.block_size, "num_gpus": cfg.num_gpus,
+                         "prefix_caching": caching, "router": router, "prefix_hit_rate": s["prefix_hit_rate"],
                          "ttft_mean_s": s["ttft_mean_s"], "ttft_p99_s": s["ttft_p99_s"],
                          "tpot_mean_s": s["tpot_mean_s"], "completed": s["completed"], "rejected": s["rejected"],
                          "preemptions_total": s["preemptions_total"], "goodput_rps": s["goodput_rps"]})
@@ -155,13 +171,16 @@ def router_table(trace, cfg, step, routers=ROUTER_ORDER, replicas=(4, 8), attain
                        "ttft_p99_s": s["ttft_p99_s"], "tpot_mean_s": s["tpot_mean_s"],
                        "goodput_rps": s["goodput_rps"], "slo_attainment": s["slo_attainment"],
                        "preemptions_total": s["preemptions_total"], "offered_rps": s["offered_rps"],
-                       "capacity_rps": np.nan, "capacity_bounded": np.nan, "capacity_error": "",
+                       "capacity_rps": np.nan, "capacity_scaling": np.nan, "capacity_bounded": np.nan,
+                       "capacity_error": "",
                        "capacity_criterion": "slo" if search_capacity else None}
                 if search_capacity:
                     try:
                         cap = capacity(trace, c, criterion="slo", ttft_s=c.ttft_sla_s, tpot_s=c.tpot_sla_s,
-                                       attainment=attainment, latency=step, resolution=0.02)
+                                       attainment=attainment, latency=step,
+                                       resolution=CAPACITY_RESOLUTION)
                         row["capacity_rps"] = cap.capacity_rps
+                        row["capacity_scaling"] = cap.scaling
                         row["capacity_bounded"] = cap.bounded
                     except CapacityError as exc:
                         row["capacity_error"] = str(exc)
@@ -169,4 +188,38 @@ def router_table(trace, cfg, step, routers=ROUTER_ORDER, replicas=(4, 8), attain
     return pd.DataFrame(rows)
 
 
-__all__ = ["NOTEBOOK", "OUTPUTS", "PrefixCachingParams", "kv_sweep", "router_table"]
+def at_capacity(trace, table: pd.DataFrame, cfg, step) -> pd.DataFrame:
+    """For each (replicas, router) of ``router_table``'s rows run both with caching and without, whose
+    caching-on capacity was found: both runs again at that load (the trace at ``capacity_scaling`` x its rate),
+    one row each: attainment, preemptions, the first-admission hit rate, and the prefill work: prompt tokens
+    the replicas computed (the step log's prefill tokens, recomputation after preemption included) over the
+    trace's prompt tokens.  Without preemptions that ratio is 1 - hit rate; a preempted request recomputes its
+    prompt and its generated tokens unless it finds them still cached."""
+    rows = []
+    prompt_tokens = int(np.sum(trace.prompt_tokens, dtype=np.int64))
+    for (n, router), both in table.groupby(["num_gpus", "router"], sort=False):
+        on = both[both.prefix_caching]
+        if len(on) != 1 or len(both) != 2 or not np.isfinite(on.capacity_scaling.iloc[0]):
+            continue
+        scaled = trace.time_scaled(float(on.capacity_scaling.iloc[0]))
+        for caching in (True, False):
+            res = simulate(scaled, cfg.replace(num_gpus=int(n), router=router, prefix_caching=caching),
+                           latency=step, step_log=STEP_LOG)
+            s = res.summary
+            steps = res.steps
+            complete = len(steps) < STEP_LOG   # a full log may have dropped decisions: the work is unknown
+            computed = int(steps.prefill_tokens.sum()) if complete else np.nan
+            rows.append({"num_gpus": int(n), "router": router, "prefix_caching": caching,
+                         "offered_rps": s["offered_rps"], "slo_attainment": s["slo_attainment"],
+                         "preemptions_total": s["preemptions_total"], "requests_preempted": s["requests_preempted"],
+                         "prefix_hit_rate": s["prefix_hit_rate"], "prefill_tokens_computed": computed,
+                         "prompt_tokens_total": prompt_tokens, "prefill_work_ratio": computed / prompt_tokens})
+    return pd.DataFrame(rows, columns=_AT_CAPACITY_FIELDS)
+
+
+_AT_CAPACITY_FIELDS = ("num_gpus", "router", "prefix_caching", "offered_rps", "slo_attainment", "preemptions_total",
+                       "requests_preempted", "prefix_hit_rate", "prefill_tokens_computed", "prompt_tokens_total",
+                       "prefill_work_ratio")
+
+__all__ = ["CAPACITY_RESOLUTION", "NOTEBOOK", "OUTPUTS", "PrefixCachingParams", "SAME_ROUTER", "at_capacity",
+           "kv_sweep", "router_table"]
