@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import workbench as wb
 from workbench.hardware.catalog import GPU, ModelArch
 from workbench.hardware.roofline import (ENGINE_EFFICIENCIES, DoesNotFit, Efficiencies, Roofline, StepStats,
-                                         activation_peak_bytes, kv_blocks, linear_fit)
+                                         activation_peak_bytes, kv_blocks, linear_fit, ridge)
 
 # a round-numbered model and GPU: 2 layers, hidden 1024, 8 heads of 128 (MHA), SwiGLU MLP of 4096, 1000 tokens
 TOY = ModelArch(name="toy", model_type="llama", layers=2, hidden_size=1024, heads=8, kv_heads=8, head_dim=128,
@@ -44,6 +44,39 @@ def test_linear_layers_are_compute_bound_for_many_tokens_by_hand():
     tokens = 4096
     compute_s = 2 * tokens * 16_777_216 / 1e14        # 1.37 ms per layer; memory is 0.27 ms
     assert parts(prefill_tokens=tokens)["gemm"] == pytest.approx(2 * compute_s, rel=1e-12)
+
+
+def test_a_gemm_near_the_ridge_is_slower_than_either_bound_by_hand():
+    # ridge exponent 2: compute and memory time add as the sides of a right triangle
+    assert float(ridge(3.0, 4.0, 2.0)) == pytest.approx(5.0)
+    assert float(ridge(4.0, 3.0, 2.0)) == pytest.approx(5.0)
+    assert float(ridge(3.0, 4.0, 1.0)) == pytest.approx(7.0)          # exponent 1: no overlap at all
+    assert float(ridge(3.0, 4.0, math.inf)) == 4.0                    # the plain roofline
+    assert float(ridge(0.0, 0.0, 2.0)) == 0.0
+    # the toy layer at exponent 2: 64 tokens put its compute (2 x 64 x 16,777,216 FLOPs at 1e14 = 21 us) near
+    # its weights' read (33.6 MB and the activations at 1e12 B/s = 37 us): the GEMM takes the hypotenuse
+    e = dataclasses.replace(IDEAL, ridge_exponent=2.0)
+    tokens = 64
+    compute_s = 2 * tokens * 16_777_216 / 1e14
+    memory_s = (16_777_216 * 2 + tokens * (12 * 1024 + 4 * 1024 + 3 * 4096) * 2) / 1e12
+    assert parts(efficiencies=e, prefill_tokens=tokens)["gemm"] == pytest.approx(
+        2 * math.hypot(compute_s, memory_s), rel=1e-12)
+    assert parts(prefill_tokens=tokens)["gemm"] == pytest.approx(2 * max(compute_s, memory_s), rel=1e-12)
+
+
+def test_the_floor_is_every_peak_and_no_fixed_cost():
+    stated = Roofline("llama-3.1-8b", "h100-sxm", 1, 2, ENGINE_EFFICIENCIES["vllm-v1"])
+    floor = stated.at_peak()
+    e = floor.efficiencies
+    assert (e.gemm_compute, e.attention_compute, e.memory, e.kv_memory, e.link) == (1, 1, 1, 1, 1)
+    assert math.isinf(e.ridge_exponent) and e.step_s == e.layer_s == e.sequence_s == 0
+    # the toy's floor of one decode: its weights (2 layers x 33.6 MB + the 2 MB head) read once at 1e12 B/s, plus
+    # the activations, the KV cache and the logits
+    toy = Roofline(TOY, CARD, 1, 2, ENGINE_EFFICIENCIES["vllm-v1"]).at_peak()
+    assert toy.step_time_s(context_lengths=[1]) == pytest.approx(
+        Roofline(TOY, CARD, 1, 2, IDEAL).step_time_s(context_lengths=[1]), rel=1e-12)
+    for steps in ({"context_lengths": [100] * 8}, {"prompt_lengths": [512, 1024]}):
+        assert floor.step_time_s(**steps) < stated.step_time_s(**steps)
 
 
 def test_decode_attention_reads_the_kv_cache_by_hand():

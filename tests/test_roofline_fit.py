@@ -49,9 +49,17 @@ def test_the_fit_groups_cover_the_shipped_data():
     assert any("kernels RTX4090" in n for n in names) and any("kernels RTXPRO6000" in n for n in names)
     assert sum("DistServe profile" in n for n in names) == 13
     assert sum(n.startswith("BLIS") for n in names) >= 10
-    # quantised BLIS entries and physically impossible ones are left out
+    # quantised BLIS entries and physically impossible ones are left out: a one-request decode step of 48 us for
+    # Llama-3.1-8B on four H100s (reading its 4 GB per GPU takes 1.2 ms at peak), and Llama-3.3-70B on eight H100s
+    # at 10 us per prompt token (its 17.6 GFLOP per GPU take 18 us at peak)
     assert not any("fp8" in n or "w4a16" in n for n in names)
     assert "BLIS meta-llama/llama-3.1-8b-instruct H100 tp4" not in names
+    assert "BLIS meta-llama/llama-3.3-70b-instruct H100 tp8" not in names
+    assert "BLIS meta-llama/llama-3.3-70b-instruct H100 tp4" in names
+    # the fit sees the steps the roofline is judged on, without decode steps the KV cache cannot hold
+    opt66 = next(g for g in fit.fit_groups() if g.name.startswith("DistServe profile facebook/opt-66b A100-80GB tp2"))
+    decode = opt66.stats.decode_sequences > 0
+    assert opt66.stats.prefill_tokens.max() == 16384 and 0 < decode.sum() < 63
 
 
 def test_kernel_groups_are_close():
@@ -81,13 +89,24 @@ def test_roofline_replays_every_measured_run_within_the_target():
 def test_step_times_against_the_measured_profiles():
     comparisons = validation.profile_comparisons()
     summary = validation.profile_summary(comparisons).set_index(["profile", "kind"])
-    # where the profile measures isolated steps of the same engine (DistServe's), every decode step is within 20%
-    assert summary.loc[("opt-13b-a100-distserve", "decode"), "within_target"] == 1.0
-    assert summary.loc[("opt-13b-a100", "decode"), "median_abs_error"] < 0.05
-    # BLIS's prefill betas, fitted to serving runs, within 20% at the median
-    for profile in ("llama-3.1-8b-h100", "llama-3.3-70b-h100-tp4", "qwen3-14b-h100"):
-        assert summary.loc[(profile, "prefill"), "median_abs_error"] < 0.20
-    assert (comparisons.error.abs() <= validation.STEP_TARGET).mean() > 0.6
+    # DistServe's profiles time isolated steps of the two engines: every step of both, prefill and decode, within 20%
+    for profile in ("opt-13b-a100", "opt-13b-a100-distserve"):
+        for kind in ("prefill", "decode"):
+            assert summary.loc[(profile, kind), "within_target"] == 1.0, (profile, kind)
+    # BLIS's betas, fitted to serving latencies: what a roofline consistent with the other data reaches (the
+    # reasons in workbench.study.fidelity.roofline_runs)
+    reached = {("llama-3.1-8b-h100", "prefill"): 1.0, ("llama-3.1-8b-h100", "decode"): 0.40,
+               ("qwen3-14b-h100", "prefill"): 0.78, ("qwen3-14b-h100", "decode"): 0.85,
+               ("llama-3.3-70b-h100-tp4", "prefill"): 0.35}
+    for key, share in reached.items():
+        assert summary.loc[key, "within_target"] >= share - 1e-9, key
+    # a step BLIS times below what the GPUs need at their peaks is out of any roofline's reach: Qwen3-14B's decode
+    # of 64 requests at 4,096 tokens (BLIS has no context term: 15.3 ms, where reading the KV cache and the weights
+    # takes 21.4 ms at peak bandwidth)
+    below = comparisons[comparisons.below_floor.astype(bool)]
+    assert set(below.profile) == {"qwen3-14b-h100"} and (below.error > validation.STEP_TARGET).all()
+    assert (comparisons.error.abs() <= validation.STEP_TARGET).mean() >= 0.70
+    assert comparisons.error.abs().median() < 0.09   # 8.2%
 
 
 def test_comparison_steps_cover_the_issue_range():

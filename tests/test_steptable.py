@@ -226,3 +226,107 @@ def test_uncompiled_table_path_gives_identical_results():
     compiled = run_script_json(JIT_SCRIPT, disable_jit=False)
     assert compiled["v1"][1] > 0   # preemption (and the decode span's recomputation) is exercised
     assert run_script_json(JIT_SCRIPT, disable_jit=True) == compiled
+
+
+# ---------------------------------------------------------------- the packed fast paths vs a plain interpolation
+def _ref_bracket(grid, x):
+    """Where x lies on the grid: (lo, t), the first value below it, linear extrapolation past the last two."""
+    if grid.size <= 1 or x <= grid[0]:
+        return 0, 0.0
+    lo = grid.size - 2 if x >= grid[-1] else int(np.searchsorted(grid, x, side="right")) - 1
+    return lo, (x - grid[lo]) / (grid[lo + 1] - grid[lo])
+
+
+def _ref_interp(grid, values, x):
+    lo, t = _ref_bracket(grid, x)
+    return values[lo] + (t * (values[lo + 1] - values[lo]) if t else 0.0)
+
+
+def _ref_attention(table, pc, kp, nd, kv):
+    """Multilinear interpolation written out over the 16 corners (numpy brackets, no packed arrays)."""
+    axes = [_ref_bracket(g, x) for g, x in ((table.pc_grid, pc), (table.kp_grid, kp), (table.nd_grid, nd),
+                                             (table.kv_grid, kv))]
+    total = 0.0
+    for corner in np.ndindex(2, 2, 2, 2):
+        weight, index = 1.0, []
+        for up, (lo, t), n in zip(corner, axes, table.attention_s.shape):
+            weight *= t if up else 1.0 - t
+            index.append(min(lo + up, n - 1))
+        total += weight * table.attention_s[tuple(index)]
+    return total
+
+
+def _ref_bucket(edges, x):
+    i = 0
+    while i < len(edges) - 1 and x > edges[i + 1]:
+        i += 1
+    return min(i, len(edges) - 2)
+
+
+def _ref_step_s(table, pieces, prefixes, contexts):
+    """The module docstring's step formula, term by term, on the StepTable's own arrays."""
+    l, p, ctx = (np.asarray(a, float) for a in (pieces, prefixes, contexts))
+    pc, kp, nd = l.sum(), p.sum(), ctx.size
+    fixed = max(table.fixed_prefill_s if l.size else 0.0, table.fixed_decode_s if nd else 0.0)
+    t = (fixed + _ref_interp(table.token_grid, table.token_s, pc + nd)
+         + _ref_interp(table.seq_grid, table.seq_s, l.size + nd) + table.prefill_quad_s * float((l * (p + l)).sum()))
+    kv = ctx.mean() if nd else 0.0
+    t_mean = _ref_attention(table, pc, kp, nd, kv)
+    t += t_mean
+    sk = table.skew
+    if nd >= 2 and ctx.max() > kv and sk is not None:
+        if pc in list(sk.pc_values):
+            gap = ctx.max() - ctx.min()
+            rate = min(max((kv - ctx.min()) / gap if gap > 0 else 0.5, 0.0), 1.0)
+            alpha = sk.alpha[list(sk.pc_values).index(pc), _ref_bucket(sk.n_edges, nd),
+                             _ref_bucket(sk.rate_edges, rate), _ref_bucket(sk.kv_max_edges, ctx.max()),
+                             _ref_bucket(sk.kp_edges, kp)]
+        else:
+            alpha = sk.alpha_default
+        t_max = _ref_attention(table, pc, kp, nd, ctx.max())
+        if alpha != 0 and t_max > t_mean:
+            t += alpha * (t_max - t_mean)
+    return t
+
+
+@st.composite
+def separable_tables(draw):
+    """Attention A(pc, kp) + D(nd, kv), D(0, 0) = 0 (what a roofline writes): the packed table's two bilinear
+    lookups replace the 16-corner one."""
+    table = draw(tables())
+    a = np.array(draw(st.lists(st.floats(0.0, 1e-3), min_size=table.pc_grid.size * table.kp_grid.size,
+                               max_size=table.pc_grid.size * table.kp_grid.size)))
+    d = np.array(draw(st.lists(st.floats(0.0, 1e-3), min_size=table.nd_grid.size * table.kv_grid.size,
+                               max_size=table.nd_grid.size * table.kv_grid.size)))
+    a = a.reshape(table.pc_grid.size, table.kp_grid.size)
+    d = d.reshape(table.nd_grid.size, table.kv_grid.size)
+    d[0, 0] = 0.0
+    return replace(table, attention_s=a[:, :, None, None] + d[None, None, :, :],
+                   prefill_quad_s=draw(st.floats(0.0, 1e-8)), fixed_prefill_s=draw(st.floats(0.0, 1e-2)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(tables(), separable_tables()), st.sampled_from([0, 64, 4096]),
+       st.lists(st.tuples(st.integers(1, 3000), st.integers(0, 3000)), max_size=3),
+       st.lists(st.integers(1, 5000), max_size=70), st.booleans())
+def test_packed_lookups_equal_plain_interpolation(table, max_tokens, pieces, contexts, as_float):
+    """The packed table's shortcuts (dense reads of whole token, sequence, prefill and decode counts up to the
+    engine's budgets; a separable attention table read as two bilinear tables) price every step as the formula
+    interpolated directly on the StepTable's arrays, within 1e-9; inside the budgets and past them."""
+    from workbench.sim.steptable import TI_SEP
+
+    if not pieces and not contexts:
+        contexts = [100]
+    l = [a for a, _ in pieces]
+    p = [b for _, b in pieces]
+    tf, ti = table.pack(64, max_tokens)
+    sep = bool(np.allclose(table.attention_s, table.attention_s[:, :, :1, :1] + table.attention_s[:1, :1]
+                           - table.attention_s[:1, :1, :1, :1], rtol=0, atol=1e-15))
+    if sep:
+        assert ti[TI_SEP] == 1
+    ctx = np.asarray(contexts, float)
+    count = float if as_float else int   # the engines pass whole numbers as either
+    got = step_time_py(tf, ti, count(sum(l)), len(l), float(sum(p)), float(sum(a * (b + a) for a, b in pieces)),
+                       len(ctx), float(ctx.sum()), float(ctx.max(initial=0)), float(ctx.min(initial=0)))
+    assert got == pytest.approx(_ref_step_s(table, l, p, ctx), rel=1e-9, abs=1e-15)
+    assert table.step_time_s(l, p, contexts) == pytest.approx(got, rel=1e-12, abs=1e-15)

@@ -4,14 +4,21 @@ would allocate.
 A step runs every layer once over the step's tokens (prefill pieces and one token per decoding request).  On
 each GPU of a ``tp``-way tensor-parallel replica, per layer:
 
-* the linear layers (QKV, output, MLP or the touched experts) take ``max(compute, memory)``: compute is
-  ``2 x tokens x active parameters / tp`` FLOPs at ``gemm_compute x`` the GPU's dense peak; memory is the
-  weights read once per step (``/ tp``) plus the activations in and out, at ``memory x`` peak bandwidth;
-* attention takes ``max(compute, memory)`` for the prefill pieces and again for the decodes: ``4 x heads /
-  tp x head size`` FLOPs per query-key pair (causal prefill: a piece of ``l`` new tokens after ``p`` cached
-  ones has ``l x (p + (l + 1) / 2)`` pairs) at ``attention_compute x`` peak, and the KV cache read (and
-  written) at ``kv_memory x`` peak (paged gathers reach less of the bandwidth than weight streaming);
-* a fixed ``layer_s`` (kernel launches and the small kernels between the GEMMs);
+* the linear layers (QKV, output, MLP or the touched experts) take their compute time ``c`` and memory time
+  ``m`` combined as ``(c^p + m^p)^(1/p)`` (:func:`ridge`, ``p = ridge_exponent``): compute is ``2 x tokens x
+  active parameters / tp`` FLOPs at ``gemm_compute x gemm_factor x`` the GPU's dense peak; memory is the
+  weights read once per step (``/ tp``) plus the activations in and out, at ``memory x`` peak bandwidth.
+  Far from the ridge (few tokens: memory-bound; thousands: compute-bound) this is the plain roofline's
+  ``max(c, m)``; near it (a few hundred tokens, where a GEMM's weight loads and its MMAs overlap only in
+  part) it is up to ``2^(1/p)`` times more: the kernel profiles' dense layers reach 55% of both peaks at
+  once at 320 tokens on the RTX PRO 6000 (ridge 315), where ``max`` would put them at 78% of the compute peak;
+* attention takes ``max(compute, memory)`` for the prefill pieces and again for the decodes (far from the
+  ridge on either side: a decode reads 2-8 bytes per FLOP, a prefill chunk reuses each key hundreds of times):
+  ``4 x heads / tp x head size`` FLOPs per query-key pair (causal prefill: a piece of ``l`` new tokens after
+  ``p`` cached ones has ``l x (p + (l + 1) / 2)`` pairs) at ``attention_compute x attention_factor x`` peak,
+  and the KV cache read (and written) at ``kv_memory x`` peak (paged gathers reach less of the bandwidth than
+  weight streaming);
+* a fixed ``layer_s`` (the small kernels between the GEMMs, and launches where they are not hidden);
 
 then the output head over the sequences that emit a token, the tensor-parallel communication (two ring
 all-reduces of ``tokens x hidden`` values per layer over the interconnect: ``allreduce_s +
@@ -22,42 +29,55 @@ expected number under uniform routing, ``E x (1 - (1 - k / E)^tokens)`` (BLIS's 
 inference-sim/inference-sim ``sim/latency/roofline.go`` ``calculateMemoryAccessBytes``).
 
 This follows BLIS's roofline (``rooflineStepTime``: per-request FLOPs at an MFU, weights loaded once per
-step, ``max(compute, memory)``; inference-sim/inference-sim ``sim/latency/roofline.go``) with three changes:
-the maximum is taken per kernel kind (GEMMs; prefill attention; decode attention) rather than once per step,
-as the kernels run one after another; bandwidth, like compute, runs at an achievable fraction; and the
-fixed costs (per layer, per step, per sequence, per all-reduce) are modelled.  Serving engines differ in
-their kernels and fixed costs, so the constants are per engine (:data:`ENGINES`: vLLM's V1 engine, the
-default; vLLM v0.2; DistServe's engine), the GPU efficiencies shared by all three.
+step, ``max(compute, memory)``; inference-sim/inference-sim ``sim/latency/roofline.go``) with four changes:
+the roofline is taken per kernel kind (GEMMs; prefill attention; decode attention) rather than once per step,
+as the kernels run one after another; a GEMM near the ridge is slower than either bound; bandwidth, like
+compute, runs at an achievable fraction; and the fixed costs (per layer, per step, per sequence, per
+all-reduce) are modelled.  Serving engines differ in their kernels and fixed costs, so the kernels' speed
+against vLLM 0.19's (``gemm_factor``, ``attention_factor``: apart, because the engines' attention kernels
+differ most: FlashAttention in vLLM V1, xformers in vLLM v0.2, SwiftTransformer's own in DistServe) and the
+fixed costs are per engine (:data:`ENGINES`: vLLM's V1 engine, the default; vLLM v0.2; DistServe's engine),
+the GPU efficiencies shared by all three.
 
 The constants (:data:`ENGINE_EFFICIENCIES`), fitted once across the measured data the workbench ships
-(:mod:`workbench.study.fidelity.roofline_fit`: the vLLM 0.19 kernel profiles, DistServe's and BLIS's step profiles, then
-each engine's measured runs whose queue kept up), never per run; ``tests/test_roofline_fit.py`` re-runs the
-fit and checks these are what it gives:
+(:mod:`workbench.study.fidelity.roofline_fit`: the vLLM 0.19 kernel profiles, DistServe's and BLIS's step
+profiles, then each engine's measured runs whose queue kept up), never per run; ``tests/test_roofline_fit.py``
+re-runs the fit and checks these are what it gives:
 
 =====================  ===========  ===========  ===========
 constant                vllm-v1      vllm-v0.2    distserve
 =====================  ===========  ===========  ===========
-gemm_compute            0.72 of the dense peak (all engines)
+gemm_compute            0.73 of the dense peak (all engines)
 attention_compute       0.44 of the dense peak (all engines)
-memory                  0.90 of the peak bandwidth, weights (all engines)
-kv_memory               0.79 of the peak bandwidth, paged KV (all engines)
-link                    0.45 of the interconnect (all engines)
-compute_factor          1            0.57         0.96
-allreduce_s             0            130 us       8.6 us
-layer_s                 41 us        0            180 us
-step_s                  2.7 ms       9.7 ms       0
-sequence_s              11 us        99 us        46 us
-serving_step_s          0            35 us        3.3 ms
-serving_sequence_s      0            140 us       120 us
-serving_context_s       0            0.16 us      0.13 us
+memory                  0.94 of the peak bandwidth, weights (all engines)
+kv_memory               0.80 of the peak bandwidth, paged KV (all engines)
+link                    0.18 of the interconnect (all engines)
+ridge_exponent          2.0 (all engines)
+gemm_factor             1            0.78         1.3
+attention_factor        1            0.28         0.45
+allreduce_s             0            110 us       0
+layer_s                 15 us        0            190 us
+step_s                  3.1 ms       11 ms        0
+sequence_s              13 us        41 us        25 us
+serving_step_s          0            2.5 us       5.0 ms
+serving_sequence_s      0            400 us       200 us
+serving_context_s       0            0.16 us      0
 =====================  ===========  ===========  ===========
 
-vLLM V1 has no serving overheads: its two measured runs (LLMServingSim's, vLLM 0.19) were both overloaded, so
-nothing was fitted to them and they are predictions.  What the constants give
-(``benchmarks/roofline_targets.py``): the mean E2E of the 11 measured runs within a median 8% (8 of 11
-within 15%; 11% median when each run is left out of its engine's serving fit), the RTX PRO 6000 run +8% and
-the RTX 4090 run +17% (its GEMMs run at 100% of the spec sheet's 165 TFLOP/s, boost clocks), the overloaded
-DistServe c21d12 run at 12 req/s -60%.
+So vLLM v0.2's GEMMs run at 57% of the A100's peak and its prefill attention at 12%, DistServe's at 95% and
+20% (the profiles' slopes: 140 and 93 us per prompt token of OPT-13B, whose FLOPs take 81 us at peak).  vLLM
+V1 has no serving overheads: its two measured runs (LLMServingSim's, vLLM 0.19) were both overloaded, so
+nothing was fitted to them and they are predictions.
+
+What the constants give (``benchmarks/roofline_targets.py``): the mean E2E of the 11 measured runs within a
+median 9.5% (8 of 11 within 15%; 10% median when each run is left out of its engine's serving fit), the RTX
+PRO 6000 run +10% and the RTX 4090 run +15% (its GEMMs run at 100% of the spec sheet's 165 TFLOP/s, boost
+clocks), the overloaded DistServe c21d12 run at 12 req/s -60%.  Step
+times against the measured profiles of the same deployments (1-256 requests, 64-4,096 tokens): every step of
+DistServe's two OPT-13B A100 profiles within 20% (vLLM v0.2 and DistServe's engine, prefill and decode); BLIS's
+H100 entries, fitted to serving latencies rather than timed, 0-100% by entry and step kind (the reasons, with
+numbers, in :mod:`workbench.study.fidelity.roofline_runs`); 71% of the 486 compared steps in all, median
+error 8.2%.
 
 The KV cache (:func:`kv_blocks`) follows vLLM's rule (``vllm/v1/worker/gpu_worker.py``
 ``Worker.determine_available_memory``: ``total_gpu_memory x gpu_memory_utilization - peak_memory``, the peak
@@ -90,8 +110,14 @@ class Efficiencies:
     layer_s: float           # fixed time per layer (launches, norms, activation, residual kernels)
     step_s: float            # fixed time per step (scheduler, input preparation, sampler launch)
     sequence_s: float        # time per sequence in the step (sampling, output processing)
-    # an engine's kernels against vLLM 0.19's (whose kernel profiles set gemm_compute and attention_compute)
-    compute_factor: float = 1.0
+    # an engine's kernels against vLLM 0.19's (whose kernel profiles set gemm_compute and attention_compute):
+    # its GEMMs and its attention kernels apart (engines differ most in their attention kernels)
+    gemm_factor: float = 1.0
+    attention_factor: float = 1.0
+    # how a GEMM's compute and memory time combine: the p-norm (c^p + m^p)^(1/p), the plain roofline's max as
+    # p -> inf; near the ridge (tokens ~ peak FLOP/s / bandwidth) a GEMM's weight loads and MMAs overlap only
+    # partly (the kernel profiles' dense layers)
+    ridge_exponent: float = math.inf
     # serving overheads an isolated-step profile does not contain (the server's loop, its per-request
     # bookkeeping, streaming); fitted to the measured serving runs
     serving_step_s: float = 0.0
@@ -99,9 +125,14 @@ class Efficiencies:
     serving_context_s: float = 0.0   # per token of the decodes' context per step (block tables grow with it)
 
     def __post_init__(self):
-        for name in ("gemm_compute", "attention_compute", "memory", "kv_memory", "link", "compute_factor"):
+        for name in ("gemm_compute", "attention_compute", "memory", "kv_memory", "link", "gemm_factor",
+                     "attention_factor"):
             object.__setattr__(self, name, checks.number(getattr(self, name), f"efficiencies.{name}", low=0,
                                                          low_open=True, high=1.5))
+        if not (isinstance(self.ridge_exponent, float) and math.isinf(self.ridge_exponent) and self.ridge_exponent > 0):
+            object.__setattr__(self, "ridge_exponent", checks.number(
+                self.ridge_exponent, "efficiencies.ridge_exponent", low=1, high=64,
+                hint="1 adds compute and memory time, math.inf takes their maximum (the plain roofline)"))
         for name in ("allreduce_s", "layer_s", "step_s", "sequence_s", "serving_step_s", "serving_sequence_s",
                      "serving_context_s"):
             object.__setattr__(self, name, checks.number(getattr(self, name), f"efficiencies.{name}", low=0,
@@ -119,18 +150,23 @@ DEFAULT_ENGINE = "vllm-v1"
 # Fitted once by workbench.study.fidelity.roofline_fit.fit_all() across the kernel profiles, step-time profiles and measured
 # runs the workbench ships (never per run); tests/test_roofline_fit.py re-runs the fit and checks these are what
 # it gives, and benchmarks/roofline_targets.py prints what they give.
-_GPU = dict(gemm_compute=0.72, attention_compute=0.44, memory=0.9, kv_memory=0.79, link=0.45)   # shared
+_GPU = dict(gemm_compute=0.73, attention_compute=0.44, memory=0.94, kv_memory=0.8, link=0.18,
+            ridge_exponent=2.0)   # shared
 ENGINE_EFFICIENCIES = {
-    "vllm-v1": Efficiencies(**_GPU, compute_factor=1.0, allreduce_s=0.0, layer_s=4.1e-05, step_s=0.0027,
-                            sequence_s=1.1e-05, serving_step_s=0.0, serving_sequence_s=0.0, serving_context_s=0.0),
-    "vllm-v0.2": Efficiencies(**_GPU, compute_factor=0.57, allreduce_s=0.00013, layer_s=0.0, step_s=0.0097,
-                              sequence_s=9.9e-05, serving_step_s=3.5e-05, serving_sequence_s=0.00014,
+    "vllm-v1": Efficiencies(**_GPU, gemm_factor=1.0, attention_factor=1.0, allreduce_s=0.0, layer_s=1.5e-05,
+                            step_s=0.0031, sequence_s=1.3e-05, serving_step_s=0.0, serving_sequence_s=0.0,
+                            serving_context_s=0.0),
+    "vllm-v0.2": Efficiencies(**_GPU, gemm_factor=0.78, attention_factor=0.28, allreduce_s=0.00011, layer_s=0.0,
+                              step_s=0.011, sequence_s=4.1e-05, serving_step_s=2.5e-06, serving_sequence_s=0.0004,
                               serving_context_s=1.6e-07),
-    "distserve": Efficiencies(**_GPU, compute_factor=0.96, allreduce_s=8.6e-06, layer_s=0.00018, step_s=0.0,
-                              sequence_s=4.6e-05, serving_step_s=0.0033, serving_sequence_s=0.00012,
-                              serving_context_s=1.3e-07),
+    "distserve": Efficiencies(**_GPU, gemm_factor=1.3, attention_factor=0.45, allreduce_s=0.0, layer_s=0.00019,
+                              step_s=0.0, sequence_s=2.5e-05, serving_step_s=0.005, serving_sequence_s=0.0002,
+                              serving_context_s=0.0),
 }
 EFFICIENCIES = ENGINE_EFFICIENCIES[DEFAULT_ENGINE]
+# every peak reached, nothing fixed: the floor of a step's time (Roofline.at_peak)
+PEAK = Efficiencies(gemm_compute=1.0, attention_compute=1.0, memory=1.0, kv_memory=1.0, link=1.0, allreduce_s=0.0,
+                    layer_s=0.0, step_s=0.0, sequence_s=0.0)
 
 # activations of a layer beyond the GEMM inputs and outputs: norms (read + write), residual adds, rotary,
 # in passes over tokens x hidden values
@@ -213,22 +249,32 @@ class Roofline:
         return dataclasses.replace(self, efficiencies=dataclasses.replace(
             self.efficiencies, serving_step_s=0.0, serving_sequence_s=0.0, serving_context_s=0.0))
 
+    def at_peak(self) -> "Roofline":
+        """This roofline at 100% of every peak (compute, memory, interconnect) with no fixed costs: a floor no
+        step of this deployment can beat (its kernels run one after another, each at best at the larger of its
+        compute and memory time)."""
+        import dataclasses
+
+        return dataclasses.replace(self, efficiencies=PEAK)
+
     def parts(self, stats: StepStats) -> dict[str, np.ndarray]:
         """The step time's parts, seconds per step: ``gemm``, ``prefill_attention``, ``decode_attention`` (all
         layers), ``head`` (output head), ``communication``, ``overhead`` (layer, step and sequence costs)."""
-        return {name: np.maximum(*term) if isinstance(term, tuple) else term
+        blend = lambda name, term: (ridge(*term, self.efficiencies.ridge_exponent)  # noqa: E731
+                                    if name in RIDGE_PARTS else np.maximum(*term))
+        return {name: blend(name, term) if isinstance(term, tuple) else term
                 for name, term in self.terms(stats).items()}
 
     def terms(self, stats: StepStats) -> dict:
         """The parts of :meth:`parts` before their roofline maximum: ``gemm``, ``prefill_attention``,
-        ``decode_attention`` and ``head`` as ``(compute_s, memory_s)`` (each part takes the larger, so the larger
-        says what bounds it: the GPU's arithmetic or its memory bandwidth); ``communication`` and ``overhead``
-        as seconds."""
+        ``decode_attention`` and ``head`` as ``(compute_s, memory_s)`` (an attention part takes the larger, a GEMM
+        part (``RIDGE_PARTS``) their :func:`ridge` blend, so the larger says what bounds it: the GPU's arithmetic or
+        its memory bandwidth); ``communication`` and ``overhead`` as seconds."""
         m, g, e, b = self.model, self.gpu, self.efficiencies, float(self.dtype_bytes)
         tp = float(self.tp)
         heads, kv_heads = self._local
         flops, bw = g.flops_per_s, g.memory_bytes_per_s
-        gemm_eff, att_eff = e.gemm_compute * e.compute_factor, e.attention_compute * e.compute_factor
+        gemm_eff, att_eff = e.gemm_compute * e.gemm_factor, e.attention_compute * e.attention_factor
         tokens = stats.prefill_tokens + stats.decode_sequences
         sequences = stats.prefill_sequences + stats.decode_sequences
         h = m.hidden_size
@@ -323,7 +369,7 @@ class Roofline:
         kp = _geometric(max_context, 1)
         heads, kv_heads = self._local
         g, b = self.gpu, float(self.dtype_bytes)
-        pair_s = m.layers * 4.0 * heads * m.head_dim / (g.flops_per_s * e.attention_compute * e.compute_factor)
+        pair_s = m.layers * 4.0 * heads * m.head_dim / (g.flops_per_s * e.attention_compute * e.attention_factor)
         kv_token_s = m.layers * 2.0 * kv_heads * m.head_dim * b / (g.memory_bytes_per_s * e.kv_memory)
         qo_token_s = m.layers * 2.0 * heads * m.head_dim * b / (g.memory_bytes_per_s * e.kv_memory)
         P, K = np.meshgrid(pc, kp, indexing="ij")
@@ -361,6 +407,20 @@ class Roofline:
                 f"config.json facts and spec-sheet peaks (data/hardware/), efficiencies fitted once "
                 f"(workbench.study.fidelity.roofline_fit: compute {e.gemm_compute:g}/{e.attention_compute:g}, memory "
                 f"{e.memory:g}/{e.kv_memory:g}, link {e.link:g})")
+
+
+RIDGE_PARTS = ("gemm", "head")   # parts whose compute and memory times blend at the ridge (:func:`ridge`)
+
+
+def ridge(compute_s, memory_s, exponent: float):
+    """A GEMM's time from its compute and memory times: ``(c^p + m^p)^(1/p)`` (``p = exponent``; the plain
+    roofline's ``max(c, m)`` when ``p`` is infinite)."""
+    compute_s, memory_s = np.asarray(compute_s, dtype=np.float64), np.asarray(memory_s, dtype=np.float64)
+    if math.isinf(exponent):
+        return np.maximum(compute_s, memory_s)
+    big = np.maximum(compute_s, memory_s)
+    ratio = np.divide(np.minimum(compute_s, memory_s), big, out=np.zeros_like(big), where=big > 0)
+    return big * (1.0 + ratio ** exponent) ** (1.0 / exponent)
 
 
 # -------------------------------------------------------------------------------- the engines' linear form

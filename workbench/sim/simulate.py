@@ -640,11 +640,13 @@ def _simulate_static(trace, cfg: SimConfig, latency, t0: float) -> SimResult:
         continuous=streams)
 
 
-def step_table_arrays(model: StepTimeModel | None, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
+def step_table_arrays(model: StepTimeModel | None, max_decodes: int,
+                      max_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``(tf, ti)`` arrays an engine takes: a tabulated model's packed table (decode runs of up to
-    ``max_decodes`` decodes), or the empty table that tells the engine to use the linear coefficients."""
+    ``max_decodes`` decodes; dense lookups for steps of up to ``max_tokens`` prefill tokens), or the empty table
+    that tells the engine to use the linear coefficients."""
     if model is not None and model.table is not None:
-        return model.table.pack(max_decodes)
+        return model.table.pack(max_decodes, max_tokens)
     return np.zeros(TF_HEAD), np.zeros(TI_N, np.int64)
 
 
@@ -732,7 +734,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
     join_s = np.ascontiguousarray(join_s, dtype=np.float64).view()
     join_s.flags.writeable = False
     _check_engine_arrays(join_s, prompt, output, np.asarray(bin_id), n_bins)
-    tf, ti = step_table_arrays(latency, cfg.max_num_seqs)
+    tf, ti = step_table_arrays(latency, cfg.max_num_seqs, cfg.max_num_batched_tokens)
     budget = cfg.sla_budget_fraction * cfg.tpot_sla_s
     engine_args = (
         np.asarray(join_order, dtype=np.int64), join_s, prompt, output, bin_id, n_bins, cfg.num_gpus,

@@ -54,14 +54,20 @@ from workbench import checks
 # ti: offsets into tf and lengths
 (TI_TOK, TI_TOK_N, TI_SEQ, TI_SEQ_N, TI_PC, TI_PC_N, TI_KP, TI_KP_N, TI_ND, TI_ND_N, TI_KV, TI_KV_N, TI_ATT,
  TI_SKEW, TI_SK_PC, TI_SK_PC_N, TI_SK_N, TI_SK_N_N, TI_SK_SR, TI_SK_SR_N, TI_SK_KVB, TI_SK_KVB_N, TI_SK_KP,
- TI_SK_KP_N, TI_SK_ALPHA, TI_BRK, TI_BRK_N, TI_DEC_C, TI_DEC_B, TI_DEC_NMAX, TI_DEC_NSEG) = range(31)
-TI_N = 31
+ TI_SK_KP_N, TI_SK_ALPHA, TI_BRK, TI_BRK_N, TI_DEC_C, TI_DEC_B, TI_DEC_NMAX, TI_DEC_NSEG,
+ # dense lookups of whole numbers 0 .. count - 1 (offset, count): token_s and seq_s values; the pc and nd axes'
+ # brackets as (lo, t) pairs
+ TI_TOK_D, TI_TOK_DN, TI_SEQ_D, TI_SEQ_DN, TI_PC_D, TI_PC_DN, TI_ND_D, TI_ND_DN,
+ # 1 when attention_s is A(pc, kp) + D(nd, kv): then the two 2-D tables' offsets
+ TI_SEP, TI_ATT_A, TI_ATT_D) = range(42)
+TI_N = 42
 # tf: scalars, then the scratch slots the engine writes (largest value asked of each axis), then the arrays
 TF_QUAD, TF_FIXED_P, TF_FIXED_D, TF_ALPHA_DEFAULT, TF_TOK_STEP, TF_SEQ_STEP = range(6)
 TF_SEEN_TOKENS, TF_SEEN_SEQS, TF_SEEN_PC, TF_SEEN_KP, TF_SEEN_ND, TF_SEEN_KV = range(6, 12)
 TF_HEAD = 12
 SEEN_AXES = ("tokens", "seqs", "pc", "kp", "nd", "kv")   # TF_SEEN_* in order, named as StepTable.limits() names them
 OCTAVES = 64   # octave table of a searched grid: 2**0 .. 2**63
+DENSE_MAX = 1 << 18   # longest dense lookup table pack writes (whole numbers 0 .. DENSE_MAX - 1)
 
 
 # ---------------------------------------------------------------- compiled evaluation
@@ -127,6 +133,46 @@ def _axis(tf, ti, which, x):
     off = ti[which]
     n = ti[which + 1]
     return _bracket(tf, off, n, x, off + n)
+
+
+@njit(cache=True, inline="always")
+def _interp_whole(tf, ti, dense, x, which, step):
+    """:func:`_interp` of the 1-D table ``which`` (TI_TOK or TI_SEQ) at ``x``: one read of its dense table
+    (``dense``: TI_TOK_D or TI_SEQ_D) when ``x`` is a whole number within it, else the interpolation."""
+    xi = int(x)
+    if xi == x and xi < ti[dense + 1]:
+        return tf[ti[dense] + xi]
+    return _interp(tf, ti[which], ti[which + 1], float(x), step)
+
+
+@njit(cache=True, inline="always")
+def _axis_whole(tf, ti, dense, which, x):
+    """:func:`_axis` at ``x`` (the pc or nd axis): its bracket read from the dense table (``dense``: TI_PC_D or
+    TI_ND_D) when ``x`` is a whole number within it, else searched."""
+    xi = int(x)
+    if xi == x and xi < ti[dense + 1]:
+        at = ti[dense] + 2 * xi
+        return int(tf[at]), tf[at + 1]
+    return _axis(tf, ti, which, float(x))
+
+
+@njit(cache=True, inline="always")
+def _bilinear(tf, base, n_a, n_b, i0, ta, j0, tb):
+    """Bilinear interpolation of the (n_a, n_b) table at ``tf[base:]`` between rows i0, i0 + 1 and columns j0,
+    j0 + 1 (an axis of one value is read at stride 0)."""
+    d_b = 1 if n_b > 1 else 0
+    d_a = n_b if n_a > 1 else 0
+    b = base + i0 * n_b + j0
+    c0 = tf[b] + tb * (tf[b + d_b] - tf[b])
+    c1 = tf[b + d_a] + tb * (tf[b + d_a + d_b] - tf[b + d_a])
+    return c0 + ta * (c1 - c0)
+
+
+@njit(cache=True, inline="always")
+def _decode_attention(tf, ti, k0, tk, kv):
+    """The decode part D(nd, kv) of a separable attention table (nd's bracket found)."""
+    l0, tl = _axis(tf, ti, TI_KV, kv)
+    return _bilinear(tf, ti[TI_ATT_D], ti[TI_ND_N], ti[TI_KV_N], k0, tk, l0, tl)
 
 
 @njit(cache=True, inline="always")
@@ -210,7 +256,8 @@ def _seen(tf, slot, x):
 def table_step_s(tf, ti, pf_tokens, pf_reqs, pf_hist, pf_quad, nd, ctx_sum, kv_max, kv_min):
     """Seconds of one step: ``pf_reqs`` prefill pieces computing ``pf_tokens`` tokens in all after ``pf_hist``
     cached ones in all (``pf_quad = sum(l * (p + l))``), and ``nd`` decodes whose contexts sum to ``ctx_sum``,
-    the longest ``kv_max`` and the shortest ``kv_min`` (see the module docstring)."""
+    the longest ``kv_max`` and the shortest ``kv_min`` (see the module docstring; ``pf_tokens``, ``pf_reqs`` and
+    ``nd`` whole numbers)."""
     tokens = float(pf_tokens + nd)
     seqs = float(pf_reqs + nd)
     kv = ctx_sum / nd if nd > 0 else 0.0
@@ -225,17 +272,24 @@ def table_step_s(tf, ti, pf_tokens, pf_reqs, pf_hist, pf_quad, nd, ctx_sum, kv_m
         fixed = tf[TF_FIXED_P]
     if nd > 0 and tf[TF_FIXED_D] > fixed:
         fixed = tf[TF_FIXED_D]
-    t = (fixed + _interp(tf, ti[TI_TOK], ti[TI_TOK_N], tokens, tf[TF_TOK_STEP])
-         + _interp(tf, ti[TI_SEQ], ti[TI_SEQ_N], seqs, tf[TF_SEQ_STEP]) + tf[TF_QUAD] * pf_quad)
-    i0, ti_ = _axis(tf, ti, TI_PC, float(pf_tokens))
+    t = (fixed + _interp_whole(tf, ti, TI_TOK_D, pf_tokens + nd, TI_TOK, tf[TF_TOK_STEP])
+         + _interp_whole(tf, ti, TI_SEQ_D, pf_reqs + nd, TI_SEQ, tf[TF_SEQ_STEP]) + tf[TF_QUAD] * pf_quad)
+    i0, ti_ = _axis_whole(tf, ti, TI_PC_D, TI_PC, pf_tokens)
     j0, tj = _axis(tf, ti, TI_KP, float(pf_hist))
-    k0, tk = _axis(tf, ti, TI_ND, float(nd))
-    t_mean = _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv)
+    k0, tk = _axis_whole(tf, ti, TI_ND_D, TI_ND, nd)
+    if ti[TI_SEP]:   # A(pc, kp) + D(nd, kv): two bilinear lookups instead of one of 16 corners
+        t += _bilinear(tf, ti[TI_ATT_A], ti[TI_PC_N], ti[TI_KP_N], i0, ti_, j0, tj)
+        t_mean = _decode_attention(tf, ti, k0, tk, kv)
+    else:
+        t_mean = _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv)
     t += t_mean
     if nd >= 2 and kv_max > kv:
         alpha = _alpha(tf, ti, float(pf_tokens), nd, kv, kv_max, kv_min, float(pf_hist))
         if alpha != 0.0:
-            t_max = _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv_max)
+            if ti[TI_SEP]:
+                t_max = _decode_attention(tf, ti, k0, tk, kv_max)
+            else:
+                t_max = _attention_at(tf, ti, i0, ti_, j0, tj, k0, tk, kv_max)
             if t_max > t_mean:
                 t += alpha * (t_max - t_mean)
     return t
@@ -251,6 +305,11 @@ def _segment(tf, ti, x):
         return 0
     if x > tf[off + n - 1]:
         return n
+    if n <= 8:   # a few breakpoints (a roofline's): counted, not searched
+        j = 1
+        while tf[off + j] < x:
+            j += 1
+        return j
     lo = _last_le(tf, off, n, x, off + n) if x < tf[off + n - 1] else n - 1
     return lo if tf[off + lo] == x else lo + 1
 
@@ -469,14 +528,18 @@ class StepTable:
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------ the compiled form
-    def pack(self, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
+    def pack(self, max_decodes: int, max_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The flat arrays ``(tf, ti)`` the compiled functions read, with the decode-run coefficients for 1 to
-        ``max_decodes`` decodes; a fresh ``tf`` each call (its scratch slots are written by the engine)."""
+        ``max_decodes`` decodes; a fresh ``tf`` each call (its scratch slots are written by the engine).
+        Steps of up to ``max_decodes`` sequences and ``max_tokens`` prefill tokens (an engine's budgets) read
+        their token, sequence, prefill and decode-count lookups from dense tables, one read each; larger ones
+        search the grids (the same values)."""
         max_decodes = checks.integer(max_decodes, "max_decodes", low=1, high=2**24)
-        cached = self._packs.get(max_decodes)
+        max_tokens = checks.integer(max_tokens, "max_tokens", low=0, high=2**24)
+        cached = self._packs.get((max_decodes, max_tokens))
         if cached is None:
-            cached = _pack(self, max_decodes)
-            self._packs[max_decodes] = cached
+            cached = _pack(self, max_decodes, max_tokens)
+            self._packs[(max_decodes, max_tokens)] = cached
         tf, ti = cached
         return tf.copy(), ti
 
@@ -525,7 +588,7 @@ _AXIS_TEXT = {"tokens": "tokens per step", "seqs": "sequences per step", "pc": "
               "kv": "decode context (tokens)"}
 
 
-def _pack(table: StepTable, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
+def _pack(table: StepTable, max_decodes: int, max_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
     ti = np.zeros(TI_N, np.int64)
     parts = [np.zeros(TF_HEAD)]
     size = TF_HEAD
@@ -558,6 +621,14 @@ def _pack(table: StepTable, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
         put(TI_SK_ALPHA, sk.alpha)
     brk = table.breakpoints()
     put(TI_BRK, np.concatenate([brk, _octaves(brk)]), TI_BRK_N, brk.size)
+    att = table.attention_s
+    prefill_part = att[:, :, 0, 0]
+    decode_part = att[0, 0, :, :] - att[0, 0, 0, 0]
+    gap = np.abs(prefill_part[:, :, None, None] + decode_part[None, None, :, :] - att)
+    if float(gap.max()) <= 1e-13 * max(float(np.abs(att).max()), 1e-300):   # separable (a roofline, a linear model)
+        ti[TI_SEP] = 1
+        put(TI_ATT_A, prefill_part)
+        put(TI_ATT_D, decode_part)
     tf = np.concatenate(parts)
     tf[TF_QUAD] = table.prefill_quad_s
     tf[TF_FIXED_P] = table.fixed_prefill_s
@@ -565,6 +636,19 @@ def _pack(table: StepTable, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
     tf[TF_ALPHA_DEFAULT] = sk.alpha_default if sk is not None else 0.0
     tf[TF_TOK_STEP] = _even_step(table.token_grid)
     tf[TF_SEQ_STEP] = _even_step(table.seq_grid)
+    # dense lookups for whole numbers (what the compiled functions would interpolate or search, read once)
+    # (at most DENSE_MAX entries each: past them the grids are searched)
+    dense = [(TI_TOK_D, _dense_values(tf, ti[TI_TOK], ti[TI_TOK_N], tf[TF_TOK_STEP],
+                                      min(max_tokens + max_decodes + 1, DENSE_MAX))),
+             (TI_SEQ_D, _dense_values(tf, ti[TI_SEQ], ti[TI_SEQ_N], tf[TF_SEQ_STEP], min(max_decodes + 1, DENSE_MAX))),
+             (TI_PC_D, _dense_brackets(tf, ti, TI_PC, min(max_tokens + 1, DENSE_MAX))),
+             (TI_ND_D, _dense_brackets(tf, ti, TI_ND, min(max_decodes + 1, DENSE_MAX)))]
+    size = tf.size
+    for which, values in dense:
+        ti[which] = size
+        ti[which + 1] = values.size // (1 if which in (TI_TOK_D, TI_SEQ_D) else 2)
+        size += values.size
+    tf = np.concatenate([tf] + [values for _, values in dense])
     # decode runs: for n = 0..max_decodes and segment j (see _segment), a decode-only step costs C + B * kv_mean;
     # evaluated from the same compiled function at the segment's two ends (exact: linear in between)
     nseg = brk.size + 1
@@ -592,6 +676,26 @@ def _pack(table: StepTable, max_decodes: int) -> tuple[np.ndarray, np.ndarray]:
     tf = np.concatenate([tf, dec_c.ravel(), dec_b.ravel()])
     tf[TF_SEEN_TOKENS:TF_HEAD] = 0.0
     return tf, ti
+
+
+@njit(cache=True)
+def _dense_values(tf, off, n, step, count):
+    """The 1-D table at ``tf[off:]`` interpolated at 0, 1, ..., count - 1."""
+    out = np.empty(count)
+    for x in range(count):
+        out[x] = _interp(tf, off, n, float(x), step)
+    return out
+
+
+@njit(cache=True)
+def _dense_brackets(tf, ti, which, count):
+    """The brackets (lo, t) of 0, 1, ..., count - 1 on the attention axis ``which``, flat."""
+    out = np.empty(2 * count)
+    for x in range(count):
+        lo, t = _axis(tf, ti, which, float(x))
+        out[2 * x] = lo
+        out[2 * x + 1] = t
+    return out
 
 
 def _octaves(grid: np.ndarray) -> np.ndarray:

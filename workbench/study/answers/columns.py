@@ -180,6 +180,10 @@ RESULT_COLUMNS: dict[str, tuple[str, str]] = {
     "tokens": ("tokens", "hardware: prompt length (prefill) or context (decode) of each request in the step"),
     "measured_s": ("s", "hardware: the step's time in the measured profile"),
     "roofline_s": ("s", "hardware: the step's time in the roofline of the same deployment"),
+    "floor_s": ("s", "hardware: the least time the deployment's GPUs need for the step (the roofline at every "
+                     "peak, Roofline.at_peak)"),
+    "below_floor": ("", "hardware: True when the measured step time is more than the step target (20%) under "
+                        "floor_s, so no physical model comes within the target there"),
     "error": ("share", "hardware: roofline / measured - 1 (hardware_steps.csv), or the simulated mean E2E / the "
                        "measured one - 1 (hardware_errors.csv)"),
     "profile": ("", "hardware: the registered measured step-time profile compared"),

@@ -9,23 +9,33 @@ What is compared (each a *group* of points; every group weighs the same in the f
   head by sequences.  These set the compute and bandwidth shares;
 * **step-time profiles**: DistServe's (``data/groundtruth/distserve_*/profiler-*.json``: OPT-13B and OPT-66B on
   A100-80GB, vLLM v0.2 and DistServe's engine, TP 1-8) and BLIS's (``data/step_profiles``: the bf16 entries
-  of catalogued models on H100 and A100-80GB), each evaluated on a grid of steps (prefill steps of one prompt
-  of 64-4,096 tokens, decode steps of 1-256 requests at contexts of 256 and 1,024), against the roofline's
-  whole step.  These set the fixed costs (per layer, per step, per sequence) and the all-reduce's.
+  of catalogued models on H100 and A100-80GB), each evaluated on the steps the roofline is judged on
+  (:func:`step_grid`: prefill steps of 1-256 prompts of 64-4,096 tokens, decode steps of 1-256 requests at
+  contexts of 64-4,096 tokens the deployment's KV cache holds), against the roofline's whole step.  These set
+  the engines' kernel speeds (GEMMs and attention apart), the fixed costs (per layer, per step, per sequence),
+  the all-reduce's, and with the kernel profiles how sharply a GEMM turns from memory- to compute-bound.
 
 The residual of a point is ``log(roofline / measured)``, divided by the square root of its group's size; the
 loss is robust (``soft_l1``, scale 0.1: a group's outliers beyond ~10% count linearly).  Quantised BLIS entries
-(fp8, w4a16, w8a8), models outside the catalogue, and entries whose one-request decode step is shorter than
-reading the weights once at the GPUs' peak bandwidth (a fit artefact, not a step time) are left out; attention
-kernels shorter than :data:`MIN_KERNEL_US` (whose time is their launch, held by ``layer_s``) are not compared.
+(fp8, w4a16, w8a8), models outside the catalogue, and entries that put a one-request decode step or a
+4,096-token prefill below what the GPUs need at their peaks (``Roofline.at_peak``: a fit artefact, not a step
+time; e.g. Llama-3.3-70B on eight H100s at 10 us per prompt token, whose FLOPs take 18 us at peak) are left
+out; attention kernels shorter than :data:`MIN_KERNEL_US` (whose time is their launch, held by ``layer_s``)
+are not compared.
 
-The measured serving runs are not in the fit: they are what the fitted roofline is judged on
-(``benchmarks/roofline_targets.py``).
+Then each engine's serving overheads (per step, per sequence, per context token: the server's loop and
+streaming, which an isolated-step profile does not hold) are fitted to its measured runs whose queue kept up
+(:func:`fit_serving_overheads`).  ``benchmarks/roofline_targets.py --refit`` re-runs both (about 15 s).
+
+The runs are what the fitted roofline is judged on (``benchmarks/roofline_targets.py``): the serving fit
+sees three numbers per engine, and leaving each run out of it moves its prediction by the figures ``--loo``
+prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -60,16 +70,14 @@ BLIS_ENGINE = "vllm-v1"     # BLIS's entries come from vLLM 0.8.4-0.11 (the V1 e
 DISTSERVE_MODELS = {"facebook/opt-13b": "opt-13b", "facebook/opt-66b": "opt-66b"}
 BLIS_GPUS = {"H100": "h100-sxm", "A100-80": "a100-80gb"}
 QUANTISED = ("fp8", "w4a16", "w8a8", "quantized")
-PREFILL_GRID = (64, 128, 256, 512, 1024, 2048, 4096)
-DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-DECODE_CONTEXTS = (256, 1024)
 # bounds of the fitted parameters (efficiencies in (0, 1]; fixed costs >= 0)
 BOUNDS = {"gemm_compute": (0.05, 1.0), "attention_compute": (0.02, 1.0), "memory": (0.2, 1.0), "kv_memory": (0.1, 1.0),
-          "link": (0.02, 1.0),
+          "link": (0.02, 1.0), "ridge_exponent": (1.0, 16.0),
           "allreduce_s": (0.0, 2e-3), "layer_s": (0.0, 1e-3), "step_s": (0.0, 0.05), "sequence_s": (0.0, 1e-3)}
 LOSS_SCALE = 0.1
 MIN_KERNEL_US = 50.0
 MIN_CHUNK = 512
+FLOOR_CONTEXT = 64   # the context of the one-request decode step a BLIS entry is checked on
 
 
 @dataclass(frozen=True)
@@ -149,19 +157,27 @@ def _kernel_groups() -> list[Group]:
     return groups
 
 
-def step_grid() -> tuple[StepStats, list[dict]]:
-    """The steps a step-time profile is compared on: prefill steps of one prompt of each of
-    :data:`PREFILL_GRID` tokens, decode steps of each of :data:`DECODE_BATCHES` requests at each of
-    :data:`DECODE_CONTEXTS` (their descriptions, for ``StepTimeModel.step_time_s``)."""
-    steps = [{"prompt_lengths": [L]} for L in PREFILL_GRID]
-    steps += [{"context_lengths": [c] * n} for n in DECODE_BATCHES for c in DECODE_CONTEXTS]
+def step_grid(model: str, gpu: str, tp: int) -> tuple[StepStats, list[dict]]:
+    """The steps a step-time profile of ``model`` on ``gpu`` at ``tp`` is compared on: those its roofline is
+    judged on (:func:`workbench.study.fidelity.roofline_runs.comparison_steps`: prefill steps of 1-256 prompts of
+    64-4,096 tokens up to 16,384 in all, decode steps of 1-256 requests at contexts of 64-4,096 tokens), without
+    the decode steps whose KV cache the deployment cannot hold (vLLM's blocks at ``gpu_memory_utilization``
+    0.9; a profiler never measured them, its fit only extrapolates there).  Returns the steps' sums and their
+    descriptions (for ``StepTimeModel.step_time_s``)."""
+    from workbench.hardware.roofline import kv_blocks
+    from workbench.study.fidelity.roofline_runs import comparison_steps
+
+    capacity = 16 * kv_blocks(model, gpu, tp=tp, gpu_memory_utilization=0.9, min_tokens=0)
+    table = comparison_steps(max_kv_tokens=capacity)
+    steps = [{"context_lengths": [L] * n} if kind == "decode" else {"prompt_lengths": [L] * n}
+             for kind, n, L in table[["kind", "batch", "tokens"]].itertuples(index=False)]
     stats = [StepStats.of_step(**s) for s in steps]
     fields = {f.name: np.array([getattr(s, f.name) for s in stats]) for f in dataclasses.fields(StepStats)}
     return StepStats(**fields), steps
 
 
 def _profile_group(name: str, source: str, model: str, gpu: str, tp: int, step, engine: str) -> Group:
-    stats, steps = step_grid()
+    stats, steps = step_grid(model, gpu, tp)
     measured = np.array([step.step_time_s(**s) for s in steps])
     return Group(name, source, model, gpu, tp, stats, measured, "step", engine)
 
@@ -196,16 +212,21 @@ def _blis_groups() -> list[Group]:
         seen.add((model_id, gpu, tp))
         step = blis_profile(model=model_id, gpu=gpu, tp=tp)   # the lowest best_loss among refits
         # BLIS fits its betas jointly with per-request overheads to end-to-end latencies; some entries put a
-        # one-request decode step below the time the GPUs need to read the weights once at peak bandwidth: not a
-        # step time, left out
-        arch, spec = get_model_arch(model), get_gpu(BLIS_GPUS[gpu])
-        bound_s = arch.weight_bytes() / tp / spec.memory_bytes_per_s
-        if step.decode_time_s([1]) < bound_s:
-            log.info("BLIS %s %s tp%d: a one-request decode step of %.3g ms is below the weights' read time %.3g ms "
-                     "at peak bandwidth; left out", model_id, gpu, tp, step.decode_time_s([1]) * 1e3, bound_s * 1e3)
-            continue
-        groups.append(_profile_group(f"BLIS {model_id} {gpu} tp{tp}", str(BLIS_DEFAULTS), model, BLIS_GPUS[gpu],
-                                     tp, step, BLIS_ENGINE))
+        # one-request decode step, or a prefill of 4,096 tokens, below the time the GPUs need at their peaks (the
+        # weights read once at peak bandwidth; the FLOPs at peak compute): not a step time, left out
+        floor = Roofline(model, BLIS_GPUS[gpu], tp).at_peak()
+        for what, step_s, args in (("a one-request decode step", step.decode_time_s([FLOOR_CONTEXT]),
+                                    {"context_lengths": [FLOOR_CONTEXT]}),
+                                   ("a prefill of 4,096 tokens", step.prefill_time_s([4096]),
+                                    {"prompt_lengths": [4096]})):
+            floor_s = floor.step_time_s(**args)
+            if step_s < floor_s:
+                log.info("BLIS %s %s tp%d: %s of %.3g ms is below the %.3g ms the GPUs need at their peaks; left "
+                         "out", model_id, gpu, tp, what, step_s * 1e3, floor_s * 1e3)
+                break
+        else:
+            groups.append(_profile_group(f"BLIS {model_id} {gpu} tp{tp}", str(BLIS_DEFAULTS), model,
+                                         BLIS_GPUS[gpu], tp, step, BLIS_ENGINE))
     return groups
 
 
@@ -218,9 +239,10 @@ def fit_groups() -> tuple[Group, ...]:
 # ---------------------------------------------------------------------------------------- the fit
 # shared by every engine (what the GPU's kernels reach), and per engine (its kernels' speed against vLLM 0.19's,
 # its fixed costs); vLLM V1's compute_factor is 1 by definition (its kernels set gemm/attention_compute)
-SHARED = ("gemm_compute", "attention_compute", "memory", "kv_memory", "link")
-PER_ENGINE = ("compute_factor", "allreduce_s", "layer_s", "step_s", "sequence_s")
-ENGINE_BOUNDS = {"compute_factor": (0.3, 1.5)}
+SHARED = ("gemm_compute", "attention_compute", "memory", "kv_memory", "link", "ridge_exponent")
+PER_ENGINE = ("gemm_factor", "attention_factor", "allreduce_s", "layer_s", "step_s", "sequence_s")
+FACTORS = ("gemm_factor", "attention_factor")
+ENGINE_BOUNDS = {"gemm_factor": (0.3, 1.5), "attention_factor": (0.1, 1.5)}
 
 
 def _stated(value: float) -> float:
@@ -233,7 +255,7 @@ def _layout(engines) -> list[tuple[str, str | None]]:
     """The fitted parameters in order: (name, engine or None for a shared one)."""
     layout = [(p, None) for p in SHARED]
     for engine in engines:
-        layout += [(p, engine) for p in PER_ENGINE if not (p == "compute_factor" and engine == KERNEL_ENGINE)]
+        layout += [(p, engine) for p in PER_ENGINE if not (p in FACTORS and engine == KERNEL_ENGINE)]
     return layout
 
 
@@ -284,6 +306,8 @@ def fit_isolated(groups=None, start: dict | None = None) -> dict:
 # ------------------------------------------------------------------------- serving overheads, from the runs
 SERVING = ("serving_step_s", "serving_sequence_s", "serving_context_s")
 SERVING_METRICS = ("e2e_s", "tpot_s")
+# the starting points tried (in units of 1 ms per step, 10 us per sequence, 10 ns per context token)
+SERVING_GRID = ((0.0, 2.0, 5.0), (0.0, 10.0, 20.0, 40.0), (0.0, 10.0, 20.0, 40.0))
 # the measured runs of each engine (workbench.study.fidelity.roofline_runs.measured_runs campaigns)
 ENGINE_CAMPAIGNS = {"vllm-v1": "llmservingsim", "vllm-v0.2": "vllm", "distserve": "disaggregated"}
 
@@ -314,8 +338,10 @@ def serving_runs(engine: str, run_names=None) -> list[str]:
 
 def fit_serving_overheads(engine: str, efficiencies: Efficiencies, run_names=None) -> Efficiencies:
     """``efficiencies`` with the serving overheads of ``engine`` (``serving_step_s``, ``serving_sequence_s``)
-    that minimise :func:`serving_loss` over :func:`serving_runs` (Nelder-Mead from zero), rounded to two
-    significant digits; zero when none of the engine's runs kept up (nothing to fit them to)."""
+    that minimise :func:`serving_loss` over :func:`serving_runs`, rounded to two significant digits; zero when
+    none of the engine's runs kept up (nothing to fit them to).  The loss of a replayed run is a step function of
+    the overheads (whole steps and requests move), on which a local search stalls where it starts: the best point
+    of :data:`SERVING_GRID` starts Nelder-Mead."""
     from scipy.optimize import minimize
 
     from workbench.study.fidelity.roofline_runs import measured_runs
@@ -336,10 +362,12 @@ def fit_serving_overheads(engine: str, efficiencies: Efficiencies, run_names=Non
             return 1e9
         return serving_loss(dataclasses.replace(efficiencies, **dict(zip(SERVING, z * unit))), runs)
 
-    start = np.zeros(3)
+    grid = [np.array(z, dtype=float) for z in itertools.product(*SERVING_GRID)]
+    start = min(grid, key=loss)
+    step = np.array([1.0, 5.0, 5.0])
     result = minimize(loss, start, method="Nelder-Mead",
                       options={"xatol": 0.02, "fatol": 1e-5,
-                               "initial_simplex": [start, [2.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]]})
+                               "initial_simplex": [start] + [start + step * e for e in np.eye(3)]})
     fitted = np.maximum(result.x, 0) * unit
     log.info("%s serving overheads: %s (loss %.4g, %d evaluations)", engine, dict(zip(SERVING, fitted)), result.fun,
              result.nfev)
