@@ -30,7 +30,11 @@
 #    within the capacity search's 1% resolution (and, with `replications` > 1, the seeds' 95% intervals: Student t
 #    cut to the quantity's range) share a rank; one sentence per scheduler says where it breaks.
 #
-# The GPU counts are step 2's (1 to 100 by default), so the ranking is at the pool sizes the trace needs. Trace,
+# The GPU counts are step 2's (1 to 100 by default), so the ranking is at the pool sizes the trace needs. A scheduler
+# that varies a close one (`continuous_sla` and `continuous_multi_bin` vary `continuous_fcfs`, `multi_bin_fixed`
+# varies `multi_bin_dynamic`) is searched only at the counts that decide the GPUs it needs (`needed_only`): from the
+# count its reference needs, down to the largest count that falls short and up to the fewest that covers the load,
+# and on `curve_gpus`; its capacity line has those points. Trace,
 # hardware model, SLA and capacity target are the step notebooks' (same parameters, same tests): run by the suite,
 # this notebook reuses step 2's capacities and adds the schedulers the steps do not run. Each (test, seed) is
 # checkpointed: a rerun skips what is done.
@@ -55,6 +59,7 @@ replications = 1
 seed = 42
 results_dir = None
 executor = None               # None: a local process pool; "serial", "process:N", "dask://host:port"
+needed_only = True            # continuous_sla, continuous_multi_bin, multi_bin_fixed only around the GPUs they need
 
 # %%
 # %matplotlib inline
@@ -90,9 +95,10 @@ compare_plots.plot_load_latency(result, result.results_dir)
 # %% [markdown]
 # ## Capacity against GPU count
 #
-# Left: each scheduler's capacity; right: capacity per GPU. A scheduler with no point on a GPU count meets the
-# target at no load there (named under the left panel). The ranking below reads, per scheduler, the fewest GPUs
-# whose capacity covers the replayed rate.
+# Left: each scheduler's capacity; right: capacity per GPU. A scheduler with no point on a GPU count it was searched
+# on meets the target at no load there (named under the left panel); one searched around its need (`needed_only`)
+# has points only on the counts searched. The ranking below reads, per scheduler, the fewest GPUs whose capacity
+# covers the replayed rate.
 
 # %%
 compare_plots.plot_capacity(result, result.results_dir)

@@ -54,7 +54,7 @@ CRASH_CASES = {
     "block_size_2**31-1": "wb.simulate(wb.load_trace(num_requests=200), "
                           "wb.SimConfig(scheduler='continuous_fcfs', block_size=2**31 - 1))",
     "engine_tables_too_big": "wb.simulate(wb.load_trace(num_requests=200), "
-                             "wb.SimConfig(scheduler='continuous_fcfs', block_size=65536, num_gpus=100_000))",
+                             "wb.SimConfig(scheduler='continuous_fcfs', block_size=65536, num_gpus=100_000, gpu_mem_gb=160))",
     "step_log_too_big": "wb.simulate(wb.load_trace(num_requests=200), wb.SimConfig(scheduler='continuous_fcfs'), "
                         "step_log=10**9)",
     # the same classes through the disaggregated engine (issue 15)
@@ -303,7 +303,9 @@ def test_a_latency_profile_name_is_resolved_and_anything_else_is_refused():
     assert by_name.latency == by_model.latency and by_name.continuous is not None
     assert np.array_equal(by_name.finish_s, by_model.finish_s)
     grid = wb.simulate(trace, cfg, latency="grid")
-    assert np.array_equal(grid.finish_s, wb.simulate(trace, cfg).finish_s)
+    assert np.array_equal(grid.finish_s, wb.simulate(trace, cfg, latency="seed-grid").finish_s)
+    # the default is the suite's step-time profile, not the grid
+    assert np.array_equal(by_name.finish_s, wb.simulate(trace, cfg).finish_s)
     with pytest.raises(ValueError, match=re.escape("latency: unknown 'opt-13b'; allowed: seed-grid, grid, opt-13b-a100")):
         wb.simulate(trace, cfg, latency="opt-13b")
     with pytest.raises(TypeError, match="latency: must be a wb.LatencyModel, a wb.StepTimeModel, None"):
@@ -1082,7 +1084,7 @@ def test_a_latency_model_too_fine_for_float64_times_is_blamed_on_the_model():
 ])
 def test_capacity_checks_the_summary_it_is_given_for_its_first_probe(summary, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        wb.capacity(_trace(60), wb.SimConfig(scheduler="static_fifo"), start_summary=summary)
+        wb.capacity(_trace(60), wb.SimConfig(scheduler="static_fifo"), start_summary=summary, latency="seed-grid")
 
 
 @pytest.mark.parametrize("kwargs, message", [

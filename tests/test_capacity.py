@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import workbench as wb
+from workbench.sim.memory import GRID_MEMORY
 from workbench.study.runs.capacity import CapacityError, capacity
 
 
@@ -43,8 +44,10 @@ def test_mm1_sojourn_quantile_matches_closed_form():
 
 
 def test_more_gpus_never_give_less_capacity():
-    trace = wb.load_trace(num_requests=20_000, seed=3)
-    caps = [capacity(trace, wb.SimConfig(num_gpus=g), attainment=0.9, resolution=0.02).capacity_rps
+    # on the seed grid (its load, memory and end-to-end SLA): multi_bin_dynamic meets the target on 1 GPU there
+    trace = wb.load_trace(num_requests=20_000, seed=3, rps_scaling=200)
+    caps = [capacity(trace, wb.SimConfig(num_gpus=g, **GRID_MEMORY), attainment=0.9, resolution=0.02,
+                     latency="seed-grid").capacity_rps
             for g in (1, 2, 4, 8)]
     assert all(b >= a for a, b in zip(caps, caps[1:])), caps
     assert caps[-1] > 2 * caps[0]
@@ -72,9 +75,11 @@ def test_p99_criterion():
 
 
 def test_target_above_the_attainable_share_is_refused_at_once():
-    trace = wb.load_trace(num_requests=5_000)
+    trace = wb.load_trace(num_requests=5_000, rps_scaling=200)
     with pytest.raises(CapacityError, match="could meet an end-to-end latency <= 1 s even alone"):
-        capacity(trace, wb.SimConfig(num_gpus=100), attainment=0.999)
+        capacity(trace, wb.SimConfig(num_gpus=100, **GRID_MEMORY), attainment=0.999, latency="seed-grid")
+    with pytest.raises(CapacityError, match="could meet TTFT <= 1 s and TPOT <= 50 ms even alone"):
+        capacity(trace, wb.SimConfig(num_gpus=100), attainment=0.999)   # the default: the suite's profile and SLA
 
 
 def test_unreachable_target_is_refused_with_a_clear_message():
@@ -213,7 +218,8 @@ def test_bracket_agrees_with_the_scan_on_the_synthetic_trace(scheduler, gpus, gr
     memory = profiles.profile_config_fields("opt-13b-a100")
     cases = [(wb.SimConfig(scheduler=scheduler, num_gpus=gpus, **memory), dict(criterion="slo", latency=step))]
     if grid_too:
-        cases.append((wb.SimConfig(scheduler=scheduler, num_gpus=gpus), dict(criterion="attainment")))
+        cases.append((wb.SimConfig(scheduler=scheduler, num_gpus=gpus, **GRID_MEMORY),
+                      dict(criterion="attainment", latency="seed-grid")))
     for cfg, kwargs in cases:
         scan = capacity(trace, cfg, attainment=0.9, resolution=0.02, method="scan", **kwargs)
         grid = capacity(trace, cfg, attainment=0.9, resolution=0.02, method="bracket", **kwargs)

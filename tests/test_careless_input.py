@@ -41,11 +41,13 @@ def test_an_sla_in_milliseconds_by_mistake_warns():
         warnings.simplefilter("error", wb.SlaScaleWarning)
         wb.simulate(trace, cfg.replace(d_sla_s=93.7), latency=latency)
         wb.simulate(trace, cfg.replace(d_sla_s=1.0), latency=latency)
-        wb.simulate(wb.load_trace(num_requests=20_000), wb.SimConfig(d_sla_s=5.0))  # default model, a long SLA
+        wb.simulate(wb.load_trace(num_requests=20_000, rps_scaling=200), wb.SimConfig(d_sla_s=5.0),
+                    latency="seed-grid")  # the grid, a long SLA
     with pytest.warns(wb.SlaScaleWarning):
         wb.simulate(trace, cfg.replace(d_sla_s=93.8), latency=latency)
-    with pytest.warns(wb.SlaScaleWarning, match="pass d_sla_s=1$"):  # the case: the default trace and model
-        wb.simulate(wb.load_trace(num_requests=20_000), wb.SimConfig(d_sla_s=1000.0))
+    with pytest.warns(wb.SlaScaleWarning, match="pass d_sla_s=1$"):  # the case: the seed's trace and grid
+        wb.simulate(wb.load_trace(num_requests=20_000, rps_scaling=200), wb.SimConfig(d_sla_s=1000.0),
+                    latency="seed-grid")
 
 
 def test_every_integer_field_but_the_seed_has_an_upper_bound():

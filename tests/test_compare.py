@@ -188,3 +188,55 @@ def test_the_comparison_ranks_at_step2s_gpu_counts_on_step2s_tests(tmp_path):
     # continuous_sla's searches start from continuous_fcfs's on the same GPUs: those come along, nothing else
     assert {(t.config.scheduler, t.config.num_gpus) for t in some[6:]} == {
         ("static_fifo", 1), ("static_fifo", 2), ("continuous_fcfs", 1), ("continuous_fcfs", 2)}
+
+
+def _cap_rows(scheduler: str, capacity_by_gpus: dict[int, float], offered: float = 10.0) -> pd.DataFrame:
+    return pd.DataFrame({"scheduler": scheduler, "num_gpus": list(capacity_by_gpus),
+                         "capacity_rps": list(capacity_by_gpus.values()), "offered_rps": offered})
+
+
+def test_an_added_scheduler_is_searched_only_where_its_answer_lies():
+    """continuous_sla (reference continuous_fcfs) waits for its reference, starts at the count the reference needs
+    (here 8: the first whose capacity covers the 10 req/s replayed), the count below and the curves' GPUs, then
+    walks down while its fewest covering count has no failing count below it, and up while none covers."""
+    params = cmp.CompareParams(schedulers="continuous_fcfs,continuous_sla", gpu_counts=(1, 2, 4, 8, 16, 32),
+                               curve_gpus=2)
+    assert cmp.search_counts(params) == {"continuous_fcfs": params.gpu_counts, "continuous_sla": ()}
+    fcfs = _cap_rows("continuous_fcfs", {1: 1.5, 2: 3.0, 4: 6.0, 8: 12.0, 16: 24.0, 32: float("nan")})
+    assert cmp.search_counts(params, fcfs)["continuous_sla"] == (2, 4, 8)
+    # it covers at 4 already: 2 is known to fall short (the curves' count), so 4 is its answer; nothing more
+    sla = _cap_rows("continuous_sla", {2: 3.0, 4: 10.5, 8: 12.0})
+    assert cmp.search_counts(params, pd.concat([fcfs, sla]))["continuous_sla"] == (2, 4, 8)
+    # it covers nowhere up to 8: one count up at a time, to the largest
+    sla = _cap_rows("continuous_sla", {2: 1.0, 4: 2.0, 8: 4.0})
+    assert cmp.search_counts(params, pd.concat([fcfs, sla]))["continuous_sla"] == (2, 4, 8, 16)
+    sla = pd.concat([sla, _cap_rows("continuous_sla", {16: 8.0, 32: float("nan")})])
+    assert cmp.search_counts(params, pd.concat([fcfs, sla]))["continuous_sla"] == (2, 4, 8, 16, 32)
+    # covering at the curves' 2 GPUs: down to 1, which is the smallest count
+    sla = _cap_rows("continuous_sla", {2: 11.0, 4: 22.0, 8: 44.0})
+    assert cmp.search_counts(params, pd.concat([fcfs, sla]))["continuous_sla"] == (1, 2, 4, 8)
+    # needed_only=False, or its reference not compared: every count
+    assert cmp.search_counts(dataclasses.replace(params, needed_only=False), fcfs)["continuous_sla"] == params.gpu_counts
+    alone = cmp.CompareParams(schedulers="continuous_sla", gpu_counts=(1, 2))
+    assert cmp.search_counts(alone) == {"continuous_sla": (1, 2)}
+    # which tests run, not what a test is: not part of the folder's parameter set (a folder made before it is reused)
+    assert "needed_only" not in params.identity()
+
+
+def test_capacity_rounds_stop_when_nothing_new_is_asked():
+    params = cmp.CompareParams(num_requests=200, schedulers="continuous_fcfs,continuous_sla", gpu_counts=(1, 2, 4),
+                               curve_gpus=1)
+    fcfs = _cap_rows("continuous_fcfs", {1: 1.0, 2: 2.0, 4: 4.0}, offered=1.5)
+    asked = []
+
+    def run(tests):   # fake results: continuous_sla covers from 2 GPUs, as continuous_fcfs
+        asked.append(sorted((t.config.scheduler, t.config.num_gpus) for t in tests))
+        rows = [_cap_rows(t.config.scheduler, {t.config.num_gpus: {1: 1.0, 2: 2.0, 4: 4.0}[t.config.num_gpus]},
+                          offered=1.5).assign(test_id=t.test_id) for t in tests]
+        return pd.concat(rows)
+
+    rows = cmp.capacity_rounds(params, run, fcfs.assign(test_id=["a", "b", "c"]))
+    assert asked[0] == sorted([("continuous_fcfs", 1), ("continuous_fcfs", 2), ("continuous_fcfs", 4),
+                               ("continuous_sla", 1), ("continuous_sla", 2)])
+    assert len(asked) == 1
+    assert cmp.search_counts(params, rows)["continuous_sla"] == (1, 2)

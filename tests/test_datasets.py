@@ -38,7 +38,8 @@ def test_shipped_azure_traces_match_their_readme(name, requests, minutes, rate_r
     # the file by path is the same trace with the same label
     by_path = wb.load_trace(datasets.DATASETS[name].file, use_real_timestamps=True)
     assert by_path.fingerprint == trace.fingerprint and by_path.label == trace.label
-    assert wb.load_trace(name).mean_rate_rps == pytest.approx(200 * trace.mean_rate_rps)  # the usual rps_scaling
+    assert wb.load_trace(name).mean_rate_rps == pytest.approx(10 * trace.mean_rate_rps)  # the default rps_scaling
+    assert wb.load_trace(name, rps_scaling=200).mean_rate_rps == pytest.approx(200 * trace.mean_rate_rps)
 
 
 def test_shipped_traces_carry_their_licence_and_attribution():

@@ -325,7 +325,7 @@ def test_an_instance_without_memory_for_the_model_is_refused():
     with pytest.raises(ValueError, match=r"decode_tp: a decode instance of 1 GPU.* no memory left"):
         wb.SimConfig(scheduler="disaggregated", model="opt-13b", gpu_mem_gb=16.0, prefill_tp=4)
     cfg = wb.SimConfig(scheduler="disaggregated", model="opt-13b", gpu_mem_gb=16.0, prefill_tp=4, decode_tp=2,
-                       decode_pp=2)     # weights split over more GPUs leave room
+                       decode_pp=2, gpu_memory_utilization=0.9, mem_margin_gb=1.0)  # weights over more GPUs leave room
     # instance KV by hand: 4 x (16 x 0.9 - 1) - 25.7 GB over 819,200 bytes per token
     assert cfg.prefill_kv_blocks_effective == math.floor((4 * (16 * 0.9 - 1) - 25.7) / 8.192e-4 * (1 + 1e-12)) // 16
     assert cfg.decode_kv_blocks_effective == cfg.prefill_kv_blocks_effective

@@ -175,7 +175,7 @@ def test_capacity_takes_a_disaggregated_config(small_trace):
                         latency="opt-13b-a100-distserve")
     assert found.capacity_rps > 0 and found.value >= 0.9
     with pytest.raises(ValueError, match="criterion='slo'"):
-        wb.capacity(small_trace.head(500), cfg, latency="opt-13b-a100-distserve")
+        wb.capacity(small_trace.head(500), cfg, latency="opt-13b-a100-distserve", criterion="attainment")
 
 
 # ------------------------------------------------------------------ the step notebooks take 'disaggregated'

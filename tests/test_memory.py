@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.sim.memory import MODELS, SEED_MEMORY, ModelSpec
+from workbench.sim.memory import GRID_MEMORY, MODELS, SEED_MEMORY, ModelSpec
 
 
 def test_kv_bytes_per_token_of_the_presets_by_hand():
@@ -17,7 +17,13 @@ def test_kv_bytes_per_token_of_the_presets_by_hand():
 
 
 def test_kv_capacity_formula():
-    cfg = wb.SimConfig()
+    # the default (changed by issue 20 to the suite's hardware): OPT-13B on an A100-80GB (84.99 GB as torch reads
+    # it) at 95%, 25.7 GB of weights, 2 GB kept free, 2 x 40 layers x 40 heads x 128 x 2 bytes = 819,200 B/token
+    default = wb.SimConfig()
+    assert default.model == "opt-13b" and default.gpu_memory_utilization == 0.95 and default.mem_margin_gb == 2.0
+    assert default.kv_capacity_tokens == int((84.9866653696 * 0.95 - 25.7 - 2.0) * 1e9 // 819_200) == 64_742
+    # the seed grid's memory (SimConfig's defaults before issue 20): Qwen3-1.7B on 16 GB at 90%
+    cfg = wb.SimConfig(**GRID_MEMORY)
     assert cfg.model == "qwen3-1.7b" and cfg.gpu_mem_gb == 16.0 and cfg.gpu_memory_utilization == 0.9
     assert cfg.kv_capacity_tokens == int((16 * 0.9 - 3.44 - 1.0) * 1e9 // 114_688)
     # overrides win over the preset; the preset is looked up again after replace()
@@ -33,7 +39,7 @@ def test_kv_capacity_formula():
     (dict(model="llama-9000"), "model: unknown 'llama-9000'; allowed: qwen3-1.7b"),
     (dict(gpu_memory_utilization=1.5), "gpu_memory_utilization: a share"),
     (dict(gpu_memory_utilization=0.0), "gpu_memory_utilization: must be > 0"),
-    (dict(model="opt-13b"), "no memory left for the KV cache .* weights of opt-13b"),
+    (dict(model="opt-13b", gpu_mem_gb=16.0), "no memory left for the KV cache .* weights of opt-13b"),
 ])
 def test_bad_memory_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -63,7 +69,7 @@ def test_b_mem_binds_with_the_real_kv_size():
     # the seed's 1.8 M-token cache never binds (limit = Algorithm 2's ceiling 31)
     n = 1200
     trace = wb.Trace.from_arrays(np.zeros(n), np.full(n, 1000), np.full(n, 3000))
-    real = wb.simulate(trace, wb.SimConfig(scheduler="dynamic_no_bins"), latency=CHEAP).batches
+    real = wb.simulate(trace, wb.SimConfig(scheduler="dynamic_no_bins", **GRID_MEMORY), latency=CHEAP).batches
     assert real["size_limit"].iloc[1:].max() == 21 == real["size"].iloc[1:-1].min()
     seed = wb.simulate(trace, wb.SimConfig(scheduler="dynamic_no_bins", **SEED_MEMORY), latency=CHEAP).batches
     assert seed["size_limit"].max() == 31 and seed["size"].max() == 31

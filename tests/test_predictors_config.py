@@ -60,8 +60,11 @@ def test_config_cross_field_errors():
 
 def test_config_defaults_and_capacity():
     cfg = SimConfig()
-    # Qwen3-1.7B on 16 GB at 0.9: (14.4 - 3.44 weights - 1 margin) GB / 114,688 bytes per token
-    assert cfg.kv_capacity_tokens == 86_844
+    # the suite's hardware (issue 20): OPT-13B on one A100-80GB, vLLM's 4046 blocks of 16 tokens
+    assert cfg.kv_capacity_tokens == 64_742 and cfg.kv_blocks_effective == 4046
+    # the seed grid's: Qwen3-1.7B on 16 GB at 0.9: (14.4 - 3.44 weights - 1 margin) GB / 114,688 bytes per token
+    from workbench.sim.memory import GRID_MEMORY
+    assert SimConfig(**GRID_MEMORY).kv_capacity_tokens == 86_844
     assert SimConfig(**SEED_MEMORY).kv_capacity_tokens == 1_800_000  # the seed's (12 - 2 - 1) GB / 5e-6 GB
     assert cfg.replace(num_gpus=np.int64(4)).num_gpus == 4
     assert type(cfg.replace(num_gpus=np.int64(4)).num_gpus) is int

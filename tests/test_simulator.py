@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import workbench as wb
+from workbench.sim.memory import GRID_MEMORY
 from conftest import assert_same_results, run_script_json
 
 SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic", "multi_bin_fixed")
@@ -82,7 +83,8 @@ def check_work_conserving(res):
 @pytest.mark.parametrize("num_gpus", [1, 3])
 def test_invariants_on_random_trace(scheduler, num_gpus):
     trace = random_trace(3000, seed=num_gpus)
-    res = wb.simulate(trace, wb.SimConfig(scheduler=scheduler, num_gpus=num_gpus, k_bins=4, d_sla_s=1.0))
+    res = wb.simulate(trace, wb.SimConfig(scheduler=scheduler, num_gpus=num_gpus, k_bins=4, d_sla_s=1.0, **GRID_MEMORY),
+                      latency="seed-grid")   # the seed grid's invariants (the default is step mode since issue 20)
     check_invariants(trace, res)
     if scheduler != "multi_bin_fixed":
         check_work_conserving(res)
@@ -211,7 +213,7 @@ def test_bin_policies_all_run_and_can_differ():
 
 
 def test_summary_has_every_documented_metric():
-    res = wb.simulate(random_trace(500), wb.SimConfig(num_gpus=2))
+    res = wb.simulate(random_trace(500), wb.SimConfig(num_gpus=2, **GRID_MEMORY), latency="seed-grid")
     names = ["offered", "completed", "rejected", "makespan_s", "throughput_rps", "throughput_tokens_per_s",
              "goodput_rps", "sla_violation_rate", "latency_mean_s", "latency_p50_s", "latency_p95_s",
              "latency_p99_s", "latency_max_s", "queue_delay_mean_s", "queue_delay_p99_s", "service_time_mean_s",

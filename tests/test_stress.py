@@ -58,7 +58,9 @@ def test_step_params_take_schedulers_latency_and_replications():
     seed = experiments.StepParams(latency="seed-grid")
     assert seed.schedulers == experiments.SEED_SCHEDULERS and seed.rps_scaling == 200.0
     assert isinstance(seed.latency_model("static_fifo"), LatencyModel)
-    assert seed.base_config(scheduler="static_fifo").model == experiments.SimConfig().model
+    # the seed grid's own memory (SimConfig's defaults before issue 20 made the suite's hardware the default)
+    from workbench.sim.memory import GRID_MEMORY
+    assert seed.base_config(scheduler="static_fifo").model == GRID_MEMORY["model"] != experiments.SimConfig().model
     assert "formula grid" in seed.latency_text() and "end-to-end" in seed.latency_text()
     assert seed.default_folder() == "results/latency=seed-grid"
 

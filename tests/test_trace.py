@@ -192,8 +192,10 @@ def test_rps_scaling_and_real_timestamps(burstgpt_csv):
     scaled = load_trace(burstgpt_csv, rps_scaling=5.0)
     default = load_trace(burstgpt_csv)
     np.testing.assert_allclose(scaled.arrival_s, real.arrival_s / 5.0)
-    np.testing.assert_allclose(default.arrival_s, real.arrival_s / 200.0)
-    assert default.mean_rate_rps == pytest.approx(200 * real.mean_rate_rps)
+    # the default load is the suite's (issue 20): timestamps / 10; the seed study's / 200 is one argument away
+    np.testing.assert_allclose(default.arrival_s, real.arrival_s / 10.0)
+    assert default.mean_rate_rps == pytest.approx(10 * real.mean_rate_rps)
+    np.testing.assert_allclose(load_trace(burstgpt_csv, rps_scaling=200).arrival_s, real.arrival_s / 200.0)
 
 
 def test_model_and_log_type_filters(burstgpt_csv):

@@ -11,7 +11,7 @@ import numpy as np
 from workbench import checks
 
 from workbench.sim.autoscaling import AUTOSCALERS, METRICS as AUTOSCALE_METRICS, SHARE_METRICS
-from workbench.sim.memory import DEFAULT_MODEL, ModelSpec, get_model
+from workbench.sim.memory import DEFAULT_MEMORY, ModelSpec, get_model
 from workbench.sim.routers import DISAGG_ROUTERS, ROUTERS
 from workbench.sim.predictors import PREDICTORS
 from workbench.sim.schedulers import BIN_POLICIES, SCHEDULERS
@@ -90,6 +90,12 @@ def _f(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+# The memory of the hardware the default step-time profile was measured on (OPT-13B on one A100-80GB): the
+# library's default, the suite's too, so a static scheduler in step mode and a continuous one share step times and
+# KV cache.  The seed grid's: SimConfig(**profile_config_fields("seed-grid")).
+_MEMORY = DEFAULT_MEMORY
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """Everything that, with the trace and the latency model, determines a simulation.
@@ -127,15 +133,18 @@ class SimConfig:
     spread_idle: bool = _f(
         True, "dynamic schedulers: when several GPUs are idle, share the waiting requests out among them")
     mem_theta: float = _f(2.0, "Algorithm 1 theta: std-devs of batch tokens held in reserve")
-    model: str = _f(DEFAULT_MODEL, "served model (memory preset of workbench.sim.memory.MODELS): sets the "
-                                   "KV cache per token and the weights unless given below")
-    gpu_mem_gb: float = _f(16.0, "GPU memory, GB (1e9 bytes)")
-    gpu_memory_utilization: float = _f(0.9, "share of gpu_mem_gb the server may use (vLLM's setting), (0, 1]")
+    model: str = _f(_MEMORY["model"], "served model (memory preset of workbench.sim.memory.MODELS): sets the "
+                                      "KV cache per token and the weights unless given below; default: the default "
+                                      "profile's (opt-13b on one A100-80GB)")
+    gpu_mem_gb: float = _f(_MEMORY["gpu_mem_gb"], "GPU memory, GB (1e9 bytes); default: an A100-80GB's as torch "
+                                                  "reads it")
+    gpu_memory_utilization: float = _f(_MEMORY["gpu_memory_utilization"],
+                                       "share of gpu_mem_gb the server may use (vLLM's setting), (0, 1]")
     model_mem_gb: float | None = _f(None, "memory taken by the model weights, GB; None = the model preset's")
     kv_gb_per_token: float | None = _f(
         None, "KV-cache memory per token (prompt + output), GB; None = the model preset's "
               "(2 x layers x KV heads x head size x bytes)")
-    mem_margin_gb: float = _f(1.0, "memory kept free for activations and fragmentation, GB")
+    mem_margin_gb: float = _f(_MEMORY["mem_margin_gb"], "memory kept free for activations and fragmentation, GB")
     seed: int = _f(0, "seed of every random choice in the simulation (the predictor's noise)")
     # --- continuous-batching engine (continuous_* schedulers; see workbench.sim.continuous_engine)
     max_num_seqs: int = _f(256, "continuous: most requests running on a replica at once (vLLM max_num_seqs); "

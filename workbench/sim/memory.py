@@ -69,10 +69,21 @@ MODELS: dict[str, ModelSpec] = {
     "opt-13b": ModelSpec(40, 40, 128, 2, 25.7, "OPT-13B, fp16"),
     "seed": ModelSpec(1, 1, 1250, 2, 2.0, "the seed project's values (5e-6 GB/token, 2 GB weights); not a real model"),
 }
-DEFAULT_MODEL = "qwen3-1.7b"
+# A100-80GB as torch (and vLLM v0.2) reads its total memory: 79.15 GiB, in GB of 1e9 bytes
+A100_80GB_TOTAL_GB = 84.9866653696
+# The memory of one replica of the default hardware model (profile "opt-13b-a100": OPT-13B on one A100-80GB), from
+# the setup of the measured runs (data/groundtruth/distserve_opt13b_a100_vllm/setup.json): vLLM's
+# gpu_memory_utilization 0.95 and about 2 GB of activation peak kept free, which gives the setup's 4046 KV blocks
+# of 16 tokens.  SimConfig's defaults, the suite's too (workbench.sim.profiles.PROFILE_MEMORY holds it by name).
+DEFAULT_MEMORY = {"model": "opt-13b", "gpu_mem_gb": A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
+                  "mem_margin_gb": 2.0}
+# the memory the seed study's formula grid runs with (latency="seed-grid"): the Qwen3-1.7B of the grid's labels on
+# a 16 GB GPU at vLLM's default utilisation (SimConfig's defaults until the suite's hardware model became the
+# library's; workbench.sim.profiles.profile_config_fields("seed-grid") returns it)
+GRID_MEMORY = {"model": "qwen3-1.7b", "gpu_mem_gb": 16.0, "gpu_memory_utilization": 0.9, "mem_margin_gb": 1.0}
 
 # the seed project's whole memory setup: its model values on a 12 GB GPU used in full
-SEED_MEMORY = {"model": "seed", "gpu_mem_gb": 12.0, "gpu_memory_utilization": 1.0}
+SEED_MEMORY = {"model": "seed", "gpu_mem_gb": 12.0, "gpu_memory_utilization": 1.0, "mem_margin_gb": 1.0}
 
 
 def get_model(name: str) -> ModelSpec:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from workbench import checks
 from workbench.paths import DATA_DIR
+from workbench.sim.memory import A100_80GB_TOTAL_GB, DEFAULT_MEMORY
 from workbench.sim.steptime import StepTimeModel
 
 log = logging.getLogger(__name__)
@@ -274,19 +275,18 @@ PROFILES: dict[str, tuple] = {
 PROFILES["opt-13b-a100-distserve"] = (
     distserve_profile, {"path": DISTSERVE_ENGINE_PROFILE, "model": "facebook/opt-13b", "tp": 1},
     "OPT-13B on A100-80GB, DistServe's engine, TP 1 (2, 4 by tp=); the disaggregated runs' profile")
-DEFAULT_PROFILE = "opt-13b-a100"
+DEFAULT_PROFILE = "opt-13b-a100"   # the library's default hardware model and the suite's (wb.simulate, SimConfig)
+# the seed study's formula grid (a LatencyModel, not a profile): "grid" is the name it had first
+SEED_GRID_NAMES = ("seed-grid", "grid")
 # the disaggregated engine's default: resolved at each pool's TP degree
 DEFAULT_DISAGG_PROFILE = "opt-13b-a100-distserve"
 
-# A100-80GB as torch (and vLLM v0.2) reads its total memory: 79.15 GiB, in GB of 1e9 bytes
-A100_80GB_TOTAL_GB = 84.9866653696
 # profile name -> the SimConfig memory fields of the hardware it was measured on (one replica); from the
 # setup of the measured runs (data/groundtruth/distserve_opt13b_a100_vllm/setup.json): vLLM's
 # gpu_memory_utilization 0.95 and about 2 GB of activation peak kept free, which gives the setup's
 # 4046 KV blocks of 16 tokens.  A tensor-parallel replica of tp GPUs has tp times the memory.
 PROFILE_MEMORY: dict[str, dict] = {
-    "opt-13b-a100": {"model": "opt-13b", "gpu_mem_gb": A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
-                     "mem_margin_gb": 2.0},
+    "opt-13b-a100": DEFAULT_MEMORY,   # SimConfig's defaults
     "opt-13b-a100-tp2": {"model": "opt-13b", "gpu_mem_gb": 2 * A100_80GB_TOTAL_GB, "gpu_memory_utilization": 0.95,
                          "mem_margin_gb": 2.0},
     # per GPU (a disaggregated instance of g GPUs gets g x this, minus the weights once): DistServe's engine keeps
@@ -443,12 +443,17 @@ def _load_profile(name: str, tp: int | None) -> StepTimeModel:
 
 
 def profile_config_fields(name: str) -> dict:
-    """The SimConfig memory fields (``model``, ``gpu_mem_gb``, ...) of the hardware profile ``name`` ran on.
+    """The SimConfig memory fields (``model``, ``gpu_mem_gb``, ...) of the hardware profile ``name`` ran on
+    (``"seed-grid"``: the memory the seed study's formula grid runs with, :data:`workbench.sim.memory.GRID_MEMORY`).
 
     ``SimConfig(scheduler=..., **profile_config_fields("opt-13b-a100"))`` gives a replica the KV capacity
     of the measured setup (OPT-13B on one A100-80GB: 64,742 tokens = 4046 blocks of 16), so a static
     scheduler in step mode and a continuous one share both the step times and the memory.
     """
+    if name in SEED_GRID_NAMES:   # the seed study's formula grid: its labels' model on a 16 GB GPU
+        from workbench.sim.memory import GRID_MEMORY
+
+        return dict(GRID_MEMORY)
     roofline = parse_roofline_name(name) if name not in PROFILES else None
     if roofline is not None:
         return roofline_memory_fields(*roofline)

@@ -24,6 +24,7 @@ from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_DROPPED, STATUS_LABE
                                    static_bin_metrics, summarize, summarize_continuous, summarize_static_steps)
 from workbench.sim.predictors import predict_output_tokens
 from workbench.sim.prefix_tree import empty_tree, prefix_tree
+from workbench.sim.profiles import SEED_GRID_NAMES
 from workbench.sim.schedulers import get_scheduler
 from workbench.sim.steptable import TF_HEAD, TI_N
 from workbench.sim.steptime import StepTimeModel
@@ -306,9 +307,10 @@ def _validate_trace(trace, name: str = "trace") -> Trace:
 
 
 def resolve_latency(latency, name: str = "latency"):
-    """A latency model from what a user may pass: a LatencyModel, a StepTimeModel, None (the scheduler's
-    default), ``"seed-grid"`` (alias ``"grid"``: the static engine's formula grid, the seed study's) or a
-    registered step-time profile name."""
+    """A latency model from what a user may pass: a LatencyModel, a StepTimeModel, None (the default profile,
+    :data:`workbench.sim.profiles.DEFAULT_PROFILE`; a disaggregated deployment resolves its own), ``"seed-grid"``
+    (alias ``"grid"``: the static engine's formula grid, the seed study's) or a registered step-time profile
+    name."""
     if latency is None or isinstance(latency, (LatencyModel, StepTimeModel)):
         return latency
     if isinstance(latency, str):
@@ -321,9 +323,6 @@ def resolve_latency(latency, name: str = "latency"):
     raise checks.InvalidType(f"{name}: must be a wb.LatencyModel, a wb.StepTimeModel, None, 'seed-grid' or a "
                              f"step-time profile name, got {type(latency).__name__}")
 
-
-# the names of the seed study's formula grid (LatencyModel.default()): "grid" is the name it had first
-SEED_GRID_NAMES = ("seed-grid", "grid")
 
 
 # ------------------------------------------------------------------ what the compiled engines may be given
@@ -458,10 +457,13 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
     each pool's TP degree) or None (:mod:`workbench.sim.disagg`); ``res.requests``
     adds ``kv_transfer_s``, ``decode_queue_s`` and the instances.
 
-    Static schedulers take a :class:`LatencyModel` (``latency=None``: the
-    shipped calibration grid; "grid mode") or a :class:`StepTimeModel`
-    ("step mode"); continuous ones (``continuous_*``) a :class:`StepTimeModel`
-    (``latency=None``: the default profile of :mod:`workbench.sim.profiles`).
+    ``latency=None`` is the default step-time profile
+    (:data:`workbench.sim.profiles.DEFAULT_PROFILE`, OPT-13B on one A100-80GB,
+    the suite's), judged on the TTFT and TPOT limits.  Static schedulers take
+    it or another :class:`StepTimeModel` ("step mode"), or a
+    :class:`LatencyModel` ("grid mode": ``latency="seed-grid"`` is the seed
+    study's formula grid, judged on end-to-end latency within ``d_sla_s``);
+    continuous ones (``continuous_*``) a :class:`StepTimeModel`.
 
     Step mode times static batches on the same hardware model as the
     continuous engine and judges them alike (streaming static batching, see
@@ -521,11 +523,12 @@ def simulate(trace, config: SimConfig | None = _DEFAULT_CONFIG, *,
 
         return simulate_disaggregated(trace, cfg, latency, t0)
     latency = resolve_latency(latency)
+    if latency is None:
+        latency = _default_step_model()
     if scheduler.engine == "continuous":
         return _simulate_continuous(trace, cfg, scheduler, latency, step_log, t0)
     if isinstance(latency, StepTimeModel):
         return _simulate_static(trace, cfg, latency, t0)
-    latency = latency or LatencyModel.default()
     warn_if_sla_dwarfs_service(trace, cfg, latency)
     return _simulate_static(trace, cfg, latency, t0)
 

@@ -256,11 +256,13 @@ def _lognormal_at_most(rng: np.random.Generator, median: np.ndarray, sigma: np.n
     return np.clip(np.ceil(x), 1, upper).astype(np.int32)
 
 
-def synthetic_trace(num_requests: int | None = None, *, seed: int = 0, rps_scaling: float = 200.0,
+def synthetic_trace(num_requests: int | None = None, *, seed: int = 0, rps_scaling: float | None = None,
                     use_real_timestamps: bool = False, drop_failed: bool = True) -> Trace:
-    """The synthetic BurstGPT-like trace; the same as ``load_trace(None, ...)``."""
-    from workbench.traces.trace import load_trace
+    """The synthetic BurstGPT-like trace; the same as ``load_trace(None, ...)`` (``rps_scaling=None``: its
+    default, :data:`workbench.traces.trace.DEFAULT_RPS_SCALING`)."""
+    from workbench.traces.trace import DEFAULT_RPS_SCALING, load_trace
 
+    rps_scaling = DEFAULT_RPS_SCALING if rps_scaling is None else rps_scaling
     return load_trace(None, num_requests=num_requests, rps_scaling=rps_scaling,
                       use_real_timestamps=use_real_timestamps, drop_failed=drop_failed, seed=seed)
 

@@ -4,7 +4,7 @@ Which notebooks run, when and with which parameters is one table,
 :data:`SUITE_NOTEBOOKS`: the three steps, the scheduler comparison, and the
 fidelity reports and the other studies behind ``--validate`` (prefix caching and
 disaggregation, about 20-25 s each on 2 cores: kept out of the default first run, which
-takes a few minutes; the README says how long).  A new notebook joins the suite with
+stays within three minutes, install included; the README says how long it takes).  A new notebook joins the suite with
 one line there (its name, title, when it runs and how its parameters come
 from the suite's options); ``index.html`` and the summary take its title from
 there.
@@ -458,14 +458,16 @@ def notebook_outputs(results_dir: Path, name: str) -> list[Path]:
 
 
 def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
-    """Run the tests of the selected steps and of the comparison before their notebooks, as two sweeps.
+    """Run the tests of the selected steps and of the comparison before their notebooks, in few sweeps.
 
     Notebook by notebook, each sweep waits for its slowest chain of capacity searches while a worker idles,
-    and the next notebook cannot start; one sweep over steps 1 and 2 and the comparison's capacities (step
-    1's searches are step 2's tests, and step 2's the comparison's: each runs once), then one over step 3 (at
-    the GPUs step 2 found the trace needs, which needs step 2's rows) and the comparison's load curves (which need its
-    capacities), keep both workers busy.  The notebooks then find every test checkpointed and draw.  Nothing
-    here changes a result: the tests are the notebooks' own (same ids)."""
+    and the next notebook cannot start; one sweep over steps 1 and 2 and the comparison's capacities at every
+    count (step 1's searches are step 2's tests, and step 2's the comparison's: each runs once), then one over
+    step 3 (at the GPUs step 2 found the trace needs, which needs step 2's rows) and the comparison's searches
+    around the GPUs its added schedulers need (which need their references' rows; another sweep of those while
+    they ask for more, :func:`workbench.study.runs.compare.capacity_rounds`), then the comparison's load curves
+    (which need its capacities).  The notebooks then find every test checkpointed and draw.  Nothing here
+    changes a result: the tests are the notebooks' own (same ids)."""
     from workbench.study.runs import compare
     from workbench.study.runs import experiments
     from workbench.study.runs.sweep import SweepPart
@@ -480,10 +482,12 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
             plans[step] = planner(params)
             first.append(SweepPart(plans[step].tests, plans[step].results_dir, f"{step}.csv", step))
     cparams = None
+    capacity = f"{COMPARE} capacity"
     if COMPARE in selected:
         cparams = compare.CompareParams(**compare_parameters(options))
         folder = cparams.claim_results_dir()
-        first.append(SweepPart(compare.capacity_tests(cparams), folder, compare.CHECKPOINT, f"{COMPARE} capacity"))
+        first.append(SweepPart(compare.capacity_tests(cparams, compare.search_counts(cparams)), folder,
+                               compare.CHECKPOINT, capacity))
     done = dict(zip([p.desc for p in first], _sweeps(first, options, progress, "suite (steps 1-2, comparison "
                                                                                   "capacities)")))
     if STEP3 in selected:
@@ -493,11 +497,21 @@ def precompute(options: SuiteOptions, *, progress: bool = True) -> None:
                 "num_gpus")
         plan3 = experiments.plan_step3(params, best_gpu_count=gpus)
         second.append(SweepPart(plan3.tests, plan3.results_dir, f"{STEP3}.csv", STEP3))
-    if cparams is not None:
-        rates = compare.curve_rates(cparams, done[f"{COMPARE} capacity"], cparams.trace(cparams.seeds()[0]).mean_rate_rps)
-        second.append(SweepPart(compare.load_tests(cparams, rates), cparams.results_path(), compare.CHECKPOINT,
-                                f"{COMPARE} load curves"))
-    _sweeps(second, options, progress, "suite (step 3, comparison curves)")
+    if cparams is None:
+        _sweeps(second, options, progress, "suite (step 3)")
+        return
+
+    def run(tests):   # the comparison's next capacity searches, beside step 3's tests in the first round
+        parts = [*second, SweepPart(tests, folder, compare.CHECKPOINT, capacity)]
+        second.clear()
+        return _sweeps(parts, options, progress, "suite (step 3, comparison capacities)" if len(parts) > 1
+                       else "suite (comparison capacities)")[-1]
+
+    cap_rows = compare.capacity_rounds(cparams, run, done[capacity])
+    _sweeps(second, options, progress, "suite (step 3)")   # when the comparison asked for nothing more
+    rates = compare.curve_rates(cparams, cap_rows, cparams.trace(cparams.seeds()[0]).mean_rate_rps)
+    _sweeps([SweepPart(compare.load_tests(cparams, rates), folder, compare.CHECKPOINT, f"{COMPARE} load curves")],
+            options, progress, "suite (comparison curves)")
 
 
 def _compile_engines(params: StepParams) -> None:

@@ -57,12 +57,14 @@ except in a bin's last partial batch, allowed for).  A target above it is
 refused at once (no load can reach it).
 Criteria:
 
-* ``"attainment"`` (default): at least ``attainment`` of the offered requests
+* ``"attainment"`` (the default on a latency grid, ``latency="seed-grid"``):
+  at least ``attainment`` of the offered requests
   finish within ``d_sla_s`` of their arrival (rejected requests count as
   missed), i.e. ``1 - sla_violation_rate >= attainment``;
 * ``"p99_latency"``: the 99th percentile latency of completed requests is at
   most ``d_sla_s`` and nothing is rejected;
-* ``"slo"`` (every scheduler, timed by a :class:`StepTimeModel`: continuous
+* ``"slo"`` (the default with a :class:`StepTimeModel`, ``latency=None``'s
+  default profile included; every scheduler timed by one: continuous
   ones, and static ones in step mode): at least ``attainment`` of the offered
   requests meet both the TTFT limit ``ttft_s`` and the TPOT limit ``tpot_s``
   (default: the config's ``ttft_sla_s`` / ``tpot_sla_s``), i.e. the
@@ -98,11 +100,15 @@ from workbench import checks
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.schedulers import BATCH_EXACT, get_scheduler
-from workbench.sim.simulate import _DEFAULT_CONFIG, _validate_trace, check_time_horizon, resolve_latency, simulate
+from workbench.sim.simulate import (_DEFAULT_CONFIG, _default_step_model, _validate_trace, check_time_horizon,
+                                    resolve_latency, simulate)
 
 log = logging.getLogger(__name__)
 
 CRITERIA = ("attainment", "p99_latency", "slo")
+# The share of requests that must meet the SLA: the library's default target and the suite's
+# (--capacity-attainment, the notebooks' capacity_attainment / attainment)
+DEFAULT_ATTAINMENT = 0.9
 SCALE_BOUNDS = (1 / 1024, 1024.0)  # the default range of scalings searched
 
 
@@ -272,15 +278,18 @@ def _slo_setup(trace, cfg: SimConfig, latency, ttft_s, tpot_s):
     return cfg, latency, slo_attainable_share(trace, cfg, latency)
 
 
-def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: float = 0.95,
-             criterion: str = "attainment", latency=None, resolution: float = 0.01, start: float = 1.0,
+def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: float = DEFAULT_ATTAINMENT,
+             criterion: str | None = None, latency=None, resolution: float = 0.01, start: float = 1.0,
              scale_bounds: tuple[float, float] = SCALE_BOUNDS, max_probes: int = 60,
              start_summary: dict | None = None, scan_factor: float = 4.0, ttft_s: float | None = None,
              tpot_s: float | None = None, hint_rps: float | None = None, hint_slope: float | None = None,
              method: str = "auto") -> CapacityResult:
     """Largest arrival-rate scaling of ``trace`` at which ``config`` meets the SLA criterion.
 
-    See the module docstring for the search and the criteria.  ``start_summary``
+    See the module docstring for the search and the criteria.  The defaults are the suite's: ``latency=None``
+    is the default step-time profile, ``criterion=None`` is ``"slo"`` (TTFT and TPOT limits) with a step-time
+    model and ``"attainment"`` (end-to-end within ``d_sla_s``) on a latency grid (``latency="seed-grid"``), and
+    ``attainment`` is :data:`DEFAULT_ATTAINMENT` (90%).  ``start_summary``
     is the summary of a simulation already run at ``start`` with the same
     config and latency model (a sweep's replay); it serves as the first probe
     instead of simulating that load again.  ``hint_rps`` (requests/s) is where
@@ -303,7 +312,12 @@ def capacity(trace, config: SimConfig | None = _DEFAULT_CONFIG, *, attainment: f
     disaggregated = get_scheduler(cfg.scheduler).engine == "disaggregated"
     if not disaggregated:  # a disaggregated deployment's pools are resolved by _slo_setup (per TP degree)
         latency = resolve_latency(latency)
-    criterion = checks.choice(criterion, "criterion", CRITERIA)
+    if not disaggregated and latency is None:
+        latency = _default_step_model()
+    if criterion is None:
+        criterion = "attainment" if isinstance(latency, LatencyModel) else "slo"
+    criterion = checks.choice(criterion, "criterion", CRITERIA, hint="or None: 'slo' with a step-time model, "
+                                                                      "'attainment' on a latency grid")
     method = checks.choice(method, "method", METHODS,
                            hint="'auto' picks 'scan' for schedulers whose batches wait to fill, else 'bracket'")
     attainment = checks.number(attainment, "attainment", low=0, low_open=True, high=1,

@@ -1,4 +1,5 @@
-"""Running the scheduler comparison: every scheduler's capacity on every GPU count, then load-latency curves.
+"""Running the scheduler comparison: every scheduler's capacity on the GPU counts that decide the GPUs it needs
+(:func:`search_counts`: every count, but for the schedulers that vary a close one), then load-latency curves.
 
 :func:`run_comparison` runs the tests (checkpointed in ``compare_schedulers.csv``, keyed like every sweep's, so
 step 2's capacities at the same parameters are reused), aggregates each over its seeds and hands the rows to
@@ -17,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.sim.config import SimConfig
+from workbench.sim.profiles import DEFAULT_PROFILE
 from workbench.study.answers.compare import break_points, break_sentences, capacity_ranking
+from workbench.study.runs.capacity import DEFAULT_ATTAINMENT
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +39,23 @@ def all_schedulers() -> tuple[str, ...]:
     return tuple(sorted(name for name, cls in SCHEDULERS.items() if cls.engine != "disaggregated"))
 
 
+# SimConfig's defaults: the SLA and K of the library, the steps' and the comparison's
+_CONFIG_DEFAULTS = {f.name: f.default for f in fields(SimConfig)}
+
+
 def _default_rps_scaling() -> float:
     from workbench.study.runs.experiments import PROFILE_RPS_SCALING
 
     return PROFILE_RPS_SCALING
+
+
+# A scheduler compared beside a close one is searched only at the GPU counts that decide its answer
+# (``needed_only``): it starts from the GPUs its reference needs (step 2's answer for the reference, on step 2's
+# tests), so the comparison adds a few capacity searches per scheduler, not one per GPU count.  continuous_sla and
+# continuous_multi_bin add controllers or bins to continuous_fcfs (within a few percent of its capacity),
+# multi_bin_fixed fixes the batch size of multi_bin_dynamic's bins.
+COMPARE_REFERENCE = {"continuous_sla": "continuous_fcfs", "continuous_multi_bin": "continuous_fcfs",
+                     "multi_bin_fixed": "multi_bin_dynamic"}
 
 
 def _default_gpu_counts() -> tuple[int, ...]:
@@ -60,23 +77,26 @@ class CompareParams:
     num_requests: int = 20_000
     curve_requests: int | None = None    # requests of the load-latency curves; None: num_requests
     schedulers: tuple[str, ...] = field(default_factory=all_schedulers)
-    latency: str = "opt-13b-a100"        # a step-time profile every scheduler is timed by
+    latency: str = DEFAULT_PROFILE       # a step-time profile every scheduler is timed by
     # step 2's GPU counts (1..100): the ranking is at the pool sizes the trace needs, which step 2's search
     # brackets; run by the suite at step 2's parameters these are step 2's tests, reused
     gpu_counts: tuple[int, ...] = field(default_factory=_default_gpu_counts)
     curve_gpus: int = 4                  # GPUs of the load-latency curves
     load_points: int = 8                 # offered rates per curve, light to past saturation
-    ttft_sla_s: float = 1.0
-    tpot_sla_s: float = 0.05
-    d_sla_s: float = 1.0                 # the static SLA controller's budget (service time of a batch)
-    attainment: float = 0.9              # share of requests that must meet both limits
-    k_bins: int = 4
+    ttft_sla_s: float = _CONFIG_DEFAULTS["ttft_sla_s"]
+    tpot_sla_s: float = _CONFIG_DEFAULTS["tpot_sla_s"]
+    d_sla_s: float = _CONFIG_DEFAULTS["d_sla_s"]   # the static SLA controller's budget (service time of a batch)
+    attainment: float = DEFAULT_ATTAINMENT         # share of requests that must meet both limits
+    k_bins: int = _CONFIG_DEFAULTS["k_bins"]
     replications: int = 1
     seed: int = 42
     results_dir: str | None = None
     rps_scaling: float = field(default_factory=_default_rps_scaling)  # the trace's timestamps / this
     use_real_timestamps: bool = False
     executor: object = None              # as the steps': None = a local process pool
+    # True: a scheduler of COMPARE_REFERENCE compared beside its reference is searched only at the counts that
+    # decide the GPUs it needs (see search_counts); False: every scheduler at every count of gpu_counts
+    needed_only: bool = True
 
     def __post_init__(self):
         from workbench import checks
@@ -106,8 +126,8 @@ class CompareParams:
         object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
                                                              high=1, what="a share in (0, 1]"))
         object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
-        object.__setattr__(self, "use_real_timestamps", checks.boolean(self.use_real_timestamps,
-                                                                       "use_real_timestamps"))
+        for name in ("use_real_timestamps", "needed_only"):
+            object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         if self.use_real_timestamps and self.rps_scaling != _default_rps_scaling():
             raise ValueError(f"rps_scaling={self.rps_scaling:g} has no effect with use_real_timestamps=True (the "
                              "trace's own inter-arrival times are kept, not divided): drop one of them")
@@ -127,7 +147,10 @@ class CompareParams:
         return cls(**{f.name: namespace[f.name] for f in fields(cls) if f.name in namespace})
 
     def identity(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("results_dir", "executor")}
+        # needed_only chooses which tests run, never what a test computes (rows are keyed by the test's full
+        # configuration): a folder may hold both, and one made before the option existed is reused
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("results_dir", "executor", "needed_only")}
 
     def results_path(self) -> Path:
         from workbench.study.store import folders
@@ -182,9 +205,65 @@ def deployment_fields(profile: str) -> dict:
     return profiles.profile_config_fields(profile)
 
 
-def capacity_tests(params: CompareParams) -> list:
-    """Every scheduler's capacity search on every GPU count of ``gpu_counts``, per seed: the tests step 2 runs at
-    the same parameters (same ids), so they are reused when it has run.
+def searched_around_need(params: CompareParams) -> dict[str, str]:
+    """The schedulers searched only around the GPUs they need, each with its reference (:data:`COMPARE_REFERENCE`,
+    when both are compared and ``needed_only``)."""
+    if not params.needed_only:
+        return {}
+    return {s: ref for s, ref in COMPARE_REFERENCE.items() if s in params.schedulers and ref in params.schedulers}
+
+
+def _coverage(rows: pd.DataFrame, scheduler: str) -> dict[int, bool]:
+    """GPU count -> whether ``scheduler``'s capacity there (mean over the seeds) covers the replayed rate."""
+    if rows is None or rows.empty or "capacity_rps" not in rows:
+        return {}
+    mine = rows[rows["scheduler"] == scheduler]
+    if mine.empty:
+        return {}
+    mine = mine.assign(capacity_rps=pd.to_numeric(mine["capacity_rps"], errors="coerce").fillna(0.0),
+                       offered_rps=pd.to_numeric(mine["offered_rps"], errors="coerce"))
+    means = mine.groupby("num_gpus")[["capacity_rps", "offered_rps"]].mean()
+    return {int(g): bool(row.capacity_rps >= row.offered_rps) for g, row in means.iterrows()}
+
+
+def search_counts(params: CompareParams, rows: pd.DataFrame | None = None) -> dict[str, tuple[int, ...]]:
+    """Per scheduler, the GPU counts of ``gpu_counts`` whose capacity the comparison needs, given the capacity rows
+    found so far (``rows``; rows of other tests are ignored by count, so pass capacity rows only).
+
+    Every scheduler is searched at every count, except one compared around its need
+    (:func:`searched_around_need`): it waits for its reference's rows, starts at the count the reference needs
+    (the fewest GPUs whose capacity covers the replayed rate; the largest count when none does), the count below it
+    and ``curve_gpus`` (the load curves' range is read there), then adds the count below its fewest covering count
+    until that one is known to fall short, or the count above its largest until one covers (or the counts end).
+    So its answer, the fewest GPUs of ``gpu_counts`` that cover the load, is the one a search at every count gives
+    where capacity grows with GPUs; call again with the new rows until the counts stop changing."""
+    counts = params.gpu_counts
+    out = {s: counts for s in params.schedulers}
+    for scheduler, reference in searched_around_need(params).items():
+        ref = _coverage(rows, reference)
+        if any(g not in ref for g in counts):
+            out[scheduler] = ()          # the reference's rows first
+            continue
+        need = min((g for g in counts if ref[g]), default=counts[-1])
+        i = counts.index(need)
+        want = {counts[i], counts[max(i - 1, 0)]} | ({params.curve_gpus} & set(counts))
+        cov = _coverage(rows, scheduler)
+        while all(g in cov for g in want):
+            covering = sorted(g for g in want if cov[g])
+            j = counts.index(covering[0]) if covering else counts.index(max(want))
+            if covering and (j == 0 or counts[j - 1] in want):
+                break                    # the fewest covering count and the one below, which falls short
+            if not covering and j == len(counts) - 1:
+                break                    # none covers, up to the largest count
+            want.add(counts[j - 1] if covering else counts[j + 1])
+        out[scheduler] = tuple(sorted(want))
+    return out
+
+
+def capacity_tests(params: CompareParams, counts: dict[str, tuple[int, ...]] | None = None) -> list:
+    """Every scheduler's capacity search on the GPU counts ``counts`` gives it (default: every count of
+    ``gpu_counts``; see :func:`search_counts`), per seed: the tests step 2 runs at the same parameters (same ids),
+    so they are reused when it has run.
 
     Each scheduler's searches chain over step 2's GPU counts (each starts from the previous count's answer, see
     :func:`workbench.study.runs.experiments.hinted_capacity_tests`), so a test at a count of ``gpu_counts`` has
@@ -203,7 +282,8 @@ def capacity_tests(params: CompareParams) -> list:
                                                          latency=step, label=_label(s, g), capacity=spec)
                                        for s in params.schedulers for g in grid})
         by_id = {t.test_id: key for key, t in tests.items()}
-        wanted = [(s, g) for s in params.schedulers for g in params.gpu_counts]
+        wanted = [(s, g) for s in params.schedulers
+                  for g in (params.gpu_counts if counts is None else counts.get(s, ()))]
         needed, queue = set(wanted), list(wanted)
         while queue:   # the tests the compared ones start from, and theirs
             for source in tests[queue.pop()].hint_from:
@@ -227,7 +307,7 @@ def curve_rates(params: CompareParams, cap_rows: pd.DataFrame, base_rate: float)
     ``curve_gpus`` GPUs (any GPU count if none there) to twice the highest; around the trace's own rate when
     no capacity was found."""
     if "num_gpus" in cap_rows:
-        cap_rows = cap_rows[cap_rows["num_gpus"].isin(params.gpu_counts)]   # the compared counts, as the ranking
+        cap_rows = compared_rows(params, cap_rows)   # the compared counts, as the ranking
     caps = pd.to_numeric(cap_rows["capacity_rps"], errors="coerce") if "capacity_rps" in cap_rows else pd.Series()
     found = cap_rows[np.isfinite(caps)] if len(caps) else cap_rows
     at_curve = found[found["num_gpus"] == params.curve_gpus] if not found.empty else found
@@ -303,6 +383,34 @@ def _aggregate(rows: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Data
     return summarize_replications(rows[keep].drop(columns=["replication"], errors="ignore"), by=by, metrics=metrics)
 
 
+def compared_rows(params: CompareParams, rows: pd.DataFrame) -> pd.DataFrame:
+    """The capacity rows at the counts :func:`search_counts` compares for each scheduler (not the other counts of
+    the search chains, nor rows of other tests)."""
+    if rows.empty or "num_gpus" not in rows:
+        return rows
+    counts = search_counts(params, rows)
+    keep = [int(g) in counts.get(s, ()) for s, g in zip(rows["scheduler"], rows["num_gpus"])]
+    return rows[np.asarray(keep, dtype=bool)]
+
+
+def capacity_rounds(params: CompareParams, run, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Run the comparison's capacity searches: :func:`search_counts` and :func:`capacity_tests` again with the
+    rows found, until no new test is asked for.  ``run(tests)`` runs tests and returns their rows; ``rows``: rows
+    already found (the suite's first sweep).  Returns every capacity row found."""
+    rows = rows if rows is not None else pd.DataFrame()
+    asked: set[str] = set()
+    while True:
+        tests = capacity_tests(params, search_counts(params, rows))
+        new = [t for t in tests if t.test_id not in asked]
+        if not new:
+            return rows
+        asked.update(t.test_id for t in tests)
+        found = run(tests)
+        rows = pd.concat([r for r in (rows, found) if not r.empty]) if not (rows.empty and found.empty) else rows
+        if "test_id" in rows:
+            rows = rows.drop_duplicates("test_id", keep="last")
+
+
 def run_comparison(params: CompareParams | None = None, *, progress: bool = True) -> Comparison:
     """Capacity of every scheduler at every GPU count, then load-latency curves on ``curve_gpus`` GPUs.
 
@@ -321,8 +429,14 @@ def run_comparison(params: CompareParams | None = None, *, progress: bool = True
     seeds = params.seeds()
     base_rate = params.trace(seeds[0]).mean_rate_rps
 
-    cap_rows, errors = _run(capacity_tests(params), params, folder, progress, f"{NOTEBOOK} capacity")
-    cap_rows = cap_rows[cap_rows["num_gpus"].isin(params.gpu_counts)]   # not the chains' other counts
+    errors: dict[str, str] = {}
+
+    def run(tests):
+        found, failed = _run(tests, params, folder, progress, f"{NOTEBOOK} capacity")
+        errors.update(failed)
+        return found
+
+    cap_rows = compared_rows(params, capacity_rounds(params, run))   # not the chains' other counts
     cap_rows = cap_rows.assign(capacity_rps=pd.to_numeric(cap_rows["capacity_rps"], errors="coerce"))
     capacities = _aggregate(cap_rows, ["scheduler", "num_gpus"], ["capacity_rps", "offered_rps"])
 
@@ -357,5 +471,6 @@ def run_comparison(params: CompareParams | None = None, *, progress: bool = True
                       base_rate, errors)
 
 
-__all__ = ["CHECKPOINT", "NOTEBOOK", "OUTPUTS", "CompareParams", "Comparison", "all_schedulers", "capacity_tests",
-           "curve_rates", "load_tests", "run_comparison"]
+__all__ = ["CHECKPOINT", "COMPARE_REFERENCE", "NOTEBOOK", "OUTPUTS", "CompareParams", "Comparison", "all_schedulers",
+           "capacity_rounds", "capacity_tests", "compared_rows", "curve_rates", "load_tests", "run_comparison",
+           "search_counts", "searched_around_need"]

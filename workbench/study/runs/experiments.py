@@ -59,7 +59,8 @@ from workbench.sim.latency import LatencyModel
 from workbench.sim.schedulers import SCHEDULERS, get_scheduler
 from workbench.sim.steptime import StepTimeModel
 from workbench.traces import datasets
-from workbench.traces.trace import TraceSizeWarning
+from workbench.traces.trace import DEFAULT_RPS_SCALING, SEED_RPS_SCALING, TraceSizeWarning
+from workbench.study.runs.capacity import DEFAULT_ATTAINMENT, attainment_may_rise_with_load
 from workbench.study.runs.sweep import (CapacitySpec, SweepTest, TraceOptions, check_replay_times, finished_elsewhere,
                                         is_continuous, make_test, normalize_dataset, parse_executor, run_sweep,
                                         with_capacity_hint)
@@ -112,11 +113,10 @@ STATIC_GRID_TEXT = "formula grid (Qwen3-1.7B/RTX 4080 labels, generated from a f
 # end-to-end latency within d_sla, at its load (the trace's timestamps / 200).
 SEED_GRID = GRID_PROFILE
 SEED_SCHEDULERS = ("static_fifo", "dynamic_no_bins", "multi_bin_dynamic")
-SEED_RPS_SCALING = 200.0
 # On a measured profile (OPT-13B on one A100 by default) the trace's timestamps / 10 (about 2.4 requests/s for the
-# default synthetic trace) is a load whose answers lie inside the ranges tested: continuous batching needs about 16
-# GPUs for it, static batching about 64 (step 2), out of 1..100.
-PROFILE_RPS_SCALING = 10.0
+# default synthetic trace) is a load whose answers lie inside the ranges tested: continuous batching needs about 8
+# GPUs for it, static batching about 32 (step 2), out of 1..100.  The library's default load (wb.load_trace's).
+PROFILE_RPS_SCALING = DEFAULT_RPS_SCALING
 LATENCY_ALIASES = {"grid": SEED_GRID}
 
 
@@ -124,6 +124,10 @@ def default_schedulers(latency: str) -> tuple[str, ...]:
     """The schedulers a run compares when none are named: the seed's static three on its grid, else
     :data:`DEFAULT_SCHEDULERS` (static and continuous batching on one step-time profile)."""
     return SEED_SCHEDULERS if latency == SEED_GRID else DEFAULT_SCHEDULERS
+
+
+# SimConfig's defaults: the SLA and K every run takes unless told otherwise
+_CONFIG_DEFAULTS = {f.name: f.default for f in fields(SimConfig)}
 
 
 def default_rps_scaling(latency: str) -> float:
@@ -151,25 +155,30 @@ def _int_at_least(value, name: str, low: int) -> int:
 
 @dataclass(frozen=True)
 class StepParams:
-    """The parameters every step notebook takes (same names, same defaults as its ``parameters`` cell)."""
+    """The parameters every step notebook takes (same names, same defaults as its ``parameters`` cell).
+
+    What a test simulates defaults to the library's defaults, taken from the library (one source of truth):
+    the hardware model ``profiles.DEFAULT_PROFILE``, the load ``load_trace``'s ``DEFAULT_RPS_SCALING``, the SLA
+    and K of :class:`SimConfig`, the capacity target ``capacity``'s ``DEFAULT_ATTAINMENT``.  The suite's own: the
+    trace's size, the GPU counts, the seed (42)."""
 
     max_requests: int = 1_000_000
     max_gpus: int = 100
     use_real_timestamps: bool = False
     rps_scaling: float | None = None  # None: PROFILE_RPS_SCALING on a profile, SEED_RPS_SCALING on the seed grid
-    d_sla: float = 1.0
+    d_sla: float = _CONFIG_DEFAULTS["d_sla_s"]
     dataset: str | None = None
-    k_bins: int = 4
+    k_bins: int = _CONFIG_DEFAULTS["k_bins"]
     seed: int = 42
     results_dir: str | None = None
     executor: Any = None
     capacity_search: bool = True
-    capacity_attainment: float = 0.9
+    capacity_attainment: float = DEFAULT_ATTAINMENT
     schedulers: tuple[str, ...] | None = None  # None: default_schedulers(latency)
     latency: str = profiles.DEFAULT_PROFILE
     replications: int = 1
-    ttft_sla: float = 1.0
-    tpot_sla: float = 0.05
+    ttft_sla: float = _CONFIG_DEFAULTS["ttft_sla_s"]
+    tpot_sla: float = _CONFIG_DEFAULTS["tpot_sla_s"]
 
     def __post_init__(self):
         latency = LATENCY_ALIASES.get(self.latency, self.latency) if isinstance(self.latency, str) else self.latency
@@ -250,13 +259,11 @@ class StepParams:
         return CapacitySpec(attainment=self.capacity_attainment) if self.capacity_search else None
 
     def base_config(self, *, seed: int | None = None, **changes) -> SimConfig:
-        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  On a step-time
-        profile every scheduler gets the memory configuration of the profile's hardware."""
+        """The SimConfig of a test (``seed``: a replication's seed, default ``self.seed``).  Every scheduler gets
+        the memory configuration of the profile's hardware (the seed grid's: ``memory.GRID_MEMORY``)."""
         base = SimConfig(d_sla_s=self.d_sla, k_bins=self.k_bins, seed=self.seed if seed is None else seed,
                          ttft_sla_s=self.ttft_sla, tpot_sla_s=self.tpot_sla)
-        if not self.seed_grid:
-            changes = {**profile_config_fields(self.latency), **changes}
-        return base.replace(**changes)
+        return base.replace(**{**profile_config_fields(self.latency), **changes})
 
     def trace_options(self, num_requests: int, seed: int | None = None) -> TraceOptions:
         return TraceOptions(dataset=self.dataset, num_requests=num_requests, rps_scaling=self.rps_scaling,
@@ -519,10 +526,11 @@ def capacity_chain(tests: Sequence[SweepTest], by: str = "num_gpus") -> list[Swe
 # one's starts from that one's answer on the same GPUs, so its own tests need not wait for each other:
 # continuous_sla's controller rarely binds at capacity (within a few percent of continuous_fcfs, 4-5x slower
 # to simulate).  Every other scheduler starts from its previous GPU count's answer, scaled by the GPU ratio,
-# or, where that one found none, from its fallback's answer on the fewest GPUs, scaled the same way.
+# or, where that one found none, from its fallback's answer on the fewest GPUs, scaled the same way.  A scheduler
+# whose search is the exhaustive scan (multi_bin_fixed: its batches wait to fill) starts nowhere: the scan probes
+# the whole range whatever the hint, so its tests depend on no other and run at any GPU count alone.
 HINT_REFERENCE = {"continuous_sla": "continuous_fcfs", "continuous_multi_bin": "continuous_fcfs"}
-HINT_FALLBACK = {"dynamic_no_bins": "static_fifo", "multi_bin_dynamic": "dynamic_no_bins",
-                 "multi_bin_fixed": "multi_bin_dynamic"}
+HINT_FALLBACK = {"dynamic_no_bins": "static_fifo", "multi_bin_dynamic": "dynamic_no_bins"}
 
 
 def hinted_capacity_tests(tests: dict[tuple[str, int], SweepTest]) -> dict[tuple[str, int], SweepTest]:
@@ -537,6 +545,9 @@ def hinted_capacity_tests(tests: dict[tuple[str, int], SweepTest]) -> dict[tuple
         fallback_counts = sorted(g for s, g in out if s == fallback)
         for i, gpus in enumerate(counts):
             test = tests[(scheduler, gpus)]
+            if test.capacity is not None and attainment_may_rise_with_load(test.config):
+                out[(scheduler, gpus)] = test     # the scan: no start to give it
+                continue
             if (reference, gpus) in out:
                 out[(scheduler, gpus)] = with_capacity_hint(test, out[(reference, gpus)])
                 continue

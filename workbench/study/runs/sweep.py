@@ -88,12 +88,13 @@ import pandas as pd
 
 from workbench import checks
 from workbench.study.runs.capacity import CRITERIA as CAPACITY_CRITERIA
-from workbench.study.runs.capacity import SCALE_BOUNDS
+from workbench.study.runs.capacity import DEFAULT_ATTAINMENT, SCALE_BOUNDS
 from workbench.study.runs.capacity import CapacityError, attainable_share, slo_attainable_share
 from workbench.study.runs.capacity import capacity as search_capacity
 from workbench.sim.config import SimConfig
 from workbench.sim.latency import LatencyModel
 from workbench.sim.steptime import COEF_NAMES, StepTimeModel
+from workbench.traces.trace import DEFAULT_RPS_SCALING
 from workbench.study.store.checkpoints import (GRID_PROFILE, CheckpointError, current_rows_near, finished_ids,
                                                load_and_repair, merge_rows, read_rows, select_rows, simulator_version)
 from workbench.study.store.files import display_source, resolve_results_dir, resolve_user_path, results_lock
@@ -128,7 +129,7 @@ class TraceOptions:
 
     dataset: str | None = None
     num_requests: int | None = None
-    rps_scaling: float = 200.0
+    rps_scaling: float = DEFAULT_RPS_SCALING   # load_trace's default
     use_real_timestamps: bool = False
     seed: int = 0
     drop_failed: bool = True
@@ -189,7 +190,7 @@ def _help(default, text: str):
 class CapacitySpec:
     """What a test's capacity search looks for (see :func:`workbench.study.runs.capacity.capacity`)."""
 
-    attainment: float = _help(0.9, "share of the offered requests that must finish within d_sla_s "
+    attainment: float = _help(DEFAULT_ATTAINMENT, "share of the offered requests that must finish within d_sla_s "
                                    "(criterion 'attainment'), in (0, 1]")
     criterion: str = _help("attainment", "'attainment', 'p99_latency' (p99 of completed requests <= d_sla_s, "
                                          "nothing rejected) or 'slo' (TTFT and TPOT limits; continuous schedulers, "
