@@ -61,7 +61,7 @@ def rss_mb(field):
 
 import workbench as wb
 n, scaling = int(sys.argv[1]), float(sys.argv[2])
-trace = wb.load_trace(num_requests=n).time_scaled(scaling)
+trace = wb.load_trace(num_requests=n, rps_scaling=200).time_scaled(scaling)
 step = step_model()
 before = rss_mb("VmRSS")
 t = time.perf_counter()
@@ -101,7 +101,7 @@ def main() -> None:
     import workbench as wb
     from workbench.sim.schedulers import continuous_fcfs
 
-    trace = wb.load_trace(num_requests=args.requests)
+    trace = wb.load_trace(num_requests=args.requests, rps_scaling=200)
     step = step_model()
     cfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=4)
     print(f"trace: {trace.label}, {len(trace):,} requests; step-time model: {step.describe()}")

@@ -47,7 +47,7 @@ def rss_mb(field):
 
 import workbench as wb
 n, scaling = int(sys.argv[1]), float(sys.argv[2])
-trace = wb.load_trace(num_requests=n).time_scaled(scaling)
+trace = wb.load_trace(num_requests=n, rps_scaling=200).time_scaled(scaling)
 before = rss_mb("VmRSS")
 t = time.perf_counter()
 res = wb.simulate(trace, config(), latency="opt-13b-a100-distserve")
@@ -80,7 +80,7 @@ def main() -> None:
     import workbench as wb
     from workbench.sim import disagg, profiles
 
-    trace = wb.load_trace(num_requests=args.requests)
+    trace = wb.load_trace(num_requests=args.requests, rps_scaling=200)
     cfg = config()
     print(f"trace: {trace.label}, {len(trace):,} requests; 2 prefill + 2 decode instances (1 GPU each), "
           f"profile {PROFILE}: prefill {profiles.get_profile(PROFILE).describe()}")

@@ -53,7 +53,7 @@ def main() -> None:
     from bench_continuous import step_model
 
     print(f"command: {COMMAND} --requests {args.requests} --repeats {args.repeats}")
-    trace = wb.load_trace(num_requests=args.requests)
+    trace = wb.load_trace(num_requests=args.requests, rps_scaling=200)
     step = step_model()
     cfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=4)
     wb.simulate(trace.head(20_000), cfg, latency=step)   # warm-up

@@ -39,7 +39,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("workbench.sim.steptable").setLevel(logging.ERROR)   # "extrapolated linearly" per run
 
-    trace = wb.load_trace(num_requests=args.requests)
+    trace = wb.load_trace(num_requests=args.requests, rps_scaling=200)
     roofline = wb.StepTimeModel.roofline("llama-3.1-8b", "rtx-pro-6000", max_num_batched_tokens=2048)
     kernel = wb.StepTimeModel.from_kernel_profiles(KERNEL_PROFILES, allow_extrapolation=True)
     plain = profiles.default_step_model()

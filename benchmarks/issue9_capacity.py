@@ -5,7 +5,7 @@ import sys, logging, time
 import workbench as wb
 from workbench.study.runs.capacity import capacity
 n = int(sys.argv[1]); target = float(sys.argv[2])
-trace = wb.load_trace(num_requests=n)
+trace = wb.load_trace(num_requests=n, rps_scaling=200)
 cfg = wb.SimConfig(scheduler="multi_bin_fixed", num_gpus=1, k_bins=4, batch_size=int(sys.argv[3]), d_sla_s=1.0)
 t = time.time()
 try:

@@ -7,7 +7,7 @@ import workbench as wb
 from workbench.study.runs.capacity import capacity
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
-trace = wb.load_trace(num_requests=n)
+trace = wb.load_trace(num_requests=n, rps_scaling=200)
 print(f"trace: {len(trace)} requests, mean rate {trace.mean_rate_rps:.3f} rps")
 def per_bin(res):
     b = res.batches
@@ -18,7 +18,7 @@ def per_bin(res):
 for name, kw in [("multi_bin_dynamic", {}), ("static_fifo", dict(batch_size=32)),
                  ("multi_bin_fixed", dict(batch_size=32))]:
     cfg = wb.SimConfig(scheduler=name, num_gpus=1, k_bins=4, d_sla_s=1.0, **kw)
-    t = time.time(); res = wb.simulate(trace, cfg); s = res.summary
+    t = time.time(); res = wb.simulate(trace, cfg, latency="seed-grid"); s = res.summary
     print(f"{name:18s} thr {s['throughput_rps']:.2f} rps, viol {s['sla_violation_rate']:.3f}, "
           f"mean batch {s['batch_size_mean']:.2f}  [{per_bin(res)}]  ({time.time()-t:.1f}s)")
     print(f"   kv_capacity_tokens {cfg.kv_capacity_tokens}, max batch tokens {res.batches['tokens'].max()}")
@@ -28,7 +28,7 @@ for label, extra in []:
         cfg = wb.SimConfig(scheduler="multi_bin_dynamic", num_gpus=1, k_bins=4, **extra)
     except Exception as e:
         print(label, "error", e); continue
-    res = wb.simulate(trace, cfg); b = res.batches
+    res = wb.simulate(trace, cfg, latency="seed-grid"); b = res.batches
     print(f"{label}: capacity {cfg.kv_capacity_tokens} tokens, thr {res.summary['throughput_rps']:.2f}, "
           f"max batch tokens {b['tokens'].max()}, limits by bin {b.groupby('bin')['size_limit'].mean().round(1).to_dict()}")
 if "--cap" in sys.argv:
@@ -43,10 +43,10 @@ if "--cap" in sys.argv:
 if "--seedmem" in sys.argv:
     from workbench.sim.memory import SEED_MEMORY
     for name, kw in [("multi_bin_dynamic", {}), ("static_fifo", dict(batch_size=32))]:
-        res = wb.simulate(trace, wb.SimConfig(scheduler=name, num_gpus=1, k_bins=4, d_sla_s=1.0, **SEED_MEMORY, **kw))
+        res = wb.simulate(trace, wb.SimConfig(scheduler=name, num_gpus=1, k_bins=4, d_sla_s=1.0, **SEED_MEMORY, **kw), latency="seed-grid")
         s = res.summary
         print(f"seed memory: {name:18s} thr {s['throughput_rps']:.2f} rps, mean batch {s['batch_size_mean']:.2f} [{per_bin(res)}]")
-    res = wb.simulate(trace, wb.SimConfig(scheduler="multi_bin_dynamic", num_gpus=1, k_bins=4))
+    res = wb.simulate(trace, wb.SimConfig(scheduler="multi_bin_dynamic", num_gpus=1, k_bins=4), latency="seed-grid")
     b = res.batches
     print("default memory: size_limit < 31 in", f"{(b['size_limit'] < 31).mean():.1%}", "of batches; mean limit by bin",
           b.groupby("bin")["size_limit"].mean().round(1).to_dict())
