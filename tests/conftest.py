@@ -40,6 +40,18 @@ def session_cache_dir() -> Path:
     return Path(_session_cache[0])
 
 
+def execute_notebook(notebook, output, parameters: dict | None = None):
+    """Run a notebook through papermill from the repository root, as the suite does: ``notebook`` is a name in
+    notebooks/ ("hardware") or a path; the executed copy is written to ``output``."""
+    import papermill as pm
+
+    from workbench import paths
+
+    source = paths.NOTEBOOKS_DIR / f"{notebook}.ipynb" if isinstance(notebook, str) else notebook
+    return pm.execute_notebook(str(source), str(output), parameters=parameters or {}, kernel_name="python3",
+                               cwd=str(paths.REPO_ROOT), progress_bar=False)
+
+
 @pytest.fixture(scope="session")
 def python() -> str:
     """The interpreter running the tests (the project's venv)."""

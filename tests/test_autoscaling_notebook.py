@@ -7,13 +7,12 @@ import pandas as pd
 import pytest
 
 from workbench.study.runs import autoscaling as day
+from conftest import execute_notebook
 
 
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
     """Planned by wb.plan_fleet (the default); the capacity planner is run at the end, in another folder."""
-    import papermill as pm
 
-    from workbench import paths
     from workbench.study.answers import autoscaling as answers
     from workbench.study.answers import columns
     from workbench.study.orchestrate.suite import AUTOSCALING, SuiteOptions, notebook_parameters
@@ -23,8 +22,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
     out = tmp_path / "out"
     parameters = {"results_dir": str(out), "num_requests": 60_000, "capacity_requests": 3_000,
                   "peak_to_trough": 4.0, "price_per_gpu_hour": 2.0}   # wb.plan_fleet per hour (the default)
-    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "autoscaling.ipynb"), str(tmp_path / "nb.ipynb"),
-                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False, parameters=parameters)
+    execute_notebook("autoscaling", tmp_path / "nb.ipynb", parameters)
     plan = pd.read_csv(out / "autoscaling_plan.csv")
     assert list(plan.hour) == list(range(24)) and plan.requests.sum() == 60_000
     assert (plan.capacity_rps >= plan.peak_rps).all() and (plan.replicas >= 1).all()
@@ -56,17 +54,14 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
     assert "synthetic" in text and "**reactive**" in text and "of the peak fleet's" in text
     # the capacity planner: the same deployment, the plan from wb.capacity replica count by replica count
     other = tmp_path / "capacity"
-    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "autoscaling.ipynb"), str(tmp_path / "nb3.ipynb"),
-                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                        parameters={**parameters, "results_dir": str(other), "planner": "capacity"})
+    execute_notebook("autoscaling", tmp_path / "nb3.ipynb",
+                     {**parameters, "results_dir": str(other), "planner": "capacity"})
     by_capacity = pd.read_csv(other / "autoscaling_plan.csv")
     assert (by_capacity.capacity_rps >= by_capacity.peak_rps).all()
     assert (abs(by_capacity.replicas - plan.replicas) <= 2).all()   # two searches of one question agree
     # the folder records the notebook's parameters: another parameter set is refused there before computing
     with pytest.raises(Exception, match="autoscaling"):
-        pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "autoscaling.ipynb"), str(tmp_path / "nb2.ipynb"),
-                            kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                            parameters={**parameters, "num_requests": 50_000})
+        execute_notebook("autoscaling", tmp_path / "nb2.ipynb", {**parameters, "num_requests": 50_000})
 
 
 def _day_tables(hours_below: list[int]):

@@ -14,7 +14,6 @@ import nbformat
 import papermill as pm
 import pytest
 
-from workbench import paths
 from workbench.__main__ import main
 from workbench.study.explore import Explorer
 from workbench.study.store import checkpoints
@@ -22,6 +21,7 @@ from workbench.study.runs.experiments import (PROFILE_RPS_SCALING, SEED_RPS_SCAL
                                               plan_step2, plan_step3)
 from workbench.study.store.folders import MANIFEST, ResultsFolderConflict
 from workbench.study.orchestrate.suite import SuiteOptions
+from conftest import execute_notebook
 
 SMALL = dict(max_requests=300, max_gpus=2, capacity_search=False, executor="serial",
              schedulers="static_fifo,dynamic_no_bins")
@@ -132,10 +132,8 @@ def test_the_validation_notebook_refuses_another_runs_folder_before_computing(tm
     (folder / "validation.csv").write_bytes(b"case,quantity\nmd1,wait\n")
     before = snapshot(folder)
     with pytest.raises(pm.PapermillExecutionError, match="validation: n_requests: 5000 there, 1000 here"):
-        pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "validation.ipynb"), str(tmp_path / "out.ipynb"),
-                            parameters={"n_requests": 1000, "seeds": 1, "results_dir": str(folder),
-                                        "include_trace": "false"},
-                            kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False)
+        execute_notebook("validation", tmp_path / "out.ipynb",
+                         {"n_requests": 1000, "seeds": 1, "results_dir": str(folder), "include_trace": "false"})
     assert snapshot(folder) == before
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     ran = [c for c in executed.cells if c.cell_type == "code" and c.get("execution_count")]

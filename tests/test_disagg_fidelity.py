@@ -15,6 +15,7 @@ import workbench as wb
 from workbench import paths
 from workbench.study.fidelity import calibration_disagg as cd
 from workbench.study.fidelity import disagg_runs
+from conftest import execute_notebook
 
 DATA = paths.DATA_DIR / "groundtruth" / "distserve_opt13b_a100_disagg"
 NAMES = ["distserve-c21d11-300-3", "distserve-c21d11-300-6", "distserve-c21d11-300-9", "distserve-c21d11-300-12",
@@ -227,10 +228,9 @@ def test_fidelity_notebook_runs_and_writes_its_tables(tmp_path):
     source = paths.NOTEBOOKS_DIR / "fidelity_disagg.ipynb"
     assert set(notebook_parameters(SuiteOptions(), FIDELITY_DISAGG)) <= set(pm.inspect_notebook(str(source)))
     out = tmp_path / "fidelity"
-    pm.execute_notebook(str(source), str(tmp_path / "fd.ipynb"), kernel_name="python3", cwd=str(paths.REPO_ROOT),
-                        progress_bar=False, parameters={
-                            "results_dir": str(out), "runs": "distserve-c21d11-300-3,distserve-c21d12-600-6",
-                            "max_iter": 1, "prior_weights": []})
+    execute_notebook(source, tmp_path / "fd.ipynb",
+                     {"results_dir": str(out), "runs": "distserve-c21d11-300-3,distserve-c21d12-600-6", "max_iter": 1,
+                      "prior_weights": []})
     table = pd.read_csv(out / "fidelity_disagg.csv")
     assert set(table.metric) == {"ttft_s", "tpot_s", "e2e_s"} and table.model.nunique() == 3
     assert {"measured_attainment", "simulated_attainment", "attainment_points"} <= set(table.columns)
@@ -241,14 +241,10 @@ def test_fidelity_notebook_runs_and_writes_its_tables(tmp_path):
 
 
 def test_disaggregation_notebook_runs_and_writes_its_tables(tmp_path):
-    import papermill as pm
-
     out = tmp_path / "disaggregation"
-    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "disaggregation.ipynb"), str(tmp_path / "dg.ipynb"),
-                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False, parameters={
-                            "results_dir": str(out), "gpus": 3, "azure_requests": 300, "slo_scales": [1.0],
-                            "limit_scales": [0.5, 1.0],
-                            "calibrate_serving_costs": False, "vllm_profile": ""})
+    execute_notebook("disaggregation", tmp_path / "dg.ipynb",
+                     {"results_dir": str(out), "gpus": 3, "azure_requests": 300, "slo_scales": [1.0],
+                      "limit_scales": [0.5, 1.0], "calibrate_serving_costs": False, "vllm_profile": ""})
     table = pd.read_csv(out / "disaggregation.csv")
     assert set(table.trace) == {"DistServe sample", "Azure conversation"}
     assert set(table.kind) == {"disaggregated", "colocated, same kernels"}

@@ -19,6 +19,7 @@ from workbench.sim.profiles import default_step_model
 from workbench.study.fidelity import vllm_runs
 from workbench.study.fidelity.calibration import CalibrationError, replay_run, request_errors
 from workbench.traces.serving_log import ServingLog
+from conftest import execute_notebook
 
 DATA = paths.DATA_DIR / "groundtruth" / "distserve_opt13b_a100_vllm"
 RUNS = ("vllm-100-1", "vllm-200-2", "vllm-350-3.5")
@@ -404,10 +405,9 @@ def test_notebook_is_committed_clean_and_paired():
 
 def test_notebook_runs_at_a_tiny_size(tmp_path):
     out = tmp_path / "out"
-    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "fidelity.ipynb"), kernel_name="python3",
-                        cwd=str(paths.REPO_ROOT), progress_bar=False,
-                        parameters={"results_dir": str(out), "runs": "vllm-100-1,vllm-200-2",
-                                    "llmservingsim_runs": "RTX4090", "max_evaluations": 150})
+    execute_notebook(NOTEBOOK, tmp_path / "fidelity.ipynb",
+                     {"results_dir": str(out), "runs": "vllm-100-1,vllm-200-2", "llmservingsim_runs": "RTX4090",
+                      "max_evaluations": 150})
     table = pd.read_csv(out / "fidelity_vllm.csv")
     assert set(table["run"]) == {"vllm-100-1", "vllm-200-2", "RTX4090-Llama-3.1-8B[:150]",
                                  "RTX4090-Llama-3.1-8B[150:]"}

@@ -6,22 +6,19 @@ import pandas as pd
 import pytest
 
 from workbench.study.runs.fleet import FleetParams
+from conftest import execute_notebook
 
 
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
-    import papermill as pm
 
-    from workbench import paths
     from workbench.study.answers import columns
     from workbench.study.orchestrate.suite import FLEET, SuiteOptions, notebook_parameters
 
     assert notebook_parameters(SuiteOptions(validate=True), FLEET) == {"results_dir": str(SuiteOptions().results_path)}
     out = tmp_path / "out"
-    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "fleet_planning.ipynb"), str(tmp_path / "nb.ipynb"),
-                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                        parameters={"results_dir": str(out), "num_requests": 800, "rate_rps": 10.0,
-                                    "gpus": ["l40s", "h100-sxm"], "tp": [1, 2], "max_gpus": 12,
-                                    "prices": "h100-sxm=3.0"})
+    execute_notebook("fleet_planning", tmp_path / "nb.ipynb",
+                     {"results_dir": str(out), "num_requests": 800, "rate_rps": 10.0, "gpus": ["l40s", "h100-sxm"],
+                      "tp": [1, 2], "max_gpus": 12, "prices": "h100-sxm=3.0"})
     plan = pd.read_csv(out / "fleet_plan.csv")
     # 2 GPU types x (2 colocated TPs + 4 disaggregated TP pairs), each with a status and a reason
     assert len(plan) == 12 and plan.reason.notna().all()
@@ -43,9 +40,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
     assert "against its neighbours" in text and "holds:" in text
     # the folder records the notebook's parameters: another parameter set is refused there before computing
     with pytest.raises(Exception, match="fleet_planning"):
-        pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "fleet_planning.ipynb"), str(tmp_path / "nb2.ipynb"),
-                            kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                            parameters={"results_dir": str(out), "num_requests": 400})
+        execute_notebook("fleet_planning", tmp_path / "nb2.ipynb", {"results_dir": str(out), "num_requests": 400})
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -4,23 +4,20 @@ import pandas as pd
 import pytest
 
 from workbench.study.runs.hardware import HardwareParams
+from conftest import execute_notebook
 
 
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
-    import papermill as pm
 
-    from workbench import paths
     from workbench.study.answers import columns
     from workbench.study.orchestrate.suite import HARDWARE, SuiteOptions, notebook_parameters
 
     assert notebook_parameters(SuiteOptions(validate=True), HARDWARE) == {
         "results_dir": str(SuiteOptions().results_path)}
     out = tmp_path / "out"
-    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "hardware.ipynb"), str(tmp_path / "nb.ipynb"),
-                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                        parameters={"results_dir": str(out), "num_requests": 120,
-                                    "models": ["llama-3.1-8b", "llama-3.1-70b"], "gpus": ["rtx-4090", "h100-sxm"],
-                                    "tp": [1, 2], "prices": "h100-sxm=2.0"})
+    execute_notebook("hardware", tmp_path / "nb.ipynb",
+                     {"results_dir": str(out), "num_requests": 120, "models": ["llama-3.1-8b", "llama-3.1-70b"],
+                      "gpus": ["rtx-4090", "h100-sxm"], "tp": [1, 2], "prices": "h100-sxm=2.0"})
     fits = pd.read_csv(out / "hardware_fit.csv")
     assert len(fits) == 2 * 2 * 2
     # Llama-3.1-70B (141 GB of weights) fits neither GPU at TP 1 or 2 except 2 x H100
@@ -50,9 +47,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
     assert "llama-3.1-70b fits on none of rtx-4090" in text
     # the folder records the notebook's parameters: another parameter set is refused there before computing
     with pytest.raises(Exception, match="hardware"):
-        pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "hardware.ipynb"), str(tmp_path / "nb2.ipynb"),
-                            kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                            parameters={"results_dir": str(out), "num_requests": 60})
+        execute_notebook("hardware", tmp_path / "nb2.ipynb", {"results_dir": str(out), "num_requests": 60})
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -18,6 +18,7 @@ import pytest
 from workbench import paths
 from workbench.study.runs.experiments import STEP1, STEP2, STEP3, STEPS, StepParams
 from workbench.study.orchestrate.suite import SuiteOptions, notebook_parameters
+from conftest import execute_notebook
 
 TINY = {"max_requests": 2_000, "max_gpus": 4, "executor": "serial"}   # a pool's start-up would cost more
 STATIC_TRIO = "static_fifo,dynamic_no_bins,multi_bin_dynamic"  # the seed's schedulers (steps 2-3 now sweep each)
@@ -34,8 +35,7 @@ def notebook_path(step: str):
 def run(step: str, out_dir, **parameters):
     """Execute a step notebook the way the suite does (kernel python3, from the repo root)."""
     output = out_dir / f"{step}.ipynb"
-    pm.execute_notebook(str(notebook_path(step)), str(output), parameters=parameters, kernel_name="python3",
-                        cwd=str(paths.REPO_ROOT), progress_bar=False)
+    execute_notebook(notebook_path(step), output, parameters)
     return nbformat.read(output, as_version=4)
 
 

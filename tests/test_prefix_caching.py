@@ -11,6 +11,7 @@ import pytest
 
 import workbench as wb
 from workbench.sim.prefix_tree import prefix_tree
+from conftest import execute_notebook
 
 
 def trace_of(arrival_s, prompt, output, **kw):
@@ -252,21 +253,18 @@ def test_prefix_affinity_needs_prefix_caching_and_fields_are_validated():
 
 # ---------------------------------------------------------------- the notebook
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
-    import papermill as pm
     import pandas as pd
 
-    from workbench import paths
     from workbench.study.answers import columns
     from workbench.study.orchestrate.suite import PREFIX_CACHING, SuiteOptions, notebook_parameters
 
     out = tmp_path / "out"
     assert notebook_parameters(SuiteOptions(validate=True), PREFIX_CACHING) == {
         "results_dir": str(SuiteOptions().results_path)}
-    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "prefix_caching.ipynb"), str(tmp_path / "nb.ipynb"),
-                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                        parameters={"results_dir": str(out), "num_requests": 120, "replicas": [2],
-                                    "sweep_replicas": 2, "kv_sweep_blocks": [8_000, 30_000],
-                                    "routers": ["round_robin", "prefix_affinity"], "capacity_search": False})
+    execute_notebook("prefix_caching", tmp_path / "nb.ipynb",
+                     {"results_dir": str(out), "num_requests": 120, "replicas": [2], "sweep_replicas": 2,
+                      "kv_sweep_blocks": [8_000, 30_000], "routers": ["round_robin", "prefix_affinity"],
+                      "capacity_search": False})
     sweep = pd.read_csv(out / "prefix_caching_kv.csv")
     # per size: caching off and on with the same cache-blind router, and on with prefix_affinity (issue 20: the
     # "off" runs used another router than the "on" ones, so their difference mixed router and cache)
@@ -294,9 +292,8 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
     assert "TTFT <= 2 s and TPOT <= 100 ms" in text
     # the folder records the notebook's parameters: another parameter set is refused there before computing
     with pytest.raises(Exception, match="prefix_caching"):
-        pm.execute_notebook(str(paths.NOTEBOOKS_DIR / "prefix_caching.ipynb"), str(tmp_path / "nb2.ipynb"),
-                            kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False,
-                            parameters={"results_dir": str(out), "num_requests": 60, "capacity_search": False})
+        execute_notebook("prefix_caching", tmp_path / "nb2.ipynb",
+                         {"results_dir": str(out), "num_requests": 60, "capacity_search": False})
 
 
 @pytest.mark.parametrize("kwargs, message", [

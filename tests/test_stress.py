@@ -10,17 +10,16 @@ import math
 import nbformat
 import numpy as np
 import pandas as pd
-import papermill as pm
 import pytest
 from scipy import stats
 
-from workbench import paths
 from workbench.sim.latency import LatencyModel
 from workbench.sim.profiles import get_profile
 from workbench.sim.steptime import StepTimeModel
 from workbench.study.answers import analysis
 from workbench.study.runs import experiments, sweep
 from workbench.study.orchestrate.suite import SuiteOptions, notebook_parameters
+from conftest import execute_notebook
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIXED = "multi_bin_dynamic,continuous_fcfs"
@@ -28,8 +27,7 @@ MIXED = "multi_bin_dynamic,continuous_fcfs"
 
 def run_notebook(step: str, out_dir, **parameters):
     output = out_dir / f"{step}.ipynb"
-    pm.execute_notebook(str(paths.NOTEBOOKS_DIR / f"{step}.ipynb"), str(output), parameters=parameters,
-                        kernel_name="python3", cwd=str(paths.REPO_ROOT), progress_bar=False)
+    execute_notebook(step, output, parameters)
     return nbformat.read(output, as_version=4)
 
 
