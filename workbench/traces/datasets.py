@@ -61,6 +61,15 @@ def is_name(value) -> bool:
     return isinstance(value, str) and value in DATASETS
 
 
+def check_name_or_file(value, name: str = "dataset") -> None:
+    """Refuse ``value`` unless it is a dataset name or an existing trace file (the error names ``name``)."""
+    from workbench import checks
+
+    checks.instance(value, name, str, expected="a dataset name or a trace file")
+    if not is_name(value):
+        checks.existing_file(value, name, what="trace file")
+
+
 def closest(value) -> str | None:
     """The dataset name ``value`` was probably meant to be (``"azure-conv"``, ``" Azure_Conv"``), or None."""
     import difflib

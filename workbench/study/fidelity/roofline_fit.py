@@ -45,7 +45,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from workbench.hardware.catalog import get_gpu, get_model_arch
+from workbench.hardware.catalog import get_model_arch
 from workbench.hardware.roofline import Efficiencies, Roofline, StepStats
 from workbench.paths import DATA_DIR
 

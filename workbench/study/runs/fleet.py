@@ -512,7 +512,6 @@ def _verify(job: dict) -> dict:
         size = None if n is None else {"replicas": n}
         largest = {"replicas": settings.max_gpus // cand.tp}
     else:
-        resolve = functools.partial(_pool_model, settings, cand.gpu)
         base = disaggregated_base(settings, cand.gpu, longest)
         top = max(job["pool_tps"])
         goodput = {}
@@ -1221,9 +1220,7 @@ class FleetParams(NotebookParams):
     def __post_init__(self):
         from workbench.traces import datasets
 
-        checks.instance(self.dataset, "dataset", str, expected="a dataset name or a trace file")
-        if not datasets.is_name(self.dataset):
-            checks.existing_file(self.dataset, "dataset", what="trace file")
+        datasets.check_name_or_file(self.dataset)
         object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=2))
         object.__setattr__(self, "rps_scaling", checks.number(self.rps_scaling, "rps_scaling", low=0, low_open=True))
         object.__setattr__(self, "rate_rps", checks.number(self.rate_rps, "rate_rps", low=0, unit="requests/s",
@@ -1232,10 +1229,7 @@ class FleetParams(NotebookParams):
         object.__setattr__(self, "gpus", tuple(get_gpu(g).key for g in checks.names(self.gpus, "gpus")))
         object.__setattr__(self, "tp", checks.integers(self.tp, "tp", low=1, high=64))
         object.__setattr__(self, "topologies", checks.names(self.topologies, "topologies", allowed=TOPOLOGIES))
-        for name in ("ttft_sla_s", "tpot_sla_s"):
-            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
-        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
-                                                             high=1, what="a share in (0, 1]"))
+        self._check_sla()
         object.__setattr__(self, "max_gpus", checks.integer(self.max_gpus, "max_gpus", low=1, high=MAX_GPUS))
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             object.__setattr__(self, name, checks.integer(getattr(self, name), name, low=1))

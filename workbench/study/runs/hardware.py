@@ -62,17 +62,12 @@ class HardwareParams(NotebookParams):
         from workbench.hardware.catalog import get_gpu, get_model_arch
         from workbench.traces import datasets
 
-        checks.instance(self.dataset, "dataset", str, expected="a dataset name or a trace file")
-        if not datasets.is_name(self.dataset):
-            checks.existing_file(self.dataset, "dataset", what="trace file")
+        datasets.check_name_or_file(self.dataset)
         object.__setattr__(self, "num_requests", checks.integer(self.num_requests, "num_requests", low=2))
         object.__setattr__(self, "models", tuple(get_model_arch(m).name for m in checks.names(self.models, "models")))
         object.__setattr__(self, "gpus", tuple(get_gpu(g).key for g in checks.names(self.gpus, "gpus")))
         object.__setattr__(self, "tp", checks.integers(self.tp, "tp", low=1, high=64))
-        for name in ("ttft_sla_s", "tpot_sla_s"):
-            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
-        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
-                                                             high=1, what="a share in (0, 1]"))
+        self._check_sla()
         object.__setattr__(self, "gpu_memory_utilization", checks.number(
             self.gpu_memory_utilization, "gpu_memory_utilization", low=0, low_open=True, high=1))
         for name in ("max_num_seqs", "max_num_batched_tokens"):

@@ -89,10 +89,7 @@ class PrefixCachingParams(NotebookParams):
         object.__setattr__(self, "kv_sweep_blocks", checks.integers(self.kv_sweep_blocks, "kv_sweep_blocks", low=1))
         object.__setattr__(self, "replicas", checks.integers(self.replicas, "replicas", low=1, high=100_000))
         object.__setattr__(self, "routers", checks.names(self.routers, "routers", allowed=ROUTERS))
-        for name in ("ttft_sla_s", "tpot_sla_s"):
-            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
-        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
-                                                             high=1, what="a share in (0, 1]"))
+        self._check_sla()
         object.__setattr__(self, "capacity_search", checks.boolean(self.capacity_search, "capacity_search"))
         if not self.capacity_search and self.attainment != PrefixCachingParams.attainment:
             raise ValueError(f"attainment={self.attainment:g} has no effect with capacity_search=False (no capacity "

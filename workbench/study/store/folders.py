@@ -202,6 +202,16 @@ class NotebookParams:
     def from_namespace(cls, namespace: dict):
         return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace})
 
+    def _check_sla(self) -> None:
+        """``ttft_sla_s`` and ``tpot_sla_s`` (seconds > 0) and ``attainment`` (a share in (0, 1]), validated in
+        place: the SLA every study notebook takes."""
+        from workbench import checks
+
+        for name in ("ttft_sla_s", "tpot_sla_s"):
+            object.__setattr__(self, name, checks.number(getattr(self, name), name, low=0, low_open=True, unit="s"))
+        object.__setattr__(self, "attainment", checks.number(self.attainment, "attainment", low=0, low_open=True,
+                                                             high=1, what="a share in (0, 1]"))
+
     def identity(self) -> dict:
         """What the notebook's outputs depend on: every parameter but the folder."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "results_dir"}
