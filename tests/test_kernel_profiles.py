@@ -262,9 +262,9 @@ def test_reader_agrees_with_llmservingsims_own_summary():
 
 
 def test_replay_of_the_shipped_runs_within_five_percent():
-    from workbench.study.fidelity.kernel_runs import fidelity_table
+    from workbench.study.fidelity.kernel_runs import SHIPPED_RUNS, fidelity_table
 
-    table = fidelity_table()
+    table = fidelity_table(SHIPPED_RUNS)
     e2e = table[(table.metric == "e2e_s") & (table.statistic == "mean")].set_index("run")
     assert set(e2e.index) == {"RTX4090/Llama-3.1-8B", "RTXPRO6000/Llama-3.1-8B"}
     # the issue's target: mean E2E within 5% of measured on each, with nothing tuned to the runs
@@ -275,7 +275,7 @@ def test_replay_of_the_shipped_runs_within_five_percent():
 
 
 def test_unshipped_runs_are_predicted_plausibly():
-    from workbench.study.fidelity.kernel_runs import prediction_table, run_setup
+    from workbench.study.fidelity.kernel_runs import measured_run_names, prediction_table, run_setup
 
     table = prediction_table()
     means = table[table.statistic == "mean"].pivot(index="run", columns="metric", values="workbench")
@@ -284,5 +284,77 @@ def test_unshipped_runs_are_predicted_plausibly():
     assert means.loc["RTXPRO6000/Qwen3-32B", "tpot_s"] > means.loc["RTXPRO6000/Qwen3-30B-A3B-Instruct-2507",
                                                                     "tpot_s"]
     assert ((means["tpot_s"] > 0.005) & (means["tpot_s"] < 1.0)).all()
-    setup = run_setup("RTXPRO6000/Qwen3-30B-A3B-Instruct-2507")
-    assert setup.measured is None and setup.config.num_gpus == 2 and "ep2" in setup.step.name
+    name = "RTXPRO6000/Qwen3-30B-A3B-Instruct-2507"
+    setup = run_setup(name)
+    assert setup.config.num_gpus == 2 and "ep2" in setup.step.name and (setup.tp, setup.ep) == (1, 2)
+    # predicted from its config until its measurements are added to a campaign folder
+    assert (setup.measured is None) == (name not in measured_run_names())
+
+
+def _add_measured_run(root, run="RTXPRO6000/Qwen3-32B"):
+    """A campaign folder holding measurements of ``run`` in LLMServingSim's layout: its config.json, a
+    meta.json with engine settings of its own, and requests.jsonl of 40 requests with round-numbered times
+    (TTFT 1 s, 0.05 s per further token), as the held-back runs' measurements would be added."""
+    import pandas as pd
+
+    folder = root / "runs" / run
+    (folder / "vllm").mkdir(parents=True)
+    shutil.copy(DATA / "configs_of_unshipped_runs" / run / "config.json", folder / "config.json")
+    (folder / "vllm" / "meta.json").write_text(json.dumps({
+        "engine_kwargs": {"tensor_parallel_size": 2, "max_num_seqs": 64, "max_num_batched_tokens": 1024},
+        "kv_cache": {"num_gpu_blocks": 5000, "block_size": 16, "enable_prefix_caching": True}}))
+    work = pd.read_csv(DATA / "workloads" / "sharegpt-qwen3-300-sps10.csv").head(40)
+    lines = []
+    for row in work.itertuples():
+        queued = 100.0 + row.arrival_time_ns * 1e-9
+        first = queued + 1.0
+        lines.append(json.dumps({"input_toks": int(row.input_toks), "output_toks": int(row.output_toks),
+                                 "queued_ts": queued, "first_token_ts": first,
+                                 "last_token_ts": first + 0.05 * (int(row.output_toks) - 1)}))
+    (folder / "vllm" / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    return work
+
+
+def test_added_measurements_are_found_and_replayed_from_their_own_files(tmp_path):
+    from workbench.study.fidelity import kernel_runs as kr
+
+    work = _add_measured_run(tmp_path)
+    run = "RTXPRO6000/Qwen3-32B"
+    assert run in kr.measured_run_names(tmp_path) and run not in kr.predicted_run_names(tmp_path)
+    assert set(kr.SHIPPED_RUNS) <= set(kr.measured_run_names(tmp_path))   # the project's runs are still there
+    setup = kr.run_setup(run, tmp_path)
+    # the engine settings and KV cache are the run's own (meta.json), not the campaign README's
+    assert setup.config.max_num_seqs == 64 and setup.config.max_num_batched_tokens == 1024
+    assert setup.config.kv_blocks == 4999 and setup.tp == 2 and "tp2" in setup.step.name
+    assert setup.measured is not None and setup.llmservingsim is None and len(setup.trace) == 40
+    table = kr.fidelity_table([run], tmp_path)
+    e2e = table[(table.metric == "e2e_s") & (table.statistic == "mean")].iloc[0]
+    # measured E2E by hand: 1 s + 0.05 s per token after the first
+    assert e2e["measured"] == pytest.approx(1.0 + 0.05 * (work.output_toks - 1).mean())
+    assert np.isnan(e2e["llmservingsim"]) and np.isfinite(e2e["workbench"])
+
+
+def test_campaign_folders_from_the_environment(tmp_path, monkeypatch):
+    from workbench.study.fidelity import kernel_runs as kr
+    from workbench.study.fidelity import roofline_runs
+
+    _add_measured_run(tmp_path)
+    monkeypatch.setenv(kr.DIRS_ENV, str(tmp_path))
+    roofline_runs._load.cache_clear()
+    try:
+        assert "RTXPRO6000/Qwen3-32B" in kr.measured_run_names()
+        (item,) = roofline_runs.measured_runs(("llmservingsim",), llmservingsim_runs=["RTXPRO6000/Qwen3-32B"])
+        # scored with the roofline of its own model, GPU and TP
+        assert item.campaign.endswith("Qwen3-32B") and item.latency.name.startswith("qwen3-32b@rtx-pro-6000/tp2")
+        assert item.latency.kind == "roofline"
+    finally:
+        roofline_runs._load.cache_clear()
+
+
+def test_unknown_runs_and_folders_are_named(tmp_path):
+    from workbench.study.fidelity import kernel_runs as kr
+
+    with pytest.raises(ValueError, match="RTX4090/Llama-3.1-8B"):
+        kr.run_setup("RTX4090/Llama-3.1-8")
+    with pytest.raises(FileNotFoundError, match="no such LLMServingSim campaign folder"):
+        kr.measured_run_names(tmp_path / "nowhere")

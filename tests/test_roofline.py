@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import workbench as wb
 from workbench.hardware.catalog import GPU, ModelArch
 from workbench.hardware.roofline import (ENGINE_EFFICIENCIES, DoesNotFit, Efficiencies, Roofline, StepStats,
-                                         activation_peak_bytes, kv_blocks, linear_fit, ridge)
+                                         activation_peak_bytes, kv_blocks, kv_memory, linear_fit, ridge)
 
 # a round-numbered model and GPU: 2 layers, hidden 1024, 8 heads of 128 (MHA), SwiGLU MLP of 4096, 1000 tokens
 TOY = ModelArch(name="toy", model_type="llama", layers=2, hidden_size=1024, heads=8, kv_heads=8, head_dim=128,
@@ -129,6 +129,35 @@ def test_moe_reads_the_experts_the_tokens_touch():
     two = Roofline(moe, CARD, 1, 2, IDEAL).parts(StepStats.of(decode_sequences=2))["gemm"]
     # the step of two tokens reads 1.5 more experts per layer (and a little more activation)
     assert float(two - one) == pytest.approx(2 * 1.5 * expert_bytes / 1e12, rel=0.01)
+
+
+def test_expert_parallel_ranks_read_their_share_of_the_touched_experts_by_hand():
+    # 8 experts, 2 per token, ep 2: one token on each of the two ranks; the group's 2 tokens touch 8 (1 - (6/8)^2)
+    # = 3.5 experts in expectation, each rank holds 4 of the 8, so it reads 3.5 / 2 = 1.75 of them; alone
+    # (ep 1) the one token reads its 2 experts
+    moe = dataclasses.replace(TOY, name="moe", model_type="mixtral", experts=8, active_experts=2)
+    expert_bytes = 3 * 1024 * 4096 * 2
+    alone = Roofline(moe, CARD, 1, 2, IDEAL).terms(StepStats.of(decode_sequences=1))["gemm"][1]
+    rank = Roofline(moe, CARD, 1, 2, IDEAL, ep=2).terms(StepStats.of(decode_sequences=1))["gemm"][1]
+    assert float(alone - rank) == pytest.approx(2 * (2 - 1.75) * expert_bytes / 1e12, rel=1e-9)
+    # the hidden states of 100 tokens all-gathered and reduce-scattered around each of the 2 MoE layers:
+    # 2 x 2 x (ep - 1 = 1) x 100 x 1024 x 2 bytes over the 1e11 B/s link, plus a latency each
+    e = dataclasses.replace(IDEAL, allreduce_s=1e-5)
+    comm = Roofline(moe, CARD, 1, 2, e, ep=2).parts(StepStats.of(decode_sequences=100, decode_context=100))
+    assert float(comm["communication"]) == pytest.approx(2 * 2 * (1e-5 + 100 * 1024 * 2 / 1e11))
+
+
+def test_expert_parallelism_splits_the_experts_memory():
+    # Qwen3-30B-A3B: 48 layers x 128 experts x 3 x 2048 x 768 bf16 values = 57.98e9 bytes of experts; at ep 2
+    # each GPU holds half of them, so the KV cache gains 28.99e9 bytes
+    one = kv_memory("qwen3-30b-a3b", "rtx-pro-6000", max_num_batched_tokens=2048, max_num_seqs=128)
+    two = kv_memory("qwen3-30b-a3b", "rtx-pro-6000", max_num_batched_tokens=2048, max_num_seqs=128, ep=2)
+    assert one["weights"] - two["weights"] == pytest.approx(48 * 128 * 3 * 2048 * 768 * 2 / 2, rel=1e-9)
+    with pytest.raises(ValueError, match="no experts"):
+        Roofline("llama-3.1-8b", "h100-sxm", ep=2)
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        Roofline("qwen3-30b-a3b", "h100-sxm", ep=3)
+    assert "/ep2" in wb.StepTimeModel.roofline("qwen3-30b-a3b", "rtx-pro-6000", ep=2).name
 
 
 def test_table_prices_single_piece_steps_as_the_roofline():

@@ -75,7 +75,7 @@ def test_kernel_groups_are_close():
 def test_roofline_replays_every_measured_run_within_the_target():
     table = validation.replay_runs()
     e2e = table[table.metric == "e2e_s"]
-    assert len(e2e) == 11           # 3 vLLM v0.2 runs, 6 DistServe runs, 2 vLLM 0.19 runs
+    assert len(e2e) >= 11           # 3 vLLM v0.2 runs, 6 DistServe runs, 2 vLLM 0.19 runs (and any measured since)
     assert set(e2e.campaign.str.split(",").str[0]) == {"vLLM v0.2", "DistServe (disaggregated)",
                                                        "vLLM 0.19 (LLMServingSim)"}
     assert e2e.error.abs().median() <= validation.E2E_TARGET

@@ -484,6 +484,16 @@ def existing_file(value, name: str, *, what: str = "file") -> Path:
     return file
 
 
+def existing_dir(value, name: str, *, what: str = "folder") -> Path:
+    """``value`` as a Path that exists and is a folder (``FileNotFoundError`` / ``NotADirectoryError`` else)."""
+    folder = Path(path(value, name, expected=f"a path to a {what}")).expanduser()
+    if folder.is_file():
+        raise NotADirectoryError(f"{name}: {folder} is a file, not a {what}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{name}: {folder}: no such {what}")
+    return folder
+
+
 def read_text(path, *, what: str = "file") -> str:
     """The UTF-8 text of a file (a leading BOM dropped); an encoding error names the file, line and byte."""
     file = Path(path)

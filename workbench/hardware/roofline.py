@@ -26,7 +26,15 @@ all-reduces of ``tokens x hidden`` values per layer over the interconnect: ``all
 per sequence (scheduling, sampling, detokenising).  A mixture-of-experts layer computes each token through
 its ``active_experts`` experts and reads the weights of the distinct experts the step's tokens touch: the
 expected number under uniform routing, ``E x (1 - (1 - k / E)^tokens)`` (BLIS's rule,
-inference-sim/inference-sim ``sim/latency/roofline.go`` ``calculateMemoryAccessBytes``).
+inference-sim/inference-sim ``sim/latency/roofline.go`` ``calculateMemoryAccessBytes``).  With expert
+parallelism over a data-parallel group of ``ep`` ranks (vLLM's ``--data-parallel-size ep
+--enable-expert-parallel``: each rank serves its own requests with the attention and dense weights, and holds
+``E / ep`` of the experts), a rank's step is priced as one of ``ep`` equal steps run together: its experts see
+the tokens of all ``ep`` ranks, so it reads the ``E / ep x (1 - (1 - k / E)^(ep x tokens))`` local experts they
+touch and computes ``tokens x k`` expert rows (the group's ``ep x tokens x k`` spread over ``ep`` ranks); the
+tokens' hidden states are all-gathered before each MoE layer and reduce-scattered after it, ``(ep - 1) x tokens
+x hidden`` values each way per rank over the interconnect (the naive all-gather / reduce-scatter dispatch of
+vLLM's data-parallel MoE, as LLMServingSim prices it: ``serving/core/trace_generator.py`` ``_emit_moe_block``).
 
 This follows BLIS's roofline (``rooflineStepTime``: per-request FLOPs at an MFU, weights loaded once per
 step, ``max(compute, memory)``; inference-sim/inference-sim ``sim/latency/roofline.go``) with four changes:
@@ -218,19 +226,29 @@ class StepStats:
 
 @dataclass(frozen=True)
 class Roofline:
-    """The roofline of ``model`` on ``gpu`` at tensor parallelism ``tp`` (see the module docstring)."""
+    """The roofline of ``model`` on ``gpu`` at tensor parallelism ``tp``, and for a mixture-of-experts model
+    expert parallelism ``ep`` across a data-parallel group of ``ep`` replicas (see the module docstring)."""
 
     model: ModelArch
     gpu: GPU
     tp: int = 1
     dtype_bytes: int = 2
     efficiencies: Efficiencies = field(default=EFFICIENCIES)
+    ep: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "model", get_model_arch(self.model))
         object.__setattr__(self, "gpu", get_gpu(self.gpu))
         object.__setattr__(self, "tp", checks.integer(self.tp, "tp", low=1, high=64,
                                                       hint="GPUs of one tensor-parallel replica"))
+        object.__setattr__(self, "ep", checks.integer(self.ep, "ep", low=1, high=1024,
+                                                      hint="data-parallel replicas sharing the experts"))
+        if self.ep > 1 and not self.model.is_moe:
+            raise ValueError(f"ep: expert parallelism needs a mixture-of-experts model; {self.model.name} has no "
+                             "experts (use ep=1)")
+        if self.ep > 1 and self.model.experts % self.ep:
+            raise ValueError(f"ep: {self.model.name}'s {self.model.experts} experts cannot be split evenly over "
+                             f"{self.ep} ranks; choose a divisor of {self.model.experts}")
         if self.model.heads % self.tp:
             raise ValueError(f"tp: {self.model.name} has {self.model.heads} attention heads, which {self.tp} GPUs "
                              f"cannot share evenly (vLLM requires heads % tp == 0); choose a divisor of "
@@ -279,9 +297,10 @@ class Roofline:
         sequences = stats.prefill_sequences + stats.decode_sequences
         h = m.hidden_size
         # linear layers of one layer
+        ep = float(self.ep)
         if m.is_moe:
             k, experts = float(m.active_experts), float(m.experts)
-            touched = experts * (1.0 - (1.0 - k / experts) ** tokens)
+            touched = experts / ep * (1.0 - (1.0 - k / experts) ** (ep * tokens))   # local experts the group's tokens touch
             mlp_flops = 2.0 * tokens * (k * m.expert_params + h * experts)
             mlp_weights = touched * m.expert_params + h * experts
             mlp_width = k * m.intermediate_size
@@ -318,6 +337,9 @@ class Roofline:
                              / (g.link_bytes_per_s * e.link))
         else:
             communication = np.zeros_like(tokens)
+        if self.ep > 1:   # the hidden states all-gathered before each MoE layer and reduce-scattered after it
+            communication = communication + m.layers * 2.0 * (
+                e.allreduce_s + (ep - 1.0) * tokens * h * b / (g.link_bytes_per_s * e.link))
         overhead = (m.layers * e.layer_s + e.step_s + e.serving_step_s
                     + (e.sequence_s + e.serving_sequence_s) * sequences + e.serving_context_s * stats.decode_context)
         layers = lambda pair: (m.layers * pair[0], m.layers * pair[1])  # noqa: E731
@@ -334,7 +356,7 @@ class Roofline:
         return float(self.time_s(StepStats.of_step(prompt_lengths, prefix_lengths, context_lengths)))
 
     def describe(self) -> str:
-        return f"roofline {self.model.name}@{self.gpu.key}/tp{self.tp}"
+        return f"roofline {self.model.name}@{self.gpu.key}/tp{self.tp}" + (f"/ep{self.ep}" if self.ep > 1 else "")
 
     # ---- the engines' representation
     def table(self, *, max_tokens: int = 2**24, max_sequences: int = 2**17, max_context: int = 2**24):
@@ -403,7 +425,8 @@ class Roofline:
 
     def source(self) -> str:
         e = self.efficiencies
-        return (f"roofline (not measured) of {self.model.hf_id or self.model.name} on {self.gpu.name} at tp={self.tp}: "
+        return (f"roofline (not measured) of {self.model.hf_id or self.model.name} on {self.gpu.name} at tp={self.tp}"
+                f"{f', ep={self.ep}' if self.ep > 1 else ''}: "
                 f"config.json facts and spec-sheet peaks (data/hardware/), efficiencies fitted once "
                 f"(workbench.study.fidelity.roofline_fit: compute {e.gemm_compute:g}/{e.attention_compute:g}, memory "
                 f"{e.memory:g}/{e.kv_memory:g}, link {e.link:g})")
@@ -505,7 +528,7 @@ DTYPES = {"bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "half": 2}
 
 def step_model(model, gpu, *, tp: int = 1, dtype: str = "bf16", engine: str = DEFAULT_ENGINE, table: bool = True,
                max_num_seqs: int = 256, max_num_batched_tokens: int = 16384, name: str | None = None,
-               efficiencies: Efficiencies | None = None):
+               efficiencies: Efficiencies | None = None, ep: int = 1):
     """The roofline of ``model`` on ``gpu`` at ``tp`` as a :class:`~workbench.sim.steptime.StepTimeModel`.
 
     ``table=True`` (default): priced by the roofline's :class:`~workbench.sim.steptable.StepTable` (the
@@ -514,6 +537,8 @@ def step_model(model, gpu, *, tp: int = 1, dtype: str = "bf16", engine: str = DE
     (:func:`linear_fit`), for what takes only linear models (the disaggregated engine); its name says so.
     ``dtype``: the served values' type, 16-bit (``"bf16"``, ``"fp16"``); the GPU's dense 16-bit peak applies.
     ``engine``: the serving engine whose efficiencies apply (:data:`ENGINES`; ``efficiencies`` replaces them).
+    ``ep``: a mixture-of-experts model's expert parallelism over a data-parallel group of ``ep`` replicas (each
+    replica one step model; simulate ``ep`` replicas per group).
     A model whose weights and one request of ``max_num_batched_tokens`` tokens do not fit the ``tp`` GPUs'
     memory (vLLM's rule, :func:`kv_blocks`) is refused with the numbers (:class:`DoesNotFit`)."""
     from workbench.sim.steptime import StepTimeModel
@@ -522,11 +547,13 @@ def step_model(model, gpu, *, tp: int = 1, dtype: str = "bf16", engine: str = DE
                                                "(quantised serving is not modelled)")
     checks.choice(engine, "engine", ENGINES)
     efficiencies = ENGINE_EFFICIENCIES[engine] if efficiencies is None else efficiencies
-    roofline = Roofline(model, gpu, tp, DTYPES[dtype], efficiencies)
+    roofline = Roofline(model, gpu, tp, DTYPES[dtype], efficiencies, ep)
     # a deployment that cannot hold its weights and one request's KV cache is refused with the numbers
-    kv_blocks(roofline.model, roofline.gpu, tp=roofline.tp, max_num_batched_tokens=max_num_batched_tokens,
-              max_num_seqs=max_num_seqs, dtype_bytes=roofline.dtype_bytes)
+    kv_blocks(roofline.model, roofline.gpu, tp=roofline.tp, ep=roofline.ep,
+              max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+              dtype_bytes=roofline.dtype_bytes)
     label = name or (f"{roofline.model.name}@{roofline.gpu.key}/tp{roofline.tp}"
+                     + (f"/ep{roofline.ep}" if roofline.ep > 1 else "")
                      + ("" if engine == DEFAULT_ENGINE else f" ({engine})"))
     fitted = linear_fit(roofline, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                         split=not table)
@@ -566,14 +593,16 @@ def activation_peak_bytes(model, *, tp: int = 1, max_num_batched_tokens: int = 8
 
 
 def kv_memory(model, gpu, *, tp: int = 1, gpu_memory_utilization: float = 0.9, max_num_batched_tokens: int = 8192,
-              max_num_seqs: int = 256, dtype_bytes: int | None = None) -> dict:
+              max_num_seqs: int = 256, dtype_bytes: int | None = None, ep: int = 1) -> dict:
     """vLLM's memory budget of one GPU of a ``tp``-way replica, in bytes: ``total``, ``usable`` (x
-    gpu_memory_utilization), ``weights`` (/ tp), ``activation_peak``, ``kv`` (what is left, may be negative)
-    and ``kv_bytes_per_token`` (on this GPU)."""
+    gpu_memory_utilization), ``weights`` (/ tp; a mixture of experts' experts also / ``ep``, the expert-parallel
+    group), ``activation_peak``, ``kv`` (what is left, may be negative) and ``kv_bytes_per_token`` (on this
+    GPU)."""
     m, g = get_model_arch(model), get_gpu(gpu)
     b = dtype_bytes or m.dtype_bytes
     usable = g.total_memory_bytes * gpu_memory_utilization
-    weights = m.weight_bytes(b) / tp
+    experts = m.layers * m.expert_params * m.experts * b if m.is_moe else 0.0
+    weights = (m.weight_bytes(b) - experts * (1.0 - 1.0 / ep)) / tp
     peak = activation_peak_bytes(m, tp=tp, max_num_batched_tokens=max_num_batched_tokens,
                                  max_num_seqs=max_num_seqs, dtype_bytes=b)
     return {"total": g.total_memory_bytes, "usable": usable, "weights": weights, "activation_peak": peak,
@@ -586,18 +615,19 @@ class DoesNotFit(ValueError):
 
 def kv_blocks(model, gpu, *, tp: int = 1, block_size: int = 16, gpu_memory_utilization: float = 0.9,
               max_num_batched_tokens: int = 8192, max_num_seqs: int = 256, min_tokens: int | None = None,
-              dtype_bytes: int | None = None) -> int:
+              dtype_bytes: int | None = None, ep: int = 1) -> int:
     """KV-cache blocks of ``block_size`` tokens one replica holds, as vLLM computes num_gpu_blocks: (total
     memory x gpu_memory_utilization - weights / tp - activation peak) // (block_size x KV bytes per token per
     GPU).  Refused with the numbers (:class:`DoesNotFit`) when the blocks would not hold ``min_tokens``
     (default: one request of ``max_num_batched_tokens`` tokens, what vLLM needs to start)."""
     tp = checks.integer(tp, "tp", low=1, high=64)
+    ep = checks.integer(ep, "ep", low=1, high=1024)
     block_size = checks.integer(block_size, "block_size", low=1, high=65_536)
     gpu_memory_utilization = checks.number(gpu_memory_utilization, "gpu_memory_utilization", low=0, low_open=True,
                                            high=1)
     budget = kv_memory(model, gpu, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
                        max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-                       dtype_bytes=dtype_bytes)
+                       dtype_bytes=dtype_bytes, ep=ep)
     blocks = max(0, math.floor(budget["kv"] / (block_size * budget["kv_bytes_per_token"])))
     need = max_num_batched_tokens if min_tokens is None else min_tokens
     if blocks * block_size < need:

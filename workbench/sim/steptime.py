@@ -202,7 +202,8 @@ class StepTimeModel:
         tensor parallelism ``tp`` from first principles: the roofline of :mod:`workbench.hardware.roofline`, its
         efficiencies fitted once across the workbench's measured data and stated there, never per run (kind
         ``"roofline"``).  ``options``: ``table=False`` for the linear fit the disaggregated engine takes,
-        ``max_num_seqs``/``max_num_batched_tokens`` (the batches that fit covers), ``name``."""
+        ``max_num_seqs``/``max_num_batched_tokens`` (the batches that fit covers), ``name``, ``engine``, ``ep``
+        (a mixture of experts' expert parallelism across a data-parallel group of that many replicas)."""
         from workbench.hardware.roofline import step_model
         return step_model(model, gpu, tp=tp, dtype=dtype, **options)
 

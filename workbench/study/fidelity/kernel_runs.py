@@ -27,13 +27,23 @@ own blocks when it is admitted again; and, for the data-parallel MoE run, the lo
 data-parallel ranks (every rank runs each step, idle ones a dummy batch, padded to the largest): its two
 ranks are two independent replicas behind a least-outstanding router here.
 
+Where the runs are found (:func:`campaign_dirs`): the project's copy, the folders of the environment variable
+``WORKBENCH_LLMSERVINGSIM_DIRS``, the shared reference folder beside the project when it is there, or a
+``data_dir`` passed in.  A run is *measured* when its ``runs/<GPU>/<model>/vllm/requests.jsonl`` is in one of
+them (:func:`measured_run_names`), *predicted* when only its ``configs_of_unshipped_runs/<GPU>/<model>/
+config.json`` is (:func:`predicted_run_names`).  So the measurements of the two unshipped runs, added in the
+campaign's layout (``vllm/requests.jsonl``, ``vllm/meta.json``, ``config.json``, optionally
+``outputs/sim.csv``), are replayed and scored by the same code, with nothing changed.
+
 :func:`fidelity_table` returns the side-by-side comparison a notebook draws (measured / LLMServingSim /
-workbench), :func:`prediction_table` the unshipped runs' predictions.
+workbench) of every measured run, :func:`prediction_table` the predictions of the runs not measured;
+``benchmarks/kernel_targets.py`` prints both with the issue's targets.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -46,8 +56,17 @@ from workbench import checks
 from workbench.paths import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / "data" / "groundtruth" / "llmservingsim_vllm019"
+# the project's shared reference material, beside the project root, when it is there: measurements of the campaign
+# added to it (its runs/<GPU>/<model>/ folders) are found as they are added to the project's copy
+SHARED_DIR = REPO_ROOT.parent / "shared" / "data" / "groundtruth" / "llmservingsim_vllm019"
+# more campaign folders of the same layout (runs/, kernel_profiles/, model_configs/), separated by os.pathsep
+DIRS_ENV = "WORKBENCH_LLMSERVINGSIM_DIRS"
+# the runs the workbench ships measured (the roofline fit may use these and no others) and the two whose
+# measurements it does not ship (their configs and workload only)
 SHIPPED_RUNS = ("RTX4090/Llama-3.1-8B", "RTXPRO6000/Llama-3.1-8B")
 UNSHIPPED_RUNS = ("RTXPRO6000/Qwen3-32B", "RTXPRO6000/Qwen3-30B-A3B-Instruct-2507")
+# the workload LLMServingSim replayed for a run whose measurements are not at hand
+UNSHIPPED_WORKLOAD = "sharegpt-qwen3-300-sps10.csv"
 # the campaign's engine settings, as the data's README states them (for the runs without a meta.json)
 CAMPAIGN_MAX_NUM_SEQS = 128
 CAMPAIGN_MAX_BATCHED_TOKENS = 2048
@@ -116,6 +135,10 @@ class KernelRun:
     measured: pd.DataFrame | None       # per request (read_vllm_requests), None for an unshipped run
     llmservingsim: pd.DataFrame | None  # LLMServingSim's prediction, per request
     notes: str
+    hardware: str = ""     # LLMServingSim's GPU name ("RTXPRO6000")
+    model_id: str = ""     # the served model's Hugging Face id ("Qwen/Qwen3-32B")
+    tp: int = 1            # tensor-parallel degree of each instance
+    ep: int = 1            # expert-parallel degree (a mixture of experts across a data-parallel group)
 
 
 def _instances(cluster: dict, path: Path) -> list[dict]:
@@ -152,50 +175,111 @@ def kv_bytes_per_token(cfg: dict, *, tp: int = 1, bytes_per_value: int = 2) -> f
     return 2 * cfg["num_hidden_layers"] * max(1, kv_heads // tp) * head_dim * bytes_per_value
 
 
-def _bundle(hardware: str, model: str, data_dir: Path) -> Path:
-    matches = sorted((data_dir / "kernel_profiles" / hardware).glob(f"*/{model}/bf16"))
-    if not matches:
-        raise FileNotFoundError(f"no kernel profile bundle for {model} on {hardware} under "
-                                f"{data_dir / 'kernel_profiles' / hardware}")
-    return matches[0]
+def campaign_dirs(data_dir=None) -> list[Path]:
+    """The folders searched for runs, kernel profiles, model configs and workloads, in order: ``data_dir`` (a
+    folder of the same layout: ``runs/<GPU>/<model>/``, ``kernel_profiles/``, ``model_configs/``, any of them),
+    the project's copy (:data:`DATA_DIR`), the folders in the environment variable :data:`DIRS_ENV`, and the
+    shared reference folder beside the project (:data:`SHARED_DIR`) when it exists.  A run found in several is
+    taken from the first."""
+    first = [] if data_dir is None else [checks.existing_dir(data_dir, "data_dir", what="LLMServingSim campaign "
+                                                                                       "folder")]
+    dirs = first + [DATA_DIR] + [Path(d) for d in os.environ.get(DIRS_ENV, "").split(os.pathsep) if d.strip()]
+    dirs += [SHARED_DIR] if SHARED_DIR.is_dir() else []
+    out = []
+    for d in dirs:
+        if d.is_dir() and all(d.resolve() != o.resolve() for o in out):
+            out.append(d)
+    return out
+
+
+def _run_folders(dirs: list[Path], pattern: str) -> dict[str, Path]:
+    found = {}
+    for d in dirs:
+        for path in sorted(d.glob(pattern)):
+            folder = path.parent if path.parent.name != "vllm" else path.parent.parent
+            found.setdefault(f"{folder.parent.name}/{folder.name}", folder)
+    return found
+
+
+def measured_run_names(data_dir=None) -> tuple[str, ...]:
+    """Every measured run in the campaign folders (:func:`campaign_dirs`): ``runs/<GPU>/<model>/`` with vLLM's
+    ``vllm/requests.jsonl``, as ``"<GPU>/<model>"``.  Measurements of the unshipped runs, once added to a campaign
+    folder in the same layout, are found here and replayed like the shipped ones."""
+    return tuple(_run_folders(campaign_dirs(data_dir), "runs/*/*/vllm/requests.jsonl"))
+
+
+def predicted_run_names(data_dir=None) -> tuple[str, ...]:
+    """The runs with a serving config but no measurements in any campaign folder (``configs_of_unshipped_runs/
+    <GPU>/<model>/config.json``): predicted from their configs, kernel profiles and LLMServingSim's workload."""
+    measured = set(measured_run_names(data_dir))
+    return tuple(n for n in _run_folders(campaign_dirs(data_dir), "configs_of_unshipped_runs/*/*/config.json")
+                 if n not in measured)
+
+
+def _locate(run: str, data_dir) -> tuple[Path, bool]:
+    """The run's folder and whether it is measured (a measured run wins over a config-only one)."""
+    dirs = campaign_dirs(data_dir)
+    measured = _run_folders(dirs, "runs/*/*/vllm/requests.jsonl")
+    if run in measured:
+        return measured[run], True
+    configured = _run_folders(dirs, "configs_of_unshipped_runs/*/*/config.json")
+    if run in configured:
+        return configured[run], False
+    checks.choice(run, "run", tuple(measured) + tuple(configured))   # names the closest known runs
+    raise AssertionError("unreachable")
+
+
+def _find(dirs: list[Path], pattern: str, what: str) -> Path:
+    for d in dirs:
+        matches = sorted(d.glob(pattern))
+        if matches:
+            return matches[0]
+    raise FileNotFoundError(f"no {what} ({pattern}) in the campaign folders {', '.join(map(str, dirs))}")
 
 
 def run_setup(run: str, data_dir=None) -> KernelRun:
-    """The trace, engine settings and kernel-profile step model of a run (``"RTX4090/Llama-3.1-8B"``, one of
-    :data:`SHIPPED_RUNS` or :data:`UNSHIPPED_RUNS`), from the files alone (module docstring)."""
+    """The trace, engine settings and kernel-profile step model of a run (``"RTX4090/Llama-3.1-8B"``: a measured
+    run of :func:`measured_run_names` or a configured one of :func:`predicted_run_names`), from the files alone
+    (module docstring)."""
     from workbench.sim.config import SimConfig
     from workbench.sim.steptime import StepTimeModel
     from workbench.traces.trace import Trace
 
-    data_dir = Path(data_dir) if data_dir is not None else DATA_DIR
-    hardware, model = checks.choice(run, "run", SHIPPED_RUNS + UNSHIPPED_RUNS).split("/")
-    shipped = run in SHIPPED_RUNS
-    folder = data_dir / ("runs" if shipped else "configs_of_unshipped_runs") / hardware / model
+    checks.instance(run, "run", str, expected='a run name such as "RTX4090/Llama-3.1-8B"')
+    folder, is_measured = _locate(run, data_dir)
+    dirs = campaign_dirs(data_dir)
+    hardware, model = run.split("/")
     cluster_path = folder / "config.json"
     cluster = _json(cluster_path)
     instances = _instances(cluster, cluster_path)
     inst = instances[0]
     tp = int(inst.get("tp_size", 1))
     ep = int(inst.get("ep_size", 1) or 1)
-    bundle = _bundle(hardware, model, data_dir)
+    bundle = _find(dirs, f"kernel_profiles/{hardware}/*/{model}/bf16", f"kernel profile bundle of {model} on {hardware}")
     step = StepTimeModel.from_kernel_profiles(
         bundle, tp=tp, ep=ep, link_bw_gbs=float(cluster["link_bw"]), link_latency_s=float(cluster["link_latency"]) * 1e-9)
-    model_cfg = _json(next((data_dir / "model_configs").glob(f"*/{model}.json")))
+    model_cfg = _json(_find(dirs, f"model_configs/*/{model}.json", f"config.json of {model}"))
     notes = []
-    if shipped:
+    if is_measured:
         measured = read_vllm_requests(folder / "vllm" / "requests.jsonl")
-        theirs = read_llmservingsim_output(folder / "outputs" / "sim.csv")
+        sim_csv = folder / "outputs" / "sim.csv"
+        theirs = read_llmservingsim_output(sim_csv) if sim_csv.is_file() else None
         meta = _json(folder / "vllm" / "meta.json")
         engine = meta.get("engine_kwargs", {})
         max_num_seqs = int(engine.get("max_num_seqs", CAMPAIGN_MAX_NUM_SEQS))
         max_tokens = int(engine.get("max_num_batched_tokens", CAMPAIGN_MAX_BATCHED_TOKENS))
         blocks = (meta.get("kv_cache") or {}).get("num_gpu_blocks")
+        caching = bool((meta.get("kv_cache") or {}).get("enable_prefix_caching", True))
         trace = Trace.from_arrays(measured["arrival_s"], measured["prompt_tokens"], measured["output_tokens"],
                                      source=f"vLLM 0.19 run {run} (LLMServingSim bench)")
     else:
         measured = theirs = None
-        max_num_seqs, max_tokens, blocks = CAMPAIGN_MAX_NUM_SEQS, CAMPAIGN_MAX_BATCHED_TOKENS, None
-        work = pd.read_csv(data_dir / "workloads" / "sharegpt-qwen3-300-sps10.csv")
+        max_num_seqs, max_tokens, blocks, caching = CAMPAIGN_MAX_NUM_SEQS, CAMPAIGN_MAX_BATCHED_TOKENS, None, True
+        if run not in UNSHIPPED_RUNS:
+            raise ValueError(f"run {run!r}: no measurements ({folder.parent.parent.parent / 'runs' / run}/vllm/"
+                             f"requests.jsonl) and no workload known for it: a configured run is replayed on "
+                             f"LLMServingSim's workload {UNSHIPPED_WORKLOAD}, which is that of {', '.join(UNSHIPPED_RUNS)}")
+        work = pd.read_csv(_find(dirs, f"workloads/{UNSHIPPED_WORKLOAD}", "LLMServingSim workload"))
         trace = Trace.from_arrays(work["arrival_time_ns"] * 1e-9, work["input_toks"], work["output_toks"],
                                      source=f"LLMServingSim workload of {run} (unshipped run)")
         notes.append(f"engine settings from the campaign README (max_num_seqs {max_num_seqs}, "
@@ -212,9 +296,9 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
         notes.append(f"{len(instances)} data-parallel ranks as independent replicas (least_outstanding)")
     cfg = SimConfig(scheduler="continuous_fcfs", num_gpus=len(instances), chunked_prefill=True, reserve_full_isl=True,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_tokens, block_size=BLOCK_SIZE,
-                       kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=True)
+                       kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=caching)
     return KernelRun(name=run, trace=trace, config=cfg, step=step, measured=measured, llmservingsim=theirs,
-                     notes="; ".join(notes))
+                     notes="; ".join(notes), hardware=hardware, model_id=str(inst.get("model_name", model)), tp=tp, ep=ep)
 
 
 def replay(setup: KernelRun, step=None) -> tuple[pd.DataFrame, float]:
@@ -247,19 +331,23 @@ def _stats(df: pd.DataFrame) -> dict:
 LLMSERVINGSIM_SIM_S = {"RTX4090/Llama-3.1-8B": 396.0, "RTXPRO6000/Llama-3.1-8B": 157.0}
 
 
-def fidelity_table(runs=SHIPPED_RUNS, data_dir=None, *, linear_summary: bool = False) -> pd.DataFrame:
+def fidelity_table(runs=None, data_dir=None, *, linear_summary: bool = False) -> pd.DataFrame:
     """Measured vs LLMServingSim vs workbench (kernel-profile step table), one row per run, metric (ttft_s,
     tpot_s, e2e_s) and statistic (mean, p50, p90), in seconds, with the relative errors of both simulators, and
-    per run a ``sim_time_s`` row (simulation wall time; LLMServingSim's from the data's README).  With
-    ``linear_summary``, a column ``workbench_linear`` replays the same run with the table's least-squares
+    per run a ``sim_time_s`` row (simulation wall time; LLMServingSim's from the data's README).  ``runs``: run
+    names, default every measured run of the campaign folders (:func:`measured_run_names`: the shipped ones and
+    any measurements added since); a run without LLMServingSim's ``outputs/sim.csv`` has NaN in its columns.
+    With ``linear_summary``, a column ``workbench_linear`` replays the same run with the table's least-squares
     linear summary instead (the issue's naive route)."""
     import dataclasses
 
+    known = measured_run_names(data_dir)
     rows = []
-    for run in checks.names(runs, "runs", allowed=SHIPPED_RUNS):
+    for run in checks.names(known if runs is None else runs, "runs", allowed=known):
         setup = run_setup(run, data_dir)
         mine, wall = replay(setup)
-        measured, theirs, ours = _stats(setup.measured), _stats(setup.llmservingsim), _stats(mine)
+        measured, ours = _stats(setup.measured), _stats(mine)
+        theirs = _stats(setup.llmservingsim) if setup.llmservingsim is not None else {}
         lin = None
         if linear_summary:
             lin_df, _ = replay(setup, dataclasses.replace(setup.step, table=None,
@@ -267,7 +355,7 @@ def fidelity_table(runs=SHIPPED_RUNS, data_dir=None, *, linear_summary: bool = F
             lin = _stats(lin_df)
         for (metric, stat), value in measured.items():
             row = {"run": run, "metric": metric, "statistic": stat, "measured": value,
-                   "llmservingsim": theirs[(metric, stat)], "workbench": ours[(metric, stat)]}
+                   "llmservingsim": theirs.get((metric, stat), np.nan), "workbench": ours[(metric, stat)]}
             if lin is not None:
                 row["workbench_linear"] = lin[(metric, stat)]
             rows.append(row)
@@ -281,10 +369,13 @@ def fidelity_table(runs=SHIPPED_RUNS, data_dir=None, *, linear_summary: bool = F
 
 
 def prediction_table(runs=UNSHIPPED_RUNS, data_dir=None) -> pd.DataFrame:
-    """The unshipped runs predicted from their configs and kernel profiles (nothing tuned to any run): mean,
-    p50 and p90 of TTFT, TPOT and E2E in seconds, and the simulation's wall time."""
+    """The unshipped runs (or ``runs``) predicted from their configs and kernel profiles (nothing tuned to any
+    run): mean, p50 and p90 of TTFT, TPOT and E2E in seconds, and the simulation's wall time.  A run whose
+    measurements have been added to a campaign folder is set up from them (its own engine settings and
+    requests), as :func:`fidelity_table` replays it."""
     rows = []
-    for run in checks.names(runs, "runs", allowed=SHIPPED_RUNS + UNSHIPPED_RUNS):
+    known = measured_run_names(data_dir) + predicted_run_names(data_dir)
+    for run in checks.names(runs, "runs", allowed=known):
         setup = run_setup(run, data_dir)
         mine, wall = replay(setup)
         for (metric, stat), value in _stats(mine).items():

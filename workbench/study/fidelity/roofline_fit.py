@@ -48,6 +48,7 @@ import pandas as pd
 from workbench.hardware.catalog import get_model_arch
 from workbench.hardware.roofline import Efficiencies, Roofline, StepStats
 from workbench.paths import DATA_DIR
+from workbench.study.fidelity.kernel_runs import SHIPPED_RUNS
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,8 @@ SERVING = ("serving_step_s", "serving_sequence_s", "serving_context_s")
 SERVING_METRICS = ("e2e_s", "tpot_s")
 # the starting points tried (in units of 1 ms per step, 10 us per sequence, 10 ns per context token)
 SERVING_GRID = ((0.0, 2.0, 5.0), (0.0, 10.0, 20.0, 40.0), (0.0, 10.0, 20.0, 40.0))
-# the measured runs of each engine (workbench.study.fidelity.roofline_runs.measured_runs campaigns)
+# the measured runs of each engine (workbench.study.fidelity.roofline_runs.measured_runs campaigns); of
+# LLMServingSim's, only the shipped ones: measurements added later are scored, never fitted to
 ENGINE_CAMPAIGNS = {"vllm-v1": "llmservingsim", "vllm-v0.2": "vllm", "distserve": "disaggregated"}
 
 
@@ -332,7 +334,7 @@ def serving_runs(engine: str, run_names=None) -> list[str]:
     from workbench.study.fidelity.roofline_runs import measured_runs
     from workbench.study.fidelity.calibration_disagg import diverged
 
-    return [r.run.name for r in measured_runs((ENGINE_CAMPAIGNS[engine],))
+    return [r.run.name for r in measured_runs((ENGINE_CAMPAIGNS[engine],), llmservingsim_runs=SHIPPED_RUNS)
             if (run_names is None or r.run.name in run_names) and not diverged(r.run)]
 
 
@@ -353,7 +355,8 @@ def fit_serving_overheads(engine: str, efficiencies: Efficiencies, run_names=Non
     campaign = ENGINE_CAMPAIGNS[engine]
 
     def runs(e):
-        return [r for r in measured_runs((campaign,), efficiencies={engine: e}) if r.run.name in names]
+        return [r for r in measured_runs((campaign,), efficiencies={engine: e}, llmservingsim_runs=SHIPPED_RUNS)
+                if r.run.name in names]
 
     unit = np.array([1e-3, 1e-5, 1e-8])   # ms per step, 10 us per sequence, 10 ns per context token
 

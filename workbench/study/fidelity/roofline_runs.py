@@ -44,6 +44,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from workbench import checks
 from workbench.paths import DATA_DIR
 
 DECODE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -155,10 +156,16 @@ LLMSERVINGSIM_GPUS = {"RTX4090": "rtx-4090", "RTXPRO6000": "rtx-pro-6000"}
 CAMPAIGN_ENGINES = {"vllm": "vllm-v0.2", "disaggregated": "distserve", "llmservingsim": "vllm-v1"}
 
 
-def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficiencies=None) -> list[MeasuredRun]:
+def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficiencies=None,
+                  llmservingsim_runs=None) -> list[MeasuredRun]:
     """Every measured run the workbench ships, each with the roofline of its deployment and serving engine
     (tables for the continuous engine; linear fits for the disaggregated engine, which takes only linear
-    models); ``efficiencies``: engine -> Efficiencies replacing the stated ones."""
+    models); ``efficiencies``: engine -> Efficiencies replacing the stated ones.  LLMServingSim's runs: those
+    named in ``llmservingsim_runs``, default every measured one in its campaign folders
+    (:func:`workbench.study.fidelity.kernel_runs.measured_run_names`: measurements added there are scored too),
+    each at its model (from the catalogue by its Hugging Face id), GPU and TP; the ranks of a data-parallel
+    group as replicas of one GPU each."""
+    from workbench.hardware.catalog import get_model_arch
     from workbench.hardware.roofline import ENGINE_EFFICIENCIES, step_model
 
     stated = dict(ENGINE_EFFICIENCIES, **(efficiencies or {}))
@@ -183,13 +190,17 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
                                         max_num_seqs=min(c.decode_max_batch_size, 512))}
             out.append(MeasuredRun("DistServe (disaggregated), OPT-13B, A100-80GB", run, pools))
     if "llmservingsim" in campaigns:
-        from workbench.study.fidelity.kernel_runs import SHIPPED_RUNS
+        from workbench.study.fidelity.kernel_runs import measured_run_names
 
-        for name in SHIPPED_RUNS:
+        for name in measured_run_names() if llmservingsim_runs is None else llmservingsim_runs:
             run = _load(name, llmservingsim=True)
-            hardware, model = name.split("/")
-            out.append(MeasuredRun("vLLM 0.19 (LLMServingSim), Llama-3.1-8B", run,
-                                   roofline(model, LLMSERVINGSIM_GPUS[hardware], tp=1, campaign="llmservingsim")))
+            model = get_model_arch(run.model_id)
+            gpu = checks.choice(run.hardware, "hardware", LLMSERVINGSIM_GPUS,
+                                hint="add LLMServingSim's name of the GPU to roofline_runs.LLMSERVINGSIM_GPUS")
+            out.append(MeasuredRun(f"vLLM 0.19 (LLMServingSim), {run.model_id.rsplit('/', 1)[-1]}", run,
+                                   roofline(model.name, LLMSERVINGSIM_GPUS[gpu], tp=run.tp, ep=run.ep, campaign="llmservingsim",
+                                            max_num_seqs=run.config.max_num_seqs,
+                                            max_num_batched_tokens=run.config.max_num_batched_tokens)))
     return out
 
 
