@@ -1,4 +1,4 @@
-"""Roofline profile names ('<model>@<gpu>[/tp<N>]') wherever a profile name is taken, their kind and memory."""
+"""Roofline profile names ('<model>@<gpu>[/tp<N>][/ep<M>]') wherever a profile name is taken, their kind and memory."""
 
 import pytest
 
@@ -43,6 +43,27 @@ def test_roofline_memory_is_vllms():
                                                                max_num_batched_tokens=16384), abs=1)
     with pytest.raises(ValueError, match="does not fit on h100-sxm at tp=1"):
         profiles.profile_config_fields("llama-3.1-70b@h100-sxm")
+
+
+def test_expert_parallel_roofline_names():
+    from workbench.hardware.roofline import kv_blocks
+
+    assert profiles.roofline_name_parts("qwen3-30b-a3b@rtx-pro-6000/ep2") == ("qwen3-30b-a3b", "rtx-pro-6000", 1, 2)
+    assert profiles.roofline_name_parts("qwen3-30b-a3b@h100/tp2/ep4") == ("qwen3-30b-a3b", "h100-sxm", 2, 4)
+    assert profiles.parse_roofline_name("qwen3-30b-a3b@h100/ep4/tp2") == ("qwen3-30b-a3b", "h100-sxm", 2)
+    model = profiles.get_profile("qwen3-30b-a3b@rtx-pro-6000/ep2")
+    assert model.name.endswith("/ep2") and "data-parallel group of 2" in profiles.describe_profile(
+        "qwen3-30b-a3b@rtx-pro-6000/ep2")
+    # each GPU holds half the experts: more KV cache than one GPU holding all of them, as vLLM would size it
+    fields = profiles.profile_config_fields("qwen3-30b-a3b@rtx-pro-6000/ep2")
+    cfg = wb.SimConfig(scheduler="continuous_fcfs", num_gpus=2, **fields)
+    assert cfg.kv_blocks_effective == pytest.approx(kv_blocks("qwen3-30b-a3b", "rtx-pro-6000", ep=2,
+                                                               max_num_batched_tokens=16384), abs=1)
+    assert cfg.kv_blocks_effective > kv_blocks("qwen3-30b-a3b", "rtx-pro-6000", max_num_batched_tokens=16384)
+    with pytest.raises(ValueError, match="'epx' is not an expert-parallel degree"):
+        profiles.check_profile("qwen3-30b-a3b@h100/epx")
+    with pytest.raises(ValueError, match="no experts"):
+        profiles.get_profile("llama-3.1-8b@h100/ep2")
 
 
 def test_a_roofline_runs_in_the_engines_and_the_step_notebooks():

@@ -22,8 +22,9 @@ The registry names a few of them (:func:`profile_names`, :func:`get_profile`);
 the measured vLLM runs in ``data/groundtruth/`` (``notebooks/fidelity_vllm.ipynb``).
 
 Every pair of a catalogued model and GPU (``workbench.hardware``) is a profile
-name too: ``"<model>@<gpu>"`` or ``"<model>@<gpu>/tp<N>"`` (e.g.
-``"llama-3.1-8b@h100-sxm/tp2"``), the roofline of that deployment
+name too: ``"<model>@<gpu>"``, ``"<model>@<gpu>/tp<N>"`` (e.g.
+``"llama-3.1-8b@h100-sxm/tp2"``) or, for a mixture of experts split over a data-parallel group of ``M``
+replicas, ``"<model>@<gpu>/ep<M>"``, the roofline of that deployment
 (``StepTimeModel.roofline``; vLLM V1's efficiencies), with the memory of that
 GPU (:func:`profile_config_fields`).  :func:`profile_kind` says what a profile's
 step times come from: ``"measured"`` (DistServe's and BLIS's profiles) or
@@ -298,7 +299,7 @@ PROFILE_MEMORY: dict[str, dict] = {
 
 
 def profile_names() -> list[str]:
-    """The registered profile names (``get_profile(name)`` loads one; roofline names ``<model>@<gpu>[/tp<N>]``
+    """The registered profile names (``get_profile(name)`` loads one; roofline names ``<model>@<gpu>[/tp<N>][/ep<M>]``
     of any catalogued pair work too, see :func:`parse_roofline_name`)."""
     return list(PROFILES)
 
@@ -307,26 +308,39 @@ ROOFLINE_SEPARATOR = "@"
 
 
 def parse_roofline_name(name) -> tuple[str, str, int] | None:
-    """``(model, gpu, tp)`` of a roofline profile name ``<model>@<gpu>[/tp<N>]`` whose model and GPU are
-    catalogued, None for a name without ``@``; an unknown model or GPU, or a bad TP suffix, raises naming the
-    closest catalogued names."""
+    """``(model, gpu, tp)`` of a roofline profile name ``<model>@<gpu>[/tp<N>][/ep<M>]`` whose model and GPU are
+    catalogued, None for a name without ``@``; an unknown model or GPU, or a bad suffix, raises naming the
+    closest catalogued names (:func:`roofline_name_parts` also gives the expert parallelism)."""
+    parts = roofline_name_parts(name)
+    return None if parts is None else parts[:3]
+
+
+def roofline_name_parts(name) -> tuple[str, str, int, int] | None:
+    """``(model, gpu, tp, ep)`` of a roofline profile name ``<model>@<gpu>[/tp<N>][/ep<M>]``: ``tp`` GPUs per
+    replica; ``ep``, a mixture of experts' expert parallelism over a data-parallel group of ``ep`` replicas
+    (``"qwen3-30b-a3b@rtx-pro-6000/ep2"``); None for a name without ``@``."""
     from workbench.hardware.catalog import get_gpu, get_model_arch
 
     if not isinstance(name, str) or ROOFLINE_SEPARATOR not in name:
         return None
     model, _, gpu = name.partition(ROOFLINE_SEPARATOR)
-    tp = 1
-    head, slash, tail = gpu.rpartition("/")
-    if slash and tail.lower().startswith("tp"):
+    degrees = {"tp": 1, "ep": 1}
+    seen = set()
+    while True:
+        head, slash, tail = gpu.rpartition("/")
+        kind = tail[:2].lower()
+        if not slash or kind not in degrees or kind in seen:
+            break
+        seen.add(kind)
         gpu = head
         try:
-            tp = int(tail[2:])
+            degrees[kind] = int(tail[2:])
         except ValueError:
-            raise ValueError(f"profile {name!r}: the suffix {tail!r} is not a tensor-parallel degree; write "
-                             f"{model}@{head}/tp2 (or leave it out for one GPU)") from None
-        if tp < 1:
-            raise ValueError(f"profile {name!r}: tp must be >= 1, got {tp}")
-    return get_model_arch(model.strip()).name, get_gpu(gpu.strip()).key, tp
+            raise ValueError(f"profile {name!r}: the suffix {tail!r} is not {'a tensor' if kind == 'tp' else 'an expert'}"
+                             f"-parallel degree; write {model}@{head}/{kind}2 (or leave it out for 1)") from None
+        if degrees[kind] < 1:
+            raise ValueError(f"profile {name!r}: {kind} must be >= 1, got {degrees[kind]}")
+    return get_model_arch(model.strip()).name, get_gpu(gpu.strip()).key, degrees["tp"], degrees["ep"]
 
 
 def is_profile(name) -> bool:
@@ -354,7 +368,7 @@ def check_profile(name, what: str = "latency", *, extra=(), hint: str = "") -> s
             raise type(exc)(f"{what}: {exc}") from None
         return name
     return checks.choice(name, what, [*extra, *PROFILES], hint=(hint + "; " if hint else "") +
-                         "or a roofline '<model>@<gpu>[/tp<N>]' of the catalogues (e.g. 'llama-3.1-8b@h100-sxm')")
+                         "or a roofline '<model>@<gpu>[/tp<N>][/ep<M>]' of the catalogues (e.g. 'llama-3.1-8b@h100-sxm')")
 
 
 def profile_kind(name: str) -> str:
@@ -391,11 +405,12 @@ def describe_profile(name: str) -> str:
     """One line on profile ``name``, saying what its step times come from."""
     if name in PROFILES:
         return f"{PROFILES[name][2]} [measured]"
-    model, gpu, tp = parse_roofline_name(name)
+    model, gpu, tp, ep = roofline_name_parts(name)
     from workbench.hardware.catalog import get_gpu, get_model_arch
 
-    return (f"{get_model_arch(model).hf_id or model} on {tp} x {get_gpu(gpu).name} [roofline: estimated from "
-            "config.json facts and spec-sheet peaks, not measured]")
+    group = f", experts split over a data-parallel group of {ep}" if ep > 1 else ""
+    return (f"{get_model_arch(model).hf_id or model} on {tp} x {get_gpu(gpu).name}{group} [roofline: estimated "
+            "from config.json facts and spec-sheet peaks, not measured]")
 
 
 def describe_profiles() -> dict[str, str]:
@@ -405,7 +420,7 @@ def describe_profiles() -> dict[str, str]:
 
 def get_profile(name: str, tp: int | None = None, *, linear: bool = False) -> StepTimeModel:
     """The registered step-time profile ``name`` (see :func:`profile_names`), or the roofline of a
-    ``<model>@<gpu>[/tp<N>]`` name; ``tp`` resolves it at another tensor-parallel degree from the same source
+    ``<model>@<gpu>[/tp<N>][/ep<M>]`` name; ``tp`` resolves it at another tensor-parallel degree from the same source
     (the DistServe and BLIS files hold several; a roofline any), e.g. a disaggregated deployment's prefill
     instances at TP 2 and decode instances at TP 1.  ``linear=True``: a roofline in the linear form the
     disaggregated engine takes (``StepTimeModel.roofline(..., table=False)``); measured profiles are linear."""
@@ -424,10 +439,10 @@ def get_profile(name: str, tp: int | None = None, *, linear: bool = False) -> St
 def _roofline_profile(name: str, tp: int | None, linear: bool) -> StepTimeModel:
     from workbench.hardware.roofline import step_model
 
-    model, gpu, named_tp = parse_roofline_name(name)
+    model, gpu, named_tp, ep = roofline_name_parts(name)
     tp = named_tp if tp is None else tp
-    label = name if tp == named_tp else f"{model}@{gpu}/tp{tp}"
-    return step_model(model, gpu, tp=tp, table=not linear, name=label)
+    label = name if tp == named_tp else f"{model}@{gpu}/tp{tp}" + (f"/ep{ep}" if ep > 1 else "")
+    return step_model(model, gpu, tp=tp, ep=ep, table=not linear, name=label)
 
 
 @lru_cache(maxsize=None)
@@ -454,9 +469,10 @@ def profile_config_fields(name: str) -> dict:
         from workbench.sim.memory import GRID_MEMORY
 
         return dict(GRID_MEMORY)
-    roofline = parse_roofline_name(name) if name not in PROFILES else None
+    roofline = roofline_name_parts(name) if name not in PROFILES else None
     if roofline is not None:
-        return roofline_memory_fields(*roofline)
+        model, gpu, tp, ep = roofline
+        return roofline_memory_fields(model, gpu, tp, ep=ep)
     if name not in PROFILES:
         raise ValueError(f"unknown step-time profile {name!r}; registered: {', '.join(PROFILES)}")
     if name not in PROFILE_MEMORY:
@@ -467,20 +483,24 @@ def profile_config_fields(name: str) -> dict:
 
 
 def roofline_memory_fields(model: str, gpu: str, tp: int = 1, *, gpu_memory_utilization: float = 0.9,
-                           max_num_batched_tokens: int = 16384, max_num_seqs: int = 256) -> dict:
+                           max_num_batched_tokens: int = 16384, max_num_seqs: int = 256, ep: int = 1) -> dict:
     """The SimConfig memory fields of one ``tp``-GPU replica of ``model`` on ``gpu``, so that the derived KV
     capacity is vLLM's (:func:`workbench.hardware.roofline.kv_blocks`): the replica's memory, the activation
     peak of each GPU as the margin, the KV bytes per token summed over its GPUs (KV heads replicated when fewer
-    than ``tp``).  A model that does not fit is refused with the numbers."""
+    than ``tp``); with expert parallelism ``ep > 1`` also the replica's share of the weights (``model_mem_gb``:
+    its experts split ``ep`` ways).  A model that does not fit is refused with the numbers."""
     from workbench.hardware.roofline import kv_blocks, kv_memory
 
-    kv_blocks(model, gpu, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
+    kv_blocks(model, gpu, tp=tp, ep=ep, gpu_memory_utilization=gpu_memory_utilization,
               max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)   # DoesNotFit
-    budget = kv_memory(model, gpu, tp=tp, gpu_memory_utilization=gpu_memory_utilization,
+    budget = kv_memory(model, gpu, tp=tp, ep=ep, gpu_memory_utilization=gpu_memory_utilization,
                        max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)
-    return {"model": model, "gpu_mem_gb": tp * budget["total"] / 1e9, "gpu_memory_utilization": gpu_memory_utilization,
-            "mem_margin_gb": tp * budget["activation_peak"] / 1e9,
-            "kv_gb_per_token": tp * budget["kv_bytes_per_token"] / 1e9}
+    fields = {"model": model, "gpu_mem_gb": tp * budget["total"] / 1e9,
+              "gpu_memory_utilization": gpu_memory_utilization, "mem_margin_gb": tp * budget["activation_peak"] / 1e9,
+              "kv_gb_per_token": tp * budget["kv_bytes_per_token"] / 1e9}
+    if ep > 1:
+        fields["model_mem_gb"] = tp * budget["weights"] / 1e9
+    return fields
 
 
 def default_step_model() -> StepTimeModel:
@@ -492,4 +512,4 @@ __all__ = ["BLIS_DEFAULTS", "DEFAULT_DISAGG_PROFILE", "DEFAULT_PROFILE", "DISTSE
            "pipeline_overhead_of", "PROFILES", "blis_entries", "blis_profile",
            "default_step_model", "describe_profiles", "distserve_profile", "get_profile", "profile_config_fields",
            "profile_names", "PROFILE_MEMORY", "check_profile", "describe_profile", "is_profile",
-           "parse_roofline_name", "profile_kind", "roofline_memory_fields", "step_model_kind", "name_kind"]
+           "parse_roofline_name", "profile_kind", "roofline_name_parts", "roofline_memory_fields", "step_model_kind", "name_kind"]
