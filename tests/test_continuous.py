@@ -487,6 +487,9 @@ for chunked in (False, True):
     c = r.continuous
     out[f"cached/{chunked}"] = {k: c[k].tolist() for k in
                                 ("ttft_s", "e2e_s", "preemptions", "replica", "cached_tokens", "log_i")}
+r = wb.simulate(tr, wb.SimConfig(scheduler="continuous_fcfs", num_gpus=3, router="least_outstanding", block_size=8,
+                                 kv_blocks=300, max_num_seqs=32, chunked_prefill=True, dp_lockstep=True), latency=step)
+out["lockstep"] = {k: r.continuous[k].tolist() for k in ("ttft_s", "e2e_s", "preemptions", "replica", "log_f", "log_i")}
 print(json.dumps(out))
 """ % (CONTINUOUS,)
 
