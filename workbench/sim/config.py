@@ -354,8 +354,8 @@ class SimConfig:
                              "chunked_prefill=True or leave reserve_full_isl False")
         if self.dp_lockstep and SCHEDULERS[self.scheduler].engine == "continuous":
             if not self.chunked_prefill:
-                raise ValueError("dp_lockstep: models the ranks of a vLLM v1 data-parallel group (DPEngineCoreProc), and "
-                                 "chunked_prefill=False is vLLM v0.2, which has no data-parallel engine; set "
+                raise ValueError("dp_lockstep: models the ranks of a vLLM v1 data-parallel group (DPEngineCoreProc), "
+                                 "and chunked_prefill=False is vLLM v0.2, which has no data-parallel engine; set "
                                  "chunked_prefill=True or leave dp_lockstep False")
             if self.autoscaler is not None:
                 raise ValueError(f"dp_lockstep/autoscaler: a data-parallel group in lock step has a fixed size "

@@ -188,11 +188,11 @@ data-parallel group, as vLLM runs a mixture-of-experts model with expert paralle
       an idle group starts a step at once, one joining during a step waits for the boundary (vLLM
       ``vllm/v1/engine/core.py::DPEngineCoreProc.run_busy_loop``: ``execute_dummy_batch()`` while
       ``engines_running``, the dummy being ``gpu_worker.py::Worker.execute_dummy_batch`` -> ``_dummy_run(1)``,
-      one token; LLMServingSim ``serving/__main__.py``: the ``dp_pending``
-      barrier, where a step is generated once every member has scheduled, and an idle member's 1-token dummy
-      batch).  Every rank's forward is padded to the group's largest step, ``N_max`` tokens (prefill tokens +
-      decodes; a dummy counts 1): ``vllm/v1/worker/dp_utils.py::coordinate_batch_across_dp`` all-reduces the
-      ranks' token counts and each runs ``max(num_tokens_across_dp)``.  The ``N_max - N`` padding tokens are
+      one token; LLMServingSim ``serving/__main__.py``: the ``dp_pending`` barrier, where a step is generated
+      once every member has scheduled, and an idle member's 1-token dummy batch).  Every rank's forward is
+      padded to the group's largest step, ``N_max`` tokens (prefill tokens + decodes; a dummy counts 1):
+      ``vllm/v1/worker/dp_utils.py::coordinate_batch_across_dp`` all-reduces the ranks' token counts and each
+      runs ``max(num_tokens_across_dp)``.  The ``N_max - N`` padding tokens are
       dummy decodes that the token-dependent part of the step computes (dense layers, MoE, their collectives)
       and attention does not see (LLMServingSim ``serving/__main__.py::_pad_batch_to_max``: "attention
       continues to see only the real decodes"): a step table adds ``token_s(N_max) - token_s(N)``
@@ -256,7 +256,7 @@ from workbench.sim.steptable import (TI_DEC_NMAX, TI_SKEW, table_decode_run, tab
 POLICY_FCFS, POLICY_SLA, POLICY_MULTI_BIN = 0, 1, 2
 
 ST_NEW, ST_WAITING, ST_PREFILL, ST_DECODE, ST_DONE, ST_DROPPED = 0, 1, 2, 3, 4, 5
-KIND_NONE, KIND_DECODE_RUN, KIND_STEP, KIND_DUMMY = 0, 1, 2, 3   # KIND_DUMMY: a lock-step member's dummy forward (rule 17)
+KIND_NONE, KIND_DECODE_RUN, KIND_STEP, KIND_DUMMY = 0, 1, 2, 3   # KIND_DUMMY: a lock-step rank's dummy step (rule 17)
 
 # columns of the step log (one row per scheduling decision: one step, or a run of k decode steps)
 S_REPLICA, S_K, S_PREFILL_TOKENS, S_PREFILL_REQS, S_DECODES, S_BLOCKS, S_PREEMPTED = range(7)

@@ -211,8 +211,8 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
     groups = {inst.get("dp_group") for inst in instances}
     lockstep = len(instances) > 1 and len(groups) == 1 and None not in groups   # one data-parallel group
     if len(instances) > 1:
-        notes.append(f"{len(instances)} data-parallel ranks " + ("in lock step" if lockstep else "as independent replicas")
-                     + " (least_outstanding)")
+        notes.append(f"{len(instances)} data-parallel ranks {'in lock step' if lockstep else 'as independent replicas'}"
+                     " (least_outstanding)")
     cfg = SimConfig(scheduler="continuous_fcfs", num_gpus=len(instances), chunked_prefill=True, reserve_full_isl=True,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_tokens, block_size=BLOCK_SIZE,
                        kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=True, dp_lockstep=lockstep)
