@@ -4,7 +4,9 @@ Written from the rules in the docstring of :mod:`workbench.sim.continuous_engine
 plain Python lists: it loops over the running batch every step, keeps no running totals, never runs
 several decode steps in one event, keys the prefix cache by tuples of hashes and keeps its free blocks
 one by one in a Python list (the engine: a tree of node ids, counters, and records of runs of blocks), so
-it shares no mechanism with the compiled engine.
+it shares no mechanism with the compiled engine.  With ``dp_lockstep`` the replicas are one data-parallel group
+(rule 17): one event per group step, every replica decides at it, idle ones get a dummy step, and the step
+lasts the longest padded time, padding priced as decodes at ``c_d``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _paths(reqs, hashes, block_tokens, bs):
 def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", chunked=False, max_num_seqs=256,
               max_num_batched_tokens=16384, block_size=16, kv_blocks=10_000, prefill=(0, 0, 0), decode=(0, 0, 0),
               decode_large=None, large_threshold=None, watermark=None, max_paddings=256, prefix_caching=False,
-              prefix_hashes=None, prefix_block_tokens=None, affinity_margin=16):
+              prefix_hashes=None, prefix_block_tokens=None, affinity_margin=16, dp_lockstep=False):
     """Per-request lists: replica, sched, first, end, preemptions, cached, dropped (None for rejected requests)."""
     bs = block_size
     cap = kv_blocks
@@ -76,7 +78,8 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
     registered = [{} for _ in range(replicas)]          # node key -> leading blocks registered
     holders = [{} for _ in range(replicas)]             # node key -> running requests holding it
     own_cached = [{} for _ in range(replicas)]          # request -> its own blocks kept cached after a preemption
-    events = []                               # (time, replica)
+    events = []                               # (time, replica); lock step: (time, -1), the group's step
+    own_step = [None] * replicas              # lock step: (own time, tokens, decodes) of the step just decided
     rr = 0
 
     # ------------------------------------------------------------------ KV accounting
@@ -302,10 +305,7 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
             in_flight[g] = None
             return
         n = len(decodes)
-        if decode_large is not None and n >= large_threshold:
-            a_d, b_d, c_d = decode_large
-        else:
-            a_d, b_d, c_d = decode
+        a_d, b_d, c_d = decode_coefs(n)
         t = 0.0
         if pieces:
             t += max(prefill[0], a_d) if n else prefill[0]
@@ -316,7 +316,35 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
             t += b_d * sum(r.prompt + r.generated for r in decodes) + c_d * n
         blocks_reserved = sum(1 for r in decodes if r.computed % bs == 0)
         in_flight[g] = (now + t, decodes, [r for r, _, _ in pieces], blocks_reserved)
-        heapq.heappush(events, (now + t, g))
+        if dp_lockstep:
+            own_step[g] = (t, sum(c for _, c, _ in pieces) + n, n)
+        else:
+            heapq.heappush(events, (now + t, g))
+
+    def decode_coefs(n):
+        return decode_large if decode_large is not None and n >= large_threshold else decode
+
+    def group_step(now):
+        """Rule 17: every replica completes its step and decides the next; idle ones run a dummy (one decode of
+        context 1) while any has work; all end after the longest step padded to the most tokens."""
+        for h in range(replicas):
+            if in_flight[h] is not None:
+                apply(h, now)
+        for h in range(replicas):
+            own_step[h] = None
+            decide(h, now)
+        if all(x is None for x in own_step):
+            return
+        a_d, b_d, c_d = decode_coefs(1)
+        for h in range(replicas):
+            if own_step[h] is None:
+                in_flight[h] = (now, [], [], 0)
+                own_step[h] = (a_d + b_d + c_d, 1, 1)
+        n_max = max(tokens for _, tokens, _ in own_step)
+        length = max(t + (n_max - tokens) * decode_coefs(n + n_max - tokens)[2] for t, tokens, n in own_step)
+        for h in range(replicas):
+            in_flight[h] = (now + length,) + in_flight[h][1:]
+        heapq.heappush(events, (now + length, -1))
 
     def apply(g, now):
         _, decodes, pieces, _ = in_flight[g]
@@ -363,11 +391,18 @@ def reference(arrival_s, prompt, output, *, replicas=1, router="round_robin", ch
                 g = best if cached_prefix(best, r)[0] > 0 and load[best] <= load[least] + affinity_margin else least
             r.replica = g
             waiting[g].append(r)
+            if dp_lockstep:
+                if not events:   # an idle group starts a step at once; otherwise the request waits for its end
+                    heapq.heappush(events, (t_join, -1))
+                continue
             if in_flight[g] is None and g not in pending:
                 pending.add(g)
                 heapq.heappush(events, (t_join, g))
             continue
         now, g = heapq.heappop(events)
+        if g < 0:
+            group_step(now)
+            continue
         if g in pending:
             pending.discard(g)
         else:

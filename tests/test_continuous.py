@@ -292,8 +292,9 @@ def assert_matches_reference(tr, cfg, step_kw=REF_STEP):
               max_num_batched_tokens=cfg.max_num_batched_tokens, block_size=cfg.block_size, kv_blocks=cfg.kv_blocks,
               watermark=cfg.kv_watermark, max_paddings=cfg.max_paddings, prefix_caching=cfg.prefix_caching,
               prefix_hashes=tr.prefix_hashes, prefix_block_tokens=tr.prefix_block_tokens,
-              affinity_margin=cfg.prefix_affinity_margin)
-    ref = reference(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, **kw, **step_kw)
+              affinity_margin=cfg.prefix_affinity_margin, dp_lockstep=cfg.dp_lockstep)
+    ref_step = {("large_threshold" if k == "decode_large_threshold" else k): v for k, v in step_kw.items()}
+    ref = reference(tr.arrival_s, tr.prompt_tokens, tr.output_tokens, **kw, **ref_step)
     res = wb.simulate(tr, cfg, latency=wb.StepTimeModel(**step_kw))
     c = res.continuous
     as_float = lambda xs: np.array([np.nan if x is None else x for x in xs])  # noqa: E731
@@ -486,6 +487,9 @@ for chunked in (False, True):
     c = r.continuous
     out[f"cached/{chunked}"] = {k: c[k].tolist() for k in
                                 ("ttft_s", "e2e_s", "preemptions", "replica", "cached_tokens", "log_i")}
+r = wb.simulate(tr, wb.SimConfig(scheduler="continuous_fcfs", num_gpus=3, router="least_outstanding", block_size=8,
+                                 kv_blocks=300, max_num_seqs=32, chunked_prefill=True, dp_lockstep=True), latency=step)
+out["lockstep"] = {k: r.continuous[k].tolist() for k in ("ttft_s", "e2e_s", "preemptions", "replica", "log_f", "log_i")}
 print(json.dumps(out))
 """ % (CONTINUOUS,)
 

@@ -67,13 +67,13 @@ def run_autoscaled(cfg, engine_args: tuple) -> tuple:
     (join_order, join_s, prompt, output, bin_id, n_bins, _, router, policy_code, jumps, chunked, caching,
      max_num_seqs, max_tokens, max_paddings, watermark, block_size, kv_blocks, coef, b_min, b_max, budget, eps,
      alpha, delta, window, theta, margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity,
-     tf, ti, full_isl) = engine_args
+     tf, ti, full_isl, lockstep) = engine_args
     slots = cfg.max_replicas_effective
     (ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b, cn, own, lru, lm,
      ev_key, ev_id, ev_pos, log_f, log_i, act, lp, lpf) = ceng.allocate(
         join_s, prompt, output, bin_id, n_bins, slots, cfg.num_gpus, router, policy_code, jumps, chunked, caching,
         max_num_seqs, max_tokens, max_paddings, watermark, block_size, kv_blocks, coef, b_min, b_max, budget, eps,
-        alpha, delta, window, theta, margin, node_first.size, log_capacity, ti, full_isl)
+        alpha, delta, window, theta, margin, node_first.size, log_capacity, ti, full_isl, lockstep)
     autoscaler = get_autoscaler(cfg.autoscaler)
     policy = autoscaler(cfg)
     stabilizer = Stabilizer(cfg.scale_down_after_s) if autoscaler.stabilized else None

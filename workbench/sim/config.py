@@ -61,6 +61,7 @@ _NOT_STATIC = {
     "kv_watermark": "the static engine admits by batch size (b_max, batch_size), not by free KV blocks",
     "max_paddings": "a static batch's padding is bounded by its bins, not by vLLM's max_paddings",
     "reserve_full_isl": "a static batch is admitted whole, by its tokens against the KV capacity",
+    "dp_lockstep": "a static batch runs on one GPU on its own, with no data-parallel group to keep in step",
 }
 # Continuous-engine settings the disaggregated engine does not have (refused when changed, never ignored)
 _NOT_DISAGGREGATED = {
@@ -75,6 +76,7 @@ _NOT_DISAGGREGATED = {
     "max_paddings": "DistServe's prefill batches are bounded by prefill_max_batch_size and prefill_max_tokens, "
                     "not by padding",
     "reserve_full_isl": "DistServe's prefill instances admit whole prompts (no chunks)",
+    "dp_lockstep": "DistServe's prefill and decode instances run their steps independently",
     "max_num_seqs": "each pool has its own limits: prefill_max_batch_size and decode_max_batch_size",
     "max_num_batched_tokens": "a prefill step's tokens are bounded by prefill_max_tokens",
     "kv_blocks": "each instance has its own KV cache: prefill_kv_blocks and decode_kv_blocks (None derives them "
@@ -178,6 +180,11 @@ class SimConfig:
         False, "continuous, chunked_prefill=True: admit a waiting request only when the KV blocks of its whole "
                "sequence (prompt + tokens generated) are free, not just its first chunk's (vLLM's "
                "scheduler_reserve_full_isl, on by default from vLLM 0.19; False = earlier v1 versions)")
+    dp_lockstep: bool = _f(
+        False, "continuous, chunked_prefill=True: the num_gpus replicas are the ranks of one vLLM data-parallel group "
+               "(a mixture-of-experts model with expert parallelism across them): every rank runs each step with the "
+               "others, an idle one a dummy step, all padded to the group's largest token count, so the group moves "
+               "at its slowest rank's pace (rule 17 of workbench.sim.continuous_engine); False = independent replicas")
     prefix_affinity_margin: int = _f(
         16, "continuous, router=prefix_affinity: how many more outstanding requests than the least loaded replica "
             "the replica with the longest cached prefix may have and still be chosen")
@@ -294,7 +301,7 @@ class SimConfig:
             object.__setattr__(self, name, checks.integer(
                 getattr(self, name), name, low=1, high=high, high_why=why, none=True,
                 hint="None derives it from the memory fields (instance_kv_tokens // block_size)"))
-        for name in ("spread_idle", "chunked_prefill", "prefix_caching", "reserve_full_isl"):
+        for name in ("spread_idle", "chunked_prefill", "prefix_caching", "reserve_full_isl", "dp_lockstep"):
             object.__setattr__(self, name, checks.boolean(getattr(self, name), name))
         if self.b_min > self.b_max:
             raise ValueError(f"b_min/b_max: need b_min <= b_max, got {self.b_min} > {self.b_max}")
@@ -345,6 +352,15 @@ class SimConfig:
             raise ValueError("reserve_full_isl: applies to chunked prefill (vLLM v1), where a request is admitted on "
                              "its first chunk; without it (v0.2) a prompt is admitted whole anyway; set "
                              "chunked_prefill=True or leave reserve_full_isl False")
+        if self.dp_lockstep and SCHEDULERS[self.scheduler].engine == "continuous":
+            if not self.chunked_prefill:
+                raise ValueError("dp_lockstep: models the ranks of a vLLM v1 data-parallel group (DPEngineCoreProc), "
+                                 "and chunked_prefill=False is vLLM v0.2, which has no data-parallel engine; set "
+                                 "chunked_prefill=True or leave dp_lockstep False")
+            if self.autoscaler is not None:
+                raise ValueError(f"dp_lockstep/autoscaler: a data-parallel group in lock step has a fixed size "
+                                 f"(num_gpus ranks), and autoscaler={self.autoscaler!r} changes the replica count "
+                                 "during the run; set autoscaler=None or leave dp_lockstep False")
         if self.router == "prefix_affinity" and not self.prefix_caching and self.scheduler != "disaggregated":
             raise ValueError("router: 'prefix_affinity' routes by cached prefixes and needs prefix_caching=True; "
                              "set prefix_caching=True or choose another router")

@@ -179,12 +179,44 @@ Autoscaling (``SimConfig.autoscaler``; the control loop is :mod:`workbench.sim.a
       controllers (rule 11) at their start values.  Every replica is billed from its start to its leaving,
       cold start included.  No request is moved between replicas.
 
+Data-parallel lock step (``SimConfig.dp_lockstep``: the ``num_gpus`` replicas are the ranks of one vLLM v1
+data-parallel group, as vLLM runs a mixture-of-experts model with expert parallelism across them)
+  17. The ranks run every step together.  A step boundary is the group's: when the steps in flight have all
+      ended (they end together), every rank completes its step (rule 6) and schedules its next one by rules
+      3-9, unchanged, from its own queue and KV cache, and all start at that instant.  A rank with nothing to
+      run while another has work runs a dummy step; when no rank has work the group is idle: a request joining
+      an idle group starts a step at once, one joining during a step waits for the boundary (vLLM
+      ``vllm/v1/engine/core.py::DPEngineCoreProc.run_busy_loop``: ``execute_dummy_batch()`` while
+      ``engines_running``, the dummy being ``gpu_worker.py::Worker.execute_dummy_batch`` -> ``_dummy_run(1)``,
+      one token; LLMServingSim ``serving/__main__.py``: the ``dp_pending`` barrier, where a step is generated
+      once every member has scheduled, and an idle member's 1-token dummy batch).  Every rank's forward is
+      padded to the group's largest step, ``N_max`` tokens (prefill tokens + decodes; a dummy counts 1):
+      ``vllm/v1/worker/dp_utils.py::coordinate_batch_across_dp`` all-reduces the ranks' token counts and each
+      runs ``max(num_tokens_across_dp)``.  The ``N_max - N`` padding tokens are
+      dummy decodes that the token-dependent part of the step computes (dense layers, MoE, their collectives)
+      and attention does not see (LLMServingSim ``serving/__main__.py::_pad_batch_to_max``: "attention
+      continues to see only the real decodes"): a step table adds ``token_s(N_max) - token_s(N)``
+      (:func:`workbench.sim.steptable.table_token_s`), a linear model prices them as decodes at its
+      per-decode coefficient, ``c_d * (N_max - N)`` (``c_d`` of the regime of the padded decode count).  The
+      LM head and sampler run on the real sequences only (vLLM ``gpu_model_runner.py::execute_model`` computes
+      logits at ``logits_indices``, one per real request, and ``_dummy_run`` computes none), so the padding
+      adds no per-sequence time (LLMServingSim's ``_pad_batch_to_max`` counts the dummies in the LM head's
+      sequences too) and a dummy step is one decode of context 1 without the per-sequence part
+      (``table_step_s - seq_s(1)``; ``a_d + b_d + c_d`` for a linear model).  The group's step takes the
+      longest padded time of its ranks, ``max`` over ranks of (own step time + padding), and so does every
+      rank's step in the records (busy time, step log, the SLA controller's decode-step time of rule 11).
+      Runs of decode steps (see Speed) are off: every step is an event.  Routing (rule 1) is unchanged (vLLM's
+      DP front end picks the least loaded rank, ``waiting * 4 + running``; LLMServingSim's default router the
+      least loaded instance).  Not with autoscaling, nor with v0.2 (``chunked_prefill=False``): vLLM v0.2.3
+      has no data-parallel engine.
+
 Records: per request the replica, the start of its first step, the end of the step that produced its
 first token and of its last step, its preemptions and cached prompt tokens; per replica the busy time
 and the block-seconds of KV in use (exact for single steps; within a run of decode steps, the trapezoid
 between its first and last step's blocks); and a log of the first ``log_capacity`` scheduling decisions
 (one row per step or run of decode steps, with the prefill pieces' ``sum(l * (p + l))`` and the first
-step's context sum, which calibration uses).
+step's context sum, which calibration uses; in lock step (rule 17) a dummy step is a row with no prefill piece
+and no decode, and a step's row has the group's start and end).
 
 Speed: decode-only steps with nothing joining are run in one event: with ``n`` decodes the context sum
 grows by ``n`` per step, so ``k`` steps take ``k E + F k (k - 1) / 2`` seconds (``E`` the first step's
@@ -218,12 +250,13 @@ from workbench.sim.controllers import memory_limit, sla_update, token_stats_add,
 from workbench.sim.routers import ROUTERS  # noqa: F401  (the registry by name: simulate() reads the code here)
 from workbench.sim.routers import (LEAST_KV as R_LEAST_KV, LEAST_OUTSTANDING as R_LEAST_OUTSTANDING,
                                    PREFIX_AFFINITY as R_PREFIX_AFFINITY, ROUND_ROBIN as R_ROUND_ROBIN)
-from workbench.sim.steptable import TI_DEC_NMAX, TI_SKEW, table_decode_run, table_record_run, table_step_s
+from workbench.sim.steptable import (TI_DEC_NMAX, TI_SKEW, table_decode_run, table_record_run, table_seq_s,
+                                     table_step_s, table_token_s)
 
 POLICY_FCFS, POLICY_SLA, POLICY_MULTI_BIN = 0, 1, 2
 
 ST_NEW, ST_WAITING, ST_PREFILL, ST_DECODE, ST_DONE, ST_DROPPED = 0, 1, 2, 3, 4, 5
-KIND_NONE, KIND_DECODE_RUN, KIND_STEP = 0, 1, 2
+KIND_NONE, KIND_DECODE_RUN, KIND_STEP, KIND_DUMMY = 0, 1, 2, 3   # KIND_DUMMY: a lock-step rank's dummy step (rule 17)
 
 # columns of the step log (one row per scheduling decision: one step, or a run of k decode steps)
 S_REPLICA, S_K, S_PREFILL_TOKENS, S_PREFILL_REQS, S_DECODES, S_BLOCKS, S_PREEMPTED = range(7)
@@ -243,8 +276,8 @@ CF_N = 18
 # integer settings
 (CI_REPLICAS, CI_BINS, CI_BS, CI_SHIFT, CI_CAP, CI_POLICY, CI_ROUTER, CI_CHUNKED, CI_CACHING, CI_JUMPS, CI_MAX_SEQS,
  CI_MAX_TOKENS, CI_MAX_PADDINGS, CI_WATERMARK, CI_B_MIN, CI_B_MAX, CI_WINDOW, CI_MARGIN, CI_NODES, CI_TABLE,
- CI_SKEW, CI_FULL_ISL) = range(22)
-CI_N = 22
+ CI_SKEW, CI_FULL_ISL, CI_LOCKSTEP) = range(23)
+CI_N = 23
 
 # (The engine's state lives in a few 2-D arrays with named columns: every array passed to a compiled helper
 # costs a reference-count update per call, and numba inlines functions of at most ~30 arguments.)
@@ -261,8 +294,8 @@ T_SCHED, T_FIRST, T_FINISH = range(3)
 (RS_WAITING, RS_WAIT_BLOCKS, RS_OUTSTANDING, RS_RUN_HEAD, RS_RUN_TAIL, RS_PARTIAL, RS_DCOUNT, RS_N_DEC,
  RS_CTX_BASE, RS_USED, RS_FIN_N, RS_STEPS, RS_KIND, RS_RUN_K, RS_WITH_DEC, RS_N_PF, RS_DEC_START,
  RS_BLOCKS_AT_START, RS_LOG_ROW, RS_ACTIVE_BIN, RS_ROUND_LEFT, RS_B_SLA, RS_B_MEM, RS_POPPED, RS_WIN_N,
- RS_RELEASED, RS_S_MAX, RS_S_MIN, RS_S_STALE, RS_PHASE) = range(30)
-RS_N = 30
+ RS_RELEASED, RS_S_MAX, RS_S_MIN, RS_S_STALE, RS_PHASE, RS_STEP_TOKENS) = range(31)
+RS_N = 31
 # per-replica float64 state (continuous_sla's controllers: RF_TOK_N to RF_B_HIGH; autoscaling: the rest)
 (RF_T_START, RF_RUN_E, RF_RUN_F, RF_BUSY, RF_BLOCK_S, RF_TOK_N, RF_TOK_MEAN, RF_TOK_M2, RF_B_LOW,
  RF_B_HIGH, RF_PROVISIONED, RF_READY, RF_DRAINED, RF_LEFT, RF_BUSY_MARK) = range(15)
@@ -1380,6 +1413,85 @@ def _schedule_table(g, ci, rq, ctx0, hist, rs, fin_key, tf, ti, d, nd, pf_tokens
     return KIND_DECODE_RUN, k, e, f, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
 
 
+# ---------------------------------------------------------------- data-parallel lock step (rule 17)
+@njit(cache=True, _nrt=False)
+def _lockstep_start(now, ci, cf, rs, rf, ev_key, ev_id, ev_pos, ev_n, log_f, log_i, n_log, tf, ti):
+    """Start the group's step at ``now`` (rule 17).  Every rank has scheduled by rules 3-9 (``RS_KIND``, its own
+    step time in ``RF_RUN_E``, its tokens in ``RS_STEP_TOKENS``; the events of those with a step wait at +inf).
+    No rank with work: the group goes idle.  Otherwise the idle ranks run a dummy step, every rank's step is
+    padded to the group's largest token count, and all end together after the longest padded step.  Returns
+    (events in the heap, rows of the step log)."""
+    R = ci[CI_REPLICAS]
+    busy = False
+    for h in range(R):
+        if rs[h, RS_KIND] != KIND_NONE:
+            busy = True
+    if not busy:
+        for h in range(R):
+            if ev_pos[h] >= 0:
+                ev_n = _heap_remove(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[h])
+        return ev_n, n_log
+    table = ci[CI_TABLE]
+    # a dummy step: one decode token of context 1, no LM head or sampler (vLLM's _dummy_run(1))
+    if table:
+        dummy_s = table_step_s(tf, ti, 0, 0, 0, 0.0, 1, 1.0, 1.0, 1.0) - table_seq_s(tf, ti, 1)
+    else:
+        a_d, b_d, c_d = _decode_coefs(cf, 1)
+        dummy_s = a_d + b_d + c_d
+    n_max = 0
+    for h in range(R):
+        if rs[h, RS_KIND] == KIND_NONE:
+            rs[h, RS_KIND] = KIND_DUMMY
+            rs[h, RS_RUN_K] = 1
+            rs[h, RS_WITH_DEC] = 0
+            rs[h, RS_DEC_START] = 0
+            rs[h, RS_N_PF] = 0
+            rs[h, RS_BLOCKS_AT_START] = rs[h, RS_USED]
+            rs[h, RS_STEP_TOKENS] = 1
+            rf[h, RF_T_START] = now
+            rf[h, RF_RUN_E] = dummy_s
+            if ev_pos[h] < 0:
+                ev_n = _heap_push(ev_key, ev_id, ev_pos, 0, ev_n, np.inf, h)
+            if n_log < log_f.shape[0]:
+                log_f[n_log, F_START] = now
+                log_f[n_log, F_PREFILL_QUAD] = 0.0
+                log_f[n_log, F_CONTEXT] = 0.0
+                log_i[n_log, S_REPLICA] = h
+                log_i[n_log, S_K] = 1
+                log_i[n_log, S_PREFILL_TOKENS] = 0
+                log_i[n_log, S_PREFILL_REQS] = 0
+                log_i[n_log, S_DECODES] = 0
+                log_i[n_log, S_BLOCKS] = rs[h, RS_USED]
+                log_i[n_log, S_PREEMPTED] = 0
+                rs[h, RS_LOG_ROW] = n_log
+                n_log += 1
+            else:
+                rs[h, RS_LOG_ROW] = -1
+        n_max = max(n_max, rs[h, RS_STEP_TOKENS])
+    # every rank's forward runs n_max tokens: the padding is dummy decodes of the token-dependent part only
+    group_s = 0.0
+    for h in range(R):
+        tokens = rs[h, RS_STEP_TOKENS]
+        t = rf[h, RF_RUN_E]
+        pad = n_max - tokens
+        if pad > 0:
+            if table:
+                t += table_token_s(tf, ti, n_max) - table_token_s(tf, ti, tokens)
+            else:
+                nd = 1 if rs[h, RS_KIND] == KIND_DUMMY else rs[h, RS_DEC_START]
+                _, _, c_d = _decode_coefs(cf, nd + pad)
+                t += c_d * pad
+        group_s = max(group_s, t)
+    end = now + group_s
+    for h in range(R):
+        rf[h, RF_RUN_E] = group_s
+        rf[h, RF_RUN_F] = 0.0
+        _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[h], end)
+        if rs[h, RS_LOG_ROW] >= 0:
+            log_f[rs[h, RS_LOG_ROW], F_END] = end
+    return ev_n, n_log
+
+
 # ---------------------------------------------------------------- the engine
 
 @njit(cache=True, _nrt=False)
@@ -1471,7 +1583,7 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
             # at the same instant (an empty step runs no model), admits from the waiting queue
             if kind != KIND_NONE or more == 0 or rs[g, RS_WAITING] == 0 or error:
                 break
-        if kind == KIND_NONE:
+        if kind == KIND_NONE and not ci[CI_LOCKSTEP]:
             rs[g, RS_KIND] = KIND_NONE
             ev_n = _heap_remove(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g])
             if rs[g, RS_PHASE] == PH_DRAINING and rs[g, RS_OUTSTANDING] == 0:
@@ -1490,8 +1602,14 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
         rs[g, RS_N_PF] = pf_reqs
         rf[g, RF_T_START] = now
         end = now + _run_time(e, f, k)
+        if ci[CI_LOCKSTEP]:
+            # rule 17: the group's step is priced once every rank at this boundary has scheduled (k == 1)
+            rs[g, RS_STEP_TOKENS] = pf_tokens + nd
+            end = np.inf
         _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g], end)
-        if n_log < log_capacity:
+        if kind == KIND_NONE:
+            rs[g, RS_LOG_ROW] = -1
+        elif n_log < log_capacity:
             log_f[n_log, F_START] = now
             log_f[n_log, F_END] = end
             log_f[n_log, F_PREFILL_QUAD] = pf_quad
@@ -1507,6 +1625,10 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
             n_log += 1
         else:
             rs[g, RS_LOG_ROW] = -1
+        if ci[CI_LOCKSTEP] and ev_key[0, 0] != now:
+            # the last rank of the group at this boundary has scheduled (the others' events wait at +inf)
+            ev_n, n_log = _lockstep_start(now, ci, cf, rs, rf, ev_key, ev_id, ev_pos, ev_n, log_f, log_i, n_log,
+                                          tf, ti)
         if error:
             break
     lp[LP_EV_N] = ev_n
@@ -1710,9 +1832,10 @@ def resize(target, now, cold_start_s, ci, rs, rf, act, lp, ev_key, ev_id, ev_pos
 def allocate(join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, initial_replicas, router, policy,
              jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks, block_size,
              kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, affinity_margin, n_nodes,
-             log_capacity, ti, reserve_full_isl):
+             log_capacity, ti, reserve_full_isl, dp_lockstep):
     """The engine's state for a run (see :func:`run_continuous`): ``num_replicas`` slots, the first
-    ``initial_replicas`` active from time 0 (the others not provisioned).  Returns (ci, cf, rin, rq, tq, ctx0,
+    ``initial_replicas`` active from time 0 (the others not provisioned; ``dp_lockstep``: the replicas are one
+    data-parallel group, rule 17, with no runs of decode steps).  Returns (ci, cf, rin, rq, tq, ctx0,
     hpos, rs, rf, qs, hist, fin_key, fin_id, win_t, win_b, cn, own, lru, lm, ev_key, ev_id, ev_pos, log_f,
     log_i, act, lp, lpf)."""
     n = join_s.size
@@ -1732,7 +1855,7 @@ def allocate(join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas,
     ci[CI_ROUTER] = router
     ci[CI_CHUNKED] = chunked
     ci[CI_CACHING] = caching
-    ci[CI_JUMPS] = jumps
+    ci[CI_JUMPS] = 0 if dp_lockstep else jumps
     ci[CI_MAX_SEQS] = max_num_seqs
     ci[CI_MAX_TOKENS] = max_batched_tokens
     ci[CI_MAX_PADDINGS] = max_paddings
@@ -1743,6 +1866,7 @@ def allocate(join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas,
     ci[CI_MARGIN] = affinity_margin
     ci[CI_NODES] = n_nodes
     ci[CI_FULL_ISL] = reserve_full_isl
+    ci[CI_LOCKSTEP] = dp_lockstep
     ci[CI_TABLE] = 1 if ti[TI_DEC_NMAX] > 0 else 0
     ci[CI_SKEW] = 1 if ci[CI_TABLE] and ti[TI_SKEW] else 0
     cf = np.empty(CF_N)
@@ -1834,7 +1958,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
                    jumps, chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks,
                    block_size, kv_blocks, coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta,
                    affinity_margin, path_off, path_node, node_first, node_blocks, path_blocks, log_capacity, tf, ti,
-                   reserve_full_isl):
+                   reserve_full_isl, dp_lockstep):
     """Simulate a fixed pool of ``num_replicas``; see the module docstring.  ``join_order``: accepted requests
     sorted by join time; the ``path_*``/``node_*`` arrays: the prefix tree of :mod:`workbench.sim.prefix_tree`
     (used with ``caching``).
@@ -1847,7 +1971,7 @@ def run_continuous(join_order, join_s, prompt_tokens, output_tokens, bin_id, n_b
         join_s, prompt_tokens, output_tokens, bin_id, n_bins, num_replicas, num_replicas, router, policy, jumps,
         chunked, caching, max_num_seqs, max_batched_tokens, max_paddings, watermark_blocks, block_size, kv_blocks,
         coef, b_min, b_max, budget_s, eps_s, alpha, delta, window, theta, affinity_margin, node_first.size,
-        log_capacity, ti, reserve_full_isl)
+        log_capacity, ti, reserve_full_isl, dp_lockstep)
     n_log, error = _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs, hist, fin_key, fin_id,
                                win_t, win_b, path_off, path_node, node_first, node_blocks, path_blocks, cn, own, lru,
                                lm, ev_key, ev_id, ev_pos, log_f, log_i, tf, ti, act, lp, lpf, np.inf)

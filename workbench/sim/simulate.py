@@ -743,7 +743,7 @@ def _simulate_continuous(trace, cfg: SimConfig, scheduler, latency, step_log: in
         cfg.kv_blocks_effective, coef, min(cfg.b_min, cfg.max_num_seqs), cfg.max_num_seqs, budget,
         cfg.ctrl_eps_fraction * budget, float(cfg.ctrl_alpha), float(cfg.ctrl_delta), cfg.ctrl_window,
         cfg.mem_theta, cfg.prefix_affinity_margin, tree.path_off, tree.path_node, tree.node_first,
-        tree.node_blocks, tree.path_blocks, int(step_log), tf, ti, cfg.reserve_full_isl)
+        tree.node_blocks, tree.path_blocks, int(step_log), tf, ti, cfg.reserve_full_isl, cfg.dp_lockstep)
     scaling = None
     if cfg.autoscaler is None:
         (rq, tq, busy_s, block_s, steps, log_f, log_i, error) = ceng.run_continuous(*engine_args)

@@ -296,6 +296,20 @@ def table_step_s(tf, ti, pf_tokens, pf_reqs, pf_hist, pf_quad, nd, ctx_sum, kv_m
 
 
 @njit(cache=True, inline="always")
+def table_token_s(tf, ti, tokens):
+    """``token_s`` at a whole number of tokens (recorded among the axes seen): what a step's token-dependent part
+    (non-attention layers, MoE, their collectives) costs; the engine prices a data-parallel rank's padding with it."""
+    _seen(tf, TF_SEEN_TOKENS, float(tokens))
+    return _interp_whole(tf, ti, TI_TOK_D, tokens, TI_TOK, tf[TF_TOK_STEP])
+
+
+@njit(cache=True, inline="always")
+def table_seq_s(tf, ti, seqs):
+    """``seq_s`` at a whole number of sequences (the per-sequence part: LM head, sampler)."""
+    return _interp_whole(tf, ti, TI_SEQ_D, seqs, TI_SEQ, tf[TF_SEQ_STEP])
+
+
+@njit(cache=True, inline="always")
 def _segment(tf, ti, x):
     """Decode segment of a context ``x``: the count of breakpoints below it (segment j covers
     ``(brk[j-1], brk[j]]``; segment 0 everything up to the first, the last everything past the last)."""

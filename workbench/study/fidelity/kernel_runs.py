@@ -23,9 +23,9 @@ engine's ``reserve_full_isl``).
 
 What a replay leaves out: shared prompt prefixes (the logs carry no token ids to hash; LLMServingSim reports
 0-3% of prompt tokens hit on these ShareGPT prompts), so the prefix cache serves only a preempted request's
-own blocks when it is admitted again; and, for the data-parallel MoE run, the lock step of vLLM's
-data-parallel ranks (every rank runs each step, idle ones a dummy batch, padded to the largest): its two
-ranks are two independent replicas behind a least-outstanding router here.
+own blocks when it is admitted again; and, for the data-parallel MoE run (its two ranks share a ``dp_group``
+and run in lock step, ``SimConfig.dp_lockstep``: every rank runs each step, an idle one a dummy step, padded to
+the group's largest token count), the rounding of that count up to a CUDA-graph capture size.
 
 Where the runs are found (:func:`campaign_dirs`): the project's copy, the folders of the environment variable
 ``WORKBENCH_LLMSERVINGSIM_DIRS``, the shared reference folder beside the project when it is there, or a
@@ -292,11 +292,15 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
         free = mem["mem_size"] * GIB * mem["mem_util"] - weight_bytes(model_cfg, tp=tp, ep=ep)
         kv_blocks = int(free // kv_bytes_per_token(model_cfg, tp=tp)) // BLOCK_SIZE
         notes.append(f"KV cache: {mem['mem_size']} GiB x {mem['mem_util']} less the weights ({kv_blocks:,} blocks)")
+    groups = {inst.get("dp_group") for inst in instances}
+    lockstep = len(instances) > 1 and len(groups) == 1 and None not in groups   # one data-parallel group
     if len(instances) > 1:
-        notes.append(f"{len(instances)} data-parallel ranks as independent replicas (least_outstanding)")
+        notes.append(f"{len(instances)} data-parallel ranks {'in lock step' if lockstep else 'as independent replicas'}"
+                     " (least_outstanding)")
     cfg = SimConfig(scheduler="continuous_fcfs", num_gpus=len(instances), chunked_prefill=True, reserve_full_isl=True,
                        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_tokens, block_size=BLOCK_SIZE,
-                       kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=caching)
+                       kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=caching,
+                       dp_lockstep=lockstep)
     return KernelRun(name=run, trace=trace, config=cfg, step=step, measured=measured, llmservingsim=theirs,
                      notes="; ".join(notes), hardware=hardware, model_id=str(inst.get("model_name", model)), tp=tp, ep=ep)
 
