@@ -12,8 +12,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import workbench as wb
 from workbench.sim import disagg
-from workbench.sim.disagg_steplog import DisaggSettings, replay_disagg
+from workbench.sim.disagg_steplog import replay_disagg
 from workbench.sim.steptable import SkewTable, StepTable
+
+from test_disagg import assert_engine_matches_replay, random_settings as linear_settings
 
 # A table written by hand (not StepTable.from_linear): seconds of a step of prefill pieces l_i and decodes of
 # contexts ctx_j, n of them:
@@ -162,41 +164,19 @@ def test_each_pool_is_linear_or_a_table_independently():
 
 # ------------------------------------------------------------------ every logged step priced by hand
 def random_settings(rng, prefill_table, decode_table):
-    bs = int(rng.choice([1, 2, 4, 16]))
-    return DisaggSettings(
-        prefill_replicas=int(rng.integers(1, 3)), decode_replicas=int(rng.integers(1, 3)),
-        decode_pp=int(rng.choice([1, 1, 2, 3])), block_size=bs,
-        prefill_kv_blocks=int(rng.integers(200 // bs + 1, 2000 // bs + 2)),
-        decode_kv_blocks=int(rng.integers(300 // bs + 1, 3000 // bs + 2)),
-        prefill_max_batch_size=int(rng.integers(1, 8)), prefill_max_tokens=int(rng.integers(200, 800)),
-        decode_max_batch_size=int(rng.integers(1, 20)), decode_waiting_block_fraction=float(rng.uniform(0.01, 1)),
-        prefill_router=int(rng.integers(0, 2)), decode_router=int(rng.integers(0, 2)),
-        kv_link_latency_s=float(rng.uniform(0, 0.002)), kv_link_bytes_per_s=float(rng.uniform(1e8, 1e10)),
-        kv_bytes_per_token=1e5, pipeline_overhead_s=float(rng.uniform(0, 0.005)),
-        prefill_coef=(0.5, 0.0, 0.0), decode_coef=(0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 2**62),
-        arrival_overhead_s=(0.001, float(rng.choice([0.0, 1e-5]))), prefill_table=prefill_table,
-        decode_table=decode_table)
+    """tests/test_disagg.py's random deployments, the pools priced by these tables (None: its coefficients; a
+    pool priced by a table gets coefficients far from it, which must not be used)."""
+    s = linear_settings(rng)
+    if prefill_table is not None:
+        s = dataclasses.replace(s, prefill_table=prefill_table, prefill_coef=(0.5, 0.0, 0.0))
+    if decode_table is not None:
+        s = dataclasses.replace(s, decode_table=decode_table, decode_coef=(0.5, 0.0, 0.0, 0.5, 0.0, 0.0, 2**62))
+    return s
 
 
 def random_requests(rng, n, span):
     arrival = np.sort(rng.uniform(0, span, n))
     return arrival, rng.integers(1, 200, n), rng.integers(1, 80, n)
-
-
-def assert_engine_matches_replay(arrival, prompt, output, s):
-    ref = replay_disagg(arrival, prompt, output, s)
-    for jumps in (True, False):
-        rec = disagg.run_engine(arrival, prompt, output, s, jumps=jumps)
-        for key in ("prefill_start_s", "first_token_s", "transfer_end_s", "decode_start_s", "finish_s"):
-            got, want = rec[key], getattr(ref, key)
-            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=key)
-            np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-9, atol=1e-12,
-                                       err_msg=key)
-        np.testing.assert_array_equal(rec["swaps"], ref.swaps)
-        np.testing.assert_array_equal(rec["decode_instance"], ref.decode_instance)
-        np.testing.assert_allclose(rec["decode_busy_s"], ref.decode_busy_s, rtol=1e-9)
-        np.testing.assert_allclose(rec["prefill_busy_s"], ref.prefill_busy_s, rtol=1e-12)
-    return ref
 
 
 @pytest.mark.parametrize("skew", [False, True])
@@ -263,10 +243,6 @@ def test_engine_matches_the_replay_with_tables(seed, n, span, prefill, decode, w
     rng = np.random.default_rng(seed)
     arrival, prompt, output = random_requests(rng, n, span)
     s = random_settings(rng, prefill if which != "decode" else None, decode if which != "prefill" else None)
-    if which == "prefill":   # the other pool linear, with its real coefficients
-        s = dataclasses.replace(s, decode_coef=(0.005, 1e-6, 1e-4, 0.004, 2e-6, 2e-4, int(rng.integers(1, 10))))
-    if which == "decode":
-        s = dataclasses.replace(s, prefill_coef=(0.01, 1e-4, 1e-7))
     assert_engine_matches_replay(arrival, prompt, output, s)
 
 
