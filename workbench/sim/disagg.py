@@ -32,7 +32,6 @@ import logging
 import time
 
 import numpy as np
-from numba import njit
 
 from workbench import checks
 from workbench.sim import disagg_engine as deng
@@ -40,7 +39,6 @@ from workbench.sim.disagg_steplog import DisaggSettings, rejection
 from workbench.sim.routers import DISAGG_ROUTERS
 from workbench.sim.metrics import (STATUS_COMPLETED, STATUS_REJECTED_BUDGET, STATUS_REJECTED_KV, offered_rate_rps,
                                    summarize_continuous)
-from workbench.sim.steptable import table_step_s
 from workbench.sim.steptime import StepTimeModel
 
 log = logging.getLogger(__name__)
@@ -311,20 +309,6 @@ def summarize_disaggregated(arrival_s, output, status, streams: dict, rec: dict,
     return summary
 
 
-@njit(cache=True)
-def _alone_table_s(tf, ti, tokens, prefill):
-    """Per value of ``tokens``: the table's price of a prefill step of one prompt that long (``prefill``), or of
-    a decode step of one request with that context."""
-    out = np.empty(tokens.size)
-    for i in range(tokens.size):
-        x = tokens[i]
-        if prefill:
-            out[i] = table_step_s(tf, ti, int(x), 1, 0, x * x, 0, 0.0, 0.0, 0.0)
-        else:
-            out[i] = table_step_s(tf, ti, 0, 0, 0, 0.0, 1, x, x, x)
-    return out
-
-
 def slo_attainable_share(trace, cfg, prefill: StepTimeModel, decode: StepTimeModel) -> float:
     """Share of requests meeting both ``cfg.ttft_sla_s`` and ``cfg.tpot_sla_s`` when served alone: a prefill step
     of the prompt (plus the arrival and token overheads) for TTFT; for TPOT one request's decode step at its mean
@@ -336,13 +320,13 @@ def slo_attainable_share(trace, cfg, prefill: StepTimeModel, decode: StepTimeMod
     output = np.asarray(trace.output_tokens, dtype=np.float64)
     a0, a1 = s.arrival_overhead_s
     if s.prefill_table is not None:
-        prefill_s = _alone_table_s(*s.priced_tables["prefill"], prompt, True)
+        prefill_s = deng.table_alone_s(*s.priced_tables["prefill"], prompt, True)
     else:
         pa, pb, pc = s.prefill_coef
         prefill_s = pa + pb * prompt + pc * prompt * prompt
     ttft = a0 + a1 * prompt + prefill_s + prefill.token_overhead_s
     if s.decode_table is not None:
-        step = _alone_table_s(*s.priced_tables["decode"], prompt + output / 2.0, False)
+        step = deng.table_alone_s(*s.priced_tables["decode"], prompt + output / 2.0, False)
     else:
         da, db, dc = s.decode_coef[0:3] if s.decode_coef[6] > 1 else s.decode_coef[3:6]
         step = da + db * (prompt + output / 2.0) + dc

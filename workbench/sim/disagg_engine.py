@@ -869,3 +869,18 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
     return (rq[:, RQ_PF].copy(), rq[:, RQ_DC].copy(), tq[T_PF_START], tq[T_FIRST], tq[T_X_END], tq[T_DC_START],
             finish_s, rq[:, RQ_SWAPS].copy(), pf[:, A_BUSY].copy(), pf[:, A_BLOCK_S].copy(), ps[:, PS_STEPS].copy(),
             df[:, A_BUSY].copy(), df[:, A_BLOCK_S].copy(), ds[:, DS_STEPS].copy(), df[:, DF_XFER].copy(), error)
+
+
+@njit(cache=True)
+def table_alone_s(tf, ti, tokens, prefill):
+    """Per value of ``tokens``: a step table's price of a prefill step of one prompt that long (``prefill``), or
+    of a decode step of one request with that context (a request served alone: the SLO ceiling,
+    :func:`workbench.sim.disagg.slo_attainable_share`)."""
+    out = np.empty(tokens.size)
+    for i in range(tokens.size):
+        x = tokens[i]
+        if prefill:
+            out[i] = table_step_s(tf, ti, int(x), 1, 0, x * x, 0, 0.0, 0.0, 0.0)
+        else:
+            out[i] = table_step_s(tf, ti, 0, 0, 0, 0.0, 1, x, x, x)
+    return out
