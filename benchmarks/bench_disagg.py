@@ -12,9 +12,16 @@
 2. References measured in the same run: the same engine with every decode step
    its own event (no series of decode steps; bounded load), and the continuous
    engine (``continuous_fcfs``, 4 replicas) on the same trace.
-3. Peak memory (resident set) of a fresh process running one full-size run at
+3. Step tables (issue 22), same trace and loads: both pools priced by the
+   roofline of OPT-13B on A100-80GB as a table (``opt-13b@a100-80gb``) and as
+   its linear fit (``table=False``), and by LLMServingSim's kernel profiles of
+   Llama-3.1-8B on an RTX PRO 6000 (a table with the skew correction, so each
+   decode lane tracks its longest and shortest context; that GPU's memory,
+   prefill steps of at most 2,048 tokens and micro-batches of at most 256, the
+   profiles' grid, extrapolated past its 16k context).
+4. Peak memory (resident set) of a fresh process running one full-size run at
    overload, and what the run adds.
-4. ``wb.best_placement`` for 8 GPUs on the first ``--placement-requests`` of the
+5. ``wb.best_placement`` for 8 GPUs on the first ``--placement-requests`` of the
    same trace (TTFT 0.2 s, TPOT 0.1 s, 90%): wall time and what it searched.
 
 The machine is shared: read medians and ratios; the process's CPU time is
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -125,6 +133,28 @@ def main() -> None:
         rps, wall, _, _ = median_rps(trace.time_scaled(scaling), colo, profiles.get_profile(PROFILE), repeats=3)
         print(f"continuous engine, continuous_fcfs on 4 replicas ({label}): {rps:,.0f} requests/s ({wall:.3f} s); "
               f"disaggregated/continuous {figures[label] / rps:.2f}")
+
+    print(f"\n== step tables, median of {args.repeats} runs (simulate() end to end; ratio: against {PROFILE} above)")
+    from workbench.paths import REPO_ROOT
+
+    roofline_linear = wb.StepTimeModel.roofline("opt-13b", "a100-80gb", table=False)
+    kernel = wb.StepTimeModel.from_kernel_profiles(
+        REPO_ROOT / "data" / "groundtruth" / "llmservingsim_vllm019" / "kernel_profiles" / "RTXPRO6000" / "meta-llama"
+        / "Llama-3.1-8B" / "bf16", allow_extrapolation=True)
+    kernel_cfg = wb.SimConfig(scheduler="disaggregated", prefill_replicas=2, decode_replicas=2,
+                              prefill_max_tokens=2048, decode_max_batch_size=256,
+                              **profiles.roofline_memory_fields("llama-3.1-8b", "rtx-pro-6000"))
+    logging.getLogger("workbench.sim.steptable").setLevel(logging.ERROR)   # (the extrapolation notice, each run)
+    for label, config_, latency in (("roofline table opt-13b@a100-80gb", cfg, "opt-13b@a100-80gb"),
+                                    ("roofline linear fit", cfg, roofline_linear),
+                                    ("kernel profiles, Llama-3.1-8B, RTX PRO 6000", kernel_cfg, kernel)):
+        wb.simulate(trace.head(20_000), config_, latency=latency)   # warm-up
+        for load, scaling in (("bounded", args.bounded_scaling), ("overload", args.overload_scaling)):
+            rps, wall, cpu, res = median_rps(trace.time_scaled(scaling), config_, latency)
+            s = res.summary
+            print(f"{label} ({load}): {rps:,.0f} simulated requests/s ({wall:.3f} s wall; by CPU time "
+                  f"{len(trace) / cpu:,.0f}/s), x{rps / figures[load]:.2f}; {s['decode_steps']:,} decode steps, "
+                  f"E2E mean {s['e2e_mean_s']:.3g} s, {s['rejected']:,} rejected")
 
     print("\n== peak memory of a fresh process, one run at overload")
     out = subprocess.run([sys.executable, "-c", CHILD, str(args.requests), str(args.overload_scaling),

@@ -152,13 +152,9 @@ def random_settings(rng):
         arrival_overhead_s=(0.001, float(rng.choice([0.0, 1e-5]))))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 120), span=st.floats(0.05, 3.0))
-def test_engine_matches_the_replay_exactly(seed, n, span):
-    rng = np.random.default_rng(seed)
-    arrival = np.sort(rng.uniform(0, span, n))
-    prompt, output = rng.integers(1, 200, n), rng.integers(1, 80, n)
-    s = random_settings(rng)
+def assert_engine_matches_replay(arrival, prompt, output, s: DisaggSettings):
+    """The compiled engine, with and without series of decode steps, takes the replay's decisions at its times;
+    returns the replay's log."""
     ref = replay_disagg(arrival, prompt, output, s)
     for jumps in (True, False):
         rec = disagg.run_engine(arrival, prompt, output, s, jumps=jumps)
@@ -171,6 +167,16 @@ def test_engine_matches_the_replay_exactly(seed, n, span):
         np.testing.assert_array_equal(rec["decode_instance"], ref.decode_instance)
         np.testing.assert_allclose(rec["decode_busy_s"], ref.decode_busy_s, rtol=1e-9)
         np.testing.assert_allclose(rec["prefill_busy_s"], ref.prefill_busy_s, rtol=1e-12)
+    return ref
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 120), span=st.floats(0.05, 3.0))
+def test_engine_matches_the_replay_exactly(seed, n, span):
+    rng = np.random.default_rng(seed)
+    arrival = np.sort(rng.uniform(0, span, n))
+    prompt, output = rng.integers(1, 200, n), rng.integers(1, 80, n)
+    assert_engine_matches_replay(arrival, prompt, output, random_settings(rng))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

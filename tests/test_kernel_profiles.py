@@ -213,13 +213,27 @@ def test_run_outside_the_grid_is_refused_with_how_far(tmp_path):
     assert np.isfinite(res.continuous["e2e_s"]).all()
 
 
-def test_engines_that_cannot_take_tables_refuse():
+def test_calibration_refuses_a_table():
     m = wb.StepTimeModel.from_kernel_profiles(PRO6000_LLAMA)
-    trace = wb.Trace.from_arrays([0.0, 0.5], [100, 200], [10, 20])
-    with pytest.raises(ValueError, match="disaggregated engine prices steps from linear coefficients"):
-        wb.simulate(trace, wb.SimConfig(scheduler="disaggregated"), latency=m)
     with pytest.raises(ValueError, match="calibration refits linear coefficients"):
         wb.calibrate(m, [])
+
+
+def test_the_disaggregated_engine_prices_steps_from_the_kernel_profiles():
+    # (issue 22: it refused tables; tests/test_disagg_tables.py tests it on a table written by hand)
+    m = wb.StepTimeModel.from_kernel_profiles(PRO6000_LLAMA)
+    assert m.table.skew is not None
+    trace = wb.Trace.from_arrays([0.0, 0.0, 0.5], [100, 900, 200], [10, 4, 20])
+    cfg = wb.SimConfig(scheduler="disaggregated", kv_gb_per_token=1.3e-4, model_mem_gb=16.0, gpu_mem_gb=96.0,
+                       ttft_sla_s=1.0, tpot_sla_s=0.1)
+    req = wb.simulate(trace, cfg, latency=m).requests
+    # the first two share a prefill step of two pieces, then a decode lane whose contexts differ (skew-corrected)
+    first = m.step_time_s([100, 900]) + m.token_overhead_s
+    np.testing.assert_allclose(req.ttft_s[:2], [first, first], rtol=1e-9)
+    moved = first - m.token_overhead_s + cfg.kv_transfer_s(100) + cfg.kv_transfer_s(900)
+    steps = sum(m.step_time_s(context_lengths=[101 + i, 901 + i]) for i in range(3))   # together until 900 ends
+    assert m.step_time_s(context_lengths=[101, 901]) > m.step_time_s(context_lengths=[501, 501])
+    assert req.e2e_s[1] == pytest.approx(moved + steps + m.token_overhead_s * 4, rel=1e-9)
 
 
 # ---------------------------------------------------------------- vLLM 0.19's full-sequence admission gate

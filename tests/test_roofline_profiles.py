@@ -16,7 +16,7 @@ def test_roofline_names_resolve_with_their_kind():
     assert "[measured]" in profiles.describe_profile("opt-13b-a100")
     # aliases and Hugging Face ids of the catalogues
     assert profiles.parse_roofline_name("meta-llama/Llama-3.1-8B@H100/tp4") == ("llama-3.1-8b", "h100-sxm", 4)
-    # at another TP degree (a disaggregated pool), and in the linear form the disaggregated engine takes
+    # at another TP degree (a disaggregated pool), and in its linear form (what calibration refits)
     assert profiles.get_profile("opt-13b@a100-80gb", tp=2).name == "opt-13b@a100-80gb/tp2"
     assert profiles.get_profile("opt-13b@a100-80gb", tp=2, linear=True).kind == "linear"
 

@@ -531,10 +531,10 @@ def step_model(model, gpu, *, tp: int = 1, dtype: str = "bf16", engine: str = DE
                efficiencies: Efficiencies | None = None, ep: int = 1):
     """The roofline of ``model`` on ``gpu`` at ``tp`` as a :class:`~workbench.sim.steptime.StepTimeModel`.
 
-    ``table=True`` (default): priced by the roofline's :class:`~workbench.sim.steptable.StepTable` (the
-    continuous engine and static step mode; kind ``"roofline"``).  ``table=False``: the engines' linear form
-    fitted to the roofline over the batches of ``max_num_seqs`` and ``max_num_batched_tokens``
-    (:func:`linear_fit`), for what takes only linear models (the disaggregated engine); its name says so.
+    ``table=True`` (default): priced by the roofline's :class:`~workbench.sim.steptable.StepTable` (every
+    engine: continuous, static step mode, disaggregated; kind ``"roofline"``).  ``table=False``: the engines'
+    linear form fitted to the roofline over the batches of ``max_num_seqs`` and ``max_num_batched_tokens``
+    (:func:`linear_fit`), for what takes only linear models (calibration); its name says so.
     ``dtype``: the served values' type, 16-bit (``"bf16"``, ``"fp16"``); the GPU's dense 16-bit peak applies.
     ``engine``: the serving engine whose efficiencies apply (:data:`ENGINES`; ``efficiencies`` replaces them).
     ``ep``: a mixture-of-experts model's expert parallelism over a data-parallel group of ``ep`` replicas (each

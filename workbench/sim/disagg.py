@@ -12,13 +12,18 @@ The latency of a disaggregated deployment is a step-time model per pool:
   registered profile name (resolved at that pool's TP degree);
 * one :class:`StepTimeModel`: used by both pools as given;
 * a profile name: resolved at each pool's TP degree
-  (:func:`workbench.sim.profiles.get_profile` with ``tp=``);
+  (:func:`workbench.sim.profiles.get_profile` with ``tp=``; a roofline name
+  ``<model>@<gpu>`` gives the roofline's step table);
 * ``None``: :data:`workbench.sim.profiles.DEFAULT_DISAGG_PROFILE` per TP.
 
 The prefill pool uses its model's prefill coefficients and arrival overhead and
 its per-token overhead for the first token; the decode pool its decode
 coefficients (both batch regimes), ``pipeline_overhead_s`` and per-token
-overhead for the other tokens.
+overhead for the other tokens.  A pool whose model carries a step table
+(kernel profiles, roofline: :mod:`workbench.sim.steptable`) is priced from the
+table instead of its coefficients (rules R3 and R9), each pool independently;
+a run whose steps leave a table's grid is refused after it, as in the other
+engines (:meth:`~workbench.sim.steptable.StepTable.check_seen`).
 """
 
 from __future__ import annotations
@@ -48,8 +53,8 @@ def _resolve(value, tp: int, what: str) -> StepTimeModel:
         return value
     if isinstance(value, str):
         profiles.check_profile(value, what, hint="or pass a wb.StepTimeModel")
-        try:   # a roofline in its linear form: this engine prices linear models only
-            return profiles.get_profile(value, tp=tp, linear=True)
+        try:
+            return profiles.get_profile(value, tp=tp)
         except ValueError as exc:
             raise ValueError(f"{what}: {exc}; pass a wb.StepTimeModel for this pool, or choose a TP degree the "
                              "profile has") from None
@@ -71,27 +76,18 @@ def pool_models(latency, cfg) -> tuple[StepTimeModel, StepTimeModel]:
                              "(a StepTimeModel or profile name each); "
                              + "; ".join(([f"unknown key(s) {', '.join(unknown)}"] if unknown else [])
                                          + ([f"missing {', '.join(map(repr, missing))}"] if missing else [])))
-        return (_linear_only(_resolve(latency["prefill"], cfg.prefill_tp, "latency['prefill']"), "latency['prefill']"),
-                _linear_only(_resolve(latency["decode"], cfg.decode_tp, "latency['decode']"), "latency['decode']"))
+        return (_resolve(latency["prefill"], cfg.prefill_tp, "latency['prefill']"),
+                _resolve(latency["decode"], cfg.decode_tp, "latency['decode']"))
     if isinstance(latency, (StepTimeModel, str)):
-        return _linear_only(_resolve(latency, cfg.prefill_tp, "latency"), "latency"), \
-            _linear_only(_resolve(latency, cfg.decode_tp, "latency"), "latency")
+        return _resolve(latency, cfg.prefill_tp, "latency"), _resolve(latency, cfg.decode_tp, "latency")
     raise checks.InvalidType(f"latency: the disaggregated scheduler takes {{'prefill': ..., 'decode': ...}}, a "
                              f"StepTimeModel, a profile name or None, not a {type(latency).__name__}")
 
 
-def _linear_only(model: StepTimeModel, name: str) -> StepTimeModel:
-    """The disaggregated engine prices steps with linear coefficients only: a tabulated model is refused."""
-    if model.table is not None:
-        raise ValueError(f"{name}: {model.name} is a {model.kind} step table, and the disaggregated engine prices "
-                         "steps from linear coefficients only; simulate this model with a continuous scheduler "
-                         "(e.g. continuous_fcfs, chunked_prefill=True), or pass its linear summary explicitly, "
-                         "dataclasses.replace(model, table=None), knowing it is a least-squares fit of the table")
-    return model
-
-
 def settings_of(cfg, prefill: StepTimeModel, decode: StepTimeModel) -> DisaggSettings:
-    """The plain-number settings of ``cfg``'s deployment with these pool models (shared by engine and replay)."""
+    """The settings of ``cfg``'s deployment with these pool models (shared by engine and replay): plain numbers,
+    and each pool's step table if its model has one (then its coefficients, the table's linear summary, are
+    not used to price steps)."""
     dl = decode.decode_large if decode.decode_large is not None else decode.decode
     threshold = decode.decode_large_threshold if decode.decode_large is not None else 2**62
     return DisaggSettings(
@@ -104,7 +100,8 @@ def settings_of(cfg, prefill: StepTimeModel, decode: StepTimeModel) -> DisaggSet
         kv_link_latency_s=cfg.kv_link_latency_s, kv_link_bytes_per_s=cfg.kv_link_bytes_per_s,
         kv_bytes_per_token=cfg.kv_gb_per_token_effective * 1e9,
         pipeline_overhead_s=decode.pipeline_overhead_s, prefill_coef=tuple(prefill.prefill),
-        decode_coef=(*decode.decode, *dl, threshold), arrival_overhead_s=tuple(prefill.arrival_overhead_s))
+        decode_coef=(*decode.decode, *dl, threshold), arrival_overhead_s=tuple(prefill.arrival_overhead_s),
+        prefill_table=prefill.table, decode_table=decode.table)
 
 
 def entry_times(arrival_s, prompt_tokens, s: DisaggSettings) -> np.ndarray:
@@ -115,7 +112,9 @@ def entry_times(arrival_s, prompt_tokens, s: DisaggSettings) -> np.ndarray:
 
 
 def run_engine(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *, jumps: bool = True) -> dict:
-    """Run the compiled engine on plain arrays; a dict of its per-request and per-instance records."""
+    """Run the compiled engine on plain arrays; a dict of its per-request and per-instance records.  A pool
+    priced by a step table whose grid the run's steps left is refused after the run (unless the table
+    extrapolates: then logged), naming the axis and how far."""
     from workbench.sim.simulate import SimulationError
 
     prompt = np.ascontiguousarray(prompt_tokens)
@@ -130,15 +129,20 @@ def run_engine(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *, ju
     # the layout StepTimeModel.coefficients() gives the continuous engine's decode helpers
     dcoef = np.zeros(13)
     dcoef[3:6], dcoef[6:9], dcoef[9] = dc[0:3], dc[3:6], float(min(dc[6], 2.0**62))
+    (tf_p, ti_p), (tf_d, ti_d) = s.table_arrays("prefill"), s.table_arrays("decode")
     (pf_inst, dc_inst, pf_start, first, x_end, dc_start, finish, swaps, p_busy, p_block_s, p_steps, d_busy,
      d_block_s, d_steps, d_xfer, error) = deng.run_disaggregated(
         np.asarray(order, dtype=np.int64), entry, prompt, output, s.prefill_replicas, s.decode_replicas,
         s.decode_pp, s.block_size, s.prefill_kv_blocks, s.decode_kv_blocks, s.prefill_max_batch_size,
         s.prefill_max_tokens, s.decode_max_batch_size, s.decode_waiting_block_fraction * s.decode_kv_blocks,
         s.prefill_router, s.decode_router, s.kv_link_latency_s, s.kv_bytes_per_token, s.kv_link_bytes_per_s,
-        np.array(s.prefill_coef, dtype=np.float64), dcoef, s.pipeline_overhead_s, bool(jumps))
+        np.array(s.prefill_coef, dtype=np.float64), dcoef, s.pipeline_overhead_s, bool(jumps), tf_p, ti_p, tf_d,
+        ti_d)
     if error:
         raise SimulationError(f"disaggregated engine invariant violated (code {error}) for {s}")
+    for table, tf, pool in ((s.prefill_table, tf_p, "prefill"), (s.decode_table, tf_d, "decode")):
+        if table is not None:
+            table.check_seen(tf, f"the disaggregated engine's {pool} pool on this trace")
     return {"reason": reason, "entry_s": entry, "prefill_instance": pf_inst, "decode_instance": dc_inst,
             "prefill_start_s": pf_start, "first_token_s": first, "transfer_end_s": x_end,
             "decode_start_s": dc_start, "finish_s": finish, "swaps": swaps, "prefill_busy_s": p_busy,
@@ -309,15 +313,23 @@ def slo_attainable_share(trace, cfg, prefill: StepTimeModel, decode: StepTimeMod
     """Share of requests meeting both ``cfg.ttft_sla_s`` and ``cfg.tpot_sla_s`` when served alone: a prefill step
     of the prompt (plus the arrival and token overheads) for TTFT; for TPOT one request's decode step at its mean
     context (prompt + output / 2), through every pipeline stage, plus the KV transfer spread over its tokens;
-    requests the deployment rejects (R2) miss.  No load can do better (the capacity search's ceiling)."""
+    requests the deployment rejects (R2) miss.  No load can do better (the capacity search's ceiling).  A pool
+    with a step table is priced from it."""
     s = settings_of(cfg, prefill, decode)
     prompt = np.asarray(trace.prompt_tokens, dtype=np.float64)
     output = np.asarray(trace.output_tokens, dtype=np.float64)
     a0, a1 = s.arrival_overhead_s
-    pa, pb, pc = s.prefill_coef
-    ttft = a0 + a1 * prompt + pa + pb * prompt + pc * prompt * prompt + prefill.token_overhead_s
-    da, db, dc = s.decode_coef[0:3] if s.decode_coef[6] > 1 else s.decode_coef[3:6]
-    step = da + db * (prompt + output / 2.0) + dc
+    if s.prefill_table is not None:
+        prefill_s = deng.table_alone_s(*s.priced_tables["prefill"], prompt, True)
+    else:
+        pa, pb, pc = s.prefill_coef
+        prefill_s = pa + pb * prompt + pc * prompt * prompt
+    ttft = a0 + a1 * prompt + prefill_s + prefill.token_overhead_s
+    if s.decode_table is not None:
+        step = deng.table_alone_s(*s.priced_tables["decode"], prompt + output / 2.0, False)
+    else:
+        da, db, dc = s.decode_coef[0:3] if s.decode_coef[6] > 1 else s.decode_coef[3:6]
+        step = da + db * (prompt + output / 2.0) + dc
     cycle = s.decode_pp * np.vectorize(s.stage_s)(step) if s.decode_pp > 1 else step
     transfer = cfg.kv_transfer_s(prompt) / np.maximum(output - 1, 1)
     tpot = cycle + transfer + decode.token_overhead_s

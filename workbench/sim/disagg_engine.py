@@ -36,6 +36,12 @@ Arrivals and prefill
       ``ContextStageFCFSScheduler.get_next_batch_and_pop``, limits 1-3).  Step
       time ``a_p + b_p * sum(l) + c_p * sum(l^2)`` from the prefill pool's
       model (``simdistserve/estimators/time_estimator.py`` ``get_prefill_time``).
+      A prefill pool whose model is a step table (kernel profiles, roofline:
+      :mod:`workbench.sim.steptable`) prices the step from the table instead:
+      its prompts as ``count`` pieces of ``sum(l)`` tokens with no cached
+      context, ``sum(l (0 + l)) = sum(l^2)`` for the per-piece quadratic term,
+      no decodes (``steptable.table_step_s``, as the continuous engine prices a
+      prefill-only step).
   R4. The first token comes from the prefill step (its end): ``ttft =
       end - arrival + token_overhead`` (``distserve/single_stage_engine.py``
       ``ContextStageLLMEngine._step`` emits a StepOutput per request).  A
@@ -104,7 +110,14 @@ Decoding
       ``pp`` micro-batches are in flight (``DecodingStageLLMEngine._step``:
       ``batches_in_pipeline``).  DistServe's simulator divides the step by
       ``pp`` with no decode per-stage cost; the measured ``c21d12`` runs show
-      a stage is slower than that (see the fidelity notebook).
+      a stage is slower than that (see the fidelity notebook).  A decode pool
+      whose model is a step table gives ``T`` from the table instead: ``n``
+      decodes whose contexts sum to ``sum(ctx)``, with the table's skew
+      correction (when it has one) from the lane's longest and shortest
+      context (``steptable.table_decode_run``, as the continuous engine's
+      ``_schedule_table``; a lane keeps both, and recomputes them from its
+      requests when the longest or the shortest leaves); the stage rule is the
+      same.
   R10. When a lane's step completes, each of its requests emits a token; one
       that reaches its output length finishes and frees its blocks.  E2E =
       last token - arrival + output x token overheads (the prefill model's for
@@ -150,7 +163,10 @@ block-counting helpers this module uses): ``k`` steps of ``n`` decodes take
 ``k T + b_d n k (k - 1) / 2``, a heap of finishing decode counts gives the next
 finish, a histogram of context modulo ``block_size`` the blocks each step
 needs; the series ends at the next finish, when blocks run out, or after the
-step in flight when a request reaches the instance's bridge.  Swapped and
+step in flight when a request reaches the instance's bridge.  With a step
+table ``T`` and ``b_d n`` become the table's ``E`` and ``F``, exact while its
+linear piece lasts (``steptable.table_decode_run``), and the series ends there
+too.  Swapped and
 waiting requests cannot enter during such a series: blocks only shrink until
 the next finish.  With ``decode_pp > 1`` every micro-batch is an event.
 
@@ -172,6 +188,7 @@ from numba import njit
 from workbench.sim.continuous_engine import (C_PA, C_PB, C_PC, _blocks_over, _ceil_div, _decode_coefs, _heap_push,
                                              _heap_remove, _heap_set, _mod, _pow2_shift, _run_time, _steps_fitting,
                                              _steps_to_reach)
+from workbench.sim.steptable import TI_DEC_NMAX, TI_SKEW, table_decode_run, table_record_run, table_step_s
 
 ERR_TIME_BACKWARDS = 1
 ERR_BLOCKS = 2
@@ -185,10 +202,11 @@ ERR_LEFT = 4
 # pool's, C_DA.. the decode pool's; see continuous_engine), then the link and the pipeline
 CF_WAIT_LIMIT, CF_LINK_LATENCY, CF_KV_BYTES, CF_LINK_BPS, CF_PIPE_OVERHEAD = range(13, 18)
 CF_N = 18
-# integer settings
+# integer settings (the last three: whether the prefill pool's model is a step table, the decode pool's, and
+# whether the decode pool's table has a skew correction, so that lanes track their longest and shortest context)
 (CI_P, CI_D, CI_PP, CI_BS, CI_SHIFT, CI_CAP_P, CI_CAP_D, CI_P_MAX_BATCH, CI_P_MAX_TOKENS, CI_D_MAX_BATCH,
- CI_P_ROUTER, CI_D_ROUTER, CI_JUMPS) = range(13)
-CI_N = 13
+ CI_P_ROUTER, CI_D_ROUTER, CI_JUMPS, CI_P_TABLE, CI_D_TABLE, CI_D_SKEW) = range(16)
+CI_N = 16
 # per request, int32: prefill instance, decode instance, swaps, the next in whichever queue holds it (one at a
 # time), the previous and next in its lane (in admission order)
 RQ_PF, RQ_DC, RQ_SWAPS, RQ_LINK, RQ_PREV, RQ_NEXT = range(6)
@@ -215,9 +233,10 @@ DS_N = 13
 DF_X_UNTIL, DF_XFER = range(3, 5)
 DF_N = 5
 # per lane (micro-batch ``j * pp + m`` of decode instance j), int64: its requests (head, tail, count), sum of their
-# S_r, steps it has run, size of its finish heap, in flight, steps of the series in flight
-LS_HEAD, LS_TAIL, LS_N_DEC, LS_CTX_BASE, LS_DCOUNT, LS_FIN_N, LS_BUSY, LS_K = range(8)
-LS_N = 8
+# S_r, steps it has run, size of its finish heap, in flight, steps of the series in flight; with a skew-corrected
+# step table, the largest and smallest S_r and whether they are stale (one of them left)
+LS_HEAD, LS_TAIL, LS_N_DEC, LS_CTX_BASE, LS_DCOUNT, LS_FIN_N, LS_BUSY, LS_K, LS_S_MAX, LS_S_MIN, LS_S_STALE = range(11)
+LS_N = 11
 # per lane, float64: launch and end of the step (or series) in flight, its first step's time and growth per step
 LF_START, LF_END, LF_E, LF_F = range(4)
 LF_N = 4
@@ -256,9 +275,16 @@ def _append(rq, link, it, head, tail, owner, r):
 
 
 @njit(cache=True, inline="always")
-def _enter(L, r, s_r, finish_count, bs, shift, rq, ctx0, hpos, ls, hist, fin_key, fin_id):
+def _enter(L, r, s_r, finish_count, bs, shift, skew, rq, ctx0, hpos, ls, hist, fin_key, fin_id):
     """Request ``r`` joins lane ``L`` last, its step's context ``s_r`` plus the lane's decode count; it finishes
-    when the lane's decode count reaches ``finish_count``."""
+    when the lane's decode count reaches ``finish_count``.  ``skew``: keep the lane's longest and shortest S_r."""
+    if skew and ls[L, LS_S_STALE] == 0:
+        if ls[L, LS_N_DEC] == 0:
+            ls[L, LS_S_MAX] = s_r
+            ls[L, LS_S_MIN] = s_r
+        else:
+            ls[L, LS_S_MAX] = max(ls[L, LS_S_MAX], s_r)
+            ls[L, LS_S_MIN] = min(ls[L, LS_S_MIN], s_r)
     ctx0[r] = s_r
     hist[L, _mod(s_r, bs, shift)] += 1
     ls[L, LS_CTX_BASE] += s_r
@@ -266,6 +292,32 @@ def _enter(L, r, s_r, finish_count, bs, shift, rq, ctx0, hpos, ls, hist, fin_key
     ls[L, LS_FIN_N] = _heap_push(fin_key, fin_id, hpos, L, ls[L, LS_FIN_N], finish_count, r)
     rq[r, RQ_PREV] = ls[L, LS_TAIL]
     _append(rq, RQ_NEXT, ls, LS_HEAD, LS_TAIL, L, r)
+
+
+@njit(cache=True, inline="always")
+def _leave_span(skew, ls, L, s_r):
+    """A request with context base ``s_r`` leaves lane ``L``: its span is stale if it was the longest or the
+    shortest (only tracked with a skew-corrected step table)."""
+    if skew and (s_r >= ls[L, LS_S_MAX] or s_r <= ls[L, LS_S_MIN]):
+        ls[L, LS_S_STALE] = 1
+
+
+@njit(cache=True, inline="always")
+def _lane_span(rq, ctx0, ls, L):
+    """(longest, shortest) context base of lane ``L``'s requests, recomputed from its list when stale (a walk of
+    at most ``decode_max_batch_size`` requests, needed only when the longest or shortest left)."""
+    if ls[L, LS_S_STALE]:
+        hi = np.int64(-2**62)   # (bases are often negative: S_r = context - decode count)
+        lo = np.int64(2**62)
+        r = ls[L, LS_HEAD]
+        while r >= 0:
+            hi = max(hi, ctx0[r])
+            lo = min(lo, ctx0[r])
+            r = rq[r, RQ_NEXT]
+        ls[L, LS_S_MAX] = hi
+        ls[L, LS_S_MIN] = lo
+        ls[L, LS_S_STALE] = 0
+    return ls[L, LS_S_MAX], ls[L, LS_S_MIN]
 
 
 @njit(cache=True, inline="always")
@@ -325,9 +377,10 @@ def _first_tokens(i, now, rr_d, dev_n, ci, prompt, output, rq, tq, ps, pf, ds, d
 
 
 @njit(cache=True, inline="always")
-def _prefill_step(i, now, pev_n, ci, cf, prompt, rq, tq, ps, pf, pev_key, pev_id, pev_pos):
+def _prefill_step(i, now, pev_n, ci, cf, prompt, rq, tq, ps, pf, pev_key, pev_id, pev_pos, tf, ti):
     """R3: prefill instance ``i``'s next step, FCFS while the batch, token and block limits hold; none: the
-    instance leaves the event heap.  Returns the size of the prefill event heap."""
+    instance leaves the event heap.  Its time from the prefill pool's coefficients, or from its step table
+    (``tf``, ``ti``).  Returns the size of the prefill event heap."""
     bs = ci[CI_BS]
     shift = ci[CI_SHIFT]
     tokens = np.int64(0)
@@ -357,7 +410,10 @@ def _prefill_step(i, now, pev_n, ci, cf, prompt, rq, tq, ps, pf, pev_key, pev_id
         ps[i, PS_STEP_N] = count
         _acc(pf, ps, i, now)
         ps[i, U_USED] += need
-        dt = cf[C_PA] + cf[C_PB] * float(tokens) + cf[C_PC] * float(sq)
+        if ci[CI_P_TABLE]:   # the step's prompts, no cached context, sum(l (0 + l)), no decodes
+            dt = table_step_s(tf, ti, tokens, count, 0, float(sq), 0, 0.0, 0.0, 0.0)
+        else:
+            dt = cf[C_PA] + cf[C_PB] * float(tokens) + cf[C_PC] * float(sq)
         pf[i, A_BUSY] += dt
         ps[i, PS_STEPS] += 1
         _heap_set(pev_key, pev_id, pev_pos, 0, pev_n, pev_pos[i], now + dt)
@@ -420,6 +476,7 @@ def _complete_lanes(j, now, ci, rq, tq, ctx0, hpos, ds, df, ls, lf, hist, fin_ke
             hist[L, _mod(s_r, bs, shift)] -= 1
             ls[L, LS_CTX_BASE] -= s_r
             ls[L, LS_N_DEC] -= 1
+            _leave_span(ci[CI_D_SKEW], ls, L, s_r)
             tq[T_FINISH, r] = now
             ds[j, DS_OUT] -= 1
             p_, n_ = rq[r, RQ_PREV], rq[r, RQ_NEXT]
@@ -478,6 +535,7 @@ def _swap_out(j, L, d, need, now, ci, prompt, rq, ctx0, gen, hpos, ds, df, ls, h
         hist[L, _mod(s_v, bs, shift)] -= 1
         ls[L, LS_CTX_BASE] -= s_v
         ls[L, LS_N_DEC] -= 1
+        _leave_span(ci[CI_D_SKEW], ls, L, s_v)
         ls[L, LS_FIN_N] = _heap_remove(fin_key, fin_id, hpos, L, ls[L, LS_FIN_N], hpos[v])
         p_ = rq[v, RQ_PREV]
         ls[L, LS_TAIL] = p_
@@ -517,8 +575,8 @@ def _admit(j, L, mm, d, need, now, ci, prompt, output, rq, tq, ctx0, gen, hpos, 
         ds[j, U_USED] += _ceil_div(c - 1, bs, shift)
         if _mod(c - 1, bs, shift) == 0:
             need += 1
-        _enter(L, r, c - d, float(d + np.int64(output[r]) - gen[r]), bs, shift, rq, ctx0, hpos, ls, hist, fin_key,
-               fin_id)
+        _enter(L, r, c - d, float(d + np.int64(output[r]) - gen[r]), bs, shift, ci[CI_D_SKEW], rq, ctx0, hpos, ls,
+               hist, fin_key, fin_id)
     others = max_batch
     for kk in range(pp):
         if kk != mm and ls[j * pp + kk, LS_N_DEC] < others:
@@ -536,15 +594,17 @@ def _admit(j, L, mm, d, need, now, ci, prompt, output, rq, tq, ctx0, gen, hpos, 
             ds[j, U_USED] -= 1
             need += 1
         tq[T_DC_START, r] = now
-        _enter(L, r, p + 1 - d, float(d + np.int64(output[r]) - 1), bs, shift, rq, ctx0, hpos, ls, hist, fin_key,
-               fin_id)
+        _enter(L, r, p + 1 - d, float(d + np.int64(output[r]) - 1), bs, shift, ci[CI_D_SKEW], rq, ctx0, hpos, ls,
+               hist, fin_key, fin_id)
     return need
 
 
 @njit(cache=True, inline="always")
-def _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_free, ls, lf, hist, fin_key):
+def _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, rq, ctx0, ds, df, stage_free, ls, lf, hist, fin_key,
+            tf, ti):
     """R9: launch lane ``L``'s step (with ``pp = 1`` and nothing that could join, a series of steps up to the next
-    finish or the last whose blocks fit; with ``pp > 1`` through the pipeline's stages).  Returns an error code."""
+    finish or the last whose blocks fit, or, with a step table (``tf``, ``ti``), the last its linear piece prices
+    exactly; with ``pp > 1`` through the pipeline's stages).  Returns an error code."""
     bs = ci[CI_BS]
     shift = ci[CI_SHIFT]
     pp = ci[CI_PP]
@@ -555,12 +615,28 @@ def _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_fre
     ds[j, U_USED] += need
     if ds[j, U_USED] > cap_d:
         error = ERR_BLOCKS
-    a_d, b_d, c_d = _decode_coefs(cf, nd)
-    step = a_d + b_d * float(ls[L, LS_CTX_BASE] + nd * d) + c_d * nd
+    k_lin = np.int64(2**62)
+    kv_max = np.int64(0)
+    if ci[CI_D_TABLE]:
+        # the table's price of nd decodes with these contexts; the first step of a run of e + f i, exact for
+        # k_lin steps (steptable.table_decode_run), as the continuous engine's _schedule_table
+        ctx_int = ls[L, LS_CTX_BASE] + nd * d
+        if ci[CI_D_SKEW]:
+            s_max, s_min = _lane_span(rq, ctx0, ls, L)
+            kv_max = s_max + d
+            kv_min = s_min + d
+        else:
+            kv_max = (ctx_int + nd - 1) // nd   # any value >= the mean: unused without the skew correction
+            kv_min = kv_max
+        step, f_run, k_lin = table_decode_run(tf, ti, nd, ctx_int, kv_max, kv_min)
+    else:
+        a_d, b_d, c_d = _decode_coefs(cf, nd)
+        step = a_d + b_d * float(ls[L, LS_CTX_BASE] + nd * d) + c_d * nd
+        f_run = b_d * nd
     k = 1
     if pp == 1:
         e = step
-        f = b_d * nd
+        f = f_run
         # a series needs a bridge head that stays unacceptable: this launch may have emptied the
         # waiting queue, so check it as the next boundary will (blocks only shrink until a finish)
         head_ok = False
@@ -568,7 +644,7 @@ def _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_fre
             hb = _ceil_div(np.int64(prompt[ds[j, DS_BR_HEAD]]) + 1, bs, shift)
             head_ok = ds[j, DS_WT_BLOCKS] < cf[CF_WAIT_LIMIT] and hb <= cap_d - ds[j, U_USED]
         if ci[CI_JUMPS] != 0 and preempted == 0 and not head_ok:
-            k_max = np.int64(fin_key[L, 0]) - d
+            k_max = min(np.int64(fin_key[L, 0]) - d, k_lin)
             if k_max > 1:
                 k = 1 + _steps_fitting(hist, L, bs, shift, nd, d + 1, cap_d - ds[j, U_USED], k_max - 1)
         end = now + _run_time(e, f, k)
@@ -585,6 +661,8 @@ def _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_fre
             begin = begin + e
         end = begin
         df[j, A_BUSY] += e
+    if ci[CI_D_TABLE]:
+        table_record_run(tf, kv_max, k)
     ds[j, DS_STEPS] += k
     ls[L, LS_BUSY] = 1
     lf[L, LF_START] = now
@@ -599,7 +677,8 @@ def _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_fre
 
 @njit(cache=True, _nrt=False)
 def _event_loop(join_order, entry_s, prompt, output, ci, cf, rq, tq, ctx0, gen, hpos, ps, pf, ds, df, stage_free,
-                ls, lf, hist, fin_key, fin_id, pev_key, pev_id, pev_pos, dev_key, dev_id, dev_pos):
+                ls, lf, hist, fin_key, fin_id, pev_key, pev_id, pev_pos, dev_key, dev_id, dev_pos, tf_p, ti_p, tf_d,
+                ti_d):
     """The events: joins (R1), prefill step boundaries (R3-R5) and decode controllers' actions (R6-R11), in time
     order (R12).  Compiled without reference counting (it allocates nothing), so the helpers it inlines cost no
     count updates for the arrays they take.  Returns the error code."""
@@ -640,7 +719,8 @@ def _event_loop(join_order, entry_s, prompt, output, ci, cf, rq, tq, ctx0, gen, 
             if ps[i, PS_STEP_N] > 0:
                 rr_d, dev_n = _first_tokens(i, now, rr_d, dev_n, ci, prompt, output, rq, tq, ps, pf, ds, df, ls, lf,
                                             dev_key, dev_id, dev_pos)
-            pev_n = _prefill_step(i, now, pev_n, ci, cf, prompt, rq, tq, ps, pf, pev_key, pev_id, pev_pos)
+            pev_n = _prefill_step(i, now, pev_n, ci, cf, prompt, rq, tq, ps, pf, pev_key, pev_id, pev_pos, tf_p,
+                                  ti_p)
             continue
 
         # -------------------------------------------------------- R11: a decode instance's controller acts
@@ -671,8 +751,8 @@ def _event_loop(join_order, entry_s, prompt, output, ci, cf, rq, tq, ctx0, gen, 
                           fin_key, fin_id)
             if ls[L, LS_N_DEC] == 0:
                 continue
-            err = _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, ds, df, stage_free, ls, lf, hist,
-                          fin_key)
+            err = _launch(j, L, mm, d, need, preempted, now, ci, cf, prompt, rq, ctx0, ds, df, stage_free, ls, lf,
+                          hist, fin_key, tf_d, ti_d)
             if err:
                 error = err
         # the controller's next event: the earliest lane completion (none: idle until a request reaches it)
@@ -698,8 +778,11 @@ def _event_loop(join_order, entry_s, prompt, output, ci, cf, rq, tq, ctx0, gen, 
 def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefill, n_decode, pp, block_size,
                       cap_p, cap_d, prefill_max_batch, prefill_max_tokens, decode_max_batch, waiting_limit_blocks,
                       prefill_router, decode_router, link_latency_s, kv_bytes_per_token, link_bytes_per_s, pcoef,
-                      dcoef, pipe_overhead_s, jumps):
-    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time.
+                      dcoef, pipe_overhead_s, jumps, tf_p, ti_p, tf_d, ti_d):
+    """Simulate; see the module docstring.  ``join_order``: accepted requests sorted by join time; ``tf_p``,
+    ``ti_p`` and ``tf_d``, ``ti_d``: the prefill and decode pools' packed step tables
+    (:meth:`workbench.sim.steptable.StepTable.pack`; ``ti[TI_DEC_NMAX] == 0``: none, the coefficients price the
+    pool's steps), whose scratch slots the run writes (the largest value asked of each axis).
 
     Returns per request (prefill instance, decode instance, prefill start, first token, transfer end, first
     decode launch, last token, swaps), per prefill instance (busy_s, block_seconds, steps), per decode instance
@@ -724,6 +807,9 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
     ci[CI_P_ROUTER] = prefill_router
     ci[CI_D_ROUTER] = decode_router
     ci[CI_JUMPS] = 1 if jumps else 0
+    ci[CI_P_TABLE] = 1 if ti_p[TI_DEC_NMAX] > 0 else 0
+    ci[CI_D_TABLE] = 1 if ti_d[TI_DEC_NMAX] > 0 else 0
+    ci[CI_D_SKEW] = 1 if ci[CI_D_TABLE] and ti_d[TI_SKEW] else 0
     cf = np.zeros(CF_N)
     cf[:13] = dcoef
     cf[C_PA] = pcoef[0]
@@ -775,7 +861,7 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
 
     error = _event_loop(join_order, entry_s, prompt_tokens, output_tokens, ci, cf, rq, tq, ctx0, gen, hpos, ps, pf,
                         ds, df, stage_free, ls, lf, hist, fin_key, fin_id, pev_key, pev_id, pev_pos, dev_key, dev_id,
-                        dev_pos)
+                        dev_pos, tf_p, ti_p, tf_d, ti_d)
     finish_s = tq[T_FINISH]
     for r in range(n):
         if rq[r, RQ_PF] >= 0 and np.isnan(finish_s[r]):
@@ -783,3 +869,18 @@ def run_disaggregated(join_order, entry_s, prompt_tokens, output_tokens, n_prefi
     return (rq[:, RQ_PF].copy(), rq[:, RQ_DC].copy(), tq[T_PF_START], tq[T_FIRST], tq[T_X_END], tq[T_DC_START],
             finish_s, rq[:, RQ_SWAPS].copy(), pf[:, A_BUSY].copy(), pf[:, A_BLOCK_S].copy(), ps[:, PS_STEPS].copy(),
             df[:, A_BUSY].copy(), df[:, A_BLOCK_S].copy(), ds[:, DS_STEPS].copy(), df[:, DF_XFER].copy(), error)
+
+
+@njit(cache=True)
+def table_alone_s(tf, ti, tokens, prefill):
+    """Per value of ``tokens``: a step table's price of a prefill step of one prompt that long (``prefill``), or
+    of a decode step of one request with that context (a request served alone: the SLO ceiling,
+    :func:`workbench.sim.disagg.slo_attainable_share`)."""
+    out = np.empty(tokens.size)
+    for i in range(tokens.size):
+        x = tokens[i]
+        if prefill:
+            out[i] = table_step_s(tf, ti, int(x), 1, 0, x * x, 0, 0.0, 0.0, 0.0)
+        else:
+            out[i] = table_step_s(tf, ti, 0, 0, 0, 0.0, 1, x, x, x)
+    return out

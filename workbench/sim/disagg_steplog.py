@@ -9,8 +9,12 @@ not millions.
 
 Everything is described by :class:`DisaggSettings` (plain numbers: the
 scenario's :class:`~workbench.sim.config.SimConfig` fields, the two pools'
-step-time coefficients and the KV bytes per token), so the replay has no
-dependency on the compiled engine.
+step-time coefficients or step tables and the KV bytes per token), so the
+replay has no dependency on the compiled engine.  A pool with a step table
+(kernel profiles, roofline: :mod:`workbench.sim.steptable`) is priced step by
+step from it, a decode step from the contexts of its requests (their sum, the
+longest and the shortest), where the compiled engine prices runs of decode
+steps in closed form and tracks the longest and shortest context per lane.
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from workbench.sim.steptable import StepTable
 
 from workbench.sim.routers import DISAGG_ROUTERS, LEAST_OUTSTANDING, ROUND_ROBIN  # the compiled engine's codes too
 
@@ -51,17 +60,56 @@ class DisaggSettings:
     prefill_coef: tuple   # (a, b, c) seconds: a + b*sum(l) + c*sum(l^2)
     decode_coef: tuple    # (a, b, c, a_large, b_large, c_large, threshold): a + b*sum(ctx) + c*n
     arrival_overhead_s: tuple = (0.0, 0.0)
+    # a pool whose model is a step table is priced from it, not from its coefficients (R3, R9)
+    prefill_table: StepTable | None = field(default=None, repr=False)
+    decode_table: StepTable | None = field(default=None, repr=False)
 
     def transfer_s(self, prompt_tokens: int) -> float:
         """KV transfer time of a prompt: latency + prompt x KV bytes per token / link bytes per second (R6)."""
         return self.kv_link_latency_s + prompt_tokens * self.kv_bytes_per_token / self.kv_link_bytes_per_s
 
-    def prefill_time_s(self, sum_l: float, sum_l2: float) -> float:
+    def table_arrays(self, pool: str) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(tf, ti)`` arrays the compiled engine takes for ``pool`` ("prefill" or "decode"): its table
+        packed for the pool's steps (a fresh ``tf``: the engine writes its scratch slots), or the empty table
+        that means "price from the coefficients".  A prefill step holds up to ``prefill_max_tokens`` tokens and
+        no decodes; a decode micro-batch at most min(``decode_max_batch_size``, ``decode_kv_blocks``) requests
+        (each holds a block at least)."""
+        from workbench.sim.steptable import DENSE_MAX, TF_HEAD, TI_N
+
+        if pool == "prefill" and self.prefill_table is not None:
+            return self.prefill_table.pack(1, min(self.prefill_max_tokens, DENSE_MAX))
+        if pool == "decode" and self.decode_table is not None:
+            return self.decode_table.pack(max(1, min(self.decode_max_batch_size, self.decode_kv_blocks)))
+        return np.zeros(TF_HEAD), np.zeros(TI_N, np.int64)
+
+    @cached_property
+    def priced_tables(self) -> dict:
+        """Pool -> its ``(tf, ti)``, packed once for pricing steps from Python (the replay, the checks)."""
+        return {pool: self.table_arrays(pool) for pool in ("prefill", "decode")}
+
+    def prefill_time_s(self, sum_l: float, sum_l2: float, count: int = 1) -> float:
+        """A prefill step of ``count`` prompts of ``sum_l`` tokens in all (``sum_l2``: their squares summed)."""
+        if self.prefill_table is not None:
+            from workbench.sim.steptable import step_time_py
+
+            tf, ti = self.priced_tables["prefill"]
+            return float(step_time_py(tf, ti, int(sum_l), int(count), 0, float(sum_l2), 0, 0.0, 0.0, 0.0))
         a, b, c = self.prefill_coef
         return a + b * sum_l + c * sum_l2
 
-    def decode_time_s(self, n: int, sum_ctx: float) -> float:
-        """One micro-batch's step time over the whole model (all stages)."""
+    def decode_time_s(self, n: int, sum_ctx: float, longest: float | None = None,
+                      shortest: float | None = None) -> float:
+        """One micro-batch's step time over the whole model (all stages): ``n`` requests whose contexts sum to
+        ``sum_ctx``, the ``longest`` and ``shortest`` of them (a step table's skew correction; default: all at
+        the mean)."""
+        if self.decode_table is not None:
+            from workbench.sim.steptable import step_time_py
+
+            tf, ti = self.priced_tables["decode"]
+            mean = sum_ctx / n
+            return float(step_time_py(tf, ti, 0, 0, 0, 0.0, int(n), float(sum_ctx),
+                                      float(mean if longest is None else longest),
+                                      float(mean if shortest is None else shortest)))
         a, b, c, al, bl, cl, threshold = self.decode_coef
         if n >= threshold:
             a, b, c = al, bl, cl
@@ -190,8 +238,13 @@ def replay_disagg(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *,
     """Replay requests through the disaggregated deployment ``s`` (rules R1-R12 of the compiled engine).
 
     ``gradients=True``: also return, per request, the gradient of its first-token and finish times with
-    respect to the coefficients :data:`GRAD_NAMES` (``first_token_grad``, ``finish_grad``: n x 12).
+    respect to the coefficients :data:`GRAD_NAMES` (``first_token_grad``, ``finish_grad``: n x 12); pools priced
+    by step tables have no such coefficients, so ``gradients=True`` refuses them.
     """
+    if gradients and (s.prefill_table is not None or s.decode_table is not None):
+        raise ValueError("gradients=True: the gradients are with respect to the linear step-time coefficients, and "
+                         f"the {'prefill' if s.prefill_table is not None else 'decode'} pool is priced by a step "
+                         "table; replay without gradients, or calibrate a linear model")
     arrival = np.asarray(arrival_s, dtype=np.float64)
     prompt = [int(v) for v in np.asarray(prompt_tokens)]
     out = [int(v) for v in np.asarray(output_tokens)]
@@ -213,14 +266,14 @@ def replay_disagg(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *,
             return float(entry[r])
         return Dual(float(entry[r]), unit[3] + prompt[r] * unit[4])
 
-    def prefill_duration(sum_l, sum_l2):
-        value = s.prefill_time_s(sum_l, sum_l2)
+    def prefill_duration(sum_l, sum_l2, count):
+        value = s.prefill_time_s(sum_l, sum_l2, count)
         if not gradients:
             return value
         return Dual(value, unit[0] + sum_l * unit[1] + sum_l2 * unit[2])
 
-    def stage_duration(n_req, ctx):
-        step = s.decode_time_s(n_req, ctx)
+    def stage_duration(n_req, ctx, longest, shortest):
+        step = s.decode_time_s(n_req, ctx, longest, shortest)
         value = s.stage_s(step)
         if not gradients:
             return value
@@ -352,7 +405,7 @@ def replay_disagg(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *,
             if batch:
                 p_used[i] += need
                 sum_l2 = float(sum(prompt[r] * prompt[r] for r in batch))
-                dt = prefill_duration(tokens, sum_l2)
+                dt = prefill_duration(tokens, sum_l2, len(batch))
                 for r in batch:
                     pf_start[r] = t
                 p_batch[i] = batch
@@ -451,8 +504,9 @@ def replay_disagg(arrival_s, prompt_tokens, output_tokens, s: DisaggSettings, *,
             d_used[j] += need
             if d_used[j] > cap_d:
                 raise AssertionError("decode instance over its KV capacity")
-            ctx = sum(prompt[r] + generated[r] for r in lane)
-            tau = stage_duration(len(lane), float(ctx))
+            contexts = [prompt[r] + generated[r] for r in lane]
+            ctx = sum(contexts)
+            tau = stage_duration(len(lane), float(ctx), max(contexts), min(contexts))
             begin = t
             for stage in range(pp):
                 begin = max(begin, stage_free[j][stage])

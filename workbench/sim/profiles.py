@@ -422,8 +422,8 @@ def get_profile(name: str, tp: int | None = None, *, linear: bool = False) -> St
     """The registered step-time profile ``name`` (see :func:`profile_names`), or the roofline of a
     ``<model>@<gpu>[/tp<N>][/ep<M>]`` name; ``tp`` resolves it at another tensor-parallel degree from the same source
     (the DistServe and BLIS files hold several; a roofline any), e.g. a disaggregated deployment's prefill
-    instances at TP 2 and decode instances at TP 1.  ``linear=True``: a roofline in the linear form the
-    disaggregated engine takes (``StepTimeModel.roofline(..., table=False)``); measured profiles are linear."""
+    instances at TP 2 and decode instances at TP 1.  ``linear=True``: a roofline in its linear form
+    (``StepTimeModel.roofline(..., table=False)``, what calibration refits); measured profiles are linear."""
     tp = checks.integer(tp, "tp", low=1, none=True, hint="a tensor-parallel degree (GPUs of one instance)")
     if isinstance(name, str) and name not in PROFILES and ROOFLINE_SEPARATOR in name:
         check_profile(name, "profile")

@@ -201,7 +201,7 @@ class StepTimeModel:
         """Step times of ``model`` (a catalogued name or a config.json path) on ``gpu`` (a catalogued name) at
         tensor parallelism ``tp`` from first principles: the roofline of :mod:`workbench.hardware.roofline`, its
         efficiencies fitted once across the workbench's measured data and stated there, never per run (kind
-        ``"roofline"``).  ``options``: ``table=False`` for the linear fit the disaggregated engine takes,
+        ``"roofline"``).  ``options``: ``table=False`` for its linear fit (what calibration refits),
         ``max_num_seqs``/``max_num_batched_tokens`` (the batches that fit covers), ``name``, ``engine``, ``ep``
         (a mixture of experts' expert parallelism across a data-parallel group of that many replicas)."""
         from workbench.hardware.roofline import step_model

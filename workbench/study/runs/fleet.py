@@ -14,8 +14,9 @@ A candidate's answer is the fewest GPUs that meet the SLA at the load, its cost 
 price) and per million output tokens, its capacity (:func:`~workbench.study.runs.capacity.capacity`, the
 largest rate it sustains) and headroom, and where its step times come from: a measured profile where the
 workbench has one for that model, GPU and TP (``measured``: DistServe's OPT-13B on A100, BLIS's fits), else
-the roofline (:meth:`~workbench.sim.steptime.StepTimeModel.roofline`; the disaggregated engine takes its
-linear fit).  The search, cheapest first:
+the roofline (:meth:`~workbench.sim.steptime.StepTimeModel.roofline`; the disaggregated candidates take its
+linear fit, whose results the planner's disaggregated bound and tests were checked against; the disaggregated
+engine also takes the table itself).  The search, cheapest first:
 
 1. **Memory** before anything runs: the weights and one request's KV cache must fit each GPU at that TP
    (vLLM's rule, :func:`workbench.hardware.roofline.kv_blocks`); a candidate that does not fit is rejected
