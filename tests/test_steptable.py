@@ -327,6 +327,6 @@ def test_packed_lookups_equal_plain_interpolation(table, max_tokens, pieces, con
     ctx = np.asarray(contexts, float)
     count = float if as_float else int   # the engines pass whole numbers as either
     got = step_time_py(tf, ti, count(sum(l)), len(l), float(sum(p)), float(sum(a * (b + a) for a, b in pieces)),
-                       len(ctx), float(ctx.sum()), float(ctx.max(initial=0)), float(ctx.min(initial=0)))
+                       len(ctx), float(ctx.sum()), float(ctx.max(initial=0)), float(ctx.min()) if ctx.size else 0.0)
     assert got == pytest.approx(_ref_step_s(table, l, p, ctx), rel=1e-9, abs=1e-15)
     assert table.step_time_s(l, p, contexts) == pytest.approx(got, rel=1e-12, abs=1e-15)
