@@ -552,20 +552,28 @@ def _span_remove(ci, rs, g, s_r):
 
 
 @njit(cache=True, inline="always")
+def list_span(rq, ctx0, head, next_col, state_col, state):
+    """(longest, shortest) context base ``ctx0`` of the requests of a linked list (first ``head``, each one's
+    next in column ``next_col`` of ``rq``), of those whose column ``state_col`` holds ``state`` when
+    ``state_col >= 0``: what the skew correction of a step table needs when the longest or shortest has left
+    (this engine's running lists, the disaggregated engine's decode lanes)."""
+    hi = np.int64(-2**62)   # (bases are often negative: S_r = context - decode count)
+    lo = np.int64(2**62)
+    r = head
+    while r >= 0:
+        if state_col < 0 or rq[r, state_col] == state:
+            hi = max(hi, ctx0[r])
+            lo = min(lo, ctx0[r])
+        r = rq[r, next_col]
+    return hi, lo
+
+
+@njit(cache=True, inline="always")
 def _span(ci, rq, ctx0, rs, g):
     """(longest, shortest) context base of replica ``g``'s decodes, recomputed from the running list when stale
     (a walk of at most ``max_num_seqs`` requests, needed only when the longest or shortest left)."""
     if rs[g, RS_S_STALE]:
-        hi = np.int64(-2**62)   # (bases are often negative: S_r = context - decode count)
-        lo = np.int64(2**62)
-        r = rs[g, RS_RUN_HEAD]
-        while r >= 0:
-            if rq[r, RQ_STATE] == ST_DECODE:
-                hi = max(hi, ctx0[r])
-                lo = min(lo, ctx0[r])
-            r = rq[r, RQ_RNEXT]
-        rs[g, RS_S_MAX] = hi
-        rs[g, RS_S_MIN] = lo
+        rs[g, RS_S_MAX], rs[g, RS_S_MIN] = list_span(rq, ctx0, rs[g, RS_RUN_HEAD], RQ_RNEXT, RQ_STATE, ST_DECODE)
         rs[g, RS_S_STALE] = 0
     return rs[g, RS_S_MAX], rs[g, RS_S_MIN]
 
@@ -1413,6 +1421,28 @@ def _schedule_table(g, ci, rq, ctx0, hist, rs, fin_key, tf, ti, d, nd, pf_tokens
     return KIND_DECODE_RUN, k, e, f, pf_tokens, pf_reqs, nd, preempted, pf_quad, ctx, error
 
 
+@njit(cache=True, inline="always")
+def _log_step(log_f, log_i, n_log, rs, g, start, end, pf_quad, ctx, k, pf_tokens, pf_reqs, nd, preempted):
+    """Replica ``g``'s step (or run of ``k`` decode steps) as row ``n_log`` of the step log, which
+    ``rs[g, RS_LOG_ROW]`` then names, while the log has room (else the row stays -1).  Returns the rows
+    written."""
+    if n_log >= log_f.shape[0]:
+        return n_log
+    log_f[n_log, F_START] = start
+    log_f[n_log, F_END] = end
+    log_f[n_log, F_PREFILL_QUAD] = pf_quad
+    log_f[n_log, F_CONTEXT] = ctx
+    log_i[n_log, S_REPLICA] = g
+    log_i[n_log, S_K] = k
+    log_i[n_log, S_PREFILL_TOKENS] = pf_tokens
+    log_i[n_log, S_PREFILL_REQS] = pf_reqs
+    log_i[n_log, S_DECODES] = nd
+    log_i[n_log, S_BLOCKS] = rs[g, RS_USED]
+    log_i[n_log, S_PREEMPTED] = preempted
+    rs[g, RS_LOG_ROW] = n_log
+    return n_log + 1
+
+
 # ---------------------------------------------------------------- data-parallel lock step (rule 17)
 @njit(cache=True, _nrt=False)
 def _lockstep_start(now, ci, cf, rs, rf, ev_key, ev_id, ev_pos, ev_n, log_f, log_i, n_log, tf, ti):
@@ -1452,21 +1482,8 @@ def _lockstep_start(now, ci, cf, rs, rf, ev_key, ev_id, ev_pos, ev_n, log_f, log
             rf[h, RF_RUN_E] = dummy_s
             if ev_pos[h] < 0:
                 ev_n = _heap_push(ev_key, ev_id, ev_pos, 0, ev_n, np.inf, h)
-            if n_log < log_f.shape[0]:
-                log_f[n_log, F_START] = now
-                log_f[n_log, F_PREFILL_QUAD] = 0.0
-                log_f[n_log, F_CONTEXT] = 0.0
-                log_i[n_log, S_REPLICA] = h
-                log_i[n_log, S_K] = 1
-                log_i[n_log, S_PREFILL_TOKENS] = 0
-                log_i[n_log, S_PREFILL_REQS] = 0
-                log_i[n_log, S_DECODES] = 0
-                log_i[n_log, S_BLOCKS] = rs[h, RS_USED]
-                log_i[n_log, S_PREEMPTED] = 0
-                rs[h, RS_LOG_ROW] = n_log
-                n_log += 1
-            else:
-                rs[h, RS_LOG_ROW] = -1
+            rs[h, RS_LOG_ROW] = -1   # its row's end is the group's, set below
+            n_log = _log_step(log_f, log_i, n_log, rs, h, now, np.inf, 0.0, 0.0, 1, 0, 0, 0, 0)
         n_max = max(n_max, rs[h, RS_STEP_TOKENS])
     # every rank's forward runs n_max tokens: the padding is dummy decodes of the token-dependent part only
     group_s = 0.0
@@ -1507,7 +1524,6 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
     K = ci[CI_BINS]
     bs = ci[CI_BS]
     shift = ci[CI_SHIFT]
-    log_capacity = log_f.shape[0]
     ev_n = lp[LP_EV_N]
     n_log = lp[LP_N_LOG]
     error = lp[LP_ERROR]
@@ -1607,24 +1623,10 @@ def _event_loop(join_order, join_s, ci, cf, rin, rq, tq, ctx0, hpos, rs, rf, qs,
             rs[g, RS_STEP_TOKENS] = pf_tokens + nd
             end = np.inf
         _heap_set(ev_key, ev_id, ev_pos, 0, ev_n, ev_pos[g], end)
-        if kind == KIND_NONE:
-            rs[g, RS_LOG_ROW] = -1
-        elif n_log < log_capacity:
-            log_f[n_log, F_START] = now
-            log_f[n_log, F_END] = end
-            log_f[n_log, F_PREFILL_QUAD] = pf_quad
-            log_f[n_log, F_CONTEXT] = ctx
-            log_i[n_log, S_REPLICA] = g
-            log_i[n_log, S_K] = k
-            log_i[n_log, S_PREFILL_TOKENS] = pf_tokens
-            log_i[n_log, S_PREFILL_REQS] = pf_reqs
-            log_i[n_log, S_DECODES] = nd
-            log_i[n_log, S_BLOCKS] = rs[g, RS_USED]
-            log_i[n_log, S_PREEMPTED] = preempted
-            rs[g, RS_LOG_ROW] = n_log
-            n_log += 1
-        else:
-            rs[g, RS_LOG_ROW] = -1
+        rs[g, RS_LOG_ROW] = -1
+        if kind != KIND_NONE:
+            n_log = _log_step(log_f, log_i, n_log, rs, g, now, end, pf_quad, ctx, k, pf_tokens, pf_reqs, nd,
+                              preempted)
         if ci[CI_LOCKSTEP] and ev_key[0, 0] != now:
             # the last rank of the group at this boundary has scheduled (the others' events wait at +inf)
             ev_n, n_log = _lockstep_start(now, ci, cf, rs, rf, ev_key, ev_id, ev_pos, ev_n, log_f, log_i, n_log,

@@ -187,7 +187,7 @@ from numba import njit
 
 from workbench.sim.continuous_engine import (C_PA, C_PB, C_PC, _blocks_over, _ceil_div, _decode_coefs, _heap_push,
                                              _heap_remove, _heap_set, _mod, _pow2_shift, _run_time, _steps_fitting,
-                                             _steps_to_reach)
+                                             _steps_to_reach, list_span)
 from workbench.sim.steptable import TI_DEC_NMAX, TI_SKEW, table_decode_run, table_record_run, table_step_s
 
 ERR_TIME_BACKWARDS = 1
@@ -307,15 +307,7 @@ def _lane_span(rq, ctx0, ls, L):
     """(longest, shortest) context base of lane ``L``'s requests, recomputed from its list when stale (a walk of
     at most ``decode_max_batch_size`` requests, needed only when the longest or shortest left)."""
     if ls[L, LS_S_STALE]:
-        hi = np.int64(-2**62)   # (bases are often negative: S_r = context - decode count)
-        lo = np.int64(2**62)
-        r = ls[L, LS_HEAD]
-        while r >= 0:
-            hi = max(hi, ctx0[r])
-            lo = min(lo, ctx0[r])
-            r = rq[r, RQ_NEXT]
-        ls[L, LS_S_MAX] = hi
-        ls[L, LS_S_MIN] = lo
+        ls[L, LS_S_MAX], ls[L, LS_S_MIN] = list_span(rq, ctx0, ls[L, LS_HEAD], RQ_NEXT, -1, 0)
         ls[L, LS_S_STALE] = 0
     return ls[L, LS_S_MAX], ls[L, LS_S_MIN]
 
