@@ -27,16 +27,12 @@ E2E_TARGET = 0.05      # |error of mean E2E| per run
 SIM_TIME_TARGET_S = 1.0
 
 
-def roofline_prediction(run: str, data_dir=None) -> dict:
-    """Mean TTFT, TPOT and E2E of ``run`` simulated with the roofline of its model, GPU, TP and EP."""
-    from workbench.hardware.catalog import get_model_arch
-    from workbench.hardware.roofline import step_model
-    from workbench.study.fidelity.roofline_runs import LLMSERVINGSIM_GPUS
+def roofline_prediction(setup) -> dict:
+    """Mean TTFT, TPOT and E2E of a run (``kernel_runs.run_setup``) simulated with the roofline of its model, GPU,
+    TP and EP."""
+    from workbench.study.fidelity.roofline_runs import llmservingsim_roofline
 
-    setup = kernel_runs.run_setup(run, data_dir)
-    model = step_model(get_model_arch(setup.model_id).name, LLMSERVINGSIM_GPUS[setup.hardware], tp=setup.tp,
-                       ep=setup.ep, max_num_seqs=setup.config.max_num_seqs,
-                       max_num_batched_tokens=setup.config.max_num_batched_tokens)
+    model = llmservingsim_roofline(setup)
     sim, wall = kernel_runs.replay(setup, model)
     return {**{m: float(sim[m].mean()) for m in kernel_runs.METRICS}, "sim_time_s": wall, "model": model.name}
 
@@ -59,7 +55,8 @@ def main() -> None:
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     e2e = table[(table.metric == "e2e_s") & (table.statistic == "mean")].set_index("run")
     wall = table[table.metric == "sim_time_s"].set_index("run")
-    print("\n   run                                      mean E2E error   LLMServingSim's   simulated in (LLMServingSim)")
+    print("\n   run                                      mean E2E error   LLMServingSim's   "
+          "simulated in (LLMServingSim)")
     for run in measured:
         ok = abs(e2e.workbench_error[run]) <= E2E_TARGET and wall.workbench[run] < SIM_TIME_TARGET_S
         print(f"   {run:<40} {e2e.workbench_error[run]:+8.1%}        {e2e.llmservingsim_error[run]:+8.1%}"
@@ -74,8 +71,8 @@ def main() -> None:
         for run in predicted:
             k = kernel[(kernel.run == run)]
             mean = k[k.statistic == "mean"].set_index("metric").workbench
-            roof = roofline_prediction(run, args.data_dir)
             setup = kernel_runs.run_setup(run, args.data_dir)
+            roof = roofline_prediction(setup)
             for metric in kernel_runs.METRICS:
                 rows.append({"run": run, "metric": metric, "kernel_profile_mean": mean[metric],
                              "kernel_profile_p50": k[(k.metric == metric) & (k.statistic == "p50")].workbench.iloc[0],

@@ -192,6 +192,10 @@ def campaign_dirs(data_dir=None) -> list[Path]:
     return out
 
 
+MEASURED = "runs/*/*/vllm/requests.jsonl"                   # a measured run's requests
+CONFIGURED = "configs_of_unshipped_runs/*/*/config.json"     # a run known by its serving config only
+
+
 def _run_folders(dirs: list[Path], pattern: str) -> dict[str, Path]:
     found = {}
     for d in dirs:
@@ -205,24 +209,23 @@ def measured_run_names(data_dir=None) -> tuple[str, ...]:
     """Every measured run in the campaign folders (:func:`campaign_dirs`): ``runs/<GPU>/<model>/`` with vLLM's
     ``vllm/requests.jsonl``, as ``"<GPU>/<model>"``.  Measurements of the unshipped runs, once added to a campaign
     folder in the same layout, are found here and replayed like the shipped ones."""
-    return tuple(_run_folders(campaign_dirs(data_dir), "runs/*/*/vllm/requests.jsonl"))
+    return tuple(_run_folders(campaign_dirs(data_dir), MEASURED))
 
 
 def predicted_run_names(data_dir=None) -> tuple[str, ...]:
     """The runs with a serving config but no measurements in any campaign folder (``configs_of_unshipped_runs/
     <GPU>/<model>/config.json``): predicted from their configs, kernel profiles and LLMServingSim's workload."""
-    measured = set(measured_run_names(data_dir))
-    return tuple(n for n in _run_folders(campaign_dirs(data_dir), "configs_of_unshipped_runs/*/*/config.json")
-                 if n not in measured)
-
-
-def _locate(run: str, data_dir) -> tuple[Path, bool]:
-    """The run's folder and whether it is measured (a measured run wins over a config-only one)."""
     dirs = campaign_dirs(data_dir)
-    measured = _run_folders(dirs, "runs/*/*/vllm/requests.jsonl")
+    measured = _run_folders(dirs, MEASURED)
+    return tuple(n for n in _run_folders(dirs, CONFIGURED) if n not in measured)
+
+
+def _locate(run: str, dirs: list[Path]) -> tuple[Path, bool]:
+    """The run's folder and whether it is measured (a measured run wins over a config-only one)."""
+    measured = _run_folders(dirs, MEASURED)
     if run in measured:
         return measured[run], True
-    configured = _run_folders(dirs, "configs_of_unshipped_runs/*/*/config.json")
+    configured = _run_folders(dirs, CONFIGURED)
     if run in configured:
         return configured[run], False
     checks.choice(run, "run", tuple(measured) + tuple(configured))   # names the closest known runs
@@ -246,8 +249,8 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
     from workbench.traces.trace import Trace
 
     checks.instance(run, "run", str, expected='a run name such as "RTX4090/Llama-3.1-8B"')
-    folder, is_measured = _locate(run, data_dir)
     dirs = campaign_dirs(data_dir)
+    folder, is_measured = _locate(run, dirs)
     hardware, model = run.split("/")
     cluster_path = folder / "config.json"
     cluster = _json(cluster_path)
@@ -255,9 +258,11 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
     inst = instances[0]
     tp = int(inst.get("tp_size", 1))
     ep = int(inst.get("ep_size", 1) or 1)
-    bundle = _find(dirs, f"kernel_profiles/{hardware}/*/{model}/bf16", f"kernel profile bundle of {model} on {hardware}")
+    bundle = _find(dirs, f"kernel_profiles/{hardware}/*/{model}/bf16",
+                   f"kernel profile bundle of {model} on {hardware}")
     step = StepTimeModel.from_kernel_profiles(
-        bundle, tp=tp, ep=ep, link_bw_gbs=float(cluster["link_bw"]), link_latency_s=float(cluster["link_latency"]) * 1e-9)
+        bundle, tp=tp, ep=ep, link_bw_gbs=float(cluster["link_bw"]),
+        link_latency_s=float(cluster["link_latency"]) * 1e-9)
     model_cfg = _json(_find(dirs, f"model_configs/*/{model}.json", f"config.json of {model}"))
     notes = []
     if is_measured:
@@ -278,7 +283,8 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
         if run not in UNSHIPPED_RUNS:
             raise ValueError(f"run {run!r}: no measurements ({folder.parent.parent.parent / 'runs' / run}/vllm/"
                              f"requests.jsonl) and no workload known for it: a configured run is replayed on "
-                             f"LLMServingSim's workload {UNSHIPPED_WORKLOAD}, which is that of {', '.join(UNSHIPPED_RUNS)}")
+                             f"LLMServingSim's workload {UNSHIPPED_WORKLOAD}, which is that of "
+                             f"{', '.join(UNSHIPPED_RUNS)}")
         work = pd.read_csv(_find(dirs, f"workloads/{UNSHIPPED_WORKLOAD}", "LLMServingSim workload"))
         trace = Trace.from_arrays(work["arrival_time_ns"] * 1e-9, work["input_toks"], work["output_toks"],
                                      source=f"LLMServingSim workload of {run} (unshipped run)")
@@ -302,7 +308,8 @@ def run_setup(run: str, data_dir=None) -> KernelRun:
                        kv_blocks=kv_blocks, router="least_outstanding", prefix_caching=caching,
                        dp_lockstep=lockstep)
     return KernelRun(name=run, trace=trace, config=cfg, step=step, measured=measured, llmservingsim=theirs,
-                     notes="; ".join(notes), hardware=hardware, model_id=str(inst.get("model_name", model)), tp=tp, ep=ep)
+                     notes="; ".join(notes), hardware=hardware, model_id=str(inst.get("model_name", model)), tp=tp,
+                     ep=ep)
 
 
 def replay(setup: KernelRun, step=None) -> tuple[pd.DataFrame, float]:

@@ -161,12 +161,10 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
     """Every measured run the workbench ships, each with the roofline of its deployment and serving engine
     (tables for the continuous engine; for the disaggregated engine the tables' linear fits, the form the
     DistServe engine's serving constants were fitted in: replayed with the tables instead, the six runs' mean
-    E2E errors move by 0.2-2.4 points, median 4.5% -> 4.6%); ``efficiencies``: engine -> Efficiencies replacing the stated ones.  LLMServingSim's runs: those
-    named in ``llmservingsim_runs``, default every measured one in its campaign folders
-    (:func:`workbench.study.fidelity.kernel_runs.measured_run_names`: measurements added there are scored too),
-    each at its model (from the catalogue by its Hugging Face id), GPU and TP; the ranks of a data-parallel
-    group as replicas of one GPU each."""
-    from workbench.hardware.catalog import get_model_arch
+    E2E errors move by 0.2-2.4 points, median 4.5% -> 4.6%); ``efficiencies``: engine -> Efficiencies replacing
+    the stated ones.  LLMServingSim's runs: those named in ``llmservingsim_runs``, default every measured one in
+    its campaign folders (:func:`workbench.study.fidelity.kernel_runs.measured_run_names`: measurements added
+    there are scored too), each with :func:`llmservingsim_roofline`."""
     from workbench.hardware.roofline import ENGINE_EFFICIENCIES, step_model
 
     stated = dict(ENGINE_EFFICIENCIES, **(efficiencies or {}))
@@ -195,14 +193,24 @@ def measured_runs(campaigns=("vllm", "disaggregated", "llmservingsim"), efficien
 
         for name in measured_run_names() if llmservingsim_runs is None else llmservingsim_runs:
             run = _load(name, llmservingsim=True)
-            model = get_model_arch(run.model_id)
-            gpu = checks.choice(run.hardware, "hardware", LLMSERVINGSIM_GPUS,
-                                hint="add LLMServingSim's name of the GPU to roofline_runs.LLMSERVINGSIM_GPUS")
             out.append(MeasuredRun(f"vLLM 0.19 (LLMServingSim), {run.model_id.rsplit('/', 1)[-1]}", run,
-                                   roofline(model.name, LLMSERVINGSIM_GPUS[gpu], tp=run.tp, ep=run.ep, campaign="llmservingsim",
-                                            max_num_seqs=run.config.max_num_seqs,
-                                            max_num_batched_tokens=run.config.max_num_batched_tokens)))
+                                   llmservingsim_roofline(run, stated[CAMPAIGN_ENGINES["llmservingsim"]])))
     return out
+
+
+def llmservingsim_roofline(run, efficiencies=None):
+    """The roofline StepTimeModel of one of LLMServingSim's runs (a :class:`~workbench.study.fidelity.kernel_runs.
+    KernelRun`, measured or not): its model (from the catalogue by its Hugging Face id), GPU, TP and expert
+    parallelism, over its batch limits, at vLLM V1's stated efficiencies (or ``efficiencies``)."""
+    from workbench.hardware.catalog import get_model_arch
+    from workbench.hardware.roofline import ENGINE_EFFICIENCIES, step_model
+
+    engine = CAMPAIGN_ENGINES["llmservingsim"]
+    gpu = checks.choice(run.hardware, "hardware", LLMSERVINGSIM_GPUS,
+                        hint="add LLMServingSim's name of the GPU to roofline_runs.LLMSERVINGSIM_GPUS")
+    return step_model(get_model_arch(run.model_id).name, LLMSERVINGSIM_GPUS[gpu], tp=run.tp, ep=run.ep,
+                      engine=engine, efficiencies=ENGINE_EFFICIENCIES[engine] if efficiencies is None else efficiencies,
+                      max_num_seqs=run.config.max_num_seqs, max_num_batched_tokens=run.config.max_num_batched_tokens)
 
 
 @lru_cache(maxsize=32)
@@ -242,5 +250,5 @@ def replay_runs(runs=None, efficiencies=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["E2E_TARGET", "MEASURED_PROFILES", "STEP_TARGET", "MeasuredRun", "comparison_steps", "measured_runs",
-           "profile_comparisons", "profile_summary", "replay_runs", "step_comparison"]
+__all__ = ["E2E_TARGET", "MEASURED_PROFILES", "STEP_TARGET", "MeasuredRun", "comparison_steps",
+           "llmservingsim_roofline", "measured_runs", "profile_comparisons", "profile_summary", "replay_runs", "step_comparison"]
