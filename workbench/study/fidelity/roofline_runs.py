@@ -251,4 +251,5 @@ def replay_runs(runs=None, efficiencies=None) -> pd.DataFrame:
 
 
 __all__ = ["E2E_TARGET", "MEASURED_PROFILES", "STEP_TARGET", "MeasuredRun", "comparison_steps",
-           "llmservingsim_roofline", "measured_runs", "profile_comparisons", "profile_summary", "replay_runs", "step_comparison"]
+           "llmservingsim_roofline", "measured_runs", "profile_comparisons", "profile_summary", "replay_runs",
+           "step_comparison"]
