@@ -300,7 +300,8 @@ class Roofline:
         ep = float(self.ep)
         if m.is_moe:
             k, experts = float(m.active_experts), float(m.experts)
-            touched = experts / ep * (1.0 - (1.0 - k / experts) ** (ep * tokens))   # local experts the group's tokens touch
+            # the local experts (E / ep of them) the whole group's tokens touch
+            touched = experts / ep * (1.0 - (1.0 - k / experts) ** (ep * tokens))
             mlp_flops = 2.0 * tokens * (k * m.expert_params + h * experts)
             mlp_weights = touched * m.expert_params + h * experts
             mlp_width = k * m.intermediate_size

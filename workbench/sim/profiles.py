@@ -336,8 +336,9 @@ def roofline_name_parts(name) -> tuple[str, str, int, int] | None:
         try:
             degrees[kind] = int(tail[2:])
         except ValueError:
-            raise ValueError(f"profile {name!r}: the suffix {tail!r} is not {'a tensor' if kind == 'tp' else 'an expert'}"
-                             f"-parallel degree; write {model}@{head}/{kind}2 (or leave it out for 1)") from None
+            degree = "a tensor" if kind == "tp" else "an expert"
+            raise ValueError(f"profile {name!r}: the suffix {tail!r} is not {degree}-parallel degree; write "
+                             f"{model}@{head}/{kind}2 (or leave it out for 1)") from None
         if degrees[kind] < 1:
             raise ValueError(f"profile {name!r}: {kind} must be >= 1, got {degrees[kind]}")
     return get_model_arch(model.strip()).name, get_gpu(gpu.strip()).key, degrees["tp"], degrees["ep"]
@@ -368,7 +369,8 @@ def check_profile(name, what: str = "latency", *, extra=(), hint: str = "") -> s
             raise type(exc)(f"{what}: {exc}") from None
         return name
     return checks.choice(name, what, [*extra, *PROFILES], hint=(hint + "; " if hint else "") +
-                         "or a roofline '<model>@<gpu>[/tp<N>][/ep<M>]' of the catalogues (e.g. 'llama-3.1-8b@h100-sxm')")
+                         "or a roofline '<model>@<gpu>[/tp<N>][/ep<M>]' of the catalogues "
+                         "(e.g. 'llama-3.1-8b@h100-sxm')")
 
 
 def profile_kind(name: str) -> str:
