@@ -116,7 +116,7 @@ answers.plot_day(timeline, plan, day.STRATEGIES, day_title, results_dir=results)
 # %%
 hourly_title = (f"Dollars and SLA attainment per hour ({params.gpus_per_replica} x {params.gpu} per replica at "
                 f"${params.price:.2f} per GPU-hour)\n[{trace.label}]")
-answers.plot_hourly(hourly, params.attainment, hourly_title, results_dir=results)
+display(answers.plot_hourly(hourly, params.attainment, hourly_title, results_dir=results))
 display(answers.day_table(summary))
 
 # %% [markdown]

@@ -88,10 +88,10 @@ display(plan.table[["rank", "gpu", "topology", "fleet", "gpus", "dollars_per_hou
 # set the TP); and which limit fails with one replica (or instance) fewer.
 
 # %%
-answers.plot_per_gpu(plan.table, f"The cheapest fleet meeting the SLA per GPU type and topology (hatched: "
-                     f"disaggregated)\n{trace.label} at {plan.rate_rps:.3g} requests/s; {params.model}; "
-                     f"TTFT <= {params.ttft_sla_s:g} s, TPOT <= {params.tpot_sla_s * 1e3:g} ms for "
-                     f"{params.attainment:.0%}", results_dir=results)
+display(answers.plot_per_gpu(plan.table, f"The cheapest fleet meeting the SLA per GPU type and topology "
+                             f"(hatched: disaggregated)\n{trace.label} at {plan.rate_rps:.3g} requests/s; "
+                             f"{params.model}; TTFT <= {params.ttft_sla_s:g} s, TPOT <= "
+                             f"{params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%}", results_dir=results))
 display(Markdown("\n".join(f"* {line}" for line in answers.answer_lines(plan.table))))
 
 # %% [markdown]

@@ -85,10 +85,10 @@ errors, error_runs = hw.validated_errors()
 error_runs.to_csv(results / "hardware_errors.csv", index=False)
 table = hw.capacity_table(trace, params, fits, errors)
 table.to_csv(results / "hardware_capacity.csv", index=False)
-hw.plot_capacity(table, f"Capacity of one replica at the SLA (TTFT <= {params.ttft_sla_s:g} s, TPOT <= "
-                 f"{params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%}), per GPU and per dollar\n"
-                 f"{trace.label}; bars by kind of step times (roofline / kernel-profile / measured)",
-                 results_dir=results)
+display(hw.plot_capacity(table, f"Capacity of one replica at the SLA (TTFT <= {params.ttft_sla_s:g} s, TPOT <= "
+                         f"{params.tpot_sla_s * 1e3:g} ms for {params.attainment:.0%}), per GPU and per dollar\n"
+                         f"{trace.label}; bars by kind of step times (roofline / kernel-profile / measured)",
+                         results_dir=results))
 display(table[["model", "gpu", "tp", "kind", "step_model", "capacity_rps", "capacity_per_gpu_rps",
                "price_per_gpu_hour", "requests_per_dollar", "validated_error", "capacity_error"]])
 
@@ -101,8 +101,8 @@ display(table[["model", "gpu", "tp", "kind", "step_model", "capacity_rps", "capa
 # %%
 steps = hw.step_comparisons()
 steps.to_csv(results / "hardware_steps.csv", index=False)
-hw.plot_steps(steps, "Step times: measured profiles (black) and the roofline of the same deployment (orange)\n"
-              "[measured] DistServe's isolated steps and BLIS's fits; [roofline] config.json + spec sheets",
-              results_dir=results)
+display(hw.plot_steps(steps, "Step times: measured profiles (black) and the roofline of the same deployment "
+                      "(orange)\n[measured] DistServe's isolated steps and BLIS's fits; [roofline] config.json + "
+                      "spec sheets", results_dir=results))
 display(error_runs)
 display(Markdown("\n".join(f"* {line}" for line in hw.findings(fits, table, errors))))

@@ -52,6 +52,17 @@ def execute_notebook(notebook, output, parameters: dict | None = None):
                                cwd=str(paths.REPO_ROOT), progress_bar=False)
 
 
+def shown_figures(executed) -> int:
+    """How many figures an executed notebook (its path) shows a reader: its image outputs.  A figure the
+    notebook only saves (a plot call that is not its cell's last expression and is not display()ed) is not
+    among them."""
+    import nbformat
+
+    notebook = nbformat.read(str(executed), as_version=4)
+    return sum("image/png" in output.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.get("outputs", []))
+
+
 @pytest.fixture(scope="session")
 def python() -> str:
     """The interpreter running the tests (the project's venv)."""

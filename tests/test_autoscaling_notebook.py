@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench.study.runs import autoscaling as day
-from conftest import execute_notebook
+from conftest import execute_notebook, shown_figures
 
 
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
@@ -44,6 +44,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         assert columns.undocumented_columns(pd.read_csv(out / csv, nrows=1).columns) == [], csv
     for png in ("autoscaling_day.png", "autoscaling_hourly.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shown_figures(tmp_path / "nb.ipynb") == 2   # every figure it writes is shown in the notebook too
     found = json.loads((out / "autoscaling_findings.json").read_text())
     assert found["notebook"] == "autoscaling" and found["answer"].startswith("Over the day the peak fleet costs $")
     assert found["answer"] == answers.answer(summary.reset_index(), 0.9)      # the sentence of the rows written

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from workbench.study.runs.fleet import FleetParams
-from conftest import execute_notebook
+from conftest import execute_notebook, shown_figures
 
 
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
@@ -35,6 +35,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         assert columns.undocumented_columns(pd.read_csv(out / csv, nrows=1).columns) == [], csv
     for png in ("fleet_frontier.png", "fleet_per_gpu.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shown_figures(tmp_path / "nb.ipynb") == 2   # every figure it writes is shown in the notebook too
     text = json.dumps(json.loads((tmp_path / "nb.ipynb").read_text()))
     assert "The cheapest fleet for 10 requests/s" in text and "What decides it:" in text
     assert "against its neighbours" in text and "holds:" in text

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from workbench.study.runs.hardware import HardwareParams
-from conftest import execute_notebook
+from conftest import execute_notebook, shown_figures
 
 
 def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path):
@@ -42,6 +42,7 @@ def test_notebook_runs_at_a_tiny_size_and_writes_its_tables_and_figures(tmp_path
         assert columns.undocumented_columns(pd.read_csv(out / csv, nrows=1).columns) == [], csv
     for png in ("hardware_fit.png", "hardware_capacity.png", "hardware_steps.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shown_figures(tmp_path / "nb.ipynb") == 3   # every figure it writes is shown in the notebook too
     text = (tmp_path / "nb.ipynb").read_text()
     assert "[roofline]" in text and "roofline step times: median error of the mean E2E" in text
     assert "llama-3.1-70b fits on none of rtx-4090" in text
